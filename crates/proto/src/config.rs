@@ -1,0 +1,109 @@
+//! Tunables. The defaults are what chirp ships with; tests and the simulator vary them.
+
+use std::time::Duration;
+
+use crate::stream::MAX_MESSAGE_SIZE;
+use crate::wire::MAX_DATAGRAM_SIZE;
+
+/// Per-connection transport settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransportConfig {
+    /// Largest datagram sent. At most [`MAX_DATAGRAM_SIZE`].
+    pub max_datagram_size: usize,
+    /// With no packet received for this long, the peer is declared dead. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Send a PING when nothing ack-eliciting has crossed the connection for this long, so a NAT
+    /// binding (typically ~30 s) stays open. Default 15 s; `None` disables keepalives.
+    pub keep_alive: Option<Duration>,
+    /// RTT assumed before the first sample (RFC 9002: 333 ms).
+    pub initial_rtt: Duration,
+    /// Upper bound on the probe timeout after backoff. RFC 9002 sets none; chat wants one, so
+    /// that after an outage the link is re-probed at least this often and recovers quickly.
+    pub max_pto: Duration,
+    /// Receive window: the most message-stream bytes buffered for the peer (out-of-order, partly
+    /// reassembled or unread). This bounds a connection's receive memory. Must be at least one
+    /// maximum-size message plus its length prefix.
+    pub receive_window: u64,
+    /// Send buffer: the most bytes written but not yet acknowledged before `send` says
+    /// [`crate::WriteError::Blocked`].
+    pub send_buffer: usize,
+    /// Largest message accepted from the application or the peer.
+    pub max_message_size: usize,
+    /// Latency-first redundancy for small messages: see [`Redundancy`].
+    pub redundancy: Redundancy,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_datagram_size: MAX_DATAGRAM_SIZE,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(15)),
+            initial_rtt: Duration::from_millis(333),
+            max_pto: Duration::from_secs(1),
+            receive_window: 512 * 1024,
+            send_buffer: 1024 * 1024,
+            max_message_size: MAX_MESSAGE_SIZE,
+            redundancy: Redundancy::default(),
+        }
+    }
+}
+
+/// Proactive copies of small messages, sized to the measured loss rate.
+///
+/// A lost chat message otherwise waits for loss detection: at least one RTT plus a timer. Sending
+/// `k` copies of a small message a few milliseconds apart makes the chance that all are lost
+/// `p^k`; chirp picks the smallest `k` for which that falls below `target_residual`, so a clean
+/// path pays nothing and a lossy one pays bytes, not latency. Bulk transfers (anything that does
+/// not fit in one packet) never get copies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redundancy {
+    /// Master switch.
+    pub enabled: bool,
+    /// Most transmissions of one small message, the original included.
+    pub max_copies: u32,
+    /// Residual loss probability aimed for.
+    pub target_residual: f64,
+    /// Loss rates below this send no copies at all.
+    pub min_loss: f64,
+    /// Only data runs up to this many bytes are copied.
+    pub max_bytes: usize,
+}
+
+impl Default for Redundancy {
+    fn default() -> Self {
+        Self { enabled: true, max_copies: 4, target_residual: 1e-3, min_loss: 0.005, max_bytes: 1024 }
+    }
+}
+
+impl Redundancy {
+    /// Transmissions per small message for an estimated loss rate `p`.
+    pub fn copies_for(&self, p: f64) -> u32 {
+        if !self.enabled || p < self.min_loss {
+            return 1;
+        }
+        if p >= 1.0 {
+            return self.max_copies.max(1);
+        }
+        let k = (self.target_residual.ln() / p.ln()).ceil();
+        // `k` is finite and positive here because 0 < p < 1 and 0 < target < 1.
+        (k.max(1.0) as u32).clamp(1, self.max_copies.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_grow_with_loss() {
+        let r = Redundancy::default();
+        assert_eq!(r.copies_for(0.0), 1);
+        assert_eq!(r.copies_for(0.001), 1);
+        assert_eq!(r.copies_for(0.02), 2);
+        assert_eq!(r.copies_for(0.1), 3);
+        assert_eq!(r.copies_for(0.2), 4);
+        assert_eq!(r.copies_for(0.9), 4);
+        assert_eq!(Redundancy { enabled: false, ..r }.copies_for(0.5), 1);
+    }
+}

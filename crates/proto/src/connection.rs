@@ -1,0 +1,968 @@
+//! One connection: handshake, loss recovery, acknowledgements, flow and congestion control,
+//! latency-first redundancy, keepalive, idle timeout and close.
+//!
+//! The [`crate::Endpoint`] owns every `Connection` and forwards to it; nothing here touches a
+//! socket or a clock. Loss recovery follows RFC 9002 with a single packet-number space (there is
+//! no separate handshake space because there are no separate handshake keys in version 1).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use crate::coding::varint_len;
+use crate::config::TransportConfig;
+use crate::congestion::NewReno;
+use crate::range_set::RangeSet;
+use crate::rtt::RttEstimator;
+use crate::stats::ConnectionStats;
+use crate::stream::{RecvStream, SendStream, WriteError};
+use crate::wire::{
+    AckFrame, ConnectionId, Frame, Frames, Header, MIN_INITIAL_SIZE, PacketBuilder, PacketType,
+};
+
+/// The longest a receiver may hold an ACK for an ack-eliciting packet. A protocol constant of
+/// version 1, so that each side can compute the other's probe timeout without negotiation.
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(10);
+/// A receiver acknowledges at once after this many ack-eliciting packets.
+const ACK_ELICITING_THRESHOLD: u32 = 2;
+/// RFC 9002 packet-reordering threshold.
+const PACKET_THRESHOLD: u64 = 3;
+/// Most ACK ranges sent in one frame: the newest ones matter, older gaps have been resolved.
+const MAX_ACK_RANGES_SENT: usize = 32;
+/// Most received-packet ranges remembered; older packet numbers count as duplicates.
+const MAX_RECV_RANGES: usize = 128;
+/// Probe packets sent when the probe timer fires (RFC 9002 allows up to two).
+const PROBES_PER_PTO: u32 = 2;
+/// Weight of one packet outcome in the loss estimate (an EWMA over ~32 packets).
+const LOSS_EWMA_WEIGHT: f64 = 1.0 / 32.0;
+
+/// Close codes carried in CLOSE frames. Values below 0x100 belong to the transport.
+pub mod close_code {
+    /// Orderly close, nothing wrong.
+    pub const NO_ERROR: u64 = 0x00;
+    /// The peer sent something the protocol forbids.
+    pub const PROTOCOL_VIOLATION: u64 = 0x01;
+    /// The peer exceeded the flow-control limit.
+    pub const FLOW_CONTROL: u64 = 0x02;
+    /// The peer sent a message above the maximum size.
+    pub const MESSAGE_TOO_LARGE: u64 = 0x03;
+    /// First code available to applications.
+    pub const APPLICATION_MIN: u64 = 0x100;
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent CLOSE.
+    PeerClosed {
+        /// Its code.
+        code: u64,
+        /// Its reason, decoded lossily.
+        reason: String,
+    },
+    /// This side closed it.
+    Local,
+    /// Nothing was heard from the peer for the idle timeout: it is presumed dead.
+    IdleTimeout,
+    /// The peer broke the protocol; this side closed with the given code.
+    ProtocolViolation {
+        /// The code sent to the peer.
+        code: u64,
+        /// What went wrong.
+        detail: &'static str,
+    },
+}
+
+/// Per-connection events, wrapped with the handle by the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConnEvent {
+    Connected { incoming: bool },
+    Message(Bytes),
+    Writable,
+    Closed(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Client waiting for the server's first packet.
+    Handshaking,
+    Established,
+    /// We sent CLOSE; answer stray packets with CLOSE until the deadline.
+    Closing { until: Instant },
+    /// The peer sent CLOSE; stay silent until the deadline, then forget the connection.
+    Draining { until: Instant },
+    /// Gone; the endpoint removes it once the application has seen `Closed`.
+    Drained,
+}
+
+#[derive(Debug)]
+struct SentPacket {
+    time: Instant,
+    size: u64,
+    ack_eliciting: bool,
+    app_limited: bool,
+    /// Message-stream ranges carried, to be marked acked or lost.
+    stream: Vec<Range<u64>>,
+    max_data: bool,
+    /// Largest packet number our ACK frame in this packet acknowledged (for ack-of-ack).
+    ack_largest: Option<u64>,
+}
+
+/// A small message scheduled for proactive copies.
+#[derive(Debug)]
+struct PendingCopy {
+    range: Range<u64>,
+    remaining: u32,
+    next: Instant,
+}
+
+/// One connection's complete state.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    side: Side,
+    state: State,
+    config: TransportConfig,
+    pub(crate) local_cid: ConnectionId,
+    /// The peer's connection ID once known; before that a client uses `initial_dcid`.
+    remote_cid: Option<ConnectionId>,
+    pub(crate) initial_dcid: ConnectionId,
+    pub(crate) remote: SocketAddr,
+    /// Server only: the client has sent a DATA packet, so it knows our ID.
+    confirmed: bool,
+
+    // Sending.
+    next_pn: u64,
+    sent: BTreeMap<u64, SentPacket>,
+    bytes_in_flight: u64,
+    ack_eliciting_in_flight: u64,
+    time_of_last_ack_eliciting: Option<Instant>,
+    largest_acked: Option<u64>,
+    loss_time: Option<Instant>,
+    pto_count: u32,
+    probes: u32,
+    rtt: RttEstimator,
+    cc: NewReno,
+    loss_estimate: f64,
+    send: SendStream,
+    copies: VecDeque<PendingCopy>,
+    ping_pending: bool,
+    max_data_pending: bool,
+    close_frame: Option<(u64, String)>,
+    close_pending: bool,
+    close_after_flush: bool,
+
+    // Receiving.
+    recv: RecvStream,
+    recv_pns: RangeSet,
+    recv_floor: u64,
+    recv_largest: Option<(u64, Instant)>,
+    ack_pending: bool,
+    ack_immediately: bool,
+    ack_deadline: Option<Instant>,
+    eliciting_since_ack: u32,
+    last_rx: Instant,
+    last_activity: Instant,
+
+    // Events.
+    connected_pending: bool,
+    writable_pending: bool,
+    closed: Option<CloseReason>,
+    closed_emitted: bool,
+
+    stats: ConnectionStats,
+}
+
+impl Connection {
+    fn new(
+        side: Side,
+        config: TransportConfig,
+        local_cid: ConnectionId,
+        remote_cid: Option<ConnectionId>,
+        initial_dcid: ConnectionId,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        let window = config.receive_window;
+        Self {
+            side,
+            state: if side == Side::Client { State::Handshaking } else { State::Established },
+            local_cid,
+            remote_cid,
+            initial_dcid,
+            remote,
+            confirmed: false,
+            next_pn: 0,
+            sent: BTreeMap::new(),
+            bytes_in_flight: 0,
+            ack_eliciting_in_flight: 0,
+            time_of_last_ack_eliciting: None,
+            largest_acked: None,
+            loss_time: None,
+            pto_count: 0,
+            probes: 0,
+            rtt: RttEstimator::new(config.initial_rtt),
+            cc: NewReno::new(config.max_datagram_size),
+            loss_estimate: 0.0,
+            // Both sides start from the same window, a protocol constant of the configuration;
+            // the first MAX_DATA frame tells the truth if the peer configured another.
+            send: SendStream::new(window, config.send_buffer, config.max_message_size),
+            copies: VecDeque::new(),
+            // A client's first INITIAL and a server's first answer both elicit an ACK, which is
+            // how each side learns the other holds its connection ID.
+            ping_pending: true,
+            max_data_pending: false,
+            close_frame: None,
+            close_pending: false,
+            close_after_flush: false,
+            recv: RecvStream::new(window, config.max_message_size),
+            recv_pns: RangeSet::new(),
+            recv_floor: 0,
+            recv_largest: None,
+            ack_pending: false,
+            ack_immediately: false,
+            ack_deadline: None,
+            eliciting_since_ack: 0,
+            last_rx: now,
+            last_activity: now,
+            connected_pending: side == Side::Server,
+            writable_pending: false,
+            closed: None,
+            closed_emitted: false,
+            stats: ConnectionStats::default(),
+            config,
+        }
+    }
+
+    /// A connection we open; `initial_dcid` is random until the server tells us its own ID.
+    pub(crate) fn client(
+        config: TransportConfig,
+        local_cid: ConnectionId,
+        initial_dcid: ConnectionId,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        Self::new(Side::Client, config, local_cid, None, initial_dcid, remote, now)
+    }
+
+    /// A connection accepted from a client's INITIAL.
+    pub(crate) fn server(
+        config: TransportConfig,
+        local_cid: ConnectionId,
+        header: &Header,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        Self::new(Side::Server, config, local_cid, header.src_cid, header.dst_cid, remote, now)
+    }
+
+    /// Simultaneous open: both peers sent INITIALs and we lost the tie-break, so this client
+    /// connection turns into the server side of the peer's attempt. Whatever we already sent in
+    /// INITIALs the peer dropped; loss recovery resends it under new packet numbers.
+    pub(crate) fn become_server(&mut self, peer: &Header) {
+        self.side = Side::Server;
+        self.state = State::Established;
+        self.remote_cid = peer.src_cid;
+        self.initial_dcid = peer.dst_cid;
+        self.connected_pending = true;
+        self.ping_pending = true;
+    }
+
+    pub(crate) fn is_handshaking_client(&self) -> bool {
+        self.side == Side::Client && self.state == State::Handshaking
+    }
+
+    pub(crate) fn is_drained(&self) -> bool {
+        self.state == State::Drained && self.closed_emitted
+    }
+
+    /// Still exchanging data (not closing, draining or gone)?
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.state, State::Handshaking | State::Established)
+    }
+
+    pub(crate) fn send_buffered(&self) -> u64 {
+        self.send.unacked()
+    }
+
+    pub(crate) fn recv_buffered(&self) -> u64 {
+        self.recv.buffered()
+    }
+
+    pub(crate) fn sent_packets_tracked(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            srtt: self.rtt.smoothed(),
+            rttvar: self.rtt.var(),
+            min_rtt: self.rtt.min(),
+            latest_rtt: self.rtt.latest(),
+            cwnd: self.cc.window(),
+            bytes_in_flight: self.bytes_in_flight,
+            loss_estimate: self.loss_estimate,
+            ..self.stats
+        }
+    }
+
+    pub(crate) fn count_corrupt(&mut self) {
+        self.stats.corrupt_dropped += 1;
+    }
+
+    pub(crate) fn count_malformed(&mut self) {
+        self.stats.malformed_dropped += 1;
+    }
+
+    // ----- Application calls -----
+
+    pub(crate) fn write(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        if !self.is_open() || self.close_after_flush {
+            return Err(SendError::Closed);
+        }
+        self.send.write(msg)?;
+        self.stats.messages_sent += 1;
+        Ok(())
+    }
+
+    /// Closes the connection. Graceful: first wait until everything written is acknowledged.
+    pub(crate) fn close(&mut self, now: Instant, code: u64, reason: &str, graceful: bool) {
+        if !self.is_open() {
+            return;
+        }
+        self.close_frame = Some((code, reason.to_owned()));
+        if graceful && !self.send.is_flushed() {
+            self.close_after_flush = true;
+        } else {
+            self.enter_closing(now, CloseReason::Local);
+        }
+    }
+
+    fn enter_closing(&mut self, now: Instant, reason: CloseReason) {
+        debug!(?reason, "closing");
+        self.state = State::Closing { until: now + self.pto() * 3 };
+        self.close_pending = true;
+        self.closed.get_or_insert(reason);
+        self.copies.clear();
+    }
+
+    fn protocol_violation(&mut self, now: Instant, code: u64, detail: &'static str) {
+        debug!(code, detail, "peer violated the protocol");
+        self.close_frame = Some((code, detail.to_owned()));
+        self.enter_closing(now, CloseReason::ProtocolViolation { code, detail });
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<ConnEvent> {
+        if std::mem::take(&mut self.connected_pending) {
+            return Some(ConnEvent::Connected { incoming: self.side == Side::Server });
+        }
+        if let Some(msg) = self.recv.pop_message() {
+            self.stats.messages_received += 1;
+            if self.is_open() && self.recv.wants_max_data_update() {
+                self.max_data_pending = true;
+            }
+            return Some(ConnEvent::Message(msg));
+        }
+        if std::mem::take(&mut self.writable_pending) {
+            return Some(ConnEvent::Writable);
+        }
+        if !self.closed_emitted {
+            if let Some(reason) = &self.closed {
+                self.closed_emitted = true;
+                return Some(ConnEvent::Closed(reason.clone()));
+            }
+        }
+        None
+    }
+
+    // ----- Input -----
+
+    /// Processes one authenticated (checksum-verified) packet addressed to this connection.
+    pub(crate) fn handle_packet(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        header: &Header,
+        payload: &[u8],
+        datagram_len: usize,
+    ) {
+        self.stats.bytes_received += datagram_len as u64;
+        let pn = header.number;
+        match self.state {
+            State::Drained | State::Draining { .. } => return,
+            State::Closing { .. } => {
+                // Answer with CLOSE (once per packet received, so never more than we get) and
+                // stop early if the peer closes too.
+                self.close_pending = true;
+                if Frames::new(payload).any(|f| matches!(f, Ok(Frame::Close { .. }))) {
+                    self.state = State::Drained;
+                }
+                return;
+            }
+            State::Handshaking | State::Established => {}
+        }
+        if pn < self.recv_floor || self.recv_pns.contains(pn) {
+            self.stats.duplicates_dropped += 1;
+            return;
+        }
+        // Decode everything before acting on anything: a packet is applied whole or not at all.
+        let frames: Vec<Frame<'_>> = match Frames::new(payload).collect() {
+            Ok(frames) => frames,
+            Err(e) => {
+                trace!(%e, "malformed frames");
+                self.stats.malformed_dropped += 1;
+                return;
+            }
+        };
+        self.stats.packets_received += 1;
+        self.last_rx = now;
+        self.last_activity = now;
+
+        // Packet-number bookkeeping and ACK urgency: a gap, or a gap being filled, is news the
+        // sender needs now, not after the delayed-ACK timer. (Only for ack-eliciting packets:
+        // answering reordered ACKs with ACKs would ping-pong forever.)
+        let mut urgent = header.ty == PacketType::Initial;
+        match self.recv_largest {
+            Some((largest, _)) if pn < largest => {
+                self.stats.out_of_order += 1;
+                urgent = true;
+            }
+            Some((largest, _)) if pn > largest + 1 => urgent = true,
+            _ => {}
+        }
+        if self.recv_largest.is_none_or(|(largest, _)| pn > largest) {
+            self.recv_largest = Some((pn, now));
+            if remote != self.remote {
+                // NAT rebinding: follow the newest packet's address. (Version 1 has no path
+                // validation; it arrives with the encrypted version.)
+                debug!(old = %self.remote, new = %remote, "peer address changed");
+                self.remote = remote;
+            }
+        }
+        self.recv_pns.insert(pn..pn + 1);
+        if self.recv_pns.range_count() > MAX_RECV_RANGES {
+            self.recv_pns.truncate_low(MAX_RECV_RANGES);
+            self.recv_floor = self.recv_pns.min().unwrap_or(self.recv_floor);
+        }
+        self.ack_pending = true;
+
+        match (self.side, header.ty) {
+            (Side::Client, PacketType::Initial) if self.state == State::Handshaking => {
+                self.remote_cid = header.src_cid;
+                self.state = State::Established;
+                self.connected_pending = true;
+                debug!(remote_cid = ?self.remote_cid, "connected");
+            }
+            (Side::Server, PacketType::Data) => self.confirmed = true,
+            _ => {}
+        }
+
+        let mut eliciting = false;
+        for frame in &frames {
+            eliciting |= frame.is_ack_eliciting();
+            match *frame {
+                Frame::Padding { .. } | Frame::Ping => {}
+                Frame::Ack(ref ack) => {
+                    if let Err(detail) = self.on_ack(now, ack) {
+                        self.protocol_violation(now, close_code::PROTOCOL_VIOLATION, detail);
+                        return;
+                    }
+                }
+                Frame::Message { offset, data } => match self.recv.on_data(offset, data) {
+                    Ok(_) => {}
+                    Err(crate::stream::RecvError::FlowControl) => {
+                        self.protocol_violation(now, close_code::FLOW_CONTROL, "flow control");
+                        return;
+                    }
+                    Err(crate::stream::RecvError::MessageTooLarge) => {
+                        let code = close_code::MESSAGE_TOO_LARGE;
+                        self.protocol_violation(now, code, "message too large");
+                        return;
+                    }
+                },
+                Frame::MaxData { limit } => {
+                    if limit > self.send.max_data {
+                        self.send.max_data = limit;
+                    }
+                }
+                Frame::Close { code, reason } => {
+                    let reason = String::from_utf8_lossy(reason).into_owned();
+                    debug!(code, "peer closed");
+                    self.closed.get_or_insert(CloseReason::PeerClosed { code, reason });
+                    self.state = State::Draining { until: now + self.pto() * 3 };
+                    self.copies.clear();
+                    return;
+                }
+            }
+        }
+        if eliciting {
+            self.eliciting_since_ack += 1;
+            // Handshake packets are acknowledged at once too: the RTT estimate starts there.
+            if urgent || self.eliciting_since_ack >= ACK_ELICITING_THRESHOLD {
+                self.ack_immediately = true;
+            }
+            self.ack_deadline.get_or_insert(now + MAX_ACK_DELAY);
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: &AckFrame) -> Result<(), &'static str> {
+        let Some(largest) = ack.largest() else { return Ok(()) };
+        if largest >= self.next_pn {
+            return Err("ack of unsent packet");
+        }
+        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        let mut newly: Vec<(u64, SentPacket)> = Vec::new();
+        for &(lo, hi) in &ack.ranges {
+            let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
+            for pn in pns {
+                if let Some(p) = self.sent.remove(&pn) {
+                    newly.push((pn, p));
+                }
+            }
+        }
+        if newly.is_empty() {
+            return Ok(());
+        }
+        // An RTT sample only from the largest acknowledged packet, and only when it is newly
+        // acknowledged: packet numbers are never reused, so the sample is never ambiguous.
+        if let Some((_, p)) = newly.iter().find(|(pn, _)| *pn == largest) {
+            if newly.iter().any(|(_, p)| p.ack_eliciting) {
+                let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
+                self.rtt.update(now.saturating_duration_since(p.time), delay);
+            }
+        }
+        for (_, p) in newly {
+            if p.ack_eliciting {
+                self.stats.packets_acked += 1;
+                self.bytes_in_flight -= p.size;
+                self.ack_eliciting_in_flight -= 1;
+                self.loss_estimate *= 1.0 - LOSS_EWMA_WEIGHT;
+                self.cc.on_ack(p.time, p.size, p.app_limited);
+            }
+            for r in p.stream {
+                self.send.on_ack(r);
+            }
+            if let Some(l) = p.ack_largest {
+                // The peer has seen our acknowledgement up to `l`: it will never need those
+                // packet numbers acknowledged again, so stop tracking them.
+                if l + 1 > self.recv_floor {
+                    self.recv_floor = l + 1;
+                    self.recv_pns.remove(0..l + 1);
+                }
+            }
+        }
+        self.copies.retain(|c| !self.send.is_acked(&c.range));
+        if self.send.blocked && self.send.has_room() {
+            self.send.blocked = false;
+            self.writable_pending = true;
+        }
+        self.detect_lost(now);
+        self.pto_count = 0;
+        if self.close_after_flush && self.send.is_flushed() {
+            self.close_after_flush = false;
+            self.enter_closing(now, CloseReason::Local);
+        }
+        Ok(())
+    }
+
+    /// RFC 9002 §6.1: declare packets lost by the packet or time threshold.
+    fn detect_lost(&mut self, now: Instant) {
+        self.loss_time = None;
+        let Some(largest_acked) = self.largest_acked else { return };
+        let loss_delay = self.rtt.loss_delay();
+        let lost_send_time = now.checked_sub(loss_delay);
+        let mut lost = Vec::new();
+        for (&pn, p) in self.sent.range(..largest_acked) {
+            if lost_send_time.is_some_and(|t| p.time <= t) || largest_acked >= pn + PACKET_THRESHOLD
+            {
+                lost.push(pn);
+            } else {
+                let t = p.time + loss_delay;
+                self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
+            }
+        }
+        let mut newest_lost: Option<Instant> = None;
+        for pn in lost {
+            let Some(p) = self.sent.remove(&pn) else { continue };
+            trace!(pn, "lost");
+            if p.ack_eliciting {
+                self.stats.packets_lost += 1;
+                self.bytes_in_flight -= p.size;
+                self.ack_eliciting_in_flight -= 1;
+                self.loss_estimate = self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
+                newest_lost = Some(newest_lost.map_or(p.time, |t| t.max(p.time)));
+            }
+            for r in p.stream {
+                self.send.on_lost(r);
+            }
+            self.max_data_pending |= p.max_data;
+        }
+        if let Some(t) = newest_lost {
+            self.cc.on_congestion_event(now, t);
+        }
+    }
+
+    /// Probe timeout with backoff, capped at `max_pto`.
+    fn pto(&self) -> Duration {
+        let base = self.rtt.pto_base(MAX_ACK_DELAY);
+        base.saturating_mul(1 << self.pto_count.min(16)).min(self.config.max_pto.max(base))
+    }
+
+    fn loss_detection_deadline(&self) -> Option<Instant> {
+        if let Some(t) = self.loss_time {
+            return Some(t);
+        }
+        if self.ack_eliciting_in_flight == 0 {
+            return None;
+        }
+        self.time_of_last_ack_eliciting.map(|t| t + self.pto())
+    }
+
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        let interval = self.config.keep_alive?;
+        (self.state == State::Established).then_some(self.last_activity + interval)
+    }
+
+    fn copy_spacing(&self) -> Duration {
+        (self.rtt.smoothed() / 8).clamp(Duration::from_millis(1), Duration::from_millis(10))
+    }
+
+    fn cwnd_allows(&self) -> bool {
+        self.probes > 0 || self.bytes_in_flight < self.cc.window()
+    }
+
+    fn next_copy_time(&self) -> Option<Instant> {
+        if !self.cwnd_allows() || !self.can_send_data() {
+            return None;
+        }
+        self.copies.iter().map(|c| c.next).min()
+    }
+
+    fn can_send_data(&self) -> bool {
+        self.remote_cid.is_some() && self.is_open()
+    }
+
+    /// When `handle_timeout` next has work to do.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let end = match self.state {
+            State::Closing { until } | State::Draining { until } => return Some(until),
+            State::Drained => return None,
+            State::Handshaking | State::Established => self.last_rx + self.config.idle_timeout,
+        };
+        [
+            Some(end),
+            self.loss_detection_deadline(),
+            self.ack_pending.then_some(self.ack_deadline).flatten(),
+            self.keepalive_deadline(),
+            self.next_copy_time(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Fires whatever timers are due.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closing { until } | State::Draining { until } => {
+                if now >= until {
+                    self.state = State::Drained;
+                }
+                return;
+            }
+            State::Drained => return,
+            State::Handshaking | State::Established => {}
+        }
+        if now >= self.last_rx + self.config.idle_timeout {
+            debug!("idle timeout");
+            self.state = State::Drained;
+            self.closed.get_or_insert(CloseReason::IdleTimeout);
+            return;
+        }
+        if self.ack_deadline.is_some_and(|t| now >= t) {
+            self.ack_immediately = true;
+        }
+        if self.keepalive_deadline().is_some_and(|t| now >= t) {
+            self.ping_pending = true;
+            self.last_activity = now;
+        }
+        if self.loss_time.is_some_and(|t| now >= t) {
+            self.detect_lost(now);
+        } else if self.loss_time.is_none()
+            && self.loss_detection_deadline().is_some_and(|t| now >= t)
+        {
+            self.pto_count += 1;
+            self.stats.ptos += 1;
+            self.probes = PROBES_PER_PTO;
+            debug!(pto_count = self.pto_count, "probe timeout");
+        }
+    }
+
+    // ----- Output -----
+
+    /// Builds the next datagram, if anything is due.
+    pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        match self.state {
+            State::Drained | State::Draining { .. } => return None,
+            State::Closing { .. } => {
+                if !std::mem::take(&mut self.close_pending) {
+                    return None;
+                }
+                let (code, reason) = self.close_frame.clone().unwrap_or_default();
+                let mut b = self.builder();
+                let reason = truncate_utf8(&reason, b.remaining().saturating_sub(20));
+                Frame::Close { code, reason: reason.as_bytes() }.encode(b.frames_buf());
+                return Some(self.finish(now, b, SentPacket::empty(now), false));
+            }
+            State::Handshaking | State::Established => {}
+        }
+        let send = &self.send;
+        self.copies.retain(|c| !send.is_acked(&c.range));
+        let send_ack = self.ack_pending
+            && (self.ack_immediately || self.ack_deadline.is_some_and(|t| now >= t));
+        let data_ok = self.can_send_data() && self.cwnd_allows();
+        let copy_due = data_ok && self.copies.iter().any(|c| c.next <= now);
+        let data_due = data_ok && (self.send.has_lost() || self.send.has_sendable_new());
+        let control_due = self.ping_pending || (self.max_data_pending && self.can_send_data());
+        if !(send_ack || data_due || copy_due || control_due || self.probes > 0) {
+            return None;
+        }
+
+        let mut b = self.builder();
+        let mut sp = SentPacket::empty(now);
+        if self.ack_pending {
+            self.write_ack(now, &mut b, &mut sp);
+        }
+        if self.max_data_pending && self.can_send_data() {
+            self.max_data_pending = false;
+            let limit = self.recv.advance_max_data();
+            Frame::MaxData { limit }.encode(b.frames_buf());
+            sp.max_data = true;
+            sp.ack_eliciting = true;
+        }
+        let mut new_range: Option<Range<u64>> = None;
+        if data_ok {
+            while let Some(r) = self.take_stream(&b, |s, n| s.next_lost(n)) {
+                self.stats.retransmissions += 1;
+                self.write_stream(&mut b, &mut sp, r);
+            }
+            while let Some(r) = self.take_stream(&b, |s, n| s.next_new(n)) {
+                new_range = Some(new_range.map_or(r.clone(), |n| n.start..r.end));
+                self.write_stream(&mut b, &mut sp, r);
+            }
+            self.write_copies(now, &mut b, &mut sp);
+        }
+        if self.probes > 0 && !sp.ack_eliciting && self.can_send_data() {
+            // A probe carries data if it can: it then repairs a loss as well as detecting one.
+            if let Some(r) = self.send.oldest_unacked(max_stream_payload(&b, 0)) {
+                self.stats.retransmissions += 1;
+                self.write_stream(&mut b, &mut sp, r);
+            }
+        }
+        if (std::mem::take(&mut self.ping_pending) || self.probes > 0) && !sp.ack_eliciting {
+            Frame::Ping.encode(b.frames_buf());
+            sp.ack_eliciting = true;
+        }
+        self.probes = self.probes.saturating_sub(1);
+        if let Some(r) = new_range {
+            self.schedule_copies(now, r);
+        }
+        let pad = self.side == Side::Client && self.state == State::Handshaking;
+        if pad {
+            b.pad_to(MIN_INITIAL_SIZE);
+        }
+        sp.app_limited = !self.send.has_sendable_new();
+        if !b.has_frames() {
+            // Everything that looked due turned out to be moot (e.g. an ACK with nothing left
+            // to acknowledge). The packet number is simply skipped; gaps are legal.
+            return None;
+        }
+        Some(self.finish(now, b, sp, pad))
+    }
+
+    fn builder(&mut self) -> PacketBuilder {
+        let long = match self.side {
+            Side::Client => self.state == State::Handshaking,
+            Side::Server => !self.confirmed,
+        };
+        let header = Header {
+            ty: if long { PacketType::Initial } else { PacketType::Data },
+            dst_cid: self.remote_cid.unwrap_or(self.initial_dcid),
+            src_cid: long.then_some(self.local_cid),
+            number: self.next_pn,
+        };
+        self.next_pn += 1;
+        PacketBuilder::new(&header, self.config.max_datagram_size)
+    }
+
+    fn finish(&mut self, now: Instant, b: PacketBuilder, mut sp: SentPacket, padded: bool) -> Vec<u8> {
+        let pn = self.next_pn - 1;
+        let bytes = b.finish();
+        sp.size = bytes.len() as u64;
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += bytes.len() as u64;
+        if sp.ack_eliciting || padded {
+            sp.ack_eliciting = true;
+            self.bytes_in_flight += sp.size;
+            self.ack_eliciting_in_flight += 1;
+            self.time_of_last_ack_eliciting = Some(now);
+            self.last_activity = now;
+        }
+        // Only ack-eliciting packets are tracked: nothing acknowledges the others, so they could
+        // never leave the map. (An ACK riding on one still gets its ack-of-ack.)
+        if sp.ack_eliciting {
+            self.sent.insert(pn, sp);
+        }
+        trace!(pn, len = bytes.len(), "send");
+        bytes
+    }
+
+    fn write_ack(&mut self, now: Instant, b: &mut PacketBuilder, sp: &mut SentPacket) {
+        let Some((largest, received_at)) = self.recv_largest else { return };
+        let mut ranges: Vec<(u64, u64)> = self
+            .recv_pns
+            .iter()
+            .rev()
+            .take(MAX_ACK_RANGES_SENT)
+            .map(|r| (r.start, r.end - 1))
+            .collect();
+        if ranges.first().is_none_or(|r| r.1 != largest) {
+            // The largest was already acknowledged and forgotten (ack-of-ack); nothing to say.
+            ranges.clear();
+        }
+        let delay_us = now.saturating_duration_since(received_at).as_micros() as u64;
+        let mut ack = AckFrame { delay_us, ranges };
+        // Drop the oldest ranges until the frame fits; it always fits with one range.
+        while ack.ranges.len() > 1 && Frame::Ack(ack.clone()).encoded_len() > b.remaining() {
+            ack.ranges.pop();
+        }
+        if !ack.ranges.is_empty() && Frame::Ack(ack.clone()).encoded_len() <= b.remaining() {
+            Frame::Ack(ack).encode(b.frames_buf());
+            sp.ack_largest = Some(largest);
+        }
+        self.ack_pending = false;
+        self.ack_immediately = false;
+        self.ack_deadline = None;
+        self.eliciting_since_ack = 0;
+    }
+
+    fn take_stream(
+        &mut self,
+        b: &PacketBuilder,
+        take: impl FnOnce(&mut SendStream, usize) -> Option<Range<u64>>,
+    ) -> Option<Range<u64>> {
+        let room = max_stream_payload(b, self.send.end());
+        if room == 0 {
+            return None;
+        }
+        take(&mut self.send, room)
+    }
+
+    fn write_stream(&mut self, b: &mut PacketBuilder, sp: &mut SentPacket, r: Range<u64>) {
+        let out = b.frames_buf();
+        out.push(crate::wire::FrameType::Message as u8);
+        crate::coding::put_varint(out, r.start);
+        crate::coding::put_varint(out, r.end - r.start);
+        self.send.copy_range(r.clone(), out);
+        sp.stream.push(r);
+        sp.ack_eliciting = true;
+    }
+
+    /// Queues proactive copies of a small, just-sent run of new data.
+    fn schedule_copies(&mut self, now: Instant, r: Range<u64>) {
+        let red = &self.config.redundancy;
+        let small = (r.end - r.start) as usize <= red.max_bytes && !self.send.has_sendable_new();
+        let copies = red.copies_for(self.loss_estimate);
+        if small && copies > 1 {
+            let next = now + self.copy_spacing();
+            self.copies.push_back(PendingCopy { range: r, remaining: copies - 1, next });
+        }
+    }
+
+    /// Adds due copies (and, since this packet goes out anyway, those nearly due) if they fit.
+    fn write_copies(&mut self, now: Instant, b: &mut PacketBuilder, sp: &mut SentPacket) {
+        let spacing = self.copy_spacing();
+        let mut i = 0;
+        while i < self.copies.len() {
+            let c = &self.copies[i];
+            if self.send.is_acked(&c.range) {
+                self.copies.remove(i);
+                continue;
+            }
+            let ready = c.next <= now + spacing / 2;
+            let fits = max_stream_payload(b, c.range.end) >= (c.range.end - c.range.start) as usize;
+            if !ready || !fits {
+                i += 1;
+                continue;
+            }
+            let range = c.range.clone();
+            for part in self.send.unacked_parts(range) {
+                self.write_stream(b, sp, part);
+            }
+            self.stats.redundant_copies += 1;
+            let c = &mut self.copies[i];
+            c.remaining -= 1;
+            c.next = now + spacing;
+            if c.remaining == 0 {
+                self.copies.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Largest stream payload that fits in `b` for data near `offset`.
+fn max_stream_payload(b: &PacketBuilder, offset: u64) -> usize {
+    let room = b.remaining();
+    let overhead = 1 + varint_len(offset) + varint_len(room as u64);
+    room.saturating_sub(overhead)
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl SentPacket {
+    fn empty(time: Instant) -> Self {
+        Self {
+            time,
+            size: 0,
+            ack_eliciting: false,
+            app_limited: false,
+            stream: Vec::new(),
+            max_data: false,
+            ack_largest: None,
+        }
+    }
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// See [`WriteError`].
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The connection is closing or closed.
+    #[error("connection closed")]
+    Closed,
+    /// No connection with that handle.
+    #[error("unknown connection")]
+    UnknownConnection,
+}

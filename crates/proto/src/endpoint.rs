@@ -1,0 +1,388 @@
+//! The endpoint: one per UDP socket. It routes datagrams to connections by connection ID,
+//! accepts new connections, and exposes the sans-IO interface a driver calls.
+//!
+//! # Driving an endpoint
+//!
+//! Everything happens in reaction to one of three inputs, each followed by draining output
+//! (str0m's "single-mutation rule"):
+//!
+//! ```text
+//! loop {
+//!     // input: exactly one of
+//!     endpoint.handle_datagram(now, from, &buf);   // a datagram arrived
+//!     endpoint.handle_timeout(now);                // the deadline from poll_timeout passed
+//!     endpoint.send(conn, msg) / connect / close;  // the application asked for something
+//!     // then drain, in this order, until each returns None:
+//!     while let Some(t) = endpoint.poll_transmit(now) { socket.send_to(&t.contents, t.destination) }
+//!     while let Some(ev) = endpoint.poll_event() { /* handle; may call send() → loop again */ }
+//!     let deadline = endpoint.poll_timeout();      // sleep until then or until the next input
+//! }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use crate::config::TransportConfig;
+use crate::connection::{CloseReason, ConnEvent, Connection, SendError};
+use crate::rng::Rng;
+use crate::stats::{ConnectionStats, EndpointStats};
+use crate::wire::{ConnectionId, DecodeError, Packet, PacketType};
+
+/// Identifies a connection within its endpoint. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionHandle(pub u64);
+
+/// Endpoint settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    /// Settings applied to every connection.
+    pub transport: TransportConfig,
+    /// Accept connections that peers open to us (a server, or a peer in peer mode).
+    pub accept_incoming: bool,
+    /// Most connections at once; INITIALs beyond it are dropped and counted.
+    pub max_connections: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self { transport: TransportConfig::default(), accept_incoming: true, max_connections: 4096 }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The UDP payload.
+    pub contents: Vec<u8>,
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The connection is up. `incoming` is true if the peer opened it.
+    Connected {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// The peer's address.
+        remote: SocketAddr,
+        /// Opened by the peer (true) or by us via [`Endpoint::connect`] (false).
+        incoming: bool,
+    },
+    /// A complete message arrived, in order, exactly once.
+    Message {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// Its bytes.
+        data: Bytes,
+    },
+    /// The send buffer, which was full, has room again.
+    Writable {
+        /// Which connection.
+        conn: ConnectionHandle,
+    },
+    /// The connection ended. It is the last event for this handle.
+    Closed {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why [`Endpoint::connect`] failed.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The connection table is full.
+    #[error("too many connections")]
+    TooManyConnections,
+}
+
+/// A sans-IO endpoint: all the connections behind one UDP socket.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    rng: Rng,
+    // BTreeMap, not HashMap: iteration order decides which connection transmits first, and it
+    // must be deterministic for simulations to replay exactly.
+    conns: BTreeMap<ConnectionHandle, Connection>,
+    by_cid: HashMap<ConnectionId, ConnectionHandle>,
+    /// Client INITIALs are addressed to a random ID until the client learns ours.
+    by_initial: HashMap<(SocketAddr, ConnectionId), ConnectionHandle>,
+    next_handle: u64,
+    /// Round-robin cursors so that one busy connection cannot starve the others.
+    transmit_cursor: u64,
+    event_cursor: u64,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// Creates an endpoint. `seed` keys the generator of connection IDs: the driver passes OS
+    /// entropy, tests a constant (the core itself never reads the OS).
+    pub fn new(config: EndpointConfig, seed: u64) -> Self {
+        Self {
+            config,
+            rng: Rng::new(seed),
+            conns: BTreeMap::new(),
+            by_cid: HashMap::new(),
+            by_initial: HashMap::new(),
+            next_handle: 0,
+            transmit_cursor: 0,
+            event_cursor: 0,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    fn new_cid(&mut self) -> ConnectionId {
+        loop {
+            let cid = ConnectionId(self.rng.next_u64());
+            if cid.0 != 0 && !self.by_cid.contains_key(&cid) {
+                return cid;
+            }
+        }
+    }
+
+    fn insert(&mut self, conn: Connection) -> ConnectionHandle {
+        let handle = ConnectionHandle(self.next_handle);
+        self.next_handle += 1;
+        self.by_cid.insert(conn.local_cid, handle);
+        self.conns.insert(handle, conn);
+        handle
+    }
+
+    /// Opens a connection to `remote`. Call `poll_transmit` afterwards to send its first packet.
+    /// [`Event::Connected`] follows when the peer answers; messages written before then wait.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        if self.conns.len() >= self.config.max_connections {
+            return Err(ConnectError::TooManyConnections);
+        }
+        let local = self.new_cid();
+        let initial = ConnectionId(self.rng.next_u64());
+        let conn = Connection::client(self.config.transport.clone(), local, initial, remote, now);
+        let handle = self.insert(conn);
+        debug!(?handle, %remote, cid = %local, "connecting");
+        Ok(handle)
+    }
+
+    /// Queues one message (0 to 64 KiB) on `conn`. Call `poll_transmit` afterwards.
+    pub fn send(&mut self, conn: ConnectionHandle, data: &[u8]) -> Result<(), SendError> {
+        self.conns.get_mut(&conn).ok_or(SendError::UnknownConnection)?.write(data)
+    }
+
+    /// Closes `conn` gracefully: whatever was sent is first delivered and acknowledged (bounded
+    /// by the idle timeout), then CLOSE tells the peer. [`Event::Closed`] follows.
+    pub fn close(&mut self, now: Instant, conn: ConnectionHandle, code: u64, reason: &str) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.close(now, code, reason, true);
+        }
+    }
+
+    /// Closes `conn` at once, abandoning unacknowledged data.
+    pub fn abort(&mut self, now: Instant, conn: ConnectionHandle, code: u64, reason: &str) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.close(now, code, reason, false);
+        }
+    }
+
+    /// Statistics of `conn`.
+    pub fn stats(&self, conn: ConnectionHandle) -> Option<ConnectionStats> {
+        self.conns.get(&conn).map(Connection::stats)
+    }
+
+    /// Endpoint-wide counters.
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// The peer address of `conn` (it follows the peer across NAT rebinding).
+    pub fn remote(&self, conn: ConnectionHandle) -> Option<SocketAddr> {
+        self.conns.get(&conn).map(|c| c.remote)
+    }
+
+    /// Bytes written on `conn` and not yet acknowledged by the peer. Zero means everything
+    /// sent has arrived.
+    pub fn send_buffered(&self, conn: ConnectionHandle) -> Option<u64> {
+        self.conns.get(&conn).map(Connection::send_buffered)
+    }
+
+    /// Bytes held for the peer of `conn` (out of order, partial or not yet polled). Bounded by
+    /// the receive window.
+    pub fn recv_buffered(&self, conn: ConnectionHandle) -> Option<u64> {
+        self.conns.get(&conn).map(Connection::recv_buffered)
+    }
+
+    /// Packets sent on `conn` that are still awaiting acknowledgement or loss.
+    pub fn sent_packets_tracked(&self, conn: ConnectionHandle) -> Option<usize> {
+        self.conns.get(&conn).map(Connection::sent_packets_tracked)
+    }
+
+    /// Handles of live connections, in order.
+    pub fn connections(&self) -> impl Iterator<Item = ConnectionHandle> + '_ {
+        self.conns.keys().copied()
+    }
+
+    /// Feeds one received UDP datagram. Call it for every datagram from the socket, then drain
+    /// `poll_transmit` and `poll_event`. Malformed, corrupt and unroutable datagrams are dropped
+    /// and counted; nothing here panics on any input.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.datagrams_received += 1;
+        let packet = match Packet::new_checked(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                trace!(%from, %e, "dropping datagram");
+                // Whom to charge: the checksum covers the connection ID, so a damaged datagram
+                // cannot be routed by it. Charge the one connection at that address, if any.
+                let conn = self.conns.values_mut().find(|c| c.remote == from);
+                if e == DecodeError::Corrupt {
+                    self.stats.corrupt_dropped += 1;
+                    conn.map(Connection::count_corrupt);
+                } else {
+                    self.stats.malformed_dropped += 1;
+                    conn.map(Connection::count_malformed);
+                }
+                return;
+            }
+        };
+        let header = packet.header;
+        let handle = match self.route(now, from, &header) {
+            Some(h) => h,
+            None => return,
+        };
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            conn.handle_packet(now, from, &header, packet.payload, datagram.len());
+        }
+    }
+
+    fn route(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        header: &crate::wire::Header,
+    ) -> Option<ConnectionHandle> {
+        if let Some(&h) = self.by_cid.get(&header.dst_cid) {
+            return Some(h);
+        }
+        if header.ty != PacketType::Initial {
+            self.stats.unknown_connection += 1;
+            return None;
+        }
+        if let Some(&h) = self.by_initial.get(&(from, header.dst_cid)) {
+            return Some(h); // A retransmitted client INITIAL.
+        }
+        let peer_cid = header.src_cid?;
+        // Simultaneous open: we are also trying to reach this address. Exactly one side must
+        // yield, and both must agree which without talking: the one with the smaller ID does.
+        let racing = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.remote == from && c.is_handshaking_client())
+            .map(|(&h, c)| (h, c.local_cid));
+        if let Some((h, local)) = racing {
+            if local < peer_cid {
+                debug!(?h, "simultaneous open: yielding to the peer's connection");
+                if let Some(c) = self.conns.get_mut(&h) {
+                    c.become_server(header);
+                }
+                self.by_initial.insert((from, header.dst_cid), h);
+                return Some(h);
+            }
+            trace!("simultaneous open: ignoring the peer's attempt, it will answer ours");
+            return None;
+        }
+        if !self.config.accept_incoming || self.conns.len() >= self.config.max_connections {
+            self.stats.refused += 1;
+            return None;
+        }
+        let local = self.new_cid();
+        let conn = Connection::server(self.config.transport.clone(), local, header, from, now);
+        let h = self.insert(conn);
+        self.by_initial.insert((from, header.dst_cid), h);
+        debug!(?h, %from, cid = %local, "accepted connection");
+        Some(h)
+    }
+
+    /// Fires every timer that is due. Call it when the instant from `poll_timeout` has passed
+    /// (calling it early is harmless), then drain `poll_transmit` and `poll_event`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for conn in self.conns.values_mut() {
+            if conn.poll_timeout().is_some_and(|t| t <= now) {
+                conn.handle_timeout(now);
+            }
+        }
+    }
+
+    /// The next datagram to send, if any. Call it after every input until it returns `None`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let start = ConnectionHandle(self.transmit_cursor);
+        let order = self.conns.range(start..).chain(self.conns.range(..start));
+        let handles: Vec<ConnectionHandle> = order.map(|(&h, _)| h).collect();
+        for h in handles {
+            let Some(conn) = self.conns.get_mut(&h) else { continue };
+            if let Some(contents) = conn.poll_transmit(now) {
+                self.transmit_cursor = h.0 + 1;
+                return Some(Transmit { destination: conn.remote, contents });
+            }
+        }
+        None
+    }
+
+    /// The instant at which `handle_timeout` must next be called, if any timer is armed.
+    /// Re-read it after every input: inputs move deadlines.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns.values().filter_map(Connection::poll_timeout).min()
+    }
+
+    /// The next event, if any. Call it after every input until it returns `None`. Message
+    /// events release flow-control credit, so an application that stops polling stops the
+    /// peer once the receive window is full, and memory stays bounded.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let start = ConnectionHandle(self.event_cursor);
+        let handles: Vec<ConnectionHandle> =
+            self.conns.range(start..).chain(self.conns.range(..start)).map(|(&h, _)| h).collect();
+        for h in handles {
+            let Some(conn) = self.conns.get_mut(&h) else { continue };
+            let ev = conn.poll_event();
+            let remote = conn.remote;
+            if conn.is_drained() {
+                self.remove(h);
+            }
+            if let Some(ev) = ev {
+                self.event_cursor = h.0 + 1;
+                return Some(match ev {
+                    ConnEvent::Connected { incoming } => {
+                        Event::Connected { conn: h, remote, incoming }
+                    }
+                    ConnEvent::Message(data) => Event::Message { conn: h, data },
+                    ConnEvent::Writable => Event::Writable { conn: h },
+                    ConnEvent::Closed(reason) => Event::Closed { conn: h, reason },
+                });
+            }
+        }
+        None
+    }
+
+    fn remove(&mut self, h: ConnectionHandle) {
+        if let Some(c) = self.conns.remove(&h) {
+            self.by_cid.remove(&c.local_cid);
+            self.by_initial.remove(&(c.remote, c.initial_dcid));
+            self.by_initial.retain(|_, v| *v != h);
+            debug!(?h, "connection removed");
+        }
+    }
+}

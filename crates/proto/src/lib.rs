@@ -1,0 +1,46 @@
+//! chirp's protocol core: reliable, ordered, fragmented messages over UDP, with no I/O.
+//!
+//! This crate never opens a socket, never spawns a task and never reads the clock: time comes
+//! in as `now`, datagrams come in as byte slices, and datagrams, deadlines and events come out.
+//! That makes every behaviour reproducible in a simulator (see `chirp-netsim`) and leaves the
+//! I/O policy (tokio, threads, batching) to the driver.
+//!
+//! # Layout
+//!
+//! - [`coding`]: varints and a bounds-checked reader; the only code that touches raw bytes.
+//! - [`wire`]: packets and frames, `new_checked` parsing and encoding (`docs/PROTOCOL.md`).
+//! - `range_set`: disjoint ranges; the bookkeeping behind ACKs and stream reassembly.
+//! - `stream`: the message stream: write buffer, reassembly, flow control, message framing.
+//! - `rtt`, `congestion`: RFC 9002 RTT estimation and NewReno.
+//! - `connection`: one connection's state machine: handshake, loss recovery, ACKs, redundancy,
+//!   keepalive, idle timeout, close.
+//! - `endpoint`: the public entry point. Routes datagrams by connection ID and exposes
+//!   `handle_datagram` / `handle_timeout` / `poll_transmit` / `poll_timeout` / `poll_event`.
+//! - `config`, `stats`: tunables and counters.
+//!
+//! One message's path: [`Endpoint::send`] appends `varint(len) || bytes` to the connection's
+//! send stream; `poll_transmit` cuts the stream into MESSAGE frames inside packets of at most
+//! 1200 bytes; the peer's `handle_datagram` checks the packet, acknowledges it and reassembles
+//! the stream; its `poll_event` yields [`Event::Message`] once the whole message is there and
+//! everything before it has been delivered.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod coding;
+mod config;
+mod congestion;
+mod connection;
+mod endpoint;
+mod range_set;
+mod rng;
+mod rtt;
+mod stats;
+mod stream;
+pub mod wire;
+
+pub use config::{Redundancy, TransportConfig};
+pub use connection::{CloseReason, MAX_ACK_DELAY, SendError, close_code};
+pub use endpoint::{ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, Transmit};
+pub use stats::{ConnectionStats, EndpointStats};
+pub use stream::{MAX_MESSAGE_SIZE, WriteError};

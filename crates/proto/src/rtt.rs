@@ -1,0 +1,112 @@
+//! RTT estimation, as RFC 9002 §5.
+
+use std::time::Duration;
+
+/// Smoothed RTT, its variance, and the minimum seen (RFC 9002 §5).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RttEstimator {
+    latest: Duration,
+    smoothed: Duration,
+    var: Duration,
+    min: Duration,
+    has_sample: bool,
+}
+
+impl RttEstimator {
+    /// Before any sample, RFC 9002 assumes `initial` (333 ms) with variance `initial / 2`.
+    pub(crate) fn new(initial: Duration) -> Self {
+        Self { latest: initial, smoothed: initial, var: initial / 2, min: initial, has_sample: false }
+    }
+
+    /// Folds in one sample. `ack_delay` is what the peer reported, already capped by the caller
+    /// at the peer's `max_ack_delay`; it is only subtracted when the result stays above min_rtt,
+    /// so a lying peer cannot shrink the estimate below what was observed.
+    pub(crate) fn update(&mut self, sample: Duration, ack_delay: Duration) {
+        self.latest = sample;
+        if !self.has_sample {
+            self.has_sample = true;
+            self.min = sample;
+            self.smoothed = sample;
+            self.var = sample / 2;
+            return;
+        }
+        self.min = self.min.min(sample);
+        let adjusted =
+            if sample >= self.min + ack_delay { sample - ack_delay } else { sample };
+        let diff = self.smoothed.abs_diff(adjusted);
+        self.var = (self.var * 3 + diff) / 4;
+        self.smoothed = (self.smoothed * 7 + adjusted) / 8;
+    }
+
+    /// Smoothed RTT.
+    pub(crate) fn smoothed(&self) -> Duration {
+        self.smoothed
+    }
+
+    /// RTT variance.
+    pub(crate) fn var(&self) -> Duration {
+        self.var
+    }
+
+    /// Latest sample.
+    pub(crate) fn latest(&self) -> Duration {
+        self.latest
+    }
+
+    /// Smallest sample seen.
+    pub(crate) fn min(&self) -> Duration {
+        self.min
+    }
+
+
+    /// RFC 9002 §6.2.1: srtt + max(4 * rttvar, granularity) + max_ack_delay.
+    pub(crate) fn pto_base(&self, max_ack_delay: Duration) -> Duration {
+        self.smoothed + (self.var * 4).max(GRANULARITY) + max_ack_delay
+    }
+
+    /// RFC 9002 §6.1.2: 9/8 * max(srtt, latest), at least the timer granularity.
+    pub(crate) fn loss_delay(&self) -> Duration {
+        (self.smoothed.max(self.latest) * 9 / 8).max(GRANULARITY)
+    }
+}
+
+/// The timer granularity of RFC 9002 (1 ms).
+pub(crate) const GRANULARITY: Duration = Duration::from_millis(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn first_sample_then_ewma() {
+        let mut r = RttEstimator::new(333 * MS);
+        assert_eq!(r.pto_base(Duration::ZERO), 333 * MS + 4 * (333 * MS / 2));
+        r.update(100 * MS, Duration::ZERO);
+        assert_eq!((r.smoothed(), r.var(), r.min()), (100 * MS, 50 * MS, 100 * MS));
+        r.update(60 * MS, Duration::ZERO);
+        // var = (3*50 + |100-60|)/4 = 47.5; srtt = (7*100 + 60)/8 = 95.
+        assert_eq!(r.var(), Duration::from_micros(47_500));
+        assert_eq!(r.smoothed(), 95 * MS);
+        assert_eq!(r.min(), 60 * MS);
+    }
+
+    #[test]
+    fn ack_delay_not_subtracted_below_min_rtt() {
+        let mut r = RttEstimator::new(333 * MS);
+        r.update(40 * MS, Duration::ZERO);
+        r.update(45 * MS, 10 * MS); // 45 - 10 < 40: keep 45.
+        assert_eq!(r.smoothed(), (40 * MS * 7 + 45 * MS) / 8);
+        r.update(60 * MS, 10 * MS); // 60 - 10 >= 40: use 50.
+        let expect = ((40 * MS * 7 + 45 * MS) / 8 * 7 + 50 * MS) / 8;
+        assert_eq!(r.smoothed(), expect);
+    }
+
+    #[test]
+    fn loss_delay_is_nine_eighths_of_max() {
+        let mut r = RttEstimator::new(333 * MS);
+        r.update(80 * MS, Duration::ZERO);
+        assert_eq!(r.loss_delay(), 90 * MS);
+    }
+}

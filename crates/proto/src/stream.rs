@@ -1,0 +1,382 @@
+//! The message stream: each direction of a connection carries one ordered byte stream in which
+//! every application message is encoded as `varint(length) || bytes`.
+//!
+//! Why a byte stream rather than numbered messages: flow control, deduplication, reassembly and
+//! the reorder buffer all reduce to byte offsets, exactly as in QUIC, and the receiver's memory is
+//! bounded by one number (the window) whatever the sizes of the messages. Fragmentation falls out
+//! for free: a message is simply a run of bytes that may span several MESSAGE frames.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::coding::{put_varint, varint_from_iter, varint_len};
+use crate::range_set::RangeSet;
+
+/// Largest application message (64 KiB).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// Why [`SendStream::write`] refused a message.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// The message exceeds [`MAX_MESSAGE_SIZE`] (or the configured maximum).
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Size offered.
+        size: usize,
+        /// Maximum allowed.
+        max: usize,
+    },
+    /// The send buffer is full: the peer has not acknowledged (or not granted credit for) enough
+    /// of what was sent. Retry after [`crate::Event::Writable`].
+    #[error("send buffer full")]
+    Blocked,
+}
+
+/// Sending half: the bytes from the lowest unacknowledged offset to the last written one.
+#[derive(Debug)]
+pub(crate) struct SendStream {
+    data: VecDeque<u8>,
+    /// Offset of `data[0]`; everything below has been acknowledged.
+    base: u64,
+    /// First offset never sent.
+    unsent: u64,
+    acked: RangeSet,
+    lost: RangeSet,
+    /// The peer's flow-control limit.
+    pub(crate) max_data: u64,
+    capacity: usize,
+    max_message: usize,
+    pub(crate) blocked: bool,
+}
+
+impl SendStream {
+    pub(crate) fn new(initial_max_data: u64, capacity: usize, max_message: usize) -> Self {
+        Self {
+            data: VecDeque::new(),
+            base: 0,
+            unsent: 0,
+            acked: RangeSet::new(),
+            lost: RangeSet::new(),
+            max_data: initial_max_data,
+            capacity,
+            max_message,
+            blocked: false,
+        }
+    }
+
+    /// Queues one message.
+    pub(crate) fn write(&mut self, msg: &[u8]) -> Result<(), WriteError> {
+        if msg.len() > self.max_message {
+            return Err(WriteError::TooLarge { size: msg.len(), max: self.max_message });
+        }
+        let encoded = varint_len(msg.len() as u64) + msg.len();
+        // Always admit one message into an empty buffer, so a capacity below the message size
+        // can never deadlock the stream.
+        if !self.data.is_empty() && self.data.len() + encoded > self.capacity {
+            self.blocked = true;
+            return Err(WriteError::Blocked);
+        }
+        let mut hdr = Vec::with_capacity(8);
+        put_varint(&mut hdr, msg.len() as u64);
+        self.data.extend(hdr);
+        self.data.extend(msg);
+        Ok(())
+    }
+
+    /// End of written data.
+    pub(crate) fn end(&self) -> u64 {
+        self.base + self.data.len() as u64
+    }
+
+    /// Bytes written but not yet acknowledged.
+    pub(crate) fn unacked(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// True if everything written has been acknowledged.
+    pub(crate) fn is_flushed(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Room for at least one more byte in the buffer?
+    pub(crate) fn has_room(&self) -> bool {
+        self.data.len() < self.capacity
+    }
+
+    pub(crate) fn has_lost(&self) -> bool {
+        !self.lost.is_empty()
+    }
+
+    /// New bytes exist that flow control lets us send.
+    pub(crate) fn has_sendable_new(&self) -> bool {
+        self.unsent < self.end().min(self.max_data)
+    }
+
+    /// True if new bytes are waiting on the peer's credit alone.
+    #[cfg(test)]
+    pub(crate) fn is_flow_blocked(&self) -> bool {
+        self.unsent < self.end() && self.unsent >= self.max_data
+    }
+
+    /// Takes up to `max_len` bytes of data that was declared lost.
+    pub(crate) fn next_lost(&mut self, max_len: usize) -> Option<Range<u64>> {
+        let r = self.lost.first()?;
+        let r = r.start..r.end.min(r.start + max_len as u64);
+        self.lost.remove(r.clone());
+        Some(r)
+    }
+
+    /// Takes up to `max_len` never-sent bytes that flow control allows.
+    pub(crate) fn next_new(&mut self, max_len: usize) -> Option<Range<u64>> {
+        let end = self.end().min(self.max_data).min(self.unsent + max_len as u64);
+        if end <= self.unsent {
+            return None;
+        }
+        let r = self.unsent..end;
+        self.unsent = end;
+        Some(r)
+    }
+
+    /// The oldest sent-but-unacknowledged bytes (up to `max_len`), for a probe. Not removed from
+    /// anything: the probe is a copy, the original stays in flight.
+    pub(crate) fn oldest_unacked(&self, max_len: usize) -> Option<Range<u64>> {
+        let gap = self.acked.gaps_in(self.base..self.unsent).into_iter().next()?;
+        Some(gap.start..gap.end.min(gap.start + max_len as u64))
+    }
+
+    /// Parts of `r` not yet acknowledged.
+    pub(crate) fn unacked_parts(&self, r: Range<u64>) -> Vec<Range<u64>> {
+        let r = r.start.max(self.base)..r.end;
+        if r.is_empty() {
+            return Vec::new();
+        }
+        self.acked.gaps_in(r)
+    }
+
+    /// Is all of `r` acknowledged?
+    pub(crate) fn is_acked(&self, r: &Range<u64>) -> bool {
+        r.end <= self.base || self.acked.contains_range(r.clone())
+    }
+
+    /// Appends the bytes of `r` (which must lie in `[base, end)`) to `out`.
+    pub(crate) fn copy_range(&self, r: Range<u64>, out: &mut Vec<u8>) {
+        let start = (r.start - self.base) as usize;
+        let end = (r.end - self.base) as usize;
+        out.extend(self.data.range(start..end));
+    }
+
+    /// `r` was acknowledged.
+    pub(crate) fn on_ack(&mut self, r: Range<u64>) {
+        if r.end <= self.base {
+            return;
+        }
+        let r = r.start.max(self.base)..r.end;
+        self.acked.insert(r.clone());
+        self.lost.remove(r);
+        if let Some(first) = self.acked.first() {
+            if first.start == self.base {
+                self.acked.pop_first();
+                self.data.drain(..(first.end - self.base) as usize);
+                self.base = first.end;
+            }
+        }
+    }
+
+    /// `r` was in a packet declared lost: queue the parts not since acknowledged.
+    pub(crate) fn on_lost(&mut self, r: Range<u64>) {
+        for part in self.unacked_parts(r) {
+            self.lost.insert(part);
+        }
+    }
+}
+
+/// Why the receive stream rejected data: both are protocol violations by the peer.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecvError {
+    /// Data beyond the advertised limit.
+    #[error("peer exceeded flow-control limit")]
+    FlowControl,
+    /// A message length above the maximum.
+    #[error("peer sent a message larger than the maximum")]
+    MessageTooLarge,
+}
+
+/// Receiving half: reassembles the byte stream and cuts it into messages.
+#[derive(Debug)]
+pub(crate) struct RecvStream {
+    /// Every offset received so far (so duplicates and overlaps are dropped, never stored).
+    received: RangeSet,
+    /// Out-of-order bytes beyond the contiguous prefix, keyed by offset; never overlapping.
+    segments: BTreeMap<u64, Vec<u8>>,
+    /// Contiguous bytes not yet cut into messages, starting at `parse_off`.
+    pending: VecDeque<u8>,
+    parse_off: u64,
+    /// Complete messages the application has not taken yet, with their encoded length.
+    ready: VecDeque<(Bytes, u64)>,
+    /// Bytes the application has taken: flow-control credit is `consumed + window`.
+    consumed: u64,
+    /// The limit last advertised to the peer.
+    pub(crate) max_data: u64,
+    window: u64,
+    max_message: usize,
+}
+
+impl RecvStream {
+    pub(crate) fn new(window: u64, max_message: usize) -> Self {
+        Self {
+            received: RangeSet::new(),
+            segments: BTreeMap::new(),
+            pending: VecDeque::new(),
+            parse_off: 0,
+            ready: VecDeque::new(),
+            consumed: 0,
+            max_data: window,
+            window,
+            max_message,
+        }
+    }
+
+    fn contiguous_end(&self) -> u64 {
+        self.received.first().filter(|r| r.start == 0).map_or(0, |r| r.end)
+    }
+
+    /// Accepts a MESSAGE frame. Returns the number of new bytes (0 for a pure duplicate).
+    pub(crate) fn on_data(&mut self, offset: u64, data: &[u8]) -> Result<u64, RecvError> {
+        let end = offset + data.len() as u64;
+        if end > self.max_data {
+            return Err(RecvError::FlowControl);
+        }
+        let mut new = 0;
+        for gap in self.received.gaps_in(offset..end) {
+            let slice = &data[(gap.start - offset) as usize..(gap.end - offset) as usize];
+            new += slice.len() as u64;
+            self.segments.insert(gap.start, slice.to_vec());
+        }
+        self.received.insert(offset..end);
+        let contiguous = self.contiguous_end();
+        let mut next = self.parse_off + self.pending.len() as u64;
+        while next < contiguous {
+            // Segments never overlap and the prefix up to `contiguous` is complete, so the next
+            // piece starts exactly at `next`.
+            let Some(seg) = self.segments.remove(&next) else { break };
+            next += seg.len() as u64;
+            self.pending.extend(seg);
+        }
+        self.cut_messages()?;
+        Ok(new)
+    }
+
+    fn cut_messages(&mut self) -> Result<(), RecvError> {
+        while let Some((len, hdr)) = varint_from_iter(self.pending.iter().copied()) {
+            if len > self.max_message as u64 {
+                return Err(RecvError::MessageTooLarge);
+            }
+            let total = hdr + len as usize;
+            if self.pending.len() < total {
+                break;
+            }
+            self.pending.drain(..hdr);
+            let msg: Vec<u8> = self.pending.drain(..len as usize).collect();
+            self.parse_off += total as u64;
+            self.ready.push_back((Bytes::from(msg), total as u64));
+        }
+        Ok(())
+    }
+
+    /// Hands the next complete message to the application, releasing its credit.
+    pub(crate) fn pop_message(&mut self) -> Option<Bytes> {
+        let (msg, encoded) = self.ready.pop_front()?;
+        self.consumed += encoded;
+        Some(msg)
+    }
+
+    /// A new limit to advertise, once the application has freed a quarter of the window:
+    /// often enough that a sender never stalls on credit, rarely enough to cost few frames.
+    pub(crate) fn wants_max_data_update(&self) -> bool {
+        self.consumed + self.window >= self.max_data + self.window / 4
+    }
+
+    /// Raises the advertised limit and returns it.
+    pub(crate) fn advance_max_data(&mut self) -> u64 {
+        self.max_data = self.max_data.max(self.consumed + self.window);
+        self.max_data
+    }
+
+    /// Bytes held on behalf of the peer: out-of-order segments, partial and unread messages.
+    pub(crate) fn buffered(&self) -> u64 {
+        self.segments.values().map(|s| s.len() as u64).sum::<u64>()
+            + self.pending.len() as u64
+            + self.ready.iter().map(|(_, n)| n).sum::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(msgs: &[&[u8]]) -> Vec<u8> {
+        let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
+        for m in msgs {
+            s.write(m).expect("room");
+        }
+        let mut out = Vec::new();
+        s.copy_range(0..s.end(), &mut out);
+        out
+    }
+
+    #[test]
+    fn reassembles_out_of_order_with_duplicates() {
+        let msgs: [&[u8]; 3] = [b"hello", b"", &[7u8; 300]];
+        let wire = encode(&msgs);
+        let mut r = RecvStream::new(1 << 16, MAX_MESSAGE_SIZE);
+        // Deliver in reverse chunks of 7 bytes, each twice.
+        let chunks: Vec<_> = wire.chunks(7).enumerate().collect();
+        for (i, c) in chunks.iter().rev() {
+            let off = (*i * 7) as u64;
+            r.on_data(off, c).expect("within window");
+            assert_eq!(r.on_data(off, c), Ok(0), "duplicate counts no new bytes");
+        }
+        let got: Vec<Bytes> = std::iter::from_fn(|| r.pop_message()).collect();
+        assert_eq!(got, msgs.iter().map(|m| Bytes::copy_from_slice(m)).collect::<Vec<_>>());
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn flow_control_and_limits() {
+        let mut r = RecvStream::new(100, 1000);
+        assert_eq!(r.on_data(90, &[0; 11]), Err(RecvError::FlowControl));
+        let mut big = Vec::new();
+        put_varint(&mut big, 1001);
+        assert_eq!(r.on_data(0, &big), Err(RecvError::MessageTooLarge));
+
+        let mut s = SendStream::new(10, 20, 8);
+        assert_eq!(s.write(&[0; 9]), Err(WriteError::TooLarge { size: 9, max: 8 }));
+        s.write(&[0; 8]).expect("room");
+        s.write(&[0; 8]).expect("room");
+        assert_eq!(s.write(&[0; 8]), Err(WriteError::Blocked));
+        assert_eq!(s.next_new(100), Some(0..10), "credit caps what is sent");
+        assert!(s.is_flow_blocked());
+    }
+
+    #[test]
+    fn send_stream_tracks_acks_and_losses() {
+        let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
+        s.write(&[1; 100]).expect("room");
+        let a = s.next_new(40).expect("data");
+        let b = s.next_new(40).expect("data");
+        let c = s.next_new(40).expect("data");
+        assert_eq!((a.clone(), b.clone(), c.clone()), (0..40, 40..80, 80..102));
+        s.on_ack(b.clone());
+        s.on_lost(a.clone());
+        s.on_lost(b);
+        assert_eq!(s.next_lost(100), Some(0..40), "only the unacked part is resent");
+        assert_eq!(s.next_lost(100), None);
+        assert_eq!(s.oldest_unacked(100), Some(0..40));
+        s.on_ack(a);
+        assert_eq!(s.oldest_unacked(100), Some(80..102));
+        s.on_ack(c);
+        assert!(s.is_flushed());
+    }
+}

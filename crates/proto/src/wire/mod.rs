@@ -1,0 +1,51 @@
+//! Wire format v1: packets and frames, exactly as `docs/PROTOCOL.md` specifies them.
+//!
+//! Parsing follows smoltcp's `new_checked` style: [`Packet::new_checked`] validates the checksum,
+//! the version and every length once, and decoding never panics on any input. Encoding cannot
+//! produce a packet the decoder would reject.
+
+mod frame;
+mod packet;
+
+pub use frame::{AckFrame, Frame, FrameType, Frames};
+pub use packet::{
+    CHECKSUM_LEN, ConnectionId, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet, PacketBuilder,
+    PacketType, VERSION,
+};
+
+use thiserror::Error;
+
+use crate::coding::UnexpectedEnd;
+
+/// Why a datagram was rejected. Every variant means "drop it and count it"; none is fatal to
+/// the endpoint.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The checksum did not match: the datagram was damaged in transit.
+    #[error("checksum mismatch")]
+    Corrupt,
+    /// Too short to be a chirp packet of any kind.
+    #[error("datagram too short ({0} bytes)")]
+    TooShort(usize),
+    /// A version this implementation does not speak.
+    #[error("unsupported version {0:#04x}")]
+    UnsupportedVersion(u8),
+    /// A packet type that is unknown or reserved for a later version.
+    #[error("unknown packet type {0:#04x}")]
+    UnknownPacketType(u8),
+    /// A frame type that is unknown.
+    #[error("unknown frame type {0:#04x}")]
+    UnknownFrame(u8),
+    /// A field ran past the end of the packet.
+    #[error("truncated field")]
+    Truncated,
+    /// A field held a value that is impossible (e.g. an ACK range below packet number 0).
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+}
+
+impl From<UnexpectedEnd> for DecodeError {
+    fn from(_: UnexpectedEnd) -> Self {
+        Self::Truncated
+    }
+}
