@@ -19,8 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+mod harness;
 mod link;
-// mod harness;
 
+pub use harness::{HarnessError, Node, Pair};
 pub use link::{GilbertElliott, Link, LinkConfig, LinkStats, Path};
-// pub use harness::*;

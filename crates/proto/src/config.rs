@@ -72,7 +72,13 @@ pub struct Redundancy {
 
 impl Default for Redundancy {
     fn default() -> Self {
-        Self { enabled: true, max_copies: 4, target_residual: 1e-3, min_loss: 0.005, max_bytes: 1024 }
+        Self {
+            enabled: true,
+            max_copies: 4,
+            target_residual: 1e-3,
+            min_loss: 0.005,
+            max_bytes: 1024,
+        }
     }
 }
 
@@ -104,6 +110,13 @@ mod tests {
         assert_eq!(r.copies_for(0.1), 3);
         assert_eq!(r.copies_for(0.2), 4);
         assert_eq!(r.copies_for(0.9), 4);
-        assert_eq!(Redundancy { enabled: false, ..r }.copies_for(0.5), 1);
+        assert_eq!(
+            Redundancy {
+                enabled: false,
+                ..r
+            }
+            .copies_for(0.5),
+            1
+        );
     }
 }

@@ -21,7 +21,13 @@ impl NewReno {
     pub(crate) fn new(max_datagram: usize) -> Self {
         let max_datagram = max_datagram as u64;
         let window = (10 * max_datagram).min(14_720.max(2 * max_datagram));
-        Self { max_datagram, window, ssthresh: u64::MAX, recovery_start: None, bytes_acked: 0 }
+        Self {
+            max_datagram,
+            window,
+            ssthresh: u64::MAX,
+            recovery_start: None,
+            bytes_acked: 0,
+        }
     }
 
     /// The current window in bytes.
@@ -53,7 +59,10 @@ impl NewReno {
 
     /// Packets were declared lost; `largest_lost_sent` is when the newest of them was sent.
     pub(crate) fn on_congestion_event(&mut self, now: Instant, largest_lost_sent: Instant) {
-        if self.recovery_start.is_some_and(|start| largest_lost_sent <= start) {
+        if self
+            .recovery_start
+            .is_some_and(|start| largest_lost_sent <= start)
+        {
             return; // Already reacted to this loss episode.
         }
         self.recovery_start = Some(now);
@@ -61,7 +70,6 @@ impl NewReno {
         self.ssthresh = self.window;
         self.bytes_acked = 0;
     }
-
 }
 
 #[cfg(test)]
@@ -88,7 +96,11 @@ mod tests {
         }
         assert_eq!(cc.window(), 7_800);
         cc.on_ack(t1 + Duration::from_millis(5), 1100, true);
-        assert_eq!(cc.window(), 7_800, "app-limited acks do not grow the window");
+        assert_eq!(
+            cc.window(),
+            7_800,
+            "app-limited acks do not grow the window"
+        );
         for i in 0..10 {
             let t = t1 + Duration::from_millis(20 + i);
             cc.on_congestion_event(t, t);

@@ -98,9 +98,13 @@ enum State {
     Handshaking,
     Established,
     /// We sent CLOSE; answer stray packets with CLOSE until the deadline.
-    Closing { until: Instant },
+    Closing {
+        until: Instant,
+    },
     /// The peer sent CLOSE; stay silent until the deadline, then forget the connection.
-    Draining { until: Instant },
+    Draining {
+        until: Instant,
+    },
     /// Gone; the endpoint removes it once the application has seen `Closed`.
     Drained,
 }
@@ -195,7 +199,11 @@ impl Connection {
         let window = config.receive_window;
         Self {
             side,
-            state: if side == Side::Client { State::Handshaking } else { State::Established },
+            state: if side == Side::Client {
+                State::Handshaking
+            } else {
+                State::Established
+            },
             local_cid,
             remote_cid,
             initial_dcid,
@@ -251,7 +259,15 @@ impl Connection {
         remote: SocketAddr,
         now: Instant,
     ) -> Self {
-        Self::new(Side::Client, config, local_cid, None, initial_dcid, remote, now)
+        Self::new(
+            Side::Client,
+            config,
+            local_cid,
+            None,
+            initial_dcid,
+            remote,
+            now,
+        )
     }
 
     /// A connection accepted from a client's INITIAL.
@@ -262,7 +278,15 @@ impl Connection {
         remote: SocketAddr,
         now: Instant,
     ) -> Self {
-        Self::new(Side::Server, config, local_cid, header.src_cid, header.dst_cid, remote, now)
+        Self::new(
+            Side::Server,
+            config,
+            local_cid,
+            header.src_cid,
+            header.dst_cid,
+            remote,
+            now,
+        )
     }
 
     /// Simultaneous open: both peers sent INITIALs and we lost the tie-break, so this client
@@ -349,7 +373,9 @@ impl Connection {
 
     fn enter_closing(&mut self, now: Instant, reason: CloseReason) {
         debug!(?reason, "closing");
-        self.state = State::Closing { until: now + self.pto() * 3 };
+        self.state = State::Closing {
+            until: now + self.pto() * 3,
+        };
         self.close_pending = true;
         self.closed.get_or_insert(reason);
         self.copies.clear();
@@ -363,7 +389,9 @@ impl Connection {
 
     pub(crate) fn poll_event(&mut self) -> Option<ConnEvent> {
         if std::mem::take(&mut self.connected_pending) {
-            return Some(ConnEvent::Connected { incoming: self.side == Side::Server });
+            return Some(ConnEvent::Connected {
+                incoming: self.side == Side::Server,
+            });
         }
         if let Some(msg) = self.recv.pop_message() {
             self.stats.messages_received += 1;
@@ -497,8 +525,11 @@ impl Connection {
                 Frame::Close { code, reason } => {
                     let reason = String::from_utf8_lossy(reason).into_owned();
                     debug!(code, "peer closed");
-                    self.closed.get_or_insert(CloseReason::PeerClosed { code, reason });
-                    self.state = State::Draining { until: now + self.pto() * 3 };
+                    self.closed
+                        .get_or_insert(CloseReason::PeerClosed { code, reason });
+                    self.state = State::Draining {
+                        until: now + self.pto() * 3,
+                    };
                     self.copies.clear();
                     return;
                 }
@@ -515,7 +546,9 @@ impl Connection {
     }
 
     fn on_ack(&mut self, now: Instant, ack: &AckFrame) -> Result<(), &'static str> {
-        let Some(largest) = ack.largest() else { return Ok(()) };
+        let Some(largest) = ack.largest() else {
+            return Ok(());
+        };
         if largest >= self.next_pn {
             return Err("ack of unsent packet");
         }
@@ -537,7 +570,8 @@ impl Connection {
         if let Some((_, p)) = newly.iter().find(|(pn, _)| *pn == largest) {
             if newly.iter().any(|(_, p)| p.ack_eliciting) {
                 let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
-                self.rtt.update(now.saturating_duration_since(p.time), delay);
+                self.rtt
+                    .update(now.saturating_duration_since(p.time), delay);
             }
         }
         for (_, p) in newly {
@@ -577,7 +611,9 @@ impl Connection {
     /// RFC 9002 §6.1: declare packets lost by the packet or time threshold.
     fn detect_lost(&mut self, now: Instant) {
         self.loss_time = None;
-        let Some(largest_acked) = self.largest_acked else { return };
+        let Some(largest_acked) = self.largest_acked else {
+            return;
+        };
         let loss_delay = self.rtt.loss_delay();
         let lost_send_time = now.checked_sub(loss_delay);
         let mut lost = Vec::new();
@@ -592,13 +628,16 @@ impl Connection {
         }
         let mut newest_lost: Option<Instant> = None;
         for pn in lost {
-            let Some(p) = self.sent.remove(&pn) else { continue };
+            let Some(p) = self.sent.remove(&pn) else {
+                continue;
+            };
             trace!(pn, "lost");
             if p.ack_eliciting {
                 self.stats.packets_lost += 1;
                 self.bytes_in_flight -= p.size;
                 self.ack_eliciting_in_flight -= 1;
-                self.loss_estimate = self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
+                self.loss_estimate =
+                    self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
                 newest_lost = Some(newest_lost.map_or(p.time, |t| t.max(p.time)));
             }
             for r in p.stream {
@@ -614,7 +653,8 @@ impl Connection {
     /// Probe timeout with backoff, capped at `max_pto`.
     fn pto(&self) -> Duration {
         let base = self.rtt.pto_base(MAX_ACK_DELAY);
-        base.saturating_mul(1 << self.pto_count.min(16)).min(self.config.max_pto.max(base))
+        base.saturating_mul(1 << self.pto_count.min(16))
+            .min(self.config.max_pto.max(base))
     }
 
     fn loss_detection_deadline(&self) -> Option<Instant> {
@@ -720,7 +760,11 @@ impl Connection {
                 let (code, reason) = self.close_frame.clone().unwrap_or_default();
                 let mut b = self.builder();
                 let reason = truncate_utf8(&reason, b.remaining().saturating_sub(20));
-                Frame::Close { code, reason: reason.as_bytes() }.encode(b.frames_buf());
+                Frame::Close {
+                    code,
+                    reason: reason.as_bytes(),
+                }
+                .encode(b.frames_buf());
                 return Some(self.finish(now, b, SentPacket::empty(now), false));
             }
             State::Handshaking | State::Established => {}
@@ -795,7 +839,11 @@ impl Connection {
             Side::Server => !self.confirmed,
         };
         let header = Header {
-            ty: if long { PacketType::Initial } else { PacketType::Data },
+            ty: if long {
+                PacketType::Initial
+            } else {
+                PacketType::Data
+            },
             dst_cid: self.remote_cid.unwrap_or(self.initial_dcid),
             src_cid: long.then_some(self.local_cid),
             number: self.next_pn,
@@ -804,7 +852,13 @@ impl Connection {
         PacketBuilder::new(&header, self.config.max_datagram_size)
     }
 
-    fn finish(&mut self, now: Instant, b: PacketBuilder, mut sp: SentPacket, padded: bool) -> Vec<u8> {
+    fn finish(
+        &mut self,
+        now: Instant,
+        b: PacketBuilder,
+        mut sp: SentPacket,
+        padded: bool,
+    ) -> Vec<u8> {
         let pn = self.next_pn - 1;
         let bytes = b.finish();
         sp.size = bytes.len() as u64;
@@ -827,7 +881,9 @@ impl Connection {
     }
 
     fn write_ack(&mut self, now: Instant, b: &mut PacketBuilder, sp: &mut SentPacket) {
-        let Some((largest, received_at)) = self.recv_largest else { return };
+        let Some((largest, received_at)) = self.recv_largest else {
+            return;
+        };
         let mut ranges: Vec<(u64, u64)> = self
             .recv_pns
             .iter()
@@ -884,7 +940,11 @@ impl Connection {
         let copies = red.copies_for(self.loss_estimate);
         if small && copies > 1 {
             let next = now + self.copy_spacing();
-            self.copies.push_back(PendingCopy { range: r, remaining: copies - 1, next });
+            self.copies.push_back(PendingCopy {
+                range: r,
+                remaining: copies - 1,
+                next,
+            });
         }
     }
 

@@ -49,7 +49,11 @@ pub struct EndpointConfig {
 
 impl Default for EndpointConfig {
     fn default() -> Self {
-        Self { transport: TransportConfig::default(), accept_incoming: true, max_connections: 4096 }
+        Self {
+            transport: TransportConfig::default(),
+            accept_incoming: true,
+            max_connections: 4096,
+        }
     }
 }
 
@@ -180,7 +184,10 @@ impl Endpoint {
 
     /// Queues one message (0 to 64 KiB) on `conn`. Call `poll_transmit` afterwards.
     pub fn send(&mut self, conn: ConnectionHandle, data: &[u8]) -> Result<(), SendError> {
-        self.conns.get_mut(&conn).ok_or(SendError::UnknownConnection)?.write(data)
+        self.conns
+            .get_mut(&conn)
+            .ok_or(SendError::UnknownConnection)?
+            .write(data)
     }
 
     /// Closes `conn` gracefully: whatever was sent is first delivered and acknowledged (bounded
@@ -332,10 +339,15 @@ impl Endpoint {
         let order = self.conns.range(start..).chain(self.conns.range(..start));
         let handles: Vec<ConnectionHandle> = order.map(|(&h, _)| h).collect();
         for h in handles {
-            let Some(conn) = self.conns.get_mut(&h) else { continue };
+            let Some(conn) = self.conns.get_mut(&h) else {
+                continue;
+            };
             if let Some(contents) = conn.poll_transmit(now) {
                 self.transmit_cursor = h.0 + 1;
-                return Some(Transmit { destination: conn.remote, contents });
+                return Some(Transmit {
+                    destination: conn.remote,
+                    contents,
+                });
             }
         }
         None
@@ -345,7 +357,10 @@ impl Endpoint {
     /// Re-read it after every input: inputs move deadlines.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.values().filter_map(Connection::poll_timeout).min()
+        self.conns
+            .values()
+            .filter_map(Connection::poll_timeout)
+            .min()
     }
 
     /// The next event, if any. Call it after every input until it returns `None`. Message
@@ -353,10 +368,16 @@ impl Endpoint {
     /// peer once the receive window is full, and memory stays bounded.
     pub fn poll_event(&mut self) -> Option<Event> {
         let start = ConnectionHandle(self.event_cursor);
-        let handles: Vec<ConnectionHandle> =
-            self.conns.range(start..).chain(self.conns.range(..start)).map(|(&h, _)| h).collect();
+        let handles: Vec<ConnectionHandle> = self
+            .conns
+            .range(start..)
+            .chain(self.conns.range(..start))
+            .map(|(&h, _)| h)
+            .collect();
         for h in handles {
-            let Some(conn) = self.conns.get_mut(&h) else { continue };
+            let Some(conn) = self.conns.get_mut(&h) else {
+                continue;
+            };
             let ev = conn.poll_event();
             let remote = conn.remote;
             if conn.is_drained() {
@@ -365,9 +386,11 @@ impl Endpoint {
             if let Some(ev) = ev {
                 self.event_cursor = h.0 + 1;
                 return Some(match ev {
-                    ConnEvent::Connected { incoming } => {
-                        Event::Connected { conn: h, remote, incoming }
-                    }
+                    ConnEvent::Connected { incoming } => Event::Connected {
+                        conn: h,
+                        remote,
+                        incoming,
+                    },
                     ConnEvent::Message(data) => Event::Message { conn: h, data },
                     ConnEvent::Writable => Event::Writable { conn: h },
                     ConnEvent::Closed(reason) => Event::Closed { conn: h, reason },

@@ -30,12 +30,20 @@ impl RangeSet {
 
     /// Is `v` in the set?
     pub(crate) fn contains(&self, v: u64) -> bool {
-        self.map.range(..=v).next_back().is_some_and(|(_, &end)| v < end)
+        self.map
+            .range(..=v)
+            .next_back()
+            .is_some_and(|(_, &end)| v < end)
     }
 
     /// Is all of `r` in the set?
     pub(crate) fn contains_range(&self, r: Range<u64>) -> bool {
-        r.is_empty() || self.map.range(..=r.start).next_back().is_some_and(|(_, &end)| r.end <= end)
+        r.is_empty()
+            || self
+                .map
+                .range(..=r.start)
+                .next_back()
+                .is_some_and(|(_, &end)| r.end <= end)
     }
 
     /// Adds `r`, merging with neighbours. Returns true if any value was new.
@@ -120,9 +128,19 @@ impl RangeSet {
     /// The parts of `r` not in the set, ascending.
     pub(crate) fn gaps_in(&self, r: Range<u64>) -> Vec<Range<u64>> {
         let mut out = Vec::new();
+        if r.is_empty() {
+            return out;
+        }
         let mut pos = r.start;
-        let first = self.map.range(..=r.start).next_back().map(|(&s, &e)| (s, e));
-        for (s, e) in first.into_iter().chain(self.map.range(r.start + 1..r.end).map(|(&s, &e)| (s, e))) {
+        let first = self
+            .map
+            .range(..=r.start)
+            .next_back()
+            .map(|(&s, &e)| (s, e));
+        for (s, e) in first
+            .into_iter()
+            .chain(self.map.range(r.start + 1..r.end).map(|(&s, &e)| (s, e)))
+        {
             if e <= pos {
                 continue;
             }
@@ -158,6 +176,12 @@ mod tests {
         s.remove(2..3);
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![0..2, 3..6]);
         assert_eq!(s.gaps_in(0..8), vec![2..3, 6..8]);
+        assert_eq!(
+            s.gaps_in(4..4),
+            vec![],
+            "empty ranges have no gaps (and do not panic)"
+        );
+        assert_eq!(s.gaps_in(9..9), vec![]);
         assert_eq!(s.min(), Some(0));
         assert_eq!(s.max(), Some(5));
     }

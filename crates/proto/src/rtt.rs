@@ -15,7 +15,13 @@ pub(crate) struct RttEstimator {
 impl RttEstimator {
     /// Before any sample, RFC 9002 assumes `initial` (333 ms) with variance `initial / 2`.
     pub(crate) fn new(initial: Duration) -> Self {
-        Self { latest: initial, smoothed: initial, var: initial / 2, min: initial, has_sample: false }
+        Self {
+            latest: initial,
+            smoothed: initial,
+            var: initial / 2,
+            min: initial,
+            has_sample: false,
+        }
     }
 
     /// Folds in one sample. `ack_delay` is what the peer reported, already capped by the caller
@@ -31,8 +37,11 @@ impl RttEstimator {
             return;
         }
         self.min = self.min.min(sample);
-        let adjusted =
-            if sample >= self.min + ack_delay { sample - ack_delay } else { sample };
+        let adjusted = if sample >= self.min + ack_delay {
+            sample - ack_delay
+        } else {
+            sample
+        };
         let diff = self.smoothed.abs_diff(adjusted);
         self.var = (self.var * 3 + diff) / 4;
         self.smoothed = (self.smoothed * 7 + adjusted) / 8;
@@ -57,7 +66,6 @@ impl RttEstimator {
     pub(crate) fn min(&self) -> Duration {
         self.min
     }
-
 
     /// RFC 9002 §6.2.1: srtt + max(4 * rttvar, granularity) + max_ack_delay.
     pub(crate) fn pto_base(&self, max_ack_delay: Duration) -> Duration {
@@ -84,7 +92,10 @@ mod tests {
         let mut r = RttEstimator::new(333 * MS);
         assert_eq!(r.pto_base(Duration::ZERO), 333 * MS + 4 * (333 * MS / 2));
         r.update(100 * MS, Duration::ZERO);
-        assert_eq!((r.smoothed(), r.var(), r.min()), (100 * MS, 50 * MS, 100 * MS));
+        assert_eq!(
+            (r.smoothed(), r.var(), r.min()),
+            (100 * MS, 50 * MS, 100 * MS)
+        );
         r.update(60 * MS, Duration::ZERO);
         // var = (3*50 + |100-60|)/4 = 47.5; srtt = (7*100 + 60)/8 = 95.
         assert_eq!(r.var(), Duration::from_micros(47_500));

@@ -55,7 +55,11 @@ impl ConnectionStats {
     /// Fraction of acknowledged-or-lost packets that were lost, in percent.
     pub fn loss_percent(&self) -> f64 {
         let total = self.packets_lost + self.packets_acked;
-        if total == 0 { 0.0 } else { 100.0 * self.packets_lost as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * self.packets_lost as f64 / total as f64
+        }
     }
 }
 

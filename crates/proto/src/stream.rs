@@ -69,7 +69,10 @@ impl SendStream {
     /// Queues one message.
     pub(crate) fn write(&mut self, msg: &[u8]) -> Result<(), WriteError> {
         if msg.len() > self.max_message {
-            return Err(WriteError::TooLarge { size: msg.len(), max: self.max_message });
+            return Err(WriteError::TooLarge {
+                size: msg.len(),
+                max: self.max_message,
+            });
         }
         let encoded = varint_len(msg.len() as u64) + msg.len();
         // Always admit one message into an empty buffer, so a capacity below the message size
@@ -130,7 +133,10 @@ impl SendStream {
 
     /// Takes up to `max_len` never-sent bytes that flow control allows.
     pub(crate) fn next_new(&mut self, max_len: usize) -> Option<Range<u64>> {
-        let end = self.end().min(self.max_data).min(self.unsent + max_len as u64);
+        let end = self
+            .end()
+            .min(self.max_data)
+            .min(self.unsent + max_len as u64);
         if end <= self.unsent {
             return None;
         }
@@ -142,7 +148,11 @@ impl SendStream {
     /// The oldest sent-but-unacknowledged bytes (up to `max_len`), for a probe. Not removed from
     /// anything: the probe is a copy, the original stays in flight.
     pub(crate) fn oldest_unacked(&self, max_len: usize) -> Option<Range<u64>> {
-        let gap = self.acked.gaps_in(self.base..self.unsent).into_iter().next()?;
+        let gap = self
+            .acked
+            .gaps_in(self.base..self.unsent)
+            .into_iter()
+            .next()?;
         Some(gap.start..gap.end.min(gap.start + max_len as u64))
     }
 
@@ -239,7 +249,10 @@ impl RecvStream {
     }
 
     fn contiguous_end(&self) -> u64 {
-        self.received.first().filter(|r| r.start == 0).map_or(0, |r| r.end)
+        self.received
+            .first()
+            .filter(|r| r.start == 0)
+            .map_or(0, |r| r.end)
     }
 
     /// Accepts a MESSAGE frame. Returns the number of new bytes (0 for a pure duplicate).
@@ -260,7 +273,9 @@ impl RecvStream {
         while next < contiguous {
             // Segments never overlap and the prefix up to `contiguous` is complete, so the next
             // piece starts exactly at `next`.
-            let Some(seg) = self.segments.remove(&next) else { break };
+            let Some(seg) = self.segments.remove(&next) else {
+                break;
+            };
             next += seg.len() as u64;
             self.pending.extend(seg);
         }
@@ -339,8 +354,17 @@ mod tests {
             assert_eq!(r.on_data(off, c), Ok(0), "duplicate counts no new bytes");
         }
         let got: Vec<Bytes> = std::iter::from_fn(|| r.pop_message()).collect();
-        assert_eq!(got, msgs.iter().map(|m| Bytes::copy_from_slice(m)).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            msgs.iter()
+                .map(|m| Bytes::copy_from_slice(m))
+                .collect::<Vec<_>>()
+        );
         assert_eq!(r.buffered(), 0);
+        // A hostile zero-length frame anywhere in the window is harmless.
+        assert_eq!(r.on_data(wire.len() as u64, &[]), Ok(0));
+        assert_eq!(r.on_data(5, &[]), Ok(0));
+        assert_eq!(r.pop_message(), None);
     }
 
     #[test]
@@ -352,7 +376,10 @@ mod tests {
         assert_eq!(r.on_data(0, &big), Err(RecvError::MessageTooLarge));
 
         let mut s = SendStream::new(10, 20, 8);
-        assert_eq!(s.write(&[0; 9]), Err(WriteError::TooLarge { size: 9, max: 8 }));
+        assert_eq!(
+            s.write(&[0; 9]),
+            Err(WriteError::TooLarge { size: 9, max: 8 })
+        );
         s.write(&[0; 8]).expect("room");
         s.write(&[0; 8]).expect("room");
         assert_eq!(s.write(&[0; 8]), Err(WriteError::Blocked));
@@ -371,7 +398,11 @@ mod tests {
         s.on_ack(b.clone());
         s.on_lost(a.clone());
         s.on_lost(b);
-        assert_eq!(s.next_lost(100), Some(0..40), "only the unacked part is resent");
+        assert_eq!(
+            s.next_lost(100),
+            Some(0..40),
+            "only the unacked part is resent"
+        );
         assert_eq!(s.next_lost(100), None);
         assert_eq!(s.oldest_unacked(100), Some(0..40));
         s.on_ack(a);

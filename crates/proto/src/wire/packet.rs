@@ -80,9 +80,7 @@ pub struct Header {
 impl Header {
     /// Length of the encoded header in bytes.
     pub fn len(&self) -> usize {
-        2 + CID_LEN
-            + self.src_cid.map_or(0, |_| CID_LEN)
-            + crate::coding::varint_len(self.number)
+        2 + CID_LEN + self.src_cid.map_or(0, |_| CID_LEN) + crate::coding::varint_len(self.number)
     }
 
     /// Headers are never empty; provided for clippy's `len_without_is_empty`.
@@ -140,7 +138,15 @@ impl<'a> Packet<'a> {
         if payload.is_empty() {
             return Err(DecodeError::Invalid("empty payload"));
         }
-        Ok(Self { header: Header { ty, dst_cid, src_cid, number }, payload })
+        Ok(Self {
+            header: Header {
+                ty,
+                dst_cid,
+                src_cid,
+                number,
+            },
+            payload,
+        })
     }
 }
 
@@ -157,7 +163,11 @@ impl PacketBuilder {
     pub fn new(header: &Header, max_size: usize) -> Self {
         let mut buf = Vec::with_capacity(max_size);
         header.encode(&mut buf);
-        Self { header_len: buf.len(), buf, max_size }
+        Self {
+            header_len: buf.len(),
+            buf,
+            max_size,
+        }
     }
 
     /// Room left for frames.
@@ -169,7 +179,6 @@ impl PacketBuilder {
     pub fn frames_buf(&mut self) -> &mut Vec<u8> {
         &mut self.buf
     }
-
 
     /// True once at least one frame byte follows the header.
     pub fn has_frames(&self) -> bool {
@@ -197,7 +206,12 @@ mod tests {
     use super::*;
 
     fn data_header(number: u64) -> Header {
-        Header { ty: PacketType::Data, dst_cid: ConnectionId(7), src_cid: None, number }
+        Header {
+            ty: PacketType::Data,
+            dst_cid: ConnectionId(7),
+            src_cid: None,
+            number,
+        }
     }
 
     #[test]
@@ -220,7 +234,10 @@ mod tests {
 
     #[test]
     fn rejects_short_unknown_and_empty() {
-        assert_eq!(Packet::new_checked(&[]).err(), Some(DecodeError::TooShort(0)));
+        assert_eq!(
+            Packet::new_checked(&[]).err(),
+            Some(DecodeError::TooShort(0))
+        );
         let mut h = PacketBuilder::new(&data_header(1), MAX_DATAGRAM_SIZE);
         h.frames_buf().extend_from_slice(&[0x01]);
         let mut bytes = h.finish();
@@ -229,12 +246,18 @@ mod tests {
         let n = bytes.len();
         let crc = crc32c::crc32c(&bytes[..n - 4]);
         bytes[n - 4..].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(Packet::new_checked(&bytes).err(), Some(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(
+            Packet::new_checked(&bytes).err(),
+            Some(DecodeError::UnsupportedVersion(2))
+        );
         bytes[0] = VERSION;
         bytes[1] = 0x02;
         let crc = crc32c::crc32c(&bytes[..n - 4]);
         bytes[n - 4..].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(Packet::new_checked(&bytes).err(), Some(DecodeError::UnknownPacketType(2)));
+        assert_eq!(
+            Packet::new_checked(&bytes).err(),
+            Some(DecodeError::UnknownPacketType(2))
+        );
     }
 
     #[test]

@@ -1,0 +1,299 @@
+//! Two chirp endpoints joined by a simulated [`Path`], in virtual time.
+//!
+//! Modelled on quinn-proto's test `Pair`: [`Pair::step`] lets both endpoints transmit, delivers
+//! every datagram that is due, fires due timers, and then jumps the clock straight to the next
+//! thing that can happen. Minutes of simulated chat run in milliseconds, and a seed replays a
+//! run exactly. A `poll_timeout` that never moves forward would spin forever in a real driver;
+//! here it trips [`HarnessError::BusyLoop`] instead, and a run that never settles trips
+//! [`HarnessError::StepLimit`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chirp_proto::{ConnectionHandle, Endpoint, EndpointConfig, Event};
+
+use crate::link::{LinkConfig, Path};
+
+/// How many consecutive steps may pass without the clock moving before the harness calls it a
+/// busy loop. Real progress at one instant (a burst of datagrams) stays far below this.
+const MAX_STEPS_AT_ONE_INSTANT: u32 = 10_000;
+
+/// Why a drive stopped without reaching its goal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HarnessError {
+    /// The clock stopped advancing: some deadline is stuck in the past.
+    #[error("busy loop: no progress in virtual time at {elapsed:?} after {steps} steps")]
+    BusyLoop {
+        /// Virtual time since the start.
+        elapsed: Duration,
+        /// Steps taken at that instant.
+        steps: u32,
+    },
+    /// The step budget ran out.
+    #[error("step limit of {0} exceeded")]
+    StepLimit(u64),
+    /// The deadline passed before the goal was reached.
+    #[error("goal not reached within {0:?} of virtual time")]
+    Timeout(Duration),
+}
+
+/// One side of the pair.
+#[derive(Debug)]
+pub struct Node {
+    /// The endpoint under test.
+    pub endpoint: Endpoint,
+    /// Its simulated address.
+    pub addr: SocketAddr,
+    /// Events polled so far and not yet taken by the test.
+    pub events: VecDeque<Event>,
+    /// When false, the harness stops polling events: the application "stops reading".
+    pub reading: bool,
+}
+
+impl Node {
+    fn new(config: EndpointConfig, seed: u64, addr: SocketAddr) -> Self {
+        Self {
+            endpoint: Endpoint::new(config, seed),
+            addr,
+            events: VecDeque::new(),
+            reading: true,
+        }
+    }
+
+    /// Removes and returns the events that match `f`, keeping the rest in order.
+    pub fn take_events(&mut self, mut f: impl FnMut(&Event) -> bool) -> Vec<Event> {
+        let (take, keep): (Vec<_>, Vec<_>) = self.events.drain(..).partition(|e| f(e));
+        self.events = keep.into();
+        take
+    }
+}
+
+/// Two endpoints `a` and `b` on a simulated path.
+#[derive(Debug)]
+pub struct Pair {
+    /// Virtual now.
+    pub now: Instant,
+    /// When the simulation started.
+    pub start: Instant,
+    /// The side that connects.
+    pub a: Node,
+    /// The side that accepts.
+    pub b: Node,
+    /// The network between them.
+    pub path: Path,
+    /// Steps taken so far.
+    pub steps: u64,
+    /// Total step budget.
+    pub max_steps: u64,
+    stuck: u32,
+}
+
+impl Pair {
+    /// Builds a pair over a symmetric path. `seed` drives the network and both endpoints.
+    pub fn new(config: EndpointConfig, link: LinkConfig, seed: u64) -> Self {
+        Self::with_path(config.clone(), config, Path::symmetric(link, seed), seed)
+    }
+
+    /// Builds a pair with separate configurations and a prepared path.
+    pub fn with_path(a: EndpointConfig, b: EndpointConfig, path: Path, seed: u64) -> Self {
+        // The harness is the one place that may read the real clock: once, as the origin of
+        // virtual time. Nothing depends on its value.
+        let start = Instant::now();
+        let a_addr: SocketAddr = ([10, 0, 0, 1], 4000).into();
+        let b_addr: SocketAddr = ([10, 0, 0, 2], 5000).into();
+        Self {
+            now: start,
+            start,
+            a: Node::new(a, seed ^ 0xa, a_addr),
+            b: Node::new(b, seed ^ 0xb, b_addr),
+            path,
+            steps: 0,
+            max_steps: 50_000_000,
+            stuck: 0,
+        }
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// `a` connects to `b`; drives until both report `Connected`. Returns (a's handle, b's).
+    pub fn connect(&mut self) -> Result<(ConnectionHandle, ConnectionHandle), HarnessError> {
+        let b_addr = self.b.addr;
+        // The endpoint was just created, so its table has room.
+        let ca = self
+            .a
+            .endpoint
+            .connect(self.now, b_addr)
+            .expect("empty endpoint has room");
+        let mut cb = None;
+        let mut a_up = false;
+        self.drive_until(Duration::from_secs(60), |p| {
+            a_up |=
+                !p.a.take_events(|e| matches!(e, Event::Connected { .. }))
+                    .is_empty();
+            if let Some(Event::Connected { conn, .. }) =
+                p.b.take_events(|e| matches!(e, Event::Connected { .. }))
+                    .into_iter()
+                    .next()
+            {
+                cb = Some(conn);
+            }
+            a_up && cb.is_some()
+        })?;
+        // drive_until returned Ok, so the predicate saw `cb` set.
+        Ok((ca, cb.expect("predicate checked cb")))
+    }
+
+    fn flush(&mut self) {
+        let now = self.now;
+        for (node, link) in [
+            (&mut self.a, &mut self.path.a_to_b),
+            (&mut self.b, &mut self.path.b_to_a),
+        ] {
+            while let Some(t) = node.endpoint.poll_transmit(now) {
+                link.send(now, t.contents);
+            }
+            if node.reading {
+                while let Some(ev) = node.endpoint.poll_event() {
+                    node.events.push_back(ev);
+                }
+            }
+        }
+    }
+
+    /// The next instant at which anything can happen.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        [
+            self.a.endpoint.poll_timeout(),
+            self.b.endpoint.poll_timeout(),
+            self.path.a_to_b.next_delivery(),
+            self.path.b_to_a.next_delivery(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// One round: transmit, deliver what is due, fire due timers, then advance the clock to the
+    /// next wakeup but no further than `limit`. Returns false when nothing at all is pending.
+    pub fn step_until(&mut self, limit: Instant) -> Result<bool, HarnessError> {
+        self.steps += 1;
+        if self.steps > self.max_steps {
+            return Err(HarnessError::StepLimit(self.max_steps));
+        }
+        self.flush();
+        let now = self.now;
+        while let Some(d) = self.path.a_to_b.poll_deliver(now) {
+            self.b.endpoint.handle_datagram(now, self.a.addr, &d);
+        }
+        while let Some(d) = self.path.b_to_a.poll_deliver(now) {
+            self.a.endpoint.handle_datagram(now, self.b.addr, &d);
+        }
+        if self.a.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.a.endpoint.handle_timeout(now);
+        }
+        if self.b.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.b.endpoint.handle_timeout(now);
+        }
+        self.flush();
+        let Some(next) = self.next_wakeup() else {
+            return Ok(false);
+        };
+        if next <= self.now {
+            self.stuck += 1;
+            if self.stuck > MAX_STEPS_AT_ONE_INSTANT {
+                return Err(HarnessError::BusyLoop {
+                    elapsed: self.elapsed(),
+                    steps: self.stuck,
+                });
+            }
+        } else {
+            self.stuck = 0;
+            self.now = next.min(limit).max(self.now);
+        }
+        Ok(true)
+    }
+
+    /// Runs everything that happens up to `t`, then sets the clock to `t`.
+    pub fn advance_to(&mut self, t: Instant) -> Result<(), HarnessError> {
+        while self.now < t {
+            if !self.step_until(t)? {
+                self.now = t;
+            }
+        }
+        // Process what is due exactly at `t`.
+        self.step_until(t)?;
+        Ok(())
+    }
+
+    /// Steps until `done` returns true, for at most `budget` of virtual time.
+    pub fn drive_until(
+        &mut self,
+        budget: Duration,
+        mut done: impl FnMut(&mut Pair) -> bool,
+    ) -> Result<(), HarnessError> {
+        let deadline = self.now + budget;
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if self.now >= deadline {
+                return Err(HarnessError::Timeout(budget));
+            }
+            if !self.step_until(deadline)? {
+                self.now = deadline;
+            }
+        }
+    }
+
+    /// Steps until nothing is pending (no timer armed, nothing in flight), for at most `budget`.
+    /// Connections keep keepalive and idle timers, so this only ends once they are closed.
+    pub fn drive_to_idle(&mut self, budget: Duration) -> Result<(), HarnessError> {
+        self.drive_until(budget, |p| p.next_wakeup().is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connects_and_exchanges_over_ideal_link() {
+        let mut p = Pair::new(
+            EndpointConfig::default(),
+            LinkConfig::ideal(Duration::from_millis(20)),
+            1,
+        );
+        let (ca, cb) = p.connect().expect("connects");
+        // One round trip for the handshake.
+        assert!(
+            p.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            p.elapsed()
+        );
+        assert!(
+            p.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            p.elapsed()
+        );
+        p.a.endpoint.send(ca, b"hi").expect("send");
+        let mut got = None;
+        p.drive_until(Duration::from_secs(1), |p| {
+            got =
+                p.b.take_events(|e| matches!(e, Event::Message { .. }))
+                    .pop();
+            got.is_some()
+        })
+        .expect("delivered");
+        assert_eq!(
+            got,
+            Some(Event::Message {
+                conn: cb,
+                data: bytes::Bytes::from_static(b"hi")
+            })
+        );
+    }
+}
