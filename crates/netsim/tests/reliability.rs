@@ -255,6 +255,7 @@ fn dead_peer_is_detected_after_idle_timeout() {
     // The peer vanishes: every datagram in either direction is lost from now on.
     p.path.a_to_b.blackout_until(t0 + Duration::from_secs(3600));
     p.path.b_to_a.blackout_until(t0 + Duration::from_secs(3600));
+    p.a.endpoint.send(ca, b"into the void").expect("room");
     let mut closed = None;
     p.drive_until(Duration::from_secs(120), |p| {
         closed = p.a.take_events(|e| matches!(e, Event::Closed { .. })).pop();
@@ -265,7 +266,8 @@ fn dead_peer_is_detected_after_idle_timeout() {
         closed,
         Some(Event::Closed {
             conn: ca,
-            reason: CloseReason::IdleTimeout
+            reason: CloseReason::IdleTimeout,
+            undelivered: vec![bytes::Bytes::from_static(b"into the void")],
         })
     );
     let waited = p.now - t0;
@@ -429,14 +431,16 @@ fn graceful_close_delivers_everything_first() {
             reason: CloseReason::PeerClosed {
                 code: 0,
                 reason: "bye".into()
-            }
+            },
+            undelivered: vec![],
         }]
     );
     assert_eq!(
         p.a.take_events(|e| matches!(e, Event::Closed { .. })),
         vec![Event::Closed {
             conn: ca,
-            reason: CloseReason::Local
+            reason: CloseReason::Local,
+            undelivered: vec![],
         }]
     );
     // Both connections are eventually forgotten and nothing stays armed.

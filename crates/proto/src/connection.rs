@@ -83,7 +83,7 @@ pub(crate) enum ConnEvent {
     Connected { incoming: bool },
     Message(Bytes),
     Writable,
-    Closed(CloseReason),
+    Closed(CloseReason, Vec<Bytes>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,7 +406,11 @@ impl Connection {
         if !self.closed_emitted {
             if let Some(reason) = &self.closed {
                 self.closed_emitted = true;
-                return Some(ConnEvent::Closed(reason.clone()));
+                // Hand back what the peer never acknowledged, and free the send buffer.
+                let undelivered = self.send.unacked_messages();
+                self.send = SendStream::new(0, 0, 0);
+                self.copies.clear();
+                return Some(ConnEvent::Closed(reason.clone(), undelivered));
             }
         }
         None

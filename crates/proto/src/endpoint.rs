@@ -96,6 +96,10 @@ pub enum Event {
         conn: ConnectionHandle,
         /// Why.
         reason: CloseReason,
+        /// Messages sent on this connection that the peer never acknowledged, in order: empty
+        /// after a graceful close. The application may resend them on a new connection (a
+        /// restarted peer) or report them as not delivered.
+        undelivered: Vec<Bytes>,
     },
 }
 
@@ -393,7 +397,11 @@ impl Endpoint {
                     },
                     ConnEvent::Message(data) => Event::Message { conn: h, data },
                     ConnEvent::Writable => Event::Writable { conn: h },
-                    ConnEvent::Closed(reason) => Event::Closed { conn: h, reason },
+                    ConnEvent::Closed(reason, undelivered) => Event::Closed {
+                        conn: h,
+                        reason,
+                        undelivered,
+                    },
                 });
             }
         }

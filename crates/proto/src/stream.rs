@@ -38,7 +38,10 @@ pub enum WriteError {
 #[derive(Debug)]
 pub(crate) struct SendStream {
     data: VecDeque<u8>,
-    /// Offset of `data[0]`; everything below has been acknowledged.
+    /// Offset of `data[0]`: the start of the oldest message not wholly acknowledged (kept whole
+    /// so it can be handed back), or `base` when there is none.
+    data_start: u64,
+    /// Everything below this offset has been acknowledged.
     base: u64,
     /// First offset never sent.
     unsent: u64,
@@ -49,12 +52,16 @@ pub(crate) struct SendStream {
     capacity: usize,
     max_message: usize,
     pub(crate) blocked: bool,
+    /// Start offset of every message not yet wholly acknowledged, so that unacknowledged
+    /// messages can be handed back whole when the connection dies.
+    starts: VecDeque<u64>,
 }
 
 impl SendStream {
     pub(crate) fn new(initial_max_data: u64, capacity: usize, max_message: usize) -> Self {
         Self {
             data: VecDeque::new(),
+            data_start: 0,
             base: 0,
             unsent: 0,
             acked: RangeSet::new(),
@@ -63,6 +70,7 @@ impl SendStream {
             capacity,
             max_message,
             blocked: false,
+            starts: VecDeque::new(),
         }
     }
 
@@ -83,6 +91,7 @@ impl SendStream {
         }
         let mut hdr = Vec::with_capacity(8);
         put_varint(&mut hdr, msg.len() as u64);
+        self.starts.push_back(self.end());
         self.data.extend(hdr);
         self.data.extend(msg);
         Ok(())
@@ -90,17 +99,17 @@ impl SendStream {
 
     /// End of written data.
     pub(crate) fn end(&self) -> u64 {
-        self.base + self.data.len() as u64
+        self.data_start + self.data.len() as u64
     }
 
     /// Bytes written but not yet acknowledged.
     pub(crate) fn unacked(&self) -> u64 {
-        self.data.len() as u64
+        self.end() - self.base
     }
 
     /// True if everything written has been acknowledged.
     pub(crate) fn is_flushed(&self) -> bool {
-        self.data.is_empty()
+        self.base == self.end()
     }
 
     /// Room for at least one more byte in the buffer?
@@ -172,8 +181,8 @@ impl SendStream {
 
     /// Appends the bytes of `r` (which must lie in `[base, end)`) to `out`.
     pub(crate) fn copy_range(&self, r: Range<u64>, out: &mut Vec<u8>) {
-        let start = (r.start - self.base) as usize;
-        let end = (r.end - self.base) as usize;
+        let start = (r.start - self.data_start) as usize;
+        let end = (r.end - self.data_start) as usize;
         out.extend(self.data.range(start..end));
     }
 
@@ -188,10 +197,42 @@ impl SendStream {
         if let Some(first) = self.acked.first() {
             if first.start == self.base {
                 self.acked.pop_first();
-                self.data.drain(..(first.end - self.base) as usize);
                 self.base = first.end;
+                // Forget messages that now lie wholly below `base`, then free their bytes.
+                while !self.starts.is_empty() {
+                    let msg_end = self.starts.get(1).copied().unwrap_or_else(|| self.end());
+                    if msg_end > self.base {
+                        break;
+                    }
+                    self.starts.pop_front();
+                }
+                let keep_from = self.starts.front().map_or(self.base, |&s| s.min(self.base));
+                self.data.drain(..(keep_from - self.data_start) as usize);
+                self.data_start = keep_from;
             }
         }
+    }
+
+    /// The messages not wholly acknowledged, in order, without their length prefixes.
+    pub(crate) fn unacked_messages(&self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let ends = self
+            .starts
+            .iter()
+            .skip(1)
+            .copied()
+            .chain(std::iter::once(self.end()));
+        for (start, end) in self.starts.iter().copied().zip(ends) {
+            if self.is_acked(&(start..end)) {
+                continue;
+            }
+            let mut raw = Vec::with_capacity((end - start) as usize);
+            self.copy_range(start..end, &mut raw);
+            if let Some((_, hdr)) = varint_from_iter(raw.iter().copied()) {
+                out.push(Bytes::copy_from_slice(&raw[hdr..]));
+            }
+        }
+        out
     }
 
     /// `r` was in a packet declared lost: queue the parts not since acknowledged.
@@ -385,6 +426,28 @@ mod tests {
         assert_eq!(s.write(&[0; 8]), Err(WriteError::Blocked));
         assert_eq!(s.next_new(100), Some(0..10), "credit caps what is sent");
         assert!(s.is_flow_blocked());
+    }
+
+    #[test]
+    fn unacked_messages_are_handed_back_whole() {
+        let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
+        for m in [&b"one"[..], b"two", b"three"] {
+            s.write(m).expect("room");
+        }
+        // "one" = [0,4), "two" = [4,8), "three" = [8,14). Ack "one" and half of "two".
+        s.next_new(100).expect("data");
+        s.on_ack(0..6);
+        s.on_ack(9..11);
+        assert_eq!(
+            s.unacked_messages(),
+            vec![Bytes::from("two"), Bytes::from("three")]
+        );
+        s.on_ack(6..8);
+        assert_eq!(s.unacked_messages(), vec![Bytes::from("three")]);
+        s.on_ack(8..14);
+        assert!(s.unacked_messages().is_empty());
+        assert!(s.is_flushed());
+        assert_eq!(s.data.len(), 0, "everything acknowledged is freed");
     }
 
     #[test]

@@ -50,12 +50,24 @@ fn junk_is_counted_not_fatal() {
     bad[n - 5] = 0x3f;
     fix_checksum(&mut bad);
     ep.handle_datagram(now, addr(1), &bad);
-    let conn = ep.connections().next().expect("routing precedes frame decoding");
+    let conn = ep
+        .connections()
+        .next()
+        .expect("routing precedes frame decoding");
     assert_eq!(ep.stats(conn).expect("live").malformed_dropped, 1);
-    assert_eq!(ep.stats(conn).expect("live").packets_received, 0, "no frame was applied");
+    assert_eq!(
+        ep.stats(conn).expect("live").packets_received,
+        0,
+        "no frame was applied"
+    );
 
     // A DATA packet for an ID nobody has is counted as such.
-    let h = Header { ty: PacketType::Data, dst_cid: ConnectionId(99), src_cid: None, number: 0 };
+    let h = Header {
+        ty: PacketType::Data,
+        dst_cid: ConnectionId(99),
+        src_cid: None,
+        number: 0,
+    };
     let mut b = PacketBuilder::new(&h, 1200);
     Frame::Ping.encode(b.frames_buf());
     ep.handle_datagram(now, addr(1), &b.finish());
@@ -65,14 +77,23 @@ fn junk_is_counted_not_fatal() {
 #[test]
 fn refuses_when_not_accepting_and_when_full() {
     let now = Instant::now();
-    let cfg = EndpointConfig { accept_incoming: false, ..EndpointConfig::default() };
+    let cfg = EndpointConfig {
+        accept_incoming: false,
+        ..EndpointConfig::default()
+    };
     let mut ep = Endpoint::new(cfg, 1);
     ep.handle_datagram(now, addr(1), &initial(1, 2, &[Frame::Ping]));
     assert_eq!(ep.connections().count(), 0);
     assert_eq!(ep.endpoint_stats().refused, 1);
-    assert!(ep.poll_transmit(now).is_none(), "nothing is sent to an address we refused");
+    assert!(
+        ep.poll_transmit(now).is_none(),
+        "nothing is sent to an address we refused"
+    );
 
-    let cfg = EndpointConfig { max_connections: 2, ..EndpointConfig::default() };
+    let cfg = EndpointConfig {
+        max_connections: 2,
+        ..EndpointConfig::default()
+    };
     let mut ep = Endpoint::new(cfg, 1);
     for port in 1..=5u16 {
         let p = u64::from(port);
@@ -94,12 +115,30 @@ fn server_answers_initial_and_retransmissions_route_to_one_connection() {
     assert_eq!(t.destination, addr(9));
     let p = Packet::new_checked(&t.contents).expect("valid");
     assert_eq!(p.header.ty, PacketType::Initial);
-    assert_eq!(p.header.dst_cid, ConnectionId(8), "addressed to the client's own ID");
-    let frames: Vec<_> = Frames::new(p.payload).collect::<Result<_, _>>().expect("frames");
-    assert!(frames.iter().any(|f| matches!(f, Frame::Ack(a) if a.contains(0))), "{frames:?}");
-    assert!(matches!(ep.poll_event(), Some(Event::Connected { incoming: true, .. })));
+    assert_eq!(
+        p.header.dst_cid,
+        ConnectionId(8),
+        "addressed to the client's own ID"
+    );
+    let frames: Vec<_> = Frames::new(p.payload)
+        .collect::<Result<_, _>>()
+        .expect("frames");
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Ack(a) if a.contains(0))),
+        "{frames:?}"
+    );
+    assert!(matches!(
+        ep.poll_event(),
+        Some(Event::Connected { incoming: true, .. })
+    ));
     let conn = ep.connections().next().expect("one");
-    assert_eq!(ep.stats(conn).expect("live").duplicates_dropped, 1, "the copy was not reprocessed");
+    assert_eq!(
+        ep.stats(conn).expect("live").duplicates_dropped,
+        1,
+        "the copy was not reprocessed"
+    );
 }
 
 proptest! {

@@ -1,0 +1,174 @@
+//! `chirp`: chat over UDP, done properly. The one binary, with subcommands.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command line (clap), logging, the runtime, exit codes.
+//! - `peer`: reliable peer mode over the protocol core and the tokio transport.
+//! - `plain`: `--plain`, the classic raw-UDP chat, byte-compatible with `nc -u`.
+//! - `impair`: the impairment proxy (loss, duplication, reordering, corruption, delay).
+//! - `input`: what a typed line means (`/commands`, `//` escape).
+//! - `output`: human or JSON lines on stdout (schema in `docs/JSON.md`).
+//! - `addr`, `prompt`: address parsing with clear errors; the interactive questions.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+
+mod addr;
+mod impair;
+mod input;
+mod output;
+mod peer;
+mod plain;
+mod prompt;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Two machines (or two terminals) chat, reliably:
+  chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000      # on the first
+  chirp peer --bind 0.0.0.0:5000 --to 192.0.2.1:5000      # on the second
+
+  # Talk to the classic script or to netcat (raw, unreliable, unencrypted UDP):
+  chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000
+  nc -u -p 6000 127.0.0.1 5000
+
+  # Watch what a bad network does: 20 % loss between two local peers.
+  chirp impair --listen 127.0.0.1:7000 --to 127.0.0.1:6000 --loss 0.2
+
+  # No arguments on a terminal: chirp asks for the addresses.
+  chirp";
+
+/// Chat over UDP, done properly: reliable and ordered, with the problems made visible.
+#[derive(Debug, Parser)]
+#[command(name = "chirp", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Chat directly with another machine; both sides send and receive at once.
+    #[command(after_help = PEER_EXAMPLES)]
+    Peer(PeerArgs),
+    /// A UDP proxy that loses, duplicates, reorders, corrupts and delays datagrams.
+    #[command(after_help = impair::EXAMPLES)]
+    Impair(impair::ImpairArgs),
+}
+
+const PEER_EXAMPLES: &str = "\
+Each line you type is one message; received messages are printed with the local time and the
+sender. Type /help for commands (/stats shows RTT, loss, retransmissions, reordering...).
+At end of input (Ctrl-D) chirp waits until the peer has acknowledged everything, then exits 0;
+if the peer never answers it exits 1 after the idle timeout.
+
+Examples:
+  chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000
+  chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --json      # for scripts
+  chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000     # raw UDP, like nc -u";
+
+#[derive(Debug, Args)]
+struct PeerArgs {
+    /// Local address to listen on, IP:PORT (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", value_parser = addr::local_addr)]
+    bind: SocketAddr,
+    /// The other peer's address, IP:PORT.
+    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr)]
+    to: SocketAddr,
+    /// Raw UDP like the classic script and `nc -u`: one datagram per line, no reliability,
+    /// no encryption.
+    #[arg(long)]
+    plain: bool,
+    /// Print one JSON object per line for every event (schema: docs/JSON.md).
+    #[arg(long)]
+    json: bool,
+    /// Declare the peer gone after this many seconds without a packet from it.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout: u64,
+}
+
+/// Binds a UDP socket, turning the OS error into one a person can act on.
+pub(crate) fn bind_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+    chirp_transport::bind(addr).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another program, perhaps another chirp, is using this port; pick another)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (this machine has no such address; use 0.0.0.0 or one of its own IPs)"
+            }
+            std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot bind {addr}: {e}{hint}")
+    })
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line: "cannot bind ...: in use".
+            eprintln!("chirp: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Some(Command::Peer(a)) => {
+            runtime.block_on(run_peer(a.bind, a.to, a.plain, a.json, a.idle_timeout))
+        }
+        Some(Command::Impair(a)) => runtime.block_on(impair::run(a)),
+        None if std::io::stdin().is_terminal() => {
+            let (bind, to) =
+                prompt::ask_addresses(&mut std::io::stdin().lock(), &mut std::io::stdout())?;
+            runtime.block_on(run_peer(bind, to, false, false, 30))
+        }
+        None => {
+            // Not a terminal and nothing asked for: show how to use it rather than guess.
+            Cli::command().print_help().context("cannot print help")?;
+            Ok(2)
+        }
+    }
+}
+
+async fn run_peer(
+    bind: SocketAddr,
+    to: SocketAddr,
+    plain: bool,
+    json: bool,
+    idle: u64,
+) -> anyhow::Result<u8> {
+    if plain {
+        plain::run(bind, to, json).await
+    } else {
+        let opts = peer::PeerOpts {
+            bind,
+            to,
+            json,
+            idle_timeout: Duration::from_secs(idle),
+        };
+        peer::run(opts).await
+    }
+}

@@ -1,0 +1,280 @@
+//! Reliable peer mode: two symmetric peers over the protocol core.
+//!
+//! Both sides connect to each other at start and whenever the link is lost; the core resolves
+//! simultaneous opens, so exactly one connection results whichever side starts first. A second
+//! connection from the peer (it restarted) replaces the first, and the lines the old one never
+//! got acknowledged are sent again on the new one.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use chirp_proto::{CloseReason, ConnectionHandle, EndpointConfig, Event, SendError, WriteError};
+use chirp_transport::Handle;
+use tokio::io::AsyncBufReadExt as _;
+use tokio::sync::mpsc;
+use tracing::{Instrument as _, debug, info_span};
+
+use crate::input::{self, Input};
+use crate::output::Output;
+
+/// Options of `chirp peer` in reliable mode.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerOpts {
+    pub(crate) bind: SocketAddr,
+    pub(crate) to: SocketAddr,
+    pub(crate) json: bool,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// Runs until the user leaves. Returns the process exit code.
+pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
+    let socket = crate::bind_socket(opts.bind)?;
+    let mut config = EndpointConfig::default();
+    config.transport.idle_timeout = opts.idle_timeout;
+    // A peer is a two-party chat: one connection, plus one transient while a restarted peer
+    // replaces the old one.
+    config.max_connections = 4;
+    let (handle, events, _task) =
+        chirp_transport::spawn(socket, config).context("cannot start the transport")?;
+    let out = Output { json: opts.json };
+    let local = handle.local_addr();
+    out.status(&format!(
+        "chirp peer on {local}, talking to {} (reliable; unencrypted until the security release; /help for commands)",
+        opts.to
+    ));
+    let span = info_span!("peer", %local, to = %opts.to);
+    Peer::new(handle, out, opts)
+        .run(events)
+        .instrument(span)
+        .await
+}
+
+struct Peer {
+    handle: Handle,
+    out: Output,
+    opts: PeerOpts,
+    conn: Option<ConnectionHandle>,
+    remote: Option<SocketAddr>,
+    up: bool,
+    /// Lines not yet accepted by the transport (send buffer full, or between connections).
+    pending: VecDeque<Bytes>,
+    leaving: bool,
+    close_sent: bool,
+}
+
+impl Peer {
+    fn new(handle: Handle, out: Output, opts: PeerOpts) -> Self {
+        Self {
+            handle,
+            out,
+            opts,
+            conn: None,
+            remote: None,
+            up: false,
+            pending: VecDeque::new(),
+            leaving: false,
+            close_sent: false,
+        }
+    }
+
+    async fn run(mut self, mut events: mpsc::Receiver<Event>) -> anyhow::Result<u8> {
+        self.connect().await?;
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
+        let mut stdin_open = true;
+        loop {
+            tokio::select! {
+                line = stdin.next_segment(), if stdin_open => {
+                    match line.context("cannot read standard input")? {
+                        Some(line) => {
+                            if let Some(code) = self.on_input(&line).await? {
+                                return Ok(code);
+                            }
+                        }
+                        None => {
+                            stdin_open = false;
+                            self.leave().await?;
+                        }
+                    }
+                }
+                ev = events.recv() => {
+                    let Some(ev) = ev else {
+                        anyhow::bail!("the transport stopped unexpectedly");
+                    };
+                    if let Some(code) = self.on_event(ev).await? {
+                        return Ok(code);
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    if let Some(c) = self.conn {
+                        self.handle.abort(c, chirp_proto::close_code::NO_ERROR, "interrupted").await?;
+                        // Give the transport a moment to put the CLOSE on the wire.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    return Ok(130);
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> anyhow::Result<()> {
+        let conn = self
+            .handle
+            .connect(self.opts.to)
+            .await?
+            .context("cannot open a connection")?;
+        debug!(?conn, "connecting");
+        self.conn = Some(conn);
+        self.up = false;
+        self.flush().await
+    }
+
+    fn peer_name(&self) -> String {
+        self.remote.unwrap_or(self.opts.to).to_string()
+    }
+
+    /// Hands queued lines to the transport until it pushes back.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let Some(conn) = self.conn else { return Ok(()) };
+        while let Some(msg) = self.pending.front() {
+            match self.handle.send(conn, msg.clone()).await? {
+                Ok(()) => {
+                    self.pending.pop_front();
+                }
+                Err(SendError::Write(WriteError::TooLarge { size, max })) => {
+                    self.out.error(&format!(
+                        "message of {size} bytes not sent: the limit is {max}"
+                    ));
+                    self.pending.pop_front();
+                }
+                // Blocked: wait for Writable. Closed: the Closed event brings a new connection.
+                Err(_) => break,
+            }
+        }
+        if self.leaving && self.pending.is_empty() && !self.close_sent {
+            self.close_sent = true;
+            // Graceful: the core first waits until everything sent is acknowledged.
+            self.handle
+                .close(conn, chirp_proto::close_code::NO_ERROR, "bye")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn leave(&mut self) -> anyhow::Result<()> {
+        self.leaving = true;
+        self.flush().await
+    }
+
+    async fn on_input(&mut self, line: &[u8]) -> anyhow::Result<Option<u8>> {
+        match input::parse(line) {
+            Input::Message(m) => {
+                self.pending.push_back(Bytes::from(m));
+                self.flush().await?;
+            }
+            Input::Stats => match (self.conn, self.up) {
+                (Some(c), true) => match self.handle.stats(c).await? {
+                    Some(s) => self.out.stats(&self.peer_name(), &s),
+                    None => self.out.error("no connection"),
+                },
+                _ => self
+                    .out
+                    .error(&format!("not connected to {} yet", self.opts.to)),
+            },
+            Input::Quit => self.leave().await?,
+            Input::Help => self.out.info(input::HELP),
+            Input::Unknown(cmd) => {
+                self.out.error(&format!("unknown command {cmd} (not sent); /help lists commands, //text sends a literal /"));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn on_event(&mut self, ev: Event) -> anyhow::Result<Option<u8>> {
+        match ev {
+            Event::Connected { conn, remote, .. } => {
+                if let Some(old) = self.conn.filter(|&old| old != conn) {
+                    // The peer opened a new connection: it restarted, or its attempt won the
+                    // race against ours. Either way the new one replaces the old; the old one's
+                    // unacknowledged lines come back in its Closed event and are resent.
+                    if self.up {
+                        self.out.peer_down(&self.peer_name(), "restarted");
+                    }
+                    self.handle
+                        .abort(old, chirp_proto::close_code::NO_ERROR, "replaced")
+                        .await?;
+                }
+                self.conn = Some(conn);
+                self.remote = Some(remote);
+                self.up = true;
+                self.out.peer_up(&remote.to_string());
+                self.flush().await?;
+            }
+            Event::Message { conn, data } => {
+                let from = if Some(conn) == self.conn {
+                    self.peer_name()
+                } else {
+                    "previous session".into()
+                };
+                self.out.message(&from, &String::from_utf8_lossy(&data));
+            }
+            Event::Writable { conn } if Some(conn) == self.conn => self.flush().await?,
+            Event::Writable { .. } => {}
+            Event::Closed {
+                conn,
+                reason,
+                undelivered,
+            } => {
+                // Lines the peer never acknowledged go first in the queue, in their order.
+                for m in undelivered.into_iter().rev() {
+                    self.pending.push_front(m);
+                }
+                if Some(conn) != self.conn {
+                    // A replaced connection; its lines will go out on the current one.
+                    return self.flush().await.map(|()| None);
+                }
+                let was_up = std::mem::take(&mut self.up);
+                self.conn = None;
+                if self.leaving {
+                    return Ok(Some(self.finish(&reason)));
+                }
+                match &reason {
+                    // Our handshake found nobody: keep trying quietly.
+                    CloseReason::IdleTimeout if !was_up => {}
+                    CloseReason::PeerClosed { .. } => self.out.peer_down(&self.peer_name(), "left"),
+                    other => self
+                        .out
+                        .peer_down(&self.peer_name(), &describe(other, self.opts.idle_timeout)),
+                }
+                self.connect().await?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Exit code once the connection has closed while leaving.
+    fn finish(&self, reason: &CloseReason) -> u8 {
+        let undelivered = self.pending.len();
+        if undelivered == 0 && matches!(reason, CloseReason::Local | CloseReason::PeerClosed { .. })
+        {
+            return 0;
+        }
+        let why = describe(reason, self.opts.idle_timeout);
+        self.out.error(&format!(
+            "{undelivered} message(s) were not acknowledged by {}: {why}",
+            self.peer_name()
+        ));
+        1
+    }
+}
+
+fn describe(reason: &CloseReason, idle: Duration) -> String {
+    match reason {
+        CloseReason::IdleTimeout => format!("no answer for {} s", idle.as_secs()),
+        CloseReason::PeerClosed { reason, .. } => format!("the peer closed ({reason})"),
+        CloseReason::Local => "closed".into(),
+        CloseReason::ProtocolViolation { detail, .. } => format!("protocol violation: {detail}"),
+    }
+}

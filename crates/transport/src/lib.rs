@@ -1,0 +1,388 @@
+//! The tokio driver for [`chirp_proto::Endpoint`].
+//!
+//! # Layout
+//!
+//! - [`bind`]: opens the UDP socket (with generous buffers) so that errors such as "address in
+//!   use" surface synchronously, before any task exists.
+//! - [`spawn`]: starts the one task that owns the endpoint. It multiplexes with `select!` the
+//!   socket, the endpoint's timer, commands from the application, and room in the event
+//!   channel; after every input it drains `poll_transmit` and `poll_event` as the core asks.
+//! - [`Handle`]: the application's side: connect, send, close, stats. Cheap to clone; the task
+//!   ends when every handle is dropped.
+//!
+//! There is no lock around protocol state: the task owns the endpoint through `&mut`, and the
+//! application talks to it only through channels. Events are delivered through a bounded
+//! channel, and the task stops polling events while it is full: an application that stops
+//! reading stops granting flow-control credit, so memory stays bounded end to end.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chirp_proto::{
+    ConnectError, ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig, EndpointStats,
+    Event, SendError,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, trace, warn};
+
+/// Largest UDP payload we read. Datagrams up to the IPv4 maximum (65,507 bytes) arrive whole,
+/// so `--plain` peers are never truncated and oversized junk is seen, counted and dropped.
+pub const RECV_BUFFER: usize = 65_536;
+/// Socket receive buffer requested from the kernel: a burst of a few thousand datagrams fits
+/// while the task is busy, instead of being dropped by the kernel.
+const SO_RCVBUF: usize = 4 << 20;
+const SO_SNDBUF: usize = 1 << 20;
+/// Events buffered towards the application before the task stops polling the endpoint.
+const EVENT_CHANNEL: usize = 1024;
+/// Datagrams read in one wake-up before output is drained again (bounds latency under load).
+const RECV_BATCH: usize = 64;
+
+/// Opens a UDP socket on `addr` with large kernel buffers.
+pub fn bind(addr: SocketAddr) -> io::Result<StdUdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Listen on v4-mapped addresses too when bound to [::]; harmless otherwise.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max, and a smaller buffer only
+    // means more drops under bursts, which the protocol recovers from.
+    let _ = socket.set_recv_buffer_size(SO_RCVBUF);
+    let _ = socket.set_send_buffer_size(SO_SNDBUF);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Fresh entropy for the endpoint's connection-ID generator.
+pub fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // The OS generator failing is not something a chat can work around; fall back to the
+    // address of a stack value mixed with the time, which is still unique per process.
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        return t.map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id());
+    }
+    u64::from_le_bytes(b)
+}
+
+/// The driver task has stopped (its socket failed or it was shut down).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[error("the transport task has stopped")]
+pub struct Stopped;
+
+enum Command {
+    Connect(
+        SocketAddr,
+        oneshot::Sender<Result<ConnectionHandle, ConnectError>>,
+    ),
+    Send(
+        ConnectionHandle,
+        Bytes,
+        oneshot::Sender<Result<(), SendError>>,
+    ),
+    Close {
+        conn: ConnectionHandle,
+        code: u64,
+        reason: String,
+        graceful: bool,
+    },
+    Stats(ConnectionHandle, oneshot::Sender<Option<ConnectionStats>>),
+    EndpointStats(oneshot::Sender<EndpointStats>),
+    SendBuffered(ConnectionHandle, oneshot::Sender<Option<u64>>),
+}
+
+/// The application's handle on the driver task.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Message bytes are never formatted: they are user plaintext.
+        match self {
+            Command::Connect(a, _) => write!(f, "Connect({a})"),
+            Command::Send(c, b, _) => write!(f, "Send({c:?}, {} bytes)", b.len()),
+            Command::Close { conn, code, .. } => write!(f, "Close({conn:?}, {code})"),
+            Command::Stats(c, _) => write!(f, "Stats({c:?})"),
+            Command::EndpointStats(_) => write!(f, "EndpointStats"),
+            Command::SendBuffered(c, _) => write!(f, "SendBuffered({c:?})"),
+        }
+    }
+}
+
+impl Handle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Opens a connection; [`Event::Connected`] follows when the peer answers.
+    pub async fn connect(
+        &self,
+        remote: SocketAddr,
+    ) -> Result<Result<ConnectionHandle, ConnectError>, Stopped> {
+        self.call(|r| Command::Connect(remote, r)).await
+    }
+
+    /// Queues one message. `Err(Blocked)` means wait for [`Event::Writable`].
+    pub async fn send(
+        &self,
+        conn: ConnectionHandle,
+        data: Bytes,
+    ) -> Result<Result<(), SendError>, Stopped> {
+        self.call(|r| Command::Send(conn, data, r)).await
+    }
+
+    /// Closes gracefully: everything sent is delivered and acknowledged first.
+    pub async fn close(
+        &self,
+        conn: ConnectionHandle,
+        code: u64,
+        reason: &str,
+    ) -> Result<(), Stopped> {
+        let cmd = Command::Close {
+            conn,
+            code,
+            reason: reason.to_owned(),
+            graceful: true,
+        };
+        self.tx.send(cmd).await.map_err(|_| Stopped)
+    }
+
+    /// Closes at once, abandoning unacknowledged data.
+    pub async fn abort(
+        &self,
+        conn: ConnectionHandle,
+        code: u64,
+        reason: &str,
+    ) -> Result<(), Stopped> {
+        let cmd = Command::Close {
+            conn,
+            code,
+            reason: reason.to_owned(),
+            graceful: false,
+        };
+        self.tx.send(cmd).await.map_err(|_| Stopped)
+    }
+
+    /// Link statistics of `conn`.
+    pub async fn stats(&self, conn: ConnectionHandle) -> Result<Option<ConnectionStats>, Stopped> {
+        self.call(|r| Command::Stats(conn, r)).await
+    }
+
+    /// Endpoint-wide counters.
+    pub async fn endpoint_stats(&self) -> Result<EndpointStats, Stopped> {
+        self.call(Command::EndpointStats).await
+    }
+
+    /// Bytes sent on `conn` and not yet acknowledged.
+    pub async fn send_buffered(&self, conn: ConnectionHandle) -> Result<Option<u64>, Stopped> {
+        self.call(|r| Command::SendBuffered(conn, r)).await
+    }
+}
+
+/// Starts the driver task for `socket` (from [`bind`]). Returns the handle, the event stream and
+/// the task, which ends when every [`Handle`] is dropped, or with the socket's error.
+pub fn spawn(
+    socket: StdUdpSocket,
+    config: EndpointConfig,
+) -> io::Result<(Handle, mpsc::Receiver<Event>, JoinHandle<io::Result<()>>)> {
+    let local_addr = socket.local_addr()?;
+    let socket = UdpSocket::from_std(socket)?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
+    let endpoint = Endpoint::new(config, random_seed());
+    let task = tokio::spawn(
+        Driver {
+            endpoint,
+            socket,
+            cmd_rx,
+            ev_tx,
+            buf: vec![0; RECV_BUFFER],
+        }
+        .run(),
+    );
+    Ok((
+        Handle {
+            tx: cmd_tx,
+            local_addr,
+        },
+        ev_rx,
+        task,
+    ))
+}
+
+struct Driver {
+    endpoint: Endpoint,
+    socket: UdpSocket,
+    cmd_rx: mpsc::Receiver<Command>,
+    ev_tx: mpsc::Sender<Event>,
+    buf: Vec<u8>,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Errors a UDP socket reports for a *previous* datagram (ICMP unreachable and the like). They
+/// say nothing about the socket itself, so the loop carries on.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+impl Driver {
+    async fn run(self) -> io::Result<()> {
+        // Disjoint locals, so `select!` can borrow the socket, the channels and the buffer at
+        // once while the handlers mutate the endpoint.
+        let Driver {
+            mut endpoint,
+            socket,
+            mut cmd_rx,
+            ev_tx,
+            mut buf,
+        } = self;
+        loop {
+            flush_transmits(&mut endpoint, &socket).await?;
+            let events_blocked = !drain_events(&mut endpoint, &ev_tx);
+            let deadline = endpoint.poll_timeout();
+            let wake = deadline.map_or_else(
+                || tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
+                tokio::time::Instant::from_std,
+            );
+            tokio::select! {
+                r = socket.recv_from(&mut buf) => {
+                    match r {
+                        Ok((n, from)) => endpoint.handle_datagram(now(), from, &buf[..n]),
+                        Err(e) if is_transient(&e) => trace!(%e, "transient socket error"),
+                        Err(e) => return Err(e),
+                    }
+                    // Drain what else is queued, up to a batch, before writing again.
+                    for _ in 1..RECV_BATCH {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, from)) => endpoint.handle_datagram(now(), from, &buf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if is_transient(&e) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                    endpoint.handle_timeout(now());
+                }
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(cmd) => apply(&mut endpoint, cmd),
+                    None => {
+                        debug!("all handles dropped; transport stopping");
+                        flush_transmits(&mut endpoint, &socket).await?;
+                        return Ok(());
+                    }
+                },
+                permit = ev_tx.reserve(), if events_blocked => {
+                    // The application made room: hand over one event; the loop drains the rest.
+                    // (If it went away, `drain_events` discards events from now on.)
+                    if let (Ok(permit), Some(ev)) = (permit, endpoint.poll_event()) {
+                        permit.send(ev);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply(endpoint: &mut Endpoint, cmd: Command) {
+    let now = now();
+    match cmd {
+        Command::Connect(remote, reply) => {
+            let _ = reply.send(endpoint.connect(now, remote));
+        }
+        Command::Send(conn, data, reply) => {
+            let _ = reply.send(endpoint.send(conn, &data));
+        }
+        Command::Close {
+            conn,
+            code,
+            reason,
+            graceful,
+        } => {
+            if graceful {
+                endpoint.close(now, conn, code, &reason);
+            } else {
+                endpoint.abort(now, conn, code, &reason);
+            }
+        }
+        Command::Stats(conn, reply) => {
+            let _ = reply.send(endpoint.stats(conn));
+        }
+        Command::EndpointStats(reply) => {
+            let _ = reply.send(endpoint.endpoint_stats());
+        }
+        Command::SendBuffered(conn, reply) => {
+            let _ = reply.send(endpoint.send_buffered(conn));
+        }
+    }
+}
+
+async fn flush_transmits(endpoint: &mut Endpoint, socket: &UdpSocket) -> io::Result<()> {
+    while let Some(t) = endpoint.poll_transmit(now()) {
+        match socket.send_to(&t.contents, t.destination).await {
+            Ok(_) => {}
+            // A lost datagram is what the protocol is built to survive; only a broken
+            // socket is fatal.
+            Err(e) if is_transient(&e) => trace!(%e, dest = %t.destination, "send failed"),
+            Err(e)
+                if e.kind() == io::ErrorKind::PermissionDenied
+                    || e.kind() == io::ErrorKind::InvalidInput =>
+            {
+                warn!(%e, dest = %t.destination, "cannot send to this address");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Moves events into the channel while it has room. Returns false if it filled up first.
+fn drain_events(endpoint: &mut Endpoint, ev_tx: &mpsc::Sender<Event>) -> bool {
+    loop {
+        let permit = match ev_tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(())) => return false,
+            // Nobody listens any more; keep running for the handles that remain.
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                while endpoint.poll_event().is_some() {}
+                return true;
+            }
+        };
+        match endpoint.poll_event() {
+            Some(ev) => permit.send(ev),
+            None => return true,
+        }
+    }
+}
