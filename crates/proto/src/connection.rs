@@ -21,7 +21,8 @@ use crate::rtt::RttEstimator;
 use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream, WriteError};
 use crate::wire::{
-    AckFrame, ConnectionId, Frame, Frames, Header, MIN_INITIAL_SIZE, PacketBuilder, PacketType,
+    AckFrame, ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE,
+    PacketBuilder, PacketType,
 };
 
 /// The longest a receiver may hold an ACK for an ack-eliciting packet. A protocol constant of
@@ -29,6 +30,10 @@ use crate::wire::{
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(10);
 /// A receiver acknowledges at once after this many ack-eliciting packets.
 const ACK_ELICITING_THRESHOLD: u32 = 2;
+/// Flow-control limit each side may assume for the other before any MAX_DATA frame: a protocol
+/// constant, so that neither side ever has to guess the peer's configuration. It exceeds one
+/// maximum-size message plus its length prefix, so a first message can never deadlock.
+pub const INITIAL_MAX_DATA: u64 = 128 * 1024;
 /// RFC 9002 packet-reordering threshold.
 const PACKET_THRESHOLD: u64 = 3;
 /// Most ACK ranges sent in one frame: the newest ones matter, older gaps have been resolved.
@@ -196,7 +201,17 @@ impl Connection {
         remote: SocketAddr,
         now: Instant,
     ) -> Self {
-        let window = config.receive_window;
+        // The window can be raised but never set below what the peer may send before hearing
+        // from us: the protocol's initial limit.
+        let window = config.receive_window.max(INITIAL_MAX_DATA);
+        let max_datagram = config
+            .max_datagram_size
+            .clamp(MIN_INITIAL_SIZE, MAX_DATAGRAM_SIZE);
+        let config = TransportConfig {
+            receive_window: window,
+            max_datagram_size: max_datagram,
+            ..config
+        };
         Self {
             side,
             state: if side == Side::Client {
@@ -223,16 +238,22 @@ impl Connection {
             loss_estimate: 0.0,
             // Both sides start from the same window, a protocol constant of the configuration;
             // the first MAX_DATA frame tells the truth if the peer configured another.
-            send: SendStream::new(window, config.send_buffer, config.max_message_size),
+            // Both sides start from the protocol's initial limit; a MAX_DATA frame raises it.
+            send: SendStream::new(
+                INITIAL_MAX_DATA,
+                config.send_buffer,
+                config.max_message_size,
+            ),
             copies: VecDeque::new(),
             // A client's first INITIAL and a server's first answer both elicit an ACK, which is
             // how each side learns the other holds its connection ID.
             ping_pending: true,
-            max_data_pending: false,
+            // Announce a window larger than the initial limit at the first opportunity.
+            max_data_pending: window > INITIAL_MAX_DATA,
             close_frame: None,
             close_pending: false,
             close_after_flush: false,
-            recv: RecvStream::new(window, config.max_message_size),
+            recv: RecvStream::new(INITIAL_MAX_DATA, window, config.max_message_size),
             recv_pns: RangeSet::new(),
             recv_floor: 0,
             recv_largest: None,
@@ -299,6 +320,21 @@ impl Connection {
         self.initial_dcid = peer.dst_cid;
         self.connected_pending = true;
         self.ping_pending = true;
+        // Our INITIALs were ignored by design, not lost: forget them without counting losses
+        // or shrinking the congestion window. They carried no data (a client sends data only
+        // once it knows the server's ID).
+        self.sent.clear();
+        self.bytes_in_flight = 0;
+        self.ack_eliciting_in_flight = 0;
+        self.time_of_last_ack_eliciting = None;
+        self.loss_time = None;
+        self.pto_count = 0;
+        self.probes = 0;
+    }
+
+    /// The peer's connection ID, once known.
+    pub(crate) fn remote_cid(&self) -> Option<ConnectionId> {
+        self.remote_cid
     }
 
     pub(crate) fn is_handshaking_client(&self) -> bool {
@@ -462,7 +498,7 @@ impl Connection {
         // Packet-number bookkeeping and ACK urgency: a gap, or a gap being filled, is news the
         // sender needs now, not after the delayed-ACK timer. (Only for ack-eliciting packets:
         // answering reordered ACKs with ACKs would ping-pong forever.)
-        let mut urgent = header.ty == PacketType::Initial;
+        let mut urgent = header.ty != PacketType::Data;
         match self.recv_largest {
             Some((largest, _)) if pn < largest => {
                 self.stats.out_of_order += 1;
@@ -488,7 +524,7 @@ impl Connection {
         self.ack_pending = true;
 
         match (self.side, header.ty) {
-            (Side::Client, PacketType::Initial) if self.state == State::Handshaking => {
+            (Side::Client, PacketType::Accept) if self.state == State::Handshaking => {
                 self.remote_cid = header.src_cid;
                 self.state = State::Established;
                 self.connected_pending = true;
@@ -824,7 +860,7 @@ impl Connection {
         if let Some(r) = new_range {
             self.schedule_copies(now, r);
         }
-        let pad = self.side == Side::Client && self.state == State::Handshaking;
+        let pad = self.packet_type() == PacketType::Initial;
         if pad {
             b.pad_to(MIN_INITIAL_SIZE);
         }
@@ -837,19 +873,22 @@ impl Connection {
         Some(self.finish(now, b, sp, pad))
     }
 
+    /// The packet type is decided by what each side knows, not by connection state, so that
+    /// even a CLOSE sent mid-handshake reaches the peer's connection.
+    fn packet_type(&self) -> PacketType {
+        match self.side {
+            Side::Client if self.remote_cid.is_none() => PacketType::Initial,
+            Side::Server if !self.confirmed => PacketType::Accept,
+            _ => PacketType::Data,
+        }
+    }
+
     fn builder(&mut self) -> PacketBuilder {
-        let long = match self.side {
-            Side::Client => self.state == State::Handshaking,
-            Side::Server => !self.confirmed,
-        };
+        let ty = self.packet_type();
         let header = Header {
-            ty: if long {
-                PacketType::Initial
-            } else {
-                PacketType::Data
-            },
+            ty,
             dst_cid: self.remote_cid.unwrap_or(self.initial_dcid),
-            src_cid: long.then_some(self.local_cid),
+            src_cid: (ty != PacketType::Data).then_some(self.local_cid),
             number: self.next_pn,
         };
         self.next_pn += 1;

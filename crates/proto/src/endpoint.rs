@@ -30,7 +30,7 @@ use crate::config::TransportConfig;
 use crate::connection::{CloseReason, ConnEvent, Connection, SendError};
 use crate::rng::Rng;
 use crate::stats::{ConnectionStats, EndpointStats};
-use crate::wire::{ConnectionId, DecodeError, Packet, PacketType};
+use crate::wire::{ConnectionId, DecodeError, Frames, MIN_INITIAL_SIZE, Packet, PacketType};
 
 /// Identifies a connection within its endpoint. Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -269,7 +269,7 @@ impl Endpoint {
             }
         };
         let header = packet.header;
-        let handle = match self.route(now, from, &header) {
+        let handle = match self.route(now, from, &packet, datagram.len()) {
             Some(h) => h,
             None => return,
         };
@@ -282,19 +282,38 @@ impl Endpoint {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        header: &crate::wire::Header,
+        packet: &Packet<'_>,
+        datagram_len: usize,
     ) -> Option<ConnectionHandle> {
+        let header = &packet.header;
         if let Some(&h) = self.by_cid.get(&header.dst_cid) {
             return Some(h);
         }
         if header.ty != PacketType::Initial {
+            // Only a client INITIAL may open a connection: a stray ACCEPT or DATA packet for a
+            // connection we no longer have must never create one.
             self.stats.unknown_connection += 1;
             return None;
         }
         if let Some(&h) = self.by_initial.get(&(from, header.dst_cid)) {
             return Some(h); // A retransmitted client INITIAL.
         }
+        if datagram_len < MIN_INITIAL_SIZE {
+            // Unpadded: not from a conforming client, and answering it could amplify.
+            self.stats.refused += 1;
+            return None;
+        }
         let peer_cid = header.src_cid?;
+        if self
+            .conns
+            .values()
+            .any(|c| c.remote_cid() == Some(peer_cid))
+        {
+            // A late copy of an INITIAL from a peer we are already connected to (typically the
+            // yielding side of a simultaneous open). A restarted peer would have a fresh ID.
+            self.stats.stale_initials += 1;
+            return None;
+        }
         // Simultaneous open: we are also trying to reach this address. Exactly one side must
         // yield, and both must agree which without talking: the one with the smaller ID does.
         let racing = self
@@ -316,6 +335,11 @@ impl Endpoint {
         }
         if !self.config.accept_incoming || self.conns.len() >= self.config.max_connections {
             self.stats.refused += 1;
+            return None;
+        }
+        if Frames::new(packet.payload).any(|f| f.is_err()) {
+            // Decide before allocating anything: a malformed INITIAL opens nothing.
+            self.stats.malformed_dropped += 1;
             return None;
         }
         let local = self.new_cid();

@@ -74,6 +74,9 @@ pub struct EndpointStats {
     pub malformed_dropped: u64,
     /// Dropped because no connection has that ID (and it was not a new INITIAL).
     pub unknown_connection: u64,
-    /// INITIALs refused (not accepting, or the connection table is full).
+    /// INITIALs refused: not accepting, the connection table is full, or not padded to the
+    /// minimum size.
     pub refused: u64,
+    /// Late copies of INITIALs from a peer that is already connected.
+    pub stale_initials: u64,
 }

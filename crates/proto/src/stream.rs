@@ -275,7 +275,7 @@ pub(crate) struct RecvStream {
 }
 
 impl RecvStream {
-    pub(crate) fn new(window: u64, max_message: usize) -> Self {
+    pub(crate) fn new(initial_max_data: u64, window: u64, max_message: usize) -> Self {
         Self {
             received: RangeSet::new(),
             segments: BTreeMap::new(),
@@ -283,7 +283,7 @@ impl RecvStream {
             parse_off: 0,
             ready: VecDeque::new(),
             consumed: 0,
-            max_data: window,
+            max_data: initial_max_data,
             window,
             max_message,
         }
@@ -386,7 +386,7 @@ mod tests {
     fn reassembles_out_of_order_with_duplicates() {
         let msgs: [&[u8]; 3] = [b"hello", b"", &[7u8; 300]];
         let wire = encode(&msgs);
-        let mut r = RecvStream::new(1 << 16, MAX_MESSAGE_SIZE);
+        let mut r = RecvStream::new(1 << 16, 1 << 16, MAX_MESSAGE_SIZE);
         // Deliver in reverse chunks of 7 bytes, each twice.
         let chunks: Vec<_> = wire.chunks(7).enumerate().collect();
         for (i, c) in chunks.iter().rev() {
@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn flow_control_and_limits() {
-        let mut r = RecvStream::new(100, 1000);
+        let mut r = RecvStream::new(100, 100, 1000);
         assert_eq!(r.on_data(90, &[0; 11]), Err(RecvError::FlowControl));
         let mut big = Vec::new();
         put_varint(&mut big, 1001);

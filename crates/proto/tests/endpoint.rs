@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chirp_proto::wire::{ConnectionId, Frame, Frames, Header, Packet, PacketBuilder, PacketType};
+use chirp_proto::wire::{
+    ConnectionId, Frame, Frames, Header, MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType,
+};
 use chirp_proto::{Endpoint, EndpointConfig, Event};
 use proptest::prelude::*;
 
@@ -23,6 +25,8 @@ fn initial(dst: u64, src: u64, frames: &[Frame<'_>]) -> Vec<u8> {
     for f in frames {
         f.encode(b.frames_buf());
     }
+    // A conforming client pads its INITIALs; the endpoint refuses shorter ones.
+    b.pad_to(MIN_INITIAL_SIZE);
     b.finish()
 }
 
@@ -44,22 +48,43 @@ fn junk_is_counted_not_fatal() {
     assert_eq!(s.malformed_dropped, 1, "too short");
     assert_eq!(s.corrupt_dropped, 1, "the text fails the checksum");
 
-    // A valid checksum around an unknown frame type: the packet is dropped whole as malformed.
+    // A valid checksum around an unknown frame type: dropped as malformed, and it allocates
+    // nothing (frames are checked before a connection is created).
     let mut bad = initial(1, 2, &[Frame::Ping]);
-    let n = bad.len();
-    bad[n - 5] = 0x3f;
+    // Header: version, type, two 8-byte IDs, 1-byte packet number = 19 bytes; PING follows.
+    assert_eq!(bad[19], 0x01);
+    bad[19] = 0x3f;
     fix_checksum(&mut bad);
     ep.handle_datagram(now, addr(1), &bad);
-    let conn = ep
-        .connections()
-        .next()
-        .expect("routing precedes frame decoding");
-    assert_eq!(ep.stats(conn).expect("live").malformed_dropped, 1);
-    assert_eq!(
-        ep.stats(conn).expect("live").packets_received,
-        0,
-        "no frame was applied"
-    );
+    assert_eq!(ep.connections().count(), 0);
+    assert_eq!(ep.endpoint_stats().malformed_dropped, 2);
+
+    // An unpadded INITIAL is refused: answering it could amplify.
+    let h = Header {
+        ty: PacketType::Initial,
+        dst_cid: ConnectionId(5),
+        src_cid: Some(ConnectionId(6)),
+        number: 0,
+    };
+    let mut b = PacketBuilder::new(&h, 1200);
+    Frame::Ping.encode(b.frames_buf());
+    ep.handle_datagram(now, addr(1), &b.finish());
+    assert_eq!(ep.connections().count(), 0);
+    assert_eq!(ep.endpoint_stats().refused, 1);
+
+    // A stray ACCEPT (a server's answer to a connection we no longer have) opens nothing.
+    let h = Header {
+        ty: PacketType::Accept,
+        dst_cid: ConnectionId(7),
+        src_cid: Some(ConnectionId(8)),
+        number: 0,
+    };
+    let mut b = PacketBuilder::new(&h, 1200);
+    Frame::Ping.encode(b.frames_buf());
+    b.pad_to(MIN_INITIAL_SIZE);
+    ep.handle_datagram(now, addr(1), &b.finish());
+    assert_eq!(ep.connections().count(), 0);
+    assert_eq!(ep.endpoint_stats().unknown_connection, 1);
 
     // A DATA packet for an ID nobody has is counted as such.
     let h = Header {
@@ -71,7 +96,7 @@ fn junk_is_counted_not_fatal() {
     let mut b = PacketBuilder::new(&h, 1200);
     Frame::Ping.encode(b.frames_buf());
     ep.handle_datagram(now, addr(1), &b.finish());
-    assert_eq!(ep.endpoint_stats().unknown_connection, 1);
+    assert_eq!(ep.endpoint_stats().unknown_connection, 2);
 }
 
 #[test]
@@ -114,7 +139,7 @@ fn server_answers_initial_and_retransmissions_route_to_one_connection() {
     let t = ep.poll_transmit(now).expect("server answers");
     assert_eq!(t.destination, addr(9));
     let p = Packet::new_checked(&t.contents).expect("valid");
-    assert_eq!(p.header.ty, PacketType::Initial);
+    assert_eq!(p.header.ty, PacketType::Accept);
     assert_eq!(
         p.header.dst_cid,
         ConnectionId(8),

@@ -3,6 +3,7 @@
 //! ```text
 //! DATA:    version(1) type(1)=0x04 dst_cid(8)             packet_number(varint) frames.. crc32c(4)
 //! INITIAL: version(1) type(1)=0x01 dst_cid(8) src_cid(8)  packet_number(varint) frames.. crc32c(4)
+//! ACCEPT:  version(1) type(1)=0x05 dst_cid(8) src_cid(8)  packet_number(varint) frames.. crc32c(4)
 //! ```
 
 use std::fmt;
@@ -46,11 +47,15 @@ impl fmt::Display for ConnectionId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum PacketType {
-    /// Sent by either side until it knows (client) or has confirmed (server) the peer's
-    /// connection ID. Carries the sender's own connection ID.
+    /// Sent by a client until it learns the server's connection ID; padded to 1200 bytes.
+    /// The only packet type that can open a connection. Carries the sender's own ID.
     Initial = 0x01,
     /// Everything else.
     Data = 0x04,
+    /// Sent by a server until the client has confirmed (by sending DATA) that it knows the
+    /// server's connection ID. Carries the sender's own ID. A distinct type from INITIAL so
+    /// that a stray answer can never be mistaken for a new connection.
+    Accept = 0x05,
 }
 
 impl PacketType {
@@ -58,6 +63,7 @@ impl PacketType {
         match b {
             0x01 => Ok(Self::Initial),
             0x04 => Ok(Self::Data),
+            0x05 => Ok(Self::Accept),
             other => Err(DecodeError::UnknownPacketType(other)),
         }
     }
@@ -70,7 +76,7 @@ pub struct Header {
     pub ty: PacketType,
     /// The connection ID the receiver chose (or, in a client's first INITIALs, a random one).
     pub dst_cid: ConnectionId,
-    /// The sender's own connection ID; present in INITIAL packets only.
+    /// The sender's own connection ID; present in INITIAL and ACCEPT packets only.
     pub src_cid: Option<ConnectionId>,
     /// Packet number: strictly increasing per sender and never reused, not even for
     /// retransmissions, so every acknowledgement is unambiguous.
@@ -130,7 +136,7 @@ impl<'a> Packet<'a> {
         let ty = PacketType::from_byte(r.u8()?)?;
         let dst_cid = ConnectionId(r.u64()?);
         let src_cid = match ty {
-            PacketType::Initial => Some(ConnectionId(r.u64()?)),
+            PacketType::Initial | PacketType::Accept => Some(ConnectionId(r.u64()?)),
             PacketType::Data => None,
         };
         let number = r.varint()?;

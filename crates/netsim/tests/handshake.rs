@@ -1,0 +1,162 @@
+//! Connection establishment corner cases: races, stray and stale handshake packets, and a
+//! close before the handshake completes. Each was a real bug once; these keep them fixed.
+
+use std::time::Duration;
+
+use chirp_netsim::{LinkConfig, Pair};
+use chirp_proto::{CloseReason, EndpointConfig, Event};
+
+const ONE_WAY: Duration = Duration::from_millis(20);
+
+#[test]
+fn handshake_completes_under_heavy_loss() {
+    for seed in 1..=10 {
+        let mut p = Pair::new(
+            EndpointConfig::default(),
+            LinkConfig::ideal(ONE_WAY).with_loss(0.5),
+            seed,
+        );
+        p.connect().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn aborted_client_leaves_no_ghost_connection() {
+    let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 21);
+    let b_addr = p.b.addr;
+    let ca = p.a.endpoint.connect(p.now, b_addr).expect("room");
+    // The INITIAL is on its way; the client gives up before the server's ACCEPT can arrive.
+    let t = p.now + Duration::from_millis(5);
+    p.advance_to(t).expect("runs");
+    p.a.endpoint.abort(t, ca, 0, "never mind");
+    // ...and its CLOSE is lost (the INITIAL already in flight still arrives), so the server
+    // keeps answering for a while.
+    p.path.a_to_b.blackout_until(t + Duration::from_secs(60));
+    // Whatever the server keeps sending must not open a connection on the client's endpoint.
+    p.advance_to(t + Duration::from_secs(40)).expect("runs");
+    assert!(
+        p.b.events
+            .iter()
+            .any(|e| matches!(e, Event::Connected { incoming: true, .. })),
+        "the server did accept the INITIAL"
+    );
+    assert_eq!(
+        p.b.endpoint.connections().count(),
+        0,
+        "the server's connection ended"
+    );
+    assert_eq!(
+        p.a.endpoint.connections().count(),
+        0,
+        "no ghost connection on the client"
+    );
+    assert!(
+        p.a.events
+            .iter()
+            .all(|e| !matches!(e, Event::Connected { incoming: true, .. })),
+        "{:?}",
+        p.a.events
+    );
+    let stray = p.a.endpoint.endpoint_stats();
+    assert!(
+        stray.unknown_connection > 0,
+        "the server's ACCEPTs were seen and dropped: {stray:?}"
+    );
+}
+
+#[test]
+fn close_during_handshake_reaches_the_server() {
+    let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 22);
+    let b_addr = p.b.addr;
+    let ca = p.a.endpoint.connect(p.now, b_addr).expect("room");
+    // 30 ms: the server has the INITIAL (20 ms) but the client has no ACCEPT yet (40 ms).
+    let t = p.now + Duration::from_millis(30);
+    p.advance_to(t).expect("runs");
+    assert_eq!(p.b.endpoint.connections().count(), 1);
+    p.a.endpoint.abort(t, ca, 0x100, "changed my mind");
+    let mut closed = None;
+    p.drive_until(Duration::from_secs(2), |p| {
+        closed = p.b.take_events(|e| matches!(e, Event::Closed { .. })).pop();
+        closed.is_some()
+    })
+    .expect("the server learns of the close long before its idle timeout");
+    let Some(Event::Closed { reason, .. }) = closed else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason,
+        CloseReason::PeerClosed {
+            code: 0x100,
+            reason: "changed my mind".into()
+        }
+    );
+}
+
+#[test]
+fn late_copies_after_simultaneous_open_are_ignored() {
+    // Heavy duplication and reordering: copies of both sides' INITIALs arrive long after the
+    // race is settled. Each side must still end with exactly one connection, never treating a
+    // late copy as a restarted peer.
+    for seed in 1..=20 {
+        let link = LinkConfig::ideal(ONE_WAY)
+            .with_duplicate(0.5)
+            .with_reorder(0.5, Duration::from_millis(300));
+        let mut p = Pair::new(EndpointConfig::default(), link, seed);
+        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+        let ca = p.a.endpoint.connect(p.now, b_addr).expect("room");
+        let cb = p.b.endpoint.connect(p.now, a_addr).expect("room");
+        let t = p.now + Duration::from_secs(3);
+        p.advance_to(t).expect("runs");
+        let connected = |evs: &std::collections::VecDeque<Event>| {
+            evs.iter()
+                .filter(|e| matches!(e, Event::Connected { .. }))
+                .count()
+        };
+        assert_eq!(connected(&p.a.events), 1, "seed {seed}: {:?}", p.a.events);
+        assert_eq!(connected(&p.b.events), 1, "seed {seed}: {:?}", p.b.events);
+        assert_eq!(p.a.endpoint.connections().count(), 1, "seed {seed}");
+        assert_eq!(p.b.endpoint.connections().count(), 1, "seed {seed}");
+        // And the one connection works both ways.
+        p.a.endpoint.send(ca, b"ping").expect("open");
+        p.b.endpoint.send(cb, b"pong").expect("open");
+        p.drive_until(Duration::from_secs(5), |p| {
+            p.a.events
+                .iter()
+                .any(|e| matches!(e, Event::Message { .. }))
+                && p.b
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::Message { .. }))
+        })
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn restarted_peer_is_a_new_connection() {
+    // A peer that loses all state and connects again from the same address gets a new
+    // connection, which the application can tell apart from the old one.
+    let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 23);
+    let (ca, cb_old) = p.connect().expect("connects");
+    p.b.events.clear();
+    // "Restart" a: a fresh endpoint at the same address.
+    p.a.endpoint = chirp_proto::Endpoint::new(EndpointConfig::default(), 999);
+    p.a.events.clear();
+    let b_addr = p.b.addr;
+    let ca_new = p.a.endpoint.connect(p.now, b_addr).expect("room");
+    assert_eq!(ca_new, ca, "handles restart from zero in a new endpoint");
+    let mut new_conn = None;
+    p.drive_until(Duration::from_secs(5), |p| {
+        new_conn = p.b.events.iter().find_map(|e| match e {
+            Event::Connected {
+                conn,
+                incoming: true,
+                ..
+            } => Some(*conn),
+            _ => None,
+        });
+        new_conn.is_some()
+    })
+    .expect("b accepts the restarted peer");
+    assert_ne!(new_conn, Some(cb_old));
+}
