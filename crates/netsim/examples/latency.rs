@@ -39,7 +39,9 @@ fn run(loss: f64, seed: u64, redundancy: bool, secs: u64) -> Outcome {
     let collect = |p: &mut Pair, at: std::time::Instant, latencies: &mut Vec<Duration>| {
         for node in [&mut p.a, &mut p.b] {
             for ev in node.take_events(|e| matches!(e, Event::Message { .. })) {
-                let Event::Message { data, .. } = ev else { continue };
+                let Event::Message { data, .. } = ev else {
+                    continue;
+                };
                 let mut ns = [0u8; 8];
                 ns.copy_from_slice(&data[..8]);
                 let sent = origin + Duration::from_nanos(u64::from_be_bytes(ns));
@@ -71,7 +73,11 @@ fn run(loss: f64, seed: u64, redundancy: bool, secs: u64) -> Outcome {
     assert_eq!(latencies.len(), 2 * n as usize, "every message delivered");
     let sa = p.a.endpoint.stats(ca).expect("live");
     let sb = p.b.endpoint.stats(cb).expect("live");
-    Outcome { latencies, wire_bytes: sa.bytes_sent + sb.bytes_sent, delivered: 2 * u64::from(n) }
+    Outcome {
+        latencies,
+        wire_bytes: sa.bytes_sent + sb.bytes_sent,
+        delivered: 2 * u64::from(n),
+    }
 }
 
 fn pct(sorted: &[Duration], q: f64) -> Duration {
