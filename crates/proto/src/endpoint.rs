@@ -363,19 +363,17 @@ impl Endpoint {
     /// The next datagram to send, if any. Call it after every input until it returns `None`.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        let start = ConnectionHandle(self.transmit_cursor);
-        let order = self.conns.range(start..).chain(self.conns.range(..start));
-        let handles: Vec<ConnectionHandle> = order.map(|(&h, _)| h).collect();
-        for h in handles {
-            let Some(conn) = self.conns.get_mut(&h) else {
-                continue;
-            };
-            if let Some(contents) = conn.poll_transmit(now) {
-                self.transmit_cursor = h.0 + 1;
-                return Some(Transmit {
-                    destination: conn.remote,
-                    contents,
-                });
+        // Round robin without allocating: first the connections after the cursor, then the rest.
+        let cursor = ConnectionHandle(self.transmit_cursor);
+        for half in [cursor.., ConnectionHandle(0)..] {
+            for (&h, conn) in self.conns.range_mut(half) {
+                if let Some(contents) = conn.poll_transmit(now) {
+                    self.transmit_cursor = h.0 + 1;
+                    return Some(Transmit {
+                        destination: conn.remote,
+                        contents,
+                    });
+                }
             }
         }
         None
@@ -395,41 +393,49 @@ impl Endpoint {
     /// events release flow-control credit, so an application that stops polling stops the
     /// peer once the receive window is full, and memory stays bounded.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let start = ConnectionHandle(self.event_cursor);
-        let handles: Vec<ConnectionHandle> = self
-            .conns
-            .range(start..)
-            .chain(self.conns.range(..start))
-            .map(|(&h, _)| h)
-            .collect();
-        for h in handles {
-            let Some(conn) = self.conns.get_mut(&h) else {
-                continue;
-            };
-            let ev = conn.poll_event();
-            let remote = conn.remote;
-            if conn.is_drained() {
-                self.remove(h);
-            }
-            if let Some(ev) = ev {
-                self.event_cursor = h.0 + 1;
-                return Some(match ev {
-                    ConnEvent::Connected { incoming } => Event::Connected {
-                        conn: h,
-                        remote,
-                        incoming,
-                    },
-                    ConnEvent::Message(data) => Event::Message { conn: h, data },
-                    ConnEvent::Writable => Event::Writable { conn: h },
-                    ConnEvent::Closed(reason, undelivered) => Event::Closed {
-                        conn: h,
-                        reason,
-                        undelivered,
-                    },
-                });
+        let cursor = ConnectionHandle(self.event_cursor);
+        let mut found = None;
+        let mut drained = None;
+        'scan: for half in [cursor.., ConnectionHandle(0)..] {
+            for (&h, conn) in self.conns.range_mut(half) {
+                let ev = conn.poll_event();
+                if conn.is_drained() {
+                    drained = Some(h);
+                }
+                if let Some(ev) = ev {
+                    found = Some((h, conn.remote, ev));
+                    break 'scan;
+                }
+                if drained.is_some() {
+                    break 'scan; // Remove it first, then look again.
+                }
             }
         }
-        None
+        if let Some(h) = drained {
+            self.remove(h);
+        }
+        let Some((h, remote, ev)) = found else {
+            return if drained.is_some() {
+                self.poll_event()
+            } else {
+                None
+            };
+        };
+        self.event_cursor = h.0 + 1;
+        Some(match ev {
+            ConnEvent::Connected { incoming } => Event::Connected {
+                conn: h,
+                remote,
+                incoming,
+            },
+            ConnEvent::Message(data) => Event::Message { conn: h, data },
+            ConnEvent::Writable => Event::Writable { conn: h },
+            ConnEvent::Closed(reason, undelivered) => Event::Closed {
+                conn: h,
+                reason,
+                undelivered,
+            },
+        })
     }
 
     fn remove(&mut self, h: ConnectionHandle) {
