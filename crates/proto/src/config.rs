@@ -8,7 +8,9 @@ use crate::wire::MAX_DATAGRAM_SIZE;
 /// Per-connection transport settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransportConfig {
-    /// Largest datagram sent. At most [`MAX_DATAGRAM_SIZE`].
+    /// Largest datagram sent. Version 1 fixes it at [`MAX_DATAGRAM_SIZE`] (1200): other values
+    /// are clamped, because INITIALs must be exactly that size and no path MTU discovery exists
+    /// yet.
     pub max_datagram_size: usize,
     /// With no packet received for this long, the peer is declared dead. Default 30 s.
     pub idle_timeout: Duration,

@@ -15,7 +15,7 @@ use chirp_proto::wire::{
     AckFrame, CHECKSUM_LEN, ConnectionId, DecodeError, Frame, Frames, Header, MAX_DATAGRAM_SIZE,
     MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType, VERSION,
 };
-use chirp_proto::{Endpoint, EndpointConfig};
+use chirp_proto::{Endpoint, EndpointConfig, INITIAL_MAX_DATA, TransportConfig};
 
 const DOC: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -30,6 +30,9 @@ const INITIAL_DCID: ConnectionId = ConnectionId(0x853b_5596_4736_4cea);
 const HELLO_STREAM: &[u8] = &[0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f];
 /// Message bytes 1470..1500 of the 1500-byte message of the `data-fragment` vector.
 const FRAGMENT: &[u8] = b"opqrstuvwxyzabcdefghijklmnopqr";
+/// The reference implementation's default receive window, announced in the `server-accept`
+/// vector.
+const DEFAULT_WINDOW: u64 = 512 * 1024;
 
 /// What the document states about one packet vector.
 struct PacketVector {
@@ -57,9 +60,9 @@ fn packet_vectors() -> Vec<PacketVector> {
             crc: 0x5e4e_3706,
         },
         PacketVector {
-            name: "server-initial",
+            name: "server-accept",
             header: Header {
-                ty: PacketType::Initial,
+                ty: PacketType::Accept,
                 dst_cid: CLIENT,
                 src_cid: Some(SERVER),
                 number: 0,
@@ -69,10 +72,12 @@ fn packet_vectors() -> Vec<PacketVector> {
                     delay_us: 137,
                     ranges: vec![(0, 0)],
                 }),
-                Frame::Ping,
+                Frame::MaxData {
+                    limit: DEFAULT_WINDOW,
+                },
             ],
-            len: 30,
-            crc: 0xbab5_99c1,
+            len: 34,
+            crc: 0x561d_0b94,
         },
         PacketVector {
             name: "data-hello",
@@ -473,16 +478,34 @@ fn fragment_vector_matches_its_description() {
 
 #[test]
 fn reserved_code_points_are_rejected() {
-    // Reserved packet types 0x02 and 0x03 (and any other), with a correct checksum.
-    for ty in [0x00u8, 0x02, 0x03, 0x05, 0xff] {
+    // With a correct checksum, a packet of type `ty` (a long header: both CIDs, packet number 0,
+    // PING).
+    let long_packet = |ty: u8| {
         let mut body = vec![VERSION, ty];
+        body.extend_from_slice(&CLIENT.0.to_be_bytes());
         body.extend_from_slice(&SERVER.0.to_be_bytes());
         body.extend_from_slice(&[0x00, 0x01]); // packet number 0, PING
         body.extend_from_slice(&crc32c_reference(&body).to_be_bytes());
+        body
+    };
+    // Reserved packet types 0x02 and 0x03, and every unassigned one.
+    for ty in [0x00u8, 0x02, 0x03].into_iter().chain(0x06..=0xff) {
         assert_eq!(
-            Packet::new_checked(&body).err(),
-            Some(DecodeError::UnknownPacketType(ty))
+            Packet::new_checked(&long_packet(ty)).err(),
+            Some(DecodeError::UnknownPacketType(ty)),
+            "packet type {ty:#04x}"
         );
+    }
+    // The two long-header types, INITIAL (0x01) and ACCEPT (0x05), carry a source CID.
+    for (ty, expected) in [(0x01, PacketType::Initial), (0x05, PacketType::Accept)] {
+        let bytes = long_packet(ty);
+        let p = Packet::new_checked(&bytes)
+            .unwrap_or_else(|e| panic!("packet type {ty:#04x} rejected: {e}"));
+        assert_eq!(p.header.ty, expected);
+        assert_eq!(p.header.ty as u8, ty);
+        assert_eq!(p.header.dst_cid, CLIENT);
+        assert_eq!(p.header.src_cid, Some(SERVER));
+        assert_eq!(p.payload, [0x01]);
     }
     // Frame types 0x06 to 0xff.
     for ty in 0x06..=0xffu8 {
@@ -529,19 +552,31 @@ fn ack_eliciting_frames_are_as_documented() {
     }
 }
 
-/// The handshake vectors are what the implementation actually sends (with its own CIDs).
+/// Decodes a datagram the implementation sent, with its frames.
+fn decode(datagram: &[u8]) -> (Header, Vec<Frame<'_>>) {
+    let p = Packet::new_checked(datagram).expect("the implementation sends valid packets");
+    let frames = Frames::new(p.payload)
+        .collect::<Result<_, _>>()
+        .expect("the implementation sends valid frames");
+    (p.header, frames)
+}
+
+/// The handshake vectors are what the implementation actually sends (with its own CIDs), with
+/// its default configuration.
 #[test]
 fn implementation_emits_the_handshake_vectors() {
     let now = Instant::now();
     let client_addr: SocketAddr = "192.0.2.1:4000".parse().expect("address");
     let server_addr: SocketAddr = "192.0.2.2:5000".parse().expect("address");
-    let mut client = Endpoint::new(EndpointConfig::default(), 1);
-    let mut server = Endpoint::new(EndpointConfig::default(), 2);
+    let config = EndpointConfig::default();
+    assert_eq!(config.transport.receive_window, DEFAULT_WINDOW);
+    let mut client = Endpoint::new(config.clone(), 1);
+    let mut server = Endpoint::new(config, 2);
     let conn = client.connect(now, server_addr).expect("room");
 
     // Client INITIAL: as the vector, with this run's connection IDs.
     let initial = client.poll_transmit(now).expect("client INITIAL").contents;
-    let h = Packet::new_checked(&initial).expect("valid").header;
+    let (h, _) = decode(&initial);
     let v = vector("client-initial");
     let expected = encode(
         &Header {
@@ -555,27 +590,52 @@ fn implementation_emits_the_handshake_vectors() {
     let client_cid = h.src_cid.expect("INITIAL has a source CID");
     server.handle_datagram(now, client_addr, &initial);
 
-    // Server INITIAL: ACK of packet 0 and PING (the delay depends on timing).
-    let answer = server.poll_transmit(now).expect("server INITIAL").contents;
-    let p = Packet::new_checked(&answer).expect("valid");
-    assert_eq!(p.header.ty, PacketType::Initial);
-    assert_eq!(p.header.dst_cid, client_cid);
-    assert_eq!(p.header.number, 0);
-    let server_cid = p.header.src_cid.expect("INITIAL has a source CID");
-    let frames: Vec<Frame<'_>> = Frames::new(p.payload)
-        .collect::<Result<_, _>>()
-        .expect("ok");
-    assert!(
-        matches!(&frames[..], [Frame::Ack(a), Frame::Ping] if a.ranges == [(0, 0)]),
-        "server INITIAL frames: {frames:?}"
+    // Server ACCEPT: as the vector (ACK of packet 0, MAX_DATA announcing the window), apart from
+    // the ACK delay, which depends on timing.
+    let answer = server.poll_transmit(now).expect("server ACCEPT").contents;
+    let (h, frames) = decode(&answer);
+    assert_eq!(h.ty, PacketType::Accept, "the server answers with ACCEPT");
+    assert_eq!(h.dst_cid, client_cid);
+    let server_cid = h.src_cid.expect("ACCEPT has a source CID");
+    let delay_us = match frames.first() {
+        Some(Frame::Ack(a)) => a.delay_us,
+        other => panic!("server ACCEPT must start with an ACK: {other:?}"),
+    };
+    let v = vector("server-accept");
+    let mut expected_frames = v.frames.clone();
+    if let Some(Frame::Ack(a)) = expected_frames.first_mut() {
+        a.delay_us = delay_us;
+    }
+    let expected = encode(
+        &Header {
+            dst_cid: client_cid,
+            src_cid: Some(server_cid),
+            ..v.header
+        },
+        &expected_frames,
+    );
+    assert_eq!(
+        hex_string(&answer),
+        hex_string(&expected),
+        "server ACCEPT: {frames:?}"
     );
     client.handle_datagram(now, server_addr, &answer);
 
-    // The client acknowledges in DATA packet 1, then sends "hello" in packet 2, then closes.
+    // The client, now established, acknowledges in DATA packet 1 and announces its own window,
+    // then sends "hello" in packet 2, then closes.
     let ack = client.poll_transmit(now).expect("client ACK").contents;
-    let p = Packet::new_checked(&ack).expect("valid");
-    assert_eq!((p.header.ty, p.header.number), (PacketType::Data, 1));
-    assert_eq!(p.header.dst_cid, server_cid);
+    let (h, frames) = decode(&ack);
+    assert_eq!(
+        (h.ty, h.number, h.dst_cid),
+        (PacketType::Data, 1, server_cid)
+    );
+    assert!(
+        matches!(
+            &frames[..],
+            [Frame::Ack(a), Frame::MaxData { limit: DEFAULT_WINDOW }] if a.ranges == [(0, 0)]
+        ),
+        "client DATA 1 frames: {frames:?}"
+    );
     client.send(conn, b"hello").expect("send");
     let hello = client.poll_transmit(now).expect("hello").contents;
     let with_cid = |v: PacketVector| {
@@ -591,4 +651,48 @@ fn implementation_emits_the_handshake_vectors() {
     client.abort(now, conn, 0, "bye");
     let close = client.poll_transmit(now).expect("CLOSE").contents;
     assert_eq!(close, with_cid(vector("data-close")), "data-close");
+}
+
+/// A receive window of at most the initial limit (smaller ones are raised to it) is never
+/// announced: the server's ACCEPT then asks for an acknowledgement with a PING instead, and the
+/// client's first DATA packet is a bare ACK (the variant noted under the sequence diagram).
+#[test]
+fn handshake_without_max_data_when_the_window_is_the_initial_limit() {
+    assert_eq!(INITIAL_MAX_DATA, 131_072);
+    assert!(DOC.contains("**131072** (128 KiB, `INITIAL_MAX_DATA`)"));
+    for window in [INITIAL_MAX_DATA, 16 * 1024] {
+        let config = EndpointConfig {
+            transport: TransportConfig {
+                receive_window: window,
+                ..TransportConfig::default()
+            },
+            ..EndpointConfig::default()
+        };
+        let now = Instant::now();
+        let client_addr: SocketAddr = "192.0.2.1:4000".parse().expect("address");
+        let server_addr: SocketAddr = "192.0.2.2:5000".parse().expect("address");
+        let mut client = Endpoint::new(config.clone(), 1);
+        let mut server = Endpoint::new(config, 2);
+        client.connect(now, server_addr).expect("room");
+        let initial = client.poll_transmit(now).expect("client INITIAL").contents;
+        assert_eq!(initial.len(), MIN_INITIAL_SIZE);
+        server.handle_datagram(now, client_addr, &initial);
+
+        let answer = server.poll_transmit(now).expect("server ACCEPT").contents;
+        let (h, frames) = decode(&answer);
+        assert_eq!(h.ty, PacketType::Accept);
+        assert!(
+            matches!(&frames[..], [Frame::Ack(a), Frame::Ping] if a.ranges == [(0, 0)]),
+            "window {window}: server ACCEPT frames: {frames:?}"
+        );
+        client.handle_datagram(now, server_addr, &answer);
+
+        let ack = client.poll_transmit(now).expect("client ACK").contents;
+        let (h, frames) = decode(&ack);
+        assert_eq!((h.ty, h.number), (PacketType::Data, 1));
+        assert!(
+            matches!(&frames[..], [Frame::Ack(a)] if a.ranges == [(0, 0)]),
+            "window {window}: client DATA 1 frames: {frames:?}"
+        );
+    }
 }
