@@ -10,7 +10,7 @@
 //! - `output`: human or JSON lines on stdout (schema in `docs/JSON.md`).
 //! - `addr`, `prompt`: address parsing with clear errors; the interactive questions.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -124,7 +124,8 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // `{:#}` prints the whole context chain on one line: "cannot bind ...: in use".
-            eprintln!("chirp: error: {e:#}");
+            // (A failed write to stderr leaves nothing better to do than exit.)
+            let _ = writeln!(std::io::stderr(), "chirp: error: {e:#}");
             ExitCode::from(1)
         }
     }
