@@ -136,7 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match cli.command {
+    let result = match cli.command {
         Some(Command::Peer(a)) => {
             runtime.block_on(run_peer(a.bind, a.to, a.plain, a.json, a.idle_timeout))
         }
@@ -151,7 +151,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Cli::command().print_help().context("cannot print help")?;
             Ok(2)
         }
-    }
+    };
+    // Don't wait for tokio's blocking stdin reader: after `/quit` it may be parked in a read
+    // that only returns on the next line the user types.
+    runtime.shutdown_background();
+    result
 }
 
 async fn run_peer(

@@ -160,3 +160,33 @@ fn restarted_peer_is_a_new_connection() {
     .expect("b accepts the restarted peer");
     assert_ne!(new_conn, Some(cb_old));
 }
+
+#[test]
+fn close_acknowledges_what_arrived_just_before_it() {
+    // b receives a message and closes at once, before its delayed ACK is due: the CLOSE packet
+    // itself must acknowledge the message, so a does not report it as undelivered.
+    let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 24);
+    let (ca, cb) = p.connect().expect("connects");
+    p.a.endpoint.send(ca, b"last words").expect("open");
+    p.drive_until(Duration::from_secs(1), |p| {
+        p.b.events
+            .iter()
+            .any(|e| matches!(e, Event::Message { .. }))
+    })
+    .expect("delivered");
+    let now = p.now;
+    p.b.endpoint.close(now, cb, 0, "bye");
+    let mut closed = None;
+    p.drive_until(Duration::from_secs(5), |p| {
+        closed = p.a.take_events(|e| matches!(e, Event::Closed { .. })).pop();
+        closed.is_some()
+    })
+    .expect("a sees the close");
+    let Some(Event::Closed { undelivered, .. }) = closed else {
+        unreachable!()
+    };
+    assert!(
+        undelivered.is_empty(),
+        "delivered data reported as undelivered: {undelivered:?}"
+    );
+}

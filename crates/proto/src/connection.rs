@@ -799,13 +799,19 @@ impl Connection {
                 }
                 let (code, reason) = self.close_frame.clone().unwrap_or_default();
                 let mut b = self.builder();
+                let mut sp = SentPacket::empty(now);
+                // A final ACK rides along: without it, whatever the peer sent just before our
+                // close would look undelivered to it, although we received it.
+                if self.ack_pending {
+                    self.write_ack(now, &mut b, &mut sp);
+                }
                 let reason = truncate_utf8(&reason, b.remaining().saturating_sub(20));
                 Frame::Close {
                     code,
                     reason: reason.as_bytes(),
                 }
                 .encode(b.frames_buf());
-                return Some(self.finish(now, b, SentPacket::empty(now), false));
+                return Some(self.finish(now, b, sp, false));
             }
             State::Handshaking | State::Established => {}
         }
