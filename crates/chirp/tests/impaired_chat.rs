@@ -1,0 +1,186 @@
+//! The acceptance test of peer mode: two real `chirp peer` processes linked through a real
+//! `chirp impair` proxy with 20 % loss, duplication, reordering and 1 % corruption, each sending
+//! 2,000 lines at once. Every line must arrive exactly once and in order, and both must exit 0.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const LINES: usize = 2000;
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Kills the child on drop, so that no test path leaves a process behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    // Bind port 0 and read it back; the OS will not hand it out again immediately.
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
+fn spawn(args: &[String]) -> (Guard, ChildStdin, mpsc::Receiver<serde_json::Value>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chirp"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn chirp");
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (Guard(child), stdin, rx)
+}
+
+fn wait_exit(g: &mut Guard, limit: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(s) = g.0.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            Instant::now() < end,
+            "process did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_thousand_lines_each_way_through_a_bad_network() {
+    let (pa, pb, pl, pv) = (free_port(), free_port(), free_port(), free_port());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p)).to_string();
+    let impair_args: Vec<String> = [
+        "impair",
+        "--listen",
+        &addr(pl),
+        "--to",
+        &addr(pb),
+        "--client",
+        &addr(pa),
+        "--via",
+        &addr(pv),
+        "--loss",
+        "0.2",
+        "--dup",
+        "0.05",
+        "--reorder",
+        "0.05",
+        "--corrupt",
+        "0.01",
+        "--seed",
+        "7",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (mut proxy, _proxy_in, proxy_out) = spawn(&impair_args);
+    let peer = |me: u16, to: u16| -> Vec<String> {
+        ["peer", "--bind", &addr(me), "--to", &addr(to), "--json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (mut a, mut a_in, a_out) = spawn(&peer(pa, pl));
+    let (mut b, mut b_in, b_out) = spawn(&peer(pb, pv));
+
+    // Both type as fast as they can, at the same time.
+    let writer = |mut w: ChildStdin, tag: char| {
+        std::thread::spawn(move || {
+            for i in 0..LINES {
+                writeln!(w, "{tag} {i:04} the quick brown fox").expect("write stdin");
+            }
+            w
+        })
+    };
+    let wa = writer(a_in, 'a');
+    let wb = writer(b_in, 'b');
+
+    let collect = |rx: &mpsc::Receiver<serde_json::Value>, tag: char| -> Vec<String> {
+        let end = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        while got.len() < LINES {
+            let left = end.saturating_duration_since(Instant::now());
+            let v = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{tag}: only {} of {LINES} lines", got.len()));
+            if v["type"] == "message" {
+                got.push(v["text"].as_str().expect("text").to_owned());
+            }
+        }
+        got
+    };
+    let at_b = collect(&b_out, 'a');
+    let at_a = collect(&a_out, 'b');
+    for (tag, got) in [('a', &at_b), ('b', &at_a)] {
+        let expect: Vec<String> = (0..LINES)
+            .map(|i| format!("{tag} {i:04} the quick brown fox"))
+            .collect();
+        assert!(
+            got == &expect,
+            "{tag}'s lines arrived out of order, twice, or damaged"
+        );
+    }
+    a_in = wa.join().expect("writer a");
+    b_in = wb.join().expect("writer b");
+
+    // The link really was bad, and chirp saw it: ask A for its statistics.
+    writeln!(a_in, "/stats").expect("write");
+    let stats = loop {
+        let v = a_out
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stats answer");
+        if v["type"] == "stats" {
+            break v;
+        }
+    };
+    assert!(stats["loss_percent"].as_f64() > Some(5.0), "{stats}");
+    assert!(stats["retransmissions"].as_u64() > Some(0), "{stats}");
+    assert!(stats["duplicates"].as_u64() > Some(0), "{stats}");
+
+    // Nothing arrives twice later on, and both leave cleanly once all is acknowledged.
+    drop(a_in);
+    drop(b_in);
+    assert!(wait_exit(&mut a, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut b, Duration::from_secs(30)).success());
+    for (rx, tag) in [(&a_out, 'b'), (&b_out, 'a')] {
+        while let Ok(v) = rx.try_recv() {
+            assert_ne!(v["type"], "message", "{tag}: an extra message arrived: {v}");
+        }
+    }
+
+    // The proxy's own count: losses, duplicates and corruption all happened.
+    let pid = proxy.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(wait_exit(&mut proxy, Duration::from_secs(10)).success());
+    let last = proxy_out
+        .try_iter()
+        .filter(|v| v["type"] == "impair_stats")
+        .last()
+        .expect("final stats");
+    for dir in ["up", "down"] {
+        for k in ["lost", "duplicated", "reordered", "corrupted"] {
+            assert!(last[dir][k].as_u64() > Some(0), "{dir}.{k}: {last}");
+        }
+    }
+}
