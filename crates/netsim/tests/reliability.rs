@@ -153,6 +153,13 @@ fn exactly_once_in_order(seed: u64, total: u32, link: LinkConfig) {
     // Each impairment that was configured really happened, and the transport absorbed it.
     let link = p.path.a_to_b.stats();
     assert!(link.lost > 0, "{link:?}");
+    // Nothing chirp sent was ever larger than the 1200-byte datagram limit (the links drop
+    // and count anything above their 1200-byte MTU).
+    assert_eq!(
+        link.oversize + p.path.b_to_a.stats().oversize,
+        0,
+        "oversize datagrams sent"
+    );
     assert!(sa.packets_lost > 0 && sa.retransmissions > 0, "{sa:?}");
     if cfg.duplicate > 0.0 {
         assert!(

@@ -853,7 +853,10 @@ impl Connection {
         }
         if self.probes > 0 && !sp.ack_eliciting && self.can_send_data() {
             // A probe carries data if it can: it then repairs a loss as well as detecting one.
-            if let Some(r) = self.send.oldest_unacked(max_stream_payload(&b, 0)) {
+            // Size the frame for the largest offset it could start at, not for offset 0: the
+            // offset's varint is part of the frame.
+            let room = max_stream_payload(&b, self.send.end());
+            if let Some(r) = self.send.oldest_unacked(room) {
                 self.stats.retransmissions += 1;
                 self.write_stream(&mut b, &mut sp, r);
             }
@@ -910,6 +913,12 @@ impl Connection {
     ) -> Vec<u8> {
         let pn = self.next_pn - 1;
         let bytes = b.finish();
+        // Every frame writer checks its room first; a violation here is a bug in one of them.
+        debug_assert!(
+            bytes.len() <= self.config.max_datagram_size,
+            "packet of {} bytes exceeds the datagram limit",
+            bytes.len()
+        );
         sp.size = bytes.len() as u64;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
@@ -1008,13 +1017,20 @@ impl Connection {
                 continue;
             }
             let ready = c.next <= now + spacing / 2;
-            let fits = max_stream_payload(b, c.range.end) >= (c.range.end - c.range.start) as usize;
-            if !ready || !fits {
+            let parts = self.send.unacked_parts(c.range.clone());
+            // Every part is its own frame with its own header: count them all.
+            let needed: usize = parts
+                .iter()
+                .map(|p| {
+                    let len = (p.end - p.start) as usize;
+                    Frame::message_overhead(p.start, len) + len
+                })
+                .sum();
+            if !ready || needed > b.remaining() {
                 i += 1;
                 continue;
             }
-            let range = c.range.clone();
-            for part in self.send.unacked_parts(range) {
+            for part in parts {
                 self.write_stream(b, sp, part);
             }
             self.stats.redundant_copies += 1;
