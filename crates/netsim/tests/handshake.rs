@@ -190,3 +190,45 @@ fn close_acknowledges_what_arrived_just_before_it() {
         "delivered data reported as undelivered: {undelivered:?}"
     );
 }
+
+#[test]
+fn late_starter_is_found_within_one_round_trip() {
+    // a has been trying for a while (its probe timer is backed off); b starts and tries too.
+    // Whichever side wins the tie-break, the connection must be up within about one round
+    // trip of b's start, not at a's next probe timeout.
+    for seed in 1..=20 {
+        let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), seed);
+        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+        p.a.endpoint.connect(p.now, b_addr).expect("room");
+        // b is not there yet: a's INITIALs go nowhere.
+        p.path
+            .a_to_b
+            .blackout_until(p.now + Duration::from_millis(2500));
+        p.advance_to(p.now + Duration::from_millis(2500))
+            .expect("runs");
+        let t0 = p.now;
+        p.b.endpoint.connect(t0, a_addr).expect("room");
+        // Step by hand: a step polls events at the instant it processes, then moves the clock
+        // on, so the instant before the step is when the events happened.
+        let both_up = |p: &Pair| {
+            p.a.events
+                .iter()
+                .any(|e| matches!(e, Event::Connected { .. }))
+                && p.b
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::Connected { .. }))
+        };
+        let deadline = t0 + Duration::from_secs(3);
+        let connected_at = loop {
+            let at = p.now;
+            p.step_until(deadline).expect("no busy loop");
+            if both_up(&p) {
+                break at;
+            }
+            assert!(p.now < deadline, "seed {seed}: not connected within 3 s");
+        };
+        let took = connected_at - t0;
+        assert!(took <= 3 * ONE_WAY, "seed {seed}: took {took:?}");
+    }
+}

@@ -332,6 +332,14 @@ impl Connection {
         self.probes = 0;
     }
 
+    /// The peer has been seen alive while we are still waiting for its answer: send our
+    /// INITIAL again at once.
+    pub(crate) fn nudge_handshake(&mut self) {
+        if self.is_handshaking_client() {
+            self.ping_pending = true;
+        }
+    }
+
     /// The peer's connection ID, once known.
     pub(crate) fn remote_cid(&self) -> Option<ConnectionId> {
         self.remote_cid

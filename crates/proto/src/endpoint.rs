@@ -331,6 +331,12 @@ impl Endpoint {
                 return Some(h);
             }
             trace!("simultaneous open: ignoring the peer's attempt, it will answer ours");
+            // The peer is evidently up: repeat our INITIAL now rather than at the next probe
+            // timeout (up to a second away). One INITIAL answers one INITIAL of the same
+            // padded size, so this cannot amplify.
+            if let Some(c) = self.conns.get_mut(&h) {
+                c.nudge_handshake();
+            }
             return None;
         }
         if !self.config.accept_incoming || self.conns.len() >= self.config.max_connections {
