@@ -10,7 +10,7 @@
 //! cargo run --release -p chirp-netsim --example latency            # the table in PERFORMANCE.md
 //! cargo run --release -p chirp-netsim --example latency -- --secs 20 --seeds 2   # quicker
 //! ```
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::time::Duration;
 
