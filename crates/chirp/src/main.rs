@@ -9,6 +9,7 @@
 //! - `input`: what a typed line means (`/commands`, `//` escape).
 //! - `output`: human or JSON lines on stdout (schema in `docs/JSON.md`).
 //! - `addr`, `prompt`: address parsing with clear errors; the interactive questions.
+//! - `id`: `chirp id`, the identity key and its fingerprint (default directories).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 mod addr;
+mod id;
 mod impair;
 mod input;
 mod output;
@@ -58,6 +60,9 @@ enum Command {
     /// A UDP proxy that loses, duplicates, reorders, corrupts and delays datagrams.
     #[command(after_help = impair::EXAMPLES)]
     Impair(impair::ImpairArgs),
+    /// Print this machine's chirp identity fingerprint (creating the key on first use).
+    #[command(after_help = id::EXAMPLES)]
+    Id(id::IdArgs),
 }
 
 const PEER_EXAMPLES: &str = "\
@@ -141,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             runtime.block_on(run_peer(a.bind, a.to, a.plain, a.json, a.idle_timeout))
         }
         Some(Command::Impair(a)) => runtime.block_on(impair::run(a)),
+        Some(Command::Id(a)) => id::run(&a),
         None if std::io::stdin().is_terminal() => {
             let (bind, to) =
                 prompt::ask_addresses(&mut std::io::stdin().lock(), &mut std::io::stdout())?;
