@@ -16,6 +16,9 @@
 //!   keepalive, idle timeout, close.
 //! - `endpoint`: the public entry point. Routes datagrams by connection ID and exposes
 //!   `handle_datagram` / `handle_timeout` / `poll_transmit` / `poll_timeout` / `poll_event`.
+//! - [`crypto`]: packet protection for the encrypted protocol (AEAD with the packet number as
+//!   nonce and the header as associated data, replay window, rekey, address-validation
+//!   cookies). Building blocks, tested on their own; the handshake that keys them comes next.
 //! - `config`, `stats`: tunables and counters.
 //!
 //! One message's path: [`Endpoint::send`] appends `varint(len) || bytes` to the connection's
@@ -31,6 +34,7 @@ pub mod coding;
 mod config;
 mod congestion;
 mod connection;
+pub mod crypto;
 mod endpoint;
 mod range_set;
 mod rng;
