@@ -232,3 +232,97 @@ fn late_starter_is_found_within_one_round_trip() {
         assert!(took <= 3 * ONE_WAY, "seed {seed}: took {took:?}");
     }
 }
+
+#[test]
+fn undelivered_includes_messages_stuck_behind_a_gap() {
+    // "one" is lost, "two" arrives and is acknowledged, but b can never deliver "two" before
+    // "one". When a gives up, both must come back as undelivered, in order.
+    let mut cfg = EndpointConfig::default();
+    cfg.transport.redundancy.enabled = false;
+    let mut p = Pair::new(cfg, LinkConfig::ideal(ONE_WAY), 25);
+    let (ca, _) = p.connect().expect("connects");
+    let t = p.now;
+    p.path.a_to_b.blackout_until(t + Duration::from_millis(1));
+    p.a.endpoint.send(ca, b"one").expect("open");
+    p.advance_to(t + Duration::from_millis(2)).expect("runs");
+    p.a.endpoint.send(ca, b"two").expect("open");
+    p.advance_to(t + Duration::from_millis(3)).expect("runs");
+    // From now on nothing more from a gets through: "one" is never repaired.
+    p.path.a_to_b.blackout_until(t + Duration::from_secs(3600));
+    p.advance_to(t + Duration::from_millis(200)).expect("runs");
+    assert!(
+        p.b.events
+            .iter()
+            .all(|e| !matches!(e, Event::Message { .. })),
+        "nothing delivered"
+    );
+    let now = p.now;
+    p.a.endpoint.abort(now, ca, 0, "giving up");
+    let mut closed = None;
+    p.drive_until(Duration::from_secs(5), |p| {
+        closed = p.a.take_events(|e| matches!(e, Event::Closed { .. })).pop();
+        closed.is_some()
+    })
+    .expect("closed");
+    let Some(Event::Closed { undelivered, .. }) = closed else {
+        unreachable!()
+    };
+    assert_eq!(
+        undelivered,
+        vec![bytes::Bytes::from("one"), bytes::Bytes::from("two")]
+    );
+}
+
+#[test]
+fn graceful_close_is_bounded_when_the_peer_stops_reading() {
+    let mut cfg = EndpointConfig::default();
+    cfg.transport.idle_timeout = Duration::from_secs(10);
+    let mut p = Pair::new(cfg, LinkConfig::ideal(ONE_WAY), 26);
+    let (ca, _) = p.connect().expect("connects");
+    p.b.reading = false;
+    // More than the receive window: flow control stops part of it, and it is never read.
+    let mut n = 0;
+    while p.a.endpoint.send(ca, &[7u8; 60_000]).is_ok() && n < 40 {
+        n += 1;
+    }
+    let t0 = p.now;
+    p.a.endpoint.close(t0, ca, 0, "bye");
+    let mut closed = None;
+    p.drive_until(Duration::from_secs(30), |p| {
+        closed = p.a.take_events(|e| matches!(e, Event::Closed { .. })).pop();
+        closed.is_some()
+    })
+    .expect("the close completes although the peer never reads");
+    let Some(Event::Closed {
+        reason,
+        undelivered,
+        ..
+    }) = closed
+    else {
+        unreachable!()
+    };
+    assert_eq!(reason, CloseReason::Local);
+    assert!(
+        !undelivered.is_empty(),
+        "what never got through is reported"
+    );
+    let took = p.now - t0;
+    assert!(took <= Duration::from_secs(11), "{took:?}");
+}
+
+#[test]
+fn short_idle_timeout_still_keeps_a_quiet_link_up() {
+    let mut cfg = EndpointConfig::default();
+    cfg.transport.idle_timeout = Duration::from_secs(6);
+    let mut p = Pair::new(cfg, LinkConfig::ideal(ONE_WAY), 27);
+    p.connect().expect("connects");
+    let t = p.now;
+    p.advance_to(t + Duration::from_secs(120)).expect("runs");
+    assert!(
+        p.a.events
+            .iter()
+            .chain(&p.b.events)
+            .all(|e| !matches!(e, Event::Closed { .. })),
+        "keepalives (at most half the idle timeout apart) kept it open"
+    );
+}

@@ -34,6 +34,14 @@ const ACK_ELICITING_THRESHOLD: u32 = 2;
 /// constant, so that neither side ever has to guess the peer's configuration. It exceeds one
 /// maximum-size message plus its length prefix, so a first message can never deadlock.
 pub const INITIAL_MAX_DATA: u64 = 128 * 1024;
+/// A server connection the client has not confirmed (by sending DATA) within this time is
+/// dropped: it bounds how long a spoofed INITIAL can hold a connection slot.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Before confirmation a server sends at most this many times the bytes it received on the
+/// connection (RFC 9000 §8.1), so a forged source address cannot turn it into an amplifier.
+const AMPLIFICATION_FACTOR: u64 = 3;
+/// Room kept free in a packet beyond a proactive copy: header, frame headers, CRC, an ACK.
+const COPY_MARGIN: usize = 160;
 /// RFC 9002 packet-reordering threshold.
 const PACKET_THRESHOLD: u64 = 3;
 /// Most ACK ranges sent in one frame: the newest ones matter, older gaps have been resolved.
@@ -169,6 +177,13 @@ pub(crate) struct Connection {
     close_frame: Option<(u64, String)>,
     close_pending: bool,
     close_after_flush: bool,
+    /// A graceful close gives up waiting for acknowledgements at this instant.
+    close_deadline: Option<Instant>,
+    /// When this connection was created (or became a server), for the handshake timeout.
+    created: Instant,
+    /// Datagram bytes received and sent while unconfirmed (server side), for the 3x limit.
+    unvalidated_rx: u64,
+    unvalidated_tx: u64,
 
     // Receiving.
     recv: RecvStream,
@@ -207,9 +222,13 @@ impl Connection {
         let max_datagram = config
             .max_datagram_size
             .clamp(MIN_INITIAL_SIZE, MAX_DATAGRAM_SIZE);
+        // Keepalives must come well inside the peer's idle timeout or a quiet, healthy link
+        // would be declared dead.
+        let keep_alive = config.keep_alive.map(|k| k.min(config.idle_timeout / 2));
         let config = TransportConfig {
             receive_window: window,
             max_datagram_size: max_datagram,
+            keep_alive,
             ..config
         };
         Self {
@@ -267,6 +286,10 @@ impl Connection {
             writable_pending: false,
             closed: None,
             closed_emitted: false,
+            close_deadline: None,
+            created: now,
+            unvalidated_rx: 0,
+            unvalidated_tx: 0,
             stats: ConnectionStats::default(),
             config,
         }
@@ -313,7 +336,8 @@ impl Connection {
     /// Simultaneous open: both peers sent INITIALs and we lost the tie-break, so this client
     /// connection turns into the server side of the peer's attempt. Whatever we already sent in
     /// INITIALs the peer dropped; loss recovery resends it under new packet numbers.
-    pub(crate) fn become_server(&mut self, peer: &Header) {
+    pub(crate) fn become_server(&mut self, now: Instant, peer: &Header) {
+        self.created = now;
         self.side = Side::Server;
         self.state = State::Established;
         self.remote_cid = peer.src_cid;
@@ -410,6 +434,10 @@ impl Connection {
         self.close_frame = Some((code, reason.to_owned()));
         if graceful && !self.send.is_flushed() {
             self.close_after_flush = true;
+            // Bounded: a peer that is alive but has stopped reading would otherwise hold the
+            // close open for ever (its ACKs keep the idle timer fresh while flow control keeps
+            // our data back).
+            self.close_deadline = Some(now + self.config.idle_timeout);
         } else {
             self.enter_closing(now, CloseReason::Local);
         }
@@ -472,6 +500,9 @@ impl Connection {
         datagram_len: usize,
     ) {
         self.stats.bytes_received += datagram_len as u64;
+        if self.unconfirmed_server() {
+            self.unvalidated_rx += datagram_len as u64;
+        }
         let pn = header.number;
         match self.state {
             State::Drained | State::Draining { .. } => return,
@@ -499,6 +530,18 @@ impl Connection {
                 return;
             }
         };
+        let unbufferable = frames.iter().any(|f| match *f {
+            Frame::Message { offset, data } => !self.recv.can_buffer(offset, data.len()),
+            _ => false,
+        });
+        if unbufferable {
+            // Dropped whole and not acknowledged, exactly as if lost: the sender resends.
+            trace!(
+                pn,
+                "out-of-order data beyond the segment cap; packet dropped"
+            );
+            return;
+        }
         self.stats.packets_received += 1;
         self.last_rx = now;
         self.last_activity = now;
@@ -715,6 +758,29 @@ impl Connection {
         self.time_of_last_ack_eliciting.map(|t| t + self.pto())
     }
 
+    /// A server that does not yet know the client receives at its claimed address.
+    fn unconfirmed_server(&self) -> bool {
+        self.side == Side::Server && !self.confirmed
+    }
+
+    /// Would another full datagram break the 3x anti-amplification limit?
+    fn amplification_blocked(&self) -> bool {
+        self.unconfirmed_server()
+            && self.unvalidated_tx + self.config.max_datagram_size as u64
+                > AMPLIFICATION_FACTOR * self.unvalidated_rx
+    }
+
+    /// When the connection is given up on: idle timeout, or the handshake timeout for a server
+    /// the client has not confirmed.
+    fn death_deadline(&self) -> Instant {
+        let idle = self.last_rx + self.config.idle_timeout;
+        if self.unconfirmed_server() {
+            idle.min(self.created + HANDSHAKE_TIMEOUT)
+        } else {
+            idle
+        }
+    }
+
     fn keepalive_deadline(&self) -> Option<Instant> {
         let interval = self.config.keep_alive?;
         (self.state == State::Established).then_some(self.last_activity + interval)
@@ -744,14 +810,21 @@ impl Connection {
         let end = match self.state {
             State::Closing { until } | State::Draining { until } => return Some(until),
             State::Drained => return None,
-            State::Handshaking | State::Established => self.last_rx + self.config.idle_timeout,
+            State::Handshaking | State::Established => self.death_deadline(),
         };
+        // While the amplification limit holds us back, deadlines that only lead to sending
+        // would fire without effect, over and over: leave them out.
+        let may_send = !self.amplification_blocked();
         [
             Some(end),
             self.loss_detection_deadline(),
-            self.ack_pending.then_some(self.ack_deadline).flatten(),
-            self.keepalive_deadline(),
-            self.next_copy_time(),
+            self.ack_pending
+                .then_some(self.ack_deadline)
+                .flatten()
+                .filter(|_| may_send),
+            self.keepalive_deadline().filter(|_| may_send),
+            self.next_copy_time().filter(|_| may_send),
+            self.close_deadline.filter(|_| self.close_after_flush),
         ]
         .into_iter()
         .flatten()
@@ -770,10 +843,16 @@ impl Connection {
             State::Drained => return,
             State::Handshaking | State::Established => {}
         }
-        if now >= self.last_rx + self.config.idle_timeout {
-            debug!("idle timeout");
+        if now >= self.death_deadline() {
+            debug!(confirmed = self.confirmed, "idle or handshake timeout");
             self.state = State::Drained;
             self.closed.get_or_insert(CloseReason::IdleTimeout);
+            return;
+        }
+        if self.close_after_flush && self.close_deadline.is_some_and(|t| now >= t) {
+            debug!("graceful close timed out waiting for acknowledgements");
+            self.close_after_flush = false;
+            self.enter_closing(now, CloseReason::Local);
             return;
         }
         if self.ack_deadline.is_some_and(|t| now >= t) {
@@ -799,6 +878,9 @@ impl Connection {
 
     /// Builds the next datagram, if anything is due.
     pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.amplification_blocked() {
+            return None;
+        }
         match self.state {
             State::Drained | State::Draining { .. } => return None,
             State::Closing { .. } => {
@@ -930,6 +1012,9 @@ impl Connection {
         sp.size = bytes.len() as u64;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
+        if self.unconfirmed_server() {
+            self.unvalidated_tx += bytes.len() as u64;
+        }
         if sp.ack_eliciting || padded {
             sp.ack_eliciting = true;
             self.bytes_in_flight += sp.size;
@@ -1002,7 +1087,11 @@ impl Connection {
     /// Queues proactive copies of a small, just-sent run of new data.
     fn schedule_copies(&mut self, now: Instant, r: Range<u64>) {
         let red = &self.config.redundancy;
-        let small = (r.end - r.start) as usize <= red.max_bytes && !self.send.has_sendable_new();
+        // A copy must always fit in an otherwise empty packet (header, frame overhead, a small
+        // ACK), or a due copy could never be sent and its timer would fire for ever.
+        let fits = self.config.max_datagram_size.saturating_sub(COPY_MARGIN);
+        let small =
+            (r.end - r.start) as usize <= red.max_bytes.min(fits) && !self.send.has_sendable_new();
         let copies = red.copies_for(self.loss_estimate);
         if small && copies > 1 {
             let next = now + self.copy_spacing();

@@ -32,6 +32,13 @@ use crate::rng::Rng;
 use crate::stats::{ConnectionStats, EndpointStats};
 use crate::wire::{ConnectionId, DecodeError, Frames, MIN_INITIAL_SIZE, Packet, PacketType};
 
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack socket reports for IPv4
+/// peers) become plain IPv4, so that one peer always compares equal to itself. A driver whose
+/// socket is IPv6 maps them back when sending.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// Identifies a connection within its endpoint. Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionHandle(pub u64);
@@ -178,6 +185,7 @@ impl Endpoint {
         if self.conns.len() >= self.config.max_connections {
             return Err(ConnectError::TooManyConnections);
         }
+        let remote = canonical(remote);
         let local = self.new_cid();
         let initial = ConnectionId(self.rng.next_u64());
         let conn = Connection::client(self.config.transport.clone(), local, initial, remote, now);
@@ -250,6 +258,7 @@ impl Endpoint {
     /// `poll_transmit` and `poll_event`. Malformed, corrupt and unroutable datagrams are dropped
     /// and counted; nothing here panics on any input.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let from = canonical(from);
         self.stats.datagrams_received += 1;
         let packet = match Packet::new_checked(datagram) {
             Ok(p) => p,
@@ -325,7 +334,7 @@ impl Endpoint {
             if local < peer_cid {
                 debug!(?h, "simultaneous open: yielding to the peer's connection");
                 if let Some(c) = self.conns.get_mut(&h) {
-                    c.become_server(header);
+                    c.become_server(now, header);
                 }
                 self.by_initial.insert((from, header.dst_cid), h);
                 return Some(h);
@@ -399,49 +408,50 @@ impl Endpoint {
     /// events release flow-control credit, so an application that stops polling stops the
     /// peer once the receive window is full, and memory stays bounded.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let cursor = ConnectionHandle(self.event_cursor);
-        let mut found = None;
-        let mut drained = None;
-        'scan: for half in [cursor.., ConnectionHandle(0)..] {
-            for (&h, conn) in self.conns.range_mut(half) {
-                let ev = conn.poll_event();
-                if conn.is_drained() {
-                    drained = Some(h);
-                }
-                if let Some(ev) = ev {
-                    found = Some((h, conn.remote, ev));
-                    break 'scan;
-                }
-                if drained.is_some() {
-                    break 'scan; // Remove it first, then look again.
+        loop {
+            let cursor = ConnectionHandle(self.event_cursor);
+            let mut found = None;
+            let mut drained = None;
+            'scan: for half in [cursor.., ConnectionHandle(0)..] {
+                for (&h, conn) in self.conns.range_mut(half) {
+                    let ev = conn.poll_event();
+                    if conn.is_drained() {
+                        drained = Some(h);
+                    }
+                    if let Some(ev) = ev {
+                        found = Some((h, conn.remote, ev));
+                        break 'scan;
+                    }
+                    if drained.is_some() {
+                        break 'scan; // Remove it first, then look again.
+                    }
                 }
             }
-        }
-        if let Some(h) = drained {
-            self.remove(h);
-        }
-        let Some((h, remote, ev)) = found else {
-            return if drained.is_some() {
-                self.poll_event()
-            } else {
-                None
+            if let Some(h) = drained {
+                self.remove(h);
+            }
+            let Some((h, remote, ev)) = found else {
+                if drained.is_some() {
+                    continue;
+                }
+                return None;
             };
-        };
-        self.event_cursor = h.0 + 1;
-        Some(match ev {
-            ConnEvent::Connected { incoming } => Event::Connected {
-                conn: h,
-                remote,
-                incoming,
-            },
-            ConnEvent::Message(data) => Event::Message { conn: h, data },
-            ConnEvent::Writable => Event::Writable { conn: h },
-            ConnEvent::Closed(reason, undelivered) => Event::Closed {
-                conn: h,
-                reason,
-                undelivered,
-            },
-        })
+            self.event_cursor = h.0 + 1;
+            return Some(match ev {
+                ConnEvent::Connected { incoming } => Event::Connected {
+                    conn: h,
+                    remote,
+                    incoming,
+                },
+                ConnEvent::Message(data) => Event::Message { conn: h, data },
+                ConnEvent::Writable => Event::Writable { conn: h },
+                ConnEvent::Closed(reason, undelivered) => Event::Closed {
+                    conn: h,
+                    reason,
+                    undelivered,
+                },
+            });
+        }
     }
 
     fn remove(&mut self, h: ConnectionHandle) {

@@ -44,7 +44,9 @@ mod stream;
 pub mod wire;
 
 pub use config::{Redundancy, TransportConfig};
-pub use connection::{CloseReason, INITIAL_MAX_DATA, MAX_ACK_DELAY, SendError, close_code};
+pub use connection::{
+    CloseReason, HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, SendError, close_code,
+};
 pub use endpoint::{ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, Transmit};
 pub use stats::{ConnectionStats, EndpointStats};
 pub use stream::{MAX_MESSAGE_SIZE, WriteError};

@@ -14,6 +14,10 @@ use bytes::Bytes;
 use crate::coding::{put_varint, varint_from_iter, varint_len};
 use crate::range_set::RangeSet;
 
+/// Most separate out-of-order segments a receive stream buffers (see `RecvStream::can_buffer`).
+/// A real sender creates about one per lost packet in flight, far below this.
+pub(crate) const MAX_SEGMENTS: usize = 1024;
+
 /// Largest application message (64 KiB).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
@@ -213,7 +217,10 @@ impl SendStream {
         }
     }
 
-    /// The messages not wholly acknowledged, in order, without their length prefixes.
+    /// Every message from the first unacknowledged byte on, in order, without length prefixes.
+    ///
+    /// A later message whose own bytes were acknowledged is included too: the receiver delivers
+    /// only an in-order prefix, so it never handed that message to its application.
     pub(crate) fn unacked_messages(&self) -> Vec<Bytes> {
         let mut out = Vec::new();
         let ends = self
@@ -223,9 +230,6 @@ impl SendStream {
             .copied()
             .chain(std::iter::once(self.end()));
         for (start, end) in self.starts.iter().copied().zip(ends) {
-            if self.is_acked(&(start..end)) {
-                continue;
-            }
             let mut raw = Vec::with_capacity((end - start) as usize);
             self.copy_range(start..end, &mut raw);
             if let Some((_, hdr)) = varint_from_iter(raw.iter().copied()) {
@@ -294,6 +298,18 @@ impl RecvStream {
             .first()
             .filter(|r| r.start == 0)
             .map_or(0, |r| r.end)
+    }
+
+    /// Could this frame's data be buffered? Out-of-order data that would open yet another
+    /// separate segment beyond [`MAX_SEGMENTS`] cannot: each segment costs a heap allocation and
+    /// a map node, so without a cap a peer sending one byte per gap could make a window's worth
+    /// of bytes cost a hundred times as much memory. The caller then drops the whole packet
+    /// before acknowledging it, and the sender retransmits.
+    pub(crate) fn can_buffer(&self, offset: u64, len: usize) -> bool {
+        let end = offset + len as u64;
+        self.segments.len() < MAX_SEGMENTS
+            || offset <= self.contiguous_end()
+            || self.received.gaps_in(offset..end).is_empty()
     }
 
     /// Accepts a MESSAGE frame. Returns the number of new bytes (0 for a pure duplicate).
@@ -402,6 +418,19 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert_eq!(r.buffered(), 0);
+        // A peer that opens a new gap with every byte hits the segment cap; in-order data and
+        // duplicates are always accepted.
+        let mut cap = RecvStream::new(1 << 20, 1 << 20, MAX_MESSAGE_SIZE);
+        for i in 0..MAX_SEGMENTS as u64 {
+            assert!(cap.can_buffer(10 + 2 * i, 1));
+            cap.on_data(10 + 2 * i, &[0]).expect("within window");
+        }
+        assert!(
+            !cap.can_buffer(10 + 2 * MAX_SEGMENTS as u64, 1),
+            "one gap too many"
+        );
+        assert!(cap.can_buffer(0, 1), "in-order data still fits");
+        assert!(cap.can_buffer(10, 1), "a duplicate is harmless");
         // A hostile zero-length frame anywhere in the window is harmless.
         assert_eq!(r.on_data(wire.len() as u64, &[]), Ok(0));
         assert_eq!(r.on_data(5, &[]), Ok(0));
@@ -442,9 +471,14 @@ mod tests {
             s.unacked_messages(),
             vec![Bytes::from("two"), Bytes::from("three")]
         );
-        s.on_ack(6..8);
-        assert_eq!(s.unacked_messages(), vec![Bytes::from("three")]);
         s.on_ack(8..14);
+        // "three" is wholly acknowledged but sits behind the gap in "two": the receiver has
+        // not delivered it, so it is handed back too.
+        assert_eq!(
+            s.unacked_messages(),
+            vec![Bytes::from("two"), Bytes::from("three")]
+        );
+        s.on_ack(6..8);
         assert!(s.unacked_messages().is_empty());
         assert!(s.is_flushed());
         assert_eq!(s.data.len(), 0, "everything acknowledged is freed");

@@ -230,3 +230,48 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn spoofed_initial_gets_at_most_three_times_its_size_and_is_forgotten() {
+    // One padded INITIAL from an address that never answers (a forged source).
+    let start = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default(), 9);
+    let first = initial(1, 2, &[Frame::Ping]);
+    ep.handle_datagram(start, addr(7), &first);
+    let mut sent = 0usize;
+    let mut closed = None;
+    let mut now = start;
+    for _ in 0..10_000 {
+        while let Some(t) = ep.poll_transmit(now) {
+            sent += t.contents.len();
+        }
+        while let Some(ev) = ep.poll_event() {
+            if let Event::Closed { reason, .. } = ev {
+                closed = Some((now - start, reason));
+            }
+        }
+        match ep.poll_timeout() {
+            Some(t) => {
+                assert!(
+                    t > now || t == now && closed.is_none(),
+                    "deadline stuck in the past"
+                );
+                now = t.max(now);
+                ep.handle_timeout(now);
+            }
+            None => break,
+        }
+    }
+    assert!(
+        sent <= 3 * first.len(),
+        "sent {sent} bytes in answer to {}",
+        first.len()
+    );
+    let (after, reason) = closed.expect("the connection was given up");
+    assert_eq!(reason, chirp_proto::CloseReason::IdleTimeout);
+    assert!(
+        after <= chirp_proto::HANDSHAKE_TIMEOUT + Duration::from_millis(1),
+        "{after:?}"
+    );
+    assert_eq!(ep.connections().count(), 0);
+}
