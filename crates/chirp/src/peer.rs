@@ -1,9 +1,10 @@
 //! Reliable peer mode: two symmetric peers over the protocol core.
 //!
 //! Both sides connect to each other at start and whenever the link is lost; the core resolves
-//! simultaneous opens, so exactly one connection results whichever side starts first. A second
-//! connection from the peer (it restarted) replaces the first, and the lines the old one never
-//! got acknowledged are sent again on the new one.
+//! simultaneous opens, so exactly one connection results whichever side starts first. Only the
+//! peer's IP may open a connection to us. A second connection from the peer (it restarted)
+//! replaces the first, and the lines the old one never got acknowledged are sent again on the
+//! new one, ahead of anything typed since.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -11,14 +12,26 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use chirp_proto::{CloseReason, ConnectionHandle, EndpointConfig, Event, SendError, WriteError};
+use chirp_proto::{
+    CloseReason, ConnectError, ConnectionHandle, EndpointConfig, Event, SendError, WriteError,
+    close_code,
+};
 use chirp_transport::Handle;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{Instrument as _, debug, info_span};
 
 use crate::input::{self, Input};
 use crate::output::Output;
+
+/// Longest wait after leaving for the closing connection to drain (normally 3 PTO, well under
+/// a second on a healthy path).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How long to wait before trying again when a connection cannot even be started.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
 
 /// Options of `chirp peer` in reliable mode.
 #[derive(Debug, Clone)]
@@ -34,10 +47,11 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
     let socket = crate::bind_socket(opts.bind)?;
     let mut config = EndpointConfig::default();
     config.transport.idle_timeout = opts.idle_timeout;
-    // A peer is a two-party chat: one connection, plus one transient while a restarted peer
-    // replaces the old one.
+    // A peer is a two-party chat: the only one who may open a connection to us is the peer.
+    config.accept_only_from = Some(opts.to.ip());
+    // One connection, plus transients while a restarted peer replaces the old one.
     config.max_connections = 4;
-    let (handle, events, _task) =
+    let (handle, events, task) =
         chirp_transport::spawn(socket, config).context("cannot start the transport")?;
     let out = Output { json: opts.json };
     let local = handle.local_addr();
@@ -47,7 +61,7 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
     ));
     let span = info_span!("peer", %local, to = %opts.to);
     Peer::new(handle, out, opts)
-        .run(events)
+        .run(events, task)
         .instrument(span)
         .await
 }
@@ -56,13 +70,21 @@ struct Peer {
     handle: Handle,
     out: Output,
     opts: PeerOpts,
+    /// The connection lines go to (handshaking or up).
     conn: Option<ConnectionHandle>,
     remote: Option<SocketAddr>,
     up: bool,
+    /// A connection being replaced: sending waits until its `Closed` event has handed back the
+    /// lines it never got acknowledged, so that they go out before anything newer.
+    replacing: Option<ConnectionHandle>,
     /// Lines not yet accepted by the transport (send buffer full, or between connections).
     pending: VecDeque<Bytes>,
+    /// The user asked to leave (end of input or `/quit`).
     leaving: bool,
-    close_sent: bool,
+    /// The connection a graceful close has been requested on.
+    closing: Option<ConnectionHandle>,
+    /// When to try `connect` again after it failed outright.
+    retry_at: Option<Instant>,
 }
 
 impl Peer {
@@ -74,25 +96,36 @@ impl Peer {
             conn: None,
             remote: None,
             up: false,
+            replacing: None,
             pending: VecDeque::new(),
             leaving: false,
-            close_sent: false,
+            closing: None,
+            retry_at: None,
         }
     }
 
-    async fn run(mut self, mut events: mpsc::Receiver<Event>) -> anyhow::Result<u8> {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        task: JoinHandle<std::io::Result<()>>,
+    ) -> anyhow::Result<u8> {
         self.connect().await?;
         let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
         let mut stdin_open = true;
+        // Created once: a Ctrl-C that arrives while a handler runs is still seen.
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
         loop {
+            let retry = async {
+                match self.retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 line = stdin.next_segment(), if stdin_open => {
                     match line.context("cannot read standard input")? {
-                        Some(line) => {
-                            if let Some(code) = self.on_input(&line).await? {
-                                return Ok(code);
-                            }
-                        }
+                        Some(line) => self.on_input(&line).await?,
                         None => {
                             stdin_open = false;
                             self.leave().await?;
@@ -101,15 +134,24 @@ impl Peer {
                 }
                 ev = events.recv() => {
                     let Some(ev) = ev else {
-                        anyhow::bail!("the transport stopped unexpectedly");
+                        // Report why the transport stopped rather than just that it did.
+                        return match task.await {
+                            Ok(Err(e)) => Err(e).context("the transport failed"),
+                            Ok(Ok(())) => Err(anyhow::anyhow!("the transport stopped unexpectedly")),
+                            Err(e) => Err(e).context("the transport task panicked"),
+                        };
                     };
                     if let Some(code) = self.on_event(ev).await? {
                         return Ok(code);
                     }
                 }
-                _ = tokio::signal::ctrl_c() => {
+                () = retry => {
+                    self.retry_at = None;
+                    self.connect().await?;
+                }
+                _ = &mut ctrl_c => {
                     if let Some(c) = self.conn {
-                        self.handle.abort(c, chirp_proto::close_code::NO_ERROR, "interrupted").await?;
+                        self.handle.abort(c, close_code::NO_ERROR, "interrupted").await?;
                         // Give the transport a moment to put the CLOSE on the wire.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -120,24 +162,33 @@ impl Peer {
     }
 
     async fn connect(&mut self) -> anyhow::Result<()> {
-        let conn = self
-            .handle
-            .connect(self.opts.to)
-            .await?
-            .context("cannot open a connection")?;
-        debug!(?conn, "connecting");
-        self.conn = Some(conn);
-        self.up = false;
-        self.flush().await
+        match self.handle.connect(self.opts.to).await? {
+            Ok(conn) => {
+                debug!(?conn, "connecting");
+                self.conn = Some(conn);
+                self.up = false;
+                self.flush().await
+            }
+            Err(ConnectError::TooManyConnections) => {
+                // Transient (connections still draining); never a reason to quit the chat.
+                debug!("connection table full; retrying shortly");
+                self.conn = None;
+                self.retry_at = Some(Instant::now() + CONNECT_RETRY);
+                Ok(())
+            }
+        }
     }
 
     fn peer_name(&self) -> String {
         self.remote.unwrap_or(self.opts.to).to_string()
     }
 
-    /// Hands queued lines to the transport until it pushes back.
+    /// Hands queued lines to the transport until it pushes back; closes once leaving and done.
     async fn flush(&mut self) -> anyhow::Result<()> {
         let Some(conn) = self.conn else { return Ok(()) };
+        if self.replacing.is_some() {
+            return Ok(()); // The old connection's lines must go first.
+        }
         while let Some(msg) = self.pending.front() {
             match self.handle.send(conn, msg.clone()).await? {
                 Ok(()) => {
@@ -153,12 +204,10 @@ impl Peer {
                 Err(_) => break,
             }
         }
-        if self.leaving && self.pending.is_empty() && !self.close_sent {
-            self.close_sent = true;
+        if self.leaving && self.pending.is_empty() && self.closing != Some(conn) {
+            self.closing = Some(conn);
             // Graceful: the core first waits until everything sent is acknowledged.
-            self.handle
-                .close(conn, chirp_proto::close_code::NO_ERROR, "bye")
-                .await?;
+            self.handle.close(conn, close_code::NO_ERROR, "bye").await?;
         }
         Ok(())
     }
@@ -168,8 +217,13 @@ impl Peer {
         self.flush().await
     }
 
-    async fn on_input(&mut self, line: &[u8]) -> anyhow::Result<Option<u8>> {
-        match input::parse(line) {
+    async fn on_input(&mut self, line: &[u8]) -> anyhow::Result<()> {
+        let parsed = input::parse(line);
+        if self.leaving && matches!(parsed, Input::Message(_)) {
+            self.out.error("leaving: that line was not sent");
+            return Ok(());
+        }
+        match parsed {
             Input::Message(m) => {
                 self.pending.push_back(Bytes::from(m));
                 self.flush().await?;
@@ -186,10 +240,12 @@ impl Peer {
             Input::Quit => self.leave().await?,
             Input::Help => self.out.info(input::HELP),
             Input::Unknown(cmd) => {
-                self.out.error(&format!("unknown command {cmd} (not sent); /help lists commands, //text sends a literal /"));
+                self.out.error(&format!(
+                    "unknown command {cmd} (not sent); /help lists commands, //text sends a literal /"
+                ));
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     async fn on_event(&mut self, ev: Event) -> anyhow::Result<Option<u8>> {
@@ -197,18 +253,20 @@ impl Peer {
             Event::Connected { conn, remote, .. } => {
                 if let Some(old) = self.conn.filter(|&old| old != conn) {
                     // The peer opened a new connection: it restarted, or its attempt won the
-                    // race against ours. Either way the new one replaces the old; the old one's
-                    // unacknowledged lines come back in its Closed event and are resent.
+                    // race against ours. The new one replaces the old; sending waits for the
+                    // old one's Closed event, which hands back its unacknowledged lines.
                     if self.up {
                         self.out.peer_down(&self.peer_name(), "restarted");
                     }
+                    self.replacing = Some(old);
                     self.handle
-                        .abort(old, chirp_proto::close_code::NO_ERROR, "replaced")
+                        .abort(old, close_code::NO_ERROR, "replaced")
                         .await?;
                 }
                 self.conn = Some(conn);
                 self.remote = Some(remote);
                 self.up = true;
+                self.retry_at = None;
                 self.out.peer_up(&remote.to_string());
                 self.flush().await?;
             }
@@ -232,18 +290,28 @@ impl Peer {
                     self.pending.push_front(m);
                 }
                 if Some(conn) != self.conn {
-                    // A replaced connection; its lines will go out on the current one.
+                    if self.replacing == Some(conn) {
+                        self.replacing = None;
+                    }
+                    // A replaced connection; its lines now go out on the current one.
                     return self.flush().await.map(|()| None);
                 }
                 let was_up = std::mem::take(&mut self.up);
                 self.conn = None;
                 if self.leaving {
-                    return Ok(Some(self.finish(&reason)));
+                    let code = self.finish(&reason);
+                    // Linger while the connection drains: if our CLOSE (which carries our
+                    // final acknowledgements) is lost, the peer's next packet is answered
+                    // with another, and the peer too can leave knowing all arrived.
+                    let _ = tokio::time::timeout(LINGER, self.handle.wait_idle()).await;
+                    return Ok(Some(code));
                 }
                 match &reason {
                     // Our handshake found nobody: keep trying quietly.
                     CloseReason::IdleTimeout if !was_up => {}
-                    CloseReason::PeerClosed { .. } => self.out.peer_down(&self.peer_name(), "left"),
+                    CloseReason::PeerClosed { .. } => {
+                        self.out.peer_down(&self.peer_name(), "left");
+                    }
                     other => self
                         .out
                         .peer_down(&self.peer_name(), &describe(other, self.opts.idle_timeout)),
@@ -261,7 +329,11 @@ impl Peer {
         {
             return 0;
         }
-        let why = describe(reason, self.opts.idle_timeout);
+        let why = match reason {
+            // A graceful close that had to give up: the peer stopped taking our data.
+            CloseReason::Local => "the peer stopped accepting data".to_owned(),
+            other => describe(other, self.opts.idle_timeout),
+        };
         self.out.error(&format!(
             "{undelivered} message(s) were not acknowledged by {}: {why}",
             self.peer_name()

@@ -890,9 +890,10 @@ impl Connection {
                 let (code, reason) = self.close_frame.clone().unwrap_or_default();
                 let mut b = self.builder();
                 let mut sp = SentPacket::empty(now);
-                // A final ACK rides along: without it, whatever the peer sent just before our
-                // close would look undelivered to it, although we received it.
-                if self.ack_pending {
+                // Every closing packet carries our acknowledgement state: without it, whatever the
+                // peer sent just before our close would look undelivered to it, although we
+                // received it, and the first CLOSE may well be lost.
+                if self.recv_largest.is_some() {
                     self.write_ack(now, &mut b, &mut sp);
                 }
                 let reason = truncate_utf8(&reason, b.remaining().saturating_sub(20));

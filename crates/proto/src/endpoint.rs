@@ -52,6 +52,10 @@ pub struct EndpointConfig {
     pub accept_incoming: bool,
     /// Most connections at once; INITIALs beyond it are dropped and counted.
     pub max_connections: usize,
+    /// If set, accept connections only from this IP address (peer mode: only the peer may
+    /// open a connection, so a stranger cannot take its place). IPv4-mapped addresses count
+    /// as IPv4.
+    pub accept_only_from: Option<std::net::IpAddr>,
 }
 
 impl Default for EndpointConfig {
@@ -60,6 +64,7 @@ impl Default for EndpointConfig {
             transport: TransportConfig::default(),
             accept_incoming: true,
             max_connections: 4096,
+            accept_only_from: None,
         }
     }
 }
@@ -348,7 +353,14 @@ impl Endpoint {
             }
             return None;
         }
-        if !self.config.accept_incoming || self.conns.len() >= self.config.max_connections {
+        let stranger = self
+            .config
+            .accept_only_from
+            .is_some_and(|ip| ip.to_canonical() != from.ip());
+        if !self.config.accept_incoming
+            || stranger
+            || self.conns.len() >= self.config.max_connections
+        {
             self.stats.refused += 1;
             return None;
         }

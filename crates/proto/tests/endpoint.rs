@@ -275,3 +275,22 @@ fn spoofed_initial_gets_at_most_three_times_its_size_and_is_forgotten() {
     );
     assert_eq!(ep.connections().count(), 0);
 }
+
+#[test]
+fn accept_only_from_refuses_strangers() {
+    let now = Instant::now();
+    let cfg = EndpointConfig {
+        accept_only_from: Some("127.0.0.1".parse().expect("ip")),
+        ..EndpointConfig::default()
+    };
+    let mut ep = Endpoint::new(cfg, 1);
+    let stranger: SocketAddr = ([127, 0, 0, 2], 9).into();
+    ep.handle_datagram(now, stranger, &initial(1, 2, &[Frame::Ping]));
+    assert_eq!(ep.connections().count(), 0);
+    assert_eq!(ep.endpoint_stats().refused, 1);
+    // The expected peer, also when it arrives IPv4-mapped on a dual-stack socket.
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:9".parse().expect("addr");
+    ep.handle_datagram(now, mapped, &initial(3, 4, &[Frame::Ping]));
+    assert_eq!(ep.connections().count(), 1);
+    assert_eq!(ep.poll_transmit(now).map(|t| t.destination), Some(addr(9)));
+}

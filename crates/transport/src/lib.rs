@@ -65,7 +65,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<StdUdpSocket> {
 pub fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     // The OS generator failing is not something a chat can work around; fall back to the
-    // address of a stack value mixed with the time, which is still unique per process.
+    // time mixed with the process ID, which is still unique per process.
     if getrandom::fill(&mut b).is_err() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         return t.map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id());
@@ -97,6 +97,7 @@ enum Command {
     Stats(ConnectionHandle, oneshot::Sender<Option<ConnectionStats>>),
     EndpointStats(oneshot::Sender<EndpointStats>),
     SendBuffered(ConnectionHandle, oneshot::Sender<Option<u64>>),
+    WaitIdle(oneshot::Sender<()>),
 }
 
 /// The application's handle on the driver task.
@@ -116,6 +117,7 @@ impl std::fmt::Debug for Command {
             Command::Stats(c, _) => write!(f, "Stats({c:?})"),
             Command::EndpointStats(_) => write!(f, "EndpointStats"),
             Command::SendBuffered(c, _) => write!(f, "SendBuffered({c:?})"),
+            Command::WaitIdle(_) => write!(f, "WaitIdle"),
         }
     }
 }
@@ -159,13 +161,7 @@ impl Handle {
         code: u64,
         reason: &str,
     ) -> Result<(), Stopped> {
-        let cmd = Command::Close {
-            conn,
-            code,
-            reason: reason.to_owned(),
-            graceful: true,
-        };
-        self.tx.send(cmd).await.map_err(|_| Stopped)
+        self.close_with(conn, code, reason, true).await
     }
 
     /// Closes at once, abandoning unacknowledged data.
@@ -175,11 +171,21 @@ impl Handle {
         code: u64,
         reason: &str,
     ) -> Result<(), Stopped> {
+        self.close_with(conn, code, reason, false).await
+    }
+
+    async fn close_with(
+        &self,
+        conn: ConnectionHandle,
+        code: u64,
+        reason: &str,
+        graceful: bool,
+    ) -> Result<(), Stopped> {
         let cmd = Command::Close {
             conn,
             code,
             reason: reason.to_owned(),
-            graceful: false,
+            graceful,
         };
         self.tx.send(cmd).await.map_err(|_| Stopped)
     }
@@ -192,6 +198,13 @@ impl Handle {
     /// Endpoint-wide counters.
     pub async fn endpoint_stats(&self) -> Result<EndpointStats, Stopped> {
         self.call(Command::EndpointStats).await
+    }
+
+    /// Resolves once no connection is left, closing and draining ones included. A process that
+    /// closed its connections awaits this (with a timeout of its own) before exiting, so that
+    /// its CLOSE can be repeated, with its final acknowledgements, if the first one was lost.
+    pub async fn wait_idle(&self) -> Result<(), Stopped> {
+        self.call(Command::WaitIdle).await
     }
 
     /// Bytes sent on `conn` and not yet acknowledged.
@@ -268,14 +281,23 @@ impl Driver {
             ev_tx,
             mut buf,
         } = self;
+        let v6_socket = socket.local_addr()?.is_ipv6();
+        let mut idle_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
-            flush_transmits(&mut endpoint, &socket).await?;
+            flush_transmits(&mut endpoint, &socket, v6_socket).await?;
             let events_blocked = !drain_events(&mut endpoint, &ev_tx);
+            if !idle_waiters.is_empty() && endpoint.connections().next().is_none() {
+                for w in idle_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
             let deadline = endpoint.poll_timeout();
-            let wake = deadline.map_or_else(
-                || tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
-                tokio::time::Instant::from_std,
-            );
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = socket.recv_from(&mut buf) => {
                     match r {
@@ -293,14 +315,14 @@ impl Driver {
                         }
                     }
                 }
-                () = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                () = timer => {
                     endpoint.handle_timeout(now());
                 }
                 cmd = cmd_rx.recv() => match cmd {
-                    Some(cmd) => apply(&mut endpoint, cmd),
+                    Some(cmd) => apply(&mut endpoint, &mut idle_waiters, cmd),
                     None => {
                         debug!("all handles dropped; transport stopping");
-                        flush_transmits(&mut endpoint, &socket).await?;
+                        flush_transmits(&mut endpoint, &socket, v6_socket).await?;
                         return Ok(());
                     }
                 },
@@ -316,9 +338,10 @@ impl Driver {
     }
 }
 
-fn apply(endpoint: &mut Endpoint, cmd: Command) {
+fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, cmd: Command) {
     let now = now();
     match cmd {
+        Command::WaitIdle(reply) => idle_waiters.push(reply),
         Command::Connect(remote, reply) => {
             let _ = reply.send(endpoint.connect(now, remote));
         }
@@ -349,20 +372,28 @@ fn apply(endpoint: &mut Endpoint, cmd: Command) {
     }
 }
 
-async fn flush_transmits(endpoint: &mut Endpoint, socket: &UdpSocket) -> io::Result<()> {
+async fn flush_transmits(
+    endpoint: &mut Endpoint,
+    socket: &UdpSocket,
+    v6_socket: bool,
+) -> io::Result<()> {
     while let Some(t) = endpoint.poll_transmit(now()) {
-        match socket.send_to(&t.contents, t.destination).await {
-            Ok(_) => {}
-            // A lost datagram is what the protocol is built to survive; only a broken
-            // socket is fatal.
-            Err(e) if is_transient(&e) => trace!(%e, dest = %t.destination, "send failed"),
-            Err(e)
-                if e.kind() == io::ErrorKind::PermissionDenied
-                    || e.kind() == io::ErrorKind::InvalidInput =>
-            {
-                warn!(%e, dest = %t.destination, "cannot send to this address");
+        // The core keeps IPv4 peers as plain IPv4; a dual-stack IPv6 socket needs them mapped.
+        let dest = match t.destination {
+            SocketAddr::V4(v4) if v6_socket => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
             }
-            Err(e) => return Err(e),
+            other => other,
+        };
+        if let Err(e) = socket.send_to(&t.contents, dest).await {
+            // Whatever the reason (ICMP unreachable, no buffer space, a route that went away),
+            // a datagram that does not leave is a lost datagram, which the protocol is built
+            // to survive; a socket that is really broken shows up on receive.
+            if is_transient(&e) {
+                trace!(%e, %dest, "send failed");
+            } else {
+                warn!(%e, %dest, "send failed; treating the datagram as lost");
+            }
         }
     }
     Ok(())
