@@ -137,7 +137,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two workers: output to a stuck terminal or pipe blocks the chat task (see `output`),
+    // and the transport task must keep acknowledging and sending keepalives meanwhile.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -24,7 +24,6 @@ fn local_hms() -> String {
 
 impl Output {
     fn emit(&self, human: impl FnOnce() -> String, mut obj: Value) {
-        let mut out = std::io::stdout().lock();
         let line = if self.json {
             if let Some(map) = obj.as_object_mut() {
                 map.entry("ts").or_insert_with(|| Value::String(now_utc()));
@@ -33,9 +32,16 @@ impl Output {
         } else {
             human()
         };
-        // A closed stdout (e.g. `| head`) is not worth a panic; the chat goes on regardless.
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        // A stuck stdout (a terminal paused with Ctrl-S, a pipe nobody reads) blocks here, on
+        // purpose: the chat task stops taking events, the transport's event channel fills,
+        // and flow control holds the sender back, so memory stays bounded. `block_in_place`
+        // moves the runtime's other tasks, the transport among them, to the other worker so
+        // that the link itself stays alive. A closed stdout (`| head`) is not worth a panic.
+        tokio::task::block_in_place(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        });
     }
 
     /// A received message.
