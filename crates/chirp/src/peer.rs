@@ -30,6 +30,10 @@ use crate::output::Output;
 /// a second on a healthy path).
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Lines queued beyond what the transport accepted before standard input stops being read, so
+/// that a peer that stops reading holds back whatever feeds us (memory stays bounded).
+const MAX_PENDING: usize = 1024;
+
 /// How long to wait before trying again when a connection cannot even be started.
 const CONNECT_RETRY: Duration = Duration::from_secs(1);
 
@@ -123,7 +127,7 @@ impl Peer {
                 }
             };
             tokio::select! {
-                line = stdin.next_segment(), if stdin_open => {
+                line = stdin.next_segment(), if stdin_open && self.pending.len() < MAX_PENDING => {
                     match line.context("cannot read standard input")? {
                         Some(line) => self.on_input(&line).await?,
                         None => {
