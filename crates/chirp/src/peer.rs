@@ -166,7 +166,7 @@ impl Peer {
     }
 
     async fn connect(&mut self) -> anyhow::Result<()> {
-        match self.handle.connect(self.opts.to).await? {
+        match self.handle.connect_or_reuse(self.opts.to).await? {
             Ok(conn) => {
                 debug!(?conn, "connecting");
                 self.conn = Some(conn);

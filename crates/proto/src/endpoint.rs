@@ -199,6 +199,17 @@ impl Endpoint {
         Ok(handle)
     }
 
+    /// An open connection (handshaking or established, not closing) whose peer is at `remote`.
+    /// Peer mode asks this before opening its own: the peer may already have opened one to us,
+    /// and a second would look to the peer like a restart.
+    pub fn find_open(&self, remote: SocketAddr) -> Option<ConnectionHandle> {
+        let remote = canonical(remote);
+        self.conns
+            .iter()
+            .find(|(_, c)| c.remote == remote && c.is_open())
+            .map(|(&h, _)| h)
+    }
+
     /// Queues one message (0 to 64 KiB) on `conn`. Call `poll_transmit` afterwards.
     pub fn send(&mut self, conn: ConnectionHandle, data: &[u8]) -> Result<(), SendError> {
         self.conns

@@ -294,3 +294,17 @@ fn accept_only_from_refuses_strangers() {
     assert_eq!(ep.connections().count(), 1);
     assert_eq!(ep.poll_transmit(now).map(|t| t.destination), Some(addr(9)));
 }
+
+#[test]
+fn find_open_sees_a_connection_the_peer_opened() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default(), 1);
+    assert_eq!(ep.find_open(addr(9)), None);
+    ep.handle_datagram(now, addr(9), &initial(1, 2, &[Frame::Ping]));
+    let h = ep.connections().next().expect("accepted");
+    assert_eq!(ep.find_open(addr(9)), Some(h), "reused rather than a second connection");
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:9".parse().expect("addr");
+    assert_eq!(ep.find_open(mapped), Some(h));
+    ep.abort(now, h, 0, "bye");
+    assert_eq!(ep.find_open(addr(9)), None, "a closing connection is not reused");
+}

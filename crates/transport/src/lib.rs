@@ -79,10 +79,11 @@ pub fn random_seed() -> u64 {
 pub struct Stopped;
 
 enum Command {
-    Connect(
-        SocketAddr,
-        oneshot::Sender<Result<ConnectionHandle, ConnectError>>,
-    ),
+    Connect {
+        remote: SocketAddr,
+        reuse: bool,
+        reply: oneshot::Sender<Result<ConnectionHandle, ConnectError>>,
+    },
     Send(
         ConnectionHandle,
         Bytes,
@@ -111,7 +112,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Message bytes are never formatted: they are user plaintext.
         match self {
-            Command::Connect(a, _) => write!(f, "Connect({a})"),
+            Command::Connect { remote, reuse, .. } => write!(f, "Connect({remote}, reuse {reuse})"),
             Command::Send(c, b, _) => write!(f, "Send({c:?}, {} bytes)", b.len()),
             Command::Close { conn, code, .. } => write!(f, "Close({conn:?}, {code})"),
             Command::Stats(c, _) => write!(f, "Stats({c:?})"),
@@ -142,7 +143,26 @@ impl Handle {
         &self,
         remote: SocketAddr,
     ) -> Result<Result<ConnectionHandle, ConnectError>, Stopped> {
-        self.call(|r| Command::Connect(remote, r)).await
+        self.call(|reply| Command::Connect {
+            remote,
+            reuse: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`Self::connect`], but returns the connection to `remote` that is already open (for
+    /// example one the peer opened to us moments ago), if there is one.
+    pub async fn connect_or_reuse(
+        &self,
+        remote: SocketAddr,
+    ) -> Result<Result<ConnectionHandle, ConnectError>, Stopped> {
+        self.call(|reply| Command::Connect {
+            remote,
+            reuse: true,
+            reply,
+        })
+        .await
     }
 
     /// Queues one message. `Err(Blocked)` means wait for [`Event::Writable`].
@@ -342,8 +362,17 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
     let now = now();
     match cmd {
         Command::WaitIdle(reply) => idle_waiters.push(reply),
-        Command::Connect(remote, reply) => {
-            let _ = reply.send(endpoint.connect(now, remote));
+        Command::Connect {
+            remote,
+            reuse,
+            reply,
+        } => {
+            let existing = if reuse {
+                endpoint.find_open(remote)
+            } else {
+                None
+            };
+            let _ = reply.send(existing.map_or_else(|| endpoint.connect(now, remote), Ok));
         }
         Command::Send(conn, data, reply) => {
             let _ = reply.send(endpoint.send(conn, &data));
