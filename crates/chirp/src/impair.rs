@@ -282,7 +282,11 @@ fn describe(a: &ImpairArgs) -> String {
         parts.push(format!("corruption {}", percent(a.corrupt)));
     }
     if a.delay > 0 || a.jitter > 0 {
-        parts.push(format!("delay {} ms + jitter 0-{} ms", a.delay, a.jitter));
+        if a.jitter > 0 {
+            parts.push(format!("delay {} ms + jitter 0-{} ms", a.delay, a.jitter));
+        } else {
+            parts.push(format!("delay {} ms", a.delay));
+        }
     }
     if a.mtu < 65_535 {
         parts.push(format!("datagrams over {} B dropped", a.mtu));

@@ -302,9 +302,17 @@ fn find_open_sees_a_connection_the_peer_opened() {
     assert_eq!(ep.find_open(addr(9)), None);
     ep.handle_datagram(now, addr(9), &initial(1, 2, &[Frame::Ping]));
     let h = ep.connections().next().expect("accepted");
-    assert_eq!(ep.find_open(addr(9)), Some(h), "reused rather than a second connection");
+    assert_eq!(
+        ep.find_open(addr(9)),
+        Some(h),
+        "reused rather than a second connection"
+    );
     let mapped: SocketAddr = "[::ffff:127.0.0.1]:9".parse().expect("addr");
     assert_eq!(ep.find_open(mapped), Some(h));
     ep.abort(now, h, 0, "bye");
-    assert_eq!(ep.find_open(addr(9)), None, "a closing connection is not reused");
+    assert_eq!(
+        ep.find_open(addr(9)),
+        None,
+        "a closing connection is not reused"
+    );
 }
