@@ -45,6 +45,11 @@ fn payload(tag: u8, i: u32) -> Vec<u8> {
     d
 }
 
+/// Datagrams `0..n` tagged `tag`.
+fn payloads(tag: u8, n: u32) -> Vec<Vec<u8>> {
+    (0..n).map(|i| payload(tag, i)).collect()
+}
+
 fn index(d: &[u8]) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
@@ -145,6 +150,18 @@ impl Drop for Echo {
     }
 }
 
+/// Spawns `chirp impair ARGS` with no stdin and the given stdout and stderr.
+fn spawn_impair(args: &[&str], stdout: Stdio, stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_chirp"))
+        .arg("impair")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn chirp")
+}
+
 /// The proxy child process; killed when dropped.
 struct Proxy {
     child: Child,
@@ -155,14 +172,7 @@ struct Proxy {
 impl Proxy {
     /// Starts `chirp impair ARGS` and waits for its start line (printed once bound).
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chirp"))
-            .arg("impair")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn chirp");
+        let mut child = spawn_impair(args, Stdio::piped(), Stdio::inherit());
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -183,6 +193,16 @@ impl Proxy {
             .recv_timeout(PROMPT)
             .expect("the proxy printed no start line");
         proxy
+    }
+
+    /// Starts `chirp impair --listen L --to TO EXTRA...` on a listen address L that was just
+    /// free; returns the proxy and L.
+    fn start_to(to: SocketAddr, extra: &[&str]) -> (Self, SocketAddr) {
+        let listen = free_addr();
+        let (l, t) = (listen.to_string(), to.to_string());
+        let mut args = vec!["--listen", l.as_str(), "--to", t.as_str()];
+        args.extend_from_slice(extra);
+        (Self::start(&args), listen)
     }
 
     /// Sends SIGTERM; returns everything printed after the start line and the exit status.
@@ -261,20 +281,13 @@ fn stop_json(proxy: Proxy) -> Value {
 #[test]
 fn relays_intact_and_in_order_both_ways() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--json",
-    ]);
+    let (proxy, listen) = Proxy::start_to(echo.addr, &["--json"]);
     let start: Value = serde_json::from_str(&proxy.start_line).expect("JSON start line");
     assert_eq!(start["type"], "impair_start");
     assert_eq!(start["listen"], listen.to_string());
 
     let client = socket();
-    let sent: Vec<Vec<u8>> = (0..200).map(|i| payload(b'a', i)).collect();
+    let sent = payloads(b'a', 200);
     let got = exchange(&client, listen, &sent, 20, 1);
     assert_eq!(
         got, sent,
@@ -297,20 +310,9 @@ fn relays_intact_and_in_order_both_ways() {
 #[test]
 fn loss_drops_about_half_and_the_final_stats_agree() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--loss",
-        "0.5",
-        "--seed",
-        "1",
-        "--json",
-    ]);
+    let (proxy, listen) = Proxy::start_to(echo.addr, &["--loss", "0.5", "--seed", "1", "--json"]);
     let client = socket();
-    let sent: Vec<Vec<u8>> = (0..200).map(|i| payload(b'l', i)).collect();
+    let sent = payloads(b'l', 200);
     let mut back = exchange(&client, listen, &sent, 50, 1);
     // Stop the proxy first, then collect what it forwarded but nobody had read yet, so the
     // counts compare exactly.
@@ -338,24 +340,14 @@ fn loss_drops_about_half_and_the_final_stats_agree() {
 fn same_seed_loses_the_same_datagrams() {
     let run = |seed: &str| {
         let echo = Echo::start();
-        let listen = free_addr();
-        let proxy = Proxy::start(&[
-            "--listen",
-            &listen.to_string(),
-            "--to",
-            &echo.addr.to_string(),
-            "--loss",
-            "0.3",
-            "--seed",
-            seed,
-        ]);
+        let (proxy, listen) = Proxy::start_to(echo.addr, &["--loss", "0.3", "--seed", seed]);
         assert!(
             proxy.start_line.contains(&format!("seed {seed}")),
             "{}",
             proxy.start_line
         );
         let client = socket();
-        let sent: Vec<Vec<u8>> = (0..100).map(|i| payload(b's', i)).collect();
+        let sent = payloads(b's', 100);
         exchange(&client, listen, &sent, 50, 1);
         drop(proxy);
         echo.finish()
@@ -371,18 +363,9 @@ fn same_seed_loses_the_same_datagrams() {
 #[test]
 fn duplication_delivers_every_datagram_twice() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--dup",
-        "1.0",
-        "--json",
-    ]);
+    let (proxy, listen) = Proxy::start_to(echo.addr, &["--dup", "1.0", "--json"]);
     let client = socket();
-    let sent: Vec<Vec<u8>> = (0..50).map(|i| payload(b'd', i)).collect();
+    let sent = payloads(b'd', 50);
     let mut back = exchange(&client, listen, &sent, 10, 4);
     let mut seen: Vec<Vec<u8>> = echo.finish().into_iter().map(|(_, d)| d).collect();
     seen.sort();
@@ -403,20 +386,10 @@ fn duplication_delivers_every_datagram_twice() {
 #[test]
 fn corruption_changes_bytes_but_not_length() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--corrupt",
-        "1.0",
-        "--seed",
-        "3",
-        "--json",
-    ]);
+    let (proxy, listen) =
+        Proxy::start_to(echo.addr, &["--corrupt", "1.0", "--seed", "3", "--json"]);
     let client = socket();
-    let sent: Vec<Vec<u8>> = (0..50).map(|i| payload(b'c', i)).collect();
+    let sent = payloads(b'c', 50);
     let back = exchange(&client, listen, &sent, 10, 1);
     let seen = echo.finish();
     // Nothing is delayed, so the order is kept and datagram k is sent datagram k.
@@ -440,15 +413,7 @@ fn corruption_changes_bytes_but_not_length() {
 #[test]
 fn delay_applies_in_both_directions() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let _proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--delay",
-        "200",
-    ]);
+    let (_proxy, listen) = Proxy::start_to(echo.addr, &["--delay", "200"]);
     let client = socket();
     for i in 0..3 {
         let t = Instant::now();
@@ -469,19 +434,10 @@ fn delay_applies_in_both_directions() {
 #[test]
 fn reordering_lets_later_datagrams_overtake() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let _proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--reorder",
-        "0.3",
-        "--reorder-delay",
-        "50",
-        "--seed",
-        "5",
-    ]);
+    let (_proxy, listen) = Proxy::start_to(
+        echo.addr,
+        &["--reorder", "0.3", "--reorder-delay", "50", "--seed", "5"],
+    );
     let client = socket();
     for i in 0..60 {
         client.send_to(&payload(b'r', i), listen).expect("send");
@@ -503,16 +459,7 @@ fn reordering_lets_later_datagrams_overtake() {
 #[test]
 fn mtu_drops_oversize_datagrams() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--mtu",
-        "100",
-        "--json",
-    ]);
+    let (proxy, listen) = Proxy::start_to(echo.addr, &["--mtu", "100", "--json"]);
     let client = socket();
     let sent = vec![vec![1u8; 100], vec![2u8; 101], vec![3u8; 60_000]];
     let back = exchange(&client, listen, &sent, 3, 1);
@@ -525,13 +472,7 @@ fn mtu_drops_oversize_datagrams() {
 #[test]
 fn large_datagrams_pass_unchanged() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let _proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-    ]);
+    let (_proxy, listen) = Proxy::start_to(echo.addr, &[]);
     let client = socket();
     let big: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
     let back = exchange(&client, listen, std::slice::from_ref(&big), 1, 1);
@@ -541,15 +482,7 @@ fn large_datagrams_pass_unchanged() {
 #[test]
 fn each_client_gets_only_its_own_replies() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--stats-every",
-        "1",
-    ]);
+    let (proxy, listen) = Proxy::start_to(echo.addr, &["--stats-every", "1"]);
     let (a, b) = (socket(), socket());
     for i in 0..20 {
         a.send_to(&payload(b'A', i), listen).expect("send");
@@ -557,7 +490,7 @@ fn each_client_gets_only_its_own_replies() {
     }
     let got_a = recv_some(&a, 20);
     let got_b = recv_some(&b, 20);
-    let want = |tag| (0..20).map(|i| payload(tag, i)).collect::<Vec<_>>();
+    let want = |tag| payloads(tag, 20);
     assert_eq!(
         got_a.into_iter().map(|(_, d)| d).collect::<Vec<_>>(),
         want(b'A')
@@ -599,18 +532,10 @@ fn each_client_gets_only_its_own_replies() {
 #[test]
 fn idle_clients_expire() {
     let echo = Echo::start();
-    let listen = free_addr();
-    let proxy = Proxy::start(&[
-        "--listen",
-        &listen.to_string(),
-        "--to",
-        &echo.addr.to_string(),
-        "--idle-timeout",
-        "1",
-        "--max-clients",
-        "1",
-        "--json",
-    ]);
+    let (proxy, listen) = Proxy::start_to(
+        echo.addr,
+        &["--idle-timeout", "1", "--max-clients", "1", "--json"],
+    );
     let (a, b) = (socket(), socket());
     assert_eq!(exchange(&a, listen, &[payload(b'x', 0)], 1, 1).len(), 1);
     // The table is full: b is turned away while a is active.
@@ -649,18 +574,17 @@ fn idle_clients_expire() {
 #[test]
 fn fixed_wire_links_two_peers_and_the_far_side_can_start() {
     let (a, b, stranger) = (socket(), socket(), socket());
-    let (l, v) = (free_addr(), free_addr());
-    let proxy = Proxy::start(&[
-        "--listen",
-        &l.to_string(),
-        "--to",
-        &addr_of(&b).to_string(),
-        "--client",
-        &addr_of(&a).to_string(),
-        "--via",
-        &v.to_string(),
-        "--json",
-    ]);
+    let v = free_addr();
+    let (proxy, l) = Proxy::start_to(
+        addr_of(&b),
+        &[
+            "--client",
+            &addr_of(&a).to_string(),
+            "--via",
+            &v.to_string(),
+            "--json",
+        ],
+    );
     let start: Value = serde_json::from_str(&proxy.start_line).expect("JSON start line");
     assert_eq!(start["via"], v.to_string());
 
@@ -673,7 +597,7 @@ fn fixed_wire_links_two_peers_and_the_far_side_can_start() {
     assert!(got.iter().all(|(from, _)| *from == l));
     assert_eq!(
         got.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
-        (0..10).map(|i| payload(b'B', i)).collect::<Vec<_>>()
+        payloads(b'B', 10)
     );
     // And A answers through L, arriving at B from V.
     for i in 0..10 {
@@ -698,14 +622,7 @@ fn fixed_wire_links_two_peers_and_the_far_side_can_start() {
 
 /// Runs `chirp impair ARGS` that should fail at once; returns its status and stderr.
 fn run_failing(args: &[&str]) -> (ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chirp"))
-        .arg("impair")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn chirp");
+    let mut child = spawn_impair(args, Stdio::null(), Stdio::piped());
     let deadline = Instant::now() + PROMPT;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for chirp") {

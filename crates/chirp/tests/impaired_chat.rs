@@ -2,73 +2,30 @@
 //! `chirp impair` proxy with 20 % loss, duplication, reordering and 1 % corruption, each sending
 //! 2,000 lines at once. Every line must arrive exactly once and in order, and both must exit 0.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod common;
+
+use std::io::Write;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::{Guard, free_ports, lo};
 
 const LINES: usize = 2000;
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// Kills the child on drop, so that no test path leaves a process behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    // Bind port 0 and read it back; the OS will not hand it out again immediately.
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr").port()
-}
-
+/// Starts `chirp ARGS`; returns it, its stdin and its JSON events.
 fn spawn(args: &[String]) -> (Guard, ChildStdin, mpsc::Receiver<serde_json::Value>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chirp"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn chirp");
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (Guard(child), stdin, rx)
-}
-
-fn wait_exit(g: &mut Guard, limit: Duration) -> std::process::ExitStatus {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(s) = g.0.try_wait().expect("wait") {
-            return s;
-        }
-        assert!(
-            Instant::now() < end,
-            "process did not exit within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut g = Guard::chirp(args, Stdio::inherit());
+    let stdin = g.take_stdin();
+    let rx = g.json_events();
+    (g, stdin, rx)
 }
 
 #[test]
 fn two_thousand_lines_each_way_through_a_bad_network() {
-    let (pa, pb, pl, pv) = (free_port(), free_port(), free_port(), free_port());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p)).to_string();
+    let [pa, pb, pl, pv] = free_ports();
+    let addr = |p: u16| lo(p).to_string();
     let impair_args: Vec<String> = [
         "impair",
         "--listen",
@@ -161,8 +118,8 @@ fn two_thousand_lines_each_way_through_a_bad_network() {
     // Nothing arrives twice later on, and both leave cleanly once all is acknowledged.
     drop(a_in);
     drop(b_in);
-    assert!(wait_exit(&mut a, Duration::from_secs(30)).success());
-    assert!(wait_exit(&mut b, Duration::from_secs(30)).success());
+    assert!(a.wait_exit(Duration::from_secs(30)).success());
+    assert!(b.wait_exit(Duration::from_secs(30)).success());
     for (rx, tag) in [(&a_out, 'b'), (&b_out, 'a')] {
         while let Ok(v) = rx.try_recv() {
             assert_ne!(v["type"], "message", "{tag}: an extra message arrived: {v}");
@@ -172,7 +129,7 @@ fn two_thousand_lines_each_way_through_a_bad_network() {
     // The proxy's own count: losses, duplicates and corruption all happened.
     let pid = proxy.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(wait_exit(&mut proxy, Duration::from_secs(10)).success());
+    assert!(proxy.wait_exit(Duration::from_secs(10)).success());
     let last = proxy_out
         .try_iter()
         .filter(|v| v["type"] == "impair_stats")

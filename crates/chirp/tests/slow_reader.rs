@@ -2,72 +2,40 @@
 //! the link: the transport keeps acknowledging and sending keepalives, flow control holds the
 //! sender back, and once output resumes every line arrives in order.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-struct Guard(Child);
+use common::{Guard, free_ports};
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
+/// `chirp peer` from port `me` to port `to` on 127.0.0.1, with a 5 s idle timeout.
 fn peer(me: u16, to: u16) -> Guard {
-    let child = Command::new(env!("CARGO_BIN_EXE_chirp"))
-        .args(["peer", "--json", "--idle-timeout", "5"])
-        .args([
+    Guard::chirp(
+        &[
+            "peer",
+            "--json",
+            "--idle-timeout",
+            "5",
             "--bind",
             &format!("127.0.0.1:{me}"),
             "--to",
             &format!("127.0.0.1:{to}"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn chirp");
-    Guard(child)
-}
-
-fn reader(child: &mut Child) -> mpsc::Receiver<serde_json::Value> {
-    let out = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            let Ok(v) = serde_json::from_str(&line) else {
-                continue;
-            };
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+        ],
+        Stdio::null(),
+    )
 }
 
 #[test]
 fn stuck_output_does_not_kill_the_link() {
     const LINES: usize = 3000;
-    let (pa, pb) = (free_port(), free_port());
+    let [pa, pb] = free_ports();
     let mut a = peer(pa, pb);
     let mut b = peer(pb, pa);
-    let a_events = reader(&mut a.0);
+    let a_events = a.json_events();
     // b's stdout is not read at all for now: its pipe (64 KiB) fills and b's writes block.
-    let mut a_in = a.0.stdin.take().expect("piped");
+    let mut a_in = a.take_stdin();
     let writer = std::thread::spawn(move || {
         for i in 0..LINES {
             writeln!(a_in, "{i:05} {}", "x".repeat(90)).expect("write");
@@ -82,7 +50,7 @@ fn stuck_output_does_not_kill_the_link() {
         "a declared the stuck reader dead: {early:?}"
     );
     // Output resumes: everything arrives, once, in order.
-    let b_events = reader(&mut b.0);
+    let b_events = b.json_events();
     let end = Instant::now() + Duration::from_secs(60);
     let mut got = 0;
     while got < LINES {
@@ -102,16 +70,9 @@ fn stuck_output_does_not_kill_the_link() {
     }
     let a_in = writer.join().expect("writer");
     drop(a_in);
-    drop(b.0.stdin.take());
+    drop(b.take_stdin());
     for g in [&mut a, &mut b] {
-        let end = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = g.0.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(Instant::now() < end, "did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = g.wait_exit(Duration::from_secs(20));
         assert!(status.success(), "{status}");
     }
 }

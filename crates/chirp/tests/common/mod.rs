@@ -4,6 +4,8 @@
 //!   is read by a background thread into a channel (so every wait has a timeout) and whose
 //!   stderr is collected for diagnostics and assertions.
 //! - [`Chirp`]: a `chirp` child started with `--json`; its stdout is parsed into events.
+//! - [`Guard`]: a child driven through its raw pipes (for tests that leave stdout unread for a
+//!   while, or write stdin from another thread), killed and reaped on drop.
 //! - [`free_ports`], [`retry_bind`]: free loopback ports, and one retry for the small race
 //!   between releasing a probed port and the child binding it.
 //!
@@ -11,6 +13,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -64,6 +67,7 @@ pub(crate) fn have(program: &str) -> bool {
 
 /// Runs `setup`; if it fails because a probed port was taken in the meantime ("in use"),
 /// runs it once more (with fresh ports, which `setup` picks itself). Panics on other errors.
+#[allow(clippy::print_stderr)] // says why a test retried; peer.rs allows it too
 pub(crate) fn retry_bind<T>(mut setup: impl FnMut() -> Result<T, String>) -> T {
     match setup() {
         Ok(t) => t,
@@ -480,5 +484,71 @@ impl Chirp {
             self.proc.name,
             self.proc.stderr()
         )
+    }
+}
+
+/// A `chirp` child driven through its raw pipes; killed and reaped when dropped. Unlike
+/// [`Proc`], nothing reads its stdout until [`Guard::json_events`] is called, and its stdin
+/// can be handed to another thread.
+#[derive(Debug)]
+pub(crate) struct Guard(pub(crate) Child);
+
+impl Guard {
+    /// Starts `chirp ARGS` with piped stdin and stdout; its stderr goes to `stderr`.
+    pub(crate) fn chirp<S: AsRef<OsStr>>(args: &[S], stderr: Stdio) -> Guard {
+        let child = Command::new(CHIRP)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn chirp");
+        Guard(child)
+    }
+
+    /// The child's stdin (panics if already taken).
+    pub(crate) fn take_stdin(&mut self) -> ChildStdin {
+        self.0.stdin.take().expect("piped stdin")
+    }
+
+    /// Starts reading stdout on a thread (panics if already started): every line that is
+    /// JSON, in order; other lines are skipped.
+    pub(crate) fn json_events(&mut self) -> Receiver<Value> {
+        let out = self.0.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str(&line) else {
+                    continue;
+                };
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Waits at most `limit` for the child to exit; panics after.
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.0.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "process did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
