@@ -19,6 +19,8 @@
 //! - [`crypto`]: packet protection for the encrypted protocol (AEAD with the packet number as
 //!   nonce and the header as associated data, replay window, rekey, address-validation
 //!   cookies). Building blocks, tested on their own; the handshake that keys them comes next.
+//! - [`handshake`]: the Noise XX handshake (snow) that yields the packet keys and the peer's
+//!   identity; not yet wired into connections.
 //! - `config`, `stats`: tunables and counters.
 //!
 //! One message's path: [`Endpoint::send`] appends `varint(len) || bytes` to the connection's
@@ -36,6 +38,7 @@ mod congestion;
 mod connection;
 pub mod crypto;
 mod endpoint;
+pub mod handshake;
 mod range_set;
 mod rng;
 mod rtt;

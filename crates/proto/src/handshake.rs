@@ -1,0 +1,243 @@
+//! The Noise handshake of the encrypted protocol, as a sans-IO state machine: handshake
+//! messages in, handshake messages out, packet keys at the end.
+//!
+//! The cryptography is `snow`'s; this module only fixes the parameters and turns the result
+//! into [`PacketKey`]s. Pattern: `Noise_XX_25519_ChaChaPoly_BLAKE2s` for every connection:
+//! neither side needs the other's key in advance (first contact is trust-on-first-use), and XX
+//! authenticates both sides with ephemeral-static DH, so it is not open to key-compromise
+//! impersonation the way IK's first message is. (The full argument goes into `docs/SECURITY.md`
+//! when the encrypted protocol is wired in.)
+//!
+//! The one thing here that does not come in as an argument is the ephemeral key: snow draws it
+//! from the OS generator, as it must. Timing and sizes stay deterministic, so simulations
+//! replay the same way.
+
+use std::fmt;
+
+use crate::crypto::PacketKey;
+
+/// Noise protocol name.
+pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+/// Bound into the handshake hash: a peer speaking another protocol or version fails the
+/// handshake instead of agreeing on keys for something else.
+pub const PROLOGUE: &[u8] = b"chirp encrypted protocol v2";
+/// Longest handshake message (XX message 2: e, ee, s, es, plus payload and tags).
+const MAX_MESSAGE: usize = 1024;
+
+/// Why a handshake step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The message did not authenticate or decode: forged, damaged, from another protocol
+    /// version, or not the message expected now.
+    #[error("handshake message rejected")]
+    Rejected,
+    /// Writing or finishing out of turn.
+    #[error("handshake step out of order")]
+    OutOfTurn,
+    /// A key or parameter snow refused.
+    #[error("handshake setup failed: {0}")]
+    Setup(String),
+}
+
+/// The outcome of a completed handshake.
+pub struct HandshakeKeys {
+    /// Seals what we send.
+    pub send: PacketKey,
+    /// Opens what we receive.
+    pub recv: PacketKey,
+    /// The peer's static public key: its identity, to check against pins and known keys.
+    pub remote_static: [u8; 32],
+}
+
+impl fmt::Debug for HandshakeKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeKeys").finish_non_exhaustive()
+    }
+}
+
+/// One side of a Noise XX handshake.
+pub struct Handshake {
+    state: snow::HandshakeState,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("initiator", &self.state.is_initiator())
+            .field("finished", &self.state.is_handshake_finished())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handshake {
+    fn build(static_secret: &[u8; 32], initiator: bool) -> Result<Self, HandshakeError> {
+        let setup = |e: snow::Error| HandshakeError::Setup(e.to_string());
+        let params = NOISE_PARAMS.parse().map_err(setup)?;
+        let builder = snow::Builder::new(params)
+            .local_private_key(static_secret)
+            .map_err(setup)?
+            .prologue(PROLOGUE)
+            .map_err(setup)?;
+        let state = if initiator {
+            builder.build_initiator()
+        } else {
+            builder.build_responder()
+        };
+        Ok(Self {
+            state: state.map_err(setup)?,
+        })
+    }
+
+    /// The side that opens the connection.
+    pub fn initiator(static_secret: &[u8; 32]) -> Result<Self, HandshakeError> {
+        Self::build(static_secret, true)
+    }
+
+    /// The side that accepts it.
+    pub fn responder(static_secret: &[u8; 32]) -> Result<Self, HandshakeError> {
+        Self::build(static_secret, false)
+    }
+
+    /// Is the next step ours to write?
+    pub fn is_my_turn(&self) -> bool {
+        self.state.is_my_turn() && !self.state.is_handshake_finished()
+    }
+
+    /// Have all messages been exchanged?
+    pub fn is_finished(&self) -> bool {
+        self.state.is_handshake_finished()
+    }
+
+    /// Writes our next handshake message, carrying `payload` (encrypted once keys exist).
+    pub fn write(&mut self, payload: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+        if !self.is_my_turn() {
+            return Err(HandshakeError::OutOfTurn);
+        }
+        let mut out = vec![0u8; MAX_MESSAGE];
+        let n = self
+            .state
+            .write_message(payload, &mut out)
+            .map_err(|e| HandshakeError::Setup(e.to_string()))?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Reads the peer's next handshake message and returns its payload. A failure leaves the
+    /// handshake unusable (snow's state has advanced): the caller drops the connection attempt,
+    /// which is why only packets that passed the cheaper checks should get here.
+    pub fn read(&mut self, message: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+        if self.is_my_turn() || self.is_finished() {
+            return Err(HandshakeError::OutOfTurn);
+        }
+        let mut out = vec![0u8; MAX_MESSAGE];
+        let n = self
+            .state
+            .read_message(message, &mut out)
+            .map_err(|_| HandshakeError::Rejected)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// The keys, once the handshake is finished.
+    pub fn finish(mut self) -> Result<HandshakeKeys, HandshakeError> {
+        if !self.state.is_handshake_finished() {
+            return Err(HandshakeError::OutOfTurn);
+        }
+        let remote: [u8; 32] = self
+            .state
+            .get_remote_static()
+            .and_then(|k| k.try_into().ok())
+            .ok_or(HandshakeError::Rejected)?;
+        // Noise's split: the first key protects initiator-to-responder traffic.
+        let (i2r, r2i) = self.state.dangerously_get_raw_split();
+        let (send, recv) = if self.state.is_initiator() {
+            (i2r, r2i)
+        } else {
+            (r2i, i2r)
+        };
+        Ok(HandshakeKeys {
+            send: PacketKey::new(send),
+            recv: PacketKey::new(recv),
+            remote_static: remote,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keypair() -> ([u8; 32], [u8; 32]) {
+        let kp = snow::Builder::new(NOISE_PARAMS.parse().expect("params"))
+            .generate_keypair()
+            .expect("keypair");
+        (
+            kp.private.try_into().expect("32 bytes"),
+            kp.public.try_into().expect("32 bytes"),
+        )
+    }
+
+    fn run(a: &mut Handshake, b: &mut Handshake) -> Result<(), HandshakeError> {
+        let m1 = a.write(b"")?;
+        b.read(&m1)?;
+        let m2 = b.write(b"")?;
+        a.read(&m2)?;
+        let m3 = a.write(b"hello")?;
+        assert_eq!(b.read(&m3)?, b"hello", "message 3 payload is delivered");
+        Ok(())
+    }
+
+    #[test]
+    fn xx_agrees_on_keys_and_identities() {
+        let (sa, pa) = keypair();
+        let (sb, pb) = keypair();
+        let mut a = Handshake::initiator(&sa).expect("a");
+        let mut b = Handshake::responder(&sb).expect("b");
+        assert!(matches!(b.write(b""), Err(HandshakeError::OutOfTurn)));
+        run(&mut a, &mut b).expect("handshake");
+        assert!(a.is_finished() && b.is_finished());
+        let ka = a.finish().expect("a keys");
+        let kb = b.finish().expect("b keys");
+        assert_eq!(ka.remote_static, pb, "a learned b's identity");
+        assert_eq!(kb.remote_static, pa, "b learned a's identity");
+        // a's sealing key is b's opening key, and the other way round; never the same key.
+        let mut buf = b"ping".to_vec();
+        ka.send.seal(7, b"hdr", &mut buf);
+        kb.recv.open(7, b"hdr", &mut buf).expect("b opens a");
+        assert_eq!(buf, b"ping");
+        let mut buf = b"pong".to_vec();
+        kb.send.seal(7, b"hdr", &mut buf);
+        kb.recv
+            .open(7, b"hdr", &mut buf.clone())
+            .expect_err("directions use distinct keys");
+        ka.recv.open(7, b"hdr", &mut buf).expect("a opens b");
+        assert!(!format!("{ka:?}{kb:?}").contains(&format!("{:?}", ka.send.raw())));
+    }
+
+    #[test]
+    fn tampering_or_another_prologue_fails() {
+        let (sa, _) = keypair();
+        let (sb, _) = keypair();
+        let mut a = Handshake::initiator(&sa).expect("a");
+        let mut b = Handshake::responder(&sb).expect("b");
+        let m1 = a.write(b"").expect("m1");
+        b.read(&m1).expect("m1 ok");
+        let mut m2 = b.write(b"").expect("m2");
+        let last = m2.len() - 1;
+        m2[last] ^= 1;
+        assert_eq!(a.read(&m2), Err(HandshakeError::Rejected));
+
+        // A responder speaking another protocol version (another prologue) cannot agree.
+        let params = NOISE_PARAMS.parse().expect("params");
+        let other = snow::Builder::new(params)
+            .local_private_key(&sb)
+            .expect("key")
+            .prologue(b"chirp encrypted protocol v3")
+            .expect("prologue")
+            .build_responder()
+            .expect("responder");
+        let mut b = Handshake { state: other };
+        let mut a = Handshake::initiator(&sa).expect("a");
+        assert_eq!(run(&mut a, &mut b), Err(HandshakeError::Rejected));
+    }
+}
