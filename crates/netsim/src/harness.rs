@@ -38,6 +38,15 @@ pub enum HarnessError {
     Timeout(Duration),
 }
 
+/// Names one side of a [`Pair`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The side that connects.
+    A,
+    /// The side that accepts.
+    B,
+}
+
 /// One side of the pair.
 #[derive(Debug)]
 pub struct Node {
@@ -128,23 +137,13 @@ impl Pair {
             .endpoint
             .connect(self.now, b_addr)
             .expect("empty endpoint has room");
-        let mut cb = None;
-        let mut a_up = false;
-        self.drive_until(Duration::from_secs(60), |p| {
-            a_up |=
-                !p.a.take_events(|e| matches!(e, Event::Connected { .. }))
-                    .is_empty();
-            if let Some(Event::Connected { conn, .. }) =
-                p.b.take_events(|e| matches!(e, Event::Connected { .. }))
-                    .into_iter()
-                    .next()
-            {
-                cb = Some(conn);
-            }
-            a_up && cb.is_some()
-        })?;
-        // drive_until returned Ok, so the predicate saw `cb` set.
-        Ok((ca, cb.expect("predicate checked cb")))
+        let connected = |e: &Event| matches!(e, Event::Connected { .. });
+        let budget = Duration::from_secs(60);
+        self.wait_event(Side::A, budget, connected)?;
+        match self.wait_event(Side::B, budget, connected)? {
+            Event::Connected { conn, .. } => Ok((ca, conn)),
+            _ => unreachable!("wait_event returns a matching event"),
+        }
     }
 
     fn flush(&mut self) {
@@ -247,6 +246,35 @@ impl Pair {
                 self.now = deadline;
             }
         }
+    }
+
+    /// The node on `side`.
+    pub fn node(&mut self, side: Side) -> &mut Node {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// Steps until `side` has an event matching `matches`, for at most `budget` of virtual
+    /// time, then removes that event (the first such) and returns it.
+    pub fn wait_event(
+        &mut self,
+        side: Side,
+        budget: Duration,
+        matches: impl Fn(&Event) -> bool,
+    ) -> Result<Event, HarnessError> {
+        let mut found = None;
+        self.drive_until(budget, |p| {
+            let events = &mut p.node(side).events;
+            found = events
+                .iter()
+                .position(&matches)
+                .and_then(|i| events.remove(i));
+            found.is_some()
+        })?;
+        // drive_until returned Ok, so the predicate saw `found` set.
+        Ok(found.expect("predicate checked found"))
     }
 
     /// Steps until nothing is pending (no timer armed, nothing in flight), for at most `budget`.

@@ -22,5 +22,5 @@
 mod harness;
 mod link;
 
-pub use harness::{HarnessError, Node, Pair};
+pub use harness::{HarnessError, Node, Pair, Side};
 pub use link::{GilbertElliott, Link, LinkConfig, LinkStats, Path};

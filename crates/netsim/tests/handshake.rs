@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chirp_netsim::{LinkConfig, Pair};
+use chirp_netsim::{LinkConfig, Pair, Side};
 use chirp_proto::{CloseReason, EndpointConfig, Event};
 
 const ONE_WAY: Duration = Duration::from_millis(20);
@@ -74,14 +74,13 @@ fn close_during_handshake_reaches_the_server() {
     p.advance_to(t).expect("runs");
     assert_eq!(p.b.endpoint.connections().count(), 1);
     p.a.endpoint.abort(t, ca, 0x100, "changed my mind");
-    let mut closed = None;
-    p.drive_until(Duration::from_secs(2), |p| {
-        closed = p.b.take_events(|e| matches!(e, Event::Closed { .. })).pop();
-        closed.is_some()
-    })
-    .expect("the server learns of the close long before its idle timeout");
-    let Some(Event::Closed { reason, .. }) = closed else {
-        unreachable!()
+    let closed = p.wait_event(Side::B, Duration::from_secs(2), |e| {
+        matches!(e, Event::Closed { .. })
+    });
+    let Event::Closed { reason, .. } =
+        closed.expect("the server learns of the close long before its idle timeout")
+    else {
+        unreachable!("wait_event returns a matching event")
     };
     assert_eq!(
         reason,
@@ -176,14 +175,11 @@ fn close_acknowledges_what_arrived_just_before_it() {
     .expect("delivered");
     let now = p.now;
     p.b.endpoint.close(now, cb, 0, "bye");
-    let mut closed = None;
-    p.drive_until(Duration::from_secs(5), |p| {
-        closed = p.a.take_events(|e| matches!(e, Event::Closed { .. })).pop();
-        closed.is_some()
-    })
-    .expect("a sees the close");
-    let Some(Event::Closed { undelivered, .. }) = closed else {
-        unreachable!()
+    let closed = p.wait_event(Side::A, Duration::from_secs(5), |e| {
+        matches!(e, Event::Closed { .. })
+    });
+    let Event::Closed { undelivered, .. } = closed.expect("a sees the close") else {
+        unreachable!("wait_event returns a matching event")
     };
     assert!(
         undelivered.is_empty(),
@@ -258,14 +254,11 @@ fn undelivered_includes_messages_stuck_behind_a_gap() {
     );
     let now = p.now;
     p.a.endpoint.abort(now, ca, 0, "giving up");
-    let mut closed = None;
-    p.drive_until(Duration::from_secs(5), |p| {
-        closed = p.a.take_events(|e| matches!(e, Event::Closed { .. })).pop();
-        closed.is_some()
-    })
-    .expect("closed");
-    let Some(Event::Closed { undelivered, .. }) = closed else {
-        unreachable!()
+    let closed = p.wait_event(Side::A, Duration::from_secs(5), |e| {
+        matches!(e, Event::Closed { .. })
+    });
+    let Event::Closed { undelivered, .. } = closed.expect("closed") else {
+        unreachable!("wait_event returns a matching event")
     };
     assert_eq!(
         undelivered,
@@ -287,19 +280,16 @@ fn graceful_close_is_bounded_when_the_peer_stops_reading() {
     }
     let t0 = p.now;
     p.a.endpoint.close(t0, ca, 0, "bye");
-    let mut closed = None;
-    p.drive_until(Duration::from_secs(30), |p| {
-        closed = p.a.take_events(|e| matches!(e, Event::Closed { .. })).pop();
-        closed.is_some()
-    })
-    .expect("the close completes although the peer never reads");
-    let Some(Event::Closed {
+    let closed = p.wait_event(Side::A, Duration::from_secs(30), |e| {
+        matches!(e, Event::Closed { .. })
+    });
+    let Event::Closed {
         reason,
         undelivered,
         ..
-    }) = closed
+    } = closed.expect("the close completes although the peer never reads")
     else {
-        unreachable!()
+        unreachable!("wait_event returns a matching event")
     };
     assert_eq!(reason, CloseReason::Local);
     assert!(

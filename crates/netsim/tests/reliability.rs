@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chirp_netsim::{GilbertElliott, LinkConfig, Pair, Path};
+use chirp_netsim::{GilbertElliott, LinkConfig, Pair, Path, Side};
 use chirp_proto::{CloseReason, ConnectionHandle, EndpointConfig, Event, SendError, WriteError};
 
 /// The bytes of message `i` in direction `dir`: a header naming both, then bytes derived from
@@ -263,19 +263,16 @@ fn dead_peer_is_detected_after_idle_timeout() {
     p.path.a_to_b.blackout_until(t0 + Duration::from_secs(3600));
     p.path.b_to_a.blackout_until(t0 + Duration::from_secs(3600));
     p.a.endpoint.send(ca, b"into the void").expect("room");
-    let mut closed = None;
-    p.drive_until(Duration::from_secs(120), |p| {
-        closed = p.a.take_events(|e| matches!(e, Event::Closed { .. })).pop();
-        closed.is_some()
-    })
-    .expect("a closed event arrives");
+    let closed = p.wait_event(Side::A, Duration::from_secs(120), |e| {
+        matches!(e, Event::Closed { .. })
+    });
     assert_eq!(
-        closed,
-        Some(Event::Closed {
+        closed.expect("a closed event arrives"),
+        Event::Closed {
             conn: ca,
             reason: CloseReason::IdleTimeout,
             undelivered: vec![bytes::Bytes::from_static(b"into the void")],
-        })
+        }
     );
     let waited = p.now - t0;
     assert!(

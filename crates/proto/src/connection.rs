@@ -126,6 +126,8 @@ enum State {
 struct SentPacket {
     time: Instant,
     size: u64,
+    /// While the packet is built: does it carry an ack-eliciting frame yet? Only such packets
+    /// enter `sent`, so there it is always true.
     ack_eliciting: bool,
     app_limited: bool,
     /// Message-stream ranges carried, to be marked acked or lost.
@@ -153,6 +155,9 @@ pub(crate) struct Connection {
     /// The peer's connection ID once known; before that a client uses `initial_dcid`.
     remote_cid: Option<ConnectionId>,
     pub(crate) initial_dcid: ConnectionId,
+    /// The endpoint's `(address, initial ID)` routing key for this connection, if it has one,
+    /// so that removal deletes exactly that entry even after the peer's address moved.
+    pub(crate) initial_route: Option<(SocketAddr, ConnectionId)>,
     pub(crate) remote: SocketAddr,
     /// Server only: the client has sent a DATA packet, so it knows our ID.
     confirmed: bool,
@@ -161,7 +166,6 @@ pub(crate) struct Connection {
     next_pn: u64,
     sent: BTreeMap<u64, SentPacket>,
     bytes_in_flight: u64,
-    ack_eliciting_in_flight: u64,
     time_of_last_ack_eliciting: Option<Instant>,
     largest_acked: Option<u64>,
     loss_time: Option<Instant>,
@@ -241,12 +245,12 @@ impl Connection {
             local_cid,
             remote_cid,
             initial_dcid,
+            initial_route: None,
             remote,
             confirmed: false,
             next_pn: 0,
             sent: BTreeMap::new(),
             bytes_in_flight: 0,
-            ack_eliciting_in_flight: 0,
             time_of_last_ack_eliciting: None,
             largest_acked: None,
             loss_time: None,
@@ -349,7 +353,6 @@ impl Connection {
         // once it knows the server's ID).
         self.sent.clear();
         self.bytes_in_flight = 0;
-        self.ack_eliciting_in_flight = 0;
         self.time_of_last_ack_eliciting = None;
         self.loss_time = None;
         self.pto_count = 0;
@@ -658,21 +661,17 @@ impl Connection {
         }
         // An RTT sample only from the largest acknowledged packet, and only when it is newly
         // acknowledged: packet numbers are never reused, so the sample is never ambiguous.
+        // (Everything in `sent` is ack-eliciting, as RFC 9002 requires for a sample.)
         if let Some((_, p)) = newly.iter().find(|(pn, _)| *pn == largest) {
-            if newly.iter().any(|(_, p)| p.ack_eliciting) {
-                let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
-                self.rtt
-                    .update(now.saturating_duration_since(p.time), delay);
-            }
+            let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
+            self.rtt
+                .update(now.saturating_duration_since(p.time), delay);
         }
         for (_, p) in newly {
-            if p.ack_eliciting {
-                self.stats.packets_acked += 1;
-                self.bytes_in_flight -= p.size;
-                self.ack_eliciting_in_flight -= 1;
-                self.loss_estimate *= 1.0 - LOSS_EWMA_WEIGHT;
-                self.cc.on_ack(p.time, p.size, p.app_limited);
-            }
+            self.stats.packets_acked += 1;
+            self.bytes_in_flight -= p.size;
+            self.loss_estimate *= 1.0 - LOSS_EWMA_WEIGHT;
+            self.cc.on_ack(p.time, p.size, p.app_limited);
             for r in p.stream {
                 self.send.on_ack(r);
             }
@@ -685,6 +684,8 @@ impl Connection {
                 }
             }
         }
+        // Acknowledgements are the only way a copy becomes moot, so this is the one place that
+        // prunes them.
         self.copies.retain(|c| !self.send.is_acked(&c.range));
         if self.send.blocked && self.send.has_room() {
             self.send.blocked = false;
@@ -723,14 +724,10 @@ impl Connection {
                 continue;
             };
             trace!(pn, "lost");
-            if p.ack_eliciting {
-                self.stats.packets_lost += 1;
-                self.bytes_in_flight -= p.size;
-                self.ack_eliciting_in_flight -= 1;
-                self.loss_estimate =
-                    self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
-                newest_lost = Some(newest_lost.map_or(p.time, |t| t.max(p.time)));
-            }
+            self.stats.packets_lost += 1;
+            self.bytes_in_flight -= p.size;
+            self.loss_estimate = self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
+            newest_lost = Some(newest_lost.map_or(p.time, |t| t.max(p.time)));
             for r in p.stream {
                 self.send.on_lost(r);
             }
@@ -752,7 +749,7 @@ impl Connection {
         if let Some(t) = self.loss_time {
             return Some(t);
         }
-        if self.ack_eliciting_in_flight == 0 {
+        if self.sent.is_empty() {
             return None;
         }
         self.time_of_last_ack_eliciting.map(|t| t + self.pto())
@@ -906,8 +903,6 @@ impl Connection {
             }
             State::Handshaking | State::Established => {}
         }
-        let send = &self.send;
-        self.copies.retain(|c| !send.is_acked(&c.range));
         let send_ack = self.ack_pending
             && (self.ack_immediately || self.ack_deadline.is_some_and(|t| now >= t));
         let data_ok = self.can_send_data() && self.cwnd_allows();
@@ -1016,16 +1011,13 @@ impl Connection {
         if self.unconfirmed_server() {
             self.unvalidated_tx += bytes.len() as u64;
         }
+        // Only ack-eliciting packets are tracked (and count as in flight): nothing acknowledges
+        // the others, so they could never leave the map. An ACK riding on one still gets its
+        // ack-of-ack. A padded INITIAL always carries a PING.
         if sp.ack_eliciting || padded {
-            sp.ack_eliciting = true;
             self.bytes_in_flight += sp.size;
-            self.ack_eliciting_in_flight += 1;
             self.time_of_last_ack_eliciting = Some(now);
             self.last_activity = now;
-        }
-        // Only ack-eliciting packets are tracked: nothing acknowledges the others, so they could
-        // never leave the map. (An ACK riding on one still gets its ack-of-ack.)
-        if sp.ack_eliciting {
             self.sent.insert(pn, sp);
         }
         trace!(pn, len = bytes.len(), "send");
@@ -1110,10 +1102,6 @@ impl Connection {
         let mut i = 0;
         while i < self.copies.len() {
             let c = &self.copies[i];
-            if self.send.is_acked(&c.range) {
-                self.copies.remove(i);
-                continue;
-            }
             let ready = c.next <= now + spacing / 2;
             let parts = self.send.unacked_parts(c.range.clone());
             // Every part is its own frame with its own header: count them all.

@@ -351,6 +351,7 @@ impl Endpoint {
                 debug!(?h, "simultaneous open: yielding to the peer's connection");
                 if let Some(c) = self.conns.get_mut(&h) {
                     c.become_server(now, header);
+                    c.initial_route = Some((from, header.dst_cid));
                 }
                 self.by_initial.insert((from, header.dst_cid), h);
                 return Some(h);
@@ -381,7 +382,8 @@ impl Endpoint {
             return None;
         }
         let local = self.new_cid();
-        let conn = Connection::server(self.config.transport.clone(), local, header, from, now);
+        let mut conn = Connection::server(self.config.transport.clone(), local, header, from, now);
+        conn.initial_route = Some((from, header.dst_cid));
         let h = self.insert(conn);
         self.by_initial.insert((from, header.dst_cid), h);
         debug!(?h, %from, cid = %local, "accepted connection");
@@ -480,8 +482,9 @@ impl Endpoint {
     fn remove(&mut self, h: ConnectionHandle) {
         if let Some(c) = self.conns.remove(&h) {
             self.by_cid.remove(&c.local_cid);
-            self.by_initial.remove(&(c.remote, c.initial_dcid));
-            self.by_initial.retain(|_, v| *v != h);
+            if let Some(key) = c.initial_route {
+                self.by_initial.remove(&key);
+            }
             debug!(?h, "connection removed");
         }
     }
