@@ -93,7 +93,7 @@ pub enum CloseReason {
 /// Per-connection events, wrapped with the handle by the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ConnEvent {
-    Connected { incoming: bool },
+    Connected { incoming: bool, remote_key: [u8; 32] },
     Message(Bytes),
     Writable,
     Closed(CloseReason, Vec<Bytes>),
@@ -466,6 +466,8 @@ impl Connection {
         if std::mem::take(&mut self.connected_pending) {
             return Some(ConnEvent::Connected {
                 incoming: self.side == Side::Server,
+                // Placeholder until the handshake is wired in.
+                remote_key: [0; 32],
             });
         }
         if let Some(msg) = self.recv.pop_message() {

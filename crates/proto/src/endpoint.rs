@@ -56,6 +56,9 @@ pub struct EndpointConfig {
     /// open a connection, so a stranger cannot take its place). IPv4-mapped addresses count
     /// as IPv4.
     pub accept_only_from: Option<std::net::IpAddr>,
+    /// This endpoint's static key (its identity in the handshake). `None`: a fresh key drawn
+    /// when the endpoint is created, which suits tests and anonymous clients.
+    pub identity: Option<crate::handshake::StaticSecret>,
 }
 
 impl Default for EndpointConfig {
@@ -65,6 +68,7 @@ impl Default for EndpointConfig {
             accept_incoming: true,
             max_connections: 4096,
             accept_only_from: None,
+            identity: None,
         }
     }
 }
@@ -89,6 +93,8 @@ pub enum Event {
         remote: SocketAddr,
         /// Opened by the peer (true) or by us via [`Endpoint::connect`] (false).
         incoming: bool,
+        /// The peer's static public key (X25519), authenticated by the handshake: its identity.
+        remote_key: [u8; 32],
     },
     /// A complete message arrived, in order, exactly once.
     Message {
@@ -463,10 +469,14 @@ impl Endpoint {
             };
             self.event_cursor = h.0 + 1;
             return Some(match ev {
-                ConnEvent::Connected { incoming } => Event::Connected {
+                ConnEvent::Connected {
+                    incoming,
+                    remote_key,
+                } => Event::Connected {
                     conn: h,
                     remote,
                     incoming,
+                    remote_key,
                 },
                 ConnEvent::Message(data) => Event::Message { conn: h, data },
                 ConnEvent::Writable => Event::Writable { conn: h },

@@ -24,6 +24,25 @@ pub const PROLOGUE: &[u8] = b"chirp encrypted protocol v2";
 /// Longest handshake message (XX message 2: e, ee, s, es, plus payload and tags).
 const MAX_MESSAGE: usize = 1024;
 
+/// A static X25519 private key: an endpoint's long-term identity. `Debug` never shows it.
+#[derive(Clone)]
+pub struct StaticSecret(pub [u8; 32]);
+
+impl fmt::Debug for StaticSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StaticSecret(..)")
+    }
+}
+
+impl PartialEq for StaticSecret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for StaticSecret {}
+
 /// Why a handshake step failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
