@@ -4,8 +4,8 @@
 //! cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds [OUT_DIR]   # default fuzz/seeds
 //! ```
 //!
-//! Every seed is checked before it is written: the packets decode with the expected number of
-//! frames, and each endpoint scenario reaches the state it is meant to reach.
+//! Every seed is checked before it is written: the packets authenticate and decode with the
+//! expected number of frames, and each endpoint scenario reaches the state it is meant to reach.
 #![allow(clippy::print_stdout)]
 
 use std::fs;
@@ -13,10 +13,8 @@ use std::path::{Path, PathBuf};
 
 use chirp_fuzz::endpoint::{Cid, Kind, Op, RunStats, encode, run};
 use chirp_proto::coding::put_varint;
-use chirp_proto::wire::{
-    AckFrame, ConnectionId, Frame, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, PacketBuilder,
-    PacketType,
-};
+use chirp_proto::crypto::InitialKeys;
+use chirp_proto::wire::{AckFrame, ConnectionId, Frame, encode_retry};
 
 fn frames(fs: &[Frame<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -39,21 +37,6 @@ fn stream_msg(body: &[u8]) -> Vec<u8> {
     put_varint(&mut out, body.len() as u64);
     out.extend_from_slice(body);
     out
-}
-
-fn packet(ty: PacketType, dst: u64, number: u64, payload: &[u8], pad: Option<usize>) -> Vec<u8> {
-    let header = Header {
-        ty,
-        dst_cid: ConnectionId(dst),
-        src_cid: (ty != PacketType::Data).then_some(ConnectionId(0x2222_2222_2222_2222)),
-        number,
-    };
-    let mut b = PacketBuilder::new(&header, MAX_DATAGRAM_SIZE);
-    b.frames_buf().extend_from_slice(payload);
-    if let Some(size) = pad {
-        b.pad_to(size);
-    }
-    b.finish()
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -112,177 +95,171 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds"));
 
-    // ---- Datagrams: packet_decode gets them whole, packet_decode_valid_crc without the CRC.
+    // ---- Datagrams: packet_decode_sealed gets (type selector, packet number, plaintext
+    // frames); packet_decode gets the sealed datagram built from them.
     let hello = stream_msg(b"hello");
-    let datagrams: Vec<(&str, Vec<u8>, usize)> = vec![
+    let eph = [0x20u8; 32];
+    let plain: Vec<(&str, u8, u8, Vec<u8>, usize)> = vec![
         (
-            "initial_ping_padded",
-            packet(
-                PacketType::Initial,
-                0x1111_1111_1111_1111,
-                0,
-                &frames(&[Frame::Ping]),
-                Some(MIN_INITIAL_SIZE),
-            ),
+            "initial_handshake_padding",
+            0,
+            0,
+            [frames(&[Frame::Handshake(&eph)]), vec![0; 1100]].concat(),
             2,
         ),
         (
-            "accept_maxdata_ack_ping",
-            packet(
-                PacketType::Accept,
-                0x1111_1111_1111_1111,
-                1,
-                &frames(&[
-                    Frame::MaxData { limit: 512 * 1024 },
-                    ack(&[(0, 0)]),
-                    Frame::Ping,
-                ]),
-                None,
-            ),
+            "handshake_msg3_ack",
+            1,
+            2,
+            frames(&[Frame::Handshake(&[0x33; 64]), ack(&[(0, 0)])]),
+            2,
+        ),
+        (
+            "accept_msg2_ack_close",
+            2,
+            0,
+            frames(&[
+                Frame::Handshake(&[0x44; 96]),
+                ack(&[(1, 1)]),
+                Frame::Close {
+                    code: 4,
+                    reason: b"handshake failed",
+                },
+            ]),
             3,
         ),
         (
             "data_ack_message",
-            packet(
-                PacketType::Data,
-                0x4444_4444_4444_4444,
-                5,
-                &frames(&[
-                    ack(&[(10, 12), (5, 7), (0, 0)]),
-                    Frame::Message {
-                        offset: 0,
-                        data: &hello,
-                    },
-                ]),
-                None,
-            ),
+            3,
+            5,
+            frames(&[
+                ack(&[(10, 12), (5, 7), (0, 0)]),
+                Frame::Message {
+                    offset: 0,
+                    data: &hello,
+                },
+            ]),
             2,
         ),
         (
-            "data_maxdata_close",
-            packet(
-                PacketType::Data,
-                0x4444_4444_4444_4444,
-                300,
-                &frames(&[
-                    Frame::MaxData { limit: 1 << 20 },
-                    Frame::Close {
-                        code: 0x100,
-                        reason: b"bye",
-                    },
-                ]),
-                None,
-            ),
-            2,
-        ),
-        (
-            "data_every_frame",
-            packet(
-                PacketType::Data,
-                0x4444_4444_4444_4444,
-                70_000,
-                &frames(&[
-                    Frame::Ping,
-                    ack(&[(1 << 31, (1 << 31) + 3), (7, 9)]),
-                    Frame::Message {
-                        offset: 70_000,
-                        data: b"\x02hi",
-                    },
-                    Frame::MaxData { limit: 1 << 40 },
-                    Frame::Close {
-                        code: 1,
-                        reason: b"protocol",
-                    },
-                    Frame::Padding { len: 4 },
-                ]),
-                None,
-            ),
-            6,
+            "data_phase1_every_frame",
+            4,
+            70,
+            frames(&[
+                Frame::Ping,
+                ack(&[(1 << 31, (1 << 31) + 3), (7, 9)]),
+                Frame::Message {
+                    offset: 70_000,
+                    data: b"\x02hi",
+                },
+                Frame::MaxData { limit: 1 << 40 },
+                Frame::PathChallenge([1, 2, 3, 4, 5, 6, 7, 8]),
+                Frame::PathResponse([8, 7, 6, 5, 4, 3, 2, 1]),
+                Frame::Handshake(b"noise"),
+                Frame::Close {
+                    code: 5,
+                    reason: b"key mismatch",
+                },
+                Frame::Padding { len: 4 },
+            ]),
+            9,
         ),
     ];
-    for (name, dgram, nframes) in &datagrams {
-        assert_eq!(chirp_fuzz::check_datagram(dgram), *nframes, "{name}");
-        write(&out.join("packet_decode"), &format!("{name}.bin"), dgram);
-        let body = &dgram[..dgram.len() - 4];
+    for (name, sel, pn, frames, nframes) in &plain {
+        let input = [vec![*sel, *pn], frames.clone()].concat();
+        let dgram = chirp_fuzz::sealed_datagram(&input);
+        assert_eq!(chirp_fuzz::check_datagram(&dgram), *nframes, "{name}");
         write(
-            &out.join("packet_decode_valid_crc"),
+            &out.join("packet_decode_sealed"),
             &format!("{name}.bin"),
-            body,
+            &input,
         );
+        write(&out.join("packet_decode"), &format!("{name}.bin"), &dgram);
     }
+    // A RETRY (authenticates, no frames) for packet_decode.
+    let retry = encode_retry(
+        ConnectionId(0x2222),
+        chirp_fuzz::SEALED_DCID,
+        &[0x77; 24],
+        &InitialKeys::new(chirp_fuzz::SEALED_DCID.0).retry,
+    );
+    assert_eq!(chirp_fuzz::check_datagram(&retry), 0);
+    write(&out.join("packet_decode"), "retry.bin", &retry);
+
+    // ---- Handshake target: mode byte, then a message of the size the mode expects.
+    let dir = out.join("handshake");
+    for (mode, len, name) in [
+        (0u8, 32usize, "responder_msg1"),
+        (1, 96, "initiator_msg2"),
+        (2, 64, "responder_msg3"),
+        (3, 32, "endpoint_initial_msg1"),
+        (4, 96, "endpoint_accept_msg2"),
+        (5, 64, "endpoint_handshake_msg3"),
+    ] {
+        let input: Vec<u8> = std::iter::once(mode)
+            .chain((0..len).map(|i| (i as u8).wrapping_mul(37).wrapping_add(mode)))
+            .collect();
+        chirp_fuzz::handshake::run(&input);
+        write(&dir, &format!("{name}.bin"), &input);
+    }
+    write(&dir, "empty.bin", &[]);
 
     // ---- Endpoint scenarios.
     let dir = out.join("endpoint");
     let e = Vec::new;
+    let msg1 = frames(&[Frame::Handshake(&eph)]);
 
-    // The endpoint as a server: a client's INITIAL, then DATA to the ID the server announced,
-    // a message each way, acknowledgements, a graceful close and its timers.
+    // The endpoint as a server: an INITIAL without token gets a RETRY; repeated with the
+    // cookie (the harness attaches it) it opens a connection, which answers with ACCEPT; a
+    // HANDSHAKE packet with a forged message 3 then fails the handshake (HANDSHAKE_FAILED).
     scenario(
         &dir,
-        "server_handshake_message_close.bin",
+        "server_retry_accept_bad_msg3.bin",
         &[
             (
                 pkt(0, Kind::Initial, Cid::Raw(0x1111_1111_1111_1111), 0),
-                frames(&[Frame::Ping]),
+                msg1.clone(),
+            ),
+            (
+                pkt(0, Kind::Initial, Cid::Raw(0x1111_1111_1111_1111), 1),
+                msg1.clone(),
             ),
             (Op::Advance { ms: 30 }, e()),
             (
-                pkt(0, Kind::Data, Cid::Learned(0), 1),
-                frames(&[
-                    ack(&[(0, 0)]),
-                    Frame::Message {
-                        offset: 0,
-                        data: &hello,
-                    },
-                ]),
+                // Learned(0) is the RETRY's source CID (the initial destination CID); the
+                // ACCEPT announced the server's own, Learned(1).
+                pkt(0, Kind::Handshake, Cid::Learned(1), 2),
+                frames(&[Frame::Handshake(&[0x33; 64]), ack(&[(0, 0)])]),
             ),
-            (Op::Send { conn: 0, len: 100 }, e()),
-            (Op::Advance { ms: 30 }, e()),
-            (
-                pkt(0, Kind::Data, Cid::Learned(0), 2),
-                frames(&[ack(&[(0, 1)])]),
-            ),
-            (
-                Op::Close {
-                    conn: 0,
-                    code: 0x100,
-                    graceful: true,
-                },
-                e(),
-            ),
-            (Op::Timeout, e()),
             (Op::Timeout, e()),
             (Op::Timeout, e()),
         ],
-        |s| s.events.connected == 1 && s.events.messages == 1 && s.events.closed == 1,
+        |s| {
+            s.endpoint.retries_sent == 1
+                && s.endpoint.unknown_connection == 0
+                && s.datagrams_out >= 3
+        },
     );
 
-    // The endpoint as a client: connect, the peer's ACCEPT answer, a message each way, then
-    // silence until probes, keepalives and finally the idle timeout.
+    // The endpoint as a client: connect, a forged ACCEPT (HANDSHAKE_FAILED), then a second
+    // attempt left to probes and the idle timeout.
     let mut ops = vec![
         (Op::Connect { port: 1 }, e()),
         (Op::Advance { ms: 40 }, e()),
         (
             pkt(1, Kind::Accept, Cid::Learned(0), 0),
-            frames(&[ack(&[(0, 0)]), Frame::Ping]),
+            frames(&[Frame::Handshake(&[0x44; 96]), ack(&[(0, 0)])]),
         ),
-        (Op::Send { conn: 0, len: 20 }, e()),
-        (
-            pkt(1, Kind::Data, Cid::Learned(0), 1),
-            frames(&[Frame::Message {
-                offset: 0,
-                data: &stream_msg(b"abc"),
-            }]),
-        ),
+        (Op::Connect { port: 2 }, e()),
     ];
     ops.extend(std::iter::repeat_n((Op::Timeout, e()), 6));
     ops.push((Op::Advance { ms: 31_000 }, e()));
-    scenario(&dir, "client_connect_idle.bin", &ops, |s| {
-        s.events.connected == 1 && s.events.messages == 1 && s.events.closed == 1
+    scenario(&dir, "client_bad_accept_idle.bin", &ops, |s| {
+        s.events.closed >= 1 && s.datagrams_out >= 3
     });
 
     // Simultaneous open, both outcomes of the tie-break: the peer's ID is larger than ours
-    // (we yield and become its server) and smaller (we ignore its INITIAL).
+    // (we yield and become its server, no cookie needed) and smaller (we ignore its INITIAL).
     let initial_from = |port: u8, src_cid: u64| Op::Packet {
         from_port: port,
         kind: Kind::Initial,
@@ -298,51 +275,45 @@ fn main() {
         "simultaneous_open.bin",
         &[
             (Op::Connect { port: 2 }, e()),
-            (initial_from(2, u64::MAX), frames(&[Frame::Ping])),
+            (initial_from(2, u64::MAX), msg1.clone()),
             (Op::Connect { port: 3 }, e()),
-            (initial_from(3, 1), frames(&[Frame::Ping])),
+            (initial_from(3, 1), msg1.clone()),
             (Op::Advance { ms: 500 }, e()),
             (Op::Timeout, e()),
         ],
-        |s| s.events.connected == 1,
+        |s| s.datagrams_out >= 3 && s.endpoint.retries_sent == 0,
     );
 
-    // Raw bytes with the CRC fixed by the harness (the brief's INITIAL layout), its retransmit,
-    // a packet the peer numbers near the varint limit, and the peer closing.
-    let raw_initial = packet(
-        PacketType::Initial,
-        0x6666,
-        0,
-        &frames(&[Frame::Ping]),
-        Some(MIN_INITIAL_SIZE),
-    );
-    let body = raw_initial[..raw_initial.len() - 4].to_vec();
+    // Raw and sealed datagrams: an unpadded sealed INITIAL (refused), junk (dropped), a DATA
+    // packet numbered near the varint limit under a key the endpoint does not have.
+    let mut sealed_initial = vec![0u8, 0];
+    sealed_initial.extend_from_slice(&msg1);
     scenario(
         &dir,
-        "raw_fix_crc_peer_close.bin",
+        "raw_and_sealed.bin",
         &[
             (
                 Op::Datagram {
                     from_port: 3,
-                    fix_crc: true,
+                    seal: true,
                     len: 0,
                 },
-                body,
+                sealed_initial,
             ),
             (
                 Op::Datagram {
                     from_port: 3,
-                    fix_crc: false,
+                    seal: false,
                     len: 0,
                 },
-                raw_initial.clone(),
+                vec![0x02; 40],
             ),
             (
                 Op::Packet {
                     from_port: 3,
                     kind: Kind::Data,
                     pad: false,
-                    dst: Cid::Learned(0),
+                    dst: Cid::Raw(0x6666),
                     src_cid: 0,
                     pn: 0,
                     pn_high: true,
@@ -350,55 +321,36 @@ fn main() {
                 },
                 frames(&[ack(&[(0, 0)]), Frame::Ping]),
             ),
-            (
-                pkt(3, Kind::Data, Cid::Learned(0), 2),
-                frames(&[Frame::Close {
-                    code: 0x100,
-                    reason: b"bye",
-                }]),
-            ),
             (Op::Timeout, e()),
         ],
-        |s| s.events.connected == 1 && s.events.closed == 1,
+        |s| s.endpoint.refused >= 1 && s.datagrams_out == 0,
     );
 
-    // Protocol violations: more data than the window allows, a message over the maximum size,
-    // and an ACK of a packet never sent, each on its own connection.
+    // Malformed long-header packets: an INITIAL carrying MESSAGE (forbidden in long headers)
+    // and one without a HANDSHAKE frame; both dropped before any state.
     let mut too_large = Vec::new();
     put_varint(&mut too_large, 70_000);
     scenario(
         &dir,
-        "protocol_violations.bin",
+        "initial_forbidden_frames.bin",
         &[
             (
                 pkt(0, Kind::Initial, Cid::Raw(0xa), 0),
-                frames(&[Frame::Ping]),
-            ),
-            (
-                pkt(0, Kind::Data, Cid::Learned(0), 1),
-                frames(&[Frame::Message {
-                    offset: 600_000,
-                    data: b"x",
-                }]),
+                [
+                    msg1.clone(),
+                    frames(&[Frame::Message {
+                        offset: 0,
+                        data: &too_large,
+                    }]),
+                ]
+                .concat(),
             ),
             (
                 pkt(1, Kind::Initial, Cid::Raw(0xb), 0),
                 frames(&[Frame::Ping]),
             ),
-            (
-                pkt(1, Kind::Data, Cid::Learned(1), 1),
-                frames(&[Frame::Message {
-                    offset: 0,
-                    data: &too_large,
-                }]),
-            ),
-            (
-                pkt(2, Kind::Initial, Cid::Raw(0xc), 0),
-                frames(&[ack(&[(0, 40)])]),
-            ),
-            (Op::Timeout, e()),
             (Op::Timeout, e()),
         ],
-        |s| s.events.connected == 3 && s.events.closed == 3,
+        |s| s.endpoint.malformed_dropped == 2 && s.datagrams_out == 0,
     );
 }

@@ -11,7 +11,12 @@ use std::path::Path;
 fn main() {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
     let mut total = 0;
-    for target in ["packet_decode", "packet_decode_valid_crc", "endpoint"] {
+    for target in [
+        "packet_decode",
+        "packet_decode_sealed",
+        "endpoint",
+        "handshake",
+    ] {
         let dir = seeds.join(target);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -25,11 +30,14 @@ fn main() {
                 "packet_decode" => {
                     chirp_fuzz::check_datagram(&data);
                 }
-                "packet_decode_valid_crc" => {
-                    chirp_fuzz::check_datagram(&chirp_fuzz::with_valid_crc(&data));
+                "packet_decode_sealed" => {
+                    chirp_fuzz::check_datagram(&chirp_fuzz::sealed_datagram(&data));
+                }
+                "endpoint" => {
+                    chirp_fuzz::endpoint::run(&data);
                 }
                 _ => {
-                    chirp_fuzz::endpoint::run(&data);
+                    chirp_fuzz::handshake::run(&data);
                 }
             }
             total += 1;

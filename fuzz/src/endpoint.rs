@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use chirp_proto::coding::VARINT_MAX;
+use chirp_proto::crypto::{InitialKeys, PacketKey};
+use chirp_proto::handshake::StaticSecret;
 use chirp_proto::wire::{
     ConnectionId, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType,
 };
@@ -39,18 +41,24 @@ const PEERS: u8 = 4;
 /// One step of a scenario.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// A raw datagram: the next `len` bytes of the input. With `fix_crc`, a correct CRC32C
-    /// trailer over those bytes is appended, so the checksum no longer stops the fuzzer.
+    /// A raw datagram: the next `len` bytes of the input. With `seal`, the bytes go through
+    /// [`crate::sealed_datagram`] first (type selector, packet number, frames sealed under the
+    /// public initial keys of [`crate::SEALED_DCID`]), so authentication no longer stops the
+    /// fuzzer.
     Datagram {
         /// Which peer sends it.
         from_port: u8,
-        /// Append a valid CRC32C.
-        fix_crc: bool,
+        /// Seal the bytes as a packet.
+        seal: bool,
         /// Payload length taken from the input.
         len: u16,
     },
-    /// A packet with a well-formed header and checksum whose frames are the next `len` bytes of
-    /// the input: the shortest path into the connection logic.
+    /// A packet with a well-formed header whose frames are the next `len` bytes of the input,
+    /// sealed as a real peer would seal it where the harness knows the key: INITIAL, HANDSHAKE
+    /// and ACCEPT under the initial keys of the attempt (the destination CID for INITIAL, the
+    /// initial destination CID last seen between the endpoint and that peer otherwise), INITIAL
+    /// with the cookie of the last RETRY the endpoint sent that peer. DATA is sealed under a
+    /// fixed key the endpoint never has, so it exercises only the authentication failure path.
     Packet {
         /// Which peer sends it.
         from_port: u8,
@@ -60,7 +68,7 @@ pub enum Op {
         pad: bool,
         /// Destination connection ID.
         dst: Cid,
-        /// Source connection ID (INITIAL and ACCEPT only).
+        /// Source connection ID (long-header packets only).
         src_cid: u64,
         /// Packet number (low end) ...
         pn: u16,
@@ -104,18 +112,21 @@ pub enum Op {
 pub enum Kind {
     /// A client's INITIAL (carries its source connection ID).
     Initial,
-    /// DATA.
+    /// DATA (key phase 0).
     Data,
     /// A server's ACCEPT (carries its source connection ID).
     Accept,
+    /// A client's HANDSHAKE (carries its source connection ID).
+    Handshake,
 }
 
 impl Kind {
     fn packet_type(self) -> PacketType {
         match self {
             Kind::Initial => PacketType::Initial,
-            Kind::Data => PacketType::Data,
+            Kind::Data => PacketType::Data { key_phase: false },
             Kind::Accept => PacketType::Accept,
+            Kind::Handshake => PacketType::Handshake,
         }
     }
 }
@@ -162,11 +173,11 @@ pub fn encode(ops: &[(Op, &[u8])]) -> Vec<u8> {
         let len = u16::try_from(payload.len()).expect("payload fits a u16 length");
         match op {
             Op::Datagram {
-                from_port, fix_crc, ..
+                from_port, seal, ..
             } => {
                 variant(&mut out, 0, 7);
                 out.push(from_port);
-                out.push(u8::from(fix_crc));
+                out.push(u8::from(seal));
                 out.extend_from_slice(&len.to_le_bytes());
             }
             Op::Packet {
@@ -185,8 +196,9 @@ pub fn encode(ops: &[(Op, &[u8])]) -> Vec<u8> {
                     Kind::Initial => 0,
                     Kind::Data => 1,
                     Kind::Accept => 2,
+                    Kind::Handshake => 3,
                 };
-                variant(&mut out, kind, 3);
+                variant(&mut out, kind, 4);
                 out.push(u8::from(pad));
                 match dst {
                     Cid::Learned(i) => {
@@ -246,6 +258,11 @@ struct Harness {
     start: Instant,
     now: Instant,
     learned: Vec<ConnectionId>,
+    /// Per peer: the cookie of the last RETRY the endpoint sent it.
+    tokens: [Vec<u8>; PEERS as usize],
+    /// Per peer: the initial destination CID of the last attempt seen (the endpoint's INITIALs
+    /// to it, or ours from it); it keys HANDSHAKE and ACCEPT packets.
+    initial_dcid: [Option<ConnectionId>; PEERS as usize],
     datagrams_out: u64,
     events: EventCounts,
 }
@@ -267,10 +284,20 @@ impl Harness {
     fn new() -> Self {
         let start = Instant::now();
         Self {
-            ep: Endpoint::new(EndpointConfig::default(), 0),
+            // A fixed identity: the endpoint's cookies and answers are then a function of the
+            // input alone, so crashes reproduce.
+            ep: Endpoint::new(
+                EndpointConfig {
+                    identity: Some(StaticSecret([0x5e; 32])),
+                    ..EndpointConfig::default()
+                },
+                0,
+            ),
             start,
             now: start,
             learned: Vec::new(),
+            tokens: Default::default(),
+            initial_dcid: [None; PEERS as usize],
             datagrams_out: 0,
             events: EventCounts::default(),
         }
@@ -287,9 +314,17 @@ impl Harness {
                 self.now - self.start
             );
             check_own_transmit(t.destination, &t.contents);
-            let src = Packet::new_checked(&t.contents)
-                .ok()
-                .and_then(|p| p.header.src_cid);
+            let packet = Packet::new_checked(&t.contents).ok();
+            let src = packet.and_then(|p| p.header.src_cid);
+            if let Some(p) = packet {
+                let i = usize::from(t.destination.port().wrapping_sub(PEER_PORT_BASE) % 256)
+                    % usize::from(PEERS);
+                match p.header.ty {
+                    PacketType::Retry => self.tokens[i] = p.token.to_vec(),
+                    PacketType::Initial => self.initial_dcid[i] = Some(p.header.dst_cid),
+                    _ => {}
+                }
+            }
             if let Some(src) = src
                 && !self.learned.contains(&src)
                 && self.learned.len() < MAX_LEARNED
@@ -322,12 +357,13 @@ impl Harness {
     fn apply(&mut self, op: Op, payload: &[u8]) {
         match op {
             Op::Datagram {
-                from_port, fix_crc, ..
+                from_port, seal, ..
             } => {
-                let mut bytes = payload.to_vec();
-                if fix_crc {
-                    crate::append_crc(&mut bytes);
-                }
+                let bytes = if seal {
+                    crate::sealed_datagram(payload)
+                } else {
+                    payload.to_vec()
+                };
                 self.ep.handle_datagram(self.now, peer(from_port), &bytes);
             }
             Op::Packet {
@@ -356,15 +392,32 @@ impl Harness {
                 let header = Header {
                     ty,
                     dst_cid,
-                    src_cid: (ty != PacketType::Data).then_some(ConnectionId(src_cid)),
+                    src_cid: ty.is_long().then_some(ConnectionId(src_cid)),
                     number,
                 };
-                let mut b = PacketBuilder::new(&header, MAX_DATAGRAM_SIZE);
-                b.frames_buf().extend_from_slice(payload);
+                let i = usize::from(from_port % PEERS);
+                if ty == PacketType::Initial {
+                    self.initial_dcid[i] = Some(dst_cid);
+                }
+                let attempt = InitialKeys::new(self.initial_dcid[i].unwrap_or(dst_cid).0);
+                let key = match ty {
+                    PacketType::Initial | PacketType::Handshake => attempt.client,
+                    PacketType::Accept => attempt.server,
+                    _ => PacketKey::new([0x42; 32]),
+                };
+                let token: &[u8] = if ty == PacketType::Initial {
+                    &self.tokens[i]
+                } else {
+                    &[]
+                };
+                let mut b = PacketBuilder::new(&header, token, MAX_DATAGRAM_SIZE);
+                let room = b.remaining();
+                b.frames_buf()
+                    .extend_from_slice(&payload[..payload.len().min(room)]);
                 if pad {
                     b.pad_to(MIN_INITIAL_SIZE);
                 }
-                let bytes = b.finish();
+                let bytes = b.finish(&key);
                 self.ep.handle_datagram(self.now, peer(from_port), &bytes);
             }
             Op::Advance { ms } => {

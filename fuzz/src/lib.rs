@@ -1,40 +1,74 @@
 //! Helpers shared by chirp's fuzz targets (see `docs/FUZZING.md`).
 //!
 //! The targets live in `fuzz_targets/`; this library holds the checks they share, so that the
-//! seed generator (`examples/gen_seeds.rs`) and the targets agree on the input formats.
+//! seed generator (`examples/gen_seeds.rs`), the replayer (`examples/replay.rs`) and the targets
+//! agree on the input formats.
+//!
+//! # Layout
+//!
+//! - this file: datagram checks (`packet_decode`, `packet_decode_sealed`) and the sealing
+//!   transformation that gets fuzz input past packet authentication;
+//! - [`endpoint`]: the stateful `endpoint` target;
+//! - [`handshake`]: the `handshake` target (Noise messages, and HANDSHAKE frames in properly
+//!   sealed long-header packets fed to an `Endpoint`).
 
 use std::net::SocketAddr;
 
-use chirp_proto::wire::{CHECKSUM_LEN, Frame, Frames, MAX_DATAGRAM_SIZE, Packet};
+use chirp_proto::crypto::{InitialKeys, PacketKey, TAG_LEN};
+use chirp_proto::wire::{
+    ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, Packet, PacketBuilder, PacketType,
+};
 
 pub mod endpoint;
+pub mod handshake;
 
-/// Appends the big-endian CRC32C of everything in `buf`, as chirp's packet trailer.
-pub fn append_crc(buf: &mut Vec<u8>) {
-    let crc = crc32c::crc32c(buf);
-    buf.extend_from_slice(&crc.to_be_bytes());
+/// The destination CID of every datagram [`sealed_datagram`] builds: its initial keys seal them.
+pub const SEALED_DCID: ConnectionId = ConnectionId(0x853b_5596_4736_4cea);
+
+/// The key [`sealed_datagram`] uses for a packet type, and [`check_datagram`] tries: the
+/// public initial keys of [`SEALED_DCID`] for long-header packets, a fixed key for DATA (the
+/// fuzzer plays both sides here, so any fixed key reaches the frame decoder the same way).
+pub fn fuzz_key(ty: PacketType) -> PacketKey {
+    let keys = InitialKeys::new(SEALED_DCID.0);
+    match ty {
+        PacketType::Initial | PacketType::Handshake => keys.client,
+        PacketType::Accept => keys.server,
+        PacketType::Retry => keys.retry,
+        PacketType::Data { .. } => PacketKey::new([0x42; 32]),
+    }
 }
 
-/// Decodes `datagram` as a chirp packet and every frame in it; each frame that decodes is
-/// re-encoded and must produce exactly `encoded_len()` bytes and decode back to itself.
+/// Decodes `datagram` as a chirp packet; if it opens under [`fuzz_key`] of its type (which
+/// happens for [`sealed_datagram`]'s output, and practically never for raw bytes), decodes
+/// every frame of the plaintext, re-encoding each and checking it against `encoded_len()`.
 /// Returns the number of frames that decoded. Panics only on a violated invariant.
 pub fn check_datagram(datagram: &[u8]) -> usize {
     let Ok(packet) = Packet::new_checked(datagram) else {
         return 0;
     };
-    assert!(
-        !packet.payload.is_empty(),
-        "accepted a packet with no frames"
+    assert_eq!(
+        packet.aad.len() + packet.sealed.len(),
+        datagram.len(),
+        "header and sealed payload do not tile the datagram"
     );
-    // The header may have used non-minimal varints, so the minimal length is an upper bound.
     assert!(
-        packet.header.len() + packet.payload.len() + CHECKSUM_LEN <= datagram.len(),
-        "header {:?} and payload do not fit the datagram",
-        packet.header
+        packet.sealed.len() >= TAG_LEN,
+        "accepted a packet without a tag"
     );
+    let Ok(plaintext) = packet.open(&fuzz_key(packet.header.ty)) else {
+        return 0;
+    };
+    if packet.header.ty == PacketType::Retry {
+        assert!(
+            plaintext.is_empty(),
+            "a RETRY opened to a non-empty payload"
+        );
+        return 0;
+    }
+    assert!(!plaintext.is_empty(), "accepted a packet with no frames");
     let mut decoded = 0;
     let mut out = Vec::new();
-    for frame in Frames::new(packet.payload) {
+    for frame in Frames::new(&plaintext) {
         let Ok(frame) = frame else { break };
         decoded += 1;
         check_frame_round_trip(&frame, &mut out);
@@ -66,33 +100,47 @@ pub fn check_frame_round_trip(frame: &Frame<'_>, out: &mut Vec<u8>) {
 }
 
 /// Checks a datagram that the endpoint itself produced: the wire format promises that encoding
-/// cannot produce a packet the decoder would reject.
+/// cannot produce a packet the decoder would reject. (Its payload is sealed under keys the
+/// harness may not know, so only the structure is checked here.)
 pub fn check_own_transmit(destination: SocketAddr, contents: &[u8]) {
     assert!(
         contents.len() <= MAX_DATAGRAM_SIZE,
         "transmit to {destination} of {} bytes exceeds MAX_DATAGRAM_SIZE",
         contents.len()
     );
-    let packet = match Packet::new_checked(contents) {
-        Ok(p) => p,
-        Err(e) => {
-            panic!("endpoint produced a datagram its own decoder rejects ({e}): {contents:02x?}")
-        }
-    };
-    for frame in Frames::new(packet.payload) {
-        if let Err(e) = frame {
-            panic!("endpoint produced an undecodable frame ({e}): {contents:02x?}");
-        }
+    if let Err(e) = Packet::new_checked(contents) {
+        panic!("endpoint produced a datagram its own decoder rejects ({e}): {contents:02x?}")
     }
 }
 
-/// The `packet_decode_valid_crc` target's transformation: usually force the v1 version byte,
-/// then append a correct CRC32C, so the fuzzer explores past the checksum.
-pub fn with_valid_crc(data: &[u8]) -> Vec<u8> {
-    let mut datagram = data.to_vec();
-    if !datagram.is_empty() && !crc32c::crc32c(data).is_multiple_of(8) {
-        datagram[0] = chirp_proto::wire::VERSION;
+/// The `packet_decode_sealed` target's transformation. The first input byte picks the packet
+/// type (INITIAL, HANDSHAKE, ACCEPT, DATA phase 0 or 1; RETRY is covered by `packet_decode`),
+/// the second its packet number; the rest are the frame bytes, sealed under [`fuzz_key`] of
+/// that type, so every input reaches the frame decoder behind authentication. Frame bytes
+/// that would not fit a 1200-byte datagram are cut.
+pub fn sealed_datagram(data: &[u8]) -> Vec<u8> {
+    let (sel, rest) = data.split_first().unwrap_or((&0, &[]));
+    let (pn, frames) = rest.split_first().unwrap_or((&0, &[]));
+    let ty = match sel % 5 {
+        0 => PacketType::Initial,
+        1 => PacketType::Handshake,
+        2 => PacketType::Accept,
+        3 => PacketType::Data { key_phase: false },
+        _ => PacketType::Data { key_phase: true },
+    };
+    let header = Header {
+        ty,
+        dst_cid: SEALED_DCID,
+        src_cid: ty.is_long().then_some(ConnectionId(0x2222_2222_2222_2222)),
+        number: u64::from(*pn),
+    };
+    let mut b = PacketBuilder::new(&header, &[], MAX_DATAGRAM_SIZE);
+    let room = b.remaining();
+    b.frames_buf()
+        .extend_from_slice(&frames[..frames.len().min(room)]);
+    if !b.has_frames() {
+        // An empty plaintext is structurally invalid; give the decoder one PADDING byte.
+        b.frames_buf().push(0);
     }
-    append_crc(&mut datagram);
-    datagram
+    b.finish(&fuzz_key(ty))
 }

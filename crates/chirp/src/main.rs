@@ -94,6 +94,15 @@ struct PeerArgs {
     /// Declare the peer gone after this many seconds without a packet from it.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     idle_timeout: u64,
+    /// Directory of our identity key and of the keys remembered per peer (default:
+    /// $XDG_CONFIG_HOME/chirp, i.e. ~/.config/chirp).
+    #[arg(long, value_name = "DIR")]
+    home: Option<std::path::PathBuf>,
+    /// Talk only to a peer whose key has this fingerprint (from `chirp id` on its machine).
+    /// Without it, the first key seen for the peer's address is remembered and any later
+    /// different key is refused.
+    #[arg(long, value_name = "FINGERPRINT", conflicts_with = "plain")]
+    peer_key: Option<chirp_keys::Fingerprint>,
 }
 
 /// Binds a UDP socket, turning the OS error into one a person can act on.
@@ -145,15 +154,21 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     let result = match cli.command {
-        Some(Command::Peer(a)) => {
-            runtime.block_on(run_peer(a.bind, a.to, a.plain, a.json, a.idle_timeout))
-        }
+        Some(Command::Peer(a)) => runtime.block_on(run_peer(a)),
         Some(Command::Impair(a)) => runtime.block_on(impair::run(a)),
         Some(Command::Id(a)) => id::run(&a),
         None if std::io::stdin().is_terminal() => {
             let (bind, to) =
                 prompt::ask_addresses(&mut std::io::stdin().lock(), &mut std::io::stdout())?;
-            runtime.block_on(run_peer(bind, to, false, false, 30))
+            runtime.block_on(run_peer(PeerArgs {
+                bind,
+                to,
+                plain: false,
+                json: false,
+                idle_timeout: 30,
+                home: None,
+                peer_key: None,
+            }))
         }
         None => {
             // Not a terminal and nothing asked for: show how to use it rather than guess.
@@ -167,21 +182,21 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     result
 }
 
-async fn run_peer(
-    bind: SocketAddr,
-    to: SocketAddr,
-    plain: bool,
-    json: bool,
-    idle: u64,
-) -> anyhow::Result<u8> {
-    if plain {
-        plain::run(bind, to, json).await
+async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
+    if a.plain {
+        plain::run(a.bind, a.to, a.json).await
     } else {
+        let home = match a.home {
+            Some(h) => h,
+            None => id::default_home()?,
+        };
         let opts = peer::PeerOpts {
-            bind,
-            to,
-            json,
-            idle_timeout: Duration::from_secs(idle),
+            bind: a.bind,
+            to: a.to,
+            json: a.json,
+            idle_timeout: Duration::from_secs(a.idle_timeout),
+            home,
+            peer_key: a.peer_key,
         };
         peer::run(opts).await
     }

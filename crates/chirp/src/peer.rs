@@ -8,10 +8,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use chirp_keys::{Fingerprint, Identity, KnownKeys, PublicKey, Trust};
 use chirp_proto::{
     CloseReason, ConnectError, ConnectionHandle, EndpointConfig, Event, SendError, WriteError,
     close_code,
@@ -44,24 +46,38 @@ pub(crate) struct PeerOpts {
     pub(crate) to: SocketAddr,
     pub(crate) json: bool,
     pub(crate) idle_timeout: Duration,
+    /// Holds our identity key and the known-keys file.
+    pub(crate) home: PathBuf,
+    /// Talk only to a peer with this fingerprint.
+    pub(crate) peer_key: Option<Fingerprint>,
 }
+
+/// File (in the home directory) of the keys seen on first contact, per peer address.
+pub(crate) const KNOWN_KEYS_FILE: &str = "known_keys";
 
 /// Runs until the user leaves. Returns the process exit code.
 pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
+    let key_path = opts.home.join(crate::id::KEY_FILE);
+    let (identity, _) = Identity::load_or_create(&key_path)
+        .with_context(|| format!("cannot load the identity key {}", key_path.display()))?;
     let socket = crate::bind_socket(opts.bind)?;
-    let mut config = EndpointConfig::default();
+    let mut config = EndpointConfig {
+        identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
+        // A peer is a two-party chat: the only one who may open a connection to us is the peer.
+        accept_only_from: Some(opts.to.ip()),
+        // One connection, plus transients while a restarted peer replaces the old one.
+        max_connections: 4,
+        ..EndpointConfig::default()
+    };
     config.transport.idle_timeout = opts.idle_timeout;
-    // A peer is a two-party chat: the only one who may open a connection to us is the peer.
-    config.accept_only_from = Some(opts.to.ip());
-    // One connection, plus transients while a restarted peer replaces the old one.
-    config.max_connections = 4;
     let (handle, events, task) =
         chirp_transport::spawn(socket, config).context("cannot start the transport")?;
     let out = Output { json: opts.json };
     let local = handle.local_addr();
     out.status(&format!(
-        "chirp peer on {local}, talking to {} (reliable; unencrypted until the security release; /help for commands)",
-        opts.to
+        "chirp peer on {local}, talking to {} (reliable, encrypted; our fingerprint {}; /help for commands)",
+        opts.to,
+        identity.public().fingerprint()
     ));
     let span = info_span!("peer", %local, to = %opts.to);
     Peer::new(handle, out, opts)
@@ -173,6 +189,9 @@ impl Peer {
                 self.up = false;
                 self.flush().await
             }
+            Err(ConnectError::Handshake) => {
+                anyhow::bail!("cannot start a handshake: the identity key was refused")
+            }
             Err(ConnectError::TooManyConnections) => {
                 // Transient (connections still draining); never a reason to quit the chat.
                 debug!("connection table full; retrying shortly");
@@ -254,7 +273,20 @@ impl Peer {
 
     async fn on_event(&mut self, ev: Event) -> anyhow::Result<Option<u8>> {
         match ev {
-            Event::Connected { conn, remote, .. } => {
+            Event::Connected {
+                conn,
+                remote,
+                remote_key,
+                ..
+            } => {
+                if let Err(refusal) = self.check_key(PublicKey(remote_key)) {
+                    self.out.error(&refusal);
+                    self.handle
+                        .abort(conn, close_code::APPLICATION_MIN, "key refused")
+                        .await?;
+                    let _ = tokio::time::timeout(LINGER, self.handle.wait_idle()).await;
+                    return Ok(Some(1));
+                }
                 if let Some(old) = self.conn.filter(|&old| old != conn) {
                     // The peer opened a new connection: it restarted, or its attempt won the
                     // race against ours. The new one replaces the old; sending waits for the
@@ -326,6 +358,40 @@ impl Peer {
         Ok(None)
     }
 
+    /// Is `key` the peer's? A pinned fingerprint decides; otherwise the key remembered for
+    /// this address (trust on first use, like ssh's accept-new). `Err`: what to tell the user.
+    fn check_key(&self, key: PublicKey) -> Result<(), String> {
+        let actual = key.fingerprint();
+        let name = self.opts.to.to_string();
+        if let Some(pinned) = &self.opts.peer_key {
+            if *pinned != actual {
+                return Err(format!(
+                    "refusing {name}: it presented key {actual}, but --peer-key pins {pinned}"
+                ));
+            }
+            return Ok(());
+        }
+        let path = self.opts.home.join(KNOWN_KEYS_FILE);
+        match KnownKeys::new(&path).check(&name, key) {
+            Ok(Trust::Known) => Ok(()),
+            Ok(Trust::New) => {
+                self.out.status(&format!(
+                    "first contact with {name}: its key {actual} is now remembered in {}",
+                    path.display()
+                ));
+                Ok(())
+            }
+            Ok(Trust::Changed { stored }) => Err(format!(
+                "refusing {name}: it presented key {actual}, but the key remembered for it is {}. \
+                 If the peer really has a new key, remove its line from {} (or pin it with \
+                 --peer-key)",
+                stored.fingerprint(),
+                path.display()
+            )),
+            Err(e) => Err(format!("cannot check the peer's key: {e}")),
+        }
+    }
+
     /// Exit code once the connection has closed while leaving.
     fn finish(&self, reason: &CloseReason) -> u8 {
         let undelivered = self.pending.len();
@@ -352,5 +418,6 @@ fn describe(reason: &CloseReason, idle: Duration) -> String {
         CloseReason::PeerClosed { reason, .. } => format!("the peer closed ({reason})"),
         CloseReason::Local => "closed".into(),
         CloseReason::ProtocolViolation { detail, .. } => format!("protocol violation: {detail}"),
+        CloseReason::KeyMismatch { .. } => "the peer's key is not the expected one".into(),
     }
 }

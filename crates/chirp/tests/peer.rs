@@ -296,7 +296,10 @@ fn restarted_peer_is_noticed_and_the_chat_goes_on() {
     a.line("typed while B was dead");
     // Let A try to send it to the dead port at least once (ICMP unreachable must not hurt).
     std::thread::sleep(Duration::from_millis(200));
-    let mut b2 = match Chirp::peer("B2", pb, pa, &[]) {
+    // The same peer restarted: same machine, same identity key (a new key would rightly be
+    // refused, see `changed_peer_key_is_refused`).
+    let home = common::peer_home("B", pb).display().to_string();
+    let mut b2 = match Chirp::peer("B2", pb, pa, &["--home", &home]) {
         Ok(c) => c,
         Err(e) => panic!("cannot restart B on its port: {e}"),
     };

@@ -25,20 +25,26 @@ fn aborted_client_leaves_no_ghost_connection() {
     let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 21);
     let b_addr = p.b.addr;
     let ca = p.a.endpoint.connect(p.now, b_addr).expect("room");
-    // The INITIAL is on its way; the client gives up before the server's ACCEPT can arrive.
-    let t = p.now + Duration::from_millis(5);
+    // The server's RETRY has arrived (40 ms) and the INITIAL with the token is on its way; the
+    // client gives up before the server's ACCEPT can arrive.
+    let t = p.now + Duration::from_millis(45);
     p.advance_to(t).expect("runs");
     p.a.endpoint.abort(t, ca, 0, "never mind");
     // ...and its CLOSE is lost (the INITIAL already in flight still arrives), so the server
     // keeps answering for a while.
     p.path.a_to_b.blackout_until(t + Duration::from_secs(60));
+    p.advance_to(t + Duration::from_millis(100)).expect("runs");
+    assert_eq!(
+        p.b.endpoint.connections().count(),
+        1,
+        "the server did accept the INITIAL"
+    );
     // Whatever the server keeps sending must not open a connection on the client's endpoint.
     p.advance_to(t + Duration::from_secs(40)).expect("runs");
     assert!(
+        p.b.events.is_empty(),
+        "a handshake that never completed is invisible to the application: {:?}",
         p.b.events
-            .iter()
-            .any(|e| matches!(e, Event::Connected { incoming: true, .. })),
-        "the server did accept the INITIAL"
     );
     assert_eq!(
         p.b.endpoint.connections().count(),
@@ -69,26 +75,20 @@ fn close_during_handshake_reaches_the_server() {
     let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 22);
     let b_addr = p.b.addr;
     let ca = p.a.endpoint.connect(p.now, b_addr).expect("room");
-    // 30 ms: the server has the INITIAL (20 ms) but the client has no ACCEPT yet (40 ms).
-    let t = p.now + Duration::from_millis(30);
+    // 70 ms: the server has the INITIAL with its token (60 ms, after the RETRY round trip) but
+    // the client has no ACCEPT yet (80 ms).
+    let t = p.now + Duration::from_millis(70);
     p.advance_to(t).expect("runs");
     assert_eq!(p.b.endpoint.connections().count(), 1);
     p.a.endpoint.abort(t, ca, 0x100, "changed my mind");
-    let closed = p.wait_event(Side::B, Duration::from_secs(2), |e| {
-        matches!(e, Event::Closed { .. })
-    });
-    let Event::Closed { reason, .. } =
-        closed.expect("the server learns of the close long before its idle timeout")
-    else {
-        unreachable!("wait_event returns a matching event")
-    };
-    assert_eq!(
-        reason,
-        CloseReason::PeerClosed {
-            code: 0x100,
-            reason: "changed my mind".into()
-        }
-    );
+    // The half-open connection goes as soon as the CLOSE arrives; without it, it would linger
+    // until the handshake timeout (10 s). (Draining lasts three probe timeouts, ~3 s with no
+    // RTT sample yet.) Its application never saw it, so it sees no event.
+    p.drive_until(Duration::from_secs(5), |p| {
+        p.b.endpoint.connections().count() == 0
+    })
+    .expect("the server learns of the close long before its handshake timeout");
+    assert!(p.b.events.is_empty(), "{:?}", p.b.events);
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn close_acknowledges_what_arrived_just_before_it() {
 }
 
 #[test]
-fn late_starter_is_found_within_one_round_trip() {
+fn late_starter_is_found_within_two_round_trips() {
     // a has been trying for a while (its probe timer is backed off); b starts and tries too.
     // Whichever side wins the tie-break, the connection must be up within about one round
     // trip of b's start, not at a's next probe timeout.
@@ -225,7 +225,10 @@ fn late_starter_is_found_within_one_round_trip() {
             assert!(p.now < deadline, "seed {seed}: not connected within 3 s");
         };
         let took = connected_at - t0;
-        assert!(took <= 3 * ONE_WAY, "seed {seed}: took {took:?}");
+        // No RETRY here (each side chose to contact the other), but Noise XX has three
+        // messages: the worst case is b's INITIAL, a's nudged INITIAL, b's ACCEPT, a's
+        // HANDSHAKE: four one-way delays (three before the encrypted protocol).
+        assert!(took <= 4 * ONE_WAY, "seed {seed}: took {took:?}");
     }
 }
 

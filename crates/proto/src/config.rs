@@ -8,7 +8,7 @@ use crate::wire::MAX_DATAGRAM_SIZE;
 /// Per-connection transport settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransportConfig {
-    /// Largest datagram sent. Version 1 fixes it at [`MAX_DATAGRAM_SIZE`] (1200): other values
+    /// Largest datagram sent. The protocol fixes it at [`MAX_DATAGRAM_SIZE`] (1200): other values
     /// are clamped, because INITIALs must be exactly that size and no path MTU discovery exists
     /// yet.
     pub max_datagram_size: usize,
@@ -33,6 +33,13 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Latency-first redundancy for small messages: see [`Redundancy`].
     pub redundancy: Redundancy,
+    /// Move to the next sending key after this many packets under one key. ChaCha20-Poly1305
+    /// nonces (the packet number) never repeat anyway; updating bounds how much traffic one
+    /// key protects and how much a key compromise exposes.
+    pub key_update_packets: u64,
+    /// ... or after this long under one key, whichever comes first (WireGuard rekeys after 2
+    /// minutes).
+    pub key_update_interval: Duration,
 }
 
 impl Default for TransportConfig {
@@ -47,6 +54,8 @@ impl Default for TransportConfig {
             send_buffer: 1024 * 1024,
             max_message_size: MAX_MESSAGE_SIZE,
             redundancy: Redundancy::default(),
+            key_update_packets: 1 << 20,
+            key_update_interval: Duration::from_secs(120),
         }
     }
 }

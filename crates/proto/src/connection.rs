@@ -2,8 +2,11 @@
 //! latency-first redundancy, keepalive, idle timeout and close.
 //!
 //! The [`crate::Endpoint`] owns every `Connection` and forwards to it; nothing here touches a
-//! socket or a clock. Loss recovery follows RFC 9002 with a single packet-number space (there is
-//! no separate handshake space because there are no separate handshake keys in version 1).
+//! socket or a clock. Loss recovery follows RFC 9002 with a single packet-number space shared
+//! by every key: packet numbers are never reused, so each (key, nonce) pair is unique. ACK
+//! frames that arrive in long-header packets (whose keys are public) may acknowledge only
+//! long-header packets, so that nobody who can merely see the connection ID can forge the
+//! acknowledgement of data.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -16,12 +19,14 @@ use tracing::{debug, trace};
 use crate::coding::varint_len;
 use crate::config::TransportConfig;
 use crate::congestion::NewReno;
+use crate::crypto::{AuthError, InitialKeys, PacketKey, ReplayWindow};
+use crate::handshake::Handshake;
 use crate::range_set::RangeSet;
 use crate::rtt::RttEstimator;
 use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream, WriteError};
 use crate::wire::{
-    AckFrame, ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE,
+    AckFrame, ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet,
     PacketBuilder, PacketType,
 };
 
@@ -34,13 +39,16 @@ const ACK_ELICITING_THRESHOLD: u32 = 2;
 /// constant, so that neither side ever has to guess the peer's configuration. It exceeds one
 /// maximum-size message plus its length prefix, so a first message can never deadlock.
 pub const INITIAL_MAX_DATA: u64 = 128 * 1024;
-/// A server connection the client has not confirmed (by sending DATA) within this time is
-/// dropped: it bounds how long a spoofed INITIAL can hold a connection slot.
+/// A server connection whose client has not completed the handshake (Noise message 3) within
+/// this time is dropped: it bounds how long a half-open handshake holds a connection slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Before confirmation a server sends at most this many times the bytes it received on the
-/// connection (RFC 9000 §8.1), so a forged source address cannot turn it into an amplifier.
-const AMPLIFICATION_FACTOR: u64 = 3;
-/// Room kept free in a packet beyond a proactive copy: header, frame headers, CRC, an ACK.
+/// A new peer address that has not answered our PATH_CHALLENGE within this many probe
+/// timeouts is abandoned for the previous one.
+const PATH_VALIDATION_PTOS: u32 = 3;
+/// A packet smaller than this is not worth building while the anti-amplification budget of an
+/// unvalidated path holds us back.
+const MIN_USEFUL_PACKET: usize = 64;
+/// Room kept free in a packet beyond a proactive copy: header, frame headers, tag, an ACK.
 const COPY_MARGIN: usize = 160;
 /// RFC 9002 packet-reordering threshold.
 const PACKET_THRESHOLD: u64 = 3;
@@ -63,6 +71,10 @@ pub mod close_code {
     pub const FLOW_CONTROL: u64 = 0x02;
     /// The peer sent a message above the maximum size.
     pub const MESSAGE_TOO_LARGE: u64 = 0x03;
+    /// The Noise handshake failed (a message did not authenticate).
+    pub const HANDSHAKE_FAILED: u64 = 0x04;
+    /// The peer's static key is not the one this side expected (pinned or known).
+    pub const KEY_MISMATCH: u64 = 0x05;
     /// First code available to applications.
     pub const APPLICATION_MIN: u64 = 0x100;
 }
@@ -88,12 +100,23 @@ pub enum CloseReason {
         /// What went wrong.
         detail: &'static str,
     },
+    /// The peer presented a static key other than the one expected: a pinned key, or the key
+    /// remembered from earlier. Nothing was sent to it after its key was seen.
+    KeyMismatch {
+        /// The key this side expected.
+        expected: [u8; 32],
+        /// The key the peer proved it holds.
+        actual: [u8; 32],
+    },
 }
 
 /// Per-connection events, wrapped with the handle by the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ConnEvent {
-    Connected { incoming: bool, remote_key: [u8; 32] },
+    Connected {
+        incoming: bool,
+        remote_key: [u8; 32],
+    },
     Message(Bytes),
     Writable,
     Closed(CloseReason, Vec<Bytes>),
@@ -107,7 +130,7 @@ pub(crate) enum Side {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Client waiting for the server's first packet.
+    /// No packet keys yet: a client waiting for Noise message 2, a server for message 3.
     Handshaking,
     Established,
     /// We sent CLOSE; answer stray packets with CLOSE until the deadline.
@@ -135,6 +158,97 @@ struct SentPacket {
     max_data: bool,
     /// Largest packet number our ACK frame in this packet acknowledged (for ack-of-ack).
     ack_largest: Option<u64>,
+    /// Sent in a long-header packet (public keys): the only kind an ACK frame from a
+    /// long-header packet may acknowledge.
+    long: bool,
+}
+
+/// Packet keys after the handshake, with key updates: each direction moves to the next key
+/// (Noise `REKEY`) on its own schedule and flips the key-phase bit; the receiver follows.
+#[derive(Debug)]
+struct Keys {
+    send: PacketKey,
+    send_phase: bool,
+    /// First packet number sent under the current send key, and when.
+    phase_first_pn: u64,
+    phase_started: Instant,
+    recv: PacketKey,
+    recv_phase: bool,
+    /// The receive key before the last update, for packets reordered across it.
+    recv_prev: Option<PacketKey>,
+}
+
+impl Keys {
+    /// Opens a DATA packet of key phase `phase`. If it needed the peer's next key, that key
+    /// comes back too: the caller commits it with [`Self::update_recv`] only once the packet
+    /// has passed every other check, so a packet that is then dropped changes nothing.
+    fn open(
+        &self,
+        packet: &Packet<'_>,
+        phase: bool,
+    ) -> Result<(Vec<u8>, Option<PacketKey>), AuthError> {
+        if phase == self.recv_phase {
+            return packet.open(&self.recv).map(|p| (p, None));
+        }
+        // The other phase: a late packet from before the peer's last update, or its next one.
+        if let Some(prev) = &self.recv_prev {
+            if let Ok(p) = packet.open(prev) {
+                return Ok((p, None));
+            }
+        }
+        let next = self.recv.next();
+        let p = packet.open(&next)?;
+        Ok((p, Some(next)))
+    }
+
+    fn update_recv(&mut self, next: PacketKey) {
+        self.recv_prev = Some(std::mem::replace(&mut self.recv, next));
+        self.recv_phase = !self.recv_phase;
+    }
+}
+
+/// The handshake and packet protection state of one connection.
+#[derive(Debug)]
+struct Crypto {
+    initial: InitialKeys,
+    /// The Noise state until it yields keys.
+    handshake: Option<Handshake>,
+    /// Our latest handshake message: every long-header packet we send carries it, so any such
+    /// packet that arrives moves the handshake on, and loss recovery retransmits it for free.
+    hs_msg: Vec<u8>,
+    /// Client: a HANDSHAKE packet (carrying Noise message 3) is due.
+    hs_due: bool,
+    keys: Option<Keys>,
+    remote_key: Option<[u8; 32]>,
+    /// Client: refuse a server whose key differs (pinning, known keys).
+    expected_key: Option<[u8; 32]>,
+    /// Client: the address-validation token from the server's RETRY.
+    token: Vec<u8>,
+    /// Handshake confirmed: the server has Noise message 3, and (client side) has proved it
+    /// by sending DATA. From then on long-header packets are ignored.
+    confirmed: bool,
+    replay: ReplayWindow,
+}
+
+/// Path validation after the peer's address changed (RFC 9000 §8.2, §9).
+#[derive(Debug)]
+struct PathState {
+    /// The peer has proved it receives at `remote` (by cookie or by PATH_RESPONSE).
+    validated: bool,
+    /// Bytes received from and sent to `remote` while it was not validated: never send more
+    /// than was received (anti-amplification).
+    rx: u64,
+    tx: u64,
+    /// The outstanding challenge and its deadline.
+    challenge: Option<([u8; 8], Instant)>,
+    challenge_due: bool,
+    /// Challenges the peer sent us, to answer (on the path they came from: the current one).
+    responses: VecDeque<[u8; 8]>,
+    /// The last validated address, to return to if the new one fails validation.
+    previous: Option<SocketAddr>,
+    /// Key for the challenge data: unpredictable to anyone else.
+    challenge_key: [u8; 32],
+    challenges_sent: u64,
 }
 
 /// A small message scheduled for proactive copies.
@@ -159,8 +273,8 @@ pub(crate) struct Connection {
     /// so that removal deletes exactly that entry even after the peer's address moved.
     pub(crate) initial_route: Option<(SocketAddr, ConnectionId)>,
     pub(crate) remote: SocketAddr,
-    /// Server only: the client has sent a DATA packet, so it knows our ID.
-    confirmed: bool,
+    crypto: Crypto,
+    path: PathState,
 
     // Sending.
     next_pn: u64,
@@ -185,9 +299,6 @@ pub(crate) struct Connection {
     close_deadline: Option<Instant>,
     /// When this connection was created (or became a server), for the handshake timeout.
     created: Instant,
-    /// Datagram bytes received and sent while unconfirmed (server side), for the 3x limit.
-    unvalidated_rx: u64,
-    unvalidated_tx: u64,
 
     // Receiving.
     recv: RecvStream,
@@ -210,7 +321,19 @@ pub(crate) struct Connection {
     stats: ConnectionStats,
 }
 
+/// What a connection starts its handshake with.
+#[derive(Debug)]
+pub(crate) struct HandshakeStart {
+    /// The Noise state, with our latest message already written.
+    pub(crate) handshake: Handshake,
+    /// That message.
+    pub(crate) message: Vec<u8>,
+    /// Keys the PATH_CHALLENGE data of this connection.
+    pub(crate) challenge_key: [u8; 32],
+}
+
 impl Connection {
+    #[allow(clippy::too_many_arguments)] // private; the two public constructors name the roles
     fn new(
         side: Side,
         config: TransportConfig,
@@ -219,6 +342,7 @@ impl Connection {
         initial_dcid: ConnectionId,
         remote: SocketAddr,
         now: Instant,
+        start: HandshakeStart,
     ) -> Self {
         // The window can be raised but never set below what the peer may send before hearing
         // from us: the protocol's initial limit.
@@ -237,17 +361,37 @@ impl Connection {
         };
         Self {
             side,
-            state: if side == Side::Client {
-                State::Handshaking
-            } else {
-                State::Established
-            },
+            state: State::Handshaking,
             local_cid,
             remote_cid,
             initial_dcid,
             initial_route: None,
             remote,
-            confirmed: false,
+            crypto: Crypto {
+                initial: InitialKeys::new(initial_dcid.0),
+                handshake: Some(start.handshake),
+                hs_msg: start.message,
+                hs_due: false,
+                keys: None,
+                remote_key: None,
+                expected_key: None,
+                token: Vec::new(),
+                confirmed: false,
+                replay: ReplayWindow::new(),
+            },
+            path: PathState {
+                // A client knows where it sent its INITIAL; a server accepts only INITIALs
+                // whose address a cookie has validated.
+                validated: true,
+                rx: 0,
+                tx: 0,
+                challenge: None,
+                challenge_due: false,
+                responses: VecDeque::new(),
+                previous: None,
+                challenge_key: start.challenge_key,
+                challenges_sent: 0,
+            },
             next_pn: 0,
             sent: BTreeMap::new(),
             bytes_in_flight: 0,
@@ -286,28 +430,31 @@ impl Connection {
             eliciting_since_ack: 0,
             last_rx: now,
             last_activity: now,
-            connected_pending: side == Side::Server,
+            connected_pending: false,
             writable_pending: false,
             closed: None,
             closed_emitted: false,
             close_deadline: None,
             created: now,
-            unvalidated_rx: 0,
-            unvalidated_tx: 0,
             stats: ConnectionStats::default(),
             config,
         }
     }
 
     /// A connection we open; `initial_dcid` is random until the server tells us its own ID.
+    /// `start` holds Noise message 1. With `expected_key`, a server presenting any other static
+    /// key is refused before we reveal our own identity (Noise message 3).
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct input of the handshake
     pub(crate) fn client(
         config: TransportConfig,
         local_cid: ConnectionId,
         initial_dcid: ConnectionId,
         remote: SocketAddr,
         now: Instant,
+        start: HandshakeStart,
+        expected_key: Option<[u8; 32]>,
     ) -> Self {
-        Self::new(
+        let mut c = Self::new(
             Side::Client,
             config,
             local_cid,
@@ -315,16 +462,21 @@ impl Connection {
             initial_dcid,
             remote,
             now,
-        )
+            start,
+        );
+        c.crypto.expected_key = expected_key;
+        c
     }
 
-    /// A connection accepted from a client's INITIAL.
+    /// A connection accepted from a client's (cookie-validated) INITIAL; `start` has read Noise
+    /// message 1 and written message 2.
     pub(crate) fn server(
         config: TransportConfig,
         local_cid: ConnectionId,
         header: &Header,
         remote: SocketAddr,
         now: Instant,
+        start: HandshakeStart,
     ) -> Self {
         Self::new(
             Side::Server,
@@ -334,29 +486,28 @@ impl Connection {
             header.dst_cid,
             remote,
             now,
+            start,
         )
     }
 
     /// Simultaneous open: both peers sent INITIALs and we lost the tie-break, so this client
     /// connection turns into the server side of the peer's attempt. Whatever we already sent in
     /// INITIALs the peer dropped; loss recovery resends it under new packet numbers.
-    pub(crate) fn become_server(&mut self, now: Instant, peer: &Header) {
+    pub(crate) fn become_server(&mut self, now: Instant, peer: &Header, start: HandshakeStart) {
         self.created = now;
         self.side = Side::Server;
-        self.state = State::Established;
+        self.state = State::Handshaking;
         self.remote_cid = peer.src_cid;
         self.initial_dcid = peer.dst_cid;
-        self.connected_pending = true;
+        self.crypto.initial = InitialKeys::new(peer.dst_cid.0);
+        self.crypto.handshake = Some(start.handshake);
+        self.crypto.hs_msg = start.message;
+        // `expected_key` stays: a pinned peer is checked whichever side opens.
         self.ping_pending = true;
         // Our INITIALs were ignored by design, not lost: forget them without counting losses
         // or shrinking the congestion window. They carried no data (a client sends data only
-        // once it knows the server's ID).
-        self.sent.clear();
-        self.bytes_in_flight = 0;
-        self.time_of_last_ack_eliciting = None;
-        self.loss_time = None;
-        self.pto_count = 0;
-        self.probes = 0;
+        // once it has keys).
+        self.forget_sent();
     }
 
     /// The peer has been seen alive while we are still waiting for its answer: send our
@@ -370,6 +521,10 @@ impl Connection {
     /// The peer's connection ID, once known.
     pub(crate) fn remote_cid(&self) -> Option<ConnectionId> {
         self.remote_cid
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.state == State::Handshaking
     }
 
     pub(crate) fn is_handshaking_client(&self) -> bool {
@@ -408,10 +563,6 @@ impl Connection {
             loss_estimate: self.loss_estimate,
             ..self.stats
         }
-    }
-
-    pub(crate) fn count_corrupt(&mut self) {
-        self.stats.corrupt_dropped += 1;
     }
 
     pub(crate) fn count_malformed(&mut self) {
@@ -466,8 +617,8 @@ impl Connection {
         if std::mem::take(&mut self.connected_pending) {
             return Some(ConnEvent::Connected {
                 incoming: self.side == Side::Server,
-                // Placeholder until the handshake is wired in.
-                remote_key: [0; 32],
+                // Set by the handshake, which is what queues this event.
+                remote_key: self.crypto.remote_key.unwrap_or_default(),
             });
         }
         if let Some(msg) = self.recv.pop_message() {
@@ -483,6 +634,11 @@ impl Connection {
         if !self.closed_emitted {
             if let Some(reason) = &self.closed {
                 self.closed_emitted = true;
+                if self.side == Side::Server && self.crypto.remote_key.is_none() {
+                    // An incoming handshake that never completed: the application never saw
+                    // `Connected`, so it hears nothing of the end either.
+                    return None;
+                }
                 // Hand back what the peer never acknowledged, and free the send buffer.
                 let undelivered = self.send.unacked_messages();
                 self.send = SendStream::new(0, 0, 0);
@@ -495,39 +651,45 @@ impl Connection {
 
     // ----- Input -----
 
-    /// Processes one authenticated (checksum-verified) packet addressed to this connection.
+    /// Processes one packet routed to this connection: authenticates it, then applies it
+    /// whole or not at all.
     pub(crate) fn handle_packet(
         &mut self,
         now: Instant,
         remote: SocketAddr,
-        header: &Header,
-        payload: &[u8],
+        packet: &Packet<'_>,
         datagram_len: usize,
     ) {
         self.stats.bytes_received += datagram_len as u64;
-        if self.unconfirmed_server() {
-            self.unvalidated_rx += datagram_len as u64;
+        if matches!(self.state, State::Drained | State::Draining { .. }) {
+            return;
+        }
+        let header = packet.header;
+        let Some((payload, next_key)) = self.open(now, packet) else {
+            return;
+        };
+        // Authentic from here on (long-header packets: at least undamaged and addressed to us).
+        if !self.path.validated && remote == self.remote {
+            self.path.rx += datagram_len as u64;
+        }
+        if let State::Closing { .. } = self.state {
+            // Answer with CLOSE (once per packet received, so never more than we get) and
+            // stop early if the peer closes too.
+            self.close_pending = true;
+            if Frames::new(&payload).any(|f| matches!(f, Ok(Frame::Close { .. }))) {
+                self.state = State::Drained;
+            }
+            return;
         }
         let pn = header.number;
-        match self.state {
-            State::Drained | State::Draining { .. } => return,
-            State::Closing { .. } => {
-                // Answer with CLOSE (once per packet received, so never more than we get) and
-                // stop early if the peer closes too.
-                self.close_pending = true;
-                if Frames::new(payload).any(|f| matches!(f, Ok(Frame::Close { .. }))) {
-                    self.state = State::Drained;
-                }
-                return;
-            }
-            State::Handshaking | State::Established => {}
-        }
-        if pn < self.recv_floor || self.recv_pns.contains(pn) {
+        // The replay window: every packet number is accepted once. Network duplicates and
+        // replayed datagrams end here alike.
+        if !self.crypto.replay.check(pn) || pn < self.recv_floor || self.recv_pns.contains(pn) {
             self.stats.duplicates_dropped += 1;
             return;
         }
         // Decode everything before acting on anything: a packet is applied whole or not at all.
-        let frames: Vec<Frame<'_>> = match Frames::new(payload).collect() {
+        let frames: Vec<Frame<'_>> = match Frames::new(&payload).collect() {
             Ok(frames) => frames,
             Err(e) => {
                 trace!(%e, "malformed frames");
@@ -535,6 +697,24 @@ impl Connection {
                 return;
             }
         };
+        let long = header.ty.is_long();
+        let misplaced = frames.iter().any(|f| match f {
+            // Long-header keys are public: nothing that touches application data or the path
+            // may ride on them.
+            Frame::Padding { .. }
+            | Frame::Ping
+            | Frame::Ack(_)
+            | Frame::Close { .. }
+            | Frame::Handshake(_) => false,
+            Frame::Message { .. }
+            | Frame::MaxData { .. }
+            | Frame::PathChallenge(_)
+            | Frame::PathResponse(_) => long,
+        });
+        if misplaced {
+            self.stats.malformed_dropped += 1;
+            return;
+        }
         let unbufferable = frames.iter().any(|f| match *f {
             Frame::Message { offset, data } => !self.recv.can_buffer(offset, data.len()),
             _ => false,
@@ -547,6 +727,12 @@ impl Connection {
             );
             return;
         }
+        self.crypto.replay.record(pn);
+        if let (Some(next), Some(keys)) = (next_key, self.crypto.keys.as_mut()) {
+            debug!("peer updated its keys");
+            keys.update_recv(next);
+            self.stats.key_updates_received += 1;
+        }
         self.stats.packets_received += 1;
         self.last_rx = now;
         self.last_activity = now;
@@ -554,7 +740,7 @@ impl Connection {
         // Packet-number bookkeeping and ACK urgency: a gap, or a gap being filled, is news the
         // sender needs now, not after the delayed-ACK timer. (Only for ack-eliciting packets:
         // answering reordered ACKs with ACKs would ping-pong forever.)
-        let mut urgent = header.ty != PacketType::Data;
+        let mut urgent = long;
         match self.recv_largest {
             Some((largest, _)) if pn < largest => {
                 self.stats.out_of_order += 1;
@@ -565,11 +751,9 @@ impl Connection {
         }
         if self.recv_largest.is_none_or(|(largest, _)| pn > largest) {
             self.recv_largest = Some((pn, now));
-            if remote != self.remote {
-                // NAT rebinding: follow the newest packet's address. (Version 1 has no path
-                // validation; it arrives with the encrypted version.)
-                debug!(old = %self.remote, new = %remote, "peer address changed");
-                self.remote = remote;
+            if remote != self.remote && header.ty.is_data() {
+                // Only an authenticated packet, and only the newest, moves the connection.
+                self.migrate(now, remote, datagram_len);
             }
         }
         self.recv_pns.insert(pn..pn + 1);
@@ -580,13 +764,16 @@ impl Connection {
         self.ack_pending = true;
 
         match (self.side, header.ty) {
-            (Side::Client, PacketType::Accept) if self.state == State::Handshaking => {
-                self.remote_cid = header.src_cid;
-                self.state = State::Established;
-                self.connected_pending = true;
-                debug!(remote_cid = ?self.remote_cid, "connected");
+            (Side::Client, PacketType::Accept) if self.crypto.keys.is_some() => {
+                // The server is still sending ACCEPT: it has not got Noise message 3 yet.
+                self.crypto.hs_due = true;
             }
-            (Side::Server, PacketType::Data) => self.confirmed = true,
+            (Side::Client, PacketType::Data { .. }) if !self.crypto.confirmed => {
+                debug!("handshake confirmed");
+                self.crypto.confirmed = true;
+                self.crypto.hs_due = false;
+                self.crypto.hs_msg = Vec::new();
+            }
             _ => {}
         }
 
@@ -595,8 +782,17 @@ impl Connection {
             eliciting |= frame.is_ack_eliciting();
             match *frame {
                 Frame::Padding { .. } | Frame::Ping => {}
+                Frame::Handshake(msg) => {
+                    if let Err(detail) = self.on_handshake(now, &header, msg) {
+                        self.protocol_violation(now, close_code::HANDSHAKE_FAILED, detail);
+                        return;
+                    }
+                    if !self.is_open() {
+                        return; // the peer's key was refused
+                    }
+                }
                 Frame::Ack(ref ack) => {
-                    if let Err(detail) = self.on_ack(now, ack) {
+                    if let Err(detail) = self.on_ack(now, ack, long) {
                         self.protocol_violation(now, close_code::PROTOCOL_VIOLATION, detail);
                         return;
                     }
@@ -616,6 +812,22 @@ impl Connection {
                 Frame::MaxData { limit } => {
                     if limit > self.send.max_data {
                         self.send.max_data = limit;
+                    }
+                }
+                Frame::PathChallenge(data) => {
+                    // Bounded: at most a few outstanding answers; a flood gets the newest.
+                    if self.path.responses.len() >= 4 {
+                        self.path.responses.pop_front();
+                    }
+                    self.path.responses.push_back(data);
+                }
+                Frame::PathResponse(data) => {
+                    if self.path.challenge.is_some_and(|(c, _)| c == data) && remote == self.remote
+                    {
+                        debug!(remote = %self.remote, "new path validated");
+                        self.path.validated = true;
+                        self.path.challenge = None;
+                        self.path.previous = None;
                     }
                 }
                 Frame::Close { code, reason } => {
@@ -641,22 +853,234 @@ impl Connection {
         }
     }
 
-    fn on_ack(&mut self, now: Instant, ack: &AckFrame) -> Result<(), &'static str> {
+    /// Authenticates and decrypts `packet` with the key its type calls for, returning the
+    /// frames and, if the packet is under the peer's next key, that key (to commit once the
+    /// packet is accepted). `None`: dropped (and counted).
+    fn open(&mut self, now: Instant, packet: &Packet<'_>) -> Option<(Vec<u8>, Option<PacketKey>)> {
+        let ty = packet.header.ty;
+        let result = match (self.side, ty) {
+            (_, PacketType::Data { key_phase }) => {
+                let Some(keys) = self.crypto.keys.as_mut() else {
+                    // DATA that overtook the handshake message carrying the keys: dropped, and
+                    // retransmitted by the peer's loss recovery like any lost packet.
+                    self.stats.undecryptable_dropped += 1;
+                    return None;
+                };
+                keys.open(packet, key_phase)
+            }
+            (Side::Server, PacketType::Initial | PacketType::Handshake)
+            | (Side::Client, PacketType::Accept) => {
+                if self.crypto.confirmed {
+                    // Long-header keys are public; once the handshake is confirmed they are not
+                    // trusted with anything. A client still sending them has not seen our DATA
+                    // yet: elicit some.
+                    if self.side == Side::Server && packet.open(&self.crypto.initial.client).is_ok()
+                    {
+                        self.ping_pending = true;
+                    }
+                    self.stats.stale_dropped += 1;
+                    return None;
+                }
+                let key = match self.side {
+                    Side::Server => &self.crypto.initial.client,
+                    Side::Client => &self.crypto.initial.server,
+                };
+                packet.open(key).map(|p| (p, None))
+            }
+            (Side::Client, PacketType::Retry) => {
+                self.on_retry(now, packet);
+                return None;
+            }
+            _ => {
+                // A type that never travels in this direction.
+                self.stats.malformed_dropped += 1;
+                return None;
+            }
+        };
+        match result {
+            Ok(payload) => Some(payload),
+            Err(AuthError) => {
+                self.stats.corrupt_dropped += 1;
+                None
+            }
+        }
+    }
+
+    /// The server wants proof of our address first: repeat the INITIAL with its token.
+    fn on_retry(&mut self, now: Instant, packet: &Packet<'_>) {
+        let ours = self.state == State::Handshaking
+            && self.remote_cid.is_none()
+            && self.crypto.token.is_empty()
+            && !packet.token.is_empty();
+        if !ours || packet.open(&self.crypto.initial.retry).is_err() {
+            // One RETRY per attempt (a second could only loop us), and only an authentic one.
+            self.stats.malformed_dropped += 1;
+            return;
+        }
+        debug!("retry: repeating the INITIAL with the server's token");
+        self.crypto.token = packet.token.to_vec();
+        self.stats.retries_received += 1;
+        // The INITIALs sent so far were answered, not lost: forget them without counting
+        // losses or shrinking the congestion window, and send the next one now.
+        self.forget_sent();
+        self.ping_pending = true;
+        self.last_rx = now;
+    }
+
+    fn forget_sent(&mut self) {
+        self.sent.clear();
+        self.bytes_in_flight = 0;
+        self.time_of_last_ack_eliciting = None;
+        self.loss_time = None;
+        self.pto_count = 0;
+        self.probes = 0;
+    }
+
+    /// A Noise message from the peer. Only the one the handshake expects next is read;
+    /// repeats (every long-header packet carries one) are ignored.
+    fn on_handshake(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        msg: &[u8],
+    ) -> Result<(), &'static str> {
+        let expected = matches!(
+            (self.side, header.ty),
+            (Side::Client, PacketType::Accept) | (Side::Server, PacketType::Handshake)
+        );
+        let Some(hs) = self.crypto.handshake.as_mut() else {
+            return Ok(());
+        };
+        if !expected || hs.is_my_turn() {
+            return Ok(());
+        }
+        hs.read(msg).map_err(|_| "handshake message rejected")?;
+        let actual = hs.remote_static().ok_or("no static key")?;
+        if self.side == Side::Client {
+            self.remote_cid = header.src_cid;
+        }
+        if let Some(expected) = self.crypto.expected_key.filter(|&e| e != actual) {
+            debug!("peer key differs from the expected one; refusing");
+            // A client refuses before writing message 3: an impostor never learns who we are.
+            self.crypto.hs_msg = Vec::new();
+            self.crypto.handshake = None;
+            self.close_frame = Some((close_code::KEY_MISMATCH, "key mismatch".into()));
+            self.enter_closing(now, CloseReason::KeyMismatch { expected, actual });
+            return Ok(());
+        }
+        if self.side == Side::Client {
+            self.crypto.hs_msg = hs.write(&[]).map_err(|_| "handshake write failed")?;
+            self.crypto.hs_due = true;
+        }
+        let hs = self
+            .crypto
+            .handshake
+            .take()
+            .ok_or("handshake state missing")?;
+        let keys = hs.finish().map_err(|_| "handshake incomplete")?;
+        self.crypto.remote_key = Some(keys.remote_static);
+        self.crypto.keys = Some(Keys {
+            send: keys.send,
+            send_phase: false,
+            phase_first_pn: self.next_pn,
+            phase_started: now,
+            recv: keys.recv,
+            recv_phase: false,
+            recv_prev: None,
+        });
+        if self.side == Side::Server {
+            self.crypto.confirmed = true;
+            self.crypto.hs_msg = Vec::new();
+            // Our first DATA packet is what confirms the handshake to the client.
+            self.ping_pending = true;
+        }
+        self.state = State::Established;
+        self.connected_pending = true;
+        debug!(remote_cid = ?self.remote_cid, "connected");
+        Ok(())
+    }
+
+    /// An authenticated packet, the newest, came from a new address: NAT rebinding, or the
+    /// peer moved. Follow it at once (nothing is lost), but send no more than we receive from
+    /// there until it answers a PATH_CHALLENGE; fall back if it never does.
+    fn migrate(&mut self, now: Instant, remote: SocketAddr, datagram_len: usize) {
+        if self.path.previous == Some(remote) {
+            // Back to the address that was validated before: nothing to prove.
+            debug!(new = %remote, "peer back on its validated address");
+            self.remote = remote;
+            self.path.validated = true;
+            self.path.challenge = None;
+            self.path.previous = None;
+            return;
+        }
+        debug!(old = %self.remote, new = %remote, "peer address changed; validating");
+        if self.path.validated {
+            self.path.previous = Some(self.remote);
+        }
+        self.remote = remote;
+        self.path.validated = false;
+        self.path.rx = datagram_len as u64;
+        self.path.tx = 0;
+        let data = self.challenge_data();
+        self.path.challenge = Some((data, now + self.pto() * PATH_VALIDATION_PTOS));
+        self.path.challenge_due = true;
+        self.stats.migrations += 1;
+    }
+
+    fn challenge_data(&mut self) -> [u8; 8] {
+        use blake2::digest::{FixedOutput as _, Mac as _};
+        self.path.challenges_sent += 1;
+        // A 32-byte key is always valid for BLAKE2s-MAC.
+        let mut m = <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(
+            &self.path.challenge_key,
+        )
+        .expect("32-byte key is valid");
+        m.update(&self.path.challenges_sent.to_be_bytes());
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&m.finalize_fixed()[..8]);
+        out
+    }
+
+    /// The peer's authenticated static key, once the handshake has produced it.
+    pub(crate) fn remote_key(&self) -> Option<[u8; 32]> {
+        self.crypto.remote_key
+    }
+
+    /// An ACK frame. `from_long`: it came in a long-header packet, whose keys are public, so
+    /// it may acknowledge only long-header packets.
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        ack: &AckFrame,
+        from_long: bool,
+    ) -> Result<(), &'static str> {
         let Some(largest) = ack.largest() else {
             return Ok(());
         };
         if largest >= self.next_pn {
             return Err("ack of unsent packet");
         }
-        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
         let mut newly: Vec<(u64, SentPacket)> = Vec::new();
         for &(lo, hi) in &ack.ranges {
-            let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
+            let pns: Vec<u64> = self
+                .sent
+                .range(lo..=hi)
+                .filter(|(_, p)| p.long || !from_long)
+                .map(|(&pn, _)| pn)
+                .collect();
             for pn in pns {
                 if let Some(p) = self.sent.remove(&pn) {
                     newly.push((pn, p));
                 }
             }
+        }
+        let credible = if from_long {
+            newly.iter().map(|&(pn, _)| pn).max()
+        } else {
+            Some(largest)
+        };
+        if let Some(l) = credible {
+            self.largest_acked = Some(self.largest_acked.map_or(l, |a| a.max(l)));
         }
         if newly.is_empty() {
             return Ok(());
@@ -757,23 +1181,27 @@ impl Connection {
         self.time_of_last_ack_eliciting.map(|t| t + self.pto())
     }
 
-    /// A server that does not yet know the client receives at its claimed address.
-    fn unconfirmed_server(&self) -> bool {
-        self.side == Side::Server && !self.confirmed
+    /// The largest datagram we may send now: until the peer's current address is validated,
+    /// never more bytes than it sent us from there (anti-amplification, RFC 9000 §8).
+    fn send_budget(&self) -> usize {
+        let max = self.config.max_datagram_size;
+        if self.path.validated {
+            return max;
+        }
+        let left = self.path.rx.saturating_sub(self.path.tx);
+        usize::try_from(left).unwrap_or(max).min(max)
     }
 
-    /// Would another full datagram break the 3x anti-amplification limit?
+    /// Does the anti-amplification budget hold us back?
     fn amplification_blocked(&self) -> bool {
-        self.unconfirmed_server()
-            && self.unvalidated_tx + self.config.max_datagram_size as u64
-                > AMPLIFICATION_FACTOR * self.unvalidated_rx
+        self.send_budget() < MIN_USEFUL_PACKET
     }
 
     /// When the connection is given up on: idle timeout, or the handshake timeout for a server
-    /// the client has not confirmed.
+    /// whose client has not completed the handshake.
     fn death_deadline(&self) -> Instant {
         let idle = self.last_rx + self.config.idle_timeout;
-        if self.unconfirmed_server() {
+        if self.side == Side::Server && self.state == State::Handshaking {
             idle.min(self.created + HANDSHAKE_TIMEOUT)
         } else {
             idle
@@ -801,7 +1229,7 @@ impl Connection {
     }
 
     fn can_send_data(&self) -> bool {
-        self.remote_cid.is_some() && self.is_open()
+        self.remote_cid.is_some() && self.crypto.keys.is_some() && self.is_open()
     }
 
     /// When `handle_timeout` next has work to do.
@@ -824,6 +1252,7 @@ impl Connection {
             self.keepalive_deadline().filter(|_| may_send),
             self.next_copy_time().filter(|_| may_send),
             self.close_deadline.filter(|_| self.close_after_flush),
+            self.path.challenge.map(|(_, deadline)| deadline),
         ]
         .into_iter()
         .flatten()
@@ -843,7 +1272,7 @@ impl Connection {
             State::Handshaking | State::Established => {}
         }
         if now >= self.death_deadline() {
-            debug!(confirmed = self.confirmed, "idle or handshake timeout");
+            debug!(state = ?self.state, "idle or handshake timeout");
             self.state = State::Drained;
             self.closed.get_or_insert(CloseReason::IdleTimeout);
             return;
@@ -857,6 +1286,21 @@ impl Connection {
         if self.ack_deadline.is_some_and(|t| now >= t) {
             self.ack_immediately = true;
         }
+        if self.path.challenge.is_some_and(|(_, t)| now >= t) {
+            match self.path.previous.take() {
+                Some(previous) => {
+                    debug!(failed = %self.remote, back_to = %previous, "path validation failed");
+                    self.remote = previous;
+                    self.path.validated = true;
+                    self.path.challenge = None;
+                }
+                None => {
+                    let data = self.challenge_data();
+                    self.path.challenge = Some((data, now + self.pto() * PATH_VALIDATION_PTOS));
+                    self.path.challenge_due = true;
+                }
+            }
+        }
         if self.keepalive_deadline().is_some_and(|t| now >= t) {
             self.ping_pending = true;
             self.last_activity = now;
@@ -869,6 +1313,10 @@ impl Connection {
             self.pto_count += 1;
             self.stats.ptos += 1;
             self.probes = PROBES_PER_PTO;
+            if self.side == Side::Client && self.crypto.keys.is_some() && !self.crypto.confirmed {
+                // The server may lack Noise message 3: the probe repeats it.
+                self.crypto.hs_due = true;
+            }
             debug!(pto_count = self.pto_count, "probe timeout");
         }
     }
@@ -887,7 +1335,7 @@ impl Connection {
                     return None;
                 }
                 let (code, reason) = self.close_frame.clone().unwrap_or_default();
-                let mut b = self.builder();
+                let mut b = self.builder(now);
                 let mut sp = SentPacket::empty(now);
                 // Every closing packet carries our acknowledgement state: without it, whatever the
                 // peer sent just before our close would look undelivered to it, although we
@@ -905,22 +1353,38 @@ impl Connection {
             }
             State::Handshaking | State::Established => {}
         }
+        let ty = self.packet_type();
         let send_ack = self.ack_pending
             && (self.ack_immediately || self.ack_deadline.is_some_and(|t| now >= t));
-        let data_ok = self.can_send_data() && self.cwnd_allows();
+        let data_ok = ty.is_data() && self.can_send_data() && self.cwnd_allows();
         let copy_due = data_ok && self.copies.iter().any(|c| c.next <= now);
         let data_due = data_ok && (self.send.has_lost() || self.send.has_sendable_new());
-        let control_due = self.ping_pending || (self.max_data_pending && self.can_send_data());
-        if !(send_ack || data_due || copy_due || control_due || self.probes > 0) {
+        let path_due = ty.is_data() && (self.path.challenge_due || !self.path.responses.is_empty());
+        let control_due = self.ping_pending
+            || (self.max_data_pending && self.can_send_data() && ty.is_data())
+            || (ty == PacketType::Handshake && self.crypto.hs_due);
+        if !(send_ack || data_due || copy_due || control_due || path_due || self.probes > 0) {
             return None;
         }
 
-        let mut b = self.builder();
+        let mut b = self.builder(now);
         let mut sp = SentPacket::empty(now);
+        if ty.is_long() && !self.crypto.hs_msg.is_empty() {
+            // Our latest handshake message rides in every long-header packet (it is at most
+            // ~100 bytes), so whichever of them arrives first moves the handshake on.
+            Frame::Handshake(&self.crypto.hs_msg).encode(b.frames_buf());
+            sp.ack_eliciting = true;
+        }
+        if ty == PacketType::Handshake {
+            self.crypto.hs_due = false;
+        }
         if self.ack_pending {
             self.write_ack(now, &mut b, &mut sp);
         }
-        if self.max_data_pending && self.can_send_data() {
+        if ty.is_data() {
+            self.write_path_frames(&mut b, &mut sp);
+        }
+        if self.max_data_pending && self.can_send_data() && ty.is_data() {
             self.max_data_pending = false;
             let limit = self.recv.advance_max_data();
             Frame::MaxData { limit }.encode(b.frames_buf());
@@ -939,7 +1403,7 @@ impl Connection {
             }
             self.write_copies(now, &mut b, &mut sp);
         }
-        if self.probes > 0 && !sp.ack_eliciting && self.can_send_data() {
+        if self.probes > 0 && !sp.ack_eliciting && data_ok {
             // A probe carries data if it can: it then repairs a loss as well as detecting one.
             // Size the frame for the largest offset it could start at, not for offset 0: the
             // offset's varint is part of the frame.
@@ -957,7 +1421,7 @@ impl Connection {
         if let Some(r) = new_range {
             self.schedule_copies(now, r);
         }
-        let pad = self.packet_type() == PacketType::Initial;
+        let pad = ty == PacketType::Initial;
         if pad {
             b.pad_to(MIN_INITIAL_SIZE);
         }
@@ -970,26 +1434,82 @@ impl Connection {
         Some(self.finish(now, b, sp, pad))
     }
 
-    /// The packet type is decided by what each side knows, not by connection state, so that
-    /// even a CLOSE sent mid-handshake reaches the peer's connection.
-    fn packet_type(&self) -> PacketType {
-        match self.side {
-            Side::Client if self.remote_cid.is_none() => PacketType::Initial,
-            Side::Server if !self.confirmed => PacketType::Accept,
-            _ => PacketType::Data,
+    /// PATH_CHALLENGE for a new peer address, and answers to the peer's challenges.
+    fn write_path_frames(&mut self, b: &mut PacketBuilder, sp: &mut SentPacket) {
+        if self.path.challenge_due && b.remaining() >= 9 {
+            if let Some((data, _)) = self.path.challenge {
+                Frame::PathChallenge(data).encode(b.frames_buf());
+                sp.ack_eliciting = true;
+            }
+            self.path.challenge_due = false;
+        }
+        while b.remaining() >= 9 {
+            let Some(data) = self.path.responses.pop_front() else {
+                break;
+            };
+            Frame::PathResponse(data).encode(b.frames_buf());
+            sp.ack_eliciting = true;
         }
     }
 
-    fn builder(&mut self) -> PacketBuilder {
+    /// The packet type is decided by what each side knows, not by connection state, so that
+    /// even a CLOSE sent mid-handshake reaches the peer's connection.
+    fn packet_type(&self) -> PacketType {
+        let phase = self.crypto.keys.as_ref().is_some_and(|k| k.send_phase);
+        match self.side {
+            Side::Client if self.remote_cid.is_none() => PacketType::Initial,
+            Side::Client if self.crypto.keys.is_none() || self.crypto.hs_due => {
+                PacketType::Handshake
+            }
+            Side::Server if self.crypto.keys.is_none() => PacketType::Accept,
+            _ => PacketType::Data { key_phase: phase },
+        }
+    }
+
+    /// Moves our sending keys on (Noise `REKEY`) after `key_update_packets` packets or
+    /// `key_update_interval`, whichever comes first. Only once the peer has acknowledged a
+    /// packet under the current key: it then surely holds that key, so it can tell our next
+    /// phase from our previous one.
+    fn maybe_update_keys(&mut self, now: Instant) {
+        let (packets, interval) = (
+            self.config.key_update_packets,
+            self.config.key_update_interval,
+        );
+        let next_pn = self.next_pn;
+        let acked = self.largest_acked;
+        let Some(keys) = self.crypto.keys.as_mut() else {
+            return;
+        };
+        let due = next_pn - keys.phase_first_pn >= packets
+            || now.saturating_duration_since(keys.phase_started) >= interval;
+        if due && acked.is_some_and(|a| a >= keys.phase_first_pn) {
+            keys.send = keys.send.next();
+            keys.send_phase = !keys.send_phase;
+            keys.phase_first_pn = next_pn;
+            keys.phase_started = now;
+            self.stats.key_updates += 1;
+            debug!("updated sending keys");
+        }
+    }
+
+    fn builder(&mut self, now: Instant) -> PacketBuilder {
+        if self.packet_type().is_data() {
+            self.maybe_update_keys(now);
+        }
         let ty = self.packet_type();
         let header = Header {
             ty,
             dst_cid: self.remote_cid.unwrap_or(self.initial_dcid),
-            src_cid: (ty != PacketType::Data).then_some(self.local_cid),
+            src_cid: ty.is_long().then_some(self.local_cid),
             number: self.next_pn,
         };
         self.next_pn += 1;
-        PacketBuilder::new(&header, self.config.max_datagram_size)
+        let token: &[u8] = if ty == PacketType::Initial {
+            &self.crypto.token
+        } else {
+            &[]
+        };
+        PacketBuilder::new(&header, token, self.send_budget())
     }
 
     fn finish(
@@ -1000,7 +1520,13 @@ impl Connection {
         padded: bool,
     ) -> Vec<u8> {
         let pn = self.next_pn - 1;
-        let bytes = b.finish();
+        let ty = b.packet_type();
+        let key = match (ty, self.crypto.keys.as_ref()) {
+            (PacketType::Data { .. }, Some(keys)) => &keys.send,
+            (PacketType::Accept, _) => &self.crypto.initial.server,
+            _ => &self.crypto.initial.client,
+        };
+        let bytes = b.finish(key);
         // Every frame writer checks its room first; a violation here is a bug in one of them.
         debug_assert!(
             bytes.len() <= self.config.max_datagram_size,
@@ -1008,14 +1534,15 @@ impl Connection {
             bytes.len()
         );
         sp.size = bytes.len() as u64;
+        sp.long = ty.is_long();
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
-        if self.unconfirmed_server() {
-            self.unvalidated_tx += bytes.len() as u64;
+        if !self.path.validated {
+            self.path.tx += bytes.len() as u64;
         }
         // Only ack-eliciting packets are tracked (and count as in flight): nothing acknowledges
         // the others, so they could never leave the map. An ACK riding on one still gets its
-        // ack-of-ack. A padded INITIAL always carries a PING.
+        // ack-of-ack. A padded INITIAL always carries a handshake message.
         if sp.ack_eliciting || padded {
             self.bytes_in_flight += sp.size;
             self.time_of_last_ack_eliciting = Some(now);
@@ -1162,6 +1689,7 @@ impl SentPacket {
             stream: Vec::new(),
             max_data: false,
             ack_largest: None,
+            long: false,
         }
     }
 }

@@ -68,6 +68,19 @@ impl PacketKey {
         payload.extend_from_slice(&tag);
     }
 
+    /// Seals `buf[header_len..]` in place, with `buf[..header_len]` as associated data, and
+    /// appends the tag.
+    pub fn seal_in_place(&self, pn: u64, buf: &mut Vec<u8>, header_len: usize) {
+        let split = header_len.min(buf.len());
+        let (header, payload) = buf.split_at_mut(split);
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(&nonce(pn), header, payload)
+            // ChaCha20-Poly1305 fails only for messages over 256 GiB; a datagram is < 64 KiB.
+            .expect("datagram-sized input is always encryptable");
+        buf.extend_from_slice(&tag);
+    }
+
     /// Checks and decrypts `ciphertext || tag` in place, leaving the plaintext in `buf`.
     pub fn open(&self, pn: u64, header: &[u8], buf: &mut Vec<u8>) -> Result<(), AuthError> {
         let split = buf.len().checked_sub(TAG_LEN).ok_or(AuthError)?;
@@ -375,5 +388,38 @@ mod tests {
         assert!(jar.verify(&c, &a, 1000 + CookieJar::ROTATE_SECS, 1 << 20));
         jar.maybe_rotate(1000 + 2 * CookieJar::ROTATE_SECS, || [5; 32]);
         assert!(!jar.verify(&c, &a, 1000 + 2 * CookieJar::ROTATE_SECS, 1 << 20));
+    }
+}
+
+/// The keys of the long-header packets (INITIAL, HANDSHAKE, ACCEPT, RETRY) of one connection
+/// attempt, derived from the client's first destination connection ID. Anyone who sees that ID
+/// can derive them: they make damage and blind injection detectable, not contents secret. The
+/// Noise messages inside carry their own protection.
+#[derive(Debug, Clone)]
+pub struct InitialKeys {
+    /// Seals client → server packets (INITIAL, HANDSHAKE).
+    pub client: PacketKey,
+    /// Seals server → client packets (ACCEPT).
+    pub server: PacketKey,
+    /// Authenticates RETRY (empty plaintext, nonce 0).
+    pub retry: PacketKey,
+}
+
+impl InitialKeys {
+    /// The keys for the attempt whose first INITIAL went to `initial_dcid`.
+    pub fn new(initial_dcid: u64) -> Self {
+        let derive = |label: &[u8]| {
+            use blake2::Digest as _;
+            let mut h = blake2::Blake2s256::new();
+            h.update(b"chirp v2 initial ");
+            h.update(label);
+            h.update(initial_dcid.to_be_bytes());
+            PacketKey::new(h.finalize().into())
+        };
+        Self {
+            client: derive(b"client"),
+            server: derive(b"server"),
+            retry: derive(b"retry"),
+        }
     }
 }

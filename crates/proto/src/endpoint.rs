@@ -19,18 +19,95 @@
 //! }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::{debug, trace};
 
 use crate::config::TransportConfig;
-use crate::connection::{CloseReason, ConnEvent, Connection, SendError};
+use crate::connection::{CloseReason, ConnEvent, Connection, HandshakeStart, SendError};
+use crate::crypto::{CookieJar, InitialKeys};
+use crate::handshake::{Handshake, StaticSecret};
 use crate::rng::Rng;
 use crate::stats::{ConnectionStats, EndpointStats};
-use crate::wire::{ConnectionId, DecodeError, Frames, MIN_INITIAL_SIZE, Packet, PacketType};
+use crate::wire::{
+    ConnectionId, Frame, Frames, MIN_INITIAL_SIZE, Packet, PacketType, encode_retry,
+};
+
+/// A RETRY token (cookie) is honoured for this long after it was issued: long enough for one
+/// round trip on a bad path, short enough that a captured one is soon useless.
+const TOKEN_LIFETIME_SECS: u64 = 60;
+/// Stateless answers (RETRY) waiting to be sent. Beyond this they are dropped, so a flood of
+/// INITIALs cannot grow memory: each answer is smaller than the INITIAL that caused it, and the
+/// client simply repeats its INITIAL.
+const MAX_STATELESS_QUEUE: usize = 256;
+/// Sources tracked by the handshake rate limiter. Only cookie-validated sources enter it, so
+/// spoofed addresses cannot fill it; when it is full the idlest entry is replaced.
+const MAX_RATE_LIMITED_SOURCES: usize = 4096;
+
+/// When and how fast a source may complete handshakes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandshakeLimit {
+    /// "Under load": the limit applies only while at least this many connections are
+    /// handshaking. Below it, every validated INITIAL is served.
+    pub load_threshold: usize,
+    /// Handshakes a source may start at once, under load.
+    pub burst: f64,
+    /// ... and per second after that.
+    pub per_second: f64,
+}
+
+impl Default for HandshakeLimit {
+    fn default() -> Self {
+        Self {
+            load_threshold: 256,
+            burst: 32.0,
+            per_second: 16.0,
+        }
+    }
+}
+
+/// A source of secrets (cookie keys, path-challenge keys): BLAKE2s-MAC in counter mode under a
+/// master key derived from the endpoint's static secret and the seed. Unpredictable to anyone
+/// without the static secret; deterministic for a simulation that fixes both.
+#[derive(Clone)]
+struct Secrets {
+    master: [u8; 32],
+    counter: u64,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
+}
+
+impl Secrets {
+    fn new(identity: &StaticSecret, seed: u64) -> Self {
+        use blake2::Digest as _;
+        let mut h = blake2::Blake2s256::new();
+        h.update(b"chirp v2 endpoint secrets");
+        h.update(identity.0);
+        h.update(seed.to_be_bytes());
+        Self {
+            master: h.finalize().into(),
+            counter: 0,
+        }
+    }
+
+    fn next(&mut self) -> [u8; 32] {
+        use blake2::digest::{FixedOutput as _, Mac as _};
+        self.counter += 1;
+        // A 32-byte key is always valid for BLAKE2s-MAC.
+        let mut m =
+            <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(&self.master)
+                .expect("32-byte key is valid");
+        m.update(&self.counter.to_be_bytes());
+        m.finalize_fixed().into()
+    }
+}
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack socket reports for IPv4
 /// peers) become plain IPv4, so that one peer always compares equal to itself. A driver whose
@@ -58,7 +135,9 @@ pub struct EndpointConfig {
     pub accept_only_from: Option<std::net::IpAddr>,
     /// This endpoint's static key (its identity in the handshake). `None`: a fresh key drawn
     /// when the endpoint is created, which suits tests and anonymous clients.
-    pub identity: Option<crate::handshake::StaticSecret>,
+    pub identity: Option<StaticSecret>,
+    /// Per-source handshake rate limit under load.
+    pub handshake_limit: HandshakeLimit,
 }
 
 impl Default for EndpointConfig {
@@ -69,6 +148,7 @@ impl Default for EndpointConfig {
             max_connections: 4096,
             accept_only_from: None,
             identity: None,
+            handshake_limit: HandshakeLimit::default(),
         }
     }
 }
@@ -82,8 +162,9 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
-/// Something the application should know about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something the application should know about. `Debug` shows a message's length, never its
+/// bytes (they are user plaintext).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Event {
     /// The connection is up. `incoming` is true if the peer opened it.
     Connected {
@@ -121,12 +202,50 @@ pub enum Event {
     },
 }
 
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connected {
+                conn,
+                remote,
+                incoming,
+                remote_key,
+            } => f
+                .debug_struct("Connected")
+                .field("conn", conn)
+                .field("remote", remote)
+                .field("incoming", incoming)
+                .field("remote_key", &format_args!("{:02x?}..", &remote_key[..4]))
+                .finish(),
+            Self::Message { conn, data } => f
+                .debug_struct("Message")
+                .field("conn", conn)
+                .field("len", &data.len())
+                .finish_non_exhaustive(),
+            Self::Writable { conn } => f.debug_struct("Writable").field("conn", conn).finish(),
+            Self::Closed {
+                conn,
+                reason,
+                undelivered,
+            } => f
+                .debug_struct("Closed")
+                .field("conn", conn)
+                .field("reason", reason)
+                .field("undelivered", &undelivered.len())
+                .finish(),
+        }
+    }
+}
+
 /// Why [`Endpoint::connect`] failed.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectError {
     /// The connection table is full.
     #[error("too many connections")]
     TooManyConnections,
+    /// The Noise library refused to start a handshake (a bad static key).
+    #[error("handshake setup failed")]
+    Handshake,
 }
 
 /// A sans-IO endpoint: all the connections behind one UDP socket.
@@ -145,15 +264,39 @@ pub struct Endpoint {
     transmit_cursor: u64,
     event_cursor: u64,
     stats: EndpointStats,
+    identity: StaticSecret,
+    secrets: Secrets,
+    cookies: CookieJar,
+    /// The instant cookie timestamps count from (the first input).
+    epoch: Option<Instant>,
+    stateless: VecDeque<Transmit>,
+    /// Handshake tokens per source IP: (tokens, last refill).
+    limiter: HashMap<IpAddr, (f64, Instant)>,
 }
 
 impl Endpoint {
     /// Creates an endpoint. `seed` keys the generator of connection IDs: the driver passes OS
     /// entropy, tests a constant (the core itself never reads the OS).
     pub fn new(config: EndpointConfig, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let identity = config.identity.clone().unwrap_or_else(|| {
+            let mut k = [0u8; 32];
+            for chunk in k.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            StaticSecret(k)
+        });
+        let mut secrets = Secrets::new(&identity, seed);
+        let cookies = CookieJar::new(secrets.next(), 0);
         Self {
             config,
-            rng: Rng::new(seed),
+            rng,
+            identity,
+            secrets,
+            cookies,
+            epoch: None,
+            stateless: VecDeque::new(),
+            limiter: HashMap::new(),
             conns: BTreeMap::new(),
             by_cid: HashMap::new(),
             by_initial: HashMap::new(),
@@ -193,13 +336,41 @@ impl Endpoint {
         now: Instant,
         remote: SocketAddr,
     ) -> Result<ConnectionHandle, ConnectError> {
+        self.connect_expecting(now, remote, None)
+    }
+
+    /// Like [`Self::connect`], but the peer must prove it holds the static key
+    /// `expected_key` (a pinned or remembered key). Any other key ends the connection with
+    /// [`CloseReason::KeyMismatch`] before our own identity is sent.
+    pub fn connect_expecting(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        expected_key: Option<[u8; 32]>,
+    ) -> Result<ConnectionHandle, ConnectError> {
         if self.conns.len() >= self.config.max_connections {
             return Err(ConnectError::TooManyConnections);
         }
         let remote = canonical(remote);
         let local = self.new_cid();
         let initial = ConnectionId(self.rng.next_u64());
-        let conn = Connection::client(self.config.transport.clone(), local, initial, remote, now);
+        let mut handshake =
+            Handshake::initiator(&self.identity.0).map_err(|_| ConnectError::Handshake)?;
+        let message = handshake.write(&[]).map_err(|_| ConnectError::Handshake)?;
+        let start = HandshakeStart {
+            handshake,
+            message,
+            challenge_key: self.secrets.next(),
+        };
+        let conn = Connection::client(
+            self.config.transport.clone(),
+            local,
+            initial,
+            remote,
+            now,
+            start,
+            expected_key,
+        );
         let handle = self.insert(conn);
         debug!(?handle, %remote, cid = %local, "connecting");
         Ok(handle)
@@ -249,6 +420,11 @@ impl Endpoint {
         self.stats
     }
 
+    /// The peer's static public key, authenticated by the handshake (`None` until then).
+    pub fn remote_key(&self, conn: ConnectionHandle) -> Option<[u8; 32]> {
+        self.conns.get(&conn).and_then(Connection::remote_key)
+    }
+
     /// The peer address of `conn` (it follows the peer across NAT rebinding).
     pub fn remote(&self, conn: ConnectionHandle) -> Option<SocketAddr> {
         self.conns.get(&conn).map(|c| c.remote)
@@ -277,35 +453,32 @@ impl Endpoint {
     }
 
     /// Feeds one received UDP datagram. Call it for every datagram from the socket, then drain
-    /// `poll_transmit` and `poll_event`. Malformed, corrupt and unroutable datagrams are dropped
-    /// and counted; nothing here panics on any input.
+    /// `poll_transmit` and `poll_event`. Malformed, forged and unroutable datagrams are dropped
+    /// and counted; nothing here panics on any input, and nothing but a cookie-validated
+    /// INITIAL allocates state that outlives the call.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let from = canonical(from);
+        self.epoch.get_or_insert(now);
         self.stats.datagrams_received += 1;
         let packet = match Packet::new_checked(datagram) {
             Ok(p) => p,
             Err(e) => {
                 trace!(%from, %e, "dropping datagram");
-                // Whom to charge: the checksum covers the connection ID, so a damaged datagram
-                // cannot be routed by it. Charge the one connection at that address, if any.
-                let conn = self.conns.values_mut().find(|c| c.remote == from);
-                if e == DecodeError::Corrupt {
-                    self.stats.corrupt_dropped += 1;
-                    conn.map(Connection::count_corrupt);
-                } else {
-                    self.stats.malformed_dropped += 1;
-                    conn.map(Connection::count_malformed);
+                // Whom to charge: a datagram without a valid header cannot be routed by its
+                // connection ID. Charge the one connection at that address, if any.
+                self.stats.malformed_dropped += 1;
+                if let Some(conn) = self.conns.values_mut().find(|c| c.remote == from) {
+                    conn.count_malformed();
                 }
                 return;
             }
         };
-        let header = packet.header;
         let handle = match self.route(now, from, &packet, datagram.len()) {
             Some(h) => h,
             None => return,
         };
         if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.handle_packet(now, from, &header, packet.payload, datagram.len());
+            conn.handle_packet(now, from, &packet, datagram.len());
         }
     }
 
@@ -334,6 +507,27 @@ impl Endpoint {
             self.stats.refused += 1;
             return None;
         }
+        // Authenticate with the (public) initial key and find Noise message 1: junk and
+        // damaged datagrams stop here, before anything is allocated or answered.
+        let Ok(payload) = packet.open(&InitialKeys::new(header.dst_cid.0).client) else {
+            self.stats.corrupt_dropped += 1;
+            return None;
+        };
+        let mut msg1 = None;
+        for frame in Frames::new(&payload) {
+            match frame {
+                Ok(Frame::Handshake(m)) => msg1 = Some(m),
+                Ok(Frame::Padding { .. } | Frame::Ping | Frame::Ack(_)) => {}
+                _ => {
+                    self.stats.malformed_dropped += 1;
+                    return None;
+                }
+            }
+        }
+        let Some(msg1) = msg1 else {
+            self.stats.malformed_dropped += 1;
+            return None;
+        };
         let peer_cid = header.src_cid?;
         if self
             .conns
@@ -347,6 +541,7 @@ impl Endpoint {
         }
         // Simultaneous open: we are also trying to reach this address. Exactly one side must
         // yield, and both must agree which without talking: the one with the smaller ID does.
+        // No token is needed: we chose to contact this address ourselves.
         let racing = self
             .conns
             .iter()
@@ -354,9 +549,10 @@ impl Endpoint {
             .map(|(&h, c)| (h, c.local_cid));
         if let Some((h, local)) = racing {
             if local < peer_cid {
+                let start = self.respond(msg1)?;
                 debug!(?h, "simultaneous open: yielding to the peer's connection");
                 if let Some(c) = self.conns.get_mut(&h) {
-                    c.become_server(now, header);
+                    c.become_server(now, header, start);
                     c.initial_route = Some((from, header.dst_cid));
                 }
                 self.by_initial.insert((from, header.dst_cid), h);
@@ -382,18 +578,113 @@ impl Endpoint {
             self.stats.refused += 1;
             return None;
         }
-        if Frames::new(packet.payload).any(|f| f.is_err()) {
-            // Decide before allocating anything: a malformed INITIAL opens nothing.
-            self.stats.malformed_dropped += 1;
+        let secs = self.secs(now);
+        let fresh = &mut self.secrets;
+        self.cookies.maybe_rotate(secs, || fresh.next());
+        if !self
+            .cookies
+            .verify(packet.token, &from, secs, TOKEN_LIFETIME_SECS)
+        {
+            if !packet.token.is_empty() {
+                self.stats.invalid_tokens += 1;
+            }
+            self.send_retry(from, header.dst_cid, peer_cid, secs);
             return None;
         }
+        if !self.handshake_allowed(now, from.ip()) {
+            self.stats.rate_limited += 1;
+            return None;
+        }
+        let start = self.respond(msg1)?;
         let local = self.new_cid();
-        let mut conn = Connection::server(self.config.transport.clone(), local, header, from, now);
+        let mut conn = Connection::server(
+            self.config.transport.clone(),
+            local,
+            header,
+            from,
+            now,
+            start,
+        );
         conn.initial_route = Some((from, header.dst_cid));
         let h = self.insert(conn);
         self.by_initial.insert((from, header.dst_cid), h);
         debug!(?h, %from, cid = %local, "accepted connection");
         Some(h)
+    }
+
+    /// The responder's side of Noise message 1 → message 2. `None` (counted) if message 1 is
+    /// not one.
+    fn respond(&mut self, msg1: &[u8]) -> Option<HandshakeStart> {
+        let started = Handshake::responder(&self.identity.0).and_then(|mut hs| {
+            hs.read(msg1)?;
+            let message = hs.write(&[])?;
+            Ok((hs, message))
+        });
+        match started {
+            Ok((handshake, message)) => Some(HandshakeStart {
+                handshake,
+                message,
+                challenge_key: self.secrets.next(),
+            }),
+            Err(e) => {
+                trace!(%e, "bad Noise message 1");
+                self.stats.malformed_dropped += 1;
+                None
+            }
+        }
+    }
+
+    /// Seconds since the first input: the clock of cookie timestamps.
+    fn secs(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_secs()
+    }
+
+    /// Answers an INITIAL without a valid token, statelessly: a RETRY carrying a cookie that
+    /// binds the client's address and the time. Only a client that receives at that address
+    /// can repeat its INITIAL with it.
+    fn send_retry(&mut self, to: SocketAddr, odcid: ConnectionId, client: ConnectionId, secs: u64) {
+        if self.stateless.len() >= MAX_STATELESS_QUEUE {
+            self.stats.stateless_dropped += 1;
+            return;
+        }
+        let cookie = self.cookies.issue(&to, secs);
+        let retry = encode_retry(client, odcid, &cookie, &InitialKeys::new(odcid.0).retry);
+        self.stats.retries_sent += 1;
+        self.stateless.push_back(Transmit {
+            destination: to,
+            contents: retry,
+        });
+    }
+
+    /// The per-source token bucket, consulted only under load.
+    fn handshake_allowed(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let limit = &self.config.handshake_limit;
+        let handshaking = self.conns.values().filter(|c| c.is_handshaking()).count();
+        if handshaking < limit.load_threshold {
+            return true;
+        }
+        if !self.limiter.contains_key(&ip) && self.limiter.len() >= MAX_RATE_LIMITED_SOURCES {
+            // Replace the entry that has been idle longest.
+            let idlest = self
+                .limiter
+                .iter()
+                .min_by_key(|(_, v)| v.1)
+                .map(|(k, _)| *k);
+            if let Some(k) = idlest {
+                self.limiter.remove(&k);
+            }
+        }
+        let (tokens, last) = self.limiter.entry(ip).or_insert((limit.burst, now));
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * limit.per_second).min(limit.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// Fires every timer that is due. Call it when the instant from `poll_timeout` has passed
@@ -409,6 +700,9 @@ impl Endpoint {
     /// The next datagram to send, if any. Call it after every input until it returns `None`.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(t) = self.stateless.pop_front() {
+            return Some(t);
+        }
         // Round robin without allocating: first the connections after the cursor, then the rest.
         let cursor = ConnectionHandle(self.transmit_cursor);
         for half in [cursor.., ConnectionHandle(0)..] {

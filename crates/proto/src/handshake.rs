@@ -127,6 +127,14 @@ impl Handshake {
         self.state.is_handshake_finished()
     }
 
+    /// The peer's static public key, once a message carrying it has been read (XX: message 2
+    /// for the initiator, message 3 for the responder).
+    pub fn remote_static(&self) -> Option<[u8; 32]> {
+        self.state
+            .get_remote_static()
+            .and_then(|k| k.try_into().ok())
+    }
+
     /// Writes our next handshake message, carrying `payload` (encrypted once keys exist).
     pub fn write(&mut self, payload: &[u8]) -> Result<Vec<u8>, HandshakeError> {
         if !self.is_my_turn() {

@@ -16,16 +16,18 @@
 //!   keepalive, idle timeout, close.
 //! - `endpoint`: the public entry point. Routes datagrams by connection ID and exposes
 //!   `handle_datagram` / `handle_timeout` / `poll_transmit` / `poll_timeout` / `poll_event`.
-//! - [`crypto`]: packet protection for the encrypted protocol (AEAD with the packet number as
-//!   nonce and the header as associated data, replay window, rekey, address-validation
-//!   cookies). Building blocks, tested on their own; the handshake that keys them comes next.
+//! - [`crypto`]: packet protection (ChaCha20-Poly1305 with the packet number as nonce and the
+//!   header as associated data, the public keys of long-header packets, replay window, key
+//!   update, address-validation cookies).
 //! - [`handshake`]: the Noise XX handshake (snow) that yields the packet keys and the peer's
-//!   identity; not yet wired into connections.
+//!   identity. `connection` runs it inside INITIAL / ACCEPT / HANDSHAKE packets; `endpoint`
+//!   answers first INITIALs statelessly with a RETRY cookie before any state exists.
 //! - `config`, `stats`: tunables and counters.
 //!
 //! One message's path: [`Endpoint::send`] appends `varint(len) || bytes` to the connection's
 //! send stream; `poll_transmit` cuts the stream into MESSAGE frames inside packets of at most
-//! 1200 bytes; the peer's `handle_datagram` checks the packet, acknowledges it and reassembles
+//! 1200 bytes, each sealed with the connection's key; the peer's `handle_datagram`
+//! authenticates and decrypts the packet, rejects replays, acknowledges it and reassembles
 //! the stream; its `poll_event` yields [`Event::Message`] once the whole message is there and
 //! everything before it has been delivered.
 
@@ -50,6 +52,8 @@ pub use config::{Redundancy, TransportConfig};
 pub use connection::{
     CloseReason, HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, SendError, close_code,
 };
-pub use endpoint::{ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, Transmit};
+pub use endpoint::{
+    ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, HandshakeLimit, Transmit,
+};
 pub use stats::{ConnectionStats, EndpointStats};
 pub use stream::{MAX_MESSAGE_SIZE, WriteError};

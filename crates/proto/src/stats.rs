@@ -29,14 +29,27 @@ pub struct ConnectionStats {
     pub retransmissions: u64,
     /// Proactive copies of small messages sent (see `Redundancy`).
     pub redundant_copies: u64,
-    /// Packets dropped because their number had been seen already.
+    /// Packets dropped by the replay window: their number had been seen already (network
+    /// duplicates and replayed datagrams alike).
     pub duplicates_dropped: u64,
     /// Packets that arrived with a lower number than one already received.
     pub out_of_order: u64,
-    /// Datagrams dropped for a bad checksum.
+    /// Datagrams that failed authentication: damaged, tampered with or forged.
     pub corrupt_dropped: u64,
     /// Datagrams dropped as malformed (bad header or frame).
     pub malformed_dropped: u64,
+    /// DATA packets that arrived before the keys to open them (they overtook the handshake).
+    pub undecryptable_dropped: u64,
+    /// Handshake packets that arrived after the handshake was confirmed, ignored.
+    pub stale_dropped: u64,
+    /// RETRYs followed (address validation asked for by the server).
+    pub retries_received: u64,
+    /// Key updates of our sending keys.
+    pub key_updates: u64,
+    /// Key updates of the peer that we followed.
+    pub key_updates_received: u64,
+    /// Times the peer's address changed (and a path validation started).
+    pub migrations: u64,
     /// Messages handed to the transport by the application.
     pub messages_sent: u64,
     /// Messages delivered to the application.
@@ -68,7 +81,7 @@ impl ConnectionStats {
 pub struct EndpointStats {
     /// Datagrams received in total.
     pub datagrams_received: u64,
-    /// Dropped for a bad checksum.
+    /// INITIALs that failed authentication (damaged or forged).
     pub corrupt_dropped: u64,
     /// Dropped as malformed.
     pub malformed_dropped: u64,
@@ -79,4 +92,12 @@ pub struct EndpointStats {
     pub refused: u64,
     /// Late copies of INITIALs from a peer that is already connected.
     pub stale_initials: u64,
+    /// RETRYs sent: INITIALs without a valid token, answered statelessly.
+    pub retries_sent: u64,
+    /// INITIALs whose token was invalid or expired.
+    pub invalid_tokens: u64,
+    /// Validated INITIALs refused by the per-source handshake rate limit.
+    pub rate_limited: u64,
+    /// Stateless answers dropped because too many were queued.
+    pub stateless_dropped: u64,
 }

@@ -39,7 +39,6 @@ pub enum WriteError {
 }
 
 /// Sending half: the bytes from the lowest unacknowledged offset to the last written one.
-#[derive(Debug)]
 pub(crate) struct SendStream {
     data: VecDeque<u8>,
     /// Offset of `data[0]`: the start of the oldest message not wholly acknowledged (kept whole
@@ -59,6 +58,31 @@ pub(crate) struct SendStream {
     /// Start offset of every message not yet wholly acknowledged, so that unacknowledged
     /// messages can be handed back whole when the connection dies.
     starts: VecDeque<u64>,
+}
+
+// Message bytes are user plaintext: `Debug` shows sizes and offsets, never contents.
+impl std::fmt::Debug for SendStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendStream")
+            .field("buffered", &self.data.len())
+            .field("base", &self.base)
+            .field("unsent", &self.unsent)
+            .field("max_data", &self.max_data)
+            .field("blocked", &self.blocked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RecvStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvStream")
+            .field("segments", &self.segments.len())
+            .field("pending", &self.pending.len())
+            .field("ready", &self.ready.len())
+            .field("consumed", &self.consumed)
+            .field("max_data", &self.max_data)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SendStream {
@@ -259,7 +283,6 @@ pub(crate) enum RecvError {
 }
 
 /// Receiving half: reassembles the byte stream and cuts it into messages.
-#[derive(Debug)]
 pub(crate) struct RecvStream {
     /// Every offset received so far (so duplicates and overlaps are dropped, never stored).
     received: RangeSet,

@@ -73,6 +73,13 @@ pub fn random_seed() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A fresh static key from the OS generator.
+fn random_identity() -> io::Result<chirp_proto::handshake::StaticSecret> {
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+    Ok(chirp_proto::handshake::StaticSecret(k))
+}
+
 /// The driver task has stopped (its socket failed or it was shut down).
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 #[error("the transport task has stopped")]
@@ -82,6 +89,7 @@ enum Command {
     Connect {
         remote: SocketAddr,
         reuse: bool,
+        expected_key: Option<[u8; 32]>,
         reply: oneshot::Sender<Result<ConnectionHandle, ConnectError>>,
     },
     Send(
@@ -146,6 +154,24 @@ impl Handle {
         self.call(|reply| Command::Connect {
             remote,
             reuse: false,
+            expected_key: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`Self::connect`], but the peer must prove it holds `expected_key` (pinned or
+    /// remembered); any other key ends the connection with `CloseReason::KeyMismatch` before
+    /// our identity is revealed to it.
+    pub async fn connect_expecting(
+        &self,
+        remote: SocketAddr,
+        expected_key: [u8; 32],
+    ) -> Result<Result<ConnectionHandle, ConnectError>, Stopped> {
+        self.call(|reply| Command::Connect {
+            remote,
+            reuse: false,
+            expected_key: Some(expected_key),
             reply,
         })
         .await
@@ -160,6 +186,7 @@ impl Handle {
         self.call(|reply| Command::Connect {
             remote,
             reuse: true,
+            expected_key: None,
             reply,
         })
         .await
@@ -243,6 +270,12 @@ pub fn spawn(
     let socket = UdpSocket::from_std(socket)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
+    let mut config = config;
+    if config.identity.is_none() {
+        // An anonymous endpoint still needs an unpredictable static key: the core would derive
+        // one from the seed, which is fine for simulations and not for the network.
+        config.identity = Some(random_identity()?);
+    }
     let endpoint = Endpoint::new(config, random_seed());
     let task = tokio::spawn(
         Driver {
@@ -365,6 +398,7 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
         Command::Connect {
             remote,
             reuse,
+            expected_key,
             reply,
         } => {
             let existing = if reuse {
@@ -372,7 +406,9 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
             } else {
                 None
             };
-            let _ = reply.send(existing.map_or_else(|| endpoint.connect(now, remote), Ok));
+            let _ = reply.send(
+                existing.map_or_else(|| endpoint.connect_expecting(now, remote, expected_key), Ok),
+            );
         }
         Command::Send(conn, data, reply) => {
             let _ = reply.send(endpoint.send(conn, &data));

@@ -106,6 +106,10 @@ impl Proc {
         // Deterministic stderr whatever the caller's environment says; CHIRP_TEST_LOG (e.g.
         // `debug`) turns chirp's logs on when investigating a failure.
         cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
+        // Keys and data default to the XDG directories: never the user's own in tests.
+        let scratch = std::env::temp_dir().join(format!("chirp-tests-{}", std::process::id()));
+        cmd.env("XDG_CONFIG_HOME", scratch.join("xdg-config"))
+            .env("XDG_DATA_HOME", scratch.join("xdg-data"));
         if let Ok(filter) = std::env::var("CHIRP_TEST_LOG") {
             cmd.env("RUST_LOG", filter);
         }
@@ -289,6 +293,15 @@ pub(crate) struct Chirp {
     pub(crate) seen: Vec<Value>,
 }
 
+/// A peer's home directory (identity key, known keys) in tests: never the user's own. Keyed by
+/// name and port, so that a peer restarted on its port keeps its identity (its partner would
+/// otherwise, rightly, refuse its new key), while unrelated peers never share one.
+pub(crate) fn peer_home(name: &str, bind: SocketAddr) -> std::path::PathBuf {
+    std::env::temp_dir()
+        .join(format!("chirp-tests-{}", std::process::id()))
+        .join(format!("{name}-{}", bind.port()))
+}
+
 impl Chirp {
     /// `chirp peer --bind BIND --to TO --json EXTRA...`, not yet known to have bound.
     pub(crate) fn spawn_peer(
@@ -309,6 +322,10 @@ impl Chirp {
         .map(|s| (*s).to_owned())
         .collect();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
+        if !extra.contains(&"--home") {
+            args.push("--home".into());
+            args.push(peer_home(name, bind).display().to_string());
+        }
         Chirp {
             proc: Proc::spawn(name, CHIRP, &args, Stdout::Lines),
             addr: bind,

@@ -8,6 +8,9 @@
 //! | 0x03 | MESSAGE   | offset, length, data                                                |
 //! | 0x04 | MAX_DATA  | limit                                                               |
 //! | 0x05 | CLOSE     | code, reason_length, reason (UTF-8)                                 |
+//! | 0x06 | HANDSHAKE | length, Noise handshake message                                     |
+//! | 0x07 | PATH_CHALLENGE | 8 bytes of data                                                |
+//! | 0x08 | PATH_RESPONSE  | the 8 bytes of the challenge it answers                        |
 
 use super::DecodeError;
 use crate::coding::{Reader, put_varint, varint_len};
@@ -28,6 +31,12 @@ pub enum FrameType {
     MaxData = 0x04,
     /// Closes the connection.
     Close = 0x05,
+    /// A Noise handshake message.
+    Handshake = 0x06,
+    /// Asks the peer to echo 8 bytes, proving it receives at the address it sends from.
+    PathChallenge = 0x07,
+    /// Echoes a PATH_CHALLENGE.
+    PathResponse = 0x08,
 }
 
 /// Upper bound on ACK ranges in one frame. A receiver never needs more to describe recent
@@ -151,6 +160,12 @@ pub enum Frame<'a> {
         /// Human-readable reason (UTF-8; shown lossily if it is not).
         reason: &'a [u8],
     },
+    /// A Noise handshake message (the sender's latest).
+    Handshake(&'a [u8]),
+    /// PATH_CHALLENGE.
+    PathChallenge([u8; 8]),
+    /// PATH_RESPONSE.
+    PathResponse([u8; 8]),
 }
 
 impl Frame<'_> {
@@ -175,6 +190,8 @@ impl Frame<'_> {
             Frame::Close { code, reason } => {
                 1 + varint_len(*code) + varint_len(reason.len() as u64) + reason.len()
             }
+            Frame::Handshake(m) => 1 + varint_len(m.len() as u64) + m.len(),
+            Frame::PathChallenge(_) | Frame::PathResponse(_) => 9,
         }
     }
 
@@ -204,6 +221,19 @@ impl Frame<'_> {
                 put_varint(out, *code);
                 put_varint(out, reason.len() as u64);
                 out.extend_from_slice(reason);
+            }
+            Frame::Handshake(m) => {
+                out.push(FrameType::Handshake as u8);
+                put_varint(out, m.len() as u64);
+                out.extend_from_slice(m);
+            }
+            Frame::PathChallenge(d) => {
+                out.push(FrameType::PathChallenge as u8);
+                out.extend_from_slice(d);
+            }
+            Frame::PathResponse(d) => {
+                out.push(FrameType::PathResponse as u8);
+                out.extend_from_slice(d);
             }
         }
     }
@@ -259,6 +289,19 @@ impl<'a> Frames<'a> {
                     reason: self.r.bytes(len)?,
                 }
             }
+            0x06 => {
+                let len = usize::try_from(self.r.varint()?).map_err(|_| DecodeError::Truncated)?;
+                Frame::Handshake(self.r.bytes(len)?)
+            }
+            0x07 | 0x08 => {
+                let mut d = [0u8; 8];
+                d.copy_from_slice(self.r.bytes(8)?);
+                if ty == 0x07 {
+                    Frame::PathChallenge(d)
+                } else {
+                    Frame::PathResponse(d)
+                }
+            }
             other => return Err(DecodeError::UnknownFrame(other)),
         })
     }
@@ -295,6 +338,9 @@ mod tests {
     #[test]
     fn each_frame_round_trips() {
         round_trip(&Frame::Ping);
+        round_trip(&Frame::Handshake(&[1, 2, 3]));
+        round_trip(&Frame::PathChallenge([9; 8]));
+        round_trip(&Frame::PathResponse([8; 8]));
         round_trip(&Frame::Padding { len: 5 });
         round_trip(&Frame::Message {
             offset: 70_000,

@@ -1,7 +1,6 @@
-//! Wire format v1: packets and frames, exactly as `docs/PROTOCOL.md` specifies them.
+//! Wire format v2: packets and frames, exactly as `docs/PROTOCOL.md` specifies them.
 //!
-//! Parsing follows smoltcp's `new_checked` style: [`Packet::new_checked`] validates the checksum,
-//! the version and every length once, and decoding never panics on any input. Encoding cannot
+//! Parsing follows smoltcp's `new_checked` style: [`Packet::new_checked`] validates the version and every length once, and decoding never panics on any input. Encoding cannot
 //! produce a packet the decoder would reject.
 
 mod frame;
@@ -9,8 +8,8 @@ mod packet;
 
 pub use frame::{AckFrame, Frame, FrameType, Frames};
 pub use packet::{
-    CHECKSUM_LEN, ConnectionId, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet, PacketBuilder,
-    PacketType, VERSION,
+    ConnectionId, Header, MAX_DATAGRAM_SIZE, MAX_TOKEN_LEN, MIN_INITIAL_SIZE, Packet,
+    PacketBuilder, PacketType, VERSION, encode_retry,
 };
 
 use thiserror::Error;
@@ -21,9 +20,6 @@ use crate::coding::UnexpectedEnd;
 /// the endpoint.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
-    /// The checksum did not match: the datagram was damaged in transit.
-    #[error("checksum mismatch")]
-    Corrupt,
     /// Too short to be a chirp packet of any kind.
     #[error("datagram too short ({0} bytes)")]
     TooShort(usize),

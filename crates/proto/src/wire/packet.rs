@@ -1,29 +1,40 @@
-//! Packet header and checksum.
+//! Packet headers and packet protection (wire version 2).
 //!
 //! ```text
-//! DATA:    version(1) type(1)=0x04 dst_cid(8)             packet_number(varint) frames.. crc32c(4)
-//! INITIAL: version(1) type(1)=0x01 dst_cid(8) src_cid(8)  packet_number(varint) frames.. crc32c(4)
-//! ACCEPT:  version(1) type(1)=0x05 dst_cid(8) src_cid(8)  packet_number(varint) frames.. crc32c(4)
+//! INITIAL   (0x01): version type dst_cid(8) src_cid(8) token_len(varint) token pn(varint) sealed
+//! HANDSHAKE (0x02): version type dst_cid(8) src_cid(8)                     pn(varint) sealed
+//! RETRY     (0x03): version type dst_cid(8) src_cid(8) token_len(varint) token      tag(16)
+//! DATA      (0x04 key phase 0, 0x06 key phase 1): version type dst_cid(8) pn(varint) sealed
+//! ACCEPT    (0x05): version type dst_cid(8) src_cid(8)                     pn(varint) sealed
 //! ```
+//!
+//! `sealed` is the frames encrypted with ChaCha20-Poly1305 followed by the 16-byte tag; the
+//! nonce is the packet number and the associated data is every header byte before `sealed`,
+//! so a change to any bit of the datagram fails authentication. INITIAL, HANDSHAKE, ACCEPT and
+//! RETRY use keys derived from the client's first destination connection ID (public: they
+//! detect damage, they do not hide anything); DATA uses the keys of the Noise handshake.
 
 use std::fmt;
 
 use super::DecodeError;
 use crate::coding::{Reader, put_varint};
+use crate::crypto::{PacketKey, TAG_LEN};
 
 /// The protocol version this implementation speaks, carried in the first byte of every packet.
-pub const VERSION: u8 = 0x01;
+/// Version 1 (CRC32C, no encryption) is not spoken any more.
+pub const VERSION: u8 = 0x02;
 /// No datagram chirp sends is larger than this: it fits the IPv6 minimum MTU (1280) with room
 /// for IP and UDP headers, so it never needs IP fragmentation on any path.
 pub const MAX_DATAGRAM_SIZE: usize = 1200;
-/// A client pads its INITIAL packets to this size. It costs ~1 KB once per connection and lets
-/// a server that must not amplify (3x rule) answer with a full-sized handshake later.
+/// A client pads its INITIAL packets to this size, so that a server answering before the
+/// client's address is validated never sends more bytes than it received.
 pub const MIN_INITIAL_SIZE: usize = 1200;
-/// Length of the CRC32C trailer.
-pub const CHECKSUM_LEN: usize = 4;
+/// Longest address-validation token accepted.
+pub const MAX_TOKEN_LEN: usize = 64;
 const CID_LEN: usize = 8;
-/// Smallest possible packet: version, type, dst cid, 1-byte packet number, one frame byte, crc.
-const MIN_PACKET_LEN: usize = 2 + CID_LEN + 1 + 1 + CHECKSUM_LEN;
+/// Smallest possible protected packet: version, type, dst cid, 1-byte packet number, one frame
+/// byte, tag.
+const MIN_PACKET_LEN: usize = 2 + CID_LEN + 1 + 1 + TAG_LEN;
 
 /// A connection ID: chosen by the receiver of packets so that it can route them to the right
 /// connection, independent of the source address (which a NAT may change).
@@ -42,30 +53,59 @@ impl fmt::Display for ConnectionId {
     }
 }
 
-/// The packet types of version 1. Values 0x02 and 0x03 are reserved for the encrypted
-/// handshake and the address-validation retry of a later version and are rejected today.
+/// The packet types of version 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum PacketType {
-    /// Sent by a client until it learns the server's connection ID; padded to 1200 bytes.
-    /// The only packet type that can open a connection. Carries the sender's own ID.
-    Initial = 0x01,
-    /// Everything else.
-    Data = 0x04,
-    /// Sent by a server until the client has confirmed (by sending DATA) that it knows the
-    /// server's connection ID. Carries the sender's own ID. A distinct type from INITIAL so
-    /// that a stray answer can never be mistaken for a new connection.
-    Accept = 0x05,
+    /// Client → server, padded to 1200 bytes, carrying Noise message 1 and, after a RETRY,
+    /// the address-validation token. The only packet type that can open a connection.
+    Initial,
+    /// Client → server after the server's ACCEPT: carries Noise message 3 until the server
+    /// confirms, by sending DATA, that it has the keys.
+    Handshake,
+    /// Server → client, stateless: "repeat your INITIAL with this token".
+    Retry,
+    /// Server → client: carries Noise message 2 until the handshake completes.
+    Accept,
+    /// Everything after the handshake, under the Noise keys of the given key phase.
+    Data {
+        /// Flips at every key update.
+        key_phase: bool,
+    },
 }
 
 impl PacketType {
     fn from_byte(b: u8) -> Result<Self, DecodeError> {
         match b {
             0x01 => Ok(Self::Initial),
-            0x04 => Ok(Self::Data),
+            0x02 => Ok(Self::Handshake),
+            0x03 => Ok(Self::Retry),
+            0x04 => Ok(Self::Data { key_phase: false }),
             0x05 => Ok(Self::Accept),
+            0x06 => Ok(Self::Data { key_phase: true }),
             other => Err(DecodeError::UnknownPacketType(other)),
         }
+    }
+
+    /// The type byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Self::Initial => 0x01,
+            Self::Handshake => 0x02,
+            Self::Retry => 0x03,
+            Self::Data { key_phase: false } => 0x04,
+            Self::Accept => 0x05,
+            Self::Data { key_phase: true } => 0x06,
+        }
+    }
+
+    /// Long-header packets carry the sender's connection ID as well as the receiver's.
+    pub fn is_long(self) -> bool {
+        !matches!(self, Self::Data { .. })
+    }
+
+    /// DATA packets, sealed with the handshake's keys.
+    pub fn is_data(self) -> bool {
+        matches!(self, Self::Data { .. })
     }
 }
 
@@ -74,76 +114,93 @@ impl PacketType {
 pub struct Header {
     /// Packet type.
     pub ty: PacketType,
-    /// The connection ID the receiver chose (or, in a client's first INITIALs, a random one).
+    /// The connection ID the receiver chose (or, in a client's INITIALs, a random one).
     pub dst_cid: ConnectionId,
-    /// The sender's own connection ID; present in INITIAL and ACCEPT packets only.
+    /// The sender's own connection ID; present in long-header packets only.
     pub src_cid: Option<ConnectionId>,
     /// Packet number: strictly increasing per sender and never reused, not even for
-    /// retransmissions, so every acknowledgement is unambiguous.
+    /// retransmissions, so every acknowledgement is unambiguous and every nonce unique. Zero
+    /// (and not encoded) in RETRY.
     pub number: u64,
 }
 
 impl Header {
-    /// Length of the encoded header in bytes.
-    pub fn len(&self) -> usize {
-        2 + CID_LEN + self.src_cid.map_or(0, |_| CID_LEN) + crate::coding::varint_len(self.number)
-    }
-
-    /// Headers are never empty; provided for clippy's `len_without_is_empty`.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Encodes the header; `token` is written for INITIAL and RETRY only.
+    fn encode(&self, token: &[u8], out: &mut Vec<u8>) {
         out.push(VERSION);
-        out.push(self.ty as u8);
+        out.push(self.ty.to_byte());
         out.extend_from_slice(&self.dst_cid.0.to_be_bytes());
-        if let Some(src) = self.src_cid {
-            out.extend_from_slice(&src.0.to_be_bytes());
+        if self.ty.is_long() {
+            out.extend_from_slice(&self.src_cid.unwrap_or_default().0.to_be_bytes());
         }
-        put_varint(out, self.number);
+        if matches!(self.ty, PacketType::Initial | PacketType::Retry) {
+            put_varint(out, token.len() as u64);
+            out.extend_from_slice(token);
+        }
+        if self.ty != PacketType::Retry {
+            put_varint(out, self.number);
+        }
     }
 }
 
-/// A datagram that has passed every check: checksum, version, type and header lengths.
+/// A datagram whose header has passed every structural check. Its payload is still sealed:
+/// [`Packet::open`] authenticates and decrypts it.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<'a> {
     /// The decoded header.
     pub header: Header,
-    /// The frame bytes between header and checksum; decode them with [`super::Frames`].
-    pub payload: &'a [u8],
+    /// INITIAL and RETRY: the address-validation token (possibly empty).
+    pub token: &'a [u8],
+    /// The header bytes: the associated data of the AEAD.
+    pub aad: &'a [u8],
+    /// Ciphertext and tag (RETRY: the tag alone).
+    pub sealed: &'a [u8],
 }
 
 impl<'a> Packet<'a> {
-    /// Validates `datagram` and splits it into header and payload. Never panics.
-    ///
-    /// The checksum is verified first, so a damaged datagram is reported as
-    /// [`DecodeError::Corrupt`] however its other bytes look.
+    /// Validates the structure of `datagram` and splits it. Never panics. Nothing is
+    /// authenticated yet: the caller must [`Self::open`] before trusting anything but the
+    /// routing fields.
     pub fn new_checked(datagram: &'a [u8]) -> Result<Self, DecodeError> {
-        if datagram.len() < MIN_PACKET_LEN {
-            return Err(DecodeError::TooShort(datagram.len()));
-        }
-        let (body, crc) = datagram.split_at(datagram.len() - CHECKSUM_LEN);
-        let expected = u32::from_be_bytes(crc.try_into().map_err(|_| DecodeError::Truncated)?);
-        if crc32c::crc32c(body) != expected {
-            return Err(DecodeError::Corrupt);
-        }
-        let mut r = Reader::new(body);
+        let mut r = Reader::new(datagram);
         let version = r.u8()?;
         if version != VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let ty = PacketType::from_byte(r.u8()?)?;
-        let dst_cid = ConnectionId(r.u64()?);
-        let src_cid = match ty {
-            PacketType::Initial | PacketType::Accept => Some(ConnectionId(r.u64()?)),
-            PacketType::Data => None,
-        };
-        let number = r.varint()?;
-        let payload = r.rest();
-        if payload.is_empty() {
-            return Err(DecodeError::Invalid("empty payload"));
+        if datagram.len() < MIN_PACKET_LEN {
+            return Err(DecodeError::TooShort(datagram.len()));
         }
+        let dst_cid = ConnectionId(r.u64()?);
+        let src_cid = if ty.is_long() {
+            Some(ConnectionId(r.u64()?))
+        } else {
+            None
+        };
+        let token = if matches!(ty, PacketType::Initial | PacketType::Retry) {
+            let len = usize::try_from(r.varint()?).map_err(|_| DecodeError::Truncated)?;
+            if len > MAX_TOKEN_LEN {
+                return Err(DecodeError::Invalid("token length"));
+            }
+            r.bytes(len)?
+        } else {
+            &[]
+        };
+        let number = if ty == PacketType::Retry {
+            0
+        } else {
+            r.varint()?
+        };
+        let sealed = r.rest();
+        let min_sealed = if ty == PacketType::Retry {
+            TAG_LEN
+        } else {
+            TAG_LEN + 1
+        };
+        if sealed.len() < min_sealed || (ty == PacketType::Retry && sealed.len() != TAG_LEN) {
+            return Err(DecodeError::Invalid("sealed payload length"));
+        }
+        let aad = &datagram[..datagram.len() - sealed.len()];
         Ok(Self {
             header: Header {
                 ty,
@@ -151,34 +208,54 @@ impl<'a> Packet<'a> {
                 src_cid,
                 number,
             },
-            payload,
+            token,
+            aad,
+            sealed,
         })
+    }
+
+    /// Authenticates and decrypts the payload with `key`, returning the frame bytes (empty for
+    /// RETRY). `Err` means forged, damaged, replayed under another key, or simply not ours.
+    pub fn open(&self, key: &PacketKey) -> Result<Vec<u8>, crate::crypto::AuthError> {
+        let mut buf = self.sealed.to_vec();
+        key.open(self.header.number, self.aad, &mut buf)?;
+        Ok(buf)
     }
 }
 
-/// Writes one packet: header, then frames appended by the caller, then padding and checksum.
+/// Writes one packet: header, then frames appended by the caller, then padding, then the seal.
 #[derive(Debug)]
 pub struct PacketBuilder {
     buf: Vec<u8>,
     header_len: usize,
     max_size: usize,
+    number: u64,
+    ty: PacketType,
 }
 
 impl PacketBuilder {
-    /// Starts a packet with `header`, limited to `max_size` bytes including the checksum.
-    pub fn new(header: &Header, max_size: usize) -> Self {
+    /// Starts a packet with `header` (and `token`, for INITIAL), limited to `max_size` bytes
+    /// including the tag.
+    pub fn new(header: &Header, token: &[u8], max_size: usize) -> Self {
         let mut buf = Vec::with_capacity(max_size);
-        header.encode(&mut buf);
+        header.encode(token, &mut buf);
         Self {
             header_len: buf.len(),
             buf,
             max_size,
+            number: header.number,
+            ty: header.ty,
         }
+    }
+
+    /// The type of the packet being built.
+    pub fn packet_type(&self) -> PacketType {
+        self.ty
     }
 
     /// Room left for frames.
     pub fn remaining(&self) -> usize {
-        self.max_size.saturating_sub(self.buf.len() + CHECKSUM_LEN)
+        self.max_size.saturating_sub(self.buf.len() + TAG_LEN)
     }
 
     /// The buffer frames are appended to. Callers check [`Self::remaining`] first.
@@ -191,29 +268,60 @@ impl PacketBuilder {
         self.buf.len() > self.header_len
     }
 
-    /// Appends PADDING frames (zero bytes) until the finished packet is `size` bytes long.
+    /// Appends PADDING frames (zero bytes) until the sealed packet is `size` bytes long.
     pub fn pad_to(&mut self, size: usize) {
-        let target = size.min(self.max_size).saturating_sub(CHECKSUM_LEN);
+        let target = size.min(self.max_size).saturating_sub(TAG_LEN);
         if self.buf.len() < target {
             self.buf.resize(target, 0);
         }
     }
 
-    /// Appends the CRC32C of everything written and returns the datagram.
-    pub fn finish(mut self) -> Vec<u8> {
-        let crc = crc32c::crc32c(&self.buf);
-        self.buf.extend_from_slice(&crc.to_be_bytes());
-        self.buf
+    /// Seals the frames under `key` and returns the datagram.
+    pub fn finish(self, key: &PacketKey) -> Vec<u8> {
+        let Self {
+            mut buf,
+            header_len,
+            number,
+            ..
+        } = self;
+        key.seal_in_place(number, &mut buf, header_len);
+        buf
     }
+}
+
+/// Encodes a RETRY: the token, authenticated with the retry key of the client's original
+/// destination connection ID.
+pub fn encode_retry(
+    dst_cid: ConnectionId,
+    src_cid: ConnectionId,
+    token: &[u8],
+    key: &PacketKey,
+) -> Vec<u8> {
+    let header = Header {
+        ty: PacketType::Retry,
+        dst_cid,
+        src_cid: Some(src_cid),
+        number: 0,
+    };
+    let mut buf = Vec::with_capacity(2 + 2 * CID_LEN + 2 + token.len() + TAG_LEN);
+    header.encode(token, &mut buf);
+    let len = buf.len();
+    key.seal_in_place(0, &mut buf, len);
+    buf
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::AuthError;
+
+    fn key() -> PacketKey {
+        PacketKey::new([7; 32])
+    }
 
     fn data_header(number: u64) -> Header {
         Header {
-            ty: PacketType::Data,
+            ty: PacketType::Data { key_phase: false },
             dst_cid: ConnectionId(7),
             src_cid: None,
             number,
@@ -221,64 +329,83 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_and_checksum() {
-        let mut b = PacketBuilder::new(&data_header(300), MAX_DATAGRAM_SIZE);
+    fn round_trip_and_every_bit_authenticated() {
+        let mut b = PacketBuilder::new(&data_header(300), &[], MAX_DATAGRAM_SIZE);
         b.frames_buf().push(0x01); // PING
-        let bytes = b.finish();
+        let bytes = b.finish(&key());
         let p = Packet::new_checked(&bytes).expect("valid packet");
         assert_eq!(p.header, data_header(300));
-        assert_eq!(p.payload, &[0x01]);
-
+        assert_eq!(p.open(&key()).expect("opens"), vec![0x01]);
+        assert_eq!(p.open(&PacketKey::new([8; 32])), Err(AuthError));
         for i in 0..bytes.len() {
             for bit in 0..8 {
                 let mut bad = bytes.clone();
                 bad[i] ^= 1 << bit;
-                assert_eq!(Packet::new_checked(&bad).err(), Some(DecodeError::Corrupt));
+                // Either the structure is now invalid, or authentication fails.
+                if let Ok(p) = Packet::new_checked(&bad) {
+                    assert_eq!(p.open(&key()), Err(AuthError), "byte {i} bit {bit}");
+                }
             }
         }
     }
 
     #[test]
-    fn rejects_short_unknown_and_empty() {
-        assert_eq!(
-            Packet::new_checked(&[]).err(),
-            Some(DecodeError::TooShort(0))
-        );
-        let mut h = PacketBuilder::new(&data_header(1), MAX_DATAGRAM_SIZE);
-        h.frames_buf().extend_from_slice(&[0x01]);
-        let mut bytes = h.finish();
-        // Change the version and fix up the checksum: the version check must catch it.
-        bytes[0] = 0x02;
-        let n = bytes.len();
-        let crc = crc32c::crc32c(&bytes[..n - 4]);
-        bytes[n - 4..].copy_from_slice(&crc.to_be_bytes());
+    fn rejects_short_unknown_and_foreign_versions() {
+        assert!(Packet::new_checked(&[]).is_err());
+        let mut b = PacketBuilder::new(&data_header(1), &[], MAX_DATAGRAM_SIZE);
+        b.frames_buf().push(0x01);
+        let mut bytes = b.finish(&key());
+        bytes[0] = 0x01;
         assert_eq!(
             Packet::new_checked(&bytes).err(),
-            Some(DecodeError::UnsupportedVersion(2))
+            Some(DecodeError::UnsupportedVersion(1))
         );
         bytes[0] = VERSION;
-        bytes[1] = 0x02;
-        let crc = crc32c::crc32c(&bytes[..n - 4]);
-        bytes[n - 4..].copy_from_slice(&crc.to_be_bytes());
+        bytes[1] = 0x07;
         assert_eq!(
             Packet::new_checked(&bytes).err(),
-            Some(DecodeError::UnknownPacketType(2))
+            Some(DecodeError::UnknownPacketType(7))
+        );
+        assert_eq!(
+            Packet::new_checked(&bytes[..MIN_PACKET_LEN - 1]).err(),
+            Some(DecodeError::UnknownPacketType(7))
+        );
+        bytes[1] = 0x04;
+        assert_eq!(
+            Packet::new_checked(&bytes[..MIN_PACKET_LEN - 1]).err(),
+            Some(DecodeError::TooShort(MIN_PACKET_LEN - 1))
         );
     }
 
     #[test]
-    fn padding_reaches_exact_size() {
+    fn initial_padding_and_token() {
         let h = Header {
             ty: PacketType::Initial,
             dst_cid: ConnectionId(1),
             src_cid: Some(ConnectionId(2)),
             number: 0,
         };
-        let mut b = PacketBuilder::new(&h, MAX_DATAGRAM_SIZE);
+        let mut b = PacketBuilder::new(&h, b"tok", MAX_DATAGRAM_SIZE);
         b.frames_buf().push(0x01);
         b.pad_to(MIN_INITIAL_SIZE);
-        let bytes = b.finish();
+        let bytes = b.finish(&key());
         assert_eq!(bytes.len(), MIN_INITIAL_SIZE);
-        assert!(Packet::new_checked(&bytes).is_ok());
+        let p = Packet::new_checked(&bytes).expect("valid");
+        assert_eq!(p.token, b"tok");
+        assert_eq!(p.header, h);
+        assert!(p.open(&key()).is_ok());
+    }
+
+    #[test]
+    fn retry_round_trip() {
+        let bytes = encode_retry(ConnectionId(3), ConnectionId(4), b"cookie", &key());
+        let p = Packet::new_checked(&bytes).expect("valid");
+        assert_eq!(p.header.ty, PacketType::Retry);
+        assert_eq!(p.token, b"cookie");
+        assert_eq!(p.open(&key()).expect("authentic"), Vec::<u8>::new());
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        let p = Packet::new_checked(&bad).expect("structure intact");
+        assert_eq!(p.open(&key()), Err(AuthError));
     }
 }
