@@ -45,6 +45,11 @@ pub(crate) fn default_home() -> anyhow::Result<PathBuf> {
     xdg("XDG_CONFIG_HOME", ".config")
 }
 
+/// The default server data directory: `$XDG_DATA_HOME/chirp` or `~/.local/share/chirp`.
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
+    xdg("XDG_DATA_HOME", ".local/share")
+}
+
 pub(crate) fn run(args: &IdArgs) -> anyhow::Result<u8> {
     let dir = match (&args.home, &args.data_dir) {
         (Some(h), _) => h.clone(),

@@ -5,6 +5,9 @@
 //! - `main.rs`: the command line (clap), logging, the runtime, exit codes.
 //! - `peer`: reliable peer mode over the protocol core and the tokio transport.
 //! - `plain`: `--plain`, the classic raw-UDP chat, byte-compatible with `nc -u`.
+//! - `serve`: `chirp serve`, the chat server (settings from flags and a TOML file; the logic is
+//!   in `chirp-chat` and `chirp-store`).
+//! - `connect`: `chirp connect`, the line-mode chat client (session logic in `chirp-chat`).
 //! - `impair`: the impairment proxy (loss, duplication, reordering, corruption, delay).
 //! - `input`: what a typed line means (`/commands`, `//` escape).
 //! - `output`: human or JSON lines on stdout (schema in `docs/JSON.md`).
@@ -20,6 +23,7 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 mod addr;
+mod connect;
 mod id;
 mod impair;
 mod input;
@@ -27,9 +31,14 @@ mod output;
 mod peer;
 mod plain;
 mod prompt;
+mod serve;
 
 const EXAMPLES: &str = "\
 Examples:
+  # A chat server, and clients connecting to it:
+  chirp serve                                              # UDP 0.0.0.0:7667
+  chirp connect 192.0.2.1 --nick alice --join '#rust'
+
   # Two machines (or two terminals) chat, reliably:
   chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000      # on the first
   chirp peer --bind 0.0.0.0:5000 --to 192.0.2.1:5000      # on the second
@@ -63,6 +72,12 @@ enum Command {
     /// Print this machine's chirp identity fingerprint (creating the key on first use).
     #[command(after_help = id::EXAMPLES)]
     Id(id::IdArgs),
+    /// Run a chat server: rooms, nicks bound to keys, DMs, durable history.
+    #[command(after_help = serve::EXAMPLES)]
+    Serve(serve::ServeArgs),
+    /// Connect to a chat server (a chat UI on a terminal; line mode with --line or a pipe).
+    #[command(after_help = connect::EXAMPLES)]
+    Connect(connect::ConnectArgs),
 }
 
 const PEER_EXAMPLES: &str = "\
@@ -157,6 +172,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Peer(a)) => runtime.block_on(run_peer(a)),
         Some(Command::Impair(a)) => runtime.block_on(impair::run(a)),
         Some(Command::Id(a)) => id::run(&a),
+        Some(Command::Serve(a)) => runtime.block_on(serve::run(a)),
+        Some(Command::Connect(a)) => runtime.block_on(connect::run(a)),
         None if std::io::stdin().is_terminal() => {
             let (bind, to) =
                 prompt::ask_addresses(&mut std::io::stdin().lock(), &mut std::io::stdout())?;

@@ -419,5 +419,6 @@ fn describe(reason: &CloseReason, idle: Duration) -> String {
         CloseReason::Local => "closed".into(),
         CloseReason::ProtocolViolation { detail, .. } => format!("protocol violation: {detail}"),
         CloseReason::KeyMismatch { .. } => "the peer's key is not the expected one".into(),
+        CloseReason::Reset => "the peer restarted".into(),
     }
 }

@@ -278,3 +278,63 @@ fn a_raced_packet_from_another_address_does_not_hijack_the_connection() {
          {received_from_attacker} B from it"
     );
 }
+
+#[test]
+fn a_restarted_peer_resets_the_old_connection_at_once_and_forged_resets_do_nothing() {
+    use chirp_proto::CloseReason;
+    use chirp_proto::handshake::StaticSecret;
+    let b_config = EndpointConfig {
+        identity: Some(StaticSecret([42; 32])),
+        ..EndpointConfig::default()
+    };
+    let path = chirp_netsim::Path::symmetric(LinkConfig::ideal(ONE_WAY), 13);
+    let mut p = Pair::with_path(EndpointConfig::default(), b_config.clone(), path, 13);
+    let (ca, _) = p.connect().expect("connects");
+    p.advance_to(p.now + Duration::from_millis(200))
+        .expect("runs");
+
+    // Forged RESETs: a wrong token from b's address, and junk of the right size.
+    let b_addr = p.b.addr;
+    let mut forged = vec![chirp_proto::wire::VERSION, 0x07];
+    forged.extend_from_slice(&[0xAB; 16]);
+    p.a.endpoint.handle_datagram(p.now, b_addr, &forged);
+    assert!(
+        p.a.endpoint.stats(ca).is_some(),
+        "a forged RESET ends nothing"
+    );
+    assert_eq!(p.a.endpoint.endpoint_stats().resets_received, 0);
+
+    // b restarts: same key, no memory of the connection.
+    p.b.endpoint = chirp_proto::Endpoint::new(b_config, 99);
+    let t0 = p.now;
+    p.a.endpoint.send(ca, b"are you there?").expect("room");
+    let closed = p
+        .wait_event(Side::A, Duration::from_secs(5), |e| {
+            matches!(e, Event::Closed { .. })
+        })
+        .expect("a learns of the restart");
+    let Event::Closed {
+        reason,
+        undelivered,
+        ..
+    } = closed
+    else {
+        unreachable!("wait_event returns a matching event")
+    };
+    assert_eq!(reason, CloseReason::Reset);
+    assert_eq!(undelivered, vec![Bytes::from_static(b"are you there?")]);
+    assert!(
+        p.now - t0 <= 3 * ONE_WAY,
+        "one round trip, not the idle timeout: {:?}",
+        p.now - t0
+    );
+    assert_eq!(p.b.endpoint.endpoint_stats().resets_sent, 1);
+    // And a new connection to the restarted b works.
+    let ca2 = p.a.endpoint.connect(p.now, b_addr).expect("room");
+    p.wait_event(
+        Side::A,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::Connected { conn, .. } if *conn == ca2),
+    )
+    .expect("reconnects");
+}

@@ -100,6 +100,9 @@ pub enum CloseReason {
         /// What went wrong.
         detail: &'static str,
     },
+    /// The peer no longer knows the connection (it restarted): it answered with a stateless
+    /// RESET authenticated by the token it gave us during the connection.
+    Reset,
     /// The peer presented a static key other than the one expected: a pinned key, or the key
     /// remembered from earlier. Nothing was sent to it after its key was seen.
     KeyMismatch {
@@ -161,6 +164,8 @@ struct SentPacket {
     /// Sent in a long-header packet (public keys): the only kind an ACK frame from a
     /// long-header packet may acknowledge.
     long: bool,
+    /// Carried our RESET_TOKEN frame (sent again if lost).
+    reset_token: bool,
 }
 
 /// Packet keys after the handshake, with key updates: each direction moves to the next key
@@ -275,6 +280,11 @@ pub(crate) struct Connection {
     pub(crate) remote: SocketAddr,
     crypto: Crypto,
     path: PathState,
+    /// Our RESET token for this connection, and whether the peer still needs it.
+    own_reset_token: [u8; 16],
+    reset_token_pending: bool,
+    /// The peer's RESET token: a RESET carrying it ends the connection at once.
+    pub(crate) peer_reset_token: Option<[u8; 16]>,
 
     // Sending.
     next_pn: u64,
@@ -330,6 +340,9 @@ pub(crate) struct HandshakeStart {
     pub(crate) message: Vec<u8>,
     /// Keys the PATH_CHALLENGE data of this connection.
     pub(crate) challenge_key: [u8; 32],
+    /// The token that authenticates our stateless RESET for this connection's ID, told to the
+    /// peer (encrypted) once the handshake is done.
+    pub(crate) reset_token: [u8; 16],
 }
 
 impl Connection {
@@ -392,6 +405,9 @@ impl Connection {
                 challenge_key: start.challenge_key,
                 challenges_sent: 0,
             },
+            own_reset_token: start.reset_token,
+            reset_token_pending: false,
+            peer_reset_token: None,
             next_pn: 0,
             sent: BTreeMap::new(),
             bytes_in_flight: 0,
@@ -709,7 +725,8 @@ impl Connection {
             Frame::Message { .. }
             | Frame::MaxData { .. }
             | Frame::PathChallenge(_)
-            | Frame::PathResponse(_) => long,
+            | Frame::PathResponse(_)
+            | Frame::ResetToken(_) => long,
         });
         if misplaced {
             self.stats.malformed_dropped += 1;
@@ -821,6 +838,7 @@ impl Connection {
                     }
                     self.path.responses.push_back(data);
                 }
+                Frame::ResetToken(token) => self.peer_reset_token = Some(token),
                 Frame::PathResponse(data) => {
                     if self.path.challenge.is_some_and(|(c, _)| c == data) && remote == self.remote
                     {
@@ -996,6 +1014,7 @@ impl Connection {
         }
         self.state = State::Established;
         self.connected_pending = true;
+        self.reset_token_pending = true;
         debug!(remote_cid = ?self.remote_cid, "connected");
         Ok(())
     }
@@ -1039,6 +1058,19 @@ impl Connection {
         let mut out = [0u8; 8];
         out.copy_from_slice(&m.finalize_fixed()[..8]);
         out
+    }
+
+    /// The peer answered with a RESET carrying the token it gave us: it no longer knows this
+    /// connection (it restarted). End at once; unacknowledged messages go back to the
+    /// application, which can reconnect without waiting for the idle timeout.
+    pub(crate) fn on_reset(&mut self) {
+        if matches!(self.state, State::Drained) {
+            return;
+        }
+        debug!("stateless reset from the peer");
+        self.state = State::Drained;
+        self.copies.clear();
+        self.closed.get_or_insert(CloseReason::Reset);
     }
 
     /// The peer's authenticated static key, once the handshake has produced it.
@@ -1158,6 +1190,7 @@ impl Connection {
                 self.send.on_lost(r);
             }
             self.max_data_pending |= p.max_data;
+            self.reset_token_pending |= p.reset_token;
         }
         if let Some(t) = newest_lost {
             self.cc.on_congestion_event(now, t);
@@ -1361,7 +1394,9 @@ impl Connection {
         let data_due = data_ok && (self.send.has_lost() || self.send.has_sendable_new());
         let path_due = ty.is_data() && (self.path.challenge_due || !self.path.responses.is_empty());
         let control_due = self.ping_pending
-            || (self.max_data_pending && self.can_send_data() && ty.is_data())
+            || ((self.max_data_pending || self.reset_token_pending)
+                && self.can_send_data()
+                && ty.is_data())
             || (ty == PacketType::Handshake && self.crypto.hs_due);
         if !(send_ack || data_due || copy_due || control_due || path_due || self.probes > 0) {
             return None;
@@ -1383,6 +1418,12 @@ impl Connection {
         }
         if ty.is_data() {
             self.write_path_frames(&mut b, &mut sp);
+            if self.reset_token_pending && b.remaining() >= 17 {
+                self.reset_token_pending = false;
+                Frame::ResetToken(self.own_reset_token).encode(b.frames_buf());
+                sp.reset_token = true;
+                sp.ack_eliciting = true;
+            }
         }
         if self.max_data_pending && self.can_send_data() && ty.is_data() {
             self.max_data_pending = false;
@@ -1690,6 +1731,7 @@ impl SentPacket {
             max_data: false,
             ack_largest: None,
             long: false,
+            reset_token: false,
         }
     }
 }

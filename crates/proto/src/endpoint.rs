@@ -33,7 +33,8 @@ use crate::handshake::{Handshake, StaticSecret};
 use crate::rng::Rng;
 use crate::stats::{ConnectionStats, EndpointStats};
 use crate::wire::{
-    ConnectionId, Frame, Frames, MIN_INITIAL_SIZE, Packet, PacketType, encode_retry,
+    ConnectionId, Frame, Frames, MIN_INITIAL_SIZE, Packet, PacketType, RESET_PACKET_LEN,
+    RESET_TOKEN_LEN, encode_reset, encode_retry,
 };
 
 /// A RETRY token (cookie) is honoured for this long after it was issued: long enough for one
@@ -138,6 +139,9 @@ pub struct EndpointConfig {
     pub identity: Option<StaticSecret>,
     /// Per-source handshake rate limit under load.
     pub handshake_limit: HandshakeLimit,
+    /// Answer a DATA packet for a connection we do not know with a stateless RESET, so that
+    /// a peer of ours from before a restart learns at once that its connection is gone.
+    pub stateless_reset: bool,
 }
 
 impl Default for EndpointConfig {
@@ -149,6 +153,7 @@ impl Default for EndpointConfig {
             accept_only_from: None,
             identity: None,
             handshake_limit: HandshakeLimit::default(),
+            stateless_reset: true,
         }
     }
 }
@@ -265,6 +270,9 @@ pub struct Endpoint {
     event_cursor: u64,
     stats: EndpointStats,
     identity: StaticSecret,
+    /// Keys RESET tokens. Derived from the static key alone, so that after a restart the
+    /// endpoint can still authenticate RESETs for connections it had before.
+    reset_key: [u8; 32],
     secrets: Secrets,
     cookies: CookieJar,
     /// The instant cookie timestamps count from (the first input).
@@ -287,11 +295,19 @@ impl Endpoint {
             StaticSecret(k)
         });
         let mut secrets = Secrets::new(&identity, seed);
+        let reset_key = {
+            use blake2::Digest as _;
+            let mut h = blake2::Blake2s256::new();
+            h.update(b"chirp v2 stateless reset");
+            h.update(identity.0);
+            h.finalize().into()
+        };
         let cookies = CookieJar::new(secrets.next(), 0);
         Self {
             config,
             rng,
             identity,
+            reset_key,
             secrets,
             cookies,
             epoch: None,
@@ -361,6 +377,7 @@ impl Endpoint {
             handshake,
             message,
             challenge_key: self.secrets.next(),
+            reset_token: self.reset_token(local),
         };
         let conn = Connection::client(
             self.config.transport.clone(),
@@ -473,6 +490,10 @@ impl Endpoint {
                 return;
             }
         };
+        if packet.header.ty == PacketType::Reset {
+            self.handle_reset(from, packet.token);
+            return;
+        }
         let handle = match self.route(now, from, &packet, datagram.len()) {
             Some(h) => h,
             None => return,
@@ -497,6 +518,14 @@ impl Endpoint {
             // Only a client INITIAL may open a connection: a stray ACCEPT or DATA packet for a
             // connection we no longer have must never create one.
             self.stats.unknown_connection += 1;
+            if header.ty.is_data() && self.config.stateless_reset && datagram_len > RESET_PACKET_LEN
+            {
+                // Probably a peer from before our restart: tell it, statelessly, so it need not
+                // wait for its idle timeout. Smaller than what provoked it, so never an
+                // amplifier; only we can compute the token, so nobody else can forge it.
+                self.queue_stateless(from, encode_reset(&self.reset_token(header.dst_cid)));
+                self.stats.resets_sent += 1;
+            }
             return None;
         }
         if let Some(&h) = self.by_initial.get(&(from, header.dst_cid)) {
@@ -549,7 +578,7 @@ impl Endpoint {
             .map(|(&h, c)| (h, c.local_cid));
         if let Some((h, local)) = racing {
             if local < peer_cid {
-                let start = self.respond(msg1)?;
+                let start = self.respond(msg1, local)?;
                 debug!(?h, "simultaneous open: yielding to the peer's connection");
                 if let Some(c) = self.conns.get_mut(&h) {
                     c.become_server(now, header, start);
@@ -595,8 +624,8 @@ impl Endpoint {
             self.stats.rate_limited += 1;
             return None;
         }
-        let start = self.respond(msg1)?;
         let local = self.new_cid();
+        let start = self.respond(msg1, local)?;
         let mut conn = Connection::server(
             self.config.transport.clone(),
             local,
@@ -612,9 +641,22 @@ impl Endpoint {
         Some(h)
     }
 
-    /// The responder's side of Noise message 1 → message 2. `None` (counted) if message 1 is
-    /// not one.
-    fn respond(&mut self, msg1: &[u8]) -> Option<HandshakeStart> {
+    /// The token that authenticates our RESET for packets addressed to `cid`.
+    fn reset_token(&self, cid: ConnectionId) -> [u8; RESET_TOKEN_LEN] {
+        use blake2::digest::{FixedOutput as _, Mac as _};
+        // A 32-byte key is always valid for BLAKE2s-MAC.
+        let mut m =
+            <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(&self.reset_key)
+                .expect("32-byte key is valid");
+        m.update(&cid.0.to_be_bytes());
+        let mut t = [0u8; RESET_TOKEN_LEN];
+        t.copy_from_slice(&m.finalize_fixed()[..RESET_TOKEN_LEN]);
+        t
+    }
+
+    /// The responder's side of Noise message 1 → message 2, for our connection ID `local`.
+    /// `None` (counted) if message 1 is not one.
+    fn respond(&mut self, msg1: &[u8], local: ConnectionId) -> Option<HandshakeStart> {
         let started = Handshake::responder(&self.identity.0).and_then(|mut hs| {
             hs.read(msg1)?;
             let message = hs.write(&[])?;
@@ -625,6 +667,7 @@ impl Endpoint {
                 handshake,
                 message,
                 challenge_key: self.secrets.next(),
+                reset_token: self.reset_token(local),
             }),
             Err(e) => {
                 trace!(%e, "bad Noise message 1");
@@ -644,17 +687,42 @@ impl Endpoint {
     /// binds the client's address and the time. Only a client that receives at that address
     /// can repeat its INITIAL with it.
     fn send_retry(&mut self, to: SocketAddr, odcid: ConnectionId, client: ConnectionId, secs: u64) {
-        if self.stateless.len() >= MAX_STATELESS_QUEUE {
-            self.stats.stateless_dropped += 1;
-            return;
-        }
         let cookie = self.cookies.issue(&to, secs);
         let retry = encode_retry(client, odcid, &cookie, &InitialKeys::new(odcid.0).retry);
-        self.stats.retries_sent += 1;
+        if self.queue_stateless(to, retry) {
+            self.stats.retries_sent += 1;
+        }
+    }
+
+    /// Queues a stateless answer, unless the bounded queue is full (then it is dropped and
+    /// counted: the other side repeats whatever provoked it).
+    fn queue_stateless(&mut self, to: SocketAddr, contents: Vec<u8>) -> bool {
+        if self.stateless.len() >= MAX_STATELESS_QUEUE {
+            self.stats.stateless_dropped += 1;
+            return false;
+        }
         self.stateless.push_back(Transmit {
             destination: to,
-            contents: retry,
+            contents,
         });
+        true
+    }
+
+    /// A RESET: ends the connection to `from` whose peer gave us this token, if any.
+    fn handle_reset(&mut self, from: SocketAddr, token: &[u8]) {
+        use subtle::ConstantTimeEq as _;
+        let hit = self.conns.values_mut().find(|c| {
+            c.remote == from
+                && c.peer_reset_token
+                    .is_some_and(|t| bool::from(t.as_slice().ct_eq(token)))
+        });
+        match hit {
+            Some(conn) => {
+                self.stats.resets_received += 1;
+                conn.on_reset();
+            }
+            None => self.stats.unknown_connection += 1,
+        }
     }
 
     /// The per-source token bucket, consulted only under load.

@@ -100,4 +100,8 @@ pub struct EndpointStats {
     pub rate_limited: u64,
     /// Stateless answers dropped because too many were queued.
     pub stateless_dropped: u64,
+    /// RESETs sent in answer to DATA for a connection we do not know.
+    pub resets_sent: u64,
+    /// Authentic RESETs received (a connection ended because the peer forgot it).
+    pub resets_received: u64,
 }

@@ -237,7 +237,17 @@ fn junk_is_counted_not_fatal() {
     ep.handle_datagram(now, addr(1), &data);
     assert_eq!(ep.endpoint_stats().unknown_connection, 2);
     assert_eq!(ep.connections().count(), 0);
-    assert!(drain(&mut ep, now).is_empty());
+    // Its only answer is a stateless RESET (in case it is a peer from before a restart),
+    // smaller than the packet that provoked it.
+    let answers = drain(&mut ep, now);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].destination, addr(1));
+    assert_eq!(
+        answers[0].contents.len(),
+        chirp_proto::wire::RESET_PACKET_LEN
+    );
+    assert!(answers[0].contents.len() < data.len());
+    assert_eq!(ep.endpoint_stats().resets_sent, 1);
     assert_eq!(ep.poll_timeout(), None, "no timer armed: no state kept");
 }
 

@@ -75,6 +75,10 @@ fn cookie_addr_v6() -> SocketAddr {
 }
 
 const CHALLENGE: [u8; 8] = [0x8f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78];
+/// A stateless-reset token (opaque to its receiver).
+const RESET_TOKEN: [u8; 16] = [
+    0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf,
+];
 /// The packet number of the `nonce` vector.
 const NONCE_PN: u64 = 1_000_000;
 
@@ -344,6 +348,7 @@ fn frame_vectors() -> Vec<(&'static str, Frame<'static>)> {
         ("frame-handshake", Frame::Handshake(b"noise")),
         ("frame-path-challenge", Frame::PathChallenge(CHALLENGE)),
         ("frame-path-response", Frame::PathResponse(CHALLENGE)),
+        ("frame-reset-token", Frame::ResetToken(RESET_TOKEN)),
     ]
 }
 
@@ -377,6 +382,7 @@ fn computed() -> BTreeMap<&'static str, Vec<u8>> {
     out.insert("noise-message-3", n.msg3.clone());
     out.insert("noise-split", [n.i2r, n.r2i].concat());
     out.insert("retry", retry());
+    out.insert("reset", chirp_proto::wire::encode_reset(&RESET_TOKEN));
     for v in packet_vectors(&n) {
         out.insert(v.name, encode(&v));
     }
@@ -916,7 +922,7 @@ fn varint_table() {
 fn reserved_code_points_and_other_versions_are_rejected() {
     // The structure of a DATA packet (long enough for any type), with type `ty`.
     let mut packet = vector("data-phase-0");
-    for ty in std::iter::once(0x00u8).chain(0x07..=0xff) {
+    for ty in std::iter::once(0x00u8).chain(0x08..=0xff) {
         packet[1] = ty;
         assert_eq!(
             Packet::new_checked(&packet).err(),
@@ -924,6 +930,16 @@ fn reserved_code_points_and_other_versions_are_rejected() {
             "packet type {ty:#04x}"
         );
     }
+    // RESET (0x07) is exactly 18 bytes: anything else with its type byte is malformed.
+    packet[1] = 0x07;
+    assert_eq!(
+        Packet::new_checked(&packet).err(),
+        Some(DecodeError::Invalid("reset length"))
+    );
+    let reset = vector("reset");
+    let p = Packet::new_checked(&reset).expect("a RESET");
+    assert_eq!(p.header.ty, PacketType::Reset);
+    assert_eq!(p.token, RESET_TOKEN);
     packet[1] = 0x04;
     for version in (0..=0xffu8).filter(|&v| v != VERSION) {
         packet[0] = version;
@@ -932,7 +948,7 @@ fn reserved_code_points_and_other_versions_are_rejected() {
             Some(DecodeError::UnsupportedVersion(version))
         );
     }
-    for ty in 0x09..=0xffu8 {
+    for ty in 0x0a..=0xffu8 {
         let payload = [0x01, ty, 0x00];
         let decoded: Result<Vec<_>, _> = Frames::new(&payload).collect();
         assert_eq!(decoded, Err(DecodeError::UnknownFrame(ty)));
@@ -1109,6 +1125,8 @@ const VECTORS: &[(&str, &str)] = &[
     ("frame-padding", "000000"),
     ("frame-path-challenge", "078f1e2d3c4b5a6978"),
     ("frame-path-response", "088f1e2d3c4b5a6978"),
+    ("frame-reset-token", "09c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"),
+    ("reset", "0207c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"),
     ("frame-ping", "01"),
     (
         "initial-keys",

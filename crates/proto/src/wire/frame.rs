@@ -11,6 +11,7 @@
 //! | 0x06 | HANDSHAKE | length, Noise handshake message                                     |
 //! | 0x07 | PATH_CHALLENGE | 8 bytes of data                                                |
 //! | 0x08 | PATH_RESPONSE  | the 8 bytes of the challenge it answers                        |
+//! | 0x09 | RESET_TOKEN    | 16 bytes: the token that authenticates a stateless RESET       |
 
 use super::DecodeError;
 use crate::coding::{Reader, put_varint, varint_len};
@@ -37,6 +38,8 @@ pub enum FrameType {
     PathChallenge = 0x07,
     /// Echoes a PATH_CHALLENGE.
     PathResponse = 0x08,
+    /// The token with which the sender would authenticate a stateless RESET.
+    ResetToken = 0x09,
 }
 
 /// Upper bound on ACK ranges in one frame. A receiver never needs more to describe recent
@@ -166,6 +169,8 @@ pub enum Frame<'a> {
     PathChallenge([u8; 8]),
     /// PATH_RESPONSE.
     PathResponse([u8; 8]),
+    /// RESET_TOKEN.
+    ResetToken([u8; 16]),
 }
 
 impl Frame<'_> {
@@ -192,6 +197,7 @@ impl Frame<'_> {
             }
             Frame::Handshake(m) => 1 + varint_len(m.len() as u64) + m.len(),
             Frame::PathChallenge(_) | Frame::PathResponse(_) => 9,
+            Frame::ResetToken(_) => 17,
         }
     }
 
@@ -234,6 +240,10 @@ impl Frame<'_> {
             Frame::PathResponse(d) => {
                 out.push(FrameType::PathResponse as u8);
                 out.extend_from_slice(d);
+            }
+            Frame::ResetToken(t) => {
+                out.push(FrameType::ResetToken as u8);
+                out.extend_from_slice(t);
             }
         }
     }
@@ -302,6 +312,11 @@ impl<'a> Frames<'a> {
                     Frame::PathResponse(d)
                 }
             }
+            0x09 => {
+                let mut t = [0u8; 16];
+                t.copy_from_slice(self.r.bytes(16)?);
+                Frame::ResetToken(t)
+            }
             other => return Err(DecodeError::UnknownFrame(other)),
         })
     }
@@ -341,6 +356,7 @@ mod tests {
         round_trip(&Frame::Handshake(&[1, 2, 3]));
         round_trip(&Frame::PathChallenge([9; 8]));
         round_trip(&Frame::PathResponse([8; 8]));
+        round_trip(&Frame::ResetToken([7; 16]));
         round_trip(&Frame::Padding { len: 5 });
         round_trip(&Frame::Message {
             offset: 70_000,

@@ -9,7 +9,8 @@ mod packet;
 pub use frame::{AckFrame, Frame, FrameType, Frames};
 pub use packet::{
     ConnectionId, Header, MAX_DATAGRAM_SIZE, MAX_TOKEN_LEN, MIN_INITIAL_SIZE, Packet,
-    PacketBuilder, PacketType, VERSION, encode_retry,
+    PacketBuilder, PacketType, RESET_PACKET_LEN, RESET_TOKEN_LEN, VERSION, encode_reset,
+    encode_retry,
 };
 
 use thiserror::Error;

@@ -6,6 +6,7 @@
 //! RETRY     (0x03): version type dst_cid(8) src_cid(8) token_len(varint) token      tag(16)
 //! DATA      (0x04 key phase 0, 0x06 key phase 1): version type dst_cid(8) pn(varint) sealed
 //! ACCEPT    (0x05): version type dst_cid(8) src_cid(8)                     pn(varint) sealed
+//! RESET     (0x07): version type reset_token(16)                        (exactly 18 bytes)
 //! ```
 //!
 //! `sealed` is the frames encrypted with ChaCha20-Poly1305 followed by the 16-byte tag; the
@@ -71,6 +72,25 @@ pub enum PacketType {
         /// Flips at every key update.
         key_phase: bool,
     },
+    /// Stateless reset: "I do not know the connection your DATA packet was for" (the sender
+    /// restarted). Authenticated by a token the sender gave the receiver, encrypted, while the
+    /// connection was alive; it carries nothing else.
+    Reset,
+}
+
+/// Length of a stateless-reset token, and of a RESET packet.
+pub const RESET_TOKEN_LEN: usize = 16;
+/// A RESET is exactly this long: smaller than any DATA packet, so answering one DATA packet
+/// with one RESET can never amplify.
+pub const RESET_PACKET_LEN: usize = 2 + RESET_TOKEN_LEN;
+
+/// Encodes a RESET carrying `token`.
+pub fn encode_reset(token: &[u8; RESET_TOKEN_LEN]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RESET_PACKET_LEN);
+    out.push(VERSION);
+    out.push(PacketType::Reset.to_byte());
+    out.extend_from_slice(token);
+    out
 }
 
 impl PacketType {
@@ -82,6 +102,7 @@ impl PacketType {
             0x04 => Ok(Self::Data { key_phase: false }),
             0x05 => Ok(Self::Accept),
             0x06 => Ok(Self::Data { key_phase: true }),
+            0x07 => Ok(Self::Reset),
             other => Err(DecodeError::UnknownPacketType(other)),
         }
     }
@@ -95,12 +116,13 @@ impl PacketType {
             Self::Data { key_phase: false } => 0x04,
             Self::Accept => 0x05,
             Self::Data { key_phase: true } => 0x06,
+            Self::Reset => 0x07,
         }
     }
 
     /// Long-header packets carry the sender's connection ID as well as the receiver's.
     pub fn is_long(self) -> bool {
-        !matches!(self, Self::Data { .. })
+        !matches!(self, Self::Data { .. } | Self::Reset)
     }
 
     /// DATA packets, sealed with the handshake's keys.
@@ -149,7 +171,8 @@ impl Header {
 pub struct Packet<'a> {
     /// The decoded header.
     pub header: Header,
-    /// INITIAL and RETRY: the address-validation token (possibly empty).
+    /// INITIAL and RETRY: the address-validation token (possibly empty). RESET: the reset
+    /// token.
     pub token: &'a [u8],
     /// The header bytes: the associated data of the AEAD.
     pub aad: &'a [u8],
@@ -168,6 +191,22 @@ impl<'a> Packet<'a> {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let ty = PacketType::from_byte(r.u8()?)?;
+        if ty == PacketType::Reset {
+            if datagram.len() != RESET_PACKET_LEN {
+                return Err(DecodeError::Invalid("reset length"));
+            }
+            return Ok(Self {
+                header: Header {
+                    ty,
+                    dst_cid: ConnectionId(0),
+                    src_cid: None,
+                    number: 0,
+                },
+                token: r.rest(),
+                aad: datagram,
+                sealed: &[],
+            });
+        }
         if datagram.len() < MIN_PACKET_LEN {
             return Err(DecodeError::TooShort(datagram.len()));
         }
@@ -361,14 +400,14 @@ mod tests {
             Some(DecodeError::UnsupportedVersion(1))
         );
         bytes[0] = VERSION;
-        bytes[1] = 0x07;
+        bytes[1] = 0x08;
         assert_eq!(
             Packet::new_checked(&bytes).err(),
-            Some(DecodeError::UnknownPacketType(7))
+            Some(DecodeError::UnknownPacketType(8))
         );
         assert_eq!(
             Packet::new_checked(&bytes[..MIN_PACKET_LEN - 1]).err(),
-            Some(DecodeError::UnknownPacketType(7))
+            Some(DecodeError::UnknownPacketType(8))
         );
         bytes[1] = 0x04;
         assert_eq!(
@@ -394,6 +433,19 @@ mod tests {
         assert_eq!(p.token, b"tok");
         assert_eq!(p.header, h);
         assert!(p.open(&key()).is_ok());
+    }
+
+    #[test]
+    fn reset_round_trip_and_exact_length() {
+        let bytes = encode_reset(&[9; RESET_TOKEN_LEN]);
+        assert_eq!(bytes.len(), RESET_PACKET_LEN);
+        let p = Packet::new_checked(&bytes).expect("valid");
+        assert_eq!(p.header.ty, PacketType::Reset);
+        assert_eq!(p.token, &[9; RESET_TOKEN_LEN]);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Packet::new_checked(&longer).is_err());
+        assert!(Packet::new_checked(&bytes[..RESET_PACKET_LEN - 1]).is_err());
     }
 
     #[test]

@@ -1,0 +1,28 @@
+//! chirp's chat application on top of the transport: the client/server protocol, the sans-IO
+//! server core, the tokio server runner and the client session.
+//!
+//! # Layout
+//!
+//! - [`wire`]: the chat protocol, one JSON object per transport message (`docs/PROTOCOL.md`,
+//!   "Chat protocol"). Decoding never panics.
+//! - [`names`]: nick, room, topic and text validation with precise errors.
+//! - [`server`]: the sans-IO server core (rooms, key-bound nicks, DMs, presence batching, flood
+//!   control, limits). Time comes in as `now_ms`; storage requests go out as outputs.
+//! - [`runner`]: the tokio server: transport events in, core outputs carried out, the store's
+//!   group commits fed back, graceful shutdown.
+//! - [`client`]: the client session: connect, hello, reconnect with backoff and resume, pending
+//!   acknowledgements, exactly-once display. Used by `chirp connect` and by tests that run many
+//!   sessions in one process.
+//!
+//! One message's path: `client::Client::say` → transport → `runner` → `Server::message`
+//! (checks, id) → `Output::Persist` → store writer commit → `Server::committed` → `msg` to every
+//! member session and `ack` to the sender → `client` emits `Event::Message` / `Event::Delivered`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod names;
+pub mod runner;
+pub mod server;
+pub mod wire;

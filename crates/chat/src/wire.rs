@@ -1,0 +1,451 @@
+//! The chat protocol: what clients and servers say to each other, one JSON object per
+//! transport message, tagged by `"t"`. `docs/PROTOCOL.md` ("Chat protocol") is the reference;
+//! the tests at the bottom check its examples.
+//!
+//! Decoding never panics: bytes that are not a known object of this version come back as
+//! [`DecodeError`], which the server answers with a `bad_request` error and counts.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the chat protocol spoken in `hello` / `welcome`.
+pub const VERSION: u32 = 1;
+
+/// A conversation to resume: the last id the client saw in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// A room (`#name`) or a DM conversation name (`@…`, from the server).
+    pub conv: String,
+    /// The last id seen; the server sends everything after it (as far as it still has it).
+    pub after: u64,
+}
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First message on every connection.
+    Hello {
+        /// Protocol version ([`VERSION`]).
+        v: u32,
+        /// The nick wanted.
+        nick: String,
+        /// A random number per client process: with `c`, it names a message across reconnects
+        /// so a resent message whose acknowledgement was lost is not stored twice.
+        client: u64,
+        /// Rooms to (re)join, each with the last id seen (`None`: replay recent history).
+        #[serde(default)]
+        rooms: Vec<JoinReq>,
+        /// DM conversations to resume.
+        #[serde(default)]
+        dms: Vec<Resume>,
+    },
+    /// Join a room (created on first join).
+    Join(JoinReq),
+    /// Leave a room.
+    Part {
+        /// The room.
+        room: String,
+    },
+    /// A message to a room (`room`) or a DM (`to`): exactly one of the two is set.
+    Say {
+        /// Client sequence number, echoed in `ack` or `error`.
+        c: u64,
+        /// Target room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// Target nick (DM).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// The text.
+        text: String,
+        /// A `/me` action.
+        #[serde(default, skip_serializing_if = "is_false")]
+        action: bool,
+    },
+    /// Change nick.
+    Nick {
+        /// The new nick.
+        nick: String,
+    },
+    /// Set a room's topic.
+    Topic {
+        /// The room.
+        room: String,
+        /// The new topic.
+        topic: String,
+    },
+    /// List rooms.
+    List,
+    /// List a room's members.
+    Who {
+        /// The room.
+        room: String,
+    },
+    /// Older messages of a room (`room`) or of the DM conversation with `with`.
+    History {
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The other party of a DM conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// Only ids below this (`None`: the newest).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// How many (the server caps it).
+        limit: u32,
+    },
+}
+
+/// A join request, alone or inside `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinReq {
+    /// The room.
+    pub room: String,
+    /// Last id seen in it (a rejoin after reconnecting); `None` replays recent history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A chat message as the server sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Msg {
+    /// The conversation: the room, or the DM conversation name (`@…`).
+    pub conv: String,
+    /// Set for room messages.
+    #[serde(default)]
+    pub room: Option<String>,
+    /// Id, increasing within `conv`.
+    pub id: u64,
+    /// Server timestamp, milliseconds since the Unix epoch.
+    pub ts: i64,
+    /// Sender's nick.
+    pub from: String,
+    /// DM recipient's nick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The text.
+    pub text: String,
+    /// A `/me` action.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub action: bool,
+    /// Replayed from history (on join or `/history`), not new.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub history: bool,
+}
+
+/// One presence change inside a `presence` batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Presence {
+    /// Someone joined.
+    Join {
+        /// Who.
+        nick: String,
+    },
+    /// Someone left the room.
+    Part {
+        /// Who.
+        nick: String,
+    },
+    /// Someone left the server (or vanished: `reason` says "timed out").
+    Quit {
+        /// Who.
+        nick: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Room summary in a `list` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// The room.
+    pub room: String,
+    /// Members online.
+    pub members: u64,
+    /// Its topic.
+    pub topic: String,
+}
+
+/// Error codes (the `code` of an `error`); the `message` says it in words.
+pub mod code {
+    /// The message could not be decoded.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// Unsupported protocol version.
+    pub const VERSION: &str = "version";
+    /// A nick, room or topic that breaks the naming rules.
+    pub const BAD_NAME: &str = "bad_name";
+    /// The nick belongs to another key.
+    pub const NICK_TAKEN: &str = "nick_taken";
+    /// Flood control refused the request.
+    pub const FLOOD: &str = "flood";
+    /// Message text over the size limit (or with control characters).
+    pub const BAD_TEXT: &str = "bad_text";
+    /// Too many rooms joined.
+    pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
+    /// Too many sessions from this address.
+    pub const TOO_MANY_SESSIONS: &str = "too_many_sessions";
+    /// Not in that room.
+    pub const NOT_IN_ROOM: &str = "not_in_room";
+    /// No such nick.
+    pub const NO_SUCH_NICK: &str = "no_such_nick";
+    /// The server could not store the message; it was not delivered.
+    pub const STORE: &str = "store_failed";
+    /// `hello` missing, or sent twice.
+    pub const STATE: &str = "protocol_state";
+    /// Some messages missed while away are no longer in the replay window.
+    pub const GAP: &str = "gap";
+}
+
+/// What a server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Answer to `hello`: the session is up.
+    Welcome {
+        /// Protocol version.
+        v: u32,
+        /// The nick this session has.
+        nick: String,
+        /// Flood control: burst size.
+        burst: u32,
+        /// Flood control: sustained requests per second.
+        per_sec: u32,
+        /// Largest message text in bytes.
+        max_text: u32,
+    },
+    /// A chat message (room or DM).
+    Msg(Msg),
+    /// The message with client sequence `c` is stored durably with this id.
+    Ack {
+        /// The client's sequence number.
+        c: u64,
+        /// Its conversation.
+        conv: String,
+        /// Its id there.
+        id: u64,
+        /// Its server timestamp.
+        ts: i64,
+    },
+    /// A request failed; `c` is set when it was a `say`.
+    Error {
+        /// The client's sequence number, for `say`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        c: Option<u64>,
+        /// Machine-readable code ([`code`]).
+        code: String,
+        /// What went wrong, for a person.
+        message: String,
+    },
+    /// This user is now in `room` (sent to each of its sessions).
+    Joined {
+        /// The room.
+        room: String,
+        /// Its topic.
+        topic: String,
+        /// Members online (up to a cap), this user included.
+        members: Vec<String>,
+        /// Members left out of `members` by the cap.
+        #[serde(default)]
+        more: u64,
+    },
+    /// This user left `room`.
+    Parted {
+        /// The room.
+        room: String,
+    },
+    /// Joins, parts and quits in a room, batched over a short window.
+    Presence {
+        /// The room.
+        room: String,
+        /// In order.
+        events: Vec<Presence>,
+    },
+    /// A nick change of someone sharing a room with this user (or of this user).
+    Nick {
+        /// Old nick.
+        old: String,
+        /// New nick.
+        new: String,
+    },
+    /// A room's topic changed.
+    Topic {
+        /// The room.
+        room: String,
+        /// The topic.
+        topic: String,
+        /// Who set it.
+        by: String,
+    },
+    /// Answer to `list`.
+    List {
+        /// Rooms with members online.
+        rooms: Vec<RoomInfo>,
+    },
+    /// Answer to `who`.
+    Who {
+        /// The room.
+        room: String,
+        /// Members online (up to a cap).
+        members: Vec<String>,
+        /// Members left out by the cap.
+        #[serde(default)]
+        more: u64,
+    },
+    /// End of a history page (its messages came before, with `history: true`).
+    HistoryEnd {
+        /// The conversation paged.
+        conv: String,
+        /// Messages in the page.
+        count: u64,
+    },
+    /// The server is going away (shutdown); reconnect later.
+    Bye {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Bytes that are not a valid message of this protocol version.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable chat message: {0}")]
+pub struct DecodeError(String);
+
+impl ClientMsg {
+    /// Decodes one transport message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))
+    }
+
+    /// Encodes for one transport message.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising these types cannot fail: no maps with non-string keys, no custom Serialize.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl ServerMsg {
+    /// Decodes one transport message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))
+    }
+
+    /// Encodes for one transport message.
+    pub fn encode(&self) -> Vec<u8> {
+        // See ClientMsg::encode.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// An error without a sequence number.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            c: None,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_examples_decode() {
+        // The examples in docs/PROTOCOL.md, "Chat protocol".
+        let hello = br##"{"t":"hello","v":1,"nick":"alice","client":42,"rooms":[{"room":"#rust","after":17}],"dms":[]}"##;
+        assert_eq!(
+            ClientMsg::decode(hello).expect("hello"),
+            ClientMsg::Hello {
+                v: 1,
+                nick: "alice".into(),
+                client: 42,
+                rooms: vec![JoinReq {
+                    room: "#rust".into(),
+                    after: Some(17)
+                }],
+                dms: vec![],
+            }
+        );
+        let say = br##"{"t":"say","c":3,"room":"#rust","text":"hi"}"##;
+        assert_eq!(
+            ClientMsg::decode(say).expect("say"),
+            ClientMsg::Say {
+                c: 3,
+                room: Some("#rust".into()),
+                to: None,
+                text: "hi".into(),
+                action: false
+            }
+        );
+        let msg = br##"{"t":"msg","conv":"#rust","room":"#rust","id":18,"ts":1764650000000,"from":"alice","text":"hi"}"##;
+        let ServerMsg::Msg(m) = ServerMsg::decode(msg).expect("msg") else {
+            panic!("not a msg");
+        };
+        assert_eq!((m.id, m.history, m.action), (18, false, false));
+        let ack = br##"{"t":"ack","c":3,"conv":"#rust","id":18,"ts":1764650000000}"##;
+        assert!(matches!(
+            ServerMsg::decode(ack).expect("ack"),
+            ServerMsg::Ack { c: 3, id: 18, .. }
+        ));
+        let welcome =
+            br##"{"t":"welcome","v":1,"nick":"alice","burst":10,"per_sec":5,"max_text":8192}"##;
+        assert!(matches!(
+            ServerMsg::decode(welcome).expect("welcome"),
+            ServerMsg::Welcome {
+                burst: 10,
+                per_sec: 5,
+                ..
+            }
+        ));
+        let joined =
+            br##"{"t":"joined","room":"#rust","topic":"","members":["alice","bob"],"more":0}"##;
+        assert!(matches!(
+            ServerMsg::decode(joined).expect("joined"),
+            ServerMsg::Joined { ref members, .. } if members.len() == 2
+        ));
+        assert_eq!(
+            ClientMsg::List.encode(),
+            br#"{"t":"list"}"#.to_vec(),
+            "unit variants are bare tags"
+        );
+    }
+
+    #[test]
+    fn round_trips_and_garbage_is_an_error() {
+        let m = ServerMsg::Presence {
+            room: "#a".into(),
+            events: vec![
+                Presence::Join { nick: "x".into() },
+                Presence::Quit {
+                    nick: "y".into(),
+                    reason: "timed out".into(),
+                },
+            ],
+        };
+        assert_eq!(ServerMsg::decode(&m.encode()).expect("decode"), m);
+        for junk in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"{\"t\":\"nope\"}",
+            b"{\"t\":\"say\"}",
+            b"\xff\xfe",
+        ] {
+            assert!(ClientMsg::decode(junk).is_err(), "{junk:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = ClientMsg::decode(&bytes);
+            let _ = ServerMsg::decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! `chirp connect`: the line-mode chat client. Standard input lines in (text to the current
+//! room, or `/commands`), one line per event out, human-readable or JSON (`docs/JSON.md`).
+//! The session logic (reconnection, resume, acknowledgements, exactly-once display) lives in
+//! `chirp_chat::client`; this file is the command line, the key check and the printing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chirp_chat::client::{self, ClientConfig, ClientHandle, Event, Target};
+use chirp_chat::wire::{Msg, Presence, ServerMsg};
+use chirp_keys::{Fingerprint, Identity, KnownKeys, PublicKey, Trust};
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::output::Output;
+use crate::serve::DEFAULT_PORT;
+
+pub(crate) const EXAMPLES: &str = "\
+Each line you type goes to the current room (the last one joined or switched to with /join).
+Commands: /join #room, /part [#room], /msg NICK TEXT, /me TEXT, /nick NEW, /topic TEXT, /list,
+/who [#room], /history [N], /stats, /quit, /help; //text sends a line starting with '/'.
+At end of input (Ctrl-D) chirp waits until the server has stored every message you sent, then
+exits 0. A lost server is reconnected to automatically, and nothing is shown twice.
+
+The server's key is remembered on first contact (in --home, file known_keys) and any other key
+later is refused; --server-key pins the fingerprint the server printed at start instead.
+
+Examples:
+  chirp connect chat.example.org --nick alice --join '#rust'
+  chirp connect 127.0.0.1:7667 --nick bob --join '#rust' --json        # for scripts
+  chirp connect 192.0.2.1 --nick carol --server-key abcd-efgh-ijkl-mnop-qrst-uvwx";
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The server, HOST[:PORT] (default port 7667).
+    #[arg(value_name = "HOST[:PORT]")]
+    server: String,
+    /// Your nick. It belongs to your key from the first time you use it.
+    #[arg(long)]
+    nick: String,
+    /// Directory of your identity key and known server keys [default: $XDG_CONFIG_HOME/chirp].
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Join this room at start (repeatable); the last one is the current room.
+    #[arg(long = "join", value_name = "#ROOM")]
+    join: Vec<String>,
+    /// Line mode: stdin lines in, stdout lines out (the default; the only mode so far).
+    #[arg(long, conflicts_with = "json")]
+    line: bool,
+    /// Line mode with one JSON object per event on stdout (schema: docs/JSON.md).
+    #[arg(long)]
+    json: bool,
+    /// Testing aid: do not pace requests to the server's rate (the server's flood control
+    /// then refuses the excess with errors).
+    #[arg(long, hide = true)]
+    no_pace: bool,
+    /// Accept only a server whose key has this fingerprint.
+    #[arg(long, value_name = "FINGERPRINT")]
+    server_key: Option<Fingerprint>,
+    /// Declare the server unreachable after this many seconds without a packet (then reconnect).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout: u64,
+}
+
+const HELP: &str = "\
+commands:
+  /join #room       join (or switch to) a room; plain lines go to the current room
+  /part [#room]     leave the current room (or the one named)
+  /msg NICK TEXT    direct message (stored and delivered later if NICK is offline)
+  /me TEXT          action in the current room
+  /nick NEW         change nick (if nobody else's key holds it)
+  /topic TEXT       set the current room's topic
+  /list             rooms;  /who [#room]: members
+  /history [N]      N older messages of the current room (default 50)
+  /stats            link statistics
+  /quit             leave (waits until the server stored everything you sent)
+  //text            send a line that starts with '/'";
+
+/// `HOST[:PORT]` → (name for known_keys, address).
+fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
+    let (host, port) = if let Ok(sa) = server.parse::<SocketAddr>() {
+        (sa.ip().to_string(), sa.port())
+    } else if let Ok(ip) = server.parse::<IpAddr>() {
+        (ip.to_string(), DEFAULT_PORT)
+    } else if let Some((h, p)) = server.rsplit_once(':') {
+        let port = p
+            .parse::<u16>()
+            .with_context(|| format!("'{p}' in '{server}' is not a port number"))?;
+        (
+            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port,
+        )
+    } else {
+        (server.to_owned(), DEFAULT_PORT)
+    };
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve '{host}'"))?
+        .next()
+        .with_context(|| format!("'{host}' has no address"))?;
+    let name = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok((name, addr))
+}
+
+/// Prints events, human-readable or JSON.
+struct Printer {
+    json: bool,
+    nick: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn hms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .with_timezone(&chrono::Local)
+        .format("%H:%M:%S")
+        .to_string()
+}
+
+impl Printer {
+    fn emit(&self, human: impl FnOnce() -> String, mut obj: Value) {
+        let line = if self.json {
+            if let Some(map) = obj.as_object_mut() {
+                map.entry("ts").or_insert_with(|| {
+                    Value::String(rfc3339(chrono::Utc::now().timestamp_millis()))
+                });
+            }
+            obj.to_string()
+        } else {
+            human()
+        };
+        // Blocking on a stuck stdout holds the session back (bounded memory); see
+        // `output::Output::emit`. A closed stdout is no reason to panic.
+        tokio::task::block_in_place(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        });
+    }
+
+    fn status(&self, text: &str) {
+        self.emit(
+            || format!("* {text}"),
+            json!({"type": "status", "message": text}),
+        );
+    }
+
+    fn error(&self, code: &str, text: &str) {
+        self.emit(
+            || format!("! {text}"),
+            json!({"type": "error", "code": code, "message": text}),
+        );
+    }
+
+    fn info(&self, text: &str) {
+        self.emit(|| text.to_owned(), json!({"type": "info", "message": text}));
+    }
+
+    fn message(&self, m: &Msg) {
+        let human = || {
+            let h = if m.history { " (history)" } else { "" };
+            let place = match (&m.room, &m.to) {
+                (Some(r), _) => r.clone(),
+                (None, Some(to)) => format!("(DM to {to})"),
+                (None, None) => m.conv.clone(),
+            };
+            if m.action {
+                format!("[{}] {place}: * {} {}{h}", hms(m.ts), m.from, m.text)
+            } else {
+                format!("[{}] {place} <{}> {}{h}", hms(m.ts), m.from, m.text)
+            }
+        };
+        let mut obj = json!({
+            "type": "message", "room": m.room, "from": m.from, "text": m.text, "id": m.id,
+            "ts": rfc3339(m.ts), "history": m.history,
+        });
+        if let Some(map) = obj.as_object_mut() {
+            if let Some(to) = &m.to {
+                map.insert("to".into(), json!(to));
+            }
+            if m.action {
+                map.insert("action".into(), json!(true));
+            }
+        }
+        self.emit(human, obj);
+    }
+
+    fn server(&mut self, m: ServerMsg) {
+        match m {
+            ServerMsg::Joined {
+                room,
+                topic,
+                members,
+                more,
+            } => {
+                let n = members.len() as u64 + more;
+                self.emit(
+                    || {
+                        let t = if topic.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; topic: {topic}")
+                        };
+                        format!("* you joined {room} ({n} here: {}){t}", members.join(" "))
+                    },
+                    json!({"type": "join", "room": room, "nick": self.nick, "self": true,
+                           "members": members, "topic": topic}),
+                );
+            }
+            ServerMsg::Parted { room } => self.emit(
+                || format!("* you left {room}"),
+                json!({"type": "part", "room": room, "nick": self.nick, "self": true}),
+            ),
+            ServerMsg::Presence { room, events } => {
+                for ev in events {
+                    match ev {
+                        Presence::Join { nick } if nick != self.nick => self.emit(
+                            || format!("* {nick} joined {room}"),
+                            json!({"type": "join", "room": room, "nick": nick}),
+                        ),
+                        Presence::Part { nick } if nick != self.nick => self.emit(
+                            || format!("* {nick} left {room}"),
+                            json!({"type": "part", "room": room, "nick": nick}),
+                        ),
+                        Presence::Quit { nick, reason } if nick != self.nick => self.emit(
+                            || format!("* {nick} quit ({reason})"),
+                            json!({"type": "quit", "room": room, "nick": nick, "reason": reason}),
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            ServerMsg::Nick { old, new } => {
+                if old == self.nick {
+                    self.nick = new.clone();
+                }
+                self.emit(
+                    || format!("* {old} is now known as {new}"),
+                    json!({"type": "nick", "old": old, "new": new}),
+                );
+            }
+            ServerMsg::Topic { room, topic, by } => self.emit(
+                || format!("* {by} set the topic of {room}: {topic}"),
+                json!({"type": "topic", "room": room, "topic": topic, "by": by}),
+            ),
+            ServerMsg::List { rooms } => self.emit(
+                || {
+                    let mut s = format!("* {} rooms:", rooms.len());
+                    for r in &rooms {
+                        s.push_str(&format!("\n  {} ({}) {}", r.room, r.members, r.topic));
+                    }
+                    s
+                },
+                json!({"type": "list", "rooms": rooms.iter().map(|r| json!({
+                    "room": r.room, "members": r.members, "topic": r.topic})).collect::<Vec<_>>()}),
+            ),
+            ServerMsg::Who {
+                room,
+                members,
+                more,
+            } => self.emit(
+                || {
+                    let m = if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    };
+                    format!("* in {room}: {}{m}", members.join(" "))
+                },
+                json!({"type": "who", "room": room, "members": members, "more": more}),
+            ),
+            ServerMsg::HistoryEnd { conv, count } => self.emit(
+                || format!("* end of history page ({count} messages)"),
+                json!({"type": "history_end", "room": conv, "count": count}),
+            ),
+            ServerMsg::Bye { reason } => self.status(&format!("server says goodbye: {reason}")),
+            // Handled by the session (welcome, ack, error, msg).
+            _ => {}
+        }
+    }
+}
+
+fn key_check(
+    name: String,
+    pin: Option<Fingerprint>,
+    known: PathBuf,
+    out: Printer,
+) -> client::KeyCheck {
+    Arc::new(move |key: &[u8; 32]| {
+        let key = PublicKey(*key);
+        let actual = key.fingerprint();
+        if let Some(pinned) = &pin {
+            if *pinned != actual {
+                return Err(format!(
+                    "refusing server {name}: it presented key {actual}, but --server-key expects {pinned}"
+                ));
+            }
+            return Ok(());
+        }
+        match KnownKeys::new(&known).check(&name, key) {
+            Ok(Trust::Known) => Ok(()),
+            Ok(Trust::New) => {
+                out.status(&format!(
+                    "first contact with {name}: its key {actual} is now remembered in {}",
+                    known.display()
+                ));
+                Ok(())
+            }
+            Ok(Trust::Changed { stored }) => Err(format!(
+                "refusing server {name}: it presented key {actual}, but the key remembered for it is {} \
+                 (expected). If the server really has a new key, remove its line from {} (or pin \
+                 it with --server-key)",
+                stored.fingerprint(),
+                known.display()
+            )),
+            Err(e) => Err(format!("cannot check the server's key: {e}")),
+        }
+    })
+}
+
+/// What the input loop keeps: the current room and what has been seen, for `/history`.
+struct Ui {
+    handle: ClientHandle,
+    out: Printer,
+    current: Option<String>,
+    rooms: BTreeSet<String>,
+    oldest: HashMap<String, u64>,
+}
+
+/// Runs until the user leaves. Returns the exit code.
+pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
+    let home = match args.home {
+        Some(h) => h,
+        None => crate::id::default_home()?,
+    };
+    let (identity, _) = Identity::load_or_create(&home.join(crate::id::KEY_FILE))
+        .context("cannot load your identity")?;
+    let (name, addr) = resolve(&args.server)?;
+    if let Err(e) = chirp_chat::names::nick(&args.nick) {
+        anyhow::bail!("bad --nick: {e}");
+    }
+    for r in &args.join {
+        if let Err(e) = chirp_chat::names::room(r) {
+            anyhow::bail!("bad --join {r}: {e}");
+        }
+    }
+    let json = args.json;
+    let mut config = ClientConfig::new(addr, args.nick.clone());
+    config.rooms = args.join.clone();
+    config.identity = Some(chirp_proto::handshake::StaticSecret(*identity.secret()));
+    config.idle_timeout = Duration::from_secs(args.idle_timeout);
+    config.pace = !args.no_pace;
+    config.give_up_after = Duration::from_secs(args.idle_timeout.max(10));
+    config.server_key_check = Some(key_check(
+        name.clone(),
+        args.server_key,
+        home.join(crate::peer::KNOWN_KEYS_FILE),
+        Printer {
+            json,
+            nick: String::new(),
+        },
+    ));
+    let (handle, mut events, task) = client::spawn(config).context("cannot start the client")?;
+    let mut ui = Ui {
+        handle,
+        out: Printer {
+            json,
+            nick: args.nick.clone(),
+        },
+        current: args.join.last().map(|r| chirp_chat::names::fold(r)),
+        rooms: BTreeSet::new(),
+        oldest: HashMap::new(),
+    };
+    ui.out.status(&format!(
+        "chirp connect to {name} ({addr}) as {}; /help for commands",
+        args.nick
+    ));
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
+    let mut stdin_open = true;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let code = loop {
+        tokio::select! {
+            line = stdin.next_segment(), if stdin_open => match line {
+                Ok(Some(line)) => {
+                    if !ui.input(&line).await {
+                        stdin_open = false;
+                        let _ = ui.handle.finish().await;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    stdin_open = false;
+                    let _ = ui.handle.finish().await;
+                }
+            },
+            ev = events.recv() => match ev {
+                Some(ev) => {
+                    if let Some(code) = ui.event(ev)? {
+                        break code;
+                    }
+                }
+                None => break 1,
+            },
+            _ = &mut ctrl_c, if stdin_open => {
+                stdin_open = false;
+                let _ = ui.handle.finish().await;
+            }
+        }
+    };
+    drop(ui);
+    let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    Ok(code)
+}
+
+impl Ui {
+    /// Returns false when the user leaves.
+    async fn input(&mut self, line: &[u8]) -> bool {
+        let line = String::from_utf8_lossy(line);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if line.trim().is_empty() {
+            return true;
+        }
+        let (cmd, rest) = if let Some(text) = line.strip_prefix("//") {
+            ("", format!("/{text}"))
+        } else if line.starts_with('/') {
+            let mut it = line.splitn(2, char::is_whitespace);
+            let cmd = it.next().unwrap_or("");
+            (cmd, it.next().unwrap_or("").trim().to_owned())
+        } else {
+            ("", line.to_owned())
+        };
+        let h = &self.handle;
+        let r = match cmd {
+            "" => match &self.current {
+                Some(room) => h
+                    .say(Target::Room(room.clone()), rest, false)
+                    .await
+                    .map(drop),
+                None => {
+                    self.out.error(
+                        "no_room",
+                        "you are in no room: /join #room first (or /msg NICK TEXT)",
+                    );
+                    Ok(())
+                }
+            },
+            "/me" => match &self.current {
+                Some(room) if !rest.is_empty() => h
+                    .say(Target::Room(room.clone()), rest, true)
+                    .await
+                    .map(drop),
+                _ => {
+                    self.out
+                        .error("usage", "usage: /me TEXT (in a room: /join #room first)");
+                    Ok(())
+                }
+            },
+            "/join" => {
+                if rest.is_empty() {
+                    self.out.error("usage", "usage: /join #room");
+                    Ok(())
+                } else {
+                    let room = chirp_chat::names::fold(&rest);
+                    self.current = Some(room.clone());
+                    if self.rooms.contains(&room) {
+                        self.out.status(&format!("current room is now {room}"));
+                        Ok(())
+                    } else {
+                        h.join(room).await
+                    }
+                }
+            }
+            "/part" => {
+                let room = if rest.is_empty() {
+                    self.current.clone()
+                } else {
+                    Some(chirp_chat::names::fold(&rest))
+                };
+                match room {
+                    Some(room) => h.part(room).await,
+                    None => {
+                        self.out.error("usage", "usage: /part [#room]");
+                        Ok(())
+                    }
+                }
+            }
+            "/msg" => {
+                let mut it = rest.splitn(2, char::is_whitespace);
+                match (it.next(), it.next().map(str::trim)) {
+                    (Some(nick), Some(text)) if !nick.is_empty() && !text.is_empty() => h
+                        .say(Target::Nick(nick.to_owned()), text.to_owned(), false)
+                        .await
+                        .map(drop),
+                    _ => {
+                        self.out.error("usage", "usage: /msg NICK TEXT");
+                        Ok(())
+                    }
+                }
+            }
+            "/nick" if !rest.is_empty() => h.nick(rest).await,
+            "/topic" => match &self.current {
+                Some(room) => h.topic(room.clone(), rest).await,
+                None => {
+                    self.out.error(
+                        "usage",
+                        "/topic sets the current room's topic: /join #room first",
+                    );
+                    Ok(())
+                }
+            },
+            "/list" => h.list().await,
+            "/who" => {
+                let room = if rest.is_empty() {
+                    self.current.clone()
+                } else {
+                    Some(chirp_chat::names::fold(&rest))
+                };
+                match room {
+                    Some(room) => h.who(room).await,
+                    None => {
+                        self.out.error("usage", "usage: /who [#room]");
+                        Ok(())
+                    }
+                }
+            }
+            "/history" => {
+                let n = if rest.is_empty() {
+                    Ok(50)
+                } else {
+                    rest.parse::<u32>()
+                };
+                match (n, &self.current) {
+                    (Ok(n), Some(room)) if n > 0 => {
+                        let before = self.oldest.get(room).copied();
+                        h.history(Target::Room(room.clone()), before, n).await
+                    }
+                    _ => {
+                        self.out.error(
+                            "usage",
+                            "usage: /history [N] (in a room: /join #room first)",
+                        );
+                        Ok(())
+                    }
+                }
+            }
+            "/stats" => h.stats().await,
+            "/quit" => return false,
+            "/help" => {
+                self.out.info(HELP);
+                Ok(())
+            }
+            other => {
+                self.out.error(
+                    "usage",
+                    &format!("unknown command {other} (not sent); /help lists commands, //text sends a literal /"),
+                );
+                Ok(())
+            }
+        };
+        r.is_ok()
+    }
+
+    /// Returns the exit code when the session has ended.
+    fn event(&mut self, ev: Event) -> anyhow::Result<Option<u8>> {
+        match ev {
+            Event::Connecting { attempt } if attempt > 1 => {
+                self.out.status(&format!("connecting (attempt {attempt})"))
+            }
+            Event::Connecting { .. } => {}
+            Event::Connected { server_key } => self.out.status(&format!(
+                "connected; server key {}",
+                PublicKey(server_key).fingerprint()
+            )),
+            Event::Welcome { nick } => {
+                self.out.nick = nick.clone();
+                self.out.emit(
+                    || format!("* connected as {nick}"),
+                    json!({"type": "connected", "nick": nick}),
+                );
+            }
+            Event::Message(m) => {
+                let e = self.oldest.entry(m.conv.clone()).or_insert(m.id);
+                *e = (*e).min(m.id);
+                self.out.message(&m);
+            }
+            Event::Delivered { id, conv, .. } => {
+                let room = conv.starts_with('#').then_some(conv.as_str());
+                self.out.emit(
+                    || format!("* delivered #{id}"),
+                    json!({"type": "delivered", "id": id, "room": room, "conv": conv}),
+                );
+            }
+            Event::Refused { code, message, .. } => self.out.error(&code, &message),
+            Event::Error { code, message } => self.out.error(&code, &message),
+            Event::Server(m) => {
+                match &m {
+                    ServerMsg::Joined { room, .. } => {
+                        self.rooms.insert(room.clone());
+                    }
+                    ServerMsg::Parted { room } => {
+                        self.rooms.remove(room);
+                        if self.current.as_ref() == Some(room) {
+                            self.current = self.rooms.iter().next_back().cloned();
+                        }
+                    }
+                    _ => {}
+                }
+                self.out.server(m);
+            }
+            Event::Disconnected { reason, retry_in } => self.out.emit(
+                || {
+                    format!(
+                        "* disconnected: {reason}; reconnecting in {:.1} s",
+                        retry_in.as_secs_f64()
+                    )
+                },
+                json!({"type": "disconnected", "reason": reason,
+                       "retry_in_ms": retry_in.as_millis() as u64}),
+            ),
+            Event::Stats(Some(s)) => Output {
+                json: self.out.json,
+            }
+            .stats("server", &s),
+            Event::Stats(None) => self.out.error("stats", "not connected"),
+            Event::Fatal(msg) => {
+                self.out.error("fatal", &msg);
+                anyhow::bail!("{msg}");
+            }
+            Event::Finished { undelivered: 0 } => return Ok(Some(0)),
+            Event::Finished { undelivered } => {
+                let msg = format!(
+                    "{undelivered} message(s) were never acknowledged by the server (it could not be reached)"
+                );
+                self.out.error("undelivered", &msg);
+                return Ok(Some(1));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,244 @@
+//! `chirp serve`: the chat server. Settings come from the defaults, then the TOML config file
+//! (`--config`), then the command line, each overriding the one before.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chirp_chat::runner::{self, RunnerConfig};
+use chirp_keys::Identity;
+use chirp_store::{Retention, Store, StoreConfig};
+use clap::Args;
+use serde::Deserialize;
+use tracing::info;
+
+pub(crate) const EXAMPLES: &str = "\
+Runs with no flags at all: UDP 0.0.0.0:7667, data (identity key, chirp.db) in
+$XDG_DATA_HOME/chirp (~/.local/share/chirp). It prints its address and key fingerprint; give
+the fingerprint to users so they can pin it (chirp connect --server-key). SIGTERM or Ctrl-C
+stops it gracefully: clients are told, the database is flushed.
+
+Every flag can be set in the config file too (same names, with '_' for '-'), e.g.
+  bind = \"0.0.0.0:7667\"
+  data_dir = \"/var/lib/chirp\"
+  history_on_join = 50
+  burst = 10
+  per_sec = 5
+  retention_days = 365
+
+Examples:
+  chirp serve
+  chirp serve --bind 127.0.0.1:7000 --data-dir /tmp/chirp-test
+  chirp serve --config /etc/chirp/server.toml";
+
+/// Default UDP port of a chirp server.
+pub(crate) const DEFAULT_PORT: u16 = 7667;
+
+#[derive(Debug, Args, Default)]
+pub(crate) struct ServeArgs {
+    /// TOML file with any of these settings (command-line flags override it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// Settings that the config file can also hold.
+#[derive(Debug, Args, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// Address to listen on, IP:PORT [default: 0.0.0.0:7667].
+    #[arg(long, value_name = "ADDR", value_parser = crate::addr::local_addr)]
+    bind: Option<SocketAddr>,
+    /// Directory of the server's identity key and database [default: $XDG_DATA_HOME/chirp].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Messages replayed to a client when it joins a room [default: 50].
+    #[arg(long, value_name = "N")]
+    history_on_join: Option<usize>,
+    /// Largest message text in bytes [default: 8192].
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<usize>,
+    /// Flood control: requests a client may send in a burst [default: 10].
+    #[arg(long, value_name = "N")]
+    burst: Option<u32>,
+    /// Flood control: sustained requests per second per client [default: 5].
+    #[arg(long, value_name = "N")]
+    per_sec: Option<u32>,
+    /// Rooms one user may be in at once [default: 32].
+    #[arg(long, value_name = "N")]
+    max_rooms: Option<usize>,
+    /// Sessions at once from one source IP address [default: 16].
+    #[arg(long, value_name = "N")]
+    max_sessions_per_ip: Option<usize>,
+    /// Connections at once [default: 4096].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// A client silent this many seconds is presumed gone and shown as quit [default: 30].
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<u64>,
+    /// Keep at most this many messages per room or conversation [default: no limit].
+    #[arg(long, value_name = "N")]
+    retention_count: Option<u64>,
+    /// Delete messages older than this many days [default: no limit].
+    #[arg(long, value_name = "DAYS")]
+    retention_days: Option<u64>,
+}
+
+fn load_file(path: &Path) -> anyhow::Result<Settings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+macro_rules! merge {
+    ($cli:expr, $file:expr, $($f:ident),*) => {
+        $( if $cli.$f.is_none() { $cli.$f = $file.$f.take(); } )*
+    };
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
+    if let Some(path) = &args.config {
+        let mut f = load_file(path)?;
+        let s = &mut args.settings;
+        merge!(
+            s,
+            f,
+            bind,
+            data_dir,
+            history_on_join,
+            max_message_size,
+            burst,
+            per_sec,
+            max_rooms,
+            max_sessions_per_ip,
+            max_connections,
+            idle_timeout,
+            retention_count,
+            retention_days
+        );
+    }
+    let bind = args
+        .settings
+        .bind
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)));
+    let data_dir = match args.settings.data_dir.clone() {
+        Some(d) => d,
+        None => crate::id::default_data_dir()?,
+    };
+    let (identity, created) = Identity::load_or_create(&data_dir.join(crate::id::KEY_FILE))
+        .context("cannot load the server identity")?;
+    let s = &args.settings;
+    let mut config = RunnerConfig {
+        identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
+        ..RunnerConfig::default()
+    };
+    let c = &mut config.server;
+    c.history_on_join = s.history_on_join.unwrap_or(c.history_on_join);
+    c.max_text = s.max_message_size.unwrap_or(c.max_text);
+    c.burst = s.burst.unwrap_or(c.burst);
+    c.per_sec = s.per_sec.unwrap_or(c.per_sec);
+    c.max_rooms_per_user = s.max_rooms.unwrap_or(c.max_rooms_per_user);
+    c.max_sessions_per_ip = s.max_sessions_per_ip.unwrap_or(c.max_sessions_per_ip);
+    c.replay_cache = c.replay_cache.max(c.history_on_join);
+    // The in-memory replay window must not outlive retention.
+    if let Some(n) = s.retention_count {
+        c.replay_cache = c.replay_cache.min(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    c.max_age_ms = s
+        .retention_days
+        .map(|d| i64::try_from(d.saturating_mul(86_400_000)).unwrap_or(i64::MAX));
+    anyhow::ensure!(
+        c.burst >= 1 && c.per_sec >= 1,
+        "burst and per_sec must be at least 1"
+    );
+    anyhow::ensure!(
+        c.max_text <= 60 * 1024,
+        "max_message_size is at most 61440 bytes (one transport message, with room for the envelope)"
+    );
+    config.max_connections = s.max_connections.unwrap_or(config.max_connections);
+    if let Some(secs) = s.idle_timeout {
+        anyhow::ensure!(
+            (1..=3600).contains(&secs),
+            "idle_timeout must be 1 to 3600 seconds"
+        );
+        config.idle_timeout = Duration::from_secs(secs);
+    }
+    let store_config = StoreConfig {
+        retention: Retention {
+            max_per_conv: s.retention_count,
+            max_age: s.retention_days.map(|d| Duration::from_secs(d * 86_400)),
+        },
+        ..StoreConfig::default()
+    };
+    let db = data_dir.join("chirp.db");
+    let store = Store::open(&db, store_config).context("cannot open the database")?;
+    let socket = crate::bind_socket(bind)?;
+    let local = socket
+        .local_addr()
+        .context("cannot read the bound address")?;
+    {
+        let mut out = std::io::stdout().lock();
+        let note = if created { " (new)" } else { "" };
+        // A closed stdout is no reason not to serve.
+        let _ = writeln!(
+            out,
+            "chirp server listening on {local} (UDP); key fingerprint {}{note}; data in {}",
+            identity.public().fingerprint(),
+            data_dir.display()
+        );
+        let _ = out.flush();
+    }
+    info!(%local, "serving");
+    runner::run(socket, store, config, shutdown_signal())
+        .await
+        .context("server failed")?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "chirp server stopped; database flushed");
+    Ok(0)
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_keys_parse_and_unknown_ones_are_refused() {
+        let f: Settings = toml::from_str(
+            "bind = \"127.0.0.1:7000\"\nhistory_on_join = 20\nburst = 3\nretention_days = 7\n",
+        )
+        .expect("parses");
+        assert_eq!(f.bind, Some(SocketAddr::from(([127, 0, 0, 1], 7000))));
+        assert_eq!(f.history_on_join, Some(20));
+        assert_eq!(f.burst, Some(3));
+        assert_eq!(f.retention_days, Some(7));
+        let e = toml::from_str::<Settings>("bnid = \"x\"\n").expect_err("typo");
+        assert!(e.to_string().contains("bnid"), "{e}");
+    }
+}

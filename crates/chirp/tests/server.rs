@@ -1,0 +1,940 @@
+//! `chirp serve` and `chirp connect` as real processes on loopback: rooms, DMs, history across
+//! restarts, `kill -9` durability, offline delivery, nick ownership, multi-device, flood
+//! control, name errors, graceful shutdown and server-key checks. Every wait is bounded.
+//! (200 sessions in one room run in `crates/chat/tests/sessions.rs`: 200 processes are too
+//! heavy for a 2-core machine.)
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{CHIRP, Chirp, Proc, Stdout, WAIT};
+use serde_json::Value;
+
+/// A `chirp serve` child.
+struct Server {
+    proc: Proc,
+    addr: SocketAddr,
+    fingerprint: String,
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+impl Server {
+    /// Starts `chirp serve --bind BIND --data-dir DIR EXTRA...` and reads its first line.
+    fn start(dir: &Path, bind: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = ["serve", "--bind", bind, "--data-dir"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(dir.display().to_string());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut proc = Proc::spawn("server", CHIRP, &args, Stdout::Lines);
+        let line = match proc.recv(WAIT) {
+            Ok(l) => String::from_utf8_lossy(&l).into_owned(),
+            Err(_) => panic!("server did not start: {}", proc.stderr()),
+        };
+        // "chirp server listening on ADDR (UDP); key fingerprint FP[ (new)]; data in DIR"
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let fingerprint = line
+            .split("key fingerprint ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ';']).next())
+            .unwrap_or_else(|| panic!("no fingerprint in {line:?}"))
+            .to_owned();
+        Server {
+            proc,
+            addr,
+            fingerprint,
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn terminate(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.proc.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let st = self
+            .proc
+            .wait_exit(WAIT)
+            .unwrap_or_else(|| panic!("server ignored SIGTERM: {}", self.proc.stderr()));
+        assert!(st.success(), "server exit {st:?}: {}", self.proc.stderr());
+    }
+}
+
+/// `chirp connect ADDR --nick NICK --home HOME --json [--join R]... EXTRA...`.
+fn client(
+    name: &str,
+    server: SocketAddr,
+    home: &Path,
+    nick: &str,
+    rooms: &[&str],
+    extra: &[&str],
+) -> Chirp {
+    let mut args: Vec<String> = vec![
+        "connect".into(),
+        server.to_string(),
+        "--nick".into(),
+        nick.into(),
+        "--home".into(),
+        home.display().to_string(),
+        "--json".into(),
+    ];
+    for r in rooms {
+        args.push("--join".into());
+        args.push((*r).into());
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Chirp {
+        proc: Proc::spawn(name, CHIRP, &args, Stdout::Lines),
+        addr: server,
+        seen: Vec::new(),
+    }
+}
+
+/// Waits until the client is in the server's session and in every room given.
+fn ready(c: &mut Chirp, rooms: &[&str]) {
+    c.wait_type("connected", WAIT);
+    let mut want: BTreeSet<&str> = rooms.iter().copied().collect();
+    while !want.is_empty() {
+        let v = c.wait_for("joined", WAIT, |v| v["type"] == "join" && v["self"] == true);
+        want.remove(v["room"].as_str().unwrap_or(""));
+    }
+}
+
+fn message(c: &mut Chirp, text: &str) -> Value {
+    c.wait_for(&format!("message {text:?}"), WAIT, |v| {
+        v["type"] == "message" && v["text"] == text
+    })
+}
+
+/// Waits until every text in `want` has arrived as a message (in any order, since different
+/// conversations are not ordered with each other); returns them by text.
+fn all_messages(c: &mut Chirp, want: &[&str]) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found: Vec<Value> = want
+            .iter()
+            .filter_map(|t| {
+                c.seen
+                    .iter()
+                    .find(|v| v["type"] == "message" && v["text"] == *t)
+                    .cloned()
+            })
+            .collect();
+        if found.len() == want.len() {
+            return found;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            c.next_event(left).is_some(),
+            "{}: not all of {want:?} arrived\n{}",
+            c.proc.name,
+            c.diag()
+        );
+    }
+}
+
+/// Stderr of an exited child once its reader thread has caught up with the error line (the
+/// process may exit a moment before the pipe is drained).
+fn final_stderr(c: &Chirp) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let e = c.proc.stderr();
+        if e.contains("error") || Instant::now() >= deadline {
+            return e;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ends_ok(c: &mut Chirp) {
+    c.proc.close_stdin();
+    let st = c.exit(WAIT);
+    c.drain();
+    assert!(st.success(), "{} exit {st:?}\n{}", c.proc.name, c.diag());
+}
+
+fn texts_of(c: &Chirp) -> Vec<String> {
+    c.seen_of("message")
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn three_clients_chat_in_a_room_and_in_dms() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let h = |n: &str| homes.path().join(n);
+    let mut a = client("alice", srv.addr, &h("a"), "alice", &["#r"], &[]);
+    let mut b = client("bob", srv.addr, &h("b"), "bob", &["#r"], &[]);
+    let mut c = client("carol", srv.addr, &h("c"), "carol", &["#r"], &[]);
+    ready(&mut a, &["#r"]);
+    ready(&mut b, &["#r"]);
+    ready(&mut c, &["#r"]);
+    a.line("hello room");
+    for x in [&mut a, &mut b, &mut c] {
+        let m = message(x, "hello room");
+        assert_eq!(m["from"], "alice");
+        assert_eq!(m["room"], "#r");
+        assert_eq!(m["history"], false);
+        assert!(m["id"].as_u64().is_some() && m["ts"].is_string(), "{m}");
+    }
+    let d = a.wait_type("delivered", WAIT);
+    assert_eq!(d["room"], "#r");
+    b.line("/msg carol just between us");
+    let dm = message(&mut c, "just between us");
+    assert_eq!(dm["from"], "bob");
+    assert_eq!(dm["room"], Value::Null);
+    assert_eq!(dm["to"], "carol");
+    // The sender's own view shows it too; then carol answers in the room.
+    message(&mut b, "just between us");
+    c.line("/me nods");
+    for x in [&mut a, &mut b, &mut c] {
+        let m = message(x, "nods");
+        assert_eq!(
+            (m["from"].as_str(), m["action"].as_bool()),
+            (Some("carol"), Some(true))
+        );
+    }
+    // Alice was never told the DM.
+    assert!(!texts_of(&a).contains(&"just between us".to_owned()));
+    for x in [&mut a, &mut b, &mut c] {
+        ends_ok(x);
+    }
+}
+
+#[test]
+fn history_survives_a_restart() {
+    let data = tmp();
+    let homes = tmp();
+    let mut srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let mut a = client(
+        "alice",
+        srv.addr,
+        &homes.path().join("a"),
+        "alice",
+        &["#r"],
+        &[],
+    );
+    ready(&mut a, &["#r"]);
+    for t in ["one", "two", "three"] {
+        a.line(t);
+    }
+    ends_ok(&mut a);
+    assert_eq!(a.seen_of("delivered").len(), 3, "{}", a.diag());
+    srv.terminate();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let mut b = client(
+        "bob",
+        srv.addr,
+        &homes.path().join("b"),
+        "bob",
+        &["#r"],
+        &[],
+    );
+    ready(&mut b, &["#r"]);
+    let got: Vec<Value> = (0..3).map(|_| b.wait_type("message", WAIT)).collect();
+    let texts: Vec<&str> = got
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(texts, vec!["one", "two", "three"]);
+    assert!(
+        got.iter()
+            .all(|v| v["history"] == true && v["from"] == "alice")
+    );
+    let ids: Vec<u64> = got.iter().filter_map(|v| v["id"].as_u64()).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    // /history pages further back: nothing older than id 1.
+    b.line("/history 10");
+    let end = b.wait_type("history_end", WAIT);
+    assert_eq!(end["count"], 0);
+    ends_ok(&mut b);
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_message() {
+    let data = tmp();
+    let homes = tmp();
+    // No flood control in the way: this test is about durability under load.
+    let fast = [
+        "--burst",
+        "1000",
+        "--per-sec",
+        "1000",
+        "--history-on-join",
+        "1000",
+    ];
+    let mut srv = Server::start(data.path(), "127.0.0.1:0", &fast);
+    let mut a = client(
+        "alice",
+        srv.addr,
+        &homes.path().join("a"),
+        "alice",
+        &["#r"],
+        &[],
+    );
+    ready(&mut a, &["#r"]);
+    let lines: String = (0..400).map(|i| format!("m{i}\n")).collect();
+    a.proc.write(lines.as_bytes());
+    // Kill the server while acknowledgements are still flowing.
+    let deadline = Instant::now() + WAIT;
+    while a.seen_of("delivered").len() < 20 && Instant::now() < deadline {
+        a.next_event(Duration::from_millis(200));
+    }
+    srv.proc.kill();
+    // Whatever else the client printed before it noticed.
+    while a.next_event(Duration::from_millis(500)).is_some() {}
+    let delivered: BTreeSet<u64> = a
+        .seen_of("delivered")
+        .iter()
+        .filter_map(|v| v["id"].as_u64())
+        .collect();
+    assert!(delivered.len() >= 20, "{}", a.diag());
+    a.proc.kill();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &fast);
+    let mut b = client(
+        "bob",
+        srv.addr,
+        &homes.path().join("b"),
+        "bob",
+        &["#r"],
+        &[],
+    );
+    ready(&mut b, &["#r"]);
+    // The join replays history (up to 1000): read until quiet.
+    let mut stored = BTreeSet::new();
+    while let Some(v) = b.next_event(Duration::from_secs(2)) {
+        if v["type"] == "message" && v["from"] == "alice" {
+            let id = v["id"].as_u64().expect("id");
+            // Ids are the conversation's: message id k carries text m{k-1} (sent in order).
+            assert_eq!(v["text"], format!("m{}", id - 1), "{v}");
+            stored.insert(id);
+        }
+    }
+    let lost: Vec<_> = delivered.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost: {lost:?}\n{}",
+        b.diag()
+    );
+    ends_ok(&mut b);
+}
+
+#[test]
+fn an_offline_dm_is_delivered_on_reconnect() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let bob_home = homes.path().join("b");
+    let mut b = client("bob", srv.addr, &bob_home, "bob", &[], &[]);
+    ready(&mut b, &[]);
+    ends_ok(&mut b);
+    let mut a = client(
+        "alice",
+        srv.addr,
+        &homes.path().join("a"),
+        "alice",
+        &[],
+        &[],
+    );
+    ready(&mut a, &[]);
+    a.line("/msg bob while you were away");
+    a.wait_type("delivered", WAIT);
+    ends_ok(&mut a);
+    let mut b = client("bob again", srv.addr, &bob_home, "bob", &[], &[]);
+    let m = message(&mut b, "while you were away");
+    assert_eq!(
+        (m["from"].as_str(), m["to"].as_str()),
+        (Some("alice"), Some("bob"))
+    );
+    assert_eq!(m["room"], Value::Null);
+    ends_ok(&mut b);
+    // Delivered once: a third session does not get it again.
+    let mut b = client("bob 3", srv.addr, &bob_home, "bob", &["#x"], &[]);
+    ready(&mut b, &["#x"]);
+    b.line("marker");
+    message(&mut b, "marker");
+    assert!(
+        !texts_of(&b).contains(&"while you were away".to_owned()),
+        "{}",
+        b.diag()
+    );
+    ends_ok(&mut b);
+}
+
+#[test]
+fn nick_theft_is_refused() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let mut a = client(
+        "alice",
+        srv.addr,
+        &homes.path().join("a"),
+        "alice",
+        &[],
+        &[],
+    );
+    ready(&mut a, &[]);
+    let mut m = client(
+        "mallory",
+        srv.addr,
+        &homes.path().join("m"),
+        "Alice",
+        &[],
+        &[],
+    );
+    let st = m.exit(WAIT);
+    assert!(!st.success(), "{}", m.diag());
+    assert!(
+        final_stderr(&m).contains("belongs to another key"),
+        "{}",
+        m.diag()
+    );
+    // Not even while alice is away.
+    ends_ok(&mut a);
+    let mut m = client(
+        "mallory 2",
+        srv.addr,
+        &homes.path().join("m"),
+        "alice",
+        &[],
+        &[],
+    );
+    assert!(!m.exit(WAIT).success(), "{}", m.diag());
+    // Renaming onto a taken nick is refused too, with a clear error, and the session goes on.
+    let mut m = client(
+        "mallory 3",
+        srv.addr,
+        &homes.path().join("m"),
+        "mallory",
+        &[],
+        &[],
+    );
+    ready(&mut m, &[]);
+    m.line("/nick alice");
+    let e = m.wait_type("error", WAIT);
+    assert_eq!(e["code"], "nick_taken", "{e}");
+    ends_ok(&mut m);
+}
+
+#[test]
+fn multi_device_sees_everything_on_both() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let alice_home = homes.path().join("a");
+    let mut laptop = client("laptop", srv.addr, &alice_home, "alice", &["#r"], &[]);
+    ready(&mut laptop, &["#r"]);
+    let mut phone = client("phone", srv.addr, &alice_home, "alice", &["#r"], &[]);
+    ready(&mut phone, &["#r"]);
+    let mut b = client(
+        "bob",
+        srv.addr,
+        &homes.path().join("b"),
+        "bob",
+        &["#r"],
+        &[],
+    );
+    ready(&mut b, &["#r"]);
+    laptop.line("from the laptop");
+    b.line("hi alice");
+    b.line("/msg alice private");
+    phone.line("/msg bob from the phone");
+    for x in [&mut laptop, &mut phone] {
+        let got = all_messages(
+            x,
+            &["from the laptop", "hi alice", "private", "from the phone"],
+        );
+        assert_eq!(got[0]["from"], "alice");
+        assert_eq!(got[2]["to"], "alice");
+        assert_eq!(
+            (got[3]["from"].as_str(), got[3]["to"].as_str()),
+            (Some("alice"), Some("bob"))
+        );
+    }
+    all_messages(&mut b, &["from the laptop", "from the phone"]);
+    for x in [&mut laptop, &mut phone, &mut b] {
+        ends_ok(x);
+    }
+}
+
+#[test]
+fn flood_control_answers_with_an_error_and_paced_clients_are_not_refused() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let mut a = client(
+        "flooder",
+        srv.addr,
+        &homes.path().join("a"),
+        "flooder",
+        &["#r"],
+        &["--no-pace"],
+    );
+    ready(&mut a, &["#r"]);
+    let lines: String = (0..30).map(|i| format!("spam {i}\n")).collect();
+    a.proc.write(lines.as_bytes());
+    ends_ok(&mut a);
+    let floods: Vec<&Value> = a
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "error" && v["code"] == "flood")
+        .collect();
+    let delivered = a.seen_of("delivered").len();
+    assert!(!floods.is_empty(), "{}", a.diag());
+    assert!(
+        floods[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 5 requests per second"),
+        "{}",
+        floods[0]
+    );
+    assert_eq!(
+        floods.len() + delivered,
+        30,
+        "every line answered: {}",
+        a.diag()
+    );
+    // The normal client paces itself to the advertised rate: 15 lines, all stored.
+    let mut b = client(
+        "paced",
+        srv.addr,
+        &homes.path().join("b"),
+        "paced",
+        &["#r"],
+        &[],
+    );
+    ready(&mut b, &["#r"]);
+    let lines: String = (0..15).map(|i| format!("calm {i}\n")).collect();
+    b.proc.write(lines.as_bytes());
+    ends_ok(&mut b);
+    assert_eq!(b.seen_of("delivered").len(), 15, "{}", b.diag());
+    assert!(b.seen_of("error").is_empty(), "{}", b.diag());
+}
+
+#[test]
+fn bad_names_get_clear_errors() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    // Checked before connecting.
+    let mut x = client(
+        "spacey",
+        srv.addr,
+        &homes.path().join("x"),
+        "al ice",
+        &[],
+        &[],
+    );
+    assert!(!x.exit(WAIT).success());
+    let err = final_stderr(&x);
+    assert!(err.contains("nick contains a space"), "{err}");
+    let mut a = client(
+        "alice",
+        srv.addr,
+        &homes.path().join("a"),
+        "alice",
+        &[],
+        &[],
+    );
+    ready(&mut a, &[]);
+    let cases = [
+        ("/join rust", "start with '#'"),
+        ("/join #a b", "contains a space"),
+        ("/join #\u{202E}evil", "bidirectional"),
+        ("/nick \u{202E}ecila", "bidirectional"),
+        (
+            &format!("/nick {}", "n".repeat(30)),
+            "too long: 30 characters (at most 24)",
+        ),
+    ];
+    for (line, want) in cases {
+        a.line(line);
+        let e = a.wait_type("error", WAIT);
+        assert_eq!(e["code"], "bad_name", "{line}: {e}");
+        assert!(
+            e["message"].as_str().unwrap_or("").contains(want),
+            "{line}: {e}"
+        );
+    }
+    ends_ok(&mut a);
+}
+
+#[test]
+fn graceful_shutdown_tells_clients_who_come_back_by_themselves() {
+    let data = tmp();
+    let homes = tmp();
+    let mut srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let addr = srv.addr;
+    let mut a = client(
+        "alice",
+        addr,
+        &homes.path().join("a"),
+        "alice",
+        &["#r"],
+        &[],
+    );
+    ready(&mut a, &["#r"]);
+    a.line("before");
+    a.wait_type("delivered", WAIT);
+    srv.terminate();
+    a.wait_for("goodbye", WAIT, |v| {
+        v["type"] == "status" && v["message"].as_str().unwrap_or("").contains("goodbye")
+    });
+    a.wait_type("disconnected", WAIT);
+    // Same port, same data: the client reconnects, rejoins, and nothing is shown twice.
+    let _srv = Server::start(data.path(), &addr.to_string(), &[]);
+    a.wait_type("connected", WAIT);
+    a.line("after");
+    message(&mut a, "after");
+    ends_ok(&mut a);
+    assert_eq!(texts_of(&a), vec!["before", "after"], "{}", a.diag());
+}
+
+fn other_fingerprint(dir: &Path) -> String {
+    let out = std::process::Command::new(CHIRP)
+        .args(["id", "--home", &dir.display().to_string()])
+        .output()
+        .expect("chirp id");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_wrong_pinned_server_key_is_refused_naming_both() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let wrong = other_fingerprint(&homes.path().join("other"));
+    assert_ne!(wrong, srv.fingerprint);
+    let mut a = client(
+        "alice",
+        srv.addr,
+        &homes.path().join("a"),
+        "alice",
+        &[],
+        &["--server-key", &wrong],
+    );
+    assert!(!a.exit(WAIT).success(), "{}", a.diag());
+    let err = final_stderr(&a);
+    assert!(
+        err.contains(&wrong) && err.contains(&srv.fingerprint),
+        "{err}"
+    );
+    // The right pin works.
+    let mut b = client(
+        "bob",
+        srv.addr,
+        &homes.path().join("b"),
+        "bob",
+        &[],
+        &["--server-key", &srv.fingerprint],
+    );
+    ready(&mut b, &[]);
+    ends_ok(&mut b);
+}
+
+#[test]
+fn a_changed_server_key_on_the_same_address_is_refused() {
+    let homes = tmp();
+    let (data_a, data_b) = (tmp(), tmp());
+    let mut first = Server::start(data_a.path(), "127.0.0.1:0", &[]);
+    let addr = first.addr;
+    let home: PathBuf = homes.path().join("a");
+    let mut a = client("alice", addr, &home, "alice", &[], &[]);
+    ready(&mut a, &[]);
+    ends_ok(&mut a);
+    first.terminate();
+    // Another server (another key) on the very same address.
+    let second = Server::start(data_b.path(), &addr.to_string(), &[]);
+    assert_ne!(first.fingerprint, second.fingerprint);
+    let mut a = client("alice again", addr, &home, "alice", &[], &[]);
+    assert!(!a.exit(WAIT).success(), "{}", a.diag());
+    let err = final_stderr(&a);
+    assert!(
+        err.contains(&first.fingerprint) && err.contains(&second.fingerprint),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_vanished_client_is_shown_as_quit_after_the_idle_timeout() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &["--idle-timeout", "2"]);
+    // Clients send keepalives well inside their own idle timeout, so a live one stays.
+    let idle = ["--idle-timeout", "2"];
+    let mut a = client(
+        "alice",
+        srv.addr,
+        &homes.path().join("a"),
+        "alice",
+        &["#r"],
+        &idle,
+    );
+    ready(&mut a, &["#r"]);
+    let mut b = client(
+        "bob",
+        srv.addr,
+        &homes.path().join("b"),
+        "bob",
+        &["#r"],
+        &idle,
+    );
+    ready(&mut b, &["#r"]);
+    a.wait_for("bob's join", WAIT, |v| {
+        v["type"] == "join" && v["nick"] == "bob"
+    });
+    // Bob vanishes without a word.
+    b.proc.kill();
+    let q = a.wait_type("quit", WAIT);
+    assert_eq!(
+        (q["nick"].as_str(), q["reason"].as_str()),
+        (Some("bob"), Some("timed out"))
+    );
+    // Alice, idle but present, was not timed out meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    a.line("still here");
+    message(&mut a, "still here");
+    assert!(a.seen_of("disconnected").is_empty(), "{}", a.diag());
+    ends_ok(&mut a);
+}
+
+#[test]
+fn after_a_crash_the_client_resends_by_itself_and_nothing_is_stored_twice() {
+    let data = tmp();
+    let homes = tmp();
+    let fast = [
+        "--burst",
+        "1000",
+        "--per-sec",
+        "1000",
+        "--history-on-join",
+        "1000",
+    ];
+    let mut srv = Server::start(data.path(), "127.0.0.1:0", &fast);
+    let addr = srv.addr;
+    // A crashed server says nothing: the client notices it through its idle timeout (short
+    // here to keep the test quick).
+    let idle = ["--idle-timeout", "3"];
+    let mut a = client(
+        "alice",
+        addr,
+        &homes.path().join("a"),
+        "alice",
+        &["#r"],
+        &idle,
+    );
+    ready(&mut a, &["#r"]);
+    const N: usize = 300;
+    let lines: String = (0..N).map(|i| format!("m{i}\n")).collect();
+    a.proc.write(lines.as_bytes());
+    let deadline = Instant::now() + WAIT;
+    while a.seen_of("delivered").len() < 20 && Instant::now() < deadline {
+        a.next_event(Duration::from_millis(200));
+    }
+    srv.proc.kill();
+    // Same address, same data: the client reconnects and resends what was not acknowledged
+    // (some of which the dead server had stored: those must not be stored again).
+    let _srv = Server::start(data.path(), &addr.to_string(), &fast);
+    a.proc.close_stdin();
+    let st = a.exit(Duration::from_secs(60));
+    a.drain();
+    assert!(st.success(), "{}", a.diag());
+    assert_eq!(a.seen_of("delivered").len(), N, "{}", a.diag());
+    assert!(
+        !a.seen_of("disconnected").is_empty(),
+        "the crash went unnoticed: {}",
+        a.diag()
+    );
+    let mut b = client("bob", addr, &homes.path().join("b"), "bob", &["#r"], &[]);
+    ready(&mut b, &["#r"]);
+    let got = (0..N)
+        .map(|_| b.wait_type("message", WAIT))
+        .map(|v| {
+            (
+                v["id"].as_u64().unwrap_or(0),
+                v["text"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect::<Vec<_>>();
+    let want: Vec<(u64, String)> = (0..N).map(|i| (i as u64 + 1, format!("m{i}"))).collect();
+    assert_eq!(got, want);
+    // And nothing after them.
+    assert!(
+        b.next_event(Duration::from_secs(1))
+            .is_none_or(|v| v["type"] != "message")
+    );
+    ends_ok(&mut b);
+}
+
+#[test]
+fn every_setting_can_come_from_a_config_file() {
+    let data = tmp();
+    let homes = tmp();
+    let conf = homes.path().join("server.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nhistory_on_join = 2\n",
+            data.path().display()
+        ),
+    )
+    .expect("write config");
+    let mut proc = Proc::spawn(
+        "server",
+        CHIRP,
+        &[
+            "serve".into(),
+            "--config".into(),
+            conf.display().to_string(),
+        ],
+        Stdout::Lines,
+    );
+    let line = String::from_utf8_lossy(&proc.recv(WAIT).expect("start line")).into_owned();
+    assert!(line.contains(&data.path().display().to_string()), "{line}");
+    let addr: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let mut a = client(
+        "alice",
+        addr,
+        &homes.path().join("a"),
+        "alice",
+        &["#r"],
+        &[],
+    );
+    ready(&mut a, &["#r"]);
+    for t in ["1", "2", "3", "4", "5"] {
+        a.line(t);
+    }
+    ends_ok(&mut a);
+    let mut b = client("bob", addr, &homes.path().join("b"), "bob", &["#r"], &[]);
+    ready(&mut b, &["#r"]);
+    b.line("mine");
+    message(&mut b, "mine");
+    // history_on_join = 2 from the file: only the last two are replayed.
+    assert_eq!(texts_of(&b), vec!["4", "5", "mine"], "{}", b.diag());
+    ends_ok(&mut b);
+    // A misspelt key is an error naming it, not silently ignored.
+    std::fs::write(&conf, "histroy_on_join = 2\n").expect("write config");
+    let (status, _, err) = common::run_to_end(
+        CHIRP,
+        &["serve", "--config", &conf.display().to_string()],
+        WAIT,
+    );
+    assert!(!status.success());
+    assert!(err.contains("histroy_on_join"), "{err}");
+}
+
+#[test]
+fn retention_by_count_applies_and_ids_keep_increasing() {
+    let data = tmp();
+    let homes = tmp();
+    let keep3 = ["--retention-count", "3"];
+    let mut srv = Server::start(data.path(), "127.0.0.1:0", &keep3);
+    let mut a = client(
+        "alice",
+        srv.addr,
+        &homes.path().join("a"),
+        "alice",
+        &["#r"],
+        &[],
+    );
+    ready(&mut a, &["#r"]);
+    for t in ["1", "2", "3", "4", "5"] {
+        a.line(t);
+    }
+    ends_ok(&mut a);
+    srv.terminate();
+    // Retention is applied at start (and then every minute).
+    let srv = Server::start(data.path(), "127.0.0.1:0", &keep3);
+    let mut b = client(
+        "bob",
+        srv.addr,
+        &homes.path().join("b"),
+        "bob",
+        &["#r"],
+        &[],
+    );
+    ready(&mut b, &["#r"]);
+    b.line("6");
+    let six = message(&mut b, "6");
+    assert_eq!(six["id"], 6, "ids continue after deleted messages: {six}");
+    let replayed: Vec<(u64, String)> = b
+        .seen_of("message")
+        .iter()
+        .filter(|v| v["history"] == true)
+        .map(|v| {
+            (
+                v["id"].as_u64().unwrap_or(0),
+                v["text"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        vec![
+            (3, "3".to_owned()),
+            (4, "4".to_owned()),
+            (5, "5".to_owned())
+        ]
+    );
+    ends_ok(&mut b);
+}
+
+#[test]
+fn a_restarted_server_is_noticed_within_a_round_trip_not_the_idle_timeout() {
+    let data = tmp();
+    let homes = tmp();
+    let mut srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let addr = srv.addr;
+    // The default idle timeout (30 s): only the server's stateless RESET can make this quick.
+    let mut a = client(
+        "alice",
+        addr,
+        &homes.path().join("a"),
+        "alice",
+        &["#r"],
+        &[],
+    );
+    ready(&mut a, &["#r"]);
+    srv.proc.kill();
+    let _srv = Server::start(data.path(), &addr.to_string(), &[]);
+    let t0 = Instant::now();
+    a.line("after the restart");
+    let down = a.wait_type("disconnected", Duration::from_secs(10));
+    assert!(
+        down["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("restarted")),
+        "{down}"
+    );
+    let delivered = a.wait_type("delivered", Duration::from_secs(10));
+    assert!(delivered["id"].as_u64().is_some(), "{delivered}");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "noticed and delivered after {took:?}, not after the 30 s idle timeout"
+    );
+}

@@ -1,0 +1,644 @@
+//! chirp's durable chat history: SQLite (through `rusqlite` with the bundled library) in WAL
+//! mode with `synchronous=FULL`, written by one thread that commits in groups.
+//!
+//! # Layout
+//!
+//! - [`Store::open`]: opens (or creates, or migrates) the database and starts the writer
+//!   thread. Schema versions live in `PRAGMA user_version`; [`MIGRATIONS`] lists them in order.
+//! - [`Store::write`]: queues a batch of [`Op`]s and returns a oneshot that resolves only after
+//!   the transaction holding them has committed, i.e. after SQLite's fsync returned. The writer
+//!   takes every batch that queued up while the previous commit was running into one
+//!   transaction: under load one fsync covers many messages (group commit), and with no load a
+//!   lone message is committed at once (no timer, no added latency).
+//! - [`Reader`]: a separate read connection (WAL lets it read while the writer writes): the
+//!   state the server loads at start ([`Reader::load`]) and history pages ([`Reader::history`]).
+//! - Retention ([`Retention`]): by count per conversation and by age, applied by the writer
+//!   when asked ([`Store::prune`]), in its own transaction.
+//!
+//! The store knows nothing about chat rules: conversations are opaque names (`#room`, or a DM
+//! conversation name chosen by the server), ids are given by the caller.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer chirp.
+    #[error("database {path} has schema version {found}; this chirp knows up to {known}")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// `user_version` found.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// The writer thread has stopped (after a fatal error, or [`Store::close`]).
+    #[error("the database writer has stopped")]
+    Stopped,
+    /// An earlier commit failed; this batch was not written.
+    #[error("commit failed: {0}")]
+    Commit(String),
+}
+
+/// A stored chat message (room message or DM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Conversation: a room name (`#room`) or a DM conversation name.
+    pub conv: String,
+    /// Id, increasing within `conv`.
+    pub id: u64,
+    /// Server timestamp, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// Sender's static public key.
+    pub from_key: [u8; 32],
+    /// Sender's nick when sent.
+    pub from_nick: String,
+    /// DM recipient's key (`None` for room messages).
+    pub to_key: Option<[u8; 32]>,
+    /// DM recipient's nick when sent.
+    pub to_nick: Option<String>,
+    /// 0: plain message; 1: `/me` action.
+    pub kind: u8,
+    /// The text.
+    pub text: String,
+    /// The sending client's (instance id, sequence number): lets the server recognise a
+    /// message resent after a lost acknowledgement.
+    pub client_ref: Option<(u64, u64)>,
+}
+
+/// One change to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Append a message.
+    Message(Record),
+    /// Bind `nick` to `key` (replacing the key's previous nick, if any).
+    SetNick {
+        /// Nick as the user spelled it.
+        nick: String,
+        /// Its case-folded form, the unique key.
+        fold: String,
+        /// The owner.
+        key: [u8; 32],
+    },
+    /// Set a room's topic.
+    SetTopic {
+        /// The room.
+        room: String,
+        /// The topic.
+        topic: String,
+        /// Who set it.
+        by: String,
+        /// When (ms since the epoch).
+        ts_ms: i64,
+    },
+    /// Everything up to `upto` in DM conversation `conv` has been handed to `key`.
+    DmCursor {
+        /// The recipient.
+        key: [u8; 32],
+        /// The conversation.
+        conv: String,
+        /// Highest id handed over.
+        upto: u64,
+    },
+}
+
+/// What to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Keep at most this many messages per conversation (`None`: no limit).
+    pub max_per_conv: Option<u64>,
+    /// Delete messages older than this (`None`: no limit).
+    pub max_age: Option<Duration>,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Most operations in one transaction.
+    pub max_batch: usize,
+    /// Retention applied by [`Store::prune`].
+    pub retention: Retention,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 4096,
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: messages, conversation high-water marks, nicks, topics, DM delivery cursors.
+    "CREATE TABLE messages (
+        conv TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        from_key BLOB NOT NULL,
+        from_nick TEXT NOT NULL,
+        to_key BLOB,
+        to_nick TEXT,
+        kind INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        client_id INTEGER,
+        client_seq INTEGER,
+        PRIMARY KEY (conv, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_to ON messages (to_key, conv, id) WHERE to_key IS NOT NULL;
+    CREATE INDEX messages_ts ON messages (ts);
+    -- The highest id ever given in a conversation: ids never go back, even after retention
+    -- deleted every message of a conversation.
+    CREATE TABLE convs (conv TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE nicks (fold TEXT PRIMARY KEY, nick TEXT NOT NULL, key BLOB NOT NULL UNIQUE);
+    CREATE TABLE topics (room TEXT PRIMARY KEY, topic TEXT NOT NULL, set_by TEXT NOT NULL,
+        ts INTEGER NOT NULL);
+    CREATE TABLE dm_cursors (key BLOB NOT NULL, conv TEXT NOT NULL, upto INTEGER NOT NULL,
+        PRIMARY KEY (key, conv)) WITHOUT ROWID;",
+];
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(sql_err(path))?;
+    // WAL: readers do not block the writer and a commit is one append + fsync of the log.
+    // synchronous=FULL: the WAL is fsynced at every commit, so a committed transaction
+    // survives a crash of the process or of the machine.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql_err(path))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql_err(path))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sql_err(path))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql_err(path))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction().map_err(sql_err(path))?;
+        tx.execute_batch(sql).map_err(sql_err(path))?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(sql_err(path))?;
+        tx.commit().map_err(sql_err(path))?;
+        debug!(version = i + 1, "database migrated");
+    }
+    Ok(())
+}
+
+/// A batch and where to report its commit.
+type Batch = (Vec<Op>, oneshot::Sender<Result<(), StoreError>>);
+
+enum Req {
+    Write(Vec<Op>, oneshot::Sender<Result<(), StoreError>>),
+    Prune(i64, oneshot::Sender<Result<u64, StoreError>>),
+}
+
+/// Counters of the writer, for benches and `/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Operations committed.
+    pub ops: u64,
+}
+
+/// The database: a writer thread plus [`Reader`]s.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    tx: Option<mpsc::Sender<Req>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<WriterStats>>,
+}
+
+impl Store {
+    /// Opens or creates the database at `path`, migrates it, and starts the writer thread.
+    pub fn open(path: &Path, config: StoreConfig) -> Result<Store, StoreError> {
+        let mut conn = open_conn(path)?;
+        migrate(&mut conn, path)?;
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let writer = Writer {
+            conn,
+            path: path.to_owned(),
+            rx,
+            config,
+            stats: Arc::clone(&stats),
+        };
+        let thread = std::thread::Builder::new()
+            .name("chirp-store".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            path: path.to_owned(),
+            tx: Some(tx),
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Queues `ops` to be written in one transaction (possibly shared with other batches). The
+    /// receiver resolves after the commit returned, so the data is on disk.
+    pub fn write(&self, ops: Vec<Op>) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (done, rx) = oneshot::channel();
+        match &self.tx {
+            Some(tx) => {
+                if let Err(mpsc::SendError(Req::Write(_, done))) = tx.send(Req::Write(ops, done)) {
+                    let _ = done.send(Err(StoreError::Stopped));
+                }
+            }
+            None => {
+                let _ = done.send(Err(StoreError::Stopped));
+            }
+        }
+        rx
+    }
+
+    /// Applies the retention policy as of `now_ms`; resolves to the number of messages deleted.
+    pub fn prune(&self, now_ms: i64) -> oneshot::Receiver<Result<u64, StoreError>> {
+        let (done, rx) = oneshot::channel();
+        if let Some(tx) = &self.tx {
+            if let Err(mpsc::SendError(Req::Prune(_, done))) = tx.send(Req::Prune(now_ms, done)) {
+                let _ = done.send(Err(StoreError::Stopped));
+            }
+        }
+        rx
+    }
+
+    /// A new read connection.
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        Reader::open(&self.path)
+    }
+
+    /// Writer counters so far.
+    pub fn stats(&self) -> WriterStats {
+        // A poisoned lock means the writer panicked mid-update; the counters are still usable.
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the writer after it has committed everything queued, and waits for it.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    rx: mpsc::Receiver<Req>,
+    config: StoreConfig,
+    stats: Arc<Mutex<WriterStats>>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        // Blocks for the first request; then takes whatever queued meanwhile, up to max_batch
+        // operations, into the same transaction. Ends when every sender is gone and the queue
+        // is drained.
+        while let Ok(first) = self.rx.recv() {
+            let mut batch = Vec::new();
+            let mut ops = 0usize;
+            let mut next = Some(first);
+            while let Some(req) = next.take() {
+                match req {
+                    Req::Write(o, done) => {
+                        ops += o.len();
+                        batch.push((o, done));
+                    }
+                    Req::Prune(now, done) => {
+                        // Keep order: commit what came before, then prune on its own.
+                        self.commit(std::mem::take(&mut batch));
+                        ops = 0;
+                        let _ = done.send(self.prune(now));
+                    }
+                }
+                if ops < self.config.max_batch {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Batch>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n: usize = batch.iter().map(|(o, _)| o.len()).sum();
+        let result = self.apply(batch.iter().flat_map(|(o, _)| o.iter()));
+        match &result {
+            Ok(()) => {
+                let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                s.commits += 1;
+                s.ops += n as u64;
+            }
+            Err(e) => warn!(error = %e, ops = n, "commit failed"),
+        }
+        for (_, done) in batch {
+            let _ = done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Commit(e.to_string())),
+            });
+        }
+    }
+
+    fn apply<'a>(&mut self, ops: impl Iterator<Item = &'a Op>) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = sql_err(&path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO messages (conv, id, ts, from_key, from_nick, to_key,
+                     to_nick, kind, text, client_id, client_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(&err)?;
+            let mut conv = tx
+                .prepare_cached(
+                    "INSERT INTO convs (conv, last_id) VALUES (?1, ?2)
+                     ON CONFLICT (conv) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+                )
+                .map_err(&err)?;
+            for op in ops {
+                match op {
+                    Op::Message(r) => {
+                        ins.execute(params![
+                            r.conv,
+                            r.id as i64,
+                            r.ts_ms,
+                            &r.from_key[..],
+                            r.from_nick,
+                            r.to_key.as_ref().map(|k| &k[..]),
+                            r.to_nick,
+                            r.kind,
+                            r.text,
+                            r.client_ref.map(|c| c.0 as i64),
+                            r.client_ref.map(|c| c.1 as i64),
+                        ])
+                        .map_err(&err)?;
+                        conv.execute(params![r.conv, r.id as i64]).map_err(&err)?;
+                    }
+                    Op::SetNick { nick, fold, key } => {
+                        tx.execute("DELETE FROM nicks WHERE key = ?1", params![&key[..]])
+                            .map_err(&err)?;
+                        tx.execute(
+                            "INSERT OR REPLACE INTO nicks (fold, nick, key) VALUES (?1, ?2, ?3)",
+                            params![fold, nick, &key[..]],
+                        )
+                        .map_err(&err)?;
+                    }
+                    Op::SetTopic {
+                        room,
+                        topic,
+                        by,
+                        ts_ms,
+                    } => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO topics (room, topic, set_by, ts)
+                             VALUES (?1, ?2, ?3, ?4)",
+                            params![room, topic, by, ts_ms],
+                        )
+                        .map_err(&err)?;
+                    }
+                    Op::DmCursor { key, conv, upto } => {
+                        tx.execute(
+                            "INSERT INTO dm_cursors (key, conv, upto) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (key, conv) DO UPDATE SET upto = max(upto, excluded.upto)",
+                            params![&key[..], conv, *upto as i64],
+                        )
+                        .map_err(&err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    fn prune(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let err = sql_err(&path);
+        let r = self.config.retention;
+        let tx = self.conn.transaction().map_err(&err)?;
+        let mut deleted = 0u64;
+        if let Some(age) = r.max_age {
+            let cutoff = now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            deleted += tx
+                .execute("DELETE FROM messages WHERE ts < ?1", params![cutoff])
+                .map_err(&err)? as u64;
+        }
+        if let Some(max) = r.max_per_conv {
+            deleted += tx
+                .execute(
+                    // Ids are dense within a conversation, so "the newest N" is "id above
+                    // last_id - N": one indexed range delete per conversation.
+                    "DELETE FROM messages WHERE id <=
+                         (SELECT c.last_id FROM convs c WHERE c.conv = messages.conv) - ?1",
+                    params![i64::try_from(max).unwrap_or(i64::MAX)],
+                )
+                .map_err(&err)? as u64;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(deleted)
+    }
+}
+
+/// Everything the server needs in memory at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// `(nick, key)` bindings.
+    pub nicks: Vec<(String, [u8; 32])>,
+    /// `(room, topic, set_by, ts_ms)`.
+    pub topics: Vec<(String, String, String, i64)>,
+    /// `(conversation, highest id ever given)`.
+    pub last_ids: Vec<(String, u64)>,
+    /// The newest messages of each conversation (at most `recent` each), oldest first.
+    pub recent: Vec<Record>,
+    /// DMs not yet handed to their recipient, oldest first per conversation.
+    pub undelivered: Vec<Record>,
+}
+
+/// A read connection.
+#[derive(Debug)]
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const COLUMNS: &str =
+    "conv, id, ts, from_key, from_nick, to_key, to_nick, kind, text, client_id, client_seq";
+
+fn key32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "key is not 32 bytes".into(),
+        )
+    })
+}
+
+fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    let to_key: Option<Vec<u8>> = row.get(5)?;
+    let cid: Option<i64> = row.get(9)?;
+    let cseq: Option<i64> = row.get(10)?;
+    Ok(Record {
+        conv: row.get(0)?,
+        id: row.get::<_, i64>(1)? as u64,
+        ts_ms: row.get(2)?,
+        from_key: key32(row.get(3)?)?,
+        from_nick: row.get(4)?,
+        to_key: to_key.map(key32).transpose()?,
+        to_nick: row.get(6)?,
+        kind: row.get(7)?,
+        text: row.get(8)?,
+        client_ref: cid.zip(cseq).map(|(a, b)| (a as u64, b as u64)),
+    })
+}
+
+impl Reader {
+    /// Opens a read connection to the database at `path` (which [`Store::open`] created).
+    pub fn open(path: &Path) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            conn: open_conn(path)?,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Loads the server's start-up state: nicks, topics, id high-water marks, the last
+    /// `recent` messages of every conversation and every undelivered DM (at most `max_undelivered`).
+    pub fn load(&self, recent: usize, max_undelivered: usize) -> Result<Loaded, StoreError> {
+        let err = sql_err(&self.path);
+        let c = &self.conn;
+        let mut out = Loaded::default();
+        let mut st = c.prepare("SELECT nick, key FROM nicks").map_err(&err)?;
+        out.nicks = st
+            .query_map([], |r| Ok((r.get(0)?, key32(r.get(1)?)?)))
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)?;
+        let mut st = c
+            .prepare("SELECT room, topic, set_by, ts FROM topics")
+            .map_err(&err)?;
+        out.topics = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)?;
+        let mut st = c.prepare("SELECT conv, last_id FROM convs").map_err(&err)?;
+        out.last_ids = st
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)?;
+        for (conv, _) in &out.last_ids {
+            let mut page = self.history(conv, None, recent)?;
+            out.recent.append(&mut page);
+        }
+        let mut st = c
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM messages m WHERE to_key IS NOT NULL AND id > coalesce(
+                     (SELECT upto FROM dm_cursors d WHERE d.key = m.to_key AND d.conv = m.conv), 0)
+                 ORDER BY conv, id LIMIT ?1"
+            ))
+            .map_err(&err)?;
+        out.undelivered = st
+            .query_map(params![max_undelivered as i64], record)
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)?;
+        Ok(out)
+    }
+
+    /// Up to `limit` messages of `conv` with ids below `before` (or the newest), oldest first.
+    pub fn history(
+        &self,
+        conv: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let err = sql_err(&self.path);
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE conv = ?1 AND id < ?2
+                 ORDER BY id DESC LIMIT ?3"
+            ))
+            .map_err(&err)?;
+        let mut rows: Vec<Record> = st
+            .query_map(params![conv, before, limit as i64], record)
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Number of messages stored in `conv`.
+    pub fn count(&self, conv: &str) -> Result<u64, StoreError> {
+        let err = sql_err(&self.path);
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM messages WHERE conv = ?1",
+                params![conv],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(&err)
+            .map(|n| n.unwrap_or(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests;
