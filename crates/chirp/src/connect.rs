@@ -50,7 +50,8 @@ pub(crate) struct ConnectArgs {
     /// Join this room at start (repeatable); the last one is the current room.
     #[arg(long = "join", value_name = "#ROOM")]
     join: Vec<String>,
-    /// Line mode: stdin lines in, stdout lines out (the default; the only mode so far).
+    /// Line mode even on a terminal (where the default is the chat UI): stdin lines in, stdout
+    /// lines out.
     #[arg(long, conflicts_with = "json")]
     line: bool,
     /// Line mode with one JSON object per event on stdout (schema: docs/JSON.md).
@@ -366,6 +367,17 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     config.idle_timeout = Duration::from_secs(args.idle_timeout);
     config.pace = !args.no_pace;
     config.give_up_after = Duration::from_secs(args.idle_timeout.max(10));
+    // On a terminal, the chat UI (unless line mode was asked for); it makes its own key check,
+    // which reports through the UI rather than on stdout.
+    if crate::tui::wanted(args.line, args.json) {
+        return crate::tui::connect(
+            config,
+            name,
+            args.server_key,
+            home.join(crate::peer::KNOWN_KEYS_FILE),
+        )
+        .await;
+    }
     config.server_key_check = Some(key_check(
         name.clone(),
         args.server_key,

@@ -8,6 +8,7 @@
 //! - `serve`: `chirp serve`, the chat server (settings from flags and a TOML file; the logic is
 //!   in `chirp-chat` and `chirp-store`).
 //! - `connect`: `chirp connect`, the line-mode chat client (session logic in `chirp-chat`).
+//! - `tui`: `chirp connect` on a terminal: the session wired to the terminal UI (`chirp-tui`).
 //! - `impair`: the impairment proxy (loss, duplication, reordering, corruption, delay).
 //! - `input`: what a typed line means (`/commands`, `//` escape).
 //! - `output`: human or JSON lines on stdout (schema in `docs/JSON.md`).
@@ -32,6 +33,7 @@ mod peer;
 mod plain;
 mod prompt;
 mod serve;
+mod tui;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -142,7 +144,8 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // stderr, except while the terminal UI owns the terminal.
+        .with_writer(tui::log_writer)
         .init();
 }
 

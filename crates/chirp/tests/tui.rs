@@ -1,0 +1,297 @@
+//! The terminal UI end to end, under tmux: a real `chirp serve`, `chirp connect` clients (two
+//! chatting, a third joining later) in their own tmux sessions, so that stdin and stdout are
+//! terminals and the UI is chosen; keys typed with `send-keys`, screens read with
+//! `capture-pane`. Every wait polls with a deadline; the private tmux server (`tmux -S`, its
+//! socket in the test's directory) is killed on every path, panics included.
+//!
+//! Skipped, with a message, only where tmux is not installed (`.ci/run` installs it).
+//! `cargo test -p chirp --test tui -- --nocapture` prints the final screens of the clients.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{CHIRP, Proc, Stdout, WAIT, have};
+
+/// Screen size of every client.
+const COLS: &str = "100";
+const ROWS: &str = "30";
+
+/// A private tmux server, killed when dropped (also while unwinding from a failed assert).
+struct Tmux {
+    /// Its socket, in the test's temporary directory (tmux leaves the file behind).
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn new(dir: &Path) -> Tmux {
+        Tmux {
+            socket: dir.join("tmux.sock"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            // The clients print UTF-8 (box drawing, ✓); tmux must not mangle it.
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tmux {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// A detached session `name` running `command` (a shell command line).
+    fn start(&self, name: &str, command: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            COLS,
+            "-y",
+            ROWS,
+            "-s",
+            name,
+            command,
+        ]);
+    }
+
+    /// Types `text` literally, then Enter.
+    fn type_line(&self, name: &str, text: &str) {
+        self.run(&["send-keys", "-t", name, "-l", text]);
+        self.run(&["send-keys", "-t", name, "Enter"]);
+    }
+
+    fn keys(&self, name: &str, keys: &str) {
+        self.run(&["send-keys", "-t", name, keys]);
+    }
+
+    fn screen(&self, name: &str) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", name]).stdout).into_owned()
+    }
+
+    /// Polls the screen of `name` until `pred` holds (at most [`WAIT`]); returns that screen.
+    fn wait_for(&self, name: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen(name);
+            if pred(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no {what} within {WAIT:?}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        // Also kills the clients running in it. Errors (no server left) do not matter.
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Whether `screen` has a status bar showing an RTT such as `rtt 0.4ms` or `rtt 23ms`.
+fn shows_rtt(screen: &str) -> bool {
+    screen.lines().any(|line| {
+        line.contains("connected")
+            && line.match_indices("rtt ").any(|(i, m)| {
+                let rest = &line[i + m.len()..];
+                let number: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
+                !number.is_empty()
+                    && number.chars().next().is_some_and(|c| c.is_ascii_digit())
+                    && rest[number.len()..].starts_with("ms")
+            })
+    })
+}
+
+/// Starts `chirp serve` on a free loopback port and returns it with its address.
+fn server(dir: &Path) -> (Proc, SocketAddr) {
+    let args = [
+        "serve".to_owned(),
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ];
+    let mut proc = Proc::spawn("server", CHIRP, &args, Stdout::Lines);
+    let line = match proc.recv(WAIT) {
+        Ok(l) => String::from_utf8_lossy(&l).into_owned(),
+        Err(_) => panic!("server did not start: {}", proc.stderr()),
+    };
+    // "chirp server listening on ADDR (UDP); ..."
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (proc, addr)
+}
+
+/// The shell command of a client pane: `chirp connect`, then its exit code, then a pause so
+/// the pane (and what the client left on the screen) stays readable. The pause is bounded;
+/// the tmux server is killed at the end anyway.
+fn client_command(server: SocketAddr, home: &Path, nick: &str, extra: &str) -> String {
+    format!(
+        "'{CHIRP}' connect {server} --nick {nick} --home '{}' --join '#t' {extra}; \
+         echo \"chirp exited with $?\"; sleep 60",
+        home.display()
+    )
+}
+
+#[test]
+fn two_clients_chat_in_tmux() {
+    if !have("tmux") {
+        #[allow(clippy::print_stderr)] // the one place a skip can be reported
+        {
+            eprintln!(
+                "SKIPPED two_clients_chat_in_tmux: tmux is not installed (.ci/run installs it)"
+            );
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = server(&dir.path().join("data"));
+    let tmux = Tmux::new(dir.path());
+    tmux.start(
+        "alice",
+        &client_command(addr, &dir.path().join("alice"), "alice", ""),
+    );
+    tmux.start(
+        "bob",
+        &client_command(addr, &dir.path().join("bob"), "bob", ""),
+    );
+
+    // Both are in the room, and see each other there.
+    tmux.wait_for("alice", "join", |s| s.contains("you joined #t"));
+    tmux.wait_for("bob", "join", |s| s.contains("you joined #t"));
+    tmux.wait_for("alice", "bob in the member list or joining", |s| {
+        s.contains("bob joined #t") || s.contains("2 members")
+    });
+
+    tmux.type_line("alice", "hello bob, this goes over UDP");
+    let bob = tmux.wait_for("bob", "message from alice", |s| {
+        s.contains("<alice> hello bob, this goes over UDP")
+    });
+    // Alice's own copy is marked as stored by the server.
+    tmux.wait_for("alice", "delivered mark", |s| {
+        s.contains("✓ <alice> hello bob, this goes over UDP")
+    });
+    assert!(
+        !bob.contains("✓ <alice>"),
+        "only one's own messages carry a sending state:\n{bob}"
+    );
+
+    tmux.type_line("bob", "hi alice! the status bar shows the RTT");
+    tmux.type_line("bob", "/me waves");
+    let alice = tmux.wait_for("alice", "bob's message and action", |s| {
+        s.contains("<bob> hi alice! the status bar shows the RTT") && s.contains("* bob waves")
+    });
+    assert!(
+        alice.find("<bob> hi alice!") < alice.find("* bob waves"),
+        "in order:\n{alice}"
+    );
+
+    // A latecomer gets the room's recent history on joining, oldest first.
+    tmux.start(
+        "carol",
+        &client_command(addr, &dir.path().join("carol"), "carol", ""),
+    );
+    let carol = tmux.wait_for("carol", "the room's history", |s| {
+        s.contains("* bob waves") && s.contains("you joined #t")
+    });
+    let order = [
+        "<alice> hello bob, this goes over UDP",
+        "<bob> hi alice! the status bar shows the RTT",
+        "* bob waves",
+    ]
+    .map(|line| {
+        carol
+            .find(line)
+            .unwrap_or_else(|| panic!("{line:?} missing:\n{carol}"))
+    });
+    assert!(order.is_sorted(), "history out of order:\n{carol}");
+    // Scrolling up asks the server for older messages; there are none.
+    tmux.keys("carol", "PPage");
+    tmux.wait_for("carol", "the start of history", |s| {
+        s.contains("start of history")
+    });
+
+    // The status bar: connected, with an RTT (statistics arrive once a second).
+    let alice = tmux.wait_for("alice", "an RTT in the status bar", shows_rtt);
+    let bob = tmux.wait_for("bob", "an RTT in the status bar", shows_rtt);
+    #[allow(clippy::print_stdout)] // the transcript, for --nocapture
+    {
+        println!("--- alice ---\n{alice}--- bob ---\n{bob}--- carol ---\n{carol}---");
+    }
+
+    // Ctrl+C leaves cleanly: the terminal is restored (the shell's line is visible) and the
+    // exit code is 0, since the server stored everything sent.
+    tmux.keys("alice", "C-c");
+    tmux.wait_for("alice", "a clean exit", |s| {
+        s.contains("chirp exited with 0")
+    });
+    tmux.wait_for("bob", "alice's quit", |s| s.contains("alice quit"));
+    tmux.keys("bob", "C-c");
+    tmux.wait_for("bob", "a clean exit", |s| s.contains("chirp exited with 0"));
+    server.kill();
+}
+
+#[test]
+fn line_flag_keeps_line_mode_on_a_terminal() {
+    if !have("tmux") {
+        #[allow(clippy::print_stderr)] // the one place a skip can be reported
+        {
+            eprintln!(
+                "SKIPPED line_flag_keeps_line_mode_on_a_terminal: tmux is not installed (.ci/run installs it)"
+            );
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = server(&dir.path().join("data"));
+    let tmux = Tmux::new(dir.path());
+    tmux.start(
+        "carol",
+        &client_command(addr, &dir.path().join("carol"), "carol", "--line"),
+    );
+    // Line mode prints its events as lines ("* you joined #t (...)"), and has no status bar.
+    let screen = tmux.wait_for("carol", "the line-mode join line", |s| {
+        s.contains("* you joined #t")
+    });
+    assert!(!shows_rtt(&screen), "no UI in line mode:\n{screen}");
+    tmux.type_line("carol", "/quit");
+    tmux.wait_for("carol", "a clean exit", |s| {
+        s.contains("chirp exited with 0")
+    });
+    server.kill();
+}
+
+#[test]
+fn rtt_pattern() {
+    assert!(shows_rtt(" connected │ rtt 0.4ms │ loss 0.0% │ rtx 0"));
+    assert!(shows_rtt(" connected │ rtt 23ms │ loss 0.0%"));
+    assert!(!shows_rtt(" connecting │ fp abcd"));
+    assert!(!shows_rtt(" connected │ rtt -ms"));
+}

@@ -1,0 +1,57 @@
+//! chirp's terminal chat UI (ratatui + crossterm), for `chirp connect` and `chirp peer`.
+//!
+//! The UI is split like the protocol: [`App`] is the whole UI as *pure state* — it reads no
+//! clock (every input carries `now`), does no I/O, and draws into whatever ratatui `Frame` it
+//! is given, so tests drive it key by key and check the screen with ratatui's `TestBackend`.
+//! [`run`] is the thin terminal driver: raw mode, the alternate screen, and one `select!`
+//! over keyboard, network events, room for commands and the App's timer.
+//!
+//! The network is reached only through two channels: [`UiEvent`]s in (messages, joins,
+//! delivery reports, link statistics) and [`UiCommand`]s out (send, join, fetch history, …).
+//! Commands queue inside the runner until the channel has room, so a stalled network never
+//! stalls typing or drawing.
+//!
+//! # Layout
+//!
+//! - `api`: [`UiEvent`], [`UiCommand`], [`BufferId`], [`LinkStatus`] — the boundary.
+//! - `app`: [`App`] and [`Config`]: buffers, key handling, `/commands`, sending state,
+//!   unread counts, highlights, scrolling and history paging, search.
+//! - `buffer`: one buffer's lines, counters, marker, scroll and members.
+//! - `editor`: the input line ([`Editor`]) and the per-buffer input history.
+//! - `complete`: Tab completion of nicks, `/commands` and `#rooms`.
+//! - `text`: sanitising untrusted text and wrapping it by display width (CJK, emoji).
+//! - `view`: drawing — buffer list, message pane, member list, status bar, input, `/stats`.
+//! - `runner`: [`run`] and [`TerminalGuard`] (restores the terminal on drop and on panic).
+//!
+//! # Keys
+//!
+//! | key | action |
+//! |---|---|
+//! | Enter / Alt+Enter | send / insert a newline |
+//! | Alt+1…9, Alt+0 | buffer 1…9, 10 |
+//! | Ctrl+N / Ctrl+P (Alt+Down / Alt+Up) | next / previous buffer |
+//! | Alt+A | next buffer with highlights, else with unread messages |
+//! | PgUp / PgDn, Esc | scroll (older history is fetched at the top), back to the bottom |
+//! | Ctrl+R | search the loaded history (again: older match; Enter keeps the view, Esc leaves) |
+//! | Tab / Shift+Tab | complete nick, `/command` or `#room`, cycling |
+//! | Up / Down | this buffer's input history |
+//! | Left/Right, Ctrl+Left/Right (Alt+B/F), Home/End (Ctrl+A/E) | move |
+//! | Backspace/Delete, Ctrl+W (Alt+Backspace), Alt+D, Ctrl+U, Ctrl+K | delete |
+//! | Alt+R | resend the failed messages of this buffer |
+//! | Alt+M (F2), F3 | member list, `/stats` panel |
+//! | Ctrl+L | repaint |
+//! | Ctrl+C, Ctrl+D on an empty line | quit |
+
+mod api;
+mod app;
+mod buffer;
+mod complete;
+mod editor;
+mod runner;
+mod text;
+mod view;
+
+pub use api::{BufferId, ChatMessage, LinkState, LinkStatus, RoomInfo, UiCommand, UiEvent, UnixMs};
+pub use app::{App, Config};
+pub use editor::Editor;
+pub use runner::{TerminalGuard, run};
