@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chirp_chat::client::{self, ClientConfig, ClientHandle, Event, Target};
 use chirp_chat::wire::{Msg, Presence, ServerMsg};
-use chirp_keys::{Fingerprint, Identity, KnownKeys, PublicKey, Trust};
+use chirp_keys::{Fingerprint, Identity, PublicKey};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
@@ -303,34 +303,19 @@ fn key_check(
     out: Printer,
 ) -> client::KeyCheck {
     Arc::new(move |key: &[u8; 32]| {
-        let key = PublicKey(*key);
-        let actual = key.fingerprint();
-        if let Some(pinned) = &pin {
-            if *pinned != actual {
-                return Err(format!(
-                    "refusing server {name}: it presented key {actual}, but --server-key expects {pinned}"
-                ));
-            }
-            return Ok(());
+        let pin = pin.as_ref();
+        let notice = crate::trust::check(
+            "server",
+            "--server-key",
+            &name,
+            PublicKey(*key),
+            pin,
+            &known,
+        )?;
+        if let Some(n) = notice {
+            out.status(&n);
         }
-        match KnownKeys::new(&known).check(&name, key) {
-            Ok(Trust::Known) => Ok(()),
-            Ok(Trust::New) => {
-                out.status(&format!(
-                    "first contact with {name}: its key {actual} is now remembered in {}",
-                    known.display()
-                ));
-                Ok(())
-            }
-            Ok(Trust::Changed { stored }) => Err(format!(
-                "refusing server {name}: it presented key {actual}, but the key remembered for it is {} \
-                 (expected). If the server really has a new key, remove its line from {} (or pin \
-                 it with --server-key)",
-                stored.fingerprint(),
-                known.display()
-            )),
-            Err(e) => Err(format!("cannot check the server's key: {e}")),
-        }
+        Ok(())
     })
 }
 

@@ -8,6 +8,7 @@
 //! - `serve`: `chirp serve`, the chat server (settings from flags and a TOML file; the logic is
 //!   in `chirp-chat` and `chirp-store`).
 //! - `connect`: `chirp connect`, the line-mode chat client (session logic in `chirp-chat`).
+//! - `trust`: the key check (pin, else trust on first use) of `peer` and `connect`.
 //! - `tui`: `chirp connect` on a terminal: the session wired to the terminal UI (`chirp-tui`).
 //! - `impair`: the impairment proxy (loss, duplication, reordering, corruption, delay).
 //! - `input`: what a typed line means (`/commands`, `//` escape).
@@ -33,6 +34,7 @@ mod peer;
 mod plain;
 mod prompt;
 mod serve;
+mod trust;
 mod tui;
 
 const EXAMPLES: &str = "\

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use chirp_keys::{Fingerprint, Identity, KnownKeys, PublicKey, Trust};
+use chirp_keys::{Fingerprint, Identity, PublicKey};
 use chirp_proto::{
     CloseReason, ConnectError, ConnectionHandle, EndpointConfig, Event, SendError, WriteError,
     close_code,
@@ -361,35 +361,14 @@ impl Peer {
     /// Is `key` the peer's? A pinned fingerprint decides; otherwise the key remembered for
     /// this address (trust on first use, like ssh's accept-new). `Err`: what to tell the user.
     fn check_key(&self, key: PublicKey) -> Result<(), String> {
-        let actual = key.fingerprint();
+        let known = self.opts.home.join(KNOWN_KEYS_FILE);
         let name = self.opts.to.to_string();
-        if let Some(pinned) = &self.opts.peer_key {
-            if *pinned != actual {
-                return Err(format!(
-                    "refusing {name}: it presented key {actual}, but --peer-key pins {pinned}"
-                ));
-            }
-            return Ok(());
+        let pin = self.opts.peer_key.as_ref();
+        let notice = crate::trust::check("peer", "--peer-key", &name, key, pin, &known)?;
+        if let Some(n) = notice {
+            self.out.status(&n);
         }
-        let path = self.opts.home.join(KNOWN_KEYS_FILE);
-        match KnownKeys::new(&path).check(&name, key) {
-            Ok(Trust::Known) => Ok(()),
-            Ok(Trust::New) => {
-                self.out.status(&format!(
-                    "first contact with {name}: its key {actual} is now remembered in {}",
-                    path.display()
-                ));
-                Ok(())
-            }
-            Ok(Trust::Changed { stored }) => Err(format!(
-                "refusing {name}: it presented key {actual}, but the key remembered for it is {}. \
-                 If the peer really has a new key, remove its line from {} (or pin it with \
-                 --peer-key)",
-                stored.fingerprint(),
-                path.display()
-            )),
-            Err(e) => Err(format!("cannot check the peer's key: {e}")),
-        }
+        Ok(())
     }
 
     /// Exit code once the connection has closed while leaving.

@@ -1047,16 +1047,13 @@ impl Connection {
     }
 
     fn challenge_data(&mut self) -> [u8; 8] {
-        use blake2::digest::{FixedOutput as _, Mac as _};
         self.path.challenges_sent += 1;
-        // A 32-byte key is always valid for BLAKE2s-MAC.
-        let mut m = <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(
+        let full = crate::crypto::mac(
             &self.path.challenge_key,
-        )
-        .expect("32-byte key is valid");
-        m.update(&self.path.challenges_sent.to_be_bytes());
+            &[&self.path.challenges_sent.to_be_bytes()],
+        );
         let mut out = [0u8; 8];
-        out.copy_from_slice(&m.finalize_fixed()[..8]);
+        out.copy_from_slice(&full[..8]);
         out
     }
 

@@ -18,6 +18,28 @@ use chacha20poly1305::aead::{AeadInPlace as _, KeyInit as _};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use subtle::ConstantTimeEq as _;
 
+/// BLAKE2s-256 of the concatenated `parts`: every derivation of this crate goes through here,
+/// so each is one line that names its label.
+pub(crate) fn hash(parts: &[&[u8]]) -> [u8; 32] {
+    use blake2::Digest as _;
+    let mut h = blake2::Blake2s256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// BLAKE2s-MAC (keyed BLAKE2s-256) of the concatenated `parts` under `key`.
+pub(crate) fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    // A 32-byte key is always valid for BLAKE2s-MAC (keys up to 32 bytes are).
+    let mut m = <Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(key)
+        .expect("32-byte key is valid");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize_fixed().into()
+}
+
 /// Length of the AEAD tag appended to every protected packet.
 pub const TAG_LEN: usize = 16;
 
@@ -219,23 +241,20 @@ impl CookieJar {
     }
 
     fn mac(secret: &[u8; 32], addr: &SocketAddr, ts: u64) -> [u8; 16] {
-        // 32-byte keys are always valid for BLAKE2s-MAC.
-        let mut m = <Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(secret)
-            .expect("32-byte key is valid");
-        m.update(b"chirp cookie v1");
-        match addr {
-            SocketAddr::V4(a) => {
-                m.update(&[4]);
-                m.update(&a.ip().octets());
-            }
-            SocketAddr::V6(a) => {
-                m.update(&[6]);
-                m.update(&a.ip().octets());
-            }
-        }
-        m.update(&addr.port().to_be_bytes());
-        m.update(&ts.to_be_bytes());
-        let full = m.finalize_fixed();
+        let (family, ip): (&[u8], Vec<u8>) = match addr {
+            SocketAddr::V4(a) => (&[4], a.ip().octets().to_vec()),
+            SocketAddr::V6(a) => (&[6], a.ip().octets().to_vec()),
+        };
+        let full = mac(
+            secret,
+            &[
+                b"chirp cookie v1",
+                family,
+                &ip,
+                &addr.port().to_be_bytes(),
+                &ts.to_be_bytes(),
+            ],
+        );
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         out
@@ -409,12 +428,11 @@ impl InitialKeys {
     /// The keys for the attempt whose first INITIAL went to `initial_dcid`.
     pub fn new(initial_dcid: u64) -> Self {
         let derive = |label: &[u8]| {
-            use blake2::Digest as _;
-            let mut h = blake2::Blake2s256::new();
-            h.update(b"chirp v2 initial ");
-            h.update(label);
-            h.update(initial_dcid.to_be_bytes());
-            PacketKey::new(h.finalize().into())
+            PacketKey::new(hash(&[
+                b"chirp v2 initial ",
+                label,
+                &initial_dcid.to_be_bytes(),
+            ]))
         };
         Self {
             client: derive(b"client"),

@@ -28,7 +28,7 @@ use tracing::{debug, trace};
 
 use crate::config::TransportConfig;
 use crate::connection::{CloseReason, ConnEvent, Connection, HandshakeStart, SendError};
-use crate::crypto::{CookieJar, InitialKeys};
+use crate::crypto::{CookieJar, InitialKeys, hash, mac};
 use crate::handshake::{Handshake, StaticSecret};
 use crate::rng::Rng;
 use crate::stats::{ConnectionStats, EndpointStats};
@@ -87,26 +87,19 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     fn new(identity: &StaticSecret, seed: u64) -> Self {
-        use blake2::Digest as _;
-        let mut h = blake2::Blake2s256::new();
-        h.update(b"chirp v2 endpoint secrets");
-        h.update(identity.0);
-        h.update(seed.to_be_bytes());
         Self {
-            master: h.finalize().into(),
+            master: hash(&[
+                b"chirp v2 endpoint secrets",
+                &identity.0,
+                &seed.to_be_bytes(),
+            ]),
             counter: 0,
         }
     }
 
     fn next(&mut self) -> [u8; 32] {
-        use blake2::digest::{FixedOutput as _, Mac as _};
         self.counter += 1;
-        // A 32-byte key is always valid for BLAKE2s-MAC.
-        let mut m =
-            <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(&self.master)
-                .expect("32-byte key is valid");
-        m.update(&self.counter.to_be_bytes());
-        m.finalize_fixed().into()
+        mac(&self.master, &[&self.counter.to_be_bytes()])
     }
 }
 
@@ -295,13 +288,7 @@ impl Endpoint {
             StaticSecret(k)
         });
         let mut secrets = Secrets::new(&identity, seed);
-        let reset_key = {
-            use blake2::Digest as _;
-            let mut h = blake2::Blake2s256::new();
-            h.update(b"chirp v2 stateless reset");
-            h.update(identity.0);
-            h.finalize().into()
-        };
+        let reset_key = hash(&[b"chirp v2 stateless reset", &identity.0]);
         let cookies = CookieJar::new(secrets.next(), 0);
         Self {
             config,
@@ -643,14 +630,9 @@ impl Endpoint {
 
     /// The token that authenticates our RESET for packets addressed to `cid`.
     fn reset_token(&self, cid: ConnectionId) -> [u8; RESET_TOKEN_LEN] {
-        use blake2::digest::{FixedOutput as _, Mac as _};
-        // A 32-byte key is always valid for BLAKE2s-MAC.
-        let mut m =
-            <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(&self.reset_key)
-                .expect("32-byte key is valid");
-        m.update(&cid.0.to_be_bytes());
+        let full = mac(&self.reset_key, &[&cid.0.to_be_bytes()]);
         let mut t = [0u8; RESET_TOKEN_LEN];
-        t.copy_from_slice(&m.finalize_fixed()[..RESET_TOKEN_LEN]);
+        t.copy_from_slice(&full[..RESET_TOKEN_LEN]);
         t
     }
 
