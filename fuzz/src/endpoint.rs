@@ -274,6 +274,8 @@ pub struct EventCounts {
     pub connected: u64,
     /// `Event::Message`.
     pub messages: u64,
+    /// `Event::Acked` (messages acknowledged).
+    pub acked: u64,
     /// `Event::Writable`.
     pub writable: u64,
     /// `Event::Closed`.
@@ -343,6 +345,7 @@ impl Harness {
             match ev {
                 Event::Connected { .. } => self.events.connected += 1,
                 Event::Message { .. } => self.events.messages += 1,
+                Event::Acked { messages, .. } => self.events.acked += messages,
                 Event::Writable { .. } => self.events.writable += 1,
                 Event::Closed { .. } => self.events.closed += 1,
             }

@@ -133,6 +133,8 @@ pub enum Event {
     Welcome {
         /// The nick this session has.
         nick: String,
+        /// The largest message text the server accepts, in bytes.
+        max_text: usize,
     },
     /// A chat message, shown once.
     Message(Msg),
@@ -677,6 +679,7 @@ impl Session {
                 nick,
                 burst,
                 per_sec,
+                max_text,
                 ..
             } => {
                 self.up = true;
@@ -690,7 +693,8 @@ impl Session {
                     per_sec: u64::from(per_sec),
                     last: Instant::now(),
                 });
-                self.emit(Event::Welcome { nick }).await;
+                let max_text = usize::try_from(max_text).unwrap_or(usize::MAX);
+                self.emit(Event::Welcome { nick, max_text }).await;
                 self.pump().await;
             }
             ServerMsg::Error { code, message, .. } if !self.up => {

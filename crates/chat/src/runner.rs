@@ -273,6 +273,9 @@ impl Runner {
                 self.core.connected(now, conn.0, remote.ip(), remote_key);
             }
             Event::Message { conn, data } => self.core.message(now, conn.0, &data),
+            // The server's messages need no per-message receipt: a client that missed some
+            // catches up from the history when it comes back.
+            Event::Acked { .. } => {}
             Event::Writable { conn } => {
                 if let Some(s) = self.sessions.get_mut(&conn.0) {
                     s.blocked = false;

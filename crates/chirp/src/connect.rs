@@ -583,7 +583,7 @@ impl Ui {
                 "connected; server key {}",
                 PublicKey(server_key).fingerprint()
             )),
-            Event::Welcome { nick } => {
+            Event::Welcome { nick, .. } => {
                 self.out.nick = nick.clone();
                 self.out.emit(
                     || format!("* connected as {nick}"),

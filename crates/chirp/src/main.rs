@@ -10,6 +10,7 @@
 //! - `connect`: `chirp connect`, the line-mode chat client (session logic in `chirp-chat`).
 //! - `trust`: the key check (pin, else trust on first use) of `peer` and `connect`.
 //! - `tui`: `chirp connect` on a terminal: the session wired to the terminal UI (`chirp-tui`).
+//! - `peer_ui`: `chirp peer` on a terminal: the peer chat loop wired to the same UI.
 //! - `impair`: the impairment proxy (loss, duplication, reordering, corruption, delay).
 //! - `input`: what a typed line means (`/commands`, `//` escape).
 //! - `output`: human or JSON lines on stdout (schema in `docs/JSON.md`).
@@ -31,6 +32,7 @@ mod impair;
 mod input;
 mod output;
 mod peer;
+mod peer_ui;
 mod plain;
 mod prompt;
 mod serve;
@@ -85,13 +87,19 @@ enum Command {
 }
 
 const PEER_EXAMPLES: &str = "\
-Each line you type is one message; received messages are printed with the local time and the
-sender. Type /help for commands (/stats shows RTT, loss, retransmissions, reordering...).
-At end of input (Ctrl-D) chirp waits until the peer has acknowledged everything, then exits 0;
-if the peer never answers it exits 1 after the idle timeout.
+On a terminal, chirp peer opens the chat UI: the conversation, a status bar with the link's
+state, the peer's fingerprint, RTT, loss over the last minute and retransmissions, and each of
+your messages marked pending (·) until the peer acknowledges it (✓). F3 or /stats: every
+counter and an RTT graph. /help lists commands and keys; Ctrl+C or /quit leaves.
+
+With --line, --json or a pipe, each line read is one message, and received messages are
+printed with the local time and the sender; /help and /stats work there too. At end of input
+(Ctrl-D) chirp waits until the peer has acknowledged everything, then exits 0; if the peer
+never answers it exits 1 after the idle timeout.
 
 Examples:
   chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000
+  chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --line      # plain lines on a terminal
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --json      # for scripts
   chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000     # raw UDP, like nc -u";
 
@@ -110,6 +118,10 @@ struct PeerArgs {
     /// Print one JSON object per line for every event (schema: docs/JSON.md).
     #[arg(long)]
     json: bool,
+    /// Line mode even on a terminal: one message per input line, events printed as lines
+    /// (the default when stdin or stdout is not a terminal).
+    #[arg(long)]
+    line: bool,
     /// Declare the peer gone after this many seconds without a packet from it.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     idle_timeout: u64,
@@ -187,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 to,
                 plain: false,
                 json: false,
+                line: false,
                 idle_timeout: 30,
                 home: None,
                 peer_key: None,
@@ -219,6 +232,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
             idle_timeout: Duration::from_secs(a.idle_timeout),
             home,
             peer_key: a.peer_key,
+            tui: tui::wanted(a.line, a.json),
         };
         peer::run(opts).await
     }

@@ -5,8 +5,17 @@
 //! peer's IP may open a connection to us. A second connection from the peer (it restarted)
 //! replaces the first, and the lines the old one never got acknowledged are sent again on the
 //! new one, ahead of anything typed since.
+//!
+//! The chat loop ([`Peer`]) is the same for both faces of `chirp peer`. It takes [`Request`]s
+//! (lines read from standard input by [`read_stdin`], or sends from the terminal UI) and gives
+//! [`Report`]s, which line mode prints ([`print`]) and the terminal UI shows (`peer_ui`).
+//!
+//! Delivery is known per message: the transport counts, per connection, the messages the
+//! peer has acknowledged ([`Event::Acked`], in send order), so the loop keeps the UI's ids of
+//! the messages in flight on each connection in that order, and pops one per acknowledgement.
+//! A message handed back by a dying connection keeps its id on the next one.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,8 +24,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use chirp_keys::{Fingerprint, Identity, PublicKey};
 use chirp_proto::{
-    CloseReason, ConnectError, ConnectionHandle, EndpointConfig, Event, SendError, WriteError,
-    close_code,
+    CloseReason, ConnectError, ConnectionHandle, ConnectionStats, EndpointConfig, Event, SendError,
+    WriteError, close_code,
 };
 use chirp_transport::Handle;
 use tokio::io::AsyncBufReadExt as _;
@@ -50,6 +59,109 @@ pub(crate) struct PeerOpts {
     pub(crate) home: PathBuf,
     /// Talk only to a peer with this fingerprint.
     pub(crate) peer_key: Option<Fingerprint>,
+    /// Show the terminal UI (stdin and stdout are a terminal, and no `--line`/`--json`).
+    pub(crate) tui: bool,
+}
+
+/// What the user asks of the chat loop.
+pub(crate) enum Request {
+    /// A line typed in line mode: a message, or a `/command` (see `input`).
+    Line(Vec<u8>),
+    /// A message from the terminal UI, with the UI's id for it: answered with
+    /// [`Report::Delivered`] once the peer acknowledges it, or [`Report::Failed`].
+    Send { data: Bytes, local_id: u64 },
+    /// The link statistics, for the UI's status bar: answered with [`Report::Link`].
+    Link,
+    /// Leave once everything sent is acknowledged (end of input, `/quit`).
+    Leave,
+    /// Standard input failed.
+    InputFailed(std::io::Error),
+}
+
+/// What the chat loop tells the user. (No `Debug`: a message is user plaintext.)
+pub(crate) enum Report {
+    /// Informational status (a key remembered on first contact).
+    Status(String),
+    /// The peer is reachable, with this key.
+    Up { peer: String, fingerprint: String },
+    /// The peer went away (the loop is already trying to reach it again).
+    Down { peer: String, reason: String },
+    /// A message from the peer.
+    Message { from: String, data: Bytes },
+    /// An error the user should see (the chat may continue).
+    Error(String),
+    /// `/help` in line mode.
+    Help,
+    /// `/stats` in line mode.
+    Stats {
+        peer: String,
+        stats: Box<ConnectionStats>,
+    },
+    /// The peer acknowledged the message with this UI id.
+    Delivered(u64),
+    /// The message with this UI id cannot be delivered.
+    Failed { local_id: u64, reason: String },
+    /// Answer to [`Request::Link`]: `None` while no connection is up.
+    Link(Option<Box<ConnectionStats>>),
+}
+
+/// Prints a report in line mode. Delivery reports and link snapshots are for the UI only.
+pub(crate) fn print(out: Output, report: Report) {
+    match report {
+        Report::Status(text) => out.status(&text),
+        Report::Up { peer, .. } => out.peer_up(&peer),
+        Report::Down { peer, reason } => out.peer_down(&peer, &reason),
+        Report::Message { from, data } => out.message(&from, &String::from_utf8_lossy(&data)),
+        Report::Error(text) | Report::Failed { reason: text, .. } => out.error(&text),
+        Report::Help => out.info(input::HELP),
+        Report::Stats { peer, stats } => out.stats(&peer, &stats),
+        Report::Delivered(_) | Report::Link(_) => {}
+    }
+}
+
+/// Where reports go.
+pub(crate) enum View {
+    /// Printed on stdout, one line each.
+    Lines(Output),
+    /// To the terminal UI's bridge, which must keep reading until the loop ends.
+    Ui(mpsc::Sender<Report>),
+}
+
+impl View {
+    async fn show(&self, report: Report) {
+        match self {
+            View::Lines(out) => print(*out, report),
+            // Closed only once the bridge has ended, after the UI: nobody is left to tell.
+            View::Ui(tx) => {
+                let _ = tx.send(report).await;
+            }
+        }
+    }
+}
+
+/// Reads standard input line by line into `requests` (bounded: a peer that stops reading
+/// holds back whatever feeds us). End of input closes the channel, which means leave.
+pub(crate) fn read_stdin(requests: mpsc::Sender<Request>) {
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
+        loop {
+            let req = match stdin.next_segment().await {
+                Ok(Some(line)) => Request::Line(line),
+                Ok(None) => return,
+                Err(e) => Request::InputFailed(e),
+            };
+            let failed = matches!(req, Request::InputFailed(_));
+            if requests.send(req).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+}
+
+/// A message waiting for the transport, with the UI's id for it (none in line mode).
+struct Outgoing {
+    data: Bytes,
+    local_id: Option<u64>,
 }
 
 /// File (in the home directory) of the keys seen on first contact, per peer address.
@@ -72,23 +184,38 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
     config.transport.idle_timeout = opts.idle_timeout;
     let (handle, events, task) =
         chirp_transport::spawn(socket, config).context("cannot start the transport")?;
-    let out = Output { json: opts.json };
     let local = handle.local_addr();
-    out.status(&format!(
+    let banner = format!(
         "chirp peer on {local}, talking to {} (reliable, encrypted; our fingerprint {}; /help for commands)",
         opts.to,
         identity.public().fingerprint()
-    ));
+    );
     let span = info_span!("peer", %local, to = %opts.to);
-    Peer::new(handle, out, opts)
-        .run(events, task)
+    let (req_tx, req_rx) = mpsc::channel(64);
+    if opts.tui {
+        let (report_tx, report_rx) = mpsc::channel(256);
+        let ui = crate::peer_ui::Info {
+            me: local.to_string(),
+            peer: opts.to.to_string(),
+            banner,
+            idle_timeout: opts.idle_timeout,
+        };
+        let peer = Peer::new(handle, View::Ui(report_tx), opts);
+        let peer = tokio::spawn(peer.run(req_rx, events, task).instrument(span));
+        return crate::peer_ui::run(ui, report_rx, req_tx, peer).await;
+    }
+    let out = Output { json: opts.json };
+    out.status(&banner);
+    read_stdin(req_tx);
+    Peer::new(handle, View::Lines(out), opts)
+        .run(req_rx, events, task)
         .instrument(span)
         .await
 }
 
 struct Peer {
     handle: Handle,
-    out: Output,
+    view: View,
     opts: PeerOpts,
     /// The connection lines go to (handshaking or up).
     conn: Option<ConnectionHandle>,
@@ -98,7 +225,10 @@ struct Peer {
     /// lines it never got acknowledged, so that they go out before anything newer.
     replacing: Option<ConnectionHandle>,
     /// Lines not yet accepted by the transport (send buffer full, or between connections).
-    pending: VecDeque<Bytes>,
+    pending: VecDeque<Outgoing>,
+    /// Per connection, the UI ids of the messages the transport took and the peer has not yet
+    /// acknowledged, in send order (`None` for line mode's).
+    inflight: HashMap<ConnectionHandle, VecDeque<Option<u64>>>,
     /// The user asked to leave (end of input or `/quit`).
     leaving: bool,
     /// The connection a graceful close has been requested on.
@@ -108,16 +238,17 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(handle: Handle, out: Output, opts: PeerOpts) -> Self {
+    fn new(handle: Handle, view: View, opts: PeerOpts) -> Self {
         Self {
             handle,
-            out,
+            view,
             opts,
             conn: None,
             remote: None,
             up: false,
             replacing: None,
             pending: VecDeque::new(),
+            inflight: HashMap::new(),
             leaving: false,
             closing: None,
             retry_at: None,
@@ -126,12 +257,12 @@ impl Peer {
 
     async fn run(
         mut self,
+        mut requests: mpsc::Receiver<Request>,
         mut events: mpsc::Receiver<Event>,
         task: JoinHandle<std::io::Result<()>>,
     ) -> anyhow::Result<u8> {
         self.connect().await?;
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
-        let mut stdin_open = true;
+        let mut requests_open = true;
         // Created once: a Ctrl-C that arrives while a handler runs is still seen.
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
@@ -143,11 +274,11 @@ impl Peer {
                 }
             };
             tokio::select! {
-                line = stdin.next_segment(), if stdin_open && self.pending.len() < MAX_PENDING => {
-                    match line.context("cannot read standard input")? {
-                        Some(line) => self.on_input(&line).await?,
+                req = requests.recv(), if requests_open && self.pending.len() < MAX_PENDING => {
+                    match req {
+                        Some(req) => self.on_request(req).await?,
                         None => {
-                            stdin_open = false;
+                            requests_open = false;
                             self.leave().await?;
                         }
                     }
@@ -213,15 +344,21 @@ impl Peer {
             return Ok(()); // The old connection's lines must go first.
         }
         while let Some(msg) = self.pending.front() {
-            match self.handle.send(conn, msg.clone()).await? {
+            match self.handle.send(conn, msg.data.clone()).await? {
                 Ok(()) => {
-                    self.pending.pop_front();
+                    if let Some(m) = self.pending.pop_front() {
+                        self.inflight.entry(conn).or_default().push_back(m.local_id);
+                    }
                 }
                 Err(SendError::Write(WriteError::TooLarge { size, max })) => {
-                    self.out.error(&format!(
-                        "message of {size} bytes not sent: the limit is {max}"
-                    ));
-                    self.pending.pop_front();
+                    let reason = format!("message of {size} bytes not sent: the limit is {max}");
+                    let local_id = self.pending.pop_front().and_then(|m| m.local_id);
+                    self.view
+                        .show(match local_id {
+                            Some(local_id) => Report::Failed { local_id, reason },
+                            None => Report::Error(reason),
+                        })
+                        .await;
                 }
                 // Blocked: wait for Writable. Closed: the Closed event brings a new connection.
                 Err(_) => break,
@@ -240,34 +377,66 @@ impl Peer {
         self.flush().await
     }
 
-    async fn on_input(&mut self, line: &[u8]) -> anyhow::Result<()> {
+    async fn on_request(&mut self, req: Request) -> anyhow::Result<()> {
+        match req {
+            Request::Line(line) => self.on_line(&line).await,
+            Request::Send { data, local_id } => {
+                if self.leaving {
+                    let reason = "leaving: not sent".to_owned();
+                    self.view.show(Report::Failed { local_id, reason }).await;
+                    return Ok(());
+                }
+                self.pending.push_back(Outgoing {
+                    data,
+                    local_id: Some(local_id),
+                });
+                self.flush().await
+            }
+            Request::Link => {
+                let stats = match (self.conn, self.up) {
+                    (Some(c), true) => self.handle.stats(c).await?.map(Box::new),
+                    _ => None,
+                };
+                self.view.show(Report::Link(stats)).await;
+                Ok(())
+            }
+            Request::Leave => self.leave().await,
+            Request::InputFailed(e) => Err(e).context("cannot read standard input"),
+        }
+    }
+
+    async fn on_line(&mut self, line: &[u8]) -> anyhow::Result<()> {
         let parsed = input::parse(line);
         if self.leaving && matches!(parsed, Input::Message(_)) {
-            self.out.error("leaving: that line was not sent");
+            let text = "leaving: that line was not sent".to_owned();
+            self.view.show(Report::Error(text)).await;
             return Ok(());
         }
-        match parsed {
+        let report = match parsed {
             Input::Message(m) => {
-                self.pending.push_back(Bytes::from(m));
-                self.flush().await?;
+                self.pending.push_back(Outgoing {
+                    data: Bytes::from(m),
+                    local_id: None,
+                });
+                return self.flush().await;
             }
             Input::Stats => match (self.conn, self.up) {
                 (Some(c), true) => match self.handle.stats(c).await? {
-                    Some(s) => self.out.stats(&self.peer_name(), &s),
-                    None => self.out.error("no connection"),
+                    Some(s) => Report::Stats {
+                        peer: self.peer_name(),
+                        stats: Box::new(s),
+                    },
+                    None => Report::Error("no connection".into()),
                 },
-                _ => self
-                    .out
-                    .error(&format!("not connected to {} yet", self.opts.to)),
+                _ => Report::Error(format!("not connected to {} yet", self.opts.to)),
             },
-            Input::Quit => self.leave().await?,
-            Input::Help => self.out.info(input::HELP),
-            Input::Unknown(cmd) => {
-                self.out.error(&format!(
-                    "unknown command {cmd} (not sent); /help lists commands, //text sends a literal /"
-                ));
-            }
-        }
+            Input::Quit => return self.leave().await,
+            Input::Help => Report::Help,
+            Input::Unknown(cmd) => Report::Error(format!(
+                "unknown command {cmd} (not sent); /help lists commands, //text sends a literal /"
+            )),
+        };
+        self.view.show(report).await;
         Ok(())
     }
 
@@ -279,8 +448,8 @@ impl Peer {
                 remote_key,
                 ..
             } => {
-                if let Err(refusal) = self.check_key(PublicKey(remote_key)) {
-                    self.out.error(&refusal);
+                if let Err(refusal) = self.check_key(PublicKey(remote_key)).await {
+                    self.view.show(Report::Error(refusal)).await;
                     self.handle
                         .abort(conn, close_code::APPLICATION_MIN, "key refused")
                         .await?;
@@ -292,7 +461,7 @@ impl Peer {
                     // race against ours. The new one replaces the old; sending waits for the
                     // old one's Closed event, which hands back its unacknowledged lines.
                     if self.up {
-                        self.out.peer_down(&self.peer_name(), "restarted");
+                        self.down("restarted".into()).await;
                     }
                     self.replacing = Some(old);
                     self.handle
@@ -303,7 +472,11 @@ impl Peer {
                 self.remote = Some(remote);
                 self.up = true;
                 self.retry_at = None;
-                self.out.peer_up(&remote.to_string());
+                let up = Report::Up {
+                    peer: remote.to_string(),
+                    fingerprint: PublicKey(remote_key).fingerprint().to_string(),
+                };
+                self.view.show(up).await;
                 self.flush().await?;
             }
             Event::Message { conn, data } => {
@@ -312,7 +485,22 @@ impl Peer {
                 } else {
                     "previous session".into()
                 };
-                self.out.message(&from, &String::from_utf8_lossy(&data));
+                self.view.show(Report::Message { from, data }).await;
+            }
+            Event::Acked { conn, messages } => {
+                let mut delivered = Vec::new();
+                if let Some(ids) = self.inflight.get_mut(&conn) {
+                    for _ in 0..messages {
+                        match ids.pop_front() {
+                            Some(Some(id)) => delivered.push(id),
+                            Some(None) => {}
+                            None => break,
+                        }
+                    }
+                }
+                for id in delivered {
+                    self.view.show(Report::Delivered(id)).await;
+                }
             }
             Event::Writable { conn } if Some(conn) == self.conn => self.flush().await?,
             Event::Writable { .. } => {}
@@ -321,9 +509,17 @@ impl Peer {
                 reason,
                 undelivered,
             } => {
-                // Lines the peer never acknowledged go first in the queue, in their order.
-                for m in undelivered.into_iter().rev() {
-                    self.pending.push_front(m);
+                // Lines the peer never acknowledged go first in the queue, in their order, each
+                // with its id. They are the last ones sent on `conn` (every `Acked` comes
+                // before `Closed`), so ids pair with them from the back; any older id left
+                // over was acknowledged.
+                let mut ids = self.inflight.remove(&conn).unwrap_or_default();
+                for data in undelivered.into_iter().rev() {
+                    let local_id = ids.pop_back().flatten();
+                    self.pending.push_front(Outgoing { data, local_id });
+                }
+                for id in ids.into_iter().flatten() {
+                    self.view.show(Report::Delivered(id)).await;
                 }
                 if Some(conn) != self.conn {
                     if self.replacing == Some(conn) {
@@ -335,7 +531,7 @@ impl Peer {
                 let was_up = std::mem::take(&mut self.up);
                 self.conn = None;
                 if self.leaving {
-                    let code = self.finish(&reason);
+                    let code = self.finish(&reason).await;
                     // Linger while the connection drains: if our CLOSE (which carries our
                     // final acknowledgements) is lost, the peer's next packet is answered
                     // with another, and the peer too can leave knowing all arrived.
@@ -345,12 +541,10 @@ impl Peer {
                 match &reason {
                     // Our handshake found nobody: keep trying quietly.
                     CloseReason::IdleTimeout if !was_up => {}
-                    CloseReason::PeerClosed { .. } => {
-                        self.out.peer_down(&self.peer_name(), "left");
+                    CloseReason::PeerClosed { .. } => self.down("left".into()).await,
+                    other => {
+                        self.down(describe(other, self.opts.idle_timeout)).await;
                     }
-                    other => self
-                        .out
-                        .peer_down(&self.peer_name(), &describe(other, self.opts.idle_timeout)),
                 }
                 self.connect().await?;
             }
@@ -358,21 +552,26 @@ impl Peer {
         Ok(None)
     }
 
+    async fn down(&self, reason: String) {
+        let peer = self.peer_name();
+        self.view.show(Report::Down { peer, reason }).await;
+    }
+
     /// Is `key` the peer's? A pinned fingerprint decides; otherwise the key remembered for
     /// this address (trust on first use, like ssh's accept-new). `Err`: what to tell the user.
-    fn check_key(&self, key: PublicKey) -> Result<(), String> {
+    async fn check_key(&self, key: PublicKey) -> Result<(), String> {
         let known = self.opts.home.join(KNOWN_KEYS_FILE);
         let name = self.opts.to.to_string();
         let pin = self.opts.peer_key.as_ref();
         let notice = crate::trust::check("peer", "--peer-key", &name, key, pin, &known)?;
         if let Some(n) = notice {
-            self.out.status(&n);
+            self.view.show(Report::Status(n)).await;
         }
         Ok(())
     }
 
     /// Exit code once the connection has closed while leaving.
-    fn finish(&self, reason: &CloseReason) -> u8 {
+    async fn finish(&self, reason: &CloseReason) -> u8 {
         let undelivered = self.pending.len();
         if undelivered == 0 && matches!(reason, CloseReason::Local | CloseReason::PeerClosed { .. })
         {
@@ -383,10 +582,11 @@ impl Peer {
             CloseReason::Local => "the peer stopped accepting data".to_owned(),
             other => describe(other, self.opts.idle_timeout),
         };
-        self.out.error(&format!(
+        let text = format!(
             "{undelivered} message(s) were not acknowledged by {}: {why}",
             self.peer_name()
-        ));
+        );
+        self.view.show(Report::Error(text)).await;
         1
     }
 }

@@ -49,7 +49,7 @@ use chirp_tui::{
 use tokio::sync::mpsc;
 
 /// How often the link statistics are refreshed (each refresh is a sparkline point).
-const STATS_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const STATS_EVERY: Duration = Duration::from_secs(1);
 /// The window of "loss over the last minute".
 const LOSS_WINDOW: Duration = Duration::from_secs(60);
 /// A history request the server never answered (it refused it, or the answer was lost with
@@ -78,10 +78,10 @@ pub(crate) fn log_writer() -> Box<dyn Write> {
 }
 
 /// Logs off the terminal for as long as it lives.
-struct LogsOff;
+pub(crate) struct LogsOff;
 
 impl LogsOff {
-    fn new() -> LogsOff {
+    pub(crate) fn new() -> LogsOff {
         LOGS_TO_TERMINAL.store(false, Ordering::Relaxed);
         LogsOff
     }
@@ -93,7 +93,7 @@ impl Drop for LogsOff {
     }
 }
 
-fn now_ms() -> UnixMs {
+pub(crate) fn now_ms() -> UnixMs {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -153,6 +153,20 @@ impl LossWindow {
     }
 }
 
+/// A statistics snapshot into the status bar: smoothed RTT, loss over the last minute,
+/// retransmissions and the `/stats` counters.
+pub(crate) fn update_link(
+    link: &mut LinkStatus,
+    loss: &mut LossWindow,
+    s: &ConnectionStats,
+    now: Instant,
+) {
+    link.rtt = Some(s.srtt);
+    link.loss_pct_last_minute = loss.record(now, s.packets_lost, s.packets_acked);
+    link.retransmissions = s.retransmissions;
+    link.counters = counters(s);
+}
+
 /// The counters of the `/stats` panel, in display order.
 fn counters(s: &ConnectionStats) -> Vec<(String, u64)> {
     let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
@@ -172,6 +186,7 @@ fn counters(s: &ConnectionStats) -> Vec<(String, u64)> {
         ("bytes received", s.bytes_received),
         ("messages sent", s.messages_sent),
         ("messages received", s.messages_received),
+        ("messages acked", s.messages_acked),
         ("min rtt µs", us(s.min_rtt)),
         ("rtt variance µs", us(s.rttvar)),
         ("cwnd bytes", s.cwnd),
@@ -381,10 +396,12 @@ impl Bridge {
                 self.link.fingerprint = Some(PublicKey(server_key).fingerprint().to_string());
                 out.push(UiEvent::Link(self.link.clone()));
             }
-            Event::Welcome { nick } => {
+            Event::Welcome { nick, max_text } => {
                 self.nick = nick.clone();
                 self.link.state = LinkState::Connected;
                 out.push(UiEvent::SelfNick(nick));
+                // The input line refuses longer messages up front, keeping the text.
+                out.push(UiEvent::MessageLimit(max_text));
                 out.push(UiEvent::Link(self.link.clone()));
             }
             Event::Message(m) => self.on_message(m, &mut out),
@@ -428,11 +445,7 @@ impl Bridge {
                 out.push(UiEvent::Link(self.link.clone()));
             }
             Event::Stats(Some(s)) => {
-                self.link.rtt = Some(s.srtt);
-                self.link.loss_pct_last_minute =
-                    self.loss.record(now, s.packets_lost, s.packets_acked);
-                self.link.retransmissions = s.retransmissions;
-                self.link.counters = counters(&s);
+                update_link(&mut self.link, &mut self.loss, &s, now);
                 out.push(UiEvent::Link(self.link.clone()));
             }
             Event::Stats(None) => {}
@@ -808,7 +821,7 @@ async fn perform(bridge: &mut Bridge, handle: &ClientHandle, action: Action) -> 
 }
 
 /// Hands events to the UI. Once the UI is gone they are dropped: the session is finishing.
-async fn emit(ui: &mpsc::Sender<UiEvent>, events: Vec<UiEvent>) {
+pub(crate) async fn emit(ui: &mpsc::Sender<UiEvent>, events: Vec<UiEvent>) {
     for e in events {
         if ui.send(e).await.is_err() {
             return;
@@ -1032,10 +1045,12 @@ mod tests {
             &mut b,
             Event::Welcome {
                 nick: "Alice".into(),
+                max_text: 2000,
             },
             now,
         );
         assert_eq!(out[0], UiEvent::SelfNick("Alice".into()));
+        assert_eq!(out[1], UiEvent::MessageLimit(2000));
         assert!(b.connected());
         ev(&mut b, Event::Stats(Some(stats(0, 10))), now);
         let out = ev(

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Proc, Stdout, WAIT, have};
+use common::{CHIRP, Proc, Stdout, WAIT, free_ports, have, lo};
 
 /// Screen size of every client.
 const COLS: &str = "100";
@@ -108,6 +108,18 @@ impl Drop for Tmux {
     }
 }
 
+/// Whether tmux is here; if not, says that `test` is skipped (`.ci/run` installs tmux).
+fn tmux_installed(test: &str) -> bool {
+    let here = have("tmux");
+    if !here {
+        #[allow(clippy::print_stderr)] // the one place a skip can be reported
+        {
+            eprintln!("SKIPPED {test}: tmux is not installed (.ci/run installs it)");
+        }
+    }
+    here
+}
+
 /// Whether `screen` has a status bar showing an RTT such as `rtt 0.4ms` or `rtt 23ms`.
 fn shows_rtt(screen: &str) -> bool {
     screen.lines().any(|line| {
@@ -162,13 +174,7 @@ fn client_command(server: SocketAddr, home: &Path, nick: &str, extra: &str) -> S
 
 #[test]
 fn two_clients_chat_in_tmux() {
-    if !have("tmux") {
-        #[allow(clippy::print_stderr)] // the one place a skip can be reported
-        {
-            eprintln!(
-                "SKIPPED two_clients_chat_in_tmux: tmux is not installed (.ci/run installs it)"
-            );
-        }
+    if !tmux_installed("two_clients_chat_in_tmux") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -260,13 +266,7 @@ fn two_clients_chat_in_tmux() {
 
 #[test]
 fn line_flag_keeps_line_mode_on_a_terminal() {
-    if !have("tmux") {
-        #[allow(clippy::print_stderr)] // the one place a skip can be reported
-        {
-            eprintln!(
-                "SKIPPED line_flag_keeps_line_mode_on_a_terminal: tmux is not installed (.ci/run installs it)"
-            );
-        }
+    if !tmux_installed("line_flag_keeps_line_mode_on_a_terminal") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -286,6 +286,88 @@ fn line_flag_keeps_line_mode_on_a_terminal() {
         s.contains("chirp exited with 0")
     });
     server.kill();
+}
+
+/// The shell command of a `chirp peer` pane (exit code and pause as in [`client_command`]).
+fn peer_command(bind: SocketAddr, to: SocketAddr, home: &Path) -> String {
+    format!(
+        "'{CHIRP}' peer --bind {bind} --to {to} --home '{}'; \
+         echo \"chirp exited with $?\"; sleep 60",
+        home.display()
+    )
+}
+
+/// The fingerprint of the identity in `home` (created if needed), as `chirp id` prints it.
+fn fingerprint(home: &Path) -> String {
+    let out = Command::new(CHIRP)
+        .args(["id", "--home"])
+        .arg(home)
+        .output()
+        .expect("run chirp id");
+    assert!(out.status.success(), "chirp id failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn two_peers_chat_in_tmux() {
+    if !tmux_installed("two_peers_chat_in_tmux") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ann_home, ben_home) = (dir.path().join("ann"), dir.path().join("ben"));
+    let ben_fp = fingerprint(&ben_home);
+    let [pa, pb] = free_ports();
+    let (ann, ben) = (lo(pa), lo(pb));
+    let tmux = Tmux::new(dir.path());
+    tmux.start("ann", &peer_command(ann, ben, &ann_home));
+    tmux.start("ben", &peer_command(ben, ann, &ben_home));
+
+    // Each sees the other come up, in the conversation named by the other's address.
+    tmux.wait_for("ann", "ben up", |s| s.contains(&format!("{ben} is up")));
+    tmux.wait_for("ben", "ann up", |s| s.contains(&format!("{ann} is up")));
+
+    tmux.type_line("ann", "hello ben, straight from peer to peer");
+    tmux.wait_for("ben", "ann's message", |s| {
+        s.contains(&format!("<{ann}> hello ben, straight from peer to peer"))
+    });
+    // Ann's copy is marked delivered once ben's transport has acknowledged it.
+    tmux.wait_for("ann", "delivered mark", |s| {
+        s.contains(&format!("✓ <{ann}> hello ben, straight from peer to peer"))
+    });
+    tmux.type_line("ben", "hi ann! no server in between");
+    tmux.type_line("ben", "/me waves");
+    let ann_screen = tmux.wait_for("ann", "ben's message and action", |s| {
+        s.contains(&format!("<{ben}> hi ann! no server in between"))
+            && s.contains(&format!("* {ben} waves"))
+    });
+    assert!(
+        ann_screen.find("hi ann!") < ann_screen.find("waves"),
+        "in order:\n{ann_screen}"
+    );
+    // Server commands are refused with the reason, and the line is kept for fixing.
+    tmux.type_line("ben", "/join #rust");
+    tmux.wait_for("ben", "the refusal", |s| s.contains("needs a chat server"));
+    tmux.keys("ben", "C-u");
+
+    // The status bar: connected, an RTT, and the peer's fingerprint.
+    let ann_screen = tmux.wait_for("ann", "an RTT and ben's key in the status bar", |s| {
+        shows_rtt(s) && s.contains(&format!("fp {}", &ben_fp[..9]))
+    });
+    let ben_screen = tmux.wait_for("ben", "an RTT in the status bar", shows_rtt);
+    #[allow(clippy::print_stdout)] // the transcript, for --nocapture
+    {
+        println!("--- ann ---\n{ann_screen}--- ben ---\n{ben_screen}---");
+    }
+
+    // Ctrl+C leaves cleanly (exit 0: everything sent was acknowledged); ben sees ann go, and
+    // leaves too.
+    tmux.keys("ann", "C-c");
+    tmux.wait_for("ann", "a clean exit", |s| s.contains("chirp exited with 0"));
+    tmux.wait_for("ben", "ann leaving", |s| {
+        s.contains(&format!("{ann} is down: left"))
+    });
+    tmux.type_line("ben", "/quit");
+    tmux.wait_for("ben", "a clean exit", |s| s.contains("chirp exited with 0"));
 }
 
 #[test]

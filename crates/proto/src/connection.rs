@@ -121,6 +121,8 @@ pub(crate) enum ConnEvent {
         remote_key: [u8; 32],
     },
     Message(Bytes),
+    /// This many more messages were wholly acknowledged, in write order.
+    Acked(u64),
     Writable,
     Closed(CloseReason, Vec<Bytes>),
 }
@@ -325,6 +327,8 @@ pub(crate) struct Connection {
     // Events.
     connected_pending: bool,
     writable_pending: bool,
+    /// Acknowledged messages already reported with `ConnEvent::Acked`.
+    acked_reported: u64,
     closed: Option<CloseReason>,
     closed_emitted: bool,
 
@@ -448,6 +452,7 @@ impl Connection {
             last_activity: now,
             connected_pending: false,
             writable_pending: false,
+            acked_reported: 0,
             closed: None,
             closed_emitted: false,
             close_deadline: None,
@@ -643,6 +648,15 @@ impl Connection {
                 self.max_data_pending = true;
             }
             return Some(ConnEvent::Message(msg));
+        }
+        // Before `Closed`, which replaces the send stream (and so its counter): every message
+        // is then either reported acknowledged or handed back as undelivered, never both.
+        let acked = self.send.acked_messages();
+        if acked > self.acked_reported && !self.closed_emitted {
+            let n = acked - self.acked_reported;
+            self.acked_reported = acked;
+            self.stats.messages_acked = acked;
+            return Some(ConnEvent::Acked(n));
         }
         if std::mem::take(&mut self.writable_pending) {
             return Some(ConnEvent::Writable);

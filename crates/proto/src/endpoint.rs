@@ -182,6 +182,17 @@ pub enum Event {
         /// Its bytes.
         data: Bytes,
     },
+    /// The peer acknowledged `messages` more of the messages sent on this connection, in full.
+    /// Acknowledgements follow the order of [`Endpoint::send`]: counting them tells the
+    /// application exactly which of its messages arrived (the ones after them come back in
+    /// `Closed::undelivered` if the connection ends first). An acknowledgement means the
+    /// peer's endpoint holds the message and will deliver it in order.
+    Acked {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// How many more (at least 1).
+        messages: u64,
+    },
     /// The send buffer, which was full, has room again.
     Writable {
         /// Which connection.
@@ -220,6 +231,11 @@ impl std::fmt::Debug for Event {
                 .field("conn", conn)
                 .field("len", &data.len())
                 .finish_non_exhaustive(),
+            Self::Acked { conn, messages } => f
+                .debug_struct("Acked")
+                .field("conn", conn)
+                .field("messages", messages)
+                .finish(),
             Self::Writable { conn } => f.debug_struct("Writable").field("conn", conn).finish(),
             Self::Closed {
                 conn,
@@ -823,6 +839,7 @@ impl Endpoint {
                     remote_key,
                 },
                 ConnEvent::Message(data) => Event::Message { conn: h, data },
+                ConnEvent::Acked(messages) => Event::Acked { conn: h, messages },
                 ConnEvent::Writable => Event::Writable { conn: h },
                 ConnEvent::Closed(reason, undelivered) => Event::Closed {
                     conn: h,

@@ -52,6 +52,8 @@ pub struct ConnectionStats {
     pub migrations: u64,
     /// Messages handed to the transport by the application.
     pub messages_sent: u64,
+    /// Messages the peer has acknowledged in full (reported by [`crate::Event::Acked`]).
+    pub messages_acked: u64,
     /// Messages delivered to the application.
     pub messages_received: u64,
     /// Probe timeouts that fired.

@@ -58,6 +58,10 @@ pub(crate) struct SendStream {
     /// Start offset of every message not yet wholly acknowledged, so that unacknowledged
     /// messages can be handed back whole when the connection dies.
     starts: VecDeque<u64>,
+    /// Messages wholly acknowledged so far. They are acknowledged in the order they were
+    /// written (`base` only moves forward over a contiguous prefix), which is what lets the
+    /// application match acknowledgements to its own messages by counting.
+    acked_messages: u64,
 }
 
 // Message bytes are user plaintext: `Debug` shows sizes and offsets, never contents.
@@ -99,6 +103,7 @@ impl SendStream {
             max_message,
             blocked: false,
             starts: VecDeque::new(),
+            acked_messages: 0,
         }
     }
 
@@ -128,6 +133,11 @@ impl SendStream {
     /// End of written data.
     pub(crate) fn end(&self) -> u64 {
         self.data_start + self.data.len() as u64
+    }
+
+    /// Messages wholly acknowledged since the stream started, in write order.
+    pub(crate) fn acked_messages(&self) -> u64 {
+        self.acked_messages
     }
 
     /// Bytes written but not yet acknowledged.
@@ -233,6 +243,7 @@ impl SendStream {
                         break;
                     }
                     self.starts.pop_front();
+                    self.acked_messages += 1;
                 }
                 let keep_from = self.starts.front().map_or(self.base, |&s| s.min(self.base));
                 self.data.drain(..(keep_from - self.data_start) as usize);

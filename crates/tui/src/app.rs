@@ -9,7 +9,7 @@ use ratatui::layout::Rect;
 
 use crate::api::{BufferId, ChatMessage, LinkState, LinkStatus, UiCommand, UiEvent, UnixMs};
 use crate::buffer::{Buffer, Entry, EntryKind, EventKind, History, SendState};
-use crate::complete::{COMMANDS, Completion, Sources};
+use crate::complete::{COMMANDS, Completion, SERVER_ONLY, Sources, commands};
 use crate::editor::Editor;
 use crate::view;
 
@@ -30,6 +30,10 @@ pub struct Config {
     pub history_page: u32,
     /// Lines kept per buffer; older ones are dropped (and can be fetched again).
     pub max_lines: usize,
+    /// Peer mode (`chirp peer`): one conversation with one peer and no server, so the
+    /// commands about rooms, nicks and other people are refused (with the reason) and left
+    /// out of `/help` and Tab completion.
+    pub peer: bool,
 }
 
 impl Default for Config {
@@ -41,6 +45,7 @@ impl Default for Config {
             utc_offset_secs: 0,
             history_page: 100,
             max_lines: 10_000,
+            peer: false,
         }
     }
 }
@@ -435,6 +440,7 @@ impl App {
         let sources = Sources {
             nicks: buffer.completion_nicks(),
             rooms,
+            peer: self.config.peer,
         };
         self.completion = Completion::start(&mut self.editor, &sources);
     }
@@ -1050,7 +1056,11 @@ impl App {
         let buffer = self.buffers[self.current].id.clone();
         match &buffer {
             BufferId::Status => {
-                self.error("nothing is sent from the status buffer: /join #room or /msg nick");
+                self.error(if self.config.peer {
+                    "nothing is sent from the status buffer: Alt+2 is the conversation with the peer"
+                } else {
+                    "nothing is sent from the status buffer: /join #room or /msg nick"
+                });
                 return false;
             }
             BufferId::Room(room) if !self.buffers[self.current].joined => {
@@ -1076,6 +1086,13 @@ impl App {
     /// Runs a `/command`; false if it was refused (the line stays for fixing).
     fn command(&mut self, line: &str, out: &mut Vec<UiCommand>) -> bool {
         let (cmd, rest) = line.split_once([' ', '\n']).unwrap_or((line, ""));
+        if self.config.peer && SERVER_ONLY.contains(&cmd.to_lowercase().as_str()) {
+            self.error(format!(
+                "{cmd} needs a chat server: chirp peer talks to one peer only \
+                 (chirp serve and chirp connect have rooms, nicks and direct messages)"
+            ));
+            return false;
+        }
         let rest_trimmed = rest.trim();
         let mut args = rest_trimmed.split_whitespace();
         let room_arg = |s: &str| {
@@ -1190,7 +1207,7 @@ impl App {
             }
             "/help" => {
                 let mut text = String::from("commands:");
-                for (name, what) in COMMANDS {
+                for (name, what) in commands(self.config.peer) {
                     text.push_str(&format!("\n  {name} {what}"));
                 }
                 text.push_str(

@@ -30,6 +30,20 @@ pub(crate) const COMMANDS: &[(&str, &str)] = &[
     ("/who", "[#ROOM]  list the members of a room"),
 ];
 
+/// Commands that need a chat server (rooms, nicks, other people): `chirp peer`, which talks
+/// to one peer, leaves them out of completion and `/help`, and refuses them with a reason.
+pub(crate) const SERVER_ONLY: &[&str] = &[
+    "/join", "/j", "/list", "/msg", "/names", "/nick", "/part", "/leave", "/query", "/q", "/topic",
+    "/who",
+];
+
+/// The commands available: all of them, or without [`SERVER_ONLY`] ones in peer mode.
+pub(crate) fn commands(peer: bool) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    COMMANDS
+        .iter()
+        .filter(move |(c, _)| !peer || !SERVER_ONLY.contains(c))
+}
+
 /// What completion can draw from.
 #[derive(Debug, Default)]
 pub(crate) struct Sources<'a> {
@@ -37,6 +51,8 @@ pub(crate) struct Sources<'a> {
     pub(crate) nicks: Vec<&'a str>,
     /// Room names with their `#`.
     pub(crate) rooms: Vec<&'a str>,
+    /// Peer mode: no server commands.
+    pub(crate) peer: bool,
 }
 
 /// A completion in progress: Tab cycles through `candidates`.
@@ -64,8 +80,7 @@ impl Completion {
         let lower = word.to_lowercase();
         let matches = |cand: &str| cand.to_lowercase().starts_with(&lower);
         let candidates: Vec<String> = if start == 0 && word.starts_with('/') {
-            COMMANDS
-                .iter()
+            commands(sources.peer)
                 .map(|(c, _)| *c)
                 .filter(|c| matches(c))
                 .map(|c| format!("{c} "))
@@ -139,7 +154,34 @@ mod tests {
         Sources {
             nicks: vec!["bob", "Bea", "alice", "bob"],
             rooms: vec!["#rust", "#random", "#chirp"],
+            peer: false,
         }
+    }
+
+    #[test]
+    fn peer_mode_completes_no_server_commands() {
+        let peer = Sources {
+            peer: true,
+            ..sources()
+        };
+        // `/j` would be `/join`, which needs a server; `/h` is still `/help`.
+        let mut e = editor("/j");
+        assert!(Completion::start(&mut e, &peer).is_none());
+        assert_eq!(e.text(), "/j");
+        let mut e = editor("/j");
+        assert!(Completion::start(&mut e, &sources()).is_some());
+        assert_eq!(e.text(), "/join ");
+        let mut e = editor("/h");
+        assert!(Completion::start(&mut e, &peer).is_some());
+        assert_eq!(e.text(), "/help ");
+        // Every server-only command is a real command, and peer mode keeps the rest.
+        for c in SERVER_ONLY {
+            let known = COMMANDS.iter().any(|(name, _)| name == c)
+                || ["/j", "/leave", "/q", "/names"].contains(c);
+            assert!(known, "{c} is not a command");
+        }
+        assert!(commands(true).count() >= 10);
+        assert!(commands(true).all(|(c, _)| !SERVER_ONLY.contains(c)));
     }
 
     #[test]

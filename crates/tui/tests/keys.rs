@@ -719,3 +719,57 @@ fn idle_app_is_not_dirty() {
     type_str(&mut app, "x", T0);
     assert!(app.take_dirty());
 }
+
+#[test]
+fn peer_mode_refuses_server_commands_and_sends_to_the_peer() {
+    let mut app = App::new(Config {
+        peer: true,
+        ..Config::default()
+    });
+    let peer = BufferId::Dm("127.0.0.1:5002".into());
+    app.handle_event(UiEvent::SelfNick("127.0.0.1:5001".into()), T0);
+    app.handle_event(UiEvent::Open(peer.clone()), T0);
+    for (i, line) in ["/join #rust", "/nick bob", "/msg carol hi", "/list", "/who"]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(enter_line(&mut app, line, T0).is_empty(), "{line} was sent");
+        assert_eq!(app.input(), line, "the refused line stays for fixing");
+        let s = screen(&mut app, 150, 30);
+        let cmd = line.split(' ').next().unwrap_or(line);
+        let refusals = s
+            .iter()
+            .filter(|r| r.contains("needs a chat server"))
+            .count();
+        assert_eq!(refusals, i + 1, "{line}: {}", dump(&s));
+        assert!(
+            find_row(&s, &format!("{cmd} needs a chat server")).is_some(),
+            "{line}: {}",
+            dump(&s)
+        );
+        // Clear the input line for the next one.
+        app.handle_key(ctrl('u'), T0);
+    }
+    // /help lists what works, not what does not.
+    assert!(enter_line(&mut app, "/help", T0).is_empty());
+    let s = screen(&mut app, 150, 60);
+    assert!(find_row(&s, "/stats show").is_some(), "{}", dump(&s));
+    assert!(find_row(&s, "/join #ROOM").is_none(), "{}", dump(&s));
+    assert!(find_row(&s, "/nick NICK").is_none(), "{}", dump(&s));
+    // Text and actions go to the peer.
+    assert_eq!(
+        sends(&enter_line(&mut app, "hello", T0)),
+        vec![(peer.clone(), "hello".into(), false, 1)]
+    );
+    assert_eq!(
+        sends(&enter_line(&mut app, "/me waves", T0)),
+        vec![(peer, "waves".into(), true, 2)]
+    );
+    // The same commands work with a server.
+    let mut app = support::app();
+    assert!(
+        enter_line(&mut app, "/join #rust", T0)
+            .iter()
+            .any(|c| matches!(c, UiCommand::Join { .. }))
+    );
+}
