@@ -54,6 +54,10 @@ pub(crate) struct ConnectArgs {
     /// lines out.
     #[arg(long, conflicts_with = "json")]
     line: bool,
+    /// In the chat UI, do not ring the terminal bell on mentions of your nick and on direct
+    /// messages (`/bell` switches it while running).
+    #[arg(long)]
+    no_bell: bool,
     /// Line mode with one JSON object per event on stdout (schema: docs/JSON.md).
     #[arg(long)]
     json: bool,
@@ -360,6 +364,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             name,
             args.server_key,
             home.join(crate::peer::KNOWN_KEYS_FILE),
+            !args.no_bell,
         )
         .await;
     }

@@ -122,6 +122,10 @@ struct PeerArgs {
     /// (the default when stdin or stdout is not a terminal).
     #[arg(long)]
     line: bool,
+    /// In the chat UI, do not ring the terminal bell on messages from the peer (`/bell`
+    /// switches it while running).
+    #[arg(long)]
+    no_bell: bool,
     /// Declare the peer gone after this many seconds without a packet from it.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     idle_timeout: u64,
@@ -200,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 plain: false,
                 json: false,
                 line: false,
+                no_bell: false,
                 idle_timeout: 30,
                 home: None,
                 peer_key: None,
@@ -233,6 +238,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
             home,
             peer_key: a.peer_key,
             tui: tui::wanted(a.line, a.json),
+            bell: !a.no_bell,
         };
         peer::run(opts).await
     }

@@ -61,6 +61,8 @@ pub(crate) struct PeerOpts {
     pub(crate) peer_key: Option<Fingerprint>,
     /// Show the terminal UI (stdin and stdout are a terminal, and no `--line`/`--json`).
     pub(crate) tui: bool,
+    /// In the UI, ring the bell on messages from the peer.
+    pub(crate) bell: bool,
 }
 
 /// What the user asks of the chat loop.
@@ -199,6 +201,7 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
             peer: opts.to.to_string(),
             banner,
             idle_timeout: opts.idle_timeout,
+            bell: opts.bell,
         };
         let peer = Peer::new(handle, View::Ui(report_tx), opts);
         let peer = tokio::spawn(peer.run(req_rx, events, task).instrument(span));
@@ -373,7 +376,13 @@ impl Peer {
     }
 
     async fn leave(&mut self) -> anyhow::Result<()> {
-        self.leaving = true;
+        if !self.leaving {
+            self.leaving = true;
+            // The peer reconnects as soon as our close reaches it; while we drain and linger,
+            // that attempt must find nobody, not a connection that dies with this process
+            // (which the peer would show as up until its idle timeout).
+            self.handle.set_accept_incoming(false).await?;
+        }
         self.flush().await
     }
 

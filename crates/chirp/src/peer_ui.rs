@@ -48,6 +48,8 @@ pub(crate) struct Info {
     pub(crate) banner: String,
     /// For the message shown while waiting at exit.
     pub(crate) idle_timeout: Duration,
+    /// Ring the terminal bell on each message from the peer (it is a direct conversation).
+    pub(crate) bell: bool,
 }
 
 /// The translation between the peer loop and the UI. Pure: no I/O, time comes in.
@@ -279,6 +281,7 @@ pub(crate) async fn run(
     }
     let config = chirp_tui::Config {
         peer: true,
+        bell: info.bell,
         ..chirp_tui::Config::default()
     };
     let logs_off = LogsOff::new();
@@ -322,6 +325,7 @@ mod tests {
             peer: "127.0.0.1:5002".into(),
             banner: "chirp peer on 127.0.0.1:5001".into(),
             idle_timeout: Duration::from_secs(30),
+            bell: true,
         })
     }
 

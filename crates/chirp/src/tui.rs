@@ -883,12 +883,13 @@ async fn bridge_task(
 
 /// `chirp connect` with the terminal UI. `config` is complete except for the key check, which
 /// is made here (from `server_name`, `pin` and the `known` keys file) so that it reports
-/// through the UI. Returns the exit code: 0 when everything sent was stored.
+/// through the UI. `bell`: ring on highlights. Returns the exit code: 0 when everything sent was stored.
 pub(crate) async fn connect(
     mut config: ClientConfig,
     server_name: String,
     pin: Option<Fingerprint>,
     known: PathBuf,
+    bell: bool,
 ) -> anyhow::Result<u8> {
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     config.server_key_check = Some(key_check(server_name.clone(), pin, known, notice_tx));
@@ -909,7 +910,11 @@ pub(crate) async fn connect(
     let bridge = tokio::spawn(bridge_task(
         bridge, handle, events, notice_rx, ui_tx, cmd_rx,
     ));
-    let ui = chirp_tui::run(chirp_tui::Config::default(), ui_rx, cmd_tx).await;
+    let ui_config = chirp_tui::Config {
+        bell,
+        ..chirp_tui::Config::default()
+    };
+    let ui = chirp_tui::run(ui_config, ui_rx, cmd_tx).await;
     drop(logs_off);
     ui.context("the terminal UI failed")?;
     // The UI is gone; the session is making sure the server stored everything sent.

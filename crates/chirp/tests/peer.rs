@@ -216,6 +216,17 @@ fn eof_waits_until_everything_is_acknowledged_then_exits_0() {
     let down = b.wait_type("peer_down", WAIT);
     assert_eq!(down["reason"], "left", "{}", b.diag());
     assert_eq!(down["peer"], a.addr_str());
+    // B keeps trying to reach A, but A, leaving, accepts no new connection while it lingers
+    // (else B would show A up again, a ghost that only the idle timeout would end).
+    let quiet_until = Instant::now() + Duration::from_secs(3);
+    while let Some(v) = b.next_event(quiet_until.saturating_duration_since(Instant::now())) {
+        assert_ne!(
+            v["type"],
+            "peer_up",
+            "A came back while leaving\n{}",
+            b.diag()
+        );
+    }
 
     // B sent nothing, so nothing of B's is unacknowledged: its end of input ends it at once,
     // with 0, although A is gone.

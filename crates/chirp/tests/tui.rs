@@ -289,9 +289,9 @@ fn line_flag_keeps_line_mode_on_a_terminal() {
 }
 
 /// The shell command of a `chirp peer` pane (exit code and pause as in [`client_command`]).
-fn peer_command(bind: SocketAddr, to: SocketAddr, home: &Path) -> String {
+fn peer_command(bind: SocketAddr, to: SocketAddr, home: &Path, extra: &str) -> String {
     format!(
-        "'{CHIRP}' peer --bind {bind} --to {to} --home '{}'; \
+        "'{CHIRP}' peer --bind {bind} --to {to} --home '{}' {extra}; \
          echo \"chirp exited with $?\"; sleep 60",
         home.display()
     )
@@ -319,14 +319,18 @@ fn two_peers_chat_in_tmux() {
     let [pa, pb] = free_ports();
     let (ann, ben) = (lo(pa), lo(pb));
     let tmux = Tmux::new(dir.path());
-    tmux.start("ann", &peer_command(ann, ben, &ann_home));
-    tmux.start("ben", &peer_command(ben, ann, &ben_home));
+    // Ann starts alone and types: her message waits, marked pending, while she is connecting.
+    tmux.start("ann", &peer_command(ann, ben, &ann_home, ""));
+    tmux.wait_for("ann", "the connecting state", |s| s.contains("connecting"));
+    tmux.type_line("ann", "hello ben, straight from peer to peer");
+    tmux.wait_for("ann", "pending mark", |s| {
+        s.contains(&format!("· <{ann}> hello ben, straight from peer to peer"))
+    });
+    tmux.start("ben", &peer_command(ben, ann, &ben_home, ""));
 
     // Each sees the other come up, in the conversation named by the other's address.
     tmux.wait_for("ann", "ben up", |s| s.contains(&format!("{ben} is up")));
     tmux.wait_for("ben", "ann up", |s| s.contains(&format!("{ann} is up")));
-
-    tmux.type_line("ann", "hello ben, straight from peer to peer");
     tmux.wait_for("ben", "ann's message", |s| {
         s.contains(&format!("<{ann}> hello ben, straight from peer to peer"))
     });
@@ -368,6 +372,41 @@ fn two_peers_chat_in_tmux() {
     });
     tmux.type_line("ben", "/quit");
     tmux.wait_for("ben", "a clean exit", |s| s.contains("chirp exited with 0"));
+}
+
+#[test]
+fn wrong_peer_key_is_refused_in_the_ui_and_said_again_after_it() {
+    if !tmux_installed("wrong_peer_key_is_refused_in_the_ui_and_said_again_after_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ann_home, ben_home) = (dir.path().join("ann"), dir.path().join("ben"));
+    let (ann_fp, ben_fp) = (fingerprint(&ann_home), fingerprint(&ben_home));
+    let [pa, pb] = free_ports();
+    let (ann, ben) = (lo(pa), lo(pb));
+    let tmux = Tmux::new(dir.path());
+    // Ann pins a key that is not ben's (her own).
+    let pin = format!("--peer-key {ann_fp}");
+    tmux.start("ann", &peer_command(ann, ben, &ann_home, &pin));
+    tmux.start("ben", &peer_command(ben, ann, &ben_home, ""));
+    let screen = tmux.wait_for("ann", "the refusal", |s| {
+        s.contains("refusing peer") && s.contains("the network task ended")
+    });
+    // The message names both keys (it may wrap, so look for their first groups).
+    assert!(
+        screen.contains(&ann_fp[..9]) && screen.contains(&ben_fp[..9]),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains(&format!("{ben} is up")),
+        "a refused peer is never shown up:\n{screen}"
+    );
+    // Leaving the UI, the refusal is printed again on the restored terminal, and the exit
+    // code says it failed.
+    tmux.keys("ann", "C-c");
+    let screen = tmux.wait_for("ann", "the exit", |s| s.contains("chirp exited with"));
+    assert!(screen.contains("chirp exited with 1"), "{screen}");
+    assert!(screen.contains("chirp: refusing peer"), "{screen}");
 }
 
 #[test]

@@ -331,6 +331,14 @@ impl Endpoint {
         &self.config
     }
 
+    /// Starts or stops accepting connections that peers open (`EndpointConfig::accept_incoming`).
+    /// An application that is leaving stops, so that a peer trying to reconnect meanwhile
+    /// finds nobody, rather than a connection that vanishes with the process. Existing
+    /// connections are not affected; refused INITIALs are counted in `refused`.
+    pub fn set_accept_incoming(&mut self, accept: bool) {
+        self.config.accept_incoming = accept;
+    }
+
     fn new_cid(&mut self) -> ConnectionId {
         loop {
             let cid = ConnectionId(self.rng.next_u64());

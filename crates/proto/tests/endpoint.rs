@@ -266,6 +266,15 @@ fn refuses_when_not_accepting_and_when_full() {
         ep.poll_transmit(now).is_none(),
         "nothing is sent to an address we refused, not even a RETRY"
     );
+    // Switched on at run time, it answers (with a RETRY); switched off again, it refuses.
+    ep.set_accept_incoming(true);
+    ep.handle_datagram(now, addr(1), &initial(1, 2, &[]));
+    assert!(ep.poll_transmit(now).is_some(), "a RETRY once accepting");
+    assert_eq!(ep.endpoint_stats().refused, 1);
+    ep.set_accept_incoming(false);
+    ep.handle_datagram(now, addr(1), &initial(1, 2, &[]));
+    assert!(ep.poll_transmit(now).is_none());
+    assert_eq!(ep.endpoint_stats().refused, 2);
 
     let cfg = EndpointConfig {
         max_connections: 2,

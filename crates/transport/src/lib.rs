@@ -107,6 +107,7 @@ enum Command {
     EndpointStats(oneshot::Sender<EndpointStats>),
     SendBuffered(ConnectionHandle, oneshot::Sender<Option<u64>>),
     WaitIdle(oneshot::Sender<()>),
+    AcceptIncoming(bool),
 }
 
 /// The application's handle on the driver task.
@@ -127,6 +128,7 @@ impl std::fmt::Debug for Command {
             Command::EndpointStats(_) => write!(f, "EndpointStats"),
             Command::SendBuffered(c, _) => write!(f, "SendBuffered({c:?})"),
             Command::WaitIdle(_) => write!(f, "WaitIdle"),
+            Command::AcceptIncoming(a) => write!(f, "AcceptIncoming({a})"),
         }
     }
 }
@@ -252,6 +254,15 @@ impl Handle {
     /// its CLOSE can be repeated, with its final acknowledgements, if the first one was lost.
     pub async fn wait_idle(&self) -> Result<(), Stopped> {
         self.call(Command::WaitIdle).await
+    }
+
+    /// Starts or stops accepting connections that peers open (see
+    /// `Endpoint::set_accept_incoming`): a leaving application stops first.
+    pub async fn set_accept_incoming(&self, accept: bool) -> Result<(), Stopped> {
+        self.tx
+            .send(Command::AcceptIncoming(accept))
+            .await
+            .map_err(|_| Stopped)
     }
 
     /// Bytes sent on `conn` and not yet acknowledged.
@@ -395,6 +406,7 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
     let now = now();
     match cmd {
         Command::WaitIdle(reply) => idle_waiters.push(reply),
+        Command::AcceptIncoming(accept) => endpoint.set_accept_incoming(accept),
         Command::Connect {
             remote,
             reuse,
