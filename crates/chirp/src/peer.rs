@@ -32,7 +32,7 @@ use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{Instrument as _, debug, info_span};
+use tracing::{Instrument as _, debug, info_span, warn};
 
 use crate::input::{self, Input};
 use crate::output::Output;
@@ -203,8 +203,18 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
             idle_timeout: opts.idle_timeout,
             bell: opts.bell,
         };
-        let peer = Peer::new(handle, View::Ui(report_tx), opts);
-        let peer = tokio::spawn(peer.run(req_rx, events, task).instrument(span));
+        let peer = Peer::new(handle, View::Ui(report_tx.clone()), opts);
+        let peer = tokio::spawn(
+            async move {
+                let result = peer.run(req_rx, events, task).await;
+                // A failure (the socket, the transport) is shown in the UI, not only after it.
+                if let Err(e) = &result {
+                    let _ = report_tx.send(Report::Error(format!("{e:#}"))).await;
+                }
+                result
+            }
+            .instrument(span),
+        );
         return crate::peer_ui::run(ui, report_rx, req_tx, peer).await;
     }
     let out = Output { json: opts.json };
@@ -277,7 +287,7 @@ impl Peer {
                 }
             };
             tokio::select! {
-                req = requests.recv(), if requests_open && self.pending.len() < MAX_PENDING => {
+                req = requests.recv(), if requests_open && !self.input_held_back() => {
                     match req {
                         Some(req) => self.on_request(req).await?,
                         None => {
@@ -313,6 +323,13 @@ impl Peer {
                 }
             }
         }
+    }
+
+    /// Whether to stop taking requests for now: in line mode, while too many lines wait for
+    /// the transport (so that whatever feeds standard input is held back). The terminal UI's
+    /// sends come at typing speed and its `Leave` must always get through.
+    fn input_held_back(&self) -> bool {
+        matches!(self.view, View::Lines(_)) && self.pending.len() >= MAX_PENDING
     }
 
     async fn connect(&mut self) -> anyhow::Result<()> {
@@ -362,6 +379,23 @@ impl Peer {
                             None => Report::Error(reason),
                         })
                         .await;
+                }
+                // Gone without the `Closed` every held connection reports: a bug in the core,
+                // but no reason to stop chatting. Start over (its unacknowledged lines, which
+                // only `Closed` could hand back, are lost; say so in the logs).
+                Err(SendError::UnknownConnection) => {
+                    warn!(
+                        ?conn,
+                        "connection vanished without a Closed event; reconnecting"
+                    );
+                    self.inflight.remove(&conn);
+                    self.conn = None;
+                    self.up = false;
+                    if self.replacing == Some(conn) {
+                        self.replacing = None;
+                    }
+                    self.retry_at = Some(Instant::now());
+                    break;
                 }
                 // Blocked: wait for Writable. Closed: the Closed event brings a new connection.
                 Err(_) => break,
@@ -459,9 +493,14 @@ impl Peer {
             } => {
                 if let Err(refusal) = self.check_key(PublicKey(remote_key)).await {
                     self.view.show(Report::Error(refusal)).await;
-                    self.handle
-                        .abort(conn, close_code::APPLICATION_MIN, "key refused")
-                        .await?;
+                    // The chat ends: the connection we had (if any) is closed too, so that
+                    // the peer hears of it now rather than by its idle timeout.
+                    let old = self.conn.filter(|&old| old != conn);
+                    for c in std::iter::once(conn).chain(old) {
+                        self.handle
+                            .abort(c, close_code::APPLICATION_MIN, "key refused")
+                            .await?;
+                    }
                     let _ = tokio::time::timeout(LINGER, self.handle.wait_idle()).await;
                     return Ok(Some(1));
                 }

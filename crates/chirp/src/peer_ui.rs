@@ -286,9 +286,10 @@ pub(crate) async fn run(
     };
     let logs_off = LogsOff::new();
     let bridge = tokio::spawn(bridge_task(bridge, reports, requests, ui_tx, cmd_rx));
+    // Even if the UI fails, its command channel closes, the bridge asks the loop to leave, and
+    // what was sent still gets its chance to be acknowledged below.
     let ui = chirp_tui::run(config, ui_rx, cmd_tx).await;
     drop(logs_off);
-    ui.context("the terminal UI failed")?;
     // The UI is gone and the loop is leaving: it waits for the peer to acknowledge everything.
     let code = match tokio::time::timeout(Duration::from_secs(1), &mut peer).await {
         Ok(code) => code,
@@ -303,9 +304,12 @@ pub(crate) async fn run(
             peer.await
         }
     };
-    let code = code.context("the peer task panicked")??;
     let last_error = bridge.await.ok().flatten();
-    if code != 0 {
+    ui.context("the terminal UI failed")?;
+    let code = code.context("the peer task panicked")??;
+    // 1: the chat failed (a refused key, messages never acknowledged); say why again, now
+    // that the screen that said it is gone. (130 is Ctrl+C, which needs no explanation.)
+    if code == 1 {
         if let Some(e) = last_error {
             let _ = writeln!(std::io::stderr(), "chirp: {e}");
         }

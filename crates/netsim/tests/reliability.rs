@@ -594,3 +594,72 @@ fn acked_and_undelivered_split_what_was_sent() {
         assert_eq!(&m[..], &message(1, i, 200)[..]);
     }
 }
+
+/// Every handle the application holds gets its `Closed` (with what it could not deliver), also
+/// when the handshake never completes: the incoming one it picked up with `find_open`, and
+/// its own after a simultaneous open made it the server side. (Only an incoming handshake
+/// nobody asked for ends silently.)
+#[test]
+fn a_held_handle_always_reports_closed_even_if_its_handshake_dies() {
+    let cfg = EndpointConfig::default();
+    let mut p = Pair::with_path(
+        cfg.clone(),
+        cfg,
+        Path::symmetric(LinkConfig::ideal(Duration::from_millis(20)), 23),
+        23,
+    );
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    // B opens; as soon as A holds the incoming handshake, A picks it up and writes to it.
+    let _cb = p.b.endpoint.connect(p.now, a_addr).expect("room");
+    p.drive_until(Duration::from_secs(5), |p| {
+        p.a.endpoint.connections().count() == 1
+    })
+    .expect("A sees B's handshake");
+    let ca =
+        p.a.endpoint
+            .find_open(b_addr)
+            .expect("the incoming handshake");
+    p.a.endpoint.send(ca, b"picked up").expect("room");
+    let t0 = p.now;
+    p.path.a_to_b.blackout_until(t0 + Duration::from_secs(3600));
+    p.path.b_to_a.blackout_until(t0 + Duration::from_secs(3600));
+    let closed = p.wait_event(
+        Side::A,
+        Duration::from_secs(60),
+        |e| matches!(e, Event::Closed { conn, .. } if *conn == ca),
+    );
+    let Ok(Event::Closed { undelivered, .. }) = closed else {
+        panic!("A's held handle ended without Closed: {closed:?}");
+    };
+    assert_eq!(undelivered, vec![bytes::Bytes::from_static(b"picked up")]);
+
+    // A simultaneous open that dies half-way: both applications hear of their handles.
+    let cfg = EndpointConfig::default();
+    let mut p = Pair::with_path(
+        cfg.clone(),
+        cfg,
+        Path::symmetric(LinkConfig::ideal(Duration::from_millis(20)), 24),
+        24,
+    );
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let ca = p.a.endpoint.connect(p.now, b_addr).expect("room");
+    let cb = p.b.endpoint.connect(p.now, a_addr).expect("room");
+    p.a.endpoint.send(ca, b"from a").expect("room");
+    p.b.endpoint.send(cb, b"from b").expect("room");
+    // Long enough for the INITIALs to cross (one side yields), too short to finish.
+    let t0 = p.now;
+    p.advance_to(t0 + Duration::from_millis(30)).expect("runs");
+    p.path.a_to_b.blackout_until(t0 + Duration::from_secs(3600));
+    p.path.b_to_a.blackout_until(t0 + Duration::from_secs(3600));
+    for (side, conn, text) in [(Side::A, ca, &b"from a"[..]), (Side::B, cb, b"from b")] {
+        let closed = p.wait_event(
+            side,
+            Duration::from_secs(60),
+            |e| matches!(e, Event::Closed { conn: c, .. } if *c == conn),
+        );
+        let Ok(Event::Closed { undelivered, .. }) = closed else {
+            panic!("{side:?}: no Closed for its own handle: {closed:?}");
+        };
+        assert_eq!(undelivered, vec![bytes::Bytes::copy_from_slice(text)]);
+    }
+}

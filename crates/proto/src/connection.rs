@@ -331,6 +331,10 @@ pub(crate) struct Connection {
     acked_reported: u64,
     closed: Option<CloseReason>,
     closed_emitted: bool,
+    /// The application holds this handle: it opened the connection (even if a simultaneous
+    /// open then made it the server side), got it from `Endpoint::find_open`, or saw
+    /// `Connected`. Such a connection always reports `Closed`, with what it could not deliver.
+    app_holds: bool,
 
     stats: ConnectionStats,
 }
@@ -455,6 +459,7 @@ impl Connection {
             acked_reported: 0,
             closed: None,
             closed_emitted: false,
+            app_holds: side == Side::Client,
             close_deadline: None,
             created: now,
             stats: ConnectionStats::default(),
@@ -561,6 +566,11 @@ impl Connection {
         matches!(self.state, State::Handshaking | State::Established)
     }
 
+    /// The application now holds this handle (see `app_holds`).
+    pub(crate) fn hand_out(&mut self) {
+        self.app_holds = true;
+    }
+
     pub(crate) fn send_buffered(&self) -> u64 {
         self.send.unacked()
     }
@@ -582,6 +592,9 @@ impl Connection {
             cwnd: self.cc.window(),
             bytes_in_flight: self.bytes_in_flight,
             loss_estimate: self.loss_estimate,
+            // The stream's count, which `Acked` reports as events are polled; after the close
+            // (which frees the stream) the total reported.
+            messages_acked: self.send.acked_messages().max(self.acked_reported),
             ..self.stats
         }
     }
@@ -655,7 +668,6 @@ impl Connection {
         if acked > self.acked_reported && !self.closed_emitted {
             let n = acked - self.acked_reported;
             self.acked_reported = acked;
-            self.stats.messages_acked = acked;
             return Some(ConnEvent::Acked(n));
         }
         if std::mem::take(&mut self.writable_pending) {
@@ -664,9 +676,9 @@ impl Connection {
         if !self.closed_emitted {
             if let Some(reason) = &self.closed {
                 self.closed_emitted = true;
-                if self.side == Side::Server && self.crypto.remote_key.is_none() {
+                if !self.app_holds && self.crypto.remote_key.is_none() {
                     // An incoming handshake that never completed: the application never saw
-                    // `Connected`, so it hears nothing of the end either.
+                    // `Connected` nor the handle, so it hears nothing of the end either.
                     return None;
                 }
                 // Hand back what the peer never acknowledged, and free the send buffer.

@@ -407,12 +407,18 @@ impl Endpoint {
     /// An open connection (handshaking or established, not closing) whose peer is at `remote`.
     /// Peer mode asks this before opening its own: the peer may already have opened one to us,
     /// and a second would look to the peer like a restart.
-    pub fn find_open(&self, remote: SocketAddr) -> Option<ConnectionHandle> {
+    ///
+    /// The handle returned is the application's from now on, like one from [`Self::connect`]:
+    /// its [`Event::Closed`] is reported (with what it could not deliver) even if its
+    /// handshake never completes, whereas an incoming handshake nobody asked for ends silently.
+    pub fn find_open(&mut self, remote: SocketAddr) -> Option<ConnectionHandle> {
         let remote = canonical(remote);
-        self.conns
-            .iter()
-            .find(|(_, c)| c.remote == remote && c.is_open())
-            .map(|(&h, _)| h)
+        let (&h, c) = self
+            .conns
+            .iter_mut()
+            .find(|(_, c)| c.remote == remote && c.is_open())?;
+        c.hand_out();
+        Some(h)
     }
 
     /// Queues one message (0 to 64 KiB) on `conn`. Call `poll_transmit` afterwards.

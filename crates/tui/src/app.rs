@@ -535,6 +535,11 @@ impl App {
                 }
                 self.remove_current();
             }
+            // In peer mode the peer's conversation is the chat itself, and nothing could
+            // reopen it.
+            BufferId::Dm(_) if self.config.peer => {
+                self.error("the conversation with the peer stays open; /quit leaves chirp");
+            }
             BufferId::Dm(_) => self.remove_current(),
         }
     }

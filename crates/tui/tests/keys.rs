@@ -763,8 +763,12 @@ fn peer_mode_refuses_server_commands_and_sends_to_the_peer() {
     );
     assert_eq!(
         sends(&enter_line(&mut app, "/me waves", T0)),
-        vec![(peer, "waves".into(), true, 2)]
+        vec![(peer.clone(), "waves".into(), true, 2)]
     );
+    // The peer's conversation cannot be closed: nothing could reopen it.
+    assert!(enter_line(&mut app, "/close", T0).is_empty());
+    assert_eq!(app.current_buffer(), &peer);
+    assert_eq!(app.buffer_list().len(), 2);
     // The same commands work with a server.
     let mut app = support::app();
     assert!(
