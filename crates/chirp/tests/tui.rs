@@ -139,13 +139,19 @@ fn shows_rtt(screen: &str) -> bool {
 
 /// Starts `chirp serve` on a free loopback port and returns it with its address.
 fn server(dir: &Path) -> (Proc, SocketAddr) {
-    let args = [
+    server_with(dir, &[])
+}
+
+/// [`server`] with extra arguments.
+fn server_with(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut args = vec![
         "serve".to_owned(),
         "--bind".into(),
         "127.0.0.1:0".into(),
         "--data-dir".into(),
         dir.display().to_string(),
     ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let mut proc = Proc::spawn("server", CHIRP, &args, Stdout::Lines);
     let line = match proc.recv(WAIT) {
         Ok(l) => String::from_utf8_lossy(&l).into_owned(),
@@ -261,6 +267,50 @@ fn two_clients_chat_in_tmux() {
     tmux.wait_for("bob", "alice's quit", |s| s.contains("alice quit"));
     tmux.keys("bob", "C-c");
     tmux.wait_for("bob", "a clean exit", |s| s.contains("chirp exited with 0"));
+    server.kill();
+}
+
+#[test]
+fn the_servers_message_limit_reaches_the_input_line() {
+    if !tmux_installed("the_servers_message_limit_reaches_the_input_line") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = server_with(&dir.path().join("data"), &["--max-message-size", "20"]);
+    let tmux = Tmux::new(dir.path());
+    tmux.start(
+        "dave",
+        &client_command(addr, &dir.path().join("dave"), "dave", ""),
+    );
+    tmux.wait_for("dave", "join", |s| s.contains("you joined #t"));
+    // 26 bytes against the server's 20: refused up front, and kept for editing.
+    tmux.type_line("dave", "abcdefghijklmnopqrstuvwxyz");
+    let screen = tmux.wait_for("dave", "the refusal", |s| {
+        s.contains("message not sent: 26 bytes, the limit is 20 (6 over)")
+    });
+    assert!(
+        screen
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("abcdefghijklmnopqrstuvwxyz")),
+        "the text stays in the input line:\n{screen}"
+    );
+    assert!(
+        !screen.contains("<dave> abc"),
+        "nothing was sent:\n{screen}"
+    );
+    // Trimmed to the limit, it goes.
+    for _ in 0..6 {
+        tmux.keys("dave", "BSpace");
+    }
+    tmux.keys("dave", "Enter");
+    tmux.wait_for("dave", "the message, stored", |s| {
+        s.contains("✓ <dave> abcdefghijklmnopqrst")
+    });
+    tmux.keys("dave", "C-c");
+    tmux.wait_for("dave", "a clean exit", |s| {
+        s.contains("chirp exited with 0")
+    });
     server.kill();
 }
 
