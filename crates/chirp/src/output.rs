@@ -125,11 +125,14 @@ impl Output {
                 "loss_percent": s.loss_percent(),
                 "packets_sent": s.packets_sent, "bytes_sent": s.bytes_sent,
                 "packets_received": s.packets_received, "bytes_received": s.bytes_received,
-                "packets_lost": s.packets_lost, "retransmissions": s.retransmissions,
+                "packets_lost": s.packets_lost,
+                "handshake_packets_lost": s.handshake_packets_lost,
+                "retransmissions": s.retransmissions,
                 "redundant_copies": s.redundant_copies,
                 "duplicates": s.duplicates_dropped, "reordered": s.out_of_order,
                 "corrupt": s.corrupt_dropped, "malformed": s.malformed_dropped,
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,
+                "messages_acked": s.messages_acked,
             }),
         );
     }

@@ -153,8 +153,8 @@ impl LossWindow {
     }
 }
 
-/// A statistics snapshot into the status bar: smoothed RTT, loss over the last minute,
-/// retransmissions and the `/stats` counters.
+/// A statistics snapshot into the status bar: smoothed RTT, loss over the last minute (of
+/// packets sent after the handshake), retransmissions and the `/stats` counters.
 pub(crate) fn update_link(
     link: &mut LinkStatus,
     loss: &mut LossWindow,
@@ -162,7 +162,9 @@ pub(crate) fn update_link(
     now: Instant,
 ) {
     link.rtt = Some(s.srtt);
-    link.loss_pct_last_minute = loss.record(now, s.packets_lost, s.packets_acked);
+    // Handshake packets lost before the other side was listening are not the path's loss.
+    let lost = s.packets_lost.saturating_sub(s.handshake_packets_lost);
+    link.loss_pct_last_minute = loss.record(now, lost, s.packets_acked);
     link.retransmissions = s.retransmissions;
     link.counters = counters(s);
 }
@@ -175,6 +177,7 @@ fn counters(s: &ConnectionStats) -> Vec<(String, u64)> {
         ("packets received", s.packets_received),
         ("packets acked", s.packets_acked),
         ("packets lost", s.packets_lost),
+        ("… of them in the handshake", s.handshake_packets_lost),
         ("retransmissions", s.retransmissions),
         ("redundant copies", s.redundant_copies),
         ("duplicates dropped", s.duplicates_dropped),
@@ -1026,6 +1029,34 @@ mod tests {
         assert_eq!(w.record(t0 + s(62), 1, 3), Some(25.0));
         w.reset();
         assert_eq!(w.record(t0 + s(63), 0, 0), None);
+    }
+
+    #[test]
+    fn handshake_losses_are_not_link_loss() {
+        // Started before the other side: 2 INITIALs went nowhere, then 10 packets acked.
+        let t0 = Instant::now();
+        let (mut link, mut loss) = (LinkStatus::default(), LossWindow::default());
+        let s = ConnectionStats {
+            packets_lost: 2,
+            handshake_packets_lost: 2,
+            packets_acked: 10,
+            ..ConnectionStats::default()
+        };
+        update_link(&mut link, &mut loss, &s, t0);
+        assert_eq!(link.loss_pct_last_minute, Some(0.0));
+        assert!(link.counters.contains(&("packets lost".to_owned(), 2)));
+        // A data packet lost later is the path's.
+        let s = ConnectionStats {
+            packets_lost: 3,
+            packets_acked: 19,
+            ..s
+        };
+        update_link(&mut link, &mut loss, &s, t0 + Duration::from_secs(1));
+        assert_eq!(
+            link.loss_pct_last_minute,
+            Some(10.0),
+            "1 lost, 9 acked since"
+        );
     }
 
     #[test]

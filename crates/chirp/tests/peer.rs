@@ -377,10 +377,16 @@ fn commands_stats_escape_unknown_help_quit() {
         "reordered",
         "corrupt",
         "malformed",
+        "handshake_packets_lost",
     ] {
         assert!(s[k].is_number(), "stats has no numeric {k}: {s}");
     }
     assert!(s["messages_sent"].as_u64() >= Some(5), "{s}");
+    // Acknowledged messages never outnumber the sent ones.
+    assert!(
+        s["messages_acked"].as_u64() <= s["messages_sent"].as_u64(),
+        "{s}"
+    );
     assert!(s["messages_received"].as_u64() >= Some(5), "{s}");
 
     a.line("//hi");

@@ -663,3 +663,54 @@ fn a_held_handle_always_reports_closed_even_if_its_handshake_dies() {
         assert_eq!(undelivered, vec![bytes::Bytes::copy_from_slice(text)]);
     }
 }
+
+#[test]
+fn handshake_packets_lost_before_the_peer_listens_are_counted_apart() {
+    // Two peers, A started 3 s before B (its INITIALs go nowhere meanwhile), both opening:
+    // what `chirp peer` does when one side starts late.
+    let cfg = EndpointConfig::default();
+    let mut p = Pair::with_path(
+        cfg.clone(),
+        cfg,
+        Path::symmetric(LinkConfig::ideal(Duration::from_millis(20)), 25),
+        25,
+    );
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let t0 = p.now;
+    p.path.a_to_b.blackout_until(t0 + Duration::from_secs(3));
+    p.a.endpoint.connect(p.now, b_addr).expect("room");
+    p.advance_to(t0 + Duration::from_secs(3)).expect("runs");
+    let _cb = p.b.endpoint.connect(p.now, a_addr).expect("room");
+    p.drive_until(Duration::from_secs(10), |p| {
+        [&p.a.events, &p.b.events]
+            .iter()
+            .all(|evs| evs.iter().any(|e| matches!(e, Event::Connected { .. })))
+    })
+    .expect("both connect");
+    let conn_a =
+        p.a.endpoint
+            .connections()
+            .next()
+            .expect("A has its connection");
+    let s = p.a.endpoint.stats(conn_a).expect("live");
+    assert!(s.packets_lost > 0, "A's early INITIALs were lost: {s:?}");
+    assert_eq!(s.handshake_packets_lost, s.packets_lost, "{s:?}");
+    // Data lost afterwards is not handshake loss.
+    p.path
+        .a_to_b
+        .blackout_until(p.now + Duration::from_millis(500));
+    for i in 0..5u32 {
+        p.a.endpoint
+            .send(conn_a, &message(1, i, 100))
+            .expect("room");
+    }
+    p.drive_until(Duration::from_secs(10), |p| {
+        p.a.endpoint
+            .stats(conn_a)
+            .is_some_and(|s| s.messages_acked == 5)
+    })
+    .expect("delivered and acknowledged after the gap");
+    let after = p.a.endpoint.stats(conn_a).expect("live");
+    assert!(after.packets_lost > s.packets_lost, "{after:?}");
+    assert_eq!(after.handshake_packets_lost, s.handshake_packets_lost);
+}

@@ -1206,6 +1206,9 @@ impl Connection {
             };
             trace!(pn, "lost");
             self.stats.packets_lost += 1;
+            if p.long {
+                self.stats.handshake_packets_lost += 1;
+            }
             self.bytes_in_flight -= p.size;
             self.loss_estimate = self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
             newest_lost = Some(newest_lost.map_or(p.time, |t| t.max(p.time)));

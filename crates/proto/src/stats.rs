@@ -23,6 +23,10 @@ pub struct ConnectionStats {
     pub bytes_received: u64,
     /// Packets declared lost.
     pub packets_lost: u64,
+    /// Of `packets_lost`, those with a long header: sent during the handshake, typically
+    /// before the peer was listening (a peer started second, a server restarting). They say
+    /// little about the path, so a link-quality figure leaves them out.
+    pub handshake_packets_lost: u64,
     /// Packets acknowledged (the loss rate is lost / (lost + acked)).
     pub packets_acked: u64,
     /// Message-stream byte ranges sent again because they were lost or probed.
