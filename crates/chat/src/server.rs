@@ -884,13 +884,7 @@ impl Server {
             let data = enc(&ServerMsg::Msg(to_msg(r, true)));
             self.out.push_back(Output::Send { to: session, data });
         }
-        self.send(
-            session,
-            &ServerMsg::HistoryEnd {
-                conv: conv.to_owned(),
-                count,
-            },
-        );
+        self.send_history_end(session, conv, count);
     }
 
     fn in_room(&self, key: &Key, room: &str) -> bool {
@@ -981,6 +975,9 @@ impl Server {
     fn replay(&mut self, now_ms: i64, session: SessionId, conv: &str, after: Option<u64>) {
         self.expire(now_ms, conv);
         let Some(c) = self.convs.get(conv) else {
+            if after.is_none() {
+                self.send_history_end(session, conv, 0);
+            }
             return;
         };
         let msgs: Vec<Bytes> = match after {
@@ -1014,9 +1011,25 @@ impl Server {
                     .collect()
             }
         };
+        let count = msgs.len() as u64;
         for data in msgs {
             self.out.push_back(Output::Send { to: session, data });
         }
+        // A first join's history ends like a page, so that a client can show all of it at
+        // once, above the join (a resume's messages are live ones and need no end).
+        if after.is_none() {
+            self.send_history_end(session, conv, count);
+        }
+    }
+
+    fn send_history_end(&mut self, session: SessionId, conv: &str, count: u64) {
+        self.send(
+            session,
+            &ServerMsg::HistoryEnd {
+                conv: conv.to_owned(),
+                count,
+            },
+        );
     }
 
     fn leave_room(&mut self, now_ms: i64, room: &str, key: &Key, ev: Presence) {

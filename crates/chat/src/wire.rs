@@ -297,7 +297,8 @@ pub enum ServerMsg {
         #[serde(default)]
         more: u64,
     },
-    /// End of a history page (its messages came before, with `history: true`).
+    /// End of a history page (its messages came before, with `history: true`), or of the
+    /// messages replayed on a first join.
     HistoryEnd {
         /// The conversation paged.
         conv: String,

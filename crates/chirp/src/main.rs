@@ -120,7 +120,7 @@ struct PeerArgs {
     json: bool,
     /// Line mode even on a terminal: one message per input line, events printed as lines
     /// (the default when stdin or stdout is not a terminal).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     line: bool,
     /// In the chat UI, do not ring the terminal bell on messages from the peer (`/bell`
     /// switches it while running).

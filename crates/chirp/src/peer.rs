@@ -314,6 +314,8 @@ impl Peer {
                     self.connect().await?;
                 }
                 _ = &mut ctrl_c => {
+                    // No new connection while the CLOSE goes out (see `Closed` while leaving).
+                    self.handle.set_accept_incoming(false).await?;
                     if let Some(c) = self.conn {
                         self.handle.abort(c, close_code::NO_ERROR, "interrupted").await?;
                         // Give the transport a moment to put the CLOSE on the wire.
@@ -388,7 +390,11 @@ impl Peer {
                         ?conn,
                         "connection vanished without a Closed event; reconnecting"
                     );
-                    self.inflight.remove(&conn);
+                    let lost = self.inflight.remove(&conn).unwrap_or_default();
+                    for local_id in lost.into_iter().flatten() {
+                        let reason = "lost with its connection (not resent)".to_owned();
+                        self.view.show(Report::Failed { local_id, reason }).await;
+                    }
                     self.conn = None;
                     self.up = false;
                     if self.replacing == Some(conn) {
@@ -410,13 +416,7 @@ impl Peer {
     }
 
     async fn leave(&mut self) -> anyhow::Result<()> {
-        if !self.leaving {
-            self.leaving = true;
-            // The peer reconnects as soon as our close reaches it; while we drain and linger,
-            // that attempt must find nobody, not a connection that dies with this process
-            // (which the peer would show as up until its idle timeout).
-            self.handle.set_accept_incoming(false).await?;
-        }
+        self.leaving = true;
         self.flush().await
     }
 
@@ -496,6 +496,8 @@ impl Peer {
                     // The chat ends: the connection we had (if any) is closed too, so that
                     // the peer hears of it now rather than by its idle timeout.
                     let old = self.conn.filter(|&old| old != conn);
+                    // No new connection while we linger (see `Closed` while leaving).
+                    self.handle.set_accept_incoming(false).await?;
                     for c in std::iter::once(conn).chain(old) {
                         self.handle
                             .abort(c, close_code::APPLICATION_MIN, "key refused")
@@ -579,6 +581,12 @@ impl Peer {
                 let was_up = std::mem::take(&mut self.up);
                 self.conn = None;
                 if self.leaving {
+                    // Accept no new connection from now on: the peer reconnects as soon as
+                    // our close reaches it, and that attempt must find nobody rather than a
+                    // connection that dies with this process (which the peer would show as
+                    // up until its idle timeout). Until now a restarted peer could still take
+                    // over what we were draining.
+                    self.handle.set_accept_incoming(false).await?;
                     let code = self.finish(&reason).await;
                     // Linger while the connection drains: if our CLOSE (which carries our
                     // final acknowledgements) is lost, the peer's next packet is answered

@@ -12,9 +12,11 @@
 //!   matches later echoes by id. The server sends the room's copy of a message (our echo)
 //!   *before* the sender's `ack`, so an echo of our own arriving while sends are pending is
 //!   held back until the ack that names it (then dropped: the UI already shows the message).
-//! - **History.** Pages asked for by the UI end with the server's `history_end`; the backlog a
-//!   join replays has no end marker, so it is collected and handed over as one page as soon as
-//!   something else arrives (or the event queue runs dry). Every `FetchHistory` is answered.
+//! - **History.** Pages asked for by the UI end with the server's `history_end`, and so does
+//!   the backlog a first join replays: it is collected and handed over as one page, above the
+//!   join line. A live message in the same buffer hands it over first (it is older), and so
+//!   does a wait of [`BACKLOG_WAIT`] (an end marker that never came). Every `FetchHistory`
+//!   is answered.
 //! - **The link.** Once a second the session is asked for its connection statistics; the
 //!   status bar gets the smoothed RTT, retransmissions and the loss over the last minute,
 //!   computed from the lost/acknowledged packet counters over a sliding window
@@ -55,6 +57,8 @@ const LOSS_WINDOW: Duration = Duration::from_secs(60);
 /// A history request the server never answered (it refused it, or the answer was lost with
 /// the connection) is answered with an empty page after this long, so the UI can ask again.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A join's backlog whose `history_end` has not come after this long is shown as it is.
+const BACKLOG_WAIT: Duration = Duration::from_secs(2);
 /// The same nick quitting in several shared rooms within this time is shown once.
 const QUIT_DEDUP: Duration = Duration::from_secs(5);
 
@@ -229,6 +233,16 @@ pub(crate) enum Action {
     Reply(Vec<UiEvent>),
 }
 
+/// A join's replayed backlog, being collected until its `history_end`.
+#[derive(Debug)]
+struct Backlog {
+    buffer: BufferId,
+    /// When its first message came.
+    since: Instant,
+    /// In arrival order (oldest first), each with `own`.
+    messages: Vec<(ChatMessage, bool)>,
+}
+
 /// A history page the UI asked for, being collected.
 #[derive(Debug)]
 struct PageReq {
@@ -255,8 +269,8 @@ pub(crate) struct Bridge {
     sends: HashMap<u64, u64>,
     /// Echoes of our own messages that arrived before their ack.
     held: Vec<Msg>,
-    /// A join's replayed backlog, per buffer, in arrival order.
-    backlog: Vec<(BufferId, Vec<(ChatMessage, bool)>)>,
+    /// Joins' replayed backlogs being collected.
+    backlog: Vec<Backlog>,
     /// Buffers whose backlog was handed over since their join: more of it is newer than that
     /// page, so it goes below as messages (a page would go above).
     backlog_shown: HashSet<BufferId>,
@@ -345,21 +359,37 @@ impl Bridge {
         }
     }
 
-    /// Hands over a join's backlog (call when the session goes quiet, too).
-    pub(crate) fn flush_backlog(&mut self) -> Vec<UiEvent> {
-        let shown = &mut self.backlog_shown;
-        self.backlog
-            .drain(..)
-            .inspect(|(buffer, _)| {
-                shown.insert(buffer.clone());
-            })
-            .map(|(buffer, messages)| UiEvent::HistoryPage {
+    /// Hands over the join backlogs for which `pick` holds, each as a page.
+    fn flush_backlog_where(
+        &mut self,
+        more: bool,
+        mut pick: impl FnMut(&BufferId, Instant) -> bool,
+    ) -> Vec<UiEvent> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.backlog.len() {
+            let b = &self.backlog[i];
+            if !pick(&b.buffer, b.since) {
+                i += 1;
+                continue;
+            }
+            let Backlog {
+                buffer, messages, ..
+            } = self.backlog.remove(i);
+            self.backlog_shown.insert(buffer.clone());
+            out.push(UiEvent::HistoryPage {
                 buffer,
                 messages,
-                // Possibly more: the UI asks, and an empty answer ends it.
-                more: true,
-            })
-            .collect()
+                more,
+            });
+        }
+        out
+    }
+
+    /// Hands over every join backlog (the connection is gone: no end marker will come).
+    pub(crate) fn flush_backlog(&mut self) -> Vec<UiEvent> {
+        // Possibly more: the UI asks, and an empty answer ends it.
+        self.flush_backlog_where(true, |_, _| true)
     }
 
     fn release_held(&mut self, out: &mut Vec<UiEvent>) {
@@ -385,8 +415,10 @@ impl Bridge {
         now: Instant,
     ) -> (Vec<UiEvent>, Option<End>) {
         let mut out = Vec::new();
-        let backlog_msg = matches!(&ev, Event::Message(m) if m.history);
-        if !backlog_msg {
+        if matches!(
+            ev,
+            Event::Disconnected { .. } | Event::Fatal(_) | Event::Finished { .. }
+        ) {
             out.extend(self.flush_backlog());
         }
         let mut end = None;
@@ -407,7 +439,7 @@ impl Bridge {
                 out.push(UiEvent::MessageLimit(max_text));
                 out.push(UiEvent::Link(self.link.clone()));
             }
-            Event::Message(m) => self.on_message(m, &mut out),
+            Event::Message(m) => self.on_message(m, now, &mut out),
             Event::Delivered { c, conv, id, ts: t } => {
                 if let Some(local_id) = self.sends.remove(&c) {
                     out.push(UiEvent::Delivered {
@@ -467,7 +499,7 @@ impl Bridge {
         (out, end)
     }
 
-    fn on_message(&mut self, m: Msg, out: &mut Vec<UiEvent>) {
+    fn on_message(&mut self, m: Msg, now: Instant, out: &mut Vec<UiEvent>) {
         let own = self.is_me(&m.from);
         let buffer = self.buffer_of(&m);
         let msg = Self::chat(&m);
@@ -481,12 +513,20 @@ impl Bridge {
             } else if self.backlog_shown.contains(&buffer) {
                 out.push(UiEvent::Message { buffer, msg, own });
             } else {
-                match self.backlog.iter_mut().find(|(b, _)| *b == buffer) {
-                    Some((_, msgs)) => msgs.push((msg, own)),
-                    None => self.backlog.push((buffer, vec![(msg, own)])),
+                match self.backlog.iter_mut().find(|b| b.buffer == buffer) {
+                    Some(b) => b.messages.push((msg, own)),
+                    None => self.backlog.push(Backlog {
+                        buffer,
+                        since: now,
+                        messages: vec![(msg, own)],
+                    }),
                 }
             }
-        } else if own && !self.sends.is_empty() {
+            return;
+        }
+        // A live message is newer than any backlog of its buffer: that goes first.
+        out.extend(self.flush_backlog_where(true, |b, _| *b == buffer));
+        if own && !self.sends.is_empty() {
             // Possibly the echo of a send whose ack is still to come (the server sends the
             // room's copy first): the UI must see `Delivered` first.
             self.held.push(m);
@@ -638,6 +678,19 @@ impl Bridge {
                         // the start was reached.
                         more: count > 0,
                     });
+                } else if conv.starts_with('#') {
+                    // The end of a join's backlog: all of it at once, above the join line.
+                    let buffer = BufferId::Room(conv.clone());
+                    let pages = self.flush_backlog_where(count > 0, |b, _| fold(b.name()) == conv);
+                    if pages.is_empty() && count == 0 {
+                        // A room without history: say so rather than offer to load some.
+                        out.push(UiEvent::HistoryPage {
+                            buffer,
+                            messages: Vec::new(),
+                            more: false,
+                        });
+                    }
+                    out.extend(pages);
                 }
             }
             ServerMsg::Bye { reason } => out.push(UiEvent::Info {
@@ -763,7 +816,11 @@ impl Bridge {
 
     /// Once a second.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<UiEvent> {
-        self.expire_pages(Some(now))
+        let mut out = self.expire_pages(Some(now));
+        out.extend(self.flush_backlog_where(true, |_, since| {
+            now.saturating_duration_since(since) >= BACKLOG_WAIT
+        }));
+        out
     }
 }
 
@@ -850,10 +907,7 @@ async fn bridge_task(
                 let Some(ev) = ev else {
                     return End::Fatal("the chat session stopped".into());
                 };
-                let (mut out, end) = bridge.on_event(ev, now_ms(), Instant::now());
-                if events.is_empty() {
-                    out.extend(bridge.flush_backlog());
-                }
+                let (out, end) = bridge.on_event(ev, now_ms(), Instant::now());
                 emit(&ui, out).await;
                 if let Some(end) = end {
                     return end;
@@ -1442,6 +1496,87 @@ mod tests {
         let out = b.tick(now + PAGE_TIMEOUT);
         assert!(
             matches!(&out[..], [UiEvent::HistoryPage { buffer: BufferId::Room(r), more: false, .. }] if r == "#gone")
+        );
+    }
+
+    #[test]
+    fn a_joins_backlog_waits_for_its_end_then_goes_above_the_join() {
+        let now = Instant::now();
+        let mut b = Bridge::new("alice".into());
+        let joined = |room: &str| {
+            Event::Server(ServerMsg::Joined {
+                room: room.into(),
+                topic: String::new(),
+                members: vec!["alice".into()],
+                more: 0,
+            })
+        };
+        ev(&mut b, joined("#t"), now);
+        ev(
+            &mut b,
+            Event::Message(msg("#t", 1, "bob", "old", true)),
+            now,
+        );
+        // Neither statistics, nor a live message elsewhere, nor a quiet moment hand it over
+        // half-way (the rest of it would land below the join line).
+        assert!(
+            ev(&mut b, Event::Stats(Some(stats(0, 1))), now)
+                .iter()
+                .all(|e| matches!(e, UiEvent::Link(_)))
+        );
+        let out = ev(
+            &mut b,
+            Event::Message(msg("#u", 9, "eve", "hi", false)),
+            now,
+        );
+        assert!(matches!(&out[..], [UiEvent::Message { .. }]), "{out:?}");
+        assert!(b.tick(now + Duration::from_secs(1)).is_empty());
+        ev(
+            &mut b,
+            Event::Message(msg("#t", 2, "bob", "older", true)),
+            now,
+        );
+        // Its end hands over all of it, as one page.
+        let end = ServerMsg::HistoryEnd {
+            conv: "#t".into(),
+            count: 2,
+        };
+        let out = ev(&mut b, Event::Server(end), now);
+        let [
+            UiEvent::HistoryPage {
+                buffer,
+                messages,
+                more: true,
+            },
+        ] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(buffer, &BufferId::Room("#t".into()));
+        let ids: Vec<Option<u64>> = messages.iter().map(|(m, _)| m.id).collect();
+        assert_eq!(ids, vec![Some(1), Some(2)]);
+        // A room with no history says so at once.
+        ev(&mut b, joined("#empty"), now);
+        let end = ServerMsg::HistoryEnd {
+            conv: "#empty".into(),
+            count: 0,
+        };
+        assert_eq!(
+            ev(&mut b, Event::Server(end), now),
+            vec![UiEvent::HistoryPage {
+                buffer: BufferId::Room("#empty".into()),
+                messages: Vec::new(),
+                more: false
+            }]
+        );
+        // An end that never comes: after a while, the backlog is shown as it is.
+        ev(&mut b, joined("#v"), now);
+        ev(&mut b, Event::Message(msg("#v", 1, "bob", "x", true)), now);
+        assert!(b.tick(now + Duration::from_secs(1)).is_empty());
+        let out = b.tick(now + BACKLOG_WAIT);
+        assert!(
+            matches!(&out[..], [UiEvent::HistoryPage { buffer: BufferId::Room(r), .. }] if r == "#v"),
+            "{out:?}"
         );
     }
 

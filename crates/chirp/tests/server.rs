@@ -260,6 +260,12 @@ fn history_survives_a_restart() {
     );
     let ids: Vec<u64> = got.iter().filter_map(|v| v["id"].as_u64()).collect();
     assert_eq!(ids, vec![1, 2, 3]);
+    // The join's replay ends like a page.
+    let end = b.wait_type("history_end", WAIT);
+    assert_eq!(
+        (end["room"].as_str(), end["count"].as_u64()),
+        (Some("#r"), Some(3))
+    );
     // /history pages further back: nothing older than id 1.
     b.line("/history 10");
     let end = b.wait_type("history_end", WAIT);

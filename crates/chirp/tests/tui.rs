@@ -168,11 +168,13 @@ fn server_with(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
 }
 
 /// The shell command of a client pane: `chirp connect`, then its exit code, then a pause so
-/// the pane (and what the client left on the screen) stays readable. The pause is bounded;
-/// the tmux server is killed at the end anyway.
+/// the pane (and what the client left on the screen) stays readable. Everything is bounded
+/// (`timeout --foreground 120`, which lets chirp read the terminal, and `sleep 60`), so a
+/// pane ends by itself even if the test process is killed before its tmux server is;
+/// normally the server is killed at the end.
 fn client_command(server: SocketAddr, home: &Path, nick: &str, extra: &str) -> String {
     format!(
-        "'{CHIRP}' connect {server} --nick {nick} --home '{}' --join '#t' {extra}; \
+        "timeout --foreground 120 '{CHIRP}' connect {server} --nick {nick} --home '{}' --join '#t' {extra}; \
          echo \"chirp exited with $?\"; sleep 60",
         home.display()
     )
@@ -244,6 +246,11 @@ fn two_clients_chat_in_tmux() {
             .unwrap_or_else(|| panic!("{line:?} missing:\n{carol}"))
     });
     assert!(order.is_sorted(), "history out of order:\n{carol}");
+    // All of the backlog is older than carol's join, and shown above it.
+    assert!(
+        carol.find("you joined #t") > carol.find("* bob waves"),
+        "the join line is below the whole backlog:\n{carol}"
+    );
     // Scrolling up asks the server for older messages; there are none.
     tmux.keys("carol", "PPage");
     tmux.wait_for("carol", "the start of history", |s| {
@@ -341,7 +348,7 @@ fn line_flag_keeps_line_mode_on_a_terminal() {
 /// The shell command of a `chirp peer` pane (exit code and pause as in [`client_command`]).
 fn peer_command(bind: SocketAddr, to: SocketAddr, home: &Path, extra: &str) -> String {
     format!(
-        "'{CHIRP}' peer --bind {bind} --to {to} --home '{}' {extra}; \
+        "timeout --foreground 120 '{CHIRP}' peer --bind {bind} --to {to} --home '{}' {extra}; \
          echo \"chirp exited with $?\"; sleep 60",
         home.display()
     )
@@ -447,14 +454,28 @@ fn wrong_peer_key_is_refused_in_the_ui_and_said_again_after_it() {
     let screen = tmux.wait_for("ann", "the refusal", |s| {
         s.contains("refusing peer") && s.contains("the network task ended")
     });
-    // The message names both keys (it may wrap, so look for their first groups).
+    // The message names both keys (it may wrap, so look for their first groups in what
+    // follows "refusing peer").
+    let refusal = screen.split_once("refusing peer").map_or("", |(_, r)| r);
     assert!(
-        screen.contains(&ann_fp[..9]) && screen.contains(&ben_fp[..9]),
+        refusal.contains(&ann_fp[..9]) && refusal.contains(&ben_fp[..9]),
         "{screen}"
     );
     assert!(
         !screen.contains(&format!("{ben} is up")),
         "a refused peer is never shown up:\n{screen}"
+    );
+    // Ben saw ann close, and, although it tries again at once, never sees her up again: a
+    // peer that is ending accepts no new connection while it lingers.
+    tmux.wait_for("ben", "ann closing", |s| {
+        s.contains(&format!("{ann} is down"))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let ben_screen = tmux.screen("ben");
+    assert_eq!(
+        ben_screen.matches(&format!("{ann} is up")).count(),
+        1,
+        "a ghost connection:\n{ben_screen}"
     );
     // Leaving the UI, the refusal is printed again on the restored terminal, and the exit
     // code says it failed.

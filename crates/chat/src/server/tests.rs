@@ -498,8 +498,9 @@ fn presence_is_batched_so_mass_joins_cost_linear_messages() {
         panic!("{last:?}")
     };
     assert_eq!(events.len(), n as usize);
-    // Everything together (welcome + joined per session, one batch each): linear, not n².
-    assert!(h.sends < 4 * n as usize, "{} sends", h.sends);
+    // Everything together, per session: welcome, joined, the (empty) history's end, one
+    // presence batch. Linear, not n².
+    assert_eq!(h.sends, 4 * n as usize, "{} sends", h.sends);
 }
 
 #[test]
@@ -515,7 +516,14 @@ fn join_replays_recent_history_and_resume_sends_only_what_was_missed() {
         h.say(1, c, "#r", &format!("m{c}"));
     }
     h.hello(2, key(2), "bob", &["#r"]);
-    let got = h.msgs(2);
+    let all = h.take(2);
+    let got: Vec<Msg> = all
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Msg(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
         texts(&got),
         vec![
@@ -523,6 +531,14 @@ fn join_replays_recent_history_and_resume_sends_only_what_was_missed() {
             ("alice", 3, "m3", true),
             ("alice", 4, "m4", true)
         ]
+    );
+    // The first join's replay ends like a history page, after its messages.
+    assert_eq!(
+        all.last(),
+        Some(&ServerMsg::HistoryEnd {
+            conv: "#r".into(),
+            count: 3
+        })
     );
     // Bob drops, misses m5, m6, reconnects with after = 4.
     h.s.disconnected(h.now, 2, "timed out");
@@ -543,8 +559,22 @@ fn join_replays_recent_history_and_resume_sends_only_what_was_missed() {
             dms: vec![],
         },
     );
+    let all = h.take(3);
+    // A resume's messages are live ones: no history end.
+    assert!(
+        !all.iter()
+            .any(|m| matches!(m, ServerMsg::HistoryEnd { .. })),
+        "{all:?}"
+    );
+    let got: Vec<Msg> = all
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMsg::Msg(m) => Some(m),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
-        texts(&h.msgs(3)),
+        texts(&got),
         vec![("alice", 5, "m5", false), ("alice", 6, "m6", false)]
     );
     // A gap longer than the cache is reported rather than hidden.
