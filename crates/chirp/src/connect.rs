@@ -4,10 +4,8 @@
 //! `chirp_chat::client`; this file is the command line, the key check and the printing.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -138,24 +136,8 @@ fn hms(ms: i64) -> String {
 }
 
 impl Printer {
-    fn emit(&self, human: impl FnOnce() -> String, mut obj: Value) {
-        let line = if self.json {
-            if let Some(map) = obj.as_object_mut() {
-                map.entry("ts").or_insert_with(|| {
-                    Value::String(rfc3339(chrono::Utc::now().timestamp_millis()))
-                });
-            }
-            obj.to_string()
-        } else {
-            human()
-        };
-        // Blocking on a stuck stdout holds the session back (bounded memory); see
-        // `output::Output::emit`. A closed stdout is no reason to panic.
-        tokio::task::block_in_place(|| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        });
+    fn emit(&self, human: impl FnOnce() -> String, obj: Value) {
+        crate::output::print_event(self.json, human, obj);
     }
 
     fn status(&self, text: &str) {
@@ -300,29 +282,6 @@ impl Printer {
     }
 }
 
-fn key_check(
-    name: String,
-    pin: Option<Fingerprint>,
-    known: PathBuf,
-    out: Printer,
-) -> client::KeyCheck {
-    Arc::new(move |key: &[u8; 32]| {
-        let pin = pin.as_ref();
-        let notice = crate::trust::check(
-            "server",
-            "--server-key",
-            &name,
-            PublicKey(*key),
-            pin,
-            &known,
-        )?;
-        if let Some(n) = notice {
-            out.status(&n);
-        }
-        Ok(())
-    })
-}
-
 /// What the input loop keeps: the current room and what has been seen, for `/history`.
 struct Ui {
     handle: ClientHandle,
@@ -368,14 +327,15 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         )
         .await;
     }
-    config.server_key_check = Some(key_check(
+    let notices = Printer {
+        json,
+        nick: String::new(),
+    };
+    config.server_key_check = Some(crate::trust::server_key_check(
         name.clone(),
         args.server_key,
         home.join(crate::peer::KNOWN_KEYS_FILE),
-        Printer {
-            json,
-            nick: String::new(),
-        },
+        move |notice| notices.status(&notice),
     ));
     let (handle, mut events, task) = client::spawn(config).context("cannot start the client")?;
     let mut ui = Ui {

@@ -305,10 +305,6 @@ fn emit(line: &str) {
     let _ = out.flush();
 }
 
-fn now_utc() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// Up: client to server. Down: server to client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
@@ -608,7 +604,7 @@ impl Proxy {
         if self.json {
             emit(
                 &json!({
-                    "type": "impair_client", "ts": now_utc(), "event": event,
+                    "type": "impair_client", "ts": crate::output::now_utc(), "event": event,
                     "client": c.addr.to_string(), "index": c.index,
                     "upstream": c.upstream_local.to_string(),
                 })
@@ -873,7 +869,7 @@ impl Proxy {
         if self.json {
             emit(
                 &json!({
-                    "type": "impair_stats", "ts": now_utc(), "final": last,
+                    "type": "impair_stats", "ts": crate::output::now_utc(), "final": last,
                     "clients": self.clients.len(), "up": up, "down": down,
                 })
                 .to_string(),
@@ -899,7 +895,7 @@ impl Proxy {
         if self.json {
             emit(
                 &json!({
-                    "type": "impair_start", "ts": now_utc(),
+                    "type": "impair_start", "ts": crate::output::now_utc(),
                     "listen": self.listen_local.to_string(), "to": self.to.to_string(),
                     "client": self.fixed.map(|c| c.to_string()),
                     "via": via.map(|v| v.to_string()),

@@ -14,7 +14,8 @@ pub(crate) struct Output {
     pub(crate) json: bool,
 }
 
-fn now_utc() -> String {
+/// Now, as JSON events stamp it: RFC 3339, UTC, milliseconds.
+pub(crate) fn now_utc() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -22,26 +23,32 @@ fn local_hms() -> String {
     chrono::Local::now().format("%H:%M:%S").to_string()
 }
 
+/// Prints one event on stdout: `human()` as it is, or with `json` the object, stamped with a
+/// `ts` unless it has one. Shared by every line-mode printer (`chirp peer`, `chirp connect`).
+pub(crate) fn print_event(json: bool, human: impl FnOnce() -> String, mut obj: Value) {
+    let line = if json {
+        if let Some(map) = obj.as_object_mut() {
+            map.entry("ts").or_insert_with(|| Value::String(now_utc()));
+        }
+        obj.to_string()
+    } else {
+        human()
+    };
+    // A stuck stdout (a terminal paused with Ctrl-S, a pipe nobody reads) blocks here, on
+    // purpose: the chat task stops taking events, the transport's event channel fills, and
+    // flow control holds the sender back, so memory stays bounded. `block_in_place` moves the
+    // runtime's other tasks, the transport among them, to the other worker so that the link
+    // itself stays alive. A closed stdout (`| head`) is not worth a panic.
+    tokio::task::block_in_place(|| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    });
+}
+
 impl Output {
-    fn emit(&self, human: impl FnOnce() -> String, mut obj: Value) {
-        let line = if self.json {
-            if let Some(map) = obj.as_object_mut() {
-                map.entry("ts").or_insert_with(|| Value::String(now_utc()));
-            }
-            obj.to_string()
-        } else {
-            human()
-        };
-        // A stuck stdout (a terminal paused with Ctrl-S, a pipe nobody reads) blocks here, on
-        // purpose: the chat task stops taking events, the transport's event channel fills,
-        // and flow control holds the sender back, so memory stays bounded. `block_in_place`
-        // moves the runtime's other tasks, the transport among them, to the other worker so
-        // that the link itself stays alive. A closed stdout (`| head`) is not worth a panic.
-        tokio::task::block_in_place(|| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        });
+    fn emit(&self, human: impl FnOnce() -> String, obj: Value) {
+        print_event(self.json, human, obj);
     }
 
     /// A received message.

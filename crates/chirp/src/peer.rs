@@ -41,6 +41,9 @@ use crate::output::Output;
 /// a second on a healthy path).
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long Ctrl-C waits for the transport to send the CLOSE before the process exits.
+const INTERRUPT_LINGER: Duration = Duration::from_millis(50);
+
 /// Lines queued beyond what the transport accepted before standard input stops being read, so
 /// that a peer that stops reading holds back whatever feeds us (memory stays bounded).
 const MAX_PENDING: usize = 1024;
@@ -314,13 +317,10 @@ impl Peer {
                     self.connect().await?;
                 }
                 _ = &mut ctrl_c => {
-                    // No new connection while the CLOSE goes out (see `Closed` while leaving).
-                    self.handle.set_accept_incoming(false).await?;
-                    if let Some(c) = self.conn {
-                        self.handle.abort(c, close_code::NO_ERROR, "interrupted").await?;
-                        // Give the transport a moment to put the CLOSE on the wire.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    // Long enough for the transport to put the CLOSE on the wire.
+                    let conns: Vec<_> = self.conn.into_iter().collect();
+                    self.end(&conns, close_code::NO_ERROR, "interrupted", INTERRUPT_LINGER)
+                        .await?;
                     return Ok(130);
                 }
             }
@@ -495,15 +495,11 @@ impl Peer {
                     self.view.show(Report::Error(refusal)).await;
                     // The chat ends: the connection we had (if any) is closed too, so that
                     // the peer hears of it now rather than by its idle timeout.
-                    let old = self.conn.filter(|&old| old != conn);
-                    // No new connection while we linger (see `Closed` while leaving).
-                    self.handle.set_accept_incoming(false).await?;
-                    for c in std::iter::once(conn).chain(old) {
-                        self.handle
-                            .abort(c, close_code::APPLICATION_MIN, "key refused")
-                            .await?;
-                    }
-                    let _ = tokio::time::timeout(LINGER, self.handle.wait_idle()).await;
+                    let conns: Vec<_> = std::iter::once(conn)
+                        .chain(self.conn.filter(|&old| old != conn))
+                        .collect();
+                    self.end(&conns, close_code::APPLICATION_MIN, "key refused", LINGER)
+                        .await?;
                     return Ok(Some(1));
                 }
                 if let Some(old) = self.conn.filter(|&old| old != conn) {
@@ -581,17 +577,10 @@ impl Peer {
                 let was_up = std::mem::take(&mut self.up);
                 self.conn = None;
                 if self.leaving {
-                    // Accept no new connection from now on: the peer reconnects as soon as
-                    // our close reaches it, and that attempt must find nobody rather than a
-                    // connection that dies with this process (which the peer would show as
-                    // up until its idle timeout). Until now a restarted peer could still take
-                    // over what we were draining.
-                    self.handle.set_accept_incoming(false).await?;
+                    // Until now a restarted peer could still take over what we were
+                    // draining; from here on the chat is over.
                     let code = self.finish(&reason).await;
-                    // Linger while the connection drains: if our CLOSE (which carries our
-                    // final acknowledgements) is lost, the peer's next packet is answered
-                    // with another, and the peer too can leave knowing all arrived.
-                    let _ = tokio::time::timeout(LINGER, self.handle.wait_idle()).await;
+                    self.end(&[], close_code::NO_ERROR, "", LINGER).await?;
                     return Ok(Some(code));
                 }
                 match &reason {
@@ -606,6 +595,27 @@ impl Peer {
             }
         }
         Ok(None)
+    }
+
+    /// The chat is over. Accept no new connection: the peer reconnects as soon as our close
+    /// reaches it, and must find nobody rather than a connection that dies with this process
+    /// (which it would show as up until its idle timeout). Then close `conns` at once, and
+    /// linger up to `linger` while what is closing drains: if our CLOSE (which carries our
+    /// final acknowledgements) is lost, the peer's next packet is answered with another, and
+    /// the peer too can leave knowing all arrived.
+    async fn end(
+        &self,
+        conns: &[ConnectionHandle],
+        code: u64,
+        reason: &str,
+        linger: Duration,
+    ) -> anyhow::Result<()> {
+        self.handle.set_accept_incoming(false).await?;
+        for &c in conns {
+            self.handle.abort(c, code, reason).await?;
+        }
+        let _ = tokio::time::timeout(linger, self.handle.wait_idle()).await;
+        Ok(())
     }
 
     async fn down(&self, reason: String) {

@@ -2,8 +2,10 @@
 //! `chirp connect` in line mode and in the terminal UI: a pinned fingerprint decides; otherwise
 //! the key remembered for the address (trust on first use, like ssh's accept-new).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use chirp_chat::client::KeyCheck;
 use chirp_keys::{Fingerprint, KnownKeys, PublicKey, Trust};
 
 /// Checks `key`, presented by the `kind` ("peer", "server") known as `name`, against `pin`
@@ -43,4 +45,29 @@ pub(crate) fn check(
         )),
         Err(e) => Err(format!("cannot check the {kind}'s key: {e}")),
     }
+}
+
+/// The server-key check of `chirp connect` ([`check`] with `--server-key`), for the chat
+/// session to run during the handshake. A first-contact notice goes to `notify`: printed in
+/// line mode, shown in the status buffer by the terminal UI.
+pub(crate) fn server_key_check(
+    name: String,
+    pin: Option<Fingerprint>,
+    known: PathBuf,
+    notify: impl Fn(String) + Send + Sync + 'static,
+) -> KeyCheck {
+    Arc::new(move |key: &[u8; 32]| {
+        let notice = check(
+            "server",
+            "--server-key",
+            &name,
+            PublicKey(*key),
+            pin.as_ref(),
+            &known,
+        )?;
+        if let Some(n) = notice {
+            notify(n);
+        }
+        Ok(())
+    })
 }

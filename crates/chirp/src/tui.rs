@@ -35,7 +35,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -824,31 +823,6 @@ impl Bridge {
     }
 }
 
-/// The server-key check of `chirp connect` (pin, else trust on first use), telling the user
-/// through `notify` instead of printing (the terminal is the UI's).
-fn key_check(
-    name: String,
-    pin: Option<Fingerprint>,
-    known: PathBuf,
-    notify: mpsc::UnboundedSender<String>,
-) -> client::KeyCheck {
-    Arc::new(move |key: &[u8; 32]| {
-        let pin = pin.as_ref();
-        let notice = crate::trust::check(
-            "server",
-            "--server-key",
-            &name,
-            PublicKey(*key),
-            pin,
-            &known,
-        )?;
-        if let Some(n) = notice {
-            let _ = notify.send(n);
-        }
-        Ok(())
-    })
-}
-
 /// Carries out an [`Action`] on the session.
 async fn perform(bridge: &mut Bridge, handle: &ClientHandle, action: Action) -> Vec<UiEvent> {
     let result = match action.clone() {
@@ -949,7 +923,15 @@ pub(crate) async fn connect(
     bell: bool,
 ) -> anyhow::Result<u8> {
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
-    config.server_key_check = Some(key_check(server_name.clone(), pin, known, notice_tx));
+    // A first-contact notice goes to the status buffer: the terminal is the UI's.
+    config.server_key_check = Some(crate::trust::server_key_check(
+        server_name.clone(),
+        pin,
+        known,
+        move |notice| {
+            let _ = notice_tx.send(notice);
+        },
+    ));
     let give_up = config.give_up_after;
     let bridge = Bridge::new(config.nick.clone());
     let greeting = format!(
@@ -1044,6 +1026,25 @@ mod tests {
         let (out, end) = b.on_event(e, 5, now);
         assert_eq!(end, None);
         out
+    }
+
+    /// The server stored our send `c` (in `#t`) as `id`, at 1234.
+    fn stored(c: u64, id: u64) -> Event {
+        Event::Delivered {
+            c,
+            conv: "#t".into(),
+            id,
+            ts: 1234,
+        }
+    }
+
+    /// What the UI is told of that.
+    fn delivered(local_id: u64, id: u64) -> UiEvent {
+        UiEvent::Delivered {
+            local_id,
+            id: Some(id),
+            ts: Some(1234),
+        }
     }
 
     fn stats(lost: u64, acked: u64) -> ConnectionStats {
@@ -1219,24 +1220,8 @@ mod tests {
         ));
         b.sent(1, 7);
         b.sent(2, 8);
-        let out = ev(
-            &mut b,
-            Event::Delivered {
-                c: 1,
-                conv: "#t".into(),
-                id: 40,
-                ts: 1234,
-            },
-            now,
-        );
-        assert_eq!(
-            out,
-            vec![UiEvent::Delivered {
-                local_id: 7,
-                id: Some(40),
-                ts: Some(1234)
-            }]
-        );
+        let out = ev(&mut b, stored(1, 40), now);
+        assert_eq!(out, vec![delivered(7, 40)]);
         let out = ev(
             &mut b,
             Event::Refused {
@@ -1319,23 +1304,10 @@ mod tests {
             now,
         );
         assert!(out.is_empty(), "held back: {out:?}");
-        let out = ev(
-            &mut b,
-            Event::Delivered {
-                c: 1,
-                conv: "#t".into(),
-                id: 40,
-                ts: 1234,
-            },
-            now,
-        );
+        let out = ev(&mut b, stored(1, 40), now);
         assert_eq!(
             out,
-            vec![UiEvent::Delivered {
-                local_id: 7,
-                id: Some(40),
-                ts: Some(1234)
-            }],
+            vec![delivered(7, 40)],
             "the UI shows its local echo; the server's copy is dropped"
         );
         // Our messages from another session (nothing pending here) are shown as own.

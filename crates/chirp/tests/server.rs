@@ -11,67 +11,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Chirp, Proc, Stdout, WAIT};
+use common::{CHIRP, Chirp, Proc, Server, Stdout, WAIT};
 use serde_json::Value;
-
-/// A `chirp serve` child.
-struct Server {
-    proc: Proc,
-    addr: SocketAddr,
-    fingerprint: String,
-}
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
-}
-
-impl Server {
-    /// Starts `chirp serve --bind BIND --data-dir DIR EXTRA...` and reads its first line.
-    fn start(dir: &Path, bind: &str, extra: &[&str]) -> Server {
-        let mut args: Vec<String> = ["serve", "--bind", bind, "--data-dir"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        args.push(dir.display().to_string());
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut proc = Proc::spawn("server", CHIRP, &args, Stdout::Lines);
-        let line = match proc.recv(WAIT) {
-            Ok(l) => String::from_utf8_lossy(&l).into_owned(),
-            Err(_) => panic!("server did not start: {}", proc.stderr()),
-        };
-        // "chirp server listening on ADDR (UDP); key fingerprint FP[ (new)]; data in DIR"
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        let fingerprint = line
-            .split("key fingerprint ")
-            .nth(1)
-            .and_then(|r| r.split([' ', ';']).next())
-            .unwrap_or_else(|| panic!("no fingerprint in {line:?}"))
-            .to_owned();
-        Server {
-            proc,
-            addr,
-            fingerprint,
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn terminate(&mut self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.proc.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let st = self
-            .proc
-            .wait_exit(WAIT)
-            .unwrap_or_else(|| panic!("server ignored SIGTERM: {}", self.proc.stderr()));
-        assert!(st.success(), "server exit {st:?}: {}", self.proc.stderr());
-    }
 }
 
 /// `chirp connect ADDR --nick NICK --home HOME --json [--join R]... EXTRA...`.
@@ -102,6 +46,18 @@ fn client(
         addr: server,
         seen: Vec::new(),
     }
+}
+
+/// [`client`] named after its nick, with its home `homes/home`, and no extra arguments: what
+/// nearly every test starts. (Tests that share a home between nicks call `client`.)
+fn user(
+    homes: &tempfile::TempDir,
+    home: &str,
+    server: SocketAddr,
+    nick: &str,
+    rooms: &[&str],
+) -> Chirp {
+    client(nick, server, &homes.path().join(home), nick, rooms, &[])
 }
 
 /// Waits until the client is in the server's session and in every room given.
@@ -223,14 +179,7 @@ fn history_survives_a_restart() {
     let data = tmp();
     let homes = tmp();
     let mut srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let mut a = client(
-        "alice",
-        srv.addr,
-        &homes.path().join("a"),
-        "alice",
-        &["#r"],
-        &[],
-    );
+    let mut a = user(&homes, "a", srv.addr, "alice", &["#r"]);
     ready(&mut a, &["#r"]);
     for t in ["one", "two", "three"] {
         a.line(t);
@@ -239,14 +188,7 @@ fn history_survives_a_restart() {
     assert_eq!(a.seen_of("delivered").len(), 3, "{}", a.diag());
     srv.terminate();
     let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let mut b = client(
-        "bob",
-        srv.addr,
-        &homes.path().join("b"),
-        "bob",
-        &["#r"],
-        &[],
-    );
+    let mut b = user(&homes, "b", srv.addr, "bob", &["#r"]);
     ready(&mut b, &["#r"]);
     let got: Vec<Value> = (0..3).map(|_| b.wait_type("message", WAIT)).collect();
     let texts: Vec<&str> = got
@@ -287,14 +229,7 @@ fn kill_9_loses_no_acknowledged_message() {
         "1000",
     ];
     let mut srv = Server::start(data.path(), "127.0.0.1:0", &fast);
-    let mut a = client(
-        "alice",
-        srv.addr,
-        &homes.path().join("a"),
-        "alice",
-        &["#r"],
-        &[],
-    );
+    let mut a = user(&homes, "a", srv.addr, "alice", &["#r"]);
     ready(&mut a, &["#r"]);
     let lines: String = (0..400).map(|i| format!("m{i}\n")).collect();
     a.proc.write(lines.as_bytes());
@@ -314,14 +249,7 @@ fn kill_9_loses_no_acknowledged_message() {
     assert!(delivered.len() >= 20, "{}", a.diag());
     a.proc.kill();
     let srv = Server::start(data.path(), "127.0.0.1:0", &fast);
-    let mut b = client(
-        "bob",
-        srv.addr,
-        &homes.path().join("b"),
-        "bob",
-        &["#r"],
-        &[],
-    );
+    let mut b = user(&homes, "b", srv.addr, "bob", &["#r"]);
     ready(&mut b, &["#r"]);
     // The join replays history (up to 1000): read until quiet.
     let mut stored = BTreeSet::new();
@@ -351,14 +279,7 @@ fn an_offline_dm_is_delivered_on_reconnect() {
     let mut b = client("bob", srv.addr, &bob_home, "bob", &[], &[]);
     ready(&mut b, &[]);
     ends_ok(&mut b);
-    let mut a = client(
-        "alice",
-        srv.addr,
-        &homes.path().join("a"),
-        "alice",
-        &[],
-        &[],
-    );
+    let mut a = user(&homes, "a", srv.addr, "alice", &[]);
     ready(&mut a, &[]);
     a.line("/msg bob while you were away");
     a.wait_type("delivered", WAIT);
@@ -389,14 +310,7 @@ fn nick_theft_is_refused() {
     let data = tmp();
     let homes = tmp();
     let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let mut a = client(
-        "alice",
-        srv.addr,
-        &homes.path().join("a"),
-        "alice",
-        &[],
-        &[],
-    );
+    let mut a = user(&homes, "a", srv.addr, "alice", &[]);
     ready(&mut a, &[]);
     let mut m = client(
         "mallory",
@@ -450,14 +364,7 @@ fn multi_device_sees_everything_on_both() {
     ready(&mut laptop, &["#r"]);
     let mut phone = client("phone", srv.addr, &alice_home, "alice", &["#r"], &[]);
     ready(&mut phone, &["#r"]);
-    let mut b = client(
-        "bob",
-        srv.addr,
-        &homes.path().join("b"),
-        "bob",
-        &["#r"],
-        &[],
-    );
+    let mut b = user(&homes, "b", srv.addr, "bob", &["#r"]);
     ready(&mut b, &["#r"]);
     laptop.line("from the laptop");
     b.line("hi alice");
@@ -520,14 +427,7 @@ fn flood_control_answers_with_an_error_and_paced_clients_are_not_refused() {
         a.diag()
     );
     // The normal client paces itself to the advertised rate: 15 lines, all stored.
-    let mut b = client(
-        "paced",
-        srv.addr,
-        &homes.path().join("b"),
-        "paced",
-        &["#r"],
-        &[],
-    );
+    let mut b = user(&homes, "b", srv.addr, "paced", &["#r"]);
     ready(&mut b, &["#r"]);
     let lines: String = (0..15).map(|i| format!("calm {i}\n")).collect();
     b.proc.write(lines.as_bytes());
@@ -553,14 +453,7 @@ fn bad_names_get_clear_errors() {
     assert!(!x.exit(WAIT).success());
     let err = final_stderr(&x);
     assert!(err.contains("nick contains a space"), "{err}");
-    let mut a = client(
-        "alice",
-        srv.addr,
-        &homes.path().join("a"),
-        "alice",
-        &[],
-        &[],
-    );
+    let mut a = user(&homes, "a", srv.addr, "alice", &[]);
     ready(&mut a, &[]);
     let cases = [
         ("/join rust", "start with '#'"),
@@ -590,14 +483,7 @@ fn graceful_shutdown_tells_clients_who_come_back_by_themselves() {
     let homes = tmp();
     let mut srv = Server::start(data.path(), "127.0.0.1:0", &[]);
     let addr = srv.addr;
-    let mut a = client(
-        "alice",
-        addr,
-        &homes.path().join("a"),
-        "alice",
-        &["#r"],
-        &[],
-    );
+    let mut a = user(&homes, "a", addr, "alice", &["#r"]);
     ready(&mut a, &["#r"]);
     a.line("before");
     a.wait_type("delivered", WAIT);
@@ -770,7 +656,7 @@ fn after_a_crash_the_client_resends_by_itself_and_nothing_is_stored_twice() {
         "the crash went unnoticed: {}",
         a.diag()
     );
-    let mut b = client("bob", addr, &homes.path().join("b"), "bob", &["#r"], &[]);
+    let mut b = user(&homes, "b", addr, "bob", &["#r"]);
     ready(&mut b, &["#r"]);
     let got = (0..N)
         .map(|_| b.wait_type("message", WAIT))
@@ -822,20 +708,13 @@ fn every_setting_can_come_from_a_config_file() {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
-    let mut a = client(
-        "alice",
-        addr,
-        &homes.path().join("a"),
-        "alice",
-        &["#r"],
-        &[],
-    );
+    let mut a = user(&homes, "a", addr, "alice", &["#r"]);
     ready(&mut a, &["#r"]);
     for t in ["1", "2", "3", "4", "5"] {
         a.line(t);
     }
     ends_ok(&mut a);
-    let mut b = client("bob", addr, &homes.path().join("b"), "bob", &["#r"], &[]);
+    let mut b = user(&homes, "b", addr, "bob", &["#r"]);
     ready(&mut b, &["#r"]);
     b.line("mine");
     message(&mut b, "mine");
@@ -859,14 +738,7 @@ fn retention_by_count_applies_and_ids_keep_increasing() {
     let homes = tmp();
     let keep3 = ["--retention-count", "3"];
     let mut srv = Server::start(data.path(), "127.0.0.1:0", &keep3);
-    let mut a = client(
-        "alice",
-        srv.addr,
-        &homes.path().join("a"),
-        "alice",
-        &["#r"],
-        &[],
-    );
+    let mut a = user(&homes, "a", srv.addr, "alice", &["#r"]);
     ready(&mut a, &["#r"]);
     for t in ["1", "2", "3", "4", "5"] {
         a.line(t);
@@ -875,14 +747,7 @@ fn retention_by_count_applies_and_ids_keep_increasing() {
     srv.terminate();
     // Retention is applied at start (and then every minute).
     let srv = Server::start(data.path(), "127.0.0.1:0", &keep3);
-    let mut b = client(
-        "bob",
-        srv.addr,
-        &homes.path().join("b"),
-        "bob",
-        &["#r"],
-        &[],
-    );
+    let mut b = user(&homes, "b", srv.addr, "bob", &["#r"]);
     ready(&mut b, &["#r"]);
     b.line("6");
     let six = message(&mut b, "6");
@@ -916,14 +781,7 @@ fn a_restarted_server_is_noticed_within_a_round_trip_not_the_idle_timeout() {
     let mut srv = Server::start(data.path(), "127.0.0.1:0", &[]);
     let addr = srv.addr;
     // The default idle timeout (30 s): only the server's stateless RESET can make this quick.
-    let mut a = client(
-        "alice",
-        addr,
-        &homes.path().join("a"),
-        "alice",
-        &["#r"],
-        &[],
-    );
+    let mut a = user(&homes, "a", addr, "alice", &["#r"]);
     ready(&mut a, &["#r"]);
     srv.proc.kill();
     let _srv = Server::start(data.path(), &addr.to_string(), &[]);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Proc, Stdout, WAIT, free_ports, have, lo};
+use common::{CHIRP, Proc, Server, WAIT, free_ports, have, lo};
 
 /// Screen size of every client.
 const COLS: &str = "100";
@@ -137,34 +137,15 @@ fn shows_rtt(screen: &str) -> bool {
     })
 }
 
-/// Starts `chirp serve` on a free loopback port and returns it with its address.
+/// Starts `chirp serve` on a free loopback port; returns it with its address.
 fn server(dir: &Path) -> (Proc, SocketAddr) {
     server_with(dir, &[])
 }
 
 /// [`server`] with extra arguments.
 fn server_with(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut args = vec![
-        "serve".to_owned(),
-        "--bind".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        dir.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    let mut proc = Proc::spawn("server", CHIRP, &args, Stdout::Lines);
-    let line = match proc.recv(WAIT) {
-        Ok(l) => String::from_utf8_lossy(&l).into_owned(),
-        Err(_) => panic!("server did not start: {}", proc.stderr()),
-    };
-    // "chirp server listening on ADDR (UDP); ..."
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (proc, addr)
+    let s = Server::start(dir, "127.0.0.1:0", extra);
+    (s.proc, s.addr)
 }
 
 /// The shell command of a client pane: `chirp connect`, then its exit code, then a pause so

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chirp_netsim::{GilbertElliott, LinkConfig, Pair, Path, Side};
+use chirp_netsim::{GilbertElliott, LinkConfig, Pair, Side};
 use chirp_proto::{CloseReason, ConnectionHandle, EndpointConfig, Event, SendError, WriteError};
 
 /// The bytes of message `i` in direction `dir`: a header naming both, then bytes derived from
@@ -370,11 +370,9 @@ fn memory_stays_bounded_when_receiver_stops_reading() {
 
 #[test]
 fn simultaneous_open_yields_one_connection() {
-    let cfg = EndpointConfig::default();
-    let mut p = Pair::with_path(
-        cfg.clone(),
-        cfg,
-        Path::symmetric(LinkConfig::ideal(Duration::from_millis(20)), 11),
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        LinkConfig::ideal(Duration::from_millis(20)),
         11,
     );
     let (a_addr, b_addr) = (p.a.addr, p.b.addr);
@@ -603,11 +601,9 @@ fn acked_and_undelivered_split_what_was_sent() {
 /// nobody asked for ends silently.)
 #[test]
 fn a_held_handle_always_reports_closed_even_if_its_handshake_dies() {
-    let cfg = EndpointConfig::default();
-    let mut p = Pair::with_path(
-        cfg.clone(),
-        cfg,
-        Path::symmetric(LinkConfig::ideal(Duration::from_millis(20)), 23),
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        LinkConfig::ideal(Duration::from_millis(20)),
         23,
     );
     let (a_addr, b_addr) = (p.a.addr, p.b.addr);
@@ -636,11 +632,9 @@ fn a_held_handle_always_reports_closed_even_if_its_handshake_dies() {
     assert_eq!(undelivered, vec![bytes::Bytes::from_static(b"picked up")]);
 
     // A simultaneous open that dies half-way: both applications hear of their handles.
-    let cfg = EndpointConfig::default();
-    let mut p = Pair::with_path(
-        cfg.clone(),
-        cfg,
-        Path::symmetric(LinkConfig::ideal(Duration::from_millis(20)), 24),
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        LinkConfig::ideal(Duration::from_millis(20)),
         24,
     );
     let (a_addr, b_addr) = (p.a.addr, p.b.addr);
@@ -670,11 +664,9 @@ fn a_held_handle_always_reports_closed_even_if_its_handshake_dies() {
 fn handshake_packets_lost_before_the_peer_listens_are_counted_apart() {
     // Two peers, A started 3 s before B (its INITIALs go nowhere meanwhile), both opening:
     // what `chirp peer` does when one side starts late.
-    let cfg = EndpointConfig::default();
-    let mut p = Pair::with_path(
-        cfg.clone(),
-        cfg,
-        Path::symmetric(LinkConfig::ideal(Duration::from_millis(20)), 25),
+    let mut p = Pair::new(
+        EndpointConfig::default(),
+        LinkConfig::ideal(Duration::from_millis(20)),
         25,
     );
     let (a_addr, b_addr) = (p.a.addr, p.b.addr);

@@ -6,6 +6,7 @@
 //! - [`Chirp`]: a `chirp` child started with `--json`; its stdout is parsed into events.
 //! - [`Guard`]: a child driven through its raw pipes (for tests that leave stdout unread for a
 //!   while, or write stdin from another thread), killed and reaped on drop.
+//! - [`Server`]: a `chirp serve` child, with the address and fingerprint it printed.
 //! - [`free_ports`], [`retry_bind`]: free loopback ports, and one retry for the small race
 //!   between releasing a probed port and the child binding it.
 //!
@@ -16,6 +17,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -567,5 +569,62 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A `chirp serve` child.
+pub(crate) struct Server {
+    pub(crate) proc: Proc,
+    pub(crate) addr: SocketAddr,
+    /// Its key fingerprint, as it printed it.
+    pub(crate) fingerprint: String,
+}
+
+impl Server {
+    /// Starts `chirp serve --bind BIND --data-dir DIR EXTRA...` and reads its first line.
+    pub(crate) fn start(dir: &Path, bind: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = ["serve", "--bind", bind, "--data-dir"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(dir.display().to_string());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut proc = Proc::spawn("server", CHIRP, &args, Stdout::Lines);
+        let line = match proc.recv(WAIT) {
+            Ok(l) => String::from_utf8_lossy(&l).into_owned(),
+            Err(_) => panic!("server did not start: {}", proc.stderr()),
+        };
+        // "chirp server listening on ADDR (UDP); key fingerprint FP[ (new)]; data in DIR"
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let fingerprint = line
+            .split("key fingerprint ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ';']).next())
+            .unwrap_or_else(|| panic!("no fingerprint in {line:?}"))
+            .to_owned();
+        Server {
+            proc,
+            addr,
+            fingerprint,
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub(crate) fn terminate(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.proc.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let st = self
+            .proc
+            .wait_exit(WAIT)
+            .unwrap_or_else(|| panic!("server ignored SIGTERM: {}", self.proc.stderr()));
+        assert!(st.success(), "server exit {st:?}: {}", self.proc.stderr());
     }
 }
