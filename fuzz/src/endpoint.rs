@@ -270,6 +270,8 @@ struct Harness {
 /// Events seen, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventCounts {
+    /// `Event::VerifyKey`.
+    pub verify: u64,
     /// `Event::Connected`.
     pub connected: u64,
     /// `Event::Message`.
@@ -343,6 +345,7 @@ impl Harness {
                 "poll_event still returns events after {MAX_EVENTS_PER_DRAIN}"
             );
             match ev {
+                Event::VerifyKey { .. } => self.events.verify += 1,
                 Event::Connected { .. } => self.events.connected += 1,
                 Event::Message { .. } => self.events.messages += 1,
                 Event::Acked { messages, .. } => self.events.acked += messages,

@@ -111,11 +111,23 @@ pub enum CloseReason {
         /// The key the peer proved it holds.
         actual: [u8; 32],
     },
+    /// The application refused the peer's static key when asked
+    /// ([`Event::VerifyKey`](crate::Event::VerifyKey)). Nothing was sent to the peer, and
+    /// nothing was accepted from it, after its key was seen.
+    KeyRefused {
+        /// The key the peer proved it holds.
+        actual: [u8; 32],
+    },
 }
 
 /// Per-connection events, wrapped with the handle by the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ConnEvent {
+    /// The handshake is paused until the application accepts or refuses this key.
+    VerifyKey {
+        incoming: bool,
+        remote_key: [u8; 32],
+    },
     Connected {
         incoming: bool,
         remote_key: [u8; 32],
@@ -227,8 +239,18 @@ struct Crypto {
     hs_due: bool,
     keys: Option<Keys>,
     remote_key: Option<[u8; 32]>,
-    /// Client: refuse a server whose key differs (pinning, known keys).
+    /// Refuse a peer whose key differs (pinning, known keys). Set by a client's
+    /// `connect_expecting`, and kept if a simultaneous open makes it the server side.
     expected_key: Option<[u8; 32]>,
+    /// Without an expected key, ask the application about the peer's key before the
+    /// handshake completes (`EndpointConfig::verify_keys`).
+    verify: bool,
+    /// The peer's key, while the application's verdict on it is awaited. The handshake is
+    /// paused meanwhile (a client has not written Noise message 3; a server has read it but
+    /// installed no keys), so no application data moves in either direction.
+    awaiting_verdict: Option<[u8; 32]>,
+    /// `ConnEvent::VerifyKey` is due.
+    verify_pending: bool,
     /// Client: the address-validation token from the server's RETRY.
     token: Vec<u8>,
     /// Handshake confirmed: the server has Noise message 3, and (client side) has proved it
@@ -351,6 +373,9 @@ pub(crate) struct HandshakeStart {
     /// The token that authenticates our stateless RESET for this connection's ID, told to the
     /// peer (encrypted) once the handshake is done.
     pub(crate) reset_token: [u8; 16],
+    /// Ask the application to accept or refuse the peer's key (unless an expected key
+    /// decides).
+    pub(crate) verify: bool,
 }
 
 impl Connection {
@@ -396,6 +421,9 @@ impl Connection {
                 keys: None,
                 remote_key: None,
                 expected_key: None,
+                verify: start.verify,
+                awaiting_verdict: None,
+                verify_pending: false,
                 token: Vec::new(),
                 confirmed: false,
                 replay: ReplayWindow::new(),
@@ -648,6 +676,14 @@ impl Connection {
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<ConnEvent> {
+        if let Some(remote_key) = self.crypto.awaiting_verdict.filter(|_| self.is_open()) {
+            if std::mem::take(&mut self.crypto.verify_pending) {
+                return Some(ConnEvent::VerifyKey {
+                    incoming: self.side == Side::Server,
+                    remote_key,
+                });
+            }
+        }
         if std::mem::take(&mut self.connected_pending) {
             return Some(ConnEvent::Connected {
                 incoming: self.side == Side::Server,
@@ -982,6 +1018,12 @@ impl Connection {
 
     /// A Noise message from the peer. Only the one the handshake expects next is read;
     /// repeats (every long-header packet carries one) are ignored.
+    ///
+    /// The message that carries the peer's static key (message 2 for a client, 3 for a
+    /// server) is where its key is checked, before anything of ours depends on it: against the
+    /// expected key if there is one, else by the application if `verify` is set. Either way
+    /// a refused peer never gets Noise message 3 from a client (our identity) nor a DATA
+    /// packet from a server, and nothing it sends is opened.
     fn on_handshake(
         &mut self,
         now: Instant,
@@ -992,6 +1034,9 @@ impl Connection {
             (self.side, header.ty),
             (Side::Client, PacketType::Accept) | (Side::Server, PacketType::Handshake)
         );
+        if self.crypto.awaiting_verdict.is_some() {
+            return Ok(()); // A repeat while the application decides.
+        }
         let Some(hs) = self.crypto.handshake.as_mut() else {
             return Ok(());
         };
@@ -1003,24 +1048,72 @@ impl Connection {
         if self.side == Side::Client {
             self.remote_cid = header.src_cid;
         }
-        if let Some(expected) = self.crypto.expected_key.filter(|&e| e != actual) {
-            debug!("peer key differs from the expected one; refusing");
-            // A client refuses before writing message 3: an impostor never learns who we are.
-            self.crypto.hs_msg = Vec::new();
-            self.crypto.handshake = None;
-            self.close_frame = Some((close_code::KEY_MISMATCH, "key mismatch".into()));
-            self.enter_closing(now, CloseReason::KeyMismatch { expected, actual });
-            return Ok(());
+        match self.crypto.expected_key {
+            Some(expected) if expected != actual => {
+                debug!("peer key differs from the expected one; refusing");
+                self.refuse_key(now, CloseReason::KeyMismatch { expected, actual });
+                Ok(())
+            }
+            Some(_) => self.complete_handshake(now),
+            None if self.crypto.verify => {
+                debug!("peer key presented; awaiting the application's verdict");
+                self.crypto.awaiting_verdict = Some(actual);
+                self.crypto.verify_pending = true;
+                if self.side == Side::Client {
+                    // Message 1 is answered; message 3 waits for the verdict. Until then our
+                    // long-header packets carry acknowledgements only.
+                    self.crypto.hs_msg = Vec::new();
+                }
+                // The application sees this handle now, so it hears of its end too.
+                self.app_holds = true;
+                Ok(())
+            }
+            None => self.complete_handshake(now),
         }
-        if self.side == Side::Client {
-            self.crypto.hs_msg = hs.write(&[]).map_err(|_| "handshake write failed")?;
-            self.crypto.hs_due = true;
+    }
+
+    /// The application's verdict on the key it was asked about with `ConnEvent::VerifyKey`.
+    /// Ignored unless that question is open (the connection may have ended meanwhile).
+    pub(crate) fn key_verdict(&mut self, now: Instant, accept: bool) {
+        if !self.is_open() {
+            return;
         }
-        let hs = self
+        let Some(actual) = self.crypto.awaiting_verdict.take() else {
+            return;
+        };
+        self.crypto.verify_pending = false;
+        if accept {
+            if let Err(detail) = self.complete_handshake(now) {
+                self.protocol_violation(now, close_code::HANDSHAKE_FAILED, detail);
+            }
+        } else {
+            debug!("peer key refused by the application");
+            self.refuse_key(now, CloseReason::KeyRefused { actual });
+        }
+    }
+
+    /// Ends the handshake with a refused peer: a client before writing message 3 (an impostor
+    /// never learns who we are), a server before installing keys (nothing it sends is opened).
+    fn refuse_key(&mut self, now: Instant, reason: CloseReason) {
+        self.crypto.hs_msg = Vec::new();
+        self.crypto.hs_due = false;
+        self.crypto.handshake = None;
+        self.close_frame = Some((close_code::KEY_MISMATCH, "key refused".into()));
+        self.enter_closing(now, reason);
+    }
+
+    /// The peer's key passed: a client writes Noise message 3, both sides install packet keys
+    /// and the connection is established.
+    fn complete_handshake(&mut self, now: Instant) -> Result<(), &'static str> {
+        let mut hs = self
             .crypto
             .handshake
             .take()
             .ok_or("handshake state missing")?;
+        if self.side == Side::Client {
+            self.crypto.hs_msg = hs.write(&[]).map_err(|_| "handshake write failed")?;
+            self.crypto.hs_due = true;
+        }
         let keys = hs.finish().map_err(|_| "handshake incomplete")?;
         self.crypto.remote_key = Some(keys.remote_static);
         self.crypto.keys = Some(Keys {

@@ -135,6 +135,14 @@ pub struct EndpointConfig {
     /// Answer a DATA packet for a connection we do not know with a stateless RESET, so that
     /// a peer of ours from before a restart learns at once that its connection is gone.
     pub stateless_reset: bool,
+    /// Let the application judge every peer's static key inside the handshake: when the
+    /// peer's key arrives, the handshake pauses and [`Event::VerifyKey`] asks; it goes on
+    /// after [`Endpoint::accept_key`] and ends with [`CloseReason::KeyRefused`] after
+    /// [`Endpoint::refuse_key`]. Until then no application data goes out or is accepted on
+    /// that connection, in either role. A connection opened with
+    /// [`Endpoint::connect_expecting`] and an expected key is decided by that key instead.
+    /// Off (every authenticated key is accepted) suits a server that anyone may use.
+    pub verify_keys: bool,
 }
 
 impl Default for EndpointConfig {
@@ -147,6 +155,7 @@ impl Default for EndpointConfig {
             identity: None,
             handshake_limit: HandshakeLimit::default(),
             stateless_reset: true,
+            verify_keys: false,
         }
     }
 }
@@ -173,6 +182,23 @@ pub enum Event {
         /// Opened by the peer (true) or by us via [`Endpoint::connect`] (false).
         incoming: bool,
         /// The peer's static public key (X25519), authenticated by the handshake: its identity.
+        remote_key: [u8; 32],
+    },
+    /// The peer proved it holds `remote_key`, and the handshake waits for the application to
+    /// call [`Endpoint::accept_key`] or [`Endpoint::refuse_key`] on `conn`
+    /// ([`EndpointConfig::verify_keys`]). Nothing has been sent that depends on the key: a
+    /// client has not revealed its own identity, a server has not installed packet keys. The
+    /// handle is the application's from here on: [`Event::Closed`] follows if the attempt
+    /// ends, also when it ends before a verdict (the peer gave up, or a server's 10 s
+    /// handshake timeout passed).
+    VerifyKey {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// The peer's address.
+        remote: SocketAddr,
+        /// Opened by the peer (true) or by us (false).
+        incoming: bool,
+        /// The peer's static public key (X25519), authenticated by the handshake.
         remote_key: [u8; 32],
     },
     /// A complete message arrived, in order, exactly once.
@@ -221,6 +247,18 @@ impl std::fmt::Debug for Event {
                 remote_key,
             } => f
                 .debug_struct("Connected")
+                .field("conn", conn)
+                .field("remote", remote)
+                .field("incoming", incoming)
+                .field("remote_key", &format_args!("{:02x?}..", &remote_key[..4]))
+                .finish(),
+            Self::VerifyKey {
+                conn,
+                remote,
+                incoming,
+                remote_key,
+            } => f
+                .debug_struct("VerifyKey")
                 .field("conn", conn)
                 .field("remote", remote)
                 .field("incoming", incoming)
@@ -389,6 +427,7 @@ impl Endpoint {
             message,
             challenge_key: self.secrets.next(),
             reset_token: self.reset_token(local),
+            verify: self.config.verify_keys,
         };
         let conn = Connection::client(
             self.config.transport.clone(),
@@ -419,6 +458,25 @@ impl Endpoint {
             .find(|(_, c)| c.remote == remote && c.is_open())?;
         c.hand_out();
         Some(h)
+    }
+
+    /// Accepts the peer's key that [`Event::VerifyKey`] asked about: the handshake goes on
+    /// ([`Event::Connected`] follows). Call `poll_transmit` afterwards. Harmless if the
+    /// question is no longer open.
+    pub fn accept_key(&mut self, now: Instant, conn: ConnectionHandle) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.key_verdict(now, true);
+        }
+    }
+
+    /// Refuses the peer's key that [`Event::VerifyKey`] asked about: the attempt ends with
+    /// [`CloseReason::KeyRefused`] (a CLOSE with code `KEY_MISMATCH` tells the peer), and
+    /// nothing the application queued on it is sent. Harmless if the question is no longer
+    /// open.
+    pub fn refuse_key(&mut self, now: Instant, conn: ConnectionHandle) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.key_verdict(now, false);
+        }
     }
 
     /// Queues one message (0 to 64 KiB) on `conn`. Call `poll_transmit` afterwards.
@@ -680,6 +738,7 @@ impl Endpoint {
                 message,
                 challenge_key: self.secrets.next(),
                 reset_token: self.reset_token(local),
+                verify: self.config.verify_keys,
             }),
             Err(e) => {
                 trace!(%e, "bad Noise message 1");
@@ -847,6 +906,15 @@ impl Endpoint {
                     incoming,
                     remote_key,
                 } => Event::Connected {
+                    conn: h,
+                    remote,
+                    incoming,
+                    remote_key,
+                },
+                ConnEvent::VerifyKey {
+                    incoming,
+                    remote_key,
+                } => Event::VerifyKey {
                     conn: h,
                     remote,
                     incoming,

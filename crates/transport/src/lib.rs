@@ -108,6 +108,7 @@ enum Command {
     SendBuffered(ConnectionHandle, oneshot::Sender<Option<u64>>),
     WaitIdle(oneshot::Sender<()>),
     AcceptIncoming(bool),
+    KeyVerdict(ConnectionHandle, bool),
 }
 
 /// The application's handle on the driver task.
@@ -129,6 +130,7 @@ impl std::fmt::Debug for Command {
             Command::SendBuffered(c, _) => write!(f, "SendBuffered({c:?})"),
             Command::WaitIdle(_) => write!(f, "WaitIdle"),
             Command::AcceptIncoming(a) => write!(f, "AcceptIncoming({a})"),
+            Command::KeyVerdict(c, a) => write!(f, "KeyVerdict({c:?}, {a})"),
         }
     }
 }
@@ -261,6 +263,16 @@ impl Handle {
     pub async fn set_accept_incoming(&self, accept: bool) -> Result<(), Stopped> {
         self.tx
             .send(Command::AcceptIncoming(accept))
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// The application's verdict on the key that `Event::VerifyKey` asked about
+    /// (`EndpointConfig::verify_keys`): `true` lets the handshake of `conn` go on, `false` ends
+    /// it with `CloseReason::KeyRefused` before any application data moves.
+    pub async fn verify_key(&self, conn: ConnectionHandle, accept: bool) -> Result<(), Stopped> {
+        self.tx
+            .send(Command::KeyVerdict(conn, accept))
             .await
             .map_err(|_| Stopped)
     }
@@ -407,6 +419,8 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
     match cmd {
         Command::WaitIdle(reply) => idle_waiters.push(reply),
         Command::AcceptIncoming(accept) => endpoint.set_accept_incoming(accept),
+        Command::KeyVerdict(conn, true) => endpoint.accept_key(now, conn),
+        Command::KeyVerdict(conn, false) => endpoint.refuse_key(now, conn),
         Command::Connect {
             remote,
             reuse,

@@ -1,0 +1,402 @@
+//! No application byte crosses a connection before the peer's static key has passed the
+//! application's check (`EndpointConfig::verify_keys`), whichever side opens, whatever the
+//! order of the starts, and across a restart.
+//!
+//! Each side is modelled the way `chirp peer` behaves: it dials the other, and it writes its
+//! line on every handle as soon as it has one (its own connection at once, the peer's at
+//! `VerifyKey`, *before* giving a verdict), so any path by which queued data could leave
+//! before the check would show up as a `Message` on the other side. Side A refuses B's key
+//! (a wrong pin, or a key other than the one it remembers); B would accept A.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chirp_keys::Identity;
+use chirp_netsim::{LinkConfig, Pair, Side};
+use chirp_proto::handshake::StaticSecret;
+use chirp_proto::{CloseReason, ConnectionHandle, EndpointConfig, Event};
+
+const ONE_WAY: Duration = Duration::from_millis(15);
+const A_LINE: &[u8] = b"line from A: must never reach a refused key";
+const B_LINE: &[u8] = b"line from B: must never be accepted by A";
+
+fn identity() -> Identity {
+    Identity::generate().expect("key pair")
+}
+
+fn config(id: &Identity) -> EndpointConfig {
+    EndpointConfig {
+        identity: Some(StaticSecret(*id.secret())),
+        verify_keys: true,
+        ..EndpointConfig::default()
+    }
+}
+
+/// What one side's application knows and did.
+#[derive(Debug, Default)]
+struct App {
+    /// The only key it accepts.
+    accepts: [u8; 32],
+    /// Handles it already wrote its line on.
+    wrote: BTreeSet<ConnectionHandle>,
+    /// Keys it refused, in order.
+    refused: Vec<[u8; 32]>,
+    /// Lines it received.
+    received: Vec<Vec<u8>>,
+    /// Close reasons it saw.
+    closed: Vec<CloseReason>,
+    connected: u32,
+}
+
+/// One round of both applications: write on new handles, answer `VerifyKey`, record the rest.
+fn react(p: &mut Pair, apps: &mut [App; 2]) {
+    let now = p.now;
+    for (side, app, line) in [(Side::A, 0, A_LINE), (Side::B, 1, B_LINE)] {
+        let node = p.node(side);
+        while let Some(ev) = node.events.pop_front() {
+            let app = &mut apps[app];
+            match ev {
+                Event::VerifyKey {
+                    conn, remote_key, ..
+                } => {
+                    // The worst case: the application writes before deciding.
+                    if app.wrote.insert(conn) {
+                        let _ = node.endpoint.send(conn, line);
+                    }
+                    if remote_key == app.accepts {
+                        node.endpoint.accept_key(now, conn);
+                    } else {
+                        app.refused.push(remote_key);
+                        node.endpoint.refuse_key(now, conn);
+                    }
+                }
+                Event::Connected { conn, .. } => {
+                    app.connected += 1;
+                    if app.wrote.insert(conn) {
+                        let _ = node.endpoint.send(conn, line);
+                    }
+                }
+                Event::Message { data, .. } => app.received.push(data.to_vec()),
+                Event::Closed { reason, .. } => app.closed.push(reason),
+                Event::Acked { .. } | Event::Writable { .. } => {}
+            }
+        }
+    }
+}
+
+/// A dials B now (its line queued on the new handle at once).
+fn dial(p: &mut Pair, side: Side, app: &mut App, line: &[u8]) {
+    let now = p.now;
+    let to = match side {
+        Side::A => p.b.addr,
+        Side::B => p.a.addr,
+    };
+    let node = p.node(side);
+    let conn = node.endpoint.connect(now, to).expect("room");
+    node.endpoint
+        .send(conn, line)
+        .expect("queued before the handshake");
+    app.wrote.insert(conn);
+}
+
+fn run(p: &mut Pair, apps: &mut [App; 2], for_: Duration) {
+    let until = p.now + for_;
+    p.drive_until(for_, |p| {
+        react(p, apps);
+        p.now >= until
+    })
+    .or_else(|e| match e {
+        chirp_netsim::HarnessError::Timeout(_) => Ok(()),
+        e => Err(e),
+    })
+    .expect("no busy loop");
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    AFirst,
+    BFirst,
+    Simultaneous,
+    /// A and B chat, then A restarts (its process and endpoint are new) and meets the refused
+    /// key on the way back.
+    ARestarted,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// A's pin names a key B does not hold.
+    WrongPin,
+    /// A remembers B's key, and the one at B's address now holds another.
+    ChangedKey,
+}
+
+fn scenario(order: Order, refusal: Refusal, link: LinkConfig, seed: u64) {
+    let a_id = identity();
+    let b_real = identity();
+    let b_other = identity();
+    // Who sits at B's address, and which key A accepts.
+    let (b_id, a_accepts) = match refusal {
+        Refusal::WrongPin => (&b_real, identity().public().0),
+        Refusal::ChangedKey => (&b_other, b_real.public().0),
+    };
+    let mut apps = [
+        App {
+            accepts: a_accepts,
+            ..App::default()
+        },
+        App {
+            accepts: a_id.public().0,
+            ..App::default()
+        },
+    ];
+    let mut p = Pair::with_path(
+        config(&a_id),
+        config(b_id),
+        chirp_netsim::Path::symmetric(link, seed),
+        seed,
+    );
+    let ctx = format!("{order:?} {refusal:?} seed {seed}");
+    let gap = Duration::from_millis(300);
+    match order {
+        Order::AFirst | Order::ARestarted => {
+            if let Order::ARestarted = order {
+                // First the real chat: A accepts B's key, lines flow both ways.
+                p.b.endpoint = chirp_proto::Endpoint::new(config(&b_real), seed ^ 0xbb);
+                apps[0].accepts = b_real.public().0;
+                let [a, b] = &mut apps;
+                dial(&mut p, Side::A, a, A_LINE);
+                dial(&mut p, Side::B, b, B_LINE);
+                run(&mut p, &mut apps, Duration::from_secs(5));
+                assert!(apps[0].connected >= 1 && apps[1].connected >= 1, "{ctx}");
+                assert_eq!(apps[1].received, vec![A_LINE.to_vec()], "{ctx}");
+                // A restarts; B's side now holds the key A must refuse (B itself with a
+                // wrong pin on A's side, or an impostor that took B's address).
+                p.a.endpoint = chirp_proto::Endpoint::new(config(&a_id), seed ^ 0xaa);
+                p.a.events.clear();
+                if let Refusal::ChangedKey = refusal {
+                    p.b.endpoint = chirp_proto::Endpoint::new(config(b_id), seed ^ 0xbc);
+                    p.b.events.clear();
+                }
+                apps = [
+                    App {
+                        accepts: a_accepts,
+                        ..App::default()
+                    },
+                    App {
+                        accepts: a_id.public().0,
+                        ..App::default()
+                    },
+                ];
+                let [a, b] = &mut apps;
+                dial(&mut p, Side::A, a, A_LINE);
+                if let Refusal::ChangedKey = refusal {
+                    dial(&mut p, Side::B, b, B_LINE);
+                }
+            } else {
+                let [a, _] = &mut apps;
+                dial(&mut p, Side::A, a, A_LINE);
+                run(&mut p, &mut apps, gap);
+                let [_, b] = &mut apps;
+                dial(&mut p, Side::B, b, B_LINE);
+            }
+        }
+        Order::BFirst => {
+            let [_, b] = &mut apps;
+            dial(&mut p, Side::B, b, B_LINE);
+            run(&mut p, &mut apps, gap);
+            let [a, _] = &mut apps;
+            dial(&mut p, Side::A, a, A_LINE);
+        }
+        Order::Simultaneous => {
+            let [a, b] = &mut apps;
+            dial(&mut p, Side::A, a, A_LINE);
+            dial(&mut p, Side::B, b, B_LINE);
+        }
+    }
+    // Long enough for every retransmission, the idle timeout and a server's handshake timeout.
+    run(&mut p, &mut apps, Duration::from_secs(45));
+
+    let [a, b] = &apps;
+    assert!(
+        b.received.is_empty(),
+        "{ctx}: the refused side received {} line(s)",
+        b.received.len()
+    );
+    assert!(
+        a.received.is_empty(),
+        "{ctx}: the refusing side accepted {} line(s)",
+        a.received.len()
+    );
+    assert_eq!(a.connected, 0, "{ctx}: A reported a connection");
+    assert!(
+        !a.refused.is_empty() && a.refused.iter().all(|k| *k == b_id.public().0),
+        "{ctx}: A refused {:?}: {apps:?}",
+        a.refused.len()
+    );
+    assert!(
+        a.closed.iter().any(|r| *r
+            == CloseReason::KeyRefused {
+                actual: b_id.public().0
+            }),
+        "{ctx}: A's refusal names B's key: {:?}",
+        a.closed
+    );
+    // B may count a connection it opened as up (a Noise XX initiator is done once it wrote
+    // message 3), but A's CLOSE ends it: every attempt of B's ends.
+    assert!(
+        b.closed.len() as u32 >= b.connected,
+        "{ctx}: B still holds a connection A refused: {b:?}"
+    );
+}
+
+const ORDERS: [Order; 4] = [
+    Order::AFirst,
+    Order::BFirst,
+    Order::Simultaneous,
+    Order::ARestarted,
+];
+
+#[test]
+fn no_byte_crosses_before_the_key_is_verified() {
+    for order in ORDERS {
+        for refusal in [Refusal::WrongPin, Refusal::ChangedKey] {
+            for seed in 1..=3 {
+                scenario(order, refusal, LinkConfig::ideal(ONE_WAY), seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn no_byte_crosses_before_the_key_is_verified_under_loss() {
+    let link = LinkConfig::ideal(ONE_WAY)
+        .with_loss(0.2)
+        .with_duplicate(0.05)
+        .with_reorder(0.1, Duration::from_millis(10));
+    for order in ORDERS {
+        for refusal in [Refusal::WrongPin, Refusal::ChangedKey] {
+            for seed in 10..=13 {
+                scenario(order, refusal, link.clone(), seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn accepted_keys_connect_in_every_order() {
+    // The control: with keys both sides accept, every order connects and the lines arrive.
+    for order in [Order::AFirst, Order::BFirst, Order::Simultaneous] {
+        for seed in 1..=3 {
+            let a_id = identity();
+            let b_id = identity();
+            let mut apps = [
+                App {
+                    accepts: b_id.public().0,
+                    ..App::default()
+                },
+                App {
+                    accepts: a_id.public().0,
+                    ..App::default()
+                },
+            ];
+            let mut p = Pair::with_path(
+                config(&a_id),
+                config(&b_id),
+                chirp_netsim::Path::symmetric(LinkConfig::ideal(ONE_WAY), seed),
+                seed,
+            );
+            let [a, b] = &mut apps;
+            match order {
+                Order::BFirst => dial(&mut p, Side::B, b, B_LINE),
+                _ => dial(&mut p, Side::A, a, A_LINE),
+            }
+            if !matches!(order, Order::Simultaneous) {
+                run(&mut p, &mut apps, Duration::from_millis(300));
+            }
+            let [a, b] = &mut apps;
+            match order {
+                Order::BFirst => dial(&mut p, Side::A, a, A_LINE),
+                _ => dial(&mut p, Side::B, b, B_LINE),
+            }
+            run(&mut p, &mut apps, Duration::from_secs(5));
+            let ctx = format!("{order:?} seed {seed}: {apps:?}");
+            assert!(
+                apps[0].refused.is_empty() && apps[1].refused.is_empty(),
+                "{ctx}"
+            );
+            assert!(apps[0].received.contains(&B_LINE.to_vec()), "{ctx}");
+            assert!(apps[1].received.contains(&A_LINE.to_vec()), "{ctx}");
+        }
+    }
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// The handshake state machine with a verdict in both roles, an expected key
+        /// (`connect_expecting`) on either dialer, any start order and a lossy, duplicating,
+        /// reordering link: lines cross exactly when both sides accept each other's key.
+        #[test]
+        fn lines_cross_only_between_accepted_keys(
+            seed in 1u64..10_000,
+            loss in 0.0f64..0.3,
+            a_ok in any::<bool>(),
+            b_ok in any::<bool>(),
+            a_expects in any::<bool>(),
+            b_expects in any::<bool>(),
+            b_dials in any::<bool>(),
+            offset_ms in 0u64..400,
+        ) {
+            let a_id = identity();
+            let b_id = identity();
+            let wrong = identity().public().0;
+            let a_accepts = if a_ok { b_id.public().0 } else { wrong };
+            let b_accepts = if b_ok { a_id.public().0 } else { wrong };
+            let mut apps = [
+                App { accepts: a_accepts, ..App::default() },
+                App { accepts: b_accepts, ..App::default() },
+            ];
+            let link = LinkConfig::ideal(ONE_WAY)
+                .with_loss(loss)
+                .with_duplicate(0.05)
+                .with_reorder(0.1, Duration::from_millis(10));
+            let mut p = Pair::with_path(
+                config(&a_id),
+                config(&b_id),
+                chirp_netsim::Path::symmetric(link, seed),
+                seed,
+            );
+            let dial_as = |p: &mut Pair, side: Side, app: &mut App, line: &[u8], expect: bool| {
+                let now = p.now;
+                let to = if side == Side::A { p.b.addr } else { p.a.addr };
+                let expected = expect.then_some(app.accepts);
+                let node = p.node(side);
+                let conn = node.endpoint.connect_expecting(now, to, expected).expect("room");
+                node.endpoint.send(conn, line).expect("queued");
+                app.wrote.insert(conn);
+            };
+            dial_as(&mut p, Side::A, &mut apps[0], A_LINE, a_expects);
+            run(&mut p, &mut apps, Duration::from_millis(offset_ms));
+            if b_dials {
+                dial_as(&mut p, Side::B, &mut apps[1], B_LINE, b_expects);
+            }
+            run(&mut p, &mut apps, Duration::from_secs(60));
+            let [a, b] = &apps;
+            if a_ok && b_ok {
+                prop_assert!(b.received.contains(&A_LINE.to_vec()), "{apps:?}");
+                if b_dials {
+                    prop_assert!(a.received.contains(&B_LINE.to_vec()), "{apps:?}");
+                }
+            } else {
+                prop_assert!(a.received.is_empty() && b.received.is_empty(), "{apps:?}");
+            }
+            // Nobody is asked about a key it already expects, and nobody is refused by mistake.
+            prop_assert!(a.refused.iter().all(|k| !a_ok && *k == b_id.public().0));
+            prop_assert!(b.refused.iter().all(|k| !b_ok && *k == a_id.public().0));
+        }
+    }
+}
