@@ -37,6 +37,7 @@ async fn run_once(members: usize, messages: usize) -> f64 {
         ..RunnerConfig::default()
     };
     config.server.max_sessions_per_ip = members + 10;
+    config.server.nick_claim_burst = u32::try_from(members).unwrap_or(u32::MAX);
     config.server.burst = 100_000;
     config.server.per_sec = 100_000;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

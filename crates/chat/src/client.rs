@@ -2,8 +2,9 @@
 //! talks to the application through a command channel ([`ClientHandle`]) and an event channel
 //! ([`Event`]).
 //!
-//! - **Connect and hello.** On `Connected` the server's key is checked (pin or known-keys,
-//!   through [`ClientConfig::server_key_check`]); then `hello` carries the nick, the rooms to
+//! - **Connect and hello.** Inside the handshake, before our identity or any request goes
+//!   out, the server's key is checked (pin or known-keys, through
+//!   [`ClientConfig::server_key_check`] at `VerifyKey`); on `Connected`, `hello` carries the nick, the rooms to
 //!   (re)join with the last id seen in each, and the DM conversations to resume.
 //! - **Reconnect.** A lost connection, a `bye` or a failed attempt is retried with exponential
 //!   backoff (with jitter) for as long as the application wants; errors the server gives
@@ -295,6 +296,8 @@ pub fn spawn(
         accept_incoming: false,
         max_connections: 4,
         identity: config.identity.clone(),
+        // The server's key is checked inside the handshake (`server_key_check`).
+        verify_keys: config.server_key_check.is_some(),
         ..EndpointConfig::default()
     };
     ep.transport.idle_timeout = config.idle_timeout;
@@ -578,16 +581,28 @@ impl Session {
     async fn on_transport(&mut self, ev: chirp_proto::Event) -> bool {
         use chirp_proto::Event as T;
         match ev {
-            T::Connected {
+            T::VerifyKey {
                 conn, remote_key, ..
-            } if Some(conn) == self.conn => {
-                if let Some(check) = &self.config.server_key_check {
-                    if let Err(msg) = check(&remote_key) {
-                        let _ = self.handle.abort(conn, 0, "server key mismatch").await;
+            } => {
+                // Inside the handshake, before our own key (Noise message 3) or any request
+                // goes out: a refused server learns nothing of us.
+                let verdict = match &self.config.server_key_check {
+                    Some(check) if Some(conn) == self.conn => check(&remote_key),
+                    Some(_) => Err("not the connection we opened".to_owned()),
+                    None => Ok(()),
+                };
+                let accept = verdict.is_ok();
+                let _ = self.handle.verify_key(conn, accept).await;
+                if let Err(msg) = verdict {
+                    if Some(conn) == self.conn {
                         self.emit(Event::Fatal(msg)).await;
                         return false;
                     }
                 }
+            }
+            T::Connected {
+                conn, remote_key, ..
+            } if Some(conn) == self.conn => {
                 self.emit(Event::Connected {
                     server_key: remote_key,
                 })

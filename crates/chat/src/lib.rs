@@ -5,7 +5,10 @@
 //!
 //! - [`wire`]: the chat protocol, one JSON object per transport message (`docs/PROTOCOL.md`,
 //!   "Chat protocol"). Decoding never panics.
-//! - [`names`]: nick, room, topic and text validation with precise errors.
+//! - [`names`]: nick, room, topic and text validation with precise errors; the identifier and
+//!   look-alike rules for nicks and room names.
+//! - `claims` (private): the look-alike index of taken names and the per-network rate of new
+//!   nick claims, used by the server core.
 //! - [`server`]: the sans-IO server core (rooms, key-bound nicks, DMs, presence batching, flood
 //!   control, limits). Time comes in as `now_ms`; storage requests go out as outputs.
 //! - [`runner`]: the tokio server: transport events in, core outputs carried out, the store's
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod claims;
 pub mod client;
 pub mod names;
 pub mod runner;

@@ -3,12 +3,15 @@
 //!
 //! - Transport events become core inputs (`connected` / `message` / `disconnected`).
 //! - `Output::Send` goes into a per-session queue flushed into the transport; a full send
-//!   buffer waits for `Writable`. A session whose queue passes [`MAX_QUEUE`] is too slow to
-//!   follow the chat and is closed, so one stuck client cannot grow the server's memory.
+//!   buffer waits for `Writable`. What the transport takes is reported to the core
+//!   ([`Server::sent`]), which bounds each queue by bytes and streams replays only as it
+//!   drains (see [`crate::server::MAX_QUEUED_BYTES`]), so one stuck client or one long
+//!   request cannot grow the server's memory.
 //! - `Output::Persist` batches of one round are written as one [`Store::write`]; a forwarder
 //!   task awaits the commits in order and hands `(tokens, ok)` back, and only then does the
 //!   core acknowledge and fan out.
-//! - `Output::ReadHistory` runs on the blocking pool with the read connection.
+//! - `Output::ReadHistory` and `Output::ReadUndelivered` run on the blocking pool with the
+//!   read connection.
 //! - Shutdown: every session is told (`bye`), commits in flight are awaited, connections are
 //!   closed gracefully (bounded wait), and the store is flushed and closed.
 
@@ -27,8 +30,6 @@ use tracing::{debug, info, warn};
 
 use crate::server::{Output, Server, ServerConfig, SessionId};
 
-/// Messages queued for one session before it is declared too slow and closed.
-pub const MAX_QUEUE: usize = 8192;
 /// How long shutdown waits for connections to drain.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(3);
 /// Close code for sessions the server ends (limits, slowness, shutdown).
@@ -101,11 +102,11 @@ pub async fn run(
         _ => {}
     }
     let reader = store.reader()?;
-    let loaded = reader.load(config.server.replay_cache, 1_000_000)?;
+    // Undelivered DMs stay in the store until their recipient connects (`ReadUndelivered`).
+    let loaded = reader.load(config.server.replay_cache, 0)?;
     info!(
         nicks = loaded.nicks.len(),
         conversations = loaded.last_ids.len(),
-        undelivered = loaded.undelivered.len(),
         "state loaded"
     );
     let core = Server::new(config.server.clone(), loaded);
@@ -121,6 +122,7 @@ pub async fn run(
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     tokio::spawn(forward_commits(commit_rx, done_tx));
     let (hist_tx, hist_rx) = mpsc::unbounded_channel();
+    let (undelivered_tx, undelivered_rx) = mpsc::unbounded_channel();
     let mut r = Runner {
         core,
         handle,
@@ -130,8 +132,13 @@ pub async fn run(
         commit_tx,
         in_flight: 0,
         hist_tx,
+        undelivered_tx,
     };
-    r.run(events, done_rx, hist_rx, config.prune_every, shutdown)
+    let reads = Reads {
+        history: hist_rx,
+        undelivered: undelivered_rx,
+    };
+    r.run(events, done_rx, reads, config.prune_every, shutdown)
         .await;
     drop(r.handle);
     task.abort();
@@ -140,6 +147,14 @@ pub async fn run(
 }
 
 type Commit = (oneshot::Receiver<Result<(), StoreError>>, Vec<u64>);
+type HistoryRead = (SessionId, String, Vec<Record>);
+type UndeliveredRead = (SessionId, Result<Vec<(String, u64)>, String>);
+
+/// Answers of the store's read connection.
+struct Reads {
+    history: mpsc::UnboundedReceiver<HistoryRead>,
+    undelivered: mpsc::UnboundedReceiver<UndeliveredRead>,
+}
 
 /// Awaits commits in the order they were queued (the writer commits in that order too) and
 /// reports each batch's tokens.
@@ -170,7 +185,8 @@ struct Runner {
     sessions: HashMap<SessionId, Sess>,
     commit_tx: mpsc::UnboundedSender<Commit>,
     in_flight: usize,
-    hist_tx: mpsc::UnboundedSender<(SessionId, String, Vec<Record>)>,
+    hist_tx: mpsc::UnboundedSender<HistoryRead>,
+    undelivered_tx: mpsc::UnboundedSender<UndeliveredRead>,
 }
 
 fn conn(s: SessionId) -> ConnectionHandle {
@@ -184,7 +200,7 @@ fn reason_text(r: &CloseReason) -> String {
         CloseReason::IdleTimeout => "timed out".into(),
         CloseReason::ProtocolViolation { detail, .. } => format!("protocol error: {detail}"),
         CloseReason::Reset => "reconnecting".into(),
-        CloseReason::KeyMismatch { .. } => "key refused".into(),
+        CloseReason::KeyMismatch { .. } | CloseReason::KeyRefused { .. } => "key refused".into(),
     }
 }
 
@@ -193,7 +209,7 @@ impl Runner {
         &mut self,
         mut events: mpsc::Receiver<Event>,
         mut done_rx: mpsc::UnboundedReceiver<(Vec<u64>, bool)>,
-        mut hist_rx: mpsc::UnboundedReceiver<(SessionId, String, Vec<Record>)>,
+        mut reads: Reads,
         prune_every: Duration,
         shutdown: impl Future<Output = ()>,
     ) {
@@ -220,8 +236,11 @@ impl Runner {
                         self.core.committed(now, t, ok);
                     }
                 }
-                Some((session, conv, records)) = hist_rx.recv() => {
+                Some((session, conv, records)) = reads.history.recv() => {
                     self.core.history_loaded(session, &conv, records);
+                }
+                Some((session, page)) = reads.undelivered.recv() => {
+                    self.core.undelivered_loaded(now_ms(), session, page);
                 }
                 () = sleep_until(timer) => self.core.handle_timeout(now_ms()),
                 _ = prune.tick() => {
@@ -272,6 +291,11 @@ impl Runner {
                 self.sessions.insert(conn.0, Sess::default());
                 self.core.connected(now, conn.0, remote.ip(), remote_key);
             }
+            // Never asked: the server's endpoint accepts every authenticated key
+            // (`verify_keys` is off); a key is an identity, not a credential, here.
+            Event::VerifyKey { conn, .. } => {
+                let _ = self.handle.verify_key(conn, true).await;
+            }
             Event::Message { conn, data } => self.core.message(now, conn.0, &data),
             // The server's messages need no per-message receipt: a client that missed some
             // catches up from the history when it comes back.
@@ -290,24 +314,25 @@ impl Runner {
         }
     }
 
-    /// Carries out everything the core has asked for.
+    /// Carries out everything the core has asked for, until it asks for nothing more (what
+    /// the transport takes lets the core go on with its replays).
     async fn drain(&mut self) {
+        while self.drain_once().await {}
+    }
+
+    /// One round of [`Self::drain`]: false if the core had nothing to do.
+    async fn drain_once(&mut self) -> bool {
         let mut ops: Vec<Op> = Vec::new();
         let mut tokens = Vec::new();
         let mut touched = Vec::new();
+        let mut any = false;
         while let Some(o) = self.core.poll_output() {
+            any = true;
             match o {
                 Output::Send { to, data } => {
+                    // The core bounds this queue by bytes (it closes a session before it
+                    // would pass `MAX_QUEUED_BYTES`).
                     if let Some(s) = self.sessions.get_mut(&to) {
-                        if s.queue.len() >= MAX_QUEUE {
-                            if s.close.is_none() {
-                                warn!(session = to, "client too slow; closing");
-                                s.close = Some("too slow".into());
-                                s.queue.clear();
-                                touched.push(to);
-                            }
-                            continue;
-                        }
                         s.queue.push_back(data);
                         if s.queue.len() == 1 {
                             touched.push(to);
@@ -344,6 +369,24 @@ impl Runner {
                         }
                     });
                 }
+                Output::ReadUndelivered {
+                    session,
+                    key,
+                    after,
+                    limit,
+                } => {
+                    let reader = Arc::clone(&self.reader);
+                    let tx = self.undelivered_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let r = reader.lock().unwrap_or_else(|p| p.into_inner());
+                        let page = r.undelivered(&key, after.as_deref(), limit);
+                        if let Err(e) = &page {
+                            warn!(error = %e, "undelivered DMs read failed");
+                        }
+                        // The core is told either way: its replays wait for this answer.
+                        let _ = tx.send((session, page.map_err(|e| e.to_string())));
+                    });
+                }
             }
         }
         if !tokens.is_empty() {
@@ -354,37 +397,53 @@ impl Runner {
         for s in touched {
             self.flush(s).await;
         }
+        any
     }
 
+    /// Hands `sid`'s queue to the transport until it blocks, and tells the core how much it
+    /// took.
     async fn flush(&mut self, sid: SessionId) {
+        let taken = self.flush_queue(sid).await;
+        if taken > 0 {
+            self.core.sent(now_ms(), sid, taken);
+        }
+    }
+
+    /// Bytes the transport took.
+    async fn flush_queue(&mut self, sid: SessionId) -> usize {
+        let mut taken = 0;
         loop {
             let Some(s) = self.sessions.get_mut(&sid) else {
-                return;
+                return taken;
             };
             if s.blocked {
-                return;
+                return taken;
             }
             let Some(data) = s.queue.front().cloned() else {
                 if let Some(reason) = s.close.take() {
                     // Graceful: what was queued (an error saying why) arrives first.
                     let _ = self.handle.close(conn(sid), CLOSE_CODE, &reason).await;
                 }
-                return;
+                return taken;
             };
+            let len = data.len();
             match self.handle.send(conn(sid), data).await {
                 Ok(Ok(())) => {
                     s.queue.pop_front();
+                    taken += len;
                 }
                 Ok(Err(SendError::Write(WriteError::Blocked))) => {
                     s.blocked = true;
-                    return;
+                    return taken;
                 }
                 Ok(Err(e)) => {
+                    // The connection is gone (its `Closed` follows) or refuses this message:
+                    // what is dropped is no longer queued either, for the core's count.
                     debug!(session = sid, error = %e, "send failed; dropping the queue");
-                    s.queue.clear();
-                    return;
+                    taken += s.queue.drain(..).map(|d| d.len()).sum::<usize>();
+                    return taken;
                 }
-                Err(_) => return,
+                Err(_) => return taken,
             }
         }
     }

@@ -19,14 +19,27 @@
 //! flushed early, before any chat message in that room, to keep order). A mass reconnect of
 //! `n` members therefore costs each member about one message per window, not `n`. The member
 //! list goes only to the joining user (`joined`), never to everyone.
+//!
+//! # Bounded output
+//!
+//! The core counts the bytes it has queued for each session and not yet seen taken by the
+//! transport (the runner reports that with [`Server::sent`]). Replays (a join's history, a
+//! resume, DMs received while away, a slow reader catching up) are never encoded up front:
+//! each session keeps one cursor per conversation it is owed, and the core encodes the next
+//! messages from the replay cache only while that session's queue is under [`PAGE_BYTES`]. A
+//! live message for a session that is behind joins its replay instead of overtaking it, so a
+//! client always sees a conversation in id order. Everything else counts against
+//! [`MAX_QUEUED_BYTES`]; a session that would pass it is closed as too slow and resumes on
+//! reconnect. So one request, however long, costs a bounded amount of memory.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use bytes::Bytes;
 use chirp_store::{Loaded, Op, Record};
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::claims::{ClaimLimiter, LookAlikes};
 use crate::names;
 use crate::wire::{self, ClientMsg, JoinReq, Msg, Presence, Resume, RoomInfo, ServerMsg, code};
 
@@ -34,6 +47,19 @@ use crate::wire::{self, ClientMsg, JoinReq, Msg, Presence, Resume, RoomInfo, Ser
 pub type Key = [u8; 32];
 /// The runner's name for one connection.
 pub type SessionId = u64;
+
+/// One day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+/// Days without connecting after which a nick may be claimed by another key, by default.
+pub const DEFAULT_NICK_EXPIRY_DAYS: i64 = 180;
+/// No nick expires in the first minutes after a (re)start: a user connected when the server
+/// stopped was seen later than the store says, and gets this long to come back.
+const RESTART_GRACE_MS: i64 = 10 * 60 * 1000;
+/// A nick owner's last-seen time is written at most this often (at a connect or at the last
+/// disconnect), so expiry is exact to within this.
+const SEEN_RESOLUTION_MS: i64 = 60 * 60 * 1000;
+/// Most source networks whose recent nick claims are remembered.
+const MAX_CLAIM_NETS: usize = 65_536;
 
 /// Server settings (every one can be set in the config file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +86,14 @@ pub struct ServerConfig {
     pub max_names: usize,
     /// Retention by age (as in the store): older messages are never replayed from memory.
     pub max_age_ms: Option<i64>,
+    /// A nick whose key has not connected for this long may be claimed by another key
+    /// (`None`: nicks never expire).
+    pub nick_expiry_ms: Option<i64>,
+    /// New nicks (a first nick for a key) claimed at once from one source network (an IPv4
+    /// address or an IPv6 /64)...
+    pub nick_claim_burst: u32,
+    /// ...and per hour after that.
+    pub nick_claims_per_hour: u32,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +110,9 @@ impl Default for ServerConfig {
             max_history_page: 200,
             max_names: 2000,
             max_age_ms: None,
+            nick_expiry_ms: Some(DEFAULT_NICK_EXPIRY_DAYS * DAY_MS),
+            nick_claim_burst: 5,
+            nick_claims_per_hour: 6,
         }
     }
 }
@@ -115,6 +152,18 @@ pub enum Output {
         /// How many.
         limit: usize,
     },
+    /// Read the DM conversations in which `key` has undelivered messages (a page of
+    /// [`chirp_store::Reader::undelivered`]), then call [`Server::undelivered_loaded`].
+    ReadUndelivered {
+        /// The session that connected.
+        session: SessionId,
+        /// Its user.
+        key: Key,
+        /// Conversations after this one, in name order.
+        after: Option<String>,
+        /// How many conversations.
+        limit: usize,
+    },
 }
 
 /// Counters.
@@ -132,6 +181,8 @@ pub struct ServerStats {
     pub malformed: u64,
     /// Requests refused by flood control.
     pub flood_refused: u64,
+    /// Sessions closed because their output passed [`MAX_QUEUED_BYTES`].
+    pub too_slow: u64,
 }
 
 /// Token bucket in thousandths of a token, so that refill needs no floating point.
@@ -145,11 +196,14 @@ impl Bucket {
     fn take(&mut self, now_ms: i64, burst: u32, per_sec: u32) -> bool {
         let cap = u64::from(burst) * 1000;
         let elapsed = now_ms.saturating_sub(self.last_ms).max(0) as u64;
-        // per_sec tokens per 1000 ms = per_sec milli-tokens per ms.
-        self.milli = cap.min(
-            self.milli
-                .saturating_add(elapsed.saturating_mul(u64::from(per_sec))),
-        );
+        // per_sec tokens per 1000 ms = per_sec milli-tokens per ms. Refill stops at the cap;
+        // a new session's extra token (its hello's) is above it and stays until spent.
+        if self.milli < cap {
+            self.milli = cap.min(
+                self.milli
+                    .saturating_add(elapsed.saturating_mul(u64::from(per_sec))),
+            );
+        }
         self.last_ms = self.last_ms.max(now_ms);
         if self.milli >= 1000 {
             self.milli -= 1000;
@@ -167,6 +221,57 @@ struct Session {
     /// Set by `hello`.
     client: Option<u64>,
     bucket: Bucket,
+    /// Bytes of `Output::Send` for this session that the transport has not taken yet.
+    queued: usize,
+    /// Closed for passing its queue bound: nothing more is queued for it.
+    closing: bool,
+    /// What this session is owed, one cursor per conversation, streamed in `order`.
+    replays: HashMap<String, Replay>,
+    order: VecDeque<String>,
+    /// The user's DMs received while it was away, read from the store in pages.
+    offline: Offline,
+}
+
+/// A conversation being streamed to one session from the replay cache.
+#[derive(Debug)]
+struct Replay {
+    /// The last id sent (or announced missing with a `gap`).
+    after: u64,
+    /// A first join: ids up to `upto` are history, and `history_end` follows them.
+    history: Option<HistoryPart>,
+    /// `joined` comes first (a join's answer waits for its turn with its replay).
+    joined: bool,
+    /// DMs received while away: marked delivered in the store once sent.
+    dm_cursor: bool,
+}
+
+impl Replay {
+    /// A resume: everything after `after`, as live messages.
+    fn after(after: u64) -> Self {
+        Replay {
+            after,
+            history: None,
+            joined: false,
+            dm_cursor: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HistoryPart {
+    upto: u64,
+    count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Offline {
+    /// Nothing (more) to read.
+    Done,
+    /// A page was asked for: replays wait for it, and live DMs join them meanwhile, so that
+    /// no newer DM overtakes an older one.
+    Reading,
+    /// Read the conversations after this one once the current replays are done.
+    More(String),
 }
 
 #[derive(Debug)]
@@ -201,8 +306,19 @@ enum RefState {
 
 /// Most remembered `(key, client, c)` references, for recognising resent messages.
 const MAX_REFS: usize = 100_000;
-/// Most undelivered DMs held for one user.
-const MAX_OFFLINE_PER_USER: usize = 10_000;
+/// Replays (and live messages) are encoded for a session only while less than this is queued
+/// for it: enough to keep a fast link busy, and what a replay costs in memory, however much
+/// it replays.
+pub const PAGE_BYTES: usize = 64 * 1024;
+/// Bound on the bytes queued for one session (and not yet taken by its transport, which
+/// itself buffers at most its send buffer). Replays stop at [`PAGE_BYTES`]; this leaves room
+/// for two of the largest `history` pages (200 messages of 8 KiB) on top of the answers and
+/// events of the moment. A session whose queue would pass it is closed ("too slow"); its
+/// client reconnects and resumes from the last ids it saw. The bound grows with the settings
+/// if their largest history page needs more.
+pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// DM conversations with undelivered messages read from the store at a time.
+const UNDELIVERED_PAGE: usize = 32;
 
 /// The server core. See the module documentation.
 #[derive(Debug)]
@@ -214,10 +330,19 @@ pub struct Server {
     /// Registered nicks: fold → (nick, key), and key → nick.
     nick_owner: HashMap<String, (String, Key)>,
     nick_of: HashMap<Key, String>,
+    /// Registered nicks by look-alike key, for refusing look-alikes of another key's nick.
+    nick_look: LookAlikes<Key>,
+    /// When each nick owner was last seen (as last written to the store), for nick expiry.
+    seen: HashMap<Key, i64>,
+    /// New nick claims per source network.
+    claims: ClaimLimiter,
+    /// Rooms that exist (members, messages or a topic) by look-alike key.
+    room_look: LookAlikes<String>,
+    /// The time of the first connection since this core started.
+    started_ms: Option<i64>,
     rooms: HashMap<String, Room>,
     topics: HashMap<String, (String, String)>,
     convs: HashMap<String, Conv>,
-    offline: HashMap<Key, Vec<Record>>,
     refs: HashMap<(Key, u64, u64), RefState>,
     ref_order: VecDeque<(Key, u64, u64)>,
     pending: HashMap<u64, Vec<Pending>>,
@@ -226,6 +351,8 @@ pub struct Server {
     dirty_rooms: BTreeSet<String>,
     out: VecDeque<Output>,
     stats: ServerStats,
+    /// [`MAX_QUEUED_BYTES`], or more if the settings allow larger history pages.
+    queue_limit: usize,
 }
 
 /// The DM conversation name of two keys: the same whoever sends.
@@ -262,19 +389,30 @@ fn enc(m: &ServerMsg) -> Bytes {
 }
 
 impl Server {
-    /// A server with the state loaded from the store.
+    /// A server with the state loaded from the store. Undelivered DMs are not held: they are
+    /// read from the store when their recipient connects ([`Output::ReadUndelivered`]).
     pub fn new(config: ServerConfig, loaded: Loaded) -> Self {
+        // A history page is sent whole: room for two of the largest (plain text; JSON escapes
+        // can make a page of quotes larger, and such pages are asked for one at a time).
+        let page =
+            (config.max_history_page as usize).saturating_mul(config.max_text.saturating_add(512));
+        let queue_limit = MAX_QUEUED_BYTES.max(page.saturating_mul(2));
         let mut s = Server {
+            queue_limit,
             config,
             sessions: HashMap::new(),
             per_ip: HashMap::new(),
             users: HashMap::new(),
             nick_owner: HashMap::new(),
             nick_of: HashMap::new(),
+            nick_look: LookAlikes::default(),
+            seen: HashMap::new(),
+            claims: ClaimLimiter::new(1, 1, 1),
+            room_look: LookAlikes::default(),
+            started_ms: None,
             rooms: HashMap::new(),
             topics: HashMap::new(),
             convs: HashMap::new(),
-            offline: HashMap::new(),
             refs: HashMap::new(),
             ref_order: VecDeque::new(),
             pending: HashMap::new(),
@@ -284,9 +422,29 @@ impl Server {
             out: VecDeque::new(),
             stats: ServerStats::default(),
         };
+        s.claims = ClaimLimiter::new(
+            s.config.nick_claim_burst,
+            s.config.nick_claims_per_hour,
+            MAX_CLAIM_NETS,
+        );
         for (nick, key) in loaded.nicks {
+            if let Some(other) = s.nick_look.insert(&nick, key) {
+                let other = s.nick_of.get(&other).cloned().unwrap_or_default();
+                warn!(
+                    nick,
+                    other,
+                    "two keys hold look-alike nicks (claimed before look-alikes were refused); both keep them"
+                );
+            }
             s.nick_owner.insert(names::fold(&nick), (nick.clone(), key));
             s.nick_of.insert(key, nick);
+        }
+        s.seen.extend(loaded.seen);
+        let rooms = loaded.topics.iter().map(|t| &t.0);
+        for room in rooms.chain(loaded.last_ids.iter().map(|c| &c.0)) {
+            if room.starts_with('#') {
+                s.room_look.insert(room, room.clone());
+            }
         }
         for (room, topic, by, _) in loaded.topics {
             s.topics.insert(room, (topic, by));
@@ -311,11 +469,6 @@ impl Server {
             conv.recent.push_back(r);
             if conv.recent.len() > cap {
                 conv.recent.pop_front();
-            }
-        }
-        for r in loaded.undelivered {
-            if let Some(k) = r.to_key {
-                s.offline.entry(k).or_default().push(r);
             }
         }
         s
@@ -351,8 +504,64 @@ impl Server {
         }
     }
 
+    /// The transport took `bytes` of what was queued for `session` (the sum of the `data` of
+    /// its `Output::Send`s it accepted). Below [`PAGE_BYTES`], the session's replays go on.
+    pub fn sent(&mut self, now_ms: i64, session: SessionId, bytes: usize) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.queued = s.queued.saturating_sub(bytes);
+        self.pump(now_ms, session);
+    }
+
+    /// A page of [`Output::ReadUndelivered`]: `(conversation, first undelivered id)`, or why
+    /// the store could not say.
+    pub fn undelivered_loaded(
+        &mut self,
+        now_ms: i64,
+        session: SessionId,
+        page: Result<Vec<(String, u64)>, String>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.offline != Offline::Reading {
+            return;
+        }
+        let key = s.key;
+        match page {
+            Ok(page) => {
+                s.offline = match page.last() {
+                    Some((conv, _)) if page.len() >= UNDELIVERED_PAGE => {
+                        Offline::More(conv.clone())
+                    }
+                    _ => Offline::Done,
+                };
+                for (conv, first) in page {
+                    if dm_has(&conv, &key) {
+                        let r = Replay {
+                            after: first.saturating_sub(1),
+                            history: None,
+                            joined: false,
+                            dm_cursor: true,
+                        };
+                        self.queue_replay(session, &conv, r);
+                    }
+                }
+            }
+            Err(e) => {
+                s.offline = Offline::Done;
+                debug!(session, error = %e, "undelivered DMs unreadable");
+                let m = "the direct messages sent to you while you were away could not be read; reconnect to get them";
+                self.fail(session, None, code::STORE, m.into());
+            }
+        }
+        self.pump(now_ms, session);
+    }
+
     /// A connection completed its handshake; `key` is the client's static key.
-    pub fn connected(&mut self, _now_ms: i64, session: SessionId, ip: IpAddr, key: Key) {
+    pub fn connected(&mut self, now_ms: i64, session: SessionId, ip: IpAddr, key: Key) {
+        self.started_ms.get_or_insert(now_ms);
         let n = self.per_ip.entry(ip).or_default();
         if *n >= self.config.max_sessions_per_ip {
             let msg = format!(
@@ -373,10 +582,17 @@ impl Server {
                 key,
                 ip,
                 client: None,
+                // Full, plus one token for the hello: after `welcome` a client has `burst`
+                // requests, as the client's own pacing (which starts then) assumes.
                 bucket: Bucket {
-                    milli: u64::from(self.config.burst) * 1000,
-                    last_ms: i64::MIN / 2,
+                    milli: (u64::from(self.config.burst) + 1) * 1000,
+                    last_ms: now_ms,
                 },
+                queued: 0,
+                closing: false,
+                replays: HashMap::new(),
+                order: VecDeque::new(),
+                offline: Offline::Done,
             },
         );
     }
@@ -403,6 +619,7 @@ impl Server {
         let Some(user) = self.users.remove(&s.key) else {
             return;
         };
+        self.saw(now_ms, s.key);
         for room in user.rooms {
             self.leave_room(
                 now_ms,
@@ -423,10 +640,7 @@ impl Server {
         });
         let ids: Vec<_> = self.sessions.keys().copied().collect();
         for id in ids {
-            self.out.push_back(Output::Send {
-                to: id,
-                data: bye.clone(),
-            });
+            self.push_send(id, bye.clone());
         }
     }
 
@@ -456,10 +670,23 @@ impl Server {
         };
         let key = s.key;
         let hello_done = s.client.is_some();
-        let msg = match ClientMsg::decode(data) {
+        let decoded = ClientMsg::decode(data);
+        if decoded.is_err() {
+            self.stats.malformed += 1;
+        }
+        // Every request costs a token, whatever becomes of it: a `hello`, or one refused as
+        // malformed or out of state, as much as a `list`. Otherwise garbage would get an
+        // answer each, and a `hello` (the dearest request) could be repeated at will.
+        if !self.take_token(now_ms, session) {
+            let c = match &decoded {
+                Ok(ClientMsg::Say { c, .. }) => Some(*c),
+                _ => None,
+            };
+            return self.refuse_flood(session, c);
+        }
+        let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
-                self.stats.malformed += 1;
                 debug!(session, error = %e, "malformed request");
                 self.send(session, &ServerMsg::error(code::BAD_REQUEST, e.to_string()));
                 return;
@@ -480,30 +707,24 @@ impl Server {
                 self.send(session, &ServerMsg::error(code::STATE, "hello sent twice"))
             }
             (_, false) => self.send(session, &ServerMsg::error(code::STATE, "send hello first")),
-            (m, true) => {
-                let c = match &m {
-                    ClientMsg::Say { c, .. } => Some(*c),
-                    _ => None,
-                };
-                if !self.take_token(now_ms, session) {
-                    self.stats.flood_refused += 1;
-                    let msg = format!(
-                        "flood control: at most {} requests per second (bursts of {}); not sent, slow down",
-                        self.config.per_sec, self.config.burst
-                    );
-                    self.send(
-                        session,
-                        &ServerMsg::Error {
-                            c,
-                            code: code::FLOOD.into(),
-                            message: msg,
-                        },
-                    );
-                    return;
-                }
-                self.request(now_ms, session, key, m);
-            }
+            (m, true) => self.request(now_ms, session, key, m),
         }
+    }
+
+    fn refuse_flood(&mut self, session: SessionId, c: Option<u64>) {
+        self.stats.flood_refused += 1;
+        let message = format!(
+            "flood control: at most {} requests per second (bursts of {}); not sent, slow down",
+            self.config.per_sec, self.config.burst
+        );
+        self.send(
+            session,
+            &ServerMsg::Error {
+                c,
+                code: code::FLOOD.into(),
+                message,
+            },
+        );
     }
 
     fn take_token(&mut self, now_ms: i64, session: SessionId) -> bool {
@@ -514,17 +735,79 @@ impl Server {
     }
 
     fn send(&mut self, to: SessionId, m: &ServerMsg) {
-        self.out.push_back(Output::Send { to, data: enc(m) });
+        self.push_send(to, enc(m));
+    }
+
+    /// Queues `data` for `to` within its byte bound. A session whose queue would pass it is
+    /// too slow to follow: it is closed instead and gets nothing more (its client resumes
+    /// from the last ids it saw when it reconnects, so no message is lost with it).
+    fn push_send(&mut self, to: SessionId, data: Bytes) {
+        let limit = self.queue_limit;
+        match self.sessions.get_mut(&to) {
+            // Not a session (any more): only `connected`'s refusal, one error.
+            None => {}
+            Some(s) if s.closing => return,
+            Some(s) if s.queued.saturating_add(data.len()) > limit => {
+                s.closing = true;
+                s.replays.clear();
+                s.order.clear();
+                s.offline = Offline::Done;
+                self.stats.too_slow += 1;
+                debug!(session = to, queued = s.queued, "client too slow; closing");
+                self.out.push_back(Output::Close {
+                    session: to,
+                    reason: "too slow".into(),
+                });
+                return;
+            }
+            Some(s) => s.queued += data.len(),
+        }
+        self.out.push_back(Output::Send { to, data });
     }
 
     fn send_user(&mut self, key: &Key, data: &Bytes) {
-        if let Some(u) = self.users.get(key) {
-            for &to in &u.sessions {
-                self.out.push_back(Output::Send {
-                    to,
-                    data: data.clone(),
-                });
-            }
+        let Some(u) = self.users.get(key) else {
+            return;
+        };
+        for to in u.sessions.clone() {
+            self.push_send(to, data.clone());
+        }
+    }
+
+    /// A new message of `conv` for `to`: queued now, unless `to` is still being replayed
+    /// `conv`, is behind (its queue is past [`PAGE_BYTES`]), or is having its offline DMs
+    /// read. Then the message stays in the replay cache (it is added there right after this)
+    /// and the session's replay of `conv` takes it in turn, so that nothing overtakes an
+    /// older message and a slow reader costs a cursor, not a copy.
+    fn deliver(&mut self, to: SessionId, conv: &str, id: u64, data: &Bytes) {
+        let Some(s) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        if s.closing || s.replays.contains_key(conv) {
+            return;
+        }
+        let dm = conv.starts_with('@');
+        let reading = dm && s.offline == Offline::Reading;
+        if s.queued >= PAGE_BYTES || reading {
+            let r = Replay {
+                after: id.saturating_sub(1),
+                history: None,
+                joined: false,
+                dm_cursor: reading,
+            };
+            s.replays.insert(conv.to_owned(), r);
+            s.order.push_back(conv.to_owned());
+            return;
+        }
+        self.push_send(to, data.clone());
+    }
+
+    fn deliver_user(&mut self, key: &Key, conv: &str, id: u64, data: &Bytes) {
+        let Some(u) = self.users.get(key) else {
+            return;
+        };
+        for to in u.sessions.clone() {
+            self.deliver(to, conv, id, data);
         }
     }
 
@@ -585,29 +868,30 @@ impl Server {
             self.fail(session, None, code::VERSION, m);
             return close(self, "version");
         }
+        let nick = names::normalize(&nick);
         if let Err(e) = names::nick(&nick) {
             self.fail(session, None, code::BAD_NAME, e);
             return close(self, "bad nick");
         }
-        if let Some((owner_nick, owner)) = self.nick_owner.get(&names::fold(&nick)) {
-            if *owner != key {
-                let m = format!(
-                    "nick '{owner_nick}' belongs to another key; pick another nick (nicks are bound to the first key that claims them)"
-                );
-                self.fail(session, None, code::NICK_TAKEN, m);
-                return close(self, "nick taken");
+        let released = match self.check_claim(now_ms, session, key, &nick) {
+            Ok(released) => released,
+            Err((code, m)) => {
+                self.fail(session, None, code, m);
+                return close(self, code);
             }
-        }
+        };
         if let Some(s) = self.sessions.get_mut(&session) {
             s.client = Some(client);
         }
         // Bind the nick (a changed nick frees the old one).
         if self.nick_of.get(&key) != Some(&nick) {
             if self.users.contains_key(&key) {
-                self.rename(key, nick.clone());
+                self.rename(now_ms, key, nick.clone(), released);
             } else {
-                self.bind_nick(key, nick.clone());
+                self.bind_nick(now_ms, key, nick.clone(), released);
             }
+        } else {
+            self.saw(now_ms, key);
         }
         let user = self.users.entry(key).or_insert_with(|| User {
             nick: nick.clone(),
@@ -626,53 +910,220 @@ impl Server {
                 max_text: u32::try_from(self.config.max_text).unwrap_or(u32::MAX),
             },
         );
-        // Rooms the user is already in through another device: tell this one.
+        let (rooms, dms) = self.hello_lists(session, rooms, dms);
+        // Rooms the user is already in through another device: tell this one (nothing to
+        // replay: it gets their messages from now on).
         for room in &current {
             if !rooms.iter().any(|j| names::fold(&j.room) == *room) {
-                self.send_joined(session, room);
+                let after = self.convs.get(room).map_or(0, |c| c.last_id);
+                let r = Replay {
+                    after,
+                    history: None,
+                    joined: true,
+                    dm_cursor: false,
+                };
+                self.queue_replay(session, room, r);
             }
         }
         for j in rooms {
             self.join(now_ms, session, key, j);
         }
-        // DMs: missed while connected before (resume), then stored while offline.
+        // DMs: missed while connected before (resume), then stored while away (read from the
+        // store; replays wait for that page, so that they come in id order).
         for r in dms {
             if dm_has(&r.conv, &key) {
-                self.replay(now_ms, session, &r.conv, Some(r.after));
+                self.queue_replay(session, &r.conv, Replay::after(r.after));
             }
         }
-        if let Some(msgs) = self.offline.remove(&key) {
-            let mut cursors: HashMap<String, u64> = HashMap::new();
-            for r in &msgs {
-                let m = enc(&ServerMsg::Msg(to_msg(r, false)));
-                self.out.push_back(Output::Send {
-                    to: session,
-                    data: m,
-                });
-                let e = cursors.entry(r.conv.clone()).or_default();
-                *e = (*e).max(r.id);
-            }
-            let ops = cursors
-                .into_iter()
-                .map(|(conv, upto)| Op::DmCursor { key, conv, upto })
-                .collect();
-            self.persist(ops, Vec::new());
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.offline = Offline::Reading;
+            self.out.push_back(Output::ReadUndelivered {
+                session,
+                key,
+                after: None,
+                limit: UNDELIVERED_PAGE,
+            });
         }
+        self.pump(now_ms, session);
     }
 
-    fn bind_nick(&mut self, key: Key, nick: String) {
-        if let Some(old) = self.nick_of.remove(&key) {
-            self.nick_owner.remove(&names::fold(&old));
+    /// A `hello`'s rooms and DM resumes, each conversation once (its first entry wins), and
+    /// no more than the room limit allows: `max_rooms_per_user` rooms to join, plus the first
+    /// one past the limit and up to as many bad names, each refused with its own error as a
+    /// `join` would be; and `max_rooms_per_user` DM resumes. One error counts what was left
+    /// out. So what a `hello` costs is bounded by the limits, however long its lists.
+    fn hello_lists(
+        &mut self,
+        session: SessionId,
+        rooms: Vec<JoinReq>,
+        dms: Vec<Resume>,
+    ) -> (Vec<JoinReq>, Vec<Resume>) {
+        let max = self.config.max_rooms_per_user;
+        let mut seen = HashSet::new();
+        let (mut valid, mut invalid, mut left_rooms) = (0usize, 0usize, 0usize);
+        let rooms: Vec<JoinReq> = rooms
+            .into_iter()
+            .filter(|j| seen.insert(names::fold(&j.room)))
+            .filter(|j| {
+                let keep = if names::room(&j.room).is_ok() {
+                    valid += 1;
+                    valid <= max + 1
+                } else {
+                    invalid += 1;
+                    invalid <= max
+                };
+                left_rooms += usize::from(!keep);
+                keep
+            })
+            .collect();
+        seen.clear();
+        let mut dms: Vec<Resume> = dms
+            .into_iter()
+            .filter(|r| seen.insert(r.conv.clone()))
+            .collect();
+        let left_dms = dms.len().saturating_sub(max);
+        dms.truncate(max);
+        if left_rooms > 0 || left_dms > 0 {
+            let m = format!(
+                "hello lists more rooms or direct conversations than the limit of {max}: {left_rooms} more rooms were not joined and {left_dms} more conversations not resumed"
+            );
+            self.fail(session, None, code::TOO_MANY_ROOMS, m);
         }
+        (rooms, dms)
+    }
+
+    /// Whether `key` may take `nick` (normalized and valid) now. Refused while another key
+    /// holds the nick in any case, or a look-alike of it ([`names::look_alike_keys`]), unless
+    /// that key's hold has expired ([`Server::nick_expired`]); a key may always take back its
+    /// own nick. A key's first nick also needs a claim from its source network's budget
+    /// (`nick_claim_burst`, `nick_claims_per_hour`). `Ok` lists the keys whose expired nicks
+    /// the claim ends; `Err` is an error code and message.
+    fn check_claim(
+        &mut self,
+        now_ms: i64,
+        session: SessionId,
+        key: Key,
+        nick: &str,
+    ) -> Result<Vec<Key>, (&'static str, String)> {
+        let fold = names::fold(nick);
+        if self
+            .nick_of
+            .get(&key)
+            .is_some_and(|n| names::fold(n) == fold)
+        {
+            return Ok(Vec::new());
+        }
+        let mut holders = self.nick_look.others(nick, &key);
+        if let Some((_, k)) = self.nick_owner.get(&fold) {
+            if *k != key && !holders.contains(k) {
+                holders.insert(0, *k);
+            }
+        }
+        let mut released = Vec::new();
+        for h in holders {
+            if self.nick_expired(now_ms, &h) {
+                released.push(h);
+                continue;
+            }
+            let theirs = self.nick_of.get(&h).cloned().unwrap_or_default();
+            let m = if names::fold(&theirs) == fold {
+                format!(
+                    "nick '{theirs}' belongs to another key; pick another nick (nicks are bound to the first key that claims them)"
+                )
+            } else {
+                format!(
+                    "nick '{nick}' looks like '{theirs}', which belongs to another key; pick another nick"
+                )
+            };
+            return Err((code::NICK_TAKEN, m));
+        }
+        if !self.nick_of.contains_key(&key) {
+            let ip = self.sessions.get(&session).map(|s| s.ip);
+            if let Some(Err(wait_ms)) = ip.map(|ip| self.claims.take(now_ms, ip)) {
+                let m = format!(
+                    "too many new nicks from your network lately (at most {} at once, then {} per hour); try again in {} min",
+                    self.config.nick_claim_burst,
+                    self.config.nick_claims_per_hour,
+                    wait_ms.div_ceil(60_000)
+                );
+                return Err((code::NICK_RATE, m));
+            }
+        }
+        Ok(released)
+    }
+
+    /// Whether the nick of `owner` may be claimed by another key: expiry is on, the owner is
+    /// not connected, and was last seen `nick_expiry_ms` ago or longer (a time not recorded
+    /// counts from the start; nothing expires in the first [`RESTART_GRACE_MS`]).
+    fn nick_expired(&self, now_ms: i64, owner: &Key) -> bool {
+        let Some(expiry) = self.config.nick_expiry_ms else {
+            return false;
+        };
+        if self.users.contains_key(owner) {
+            return false;
+        }
+        let started = self.started_ms.unwrap_or(now_ms);
+        if now_ms.saturating_sub(started) < RESTART_GRACE_MS {
+            return false;
+        }
+        let seen = self.seen.get(owner).copied().unwrap_or(started);
+        now_ms.saturating_sub(seen) >= expiry
+    }
+
+    /// The owner of a nick was connected at `now_ms`: recorded (at most once per
+    /// [`SEEN_RESOLUTION_MS`]) for nick expiry.
+    fn saw(&mut self, now_ms: i64, key: Key) {
+        if !self.nick_of.contains_key(&key) {
+            return;
+        }
+        let last = self.seen.get(&key).copied();
+        if last.is_some_and(|t| now_ms.saturating_sub(t) < SEEN_RESOLUTION_MS) {
+            return;
+        }
+        self.seen.insert(key, now_ms);
+        self.persist(vec![Op::Seen { key, ts_ms: now_ms }], Vec::new());
+    }
+
+    /// Forgets the nick of `key` in memory (not in the store).
+    fn unbind_nick(&mut self, key: &Key) -> Option<String> {
+        let old = self.nick_of.remove(key)?;
+        self.nick_look.remove(&old, key);
+        let fold = names::fold(&old);
+        if self.nick_owner.get(&fold).is_some_and(|(_, k)| k == key) {
+            self.nick_owner.remove(&fold);
+        }
+        Some(old)
+    }
+
+    /// Binds `nick` to `key` (freeing its previous nick), after ending the expired holds of
+    /// `released` that the claim overrides.
+    fn bind_nick(&mut self, now_ms: i64, key: Key, nick: String, released: Vec<Key>) {
+        let mut ops = Vec::with_capacity(released.len() + 1);
+        for r in released {
+            if let Some(old) = self.unbind_nick(&r) {
+                debug!(old, new = nick, "an expired nick is claimed by another key");
+            }
+            self.seen.remove(&r);
+            ops.push(Op::ReleaseNick { key: r });
+        }
+        self.unbind_nick(&key);
         let fold = names::fold(&nick);
+        self.nick_look.insert(&nick, key);
         self.nick_owner.insert(fold.clone(), (nick.clone(), key));
         self.nick_of.insert(key, nick.clone());
-        self.persist(vec![Op::SetNick { nick, fold, key }], Vec::new());
+        self.seen.insert(key, now_ms);
+        ops.push(Op::SetNick {
+            nick,
+            fold,
+            key,
+            seen_ms: now_ms,
+        });
+        self.persist(ops, Vec::new());
     }
 
     /// Renames an online user and tells everyone sharing a room with it, once each.
-    fn rename(&mut self, key: Key, new: String) {
-        self.bind_nick(key, new.clone());
+    fn rename(&mut self, now_ms: i64, key: Key, new: String, released: Vec<Key>) {
+        self.bind_nick(now_ms, key, new.clone(), released);
         let Some(user) = self.users.get_mut(&key) else {
             return;
         };
@@ -721,15 +1172,13 @@ impl Server {
                 action,
             } => self.say(now_ms, session, key, c, room, to, text, action),
             ClientMsg::Nick { nick } => {
+                let nick = names::normalize(&nick);
                 if let Err(e) = names::nick(&nick) {
                     return self.fail(session, None, code::BAD_NAME, e);
                 }
-                match self.nick_owner.get(&names::fold(&nick)) {
-                    Some((n, owner)) if *owner != key => {
-                        let m = format!("nick '{n}' belongs to another key; pick another nick");
-                        self.fail(session, None, code::NICK_TAKEN, m)
-                    }
-                    _ => self.rename(key, nick),
+                match self.check_claim(now_ms, session, key, &nick) {
+                    Ok(released) => self.rename(now_ms, key, nick, released),
+                    Err((code, m)) => self.fail(session, None, code, m),
                 }
             }
             ClientMsg::Topic { room, topic } => {
@@ -881,8 +1330,7 @@ impl Server {
         let mut count = 0;
         for r in records {
             count += 1;
-            let data = enc(&ServerMsg::Msg(to_msg(r, true)));
-            self.out.push_back(Output::Send { to: session, data });
+            self.push_send(session, enc(&ServerMsg::Msg(to_msg(r, true))));
         }
         self.send_history_end(session, conv, count);
     }
@@ -929,6 +1377,9 @@ impl Server {
             return self.fail(session, None, code::BAD_NAME, e);
         }
         let room = names::fold(&j.room);
+        if let Err(e) = self.check_room_name(&room) {
+            return self.fail(session, None, code::BAD_NAME, e);
+        }
         let Some(user) = self.users.get_mut(&key) else {
             return;
         };
@@ -944,23 +1395,192 @@ impl Server {
             user.rooms.insert(room.clone());
             let nick = user.nick.clone();
             let sessions = user.sessions.clone();
+            if !self.rooms.contains_key(&room) {
+                self.room_look.insert(&room, room.clone());
+            }
             self.rooms
                 .entry(room.clone())
                 .or_default()
                 .members
                 .insert(key);
             self.queue_presence(now_ms, &room, Presence::Join { nick });
-            for s in sessions {
+            // The user's other devices learn it now; this session with its replay.
+            for s in sessions.into_iter().filter(|&s| s != session) {
                 self.send_joined(s, &room);
             }
-        } else {
-            self.send_joined(session, &room);
         }
-        self.replay(now_ms, session, &room, j.after);
+        let mut r = match j.after {
+            Some(a) => Replay::after(a),
+            None => self.first_join(now_ms, &room),
+        };
+        r.joined = true;
+        self.queue_replay(session, &room, r);
+        self.pump(now_ms, session);
     }
 
-    /// Sends `session` the messages of `conv` after `after` (missed while away: not marked as
-    /// history), or the last `history_on_join` (marked as history).
+    /// A first join's replay: the last `history_on_join` cached messages, as history.
+    fn first_join(&mut self, now_ms: i64, conv: &str) -> Replay {
+        self.expire(now_ms, conv);
+        let (after, upto) = match self.convs.get(conv) {
+            Some(c) => {
+                let skip = c.recent.len().saturating_sub(self.config.history_on_join);
+                let upto = c.recent.back().map_or(c.last_id, |r| r.id);
+                let after = c.recent.get(skip).map_or(upto, |r| r.id.saturating_sub(1));
+                (after, upto)
+            }
+            None => (0, 0),
+        };
+        Replay {
+            after,
+            history: Some(HistoryPart { upto, count: 0 }),
+            joined: false,
+            dm_cursor: false,
+        }
+    }
+
+    /// Adds `r` to what `session` is owed. One replay per conversation: a second one merges
+    /// into the first (from the earlier point on, owing what either owed).
+    fn queue_replay(&mut self, session: SessionId, conv: &str, r: Replay) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.closing {
+            return;
+        }
+        match s.replays.get_mut(conv) {
+            Some(old) => {
+                old.after = old.after.min(r.after);
+                old.joined |= r.joined;
+                old.dm_cursor |= r.dm_cursor;
+                if old.history.is_none() {
+                    old.history = r.history;
+                }
+            }
+            None => {
+                s.replays.insert(conv.to_owned(), r);
+                s.order.push_back(conv.to_owned());
+            }
+        }
+    }
+
+    /// Streams what `session` is owed while its queue is under [`PAGE_BYTES`]; called again
+    /// by [`Server::sent`] as the transport takes it. Work is per message sent.
+    fn pump(&mut self, now_ms: i64, session: SessionId) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&session) else {
+                return;
+            };
+            if s.closing || s.offline == Offline::Reading || s.queued >= PAGE_BYTES {
+                return;
+            }
+            let key = s.key;
+            let Some(conv) = s.order.front().cloned() else {
+                if let Offline::More(after) = &s.offline {
+                    let after = Some(after.clone());
+                    s.offline = Offline::Reading;
+                    self.out.push_back(Output::ReadUndelivered {
+                        session,
+                        key,
+                        after,
+                        limit: UNDELIVERED_PAGE,
+                    });
+                }
+                return;
+            };
+            let member = if conv.starts_with('@') {
+                dm_has(&conv, &key)
+            } else {
+                self.in_room(&key, &conv)
+            };
+            if member {
+                self.replay_step(now_ms, session, key, &conv);
+            } else if let Some(s) = self.sessions.get_mut(&session) {
+                // Parted meanwhile: nothing more is owed.
+                s.order.pop_front();
+                s.replays.remove(&conv);
+            }
+        }
+    }
+
+    /// One step of `session`'s replay of `conv`: its `joined`, a `gap`, one message, or its
+    /// end (`history_end` for a first join, the delivery mark for DMs received while away).
+    fn replay_step(&mut self, now_ms: i64, session: SessionId, key: Key, conv: &str) {
+        let Some(r) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.replays.get_mut(conv))
+        else {
+            return;
+        };
+        if std::mem::take(&mut r.joined) {
+            return self.send_joined(session, conv);
+        }
+        let after = r.after;
+        let history_upto = r.history.as_ref().map(|h| h.upto);
+        self.expire(now_ms, conv);
+        let (first, last_id, next) = match self.convs.get(conv) {
+            Some(c) => {
+                // The cache is in id order: the next message is found by bisection.
+                let i = c.recent.partition_point(|m| m.id <= after);
+                let next = c.recent.get(i).map(|m| {
+                    let history = history_upto.is_some_and(|u| m.id <= u);
+                    (m.id, history, enc(&ServerMsg::Msg(to_msg(m, history))))
+                });
+                (c.recent.front().map(|m| m.id), c.last_id, next)
+            }
+            None => (None, 0, None),
+        };
+        let Some(r) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.replays.get_mut(conv))
+        else {
+            return;
+        };
+        if let Some(first) = first.filter(|&f| f > after.saturating_add(1) && last_id > after) {
+            r.after = first - 1;
+            let m = format!(
+                "{conv}: messages {}..{} were missed and are no longer replayed; /history shows them",
+                after + 1,
+                first - 1
+            );
+            return self.send(session, &ServerMsg::error(code::GAP, m));
+        }
+        match next {
+            // The history part is over: its end comes before the live messages after it.
+            Some((_, false, _)) if r.history.is_some() => {
+                let count = r.history.take().map_or(0, |h| h.count);
+                self.send_history_end(session, conv, count);
+            }
+            Some((id, history, data)) => {
+                r.after = id;
+                if let (true, Some(h)) = (history, r.history.as_mut()) {
+                    h.count += 1;
+                }
+                self.push_send(session, data);
+            }
+            None => {
+                let history = r.history.take();
+                let dm_cursor = r.dm_cursor;
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.order.pop_front();
+                    s.replays.remove(conv);
+                }
+                if let Some(h) = history {
+                    self.send_history_end(session, conv, h.count);
+                }
+                if dm_cursor && after > 0 {
+                    let op = Op::DmCursor {
+                        key,
+                        conv: conv.to_owned(),
+                        upto: after,
+                    };
+                    self.persist(vec![op], Vec::new());
+                }
+            }
+        }
+    }
+
     /// Drops cached messages of `conv` that retention by age has deleted from the store.
     fn expire(&mut self, now_ms: i64, conv: &str) {
         let (Some(age), Some(c)) = (self.config.max_age_ms, self.convs.get_mut(conv)) else {
@@ -969,56 +1589,6 @@ impl Server {
         let cutoff = now_ms.saturating_sub(age);
         while c.recent.front().is_some_and(|r| r.ts_ms < cutoff) {
             c.recent.pop_front();
-        }
-    }
-
-    fn replay(&mut self, now_ms: i64, session: SessionId, conv: &str, after: Option<u64>) {
-        self.expire(now_ms, conv);
-        let Some(c) = self.convs.get(conv) else {
-            if after.is_none() {
-                self.send_history_end(session, conv, 0);
-            }
-            return;
-        };
-        let msgs: Vec<Bytes> = match after {
-            Some(a) => {
-                if c.last_id > a && c.recent.front().is_some_and(|r| r.id > a + 1) {
-                    let first = c.recent.front().map_or(0, |r| r.id);
-                    let m = format!(
-                        "{conv}: messages {}..{} were missed and are no longer replayed; /history shows them",
-                        a + 1,
-                        first - 1
-                    );
-                    self.out.push_back(Output::Send {
-                        to: session,
-                        data: enc(&ServerMsg::error(code::GAP, m)),
-                    });
-                }
-                let c = &self.convs[conv];
-                c.recent
-                    .iter()
-                    .filter(|r| r.id > a)
-                    .map(|r| enc(&ServerMsg::Msg(to_msg(r, false))))
-                    .collect()
-            }
-            None => {
-                let n = self.config.history_on_join;
-                let skip = c.recent.len().saturating_sub(n);
-                c.recent
-                    .iter()
-                    .skip(skip)
-                    .map(|r| enc(&ServerMsg::Msg(to_msg(r, true))))
-                    .collect()
-            }
-        };
-        let count = msgs.len() as u64;
-        for data in msgs {
-            self.out.push_back(Output::Send { to: session, data });
-        }
-        // A first join's history ends like a page, so that a client can show all of it at
-        // once, above the join (a resume's messages are live ones and need no end).
-        if after.is_none() {
-            self.send_history_end(session, conv, count);
         }
     }
 
@@ -1032,6 +1602,27 @@ impl Server {
         );
     }
 
+    /// Whether the room (folded) exists: it has members, messages or a topic.
+    fn room_known(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+            || self.convs.contains_key(room)
+            || self.topics.contains_key(room)
+    }
+
+    /// A room that does not exist yet may not look like one that does (UTS #39 skeletons of
+    /// the folded names).
+    fn check_room_name(&self, room: &str) -> Result<(), String> {
+        if self.room_known(room) {
+            return Ok(());
+        }
+        match self.room_look.others(room, &room.to_owned()).first() {
+            Some(other) => Err(format!(
+                "room '{room}' looks like '{other}', which already exists; join {other}, or pick a name that looks different"
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn leave_room(&mut self, now_ms: i64, room: &str, key: &Key, ev: Presence) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
@@ -1041,6 +1632,9 @@ impl Server {
             // Nobody left to tell.
             self.rooms.remove(room);
             self.dirty_rooms.remove(room);
+            if !self.room_known(room) {
+                self.room_look.remove(room, &room.to_owned());
+            }
         } else {
             self.queue_presence(now_ms, room, ev);
         }
@@ -1071,19 +1665,21 @@ impl Server {
         self.send_room(room, &data);
     }
 
-    fn send_room(&mut self, room: &str, data: &Bytes) {
+    /// Every session of every member of `room`.
+    fn room_sessions(&self, room: &str) -> Vec<SessionId> {
         let Some(r) = self.rooms.get(room) else {
-            return;
+            return Vec::new();
         };
-        for k in &r.members {
-            if let Some(u) = self.users.get(k) {
-                for &to in &u.sessions {
-                    self.out.push_back(Output::Send {
-                        to,
-                        data: data.clone(),
-                    });
-                }
-            }
+        r.members
+            .iter()
+            .filter_map(|k| self.users.get(k))
+            .flat_map(|u| u.sessions.iter().copied())
+            .collect()
+    }
+
+    fn send_room(&mut self, room: &str, data: &Bytes) {
+        for to in self.room_sessions(room) {
+            self.push_send(to, data.clone());
         }
     }
 
@@ -1210,16 +1806,31 @@ impl Server {
             },
         );
         let data = enc(&ServerMsg::Msg(to_msg(&record, false)));
+        let (conv, id) = (record.conv.as_str(), record.id);
         match record.to_key {
             None => {
-                self.flush_presence(&record.conv);
-                self.send_room(&record.conv, &data);
+                self.flush_presence(conv);
+                for to in self.room_sessions(conv) {
+                    self.deliver(to, conv, id, &data);
+                }
             }
             Some(to) => {
-                self.send_user(&key, &data);
+                self.deliver_user(&key, conv, id, &data);
                 if to != key {
+                    // While one of the recipient's sessions reads its undelivered DMs from the
+                    // store, the cursor must not move past them: that session's replay marks
+                    // them delivered once it has sent them.
+                    let reading = self.users.get(&to).is_some_and(|u| {
+                        u.sessions.iter().any(|s| {
+                            self.sessions
+                                .get(s)
+                                .is_some_and(|s| s.offline == Offline::Reading)
+                        })
+                    });
                     if self.users.contains_key(&to) {
-                        self.send_user(&to, &data);
+                        self.deliver_user(&to, conv, id, &data);
+                    }
+                    if self.users.contains_key(&to) && !reading {
                         self.persist(
                             vec![Op::DmCursor {
                                 key: to,
@@ -1228,12 +1839,8 @@ impl Server {
                             }],
                             Vec::new(),
                         );
-                    } else {
-                        let q = self.offline.entry(to).or_default();
-                        if q.len() < MAX_OFFLINE_PER_USER {
-                            q.push(record.clone());
-                        }
                     }
+                    // Else it waits in the store (its cursor unmoved) until `to` connects.
                 }
             }
         }
@@ -1244,10 +1851,7 @@ impl Server {
             ts: record.ts_ms,
         });
         for s in senders {
-            self.out.push_back(Output::Send {
-                to: s,
-                data: ack.clone(),
-            });
+            self.push_send(s, ack.clone());
         }
         let cap = self.config.replay_cache;
         let cv = self.convs.entry(record.conv.clone()).or_default();

@@ -182,6 +182,8 @@ pub mod code {
     pub const BAD_NAME: &str = "bad_name";
     /// The nick belongs to another key.
     pub const NICK_TAKEN: &str = "nick_taken";
+    /// Too many new nicks claimed from this source network lately.
+    pub const NICK_RATE: &str = "nick_rate";
     /// Flood control refused the request.
     pub const FLOOD: &str = "flood";
     /// Message text over the size limit (or with control characters).

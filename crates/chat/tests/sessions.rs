@@ -173,6 +173,8 @@ async fn two_hundred_clients_in_one_room_all_receive_every_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = start_server(dir.path(), |c| {
         c.server.max_sessions_per_ip = N + 10;
+        // N new nicks from one address.
+        c.server.nick_claim_burst = N as u32;
     });
     let mut clients = Vec::new();
     for i in 0..N {

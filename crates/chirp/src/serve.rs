@@ -27,6 +27,13 @@ Every flag can be set in the config file too (same names, with '_' for '-'), e.g
   burst = 10
   per_sec = 5
   retention_days = 365
+  nick_expiry_days = 180
+  nick_claim_burst = 5
+  nick_claims_per_hour = 6
+
+A nick belongs to the key that claimed it first, until that key stays away (no connection)
+for nick_expiry_days; then another key may claim it. A key's first nick is rate-limited per
+source address (IPv4, or IPv6 /64): nick_claim_burst at once, then nick_claims_per_hour.
 
 Examples:
   chirp serve
@@ -85,6 +92,17 @@ struct Settings {
     /// Delete messages older than this many days [default: no limit].
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u64>,
+    /// A nick whose key has not connected for this many days may be claimed by another key;
+    /// 0: nicks never expire [default: 180].
+    #[arg(long, value_name = "DAYS")]
+    nick_expiry_days: Option<u64>,
+    /// New nicks (a key's first) one source address (IPv4, or IPv6 /64) may claim at once
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    nick_claim_burst: Option<u32>,
+    /// New nicks one source address may claim per hour after its burst [default: 6].
+    #[arg(long, value_name = "N")]
+    nick_claims_per_hour: Option<u32>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<Settings> {
@@ -118,7 +136,10 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             max_connections,
             idle_timeout,
             retention_count,
-            retention_days
+            retention_days,
+            nick_expiry_days,
+            nick_claim_burst,
+            nick_claims_per_hour
         );
     }
     let bind = args
@@ -154,6 +175,23 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(
         c.burst >= 1 && c.per_sec >= 1,
         "burst and per_sec must be at least 1"
+    );
+    if let Some(days) = s.nick_expiry_days {
+        anyhow::ensure!(
+            days <= 36_500,
+            "nick_expiry_days is at most 36500 (100 years); 0 means nicks never expire"
+        );
+        c.nick_expiry_ms = i64::try_from(days)
+            .ok()
+            .filter(|&d| d > 0)
+            .map(|d| d * chirp_chat::server::DAY_MS);
+    }
+    c.nick_claim_burst = s.nick_claim_burst.unwrap_or(c.nick_claim_burst);
+    c.nick_claims_per_hour = s.nick_claims_per_hour.unwrap_or(c.nick_claims_per_hour);
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&c.nick_claim_burst)
+            && (1..=3_600_000).contains(&c.nick_claims_per_hour),
+        "nick_claim_burst must be 1 to 1000000 and nick_claims_per_hour 1 to 3600000"
     );
     anyhow::ensure!(
         c.max_text <= 60 * 1024,
@@ -238,6 +276,13 @@ mod tests {
         assert_eq!(f.history_on_join, Some(20));
         assert_eq!(f.burst, Some(3));
         assert_eq!(f.retention_days, Some(7));
+        let f: Settings = toml::from_str(
+            "nick_expiry_days = 30\nnick_claim_burst = 2\nnick_claims_per_hour = 12\n",
+        )
+        .expect("parses");
+        assert_eq!(f.nick_expiry_days, Some(30));
+        assert_eq!(f.nick_claim_burst, Some(2));
+        assert_eq!(f.nick_claims_per_hour, Some(12));
         let e = toml::from_str::<Settings>("bnid = \"x\"\n").expect_err("typo");
         assert!(e.to_string().contains("bnid"), "{e}");
     }

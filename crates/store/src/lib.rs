@@ -91,13 +91,29 @@ pub struct Record {
 pub enum Op {
     /// Append a message.
     Message(Record),
-    /// Bind `nick` to `key` (replacing the key's previous nick, if any).
+    /// Bind `nick` to `key` (replacing the key's previous nick, and whichever key held `fold`
+    /// before, if any).
     SetNick {
         /// Nick as the user spelled it.
         nick: String,
         /// Its case-folded form, the unique key.
         fold: String,
         /// The owner.
+        key: [u8; 32],
+        /// When the owner was seen (ms since the epoch): now.
+        seen_ms: i64,
+    },
+    /// The owner of a nick was seen connected at `ts_ms` (ms since the epoch; an older time
+    /// than the one stored changes nothing). Nothing happens if `key` holds no nick.
+    Seen {
+        /// The owner.
+        key: [u8; 32],
+        /// When.
+        ts_ms: i64,
+    },
+    /// `key` no longer holds a nick (another key claimed it after it expired).
+    ReleaseNick {
+        /// The former owner.
         key: [u8; 32],
     },
     /// Set a room's topic.
@@ -176,6 +192,11 @@ pub const MIGRATIONS: &[&str] = &[
         ts INTEGER NOT NULL);
     CREATE TABLE dm_cursors (key BLOB NOT NULL, conv TEXT NOT NULL, upto INTEGER NOT NULL,
         PRIMARY KEY (key, conv)) WITHOUT ROWID;",
+    // 2: when each nick's owner was last seen connected (ms since the epoch), for nick
+    // expiry. Nicks bound before this version count as seen at the upgrade, so that none
+    // expires sooner than a full expiry period after it.
+    "ALTER TABLE nicks ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;
+    UPDATE nicks SET seen = unixepoch() * 1000;",
 ];
 
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -429,14 +450,31 @@ impl Writer {
                         .map_err(&err)?;
                         conv.execute(params![r.conv, r.id as i64]).map_err(&err)?;
                     }
-                    Op::SetNick { nick, fold, key } => {
+                    Op::SetNick {
+                        nick,
+                        fold,
+                        key,
+                        seen_ms,
+                    } => {
                         tx.execute("DELETE FROM nicks WHERE key = ?1", params![&key[..]])
                             .map_err(&err)?;
                         tx.execute(
-                            "INSERT OR REPLACE INTO nicks (fold, nick, key) VALUES (?1, ?2, ?3)",
-                            params![fold, nick, &key[..]],
+                            "INSERT OR REPLACE INTO nicks (fold, nick, key, seen)
+                             VALUES (?1, ?2, ?3, ?4)",
+                            params![fold, nick, &key[..], seen_ms],
                         )
                         .map_err(&err)?;
+                    }
+                    Op::Seen { key, ts_ms } => {
+                        tx.execute(
+                            "UPDATE nicks SET seen = max(seen, ?2) WHERE key = ?1",
+                            params![&key[..], ts_ms],
+                        )
+                        .map_err(&err)?;
+                    }
+                    Op::ReleaseNick { key } => {
+                        tx.execute("DELETE FROM nicks WHERE key = ?1", params![&key[..]])
+                            .map_err(&err)?;
                     }
                     Op::SetTopic {
                         room,
@@ -498,6 +536,8 @@ impl Writer {
 pub struct Loaded {
     /// `(nick, key)` bindings.
     pub nicks: Vec<(String, [u8; 32])>,
+    /// `(key, ms since the epoch)`: when each nick's owner was last seen connected.
+    pub seen: Vec<([u8; 32], i64)>,
     /// `(room, topic, set_by, ts_ms)`.
     pub topics: Vec<(String, String, String, i64)>,
     /// `(conversation, highest id ever given)`.
@@ -561,12 +601,18 @@ impl Reader {
         let err = sql_err(&self.path);
         let c = &self.conn;
         let mut out = Loaded::default();
-        let mut st = c.prepare("SELECT nick, key FROM nicks").map_err(&err)?;
-        out.nicks = st
-            .query_map([], |r| Ok((r.get(0)?, key32(r.get(1)?)?)))
+        let mut st = c
+            .prepare("SELECT nick, key, seen FROM nicks")
+            .map_err(&err)?;
+        let rows: Vec<(String, [u8; 32], i64)> = st
+            .query_map([], |r| Ok((r.get(0)?, key32(r.get(1)?)?, r.get(2)?)))
             .map_err(&err)?
             .collect::<Result<_, _>>()
             .map_err(&err)?;
+        for (nick, key, seen) in rows {
+            out.nicks.push((nick, key));
+            out.seen.push((key, seen));
+        }
         let mut st = c
             .prepare("SELECT room, topic, set_by, ts FROM topics")
             .map_err(&err)?;
@@ -622,6 +668,37 @@ impl Reader {
             .collect::<Result<_, _>>()
             .map_err(&err)?;
         rows.reverse();
+        Ok(rows)
+    }
+
+    /// The DM conversations in which `key` has messages not yet handed to it, after
+    /// `after_conv` in name order, at most `limit`: `(conversation, id of the first such
+    /// message)`. A page of conversation names, never of messages, so that the server keeps no
+    /// offline message in memory and reads what a returning user missed only when it connects.
+    pub fn undelivered(
+        &self,
+        key: &[u8; 32],
+        after_conv: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let err = sql_err(&self.path);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT conv, min(id) FROM messages m WHERE to_key = ?1 AND conv > ?2
+                     AND id > coalesce(
+                         (SELECT upto FROM dm_cursors d WHERE d.key = ?1 AND d.conv = m.conv), 0)
+                 GROUP BY conv ORDER BY conv LIMIT ?3",
+            )
+            .map_err(&err)?;
+        let rows = st
+            .query_map(
+                params![&key[..], after_conv.unwrap_or(""), limit as i64],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)?;
         Ok(rows)
     }
 

@@ -108,11 +108,13 @@ fn nicks_topics_and_dm_cursors_round_trip() {
             nick: "Alice".into(),
             fold: "alice".into(),
             key: [1; 32],
+            seen_ms: 3,
         },
         Op::SetNick {
             nick: "Al".into(),
             fold: "al".into(),
             key: [1; 32],
+            seen_ms: 4,
         },
         Op::SetTopic {
             room: "#a".into(),
@@ -148,4 +150,156 @@ fn a_newer_schema_is_refused() {
     }
     let e = Store::open(&path, StoreConfig::default()).expect_err("too new");
     assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{e}");
+}
+
+#[test]
+fn undelivered_lists_conversations_not_messages_in_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("db"), StoreConfig::default()).expect("open");
+    let to = |mut r: Record, key: u8| {
+        r.to_key = Some([key; 32]);
+        r.to_nick = Some("bob".into());
+        r
+    };
+    let ops = vec![
+        Op::Message(to(rec("@a", 1, 5, "one"), 2)),
+        Op::Message(to(rec("@a", 2, 5, "two"), 2)),
+        Op::Message(to(rec("@a", 3, 5, "three"), 2)),
+        Op::Message(to(rec("@b", 7, 5, "other"), 2)),
+        Op::Message(to(rec("@c", 1, 5, "not bob's"), 3)),
+        // Delivered up to 1 in @a; everything in @d was delivered.
+        Op::DmCursor {
+            key: [2; 32],
+            conv: "@a".into(),
+            upto: 1,
+        },
+        Op::Message(to(rec("@d", 1, 5, "seen"), 2)),
+        Op::DmCursor {
+            key: [2; 32],
+            conv: "@d".into(),
+            upto: 1,
+        },
+    ];
+    block(store.write(ops)).expect("committed");
+    let r = store.reader().expect("reader");
+    let all = r.undelivered(&[2; 32], None, 10).expect("read");
+    assert_eq!(all, vec![("@a".into(), 2), ("@b".into(), 7)]);
+    let first = r.undelivered(&[2; 32], None, 1).expect("read");
+    assert_eq!(first, vec![("@a".into(), 2)]);
+    let next = r.undelivered(&[2; 32], Some("@a"), 1).expect("read");
+    assert_eq!(next, vec![("@b".into(), 7)]);
+    assert!(
+        r.undelivered(&[2; 32], Some("@b"), 1)
+            .expect("read")
+            .is_empty()
+    );
+    assert!(r.undelivered(&[9; 32], None, 10).expect("read").is_empty());
+}
+
+fn set_nick(nick: &str, key: u8, seen_ms: i64) -> Op {
+    Op::SetNick {
+        nick: nick.into(),
+        fold: nick.to_lowercase(),
+        key: [key; 32],
+        seen_ms,
+    }
+}
+
+#[test]
+fn nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    {
+        let store = Store::open(&path, StoreConfig::default()).expect("open");
+        let ops = vec![
+            set_nick("alice", 1, 100),
+            set_nick("bob", 2, 100),
+            set_nick("carol", 3, 100),
+            // Later sightings move the time forward, never back.
+            Op::Seen {
+                key: [1; 32],
+                ts_ms: 500,
+            },
+            Op::Seen {
+                key: [1; 32],
+                ts_ms: 400,
+            },
+            // A key without a nick: nothing to record.
+            Op::Seen {
+                key: [9; 32],
+                ts_ms: 500,
+            },
+            // bob's expired nick is taken by key 4 under a look-alike spelling: released.
+            Op::ReleaseNick { key: [2; 32] },
+            set_nick("b0b", 4, 600),
+            // carol's expired nick is taken by key 5 in another case: replaced.
+            set_nick("Carol", 5, 700),
+        ];
+        block(store.write(ops)).expect("committed");
+        store.close();
+    }
+    let store = Store::open(&path, StoreConfig::default()).expect("reopen");
+    let mut loaded = store.reader().expect("reader").load(10, 10).expect("load");
+    loaded.nicks.sort();
+    loaded.seen.sort();
+    assert_eq!(
+        loaded.nicks,
+        vec![
+            ("Carol".to_owned(), [5; 32]),
+            ("alice".to_owned(), [1; 32]),
+            ("b0b".to_owned(), [4; 32]),
+        ]
+    );
+    assert_eq!(
+        loaded.seen,
+        vec![([1; 32], 500), ([4; 32], 600), ([5; 32], 700)]
+    );
+}
+
+/// A database written by the previous version (schema 1, no last-seen times) opens, and its
+/// nicks count as seen at the upgrade: none of them expires early.
+#[test]
+fn a_schema_1_database_is_migrated_and_its_nicks_count_as_seen_at_the_upgrade() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    {
+        let c = Connection::open(&path).expect("open");
+        c.execute_batch(MIGRATIONS[0]).expect("schema 1");
+        c.pragma_update(None, "user_version", 1).expect("version");
+        c.execute(
+            "INSERT INTO nicks (fold, nick, key) VALUES ('alice', 'Alice', ?1)",
+            params![&[1u8; 32][..]],
+        )
+        .expect("nick");
+    }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let before = now();
+    let store = Store::open(&path, StoreConfig::default()).expect("migrates");
+    let after = now();
+    let loaded = store.reader().expect("reader").load(10, 10).expect("load");
+    assert_eq!(loaded.nicks, vec![("Alice".to_owned(), [1; 32])]);
+    let (key, seen) = loaded.seen[0];
+    assert_eq!(key, [1; 32]);
+    // unixepoch() has whole seconds.
+    assert!(
+        (before - 1000..=after).contains(&seen),
+        "{before} <= {seen} <= {after}"
+    );
+    let version: i64 = Connection::open(&path)
+        .expect("open")
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, MIGRATIONS.len() as i64);
+    // The migrated table takes the new operations.
+    block(store.write(vec![Op::Seen {
+        key: [1; 32],
+        ts_ms: after + 5,
+    }]))
+    .expect("committed");
+    let loaded = store.reader().expect("reader").load(10, 10).expect("load");
+    assert_eq!(loaded.seen, vec![([1; 32], after + 5)]);
 }

@@ -23,6 +23,14 @@ struct H {
     reads: Vec<(SessionId, String, Option<u64>, usize)>,
     auto_commit: bool,
     sends: usize,
+    /// Sessions whose transport takes nothing (a reader that does not read); every other
+    /// session's output is taken at once, as a fast link would.
+    stuck: HashSet<SessionId>,
+    /// Bytes sent to each session and not taken.
+    outstanding: HashMap<SessionId, usize>,
+    /// The store's messages (loaded and persisted), for `ReadUndelivered`.
+    stored: Vec<Record>,
+    undelivered_reads: usize,
 }
 
 impl H {
@@ -31,6 +39,7 @@ impl H {
     }
 
     fn with(config: ServerConfig, loaded: Loaded) -> Self {
+        let stored = loaded.undelivered.clone();
         H {
             s: Server::new(config, loaded),
             now: 1_000_000,
@@ -41,7 +50,39 @@ impl H {
             reads: Vec::new(),
             auto_commit: true,
             sends: 0,
+            stuck: HashSet::new(),
+            outstanding: HashMap::new(),
+            stored,
+            undelivered_reads: 0,
         }
+    }
+
+    /// What `Reader::undelivered` answers, from `stored` and the persisted DM cursors.
+    fn undelivered(&self, key: &Key, after: Option<&str>, limit: usize) -> Vec<(String, u64)> {
+        let mut cursors: HashMap<&str, u64> = HashMap::new();
+        for op in &self.persisted {
+            if let Op::DmCursor { key: k, conv, upto } = op {
+                if k == key {
+                    let e = cursors.entry(conv.as_str()).or_default();
+                    *e = (*e).max(*upto);
+                }
+            }
+        }
+        let mut first: std::collections::BTreeMap<&str, u64> = Default::default();
+        for r in &self.stored {
+            let undelivered = r.to_key.as_ref() == Some(key)
+                && r.id > cursors.get(r.conv.as_str()).copied().unwrap_or(0)
+                && after.is_none_or(|a| r.conv.as_str() > a);
+            if undelivered {
+                let e = first.entry(r.conv.as_str()).or_insert(r.id);
+                *e = (*e).min(r.id);
+            }
+        }
+        first
+            .into_iter()
+            .take(limit)
+            .map(|(c, id)| (c.to_owned(), id))
+            .collect()
     }
 
     fn drain(&mut self) {
@@ -54,6 +95,11 @@ impl H {
                     self.sends += 1;
                     let m = ServerMsg::decode(&data).expect("server output decodes");
                     self.inbox.entry(to).or_default().push(m);
+                    if self.stuck.contains(&to) {
+                        *self.outstanding.entry(to).or_default() += data.len();
+                    } else {
+                        self.s.sent(self.now, to, data.len());
+                    }
                 }
                 Output::Close { session, .. } => {
                     self.closed.push(session);
@@ -61,6 +107,11 @@ impl H {
                 }
                 Output::Persist { token, ops } => {
                     self.persisted.extend(ops.iter().cloned());
+                    for op in &ops {
+                        if let Op::Message(r) = op {
+                            self.stored.push(r.clone());
+                        }
+                    }
                     if self.auto_commit {
                         self.s.committed(self.now, token, true);
                     } else {
@@ -73,6 +124,16 @@ impl H {
                     before,
                     limit,
                 } => self.reads.push((session, conv, before, limit)),
+                Output::ReadUndelivered {
+                    session,
+                    key,
+                    after,
+                    limit,
+                } => {
+                    self.undelivered_reads += 1;
+                    let page = self.undelivered(&key, after.as_deref(), limit);
+                    self.s.undelivered_loaded(self.now, session, Ok(page));
+                }
             }
         }
     }
@@ -146,6 +207,23 @@ impl H {
         if self.s.poll_timeout().is_some_and(|t| t <= self.now) {
             self.s.handle_timeout(self.now);
         }
+        self.drain();
+    }
+
+    /// The transport of a stuck session takes everything outstanding, at last.
+    fn unstick(&mut self, id: SessionId) {
+        self.stuck.remove(&id);
+        let n = self.outstanding.remove(&id).unwrap_or(0);
+        self.s.sent(self.now, id, n);
+        self.drain();
+    }
+
+    /// The transport of a stuck session takes `n` bytes.
+    fn take_bytes(&mut self, id: SessionId, n: usize) {
+        let e = self.outstanding.entry(id).or_default();
+        let n = n.min(*e);
+        *e -= n;
+        self.s.sent(self.now, id, n);
         self.drain();
     }
 
@@ -481,6 +559,8 @@ fn limits_and_bad_names_get_clear_errors() {
 fn presence_is_batched_so_mass_joins_cost_linear_messages() {
     let mut h = H::new(ServerConfig {
         max_sessions_per_ip: 1000,
+        // 200 new nicks from one address.
+        nick_claim_burst: 1000,
         ..ServerConfig::default()
     });
     let n = 200u64;
@@ -815,3 +895,418 @@ fn messages_past_retention_age_are_not_replayed_from_memory() {
     h.hello(2, key(2), "bob", &["#r"]);
     assert_eq!(texts(&h.msgs(2)), vec![("alice", 2, "new", true)]);
 }
+
+/// `n` messages of `len` bytes each in `conv` (ids 1..=n), as the store would load them.
+fn filled(convs: &[&str], n: u64, len: usize) -> Loaded {
+    let mut loaded = Loaded {
+        nicks: vec![("filler".into(), key(9))],
+        ..Loaded::default()
+    };
+    for conv in convs {
+        loaded.last_ids.push(((*conv).into(), n));
+        for id in 1..=n {
+            loaded.recent.push(Record {
+                conv: (*conv).into(),
+                id,
+                ts_ms: 5,
+                from_key: key(9),
+                from_nick: "filler".into(),
+                to_key: None,
+                to_nick: None,
+                kind: 0,
+                text: format!("{id:05}{}", "x".repeat(len - 5)),
+                client_ref: None,
+            });
+        }
+    }
+    loaded
+}
+
+/// A hello from a stuck reader (its transport takes nothing).
+fn stuck_hello(h: &mut H, id: SessionId, k: Key, rooms: Vec<JoinReq>) {
+    h.stuck.insert(id);
+    h.connect(id, k);
+    let hello = ClientMsg::Hello {
+        v: wire::VERSION,
+        nick: format!("n{id}"),
+        client: id,
+        rooms,
+        dms: vec![],
+    };
+    h.send(id, hello);
+}
+
+/// Room messages `id`s of `conv` in `got`, in order.
+fn ids_of(got: &[ServerMsg], conv: &str) -> Vec<u64> {
+    got.iter()
+        .filter_map(|m| match m {
+            ServerMsg::Msg(m) if m.conv == conv => Some(m.id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The bytes one 8 KiB message takes on the wire, with room to spare.
+const ONE_MESSAGE: usize = 9 * 1024;
+
+#[test]
+fn a_hello_repeating_one_room_800_times_replays_it_once_in_pages() {
+    // The attack of issue 11: 800 × {"room":"#big","after":0}, 100 cached 8 KiB messages.
+    // Encoded up front, that was 800 × 100 × 8 KiB = 655 MB.
+    let mut h = H::with(ServerConfig::default(), filled(&["#big"], 100, 8 * 1024));
+    let rooms = vec![
+        JoinReq {
+            room: "#big".into(),
+            after: Some(0),
+        };
+        800
+    ];
+    assert!(
+        ClientMsg::Hello {
+            v: 1,
+            nick: "n1".into(),
+            client: 1,
+            rooms: rooms.clone(),
+            dms: vec![]
+        }
+        .encode()
+        .len()
+            < 22 * 1024
+    );
+    stuck_hello(&mut h, 1, key(1), rooms);
+    let queued = h.outstanding[&1];
+    assert!(
+        queued <= PAGE_BYTES + ONE_MESSAGE,
+        "{queued} bytes queued for one hello"
+    );
+    assert_eq!(
+        h.s.sessions[&1].queued, queued,
+        "the core counts what it queued"
+    );
+    // As the transport takes it, the rest follows, page by page, each message once.
+    for _ in 0..100 {
+        h.take_bytes(1, PAGE_BYTES / 2);
+        assert!(h.outstanding[&1] <= PAGE_BYTES + ONE_MESSAGE);
+    }
+    h.unstick(1);
+    let got = h.take(1);
+    assert_eq!(ids_of(&got, "#big"), (1..=100).collect::<Vec<_>>());
+    let joined = got
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::Joined { .. }))
+        .count();
+    assert_eq!(joined, 1, "one joined for 800 entries");
+}
+
+#[test]
+fn a_64_kib_hello_of_distinct_rooms_is_capped_and_streamed_under_the_bound() {
+    // The worst a hello can ask: as many distinct rooms as fit in one 64 KiB message, each
+    // with a full cache (256 messages of 1 KiB), replayed from the start.
+    let names: Vec<String> = (0..3000).map(|i| format!("#r{i}")).collect();
+    let full: Vec<&str> = names.iter().take(40).map(String::as_str).collect();
+    let mut h = H::with(ServerConfig::default(), filled(&full, 256, 1024));
+    let rooms: Vec<JoinReq> = names
+        .iter()
+        .map(|r| JoinReq {
+            room: r.clone(),
+            after: Some(0),
+        })
+        .take_while({
+            let mut len = 0;
+            move |j| {
+                len += j.room.len() + 20;
+                len < 64 * 1024 - 100
+            }
+        })
+        .collect();
+    let n = rooms.len();
+    assert!(n > 2000, "{n} rooms");
+    stuck_hello(&mut h, 1, key(1), rooms);
+    assert!(
+        h.outstanding[&1] <= PAGE_BYTES + ONE_MESSAGE,
+        "{} bytes queued",
+        h.outstanding[&1]
+    );
+    let errs: Vec<_> = h
+        .inbox
+        .get(&1)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m {
+            ServerMsg::Error { code, message, .. } => Some((code.clone(), message.clone())),
+            _ => None,
+        })
+        .collect();
+    // One for the first room past the limit (as a `join` gets), one counting the rest.
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs.iter().all(|e| e.0 == code::TOO_MANY_ROOMS));
+    let rest = format!("{} more rooms were not joined", n - 33);
+    assert!(errs[0].1.contains(&rest), "{}", errs[0].1);
+    assert!(errs[1].1.contains("cannot join #r32"), "{}", errs[1].1);
+    while h.outstanding[&1] > 0 {
+        h.take_bytes(1, 16 * 1024);
+        assert!(h.outstanding[&1] <= PAGE_BYTES + ONE_MESSAGE);
+    }
+    let got = h.take(1);
+    for room in full.iter().take(32) {
+        assert_eq!(ids_of(&got, room), (1..=256).collect::<Vec<_>>(), "{room}");
+    }
+    assert!(
+        ids_of(&got, full[32]).is_empty(),
+        "the 33rd room is not joined"
+    );
+    assert_eq!(h.s.users[&key(1)].rooms.len(), 32);
+}
+
+#[test]
+fn a_first_join_streams_its_history_then_its_end_then_live_messages_in_order() {
+    let config = ServerConfig {
+        burst: 1000,
+        per_sec: 1000,
+        ..ServerConfig::default()
+    };
+    let mut h = H::with(config, filled(&["#big"], 200, 8 * 1024));
+    h.hello(2, key(2), "alice", &["#big"]);
+    h.take(2);
+    stuck_hello(
+        &mut h,
+        1,
+        key(1),
+        vec![JoinReq {
+            room: "#big".into(),
+            after: None,
+        }],
+    );
+    // Live messages while the history is still streaming wait for their turn.
+    for c in 1..=3 {
+        h.say(2, c, "#big", &format!("live {c}"));
+    }
+    h.unstick(1);
+    let got = h.take(1);
+    let end = got
+        .iter()
+        .position(|m| matches!(m, ServerMsg::HistoryEnd { count: 50, .. }))
+        .expect("history_end");
+    let msgs: Vec<(u64, bool)> = got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Msg(m) => Some((m.id, m.history)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(u64, bool)> = (151..=200)
+        .map(|i| (i, true))
+        .chain((201..=203).map(|i| (i, false)))
+        .collect();
+    assert_eq!(msgs, want);
+    let first_live = got
+        .iter()
+        .position(|m| matches!(m, ServerMsg::Msg(m) if m.id == 201))
+        .expect("live");
+    assert!(end < first_live, "history_end before the live messages");
+}
+
+#[test]
+fn a_slow_reader_gets_live_messages_in_order_once_with_a_gap_for_what_left_the_cache() {
+    let config = ServerConfig {
+        burst: 1000,
+        per_sec: 1000,
+        replay_cache: 30,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(config);
+    h.hello(2, key(2), "alice", &["#r"]);
+    stuck_hello(
+        &mut h,
+        1,
+        key(1),
+        vec![JoinReq {
+            room: "#r".into(),
+            after: None,
+        }],
+    );
+    let text = "y".repeat(8 * 1024);
+    for c in 1..=60 {
+        h.say(2, c, "#r", &text);
+    }
+    // The reader's queue stopped growing at a page; the rest waits in the cache.
+    assert!(h.outstanding[&1] <= PAGE_BYTES + ONE_MESSAGE);
+    assert!(h.closed.is_empty());
+    h.unstick(1);
+    let got = h.take(1);
+    let ids = ids_of(&got, "#r");
+    // Ids 1..=k came live; the cache holds the last 30; what fell out between is a `gap`.
+    let k = ids.iter().take_while(|&&i| i <= 30).count() as u64;
+    assert!(k >= 7, "a page went out live: {ids:?}");
+    let want: Vec<u64> = (1..=k).chain(31..=60).collect();
+    assert_eq!(ids, want);
+    let gap = got.iter().find_map(|m| match m {
+        ServerMsg::Error {
+            code: c, message, ..
+        } if c == code::GAP => Some(message.clone()),
+        _ => None,
+    });
+    let gap = gap.expect("a gap error");
+    assert!(gap.contains(&format!("{}..30", k + 1)), "{gap}");
+}
+
+#[test]
+fn a_reader_whose_queue_passes_the_bound_is_closed_as_too_slow() {
+    let config = ServerConfig {
+        burst: 1000,
+        per_sec: 1000,
+        ..ServerConfig::default()
+    };
+    let mut h = H::with(config, filled(&["#big"], 200, 8 * 1024));
+    stuck_hello(
+        &mut h,
+        1,
+        key(1),
+        vec![JoinReq {
+            room: "#big".into(),
+            after: Some(200),
+        }],
+    );
+    // History pages are answers, sent whole (1.7 MB each): the third passes 4 MiB.
+    for _ in 0..3 {
+        let req = ClientMsg::History {
+            room: Some("#big".into()),
+            with: None,
+            before: None,
+            limit: 200,
+        };
+        h.send(1, req);
+    }
+    assert_eq!(h.closed, vec![1]);
+    assert_eq!(h.s.stats().too_slow, 1);
+    assert!(h.outstanding[&1] <= MAX_QUEUED_BYTES);
+    assert!(h.outstanding[&1] > MAX_QUEUED_BYTES / 2);
+}
+
+#[test]
+fn garbage_hellos_and_out_of_state_requests_count_against_flood_control() {
+    let mut h = H::new(ServerConfig::default());
+    h.connect(1, key(1));
+    // 200 garbage requests over one second: at most burst + rate (10 + 5; the session's
+    // extra token is its hello's, and garbage can spend it) are answered as such, the rest
+    // are refused by flood control.
+    for _ in 0..200 {
+        h.s.message(h.now, 1, b"\x00garbage");
+        h.drain();
+        h.now += 5;
+    }
+    let got = h.errors(1);
+    let bad = got.iter().filter(|e| e.1 == code::BAD_REQUEST).count();
+    let flood = got.iter().filter(|e| e.1 == code::FLOOD).count();
+    assert!((10..=15).contains(&bad), "{bad} garbage requests answered");
+    assert_eq!(bad + flood, 200);
+    assert_eq!(h.s.stats().malformed, 200);
+    // Out of state, before hello: the same bucket.
+    h.advance(10_000);
+    for c in 1..=12 {
+        h.say(1, c, "#r", "before hello");
+    }
+    let got = h.errors(1);
+    assert_eq!(got.iter().filter(|e| e.1 == code::STATE).count(), 10);
+    assert_eq!(got.iter().filter(|e| e.1 == code::FLOOD).count(), 2);
+    // A hello costs a token too: with none left it is refused, not fatal.
+    let hello = ClientMsg::Hello {
+        v: wire::VERSION,
+        nick: "alice".into(),
+        client: 1,
+        rooms: vec![],
+        dms: vec![],
+    };
+    h.send(1, hello.clone());
+    assert_eq!(h.errors(1)[0].1, code::FLOOD);
+    assert!(h.closed.is_empty());
+    h.advance(1000);
+    h.send(1, hello.clone());
+    assert!(matches!(h.take(1)[0], ServerMsg::Welcome { .. }));
+    // And a repeated one.
+    for _ in 0..20 {
+        h.send(1, hello.clone());
+    }
+    let got = h.errors(1);
+    assert!(got.iter().filter(|e| e.1 == code::STATE).count() <= 5);
+    assert_eq!(got.len(), 20);
+}
+
+#[test]
+fn dms_received_while_away_come_from_the_store_a_page_of_conversations_at_a_time() {
+    let config = ServerConfig {
+        max_sessions_per_ip: 100,
+        // 41 new nicks from one address.
+        nick_claim_burst: 100,
+        ..ServerConfig::default()
+    };
+    let mut h = H::new(config);
+    h.hello(100, key(100), "bob", &[]);
+    h.s.disconnected(h.now, 100, "left");
+    // 40 senders (more than a page of 32 conversations), 2 DMs each.
+    for i in 0..40u8 {
+        h.hello(u64::from(i), key(i), &format!("s{i}"), &[]);
+        h.dm(u64::from(i), 1, "bob", "one");
+        h.dm(u64::from(i), 2, "bob", "two");
+    }
+    h.undelivered_reads = 0;
+    h.hello(101, key(100), "bob", &[]);
+    assert_eq!(h.undelivered_reads, 2, "two pages of conversations");
+    let got = h.take(101);
+    for i in 0..40u8 {
+        let conv = dm_conv(&key(i), &key(100));
+        assert_eq!(ids_of(&got, &conv), vec![1, 2], "from s{i}");
+        assert!(h.persisted.contains(&Op::DmCursor {
+            key: key(100),
+            conv,
+            upto: 2
+        }));
+    }
+    // Delivered once.
+    h.s.disconnected(h.now, 101, "left");
+    h.hello(102, key(100), "bob", &[]);
+    assert!(h.msgs(102).is_empty());
+}
+
+#[test]
+fn a_dm_arriving_while_the_store_is_read_waits_behind_the_older_ones() {
+    let mut h = H::new(ServerConfig::default());
+    h.hello(1, key(1), "alice", &[]);
+    h.hello(2, key(2), "bob", &[]);
+    h.s.disconnected(h.now, 2, "left");
+    h.dm(1, 1, "bob", "old");
+    // Bob connects; the store's answer is late, and a new DM arrives first.
+    h.connect(3, key(2));
+    let hello = ClientMsg::Hello {
+        v: wire::VERSION,
+        nick: "bob".into(),
+        client: 3,
+        rooms: vec![],
+        dms: vec![],
+    };
+    h.s.message(h.now, 3, &hello.encode());
+    let mut read = None;
+    while let Some(o) = h.s.poll_output() {
+        match o {
+            Output::ReadUndelivered { key, after, .. } => read = Some((key, after)),
+            Output::Send { to, data } => {
+                h.s.sent(h.now, to, data.len());
+                let m = ServerMsg::decode(&data).expect("decodes");
+                h.inbox.entry(to).or_default().push(m);
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+    let (k, after) = read.expect("asked the store");
+    h.dm(1, 2, "bob", "new");
+    assert!(h.msgs(3).is_empty(), "the new DM waits for the old one");
+    let page = h.undelivered(&k, after.as_deref(), UNDELIVERED_PAGE);
+    h.s.undelivered_loaded(h.now, 3, Ok(page));
+    h.drain();
+    assert_eq!(
+        texts(&h.msgs(3)),
+        vec![("alice", 1, "old", false), ("alice", 2, "new", false)]
+    );
+}
+
+mod nicks;
