@@ -12,11 +12,12 @@ use anyhow::Context as _;
 use chirp_chat::client::{self, ClientConfig, ClientHandle, Event, Target};
 use chirp_chat::wire::{Msg, Presence, ServerMsg};
 use chirp_keys::{Fingerprint, Identity, PublicKey};
+use chirp_tui::safe::line as safe;
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::output::Output;
+use crate::output::{Output, message_body};
 use crate::serve::DEFAULT_PORT;
 
 pub(crate) const EXAMPLES: &str = "\
@@ -115,7 +116,10 @@ fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
     Ok((name, addr))
 }
 
-/// Prints events, human-readable or JSON.
+/// Prints events, human-readable or JSON. In a human line every field from the server (nicks,
+/// rooms, topics, reasons, message text) is shown through `chirp_tui::safe`: the server
+/// refuses control characters in names and text, but a client does not bet its terminal on
+/// that (an older or hostile server, or bidi controls, which message text may hold).
 struct Printer {
     json: bool,
     nick: String,
@@ -142,14 +146,14 @@ impl Printer {
 
     fn status(&self, text: &str) {
         self.emit(
-            || format!("* {text}"),
+            || format!("* {}", safe(text)),
             json!({"type": "status", "message": text}),
         );
     }
 
     fn error(&self, code: &str, text: &str) {
         self.emit(
-            || format!("! {text}"),
+            || format!("! {}", safe(text)),
             json!({"type": "error", "code": code, "message": text}),
         );
     }
@@ -158,20 +162,24 @@ impl Printer {
         self.emit(|| text.to_owned(), json!({"type": "info", "message": text}));
     }
 
-    fn message(&self, m: &Msg) {
-        let human = || {
-            let h = if m.history { " (history)" } else { "" };
-            let place = match (&m.room, &m.to) {
-                (Some(r), _) => r.clone(),
-                (None, Some(to)) => format!("(DM to {to})"),
-                (None, None) => m.conv.clone(),
-            };
-            if m.action {
-                format!("[{}] {place}: * {} {}{h}", hms(m.ts), m.from, m.text)
-            } else {
-                format!("[{}] {place} <{}> {}{h}", hms(m.ts), m.from, m.text)
-            }
+    /// A message as a human line (before [`crate::output::guard`]).
+    fn message_line(m: &Msg) -> String {
+        let h = if m.history { " (history)" } else { "" };
+        let place = match (&m.room, &m.to) {
+            (Some(r), _) => safe(r).into_owned(),
+            (None, Some(to)) => format!("(DM to {})", safe(to)),
+            (None, None) => safe(&m.conv).into_owned(),
         };
+        let (from, text) = (safe(&m.from), message_body(&m.text));
+        if m.action {
+            format!("[{}] {place}: * {from} {text}{h}", hms(m.ts))
+        } else {
+            format!("[{}] {place} <{from}> {text}{h}", hms(m.ts))
+        }
+    }
+
+    fn message(&self, m: &Msg) {
+        let human = || Printer::message_line(m);
         let mut obj = json!({
             "type": "message", "room": m.room, "from": m.from, "text": m.text, "id": m.id,
             "ts": rfc3339(m.ts), "history": m.history,
@@ -201,8 +209,10 @@ impl Printer {
                         let t = if topic.is_empty() {
                             String::new()
                         } else {
-                            format!("; topic: {topic}")
+                            format!("; topic: {}", safe(&topic))
                         };
+                        let members: Vec<_> = members.iter().map(|m| safe(m)).collect();
+                        let room = safe(&room);
                         format!("* you joined {room} ({n} here: {}){t}", members.join(" "))
                     },
                     json!({"type": "join", "room": room, "nick": self.nick, "self": true,
@@ -210,22 +220,22 @@ impl Printer {
                 );
             }
             ServerMsg::Parted { room } => self.emit(
-                || format!("* you left {room}"),
+                || format!("* you left {}", safe(&room)),
                 json!({"type": "part", "room": room, "nick": self.nick, "self": true}),
             ),
             ServerMsg::Presence { room, events } => {
                 for ev in events {
                     match ev {
                         Presence::Join { nick } if nick != self.nick => self.emit(
-                            || format!("* {nick} joined {room}"),
+                            || format!("* {} joined {}", safe(&nick), safe(&room)),
                             json!({"type": "join", "room": room, "nick": nick}),
                         ),
                         Presence::Part { nick } if nick != self.nick => self.emit(
-                            || format!("* {nick} left {room}"),
+                            || format!("* {} left {}", safe(&nick), safe(&room)),
                             json!({"type": "part", "room": room, "nick": nick}),
                         ),
                         Presence::Quit { nick, reason } if nick != self.nick => self.emit(
-                            || format!("* {nick} quit ({reason})"),
+                            || format!("* {} quit ({})", safe(&nick), safe(&reason)),
                             json!({"type": "quit", "room": room, "nick": nick, "reason": reason}),
                         ),
                         _ => {}
@@ -237,19 +247,23 @@ impl Printer {
                     self.nick = new.clone();
                 }
                 self.emit(
-                    || format!("* {old} is now known as {new}"),
+                    || format!("* {} is now known as {}", safe(&old), safe(&new)),
                     json!({"type": "nick", "old": old, "new": new}),
                 );
             }
             ServerMsg::Topic { room, topic, by } => self.emit(
-                || format!("* {by} set the topic of {room}: {topic}"),
+                || {
+                    let (by, room, topic) = (safe(&by), safe(&room), safe(&topic));
+                    format!("* {by} set the topic of {room}: {topic}")
+                },
                 json!({"type": "topic", "room": room, "topic": topic, "by": by}),
             ),
             ServerMsg::List { rooms } => self.emit(
                 || {
                     let mut s = format!("* {} rooms:", rooms.len());
                     for r in &rooms {
-                        s.push_str(&format!("\n  {} ({}) {}", r.room, r.members, r.topic));
+                        let (room, topic) = (safe(&r.room), safe(&r.topic));
+                        s.push_str(&format!("\n  {room} ({}) {topic}", r.members));
                     }
                     s
                 },
@@ -267,7 +281,8 @@ impl Printer {
                     } else {
                         String::new()
                     };
-                    format!("* in {room}: {}{m}", members.join(" "))
+                    let members: Vec<_> = members.iter().map(|m| safe(m)).collect();
+                    format!("* in {}: {}{m}", safe(&room), members.join(" "))
                 },
                 json!({"type": "who", "room": room, "members": members, "more": more}),
             ),
@@ -551,7 +566,7 @@ impl Ui {
             Event::Welcome { nick, .. } => {
                 self.out.nick = nick.clone();
                 self.out.emit(
-                    || format!("* connected as {nick}"),
+                    || format!("* connected as {}", safe(&nick)),
                     json!({"type": "connected", "nick": nick}),
                 );
             }
@@ -587,7 +602,8 @@ impl Ui {
             Event::Disconnected { reason, retry_in } => self.out.emit(
                 || {
                     format!(
-                        "* disconnected: {reason}; reconnecting in {:.1} s",
+                        "* disconnected: {}; reconnecting in {:.1} s",
+                        safe(&reason),
                         retry_in.as_secs_f64()
                     )
                 },
@@ -613,5 +629,72 @@ impl Ui {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The payload of issue 11.
+    const EVIL: &str =
+        "evil \x1b]0;pwned-title\x07 \x1b[2J\x1b[31mred\x1b[0m \x08\x08bs \u{202e}evil-bidi end";
+
+    fn msg(room: Option<&str>, to: Option<&str>, from: &str, text: &str, action: bool) -> Msg {
+        Msg {
+            conv: room.map_or_else(|| "@a,b".to_owned(), str::to_owned),
+            room: room.map(str::to_owned),
+            id: 1,
+            ts: 0,
+            from: from.into(),
+            to: to.map(str::to_owned),
+            text: text.into(),
+            action,
+            history: false,
+        }
+    }
+
+    /// What `chirp connect --line` prints for a message: nothing in it can act on a terminal.
+    /// The server refuses control characters in names and text, so a crafted event stands for
+    /// an older or hostile server here; the real-process test in `tests/terminal_text.rs`
+    /// covers what the server does let through (bidi controls in text).
+    #[test]
+    fn a_crafted_message_is_printed_harmlessly() {
+        let forbidden = |c: char| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c);
+        for m in [
+            msg(Some("#r\x1b[2J"), None, "ev\x07il", EVIL, false),
+            msg(Some("#r"), None, "ev\u{9b}il", EVIL, true),
+            msg(None, Some("b\u{202e}ob"), "a\x08lice", EVIL, false),
+        ] {
+            let line = crate::output::guard(Printer::message_line(&m));
+            assert!(!line.chars().any(forbidden), "{line:?}");
+            assert!(
+                line.contains(
+                    "evil ^[]0;pwned-title^G ^[[2J^[[31mred^[[0m ^H^Hbs <U+202E>evil-bidi end"
+                ),
+                "{line:?}"
+            );
+        }
+        let line = Printer::message_line(&msg(Some("#r\x1b[2J"), None, "ev\x07il", "x", false));
+        assert!(line.ends_with(" #r^[[2J <ev^Gil> x"), "{line:?}");
+        let line = Printer::message_line(&msg(None, Some("b\u{202e}ob"), "a", "x", true));
+        assert!(line.ends_with(" (DM to b<U+202E>ob): * a x"), "{line:?}");
+    }
+
+    /// A multi-line message stays readable, and its second line cannot pose as a message.
+    #[test]
+    fn a_multi_line_message_is_indented() {
+        let m = msg(
+            Some("#r"),
+            None,
+            "alice",
+            "one\n[00:00:00] #r <bob> forged",
+            false,
+        );
+        let line = Printer::message_line(&m);
+        let lines: Vec<&str> = line.lines().collect();
+        assert_eq!(lines.len(), 2, "{line:?}");
+        assert!(lines[0].ends_with(" #r <alice> one"), "{line:?}");
+        assert_eq!(lines[1], "    [00:00:00] #r <bob> forged");
     }
 }

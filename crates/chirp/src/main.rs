@@ -115,6 +115,13 @@ struct PeerArgs {
     /// no encryption.
     #[arg(long)]
     plain: bool,
+    /// With --plain: print each received datagram byte for byte (after the usual time and
+    /// sender), for a program reading the output. RISK: escape sequences then pass as they
+    /// came, so on a terminal anyone who can send a datagram to --bind can retitle it, clear
+    /// it, fake lines on it or worse. Without --raw, control and bidi characters are shown as
+    /// marks (^[, <U+202E>) and bytes that are not UTF-8 as \xNN.
+    #[arg(long, requires = "plain", conflicts_with = "json")]
+    raw: bool,
     /// Print one JSON object per line for every event (schema: docs/JSON.md).
     #[arg(long)]
     json: bool,
@@ -202,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 bind,
                 to,
                 plain: false,
+                raw: false,
                 json: false,
                 line: false,
                 no_bell: false,
@@ -224,7 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 
 async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
     if a.plain {
-        plain::run(a.bind, a.to, a.json).await
+        plain::run(a.bind, a.to, a.json, a.raw).await
     } else {
         let home = match a.home {
             Some(h) => h,
@@ -239,6 +247,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
             peer_key: a.peer_key,
             tui: tui::wanted(a.line, a.json),
             bell: !a.no_bell,
+            can_ask: !a.json && std::io::stdin().is_terminal(),
         };
         peer::run(opts).await
     }

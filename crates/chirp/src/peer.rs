@@ -51,6 +51,13 @@ const MAX_PENDING: usize = 1024;
 /// How long to wait before trying again when a connection cannot even be started.
 const CONNECT_RETRY: Duration = Duration::from_secs(1);
 
+/// How long to wait before trying again after the peer refused our key.
+const KEY_REFUSED_RETRY: Duration = Duration::from_secs(10);
+
+/// A refusal of a connection from another port is shown once per this long: a stranger (or a
+/// peer that keeps retrying) must not flood the screen.
+const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
+
 /// Options of `chirp peer` in reliable mode.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerOpts {
@@ -66,6 +73,9 @@ pub(crate) struct PeerOpts {
     pub(crate) tui: bool,
     /// In the UI, ring the bell on messages from the peer.
     pub(crate) bell: bool,
+    /// Someone can answer a question: the terminal UI, or line mode with standard input on a
+    /// terminal (not `--json`). Otherwise a key that needs confirming is refused.
+    pub(crate) can_ask: bool,
 }
 
 /// What the user asks of the chat loop.
@@ -81,6 +91,8 @@ pub(crate) enum Request {
     Leave,
     /// Standard input failed.
     InputFailed(std::io::Error),
+    /// The answer to [`Report::AskKey`] from the terminal UI: trust that key or not.
+    KeyAnswer(bool),
 }
 
 /// What the chat loop tells the user. (No `Debug`: a message is user plaintext.)
@@ -108,6 +120,10 @@ pub(crate) enum Report {
     Failed { local_id: u64, reason: String },
     /// Answer to [`Request::Link`]: `None` while no connection is up.
     Link(Option<Box<ConnectionStats>>),
+    /// A key seen for the first time, from another port of the peer's IP: should it be
+    /// trusted? Line mode takes the next line as the answer, the UI a key press
+    /// ([`Request::KeyAnswer`]).
+    AskKey { from: String, fingerprint: String },
 }
 
 /// Prints a report in line mode. Delivery reports and link snapshots are for the UI only.
@@ -116,12 +132,24 @@ pub(crate) fn print(out: Output, report: Report) {
         Report::Status(text) => out.status(&text),
         Report::Up { peer, .. } => out.peer_up(&peer),
         Report::Down { peer, reason } => out.peer_down(&peer, &reason),
-        Report::Message { from, data } => out.message(&from, &String::from_utf8_lossy(&data)),
+        Report::Message { from, data } => out.message(&from, &data),
         Report::Error(text) | Report::Failed { reason: text, .. } => out.error(&text),
         Report::Help => out.info(input::HELP),
         Report::Stats { peer, stats } => out.stats(&peer, &stats),
+        Report::AskKey { from, fingerprint } => out.status(&format!(
+            "{} Trust it and chat? Type y or yes to accept; anything else refuses.",
+            ask_text(&from, &fingerprint)
+        )),
         Report::Delivered(_) | Report::Link(_) => {}
     }
+}
+
+/// The question of [`Report::AskKey`], for line mode and the UI alike.
+pub(crate) fn ask_text(from: &str, fingerprint: &str) -> String {
+    format!(
+        "{from} presents key {fingerprint}, never seen before, from another port than the one \
+         given: the peer behind a NAT that changes ports, or a stranger on the same host or NAT?"
+    )
 }
 
 /// Where reports go.
@@ -182,6 +210,9 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
         identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
         // A peer is a two-party chat: the only one who may open a connection to us is the peer.
         accept_only_from: Some(opts.to.ip()),
+        // Its key is checked inside every handshake, whichever side opens it: nothing of
+        // ours goes out, and nothing of its is taken, before the key passed (`on_verify`).
+        verify_keys: true,
         // One connection, plus transients while a restarted peer replaces the old one.
         max_connections: 4,
         ..EndpointConfig::default()
@@ -251,6 +282,11 @@ struct Peer {
     closing: Option<ConnectionHandle>,
     /// When to try `connect` again after it failed outright.
     retry_at: Option<Instant>,
+    /// The handshake paused on a key only the user can judge, with its address and key.
+    asking: Option<(ConnectionHandle, SocketAddr, PublicKey)>,
+    /// The last non-fatal refusal shown, and when: repeats within [`REFUSAL_REPEAT`] are
+    /// only logged.
+    last_refusal: Option<(String, Instant)>,
 }
 
 impl Peer {
@@ -268,6 +304,8 @@ impl Peer {
             leaving: false,
             closing: None,
             retry_at: None,
+            asking: None,
+            last_refusal: None,
         }
     }
 
@@ -445,10 +483,16 @@ impl Peer {
             }
             Request::Leave => self.leave().await,
             Request::InputFailed(e) => Err(e).context("cannot read standard input"),
+            Request::KeyAnswer(yes) => self.answer(yes).await,
         }
     }
 
     async fn on_line(&mut self, line: &[u8]) -> anyhow::Result<()> {
+        if self.asking.is_some() {
+            // The line answers the question (it is not sent).
+            let answer = String::from_utf8_lossy(line).trim().to_ascii_lowercase();
+            return self.answer(answer == "y" || answer == "yes").await;
+        }
         let parsed = input::parse(line);
         if self.leaving && matches!(parsed, Input::Message(_)) {
             let text = "leaving: that line was not sent".to_owned();
@@ -485,23 +529,19 @@ impl Peer {
 
     async fn on_event(&mut self, ev: Event) -> anyhow::Result<Option<u8>> {
         match ev {
+            Event::VerifyKey {
+                conn,
+                remote,
+                remote_key,
+                ..
+            } => return self.on_verify(conn, remote, PublicKey(remote_key)).await,
             Event::Connected {
                 conn,
                 remote,
                 remote_key,
                 ..
             } => {
-                if let Err(refusal) = self.check_key(PublicKey(remote_key)).await {
-                    self.view.show(Report::Error(refusal)).await;
-                    // The chat ends: the connection we had (if any) is closed too, so that
-                    // the peer hears of it now rather than by its idle timeout.
-                    let conns: Vec<_> = std::iter::once(conn)
-                        .chain(self.conn.filter(|&old| old != conn))
-                        .collect();
-                    self.end(&conns, close_code::APPLICATION_MIN, "key refused", LINGER)
-                        .await?;
-                    return Ok(Some(1));
-                }
+                // Its key passed `on_verify` before the handshake could complete.
                 if let Some(old) = self.conn.filter(|&old| old != conn) {
                     // The peer opened a new connection: it restarted, or its attempt won the
                     // race against ours. The new one replaces the old; sending waits for the
@@ -586,6 +626,17 @@ impl Peer {
                 match &reason {
                     // Our handshake found nobody: keep trying quietly.
                     CloseReason::IdleTimeout if !was_up => {}
+                    CloseReason::PeerClosed {
+                        code: close_code::KEY_MISMATCH,
+                        ..
+                    } => {
+                        let why = "it refused our key (it pins or remembers another)";
+                        self.down(why.into()).await;
+                        // Trying again at once would only be refused again, and flood the
+                        // peer's screen with refusals: try again later.
+                        self.retry_at = Some(Instant::now() + KEY_REFUSED_RETRY);
+                        return Ok(None);
+                    }
                     CloseReason::PeerClosed { .. } => self.down("left".into()).await,
                     other => {
                         self.down(describe(other, self.opts.idle_timeout)).await;
@@ -623,15 +674,102 @@ impl Peer {
         self.view.show(Report::Down { peer, reason }).await;
     }
 
-    /// Is `key` the peer's? A pinned fingerprint decides; otherwise the key remembered for
-    /// this address (trust on first use, like ssh's accept-new). `Err`: what to tell the user.
-    async fn check_key(&self, key: PublicKey) -> Result<(), String> {
+    /// The handshake of `conn` paused on the other side's `key`: is it the peer's? The accept
+    /// policy is [`crate::trust::peer_verdict`]'s. Returns the exit code if the chat ends.
+    async fn on_verify(
+        &mut self,
+        conn: ConnectionHandle,
+        remote: SocketAddr,
+        key: PublicKey,
+    ) -> anyhow::Result<Option<u8>> {
+        use crate::trust::PeerVerdict;
         let known = self.opts.home.join(KNOWN_KEYS_FILE);
-        let name = self.opts.to.to_string();
         let pin = self.opts.peer_key.as_ref();
-        let notice = crate::trust::check("peer", "--peer-key", &name, key, pin, &known)?;
-        if let Some(n) = notice {
-            self.view.show(Report::Status(n)).await;
+        match crate::trust::peer_verdict(self.opts.to, remote, key, pin, &known) {
+            PeerVerdict::Accept(notice) => {
+                if let Some(n) = notice {
+                    self.view.show(Report::Status(n)).await;
+                }
+                self.handle.verify_key(conn, true).await?;
+            }
+            PeerVerdict::Ask if self.opts.can_ask && self.asking.is_none() => {
+                debug!(?conn, %remote, "asking the user about a first-contact key");
+                self.asking = Some((conn, remote, key));
+                let ask = Report::AskKey {
+                    from: remote.to_string(),
+                    fingerprint: key.fingerprint().to_string(),
+                };
+                self.view.show(ask).await;
+            }
+            PeerVerdict::Ask => {
+                // Nobody to ask (or a question is already open): refuse, and say how to
+                // accept it next time.
+                self.handle.verify_key(conn, false).await?;
+                let text = crate::trust::unconfirmed_refusal(self.opts.to, remote, key);
+                self.show_refusal(text).await;
+            }
+            PeerVerdict::Refuse { reason, fatal } => {
+                self.handle.verify_key(conn, false).await?;
+                if !fatal {
+                    self.show_refusal(reason).await;
+                    return Ok(None);
+                }
+                self.view.show(Report::Error(reason)).await;
+                // The chat ends: the connection we had (if any) is closed too, so that the
+                // peer hears of it now rather than by its idle timeout.
+                let conns: Vec<_> = self.conn.filter(|&old| old != conn).into_iter().collect();
+                self.end(&conns, close_code::APPLICATION_MIN, "key refused", LINGER)
+                    .await?;
+                return Ok(Some(1));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Shows a refusal that does not end the chat, unless the same one was shown recently.
+    async fn show_refusal(&mut self, text: String) {
+        let now = Instant::now();
+        let repeat = self
+            .last_refusal
+            .as_ref()
+            .is_some_and(|(last, at)| *last == text && now.duration_since(*at) < REFUSAL_REPEAT);
+        if repeat {
+            debug!("refused the same key again");
+            return;
+        }
+        self.last_refusal = Some((text.clone(), now));
+        self.view.show(Report::Error(text)).await;
+    }
+
+    /// The user's answer to [`Report::AskKey`]. A yes remembers the key for the peer's
+    /// address, so that it is accepted from any port from now on, also if the connection
+    /// that asked gave up while the user was thinking (the peer's next attempt gets in).
+    async fn answer(&mut self, yes: bool) -> anyhow::Result<()> {
+        let Some((conn, remote, key)) = self.asking.take() else {
+            return Ok(());
+        };
+        if !yes {
+            self.handle.verify_key(conn, false).await?;
+            let text = format!("refused key {} from {remote}", key.fingerprint());
+            self.view.show(Report::Status(text)).await;
+            return Ok(());
+        }
+        let known = self.opts.home.join(KNOWN_KEYS_FILE);
+        match crate::trust::remember_peer(self.opts.to, key, &known) {
+            Ok(()) => {
+                let text = format!(
+                    "key {} from {remote} accepted, and remembered for {} in {}",
+                    key.fingerprint(),
+                    self.opts.to,
+                    known.display()
+                );
+                self.view.show(Report::Status(text)).await;
+                self.handle.verify_key(conn, true).await?;
+            }
+            Err(e) => {
+                self.handle.verify_key(conn, false).await?;
+                self.view.show(Report::Error(e)).await;
+            }
         }
         Ok(())
     }
@@ -663,7 +801,9 @@ fn describe(reason: &CloseReason, idle: Duration) -> String {
         CloseReason::PeerClosed { reason, .. } => format!("the peer closed ({reason})"),
         CloseReason::Local => "closed".into(),
         CloseReason::ProtocolViolation { detail, .. } => format!("protocol violation: {detail}"),
-        CloseReason::KeyMismatch { .. } => "the peer's key is not the expected one".into(),
+        CloseReason::KeyMismatch { .. } | CloseReason::KeyRefused { .. } => {
+            "the peer's key is not the expected one".into()
+        }
         CloseReason::Reset => "the peer restarted".into(),
     }
 }

@@ -164,6 +164,9 @@ impl Bridge {
                 out.push(UiEvent::Link(self.link.clone()));
             }
             Report::Link(None) => {}
+            Report::AskKey { from, fingerprint } => out.push(UiEvent::Ask {
+                question: crate::peer::ask_text(&from, &fingerprint),
+            }),
         }
         out
     }
@@ -197,6 +200,7 @@ impl Bridge {
                 }],
             ),
             UiCommand::Quit { .. } => (Some(Request::Leave), Vec::new()),
+            UiCommand::Answer(yes) => (Some(Request::KeyAnswer(yes)), Vec::new()),
             // The UI refuses these in peer mode; should one get here, say why.
             UiCommand::Join { .. }
             | UiCommand::Part { .. }
@@ -527,5 +531,23 @@ mod tests {
         let out = b.on_report(Report::Error("key refused".into()), 5, Instant::now());
         assert_eq!(out, vec![UiEvent::Error("key refused".into())]);
         assert_eq!(b.last_error.as_deref(), Some("key refused"));
+    }
+
+    #[test]
+    fn a_key_question_is_asked_and_answered_through_the_ui() {
+        let mut b = bridge();
+        let ask = Report::AskKey {
+            from: "127.0.0.1:6000".into(),
+            fingerprint: "abcd-efgh".into(),
+        };
+        let out = b.on_report(ask, 5, Instant::now());
+        let [UiEvent::Ask { question }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert!(question.contains("127.0.0.1:6000") && question.contains("abcd-efgh"));
+        let (req, out) = b.on_command(UiCommand::Answer(true));
+        assert!(matches!(req, Some(Request::KeyAnswer(true))) && out.is_empty());
+        let (req, _) = b.on_command(UiCommand::Answer(false));
+        assert!(matches!(req, Some(Request::KeyAnswer(false))));
     }
 }

@@ -3,6 +3,11 @@
 //! Each input line goes out as one datagram (its UTF-8 bytes, no newline) to `--to`; every
 //! datagram arriving on `--bind` is printed, whatever its source. Nothing is acknowledged,
 //! retransmitted, ordered or encrypted, and the banner says so.
+//!
+//! Anyone who can reach the port can send a datagram, so what is printed is shown harmlessly:
+//! control and bidi characters as marks (`^[`, `<U+202E>`), bytes that are not UTF-8 as
+//! `\xNN` (see `chirp_tui::safe`). `--raw` prints the bytes as they came instead, for a
+//! program reading the output; on a terminal that hands the terminal to every sender.
 
 use std::net::SocketAddr;
 
@@ -13,8 +18,14 @@ use tokio::net::UdpSocket;
 use crate::input::{self, Input};
 use crate::output::Output;
 
-/// Runs plain mode until end of input or `/quit`. Returns the exit code.
-pub(crate) async fn run(bind: SocketAddr, to: SocketAddr, json: bool) -> anyhow::Result<u8> {
+/// Runs plain mode until end of input or `/quit`. Returns the exit code. With `raw`, received
+/// datagrams are printed byte for byte (never with `json`, which clap rules out).
+pub(crate) async fn run(
+    bind: SocketAddr,
+    to: SocketAddr,
+    json: bool,
+    raw: bool,
+) -> anyhow::Result<u8> {
     let socket = UdpSocket::from_std(crate::bind_socket(bind)?).context("cannot use the socket")?;
     let out = Output { json };
     let local = socket
@@ -24,6 +35,12 @@ pub(crate) async fn run(bind: SocketAddr, to: SocketAddr, json: bool) -> anyhow:
         "plain UDP on {local}, sending to {to}: UNRELIABLE and UNENCRYPTED (lines may be lost, \
          duplicated or reordered, and anyone on the path can read or forge them)"
     ));
+    if raw {
+        out.status(
+            "--raw: received datagrams are printed byte for byte, escape sequences included; \
+             on a terminal, anyone who can send to this port can drive it",
+        );
+    }
     let mut buf = vec![0u8; chirp_transport::RECV_BUFFER];
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
     let (mut sent, mut received) = ((0u64, 0u64), (0u64, 0u64));
@@ -54,7 +71,11 @@ pub(crate) async fn run(bind: SocketAddr, to: SocketAddr, json: bool) -> anyhow:
                 Ok((n, from)) => {
                     received.0 += 1;
                     received.1 += n as u64;
-                    out.message(&from.to_string(), &String::from_utf8_lossy(&buf[..n]));
+                    if raw {
+                        out.message_raw(&from.to_string(), &buf[..n]);
+                    } else {
+                        out.message(&from.to_string(), &buf[..n]);
+                    }
                 }
                 // An ICMP error for an earlier datagram (nobody listening at `to`): not fatal.
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset) => {}

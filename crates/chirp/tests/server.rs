@@ -521,25 +521,30 @@ fn a_wrong_pinned_server_key_is_refused_naming_both() {
         srv.addr,
         &homes.path().join("a"),
         "alice",
-        &[],
+        &["#leak"],
         &["--server-key", &wrong],
     );
+    a.line("must not reach a refused server");
     assert!(!a.exit(WAIT).success(), "{}", a.diag());
     let err = final_stderr(&a);
     assert!(
         err.contains(&wrong) && err.contains(&srv.fingerprint),
         "{err}"
     );
-    // The right pin works.
+    // The right pin works. Nothing of alice's reached the server: her nick was never claimed
+    // (another key takes it) and her room has no history.
     let mut b = client(
         "bob",
         srv.addr,
         &homes.path().join("b"),
-        "bob",
-        &[],
+        "alice",
+        &["#leak"],
         &["--server-key", &srv.fingerprint],
     );
-    ready(&mut b, &[]);
+    ready(&mut b, &["#leak"]);
+    b.line("/history");
+    b.wait_type("history_end", WAIT);
+    assert!(b.seen_of("message").is_empty(), "{}", b.diag());
     ends_ok(&mut b);
 }
 

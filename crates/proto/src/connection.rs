@@ -1098,7 +1098,11 @@ impl Connection {
         self.crypto.hs_msg = Vec::new();
         self.crypto.hs_due = false;
         self.crypto.handshake = None;
-        self.close_frame = Some((close_code::KEY_MISMATCH, "key refused".into()));
+        let text = match reason {
+            CloseReason::KeyMismatch { .. } => "key mismatch",
+            _ => "key refused",
+        };
+        self.close_frame = Some((close_code::KEY_MISMATCH, text.into()));
         self.enter_closing(now, reason);
     }
 

@@ -226,6 +226,13 @@ pub enum UiEvent {
     MessageLimit(usize),
     /// A new snapshot of the link.
     Link(LinkStatus),
+    /// A yes/no question only the user can answer (peer mode: trust a key never seen
+    /// before?). Shown in the current buffer; the next `y` or `n` key (Esc: no) answers it
+    /// with [`UiCommand::Answer`], and typing is held until then.
+    Ask {
+        /// The question, shown as it is (the runner adds the keys to press).
+        question: String,
+    },
 }
 
 /// What the UI asks of the network side. Commands are queued by the runner and handed to the
@@ -295,4 +302,6 @@ pub enum UiCommand {
         /// Parting words.
         reason: Option<String>,
     },
+    /// The user's answer to [`UiEvent::Ask`]: `y` (true), `n` or Esc (false).
+    Answer(bool),
 }

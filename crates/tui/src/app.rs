@@ -89,6 +89,8 @@ pub struct App {
     pub(crate) rtt_samples: VecDeque<u64>,
     /// Rooms seen in `/list` answers, for completion.
     known_rooms: Vec<String>,
+    /// A question ([`UiEvent::Ask`]) waiting for a `y` or `n` key.
+    asking: bool,
     /// Buffer of each pending local id.
     pending: HashMap<u64, BufferId>,
     next_local_id: u64,
@@ -119,6 +121,7 @@ impl App {
             reconnect_at: None,
             rtt_samples: VecDeque::new(),
             known_rooms: Vec::new(),
+            asking: false,
             pending: HashMap::new(),
             next_local_id: 1,
             next_seq: 1,
@@ -254,6 +257,21 @@ impl App {
 
         if ctrl && key.code == KeyCode::Char('c') {
             out.push(UiCommand::Quit { reason: None });
+            return out;
+        }
+        if self.asking {
+            // Only the answer keys count until the question is answered; nothing typed in
+            // the meantime may land in the input line by accident.
+            let answer = match key.code {
+                KeyCode::Char('y' | 'Y') => Some(true),
+                KeyCode::Char('n' | 'N') | KeyCode::Esc => Some(false),
+                _ => None,
+            };
+            if let Some(yes) = answer {
+                self.asking = false;
+                self.info(if yes { "answered: yes" } else { "answered: no" });
+                out.push(UiCommand::Answer(yes));
+            }
             return out;
         }
         if self.search.is_some() && self.search_key(key) {
@@ -871,6 +889,13 @@ impl App {
                 self.event_line(index, now, EventKind::Info, text);
             }
             UiEvent::Error(text) => self.error(text),
+            UiEvent::Ask { question } => {
+                self.asking = true;
+                let current = self.current;
+                let text = format!("{question} Press y to accept, n to refuse.");
+                self.event_line(current, now, EventKind::Error, text);
+                self.bell = self.config.bell;
+            }
             UiEvent::MessageLimit(limit) => self.config.max_message_bytes = limit,
             UiEvent::Link(status) => self.link_update(status),
         }

@@ -19,7 +19,9 @@
 //! - `buffer`: one buffer's lines, counters, marker, scroll and members.
 //! - `editor`: the input line ([`Editor`]) and the per-buffer input history.
 //! - `complete`: Tab completion of nicks, `/commands` and `#rooms`.
-//! - `text`: sanitising untrusted text and wrapping it by display width (CJK, emoji).
+//! - [`safe`]: the sanitizer for text from the network (public: `chirp`'s line-mode printers
+//!   use it too), showing control and bidi characters as visible marks.
+//! - `text`: wrapping text by display width (CJK, emoji), through [`safe`].
 //! - `view`: drawing — buffer list, message pane, member list, status bar, input, `/stats`.
 //! - `runner`: [`run`] and [`TerminalGuard`] (restores the terminal on drop and on panic).
 //!
@@ -48,6 +50,7 @@ mod buffer;
 mod complete;
 mod editor;
 mod runner;
+pub mod safe;
 mod text;
 mod view;
 

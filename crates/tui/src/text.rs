@@ -2,38 +2,23 @@
 //!
 //! Every string from the network (nicks, messages, topics) is untrusted: an ESC byte written
 //! to a cell would let a peer drive our terminal, and bidi overrides would let it disguise
-//! text. [`sanitize`] turns control characters into `�`, drops bidi controls and zero-width
-//! leftovers. [`wrap`] lays styled text out in rows of at most `width` *display* columns
-//! (CJK and most emoji take two), breaking at spaces when it can and inside words when it
-//! must; it measures with `unicode-width`, exactly as ratatui does when it draws, so a row
-//! never overflows.
+//! text. [`sanitize`] (one-line fields) and [`wrap`] (message rows) show such characters as
+//! visible marks, through [`crate::safe`], the one sanitizer chirp has. [`wrap`] lays styled
+//! text out in rows of at most `width` *display* columns (CJK and most emoji take two),
+//! breaking at spaces when it can and inside words when it must; it measures with
+//! `unicode-width`, exactly as ratatui does when it draws, so a row never overflows.
 
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
-/// Bidi embedding, override and isolate controls.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
-}
+use crate::safe;
 
-/// A printable stand-in for `c`: whitespace controls become a space, other controls `�`.
-fn printable(c: char) -> char {
-    match c {
-        '\t' | '\n' | '\r' => ' ',
-        c if c.is_control() => '\u{FFFD}',
-        c => c,
-    }
-}
-
-/// Makes one line of untrusted text printable: controls (tabs and newlines included) become
-/// `�` or a space, bidi controls are dropped.
+/// Makes one line of untrusted text printable: control and bidi characters (tabs and
+/// newlines included) become visible marks (`^[`, `<U+202E>`), see [`crate::safe::line`].
 pub(crate) fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !is_bidi_control(*c))
-        .map(printable)
-        .collect()
+    safe::line(s).into_owned()
 }
 
 /// Display width of a string, as ratatui measures it.
@@ -93,25 +78,29 @@ fn tokenize(segments: &[(&str, Style)]) -> Vec<Token> {
                 tokens.push(Token::Newline);
                 continue;
             }
-            // Newlines were handled above; everything else is made printable.
-            let clean = sanitize(g);
-            let w = grapheme_width(&clean);
-            if w == 0 {
-                // A lone combining mark or joiner: nothing a cell can show on its own.
-                continue;
-            }
-            let cell = Cell {
-                text: clean,
-                style: *style,
-                width: w,
-            };
-            if cell.text == " " {
-                if !word.is_empty() {
-                    tokens.push(Token::Word(std::mem::take(&mut word)));
+            // Newlines were handled above; everything else is made printable (message texts
+            // arrive already through `safe::text`, which expanded their tabs to spaces). A
+            // mark (`^[`, `<U+202E>`) is laid out character by character, like any word.
+            let clean = safe::line(g);
+            for piece in clean.graphemes(true) {
+                let w = grapheme_width(piece);
+                if w == 0 {
+                    // A lone combining mark or joiner: nothing a cell can show on its own.
+                    continue;
                 }
-                tokens.push(Token::Space(cell));
-            } else {
-                word.push(cell);
+                let cell = Cell {
+                    text: piece.to_owned(),
+                    style: *style,
+                    width: w,
+                };
+                if cell.text == " " {
+                    if !word.is_empty() {
+                        tokens.push(Token::Word(std::mem::take(&mut word)));
+                    }
+                    tokens.push(Token::Space(cell));
+                } else {
+                    word.push(cell);
+                }
             }
         }
     }
@@ -126,12 +115,15 @@ struct Rows {
     indent: usize,
     rows: Vec<Vec<Cell>>,
     used: usize,
+    /// The current row follows a line break of the text itself (not a wrap).
+    after_break: bool,
 }
 
 impl Rows {
     fn new_row(&mut self) {
         self.rows.push(Vec::new());
         self.used = 0;
+        self.after_break = false;
         if self.indent > 0 {
             let pad = Cell {
                 text: " ".repeat(self.indent),
@@ -190,14 +182,19 @@ pub(crate) fn wrap(segments: &[(&str, Style)], width: usize, indent: usize) -> V
         indent,
         rows: vec![Vec::new()],
         used: 0,
+        after_break: false,
     };
     for token in tokenize(segments) {
         match token {
-            Token::Newline => rows.new_row(),
+            Token::Newline => {
+                rows.new_row();
+                rows.after_break = true;
+            }
             Token::Space(cell) => {
-                // Spaces at the end of a row vanish instead of starting the next row.
+                // Spaces at the end of a row vanish instead of starting the next row; after a
+                // line break of the text they are its indentation, and stay.
                 if rows.used + cell.width <= rows.width
-                    && !(rows.at_row_start() && rows.rows.len() > 1)
+                    && (rows.after_break || !(rows.at_row_start() && rows.rows.len() > 1))
                 {
                     rows.push(cell);
                 }
@@ -296,10 +293,19 @@ mod tests {
     }
 
     #[test]
-    fn controls_are_neutralised() {
+    fn indentation_after_a_newline_stays_but_not_after_a_wrap() {
+        assert_eq!(
+            wrap_plain("fn x() {\n    y();\n}", 20, 2),
+            vec!["fn x() {", "      y();", "  }"]
+        );
+        assert_eq!(wrap_plain("aaaa    bbbb", 6, 0), vec!["aaaa", "bbbb"]);
+    }
+
+    #[test]
+    fn controls_are_shown_as_marks() {
         let rows = wrap_plain("a\u{1b}[2Jb\u{202E}c", 20, 0);
-        assert_eq!(rows, vec!["a\u{FFFD}[2Jbc"]);
-        assert_eq!(sanitize("x\u{7}y\nz"), "x\u{FFFD}y z");
+        assert_eq!(rows, vec!["a^[[2Jb<U+202E>c"]);
+        assert_eq!(sanitize("x\u{7}y\nz"), "x^Gy^Jz");
     }
 
     #[test]

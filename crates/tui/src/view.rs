@@ -28,6 +28,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline};
 use crate::api::{BufferId, LinkState, UnixMs};
 use crate::app::App;
 use crate::buffer::{Buffer, Entry, EntryKind, EventKind, History, SendState};
+use crate::safe;
 use crate::text::{sanitize, truncate, width, wrap};
 
 /// Width of the buffer list, border included.
@@ -165,7 +166,9 @@ fn entry_lines(ctx: &Ctx, e: &Entry) -> Vec<Line<'static>> {
                 segs.push(("> ".into(), DIM));
             }
             text_at = segs.len();
-            segs.push((text.clone(), text_style));
+            // Line breaks stay (continuation rows are indented), tabs become spaces, and
+            // every control or bidi character is shown as a mark.
+            segs.push((safe::text(text).into_owned(), text_style));
             if let SendState::Failed { reason, .. } = send {
                 segs.push((
                     format!("  [not delivered: {}; Alt+R retries]", sanitize(reason)),
@@ -192,7 +195,7 @@ fn entry_lines(ctx: &Ctx, e: &Entry) -> Vec<Line<'static>> {
             };
             segs.push((mark.into(), style));
             text_at = segs.len();
-            segs.push((text.clone(), style));
+            segs.push((safe::text(text).into_owned(), style));
         }
     }
     // Continuation rows start under the text, unless the prefix is too wide to leave room.

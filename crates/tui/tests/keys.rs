@@ -777,3 +777,55 @@ fn peer_mode_refuses_server_commands_and_sends_to_the_peer() {
             .any(|c| matches!(c, UiCommand::Join { .. }))
     );
 }
+
+#[test]
+fn a_question_takes_only_its_answer_keys() {
+    let mut app = app();
+    join(&mut app, "#a", &["alice"]);
+    app.handle_event(
+        UiEvent::Ask {
+            question: "trust key abcd from 127.0.0.1:6000?".into(),
+        },
+        T0,
+    );
+    let s = screen(&mut app, 80, 10);
+    assert!(
+        find_row(&s, "Press y to accept").is_some(),
+        "the question is shown: {}",
+        dump(&s)
+    );
+    // Typing while the question is open neither answers it nor lands in the input line.
+    let cmds = type_str(&mut app, "hello", T0);
+    assert!(cmds.is_empty(), "{cmds:?}");
+    assert_eq!(app.input(), "");
+    let cmds = app.handle_key(key(KeyCode::Enter), T0);
+    assert!(cmds.is_empty(), "{cmds:?}");
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('n')), T0),
+        vec![UiCommand::Answer(false)]
+    );
+    // Answered: keys type again, and a second answer key is just a letter.
+    type_str(&mut app, "y", T0);
+    assert_eq!(app.input(), "y");
+
+    app.handle_event(
+        UiEvent::Ask {
+            question: "again?".into(),
+        },
+        T0,
+    );
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('Y')), T0),
+        vec![UiCommand::Answer(true)]
+    );
+    app.handle_event(
+        UiEvent::Ask {
+            question: "and?".into(),
+        },
+        T0,
+    );
+    assert_eq!(
+        app.handle_key(key(KeyCode::Esc), T0),
+        vec![UiCommand::Answer(false)]
+    );
+}

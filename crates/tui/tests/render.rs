@@ -469,3 +469,139 @@ fn hostile_text_cannot_reach_the_terminal() {
         );
     }
 }
+
+/// The payload of issue 11: a title change, a screen clear, colours, BEL, backspaces and a
+/// right-to-left override.
+const EVIL: &str =
+    "evil \x1b]0;pwned-title\x07 \x1b[2J\x1b[31mred\x1b[0m \x08\x08bs \u{202e}evil-bidi end";
+
+/// Characters that must never reach a terminal cell: every control (ESC, BEL, backspace, CR
+/// and the C1 set among them) and the bidi controls. Spelled out here rather than taken from
+/// `chirp_tui::safe`, so that the test does not trust the code it checks.
+fn forbidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn assert_no_forbidden_cell(buf: &ratatui::buffer::Buffer, what: &str) {
+    for (i, cell) in buf.content().iter().enumerate() {
+        assert!(
+            !cell.symbol().chars().any(forbidden),
+            "{what}: cell {i} holds {:?}:\n{}",
+            cell.symbol(),
+            dump(&rows(buf))
+        );
+    }
+}
+
+/// Every string the network hands the UI — message text, nicks, room and DM names, topics,
+/// members, reasons, the key fingerprint and the link state — is drawn with its controls as
+/// visible marks (`^[`, `^G`, `<U+202E>`), never as the characters themselves; a multi-line
+/// message stays readable, its lines indented under the text.
+#[test]
+fn network_text_is_shown_as_marks_everywhere() {
+    let evil_room = "#ev\x1b[2Jil\u{202e}";
+    let evil_nick = "ma\x07llory\u{202e}";
+    let mut app = app();
+    join(&mut app, evil_room, &[evil_nick, "bob"]);
+    app.handle_event(
+        UiEvent::Topic {
+            room: evil_room.into(),
+            topic: Some("top\x1b]0;t\x07ic\u{2066}".into()),
+            by: Some(evil_nick.into()),
+            ts: T0,
+        },
+        T0,
+    );
+    say(&mut app, room(evil_room), 1, evil_nick, EVIL, T0 + MIN);
+    say(
+        &mut app,
+        room(evil_room),
+        2,
+        "bob",
+        "first line\n\tindented\r\x1b[31m",
+        T0 + MIN,
+    );
+    app.handle_event(
+        UiEvent::Quit {
+            nick: "bob".into(),
+            reason: Some("bye\x1b[2J\u{9b}".into()),
+            ts: T0 + MIN,
+        },
+        T0 + MIN,
+    );
+    say(
+        &mut app,
+        BufferId::Dm("dm\x1b[1m".into()),
+        3,
+        "dm\x1b[1m",
+        "psst\x08",
+        T0 + MIN,
+    );
+    app.handle_event(
+        UiEvent::Link(LinkStatus {
+            state: LinkState::Disconnected("gone\x1b[2J".into()),
+            fingerprint: Some("fp\x1b[31m".into()),
+            ..LinkStatus::default()
+        }),
+        T0 + MIN,
+    );
+
+    // Wide: buffer list, title, messages, member list.
+    let buf = draw(&mut app, 160, 16);
+    assert_no_forbidden_cell(&buf, "160 columns");
+    let s = rows(&buf);
+    let text = dump(&s);
+    let first = find_row(
+        &s,
+        "<ma^Gllory<U+202E>> evil ^[]0;pwned-title^G ^[[2J^[[31mred^[[0m",
+    )
+    .unwrap_or_else(|| panic!("the payload, as marks:\n{text}"));
+    assert!(s[first].contains("^H^Hbs <U+202E>evil-bidi end"), "{text}");
+    assert!(
+        find_row(&s, "#ev^[[2Jil<U+202E> — top^[]0;t^Gic<U+2066>").is_some(),
+        "title: {text}"
+    );
+    assert!(
+        find_row(&s, " 2 #ev^[[2Jil").is_some(),
+        "buffer list: {text}"
+    );
+    assert!(
+        find_row(&s, " 3 dm^[[1m").is_some(),
+        "DM in the buffer list: {text}"
+    );
+    assert!(find_row(&s, "│ma^Gllory").is_some(), "member list: {text}");
+    assert!(find_row(&s, "set the topic").is_some(), "{text}");
+    assert!(
+        find_row(&s, "bye^[[2J<U+009B>").is_some(),
+        "quit reason: {text}"
+    );
+    assert!(
+        find_row(&s, "disconnected: gone^[[2J").is_some(),
+        "link state: {text}"
+    );
+    assert!(find_row(&s, "fp fp^[[31m").is_some(), "fingerprint: {text}");
+    assert!(
+        find_row(&s, "[#ev^[[2Jil").is_some(),
+        "input prompt: {text}"
+    );
+    // The multi-line message: its second line on a row of its own, under the text, with the
+    // tab expanded and the lone CR and ESC shown.
+    let y = find_row(&s, "<bob> first line").unwrap_or_else(|| panic!("{text}"));
+    let x = col_of(&s[y], "first line");
+    assert!(s[y + 1].contains("indented^M^[[31m"), "{text}");
+    assert_eq!(col_of(&s[y + 1], "indented"), x + 8, "{text}");
+
+    // Narrow: the buffer list folds into the title and the status bar.
+    let buf = draw(&mut app, 50, 12);
+    assert_no_forbidden_cell(&buf, "50 columns");
+    // The DM buffer, with its name in the title and the input prompt.
+    app.handle_key(alt('3'), T0 + MIN);
+    let buf = draw(&mut app, 160, 16);
+    assert_no_forbidden_cell(&buf, "the DM buffer");
+    let s = rows(&buf);
+    assert!(find_row(&s, "<dm^[[1m> psst^H").is_some(), "{}", dump(&s));
+}
