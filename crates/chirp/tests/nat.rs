@@ -30,7 +30,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Chirp, Proc, Stdout, WAIT, have};
+use common::{CHIRP, Chirp, Proc, Stdout, WAIT, fingerprint, have};
 
 /// Bound on one setup or teardown command (they normally take milliseconds).
 const CMD: Duration = Duration::from_secs(10);
@@ -279,13 +279,6 @@ impl Drop for Lab {
             }
         }
     }
-}
-
-/// `chirp id --home DIR`: the fingerprint of the key there (created on first use).
-fn fingerprint(home: &Path) -> String {
-    let out = run(CHIRP, &["id", "--home", &home.display().to_string()])
-        .unwrap_or_else(|e| panic!("{e}"));
-    out.trim().to_owned()
 }
 
 fn addr(ip: [u8; 4], port: u16) -> SocketAddr {

@@ -4,21 +4,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Chirp, WAIT, free_ports, lo, peer_home, retry_bind};
-
-/// `chirp id --home DIR`: the fingerprint of the key there (created on first use).
-fn fingerprint(home: &Path) -> String {
-    let out = std::process::Command::new(CHIRP)
-        .args(["id", "--home"])
-        .arg(home)
-        .output()
-        .expect("run chirp id");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use common::{Chirp, WAIT, fingerprint, free_ports, lo, peer_home, retry_bind};
 
 /// After the refusing side exited: anything the refused side was going to print has been
 /// printed by now (the refusing side lingers after its refusal, and the refused one prints a

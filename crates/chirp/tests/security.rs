@@ -8,18 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Chirp, WAIT, free_ports, lo, peer_home, retry_bind};
-
-/// `chirp id --home DIR`: the fingerprint of the key there (created on first use).
-fn fingerprint(home: &std::path::Path) -> String {
-    let out = std::process::Command::new(CHIRP)
-        .args(["id", "--home"])
-        .arg(home)
-        .output()
-        .expect("run chirp id");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use common::{Chirp, WAIT, fingerprint, free_ports, lo, peer_home, retry_bind};
 
 /// A UDP relay between the first sender it hears (A) and `b`, recording every datagram.
 struct Sniffer {

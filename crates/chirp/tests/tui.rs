@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Proc, Server, WAIT, free_ports, have, lo};
+use common::{CHIRP, Chirp, Proc, Server, WAIT, fingerprint, free_ports, have, lo};
 
 /// Screen size of every client.
 const COLS: &str = "100";
@@ -335,17 +335,6 @@ fn peer_command(bind: SocketAddr, to: SocketAddr, home: &Path, extra: &str) -> S
     )
 }
 
-/// The fingerprint of the identity in `home` (created if needed), as `chirp id` prints it.
-fn fingerprint(home: &Path) -> String {
-    let out = Command::new(CHIRP)
-        .args(["id", "--home"])
-        .arg(home)
-        .output()
-        .expect("run chirp id");
-    assert!(out.status.success(), "chirp id failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[test]
 fn two_peers_chat_in_tmux() {
     if !tmux_installed("two_peers_chat_in_tmux") {
@@ -464,6 +453,87 @@ fn wrong_peer_key_is_refused_in_the_ui_and_said_again_after_it() {
     let screen = tmux.wait_for("ann", "the exit", |s| s.contains("chirp exited with"));
     assert!(screen.contains("chirp exited with 1"), "{screen}");
     assert!(screen.contains("chirp: refusing peer"), "{screen}");
+}
+
+/// A stranger at `from` (its own home in `dir`) dialing `to` with one line queued.
+fn stranger(dir: &Path, from: SocketAddr, to: SocketAddr, line: &str) -> (Chirp, String) {
+    let home = dir.join("stranger");
+    let fp = fingerprint(&home);
+    let home = home.display().to_string();
+    let mut c = Chirp::peer("stranger", from, to, &["--home", &home]).expect("stranger starts");
+    c.line(line);
+    (c, fp)
+}
+
+#[test]
+fn a_key_from_another_port_is_asked_about_on_a_terminal_and_remembered_on_yes() {
+    if !tmux_installed("a_key_from_another_port_is_asked_about_on_a_terminal_and_remembered_on_yes")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ben_home = dir.path().join("ben");
+    let [pa, pb, px] = free_ports();
+    let tmux = Tmux::new(dir.path());
+    // Ben expects his peer at pa; a key never seen before comes from px instead (the peer
+    // behind a port-changing NAT, or a stranger: only ben can tell).
+    tmux.start("ben", &peer_command(lo(pb), lo(pa), &ben_home, "--line"));
+    tmux.wait_for("ben", "the banner", |s| s.contains("chirp peer on"));
+    let (_x, x_fp) = stranger(dir.path(), lo(px), lo(pb), "hello from another port");
+    let screen = tmux.wait_for("ben", "the question", |s| {
+        s.contains("never seen before") && s.contains("Type y or yes")
+    });
+    assert!(screen.contains(&x_fp[..9]), "names the key:\n{screen}");
+    assert!(
+        !screen.contains("hello from another port"),
+        "nothing arrives before the answer:\n{screen}"
+    );
+    tmux.type_line("ben", "y");
+    tmux.wait_for("ben", "the line, once accepted", |s| {
+        s.contains("accepted, and remembered") && s.contains("hello from another port")
+    });
+    let known = std::fs::read_to_string(ben_home.join("known_keys")).expect("known_keys");
+    assert!(known.contains(&lo(pa).to_string()), "{known}");
+    tmux.type_line("ben", "/quit");
+    tmux.wait_for("ben", "the exit", |s| s.contains("chirp exited with"));
+}
+
+#[test]
+fn a_key_from_another_port_is_asked_about_in_the_ui_and_refused_on_n() {
+    if !tmux_installed("a_key_from_another_port_is_asked_about_in_the_ui_and_refused_on_n") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ann_home, ben_home) = (dir.path().join("ann"), dir.path().join("ben"));
+    let [pa, pb, px] = free_ports();
+    let tmux = Tmux::new(dir.path());
+    tmux.start("ben", &peer_command(lo(pb), lo(pa), &ben_home, ""));
+    tmux.wait_for("ben", "the UI", |s| s.contains("connecting"));
+    let (mut x, _) = stranger(dir.path(), lo(px), lo(pb), "hello from another port");
+    tmux.wait_for("ben", "the question", |s| {
+        s.contains("never seen") && s.contains("Press y to accept")
+    });
+    // Typing answers nothing but y or n; n refuses.
+    tmux.keys("ben", "q");
+    tmux.keys("ben", "n");
+    tmux.wait_for("ben", "the refusal", |s| s.contains("answered: no"));
+    // The real peer, at the address ben was given, is then accepted and chats.
+    tmux.start("ann", &peer_command(lo(pa), lo(pb), &ann_home, "--line"));
+    tmux.wait_for("ben", "ann up", |s| {
+        s.contains(&format!("{} is up", lo(pa)))
+    });
+    tmux.type_line("ann", "the real one");
+    let screen = tmux.wait_for("ben", "ann's line", |s| s.contains("the real one"));
+    assert!(
+        !screen.contains("hello from another port"),
+        "the refused key's line never arrives:\n{screen}"
+    );
+    x.poll();
+    assert!(x.seen_of("message").is_empty(), "{}", x.diag());
+    let known = std::fs::read_to_string(ben_home.join("known_keys")).expect("known_keys");
+    assert_eq!(known.lines().count(), 1, "only ann is remembered: {known}");
+    tmux.keys("ben", "C-c");
+    tmux.wait_for("ben", "the exit", |s| s.contains("chirp exited with 0"));
 }
 
 #[test]

@@ -295,6 +295,17 @@ pub(crate) struct Chirp {
     pub(crate) seen: Vec<Value>,
 }
 
+/// `chirp id --home DIR`: the fingerprint of the key there (created on first use).
+pub(crate) fn fingerprint(home: &Path) -> String {
+    let out = Command::new(CHIRP)
+        .args(["id", "--home"])
+        .arg(home)
+        .output()
+        .expect("run chirp id");
+    assert!(out.status.success(), "chirp id failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A peer's home directory (identity key, known keys) in tests: never the user's own. Keyed by
 /// name and port, so that a peer restarted on its port keeps its identity (its partner would
 /// otherwise, rightly, refuse its new key), while unrelated peers never share one.
