@@ -293,6 +293,9 @@ impl Harness {
             ep: Endpoint::new(
                 EndpointConfig {
                     identity: Some(StaticSecret([0x5e; 32])),
+                    // Every handshake pauses for a verdict (`drain` gives it), so the paused
+                    // states are fuzzed too.
+                    verify_keys: true,
                     ..EndpointConfig::default()
                 },
                 0,
@@ -345,7 +348,17 @@ impl Harness {
                 "poll_event still returns events after {MAX_EVENTS_PER_DRAIN}"
             );
             match ev {
-                Event::VerifyKey { .. } => self.events.verify += 1,
+                Event::VerifyKey {
+                    conn, remote_key, ..
+                } => {
+                    self.events.verify += 1;
+                    // A verdict that is a function of the input: both ways get exercised.
+                    if remote_key[0] % 2 == 0 {
+                        self.ep.accept_key(self.now, conn);
+                    } else {
+                        self.ep.refuse_key(self.now, conn);
+                    }
+                }
                 Event::Connected { .. } => self.events.connected += 1,
                 Event::Message { .. } => self.events.messages += 1,
                 Event::Acked { messages, .. } => self.events.acked += messages,

@@ -11,6 +11,10 @@ pub(crate) enum Input {
     Quit,
     /// `/help`
     Help,
+    /// `/accept`: trust the key a question is open about.
+    Accept,
+    /// `/refuse`: refuse it.
+    Refuse,
     /// Any other `/word`: not sent, reported.
     Unknown(String),
 }
@@ -21,6 +25,8 @@ commands:
   /stats   link statistics: RTT, loss, retransmissions, duplicates, reordering, drops
   /quit    leave (waits until everything you sent is acknowledged)
   /help    this text
+  /accept  trust the key chirp asked about (a new key from another port of the peer's IP)
+  /refuse  refuse that key
   //text   send a line that starts with '/'
 Anything else you type is sent as one message. Ctrl-D (end of input) leaves like /quit.";
 
@@ -40,6 +46,8 @@ pub(crate) fn parse(line: &[u8]) -> Input {
             "/stats" => Input::Stats,
             "/quit" | "/exit" => Input::Quit,
             "/help" | "/?" => Input::Help,
+            "/accept" => Input::Accept,
+            "/refuse" => Input::Refuse,
             other => Input::Unknown(other.to_owned()),
         };
     }
@@ -58,6 +66,9 @@ mod tests {
         assert_eq!(parse(b"/stats"), Input::Stats);
         assert_eq!(parse(b"/quit now"), Input::Quit);
         assert_eq!(parse(b"/help"), Input::Help);
+        assert_eq!(parse(b"/accept"), Input::Accept);
+        assert_eq!(parse(b"/refuse"), Input::Refuse);
+        assert_eq!(parse(b"yes"), Input::Message(b"yes".to_vec()));
         assert_eq!(parse(b"//stats"), Input::Message(b"/stats".to_vec()));
         assert_eq!(parse(b"//"), Input::Message(b"/".to_vec()));
         assert_eq!(parse(b"/frob x"), Input::Unknown("/frob".into()));

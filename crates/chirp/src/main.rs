@@ -101,6 +101,8 @@ Examples:
   chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --line      # plain lines on a terminal
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --json      # for scripts
+  chirp peer --bind 0.0.0.0:5000 --to 198.51.100.4:5000 --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
+                                          # a peer behind a NAT that changes its port
   chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000     # raw UDP, like nc -u";
 
 #[derive(Debug, Args)]
@@ -140,9 +142,11 @@ struct PeerArgs {
     /// $XDG_CONFIG_HOME/chirp, i.e. ~/.config/chirp).
     #[arg(long, value_name = "DIR")]
     home: Option<std::path::PathBuf>,
-    /// Talk only to a peer whose key has this fingerprint (from `chirp id` on its machine).
-    /// Without it, the first key seen for the peer's address is remembered and any later
-    /// different key is refused.
+    /// Talk only to a peer whose key has this fingerprint (from `chirp id` on its machine),
+    /// from any port of the --to IP. Without it, the first key seen at exactly --to is
+    /// remembered and any later different key is refused; a new key from another port (a
+    /// peer behind a NAT that changes ports, or a stranger on the same host) is asked about on
+    /// a terminal and refused otherwise: pin it with this flag.
     #[arg(long, value_name = "FINGERPRINT", conflicts_with = "plain")]
     peer_key: Option<chirp_keys::Fingerprint>,
 }
@@ -181,8 +185,15 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // `{:#}` prints the whole context chain on one line: "cannot bind ...: in use".
-            // (A failed write to stderr leaves nothing better to do than exit.)
-            let _ = writeln!(std::io::stderr(), "chirp: error: {e:#}");
+            // The chain may carry text from the network (a server's refusal), so it is shown
+            // harmlessly like everything else chirp prints. (A failed write to stderr leaves
+            // nothing better to do than exit.)
+            let text = format!("{e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "chirp: error: {}",
+                chirp_tui::safe::line(&text)
+            );
             ExitCode::from(1)
         }
     }

@@ -121,8 +121,9 @@ pub(crate) enum Report {
     /// Answer to [`Request::Link`]: `None` while no connection is up.
     Link(Option<Box<ConnectionStats>>),
     /// A key seen for the first time, from another port of the peer's IP: should it be
-    /// trusted? Line mode takes the next line as the answer, the UI a key press
-    /// ([`Request::KeyAnswer`]).
+    /// trusted? Line mode answers with `/accept` or `/refuse`, the UI with Alt+Y or Alt+N
+    /// ([`Request::KeyAnswer`]): deliberate answers, since the question comes whenever the
+    /// other side chooses, maybe mid-sentence.
     AskKey { from: String, fingerprint: String },
 }
 
@@ -137,7 +138,8 @@ pub(crate) fn print(out: Output, report: Report) {
         Report::Help => out.info(input::HELP),
         Report::Stats { peer, stats } => out.stats(&peer, &stats),
         Report::AskKey { from, fingerprint } => out.status(&format!(
-            "{} Trust it and chat? Type y or yes to accept; anything else refuses.",
+            "{} Type /accept to trust it (it is then remembered for the peer), /refuse to \
+             refuse it.",
             ask_text(&from, &fingerprint)
         )),
         Report::Delivered(_) | Report::Link(_) => {}
@@ -488,11 +490,6 @@ impl Peer {
     }
 
     async fn on_line(&mut self, line: &[u8]) -> anyhow::Result<()> {
-        if self.asking.is_some() {
-            // The line answers the question (it is not sent).
-            let answer = String::from_utf8_lossy(line).trim().to_ascii_lowercase();
-            return self.answer(answer == "y" || answer == "yes").await;
-        }
         let parsed = input::parse(line);
         if self.leaving && matches!(parsed, Input::Message(_)) {
             let text = "leaving: that line was not sent".to_owned();
@@ -519,6 +516,8 @@ impl Peer {
             },
             Input::Quit => return self.leave().await,
             Input::Help => Report::Help,
+            Input::Accept => return self.answer(true).await,
+            Input::Refuse => return self.answer(false).await,
             Input::Unknown(cmd) => Report::Error(format!(
                 "unknown command {cmd} (not sent); /help lists commands, //text sends a literal /"
             )),
@@ -595,6 +594,14 @@ impl Peer {
                 reason,
                 undelivered,
             } => {
+                if let Some((_, remote, _)) = self.asking.filter(|a| a.0 == conn) {
+                    // The question stays open: its answer decides the key's next attempt.
+                    let text = format!(
+                        "{remote} gave up waiting for an answer; /accept (Alt+Y) still trusts \
+                         its key for its next attempt"
+                    );
+                    self.view.show(Report::Status(text)).await;
+                }
                 // Lines the peer never acknowledged go first in the queue, in their order, each
                 // with its id. They are the last ones sent on `conn` (every `Acked` comes
                 // before `Closed`), so ids pair with them from the back; any older id left
@@ -631,7 +638,13 @@ impl Peer {
                         ..
                     } => {
                         let why = "it refused our key (it pins or remembers another)";
-                        self.down(why.into()).await;
+                        if was_up {
+                            self.down(why.into()).await;
+                        } else {
+                            // Never up (our handshake had not finished): not "down", refused.
+                            let text = format!("{} {why}; trying again in 10 s", self.peer_name());
+                            self.view.show(Report::Error(text)).await;
+                        }
                         // Trying again at once would only be refused again, and flood the
                         // peer's screen with refusals: try again later.
                         self.retry_at = Some(Instant::now() + KEY_REFUSED_RETRY);
@@ -692,6 +705,19 @@ impl Peer {
                 }
                 self.handle.verify_key(conn, true).await?;
             }
+            PeerVerdict::Ask
+                if self
+                    .asking
+                    .as_ref()
+                    .is_some_and(|&(_, _, asked)| asked == key) =>
+            {
+                // The same key trying again (its earlier attempt may have given up waiting):
+                // the open question now stands for this attempt.
+                if let Some(asking) = self.asking.as_mut() {
+                    asking.0 = conn;
+                    asking.1 = remote;
+                }
+            }
             PeerVerdict::Ask if self.opts.can_ask && self.asking.is_none() => {
                 debug!(?conn, %remote, "asking the user about a first-contact key");
                 self.asking = Some((conn, remote, key));
@@ -746,6 +772,8 @@ impl Peer {
     /// that asked gave up while the user was thinking (the peer's next attempt gets in).
     async fn answer(&mut self, yes: bool) -> anyhow::Result<()> {
         let Some((conn, remote, key)) = self.asking.take() else {
+            let text = "no question is open (/accept and /refuse answer one about a new key)";
+            self.view.show(Report::Error(text.into())).await;
             return Ok(());
         };
         if !yes {
@@ -801,9 +829,8 @@ fn describe(reason: &CloseReason, idle: Duration) -> String {
         CloseReason::PeerClosed { reason, .. } => format!("the peer closed ({reason})"),
         CloseReason::Local => "closed".into(),
         CloseReason::ProtocolViolation { detail, .. } => format!("protocol violation: {detail}"),
-        CloseReason::KeyMismatch { .. } | CloseReason::KeyRefused { .. } => {
-            "the peer's key is not the expected one".into()
-        }
+        CloseReason::KeyMismatch { .. } => "the peer's key is not the expected one".into(),
+        CloseReason::KeyRefused { .. } => "we refused the peer's key".into(),
         CloseReason::Reset => "the peer restarted".into(),
     }
 }

@@ -118,8 +118,9 @@ pub(crate) struct LossWindow {
 }
 
 impl LossWindow {
-    /// Records the cumulative counters at `now`; returns the loss in percent over the window
-    /// (`None` before any packet was lost or acknowledged in it).
+    /// Records the cumulative counters at `now`; returns the loss in percent over the window,
+    /// or over the whole connection if nothing was sent in the window (`None` before any
+    /// packet was lost or acknowledged at all).
     pub(crate) fn record(&mut self, now: Instant, lost: u64, acked: u64) -> Option<f64> {
         if self
             .samples
@@ -146,6 +147,12 @@ impl LossWindow {
         } else {
             (lost - l0, acked - a0)
         };
+        if dl + da == 0 {
+            // Nothing sent in the window (a quiet link): the connection's figure so far, rather
+            // than none (the status bar used to lose its loss figure a second after a burst).
+            let all = lost + acked;
+            return (all > 0).then(|| lost as f64 * 100.0 / all as f64);
+        }
         let total = dl + da;
         (total > 0).then(|| dl as f64 * 100.0 / total as f64)
     }
@@ -1086,6 +1093,18 @@ mod tests {
         assert_eq!(w.record(t0 + s(62), 1, 3), Some(25.0));
         w.reset();
         assert_eq!(w.record(t0 + s(63), 0, 0), None);
+    }
+
+    #[test]
+    fn a_quiet_connection_keeps_its_loss_figure_for_its_first_minute() {
+        // First sampled after its traffic, then idle: the figure stays (it used to vanish at
+        // the second sample, and a status bar lost its "loss 0.0%").
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = LossWindow::default();
+        assert_eq!(w.record(t0, 1, 19), Some(5.0));
+        assert_eq!(w.record(t0 + s(1), 1, 19), Some(5.0));
+        assert_eq!(w.record(t0 + s(30), 1, 19), Some(5.0));
     }
 
     #[test]

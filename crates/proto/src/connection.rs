@@ -585,6 +585,13 @@ impl Connection {
         self.side == Side::Client && self.state == State::Handshaking
     }
 
+    /// A client that has not heard the server's answer (Noise message 2) yet: the only kind
+    /// of connection a simultaneous open can turn into the server side. One that has read
+    /// message 2, even if its verdict on the peer's key is still open, keeps its role.
+    pub(crate) fn is_racing_client(&self) -> bool {
+        self.is_handshaking_client() && self.remote_cid.is_none()
+    }
+
     pub(crate) fn is_drained(&self) -> bool {
         self.state == State::Drained && self.closed_emitted
     }

@@ -649,7 +649,7 @@ impl Endpoint {
         let racing = self
             .conns
             .iter()
-            .find(|(_, c)| c.remote == from && c.is_handshaking_client())
+            .find(|(_, c)| c.remote == from && c.is_racing_client())
             .map(|(&h, c)| (h, c.local_cid));
         if let Some((h, local)) = racing {
             if local < peer_cid {

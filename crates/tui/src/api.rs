@@ -227,8 +227,9 @@ pub enum UiEvent {
     /// A new snapshot of the link.
     Link(LinkStatus),
     /// A yes/no question only the user can answer (peer mode: trust a key never seen
-    /// before?). Shown in the current buffer; the next `y` or `n` key (Esc: no) answers it
-    /// with [`UiCommand::Answer`], and typing is held until then.
+    /// before?). Shown in the current buffer; Alt+Y or Alt+N answers it with
+    /// [`UiCommand::Answer`]. Typing goes on meanwhile: a question can come at any moment,
+    /// so no plain key answers it by accident.
     Ask {
         /// The question, shown as it is (the runner adds the keys to press).
         question: String,
@@ -302,6 +303,6 @@ pub enum UiCommand {
         /// Parting words.
         reason: Option<String>,
     },
-    /// The user's answer to [`UiEvent::Ask`]: `y` (true), `n` or Esc (false).
+    /// The user's answer to [`UiEvent::Ask`]: Alt+Y (true) or Alt+N (false).
     Answer(bool),
 }

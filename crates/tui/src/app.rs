@@ -259,20 +259,20 @@ impl App {
             out.push(UiCommand::Quit { reason: None });
             return out;
         }
-        if self.asking {
-            // Only the answer keys count until the question is answered; nothing typed in
-            // the meantime may land in the input line by accident.
+        if self.asking && alt {
+            // Deliberate keys only: a question can arrive at any moment, while the user is
+            // typing, so no plain letter may answer it.
             let answer = match key.code {
                 KeyCode::Char('y' | 'Y') => Some(true),
-                KeyCode::Char('n' | 'N') | KeyCode::Esc => Some(false),
+                KeyCode::Char('n' | 'N') => Some(false),
                 _ => None,
             };
             if let Some(yes) = answer {
                 self.asking = false;
                 self.info(if yes { "answered: yes" } else { "answered: no" });
                 out.push(UiCommand::Answer(yes));
+                return out;
             }
-            return out;
         }
         if self.search.is_some() && self.search_key(key) {
             return out;
@@ -892,7 +892,7 @@ impl App {
             UiEvent::Ask { question } => {
                 self.asking = true;
                 let current = self.current;
-                let text = format!("{question} Press y to accept, n to refuse.");
+                let text = format!("{question} Alt+Y accepts it, Alt+N refuses.");
                 self.event_line(current, now, EventKind::Error, text);
                 self.bell = self.config.bell;
             }
