@@ -74,21 +74,47 @@ impl<H: Clone + PartialEq> LookAlikes<H> {
     }
 }
 
-/// The unit a claim rate applies to: an IPv4 address, or the /64 prefix of an IPv6 address
-/// (one host usually has a whole /64, so counting addresses would count nothing).
+/// A network a claim rate applies to: an IPv4 address, or an IPv6 prefix (a /64, /56 or
+/// /48; one host usually has a whole /64, so counting addresses would count nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Net(IpAddr);
+pub(crate) struct Net {
+    /// The address with the bits past the prefix cleared.
+    addr: IpAddr,
+    /// Prefix length.
+    len: u8,
+}
+
+/// IPv6 prefix lengths a claim counts against, with the multiple of the base budget
+/// (`burst`, `per_hour`) each gets: a /64 has the base budget, the /56 around it twice that,
+/// the /48 four times. A claim must pass every level, so all the /64s (and /56s) of one /48
+/// together get no more than the /48's budget.
+const V6_LEVELS: [(u8, u32); 3] = [(64, 1), (56, 2), (48, 4)];
 
 impl Net {
-    pub(crate) fn of(ip: IpAddr) -> Net {
+    fn v6(addr: Ipv6Addr, len: u8) -> Net {
+        let mask = !(u128::MAX >> len);
+        Net {
+            addr: IpAddr::V6(Ipv6Addr::from(u128::from(addr) & mask)),
+            len,
+        }
+    }
+
+    /// The networks a claim from `ip` counts against, smallest first, each with the multiple
+    /// of the base budget it gets: the IPv4 address (an IPv4-mapped IPv6 address is IPv4), or
+    /// the /64, /56 and /48 of an IPv6 address.
+    pub(crate) fn levels(ip: IpAddr) -> Vec<(Net, u32)> {
+        let v4 = |v4| Net {
+            addr: IpAddr::V4(v4),
+            len: 32,
+        };
         match ip {
-            IpAddr::V4(_) => Net(ip),
+            IpAddr::V4(a) => vec![(v4(a), 1)],
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Net(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    Net(IpAddr::V6(Ipv6Addr::from(prefix)))
-                }
+                Some(a) => vec![(v4(a), 1)],
+                None => V6_LEVELS
+                    .iter()
+                    .map(|&(len, mult)| (Net::v6(v6, len), mult))
+                    .collect(),
             },
         }
     }
@@ -106,13 +132,26 @@ struct Bucket {
     at_ms: i64,
 }
 
-/// Token buckets of new nick claims per [`Net`]: `burst` at once, then `per_hour`.
+/// Why a claim was refused; each carries the milliseconds until one may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The claimant's network (or a larger network around it) has used its budget.
+    Network(u64),
+    /// The table of networks is full of budgets that are not used up yet: no new network is
+    /// tracked (nor any claim from one granted) until the oldest of them has refilled.
+    Busy(u64),
+}
+
+/// Token buckets of new nick claims per [`Net`]: `burst` at once, then `per_hour` (times the
+/// level's multiple, [`Net::levels`]). A claim takes one token from every level of its
+/// source, and is refused if any level has none.
 ///
 /// Memory is bounded: a bucket is forgotten once it has refilled completely (it then says
-/// nothing a fresh one would not), and the table holds at most `cap` buckets (beyond that the
-/// least recently used one is forgotten, which only errs in the claimant's favour). Each claim
-/// costs amortized O(1): buckets sit in a queue in the order of their last claim, with stale
-/// entries skipped lazily.
+/// nothing a fresh one would not), and the table holds at most `cap` buckets. When a claim
+/// would need more, it is refused ([`Refused::Busy`]) rather than forget a bucket that has
+/// not refilled, which would hand that network a fresh budget. Each claim costs amortized
+/// O(1): buckets sit in a queue in the order of their last claim, with stale entries skipped
+/// lazily.
 #[derive(Debug)]
 pub(crate) struct ClaimLimiter {
     burst: u32,
@@ -125,7 +164,7 @@ pub(crate) struct ClaimLimiter {
 }
 
 impl ClaimLimiter {
-    /// `burst` and `per_hour` of at least 1 (0 is taken as 1).
+    /// `burst` and `per_hour` of at least 1 (0 is taken as 1); at most `cap` buckets.
     pub(crate) fn new(burst: u32, per_hour: u32, cap: usize) -> Self {
         ClaimLimiter {
             burst: burst.max(1),
@@ -136,54 +175,74 @@ impl ClaimLimiter {
         }
     }
 
-    fn full(&self) -> u64 {
-        u64::from(self.burst) * HOUR_MS
+    fn full(&self, mult: u32) -> u64 {
+        u64::from(self.burst) * u64::from(mult) * HOUR_MS
     }
 
-    /// Milliseconds an empty bucket takes to fill.
+    fn rate(&self, mult: u32) -> u64 {
+        u64::from(self.per_hour) * u64::from(mult)
+    }
+
+    /// Milliseconds an empty bucket takes to fill (the same at every level).
     fn fill_ms(&self) -> i64 {
-        i64::try_from(self.full().div_ceil(u64::from(self.per_hour))).unwrap_or(i64::MAX)
+        i64::try_from(self.full(1).div_ceil(self.rate(1))).unwrap_or(i64::MAX)
     }
 
-    fn units_at(&self, b: &Bucket, now_ms: i64) -> u64 {
+    fn units_at(&self, b: &Bucket, mult: u32, now_ms: i64) -> u64 {
         let elapsed = u64::try_from(now_ms.saturating_sub(b.at_ms)).unwrap_or(0);
-        self.full().min(
+        self.full(mult).min(
             b.units
-                .saturating_add(elapsed.saturating_mul(u64::from(self.per_hour))),
+                .saturating_add(elapsed.saturating_mul(self.rate(mult))),
         )
     }
 
-    /// Takes one claim for the network of `ip` at `now_ms`; `Err` carries the milliseconds
-    /// until the next one is allowed.
-    pub(crate) fn take(&mut self, now_ms: i64, ip: IpAddr) -> Result<(), u64> {
+    /// Takes one claim for the networks of `ip` at `now_ms`.
+    pub(crate) fn take(&mut self, now_ms: i64, ip: IpAddr) -> Result<(), Refused> {
         self.forget_full(now_ms);
-        let net = Net::of(ip);
-        let (units, at_ms) = match self.buckets.get(&net) {
-            // A clock that went back refills nothing until it passes the last claim again.
-            Some(b) => (self.units_at(b, now_ms), b.at_ms.max(now_ms)),
-            None => (self.full(), now_ms),
-        };
-        if units < HOUR_MS {
-            let missing = HOUR_MS - units;
-            return Err(missing.div_ceil(u64::from(self.per_hour)));
-        }
-        self.buckets.insert(
-            net,
-            Bucket {
-                units: units - HOUR_MS,
-                at_ms,
-            },
-        );
-        self.order.push_back((at_ms, net));
-        while self.buckets.len() > self.cap {
-            let Some((t, n)) = self.order.pop_front() else {
-                break;
+        let levels = Net::levels(ip);
+        // Every level first: a refused claim takes nothing from any.
+        let mut after = Vec::with_capacity(levels.len());
+        let mut wait = 0u64;
+        let mut new = 0usize;
+        for &(net, mult) in &levels {
+            let (units, at_ms) = match self.buckets.get(&net) {
+                // A clock that went back refills nothing until it passes the last claim again.
+                Some(b) => (self.units_at(b, mult, now_ms), b.at_ms.max(now_ms)),
+                None => {
+                    new += 1;
+                    (self.full(mult), now_ms)
+                }
             };
-            if self.buckets.get(&n).is_some_and(|b| b.at_ms == t) && n != net {
-                self.buckets.remove(&n);
+            if units < HOUR_MS {
+                wait = wait.max((HOUR_MS - units).div_ceil(self.rate(mult)));
             }
+            after.push((net, units.saturating_sub(HOUR_MS), at_ms));
+        }
+        if wait > 0 {
+            return Err(Refused::Network(wait));
+        }
+        if self.buckets.len() + new > self.cap {
+            return Err(Refused::Busy(self.until_one_refills(now_ms)));
+        }
+        for (net, units, at_ms) in after {
+            self.buckets.insert(net, Bucket { units, at_ms });
+            self.order.push_back((at_ms, net));
         }
         Ok(())
+    }
+
+    /// Milliseconds until the oldest tracked bucket has refilled (and is forgotten), at least 1.
+    fn until_one_refills(&mut self, now_ms: i64) -> u64 {
+        while let Some(&(t, n)) = self.order.front() {
+            if self.buckets.get(&n).is_some_and(|b| b.at_ms == t) {
+                let due = t.saturating_add(self.fill_ms());
+                return u64::try_from(due.saturating_sub(now_ms))
+                    .unwrap_or(0)
+                    .max(1);
+            }
+            self.order.pop_front();
+        }
+        1
     }
 
     /// Drops the buckets that have refilled completely by `now_ms`.
@@ -230,8 +289,8 @@ mod tests {
             l.take(0, a).expect("burst");
         }
         // One per 10 minutes after that.
-        assert_eq!(l.take(0, a), Err(600_000));
-        assert_eq!(l.take(599_999, a), Err(1));
+        assert_eq!(l.take(0, a), Err(Refused::Network(600_000)));
+        assert_eq!(l.take(599_999, a), Err(Refused::Network(1)));
         l.take(600_000, a).expect("refilled one");
         assert!(l.take(600_000, a).is_err());
         // Another address is unaffected.
@@ -259,11 +318,15 @@ mod tests {
     #[test]
     fn memory_is_bounded_and_full_buckets_are_forgotten() {
         let mut l = ClaimLimiter::new(2, 60, 1000);
-        for i in 0..5000 {
+        for i in 0..1000 {
             l.take(0, v4(i)).expect("first claim of each");
         }
+        // The table is full: no more networks are tracked, none is forgotten early.
+        for i in 1000..5000 {
+            assert_eq!(l.take(0, v4(i)), Err(Refused::Busy(120_000)));
+        }
         assert_eq!(l.tracked(), 1000);
-        assert!(l.queued() <= 5000);
+        assert_eq!(l.queued(), 1000);
         // Two minutes later every bucket has refilled: the next claim forgets them all.
         l.take(120_000, v4(1)).expect("refilled");
         assert_eq!(l.tracked(), 1);
@@ -271,6 +334,70 @@ mod tests {
         // A clock that goes back refills nothing and breaks nothing.
         l.take(0, v4(1)).expect("second of the burst");
         assert!(l.take(-5, v4(1)).is_err());
+    }
+
+    /// With the table full, a new network is refused instead of forgetting an old one in its
+    /// favour: cycling through one address more than the table holds gets no fresh budgets.
+    #[test]
+    fn a_full_table_hands_out_no_fresh_buckets() {
+        let mut l = ClaimLimiter::new(1, 60, 10);
+        let mut granted = 0;
+        for round in 0..100 {
+            for i in 0..11 {
+                if l.take(round, v4(i)).is_ok() {
+                    granted += 1;
+                }
+            }
+        }
+        assert_eq!(granted, 10, "one burst each for the 10 tracked networks");
+        assert_eq!(l.take(100, v4(10)), Err(Refused::Busy(59_900)));
+        assert_eq!(l.take(100, v4(0)), Err(Refused::Network(59_900)));
+        // Once the oldest have refilled they are forgotten, and new networks are tracked.
+        l.take(60_000, v4(10)).expect("room again");
+        // A refused claim takes nothing: an IPv6 source needs three buckets, and there is
+        // room for only one more.
+        let mut l = ClaimLimiter::new(1, 60, 3);
+        l.take(0, v4(1)).expect("one");
+        l.take(0, v4(2)).expect("two");
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        assert!(matches!(l.take(0, v6), Err(Refused::Busy(_))));
+        assert_eq!(l.tracked(), 2);
+        l.take(0, v4(3)).expect("three");
+    }
+
+    /// Each /64 of a /48 is a network of its own, but all of them together get only the
+    /// budget of their /56 (twice a /64's) and of their /48 (four times).
+    #[test]
+    fn the_64s_of_one_48_share_its_budget() {
+        let (burst, per_hour) = (2u32, 6u32);
+        let mut l = ClaimLimiter::new(burst, per_hour, 65_536);
+        // 2001:db8:7::/48: its /56s are 2001:db8:7:XX00::/56, its /64s 2001:db8:7:XXYY::/64.
+        let host = |net64: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 7, net64, 0, 0, 0, 1));
+        // One /56 (2001:db8:7:100::/56): 256 /64s get the /56's burst, 4.
+        let ok = (0..256)
+            .filter(|&y| l.take(0, host(0x100 | y)).is_ok())
+            .count();
+        assert_eq!(ok, 2 * burst as usize);
+        // The whole /48: 65,536 /64s get the /48's burst, 8 (4 of them taken above).
+        let ok = (0..=u16::MAX)
+            .filter(|&n| l.take(0, host(n)).is_ok())
+            .count();
+        assert_eq!(ok, 4 * burst as usize - 2 * burst as usize);
+        // Over the next 50 minutes, a claim every second from a fresh /64 in a fresh /56:
+        // the /48's rate, 24 an hour, and no more.
+        let mut ok = 0;
+        for s in 1..=3000i64 {
+            let n = u16::try_from(s % 256).expect("small") << 8 | 0x55;
+            if l.take(s * 1000, host(n)).is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 4 * per_hour * 50 / 60);
+        // A refused claim took nothing from the /64 it came from: another /48 is unaffected.
+        let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 8, 0, 0, 0, 0, 1));
+        l.take(3_000_000, other).expect("another /48");
+        // Memory: at most three buckets per granted claim.
+        assert!(l.tracked() <= 3 * (8 + 20 + 1));
     }
 
     #[test]

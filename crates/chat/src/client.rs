@@ -364,6 +364,8 @@ struct Session {
     rooms: BTreeSet<String>,
     first_rooms: Vec<String>,
     last_seen: HashMap<String, u64>,
+    /// The newest server time seen in each DM conversation: resumes go most recent first.
+    dm_recent: HashMap<String, i64>,
     pending: BTreeMap<u64, ClientMsg>,
     unsent: VecDeque<ClientMsg>,
     pace: Option<Pace>,
@@ -377,6 +379,26 @@ fn jitter(d: Duration) -> Duration {
     // ±25 %, so that many clients of a restarted server do not come back in lockstep.
     let r = chirp_transport::random_seed() % 501;
     d.mul_f64(0.75 + r as f64 / 1000.0)
+}
+
+/// The DM conversations to resume in a `hello`: the most recent first (newest message seen;
+/// then by name, so the choice is the same every time), at most the server's
+/// [`MAX_DM_RESUMES`](crate::server::MAX_DM_RESUMES). The server skips those with nothing new,
+/// and refuses the rest; older conversations are still read with `/history`.
+fn dm_resumes(last_seen: &HashMap<String, u64>, recent: &HashMap<String, i64>) -> Vec<Resume> {
+    let mut dms: Vec<(i64, &String, u64)> = last_seen
+        .iter()
+        .filter(|(c, _)| c.starts_with('@'))
+        .map(|(c, &after)| (recent.get(c).copied().unwrap_or(i64::MIN), c, after))
+        .collect();
+    dms.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    dms.into_iter()
+        .take(crate::server::MAX_DM_RESUMES)
+        .map(|(_, conv, after)| Resume {
+            conv: conv.clone(),
+            after,
+        })
+        .collect()
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -400,6 +422,7 @@ impl Session {
             blocked: false,
             rooms: BTreeSet::new(),
             last_seen: HashMap::new(),
+            dm_recent: HashMap::new(),
             pending: BTreeMap::new(),
             unsent: VecDeque::new(),
             pace: None,
@@ -669,15 +692,7 @@ impl Session {
                 });
             }
         }
-        let dms = self
-            .last_seen
-            .iter()
-            .filter(|(c, _)| c.starts_with('@'))
-            .map(|(c, &after)| Resume {
-                conv: c.clone(),
-                after,
-            })
-            .collect();
+        let dms = dm_resumes(&self.last_seen, &self.dm_recent);
         ClientMsg::Hello {
             v: wire::VERSION,
             nick: self.nick.clone(),
@@ -742,6 +757,10 @@ impl Session {
                 }
             }
             ServerMsg::Msg(m) => {
+                if m.conv.starts_with('@') {
+                    let t = self.dm_recent.entry(m.conv.clone()).or_insert(m.ts);
+                    *t = (*t).max(m.ts);
+                }
                 let seen = self.last_seen.entry(m.conv.clone()).or_insert(0);
                 if m.history {
                     *seen = (*seen).max(m.id);
@@ -770,5 +789,38 @@ impl Session {
             other => self.emit(Event::Server(other)).await,
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dm_resumes_go_most_recent_first_in_a_fixed_order_and_at_most_the_cap() {
+        let n = crate::server::MAX_DM_RESUMES + 40;
+        let mut last_seen = HashMap::new();
+        let mut recent = HashMap::new();
+        for i in 0..n {
+            let conv = format!("@{i:04}");
+            last_seen.insert(conv.clone(), i as u64 + 1);
+            // Two conversations share each time: the name breaks the tie.
+            recent.insert(conv, (i / 2) as i64);
+        }
+        last_seen.insert("#room".into(), 5);
+        last_seen.insert("@never-timed".into(), 1);
+        let dms = dm_resumes(&last_seen, &recent);
+        assert_eq!(dms.len(), crate::server::MAX_DM_RESUMES);
+        assert_eq!(dms[0].conv, format!("@{:04}", n - 2));
+        assert_eq!(dms[0].after, (n - 1) as u64);
+        assert_eq!(dms[1].conv, format!("@{:04}", n - 1));
+        assert!(dms.iter().all(|r| r.conv.starts_with('@')));
+        let times: Vec<i64> = dms.iter().map(|r| recent[&r.conv]).collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "most recent first");
+        // The same every time, whatever the maps' order.
+        for _ in 0..5 {
+            let again: HashMap<_, _> = last_seen.clone().into_iter().collect();
+            assert_eq!(dm_resumes(&again, &recent), dms);
+        }
     }
 }

@@ -45,56 +45,25 @@ pub const MAX_TOPIC: usize = 200;
 /// Most combining marks in a row in a name.
 const MAX_MARKS_IN_A_ROW: usize = 4;
 
-/// Bidirectional formatting characters: embeddings, overrides, isolates and marks. In a name
-/// they can make one name display as another ("alice" ending in U+202E...), so names refuse
-/// them.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
-}
-
-/// Characters that are invisible or zero-width, which would let two names look alike. Topics
-/// refuse these; names refuse every default-ignorable character ([`is_default_ignorable`]).
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
-    )
-}
-
 /// `Default_Ignorable_Code_Point` (and characters that decompose to nothing else): UTS #39's
 /// skeleton drops exactly these, so a character whose skeleton is empty renders as nothing.
+/// Among them are the bidirectional controls (U+061C, U+200E, U+200F, U+202A–U+202E,
+/// U+2066–U+2069), the zero-width characters (U+200B–U+200D, U+2060, U+FEFF), the soft hyphen,
+/// fillers, tags and variation selectors: names refuse all of them, topics all but marks
+/// ([`topic`]). The property comes from the Unicode data of `unicode-security`; only the 12
+/// bidirectional controls are named here ([`is_bidi_control`]), for a clearer error.
+/// Unicode's `Bidi_Control` property (PropList.txt; these 12 code points since Unicode 6.3):
+/// all of them are default-ignorable too, and refused as such, but they get their own error,
+/// since what they do (reorder what is shown) is worse than being invisible.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 fn is_default_ignorable(c: char) -> bool {
     let mut buf = [0u8; 4];
     unicode_security::skeleton(c.encode_utf8(&mut buf))
         .next()
         .is_none()
-}
-
-fn check_chars(what: &str, s: &str, allow_space: bool) -> Result<(), String> {
-    for c in s.chars() {
-        if c.is_control() {
-            return Err(format!(
-                "{what} contains a control character (U+{:04X}), which is not allowed",
-                c as u32
-            ));
-        }
-        if is_bidi_control(c) {
-            return Err(format!(
-                "{what} contains a bidirectional control character (U+{:04X}), which could make it display as something else",
-                c as u32
-            ));
-        }
-        if is_invisible(c) {
-            return Err(format!(
-                "{what} contains an invisible character (U+{:04X}), which is not allowed",
-                c as u32
-            ));
-        }
-        if !allow_space && c.is_whitespace() {
-            return Err(format!("{what} contains a space, which is not allowed"));
-        }
-    }
-    Ok(())
 }
 
 /// The form a name is checked, bound and shown in: Unicode normalization form C, so that a
@@ -147,10 +116,11 @@ fn check_identifier(what: &str, n: &str) -> Result<(), String> {
         }
         if is_bidi_control(c) {
             return Err(format!(
-                "{what} contains a bidirectional control character (U+{cp:04X}), which could make it display as something else"
+                "{what} contains a bidirectional control character (U+{cp:04X}), which could make \
+                 it display as something else"
             ));
         }
-        if is_invisible(c) || is_default_ignorable(c) {
+        if is_default_ignorable(c) {
             return Err(format!(
                 "{what} contains an invisible character (U+{cp:04X}), which is not allowed"
             ));
@@ -218,19 +188,25 @@ fn check_identifier(what: &str, n: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a nick against the rules of the module documentation (in its [`normalize`]d form):
-/// 1 to [`MAX_NICK`] identifier characters of one script or printable ASCII; not starting
-/// with `#` or `@`; no `,`.
-pub fn nick(n: &str) -> Result<(), String> {
-    // NFC at most triples a string's length: anything longer than this is too long anyway,
-    // and is refused before any normalization work.
-    let raw = n.chars().count();
-    if raw > 3 * MAX_NICK {
+/// Most characters that normalization form C composes into one character a name may contain:
+/// the longest canonical decomposition among them (`ᾢ` is `ω` and three marks; `ệ` is `e`
+/// and two; a Hangul syllable is three jamo). NFC never drops a character, so an input of more than this many
+/// times a name's limit is too long whatever it normalizes to, and is refused before any
+/// normalization work.
+const MAX_COMPOSED: usize = 4;
+
+/// Checks a nick as received (`raw`) against the rules of the module documentation and
+/// returns it in its [`normalize`]d form, the one to bind and show: 1 to [`MAX_NICK`]
+/// identifier characters of one script or printable ASCII; not starting with `#` or `@`; no
+/// `,`. The length of `raw` is checked first, so an overlong input costs no normalization.
+pub fn nick(raw: &str) -> Result<String, String> {
+    let raw_len = raw.chars().count();
+    if raw_len > MAX_COMPOSED * MAX_NICK {
         return Err(format!(
-            "nick is too long: {raw} characters (at most {MAX_NICK})"
+            "nick is too long: {raw_len} characters (at most {MAX_NICK})"
         ));
     }
-    let n = normalize(n);
+    let n = normalize(raw);
     let len = n.chars().count();
     if len == 0 {
         return Err("nick is empty".into());
@@ -249,7 +225,7 @@ pub fn nick(n: &str) -> Result<(), String> {
     if n.contains(',') {
         return Err("nick may not contain ','".into());
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Checks a room name (in its [`normalize`]d form): `#` then 1 to [`MAX_ROOM`] characters
@@ -259,7 +235,7 @@ pub fn room(r: &str) -> Result<(), String> {
         return Err(format!("room names start with '#' (try '#{r}')"));
     };
     let raw = rest.chars().count();
-    if raw > 3 * MAX_ROOM {
+    if raw > MAX_COMPOSED * MAX_ROOM {
         return Err(format!(
             "room name is too long: {raw} characters after '#' (at most {MAX_ROOM})"
         ));
@@ -281,7 +257,10 @@ pub fn room(r: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a topic: up to [`MAX_TOPIC`] characters, spaces allowed, no control/bidi/invisible.
+/// Checks a topic: up to [`MAX_TOPIC`] characters, spaces allowed, no control characters and
+/// no default-ignorable (invisible) characters other than marks: so no bidirectional controls,
+/// zero-width characters, fillers or tags, while a variation selector (as in the emoji `❤️`)
+/// may stay.
 pub fn topic(t: &str) -> Result<(), String> {
     let len = t.chars().count();
     if len > MAX_TOPIC {
@@ -289,7 +268,26 @@ pub fn topic(t: &str) -> Result<(), String> {
             "topic is too long: {len} characters (at most {MAX_TOPIC})"
         ));
     }
-    check_chars("topic", t, true)
+    for c in t.chars() {
+        let cp = c as u32;
+        if c.is_control() {
+            return Err(format!(
+                "topic contains a control character (U+{cp:04X}), which is not allowed"
+            ));
+        }
+        if is_bidi_control(c) {
+            return Err(format!(
+                "topic contains a bidirectional control character (U+{cp:04X}), which could \
+                 make it display as something else"
+            ));
+        }
+        if is_default_ignorable(c) && !is_combining_mark(c) {
+            return Err(format!(
+                "topic contains an invisible character (U+{cp:04X}), which is not allowed"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks message text: 1 to `max` bytes, no control characters except tab.
@@ -358,6 +356,52 @@ mod tests {
                 .expect_err("long")
                 .contains("11 bytes (at most 10)")
         );
+    }
+
+    /// Names and topics refuse bidirectional controls through the Unicode data (they are
+    /// default-ignorable, and not `Allowed` in identifiers), with an error of their own; so are the
+    /// zero-width characters topics always refused. A variation selector (a mark) may stay in a
+    /// topic, as in an emoji.
+    #[test]
+    fn bidi_controls_and_zero_width_characters_are_refused_without_a_list() {
+        let bidi = [
+            '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+            '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ];
+        let zero_width = [
+            '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{00AD}',
+        ];
+        for (c, kind) in bidi
+            .into_iter()
+            .map(|c| (c, "bidirectional control character"))
+            .chain(zero_width.into_iter().map(|c| (c, "invisible character")))
+        {
+            assert_eq!(is_bidi_control(c), kind.starts_with("bidi"), "{c:?}");
+            assert!(is_default_ignorable(c), "{c:?}");
+            let code = format!("{kind} (U+{:04X})", c as u32);
+            assert!(!c.identifier_allowed(), "{code}");
+            for n in [
+                format!("{c}alice"),
+                format!("al{c}ice"),
+                format!("alice{c}"),
+            ] {
+                let e = nick(&n).expect_err(&n);
+                assert!(e.contains(&code), "{n:?}: {e}");
+                let e = room(&format!("#{n}")).expect_err(&n);
+                assert!(e.contains(&code), "{n:?}: {e}");
+                let t = format!("a topic: {n}");
+                let e = topic(&t).expect_err(&t);
+                assert!(e.contains(&code), "{t:?}: {e}");
+            }
+        }
+        // Invisible format characters and fillers are refused in topics too; a variation
+        // selector is not.
+        for c in ['\u{2063}', '\u{E0041}', '\u{3164}'] {
+            let t = format!("x{c}y");
+            assert!(topic(&t).is_err(), "{t:?}");
+        }
+        topic("I \u{2764}\u{FE0F} Rust, caf\u{00E9}, \u{05E9}\u{05DC}\u{05D5}\u{05DD}")
+            .expect("topic");
     }
 
     #[test]
@@ -494,6 +538,36 @@ mod tests {
         );
     }
 
+    /// `nick` takes the input as received, checks its length before normalizing, and returns
+    /// the normalized form: callers normalize nothing themselves.
+    #[test]
+    fn nick_checks_the_raw_length_first_and_returns_the_normalized_form() {
+        assert_eq!(nick("zoe\u{0308}").as_deref(), Ok("zo\u{00EB}"));
+        assert_eq!(nick("alice").as_deref(), Ok("alice"));
+        // NFC composes at most MAX_COMPOSED characters into one that names allow: `ᾢ` is
+        // four.
+        for c in '\0'..=char::MAX {
+            if c.is_ascii() || c.identifier_allowed() {
+                assert!(c.nfd().count() <= MAX_COMPOSED, "U+{:04X}", c as u32);
+            }
+        }
+        let four = "\u{03C9}\u{0313}\u{0300}\u{0345}";
+        assert_eq!(four.nfc().collect::<String>(), "\u{1FA2}");
+        assert_eq!(
+            nick(&four.repeat(MAX_NICK)),
+            Ok("\u{1FA2}".repeat(MAX_NICK)),
+            "96 characters as received, 24 once composed"
+        );
+        // One more character as received: refused by its raw length, before normalization,
+        // naming the count as received.
+        let e = nick(&format!("{}x", four.repeat(MAX_NICK))).expect_err("97");
+        assert!(e.contains("97 characters"), "{e}");
+        let e = nick(&format!("{}x", "\u{00E9}".repeat(MAX_NICK))).expect_err("25");
+        assert!(e.contains("25 characters"), "{e}");
+        // Rooms likewise.
+        room(&format!("#{}", four.repeat(MAX_ROOM))).expect("room of 32 once composed");
+    }
+
     #[test]
     fn look_alike_keys_match_confusables_up_to_case() {
         let k = |n: &str| look_alike_keys(n);
@@ -519,9 +593,7 @@ mod tests {
                 || (!c.is_ascii()
                     && unicode_ident::is_xid_continue(c)
                     && c.identifier_allowed()
-                    && !is_default_ignorable(c)
-                    && !is_invisible(c)
-                    && !is_bidi_control(c))
+                    && !is_default_ignorable(c))
         }
 
         fn any_name() -> impl Strategy<Value = String> {

@@ -6,7 +6,8 @@
 //!   buffer waits for `Writable`. What the transport takes is reported to the core
 //!   ([`Server::sent`]), which bounds each queue by bytes and streams replays only as it
 //!   drains (see [`crate::server::MAX_QUEUED_BYTES`]), so one stuck client or one long
-//!   request cannot grow the server's memory.
+//!   request cannot grow the server's memory. `Output::Close` closes after the queue is sent,
+//!   or, with `now` (too slow), drops the queue and aborts the connection at once.
 //! - `Output::Persist` batches of one round are written as one [`Store::write`]; a forwarder
 //!   task awaits the commits in order and hands `(tokens, ok)` back, and only then does the
 //!   core acknowledge and fan out.
@@ -103,7 +104,7 @@ pub async fn run(
     }
     let reader = store.reader()?;
     // Undelivered DMs stay in the store until their recipient connects (`ReadUndelivered`).
-    let loaded = reader.load(config.server.replay_cache, 0)?;
+    let loaded = reader.load(config.server.replay_cache)?;
     info!(
         nicks = loaded.nicks.len(),
         conversations = loaded.last_ids.len(),
@@ -252,7 +253,7 @@ impl Runner {
             self.drain().await;
         }
         info!("shutting down: telling clients, flushing the database");
-        self.core.shutdown("server shutting down");
+        self.core.shutdown(now_ms(), "server shutting down");
         self.drain().await;
         // Commits in flight still get their acknowledgements out.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_LINGER;
@@ -339,10 +340,23 @@ impl Runner {
                         }
                     }
                 }
-                Output::Close { session, reason } => {
+                Output::Close {
+                    session,
+                    reason,
+                    now,
+                } => {
                     if let Some(s) = self.sessions.get_mut(&session) {
-                        s.close = Some(reason);
-                        touched.push(session);
+                        if now {
+                            // A client too slow to read what it is sent: what waits for it is
+                            // dropped and its connection aborted at once (a graceful close
+                            // would wait for it to read, which it may never do).
+                            s.queue.clear();
+                            s.close = None;
+                            let _ = self.handle.abort(conn(session), CLOSE_CODE, &reason).await;
+                        } else {
+                            s.close = Some(reason);
+                            touched.push(session);
+                        }
                     }
                 }
                 Output::Persist { token, ops: o } => {

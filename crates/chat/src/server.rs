@@ -29,17 +29,27 @@
 //! messages from the replay cache only while that session's queue is under [`PAGE_BYTES`]. A
 //! live message for a session that is behind joins its replay instead of overtaking it, so a
 //! client always sees a conversation in id order. Everything else counts against
-//! [`MAX_QUEUED_BYTES`]; a session that would pass it is closed as too slow and resumes on
-//! reconnect. So one request, however long, costs a bounded amount of memory.
+//! [`MAX_QUEUED_BYTES`]; a session that would pass it is closed as too slow at once (its
+//! queue dropped, its requests ignored) and resumes on reconnect. So one request, however
+//! long, costs a bounded amount of memory.
+//!
+//! # DMs received while away
+//!
+//! They stay in the store. When their recipient connects, the core asks for the DM
+//! conversations holding some, [`UNDELIVERED_PAGE`] at a time, and replays each like a resume;
+//! other DM replays (resumes, new DMs) wait for the pages, rooms do not. A DM is marked
+//! delivered (`Op::DmCursor`) only as it is queued for one of the recipient's sessions: live,
+//! or by a replay (marked when it ends, or when its session does).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use bytes::Bytes;
 use chirp_store::{Loaded, Op, Record};
 use tracing::{debug, warn};
 
-use crate::claims::{ClaimLimiter, LookAlikes};
+use crate::claims::{ClaimLimiter, LookAlikes, Refused};
 use crate::names;
 use crate::wire::{self, ClientMsg, JoinReq, Msg, Presence, Resume, RoomInfo, ServerMsg, code};
 
@@ -55,10 +65,16 @@ pub const DEFAULT_NICK_EXPIRY_DAYS: i64 = 180;
 /// No nick expires in the first minutes after a (re)start: a user connected when the server
 /// stopped was seen later than the store says, and gets this long to come back.
 const RESTART_GRACE_MS: i64 = 10 * 60 * 1000;
-/// A nick owner's last-seen time is written at most this often (at a connect or at the last
-/// disconnect), so expiry is exact to within this.
+/// A nick owner's last-seen time is written at most this often (at a connect, at the last
+/// disconnect, every this long while connected, and at shutdown), so expiry is exact to within
+/// this; after a crash the store is at most about this much behind for a connected owner.
 const SEEN_RESOLUTION_MS: i64 = 60 * 60 * 1000;
-/// Most source networks whose recent nick claims are remembered.
+/// Connected nick owners whose last-seen time is refreshed in one [`Server::handle_timeout`]
+/// at most; the rest are due at once and wait for the next call.
+const SEEN_REFRESH_PER_TICK: usize = 256;
+/// Most source networks (IPv4 addresses, IPv6 /64s, /56s and /48s) whose recent nick claims
+/// are remembered. While that many have budgets not yet refilled, a key's first nick from a
+/// network not among them is refused ([`Refused::Busy`]) rather than one of them forgotten.
 const MAX_CLAIM_NETS: usize = 65_536;
 
 /// Server settings (every one can be set in the config file).
@@ -90,7 +106,8 @@ pub struct ServerConfig {
     /// (`None`: nicks never expire).
     pub nick_expiry_ms: Option<i64>,
     /// New nicks (a first nick for a key) claimed at once from one source network (an IPv4
-    /// address or an IPv6 /64)...
+    /// address or an IPv6 /64; the /56 around a /64 gets twice as many, the /48 four times,
+    /// and a claim must fit all three)...
     pub nick_claim_burst: u32,
     /// ...and per hour after that.
     pub nick_claims_per_hour: u32,
@@ -127,12 +144,16 @@ pub enum Output {
         /// The encoded message.
         data: Bytes,
     },
-    /// Close a session (after sending what was queued for it).
+    /// Close a session: after sending what was queued for it (an error saying why), or, if
+    /// `now`, at once, dropping what is queued for it (a client too slow to read it).
     Close {
         /// The session.
         session: SessionId,
         /// Why, for the transport's CLOSE.
         reason: String,
+        /// Drop the session's queue and abort its connection now: waiting for a client that
+        /// does not read would hold its queue (and the transport's send buffer) for ever.
+        now: bool,
     },
     /// Write these operations durably, then call [`Server::committed`] with `token`.
     Persist {
@@ -223,13 +244,51 @@ struct Session {
     bucket: Bucket,
     /// Bytes of `Output::Send` for this session that the transport has not taken yet.
     queued: usize,
-    /// Closed for passing its queue bound: nothing more is queued for it.
+    /// Being closed by the server: nothing more is queued for it, and its requests are
+    /// ignored.
     closing: bool,
     /// What this session is owed, one cursor per conversation, streamed in `order`.
     replays: HashMap<String, Replay>,
     order: VecDeque<String>,
+    /// DM conversations whose replay waits (outside `order`) until the undelivered DMs have
+    /// all been read: older undelivered messages of theirs may be in a page not read yet.
+    held: Vec<String>,
+    /// Replays from the current page of undelivered DMs not finished yet: the next page is
+    /// read when none is left.
+    store_owed: usize,
     /// The user's DMs received while it was away, read from the store in pages.
     offline: Offline,
+}
+
+impl Session {
+    /// Whether the user's undelivered DMs are still being read from the store (a page was
+    /// asked for, or more pages are to come): a DM conversation not covered by a page yet
+    /// waits, so that no newer DM overtakes (and marks delivered) an older one.
+    fn reading_dms(&self) -> bool {
+        matches!(self.offline, Offline::Reading | Offline::More(_))
+    }
+
+    /// Whether what this session is sent of a DM conversation marks it delivered in the store
+    /// (not after the undelivered DMs could not be read: the next connection reads them again).
+    fn marks_dms(&self) -> bool {
+        self.offline != Offline::Failed
+    }
+
+    /// The delivery marks of the DM replays in progress: what they sent is delivered.
+    fn dm_marks(&self) -> Vec<Op> {
+        if !self.marks_dms() {
+            return Vec::new();
+        }
+        self.replays
+            .iter()
+            .filter(|(_, r)| r.delivered > 0)
+            .map(|(conv, r)| Op::DmCursor {
+                key: self.key,
+                conv: conv.clone(),
+                upto: r.delivered,
+            })
+            .collect()
+    }
 }
 
 /// A conversation being streamed to one session from the replay cache.
@@ -241,8 +300,13 @@ struct Replay {
     history: Option<HistoryPart>,
     /// `joined` comes first (a join's answer waits for its turn with its replay).
     joined: bool,
-    /// DMs received while away: marked delivered in the store once sent.
-    dm_cursor: bool,
+    /// From a page of undelivered DMs: it runs while later pages are still to be read.
+    from_store: bool,
+    /// Waiting in `Session::held` for the undelivered DMs to be read.
+    held: bool,
+    /// A DM conversation: the highest id this replay has sent (or announced missing with a
+    /// `gap`), the delivery mark it leaves in the store (0: none yet).
+    delivered: u64,
 }
 
 impl Replay {
@@ -252,7 +316,9 @@ impl Replay {
             after,
             history: None,
             joined: false,
-            dm_cursor: false,
+            from_store: false,
+            held: false,
+            delivered: 0,
         }
     }
 }
@@ -267,11 +333,14 @@ struct HistoryPart {
 enum Offline {
     /// Nothing (more) to read.
     Done,
-    /// A page was asked for: replays wait for it, and live DMs join them meanwhile, so that
-    /// no newer DM overtakes an older one.
+    /// A page was asked for: DM replays not from a page wait for the read to finish, and
+    /// live DMs join them meanwhile, so that no newer DM overtakes an older one.
     Reading,
-    /// Read the conversations after this one once the current replays are done.
+    /// Read the conversations after this one once the current page's replays are done
+    /// (DM replays not from a page still wait).
     More(String),
+    /// The store could not say: DMs flow, but mark nothing delivered.
+    Failed,
 }
 
 #[derive(Debug)]
@@ -319,6 +388,10 @@ pub const PAGE_BYTES: usize = 64 * 1024;
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// DM conversations with undelivered messages read from the store at a time.
 const UNDELIVERED_PAGE: usize = 32;
+/// Most DM conversations one `hello` resumes (after dropping those with nothing owed): a
+/// replay cursor each, and their output paced like every replay. Clients list their most
+/// recent conversations first; the rest are refused with one `too_many_rooms`.
+pub const MAX_DM_RESUMES: usize = 256;
 
 /// The server core. See the module documentation.
 #[derive(Debug)]
@@ -334,6 +407,11 @@ pub struct Server {
     nick_look: LookAlikes<Key>,
     /// When each nick owner was last seen (as last written to the store), for nick expiry.
     seen: HashMap<Key, i64>,
+    /// Connected nick owners by when their last-seen time is next due to be refreshed
+    /// (`seen` + [`SEEN_RESOLUTION_MS`]), each key once (`seen_queued`); a key that is no
+    /// longer connected leaves when its turn comes.
+    seen_due: BinaryHeap<Reverse<(i64, Key)>>,
+    seen_queued: HashSet<Key>,
     /// New nick claims per source network.
     claims: ClaimLimiter,
     /// Rooms that exist (members, messages or a topic) by look-alike key.
@@ -397,6 +475,11 @@ impl Server {
         let page =
             (config.max_history_page as usize).saturating_mul(config.max_text.saturating_add(512));
         let queue_limit = MAX_QUEUED_BYTES.max(page.saturating_mul(2));
+        let claims = ClaimLimiter::new(
+            config.nick_claim_burst,
+            config.nick_claims_per_hour,
+            MAX_CLAIM_NETS,
+        );
         let mut s = Server {
             queue_limit,
             config,
@@ -407,7 +490,9 @@ impl Server {
             nick_of: HashMap::new(),
             nick_look: LookAlikes::default(),
             seen: HashMap::new(),
-            claims: ClaimLimiter::new(1, 1, 1),
+            seen_due: BinaryHeap::new(),
+            seen_queued: HashSet::new(),
+            claims,
             room_look: LookAlikes::default(),
             started_ms: None,
             rooms: HashMap::new(),
@@ -422,11 +507,6 @@ impl Server {
             out: VecDeque::new(),
             stats: ServerStats::default(),
         };
-        s.claims = ClaimLimiter::new(
-            s.config.nick_claim_burst,
-            s.config.nick_claims_per_hour,
-            MAX_CLAIM_NETS,
-        );
         for (nick, key) in loaded.nicks {
             if let Some(other) = s.nick_look.insert(&nick, key) {
                 let other = s.nick_of.get(&other).cloned().unwrap_or_default();
@@ -491,16 +571,65 @@ impl Server {
 
     /// When [`Server::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<i64> {
-        self.presence_due
+        let seen = self.seen_due.peek().map(|Reverse((due, _))| *due);
+        match (self.presence_due, seen) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Time has reached `now_ms`: flushes batched presence.
+    /// Time has reached `now_ms`: flushes batched presence, and records that connected nick
+    /// owners are still connected (each at most once per [`SEEN_RESOLUTION_MS`], at most
+    /// [`SEEN_REFRESH_PER_TICK`] of them per call, in one store batch).
     pub fn handle_timeout(&mut self, now_ms: i64) {
         if self.presence_due.is_some_and(|d| d <= now_ms) {
             self.presence_due = None;
             for room in std::mem::take(&mut self.dirty_rooms) {
                 self.flush_presence(&room);
             }
+        }
+        self.refresh_seen(now_ms);
+    }
+
+    /// The refresh part of [`Server::handle_timeout`]: the connected owners whose turn has
+    /// come are recorded as seen now, and queued again for an hour later; owners no longer
+    /// connected leave the queue (a disconnect records them itself).
+    fn refresh_seen(&mut self, now_ms: i64) {
+        let mut ops = Vec::new();
+        for _ in 0..SEEN_REFRESH_PER_TICK {
+            let Some(&Reverse((due, key))) = self.seen_due.peek() else {
+                break;
+            };
+            if due > now_ms {
+                break;
+            }
+            self.seen_due.pop();
+            if !self.users.contains_key(&key) || !self.nick_of.contains_key(&key) {
+                self.seen_queued.remove(&key);
+                continue;
+            }
+            let last = self.seen.get(&key).copied().unwrap_or(i64::MIN);
+            let last = if now_ms.saturating_sub(last) >= SEEN_RESOLUTION_MS {
+                self.seen.insert(key, now_ms);
+                ops.push(Op::Seen { key, ts_ms: now_ms });
+                now_ms
+            } else {
+                last
+            };
+            self.seen_due
+                .push(Reverse((last.saturating_add(SEEN_RESOLUTION_MS), key)));
+        }
+        if !ops.is_empty() {
+            self.persist(ops, Vec::new());
+        }
+    }
+
+    /// `key` is connected: its last-seen time will be refreshed while it stays.
+    fn queue_seen_refresh(&mut self, key: Key) {
+        if self.nick_of.contains_key(&key) && self.seen_queued.insert(key) {
+            let last = self.seen.get(&key).copied().unwrap_or(i64::MIN);
+            self.seen_due
+                .push(Reverse((last.saturating_add(SEEN_RESOLUTION_MS), key)));
         }
     }
 
@@ -525,7 +654,7 @@ impl Server {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
-        if s.offline != Offline::Reading {
+        if s.offline != Offline::Reading || s.closing {
             return;
         }
         let key = s.key;
@@ -540,20 +669,30 @@ impl Server {
                 for (conv, first) in page {
                     if dm_has(&conv, &key) {
                         let r = Replay {
-                            after: first.saturating_sub(1),
-                            history: None,
-                            joined: false,
-                            dm_cursor: true,
+                            from_store: true,
+                            ..Replay::after(first.saturating_sub(1))
                         };
                         self.queue_replay(session, &conv, r);
                     }
                 }
             }
             Err(e) => {
-                s.offline = Offline::Done;
+                s.offline = Offline::Failed;
                 debug!(session, error = %e, "undelivered DMs unreadable");
                 let m = "the direct messages sent to you while you were away could not be read; reconnect to get them";
                 self.fail(session, None, code::STORE, m.into());
+            }
+        }
+        // Every page read: the held DM conversations go on.
+        if let Some(s) = self.sessions.get_mut(&session) {
+            if !s.reading_dms() {
+                for conv in std::mem::take(&mut s.held) {
+                    if let Some(r) = s.replays.get_mut(&conv) {
+                        if std::mem::take(&mut r.held) {
+                            s.order.push_back(conv);
+                        }
+                    }
+                }
             }
         }
         self.pump(now_ms, session);
@@ -572,6 +711,7 @@ impl Server {
             self.out.push_back(Output::Close {
                 session,
                 reason: "too many sessions".into(),
+                now: false,
             });
             return;
         }
@@ -592,6 +732,8 @@ impl Server {
                 closing: false,
                 replays: HashMap::new(),
                 order: VecDeque::new(),
+                held: Vec::new(),
+                store_owed: 0,
                 offline: Offline::Done,
             },
         );
@@ -602,6 +744,11 @@ impl Server {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
+        // What its DM replays sent is delivered; the rest stays owed.
+        let marks = s.dm_marks();
+        if !marks.is_empty() {
+            self.persist(marks, Vec::new());
+        }
         if let Some(n) = self.per_ip.get_mut(&s.ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -633,14 +780,41 @@ impl Server {
         }
     }
 
-    /// The server is shutting down: every session is told.
-    pub fn shutdown(&mut self, reason: &str) {
+    /// The server is shutting down at `now_ms`: every session is told, and every connected
+    /// nick owner is recorded as seen now (so that a nick does not expire just after a
+    /// restart because its owner stayed connected longer than the expiry period).
+    pub fn shutdown(&mut self, now_ms: i64, reason: &str) {
         let bye = enc(&ServerMsg::Bye {
             reason: reason.to_owned(),
         });
         let ids: Vec<_> = self.sessions.keys().copied().collect();
+        let mut marks = Vec::new();
         for id in ids {
             self.push_send(id, bye.clone());
+            if let Some(s) = self.sessions.get(&id) {
+                marks.extend(s.dm_marks());
+            }
+        }
+        // What the DM replays in progress have sent is delivered.
+        if !marks.is_empty() {
+            self.persist(marks, Vec::new());
+        }
+        let mut online: Vec<Key> = self
+            .users
+            .keys()
+            .filter(|k| self.nick_of.contains_key(*k))
+            .copied()
+            .collect();
+        online.sort_unstable();
+        let seen: Vec<Op> = online
+            .into_iter()
+            .map(|key| {
+                self.seen.insert(key, now_ms);
+                Op::Seen { key, ts_ms: now_ms }
+            })
+            .collect();
+        if !seen.is_empty() {
+            self.persist(seen, Vec::new());
         }
     }
 
@@ -668,6 +842,10 @@ impl Server {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
+        // Being closed: whatever it asks would only be dropped (or cost its peers).
+        if s.closing {
+            return;
+        }
         let key = s.key;
         let hello_done = s.client.is_some();
         let decoded = ClientMsg::decode(data);
@@ -738,31 +916,53 @@ impl Server {
         self.push_send(to, enc(m));
     }
 
-    /// Queues `data` for `to` within its byte bound. A session whose queue would pass it is
-    /// too slow to follow: it is closed instead and gets nothing more (its client resumes
-    /// from the last ids it saw when it reconnects, so no message is lost with it).
-    fn push_send(&mut self, to: SessionId, data: Bytes) {
+    /// Queues `data` for `to` within its byte bound; false if it was not queued. A session
+    /// whose queue would pass it is too slow to follow: it is closed at once instead and gets
+    /// nothing more (its client resumes from the last ids it saw when it reconnects, so no
+    /// message is lost with it).
+    fn push_send(&mut self, to: SessionId, data: Bytes) -> bool {
         let limit = self.queue_limit;
         match self.sessions.get_mut(&to) {
             // Not a session (any more): only `connected`'s refusal, one error.
             None => {}
-            Some(s) if s.closing => return,
+            Some(s) if s.closing => return false,
             Some(s) if s.queued.saturating_add(data.len()) > limit => {
-                s.closing = true;
-                s.replays.clear();
-                s.order.clear();
-                s.offline = Offline::Done;
                 self.stats.too_slow += 1;
                 debug!(session = to, queued = s.queued, "client too slow; closing");
-                self.out.push_back(Output::Close {
-                    session: to,
-                    reason: "too slow".into(),
-                });
-                return;
+                self.close_session(to, "too slow", true);
+                return false;
             }
             Some(s) => s.queued += data.len(),
         }
         self.out.push_back(Output::Send { to, data });
+        true
+    }
+
+    /// Closes `session`: nothing more is queued for it, its requests are ignored, and what its
+    /// DM replays sent is marked delivered. `now`: its queue is dropped and its connection
+    /// aborted (a client that does not read), else what is queued (an error saying why) goes
+    /// first.
+    fn close_session(&mut self, session: SessionId, reason: &str, now: bool) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.closing {
+            return;
+        }
+        let marks = s.dm_marks();
+        s.closing = true;
+        s.replays.clear();
+        s.order.clear();
+        s.held.clear();
+        s.store_owed = 0;
+        self.out.push_back(Output::Close {
+            session,
+            reason: reason.into(),
+            now,
+        });
+        if !marks.is_empty() {
+            self.persist(marks, Vec::new());
+        }
     }
 
     fn send_user(&mut self, key: &Key, data: &Bytes) {
@@ -774,40 +974,42 @@ impl Server {
         }
     }
 
-    /// A new message of `conv` for `to`: queued now, unless `to` is still being replayed
-    /// `conv`, is behind (its queue is past [`PAGE_BYTES`]), or is having its offline DMs
-    /// read. Then the message stays in the replay cache (it is added there right after this)
-    /// and the session's replay of `conv` takes it in turn, so that nothing overtakes an
-    /// older message and a slow reader costs a cursor, not a copy.
-    fn deliver(&mut self, to: SessionId, conv: &str, id: u64, data: &Bytes) {
+    /// A new message of `conv` for `to` (`dm_to`: a DM's recipient): queued now, unless `to`
+    /// is still being replayed `conv`, is behind (its queue is past [`PAGE_BYTES`]), or is
+    /// having its undelivered DMs read. Then the message stays in the replay cache (it is
+    /// added there right after this) and the session's replay of `conv` takes it in turn, so
+    /// that nothing overtakes an older message and a slow reader costs a cursor, not a copy.
+    /// A DM is marked delivered to its recipient only when it is queued for one of its
+    /// sessions, here or by the replay.
+    fn deliver(&mut self, to: SessionId, conv: &str, id: u64, data: &Bytes, dm_to: Option<&Key>) {
         let Some(s) = self.sessions.get_mut(&to) else {
             return;
         };
         if s.closing || s.replays.contains_key(conv) {
             return;
         }
-        let dm = conv.starts_with('@');
-        let reading = dm && s.offline == Offline::Reading;
-        if s.queued >= PAGE_BYTES || reading {
-            let r = Replay {
-                after: id.saturating_sub(1),
-                history: None,
-                joined: false,
-                dm_cursor: reading,
-            };
-            s.replays.insert(conv.to_owned(), r);
-            s.order.push_back(conv.to_owned());
-            return;
+        let held = conv.starts_with('@') && s.reading_dms();
+        if s.queued >= PAGE_BYTES || held {
+            return self.queue_replay(to, conv, Replay::after(id.saturating_sub(1)));
         }
-        self.push_send(to, data.clone());
+        let key = s.key;
+        let marks = s.marks_dms() && dm_to == Some(&key);
+        if self.push_send(to, data.clone()) && marks {
+            let op = Op::DmCursor {
+                key,
+                conv: conv.to_owned(),
+                upto: id,
+            };
+            self.persist(vec![op], Vec::new());
+        }
     }
 
-    fn deliver_user(&mut self, key: &Key, conv: &str, id: u64, data: &Bytes) {
+    fn deliver_user(&mut self, key: &Key, conv: &str, id: u64, data: &Bytes, dm_to: &Key) {
         let Some(u) = self.users.get(key) else {
             return;
         };
         for to in u.sessions.clone() {
-            self.deliver(to, conv, id, data);
+            self.deliver(to, conv, id, data, Some(dm_to));
         }
     }
 
@@ -854,12 +1056,7 @@ impl Server {
         rooms: Vec<JoinReq>,
         dms: Vec<Resume>,
     ) {
-        let close = |s: &mut Self, reason: &str| {
-            s.out.push_back(Output::Close {
-                session,
-                reason: reason.into(),
-            })
-        };
+        let close = |s: &mut Self, reason: &str| s.close_session(session, reason, false);
         if v != wire::VERSION {
             let m = format!(
                 "protocol version {v} is not supported (this server speaks {})",
@@ -868,11 +1065,13 @@ impl Server {
             self.fail(session, None, code::VERSION, m);
             return close(self, "version");
         }
-        let nick = names::normalize(&nick);
-        if let Err(e) = names::nick(&nick) {
-            self.fail(session, None, code::BAD_NAME, e);
-            return close(self, "bad nick");
-        }
+        let nick = match names::nick(&nick) {
+            Ok(nick) => nick,
+            Err(e) => {
+                self.fail(session, None, code::BAD_NAME, e);
+                return close(self, "bad nick");
+            }
+        };
         let released = match self.check_claim(now_ms, session, key, &nick) {
             Ok(released) => released,
             Err((code, m)) => {
@@ -893,6 +1092,7 @@ impl Server {
         } else {
             self.saw(now_ms, key);
         }
+        self.queue_seen_refresh(key);
         let user = self.users.entry(key).or_insert_with(|| User {
             nick: nick.clone(),
             sessions: Vec::new(),
@@ -910,17 +1110,15 @@ impl Server {
                 max_text: u32::try_from(self.config.max_text).unwrap_or(u32::MAX),
             },
         );
-        let (rooms, dms) = self.hello_lists(session, rooms, dms);
+        let (rooms, dms) = self.hello_lists(session, key, rooms, dms);
         // Rooms the user is already in through another device: tell this one (nothing to
         // replay: it gets their messages from now on).
         for room in &current {
             if !rooms.iter().any(|j| names::fold(&j.room) == *room) {
                 let after = self.convs.get(room).map_or(0, |c| c.last_id);
                 let r = Replay {
-                    after,
-                    history: None,
                     joined: true,
-                    dm_cursor: false,
+                    ..Replay::after(after)
                 };
                 self.queue_replay(session, room, r);
             }
@@ -928,13 +1126,10 @@ impl Server {
         for j in rooms {
             self.join(now_ms, session, key, j);
         }
-        // DMs: missed while connected before (resume), then stored while away (read from the
-        // store; replays wait for that page, so that they come in id order).
-        for r in dms {
-            if dm_has(&r.conv, &key) {
-                self.queue_replay(session, &r.conv, Replay::after(r.after));
-            }
-        }
+        // DMs stored while away are read from the store, a page of conversations at a time;
+        // DM resumes (missed while connected before) wait for the pages (each merges with its
+        // conversation's entry), so that every DM conversation comes in id order. Rooms go on
+        // meanwhile.
         if let Some(s) = self.sessions.get_mut(&session) {
             s.offline = Offline::Reading;
             self.out.push_back(Output::ReadUndelivered {
@@ -944,17 +1139,23 @@ impl Server {
                 limit: UNDELIVERED_PAGE,
             });
         }
+        for r in dms {
+            self.queue_replay(session, &r.conv, Replay::after(r.after));
+        }
         self.pump(now_ms, session);
     }
 
     /// A `hello`'s rooms and DM resumes, each conversation once (its first entry wins), and
-    /// no more than the room limit allows: `max_rooms_per_user` rooms to join, plus the first
-    /// one past the limit and up to as many bad names, each refused with its own error as a
-    /// `join` would be; and `max_rooms_per_user` DM resumes. One error counts what was left
-    /// out. So what a `hello` costs is bounded by the limits, however long its lists.
+    /// no more than the limits allow: `max_rooms_per_user` rooms to join, plus the first one
+    /// past the limit and up to as many bad names, each refused with its own error as a
+    /// `join` would be; and [`MAX_DM_RESUMES`] DM resumes, counting only the user's own
+    /// conversations with something newer than `after` (the client lists its most recent
+    /// first). One error counts what was left out. So what a `hello` costs is bounded by the
+    /// limits, however long its lists.
     fn hello_lists(
         &mut self,
         session: SessionId,
+        key: Key,
         rooms: Vec<JoinReq>,
         dms: Vec<Resume>,
     ) -> (Vec<JoinReq>, Vec<Resume>) {
@@ -977,15 +1178,21 @@ impl Server {
             })
             .collect();
         seen.clear();
+        // A resume with nothing owed (nothing after `after`) costs nothing and counts for
+        // nothing: a client that saw many conversations lists them all.
         let mut dms: Vec<Resume> = dms
             .into_iter()
             .filter(|r| seen.insert(r.conv.clone()))
+            .filter(|r| {
+                dm_has(&r.conv, &key)
+                    && self.convs.get(&r.conv).is_some_and(|c| c.last_id > r.after)
+            })
             .collect();
-        let left_dms = dms.len().saturating_sub(max);
-        dms.truncate(max);
+        let left_dms = dms.len().saturating_sub(MAX_DM_RESUMES);
+        dms.truncate(MAX_DM_RESUMES);
         if left_rooms > 0 || left_dms > 0 {
             let m = format!(
-                "hello lists more rooms or direct conversations than the limit of {max}: {left_rooms} more rooms were not joined and {left_dms} more conversations not resumed"
+                "hello lists more rooms than the limit of {max} or more direct conversations than the limit of {MAX_DM_RESUMES}: {left_rooms} more rooms were not joined and {left_dms} more conversations not resumed"
             );
             self.fail(session, None, code::TOO_MANY_ROOMS, m);
         }
@@ -1039,15 +1246,20 @@ impl Server {
         }
         if !self.nick_of.contains_key(&key) {
             let ip = self.sessions.get(&session).map(|s| s.ip);
-            if let Some(Err(wait_ms)) = ip.map(|ip| self.claims.take(now_ms, ip)) {
-                let m = format!(
+            let m = match ip.map(|ip| self.claims.take(now_ms, ip)) {
+                Some(Err(Refused::Network(wait_ms))) => format!(
                     "too many new nicks from your network lately (at most {} at once, then {} per hour); try again in {} min",
                     self.config.nick_claim_burst,
                     self.config.nick_claims_per_hour,
                     wait_ms.div_ceil(60_000)
-                );
-                return Err((code::NICK_RATE, m));
-            }
+                ),
+                Some(Err(Refused::Busy(wait_ms))) => format!(
+                    "too many new nicks from too many networks lately; try again in {} min",
+                    wait_ms.div_ceil(60_000)
+                ),
+                _ => return Ok(released),
+            };
+            return Err((code::NICK_RATE, m));
         }
         Ok(released)
     }
@@ -1172,10 +1384,10 @@ impl Server {
                 action,
             } => self.say(now_ms, session, key, c, room, to, text, action),
             ClientMsg::Nick { nick } => {
-                let nick = names::normalize(&nick);
-                if let Err(e) = names::nick(&nick) {
-                    return self.fail(session, None, code::BAD_NAME, e);
-                }
+                let nick = match names::nick(&nick) {
+                    Ok(nick) => nick,
+                    Err(e) => return self.fail(session, None, code::BAD_NAME, e),
+                };
                 match self.check_claim(now_ms, session, key, &nick) {
                     Ok(released) => self.rename(now_ms, key, nick, released),
                     Err((code, m)) => self.fail(session, None, code, m),
@@ -1431,15 +1643,16 @@ impl Server {
             None => (0, 0),
         };
         Replay {
-            after,
             history: Some(HistoryPart { upto, count: 0 }),
-            joined: false,
-            dm_cursor: false,
+            ..Replay::after(after)
         }
     }
 
     /// Adds `r` to what `session` is owed. One replay per conversation: a second one merges
-    /// into the first (from the earlier point on, owing what either owed).
+    /// into the first (from the earlier point on, owing what either owed). A DM conversation
+    /// not from a page of undelivered DMs is held while they are read (a held one starts with
+    /// the page that lists it, or after the last page), so no DM replay has sent anything
+    /// when a page merges into it.
     fn queue_replay(&mut self, session: SessionId, conv: &str, r: Replay) {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
@@ -1451,30 +1664,54 @@ impl Server {
             Some(old) => {
                 old.after = old.after.min(r.after);
                 old.joined |= r.joined;
-                old.dm_cursor |= r.dm_cursor;
                 if old.history.is_none() {
                     old.history = r.history;
                 }
+                if r.from_store && !old.from_store {
+                    old.from_store = true;
+                    s.store_owed += 1;
+                    if std::mem::take(&mut old.held) {
+                        s.order.push_back(conv.to_owned());
+                    }
+                }
             }
             None => {
-                s.replays.insert(conv.to_owned(), r);
-                s.order.push_back(conv.to_owned());
+                let held = conv.starts_with('@') && s.reading_dms() && !r.from_store;
+                s.store_owed += usize::from(r.from_store);
+                if held {
+                    s.held.push(conv.to_owned());
+                } else {
+                    s.order.push_back(conv.to_owned());
+                }
+                s.replays.insert(conv.to_owned(), Replay { held, ..r });
             }
         }
     }
 
+    /// Forgets `session`'s replay of `conv` (at the front of its order): done, or no longer
+    /// owed.
+    fn end_replay(&mut self, session: SessionId, conv: &str) -> Option<Replay> {
+        let s = self.sessions.get_mut(&session)?;
+        s.order.pop_front();
+        let r = s.replays.remove(conv)?;
+        s.store_owed = s.store_owed.saturating_sub(usize::from(r.from_store));
+        Some(r)
+    }
+
     /// Streams what `session` is owed while its queue is under [`PAGE_BYTES`]; called again
-    /// by [`Server::sent`] as the transport takes it. Work is per message sent.
+    /// by [`Server::sent`] as the transport takes it. Work is per message sent. Room replays
+    /// never wait for the undelivered DMs; the next page of those is read once the current
+    /// page's conversations are sent.
     fn pump(&mut self, now_ms: i64, session: SessionId) {
         loop {
             let Some(s) = self.sessions.get_mut(&session) else {
                 return;
             };
-            if s.closing || s.offline == Offline::Reading || s.queued >= PAGE_BYTES {
+            if s.closing {
                 return;
             }
             let key = s.key;
-            let Some(conv) = s.order.front().cloned() else {
+            if s.store_owed == 0 {
                 if let Offline::More(after) = &s.offline {
                     let after = Some(after.clone());
                     s.offline = Offline::Reading;
@@ -1485,8 +1722,18 @@ impl Server {
                         limit: UNDELIVERED_PAGE,
                     });
                 }
+            }
+            if s.queued >= PAGE_BYTES {
+                return;
+            }
+            let Some(conv) = s.order.front().cloned() else {
                 return;
             };
+            if s.replays.get(&conv).is_none_or(|r| r.held) {
+                // A stale entry (the replay ended, or is held again).
+                s.order.pop_front();
+                continue;
+            }
             let member = if conv.starts_with('@') {
                 dm_has(&conv, &key)
             } else {
@@ -1494,10 +1741,9 @@ impl Server {
             };
             if member {
                 self.replay_step(now_ms, session, key, &conv);
-            } else if let Some(s) = self.sessions.get_mut(&session) {
+            } else {
                 // Parted meanwhile: nothing more is owed.
-                s.order.pop_front();
-                s.replays.remove(&conv);
+                self.end_replay(session, &conv);
             }
         }
     }
@@ -1537,6 +1783,7 @@ impl Server {
         else {
             return;
         };
+        let dm = conv.starts_with('@');
         if let Some(first) = first.filter(|&f| f > after.saturating_add(1) && last_id > after) {
             r.after = first - 1;
             let m = format!(
@@ -1544,7 +1791,10 @@ impl Server {
                 after + 1,
                 first - 1
             );
-            return self.send(session, &ServerMsg::error(code::GAP, m));
+            if self.push_send(session, enc(&ServerMsg::error(code::GAP, m))) && dm {
+                self.replay_delivered(session, conv, first - 1);
+            }
+            return;
         }
         match next {
             // The history part is over: its end comes before the live messages after it.
@@ -1557,27 +1807,40 @@ impl Server {
                 if let (true, Some(h)) = (history, r.history.as_mut()) {
                     h.count += 1;
                 }
-                self.push_send(session, data);
+                if self.push_send(session, data) && dm {
+                    self.replay_delivered(session, conv, id);
+                }
             }
             None => {
-                let history = r.history.take();
-                let dm_cursor = r.dm_cursor;
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.order.pop_front();
-                    s.replays.remove(conv);
-                }
-                if let Some(h) = history {
+                let Some(r) = self.end_replay(session, conv) else {
+                    return;
+                };
+                if let Some(h) = r.history {
                     self.send_history_end(session, conv, h.count);
                 }
-                if dm_cursor && after > 0 {
+                // What a DM replay sent is delivered: marked once, at its end (or when its
+                // session ends first).
+                let marks = self.sessions.get(&session).is_some_and(Session::marks_dms);
+                if r.delivered > 0 && marks {
                     let op = Op::DmCursor {
                         key,
                         conv: conv.to_owned(),
-                        upto: after,
+                        upto: r.delivered,
                     };
                     self.persist(vec![op], Vec::new());
                 }
             }
+        }
+    }
+
+    /// `session`'s replay of the DM conversation `conv` has sent up to `id`.
+    fn replay_delivered(&mut self, session: SessionId, conv: &str, id: u64) {
+        if let Some(r) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.replays.get_mut(conv))
+        {
+            r.delivered = r.delivered.max(id);
         }
     }
 
@@ -1811,36 +2074,16 @@ impl Server {
             None => {
                 self.flush_presence(conv);
                 for to in self.room_sessions(conv) {
-                    self.deliver(to, conv, id, &data);
+                    self.deliver(to, conv, id, &data, None);
                 }
             }
             Some(to) => {
-                self.deliver_user(&key, conv, id, &data);
+                // Marked delivered to `to` only as one of its sessions is sent it ([`deliver`],
+                // or the replay that takes it in turn); with none, it waits in the store until
+                // `to` connects.
+                self.deliver_user(&key, conv, id, &data, &to);
                 if to != key {
-                    // While one of the recipient's sessions reads its undelivered DMs from the
-                    // store, the cursor must not move past them: that session's replay marks
-                    // them delivered once it has sent them.
-                    let reading = self.users.get(&to).is_some_and(|u| {
-                        u.sessions.iter().any(|s| {
-                            self.sessions
-                                .get(s)
-                                .is_some_and(|s| s.offline == Offline::Reading)
-                        })
-                    });
-                    if self.users.contains_key(&to) {
-                        self.deliver_user(&to, conv, id, &data);
-                    }
-                    if self.users.contains_key(&to) && !reading {
-                        self.persist(
-                            vec![Op::DmCursor {
-                                key: to,
-                                conv: record.conv.clone(),
-                                upto: record.id,
-                            }],
-                            Vec::new(),
-                        );
-                    }
-                    // Else it waits in the store (its cursor unmoved) until `to` connects.
+                    self.deliver_user(&to, conv, id, &data, &to);
                 }
             }
         }

@@ -544,8 +544,6 @@ pub struct Loaded {
     pub last_ids: Vec<(String, u64)>,
     /// The newest messages of each conversation (at most `recent` each), oldest first.
     pub recent: Vec<Record>,
-    /// DMs not yet handed to their recipient, oldest first per conversation.
-    pub undelivered: Vec<Record>,
 }
 
 /// A read connection.
@@ -595,9 +593,10 @@ impl Reader {
         })
     }
 
-    /// Loads the server's start-up state: nicks, topics, id high-water marks, the last
-    /// `recent` messages of every conversation and every undelivered DM (at most `max_undelivered`).
-    pub fn load(&self, recent: usize, max_undelivered: usize) -> Result<Loaded, StoreError> {
+    /// Loads the server's start-up state: nicks, topics, id high-water marks and the last
+    /// `recent` messages of every conversation. Undelivered DMs are not loaded: the server
+    /// reads them a page at a time when their recipient connects ([`Reader::undelivered`]).
+    pub fn load(&self, recent: usize) -> Result<Loaded, StoreError> {
         let err = sql_err(&self.path);
         let c = &self.conn;
         let mut out = Loaded::default();
@@ -631,18 +630,6 @@ impl Reader {
             let mut page = self.history(conv, None, recent)?;
             out.recent.append(&mut page);
         }
-        let mut st = c
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM messages m WHERE to_key IS NOT NULL AND id > coalesce(
-                     (SELECT upto FROM dm_cursors d WHERE d.key = m.to_key AND d.conv = m.conv), 0)
-                 ORDER BY conv, id LIMIT ?1"
-            ))
-            .map_err(&err)?;
-        out.undelivered = st
-            .query_map(params![max_undelivered as i64], record)
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
         Ok(out)
     }
 

@@ -40,7 +40,7 @@ fn written_messages_are_read_back_in_order_after_reopen() {
     assert_eq!(page[0], rec("#a", 3, 1003, "hi"));
     let older = r.history("#a", Some(3), 10).expect("history");
     assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2]);
-    let loaded = r.load(2, 100).expect("load");
+    let loaded = r.load(2).expect("load");
     assert_eq!(loaded.last_ids, vec![("#a".to_owned(), 5)]);
     assert_eq!(loaded.recent.len(), 2);
 }
@@ -88,7 +88,7 @@ fn retention_by_count_and_age_keeps_ids_increasing() {
     let r = store.reader().expect("reader");
     let a = r.history("#a", None, 10).expect("history");
     assert_eq!(a.iter().map(|m| m.id).collect::<Vec<_>>(), vec![4, 5, 6]);
-    let loaded = r.load(10, 10).expect("load");
+    let loaded = r.load(10).expect("load");
     let mut last = loaded.last_ids.clone();
     last.sort();
     assert_eq!(last, vec![("#a".into(), 6), ("#b".into(), 1)]);
@@ -131,13 +131,18 @@ fn nicks_topics_and_dm_cursors_round_trip() {
         },
     ];
     block(store.write(ops)).expect("committed");
-    let loaded = store.reader().expect("reader").load(10, 10).expect("load");
+    let loaded = store.reader().expect("reader").load(10).expect("load");
     assert_eq!(loaded.nicks, vec![("Al".to_owned(), [1; 32])]);
     assert_eq!(
         loaded.topics,
         vec![("#a".into(), "t".into(), "Al".into(), 9)]
     );
-    assert_eq!(loaded.undelivered, vec![dm2]);
+    // The DM cursor is kept: only the second DM is still owed to its recipient.
+    let r = store.reader().expect("reader");
+    assert_eq!(
+        r.undelivered(&[2; 32], None, 10).expect("read"),
+        vec![("@x".to_owned(), dm2.id)]
+    );
 }
 
 #[test]
@@ -239,7 +244,7 @@ fn nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten() {
         store.close();
     }
     let store = Store::open(&path, StoreConfig::default()).expect("reopen");
-    let mut loaded = store.reader().expect("reader").load(10, 10).expect("load");
+    let mut loaded = store.reader().expect("reader").load(10).expect("load");
     loaded.nicks.sort();
     loaded.seen.sort();
     assert_eq!(
@@ -280,7 +285,7 @@ fn a_schema_1_database_is_migrated_and_its_nicks_count_as_seen_at_the_upgrade() 
     let before = now();
     let store = Store::open(&path, StoreConfig::default()).expect("migrates");
     let after = now();
-    let loaded = store.reader().expect("reader").load(10, 10).expect("load");
+    let loaded = store.reader().expect("reader").load(10).expect("load");
     assert_eq!(loaded.nicks, vec![("Alice".to_owned(), [1; 32])]);
     let (key, seen) = loaded.seen[0];
     assert_eq!(key, [1; 32]);
@@ -300,6 +305,6 @@ fn a_schema_1_database_is_migrated_and_its_nicks_count_as_seen_at_the_upgrade() 
         ts_ms: after + 5,
     }]))
     .expect("committed");
-    let loaded = store.reader().expect("reader").load(10, 10).expect("load");
+    let loaded = store.reader().expect("reader").load(10).expect("load");
     assert_eq!(loaded.seen, vec![([1; 32], after + 5)]);
 }

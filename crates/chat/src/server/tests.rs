@@ -31,6 +31,13 @@ struct H {
     /// The store's messages (loaded and persisted), for `ReadUndelivered`.
     stored: Vec<Record>,
     undelivered_reads: usize,
+    /// `ReadUndelivered`s not answered yet (when `defer_reads` is on).
+    defer_reads: bool,
+    deferred: Vec<(SessionId, Key, Option<String>)>,
+    /// A closed session stays connected (its `disconnected` is up to the test).
+    linger: bool,
+    /// The sessions closed with `now` (queue dropped, connection aborted).
+    closed_now: Vec<SessionId>,
 }
 
 impl H {
@@ -39,7 +46,6 @@ impl H {
     }
 
     fn with(config: ServerConfig, loaded: Loaded) -> Self {
-        let stored = loaded.undelivered.clone();
         H {
             s: Server::new(config, loaded),
             now: 1_000_000,
@@ -52,8 +58,12 @@ impl H {
             sends: 0,
             stuck: HashSet::new(),
             outstanding: HashMap::new(),
-            stored,
+            stored: Vec::new(),
             undelivered_reads: 0,
+            defer_reads: false,
+            deferred: Vec::new(),
+            linger: false,
+            closed_now: Vec::new(),
         }
     }
 
@@ -101,9 +111,14 @@ impl H {
                         self.s.sent(self.now, to, data.len());
                     }
                 }
-                Output::Close { session, .. } => {
+                Output::Close { session, now, .. } => {
                     self.closed.push(session);
-                    self.s.disconnected(self.now, session, "closed");
+                    if now {
+                        self.closed_now.push(session);
+                    }
+                    if !self.linger {
+                        self.s.disconnected(self.now, session, "closed");
+                    }
                 }
                 Output::Persist { token, ops } => {
                     self.persisted.extend(ops.iter().cloned());
@@ -124,6 +139,15 @@ impl H {
                     before,
                     limit,
                 } => self.reads.push((session, conv, before, limit)),
+                Output::ReadUndelivered {
+                    session,
+                    key,
+                    after,
+                    limit,
+                } if self.defer_reads => {
+                    assert_eq!(limit, UNDELIVERED_PAGE);
+                    self.deferred.push((session, key, after));
+                }
                 Output::ReadUndelivered {
                     session,
                     key,
@@ -467,10 +491,11 @@ fn undelivered_dms_survive_a_restart_through_the_loaded_state() {
         nicks: vec![("alice".into(), key(1)), ("bob".into(), key(2))],
         last_ids: vec![(conv.clone(), 4)],
         recent: vec![rec.clone()],
-        undelivered: vec![rec],
         ..Loaded::default()
     };
     let mut h = H::with(ServerConfig::default(), loaded);
+    // Undelivered DMs are not loaded: they stay in the store until their recipient connects.
+    h.stored = vec![rec];
     h.hello(1, key(2), "bob", &[]);
     assert_eq!(
         texts(&h.msgs(1)),
@@ -868,7 +893,7 @@ fn shutdown_says_bye_to_every_session() {
     h.hello(2, key(2), "bob", &[]);
     h.take(1);
     h.take(2);
-    h.s.shutdown("server shutting down");
+    h.s.shutdown(h.now, "server shutting down");
     h.drain();
     for s in [1, 2] {
         assert_eq!(
@@ -1309,4 +1334,5 @@ fn a_dm_arriving_while_the_store_is_read_waits_behind_the_older_ones() {
     );
 }
 
+mod cost;
 mod nicks;

@@ -419,3 +419,208 @@ fn expiry_counts_from_the_stored_time_and_not_right_after_a_restart() {
     h.hello_from(2, ip(1), key(3), "alice");
     assert_eq!(refused(&mut h, 2).0, code::NICK_TAKEN);
 }
+
+impl H {
+    /// Runs virtual time to `until`, calling `handle_timeout` whenever it is due (as the
+    /// runner does), and returns the size of every batch of `Op::Seen` a call persisted.
+    fn run_until(&mut self, until: i64) -> Vec<usize> {
+        let mut batches = Vec::new();
+        let mut calls = 0;
+        while let Some(due) = self.s.poll_timeout().filter(|&d| d <= until) {
+            calls += 1;
+            assert!(calls < 100_000, "handle_timeout is always due: a busy loop");
+            self.now = self.now.max(due);
+            let before = self.persisted.len();
+            self.s.handle_timeout(self.now);
+            self.drain();
+            let seen = self.persisted[before..]
+                .iter()
+                .filter(|o| matches!(o, Op::Seen { .. }))
+                .count();
+            if seen > 0 {
+                batches.push(seen);
+            }
+        }
+        self.now = until;
+        batches
+    }
+
+    /// What the store would load after a crash now: the nicks and their last-seen times as
+    /// persisted so far.
+    fn as_stored(&self) -> Loaded {
+        let mut nicks: Vec<(String, Key)> = Vec::new();
+        let mut seen: HashMap<Key, i64> = HashMap::new();
+        for op in &self.persisted {
+            match op {
+                Op::SetNick {
+                    nick, key, seen_ms, ..
+                } => {
+                    nicks.retain(|(_, k)| k != key);
+                    nicks.push((nick.clone(), *key));
+                    seen.insert(*key, *seen_ms);
+                }
+                Op::Seen { key, ts_ms } => {
+                    if let Some(t) = seen.get_mut(key) {
+                        *t = (*t).max(*ts_ms);
+                    }
+                }
+                Op::ReleaseNick { key } => {
+                    nicks.retain(|(_, k)| k != key);
+                    seen.remove(key);
+                }
+                _ => {}
+            }
+        }
+        Loaded {
+            nicks,
+            seen: seen.into_iter().collect(),
+            ..Loaded::default()
+        }
+    }
+}
+
+/// A user connected for longer than the expiry period keeps the nick across a restart, both
+/// a clean one (`shutdown` records every connected owner) and a crash (connected owners are
+/// recorded hourly while they stay).
+#[test]
+fn a_nick_of_a_user_connected_longer_than_the_expiry_survives_a_restart() {
+    let config = ServerConfig {
+        nick_expiry_ms: Some(2 * DAY_MS),
+        ..unlimited()
+    };
+    let mut h = H::new(config.clone());
+    h.hello_from(1, ip(1), key(1), "alice");
+    h.hello_from(2, ip(1), key(2), "bob");
+    let start = h.now;
+    // Three days connected.
+    h.run_until(start + 3 * DAY_MS);
+    let refreshed: Vec<i64> = h
+        .persisted
+        .iter()
+        .filter_map(|o| match o {
+            Op::Seen { key: k, ts_ms } if *k == key(1) => Some(*ts_ms),
+            _ => None,
+        })
+        .collect();
+    // Once an hour, no more.
+    assert_eq!(refreshed.len(), 72, "{refreshed:?}");
+    assert!(
+        refreshed
+            .windows(2)
+            .all(|w| w[1] - w[0] == SEEN_RESOLUTION_MS)
+    );
+
+    // A crash: what the store holds is at most an hour old.
+    let mut after_crash = H::with(config.clone(), h.as_stored());
+    after_crash.now = h.now + 60_000;
+    after_crash.run_until(after_crash.now + RESTART_GRACE_MS + 1000);
+    after_crash.hello_from(1, ip(2), key(3), "alice");
+    assert_eq!(refused(&mut after_crash, 1).0, code::NICK_TAKEN);
+    after_crash.hello_from(2, ip(2), key(3), "bob");
+    assert_eq!(refused(&mut after_crash, 2).0, code::NICK_TAKEN);
+
+    // A clean shutdown half an hour after the last refresh: recorded at the shutdown.
+    h.run_until(h.now + 30 * 60 * 1000);
+    h.s.shutdown(h.now, "server shutting down");
+    h.drain();
+    for k in [key(1), key(2)] {
+        assert!(
+            h.persisted.contains(&Op::Seen {
+                key: k,
+                ts_ms: h.now
+            }),
+            "{k:?}"
+        );
+    }
+    // Back a day later (the owners do not come back): two days after the shutdown less a
+    // millisecond, still theirs; a millisecond more and the nicks expire, counted from the
+    // shutdown.
+    let mut restarted = H::with(config, h.as_stored());
+    restarted.now = h.now + DAY_MS;
+    restarted.hello_from(1, ip(2), key(3), "carol");
+    restarted.now = h.now + 2 * DAY_MS - 1;
+    restarted.hello_from(2, ip(2), key(4), "alice");
+    assert_eq!(refused(&mut restarted, 2).0, code::NICK_TAKEN);
+    restarted.now += 1;
+    restarted.hello_from(3, ip(2), key(4), "alice");
+    assert_eq!(restarted.welcomed(3).as_deref(), Some("alice"));
+}
+
+/// The hourly refresh is amortized: a bounded batch per `handle_timeout`, each connected
+/// owner once an hour, none after it left.
+#[test]
+fn connected_owners_are_refreshed_in_bounded_batches() {
+    let mut h = H::new(unlimited());
+    let n = 2 * SEEN_REFRESH_PER_TICK + 10;
+    for i in 0..n {
+        let id = SessionId::try_from(i).expect("small") + 1;
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        h.hello_from(id, ip(1), k, &format!("u{i}"));
+    }
+    // The last one leaves at once.
+    h.s.disconnected(h.now, SessionId::try_from(n).expect("small"), "left");
+    h.drain();
+    let start = h.now;
+    let batches = h.run_until(start + SEEN_RESOLUTION_MS - 1);
+    assert!(batches.is_empty(), "{batches:?}");
+    let batches = h.run_until(start + 2 * SEEN_RESOLUTION_MS - 1);
+    assert_eq!(batches.len(), 3, "{batches:?}");
+    assert_eq!(batches.iter().sum::<usize>(), n - 1);
+    assert!(batches.iter().all(|&b| b <= SEEN_REFRESH_PER_TICK));
+    let batches = h.run_until(start + 3 * SEEN_RESOLUTION_MS - 1);
+    assert_eq!(batches.iter().sum::<usize>(), n - 1);
+    assert!(batches.iter().all(|&b| b <= SEEN_REFRESH_PER_TICK));
+    // Nobody connected, nothing left to do.
+    for i in 1..n {
+        h.s.disconnected(h.now, SessionId::try_from(i).expect("small"), "left");
+    }
+    h.drain();
+    h.run_until(h.now + 2 * SEEN_RESOLUTION_MS);
+    assert_eq!(h.s.poll_timeout(), None);
+}
+
+/// Many /64s of one /48, each a fresh network to a /64 count: together they get the /48's
+/// budget (four times a /64's burst), not one each.
+#[test]
+fn the_64s_of_one_48_share_its_nick_claims() {
+    let config = ServerConfig {
+        max_sessions_per_ip: 1000,
+        ..ServerConfig::default()
+    };
+    let burst = config.nick_claim_burst as usize;
+    let mut h = H::new(config);
+    let mut got = 0;
+    for i in 0..500u16 {
+        let id = SessionId::from(i) + 1;
+        let from = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 9, i, 0, 0, 0, 1));
+        let mut k = [7u8; 32];
+        k[..2].copy_from_slice(&i.to_le_bytes());
+        h.hello_from(id, from, k, &format!("v6n{i}"));
+        if h.closed.contains(&id) {
+            assert_eq!(refused(&mut h, id).0, code::NICK_RATE);
+        } else {
+            assert!(h.welcomed(id).is_some());
+            got += 1;
+        }
+    }
+    assert_eq!(got, 4 * burst);
+}
+
+/// A nick is refused by its length as received, before it is normalized: the error counts
+/// the characters sent, not those of a normalized copy.
+#[test]
+fn an_overlong_nick_is_refused_by_its_length_as_received() {
+    let mut h = H::new(unlimited());
+    let long = "e\u{0301}".repeat(1000);
+    h.hello_from(1, ip(1), key(1), &long);
+    let (code, m) = refused(&mut h, 1);
+    assert_eq!(code, code::BAD_NAME);
+    assert!(m.contains("too long: 2000 characters"), "{m}");
+    h.hello_from(2, ip(1), key(1), "alice");
+    h.take(2);
+    h.send(2, ClientMsg::Nick { nick: long });
+    let e = h.errors(2);
+    assert_eq!(e[0].1, code::BAD_NAME, "{e:?}");
+    assert!(e[0].2.contains("too long: 2000 characters"), "{e:?}");
+}
