@@ -45,20 +45,20 @@ pub const MAX_TOPIC: usize = 200;
 /// Most combining marks in a row in a name.
 const MAX_MARKS_IN_A_ROW: usize = 4;
 
+/// Unicode's `Bidi_Control` property (PropList.txt; these 12 code points since Unicode 6.3).
+/// All of them are default-ignorable too ([`is_default_ignorable`]) and refused as such; they
+/// are named here only for a clearer error, since what they do (reorder what is shown, so that
+/// one name or topic can display as another) is worse than being invisible.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `Default_Ignorable_Code_Point` (and characters that decompose to nothing else): UTS #39's
 /// skeleton drops exactly these, so a character whose skeleton is empty renders as nothing.
 /// Among them are the bidirectional controls (U+061C, U+200E, U+200F, U+202A–U+202E,
 /// U+2066–U+2069), the zero-width characters (U+200B–U+200D, U+2060, U+FEFF), the soft hyphen,
 /// fillers, tags and variation selectors: names refuse all of them, topics all but marks
-/// ([`topic`]). The property comes from the Unicode data of `unicode-security`; only the 12
-/// bidirectional controls are named here ([`is_bidi_control`]), for a clearer error.
-/// Unicode's `Bidi_Control` property (PropList.txt; these 12 code points since Unicode 6.3):
-/// all of them are default-ignorable too, and refused as such, but they get their own error,
-/// since what they do (reorder what is shown) is worse than being invisible.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
+/// ([`topic`]). The property comes from the Unicode data of `unicode-security`.
 fn is_default_ignorable(c: char) -> bool {
     let mut buf = [0u8; 4];
     unicode_security::skeleton(c.encode_utf8(&mut buf))

@@ -33,7 +33,8 @@ Every flag can be set in the config file too (same names, with '_' for '-'), e.g
 
 A nick belongs to the key that claimed it first, until that key stays away (no connection)
 for nick_expiry_days; then another key may claim it. A key's first nick is rate-limited per
-source address (IPv4, or IPv6 /64): nick_claim_burst at once, then nick_claims_per_hour.
+source address (IPv4, or IPv6 /64): nick_claim_burst at once, then nick_claims_per_hour; an
+IPv6 /56 gets twice that and a /48 four times, shared by all the /64s in it.
 
 Examples:
   chirp serve
@@ -96,8 +97,8 @@ struct Settings {
     /// 0: nicks never expire [default: 180].
     #[arg(long, value_name = "DAYS")]
     nick_expiry_days: Option<u64>,
-    /// New nicks (a key's first) one source address (IPv4, or IPv6 /64) may claim at once
-    /// [default: 5].
+    /// New nicks (a key's first) one source address (IPv4, or IPv6 /64; a /56 twice as many,
+    /// a /48 four times) may claim at once [default: 5].
     #[arg(long, value_name = "N")]
     nick_claim_burst: Option<u32>,
     /// New nicks one source address may claim per hour after its burst [default: 6].
