@@ -58,6 +58,9 @@ const MAX_ACK_RANGES_SENT: usize = 32;
 const MAX_RECV_RANGES: usize = 128;
 /// Probe packets sent when the probe timer fires (RFC 9002 allows up to two).
 const PROBES_PER_PTO: u32 = 2;
+/// DATA packets a server keeps, unopened, while its application judges the client's key (the
+/// client's first flight: its queued messages, up to the initial window).
+const MAX_EARLY_PACKETS: usize = 16;
 /// Weight of one packet outcome in the loss estimate (an EWMA over ~32 packets).
 const LOSS_EWMA_WEIGHT: f64 = 1.0 / 32.0;
 
@@ -251,6 +254,9 @@ struct Crypto {
     awaiting_verdict: Option<[u8; 32]>,
     /// `ConnEvent::VerifyKey` is due.
     verify_pending: bool,
+    /// DATA packets that arrived while the verdict was awaited (at most
+    /// [`MAX_EARLY_PACKETS`]): packet number, bytes and source. Opened if the key is accepted.
+    early: Vec<(u64, Vec<u8>, SocketAddr)>,
     /// Client: the address-validation token from the server's RETRY.
     token: Vec<u8>,
     /// Handshake confirmed: the server has Noise message 3, and (client side) has proved it
@@ -316,6 +322,9 @@ pub(crate) struct Connection {
     bytes_in_flight: u64,
     time_of_last_ack_eliciting: Option<Instant>,
     largest_acked: Option<u64>,
+    /// The largest packet number acknowledged by an ACK frame in a DATA packet: the only kind
+    /// that can speak of our DATA packets (see `detect_lost`).
+    largest_acked_data: Option<u64>,
     loss_time: Option<Instant>,
     pto_count: u32,
     probes: u32,
@@ -424,6 +433,7 @@ impl Connection {
                 verify: start.verify,
                 awaiting_verdict: None,
                 verify_pending: false,
+                early: Vec::new(),
                 token: Vec::new(),
                 confirmed: false,
                 replay: ReplayWindow::new(),
@@ -449,6 +459,7 @@ impl Connection {
             bytes_in_flight: 0,
             time_of_last_ack_eliciting: None,
             largest_acked: None,
+            largest_acked_data: None,
             loss_time: None,
             pto_count: 0,
             probes: 0,
@@ -746,11 +757,23 @@ impl Connection {
         datagram_len: usize,
     ) {
         self.stats.bytes_received += datagram_len as u64;
+        self.process_packet(now, remote, packet, datagram_len);
+    }
+
+    /// [`Self::handle_packet`] without the byte count: also for packets kept while the
+    /// application judged the peer's key, opened once it accepted it.
+    fn process_packet(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        packet: &Packet<'_>,
+        datagram_len: usize,
+    ) {
         if matches!(self.state, State::Drained | State::Draining { .. }) {
             return;
         }
         let header = packet.header;
-        let Some((payload, next_key)) = self.open(now, packet) else {
+        let Some((payload, next_key)) = self.open(now, remote, packet) else {
             return;
         };
         // Authentic from here on (long-header packets: at least undamaged and addressed to us).
@@ -943,11 +966,31 @@ impl Connection {
     /// Authenticates and decrypts `packet` with the key its type calls for, returning the
     /// frames and, if the packet is under the peer's next key, that key (to commit once the
     /// packet is accepted). `None`: dropped (and counted).
-    fn open(&mut self, now: Instant, packet: &Packet<'_>) -> Option<(Vec<u8>, Option<PacketKey>)> {
+    fn open(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        packet: &Packet<'_>,
+    ) -> Option<(Vec<u8>, Option<PacketKey>)> {
         let ty = packet.header.ty;
         let result = match (self.side, ty) {
             (_, PacketType::Data { key_phase }) => {
                 let Some(keys) = self.crypto.keys.as_mut() else {
+                    if self.crypto.awaiting_verdict.is_some()
+                        && self.crypto.early.len() < MAX_EARLY_PACKETS
+                    {
+                        // A client has keys once it wrote message 3 and may send DATA at
+                        // once, while our application still judges its key. Kept unopened
+                        // (nothing is accepted before the verdict) and opened if the key is
+                        // accepted: a slow verdict then costs no retransmissions, and the
+                        // client sees no loss. (A DATA packet's bytes are its header, the
+                        // associated data, and the sealed part.)
+                        let bytes = [packet.aad, packet.sealed].concat();
+                        self.crypto
+                            .early
+                            .push((packet.header.number, bytes, remote));
+                        return None;
+                    }
                     // DATA that overtook the handshake message carrying the keys: dropped, and
                     // retransmitted by the peer's loss recovery like any lost packet.
                     self.stats.undecryptable_dropped += 1;
@@ -1089,11 +1132,20 @@ impl Connection {
             return;
         };
         self.crypto.verify_pending = false;
+        let early = std::mem::take(&mut self.crypto.early);
         if accept {
             if let Err(detail) = self.complete_handshake(now) {
                 self.protocol_violation(now, close_code::HANDSHAKE_FAILED, detail);
+                return;
+            }
+            for (_, datagram, from) in early {
+                // Built from a packet that parsed once, so it parses again.
+                if let Ok(packet) = Packet::new_checked(&datagram) {
+                    self.process_packet(now, from, &packet, datagram.len());
+                }
             }
         } else {
+            self.stats.undecryptable_dropped += early.len() as u64;
             debug!("peer key refused by the application");
             self.refuse_key(now, CloseReason::KeyRefused { actual });
         }
@@ -1241,6 +1293,10 @@ impl Connection {
         if let Some(l) = credible {
             self.largest_acked = Some(self.largest_acked.map_or(l, |a| a.max(l)));
         }
+        if !from_long {
+            self.largest_acked_data =
+                Some(self.largest_acked_data.map_or(largest, |a| a.max(largest)));
+        }
         if newly.is_empty() {
             return Ok(());
         }
@@ -1262,10 +1318,13 @@ impl Connection {
             }
             if let Some(l) = p.ack_largest {
                 // The peer has seen our acknowledgement up to `l`: it will never need those
-                // packet numbers acknowledged again, so stop tracking them.
-                if l + 1 > self.recv_floor {
-                    self.recv_floor = l + 1;
-                    self.recv_pns.remove(0..l + 1);
+                // packet numbers acknowledged again, so stop tracking them. A packet kept
+                // unopened while the peer's key is judged stays above the floor: it is still
+                // to be opened and acknowledged.
+                let floor = self.crypto.early.iter().map(|e| e.0).fold(l + 1, u64::min);
+                if floor > self.recv_floor {
+                    self.recv_floor = floor;
+                    self.recv_pns.remove(0..floor);
                 }
             }
         }
@@ -1295,8 +1354,19 @@ impl Connection {
         let lost_send_time = now.checked_sub(loss_delay);
         let mut lost = Vec::new();
         for (&pn, p) in self.sent.range(..largest_acked) {
-            if lost_send_time.is_some_and(|t| p.time <= t) || largest_acked >= pn + PACKET_THRESHOLD
-            {
+            // A DATA packet is judged only against acknowledgements that could have covered
+            // it: those carried in DATA packets. One in a long-header packet (the peer has no
+            // keys yet, or is still judging ours and keeps our DATA unopened) acknowledges
+            // long-header packets only and says nothing of our DATA.
+            let reference = if p.long {
+                largest_acked
+            } else {
+                match self.largest_acked_data {
+                    Some(l) if pn < l => l,
+                    _ => continue,
+                }
+            };
+            if lost_send_time.is_some_and(|t| p.time <= t) || reference >= pn + PACKET_THRESHOLD {
                 lost.push(pn);
             } else {
                 let t = p.time + loss_delay;
