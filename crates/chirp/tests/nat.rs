@@ -30,7 +30,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Chirp, Proc, Stdout, WAIT, fingerprint, have};
+use common::{CHIRP, Chirp, Proc, Stdout, WAIT, both_exit_ok, fingerprint, have};
 
 /// Bound on one setup or teardown command (they normally take milliseconds).
 const CMD: Duration = Duration::from_secs(10);
@@ -365,23 +365,7 @@ fn pinned_peers_chat_through_a_port_remapping_nat() {
         assert_eq!(m["from"], seen.to_string(), "{}", b.diag());
     }
 
-    a.proc.close_stdin();
-    b.proc.close_stdin();
-    let (sa, sb) = (a.exit(WAIT), b.exit(WAIT));
-    a.drain();
-    b.drain();
-    assert!(
-        sa.success(),
-        "A exited with {sa}\n{}\n{}",
-        a.diag(),
-        b.diag()
-    );
-    assert!(
-        sb.success(),
-        "B exited with {sb}\n{}\n{}",
-        b.diag(),
-        a.diag()
-    );
+    both_exit_ok(&mut a, &mut b);
     for c in [&a, &b] {
         assert!(c.seen_of("error").is_empty(), "{}", c.diag());
     }

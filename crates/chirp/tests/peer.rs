@@ -11,7 +11,9 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Chirp, Proc, Stdout, WAIT, free_ports, have, lo, retry_bind, run_to_end};
+use common::{
+    CHIRP, Chirp, Proc, Stdout, WAIT, both_exit_ok, free_ports, have, lo, retry_bind, run_to_end,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Reliable mode
@@ -77,23 +79,7 @@ fn reliable_both_ways_at_once_exactly_once_in_order_then_both_exit_0() {
         assert!(c.seen_of("error").is_empty(), "{}", c.diag());
     }
 
-    a.proc.close_stdin();
-    b.proc.close_stdin();
-    let (sa, sb) = (a.exit(WAIT), b.exit(WAIT));
-    a.drain();
-    b.drain();
-    assert!(
-        sa.success(),
-        "A exited with {sa}\n{}\n{}",
-        a.diag(),
-        b.diag()
-    );
-    assert!(
-        sb.success(),
-        "B exited with {sb}\n{}\n{}",
-        a.diag(),
-        b.diag()
-    );
+    both_exit_ok(&mut a, &mut b);
     // Nothing was delivered twice after the end either.
     assert_eq!(a.seen_of("message").len(), N, "{}", a.diag());
     assert_eq!(b.seen_of("message").len(), N, "{}", b.diag());

@@ -52,6 +52,27 @@ struct App {
     connected: u32,
 }
 
+impl App {
+    /// An application that accepts only `accepts`, and takes `delay` to say so.
+    fn new(accepts: [u8; 32], delay: Duration) -> App {
+        App {
+            accepts,
+            delay,
+            ..App::default()
+        }
+    }
+}
+
+/// Two verifying endpoints with identities `a` and `b` on a symmetric `link`.
+fn pair(a: &Identity, b: &Identity, link: LinkConfig, seed: u64) -> Pair {
+    Pair::with_path(
+        config(a),
+        config(b),
+        chirp_netsim::Path::symmetric(link, seed),
+        seed,
+    )
+}
+
 /// One round of both applications: write on new handles, answer `VerifyKey`, record the rest.
 fn react(p: &mut Pair, apps: &mut [App; 2]) {
     let now = p.now;
@@ -158,21 +179,10 @@ fn scenario(order: Order, refusal: Refusal, link: LinkConfig, seed: u64) {
         Refusal::ChangedKey => (&b_other, b_real.public().0),
     };
     let mut apps = [
-        App {
-            accepts: a_accepts,
-            ..App::default()
-        },
-        App {
-            accepts: a_id.public().0,
-            ..App::default()
-        },
+        App::new(a_accepts, Duration::ZERO),
+        App::new(a_id.public().0, Duration::ZERO),
     ];
-    let mut p = Pair::with_path(
-        config(&a_id),
-        config(b_id),
-        chirp_netsim::Path::symmetric(link, seed),
-        seed,
-    );
+    let mut p = pair(&a_id, b_id, link, seed);
     let ctx = format!("{order:?} {refusal:?} seed {seed}");
     let gap = Duration::from_millis(300);
     match order {
@@ -196,14 +206,8 @@ fn scenario(order: Order, refusal: Refusal, link: LinkConfig, seed: u64) {
                     p.b.events.clear();
                 }
                 apps = [
-                    App {
-                        accepts: a_accepts,
-                        ..App::default()
-                    },
-                    App {
-                        accepts: a_id.public().0,
-                        ..App::default()
-                    },
+                    App::new(a_accepts, Duration::ZERO),
+                    App::new(a_id.public().0, Duration::ZERO),
                 ];
                 let [a, b] = &mut apps;
                 dial(&mut p, Side::A, a, A_LINE);
@@ -308,21 +312,10 @@ fn accepted_keys_connect_in_every_order() {
             let a_id = identity();
             let b_id = identity();
             let mut apps = [
-                App {
-                    accepts: b_id.public().0,
-                    ..App::default()
-                },
-                App {
-                    accepts: a_id.public().0,
-                    ..App::default()
-                },
+                App::new(b_id.public().0, Duration::ZERO),
+                App::new(a_id.public().0, Duration::ZERO),
             ];
-            let mut p = Pair::with_path(
-                config(&a_id),
-                config(&b_id),
-                chirp_netsim::Path::symmetric(LinkConfig::ideal(ONE_WAY), seed),
-                seed,
-            );
+            let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), seed);
             let [a, b] = &mut apps;
             match order {
                 Order::BFirst => dial(&mut p, Side::B, b, B_LINE),
@@ -360,23 +353,10 @@ fn a_verdict_that_takes_its_time_survives_a_simultaneous_open() {
         let b_id = identity();
         let delay = Duration::from_millis(500);
         let mut apps = [
-            App {
-                accepts: b_id.public().0,
-                delay,
-                ..App::default()
-            },
-            App {
-                accepts: a_id.public().0,
-                delay,
-                ..App::default()
-            },
+            App::new(b_id.public().0, delay),
+            App::new(a_id.public().0, delay),
         ];
-        let mut p = Pair::with_path(
-            config(&a_id),
-            config(&b_id),
-            chirp_netsim::Path::symmetric(LinkConfig::ideal(ONE_WAY), seed),
-            seed,
-        );
+        let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), seed);
         let [a, _] = &mut apps;
         dial(&mut p, Side::A, a, A_LINE);
         // Past A's reading of message 2 (2.5 round trips with the RETRY), before its verdict.
@@ -408,22 +388,10 @@ fn data_sent_while_the_server_judges_the_key_is_kept_not_lost() {
         let a_id = identity();
         let b_id = identity();
         let mut apps = [
-            App {
-                accepts: b_id.public().0,
-                ..App::default()
-            },
-            App {
-                accepts: a_id.public().0,
-                delay: Duration::from_millis(300),
-                ..App::default()
-            },
+            App::new(b_id.public().0, Duration::ZERO),
+            App::new(a_id.public().0, Duration::from_millis(300)),
         ];
-        let mut p = Pair::with_path(
-            config(&a_id),
-            config(&b_id),
-            chirp_netsim::Path::symmetric(LinkConfig::ideal(ONE_WAY), seed),
-            seed,
-        );
+        let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), seed);
         let [a, _] = &mut apps;
         dial(&mut p, Side::A, a, A_LINE);
         run(&mut p, &mut apps, Duration::from_millis(250));
@@ -474,19 +442,14 @@ mod prop {
             let b_accepts = if b_ok { a_id.public().0 } else { wrong };
             let delay = Duration::from_millis(delay_ms);
             let mut apps = [
-                App { accepts: a_accepts, delay, ..App::default() },
-                App { accepts: b_accepts, delay, ..App::default() },
+                App::new(a_accepts, delay),
+                App::new(b_accepts, delay),
             ];
             let link = LinkConfig::ideal(ONE_WAY)
                 .with_loss(loss)
                 .with_duplicate(0.05)
                 .with_reorder(0.1, Duration::from_millis(10));
-            let mut p = Pair::with_path(
-                config(&a_id),
-                config(&b_id),
-                chirp_netsim::Path::symmetric(link, seed),
-                seed,
-            );
+            let mut p = pair(&a_id, &b_id, link, seed);
             let dial_as = |p: &mut Pair, side: Side, app: &mut App, line: &[u8], expect: bool| {
                 let now = p.now;
                 let to = if side == Side::A { p.b.addr } else { p.a.addr };

@@ -306,6 +306,24 @@ pub(crate) fn fingerprint(home: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Ends two peers' input (end of file) and checks that both exit 0, having read the rest of
+/// what they printed (kept in `seen`); on failure, both peers' diagnostics.
+pub(crate) fn both_exit_ok(a: &mut Chirp, b: &mut Chirp) {
+    a.proc.close_stdin();
+    b.proc.close_stdin();
+    let (sa, sb) = (a.exit(WAIT), b.exit(WAIT));
+    a.drain();
+    b.drain();
+    for (who, status) in [(&a.proc.name, sa), (&b.proc.name, sb)] {
+        assert!(
+            status.success(),
+            "{who} exited with {status}\n{}\n{}",
+            a.diag(),
+            b.diag()
+        );
+    }
+}
+
 /// A peer's home directory (identity key, known keys) in tests: never the user's own. Keyed by
 /// name and port, so that a peer restarted on its port keeps its identity (its partner would
 /// otherwise, rightly, refuse its new key), while unrelated peers never share one.
