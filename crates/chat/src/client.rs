@@ -266,6 +266,7 @@ impl ClientHandle {
             Target::Nick(n) => (None, Some(n)),
         };
         self.request(ClientMsg::History {
+            id: None,
             room,
             with,
             before,

@@ -459,6 +459,7 @@ fn to_msg(r: &Record, history: bool) -> Msg {
         text: r.text.clone(),
         action: r.kind == 1,
         history,
+        c: None,
     }
 }
 
@@ -1457,6 +1458,7 @@ impl Server {
                 );
             }
             ClientMsg::History {
+                id: _,
                 room,
                 with,
                 before,
@@ -1859,6 +1861,7 @@ impl Server {
         self.send(
             session,
             &ServerMsg::HistoryEnd {
+                id: None,
                 conv: conv.to_owned(),
                 count,
             },

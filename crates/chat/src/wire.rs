@@ -83,6 +83,10 @@ pub enum ClientMsg {
     },
     /// Older messages of a room (`room`) or of the DM conversation with `with`.
     History {
+        /// The client's id for this request, echoed in the `history_end` that closes its
+        /// page, so that a client with several requests out knows which page is which.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
         /// The room.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
@@ -136,6 +140,10 @@ pub struct Msg {
     /// Replayed from history (on join or `/history`), not new.
     #[serde(default, skip_serializing_if = "is_false")]
     pub history: bool,
+    /// Only on the sender's own copy, sent to the session that sent it: the client sequence
+    /// number of its `say`, so that the client can match its echo without holding it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c: Option<u64>,
 }
 
 /// One presence change inside a `presence` batch.
@@ -302,6 +310,10 @@ pub enum ServerMsg {
     /// End of a history page (its messages came before, with `history: true`), or of the
     /// messages replayed on a first join.
     HistoryEnd {
+        /// The `id` of the `history` request this page answers (absent for the messages
+        /// replayed on a join, and for a request without one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
         /// The conversation paged.
         conv: String,
         /// Messages in the page.

@@ -162,6 +162,7 @@ async fn a_client_that_stops_reading_is_closed_at_once_when_too_slow() {
     }
     for _ in 0..8 {
         let page = ClientMsg::History {
+            id: None,
             room: Some("#big".into()),
             with: None,
             before: None,

@@ -286,7 +286,7 @@ impl Printer {
                 },
                 json!({"type": "who", "room": room, "members": members, "more": more}),
             ),
-            ServerMsg::HistoryEnd { conv, count } => self.emit(
+            ServerMsg::HistoryEnd { conv, count, .. } => self.emit(
                 || format!("* end of history page ({count} messages)"),
                 json!({"type": "history_end", "room": conv, "count": count}),
             ),
@@ -651,6 +651,7 @@ mod tests {
             text: text.into(),
             action,
             history: false,
+            c: None,
         }
     }
 

@@ -662,7 +662,7 @@ impl Bridge {
                     nicks: members,
                 });
             }
-            ServerMsg::HistoryEnd { conv, count } => {
+            ServerMsg::HistoryEnd { conv, count, .. } => {
                 let i = (0..self.pages.len())
                     .find(|&i| self.page_matches(&self.pages[i].buffer, &conv))
                     // An empty DM page names a conversation we have not seen: the oldest DM
@@ -1020,6 +1020,7 @@ mod tests {
             text: text.into(),
             action: false,
             history,
+            c: None,
         }
     }
 
@@ -1417,6 +1418,7 @@ mod tests {
         let out = ev(
             &mut b,
             Event::Server(ServerMsg::HistoryEnd {
+                id: None,
                 conv: "#t".into(),
                 count: 2,
             }),
@@ -1451,6 +1453,7 @@ mod tests {
         let out = ev(
             &mut b,
             Event::Server(ServerMsg::HistoryEnd {
+                id: None,
                 conv: "@xyz".into(),
                 count: 0,
             }),
@@ -1531,6 +1534,7 @@ mod tests {
         );
         // Its end hands over all of it, as one page.
         let end = ServerMsg::HistoryEnd {
+            id: None,
             conv: "#t".into(),
             count: 2,
         };
@@ -1551,6 +1555,7 @@ mod tests {
         // A room with no history says so at once.
         ev(&mut b, joined("#empty"), now);
         let end = ServerMsg::HistoryEnd {
+            id: None,
             conv: "#empty".into(),
             count: 0,
         };

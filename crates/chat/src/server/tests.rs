@@ -641,6 +641,7 @@ fn join_replays_recent_history_and_resume_sends_only_what_was_missed() {
     assert_eq!(
         all.last(),
         Some(&ServerMsg::HistoryEnd {
+            id: None,
             conv: "#r".into(),
             count: 3
         })
@@ -733,6 +734,7 @@ fn history_pages_come_from_the_cache_or_the_store() {
     h.send(
         1,
         ClientMsg::History {
+            id: None,
             room: Some("#r".into()),
             with: None,
             before: Some(8),
@@ -745,6 +747,7 @@ fn history_pages_come_from_the_cache_or_the_store() {
     assert_eq!(
         page[2],
         ServerMsg::HistoryEnd {
+            id: None,
             conv: "#r".into(),
             count: 2
         }
@@ -755,6 +758,7 @@ fn history_pages_come_from_the_cache_or_the_store() {
     h.send(
         1,
         ClientMsg::History {
+            id: None,
             room: Some("#r".into()),
             with: None,
             before: Some(4),
@@ -767,6 +771,7 @@ fn history_pages_come_from_the_cache_or_the_store() {
     h.send(
         2,
         ClientMsg::History {
+            id: None,
             room: Some("#r".into()),
             with: None,
             before: None,
@@ -1195,6 +1200,7 @@ fn a_reader_whose_queue_passes_the_bound_is_closed_as_too_slow() {
     // History pages are answers, sent whole (1.7 MB each): the third passes 4 MiB.
     for _ in 0..3 {
         let req = ClientMsg::History {
+            id: None,
             room: Some("#big".into()),
             with: None,
             before: None,

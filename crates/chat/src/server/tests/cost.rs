@@ -143,6 +143,7 @@ fn a_session_closed_as_too_slow_is_dropped_at_once_and_its_requests_ignored() {
     );
     for _ in 0..3 {
         let req = ClientMsg::History {
+            id: None,
             room: Some("#big".into()),
             with: None,
             before: None,
