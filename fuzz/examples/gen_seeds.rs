@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use chirp_fuzz::endpoint::{Cid, Kind, Op, RunStats, encode, run};
 use chirp_proto::coding::put_varint;
 use chirp_proto::crypto::InitialKeys;
-use chirp_proto::wire::{AckFrame, ConnectionId, Frame, encode_retry};
+use chirp_proto::wire::{AckFrame, ConnectionId, Frame, RefuseReason, encode_refuse, encode_retry};
 
 fn frames(fs: &[Frame<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -164,6 +164,23 @@ fn main() {
             ]),
             9,
         ),
+        (
+            // The half-close (docs/PROTOCOL.md §4.6): FIN and RECEIVED, with an ACK and the
+            // last message of a stream.
+            "data_fin_received",
+            3,
+            71,
+            frames(&[
+                ack(&[(3, 5)]),
+                Frame::Message {
+                    offset: 297,
+                    data: b"\x02hi",
+                },
+                Frame::Fin { final_offset: 300 },
+                Frame::Received { offset: 70_000 },
+            ]),
+            4,
+        ),
     ];
     for (name, sel, pn, frames, nframes) in &plain {
         let input = [vec![*sel, *pn], frames.clone()].concat();
@@ -185,6 +202,20 @@ fn main() {
     );
     assert_eq!(chirp_fuzz::check_datagram(&retry), 0);
     write(&out.join("packet_decode"), "retry.bin", &retry);
+    // A REFUSE (authenticates, no frames, reason SERVER_FULL) for packet_decode.
+    let refuse = encode_refuse(
+        ConnectionId(0x2222),
+        chirp_fuzz::SEALED_DCID,
+        RefuseReason::ServerFull,
+        &InitialKeys::new(chirp_fuzz::SEALED_DCID.0).refuse,
+    );
+    assert_eq!(chirp_fuzz::check_datagram(&refuse), 0);
+    assert!(
+        chirp_proto::wire::Packet::new_checked(&refuse).is_ok_and(|p| p
+            .open(&InitialKeys::new(chirp_fuzz::SEALED_DCID.0).refuse)
+            .is_ok())
+    );
+    write(&out.join("packet_decode"), "refuse.bin", &refuse);
 
     // ---- Handshake target: mode byte, then a message of the size the mode expects.
     let dir = out.join("handshake");
@@ -258,6 +289,30 @@ fn main() {
         s.events.closed >= 1 && s.datagrams_out >= 3
     });
 
+    // The endpoint as a client refused by a full server: a REFUSE that does not echo the
+    // attempt's initial destination ID is ignored, the authentic one (reason 1, SERVER_FULL)
+    // ends the attempt at once, long before any timeout.
+    let refuse = |pn_high: bool| Op::Packet {
+        from_port: 1,
+        kind: Kind::Refuse,
+        pad: false,
+        dst: Cid::Learned(0),
+        src_cid: 0x7777,
+        pn: 1,
+        pn_high,
+        len: 0,
+    };
+    scenario(
+        &dir,
+        "client_refused.bin",
+        &[
+            (Op::Connect { port: 1 }, e()),
+            (refuse(true), e()),
+            (refuse(false), e()),
+        ],
+        |s| s.events.closed == 1 && s.datagrams_out == 1,
+    );
+
     // Simultaneous open, both outcomes of the tie-break: the peer's ID is larger than ours
     // (we yield and become its server, no cookie needed) and smaller (we ignore its INITIAL).
     let initial_from = |port: u8, src_cid: u64| Op::Packet {
@@ -323,7 +378,13 @@ fn main() {
             ),
             (Op::Timeout, e()),
         ],
-        |s| s.endpoint.refused >= 1 && s.datagrams_out == 0,
+        // The DATA packet for a connection the endpoint does not know is answered with a
+        // stateless RESET (PROTOCOL.md §5.10); nothing else is answered.
+        |s| {
+            s.endpoint.refused >= 1
+                && s.endpoint.resets_sent <= 1
+                && s.datagrams_out == s.endpoint.resets_sent
+        },
     );
 
     // Malformed long-header packets: an INITIAL carrying MESSAGE (forbidden in long headers)

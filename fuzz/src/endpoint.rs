@@ -19,6 +19,7 @@ use chirp_proto::crypto::{InitialKeys, PacketKey};
 use chirp_proto::handshake::StaticSecret;
 use chirp_proto::wire::{
     ConnectionId, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType,
+    RefuseReason, encode_refuse,
 };
 use chirp_proto::{Endpoint, EndpointConfig, Event};
 
@@ -118,6 +119,12 @@ pub enum Kind {
     Accept,
     /// A client's HANDSHAKE (carries its source connection ID).
     Handshake,
+    /// A server's stateless REFUSE of the endpoint's last connection attempt to that peer:
+    /// its source ID is the attempt's initial destination ID (with `pn_high`: `src_cid`, a
+    /// mismatch), sealed under that attempt's refuse key; `pn` is the reason code; the frame
+    /// bytes and `pad` are ignored. (Appended last: the variants before it keep their
+    /// encoding, so older seeds decode as before.)
+    Refuse,
 }
 
 impl Kind {
@@ -127,6 +134,7 @@ impl Kind {
             Kind::Data => PacketType::Data { key_phase: false },
             Kind::Accept => PacketType::Accept,
             Kind::Handshake => PacketType::Handshake,
+            Kind::Refuse => PacketType::Refuse,
         }
     }
 }
@@ -197,8 +205,9 @@ pub fn encode(ops: &[(Op, &[u8])]) -> Vec<u8> {
                     Kind::Data => 1,
                     Kind::Accept => 2,
                     Kind::Handshake => 3,
+                    Kind::Refuse => 4,
                 };
-                variant(&mut out, kind, 4);
+                variant(&mut out, kind, 5);
                 out.push(u8::from(pad));
                 match dst {
                     Cid::Learned(i) => {
@@ -282,6 +291,8 @@ pub struct EventCounts {
     pub writable: u64,
     /// `Event::Closed`.
     pub closed: u64,
+    /// `Event::PeerFinished`.
+    pub peer_finished: u64,
 }
 
 impl Harness {
@@ -364,6 +375,7 @@ impl Harness {
                 Event::Acked { messages, .. } => self.events.acked += messages,
                 Event::Writable { .. } => self.events.writable += 1,
                 Event::Closed { .. } => self.events.closed += 1,
+                Event::PeerFinished { .. } => self.events.peer_finished += 1,
             }
         }
     }
@@ -429,14 +441,21 @@ impl Harness {
                 } else {
                     &[]
                 };
-                let mut b = PacketBuilder::new(&header, token, MAX_DATAGRAM_SIZE);
-                let room = b.remaining();
-                b.frames_buf()
-                    .extend_from_slice(&payload[..payload.len().min(room)]);
-                if pad {
-                    b.pad_to(MIN_INITIAL_SIZE);
-                }
-                let bytes = b.finish(&key);
+                let bytes = if ty == PacketType::Refuse {
+                    let r = self.initial_dcid[i].unwrap_or(ConnectionId(src_cid));
+                    let src = if pn_high { ConnectionId(src_cid) } else { r };
+                    let reason = RefuseReason::from_code(u64::from(pn));
+                    encode_refuse(dst_cid, src, reason, &attempt.refuse)
+                } else {
+                    let mut b = PacketBuilder::new(&header, token, MAX_DATAGRAM_SIZE);
+                    let room = b.remaining();
+                    b.frames_buf()
+                        .extend_from_slice(&payload[..payload.len().min(room)]);
+                    if pad {
+                        b.pad_to(MIN_INITIAL_SIZE);
+                    }
+                    b.finish(&key)
+                };
                 self.ep.handle_datagram(self.now, peer(from_port), &bytes);
             }
             Op::Advance { ms } => {

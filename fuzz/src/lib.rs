@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use chirp_proto::crypto::{InitialKeys, PacketKey, TAG_LEN};
 use chirp_proto::wire::{
     ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, Packet, PacketBuilder, PacketType,
+    encode_refuse,
 };
 
 pub mod endpoint;
@@ -34,6 +35,7 @@ pub fn fuzz_key(ty: PacketType) -> PacketKey {
         PacketType::Initial | PacketType::Handshake => keys.client,
         PacketType::Accept => keys.server,
         PacketType::Retry => keys.retry,
+        PacketType::Refuse => keys.refuse,
         // A RESET is not sealed; any key does (`check_datagram` never opens one).
         PacketType::Data { .. } | PacketType::Reset => PacketKey::new([0x42; 32]),
     }
@@ -64,6 +66,30 @@ pub fn check_datagram(datagram: &[u8]) -> usize {
             plaintext.is_empty(),
             "a RETRY opened to a non-empty payload"
         );
+        return 0;
+    }
+    if packet.header.ty == PacketType::Refuse {
+        assert!(
+            plaintext.is_empty(),
+            "a REFUSE opened to a non-empty payload"
+        );
+        let reason = packet
+            .refuse_reason()
+            .expect("a REFUSE that passed new_checked has a reason");
+        // Re-encoded from the decoded fields, it decodes to the same packet.
+        let again = encode_refuse(
+            packet.header.dst_cid,
+            packet
+                .header
+                .src_cid
+                .expect("REFUSE is a long-header packet"),
+            reason,
+            &fuzz_key(PacketType::Refuse),
+        );
+        let p2 = Packet::new_checked(&again).expect("an encoded REFUSE decodes");
+        assert_eq!(p2.header, packet.header, "REFUSE header round trip");
+        assert_eq!(p2.refuse_reason(), Some(reason), "REFUSE reason round trip");
+        assert!(p2.open(&fuzz_key(PacketType::Refuse)).is_ok());
         return 0;
     }
     assert!(!plaintext.is_empty(), "accepted a packet with no frames");

@@ -1,44 +1,62 @@
-//! The client session: one task that owns a transport endpoint and the session state, and
-//! talks to the application through a command channel ([`ClientHandle`]) and an event channel
-//! ([`Event`]).
+//! The chat client: a sans-IO [`Session`] (all the behaviour, no I/O, time comes in as `now`)
+//! and, in [`driver`], the tokio glue that runs it over a [`chirp_transport`] endpoint.
+//!
+//! # The session
+//!
+//! Inputs are transport events ([`Session::handle_transport`]), the application's requests
+//! ([`Session::say`], [`Session::join`], …, [`Session::finish`]), the answers to what it asked
+//! of the transport ([`Session::connect_result`], [`Session::send_result`],
+//! [`Session::key_verdict`], [`Session::stats_result`]) and timeouts
+//! ([`Session::handle_timeout`]). Outputs are transport requests ([`Session::poll_io`]: connect,
+//! send, close, check a key, verify a key, read statistics), application events
+//! ([`Session::poll_event`]) and the next deadline ([`Session::poll_timeout`]). After every
+//! input, call `poll_io` until `None` (answering each request), then `poll_event` until
+//! `None`, then `poll_timeout`: the str0m rule.
 //!
 //! - **Connect and hello.** Inside the handshake, before our identity or any request goes
-//!   out, the server's key is checked (pin or known-keys, through
-//!   [`ClientConfig::server_key_check`] at `VerifyKey`); on `Connected`, `hello` carries the nick, the rooms to
-//!   (re)join with the last id seen in each, and the DM conversations to resume.
+//!   out, the server's key is checked ([`Io::CheckKey`], answered by the driver from
+//!   [`ClientConfig::server_key_check`]); on `Connected`, `hello` carries the nick, the rooms
+//!   to (re)join with the last id seen in each, and the DM conversations to resume.
 //! - **Reconnect.** A lost connection, a `bye` or a failed attempt is retried with exponential
 //!   backoff (with jitter) for as long as the application wants; errors the server gives
-//!   before `welcome` (nick taken, bad nick, version) are fatal instead.
+//!   before `welcome` (nick taken, bad nick, version, too many sessions) and a server that
+//!   refuses the very first connection (full) are fatal instead.
 //! - **Exactly once.** Every `say` stays pending until its `ack` (or a refusal). After a
 //!   reconnect the pending ones are sent again with the same `(client, c)`, which the server
 //!   recognises, so nothing is stored twice. Every message shown is remembered by id per
 //!   conversation and a non-history message at or below that id is dropped: nothing is shown
 //!   twice, whatever the server resends.
+//! - **Nothing wedges.** A message the transport can never carry (too large) or the server
+//!   would refuse for its length is refused at once ([`Event::Refused`]), and the queue goes
+//!   on.
 //! - **Pacing.** Requests are paced by a token bucket mirroring the server's flood control
-//!   (advertised in `welcome`), so a script piping many lines is slowed, not refused.
-//! - **Finish.** [`ClientHandle::finish`] (end of input) waits until every pending message is
+//!   (advertised in `welcome`), so a script piping many lines is slowed, not refused; while
+//!   pacing holds requests back the application is told ([`Event::Pacing`]).
+//! - **Finish.** [`Session::finish`] (end of input) waits until every pending message is
 //!   acknowledged, closes gracefully and ends with [`Event::Finished`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chirp_proto::{
-    CloseReason, ConnectionHandle, ConnectionStats, EndpointConfig, SendError, WriteError,
-};
-use chirp_transport::Handle;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use chirp_proto::{CloseReason, ConnectionHandle, ConnectionStats, SendError, WriteError};
 use tracing::{debug, warn};
 
-use crate::wire::{self, ClientMsg, JoinReq, Msg, Resume, ServerMsg};
+use crate::wire::{self, ClientMsg, JoinReq, Msg, Resume, ServerMsg, code};
+
+pub mod driver;
+
+pub use driver::{ClientHandle, Ended, spawn};
 
 /// Decides whether the server's static key is acceptable: `Err` carries the message to show.
 pub type KeyCheck = Arc<dyn Fn(&[u8; 32]) -> Result<(), String> + Send + Sync>;
+
+/// Room left in a transport message for the JSON envelope around a `say`'s text (the
+/// request's fields and JSON escaping of an ordinary text); a text whose request would not fit
+/// is refused before it is queued.
+const ENVELOPE: usize = 512;
 
 /// Client settings.
 #[derive(Clone)]
@@ -61,7 +79,7 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// When finishing, give up after being disconnected this long.
     pub give_up_after: Duration,
-    /// Checks the server's key on every connection.
+    /// Checks the server's key on every connection (used by the driver, at [`Io::CheckKey`]).
     pub server_key_check: Option<KeyCheck>,
     /// Pace requests to the server's advertised rate (on by default).
     pub pace: bool,
@@ -110,14 +128,7 @@ pub enum Target {
     Nick(String),
 }
 
-#[derive(Debug)]
-enum Command {
-    Request(ClientMsg),
-    Stats,
-    Finish,
-}
-
-/// What the session reports.
+/// What the session reports to the application.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Opening a connection (attempt 1 is the first).
@@ -137,11 +148,11 @@ pub enum Event {
         /// The largest message text the server accepts, in bytes.
         max_text: usize,
     },
-    /// A chat message, shown once.
+    /// A chat message, shown once. Our own copy carries our `c` ([`Msg::c`]).
     Message(Msg),
     /// A message this client sent is stored.
     Delivered {
-        /// Client sequence number (from [`ClientHandle::say`]).
+        /// Client sequence number (from [`Session::say`]).
         c: u64,
         /// Conversation.
         conv: String,
@@ -150,7 +161,7 @@ pub enum Event {
         /// Server timestamp (ms).
         ts: i64,
     },
-    /// A message this client sent was refused.
+    /// A message this client sent was refused (by the server, or here, before it was sent).
     Refused {
         /// Client sequence number.
         c: u64,
@@ -166,6 +177,17 @@ pub enum Event {
         /// Why.
         message: String,
     },
+    /// Pacing holds `held` requests back to stay within the server's flood control; the
+    /// next goes in `next_in`. Reported when it starts holding requests back, and with
+    /// `held: 0` once everything queued has gone out.
+    Pacing {
+        /// Requests waiting for the server's rate.
+        held: usize,
+        /// When the next one goes.
+        next_in: Duration,
+        /// The rate they go at, per second.
+        per_sec: u32,
+    },
     /// Anything else the server said (joined, parted, presence, nick, topic, list, who,
     /// history_end, bye).
     Server(ServerMsg),
@@ -176,11 +198,11 @@ pub enum Event {
         /// Delay before the next attempt.
         retry_in: Duration,
     },
-    /// Link statistics (answer to [`ClientHandle::stats`]).
+    /// Link statistics (answer to [`Session::stats`]).
     Stats(Option<ConnectionStats>),
-    /// The session cannot go on (key mismatch, nick taken, bad nick...).
+    /// The session cannot go on (key mismatch, nick taken, bad nick, server full...).
     Fatal(String),
-    /// The session ended after [`ClientHandle::finish`]; `undelivered` messages never got an
+    /// The session ended after [`Session::finish`]; `undelivered` messages never got an
     /// acknowledgement (0 unless it gave up).
     Finished {
         /// Messages not acknowledged.
@@ -188,140 +210,48 @@ pub enum Event {
     },
 }
 
-/// The application's side of a session.
-#[derive(Debug, Clone)]
-pub struct ClientHandle {
-    tx: mpsc::Sender<Command>,
-    next_c: Arc<AtomicU64>,
-}
-
-/// The session task has ended.
-#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
-#[error("the chat session has ended")]
-pub struct Ended;
-
-impl ClientHandle {
-    async fn request(&self, m: ClientMsg) -> Result<(), Ended> {
-        self.tx.send(Command::Request(m)).await.map_err(|_| Ended)
-    }
-
-    /// Sends a message; returns its client sequence number (see [`Event::Delivered`]).
-    pub async fn say(&self, target: Target, text: String, action: bool) -> Result<u64, Ended> {
-        let c = self.next_c.fetch_add(1, Ordering::Relaxed);
-        let (room, to) = match target {
-            Target::Room(r) => (Some(r), None),
-            Target::Nick(n) => (None, Some(n)),
-        };
-        self.request(ClientMsg::Say {
-            c,
-            room,
-            to,
-            text,
-            action,
-        })
-        .await?;
-        Ok(c)
-    }
-
-    /// Joins a room.
-    pub async fn join(&self, room: String) -> Result<(), Ended> {
-        self.request(ClientMsg::Join(JoinReq { room, after: None }))
-            .await
-    }
-
-    /// Leaves a room.
-    pub async fn part(&self, room: String) -> Result<(), Ended> {
-        self.request(ClientMsg::Part { room }).await
-    }
-
-    /// Changes nick.
-    pub async fn nick(&self, nick: String) -> Result<(), Ended> {
-        self.request(ClientMsg::Nick { nick }).await
-    }
-
-    /// Sets a room's topic.
-    pub async fn topic(&self, room: String, topic: String) -> Result<(), Ended> {
-        self.request(ClientMsg::Topic { room, topic }).await
-    }
-
-    /// Lists rooms.
-    pub async fn list(&self) -> Result<(), Ended> {
-        self.request(ClientMsg::List).await
-    }
-
-    /// Lists a room's members.
-    pub async fn who(&self, room: String) -> Result<(), Ended> {
-        self.request(ClientMsg::Who { room }).await
-    }
-
-    /// Asks for `limit` messages before `before` in a room or DM conversation.
-    pub async fn history(
-        &self,
-        target: Target,
-        before: Option<u64>,
-        limit: u32,
-    ) -> Result<(), Ended> {
-        let (room, with) = match target {
-            Target::Room(r) => (Some(r), None),
-            Target::Nick(n) => (None, Some(n)),
-        };
-        self.request(ClientMsg::History {
-            id: None,
-            room,
-            with,
-            before,
-            limit,
-        })
-        .await
-    }
-
-    /// Asks for link statistics ([`Event::Stats`]).
-    pub async fn stats(&self) -> Result<(), Ended> {
-        self.tx.send(Command::Stats).await.map_err(|_| Ended)
-    }
-
-    /// Finishes: waits for every acknowledgement, then closes ([`Event::Finished`]).
-    pub async fn finish(&self) -> Result<(), Ended> {
-        self.tx.send(Command::Finish).await.map_err(|_| Ended)
-    }
-}
-
-/// Starts a session. Events arrive on the receiver; the task ends after [`Event::Finished`]
-/// or [`Event::Fatal`] (or when the handle and the receiver are dropped).
-pub fn spawn(
-    config: ClientConfig,
-) -> std::io::Result<(ClientHandle, mpsc::Receiver<Event>, JoinHandle<()>)> {
-    let socket = chirp_transport::bind(config.bind)?;
-    let mut ep = EndpointConfig {
-        // A client only opens connections; nobody may open one to it.
-        accept_incoming: false,
-        max_connections: 4,
-        identity: config.identity.clone(),
-        // The server's key is checked inside the handshake (`server_key_check`).
-        verify_keys: config.server_key_check.is_some(),
-        ..EndpointConfig::default()
-    };
-    ep.transport.idle_timeout = config.idle_timeout;
-    // Keepalives well inside both our idle timeout and (typically) the server's, so an idle
-    // but present client is never taken for gone.
-    ep.transport.keep_alive =
-        Some((config.idle_timeout / 3).clamp(Duration::from_millis(200), Duration::from_secs(10)));
-    let (handle, tevents, ttask) = chirp_transport::spawn(socket, ep)?;
-    let (cmd_tx, cmd_rx) = mpsc::channel(256);
-    let (ev_tx, ev_rx) = mpsc::channel(1024);
-    let session = Session::new(config, handle, ev_tx);
-    let task = tokio::spawn(async move {
-        session.run(cmd_rx, tevents).await;
-        ttask.abort();
-    });
-    Ok((
-        ClientHandle {
-            tx: cmd_tx,
-            next_c: Arc::new(AtomicU64::new(1)),
-        },
-        ev_rx,
-        task,
-    ))
+/// What the session asks of the transport. Each is answered as its doc says, before the next
+/// [`Session::poll_io`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Io {
+    /// Open a connection to the server; answer with [`Session::connect_result`].
+    Connect {
+        /// The server.
+        server: SocketAddr,
+    },
+    /// Send one message; answer with [`Session::send_result`].
+    Send {
+        /// On this connection.
+        conn: ConnectionHandle,
+        /// The encoded request.
+        data: Bytes,
+    },
+    /// Close gracefully (no answer).
+    Close {
+        /// The connection.
+        conn: ConnectionHandle,
+        /// The reason sent to the server.
+        reason: &'static str,
+    },
+    /// Judge the server's key (pin, known keys); answer with [`Session::key_verdict`].
+    CheckKey {
+        /// The connection being opened.
+        conn: ConnectionHandle,
+        /// The key the server proved it holds.
+        key: [u8; 32],
+    },
+    /// Tell the transport whether the handshake may go on (no answer).
+    VerifyKey {
+        /// The connection.
+        conn: ConnectionHandle,
+        /// Accept the key.
+        accept: bool,
+    },
+    /// Read the connection's statistics; answer with [`Session::stats_result`].
+    Stats {
+        /// The connection.
+        conn: ConnectionHandle,
+    },
 }
 
 /// Token bucket in thousandths of a token (see the server's).
@@ -341,26 +271,42 @@ impl Pace {
     }
 
     /// When the next token is available (now if there is one).
-    fn ready_at(&mut self, now: Instant) -> Instant {
-        self.refill(now);
-        if self.milli >= 1000 || self.per_sec == 0 {
+    fn ready_at(&self, now: Instant) -> Instant {
+        let ms = now.saturating_duration_since(self.last).as_millis() as u64;
+        let milli = self.cap.min(self.milli + ms * self.per_sec);
+        if milli >= 1000 || self.per_sec == 0 {
             now
         } else {
             // Round up so that the token is really there when we wake.
-            now + Duration::from_millis((1000 - self.milli).div_ceil(self.per_sec) + 1)
+            now + Duration::from_millis((1000 - milli).div_ceil(self.per_sec) + 1)
         }
     }
 }
 
-struct Session {
+/// What the driver holds for us between a [`Io::Send`] and its [`Session::send_result`].
+#[derive(Debug)]
+enum InDriver {
+    Hello,
+    Request(ClientMsg),
+}
+
+/// A chat client session: see the [module documentation](self).
+pub struct Session {
     config: ClientConfig,
-    handle: Handle,
-    ev: mpsc::Sender<Event>,
     client_id: u64,
+    /// xorshift state for the reconnect jitter.
+    rng: u64,
     conn: Option<ConnectionHandle>,
+    /// A connect was asked for and not yet answered.
+    connecting: bool,
+    /// `hello` is to go out on `conn` (handshake done).
+    hello_due: bool,
     /// `welcome` received on `conn`.
     up: bool,
+    /// `welcome` received at least once in this session.
+    ever_up: bool,
     blocked: bool,
+    in_driver: Option<InDriver>,
     nick: String,
     rooms: BTreeSet<String>,
     first_rooms: Vec<String>,
@@ -370,16 +316,30 @@ struct Session {
     pending: BTreeMap<u64, ClientMsg>,
     unsent: VecDeque<ClientMsg>,
     pace: Option<Pace>,
+    /// An [`Event::Pacing`] with requests held back was reported and not yet its end.
+    pacing_reported: bool,
+    max_text: Option<usize>,
     attempt: u32,
     reconnect_at: Option<Instant>,
     down_since: Option<Instant>,
     finishing: bool,
+    ended: bool,
+    next_c: u64,
+    next_history: u64,
+    io: VecDeque<Io>,
+    events: VecDeque<Event>,
 }
 
-fn jitter(d: Duration) -> Duration {
-    // ±25 %, so that many clients of a restarted server do not come back in lockstep.
-    let r = chirp_transport::random_seed() % 501;
-    d.mul_f64(0.75 + r as f64 / 1000.0)
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("server", &self.config.server)
+            .field("conn", &self.conn)
+            .field("up", &self.up)
+            .field("pending", &self.pending.len())
+            .field("unsent", &self.unsent.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The DM conversations to resume in a `hello`: the most recent first (newest message seen;
@@ -402,276 +362,550 @@ fn dm_resumes(last_seen: &HashMap<String, u64>, recent: &HashMap<String, i64>) -
         .collect()
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// What a closed connection means for the user.
+fn close_text(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::PeerClosed { reason, .. } if !reason.is_empty() => {
+            format!("server closed the connection: {reason}")
+        }
+        CloseReason::PeerClosed { .. } => "server closed the connection".into(),
+        CloseReason::IdleTimeout => "no answer from the server".into(),
+        CloseReason::Reset => "the server restarted".into(),
+        CloseReason::Local => "closed".into(),
+        CloseReason::Refused { reason } => format!("the server refused the connection: {reason}"),
+        other => format!("{other:?}"),
     }
 }
 
 impl Session {
-    fn new(config: ClientConfig, handle: Handle, ev: mpsc::Sender<Event>) -> Self {
+    /// A session that connects at `now`. `seed` gives the client id (which the server uses to
+    /// recognise resent messages) and the reconnect jitter: pass a random one.
+    pub fn new(config: ClientConfig, now: Instant, seed: u64) -> Self {
         Session {
             nick: config.nick.clone(),
             first_rooms: config.rooms.clone(),
             config,
-            handle,
-            ev,
-            client_id: chirp_transport::random_seed(),
+            client_id: seed,
+            rng: seed | 1,
             conn: None,
+            connecting: false,
+            hello_due: false,
             up: false,
+            ever_up: false,
             blocked: false,
+            in_driver: None,
             rooms: BTreeSet::new(),
             last_seen: HashMap::new(),
             dm_recent: HashMap::new(),
             pending: BTreeMap::new(),
             unsent: VecDeque::new(),
             pace: None,
+            pacing_reported: false,
+            max_text: None,
             attempt: 0,
-            reconnect_at: Some(Instant::now()),
+            reconnect_at: Some(now),
             down_since: None,
             finishing: false,
+            ended: false,
+            next_c: 1,
+            next_history: 1,
+            io: VecDeque::new(),
+            events: VecDeque::new(),
         }
     }
 
-    async fn emit(&self, e: Event) {
-        let _ = self.ev.send(e).await;
+    /// The settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
-    async fn run(
-        mut self,
-        mut cmds: mpsc::Receiver<Command>,
-        mut tevents: mpsc::Receiver<chirp_proto::Event>,
+    /// Requests accepted and not yet handed to the transport. A driver reading from a pipe
+    /// stops reading while this is high, so that memory stays bounded.
+    pub fn backlog(&self) -> usize {
+        self.unsent.len() + usize::from(self.in_driver.is_some())
+    }
+
+    /// Messages sent and not yet acknowledged.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The session has ended ([`Event::Finished`] or [`Event::Fatal`] was emitted).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The current connection, if any.
+    pub fn connection(&self) -> Option<ConnectionHandle> {
+        self.conn
+    }
+
+    // ----- application requests -----
+
+    /// Sends a message; returns its client sequence number (see [`Event::Delivered`],
+    /// [`Event::Refused`]). A text longer than the server takes, or than one transport message
+    /// can carry, is refused at once.
+    pub fn say(&mut self, now: Instant, target: Target, text: String, action: bool) -> u64 {
+        let c = self.next_c;
+        self.next_c += 1;
+        let limit = self
+            .max_text
+            .unwrap_or(usize::MAX)
+            .min(chirp_proto::MAX_MESSAGE_SIZE - ENVELOPE);
+        if text.len() > limit {
+            let message = match self.max_text {
+                Some(max) if text.len() > max => format!(
+                    "message too long: {} bytes, the server takes at most {max} (not sent)",
+                    text.len()
+                ),
+                _ => format!(
+                    "message too long: {} bytes, at most {limit} fit in one message (not sent)",
+                    text.len()
+                ),
+            };
+            self.events.push_back(Event::Refused {
+                c,
+                code: code::BAD_TEXT.to_owned(),
+                message,
+            });
+            self.check_finished(now);
+            return c;
+        }
+        let (room, to) = match target {
+            Target::Room(r) => (Some(r), None),
+            Target::Nick(n) => (None, Some(n)),
+        };
+        let m = ClientMsg::Say {
+            c,
+            room,
+            to,
+            text,
+            action,
+        };
+        self.pending.insert(c, m.clone());
+        self.unsent.push_back(m);
+        c
+    }
+
+    /// Joins a room.
+    pub fn join(&mut self, room: String) {
+        self.unsent
+            .push_back(ClientMsg::Join(JoinReq { room, after: None }));
+    }
+
+    /// Leaves a room.
+    pub fn part(&mut self, room: String) {
+        self.unsent.push_back(ClientMsg::Part { room });
+    }
+
+    /// Changes nick.
+    pub fn nick(&mut self, nick: String) {
+        self.unsent.push_back(ClientMsg::Nick { nick });
+    }
+
+    /// Sets a room's topic.
+    pub fn topic(&mut self, room: String, topic: String) {
+        self.unsent.push_back(ClientMsg::Topic { room, topic });
+    }
+
+    /// Lists rooms.
+    pub fn list(&mut self) {
+        self.unsent.push_back(ClientMsg::List);
+    }
+
+    /// Lists a room's members.
+    pub fn who(&mut self, room: String) {
+        self.unsent.push_back(ClientMsg::Who { room });
+    }
+
+    /// Asks for `limit` messages before `before` in a room or DM conversation. Returns the
+    /// request's id, which the `history_end` closing its page carries.
+    pub fn history(&mut self, target: Target, before: Option<u64>, limit: u32) -> u64 {
+        let id = self.next_history;
+        self.next_history += 1;
+        let (room, with) = match target {
+            Target::Room(r) => (Some(r), None),
+            Target::Nick(n) => (None, Some(n)),
+        };
+        self.unsent.push_back(ClientMsg::History {
+            id: Some(id),
+            room,
+            with,
+            before,
+            limit,
+        });
+        id
+    }
+
+    /// Asks for link statistics ([`Event::Stats`]).
+    pub fn stats(&mut self) {
+        match self.conn.filter(|_| self.up) {
+            Some(conn) => self.io.push_back(Io::Stats { conn }),
+            None => self.events.push_back(Event::Stats(None)),
+        }
+    }
+
+    /// Finishes: waits for every acknowledgement, then closes ([`Event::Finished`]).
+    pub fn finish(&mut self, now: Instant) {
+        self.finishing = true;
+        self.check_finished(now);
+    }
+
+    // ----- answers from the driver -----
+
+    /// The answer to [`Io::Connect`].
+    pub fn connect_result<E: std::fmt::Display>(
+        &mut self,
+        now: Instant,
+        result: Result<ConnectionHandle, E>,
     ) {
-        let mut cmds_open = true;
-        loop {
-            if self.finishing && self.pending.is_empty() && self.unsent.is_empty() {
-                if let Some(conn) = self.conn.take() {
-                    let _ = self.handle.close(conn, 0, "bye").await;
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(2), self.handle.wait_idle()).await;
-                }
-                self.emit(Event::Finished { undelivered: 0 }).await;
-                return;
+        self.connecting = false;
+        if self.ended {
+            if let Ok(conn) = result {
+                self.io.push_back(Io::Close {
+                    conn,
+                    reason: "bye",
+                });
             }
-            let now = Instant::now();
-            let pace_at = if self.up && !self.blocked && !self.unsent.is_empty() {
-                Some(match (&mut self.pace, self.config.pace) {
-                    (Some(p), true) => p.ready_at(now),
-                    _ => now,
-                })
-            } else {
-                None
-            };
-            let give_up_at = if self.finishing {
-                self.down_since.map(|d| d + self.config.give_up_after)
-            } else {
-                None
-            };
-            let wake = [pace_at, self.reconnect_at, give_up_at]
-                .into_iter()
-                .flatten()
-                .min();
-            tokio::select! {
-                cmd = cmds.recv(), if cmds_open => match cmd {
-                    Some(c) => self.on_command(c).await,
-                    None => {
-                        cmds_open = false;
-                        self.finishing = true;
-                    }
-                },
-                ev = tevents.recv() => match ev {
-                    Some(ev) => {
-                        if !self.on_transport(ev).await {
-                            return;
-                        }
-                    }
-                    None => {
-                        self.emit(Event::Fatal("the transport stopped".into())).await;
-                        return;
-                    }
-                },
-                () = sleep_until(wake) => {
-                    let now = Instant::now();
-                    if give_up_at.is_some_and(|g| g <= now) {
-                        self.emit(Event::Finished { undelivered: self.pending.len() }).await;
-                        return;
-                    }
-                    if self.reconnect_at.is_some_and(|r| r <= now) {
-                        self.reconnect_at = None;
-                        self.connect().await;
-                    }
-                    self.pump().await;
-                }
-            }
+            return;
         }
-    }
-
-    async fn on_command(&mut self, c: Command) {
-        match c {
-            Command::Request(m) => {
-                if let ClientMsg::Say { c, .. } = &m {
-                    self.pending.insert(*c, m.clone());
-                }
-                self.unsent.push_back(m);
-                self.pump().await;
-            }
-            Command::Stats => {
-                let s = match self.conn {
-                    Some(c) => self.handle.stats(c).await.ok().flatten(),
-                    None => None,
-                };
-                self.emit(Event::Stats(s)).await;
-            }
-            Command::Finish => self.finishing = true,
-        }
-    }
-
-    async fn connect(&mut self) {
-        self.attempt += 1;
-        self.emit(Event::Connecting {
-            attempt: self.attempt,
-        })
-        .await;
-        match self.handle.connect(self.config.server).await {
-            Ok(Ok(conn)) => {
+        match result {
+            Ok(conn) => {
                 self.conn = Some(conn);
                 self.up = false;
                 self.blocked = false;
+                self.hello_due = false;
             }
-            Ok(Err(e)) => {
-                let retry = self.backoff();
-                self.emit(Event::Disconnected {
+            Err(e) => {
+                self.down_since.get_or_insert(now);
+                let retry_in = self.backoff(now);
+                self.events.push_back(Event::Disconnected {
                     reason: format!("cannot connect: {e}"),
-                    retry_in: retry,
-                })
-                .await;
+                    retry_in,
+                });
             }
-            Err(_) => {}
         }
     }
 
-    fn backoff(&mut self) -> Duration {
+    /// The answer to [`Io::Send`].
+    pub fn send_result(
+        &mut self,
+        now: Instant,
+        conn: ConnectionHandle,
+        result: Result<(), SendError>,
+    ) {
+        let Some(what) = self.in_driver.take() else {
+            return;
+        };
+        let current = Some(conn) == self.conn;
+        match (what, result) {
+            (_, Ok(())) => {}
+            (InDriver::Hello, Err(e)) => {
+                // The connection is going away; its `Closed` brings the reconnect.
+                debug!(error = %e, "hello not sent");
+            }
+            (InDriver::Request(m), Err(_)) if !current => {
+                // An old connection: a `say` is queued again from `pending` already; anything
+                // else goes again on the next connection.
+                if !matches!(m, ClientMsg::Say { .. }) {
+                    self.unsent.push_front(m);
+                }
+            }
+            (InDriver::Request(m), Err(SendError::Write(WriteError::Blocked))) => {
+                self.unsent.push_front(m);
+                self.blocked = true;
+            }
+            (InDriver::Request(m), Err(e)) => {
+                // It can never go (too large for the transport): say so and go on.
+                self.drop_request(now, m, "not_sent", &format!("not sent: {e}"));
+            }
+        }
+    }
+
+    /// The answer to [`Io::CheckKey`]: `Err` carries what to tell the user.
+    pub fn key_verdict(
+        &mut self,
+        now: Instant,
+        conn: ConnectionHandle,
+        verdict: Result<(), String>,
+    ) {
+        let ours = Some(conn) == self.conn;
+        let accept = ours && verdict.is_ok();
+        self.io.push_back(Io::VerifyKey { conn, accept });
+        if let (true, Err(msg)) = (ours, verdict) {
+            self.conn = None;
+            self.fatal(now, msg);
+        }
+    }
+
+    /// The answer to [`Io::Stats`].
+    pub fn stats_result(&mut self, stats: Option<ConnectionStats>) {
+        self.events.push_back(Event::Stats(stats));
+    }
+
+    // ----- transport and time -----
+
+    /// Takes one event of the transport endpoint.
+    pub fn handle_transport(&mut self, now: Instant, ev: chirp_proto::Event) {
+        use chirp_proto::Event as T;
+        if self.ended {
+            return;
+        }
+        match ev {
+            T::VerifyKey {
+                conn, remote_key, ..
+            } => {
+                if Some(conn) == self.conn && self.config.server_key_check.is_some() {
+                    self.io.push_back(Io::CheckKey {
+                        conn,
+                        key: remote_key,
+                    });
+                } else {
+                    let accept = Some(conn) == self.conn;
+                    self.io.push_back(Io::VerifyKey { conn, accept });
+                }
+            }
+            T::Connected {
+                conn, remote_key, ..
+            } if Some(conn) == self.conn => {
+                self.events.push_back(Event::Connected {
+                    server_key: remote_key,
+                });
+                self.hello_due = true;
+            }
+            T::Message { conn, data } if Some(conn) == self.conn => {
+                match ServerMsg::decode(&data) {
+                    Ok(m) => self.on_server(now, m),
+                    Err(e) => warn!(error = %e, "undecodable message from the server"),
+                }
+            }
+            T::Writable { conn } if Some(conn) == self.conn => self.blocked = false,
+            T::Closed { conn, reason, .. } if Some(conn) == self.conn => {
+                self.on_closed(now, &reason)
+            }
+            _ => {}
+        }
+    }
+
+    /// When [`Session::handle_timeout`] is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended {
+            return None;
+        }
+        let pace_at = match &self.pace {
+            Some(p) if self.can_send() && self.config.pace && !self.unsent.is_empty() => {
+                Some(p.ready_at(p.last))
+            }
+            _ => None,
+        };
+        [pace_at, self.reconnect_at, self.give_up_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Fires what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
+        if self.give_up_at().is_some_and(|g| g <= now) {
+            self.end(Event::Finished {
+                undelivered: self.pending.len(),
+            });
+            return;
+        }
+        if self.reconnect_at.is_some_and(|r| r <= now) && !self.connecting && self.conn.is_none() {
+            self.reconnect_at = None;
+            self.attempt += 1;
+            self.connecting = true;
+            self.events.push_back(Event::Connecting {
+                attempt: self.attempt,
+            });
+            self.io.push_back(Io::Connect {
+                server: self.config.server,
+            });
+        }
+    }
+
+    /// The next transport request. Call until `None` after every input, answering each.
+    #[must_use]
+    pub fn poll_io(&mut self, now: Instant) -> Option<Io> {
+        if let Some(io) = self.io.pop_front() {
+            return Some(io);
+        }
+        if self.in_driver.is_some() {
+            return None;
+        }
+        let conn = self.conn?;
+        if self.hello_due {
+            self.hello_due = false;
+            self.in_driver = Some(InDriver::Hello);
+            return Some(Io::Send {
+                conn,
+                data: Bytes::from(self.hello().encode()),
+            });
+        }
+        if !self.can_send() {
+            return None;
+        }
+        if self.unsent.is_empty() {
+            if std::mem::take(&mut self.pacing_reported) {
+                self.events.push_back(Event::Pacing {
+                    held: 0,
+                    next_in: Duration::ZERO,
+                    per_sec: self.pace_rate(),
+                });
+            }
+            return None;
+        }
+        if self.config.pace {
+            if let Some(p) = &mut self.pace {
+                p.refill(now);
+                let at = p.ready_at(now);
+                if at > now {
+                    if !self.pacing_reported {
+                        self.pacing_reported = true;
+                        let (held, per_sec) = (self.unsent.len(), self.pace_rate());
+                        self.events.push_back(Event::Pacing {
+                            held,
+                            next_in: at - now,
+                            per_sec,
+                        });
+                    }
+                    return None;
+                }
+                p.milli -= 1000;
+            }
+        }
+        let m = self.unsent.pop_front()?;
+        let data = Bytes::from(m.encode());
+        self.in_driver = Some(InDriver::Request(m));
+        Some(Io::Send { conn, data })
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- inside -----
+
+    fn can_send(&self) -> bool {
+        self.conn.is_some() && self.up && !self.blocked && self.in_driver.is_none()
+    }
+
+    fn pace_rate(&self) -> u32 {
+        self.pace
+            .as_ref()
+            .map_or(0, |p| u32::try_from(p.per_sec).unwrap_or(u32::MAX))
+    }
+
+    fn give_up_at(&self) -> Option<Instant> {
+        if self.finishing {
+            self.down_since.map(|d| d + self.config.give_up_after)
+        } else {
+            None
+        }
+    }
+
+    fn jitter(&mut self, d: Duration) -> Duration {
+        // ±25 %, so that many clients of a restarted server do not come back in lockstep.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        d.mul_f64(0.75 + (self.rng % 501) as f64 / 1000.0)
+    }
+
+    fn backoff(&mut self, now: Instant) -> Duration {
         let exp = self.attempt.saturating_sub(1).min(16);
         let d = self
             .config
             .backoff_min
             .saturating_mul(1 << exp)
             .min(self.config.backoff_max);
-        let d = jitter(d);
-        self.reconnect_at = Some(Instant::now() + d);
+        let d = self.jitter(d);
+        self.reconnect_at = Some(now + d);
         d
     }
 
-    async fn send_now(&mut self, conn: ConnectionHandle, m: &ClientMsg) -> bool {
-        match self.handle.send(conn, Bytes::from(m.encode())).await {
-            Ok(Ok(())) => true,
-            Ok(Err(SendError::Write(WriteError::Blocked))) => {
-                self.blocked = true;
-                false
-            }
-            Ok(Err(e)) => {
-                debug!(error = %e, "send failed");
-                false
-            }
-            Err(_) => false,
+    fn end(&mut self, ev: Event) {
+        if let Some(conn) = self.conn.take() {
+            self.io.push_back(Io::Close {
+                conn,
+                reason: "bye",
+            });
+        }
+        self.events.push_back(ev);
+        self.ended = true;
+        self.reconnect_at = None;
+    }
+
+    fn fatal(&mut self, _now: Instant, msg: String) {
+        self.end(Event::Fatal(msg));
+    }
+
+    fn check_finished(&mut self, _now: Instant) {
+        if self.finishing
+            && !self.ended
+            && self.pending.is_empty()
+            && self.unsent.is_empty()
+            && self.in_driver.is_none()
+        {
+            self.end(Event::Finished { undelivered: 0 });
         }
     }
 
-    /// Sends queued requests as pacing and the send buffer allow.
-    async fn pump(&mut self) {
-        let Some(conn) = self.conn else { return };
-        while self.up && !self.blocked {
-            let Some(m) = self.unsent.front().cloned() else {
-                return;
-            };
-            if self.config.pace {
-                if let Some(p) = &mut self.pace {
-                    let now = Instant::now();
-                    if p.ready_at(now) > now {
-                        return;
-                    }
-                    p.milli -= 1000;
-                }
+    /// A request that can never go: refused (a `say`) or reported.
+    fn drop_request(&mut self, now: Instant, m: ClientMsg, code: &str, why: &str) {
+        match m {
+            ClientMsg::Say { c, .. } => {
+                self.pending.remove(&c);
+                self.events.push_back(Event::Refused {
+                    c,
+                    code: code.to_owned(),
+                    message: why.to_owned(),
+                });
             }
-            if !self.send_now(conn, &m).await {
-                return;
-            }
-            self.unsent.pop_front();
+            _ => self.events.push_back(Event::Error {
+                code: code.to_owned(),
+                message: why.to_owned(),
+            }),
         }
+        self.check_finished(now);
     }
 
-    /// Returns false when the session must end.
-    async fn on_transport(&mut self, ev: chirp_proto::Event) -> bool {
-        use chirp_proto::Event as T;
-        match ev {
-            T::VerifyKey {
-                conn, remote_key, ..
-            } => {
-                // Inside the handshake, before our own key (Noise message 3) or any request
-                // goes out: a refused server learns nothing of us.
-                let verdict = match &self.config.server_key_check {
-                    Some(check) if Some(conn) == self.conn => check(&remote_key),
-                    Some(_) => Err("not the connection we opened".to_owned()),
-                    None => Ok(()),
-                };
-                let accept = verdict.is_ok();
-                let _ = self.handle.verify_key(conn, accept).await;
-                if let Err(msg) = verdict {
-                    if Some(conn) == self.conn {
-                        self.emit(Event::Fatal(msg)).await;
-                        return false;
-                    }
-                }
-            }
-            T::Connected {
-                conn, remote_key, ..
-            } if Some(conn) == self.conn => {
-                self.emit(Event::Connected {
-                    server_key: remote_key,
-                })
-                .await;
-                let hello = self.hello();
-                self.send_now(conn, &hello).await;
-            }
-            T::Message { conn, data } if Some(conn) == self.conn => {
-                match ServerMsg::decode(&data) {
-                    Ok(m) => return self.on_server(m).await,
-                    Err(e) => warn!(error = %e, "undecodable message from the server"),
-                }
-            }
-            T::Writable { conn } if Some(conn) == self.conn => {
-                self.blocked = false;
-                self.pump().await;
-            }
-            T::Closed { conn, reason, .. } if Some(conn) == self.conn => {
-                self.conn = None;
-                self.up = false;
-                self.down_since.get_or_insert_with(Instant::now);
-                let reason = match reason {
-                    CloseReason::PeerClosed { reason, .. } if !reason.is_empty() => {
-                        format!("server closed the connection: {reason}")
-                    }
-                    CloseReason::PeerClosed { .. } => "server closed the connection".into(),
-                    CloseReason::IdleTimeout => "no answer from the server".into(),
-                    CloseReason::Reset => "the server restarted".into(),
-                    CloseReason::Local => "closed".into(),
-                    other => format!("{other:?}"),
-                };
-                // Everything not acknowledged goes again on the next connection, pending
-                // messages first, in their original order.
-                let others: Vec<ClientMsg> = self
-                    .unsent
-                    .drain(..)
-                    .filter(|m| !matches!(m, ClientMsg::Say { .. }))
-                    .collect();
-                self.unsent = self.pending.values().cloned().chain(others).collect();
-                let retry_in = self.backoff();
-                self.emit(Event::Disconnected { reason, retry_in }).await;
-            }
-            _ => {}
+    fn on_closed(&mut self, now: Instant, reason: &CloseReason) {
+        self.conn = None;
+        self.up = false;
+        self.hello_due = false;
+        self.blocked = false;
+        self.down_since.get_or_insert(now);
+        let text = close_text(reason);
+        if matches!(reason, CloseReason::Refused { .. }) && !self.ever_up {
+            // Refused on the very first connection (the server is full): say so at once
+            // rather than retry in silence; a session that was up keeps trying instead.
+            self.fatal(now, text);
+            return;
         }
-        true
+        // Everything not acknowledged goes again on the next connection, pending messages
+        // first, in their original order. (A `say` the driver still holds is among them; its
+        // late `send_result` is then ignored.)
+        let others: Vec<ClientMsg> = self
+            .unsent
+            .drain(..)
+            .filter(|m| !matches!(m, ClientMsg::Say { .. }))
+            .collect();
+        self.unsent = self.pending.values().cloned().chain(others).collect();
+        // The lines are still waiting, now for the connection: `Disconnected` says so, and
+        // pacing is reported afresh once they can go again.
+        self.pacing_reported = false;
+        let retry_in = self.backoff(now);
+        self.events.push_back(Event::Disconnected {
+            reason: text,
+            retry_in,
+        });
     }
 
     fn hello(&self) -> ClientMsg {
@@ -703,8 +937,7 @@ impl Session {
         }
     }
 
-    /// Returns false when the session must end.
-    async fn on_server(&mut self, m: ServerMsg) -> bool {
+    fn on_server(&mut self, now: Instant, m: ServerMsg) {
         match m {
             ServerMsg::Welcome {
                 nick,
@@ -714,6 +947,7 @@ impl Session {
                 ..
             } => {
                 self.up = true;
+                self.ever_up = true;
                 self.attempt = 0;
                 self.down_since = None;
                 self.first_rooms.clear();
@@ -722,22 +956,36 @@ impl Session {
                     milli: u64::from(burst) * 1000,
                     cap: u64::from(burst) * 1000,
                     per_sec: u64::from(per_sec),
-                    last: Instant::now(),
+                    last: now,
                 });
                 let max_text = usize::try_from(max_text).unwrap_or(usize::MAX);
-                self.emit(Event::Welcome { nick, max_text }).await;
-                self.pump().await;
+                self.max_text = Some(max_text);
+                // Queued texts the server will refuse for their length: refused now.
+                let too_long: Vec<u64> = self
+                    .pending
+                    .iter()
+                    .filter_map(|(c, m)| match m {
+                        ClientMsg::Say { text, .. } if text.len() > max_text => Some(*c),
+                        _ => None,
+                    })
+                    .collect();
+                for c in too_long {
+                    if let Some(m) = self.pending.get(&c).cloned() {
+                        self.unsent.retain(|u| *u != m);
+                        self.drop_request(
+                            now,
+                            m,
+                            code::BAD_TEXT,
+                            &format!("message too long: the server takes at most {max_text} bytes (not sent)"),
+                        );
+                    }
+                }
+                self.events.push_back(Event::Welcome { nick, max_text });
             }
             ServerMsg::Error { code, message, .. } if !self.up => {
                 // Refused before welcome: retrying would only be refused again.
                 let _ = code;
-                if let Some(conn) = self.conn.take() {
-                    let _ = self.handle.close(conn, 0, "bye").await;
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), self.handle.wait_idle()).await;
-                }
-                self.emit(Event::Fatal(message)).await;
-                return false;
+                self.fatal(now, message);
             }
             ServerMsg::Error {
                 c: Some(c),
@@ -745,17 +993,19 @@ impl Session {
                 message,
             } => {
                 self.pending.remove(&c);
-                self.emit(Event::Refused { c, code, message }).await;
+                self.events.push_back(Event::Refused { c, code, message });
+                self.check_finished(now);
             }
             ServerMsg::Error {
                 c: None,
                 code,
                 message,
-            } => self.emit(Event::Error { code, message }).await,
+            } => self.events.push_back(Event::Error { code, message }),
             ServerMsg::Ack { c, conv, id, ts } => {
                 if self.pending.remove(&c).is_some() {
-                    self.emit(Event::Delivered { c, conv, id, ts }).await;
+                    self.events.push_back(Event::Delivered { c, conv, id, ts });
                 }
+                self.check_finished(now);
             }
             ServerMsg::Msg(m) => {
                 if m.conv.starts_with('@') {
@@ -767,29 +1017,28 @@ impl Session {
                     *seen = (*seen).max(m.id);
                 } else if m.id <= *seen {
                     debug!(conv = %m.conv, id = m.id, "duplicate dropped");
-                    return true;
+                    return;
                 } else {
                     *seen = m.id;
                 }
-                self.emit(Event::Message(m)).await;
+                self.events.push_back(Event::Message(m));
             }
             ServerMsg::Joined { ref room, .. } => {
                 self.rooms.insert(room.clone());
-                self.emit(Event::Server(m)).await;
+                self.events.push_back(Event::Server(m));
             }
             ServerMsg::Parted { ref room } => {
                 self.rooms.remove(room);
-                self.emit(Event::Server(m)).await;
+                self.events.push_back(Event::Server(m));
             }
             ServerMsg::Nick { ref old, ref new } => {
                 if crate::names::fold(old) == crate::names::fold(&self.nick) {
                     self.nick = new.clone();
                 }
-                self.emit(Event::Server(m)).await;
+                self.events.push_back(Event::Server(m));
             }
-            other => self.emit(Event::Server(other)).await,
+            other => self.events.push_back(Event::Server(other)),
         }
-        true
     }
 }
 

@@ -13,13 +13,16 @@
 //!   control, limits). Time comes in as `now_ms`; storage requests go out as outputs.
 //! - [`runner`]: the tokio server: transport events in, core outputs carried out, the store's
 //!   group commits fed back, graceful shutdown.
-//! - [`client`]: the client session: connect, hello, reconnect with backoff and resume, pending
-//!   acknowledgements, exactly-once display. Used by `chirp connect` and by tests that run many
-//!   sessions in one process.
+//! - [`client`]: the sans-IO client session (connect, hello, reconnect with backoff and resume,
+//!   pending acknowledgements resent with the same sequence number, pacing, exactly-once
+//!   display), tested in virtual time; [`client::driver`] runs it over the transport. Used by
+//!   `chirp connect` and by tests that run many sessions in one process.
 //!
-//! One message's path: `client::Client::say` → transport → `runner` → `Server::message`
-//! (checks, id) → `Output::Persist` → store writer commit → `Server::committed` → `msg` to every
-//! member session and `ack` to the sender → `client` emits `Event::Message` / `Event::Delivered`.
+//! One message's path: `client::Session::say` → `Session::poll_io` (`Io::Send`, paced) →
+//! `client::driver::perform` → transport → `runner` → `Server::message` (checks, id) →
+//! `Output::Persist` → store writer commit → `Server::committed` → `msg` to every member
+//! session (the sender's copy with its `c`) and `ack` to the sender → `Session::handle_transport`
+//! → `Event::Message` / `Event::Delivered`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -11,8 +11,9 @@
 //! - `Output::Persist` batches of one round are written as one [`Store::write`]; a forwarder
 //!   task awaits the commits in order and hands `(tokens, ok)` back, and only then does the
 //!   core acknowledge and fan out.
-//! - `Output::ReadHistory` and `Output::ReadUndelivered` run on the blocking pool with the
-//!   read connection.
+//! - `Output::ReadHistory`, `Output::ReadAfter` (what a replay needs that the core's cache no
+//!   longer holds) and `Output::ReadUndelivered` run on the blocking pool with the read
+//!   connection; failures are reported to the core, which answers them.
 //! - Shutdown: every session is told (`bye`), commits in flight are awaited, connections are
 //!   closed gracefully (bounded wait), and the store is flushed and closed.
 
@@ -123,6 +124,7 @@ pub async fn run(
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     tokio::spawn(forward_commits(commit_rx, done_tx));
     let (hist_tx, hist_rx) = mpsc::unbounded_channel();
+    let (after_tx, after_rx) = mpsc::unbounded_channel();
     let (undelivered_tx, undelivered_rx) = mpsc::unbounded_channel();
     let mut r = Runner {
         core,
@@ -133,10 +135,12 @@ pub async fn run(
         commit_tx,
         in_flight: 0,
         hist_tx,
+        after_tx,
         undelivered_tx,
     };
     let reads = Reads {
         history: hist_rx,
+        after: after_rx,
         undelivered: undelivered_rx,
     };
     r.run(events, done_rx, reads, config.prune_every, shutdown)
@@ -148,12 +152,14 @@ pub async fn run(
 }
 
 type Commit = (oneshot::Receiver<Result<(), StoreError>>, Vec<u64>);
-type HistoryRead = (SessionId, String, Vec<Record>);
+type HistoryRead = (SessionId, String, Option<u64>, Result<Vec<Record>, String>);
+type AfterRead = (SessionId, String, u64, Result<Vec<Record>, String>);
 type UndeliveredRead = (SessionId, Result<Vec<(String, u64)>, String>);
 
 /// Answers of the store's read connection.
 struct Reads {
     history: mpsc::UnboundedReceiver<HistoryRead>,
+    after: mpsc::UnboundedReceiver<AfterRead>,
     undelivered: mpsc::UnboundedReceiver<UndeliveredRead>,
 }
 
@@ -187,6 +193,7 @@ struct Runner {
     commit_tx: mpsc::UnboundedSender<Commit>,
     in_flight: usize,
     hist_tx: mpsc::UnboundedSender<HistoryRead>,
+    after_tx: mpsc::UnboundedSender<AfterRead>,
     undelivered_tx: mpsc::UnboundedSender<UndeliveredRead>,
 }
 
@@ -202,6 +209,8 @@ fn reason_text(r: &CloseReason) -> String {
         CloseReason::ProtocolViolation { detail, .. } => format!("protocol error: {detail}"),
         CloseReason::Reset => "reconnecting".into(),
         CloseReason::KeyMismatch { .. } | CloseReason::KeyRefused { .. } => "key refused".into(),
+        // Only a client is refused; the server opens no connections. For completeness.
+        CloseReason::Refused { reason } => format!("refused: {reason}"),
     }
 }
 
@@ -237,8 +246,11 @@ impl Runner {
                         self.core.committed(now, t, ok);
                     }
                 }
-                Some((session, conv, records)) = reads.history.recv() => {
-                    self.core.history_loaded(session, &conv, records);
+                Some((session, conv, id, page)) = reads.history.recv() => {
+                    self.core.history_loaded(session, &conv, id, page);
+                }
+                Some((session, conv, token, page)) = reads.after.recv() => {
+                    self.core.replay_loaded(now_ms(), session, &conv, token, page);
                 }
                 Some((session, page)) = reads.undelivered.recv() => {
                     self.core.undelivered_loaded(now_ms(), session, page);
@@ -301,6 +313,8 @@ impl Runner {
             // The server's messages need no per-message receipt: a client that missed some
             // catches up from the history when it comes back.
             Event::Acked { .. } => {}
+            // A client half-closing its stream (`Endpoint::finish`) only says it sends no more.
+            Event::PeerFinished { .. } => {}
             Event::Writable { conn } => {
                 if let Some(s) = self.sessions.get_mut(&conn.0) {
                     s.blocked = false;
@@ -365,6 +379,7 @@ impl Runner {
                 }
                 Output::ReadHistory {
                     session,
+                    id,
                     conv,
                     before,
                     limit,
@@ -375,12 +390,32 @@ impl Runner {
                         // A poisoned lock only means an earlier read panicked; the connection
                         // itself is still usable.
                         let r = reader.lock().unwrap_or_else(|p| p.into_inner());
-                        match r.history(&conv, before, limit) {
-                            Ok(records) => {
-                                let _ = tx.send((session, conv, records));
-                            }
-                            Err(e) => warn!(error = %e, "history read failed"),
+                        let page = r.history(&conv, before, limit);
+                        if let Err(e) = &page {
+                            warn!(error = %e, "history read failed");
                         }
+                        let _ = tx.send((session, conv, id, page.map_err(|e| e.to_string())));
+                    });
+                }
+                Output::ReadAfter {
+                    session,
+                    token,
+                    conv,
+                    after,
+                    upto,
+                    limit,
+                    max_bytes,
+                } => {
+                    let reader = Arc::clone(&self.reader);
+                    let tx = self.after_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let r = reader.lock().unwrap_or_else(|p| p.into_inner());
+                        let page = r.after(&conv, after, upto, limit, max_bytes);
+                        if let Err(e) = &page {
+                            warn!(error = %e, "replay read failed");
+                        }
+                        // The core is told either way: the session's replay waits for this.
+                        let _ = tx.send((session, conv, token, page.map_err(|e| e.to_string())));
                     });
                 }
                 Output::ReadUndelivered {

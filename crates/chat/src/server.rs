@@ -26,9 +26,14 @@
 //! transport (the runner reports that with [`Server::sent`]). Replays (a join's history, a
 //! resume, DMs received while away, a slow reader catching up) are never encoded up front:
 //! each session keeps one cursor per conversation it is owed, and the core encodes the next
-//! messages from the replay cache only while that session's queue is under [`PAGE_BYTES`]. A
-//! live message for a session that is behind joins its replay instead of overtaking it, so a
-//! client always sees a conversation in id order. Everything else counts against
+//! messages only while that session's queue is under [`PAGE_BYTES`]: from the replay cache,
+//! or, for what the cache no longer holds, from a page read from the store
+//! ([`Output::ReadAfter`], [`REPLAY_READ`] messages or about [`PAGE_BYTES`] at most, one at a
+//! time per session). So a client away for any number of messages gets every one, and the
+//! server holds at most a page for it. A live message for a session that is behind joins its
+//! replay instead of overtaking it (the replay takes it from the cache, or reads it back from
+//! the store), so a client always sees a conversation in id order, with no gap and nothing
+//! twice. Everything else counts against
 //! [`MAX_QUEUED_BYTES`]; a session that would pass it is closed as too slow at once (its
 //! queue dropped, its requests ignored) and resumes on reconnect. So one request, however
 //! long, costs a bounded amount of memory.
@@ -82,7 +87,8 @@ const MAX_CLAIM_NETS: usize = 65_536;
 pub struct ServerConfig {
     /// Messages replayed on join.
     pub history_on_join: usize,
-    /// Messages kept in memory per conversation, for replay on join and after a reconnect.
+    /// Messages kept in memory per conversation, for replay on join and after a reconnect
+    /// (older ones are read from the store).
     pub replay_cache: usize,
     /// Largest message text, in bytes.
     pub max_text: usize,
@@ -166,12 +172,33 @@ pub enum Output {
     ReadHistory {
         /// Who asked.
         session: SessionId,
+        /// The request's `id`, to hand back.
+        id: Option<u64>,
         /// The conversation.
         conv: String,
         /// Ids below this.
         before: Option<u64>,
         /// How many.
         limit: usize,
+    },
+    /// Read what a session missed of `conv` and the replay cache no longer holds: a page of
+    /// [`chirp_store::Reader::after`] (ids `after + 1..=upto`, at most `limit` messages and
+    /// about `max_bytes`), then call [`Server::replay_loaded`] with `token`, or with the error.
+    ReadAfter {
+        /// The session being replayed to.
+        session: SessionId,
+        /// Names this read, to hand back.
+        token: u64,
+        /// The conversation.
+        conv: String,
+        /// Ids after this one...
+        after: u64,
+        /// ...up to this one (all committed).
+        upto: u64,
+        /// At most this many messages.
+        limit: usize,
+        /// Stop once their texts and nicks reach this many bytes.
+        max_bytes: usize,
     },
     /// Read the DM conversations in which `key` has undelivered messages (a page of
     /// [`chirp_store::Reader::undelivered`]), then call [`Server::undelivered_loaded`].
@@ -291,10 +318,11 @@ impl Session {
     }
 }
 
-/// A conversation being streamed to one session from the replay cache.
+/// A conversation being streamed to one session: from the replay cache, and from the store
+/// (a page at a time) for what the cache no longer holds.
 #[derive(Debug)]
 struct Replay {
-    /// The last id sent (or announced missing with a `gap`).
+    /// The last id sent (or known not to exist).
     after: u64,
     /// A first join: ids up to `upto` are history, and `history_end` follows them.
     history: Option<HistoryPart>,
@@ -304,9 +332,15 @@ struct Replay {
     from_store: bool,
     /// Waiting in `Session::held` for the undelivered DMs to be read.
     held: bool,
-    /// A DM conversation: the highest id this replay has sent (or announced missing with a
-    /// `gap`), the delivery mark it leaves in the store (0: none yet).
+    /// A DM conversation: the highest id this replay has sent, the delivery mark it leaves
+    /// in the store (0: none yet).
     delivered: u64,
+    /// Messages after `after` read from the store, oldest first: one page at most
+    /// ([`REPLAY_READ`] messages, about [`PAGE_BYTES`]).
+    page: VecDeque<Record>,
+    /// A store read in flight ([`Output::ReadAfter`]): its token and the last id it covers.
+    /// The replay waits for it.
+    reading: Option<(u64, u64)>,
 }
 
 impl Replay {
@@ -319,8 +353,22 @@ impl Replay {
             from_store: false,
             held: false,
             delivered: 0,
+            page: VecDeque::new(),
+            reading: None,
         }
     }
+}
+
+/// What a replay sends next.
+enum Next {
+    /// The oldest message of the page read from the store.
+    Page(Record),
+    /// A message from the replay cache.
+    Cached(Record),
+    /// Nothing at hand: read the store up to this id.
+    Read(u64),
+    /// Nothing more: the replay is over.
+    End,
 }
 
 #[derive(Debug)]
@@ -358,7 +406,12 @@ struct Room {
 
 #[derive(Debug, Default)]
 struct Conv {
+    /// The last id given (its message may still be being stored).
     last_id: u64,
+    /// The last id whose commit has been reported (stored, or failed and never to be): every
+    /// message up to it that exists is in the store. Commits come in id order.
+    committed: u64,
+    /// The newest stored messages (`replay_cache` at most), oldest first.
     recent: VecDeque<Record>,
 }
 
@@ -388,6 +441,10 @@ pub const PAGE_BYTES: usize = 64 * 1024;
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// DM conversations with undelivered messages read from the store at a time.
 const UNDELIVERED_PAGE: usize = 32;
+/// Most messages one store read of a replay brings ([`Output::ReadAfter`]); it also stops at
+/// about [`PAGE_BYTES`] of text, so a replay holds one such page at most, however much a
+/// session missed.
+pub const REPLAY_READ: usize = 256;
 /// Most DM conversations one `hello` resumes (after dropping those with nothing owed): a
 /// replay cursor each, and their output paced like every replay. Clients list their most
 /// recent conversations first; the rest are refused with one `too_many_rooms`.
@@ -425,6 +482,8 @@ pub struct Server {
     ref_order: VecDeque<(Key, u64, u64)>,
     pending: HashMap<u64, Vec<Pending>>,
     next_token: u64,
+    /// Names the next [`Output::ReadAfter`].
+    next_read: u64,
     presence_due: Option<i64>,
     dirty_rooms: BTreeSet<String>,
     out: VecDeque<Output>,
@@ -467,6 +526,23 @@ fn enc(m: &ServerMsg) -> Bytes {
     Bytes::from(m.encode())
 }
 
+/// A new message's encodings: everyone's, and the sending client's own (with its `c`).
+struct Copies<'a> {
+    data: Bytes,
+    own: Option<Bytes>,
+    senders: &'a [SessionId],
+}
+
+impl Copies<'_> {
+    /// The copy for session `to`.
+    fn to(&self, to: SessionId) -> &Bytes {
+        match &self.own {
+            Some(own) if self.senders.contains(&to) => own,
+            _ => &self.data,
+        }
+    }
+}
+
 impl Server {
     /// A server with the state loaded from the store. Undelivered DMs are not held: they are
     /// read from the store when their recipient connects ([`Output::ReadUndelivered`]).
@@ -503,6 +579,7 @@ impl Server {
             ref_order: VecDeque::new(),
             pending: HashMap::new(),
             next_token: 1,
+            next_read: 1,
             presence_due: None,
             dirty_rooms: BTreeSet::new(),
             out: VecDeque::new(),
@@ -531,7 +608,9 @@ impl Server {
             s.topics.insert(room, (topic, by));
         }
         for (conv, last) in loaded.last_ids {
-            s.convs.entry(conv).or_default().last_id = last;
+            let c = s.convs.entry(conv).or_default();
+            c.last_id = last;
+            c.committed = last;
         }
         for r in loaded.recent {
             if let Some((cid, c)) = r.client_ref {
@@ -547,6 +626,7 @@ impl Server {
             let cap = s.config.replay_cache;
             let conv = s.convs.entry(r.conv.clone()).or_default();
             conv.last_id = conv.last_id.max(r.id);
+            conv.committed = conv.last_id;
             conv.recent.push_back(r);
             if conv.recent.len() > cap {
                 conv.recent.pop_front();
@@ -833,9 +913,26 @@ impl Server {
         }
     }
 
-    /// A history page read from the store, for `session`.
-    pub fn history_loaded(&mut self, session: SessionId, conv: &str, records: Vec<Record>) {
-        self.send_page(session, conv, records.iter());
+    /// The page of [`Output::ReadHistory`] for `session` (`id`: the request's), or why the
+    /// store could not read it.
+    pub fn history_loaded(
+        &mut self,
+        session: SessionId,
+        conv: &str,
+        id: Option<u64>,
+        page: Result<Vec<Record>, String>,
+    ) {
+        match page {
+            Ok(records) => self.send_page(session, conv, id, records.iter()),
+            Err(e) => {
+                debug!(session, conv, error = %e, "history read failed");
+                let m = format!("the history of {conv} could not be read; try again later");
+                self.fail(session, None, code::STORE, m);
+                if let Some(id) = id {
+                    self.send_history_end(session, conv, Some(id), 0);
+                }
+            }
+        }
     }
 
     /// A message from a session.
@@ -861,7 +958,11 @@ impl Server {
                 Ok(ClientMsg::Say { c, .. }) => Some(*c),
                 _ => None,
             };
-            return self.refuse_flood(session, c);
+            self.refuse_flood(session, c);
+            if let Ok(m) = &decoded {
+                self.refuse_history(session, &key, m);
+            }
+            return;
         }
         let msg = match decoded {
             Ok(m) => m,
@@ -885,7 +986,10 @@ impl Server {
             (ClientMsg::Hello { .. }, true) => {
                 self.send(session, &ServerMsg::error(code::STATE, "hello sent twice"))
             }
-            (_, false) => self.send(session, &ServerMsg::error(code::STATE, "send hello first")),
+            (m, false) => {
+                self.send(session, &ServerMsg::error(code::STATE, "send hello first"));
+                self.refuse_history(session, &key, &m);
+            }
             (m, true) => self.request(now_ms, session, key, m),
         }
     }
@@ -1005,12 +1109,12 @@ impl Server {
         }
     }
 
-    fn deliver_user(&mut self, key: &Key, conv: &str, id: u64, data: &Bytes, dm_to: &Key) {
+    fn deliver_user(&mut self, key: &Key, conv: &str, id: u64, copies: &Copies<'_>, dm_to: &Key) {
         let Some(u) = self.users.get(key) else {
             return;
         };
         for to in u.sessions.clone() {
-            self.deliver(to, conv, id, data, Some(dm_to));
+            self.deliver(to, conv, id, copies.to(to), Some(dm_to));
         }
     }
 
@@ -1116,7 +1220,7 @@ impl Server {
         // replay: it gets their messages from now on).
         for room in &current {
             if !rooms.iter().any(|j| names::fold(&j.room) == *room) {
-                let after = self.convs.get(room).map_or(0, |c| c.last_id);
+                let after = self.convs.get(room).map_or(0, |c| c.committed);
                 let r = Replay {
                     joined: true,
                     ..Replay::after(after)
@@ -1457,48 +1561,49 @@ impl Server {
                     },
                 );
             }
-            ClientMsg::History {
-                id: _,
-                room,
-                with,
-                before,
-                limit,
-            } => {
-                let conv = match (room, with) {
-                    (Some(r), None) => {
-                        let r = names::fold(&r);
-                        if !self.in_room(&key, &r) {
-                            return self.fail(
-                                session,
-                                None,
-                                code::NOT_IN_ROOM,
-                                format!("join {r} to read its history"),
-                            );
-                        }
-                        r
-                    }
-                    (None, Some(w)) => match self.nick_owner.get(&names::fold(&w)) {
-                        Some((_, other)) => dm_conv(&key, other),
-                        None => {
-                            return self.fail(
-                                session,
-                                None,
-                                code::NO_SUCH_NICK,
-                                format!("no user is called '{w}'"),
-                            );
-                        }
-                    },
-                    _ => {
-                        return self.fail(
-                            session,
-                            None,
-                            code::BAD_REQUEST,
-                            "history needs exactly one of room and with".into(),
-                        );
-                    }
-                };
-                let limit = limit.clamp(1, self.config.max_history_page) as usize;
-                self.history(now_ms, session, conv, before, limit);
+            m @ ClientMsg::History { .. } => self.history_request(now_ms, session, key, m),
+        }
+    }
+
+    /// A `history` request: refused with an error (and, with an `id`, closed by an empty
+    /// `history_end`), answered from the cache, or read from the store.
+    fn history_request(&mut self, now_ms: i64, session: SessionId, key: Key, m: ClientMsg) {
+        let ClientMsg::History {
+            id,
+            room,
+            with,
+            before,
+            limit,
+        } = &m
+        else {
+            return;
+        };
+        let refused = match (room, with) {
+            (Some(r), None) => {
+                let r = names::fold(r);
+                if self.in_room(&key, &r) {
+                    Ok(r)
+                } else {
+                    Err((code::NOT_IN_ROOM, format!("join {r} to read its history")))
+                }
+            }
+            (None, Some(w)) => match self.nick_owner.get(&names::fold(w)) {
+                Some((_, other)) => Ok(dm_conv(&key, other)),
+                None => Err((code::NO_SUCH_NICK, format!("no user is called '{w}'"))),
+            },
+            _ => Err((
+                code::BAD_REQUEST,
+                "history needs exactly one of room and with".into(),
+            )),
+        };
+        match refused {
+            Ok(conv) => {
+                let limit = (*limit).clamp(1, self.config.max_history_page) as usize;
+                self.history(now_ms, session, *id, conv, *before, limit);
+            }
+            Err((code, message)) => {
+                self.fail(session, None, code, message);
+                self.refuse_history(session, &key, &m);
             }
         }
     }
@@ -1507,6 +1612,7 @@ impl Server {
         &mut self,
         now_ms: i64,
         session: SessionId,
+        id: Option<u64>,
         conv: String,
         before: Option<u64>,
         limit: usize,
@@ -1524,10 +1630,11 @@ impl Server {
         let whole = oldest.is_none_or(|o| o <= 1);
         if whole || below.len() >= limit {
             let start = below.len().saturating_sub(limit);
-            self.send_page(session, &conv, below[start..].iter());
+            self.send_page(session, &conv, id, below[start..].iter());
         } else {
             self.out.push_back(Output::ReadHistory {
                 session,
+                id,
                 conv,
                 before,
                 limit,
@@ -1539,6 +1646,7 @@ impl Server {
         &mut self,
         session: SessionId,
         conv: &str,
+        id: Option<u64>,
         records: impl Iterator<Item = &'a Record>,
     ) {
         let mut count = 0;
@@ -1546,7 +1654,7 @@ impl Server {
             count += 1;
             self.push_send(session, enc(&ServerMsg::Msg(to_msg(r, true))));
         }
-        self.send_history_end(session, conv, count);
+        self.send_history_end(session, conv, id, count);
     }
 
     fn in_room(&self, key: &Key, room: &str) -> bool {
@@ -1638,7 +1746,7 @@ impl Server {
         let (after, upto) = match self.convs.get(conv) {
             Some(c) => {
                 let skip = c.recent.len().saturating_sub(self.config.history_on_join);
-                let upto = c.recent.back().map_or(c.last_id, |r| r.id);
+                let upto = c.recent.back().map_or(c.committed, |r| r.id);
                 let after = c.recent.get(skip).map_or(upto, |r| r.id.saturating_sub(1));
                 (after, upto)
             }
@@ -1664,7 +1772,12 @@ impl Server {
         }
         match s.replays.get_mut(conv) {
             Some(old) => {
-                old.after = old.after.min(r.after);
+                if r.after < old.after {
+                    // From the earlier point on: what was read past it does not follow it.
+                    old.after = r.after;
+                    old.page.clear();
+                    old.reading = None;
+                }
                 old.joined |= r.joined;
                 if old.history.is_none() {
                     old.history = r.history;
@@ -1742,7 +1855,10 @@ impl Server {
                 self.in_room(&key, &conv)
             };
             if member {
-                self.replay_step(now_ms, session, key, &conv);
+                if !self.replay_step(now_ms, session, key, &conv) {
+                    // It waits for the store.
+                    return;
+                }
             } else {
                 // Parted meanwhile: nothing more is owed.
                 self.end_replay(session, &conv);
@@ -1750,75 +1866,109 @@ impl Server {
         }
     }
 
-    /// One step of `session`'s replay of `conv`: its `joined`, a `gap`, one message, or its
-    /// end (`history_end` for a first join, the delivery mark for DMs received while away).
-    fn replay_step(&mut self, now_ms: i64, session: SessionId, key: Key, conv: &str) {
-        let Some(r) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.replays.get_mut(conv))
-        else {
-            return;
+    /// One step of `session`'s replay of `conv`: its `joined`, one message (from the page read
+    /// from the store, or from the cache), a store read for what the cache no longer holds, or
+    /// its end (`history_end` for a first join, the delivery mark for DMs received while away).
+    /// False if it waits for the store.
+    fn replay_step(&mut self, now_ms: i64, session: SessionId, key: Key, conv: &str) -> bool {
+        self.expire(now_ms, conv);
+        let Server {
+            sessions, convs, ..
+        } = self;
+        let Some(s) = sessions.get_mut(&session) else {
+            return false;
+        };
+        let client = s.client;
+        let Some(r) = s.replays.get_mut(conv) else {
+            return false;
         };
         if std::mem::take(&mut r.joined) {
-            return self.send_joined(session, conv);
+            self.send_joined(session, conv);
+            return true;
+        }
+        if r.reading.is_some() {
+            return false;
         }
         let after = r.after;
-        let history_upto = r.history.as_ref().map(|h| h.upto);
-        self.expire(now_ms, conv);
-        let (first, last_id, next) = match self.convs.get(conv) {
-            Some(c) => {
-                // The cache is in id order: the next message is found by bisection.
-                let i = c.recent.partition_point(|m| m.id <= after);
-                let next = c.recent.get(i).map(|m| {
-                    let history = history_upto.is_some_and(|u| m.id <= u);
-                    (m.id, history, enc(&ServerMsg::Msg(to_msg(m, history))))
-                });
-                (c.recent.front().map(|m| m.id), c.last_id, next)
-            }
-            None => (None, 0, None),
-        };
-        let Some(r) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.replays.get_mut(conv))
-        else {
-            return;
-        };
-        let dm = conv.starts_with('@');
-        if let Some(first) = first.filter(|&f| f > after.saturating_add(1) && last_id > after) {
-            r.after = first - 1;
-            let m = format!(
-                "{conv}: messages {}..{} were missed and are no longer replayed; /history shows them",
-                after + 1,
-                first - 1
-            );
-            if self.push_send(session, enc(&ServerMsg::error(code::GAP, m))) && dm {
-                self.replay_delivered(session, conv, first - 1);
-            }
-            return;
+        while r.page.front().is_some_and(|m| m.id <= after) {
+            r.page.pop_front();
         }
-        match next {
-            // The history part is over: its end comes before the live messages after it.
-            Some((_, false, _)) if r.history.is_some() => {
-                let count = r.history.take().map_or(0, |h| h.count);
-                self.send_history_end(session, conv, count);
+        let next = match r.page.front() {
+            Some(m) => Next::Page(m.clone()),
+            None => {
+                let (recent, committed) = convs
+                    .get(conv)
+                    .map_or((None, 0), |c| (Some(&c.recent), c.committed));
+                let recent = recent.filter(|c| !c.is_empty());
+                // The cache is in id order: the next message is found by bisection. Ids
+                // between two cached messages were never stored (a failed commit).
+                let i = recent.map_or(0, |c| c.partition_point(|m| m.id <= after));
+                match recent.and_then(|c| c.get(i)) {
+                    Some(m) if i > 0 || m.id == after.saturating_add(1) => Next::Cached(m.clone()),
+                    // The cache starts later: what lies between is read from the store, and
+                    // on up to the last message committed, in case the cache has moved on by
+                    // the time the page comes (a busy room, a small cache).
+                    Some(_) => Next::Read(committed),
+                    None => {
+                        let top = recent.and_then(|c| c.back()).map_or(0, |m| m.id);
+                        if committed > top.max(after) {
+                            Next::Read(committed)
+                        } else {
+                            Next::End
+                        }
+                    }
+                }
             }
-            Some((id, history, data)) => {
-                r.after = id;
+        };
+        let history_upto = r.history.as_ref().map(|h| h.upto);
+        let dm = conv.starts_with('@');
+        match next {
+            Next::Page(m) | Next::Cached(m) => {
+                let history = history_upto.is_some_and(|u| m.id <= u);
+                if !history && r.history.is_some() {
+                    // The history part is over: its end comes before the live messages after it.
+                    let count = r.history.take().map_or(0, |h| h.count);
+                    self.send_history_end(session, conv, None, count);
+                    return true;
+                }
+                if r.page.front().is_some_and(|p| p.id == m.id) {
+                    r.page.pop_front();
+                }
+                r.after = m.id;
                 if let (true, Some(h)) = (history, r.history.as_mut()) {
                     h.count += 1;
                 }
-                if self.push_send(session, data) && dm {
-                    self.replay_delivered(session, conv, id);
+                let mut msg = to_msg(&m, history);
+                // The sending client's own copy carries its sequence number.
+                if !history && m.from_key == key {
+                    msg.c = m.client_ref.filter(|x| Some(x.0) == client).map(|x| x.1);
                 }
+                if self.push_send(session, enc(&ServerMsg::Msg(msg))) && dm {
+                    self.replay_delivered(session, conv, m.id);
+                }
+                true
             }
-            None => {
+            Next::Read(upto) => {
+                let token = self.next_read;
+                self.next_read += 1;
+                r.reading = Some((token, upto));
+                self.out.push_back(Output::ReadAfter {
+                    session,
+                    token,
+                    conv: conv.to_owned(),
+                    after,
+                    upto,
+                    limit: REPLAY_READ,
+                    max_bytes: PAGE_BYTES,
+                });
+                false
+            }
+            Next::End => {
                 let Some(r) = self.end_replay(session, conv) else {
-                    return;
+                    return true;
                 };
                 if let Some(h) = r.history {
-                    self.send_history_end(session, conv, h.count);
+                    self.send_history_end(session, conv, None, h.count);
                 }
                 // What a DM replay sent is delivered: marked once, at its end (or when its
                 // session ends first).
@@ -1831,8 +1981,65 @@ impl Server {
                     };
                     self.persist(vec![op], Vec::new());
                 }
+                true
             }
         }
+    }
+
+    /// A page of [`Output::ReadAfter`] `token` for `session`'s replay of `conv` (ids after its
+    /// cursor, oldest first), or why the store could not read it. Stale answers (the replay
+    /// ended or started again meanwhile) are ignored. A read that failed closes the session
+    /// with a `store_failed` error: skipping what it could not read would leave a hole the
+    /// client could not see; reconnecting resumes from the last id it got.
+    pub fn replay_loaded(
+        &mut self,
+        now_ms: i64,
+        session: SessionId,
+        conv: &str,
+        token: u64,
+        page: Result<Vec<Record>, String>,
+    ) {
+        let cutoff = self.config.max_age_ms.map(|a| now_ms.saturating_sub(a));
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.closing {
+            return;
+        }
+        let Some(r) = s.replays.get_mut(conv) else {
+            return;
+        };
+        let Some((_, upto)) = r.reading.filter(|(t, _)| *t == token) else {
+            return;
+        };
+        r.reading = None;
+        match page {
+            Ok(records) => {
+                let last = records.last().map_or(upto, |m| m.id.min(upto));
+                let after = r.after;
+                r.page = records
+                    .into_iter()
+                    .filter(|m| m.conv == conv && m.id > after && m.id <= upto)
+                    // Retention by age: what the store is about to delete is not replayed.
+                    .filter(|m| cutoff.is_none_or(|c| m.ts_ms >= c))
+                    .take(REPLAY_READ)
+                    .collect();
+                if r.page.is_empty() {
+                    // Nothing (left) there: the cursor moves past what was read.
+                    r.after = r.after.max(last);
+                }
+            }
+            Err(e) => {
+                debug!(session, conv, error = %e, "replay read failed");
+                let m = format!(
+                    "the messages you missed in {conv} could not be read; reconnect to get them"
+                );
+                self.fail(session, None, code::STORE, m);
+                self.close_session(session, "store failed", false);
+                return;
+            }
+        }
+        self.pump(now_ms, session);
     }
 
     /// `session`'s replay of the DM conversation `conv` has sent up to `id`.
@@ -1857,15 +2064,46 @@ impl Server {
         }
     }
 
-    fn send_history_end(&mut self, session: SessionId, conv: &str, count: u64) {
+    /// The end of a history page (`id`: the request's), or of a first join's history.
+    fn send_history_end(&mut self, session: SessionId, conv: &str, id: Option<u64>, count: u64) {
         self.send(
             session,
             &ServerMsg::HistoryEnd {
-                id: None,
+                id,
                 conv: conv.to_owned(),
                 count,
             },
         );
+    }
+
+    /// The conversation a `history` request names, as far as it can be told: the room
+    /// (folded), the DM conversation with an existing nick, or nothing.
+    fn history_conv(&self, key: &Key, room: Option<&str>, with: Option<&str>) -> String {
+        match (room, with) {
+            (Some(r), None) => names::fold(r),
+            (None, Some(w)) => self
+                .nick_owner
+                .get(&names::fold(w))
+                .map(|(_, other)| dm_conv(key, other))
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
+    /// A `history` request with an `id` that gets no page (refused, or its read failed) is
+    /// still closed by a `history_end` with that id (and `count` 0), right after its error,
+    /// so that a client always knows when a request is over (`error` has no field for it).
+    fn refuse_history(&mut self, session: SessionId, key: &Key, m: &ClientMsg) {
+        if let ClientMsg::History {
+            id: Some(id),
+            room,
+            with,
+            ..
+        } = m
+        {
+            let conv = self.history_conv(key, room.as_deref(), with.as_deref());
+            self.send_history_end(session, &conv, Some(*id), 0);
+        }
     }
 
     /// Whether the room (folded) exists: it has members, messages or a topic.
@@ -2050,6 +2288,10 @@ impl Server {
                     .collect()
             })
             .unwrap_or_default();
+        // Commits come in id order: every message of the conversation up to this one is in
+        // the store now, or never will be.
+        let cv = self.convs.entry(record.conv.clone()).or_default();
+        cv.committed = cv.committed.max(record.id);
         if !ok {
             self.refs.remove(&r);
             for s in senders {
@@ -2071,22 +2313,35 @@ impl Server {
                 ts: record.ts_ms,
             },
         );
-        let data = enc(&ServerMsg::Msg(to_msg(&record, false)));
+        // Encoded once for everyone, and once more for the sending client's own sessions
+        // (normally one), whose copy carries its sequence number `c`.
+        let msg = to_msg(&record, false);
+        let own = (!senders.is_empty()).then(|| {
+            enc(&ServerMsg::Msg(Msg {
+                c: Some(c),
+                ..msg.clone()
+            }))
+        });
+        let copies = Copies {
+            data: enc(&ServerMsg::Msg(msg)),
+            own,
+            senders: &senders,
+        };
         let (conv, id) = (record.conv.as_str(), record.id);
         match record.to_key {
             None => {
                 self.flush_presence(conv);
                 for to in self.room_sessions(conv) {
-                    self.deliver(to, conv, id, &data, None);
+                    self.deliver(to, conv, id, copies.to(to), None);
                 }
             }
             Some(to) => {
                 // Marked delivered to `to` only as one of its sessions is sent it ([`deliver`],
                 // or the replay that takes it in turn); with none, it waits in the store until
                 // `to` connects.
-                self.deliver_user(&key, conv, id, &data, &to);
+                self.deliver_user(&key, conv, id, &copies, &to);
                 if to != key {
-                    self.deliver_user(&to, conv, id, &data, &to);
+                    self.deliver_user(&to, conv, id, &copies, &to);
                 }
             }
         }

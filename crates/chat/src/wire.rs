@@ -15,7 +15,7 @@ pub const VERSION: u32 = 1;
 pub struct Resume {
     /// A room (`#name`) or a DM conversation name (`@…`, from the server).
     pub conv: String,
-    /// The last id seen; the server sends everything after it (as far as it still has it).
+    /// The last id seen; the server sends everything after it (all of it, from its store).
     pub after: u64,
 }
 
@@ -140,8 +140,10 @@ pub struct Msg {
     /// Replayed from history (on join or `/history`), not new.
     #[serde(default, skip_serializing_if = "is_false")]
     pub history: bool,
-    /// Only on the sender's own copy, sent to the session that sent it: the client sequence
-    /// number of its `say`, so that the client can match its echo without holding it back.
+    /// Only on the sender's own copy, sent to the session(s) of the client instance (`client`
+    /// in `hello`) that sent it, live or caught up after a reconnect (never on `history`
+    /// copies): the client sequence number of its `say`, so that the client can match its
+    /// echo without holding it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c: Option<u64>,
 }
@@ -208,8 +210,6 @@ pub mod code {
     pub const STORE: &str = "store_failed";
     /// `hello` missing, or sent twice.
     pub const STATE: &str = "protocol_state";
-    /// Some messages missed while away are no longer in the replay window.
-    pub const GAP: &str = "gap";
 }
 
 /// What a server sends.
@@ -242,7 +242,8 @@ pub enum ServerMsg {
         /// Its server timestamp.
         ts: i64,
     },
-    /// A request failed; `c` is set when it was a `say`.
+    /// A request failed; `c` is set when it was a `say`. (A refused `history` request with an
+    /// `id` is closed by a `history_end` with that id, right after its error.)
     Error {
         /// The client's sequence number, for `say`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,7 +309,8 @@ pub enum ServerMsg {
         more: u64,
     },
     /// End of a history page (its messages came before, with `history: true`), or of the
-    /// messages replayed on a first join.
+    /// messages replayed on a first join. Every `history` request with an `id` gets exactly one,
+    /// with `count` 0 after its error if it was refused or its read failed.
     HistoryEnd {
         /// The `id` of the `history` request this page answers (absent for the messages
         /// replayed on a join, and for a request without one).
@@ -398,11 +400,44 @@ mod tests {
                 action: false
             }
         );
-        let msg = br##"{"t":"msg","conv":"#rust","room":"#rust","id":18,"ts":1764650000000,"from":"alice","text":"hi"}"##;
+        let msg = br##"{"t":"msg","conv":"#rust","room":"#rust","id":18,"ts":1764650000000,"from":"alice","text":"hi","c":3}"##;
         let ServerMsg::Msg(m) = ServerMsg::decode(msg).expect("msg") else {
             panic!("not a msg");
         };
-        assert_eq!((m.id, m.history, m.action), (18, false, false));
+        assert_eq!(
+            (m.id, m.history, m.action, m.c),
+            (18, false, false, Some(3))
+        );
+        let history = br##"{"t":"history","id":7,"room":"#rust","before":18,"limit":1}"##;
+        assert_eq!(
+            ClientMsg::decode(history).expect("history"),
+            ClientMsg::History {
+                id: Some(7),
+                room: Some("#rust".into()),
+                with: None,
+                before: Some(18),
+                limit: 1
+            }
+        );
+        let old = br##"{"t":"msg","conv":"#rust","room":"#rust","id":17,"ts":1764649990000,"from":"bob","text":"hello","history":true}"##;
+        assert!(matches!(
+            ServerMsg::decode(old).expect("msg"),
+            ServerMsg::Msg(Msg {
+                id: 17,
+                history: true,
+                c: None,
+                ..
+            })
+        ));
+        let end = br##"{"t":"history_end","id":7,"conv":"#rust","count":1}"##;
+        assert_eq!(
+            ServerMsg::decode(end).expect("history_end"),
+            ServerMsg::HistoryEnd {
+                id: Some(7),
+                conv: "#rust".into(),
+                count: 1
+            }
+        );
         let ack = br##"{"t":"ack","c":3,"conv":"#rust","id":18,"ts":1764650000000}"##;
         assert!(matches!(
             ServerMsg::decode(ack).expect("ack"),

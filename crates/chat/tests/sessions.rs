@@ -219,3 +219,41 @@ async fn two_hundred_clients_in_one_room_all_receive_every_message() {
     }
     srv.shutdown().await;
 }
+
+/// The application stops reading events while it keeps sending commands: the session task
+/// must go on serving commands (it never waits on the application), so the application's
+/// awaits end. (The driver before the sans-IO session awaited room in the event channel, and
+/// the application awaiting room in the command channel then waited forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_event_channel_does_not_stop_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = start_server(dir.path(), |_| {});
+    let mut a = client(srv.addr, "alice", &["#r"], random_key());
+    a.joined("#r").await;
+    // Each `stats` is answered with an event; 3,000 of them fill the event channel (1,024)
+    // and then the command channel (256) many times over, while nobody reads events.
+    let flood = async {
+        for _ in 0..3_000 {
+            a.h.stats().await.expect("the session takes the command");
+        }
+        a.h.say(Target::Room("#r".into()), "still here".into(), false)
+            .await
+            .expect("say")
+    };
+    let c = tokio::time::timeout(WAIT, flood)
+        .await
+        .expect("no command waits for the application to read events");
+    // Reading again, everything arrives: the answers, then the delivery.
+    let mut stats = 0;
+    a.until("delivered", |e| match e {
+        Event::Stats(_) => {
+            stats += 1;
+            None
+        }
+        Event::Delivered { c: dc, .. } if *dc == c => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(stats, 3_000, "every answer, none lost");
+    srv.shutdown().await;
+}

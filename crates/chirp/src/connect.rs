@@ -1,31 +1,53 @@
 //! `chirp connect`: the line-mode chat client. Standard input lines in (text to the current
 //! room, or `/commands`), one line per event out, human-readable or JSON (`docs/JSON.md`).
-//! The session logic (reconnection, resume, acknowledgements, exactly-once display) lives in
-//! `chirp_chat::client`; this file is the command line, the key check and the printing.
+//!
+//! The behaviour lives in libraries: the session (reconnection, resume, acknowledgements,
+//! pacing, exactly-once display) is `chirp_chat::client::Session`, and what a typed line asks
+//! of it is `chirp_client::line`. This file is the command line, the key check, the one task
+//! that owns the session and the transport handle, and the printing.
+//!
+//! One task, no cycle: standard input is read by a reader task into a small bounded channel,
+//! which the loop reads only while the session holds fewer than [`MAX_BACKLOG`] requests
+//! (so a fast pipe is held back, and memory stays bounded); the transport task never waits on
+//! us; output is written synchronously.
 
-use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use chirp_chat::client::{self, ClientConfig, ClientHandle, Event, Target};
+use chirp_chat::client::{ClientConfig, Event, Session, driver};
 use chirp_chat::wire::{Msg, Presence, ServerMsg};
+use chirp_client::line::{LineClient, Reply};
 use chirp_keys::{Fingerprint, Identity, PublicKey};
 use chirp_tui::safe::line as safe;
 use clap::Args;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt as _;
 
+use crate::lines::{self, Line};
 use crate::output::{Output, message_body};
 use crate::serve::DEFAULT_PORT;
 
+/// Requests the session may hold before standard input stops being read.
+const MAX_BACKLOG: usize = 256;
+
+/// The longest input line taken; a longer one is refused whole (no message can be that long:
+/// one transport message is 64 KiB).
+const MAX_LINE: usize = 64 * 1024;
+
 pub(crate) const EXAMPLES: &str = "\
-Each line you type goes to the current room (the last one joined or switched to with /join).
-Commands: /join #room, /part [#room], /msg NICK TEXT, /me TEXT, /nick NEW, /topic TEXT, /list,
-/who [#room], /history [N], /stats, /quit, /help; //text sends a line starting with '/'.
+Each line you type goes to the current room (the last one joined, or switched to with /join;
+a refused /join changes nothing). Commands: /join #room, /part [#room], /msg NICK TEXT (sends
+privately, stays in the room), /me TEXT, /nick NEW, /topic [TEXT], /list, /who [#room],
+/history [N], /stats, /quit, /help; //text sends a line starting with '/'.
 At end of input (Ctrl-D) chirp waits until the server has stored every message you sent, then
 exits 0. A lost server is reconnected to automatically, and nothing is shown twice.
+
+Pacing: chirp sends no faster than the server's flood control allows (by default a burst of 10,
+then 5 lines a second), so a script piping lines is slowed, not refused. While lines wait, chirp
+says so (a '* pacing' line, or a JSON 'pacing' event with the number held), and again when all
+have gone. A line longer than the server takes is refused at once (error 'bad_text') and the
+rest go on.
 
 The server's key is remembered on first contact (in --home, file known_keys) and any other key
 later is refused; --server-key pins the fingerprint the server printed at start instead.
@@ -37,7 +59,7 @@ Examples:
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// The server, HOST[:PORT] (default port 7667).
+    /// The server, HOST[:PORT] (port 1-65535, default 7667).
     #[arg(value_name = "HOST[:PORT]")]
     server: String,
     /// Your nick. It belongs to your key from the first time you use it.
@@ -72,20 +94,6 @@ pub(crate) struct ConnectArgs {
     idle_timeout: u64,
 }
 
-const HELP: &str = "\
-commands:
-  /join #room       join (or switch to) a room; plain lines go to the current room
-  /part [#room]     leave the current room (or the one named)
-  /msg NICK TEXT    direct message (stored and delivered later if NICK is offline)
-  /me TEXT          action in the current room
-  /nick NEW         change nick (if nobody else's key holds it)
-  /topic TEXT       set the current room's topic
-  /list             rooms;  /who [#room]: members
-  /history [N]      N older messages of the current room (default 50)
-  /stats            link statistics
-  /quit             leave (waits until the server stored everything you sent)
-  //text            send a line that starts with '/'";
-
 /// `HOST[:PORT]` → (name for known_keys, address).
 fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
     let (host, port) = if let Ok(sa) = server.parse::<SocketAddr>() {
@@ -103,6 +111,11 @@ fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
     } else {
         (server.to_owned(), DEFAULT_PORT)
     };
+    // Port 0 means "any port" to bind, and nothing to send to.
+    anyhow::ensure!(
+        port != 0,
+        "invalid server address '{server}': port 0 is out of range (1-65535)"
+    );
     let addr = (host.as_str(), port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve '{host}'"))?
@@ -297,15 +310,6 @@ impl Printer {
     }
 }
 
-/// What the input loop keeps: the current room and what has been seen, for `/history`.
-struct Ui {
-    handle: ClientHandle,
-    out: Printer,
-    current: Option<String>,
-    rooms: BTreeSet<String>,
-    oldest: HashMap<String, u64>,
-}
-
 /// Runs until the user leaves. Returns the exit code.
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     let home = match args.home {
@@ -352,254 +356,155 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         home.join(crate::peer::KNOWN_KEYS_FILE),
         move |notice| notices.status(&notice),
     ));
-    let (handle, mut events, task) = client::spawn(config).context("cannot start the client")?;
-    let mut ui = Ui {
-        handle,
-        out: Printer {
-            json,
-            nick: args.nick.clone(),
-        },
-        current: args.join.last().map(|r| chirp_chat::names::fold(r)),
-        rooms: BTreeSet::new(),
-        oldest: HashMap::new(),
+    let (handle, mut tevents, transport) =
+        driver::start_transport(&config).context("cannot start the client")?;
+    let key_check = config.server_key_check.clone();
+    let session = Session::new(config, Instant::now(), chirp_transport::random_seed());
+    let mut client = LineClient::new(session, &args.join);
+    let mut out = Printer {
+        json,
+        nick: args.nick.clone(),
     };
-    ui.out.status(&format!(
+    out.status(&format!(
         "chirp connect to {name} ({addr}) as {}; /help for commands",
         args.nick
     ));
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
-    let mut stdin_open = true;
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel(16);
+    lines::spawn_reader(
+        tokio::io::BufReader::new(tokio::io::stdin()),
+        MAX_LINE,
+        line_tx,
+    );
+    let mut input_open = true;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let code = loop {
+    let code = 'session: loop {
+        if driver::perform(client.session(), &handle, key_check.as_ref())
+            .await
+            .is_err()
+        {
+            out.error("fatal", "the transport stopped");
+            break 1;
+        }
+        while let Some(ev) = client.session().poll_event() {
+            client.on_event(&ev);
+            match out.event(ev) {
+                Ok(Some(code)) => break 'session code,
+                Ok(None) => {}
+                Err(e) => {
+                    // Let the CLOSE go out before the error ends the process.
+                    let _ = driver::perform(client.session(), &handle, None).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), handle.wait_idle()).await;
+                    transport.abort();
+                    return Err(e);
+                }
+            }
+        }
+        let wake = client.session().poll_timeout();
+        let want_input = input_open && client.session().backlog() < MAX_BACKLOG;
         tokio::select! {
-            line = stdin.next_segment(), if stdin_open => match line {
-                Ok(Some(line)) => {
-                    if !ui.input(&line).await {
-                        stdin_open = false;
-                        let _ = ui.handle.finish().await;
+            line = lines.recv(), if want_input => {
+                let now = Instant::now();
+                match line {
+                    Some(Line::Text(bytes)) => {
+                        let text = String::from_utf8_lossy(&bytes);
+                        let text = text.strip_suffix('\r').unwrap_or(&text);
+                        match client.input(now, text) {
+                            Reply::Nothing => {}
+                            Reply::Status(s) => out.status(&s),
+                            Reply::Error { code, message } => out.error(code, &message),
+                            Reply::Help(h) => out.info(&h),
+                            Reply::Leave => {
+                                input_open = false;
+                                client.session().finish(now);
+                            }
+                        }
+                    }
+                    Some(Line::TooLong { bytes }) => out.error(
+                        "bad_text",
+                        &format!(
+                            "line of {bytes} bytes not sent: at most {MAX_LINE} bytes per line (the server's own limit is smaller)"
+                        ),
+                    ),
+                    Some(Line::Failed(e)) => {
+                        out.error("input", &format!("cannot read standard input: {e}"));
+                        input_open = false;
+                        client.session().finish(now);
+                    }
+                    None => {
+                        input_open = false;
+                        client.session().finish(now);
                     }
                 }
-                Ok(None) | Err(_) => {
-                    stdin_open = false;
-                    let _ = ui.handle.finish().await;
+            }
+            ev = tevents.recv() => match ev {
+                Some(ev) => client.session().handle_transport(Instant::now(), ev),
+                None => {
+                    out.error("fatal", "the transport stopped");
+                    break 1;
                 }
             },
-            ev = events.recv() => match ev {
-                Some(ev) => {
-                    if let Some(code) = ui.event(ev)? {
-                        break code;
-                    }
-                }
-                None => break 1,
-            },
-            _ = &mut ctrl_c, if stdin_open => {
-                stdin_open = false;
-                let _ = ui.handle.finish().await;
+            () = driver::sleep_until(wake) => client.session().handle_timeout(Instant::now()),
+            _ = &mut ctrl_c, if input_open => {
+                input_open = false;
+                client.session().finish(Instant::now());
             }
         }
     };
-    drop(ui);
-    let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    // The CLOSE (queued by the session as it ended) goes out, and is repeated if lost.
+    let _ = tokio::time::timeout(Duration::from_secs(2), handle.wait_idle()).await;
+    transport.abort();
     Ok(code)
 }
 
-impl Ui {
-    /// Returns false when the user leaves.
-    async fn input(&mut self, line: &[u8]) -> bool {
-        let line = String::from_utf8_lossy(line);
-        let line = line.strip_suffix('\r').unwrap_or(&line);
-        if line.trim().is_empty() {
-            return true;
-        }
-        let (cmd, rest) = if let Some(text) = line.strip_prefix("//") {
-            ("", format!("/{text}"))
-        } else if line.starts_with('/') {
-            let mut it = line.splitn(2, char::is_whitespace);
-            let cmd = it.next().unwrap_or("");
-            (cmd, it.next().unwrap_or("").trim().to_owned())
-        } else {
-            ("", line.to_owned())
-        };
-        let h = &self.handle;
-        let r = match cmd {
-            "" => match &self.current {
-                Some(room) => h
-                    .say(Target::Room(room.clone()), rest, false)
-                    .await
-                    .map(drop),
-                None => {
-                    self.out.error(
-                        "no_room",
-                        "you are in no room: /join #room first (or /msg NICK TEXT)",
-                    );
-                    Ok(())
-                }
-            },
-            "/me" => match &self.current {
-                Some(room) if !rest.is_empty() => h
-                    .say(Target::Room(room.clone()), rest, true)
-                    .await
-                    .map(drop),
-                _ => {
-                    self.out
-                        .error("usage", "usage: /me TEXT (in a room: /join #room first)");
-                    Ok(())
-                }
-            },
-            "/join" => {
-                if rest.is_empty() {
-                    self.out.error("usage", "usage: /join #room");
-                    Ok(())
-                } else {
-                    let room = chirp_chat::names::fold(&rest);
-                    self.current = Some(room.clone());
-                    if self.rooms.contains(&room) {
-                        self.out.status(&format!("current room is now {room}"));
-                        Ok(())
-                    } else {
-                        h.join(room).await
-                    }
-                }
-            }
-            "/part" => {
-                let room = if rest.is_empty() {
-                    self.current.clone()
-                } else {
-                    Some(chirp_chat::names::fold(&rest))
-                };
-                match room {
-                    Some(room) => h.part(room).await,
-                    None => {
-                        self.out.error("usage", "usage: /part [#room]");
-                        Ok(())
-                    }
-                }
-            }
-            "/msg" => {
-                let mut it = rest.splitn(2, char::is_whitespace);
-                match (it.next(), it.next().map(str::trim)) {
-                    (Some(nick), Some(text)) if !nick.is_empty() && !text.is_empty() => h
-                        .say(Target::Nick(nick.to_owned()), text.to_owned(), false)
-                        .await
-                        .map(drop),
-                    _ => {
-                        self.out.error("usage", "usage: /msg NICK TEXT");
-                        Ok(())
-                    }
-                }
-            }
-            "/nick" if !rest.is_empty() => h.nick(rest).await,
-            "/topic" => match &self.current {
-                Some(room) => h.topic(room.clone(), rest).await,
-                None => {
-                    self.out.error(
-                        "usage",
-                        "/topic sets the current room's topic: /join #room first",
-                    );
-                    Ok(())
-                }
-            },
-            "/list" => h.list().await,
-            "/who" => {
-                let room = if rest.is_empty() {
-                    self.current.clone()
-                } else {
-                    Some(chirp_chat::names::fold(&rest))
-                };
-                match room {
-                    Some(room) => h.who(room).await,
-                    None => {
-                        self.out.error("usage", "usage: /who [#room]");
-                        Ok(())
-                    }
-                }
-            }
-            "/history" => {
-                let n = if rest.is_empty() {
-                    Ok(50)
-                } else {
-                    rest.parse::<u32>()
-                };
-                match (n, &self.current) {
-                    (Ok(n), Some(room)) if n > 0 => {
-                        let before = self.oldest.get(room).copied();
-                        h.history(Target::Room(room.clone()), before, n).await
-                    }
-                    _ => {
-                        self.out.error(
-                            "usage",
-                            "usage: /history [N] (in a room: /join #room first)",
-                        );
-                        Ok(())
-                    }
-                }
-            }
-            "/stats" => h.stats().await,
-            "/quit" => return false,
-            "/help" => {
-                self.out.info(HELP);
-                Ok(())
-            }
-            other => {
-                self.out.error(
-                    "usage",
-                    &format!("unknown command {other} (not sent); /help lists commands, //text sends a literal /"),
-                );
-                Ok(())
-            }
-        };
-        r.is_ok()
-    }
-
-    /// Returns the exit code when the session has ended.
+impl Printer {
+    /// Prints one session event. Returns the exit code when the session has ended.
     fn event(&mut self, ev: Event) -> anyhow::Result<Option<u8>> {
         match ev {
             Event::Connecting { attempt } if attempt > 1 => {
-                self.out.status(&format!("connecting (attempt {attempt})"))
+                self.status(&format!("connecting (attempt {attempt})"))
             }
             Event::Connecting { .. } => {}
-            Event::Connected { server_key } => self.out.status(&format!(
+            Event::Connected { server_key } => self.status(&format!(
                 "connected; server key {}",
                 PublicKey(server_key).fingerprint()
             )),
             Event::Welcome { nick, .. } => {
-                self.out.nick = nick.clone();
-                self.out.emit(
+                self.nick = nick.clone();
+                self.emit(
                     || format!("* connected as {}", safe(&nick)),
                     json!({"type": "connected", "nick": nick}),
                 );
             }
-            Event::Message(m) => {
-                let e = self.oldest.entry(m.conv.clone()).or_insert(m.id);
-                *e = (*e).min(m.id);
-                self.out.message(&m);
-            }
+            Event::Message(m) => self.message(&m),
             Event::Delivered { id, conv, .. } => {
                 let room = conv.starts_with('#').then_some(conv.as_str());
-                self.out.emit(
+                self.emit(
                     || format!("* delivered #{id}"),
                     json!({"type": "delivered", "id": id, "room": room, "conv": conv}),
                 );
             }
-            Event::Refused { code, message, .. } => self.out.error(&code, &message),
-            Event::Error { code, message } => self.out.error(&code, &message),
-            Event::Server(m) => {
-                match &m {
-                    ServerMsg::Joined { room, .. } => {
-                        self.rooms.insert(room.clone());
+            Event::Refused { code, message, .. } => self.error(&code, &message),
+            Event::Error { code, message } => self.error(&code, &message),
+            Event::Pacing {
+                held,
+                next_in,
+                per_sec,
+            } => self.emit(
+                || {
+                    if held == 0 {
+                        "* pacing: every waiting line has gone out".to_owned()
+                    } else {
+                        format!(
+                            "* pacing: {held} line(s) wait for the server's rate ({per_sec}/s); nothing is lost"
+                        )
                     }
-                    ServerMsg::Parted { room } => {
-                        self.rooms.remove(room);
-                        if self.current.as_ref() == Some(room) {
-                            self.current = self.rooms.iter().next_back().cloned();
-                        }
-                    }
-                    _ => {}
-                }
-                self.out.server(m);
-            }
-            Event::Disconnected { reason, retry_in } => self.out.emit(
+                },
+                json!({"type": "pacing", "held": held, "per_sec": per_sec,
+                       "next_in_ms": u64::try_from(next_in.as_millis()).unwrap_or(u64::MAX)}),
+            ),
+            Event::Server(m) => self.server(m),
+            Event::Disconnected { reason, retry_in } => self.emit(
                 || {
                     format!(
                         "* disconnected: {}; reconnecting in {:.1} s",
@@ -610,13 +515,10 @@ impl Ui {
                 json!({"type": "disconnected", "reason": reason,
                        "retry_in_ms": retry_in.as_millis() as u64}),
             ),
-            Event::Stats(Some(s)) => Output {
-                json: self.out.json,
-            }
-            .stats("server", &s),
-            Event::Stats(None) => self.out.error("stats", "not connected"),
+            Event::Stats(Some(s)) => Output { json: self.json }.stats("server", &s),
+            Event::Stats(None) => self.error("stats", "not connected"),
             Event::Fatal(msg) => {
-                self.out.error("fatal", &msg);
+                self.error("fatal", &msg);
                 anyhow::bail!("{msg}");
             }
             Event::Finished { undelivered: 0 } => return Ok(Some(0)),
@@ -624,7 +526,7 @@ impl Ui {
                 let msg = format!(
                     "{undelivered} message(s) were never acknowledged by the server (it could not be reached)"
                 );
-                self.out.error("undelivered", &msg);
+                self.error("undelivered", &msg);
                 return Ok(Some(1));
             }
         }

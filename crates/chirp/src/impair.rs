@@ -2,24 +2,22 @@
 //!
 //! # Design
 //!
-//! One task owns everything that changes: the client table, every client's pair of
-//! [`Link`]s (the seeded impairment model from `chirp-netsim`), the delivery timers and the
-//! counters. It `select!`s over the listen socket, a channel fed by one small reader task per
-//! upstream socket, the earliest delivery time, the stats and expiry ticks, and the signals.
+//! The proxy's logic is [`chirp_netsim::Proxy`], a sans-IO core: the client table, every
+//! client's pair of seeded [`Link`](chirp_netsim::Link)s, the fixed wire, the delivery
+//! wake-ups, the held-bytes cap, idle expiry and the counters. It reads no clock and owns no
+//! socket, so its decisions are a pure function of the seed and of the datagrams and times it
+//! is given, and it is tested in virtual time in `chirp-netsim`.
 //!
-//! - A datagram from client C on `--listen` is offered to C's "up" link; one from C's upstream
-//!   socket (only from `--to`) to C's "down" link. Links never read the clock: the real time
-//!   is passed in as `now`, so each direction's decisions are a pure function of the seed and
-//!   the sequence of datagrams.
-//! - Deliveries: after every offer, whatever is already due is sent at once (so a zero delay
-//!   costs no timer round trip); a min-heap of `(time, client)` wake-ups covers the rest.
-//!   The heap always holds, for every client with datagrams in flight, an entry no later than
-//!   that client's next delivery; stale entries are harmless (popping one delivers nothing).
-//! - Memory is bounded: at most `--max-clients` clients, idle ones expire, the reader channel
-//!   is bounded, and datagrams held for delayed delivery are capped in total bytes.
+//! This file is the thin driver around it: clap arguments, sockets, signals and output. One
+//! task owns the core and every socket. It `select!`s over the listen socket, a channel fed by
+//! one small reader task per upstream socket, the core's `poll_timeout`, the stats tick and
+//! the signals; after each input it carries out the core's events (bind an upstream socket for
+//! a new client, close an expired one's, log refusals) and then its transmits.
+//!
+//! Memory is bounded: the core caps clients and held bytes and forgets idle clients, and the
+//! reader channel is bounded.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,10 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use chirp_netsim::{GilbertElliott, LinkConfig, LinkStats, Path};
+use chirp_netsim::{
+    ClientId, Direction, DirectionStats, Event, GilbertElliott, LinkConfig, Proxy, ProxyConfig,
+    Transmit,
+};
 use clap::Args;
-use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -79,15 +79,11 @@ Examples:
 const MAX_DELAY_MS: u64 = 3_600_000;
 /// Total bytes held for delayed delivery, over all clients and directions. Beyond it,
 /// datagrams are dropped (counted as `overflow`), like a router whose buffers are full.
+/// Each held copy is charged [`chirp_netsim::HELD_OVERHEAD`] bytes on top of its payload.
 const MAX_HELD_BYTES: usize = 64 << 20;
-/// Bookkeeping charged per held datagram on top of its payload, so a flood of empty
-/// datagrams is bounded too.
-const HELD_OVERHEAD: usize = 64;
 /// Datagrams read by upstream reader tasks and not yet processed. When full, readers wait
 /// and the kernel buffers (then drops), which keeps memory bounded.
 const READER_CHANNEL: usize = 256;
-/// How often idle clients are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Options of `chirp impair`.
 #[derive(Debug, Args)]
@@ -193,11 +189,6 @@ fn transient(e: &std::io::Error) -> bool {
     )
 }
 
-/// `a` and `b` are the same endpoint, treating `::ffff:1.2.3.4` as `1.2.3.4`.
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
-}
-
 /// `addr` in the form a socket bound to `local` can send to (v4 destinations from a dual-stack
 /// IPv6 socket become v4-mapped), or `None` if the families cannot meet.
 fn reachable_from(local: SocketAddr, addr: SocketAddr) -> Option<SocketAddr> {
@@ -223,12 +214,6 @@ fn upstream_bind(to: SocketAddr) -> SocketAddr {
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
     SocketAddr::new(ip, 0)
-}
-
-/// Seed of client number `index`'s two links: distinct for every index under one run seed
-/// (odd multiplier: a bijection), and client 0 uses the run seed itself.
-fn client_seed(seed: u64, index: u64) -> u64 {
-    seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn link_config(a: &ImpairArgs) -> LinkConfig {
@@ -305,170 +290,86 @@ fn emit(line: &str) {
     let _ = out.flush();
 }
 
-/// Up: client to server. Down: server to client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Up,
-    Down,
+/// One direction's counters as a JSON object.
+fn stats_json(d: &DirectionStats) -> Value {
+    json!({
+        "received": d.received, "forwarded": d.forwarded, "lost": d.lost,
+        "duplicated": d.duplicated, "reordered": d.reordered, "corrupted": d.corrupted,
+        "oversize": d.oversize, "rejected": d.rejected, "overflow": d.overflow,
+        "send_errors": d.send_errors, "in_flight": d.in_flight,
+        "bytes_received": d.bytes_received, "bytes_forwarded": d.bytes_forwarded,
+    })
 }
 
-/// What the proxy itself counts per direction (the links count the impairments).
-#[derive(Debug, Default, Clone, Copy)]
-struct Counters {
-    received: u64,
-    bytes_received: u64,
-    rejected: u64,
-    overflow: u64,
-    forwarded: u64,
-    bytes_forwarded: u64,
-    send_errors: u64,
-}
-
-/// One direction's counters as printed. Every datagram is accounted for:
-/// `received + duplicated = forwarded + lost + oversize + rejected + overflow + send_errors
-/// + in_flight`.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
-struct DirectionStats {
-    /// Datagrams read from the socket.
-    received: u64,
-    /// Datagram copies sent on (duplicates included).
-    forwarded: u64,
-    /// Dropped by --loss or --burst.
-    lost: u64,
-    /// Extra copies made by --dup.
-    duplicated: u64,
-    /// Copies held back by --reorder.
-    reordered: u64,
-    /// Copies with flipped bits.
-    corrupted: u64,
-    /// Dropped for exceeding --mtu.
-    oversize: u64,
-    /// Dropped as not from a known peer (wrong source, client table full, client expired).
-    rejected: u64,
-    /// Dropped because too many bytes were already held for delayed delivery.
-    overflow: u64,
-    /// Copies the operating system refused to send.
-    send_errors: u64,
-    /// Copies waiting for their delivery time.
-    in_flight: u64,
-    bytes_received: u64,
-    bytes_forwarded: u64,
-}
-
-impl DirectionStats {
-    fn new(c: &Counters) -> Self {
-        Self {
-            received: c.received,
-            bytes_received: c.bytes_received,
-            rejected: c.rejected,
-            overflow: c.overflow,
-            forwarded: c.forwarded,
-            bytes_forwarded: c.bytes_forwarded,
-            send_errors: c.send_errors,
-            ..Self::default()
+/// One direction's counters in words; the rare ones only when not zero.
+fn stats_human(d: &DirectionStats) -> String {
+    let mut s = format!(
+        "received {} ({} B), forwarded {} ({} B), lost {}, duplicated {}, reordered {}, \
+         corrupted {}, oversize {}",
+        d.received,
+        d.bytes_received,
+        d.forwarded,
+        d.bytes_forwarded,
+        d.lost,
+        d.duplicated,
+        d.reordered,
+        d.corrupted,
+        d.oversize
+    );
+    for (name, v) in [
+        ("rejected", d.rejected),
+        ("overflow", d.overflow),
+        ("send errors", d.send_errors),
+        ("in flight", d.in_flight),
+    ] {
+        if v > 0 {
+            let _ = write!(s, ", {name} {v}");
         }
     }
-
-    fn add_link(&mut self, s: &LinkStats) {
-        // Queue and blackout drops cannot happen (no rate limit or blackout is configured);
-        // fold them into `lost` anyway so the sum above holds whatever the model does.
-        self.lost += s.lost + s.queue_drops + s.blackout_drops;
-        self.duplicated += s.duplicated;
-        self.reordered += s.reordered;
-        self.corrupted += s.corrupted;
-        self.oversize += s.oversize;
-    }
-
-    fn human(&self) -> String {
-        let mut s = format!(
-            "received {} ({} B), forwarded {} ({} B), lost {}, duplicated {}, reordered {}, \
-             corrupted {}, oversize {}",
-            self.received,
-            self.bytes_received,
-            self.forwarded,
-            self.bytes_forwarded,
-            self.lost,
-            self.duplicated,
-            self.reordered,
-            self.corrupted,
-            self.oversize
-        );
-        for (name, v) in [
-            ("rejected", self.rejected),
-            ("overflow", self.overflow),
-            ("send errors", self.send_errors),
-            ("in flight", self.in_flight),
-        ] {
-            if v > 0 {
-                let _ = write!(s, ", {name} {v}");
-            }
-        }
-        s
-    }
+    s
 }
 
-/// One client: its address, its upstream socket and its two links.
+/// A client's upstream socket and the task reading it.
 #[derive(Debug)]
-struct Client {
-    addr: SocketAddr,
-    index: u64,
-    upstream: Arc<UdpSocket>,
-    upstream_local: SocketAddr,
-    /// `a_to_b` is up (client to server), `b_to_a` is down.
-    path: Path,
-    last_seen: Instant,
-    /// This client's share of [`Proxy::held_bytes`].
-    held_bytes: usize,
+struct Upstream {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
     reader: JoinHandle<()>,
-    /// The fixed wire's client never expires.
-    fixed: bool,
-}
-
-impl Client {
-    fn next_delivery(&self) -> Option<Instant> {
-        match (
-            self.path.a_to_b.next_delivery(),
-            self.path.b_to_a.next_delivery(),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn in_flight(&self) -> usize {
-        self.path.a_to_b.in_flight() + self.path.b_to_a.in_flight()
-    }
 }
 
 /// What an upstream reader task reports.
 #[derive(Debug)]
-enum Upstream {
+enum Read {
     Datagram {
-        client: u64,
+        client: ClientId,
         from: SocketAddr,
         data: Vec<u8>,
     },
     Failed {
-        client: u64,
+        client: ClientId,
         error: std::io::Error,
     },
 }
 
 /// Reads one upstream socket and passes everything to the main task.
-fn spawn_reader(client: u64, socket: Arc<UdpSocket>, tx: mpsc::Sender<Upstream>) -> JoinHandle<()> {
+fn spawn_reader(
+    client: ClientId,
+    socket: Arc<UdpSocket>,
+    tx: mpsc::Sender<Read>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; chirp_transport::RECV_BUFFER];
         loop {
             let msg = match socket.recv_from(&mut buf).await {
-                Ok((n, from)) => Upstream::Datagram {
+                Ok((n, from)) => Read::Datagram {
                     client,
                     from,
                     data: buf[..n].to_vec(),
                 },
                 Err(e) if transient(&e) => continue,
-                Err(error) => Upstream::Failed { client, error },
+                Err(error) => Read::Failed { client, error },
             };
-            let failed = matches!(msg, Upstream::Failed { .. });
+            let failed = matches!(msg, Read::Failed { .. });
             // The main task has gone (shutting down): nothing left to do.
             if tx.send(msg).await.is_err() || failed {
                 return;
@@ -477,75 +378,26 @@ fn spawn_reader(client: u64, socket: Arc<UdpSocket>, tx: mpsc::Sender<Upstream>)
     })
 }
 
-/// Counts a datagram and its bytes in `c`.
-fn count_received(c: &mut Counters, len: usize) {
-    c.received += 1;
-    c.bytes_received = c.bytes_received.saturating_add(len as u64);
-}
-
-fn held_charge(len: usize) -> usize {
-    len.saturating_add(HELD_OVERHEAD)
-}
-
-/// The proxy's whole state, owned by the one main task.
+/// The core and the sockets it is driven over, owned by the one main task.
 #[derive(Debug)]
-struct Proxy {
+struct Driver {
+    core: Proxy,
     listen: UdpSocket,
     listen_local: SocketAddr,
-    to: SocketAddr,
-    config: LinkConfig,
-    seed: u64,
-    /// `--client`: the fixed wire's one client.
-    fixed: Option<SocketAddr>,
-    max_clients: usize,
-    idle_timeout: Duration,
+    upstreams: HashMap<ClientId, Upstream>,
+    reader_tx: mpsc::Sender<Read>,
     json: bool,
-    clients: HashMap<u64, Client>,
-    by_addr: HashMap<SocketAddr, u64>,
-    next_index: u64,
-    /// Wake-ups `(time, client index)`; see the module docs for the invariant.
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    held_bytes: usize,
-    up: Counters,
-    down: Counters,
-    /// Link counters of expired clients, so totals never go backwards.
-    retired_up: DirectionStats,
-    retired_down: DirectionStats,
-    reader_tx: mpsc::Sender<Upstream>,
-    table_full_reported: bool,
 }
 
-impl Proxy {
+impl Driver {
     /// Binds the listen socket (and, for the fixed wire, the --via socket) and checks that
     /// the addresses can talk to each other.
-    fn new(a: &ImpairArgs, seed: u64, reader_tx: mpsc::Sender<Upstream>) -> anyhow::Result<Self> {
+    fn new(a: &ImpairArgs, seed: u64, reader_tx: mpsc::Sender<Read>) -> anyhow::Result<Self> {
         let listen = UdpSocket::from_std(crate::bind_socket(a.listen)?)
             .context("cannot use the listen socket")?;
         let listen_local = listen
             .local_addr()
             .context("cannot read the listen address")?;
-        let mut proxy = Self {
-            listen,
-            listen_local,
-            to: a.to,
-            config: link_config(a),
-            seed,
-            fixed: a.client,
-            max_clients: usize::try_from(a.max_clients).unwrap_or(usize::MAX),
-            idle_timeout: Duration::from_secs(a.idle_timeout),
-            json: a.json,
-            clients: HashMap::new(),
-            by_addr: HashMap::new(),
-            next_index: 0,
-            timers: BinaryHeap::new(),
-            held_bytes: 0,
-            up: Counters::default(),
-            down: Counters::default(),
-            retired_up: DirectionStats::default(),
-            retired_down: DirectionStats::default(),
-            reader_tx,
-            table_full_reported: false,
-        };
         if let (Some(client), Some(via)) = (a.client, a.via) {
             if reachable_from(listen_local, client).is_none() {
                 anyhow::bail!(
@@ -558,319 +410,156 @@ impl Proxy {
                     a.to
                 );
             }
-            proxy.add_client(client, via, true, Instant::now())?;
         }
-        Ok(proxy)
+        let mut config = ProxyConfig::new(a.to, link_config(a), seed);
+        config.fixed_client = a.client;
+        config.max_clients = usize::try_from(a.max_clients).unwrap_or(usize::MAX);
+        config.idle_timeout = Duration::from_secs(a.idle_timeout);
+        config.max_held_bytes = MAX_HELD_BYTES;
+        let mut driver = Self {
+            core: Proxy::new(config, Instant::now()),
+            listen,
+            listen_local,
+            upstreams: HashMap::new(),
+            reader_tx,
+            json: a.json,
+        };
+        if let (Some(id), Some(via)) = (driver.core.fixed_client(), a.via) {
+            driver.bind_upstream(id, via)?;
+        }
+        Ok(driver)
     }
 
-    /// Creates client `addr` with an upstream socket bound to `bind`.
-    fn add_client(
-        &mut self,
-        addr: SocketAddr,
-        bind: SocketAddr,
-        fixed: bool,
-        now: Instant,
-    ) -> anyhow::Result<u64> {
+    /// Gives client `id` an upstream socket bound to `bind`, with its reader task.
+    fn bind_upstream(&mut self, id: ClientId, bind: SocketAddr) -> anyhow::Result<SocketAddr> {
         let std_socket = crate::bind_socket(bind)?;
         let socket =
             Arc::new(UdpSocket::from_std(std_socket).context("cannot use the upstream socket")?);
-        let upstream_local = socket
+        let local = socket
             .local_addr()
             .context("cannot read the upstream address")?;
-        let index = self.next_index;
-        self.next_index += 1;
-        let reader = spawn_reader(index, Arc::clone(&socket), self.reader_tx.clone());
-        let client = Client {
-            addr,
-            index,
-            upstream: socket,
-            upstream_local,
-            path: Path::symmetric(self.config.clone(), client_seed(self.seed, index)),
-            last_seen: now,
-            held_bytes: 0,
-            reader,
-            fixed,
-        };
-        if !fixed {
-            // The fixed wire's one client is described by the start line instead.
-            self.report_client("new", &client);
-        }
-        self.by_addr.insert(addr, index);
-        self.clients.insert(index, client);
-        Ok(index)
+        let reader = spawn_reader(id, Arc::clone(&socket), self.reader_tx.clone());
+        self.upstreams.insert(
+            id,
+            Upstream {
+                socket,
+                local,
+                reader,
+            },
+        );
+        Ok(local)
     }
 
-    fn report_client(&self, event: &str, c: &Client) {
+    /// Carries out what the core asks for after an input: its events first (so a new client
+    /// has its socket), then its transmits.
+    async fn flush(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::ClientAdded { id, addr } => {
+                    match self.bind_upstream(id, upstream_bind(self.core.config().to)) {
+                        Ok(local) => self.report_client("new", id, addr, local),
+                        Err(e) => {
+                            warn!("cannot serve client {addr}: {e:#}");
+                            self.core.handle_upstream_failed(id);
+                        }
+                    }
+                }
+                Event::ClientExpired { id, addr } => {
+                    if let Some(u) = self.upstreams.remove(&id) {
+                        u.reader.abort();
+                        self.report_client("expired", id, addr, u.local);
+                    }
+                }
+                Event::TableFull { max_clients } => warn!(
+                    max = max_clients,
+                    "client table full: datagrams from new clients are dropped until idle ones expire"
+                ),
+                Event::Refused {
+                    direction,
+                    from,
+                    reason,
+                } => debug!(%from, ?direction, ?reason, "dropped"),
+            }
+        }
+        while let Some(t) = self.core.poll_transmit() {
+            self.send(t).await;
+        }
+    }
+
+    /// Sends one transmit from the socket the core says.
+    async fn send(&mut self, t: Transmit) {
+        let result = match t.direction {
+            Direction::Up => match self.upstreams.get(&t.client) {
+                Some(u) => {
+                    let to = reachable_from(u.local, t.destination).unwrap_or(t.destination);
+                    u.socket.send_to(&t.contents, to).await
+                }
+                None => Err(std::io::Error::new(
+                    ErrorKind::NotConnected,
+                    "no upstream socket",
+                )),
+            },
+            Direction::Down => {
+                let to = reachable_from(self.listen_local, t.destination).unwrap_or(t.destination);
+                self.listen.send_to(&t.contents, to).await
+            }
+        };
+        // UDP promises nothing; a refused or failed send is one more lost datagram.
+        if let Err(e) = result {
+            debug!(direction = ?t.direction, "send failed: {e}");
+            self.core.handle_send_error(&t);
+        }
+    }
+
+    fn report_client(&self, event: &str, id: ClientId, addr: SocketAddr, upstream: SocketAddr) {
         if self.json {
             emit(
                 &json!({
                     "type": "impair_client", "ts": crate::output::now_utc(), "event": event,
-                    "client": c.addr.to_string(), "index": c.index,
-                    "upstream": c.upstream_local.to_string(),
+                    "client": addr.to_string(), "index": id.0,
+                    "upstream": upstream.to_string(),
                 })
                 .to_string(),
             );
         } else {
-            let what = if event == "new" {
-                "new client"
+            let (what, tail) = if event == "new" {
+                ("new client", "")
             } else {
-                "client"
-            };
-            let tail = if event == "new" {
-                ""
-            } else {
-                " expired (idle)"
+                ("client", " expired (idle)")
             };
             emit(&format!(
-                "[{}] * {what} #{} {} (upstream socket {}){tail}",
+                "[{}] * {what} #{} {addr} (upstream socket {upstream}){tail}",
                 chrono::Local::now().format("%H:%M:%S"),
-                c.index,
-                c.addr,
-                c.upstream_local
+                id.0,
             ));
         }
     }
 
-    /// A datagram from a client on the listen socket.
-    async fn on_listen(&mut self, from: SocketAddr, data: Vec<u8>, now: Instant) {
-        count_received(&mut self.up, data.len());
-        let id = if let Some(fixed) = self.fixed {
-            // The fixed wire has exactly one client, created at start with index 0.
-            if !same_endpoint(from, fixed) {
-                debug!(%from, "dropped: not the --client");
-                self.up.rejected += 1;
-                return;
-            }
-            0
-        } else if let Some(&id) = self.by_addr.get(&from) {
-            id
-        } else if self.clients.len() >= self.max_clients {
-            if !self.table_full_reported {
-                self.table_full_reported = true;
-                warn!(
-                    max = self.max_clients,
-                    "client table full: datagrams from new clients are dropped until idle ones expire"
-                );
-            }
-            self.up.rejected += 1;
-            return;
-        } else {
-            match self.add_client(from, upstream_bind(self.to), false, now) {
-                Ok(id) => id,
-                Err(e) => {
-                    warn!("cannot serve client {from}: {e:#}");
-                    self.up.rejected += 1;
-                    return;
-                }
-            }
-        };
-        self.offer(id, Dir::Up, data, now).await;
-    }
-
-    /// A datagram on a client's upstream socket.
-    async fn on_upstream(&mut self, id: u64, from: SocketAddr, data: Vec<u8>, now: Instant) {
-        count_received(&mut self.down, data.len());
-        if !self.clients.contains_key(&id) {
-            // Read just before the client expired.
-            self.down.rejected += 1;
-            return;
-        }
-        if !same_endpoint(from, self.to) {
-            debug!(%from, "dropped: not from --to");
-            self.down.rejected += 1;
-            return;
-        }
-        self.offer(id, Dir::Down, data, now).await;
-    }
-
-    /// Puts a datagram into a client's link, sends whatever is due, and keeps a wake-up for
-    /// the rest.
-    async fn offer(&mut self, id: u64, dir: Dir, data: Vec<u8>, now: Instant) {
-        let charge = held_charge(data.len());
-        if self.held_bytes.saturating_add(charge) > MAX_HELD_BYTES {
-            match dir {
-                Dir::Up => self.up.overflow += 1,
-                Dir::Down => self.down.overflow += 1,
-            }
-            return;
-        }
-        let Some(client) = self.clients.get_mut(&id) else {
-            // Callers check that the client exists; count it anyway so the totals add up.
-            match dir {
-                Dir::Up => self.up.rejected += 1,
-                Dir::Down => self.down.rejected += 1,
-            }
-            return;
-        };
-        client.last_seen = now;
-        let before_next = client.next_delivery();
-        let link = match dir {
-            Dir::Up => &mut client.path.a_to_b,
-            Dir::Down => &mut client.path.b_to_a,
-        };
-        let before = link.in_flight();
-        link.send(now, data);
-        // Every copy has the original length (corruption flips bits, never resizes).
-        let added = link
-            .in_flight()
-            .saturating_sub(before)
-            .saturating_mul(charge);
-        client.held_bytes = client.held_bytes.saturating_add(added);
-        self.held_bytes = self.held_bytes.saturating_add(added);
-        self.deliver_due(id, now).await;
-        // Keep the wake-up invariant: a new entry is needed only if this client's next
-        // delivery moved earlier (or it had none); otherwise an existing entry covers it.
-        let next = self.clients.get(&id).and_then(Client::next_delivery);
-        if let Some(next) = next {
-            if before_next.is_none_or(|b| next < b) {
-                self.timers.push(Reverse((next, id)));
-            }
-        }
-    }
-
-    /// Sends every datagram of client `id` whose time has come.
-    async fn deliver_due(&mut self, id: u64, now: Instant) {
-        let Some(client) = self.clients.get_mut(&id) else {
-            return;
-        };
-        let mut due = Vec::new();
-        while let Some(d) = client.path.a_to_b.poll_deliver(now) {
-            due.push((Dir::Up, d));
-        }
-        while let Some(d) = client.path.b_to_a.poll_deliver(now) {
-            due.push((Dir::Down, d));
-        }
-        if due.is_empty() {
-            return;
-        }
-        let upstream = Arc::clone(&client.upstream);
-        let client_addr = reachable_from(self.listen_local, client.addr).unwrap_or(client.addr);
-        let to = reachable_from(client.upstream_local, self.to).unwrap_or(self.to);
-        let released: usize = due.iter().map(|(_, d)| held_charge(d.len())).sum();
-        client.held_bytes = client.held_bytes.saturating_sub(released);
-        self.held_bytes = self.held_bytes.saturating_sub(released);
-        for (dir, data) in due {
-            let (result, counters) = match dir {
-                Dir::Up => (upstream.send_to(&data, to).await, &mut self.up),
-                Dir::Down => (
-                    self.listen.send_to(&data, client_addr).await,
-                    &mut self.down,
-                ),
-            };
-            match result {
-                Ok(_) => {
-                    counters.forwarded += 1;
-                    counters.bytes_forwarded =
-                        counters.bytes_forwarded.saturating_add(data.len() as u64);
-                }
-                // UDP promises nothing; a refused or failed send is one more lost datagram.
-                Err(e) => {
-                    counters.send_errors += 1;
-                    debug!(?dir, "send failed: {e}");
-                }
-            }
-        }
-    }
-
-    /// The earliest pending wake-up.
-    fn next_wakeup(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
-    }
-
-    /// Delivers everything due at `now`, for every client whose wake-up has come.
-    async fn on_timer(&mut self, now: Instant) {
-        let mut ids = Vec::new();
-        while let Some(&Reverse((t, id))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            ids.push(id);
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            self.deliver_due(id, now).await;
-            if let Some(next) = self.clients.get(&id).and_then(Client::next_delivery) {
-                self.timers.push(Reverse((next, id)));
-            }
-        }
-    }
-
-    /// Forgets clients idle for longer than the timeout with nothing in flight.
-    fn expire_idle(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .clients
-            .values()
-            .filter(|c| {
-                !c.fixed
-                    && c.in_flight() == 0
-                    && now.saturating_duration_since(c.last_seen) >= self.idle_timeout
-            })
-            .map(|c| c.index)
-            .collect();
-        for id in expired {
-            if let Some(c) = self.clients.remove(&id) {
-                c.reader.abort();
-                self.by_addr.remove(&c.addr);
-                self.retired_up.add_link(&c.path.a_to_b.stats());
-                self.retired_down.add_link(&c.path.b_to_a.stats());
-                self.report_client("expired", &c);
-            }
-        }
-        if self.clients.len() < self.max_clients {
-            self.table_full_reported = false;
-        }
-    }
-
     /// A reader task failed for good: drop that client (or, for the fixed wire, give up).
-    fn on_reader_failed(&mut self, id: u64, error: &std::io::Error) -> anyhow::Result<()> {
-        let Some(c) = self.clients.remove(&id) else {
+    fn on_reader_failed(&mut self, id: ClientId, error: &std::io::Error) -> anyhow::Result<()> {
+        let Some(u) = self.upstreams.remove(&id) else {
             return Ok(());
         };
-        c.reader.abort();
-        self.by_addr.remove(&c.addr);
-        self.retired_up.add_link(&c.path.a_to_b.stats());
-        self.retired_down.add_link(&c.path.b_to_a.stats());
-        // Copies still in flight will never be sent: count them as send errors so the totals
-        // still add up, and give back their share of the memory budget.
-        self.up.send_errors += c.path.a_to_b.in_flight() as u64;
-        self.down.send_errors += c.path.b_to_a.in_flight() as u64;
-        self.held_bytes = self.held_bytes.saturating_sub(c.held_bytes);
-        if c.fixed {
+        u.reader.abort();
+        let addr = self.core.client_addr(id);
+        self.core.handle_upstream_failed(id);
+        if self.core.fixed_client() == Some(id) {
             return Err(anyhow::anyhow!("{error}"))
-                .with_context(|| format!("cannot receive on --via {}", c.upstream_local));
+                .with_context(|| format!("cannot receive on --via {}", u.local));
         }
-        warn!(client = %c.addr, "upstream socket failed, client dropped: {error}");
+        if let Some(addr) = addr {
+            warn!(client = %addr, "upstream socket failed, client dropped: {error}");
+        }
         Ok(())
     }
 
-    fn stats(&self) -> (DirectionStats, DirectionStats) {
-        let mut up = DirectionStats::new(&self.up);
-        let mut down = DirectionStats::new(&self.down);
-        for (total, retired) in [(&mut up, &self.retired_up), (&mut down, &self.retired_down)] {
-            total.lost += retired.lost;
-            total.duplicated += retired.duplicated;
-            total.reordered += retired.reordered;
-            total.corrupted += retired.corrupted;
-            total.oversize += retired.oversize;
-        }
-        for c in self.clients.values() {
-            up.add_link(&c.path.a_to_b.stats());
-            down.add_link(&c.path.b_to_a.stats());
-            up.in_flight += c.path.a_to_b.in_flight() as u64;
-            down.in_flight += c.path.b_to_a.in_flight() as u64;
-        }
-        (up, down)
-    }
-
     fn print_stats(&self, last: bool) {
-        let (up, down) = self.stats();
+        let s = self.core.stats();
         if self.json {
             emit(
                 &json!({
                     "type": "impair_stats", "ts": crate::output::now_utc(), "final": last,
-                    "clients": self.clients.len(), "up": up, "down": down,
+                    "clients": s.clients, "up": stats_json(&s.up), "down": stats_json(&s.down),
                 })
                 .to_string(),
             );
@@ -879,58 +568,58 @@ impl Proxy {
                 "[{}] {}stats up: {} | down: {} | clients {}",
                 chrono::Local::now().format("%H:%M:%S"),
                 if last { "final " } else { "" },
-                up.human(),
-                down.human(),
-                self.clients.len()
+                stats_human(&s.up),
+                stats_human(&s.down),
+                s.clients
             ));
         }
     }
 
     fn print_start(&self, a: &ImpairArgs) {
+        let seed = self.core.config().seed;
+        let to = self.core.config().to;
         let via = self
-            .clients
-            .get(&0)
-            .filter(|c| c.fixed)
-            .map(|c| c.upstream_local);
+            .core
+            .fixed_client()
+            .and_then(|id| self.upstreams.get(&id))
+            .map(|u| u.local);
         if self.json {
             emit(
                 &json!({
                     "type": "impair_start", "ts": crate::output::now_utc(),
-                    "listen": self.listen_local.to_string(), "to": self.to.to_string(),
-                    "client": self.fixed.map(|c| c.to_string()),
+                    "listen": self.listen_local.to_string(), "to": to.to_string(),
+                    "client": a.client.map(|c| c.to_string()),
                     "via": via.map(|v| v.to_string()),
                     "loss": a.loss,
                     "burst": a.burst.map(|b| [b.p_good_to_bad, b.p_bad_to_good]),
                     "dup": a.dup, "reorder": a.reorder, "reorder_delay_ms": a.reorder_delay,
                     "corrupt": a.corrupt, "delay_ms": a.delay, "jitter_ms": a.jitter,
-                    "mtu": a.mtu, "seed": self.seed.to_string(),
+                    "mtu": a.mtu, "seed": seed.to_string(),
                 })
                 .to_string(),
             );
             return;
         }
-        let route = match (self.fixed, via) {
+        let route = match (a.client, via) {
             (Some(client), Some(via)) => format!(
-                "fixed wire {client} <-> {} [proxy] {via} <-> {}",
-                self.listen_local, self.to
+                "fixed wire {client} <-> {} [proxy] {via} <-> {to}",
+                self.listen_local
             ),
             _ => format!(
-                "{} -> {} (each client gets its own upstream socket; replies go back to it)",
-                self.listen_local, self.to
+                "{} -> {to} (each client gets its own upstream socket; replies go back to it)",
+                self.listen_local
             ),
         };
         emit(&format!(
-            "* chirp impair: {route}; both directions: {}; seed {} (replay with --seed {})",
+            "* chirp impair: {route}; both directions: {}; seed {seed} (replay with --seed {seed})",
             describe(a),
-            self.seed,
-            self.seed
         ));
     }
 
     /// Stops the reader tasks (the runtime would on exit anyway; this is tidier).
     fn shutdown(&mut self) {
-        for c in self.clients.values() {
-            c.reader.abort();
+        for u in self.upstreams.values() {
+            u.reader.abort();
         }
     }
 }
@@ -980,20 +669,18 @@ pub(crate) async fn run(args: ImpairArgs) -> anyhow::Result<u8> {
     let seed = args.seed.unwrap_or_else(chirp_transport::random_seed);
     let mut signals = Signals::new()?;
     let (reader_tx, mut reader_rx) = mpsc::channel(READER_CHANNEL);
-    let mut proxy = Proxy::new(&args, seed, reader_tx)?;
-    proxy.print_start(&args);
+    let mut driver = Driver::new(&args, seed, reader_tx)?;
+    driver.print_start(&args);
 
     let mut stats_tick = (args.stats_every > 0).then(|| {
         let every = Duration::from_secs(args.stats_every);
         tokio::time::interval_at(tokio::time::Instant::now() + every, every)
     });
-    let mut sweep =
-        tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; chirp_transport::RECV_BUFFER];
 
     let result = loop {
-        let wakeup = proxy.next_wakeup();
+        driver.flush().await;
+        let wakeup = driver.core.poll_timeout();
         let sleep = async {
             match wakeup {
                 Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -1007,29 +694,30 @@ pub(crate) async fn run(args: ImpairArgs) -> anyhow::Result<u8> {
             }
         };
         tokio::select! {
-            r = proxy.listen.recv_from(&mut buf) => match r {
-                Ok((n, from)) => proxy.on_listen(from, buf[..n].to_vec(), Instant::now()).await,
+            r = driver.listen.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    driver.core.handle_from_client(Instant::now(), from, buf[..n].to_vec());
+                }
                 Err(e) if transient(&e) => debug!("receive on --listen: {e}"),
                 Err(e) => break Err(e).context("cannot receive on --listen"),
             },
             Some(msg) = reader_rx.recv() => match msg {
-                Upstream::Datagram { client, from, data } => {
-                    proxy.on_upstream(client, from, data, Instant::now()).await;
+                Read::Datagram { client, from, data } => {
+                    driver.core.handle_from_upstream(Instant::now(), client, from, data);
                 }
-                Upstream::Failed { client, error } => {
-                    if let Err(e) = proxy.on_reader_failed(client, &error) {
+                Read::Failed { client, error } => {
+                    if let Err(e) = driver.on_reader_failed(client, &error) {
                         break Err(e);
                     }
                 }
             },
-            () = sleep => proxy.on_timer(Instant::now()).await,
-            _ = stats => proxy.print_stats(false),
-            _ = sweep.tick() => proxy.expire_idle(Instant::now()),
+            () = sleep => driver.core.handle_timeout(Instant::now()),
+            _ = stats => driver.print_stats(false),
             () = signals.recv() => break Ok(0),
         }
     };
-    proxy.shutdown();
-    proxy.print_stats(true);
+    driver.shutdown();
+    driver.print_stats(true);
     result
 }
 
@@ -1052,20 +740,11 @@ mod tests {
     }
 
     #[test]
-    fn client_seeds_differ_and_client_zero_uses_the_run_seed() {
-        assert_eq!(client_seed(7, 0), 7);
-        let seeds: std::collections::HashSet<u64> = (0..1000).map(|i| client_seed(7, i)).collect();
-        assert_eq!(seeds.len(), 1000);
-    }
-
-    #[test]
     fn addresses_meet_across_families() {
         let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 5));
         let v6any = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
         let mapped = SocketAddr::from((Ipv4Addr::LOCALHOST.to_ipv6_mapped(), 5));
         let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 5));
-        assert!(same_endpoint(v4, mapped));
-        assert!(!same_endpoint(v4, v6));
         assert_eq!(reachable_from(v6any, v4), Some(mapped));
         assert_eq!(reachable_from(v4, mapped), Some(v4));
         assert_eq!(reachable_from(v4, v6), None);

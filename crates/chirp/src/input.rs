@@ -1,4 +1,9 @@
-//! What a typed line means: a message, or a `/command`. `//` escapes a literal leading slash.
+//! What a line typed in `chirp peer`'s line mode means: a message, or a `/command`. The
+//! command language is the one of [`chirp_tui::command`] (its table, parser and help, in the
+//! [`Context::PeerLine`] context); this file only maps it onto what peer mode does, and keeps
+//! the typed bytes of a message as they are (peer mode sends any bytes, UTF-8 or not).
+
+use chirp_tui::command::{self, Command, Context};
 
 /// A parsed input line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -7,51 +12,62 @@ pub(crate) enum Input {
     Message(Vec<u8>),
     /// `/stats`
     Stats,
-    /// `/quit`
+    /// `/quit`, `/exit`
     Quit,
-    /// `/help`
+    /// `/help`, `/?`
     Help,
     /// `/accept`: trust the key a question is open about.
     Accept,
     /// `/refuse`: refuse it.
     Refuse,
-    /// Any other `/word`: not sent, reported.
+    /// Any other `/word` (unknown, or a command of `chirp connect` or of the UI): not sent,
+    /// reported. Holds the word typed.
     Unknown(String),
 }
 
-/// Help text for the commands peer mode understands.
+/// Help text for the commands peer mode understands: [`command::help`] for
+/// [`Context::PeerLine`], as a constant (a unit test checks they are the same).
 pub(crate) const HELP: &str = "\
 commands:
-  /stats   link statistics: RTT, loss, retransmissions, duplicates, reordering, drops
-  /quit    leave (waits until everything you sent is acknowledged)
-  /help    this text
-  /accept  trust the key chirp asked about (a new key from another port of the peer's IP)
-  /refuse  refuse that key
-  //text   send a line that starts with '/'
-Anything else you type is sent as one message. Ctrl-D (end of input) leaves like /quit.";
+  /stats          show the link statistics: RTT, loss, retransmissions, duplicates, drops
+  /accept         trust the key chirp asked about (a new key from another port of the peer's IP)
+  /refuse         refuse that key
+  /help           this text (also /?)
+  /quit [REASON]  leave chirp, once everything you sent is acknowledged (also /exit)
+  //TEXT          send a line that starts with '/'
+Anything else you type is sent as one message. Ctrl-D (end of input) stops sending and leaves once the peer has everything and has finished too.";
 
 /// Parses one line (without its newline; a trailing `\r` is dropped too).
 pub(crate) fn parse(line: &[u8]) -> Input {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if let Some(rest) = line.strip_prefix(b"//") {
-        let mut m = Vec::with_capacity(rest.len() + 1);
-        m.push(b'/');
-        m.extend_from_slice(rest);
-        return Input::Message(m);
+    match command::parse(&String::from_utf8_lossy(line), Context::PeerLine) {
+        Ok(Command::Text(_)) => {
+            // The bytes as typed, not the lossy text; `//` stands for one slash.
+            let bytes = if line.starts_with(b"//") {
+                &line[1..]
+            } else {
+                line
+            };
+            Input::Message(bytes.to_vec())
+        }
+        Ok(Command::Stats) => Input::Stats,
+        Ok(Command::Quit { .. }) => Input::Quit,
+        Ok(Command::Help) => Input::Help,
+        Ok(Command::Accept) => Input::Accept,
+        Ok(Command::Refuse) => Input::Refuse,
+        // `parse` returns only the commands of `Context::PeerLine` (those above); anything
+        // else is reported like an unknown command rather than acted on.
+        Ok(_) | Err(_) => Input::Unknown(first_word(line)),
     }
-    if line.first() == Some(&b'/') {
-        let word = String::from_utf8_lossy(line);
-        let cmd = word.split_whitespace().next().unwrap_or("/");
-        return match cmd {
-            "/stats" => Input::Stats,
-            "/quit" | "/exit" => Input::Quit,
-            "/help" | "/?" => Input::Help,
-            "/accept" => Input::Accept,
-            "/refuse" => Input::Refuse,
-            other => Input::Unknown(other.to_owned()),
-        };
-    }
-    Input::Message(line.to_vec())
+}
+
+/// The `/word` a line starts with.
+fn first_word(line: &[u8]) -> String {
+    let word = line
+        .split(u8::is_ascii_whitespace)
+        .next()
+        .unwrap_or_default();
+    String::from_utf8_lossy(word).into_owned()
 }
 
 #[cfg(test)]
@@ -76,5 +92,41 @@ mod tests {
             parse(b"not /a command"),
             Input::Message(b"not /a command".to_vec())
         );
+    }
+
+    /// Every word the old parser knew, and the aliases the one command language adds.
+    #[test]
+    fn aliases() {
+        assert_eq!(parse(b"/exit"), Input::Quit);
+        assert_eq!(parse(b"/?"), Input::Help);
+        assert_eq!(parse(b"/STATS\r"), Input::Stats);
+        assert_eq!(parse(b"/Quit later"), Input::Quit);
+    }
+
+    /// Commands of `chirp connect` or of the UI are not peer mode's: reported, never sent.
+    #[test]
+    fn other_contexts_commands_are_not_sent() {
+        for (line, word) in [
+            (&b"/join #rust"[..], "/join"),
+            (b"/msg bob hi", "/msg"),
+            (b"/buffer 2", "/buffer"),
+            (b"/history -5", "/history"),
+            (b"/", "/"),
+        ] {
+            assert_eq!(parse(line), Input::Unknown(word.into()));
+        }
+    }
+
+    /// Peer mode sends bytes as typed, UTF-8 or not.
+    #[test]
+    fn messages_keep_their_bytes() {
+        assert_eq!(parse(b"caf\xe9"), Input::Message(b"caf\xe9".to_vec()));
+        assert_eq!(parse(b"//\xff\r"), Input::Message(b"/\xff".to_vec()));
+        assert_eq!(parse(b"/\xff"), Input::Unknown("/\u{fffd}".into()));
+    }
+
+    #[test]
+    fn help_is_the_command_tables() {
+        assert_eq!(HELP, command::help(Context::PeerLine));
     }
 }

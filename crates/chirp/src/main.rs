@@ -30,6 +30,7 @@ mod connect;
 mod id;
 mod impair;
 mod input;
+mod lines;
 mod output;
 mod peer;
 mod peer_ui;
@@ -93,9 +94,12 @@ your messages marked pending (·) until the peer acknowledges it (✓). F3 or /s
 counter and an RTT graph. /help lists commands and keys; Ctrl+C or /quit leaves.
 
 With --line, --json or a pipe, each line read is one message, and received messages are
-printed with the local time and the sender; /help and /stats work there too. At end of input
-(Ctrl-D) chirp waits until the peer has acknowledged everything, then exits 0; if the peer
-never answers it exits 1 after the idle timeout.
+printed with the local time and the sender; /help and /stats work there too. End of input
+(Ctrl-D) is a half-close, as in TCP: chirp stops sending, keeps receiving, and exits 0 once the
+peer has everything you sent and has finished too (or, the peer having finished first, once
+you have been quiet for a second); two scripts piping lines into each other both see every
+line. If the peer never answers it exits 1 after the idle timeout. /quit leaves at once,
+once what you sent is acknowledged.
 
 Examples:
   chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000

@@ -63,10 +63,10 @@ struct Settings {
     /// Directory of the server's identity key and database [default: $XDG_DATA_HOME/chirp].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Messages replayed to a client when it joins a room [default: 50].
+    /// Messages replayed to a client when it joins a room, 0 to 1000; 0: none [default: 50].
     #[arg(long, value_name = "N")]
     history_on_join: Option<usize>,
-    /// Largest message text in bytes [default: 8192].
+    /// Largest message text in bytes, 1 to 61440 [default: 8192].
     #[arg(long, value_name = "BYTES")]
     max_message_size: Option<usize>,
     /// Flood control: requests a client may send in a burst [default: 10].
@@ -75,22 +75,25 @@ struct Settings {
     /// Flood control: sustained requests per second per client [default: 5].
     #[arg(long, value_name = "N")]
     per_sec: Option<u32>,
-    /// Rooms one user may be in at once [default: 32].
+    /// Rooms one user may be in at once, at least 1 [default: 32].
     #[arg(long, value_name = "N")]
     max_rooms: Option<usize>,
-    /// Sessions at once from one source IP address [default: 16].
+    /// Sessions at once from one source IP address, at least 1 [default: 16].
     #[arg(long, value_name = "N")]
     max_sessions_per_ip: Option<usize>,
-    /// Connections at once [default: 4096].
+    /// Connections at once, 1 to 100000; beyond it newcomers are told "server full" at once
+    /// [default: 4096].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// A client silent this many seconds is presumed gone and shown as quit [default: 30].
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<u64>,
-    /// Keep at most this many messages per room or conversation [default: no limit].
+    /// Keep at most this many messages per room or conversation, at least 1 [default: no
+    /// limit].
     #[arg(long, value_name = "N")]
     retention_count: Option<u64>,
-    /// Delete messages older than this many days [default: no limit].
+    /// Delete messages older than this many days, 1 to 36500 [default: no limit: messages are
+    /// kept forever].
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u64>,
     /// A nick whose key has not connected for this many days may be claimed by another key;
@@ -105,6 +108,66 @@ struct Settings {
     #[arg(long, value_name = "N")]
     nick_claims_per_hour: Option<u32>,
 }
+
+/// Refuses settings outside their range, naming the setting (as in the config file and as a
+/// flag) and the range. Called before anything is opened or bound.
+fn check_ranges(s: &Settings) -> anyhow::Result<()> {
+    fn within<T>(name: &str, value: Option<T>, min: T, max: Option<T>) -> anyhow::Result<()>
+    where
+        T: PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(v) = value else { return Ok(()) };
+        let flag = name.replace('_', "-");
+        match max {
+            Some(max) => anyhow::ensure!(
+                v >= min && v <= max,
+                "{name} (--{flag}) must be {min} to {max}, not {v}"
+            ),
+            None => anyhow::ensure!(
+                v >= min,
+                "{name} (--{flag}) must be at least {min}, not {v}"
+            ),
+        }
+        Ok(())
+    }
+    within(
+        "max_connections",
+        s.max_connections,
+        1,
+        Some(MAX_CONNECTIONS),
+    )?;
+    within(
+        "max_message_size",
+        s.max_message_size,
+        1,
+        Some(MAX_MESSAGE_SIZE),
+    )?;
+    within(
+        "history_on_join",
+        s.history_on_join,
+        0,
+        Some(MAX_HISTORY_ON_JOIN),
+    )?;
+    within(
+        "retention_days",
+        s.retention_days,
+        1,
+        Some(MAX_RETENTION_DAYS),
+    )?;
+    within("retention_count", s.retention_count, 1, None)?;
+    within("max_rooms", s.max_rooms, 1, None)?;
+    within("max_sessions_per_ip", s.max_sessions_per_ip, 1, None)?;
+    Ok(())
+}
+
+/// Largest `max_connections`: the endpoint visits every connection on every input.
+const MAX_CONNECTIONS: usize = 100_000;
+/// Largest `max_message_size`: one transport message, with room for the envelope.
+const MAX_MESSAGE_SIZE: usize = 60 * 1024;
+/// Largest `history_on_join`: the server keeps that many messages per conversation in memory.
+const MAX_HISTORY_ON_JOIN: usize = 1000;
+/// Largest `retention_days` (100 years), as for `nick_expiry_days`.
+const MAX_RETENTION_DAYS: u64 = 36_500;
 
 fn load_file(path: &Path) -> anyhow::Result<Settings> {
     let text = std::fs::read_to_string(path)
@@ -143,6 +206,7 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             nick_claims_per_hour
         );
     }
+    check_ranges(&args.settings)?;
     let bind = args
         .settings
         .bind
@@ -287,4 +351,82 @@ mod tests {
         let e = toml::from_str::<Settings>("bnid = \"x\"\n").expect_err("typo");
         assert!(e.to_string().contains("bnid"), "{e}");
     }
+
+    /// Issue 12, bug 8: these were accepted without complaint.
+    #[test]
+    fn out_of_range_settings_are_refused_naming_the_setting_and_the_range() {
+        for (line, want) in [
+            (
+                "max_connections = 0",
+                "max_connections (--max-connections) must be 1 to 100000, not 0",
+            ),
+            (
+                "max_connections = 100001",
+                "max_connections (--max-connections) must be 1 to 100000, not 100001",
+            ),
+            (
+                "max_message_size = 0",
+                "max_message_size (--max-message-size) must be 1 to 61440, not 0",
+            ),
+            (
+                "retention_days = 0",
+                "retention_days (--retention-days) must be 1 to 36500, not 0",
+            ),
+            (
+                "retention_days = 18446744073709551615",
+                "retention_days (--retention-days) must be 1 to 36500, not 18446744073709551615",
+            ),
+            (
+                "history_on_join = 1000000000",
+                "history_on_join (--history-on-join) must be 0 to 1000, not 1000000000",
+            ),
+            (
+                "retention_count = 0",
+                "retention_count (--retention-count) must be at least 1, not 0",
+            ),
+            (
+                "max_rooms = 0",
+                "max_rooms (--max-rooms) must be at least 1, not 0",
+            ),
+            (
+                "max_sessions_per_ip = 0",
+                "max_sessions_per_ip (--max-sessions-per-ip) must be at least 1, not 0",
+            ),
+        ] {
+            // From the config file ...
+            let s: Settings = toml::from_str(line).expect("parses");
+            let e = check_ranges(&s).expect_err(line);
+            assert_eq!(e.to_string(), want);
+            // ... and from the command line.
+            let (key, value) = line.split_once(" = ").expect("key = value");
+            let flag = format!("--{}", key.replace('_', "-"));
+            let cli = Cli::try_parse_from(["serve", flag.as_str(), value]).expect("parses");
+            let e = check_ranges(&cli.args.settings).expect_err(line);
+            assert_eq!(e.to_string(), want);
+        }
+        for line in [
+            "",
+            "max_connections = 1",
+            "max_connections = 100000",
+            "max_message_size = 1",
+            "max_message_size = 61440",
+            "retention_days = 1",
+            "retention_days = 36500",
+            "history_on_join = 0",
+            "history_on_join = 1000",
+            "retention_count = 1",
+            "max_rooms = 1",
+            "max_sessions_per_ip = 1",
+        ] {
+            let s: Settings = toml::from_str(line).expect("parses");
+            check_ranges(&s).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+    use clap::Parser as _;
 }

@@ -205,6 +205,27 @@ impl Proxy {
         (Self::start(&args), listen)
     }
 
+    /// Waits (at most [`PROMPT`]) for a printed line that satisfies `pred`; returns every line
+    /// read meanwhile, that one last, so callers can keep them with what [`Self::terminate`]
+    /// returns.
+    fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + PROMPT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = pred(&line);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no line with {what} within {PROMPT:?}; got {seen:#?}"),
+            }
+        }
+    }
+
     /// Sends SIGTERM; returns everything printed after the start line and the exit status.
     fn terminate(mut self) -> (Vec<String>, ExitStatus) {
         let status = Command::new("kill")
@@ -508,9 +529,10 @@ fn each_client_gets_only_its_own_replies() {
     assert_eq!(sources.len(), 2);
     assert!(!sources.contains(&addr_of(&a)) && !sources.contains(&addr_of(&b)));
 
-    // --stats-every 1: at least one periodic line within ~1.5 s, then the final one.
-    std::thread::sleep(Duration::from_millis(1_300));
-    let (lines, status) = proxy.terminate();
+    // --stats-every 1: a periodic line (awaited, not slept for), then the final one.
+    let mut lines = proxy.wait_line("periodic stats", |l| l.contains("] stats up:"));
+    let (rest, status) = proxy.terminate();
+    lines.extend(rest);
     assert!(status.success());
     assert_eq!(
         lines.iter().filter(|l| l.contains("new client")).count(),
@@ -540,10 +562,12 @@ fn idle_clients_expire() {
     assert_eq!(exchange(&a, listen, &[payload(b'x', 0)], 1, 1).len(), 1);
     // The table is full: b is turned away while a is active.
     assert!(exchange(&b, listen, &[payload(b'y', 0)], 1, 1).is_empty());
-    // After the idle timeout a is forgotten and b gets its place.
-    std::thread::sleep(Duration::from_millis(2_200));
+    // After the idle timeout a is forgotten (the proxy says so: no need to sleep for it)
+    // and b gets its place.
+    let mut lines = proxy.wait_line("a's expiry", |l| l.contains(r#""event":"expired""#));
     assert_eq!(exchange(&b, listen, &[payload(b'y', 1)], 1, 1).len(), 1);
-    let (lines, status) = proxy.terminate();
+    let (rest, status) = proxy.terminate();
+    lines.extend(rest);
     assert!(status.success());
     let events: Vec<(String, u64)> = lines
         .iter()

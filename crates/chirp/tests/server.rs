@@ -606,8 +606,28 @@ fn a_vanished_client_is_shown_as_quit_after_the_idle_timeout() {
         (q["nick"].as_str(), q["reason"].as_str()),
         (Some("bob"), Some("timed out"))
     );
-    // Alice, idle but present, was not timed out meanwhile.
-    std::thread::sleep(Duration::from_secs(3));
+    // Alice, idle but present, was not timed out meanwhile. She has been idle about as long
+    // as bob has been gone (a server idle timeout); rather than sleep on, wait for proof that
+    // the server still keeps her session well after that: three more packets from it on her
+    // connection (its keepalives, and acknowledgements of hers: about two per 1 s keepalive
+    // period, so at least one period more). A session it had timed out gets none.
+    let received = |a: &mut Chirp| {
+        a.line("/stats");
+        let s = a.wait_type("stats", WAIT);
+        s["packets_received"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no packets_received in {s}"))
+    };
+    let at_quit = received(&mut a);
+    let deadline = Instant::now() + WAIT;
+    while received(&mut a) < at_quit + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the server went quiet: {}",
+            a.diag()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     a.line("still here");
     message(&mut a, "still here");
     assert!(a.seen_of("disconnected").is_empty(), "{}", a.diag());
@@ -806,4 +826,143 @@ fn a_restarted_server_is_noticed_within_a_round_trip_not_the_idle_timeout() {
         took < Duration::from_secs(10),
         "noticed and delivered after {took:?}, not after the 30 s idle timeout"
     );
+}
+
+/// Everything a finished client process said: its JSON events and its stderr, lower-cased.
+fn all_output(c: &mut Chirp) -> String {
+    c.drain();
+    let _ = final_stderr(c);
+    c.diag().to_lowercase()
+}
+
+/// Issue 12, bug 7: a full server (`--max-connections` reached) used to drop a newcomer's
+/// INITIALs silently, and the newcomer gave up after 30 s with "no answer from the server".
+/// The server now refuses it at once (a REFUSE packet, "server full"), and `chirp connect`
+/// fails within a few seconds saying so. (The client maps `CloseReason::Refused` to a fatal
+/// "server full, try later"; until it does, this test fails on the retry loop.)
+#[test]
+fn a_full_server_refuses_a_newcomer_at_once() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &["--max-connections", "1"]);
+    let mut a = user(&homes, "a", srv.addr, "alice", &["#r"]);
+    ready(&mut a, &["#r"]);
+    let started = Instant::now();
+    let mut b = user(&homes, "b", srv.addr, "bob", &["#r"]);
+    let status = b.proc.wait_exit(Duration::from_secs(10));
+    let took = started.elapsed();
+    let out = all_output(&mut b);
+    let status = status.unwrap_or_else(|| panic!("still running after {took:?}:\n{out}"));
+    assert!(!status.success(), "{out}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(out.contains("server full"), "{out}");
+    assert!(!out.contains("no answer"), "{out}");
+    // The first client is untouched.
+    a.line("still here");
+    message(&mut a, "still here");
+    ends_ok(&mut a);
+}
+
+/// Issue 12, bug 7: the chat server's per-address session cap (`too_many_sessions`) is also a
+/// clear, immediate refusal: an error before `welcome` is fatal to `chirp connect`, which exits
+/// at once naming the cap, rather than retrying.
+#[test]
+fn too_many_sessions_from_one_address_is_refused_at_once() {
+    let data = tmp();
+    let homes = tmp();
+    let srv = Server::start(data.path(), "127.0.0.1:0", &["--max-sessions-per-ip", "1"]);
+    let mut a = user(&homes, "a", srv.addr, "alice", &[]);
+    ready(&mut a, &[]);
+    let started = Instant::now();
+    let mut b = user(&homes, "b", srv.addr, "bob", &[]);
+    let status = b.proc.wait_exit(Duration::from_secs(10));
+    let took = started.elapsed();
+    let out = all_output(&mut b);
+    let status = status.unwrap_or_else(|| panic!("still running after {took:?}:\n{out}"));
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("too many sessions"), "{out}");
+    assert!(out.contains("at most 1"), "{out}");
+    ends_ok(&mut a);
+}
+
+/// Issue 12, bug 8: settings that make no sense are refused with a message naming the setting
+/// and its range, before anything is bound: on the command line, in the config file, and in
+/// the address given to `chirp connect` and `chirp peer --to`.
+#[test]
+fn out_of_range_settings_are_refused_before_serving() {
+    let data = tmp();
+    let dir = data.path().display().to_string();
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--data-dir", dir.as_str()];
+        args.extend_from_slice(extra);
+        common::run_to_end(CHIRP, &args, Duration::from_secs(10))
+    };
+    for (flag, value, want) in [
+        (
+            "--max-connections",
+            "0",
+            "max_connections (--max-connections) must be 1 to 100000, not 0",
+        ),
+        (
+            "--max-message-size",
+            "0",
+            "max_message_size (--max-message-size) must be 1 to 61440, not 0",
+        ),
+        (
+            "--retention-days",
+            "0",
+            "retention_days (--retention-days) must be 1 to 36500, not 0",
+        ),
+        (
+            "--history-on-join",
+            "1000000000",
+            "history_on_join (--history-on-join) must be 0 to 1000, not 1000000000",
+        ),
+    ] {
+        let (status, out, err) = serve(&[flag, value]);
+        assert!(!status.success(), "{flag} {value}: {out}");
+        assert!(err.contains(want), "{flag} {value}: {err}");
+        assert!(!out.contains("listening"), "{flag} {value}: {out}");
+    }
+    let conf = data.path().join("server.toml");
+    std::fs::write(&conf, "max_connections = 0\n").expect("write config");
+    let (status, out, err) = serve(&["--config", &conf.display().to_string()]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        err.contains("max_connections (--max-connections) must be 1 to 100000"),
+        "{err}"
+    );
+
+    let homes = tmp();
+    let home = homes.path().display().to_string();
+    for server in ["127.0.0.1:0", "localhost:0", "[::1]:0"] {
+        let (status, out, err) = common::run_to_end(
+            CHIRP,
+            &[
+                "connect", server, "--nick", "alice", "--home", &home, "--json",
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(!status.success(), "{server}: {out}");
+        assert!(
+            err.contains("port 0 is out of range (1-65535)"),
+            "{server}: {err}"
+        );
+    }
+    let (status, out, err) = common::run_to_end(
+        CHIRP,
+        &[
+            "peer",
+            "--bind",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:0",
+            "--home",
+            &home,
+            "--json",
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("out of range (1-65535)"), "{err}");
 }

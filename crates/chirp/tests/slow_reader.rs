@@ -10,14 +10,19 @@ use std::time::{Duration, Instant};
 
 use common::{Guard, free_ports};
 
-/// `chirp peer` from port `me` to port `to` on 127.0.0.1, with a 5 s idle timeout.
+/// The peers' idle timeout: the shortest `chirp peer` allows, so that being stuck well past it
+/// takes seconds. (`crates/netsim/tests/stuck_reader.rs` shows the same for twelve 5 s idle
+/// timeouts in virtual time.)
+const IDLE: Duration = Duration::from_secs(1);
+
+/// `chirp peer` from port `me` to port `to` on 127.0.0.1, with an [`IDLE`] idle timeout.
 fn peer(me: u16, to: u16) -> Guard {
     Guard::chirp(
         &[
             "peer",
             "--json",
             "--idle-timeout",
-            "5",
+            &IDLE.as_secs().to_string(),
             "--bind",
             &format!("127.0.0.1:{me}"),
             "--to",
@@ -42,9 +47,54 @@ fn stuck_output_does_not_kill_the_link() {
         }
         a_in
     });
-    // Well past the 5 s idle timeout.
-    std::thread::sleep(Duration::from_secs(12));
-    let early: Vec<serde_json::Value> = a_events.try_iter().collect();
+    // The stuck state, shown rather than slept for: a has handed every line over, and b's
+    // transport has acknowledged them all (a's `/stats`), far more than b's application could
+    // print into its pipe. So b's transport keeps working while its output is stuck.
+    // The lines fit in b's receive window, so a takes them all (bounded wait: a hang here
+    // would mean b's transport stopped taking data).
+    let end = Instant::now() + Duration::from_secs(60);
+    while !writer.is_finished() {
+        assert!(Instant::now() < end, "a never took every line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut a_in = writer.join().expect("writer");
+    let mut early = Vec::new();
+    let stats = |a_in: &mut std::process::ChildStdin, early: &mut Vec<serde_json::Value>| {
+        writeln!(a_in, "/stats").expect("write /stats");
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let v = a_events
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no answer to /stats; got {early:?}"));
+            early.push(v.clone());
+            if v["type"] == "stats" {
+                return v;
+            }
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let acked = loop {
+        let s = stats(&mut a_in, &mut early);
+        if s["messages_acked"] == LINES {
+            break s;
+        }
+        assert!(Instant::now() < end, "b never acknowledged every line: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Stuck for three idle timeouts more: b's keepalives and acknowledgements keep arriving
+    // at a (asked every 200 ms), and neither side is declared dead.
+    let since = Instant::now();
+    let mut last = acked.clone();
+    while since.elapsed() < 3 * IDLE {
+        std::thread::sleep(Duration::from_millis(200));
+        last = stats(&mut a_in, &mut early);
+    }
+    assert!(
+        last["packets_received"].as_u64() > acked["packets_received"].as_u64(),
+        "nothing from b in {:?} of stuck output: {acked} then {last}",
+        3 * IDLE
+    );
     assert!(
         early.iter().all(|v| v["type"] != "peer_down"),
         "a declared the stuck reader dead: {early:?}"
@@ -68,7 +118,6 @@ fn stuck_output_does_not_kill_the_link() {
         }
         assert_ne!(v["type"], "peer_down", "b saw a go away: {v}");
     }
-    let a_in = writer.join().expect("writer");
     drop(a_in);
     drop(b.take_stdin());
     for g in [&mut a, &mut b] {

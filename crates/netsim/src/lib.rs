@@ -16,11 +16,20 @@
 //!   counters in [`LinkStats`]) and [`Path`] (both directions).
 //! - `harness` — a two-endpoint virtual-time harness that drives chirp
 //!   endpoints over a [`Path`].
+//! - `proxy` — the sans-IO core of `chirp impair`: [`Proxy`] gives every client
+//!   of a UDP proxy its own [`Path`] and says what to send, from which socket
+//!   and when ([`Transmit`], [`Event`], `poll_timeout`); the binary only moves
+//!   datagrams between sockets and the core.
 
 #![forbid(unsafe_code)]
 
 mod harness;
 mod link;
+mod proxy;
 
 pub use harness::{HarnessError, Node, Pair, Side};
 pub use link::{GilbertElliott, Link, LinkConfig, LinkStats, Path};
+pub use proxy::{
+    ClientId, Direction, DirectionStats, Event, HELD_OVERHEAD, Proxy, ProxyConfig, ProxyStats,
+    Refusal, Transmit, client_seed, same_endpoint,
+};

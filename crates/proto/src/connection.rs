@@ -61,6 +61,9 @@ const PROBES_PER_PTO: u32 = 2;
 /// DATA packets a server keeps, unopened, while its application judges the client's key (the
 /// client's first flight: its queued messages, up to the initial window).
 const MAX_EARLY_PACKETS: usize = 16;
+/// Probe timeouts a side whose streams are both delivered waits for the acknowledgement of its
+/// RECEIVED before it closes anyway.
+const FINISH_GRACE_PTOS: u32 = 3;
 /// Weight of one packet outcome in the loss estimate (an EWMA over ~32 packets).
 const LOSS_EWMA_WEIGHT: f64 = 1.0 / 32.0;
 
@@ -121,6 +124,12 @@ pub enum CloseReason {
         /// The key the peer proved it holds.
         actual: [u8; 32],
     },
+    /// The server answered our INITIAL with an authentic REFUSE: it will not take the
+    /// connection, for `reason` (e.g. it is full). Ends the attempt at once.
+    Refused {
+        /// Why, as the server said.
+        reason: crate::wire::RefuseReason,
+    },
 }
 
 /// Per-connection events, wrapped with the handle by the endpoint.
@@ -136,6 +145,8 @@ pub(crate) enum ConnEvent {
         remote_key: [u8; 32],
     },
     Message(Bytes),
+    /// The peer finished its stream, and every message before its end has been delivered.
+    PeerFinished,
     /// This many more messages were wholly acknowledged, in write order.
     Acked(u64),
     Writable,
@@ -183,6 +194,10 @@ struct SentPacket {
     long: bool,
     /// Carried our RESET_TOKEN frame (sent again if lost).
     reset_token: bool,
+    /// Carried our FIN frame (sent again if lost, until acknowledged).
+    fin: bool,
+    /// Carried our reliable RECEIVED frame (sent again if lost, until acknowledged).
+    received: bool,
 }
 
 /// Packet keys after the handshake, with key updates: each direction moves to the next key
@@ -338,6 +353,20 @@ pub(crate) struct Connection {
     close_frame: Option<(u64, String)>,
     close_pending: bool,
     close_after_flush: bool,
+    /// Half-close (see [`Connection::finish`]): our FIN frame is due, and whether the peer
+    /// has acknowledged it (or reported our whole stream received).
+    fin_pending: bool,
+    fin_acked: bool,
+    /// The peer's whole stream has arrived: our RECEIVED frame saying so is due, and whether
+    /// the peer has acknowledged it.
+    received_pending: bool,
+    received_sent: bool,
+    received_acked: bool,
+    /// `ConnEvent::PeerFinished` was reported.
+    peer_fin_reported: bool,
+    /// Both streams are delivered; close at this instant even if our RECEIVED is still
+    /// unacknowledged (see `close_if_both_finished`).
+    finish_grace: Option<Instant>,
     /// A graceful close gives up waiting for acknowledgements at this instant.
     close_deadline: Option<Instant>,
     /// When this connection was created (or became a server), for the handshake timeout.
@@ -483,6 +512,13 @@ impl Connection {
             close_frame: None,
             close_pending: false,
             close_after_flush: false,
+            fin_pending: false,
+            fin_acked: false,
+            received_pending: false,
+            received_sent: false,
+            received_acked: false,
+            peer_fin_reported: false,
+            finish_grace: None,
             recv: RecvStream::new(INITIAL_MAX_DATA, window, config.max_message_size),
             recv_pns: RangeSet::new(),
             recv_floor: 0,
@@ -652,12 +688,85 @@ impl Connection {
     // ----- Application calls -----
 
     pub(crate) fn write(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        if !self.is_open() || self.close_after_flush {
+        if !self.is_open() || self.close_after_flush || self.send.fin().is_some() {
             return Err(SendError::Closed);
         }
         self.send.write(msg)?;
         self.stats.messages_sent += 1;
         Ok(())
+    }
+
+    /// Half-closes the connection, like a QUIC stream's FIN or TCP's `shutdown(SHUT_WR)`: the
+    /// message stream ends after what was written so far (later writes fail), and a FIN frame
+    /// telling the peer where it ends goes out reliably. Receiving goes on.
+    ///
+    /// Why the connection then closes by itself, and when: an application that finished wants
+    /// to know that everything it sent arrived and to receive everything the peer sends until
+    /// the peer finishes too. Packet ACKs cannot tell it the first exactly (an ACK for a
+    /// packet already declared lost, or lost itself, leaves its data looking unacknowledged),
+    /// so each side, once the peer's whole stream has arrived, says so with a RECEIVED frame,
+    /// sent reliably. A side closes once (1) the peer has acknowledged its FIN and its whole
+    /// stream, and (2) the peer has acknowledged our RECEIVED, i.e. knows its own stream
+    /// arrived. When either side closes, both therefore already know that both streams were
+    /// delivered: the CLOSE (code 0, "finished") is a courtesy that may be lost, and the
+    /// other side, if it misses it, loses nothing but a few probe timeouts (it closes too once
+    /// our acknowledgement of its RECEIVED arrives, or after `FINISH_GRACE_PTOS` without it).
+    /// `Closed` then hands back nothing.
+    pub(crate) fn finish_stream(&mut self) -> Result<(), SendError> {
+        if !self.is_open() || self.close_after_flush {
+            return Err(SendError::Closed);
+        }
+        if self.send.fin().is_none() {
+            self.send.finish();
+            self.fin_pending = true;
+        }
+        Ok(())
+    }
+
+    /// Our stream is finished and the peer holds all of it, FIN included.
+    fn own_half_done(&self) -> bool {
+        self.send.fin().is_some() && self.fin_acked && self.send.is_flushed()
+    }
+
+    /// Closes once both halves are finished and each side knows the other has everything
+    /// (see [`Self::finish_stream`]).
+    ///
+    /// Once both streams are delivered and only the peer's acknowledgement of our RECEIVED is
+    /// missing, we wait for it at most [`FINISH_GRACE_PTOS`] probe timeouts: everything we need
+    /// is here, and the peer has what it needs unless that RECEIVED was lost, in which case our
+    /// CLOSE carries it again (and is repeated while we are closing). Without the bound, a
+    /// peer that closed first and whose CLOSE was lost would keep us until the idle timeout.
+    fn close_if_both_finished(&mut self, now: Instant) {
+        if !(self.is_open() && self.own_half_done() && self.recv.is_complete()) {
+            return;
+        }
+        let grace_over = *self
+            .finish_grace
+            .get_or_insert(now + self.pto() * FINISH_GRACE_PTOS)
+            <= now;
+        if self.received_acked || grace_over {
+            debug!(
+                received_acked = self.received_acked,
+                "both directions finished and delivered; closing"
+            );
+            self.close_frame = Some((close_code::NO_ERROR, "finished".into()));
+            self.enter_closing(now, CloseReason::Local);
+        }
+    }
+
+    /// Bookkeeping after more of our stream was acknowledged (by ACK or RECEIVED).
+    fn on_stream_acked(&mut self, now: Instant) {
+        // Acknowledgements are the only way a copy becomes moot, so this is the one place that
+        // prunes them.
+        self.copies.retain(|c| !self.send.is_acked(&c.range));
+        if self.send.blocked && self.send.has_room() {
+            self.send.blocked = false;
+            self.writable_pending = true;
+        }
+        if self.close_after_flush && self.send.is_flushed() {
+            self.close_after_flush = false;
+            self.enter_closing(now, CloseReason::Local);
+        }
     }
 
     /// Closes the connection. Graceful: first wait until everything written is acknowledged.
@@ -715,6 +824,10 @@ impl Connection {
                 self.max_data_pending = true;
             }
             return Some(ConnEvent::Message(msg));
+        }
+        if !self.peer_fin_reported && self.recv.is_finished_delivered() {
+            self.peer_fin_reported = true;
+            return Some(ConnEvent::PeerFinished);
         }
         // Before `Closed`, which replaces the send stream (and so its counter): every message
         // is then either reported acknowledged or handed back as undelivered, never both.
@@ -818,7 +931,9 @@ impl Connection {
             | Frame::MaxData { .. }
             | Frame::PathChallenge(_)
             | Frame::PathResponse(_)
-            | Frame::ResetToken(_) => long,
+            | Frame::ResetToken(_)
+            | Frame::Fin { .. }
+            | Frame::Received { .. } => long,
         });
         if misplaced {
             self.stats.malformed_dropped += 1;
@@ -917,7 +1032,31 @@ impl Connection {
                         self.protocol_violation(now, code, "message too large");
                         return;
                     }
+                    Err(_) => {
+                        let code = close_code::PROTOCOL_VIOLATION;
+                        self.protocol_violation(now, code, "data beyond the final offset");
+                        return;
+                    }
                 },
+                Frame::Fin { final_offset } => {
+                    if self.recv.on_fin(final_offset).is_err() {
+                        let code = close_code::PROTOCOL_VIOLATION;
+                        self.protocol_violation(now, code, "final offset");
+                        return;
+                    }
+                }
+                Frame::Received { offset } => {
+                    if self.send.on_received(offset).is_err() {
+                        let code = close_code::PROTOCOL_VIOLATION;
+                        self.protocol_violation(now, code, "received beyond sent");
+                        return;
+                    }
+                    if self.send.fin().is_some_and(|f| offset >= f) {
+                        self.fin_acked = true;
+                        self.fin_pending = false;
+                    }
+                    self.on_stream_acked(now);
+                }
                 Frame::MaxData { limit } => {
                     if limit > self.send.max_data {
                         self.send.max_data = limit;
@@ -961,6 +1100,12 @@ impl Connection {
             }
             self.ack_deadline.get_or_insert(now + MAX_ACK_DELAY);
         }
+        if !self.received_sent && self.recv.is_complete() {
+            // The peer's whole stream is here: tell it, reliably (see `finish_stream`).
+            self.received_sent = true;
+            self.received_pending = true;
+        }
+        self.close_if_both_finished(now);
     }
 
     /// Authenticates and decrypts `packet` with the key its type calls for, returning the
@@ -1021,6 +1166,10 @@ impl Connection {
                 self.on_retry(now, packet);
                 return None;
             }
+            (Side::Client, PacketType::Refuse) => {
+                self.on_refuse(packet);
+                return None;
+            }
             _ => {
                 // A type that never travels in this direction.
                 self.stats.malformed_dropped += 1;
@@ -1055,6 +1204,26 @@ impl Connection {
         self.forget_sent();
         self.ping_pending = true;
         self.last_rx = now;
+    }
+
+    /// The server will not take this attempt: end it at once, with the server's reason. Only
+    /// while no ACCEPT has arrived (after one the server has state, and would not refuse), and
+    /// only if it echoes our initial destination ID and authenticates under its refuse key:
+    /// as hard to forge as a RETRY.
+    fn on_refuse(&mut self, packet: &Packet<'_>) {
+        let ours = self.state == State::Handshaking
+            && self.remote_cid.is_none()
+            && packet.header.src_cid == Some(self.initial_dcid);
+        let reason = packet.refuse_reason();
+        let authentic = packet.open(&self.crypto.initial.refuse).is_ok();
+        let (true, true, Some(reason)) = (ours, authentic, reason) else {
+            self.stats.malformed_dropped += 1;
+            return;
+        };
+        debug!(%reason, "refused by the server");
+        self.state = State::Drained;
+        self.copies.clear();
+        self.closed.get_or_insert(CloseReason::Refused { reason });
     }
 
     fn forget_sent(&mut self) {
@@ -1316,6 +1485,8 @@ impl Connection {
             for r in p.stream {
                 self.send.on_ack(r);
             }
+            self.fin_acked |= p.fin;
+            self.received_acked |= p.received;
             if let Some(l) = p.ack_largest {
                 // The peer has seen our acknowledgement up to `l`: it will never need those
                 // packet numbers acknowledged again, so stop tracking them. A packet kept
@@ -1328,19 +1499,9 @@ impl Connection {
                 }
             }
         }
-        // Acknowledgements are the only way a copy becomes moot, so this is the one place that
-        // prunes them.
-        self.copies.retain(|c| !self.send.is_acked(&c.range));
-        if self.send.blocked && self.send.has_room() {
-            self.send.blocked = false;
-            self.writable_pending = true;
-        }
         self.detect_lost(now);
         self.pto_count = 0;
-        if self.close_after_flush && self.send.is_flushed() {
-            self.close_after_flush = false;
-            self.enter_closing(now, CloseReason::Local);
-        }
+        self.on_stream_acked(now);
         Ok(())
     }
 
@@ -1391,6 +1552,8 @@ impl Connection {
             }
             self.max_data_pending |= p.max_data;
             self.reset_token_pending |= p.reset_token;
+            self.fin_pending |= p.fin && !self.fin_acked;
+            self.received_pending |= p.received && !self.received_acked;
         }
         if let Some(t) = newest_lost {
             self.cc.on_congestion_event(now, t);
@@ -1485,6 +1648,7 @@ impl Connection {
             self.keepalive_deadline().filter(|_| may_send),
             self.next_copy_time().filter(|_| may_send),
             self.close_deadline.filter(|_| self.close_after_flush),
+            self.finish_grace,
             self.path.challenge.map(|(_, deadline)| deadline),
         ]
         .into_iter()
@@ -1509,6 +1673,12 @@ impl Connection {
             self.state = State::Drained;
             self.closed.get_or_insert(CloseReason::IdleTimeout);
             return;
+        }
+        if self.finish_grace.is_some_and(|t| now >= t) {
+            self.close_if_both_finished(now);
+            if !self.is_open() {
+                return;
+            }
         }
         if self.close_after_flush && self.close_deadline.is_some_and(|t| now >= t) {
             debug!("graceful close timed out waiting for acknowledgements");
@@ -1576,6 +1746,14 @@ impl Connection {
                 if self.recv_largest.is_some() {
                     self.write_ack(now, &mut b, &mut sp);
                 }
+                // And how far our side received the peer's stream, so that the peer hands back
+                // as undelivered exactly the messages we never got (packet ACKs alone cannot
+                // say: the packets that carried a message may have been declared lost, and
+                // their copies lost, although the message arrived).
+                let received = self.recv.received_end();
+                if b.packet_type().is_data() && received > 0 {
+                    Frame::Received { offset: received }.encode(b.frames_buf());
+                }
                 let reason = truncate_utf8(&reason, b.remaining().saturating_sub(20));
                 Frame::Close {
                     code,
@@ -1594,7 +1772,10 @@ impl Connection {
         let data_due = data_ok && (self.send.has_lost() || self.send.has_sendable_new());
         let path_due = ty.is_data() && (self.path.challenge_due || !self.path.responses.is_empty());
         let control_due = self.ping_pending
-            || ((self.max_data_pending || self.reset_token_pending)
+            || ((self.max_data_pending
+                || self.reset_token_pending
+                || self.fin_pending
+                || self.received_pending)
                 && self.can_send_data()
                 && ty.is_data())
             || (ty == PacketType::Handshake && self.crypto.hs_due);
@@ -1631,6 +1812,20 @@ impl Connection {
             Frame::MaxData { limit }.encode(b.frames_buf());
             sp.max_data = true;
             sp.ack_eliciting = true;
+        }
+        if ty.is_data() && self.can_send_data() {
+            if let Some(final_offset) = self.send.fin().filter(|_| self.fin_pending) {
+                self.fin_pending = false;
+                Frame::Fin { final_offset }.encode(b.frames_buf());
+                sp.fin = true;
+                sp.ack_eliciting = true;
+            }
+            if std::mem::take(&mut self.received_pending) {
+                let offset = self.recv.received_end();
+                Frame::Received { offset }.encode(b.frames_buf());
+                sp.received = true;
+                sp.ack_eliciting = true;
+            }
         }
         let mut new_range: Option<Range<u64>> = None;
         if data_ok {
@@ -1932,6 +2127,8 @@ impl SentPacket {
             ack_largest: None,
             long: false,
             reset_token: false,
+            fin: false,
+            received: false,
         }
     }
 }

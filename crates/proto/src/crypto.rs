@@ -410,10 +410,10 @@ mod tests {
     }
 }
 
-/// The keys of the long-header packets (INITIAL, HANDSHAKE, ACCEPT, RETRY) of one connection
-/// attempt, derived from the client's first destination connection ID. Anyone who sees that ID
-/// can derive them: they make damage and blind injection detectable, not contents secret. The
-/// Noise messages inside carry their own protection.
+/// The keys of the long-header packets (INITIAL, HANDSHAKE, ACCEPT, RETRY, REFUSE) of one
+/// connection attempt, derived from the client's first destination connection ID. Anyone who
+/// sees that ID can derive them: they make damage and blind injection detectable, not contents
+/// secret. The Noise messages inside carry their own protection.
 #[derive(Debug, Clone)]
 pub struct InitialKeys {
     /// Seals client → server packets (INITIAL, HANDSHAKE).
@@ -422,6 +422,8 @@ pub struct InitialKeys {
     pub server: PacketKey,
     /// Authenticates RETRY (empty plaintext, nonce 0).
     pub retry: PacketKey,
+    /// Authenticates REFUSE (empty plaintext, nonce 0).
+    pub refuse: PacketKey,
 }
 
 impl InitialKeys {
@@ -438,6 +440,7 @@ impl InitialKeys {
             client: derive(b"client"),
             server: derive(b"server"),
             retry: derive(b"retry"),
+            refuse: derive(b"refuse"),
         }
     }
 }

@@ -34,15 +34,15 @@ use crate::rng::Rng;
 use crate::stats::{ConnectionStats, EndpointStats};
 use crate::wire::{
     ConnectionId, Frame, Frames, MIN_INITIAL_SIZE, Packet, PacketType, RESET_PACKET_LEN,
-    RESET_TOKEN_LEN, encode_reset, encode_retry,
+    RESET_TOKEN_LEN, RefuseReason, encode_refuse, encode_reset, encode_retry,
 };
 
 /// A RETRY token (cookie) is honoured for this long after it was issued: long enough for one
 /// round trip on a bad path, short enough that a captured one is soon useless.
 const TOKEN_LIFETIME_SECS: u64 = 60;
-/// Stateless answers (RETRY) waiting to be sent. Beyond this they are dropped, so a flood of
-/// INITIALs cannot grow memory: each answer is smaller than the INITIAL that caused it, and the
-/// client simply repeats its INITIAL.
+/// Stateless answers (RETRY, REFUSE, RESET) waiting to be sent. Beyond this they are dropped,
+/// so a flood of INITIALs cannot grow memory: each answer is smaller than the datagram that
+/// caused it, and the client simply repeats its INITIAL.
 const MAX_STATELESS_QUEUE: usize = 256;
 /// Sources tracked by the handshake rate limiter. Only cookie-validated sources enter it, so
 /// spoofed addresses cannot fill it; when it is full the idlest entry is replaced.
@@ -121,7 +121,9 @@ pub struct EndpointConfig {
     pub transport: TransportConfig,
     /// Accept connections that peers open to us (a server, or a peer in peer mode).
     pub accept_incoming: bool,
-    /// Most connections at once; INITIALs beyond it are dropped and counted.
+    /// Most connections at once; an INITIAL beyond it is answered with a stateless REFUSE
+    /// ("server full", [`RefuseReason::ServerFull`]) and counted, so the client gives up at
+    /// once instead of waiting out its idle timeout.
     pub max_connections: usize,
     /// If set, accept connections only from this IP address (peer mode: only the peer may
     /// open a connection, so a stranger cannot take its place). IPv4-mapped addresses count
@@ -219,6 +221,12 @@ pub enum Event {
         /// How many more (at least 1).
         messages: u64,
     },
+    /// The peer finished its message stream ([`Endpoint::finish`] on its side): it will send
+    /// no more messages on this connection. Comes once, after every message it sent.
+    PeerFinished {
+        /// Which connection.
+        conn: ConnectionHandle,
+    },
     /// The send buffer, which was full, has room again.
     Writable {
         /// Which connection.
@@ -275,6 +283,9 @@ impl std::fmt::Debug for Event {
                 .field("messages", messages)
                 .finish(),
             Self::Writable { conn } => f.debug_struct("Writable").field("conn", conn).finish(),
+            Self::PeerFinished { conn } => {
+                f.debug_struct("PeerFinished").field("conn", conn).finish()
+            }
             Self::Closed {
                 conn,
                 reason,
@@ -487,6 +498,20 @@ impl Endpoint {
             .write(data)
     }
 
+    /// Half-closes `conn`: the messages sent so far are the last (later sends fail with
+    /// [`SendError::Closed`]), and the peer learns so reliably, after all of them
+    /// ([`Event::PeerFinished`] on its side). Receiving goes on. Once the peer has finished
+    /// too and each side holds everything the other sent, the connection closes by itself
+    /// ([`Event::Closed`] with nothing undelivered; [`CloseReason::Local`] on the side that
+    /// closes first, `PeerClosed` with reason "finished" on the other). Call `poll_transmit`
+    /// afterwards.
+    pub fn finish(&mut self, conn: ConnectionHandle) -> Result<(), SendError> {
+        self.conns
+            .get_mut(&conn)
+            .ok_or(SendError::UnknownConnection)?
+            .finish_stream()
+    }
+
     /// Closes `conn` gracefully: whatever was sent is first delivered and acknowledged (bounded
     /// by the idle timeout), then CLOSE tells the peer. [`Event::Closed`] follows.
     pub fn close(&mut self, now: Instant, conn: ConnectionHandle, code: u64, reason: &str) {
@@ -675,11 +700,23 @@ impl Endpoint {
             .config
             .accept_only_from
             .is_some_and(|ip| ip.to_canonical() != from.ip());
-        if !self.config.accept_incoming
-            || stranger
-            || self.conns.len() >= self.config.max_connections
-        {
+        if !self.config.accept_incoming || stranger {
+            // Silent: a peer-mode endpoint does not tell strangers it exists.
             self.stats.refused += 1;
+            return None;
+        }
+        if self.conns.len() >= self.config.max_connections {
+            // Full: say so at once, statelessly, rather than leave the client waiting out its
+            // idle timeout. No cookie is needed first: like a RETRY, the answer is far smaller
+            // than the padded INITIAL that provoked it, and it allocates nothing.
+            self.stats.refused += 1;
+            self.send_refusal(
+                from,
+                header.dst_cid,
+                peer_cid,
+                RefuseReason::ServerFull,
+                datagram_len,
+            );
             return None;
         }
         let secs = self.secs(now);
@@ -762,6 +799,27 @@ impl Endpoint {
         let retry = encode_retry(client, odcid, &cookie, &InitialKeys::new(odcid.0).retry);
         if self.queue_stateless(to, retry) {
             self.stats.retries_sent += 1;
+        }
+    }
+
+    /// Answers an INITIAL (to `odcid`, from the client `client`) that we will not take, for
+    /// `reason`, with a REFUSE: it echoes both connection IDs and is authenticated under the
+    /// refuse key of `odcid`, so it is as hard to forge as a RETRY. Never larger than the
+    /// `provoked_by` bytes that caused it.
+    fn send_refusal(
+        &mut self,
+        to: SocketAddr,
+        odcid: ConnectionId,
+        client: ConnectionId,
+        reason: RefuseReason,
+        provoked_by: usize,
+    ) {
+        let refuse = encode_refuse(client, odcid, reason, &InitialKeys::new(odcid.0).refuse);
+        if refuse.len() > provoked_by {
+            return;
+        }
+        if self.queue_stateless(to, refuse) {
+            self.stats.refusals_sent += 1;
         }
     }
 
@@ -923,6 +981,7 @@ impl Endpoint {
                 ConnEvent::Message(data) => Event::Message { conn: h, data },
                 ConnEvent::Acked(messages) => Event::Acked { conn: h, messages },
                 ConnEvent::Writable => Event::Writable { conn: h },
+                ConnEvent::PeerFinished => Event::PeerFinished { conn: h },
                 ConnEvent::Closed(reason, undelivered) => Event::Closed {
                     conn: h,
                     reason,

@@ -21,7 +21,8 @@
 //!   update, address-validation cookies).
 //! - [`handshake`]: the Noise XX handshake (snow) that yields the packet keys and the peer's
 //!   identity. `connection` runs it inside INITIAL / ACCEPT / HANDSHAKE packets; `endpoint`
-//!   answers first INITIALs statelessly with a RETRY cookie before any state exists.
+//!   answers first INITIALs statelessly with a RETRY cookie before any state exists, and with
+//!   a REFUSE ("server full") when it has no room.
 //! - `config`, `stats`: tunables and counters.
 //!
 //! One message's path: [`Endpoint::send`] appends `varint(len) || bytes` to the connection's
@@ -57,3 +58,4 @@ pub use endpoint::{
 };
 pub use stats::{ConnectionStats, EndpointStats};
 pub use stream::{MAX_MESSAGE_SIZE, WriteError};
+pub use wire::RefuseReason;

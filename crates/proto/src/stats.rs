@@ -110,4 +110,7 @@ pub struct EndpointStats {
     pub resets_sent: u64,
     /// Authentic RESETs received (a connection ended because the peer forgot it).
     pub resets_received: u64,
+    /// REFUSEs sent: INITIALs answered with "server full" because the connection table was
+    /// full (each is also counted in `refused`).
+    pub refusals_sent: u64,
 }

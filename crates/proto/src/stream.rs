@@ -62,6 +62,9 @@ pub(crate) struct SendStream {
     /// written (`base` only moves forward over a contiguous prefix), which is what lets the
     /// application match acknowledgements to its own messages by counting.
     acked_messages: u64,
+    /// The stream's end, once the application finished it (half-close): nothing is written
+    /// beyond it.
+    fin: Option<u64>,
 }
 
 // Message bytes are user plaintext: `Debug` shows sizes and offsets, never contents.
@@ -104,11 +107,36 @@ impl SendStream {
             blocked: false,
             starts: VecDeque::new(),
             acked_messages: 0,
+            fin: None,
         }
+    }
+
+    /// Ends the stream where it is now (half-close) and returns that final offset. Idempotent.
+    pub(crate) fn finish(&mut self) -> u64 {
+        *self.fin.get_or_insert(self.end())
+    }
+
+    /// The final offset, once finished.
+    pub(crate) fn fin(&self) -> Option<u64> {
+        self.fin
+    }
+
+    /// The peer says it holds every byte below `offset` (a RECEIVED frame): acknowledged,
+    /// whatever became of the packets that carried them. `Err` if it claims bytes never sent.
+    pub(crate) fn on_received(&mut self, offset: u64) -> Result<(), RecvError> {
+        if offset > self.unsent {
+            return Err(RecvError::BeyondSent);
+        }
+        self.on_ack(0..offset);
+        Ok(())
     }
 
     /// Queues one message.
     pub(crate) fn write(&mut self, msg: &[u8]) -> Result<(), WriteError> {
+        debug_assert!(
+            self.fin.is_none(),
+            "the connection refuses writes after finish"
+        );
         if msg.len() > self.max_message {
             return Err(WriteError::TooLarge {
                 size: msg.len(),
@@ -291,6 +319,13 @@ pub(crate) enum RecvError {
     /// A message length above the maximum.
     #[error("peer sent a message larger than the maximum")]
     MessageTooLarge,
+    /// Data beyond the final offset of a FIN, a FIN below data already received, or a second
+    /// FIN with another offset.
+    #[error("peer sent data beyond the end of its stream")]
+    FinalOffset,
+    /// A RECEIVED frame for bytes we never sent.
+    #[error("peer acknowledged bytes never sent")]
+    BeyondSent,
 }
 
 /// Receiving half: reassembles the byte stream and cuts it into messages.
@@ -310,6 +345,8 @@ pub(crate) struct RecvStream {
     pub(crate) max_data: u64,
     window: u64,
     max_message: usize,
+    /// The peer's final offset, once its FIN arrived.
+    fin: Option<u64>,
 }
 
 impl RecvStream {
@@ -324,7 +361,43 @@ impl RecvStream {
             max_data: initial_max_data,
             window,
             max_message,
+            fin: None,
         }
+    }
+
+    /// The peer's FIN: its stream ends at `final_offset`. Returns true the first time.
+    pub(crate) fn on_fin(&mut self, final_offset: u64) -> Result<bool, RecvError> {
+        match self.fin {
+            Some(f) if f == final_offset => Ok(false),
+            Some(_) => Err(RecvError::FinalOffset),
+            None if self
+                .received
+                .iter()
+                .next_back()
+                .is_some_and(|r| r.end > final_offset) =>
+            {
+                Err(RecvError::FinalOffset)
+            }
+            None => {
+                self.fin = Some(final_offset);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Every byte up to the peer's final offset has arrived (not necessarily been delivered).
+    pub(crate) fn is_complete(&self) -> bool {
+        self.fin.is_some_and(|f| f == self.contiguous_end())
+    }
+
+    /// The peer finished, and the application has taken every message before the end.
+    pub(crate) fn is_finished_delivered(&self) -> bool {
+        self.fin.is_some_and(|f| f == self.consumed)
+    }
+
+    /// End of the contiguous bytes received: what a RECEIVED frame reports.
+    pub(crate) fn received_end(&self) -> u64 {
+        self.contiguous_end()
     }
 
     fn contiguous_end(&self) -> u64 {
@@ -351,6 +424,9 @@ impl RecvStream {
         let end = offset + data.len() as u64;
         if end > self.max_data {
             return Err(RecvError::FlowControl);
+        }
+        if self.fin.is_some_and(|f| end > f) {
+            return Err(RecvError::FinalOffset);
         }
         let mut new = 0;
         for gap in self.received.gaps_in(offset..end) {
@@ -516,6 +592,60 @@ mod tests {
         assert!(s.unacked_messages().is_empty());
         assert!(s.is_flushed());
         assert_eq!(s.data.len(), 0, "everything acknowledged is freed");
+    }
+
+    #[test]
+    fn fin_bounds_the_stream_and_is_reported_after_the_last_message() {
+        let wire = encode(&[b"one", b"two"]);
+        let end = wire.len() as u64;
+        let mut r = RecvStream::new(1 << 16, 1 << 16, MAX_MESSAGE_SIZE);
+        // The FIN may overtake the data.
+        assert_eq!(r.on_fin(end), Ok(true));
+        assert_eq!(r.on_fin(end), Ok(false), "a repeat is harmless");
+        assert_eq!(r.on_fin(end + 1), Err(RecvError::FinalOffset));
+        assert!(!r.is_complete());
+        r.on_data(4, &wire[4..]).expect("within window");
+        assert!(!r.is_complete(), "a gap before the end");
+        assert_eq!(r.on_data(end, &[1]), Err(RecvError::FinalOffset));
+        r.on_data(0, &wire[..4]).expect("within window");
+        assert!(r.is_complete());
+        assert_eq!(r.received_end(), end);
+        assert!(!r.is_finished_delivered(), "messages not yet taken");
+        assert_eq!(r.pop_message(), Some(Bytes::from("one")));
+        assert!(!r.is_finished_delivered());
+        assert_eq!(r.pop_message(), Some(Bytes::from("two")));
+        assert!(r.is_finished_delivered());
+        // A FIN below bytes already received is a violation.
+        let mut r = RecvStream::new(1 << 16, 1 << 16, MAX_MESSAGE_SIZE);
+        r.on_data(0, &wire).expect("within window");
+        assert_eq!(r.on_fin(end - 1), Err(RecvError::FinalOffset));
+        assert_eq!(r.on_fin(end), Ok(true));
+    }
+
+    #[test]
+    fn received_acknowledges_a_prefix_whatever_the_packets() {
+        let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
+        for m in [&b"one"[..], b"two", b"three"] {
+            s.write(m).expect("room");
+        }
+        assert_eq!(s.finish(), 14);
+        assert_eq!(s.finish(), 14, "idempotent");
+        assert_eq!(
+            s.on_received(1),
+            Err(RecvError::BeyondSent),
+            "nothing sent yet"
+        );
+        s.next_new(100).expect("data");
+        // Every packet was "lost" and nothing acknowledged by ACK, but the peer says it holds
+        // the first two messages.
+        s.on_lost(0..14);
+        s.on_received(8).expect("sent");
+        assert_eq!(s.acked_messages(), 2);
+        assert_eq!(s.unacked_messages(), vec![Bytes::from("three")]);
+        assert_eq!(s.next_lost(100), Some(8..14), "only the rest is resent");
+        s.on_received(14).expect("sent");
+        assert!(s.is_flushed());
+        assert_eq!(s.on_received(15), Err(RecvError::BeyondSent));
     }
 
     #[test]

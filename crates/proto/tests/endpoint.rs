@@ -944,3 +944,247 @@ fn junk_and_forged_flood_does_not_stop_a_real_client() {
         |e| matches!(e, Event::Message { data, .. } if &data[..] == b"hello through the flood")
     ));
 }
+
+/// Fills `ep` (whose `max_connections` is 1) with one connection from `addr(1)`.
+fn fill_with_one(ep: &mut Endpoint, now: Instant) {
+    let token = cookie(ep, now, addr(1), 0x11, 0x12);
+    ep.handle_datagram(now, addr(1), &initial(0x11, 0x12, &token));
+    drain(ep, now);
+    assert_eq!(ep.connections().count(), 1);
+}
+
+/// Issue 12, bug 7: a full server used to drop INITIALs silently, so a newcomer waited out its
+/// 30 s idle timeout. It answers with a stateless REFUSE now: echoing both connection IDs,
+/// authenticated under the refuse key of the client's initial destination ID, no larger than
+/// the INITIAL, and counted.
+#[test]
+fn a_full_server_answers_an_initial_with_a_small_authentic_refusal() {
+    let now = Instant::now();
+    let cfg = EndpointConfig {
+        max_connections: 1,
+        ..EndpointConfig::default()
+    };
+    let mut ep = Endpoint::new(cfg, 1);
+    fill_with_one(&mut ep, now);
+    for token in [Vec::new(), vec![0xAB; COOKIE_LEN]] {
+        let d = initial(0x21, 0x22, &token);
+        ep.handle_datagram(now, addr(2), &d);
+        let out = drain(&mut ep, now);
+        assert_eq!(out.len(), 1, "exactly one answer: {out:?}");
+        assert_eq!(out[0].destination, addr(2));
+        assert!(out[0].contents.len() <= d.len(), "never amplifies");
+        let p = Packet::new_checked(&out[0].contents).expect("a valid packet");
+        assert_eq!(p.header.ty.to_byte(), 0x08, "REFUSE");
+        assert_eq!(p.header.ty, PacketType::Refuse);
+        assert_eq!(p.header.dst_cid, ConnectionId(0x22), "to the client's ID");
+        assert_eq!(p.header.src_cid, Some(ConnectionId(0x21)), "echoes R");
+        assert_eq!(
+            p.refuse_reason(),
+            Some(chirp_proto::RefuseReason::ServerFull)
+        );
+        p.open(&InitialKeys::new(0x21).refuse)
+            .expect("authenticated with the refuse key of R");
+    }
+    assert_eq!(ep.connections().count(), 1, "nothing allocated");
+    assert_eq!(ep.endpoint_stats().refused, 2);
+    assert_eq!(ep.endpoint_stats().refusals_sent, 2);
+    // A client that is not let in at all (peer mode's strangers) still hears nothing.
+    let cfg = EndpointConfig {
+        max_connections: 1,
+        accept_only_from: Some(addr(1).ip()),
+        ..EndpointConfig::default()
+    };
+    let mut ep = Endpoint::new(cfg, 1);
+    fill_with_one(&mut ep, now);
+    let stranger: SocketAddr = ([127, 0, 0, 2], 2).into();
+    ep.handle_datagram(now, stranger, &initial(0x31, 0x32, &[]));
+    assert!(drain(&mut ep, now).is_empty());
+    assert_eq!(ep.endpoint_stats().refusals_sent, 0);
+    // The bounded queue of stateless answers holds for refusals too.
+    let cfg = EndpointConfig {
+        max_connections: 1,
+        ..EndpointConfig::default()
+    };
+    let mut ep = Endpoint::new(cfg, 1);
+    fill_with_one(&mut ep, now);
+    let d = initial(0x41, 0x42, &[]);
+    for _ in 0..300 {
+        ep.handle_datagram(now, addr(3), &d);
+    }
+    let s = ep.endpoint_stats();
+    assert_eq!((s.refusals_sent, s.stateless_dropped), (256, 44), "{s:?}");
+    assert_eq!(drain(&mut ep, now).len(), 256);
+}
+
+/// Issue 12, bug 7, client side: a client refused by a full server ends its attempt at once
+/// with the reason, instead of after the 30 s idle timeout.
+#[test]
+fn a_client_refused_by_a_full_server_closes_at_once_with_the_reason() {
+    let (cs, _) = keypair();
+    let (ss, _) = keypair();
+    let t0 = Instant::now();
+    let mut d = duo(cs, ss, t0);
+    d.server = Endpoint::new(
+        EndpointConfig {
+            identity: Some(StaticSecret(ss)),
+            max_connections: 1,
+            ..EndpointConfig::default()
+        },
+        12,
+    );
+    fill_with_one(&mut d.server, t0);
+    let conn = d.client.connect(d.now, d.server_addr).expect("room");
+    d.client.send(conn, b"never delivered").expect("queued");
+    // Like `Duo::run`, but the filler connection's ACCEPTs to `addr(1)` go nowhere.
+    for _ in 0..10_000 {
+        if d.client_events
+            .iter()
+            .any(|e| matches!(e, Event::Closed { .. }))
+        {
+            break;
+        }
+        if d.step(&mut |t| assert_eq!(t.destination, addr(1))) {
+            continue;
+        }
+        let Some(next) = [d.client.poll_timeout(), d.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            break;
+        };
+        // Within the filler's 10 s handshake timeout, which would make room.
+        if next > t0 + Duration::from_secs(5) {
+            break;
+        }
+        d.now = d.now.max(next);
+        d.client.handle_timeout(d.now);
+        d.server.handle_timeout(d.now);
+    }
+    let (reason, undelivered) = d
+        .client_events
+        .iter()
+        .find_map(|e| match e {
+            Event::Closed {
+                conn: c,
+                reason,
+                undelivered,
+            } if *c == conn => Some((reason.clone(), undelivered.clone())),
+            _ => None,
+        })
+        .expect("the attempt ended within 5 s");
+    assert!(
+        d.now < t0 + Duration::from_secs(1),
+        "ended after {:?}, not at once",
+        d.now - t0
+    );
+    assert_eq!(
+        reason,
+        CloseReason::Refused {
+            reason: chirp_proto::RefuseReason::ServerFull
+        }
+    );
+    assert_eq!(undelivered.len(), 1, "the queued message comes back");
+    assert_eq!(connected_key(&d.client_events), None);
+    assert_eq!(d.client.connections().count(), 0, "forgotten");
+}
+
+/// Issue 12, bug 7: a REFUSE is only as forgeable as a RETRY. The client drops one under the
+/// wrong key, one that does not echo its initial destination ID, one to another ID, one
+/// arriving after the server's ACCEPT, and one sent to a server; the authentic one ends the
+/// attempt at once.
+#[test]
+fn forged_or_mismatched_refusals_are_ignored() {
+    use chirp_proto::wire::{RefuseReason, encode_refuse};
+    let t0 = Instant::now();
+    let server = addr(4433);
+    let mut client = Endpoint::new(EndpointConfig::default(), 21);
+    let conn = client.connect(t0, server).expect("room");
+    let out = drain(&mut client, t0);
+    let p = Packet::new_checked(&out[0].contents).expect("the INITIAL");
+    assert_eq!(p.header.ty, PacketType::Initial);
+    let (r, c) = (p.header.dst_cid, p.header.src_cid.expect("long header"));
+    let keys = InitialKeys::new(r.0);
+    let full = RefuseReason::ServerFull;
+    let other_r = ConnectionId(r.0 ^ 1);
+    let forgeries = [
+        // The retry key, and a key of nobody's.
+        encode_refuse(c, r, full, &keys.retry),
+        encode_refuse(c, r, full, &PacketKey::new([3; 32])),
+        // Another attempt's R, sealed consistently for it.
+        encode_refuse(c, other_r, full, &InitialKeys::new(other_r.0).refuse),
+        // Addressed to another connection.
+        encode_refuse(ConnectionId(c.0 ^ 1), r, full, &keys.refuse),
+    ];
+    for f in &forgeries {
+        client.handle_datagram(t0, server, f);
+    }
+    // The authentic one with a flipped bit, or a byte more.
+    let genuine = encode_refuse(c, r, full, &keys.refuse);
+    let mut flipped = genuine.clone();
+    flipped[18] ^= 0x02;
+    client.handle_datagram(t0, server, &flipped);
+    let mut longer = genuine.clone();
+    longer.push(0);
+    client.handle_datagram(t0, server, &longer);
+    assert!(events(&mut client).is_empty(), "no forgery ended it");
+    assert_eq!(client.connections().count(), 1);
+    let malformed = client.stats(conn).expect("live").malformed_dropped;
+    assert!(malformed >= 3, "counted: {malformed}");
+
+    // The authentic one ends it at once, with its reason, and nothing is sent.
+    let later = t0 + Duration::from_millis(5);
+    client.handle_datagram(later, server, &genuine);
+    assert!(
+        drain(&mut client, later).is_empty(),
+        "a REFUSE is never answered"
+    );
+    let evs = events(&mut client);
+    assert!(
+        matches!(
+            evs.as_slice(),
+            [Event::Closed { conn: h, reason: CloseReason::Refused { reason: RefuseReason::ServerFull }, .. }]
+                if *h == conn
+        ),
+        "{evs:?}"
+    );
+    assert_eq!(client.connections().count(), 0);
+
+    // After the server's ACCEPT, a REFUSE for the attempt is stale: the server has state.
+    let (cs, _) = keypair();
+    let (ss, _) = keypair();
+    let mut d = duo(cs, ss, t0);
+    let conn = d.client.connect(d.now, d.server_addr).expect("room");
+    let first = drain(&mut d.client, d.now);
+    let p = Packet::new_checked(&first[0].contents).expect("the INITIAL");
+    let (r, c) = (p.header.dst_cid, p.header.src_cid.expect("long header"));
+    d.server
+        .handle_datagram(d.now, d.client_addr, &first[0].contents);
+    d.run(Duration::from_secs(5), |d| {
+        connected_key(&d.client_events).is_some() && connected_key(&d.server_events).is_some()
+    });
+    assert!(connected_key(&d.client_events).is_some());
+    let late = encode_refuse(c, r, full, &InitialKeys::new(r.0).refuse);
+    d.client.handle_datagram(d.now, d.server_addr, &late);
+    assert!(
+        !events(&mut d.client)
+            .iter()
+            .any(|e| matches!(e, Event::Closed { .. })),
+        "a late REFUSE is ignored"
+    );
+    assert!(d.client.stats(conn).is_some(), "still open");
+    // A server connection never takes a REFUSE either.
+    let h = d
+        .server
+        .connections()
+        .next()
+        .expect("the server's connection");
+    let to_server = encode_refuse(c, r, full, &InitialKeys::new(r.0).refuse);
+    d.server.handle_datagram(d.now, d.client_addr, &to_server);
+    assert!(d.server.stats(h).is_some(), "still open");
+    assert!(
+        !events(&mut d.server)
+            .iter()
+            .any(|e| matches!(e, Event::Closed { .. }))
+    );
+}

@@ -28,7 +28,8 @@ use chirp_proto::crypto::{AuthError, COOKIE_LEN, CookieJar, InitialKeys, PacketK
 use chirp_proto::handshake::{Handshake, NOISE_PARAMS, PROLOGUE};
 use chirp_proto::wire::{
     AckFrame, ConnectionId, DecodeError, Frame, Frames, Header, MAX_DATAGRAM_SIZE,
-    MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType, VERSION, encode_retry,
+    MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType, RefuseReason, VERSION, encode_refuse,
+    encode_retry,
 };
 
 const DOC: &str = include_str!(concat!(
@@ -304,6 +305,16 @@ fn retry() -> Vec<u8> {
     )
 }
 
+/// A full server's answer to `client-initial`.
+fn refuse() -> Vec<u8> {
+    encode_refuse(
+        CLIENT,
+        INITIAL_DCID,
+        RefuseReason::ServerFull,
+        &InitialKeys::new(INITIAL_DCID.0).refuse,
+    )
+}
+
 /// Builds a datagram with the implementation's encoder.
 fn encode(v: &PacketVector<'_>) -> Vec<u8> {
     let mut b = PacketBuilder::new(&v.header, &v.token, MAX_DATAGRAM_SIZE);
@@ -349,6 +360,8 @@ fn frame_vectors() -> Vec<(&'static str, Frame<'static>)> {
         ("frame-path-challenge", Frame::PathChallenge(CHALLENGE)),
         ("frame-path-response", Frame::PathResponse(CHALLENGE)),
         ("frame-reset-token", Frame::ResetToken(RESET_TOKEN)),
+        ("frame-fin", Frame::Fin { final_offset: 300 }),
+        ("frame-received", Frame::Received { offset: 70_000 }),
     ]
 }
 
@@ -382,6 +395,8 @@ fn computed() -> BTreeMap<&'static str, Vec<u8>> {
     out.insert("noise-message-3", n.msg3.clone());
     out.insert("noise-split", [n.i2r, n.r2i].concat());
     out.insert("retry", retry());
+    out.insert("refuse-key", k.refuse.raw().to_vec());
+    out.insert("refuse", refuse());
     out.insert("reset", chirp_proto::wire::encode_reset(&RESET_TOKEN));
     for v in packet_vectors(&n) {
         out.insert(v.name, encode(&v));
@@ -606,6 +621,14 @@ fn initial_keys_are_blake2s_of_label_and_dcid() {
         let key = blake2::Blake2s256::digest(&input);
         assert_eq!(&bytes[32 * i..32 * (i + 1)], key.as_slice(), "{label} key");
     }
+    // The refuse key, the same way.
+    let mut input = b"chirp v2 initial refuse".to_vec();
+    input.extend_from_slice(&[0x85, 0x3b, 0x55, 0x96, 0x47, 0x36, 0x4c, 0xea]);
+    assert_eq!(
+        vector("refuse-key"),
+        blake2::Blake2s256::digest(&input).as_slice(),
+        "refuse key"
+    );
     // Another destination CID gives unrelated keys.
     let other = InitialKeys::new(INITIAL_DCID.0 ^ 1);
     assert_ne!(other.client.raw(), &bytes[..32]);
@@ -667,6 +690,11 @@ fn nonce_and_associated_data_are_as_documented() {
     let (header, tag) = bytes.split_at(bytes.len() - TAG_LEN);
     let key = InitialKeys::new(INITIAL_DCID.0).retry;
     assert_eq!(reference_seal(key.raw(), 0, header, &[]), tag);
+    // REFUSE: likewise, under the refuse key (taken from its own vector).
+    let bytes = vector("refuse");
+    let (header, tag) = bytes.split_at(bytes.len() - TAG_LEN);
+    let key: [u8; 32] = vector("refuse-key").try_into().expect("32 bytes");
+    assert_eq!(reference_seal(&key, 0, header, &[]), tag);
 }
 
 #[test]
@@ -733,6 +761,33 @@ fn packet_vectors_decode_to_the_stated_fields_and_re_encode() {
     let key = InitialKeys::new(INITIAL_DCID.0).retry;
     assert_eq!(p.open(&key), Ok(Vec::new()));
     assert_eq!(encode_retry(CLIENT, INITIAL_DCID, p.token, &key), bytes);
+
+    // REFUSE: 35 bytes, field by field as §2.1 lays them out.
+    let bytes = vector("refuse");
+    assert_eq!(bytes.len(), 35);
+    assert_eq!(&bytes[..2], &[VERSION, 0x08]);
+    assert_eq!(bytes[2..10], CLIENT.0.to_be_bytes(), "destination: C");
+    assert_eq!(bytes[10..18], INITIAL_DCID.0.to_be_bytes(), "source: R");
+    assert_eq!(bytes[18], 0x01, "reason SERVER_FULL");
+    let p = Packet::new_checked(&bytes).expect("refuse is valid");
+    assert_eq!(
+        p.header,
+        Header {
+            ty: PacketType::Refuse,
+            dst_cid: CLIENT,
+            src_cid: Some(INITIAL_DCID),
+            number: 0,
+        }
+    );
+    assert_eq!(p.refuse_reason(), Some(RefuseReason::ServerFull));
+    let key = InitialKeys::new(INITIAL_DCID.0).refuse;
+    assert_eq!(p.open(&key), Ok(Vec::new()));
+    assert_eq!(
+        p.open(&InitialKeys::new(INITIAL_DCID.0).retry),
+        Err(AuthError)
+    );
+    let reason = p.refuse_reason().expect("a reason");
+    assert_eq!(encode_refuse(CLIENT, INITIAL_DCID, reason, &key), bytes);
 }
 
 #[test]
@@ -752,6 +807,13 @@ fn flipping_any_bit_of_a_packet_is_rejected() {
         &retry,
         |bad| Packet::new_checked(bad).map_or(true, |p| p.open(&key) == Err(AuthError)),
         "retry",
+    );
+    let refuse = vector("refuse");
+    let key = InitialKeys::new(INITIAL_DCID.0).refuse;
+    every_bit_flip(
+        &refuse,
+        |bad| Packet::new_checked(bad).map_or(true, |p| p.open(&key) == Err(AuthError)),
+        "refuse",
     );
 }
 
@@ -922,7 +984,7 @@ fn varint_table() {
 fn reserved_code_points_and_other_versions_are_rejected() {
     // The structure of a DATA packet (long enough for any type), with type `ty`.
     let mut packet = vector("data-phase-0");
-    for ty in std::iter::once(0x00u8).chain(0x08..=0xff) {
+    for ty in std::iter::once(0x00u8).chain(0x09..=0xff) {
         packet[1] = ty;
         assert_eq!(
             Packet::new_checked(&packet).err(),
@@ -940,6 +1002,12 @@ fn reserved_code_points_and_other_versions_are_rejected() {
     let p = Packet::new_checked(&reset).expect("a RESET");
     assert_eq!(p.header.ty, PacketType::Reset);
     assert_eq!(p.token, RESET_TOKEN);
+    // REFUSE (0x08) is a header and a tag only: a DATA packet's bytes are not one.
+    packet[1] = 0x08;
+    assert_eq!(
+        Packet::new_checked(&packet).err(),
+        Some(DecodeError::Invalid("sealed payload length"))
+    );
     packet[1] = 0x04;
     for version in (0..=0xffu8).filter(|&v| v != VERSION) {
         packet[0] = version;
@@ -948,7 +1016,7 @@ fn reserved_code_points_and_other_versions_are_rejected() {
             Some(DecodeError::UnsupportedVersion(version))
         );
     }
-    for ty in 0x0a..=0xffu8 {
+    for ty in 0x0c..=0xffu8 {
         let payload = [0x01, ty, 0x00];
         let decoded: Result<Vec<_>, _> = Frames::new(&payload).collect();
         assert_eq!(decoded, Err(DecodeError::UnknownFrame(ty)));
@@ -1126,6 +1194,8 @@ const VECTORS: &[(&str, &str)] = &[
     ("frame-path-challenge", "078f1e2d3c4b5a6978"),
     ("frame-path-response", "088f1e2d3c4b5a6978"),
     ("frame-reset-token", "09c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"),
+    ("frame-fin", "0a412c"),
+    ("frame-received", "0b80011170"),
     ("reset", "0207c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"),
     ("frame-ping", "01"),
     (
@@ -1175,6 +1245,15 @@ const VECTORS: &[(&str, &str)] = &[
         "retry",
         "0203b3f2af6d0fc710c5853b559647364cea1800000000000003e82eda90f94d\
          c145f8defa31100d1f194db48900d5a904eaa2a7c0932551390cc8",
+    ),
+    (
+        "refuse-key",
+        "03ad1a3ac240ca1ae2a4b4d402d449e17ebd52ca95275fb2fb315a417d16b045",
+    ),
+    (
+        "refuse",
+        "0208b3f2af6d0fc710c5853b559647364cea015f1007d1ff18a32cab69af2b9a\
+         eb00fb",
     ),
     (
         "server-accept",

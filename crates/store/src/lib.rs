@@ -658,6 +658,43 @@ impl Reader {
         Ok(rows)
     }
 
+    /// The messages of `conv` with ids in `after + 1..=upto`, oldest first: at most `limit`,
+    /// and no more once their texts and nicks add up to `max_bytes` (one at least, if any).
+    /// What a client missed is read this way, a bounded page at a time, however much it is.
+    pub fn after(
+        &self,
+        conv: &str,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let err = sql_err(&self.path);
+        let id = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE conv = ?1 AND id > ?2 AND id <= ?3
+                 ORDER BY id LIMIT ?4"
+            ))
+            .map_err(&err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = st
+            .query_map(params![conv, id(after), id(upto), limit], record)
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while bytes < max_bytes {
+            let Some(r) = rows.next() else {
+                break;
+            };
+            let r = r.map_err(&err)?;
+            bytes = bytes.saturating_add(r.text.len() + r.from_nick.len());
+            out.push(r);
+        }
+        Ok(out)
+    }
+
     /// The DM conversations in which `key` has messages not yet handed to it, after
     /// `after_conv` in name order, at most `limit`: `(conversation, id of the first such
     /// message)`. A page of conversation names, never of messages, so that the server keeps no

@@ -46,6 +46,34 @@ fn written_messages_are_read_back_in_order_after_reopen() {
 }
 
 #[test]
+fn after_reads_a_bounded_page_of_what_follows_an_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chirp.db");
+    let store = Store::open(&path, StoreConfig::default()).expect("open");
+    let ops = (1..=20)
+        .filter(|&i| i != 7)
+        .map(|i| Op::Message(rec("#a", i, 1000, &"x".repeat(10))))
+        .chain([Op::Message(rec("#b", 3, 1000, "other"))])
+        .collect();
+    block(store.write(ops)).expect("committed");
+    let r = store.reader().expect("reader");
+    let ids = |v: Vec<Record>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+    // A hole (7) is skipped, `upto` is the last id, `limit` caps.
+    let page = r.after("#a", 4, 12, 100, usize::MAX).expect("after");
+    assert_eq!(ids(page), vec![5, 6, 8, 9, 10, 11, 12]);
+    let page = r.after("#a", 4, 20, 3, usize::MAX).expect("after");
+    assert_eq!(ids(page), vec![5, 6, 8]);
+    // Bytes cap: each row is 10 + 5 bytes (text, nick); one row at least.
+    let page = r.after("#a", 0, 20, 100, 31).expect("after");
+    assert_eq!(ids(page), vec![1, 2, 3]);
+    let page = r.after("#a", 0, 20, 100, 1).expect("after");
+    assert_eq!(ids(page), vec![1]);
+    assert!(r.after("#a", 20, 30, 100, 1000).expect("after").is_empty());
+    assert_eq!(ids(r.after("#b", 0, 9, 10, 100).expect("after")), vec![3]);
+    store.close();
+}
+
+#[test]
 fn many_queued_writes_share_few_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("db"), StoreConfig::default()).expect("open");

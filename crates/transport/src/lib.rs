@@ -97,6 +97,7 @@ enum Command {
         Bytes,
         oneshot::Sender<Result<(), SendError>>,
     ),
+    Finish(ConnectionHandle, oneshot::Sender<Result<(), SendError>>),
     Close {
         conn: ConnectionHandle,
         code: u64,
@@ -124,6 +125,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Connect { remote, reuse, .. } => write!(f, "Connect({remote}, reuse {reuse})"),
             Command::Send(c, b, _) => write!(f, "Send({c:?}, {} bytes)", b.len()),
+            Command::Finish(c, _) => write!(f, "Finish({c:?})"),
             Command::Close { conn, code, .. } => write!(f, "Close({conn:?}, {code})"),
             Command::Stats(c, _) => write!(f, "Stats({c:?})"),
             Command::EndpointStats(_) => write!(f, "EndpointStats"),
@@ -203,6 +205,12 @@ impl Handle {
         data: Bytes,
     ) -> Result<Result<(), SendError>, Stopped> {
         self.call(|r| Command::Send(conn, data, r)).await
+    }
+
+    /// Half-closes ([`chirp_proto::Endpoint::finish`]): no more sends; receiving goes on, and
+    /// the connection closes by itself once the peer has finished too.
+    pub async fn finish(&self, conn: ConnectionHandle) -> Result<Result<(), SendError>, Stopped> {
+        self.call(|r| Command::Finish(conn, r)).await
     }
 
     /// Closes gracefully: everything sent is delivered and acknowledged first.
@@ -438,6 +446,9 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
         }
         Command::Send(conn, data, reply) => {
             let _ = reply.send(endpoint.send(conn, &data));
+        }
+        Command::Finish(conn, reply) => {
+            let _ = reply.send(endpoint.finish(conn));
         }
         Command::Close {
             conn,

@@ -65,6 +65,7 @@ impl Fake {
                 ("bytes sent".into(), 90_000 + self.tick * 311),
                 ("bytes received".into(), 88_000 + self.tick * 297),
             ],
+            held: 0,
         })
     }
 

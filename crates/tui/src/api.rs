@@ -92,6 +92,9 @@ pub struct LinkStatus {
     pub retransmissions: u64,
     /// Every counter for the `/stats` panel, in display order (`("datagrams sent", 1234)`).
     pub counters: Vec<(String, u64)>,
+    /// Messages the client holds back to keep to the server's rate (its flood control); 0
+    /// when nothing waits.
+    pub held: usize,
 }
 
 /// A room as listed by `/list`.

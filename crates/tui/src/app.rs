@@ -9,7 +9,8 @@ use ratatui::layout::Rect;
 
 use crate::api::{BufferId, ChatMessage, LinkState, LinkStatus, UiCommand, UiEvent, UnixMs};
 use crate::buffer::{Buffer, Entry, EntryKind, EventKind, History, SendState};
-use crate::complete::{COMMANDS, Completion, SERVER_ONLY, Sources, commands};
+use crate::command::{self, Command, Context};
+use crate::complete::{Completion, Sources};
 use crate::editor::Editor;
 use crate::view;
 
@@ -1068,14 +1069,7 @@ impl App {
         if line.trim().is_empty() {
             return;
         }
-        let is_command = line.starts_with('/') && !line.starts_with("//");
-        let ok = if is_command {
-            self.command(&line, out)
-        } else {
-            let text = line.strip_prefix('/').unwrap_or(&line).to_owned();
-            self.say(text, false, out)
-        };
-        if ok {
+        if self.command(&line, out) {
             self.buffers[self.current].input_history.push(&line);
             self.editor.take();
         }
@@ -1089,7 +1083,7 @@ impl App {
                 self.error(if self.config.peer {
                     "nothing is sent from the status buffer: Alt+2 is the conversation with the peer"
                 } else {
-                    "nothing is sent from the status buffer: /join #room or /msg nick"
+                    "nothing is sent from the status buffer: /join #room or /query nick"
                 });
                 return false;
             }
@@ -1113,160 +1107,148 @@ impl App {
         }
     }
 
-    /// Runs a `/command`; false if it was refused (the line stays for fixing).
-    fn command(&mut self, line: &str, out: &mut Vec<UiCommand>) -> bool {
-        let (cmd, rest) = line.split_once([' ', '\n']).unwrap_or((line, ""));
-        if self.config.peer && SERVER_ONLY.contains(&cmd.to_lowercase().as_str()) {
-            self.error(format!(
-                "{cmd} needs a chat server: chirp peer talks to one peer only \
-                 (chirp serve and chirp connect have rooms, nicks and direct messages)"
-            ));
-            return false;
+    /// Where the UI's lines are parsed: `chirp peer`'s UI or `chirp connect`'s.
+    fn context(&self) -> Context {
+        if self.config.peer {
+            Context::PeerUi
+        } else {
+            Context::ChatUi
         }
-        let rest_trimmed = rest.trim();
-        let mut args = rest_trimmed.split_whitespace();
-        let room_arg = |s: &str| {
+    }
+
+    /// Runs a typed line (a `/command`, or text for the current buffer); false if it was
+    /// refused (the line stays for fixing).
+    fn command(&mut self, line: &str, out: &mut Vec<UiCommand>) -> bool {
+        let parsed = match command::parse(line, self.context()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.error(e.to_string());
+                return false;
+            }
+        };
+        let room_arg = |s: String| {
             if s.starts_with('#') {
-                s.to_owned()
+                s
             } else {
                 format!("#{s}")
             }
         };
-        match cmd.to_lowercase().as_str() {
-            "/join" | "/j" => match args.next() {
-                Some(room) => out.push(UiCommand::Join {
-                    room: room_arg(room),
-                }),
-                None => return self.usage("/join"),
-            },
-            "/part" | "/leave" => {
-                let (room, reason) = match rest_trimmed.split_once(' ') {
-                    Some((r, why)) if r.starts_with('#') => (Some(r.to_owned()), Some(why.trim())),
-                    None if rest_trimmed.starts_with('#') => (Some(rest_trimmed.to_owned()), None),
-                    _ => (None, Some(rest_trimmed).filter(|s| !s.is_empty())),
-                };
-                let Some(room) = room.or_else(|| self.current_room()) else {
-                    return self.usage("/part");
-                };
-                out.push(UiCommand::Part {
-                    room,
-                    reason: reason.filter(|s| !s.is_empty()).map(str::to_owned),
-                });
+        let conversation = |name: String| {
+            if name.starts_with('#') {
+                BufferId::Room(name)
+            } else {
+                BufferId::Dm(name)
             }
-            "/msg" | "/query" | "/q" => {
-                let Some(nick) = args.next() else {
-                    return self.usage(cmd);
+        };
+        match parsed {
+            Command::Text(text) => return self.say(text, false, out),
+            Command::Join { room } => out.push(UiCommand::Join {
+                room: room_arg(room),
+            }),
+            Command::Part { room, reason } => {
+                let Some(room) = room.or_else(|| self.current_room()) else {
+                    self.error("/part works in a room, or names one: /part #ROOM [REASON]");
+                    return false;
                 };
-                let text = rest_trimmed[nick.len()..].trim_start();
-                let id = if nick.starts_with('#') {
-                    BufferId::Room(nick.to_owned())
-                } else {
-                    BufferId::Dm(nick.to_owned())
-                };
-                if !text.is_empty() && !self.check_length(text) {
+                out.push(UiCommand::Part { room, reason });
+            }
+            // Sends and stays: the next line must not go privately by surprise.
+            Command::Msg { to, text } => {
+                if !self.check_length(&text) {
                     return false;
                 }
+                let id = conversation(to);
+                let index = self.buffer_index(&id);
+                self.send(id.clone(), text, false, out);
+                if index != self.current {
+                    self.info(format!(
+                        "message sent to {id} (/query {id} shows the conversation)"
+                    ));
+                }
+            }
+            Command::Query { nick, text } => {
+                if text.as_deref().is_some_and(|t| !self.check_length(t)) {
+                    return false;
+                }
+                let id = conversation(nick);
                 let index = self.buffer_index(&id);
                 self.switch_to(index);
-                if !text.is_empty() {
-                    self.send(id, text.to_owned(), false, out);
+                if let Some(text) = text {
+                    self.send(id, text, false, out);
                 }
             }
-            "/me" => {
-                if rest.is_empty() {
-                    return self.usage("/me");
-                }
-                return self.say(rest.to_owned(), true, out);
-            }
-            "/nick" => match args.next() {
-                Some(nick) => out.push(UiCommand::Nick {
-                    nick: nick.to_owned(),
-                }),
-                None => return self.usage("/nick"),
-            },
-            "/topic" => {
+            Command::Me { text } => return self.say(text, true, out),
+            Command::Nick { nick } => out.push(UiCommand::Nick { nick }),
+            Command::Topic { text } => {
                 let Some(room) = self.current_room() else {
                     self.error("/topic works in a room");
                     return false;
                 };
-                out.push(UiCommand::Topic {
-                    room,
-                    topic: Some(rest_trimmed.to_owned()).filter(|t| !t.is_empty()),
-                });
+                out.push(UiCommand::Topic { room, topic: text });
             }
-            "/list" => out.push(UiCommand::List),
-            "/who" | "/names" => {
-                let Some(room) = args.next().map(room_arg).or_else(|| self.current_room()) else {
-                    return self.usage("/who");
+            Command::List => out.push(UiCommand::List),
+            Command::Who { room } => {
+                let Some(room) = room.map(room_arg).or_else(|| self.current_room()) else {
+                    self.error("/who works in a room, or names one: /who #ROOM");
+                    return false;
                 };
                 out.push(UiCommand::Who { room });
             }
-            "/buffer" | "/b" => {
-                let Some(name) = args.next() else {
-                    return self.usage("/buffer");
-                };
-                if let Err(e) = self.switch_by_name(name) {
+            Command::Buffer { name } => {
+                if let Err(e) = self.switch_by_name(&name) {
                     self.error(e);
                     return false;
                 }
             }
-            "/close" => self.close_current(out),
-            "/search" => {
+            Command::Close => self.close_current(out),
+            Command::Search { text } => {
                 self.search = Some(Search {
-                    query: rest_trimmed.to_owned(),
+                    query: text,
                     ..Search::default()
                 });
                 self.search_update(false);
             }
-            "/stats" => self.show_stats = !self.show_stats,
-            "/members" => self.show_members = !self.show_members,
-            "/retry" => self.retry(out),
-            "/clear" => {
+            Command::Stats => self.show_stats = !self.show_stats,
+            Command::Members => self.show_members = !self.show_members,
+            Command::Retry => self.retry(out),
+            Command::Clear => {
                 let b = &mut self.buffers[self.current];
                 b.entries.clear();
                 b.scroll = 0;
             }
-            "/bell" => {
-                self.config.bell = match args.next() {
-                    Some("on") => true,
-                    Some("off") => false,
-                    _ => !self.config.bell,
-                };
+            Command::Bell { on } => {
+                self.config.bell = on.unwrap_or(!self.config.bell);
                 let state = if self.config.bell { "on" } else { "off" };
                 self.info(format!("bell on highlights: {state}"));
             }
-            "/help" => {
-                let mut text = String::from("commands:");
-                for (name, what) in commands(self.config.peer) {
-                    text.push_str(&format!("\n  {name} {what}"));
+            Command::Accept | Command::Refuse => {
+                if !self.asking {
+                    self.error("no question is open");
+                    return false;
                 }
-                text.push_str(
-                    "\nkeys: Alt+1..0 / Ctrl+N/P buffers, Alt+A next unread, PgUp/PgDn scroll, \
-                     Ctrl+R search, Tab complete, Alt+R retry, Alt+M members, F3 stats, \
-                     Alt+Enter newline, Ctrl+C quit",
-                );
+                let yes = matches!(parsed, Command::Accept);
+                self.asking = false;
+                self.info(if yes { "answered: yes" } else { "answered: no" });
+                out.push(UiCommand::Answer(yes));
+            }
+            Command::Help => {
+                let text = command::help(self.context());
                 self.info(text);
             }
-            "/quit" | "/exit" => out.push(UiCommand::Quit {
-                reason: Some(rest_trimmed.to_owned()).filter(|r| !r.is_empty()),
-            }),
-            _ => {
-                self.error(format!(
-                    "unknown command {cmd} (/help lists them; // sends a leading /)"
-                ));
+            Command::Quit { reason } => out.push(UiCommand::Quit { reason }),
+            // `parse` refuses it in the UI, with this reason.
+            Command::History { .. } => {
+                self.error(
+                    command::CommandError::Unavailable {
+                        word: "/history".to_owned(),
+                        name: command::Name::History,
+                        context: self.context(),
+                    }
+                    .to_string(),
+                );
                 return false;
             }
         }
         true
-    }
-
-    fn usage(&mut self, cmd: &str) -> bool {
-        let name = cmd.to_lowercase();
-        let what = COMMANDS
-            .iter()
-            .find(|(c, _)| *c == name)
-            .map_or("", |(_, w)| *w);
-        self.error(format!("usage: {name} {what}"));
-        false
     }
 }

@@ -5,44 +5,8 @@
 //! in IRC clients). Matching is a case-insensitive prefix. Pressing Tab again cycles through
 //! the candidates, Shift+Tab cycles back; any other key ends the cycle.
 
+use crate::command::{self, Context};
 use crate::editor::Editor;
-
-/// The commands the input line understands, for completion and `/help`.
-pub(crate) const COMMANDS: &[(&str, &str)] = &[
-    ("/buffer", "NAME|N  switch to a buffer"),
-    ("/bell", "[on|off]  ring the bell on highlights"),
-    ("/clear", "clear the current buffer"),
-    ("/close", "close the buffer (parts a room)"),
-    ("/help", "this list"),
-    ("/join", "#ROOM  join a room"),
-    ("/list", "list rooms"),
-    ("/me", "TEXT  send an action"),
-    ("/members", "show or hide the member list"),
-    ("/msg", "NICK TEXT  send a direct message"),
-    ("/nick", "NICK  change your nick"),
-    ("/part", "[#ROOM] [REASON]  leave a room"),
-    ("/query", "NICK  open a direct conversation"),
-    ("/quit", "[REASON]  leave chirp"),
-    ("/retry", "resend failed messages in this buffer"),
-    ("/search", "TEXT  search the loaded history"),
-    ("/stats", "show or hide the link statistics"),
-    ("/topic", "[TEXT]  show or set the topic"),
-    ("/who", "[#ROOM]  list the members of a room"),
-];
-
-/// Commands that need a chat server (rooms, nicks, other people): `chirp peer`, which talks
-/// to one peer, leaves them out of completion and `/help`, and refuses them with a reason.
-pub(crate) const SERVER_ONLY: &[&str] = &[
-    "/join", "/j", "/list", "/msg", "/names", "/nick", "/part", "/leave", "/query", "/q", "/topic",
-    "/who",
-];
-
-/// The commands available: all of them, or without [`SERVER_ONLY`] ones in peer mode.
-pub(crate) fn commands(peer: bool) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
-    COMMANDS
-        .iter()
-        .filter(move |(c, _)| !peer || !SERVER_ONLY.contains(c))
-}
 
 /// What completion can draw from.
 #[derive(Debug, Default)]
@@ -80,8 +44,13 @@ impl Completion {
         let lower = word.to_lowercase();
         let matches = |cand: &str| cand.to_lowercase().starts_with(&lower);
         let candidates: Vec<String> = if start == 0 && word.starts_with('/') {
-            commands(sources.peer)
-                .map(|(c, _)| *c)
+            let context = if sources.peer {
+                Context::PeerUi
+            } else {
+                Context::ChatUi
+            };
+            command::commands(context)
+                .map(|s| s.word)
                 .filter(|c| matches(c))
                 .map(|c| format!("{c} "))
                 .collect()
@@ -174,14 +143,28 @@ mod tests {
         let mut e = editor("/h");
         assert!(Completion::start(&mut e, &peer).is_some());
         assert_eq!(e.text(), "/help ");
-        // Every server-only command is a real command, and peer mode keeps the rest.
-        for c in SERVER_ONLY {
-            let known = COMMANDS.iter().any(|(name, _)| name == c)
-                || ["/j", "/leave", "/q", "/names"].contains(c);
-            assert!(known, "{c} is not a command");
+        // Every command of the UI is offered with a server, and peer mode offers exactly those
+        // that work without one.
+        for (peer, context) in [(false, Context::ChatUi), (true, Context::PeerUi)] {
+            let src = Sources { peer, ..sources() };
+            for spec in command::COMMANDS {
+                let mut e = editor(spec.word);
+                let offered = Completion::start(&mut e, &src).is_some_and(|mut c| {
+                    (0..command::COMMANDS.len()).any(|_| {
+                        let hit = e.text() == format!("{} ", spec.word);
+                        c.cycle(&mut e, true);
+                        hit
+                    })
+                });
+                assert_eq!(
+                    offered,
+                    spec.available_in(context),
+                    "{} {context:?}",
+                    spec.word
+                );
+            }
         }
-        assert!(commands(true).count() >= 10);
-        assert!(commands(true).all(|(c, _)| !SERVER_ONLY.contains(c)));
+        assert!(command::commands(Context::PeerUi).count() >= 10);
     }
 
     #[test]

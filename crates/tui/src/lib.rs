@@ -17,6 +17,9 @@
 //! - `app`: [`App`] and [`Config`]: buffers, key handling, `/commands`, sending state,
 //!   unread counts, highlights, scrolling and history paging, search.
 //! - `buffer`: one buffer's lines, counters, marker, scroll and members.
+//! - [`command`]: the one command language of every input line (the UI's and line mode's, in
+//!   `chirp connect` and `chirp peer`): the table of commands and aliases, the parser, the
+//!   help text (public: `chirp`'s line modes use it too).
 //! - `editor`: the input line ([`Editor`]) and the per-buffer input history.
 //! - `complete`: Tab completion of nicks, `/commands` and `#rooms`.
 //! - [`safe`]: the sanitizer for text from the network (public: `chirp`'s line-mode printers
@@ -47,6 +50,7 @@
 mod api;
 mod app;
 mod buffer;
+pub mod command;
 mod complete;
 mod editor;
 mod runner;

@@ -547,6 +547,14 @@ fn draw_status(app: &App, frame: &mut Frame<'_>, area: Rect, with_activity: bool
         spans.push(sep.clone());
         spans.push(Span::raw(format!("rtx {}", link.retransmissions)));
     }
+    if link.held > 0 {
+        // Pacing to the server's rate: the user's lines are waiting, not lost.
+        spans.push(sep.clone());
+        spans.push(Span::styled(
+            format!("paced: {} waiting", link.held),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
     if let Some(fp) = &link.fingerprint {
         spans.push(sep.clone());
         spans.push(Span::raw(format!("fp {}", truncate(&sanitize(fp), 14))));

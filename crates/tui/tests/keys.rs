@@ -252,12 +252,14 @@ fn slash_commands() {
             reason: Some("bye all".into())
         }]
     );
-    // /msg opens the conversation and sends to it.
+    // /msg sends to the conversation and stays in the room (bug 3); /query opens it.
     let cmds = enter_line(&mut app, "/msg bob hi there", T0);
     assert_eq!(
         sends(&cmds),
         vec![(BufferId::Dm("bob".into()), "hi there".into(), false, 2)]
     );
+    assert_eq!(app.current_buffer(), &room("#rust"));
+    assert!(enter_line(&mut app, "/query bob", T0).is_empty());
     assert_eq!(app.current_buffer(), &BufferId::Dm("bob".into()));
     // A doubled slash sends the text with one slash.
     assert_eq!(
@@ -293,6 +295,106 @@ fn open_shows_a_conversation_ready_for_typing() {
     // Opening it again keeps one buffer.
     app.handle_event(UiEvent::Open(BufferId::Dm("peer".into())), T0);
     assert_eq!(app.buffer_list().len(), 2);
+}
+
+/// Bug 3: `/msg nick text` sends privately and stays where the user was, so the next line,
+/// meant for the room, does not go to the DM by surprise.
+#[test]
+fn msg_sends_privately_and_stays_in_the_room() {
+    let mut app = app();
+    join(&mut app, "#rust", &["bob"]);
+    assert_eq!(
+        sends(&enter_line(&mut app, "/msg bob hi", T0)),
+        vec![(BufferId::Dm("bob".into()), "hi".into(), false, 1)]
+    );
+    assert_eq!(app.current_buffer(), &room("#rust"));
+    assert_eq!(
+        sends(&enter_line(&mut app, "for everyone", T0)),
+        vec![(room("#rust"), "for everyone".into(), false, 2)]
+    );
+    // The DM's buffer exists (the private line is shown there), without being shown.
+    assert!(
+        app.buffer_list()
+            .iter()
+            .any(|(b, _, _)| *b == BufferId::Dm("bob".into()))
+    );
+    // `/msg nick` without text sends nothing and does not switch either.
+    assert!(enter_line(&mut app, "/msg bob", T0).is_empty());
+    assert_eq!(app.current_buffer(), &room("#rust"));
+    assert_eq!(app.input(), "/msg bob", "the refused line stays for fixing");
+    let s = screen(&mut app, 100, 12);
+    assert!(
+        find_row(&s, "usage: /msg NICK TEXT").is_some(),
+        "{}",
+        dump(&s)
+    );
+}
+
+/// `/query nick` opens the conversation and shows it; with text it sends there too.
+#[test]
+fn query_opens_the_conversation_and_switches_to_it() {
+    let mut app = app();
+    join(&mut app, "#rust", &["bob"]);
+    assert!(enter_line(&mut app, "/query bob", T0).is_empty());
+    assert_eq!(app.current_buffer(), &BufferId::Dm("bob".into()));
+    assert_eq!(
+        sends(&enter_line(&mut app, "just us", T0)),
+        vec![(BufferId::Dm("bob".into()), "just us".into(), false, 1)]
+    );
+    app.handle_key(alt('2'), T0);
+    assert_eq!(app.current_buffer(), &room("#rust"));
+    assert_eq!(
+        sends(&enter_line(&mut app, "/q carol hello there", T0)),
+        vec![(BufferId::Dm("carol".into()), "hello there".into(), false, 2)]
+    );
+    assert_eq!(app.current_buffer(), &BufferId::Dm("carol".into()));
+}
+
+/// Bug 2, in the UI: only the server's answer to a join (our own `Join` event) changes where
+/// text goes; a refused `/join` leaves the current buffer as it was.
+#[test]
+fn a_refused_join_does_not_change_the_current_buffer() {
+    let mut app = app();
+    join(&mut app, "#rust", &["bob"]);
+    assert_eq!(
+        enter_line(&mut app, "/join nohash", T0),
+        vec![UiCommand::Join {
+            room: "#nohash".into()
+        }]
+    );
+    assert_eq!(app.current_buffer(), &room("#rust"));
+    app.handle_event(
+        UiEvent::Error("bad_name: room names start with '#'".into()),
+        T0,
+    );
+    assert_eq!(app.current_buffer(), &room("#rust"));
+    assert_eq!(
+        sends(&enter_line(&mut app, "still here", T0)),
+        vec![(room("#rust"), "still here".into(), false, 1)]
+    );
+    assert_eq!(app.buffer_list().len(), 2, "no buffer for the refused room");
+}
+
+/// `/history` is line mode's; the UI has PgUp for it, and says so rather than sending the
+/// line, whatever the argument (`-5` included).
+#[test]
+fn history_in_the_ui_points_to_page_up() {
+    let mut app = app();
+    join(&mut app, "#rust", &["bob"]);
+    for (i, line) in ["/history", "/history 5", "/history -5"]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(enter_line(&mut app, line, T0).is_empty(), "{line}");
+        assert_eq!(app.input(), line);
+        let s = screen(&mut app, 120, 12);
+        assert!(find_row(&s, "join a room first").is_none(), "{}", dump(&s));
+        let said = s
+            .iter()
+            .filter(|r| r.contains("/history") && r.contains("PgUp"));
+        assert_eq!(said.count(), i + 1, "{line}: {}", dump(&s));
+        app.handle_key(ctrl('u'), T0);
+    }
 }
 
 #[test]
@@ -753,7 +855,12 @@ fn peer_mode_refuses_server_commands_and_sends_to_the_peer() {
     // /help lists what works, not what does not.
     assert!(enter_line(&mut app, "/help", T0).is_empty());
     let s = screen(&mut app, 150, 60);
-    assert!(find_row(&s, "/stats show").is_some(), "{}", dump(&s));
+    assert!(
+        s.iter()
+            .any(|r| r.contains("/stats ") && r.contains("show the link statistics")),
+        "{}",
+        dump(&s)
+    );
     assert!(find_row(&s, "/join #ROOM").is_none(), "{}", dump(&s));
     assert!(find_row(&s, "/nick NICK").is_none(), "{}", dump(&s));
     // Text and actions go to the peer.
@@ -809,4 +916,82 @@ fn a_question_is_answered_only_by_its_deliberate_keys() {
         T0,
     );
     assert_eq!(app.handle_key(alt('Y'), T0), vec![UiCommand::Answer(true)]);
+}
+
+/// `chirp peer`'s UI answers a question with `/accept` or `/refuse` too, as its line mode
+/// does; with no question open they do nothing but say so.
+#[test]
+fn peer_ui_answers_with_accept_and_refuse() {
+    let mut app = App::new(Config {
+        peer: true,
+        ..Config::default()
+    });
+    app.handle_event(UiEvent::Open(BufferId::Dm("127.0.0.1:5002".into())), T0);
+    assert!(enter_line(&mut app, "/accept", T0).is_empty());
+    assert_eq!(app.input(), "/accept");
+    let s = screen(&mut app, 100, 12);
+    assert!(
+        find_row(&s, "no question is open").is_some(),
+        "{}",
+        dump(&s)
+    );
+    app.handle_key(ctrl('u'), T0);
+    let ask = UiEvent::Ask {
+        question: "trust key abcd?".into(),
+    };
+    app.handle_event(ask.clone(), T0);
+    assert_eq!(
+        enter_line(&mut app, "/accept", T0),
+        vec![UiCommand::Answer(true)]
+    );
+    assert!(
+        enter_line(&mut app, "/refuse", T0).is_empty(),
+        "answered already"
+    );
+    app.handle_key(ctrl('u'), T0);
+    app.handle_event(ask, T0);
+    assert_eq!(
+        enter_line(&mut app, "/REFUSE", T0),
+        vec![UiCommand::Answer(false)]
+    );
+    // A chat server asks no such question.
+    let mut app = support::app();
+    join(&mut app, "#a", &[]);
+    assert!(enter_line(&mut app, "/accept", T0).is_empty());
+    let s = screen(&mut app, 120, 12);
+    assert!(
+        find_row(&s, "/accept is for chirp peer").is_some(),
+        "{}",
+        dump(&s)
+    );
+}
+
+/// The UI's usage errors come from the command table, and the refused line stays.
+#[test]
+fn usage_errors_name_the_arguments() {
+    let mut app = app();
+    join(&mut app, "#a", &["bob"]);
+    for (line, want) in [
+        ("/join", "usage: /join #ROOM"),
+        ("/msg bob", "usage: /msg NICK TEXT"),
+        ("/query", "usage: /query NICK [TEXT]"),
+        ("/me ", "usage: /me TEXT"),
+        ("/bell loud", "/bell takes on or off"),
+        ("/frob", "unknown command /frob"),
+    ] {
+        assert!(enter_line(&mut app, line, T0).is_empty(), "{line}");
+        assert_eq!(app.input(), line);
+        let s = screen(&mut app, 120, 12);
+        assert!(find_row(&s, want).is_some(), "{line}: {}", dump(&s));
+        app.handle_key(ctrl('u'), T0);
+    }
+    // Aliases old and new.
+    assert_eq!(
+        enter_line(&mut app, "/J #b", T0),
+        vec![UiCommand::Join { room: "#b".into() }]
+    );
+    assert_eq!(
+        enter_line(&mut app, "/exit", T0),
+        vec![UiCommand::Quit { reason: None }]
+    );
 }

@@ -234,6 +234,7 @@ fn status_bar_shows_the_link() {
             loss_pct_last_minute: Some(1.5),
             retransmissions: 7,
             counters: vec![],
+            held: 0,
         }),
         T0,
     );
@@ -254,6 +255,24 @@ fn status_bar_shows_the_link() {
         T0,
     );
     assert!(screen(&mut app, 100, 10)[8].contains("rtt 0.3ms"));
+    // Lines held back by pacing are shown as waiting, and the mark goes once they are sent.
+    app.handle_event(
+        UiEvent::Link(LinkStatus {
+            state: LinkState::Connected,
+            held: 12,
+            ..LinkStatus::default()
+        }),
+        T0,
+    );
+    assert!(screen(&mut app, 100, 10)[8].contains("paced: 12 waiting"));
+    app.handle_event(
+        UiEvent::Link(LinkStatus {
+            state: LinkState::Connected,
+            ..LinkStatus::default()
+        }),
+        T0,
+    );
+    assert!(!screen(&mut app, 100, 10)[8].contains("paced"));
 }
 
 #[test]

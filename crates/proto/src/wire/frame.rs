@@ -12,6 +12,8 @@
 //! | 0x07 | PATH_CHALLENGE | 8 bytes of data                                                |
 //! | 0x08 | PATH_RESPONSE  | the 8 bytes of the challenge it answers                        |
 //! | 0x09 | RESET_TOKEN    | 16 bytes: the token that authenticates a stateless RESET       |
+//! | 0x0a | FIN       | final_offset: the sender's message stream ends there (half-close)   |
+//! | 0x0b | RECEIVED  | offset: every byte of the receiver's stream below it has arrived    |
 
 use super::DecodeError;
 use crate::coding::{Reader, put_varint, varint_len};
@@ -40,6 +42,10 @@ pub enum FrameType {
     PathResponse = 0x08,
     /// The token with which the sender would authenticate a stateless RESET.
     ResetToken = 0x09,
+    /// The sender's message stream ends at this offset: it will write nothing more.
+    Fin = 0x0a,
+    /// Every byte of the receiver's message stream below this offset has arrived.
+    Received = 0x0b,
 }
 
 /// Upper bound on ACK ranges in one frame. A receiver never needs more to describe recent
@@ -171,6 +177,21 @@ pub enum Frame<'a> {
     PathResponse([u8; 8]),
     /// RESET_TOKEN.
     ResetToken([u8; 16]),
+    /// FIN: the sender's half-close, like QUIC's stream FIN. Its message stream ends at
+    /// `final_offset` (the end of its last message); nothing it sends reaches beyond, and the
+    /// receiver reports the end once it has delivered every message below it.
+    Fin {
+        /// Absolute stream offset one past the last byte the sender will ever send.
+        final_offset: u64,
+    },
+    /// RECEIVED: a cumulative, stream-level acknowledgement. The sender holds every byte of
+    /// the receiver's message stream below `offset` and delivers (or delivered) them in
+    /// order; packet ACKs say which packets arrived, this says which messages did, whatever
+    /// happened to the packets that carried them.
+    Received {
+        /// Absolute offset in the receiver's own (sending) stream.
+        offset: u64,
+    },
 }
 
 impl Frame<'_> {
@@ -198,6 +219,10 @@ impl Frame<'_> {
             Frame::Handshake(m) => 1 + varint_len(m.len() as u64) + m.len(),
             Frame::PathChallenge(_) | Frame::PathResponse(_) => 9,
             Frame::ResetToken(_) => 17,
+            Frame::Fin {
+                final_offset: offset,
+            }
+            | Frame::Received { offset } => 1 + varint_len(*offset),
         }
     }
 
@@ -244,6 +269,14 @@ impl Frame<'_> {
             Frame::ResetToken(t) => {
                 out.push(FrameType::ResetToken as u8);
                 out.extend_from_slice(t);
+            }
+            Frame::Fin { final_offset } => {
+                out.push(FrameType::Fin as u8);
+                put_varint(out, *final_offset);
+            }
+            Frame::Received { offset } => {
+                out.push(FrameType::Received as u8);
+                put_varint(out, *offset);
             }
         }
     }
@@ -317,6 +350,12 @@ impl<'a> Frames<'a> {
                 t.copy_from_slice(self.r.bytes(16)?);
                 Frame::ResetToken(t)
             }
+            0x0a => Frame::Fin {
+                final_offset: self.r.varint()?,
+            },
+            0x0b => Frame::Received {
+                offset: self.r.varint()?,
+            },
             other => return Err(DecodeError::UnknownFrame(other)),
         })
     }
@@ -367,6 +406,11 @@ mod tests {
             data: b"",
         });
         round_trip(&Frame::MaxData { limit: 1 << 20 });
+        round_trip(&Frame::Fin { final_offset: 0 });
+        round_trip(&Frame::Fin {
+            final_offset: 70_000,
+        });
+        round_trip(&Frame::Received { offset: 1 << 40 });
         round_trip(&Frame::Close {
             code: 0,
             reason: b"bye",
@@ -396,6 +440,20 @@ mod tests {
             Frames::new(&[0x02, 3, 0, 1, 0, 9, 0])
                 .next()
                 .is_some_and(|r| r.is_err())
+        );
+    }
+
+    #[test]
+    fn fin_and_received_encodings() {
+        // The bytes of docs/PROTOCOL.md's examples.
+        let mut out = Vec::new();
+        Frame::Fin { final_offset: 300 }.encode(&mut out);
+        Frame::Received { offset: 5 }.encode(&mut out);
+        assert_eq!(out, [0x0a, 0x41, 0x2c, 0x0b, 0x05]);
+        // Truncated: the varint is missing.
+        assert_eq!(
+            Frames::new(&[0x0a]).next(),
+            Some(Err(DecodeError::Truncated))
         );
     }
 

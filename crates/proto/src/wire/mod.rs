@@ -8,9 +8,9 @@ mod packet;
 
 pub use frame::{AckFrame, Frame, FrameType, Frames};
 pub use packet::{
-    ConnectionId, Header, MAX_DATAGRAM_SIZE, MAX_TOKEN_LEN, MIN_INITIAL_SIZE, Packet,
-    PacketBuilder, PacketType, RESET_PACKET_LEN, RESET_TOKEN_LEN, VERSION, encode_reset,
-    encode_retry,
+    ConnectionId, Header, MAX_DATAGRAM_SIZE, MAX_REFUSE_PACKET_LEN, MAX_TOKEN_LEN,
+    MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType, RESET_PACKET_LEN, RESET_TOKEN_LEN,
+    RefuseReason, VERSION, encode_refuse, encode_reset, encode_retry,
 };
 
 use thiserror::Error;

@@ -7,18 +7,20 @@
 //! DATA      (0x04 key phase 0, 0x06 key phase 1): version type dst_cid(8) pn(varint) sealed
 //! ACCEPT    (0x05): version type dst_cid(8) src_cid(8)                     pn(varint) sealed
 //! RESET     (0x07): version type reset_token(16)                        (exactly 18 bytes)
+//! REFUSE    (0x08): version type dst_cid(8) src_cid(8) reason(varint)       tag(16)
 //! ```
 //!
 //! `sealed` is the frames encrypted with ChaCha20-Poly1305 followed by the 16-byte tag; the
 //! nonce is the packet number and the associated data is every header byte before `sealed`,
-//! so a change to any bit of the datagram fails authentication. INITIAL, HANDSHAKE, ACCEPT and
-//! RETRY use keys derived from the client's first destination connection ID (public: they
-//! detect damage, they do not hide anything); DATA uses the keys of the Noise handshake.
+//! so a change to any bit of the datagram fails authentication. INITIAL, HANDSHAKE, ACCEPT,
+//! RETRY and REFUSE use keys derived from the client's first destination connection ID
+//! (public: they detect damage, they do not hide anything); DATA uses the keys of the Noise
+//! handshake.
 
 use std::fmt;
 
 use super::DecodeError;
-use crate::coding::{Reader, put_varint};
+use crate::coding::{Reader, VARINT_MAX, put_varint};
 use crate::crypto::{PacketKey, TAG_LEN};
 
 /// The protocol version this implementation speaks, carried in the first byte of every packet.
@@ -76,7 +78,52 @@ pub enum PacketType {
     /// restarted). Authenticated by a token the sender gave the receiver, encrypted, while the
     /// connection was alive; it carries nothing else.
     Reset,
+    /// Server → client, stateless: "I will not take your connection" (for the reason it
+    /// carries, e.g. the server is full). Echoes both connection IDs of the INITIAL it answers
+    /// and is authenticated under the refuse key of the client's initial destination ID, so it
+    /// is exactly as hard to forge as a RETRY.
+    Refuse,
 }
+
+/// Why a server refused a connection attempt: the reason code of a REFUSE packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefuseReason {
+    /// Code `0x01`: the server has no room for another connection; try again later.
+    ServerFull,
+    /// A code this implementation does not know (from a later version). Still a refusal.
+    Other(u64),
+}
+
+impl RefuseReason {
+    /// The code on the wire.
+    pub fn code(self) -> u64 {
+        match self {
+            Self::ServerFull => 0x01,
+            Self::Other(code) => code,
+        }
+    }
+
+    /// The reason of a code (any code: unknown ones are [`Self::Other`]).
+    pub fn from_code(code: u64) -> Self {
+        match code {
+            0x01 => Self::ServerFull,
+            other => Self::Other(other),
+        }
+    }
+}
+
+impl fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ServerFull => f.write_str("server full, try later"),
+            Self::Other(code) => write!(f, "connection refused (code {code:#x})"),
+        }
+    }
+}
+
+/// The longest REFUSE: version, type, two connection IDs, an 8-byte varint, the tag. Far below
+/// the 1200 bytes of the INITIAL it answers.
+pub const MAX_REFUSE_PACKET_LEN: usize = 2 + 2 * CID_LEN + 8 + TAG_LEN;
 
 /// Length of a stateless-reset token, and of a RESET packet.
 pub const RESET_TOKEN_LEN: usize = 16;
@@ -103,6 +150,7 @@ impl PacketType {
             0x05 => Ok(Self::Accept),
             0x06 => Ok(Self::Data { key_phase: true }),
             0x07 => Ok(Self::Reset),
+            0x08 => Ok(Self::Refuse),
             other => Err(DecodeError::UnknownPacketType(other)),
         }
     }
@@ -117,6 +165,7 @@ impl PacketType {
             Self::Accept => 0x05,
             Self::Data { key_phase: true } => 0x06,
             Self::Reset => 0x07,
+            Self::Refuse => 0x08,
         }
     }
 
@@ -172,11 +221,11 @@ pub struct Packet<'a> {
     /// The decoded header.
     pub header: Header,
     /// INITIAL and RETRY: the address-validation token (possibly empty). RESET: the reset
-    /// token.
+    /// token. REFUSE: the reason code, a varint (see [`Packet::refuse_reason`]).
     pub token: &'a [u8],
     /// The header bytes: the associated data of the AEAD.
     pub aad: &'a [u8],
-    /// Ciphertext and tag (RETRY: the tag alone).
+    /// Ciphertext and tag (RETRY, REFUSE: the tag alone).
     pub sealed: &'a [u8],
 }
 
@@ -222,21 +271,19 @@ impl<'a> Packet<'a> {
                 return Err(DecodeError::Invalid("token length"));
             }
             r.bytes(len)?
+        } else if ty == PacketType::Refuse {
+            let (rest, before) = (r.rest(), r.remaining());
+            r.varint()?;
+            &rest[..before - r.remaining()]
         } else {
             &[]
         };
-        let number = if ty == PacketType::Retry {
-            0
-        } else {
-            r.varint()?
-        };
+        // RETRY and REFUSE are stateless answers: no packet number, nonce 0, the tag alone.
+        let tag_only = matches!(ty, PacketType::Retry | PacketType::Refuse);
+        let number = if tag_only { 0 } else { r.varint()? };
         let sealed = r.rest();
-        let min_sealed = if ty == PacketType::Retry {
-            TAG_LEN
-        } else {
-            TAG_LEN + 1
-        };
-        if sealed.len() < min_sealed || (ty == PacketType::Retry && sealed.len() != TAG_LEN) {
+        let min_sealed = if tag_only { TAG_LEN } else { TAG_LEN + 1 };
+        if sealed.len() < min_sealed || (tag_only && sealed.len() != TAG_LEN) {
             return Err(DecodeError::Invalid("sealed payload length"));
         }
         let aad = &datagram[..datagram.len() - sealed.len()];
@@ -253,8 +300,20 @@ impl<'a> Packet<'a> {
         })
     }
 
+    /// REFUSE: the reason it carries. `None` for every other type.
+    pub fn refuse_reason(&self) -> Option<RefuseReason> {
+        if self.header.ty != PacketType::Refuse {
+            return None;
+        }
+        // `new_checked` made sure `token` is exactly one varint.
+        Reader::new(self.token)
+            .varint()
+            .ok()
+            .map(RefuseReason::from_code)
+    }
+
     /// Authenticates and decrypts the payload with `key`, returning the frame bytes (empty for
-    /// RETRY). `Err` means forged, damaged, replayed under another key, or simply not ours.
+    /// RETRY and REFUSE). `Err` means forged, damaged, replayed under another key, or simply not ours.
     pub fn open(&self, key: &PacketKey) -> Result<Vec<u8>, crate::crypto::AuthError> {
         let mut buf = self.sealed.to_vec();
         key.open(self.header.number, self.aad, &mut buf)?;
@@ -349,6 +408,28 @@ pub fn encode_retry(
     buf
 }
 
+/// Encodes a REFUSE: the answer of a server that will not take the connection attempt of the
+/// INITIAL whose source ID was `dst_cid` (the client's ID) and whose destination ID was
+/// `src_cid` (the client's initial destination ID `R`), authenticated with the refuse key of
+/// `R`. At most [`MAX_REFUSE_PACKET_LEN`] bytes.
+pub fn encode_refuse(
+    dst_cid: ConnectionId,
+    src_cid: ConnectionId,
+    reason: RefuseReason,
+    key: &PacketKey,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(MAX_REFUSE_PACKET_LEN);
+    buf.push(VERSION);
+    buf.push(PacketType::Refuse.to_byte());
+    buf.extend_from_slice(&dst_cid.0.to_be_bytes());
+    buf.extend_from_slice(&src_cid.0.to_be_bytes());
+    // Codes above VARINT_MAX do not fit a varint (and none is defined).
+    put_varint(&mut buf, reason.code().min(VARINT_MAX));
+    let len = buf.len();
+    key.seal_in_place(0, &mut buf, len);
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,14 +481,17 @@ mod tests {
             Some(DecodeError::UnsupportedVersion(1))
         );
         bytes[0] = VERSION;
+        // 0x08 is REFUSE (version 2 since issue 12): a DATA packet's bytes are not one.
         bytes[1] = 0x08;
+        assert!(Packet::new_checked(&bytes).is_err());
+        bytes[1] = 0x09;
         assert_eq!(
             Packet::new_checked(&bytes).err(),
-            Some(DecodeError::UnknownPacketType(8))
+            Some(DecodeError::UnknownPacketType(9))
         );
         assert_eq!(
             Packet::new_checked(&bytes[..MIN_PACKET_LEN - 1]).err(),
-            Some(DecodeError::UnknownPacketType(8))
+            Some(DecodeError::UnknownPacketType(9))
         );
         bytes[1] = 0x04;
         assert_eq!(
@@ -446,6 +530,51 @@ mod tests {
         longer.push(0);
         assert!(Packet::new_checked(&longer).is_err());
         assert!(Packet::new_checked(&bytes[..RESET_PACKET_LEN - 1]).is_err());
+    }
+
+    #[test]
+    fn refuse_round_trip_size_and_every_bit_authenticated() {
+        let bytes = encode_refuse(
+            ConnectionId(3),
+            ConnectionId(4),
+            RefuseReason::ServerFull,
+            &key(),
+        );
+        assert_eq!(bytes.len(), 2 + 8 + 8 + 1 + TAG_LEN);
+        let p = Packet::new_checked(&bytes).expect("valid");
+        assert_eq!(p.header.ty, PacketType::Refuse);
+        assert_eq!(p.header.dst_cid, ConnectionId(3));
+        assert_eq!(p.header.src_cid, Some(ConnectionId(4)));
+        assert_eq!(p.refuse_reason(), Some(RefuseReason::ServerFull));
+        assert_eq!(p.open(&key()).expect("authentic"), Vec::<u8>::new());
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut bad = bytes.clone();
+                bad[i] ^= 1 << bit;
+                if let Ok(p) = Packet::new_checked(&bad) {
+                    assert_eq!(p.open(&key()), Err(AuthError), "byte {i} bit {bit}");
+                }
+            }
+        }
+        // Anything after the tag, or a truncated tag, is malformed.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Packet::new_checked(&longer).is_err());
+        assert!(Packet::new_checked(&bytes[..bytes.len() - 1]).is_err());
+        // Unknown codes survive, up to the largest varint; the longest packet is the bound.
+        for code in [0, 0x02, 0x3fff, VARINT_MAX] {
+            let reason = RefuseReason::from_code(code);
+            assert_eq!(reason, RefuseReason::Other(code));
+            let b = encode_refuse(ConnectionId(3), ConnectionId(4), reason, &key());
+            assert!(b.len() <= MAX_REFUSE_PACKET_LEN);
+            let p = Packet::new_checked(&b).expect("valid");
+            assert_eq!(p.refuse_reason(), Some(reason));
+        }
+        assert_eq!(
+            RefuseReason::ServerFull.to_string(),
+            "server full, try later"
+        );
+        assert_eq!(RefuseReason::from_code(1), RefuseReason::ServerFull);
     }
 
     #[test]

@@ -1,0 +1,21 @@
+//! The client front-ends of chirp, over the sans-IO chat session
+//! ([`chirp_chat::client::Session`]): pure code, no I/O, time comes in as arguments.
+//!
+//! # Layout
+//!
+//! - [`line`]: `chirp connect` in line and JSON mode: a typed line (in the one command
+//!   language, [`chirp_tui::command`]) becomes session requests; session events keep the
+//!   current room. The binary reads standard input and prints.
+//! - [`bridge`]: `chirp connect` in the terminal UI: session events become [`chirp_tui::UiEvent`]s
+//!   and [`chirp_tui::UiCommand`]s become session requests.
+//! - [`link`]: the status bar's link figures (RTT, loss over the last minute, counters).
+//! - [`peer_bridge`]: `chirp peer` in the terminal UI: reports of the peer session
+//!   ([`chirp_peer::Session`]) become UI events, UI commands become session inputs.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bridge;
+pub mod line;
+pub mod link;
+pub mod peer_bridge;

@@ -1,0 +1,339 @@
+//! `chirp connect` in line (and JSON) mode: what a typed line asks of the session, and what the
+//! line mode keeps from the session's events.
+//!
+//! - Plain lines go to the **current room**. It changes only when a join succeeds (the
+//!   server's `joined` for a room the user asked to join, or switched to with `/join` while
+//!   already in it) and when the current room is left: a refused `/join` leaves it as it was.
+//! - `/msg NICK TEXT` sends privately and changes nothing else.
+//! - `/history [N]` pages back from the oldest message seen in the current room.
+//!
+//! The commands are the one command language's ([`chirp_tui::command`], context
+//! [`Context::ChatLine`]); the binary prints what [`LineClient::input`] answers and every
+//! session event.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use chirp_chat::client::{Event, Session, Target};
+use chirp_chat::names::fold;
+use chirp_chat::wire::ServerMsg;
+use chirp_tui::command::{self, Command, Context};
+
+/// How many messages `/history` asks for without a number.
+pub const DEFAULT_HISTORY: u32 = 50;
+
+/// What a typed line did, for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Nothing to say (a request went to the session, or the line was blank).
+    Nothing,
+    /// A status line (`* …`).
+    Status(String),
+    /// A mistake in the line; nothing was sent.
+    Error {
+        /// The JSON event's `code` (`usage`, `no_room`).
+        code: &'static str,
+        /// What to tell the user.
+        message: String,
+    },
+    /// The help text.
+    Help(String),
+    /// The user leaves (`/quit`): finish the session.
+    Leave,
+}
+
+impl Reply {
+    fn usage(message: impl Into<String>) -> Reply {
+        Reply::Error {
+            code: "usage",
+            message: message.into(),
+        }
+    }
+}
+
+/// The line-mode client: the session and what typed lines need to know.
+#[derive(Debug)]
+pub struct LineClient {
+    session: Session,
+    /// Where plain lines go: a room we are in.
+    current: Option<String>,
+    /// The room that becomes current once joined (the last `--join`, or a `/join`).
+    joining: Option<String>,
+    rooms: BTreeSet<String>,
+    topics: HashMap<String, String>,
+    /// The oldest message id seen per conversation, where `/history` continues.
+    oldest: HashMap<String, u64>,
+}
+
+impl LineClient {
+    /// Wraps `session`; `first_rooms` are the rooms it joins at start (the last becomes
+    /// current once joined).
+    pub fn new(session: Session, first_rooms: &[String]) -> LineClient {
+        LineClient {
+            session,
+            current: None,
+            joining: first_rooms.last().map(|r| fold(r)),
+            rooms: BTreeSet::new(),
+            topics: HashMap::new(),
+            oldest: HashMap::new(),
+        }
+    }
+
+    /// The session, for the driver.
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// The current room.
+    pub fn current(&self) -> Option<&str> {
+        self.current.as_deref()
+    }
+
+    /// Carries out one typed line (without its line end).
+    pub fn input(&mut self, now: Instant, line: &str) -> Reply {
+        if line.trim().is_empty() {
+            return Reply::Nothing;
+        }
+        let cmd = match command::parse(line, Context::ChatLine) {
+            Ok(c) => c,
+            Err(e) => {
+                return Reply::Error {
+                    code: e.code(),
+                    message: e.to_string(),
+                };
+            }
+        };
+        let s = &mut self.session;
+        match cmd {
+            Command::Text(text) => match &self.current {
+                Some(room) => {
+                    s.say(now, Target::Room(room.clone()), text, false);
+                }
+                None => {
+                    return Reply::Error {
+                        code: "no_room",
+                        message: self.no_room(),
+                    };
+                }
+            },
+            Command::Me { text } => match &self.current {
+                Some(room) => {
+                    s.say(now, Target::Room(room.clone()), text, true);
+                }
+                None => {
+                    return Reply::Error {
+                        code: "no_room",
+                        message: self.no_room(),
+                    };
+                }
+            },
+            Command::Msg { to, text } => {
+                s.say(now, Target::Nick(to), text, false);
+            }
+            Command::Query { nick, text } => {
+                // Line mode has one stream and no buffers to switch: a query is a message.
+                let Some(text) = text else {
+                    return Reply::usage(format!(
+                        "line mode has no conversations to open: /msg {nick} TEXT sends one message"
+                    ));
+                };
+                s.say(now, Target::Nick(nick), text, false);
+            }
+            Command::Join { room } => {
+                let room = fold(&room);
+                if self.rooms.contains(&room) {
+                    self.current = Some(room.clone());
+                    self.joining = None;
+                    return Reply::Status(format!("current room is now {room}"));
+                }
+                // It becomes current when the server says we joined it, not before: a refused
+                // join leaves the current room as it was.
+                self.joining = Some(room.clone());
+                s.join(room);
+            }
+            Command::Part { room, .. } => match room.map(|r| fold(&r)).or(self.current.clone()) {
+                Some(room) => s.part(room),
+                None => return Reply::usage("usage: /part [#room] (you are in no room)"),
+            },
+            Command::Nick { nick } => s.nick(nick),
+            Command::Topic { text } => {
+                let Some(room) = self.current.clone() else {
+                    return Reply::Error {
+                        code: "no_room",
+                        message: "/topic works in a room: /join #room first".into(),
+                    };
+                };
+                match text {
+                    Some(t) => s.topic(room, t),
+                    None => {
+                        return Reply::Status(match self.topics.get(&room) {
+                            Some(t) if !t.is_empty() => format!("topic of {room}: {t}"),
+                            _ => format!("{room} has no topic"),
+                        });
+                    }
+                }
+            }
+            Command::List => s.list(),
+            Command::Who { room } => match room.map(|r| fold(&r)).or(self.current.clone()) {
+                Some(room) => s.who(room),
+                None => return Reply::usage("usage: /who [#room] (you are in no room)"),
+            },
+            Command::History { count } => {
+                let Some(room) = self.current.clone() else {
+                    return Reply::Error {
+                        code: "no_room",
+                        message: "/history works in a room: /join #room first".into(),
+                    };
+                };
+                let before = self.oldest.get(&room).copied();
+                s.history(Target::Room(room), before, count.unwrap_or(DEFAULT_HISTORY));
+            }
+            Command::Stats => s.stats(),
+            Command::Help => return Reply::Help(command::help(Context::ChatLine)),
+            Command::Quit { .. } => return Reply::Leave,
+            // Not in this context: the parser refuses them.
+            other => {
+                return Reply::usage(format!("{other:?} is not available in line mode"));
+            }
+        }
+        Reply::Nothing
+    }
+
+    fn no_room(&self) -> String {
+        match &self.joining {
+            Some(r) => format!(
+                "not sent: you are not in {r} yet (joining); /msg NICK TEXT sends privately"
+            ),
+            None => "not sent: you are in no room: /join #room first (or /msg NICK TEXT)".into(),
+        }
+    }
+
+    /// Takes note of a session event (before it is printed).
+    pub fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Message(m) => {
+                let e = self.oldest.entry(m.conv.clone()).or_insert(m.id);
+                *e = (*e).min(m.id);
+            }
+            Event::Server(ServerMsg::Joined { room, topic, .. }) => {
+                let room = fold(room);
+                self.rooms.insert(room.clone());
+                self.topics.insert(room.clone(), topic.clone());
+                if self.joining.as_ref() == Some(&room) {
+                    self.joining = None;
+                    self.current = Some(room);
+                }
+            }
+            Event::Server(ServerMsg::Topic { room, topic, .. }) => {
+                self.topics.insert(fold(room), topic.clone());
+            }
+            Event::Server(ServerMsg::Parted { room }) => {
+                let room = fold(room);
+                self.rooms.remove(&room);
+                if self.current.as_ref() == Some(&room) {
+                    self.current = self.rooms.iter().next_back().cloned();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chirp_chat::client::{ClientConfig, Io};
+
+    fn client(rooms: &[&str]) -> (LineClient, Instant) {
+        let now = Instant::now();
+        let mut config = ClientConfig::new(([127, 0, 0, 1], 1).into(), "me");
+        config.rooms = rooms.iter().map(|r| (*r).to_owned()).collect();
+        config.pace = false;
+        let rooms: Vec<String> = config.rooms.clone();
+        (LineClient::new(Session::new(config, now, 7), &rooms), now)
+    }
+
+    fn joined(room: &str) -> Event {
+        Event::Server(ServerMsg::Joined {
+            room: room.into(),
+            topic: String::new(),
+            members: vec!["me".into()],
+            more: 0,
+        })
+    }
+
+    #[test]
+    fn a_refused_join_does_not_change_where_text_goes() {
+        let (mut lc, now) = client(&["#ok"]);
+        lc.on_event(&joined("#ok"));
+        assert_eq!(lc.current(), Some("#ok"));
+        assert_eq!(lc.input(now, "/join nohash"), Reply::Nothing);
+        // The server refuses it (an error, no `joined`): text still goes to #ok.
+        lc.on_event(&Event::Error {
+            code: "bad_name".into(),
+            message: "room names start with #".into(),
+        });
+        assert_eq!(lc.current(), Some("#ok"));
+        assert_eq!(lc.input(now, "hello"), Reply::Nothing);
+        // A successful join does switch.
+        assert_eq!(lc.input(now, "/join #next"), Reply::Nothing);
+        lc.on_event(&joined("#next"));
+        assert_eq!(lc.current(), Some("#next"));
+        // Switching back to a room we are in is immediate.
+        assert_eq!(
+            lc.input(now, "/join #OK"),
+            Reply::Status("current room is now #ok".into())
+        );
+    }
+
+    #[test]
+    fn text_before_the_first_join_is_refused_with_the_reason() {
+        let (mut lc, now) = client(&["#r"]);
+        let Reply::Error { code, message } = lc.input(now, "too early") else {
+            panic!("refused");
+        };
+        assert_eq!(code, "no_room");
+        assert!(message.contains("#r"), "{message}");
+    }
+
+    #[test]
+    fn history_needs_a_positive_count_and_pages_from_the_oldest_seen() {
+        let (mut lc, now) = client(&["#r"]);
+        lc.on_event(&joined("#r"));
+        let Reply::Error { code, message } = lc.input(now, "/history -5") else {
+            panic!("refused");
+        };
+        assert_eq!(code, "usage");
+        assert!(message.contains("positive number"), "{message}");
+        assert!(!message.contains("join"), "not about joining: {message}");
+        assert_eq!(lc.input(now, "/history 5"), Reply::Nothing);
+    }
+
+    #[test]
+    fn msg_sends_privately_and_keeps_the_current_room() {
+        let (mut lc, now) = client(&["#r"]);
+        lc.on_event(&joined("#r"));
+        assert_eq!(lc.input(now, "/msg bob psst"), Reply::Nothing);
+        assert_eq!(lc.current(), Some("#r"));
+        assert_eq!(
+            lc.input(now, "/help"),
+            Reply::Help(command::help(Context::ChatLine))
+        );
+        assert_eq!(lc.input(now, "/quit"), Reply::Leave);
+    }
+
+    /// Typed requests wait in the session until it is connected and welcomed.
+    #[test]
+    fn requests_are_queued_in_the_session() {
+        let (mut lc, now) = client(&["#r"]);
+        lc.on_event(&joined("#r"));
+        lc.input(now, "one");
+        lc.input(now, "/msg bob two");
+        lc.input(now, "/join #x");
+        assert_eq!(lc.session().backlog(), 3);
+        assert_eq!(lc.session().pending(), 2, "two messages await their ack");
+        // Nothing goes out before a connection exists.
+        let io: Vec<Io> = std::iter::from_fn(|| lc.session().poll_io(now)).collect();
+        assert!(io.iter().all(|i| !matches!(i, Io::Send { .. })));
+    }
+}

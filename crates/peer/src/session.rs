@@ -1,0 +1,1010 @@
+//! The peer session: one `chirp peer`'s whole protocol-level behaviour, sans IO.
+//!
+//! Both sides connect to each other at start and whenever the link is lost; the core resolves
+//! simultaneous opens, so exactly one connection results whichever side starts first. A second
+//! connection from the peer (it restarted) replaces the first, and the lines the old one never
+//! got acknowledged are sent again on the new one, ahead of anything typed since.
+//!
+//! Delivery is known per message: the core counts, per connection, the messages the peer has
+//! acknowledged ([`Event::Acked`], in send order), so the session keeps the ids of the messages
+//! in flight on each connection in that order, and pops one per acknowledgement. A message
+//! handed back by a dying connection keeps its id on the next one.
+//!
+//! End of input is a half-close ([`Input::EndOfInput`]): our lines are the last, the core sends
+//! them and then a FIN, and we go on receiving until the peer has finished too; the connection
+//! then closes by itself with everything delivered both ways (`chirp_proto::Endpoint::finish`).
+//! A side whose peer finished, and which has nothing queued nor unacknowledged, finishes too
+//! after [`FINISH_WHEN_IDLE`]: a chat partner who left gets no later lines, but a script still
+//! feeding lines keeps its half open until its own end of input. `/quit` ([`Input::Leave`])
+//! is a graceful close instead: our lines are delivered, the peer's later ones are not.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chirp_keys::PublicKey;
+use chirp_proto::{
+    CloseReason, ConnectError, ConnectionHandle, ConnectionStats, Event, SendError, WriteError,
+    close_code,
+};
+use tracing::{debug, warn};
+
+use crate::trust::{KeyPolicy, PeerVerdict, unconfirmed_refusal};
+
+/// Longest wait after leaving for the closing connection to drain (normally 3 PTO, well under
+/// a second on a healthy path).
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// How long an interrupt (Ctrl-C) waits for the transport to send the CLOSE.
+pub const INTERRUPT_LINGER: Duration = Duration::from_millis(50);
+
+/// How long to wait before trying again when a connection cannot even be started.
+pub const CONNECT_RETRY: Duration = Duration::from_secs(1);
+
+/// How long to wait before trying again after the peer refused our key.
+pub const KEY_REFUSED_RETRY: Duration = Duration::from_secs(10);
+
+/// A refusal of a connection from another port is shown once per this long: a stranger (or a
+/// peer that keeps retrying) must not flood the screen.
+pub const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
+
+/// After the peer finished, how long a side with nothing queued and everything acknowledged
+/// waits for another line of its own before it finishes too.
+pub const FINISH_WHEN_IDLE: Duration = Duration::from_secs(1);
+
+/// What a session is for.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The peer's address, as the user gave it.
+    pub to: SocketAddr,
+    /// The transport's idle timeout (for messages that mention it).
+    pub idle_timeout: Duration,
+    /// Someone can answer a question about a key ([`Report::AskKey`]); otherwise a key that
+    /// needs confirming is refused.
+    pub can_ask: bool,
+}
+
+/// What the user asks of the session.
+#[derive(Debug)]
+pub enum Input {
+    /// A message to send, with the caller's id for it (`None`: nobody tracks it, as in line
+    /// mode). Answered with [`Report::Delivered`] once the peer acknowledges it, or
+    /// [`Report::Failed`] (an id) / [`Report::Error`] (no id).
+    Send {
+        /// The message.
+        data: Bytes,
+        /// The caller's id.
+        local_id: Option<u64>,
+    },
+    /// `/stats`: answered with [`Report::Stats`], or an error while no connection is up.
+    Stats,
+    /// The link statistics, for a status bar: answered with [`Report::Link`].
+    Link,
+    /// Leave once everything sent is acknowledged (`/quit`): a graceful close.
+    Leave,
+    /// End of input: a half-close (see the module documentation).
+    EndOfInput,
+    /// The answer to [`Report::AskKey`]: trust that key or not.
+    KeyAnswer(bool),
+    /// Ctrl-C: close at once and end with status 130.
+    Interrupt,
+}
+
+/// A request to the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Open a connection to `to`, or reuse the open one (answer with [`Reply::Connect`]).
+    Connect {
+        /// Where.
+        to: SocketAddr,
+    },
+    /// Queue a message (answer with [`Reply::Send`]).
+    Send {
+        /// On which connection.
+        conn: ConnectionHandle,
+        /// The message.
+        data: Bytes,
+    },
+    /// Half-close (answer with [`Reply::Finish`]).
+    Finish {
+        /// Which connection.
+        conn: ConnectionHandle,
+    },
+    /// Close gracefully (`chirp_proto::Endpoint::close`).
+    Close {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// CLOSE code.
+        code: u64,
+        /// CLOSE reason.
+        reason: String,
+    },
+    /// Close at once (`chirp_proto::Endpoint::abort`).
+    Abort {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// CLOSE code.
+        code: u64,
+        /// CLOSE reason.
+        reason: String,
+    },
+    /// The verdict on the key an [`Event::VerifyKey`] asked about.
+    VerifyKey {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// Accept (true) or refuse.
+        accept: bool,
+    },
+    /// Accept new incoming connections or not.
+    SetAcceptIncoming(bool),
+    /// The statistics of a connection (answer with [`Reply::Stats`]).
+    Stats {
+        /// Which connection.
+        conn: ConnectionHandle,
+    },
+}
+
+/// The transport's answer to a [`Transport`] request that asks for one. The driver hands it
+/// back right after carrying out the request, before any other input.
+#[derive(Debug)]
+pub enum Reply {
+    /// To [`Transport::Connect`].
+    Connect(Result<ConnectionHandle, ConnectError>),
+    /// To [`Transport::Send`].
+    Send(Result<(), SendError>),
+    /// To [`Transport::Finish`].
+    Finish(Result<(), SendError>),
+    /// To [`Transport::Stats`].
+    Stats(Option<Box<ConnectionStats>>),
+}
+
+/// What the session tells the user. (No `Debug` of contents: a message is user plaintext.)
+pub enum Report {
+    /// Informational status (a key remembered on first contact).
+    Status(String),
+    /// The peer is reachable, with this key.
+    Up {
+        /// Its address.
+        peer: String,
+        /// Its key's fingerprint.
+        fingerprint: String,
+    },
+    /// The peer went away (the session is already trying to reach it again).
+    Down {
+        /// Its address.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A message from the peer.
+    Message {
+        /// Its address, or "previous session" for a message of a replaced connection.
+        from: String,
+        /// The message.
+        data: Bytes,
+    },
+    /// An error the user should see (the chat may continue).
+    Error(String),
+    /// The answer to [`Input::Stats`].
+    Stats {
+        /// The peer's address.
+        peer: String,
+        /// The statistics.
+        stats: Box<ConnectionStats>,
+    },
+    /// The peer acknowledged the message with this id.
+    Delivered(u64),
+    /// The message with this id cannot be delivered.
+    Failed {
+        /// The id.
+        local_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Answer to [`Input::Link`]: `None` while no connection is up.
+    Link(Option<Box<ConnectionStats>>),
+    /// A key seen for the first time, from another port of the peer's IP: should it be
+    /// trusted? Answered with [`Input::KeyAnswer`].
+    AskKey {
+        /// The address it came from.
+        from: String,
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Report::Message { from, data } => f
+                .debug_struct("Message")
+                .field("from", from)
+                .field("len", &data.len())
+                .finish(),
+            Report::Status(t) => f.debug_tuple("Status").field(t).finish(),
+            Report::Up { peer, .. } => f.debug_struct("Up").field("peer", peer).finish(),
+            Report::Down { peer, reason } => f
+                .debug_struct("Down")
+                .field("peer", peer)
+                .field("reason", reason)
+                .finish(),
+            Report::Error(t) => f.debug_tuple("Error").field(t).finish(),
+            Report::Stats { .. } => f.write_str("Stats"),
+            Report::Delivered(id) => f.debug_tuple("Delivered").field(id).finish(),
+            Report::Failed { local_id, reason } => f
+                .debug_struct("Failed")
+                .field("local_id", local_id)
+                .field("reason", reason)
+                .finish(),
+            Report::Link(s) => f.debug_tuple("Link").field(&s.is_some()).finish(),
+            Report::AskKey { from, .. } => f.debug_struct("AskKey").field("from", from).finish(),
+        }
+    }
+}
+
+/// What comes out of the session.
+#[derive(Debug)]
+pub enum Output {
+    /// Carry this out (and hand back the [`Reply`] if it asks for one).
+    Transport(Transport),
+    /// Tell the user.
+    Report(Report),
+    /// The chat is over: let the transport drain for at most `linger` (so that our CLOSE, and
+    /// the answers to the peer's retransmissions, go out), then exit with `code`.
+    Exit {
+        /// The process exit status.
+        code: u8,
+        /// How long to let what is closing drain.
+        linger: Duration,
+    },
+    /// The session cannot go on (the transport refused to start a handshake at all).
+    Fatal(String),
+}
+
+/// The question of [`Report::AskKey`], for line mode and the UI alike.
+pub fn ask_text(from: &str, fingerprint: &str) -> String {
+    format!(
+        "{from} presents key {fingerprint}, never seen before, from another port than the one \
+         given: the peer behind a NAT that changes ports, or a stranger on the same host or NAT?"
+    )
+}
+
+/// A message waiting for the transport, with the caller's id for it.
+struct Outgoing {
+    data: Bytes,
+    local_id: Option<u64>,
+}
+
+/// The request whose [`Reply`] the session waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Connect,
+    Send(ConnectionHandle),
+    Finish,
+    /// Statistics for [`Input::Stats`] (true) or [`Input::Link`] (false).
+    Stats(bool),
+}
+
+/// The peer session (see the module documentation).
+pub struct Session<P> {
+    config: Config,
+    policy: P,
+    out: VecDeque<Output>,
+    awaiting: Option<Awaiting>,
+    /// Inputs that came while a reply was awaited: handled once it has come.
+    deferred: VecDeque<Input>,
+    /// The connection lines go to (handshaking or up).
+    conn: Option<ConnectionHandle>,
+    remote: Option<SocketAddr>,
+    up: bool,
+    /// A connection being replaced: sending waits until its `Closed` event has handed back the
+    /// lines it never got acknowledged, so that they go out before anything newer.
+    replacing: Option<ConnectionHandle>,
+    /// Lines not yet accepted by the transport (send buffer full, or between connections).
+    pending: VecDeque<Outgoing>,
+    /// Per connection, the ids of the messages the transport took and the peer has not yet
+    /// acknowledged, in send order.
+    inflight: HashMap<ConnectionHandle, VecDeque<Option<u64>>>,
+    /// The user asked to leave (end of input or `/quit`).
+    leaving: bool,
+    /// Leaving at end of input: a half-close (finish), not a close.
+    half_close: bool,
+    /// The connection a close or finish has been requested on.
+    closing: Option<ConnectionHandle>,
+    /// The connection whose peer has finished its stream.
+    peer_finished: Option<ConnectionHandle>,
+    /// When to finish our half too after the peer finished, if still idle then.
+    finish_at: Option<Instant>,
+    /// When to try `connect` again after it failed outright.
+    retry_at: Option<Instant>,
+    /// The handshake paused on a key only the user can judge, with its address and key.
+    asking: Option<(ConnectionHandle, SocketAddr, PublicKey)>,
+    /// The last non-fatal refusal shown, and when.
+    last_refusal: Option<(String, Instant)>,
+    /// The connection whose send buffer refused the last message: sending waits for its
+    /// `Writable` (or its end).
+    blocked: Option<ConnectionHandle>,
+    /// The exit has been decided: inputs are ignored from then on.
+    ended: bool,
+}
+
+impl<P> std::fmt::Debug for Session<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("to", &self.config.to)
+            .field("conn", &self.conn)
+            .field("up", &self.up)
+            .field("pending", &self.pending.len())
+            .field("leaving", &self.leaving)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: KeyPolicy> Session<P> {
+    /// A session that starts by connecting to `config.to` (poll its output).
+    pub fn new(config: Config, policy: P) -> Self {
+        let mut s = Self {
+            config,
+            policy,
+            out: VecDeque::new(),
+            awaiting: None,
+            deferred: VecDeque::new(),
+            conn: None,
+            remote: None,
+            up: false,
+            replacing: None,
+            pending: VecDeque::new(),
+            inflight: HashMap::new(),
+            leaving: false,
+            half_close: false,
+            closing: None,
+            peer_finished: None,
+            finish_at: None,
+            retry_at: None,
+            asking: None,
+            last_refusal: None,
+            blocked: None,
+            ended: false,
+        };
+        s.ask(Awaiting::Connect, Transport::Connect { to: s.config.to });
+        s
+    }
+
+    /// Messages waiting for the transport: a line-mode driver stops reading input while there
+    /// are too many, so that whatever feeds it is held back.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next thing to do. Call it after every input until it returns `None`.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended {
+            return None;
+        }
+        [self.retry_at, self.finish_at].into_iter().flatten().min()
+    }
+
+    /// Fires due timers: reconnecting, finishing after the peer finished.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
+        if self.retry_at.is_some_and(|t| now >= t) {
+            self.retry_at = None;
+            self.connect(now);
+        }
+        if self.finish_at.is_some_and(|t| now >= t) {
+            self.finish_at = None;
+            self.finish_if_idle(now, true);
+        }
+    }
+
+    /// The transport's answer to the request the session is waiting on.
+    pub fn handle_reply(&mut self, now: Instant, reply: Reply) {
+        let Some(awaiting) = self.awaiting.take() else {
+            debug_assert!(false, "a reply nobody asked for: {reply:?}");
+            return;
+        };
+        match (awaiting, reply) {
+            (Awaiting::Connect, Reply::Connect(r)) => self.on_connected(now, r),
+            (Awaiting::Send(conn), Reply::Send(r)) => self.on_sent(now, conn, r),
+            (Awaiting::Finish, Reply::Finish(_)) => {}
+            (Awaiting::Stats(line), Reply::Stats(stats)) => self.on_stats(line, stats),
+            (awaiting, reply) => {
+                debug_assert!(false, "reply {reply:?} to {awaiting:?}");
+            }
+        }
+        if !self.ended {
+            self.flush(now);
+        }
+        while self.awaiting.is_none() && !self.ended {
+            let Some(input) = self.deferred.pop_front() else {
+                break;
+            };
+            self.handle_input(now, input);
+        }
+    }
+
+    /// A request from the user.
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        if self.ended {
+            return;
+        }
+        if self.awaiting.is_some() {
+            self.deferred.push_back(input);
+            return;
+        }
+        match input {
+            Input::Send { data, local_id } => {
+                // A new line: not idle (see `finish_if_idle`).
+                self.finish_at = None;
+                if self.leaving {
+                    self.fail(local_id, "leaving: that line was not sent".into());
+                    return;
+                }
+                self.pending.push_back(Outgoing { data, local_id });
+                self.flush(now);
+            }
+            Input::Stats => match (self.conn, self.up) {
+                (Some(conn), true) => self.ask(Awaiting::Stats(true), Transport::Stats { conn }),
+                _ => {
+                    let text = format!("not connected to {} yet", self.config.to);
+                    self.report(Report::Error(text));
+                }
+            },
+            Input::Link => match (self.conn, self.up) {
+                (Some(conn), true) => self.ask(Awaiting::Stats(false), Transport::Stats { conn }),
+                _ => self.report(Report::Link(None)),
+            },
+            Input::Leave => {
+                self.leaving = true;
+                self.flush(now);
+            }
+            Input::EndOfInput => {
+                // After `/quit` (already leaving), the end of input changes nothing.
+                if !self.leaving {
+                    self.leaving = true;
+                    self.half_close = true;
+                    self.flush(now);
+                }
+            }
+            Input::KeyAnswer(yes) => self.answer(yes),
+            Input::Interrupt => {
+                let conns: Vec<_> = self.conn.into_iter().collect();
+                self.end(
+                    &conns,
+                    close_code::NO_ERROR,
+                    "interrupted",
+                    130,
+                    INTERRUPT_LINGER,
+                );
+            }
+        }
+    }
+
+    /// An event of the protocol core.
+    pub fn handle_event(&mut self, now: Instant, ev: Event) {
+        if self.ended {
+            return;
+        }
+        match ev {
+            Event::VerifyKey {
+                conn,
+                remote,
+                remote_key,
+                ..
+            } => self.on_verify(now, conn, remote, PublicKey(remote_key)),
+            Event::Connected {
+                conn,
+                remote,
+                remote_key,
+                ..
+            } => {
+                // Its key passed `on_verify` before the handshake could complete.
+                if let Some(old) = self.conn.filter(|&old| old != conn) {
+                    // The peer opened a new connection: it restarted, or its attempt won the
+                    // race against ours. The new one replaces the old; sending waits for the
+                    // old one's Closed event, which hands back its unacknowledged lines.
+                    if self.up {
+                        self.down("restarted".into());
+                    }
+                    self.replacing = Some(old);
+                    self.transport(Transport::Abort {
+                        conn: old,
+                        code: close_code::NO_ERROR,
+                        reason: "replaced".into(),
+                    });
+                }
+                self.conn = Some(conn);
+                self.blocked = None;
+                self.remote = Some(remote);
+                self.up = true;
+                self.retry_at = None;
+                self.report(Report::Up {
+                    peer: remote.to_string(),
+                    fingerprint: PublicKey(remote_key).fingerprint().to_string(),
+                });
+                self.flush(now);
+            }
+            Event::Message { conn, data } => {
+                let from = if Some(conn) == self.conn {
+                    self.peer_name()
+                } else {
+                    "previous session".into()
+                };
+                self.report(Report::Message { from, data });
+            }
+            Event::Acked { conn, messages } => {
+                if let Some(ids) = self.inflight.get_mut(&conn) {
+                    let n = usize::try_from(messages)
+                        .unwrap_or(usize::MAX)
+                        .min(ids.len());
+                    let delivered: Vec<u64> = ids.drain(..n).flatten().collect();
+                    for id in delivered {
+                        self.report(Report::Delivered(id));
+                    }
+                }
+                self.finish_if_idle(now, false);
+            }
+            Event::PeerFinished { conn } => {
+                debug!(?conn, "the peer finished its stream");
+                if Some(conn) == self.conn {
+                    self.peer_finished = Some(conn);
+                    self.finish_if_idle(now, false);
+                }
+            }
+            Event::Writable { conn } if Some(conn) == self.conn => {
+                self.blocked = None;
+                self.flush(now);
+            }
+            Event::Writable { .. } => {}
+            Event::Closed {
+                conn,
+                reason,
+                undelivered,
+            } => self.on_closed(now, conn, reason, undelivered),
+        }
+    }
+
+    fn on_closed(
+        &mut self,
+        now: Instant,
+        conn: ConnectionHandle,
+        reason: CloseReason,
+        undelivered: Vec<Bytes>,
+    ) {
+        if let Some((_, remote, _)) = self.asking.filter(|a| a.0 == conn) {
+            // The question stays open: its answer decides the key's next attempt.
+            let text = format!(
+                "{remote} gave up waiting for an answer; /accept (Alt+Y) still trusts its key \
+                 for its next attempt"
+            );
+            self.report(Report::Status(text));
+        }
+        // Lines the peer never acknowledged go first in the queue, in their order, each with
+        // its id. They are the last ones sent on `conn` (every `Acked` comes before `Closed`),
+        // so ids pair with them from the back; any older id left over was acknowledged.
+        let mut ids = self.inflight.remove(&conn).unwrap_or_default();
+        for data in undelivered.into_iter().rev() {
+            let local_id = ids.pop_back().flatten();
+            self.pending.push_front(Outgoing { data, local_id });
+        }
+        for id in ids.into_iter().flatten() {
+            self.report(Report::Delivered(id));
+        }
+        if Some(conn) != self.conn {
+            if self.replacing == Some(conn) {
+                self.replacing = None;
+            }
+            // A replaced connection; its lines now go out on the current one.
+            self.flush(now);
+            return;
+        }
+        let was_up = std::mem::take(&mut self.up);
+        let peer_left = self.peer_finished.take() == Some(conn);
+        self.finish_at = None;
+        self.conn = None;
+        if self.leaving {
+            // Until now a restarted peer could still take over what we were draining; from
+            // here on the chat is over.
+            let code = self.exit_code(&reason, peer_left);
+            self.end(&[], close_code::NO_ERROR, "", code, LINGER);
+            return;
+        }
+        match &reason {
+            // It finished (its end of input), and so did we once idle: it left.
+            _ if peer_left => self.down("left".into()),
+            // Our handshake found nobody: keep trying quietly.
+            CloseReason::IdleTimeout if !was_up => {}
+            CloseReason::PeerClosed {
+                code: close_code::KEY_MISMATCH,
+                ..
+            } => {
+                let why = "it refused our key (it pins or remembers another)";
+                if was_up {
+                    self.down(why.into());
+                } else {
+                    // Never up (our handshake had not finished): not "down", refused.
+                    let text = format!("{} {why}; trying again in 10 s", self.peer_name());
+                    self.report(Report::Error(text));
+                }
+                // Trying again at once would only be refused again, and flood the peer's
+                // screen with refusals: try again later.
+                self.retry_at = Some(now + KEY_REFUSED_RETRY);
+                return;
+            }
+            CloseReason::PeerClosed { .. } => self.down("left".into()),
+            other => {
+                let why = describe(other, self.config.idle_timeout);
+                self.down(why);
+            }
+        }
+        self.connect(now);
+    }
+
+    // ----- Internals -----
+
+    fn report(&mut self, r: Report) {
+        self.out.push_back(Output::Report(r));
+    }
+
+    fn transport(&mut self, t: Transport) {
+        self.out.push_back(Output::Transport(t));
+    }
+
+    /// A request whose reply the session waits for before anything else.
+    fn ask(&mut self, awaiting: Awaiting, t: Transport) {
+        debug_assert!(self.awaiting.is_none(), "one request at a time");
+        self.awaiting = Some(awaiting);
+        self.transport(t);
+    }
+
+    fn fail(&mut self, local_id: Option<u64>, reason: String) {
+        self.report(match local_id {
+            Some(local_id) => Report::Failed { local_id, reason },
+            None => Report::Error(reason),
+        });
+    }
+
+    fn peer_name(&self) -> String {
+        self.remote.unwrap_or(self.config.to).to_string()
+    }
+
+    fn down(&mut self, reason: String) {
+        let peer = self.peer_name();
+        self.report(Report::Down { peer, reason });
+    }
+
+    fn connect(&mut self, now: Instant) {
+        if self.awaiting.is_some() {
+            // A reply is still awaited: try again right after it.
+            self.retry_at = Some(now);
+            return;
+        }
+        let to = self.config.to;
+        self.ask(Awaiting::Connect, Transport::Connect { to });
+    }
+
+    fn on_connected(&mut self, now: Instant, r: Result<ConnectionHandle, ConnectError>) {
+        match r {
+            Ok(conn) => {
+                debug!(?conn, "connecting");
+                self.conn = Some(conn);
+                self.blocked = None;
+                self.up = false;
+            }
+            Err(ConnectError::Handshake) => {
+                self.ended = true;
+                self.out.push_back(Output::Fatal(
+                    "cannot start a handshake: the identity key was refused".into(),
+                ));
+            }
+            Err(ConnectError::TooManyConnections) => {
+                // Transient (connections still draining); never a reason to quit the chat.
+                debug!("connection table full; retrying shortly");
+                self.conn = None;
+                self.retry_at = Some(now + CONNECT_RETRY);
+            }
+        }
+    }
+
+    fn on_sent(&mut self, now: Instant, conn: ConnectionHandle, r: Result<(), SendError>) {
+        match r {
+            Ok(()) => {
+                if let Some(m) = self.pending.pop_front() {
+                    self.inflight.entry(conn).or_default().push_back(m.local_id);
+                }
+            }
+            Err(SendError::Write(WriteError::TooLarge { size, max })) => {
+                let reason = format!("message of {size} bytes not sent: the limit is {max}");
+                let local_id = self.pending.pop_front().and_then(|m| m.local_id);
+                self.fail(local_id, reason);
+            }
+            // Gone without the `Closed` every held connection reports: a bug in the core, but
+            // no reason to stop chatting. Start over (its unacknowledged lines, which only
+            // `Closed` could hand back, are lost; say so in the logs).
+            Err(SendError::UnknownConnection) => {
+                warn!(
+                    ?conn,
+                    "connection vanished without a Closed event; reconnecting"
+                );
+                let lost = self.inflight.remove(&conn).unwrap_or_default();
+                for local_id in lost.into_iter().flatten() {
+                    let reason = "lost with its connection (not resent)".to_owned();
+                    self.report(Report::Failed { local_id, reason });
+                }
+                if self.conn == Some(conn) {
+                    self.conn = None;
+                    self.up = false;
+                }
+                if self.replacing == Some(conn) {
+                    self.replacing = None;
+                }
+                self.retry_at = Some(now);
+            }
+            // Blocked: wait for Writable. Closed: the Closed event brings a new connection.
+            Err(_) => self.blocked = Some(conn),
+        }
+    }
+
+    fn on_stats(&mut self, line: bool, stats: Option<Box<ConnectionStats>>) {
+        let report = match (line, stats) {
+            (true, Some(stats)) => Report::Stats {
+                peer: self.peer_name(),
+                stats,
+            },
+            (true, None) => Report::Error("no connection".into()),
+            (false, s) => Report::Link(s),
+        };
+        self.report(report);
+    }
+
+    /// Hands the next queued line to the transport (one request at a time: the reply brings
+    /// the next), and once leaving and done, closes or finishes.
+    fn flush(&mut self, now: Instant) {
+        if self.awaiting.is_some() || self.ended {
+            return;
+        }
+        let Some(conn) = self.conn else { return };
+        if self.replacing.is_some() {
+            return; // The old connection's lines must go first.
+        }
+        if self.blocked != Some(conn) {
+            if let Some(msg) = self.pending.front() {
+                let data = msg.data.clone();
+                self.ask(Awaiting::Send(conn), Transport::Send { conn, data });
+                return;
+            }
+        }
+        if self.leaving && self.pending.is_empty() && self.closing != Some(conn) {
+            self.closing = Some(conn);
+            let sent = self.inflight.get(&conn).is_some_and(|ids| !ids.is_empty());
+            if self.half_close && (self.up || sent) {
+                // End of input: a half-close. Our lines are the last; the core sends them and
+                // then the FIN, and goes on receiving until the peer finishes too.
+                self.ask(Awaiting::Finish, Transport::Finish { conn });
+            } else {
+                // Graceful: the core first waits until everything sent is acknowledged.
+                self.transport(Transport::Close {
+                    conn,
+                    code: close_code::NO_ERROR,
+                    reason: "bye".into(),
+                });
+            }
+            return;
+        }
+        self.finish_if_idle(now, false);
+    }
+
+    /// After the peer finished: finish our half too once nothing is queued and everything is
+    /// acknowledged, and has stayed so for [`FINISH_WHEN_IDLE`] (`fire`: that time is up).
+    fn finish_if_idle(&mut self, now: Instant, fire: bool) {
+        let Some(conn) = self.conn.filter(|&c| self.peer_finished == Some(c)) else {
+            self.finish_at = None;
+            return;
+        };
+        let idle = self.pending.is_empty()
+            && self.replacing.is_none()
+            && self.awaiting.is_none()
+            && self.inflight.get(&conn).is_none_or(VecDeque::is_empty);
+        if self.leaving || self.closing == Some(conn) || !idle {
+            self.finish_at = None;
+            return;
+        }
+        if !fire {
+            self.finish_at.get_or_insert(now + FINISH_WHEN_IDLE);
+            return;
+        }
+        debug!(?conn, "the peer finished and we are idle: finishing too");
+        self.closing = Some(conn);
+        self.ask(Awaiting::Finish, Transport::Finish { conn });
+    }
+
+    /// The chat is over. Accept no new connection: the peer reconnects as soon as our close
+    /// reaches it, and must find nobody rather than a connection that dies with this process.
+    /// Then close `conns` at once, and linger up to `linger` while what is closing drains.
+    fn end(
+        &mut self,
+        conns: &[ConnectionHandle],
+        code: u64,
+        reason: &str,
+        exit: u8,
+        linger: Duration,
+    ) {
+        self.transport(Transport::SetAcceptIncoming(false));
+        for &conn in conns {
+            self.transport(Transport::Abort {
+                conn,
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        self.out.push_back(Output::Exit { code: exit, linger });
+        self.ended = true;
+        self.retry_at = None;
+        self.finish_at = None;
+    }
+
+    /// Exit code once the connection has closed while leaving. `peer_left`: the peer had
+    /// finished, and we received all it sent; then, with nothing of ours undelivered, the chat
+    /// ended well however the connection then went (its CLOSE may have been lost).
+    fn exit_code(&mut self, reason: &CloseReason, peer_left: bool) -> u8 {
+        let undelivered = self.pending.len();
+        let clean = matches!(reason, CloseReason::Local | CloseReason::PeerClosed { .. });
+        if undelivered == 0 && (clean || peer_left) {
+            return 0;
+        }
+        let why = match reason {
+            // A graceful close that had to give up: the peer stopped taking our data.
+            CloseReason::Local => "the peer stopped accepting data".to_owned(),
+            other => describe(other, self.config.idle_timeout),
+        };
+        let text = format!(
+            "{undelivered} message(s) were not acknowledged by {}: {why}",
+            self.peer_name()
+        );
+        self.report(Report::Error(text));
+        1
+    }
+
+    /// The handshake of `conn` paused on the other side's `key`: is it the peer's? The accept
+    /// policy is the [`KeyPolicy`]'s.
+    fn on_verify(
+        &mut self,
+        now: Instant,
+        conn: ConnectionHandle,
+        remote: SocketAddr,
+        key: PublicKey,
+    ) {
+        let verdict = self.policy.verdict(self.config.to, remote, key);
+        let verify = |accept| Transport::VerifyKey { conn, accept };
+        match verdict {
+            PeerVerdict::Accept(notice) => {
+                if let Some(n) = notice {
+                    self.report(Report::Status(n));
+                }
+                self.transport(verify(true));
+            }
+            PeerVerdict::Ask
+                if self
+                    .asking
+                    .as_ref()
+                    .is_some_and(|&(_, _, asked)| asked == key) =>
+            {
+                // The same key trying again (its earlier attempt may have given up waiting):
+                // the open question now stands for this attempt.
+                if let Some(asking) = self.asking.as_mut() {
+                    asking.0 = conn;
+                    asking.1 = remote;
+                }
+            }
+            PeerVerdict::Ask if self.config.can_ask && self.asking.is_none() => {
+                debug!(?conn, %remote, "asking the user about a first-contact key");
+                self.asking = Some((conn, remote, key));
+                self.report(Report::AskKey {
+                    from: remote.to_string(),
+                    fingerprint: key.fingerprint().to_string(),
+                });
+            }
+            PeerVerdict::Ask => {
+                // Nobody to ask (or a question is already open): refuse, and say how to
+                // accept it next time.
+                self.transport(verify(false));
+                let text = unconfirmed_refusal(self.config.to, remote, key);
+                self.show_refusal(now, text);
+            }
+            PeerVerdict::Refuse { reason, fatal } => {
+                self.transport(verify(false));
+                if !fatal {
+                    self.show_refusal(now, reason);
+                    return;
+                }
+                self.report(Report::Error(reason));
+                // The chat ends: the connection we had (if any) is closed too, so that the
+                // peer hears of it now rather than by its idle timeout.
+                let conns: Vec<_> = self.conn.filter(|&old| old != conn).into_iter().collect();
+                self.end(
+                    &conns,
+                    close_code::APPLICATION_MIN,
+                    "key refused",
+                    1,
+                    LINGER,
+                );
+            }
+        }
+    }
+
+    /// Shows a refusal that does not end the chat, unless the same one was shown recently.
+    fn show_refusal(&mut self, now: Instant, text: String) {
+        let repeat = self.last_refusal.as_ref().is_some_and(|(last, at)| {
+            *last == text && now.saturating_duration_since(*at) < REFUSAL_REPEAT
+        });
+        if repeat {
+            debug!("refused the same key again");
+            return;
+        }
+        self.last_refusal = Some((text.clone(), now));
+        self.report(Report::Error(text));
+    }
+
+    /// The user's answer to [`Report::AskKey`]. A yes remembers the key for the peer's
+    /// address, so that it is accepted from any port from now on, also if the connection that
+    /// asked gave up while the user was thinking (the peer's next attempt gets in).
+    fn answer(&mut self, yes: bool) {
+        let Some((conn, remote, key)) = self.asking.take() else {
+            let text = "no question is open (/accept and /refuse answer one about a new key)";
+            self.report(Report::Error(text.into()));
+            return;
+        };
+        if !yes {
+            self.transport(Transport::VerifyKey {
+                conn,
+                accept: false,
+            });
+            let text = format!("refused key {} from {remote}", key.fingerprint());
+            self.report(Report::Status(text));
+            return;
+        }
+        match self.policy.remember(self.config.to, key) {
+            Ok(place) => {
+                let text = format!(
+                    "key {} from {remote} accepted, and remembered for {} {place}",
+                    key.fingerprint(),
+                    self.config.to,
+                );
+                self.report(Report::Status(text));
+                self.transport(Transport::VerifyKey { conn, accept: true });
+            }
+            Err(e) => {
+                self.transport(Transport::VerifyKey {
+                    conn,
+                    accept: false,
+                });
+                self.report(Report::Error(e));
+            }
+        }
+    }
+}
+
+/// Why a connection ended, for the user.
+pub fn describe(reason: &CloseReason, idle: Duration) -> String {
+    match reason {
+        CloseReason::IdleTimeout => format!("no answer for {} s", idle.as_secs()),
+        CloseReason::PeerClosed { reason, .. } => format!("the peer closed ({reason})"),
+        CloseReason::Local => "closed".into(),
+        CloseReason::ProtocolViolation { detail, .. } => format!("protocol violation: {detail}"),
+        CloseReason::KeyMismatch { .. } => "the peer's key is not the expected one".into(),
+        CloseReason::KeyRefused { .. } => "we refused the peer's key".into(),
+        CloseReason::Reset => "the peer restarted".into(),
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
+    }
+}
