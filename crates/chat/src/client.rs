@@ -611,13 +611,20 @@ impl Session {
                     self.unsent.push_front(m);
                 }
             }
+            (InDriver::Request(m), Err(e @ SendError::Write(WriteError::TooLarge { .. }))) => {
+                // It can never go: say so and go on.
+                self.drop_request(now, m, "not_sent", &format!("not sent: {e}"));
+            }
             (InDriver::Request(m), Err(SendError::Write(WriteError::Blocked))) => {
                 self.unsent.push_front(m);
                 self.blocked = true;
             }
-            (InDriver::Request(m), Err(e)) => {
-                // It can never go (too large for the transport): say so and go on.
-                self.drop_request(now, m, "not_sent", &format!("not sent: {e}"));
+            (InDriver::Request(m), Err(SendError::Closed | SendError::UnknownConnection)) => {
+                // The connection is going away and its `Closed` is on its way: nothing more
+                // goes into it, and this request goes again on the next one (a `say` from
+                // `pending`).
+                self.unsent.push_front(m);
+                self.blocked = true;
             }
         }
     }

@@ -634,3 +634,28 @@ fn a_reconnect_resumes_each_room_after_the_last_message_seen() {
     // Our own echoes were shown once each, and nothing after the reconnect repeats them.
     assert_eq!(rig.count(|e| matches!(e, Event::Message(_))), 3);
 }
+
+/// The connection dies in the endpoint (a stateless reset from a restarted server) while its
+/// `Closed` event is still on its way to the session: a send into it fails as "closed" or
+/// "unknown connection". That is no reason to drop the message: it goes again on the next
+/// connection. (A crash test with real processes lost up to 60 messages of 300 this way.)
+#[test]
+fn a_send_into_a_connection_that_just_died_goes_again_on_the_next() {
+    let mut rig = Rig::new(14, ideal(), |_| {});
+    rig.run_until(Duration::from_secs(5), |r| r.welcomed() == 1);
+    let conn = rig.session.connection().expect("connected");
+    let now = rig.pair.now;
+    // Gone in the endpoint; its `Closed` waits in the event queue (not yet handed over).
+    rig.pair.a.endpoint.abort(now, conn, 0, "gone");
+    let cs: Vec<u64> = (0..5).map(|i| rig.say(&format!("line {i}"))).collect();
+    rig.pump();
+    assert!(
+        rig.events
+            .iter()
+            .all(|(_, e)| !matches!(e, Event::Refused { .. })),
+        "nothing refused: {:?}",
+        rig.events
+    );
+    rig.run_until(Duration::from_secs(30), |r| r.delivered().len() == 5);
+    assert_eq!(rig.delivered(), cs);
+}

@@ -11,33 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{CHIRP, Chirp, Guard, Proc, Server, Stdout, WAIT};
+use common::{Chirp, Guard, Server, WAIT, connect_json};
 use serde_json::Value;
 
-fn connect_args(server: SocketAddr, home: &Path, nick: &str, rooms: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "connect".into(),
-        server.to_string(),
-        "--nick".into(),
-        nick.into(),
-        "--home".into(),
-        home.display().to_string(),
-        "--json".into(),
-    ];
-    for r in rooms {
-        args.push("--join".into());
-        args.push((*r).into());
-    }
-    args
-}
-
 fn client(server: SocketAddr, home: &Path, nick: &str, rooms: &[&str]) -> Chirp {
-    let args = connect_args(server, home, nick, rooms);
-    Chirp {
-        proc: Proc::spawn(nick, CHIRP, &args, Stdout::Lines),
-        addr: server,
-        seen: Vec::new(),
-    }
+    connect_json(nick, server, home, nick, rooms, &[])
 }
 
 fn joined(c: &mut Chirp, room: &str) {
@@ -131,7 +109,15 @@ fn a_fast_pipe_is_held_back_and_memory_stays_bounded() {
     let data = tempfile::tempdir().expect("tempdir");
     let server = Server::start(data.path(), "127.0.0.1:0", &[]);
     let homes = tempfile::tempdir().expect("tempdir");
-    let args = connect_args(server.addr, &homes.path().join("x"), "x", &["#r"]);
+    let mut args: Vec<String> = ["connect", &server.addr.to_string(), "--nick", "x", "--json"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend([
+        "--home".into(),
+        homes.path().join("x").display().to_string(),
+    ]);
+    args.extend(["--join".into(), "#r".into()]);
     let mut x = Guard::chirp(&args, Stdio::null());
     let events = x.json_events();
     let deadline = Instant::now() + WAIT;

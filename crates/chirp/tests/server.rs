@@ -11,41 +11,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::connect_json as client;
 use common::{CHIRP, Chirp, Proc, Server, Stdout, WAIT};
 use serde_json::Value;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
-}
-
-/// `chirp connect ADDR --nick NICK --home HOME --json [--join R]... EXTRA...`.
-fn client(
-    name: &str,
-    server: SocketAddr,
-    home: &Path,
-    nick: &str,
-    rooms: &[&str],
-    extra: &[&str],
-) -> Chirp {
-    let mut args: Vec<String> = vec![
-        "connect".into(),
-        server.to_string(),
-        "--nick".into(),
-        nick.into(),
-        "--home".into(),
-        home.display().to_string(),
-        "--json".into(),
-    ];
-    for r in rooms {
-        args.push("--join".into());
-        args.push((*r).into());
-    }
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    Chirp {
-        proc: Proc::spawn(name, CHIRP, &args, Stdout::Lines),
-        addr: server,
-        seen: Vec::new(),
-    }
 }
 
 /// [`client`] named after its nick, with its home `homes/home`, and no extra arguments: what

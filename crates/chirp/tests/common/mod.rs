@@ -657,3 +657,33 @@ impl Server {
         assert!(st.success(), "server exit {st:?}: {}", self.proc.stderr());
     }
 }
+
+/// `chirp connect ADDR --nick NICK --home HOME --json [--join R]... EXTRA...`, named `name`.
+pub(crate) fn connect_json(
+    name: &str,
+    server: SocketAddr,
+    home: &Path,
+    nick: &str,
+    rooms: &[&str],
+    extra: &[&str],
+) -> Chirp {
+    let mut args: Vec<String> = vec![
+        "connect".into(),
+        server.to_string(),
+        "--nick".into(),
+        nick.into(),
+        "--home".into(),
+        home.display().to_string(),
+        "--json".into(),
+    ];
+    for r in rooms {
+        args.push("--join".into());
+        args.push((*r).into());
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Chirp {
+        proc: Proc::spawn(name, CHIRP, &args, Stdout::Lines),
+        addr: server,
+        seen: Vec::new(),
+    }
+}
