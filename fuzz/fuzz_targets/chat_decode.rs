@@ -5,53 +5,8 @@
 //! whose outputs are drained (commits succeed at once): the core must not panic either.
 #![no_main]
 
-use std::net::{IpAddr, Ipv4Addr};
-
-use chirp_chat::server::{Output, Server, ServerConfig};
-use chirp_chat::wire::{ClientMsg, JoinReq, ServerMsg, VERSION};
 use libfuzzer_sys::fuzz_target;
 
-fn drain(s: &mut Server) {
-    // Bounded: each input produces a handful of outputs.
-    for _ in 0..10_000 {
-        match s.poll_output() {
-            Some(Output::Persist { token, .. }) => s.committed(0, token, true),
-            Some(_) => {}
-            None => return,
-        }
-    }
-    panic!("the server core never stopped producing output");
-}
-
 fuzz_target!(|data: &[u8]| {
-    if let Ok(m) = ClientMsg::decode(data) {
-        assert_eq!(
-            ClientMsg::decode(&m.encode()).expect("re-encoded decodes"),
-            m
-        );
-    }
-    if let Ok(m) = ServerMsg::decode(data) {
-        assert_eq!(
-            ServerMsg::decode(&m.encode()).expect("re-encoded decodes"),
-            m
-        );
-    }
-    let mut s = Server::new(ServerConfig::default(), Default::default());
-    s.connected(0, 1, IpAddr::V4(Ipv4Addr::LOCALHOST), [1; 32]);
-    let hello = ClientMsg::Hello {
-        v: VERSION,
-        nick: "fuzz".into(),
-        client: 1,
-        rooms: vec![JoinReq {
-            room: "#r".into(),
-            after: None,
-        }],
-        dms: vec![],
-    };
-    s.message(0, 1, &hello.encode());
-    drain(&mut s);
-    s.message(1, 1, data);
-    drain(&mut s);
-    s.handle_timeout(1_000);
-    drain(&mut s);
+    chirp_fuzz::chat::run(data);
 });

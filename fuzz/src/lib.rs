@@ -10,18 +10,23 @@
 //!   transformation that gets fuzz input past packet authentication;
 //! - [`endpoint`]: the stateful `endpoint` target;
 //! - [`handshake`]: the `handshake` target (Noise messages, and HANDSHAKE frames in properly
-//!   sealed long-header packets fed to an `Endpoint`).
+//!   sealed long-header packets fed to an `Endpoint`);
+//! - [`chat`]: the `chat_decode` target (chat-protocol JSON and the chat server core);
+//! - [`pair`]: the `pair` target (two endpoints with an established connection, and a network
+//!   the fuzzer controls).
 
 use std::net::SocketAddr;
 
 use chirp_proto::crypto::{InitialKeys, PacketKey, TAG_LEN};
 use chirp_proto::wire::{
-    ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, Packet, PacketBuilder, PacketType,
-    encode_refuse,
+    ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MAX_TOKEN_LEN, Packet, PacketBuilder,
+    PacketType, RESET_PACKET_LEN, RESET_TOKEN_LEN, VERSION, encode_refuse,
 };
 
+pub mod chat;
 pub mod endpoint;
 pub mod handshake;
+pub mod pair;
 
 /// The destination CID of every datagram [`sealed_datagram`] builds: its initial keys seal them.
 pub const SEALED_DCID: ConnectionId = ConnectionId(0x853b_5596_4736_4cea);
@@ -49,15 +54,12 @@ pub fn check_datagram(datagram: &[u8]) -> usize {
     let Ok(packet) = Packet::new_checked(datagram) else {
         return 0;
     };
-    assert_eq!(
-        packet.aad.len() + packet.sealed.len(),
-        datagram.len(),
-        "header and sealed payload do not tile the datagram"
-    );
-    assert!(
-        packet.sealed.len() >= TAG_LEN,
-        "accepted a packet without a tag"
-    );
+    check_structure(datagram, &packet);
+    if packet.header.ty == PacketType::Reset {
+        // Nothing sealed: a RESET is authenticated by its token, which only the endpoint that
+        // issued it can check (`fuzz/src/endpoint.rs` and `pair.rs` feed RESETs to endpoints).
+        return 0;
+    }
     let Ok(plaintext) = packet.open(&fuzz_key(packet.header.ty)) else {
         return 0;
     };
@@ -103,6 +105,109 @@ pub fn check_datagram(datagram: &[u8]) -> usize {
     decoded
 }
 
+/// The structural promise of `Packet::new_checked` for an accepted datagram, exactly, per
+/// packet type (`docs/PROTOCOL.md` §2, `wire/packet.rs`):
+///
+/// - RESET: exactly [`RESET_PACKET_LEN`] bytes, no sealed part (it has no tag: the 16 bytes
+///   after version and type are the reset token), the whole datagram as header, zero CIDs and
+///   packet number;
+/// - RETRY and REFUSE: a long header and the 16-byte tag alone, packet number 0; a REFUSE's
+///   token is its reason, exactly one varint; a RETRY's token at most [`MAX_TOKEN_LEN`];
+/// - INITIAL, HANDSHAKE, ACCEPT, DATA: the tag and at least one byte of ciphertext (an empty
+///   plaintext is invalid); a source CID exactly for the long-header types; an INITIAL's
+///   token at most [`MAX_TOKEN_LEN`], no token for the others.
+///
+/// For every type the header and sealed part tile the datagram, and the header is a prefix.
+pub fn check_structure(datagram: &[u8], packet: &Packet<'_>) {
+    assert_eq!(
+        packet.aad.len() + packet.sealed.len(),
+        datagram.len(),
+        "header and sealed payload do not tile the datagram"
+    );
+    assert_eq!(
+        packet.aad,
+        &datagram[..packet.aad.len()],
+        "header not a prefix"
+    );
+    let ty = packet.header.ty;
+    assert_eq!(datagram[0], VERSION, "accepted another version");
+    assert_eq!(
+        datagram[1],
+        ty.to_byte(),
+        "type byte and decoded type disagree"
+    );
+    match ty {
+        PacketType::Reset => {
+            assert_eq!(
+                datagram.len(),
+                RESET_PACKET_LEN,
+                "RESET of the wrong length"
+            );
+            assert!(packet.sealed.is_empty(), "RESET with a sealed part");
+            assert_eq!(
+                packet.token,
+                &datagram[2..],
+                "RESET token is not its last 16 bytes"
+            );
+            assert_eq!(packet.token.len(), RESET_TOKEN_LEN);
+            assert_eq!(
+                (
+                    packet.header.dst_cid,
+                    packet.header.src_cid,
+                    packet.header.number
+                ),
+                (ConnectionId(0), None, 0),
+                "RESET with header fields"
+            );
+        }
+        PacketType::Retry | PacketType::Refuse => {
+            assert_eq!(
+                packet.sealed.len(),
+                TAG_LEN,
+                "a {ty:?} must be its header and the tag alone"
+            );
+            assert_eq!(packet.header.number, 0, "{ty:?} with a packet number");
+            assert!(
+                packet.header.src_cid.is_some(),
+                "{ty:?} without a source CID"
+            );
+            if ty == PacketType::Refuse {
+                let mut r = chirp_proto::coding::Reader::new(packet.token);
+                assert!(
+                    r.varint().is_ok() && r.remaining() == 0,
+                    "REFUSE reason is not exactly one varint: {:02x?}",
+                    packet.token
+                );
+                assert!(packet.refuse_reason().is_some());
+            } else {
+                assert!(packet.token.len() <= MAX_TOKEN_LEN, "RETRY token too long");
+            }
+        }
+        PacketType::Initial
+        | PacketType::Handshake
+        | PacketType::Accept
+        | PacketType::Data { .. } => {
+            assert!(
+                packet.sealed.len() > TAG_LEN,
+                "accepted a {ty:?} without a tag and a ciphertext byte"
+            );
+            assert_eq!(
+                packet.header.src_cid.is_some(),
+                ty.is_long(),
+                "source CID presence disagrees with the type"
+            );
+            if ty == PacketType::Initial {
+                assert!(
+                    packet.token.len() <= MAX_TOKEN_LEN,
+                    "INITIAL token too long"
+                );
+            } else {
+                assert!(packet.token.is_empty(), "{ty:?} with a token");
+            }
+        }
+    }
+}
+
 /// `Frame::encode` writes exactly `encoded_len()` bytes, never more than the decoder consumed
 /// for a frame it decoded, and the result decodes to the same frame.
 pub fn check_frame_round_trip(frame: &Frame<'_>, out: &mut Vec<u8>) {
@@ -135,8 +240,11 @@ pub fn check_own_transmit(destination: SocketAddr, contents: &[u8]) {
         "transmit to {destination} of {} bytes exceeds MAX_DATAGRAM_SIZE",
         contents.len()
     );
-    if let Err(e) = Packet::new_checked(contents) {
-        panic!("endpoint produced a datagram its own decoder rejects ({e}): {contents:02x?}")
+    match Packet::new_checked(contents) {
+        Ok(packet) => check_structure(contents, &packet),
+        Err(e) => {
+            panic!("endpoint produced a datagram its own decoder rejects ({e}): {contents:02x?}")
+        }
     }
 }
 

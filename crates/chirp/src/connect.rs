@@ -387,7 +387,9 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             break 1;
         }
         while let Some(ev) = client.session().poll_event() {
-            client.on_event(&ev);
+            for reply in client.on_event(Instant::now(), &ev) {
+                out.reply(reply);
+            }
             match out.event(ev) {
                 Ok(Some(code)) => break 'session code,
                 Ok(None) => {}
@@ -401,7 +403,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             }
         }
         let wake = client.session().poll_timeout();
-        let want_input = input_open && client.session().backlog() < MAX_BACKLOG;
+        let want_input = input_open && client.session().backlog() + client.held() < MAX_BACKLOG;
         tokio::select! {
             line = lines.recv(), if want_input => {
                 let now = Instant::now();
@@ -410,14 +412,11 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                         let text = String::from_utf8_lossy(&bytes);
                         let text = text.strip_suffix('\r').unwrap_or(&text);
                         match client.input(now, text) {
-                            Reply::Nothing => {}
-                            Reply::Status(s) => out.status(&s),
-                            Reply::Error { code, message } => out.error(code, &message),
-                            Reply::Help(h) => out.info(&h),
                             Reply::Leave => {
                                 input_open = false;
-                                client.session().finish(now);
+                                client.finish(now);
                             }
+                            other => out.reply(other),
                         }
                     }
                     Some(Line::TooLong { bytes }) => out.error(
@@ -429,11 +428,11 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                     Some(Line::Failed(e)) => {
                         out.error("input", &format!("cannot read standard input: {e}"));
                         input_open = false;
-                        client.session().finish(now);
+                        client.finish(now);
                     }
                     None => {
                         input_open = false;
-                        client.session().finish(now);
+                        client.finish(now);
                     }
                 }
             }
@@ -447,7 +446,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             () = driver::sleep_until(wake) => client.session().handle_timeout(Instant::now()),
             _ = &mut ctrl_c, if input_open => {
                 input_open = false;
-                client.session().finish(Instant::now());
+                client.finish(Instant::now());
             }
         }
     };
@@ -458,6 +457,16 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
 }
 
 impl Printer {
+    /// Prints what a typed line did (`Leave` is the caller's).
+    fn reply(&self, reply: Reply) {
+        match reply {
+            Reply::Nothing | Reply::Leave => {}
+            Reply::Status(s) => self.status(&s),
+            Reply::Error { code, message } => self.error(code, &message),
+            Reply::Help(h) => self.info(&h),
+        }
+    }
+
     /// Prints one session event. Returns the exit code when the session has ended.
     fn event(&mut self, ev: Event) -> anyhow::Result<Option<u8>> {
         match ev {

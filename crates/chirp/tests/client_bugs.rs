@@ -208,3 +208,26 @@ fn pacing_is_announced_and_its_end_too() {
     assert!(pacing[0].0 > 0 && pacing[0].1 == 10, "{pacing:?}");
     assert_eq!(pacing.last().map(|p| p.0), Some(0), "{pacing:?}");
 }
+
+/// The other side of bug 2: a script that pipes lines the moment it starts, before the
+/// server has confirmed `--join`, must not have them refused. They wait for the join and go
+/// to the room, in order, and end of input waits for them.
+#[test]
+fn lines_piped_before_the_join_is_confirmed_wait_for_it() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let homes = tempfile::tempdir().expect("tempdir");
+    let mut watcher = client(server.addr, &homes.path().join("w"), "watcher", &["#r"]);
+    joined(&mut watcher, "#r");
+    let mut x = client(server.addr, &homes.path().join("x"), "x", &["#r"]);
+    x.proc.write(b"first\nsecond\n");
+    x.proc.close_stdin();
+    let st = x.exit(WAIT);
+    x.drain();
+    assert!(st.success(), "exit {st:?}\n{}", x.diag());
+    assert!(of_type(&x, "error").is_empty(), "{}", x.diag());
+    for text in ["first", "second"] {
+        let m = watcher.wait_for(text, WAIT, |v| v["type"] == "message" && v["text"] == text);
+        assert_eq!(m["room"], "#r");
+    }
+}

@@ -4,6 +4,9 @@
 //! - Plain lines go to the **current room**. It changes only when a join succeeds (the
 //!   server's `joined` for a room the user asked to join, or switched to with `/join` while
 //!   already in it) and when the current room is left: a refused `/join` leaves it as it was.
+//! - Room text typed while a join is unanswered (a script piping lines right after
+//!   `--join`, or after `/join`) is held, in order, until the join is answered: then it goes to
+//!   the room that is current. End of input waits for that too ([`LineClient::finish`]).
 //! - `/msg NICK TEXT` sends privately and changes nothing else.
 //! - `/history [N]` pages back from the oldest message seen in the current room.
 //!
@@ -11,7 +14,7 @@
 //! [`Context::ChatLine`]); the binary prints what [`LineClient::input`] answers and every
 //! session event.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use chirp_chat::client::{Event, Session, Target};
@@ -63,6 +66,10 @@ pub struct LineClient {
     topics: HashMap<String, String>,
     /// The oldest message id seen per conversation, where `/history` continues.
     oldest: HashMap<String, u64>,
+    /// Room text (`text`, `action`) typed while `joining`, in order.
+    held: VecDeque<(String, bool)>,
+    /// End of input came while text was held: finish once it has gone.
+    finish_when_sent: bool,
 }
 
 impl LineClient {
@@ -76,7 +83,61 @@ impl LineClient {
             rooms: BTreeSet::new(),
             topics: HashMap::new(),
             oldest: HashMap::new(),
+            held: VecDeque::new(),
+            finish_when_sent: false,
         }
+    }
+
+    /// Lines held for a join not yet answered (a driver counts them with the session's
+    /// backlog, to stop reading input while many wait).
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// End of input (or `/quit`): finishes the session once held text has gone.
+    pub fn finish(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            self.session.finish(now);
+        } else {
+            self.finish_when_sent = true;
+        }
+    }
+
+    /// Room text: to the current room, or held while a join is unanswered.
+    fn room_text(&mut self, now: Instant, text: String, action: bool) -> Reply {
+        if self.joining.is_some() {
+            self.held.push_back((text, action));
+            return Reply::Nothing;
+        }
+        match &self.current {
+            Some(room) => {
+                self.session
+                    .say(now, Target::Room(room.clone()), text, action);
+                Reply::Nothing
+            }
+            None => Reply::Error {
+                code: "no_room",
+                message: "not sent: you are in no room: /join #room first (or /msg NICK TEXT)"
+                    .into(),
+            },
+        }
+    }
+
+    /// The join being waited for is answered (joined, refused, or lost with the
+    /// connection): held text goes where text goes now. Returns what to tell the user.
+    fn join_answered(&mut self, now: Instant) -> Vec<Reply> {
+        self.joining = None;
+        let mut out = Vec::new();
+        while let Some((text, action)) = self.held.pop_front() {
+            match self.room_text(now, text, action) {
+                Reply::Nothing => {}
+                other => out.push(other),
+            }
+        }
+        if std::mem::take(&mut self.finish_when_sent) {
+            self.session.finish(now);
+        }
+        out
     }
 
     /// The session, for the driver.
@@ -105,28 +166,8 @@ impl LineClient {
         };
         let s = &mut self.session;
         match cmd {
-            Command::Text(text) => match &self.current {
-                Some(room) => {
-                    s.say(now, Target::Room(room.clone()), text, false);
-                }
-                None => {
-                    return Reply::Error {
-                        code: "no_room",
-                        message: self.no_room(),
-                    };
-                }
-            },
-            Command::Me { text } => match &self.current {
-                Some(room) => {
-                    s.say(now, Target::Room(room.clone()), text, true);
-                }
-                None => {
-                    return Reply::Error {
-                        code: "no_room",
-                        message: self.no_room(),
-                    };
-                }
-            },
+            Command::Text(text) => return self.room_text(now, text, false),
+            Command::Me { text } => return self.room_text(now, text, true),
             Command::Msg { to, text } => {
                 s.say(now, Target::Nick(to), text, false);
             }
@@ -143,7 +184,9 @@ impl LineClient {
                 let room = fold(&room);
                 if self.rooms.contains(&room) {
                     self.current = Some(room.clone());
-                    self.joining = None;
+                    // Text held for an unanswered join goes here now, as typed after it.
+                    let refused = self.join_answered(now);
+                    debug_assert!(refused.is_empty(), "there is a current room");
                     return Reply::Status(format!("current room is now {room}"));
                 }
                 // It becomes current when the server says we joined it, not before: a refused
@@ -199,17 +242,29 @@ impl LineClient {
         Reply::Nothing
     }
 
-    fn no_room(&self) -> String {
-        match &self.joining {
-            Some(r) => format!(
-                "not sent: you are not in {r} yet (joining); /msg NICK TEXT sends privately"
-            ),
-            None => "not sent: you are in no room: /join #room first (or /msg NICK TEXT)".into(),
+    /// Takes note of a session event (before it is printed). Returns what to tell the user
+    /// about text that was held for a join and could not go.
+    pub fn on_event(&mut self, now: Instant, ev: &Event) -> Vec<Reply> {
+        let answered = match ev {
+            Event::Server(ServerMsg::Joined { room, .. }) => {
+                self.joining.as_deref() == Some(fold(room).as_str())
+            }
+            // A refusal not tied to a message while a join waits: the join's (the server
+            // answers a session's requests in order, and held text sent nothing meanwhile).
+            Event::Error { .. } | Event::Disconnected { .. } | Event::Fatal(_) => {
+                self.joining.is_some()
+            }
+            _ => false,
+        };
+        self.note(ev);
+        if answered {
+            self.join_answered(now)
+        } else {
+            Vec::new()
         }
     }
 
-    /// Takes note of a session event (before it is printed).
-    pub fn on_event(&mut self, ev: &Event) {
+    fn note(&mut self, ev: &Event) {
         match ev {
             Event::Message(m) => {
                 let e = self.oldest.entry(m.conv.clone()).or_insert(m.id);
@@ -220,7 +275,6 @@ impl LineClient {
                 self.rooms.insert(room.clone());
                 self.topics.insert(room.clone(), topic.clone());
                 if self.joining.as_ref() == Some(&room) {
-                    self.joining = None;
                     self.current = Some(room);
                 }
             }
@@ -265,19 +319,22 @@ mod tests {
     #[test]
     fn a_refused_join_does_not_change_where_text_goes() {
         let (mut lc, now) = client(&["#ok"]);
-        lc.on_event(&joined("#ok"));
+        lc.on_event(now, &joined("#ok"));
         assert_eq!(lc.current(), Some("#ok"));
         assert_eq!(lc.input(now, "/join nohash"), Reply::Nothing);
         // The server refuses it (an error, no `joined`): text still goes to #ok.
-        lc.on_event(&Event::Error {
-            code: "bad_name".into(),
-            message: "room names start with #".into(),
-        });
+        lc.on_event(
+            now,
+            &Event::Error {
+                code: "bad_name".into(),
+                message: "room names start with #".into(),
+            },
+        );
         assert_eq!(lc.current(), Some("#ok"));
         assert_eq!(lc.input(now, "hello"), Reply::Nothing);
         // A successful join does switch.
         assert_eq!(lc.input(now, "/join #next"), Reply::Nothing);
-        lc.on_event(&joined("#next"));
+        lc.on_event(now, &joined("#next"));
         assert_eq!(lc.current(), Some("#next"));
         // Switching back to a room we are in is immediate.
         assert_eq!(
@@ -287,19 +344,63 @@ mod tests {
     }
 
     #[test]
-    fn text_before_the_first_join_is_refused_with_the_reason() {
+    fn text_typed_before_a_join_is_answered_waits_for_the_answer() {
+        // A script piping lines right after `--join #r`: they wait for the join, in order.
         let (mut lc, now) = client(&["#r"]);
-        let Reply::Error { code, message } = lc.input(now, "too early") else {
-            panic!("refused");
-        };
-        assert_eq!(code, "no_room");
-        assert!(message.contains("#r"), "{message}");
+        assert_eq!(lc.input(now, "one"), Reply::Nothing);
+        assert_eq!(lc.input(now, "/me two"), Reply::Nothing);
+        assert_eq!((lc.held(), lc.session().pending()), (2, 0));
+        // End of input meanwhile: the session does not finish before they have gone.
+        lc.finish(now);
+        assert!(!lc.session().is_ended());
+        assert!(lc.on_event(now, &joined("#r")).is_empty());
+        assert_eq!((lc.held(), lc.session().pending()), (0, 2));
+        assert_eq!(lc.current(), Some("#r"));
+        // Without a room at all, held text is refused when the join is.
+        let (mut lc, now) = client(&["#bad"]);
+        lc.input(now, "lost");
+        let refused = lc.on_event(
+            now,
+            &Event::Error {
+                code: "bad_name".into(),
+                message: "no".into(),
+            },
+        );
+        assert!(
+            matches!(
+                &refused[..],
+                [Reply::Error {
+                    code: "no_room",
+                    ..
+                }]
+            ),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn text_held_for_a_refused_join_goes_to_the_current_room() {
+        let (mut lc, now) = client(&["#ok"]);
+        lc.on_event(now, &joined("#ok"));
+        lc.input(now, "/join nohash");
+        assert_eq!(lc.input(now, "hello"), Reply::Nothing);
+        assert_eq!(lc.held(), 1);
+        let out = lc.on_event(
+            now,
+            &Event::Error {
+                code: "bad_name".into(),
+                message: "room names start with #".into(),
+            },
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!((lc.held(), lc.session().pending()), (0, 1));
+        assert_eq!(lc.current(), Some("#ok"));
     }
 
     #[test]
     fn history_needs_a_positive_count_and_pages_from_the_oldest_seen() {
         let (mut lc, now) = client(&["#r"]);
-        lc.on_event(&joined("#r"));
+        lc.on_event(now, &joined("#r"));
         let Reply::Error { code, message } = lc.input(now, "/history -5") else {
             panic!("refused");
         };
@@ -312,7 +413,7 @@ mod tests {
     #[test]
     fn msg_sends_privately_and_keeps_the_current_room() {
         let (mut lc, now) = client(&["#r"]);
-        lc.on_event(&joined("#r"));
+        lc.on_event(now, &joined("#r"));
         assert_eq!(lc.input(now, "/msg bob psst"), Reply::Nothing);
         assert_eq!(lc.current(), Some("#r"));
         assert_eq!(
@@ -326,7 +427,7 @@ mod tests {
     #[test]
     fn requests_are_queued_in_the_session() {
         let (mut lc, now) = client(&["#r"]);
-        lc.on_event(&joined("#r"));
+        lc.on_event(now, &joined("#r"));
         lc.input(now, "one");
         lc.input(now, "/msg bob two");
         lc.input(now, "/join #x");

@@ -78,8 +78,12 @@ pub fn update_link(
     now: Instant,
 ) {
     link.rtt = Some(s.srtt);
-    // Handshake packets lost before the other side was listening are not the path's loss.
-    let lost = s.packets_lost.saturating_sub(s.handshake_packets_lost);
+    // Handshake packets lost before the other side was listening are not the path's loss, and
+    // neither are packets declared lost that were acknowledged later (reordering).
+    let lost = s
+        .packets_lost
+        .saturating_sub(s.handshake_packets_lost)
+        .saturating_sub(s.spurious_losses);
     link.loss_pct_last_minute = loss.record(now, lost, s.packets_acked);
     link.retransmissions = s.retransmissions;
     link.counters = counters(s);
@@ -93,6 +97,7 @@ fn counters(s: &ConnectionStats) -> Vec<(String, u64)> {
         ("packets received", s.packets_received),
         ("packets acked", s.packets_acked),
         ("packets lost", s.packets_lost),
+        ("… found late (reordered)", s.spurious_losses),
         ("… of them in the handshake", s.handshake_packets_lost),
         ("retransmissions", s.retransmissions),
         ("redundant copies", s.redundant_copies),
@@ -188,6 +193,21 @@ mod tests {
             link.loss_pct_last_minute,
             Some(10.0),
             "1 lost, 9 acked since"
+        ); // A loss that proved spurious (the packet was only late) is not the path's either.
+        let s = ConnectionStats {
+            spurious_losses: 1,
+            packets_acked: 29,
+            ..s
+        };
+        update_link(&mut link, &mut loss, &s, t0 + Duration::from_secs(2));
+        assert_eq!(
+            link.loss_pct_last_minute,
+            Some(0.0),
+            "the one loss was late, not lost"
+        );
+        assert!(
+            link.counters
+                .contains(&("… found late (reordered)".to_owned(), 1))
         );
     }
 }

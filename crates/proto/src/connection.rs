@@ -50,8 +50,19 @@ const PATH_VALIDATION_PTOS: u32 = 3;
 const MIN_USEFUL_PACKET: usize = 64;
 /// Room kept free in a packet beyond a proactive copy: header, frame headers, tag, an ACK.
 const COPY_MARGIN: usize = 160;
-/// RFC 9002 packet-reordering threshold.
+/// RFC 9002 packet-reordering threshold: the starting value, in ack-eliciting packets.
 const PACKET_THRESHOLD: u64 = 3;
+/// The packet threshold grows with the reordering seen, up to this (RFC 8985 §6.2 keeps
+/// DupThresh only as a hint; time decides).
+const MAX_PACKET_THRESHOLD: u64 = 32;
+/// The reordering window is `mult × min_rtt / 4`; `mult` grows by one per round trip with a
+/// spurious loss, up to this (and the window never exceeds the smoothed RTT).
+const MAX_REO_WND_MULT: u32 = 8;
+/// Recovery periods without a spurious loss after which the reordering window shrinks back
+/// (RFC 8985 §6.2, `reo_wnd_persist`).
+const REO_WND_PERSIST: u32 = 16;
+/// Most packets declared lost remembered, to recognise them if they are acknowledged later.
+const MAX_DECLARED_LOST: usize = 256;
 /// Most ACK ranges sent in one frame: the newest ones matter, older gaps have been resolved.
 const MAX_ACK_RANGES_SENT: usize = 32;
 /// Most received-packet ranges remembered; older packet numbers count as duplicates.
@@ -198,6 +209,29 @@ struct SentPacket {
     fin: bool,
     /// Carried our reliable RECEIVED frame (sent again if lost, until acknowledged).
     received: bool,
+    /// Rank among ack-eliciting packets sent: the packet threshold counts these, not packet
+    /// numbers (ACK-only packets in between say nothing about reordering).
+    seq: u64,
+}
+
+/// A packet declared lost, kept for a while in case it is acknowledged after all (it was
+/// reordered or delayed, not lost): then its loss is taken back.
+#[derive(Debug)]
+struct DeclaredLost {
+    declared: Instant,
+    long: bool,
+    stream: Vec<Range<u64>>,
+    fin: bool,
+    received: bool,
+    /// `loss_outcomes` right after this loss entered the loss estimate.
+    outcome: u64,
+    /// The congestion controller's recovery period it counted in.
+    episode: u64,
+    /// By how many ack-eliciting packets it had been overtaken when declared.
+    overtaken: u64,
+    /// Its rank among ack-eliciting packets and when it was sent (persistent congestion).
+    seq: u64,
+    sent: Instant,
 }
 
 /// Packet keys after the handshake, with key updates: each direction moves to the next key
@@ -341,6 +375,22 @@ pub(crate) struct Connection {
     /// that can speak of our DATA packets (see `detect_lost`).
     largest_acked_data: Option<u64>,
     loss_time: Option<Instant>,
+    /// Reordering tolerance (see `detect_lost`): ack-eliciting packets sent so far, the rank of
+    /// the newest acknowledged one (any ACK; ACKs in DATA packets), the packet threshold, and
+    /// the RACK-style reordering window multiplier with its persistence.
+    next_seq: u64,
+    largest_acked_seq: Option<u64>,
+    largest_acked_seq_data: Option<u64>,
+    packet_threshold: u64,
+    reo_wnd_mult: u32,
+    reo_wnd_persist: u32,
+    reo_wnd_grown: Option<Instant>,
+    declared_lost: BTreeMap<u64, DeclaredLost>,
+    /// Outcomes folded into `loss_estimate` so far (to take one back exactly).
+    loss_outcomes: u64,
+    /// When the first RTT sample was taken: persistent congestion considers only packets sent
+    /// after it (RFC 9002 §7.6.2).
+    first_rtt_sample: Option<Instant>,
     pto_count: u32,
     probes: u32,
     rtt: RttEstimator,
@@ -490,6 +540,16 @@ impl Connection {
             largest_acked: None,
             largest_acked_data: None,
             loss_time: None,
+            next_seq: 0,
+            largest_acked_seq: None,
+            largest_acked_seq_data: None,
+            packet_threshold: PACKET_THRESHOLD,
+            reo_wnd_mult: 1,
+            reo_wnd_persist: 0,
+            reo_wnd_grown: None,
+            declared_lost: BTreeMap::new(),
+            loss_outcomes: 0,
+            first_rtt_sample: None,
             pto_count: 0,
             probes: 0,
             rtt: RttEstimator::new(config.initial_rtt),
@@ -1228,6 +1288,7 @@ impl Connection {
 
     fn forget_sent(&mut self) {
         self.sent.clear();
+        self.declared_lost.clear();
         self.bytes_in_flight = 0;
         self.time_of_last_ack_eliciting = None;
         self.loss_time = None;
@@ -1441,6 +1502,7 @@ impl Connection {
             return Err("ack of unsent packet");
         }
         let mut newly: Vec<(u64, SentPacket)> = Vec::new();
+        let mut spurious: Vec<DeclaredLost> = Vec::new();
         for &(lo, hi) in &ack.ranges {
             let pns: Vec<u64> = self
                 .sent
@@ -1452,6 +1514,28 @@ impl Connection {
                 if let Some(p) = self.sent.remove(&pn) {
                     newly.push((pn, p));
                 }
+            }
+            let pns: Vec<u64> = self
+                .declared_lost
+                .range(lo..=hi)
+                .filter(|(_, p)| p.long || !from_long)
+                .map(|(&pn, _)| pn)
+                .collect();
+            for pn in pns {
+                if let Some(p) = self.declared_lost.remove(&pn) {
+                    spurious.push(p);
+                }
+            }
+        }
+        let any_spurious = !spurious.is_empty();
+        for p in spurious {
+            self.on_spurious_loss(now, p);
+        }
+        if let Some(seq) = newly.iter().map(|(_, p)| p.seq).max() {
+            self.largest_acked_seq = Some(self.largest_acked_seq.map_or(seq, |a| a.max(seq)));
+            if !from_long {
+                self.largest_acked_seq_data =
+                    Some(self.largest_acked_seq_data.map_or(seq, |a| a.max(seq)));
             }
         }
         let credible = if from_long {
@@ -1467,6 +1551,9 @@ impl Connection {
                 Some(self.largest_acked_data.map_or(largest, |a| a.max(largest)));
         }
         if newly.is_empty() {
+            if any_spurious {
+                self.on_stream_acked(now);
+            }
             return Ok(());
         }
         // An RTT sample only from the largest acknowledged packet, and only when it is newly
@@ -1476,11 +1563,13 @@ impl Connection {
             let delay = Duration::from_micros(ack.delay_us).min(MAX_ACK_DELAY);
             self.rtt
                 .update(now.saturating_duration_since(p.time), delay);
+            self.first_rtt_sample.get_or_insert(now);
         }
         for (_, p) in newly {
             self.stats.packets_acked += 1;
             self.bytes_in_flight -= p.size;
             self.loss_estimate *= 1.0 - LOSS_EWMA_WEIGHT;
+            self.loss_outcomes += 1;
             self.cc.on_ack(p.time, p.size, p.app_limited);
             for r in p.stream {
                 self.send.on_ack(r);
@@ -1505,13 +1594,24 @@ impl Connection {
         Ok(())
     }
 
-    /// RFC 9002 §6.1: declare packets lost by the packet or time threshold.
+    /// RFC 9002 §6.1, made tolerant of reordering (RFC 8985, RACK): a packet is declared lost
+    /// only once a packet sent after it has been acknowledged and either
+    ///
+    /// - it was sent at least `max(smoothed RTT, latest RTT) + reo_wnd` ago (time threshold),
+    ///   where the reordering window `reo_wnd` is `mult × min_rtt / 4` (at least 1/8 of the
+    ///   RTT, as RFC 9002's 9/8, and at most the smoothed RTT), `mult` growing while losses
+    ///   turn out spurious, or
+    /// - at least `packet_threshold` ack-eliciting packets sent after it have been
+    ///   acknowledged (3 at first, raised past the reordering seen).
+    ///
+    /// A packet declared lost is remembered for a while: if it is acknowledged after all,
+    /// `on_spurious_loss` takes the loss back.
     fn detect_lost(&mut self, now: Instant) {
         self.loss_time = None;
         let Some(largest_acked) = self.largest_acked else {
             return;
         };
-        let loss_delay = self.rtt.loss_delay();
+        let loss_delay = self.loss_delay();
         let lost_send_time = now.checked_sub(loss_delay);
         let mut lost = Vec::new();
         for (&pn, p) in self.sent.range(..largest_acked) {
@@ -1519,23 +1619,26 @@ impl Connection {
             // it: those carried in DATA packets. One in a long-header packet (the peer has no
             // keys yet, or is still judging ours and keeps our DATA unopened) acknowledges
             // long-header packets only and says nothing of our DATA.
-            let reference = if p.long {
-                largest_acked
+            let (reference, reference_seq) = if p.long {
+                (largest_acked, self.largest_acked_seq)
             } else {
                 match self.largest_acked_data {
-                    Some(l) if pn < l => l,
+                    Some(l) if pn < l => (l, self.largest_acked_seq_data),
                     _ => continue,
                 }
             };
-            if lost_send_time.is_some_and(|t| p.time <= t) || reference >= pn + PACKET_THRESHOLD {
-                lost.push(pn);
+            debug_assert!(pn < reference);
+            let overtaken = reference_seq.map_or(0, |r| r.saturating_sub(p.seq));
+            if lost_send_time.is_some_and(|t| p.time <= t) || overtaken >= self.packet_threshold {
+                lost.push((pn, overtaken));
             } else {
                 let t = p.time + loss_delay;
                 self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
             }
         }
         let mut newest_lost: Option<Instant> = None;
-        for pn in lost {
+        let mut declared = Vec::with_capacity(lost.len());
+        for (pn, overtaken) in lost {
             let Some(p) = self.sent.remove(&pn) else {
                 continue;
             };
@@ -1546,18 +1649,143 @@ impl Connection {
             }
             self.bytes_in_flight -= p.size;
             self.loss_estimate = self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
+            self.loss_outcomes += 1;
             newest_lost = Some(newest_lost.map_or(p.time, |t| t.max(p.time)));
-            for r in p.stream {
-                self.send.on_lost(r);
+            for r in &p.stream {
+                self.send.on_lost(r.clone());
             }
             self.max_data_pending |= p.max_data;
             self.reset_token_pending |= p.reset_token;
             self.fin_pending |= p.fin && !self.fin_acked;
             self.received_pending |= p.received && !self.received_acked;
+            declared.push((
+                pn,
+                DeclaredLost {
+                    declared: now,
+                    long: p.long,
+                    stream: p.stream,
+                    fin: p.fin,
+                    received: p.received,
+                    outcome: self.loss_outcomes,
+                    episode: 0,
+                    overtaken,
+                    seq: p.seq,
+                    sent: p.time,
+                },
+            ));
         }
         if let Some(t) = newest_lost {
-            self.cc.on_congestion_event(now, t);
+            let before = self.cc.episode();
+            let episode = self.cc.on_congestion_event(now, t, declared.len() as u64);
+            if episode != before && self.reo_wnd_persist > 0 {
+                // A new recovery period: after enough of them without a spurious loss, the
+                // reordering window shrinks back.
+                self.reo_wnd_persist -= 1;
+                if self.reo_wnd_persist == 0 {
+                    self.reo_wnd_mult = 1;
+                }
+            }
+            if self.persistent_congestion(&declared) {
+                debug!("persistent congestion");
+                self.stats.persistent_congestion += 1;
+                self.cc.on_persistent_congestion();
+            }
+            for (pn, mut d) in declared {
+                d.episode = episode;
+                self.declared_lost.insert(pn, d);
+            }
         }
+        // Forget losses too old to be contradicted by a late acknowledgement (the peer acks
+        // within max_ack_delay of receipt; three probe timeouts is ample), and bound the map.
+        let keep = self.pto() * 3;
+        self.declared_lost
+            .retain(|_, d| now.saturating_duration_since(d.declared) <= keep);
+        while self.declared_lost.len() > MAX_DECLARED_LOST {
+            self.declared_lost.pop_first();
+        }
+    }
+
+    /// RFC 9002 §7.6: do the packets just declared lost, with those declared before, include
+    /// a run of consecutive ack-eliciting packets (none between them acknowledged), all sent
+    /// after the first RTT sample, spanning at least three times the probe timeout (without
+    /// backoff)? Only a run that includes a packet just declared lost counts, so one outage is
+    /// reacted to once.
+    fn persistent_congestion(&self, new: &[(u64, DeclaredLost)]) -> bool {
+        let Some(first_sample) = self.first_rtt_sample else {
+            return false;
+        };
+        let duration = self.rtt.pto_base(MAX_ACK_DELAY) * 3;
+        let mut lost: Vec<(u64, Instant, bool)> = new
+            .iter()
+            .map(|(_, d)| (d.seq, d.sent, true))
+            .chain(self.declared_lost.values().map(|d| (d.seq, d.sent, false)))
+            .filter(|&(_, sent, _)| sent > first_sample)
+            .collect();
+        lost.sort_unstable_by_key(|l| l.0);
+        let mut run: Option<(u64, Instant, bool)> = None; // (last seq, first sent, has new)
+        for (seq, sent, is_new) in lost {
+            let (first, has_new) = match run {
+                Some((last, first, has_new)) if seq == last + 1 => (first, has_new || is_new),
+                _ => (sent, is_new),
+            };
+            if has_new && sent.saturating_duration_since(first) >= duration {
+                return true;
+            }
+            run = Some((seq, first, has_new));
+        }
+        false
+    }
+
+    /// The time threshold of `detect_lost`: RTT plus the reordering window.
+    fn loss_delay(&self) -> Duration {
+        let rtt = self.rtt.smoothed().max(self.rtt.latest());
+        let reo_wnd = (self.rtt.min() / 4 * self.reo_wnd_mult).min(self.rtt.smoothed());
+        // Never below RFC 9002's 9/8 × RTT (at least the timer granularity).
+        self.rtt.loss_delay().max(rtt + reo_wnd)
+    }
+
+    /// A packet declared lost was acknowledged after all: it was reordered or delayed. Take
+    /// the loss back: out of the loss estimate that drives redundancy (as if it had been
+    /// acknowledged in time), out of the congestion response (the window is restored once
+    /// every loss of that recovery period proved spurious), and widen the reordering
+    /// tolerance so that the same reordering is not mistaken again. Its data is acknowledged
+    /// (a retransmission still queued is dropped).
+    fn on_spurious_loss(&mut self, now: Instant, d: DeclaredLost) {
+        trace!("spurious loss");
+        self.stats.spurious_losses += 1;
+        let since = self.loss_outcomes.saturating_sub(d.outcome);
+        let since = i32::try_from(since).unwrap_or(i32::MAX);
+        self.loss_estimate =
+            (self.loss_estimate - LOSS_EWMA_WEIGHT * (1.0 - LOSS_EWMA_WEIGHT).powi(since)).max(0.0);
+        self.cc.on_spurious_loss(d.episode);
+        if d.overtaken >= self.packet_threshold {
+            self.packet_threshold = (d.overtaken + 1).min(MAX_PACKET_THRESHOLD);
+        }
+        // RFC 8985 §6.2: one step per round trip with spurious losses, and at once as far
+        // as this loss shows is needed: the window it was declared under, plus how late its
+        // acknowledgement came.
+        let quarter = (self.rtt.min() / 4).max(Duration::from_millis(1));
+        let needed = quarter * self.reo_wnd_mult + now.saturating_duration_since(d.declared);
+        let needed =
+            u32::try_from(needed.as_nanos().div_ceil(quarter.as_nanos())).unwrap_or(u32::MAX);
+        let step = self
+            .reo_wnd_grown
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.rtt.smoothed());
+        if step || needed > self.reo_wnd_mult {
+            self.reo_wnd_mult = (self.reo_wnd_mult + u32::from(step))
+                .max(needed)
+                .min(MAX_REO_WND_MULT);
+            self.reo_wnd_grown = Some(now);
+        }
+        self.reo_wnd_persist = REO_WND_PERSIST;
+        for r in d.stream {
+            self.send.on_ack(r);
+        }
+        self.fin_acked |= d.fin;
+        self.received_acked |= d.received;
+        // A resend queued by the loss is no longer needed.
+        self.fin_pending &= !self.fin_acked;
+        self.received_pending &= !self.received_acked;
     }
 
     /// Probe timeout with backoff, capped at `max_pto`.
@@ -1638,9 +1866,15 @@ impl Connection {
         // While the amplification limit holds us back, deadlines that only lead to sending
         // would fire without effect, over and over: leave them out.
         let may_send = !self.amplification_blocked();
+        // The probe timeout too: no probe can go out, so it would stay due (its base, the last
+        // ack-eliciting packet sent, cannot move). The next datagram from the peer lifts the
+        // block and re-arms it. The time-threshold deadline (`loss_time`) needs no sending.
+        let loss = self
+            .loss_time
+            .or_else(|| self.loss_detection_deadline().filter(|_| may_send));
         [
             Some(end),
-            self.loss_detection_deadline(),
+            loss,
             self.ack_pending
                 .then_some(self.ack_deadline)
                 .flatten()
@@ -1983,6 +2217,8 @@ impl Connection {
             self.bytes_in_flight += sp.size;
             self.time_of_last_ack_eliciting = Some(now);
             self.last_activity = now;
+            sp.seq = self.next_seq;
+            self.next_seq += 1;
             self.sent.insert(pn, sp);
         }
         trace!(pn, len = bytes.len(), "send");
@@ -2129,6 +2365,7 @@ impl SentPacket {
             reset_token: false,
             fin: false,
             received: false,
+            seq: 0,
         }
     }
 }

@@ -9,8 +9,9 @@
 //! when the encrypted protocol is wired in.)
 //!
 //! The one thing here that does not come in as an argument is the ephemeral key: snow draws it
-//! from the OS generator, as it must. Timing and sizes stay deterministic, so simulations
-//! replay the same way.
+//! from the OS generator, as it must (only fuzz builds, with the crate feature `fuzzing`, take
+//! it from a resettable counter instead: `handshake::fuzzing`). Timing and sizes stay
+//! deterministic, so simulations replay the same way.
 
 use std::fmt;
 
@@ -97,6 +98,13 @@ impl Handshake {
             .map_err(setup)?
             .prologue(PROLOGUE)
             .map_err(setup)?;
+        // Fuzz builds only (feature `fuzzing`, which no crate of the workspace enables): the
+        // ephemeral key comes from `fuzzing`'s counter instead of the OS, so a fuzz input
+        // replays byte for byte.
+        #[cfg(feature = "fuzzing")]
+        let ephemeral = fuzzing::next_ephemeral(static_secret, initiator);
+        #[cfg(feature = "fuzzing")]
+        let builder = builder.fixed_ephemeral_key_for_testing_only(&ephemeral);
         let state = if initiator {
             builder.build_initiator()
         } else {
@@ -190,6 +198,43 @@ impl Handshake {
     }
 }
 
+/// Deterministic ephemeral keys, for the fuzz targets only (`fuzz/`, `docs/FUZZING.md`).
+///
+/// With the crate feature `fuzzing`, every [`Handshake`] takes its ephemeral key from a
+/// per-thread counter: BLAKE2s of the static key, the role and the counter, instead of the OS
+/// generator. A fuzz target calls [`fuzzing::reset`] at the start of each input, so the same
+/// input gives the same handshake messages, the same packet keys and the same datagrams, and
+/// a crash reproduces exactly. **Never enable this feature in a build that talks to anyone**:
+/// the ephemeral keys, and with them every session key, become predictable.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNTER: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Starts the sequence of ephemeral keys of this thread again.
+    pub fn reset() {
+        COUNTER.with(|c| c.set(0));
+    }
+
+    /// The next ephemeral private key of this thread (any 32 bytes are an X25519 key).
+    pub(super) fn next_ephemeral(static_secret: &[u8; 32], initiator: bool) -> [u8; 32] {
+        let n = COUNTER.with(|c| {
+            let n = c.get();
+            c.set(n.wrapping_add(1));
+            n
+        });
+        crate::crypto::hash(&[
+            b"chirp fuzzing ephemeral",
+            static_secret,
+            &[u8::from(initiator)],
+            &n.to_be_bytes(),
+        ])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +284,29 @@ mod tests {
             .expect_err("directions use distinct keys");
         ka.recv.open(7, b"hdr", &mut buf).expect("a opens b");
         assert!(!format!("{ka:?}{kb:?}").contains(&format!("{:?}", ka.send.raw())));
+    }
+
+    #[cfg(feature = "fuzzing")]
+    #[test]
+    fn fuzzing_hook_replays_handshakes_exactly() {
+        let transcript = || {
+            fuzzing::reset();
+            let mut a = Handshake::initiator(&[1; 32]).expect("a");
+            let mut b = Handshake::responder(&[2; 32]).expect("b");
+            let m1 = a.write(b"").expect("m1");
+            b.read(&m1).expect("read m1");
+            let m2 = b.write(b"").expect("m2");
+            a.read(&m2).expect("read m2");
+            let m3 = a.write(b"").expect("m3");
+            b.read(&m3).expect("read m3");
+            let k = a.finish().expect("keys");
+            (m1, m2, m3, *k.send.raw(), *k.recv.raw())
+        };
+        let first = transcript();
+        assert_eq!(first, transcript(), "same counter, same handshake");
+        // Without a reset the next handshake takes new ephemeral keys.
+        let mut a = Handshake::initiator(&[1; 32]).expect("a");
+        assert_ne!(a.write(b"").expect("m1"), first.0);
     }
 
     #[test]

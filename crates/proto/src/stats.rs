@@ -27,6 +27,14 @@ pub struct ConnectionStats {
     /// before the peer was listening (a peer started second, a server restarting). They say
     /// little about the path, so a link-quality figure leaves them out.
     pub handshake_packets_lost: u64,
+    /// Of `packets_lost`, those acknowledged after all, later: they were reordered or
+    /// delayed, not lost. Each one's loss was taken back (RFC 8985 §7.3 spirit): it left the
+    /// loss estimate, the congestion window went back to its size before the loss, and the
+    /// reordering window grew.
+    pub spurious_losses: u64,
+    /// Times persistent congestion was declared (RFC 9002 §7.6: every ack-eliciting packet
+    /// over three probe timeouts lost), collapsing the congestion window to its minimum.
+    pub persistent_congestion: u64,
     /// Packets acknowledged (the loss rate is lost / (lost + acked)).
     pub packets_acked: u64,
     /// Message-stream byte ranges sent again because they were lost or probed.

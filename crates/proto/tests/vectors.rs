@@ -18,19 +18,21 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use blake2::digest::{FixedOutput as _, Mac as _};
 use chacha20poly1305::aead::{AeadInPlace as _, KeyInit as _};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use chirp_proto::close_code;
 use chirp_proto::coding::{Reader, put_varint, varint_len};
 use chirp_proto::crypto::{AuthError, COOKIE_LEN, CookieJar, InitialKeys, PacketKey, TAG_LEN};
+use chirp_proto::handshake::StaticSecret;
 use chirp_proto::handshake::{Handshake, NOISE_PARAMS, PROLOGUE};
 use chirp_proto::wire::{
     AckFrame, ConnectionId, DecodeError, Frame, Frames, Header, MAX_DATAGRAM_SIZE,
     MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType, RefuseReason, VERSION, encode_refuse,
     encode_retry,
 };
+use chirp_proto::{Endpoint, EndpointConfig, close_code};
 
 const DOC: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -80,6 +82,15 @@ const CHALLENGE: [u8; 8] = [0x8f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78];
 const RESET_TOKEN: [u8; 16] = [
     0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf,
 ];
+/// The second message of the `data-fragment` vector: 1400 bytes of `a`, stream bytes 6..1408
+/// (length prefix `45 78` at 6..8, text at 8..1408), after "hello" at 0..6.
+const FRAGMENTED_LEN: usize = 1_400;
+/// Where the fragment of `data-fragment` starts in the stream: it carries 1200..1408, the last
+/// 208 bytes of that message.
+const FRAGMENT_OFFSET: u64 = 1_200;
+static FRAGMENT: [u8; 208] = [b'a'; 208];
+/// The label of the RESET key ([§5.10]).
+const RESET_LABEL: &[u8] = b"chirp v2 stateless reset";
 /// The packet number of the `nonce` vector.
 const NONCE_PN: u64 = 1_000_000;
 
@@ -269,6 +280,40 @@ fn packet_vectors(n: &Noise) -> Vec<PacketVector<'_>> {
             len: 36,
         },
         PacketVector {
+            name: "data-fragment",
+            header: Header {
+                ty: PacketType::Data { key_phase: false },
+                dst_cid: SERVER,
+                src_cid: None,
+                number: 5,
+            },
+            token: Vec::new(),
+            frames: vec![Frame::Message {
+                offset: FRAGMENT_OFFSET,
+                data: &FRAGMENT,
+            }],
+            pad_to: None,
+            key: data_key.clone(),
+            len: 240,
+        },
+        PacketVector {
+            name: "data-ack-ranges",
+            header: Header {
+                ty: PacketType::Data { key_phase: false },
+                dst_cid: CLIENT,
+                src_cid: None,
+                number: 17,
+            },
+            token: Vec::new(),
+            frames: vec![Frame::Ack(AckFrame {
+                delay_us: 8_250,
+                ranges: vec![(995, 1_000), (980, 990), (900, 950)],
+            })],
+            pad_to: None,
+            key: PacketKey::new(n.r2i),
+            len: 38,
+        },
+        PacketVector {
             name: "data-phase-1",
             header: Header {
                 ty: PacketType::Data { key_phase: true },
@@ -313,6 +358,25 @@ fn refuse() -> Vec<u8> {
         RefuseReason::ServerFull,
         &InitialKeys::new(INITIAL_DCID.0).refuse,
     )
+}
+
+/// The vectors' server (static key: the responder's), restarted: it no longer knows `S`, and
+/// answers the client's `data-phase-0` with a RESET. Returns that datagram.
+fn reset_answer(data_phase_0: &[u8]) -> Vec<u8> {
+    let [_, _, responder_static, _] = noise_privates();
+    let config = EndpointConfig {
+        identity: Some(StaticSecret(responder_static)),
+        ..EndpointConfig::default()
+    };
+    let mut ep = Endpoint::new(config, 1);
+    let now = Instant::now();
+    ep.handle_datagram(now, cookie_addr_v4(), data_phase_0);
+    let t = ep
+        .poll_transmit(now)
+        .expect("a RESET answers DATA for an unknown CID");
+    assert_eq!(t.destination, cookie_addr_v4(), "sent to the DATA's source");
+    assert!(ep.poll_transmit(now).is_none(), "one answer, no more");
+    t.contents
 }
 
 /// Builds a datagram with the implementation's encoder.
@@ -401,6 +465,13 @@ fn computed() -> BTreeMap<&'static str, Vec<u8>> {
     for v in packet_vectors(&n) {
         out.insert(v.name, encode(&v));
     }
+    let answer = reset_answer(&out["data-phase-0"]);
+    // The key is not exposed; `reset_token_is_keyed_blake2s` derives it independently and
+    // proves the implementation's token is made with it.
+    let [_, _, responder_static, _] = noise_privates();
+    out.insert("reset-key", reset_key_reference(&responder_static).to_vec());
+    out.insert("reset-token", answer[2..].to_vec());
+    out.insert("reset-answer", answer);
     for (name, f) in frame_vectors() {
         let mut b = Vec::new();
         f.encode(&mut b);
@@ -544,6 +615,16 @@ fn reference_seal(key: &[u8; 32], pn: u64, aad: &[u8], plaintext: &[u8]) -> Vec<
         .expect("small input");
     buf.extend_from_slice(&tag);
     buf
+}
+
+/// The RESET key of [§5.10] for a static private key, computed with `blake2` directly:
+/// unkeyed BLAKE2s-256 of the label and the 32 private-key bytes.
+fn reset_key_reference(private: &[u8; 32]) -> [u8; 32] {
+    use blake2::Digest as _;
+    let mut h = blake2::Blake2s256::new();
+    h.update(RESET_LABEL);
+    h.update(private);
+    h.finalize().into()
 }
 
 /// Every bit of `bytes` flipped in turn: `rejected` must hold for each.
@@ -876,6 +957,73 @@ fn cookies_are_keyed_blake2s_over_the_documented_fields() {
 }
 
 #[test]
+fn reset_token_is_keyed_blake2s() {
+    // key = BLAKE2s-256(label || static private key), unkeyed.
+    let [_, _, responder_static, _] = noise_privates();
+    let key: [u8; 32] = vector("reset-key").try_into().expect("32 bytes");
+    assert_eq!(key, reset_key_reference(&responder_static));
+    // token = first 16 bytes of BLAKE2s-256 in its own keyed mode (RFC 7693, not HMAC) under
+    // that key, over the connection ID, 8 bytes big-endian.
+    let keyed = |k: &[u8; 32], cid: ConnectionId| {
+        let mut m = <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(k)
+            .expect("32-byte key");
+        m.update(&cid.0.to_be_bytes());
+        m.finalize_fixed()[..16].to_vec()
+    };
+    let token = vector("reset-token");
+    assert_eq!(token, keyed(&key, SERVER), "token of S");
+    assert_ne!(
+        token,
+        keyed(&responder_static, SERVER),
+        "the key is the hash, not the private key itself"
+    );
+    // The whole RESET: `02 07` then the token, 18 bytes, and it decodes as one.
+    let answer = vector("reset-answer");
+    assert_eq!(answer.len(), 18);
+    assert_eq!(answer[..2], [VERSION, 0x07]);
+    assert_eq!(answer[2..], token);
+    let p = Packet::new_checked(&answer).expect("a RESET");
+    assert_eq!(p.header.ty, PacketType::Reset);
+    assert_eq!(p.token, token);
+    // What provoked it: the client's DATA to S, which the restarted server no longer knows.
+    assert_eq!(reset_answer(&vector("data-phase-0")), answer);
+}
+
+#[test]
+fn fragment_vector_is_the_tail_of_a_long_message() {
+    // The client's stream: "hello", then a 1400-byte message of `a`.
+    let mut stream = HELLO_STREAM.to_vec();
+    put_varint(&mut stream, FRAGMENTED_LEN as u64);
+    assert_eq!(stream[6..], [0x45, 0x78], "length prefix 1400");
+    stream.extend(std::iter::repeat_n(b'a', FRAGMENTED_LEN));
+    assert_eq!(stream.len(), 1_408);
+    let from = usize::try_from(FRAGMENT_OFFSET).expect("small");
+    assert_eq!(
+        &stream[from..],
+        FRAGMENT,
+        "the last 208 bytes of the message"
+    );
+    // More than fits in one packet: the message cannot travel unfragmented.
+    assert!(stream.len() - 6 > MAX_DATAGRAM_SIZE);
+    // Its plaintext, as §10 spells it.
+    let mut plaintext = vec![0x03, 0x44, 0xb0, 0x40, 0xd0];
+    plaintext.extend_from_slice(&FRAGMENT);
+    let bytes = vector("data-fragment");
+    let p = Packet::new_checked(&bytes).expect("valid");
+    assert_eq!(
+        p.open(&PacketKey::new(noise().i2r)).expect("opens"),
+        plaintext
+    );
+    // The ACK-ranges packet is the server's, under the second key of the split.
+    let bytes = vector("data-ack-ranges");
+    let p = Packet::new_checked(&bytes).expect("valid");
+    assert_eq!(
+        p.open(&PacketKey::new(noise().r2i)).expect("opens"),
+        vector("frame-ack")
+    );
+}
+
+#[test]
 fn noise_xx_vector() {
     let keys = vector("noise-keys");
     assert_eq!(keys.len(), 256);
@@ -1176,6 +1324,22 @@ const VECTORS: &[(&str, &str)] = &[
         "00000000000003e8e57eee220e12d522f3510fd9da7a12b3",
     ),
     (
+        "data-ack-ranges",
+        "0204b3f2af6d0fc710c511f34f594c5fbbd35a84e967a1dacee79d625955f40e\
+         63cdf90642aa",
+    ),
+    (
+        "data-fragment",
+        "02041a28690da8a8d05705537752159575f3ef7c6136fa7f6475e154c923696b\
+         101aa01d25eb93a16d822c62b6bfd64ef5e97463d37c618cd3169caab01cf262\
+         7fe4e7ca87e595f8428c837c83f9cfbe0bcf4772b5e1011ee6dc53bac8f29581\
+         98b60154de3b33cb7be4891d6cc158309322d8842e09dcc6939a425693cb7e0b\
+         b4e05826b2ebbafff83102a63af1b53ce16e2aaa56e1906091955566772a7bdf\
+         e58ede6bbf3802651914771081e519a00d90f78327f5f2489f12be5e67f8375e\
+         813a04e11f3262954a8b89e87d17c932decb2fcc4185508016fc06682c897a11\
+         91f233c1abc3a9bb1ee8e345081fe6f4",
+    ),
+    (
         "data-phase-0",
         "02041a28690da8a8d0570316d24dd016f22f3d659d3d151fe2a88ef81383e27b\
          ee0768a1",
@@ -1197,6 +1361,12 @@ const VECTORS: &[(&str, &str)] = &[
     ("frame-fin", "0a412c"),
     ("frame-received", "0b80011170"),
     ("reset", "0207c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"),
+    (
+        "reset-key",
+        "b0a474b931e7b9cf4d73e32126ef8c33fc94c17dd6171b0d0a2dec3bac95d6f7",
+    ),
+    ("reset-token", "a51655520438ae025787f3f9b718bd25"),
+    ("reset-answer", "0207a51655520438ae025787f3f9b718bd25"),
     ("frame-ping", "01"),
     (
         "initial-keys",

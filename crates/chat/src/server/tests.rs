@@ -962,6 +962,81 @@ fn requests_before_hello_are_refused_and_bad_versions_closed() {
     assert_eq!(h.closed, vec![1]);
 }
 
+/// docs/PROTOCOL.md, "Errors and sessions": a request out of state is refused with
+/// `protocol_state` and only that request; the session stays open, and a `hello` still works.
+#[test]
+fn an_out_of_state_request_is_refused_alone_and_the_session_stays_open() {
+    let mut h = H::new(ServerConfig::default());
+    h.connect(1, key(1));
+    h.send(1, ClientMsg::List);
+    let got = h.take(1);
+    assert!(
+        matches!(&got[..], [ServerMsg::Error { c: None, code, message }]
+            if code == code::STATE && message == "send hello first"),
+        "{got:?}"
+    );
+    // A refused `history` with an `id` still gets its `history_end`, right after the error.
+    h.send(
+        1,
+        ClientMsg::History {
+            id: Some(9),
+            room: Some("#r".into()),
+            with: None,
+            before: None,
+            limit: 5,
+        },
+    );
+    let got = h.take(1);
+    assert!(
+        matches!(&got[..], [
+            ServerMsg::Error { code, .. },
+            ServerMsg::HistoryEnd { id: Some(9), count: 0, .. },
+        ] if code == code::STATE),
+        "{got:?}"
+    );
+    assert!(h.closed.is_empty(), "not closed");
+    // The session is still usable: `hello` gets `welcome`.
+    h.send(
+        1,
+        ClientMsg::Hello {
+            v: wire::VERSION,
+            nick: "a".into(),
+            client: 1,
+            rooms: vec![],
+            dms: vec![],
+        },
+    );
+    assert!(
+        h.take(1)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Welcome { .. }))
+    );
+    // A second `hello` is refused the same way, and the session goes on.
+    h.send(
+        1,
+        ClientMsg::Hello {
+            v: wire::VERSION,
+            nick: "a".into(),
+            client: 1,
+            rooms: vec![],
+            dms: vec![],
+        },
+    );
+    let errors = h.errors(1);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].1.as_str(), errors[0].2.as_str()),
+        (code::STATE, "hello sent twice")
+    );
+    h.send(1, ClientMsg::List);
+    assert!(
+        h.take(1)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::List { .. }))
+    );
+    assert!(h.closed.is_empty(), "not closed");
+}
+
 #[test]
 fn shutdown_says_bye_to_every_session() {
     let mut h = H::new(ServerConfig::default());
