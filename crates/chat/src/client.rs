@@ -445,7 +445,7 @@ impl Session {
     /// Sends a message; returns its client sequence number (see [`Event::Delivered`],
     /// [`Event::Refused`]). A text longer than the server takes, or than one transport message
     /// can carry, is refused at once.
-    pub fn say(&mut self, now: Instant, target: Target, text: String, action: bool) -> u64 {
+    pub fn say(&mut self, _now: Instant, target: Target, text: String, action: bool) -> u64 {
         let c = self.next_c;
         self.next_c += 1;
         let limit = self
@@ -468,7 +468,7 @@ impl Session {
                 code: code::BAD_TEXT.to_owned(),
                 message,
             });
-            self.check_finished(now);
+            self.check_finished();
             return c;
         }
         let (room, to) = match target {
@@ -546,9 +546,9 @@ impl Session {
     }
 
     /// Finishes: waits for every acknowledgement, then closes ([`Event::Finished`]).
-    pub fn finish(&mut self, now: Instant) {
+    pub fn finish(&mut self, _now: Instant) {
         self.finishing = true;
-        self.check_finished(now);
+        self.check_finished();
     }
 
     // ----- answers from the driver -----
@@ -590,7 +590,7 @@ impl Session {
     /// The answer to [`Io::Send`].
     pub fn send_result(
         &mut self,
-        now: Instant,
+        _now: Instant,
         conn: ConnectionHandle,
         result: Result<(), SendError>,
     ) {
@@ -613,7 +613,7 @@ impl Session {
             }
             (InDriver::Request(m), Err(e @ SendError::Write(WriteError::TooLarge { .. }))) => {
                 // It can never go: say so and go on.
-                self.drop_request(now, m, "not_sent", &format!("not sent: {e}"));
+                self.drop_request(m, "not_sent", &format!("not sent: {e}"));
             }
             (InDriver::Request(m), Err(SendError::Write(WriteError::Blocked))) => {
                 self.unsent.push_front(m);
@@ -632,7 +632,7 @@ impl Session {
     /// The answer to [`Io::CheckKey`]: `Err` carries what to tell the user.
     pub fn key_verdict(
         &mut self,
-        now: Instant,
+        _now: Instant,
         conn: ConnectionHandle,
         verdict: Result<(), String>,
     ) {
@@ -641,7 +641,7 @@ impl Session {
         self.io.push_back(Io::VerifyKey { conn, accept });
         if let (true, Err(msg)) = (ours, verdict) {
             self.conn = None;
-            self.fatal(now, msg);
+            self.end(Event::Fatal(msg));
         }
     }
 
@@ -849,11 +849,7 @@ impl Session {
         self.reconnect_at = None;
     }
 
-    fn fatal(&mut self, _now: Instant, msg: String) {
-        self.end(Event::Fatal(msg));
-    }
-
-    fn check_finished(&mut self, _now: Instant) {
+    fn check_finished(&mut self) {
         if self.finishing
             && !self.ended
             && self.pending.is_empty()
@@ -865,7 +861,7 @@ impl Session {
     }
 
     /// A request that can never go: refused (a `say`) or reported.
-    fn drop_request(&mut self, now: Instant, m: ClientMsg, code: &str, why: &str) {
+    fn drop_request(&mut self, m: ClientMsg, code: &str, why: &str) {
         match m {
             ClientMsg::Say { c, .. } => {
                 self.pending.remove(&c);
@@ -880,7 +876,7 @@ impl Session {
                 message: why.to_owned(),
             }),
         }
-        self.check_finished(now);
+        self.check_finished();
     }
 
     fn on_closed(&mut self, now: Instant, reason: &CloseReason) {
@@ -893,7 +889,7 @@ impl Session {
         if matches!(reason, CloseReason::Refused { .. }) && !self.ever_up {
             // Refused on the very first connection (the server is full): say so at once
             // rather than retry in silence; a session that was up keeps trying instead.
-            self.fatal(now, text);
+            self.end(Event::Fatal(text));
             return;
         }
         // Everything not acknowledged goes again on the next connection, pending messages
@@ -979,9 +975,7 @@ impl Session {
                 for c in too_long {
                     if let Some(m) = self.pending.get(&c).cloned() {
                         self.unsent.retain(|u| *u != m);
-                        self.drop_request(
-                            now,
-                            m,
+                        self.drop_request(m,
                             code::BAD_TEXT,
                             &format!("message too long: the server takes at most {max_text} bytes (not sent)"),
                         );
@@ -992,7 +986,7 @@ impl Session {
             ServerMsg::Error { code, message, .. } if !self.up => {
                 // Refused before welcome: retrying would only be refused again.
                 let _ = code;
-                self.fatal(now, message);
+                self.end(Event::Fatal(message));
             }
             ServerMsg::Error {
                 c: Some(c),
@@ -1001,7 +995,7 @@ impl Session {
             } => {
                 self.pending.remove(&c);
                 self.events.push_back(Event::Refused { c, code, message });
-                self.check_finished(now);
+                self.check_finished();
             }
             ServerMsg::Error {
                 c: None,
@@ -1012,7 +1006,7 @@ impl Session {
                 if self.pending.remove(&c).is_some() {
                     self.events.push_back(Event::Delivered { c, conv, id, ts });
                 }
-                self.check_finished(now);
+                self.check_finished();
             }
             ServerMsg::Msg(m) => {
                 if m.conv.starts_with('@') {

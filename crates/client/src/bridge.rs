@@ -301,7 +301,7 @@ impl Bridge {
                 out.push(UiEvent::Link(self.link.clone()));
             }
             Event::Message(m) => self.on_message(m, now, &mut out),
-            Event::Delivered { c, conv, id, ts: t } => {
+            Event::Delivered { c, id, ts: t, .. } => {
                 if let Some(local_id) = self.sends.remove(&c) {
                     out.push(UiEvent::Delivered {
                         local_id,
@@ -309,7 +309,6 @@ impl Bridge {
                         ts: Some(ts(t)),
                     });
                 }
-                let _ = conv;
             }
             Event::Refused { c, code, message } => match self.sends.remove(&c) {
                 Some(local_id) => out.push(UiEvent::Failed {

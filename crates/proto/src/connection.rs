@@ -1697,11 +1697,19 @@ impl Connection {
         }
         // Forget losses too old to be contradicted by a late acknowledgement (the peer acks
         // within max_ack_delay of receipt; three probe timeouts is ample), and bound the map.
+        // Losses are declared oldest packet first, so the oldest entries are the first to
+        // expire: drop from the front until one is still young (work proportional to what
+        // expired, not to the map).
         let keep = self.pto() * 3;
-        self.declared_lost
-            .retain(|_, d| now.saturating_duration_since(d.declared) <= keep);
-        while self.declared_lost.len() > MAX_DECLARED_LOST {
-            self.declared_lost.pop_first();
+        loop {
+            let over = self.declared_lost.len() > MAX_DECLARED_LOST;
+            let Some(entry) = self.declared_lost.first_entry() else {
+                break;
+            };
+            if !over && now.saturating_duration_since(entry.get().declared) <= keep {
+                break;
+            }
+            entry.remove();
         }
     }
 
