@@ -259,6 +259,9 @@ impl Output {
                 "corrupt": s.corrupt_dropped, "malformed": s.malformed_dropped,
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,
                 "messages_acked": s.messages_acked,
+                "spurious_losses": s.spurious_losses, "ptos": s.ptos,
+                "cwnd": s.cwnd, "random_loss_periods": s.random_loss_periods,
+                "persistent_congestion": s.persistent_congestion,
             }),
         );
     }

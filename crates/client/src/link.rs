@@ -106,6 +106,8 @@ fn counters(s: &ConnectionStats) -> Vec<(String, u64)> {
         ("corrupt dropped", s.corrupt_dropped),
         ("malformed dropped", s.malformed_dropped),
         ("probe timeouts", s.ptos),
+        ("loss periods taken for random", s.random_loss_periods),
+        ("persistent congestion", s.persistent_congestion),
         ("bytes sent", s.bytes_sent),
         ("bytes received", s.bytes_received),
         ("messages sent", s.messages_sent),

@@ -20,35 +20,43 @@ use chirp_proto::{EndpointConfig, Event};
 const ONE_WAY: Duration = Duration::from_millis(20);
 const INTERVAL: Duration = Duration::from_millis(20); // 50 messages/s
 const SIZE: usize = 100;
+/// The length of one measured run in the real-socket measurement (1,000 messages at 50/s).
+const WINDOW_SECS: u64 = 20;
 
 struct Outcome {
     latencies: Vec<Duration>,
+    /// p99 of each 20 s window (1,000 messages each way, the size of one measured run).
+    window_p99: Vec<Duration>,
+    copies: u64,
     wire_bytes: u64,
     delivered: u64,
 }
 
-fn run(loss: f64, seed: u64, redundancy: bool, secs: u64) -> Outcome {
+fn run(loss: f64, seed: u64, redundancy: bool, secs: u64, jitter: Duration) -> Outcome {
     let mut cfg = EndpointConfig::default();
     cfg.transport.redundancy.enabled = redundancy;
-    let link = LinkConfig::ideal(ONE_WAY).with_loss(loss);
+    let link = LinkConfig::ideal(ONE_WAY)
+        .with_jitter(jitter)
+        .with_loss(loss);
     let mut p = Pair::new(cfg, link, seed);
     let (ca, cb) = p.connect().expect("handshake");
     let origin = p.now;
     let n = (secs * 1000 / INTERVAL.as_millis() as u64) as u32;
     let mut latencies = Vec::with_capacity(2 * n as usize);
-    let collect = |p: &mut Pair, at: std::time::Instant, latencies: &mut Vec<Duration>| {
-        for node in [&mut p.a, &mut p.b] {
-            for ev in node.take_events(|e| matches!(e, Event::Message { .. })) {
-                let Event::Message { data, .. } = ev else {
-                    continue;
-                };
-                let mut ns = [0u8; 8];
-                ns.copy_from_slice(&data[..8]);
-                let sent = origin + Duration::from_nanos(u64::from_be_bytes(ns));
-                latencies.push(at - sent);
+    let collect =
+        |p: &mut Pair, at: std::time::Instant, latencies: &mut Vec<(Duration, Duration)>| {
+            for node in [&mut p.a, &mut p.b] {
+                for ev in node.take_events(|e| matches!(e, Event::Message { .. })) {
+                    let Event::Message { data, .. } = ev else {
+                        continue;
+                    };
+                    let mut ns = [0u8; 8];
+                    ns.copy_from_slice(&data[..8]);
+                    let sent = Duration::from_nanos(u64::from_be_bytes(ns));
+                    latencies.push((sent, at - (origin + sent)));
+                }
             }
-        }
-    };
+        };
     for i in 0..n {
         let t = origin + INTERVAL * i;
         while p.now < t {
@@ -73,8 +81,26 @@ fn run(loss: f64, seed: u64, redundancy: bool, secs: u64) -> Outcome {
     assert_eq!(latencies.len(), 2 * n as usize, "every message delivered");
     let sa = p.a.endpoint.stats(ca).expect("live");
     let sb = p.b.endpoint.stats(cb).expect("live");
+    let mut windows: Vec<Vec<Duration>> = Vec::new();
+    for &(sent, latency) in &latencies {
+        let w = (sent.as_secs() / WINDOW_SECS) as usize;
+        if windows.len() <= w {
+            windows.resize_with(w + 1, Vec::new);
+        }
+        windows[w].push(latency);
+    }
+    let window_p99 = windows
+        .into_iter()
+        .filter(|w| w.len() >= 1_000)
+        .map(|mut w| {
+            w.sort_unstable();
+            pct(&w, 0.99)
+        })
+        .collect();
     Outcome {
-        latencies,
+        latencies: latencies.into_iter().map(|(_, l)| l).collect(),
+        window_p99,
+        copies: sa.redundant_copies + sb.redundant_copies,
         wire_bytes: sa.bytes_sent + sb.bytes_sent,
         delivered: 2 * u64::from(n),
     }
@@ -92,45 +118,67 @@ fn ms(d: Duration) -> String {
 fn main() {
     let mut secs = 60u64;
     let mut seeds = 5u64;
+    let mut jitter_ms = 0u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().and_then(|v| v.parse().ok());
         match (a.as_str(), v) {
             ("--secs", Some(v)) => secs = v,
             ("--seeds", Some(v)) => seeds = v,
+            ("--jitter", Some(v)) => jitter_ms = v,
             _ => {
-                eprintln!("usage: latency [--secs N] [--seeds N]");
+                eprintln!("usage: latency [--secs N] [--seeds N] [--jitter MS]");
                 std::process::exit(2);
             }
         }
     }
+    let jitter = Duration::from_millis(jitter_ms);
     println!(
-        "one-way delay {} ms, {} B messages at {}/s each way, {secs} s x {seeds} seeds per row\n",
+        "one-way delay {} ms + 0-{jitter_ms} ms jitter, {} B messages at {}/s each way, \
+         {secs} s x {seeds} seeds per row\n",
         ONE_WAY.as_millis(),
         SIZE,
         1000 / INTERVAL.as_millis()
     );
-    println!("| loss | mode | p50 ms | p99 ms | max ms | p99 / one-way | wire B/msg |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| loss | mode | p50 ms | p99 ms | p99.9 ms | max ms | p99 / one-way | \
+         p99 of 20 s windows: median / worst ms | copies/msg | wire B/msg |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for loss in [0.0, 0.05, 0.10, 0.20] {
         for (mode, redundancy) in [("chirp (default)", true), ("RFC 9002 only", false)] {
             let mut all = Vec::new();
-            let (mut bytes, mut msgs) = (0, 0);
+            let mut windows = Vec::new();
+            let (mut bytes, mut msgs, mut copies) = (0, 0, 0);
             for seed in 1..=seeds {
-                let o = run(loss, seed, redundancy, secs);
+                let o = run(loss, seed, redundancy, secs, jitter);
                 all.extend(o.latencies);
+                windows.extend(o.window_p99);
                 bytes += o.wire_bytes;
                 msgs += o.delivered;
+                copies += o.copies;
             }
             all.sort_unstable();
+            windows.sort_unstable();
             let p99 = pct(&all, 0.99);
+            let windows = if windows.is_empty() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{} / {}",
+                    ms(pct(&windows, 0.5)),
+                    ms(*windows.last().expect("non-empty"))
+                )
+            };
             println!(
-                "| {:.0} % | {mode} | {} | {} | {} | {:.2} | {:.0} |",
+                "| {:.0} % | {mode} | {} | {} | {} | {} | {:.2} | {windows} | {:.2} | {:.0} |",
                 loss * 100.0,
                 ms(pct(&all, 0.5)),
                 ms(p99),
+                ms(pct(&all, 0.999)),
                 ms(*all.last().expect("non-empty")),
                 p99.as_secs_f64() / ONE_WAY.as_secs_f64(),
+                copies as f64 / msgs as f64,
                 bytes as f64 / msgs as f64
             );
         }

@@ -1,15 +1,34 @@
-//! NewReno congestion control, as RFC 9002 §7.
+//! NewReno congestion control, as RFC 9002 §7, with a gentler response to random loss.
 //!
 //! Chat traffic is almost always application-limited, so the window rarely binds; it exists so
 //! that a bulk sender (large messages, a backlog after an outage) backs off on a congested path
 //! instead of making it worse, which raw UDP never does.
+//!
+//! **Random loss.** Halving the window for every recovery period collapses it to the minimum on
+//! a path that loses packets at random (radio, a bad link) rather than from a full queue: at
+//! 5 % loss a chat server's connection, whose copies and fan-out fill a few dozen packets per
+//! RTT, then holds messages back behind the window, and at 35 % a bulk transfer crawls at two
+//! packets per RTT (issue 13). A loss from congestion comes with a queue standing in the path,
+//! so the connection tells them apart as TCP Veno does, with Copa's standing RTT (the smallest
+//! RTT of the last smoothed RTT, robust to jitter) as the measure of the queue. With a queue
+//! (the standing RTT exceeds the minimum by a quarter of it, and 2 ms) the period halves the
+//! window as NewReno does. Without one, the loss is taken for random and the window is not
+//! cut for it, only capped, as BBR caps its window, at twice the bandwidth-delay product the
+//! path has shown (the highest delivery rate of the last ten smoothed RTTs times the minimum
+//! RTT), but never below the initial window (what any new connection may send in its first
+//! RTT; a chat sender's delivery rate is its own, application-limited rate, and must not
+//! hold it back). So a loss taken for random wrongly (a bottleneck whose buffer is too small
+//! to show a queue) still cannot make the sender push more than twice what the path delivers
+//! or an initial window per RTT, and persistent congestion collapses the window as before.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Congestion window state.
 #[derive(Debug, Clone)]
 pub(crate) struct NewReno {
     max_datagram: u64,
+    /// The initial window: also the least a random loss leaves (see the module documentation).
+    initial: u64,
     window: u64,
     ssthresh: u64,
     recovery_start: Option<Instant>,
@@ -19,6 +38,47 @@ pub(crate) struct NewReno {
     episode: u64,
     undo: Option<Undo>,
     episode_losses: u64,
+    rate: DeliveryRate,
+}
+
+/// Delivery-rate samples kept, one per smoothed RTT (BBR's bandwidth filter length).
+const RATE_SAMPLES: usize = 10;
+
+/// The highest rate at which acknowledged bytes arrived over the last [`RATE_SAMPLES`]
+/// intervals of one smoothed RTT each.
+#[derive(Debug, Clone, Default)]
+struct DeliveryRate {
+    delivered: u64,
+    /// Start of the current interval and the bytes delivered before it.
+    start: Option<(Instant, u64)>,
+    /// Bytes per second of the last intervals (a ring).
+    samples: [u64; RATE_SAMPLES],
+    next: usize,
+}
+
+impl DeliveryRate {
+    fn on_delivered(&mut self, now: Instant, bytes: u64, interval: Duration) {
+        self.delivered += bytes;
+        let Some((start, before)) = self.start else {
+            self.start = Some((now, self.delivered));
+            return;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < interval || elapsed.is_zero() {
+            return;
+        }
+        let rate = u128::from(self.delivered - before) * 1_000_000 / elapsed.as_micros();
+        self.samples[self.next] = u64::try_from(rate).unwrap_or(u64::MAX);
+        self.next = (self.next + 1) % RATE_SAMPLES;
+        self.start = Some((now, self.delivered));
+    }
+
+    /// Twice the bandwidth-delay product shown, if any interval has completed.
+    fn twice_bdp(&self, min_rtt: Duration) -> Option<u64> {
+        let max = self.samples.iter().copied().max().filter(|&r| r > 0)?;
+        let bdp = u128::from(max) * min_rtt.as_micros() / 1_000_000;
+        Some(u64::try_from(bdp.saturating_mul(2)).unwrap_or(u64::MAX))
+    }
 }
 
 /// The window state before a recovery period began.
@@ -37,6 +97,7 @@ impl NewReno {
         let window = (10 * max_datagram).min(14_720.max(2 * max_datagram));
         Self {
             max_datagram,
+            initial: window,
             window,
             ssthresh: u64::MAX,
             recovery_start: None,
@@ -44,7 +105,13 @@ impl NewReno {
             episode: 0,
             undo: None,
             episode_losses: 0,
+            rate: DeliveryRate::default(),
         }
+    }
+
+    /// `bytes` were newly acknowledged at `now`; `interval` is the smoothed RTT.
+    pub(crate) fn on_delivered(&mut self, now: Instant, bytes: u64, interval: Duration) {
+        self.rate.on_delivered(now, bytes, interval);
     }
 
     /// The current window in bytes.
@@ -80,12 +147,15 @@ impl NewReno {
     }
 
     /// `count` packets were declared lost; `largest_lost_sent` is when the newest of them was
-    /// sent. Returns the recovery period they belong to (for [`Self::on_spurious_loss`]).
+    /// sent. `random` is the minimum RTT when no queue stands in the path, `None` when one does
+    /// (see the module documentation). Returns the recovery period they belong to (for
+    /// [`Self::on_spurious_loss`]).
     pub(crate) fn on_congestion_event(
         &mut self,
         now: Instant,
         largest_lost_sent: Instant,
         count: u64,
+        random: Option<Duration>,
     ) -> u64 {
         if self
             .recovery_start
@@ -104,7 +174,14 @@ impl NewReno {
         });
         self.episode_losses = count;
         self.recovery_start = Some(now);
-        self.window = (self.window / 2).max(self.minimum());
+        let reduced = match random {
+            None => self.window / 2,
+            Some(min_rtt) => self
+                .rate
+                .twice_bdp(min_rtt)
+                .map_or(self.window, |cap| self.window.min(cap.max(self.initial))),
+        };
+        self.window = reduced.max(self.minimum());
         self.ssthresh = self.window;
         self.bytes_acked = 0;
         self.episode
@@ -152,10 +229,10 @@ mod tests {
         cc.on_ack(t0, 1200, false);
         assert_eq!(cc.window(), 13_200);
         let t1 = t0 + Duration::from_millis(10);
-        cc.on_congestion_event(t1, t0, 1);
+        cc.on_congestion_event(t1, t0, 1, None);
         assert_eq!(cc.window(), 6_600);
         // A second loss from the same flight does not halve again.
-        cc.on_congestion_event(t1 + Duration::from_millis(1), t0, 1);
+        cc.on_congestion_event(t1 + Duration::from_millis(1), t0, 1, None);
         assert_eq!(cc.window(), 6_600);
         // Congestion avoidance: one datagram per window of acked bytes.
         for _ in 0..6 {
@@ -170,7 +247,7 @@ mod tests {
         );
         for i in 0..10 {
             let t = t1 + Duration::from_millis(20 + i);
-            cc.on_congestion_event(t, t, 1);
+            cc.on_congestion_event(t, t, 1, None);
         }
         assert_eq!(cc.window(), 2_400, "never below two datagrams");
     }
@@ -180,8 +257,8 @@ mod tests {
         let t0 = Instant::now();
         let mut cc = NewReno::new(1200);
         let t1 = t0 + Duration::from_millis(10);
-        let e = cc.on_congestion_event(t1, t0, 1);
-        let e2 = cc.on_congestion_event(t1, t0, 1);
+        let e = cc.on_congestion_event(t1, t0, 1, None);
+        let e2 = cc.on_congestion_event(t1, t0, 1, None);
         assert_eq!((e, cc.window()), (e2, 6_000));
         cc.on_spurious_loss(e);
         assert_eq!(cc.window(), 6_000, "one loss of the period is still real");
@@ -191,7 +268,7 @@ mod tests {
         cc.on_spurious_loss(e);
         assert_eq!(cc.window(), 12_000);
         let t2 = t1 + Duration::from_millis(10);
-        let e3 = cc.on_congestion_event(t2, t2, 1);
+        let e3 = cc.on_congestion_event(t2, t2, 1, None);
         cc.on_spurious_loss(e);
         assert_eq!(
             cc.window(),
@@ -203,10 +280,56 @@ mod tests {
     }
 
     #[test]
+    fn random_loss_caps_the_window_at_twice_the_bdp_shown() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let min_rtt = ms(40);
+        let mut cc = NewReno::new(1200);
+        // 9,000 bytes per 40 ms delivered (225 kB/s): twice the BDP is 18,000 bytes.
+        for i in 0..=10 {
+            cc.on_delivered(t0 + ms(40) * i, 9_000, ms(40));
+        }
+        for _ in 0..20 {
+            cc.on_ack(t0 + ms(500), 1_200, false);
+        }
+        assert_eq!(cc.window(), 36_000, "slow start");
+        let t1 = t0 + ms(600);
+        cc.on_congestion_event(t1, t1, 1, Some(min_rtt));
+        assert_eq!(cc.window(), 18_000, "capped at twice the BDP shown");
+        // With a standing queue: halved.
+        let t2 = t1 + ms(100);
+        cc.on_congestion_event(t2, t2, 1, None);
+        assert_eq!(cc.window(), 9_000);
+        // Random again: below the cap, so no cut.
+        let t3 = t2 + ms(100);
+        cc.on_congestion_event(t3, t3, 1, Some(min_rtt));
+        assert_eq!(cc.window(), 9_000);
+        // An application-limited sender shows a small rate (1,000 bytes per 40 ms): twice its
+        // BDP is 2,000 bytes, but a random loss never cuts below the initial window.
+        let mut cc = NewReno::new(1200);
+        for i in 0..=10 {
+            cc.on_delivered(t0 + ms(40) * i, 1_000, ms(40));
+        }
+        for _ in 0..5 {
+            cc.on_ack(t0 + ms(500), 1_200, false);
+        }
+        let t4 = t0 + ms(600);
+        cc.on_congestion_event(t4, t4, 1, Some(min_rtt));
+        assert_eq!(cc.window(), 12_000);
+        // No delivery rate measured yet: a random loss leaves the window alone.
+        let mut cc = NewReno::new(1200);
+        for _ in 0..5 {
+            cc.on_ack(t0, 1_200, false);
+        }
+        cc.on_congestion_event(t0, t0, 3, Some(min_rtt));
+        assert_eq!(cc.window(), 18_000);
+    }
+
+    #[test]
     fn persistent_congestion_collapses_and_is_not_undone() {
         let t0 = Instant::now();
         let mut cc = NewReno::new(1200);
-        let e = cc.on_congestion_event(t0, t0, 1);
+        let e = cc.on_congestion_event(t0, t0, 1, None);
         cc.on_persistent_congestion();
         assert_eq!(cc.window(), 2_400);
         cc.on_spurious_loss(e);

@@ -1,6 +1,7 @@
-//! RTT estimation, as RFC 9002 §5.
+//! RTT estimation, as RFC 9002 §5, and the standing RTT (Copa's `RTTstanding`).
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 /// Smoothed RTT, its variance, and the minimum seen (RFC 9002 §5).
 #[derive(Debug, Clone, Copy)]
@@ -27,14 +28,15 @@ impl RttEstimator {
     /// Folds in one sample. `ack_delay` is what the peer reported, already capped by the caller
     /// at the peer's `max_ack_delay`; it is only subtracted when the result stays above min_rtt,
     /// so a lying peer cannot shrink the estimate below what was observed.
-    pub(crate) fn update(&mut self, sample: Duration, ack_delay: Duration) {
+    /// Returns the sample with the ack delay taken out as described.
+    pub(crate) fn update(&mut self, sample: Duration, ack_delay: Duration) -> Duration {
         self.latest = sample;
         if !self.has_sample {
             self.has_sample = true;
             self.min = sample;
             self.smoothed = sample;
             self.var = sample / 2;
-            return;
+            return sample;
         }
         self.min = self.min.min(sample);
         let adjusted = if sample >= self.min + ack_delay {
@@ -45,6 +47,7 @@ impl RttEstimator {
         let diff = self.smoothed.abs_diff(adjusted);
         self.var = (self.var * 3 + diff) / 4;
         self.smoothed = (self.smoothed * 7 + adjusted) / 8;
+        adjusted
     }
 
     /// Smoothed RTT.
@@ -78,6 +81,53 @@ impl RttEstimator {
     }
 }
 
+/// The smallest RTT sample of the last window (one smoothed RTT): the delay of the path plus
+/// the queue that *stands* in it. Jitter raises single samples but rarely all of a window's,
+/// so unlike the smoothed RTT this rises only with a standing queue (Copa, NSDI 2018, uses
+/// the same estimate for the same reason). A sliding-window minimum: samples kept in
+/// increasing order, each pushed and popped once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StandingRtt {
+    samples: VecDeque<(Instant, Duration)>,
+}
+
+/// Samples kept at most (a bound for memory; the window rarely holds more than a few).
+const STANDING_SAMPLES: usize = 64;
+
+impl StandingRtt {
+    /// Adds a sample taken at `now`, forgetting those older than `window`.
+    pub(crate) fn push(&mut self, now: Instant, rtt: Duration, window: Duration) {
+        while self.samples.back().is_some_and(|&(_, r)| r >= rtt) {
+            self.samples.pop_back();
+        }
+        if self.samples.len() == STANDING_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, rtt));
+        self.expire(now, window);
+    }
+
+    /// The smallest sample of the last `window`, or the newest if none is that recent; `None`
+    /// before the first sample.
+    pub(crate) fn get(&mut self, now: Instant, window: Duration) -> Option<Duration> {
+        self.expire(now, window);
+        self.samples.front().map(|&(_, r)| r)
+    }
+
+    /// Forgets samples older than `window`, but never the newest: without a sample in the
+    /// window, the latest one is the best estimate there is.
+    fn expire(&mut self, now: Instant, window: Duration) {
+        while self.samples.len() > 1
+            && self
+                .samples
+                .front()
+                .is_some_and(|&(t, _)| now.saturating_duration_since(t) > window)
+        {
+            self.samples.pop_front();
+        }
+    }
+}
+
 /// The timer granularity of RFC 9002 (1 ms).
 pub(crate) const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -86,6 +136,33 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn standing_rtt_is_the_window_minimum() {
+        let t0 = Instant::now();
+        let w = 100 * MS;
+        let mut s = StandingRtt::default();
+        assert_eq!(s.get(t0, w), None);
+        s.push(t0, 50 * MS, w);
+        s.push(t0 + 10 * MS, 80 * MS, w);
+        s.push(t0 + 20 * MS, 60 * MS, w);
+        assert_eq!(s.get(t0 + 20 * MS, w), Some(50 * MS));
+        // 50 ms leaves the window: the smallest of the rest is 60, not the later 80.
+        assert_eq!(s.get(t0 + 105 * MS, w), Some(60 * MS));
+        // Nothing in the window: the newest sample stands.
+        assert_eq!(s.get(t0 + 125 * MS, w), Some(60 * MS));
+        for i in 0..200 {
+            s.push(
+                t0 + 200 * MS + i * MS / 10,
+                Duration::from_micros(90_000 + i as u64),
+                w,
+            );
+        }
+        // 200 rising samples in one window: only the newest 64 are kept, so the estimate errs
+        // high (towards "a queue stands"), the conservative side.
+        assert_eq!(s.samples.len(), STANDING_SAMPLES);
+        assert_eq!(s.get(t0 + 220 * MS, w), Some(Duration::from_micros(90_136)));
+    }
 
     #[test]
     fn first_sample_then_ewma() {

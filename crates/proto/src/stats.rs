@@ -35,6 +35,9 @@ pub struct ConnectionStats {
     /// Times persistent congestion was declared (RFC 9002 §7.6: every ack-eliciting packet
     /// over three probe timeouts lost), collapsing the congestion window to its minimum.
     pub persistent_congestion: u64,
+    /// Recovery periods taken for random loss (no queue standing in the path): the window was
+    /// not halved, only capped at twice the bandwidth-delay product shown (PROTOCOL.md §6.7).
+    pub random_loss_periods: u64,
     /// Packets acknowledged (the loss rate is lost / (lost + acked)).
     pub packets_acked: u64,
     /// Message-stream byte ranges sent again because they were lost or probed.

@@ -486,6 +486,11 @@ impl RecvStream {
         self.max_data
     }
 
+    /// Is data missing below data received (out-of-order segments waiting for a gap)?
+    pub(crate) fn has_hole(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
     /// Bytes held on behalf of the peer: out-of-order segments, partial and unread messages.
     pub(crate) fn buffered(&self) -> u64 {
         self.segments.values().map(|s| s.len() as u64).sum::<u64>()

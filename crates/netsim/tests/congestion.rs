@@ -1,0 +1,96 @@
+//! Congestion control tells random loss from congestion (issue 13, part 3).
+//!
+//! A loss with no queue standing in the path (the smallest RTT of the last smoothed RTT close
+//! to the minimum RTT) is taken for random: the window is not halved for it, only capped at
+//! twice the bandwidth-delay product shown (never below the initial window). A loss with a
+//! standing queue halves the window as NewReno does. PROTOCOL.md §6.7.
+
+// The bulk test prints its figures (seen with --nocapture).
+#![allow(clippy::print_stderr)]
+
+use std::time::Duration;
+
+use chirp_netsim::{LinkConfig, Pair};
+use chirp_proto::{EndpointConfig, Event};
+
+const ONE_WAY: Duration = Duration::from_millis(20);
+
+/// A bulk transfer from A to B over a bottleneck of `rate` bytes/s with a `queue`-byte
+/// drop-tail buffer and random `loss`: `total` bytes in 8 KiB messages, as fast as the
+/// transport takes them. Returns (seconds to deliver all, A's stats, datagrams the bottleneck
+/// queue dropped).
+fn bulk(
+    rate: u64,
+    queue: usize,
+    loss: f64,
+    total: usize,
+    seed: u64,
+) -> (f64, chirp_proto::ConnectionStats, u64) {
+    let link = LinkConfig::ideal(ONE_WAY)
+        .with_rate(rate, queue)
+        .with_loss(loss);
+    let mut p = Pair::new(EndpointConfig::default(), link, seed);
+    let (ca, _) = p.connect().expect("handshake");
+    let start = p.now;
+    let msg = vec![7u8; 8 * 1024];
+    let n = total / msg.len();
+    let (mut sent, mut got) = (0, 0);
+    let deadline = start + Duration::from_secs(600);
+    while got < n {
+        while sent < n && p.a.endpoint.send(ca, &msg).is_ok() {
+            sent += 1;
+        }
+        assert!(p.now < deadline, "bulk transfer stalled: {got} of {n}");
+        let next = p.now + Duration::from_millis(5);
+        p.advance_to(next).expect("no busy loop");
+        got +=
+            p.b.take_events(|e| matches!(e, Event::Message { .. }))
+                .len();
+    }
+    let secs = (p.now - start).as_secs_f64();
+    let stats = p.a.endpoint.stats(ca).expect("live");
+    (secs, stats, p.path.a_to_b.stats().queue_drops)
+}
+
+/// 20 % random loss, no bottleneck worth the name (10 MB/s): the window is not halved per
+/// loss period, so 2 MB go through at many times the rate that halving allows. With NewReno's
+/// halving (before issue 13) the window sat near its two-datagram minimum: about 2 datagrams
+/// per 40 ms RTT, 60 kB/s, over 30 s for these 2 MB.
+#[test]
+fn random_loss_does_not_collapse_the_window() {
+    for seed in 1..=3 {
+        let (secs, s, _) = bulk(10_000_000, 1 << 20, 0.20, 2 << 20, seed);
+        eprintln!(
+            "seed {seed}: {secs:.2} s, cwnd {}, lost {}, periods taken for random {}",
+            s.cwnd, s.packets_lost, s.random_loss_periods
+        );
+        assert!(s.random_loss_periods > 0, "losses were taken for random");
+        assert!(secs < 8.0, "seed {seed}: 2 MB took {secs:.1} s");
+    }
+}
+
+/// A real bottleneck: 250 kB/s with a 64 KiB buffer (up to 260 ms of queue on a 40 ms path),
+/// no random loss. Its losses come with a standing queue, so they halve the window: the
+/// transfer still fills the link, and the buffer overflows only now and then rather than all
+/// the time.
+#[test]
+fn a_standing_queue_still_halves_the_window() {
+    for seed in 1..=3 {
+        let (secs, s, drops) = bulk(250_000, 64 * 1024, 0.0, 2 << 20, seed);
+        let goodput = f64::from(2u32 << 20) / secs;
+        eprintln!(
+            "seed {seed}: {secs:.2} s ({goodput:.0} B/s), cwnd {}, queue drops {drops} of {} \
+             packets, periods taken for random {}",
+            s.cwnd, s.packets_sent, s.random_loss_periods
+        );
+        assert!(goodput > 200_000.0, "seed {seed}: the link is used");
+        assert!(
+            drops * 20 < s.packets_sent,
+            "seed {seed}: at most 5 % of the packets overflow the buffer"
+        );
+        assert!(
+            s.random_loss_periods * 4 <= s.packets_lost.max(1),
+            "seed {seed}: queue losses are mostly taken for congestion"
+        );
+    }
+}
