@@ -211,6 +211,8 @@ struct SentPacket {
     fin: bool,
     /// Carried our reliable RECEIVED frame (sent again if lost, until acknowledged).
     received: bool,
+    /// Carried our PATH_CHALLENGE (sent again if lost while the path is still unvalidated).
+    challenge: bool,
     /// Rank among ack-eliciting packets sent: the packet threshold counts these, not packet
     /// numbers (ACK-only packets in between say nothing about reordering).
     seq: u64,
@@ -1671,6 +1673,10 @@ impl Connection {
             self.reset_token_pending |= p.reset_token;
             self.fin_pending |= p.fin && !self.fin_acked;
             self.received_pending |= p.received && !self.received_acked;
+            // A lost challenge is sent again while its path is unvalidated: otherwise one lost
+            // packet fails the validation (after 3 PTOs) and sends us back to the previous
+            // address, which the peer may have left for good (found by the `pair` fuzzer).
+            self.path.challenge_due |= p.challenge && self.path.challenge.is_some();
             declared.push((
                 pn,
                 DeclaredLost {
@@ -2178,6 +2184,7 @@ impl Connection {
             if let Some((data, _)) = self.path.challenge {
                 Frame::PathChallenge(data).encode(b.frames_buf());
                 sp.ack_eliciting = true;
+                sp.challenge = true;
             }
             self.path.challenge_due = false;
         }
@@ -2444,6 +2451,7 @@ impl SentPacket {
             reset_token: false,
             fin: false,
             received: false,
+            challenge: false,
             seq: 0,
         }
     }
