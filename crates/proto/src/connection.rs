@@ -1578,11 +1578,11 @@ impl Connection {
             self.standing_rtt.push(now, sample, self.rtt.smoothed());
             self.first_rtt_sample.get_or_insert(now);
         }
-        let acked_bytes: u64 = newly.iter().map(|(_, p)| p.size).sum();
-        self.cc.on_delivered(now, acked_bytes, self.rtt.smoothed());
+        let mut acked_bytes = 0;
         for (_, p) in newly {
             self.stats.packets_acked += 1;
             self.bytes_in_flight -= p.size;
+            acked_bytes += p.size;
             self.loss_estimate *= 1.0 - LOSS_EWMA_WEIGHT;
             self.loss_outcomes += 1;
             self.cc.on_ack(p.time, p.size, p.app_limited);
@@ -1603,6 +1603,7 @@ impl Connection {
                 }
             }
         }
+        self.cc.on_delivered(now, acked_bytes, self.rtt.smoothed());
         self.detect_lost(now);
         self.pto_count = 0;
         self.on_stream_acked(now);

@@ -250,23 +250,7 @@ impl H {
 
     fn hello(&mut self, id: SessionId, k: Key, nick: &str, rooms: &[&str]) {
         self.connect(id, k);
-        let rooms = rooms
-            .iter()
-            .map(|r| JoinReq {
-                room: (*r).into(),
-                after: None,
-            })
-            .collect();
-        self.send(
-            id,
-            ClientMsg::Hello {
-                v: wire::VERSION,
-                nick: nick.into(),
-                client: id,
-                rooms,
-                dms: vec![],
-            },
-        );
+        self.send(id, hello_msg(id, nick, rooms));
     }
 
     fn say(&mut self, id: SessionId, c: u64, room: &str, text: &str) {
@@ -349,6 +333,23 @@ fn texts(m: &[Msg]) -> Vec<(&str, u64, &str, bool)> {
     m.iter()
         .map(|m| (m.from.as_str(), m.id, m.text.as_str(), m.history))
         .collect()
+}
+
+/// A `hello` from client instance `client` as `nick`, joining `rooms`.
+fn hello_msg(client: SessionId, nick: &str, rooms: &[&str]) -> ClientMsg {
+    ClientMsg::Hello {
+        v: wire::VERSION,
+        nick: nick.into(),
+        client,
+        rooms: rooms
+            .iter()
+            .map(|r| JoinReq {
+                room: (*r).into(),
+                after: None,
+            })
+            .collect(),
+        dms: vec![],
+    }
 }
 
 #[test]
@@ -996,32 +997,14 @@ fn an_out_of_state_request_is_refused_alone_and_the_session_stays_open() {
     );
     assert!(h.closed.is_empty(), "not closed");
     // The session is still usable: `hello` gets `welcome`.
-    h.send(
-        1,
-        ClientMsg::Hello {
-            v: wire::VERSION,
-            nick: "a".into(),
-            client: 1,
-            rooms: vec![],
-            dms: vec![],
-        },
-    );
+    h.send(1, hello_msg(1, "a", &[]));
     assert!(
         h.take(1)
             .iter()
             .any(|m| matches!(m, ServerMsg::Welcome { .. }))
     );
     // A second `hello` is refused the same way, and the session goes on.
-    h.send(
-        1,
-        ClientMsg::Hello {
-            v: wire::VERSION,
-            nick: "a".into(),
-            client: 1,
-            rooms: vec![],
-            dms: vec![],
-        },
-    );
+    h.send(1, hello_msg(1, "a", &[]));
     let errors = h.errors(1);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(
