@@ -64,10 +64,13 @@ impl DeliveryRate {
             return;
         };
         let elapsed = now.saturating_duration_since(start);
-        if elapsed < interval || elapsed.is_zero() {
+        // Whole microseconds: with a smoothed RTT of 0 (a path with no delay) an interval can
+        // be shorter than one, and the rate would divide by zero.
+        let micros = elapsed.as_micros();
+        if elapsed < interval || micros == 0 {
             return;
         }
-        let rate = u128::from(self.delivered - before) * 1_000_000 / elapsed.as_micros();
+        let rate = u128::from(self.delivered - before) * 1_000_000 / micros;
         self.samples[self.next] = u64::try_from(rate).unwrap_or(u64::MAX);
         self.next = (self.next + 1) % RATE_SAMPLES;
         self.start = Some((now, self.delivered));
@@ -323,6 +326,16 @@ mod tests {
         }
         cc.on_congestion_event(t0, t0, 3, Some(min_rtt));
         assert_eq!(cc.window(), 18_000);
+    }
+
+    #[test]
+    fn delivery_rate_over_sub_microsecond_intervals_does_not_divide_by_zero() {
+        let t0 = Instant::now();
+        let mut cc = NewReno::new(1200);
+        for i in 0..4 {
+            cc.on_delivered(t0 + Duration::from_nanos(300 * i), 1200, Duration::ZERO);
+        }
+        assert_eq!(cc.rate.twice_bdp(Duration::from_millis(40)), None);
     }
 
     #[test]
