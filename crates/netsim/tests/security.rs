@@ -217,6 +217,70 @@ fn client_port_change_mid_chat_loses_nothing() {
 }
 
 #[test]
+fn a_lost_path_response_does_not_strand_an_idle_peer_on_its_new_address() {
+    // Crash 5 of the `pair` fuzzer. a moves to a new port and sends one message; b follows and
+    // challenges the new address. a's PATH_RESPONSE (never retransmitted) is lost, while a's
+    // next packet acknowledges the challenge's packet, so the challenge is not "lost" either.
+    // b may send the unvalidated address only what it received from there, and a is idle:
+    // b must spend its small budget on a new challenge, not wait for a full packet's worth.
+    let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 21);
+    let (ca, cb) = p.connect().expect("connects");
+    p.a.endpoint.send(ca, b"hello").expect("room");
+    p.wait_event(Side::B, Duration::from_secs(2), |e| {
+        matches!(e, Event::Message { .. })
+    })
+    .expect("delivered");
+    p.advance_to(p.now + Duration::from_secs(1)).expect("runs");
+
+    let new: SocketAddr = ([10, 0, 0, 1], 4999).into();
+    p.a.addr = new;
+    p.a.endpoint.send(ca, b"moved").expect("room");
+    p.capture = Some(Vec::new());
+    // Run until b sends its first datagram to the new address: the challenge.
+    p.drive_until(Duration::from_secs(2), |p| {
+        p.capture
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|(side, to, _)| *side == Side::B && *to == new))
+    })
+    .expect("b challenges the new address");
+    // The challenge reaches a one way later and a answers at once: lose that answer.
+    p.path
+        .a_to_b
+        .blackout_until(p.now + ONE_WAY + Duration::from_millis(1));
+    p.advance_to(p.now + ONE_WAY + Duration::from_millis(2))
+        .expect("runs");
+    assert_eq!(
+        p.path.a_to_b.stats().blackout_drops,
+        1,
+        "a's PATH_RESPONSE was lost"
+    );
+
+    // More than a's few small packets allow b to send there before a answers again.
+    let back: Vec<Bytes> = (0..8)
+        .map(|i| Bytes::from(format!("back {i} {}", "x".repeat(150))))
+        .collect();
+    for m in &back {
+        p.b.endpoint.send(cb, m).expect("room");
+    }
+    let sent_at = p.now;
+    let mut got = Vec::new();
+    p.drive_until(Duration::from_secs(5), |p| {
+        got.extend(take_messages(p, Side::A));
+        got.len() >= back.len()
+    })
+    .expect("b's messages reach a on its new address");
+    assert_eq!(got, back);
+    let s = p.b.endpoint.stats(cb).expect("open");
+    assert!(
+        p.now - sent_at <= Duration::from_secs(1),
+        "delivered after {:?}: b waited for a keepalive's budget ({s:?})",
+        p.now - sent_at
+    );
+    assert_eq!(p.b.endpoint.remote(cb), Some(new), "b stays with a");
+    assert_eq!(p.misaddressed, 0, "b never fell back to a's old port");
+}
+
+#[test]
 fn a_raced_packet_from_another_address_does_not_hijack_the_connection() {
     // An on-path attacker copies a's packets and races them to b from its own address. The
     // fresh ones authenticate, so b starts validating the attacker's address; but it sends

@@ -27,7 +27,7 @@ use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream, WriteError};
 use crate::wire::{
     AckFrame, ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet,
-    PacketBuilder, PacketType,
+    PacketBuilder, PacketType, data_packet_len,
 };
 
 /// The longest a receiver may hold an ACK for an ack-eliciting packet. A protocol constant of
@@ -330,6 +330,8 @@ struct PathState {
     /// The outstanding challenge and its deadline.
     challenge: Option<([u8; 8], Instant)>,
     challenge_due: bool,
+    /// When the outstanding challenge last went out.
+    challenge_sent: Option<Instant>,
     /// Challenges the peer sent us, to answer (on the path they came from: the current one).
     responses: VecDeque<[u8; 8]>,
     /// The last validated address, to return to if the new one fails validation.
@@ -531,6 +533,7 @@ impl Connection {
                 tx: 0,
                 challenge: None,
                 challenge_due: false,
+                challenge_sent: None,
                 responses: VecDeque::new(),
                 previous: None,
                 challenge_key: start.challenge_key,
@@ -959,6 +962,17 @@ impl Connection {
         // Authentic from here on (long-header packets: at least undamaged and addressed to us).
         if !self.path.validated && remote == self.remote {
             self.path.rx += datagram_len as u64;
+            // The peer is still there but has not answered: our challenge or its PATH_RESPONSE
+            // (never retransmitted) was lost, or the challenge's packet was acknowledged while
+            // the answer's was not. Challenge again, at most once per PTO, with the same data
+            // so that a late answer to the earlier one still counts (as quinn does on PTO).
+            if self
+                .path
+                .challenge_sent
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.pto())
+            {
+                self.path.challenge_due = true;
+            }
         }
         if let State::Closing { .. } = self.state {
             // Answer with CLOSE (once per packet received, so never more than we get) and
@@ -2034,7 +2048,7 @@ impl Connection {
     /// Builds the next datagram, if anything is due.
     pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         if self.amplification_blocked() {
-            return None;
+            return self.poll_challenge_only(now);
         }
         match self.state {
             State::Drained | State::Draining { .. } => return None,
@@ -2103,7 +2117,7 @@ impl Connection {
             self.write_ack(now, &mut b, &mut sp);
         }
         if ty.is_data() {
-            self.write_path_frames(&mut b, &mut sp);
+            self.write_path_frames(now, &mut b, &mut sp);
             if self.reset_token_pending && b.remaining() >= 17 {
                 self.reset_token_pending = false;
                 Frame::ResetToken(self.own_reset_token).encode(b.frames_buf());
@@ -2179,13 +2193,36 @@ impl Connection {
         Some(self.finish(now, b, sp, pad))
     }
 
+    /// Under the anti-amplification limit nothing goes out but a due PATH_CHALLENGE (with any
+    /// answers to the peer's challenges that fit), alone in the smallest packet: whatever
+    /// budget is left, down to ~40 bytes, is spent on the one frame that lifts the limit.
+    /// Without this, a lost PATH_RESPONSE left an idle peer's address unvalidated for good: its
+    /// keepalives never add up to a full packet's budget (crash 5 of the `pair` fuzzer).
+    fn poll_challenge_only(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let ty = self.packet_type();
+        let due = self.path.challenge_due
+            && self.path.challenge.is_some()
+            && ty.is_data()
+            && matches!(self.state, State::Established | State::Handshaking);
+        let size = data_packet_len(self.next_pn, 9);
+        if !due || self.send_budget() < size {
+            return None;
+        }
+        let mut b = self.builder(now);
+        let mut sp = SentPacket::empty(now);
+        self.write_path_frames(now, &mut b, &mut sp);
+        debug_assert!(sp.challenge, "the challenge fits the packet sized for it");
+        Some(self.finish(now, b, sp, false))
+    }
+
     /// PATH_CHALLENGE for a new peer address, and answers to the peer's challenges.
-    fn write_path_frames(&mut self, b: &mut PacketBuilder, sp: &mut SentPacket) {
+    fn write_path_frames(&mut self, now: Instant, b: &mut PacketBuilder, sp: &mut SentPacket) {
         if self.path.challenge_due && b.remaining() >= 9 {
             if let Some((data, _)) = self.path.challenge {
                 Frame::PathChallenge(data).encode(b.frames_buf());
                 sp.ack_eliciting = true;
                 sp.challenge = true;
+                self.path.challenge_sent = Some(now);
             }
             self.path.challenge_due = false;
         }

@@ -7,6 +7,7 @@ mod frame;
 mod packet;
 
 pub use frame::{AckFrame, Frame, FrameType, Frames};
+pub(crate) use packet::data_packet_len;
 pub use packet::{
     ConnectionId, Header, MAX_DATAGRAM_SIZE, MAX_REFUSE_PACKET_LEN, MAX_TOKEN_LEN,
     MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType, RESET_PACKET_LEN, RESET_TOKEN_LEN,

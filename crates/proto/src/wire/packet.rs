@@ -39,6 +39,12 @@ const CID_LEN: usize = 8;
 /// byte, tag.
 const MIN_PACKET_LEN: usize = 2 + CID_LEN + 1 + 1 + TAG_LEN;
 
+/// The size of a sealed short-header (DATA) packet numbered `number` with `frames_len` bytes
+/// of frames.
+pub(crate) const fn data_packet_len(number: u64, frames_len: usize) -> usize {
+    2 + CID_LEN + crate::coding::varint_len(number) + frames_len + TAG_LEN
+}
+
 /// A connection ID: chosen by the receiver of packets so that it can route them to the right
 /// connection, independent of the source address (which a NAT may change).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
