@@ -249,7 +249,7 @@ impl SendStream {
     pub(crate) fn copy_range(&self, r: Range<u64>, out: &mut Vec<u8>) {
         let start = (r.start - self.data_start) as usize;
         let end = (r.end - self.data_start) as usize;
-        out.extend(self.data.range(start..end));
+        extend_from_deque(out, &self.data, start..end);
     }
 
     /// `r` was acknowledged.
@@ -307,6 +307,17 @@ impl SendStream {
         for part in self.unacked_parts(r) {
             self.lost.insert(part);
         }
+    }
+}
+
+/// Appends `deque[r]` to `out` as (at most) two slice copies rather than byte by byte.
+fn extend_from_deque(out: &mut Vec<u8>, deque: &VecDeque<u8>, r: Range<usize>) {
+    let (front, back) = deque.as_slices();
+    if r.start < front.len() {
+        out.extend_from_slice(&front[r.start..r.end.min(front.len())]);
+    }
+    if r.end > front.len() {
+        out.extend_from_slice(&back[r.start.saturating_sub(front.len())..r.end - front.len()]);
     }
 }
 
@@ -459,8 +470,9 @@ impl RecvStream {
             if self.pending.len() < total {
                 break;
             }
-            self.pending.drain(..hdr);
-            let msg: Vec<u8> = self.pending.drain(..len as usize).collect();
+            let mut msg = Vec::with_capacity(len as usize);
+            extend_from_deque(&mut msg, &self.pending, hdr..total);
+            self.pending.drain(..total);
             self.parse_off += total as u64;
             self.ready.push_back((Bytes::from(msg), total as u64));
         }
@@ -511,6 +523,26 @@ mod tests {
         let mut out = Vec::new();
         s.copy_range(0..s.end(), &mut out);
         out
+    }
+
+    #[test]
+    fn slices_of_a_wrapped_deque_copy_like_its_iterator() {
+        // A deque whose contents wrap around the end of its buffer: two slices.
+        let mut d: VecDeque<u8> = VecDeque::with_capacity(16);
+        d.extend(0..12u8);
+        d.drain(..8);
+        d.extend(12..24u8);
+        assert!(!d.as_slices().1.is_empty(), "the deque wraps");
+        for start in 0..=d.len() {
+            for end in start..=d.len() {
+                let mut got = vec![0xAA];
+                extend_from_deque(&mut got, &d, start..end);
+                let want: Vec<u8> = std::iter::once(0xAA)
+                    .chain(d.range(start..end).copied())
+                    .collect();
+                assert_eq!(got, want, "{start}..{end}");
+            }
+        }
     }
 
     #[test]
