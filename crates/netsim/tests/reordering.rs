@@ -161,7 +161,10 @@ fn reordering_beyond_the_window_is_undone() {
                 );
                 // Before: 130 to 1200 losses and 2000 to 13000 copies per connection.
                 assert!(s.packets_lost <= 16, "{at}: the tolerance adapts");
-                assert!(s.redundant_copies <= 16, "{at}: hardly any copies");
+                // Only the losses declared before the first one proved spurious enter the
+                // loss estimate at once; from then on a loss waits a round trip to prove
+                // itself (before that rule: 5 to 12 copies per connection in the first case).
+                assert!(s.redundant_copies <= 8, "{at}: hardly any copies");
                 assert!(
                     s.loss_estimate < 0.005,
                     "{at}: the estimate is back below the copy threshold"
