@@ -153,6 +153,10 @@ struct Args {
     /// One JSON object per line (per run, and per median) instead of the table.
     #[arg(long)]
     json: bool,
+    /// Latency mode: list on stderr every line later than MS, with its direction, number and
+    /// latency (where in the run the tail comes from).
+    #[arg(long, value_name = "MS")]
+    show_slow: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -267,6 +271,7 @@ struct Config {
     size: usize,
     /// How long a run may measure before it counts as incomplete.
     limit: Duration,
+    show_slow: Option<Duration>,
 }
 
 /// Which child a line came from.
@@ -670,6 +675,8 @@ struct Tracker {
     damaged: u64,
     highest: Option<usize>,
     latencies: Vec<Duration>,
+    /// Lines later than `Config::show_slow`: number and latency.
+    slow: Vec<(usize, Duration)>,
     /// When the last missing line arrived.
     done_at: Option<Instant>,
 }
@@ -685,6 +692,7 @@ impl Tracker {
             damaged: 0,
             highest: None,
             latencies: Vec::with_capacity(n),
+            slow: Vec::new(),
             done_at: None,
         }
     }
@@ -709,8 +717,11 @@ impl Tracker {
         }
         self.highest = self.highest.max(Some(seq));
         if let Some(sent) = sent {
-            self.latencies
-                .push(at.duration_since(origin).saturating_sub(sent));
+            let latency = at.duration_since(origin).saturating_sub(sent);
+            self.latencies.push(latency);
+            if cfg.show_slow.is_some_and(|t| latency > t) {
+                self.slow.push((seq, latency));
+            }
         }
         if self.complete() {
             self.done_at = Some(at);
@@ -1083,6 +1094,20 @@ fn measure(cfg: &Config, imp: &Impairment, seed: u64, r: &mut RunResult) -> anyh
             r.wire_bytes_per_msg = up.zip(down).map(|(u, d)| (u + d) / r.delivered as f64);
         }
     }
+    for (to, t) in [("A", &m.at_a), ("B", &m.at_b)] {
+        if cfg.show_slow.is_some() {
+            let list: Vec<String> = t
+                .slow
+                .iter()
+                .map(|(seq, l)| format!("{seq}:{:.1}", ms(*l)))
+                .collect();
+            eprintln!(
+                "  slow (seed {seed}) to {to}: {} lines: {}",
+                list.len(),
+                list.join(" ")
+            );
+        }
+    }
     const SHOWN: usize = 5;
     for n in m.notes.iter().take(SHOWN) {
         eprintln!("  note (seed {seed}): {n}");
@@ -1275,6 +1300,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         rate: args.rate,
         size: args.size,
         limit,
+        show_slow: args.show_slow.map(Duration::from_millis),
     };
     let losses: Vec<Option<f64>> = if args.loss_list.is_empty() {
         vec![args.loss]

@@ -222,7 +222,7 @@ impl Output {
                 let peer = safe::line(peer);
                 format!(
                     "* link to {peer}: rtt {:.1} ms (var {:.1}, min {:.1}), loss {:.1} % \
-                     ({} of {} packets), retransmissions {}, redundant copies {}, \
+                     ({} of {} packets), retransmissions {}, redundant copies {} ({} at the start), \
                      duplicates {}, reordered {}, corrupt {}, malformed {}; \
                      sent {} pkts / {} B, received {} pkts / {} B, messages {} out / {} in",
                     ms(s.srtt),
@@ -233,6 +233,7 @@ impl Output {
                     s.packets_lost + s.packets_acked,
                     s.retransmissions,
                     s.redundant_copies,
+                    s.startup_copies,
                     s.duplicates_dropped,
                     s.out_of_order,
                     s.corrupt_dropped,
@@ -255,6 +256,7 @@ impl Output {
                 "handshake_packets_lost": s.handshake_packets_lost,
                 "retransmissions": s.retransmissions,
                 "redundant_copies": s.redundant_copies,
+                "startup_copies": s.startup_copies,
                 "duplicates": s.duplicates_dropped, "reordered": s.out_of_order,
                 "corrupt": s.corrupt_dropped, "malformed": s.malformed_dropped,
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,

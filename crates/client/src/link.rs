@@ -101,6 +101,7 @@ fn counters(s: &ConnectionStats) -> Vec<(String, u64)> {
         ("… of them in the handshake", s.handshake_packets_lost),
         ("retransmissions", s.retransmissions),
         ("redundant copies", s.redundant_copies),
+        ("… of them at the start", s.startup_copies),
         ("duplicates dropped", s.duplicates_dropped),
         ("out of order", s.out_of_order),
         ("corrupt dropped", s.corrupt_dropped),

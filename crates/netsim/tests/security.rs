@@ -223,7 +223,10 @@ fn a_lost_path_response_does_not_strand_an_idle_peer_on_its_new_address() {
     // next packet acknowledges the challenge's packet, so the challenge is not "lost" either.
     // b may send the unvalidated address only what it received from there, and a is idle:
     // b must spend its small budget on a new challenge, not wait for a full packet's worth.
-    let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 21);
+    // (No start-of-connection copies: the scenario counts a's packets one by one.)
+    let mut config = EndpointConfig::default();
+    config.transport.redundancy.startup_outcomes = 0;
+    let mut p = Pair::new(config, LinkConfig::ideal(ONE_WAY), 21);
     let (ca, cb) = p.connect().expect("connects");
     p.a.endpoint.send(ca, b"hello").expect("room");
     p.wait_event(Side::B, Duration::from_secs(2), |e| {
@@ -352,7 +355,10 @@ fn a_restarted_peer_resets_the_old_connection_at_once_and_forged_resets_do_nothi
         ..EndpointConfig::default()
     };
     let path = chirp_netsim::Path::symmetric(LinkConfig::ideal(ONE_WAY), 13);
-    let mut p = Pair::with_path(EndpointConfig::default(), b_config.clone(), path, 13);
+    // One message, one packet, one RESET: no start-of-connection copy of it.
+    let mut a_config = EndpointConfig::default();
+    a_config.transport.redundancy.startup_outcomes = 0;
+    let mut p = Pair::with_path(a_config, b_config.clone(), path, 13);
     let (ca, _) = p.connect().expect("connects");
     p.advance_to(p.now + Duration::from_millis(200))
         .expect("runs");

@@ -348,6 +348,8 @@ struct PendingCopy {
     range: Range<u64>,
     remaining: u32,
     next: Instant,
+    /// Scheduled by the start-of-connection default alone (`ConnectionStats::startup_copies`).
+    startup: bool,
 }
 
 /// One connection's complete state.
@@ -1652,7 +1654,6 @@ impl Connection {
             return;
         };
         let loss_delay = self.loss_delay();
-        let lost_send_time = now.checked_sub(loss_delay);
         let mut lost = Vec::new();
         for (&pn, p) in self.sent.range(..largest_acked) {
             // A DATA packet is judged only against acknowledgements that could have covered
@@ -1669,10 +1670,21 @@ impl Connection {
             };
             debug_assert!(pn < reference);
             let overtaken = reference_seq.map_or(0, |r| r.saturating_sub(p.seq));
-            if lost_send_time.is_some_and(|t| p.time <= t) || overtaken >= self.packet_threshold {
+            // A packet whose data all arrived in a copy repairs nothing, and its receiver
+            // holds the ACK for it up to MAX_ACK_DELAY (a gap whose data is there is not
+            // urgent, §6.1): wait for that too, or a copy that overtook its original on a
+            // jittery path makes the original look lost.
+            let delay = if Self::covered_by_copies(&self.send, p) {
+                loss_delay + MAX_ACK_DELAY
+            } else {
+                loss_delay
+            };
+            if now.checked_sub(delay).is_some_and(|t| p.time <= t)
+                || overtaken >= self.packet_threshold
+            {
                 lost.push((pn, overtaken));
             } else {
-                let t = p.time + loss_delay;
+                let t = p.time + delay;
                 self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
             }
         }
@@ -1813,6 +1825,19 @@ impl Connection {
         self.loss_estimate = self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
         self.loss_outcomes += 1;
         self.loss_outcomes
+    }
+
+    /// Did everything `p` carried that needs delivery reach the peer by other packets? Its
+    /// stream data is acknowledged (a copy arrived), and it held no other frame that is sent
+    /// again when lost.
+    fn covered_by_copies(send: &SendStream, p: &SentPacket) -> bool {
+        !p.stream.is_empty()
+            && !p.max_data
+            && !p.reset_token
+            && !p.fin
+            && !p.received
+            && !p.challenge
+            && p.stream.iter().all(|r| send.is_acked(r))
     }
 
     /// RFC 9002 §7.6: do the packets just declared lost, with those declared before, include
@@ -2263,15 +2288,15 @@ impl Connection {
         Some(self.finish(now, b, sp, pad))
     }
 
-    /// Under the anti-amplification limit nothing goes out but a due PATH_CHALLENGE (with any
-    /// answers to the peer's challenges that fit), alone in the smallest packet: whatever
+    /// Under the anti-amplification limit nothing goes out but answers to the peer's challenges
+    /// and a due PATH_CHALLENGE, alone in the smallest packet: whatever
     /// budget is left, down to ~40 bytes, is spent on the one frame that lifts the limit.
     /// Without this, a lost PATH_RESPONSE left an idle peer's address unvalidated for good: its
     /// keepalives never add up to a full packet's budget (crash 5 of the `pair` fuzzer).
     fn poll_challenge_only(&mut self, now: Instant) -> Option<Vec<u8>> {
         let ty = self.packet_type();
-        let due = self.path.challenge_due
-            && self.path.challenge.is_some()
+        let due = ((self.path.challenge_due && self.path.challenge.is_some())
+            || !self.path.responses.is_empty())
             && ty.is_data()
             && matches!(self.state, State::Established | State::Handshaking);
         let size = data_packet_len(self.next_pn, 9);
@@ -2281,16 +2306,30 @@ impl Connection {
         let mut b = self.builder(now);
         let mut sp = SentPacket::empty(now);
         self.write_path_frames(now, &mut b, &mut sp);
-        debug_assert!(sp.challenge, "the challenge fits the packet sized for it");
+        debug_assert!(
+            b.has_frames(),
+            "one path frame fits the packet sized for it"
+        );
         Some(self.finish(now, b, sp, false))
     }
 
-    /// PATH_CHALLENGE for a new peer address, and answers to the peer's challenges.
+    /// Answers to the peer's challenges, then the PATH_CHALLENGE for a new peer address.
+    /// Answers first: when both sides changed address and each may send the other only a
+    /// challenge's worth, an answer validates the receiver, which may then send freely, while
+    /// two challenges crossing would answer nothing (crash 7 of the `pair` fuzzer: 10,000
+    /// challenge-only packets each way, at one instant).
     ///
     /// While the address is unvalidated, every packet we send there carries the challenge, not
     /// only the first: those packets are few (the anti-amplification limit), and an answer to
     /// any of them validates, whichever earlier challenge or answer was lost.
     fn write_path_frames(&mut self, now: Instant, b: &mut PacketBuilder, sp: &mut SentPacket) {
+        while b.remaining() >= 9 {
+            let Some(data) = self.path.responses.pop_front() else {
+                break;
+            };
+            Frame::PathResponse(data).encode(b.frames_buf());
+            sp.ack_eliciting = true;
+        }
         let unvalidated = !self.path.validated && self.path.challenge.is_some();
         if (self.path.challenge_due || unvalidated) && b.remaining() >= 9 {
             if let Some((data, _)) = self.path.challenge {
@@ -2300,13 +2339,6 @@ impl Connection {
                 self.path.challenge_sent = Some(now);
             }
             self.path.challenge_due = false;
-        }
-        while b.remaining() >= 9 {
-            let Some(data) = self.path.responses.pop_front() else {
-                break;
-            };
-            Frame::PathResponse(data).encode(b.frames_buf());
-            sp.ack_eliciting = true;
         }
     }
 
@@ -2475,13 +2507,19 @@ impl Connection {
         let fits = self.config.max_datagram_size.saturating_sub(COPY_MARGIN);
         let small =
             (r.end - r.start) as usize <= red.max_bytes.min(fits) && !self.send.has_sendable_new();
-        let copies = red.copies_for(rate);
+        let estimated = red.copies_for(rate);
+        let copies = if red.enabled && self.loss_outcomes < red.startup_outcomes {
+            estimated.max(red.startup_copies)
+        } else {
+            estimated
+        };
         if small && copies > 1 {
             let next = now + self.copy_spacing();
             self.copies.push_back(PendingCopy {
                 range: r,
                 remaining: copies - 1,
                 next,
+                startup: estimated <= 1,
             });
         }
     }
@@ -2521,6 +2559,7 @@ impl Connection {
                 self.write_stream(b, sp, part);
             }
             self.stats.redundant_copies += 1;
+            self.stats.startup_copies += u64::from(self.copies[i].startup);
             let c = &mut self.copies[i];
             c.remaining -= 1;
             c.next = now + spacing;

@@ -44,6 +44,10 @@ pub struct ConnectionStats {
     pub retransmissions: u64,
     /// Proactive copies of small messages sent (see `Redundancy`).
     pub redundant_copies: u64,
+    /// Of `redundant_copies`, those sent only because of the start-of-connection default
+    /// (`Redundancy::startup_copies`), before the loss estimate rests on enough packets: the
+    /// rest follow the loss estimate.
+    pub startup_copies: u64,
     /// Packets dropped by the replay window: their number had been seen already (network
     /// duplicates and replayed datagrams alike).
     pub duplicates_dropped: u64,

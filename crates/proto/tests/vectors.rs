@@ -1434,3 +1434,32 @@ const VECTORS: &[(&str, &str)] = &[
          6f116f219e4cbded70e991c0",
     ),
 ];
+
+/// The value column of the constants table row of PROTOCOL.md §8 whose name starts `name`.
+fn policy_row(name: &str) -> String {
+    let row = DOC
+        .lines()
+        .find(|l| l.starts_with(&format!("| {name}")))
+        .unwrap_or_else(|| panic!("PROTOCOL.md §8 has no row {name:?}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // "| name | value |" splits into ["", name, value, ""].
+    cells[2].to_owned()
+}
+
+#[test]
+fn redundancy_defaults_are_as_documented() {
+    let r = chirp_proto::Redundancy::default();
+    let weight = policy_row("redundancy: loss EWMA weight");
+    let fields: Vec<&str> = weight.split(", ").collect();
+    assert_eq!(fields.len(), 5, "{weight}");
+    assert_eq!(fields[1], "10^−3");
+    assert!((r.target_residual - 1e-3).abs() < 1e-12);
+    assert_eq!(fields[2], r.max_copies.to_string());
+    assert_eq!(fields[3].parse::<f64>().ok(), Some(r.min_loss));
+    assert_eq!(fields[4], format!("{} bytes", r.max_bytes));
+    let startup = policy_row("redundancy at the start of a connection");
+    assert_eq!(
+        startup,
+        format!("{}, {}", r.startup_outcomes, r.startup_copies)
+    );
+}
