@@ -25,8 +25,9 @@
 //!
 //! Every line is checked: missing, duplicated, reordered (displayed after a later one) and
 //! damaged (text not exactly as written) lines are counted and must all be 0. At the end both
-//! clients are asked for `/stats`: the table shows the sum over both of `redundant_copies`,
-//! `packets_lost`, `retransmissions` and (if the binary reports one) any `spurious*` counter,
+//! clients are asked for `/stats`: the table shows the sum over both of `redundant_copies`
+//! (and of `startup_copies`, the part of them due to the start-of-connection default, if the
+//! binary reports it), `packets_lost`, `retransmissions` and (if the binary reports one) any `spurious*` counter,
 //! plus two byte figures per delivered message: `B/msg` = the two clients' `bytes_sent` (in the
 //! server path this leaves out what the server sends), and `wire B/msg` = every byte the proxy
 //! received in both directions (all senders; in the server path each line crosses the proxy
@@ -897,6 +898,7 @@ struct RunResult {
     b_to_a_s: Option<f64>,
     drain_s: Option<f64>,
     redundant_copies: Option<f64>,
+    startup_copies: Option<f64>,
     packets_lost: Option<f64>,
     retransmissions: Option<f64>,
     spurious: Option<f64>,
@@ -1080,6 +1082,7 @@ fn measure(cfg: &Config, imp: &Impairment, seed: u64, r: &mut RunResult) -> anyh
     if let [Some(a), Some(b)] = &m.stats {
         let stats = [a.clone(), b.clone()];
         r.redundant_copies = stat_sum(&stats, "redundant_copies");
+        r.startup_copies = stat_sum(&stats, "startup_copies");
         r.packets_lost = stat_sum(&stats, "packets_lost");
         r.retransmissions = stat_sum(&stats, "retransmissions");
         r.spurious = spurious_sum(&stats);
@@ -1158,6 +1161,7 @@ fn summarize(runs: &[RunResult]) -> RunResult {
         b_to_a_s: median(runs, |r| r.b_to_a_s),
         drain_s: median(runs, |r| r.drain_s),
         redundant_copies: median(runs, |r| r.redundant_copies),
+        startup_copies: median(runs, |r| r.startup_copies),
         packets_lost: median(runs, |r| r.packets_lost),
         retransmissions: median(runs, |r| r.retransmissions),
         spurious: median(runs, |r| r.spurious),
@@ -1180,7 +1184,8 @@ fn to_json(r: &RunResult, cfg: &Config, imp: &Impairment) -> Value {
         "duplicated": r.duplicated, "reordered": r.reordered, "damaged": r.damaged,
         "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "p999_ms": r.p999_ms, "max_ms": r.max_ms,
         "a_to_b_s": r.a_to_b_s, "b_to_a_s": r.b_to_a_s, "drain_s": r.drain_s,
-        "redundant_copies": r.redundant_copies, "packets_lost": r.packets_lost,
+        "redundant_copies": r.redundant_copies, "startup_copies": r.startup_copies,
+        "packets_lost": r.packets_lost,
         "retransmissions": r.retransmissions, "spurious": r.spurious,
         "bytes_per_msg": r.bytes_per_msg, "wire_bytes_per_msg": r.wire_bytes_per_msg,
     })
@@ -1192,7 +1197,7 @@ fn header(mode: Mode) -> String {
         Mode::Drain => "A→B s | B→A s | max s",
     };
     let cols = format!(
-        "| loss | seed | msgs | {figures} | missing | dup | reord | damaged | redundant | lost pkts | retx | spurious | B/msg | wire B/msg |"
+        "| loss | seed | msgs | {figures} | missing | dup | reord | damaged | redundant | at start | lost pkts | retx | spurious | B/msg | wire B/msg |"
     );
     let rule: String = cols
         .chars()
@@ -1223,7 +1228,7 @@ fn row(r: &RunResult, mode: Mode) -> String {
         ),
     };
     let mut s = format!(
-        "| {} | {seed} | {}/{} | {figures} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {seed} | {}/{} | {figures} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         r.loss,
         r.delivered,
         r.expected,
@@ -1232,6 +1237,7 @@ fn row(r: &RunResult, mode: Mode) -> String {
         r.reordered,
         r.damaged,
         f(r.redundant_copies, 0),
+        f(r.startup_copies, 0),
         f(r.packets_lost, 0),
         f(r.retransmissions, 0),
         f(r.spurious, 0),
