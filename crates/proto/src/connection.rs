@@ -1797,14 +1797,17 @@ impl Connection {
     /// p99 of the first 20 s at 5 and 10 % loss rose from 26.7 to 40 ms (one way 20 ms; the
     /// netsim latency table, issue 13).
     fn loss_confirmation_delay(&self) -> Duration {
-        self.rtt.smoothed().max(Duration::from_millis(1))
+        self.rtt
+            .smoothed()
+            .clamp(Duration::from_millis(1), self.stale_rtt_cap())
     }
 
-    /// Folds the declared losses whose confirmation delay has passed into the loss estimate.
-    /// Work proportional to what is confirmed: the queue is in declaration order.
+    /// Folds the declared losses whose confirmation delay has passed into the loss estimate
+    /// (and the oldest at once if more than `MAX_DECLARED_LOST` wait, so the queue stays
+    /// bounded). Work proportional to what is confirmed: the queue is in declaration order.
     fn confirm_losses(&mut self, now: Instant) {
         while let Some(&(at, pn)) = self.unconfirmed.front() {
-            if at > now {
+            if at > now && self.unconfirmed.len() <= MAX_DECLARED_LOST {
                 break;
             }
             self.unconfirmed.pop_front();
