@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use chirp_netsim::{LinkConfig, Pair};
-use chirp_proto::{EndpointConfig, Event};
+use chirp_proto::EndpointConfig;
 
 const ONE_WAY: Duration = Duration::from_millis(20);
 const INTERVAL: Duration = Duration::from_millis(20); // 50 messages/s
@@ -46,10 +46,7 @@ fn run(loss: f64, seed: u64, redundancy: bool, secs: u64, jitter: Duration) -> O
     let collect =
         |p: &mut Pair, at: std::time::Instant, latencies: &mut Vec<(Duration, Duration)>| {
             for node in [&mut p.a, &mut p.b] {
-                for ev in node.take_events(|e| matches!(e, Event::Message { .. })) {
-                    let Event::Message { data, .. } = ev else {
-                        continue;
-                    };
+                for data in node.take_messages() {
                     let mut ns = [0u8; 8];
                     ns.copy_from_slice(&data[..8]);
                     let sent = Duration::from_nanos(u64::from_be_bytes(ns));

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chirp_proto::{ConnectionHandle, Endpoint, EndpointConfig, Event};
 
 use crate::link::{LinkConfig, Path};
@@ -68,6 +69,17 @@ impl Node {
             events: VecDeque::new(),
             reading: true,
         }
+    }
+
+    /// Removes and returns the messages delivered so far, in order, keeping the other events.
+    pub fn take_messages(&mut self) -> Vec<Bytes> {
+        self.take_events(|e| matches!(e, Event::Message { .. }))
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message { data, .. } => Some(data),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Removes and returns the events that match `f`, keeping the rest in order.

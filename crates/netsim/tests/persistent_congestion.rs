@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chirp_netsim::{LinkConfig, Pair};
-use chirp_proto::{EndpointConfig, Event};
+use chirp_proto::EndpointConfig;
 
 const MS: Duration = Duration::from_millis(1);
 const INTERVAL: Duration = Duration::from_millis(20);
@@ -24,10 +24,7 @@ fn chat(
     let mut next = [0u32; 2];
     let check = |p: &mut Pair, next: &mut [u32; 2]| {
         for (side, node) in [&mut p.a, &mut p.b].into_iter().enumerate() {
-            for ev in node.take_events(|e| matches!(e, Event::Message { .. })) {
-                let Event::Message { data, .. } = ev else {
-                    continue;
-                };
+            for data in node.take_messages() {
                 let mut i = [0u8; 4];
                 i.copy_from_slice(&data[..4]);
                 assert_eq!(u32::from_be_bytes(i), next[side], "exactly once, in order");

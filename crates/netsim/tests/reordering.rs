@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use chirp_netsim::{LinkConfig, Pair};
-use chirp_proto::{ConnectionStats, EndpointConfig, Event};
+use chirp_proto::{ConnectionStats, EndpointConfig};
 
 const MS: Duration = Duration::from_millis(1);
 const SIZE: usize = 100;
@@ -35,10 +35,7 @@ fn chat(link: LinkConfig, seed: u64, interval: Duration) -> (ConnectionStats, Co
     let mut next_recv = [0u32; 2];
     let check = |p: &mut Pair, next_recv: &mut [u32; 2]| {
         for (side, node) in [&mut p.a, &mut p.b].into_iter().enumerate() {
-            for ev in node.take_events(|e| matches!(e, Event::Message { .. })) {
-                let Event::Message { data, .. } = ev else {
-                    continue;
-                };
+            for data in node.take_messages() {
                 assert_eq!(data.len(), SIZE);
                 let mut i = [0u8; 4];
                 i.copy_from_slice(&data[..4]);

@@ -10,18 +10,6 @@ use chirp_proto::{ConnectionHandle, EndpointConfig, Event, TransportConfig};
 
 const ONE_WAY: Duration = Duration::from_millis(20);
 
-/// Messages delivered to `side` so far, in order.
-fn take_messages(p: &mut Pair, side: Side) -> Vec<Bytes> {
-    p.node(side)
-        .take_events(|e| matches!(e, Event::Message { .. }))
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Message { data, .. } => Some(data),
-            _ => None,
-        })
-        .collect()
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -73,7 +61,7 @@ fn tampered_datagrams_are_dropped_and_the_message_still_arrives() {
     }
     let mut got = Vec::new();
     p.drive_until(Duration::from_secs(60), |p| {
-        got.extend(take_messages(p, Side::B));
+        got.extend(p.b.take_messages());
         got.len() >= sent.len()
     })
     .expect("everything delivered");
@@ -102,7 +90,7 @@ fn replayed_datagrams_are_rejected() {
             .any(|e| matches!(e, Event::Message { .. }))
     })
     .expect("delivered once");
-    assert_eq!(take_messages(&mut p, Side::B).len(), 1);
+    assert_eq!(p.b.take_messages().len(), 1);
     let wire = p.capture.take().expect("capturing");
     let before = p.b.endpoint.stats(cb).expect("open");
     // An attacker replays everything a sent, twice, from a's address.
@@ -118,7 +106,7 @@ fn replayed_datagrams_are_rejected() {
     }
     p.drive_until(Duration::from_millis(500), |_| false).ok();
     assert!(
-        take_messages(&mut p, Side::B).is_empty(),
+        p.b.take_messages().is_empty(),
         "a replay delivers nothing twice"
     );
     let after = p.b.endpoint.stats(cb).expect("still open");
@@ -156,7 +144,7 @@ fn keys_update_under_loss_and_reordering_without_losing_anything() {
         while next < sent.len() && p.a.endpoint.send(ca, &sent[next]).is_ok() {
             next += 1;
         }
-        got.extend(take_messages(p, Side::B));
+        got.extend(p.b.take_messages());
         got.len() >= sent.len()
     })
     .expect("everything delivered");
@@ -191,12 +179,12 @@ fn client_port_change_mid_chat_loses_nothing() {
         }
         p.advance_to(p.now + Duration::from_millis(5))
             .expect("runs");
-        got_b.extend(take_messages(&mut p, Side::B));
-        got_a.extend(take_messages(&mut p, Side::A));
+        got_b.extend(p.b.take_messages());
+        got_a.extend(p.a.take_messages());
     }
     p.drive_until(Duration::from_secs(30), |p| {
-        got_b.extend(take_messages(p, Side::B));
-        got_a.extend(take_messages(p, Side::A));
+        got_b.extend(p.b.take_messages());
+        got_a.extend(p.a.take_messages());
         got_b.len() >= to_b.len() && got_a.len() >= to_a.len()
     })
     .expect("everything delivered after the rebinding");
@@ -268,7 +256,7 @@ fn a_lost_path_response_does_not_strand_an_idle_peer_on_its_new_address() {
     let sent_at = p.now;
     let mut got = Vec::new();
     p.drive_until(Duration::from_secs(5), |p| {
-        got.extend(take_messages(p, Side::A));
+        got.extend(p.a.take_messages());
         got.len() >= back.len()
     })
     .expect("b's messages reach a on its new address");

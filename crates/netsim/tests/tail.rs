@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use chirp_netsim::{LinkConfig, Pair};
-use chirp_proto::{EndpointConfig, Event};
+use chirp_proto::EndpointConfig;
 
 const ONE_WAY: Duration = Duration::from_millis(20);
 const INTERVAL: Duration = Duration::from_millis(20);
@@ -37,10 +37,7 @@ fn chat_every(interval: Duration, loss: f64, seed: u64, secs: u64) -> Vec<(Durat
     let mut next = [0u32; 2];
     let collect = |p: &mut Pair, at: Instant, out: &mut Vec<_>, next: &mut [u32; 2]| {
         for (side, node) in [&mut p.a, &mut p.b].into_iter().enumerate() {
-            for ev in node.take_events(|e| matches!(e, Event::Message { .. })) {
-                let Event::Message { data, .. } = ev else {
-                    continue;
-                };
+            for data in node.take_messages() {
                 let mut i = [0u8; 4];
                 i.copy_from_slice(&data[..4]);
                 let i = u32::from_be_bytes(i);

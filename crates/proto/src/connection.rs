@@ -1676,7 +1676,9 @@ impl Connection {
             // holds the ACK for it up to MAX_ACK_DELAY (a gap whose data is there is not
             // urgent, §6.1): wait for that too, or a copy that overtook its original on a
             // jittery path makes the original look lost.
-            let delay = if Self::covered_by_copies(&self.send, p) {
+            // (Checked only when the plain threshold has passed: the common case costs nothing.)
+            let overdue = now.checked_sub(loss_delay).is_some_and(|t| p.time <= t);
+            let delay = if overdue && Self::covered_by_copies(&self.send, p) {
                 loss_delay + MAX_ACK_DELAY
             } else {
                 loss_delay
