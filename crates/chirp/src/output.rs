@@ -263,6 +263,7 @@ impl Output {
                 "messages_acked": s.messages_acked,
                 "spurious_losses": s.spurious_losses, "ptos": s.ptos,
                 "cwnd": s.cwnd, "random_loss_periods": s.random_loss_periods,
+                "congestion_periods": s.congestion_periods,
                 "persistent_congestion": s.persistent_congestion,
             }),
         );

@@ -108,6 +108,7 @@ fn counters(s: &ConnectionStats) -> Vec<(String, u64)> {
         ("malformed dropped", s.malformed_dropped),
         ("probe timeouts", s.ptos),
         ("loss periods taken for random", s.random_loss_periods),
+        ("loss periods taken for congestion", s.congestion_periods),
         ("persistent congestion", s.persistent_congestion),
         ("bytes sent", s.bytes_sent),
         ("bytes received", s.bytes_received),

@@ -11,15 +11,17 @@
 //! packets per RTT (issue 13). A loss from congestion comes with a queue standing in the path,
 //! so the connection tells them apart as TCP Veno does, with Copa's standing RTT (the smallest
 //! RTT of the last smoothed RTT, robust to jitter) as the measure of the queue. With a queue
-//! (the standing RTT exceeds the minimum by a quarter of it, and 2 ms) the period halves the
-//! window as NewReno does. Without one, the loss is taken for random and the window is not
-//! cut for it, only capped, as BBR caps its window, at twice the bandwidth-delay product the
-//! path has shown (the highest delivery rate of the last ten smoothed RTTs times the minimum
-//! RTT), but never below the initial window (what any new connection may send in its first
-//! RTT; a chat sender's delivery rate is its own, application-limited rate, and must not
-//! hold it back). So a loss taken for random wrongly (a bottleneck whose buffer is too small
-//! to show a queue) still cannot make the sender push more than twice what the path delivers
-//! or an initial window per RTT, and persistent congestion collapses the window as before.
+//! of ours (the standing RTT exceeds the base RTT by a quarter of the minimum, and 2 ms; the
+//! base is the minimum RTT, or what the last halving could not drain, see
+//! `Connection::random_loss_base`) the period halves the window as NewReno does. Without one,
+//! the loss is taken for random and the window is not cut for it, nor its growth stopped, only
+//! capped, as BBR caps its window, at twice the bandwidth-delay product the path has shown
+//! (the highest delivery rate of the last ten smoothed RTTs times the base RTT), but never
+//! below the initial window (what any new connection may send in its first RTT; a chat
+//! sender's delivery rate is its own, application-limited rate, and must not hold it back).
+//! So a loss taken for random wrongly (a bottleneck whose buffer is too small to show a queue)
+//! still cannot make the sender push more than twice what the path delivers or an initial
+//! window per RTT, and persistent congestion collapses the window as before.
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,13 @@ pub(crate) struct NewReno {
     initial: u64,
     window: u64,
     ssthresh: u64,
+    /// When the current recovery period began: losses of packets sent before it belong to it.
     recovery_start: Option<Instant>,
+    /// When the last recovery period from congestion (a queue standing) began: acks of
+    /// packets sent before it do not grow the window (RFC 9002 §7.3.2). A period taken for
+    /// random loss does not stop growth, or a path that loses a packet every RTT would keep
+    /// the window where it started for good.
+    frozen_before: Option<Instant>,
     bytes_acked: u64,
     /// The current recovery period: numbered, with the state before it began (to undo it)
     /// and how many of the losses declared in it have not been found spurious yet.
@@ -76,10 +84,11 @@ impl DeliveryRate {
         self.start = Some((now, self.delivered));
     }
 
-    /// Twice the bandwidth-delay product shown, if any interval has completed.
-    fn twice_bdp(&self, min_rtt: Duration) -> Option<u64> {
+    /// Twice the bandwidth-delay product shown over a path of RTT `rtt`, if any interval has
+    /// completed.
+    fn twice_bdp(&self, rtt: Duration) -> Option<u64> {
         let max = self.samples.iter().copied().max().filter(|&r| r > 0)?;
-        let bdp = u128::from(max) * min_rtt.as_micros() / 1_000_000;
+        let bdp = u128::from(max) * rtt.as_micros() / 1_000_000;
         Some(u64::try_from(bdp.saturating_mul(2)).unwrap_or(u64::MAX))
     }
 }
@@ -90,6 +99,7 @@ struct Undo {
     window: u64,
     ssthresh: u64,
     recovery_start: Option<Instant>,
+    frozen_before: Option<Instant>,
     bytes_acked: u64,
 }
 
@@ -104,6 +114,7 @@ impl NewReno {
             window,
             ssthresh: u64::MAX,
             recovery_start: None,
+            frozen_before: None,
             bytes_acked: 0,
             episode: 0,
             undo: None,
@@ -133,9 +144,10 @@ impl NewReno {
 
     /// A packet of `bytes` sent at `sent` was acknowledged.
     pub(crate) fn on_ack(&mut self, sent: Instant, bytes: u64, app_limited: bool) {
-        if self.recovery_start.is_some_and(|start| sent <= start) || app_limited {
-            // Acks of packets sent before recovery began don't grow the window, and neither do
-            // acks while the application, not the window, limits sending (RFC 9002 §7.8).
+        if self.frozen_before.is_some_and(|start| sent <= start) || app_limited {
+            // Acks of packets sent before a congestion recovery began don't grow the window,
+            // and neither do acks while the application, not the window, limits sending
+            // (RFC 9002 §7.8).
             return;
         }
         if self.window < self.ssthresh {
@@ -150,7 +162,8 @@ impl NewReno {
     }
 
     /// `count` packets were declared lost; `largest_lost_sent` is when the newest of them was
-    /// sent. `random` is the minimum RTT when no queue stands in the path, `None` when one does
+    /// sent. `random` is the path's base RTT (the minimum, or the delay of FIFO jitter that a
+    /// halving did not drain) when no queue of ours stands in the path, `None` when one does
     /// (see the module documentation). Returns the recovery period they belong to (for
     /// [`Self::on_spurious_loss`]).
     pub(crate) fn on_congestion_event(
@@ -173,20 +186,43 @@ impl NewReno {
             window: self.window,
             ssthresh: self.ssthresh,
             recovery_start: self.recovery_start,
+            frozen_before: self.frozen_before,
             bytes_acked: self.bytes_acked,
         });
         self.episode_losses = count;
         self.recovery_start = Some(now);
-        let reduced = match random {
-            None => self.window / 2,
-            Some(min_rtt) => self
-                .rate
-                .twice_bdp(min_rtt)
-                .map_or(self.window, |cap| self.window.min(cap.max(self.initial))),
-        };
-        self.window = reduced.max(self.minimum());
-        self.ssthresh = self.window;
-        self.bytes_acked = 0;
+        match random {
+            None => {
+                // Congestion: NewReno's halving, and no growth until the flight sent before
+                // it has been acknowledged.
+                self.window = (self.window / 2).max(self.minimum());
+                self.ssthresh = self.window;
+                self.bytes_acked = 0;
+                self.frozen_before = Some(now);
+            }
+            Some(base_rtt) => {
+                // Random: capped at twice the BDP shown, and otherwise growing as it did (in
+                // slow start if it was): a random loss says nothing about the path's capacity.
+                // Not even a cap that binds ends the first slow start: there the rate shown
+                // lags the window by an RTT, in which the window doubled, so the cap binds at
+                // 1.3 times the window of an RTT ago at 35 % loss, with no sign of a limit.
+                // What does limit the window is the cap itself: on a path that delivers no
+                // more, twice the BDP it shows stays where it is, and so does the window. After
+                // a congestion period, though, a cap that binds lowers the threshold too, or
+                // the window would slow-start back over a full buffer every RTT.
+                let cap = self
+                    .rate
+                    .twice_bdp(base_rtt)
+                    .map_or(u64::MAX, |cap| cap.max(self.initial).max(self.minimum()));
+                if cap < self.window {
+                    self.window = cap;
+                    if self.ssthresh != u64::MAX {
+                        self.ssthresh = self.ssthresh.min(cap);
+                    }
+                    self.bytes_acked = 0;
+                }
+            }
+        }
         self.episode
     }
 
@@ -205,6 +241,7 @@ impl NewReno {
             self.window = self.window.max(u.window);
             self.ssthresh = u.ssthresh;
             self.recovery_start = u.recovery_start;
+            self.frozen_before = u.frozen_before;
             self.bytes_acked = u.bytes_acked;
         }
     }
@@ -215,6 +252,7 @@ impl NewReno {
         self.window = self.minimum();
         self.bytes_acked = 0;
         self.recovery_start = None;
+        self.frozen_before = None;
         self.undo = None;
     }
 }
@@ -326,6 +364,80 @@ mod tests {
         }
         cc.on_congestion_event(t0, t0, 3, Some(min_rtt));
         assert_eq!(cc.window(), 18_000);
+    }
+
+    #[test]
+    fn random_loss_does_not_stop_growth_or_slow_start() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let min_rtt = ms(40);
+        let mut cc = NewReno::new(1200);
+        // A loss every RTT, all taken for random, no rate measured (so no cap): the flight
+        // sent before each period is acknowledged after it and still grows the window, in slow
+        // start, as on a clean path. (NewReno froze growth for that flight, and at 35 % loss
+        // the window never left 12,000 bytes.)
+        for rtt in 0..4u32 {
+            let sent = t0 + ms(40) * rtt;
+            cc.on_congestion_event(sent + ms(20), sent, 1, Some(min_rtt));
+            let w = cc.window();
+            for _ in 0..w / 1200 {
+                cc.on_ack(sent, 1200, false);
+            }
+            assert_eq!(
+                cc.window(),
+                2 * w,
+                "RTT {rtt}: slow start through random loss"
+            );
+        }
+        assert_eq!(cc.window(), 192_000);
+    }
+
+    #[test]
+    fn after_congestion_a_binding_cap_lowers_the_threshold() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let min_rtt = ms(40);
+        let mut cc = NewReno::new(1200);
+        // 15,000 bytes per 40 ms delivered: twice the BDP is 30,000 bytes.
+        for i in 0..=10 {
+            cc.on_delivered(t0 + ms(40) * i, 15_000, ms(40));
+        }
+        for _ in 0..40 {
+            cc.on_ack(t0 + ms(500), 1_200, false);
+        }
+        assert_eq!(cc.window(), 60_000);
+        // Before any congestion period, a binding cap leaves slow start on.
+        let t1 = t0 + ms(600);
+        cc.on_congestion_event(t1, t1, 1, Some(min_rtt));
+        assert_eq!(cc.window(), 30_000);
+        cc.on_ack(t1 + ms(1), 1_200, false);
+        assert_eq!(cc.window(), 31_200, "still in slow start");
+        // A queue: halved to 15,600, the threshold with it; the flight sent before does not
+        // grow the window.
+        let t2 = t1 + ms(100);
+        cc.on_congestion_event(t2, t2, 1, None);
+        assert_eq!(cc.window(), 15_600);
+        cc.on_ack(t2, 1_200, false);
+        assert_eq!(
+            cc.window(),
+            15_600,
+            "frozen for the flight before the halving"
+        );
+        // Grown back over the cap in congestion avoidance, then a random loss: the cap binds
+        // and lowers the threshold too, so the window does not slow-start back.
+        for _ in 0..600 {
+            cc.on_ack(t2 + ms(1), 1_200, false);
+        }
+        assert!(cc.window() > 30_000, "window {}", cc.window());
+        let t3 = t2 + ms(5_000);
+        cc.on_congestion_event(t3, t3, 1, Some(min_rtt));
+        assert_eq!(cc.window(), 30_000);
+        cc.on_ack(t3 + ms(1), 1_200, false);
+        assert_eq!(
+            cc.window(),
+            30_000,
+            "congestion avoidance: a datagram per window"
+        );
     }
 
     #[test]

@@ -67,8 +67,13 @@ const MAX_DECLARED_LOST: usize = 256;
 const MAX_ACK_RANGES_SENT: usize = 32;
 /// Most received-packet ranges remembered; older packet numbers count as duplicates.
 const MAX_RECV_RANGES: usize = 128;
-/// Probe packets sent when the probe timer fires (RFC 9002 allows up to two).
+/// Probe packets sent when the probe timer fires on a clean path (RFC 9002 §6.2.4: up to two).
 const PROBES_PER_PTO: u32 = 2;
+/// Most probe packets sent when the probe timer fires on a lossy path (see `probes_per_pto`).
+const MAX_PROBES_PER_PTO: u32 = 5;
+/// The chance, at most, that every probe of one timeout is lost or has its ACK lost, as far as
+/// the loss estimate and [`MAX_PROBES_PER_PTO`] allow.
+const PROBE_FAILURE_TARGET: f64 = 0.05;
 /// DATA packets a server keeps, unopened, while its application judges the client's key (the
 /// client's first flight: its queued messages, up to the initial window).
 const MAX_EARLY_PACKETS: usize = 16;
@@ -284,6 +289,40 @@ impl Keys {
 }
 
 /// The handshake and packet protection state of one connection.
+/// Probe packets for one probe timeout at loss estimate `p`: the least `k` with
+/// `q^k <= PROBE_FAILURE_TARGET`, `q = 1 - (1 - p)^2`, clamped to
+/// `PROBES_PER_PTO..=MAX_PROBES_PER_PTO` (see `Connection::probes_per_pto`).
+fn probes_for_loss(p: f64) -> u32 {
+    let q = 1.0 - (1.0 - p.clamp(0.0, 1.0)).powi(2);
+    if q <= 0.0 {
+        return PROBES_PER_PTO;
+    }
+    if q >= 1.0 {
+        return MAX_PROBES_PER_PTO;
+    }
+    // q^k <= target  <=>  k >= ln(target) / ln(q), for 0 < q < 1. The cast saturates (and
+    // the clamp bounds it either way).
+    let k = (PROBE_FAILURE_TARGET.ln() / q.ln()).ceil() as u32;
+    k.clamp(PROBES_PER_PTO, MAX_PROBES_PER_PTO)
+}
+
+/// How long a standing RTT that a halving did not drain stays the base of the queue test
+/// (`Connection::random_loss_base`): as long as BBR trusts a minimum RTT, after which the next
+/// halving measures again.
+const UNDRAINED_LIFETIME: Duration = Duration::from_secs(10);
+/// Smoothed RTTs after a halving for a queue at which the queue is checked: one for the halved
+/// window to take effect, one for its packets' acknowledgements to come back.
+const QUEUE_CHECK_SRTTS: u32 = 2;
+
+/// What the last halving for a queue showed (see [`Connection::random_loss_base`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct QueueBase {
+    /// After a halving: when to check whether the queue drained.
+    check_at: Option<Instant>,
+    /// The standing RTT a halving did not drain, and when that was found.
+    undrained: Option<(Duration, Instant)>,
+}
+
 #[derive(Debug)]
 struct Crypto {
     initial: InitialKeys,
@@ -408,6 +447,8 @@ pub(crate) struct Connection {
     pto_count: u32,
     probes: u32,
     rtt: RttEstimator,
+    /// Whether the queue standing in the path drained after our last halving (`random_loss_base`).
+    queue: QueueBase,
     /// The smallest RTT of the last smoothed RTT: tells congestion from random loss.
     standing_rtt: StandingRtt,
     cc: NewReno,
@@ -571,6 +612,7 @@ impl Connection {
             pto_count: 0,
             probes: 0,
             rtt: RttEstimator::new(config.initial_rtt),
+            queue: QueueBase::default(),
             standing_rtt: StandingRtt::default(),
             cc: NewReno::new(config.max_datagram_size),
             loss_estimate: 0.0,
@@ -1604,6 +1646,7 @@ impl Connection {
                 .rtt
                 .update(now.saturating_duration_since(p.time), delay);
             self.standing_rtt.push(now, sample, self.rtt.smoothed());
+            self.check_queue(now);
             self.first_rtt_sample.get_or_insert(now);
         }
         let mut acked_bytes = 0;
@@ -1734,12 +1777,18 @@ impl Connection {
         }
         if let Some(t) = newest_lost {
             let before = self.cc.episode();
-            let random = (!self.queue_standing(now)).then(|| self.rtt.min());
+            let random = self.random_loss_base(now);
             let episode = self
                 .cc
                 .on_congestion_event(now, t, declared.len() as u64, random);
-            if episode != before && random.is_some() {
-                self.stats.random_loss_periods += 1;
+            if episode != before {
+                if random.is_some() {
+                    self.stats.random_loss_periods += 1;
+                } else {
+                    self.stats.congestion_periods += 1;
+                    // Halved for a queue: see whether the queue drains (`check_queue`).
+                    self.queue.check_at = Some(now + self.rtt.smoothed() * QUEUE_CHECK_SRTTS);
+                }
             }
             if episode != before && self.reo_wnd_persist > 0 {
                 // A new recovery period: after enough of them without a spurious loss, the
@@ -1996,19 +2045,70 @@ impl Connection {
         (self.state == State::Established).then_some(self.last_activity + interval)
     }
 
-    /// Does a queue stand in the path? The standing RTT (the smallest sample of the last
-    /// smoothed RTT, or the latest if none is that recent) exceeds the minimum RTT by at least
-    /// a quarter of it, twice the RTT variance (the jitter of the path: with few samples per
-    /// window, their minimum still carries some of it) and 2 ms. Before any RTT sample, assume
-    /// so (the conservative answer).
-    fn queue_standing(&mut self, now: Instant) -> bool {
+    /// Is a loss now random (`Some`) or one of congestion we cause (`None`): does a queue
+    /// stand in the path above what our last halving could not drain? A queue that stays when our window halves is not
+    /// ours to drain: a path whose jitter keeps FIFO order (a link-layer retransmission, a
+    /// shared queue of other traffic) holds every packet behind the slowest one before it, so
+    /// at any real rate its RTT sits near the top of its jitter, above the minimum a lone
+    /// packet once saw, and looks like a queue for as long as we send at all. With 0–30 ms of
+    /// jitter on a 20 ms path, that halved the window at every other loss and held a bulk
+    /// transfer at two packets per RTT (issue 13). So two smoothed RTTs after a halving
+    /// (`check_queue`), a standing RTT still above the queue threshold becomes the base the
+    /// next losses are measured from, for [`UNDRAINED_LIFETIME`]: only a queue standing above
+    /// it halves the window again (a bottleneck's buffer filling further does). A queue that
+    /// drains leaves the base at the minimum RTT, as NewReno with a queue test would have it.
+    ///
+    /// A random loss returns the base, the RTT of the path at the rate we send, for the cap
+    /// on the window ([`NewReno::on_congestion_event`]): with the minimum RTT, which FIFO
+    /// jitter only shows a lone packet, twice the bandwidth-delay product came to 0.6 of the
+    /// window at 35 % loss, and every random loss cut the window after all.
+    fn random_loss_base(&mut self, now: Instant) -> Option<Duration> {
         let min = self.rtt.min();
-        let threshold = (min / 4)
+        let base = match self.queue.undrained {
+            Some((rtt, at)) if now.saturating_duration_since(at) <= UNDRAINED_LIFETIME => {
+                rtt.max(min)
+            }
+            _ => min,
+        };
+        (!self.queue_above(now, base)).then_some(base)
+    }
+
+    /// After an RTT sample, two smoothed RTTs after a halving for a queue: if a queue still
+    /// stands, the standing RTT becomes the base of [`Self::random_loss_base`]; if not, the
+    /// queue was ours and is drained, and the base is the minimum RTT.
+    fn check_queue(&mut self, now: Instant) {
+        if self.queue.check_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.queue.check_at = None;
+        let min = self.rtt.min();
+        self.queue.undrained = if self.queue_above(now, min) {
+            self.standing_rtt
+                .get(now, self.rtt.smoothed())
+                .map(|standing| (standing, now))
+        } else {
+            None
+        };
+    }
+
+    /// How far the standing RTT must exceed the base for a queue: a quarter of the minimum RTT,
+    /// twice the RTT variance (the jitter of the path: with few samples per window, their
+    /// minimum still carries some of it), and 2 ms.
+    fn queue_threshold(&self) -> Duration {
+        (self.rtt.min() / 4)
             .max(self.rtt.var() * 2)
-            .max(Duration::from_millis(2));
+            .max(Duration::from_millis(2))
+    }
+
+    /// Does a queue stand in the path above `base` (the minimum RTT, or what a halving did not
+    /// shrink)? The standing RTT (the smallest sample of the last smoothed RTT and of the last
+    /// few) exceeds `base` by at least [`Self::queue_threshold`]. Before any RTT sample, assume
+    /// so (the conservative answer).
+    fn queue_above(&mut self, now: Instant, base: Duration) -> bool {
+        let threshold = self.queue_threshold();
         self.standing_rtt
             .get(now, self.rtt.smoothed())
-            .is_none_or(|standing| standing.saturating_sub(min) >= threshold)
+            .is_none_or(|standing| standing.saturating_sub(base) >= threshold)
     }
 
     /// The estimated loss rate: the EWMA of packet outcomes, corrected for its start at 0
@@ -2018,6 +2118,19 @@ impl Connection {
     /// instead of after dozens of packets, and a clean start still reads 0.
     fn loss_rate(&self) -> f64 {
         Self::bias_corrected(self.loss_estimate, self.loss_outcomes)
+    }
+
+    /// Probe packets for one probe timeout. Two on a clean path, as RFC 9002 has it. On a lossy
+    /// one, a probe round trip fails (the probe or its ACK lost) with `q = 1 − (1 − p)²` (`p`
+    /// estimates our direction; the other is taken to be alike), two probes fail together
+    /// with `q²`, and each failure doubles the next timeout: at 35 % loss one timeout in three
+    /// failed, a full window waited behind a chain of them for up to 1.7 s, and that was half
+    /// the time of a bulk transfer through the server (issue 13). So send enough that all fail
+    /// with at most [`PROBE_FAILURE_TARGET`], up to [`MAX_PROBES_PER_PTO`]. The extra
+    /// packets are few and small next to the window the timeout holds back, and the timeout
+    /// still backs off exponentially.
+    fn probes_per_pto(&self) -> u32 {
+        probes_for_loss(self.loss_rate())
     }
 
     /// An EWMA started at 0 after `outcomes` outcomes, divided by the weight they carry.
@@ -2154,7 +2267,7 @@ impl Connection {
         if self.loss_time.is_none() && self.loss_detection_deadline().is_some_and(|t| now >= t) {
             self.pto_count += 1;
             self.stats.ptos += 1;
-            self.probes = PROBES_PER_PTO;
+            self.probes = self.probes_per_pto();
             if self.side == Side::Client && self.crypto.keys.is_some() && !self.crypto.confirmed {
                 // The server may lack Noise message 3: the probe repeats it.
                 self.crypto.hs_due = true;
@@ -2648,4 +2761,68 @@ pub enum SendError {
     /// No connection with that handle.
     #[error("unknown connection")]
     UnknownConnection,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value column of the row of PROTOCOL.md §8 whose name starts `name`.
+    fn constants_row(name: &str) -> String {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let row = DOC
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name}")))
+            .unwrap_or_else(|| panic!("PROTOCOL.md §8 has no row {name:?}"));
+        row.split('|')
+            .map(str::trim)
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn probe_and_queue_constants_are_as_documented() {
+        assert_eq!(
+            constants_row("probes per PTO"),
+            format!("{PROBES_PER_PTO}, {MAX_PROBES_PER_PTO}, {PROBE_FAILURE_TARGET}")
+        );
+        assert_eq!(
+            constants_row("base RTT of the queue test"),
+            format!(
+                "{QUEUE_CHECK_SRTTS} × smoothed RTT / {} s",
+                UNDRAINED_LIFETIME.as_secs()
+            )
+        );
+        let queue = constants_row("a queue stands");
+        let standing = format!(
+            "smallest of the last smoothed RTT and the last {} samples",
+            crate::rtt::MIN_STANDING_SAMPLES
+        );
+        assert!(queue.contains(&standing), "{queue}");
+    }
+
+    /// The probe counts PROTOCOL.md §6.5 gives: 2 up to p ≈ 11.9 %, 3 up to 20.5 %, 4 up to
+    /// 27.4 %, 5 above.
+    #[test]
+    fn probes_per_timeout_follow_the_loss_estimate() {
+        let cases = [
+            (0.0, 2),
+            (0.05, 2),
+            (0.118, 2),
+            (0.12, 3),
+            (0.2, 3),
+            (0.206, 4),
+            (0.27, 4),
+            (0.275, 5),
+            (0.35, 5),
+            (0.9, 5),
+            (1.0, 5),
+            (-0.5, 2),
+            (f64::NAN, 2),
+        ];
+        for (p, k) in cases {
+            assert_eq!(probes_for_loss(p), k, "loss estimate {p}");
+        }
+    }
 }

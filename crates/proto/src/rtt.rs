@@ -81,15 +81,25 @@ impl RttEstimator {
     }
 }
 
-/// The smallest RTT sample of the last window (one smoothed RTT): the delay of the path plus
-/// the queue that *stands* in it. Jitter raises single samples but rarely all of a window's,
-/// so unlike the smoothed RTT this rises only with a standing queue (Copa, NSDI 2018, uses
-/// the same estimate for the same reason). A sliding-window minimum: samples kept in
-/// increasing order, each pushed and popped once.
+/// The smallest RTT sample of the last window (one smoothed RTT), and of the last
+/// [`MIN_STANDING_SAMPLES`] samples however old: the delay of the path plus the queue that
+/// *stands* in it. Jitter raises single samples but rarely all of a window's, so unlike the
+/// smoothed RTT this rises only with a standing queue (Copa, NSDI 2018, uses the same estimate
+/// for the same reason). That takes a few samples: a small window gets one or two per RTT,
+/// and with 0–30 ms of jitter on each hop of a 40 ms path a lone sample exceeded the queue
+/// threshold in four loss periods of ten, each halving a window that then gave still fewer
+/// samples (issue 13). A sliding-window minimum: samples kept in increasing order, each pushed
+/// and popped once.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StandingRtt {
-    samples: VecDeque<(Instant, Duration)>,
+    /// `(taken at, sequence number, sample)`, increasing in both time and sample.
+    samples: VecDeque<(Instant, u64, Duration)>,
+    /// Samples pushed so far.
+    pushed: u64,
 }
+
+/// Samples the standing RTT always covers, even when they are older than its window.
+pub(crate) const MIN_STANDING_SAMPLES: u64 = 4;
 
 /// Samples kept at most (a bound for memory; the window rarely holds more than a few).
 const STANDING_SAMPLES: usize = 64;
@@ -97,32 +107,30 @@ const STANDING_SAMPLES: usize = 64;
 impl StandingRtt {
     /// Adds a sample taken at `now`, forgetting those older than `window`.
     pub(crate) fn push(&mut self, now: Instant, rtt: Duration, window: Duration) {
-        while self.samples.back().is_some_and(|&(_, r)| r >= rtt) {
+        while self.samples.back().is_some_and(|&(_, _, r)| r >= rtt) {
             self.samples.pop_back();
         }
         if self.samples.len() == STANDING_SAMPLES {
             self.samples.pop_front();
         }
-        self.samples.push_back((now, rtt));
+        self.samples.push_back((now, self.pushed, rtt));
+        self.pushed += 1;
         self.expire(now, window);
     }
 
-    /// The smallest sample of the last `window`, or the newest if none is that recent; `None`
-    /// before the first sample.
+    /// The smallest sample of the last `window` and the last [`MIN_STANDING_SAMPLES`];
+    /// `None` before the first sample.
     pub(crate) fn get(&mut self, now: Instant, window: Duration) -> Option<Duration> {
         self.expire(now, window);
-        self.samples.front().map(|&(_, r)| r)
+        self.samples.front().map(|&(_, _, r)| r)
     }
 
-    /// Forgets samples older than `window`, but never the newest: without a sample in the
-    /// window, the latest one is the best estimate there is.
+    /// Forgets samples older than `window` that are not among the last
+    /// [`MIN_STANDING_SAMPLES`].
     fn expire(&mut self, now: Instant, window: Duration) {
-        while self.samples.len() > 1
-            && self
-                .samples
-                .front()
-                .is_some_and(|&(t, _)| now.saturating_duration_since(t) > window)
-        {
+        while self.samples.front().is_some_and(|&(t, i, _)| {
+            now.saturating_duration_since(t) > window && i + MIN_STANDING_SAMPLES < self.pushed
+        }) {
             self.samples.pop_front();
         }
     }
@@ -147,13 +155,23 @@ mod tests {
         s.push(t0 + 10 * MS, 80 * MS, w);
         s.push(t0 + 20 * MS, 60 * MS, w);
         assert_eq!(s.get(t0 + 20 * MS, w), Some(50 * MS));
-        // 50 ms leaves the window: the smallest of the rest is 60, not the later 80.
-        assert_eq!(s.get(t0 + 105 * MS, w), Some(60 * MS));
-        // Nothing in the window: the newest sample stands.
-        assert_eq!(s.get(t0 + 125 * MS, w), Some(60 * MS));
+        // Out of the window but among the last four samples: 50 ms still counts.
+        assert_eq!(s.get(t0 + 105 * MS, w), Some(50 * MS));
+        s.push(t0 + 106 * MS, 70 * MS, w);
+        s.push(t0 + 107 * MS, 90 * MS, w);
+        // Now 50 ms is both older than the window and fifth from last: the smallest of the
+        // rest is 60 (the 80 before it can never be a minimum again), though 60 is out of the
+        // window too.
+        assert_eq!(s.get(t0 + 108 * MS, w), Some(60 * MS));
+        // Long after: the last four samples stand (80 left when 60 came).
+        assert_eq!(s.get(t0 + 500 * MS, w), Some(60 * MS));
+        s.push(t0 + 501 * MS, 95 * MS, w);
+        s.push(t0 + 502 * MS, 96 * MS, w);
+        // 60 is fifth from last now: the smallest of 70, 90, 95, 96.
+        assert_eq!(s.get(t0 + 503 * MS, w), Some(70 * MS));
         for i in 0..200 {
             s.push(
-                t0 + 200 * MS + i * MS / 10,
+                t0 + 600 * MS + i * MS / 10,
                 Duration::from_micros(90_000 + i as u64),
                 w,
             );
@@ -161,7 +179,7 @@ mod tests {
         // 200 rising samples in one window: only the newest 64 are kept, so the estimate errs
         // high (towards "a queue stands"), the conservative side.
         assert_eq!(s.samples.len(), STANDING_SAMPLES);
-        assert_eq!(s.get(t0 + 220 * MS, w), Some(Duration::from_micros(90_136)));
+        assert_eq!(s.get(t0 + 620 * MS, w), Some(Duration::from_micros(90_136)));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct ConnectionStats {
     /// Recovery periods taken for random loss (no queue standing in the path): the window was
     /// not halved, only capped at twice the bandwidth-delay product shown (PROTOCOL.md §6.7).
     pub random_loss_periods: u64,
+    /// Recovery periods taken for congestion (a queue of ours standing in the path): the
+    /// window was halved (PROTOCOL.md §6.7).
+    pub congestion_periods: u64,
     /// Packets acknowledged (the loss rate is lost / (lost + acked)).
     pub packets_acked: u64,
     /// Message-stream byte ranges sent again because they were lost or probed.
