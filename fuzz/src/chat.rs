@@ -48,6 +48,7 @@ pub fn run(data: &[u8]) {
             after: None,
         }],
         dms: vec![],
+        echo: true,
     };
     s.message(0, 1, &hello.encode());
     drain(&mut s);

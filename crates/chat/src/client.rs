@@ -26,6 +26,11 @@
 //!   recognises, so nothing is stored twice. Every message shown is remembered by id per
 //!   conversation and a non-history message at or below that id is dropped: nothing is shown
 //!   twice, whatever the server resends.
+//! - **No own echo.** `hello` asks for no own copy of room messages (`echo: false`): the
+//!   server sends the `ack` in its place, in order, and the session shows the line from what
+//!   it sent ([`Event::Message`] with `c`, then [`Event::Delivered`]), saving the echo's bytes.
+//!   A server that echoes anyway, and DMs, whose own copy always comes, are shown from the
+//!   echo as before, and the `ack` then only confirms.
 //! - **Nothing wedges.** A message the transport can never carry (too large) or the server
 //!   would refuse for its length is refused at once ([`Event::Refused`]), and the queue goes
 //!   on.
@@ -314,6 +319,8 @@ pub struct Session {
     /// The newest server time seen in each DM conversation: resumes go most recent first.
     dm_recent: HashMap<String, i64>,
     pending: BTreeMap<u64, ClientMsg>,
+    /// Pending messages whose own copy (a `msg` with their `c`) was shown already.
+    echoed: BTreeSet<u64>,
     unsent: VecDeque<ClientMsg>,
     pace: Option<Pace>,
     /// An [`Event::Pacing`] with requests held back was reported and not yet its end.
@@ -398,6 +405,7 @@ impl Session {
             last_seen: HashMap::new(),
             dm_recent: HashMap::new(),
             pending: BTreeMap::new(),
+            echoed: BTreeSet::new(),
             unsent: VecDeque::new(),
             pace: None,
             pacing_reported: false,
@@ -937,7 +945,56 @@ impl Session {
             client: self.client_id,
             rooms,
             dms,
+            echo: false,
         }
+    }
+
+    /// Shows a message once: a non-history one at or below the highest id seen in its
+    /// conversation is a duplicate.
+    fn show(&mut self, m: Msg) {
+        if m.conv.starts_with('@') {
+            let t = self.dm_recent.entry(m.conv.clone()).or_insert(m.ts);
+            *t = (*t).max(m.ts);
+        }
+        let seen = self.last_seen.entry(m.conv.clone()).or_insert(0);
+        if m.history {
+            *seen = (*seen).max(m.id);
+        } else if m.id <= *seen {
+            debug!(conv = %m.conv, id = m.id, "duplicate dropped");
+            return;
+        } else {
+            *seen = m.id;
+        }
+        self.events.push_back(Event::Message(m));
+    }
+
+    /// Our own copy of a room message, rebuilt from its `say` and `ack` (the server sends the
+    /// ack in its place, `echo: false` in `hello`). `None` for a DM: its own copy always comes.
+    fn own_copy(&self, said: ClientMsg, c: u64, conv: &str, id: u64, ts: i64) -> Option<Msg> {
+        let ClientMsg::Say {
+            room: Some(_),
+            text,
+            action,
+            ..
+        } = said
+        else {
+            return None;
+        };
+        if conv.starts_with('@') {
+            return None;
+        }
+        Some(Msg {
+            conv: conv.to_owned(),
+            room: Some(conv.to_owned()),
+            id,
+            ts,
+            from: self.nick.clone(),
+            to: None,
+            text,
+            action,
+            history: false,
+            c: Some(c),
+        })
     }
 
     fn on_server(&mut self, now: Instant, m: ServerMsg) {
@@ -994,6 +1051,7 @@ impl Session {
                 message,
             } => {
                 self.pending.remove(&c);
+                self.echoed.remove(&c);
                 self.events.push_back(Event::Refused { c, code, message });
                 self.check_finished();
             }
@@ -1003,26 +1061,21 @@ impl Session {
                 message,
             } => self.events.push_back(Event::Error { code, message }),
             ServerMsg::Ack { c, conv, id, ts } => {
-                if self.pending.remove(&c).is_some() {
+                if let Some(said) = self.pending.remove(&c) {
+                    if !self.echoed.remove(&c)
+                        && let Some(own) = self.own_copy(said, c, &conv, id, ts)
+                    {
+                        self.show(own);
+                    }
                     self.events.push_back(Event::Delivered { c, conv, id, ts });
                 }
                 self.check_finished();
             }
             ServerMsg::Msg(m) => {
-                if m.conv.starts_with('@') {
-                    let t = self.dm_recent.entry(m.conv.clone()).or_insert(m.ts);
-                    *t = (*t).max(m.ts);
+                if let Some(c) = m.c.filter(|c| self.pending.contains_key(c)) {
+                    self.echoed.insert(c);
                 }
-                let seen = self.last_seen.entry(m.conv.clone()).or_insert(0);
-                if m.history {
-                    *seen = (*seen).max(m.id);
-                } else if m.id <= *seen {
-                    debug!(conv = %m.conv, id = m.id, "duplicate dropped");
-                    return;
-                } else {
-                    *seen = m.id;
-                }
-                self.events.push_back(Event::Message(m));
+                self.show(m);
             }
             ServerMsg::Joined { ref room, .. } => {
                 self.rooms.insert(room.clone());

@@ -268,6 +268,9 @@ struct Session {
     ip: IpAddr,
     /// Set by `hello`.
     client: Option<u64>,
+    /// `echo` of `hello`: when false, the `ack` of this session's room messages takes the
+    /// place of their own copy, in order (see [`Server::message_committed`]).
+    echo: bool,
     bucket: Bucket,
     /// Bytes of `Output::Send` for this session that the transport has not taken yet.
     queued: usize,
@@ -526,18 +529,22 @@ fn enc(m: &ServerMsg) -> Bytes {
     Bytes::from(m.encode())
 }
 
-/// A new message's encodings: everyone's, and the sending client's own (with its `c`).
+/// A new message's encodings: everyone's, the sending client's own (with its `c`), and for
+/// the sending sessions that asked for no echo (room messages only), its `ack`.
 struct Copies<'a> {
     data: Bytes,
     own: Option<Bytes>,
     senders: &'a [SessionId],
+    /// `(the ack, the senders that get it in place of the own copy)`.
+    quiet: Option<(Bytes, &'a [SessionId])>,
 }
 
 impl Copies<'_> {
     /// The copy for session `to`.
     fn to(&self, to: SessionId) -> &Bytes {
-        match &self.own {
-            Some(own) if self.senders.contains(&to) => own,
+        match (&self.quiet, &self.own) {
+            (Some((ack, quiet)), _) if quiet.contains(&to) => ack,
+            (_, Some(own)) if self.senders.contains(&to) => own,
             _ => &self.data,
         }
     }
@@ -803,6 +810,7 @@ impl Server {
                 key,
                 ip,
                 client: None,
+                echo: true,
                 // Full, plus one token for the hello: after `welcome` a client has `burst`
                 // requests, as the client's own pacing (which starts then) assumes.
                 bucket: Bucket {
@@ -980,9 +988,15 @@ impl Server {
                     client,
                     rooms,
                     dms,
+                    echo,
                 },
                 false,
-            ) => self.hello(now_ms, session, key, v, nick, client, rooms, dms),
+            ) => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.echo = echo;
+                }
+                self.hello(now_ms, session, key, v, nick, client, rooms, dms);
+            }
             (ClientMsg::Hello { .. }, true) => {
                 self.send(session, &ServerMsg::error(code::STATE, "hello sent twice"))
             }
@@ -1878,7 +1892,7 @@ impl Server {
         let Some(s) = sessions.get_mut(&session) else {
             return false;
         };
-        let client = s.client;
+        let (client, echo) = (s.client, s.echo);
         let Some(r) = s.replays.get_mut(conv) else {
             return false;
         };
@@ -1939,11 +1953,21 @@ impl Server {
                     h.count += 1;
                 }
                 let mut msg = to_msg(&m, history);
-                // The sending client's own copy carries its sequence number.
+                // The sending client's own copy carries its sequence number; without echo, a
+                // room message's own copy is its ack (in its place, as live).
                 if !history && m.from_key == key {
                     msg.c = m.client_ref.filter(|x| Some(x.0) == client).map(|x| x.1);
                 }
-                if self.push_send(session, enc(&ServerMsg::Msg(msg))) && dm {
+                let data = match msg.c {
+                    Some(c) if !echo && !dm => enc(&ServerMsg::Ack {
+                        c,
+                        conv: msg.conv,
+                        id: msg.id,
+                        ts: msg.ts,
+                    }),
+                    _ => enc(&ServerMsg::Msg(msg)),
+                };
+                if self.push_send(session, data) && dm {
                     self.replay_delivered(session, conv, m.id);
                 }
                 true
@@ -2211,8 +2235,17 @@ impl Server {
         match self.refs.get(&r).cloned() {
             // A resend of a message still being stored: its ack will follow.
             Some(RefState::InFlight) => return,
-            // A resend of a stored message (its ack was lost): acknowledge again.
+            // A resend of a stored message (its ack was lost): acknowledge again. Without
+            // echo, unless a catch-up replay of the room has yet to reach the message: the ack
+            // comes there, in its place (sent now, it would overtake the messages before it).
             Some(RefState::Stored { conv, id, ts }) => {
+                let in_replay = !conv.starts_with('@')
+                    && self.sessions.get(&session).is_some_and(|s| {
+                        !s.echo && s.replays.get(&conv).is_some_and(|r| r.after < id)
+                    });
+                if in_replay {
+                    return;
+                }
                 return self.send(session, &ServerMsg::Ack { c, conv, id, ts });
             }
             None => {}
@@ -2322,16 +2355,40 @@ impl Server {
                 ..msg.clone()
             }))
         });
+        let ack = enc(&ServerMsg::Ack {
+            c,
+            conv: record.conv.clone(),
+            id: record.id,
+            ts: record.ts_ms,
+        });
+        // Senders without echo, for a room message: the ack goes where the own copy would,
+        // through `deliver`, so it keeps its place among the room's messages (behind a replay
+        // the session is catching up with, it comes in the replay, see `replay_next`).
+        let quiet: Vec<SessionId> = if record.to_key.is_none() {
+            senders
+                .iter()
+                .copied()
+                .filter(|s| self.sessions.get(s).is_some_and(|s| !s.echo))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let copies = Copies {
             data: enc(&ServerMsg::Msg(msg)),
             own,
             senders: &senders,
+            quiet: (!quiet.is_empty()).then_some((ack.clone(), quiet.as_slice())),
         };
         let (conv, id) = (record.conv.as_str(), record.id);
+        // Quiet senders the room's fan-out reached (or queued a replay for).
+        let mut reached = Vec::new();
         match record.to_key {
             None => {
                 self.flush_presence(conv);
                 for to in self.room_sessions(conv) {
+                    if quiet.contains(&to) {
+                        reached.push(to);
+                    }
                     self.deliver(to, conv, id, copies.to(to), None);
                 }
             }
@@ -2345,14 +2402,12 @@ impl Server {
                 }
             }
         }
-        let ack = enc(&ServerMsg::Ack {
-            c,
-            conv: record.conv.clone(),
-            id: record.id,
-            ts: record.ts_ms,
-        });
         for s in senders {
-            self.push_send(s, ack.clone());
+            // A quiet sender outside the room now (it left before the commit) is not part of
+            // the fan-out: its ack comes on its own, as to everyone else.
+            if !reached.contains(&s) {
+                self.push_send(s, ack.clone());
+            }
         }
         let cap = self.config.replay_cache;
         let cv = self.convs.entry(record.conv.clone()).or_default();

@@ -38,6 +38,10 @@ pub enum ClientMsg {
         /// DM conversations to resume.
         #[serde(default)]
         dms: Vec<Resume>,
+        /// `false`: this session gets no own copy of its room messages; their `ack` comes in
+        /// its place, in order with the room's other messages (PROTOCOL.md, "Own echo").
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        echo: bool,
     },
     /// Join a room (created on first join).
     Join(JoinReq),
@@ -113,6 +117,14 @@ pub struct JoinReq {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A chat message as the server sends it.
@@ -387,6 +399,7 @@ mod tests {
                     after: Some(17)
                 }],
                 dms: vec![],
+                echo: true,
             }
         );
         let say = br##"{"t":"say","c":3,"room":"#rust","text":"hi"}"##;

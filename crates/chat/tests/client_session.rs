@@ -11,8 +11,9 @@ use chirp_chat::wire::{ClientMsg, JoinReq, Msg, ServerMsg, code};
 use chirp_netsim::{LinkConfig, Pair, Path};
 use chirp_proto::{ConnectionHandle, Endpoint, EndpointConfig, Event as T};
 
-/// The scripted server: answers hello, joins, says (ack and echo, exactly once per
-/// `(client, c)`) and history requests.
+/// The scripted server: answers hello, joins, says (ack, and the own echo once per
+/// `(client, c)` when `hello` asks for it or `force_echo` is set, as a server predating
+/// `echo` does) and history requests.
 #[derive(Default)]
 struct Server {
     /// Answer `say` (when false, messages are received and never acknowledged).
@@ -27,7 +28,10 @@ struct Server {
     says: Vec<(Instant, u64, String)>,
     /// Hellos received.
     hellos: Vec<ClientMsg>,
-    clients: HashMap<ConnectionHandle, u64>,
+    /// `client` and `echo` of each connection's `hello`.
+    clients: HashMap<ConnectionHandle, (u64, bool)>,
+    /// Echo even when `hello` says `echo: false`.
+    force_echo: bool,
 }
 
 impl Server {
@@ -56,9 +60,10 @@ impl Server {
                 ref nick,
                 client,
                 ref rooms,
+                echo,
                 ..
             } => {
-                self.clients.insert(conn, client);
+                self.clients.insert(conn, (client, echo || self.force_echo));
                 let welcome = ServerMsg::Welcome {
                     v: 1,
                     nick: nick.clone(),
@@ -78,13 +83,15 @@ impl Server {
                 if !self.ack {
                     return;
                 }
-                let client = self.clients[&conn];
+                let (client, echo) = self.clients[&conn];
                 let room = room.expect("these tests talk in rooms");
                 let fresh = !self.stored.contains_key(&(client, c));
                 let next = self.next_id + 1;
                 let id = *self.stored.entry((client, c)).or_insert(next);
                 if fresh {
                     self.next_id = id;
+                }
+                if fresh && echo {
                     let echo = Msg {
                         conv: room.clone(),
                         room: Some(room.clone()),
@@ -658,4 +665,59 @@ fn a_send_into_a_connection_that_just_died_goes_again_on_the_next() {
     );
     rig.run_until(Duration::from_secs(30), |r| r.delivered().len() == 5);
     assert_eq!(rig.delivered(), cs);
+}
+
+/// The session asks for no own echo (`echo: false`) and shows its line from the `ack`; from a
+/// server that echoes anyway (one that predates `echo`) it shows the echo and the `ack` only
+/// confirms. Either way the line is shown once, with its `c`, before its `Delivered`, and a
+/// repeated `ack` shows nothing more.
+#[test]
+fn the_own_line_is_shown_once_with_or_without_the_echo() {
+    for force_echo in [false, true] {
+        let mut rig = Rig::new(21, ideal(), |_| {});
+        rig.server.force_echo = force_echo;
+        rig.run_until(Duration::from_secs(5), |r| r.welcomed() == 1);
+        let ClientMsg::Hello { echo, .. } = &rig.server.hellos[0] else {
+            panic!("not a hello");
+        };
+        assert!(!echo, "the session asks for no echo");
+        let c = rig.say("hi there");
+        rig.run_until(Duration::from_secs(5), |r| r.delivered() == [c]);
+        let own: Vec<usize> = rig
+            .events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, e))| match e {
+                Event::Message(m) if m.c == Some(c) => {
+                    assert_eq!(
+                        (m.text.as_str(), m.conv.as_str(), m.room.as_deref()),
+                        ("hi there", "#r", Some("#r"))
+                    );
+                    assert!(!m.history);
+                    Some(i)
+                }
+                _ => None,
+            })
+            .collect();
+        let delivered = rig
+            .events
+            .iter()
+            .position(|(_, e)| matches!(e, Event::Delivered { .. }))
+            .expect("delivered");
+        assert_eq!(own.len(), 1, "force_echo {force_echo}: shown once");
+        assert!(own[0] < delivered, "shown before it is marked delivered");
+        // The same ack again (a resend acknowledged twice): nothing more.
+        let conn = rig.pair.b.endpoint.connections().next().expect("connected");
+        let id = rig.server.stored.values().copied().max().expect("stored");
+        let ack = ServerMsg::Ack {
+            c,
+            conv: "#r".into(),
+            id,
+            ts: 1,
+        };
+        Server::send(&mut rig.pair.b.endpoint, conn, &ack);
+        rig.run_for(Duration::from_secs(1));
+        assert_eq!(rig.count(|e| matches!(e, Event::Message(_))), 1);
+        assert_eq!(rig.delivered(), [c]);
+    }
 }

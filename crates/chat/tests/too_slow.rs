@@ -105,6 +105,7 @@ impl Raw {
                 after,
             }],
             dms: vec![],
+            echo: true,
         };
         self.send(&hello).await;
         self.until(|m| matches!(m, ServerMsg::Welcome { .. })).await;

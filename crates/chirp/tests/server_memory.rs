@@ -91,6 +91,7 @@ impl Client {
             client: 1,
             rooms,
             dms: vec![],
+            echo: true,
         };
         self.send(&hello).await;
         self.until(|m| matches!(m, ServerMsg::Welcome { .. })).await;
@@ -158,6 +159,7 @@ fn a_hello_repeating_one_room_800_times_costs_the_server_little_memory() {
             client: 1,
             rooms: vec![join(Some(0)); 800],
             dms: vec![],
+            echo: true,
         };
         assert!(hello.encode().len() < 22 * 1024);
         // Sent, and nothing read for now: the server's queues for it fill.

@@ -12,7 +12,7 @@
 //! so the connection tells them apart as TCP Veno does, with Copa's standing RTT (the smallest
 //! RTT of the last smoothed RTT, robust to jitter) as the measure of the queue. With a queue
 //! of ours (the standing RTT exceeds the base RTT by a quarter of the minimum, and 2 ms; the
-//! base is the minimum RTT, or what the last halving could not drain, see
+//! base is the minimum RTT, or the standing RTT of a halving that did not help, see
 //! `Connection::random_loss_base`) the period halves the window as NewReno does. Without one,
 //! the loss is taken for random and the window is not cut for it, nor its growth stopped, only
 //! capped, as BBR caps its window, at twice the bandwidth-delay product the path has shown
@@ -47,6 +47,8 @@ pub(crate) struct NewReno {
     undo: Option<Undo>,
     episode_losses: u64,
     rate: DeliveryRate,
+    /// The last random-loss cap that bound (0: none yet).
+    last_cap: u64,
 }
 
 /// Delivery-rate samples kept, one per smoothed RTT (BBR's bandwidth filter length).
@@ -84,10 +86,21 @@ impl DeliveryRate {
         self.start = Some((now, self.delivered));
     }
 
+    /// The rate of the last completed interval, if any.
+    fn latest(&self) -> Option<u64> {
+        let last = self.samples[(self.next + RATE_SAMPLES - 1) % RATE_SAMPLES];
+        (last > 0).then_some(last)
+    }
+
+    /// The highest rate of the intervals kept, if any.
+    fn max(&self) -> Option<u64> {
+        self.samples.iter().copied().max().filter(|&r| r > 0)
+    }
+
     /// Twice the bandwidth-delay product shown over a path of RTT `rtt`, if any interval has
     /// completed.
     fn twice_bdp(&self, rtt: Duration) -> Option<u64> {
-        let max = self.samples.iter().copied().max().filter(|&r| r > 0)?;
+        let max = self.max()?;
         let bdp = u128::from(max) * rtt.as_micros() / 1_000_000;
         Some(u64::try_from(bdp.saturating_mul(2)).unwrap_or(u64::MAX))
     }
@@ -120,12 +133,24 @@ impl NewReno {
             undo: None,
             episode_losses: 0,
             rate: DeliveryRate::default(),
+            last_cap: 0,
         }
     }
 
     /// `bytes` were newly acknowledged at `now`; `interval` is the smoothed RTT.
     pub(crate) fn on_delivered(&mut self, now: Instant, bytes: u64, interval: Duration) {
         self.rate.on_delivered(now, bytes, interval);
+    }
+
+    /// The delivery rate (bytes per second) over the last completed interval of one smoothed
+    /// RTT, if one has completed.
+    pub(crate) fn recent_rate(&self) -> Option<u64> {
+        self.rate.latest()
+    }
+
+    /// The highest delivery rate of the last ten intervals (the one the BDP cap uses).
+    pub(crate) fn max_rate(&self) -> Option<u64> {
+        self.rate.max()
     }
 
     /// The current window in bytes.
@@ -203,22 +228,24 @@ impl NewReno {
             Some(base_rtt) => {
                 // Random: capped at twice the BDP shown, and otherwise growing as it did (in
                 // slow start if it was): a random loss says nothing about the path's capacity.
-                // Not even a cap that binds ends the first slow start: there the rate shown
-                // lags the window by an RTT, in which the window doubled, so the cap binds at
-                // 1.3 times the window of an RTT ago at 35 % loss, with no sign of a limit.
-                // What does limit the window is the cap itself: on a path that delivers no
-                // more, twice the BDP it shows stays where it is, and so does the window. After
-                // a congestion period, though, a cap that binds lowers the threshold too, or
-                // the window would slow-start back over a full buffer every RTT.
+                // A cap that binds does not by itself end the first slow start: there the rate
+                // shown lags the window by an RTT, in which the window doubled, so the cap
+                // binds at 1.3 times the window of an RTT ago at 35 % loss, with no sign of a
+                // limit. It does once it binds without having grown since it last bound: the
+                // path delivers no more (a policer, a buffer too shallow to show a queue), and
+                // slow start would take the window to three times its BDP between losses.
+                // After a congestion period every cap that binds lowers the threshold, or the
+                // window would slow-start back over a full buffer every RTT.
                 let cap = self
                     .rate
                     .twice_bdp(base_rtt)
                     .map_or(u64::MAX, |cap| cap.max(self.initial).max(self.minimum()));
                 if cap < self.window {
                     self.window = cap;
-                    if self.ssthresh != u64::MAX {
+                    if self.ssthresh != u64::MAX || cap <= self.last_cap {
                         self.ssthresh = self.ssthresh.min(cap);
                     }
+                    self.last_cap = cap;
                     self.bytes_acked = 0;
                 }
             }
@@ -229,10 +256,10 @@ impl NewReno {
     /// A packet declared lost in recovery period `episode` was acknowledged after all. Once
     /// every loss of the current period has turned out spurious, the period is undone: the
     /// window and threshold go back to what they were before it (RFC 8985 §7.3 spirit; TCP's
-    /// undo of a spurious fast retransmit).
-    pub(crate) fn on_spurious_loss(&mut self, episode: u64) {
+    /// undo of a spurious fast retransmit). True if this undid the period.
+    pub(crate) fn on_spurious_loss(&mut self, episode: u64) -> bool {
         if episode != self.episode || self.episode_losses == 0 {
-            return;
+            return false;
         }
         self.episode_losses -= 1;
         if self.episode_losses == 0
@@ -243,7 +270,9 @@ impl NewReno {
             self.recovery_start = u.recovery_start;
             self.frozen_before = u.frozen_before;
             self.bytes_acked = u.bytes_acked;
+            return true;
         }
+        false
     }
 
     /// Persistent congestion (RFC 9002 §7.6): the window collapses to the minimum and slow
@@ -301,9 +330,9 @@ mod tests {
         let e = cc.on_congestion_event(t1, t0, 1, None);
         let e2 = cc.on_congestion_event(t1, t0, 1, None);
         assert_eq!((e, cc.window()), (e2, 6_000));
-        cc.on_spurious_loss(e);
+        assert!(!cc.on_spurious_loss(e));
         assert_eq!(cc.window(), 6_000, "one loss of the period is still real");
-        cc.on_spurious_loss(e);
+        assert!(cc.on_spurious_loss(e), "undone");
         assert_eq!(cc.window(), 12_000, "all spurious: undone");
         // A stale period is not undone again.
         cc.on_spurious_loss(e);
@@ -437,6 +466,40 @@ mod tests {
             cc.window(),
             30_000,
             "congestion avoidance: a datagram per window"
+        );
+    }
+
+    #[test]
+    fn a_cap_that_binds_twice_without_growing_ends_slow_start() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut cc = NewReno::new(1200);
+        // 15,000 bytes per 40 ms, and no more: the cap is 30,000 bytes each time.
+        for i in 0..=10 {
+            cc.on_delivered(t0 + ms(40) * i, 15_000, ms(40));
+        }
+        for _ in 0..40 {
+            cc.on_ack(t0 + ms(500), 1_200, false);
+        }
+        let t1 = t0 + ms(600);
+        cc.on_congestion_event(t1, t1, 1, Some(ms(40)));
+        assert_eq!(cc.window(), 30_000);
+        for _ in 0..25 {
+            cc.on_ack(t1 + ms(1), 1_200, false);
+        }
+        assert_eq!(
+            cc.window(),
+            60_000,
+            "slow start went on after the first cap"
+        );
+        let t2 = t1 + ms(100);
+        cc.on_congestion_event(t2, t2, 1, Some(ms(40)));
+        assert_eq!(cc.window(), 30_000);
+        cc.on_ack(t2 + ms(1), 1_200, false);
+        assert_eq!(
+            cc.window(),
+            30_000,
+            "the same cap again: congestion avoidance"
         );
     }
 

@@ -288,7 +288,6 @@ impl Keys {
     }
 }
 
-/// The handshake and packet protection state of one connection.
 /// Probe packets for one probe timeout at loss estimate `p`: the least `k` with
 /// `q^k <= PROBE_FAILURE_TARGET`, `q = 1 - (1 - p)^2`, clamped to
 /// `PROBES_PER_PTO..=MAX_PROBES_PER_PTO` (see `Connection::probes_per_pto`).
@@ -306,10 +305,13 @@ fn probes_for_loss(p: f64) -> u32 {
     k.clamp(PROBES_PER_PTO, MAX_PROBES_PER_PTO)
 }
 
-/// How long a standing RTT that a halving did not drain stays the base of the queue test
+/// How long the standing RTT of a halving that did not help stays the base of the queue test
 /// (`Connection::random_loss_base`): as long as BBR trusts a minimum RTT, after which the next
 /// halving measures again.
 const UNDRAINED_LIFETIME: Duration = Duration::from_secs(10);
+/// A halving did not help if the delivery rate fell to at most this fraction
+/// (`numerator / denominator`) of the best before it (see `Connection::check_queue`).
+const RATE_FELL: (u128, u128) = (3, 4);
 /// Smoothed RTTs after a halving for a queue at which the queue is checked: one for the halved
 /// window to take effect, one for its packets' acknowledgements to come back.
 const QUEUE_CHECK_SRTTS: u32 = 2;
@@ -317,12 +319,22 @@ const QUEUE_CHECK_SRTTS: u32 = 2;
 /// What the last halving for a queue showed (see [`Connection::random_loss_base`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct QueueBase {
-    /// After a halving: when to check whether the queue drained.
+    /// After a halving: when to check what it did.
     check_at: Option<Instant>,
-    /// The standing RTT a halving did not drain, and when that was found.
+    /// When the window halved, in which recovery period, the standing RTT then, and the best
+    /// delivery rate before it.
+    cut_at: Option<Instant>,
+    episode: u64,
+    standing_at_cut: Option<Duration>,
+    rate_before: Option<u64>,
+    /// A packet sent after the halving was declared lost before the check.
+    lost_after_cut: bool,
+    /// The standing RTT of a halving that did not help, and when that was found: the base of
+    /// the queue test.
     undrained: Option<(Duration, Instant)>,
 }
 
+/// The handshake and packet protection state of one connection.
 #[derive(Debug)]
 struct Crypto {
     initial: InitialKeys,
@@ -1531,6 +1543,8 @@ impl Connection {
         }
         self.remote = remote;
         self.path.validated = false;
+        // What the old path's queue showed says nothing about the new one.
+        self.queue = QueueBase::default();
         self.path.rx = datagram_len as u64;
         self.path.tx = 0;
         let data = self.challenge_data();
@@ -1777,7 +1791,7 @@ impl Connection {
         }
         if let Some(t) = newest_lost {
             let before = self.cc.episode();
-            let random = self.random_loss_base(now);
+            let random = self.random_loss_base(now, t);
             let episode = self
                 .cc
                 .on_congestion_event(now, t, declared.len() as u64, random);
@@ -1787,7 +1801,15 @@ impl Connection {
                 } else {
                     self.stats.congestion_periods += 1;
                     // Halved for a queue: see whether the queue drains (`check_queue`).
-                    self.queue.check_at = Some(now + self.rtt.smoothed() * QUEUE_CHECK_SRTTS);
+                    self.queue = QueueBase {
+                        check_at: Some(now + self.rtt.smoothed() * QUEUE_CHECK_SRTTS),
+                        cut_at: Some(now),
+                        episode,
+                        standing_at_cut: self.standing_rtt.get(now, self.rtt.smoothed()),
+                        rate_before: self.cc.max_rate(),
+                        lost_after_cut: false,
+                        undrained: self.queue.undrained,
+                    };
                 }
             }
             if episode != before && self.reo_wnd_persist > 0 {
@@ -1802,6 +1824,7 @@ impl Connection {
                 debug!("persistent congestion");
                 self.stats.persistent_congestion += 1;
                 self.cc.on_persistent_congestion();
+                self.queue = QueueBase::default();
             }
             let confirm_at = now + self.loss_confirmation_delay();
             let defer = self.stats.spurious_losses > 0;
@@ -1960,7 +1983,11 @@ impl Connection {
                 - LOSS_EWMA_WEIGHT * (1.0 - LOSS_EWMA_WEIGHT).powi(since))
             .max(0.0);
         }
-        self.cc.on_spurious_loss(d.episode);
+        if self.cc.on_spurious_loss(d.episode) && d.episode == self.queue.episode {
+            // The halving that armed the queue check was undone: what it would measure is no
+            // halving's effect.
+            self.queue = QueueBase::default();
+        }
         if d.overtaken >= self.packet_threshold {
             self.packet_threshold = (d.overtaken + 1).min(MAX_PACKET_THRESHOLD);
         }
@@ -2045,25 +2072,26 @@ impl Connection {
         (self.state == State::Established).then_some(self.last_activity + interval)
     }
 
-    /// Is a loss now random (`Some`) or one of congestion we cause (`None`): does a queue
-    /// stand in the path above what our last halving could not drain? A queue that stays when our window halves is not
-    /// ours to drain: a path whose jitter keeps FIFO order (a link-layer retransmission, a
-    /// shared queue of other traffic) holds every packet behind the slowest one before it, so
-    /// at any real rate its RTT sits near the top of its jitter, above the minimum a lone
-    /// packet once saw, and looks like a queue for as long as we send at all. With 0–30 ms of
-    /// jitter on a 20 ms path, that halved the window at every other loss and held a bulk
-    /// transfer at two packets per RTT (issue 13). So two smoothed RTTs after a halving
-    /// (`check_queue`), a standing RTT still above the queue threshold becomes the base the
-    /// next losses are measured from, for [`UNDRAINED_LIFETIME`]: only a queue standing above
-    /// it halves the window again (a bottleneck's buffer filling further does). A queue that
-    /// drains leaves the base at the minimum RTT, as NewReno with a queue test would have it.
+    /// Is a loss now random (`Some`, with the base RTT for the cap on the window) or one of
+    /// congestion we cause (`None`)? `lost_sent` is when the newest packet lost was sent.
     ///
-    /// A random loss returns the base, the RTT of the path at the rate we send, for the cap
-    /// on the window ([`NewReno::on_congestion_event`]): with the minimum RTT, which FIFO
-    /// jitter only shows a lone packet, twice the bandwidth-delay product came to 0.6 of the
-    /// window at 35 % loss, and every random loss cut the window after all.
-    fn random_loss_base(&mut self, now: Instant) -> Option<Duration> {
+    /// A queue stands when the standing RTT exceeds the base: the minimum RTT, unless the
+    /// last halving did not help (`check_queue`). Jitter that keeps FIFO order (a link-layer
+    /// retransmission, a shared queue of other traffic) holds every packet behind the slowest
+    /// before it, so at any real rate the RTT sits near the top of the jitter, above the
+    /// minimum a lone packet once saw, and looks like a queue for as long as we send at all;
+    /// with 0–30 ms of it on a 20 ms path and 35 % random loss, that halved the window at
+    /// every other loss and held a bulk transfer at two packets per RTT (issue 13). So each
+    /// halving is checked two smoothed RTTs later, and until then no loss halves the window
+    /// again (a loss is capped as random, with the standing RTT at the halving as its base).
+    /// If the halving did not help, the standing RTT at the halving becomes the base for
+    /// [`UNDRAINED_LIFETIME`]: only a queue standing above it halves the window again.
+    fn random_loss_base(&mut self, now: Instant, lost_sent: Instant) -> Option<Duration> {
         let min = self.rtt.min();
+        if let Some(cut) = self.queue.cut_at.filter(|_| self.queue.check_at.is_some()) {
+            self.queue.lost_after_cut |= lost_sent > cut;
+            return Some(self.queue.standing_at_cut.unwrap_or(min).max(min));
+        }
         let base = match self.queue.undrained {
             Some((rtt, at)) if now.saturating_duration_since(at) <= UNDRAINED_LIFETIME => {
                 rtt.max(min)
@@ -2073,22 +2101,37 @@ impl Connection {
         (!self.queue_above(now, base)).then_some(base)
     }
 
-    /// After an RTT sample, two smoothed RTTs after a halving for a queue: if a queue still
-    /// stands, the standing RTT becomes the base of [`Self::random_loss_base`]; if not, the
-    /// queue was ours and is drained, and the base is the minimum RTT.
+    /// After an RTT sample, two smoothed RTTs after a halving for a queue: did it help? It
+    /// did not if our delivery rate fell with the window (the last interval's to 3/4 of the
+    /// best before the halving, or less) and packets sent after it were lost all the same:
+    /// the path delivered all we sent and lost packets whatever our rate, so the losses are
+    /// random and the delay is not a queue of ours. At a real bottleneck the rate holds when
+    /// the window halves (it stays busy while its queue drains), or the losses stop, or both.
+    /// A check found due more than two smoothed RTTs late (the connection went idle) is
+    /// dropped: what it would see is no halving's effect.
     fn check_queue(&mut self, now: Instant) {
-        if self.queue.check_at.is_none_or(|at| now < at) {
+        let Some(at) = self.queue.check_at else {
+            return;
+        };
+        if now < at {
             return;
         }
         self.queue.check_at = None;
+        if now.saturating_duration_since(at) > self.rtt.smoothed() * QUEUE_CHECK_SRTTS {
+            return;
+        }
+        let rate_fell = self
+            .queue
+            .rate_before
+            .zip(self.cc.recent_rate())
+            .is_some_and(|(before, after)| {
+                u128::from(after) * RATE_FELL.1 <= u128::from(before) * RATE_FELL.0
+            });
         let min = self.rtt.min();
-        self.queue.undrained = if self.queue_above(now, min) {
-            self.standing_rtt
-                .get(now, self.rtt.smoothed())
-                .map(|standing| (standing, now))
-        } else {
-            None
-        };
+        self.queue.undrained = (rate_fell && self.queue.lost_after_cut).then(|| {
+            let standing = self.queue.standing_at_cut.unwrap_or(min).max(min);
+            (standing, now)
+        });
     }
 
     /// How far the standing RTT must exceed the base for a queue: a quarter of the minimum RTT,
@@ -2126,9 +2169,11 @@ impl Connection {
     /// with `q²`, and each failure doubles the next timeout: at 35 % loss one timeout in three
     /// failed, a full window waited behind a chain of them for up to 1.7 s, and that was half
     /// the time of a bulk transfer through the server (issue 13). So send enough that all fail
-    /// with at most [`PROBE_FAILURE_TARGET`], up to [`MAX_PROBES_PER_PTO`]. The extra
-    /// packets are few and small next to the window the timeout holds back, and the timeout
-    /// still backs off exponentially.
+    /// with at most [`PROBE_FAILURE_TARGET`], up to [`MAX_PROBES_PER_PTO`]. (A model: the
+    /// probes go back to back and the peer acknowledges every second packet, so their fates
+    /// are not quite independent; it sets the count, not a guarantee.) The extra packets are
+    /// few and small next to the window the timeout holds back, and the timeout still backs
+    /// off exponentially.
     fn probes_per_pto(&self) -> u32 {
         probes_for_loss(self.loss_rate())
     }
@@ -2790,8 +2835,10 @@ mod tests {
         assert_eq!(
             constants_row("base RTT of the queue test"),
             format!(
-                "{QUEUE_CHECK_SRTTS} × smoothed RTT / {} s",
-                UNDRAINED_LIFETIME.as_secs()
+                "{QUEUE_CHECK_SRTTS} × smoothed RTT / {} s / ≤ {}/{} of the best before",
+                UNDRAINED_LIFETIME.as_secs(),
+                RATE_FELL.0,
+                RATE_FELL.1
             )
         );
         let queue = constants_row("a queue stands");

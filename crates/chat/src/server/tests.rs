@@ -349,6 +349,7 @@ fn hello_msg(client: SessionId, nick: &str, rooms: &[&str]) -> ClientMsg {
             })
             .collect(),
         dms: vec![],
+        echo: true,
     }
 }
 
@@ -733,6 +734,7 @@ fn join_replays_recent_history_and_resume_sends_only_what_was_missed() {
                 after: Some(4),
             }],
             dms: vec![],
+            echo: true,
         },
     );
     let all = h.take(3);
@@ -771,6 +773,7 @@ fn join_replays_recent_history_and_resume_sends_only_what_was_missed() {
                 after: Some(6),
             }],
             dms: vec![],
+            echo: true,
         },
     );
     let all = h.take(4);
@@ -871,6 +874,7 @@ fn a_resent_message_is_stored_once_and_acknowledged_again() {
             client: 1,
             rooms: vec![],
             dms: vec![],
+            echo: true,
         },
     );
     h.take(3);
@@ -957,6 +961,7 @@ fn requests_before_hello_are_refused_and_bad_versions_closed() {
             client: 1,
             rooms: vec![],
             dms: vec![],
+            echo: true,
         },
     );
     assert_eq!(h.errors(1)[0].1, code::VERSION);
@@ -1091,6 +1096,7 @@ fn stuck_hello(h: &mut H, id: SessionId, k: Key, rooms: Vec<JoinReq>) {
         client: id,
         rooms,
         dms: vec![],
+        echo: true,
     };
     h.send(id, hello);
 }
@@ -1126,7 +1132,8 @@ fn a_hello_repeating_one_room_800_times_replays_it_once_in_pages() {
             nick: "n1".into(),
             client: 1,
             rooms: rooms.clone(),
-            dms: vec![]
+            dms: vec![],
+            echo: true,
         }
         .encode()
         .len()
@@ -1377,6 +1384,7 @@ fn garbage_hellos_and_out_of_state_requests_count_against_flood_control() {
         client: 1,
         rooms: vec![],
         dms: vec![],
+        echo: true,
     };
     h.send(1, hello.clone());
     assert_eq!(h.errors(1)[0].1, code::FLOOD);
@@ -1444,6 +1452,7 @@ fn a_dm_arriving_while_the_store_is_read_waits_behind_the_older_ones() {
         client: 3,
         rooms: vec![],
         dms: vec![],
+        echo: true,
     };
     h.s.message(h.now, 3, &hello.encode());
     let mut read = None;
@@ -1472,4 +1481,5 @@ fn a_dm_arriving_while_the_store_is_read_waits_behind_the_older_ones() {
 
 mod catch_up;
 mod cost;
+mod echo;
 mod nicks;

@@ -46,6 +46,7 @@ fn resume(h: &mut H, id: SessionId, k: Key, nick: &str, client: u64, rooms: &[(&
         client,
         rooms,
         dms: vec![],
+        echo: true,
     };
     h.send(id, hello);
 }
@@ -464,6 +465,7 @@ fn dms_missed_beyond_the_cache_come_from_the_store_and_are_marked_delivered() {
             conv: conv.clone(),
             after: 40,
         }],
+        echo: true,
     };
     h.send(4, hello);
     let (ids, dropped) = shown(&h.take(4), &conv, 40);

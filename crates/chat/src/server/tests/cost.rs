@@ -26,6 +26,7 @@ fn hello_with(h: &mut H, id: SessionId, k: Key, nick: &str, stuck: bool, dms: Ve
         client: id,
         rooms: vec![],
         dms,
+        echo: true,
     };
     h.send(id, hello);
 }
@@ -285,6 +286,7 @@ fn room_replays_do_not_wait_for_the_undelivered_dm_read_but_dm_resumes_do() {
             conv: conv.clone(),
             after: 1,
         }],
+        echo: true,
     };
     h.send(1, hello);
     assert_eq!(h.deferred.len(), 1, "the DM read is pending");

@@ -22,6 +22,7 @@ impl H {
                 client: id,
                 rooms: vec![],
                 dms: vec![],
+                echo: true,
             },
         );
     }
