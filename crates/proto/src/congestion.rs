@@ -291,6 +291,14 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Ten intervals of 40 ms (the smoothed RTT) from `t0`, each delivering `bytes`.
+    fn show_rate(cc: &mut NewReno, t0: Instant, bytes: u64) {
+        let ms = Duration::from_millis;
+        for i in 0..=10 {
+            cc.on_delivered(t0 + ms(40) * i, bytes, ms(40));
+        }
+    }
+
     #[test]
     fn halves_once_per_episode_and_grows() {
         let t0 = Instant::now();
@@ -356,9 +364,7 @@ mod tests {
         let min_rtt = ms(40);
         let mut cc = NewReno::new(1200);
         // 9,000 bytes per 40 ms delivered (225 kB/s): twice the BDP is 18,000 bytes.
-        for i in 0..=10 {
-            cc.on_delivered(t0 + ms(40) * i, 9_000, ms(40));
-        }
+        show_rate(&mut cc, t0, 9_000);
         for _ in 0..20 {
             cc.on_ack(t0 + ms(500), 1_200, false);
         }
@@ -377,9 +383,7 @@ mod tests {
         // An application-limited sender shows a small rate (1,000 bytes per 40 ms): twice its
         // BDP is 2,000 bytes, but a random loss never cuts below the initial window.
         let mut cc = NewReno::new(1200);
-        for i in 0..=10 {
-            cc.on_delivered(t0 + ms(40) * i, 1_000, ms(40));
-        }
+        show_rate(&mut cc, t0, 1_000);
         for _ in 0..5 {
             cc.on_ack(t0 + ms(500), 1_200, false);
         }
@@ -428,9 +432,7 @@ mod tests {
         let min_rtt = ms(40);
         let mut cc = NewReno::new(1200);
         // 15,000 bytes per 40 ms delivered: twice the BDP is 30,000 bytes.
-        for i in 0..=10 {
-            cc.on_delivered(t0 + ms(40) * i, 15_000, ms(40));
-        }
+        show_rate(&mut cc, t0, 15_000);
         for _ in 0..40 {
             cc.on_ack(t0 + ms(500), 1_200, false);
         }
@@ -475,9 +477,7 @@ mod tests {
         let ms = Duration::from_millis;
         let mut cc = NewReno::new(1200);
         // 15,000 bytes per 40 ms, and no more: the cap is 30,000 bytes each time.
-        for i in 0..=10 {
-            cc.on_delivered(t0 + ms(40) * i, 15_000, ms(40));
-        }
+        show_rate(&mut cc, t0, 15_000);
         for _ in 0..40 {
             cc.on_ack(t0 + ms(500), 1_200, false);
         }
