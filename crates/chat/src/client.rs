@@ -295,6 +295,14 @@ enum InDriver {
     Request(ClientMsg),
 }
 
+/// A `say` waiting for its `ack`.
+#[derive(Debug)]
+struct Pending {
+    say: ClientMsg,
+    /// Its own copy (a `msg` with its `c`) came and was shown: the `ack` only confirms.
+    echoed: bool,
+}
+
 /// A chat client session: see the [module documentation](self).
 pub struct Session {
     config: ClientConfig,
@@ -318,9 +326,7 @@ pub struct Session {
     last_seen: HashMap<String, u64>,
     /// The newest server time seen in each DM conversation: resumes go most recent first.
     dm_recent: HashMap<String, i64>,
-    pending: BTreeMap<u64, ClientMsg>,
-    /// Pending messages whose own copy (a `msg` with their `c`) was shown already.
-    echoed: BTreeSet<u64>,
+    pending: BTreeMap<u64, Pending>,
     unsent: VecDeque<ClientMsg>,
     pace: Option<Pace>,
     /// An [`Event::Pacing`] with requests held back was reported and not yet its end.
@@ -405,7 +411,6 @@ impl Session {
             last_seen: HashMap::new(),
             dm_recent: HashMap::new(),
             pending: BTreeMap::new(),
-            echoed: BTreeSet::new(),
             unsent: VecDeque::new(),
             pace: None,
             pacing_reported: false,
@@ -490,7 +495,13 @@ impl Session {
             text,
             action,
         };
-        self.pending.insert(c, m.clone());
+        self.pending.insert(
+            c,
+            Pending {
+                say: m.clone(),
+                echoed: false,
+            },
+        );
         self.unsent.push_back(m);
         c
     }
@@ -908,7 +919,12 @@ impl Session {
             .drain(..)
             .filter(|m| !matches!(m, ClientMsg::Say { .. }))
             .collect();
-        self.unsent = self.pending.values().cloned().chain(others).collect();
+        self.unsent = self
+            .pending
+            .values()
+            .map(|p| p.say.clone())
+            .chain(others)
+            .collect();
         // The lines are still waiting, now for the connection: `Disconnected` says so, and
         // pacing is reported afresh once they can go again.
         self.pacing_reported = false;
@@ -980,9 +996,6 @@ impl Session {
         else {
             return None;
         };
-        if conv.starts_with('@') {
-            return None;
-        }
         Some(Msg {
             conv: conv.to_owned(),
             room: Some(conv.to_owned()),
@@ -1024,13 +1037,13 @@ impl Session {
                 let too_long: Vec<u64> = self
                     .pending
                     .iter()
-                    .filter_map(|(c, m)| match m {
+                    .filter_map(|(c, p)| match &p.say {
                         ClientMsg::Say { text, .. } if text.len() > max_text => Some(*c),
                         _ => None,
                     })
                     .collect();
                 for c in too_long {
-                    if let Some(m) = self.pending.get(&c).cloned() {
+                    if let Some(m) = self.pending.get(&c).map(|p| p.say.clone()) {
                         self.unsent.retain(|u| *u != m);
                         self.drop_request(m,
                             code::BAD_TEXT,
@@ -1051,7 +1064,6 @@ impl Session {
                 message,
             } => {
                 self.pending.remove(&c);
-                self.echoed.remove(&c);
                 self.events.push_back(Event::Refused { c, code, message });
                 self.check_finished();
             }
@@ -1061,9 +1073,9 @@ impl Session {
                 message,
             } => self.events.push_back(Event::Error { code, message }),
             ServerMsg::Ack { c, conv, id, ts } => {
-                if let Some(said) = self.pending.remove(&c) {
-                    if !self.echoed.remove(&c)
-                        && let Some(own) = self.own_copy(said, c, &conv, id, ts)
+                if let Some(p) = self.pending.remove(&c) {
+                    if !p.echoed
+                        && let Some(own) = self.own_copy(p.say, c, &conv, id, ts)
                     {
                         self.show(own);
                     }
@@ -1072,8 +1084,8 @@ impl Session {
                 self.check_finished();
             }
             ServerMsg::Msg(m) => {
-                if let Some(c) = m.c.filter(|c| self.pending.contains_key(c)) {
-                    self.echoed.insert(c);
+                if let Some(p) = m.c.and_then(|c| self.pending.get_mut(&c)) {
+                    p.echoed = true;
                 }
                 self.show(m);
             }

@@ -991,12 +991,7 @@ impl Server {
                     echo,
                 },
                 false,
-            ) => {
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.echo = echo;
-                }
-                self.hello(now_ms, session, key, v, nick, client, rooms, dms);
-            }
+            ) => self.hello(now_ms, session, key, v, nick, client, echo, rooms, dms),
             (ClientMsg::Hello { .. }, true) => {
                 self.send(session, &ServerMsg::error(code::STATE, "hello sent twice"))
             }
@@ -1172,6 +1167,7 @@ impl Server {
         v: u32,
         nick: String,
         client: u64,
+        echo: bool,
         rooms: Vec<JoinReq>,
         dms: Vec<Resume>,
     ) {
@@ -1200,6 +1196,7 @@ impl Server {
         };
         if let Some(s) = self.sessions.get_mut(&session) {
             s.client = Some(client);
+            s.echo = echo;
         }
         // Bind the nick (a changed nick frees the old one).
         if self.nick_of.get(&key) != Some(&nick) {

@@ -39,7 +39,7 @@ pub enum ClientMsg {
         #[serde(default)]
         dms: Vec<Resume>,
         /// `false`: this session gets no own copy of its room messages; their `ack` comes in
-        /// its place, in order with the room's other messages (PROTOCOL.md, "Own echo").
+        /// its place, in order with the room's other messages (PROTOCOL.md, "No own echo").
         #[serde(default = "yes", skip_serializing_if = "is_true")]
         echo: bool,
     },

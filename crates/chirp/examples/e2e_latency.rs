@@ -27,12 +27,13 @@
 //! damaged (text not exactly as written) lines are counted and must all be 0. At the end both
 //! clients are asked for `/stats`: the table shows the sum over both of `redundant_copies`
 //! (and of `startup_copies`, the part of them due to the start-of-connection default, if the
-//! binary reports it), `packets_lost`, `retransmissions` and (if the binary reports one) any `spurious*` counter,
-//! plus two byte figures per delivered message: `B/msg` = the two clients' `bytes_sent` (in the
-//! server path this leaves out what the server sends), and `wire B/msg` = every byte the proxy
-//! received in both directions (all senders; in the server path each line crosses the proxy
-//! twice and the server also echoes it to its sender, so this figure is not comparable with
-//! the peer path's). Both include acknowledgements, keepalives and retransmissions.
+//! binary reports it), `packets_lost`, `retransmissions` and (if the binary reports one) any
+//! `spurious*` counter, plus two byte figures per delivered message: `B/msg` = the two
+//! clients' `bytes_sent` (in the server path this leaves out what the server sends), and
+//! `wire B/msg` = every byte the proxy received in both directions (all senders; in the server
+//! path each line crosses the proxy twice and the server also sends its sender an `ack`, so
+//! this figure is not comparable with the peer path's). Both include acknowledgements,
+//! keepalives and retransmissions.
 //!
 //! `--runs R` repeats each configuration with seeds `--seed`, `--seed`+1, … (fresh processes
 //! each time); after the runs comes a median row (median of each figure; the correctness

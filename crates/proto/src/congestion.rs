@@ -19,9 +19,10 @@
 //! (the highest delivery rate of the last ten smoothed RTTs times the base RTT), but never
 //! below the initial window (what any new connection may send in its first RTT; a chat
 //! sender's delivery rate is its own, application-limited rate, and must not hold it back).
-//! So a loss taken for random wrongly (a bottleneck whose buffer is too small to show a queue)
-//! still cannot make the sender push more than twice what the path delivers or an initial
-//! window per RTT, and persistent congestion collapses the window as before.
+//! So a loss taken for random wrongly (a policer, a bottleneck whose buffer is too small to
+//! show a queue) brings the window back to twice what the path delivers (or an initial
+//! window) each time, and once the cap stops growing the window grows between such losses
+//! only in congestion avoidance; persistent congestion collapses the window as before.
 
 use std::time::{Duration, Instant};
 
@@ -291,6 +292,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// `n` packets of 1,200 bytes sent at `sent` acknowledged.
+    fn acked(cc: &mut NewReno, sent: Instant, n: u32) {
+        for _ in 0..n {
+            cc.on_ack(sent, 1_200, false);
+        }
+    }
+
     /// Ten intervals of 40 ms (the smoothed RTT) from `t0`, each delivering `bytes`.
     fn show_rate(cc: &mut NewReno, t0: Instant, bytes: u64) {
         let ms = Duration::from_millis;
@@ -365,9 +373,7 @@ mod tests {
         let mut cc = NewReno::new(1200);
         // 9,000 bytes per 40 ms delivered (225 kB/s): twice the BDP is 18,000 bytes.
         show_rate(&mut cc, t0, 9_000);
-        for _ in 0..20 {
-            cc.on_ack(t0 + ms(500), 1_200, false);
-        }
+        acked(&mut cc, t0 + ms(500), 20);
         assert_eq!(cc.window(), 36_000, "slow start");
         let t1 = t0 + ms(600);
         cc.on_congestion_event(t1, t1, 1, Some(min_rtt));
@@ -384,17 +390,13 @@ mod tests {
         // BDP is 2,000 bytes, but a random loss never cuts below the initial window.
         let mut cc = NewReno::new(1200);
         show_rate(&mut cc, t0, 1_000);
-        for _ in 0..5 {
-            cc.on_ack(t0 + ms(500), 1_200, false);
-        }
+        acked(&mut cc, t0 + ms(500), 5);
         let t4 = t0 + ms(600);
         cc.on_congestion_event(t4, t4, 1, Some(min_rtt));
         assert_eq!(cc.window(), 12_000);
         // No delivery rate measured yet: a random loss leaves the window alone.
         let mut cc = NewReno::new(1200);
-        for _ in 0..5 {
-            cc.on_ack(t0, 1_200, false);
-        }
+        acked(&mut cc, t0, 5);
         cc.on_congestion_event(t0, t0, 3, Some(min_rtt));
         assert_eq!(cc.window(), 18_000);
     }
@@ -433,9 +435,7 @@ mod tests {
         let mut cc = NewReno::new(1200);
         // 15,000 bytes per 40 ms delivered: twice the BDP is 30,000 bytes.
         show_rate(&mut cc, t0, 15_000);
-        for _ in 0..40 {
-            cc.on_ack(t0 + ms(500), 1_200, false);
-        }
+        acked(&mut cc, t0 + ms(500), 40);
         assert_eq!(cc.window(), 60_000);
         // Before any congestion period, a binding cap leaves slow start on.
         let t1 = t0 + ms(600);
@@ -456,9 +456,7 @@ mod tests {
         );
         // Grown back over the cap in congestion avoidance, then a random loss: the cap binds
         // and lowers the threshold too, so the window does not slow-start back.
-        for _ in 0..600 {
-            cc.on_ack(t2 + ms(1), 1_200, false);
-        }
+        acked(&mut cc, t2 + ms(1), 600);
         assert!(cc.window() > 30_000, "window {}", cc.window());
         let t3 = t2 + ms(5_000);
         cc.on_congestion_event(t3, t3, 1, Some(min_rtt));
@@ -478,15 +476,11 @@ mod tests {
         let mut cc = NewReno::new(1200);
         // 15,000 bytes per 40 ms, and no more: the cap is 30,000 bytes each time.
         show_rate(&mut cc, t0, 15_000);
-        for _ in 0..40 {
-            cc.on_ack(t0 + ms(500), 1_200, false);
-        }
+        acked(&mut cc, t0 + ms(500), 40);
         let t1 = t0 + ms(600);
         cc.on_congestion_event(t1, t1, 1, Some(ms(40)));
         assert_eq!(cc.window(), 30_000);
-        for _ in 0..25 {
-            cc.on_ack(t1 + ms(1), 1_200, false);
-        }
+        acked(&mut cc, t1 + ms(1), 25);
         assert_eq!(
             cc.window(),
             60_000,

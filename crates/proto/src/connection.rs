@@ -316,22 +316,36 @@ const RATE_FELL: (u128, u128) = (3, 4);
 /// window to take effect, one for its packets' acknowledgements to come back.
 const QUEUE_CHECK_SRTTS: u32 = 2;
 
-/// What the last halving for a queue showed (see [`Connection::random_loss_base`]).
+/// What the halvings for a queue showed (see [`Connection::random_loss_base`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct QueueBase {
-    /// After a halving: when to check what it did.
-    check_at: Option<Instant>,
-    /// When the window halved, in which recovery period, the standing RTT then, and the best
-    /// delivery rate before it.
-    cut_at: Option<Instant>,
+    /// The last halving for a queue, until it is checked.
+    pending: Option<Halving>,
+    /// The recovery period of the last halving for a queue (0: none yet).
     episode: u64,
-    standing_at_cut: Option<Duration>,
-    rate_before: Option<u64>,
-    /// A packet sent after the halving was declared lost before the check.
-    lost_after_cut: bool,
     /// The standing RTT of a halving that did not help, and when that was found: the base of
     /// the queue test.
     undrained: Option<(Duration, Instant)>,
+}
+
+/// A halving for a queue, waiting for its check (`Connection::check_queue`).
+#[derive(Debug, Clone, Copy)]
+struct Halving {
+    /// When the window halved, and when to check what that did.
+    at: Instant,
+    check_at: Instant,
+    /// The standing RTT when it halved, and the best delivery rate before it.
+    standing: Option<Duration>,
+    rate_before: Option<u64>,
+    /// A packet sent after the halving was declared lost before the check.
+    lost_after: bool,
+}
+
+impl Halving {
+    /// The base RTT it stands for: its standing RTT, never below the minimum.
+    fn base(&self, min: Duration) -> Duration {
+        self.standing.unwrap_or(min).max(min)
+    }
 }
 
 /// The handshake and packet protection state of one connection.
@@ -459,7 +473,7 @@ pub(crate) struct Connection {
     pto_count: u32,
     probes: u32,
     rtt: RttEstimator,
-    /// Whether the queue standing in the path drained after our last halving (`random_loss_base`).
+    /// What our halvings for a queue showed (`random_loss_base`).
     queue: QueueBase,
     /// The smallest RTT of the last smoothed RTT: tells congestion from random loss.
     standing_rtt: StandingRtt,
@@ -1801,15 +1815,14 @@ impl Connection {
                 } else {
                     self.stats.congestion_periods += 1;
                     // Halved for a queue: see whether the queue drains (`check_queue`).
-                    self.queue = QueueBase {
-                        check_at: Some(now + self.rtt.smoothed() * QUEUE_CHECK_SRTTS),
-                        cut_at: Some(now),
-                        episode,
-                        standing_at_cut: self.standing_rtt.get(now, self.rtt.smoothed()),
+                    self.queue.episode = episode;
+                    self.queue.pending = Some(Halving {
+                        at: now,
+                        check_at: now + self.rtt.smoothed() * QUEUE_CHECK_SRTTS,
+                        standing: self.standing_rtt.get(now, self.rtt.smoothed()),
                         rate_before: self.cc.max_rate(),
-                        lost_after_cut: false,
-                        undrained: self.queue.undrained,
-                    };
+                        lost_after: false,
+                    });
                 }
             }
             if episode != before && self.reo_wnd_persist > 0 {
@@ -2088,9 +2101,9 @@ impl Connection {
     /// [`UNDRAINED_LIFETIME`]: only a queue standing above it halves the window again.
     fn random_loss_base(&mut self, now: Instant, lost_sent: Instant) -> Option<Duration> {
         let min = self.rtt.min();
-        if let Some(cut) = self.queue.cut_at.filter(|_| self.queue.check_at.is_some()) {
-            self.queue.lost_after_cut |= lost_sent > cut;
-            return Some(self.queue.standing_at_cut.unwrap_or(min).max(min));
+        if let Some(h) = self.queue.pending.as_mut() {
+            h.lost_after |= lost_sent > h.at;
+            return Some(h.base(min));
         }
         let base = match self.queue.undrained {
             Some((rtt, at)) if now.saturating_duration_since(at) <= UNDRAINED_LIFETIME => {
@@ -2110,28 +2123,20 @@ impl Connection {
     /// A check found due more than two smoothed RTTs late (the connection went idle) is
     /// dropped: what it would see is no halving's effect.
     fn check_queue(&mut self, now: Instant) {
-        let Some(at) = self.queue.check_at else {
+        let Some(h) = self.queue.pending.filter(|h| now >= h.check_at) else {
             return;
         };
-        if now < at {
+        self.queue.pending = None;
+        if now.saturating_duration_since(h.check_at) > self.rtt.smoothed() * QUEUE_CHECK_SRTTS {
             return;
         }
-        self.queue.check_at = None;
-        if now.saturating_duration_since(at) > self.rtt.smoothed() * QUEUE_CHECK_SRTTS {
-            return;
-        }
-        let rate_fell = self
-            .queue
+        let rate_fell = h
             .rate_before
             .zip(self.cc.recent_rate())
             .is_some_and(|(before, after)| {
                 u128::from(after) * RATE_FELL.1 <= u128::from(before) * RATE_FELL.0
             });
-        let min = self.rtt.min();
-        self.queue.undrained = (rate_fell && self.queue.lost_after_cut).then(|| {
-            let standing = self.queue.standing_at_cut.unwrap_or(min).max(min);
-            (standing, now)
-        });
+        self.queue.undrained = (rate_fell && h.lost_after).then(|| (h.base(self.rtt.min()), now));
     }
 
     /// How far the standing RTT must exceed the base for a queue: a quarter of the minimum RTT,
