@@ -19,7 +19,8 @@
 //! }
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -311,21 +312,121 @@ pub enum ConnectError {
     Handshake,
 }
 
+/// A peer's stateless-reset token, compared in constant time (as a hash-map key too: a
+/// lookup ends in an equality test against the entry with the same hash).
+#[derive(Clone, Copy)]
+struct ResetToken([u8; RESET_TOKEN_LEN]);
+
+impl std::fmt::Debug for ResetToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResetToken(..)")
+    }
+}
+
+impl PartialEq for ResetToken {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for ResetToken {}
+
+impl Hash for ResetToken {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// What the endpoint's indexes, timer set and counters hold for one connection. Brought up to
+/// date by [`Endpoint::sync`] after every call into the connection, so that nothing has to
+/// look at every connection to find one.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Indexed {
+    remote: Option<SocketAddr>,
+    remote_cid: Option<ConnectionId>,
+    reset_token: Option<ResetToken>,
+    deadline: Option<Instant>,
+    handshaking: bool,
+    racing: bool,
+}
+
+impl Indexed {
+    fn of(c: &Connection) -> Self {
+        Self {
+            remote: Some(c.remote),
+            remote_cid: c.remote_cid(),
+            reset_token: c.peer_reset_token.map(ResetToken),
+            deadline: c.poll_timeout(),
+            handshaking: c.is_handshaking(),
+            racing: c.is_racing_client(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    conn: Connection,
+    indexed: Indexed,
+    /// In `Endpoint::transmit_ready` / `event_ready`.
+    transmit_queued: bool,
+    event_queued: bool,
+}
+
+/// Which ready queues a connection joins after a call into it.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    transmit: bool,
+    event: bool,
+}
+
+impl Ready {
+    /// An input reached it (a datagram, a timer, the application): it may have anything.
+    const BOTH: Self = Self {
+        transmit: true,
+        event: true,
+    };
+    /// It just returned nothing to a poll, and nothing changed that could make it ready.
+    const NONE: Self = Self {
+        transmit: false,
+        event: false,
+    };
+}
+
 /// A sans-IO endpoint: all the connections behind one UDP socket.
+///
+/// The work of every call is proportional to what happened, not to how many connections
+/// there are (issue 14): datagrams are routed through hash indexes (connection ID, peer
+/// address, the peer's reset token), deadlines sit in an ordered set, and only connections
+/// that an input or a poll may have made ready are polled, round robin.
 #[derive(Debug)]
 pub struct Endpoint {
     config: EndpointConfig,
     rng: Rng,
-    // BTreeMap, not HashMap: iteration order decides which connection transmits first, and it
-    // must be deterministic for simulations to replay exactly.
-    conns: BTreeMap<ConnectionHandle, Connection>,
+    // Ordered, so that `connections` lists them deterministically.
+    conns: BTreeMap<ConnectionHandle, Entry>,
     by_cid: HashMap<ConnectionId, ConnectionHandle>,
     /// Client INITIALs are addressed to a random ID until the client learns ours.
     by_initial: HashMap<(SocketAddr, ConnectionId), ConnectionHandle>,
+    /// By peer address (a client may run many connections from one socket).
+    by_remote: HashMap<SocketAddr, BTreeSet<ConnectionHandle>>,
+    /// Our handshaking clients that have not heard the server yet, by peer address: the
+    /// connections a simultaneous open can involve.
+    racing: HashMap<SocketAddr, BTreeSet<ConnectionHandle>>,
+    /// By the peer's connection ID, once known.
+    by_remote_cid: HashMap<ConnectionId, ConnectionHandle>,
+    /// By the peer's address and reset token, once known.
+    by_reset_token: HashMap<(SocketAddr, ResetToken), ConnectionHandle>,
+    /// Each connection's next deadline, in order; one entry per connection with a timer.
+    timers: BTreeSet<(Instant, ConnectionHandle)>,
+    /// Connections that may have a datagram to send or an event to report, in round-robin
+    /// order (each goes to the back after it produced one), so that one busy connection
+    /// cannot starve the others.
+    transmit_ready: VecDeque<ConnectionHandle>,
+    event_ready: VecDeque<ConnectionHandle>,
+    /// Connections still handshaking (the rate limiter's measure of load).
+    handshaking: usize,
     next_handle: u64,
-    /// Round-robin cursors so that one busy connection cannot starve the others.
-    transmit_cursor: u64,
-    event_cursor: u64,
     stats: EndpointStats,
     identity: StaticSecret,
     /// Keys RESET tokens. Derived from the static key alone, so that after a restart the
@@ -368,9 +469,15 @@ impl Endpoint {
             conns: BTreeMap::new(),
             by_cid: HashMap::new(),
             by_initial: HashMap::new(),
+            by_remote: HashMap::new(),
+            racing: HashMap::new(),
+            by_remote_cid: HashMap::new(),
+            by_reset_token: HashMap::new(),
+            timers: BTreeSet::new(),
+            transmit_ready: VecDeque::new(),
+            event_ready: VecDeque::new(),
+            handshaking: 0,
             next_handle: 0,
-            transmit_cursor: 0,
-            event_cursor: 0,
             stats: EndpointStats::default(),
         }
     }
@@ -401,8 +508,103 @@ impl Endpoint {
         let handle = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
         self.by_cid.insert(conn.local_cid, handle);
-        self.conns.insert(handle, conn);
+        self.conns.insert(
+            handle,
+            Entry {
+                conn,
+                indexed: Indexed::default(),
+                transmit_queued: false,
+                event_queued: false,
+            },
+        );
+        self.sync(handle, Ready::BOTH);
         handle
+    }
+
+    fn conn(&self, h: ConnectionHandle) -> Option<&Connection> {
+        self.conns.get(&h).map(|e| &e.conn)
+    }
+
+    /// Calls `f` on connection `h`, then brings the endpoint's view of it up to date (see
+    /// [`Self::sync`]): it may now have anything to send or report.
+    fn with_conn<R>(
+        &mut self,
+        h: ConnectionHandle,
+        f: impl FnOnce(&mut Connection) -> R,
+    ) -> Option<R> {
+        let r = f(&mut self.conns.get_mut(&h)?.conn);
+        self.sync(h, Ready::BOTH);
+        Some(r)
+    }
+
+    /// Brings the indexes, the timer set and the handshaking count up to date with connection
+    /// `h` after a call into it, and queues it as `ready` says. Constant work (a few hash and
+    /// ordered-set operations), whatever the number of connections.
+    fn sync(&mut self, h: ConnectionHandle, ready: Ready) {
+        let Some(e) = self.conns.get_mut(&h) else {
+            return;
+        };
+        if ready.transmit && !e.transmit_queued {
+            e.transmit_queued = true;
+            self.transmit_ready.push_back(h);
+        }
+        if ready.event && !e.event_queued {
+            e.event_queued = true;
+            self.event_ready.push_back(h);
+        }
+        let new = Indexed::of(&e.conn);
+        let old = std::mem::replace(&mut e.indexed, new);
+        if old != new {
+            self.reindex(h, old, new);
+        }
+    }
+
+    /// Moves connection `h` in the indexes from what they held (`old`) to `new`.
+    fn reindex(&mut self, h: ConnectionHandle, old: Indexed, new: Indexed) {
+        if old.remote != new.remote {
+            multi_remove(&mut self.by_remote, old.remote, h);
+            multi_insert(&mut self.by_remote, new.remote, h);
+        }
+        let racing = |i: &Indexed| i.remote.filter(|_| i.racing);
+        if racing(&old) != racing(&new) {
+            multi_remove(&mut self.racing, racing(&old), h);
+            multi_insert(&mut self.racing, racing(&new), h);
+        }
+        if old.remote_cid != new.remote_cid {
+            if let Some(cid) = old.remote_cid
+                && self.by_remote_cid.get(&cid) == Some(&h)
+            {
+                self.by_remote_cid.remove(&cid);
+            }
+            if let Some(cid) = new.remote_cid {
+                self.by_remote_cid.insert(cid, h);
+            }
+        }
+        let token_key = |i: &Indexed| i.remote.zip(i.reset_token);
+        let (old_token, new_token) = (token_key(&old), token_key(&new));
+        if old_token != new_token {
+            if let Some(k) = old_token
+                && self.by_reset_token.get(&k) == Some(&h)
+            {
+                self.by_reset_token.remove(&k);
+            }
+            if let Some(k) = new_token {
+                self.by_reset_token.insert(k, h);
+            }
+        }
+        if old.deadline != new.deadline {
+            if let Some(t) = old.deadline {
+                self.timers.remove(&(t, h));
+            }
+            if let Some(t) = new.deadline {
+                self.timers.insert((t, h));
+            }
+        }
+        match (old.handshaking, new.handshaking) {
+            (false, true) => self.handshaking += 1,
+            (true, false) => self.handshaking -= 1,
+            _ => {}
+        }
     }
 
     /// Opens a connection to `remote`. Call `poll_transmit` afterwards to send its first packet.
@@ -463,11 +665,13 @@ impl Endpoint {
     /// handshake never completes, whereas an incoming handshake nobody asked for ends silently.
     pub fn find_open(&mut self, remote: SocketAddr) -> Option<ConnectionHandle> {
         let remote = canonical(remote);
-        let (&h, c) = self
-            .conns
-            .iter_mut()
-            .find(|(_, c)| c.remote == remote && c.is_open())?;
-        c.hand_out();
+        let h = self
+            .by_remote
+            .get(&remote)?
+            .iter()
+            .copied()
+            .find(|&h| self.conn(h).is_some_and(Connection::is_open))?;
+        self.with_conn(h, Connection::hand_out);
         Some(h)
     }
 
@@ -475,9 +679,7 @@ impl Endpoint {
     /// ([`Event::Connected`] follows). Call `poll_transmit` afterwards. Harmless if the
     /// question is no longer open.
     pub fn accept_key(&mut self, now: Instant, conn: ConnectionHandle) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.key_verdict(now, true);
-        }
+        self.with_conn(conn, |c| c.key_verdict(now, true));
     }
 
     /// Refuses the peer's key that [`Event::VerifyKey`] asked about: the attempt ends with
@@ -485,17 +687,13 @@ impl Endpoint {
     /// nothing the application queued on it is sent. Harmless if the question is no longer
     /// open.
     pub fn refuse_key(&mut self, now: Instant, conn: ConnectionHandle) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.key_verdict(now, false);
-        }
+        self.with_conn(conn, |c| c.key_verdict(now, false));
     }
 
     /// Queues one message (0 to 64 KiB) on `conn`. Call `poll_transmit` afterwards.
     pub fn send(&mut self, conn: ConnectionHandle, data: &[u8]) -> Result<(), SendError> {
-        self.conns
-            .get_mut(&conn)
+        self.with_conn(conn, |c| c.write(data))
             .ok_or(SendError::UnknownConnection)?
-            .write(data)
     }
 
     /// Half-closes `conn`: the messages sent so far are the last (later sends fail with
@@ -506,30 +704,24 @@ impl Endpoint {
     /// closes first, `PeerClosed` with reason "finished" on the other). Call `poll_transmit`
     /// afterwards.
     pub fn finish(&mut self, conn: ConnectionHandle) -> Result<(), SendError> {
-        self.conns
-            .get_mut(&conn)
+        self.with_conn(conn, Connection::finish_stream)
             .ok_or(SendError::UnknownConnection)?
-            .finish_stream()
     }
 
     /// Closes `conn` gracefully: whatever was sent is first delivered and acknowledged (bounded
     /// by the idle timeout), then CLOSE tells the peer. [`Event::Closed`] follows.
     pub fn close(&mut self, now: Instant, conn: ConnectionHandle, code: u64, reason: &str) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.close(now, code, reason, true);
-        }
+        self.with_conn(conn, |c| c.close(now, code, reason, true));
     }
 
     /// Closes `conn` at once, abandoning unacknowledged data.
     pub fn abort(&mut self, now: Instant, conn: ConnectionHandle, code: u64, reason: &str) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.close(now, code, reason, false);
-        }
+        self.with_conn(conn, |c| c.close(now, code, reason, false));
     }
 
     /// Statistics of `conn`.
     pub fn stats(&self, conn: ConnectionHandle) -> Option<ConnectionStats> {
-        self.conns.get(&conn).map(Connection::stats)
+        self.conn(conn).map(Connection::stats)
     }
 
     /// Endpoint-wide counters.
@@ -539,29 +731,29 @@ impl Endpoint {
 
     /// The peer's static public key, authenticated by the handshake (`None` until then).
     pub fn remote_key(&self, conn: ConnectionHandle) -> Option<[u8; 32]> {
-        self.conns.get(&conn).and_then(Connection::remote_key)
+        self.conn(conn).and_then(Connection::remote_key)
     }
 
     /// The peer address of `conn` (it follows the peer across NAT rebinding).
     pub fn remote(&self, conn: ConnectionHandle) -> Option<SocketAddr> {
-        self.conns.get(&conn).map(|c| c.remote)
+        self.conn(conn).map(|c| c.remote)
     }
 
     /// Bytes written on `conn` and not yet acknowledged by the peer. Zero means everything
     /// sent has arrived.
     pub fn send_buffered(&self, conn: ConnectionHandle) -> Option<u64> {
-        self.conns.get(&conn).map(Connection::send_buffered)
+        self.conn(conn).map(Connection::send_buffered)
     }
 
     /// Bytes held for the peer of `conn` (out of order, partial or not yet polled). Bounded by
     /// the receive window.
     pub fn recv_buffered(&self, conn: ConnectionHandle) -> Option<u64> {
-        self.conns.get(&conn).map(Connection::recv_buffered)
+        self.conn(conn).map(Connection::recv_buffered)
     }
 
     /// Packets sent on `conn` that are still awaiting acknowledgement or loss.
     pub fn sent_packets_tracked(&self, conn: ConnectionHandle) -> Option<usize> {
-        self.conns.get(&conn).map(Connection::sent_packets_tracked)
+        self.conn(conn).map(Connection::sent_packets_tracked)
     }
 
     /// Handles of live connections, in order.
@@ -584,8 +776,11 @@ impl Endpoint {
                 // Whom to charge: a datagram without a valid header cannot be routed by its
                 // connection ID. Charge the one connection at that address, if any.
                 self.stats.malformed_dropped += 1;
-                if let Some(conn) = self.conns.values_mut().find(|c| c.remote == from) {
-                    conn.count_malformed();
+                if let Some(&h) = self.by_remote.get(&from).and_then(|hs| hs.first())
+                    && let Some(e) = self.conns.get_mut(&h)
+                {
+                    // A counter only: nothing about the connection changes.
+                    e.conn.count_malformed();
                 }
                 return;
             }
@@ -598,9 +793,9 @@ impl Endpoint {
             Some(h) => h,
             None => return,
         };
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            conn.handle_packet(now, from, &packet, datagram.len());
-        }
+        self.with_conn(handle, |c| {
+            c.handle_packet(now, from, &packet, datagram.len())
+        });
     }
 
     fn route(
@@ -658,11 +853,7 @@ impl Endpoint {
             return None;
         };
         let peer_cid = header.src_cid?;
-        if self
-            .conns
-            .values()
-            .any(|c| c.remote_cid() == Some(peer_cid))
-        {
+        if self.by_remote_cid.contains_key(&peer_cid) {
             // A late copy of an INITIAL from a peer we are already connected to (typically the
             // yielding side of a simultaneous open). A restarted peer would have a fresh ID.
             self.stats.stale_initials += 1;
@@ -672,18 +863,18 @@ impl Endpoint {
         // yield, and both must agree which without talking: the one with the smaller ID does.
         // No token is needed: we chose to contact this address ourselves.
         let racing = self
-            .conns
-            .iter()
-            .find(|(_, c)| c.remote == from && c.is_racing_client())
-            .map(|(&h, c)| (h, c.local_cid));
+            .racing
+            .get(&from)
+            .and_then(|hs| hs.first())
+            .and_then(|&h| Some((h, self.conn(h)?.local_cid)));
         if let Some((h, local)) = racing {
             if local < peer_cid {
                 let start = self.respond(msg1, local)?;
                 debug!(?h, "simultaneous open: yielding to the peer's connection");
-                if let Some(c) = self.conns.get_mut(&h) {
+                self.with_conn(h, |c| {
                     c.become_server(now, header, start);
                     c.initial_route = Some((from, header.dst_cid));
-                }
+                });
                 self.by_initial.insert((from, header.dst_cid), h);
                 return Some(h);
             }
@@ -691,9 +882,7 @@ impl Endpoint {
             // The peer is evidently up: repeat our INITIAL now rather than at the next probe
             // timeout (up to a second away). One INITIAL answers one INITIAL of the same
             // padded size, so this cannot amplify.
-            if let Some(c) = self.conns.get_mut(&h) {
-                c.nudge_handshake();
-            }
+            self.with_conn(h, Connection::nudge_handshake);
             return None;
         }
         let stranger = self
@@ -839,16 +1028,13 @@ impl Endpoint {
 
     /// A RESET: ends the connection to `from` whose peer gave us this token, if any.
     fn handle_reset(&mut self, from: SocketAddr, token: &[u8]) {
-        use subtle::ConstantTimeEq as _;
-        let hit = self.conns.values_mut().find(|c| {
-            c.remote == from
-                && c.peer_reset_token
-                    .is_some_and(|t| bool::from(t.as_slice().ct_eq(token)))
-        });
+        let hit = <[u8; RESET_TOKEN_LEN]>::try_from(token)
+            .ok()
+            .and_then(|t| self.by_reset_token.get(&(from, ResetToken(t))).copied());
         match hit {
-            Some(conn) => {
+            Some(h) => {
                 self.stats.resets_received += 1;
-                conn.on_reset();
+                self.with_conn(h, Connection::on_reset);
             }
             None => self.stats.unknown_connection += 1,
         }
@@ -857,8 +1043,7 @@ impl Endpoint {
     /// The per-source token bucket, consulted only under load.
     fn handshake_allowed(&mut self, now: Instant, ip: IpAddr) -> bool {
         let limit = &self.config.handshake_limit;
-        let handshaking = self.conns.values().filter(|c| c.is_handshaking()).count();
-        if handshaking < limit.load_threshold {
+        if self.handshaking < limit.load_threshold {
             return true;
         }
         if !self.limiter.contains_key(&ip) && self.limiter.len() >= MAX_RATE_LIMITED_SOURCES {
@@ -887,10 +1072,17 @@ impl Endpoint {
     /// Fires every timer that is due. Call it when the instant from `poll_timeout` has passed
     /// (calling it early is harmless), then drain `poll_transmit` and `poll_event`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for conn in self.conns.values_mut() {
-            if conn.poll_timeout().is_some_and(|t| t <= now) {
-                conn.handle_timeout(now);
+        // Everything due now, taken out at once: each connection fires once per call, even
+        // if its next deadline were due again at once.
+        let later = self.timers.split_off(&(now, ConnectionHandle(u64::MAX)));
+        let due = std::mem::replace(&mut self.timers, later);
+        for (_, h) in due {
+            if let Some(e) = self.conns.get_mut(&h) {
+                e.indexed.deadline = None;
+                self.stats.connection_visits += 1;
+                e.conn.handle_timeout(now);
             }
+            self.sync(h, Ready::BOTH);
         }
     }
 
@@ -900,30 +1092,50 @@ impl Endpoint {
         if let Some(t) = self.stateless.pop_front() {
             return Some(t);
         }
-        // Round robin without allocating: first the connections after the cursor, then the rest.
-        let cursor = ConnectionHandle(self.transmit_cursor);
-        for half in [cursor.., ConnectionHandle(0)..] {
-            for (&h, conn) in self.conns.range_mut(half) {
-                if let Some(contents) = conn.poll_transmit(now) {
-                    self.transmit_cursor = h.0 + 1;
-                    return Some(Transmit {
-                        destination: conn.remote,
-                        contents,
-                    });
+        let mut due_checked = false;
+        loop {
+            while let Some(h) = self.transmit_ready.pop_front() {
+                let Some(e) = self.conns.get_mut(&h) else {
+                    continue; // Removed since it was queued.
+                };
+                e.transmit_queued = false;
+                self.stats.connection_visits += 1;
+                let Some(contents) = e.conn.poll_transmit(now) else {
+                    self.sync(h, Ready::NONE);
+                    continue;
+                };
+                let destination = e.conn.remote;
+                // To the back of the queue: it may have more, after the others had their
+                // turn. Sending may also have changed what it has to report.
+                self.sync(h, Ready::BOTH);
+                return Some(Transmit {
+                    destination,
+                    contents,
+                });
+            }
+            if due_checked {
+                return None;
+            }
+            // A connection whose deadline has come may send what is due (a copy, a delayed
+            // ACK) before its timer fires: `Connection::poll_transmit` looks at `now` itself.
+            // Once per call, when nothing else is ready.
+            due_checked = true;
+            for &(_, h) in self.timers.range(..(now, ConnectionHandle(u64::MAX))) {
+                if let Some(e) = self.conns.get_mut(&h)
+                    && !e.transmit_queued
+                {
+                    e.transmit_queued = true;
+                    self.transmit_ready.push_back(h);
                 }
             }
         }
-        None
     }
 
     /// The instant at which `handle_timeout` must next be called, if any timer is armed.
     /// Re-read it after every input: inputs move deadlines.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns
-            .values()
-            .filter_map(Connection::poll_timeout)
-            .min()
+        self.timers.first().map(|&(t, _)| t)
     }
 
     /// The next event, if any. Call it after every input until it returns `None`. Message
@@ -931,34 +1143,25 @@ impl Endpoint {
     /// peer once the receive window is full, and memory stays bounded.
     pub fn poll_event(&mut self) -> Option<Event> {
         loop {
-            let cursor = ConnectionHandle(self.event_cursor);
-            let mut found = None;
-            let mut drained = None;
-            'scan: for half in [cursor.., ConnectionHandle(0)..] {
-                for (&h, conn) in self.conns.range_mut(half) {
-                    let ev = conn.poll_event();
-                    if conn.is_drained() {
-                        drained = Some(h);
-                    }
-                    if let Some(ev) = ev {
-                        found = Some((h, conn.remote, ev));
-                        break 'scan;
-                    }
-                    if drained.is_some() {
-                        break 'scan; // Remove it first, then look again.
-                    }
-                }
-            }
-            if let Some(h) = drained {
-                self.remove(h);
-            }
-            let Some((h, remote, ev)) = found else {
-                if drained.is_some() {
-                    continue;
-                }
-                return None;
+            let h = self.event_ready.pop_front()?;
+            let Some(e) = self.conns.get_mut(&h) else {
+                continue; // Removed since it was queued.
             };
-            self.event_cursor = h.0 + 1;
+            e.event_queued = false;
+            self.stats.connection_visits += 1;
+            let ev = e.conn.poll_event();
+            let remote = e.conn.remote;
+            let Some(ev) = ev else {
+                if e.conn.is_drained() {
+                    self.remove(h);
+                } else {
+                    self.sync(h, Ready::NONE);
+                }
+                continue;
+            };
+            // Back in the queue for its next event; and a delivered message releases
+            // flow-control credit, which may have to be announced.
+            self.sync(h, Ready::BOTH);
             return Some(match ev {
                 ConnEvent::Connected {
                     incoming,
@@ -992,12 +1195,40 @@ impl Endpoint {
     }
 
     fn remove(&mut self, h: ConnectionHandle) {
-        if let Some(c) = self.conns.remove(&h) {
-            self.by_cid.remove(&c.local_cid);
-            if let Some(key) = c.initial_route {
+        if let Some(e) = self.conns.remove(&h) {
+            self.by_cid.remove(&e.conn.local_cid);
+            if let Some(key) = e.conn.initial_route {
                 self.by_initial.remove(&key);
             }
+            self.reindex(h, e.indexed, Indexed::default());
             debug!(?h, "connection removed");
         }
+    }
+}
+
+/// Removes `h` from the set under `key` in a one-to-many index (and the set, once empty).
+fn multi_remove<K: Hash + Eq>(
+    index: &mut HashMap<K, BTreeSet<ConnectionHandle>>,
+    key: Option<K>,
+    h: ConnectionHandle,
+) {
+    if let Some(k) = key
+        && let Some(hs) = index.get_mut(&k)
+    {
+        hs.remove(&h);
+        if hs.is_empty() {
+            index.remove(&k);
+        }
+    }
+}
+
+/// Adds `h` under `key` in a one-to-many index.
+fn multi_insert<K: Hash + Eq>(
+    index: &mut HashMap<K, BTreeSet<ConnectionHandle>>,
+    key: Option<K>,
+    h: ConnectionHandle,
+) {
+    if let Some(k) = key {
+        index.entry(k).or_default().insert(h);
     }
 }

@@ -131,4 +131,7 @@ pub struct EndpointStats {
     /// REFUSEs sent: INITIALs answered with "server full" because the connection table was
     /// full (each is also counted in `refused`).
     pub refusals_sent: u64,
+    /// Calls the endpoint made into its connections to drive them (timers, transmit and
+    /// event polls). It grows with what happens, not with how many connections there are.
+    pub connection_visits: u64,
 }

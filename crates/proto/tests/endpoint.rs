@@ -1188,3 +1188,96 @@ fn forged_or_mismatched_refusals_are_ignored() {
             .any(|e| matches!(e, Event::Closed { .. }))
     );
 }
+
+/// A client endpoint with `n` connections open to one server endpoint, every datagram
+/// delivered at once (no timer needed): both endpoints, once nothing moves any more.
+fn many_connections(
+    n: usize,
+    now: Instant,
+) -> (Endpoint, Endpoint, Vec<chirp_proto::ConnectionHandle>) {
+    let (client_addr, server_addr) = (addr(50_001), addr(4434));
+    let mut client = Endpoint::new(EndpointConfig::default(), 21);
+    let mut server = Endpoint::new(
+        EndpointConfig {
+            accept_incoming: true,
+            // One client address opening them all at once: no rate limit here.
+            handshake_limit: chirp_proto::HandshakeLimit {
+                load_threshold: usize::MAX,
+                ..chirp_proto::HandshakeLimit::default()
+            },
+            ..EndpointConfig::default()
+        },
+        22,
+    );
+    let conns: Vec<_> = (0..n)
+        .map(|_| client.connect(now, server_addr).expect("room for it"))
+        .collect();
+    let mut connected = 0;
+    for _ in 0..100 {
+        let mut moved = false;
+        for t in drain(&mut client, now) {
+            server.handle_datagram(now, client_addr, &t.contents);
+            moved = true;
+        }
+        for t in drain(&mut server, now) {
+            client.handle_datagram(now, server_addr, &t.contents);
+            moved = true;
+        }
+        connected += events(&mut client)
+            .iter()
+            .filter(|e| matches!(e, Event::Connected { .. }))
+            .count();
+        events(&mut server);
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(connected, n, "every connection is up");
+    assert_eq!(server.connections().count(), n);
+    (client, server, conns)
+}
+
+/// Work proportional to what happened (issue 14): with many connections open, a datagram for
+/// one of them, the polls after it, a timer check and junk visit as few connections as with
+/// two open. (Before, each poll walked every connection: three scans per datagram, and junk or
+/// a RESET searched them all by address.)
+#[test]
+fn the_work_per_datagram_does_not_grow_with_the_connections() {
+    let visits = |n: usize| {
+        let now = Instant::now();
+        let (mut client, mut server, conns) = many_connections(n, now);
+        let client_addr = addr(50_001);
+        let before = server.endpoint_stats().connection_visits;
+        // A message on the last connection, delivered, then the server's answer drained.
+        client.send(conns[n - 1], b"hello").expect("open");
+        let sent = drain(&mut client, now);
+        assert_eq!(sent.len(), 1);
+        server.handle_datagram(now, client_addr, &sent[0].contents);
+        let answer = drain(&mut server, now);
+        let evs = events(&mut server);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, Event::Message { data, .. } if &data[..] == b"hello")),
+            "delivered: {evs:?}"
+        );
+        let deadline = server.poll_timeout().expect("timers are armed");
+        assert!(deadline > now, "nothing due yet");
+        server.handle_timeout(now);
+        // Junk and a forged RESET from the client's address.
+        server.handle_datagram(now, client_addr, b"junk");
+        let mut reset = vec![0x02, 0x07];
+        reset.extend_from_slice(&[0xab; 16]);
+        server.handle_datagram(now, client_addr, &reset);
+        assert!(drain(&mut server, now).is_empty());
+        assert!(events(&mut server).is_empty());
+        (
+            server.endpoint_stats().connection_visits - before,
+            answer.len(),
+        )
+    };
+    let (few, answer_few) = visits(2);
+    let (many, answer_many) = visits(250);
+    assert_eq!(answer_few, answer_many, "the same exchange");
+    assert!(few <= 6, "a handful of visits: {few}");
+    assert_eq!(many, few, "250 connections cost what 2 do");
+}
