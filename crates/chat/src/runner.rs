@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use chirp_proto::{CloseReason, ConnectionHandle, EndpointConfig, Event, SendError, WriteError};
 use chirp_store::{Op, Reader, Record, Store, StoreError};
-use chirp_transport::Handle;
+use chirp_transport::{Handle, Sent};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -319,7 +319,7 @@ impl Runner {
                 if let Some(s) = self.sessions.get_mut(&conn.0) {
                     s.blocked = false;
                 }
-                self.flush(conn.0).await;
+                self.flush(vec![conn.0]).await;
             }
             Event::Closed { conn, reason, .. } => {
                 debug!(session = conn.0, ?reason, "closed");
@@ -443,56 +443,66 @@ impl Runner {
             self.in_flight += 1;
             let _ = self.commit_tx.send((done, tokens));
         }
-        for s in touched {
-            self.flush(s).await;
-        }
+        self.flush(touched).await;
         any
     }
 
-    /// Hands `sid`'s queue to the transport until it blocks, and tells the core how much it
-    /// took.
-    async fn flush(&mut self, sid: SessionId) {
-        let taken = self.flush_queue(sid).await;
-        if taken > 0 {
-            self.core.sent(now_ms(), sid, taken);
-        }
-    }
-
-    /// Bytes the transport took.
-    async fn flush_queue(&mut self, sid: SessionId) -> usize {
-        let mut taken = 0;
-        loop {
-            let Some(s) = self.sessions.get_mut(&sid) else {
-                return taken;
-            };
-            if s.blocked {
-                return taken;
+    /// Hands the queues of `sids` to the transport, in one round trip for all of them (a
+    /// message into a room reaches every member's queue at once), as far as each connection
+    /// takes them; tells the core how much each took, and closes the sessions that asked to
+    /// be once their queue is empty.
+    async fn flush(&mut self, sids: Vec<SessionId>) {
+        let batch: Vec<_> = sids
+            .iter()
+            .filter_map(|&sid| {
+                let s = self.sessions.get(&sid)?;
+                let ready = !s.blocked && !s.queue.is_empty();
+                // `Bytes` clones share the encoded message: one buffer for the whole room.
+                ready.then(|| (conn(sid), s.queue.iter().cloned().collect()))
+            })
+            .collect();
+        let sent = if batch.is_empty() {
+            Vec::new()
+        } else {
+            match self.handle.send_batch(batch).await {
+                Ok(sent) => sent,
+                Err(_) => return, // The transport is stopping.
             }
-            let Some(data) = s.queue.front().cloned() else {
-                if let Some(reason) = s.close.take() {
-                    // Graceful: what was queued (an error saying why) arrives first.
-                    let _ = self.handle.close(conn(sid), CLOSE_CODE, &reason).await;
-                }
-                return taken;
+        };
+        for Sent {
+            conn: c,
+            taken,
+            stopped,
+        } in sent
+        {
+            let sid = c.0;
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
             };
-            let len = data.len();
-            match self.handle.send(conn(sid), data).await {
-                Ok(Ok(())) => {
-                    s.queue.pop_front();
-                    taken += len;
-                }
-                Ok(Err(SendError::Write(WriteError::Blocked))) => {
-                    s.blocked = true;
-                    return taken;
-                }
-                Ok(Err(e)) => {
+            let mut bytes: usize = s.queue.drain(..taken).map(|d| d.len()).sum();
+            match stopped {
+                None => {}
+                Some(SendError::Write(WriteError::Blocked)) => s.blocked = true,
+                Some(e) => {
                     // The connection is gone (its `Closed` follows) or refuses this message:
                     // what is dropped is no longer queued either, for the core's count.
                     debug!(session = sid, error = %e, "send failed; dropping the queue");
-                    taken += s.queue.drain(..).map(|d| d.len()).sum::<usize>();
-                    return taken;
+                    bytes += s.queue.drain(..).map(|d| d.len()).sum::<usize>();
                 }
-                Err(_) => return taken,
+            }
+            if bytes > 0 {
+                self.core.sent(now_ms(), sid, bytes);
+            }
+        }
+        for sid in sids {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            if s.queue.is_empty()
+                && let Some(reason) = s.close.take()
+            {
+                // Graceful: what was queued (an error saying why) arrives first.
+                let _ = self.handle.close(conn(sid), CLOSE_CODE, &reason).await;
             }
         }
     }

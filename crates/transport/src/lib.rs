@@ -97,6 +97,10 @@ enum Command {
         Bytes,
         oneshot::Sender<Result<(), SendError>>,
     ),
+    SendBatch(
+        Vec<(ConnectionHandle, Vec<Bytes>)>,
+        oneshot::Sender<Vec<Sent>>,
+    ),
     Finish(ConnectionHandle, oneshot::Sender<Result<(), SendError>>),
     Close {
         conn: ConnectionHandle,
@@ -112,6 +116,18 @@ enum Command {
     KeyVerdict(ConnectionHandle, bool),
 }
 
+/// What [`Handle::send_batch`] did with one connection's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The connection.
+    pub conn: ConnectionHandle,
+    /// How many of its messages were queued, from the first: the rest were not tried.
+    pub taken: usize,
+    /// Why the next one was not: `Blocked` (wait for [`Event::Writable`]) or the connection
+    /// is gone or closing. `None` if all were taken.
+    pub stopped: Option<SendError>,
+}
+
 /// The application's handle on the driver task.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -125,6 +141,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Connect { remote, reuse, .. } => write!(f, "Connect({remote}, reuse {reuse})"),
             Command::Send(c, b, _) => write!(f, "Send({c:?}, {} bytes)", b.len()),
+            Command::SendBatch(b, _) => write!(f, "SendBatch({} connections)", b.len()),
             Command::Finish(c, _) => write!(f, "Finish({c:?})"),
             Command::Close { conn, code, .. } => write!(f, "Close({conn:?}, {code})"),
             Command::Stats(c, _) => write!(f, "Stats({c:?})"),
@@ -205,6 +222,17 @@ impl Handle {
         data: Bytes,
     ) -> Result<Result<(), SendError>, Stopped> {
         self.call(|r| Command::Send(conn, data, r)).await
+    }
+
+    /// Queues messages on many connections in one round trip to the driver: a server fans
+    /// one message out to a room this way, the same shared bytes to every member, rather
+    /// than awaiting one reply per member. Each connection's messages go in order; the first
+    /// one refused stops that connection's list (see [`Sent`]), the others go on.
+    pub async fn send_batch(
+        &self,
+        batch: Vec<(ConnectionHandle, Vec<Bytes>)>,
+    ) -> Result<Vec<Sent>, Stopped> {
+        self.call(|r| Command::SendBatch(batch, r)).await
     }
 
     /// Half-closes ([`chirp_proto::Endpoint::finish`]): no more sends; receiving goes on, and
@@ -446,6 +474,28 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
         }
         Command::Send(conn, data, reply) => {
             let _ = reply.send(endpoint.send(conn, &data));
+        }
+        Command::SendBatch(batch, reply) => {
+            let sent = batch
+                .into_iter()
+                .map(|(conn, messages)| {
+                    let mut taken = 0;
+                    let mut stopped = None;
+                    for m in &messages {
+                        if let Err(e) = endpoint.send(conn, m) {
+                            stopped = Some(e);
+                            break;
+                        }
+                        taken += 1;
+                    }
+                    Sent {
+                        conn,
+                        taken,
+                        stopped,
+                    }
+                })
+                .collect();
+            let _ = reply.send(sent);
         }
         Command::Finish(conn, reply) => {
             let _ = reply.send(endpoint.finish(conn));
