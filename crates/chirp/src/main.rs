@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 mod addr;
+mod bench;
 mod connect;
 mod id;
 mod impair;
@@ -85,6 +86,9 @@ enum Command {
     /// Connect to a chat server (a chat UI on a terminal; line mode with --line or a pipe).
     #[command(after_help = connect::EXAMPLES)]
     Connect(connect::ConnectArgs),
+    /// Load-test a server with the real protocol, against plain UDP in the same run.
+    #[command(after_help = bench::EXAMPLES)]
+    Bench(bench::BenchArgs),
 }
 
 const PEER_EXAMPLES: &str = "\
@@ -217,6 +221,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Id(a)) => id::run(&a),
         Some(Command::Serve(a)) => runtime.block_on(serve::run(a)),
         Some(Command::Connect(a)) => runtime.block_on(connect::run(a)),
+        Some(Command::Bench(a)) => runtime.block_on(bench::run(a)),
         None if std::io::stdin().is_terminal() => {
             let (bind, to) =
                 prompt::ask_addresses(&mut std::io::stdin().lock(), &mut std::io::stdout())?;

@@ -1,0 +1,258 @@
+//! `chirp bench`: the load generator (`chirp-bench`) behind a command line. It starts the
+//! server itself (this same binary's `serve`, in a temporary directory) unless given one,
+//! runs the scenario and the raw-UDP reference in the same run, and prints a table or JSON.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chirp_bench::fanout::{self, FanoutConfig, FanoutReport};
+use chirp_bench::raw::{self, RawReport};
+use chirp_bench::server::ServerProcess;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::addr;
+
+pub(crate) const EXAMPLES: &str = "\
+Every figure comes with the reference taken in the same run: plain UDP datagrams per second
+over loopback on the same machine (one send and one receive per datagram). Runs are repeated
+(--runs) and the median is shown; each run also checks that every member got every message
+exactly once, in order, and the command exits 1 if one did not.
+
+Examples:
+  chirp bench fanout                                   # 100 members, 1 sender, 200 messages
+  chirp bench fanout --members 1000 --messages 50 --runs 3
+  chirp bench fanout --senders 10 --json
+  chirp bench fanout --server 127.0.0.1:7667 --server-pid 4242   # a server already running
+  chirp bench raw --seconds 3";
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// A room of M members, S of them sending as fast as the server takes it; deliveries
+    /// per second and latency from send to delivery.
+    Fanout(FanoutArgs),
+    /// Plain UDP over loopback: the reference.
+    Raw(RawArgs),
+}
+
+#[derive(Debug, Args)]
+struct FanoutArgs {
+    /// Members of the room (each its own session and socket).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    members: u32,
+    /// Senders among them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    senders: u32,
+    /// Messages each sender sends.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    messages: u32,
+    /// Runs; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Each run ends after this many seconds; what has not arrived is counted lost.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    limit: u64,
+    /// A server already running (it must allow this many sessions from 127.0.0.1 and this
+    /// rate); by default the bench starts its own.
+    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr)]
+    server: Option<SocketAddr>,
+    /// The pid of that server, for its CPU and memory.
+    #[arg(long, value_name = "PID", requires = "server")]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RawArgs {
+    /// How long to measure.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Runs; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Print one JSON object instead of the line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Datagram payload of the raw reference: about a chat message's packet.
+const RAW_SIZE: usize = 200;
+/// Measuring time of the raw reference beside a scenario.
+const RAW_SECONDS: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
+    match args.scenario {
+        Scenario::Raw(a) => run_raw(&a),
+        Scenario::Fanout(a) => run_fanout(a).await,
+    }
+}
+
+fn raw_median(runs: u32, seconds: Duration) -> anyhow::Result<(f64, Vec<RawReport>)> {
+    let reports = (0..runs)
+        .map(|_| raw::run(seconds, RAW_SIZE).context("raw UDP reference"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut rates: Vec<f64> = reports.iter().map(|r| r.packets_per_sec).collect();
+    let median = chirp_bench::median(&mut rates).context("no raw run")?;
+    Ok((median, reports))
+}
+
+fn run_raw(a: &RawArgs) -> anyhow::Result<u8> {
+    let (median, reports) = raw_median(a.runs, Duration::from_secs(a.seconds))?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"scenario": "raw", "packets_per_sec": median, "runs": reports})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "raw UDP over loopback, {RAW_SIZE}-byte datagrams: {median:.0} packets/s (median of {})",
+            a.runs
+        )?;
+    }
+    Ok(0)
+}
+
+async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
+    let members = a.members as usize;
+    let senders = (a.senders as usize).min(members);
+    let messages = a.messages as usize;
+    let mut reports: Vec<FanoutReport> = Vec::new();
+    let mut raws = Vec::new();
+    for run in 1..=a.runs {
+        // A server of its own per run: every run starts from the same empty state.
+        let own = match a.server {
+            Some(_) => None,
+            None => {
+                let exe = std::env::current_exe().context("cannot find this executable")?;
+                Some(
+                    ServerProcess::start(&exe, members, &[])
+                        .context("cannot start the server under test")?,
+                )
+            }
+        };
+        let (server, server_pid) = match (&own, a.server) {
+            (Some(p), _) => (p.addr(), Some(p.pid())),
+            (None, Some(addr)) => (addr, a.server_pid),
+            (None, None) => unreachable!("one or the other"),
+        };
+        let expected = (senders * messages * (members - 1)) as u64;
+        let progress = if a.json || !std::io::stderr().is_terminal() {
+            ProgressBar::hidden()
+        } else {
+            let p = ProgressBar::new(expected);
+            p.set_style(
+                ProgressStyle::with_template(
+                    "run {prefix} {bar:40} {pos}/{len} deliveries, {per_sec}, ETA {eta}",
+                )
+                .context("progress bar template")?,
+            );
+            p.set_prefix(format!("{run}/{}", a.runs));
+            p
+        };
+        let report = fanout::run(
+            &FanoutConfig {
+                server,
+                server_pid,
+                members,
+                senders,
+                messages,
+                limit: Duration::from_secs(a.limit),
+            },
+            &progress,
+        )
+        .await
+        .context("fan-out run")?;
+        progress.finish_and_clear();
+        drop(own);
+        // The reference right after, on the same machine, with the server stopped.
+        let (raw, _) = tokio::task::spawn_blocking(|| raw_median(1, RAW_SECONDS))
+            .await
+            .context("raw reference task")??;
+        raws.push(raw);
+        reports.push(report);
+    }
+    let clean = reports.iter().all(FanoutReport::is_clean);
+    let mut rates: Vec<f64> = reports.iter().map(|r| r.deliveries_per_sec).collect();
+    let median = chirp_bench::median(&mut rates).context("no run")?;
+    let raw = chirp_bench::median(&mut raws).context("no raw run")?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "scenario": "fanout",
+                "members": members,
+                "senders": senders,
+                "messages": messages,
+                "deliveries_per_sec": median,
+                "raw_packets_per_sec": raw,
+                "ratio_to_raw": median / raw,
+                "clean": clean,
+                "runs": reports,
+                "raw_runs": raws,
+            })
+        )?;
+    } else {
+        writeln!(
+            out,
+            "fan-out: {members} members, {senders} sender(s) x {messages} messages, {} run(s)",
+            a.runs
+        )?;
+        writeln!(
+            out,
+            "| run | deliveries/s | raw UDP packets/s | ratio | p50 ms | p99 ms | max ms | lost | dup | reordered | server CPU % | server RSS MiB |"
+        )?;
+        writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
+        for (i, (r, raw)) in reports.iter().zip(&raws).enumerate() {
+            let (cpu, rss) = r.server.map_or(("-".into(), "-".into()), |s| {
+                (
+                    format!("{:.0}", s.cpu_percent),
+                    format!("{:.1}", s.rss_kib_end as f64 / 1024.0),
+                )
+            });
+            writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.1} | {} | {} | {} | {cpu} | {rss} |",
+                i + 1,
+                r.deliveries_per_sec,
+                raw,
+                r.deliveries_per_sec / raw,
+                r.latency_ms.p50,
+                r.latency_ms.p99,
+                r.latency_ms.max,
+                r.lost,
+                r.duplicated,
+                r.reordered,
+            )?;
+        }
+        writeln!(
+            out,
+            "median: {median:.0} deliveries/s = {:.2}x raw UDP ({raw:.0} packets/s); {}",
+            median / raw,
+            if clean {
+                "every message reached every member once, in order"
+            } else {
+                "MESSAGES WERE LOST, DUPLICATED OR REORDERED"
+            }
+        )?;
+    }
+    Ok(if clean { 0 } else { 1 })
+}

@@ -1,0 +1,78 @@
+//! `chirp bench` works end to end (not a timed test): it starts its own server, runs a small
+//! fan-out with the real protocol and the raw-UDP reference, and reports every message
+//! delivered once and in order, with the server's CPU and memory.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_chirp"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("chirp runs");
+    assert!(
+        out.status.success(),
+        "chirp bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn a_small_fanout_delivers_everything_once_in_order() {
+    let v = bench(&[
+        "fanout",
+        "--members",
+        "20",
+        "--senders",
+        "2",
+        "--messages",
+        "10",
+        "--runs",
+        "1",
+        "--limit",
+        "60",
+        "--json",
+    ]);
+    assert_eq!(v["scenario"], "fanout");
+    assert_eq!(v["clean"], true, "{v}");
+    let run = &v["runs"][0];
+    // Two senders' 10 messages each to the 19 others (a sender does not count its own).
+    assert_eq!(run["expected"], 2 * 10 * 19);
+    assert_eq!(run["delivered"], 2 * 10 * 19, "{run}");
+    for k in ["lost", "duplicated", "reordered"] {
+        assert_eq!(run[k], 0, "{k}: {run}");
+    }
+    assert!(run["deliveries_per_sec"].as_f64().unwrap() > 0.0);
+    let lat = &run["latency_ms"];
+    assert!(lat["p50"].as_f64().unwrap() <= lat["p99"].as_f64().unwrap());
+    assert!(lat["p99"].as_f64().unwrap() <= lat["max"].as_f64().unwrap());
+    let server = &run["server"];
+    assert!(server["rss_kib_end"].as_u64().unwrap() > 0, "{run}");
+    assert!(server["cpu_percent"].as_f64().unwrap() >= 0.0);
+    assert!(v["raw_packets_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["ratio_to_raw"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn the_raw_reference_runs() {
+    let v = bench(&["raw", "--seconds", "1", "--runs", "1", "--json"]);
+    assert_eq!(v["scenario"], "raw");
+    assert!(v["packets_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn bench_help_has_examples() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chirp"))
+        .args(["bench", "--help"])
+        .output()
+        .expect("chirp runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        help.contains("Examples:") && help.contains("chirp bench fanout"),
+        "{help}"
+    );
+}
