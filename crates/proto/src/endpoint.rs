@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tracing::{debug, trace};
+use tracing::{Span, debug, debug_span, trace};
 
 use crate::config::TransportConfig;
 use crate::connection::{CloseReason, ConnEvent, Connection, HandshakeStart, SendError};
@@ -367,6 +367,9 @@ impl Indexed {
 #[derive(Debug)]
 struct Entry {
     conn: Connection,
+    /// Entered around every call into the connection, so that each log line it causes says
+    /// which connection (our connection ID) and peer it is about.
+    span: Span,
     indexed: Indexed,
     /// In `Endpoint::transmit_ready` / `event_ready`.
     transmit_queued: bool,
@@ -508,10 +511,12 @@ impl Endpoint {
         let handle = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
         self.by_cid.insert(conn.local_cid, handle);
+        let span = debug_span!("conn", cid = %conn.local_cid, remote = %conn.remote);
         self.conns.insert(
             handle,
             Entry {
                 conn,
+                span,
                 indexed: Indexed::default(),
                 transmit_queued: false,
                 event_queued: false,
@@ -532,7 +537,8 @@ impl Endpoint {
         h: ConnectionHandle,
         f: impl FnOnce(&mut Connection) -> R,
     ) -> Option<R> {
-        let r = f(&mut self.conns.get_mut(&h)?.conn);
+        let e = self.conns.get_mut(&h)?;
+        let r = e.span.in_scope(|| f(&mut e.conn));
         self.sync(h, Ready::BOTH);
         Some(r)
     }
@@ -554,6 +560,11 @@ impl Endpoint {
         }
         let new = Indexed::of(&e.conn);
         let old = std::mem::replace(&mut e.indexed, new);
+        if old.remote.is_some() && old.remote != new.remote {
+            // Migration: the span follows the peer.
+            e.span
+                .record("remote", tracing::field::display(e.conn.remote));
+        }
         if old != new {
             self.reindex(h, old, new);
         }
@@ -1080,7 +1091,7 @@ impl Endpoint {
             if let Some(e) = self.conns.get_mut(&h) {
                 e.indexed.deadline = None;
                 self.stats.connection_visits += 1;
-                e.conn.handle_timeout(now);
+                e.span.in_scope(|| e.conn.handle_timeout(now));
             }
             self.sync(h, Ready::BOTH);
         }
@@ -1100,7 +1111,7 @@ impl Endpoint {
                 };
                 e.transmit_queued = false;
                 self.stats.connection_visits += 1;
-                let Some(contents) = e.conn.poll_transmit(now) else {
+                let Some(contents) = e.span.in_scope(|| e.conn.poll_transmit(now)) else {
                     self.sync(h, Ready::NONE);
                     continue;
                 };
@@ -1149,7 +1160,7 @@ impl Endpoint {
             };
             e.event_queued = false;
             self.stats.connection_visits += 1;
-            let ev = e.conn.poll_event();
+            let ev = e.span.in_scope(|| e.conn.poll_event());
             let remote = e.conn.remote;
             let Some(ev) = ev else {
                 if e.conn.is_drained() {

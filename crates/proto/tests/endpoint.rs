@@ -1281,3 +1281,52 @@ fn the_work_per_datagram_does_not_grow_with_the_connections() {
     assert!(few <= 6, "a handful of visits: {few}");
     assert_eq!(many, few, "250 connections cost what 2 do");
 }
+
+/// Every log line a connection causes carries its span: our connection ID and the peer's
+/// address (issue 14: a server with 100k connections must say which one a line is about).
+#[test]
+fn log_lines_name_their_connection() {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        many_connections(1, Instant::now());
+    });
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let connected: Vec<&str> = log.lines().filter(|l| l.contains(" connected")).collect();
+    assert_eq!(
+        connected.len(),
+        2,
+        "client and server each log it once:\n{log}"
+    );
+    // The server's line names the client's address, the client's the server's.
+    assert!(
+        connected
+            .iter()
+            .any(|l| l.contains("conn{cid=") && l.contains("remote=127.0.0.1:50001}")),
+        "{log}"
+    );
+    assert!(
+        connected
+            .iter()
+            .any(|l| l.contains("conn{cid=") && l.contains("remote=127.0.0.1:4434}")),
+        "{log}"
+    );
+}
