@@ -103,7 +103,7 @@ struct Seen {
     last_at: Option<Instant>,
 }
 
-fn fresh_key() -> StaticSecret {
+pub(crate) fn fresh_key() -> StaticSecret {
     let mut k = [0u8; 32];
     for c in k.chunks_mut(8) {
         c.copy_from_slice(&chirp_transport::random_seed().to_le_bytes());
@@ -111,7 +111,7 @@ fn fresh_key() -> StaticSecret {
     StaticSecret(k)
 }
 
-fn nick(i: usize) -> String {
+pub(crate) fn nick(i: usize) -> String {
     format!("b{i}")
 }
 
@@ -242,7 +242,7 @@ impl ProcSample {
     }
 }
 
-async fn wait_joined(
+pub(crate) async fn wait_joined(
     ev: &mut mpsc::Receiver<Event>,
     deadline: tokio::time::Instant,
 ) -> Result<(), String> {

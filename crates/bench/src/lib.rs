@@ -7,6 +7,8 @@
 //! - [`fanout`]: a room of M members, S of them sending; deliveries per second and the latency
 //!   from each send to each delivery; every member checks it got every message exactly once,
 //!   in order.
+//! - [`idle`]: N established, joined sessions held open: the server's memory per session
+//!   and its CPU while they idle.
 //! - [`server`]: starts `chirp serve` as a child process in a temporary directory, on a free
 //!   loopback port, with flood control and per-address limits raised for the load; stops it
 //!   on drop; reads a process's CPU time and resident memory from `/proc`.
@@ -15,6 +17,7 @@
 //! the same run, and take medians over runs (`--runs`).
 
 pub mod fanout;
+pub mod idle;
 pub mod raw;
 pub mod server;
 

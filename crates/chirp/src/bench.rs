@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chirp_bench::fanout::{self, FanoutConfig, FanoutReport};
+use chirp_bench::idle::{self, IdleConfig};
 use chirp_bench::raw::{self, RawReport};
 use chirp_bench::server::ServerProcess;
 use clap::{Args, Subcommand};
@@ -27,6 +28,7 @@ Examples:
   chirp bench fanout --members 1000 --messages 50 --runs 3
   chirp bench fanout --senders 10 --json
   chirp bench fanout --server 127.0.0.1:7667 --server-pid 4242   # a server already running
+  chirp bench idle --sessions 5000 --seconds 20         # memory per session, idle CPU
   chirp bench raw --seconds 3";
 
 #[derive(Debug, Args)]
@@ -40,6 +42,9 @@ enum Scenario {
     /// A room of M members, S of them sending as fast as the server takes it; deliveries
     /// per second and latency from send to delivery.
     Fanout(FanoutArgs),
+    /// N established, joined sessions held open: the server's memory per session above its
+    /// empty baseline and its CPU while they idle.
+    Idle(IdleArgs),
     /// Plain UDP over loopback: the reference.
     Raw(RawArgs),
 }
@@ -74,6 +79,28 @@ struct FanoutArgs {
 }
 
 #[derive(Debug, Args)]
+struct IdleArgs {
+    /// Sessions to hold (each its own socket in this process: mind `ulimit -n`).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sessions: u32,
+    /// How long to watch them idle.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Joining must end within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    limit: u64,
+    /// A server already running (with --server-pid); by default the bench starts its own.
+    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr, requires = "server_pid")]
+    server: Option<SocketAddr>,
+    /// The pid of that server.
+    #[arg(long, value_name = "PID", requires = "server")]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct RawArgs {
     /// How long to measure.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -95,6 +122,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     match args.scenario {
         Scenario::Raw(a) => run_raw(&a),
         Scenario::Fanout(a) => run_fanout(a).await,
+        Scenario::Idle(a) => run_idle(a).await,
     }
 }
 
@@ -124,6 +152,72 @@ fn run_raw(a: &RawArgs) -> anyhow::Result<u8> {
         )?;
     }
     Ok(0)
+}
+
+async fn run_idle(a: IdleArgs) -> anyhow::Result<u8> {
+    let sessions = a.sessions as usize;
+    let own = match a.server {
+        Some(_) => None,
+        None => {
+            let exe = std::env::current_exe().context("cannot find this executable")?;
+            Some(
+                ServerProcess::start(&exe, sessions, &[])
+                    .context("cannot start the server under test")?,
+            )
+        }
+    };
+    let (server, server_pid) = match (&own, a.server, a.server_pid) {
+        (Some(p), _, _) => (p.addr(), p.pid()),
+        (None, Some(addr), Some(pid)) => (addr, pid),
+        _ => anyhow::bail!("--server needs --server-pid"),
+    };
+    let progress = bar(a.json, sessions as u64, "joined")?;
+    let r = idle::run(
+        &IdleConfig {
+            server,
+            server_pid,
+            sessions,
+            idle: Duration::from_secs(a.seconds),
+            limit: Duration::from_secs(a.limit),
+        },
+        &progress,
+    )
+    .await
+    .context("idle run")?;
+    progress.finish_and_clear();
+    drop(own);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", json!({"scenario": "idle", "report": r}))?;
+    } else {
+        writeln!(
+            out,
+            "idle: {} sessions joined in {:.1} s; server RSS {:.1} MiB empty, {:.1} MiB holding them: {:.0} bytes per session; CPU while idle {:.1} % of one core over {:.0} s",
+            r.sessions,
+            r.join_s,
+            r.rss_kib_empty as f64 / 1024.0,
+            r.rss_kib_held as f64 / 1024.0,
+            r.bytes_per_session,
+            r.idle_cpu_percent,
+            r.idle_s
+        )?;
+    }
+    Ok(0)
+}
+
+/// A progress bar on a terminal, none for JSON or a pipe.
+fn bar(json: bool, len: u64, what: &str) -> anyhow::Result<ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let p = ProgressBar::new(len);
+    p.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what}, {{per_sec}}, ETA {{eta}}"
+        ))
+        .context("progress bar template")?,
+    );
+    Ok(p)
 }
 
 async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {

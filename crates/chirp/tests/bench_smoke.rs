@@ -76,3 +76,17 @@ fn bench_help_has_examples() {
         "{help}"
     );
 }
+
+#[test]
+fn idle_sessions_are_held_and_measured() {
+    let v = bench(&["idle", "--sessions", "20", "--seconds", "1", "--json"]);
+    assert_eq!(v["scenario"], "idle");
+    let r = &v["report"];
+    assert_eq!(r["sessions"], 20);
+    assert!(
+        r["rss_kib_held"].as_u64().unwrap() >= r["rss_kib_empty"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert!(r["idle_cpu_percent"].as_f64().unwrap() >= 0.0);
+    assert!(r["idle_s"].as_f64().unwrap() >= 1.0, "{r}");
+}
