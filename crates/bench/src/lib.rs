@@ -7,6 +7,8 @@
 //! - [`fanout`]: a room of M members, S of them sending; deliveries per second and the latency
 //!   from each send to each delivery; every member checks it got every message exactly once,
 //!   in order.
+//! - [`handshake`]: new sessions per second (handshake, `hello`, `welcome`), a fixed number in
+//!   setup at once, with the setup time of each.
 //! - [`idle`]: N established, joined sessions held open: the server's memory per session
 //!   and its CPU while they idle.
 //! - [`server`]: starts `chirp serve` as a child process in a temporary directory, on a free
@@ -17,6 +19,7 @@
 //! the same run, and take medians over runs (`--runs`).
 
 pub mod fanout;
+pub mod handshake;
 pub mod idle;
 pub mod raw;
 pub mod server;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chirp_bench::fanout::{self, FanoutConfig, FanoutReport};
+use chirp_bench::handshake::{self, HandshakeConfig};
 use chirp_bench::idle::{self, IdleConfig};
 use chirp_bench::raw::{self, RawReport};
 use chirp_bench::server::ServerProcess;
@@ -28,6 +29,7 @@ Examples:
   chirp bench fanout --members 1000 --messages 50 --runs 3
   chirp bench fanout --senders 10 --json
   chirp bench fanout --server 127.0.0.1:7667 --server-pid 4242   # a server already running
+  chirp bench handshake --sessions 5000 --concurrency 64    # new sessions/s, setup time
   chirp bench idle --sessions 5000 --seconds 20         # memory per session, idle CPU
   chirp bench raw --seconds 3";
 
@@ -42,6 +44,8 @@ enum Scenario {
     /// A room of M members, S of them sending as fast as the server takes it; deliveries
     /// per second and latency from send to delivery.
     Fanout(FanoutArgs),
+    /// New sessions per second (handshake, hello, welcome), a fixed number in setup at once.
+    Handshake(HandshakeArgs),
     /// N established, joined sessions held open: the server's memory per session above its
     /// empty baseline and its CPU while they idle.
     Idle(IdleArgs),
@@ -74,6 +78,29 @@ struct FanoutArgs {
     #[arg(long, value_name = "PID", requires = "server")]
     server_pid: Option<u32>,
     /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct HandshakeArgs {
+    /// Sessions to set up in all.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    sessions: u32,
+    /// At most this many in setup at once (below the server's 256, past which its per-address
+    /// handshake limit applies).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    concurrency: u32,
+    /// A session not welcomed within this many seconds counts as failed.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// A server already running; by default the bench starts its own.
+    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr)]
+    server: Option<SocketAddr>,
+    /// The pid of that server, for its CPU.
+    #[arg(long, value_name = "PID", requires = "server")]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of the line.
     #[arg(long)]
     json: bool,
 }
@@ -123,6 +150,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         Scenario::Raw(a) => run_raw(&a),
         Scenario::Fanout(a) => run_fanout(a).await,
         Scenario::Idle(a) => run_idle(a).await,
+        Scenario::Handshake(a) => run_handshake(a).await,
     }
 }
 
@@ -152,6 +180,62 @@ fn run_raw(a: &RawArgs) -> anyhow::Result<u8> {
         )?;
     }
     Ok(0)
+}
+
+async fn run_handshake(a: HandshakeArgs) -> anyhow::Result<u8> {
+    let sessions = a.sessions as usize;
+    let concurrency = a.concurrency as usize;
+    let own = match a.server {
+        Some(_) => None,
+        None => {
+            let exe = std::env::current_exe().context("cannot find this executable")?;
+            Some(
+                ServerProcess::start(&exe, sessions.min(100_000), &[])
+                    .context("cannot start the server under test")?,
+            )
+        }
+    };
+    let (server, server_pid) = match (&own, a.server) {
+        (Some(p), _) => (p.addr(), Some(p.pid())),
+        (None, Some(addr)) => (addr, a.server_pid),
+        (None, None) => unreachable!("one or the other"),
+    };
+    let progress = bar(a.json, sessions as u64, "sessions")?;
+    let r = handshake::run(
+        &HandshakeConfig {
+            server,
+            server_pid,
+            sessions,
+            concurrency,
+            timeout: Duration::from_secs(a.timeout),
+        },
+        &progress,
+    )
+    .await
+    .context("handshake run")?;
+    progress.finish_and_clear();
+    drop(own);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", json!({"scenario": "handshake", "report": r}))?;
+    } else {
+        let cpu = r
+            .server_cpu_percent
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.0} %"));
+        writeln!(
+            out,
+            "handshake: {} of {} sessions welcomed ({} at once) in {:.1} s: {:.0} sessions/s; setup p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server CPU {cpu}",
+            r.completed,
+            r.sessions,
+            concurrency,
+            r.elapsed_s,
+            r.sessions_per_sec,
+            r.setup_ms.p50,
+            r.setup_ms.p99,
+            r.setup_ms.max,
+        )?;
+    }
+    Ok(if r.failed == 0 { 0 } else { 1 })
 }
 
 async fn run_idle(a: IdleArgs) -> anyhow::Result<u8> {

@@ -90,3 +90,26 @@ fn idle_sessions_are_held_and_measured() {
     assert!(r["idle_cpu_percent"].as_f64().unwrap() >= 0.0);
     assert!(r["idle_s"].as_f64().unwrap() >= 1.0, "{r}");
 }
+
+#[test]
+fn sessions_are_set_up_and_timed() {
+    let v = bench(&[
+        "handshake",
+        "--sessions",
+        "40",
+        "--concurrency",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(v["scenario"], "handshake");
+    let r = &v["report"];
+    assert_eq!(r["completed"], 40, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert!(r["sessions_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    let s = &r["setup_ms"];
+    assert!(s["p50"].as_f64().unwrap() > 0.0);
+    assert!(
+        s["p50"].as_f64().unwrap() <= s["p99"].as_f64().unwrap(),
+        "{r}"
+    );
+}
