@@ -443,6 +443,10 @@ impl Runner {
             self.in_flight += 1;
             let _ = self.commit_tx.send((done, tokens));
         }
+        // A session can be touched twice in one round (a message, then a graceful close):
+        // flush it once.
+        touched.sort_unstable();
+        touched.dedup();
         self.flush(touched).await;
         any
     }
@@ -479,6 +483,7 @@ impl Runner {
             let Some(s) = self.sessions.get_mut(&sid) else {
                 continue;
             };
+            let taken = taken.min(s.queue.len());
             let mut bytes: usize = s.queue.drain(..taken).map(|d| d.len()).sum();
             match stopped {
                 None => {}

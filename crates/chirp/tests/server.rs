@@ -842,8 +842,8 @@ fn too_many_sessions_from_one_address_is_refused_at_once() {
     let data = tmp();
     let homes = tmp();
     let srv = Server::start(data.path(), "127.0.0.1:0", &["--max-sessions-per-ip", "1"]);
-    let mut a = user(&homes, "a", srv.addr, "alice", &[]);
-    ready(&mut a, &[]);
+    let mut a = user(&homes, "a", srv.addr, "alice", &["#cap"]);
+    ready(&mut a, &["#cap"]);
     let started = Instant::now();
     let mut b = user(&homes, "b", srv.addr, "bob", &[]);
     let status = b.proc.wait_exit(Duration::from_secs(10));
@@ -853,6 +853,17 @@ fn too_many_sessions_from_one_address_is_refused_at_once() {
     assert!(!status.success(), "{out}");
     assert!(out.contains("too many sessions"), "{out}");
     assert!(out.contains("at most 1"), "{out}");
+    // Said once, not twice (the refusal is an error message, then a close: both touch the
+    // session in one round, and the server must flush it once; flushing it twice sent the
+    // error twice and then panicked on the empty queue, taking the server down).
+    let refusals = out
+        .lines()
+        .filter(|l| l.contains(r#""type":"error""#) && l.contains("too many sessions"))
+        .count();
+    assert_eq!(refusals, 1, "{out}");
+    // The server is still there for the session it kept.
+    a.line("still here");
+    message(&mut a, "still here");
     ends_ok(&mut a);
 }
 

@@ -417,9 +417,9 @@ pub struct Endpoint {
     /// connections a simultaneous open can involve.
     racing: HashMap<SocketAddr, BTreeSet<ConnectionHandle>>,
     /// By the peer's connection ID, once known.
-    by_remote_cid: HashMap<ConnectionId, ConnectionHandle>,
+    by_remote_cid: HashMap<ConnectionId, BTreeSet<ConnectionHandle>>,
     /// By the peer's address and reset token, once known.
-    by_reset_token: HashMap<(SocketAddr, ResetToken), ConnectionHandle>,
+    by_reset_token: HashMap<(SocketAddr, ResetToken), BTreeSet<ConnectionHandle>>,
     /// Each connection's next deadline, in order; one entry per connection with a timer.
     timers: BTreeSet<(Instant, ConnectionHandle)>,
     /// Connections that may have a datagram to send or an event to report, in round-robin
@@ -581,27 +581,17 @@ impl Endpoint {
             multi_remove(&mut self.racing, racing(&old), h);
             multi_insert(&mut self.racing, racing(&new), h);
         }
+        // One-to-many as well: a peer may give two connections the same ID or token, and
+        // neither may hide the other.
         if old.remote_cid != new.remote_cid {
-            if let Some(cid) = old.remote_cid
-                && self.by_remote_cid.get(&cid) == Some(&h)
-            {
-                self.by_remote_cid.remove(&cid);
-            }
-            if let Some(cid) = new.remote_cid {
-                self.by_remote_cid.insert(cid, h);
-            }
+            multi_remove(&mut self.by_remote_cid, old.remote_cid, h);
+            multi_insert(&mut self.by_remote_cid, new.remote_cid, h);
         }
         let token_key = |i: &Indexed| i.remote.zip(i.reset_token);
         let (old_token, new_token) = (token_key(&old), token_key(&new));
         if old_token != new_token {
-            if let Some(k) = old_token
-                && self.by_reset_token.get(&k) == Some(&h)
-            {
-                self.by_reset_token.remove(&k);
-            }
-            if let Some(k) = new_token {
-                self.by_reset_token.insert(k, h);
-            }
+            multi_remove(&mut self.by_reset_token, old_token, h);
+            multi_insert(&mut self.by_reset_token, new_token, h);
         }
         if old.deadline != new.deadline {
             if let Some(t) = old.deadline {
@@ -1041,7 +1031,8 @@ impl Endpoint {
     fn handle_reset(&mut self, from: SocketAddr, token: &[u8]) {
         let hit = <[u8; RESET_TOKEN_LEN]>::try_from(token)
             .ok()
-            .and_then(|t| self.by_reset_token.get(&(from, ResetToken(t))).copied());
+            .and_then(|t| self.by_reset_token.get(&(from, ResetToken(t))))
+            .and_then(|hs| hs.first().copied());
         match hit {
             Some(h) => {
                 self.stats.resets_received += 1;
