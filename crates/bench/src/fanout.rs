@@ -28,8 +28,12 @@ pub struct FanoutConfig {
     pub members: usize,
     /// How many of them send (the first ones).
     pub senders: usize,
-    /// Messages each sender sends, as fast as the server takes them.
+    /// Messages each sender sends.
     pub messages: usize,
+    /// Messages per second each sender sends; `None`: as fast as its session queues them.
+    /// Latency is measured from the moment a message is handed to the sender's session, so
+    /// at full speed it includes the time it waited in the sender's own queue.
+    pub rate: Option<f64>,
     /// The whole run (joining included) must end within this; what has not arrived by then
     /// is counted lost.
     pub limit: Duration,
@@ -74,7 +78,7 @@ pub struct FanoutReport {
     pub lost: u64,
     /// Arrived again.
     pub duplicated: u64,
-    /// Arrived before one sent earlier by the same sender.
+    /// Arrived after one sent later by the same sender.
     pub reordered: u64,
     /// From the first send to the last delivery, seconds.
     pub elapsed_s: f64,
@@ -111,8 +115,19 @@ pub(crate) fn fresh_key() -> StaticSecret {
     StaticSecret(k)
 }
 
-pub(crate) fn nick(i: usize) -> String {
-    format!("b{i}")
+/// Nicks of one run: a random prefix, so that a server that outlives the run (`--server`)
+/// does not find them bound to the keys of an earlier run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Nicks(u32);
+
+impl Nicks {
+    pub(crate) fn new() -> Self {
+        Self(chirp_transport::random_seed() as u32)
+    }
+
+    pub(crate) fn get(self, i: usize) -> String {
+        format!("b{:08x}x{i}", self.0)
+    }
 }
 
 /// Runs the fan-out: connects and joins the members, lets the senders go, and waits until
@@ -123,9 +138,10 @@ pub async fn run(
 ) -> Result<FanoutReport, BenchError> {
     let deadline = tokio::time::Instant::now() + config.limit;
     let senders = config.senders.min(config.members);
+    let nicks = Nicks::new();
     let mut clients = Vec::with_capacity(config.members);
     for i in 0..config.members {
-        let mut c = ClientConfig::new(config.server, nick(i));
+        let mut c = ClientConfig::new(config.server, nicks.get(i));
         c.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         c.rooms = vec![ROOM.into()];
         c.identity = Some(fresh_key());
@@ -154,8 +170,9 @@ pub async fn run(
     for (i, (h, ev, task)) in clients.into_iter().enumerate() {
         handles.push(h);
         let member = Member {
-            me: i,
+            own: nicks.get(i),
             senders,
+            messages: config.messages,
             want: expected_per_member(i),
             epoch,
             progress: progress.clone(),
@@ -169,8 +186,14 @@ pub async fn run(
     for (s, h) in handles.iter().take(senders).enumerate() {
         let h = h.clone();
         let messages = config.messages;
+        let mut tick = config
+            .rate
+            .map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(1e-3))));
         sends.push(tokio::spawn(async move {
             for k in 0..messages {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
                 let t = epoch.elapsed().as_micros();
                 let text = format!("{s} {k} {t}");
                 if h.say(Target::Room(ROOM.into()), text, false).await.is_err() {
@@ -259,8 +282,9 @@ pub(crate) async fn wait_joined(
 
 /// One member's reader.
 struct Member {
-    me: usize,
+    own: String,
     senders: usize,
+    messages: usize,
     want: u64,
     epoch: Instant,
     progress: ProgressBar,
@@ -273,15 +297,16 @@ impl Member {
     /// on `complete` once it has all it expects, and reads on until `stop`.
     async fn receive(mut self, mut ev: mpsc::Receiver<Event>) -> Seen {
         let mut seen = Seen::default();
-        let mut next = vec![0u64; self.senders];
-        let own = nick(self.me);
+        // Per sender: which messages arrived, and the highest number so far.
+        let mut got = vec![vec![false; self.messages]; self.senders];
+        let mut highest: Vec<Option<u64>> = vec![None; self.senders];
         if self.want == 0 {
             let _ = self.complete.send(());
         }
         loop {
             let m = tokio::select! {
                 e = ev.recv() => match e {
-                    Some(Event::Message(m)) if !m.history && m.from != own => m,
+                    Some(Event::Message(m)) if !m.history && m.from != self.own => m,
                     Some(_) => continue,
                     None => break,
                 },
@@ -292,17 +317,20 @@ impl Member {
             let (Some(Ok(s)), Some(Ok(k)), Some(Ok(t))) = (f.next(), f.next(), f.next()) else {
                 continue; // Not one of ours.
             };
-            let Some(expect) = usize::try_from(s).ok().and_then(|s| next.get_mut(s)) else {
+            let Some(s) = usize::try_from(s).ok().filter(|&s| s < self.senders) else {
                 continue;
             };
-            if k < *expect {
+            let Some(slot) = usize::try_from(k).ok().and_then(|k| got[s].get_mut(k)) else {
+                continue;
+            };
+            if std::mem::replace(slot, true) {
                 seen.duplicated += 1;
                 continue;
             }
-            if k > *expect {
+            if highest[s].is_some_and(|h| k < h) {
                 seen.reordered += 1;
             }
-            *expect = k + 1;
+            highest[s] = highest[s].max(Some(k));
             seen.delivered += 1;
             seen.last_at = Some(now);
             let sent = self.epoch + Duration::from_micros(t);

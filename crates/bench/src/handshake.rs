@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::fanout::{Latency, fresh_key, nick};
+use crate::fanout::{Latency, Nicks, fresh_key};
 use crate::server::ProcSample;
 use crate::{BenchError, quantile};
 
@@ -58,6 +58,7 @@ pub async fn run(
 ) -> Result<HandshakeReport, BenchError> {
     let concurrency = config.concurrency.clamp(1, config.sessions.max(1));
     let keys: Vec<_> = (0..concurrency).map(|_| fresh_key()).collect();
+    let nicks = Nicks::new();
     let slots = Arc::new(Semaphore::new(concurrency));
     let before = config.server_pid.map(ProcSample::read).transpose()?;
     progress.set_length(config.sessions as u64);
@@ -71,7 +72,7 @@ pub async fn run(
             .acquire_owned()
             .await
             .map_err(|_| BenchError::Stuck("the session slots closed".into()))?;
-        let mut c = ClientConfig::new(config.server, nick(i % concurrency));
+        let mut c = ClientConfig::new(config.server, nicks.get(i % concurrency));
         c.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         c.identity = Some(keys[i % concurrency].clone());
         let timeout = config.timeout;

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::BenchError;
-use crate::fanout::{ROOM, fresh_key, nick, wait_joined};
+use crate::fanout::{Nicks, ROOM, fresh_key, wait_joined};
 use crate::server::ProcSample;
 
 /// What to run.
@@ -52,9 +52,10 @@ pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleRepo
     let empty = ProcSample::read(config.server_pid)?;
     progress.set_length(config.sessions as u64);
     let start = Instant::now();
+    let nicks = Nicks::new();
     let mut clients = Vec::with_capacity(config.sessions);
     for i in 0..config.sessions {
-        let mut c = ClientConfig::new(config.server, nick(i));
+        let mut c = ClientConfig::new(config.server, nicks.get(i));
         c.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         c.rooms = vec![ROOM.into()];
         c.identity = Some(fresh_key());

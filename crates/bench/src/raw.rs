@@ -14,9 +14,9 @@ use crate::BenchError;
 pub struct RawReport {
     /// Datagrams received per second.
     pub packets_per_sec: f64,
-    /// Datagrams sent and received in the measured interval.
+    /// Datagrams sent, warm-up included (at least `received`).
     pub sent: u64,
-    /// Received.
+    /// Received in the measured interval.
     pub received: u64,
     /// Payload bytes per datagram.
     pub size: usize,

@@ -28,6 +28,7 @@ Examples:
   chirp bench fanout                                   # 100 members, 1 sender, 200 messages
   chirp bench fanout --members 1000 --messages 50 --runs 3
   chirp bench fanout --senders 10 --json
+  chirp bench fanout --members 1000 --rate 20 --messages 200    # latency at a steady rate
   chirp bench fanout --server 127.0.0.1:7667 --server-pid 4242   # a server already running
   chirp bench handshake --sessions 5000 --concurrency 64    # new sessions/s, setup time
   chirp bench idle --sessions 5000 --seconds 20         # memory per session, idle CPU
@@ -64,6 +65,10 @@ struct FanoutArgs {
     /// Messages each sender sends.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     messages: u32,
+    /// Messages per second each sender sends (default: as fast as its session queues them;
+    /// latency then includes the wait in the sender's own queue).
+    #[arg(long, value_name = "PER_SEC", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    rate: Option<u32>,
     /// Runs; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
@@ -348,6 +353,7 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
                 members,
                 senders,
                 messages,
+                rate: a.rate.map(f64::from),
                 limit: Duration::from_secs(a.limit),
             },
             &progress,
@@ -366,7 +372,7 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
     let clean = reports.iter().all(FanoutReport::is_clean);
     let mut rates: Vec<f64> = reports.iter().map(|r| r.deliveries_per_sec).collect();
     let median = chirp_bench::median(&mut rates).context("no run")?;
-    let raw = chirp_bench::median(&mut raws).context("no raw run")?;
+    let raw = chirp_bench::median(&mut raws.clone()).context("no raw run")?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(
