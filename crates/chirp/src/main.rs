@@ -208,13 +208,24 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    // Two workers: output to a stuck terminal or pipe blocks the chat task (see `output`),
-    // and the transport task must keep acknowledging and sending keepalives meanwhile.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = if matches!(cli.command, Some(Command::Serve(_))) {
+        // The server's tasks (the transport driver and the chat runner) hand work to each
+        // other for every datagram: on one thread that is a queue push, across two a wake-up
+        // of a parked worker each time. SQLite reads go to the blocking pool and commits to
+        // the store's writer thread either way.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        // Two workers: output to a stuck terminal or pipe blocks the chat task (see
+        // `output`), and the transport task must keep acknowledging and sending keepalives
+        // meanwhile.
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
     let result = match cli.command {
         Some(Command::Peer(a)) => runtime.block_on(run_peer(a)),
         Some(Command::Impair(a)) => runtime.block_on(impair::run(a)),
