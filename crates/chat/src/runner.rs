@@ -28,7 +28,7 @@ use chirp_proto::{CloseReason, ConnectionHandle, EndpointConfig, Event, SendErro
 use chirp_store::{Op, Reader, Record, Store, StoreError};
 use chirp_transport::{Handle, Sent};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{Span, debug, info, info_span, warn};
 
 use crate::server::{Output, Server, ServerConfig, SessionId};
 
@@ -82,11 +82,14 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Sess {
     queue: VecDeque<Bytes>,
     blocked: bool,
     close: Option<String>,
+    /// Entered around the core's handling of this session's events, so that what the core
+    /// logs about it says which session (and peer) it is.
+    span: Span,
 }
 
 /// Runs the server on `socket` with `store` until `shutdown` resolves, then shuts down
@@ -197,6 +200,15 @@ struct Runner {
     undelivered_tx: mpsc::UnboundedSender<UndeliveredRead>,
 }
 
+impl Runner {
+    /// The span of session `sid` (none if it is gone).
+    fn span(&self, sid: SessionId) -> Span {
+        self.sessions
+            .get(&sid)
+            .map_or_else(Span::none, |s| s.span.clone())
+    }
+}
+
 fn conn(s: SessionId) -> ConnectionHandle {
     ConnectionHandle(s)
 }
@@ -300,16 +312,28 @@ impl Runner {
                 remote_key,
                 ..
             } => {
-                debug!(session = conn.0, %remote, "connected");
-                self.sessions.insert(conn.0, Sess::default());
-                self.core.connected(now, conn.0, remote.ip(), remote_key);
+                let span = info_span!("session", id = conn.0, %remote);
+                span.in_scope(|| debug!("connected"));
+                span.in_scope(|| self.core.connected(now, conn.0, remote.ip(), remote_key));
+                self.sessions.insert(
+                    conn.0,
+                    Sess {
+                        queue: VecDeque::new(),
+                        blocked: false,
+                        close: None,
+                        span,
+                    },
+                );
             }
             // Never asked: the server's endpoint accepts every authenticated key
             // (`verify_keys` is off); a key is an identity, not a credential, here.
             Event::VerifyKey { conn, .. } => {
                 let _ = self.handle.verify_key(conn, true).await;
             }
-            Event::Message { conn, data } => self.core.message(now, conn.0, &data),
+            Event::Message { conn, data } => {
+                let span = self.span(conn.0);
+                span.in_scope(|| self.core.message(now, conn.0, &data));
+            }
             // The server's messages need no per-message receipt: a client that missed some
             // catches up from the history when it comes back.
             Event::Acked { .. } => {}
@@ -322,9 +346,14 @@ impl Runner {
                 self.flush(vec![conn.0]).await;
             }
             Event::Closed { conn, reason, .. } => {
-                debug!(session = conn.0, ?reason, "closed");
-                self.sessions.remove(&conn.0);
-                self.core.disconnected(now, conn.0, &reason_text(&reason));
+                let span = self
+                    .sessions
+                    .remove(&conn.0)
+                    .map_or_else(Span::none, |s| s.span);
+                span.in_scope(|| {
+                    debug!(?reason, "closed");
+                    self.core.disconnected(now, conn.0, &reason_text(&reason));
+                });
             }
         }
     }

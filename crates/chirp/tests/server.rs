@@ -948,3 +948,55 @@ fn out_of_range_settings_are_refused_before_serving() {
     assert!(!status.success(), "{out}");
     assert!(err.contains("out of range (1-65535)"), "{err}");
 }
+
+/// Issue 14: a server with many connections must say which one a log line is about. With
+/// debug logging on, the lines about a session carry its span (`session{id=… remote=…}`) and
+/// those about a connection the endpoint's (`conn{cid=… remote=…}`); message text never
+/// appears.
+#[test]
+fn server_log_lines_name_their_session_and_connection() {
+    let data = tmp();
+    let homes = tmp();
+    let mut srv = Server::start_env(
+        data.path(),
+        "127.0.0.1:0",
+        &[],
+        &[("RUST_LOG", "chirp_chat=debug,chirp_proto=debug")],
+    );
+    let mut a = user(&homes, "a", srv.addr, "alice", &["#logs"]);
+    ready(&mut a, &["#logs"]);
+    a.line("a secret line");
+    message(&mut a, "a secret line");
+    ends_ok(&mut a);
+    srv.terminate();
+    // Strip the colours the log formatter adds.
+    let raw = srv.proc.stderr();
+    let mut log = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            log.push(c);
+        }
+    }
+    assert!(
+        log.lines().any(|l| l.contains("session{id=")
+            && l.contains("remote=127.0.0.1:")
+            && l.contains("connected")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("conn{cid=") && l.contains("remote=127.0.0.1:")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("a secret line"),
+        "message text is never logged:\n{log}"
+    );
+}

@@ -104,6 +104,17 @@ pub(crate) struct Proc {
 impl Proc {
     /// Starts `program args` with piped stdin, stdout and stderr.
     pub(crate) fn spawn(name: &str, program: &str, args: &[String], mode: Stdout) -> Proc {
+        Self::spawn_env(name, program, args, mode, &[])
+    }
+
+    /// Like [`Self::spawn`], with `env` set in the child's environment (after the defaults).
+    pub(crate) fn spawn_env(
+        name: &str,
+        program: &str,
+        args: &[String],
+        mode: Stdout,
+        env: &[(&str, &str)],
+    ) -> Proc {
         let mut cmd = Command::new(program);
         // Deterministic stderr whatever the caller's environment says; CHIRP_TEST_LOG (e.g.
         // `debug`) turns chirp's logs on when investigating a failure.
@@ -115,6 +126,7 @@ impl Proc {
         if let Ok(filter) = std::env::var("CHIRP_TEST_LOG") {
             cmd.env("RUST_LOG", filter);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
@@ -612,13 +624,23 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `chirp serve --bind BIND --data-dir DIR EXTRA...` and reads its first line.
     pub(crate) fn start(dir: &Path, bind: &str, extra: &[&str]) -> Server {
+        Self::start_env(dir, bind, extra, &[])
+    }
+
+    /// Like [`Self::start`], with `env` in the server's environment (e.g. `RUST_LOG`).
+    pub(crate) fn start_env(
+        dir: &Path,
+        bind: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut args: Vec<String> = ["serve", "--bind", bind, "--data-dir"]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
         args.push(dir.display().to_string());
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut proc = Proc::spawn("server", CHIRP, &args, Stdout::Lines);
+        let mut proc = Proc::spawn_env("server", CHIRP, &args, Stdout::Lines, env);
         let line = match proc.recv(WAIT) {
             Ok(l) => String::from_utf8_lossy(&l).into_owned(),
             Err(_) => panic!("server did not start: {}", proc.stderr()),
