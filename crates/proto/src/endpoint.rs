@@ -1076,7 +1076,7 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         // Everything due now, taken out at once: each connection fires once per call, even
         // if its next deadline were due again at once.
-        let later = self.timers.split_off(&(now, ConnectionHandle(u64::MAX)));
+        let later = self.timers.split_off(&after(now));
         let due = std::mem::replace(&mut self.timers, later);
         for (_, h) in due {
             if let Some(e) = self.conns.get_mut(&h) {
@@ -1122,7 +1122,7 @@ impl Endpoint {
             // ACK) before its timer fires: `Connection::poll_transmit` looks at `now` itself.
             // Once per call, when nothing else is ready.
             due_checked = true;
-            for &(_, h) in self.timers.range(..(now, ConnectionHandle(u64::MAX))) {
+            for &(_, h) in self.timers.range(..after(now)) {
                 if let Some(e) = self.conns.get_mut(&h)
                     && !e.transmit_queued
                 {
@@ -1233,4 +1233,10 @@ fn multi_insert<K: Hash + Eq>(
     if let Some(k) = key {
         index.entry(k).or_default().insert(h);
     }
+}
+
+/// The first key of the timer set past every deadline at `now`: entries below it are due.
+/// (Handles count up from 0 and never reach `u64::MAX`.)
+fn after(now: Instant) -> (Instant, ConnectionHandle) {
+    (now, ConnectionHandle(u64::MAX))
 }

@@ -102,6 +102,7 @@ impl ConnectionStats {
 
 /// Endpoint-wide counters: datagrams that could not be attributed to one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EndpointStats {
     /// Datagrams received in total.
     pub datagrams_received: u64,
