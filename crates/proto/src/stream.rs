@@ -276,6 +276,7 @@ impl SendStream {
                 let keep_from = self.starts.front().map_or(self.base, |&s| s.min(self.base));
                 self.data.drain(..(keep_from - self.data_start) as usize);
                 self.data_start = keep_from;
+                release_if_drained(&mut self.data);
             }
         }
     }
@@ -476,6 +477,7 @@ impl RecvStream {
             self.parse_off += total as u64;
             self.ready.push_back((Bytes::from(msg), total as u64));
         }
+        release_if_drained(&mut self.pending);
         Ok(())
     }
 
@@ -511,6 +513,19 @@ impl RecvStream {
     }
 }
 
+/// A drained buffer keeps at most this much capacity: enough for a few chat messages, so
+/// that steady chat traffic does not allocate, while a burst (a history page) does not leave
+/// every connection that ever received one holding its size for good (issue 14: an idle
+/// session must be small).
+const KEEP_DRAINED_CAPACITY: usize = 4096;
+
+/// Frees `buf`'s memory if it is empty and holds more than [`KEEP_DRAINED_CAPACITY`].
+fn release_if_drained(buf: &mut VecDeque<u8>) {
+    if buf.is_empty() && buf.capacity() > KEEP_DRAINED_CAPACITY {
+        *buf = VecDeque::new();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +538,38 @@ mod tests {
         let mut out = Vec::new();
         s.copy_range(0..s.end(), &mut out);
         out
+    }
+
+    /// Issue 14: a connection that once carried a burst does not hold its size once it has
+    /// been delivered; small chat traffic keeps its buffer (no allocation per message).
+    #[test]
+    fn drained_buffers_let_go_of_a_burst_but_keep_a_small_one() {
+        let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
+        s.write(&[7u8; 60_000]).expect("room");
+        assert!(s.data.capacity() >= 60_000);
+        s.on_ack(0..s.end());
+        assert!(s.data.is_empty());
+        assert!(
+            s.data.capacity() <= KEEP_DRAINED_CAPACITY,
+            "{}",
+            s.data.capacity()
+        );
+        s.write(&[1u8; 100]).expect("room");
+        let small = s.data.capacity();
+        s.on_ack(0..s.end());
+        assert_eq!(s.data.capacity(), small, "a small buffer is kept");
+
+        let wire = encode(&[&[9u8; 60_000]]);
+        let mut r = RecvStream::new(1 << 20, 1 << 20, MAX_MESSAGE_SIZE);
+        r.on_data(0, &wire[..30_000]).expect("within window");
+        assert!(r.pending.capacity() >= 30_000);
+        r.on_data(30_000, &wire[30_000..]).expect("within window");
+        assert_eq!(r.pop_message().map(|m| m.len()), Some(60_000));
+        assert!(
+            r.pending.capacity() <= KEEP_DRAINED_CAPACITY,
+            "{}",
+            r.pending.capacity()
+        );
     }
 
     #[test]
