@@ -384,6 +384,48 @@ impl ServerMsg {
 mod tests {
     use super::*;
 
+    /// Every `C:` / `S:` line of the examples in docs/PROTOCOL.md, "Chat protocol".
+    fn doc_example_lines() -> Vec<(char, &'static str)> {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC.find("### Examples\n\n```\nC: {\"t\":\"hello\"").expect("examples");
+        let end = start + DOC[start..].find("documented_examples_decode").expect("end");
+        DOC[start..end]
+            .lines()
+            .filter_map(|l| {
+                let (who, json) = l.split_once(": ")?;
+                match who {
+                    "C" => Some(('C', json)),
+                    "S" => Some(('S', json)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_example_decodes() {
+        let lines = doc_example_lines();
+        assert!(lines.len() >= 15, "found {} example lines", lines.len());
+        for (who, json) in lines {
+            let ok = match who {
+                'C' => ClientMsg::decode(json.as_bytes()).is_ok(),
+                _ => ServerMsg::decode(json.as_bytes()).is_ok(),
+            };
+            assert!(ok, "{who}: {json} does not decode");
+        }
+        // The `echo: false` example says what it means.
+        let hello = br##"{"t":"hello","v":1,"nick":"alice","client":42,"rooms":[{"room":"#rust","after":18}],"echo":false}"##;
+        assert!(
+            doc_example_lines()
+                .iter()
+                .any(|&(_, j)| j.as_bytes() == hello.as_slice())
+        );
+        assert!(matches!(
+            ClientMsg::decode(hello).expect("hello"),
+            ClientMsg::Hello { echo: false, .. }
+        ));
+    }
+
     #[test]
     fn documented_examples_decode() {
         // The examples in docs/PROTOCOL.md, "Chat protocol".
