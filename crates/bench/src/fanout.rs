@@ -115,6 +115,23 @@ pub(crate) fn fresh_key() -> StaticSecret {
     StaticSecret(k)
 }
 
+/// A bench session's configuration: from 127.0.0.1 (any port) with `identity`, in [`ROOM`]
+/// if `join`.
+pub(crate) fn session_config(
+    server: SocketAddr,
+    nick: String,
+    identity: StaticSecret,
+    join: bool,
+) -> ClientConfig {
+    let mut c = ClientConfig::new(server, nick);
+    c.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    if join {
+        c.rooms = vec![ROOM.into()];
+    }
+    c.identity = Some(identity);
+    c
+}
+
 /// Nicks of one run: a random prefix, so that a server that outlives the run (`--server`)
 /// does not find them bound to the keys of an earlier run.
 #[derive(Debug, Clone, Copy)]
@@ -141,10 +158,7 @@ pub async fn run(
     let nicks = Nicks::new();
     let mut clients = Vec::with_capacity(config.members);
     for i in 0..config.members {
-        let mut c = ClientConfig::new(config.server, nicks.get(i));
-        c.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.rooms = vec![ROOM.into()];
-        c.identity = Some(fresh_key());
+        let mut c = session_config(config.server, nicks.get(i), fresh_key(), true);
         c.pace = false;
         clients.push(client::spawn(c).map_err(BenchError::io("start a client session"))?);
     }
@@ -153,7 +167,7 @@ pub async fn run(
             .await
             .map_err(|e| BenchError::Stuck(format!("member {i}: {e}")))?;
     }
-    let joined = config.server_pid.map(ProcSample::read).transpose()?;
+    let joined = ProcSample::read_opt(config.server_pid)?;
     let expected_per_member = |i: usize| {
         let from = if i < senders { senders - 1 } else { senders };
         (from * config.messages) as u64
@@ -257,12 +271,6 @@ pub async fn run(
             rss_kib_end: b.rss_kib,
         }),
     })
-}
-
-impl ProcSample {
-    fn read_opt(pid: Option<u32>) -> Result<Option<Self>, BenchError> {
-        pid.map(Self::read).transpose()
-    }
 }
 
 pub(crate) async fn wait_joined(

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chirp_chat::client::{self, ClientConfig, Event};
+use chirp_chat::client::{self, Event};
 use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::fanout::{Latency, Nicks, fresh_key};
+use crate::fanout::{Latency, Nicks, fresh_key, session_config};
 use crate::server::ProcSample;
 use crate::{BenchError, quantile};
 
@@ -60,7 +60,7 @@ pub async fn run(
     let keys: Vec<_> = (0..concurrency).map(|_| fresh_key()).collect();
     let nicks = Nicks::new();
     let slots = Arc::new(Semaphore::new(concurrency));
-    let before = config.server_pid.map(ProcSample::read).transpose()?;
+    let before = ProcSample::read_opt(config.server_pid)?;
     progress.set_length(config.sessions as u64);
     let start = Instant::now();
     let mut tasks = JoinSet::new();
@@ -72,9 +72,12 @@ pub async fn run(
             .acquire_owned()
             .await
             .map_err(|_| BenchError::Stuck("the session slots closed".into()))?;
-        let mut c = ClientConfig::new(config.server, nicks.get(i % concurrency));
-        c.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.identity = Some(keys[i % concurrency].clone());
+        let c = session_config(
+            config.server,
+            nicks.get(i % concurrency),
+            keys[i % concurrency].clone(),
+            false,
+        );
         let timeout = config.timeout;
         let t0 = Instant::now();
         let spawned = client::spawn(c).map_err(BenchError::io("start a client session"))?;
@@ -104,7 +107,7 @@ pub async fn run(
     while let Some(done) = tasks.join_next().await {
         collect(done, &mut setups, &mut failed, &mut last, progress);
     }
-    let after = config.server_pid.map(ProcSample::read).transpose()?;
+    let after = ProcSample::read_opt(config.server_pid)?;
     let elapsed = last.saturating_duration_since(start).as_secs_f64();
     setups.sort_unstable();
     let ms = |q: f64| quantile(&setups, q).map_or(0.0, |d| d.as_secs_f64() * 1000.0);

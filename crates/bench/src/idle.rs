@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chirp_chat::client::{self, ClientConfig};
+use chirp_chat::client;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::BenchError;
-use crate::fanout::{Nicks, ROOM, fresh_key, wait_joined};
+use crate::fanout::{Nicks, fresh_key, session_config, wait_joined};
 use crate::server::ProcSample;
 
 /// What to run.
@@ -55,10 +55,7 @@ pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleRepo
     let nicks = Nicks::new();
     let mut clients = Vec::with_capacity(config.sessions);
     for i in 0..config.sessions {
-        let mut c = ClientConfig::new(config.server, nicks.get(i));
-        c.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.rooms = vec![ROOM.into()];
-        c.identity = Some(fresh_key());
+        let c = session_config(config.server, nicks.get(i), fresh_key(), true);
         clients.push(client::spawn(c).map_err(BenchError::io("start a client session"))?);
     }
     let mut readers = Vec::with_capacity(clients.len());

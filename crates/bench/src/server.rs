@@ -154,6 +154,11 @@ impl ProcSample {
         })
     }
 
+    /// Reads `pid`'s figures now, if a pid is given.
+    pub fn read_opt(pid: Option<u32>) -> Result<Option<Self>, BenchError> {
+        pid.map(Self::read).transpose()
+    }
+
     /// Share of one core the process used between `earlier` and this sample, in percent.
     pub fn cpu_percent_since(&self, earlier: &Self) -> f64 {
         let secs = self.at.saturating_duration_since(earlier.at).as_secs_f64();

@@ -387,8 +387,13 @@ mod tests {
     /// Every `C:` / `S:` line of the examples in docs/PROTOCOL.md, "Chat protocol".
     fn doc_example_lines() -> Vec<(char, &'static str)> {
         const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
-        let start = DOC.find("### Examples\n\n```\nC: {\"t\":\"hello\"").expect("examples");
-        let end = start + DOC[start..].find("documented_examples_decode").expect("end");
+        let start = DOC
+            .find("### Examples\n\n```\nC: {\"t\":\"hello\"")
+            .expect("examples");
+        let end = start
+            + DOC[start..]
+                .find("documented_examples_decode")
+                .expect("end");
         DOC[start..end]
             .lines()
             .filter_map(|l| {

@@ -75,13 +75,8 @@ struct FanoutArgs {
     /// Each run ends after this many seconds; what has not arrived is counted lost.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     limit: u64,
-    /// A server already running (it must allow this many sessions from 127.0.0.1 and this
-    /// rate); by default the bench starts its own.
-    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr)]
-    server: Option<SocketAddr>,
-    /// The pid of that server, for its CPU and memory.
-    #[arg(long, value_name = "PID", requires = "server")]
-    server_pid: Option<u32>,
+    #[command(flatten)]
+    target: ServerArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -99,12 +94,8 @@ struct HandshakeArgs {
     /// A session not welcomed within this many seconds counts as failed.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
-    /// A server already running; by default the bench starts its own.
-    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr)]
-    server: Option<SocketAddr>,
-    /// The pid of that server, for its CPU.
-    #[arg(long, value_name = "PID", requires = "server")]
-    server_pid: Option<u32>,
+    #[command(flatten)]
+    target: ServerArgs,
     /// Print one JSON object instead of the line.
     #[arg(long)]
     json: bool,
@@ -121,15 +112,52 @@ struct IdleArgs {
     /// Joining must end within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     limit: u64,
-    /// A server already running (with --server-pid); by default the bench starts its own.
-    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr, requires = "server_pid")]
-    server: Option<SocketAddr>,
-    /// The pid of that server.
-    #[arg(long, value_name = "PID", requires = "server")]
-    server_pid: Option<u32>,
+    #[command(flatten)]
+    target: ServerArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// The server under test, for every scenario but `raw`.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// A server already running (it must allow the bench's sessions from 127.0.0.1 and its
+    /// rate); by default the bench starts its own.
+    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr)]
+    server: Option<SocketAddr>,
+    /// The pid of that server, for its CPU and memory.
+    #[arg(long, value_name = "PID", requires = "server")]
+    server_pid: Option<u32>,
+}
+
+/// Where the server under test listens and its pid, and the process if the bench started it
+/// (it stops when this is dropped).
+struct UnderTest {
+    addr: SocketAddr,
+    pid: Option<u32>,
+    _own: Option<ServerProcess>,
+}
+
+impl ServerArgs {
+    /// The server given, or a fresh one of this binary's sized for `sessions`.
+    fn under_test(&self, sessions: usize) -> anyhow::Result<UnderTest> {
+        if let Some(addr) = self.server {
+            return Ok(UnderTest {
+                addr,
+                pid: self.server_pid,
+                _own: None,
+            });
+        }
+        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let own = ServerProcess::start(&exe, sessions.min(100_000), &[])
+            .context("cannot start the server under test")?;
+        Ok(UnderTest {
+            addr: own.addr(),
+            pid: Some(own.pid()),
+            _own: Some(own),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -190,26 +218,12 @@ fn run_raw(a: &RawArgs) -> anyhow::Result<u8> {
 async fn run_handshake(a: HandshakeArgs) -> anyhow::Result<u8> {
     let sessions = a.sessions as usize;
     let concurrency = a.concurrency as usize;
-    let own = match a.server {
-        Some(_) => None,
-        None => {
-            let exe = std::env::current_exe().context("cannot find this executable")?;
-            Some(
-                ServerProcess::start(&exe, sessions.min(100_000), &[])
-                    .context("cannot start the server under test")?,
-            )
-        }
-    };
-    let (server, server_pid) = match (&own, a.server) {
-        (Some(p), _) => (p.addr(), Some(p.pid())),
-        (None, Some(addr)) => (addr, a.server_pid),
-        (None, None) => unreachable!("one or the other"),
-    };
+    let under = a.target.under_test(sessions)?;
     let progress = bar(a.json, sessions as u64, "sessions")?;
     let r = handshake::run(
         &HandshakeConfig {
-            server,
-            server_pid,
+            server: under.addr,
+            server_pid: under.pid,
             sessions,
             concurrency,
             timeout: Duration::from_secs(a.timeout),
@@ -219,7 +233,7 @@ async fn run_handshake(a: HandshakeArgs) -> anyhow::Result<u8> {
     .await
     .context("handshake run")?;
     progress.finish_and_clear();
-    drop(own);
+    drop(under);
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", json!({"scenario": "handshake", "report": r}))?;
@@ -245,25 +259,14 @@ async fn run_handshake(a: HandshakeArgs) -> anyhow::Result<u8> {
 
 async fn run_idle(a: IdleArgs) -> anyhow::Result<u8> {
     let sessions = a.sessions as usize;
-    let own = match a.server {
-        Some(_) => None,
-        None => {
-            let exe = std::env::current_exe().context("cannot find this executable")?;
-            Some(
-                ServerProcess::start(&exe, sessions, &[])
-                    .context("cannot start the server under test")?,
-            )
-        }
-    };
-    let (server, server_pid) = match (&own, a.server, a.server_pid) {
-        (Some(p), _, _) => (p.addr(), p.pid()),
-        (None, Some(addr), Some(pid)) => (addr, pid),
-        _ => anyhow::bail!("--server needs --server-pid"),
-    };
+    let under = a.target.under_test(sessions)?;
+    let server_pid = under
+        .pid
+        .context("the idle scenario measures the server: --server needs --server-pid")?;
     let progress = bar(a.json, sessions as u64, "joined")?;
     let r = idle::run(
         &IdleConfig {
-            server,
+            server: under.addr,
             server_pid,
             sessions,
             idle: Duration::from_secs(a.seconds),
@@ -274,7 +277,7 @@ async fn run_idle(a: IdleArgs) -> anyhow::Result<u8> {
     .await
     .context("idle run")?;
     progress.finish_and_clear();
-    drop(own);
+    drop(under);
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", json!({"scenario": "idle", "report": r}))?;
@@ -317,39 +320,17 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
     let mut raws = Vec::new();
     for run in 1..=a.runs {
         // A server of its own per run: every run starts from the same empty state.
-        let own = match a.server {
-            Some(_) => None,
-            None => {
-                let exe = std::env::current_exe().context("cannot find this executable")?;
-                Some(
-                    ServerProcess::start(&exe, members, &[])
-                        .context("cannot start the server under test")?,
-                )
-            }
-        };
-        let (server, server_pid) = match (&own, a.server) {
-            (Some(p), _) => (p.addr(), Some(p.pid())),
-            (None, Some(addr)) => (addr, a.server_pid),
-            (None, None) => unreachable!("one or the other"),
-        };
+        let under = a.target.under_test(members)?;
         let expected = (senders * messages * (members - 1)) as u64;
-        let progress = if a.json || !std::io::stderr().is_terminal() {
-            ProgressBar::hidden()
-        } else {
-            let p = ProgressBar::new(expected);
-            p.set_style(
-                ProgressStyle::with_template(
-                    "run {prefix} {bar:40} {pos}/{len} deliveries, {per_sec}, ETA {eta}",
-                )
-                .context("progress bar template")?,
-            );
-            p.set_prefix(format!("{run}/{}", a.runs));
-            p
-        };
+        let progress = bar(
+            a.json,
+            expected,
+            &format!("deliveries, run {run}/{}", a.runs),
+        )?;
         let report = fanout::run(
             &FanoutConfig {
-                server,
-                server_pid,
+                server: under.addr,
+                server_pid: under.pid,
                 members,
                 senders,
                 messages,
@@ -361,7 +342,7 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
         .await
         .context("fan-out run")?;
         progress.finish_and_clear();
-        drop(own);
+        drop(under);
         // The reference right after, on the same machine, with the server stopped.
         let (raw, _) = tokio::task::spawn_blocking(|| raw_median(1, RAW_SECONDS))
             .await
