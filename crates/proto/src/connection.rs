@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use crate::config::TransportConfig;
 use crate::congestion::NewReno;
 use crate::crypto::{AuthError, InitialKeys, PacketKey, ReplayWindow};
 use crate::handshake::Handshake;
+use crate::mem::ReleaseIfEmpty as _;
 use crate::range_set::RangeSet;
 use crate::rtt::{RttEstimator, StandingRtt};
 use crate::stats::ConnectionStats;
@@ -353,7 +355,9 @@ impl Halving {
 struct Crypto {
     initial: InitialKeys,
     /// The Noise state until it yields keys.
-    handshake: Option<Handshake>,
+    /// Boxed: it is large (the Noise state) and gone once the handshake ends, so an
+    /// established connection does not carry its room.
+    handshake: Option<Box<Handshake>>,
     /// Our latest handshake message: every long-header packet we send carries it, so any such
     /// packet that arrives moves the handshake on, and loss recovery retransmits it for free.
     hs_msg: Vec<u8>,
@@ -419,12 +423,28 @@ struct PendingCopy {
     spacing: Duration,
 }
 
+/// `config` as a connection applies it: the receive window can be raised but never set below
+/// what the peer may send before hearing from us (the protocol's initial limit), the datagram
+/// size stays within the protocol's bounds, and keepalives come well inside the idle timeout
+/// (or a quiet, healthy link would be declared dead).
+pub(crate) fn effective_config(config: &TransportConfig) -> TransportConfig {
+    TransportConfig {
+        receive_window: config.receive_window.max(INITIAL_MAX_DATA),
+        max_datagram_size: config
+            .max_datagram_size
+            .clamp(MIN_INITIAL_SIZE, MAX_DATAGRAM_SIZE),
+        keep_alive: config.keep_alive.map(|k| k.min(config.idle_timeout / 2)),
+        ..config.clone()
+    }
+}
+
 /// One connection's complete state.
 #[derive(Debug)]
 pub(crate) struct Connection {
     side: Side,
     state: State,
-    config: TransportConfig,
+    /// Shared by every connection of the endpoint.
+    config: Arc<TransportConfig>,
     pub(crate) local_cid: ConnectionId,
     /// The peer's connection ID once known; before that a client uses `initial_dcid`.
     remote_cid: Option<ConnectionId>,
@@ -553,7 +573,7 @@ impl Connection {
     #[allow(clippy::too_many_arguments)] // private; the two public constructors name the roles
     fn new(
         side: Side,
-        config: TransportConfig,
+        config: Arc<TransportConfig>,
         local_cid: ConnectionId,
         remote_cid: Option<ConnectionId>,
         initial_dcid: ConnectionId,
@@ -561,21 +581,12 @@ impl Connection {
         now: Instant,
         start: HandshakeStart,
     ) -> Self {
-        // The window can be raised but never set below what the peer may send before hearing
-        // from us: the protocol's initial limit.
-        let window = config.receive_window.max(INITIAL_MAX_DATA);
-        let max_datagram = config
-            .max_datagram_size
-            .clamp(MIN_INITIAL_SIZE, MAX_DATAGRAM_SIZE);
-        // Keepalives must come well inside the peer's idle timeout or a quiet, healthy link
-        // would be declared dead.
-        let keep_alive = config.keep_alive.map(|k| k.min(config.idle_timeout / 2));
-        let config = TransportConfig {
-            receive_window: window,
-            max_datagram_size: max_datagram,
-            keep_alive,
-            ..config
+        // The endpoint passes an effective configuration already; anything else is made one.
+        let config = match effective_config(&config) {
+            c if c == *config => config,
+            c => Arc::new(c),
         };
+        let window = config.receive_window;
         Self {
             side,
             state: State::Handshaking,
@@ -586,7 +597,7 @@ impl Connection {
             remote,
             crypto: Crypto {
                 initial: InitialKeys::new(initial_dcid.0),
-                handshake: Some(start.handshake),
+                handshake: Some(Box::new(start.handshake)),
                 hs_msg: start.message,
                 hs_due: false,
                 keys: None,
@@ -694,7 +705,7 @@ impl Connection {
     /// key is refused before we reveal our own identity (Noise message 3).
     #[allow(clippy::too_many_arguments)] // each argument is a distinct input of the handshake
     pub(crate) fn client(
-        config: TransportConfig,
+        config: Arc<TransportConfig>,
         local_cid: ConnectionId,
         initial_dcid: ConnectionId,
         remote: SocketAddr,
@@ -719,7 +730,7 @@ impl Connection {
     /// A connection accepted from a client's (cookie-validated) INITIAL; `start` has read Noise
     /// message 1 and written message 2.
     pub(crate) fn server(
-        config: TransportConfig,
+        config: Arc<TransportConfig>,
         local_cid: ConnectionId,
         header: &Header,
         remote: SocketAddr,
@@ -748,7 +759,7 @@ impl Connection {
         self.remote_cid = peer.src_cid;
         self.initial_dcid = peer.dst_cid;
         self.crypto.initial = InitialKeys::new(peer.dst_cid.0);
-        self.crypto.handshake = Some(start.handshake);
+        self.crypto.handshake = Some(Box::new(start.handshake));
         self.crypto.hs_msg = start.message;
         // `expected_key` stays: a pinned peer is checked whichever side opens.
         self.ping_pending = true;
@@ -906,6 +917,7 @@ impl Connection {
         // Acknowledgements are the only way a copy becomes moot, so this is the one place that
         // prunes them.
         self.copies.retain(|c| !self.send.is_acked(&c.range));
+        self.copies.release_if_empty();
         if self.send.blocked && self.send.has_room() {
             self.send.blocked = false;
             self.writable_pending = true;
@@ -1636,6 +1648,8 @@ impl Connection {
                 }
             }
         }
+        self.sent.release_if_empty();
+        self.declared_lost.release_if_empty();
         let any_spurious = !spurious.is_empty();
         for p in spurious {
             self.on_spurious_loss(now, p);
@@ -1803,6 +1817,7 @@ impl Connection {
                 },
             ));
         }
+        self.sent.release_if_empty();
         if let Some(t) = newest_lost {
             let before = self.cc.episode();
             let random = self.random_loss_base(now, t);
@@ -1871,6 +1886,7 @@ impl Connection {
                 self.count_loss();
             }
         }
+        self.declared_lost.release_if_empty();
     }
 
     /// Once a connection has seen reordering beyond its window (a spurious loss), a declared
@@ -1898,6 +1914,7 @@ impl Connection {
                 break;
             }
             self.unconfirmed.pop_front();
+            self.unconfirmed.release_if_empty();
             // Gone: proved spurious (never counted), or forgotten (counted then).
             if self
                 .declared_lost
@@ -2758,6 +2775,7 @@ impl Connection {
                 i += 1;
             }
         }
+        self.copies.release_if_empty();
     }
 }
 

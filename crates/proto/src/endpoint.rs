@@ -19,9 +19,10 @@
 //! }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque, hash_map};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -405,21 +406,25 @@ impl Ready {
 #[derive(Debug)]
 pub struct Endpoint {
     config: EndpointConfig,
+    /// `config.transport`, shared by every connection rather than copied into each.
+    transport: Arc<TransportConfig>,
     rng: Rng,
     // Ordered, so that `connections` lists them deterministically.
-    conns: BTreeMap<ConnectionHandle, Entry>,
+    // Boxed: a connection is a few KiB, and a B-tree keeps its values in nodes that are
+    // half empty on average; boxes keep the nodes small and the connections tightly packed.
+    conns: BTreeMap<ConnectionHandle, Box<Entry>>,
     by_cid: HashMap<ConnectionId, ConnectionHandle>,
     /// Client INITIALs are addressed to a random ID until the client learns ours.
     by_initial: HashMap<(SocketAddr, ConnectionId), ConnectionHandle>,
     /// By peer address (a client may run many connections from one socket).
-    by_remote: HashMap<SocketAddr, BTreeSet<ConnectionHandle>>,
+    by_remote: HashMap<SocketAddr, Handles>,
     /// Our handshaking clients that have not heard the server yet, by peer address: the
     /// connections a simultaneous open can involve.
-    racing: HashMap<SocketAddr, BTreeSet<ConnectionHandle>>,
+    racing: HashMap<SocketAddr, Handles>,
     /// By the peer's connection ID, once known.
-    by_remote_cid: HashMap<ConnectionId, BTreeSet<ConnectionHandle>>,
+    by_remote_cid: HashMap<ConnectionId, Handles>,
     /// By the peer's address and reset token, once known.
-    by_reset_token: HashMap<(SocketAddr, ResetToken), BTreeSet<ConnectionHandle>>,
+    by_reset_token: HashMap<(SocketAddr, ResetToken), Handles>,
     /// Each connection's next deadline, in order; one entry per connection with a timer.
     timers: BTreeSet<(Instant, ConnectionHandle)>,
     /// Connections that may have a datagram to send or an event to report, in round-robin
@@ -460,6 +465,7 @@ impl Endpoint {
         let reset_key = hash(&[b"chirp v2 stateless reset", &identity.0]);
         let cookies = CookieJar::new(secrets.next(), 0);
         Self {
+            transport: Arc::new(crate::connection::effective_config(&config.transport)),
             config,
             rng,
             identity,
@@ -514,13 +520,13 @@ impl Endpoint {
         let span = debug_span!("conn", cid = %conn.local_cid, remote = %conn.remote);
         self.conns.insert(
             handle,
-            Entry {
+            Box::new(Entry {
                 conn,
                 span,
                 indexed: Indexed::default(),
                 transmit_queued: false,
                 event_queued: false,
-            },
+            }),
         );
         self.sync(handle, Ready::BOTH);
         handle
@@ -644,7 +650,7 @@ impl Endpoint {
             verify: self.config.verify_keys,
         };
         let conn = Connection::client(
-            self.config.transport.clone(),
+            Arc::clone(&self.transport),
             local,
             initial,
             remote,
@@ -928,14 +934,8 @@ impl Endpoint {
         }
         let local = self.new_cid();
         let start = self.respond(msg1, local)?;
-        let mut conn = Connection::server(
-            self.config.transport.clone(),
-            local,
-            header,
-            from,
-            now,
-            start,
-        );
+        let mut conn =
+            Connection::server(Arc::clone(&self.transport), local, header, from, now, start);
         conn.initial_route = Some((from, header.dst_cid));
         let h = self.insert(conn);
         self.by_initial.insert((from, header.dst_cid), h);
@@ -1210,28 +1210,81 @@ impl Endpoint {
 
 /// Removes `h` from the set under `key` in a one-to-many index (and the set, once empty).
 fn multi_remove<K: Hash + Eq>(
-    index: &mut HashMap<K, BTreeSet<ConnectionHandle>>,
+    index: &mut HashMap<K, Handles>,
     key: Option<K>,
     h: ConnectionHandle,
 ) {
     if let Some(k) = key
         && let Some(hs) = index.get_mut(&k)
+        && hs.remove(h)
     {
-        hs.remove(&h);
-        if hs.is_empty() {
-            index.remove(&k);
-        }
+        index.remove(&k);
     }
 }
 
 /// Adds `h` under `key` in a one-to-many index.
 fn multi_insert<K: Hash + Eq>(
-    index: &mut HashMap<K, BTreeSet<ConnectionHandle>>,
+    index: &mut HashMap<K, Handles>,
     key: Option<K>,
     h: ConnectionHandle,
 ) {
     if let Some(k) = key {
-        index.entry(k).or_default().insert(h);
+        match index.entry(k) {
+            hash_map::Entry::Vacant(v) => {
+                v.insert(Handles::One(h));
+            }
+            hash_map::Entry::Occupied(mut o) => o.get_mut().insert(h),
+        }
+    }
+}
+
+/// The connections under one key of a one-to-many index, in handle order. Almost always one,
+/// kept inline: a one-element B-tree set would cost a whole node per key, per index.
+#[derive(Debug)]
+enum Handles {
+    One(ConnectionHandle),
+    Many(BTreeSet<ConnectionHandle>),
+}
+
+impl Handles {
+    fn first(&self) -> Option<&ConnectionHandle> {
+        match self {
+            Handles::One(h) => Some(h),
+            Handles::Many(s) => s.first(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &ConnectionHandle> {
+        let (one, many) = match self {
+            Handles::One(h) => (Some(h), None),
+            Handles::Many(s) => (None, Some(s.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    fn insert(&mut self, h: ConnectionHandle) {
+        match self {
+            Handles::One(o) if *o == h => {}
+            Handles::One(o) => *self = Handles::Many(BTreeSet::from([*o, h])),
+            Handles::Many(s) => {
+                s.insert(h);
+            }
+        }
+    }
+
+    /// Removes `h`; true if none is left.
+    fn remove(&mut self, h: ConnectionHandle) -> bool {
+        match self {
+            Handles::One(o) => *o == h,
+            Handles::Many(s) => {
+                s.remove(&h);
+                match (s.len(), s.first()) {
+                    (1, Some(&only)) => *self = Handles::One(only),
+                    _ => return s.is_empty(),
+                }
+                false
+            }
+        }
     }
 }
 

@@ -42,6 +42,7 @@ mod connection;
 pub mod crypto;
 mod endpoint;
 pub mod handshake;
+mod mem;
 mod range_set;
 mod rng;
 mod rtt;

@@ -2,14 +2,18 @@
 //!
 //! Used for received packet numbers (to build ACK frames), for acknowledged and lost byte
 //! ranges of the send stream, and for the received byte ranges of the receive stream.
+//!
+//! The ranges live in one sorted `Vec`: a connection's sets hold one range, or a few while
+//! packets are missing (bounded by the callers: `MAX_SEGMENTS`, the ACK range limit), so a
+//! binary search and a short move beat a tree's nodes, and a one-range set costs one small
+//! allocation rather than a B-tree node (issue 14: an idle connection must be small).
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 
-/// Disjoint, non-adjacent half-open ranges, keyed by start.
+/// Disjoint, non-adjacent half-open ranges, in ascending order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RangeSet {
-    map: BTreeMap<u64, u64>,
+    ranges: Vec<Range<u64>>,
 }
 
 impl RangeSet {
@@ -20,30 +24,28 @@ impl RangeSet {
 
     /// True if no value is in the set.
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.ranges.is_empty()
     }
 
     /// Number of disjoint ranges.
     pub(crate) fn range_count(&self) -> usize {
-        self.map.len()
+        self.ranges.len()
+    }
+
+    /// The range holding `v`, if any: the last one starting at or before it.
+    fn holding(&self, v: u64) -> Option<&Range<u64>> {
+        let i = self.ranges.partition_point(|r| r.start <= v);
+        self.ranges[..i].last().filter(|r| v < r.end)
     }
 
     /// Is `v` in the set?
     pub(crate) fn contains(&self, v: u64) -> bool {
-        self.map
-            .range(..=v)
-            .next_back()
-            .is_some_and(|(_, &end)| v < end)
+        self.holding(v).is_some()
     }
 
     /// Is all of `r` in the set?
     pub(crate) fn contains_range(&self, r: Range<u64>) -> bool {
-        r.is_empty()
-            || self
-                .map
-                .range(..=r.start)
-                .next_back()
-                .is_some_and(|(_, &end)| r.end <= end)
+        r.is_empty() || self.holding(r.start).is_some_and(|h| r.end <= h.end)
     }
 
     /// Adds `r`, merging with neighbours. Returns true if any value was new.
@@ -51,21 +53,15 @@ impl RangeSet {
         if r.is_empty() || self.contains_range(r.clone()) {
             return false;
         }
-        let (mut start, mut end) = (r.start, r.end);
-        // Merge with a range that starts before and touches us.
-        if let Some((&s, &e)) = self.map.range(..=start).next_back() {
-            if e >= start {
-                start = s;
-                end = end.max(e);
-                self.map.remove(&s);
-            }
-        }
-        // Swallow ranges that start inside or adjacent to us.
-        while let Some((&s, &e)) = self.map.range(start..=end).next() {
-            end = end.max(e);
-            self.map.remove(&s);
-        }
-        self.map.insert(start, end);
+        // The ranges that overlap or touch `r` become one.
+        let lo = self.ranges.partition_point(|x| x.end < r.start);
+        let hi = self.ranges.partition_point(|x| x.start <= r.end);
+        let merged = match self.ranges.get(lo..hi) {
+            Some([first, .., last]) => first.start.min(r.start)..last.end.max(r.end),
+            Some([only]) => only.start.min(r.start)..only.end.max(r.end),
+            _ => r,
+        };
+        self.ranges.splice(lo..hi, std::iter::once(merged));
         true
     }
 
@@ -74,55 +70,64 @@ impl RangeSet {
         if r.is_empty() {
             return;
         }
-        let overlapping: Vec<(u64, u64)> = self
-            .map
-            .range(..r.end)
-            .rev()
-            .take_while(|&(_, &e)| e > r.start)
-            .map(|(&s, &e)| (s, e))
-            .collect();
-        for (s, e) in overlapping {
-            self.map.remove(&s);
-            if s < r.start {
-                self.map.insert(s, r.start);
-            }
-            if e > r.end {
-                self.map.insert(r.end, e);
-            }
+        let lo = self.ranges.partition_point(|x| x.end <= r.start);
+        let hi = self.ranges.partition_point(|x| x.start < r.end);
+        if lo >= hi {
+            return;
+        }
+        let left = (self.ranges[lo].start < r.start).then(|| self.ranges[lo].start..r.start);
+        let right = (self.ranges[hi - 1].end > r.end).then(|| r.end..self.ranges[hi - 1].end);
+        self.ranges.splice(lo..hi, left.into_iter().chain(right));
+        self.release();
+    }
+
+    /// Gives back memory the set no longer needs: all of it once empty, most of it after a
+    /// burst of holes has healed.
+    fn release(&mut self) {
+        if self.ranges.is_empty() {
+            self.ranges = Vec::new();
+        } else if self.ranges.capacity() > 16 && self.ranges.len() <= self.ranges.capacity() / 4 {
+            self.ranges.shrink_to(self.ranges.len() * 2);
         }
     }
 
     /// Smallest value, if any.
     pub(crate) fn min(&self) -> Option<u64> {
-        self.map.first_key_value().map(|(&s, _)| s)
+        self.ranges.first().map(|r| r.start)
     }
 
     /// Largest value, if any.
     #[cfg(test)]
     pub(crate) fn max(&self) -> Option<u64> {
-        self.map.last_key_value().map(|(_, &e)| e - 1)
+        self.ranges.last().map(|r| r.end - 1)
     }
 
     /// The lowest range.
     pub(crate) fn first(&self) -> Option<Range<u64>> {
-        self.map.first_key_value().map(|(&s, &e)| s..e)
+        self.ranges.first().cloned()
     }
 
     /// Removes and returns the lowest range.
     pub(crate) fn pop_first(&mut self) -> Option<Range<u64>> {
-        self.map.pop_first().map(|(s, e)| s..e)
+        if self.ranges.is_empty() {
+            return None;
+        }
+        let first = self.ranges.remove(0);
+        self.release();
+        Some(first)
     }
 
     /// Removes the lowest range(s) until at most `n` remain. Used to bound ACK state.
     pub(crate) fn truncate_low(&mut self, n: usize) {
-        while self.map.len() > n {
-            self.map.pop_first();
+        if self.ranges.len() > n {
+            self.ranges.drain(..self.ranges.len() - n);
+            self.release();
         }
     }
 
     /// Ranges in ascending order.
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = Range<u64>> + '_ {
-        self.map.iter().map(|(&s, &e)| s..e)
+        self.ranges.iter().cloned()
     }
 
     /// The parts of `r` not in the set, ascending.
@@ -132,25 +137,12 @@ impl RangeSet {
             return out;
         }
         let mut pos = r.start;
-        let first = self
-            .map
-            .range(..=r.start)
-            .next_back()
-            .map(|(&s, &e)| (s, e));
-        for (s, e) in first
-            .into_iter()
-            .chain(self.map.range(r.start + 1..r.end).map(|(&s, &e)| (s, e)))
-        {
-            if e <= pos {
-                continue;
+        let from = self.ranges.partition_point(|x| x.end <= r.start);
+        for x in self.ranges[from..].iter().take_while(|x| x.start < r.end) {
+            if x.start > pos {
+                out.push(pos..x.start);
             }
-            if s > pos {
-                out.push(pos..s.min(r.end));
-            }
-            pos = pos.max(e);
-            if pos >= r.end {
-                break;
-            }
+            pos = pos.max(x.end);
         }
         if pos < r.end {
             out.push(pos..r.end);
@@ -208,6 +200,10 @@ mod tests {
                 let gaps: Vec<u64> = s.gaps_in(10..50).into_iter().flatten().collect();
                 let expect: Vec<u64> = (10..50).filter(|v| !model.contains(v)).collect();
                 prop_assert_eq!(gaps, expect);
+                prop_assert_eq!(s.min(), model.first().copied());
+                prop_assert_eq!(s.max(), model.last().copied());
+                // An empty set holds no memory.
+                prop_assert!(!s.is_empty() || s.ranges.capacity() == 0);
                 // Ranges are disjoint and non-adjacent.
                 let rs: Vec<_> = s.iter().collect();
                 for w in rs.windows(2) {

@@ -12,6 +12,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::coding::{put_varint, varint_from_iter, varint_len};
+use crate::mem::ReleaseIfEmpty as _;
 use crate::range_set::RangeSet;
 
 /// Most separate out-of-order segments a receive stream buffers (see `RecvStream::can_buffer`).
@@ -273,10 +274,11 @@ impl SendStream {
                     self.starts.pop_front();
                     self.acked_messages += 1;
                 }
+                self.starts.release_if_empty();
                 let keep_from = self.starts.front().map_or(self.base, |&s| s.min(self.base));
                 self.data.drain(..(keep_from - self.data_start) as usize);
                 self.data_start = keep_from;
-                release_if_drained(&mut self.data);
+                self.data.release_if_empty();
             }
         }
     }
@@ -458,6 +460,7 @@ impl RecvStream {
             next += seg.len() as u64;
             self.pending.extend(seg);
         }
+        self.segments.release_if_empty();
         self.cut_messages()?;
         Ok(new)
     }
@@ -477,13 +480,14 @@ impl RecvStream {
             self.parse_off += total as u64;
             self.ready.push_back((Bytes::from(msg), total as u64));
         }
-        release_if_drained(&mut self.pending);
+        self.pending.release_if_empty();
         Ok(())
     }
 
     /// Hands the next complete message to the application, releasing its credit.
     pub(crate) fn pop_message(&mut self) -> Option<Bytes> {
         let (msg, encoded) = self.ready.pop_front()?;
+        self.ready.release_if_empty();
         self.consumed += encoded;
         Some(msg)
     }
@@ -513,19 +517,6 @@ impl RecvStream {
     }
 }
 
-/// A drained buffer keeps at most this much capacity: enough for a few chat messages, so
-/// that steady chat traffic does not allocate, while a burst (a history page) does not leave
-/// every connection that ever received one holding its size for good (issue 14: an idle
-/// session must be small).
-const KEEP_DRAINED_CAPACITY: usize = 4096;
-
-/// Frees `buf`'s memory if it is empty and holds more than [`KEEP_DRAINED_CAPACITY`].
-fn release_if_drained(buf: &mut VecDeque<u8>) {
-    if buf.is_empty() && buf.capacity() > KEEP_DRAINED_CAPACITY {
-        *buf = VecDeque::new();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,24 +531,25 @@ mod tests {
         out
     }
 
-    /// Issue 14: a connection that once carried a burst does not hold its size once it has
-    /// been delivered; small chat traffic keeps its buffer (no allocation per message).
+    /// Issue 14 ("allocate buffers lazily and release them when drained"): a connection
+    /// whose data has all been delivered holds no buffer, after a burst or a single message,
+    /// and a buffer still in use is kept.
     #[test]
-    fn drained_buffers_let_go_of_a_burst_but_keep_a_small_one() {
+    fn drained_buffers_are_released() {
         let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
         s.write(&[7u8; 60_000]).expect("room");
         assert!(s.data.capacity() >= 60_000);
         s.on_ack(0..s.end());
         assert!(s.data.is_empty());
-        assert!(
-            s.data.capacity() <= KEEP_DRAINED_CAPACITY,
-            "{}",
-            s.data.capacity()
-        );
+        assert_eq!(s.data.capacity(), 0);
+        assert_eq!(s.starts.capacity(), 0);
         s.write(&[1u8; 100]).expect("room");
-        let small = s.data.capacity();
+        s.write(&[2u8; 100]).expect("room");
+        let held = s.data.capacity();
+        s.on_ack(0..50);
+        assert_eq!(s.data.capacity(), held, "a buffer in use is kept");
         s.on_ack(0..s.end());
-        assert_eq!(s.data.capacity(), small, "a small buffer is kept");
+        assert_eq!(s.data.capacity(), 0);
 
         let wire = encode(&[&[9u8; 60_000]]);
         let mut r = RecvStream::new(1 << 20, 1 << 20, MAX_MESSAGE_SIZE);
@@ -565,11 +557,18 @@ mod tests {
         assert!(r.pending.capacity() >= 30_000);
         r.on_data(30_000, &wire[30_000..]).expect("within window");
         assert_eq!(r.pop_message().map(|m| m.len()), Some(60_000));
-        assert!(
-            r.pending.capacity() <= KEEP_DRAINED_CAPACITY,
-            "{}",
-            r.pending.capacity()
-        );
+        assert_eq!(r.pending.capacity(), 0);
+        assert_eq!(r.ready.capacity(), 0);
+        // Out of order: a segment waits in the map, which lets go of its node once drained.
+        let base = wire.len() as u64;
+        let wire = encode(&[&[1u8; 10], &[2u8; 10]]);
+        r.on_data(base + 11, &wire[11..]).expect("within window");
+        assert_eq!(r.segments.len(), 1);
+        r.on_data(base, &wire[..11]).expect("within window");
+        assert!(r.segments.is_empty());
+        assert_eq!(r.pop_message().map(|m| m.len()), Some(10));
+        assert_eq!(r.pop_message().map(|m| m.len()), Some(10));
+        assert_eq!(r.pending.capacity(), 0);
     }
 
     #[test]
