@@ -7,6 +7,8 @@
 //! - [`spawn`]: starts the one task that owns the endpoint. It multiplexes with `select!` the
 //!   socket, the endpoint's timer, commands from the application, and room in the event
 //!   channel; after every input it drains `poll_transmit` and `poll_event` as the core asks.
+//!   Socket I/O is batched through `quinn-udp` (`udp` module): a batch of datagrams per
+//!   `recvmmsg`, and runs of datagrams to one peer as one GSO send where the kernel can.
 //! - [`Handle`]: the application's side: connect, send, close, stats. Cheap to clone; the task
 //!   ends when every handle is dropped.
 //!
@@ -18,6 +20,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod udp;
+
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::Instant;
@@ -28,6 +32,8 @@ use chirp_proto::{
     Event, SendError,
 };
 use tokio::net::UdpSocket;
+
+use crate::udp::UdpIo;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, trace, warn};
@@ -35,13 +41,14 @@ use tracing::{debug, trace, warn};
 /// Largest UDP payload we read. Datagrams up to the IPv4 maximum (65,507 bytes) arrive whole,
 /// so `--plain` peers are never truncated and oversized junk is seen, counted and dropped.
 pub const RECV_BUFFER: usize = 65_536;
+/// Datagrams read in one wake-up before output is drained again (bounds latency under load):
+/// a few `recvmmsg` batches.
 /// Socket receive buffer requested from the kernel: a burst of a few thousand datagrams fits
 /// while the task is busy, instead of being dropped by the kernel.
 const SO_RCVBUF: usize = 4 << 20;
 const SO_SNDBUF: usize = 1 << 20;
 /// Events buffered towards the application before the task stops polling the endpoint.
 const EVENT_CHANNEL: usize = 1024;
-/// Datagrams read in one wake-up before output is drained again (bounds latency under load).
 const RECV_BATCH: usize = 64;
 
 /// Opens a UDP socket on `addr` with large kernel buffers.
@@ -326,7 +333,7 @@ pub fn spawn(
     config: EndpointConfig,
 ) -> io::Result<(Handle, mpsc::Receiver<Event>, JoinHandle<io::Result<()>>)> {
     let local_addr = socket.local_addr()?;
-    let socket = UdpSocket::from_std(socket)?;
+    let io = UdpIo::new(UdpSocket::from_std(socket)?)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
     let mut config = config;
@@ -339,10 +346,9 @@ pub fn spawn(
     let task = tokio::spawn(
         Driver {
             endpoint,
-            socket,
+            io,
             cmd_rx,
             ev_tx,
-            buf: vec![0; RECV_BUFFER],
         }
         .run(),
     );
@@ -358,10 +364,9 @@ pub fn spawn(
 
 struct Driver {
     endpoint: Endpoint,
-    socket: UdpSocket,
+    io: UdpIo,
     cmd_rx: mpsc::Receiver<Command>,
     ev_tx: mpsc::Sender<Event>,
-    buf: Vec<u8>,
 }
 
 fn now() -> Instant {
@@ -388,15 +393,13 @@ impl Driver {
         // once while the handlers mutate the endpoint.
         let Driver {
             mut endpoint,
-            socket,
+            mut io,
             mut cmd_rx,
             ev_tx,
-            mut buf,
         } = self;
-        let v6_socket = socket.local_addr()?.is_ipv6();
         let mut idle_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
-            flush_transmits(&mut endpoint, &socket, v6_socket).await?;
+            flush_transmits(&mut endpoint, &mut io).await;
             let events_blocked = !drain_events(&mut endpoint, &ev_tx);
             if !idle_waiters.is_empty() && endpoint.connections().next().is_none() {
                 for w in idle_waiters.drain(..) {
@@ -411,18 +414,16 @@ impl Driver {
                 }
             };
             tokio::select! {
-                r = socket.recv_from(&mut buf) => {
-                    match r {
-                        Ok((n, from)) => endpoint.handle_datagram(now(), from, &buf[..n]),
-                        Err(e) if is_transient(&e) => trace!(%e, "transient socket error"),
-                        Err(e) => return Err(e),
-                    }
-                    // Drain what else is queued, up to a batch, before writing again.
-                    for _ in 1..RECV_BATCH {
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => endpoint.handle_datagram(now(), from, &buf[..n]),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) if is_transient(&e) => continue,
+                r = io.readable() => {
+                    r?;
+                    // Drain what is queued, up to a few batches, before writing again.
+                    let mut read = 0;
+                    while read < RECV_BATCH {
+                        let now = now();
+                        match io.try_recv(|from, d| endpoint.handle_datagram(now, from, d)) {
+                            Ok(0) => break,
+                            Ok(n) => read += n,
+                            Err(e) if is_transient(&e) => trace!(%e, "transient socket error"),
                             Err(e) => return Err(e),
                         }
                     }
@@ -434,7 +435,7 @@ impl Driver {
                     Some(cmd) => apply(&mut endpoint, &mut idle_waiters, cmd),
                     None => {
                         debug!("all handles dropped; transport stopping");
-                        flush_transmits(&mut endpoint, &socket, v6_socket).await?;
+                        flush_transmits(&mut endpoint, &mut io).await;
                         return Ok(());
                     }
                 },
@@ -524,31 +525,12 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
     }
 }
 
-async fn flush_transmits(
-    endpoint: &mut Endpoint,
-    socket: &UdpSocket,
-    v6_socket: bool,
-) -> io::Result<()> {
+/// Sends everything the endpoint has to send.
+async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo) {
     while let Some(t) = endpoint.poll_transmit(now()) {
-        // The core keeps IPv4 peers as plain IPv4; a dual-stack IPv6 socket needs them mapped.
-        let dest = match t.destination {
-            SocketAddr::V4(v4) if v6_socket => {
-                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
-            }
-            other => other,
-        };
-        if let Err(e) = socket.send_to(&t.contents, dest).await {
-            // Whatever the reason (ICMP unreachable, no buffer space, a route that went away),
-            // a datagram that does not leave is a lost datagram, which the protocol is built
-            // to survive; a socket that is really broken shows up on receive.
-            if is_transient(&e) {
-                trace!(%e, %dest, "send failed");
-            } else {
-                warn!(%e, %dest, "send failed; treating the datagram as lost");
-            }
-        }
+        io.send(t.destination, &t.contents).await;
     }
-    Ok(())
+    io.flush().await;
 }
 
 /// Moves events into the channel while it has room. Returns false if it filled up first.
