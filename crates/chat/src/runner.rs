@@ -50,6 +50,10 @@ pub struct RunnerConfig {
     pub prune_every: Duration,
     /// The server's static secret key.
     pub identity: Option<chirp_proto::handshake::StaticSecret>,
+    /// Run the transport (handshakes, sealing and opening, socket I/O) on a thread of its own
+    /// ([`chirp_transport::spawn_on_thread`]), so that it and the chat core each have a core;
+    /// otherwise it is a task on the caller's runtime.
+    pub transport_thread: bool,
 }
 
 impl Default for RunnerConfig {
@@ -60,6 +64,7 @@ impl Default for RunnerConfig {
             max_connections: 4096,
             prune_every: Duration::from_secs(60),
             identity: None,
+            transport_thread: true,
         }
     }
 }
@@ -122,7 +127,13 @@ pub async fn run(
         ..EndpointConfig::default()
     };
     ep.transport.idle_timeout = config.idle_timeout;
-    let (handle, events, task) = chirp_transport::spawn(socket, ep)?;
+    let (handle, events, transport) = if config.transport_thread {
+        let (h, e, thread) = chirp_transport::spawn_on_thread(socket, ep, "chirp-transport")?;
+        (h, e, Transport::Thread(thread))
+    } else {
+        let (h, e, task) = chirp_transport::spawn(socket, ep)?;
+        (h, e, Transport::Task(task))
+    };
     let (commit_tx, commit_rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     tokio::spawn(forward_commits(commit_rx, done_tx));
@@ -149,9 +160,24 @@ pub async fn run(
     r.run(events, done_rx, reads, config.prune_every, shutdown)
         .await;
     drop(r.handle);
-    task.abort();
+    match transport {
+        Transport::Task(task) => task.abort(),
+        // It ends by itself now that its last handle is gone, after sending what it holds.
+        Transport::Thread(thread) => {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(SHUTDOWN_LINGER, joined).await.is_err() {
+                warn!("the transport thread did not stop in time");
+            }
+        }
+    }
     r.store.close();
     Ok(())
+}
+
+/// Where the transport driver runs.
+enum Transport {
+    Task(tokio::task::JoinHandle<std::io::Result<()>>),
+    Thread(std::thread::JoinHandle<std::io::Result<()>>),
 }
 
 type Commit = (oneshot::Receiver<Result<(), StoreError>>, Vec<u64>);

@@ -336,13 +336,7 @@ pub fn spawn(
     let io = UdpIo::new(UdpSocket::from_std(socket)?)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-    let mut config = config;
-    if config.identity.is_none() {
-        // An anonymous endpoint still needs an unpredictable static key: the core would derive
-        // one from the seed, which is fine for simulations and not for the network.
-        config.identity = Some(random_identity()?);
-    }
-    let endpoint = Endpoint::new(config, random_seed());
+    let endpoint = new_endpoint(config)?;
     let task = tokio::spawn(
         Driver {
             endpoint,
@@ -360,6 +354,84 @@ pub fn spawn(
         ev_rx,
         task,
     ))
+}
+
+/// Like [`spawn`], but the driver runs on a thread of its own, in a single-threaded runtime
+/// of its own: the endpoint's work (handshakes, sealing and opening, socket I/O) then takes a
+/// core of its own, beside the application's. Both sides of the channels work across
+/// runtimes. The thread ends like [`spawn`]'s task, when every [`Handle`] is dropped, and its
+/// join handle gives the driver's result.
+pub fn spawn_on_thread(
+    socket: StdUdpSocket,
+    config: EndpointConfig,
+    name: &str,
+) -> io::Result<(
+    Handle,
+    mpsc::Receiver<Event>,
+    std::thread::JoinHandle<io::Result<()>>,
+)> {
+    let local_addr = socket.local_addr()?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
+    let endpoint = new_endpoint(config)?;
+    // Setting up the socket needs the thread's runtime; its errors come back before we return.
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let io = match UdpSocket::from_std(socket).and_then(UdpIo::new) {
+                    Ok(io) => {
+                        let _ = ready_tx.send(Ok(()));
+                        io
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
+                };
+                Driver {
+                    endpoint,
+                    io,
+                    cmd_rx,
+                    ev_tx,
+                }
+                .run()
+                .await
+            })
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(thread
+                .join()
+                .map_err(|_| io::Error::other("the transport thread panicked"))?
+                .err()
+                .unwrap_or_else(|| io::Error::other("the transport thread ended at once")));
+        }
+    }
+    Ok((
+        Handle {
+            tx: cmd_tx,
+            local_addr,
+        },
+        ev_rx,
+        thread,
+    ))
+}
+
+/// The endpoint for `config`, with a fresh static key if it has none.
+fn new_endpoint(mut config: EndpointConfig) -> io::Result<Endpoint> {
+    if config.identity.is_none() {
+        // An anonymous endpoint still needs an unpredictable static key: the core would derive
+        // one from the seed, which is fine for simulations and not for the network.
+        config.identity = Some(random_identity()?);
+    }
+    Ok(Endpoint::new(config, random_seed()))
 }
 
 struct Driver {
