@@ -81,6 +81,9 @@ const SEEN_REFRESH_PER_TICK: usize = 256;
 /// are remembered. While that many have budgets not yet refilled, a key's first nick from a
 /// network not among them is refused ([`Refused::Busy`]) rather than one of them forgotten.
 const MAX_CLAIM_NETS: usize = 65_536;
+/// Expired nick bindings aged out in one [`Server::handle_timeout`] at most (one store batch);
+/// the rest are due at once and wait for the next call.
+const AGE_OUT_PER_TICK: usize = 1024;
 
 /// Server settings (every one can be set in the config file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,14 +426,73 @@ enum Pending {
     Message { record: Record, client: u64, c: u64 },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
+/// conversation is kept as a keyed hash of its name (the resend names it again, and the name
+/// it names is checked against the hash), not as its name: a DM conversation's name is 130
+/// bytes, which made an entry of 100,000 several times larger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RefState {
     InFlight,
-    Stored { conv: String, id: u64, ts: i64 },
+    Stored { conv: u64, id: u64, ts: i64 },
 }
 
-/// Most remembered `(key, client, c)` references, for recognising resent messages.
+/// A `(key, client instance, c)` reference.
+type RefKey = (Key, u64, u64);
+
+/// Most remembered `(key, client, c)` references, for recognising resent messages: the last
+/// `MAX_REFS / 2` messages at least are recognised, however many were sent since. A resend
+/// comes after a lost `ack`, seconds later; 50,000 messages is minutes of a busy server.
+/// At 81 bytes a slot (key 48, state 32, control 1) in tables of 65,536 slots, the two
+/// generations cost at most [`MAX_REF_BYTES`].
 const MAX_REFS: usize = 100_000;
+#[cfg(test)]
+/// The memory [`Refs`] holds at most: two tables of `(MAX_REFS / 2 * 8 / 7)` rounded up to a
+/// power of two (65,536) slots of a key, a state and a control byte (hashbrown's layout).
+const MAX_REF_BYTES: usize =
+    2 * 65_536 * (std::mem::size_of::<RefKey>() + std::mem::size_of::<RefState>() + 1);
+
+/// Recent message references, in two generations: new ones go into `current`; when it holds
+/// `MAX_REFS / 2`, it becomes `previous` (the older `previous` is dropped whole). So the
+/// bound is in entries and in bytes, with no per-entry order list to keep.
+#[derive(Debug, Default)]
+struct Refs {
+    current: HashMap<RefKey, RefState>,
+    previous: HashMap<RefKey, RefState>,
+}
+
+impl Refs {
+    fn get(&self, r: &RefKey) -> Option<RefState> {
+        self.current
+            .get(r)
+            .or_else(|| self.previous.get(r))
+            .copied()
+    }
+
+    fn insert(&mut self, r: RefKey, state: RefState) {
+        self.previous.remove(&r);
+        self.current.insert(r, state);
+        if self.current.len() >= MAX_REFS / 2 {
+            self.previous = std::mem::take(&mut self.current);
+        }
+    }
+
+    fn remove(&mut self, r: &RefKey) {
+        self.current.remove(r);
+        self.previous.remove(r);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    /// The bytes its tables hold (slots allocated, full or not).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        let slot = std::mem::size_of::<RefKey>() + std::mem::size_of::<RefState>() + 1;
+        (self.current.capacity() + self.previous.capacity()) * 8 / 7 * slot
+    }
+}
 /// Replays (and live messages) are encoded for a session only while less than this is queued
 /// for it: enough to keep a fast link busy, and what a replay costs in memory, however much
 /// it replays.
@@ -472,6 +534,11 @@ pub struct Server {
     /// longer connected leaves when its turn comes.
     seen_due: BinaryHeap<Reverse<(i64, Key)>>,
     seen_queued: HashSet<Key>,
+    /// Nick owners not connected, by last-seen time: the oldest binding expires first. With
+    /// nick expiry on, a binding is aged out (forgotten here and released in the store) once
+    /// it has expired, so the nick tables hold the keys seen within the expiry period, not
+    /// every key ever seen ([`Server::age_out`]).
+    by_seen: BTreeSet<(i64, Key)>,
     /// New nick claims per source network.
     claims: ClaimLimiter,
     /// Rooms that exist (members, messages or a topic) by look-alike key.
@@ -481,8 +548,10 @@ pub struct Server {
     rooms: HashMap<String, Room>,
     topics: HashMap<String, (String, String)>,
     convs: HashMap<String, Conv>,
-    refs: HashMap<(Key, u64, u64), RefState>,
-    ref_order: VecDeque<(Key, u64, u64)>,
+    refs: Refs,
+    /// Keys the hashes of conversation names in `refs`, so that no client can pick names
+    /// whose hashes collide.
+    conv_hasher: std::hash::RandomState,
     pending: HashMap<u64, Vec<Pending>>,
     next_token: u64,
     /// Names the next [`Output::ReadAfter`].
@@ -576,14 +645,15 @@ impl Server {
             seen: HashMap::new(),
             seen_due: BinaryHeap::new(),
             seen_queued: HashSet::new(),
+            by_seen: BTreeSet::new(),
             claims,
             room_look: LookAlikes::default(),
             started_ms: None,
             rooms: HashMap::new(),
             topics: HashMap::new(),
             convs: HashMap::new(),
-            refs: HashMap::new(),
-            ref_order: VecDeque::new(),
+            refs: Refs::default(),
+            conv_hasher: std::hash::RandomState::new(),
             pending: HashMap::new(),
             next_token: 1,
             next_read: 1,
@@ -605,6 +675,10 @@ impl Server {
             s.nick_of.insert(key, nick);
         }
         s.seen.extend(loaded.seen);
+        let owners: Vec<Key> = s.nick_of.keys().copied().collect();
+        for key in owners {
+            s.index_seen(key);
+        }
         let rooms = loaded.topics.iter().map(|t| &t.0);
         for room in rooms.chain(loaded.last_ids.iter().map(|c| &c.0)) {
             if room.starts_with('#') {
@@ -621,10 +695,11 @@ impl Server {
         }
         for r in loaded.recent {
             if let Some((cid, c)) = r.client_ref {
+                let conv = s.conv_hash(&r.conv);
                 s.remember(
                     (r.from_key, cid, c),
                     RefState::Stored {
-                        conv: r.conv.clone(),
+                        conv,
                         id: r.id,
                         ts: r.ts_ms,
                     },
@@ -660,9 +735,71 @@ impl Server {
     /// When [`Server::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<i64> {
         let seen = self.seen_due.peek().map(|Reverse((due, _))| *due);
-        match (self.presence_due, seen) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [self.presence_due, seen, self.age_out_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the oldest nick binding of a key not connected expires (not before the first
+    /// [`RESTART_GRACE_MS`] after the first connection), if expiry is on.
+    fn age_out_due(&self) -> Option<i64> {
+        let expiry = self.config.nick_expiry_ms?;
+        let started = self.started_ms?;
+        let &(seen, _) = self.by_seen.first()?;
+        let seen = if seen == i64::MIN { started } else { seen };
+        Some(
+            seen.saturating_add(expiry)
+                .max(started.saturating_add(RESTART_GRACE_MS)),
+        )
+    }
+
+    /// Ages out the nick bindings that have expired ([`Server::nick_expired`]), the oldest
+    /// first, at most [`AGE_OUT_PER_TICK`] per call: each is forgotten in memory and released
+    /// in the store ([`Op::ReleaseNick`]), as a claim of the nick by another key would. Its
+    /// key gets a nick again as any new key does.
+    fn age_out(&mut self, now_ms: i64) {
+        let mut ops = Vec::new();
+        while ops.len() < AGE_OUT_PER_TICK {
+            let Some(&(_, key)) = self.by_seen.first() else {
+                break;
+            };
+            if !self.nick_expired(now_ms, &key) {
+                break;
+            }
+            if let Some(nick) = self.unbind_nick(&key) {
+                debug!(nick, "an expired nick is aged out");
+            }
+            // `unbind_nick` took it out of `by_seen`.
+            self.set_seen(key, None);
+            ops.push(Op::ReleaseNick { key });
+        }
+        if !ops.is_empty() {
+            self.persist(ops, Vec::new());
+        }
+    }
+
+    /// Sets (or, with `None`, forgets) the last-seen time of `key`, keeping `by_seen` in step.
+    fn set_seen(&mut self, key: Key, ts: Option<i64>) {
+        self.unindex_seen(&key);
+        match ts {
+            Some(t) => self.seen.insert(key, t),
+            None => self.seen.remove(&key),
+        };
+        self.index_seen(key);
+    }
+
+    /// Takes `key` out of `by_seen`.
+    fn unindex_seen(&mut self, key: &Key) {
+        let t = self.seen.get(key).copied().unwrap_or(i64::MIN);
+        self.by_seen.remove(&(t, *key));
+    }
+
+    /// Puts `key` in `by_seen` if it holds a nick and is not connected.
+    fn index_seen(&mut self, key: Key) {
+        if self.nick_of.contains_key(&key) && !self.users.contains_key(&key) {
+            let t = self.seen.get(&key).copied().unwrap_or(i64::MIN);
+            self.by_seen.insert((t, key));
         }
     }
 
@@ -677,6 +814,7 @@ impl Server {
             }
         }
         self.refresh_seen(now_ms);
+        self.age_out(now_ms);
     }
 
     /// The refresh part of [`Server::handle_timeout`]: the connected owners whose turn has
@@ -698,7 +836,7 @@ impl Server {
             }
             let last = self.seen.get(&key).copied().unwrap_or(i64::MIN);
             let last = if now_ms.saturating_sub(last) >= SEEN_RESOLUTION_MS {
-                self.seen.insert(key, now_ms);
+                self.set_seen(key, Some(now_ms));
                 ops.push(Op::Seen { key, ts_ms: now_ms });
                 now_ms
             } else {
@@ -855,6 +993,7 @@ impl Server {
         let Some(user) = self.users.remove(&s.key) else {
             return;
         };
+        self.index_seen(s.key);
         self.saw(now_ms, s.key);
         for room in user.rooms {
             self.leave_room(
@@ -898,7 +1037,7 @@ impl Server {
         let seen: Vec<Op> = online
             .into_iter()
             .map(|key| {
-                self.seen.insert(key, now_ms);
+                self.set_seen(key, Some(now_ms));
                 Op::Seen { key, ts_ms: now_ms }
             })
             .collect();
@@ -1147,15 +1286,14 @@ impl Server {
         self.out.push_back(Output::Persist { token, ops });
     }
 
-    fn remember(&mut self, r: (Key, u64, u64), state: RefState) {
-        if self.refs.insert(r, state).is_none() {
-            self.ref_order.push_back(r);
-            if self.ref_order.len() > MAX_REFS {
-                if let Some(old) = self.ref_order.pop_front() {
-                    self.refs.remove(&old);
-                }
-            }
-        }
+    fn remember(&mut self, r: RefKey, state: RefState) {
+        self.refs.insert(r, state);
+    }
+
+    /// The keyed hash of a conversation name that `refs` keeps.
+    fn conv_hash(&self, conv: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.conv_hasher.hash_one(conv)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1209,6 +1347,7 @@ impl Server {
             self.saw(now_ms, key);
         }
         self.queue_seen_refresh(key);
+        self.unindex_seen(&key);
         let user = self.users.entry(key).or_insert_with(|| User {
             nick: nick.clone(),
             sessions: Vec::new(),
@@ -1408,12 +1547,13 @@ impl Server {
         if last.is_some_and(|t| now_ms.saturating_sub(t) < SEEN_RESOLUTION_MS) {
             return;
         }
-        self.seen.insert(key, now_ms);
+        self.set_seen(key, Some(now_ms));
         self.persist(vec![Op::Seen { key, ts_ms: now_ms }], Vec::new());
     }
 
     /// Forgets the nick of `key` in memory (not in the store).
     fn unbind_nick(&mut self, key: &Key) -> Option<String> {
+        self.unindex_seen(key);
         let old = self.nick_of.remove(key)?;
         self.nick_look.remove(&old, key);
         let fold = names::fold(&old);
@@ -1431,7 +1571,7 @@ impl Server {
             if let Some(old) = self.unbind_nick(&r) {
                 debug!(old, new = nick, "an expired nick is claimed by another key");
             }
-            self.seen.remove(&r);
+            self.set_seen(r, None);
             ops.push(Op::ReleaseNick { key: r });
         }
         self.unbind_nick(&key);
@@ -1439,7 +1579,7 @@ impl Server {
         self.nick_look.insert(&nick, key);
         self.nick_owner.insert(fold.clone(), (nick.clone(), key));
         self.nick_of.insert(key, nick.clone());
-        self.seen.insert(key, now_ms);
+        self.set_seen(key, Some(now_ms));
         ops.push(Op::SetNick {
             nick,
             fold,
@@ -2229,13 +2369,29 @@ impl Server {
             .and_then(|s| s.client)
             .unwrap_or(0);
         let r = (key, client, c);
-        match self.refs.get(&r).cloned() {
+        // The conversation the request names (whether the user may write there is checked
+        // below): a resend names the same one as the original.
+        let named = match (&room, &to) {
+            (Some(room), None) => Some(names::fold(room)),
+            (None, Some(to)) => self
+                .nick_owner
+                .get(&names::fold(to))
+                .map(|(_, k)| dm_conv(&key, k)),
+            _ => None,
+        };
+        match self.refs.get(&r) {
             // A resend of a message still being stored: its ack will follow.
             Some(RefState::InFlight) => return,
             // A resend of a stored message (its ack was lost): acknowledge again. Without
             // echo, unless a catch-up replay of the room has yet to reach the message: the ack
             // comes there, in its place (sent now, it would overtake the messages before it).
-            Some(RefState::Stored { conv, id, ts }) => {
+            Some(RefState::Stored { conv: hash, id, ts }) => {
+                let Some(conv) = named.filter(|n| self.conv_hash(n) == hash) else {
+                    let m = format!(
+                        "message {c} was already stored in another conversation than this one names; a new message needs a new c"
+                    );
+                    return self.fail(session, Some(c), code::BAD_REQUEST, m);
+                };
                 let in_replay = !conv.starts_with('@')
                     && self.sessions.get(&session).is_some_and(|s| {
                         !s.echo && s.replays.get(&conv).is_some_and(|r| r.after < id)
@@ -2335,10 +2491,11 @@ impl Server {
             return;
         }
         self.stats.messages += 1;
+        let conv_hash = self.conv_hash(&record.conv);
         self.remember(
             r,
             RefState::Stored {
-                conv: record.conv.clone(),
+                conv: conv_hash,
                 id: record.id,
                 ts: record.ts_ms,
             },
