@@ -291,6 +291,8 @@ struct Session {
     store_owed: usize,
     /// The user's DMs received while it was away, read from the store in pages.
     offline: Offline,
+    /// Its `history` requests read from the store and not answered yet.
+    history_reads: usize,
 }
 
 impl Session {
@@ -504,6 +506,17 @@ pub const PAGE_BYTES: usize = 64 * 1024;
 /// client reconnects and resumes from the last ids it saw. The bound grows with the settings
 /// if their largest history page needs more.
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// Store reads ([`Output::ReadHistory`], [`Output::ReadAfter`], [`Output::ReadUndelivered`])
+/// handed to the runner at once, server-wide; the others wait in a queue, in order, for one to
+/// finish. The runner reads on one connection, one read at a time: more in flight would buy
+/// nothing and hold a blocking thread (and a page's memory) each while they wait for it.
+pub const MAX_READS: usize = 4;
+/// `history` requests of one session read from the store at once (in flight, or waiting for
+/// one of [`MAX_READS`]); one more is refused with `busy` (and its `history_end`) until one
+/// is answered. Each of its replays and its undelivered DMs read one page at a time of their
+/// own, so a session has at most this many reads plus two outstanding, and the queue of
+/// waiting reads is bounded by the sessions.
+pub const MAX_HISTORY_READS: usize = 2;
 /// DM conversations with undelivered messages read from the store at a time.
 const UNDELIVERED_PAGE: usize = 32;
 /// Most messages one store read of a replay brings ([`Output::ReadAfter`]); it also stops at
@@ -562,6 +575,10 @@ pub struct Server {
     stats: ServerStats,
     /// [`MAX_QUEUED_BYTES`], or more if the settings allow larger history pages.
     queue_limit: usize,
+    /// Store reads handed to the runner and not answered yet ([`MAX_READS`] at most)...
+    reads: usize,
+    /// ...and the reads waiting for one of them to finish, oldest first.
+    read_queue: VecDeque<Output>,
 }
 
 /// The DM conversation name of two keys: the same whoever sends.
@@ -661,6 +678,8 @@ impl Server {
             dirty_rooms: BTreeSet::new(),
             out: VecDeque::new(),
             stats: ServerStats::default(),
+            reads: 0,
+            read_queue: VecDeque::new(),
         };
         for (nick, key) in loaded.nicks {
             if let Some(other) = s.nick_look.insert(&nick, key) {
@@ -877,6 +896,7 @@ impl Server {
         session: SessionId,
         page: Result<Vec<(String, u64)>, String>,
     ) {
+        self.read_done();
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -962,6 +982,7 @@ impl Server {
                 held: Vec::new(),
                 store_owed: 0,
                 offline: Offline::Done,
+                history_reads: 0,
             },
         );
     }
@@ -1069,6 +1090,11 @@ impl Server {
         id: Option<u64>,
         page: Result<Vec<Record>, String>,
     ) {
+        self.read_done();
+        match self.sessions.get_mut(&session) {
+            Some(s) if !s.closing => s.history_reads = s.history_reads.saturating_sub(1),
+            _ => return,
+        }
         match page {
             Ok(records) => self.send_page(session, conv, id, records.iter()),
             Err(e) => {
@@ -1277,6 +1303,57 @@ impl Server {
         );
     }
 
+    /// Hands a store read to the runner if fewer than [`MAX_READS`] are in flight, else queues
+    /// it behind the others.
+    fn read(&mut self, read: Output) {
+        if self.reads < MAX_READS {
+            self.reads += 1;
+            self.out.push_back(read);
+        } else {
+            self.read_queue.push_back(read);
+        }
+    }
+
+    /// A store read was answered: the next ones waiting go, skipping those no longer wanted
+    /// (their session ended or is closing, or their replay moved on).
+    fn read_done(&mut self) {
+        self.reads = self.reads.saturating_sub(1);
+        while self.reads < MAX_READS {
+            let Some(read) = self.read_queue.pop_front() else {
+                return;
+            };
+            let wanted = match &read {
+                Output::ReadHistory { session, .. } => match self.sessions.get_mut(session) {
+                    Some(s) if s.closing => {
+                        s.history_reads = s.history_reads.saturating_sub(1);
+                        false
+                    }
+                    s => s.is_some(),
+                },
+                Output::ReadAfter {
+                    session,
+                    token,
+                    conv,
+                    ..
+                } => self.sessions.get(session).is_some_and(|s| {
+                    !s.closing
+                        && s.replays
+                            .get(conv)
+                            .is_some_and(|r| r.reading.is_some_and(|(t, _)| t == *token))
+                }),
+                Output::ReadUndelivered { session, .. } => self
+                    .sessions
+                    .get(session)
+                    .is_some_and(|s| !s.closing && s.offline == Offline::Reading),
+                _ => false,
+            };
+            if wanted {
+                self.reads += 1;
+                self.out.push_back(read);
+            }
+        }
+    }
+
     fn persist(&mut self, ops: Vec<Op>, pending: Vec<Pending>) {
         let token = self.next_token;
         self.next_token += 1;
@@ -1387,7 +1464,7 @@ impl Server {
         // meanwhile.
         if let Some(s) = self.sessions.get_mut(&session) {
             s.offline = Offline::Reading;
-            self.out.push_back(Output::ReadUndelivered {
+            self.read(Output::ReadUndelivered {
                 session,
                 key,
                 after: None,
@@ -1783,7 +1860,23 @@ impl Server {
             let start = below.len().saturating_sub(limit);
             self.send_page(session, &conv, id, below[start..].iter());
         } else {
-            self.out.push_back(Output::ReadHistory {
+            let Some(s) = self.sessions.get(&session) else {
+                return;
+            };
+            if s.history_reads >= MAX_HISTORY_READS {
+                let m = format!(
+                    "too many history reads at once (at most {MAX_HISTORY_READS}); ask again after a history_end"
+                );
+                self.fail(session, None, code::BUSY, m);
+                if let Some(id) = id {
+                    self.send_history_end(session, &conv, Some(id), 0);
+                }
+                return;
+            }
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.history_reads += 1;
+            }
+            self.read(Output::ReadHistory {
                 session,
                 id,
                 conv,
@@ -1981,12 +2074,13 @@ impl Server {
                 if let Offline::More(after) = &s.offline {
                     let after = Some(after.clone());
                     s.offline = Offline::Reading;
-                    self.out.push_back(Output::ReadUndelivered {
+                    self.read(Output::ReadUndelivered {
                         session,
                         key,
                         after,
                         limit: UNDELIVERED_PAGE,
                     });
+                    continue;
                 }
             }
             if s.queued >= PAGE_BYTES {
@@ -2113,7 +2207,7 @@ impl Server {
                 let token = self.next_read;
                 self.next_read += 1;
                 r.reading = Some((token, upto));
-                self.out.push_back(Output::ReadAfter {
+                self.read(Output::ReadAfter {
                     session,
                     token,
                     conv: conv.to_owned(),
@@ -2160,6 +2254,7 @@ impl Server {
         token: u64,
         page: Result<Vec<Record>, String>,
     ) {
+        self.read_done();
         let cutoff = self.config.max_age_ms.map(|a| now_ms.saturating_sub(a));
         let Some(s) = self.sessions.get_mut(&session) else {
             return;

@@ -155,3 +155,77 @@ fn nick_bindings_of_keys_never_seen_again_are_aged_out() {
     h.hello(3, key(3), "u5", &[]);
     assert!(matches!(h.take(3)[0], ServerMsg::Welcome { ref nick, .. } if nick == "u5"));
 }
+
+fn older(id: u64) -> ClientMsg {
+    ClientMsg::History {
+        id: Some(id),
+        room: Some("#r".into()),
+        with: None,
+        before: Some(3),
+        limit: 10,
+    }
+}
+
+impl H {
+    /// Answers the `n`th `ReadHistory` seen (an empty page).
+    fn answer_history(&mut self, n: usize) {
+        let (session, conv, _, _) = self.reads[n].clone();
+        let id = self.read_ids[n];
+        self.s.history_loaded(session, &conv, id, Ok(Vec::new()));
+        self.drain();
+    }
+}
+
+/// History reads in flight: `MAX_HISTORY_READS` per session (one more is refused with `busy`
+/// and closed by its `history_end`), `MAX_READS` server-wide (the rest wait, in order; a read
+/// of a session that ended meanwhile is dropped).
+#[test]
+fn store_reads_are_bounded_per_session_and_server_wide() {
+    let config = ServerConfig {
+        replay_cache: 5,
+        ..roomy()
+    };
+    let mut h = H::with(config, filled(&["#r"], 20, 10));
+    for i in 1..=7 {
+        h.hello(i, many_key(i as usize), &format!("u{i}"), &["#r"]);
+    }
+    h.inbox.clear();
+    assert!(h.reads.is_empty());
+    for id in 1..=MAX_HISTORY_READS as u64 + 1 {
+        h.send(1, older(id));
+    }
+    assert_eq!(h.reads.len(), MAX_HISTORY_READS);
+    let got = h.take(1);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(matches!(&got[0], ServerMsg::Error { code, .. } if code == code::BUSY));
+    let last = MAX_HISTORY_READS as u64 + 1;
+    assert!(matches!(&got[1], ServerMsg::HistoryEnd { id: Some(i), count: 0, .. } if *i == last));
+    // Six more sessions ask one page each: the server hands the runner MAX_READS at once.
+    for i in 2..=7 {
+        h.send(i, older(100 + i));
+    }
+    assert_eq!(h.reads.len(), MAX_READS);
+    // Session 7's read waits; it leaves.
+    h.s.disconnected(h.now, 7, "left");
+    h.drain();
+    let mut answered = 0;
+    while answered < h.reads.len() {
+        h.answer_history(answered);
+        answered += 1;
+        assert!(h.reads.len() - answered <= MAX_READS);
+    }
+    let sessions: Vec<SessionId> = h.reads.iter().map(|r| r.0).collect();
+    assert_eq!(sessions, vec![1, 1, 2, 3, 4, 5, 6], "in order, without 7's");
+    for i in 1..=6 {
+        assert!(
+            h.take(i)
+                .iter()
+                .any(|m| matches!(m, ServerMsg::HistoryEnd { id: Some(_), .. })),
+            "session {i} got its page"
+        );
+    }
+    // Answered: session 1 may ask again.
+    h.send(1, older(9));
+    assert_eq!(h.reads.len(), 8);
+    assert!(h.errors(1).is_empty());
+}
