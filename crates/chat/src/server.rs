@@ -47,7 +47,7 @@
 //! or by a replay (marked when it ends, or when its session does).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -421,7 +421,51 @@ struct Conv {
     committed: u64,
     /// The newest stored messages (`replay_cache` at most), oldest first.
     recent: VecDeque<Record>,
+    /// What `recent` holds, in bytes ([`record_bytes`]).
+    bytes: usize,
+    /// When `recent` was last added to (the [`Server::cache_order`] tick), 0: never.
+    used: u64,
+    /// `recent` was emptied to keep the caches under [`MAX_CACHE_BYTES`]: an empty cache does
+    /// not mean an empty conversation.
+    trimmed: bool,
 }
+
+impl Conv {
+    fn push(&mut self, r: Record, cap: usize) -> isize {
+        let mut delta = record_bytes(&r) as isize;
+        self.recent.push_back(r);
+        while self.recent.len() > cap {
+            delta -= self.pop().map_or(0, |b| b as isize);
+        }
+        self.bytes = self.bytes.saturating_add_signed(delta);
+        delta
+    }
+
+    /// Drops the oldest cached message; its bytes.
+    fn pop(&mut self) -> Option<usize> {
+        let b = record_bytes(&self.recent.pop_front()?);
+        Some(b)
+    }
+}
+
+/// The memory a cached record holds: the struct and its strings.
+fn record_bytes(r: &Record) -> usize {
+    std::mem::size_of::<Record>()
+        + r.conv.len()
+        + r.from_nick.len()
+        + r.to_nick.as_ref().map_or(0, String::len)
+        + r.text.len()
+}
+
+/// The replay caches of all conversations together hold at most this many bytes of messages
+/// ([`record_bytes`]): past it, the caches of the conversations written to least recently are
+/// emptied (their messages are read from the store when needed). The cache saves store reads
+/// for joins, resumes and slow readers of busy conversations; 16 MiB is 256 messages of about
+/// 300 bytes for 200 conversations, and keeps the whole of it within the 20 MB that relaying
+/// a million messages may grow the server by (issue 14), beside [`MAX_REF_BYTES`]. One
+/// conversation's cache (`replay_cache` messages of at most `max_text`, 2 MiB by default)
+/// always fits.
+const MAX_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug)]
 enum Pending {
@@ -561,6 +605,11 @@ pub struct Server {
     rooms: HashMap<String, Room>,
     topics: HashMap<String, (String, String)>,
     convs: HashMap<String, Conv>,
+    /// Conversations with cached messages by when they were last written to, oldest first,
+    /// and the bytes all caches hold: kept under [`MAX_CACHE_BYTES`].
+    cache_order: BTreeMap<u64, String>,
+    cache_bytes: usize,
+    cache_tick: u64,
     refs: Refs,
     /// Keys the hashes of conversation names in `refs`, so that no client can pick names
     /// whose hashes collide.
@@ -669,6 +718,9 @@ impl Server {
             rooms: HashMap::new(),
             topics: HashMap::new(),
             convs: HashMap::new(),
+            cache_order: BTreeMap::new(),
+            cache_bytes: 0,
+            cache_tick: 0,
             refs: Refs::default(),
             conv_hasher: std::hash::RandomState::new(),
             pending: HashMap::new(),
@@ -724,14 +776,10 @@ impl Server {
                     },
                 );
             }
-            let cap = s.config.replay_cache;
             let conv = s.convs.entry(r.conv.clone()).or_default();
             conv.last_id = conv.last_id.max(r.id);
             conv.committed = conv.last_id;
-            conv.recent.push_back(r);
-            if conv.recent.len() > cap {
-                conv.recent.pop_front();
-            }
+            s.cache(r);
         }
         s
     }
@@ -1855,7 +1903,11 @@ impl Server {
         let below: Vec<Record> = recent
             .map(|r| r.iter().filter(|m| m.id < bound).cloned().collect())
             .unwrap_or_default();
-        let whole = oldest.is_none_or(|o| o <= 1);
+        // (Emptied by the bound on all caches, it says nothing.)
+        let whole = match oldest {
+            Some(o) => o <= 1,
+            None => c.is_none_or(|c| !c.trimmed),
+        };
         if whole || below.len() >= limit {
             let start = below.len().saturating_sub(limit);
             self.send_page(session, &conv, id, below[start..].iter());
@@ -1992,6 +2044,15 @@ impl Server {
                 let skip = c.recent.len().saturating_sub(self.config.history_on_join);
                 let upto = c.recent.back().map_or(c.committed, |r| r.id);
                 let after = c.recent.get(skip).map_or(upto, |r| r.id.saturating_sub(1));
+                // A cache emptied by the bound on all caches: the rest of the history is read
+                // from the store by the replay.
+                let short = c.recent.len() < self.config.history_on_join;
+                let n = self.config.history_on_join as u64;
+                let after = if c.trimmed && short {
+                    upto.saturating_sub(n)
+                } else {
+                    after
+                };
                 (after, upto)
             }
             None => (0, 0),
@@ -2316,7 +2377,9 @@ impl Server {
         };
         let cutoff = now_ms.saturating_sub(age);
         while c.recent.front().is_some_and(|r| r.ts_ms < cutoff) {
-            c.recent.pop_front();
+            let b = c.pop().unwrap_or(0);
+            c.bytes = c.bytes.saturating_sub(b);
+            self.cache_bytes = self.cache_bytes.saturating_sub(b);
         }
     }
 
@@ -2658,11 +2721,39 @@ impl Server {
                 self.push_send(s, ack.clone());
             }
         }
+        self.cache(record);
+    }
+
+    /// Adds a stored message to its conversation's replay cache, and keeps all caches under
+    /// [`MAX_CACHE_BYTES`] by emptying those written to least recently.
+    fn cache(&mut self, record: Record) {
         let cap = self.config.replay_cache;
-        let cv = self.convs.entry(record.conv.clone()).or_default();
-        cv.recent.push_back(record);
-        if cv.recent.len() > cap {
-            cv.recent.pop_front();
+        self.cache_tick += 1;
+        let tick = self.cache_tick;
+        let Some(cv) = self.convs.get_mut(&record.conv) else {
+            return;
+        };
+        let old = std::mem::replace(&mut cv.used, tick);
+        let name = if old != 0 {
+            self.cache_order.remove(&old)
+        } else {
+            None
+        };
+        let name = name.unwrap_or_else(|| record.conv.clone());
+        let delta = cv.push(record, cap);
+        self.cache_order.insert(tick, name);
+        self.cache_bytes = self.cache_bytes.saturating_add_signed(delta);
+        while self.cache_bytes > MAX_CACHE_BYTES {
+            let Some((_, conv)) = self.cache_order.pop_first() else {
+                break;
+            };
+            if let Some(c) = self.convs.get_mut(&conv) {
+                self.cache_bytes = self.cache_bytes.saturating_sub(c.bytes);
+                c.recent = VecDeque::new();
+                c.bytes = 0;
+                c.used = 0;
+                c.trimmed = true;
+            }
         }
     }
 }

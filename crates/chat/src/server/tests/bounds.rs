@@ -229,3 +229,78 @@ fn store_reads_are_bounded_per_session_and_server_wide() {
     assert_eq!(h.reads.len(), 8);
     assert!(h.errors(1).is_empty());
 }
+
+/// The replay caches of all conversations hold at most `MAX_CACHE_BYTES`: past it, the
+/// caches written to least recently are emptied. Nothing else is lost with them: ids go on
+/// (no id is given twice), `history` and a first join read what the cache no longer holds
+/// from the store.
+#[test]
+fn conversation_caches_are_bounded_in_bytes_and_ids_survive_a_trim() {
+    let mut h = H::new(roomy());
+    let rooms: Vec<String> = (0..10).map(|i| format!("#c{i}")).collect();
+    let names: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    h.hello(1, key(1), "alice", &names);
+    let text = "y".repeat(8000);
+    let mut c = 0;
+    for room in &rooms {
+        for _ in 0..300 {
+            c += 1;
+            h.say(1, c, room, &text);
+            let held: usize = h.s.convs.values().map(|cv| cv.bytes).sum();
+            assert_eq!(held, h.s.cache_bytes);
+            assert!(h.s.cache_bytes <= MAX_CACHE_BYTES, "{}", h.s.cache_bytes);
+        }
+        h.take(1);
+    }
+    let counted: usize =
+        h.s.convs
+            .values()
+            .flat_map(|cv| cv.recent.iter())
+            .map(record_bytes)
+            .sum();
+    assert_eq!(counted, h.s.cache_bytes);
+    assert!(
+        h.s.cache_bytes > MAX_CACHE_BYTES / 2,
+        "the bound was reached"
+    );
+    let c0 = &h.s.convs["#c0"];
+    assert!(c0.trimmed && c0.recent.is_empty());
+    assert_eq!((c0.last_id, c0.committed), (300, 300));
+    // The next message of a trimmed conversation gets the next id.
+    h.say(1, c + 1, "#c0", "after the trim");
+    let acks: Vec<u64> = h
+        .take(1)
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Ack { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![301]);
+    let ids: Vec<u64> = h
+        .stored
+        .iter()
+        .filter(|r| r.conv == "#c0")
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, (1..=301).collect::<Vec<_>>(), "each id once");
+    // History older than what is cached now is read from the store.
+    h.send(
+        1,
+        ClientMsg::History {
+            id: Some(1),
+            room: Some("#c0".into()),
+            with: None,
+            before: None,
+            limit: 5,
+        },
+    );
+    assert_eq!(h.reads, vec![(1, "#c0".to_owned(), None, 5)]);
+    // A first join of a trimmed room replays its last 50 from the store.
+    let c1 = &h.s.convs["#c1"];
+    assert!(c1.trimmed);
+    h.hello(2, key(2), "carol", &["#c1"]);
+    let got = h.msgs(2);
+    let history: Vec<u64> = got.iter().filter(|m| m.history).map(|m| m.id).collect();
+    assert_eq!(history, (251..=300).collect::<Vec<_>>());
+}
