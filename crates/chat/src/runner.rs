@@ -13,7 +13,9 @@
 //!   core acknowledge and fan out.
 //! - `Output::ReadHistory`, `Output::ReadAfter` (what a replay needs that the core's cache no
 //!   longer holds) and `Output::ReadUndelivered` run on the blocking pool with the read
-//!   connection; failures are reported to the core, which answers them.
+//!   connection; failures are reported to the core, which answers them. The core hands out
+//!   at most [`crate::server::MAX_READS`] at once and queues the rest, so the blocking pool
+//!   never holds more than that many threads waiting for the one connection.
 //! - Shutdown: every session is told (`bye`), commits in flight are awaited, connections are
 //!   closed gracefully (bounded wait), and the store is flushed and closed.
 

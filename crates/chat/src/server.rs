@@ -47,7 +47,7 @@
 //! or by a replay (marked when it ends, or when its session does).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -81,6 +81,9 @@ const SEEN_REFRESH_PER_TICK: usize = 256;
 /// are remembered. While that many have budgets not yet refilled, a key's first nick from a
 /// network not among them is refused ([`Refused::Busy`]) rather than one of them forgotten.
 const MAX_CLAIM_NETS: usize = 65_536;
+/// Expired nick bindings aged out in one [`Server::handle_timeout`] at most (one store batch);
+/// the rest are due at once and wait for the next call.
+const AGE_OUT_PER_TICK: usize = 1024;
 
 /// Server settings (every one can be set in the config file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,6 +291,8 @@ struct Session {
     store_owed: usize,
     /// The user's DMs received while it was away, read from the store in pages.
     offline: Offline,
+    /// Its `history` requests read from the store and not answered yet.
+    history_reads: usize,
 }
 
 impl Session {
@@ -416,21 +421,124 @@ struct Conv {
     committed: u64,
     /// The newest stored messages (`replay_cache` at most), oldest first.
     recent: VecDeque<Record>,
+    /// What `recent` holds, in bytes ([`record_bytes`]).
+    bytes: usize,
+    /// When `recent` was last added to (the [`Server::cache_order`] tick), 0: never.
+    used: u64,
+    /// `recent` was emptied to keep the caches under [`MAX_CACHE_BYTES`]: an empty cache does
+    /// not mean an empty conversation.
+    trimmed: bool,
 }
+
+impl Conv {
+    fn push(&mut self, r: Record, cap: usize) -> isize {
+        let mut delta = record_bytes(&r) as isize;
+        self.recent.push_back(r);
+        while self.recent.len() > cap {
+            delta -= self.pop().map_or(0, |b| b as isize);
+        }
+        self.bytes = self.bytes.saturating_add_signed(delta);
+        delta
+    }
+
+    /// Drops the oldest cached message; its bytes.
+    fn pop(&mut self) -> Option<usize> {
+        let b = record_bytes(&self.recent.pop_front()?);
+        Some(b)
+    }
+}
+
+/// The memory a cached record holds: the struct and its strings.
+fn record_bytes(r: &Record) -> usize {
+    std::mem::size_of::<Record>()
+        + r.conv.len()
+        + r.from_nick.len()
+        + r.to_nick.as_ref().map_or(0, String::len)
+        + r.text.len()
+}
+
+/// The replay caches of all conversations together hold at most this many bytes of messages
+/// ([`record_bytes`]): past it, the caches of the conversations written to least recently are
+/// emptied (their messages are read from the store when needed). The cache saves store reads
+/// for joins, resumes and slow readers of busy conversations; 16 MiB is 256 messages of about
+/// 300 bytes for 200 conversations, and keeps the whole of it within the 20 MB that relaying
+/// a million messages may grow the server by (issue 14), beside [`MAX_REF_BYTES`]. One
+/// conversation's cache (`replay_cache` messages of at most `max_text`, 2 MiB by default)
+/// always fits.
+const MAX_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug)]
 enum Pending {
     Message { record: Record, client: u64, c: u64 },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
+/// conversation is kept as a keyed hash of its name (the resend names it again, and the name
+/// it names is checked against the hash), not as its name: a DM conversation's name is 130
+/// bytes, which made an entry of 100,000 several times larger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RefState {
     InFlight,
-    Stored { conv: String, id: u64, ts: i64 },
+    Stored { conv: u64, id: u64, ts: i64 },
 }
 
-/// Most remembered `(key, client, c)` references, for recognising resent messages.
+/// A `(key, client instance, c)` reference.
+type RefKey = (Key, u64, u64);
+
+/// Most remembered `(key, client, c)` references, for recognising resent messages: the last
+/// `MAX_REFS / 2` messages at least are recognised, however many were sent since. A resend
+/// comes after a lost `ack`, seconds later; 50,000 messages is minutes of a busy server.
+/// At 81 bytes a slot (key 48, state 32, control 1) in tables of 65,536 slots, the two
+/// generations cost at most [`MAX_REF_BYTES`].
 const MAX_REFS: usize = 100_000;
+#[cfg(test)]
+/// The memory [`Refs`] holds at most: two tables of `(MAX_REFS / 2 * 8 / 7)` rounded up to a
+/// power of two (65,536) slots of a key, a state and a control byte (hashbrown's layout).
+const MAX_REF_BYTES: usize =
+    2 * 65_536 * (std::mem::size_of::<RefKey>() + std::mem::size_of::<RefState>() + 1);
+
+/// Recent message references, in two generations: new ones go into `current`; when it holds
+/// `MAX_REFS / 2`, it becomes `previous` (the older `previous` is dropped whole). So the
+/// bound is in entries and in bytes, with no per-entry order list to keep.
+#[derive(Debug, Default)]
+struct Refs {
+    current: HashMap<RefKey, RefState>,
+    previous: HashMap<RefKey, RefState>,
+}
+
+impl Refs {
+    fn get(&self, r: &RefKey) -> Option<RefState> {
+        self.current
+            .get(r)
+            .or_else(|| self.previous.get(r))
+            .copied()
+    }
+
+    fn insert(&mut self, r: RefKey, state: RefState) {
+        self.previous.remove(&r);
+        self.current.insert(r, state);
+        if self.current.len() >= MAX_REFS / 2 {
+            self.previous = std::mem::take(&mut self.current);
+        }
+    }
+
+    fn remove(&mut self, r: &RefKey) {
+        self.current.remove(r);
+        self.previous.remove(r);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    /// The bytes its tables hold (slots allocated, full or not).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        let slot = std::mem::size_of::<RefKey>() + std::mem::size_of::<RefState>() + 1;
+        (self.current.capacity() + self.previous.capacity()) * 8 / 7 * slot
+    }
+}
 /// Replays (and live messages) are encoded for a session only while less than this is queued
 /// for it: enough to keep a fast link busy, and what a replay costs in memory, however much
 /// it replays.
@@ -442,6 +550,17 @@ pub const PAGE_BYTES: usize = 64 * 1024;
 /// client reconnects and resumes from the last ids it saw. The bound grows with the settings
 /// if their largest history page needs more.
 pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// Store reads ([`Output::ReadHistory`], [`Output::ReadAfter`], [`Output::ReadUndelivered`])
+/// handed to the runner at once, server-wide; the others wait in a queue, in order, for one to
+/// finish. The runner reads on one connection, one read at a time: more in flight would buy
+/// nothing and hold a blocking thread (and a page's memory) each while they wait for it.
+pub const MAX_READS: usize = 4;
+/// `history` requests of one session read from the store at once (in flight, or waiting for
+/// one of [`MAX_READS`]); one more is refused with `busy` (and its `history_end`) until one
+/// is answered. Each of its replays and its undelivered DMs read one page at a time of their
+/// own, so a session has at most this many reads plus two outstanding, and the queue of
+/// waiting reads is bounded by the sessions.
+pub const MAX_HISTORY_READS: usize = 2;
 /// DM conversations with undelivered messages read from the store at a time.
 const UNDELIVERED_PAGE: usize = 32;
 /// Most messages one store read of a replay brings ([`Output::ReadAfter`]); it also stops at
@@ -472,6 +591,11 @@ pub struct Server {
     /// longer connected leaves when its turn comes.
     seen_due: BinaryHeap<Reverse<(i64, Key)>>,
     seen_queued: HashSet<Key>,
+    /// Nick owners not connected, by last-seen time: the oldest binding expires first. With
+    /// nick expiry on, a binding is aged out (forgotten here and released in the store) once
+    /// it has expired, so the nick tables hold the keys seen within the expiry period, not
+    /// every key ever seen ([`Server::age_out`]).
+    by_seen: BTreeSet<(i64, Key)>,
     /// New nick claims per source network.
     claims: ClaimLimiter,
     /// Rooms that exist (members, messages or a topic) by look-alike key.
@@ -481,8 +605,15 @@ pub struct Server {
     rooms: HashMap<String, Room>,
     topics: HashMap<String, (String, String)>,
     convs: HashMap<String, Conv>,
-    refs: HashMap<(Key, u64, u64), RefState>,
-    ref_order: VecDeque<(Key, u64, u64)>,
+    /// Conversations with cached messages by when they were last written to, oldest first,
+    /// and the bytes all caches hold: kept under [`MAX_CACHE_BYTES`].
+    cache_order: BTreeMap<u64, String>,
+    cache_bytes: usize,
+    cache_tick: u64,
+    refs: Refs,
+    /// Keys the hashes of conversation names in `refs`, so that no client can pick names
+    /// whose hashes collide.
+    conv_hasher: std::hash::RandomState,
     pending: HashMap<u64, Vec<Pending>>,
     next_token: u64,
     /// Names the next [`Output::ReadAfter`].
@@ -493,6 +624,10 @@ pub struct Server {
     stats: ServerStats,
     /// [`MAX_QUEUED_BYTES`], or more if the settings allow larger history pages.
     queue_limit: usize,
+    /// Store reads handed to the runner and not answered yet ([`MAX_READS`] at most)...
+    reads: usize,
+    /// ...and the reads waiting for one of them to finish, oldest first.
+    read_queue: VecDeque<Output>,
 }
 
 /// The DM conversation name of two keys: the same whoever sends.
@@ -576,14 +711,18 @@ impl Server {
             seen: HashMap::new(),
             seen_due: BinaryHeap::new(),
             seen_queued: HashSet::new(),
+            by_seen: BTreeSet::new(),
             claims,
             room_look: LookAlikes::default(),
             started_ms: None,
             rooms: HashMap::new(),
             topics: HashMap::new(),
             convs: HashMap::new(),
-            refs: HashMap::new(),
-            ref_order: VecDeque::new(),
+            cache_order: BTreeMap::new(),
+            cache_bytes: 0,
+            cache_tick: 0,
+            refs: Refs::default(),
+            conv_hasher: std::hash::RandomState::new(),
             pending: HashMap::new(),
             next_token: 1,
             next_read: 1,
@@ -591,6 +730,8 @@ impl Server {
             dirty_rooms: BTreeSet::new(),
             out: VecDeque::new(),
             stats: ServerStats::default(),
+            reads: 0,
+            read_queue: VecDeque::new(),
         };
         for (nick, key) in loaded.nicks {
             if let Some(other) = s.nick_look.insert(&nick, key) {
@@ -605,6 +746,10 @@ impl Server {
             s.nick_of.insert(key, nick);
         }
         s.seen.extend(loaded.seen);
+        let owners: Vec<Key> = s.nick_of.keys().copied().collect();
+        for key in owners {
+            s.index_seen(key);
+        }
         let rooms = loaded.topics.iter().map(|t| &t.0);
         for room in rooms.chain(loaded.last_ids.iter().map(|c| &c.0)) {
             if room.starts_with('#') {
@@ -621,23 +766,20 @@ impl Server {
         }
         for r in loaded.recent {
             if let Some((cid, c)) = r.client_ref {
+                let conv = s.conv_hash(&r.conv);
                 s.remember(
                     (r.from_key, cid, c),
                     RefState::Stored {
-                        conv: r.conv.clone(),
+                        conv,
                         id: r.id,
                         ts: r.ts_ms,
                     },
                 );
             }
-            let cap = s.config.replay_cache;
             let conv = s.convs.entry(r.conv.clone()).or_default();
             conv.last_id = conv.last_id.max(r.id);
             conv.committed = conv.last_id;
-            conv.recent.push_back(r);
-            if conv.recent.len() > cap {
-                conv.recent.pop_front();
-            }
+            s.cache(r);
         }
         s
     }
@@ -660,9 +802,71 @@ impl Server {
     /// When [`Server::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<i64> {
         let seen = self.seen_due.peek().map(|Reverse((due, _))| *due);
-        match (self.presence_due, seen) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [self.presence_due, seen, self.age_out_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the oldest nick binding of a key not connected expires (not before the first
+    /// [`RESTART_GRACE_MS`] after the first connection), if expiry is on.
+    fn age_out_due(&self) -> Option<i64> {
+        let expiry = self.config.nick_expiry_ms?;
+        let started = self.started_ms?;
+        let &(seen, _) = self.by_seen.first()?;
+        let seen = if seen == i64::MIN { started } else { seen };
+        Some(
+            seen.saturating_add(expiry)
+                .max(started.saturating_add(RESTART_GRACE_MS)),
+        )
+    }
+
+    /// Ages out the nick bindings that have expired ([`Server::nick_expired`]), the oldest
+    /// first, at most [`AGE_OUT_PER_TICK`] per call: each is forgotten in memory and released
+    /// in the store ([`Op::ReleaseNick`]), as a claim of the nick by another key would. Its
+    /// key gets a nick again as any new key does.
+    fn age_out(&mut self, now_ms: i64) {
+        let mut ops = Vec::new();
+        while ops.len() < AGE_OUT_PER_TICK {
+            let Some(&(_, key)) = self.by_seen.first() else {
+                break;
+            };
+            if !self.nick_expired(now_ms, &key) {
+                break;
+            }
+            if let Some(nick) = self.unbind_nick(&key) {
+                debug!(nick, "an expired nick is aged out");
+            }
+            // `unbind_nick` took it out of `by_seen`.
+            self.set_seen(key, None);
+            ops.push(Op::ReleaseNick { key });
+        }
+        if !ops.is_empty() {
+            self.persist(ops, Vec::new());
+        }
+    }
+
+    /// Sets (or, with `None`, forgets) the last-seen time of `key`, keeping `by_seen` in step.
+    fn set_seen(&mut self, key: Key, ts: Option<i64>) {
+        self.unindex_seen(&key);
+        match ts {
+            Some(t) => self.seen.insert(key, t),
+            None => self.seen.remove(&key),
+        };
+        self.index_seen(key);
+    }
+
+    /// Takes `key` out of `by_seen`.
+    fn unindex_seen(&mut self, key: &Key) {
+        let t = self.seen.get(key).copied().unwrap_or(i64::MIN);
+        self.by_seen.remove(&(t, *key));
+    }
+
+    /// Puts `key` in `by_seen` if it holds a nick and is not connected.
+    fn index_seen(&mut self, key: Key) {
+        if self.nick_of.contains_key(&key) && !self.users.contains_key(&key) {
+            let t = self.seen.get(&key).copied().unwrap_or(i64::MIN);
+            self.by_seen.insert((t, key));
         }
     }
 
@@ -677,6 +881,7 @@ impl Server {
             }
         }
         self.refresh_seen(now_ms);
+        self.age_out(now_ms);
     }
 
     /// The refresh part of [`Server::handle_timeout`]: the connected owners whose turn has
@@ -698,7 +903,7 @@ impl Server {
             }
             let last = self.seen.get(&key).copied().unwrap_or(i64::MIN);
             let last = if now_ms.saturating_sub(last) >= SEEN_RESOLUTION_MS {
-                self.seen.insert(key, now_ms);
+                self.set_seen(key, Some(now_ms));
                 ops.push(Op::Seen { key, ts_ms: now_ms });
                 now_ms
             } else {
@@ -739,6 +944,7 @@ impl Server {
         session: SessionId,
         page: Result<Vec<(String, u64)>, String>,
     ) {
+        self.read_done();
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -824,6 +1030,7 @@ impl Server {
                 held: Vec::new(),
                 store_owed: 0,
                 offline: Offline::Done,
+                history_reads: 0,
             },
         );
     }
@@ -855,6 +1062,7 @@ impl Server {
         let Some(user) = self.users.remove(&s.key) else {
             return;
         };
+        self.index_seen(s.key);
         self.saw(now_ms, s.key);
         for room in user.rooms {
             self.leave_room(
@@ -898,7 +1106,7 @@ impl Server {
         let seen: Vec<Op> = online
             .into_iter()
             .map(|key| {
-                self.seen.insert(key, now_ms);
+                self.set_seen(key, Some(now_ms));
                 Op::Seen { key, ts_ms: now_ms }
             })
             .collect();
@@ -930,6 +1138,11 @@ impl Server {
         id: Option<u64>,
         page: Result<Vec<Record>, String>,
     ) {
+        self.read_done();
+        match self.sessions.get_mut(&session) {
+            Some(s) if !s.closing => s.history_reads = s.history_reads.saturating_sub(1),
+            _ => return,
+        }
         match page {
             Ok(records) => self.send_page(session, conv, id, records.iter()),
             Err(e) => {
@@ -1138,6 +1351,57 @@ impl Server {
         );
     }
 
+    /// Hands a store read to the runner if fewer than [`MAX_READS`] are in flight, else queues
+    /// it behind the others.
+    fn read(&mut self, read: Output) {
+        if self.reads < MAX_READS {
+            self.reads += 1;
+            self.out.push_back(read);
+        } else {
+            self.read_queue.push_back(read);
+        }
+    }
+
+    /// A store read was answered: the next ones waiting go, skipping those no longer wanted
+    /// (their session ended or is closing, or their replay moved on).
+    fn read_done(&mut self) {
+        self.reads = self.reads.saturating_sub(1);
+        while self.reads < MAX_READS {
+            let Some(read) = self.read_queue.pop_front() else {
+                return;
+            };
+            let wanted = match &read {
+                Output::ReadHistory { session, .. } => match self.sessions.get_mut(session) {
+                    Some(s) if s.closing => {
+                        s.history_reads = s.history_reads.saturating_sub(1);
+                        false
+                    }
+                    s => s.is_some(),
+                },
+                Output::ReadAfter {
+                    session,
+                    token,
+                    conv,
+                    ..
+                } => self.sessions.get(session).is_some_and(|s| {
+                    !s.closing
+                        && s.replays
+                            .get(conv)
+                            .is_some_and(|r| r.reading.is_some_and(|(t, _)| t == *token))
+                }),
+                Output::ReadUndelivered { session, .. } => self
+                    .sessions
+                    .get(session)
+                    .is_some_and(|s| !s.closing && s.offline == Offline::Reading),
+                _ => false,
+            };
+            if wanted {
+                self.reads += 1;
+                self.out.push_back(read);
+            }
+        }
+    }
+
     fn persist(&mut self, ops: Vec<Op>, pending: Vec<Pending>) {
         let token = self.next_token;
         self.next_token += 1;
@@ -1147,15 +1411,14 @@ impl Server {
         self.out.push_back(Output::Persist { token, ops });
     }
 
-    fn remember(&mut self, r: (Key, u64, u64), state: RefState) {
-        if self.refs.insert(r, state).is_none() {
-            self.ref_order.push_back(r);
-            if self.ref_order.len() > MAX_REFS {
-                if let Some(old) = self.ref_order.pop_front() {
-                    self.refs.remove(&old);
-                }
-            }
-        }
+    fn remember(&mut self, r: RefKey, state: RefState) {
+        self.refs.insert(r, state);
+    }
+
+    /// The keyed hash of a conversation name that `refs` keeps.
+    fn conv_hash(&self, conv: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.conv_hasher.hash_one(conv)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1209,6 +1472,7 @@ impl Server {
             self.saw(now_ms, key);
         }
         self.queue_seen_refresh(key);
+        self.unindex_seen(&key);
         let user = self.users.entry(key).or_insert_with(|| User {
             nick: nick.clone(),
             sessions: Vec::new(),
@@ -1248,7 +1512,7 @@ impl Server {
         // meanwhile.
         if let Some(s) = self.sessions.get_mut(&session) {
             s.offline = Offline::Reading;
-            self.out.push_back(Output::ReadUndelivered {
+            self.read(Output::ReadUndelivered {
                 session,
                 key,
                 after: None,
@@ -1408,12 +1672,13 @@ impl Server {
         if last.is_some_and(|t| now_ms.saturating_sub(t) < SEEN_RESOLUTION_MS) {
             return;
         }
-        self.seen.insert(key, now_ms);
+        self.set_seen(key, Some(now_ms));
         self.persist(vec![Op::Seen { key, ts_ms: now_ms }], Vec::new());
     }
 
     /// Forgets the nick of `key` in memory (not in the store).
     fn unbind_nick(&mut self, key: &Key) -> Option<String> {
+        self.unindex_seen(key);
         let old = self.nick_of.remove(key)?;
         self.nick_look.remove(&old, key);
         let fold = names::fold(&old);
@@ -1431,7 +1696,7 @@ impl Server {
             if let Some(old) = self.unbind_nick(&r) {
                 debug!(old, new = nick, "an expired nick is claimed by another key");
             }
-            self.seen.remove(&r);
+            self.set_seen(r, None);
             ops.push(Op::ReleaseNick { key: r });
         }
         self.unbind_nick(&key);
@@ -1439,7 +1704,7 @@ impl Server {
         self.nick_look.insert(&nick, key);
         self.nick_owner.insert(fold.clone(), (nick.clone(), key));
         self.nick_of.insert(key, nick.clone());
-        self.seen.insert(key, now_ms);
+        self.set_seen(key, Some(now_ms));
         ops.push(Op::SetNick {
             nick,
             fold,
@@ -1638,12 +1903,32 @@ impl Server {
         let below: Vec<Record> = recent
             .map(|r| r.iter().filter(|m| m.id < bound).cloned().collect())
             .unwrap_or_default();
-        let whole = oldest.is_none_or(|o| o <= 1);
+        // (Emptied by the bound on all caches, it says nothing.)
+        let whole = match oldest {
+            Some(o) => o <= 1,
+            None => c.is_none_or(|c| !c.trimmed),
+        };
         if whole || below.len() >= limit {
             let start = below.len().saturating_sub(limit);
             self.send_page(session, &conv, id, below[start..].iter());
         } else {
-            self.out.push_back(Output::ReadHistory {
+            let Some(s) = self.sessions.get(&session) else {
+                return;
+            };
+            if s.history_reads >= MAX_HISTORY_READS {
+                let m = format!(
+                    "too many history reads at once (at most {MAX_HISTORY_READS}); ask again after a history_end"
+                );
+                self.fail(session, None, code::BUSY, m);
+                if let Some(id) = id {
+                    self.send_history_end(session, &conv, Some(id), 0);
+                }
+                return;
+            }
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.history_reads += 1;
+            }
+            self.read(Output::ReadHistory {
                 session,
                 id,
                 conv,
@@ -1759,6 +2044,15 @@ impl Server {
                 let skip = c.recent.len().saturating_sub(self.config.history_on_join);
                 let upto = c.recent.back().map_or(c.committed, |r| r.id);
                 let after = c.recent.get(skip).map_or(upto, |r| r.id.saturating_sub(1));
+                // A cache emptied by the bound on all caches: the rest of the history is read
+                // from the store by the replay.
+                let short = c.recent.len() < self.config.history_on_join;
+                let n = self.config.history_on_join as u64;
+                let after = if c.trimmed && short {
+                    upto.saturating_sub(n)
+                } else {
+                    after
+                };
                 (after, upto)
             }
             None => (0, 0),
@@ -1841,12 +2135,13 @@ impl Server {
                 if let Offline::More(after) = &s.offline {
                     let after = Some(after.clone());
                     s.offline = Offline::Reading;
-                    self.out.push_back(Output::ReadUndelivered {
+                    self.read(Output::ReadUndelivered {
                         session,
                         key,
                         after,
                         limit: UNDELIVERED_PAGE,
                     });
+                    continue;
                 }
             }
             if s.queued >= PAGE_BYTES {
@@ -1973,7 +2268,7 @@ impl Server {
                 let token = self.next_read;
                 self.next_read += 1;
                 r.reading = Some((token, upto));
-                self.out.push_back(Output::ReadAfter {
+                self.read(Output::ReadAfter {
                     session,
                     token,
                     conv: conv.to_owned(),
@@ -2020,6 +2315,7 @@ impl Server {
         token: u64,
         page: Result<Vec<Record>, String>,
     ) {
+        self.read_done();
         let cutoff = self.config.max_age_ms.map(|a| now_ms.saturating_sub(a));
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
@@ -2081,7 +2377,9 @@ impl Server {
         };
         let cutoff = now_ms.saturating_sub(age);
         while c.recent.front().is_some_and(|r| r.ts_ms < cutoff) {
-            c.recent.pop_front();
+            let b = c.pop().unwrap_or(0);
+            c.bytes = c.bytes.saturating_sub(b);
+            self.cache_bytes = self.cache_bytes.saturating_sub(b);
         }
     }
 
@@ -2229,13 +2527,29 @@ impl Server {
             .and_then(|s| s.client)
             .unwrap_or(0);
         let r = (key, client, c);
-        match self.refs.get(&r).cloned() {
+        // The conversation the request names (whether the user may write there is checked
+        // below): a resend names the same one as the original.
+        let named = match (&room, &to) {
+            (Some(room), None) => Some(names::fold(room)),
+            (None, Some(to)) => self
+                .nick_owner
+                .get(&names::fold(to))
+                .map(|(_, k)| dm_conv(&key, k)),
+            _ => None,
+        };
+        match self.refs.get(&r) {
             // A resend of a message still being stored: its ack will follow.
             Some(RefState::InFlight) => return,
             // A resend of a stored message (its ack was lost): acknowledge again. Without
             // echo, unless a catch-up replay of the room has yet to reach the message: the ack
             // comes there, in its place (sent now, it would overtake the messages before it).
-            Some(RefState::Stored { conv, id, ts }) => {
+            Some(RefState::Stored { conv: hash, id, ts }) => {
+                let Some(conv) = named.filter(|n| self.conv_hash(n) == hash) else {
+                    let m = format!(
+                        "message {c} was already stored in another conversation than this one names; a new message needs a new c"
+                    );
+                    return self.fail(session, Some(c), code::BAD_REQUEST, m);
+                };
                 let in_replay = !conv.starts_with('@')
                     && self.sessions.get(&session).is_some_and(|s| {
                         !s.echo && s.replays.get(&conv).is_some_and(|r| r.after < id)
@@ -2335,10 +2649,11 @@ impl Server {
             return;
         }
         self.stats.messages += 1;
+        let conv_hash = self.conv_hash(&record.conv);
         self.remember(
             r,
             RefState::Stored {
-                conv: record.conv.clone(),
+                conv: conv_hash,
                 id: record.id,
                 ts: record.ts_ms,
             },
@@ -2406,11 +2721,39 @@ impl Server {
                 self.push_send(s, ack.clone());
             }
         }
+        self.cache(record);
+    }
+
+    /// Adds a stored message to its conversation's replay cache, and keeps all caches under
+    /// [`MAX_CACHE_BYTES`] by emptying those written to least recently.
+    fn cache(&mut self, record: Record) {
         let cap = self.config.replay_cache;
-        let cv = self.convs.entry(record.conv.clone()).or_default();
-        cv.recent.push_back(record);
-        if cv.recent.len() > cap {
-            cv.recent.pop_front();
+        self.cache_tick += 1;
+        let tick = self.cache_tick;
+        let Some(cv) = self.convs.get_mut(&record.conv) else {
+            return;
+        };
+        let old = std::mem::replace(&mut cv.used, tick);
+        let name = if old != 0 {
+            self.cache_order.remove(&old)
+        } else {
+            None
+        };
+        let name = name.unwrap_or_else(|| record.conv.clone());
+        let delta = cv.push(record, cap);
+        self.cache_order.insert(tick, name);
+        self.cache_bytes = self.cache_bytes.saturating_add_signed(delta);
+        while self.cache_bytes > MAX_CACHE_BYTES {
+            let Some((_, conv)) = self.cache_order.pop_first() else {
+                break;
+            };
+            if let Some(c) = self.convs.get_mut(&conv) {
+                self.cache_bytes = self.cache_bytes.saturating_sub(c.bytes);
+                c.recent = VecDeque::new();
+                c.bytes = 0;
+                c.used = 0;
+                c.trimmed = true;
+            }
         }
     }
 }

@@ -222,6 +222,8 @@ pub mod code {
     pub const STORE: &str = "store_failed";
     /// `hello` missing, or sent twice.
     pub const STATE: &str = "protocol_state";
+    /// Too many of the session's `history` reads are waiting for the database.
+    pub const BUSY: &str = "busy";
 }
 
 /// What a server sends.
