@@ -296,6 +296,21 @@ struct Session {
 }
 
 impl Session {
+    /// Gives back the memory of the replay tables once they are empty: every session has
+    /// replays when it joins, and an idle one keeps none (issue 14: an idle session must be
+    /// small).
+    fn release_drained(&mut self) {
+        if self.replays.is_empty() {
+            self.replays = HashMap::new();
+        }
+        if self.order.is_empty() {
+            self.order = VecDeque::new();
+        }
+        if self.held.is_empty() {
+            self.held = Vec::new();
+        }
+    }
+
     /// Whether the user's undelivered DMs are still being read from the store (a page was
     /// asked for, or more pages are to come): a DM conversation not covered by a page yet
     /// waits, so that no newer DM overtakes (and marks delivered) an older one.
@@ -403,7 +418,68 @@ enum Offline {
 struct User {
     nick: String,
     sessions: Vec<SessionId>,
-    rooms: BTreeSet<String>,
+    rooms: RoomSet,
+}
+
+/// A user's rooms, in name order: a sorted `Vec` (at most `max_rooms_per_user`, a few
+/// dozen), which costs a fraction of a B-tree node for the one or two rooms most users are
+/// in (issue 14: an idle session must be small).
+#[derive(Debug, Default)]
+struct RoomSet(Vec<String>);
+
+impl RoomSet {
+    fn contains(&self, room: &str) -> bool {
+        self.0.binary_search_by(|r| r.as_str().cmp(room)).is_ok()
+    }
+
+    /// Adds `room`; false if it was there.
+    fn insert(&mut self, room: String) -> bool {
+        match self.0.binary_search(&room) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, room);
+                true
+            }
+        }
+    }
+
+    /// Removes `room`; false if it was not there.
+    fn remove(&mut self, room: &str) -> bool {
+        match self.0.binary_search_by(|r| r.as_str().cmp(room)) {
+            Ok(i) => {
+                self.0.remove(i);
+                if self.0.is_empty() {
+                    self.0 = Vec::new();
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for RoomSet {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a RoomSet {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -576,7 +652,9 @@ pub const MAX_DM_RESUMES: usize = 256;
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
-    sessions: HashMap<SessionId, Session>,
+    /// Boxed: a session is a few hundred bytes, and a hash table keeps up to twice as many
+    /// slots as entries.
+    sessions: HashMap<SessionId, Box<Session>>,
     per_ip: HashMap<IpAddr, usize>,
     users: HashMap<Key, User>,
     /// Registered nicks: fold → (nick, key), and key → nick.
@@ -1012,7 +1090,7 @@ impl Server {
         *n += 1;
         self.sessions.insert(
             session,
-            Session {
+            Box::new(Session {
                 key,
                 ip,
                 client: None,
@@ -1031,7 +1109,7 @@ impl Server {
                 store_owed: 0,
                 offline: Offline::Done,
                 history_reads: 0,
-            },
+            }),
         );
     }
 
@@ -1476,7 +1554,7 @@ impl Server {
         let user = self.users.entry(key).or_insert_with(|| User {
             nick: nick.clone(),
             sessions: Vec::new(),
-            rooms: BTreeSet::new(),
+            rooms: RoomSet::default(),
         });
         user.sessions.push(session);
         let current: Vec<String> = user.rooms.iter().cloned().collect();
@@ -2113,7 +2191,9 @@ impl Server {
     fn end_replay(&mut self, session: SessionId, conv: &str) -> Option<Replay> {
         let s = self.sessions.get_mut(&session)?;
         s.order.pop_front();
-        let r = s.replays.remove(conv)?;
+        let r = s.replays.remove(conv);
+        s.release_drained();
+        let r = r?;
         s.store_owed = s.store_owed.saturating_sub(usize::from(r.from_store));
         Some(r)
     }
@@ -2153,6 +2233,7 @@ impl Server {
             if s.replays.get(&conv).is_none_or(|r| r.held) {
                 // A stale entry (the replay ended, or is held again).
                 s.order.pop_front();
+                s.release_drained();
                 continue;
             }
             let member = if conv.starts_with('@') {
@@ -2288,7 +2369,7 @@ impl Server {
                 }
                 // What a DM replay sent is delivered: marked once, at its end (or when its
                 // session ends first).
-                let marks = self.sessions.get(&session).is_some_and(Session::marks_dms);
+                let marks = self.sessions.get(&session).is_some_and(|s| s.marks_dms());
                 if r.delivered > 0 && marks {
                     let op = Op::DmCursor {
                         key,
