@@ -43,6 +43,8 @@ use crate::BenchError;
 pub const RECV_BATCH: usize = 256;
 /// Largest datagram read (the IPv4 maximum fits).
 const RECV_BUFFER: usize = 65_536;
+/// How often a swarm logs its counters (at debug level: `RUST_LOG=chirp_bench=debug`).
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// How long a stopping swarm waits for its connections to close gracefully.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -346,6 +348,8 @@ impl<S: Scenario> Swarm<S> {
         let thread = std::thread::Builder::new()
             .name(format!("swarm {local_addr}"))
             .spawn(move || {
+                // Every log line of this swarm says which one it is.
+                let _span = tracing::debug_span!("swarm", local = %local_addr).entered();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -418,8 +422,23 @@ impl Driver {
     async fn run<S: Scenario>(&mut self, scenario: &mut S) -> Result<(), BenchError> {
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut stopping: Option<Instant> = None;
+        let mut report_at = Instant::now();
         loop {
             let now = Instant::now();
+            if now >= report_at && tracing::enabled!(tracing::Level::DEBUG) {
+                report_at = now + REPORT_EVERY;
+                let s = &self.sessions;
+                tracing::debug!(
+                    running = s.running,
+                    waiting = s.waiting.len(),
+                    in_setup = s.in_setup,
+                    timers = s.timers.len(),
+                    connections = s.by_conn.len(),
+                    stats = ?self.stats,
+                    endpoint = ?self.endpoint.endpoint_stats(),
+                    "swarm"
+                );
+            }
             self.fire(now, scenario);
             self.settle(now, scenario);
             self.flush(now).await;
