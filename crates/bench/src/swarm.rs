@@ -456,6 +456,11 @@ impl Driver {
             if let Some(end) = stopping
                 && (now >= end || self.endpoint.connections().next().is_none())
             {
+                tracing::debug!(
+                    stats = ?self.stats,
+                    endpoint = ?self.endpoint.endpoint_stats(),
+                    "swarm stopped"
+                );
                 return Ok(());
             }
             let deadline = [
