@@ -210,6 +210,8 @@ struct Fanout {
     gap: Option<Duration>,
     /// By session index.
     members: Vec<Option<Member>>,
+    /// The session indices of its senders (a few): what the timer looks at.
+    sending: Vec<usize>,
     started: bool,
 }
 
@@ -307,26 +309,25 @@ impl Scenario for Fanout {
             return;
         }
         self.started = true;
-        for i in 0..self.members.len() {
-            if self.members[i].as_ref().is_some_and(|m| self.is_sending(m)) {
-                self.send(now, i, sessions);
-            }
+        for k in 0..self.sending.len() {
+            self.send(now, self.sending[k], sessions);
         }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        // Only with a rate: a handful of senders, so a scan is cheap.
+        // Only with a rate; its senders only.
         self.gap?;
-        self.members
+        self.sending
             .iter()
-            .flatten()
+            .filter_map(|&i| self.members.get(i)?.as_ref())
             .filter(|m| self.is_sending(m))
             .filter_map(|m| m.next_at)
             .min()
     }
 
     fn handle_timeout(&mut self, now: Instant, sessions: &mut Sessions) {
-        for i in 0..self.members.len() {
+        for k in 0..self.sending.len() {
+            let i = self.sending[k];
             let due = self.members[i]
                 .as_ref()
                 .is_some_and(|m| self.is_sending(m) && m.next_at.is_some_and(|t| t <= now));
@@ -397,6 +398,7 @@ pub async fn run(
                 .rate
                 .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3))),
             members: Vec::new(),
+            sending: Vec::new(),
             started: false,
         };
         let (server, total, messages) = (config.server, config.members, config.messages);
@@ -407,6 +409,9 @@ pub async fn run(
                 let i = sessions.add(c);
                 if me.members.len() <= i {
                     me.members.resize_with(i + 1, || None);
+                }
+                if n < senders {
+                    me.sending.push(i);
                 }
                 let want = expected_per_member(n, messages);
                 if want == 0 {

@@ -149,10 +149,13 @@ pub async fn run(
     let template = session_config(config.server, nicks.get(0), keys[0].clone(), false);
     let start = Instant::now();
     // Lane `j` (and session `j`, `j + concurrency`, ...) is the swarm `place(j)`'s.
+    // Room in each endpoint for every session of the run: a session that left is still
+    // closing while its lane's next one connects, and a full endpoint would refuse that one
+    // (it would retry after its backoff, a quarter of a second).
     let fleet = Fleet::start(
         sockets,
         &template,
-        concurrency,
+        config.sessions.max(concurrency),
         concurrency + sockets,
         |k| {
             let lanes: Vec<_> = (0..concurrency)
