@@ -2,16 +2,18 @@
 //! delivery, and a check that every member got every message exactly once, in order.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chirp_chat::client::{self, ClientConfig, ClientHandle, Event, Target};
+use chirp_chat::client::{ClientConfig, Event, Target};
 use chirp_chat::wire::ServerMsg;
 use chirp_proto::handshake::StaticSecret;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
 
 use crate::server::ProcSample;
+use crate::swarm::{Fleet, MAX_SETUP, Scenario, Sessions, place};
 use crate::{BenchError, quantile};
 
 /// The room the members join.
@@ -24,7 +26,7 @@ pub struct FanoutConfig {
     pub server: SocketAddr,
     /// Its pid, for its CPU time and memory (`None`: not measured).
     pub server_pid: Option<u32>,
-    /// Members of the room (each its own client session and socket).
+    /// Members of the room (each its own client session).
     pub members: usize,
     /// How many of them send (the first ones).
     pub senders: usize,
@@ -37,6 +39,8 @@ pub struct FanoutConfig {
     /// The whole run (joining included) must end within this; what has not arrived by then
     /// is counted lost.
     pub limit: Duration,
+    /// Sockets (swarms, each its own loopback address and thread) the members share.
+    pub sockets: usize,
 }
 
 /// Latency from a send to a delivery, milliseconds.
@@ -115,8 +119,8 @@ pub(crate) fn fresh_key() -> StaticSecret {
     StaticSecret(k)
 }
 
-/// A bench session's configuration: from 127.0.0.1 (any port) with `identity`, in [`ROOM`]
-/// if `join`.
+/// A bench session's configuration: `nick` with `identity`, in [`ROOM`] if `join`. (Its
+/// `bind` is unused: a swarm runs it on its own socket.)
 pub(crate) fn session_config(
     server: SocketAddr,
     nick: String,
@@ -130,6 +134,24 @@ pub(crate) fn session_config(
     }
     c.identity = Some(identity);
     c
+}
+
+/// The first failure any swarm of a run met (a session that could not go on).
+#[derive(Debug, Default)]
+pub(crate) struct Failure(Mutex<Option<String>>);
+
+impl Failure {
+    /// Records `why`, unless a failure is recorded already.
+    pub(crate) fn set(&self, why: String) {
+        if let Ok(mut f) = self.0.lock() {
+            f.get_or_insert(why);
+        }
+    }
+
+    /// The failure recorded, if any.
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|f| f.clone())
+    }
 }
 
 /// Nicks of one run: a random prefix, so that a server that outlives the run (`--server`)
@@ -147,95 +169,305 @@ impl Nicks {
     }
 }
 
+/// What the swarms of one run share with the thread that runs it.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Members that have joined.
+    joined: AtomicUsize,
+    /// Members that have every message they expect.
+    complete: AtomicUsize,
+    /// Set once every member has joined: the time sends are measured from.
+    epoch: OnceLock<Instant>,
+    /// The run is over (everything arrived, or the limit passed).
+    done: AtomicBool,
+    failure: Failure,
+}
+
+/// One member, in the swarm that runs it.
+#[derive(Debug)]
+struct Member {
+    /// Its number in the room (senders first).
+    n: usize,
+    own: String,
+    joined: bool,
+    want: u64,
+    /// Per sender: which messages arrived, and the highest number so far.
+    got: Vec<Vec<bool>>,
+    highest: Vec<Option<u64>>,
+    seen: Seen,
+    /// A sender: its next message, and when it goes (with a rate).
+    next: usize,
+    next_at: Option<Instant>,
+}
+
+/// One swarm's part of the fan-out.
+struct Fanout {
+    shared: Arc<Shared>,
+    progress: ProgressBar,
+    senders: usize,
+    messages: usize,
+    /// Between two messages of a sender, with a rate.
+    gap: Option<Duration>,
+    /// By session index.
+    members: Vec<Option<Member>>,
+    /// The session indices of its senders (a few): what the timer looks at.
+    sending: Vec<usize>,
+    started: bool,
+}
+
+impl Fanout {
+    /// Sender `i` says its messages due at `now`: all of them without a rate.
+    fn send(&mut self, now: Instant, i: usize, sessions: &mut Sessions) {
+        let Some(epoch) = self.shared.epoch.get().copied() else {
+            return;
+        };
+        let Some(m) = self.members.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        while m.next < self.messages && m.next_at.is_none_or(|at| at <= now) {
+            // Latency counts from the moment the message is handed to the session.
+            let t = now.saturating_duration_since(epoch).as_micros();
+            let text = format!("{} {} {t}", m.n, m.next);
+            m.next += 1;
+            if sessions
+                .say(now, i, Target::Room(ROOM.into()), text)
+                .is_none()
+            {
+                m.next = self.messages; // Its session has ended.
+            }
+            if let Some(gap) = self.gap {
+                m.next_at = Some(m.next_at.unwrap_or(now) + gap);
+            }
+        }
+    }
+
+    /// Member `i` got `text` in the room.
+    fn receive(&mut self, i: usize, text: &str) {
+        let now = Instant::now();
+        let Some(epoch) = self.shared.epoch.get().copied() else {
+            return;
+        };
+        let Some(m) = self.members.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut f = text.split(' ').map(str::parse::<u64>);
+        let (Some(Ok(s)), Some(Ok(k)), Some(Ok(t))) = (f.next(), f.next(), f.next()) else {
+            return; // Not one of ours.
+        };
+        let Some(s) = usize::try_from(s).ok().filter(|&s| s < self.senders) else {
+            return;
+        };
+        let Some(slot) = usize::try_from(k).ok().and_then(|k| m.got[s].get_mut(k)) else {
+            return;
+        };
+        let seen = &mut m.seen;
+        if std::mem::replace(slot, true) {
+            seen.duplicated += 1;
+            return;
+        }
+        if m.highest[s].is_some_and(|h| k < h) {
+            seen.reordered += 1;
+        }
+        m.highest[s] = m.highest[s].max(Some(k));
+        seen.delivered += 1;
+        seen.last_at = Some(now);
+        let sent = epoch + Duration::from_micros(t);
+        seen.latencies_us.push(
+            u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX),
+        );
+        self.progress.inc(1);
+        if seen.delivered == m.want {
+            self.shared.complete.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn is_sending(&self, m: &Member) -> bool {
+        m.n < self.senders && m.next < self.messages
+    }
+}
+
+impl Scenario for Fanout {
+    fn on_event(&mut self, _now: Instant, i: usize, event: Event, _: &mut Sessions) {
+        let Some(m) = self.members.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        match event {
+            Event::Server(ServerMsg::Joined { .. }) if !m.joined => {
+                m.joined = true;
+                self.shared.joined.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Message(msg) if !msg.history && msg.from != m.own => {
+                self.receive(i, &msg.text);
+            }
+            Event::Fatal(why) => self.shared.failure.set(format!("member {}: {why}", m.n)),
+            _ => {}
+        }
+    }
+
+    fn poke(&mut self, now: Instant, sessions: &mut Sessions) {
+        if self.started || self.shared.epoch.get().is_none() {
+            return;
+        }
+        self.started = true;
+        for k in 0..self.sending.len() {
+            self.send(now, self.sending[k], sessions);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        // Only with a rate; its senders only.
+        self.gap?;
+        self.sending
+            .iter()
+            .filter_map(|&i| self.members.get(i)?.as_ref())
+            .filter(|m| self.is_sending(m))
+            .filter_map(|m| m.next_at)
+            .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant, sessions: &mut Sessions) {
+        for k in 0..self.sending.len() {
+            let i = self.sending[k];
+            let due = self.members[i]
+                .as_ref()
+                .is_some_and(|m| self.is_sending(m) && m.next_at.is_some_and(|t| t <= now));
+            if due {
+                self.send(now, i, sessions);
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.shared.done.load(Ordering::Acquire)
+    }
+}
+
+/// Waits until `count` of `shared` reaches `members`, a member fails, or `deadline` passes.
+async fn wait_for(
+    shared: &Shared,
+    members: usize,
+    deadline: Instant,
+    what: &str,
+    count: impl Fn(&Shared) -> usize,
+) -> Result<(), BenchError> {
+    loop {
+        let n = count(shared);
+        if n >= members {
+            return Ok(());
+        }
+        if let Some(why) = shared.failure.get() {
+            return Err(BenchError::Stuck(why));
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Stuck(format!(
+                "{} of {members} members {what} within the limit",
+                members - n
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Runs the fan-out: connects and joins the members, lets the senders go, and waits until
 /// every member has every message or the limit passes. `progress` counts deliveries.
 pub async fn run(
     config: &FanoutConfig,
     progress: &ProgressBar,
 ) -> Result<FanoutReport, BenchError> {
-    let deadline = tokio::time::Instant::now() + config.limit;
+    let deadline = Instant::now() + config.limit;
     let senders = config.senders.min(config.members);
     let nicks = Nicks::new();
-    let mut clients = Vec::with_capacity(config.members);
-    for i in 0..config.members {
-        let mut c = session_config(config.server, nicks.get(i), fresh_key(), true);
-        c.pace = false;
-        clients.push(client::spawn(c).map_err(BenchError::io("start a client session"))?);
-    }
-    for (i, (_, ev, _)) in clients.iter_mut().enumerate() {
-        wait_joined(ev, deadline)
-            .await
-            .map_err(|e| BenchError::Stuck(format!("member {i}: {e}")))?;
-    }
-    let joined = ProcSample::read_opt(config.server_pid)?;
-    let expected_per_member = |i: usize| {
-        let from = if i < senders { senders - 1 } else { senders };
-        (from * config.messages) as u64
+    let shared = Arc::new(Shared::default());
+    let expected_per_member = move |n: usize, messages: usize| {
+        let from = if n < senders { senders - 1 } else { senders };
+        (from * messages) as u64
     };
-    let expected: u64 = (0..config.members).map(expected_per_member).sum();
-    progress.set_length(expected);
-    let epoch = Instant::now();
-    let mut handles: Vec<ClientHandle> = Vec::with_capacity(config.members);
-    let mut members = Vec::with_capacity(config.members);
-    // Members say when they have all they expect, and keep reading until told to stop: a
-    // session whose events nobody reads ends (the sender's would, expecting nothing).
-    let (complete_tx, mut complete_rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    for (i, (h, ev, task)) in clients.into_iter().enumerate() {
-        handles.push(h);
-        let member = Member {
-            own: nicks.get(i),
+    let expected: u64 = (0..config.members)
+        .map(|n| expected_per_member(n, config.messages))
+        .sum();
+    let mut template = session_config(config.server, nicks.get(0), fresh_key(), true);
+    template.pace = false;
+    let sockets = config.sockets.max(1);
+    let fleet = Fleet::start(sockets, &template, config.members, MAX_SETUP, |k| {
+        let scenario = Fanout {
+            shared: Arc::clone(&shared),
+            progress: progress.clone(),
             senders,
             messages: config.messages,
-            want: expected_per_member(i),
-            epoch,
-            progress: progress.clone(),
-            complete: complete_tx.clone(),
-            stop: stop_rx.clone(),
+            gap: config
+                .rate
+                .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3))),
+            members: Vec::new(),
+            sending: Vec::new(),
+            started: false,
         };
-        members.push((tokio::spawn(member.receive(ev)), task));
-    }
-    drop(complete_tx);
-    let mut sends = Vec::new();
-    for (s, h) in handles.iter().take(senders).enumerate() {
-        let h = h.clone();
-        let messages = config.messages;
-        let mut tick = config
-            .rate
-            .map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(1e-3))));
-        sends.push(tokio::spawn(async move {
-            for k in 0..messages {
-                if let Some(t) = tick.as_mut() {
-                    t.tick().await;
+        let (server, total, messages) = (config.server, config.members, config.messages);
+        let setup = move |me: &mut Fanout, sessions: &mut Sessions| {
+            for n in (0..total).filter(|&n| place(n, sockets) == k) {
+                let mut c = session_config(server, nicks.get(n), fresh_key(), true);
+                c.pace = false;
+                let i = sessions.add(c);
+                if me.members.len() <= i {
+                    me.members.resize_with(i + 1, || None);
                 }
-                let t = epoch.elapsed().as_micros();
-                let text = format!("{s} {k} {t}");
-                if h.say(Target::Room(ROOM.into()), text, false).await.is_err() {
-                    return;
+                if n < senders {
+                    me.sending.push(i);
                 }
+                let want = expected_per_member(n, messages);
+                if want == 0 {
+                    me.shared.complete.fetch_add(1, Ordering::Relaxed);
+                }
+                me.members[i] = Some(Member {
+                    n,
+                    own: nicks.get(n),
+                    joined: false,
+                    want,
+                    got: vec![vec![false; messages]; senders],
+                    highest: vec![None; senders],
+                    seen: Seen::default(),
+                    next: 0,
+                    next_at: None,
+                });
             }
-        }));
+        };
+        (scenario, setup)
+    })?;
+    let joined_count = |s: &Shared| s.joined.load(Ordering::Relaxed);
+    let all_joined = wait_for(
+        &shared,
+        config.members,
+        deadline,
+        "did not join",
+        joined_count,
+    );
+    if let Err(e) = all_joined.await {
+        fleet.stop();
+        fleet.join().await?;
+        return Err(e);
     }
-    for s in sends {
-        let _ = s.await;
-    }
-    let mut complete = 0;
-    while complete < config.members {
-        match tokio::time::timeout_at(deadline, complete_rx.recv()).await {
-            Ok(Some(())) => complete += 1,
-            Ok(None) | Err(_) => break,
-        }
-    }
-    let _ = stop_tx.send(true);
-    let mut seen = Vec::with_capacity(members.len());
-    for (m, _task) in members {
-        seen.push(
-            m.await
-                .map_err(|_| BenchError::Stuck("a member task panicked".into()))?,
-        );
-    }
+    let joined = ProcSample::read_opt(config.server_pid)?;
+    progress.set_length(expected);
+    let epoch = Instant::now();
+    let _ = shared.epoch.set(epoch);
+    fleet.poke();
+    // What has not arrived by the limit is counted lost (and a failed member shows as such).
+    let complete_count = |s: &Shared| s.complete.load(Ordering::Relaxed);
+    let _ = wait_for(
+        &shared,
+        config.members,
+        deadline,
+        "were not complete",
+        complete_count,
+    )
+    .await;
+    shared.done.store(true, Ordering::Release);
+    fleet.stop();
     let end = ProcSample::read_opt(config.server_pid)?;
-    drop(handles);
+    let parts = fleet.join().await?;
+    let seen: Vec<Seen> = parts
+        .into_iter()
+        .flat_map(|(f, _)| f.members.into_iter().flatten().map(|m| m.seen))
+        .collect();
     let last = seen.iter().filter_map(|s| s.last_at).max().unwrap_or(epoch);
     let elapsed = last.saturating_duration_since(epoch).as_secs_f64();
     let delivered: u64 = seen.iter().map(|s| s.delivered).sum();
@@ -271,85 +503,4 @@ pub async fn run(
             rss_kib_end: b.rss_kib,
         }),
     })
-}
-
-pub(crate) async fn wait_joined(
-    ev: &mut mpsc::Receiver<Event>,
-    deadline: tokio::time::Instant,
-) -> Result<(), String> {
-    loop {
-        match tokio::time::timeout_at(deadline, ev.recv()).await {
-            Ok(Some(Event::Server(ServerMsg::Joined { .. }))) => return Ok(()),
-            Ok(Some(Event::Fatal(why))) => return Err(why),
-            Ok(Some(_)) => {}
-            Ok(None) => return Err("its session ended".into()),
-            Err(_) => return Err("did not join within the limit".into()),
-        }
-    }
-}
-
-/// One member's reader.
-struct Member {
-    own: String,
-    senders: usize,
-    messages: usize,
-    want: u64,
-    epoch: Instant,
-    progress: ProgressBar,
-    complete: mpsc::UnboundedSender<()>,
-    stop: watch::Receiver<bool>,
-}
-
-impl Member {
-    /// Checks that each sender's messages arrive once and in order, and times them; says so
-    /// on `complete` once it has all it expects, and reads on until `stop`.
-    async fn receive(mut self, mut ev: mpsc::Receiver<Event>) -> Seen {
-        let mut seen = Seen::default();
-        // Per sender: which messages arrived, and the highest number so far.
-        let mut got = vec![vec![false; self.messages]; self.senders];
-        let mut highest: Vec<Option<u64>> = vec![None; self.senders];
-        if self.want == 0 {
-            let _ = self.complete.send(());
-        }
-        loop {
-            let m = tokio::select! {
-                e = ev.recv() => match e {
-                    Some(Event::Message(m)) if !m.history && m.from != self.own => m,
-                    Some(_) => continue,
-                    None => break,
-                },
-                _ = self.stop.changed() => break,
-            };
-            let now = Instant::now();
-            let mut f = m.text.split(' ').map(str::parse::<u64>);
-            let (Some(Ok(s)), Some(Ok(k)), Some(Ok(t))) = (f.next(), f.next(), f.next()) else {
-                continue; // Not one of ours.
-            };
-            let Some(s) = usize::try_from(s).ok().filter(|&s| s < self.senders) else {
-                continue;
-            };
-            let Some(slot) = usize::try_from(k).ok().and_then(|k| got[s].get_mut(k)) else {
-                continue;
-            };
-            if std::mem::replace(slot, true) {
-                seen.duplicated += 1;
-                continue;
-            }
-            if highest[s].is_some_and(|h| k < h) {
-                seen.reordered += 1;
-            }
-            highest[s] = highest[s].max(Some(k));
-            seen.delivered += 1;
-            seen.last_at = Some(now);
-            let sent = self.epoch + Duration::from_micros(t);
-            seen.latencies_us.push(
-                u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX),
-            );
-            self.progress.inc(1);
-            if seen.delivered == self.want {
-                let _ = self.complete.send(());
-            }
-        }
-        seen
-    }
 }

@@ -2,15 +2,25 @@
 //! its empty baseline, and its CPU while they idle (keep-alives included).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chirp_chat::client;
+use chirp_chat::client::Event;
+use chirp_chat::wire::ServerMsg;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::BenchError;
-use crate::fanout::{Nicks, fresh_key, session_config, wait_joined};
+use crate::fanout::{Failure, Nicks, ROOM, fresh_key, session_config};
 use crate::server::ProcSample;
+use crate::swarm::{Fleet, MAX_SETUP, Scenario, Sessions, place};
+
+/// Members per room of the idle sessions: each joins `#bench-K`, K = its number / this. The
+/// joins' presence goes to every member of the room: with rooms of 1,000 the server fell
+/// behind serving it at 30,000 sessions and dropped connections (clients saw RESETs), and one
+/// room of 100,000 would measure nothing but that, not idle sessions.
+pub const ROOM_MEMBERS: usize = 100;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -25,6 +35,8 @@ pub struct IdleConfig {
     pub idle: Duration,
     /// Joining must end within this.
     pub limit: Duration,
+    /// Sockets (swarms, each its own loopback address and thread) the sessions share.
+    pub sockets: usize,
 }
 
 /// What [`run`] measured.
@@ -46,31 +58,92 @@ pub struct IdleReport {
     pub idle_s: f64,
 }
 
+/// One swarm's part: its sessions join and idle; it counts the joined.
+struct Idle {
+    joined: Arc<AtomicUsize>,
+    failure: Arc<Failure>,
+    progress: ProgressBar,
+    /// Global number of each of its sessions, and whether it has joined.
+    sessions: Vec<(usize, bool)>,
+}
+
+impl Scenario for Idle {
+    fn on_event(&mut self, _now: Instant, i: usize, event: Event, _: &mut Sessions) {
+        let Some((n, joined)) = self.sessions.get_mut(i) else {
+            return;
+        };
+        match event {
+            Event::Server(ServerMsg::Joined { .. }) if !*joined => {
+                *joined = true;
+                self.joined.fetch_add(1, Ordering::Relaxed);
+                self.progress.inc(1);
+            }
+            Event::Fatal(why) => self.failure.set(format!("session {n}: {why}")),
+            Event::Disconnected { reason, .. } => {
+                tracing::debug!(session = n, %reason, "disconnected");
+            }
+            _ => {}
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        false
+    }
+}
+
 /// Connects and joins `sessions` sessions, then watches the server while they idle.
 pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleReport, BenchError> {
-    let deadline = tokio::time::Instant::now() + config.limit;
+    let deadline = Instant::now() + config.limit;
     let empty = ProcSample::read(config.server_pid)?;
     progress.set_length(config.sessions as u64);
     let start = Instant::now();
     let nicks = Nicks::new();
-    let mut clients = Vec::with_capacity(config.sessions);
-    for i in 0..config.sessions {
-        let c = session_config(config.server, nicks.get(i), fresh_key(), true);
-        clients.push(client::spawn(c).map_err(BenchError::io("start a client session"))?);
-    }
-    let mut readers = Vec::with_capacity(clients.len());
-    let mut handles = Vec::with_capacity(clients.len());
-    for (i, (h, mut ev, task)) in clients.into_iter().enumerate() {
-        wait_joined(&mut ev, deadline)
-            .await
-            .map_err(|e| BenchError::Stuck(format!("session {i}: {e}")))?;
-        progress.inc(1);
-        handles.push((h, task));
-        // Read on while they idle (presence, keep-alive answers): a session whose events
-        // nobody reads ends.
-        readers.push(tokio::spawn(
-            async move { while ev.recv().await.is_some() {} },
-        ));
+    let joined = Arc::new(AtomicUsize::new(0));
+    let failure = Arc::new(Failure::default());
+    let template = session_config(config.server, nicks.get(0), fresh_key(), true);
+    let sockets = config.sockets.max(1);
+    let fleet = Fleet::start(sockets, &template, config.sessions, MAX_SETUP, |k| {
+        let scenario = Idle {
+            joined: Arc::clone(&joined),
+            failure: Arc::clone(&failure),
+            progress: progress.clone(),
+            sessions: Vec::new(),
+        };
+        let server = config.server;
+        let total = config.sessions;
+        let setup = move |me: &mut Idle, sessions: &mut Sessions| {
+            for n in (0..total).filter(|&n| place(n, sockets) == k) {
+                let mut c = session_config(server, nicks.get(n), fresh_key(), true);
+                c.rooms = vec![format!("{ROOM}-{}", n / ROOM_MEMBERS)];
+                let i = sessions.add(c);
+                if me.sessions.len() <= i {
+                    me.sessions.resize(i + 1, (0, false));
+                }
+                me.sessions[i] = (n, false);
+            }
+        };
+        (scenario, setup)
+    })?;
+    let all_joined = loop {
+        if joined.load(Ordering::Relaxed) >= config.sessions {
+            break Ok(());
+        }
+        if let Some(why) = failure.get() {
+            break Err(BenchError::Stuck(why));
+        }
+        if Instant::now() >= deadline {
+            break Err(BenchError::Stuck(format!(
+                "{} of {} sessions did not join within the limit",
+                config.sessions - joined.load(Ordering::Relaxed),
+                config.sessions
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if let Err(e) = all_joined {
+        fleet.stop();
+        fleet.join().await?;
+        return Err(e);
     }
     let join_s = start.elapsed().as_secs_f64();
     // Let the joins' presence batches and acknowledgements settle before measuring.
@@ -78,10 +151,8 @@ pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleRepo
     let before = ProcSample::read(config.server_pid)?;
     tokio::time::sleep(config.idle).await;
     let after = ProcSample::read(config.server_pid)?;
-    drop(handles);
-    for r in readers {
-        r.abort();
-    }
+    fleet.stop();
+    fleet.join().await?;
     let held = after.rss_kib;
     Ok(IdleReport {
         sessions: config.sessions,

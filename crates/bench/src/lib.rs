@@ -11,6 +11,9 @@
 //!   setup at once, with the setup time of each.
 //! - [`idle`]: N established, joined sessions held open: the server's memory per session
 //!   and its CPU while they idle.
+//! - [`swarm`]: how every scenario runs its sessions: many sans-IO chat sessions over one
+//!   sans-IO endpoint on one UDP socket, one loop on a thread of its own, with no task or
+//!   channel per session; a few swarms (sockets, each its own loopback address) at once.
 //! - [`server`]: starts `chirp serve` as a child process in a temporary directory, on a free
 //!   loopback port, with flood control and per-address limits raised for the load; stops it
 //!   on drop; reads a process's CPU time and resident memory from `/proc`.
@@ -23,6 +26,7 @@ pub mod handshake;
 pub mod idle;
 pub mod raw;
 pub mod server;
+pub mod swarm;
 
 /// Why a benchmark could not run (a benchmark that ran but found messages lost, duplicated or
 /// reordered reports that in its result instead).

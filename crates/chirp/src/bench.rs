@@ -56,7 +56,7 @@ enum Scenario {
 
 #[derive(Debug, Args)]
 struct FanoutArgs {
-    /// Members of the room (each its own session and socket).
+    /// Members of the room (each its own session).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=100_000))]
     members: u32,
     /// Senders among them.
@@ -75,6 +75,10 @@ struct FanoutArgs {
     /// Each run ends after this many seconds; what has not arrived is counted lost.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     limit: u64,
+    /// Sockets the bench's sessions share: each is one loop on a thread of its own, on a
+    /// loopback address of its own (127.0.0.2, 127.0.0.3, ...).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    sockets: u32,
     #[command(flatten)]
     target: ServerArgs,
     /// Print one JSON object instead of the table.
@@ -94,6 +98,10 @@ struct HandshakeArgs {
     /// A session not welcomed within this many seconds counts as failed.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+    /// Sockets the bench's sessions share: each is one loop on a thread of its own, on a
+    /// loopback address of its own (127.0.0.2, 127.0.0.3, ...).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    sockets: u32,
     #[command(flatten)]
     target: ServerArgs,
     /// Print one JSON object instead of the line.
@@ -103,7 +111,7 @@ struct HandshakeArgs {
 
 #[derive(Debug, Args)]
 struct IdleArgs {
-    /// Sessions to hold (each its own socket in this process: mind `ulimit -n`).
+    /// Sessions to hold.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     sessions: u32,
     /// How long to watch them idle.
@@ -112,6 +120,10 @@ struct IdleArgs {
     /// Joining must end within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     limit: u64,
+    /// Sockets the bench's sessions share: each is one loop on a thread of its own, on a
+    /// loopback address of its own (127.0.0.2, 127.0.0.3, ...).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    sockets: u32,
     #[command(flatten)]
     target: ServerArgs,
     /// Print one JSON object instead of the table.
@@ -227,6 +239,7 @@ async fn run_handshake(a: HandshakeArgs) -> anyhow::Result<u8> {
             sessions,
             concurrency,
             timeout: Duration::from_secs(a.timeout),
+            sockets: a.sockets as usize,
         },
         &progress,
     )
@@ -271,6 +284,7 @@ async fn run_idle(a: IdleArgs) -> anyhow::Result<u8> {
             sessions,
             idle: Duration::from_secs(a.seconds),
             limit: Duration::from_secs(a.limit),
+            sockets: a.sockets as usize,
         },
         &progress,
     )
@@ -336,6 +350,7 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
                 messages,
                 rate: a.rate.map(f64::from),
                 limit: Duration::from_secs(a.limit),
+                sockets: a.sockets as usize,
             },
             &progress,
         )

@@ -633,14 +633,37 @@ impl Endpoint {
         remote: SocketAddr,
         expected_key: Option<[u8; 32]>,
     ) -> Result<ConnectionHandle, ConnectError> {
+        let identity = self.identity.0;
+        self.open(now, remote, expected_key, &identity)
+    }
+
+    /// Like [`Self::connect_expecting`], but the handshake proves `identity` rather than the
+    /// endpoint's own static key: the peer sees this connection as that key's. A load
+    /// generator runs many users, each with a key of its own, over one socket this way.
+    pub fn connect_as(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        expected_key: Option<[u8; 32]>,
+        identity: &StaticSecret,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        self.open(now, remote, expected_key, &identity.0)
+    }
+
+    fn open(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        expected_key: Option<[u8; 32]>,
+        identity: &[u8; 32],
+    ) -> Result<ConnectionHandle, ConnectError> {
         if self.conns.len() >= self.config.max_connections {
             return Err(ConnectError::TooManyConnections);
         }
         let remote = canonical(remote);
         let local = self.new_cid();
         let initial = ConnectionId(self.rng.next_u64());
-        let mut handshake =
-            Handshake::initiator(&self.identity.0).map_err(|_| ConnectError::Handshake)?;
+        let mut handshake = Handshake::initiator(identity).map_err(|_| ConnectError::Handshake)?;
         let message = handshake.write(&[]).map_err(|_| ConnectError::Handshake)?;
         let start = HandshakeStart {
             handshake,

@@ -792,6 +792,40 @@ fn key_pinning_refuses_the_wrong_server() {
 }
 
 #[test]
+fn connect_as_proves_the_key_given_and_not_the_endpoints() {
+    let (cs, cp) = keypair();
+    let (ss, sp) = keypair();
+    let (other, other_pub) = keypair();
+    let mut d = duo(cs, ss, Instant::now());
+    let a = d
+        .client
+        .connect_as(d.now, d.server_addr, None, &StaticSecret(other))
+        .expect("room");
+    let b = d.client.connect(d.now, d.server_addr).expect("room");
+    d.run(Duration::from_secs(30), |d| {
+        d.server_events
+            .iter()
+            .filter(|e| matches!(e, Event::Connected { .. }))
+            .count()
+            == 2
+    });
+    let mut server_saw: Vec<[u8; 32]> = d
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Connected { remote_key, .. } => Some(*remote_key),
+            _ => None,
+        })
+        .collect();
+    server_saw.sort_unstable();
+    let mut want = vec![cp, other_pub];
+    want.sort_unstable();
+    assert_eq!(server_saw, want, "one connection per key");
+    assert_eq!(d.client.remote_key(a), Some(sp));
+    assert_eq!(d.client.remote_key(b), Some(sp));
+}
+
+#[test]
 fn junk_and_forged_flood_does_not_stop_a_real_client() {
     const FLOODERS: u16 = 1000;
     let (cs, cp) = keypair();
