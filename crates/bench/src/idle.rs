@@ -91,31 +91,59 @@ impl Scenario for Idle {
     }
 }
 
-/// Connects and joins `sessions` sessions, then watches the server while they idle.
-pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleReport, BenchError> {
-    let deadline = Instant::now() + config.limit;
-    let empty = ProcSample::read(config.server_pid)?;
-    progress.set_length(config.sessions as u64);
+/// Sessions established and joined, held open (idle) until [`Held::release`].
+pub struct Held {
+    fleet: Fleet<Idle>,
+    /// How long they took to join, all together.
+    pub joined_in: Duration,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("joined_in", &self.joined_in)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Held {
+    /// Ends every session (gracefully) and stops the swarms.
+    pub async fn release(self) -> Result<(), BenchError> {
+        self.fleet.stop();
+        self.fleet.join().await.map(|_| ())
+    }
+}
+
+/// Connects `sessions` sessions to `server` on `sockets` swarms, each joined to a room of
+/// [`ROOM_MEMBERS`], and returns once all have joined (or fails by `limit`).
+pub async fn hold(
+    server: SocketAddr,
+    sessions: usize,
+    sockets: usize,
+    limit: Duration,
+    progress: &ProgressBar,
+) -> Result<Held, BenchError> {
+    let deadline = Instant::now() + limit;
+    progress.set_length(sessions as u64);
     let start = Instant::now();
     let nicks = Nicks::new();
     let joined = Arc::new(AtomicUsize::new(0));
     let failure = Arc::new(Failure::default());
-    let template = session_config(config.server, nicks.get(0), fresh_key(), true);
-    let sockets = config.sockets.max(1);
-    let fleet = Fleet::start(sockets, &template, config.sessions, MAX_SETUP, |k| {
+    let template = session_config(server, nicks.get(0), fresh_key(), true);
+    let sockets = sockets.max(1);
+    let fleet = Fleet::start(sockets, &template, sessions, MAX_SETUP, |k| {
         let scenario = Idle {
             joined: Arc::clone(&joined),
             failure: Arc::clone(&failure),
             progress: progress.clone(),
             sessions: Vec::new(),
         };
-        let server = config.server;
-        let total = config.sessions;
-        let setup = move |me: &mut Idle, sessions: &mut Sessions| {
+        let total = sessions;
+        let setup = move |me: &mut Idle, s: &mut Sessions| {
             for n in (0..total).filter(|&n| place(n, sockets) == k) {
                 let mut c = session_config(server, nicks.get(n), fresh_key(), true);
                 c.rooms = vec![format!("{ROOM}-{}", n / ROOM_MEMBERS)];
-                let i = sessions.add(c);
+                let i = s.add(c);
                 if me.sessions.len() <= i {
                     me.sessions.resize(i + 1, (0, false));
                 }
@@ -125,7 +153,7 @@ pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleRepo
         (scenario, setup)
     })?;
     let all_joined = loop {
-        if joined.load(Ordering::Relaxed) >= config.sessions {
+        if joined.load(Ordering::Relaxed) >= sessions {
             break Ok(());
         }
         if let Some(why) = failure.get() {
@@ -134,8 +162,8 @@ pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleRepo
         if Instant::now() >= deadline {
             break Err(BenchError::Stuck(format!(
                 "{} of {} sessions did not join within the limit",
-                config.sessions - joined.load(Ordering::Relaxed),
-                config.sessions
+                sessions - joined.load(Ordering::Relaxed),
+                sessions
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -145,21 +173,37 @@ pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleRepo
         fleet.join().await?;
         return Err(e);
     }
-    let join_s = start.elapsed().as_secs_f64();
+    Ok(Held {
+        fleet,
+        joined_in: start.elapsed(),
+    })
+}
+
+/// Connects and joins `sessions` sessions, then watches the server while they idle.
+pub async fn run(config: &IdleConfig, progress: &ProgressBar) -> Result<IdleReport, BenchError> {
+    let empty = ProcSample::read(config.server_pid)?;
+    let held = hold(
+        config.server,
+        config.sessions,
+        config.sockets,
+        config.limit,
+        progress,
+    )
+    .await?;
     // Let the joins' presence batches and acknowledgements settle before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = ProcSample::read(config.server_pid)?;
     tokio::time::sleep(config.idle).await;
     let after = ProcSample::read(config.server_pid)?;
-    fleet.stop();
-    fleet.join().await?;
-    let held = after.rss_kib;
+    let join_s = held.joined_in.as_secs_f64();
+    held.release().await?;
+    let rss = after.rss_kib;
     Ok(IdleReport {
         sessions: config.sessions,
         join_s,
         rss_kib_empty: empty.rss_kib,
-        rss_kib_held: held,
-        bytes_per_session: held.saturating_sub(empty.rss_kib) as f64 * 1024.0
+        rss_kib_held: rss,
+        bytes_per_session: rss.saturating_sub(empty.rss_kib) as f64 * 1024.0
             / config.sessions.max(1) as f64,
         idle_cpu_percent: after.cpu_percent_since(&before),
         idle_s: after.at.saturating_duration_since(before.at).as_secs_f64(),

@@ -22,6 +22,7 @@
 //! the same run, and take medians over runs (`--runs`).
 
 pub mod fanout;
+pub mod flood;
 pub mod handshake;
 pub mod idle;
 pub mod raw;

@@ -165,10 +165,21 @@ pub async fn run(
     match transport {
         Transport::Task(task) => task.abort(),
         // It ends by itself now that its last handle is gone, after sending what it holds.
+        // Polled, not joined from the blocking pool: a thread that does not stop must not hold
+        // a pool thread (and with it the runtime's shutdown) for ever.
         Transport::Thread(thread) => {
-            let joined = tokio::task::spawn_blocking(move || thread.join());
-            if tokio::time::timeout(SHUTDOWN_LINGER, joined).await.is_err() {
-                warn!("the transport thread did not stop in time");
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_LINGER;
+            while !thread.is_finished() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if thread.is_finished() {
+                match thread.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "the transport stopped with an error"),
+                    Err(_) => warn!("the transport thread panicked"),
+                }
+            } else {
+                warn!("the transport thread did not stop in time; leaving it");
             }
         }
     }

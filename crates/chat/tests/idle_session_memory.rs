@@ -60,7 +60,13 @@ fn settled(n: usize) -> Server {
         s.handle_timeout(now);
         drain(&mut s, now);
     }
-    assert_eq!(s.stats().sessions, n, "every session is there");
+    let stats = s.stats();
+    assert_eq!(stats.sessions, n, "every session is there: {stats:?}");
+    assert_eq!(
+        stats.users, n,
+        "every one welcomed with its own nick: {stats:?}"
+    );
+    assert_eq!(stats.rooms, n.div_ceil(ROOM_SIZE), "and joined: {stats:?}");
     s
 }
 
@@ -88,20 +94,27 @@ fn drain(s: &mut Server, now: i64) {
     }
 }
 
-/// Heap bytes `s` holds: what dropping it frees.
-fn heap_of(s: Server) -> usize {
+/// Heap bytes and allocations `s` holds: what dropping it frees. A lower bound of what it
+/// costs the process: the allocator's own overhead per allocation is not counted, nor what a
+/// tracing subscriber keeps for spans (these tests have none).
+fn heap_of(s: Server) -> (usize, usize) {
     let region = Region::new(GLOBAL);
     drop(s);
-    region.change().bytes_deallocated
+    let c = region.change();
+    (c.bytes_deallocated, c.deallocations)
 }
 
 #[test]
 fn an_idle_joined_session_is_small() {
-    let baseline = heap_of(settled(0));
+    let (baseline, baseline_allocs) = heap_of(settled(0));
     let n = 1000;
-    let held = heap_of(settled(n));
+    let (held, allocs) = heap_of(settled(n));
     let per = (held - baseline) / n;
-    eprintln!("chat core: {baseline} bytes empty, {per} bytes per idle joined session");
+    let allocs_per = (allocs - baseline_allocs) as f64 / n as f64;
+    eprintln!(
+        "chat core: {baseline} bytes empty, {per} bytes in {allocs_per:.1} allocations per \
+         idle joined session"
+    );
     assert!(
         per <= CEILING_PER_SESSION,
         "an idle joined session holds {per} bytes (ceiling {CEILING_PER_SESSION})"

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chirp_bench::fanout::{self, FanoutConfig, FanoutReport};
+use chirp_bench::flood::{self, FloodConfig, Junk};
 use chirp_bench::handshake::{self, HandshakeConfig};
 use chirp_bench::idle::{self, IdleConfig};
 use chirp_bench::raw::{self, RawReport};
@@ -32,6 +33,8 @@ Examples:
   chirp bench fanout --server 127.0.0.1:7667 --server-pid 4242   # a server already running
   chirp bench handshake --sessions 5000 --concurrency 64    # new sessions/s, setup time
   chirp bench idle --sessions 5000 --seconds 20         # memory per session, idle CPU
+  chirp bench flood --sessions 0,10000                  # junk at full rate: cost, latency
+  chirp bench flood --kinds initial --probes 500
   chirp bench raw --seconds 3";
 
 #[derive(Debug, Args)]
@@ -50,8 +53,65 @@ enum Scenario {
     /// N established, joined sessions held open: the server's memory per session above its
     /// empty baseline and its CPU while they idle.
     Idle(IdleArgs),
+    /// Junk at the server as fast as this process can send it (random bytes, forged
+    /// INITIALs, RESETs, DATA for unknown connections) while a client measures its latency;
+    /// the server's CPU per junk datagram, with and without established sessions.
+    Flood(FloodArgs),
     /// Plain UDP over loopback: the reference.
     Raw(RawArgs),
+}
+
+#[derive(Debug, Args)]
+struct FloodArgs {
+    /// Established, idle sessions the server holds during the flood; several (comma
+    /// separated) run the flood once for each, on a fresh server each time, to show whether
+    /// the cost of junk grows with them.
+    #[arg(long, value_delimiter = ',', default_value = "0,10000", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    sessions: Vec<u32>,
+    /// What to send (comma separated): random, initial, reset, data.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "random,initial,reset,data"
+    )]
+    kinds: Vec<JunkKind>,
+    /// Messages the measuring client sends, unloaded and then flooded.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    probes: u32,
+    /// Milliseconds between two of them.
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    interval: u64,
+    /// Sockets the idle sessions share.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    sockets: u32,
+    /// Each run must end within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    limit: u64,
+    #[command(flatten)]
+    target: ServerArgs,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--kinds` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum JunkKind {
+    Random,
+    Initial,
+    Reset,
+    Data,
+}
+
+impl From<JunkKind> for Junk {
+    fn from(k: JunkKind) -> Self {
+        match k {
+            JunkKind::Random => Junk::Random,
+            JunkKind::Initial => Junk::Initial,
+            JunkKind::Reset => Junk::Reset,
+            JunkKind::Data => Junk::UnknownData,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +256,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         Scenario::Fanout(a) => run_fanout(a).await,
         Scenario::Idle(a) => run_idle(a).await,
         Scenario::Handshake(a) => run_handshake(a).await,
+        Scenario::Flood(a) => run_flood(a).await,
     }
 }
 
@@ -309,6 +370,70 @@ async fn run_idle(a: IdleArgs) -> anyhow::Result<u8> {
         )?;
     }
     Ok(0)
+}
+
+async fn run_flood(a: FloodArgs) -> anyhow::Result<u8> {
+    let kinds: Vec<Junk> = a.kinds.iter().map(|&k| k.into()).collect();
+    let mut reports = Vec::new();
+    for &n in &a.sessions {
+        let sessions = n as usize;
+        // A fresh server for each count (unless one is given), so that runs do not inherit
+        // each other's sessions.
+        // Room for the measuring client beside the idle sessions.
+        let under = a.target.under_test(sessions + 1)?;
+        let server_pid = under
+            .pid
+            .context("the flood scenario measures the server: --server needs --server-pid")?;
+        let progress = bar(a.json, sessions as u64, "joined")?;
+        let r = flood::run(
+            &FloodConfig {
+                server: under.addr,
+                server_pid,
+                kinds: kinds.clone(),
+                probes: a.probes as usize,
+                probe_interval: Duration::from_millis(a.interval),
+                sessions,
+                sockets: a.sockets as usize,
+                limit: Duration::from_secs(a.limit),
+            },
+            &progress,
+        )
+        .await
+        .with_context(|| format!("flood run with {sessions} sessions"))?;
+        progress.finish_and_clear();
+        drop(under);
+        reports.push(r);
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", json!({"scenario": "flood", "runs": reports}))?;
+    } else {
+        writeln!(
+            out,
+            "| sessions | junk sent/s | kernel drops | server CPU % | server µs per junk datagram | probe p99 unloaded ms | probe p99 flooded ms | ratio | probes lost |"
+        )?;
+        writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        for r in &reports {
+            writeln!(
+                out,
+                "| {} | {:.0} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2}x | {} |",
+                r.sessions,
+                r.cost.sent_per_sec,
+                r.cost.kernel_drops,
+                r.cost.server_cpu_percent,
+                r.cost.cpu_us_per_datagram,
+                r.unloaded_ms.p99,
+                r.flooded_ms.p99,
+                r.p99_ratio,
+                r.probes_lost
+            )?;
+        }
+    }
+    Ok(if reports.iter().all(|r| r.probes_lost == 0) {
+        0
+    } else {
+        1
+    })
 }
 
 /// A progress bar on a terminal, none for JSON or a pipe.

@@ -113,3 +113,39 @@ fn sessions_are_set_up_and_timed() {
         "{r}"
     );
 }
+
+#[test]
+fn a_flood_is_measured_with_and_without_sessions() {
+    let v = bench(&[
+        "flood",
+        "--sessions",
+        "0,20",
+        "--probes",
+        "10",
+        "--interval",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(v["scenario"], "flood");
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{v}");
+    for (run, sessions) in runs.iter().zip([0, 20]) {
+        assert_eq!(run["sessions"], sessions, "{run}");
+        assert_eq!(run["probes_lost"], 0, "every probe came back: {run}");
+        let kinds: Vec<&str> = run["kinds"]
+            .as_array()
+            .expect("kinds")
+            .iter()
+            .filter_map(|k| k.as_str())
+            .collect();
+        assert_eq!(kinds, ["random", "initial", "reset", "unknown_data"]);
+        let cost = &run["cost"];
+        assert!(cost["sent"].as_u64().unwrap() > 0, "{run}");
+        assert!(cost["cpu_us_per_datagram"].as_f64().unwrap() >= 0.0, "{run}");
+        for phase in ["unloaded_ms", "flooded_ms"] {
+            let l = &run[phase];
+            assert!(l["p50"].as_f64().unwrap() > 0.0, "{phase}: {run}");
+            assert!(l["p50"].as_f64().unwrap() <= l["p99"].as_f64().unwrap());
+        }
+    }
+}

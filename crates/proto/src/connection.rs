@@ -307,6 +307,11 @@ fn probes_for_loss(p: f64) -> u32 {
     k.clamp(PROBES_PER_PTO, MAX_PROBES_PER_PTO)
 }
 
+/// A connection whose stream has been quiet this long gives back the memory of its drained
+/// buffers, queues and maps (issue 14: an idle session must be small). Not at once: a chat
+/// that trickles keeps them, and allocates nothing per message.
+const COMPACT_AFTER: Duration = Duration::from_secs(1);
+
 /// How long the standing RTT of a halving that did not help stays the base of the queue test
 /// (`Connection::random_loss_base`): as long as BBR trusts a minimum RTT, after which the next
 /// halving measures again.
@@ -524,6 +529,9 @@ pub(crate) struct Connection {
     close_deadline: Option<Instant>,
     /// When this connection was created (or became a server), for the handshake timeout.
     created: Instant,
+    /// [`COMPACT_AFTER`] past the last stream data sent or received: then the buffers, queues
+    /// and maps that have drained give their memory back ([`Self::compact`]).
+    compact_due: Option<Instant>,
 
     // Receiving.
     recv: RecvStream,
@@ -695,6 +703,7 @@ impl Connection {
             app_holds: side == Side::Client,
             close_deadline: None,
             created: now,
+            compact_due: None,
             stats: ConnectionStats::default(),
             config,
         }
@@ -843,6 +852,24 @@ impl Connection {
         self.stats.malformed_dropped += 1;
     }
 
+    /// Gives back the memory of whatever has drained: stream buffers and queues, the maps of
+    /// packets in flight and declared lost, scheduled copies. Runs [`COMPACT_AFTER`] after
+    /// the last stream data; if data is still unacknowledged then, it runs again as long.
+    fn compact(&mut self, now: Instant) {
+        self.send.compact();
+        self.recv.compact();
+        self.sent.release_if_empty();
+        self.declared_lost.release_if_empty();
+        self.unconfirmed.release_if_empty();
+        self.copies.release_if_empty();
+        self.path.responses.release_if_empty();
+        if self.crypto.early.is_empty() {
+            self.crypto.early = Vec::new();
+        }
+        self.compact_due =
+            (!self.send.is_flushed() || !self.sent.is_empty()).then_some(now + COMPACT_AFTER);
+    }
+
     // ----- Application calls -----
 
     pub(crate) fn write(&mut self, msg: &[u8]) -> Result<(), SendError> {
@@ -917,7 +944,6 @@ impl Connection {
         // Acknowledgements are the only way a copy becomes moot, so this is the one place that
         // prunes them.
         self.copies.retain(|c| !self.send.is_acked(&c.range));
-        self.copies.release_if_empty();
         if self.send.blocked && self.send.has_room() {
             self.send.blocked = false;
             self.writable_pending = true;
@@ -1196,7 +1222,7 @@ impl Connection {
                     }
                 }
                 Frame::Message { offset, data } => match self.recv.on_data(offset, data) {
-                    Ok(_) => {}
+                    Ok(_) => self.compact_due = Some(now + COMPACT_AFTER),
                     Err(crate::stream::RecvError::FlowControl) => {
                         self.protocol_violation(now, close_code::FLOW_CONTROL, "flow control");
                         return;
@@ -1648,8 +1674,6 @@ impl Connection {
                 }
             }
         }
-        self.sent.release_if_empty();
-        self.declared_lost.release_if_empty();
         let any_spurious = !spurious.is_empty();
         for p in spurious {
             self.on_spurious_loss(now, p);
@@ -1817,7 +1841,6 @@ impl Connection {
                 },
             ));
         }
-        self.sent.release_if_empty();
         if let Some(t) = newest_lost {
             let before = self.cc.episode();
             let random = self.random_loss_base(now, t);
@@ -2265,6 +2288,7 @@ impl Connection {
             self.close_deadline.filter(|_| self.close_after_flush),
             self.finish_grace,
             self.path.challenge.map(|(_, deadline)| deadline),
+            self.compact_due,
         ]
         .into_iter()
         .flatten()
@@ -2322,6 +2346,9 @@ impl Connection {
         if self.keepalive_deadline().is_some_and(|t| now >= t) {
             self.ping_pending = true;
             self.last_activity = now;
+        }
+        if self.compact_due.is_some_and(|t| now >= t) {
+            self.compact(now);
         }
         if self.loss_time.is_some_and(|t| now >= t) {
             self.detect_lost(now);
@@ -2700,6 +2727,7 @@ impl Connection {
         crate::coding::put_varint(out, r.end - r.start);
         self.send.copy_range(r.clone(), out);
         sp.stream.push(r);
+        self.compact_due = Some(sp.time + COMPACT_AFTER);
         sp.ack_eliciting = true;
     }
 
@@ -2775,7 +2803,6 @@ impl Connection {
                 i += 1;
             }
         }
-        self.copies.release_if_empty();
     }
 }
 

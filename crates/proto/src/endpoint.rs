@@ -46,6 +46,14 @@ const TOKEN_LIFETIME_SECS: u64 = 60;
 /// so a flood of INITIALs cannot grow memory: each answer is smaller than the datagram that
 /// caused it, and the client simply repeats its INITIAL.
 const MAX_STATELESS_QUEUE: usize = 256;
+/// Stateless answers (RETRY, REFUSE, RESET) per second, after a burst of
+/// [`MAX_STATELESS_QUEUE`]. Each costs hashing, sealing and a send, several times what the
+/// datagram that provoked it cost its sender: without a budget, a flood of forged INITIALs or
+/// of DATA for unknown connections buys the server's whole core (8 µs an INITIAL, measured
+/// with `chirp bench flood`). Beyond the budget they are dropped before any cryptography, as
+/// cheaply as junk; real clients repeat what was not answered. 20,000 a second is a RETRY for
+/// 10,000 new sessions a second, twice the handshake rate a server is meant to sustain.
+const STATELESS_PER_SEC: f64 = 20_000.0;
 /// Sources tracked by the handshake rate limiter. Only cookie-validated sources enter it, so
 /// spoofed addresses cannot fill it; when it is full the idlest entry is replaced.
 const MAX_RATE_LIMITED_SOURCES: usize = 4096;
@@ -447,6 +455,8 @@ pub struct Endpoint {
     stateless: VecDeque<Transmit>,
     /// Handshake tokens per source IP: (tokens, last refill).
     limiter: HashMap<IpAddr, (f64, Instant)>,
+    /// The budget of stateless answers ([`STATELESS_PER_SEC`]): tokens and last refill.
+    stateless_budget: (f64, Option<Instant>),
 }
 
 impl Endpoint {
@@ -475,6 +485,7 @@ impl Endpoint {
             epoch: None,
             stateless: VecDeque::new(),
             limiter: HashMap::new(),
+            stateless_budget: (MAX_STATELESS_QUEUE as f64, None),
             conns: BTreeMap::new(),
             by_cid: HashMap::new(),
             by_initial: HashMap::new(),
@@ -843,7 +854,10 @@ impl Endpoint {
             // Only a client INITIAL may open a connection: a stray ACCEPT or DATA packet for a
             // connection we no longer have must never create one.
             self.stats.unknown_connection += 1;
-            if header.ty.is_data() && self.config.stateless_reset && datagram_len > RESET_PACKET_LEN
+            if header.ty.is_data()
+                && self.config.stateless_reset
+                && datagram_len > RESET_PACKET_LEN
+                && self.take_stateless(now)
             {
                 // Probably a peer from before our restart: tell it, statelessly, so it need not
                 // wait for its idle timeout. Smaller than what provoked it, so never an
@@ -861,9 +875,19 @@ impl Endpoint {
             self.stats.refused += 1;
             return None;
         }
+        // A tokenless INITIAL is answered statelessly (RETRY, or REFUSE when full) unless we
+        // are racing the sender: past the budget of such answers it is dropped here, before
+        // the key derivation and the decryption it would cost.
+        if packet.token.is_empty()
+            && !self.racing.contains_key(&from)
+            && !self.stateless_available(now)
+        {
+            self.stats.stateless_dropped += 1;
+            return None;
+        }
         // Authenticate with the (public) initial key and find Noise message 1: junk and
         // damaged datagrams stop here, before anything is allocated or answered.
-        let Ok(payload) = packet.open(&InitialKeys::new(header.dst_cid.0).client) else {
+        let Ok(payload) = packet.open(&InitialKeys::client_key(header.dst_cid.0)) else {
             self.stats.corrupt_dropped += 1;
             return None;
         };
@@ -929,6 +953,9 @@ impl Endpoint {
             // idle timeout. No cookie is needed first: like a RETRY, the answer is far smaller
             // than the padded INITIAL that provoked it, and it allocates nothing.
             self.stats.refused += 1;
+            if !self.take_stateless(now) {
+                return None;
+            }
             self.send_refusal(
                 from,
                 header.dst_cid,
@@ -948,7 +975,9 @@ impl Endpoint {
             if !packet.token.is_empty() {
                 self.stats.invalid_tokens += 1;
             }
-            self.send_retry(from, header.dst_cid, peer_cid, secs);
+            if self.take_stateless(now) {
+                self.send_retry(from, header.dst_cid, peer_cid, secs);
+            }
             return None;
         }
         if !self.handshake_allowed(now, from.ip()) {
@@ -1009,7 +1038,7 @@ impl Endpoint {
     /// can repeat its INITIAL with it.
     fn send_retry(&mut self, to: SocketAddr, odcid: ConnectionId, client: ConnectionId, secs: u64) {
         let cookie = self.cookies.issue(&to, secs);
-        let retry = encode_retry(client, odcid, &cookie, &InitialKeys::new(odcid.0).retry);
+        let retry = encode_retry(client, odcid, &cookie, &InitialKeys::retry_key(odcid.0));
         if self.queue_stateless(to, retry) {
             self.stats.retries_sent += 1;
         }
@@ -1027,12 +1056,34 @@ impl Endpoint {
         reason: RefuseReason,
         provoked_by: usize,
     ) {
-        let refuse = encode_refuse(client, odcid, reason, &InitialKeys::new(odcid.0).refuse);
+        let refuse = encode_refuse(client, odcid, reason, &InitialKeys::refuse_key(odcid.0));
         if refuse.len() > provoked_by {
             return;
         }
         if self.queue_stateless(to, refuse) {
             self.stats.refusals_sent += 1;
+        }
+    }
+
+    /// Refills the budget of stateless answers to `now`; true if one is left.
+    fn stateless_available(&mut self, now: Instant) -> bool {
+        let (tokens, last) = &mut self.stateless_budget;
+        if let Some(l) = *last {
+            let secs = now.saturating_duration_since(l).as_secs_f64();
+            *tokens = (*tokens + secs * STATELESS_PER_SEC).min(MAX_STATELESS_QUEUE as f64);
+        }
+        *last = Some(now);
+        *tokens >= 1.0
+    }
+
+    /// Takes one stateless answer from the budget; false (counted as dropped) if none is left.
+    fn take_stateless(&mut self, now: Instant) -> bool {
+        if self.stateless_available(now) {
+            self.stateless_budget.0 -= 1.0;
+            true
+        } else {
+            self.stats.stateless_dropped += 1;
+            false
         }
     }
 

@@ -62,6 +62,10 @@ impl RangeSet {
             _ => r,
         };
         self.ranges.splice(lo..hi, std::iter::once(merged));
+        if hi - lo > 1 {
+            // Holes healed: the set may hold far fewer ranges than it has room for.
+            self.release();
+        }
         true
     }
 

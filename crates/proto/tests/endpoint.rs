@@ -251,6 +251,65 @@ fn junk_is_counted_not_fatal() {
     assert_eq!(ep.poll_timeout(), None, "no timer armed: no state kept");
 }
 
+/// Issue 14, "under attack": stateless answers (RETRY to tokenless INITIALs, RESET to DATA
+/// for unknown connections) have a budget: a burst of 256 at one instant, then 20,000 a
+/// second. Past it the provoking datagrams are dropped and counted, before any hashing or
+/// decryption; the budget refills with time, and a client with a valid cookie is never
+/// charged.
+#[test]
+fn stateless_answers_have_a_budget() {
+    let mut now = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default(), 1);
+    for i in 0..300u64 {
+        ep.handle_datagram(now, addr(2), &initial(0x100 + i, 0x900 + i, &[]));
+    }
+    let s = ep.endpoint_stats();
+    assert_eq!((s.retries_sent, s.stateless_dropped), (256, 44), "{s:?}");
+    assert_eq!(
+        s.corrupt_dropped, 0,
+        "dropped ones are not even opened: {s:?}"
+    );
+    assert_eq!(drain(&mut ep, now).len(), 256);
+    // DATA for unknown connections draws RESETs from the same budget: none left.
+    let data = |cid: u64| {
+        sealed(
+            PacketType::Data { key_phase: false },
+            cid,
+            0,
+            &[],
+            &encode(&[Frame::Ping]),
+            None,
+            &PacketKey::new([1; 32]),
+        )
+    };
+    ep.handle_datagram(now, addr(3), &data(99));
+    assert_eq!(ep.endpoint_stats().resets_sent, 0);
+    assert!(drain(&mut ep, now).is_empty());
+    // 5 ms later: 100 answers' worth.
+    now += Duration::from_millis(5);
+    for cid in 0..150 {
+        ep.handle_datagram(now, addr(3), &data(1000 + cid));
+    }
+    let s = ep.endpoint_stats();
+    assert_eq!(s.resets_sent, 100, "{s:?}");
+    assert_eq!(drain(&mut ep, now).len(), 100);
+    // With the budget spent, a client holding a valid cookie still gets in: its INITIAL
+    // needs no stateless answer. (The cookie is issued a second later, when there is budget.)
+    now += Duration::from_secs(1);
+    let token = cookie(&mut ep, now, addr(4), 0x41, 0x42);
+    for i in 0..400u64 {
+        ep.handle_datagram(now, addr(5), &initial(0x500 + i, 0x600 + i, &[]));
+    }
+    drain(&mut ep, now);
+    ep.handle_datagram(now, addr(4), &initial(0x41, 0x42, &token));
+    drain(&mut ep, now);
+    assert_eq!(
+        ep.connections().count(),
+        1,
+        "the client with a cookie got in"
+    );
+}
+
 #[test]
 fn refuses_when_not_accepting_and_when_full() {
     let now = Instant::now();
@@ -1046,8 +1105,11 @@ fn a_full_server_answers_an_initial_with_a_small_authentic_refusal() {
         ep.handle_datagram(now, addr(3), &d);
     }
     let s = ep.endpoint_stats();
-    assert_eq!((s.refusals_sent, s.stateless_dropped), (256, 44), "{s:?}");
-    assert_eq!(drain(&mut ep, now).len(), 256);
+    // The budget of stateless answers (a burst of 256 at one instant) is shared with the RETRY
+    // that let the first client in: 255 refusals, the rest dropped, none queued beyond it.
+    assert_eq!(s.retries_sent, 1, "{s:?}");
+    assert_eq!((s.refusals_sent, s.stateless_dropped), (255, 45), "{s:?}");
+    assert_eq!(drain(&mut ep, now).len(), 255);
 }
 
 /// Issue 12, bug 7, client side: a client refused by a full server ends its attempt at once

@@ -41,14 +41,15 @@ use tracing::{debug, trace, warn};
 /// Largest UDP payload we read. Datagrams up to the IPv4 maximum (65,507 bytes) arrive whole,
 /// so `--plain` peers are never truncated and oversized junk is seen, counted and dropped.
 pub const RECV_BUFFER: usize = 65_536;
-/// Datagrams read in one wake-up before output is drained again (bounds latency under load):
-/// a few `recvmmsg` batches.
 /// Socket receive buffer requested from the kernel: a burst of a few thousand datagrams fits
 /// while the task is busy, instead of being dropped by the kernel.
 const SO_RCVBUF: usize = 4 << 20;
 const SO_SNDBUF: usize = 1 << 20;
 /// Events buffered towards the application before the task stops polling the endpoint.
 const EVENT_CHANNEL: usize = 1024;
+/// Datagrams read in one wake-up before output is drained again (bounds latency under load):
+/// reading stops at the first `recvmmsg` batch that reaches it (a batch is at most 32 buffers,
+/// more datagrams where GRO coalesced them).
 const RECV_BATCH: usize = 64;
 
 /// Opens a UDP socket on `addr` with large kernel buffers.
@@ -495,7 +496,12 @@ impl Driver {
                         match io.try_recv(|from, d| endpoint.handle_datagram(now, from, d)) {
                             Ok(0) => break,
                             Ok(n) => read += n,
-                            Err(e) if is_transient(&e) => trace!(%e, "transient socket error"),
+                            // Counted as a datagram, so that an error that repeats cannot
+                            // keep the loop from yielding.
+                            Err(e) if is_transient(&e) => {
+                                trace!(%e, "transient socket error");
+                                read += 1;
+                            }
                             Err(e) => return Err(e),
                         }
                     }

@@ -2,7 +2,10 @@
 //! coalesces datagrams) on receive; on send, runs of equal-size datagrams to one destination
 //! go out as one GSO super-datagram where the kernel has segmentation offload, one `sendmsg`
 //! per datagram where it does not (`max_gso_segments() == 1`: the fallback path, which the
-//! tests force on).
+//! tests force on). A device that refuses GSO turns it off for good (quinn-udp notices) and
+//! the refused batch is sent again datagram by datagram. `quinn-udp` also sets the
+//! don't-fragment bit: a datagram larger than the path MTU is dropped, not fragmented (the core
+//! never sends more than 1,200 bytes).
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -10,7 +13,7 @@ use std::net::SocketAddr;
 use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tracing::{trace, warn};
+use tracing::{debug, trace, warn};
 
 /// Room for one received datagram, or for the datagrams GRO coalesced into one buffer: the
 /// IPv4 maximum (65,507 bytes) arrives whole, so oversized junk is seen, counted and dropped
@@ -136,6 +139,7 @@ impl UdpIo {
             segment_size: (self.batch.segments > 1).then_some(self.batch.segment_size),
             src_ip: None,
         };
+        let segments = self.batch.segments;
         loop {
             let r = self.socket.try_io(Interest::WRITABLE, || {
                 self.state
@@ -143,6 +147,29 @@ impl UdpIo {
             });
             match r {
                 Ok(()) => break,
+                // The device refused segmentation offload: quinn-udp has turned it off; send
+                // the batch again one datagram at a time.
+                Err(_) if segments > 1 && self.state.max_gso_segments() == 1 => {
+                    debug!(%destination, "GSO refused; sending singly from now on");
+                    let size = self.batch.segment_size.max(1);
+                    for d in self.batch.buf.chunks(size) {
+                        let single = Transmit {
+                            destination,
+                            ecn: None,
+                            contents: d,
+                            segment_size: None,
+                            src_ip: None,
+                        };
+                        let r = self.socket.try_io(Interest::WRITABLE, || {
+                            self.state.try_send(UdpSockRef::from(&self.socket), &single)
+                        });
+                        if let Err(e) = r {
+                            // Lost, like any datagram that does not leave.
+                            trace!(%e, %destination, "send failed");
+                        }
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = self.socket.writable().await {
                         warn!(%e, "socket not writable; treating the datagrams as lost");
@@ -187,7 +214,8 @@ impl GsoBatch {
             None => {
                 self.destination = Some(destination);
                 self.segment_size = contents.len();
-                self.closed = false;
+                // An empty datagram cannot be a segment size: it goes alone.
+                self.closed = contents.is_empty();
             }
             Some(d) => {
                 if d != destination
