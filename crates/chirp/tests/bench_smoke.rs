@@ -141,7 +141,10 @@ fn a_flood_is_measured_with_and_without_sessions() {
         assert_eq!(kinds, ["random", "initial", "reset", "unknown_data"]);
         let cost = &run["cost"];
         assert!(cost["sent"].as_u64().unwrap() > 0, "{run}");
-        assert!(cost["cpu_us_per_datagram"].as_f64().unwrap() >= 0.0, "{run}");
+        assert!(
+            cost["cpu_us_per_datagram"].as_f64().unwrap() >= 0.0,
+            "{run}"
+        );
         for phase in ["unloaded_ms", "flooded_ms"] {
             let l = &run[phase];
             assert!(l["p50"].as_f64().unwrap() > 0.0, "{phase}: {run}");

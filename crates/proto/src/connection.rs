@@ -1202,8 +1202,11 @@ impl Connection {
         }
 
         let mut eliciting = false;
+        // Every ack-eliciting frame is a PING (a keepalive, or a probe without data).
+        let mut ping_only = true;
         for frame in &frames {
             eliciting |= frame.is_ack_eliciting();
+            ping_only &= !frame.is_ack_eliciting() || matches!(frame, Frame::Ping);
             match *frame {
                 Frame::Padding { .. } | Frame::Ping => {}
                 Frame::Handshake(msg) => {
@@ -1299,7 +1302,13 @@ impl Connection {
             // arrived anyway (in a proactive copy) repairs nothing, and acknowledging every
             // such gap at once cost an ACK-only packet per lost copy (issue 13).
             let urgent = urgent && (long || self.recv.has_hole());
-            if urgent || self.eliciting_since_ack >= ACK_ELICITING_THRESHOLD {
+            // A keepalive (nothing but a PING, on a connection whose stream has been quiet
+            // for `COMPACT_AFTER`) is acknowledged at once: no data follows for the ACK to
+            // ride with, and the delayed ACK would cost a second wake-up per keepalive, which
+            // is most of what an idle connection costs a server (issue 14). A probe while data
+            // flows keeps the delayed ACK: its RTT sample then is like every other's.
+            let keepalive = ping_only && self.compact_due.is_none();
+            if urgent || keepalive || self.eliciting_since_ack >= ACK_ELICITING_THRESHOLD {
                 self.ack_immediately = true;
             }
             self.ack_deadline.get_or_insert(now + MAX_ACK_DELAY);

@@ -792,6 +792,52 @@ fn duo(client_secret: [u8; 32], server_secret: [u8; 32], now: Instant) -> Duo {
     }
 }
 
+/// Issue 14, idle CPU: a keepalive on a connection whose stream has been quiet is
+/// acknowledged at once, in the same turn that received it, not after the delayed-ACK timer
+/// (which cost the server a second wake-up per keepalive). A lone DATA packet while data flows
+/// keeps the delayed ACK.
+#[test]
+fn a_keepalive_is_acknowledged_at_once_and_data_after_the_delay() {
+    let (cs, _) = keypair();
+    let (ss, _) = keypair();
+    let mut d = duo(cs, ss, Instant::now());
+    let conn = d.client.connect(d.now, d.server_addr).expect("room");
+    d.run(Duration::from_secs(5), |d| {
+        d.server_events
+            .iter()
+            .any(|e| matches!(e, Event::Connected { .. }))
+    });
+    // Quiet for a while: the connection's stream has carried nothing for over a second.
+    d.run(Duration::from_secs(3), |_| false);
+    // The client's keepalive comes due; deliver its PING to the server by hand.
+    let due = d.client.poll_timeout().expect("a keepalive is armed");
+    d.now = due;
+    d.client.handle_timeout(d.now);
+    let ping = drain(&mut d.client, d.now);
+    assert_eq!(ping.len(), 1, "one keepalive");
+    d.server
+        .handle_datagram(d.now, d.client_addr, &ping[0].contents);
+    let ack = drain(&mut d.server, d.now);
+    assert_eq!(
+        ack.len(),
+        1,
+        "the ACK goes out at once, with no timer in between"
+    );
+
+    // Data: one message from the client, the server's ACK waits for the delayed-ACK timer.
+    d.client.send(conn, b"hello").expect("room");
+    let data = drain(&mut d.client, d.now);
+    assert_eq!(data.len(), 1);
+    d.server
+        .handle_datagram(d.now, d.client_addr, &data[0].contents);
+    assert!(
+        drain(&mut d.server, d.now).is_empty(),
+        "a lone DATA packet is acknowledged after the delay"
+    );
+    let later = d.server.poll_timeout().expect("the delayed ACK's timer");
+    assert!(later > d.now && later <= d.now + Duration::from_millis(10));
+}
+
 #[test]
 fn key_pinning_refuses_the_wrong_server() {
     let (cs, cp) = keypair();
