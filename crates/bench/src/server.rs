@@ -52,7 +52,9 @@ impl ServerProcess {
             "--nick-claim-burst",
             &n,
             "--max-connections",
-            &sessions.clamp(4096, 100_000).to_string(),
+            // Room for every session of the run and a few more (the measuring client of
+            // `flood`, a session still closing).
+            &(sessions + 64).max(4096).to_string(),
             "--history-on-join",
             "0",
         ]
