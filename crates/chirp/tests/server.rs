@@ -883,7 +883,7 @@ fn out_of_range_settings_are_refused_before_serving() {
         (
             "--max-connections",
             "0",
-            "max_connections (--max-connections) must be 1 to 100000, not 0",
+            "max_connections (--max-connections) must be 1 to 1000000, not 0",
         ),
         (
             "--max-message-size",
@@ -911,7 +911,7 @@ fn out_of_range_settings_are_refused_before_serving() {
     let (status, out, err) = serve(&["--config", &conf.display().to_string()]);
     assert!(!status.success(), "{out}");
     assert!(
-        err.contains("max_connections (--max-connections) must be 1 to 100000"),
+        err.contains("max_connections (--max-connections) must be 1 to 1000000"),
         "{err}"
     );
 
