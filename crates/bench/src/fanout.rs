@@ -54,6 +54,18 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The p50, p99 and largest of `sorted` (ascending), in milliseconds; zeros if empty.
+    pub fn of_sorted(sorted: &[Duration]) -> Self {
+        let ms = |q: f64| quantile(sorted, q).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        Self {
+            p50: ms(0.5),
+            p99: ms(0.99),
+            max: ms(1.0),
+        }
+    }
+}
+
 /// The server's figures over the fan-out.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ServerFigures {

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chirp_chat::client::{self, ClientConfig, Event, Target};
+use chirp_chat::client::{self, Event, Target};
 use chirp_proto::{Endpoint, EndpointConfig};
 use serde::Serialize;
 
+use crate::BenchError;
 use crate::fanout::Latency;
 use crate::server::ProcSample;
-use crate::{BenchError, quantile};
 
 /// What the flood sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -347,16 +347,6 @@ async fn probe(
     Ok((latencies, sent.len()))
 }
 
-fn latency(mut v: Vec<Duration>) -> Latency {
-    v.sort();
-    let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
-    Latency {
-        p50: ms(quantile(&v, 0.5)),
-        p99: ms(quantile(&v, 0.99)),
-        max: ms(v.last().copied()),
-    }
-}
-
 /// A legitimate client joins, measures its latency unloaded, then again while this process
 /// floods the server with `config.kinds` as fast as it can; the server's CPU over the flood
 /// gives its cost per junk datagram.
@@ -379,10 +369,12 @@ pub async fn run(
 }
 
 async fn flood_and_probe(config: &FloodConfig, limit: Instant) -> Result<FloodReport, BenchError> {
-    let mut cc = ClientConfig::new(config.server, format!("probe{}", std::process::id()));
-    cc.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-    cc.rooms = vec![crate::fanout::ROOM.into()];
-    cc.identity = Some(crate::fanout::fresh_key());
+    let cc = crate::fanout::session_config(
+        config.server,
+        format!("probe{}", std::process::id()),
+        crate::fanout::fresh_key(),
+        true,
+    );
     let (handle, mut events, _task) =
         client::spawn(cc).map_err(BenchError::io("start the probe client"))?;
     // Joined: the room's `joined` (or `presence`) has come.
@@ -437,6 +429,10 @@ async fn flood_and_probe(config: &FloodConfig, limit: Instant) -> Result<FloodRe
     let drops = kernel_drops(config.server)
         .unwrap_or(0)
         .saturating_sub(drops_before);
+    let latency = |mut v: Vec<Duration>| {
+        v.sort_unstable();
+        Latency::of_sorted(&v)
+    };
     let (unloaded_ms, flooded_ms) = (latency(unloaded), latency(flooded));
     Ok(FloodReport {
         kinds: config.kinds.clone(),

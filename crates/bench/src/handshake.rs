@@ -10,10 +10,10 @@ use chirp_proto::handshake::StaticSecret;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use crate::BenchError;
 use crate::fanout::{Latency, Nicks, fresh_key, session_config};
 use crate::server::ProcSample;
 use crate::swarm::{Fleet, Scenario, Sessions, place};
-use crate::{BenchError, quantile};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -198,7 +198,6 @@ pub async fn run(
     }
     let elapsed = last.saturating_duration_since(start).as_secs_f64();
     setups.sort_unstable();
-    let ms = |q: f64| quantile(&setups, q).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     Ok(HandshakeReport {
         sessions: config.sessions,
         completed: setups.len(),
@@ -209,11 +208,7 @@ pub async fn run(
         } else {
             0.0
         },
-        setup_ms: Latency {
-            p50: ms(0.5),
-            p99: ms(0.99),
-            max: ms(1.0),
-        },
+        setup_ms: Latency::of_sorted(&setups),
         server_cpu_percent: before.zip(after).map(|(a, b)| b.cpu_percent_since(&a)),
     })
 }

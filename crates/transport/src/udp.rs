@@ -127,6 +127,13 @@ impl UdpIo {
         }
     }
 
+    /// One send attempt, without waiting (`WouldBlock` clears the socket's write readiness).
+    fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
+        self.socket.try_io(Interest::WRITABLE, || {
+            self.state.try_send(UdpSockRef::from(&self.socket), t)
+        })
+    }
+
     /// Sends what [`Self::send`] queued.
     pub(crate) async fn flush(&mut self) {
         let Some(destination) = self.batch.destination else {
@@ -141,11 +148,7 @@ impl UdpIo {
         };
         let segments = self.batch.segments;
         loop {
-            let r = self.socket.try_io(Interest::WRITABLE, || {
-                self.state
-                    .try_send(UdpSockRef::from(&self.socket), &transmit)
-            });
-            match r {
+            match self.try_send(&transmit) {
                 Ok(()) => break,
                 // The device refused segmentation offload: quinn-udp has turned it off; send
                 // the batch again one datagram at a time.
@@ -160,10 +163,7 @@ impl UdpIo {
                             segment_size: None,
                             src_ip: None,
                         };
-                        let r = self.socket.try_io(Interest::WRITABLE, || {
-                            self.state.try_send(UdpSockRef::from(&self.socket), &single)
-                        });
-                        if let Err(e) = r {
+                        if let Err(e) = self.try_send(&single) {
                             // Lost, like any datagram that does not leave.
                             trace!(%e, %destination, "send failed");
                         }
