@@ -102,6 +102,8 @@ pub struct FanoutReport {
     pub deliveries_per_sec: f64,
     /// Send to delivery.
     pub latency_ms: Latency,
+    /// Datagrams the members' sockets received over the whole run (joining included).
+    pub datagrams_in: u64,
     /// The server's CPU and memory, if its pid was given.
     pub server: Option<ServerFigures>,
 }
@@ -476,6 +478,7 @@ pub async fn run(
     fleet.stop();
     let end = ProcSample::read_opt(config.server_pid)?;
     let parts = fleet.join().await?;
+    let datagrams_in = parts.iter().map(|(_, stats)| stats.datagrams_in).sum();
     let seen: Vec<Seen> = parts
         .into_iter()
         .flat_map(|(f, _)| f.members.into_iter().flatten().map(|m| m.seen))
@@ -509,6 +512,7 @@ pub async fn run(
             p99: ms(0.99),
             max: ms(1.0),
         },
+        datagrams_in,
         server: joined.zip(end).map(|(a, b)| ServerFigures {
             cpu_percent: b.cpu_percent_since(&a),
             rss_kib_joined: a.rss_kib,

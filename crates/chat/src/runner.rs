@@ -46,6 +46,11 @@ const CLOSE_CODE: u64 = 0;
 /// server's memory (issue 14: relaying 1,000,000 messages had grown the server by 400 MB).
 const MAX_COMMITS_IN_FLIGHT: usize = 256;
 
+/// Inputs of one kind (commits, transport events) taken in one round before the core's
+/// output is carried out (see [`Runner::take_ready`]): enough for a round to fan out many
+/// messages at once, few enough that one round's output stays small.
+const MAX_READY_PER_ROUND: usize = 64;
+
 /// Runner settings.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -297,13 +302,7 @@ impl Runner {
                         return;
                     }
                 },
-                Some((tokens, ok)) = done_rx.recv() => {
-                    let now = now_ms();
-                    self.in_flight -= 1;
-                    for t in tokens {
-                        self.core.committed(now, t, ok);
-                    }
-                }
+                Some((tokens, ok)) = done_rx.recv() => self.committed(tokens, ok),
                 Some((session, conv, id, page)) = reads.history.recv() => {
                     self.core.history_loaded(session, &conv, id, page);
                 }
@@ -320,6 +319,7 @@ impl Runner {
                 }
                 () = &mut shutdown => break,
             }
+            self.take_ready(&mut events, &mut done_rx).await;
             self.drain().await;
         }
         info!("shutting down: telling clients, flushing the database");
@@ -347,6 +347,43 @@ impl Runner {
                 .await;
         }
         let _ = tokio::time::timeout(SHUTDOWN_LINGER, self.handle.wait_idle()).await;
+    }
+
+    /// A store write of `tokens` committed (`ok`) or failed.
+    fn committed(&mut self, tokens: Vec<u64>, ok: bool) {
+        let now = now_ms();
+        self.in_flight -= 1;
+        for t in tokens {
+            self.core.committed(now, t, ok);
+        }
+    }
+
+    /// Takes the commits and transport events that are already waiting (at most
+    /// [`MAX_READY_PER_ROUND`] of each) before the core's output is carried out. Under load
+    /// one round then fans out many messages: each member's connection gets them together and
+    /// packs several into one datagram, the store gets their writes as one batch, and the
+    /// transport is asked once. With no load a round is one input, as before: nothing waits
+    /// for company.
+    async fn take_ready(
+        &mut self,
+        events: &mut mpsc::Receiver<Event>,
+        done_rx: &mut mpsc::UnboundedReceiver<(Vec<u64>, bool)>,
+    ) {
+        for _ in 0..MAX_READY_PER_ROUND {
+            let Ok((tokens, ok)) = done_rx.try_recv() else {
+                break;
+            };
+            self.committed(tokens, ok);
+        }
+        for _ in 0..MAX_READY_PER_ROUND {
+            if self.in_flight >= MAX_COMMITS_IN_FLIGHT {
+                break;
+            }
+            let Ok(ev) = events.try_recv() else {
+                break;
+            };
+            self.on_event(ev).await;
+        }
     }
 
     async fn on_event(&mut self, ev: Event) {

@@ -520,11 +520,11 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
         )?;
         writeln!(
             out,
-            "| run | deliveries/s | raw UDP packets/s | ratio | p50 ms | p99 ms | max ms | lost | dup | reordered | server CPU % | server RSS MiB |"
+            "| run | deliveries/s | raw UDP packets/s | ratio | p50 ms | p99 ms | max ms | deliveries per datagram in | lost | dup | reordered | server CPU % | server RSS MiB |"
         )?;
         writeln!(
             out,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for (i, (r, raw)) in reports.iter().zip(&raws).enumerate() {
             let (cpu, rss) = r.server.map_or(("-".into(), "-".into()), |s| {
@@ -535,7 +535,7 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
             });
             writeln!(
                 out,
-                "| {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.1} | {} | {} | {} | {cpu} | {rss} |",
+                "| {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {cpu} | {rss} |",
                 i + 1,
                 r.deliveries_per_sec,
                 raw,
@@ -543,6 +543,7 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
                 r.latency_ms.p50,
                 r.latency_ms.p99,
                 r.latency_ms.max,
+                r.delivered as f64 / r.datagrams_in.max(1) as f64,
                 r.lost,
                 r.duplicated,
                 r.reordered,

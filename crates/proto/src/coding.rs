@@ -29,16 +29,26 @@ pub const fn varint_len(v: u64) -> usize {
     }
 }
 
-/// Appends `v` as a variable-length integer (RFC 9000 §16): the two high bits of the first byte
-/// give the length (1, 2, 4 or 8 bytes), the rest is the value in network byte order.
-pub fn put_varint(out: &mut Vec<u8>, v: u64) {
+/// `v` as a variable-length integer (RFC 9000 §16): the encoding is the first `.1` bytes of
+/// `.0`. The two high bits of the first byte give the length (1, 2, 4 or 8 bytes), the rest
+/// is the value in network byte order.
+pub fn varint_bytes(v: u64) -> ([u8; 8], usize) {
     debug_assert!(v <= VARINT_MAX, "varint out of range: {v}");
-    match varint_len(v) {
-        1 => out.push(v as u8),
-        2 => out.extend_from_slice(&((v as u16) | 0x4000).to_be_bytes()),
-        4 => out.extend_from_slice(&((v as u32) | 0x8000_0000).to_be_bytes()),
-        _ => out.extend_from_slice(&(v | 0xc000_0000_0000_0000).to_be_bytes()),
+    let mut out = [0u8; 8];
+    let len = varint_len(v);
+    match len {
+        1 => out[0] = v as u8,
+        2 => out[..2].copy_from_slice(&((v as u16) | 0x4000).to_be_bytes()),
+        4 => out[..4].copy_from_slice(&((v as u32) | 0x8000_0000).to_be_bytes()),
+        _ => out.copy_from_slice(&(v | 0xc000_0000_0000_0000).to_be_bytes()),
     }
+    (out, len)
+}
+
+/// Appends `v` as a variable-length integer ([`varint_bytes`]).
+pub fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let (bytes, len) = varint_bytes(v);
+    out.extend_from_slice(&bytes[..len]);
 }
 
 /// A cursor over untrusted bytes whose every read is bounds-checked.

@@ -872,7 +872,7 @@ impl Connection {
 
     // ----- Application calls -----
 
-    pub(crate) fn write(&mut self, msg: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn write(&mut self, msg: Bytes) -> Result<(), SendError> {
         if !self.is_open() || self.close_after_flush || self.send.fin().is_some() {
             return Err(SendError::Closed);
         }

@@ -731,8 +731,17 @@ impl Endpoint {
         self.with_conn(conn, |c| c.key_verdict(now, false));
     }
 
-    /// Queues one message (0 to 64 KiB) on `conn`. Call `poll_transmit` afterwards.
+    /// Queues one message (0 to 64 KiB) on `conn`, copying it. Call `poll_transmit`
+    /// afterwards.
     pub fn send(&mut self, conn: ConnectionHandle, data: &[u8]) -> Result<(), SendError> {
+        self.send_bytes(conn, Bytes::copy_from_slice(data))
+    }
+
+    /// Queues one message (0 to 64 KiB) on `conn` without copying it: the connection keeps a
+    /// reference to `data` until the peer has acknowledged it, so one message sent to many
+    /// connections (a room's fan-out) is one buffer for all of them. Call `poll_transmit`
+    /// afterwards.
+    pub fn send_bytes(&mut self, conn: ConnectionHandle, data: Bytes) -> Result<(), SendError> {
         self.with_conn(conn, |c| c.write(data))
             .ok_or(SendError::UnknownConnection)?
     }

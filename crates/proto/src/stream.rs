@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::coding::{put_varint, varint_from_iter, varint_len};
+use crate::coding::{varint_bytes, varint_from_iter, varint_len};
 use crate::mem::ReleaseIfEmpty as _;
 use crate::range_set::RangeSet;
 
@@ -39,12 +39,16 @@ pub enum WriteError {
     Blocked,
 }
 
-/// Sending half: the bytes from the lowest unacknowledged offset to the last written one.
+/// Sending half: the messages from the oldest not wholly acknowledged to the last written.
+///
+/// Each message stays the application's own [`Bytes`], shared rather than copied: a message
+/// fanned out to a room is one buffer for every member's stream. Its length prefix is made
+/// when its bytes are copied into a packet, which is their only copy.
 pub(crate) struct SendStream {
-    data: VecDeque<u8>,
-    /// Offset of `data[0]`: the start of the oldest message not wholly acknowledged (kept whole
-    /// so it can be handed back), or `base` when there is none.
-    data_start: u64,
+    /// Messages not yet wholly acknowledged, oldest first, each with its stream offset.
+    queue: VecDeque<Queued>,
+    /// End of written data.
+    end: u64,
     /// Everything below this offset has been acknowledged.
     base: u64,
     /// First offset never sent.
@@ -56,9 +60,6 @@ pub(crate) struct SendStream {
     capacity: usize,
     max_message: usize,
     pub(crate) blocked: bool,
-    /// Start offset of every message not yet wholly acknowledged, so that unacknowledged
-    /// messages can be handed back whole when the connection dies.
-    starts: VecDeque<u64>,
     /// Messages wholly acknowledged so far. They are acknowledged in the order they were
     /// written (`base` only moves forward over a contiguous prefix), which is what lets the
     /// application match acknowledgements to its own messages by counting.
@@ -68,11 +69,43 @@ pub(crate) struct SendStream {
     fin: Option<u64>,
 }
 
+/// One message in a send stream: `varint(len) || body` from offset `start`.
+struct Queued {
+    start: u64,
+    body: Bytes,
+}
+
+impl Queued {
+    fn header_len(&self) -> u64 {
+        varint_len(self.body.len() as u64) as u64
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.header_len() + self.body.len() as u64
+    }
+
+    /// Appends the message's bytes from stream offset `from` to `to` (both within it).
+    fn copy(&self, from: u64, to: u64, out: &mut Vec<u8>) {
+        let body_start = self.start + self.header_len();
+        if from < body_start {
+            let (header, len) = varint_bytes(self.body.len() as u64);
+            let a = (from - self.start) as usize;
+            let b = (to.min(body_start) - self.start) as usize;
+            out.extend_from_slice(&header[..len][a..b]);
+        }
+        if to > body_start {
+            let a = (from.max(body_start) - body_start) as usize;
+            let b = (to - body_start) as usize;
+            out.extend_from_slice(&self.body[a..b]);
+        }
+    }
+}
+
 // Message bytes are user plaintext: `Debug` shows sizes and offsets, never contents.
 impl std::fmt::Debug for SendStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendStream")
-            .field("buffered", &self.data.len())
+            .field("buffered", &self.buffered())
             .field("base", &self.base)
             .field("unsent", &self.unsent)
             .field("max_data", &self.max_data)
@@ -96,8 +129,8 @@ impl std::fmt::Debug for RecvStream {
 impl SendStream {
     pub(crate) fn new(initial_max_data: u64, capacity: usize, max_message: usize) -> Self {
         Self {
-            data: VecDeque::new(),
-            data_start: 0,
+            queue: VecDeque::new(),
+            end: 0,
             base: 0,
             unsent: 0,
             acked: RangeSet::new(),
@@ -106,7 +139,6 @@ impl SendStream {
             capacity,
             max_message,
             blocked: false,
-            starts: VecDeque::new(),
             acked_messages: 0,
             fin: None,
         }
@@ -132,8 +164,8 @@ impl SendStream {
         Ok(())
     }
 
-    /// Queues one message.
-    pub(crate) fn write(&mut self, msg: &[u8]) -> Result<(), WriteError> {
+    /// Queues one message (shared, not copied).
+    pub(crate) fn write(&mut self, msg: Bytes) -> Result<(), WriteError> {
         debug_assert!(
             self.fin.is_none(),
             "the connection refuses writes after finish"
@@ -144,24 +176,29 @@ impl SendStream {
                 max: self.max_message,
             });
         }
-        let encoded = varint_len(msg.len() as u64) + msg.len();
+        let encoded = (varint_len(msg.len() as u64) + msg.len()) as u64;
         // Always admit one message into an empty buffer, so a capacity below the message size
         // can never deadlock the stream.
-        if !self.data.is_empty() && self.data.len() + encoded > self.capacity {
+        if !self.queue.is_empty() && self.buffered() + encoded > self.capacity as u64 {
             self.blocked = true;
             return Err(WriteError::Blocked);
         }
-        let mut hdr = Vec::with_capacity(8);
-        put_varint(&mut hdr, msg.len() as u64);
-        self.starts.push_back(self.end());
-        self.data.extend(hdr);
-        self.data.extend(msg);
+        self.queue.push_back(Queued {
+            start: self.end,
+            body: msg,
+        });
+        self.end += encoded;
         Ok(())
     }
 
     /// End of written data.
     pub(crate) fn end(&self) -> u64 {
-        self.data_start + self.data.len() as u64
+        self.end
+    }
+
+    /// Bytes held: from the start of the oldest message not wholly acknowledged to the end.
+    fn buffered(&self) -> u64 {
+        self.queue.front().map_or(0, |q| self.end - q.start)
     }
 
     /// Messages wholly acknowledged since the stream started, in write order.
@@ -181,7 +218,7 @@ impl SendStream {
 
     /// Room for at least one more byte in the buffer?
     pub(crate) fn has_room(&self) -> bool {
-        self.data.len() < self.capacity
+        self.buffered() < self.capacity as u64
     }
 
     pub(crate) fn has_lost(&self) -> bool {
@@ -248,9 +285,17 @@ impl SendStream {
 
     /// Appends the bytes of `r` (which must lie in `[base, end)`) to `out`.
     pub(crate) fn copy_range(&self, r: Range<u64>, out: &mut Vec<u8>) {
-        let start = (r.start - self.data_start) as usize;
-        let end = (r.end - self.data_start) as usize;
-        extend_from_deque(out, &self.data, start..end);
+        let mut at = r.start;
+        let first = self.queue.partition_point(|q| q.end() <= at);
+        for q in self.queue.range(first..) {
+            if at >= r.end {
+                break;
+            }
+            let to = q.end().min(r.end);
+            q.copy(at, to, out);
+            at = to;
+        }
+        debug_assert_eq!(at, r.end, "copy_range beyond the buffered bytes");
     }
 
     /// `r` was acknowledged.
@@ -276,26 +321,18 @@ impl SendStream {
         };
         if let Some(base) = new_base {
             self.base = base;
-            // Forget messages that now lie wholly below `base`, then free their bytes.
-            while !self.starts.is_empty() {
-                let msg_end = self.starts.get(1).copied().unwrap_or_else(|| self.end());
-                if msg_end > self.base {
-                    break;
-                }
-                self.starts.pop_front();
+            // Free the messages that now lie wholly below `base`.
+            while self.queue.front().is_some_and(|q| q.end() <= base) {
+                self.queue.pop_front();
                 self.acked_messages += 1;
             }
-            let keep_from = self.starts.front().map_or(self.base, |&s| s.min(self.base));
-            self.data.drain(..(keep_from - self.data_start) as usize);
-            self.data_start = keep_from;
-            release_burst(&mut self.data);
+            release_burst(&mut self.queue);
         }
     }
 
     /// Frees what has drained (see `Connection::compact`).
     pub(crate) fn compact(&mut self) {
-        self.data.release_if_empty();
-        self.starts.release_if_empty();
+        self.queue.release_if_empty();
     }
 
     /// Every message from the first unacknowledged byte on, in order, without length prefixes.
@@ -303,21 +340,7 @@ impl SendStream {
     /// A later message whose own bytes were acknowledged is included too: the receiver delivers
     /// only an in-order prefix, so it never handed that message to its application.
     pub(crate) fn unacked_messages(&self) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let ends = self
-            .starts
-            .iter()
-            .skip(1)
-            .copied()
-            .chain(std::iter::once(self.end()));
-        for (start, end) in self.starts.iter().copied().zip(ends) {
-            let mut raw = Vec::with_capacity((end - start) as usize);
-            self.copy_range(start..end, &mut raw);
-            if let Some((_, hdr)) = varint_from_iter(raw.iter().copied()) {
-                out.push(Bytes::copy_from_slice(&raw[hdr..]));
-            }
-        }
-        out
+        self.queue.iter().map(|q| q.body.clone()).collect()
     }
 
     /// `r` was in a packet declared lost: queue the parts not since acknowledged.
@@ -543,9 +566,9 @@ impl RecvStream {
 /// burst (a history page) is let go of at once.
 const KEEP_DRAINED_CAPACITY: usize = 4096;
 
-/// Frees `buf`'s memory if it is empty and holds more than [`KEEP_DRAINED_CAPACITY`].
-fn release_burst(buf: &mut VecDeque<u8>) {
-    if buf.is_empty() && buf.capacity() > KEEP_DRAINED_CAPACITY {
+/// Frees `buf`'s memory if it is empty and holds more than [`KEEP_DRAINED_CAPACITY`] bytes.
+fn release_burst<T>(buf: &mut VecDeque<T>) {
+    if buf.is_empty() && buf.capacity() * std::mem::size_of::<T>() > KEEP_DRAINED_CAPACITY {
         *buf = VecDeque::new();
     }
 }
@@ -553,11 +576,12 @@ fn release_burst(buf: &mut VecDeque<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coding::put_varint;
 
     fn encode(msgs: &[&[u8]]) -> Vec<u8> {
         let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
         for m in msgs {
-            s.write(m).expect("room");
+            s.write(Bytes::copy_from_slice(m)).expect("room");
         }
         let mut out = Vec::new();
         s.copy_range(0..s.end(), &mut out);
@@ -567,33 +591,38 @@ mod tests {
     /// Issue 14 ("allocate buffers lazily and release them when drained"): a burst (a history
     /// page) is let go of as soon as it is delivered; a small buffer is kept while the chat goes
     /// on (no allocation per message), and everything drained is freed when the connection
-    /// compacts.
+    /// compacts. The send half holds the application's messages by reference: what it owns
+    /// is its queue of them.
     #[test]
     fn drained_buffers_let_go_of_a_burst_at_once_and_the_rest_on_compaction() {
         let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
-        s.write(&[7u8; 60_000]).expect("room");
-        assert!(s.data.capacity() >= 60_000);
+        let page = Bytes::from(vec![7u8; 60_000]);
+        s.write(page.clone()).expect("room");
+        for _ in 0..1000 {
+            s.write(Bytes::from_static(b"burst")).expect("room");
+        }
+        assert!(s.queue.capacity() * std::mem::size_of::<Queued>() > KEEP_DRAINED_CAPACITY);
         s.on_ack(0..s.end());
-        assert!(s.data.is_empty());
+        assert!(s.queue.is_empty());
+        assert_eq!(s.queue.capacity(), 0, "the burst's queue is let go of");
         assert!(
-            s.data.capacity() <= KEEP_DRAINED_CAPACITY,
-            "{}",
-            s.data.capacity()
+            page.is_unique(),
+            "the acknowledged message is no longer held"
         );
-        s.write(&[1u8; 100]).expect("room");
-        let small = s.data.capacity();
+        s.write(Bytes::copy_from_slice(&[1u8; 100])).expect("room");
+        let small = s.queue.capacity();
         s.on_ack(0..s.end());
-        assert_eq!(s.data.capacity(), small, "a small buffer is kept");
-        s.write(&[2u8; 100]).expect("room");
-        s.write(&[3u8; 100]).expect("room");
+        assert_eq!(s.queue.capacity(), small, "a small buffer is kept");
+        s.write(Bytes::copy_from_slice(&[2u8; 100])).expect("room");
+        s.write(Bytes::copy_from_slice(&[3u8; 100])).expect("room");
         let start = s.end() - 2 * 101;
         s.on_ack(start..start + 50);
         s.compact();
-        assert!(s.data.capacity() > 0, "a buffer in use is kept");
+        assert!(s.queue.capacity() > 0, "a buffer in use is kept");
         s.on_ack(0..s.end());
         assert!(s.acked.is_empty() && s.lost.is_empty());
         s.compact();
-        assert_eq!((s.data.capacity(), s.starts.capacity()), (0, 0));
+        assert_eq!(s.queue.capacity(), 0);
 
         let wire = encode(&[&[9u8; 60_000]]);
         let mut r = RecvStream::new(1 << 20, 1 << 20, MAX_MESSAGE_SIZE);
@@ -615,13 +644,42 @@ mod tests {
         assert_eq!((r.pending.capacity(), r.ready.capacity()), (0, 0));
     }
 
+    proptest::proptest! {
+        /// Any range of a stream of shared messages reads as the same range of the contiguous
+        /// encoding `varint(len) || bytes` per message, across message and header boundaries.
+        #[test]
+        fn any_range_reads_as_the_contiguous_encoding(
+            sizes in proptest::collection::vec(0usize..300, 1..20),
+            cut in proptest::collection::vec(0.0f64..1.0, 2),
+        ) {
+            let msgs: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|k| (i * 31 + k) as u8).collect())
+                .collect();
+            let mut flat = Vec::new();
+            let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
+            for m in &msgs {
+                put_varint(&mut flat, m.len() as u64);
+                flat.extend_from_slice(m);
+                s.write(Bytes::copy_from_slice(m)).expect("room");
+            }
+            proptest::prop_assert_eq!(s.end(), flat.len() as u64);
+            let at = |f: f64| ((flat.len() as f64) * f) as usize;
+            let (a, b) = (at(cut[0]).min(at(cut[1])), at(cut[0]).max(at(cut[1])));
+            let mut out = Vec::new();
+            s.copy_range(a as u64..b as u64, &mut out);
+            proptest::prop_assert_eq!(&out[..], &flat[a..b]);
+        }
+    }
+
     /// Acknowledgements in order move `base` without touching the set of out-of-order ones;
     /// out of order, the set carries them until the gap closes.
     #[test]
     fn acknowledgements_in_and_out_of_order_move_the_base_alike() {
         let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
         for i in 0..4u8 {
-            s.write(&[i; 9]).expect("room"); // 10 bytes each, encoded
+            s.write(Bytes::copy_from_slice(&[i; 9])).expect("room"); // 10 bytes each, encoded
         }
         s.on_ack(0..10);
         assert_eq!((s.base, s.acked_messages()), (10, 1));
@@ -706,12 +764,15 @@ mod tests {
 
         let mut s = SendStream::new(10, 20, 8);
         assert_eq!(
-            s.write(&[0; 9]),
+            s.write(Bytes::copy_from_slice(&[0; 9])),
             Err(WriteError::TooLarge { size: 9, max: 8 })
         );
-        s.write(&[0; 8]).expect("room");
-        s.write(&[0; 8]).expect("room");
-        assert_eq!(s.write(&[0; 8]), Err(WriteError::Blocked));
+        s.write(Bytes::copy_from_slice(&[0; 8])).expect("room");
+        s.write(Bytes::copy_from_slice(&[0; 8])).expect("room");
+        assert_eq!(
+            s.write(Bytes::copy_from_slice(&[0; 8])),
+            Err(WriteError::Blocked)
+        );
         assert_eq!(s.next_new(100), Some(0..10), "credit caps what is sent");
         assert!(s.is_flow_blocked());
     }
@@ -720,7 +781,7 @@ mod tests {
     fn unacked_messages_are_handed_back_whole() {
         let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
         for m in [&b"one"[..], b"two", b"three"] {
-            s.write(m).expect("room");
+            s.write(Bytes::copy_from_slice(m)).expect("room");
         }
         // "one" = [0,4), "two" = [4,8), "three" = [8,14). Ack "one" and half of "two".
         s.next_new(100).expect("data");
@@ -740,7 +801,7 @@ mod tests {
         s.on_ack(6..8);
         assert!(s.unacked_messages().is_empty());
         assert!(s.is_flushed());
-        assert_eq!(s.data.len(), 0, "everything acknowledged is freed");
+        assert!(s.queue.is_empty(), "everything acknowledged is freed");
     }
 
     #[test]
@@ -775,7 +836,7 @@ mod tests {
     fn received_acknowledges_a_prefix_whatever_the_packets() {
         let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
         for m in [&b"one"[..], b"two", b"three"] {
-            s.write(m).expect("room");
+            s.write(Bytes::copy_from_slice(m)).expect("room");
         }
         assert_eq!(s.finish(), 14);
         assert_eq!(s.finish(), 14, "idempotent");
@@ -800,7 +861,7 @@ mod tests {
     #[test]
     fn send_stream_tracks_acks_and_losses() {
         let mut s = SendStream::new(u64::MAX, 1 << 20, MAX_MESSAGE_SIZE);
-        s.write(&[1; 100]).expect("room");
+        s.write(Bytes::copy_from_slice(&[1; 100])).expect("room");
         let a = s.next_new(40).expect("data");
         let b = s.next_new(40).expect("data");
         let c = s.next_new(40).expect("data");

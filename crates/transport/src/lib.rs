@@ -552,7 +552,7 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
             );
         }
         Command::Send(conn, data, reply) => {
-            let _ = reply.send(endpoint.send(conn, &data));
+            let _ = reply.send(endpoint.send_bytes(conn, data));
         }
         Command::SendBatch(batch, reply) => {
             let sent = batch
@@ -560,8 +560,8 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
                 .map(|(conn, messages)| {
                     let mut taken = 0;
                     let mut stopped = None;
-                    for m in &messages {
-                        if let Err(e) = endpoint.send(conn, m) {
+                    for m in messages {
+                        if let Err(e) = endpoint.send_bytes(conn, m) {
                             stopped = Some(e);
                             break;
                         }
