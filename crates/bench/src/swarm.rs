@@ -370,6 +370,7 @@ impl<S: Scenario> Swarm<S> {
                         shared,
                         stats: SwarmStats::default(),
                         events: Vec::new(),
+                        datagram: Vec::new(),
                     };
                     driver.run(&mut scenario).await?;
                     Ok((scenario, driver.stats))
@@ -402,6 +403,8 @@ struct Driver {
     stats: SwarmStats,
     /// The events of the session being run (reused).
     events: Vec<Event>,
+    /// The datagram being sent (reused).
+    datagram: Vec<u8>,
 }
 
 /// Errors a UDP socket reports for an earlier datagram, or none at all: the loop goes on.
@@ -633,15 +636,15 @@ impl Driver {
         }
     }
 
-    /// Sends every datagram the endpoint has.
+    /// Sends every datagram the endpoint has, each built in the one reused buffer.
     async fn flush(&mut self, now: Instant) {
-        while let Some(t) = self.endpoint.poll_transmit(now) {
+        while let Some(to) = self.endpoint.poll_transmit_into(now, &mut self.datagram) {
             self.stats.datagrams_out += 1;
-            match self.socket.try_send_to(&t.contents, t.destination) {
+            match self.socket.try_send_to(&self.datagram, to) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     // The kernel's buffer is full: wait for room rather than drop.
-                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    let _ = self.socket.send_to(&self.datagram, to).await;
                 }
                 // Lost, which the protocol survives.
                 Err(_) => {}

@@ -2382,18 +2382,21 @@ impl Connection {
     // ----- Output -----
 
     /// Builds the next datagram, if anything is due.
-    pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+    /// Builds the next datagram into `buf` (replacing what it held, reusing its capacity).
+    /// False if there is nothing to send (`buf` keeps its memory; its contents are then
+    /// unspecified).
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         if self.amplification_blocked() {
-            return self.poll_challenge_only(now);
+            return self.poll_challenge_only(now, buf);
         }
         match self.state {
-            State::Drained | State::Draining { .. } => return None,
+            State::Drained | State::Draining { .. } => return false,
             State::Closing { .. } => {
                 if !std::mem::take(&mut self.close_pending) {
-                    return None;
+                    return false;
                 }
                 let (code, reason) = self.close_frame.clone().unwrap_or_default();
-                let mut b = self.builder(now);
+                let mut b = self.builder(now, buf);
                 let mut sp = SentPacket::empty(now);
                 // Every closing packet carries our acknowledgement state: without it, whatever the
                 // peer sent just before our close would look undelivered to it, although we
@@ -2415,7 +2418,8 @@ impl Connection {
                     reason: reason.as_bytes(),
                 }
                 .encode(b.frames_buf());
-                return Some(self.finish(now, b, sp, false));
+                self.finish(now, b, sp, false, buf);
+                return true;
             }
             State::Handshaking | State::Established => {}
         }
@@ -2435,10 +2439,10 @@ impl Connection {
                 && ty.is_data())
             || (ty == PacketType::Handshake && self.crypto.hs_due);
         if !(send_ack || data_due || copy_due || control_due || path_due || self.probes > 0) {
-            return None;
+            return false;
         }
 
-        let mut b = self.builder(now);
+        let mut b = self.builder(now, buf);
         let mut sp = SentPacket::empty(now);
         if ty.is_long() && !self.crypto.hs_msg.is_empty() {
             // Our latest handshake message rides in every long-header packet (it is at most
@@ -2524,9 +2528,11 @@ impl Connection {
         if !b.has_frames() {
             // Everything that looked due turned out to be moot (e.g. an ACK with nothing left
             // to acknowledge). The packet number is simply skipped; gaps are legal.
-            return None;
+            *buf = b.into_buffer();
+            return false;
         }
-        Some(self.finish(now, b, sp, pad))
+        self.finish(now, b, sp, pad, buf);
+        true
     }
 
     /// Under the anti-amplification limit nothing goes out but answers to the peer's challenges
@@ -2534,7 +2540,7 @@ impl Connection {
     /// budget is left, down to ~40 bytes, is spent on the one frame that lifts the limit.
     /// Without this, a lost PATH_RESPONSE left an idle peer's address unvalidated for good: its
     /// keepalives never add up to a full packet's budget (crash 5 of the `pair` fuzzer).
-    fn poll_challenge_only(&mut self, now: Instant) -> Option<Vec<u8>> {
+    fn poll_challenge_only(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         let ty = self.packet_type();
         let due = ((self.path.challenge_due && self.path.challenge.is_some())
             || !self.path.responses.is_empty())
@@ -2542,16 +2548,17 @@ impl Connection {
             && matches!(self.state, State::Established | State::Handshaking);
         let size = data_packet_len(self.next_pn, 9);
         if !due || self.send_budget() < size {
-            return None;
+            return false;
         }
-        let mut b = self.builder(now);
+        let mut b = self.builder(now, buf);
         let mut sp = SentPacket::empty(now);
         self.write_path_frames(now, &mut b, &mut sp);
         debug_assert!(
             b.has_frames(),
             "one path frame fits the packet sized for it"
         );
-        Some(self.finish(now, b, sp, false))
+        self.finish(now, b, sp, false, buf);
+        true
     }
 
     /// Answers to the peer's challenges, then the PATH_CHALLENGE for a new peer address.
@@ -2623,7 +2630,9 @@ impl Connection {
         }
     }
 
-    fn builder(&mut self, now: Instant) -> PacketBuilder {
+    /// Starts a packet in `buf`'s memory (taken; [`Self::finish`] or
+    /// [`PacketBuilder::into_buffer`] gives it back).
+    fn builder(&mut self, now: Instant, buf: &mut Vec<u8>) -> PacketBuilder {
         if self.packet_type().is_data() {
             self.maybe_update_keys(now);
         }
@@ -2640,16 +2649,18 @@ impl Connection {
         } else {
             &[]
         };
-        PacketBuilder::new(&header, token, self.send_budget())
+        PacketBuilder::new_in(std::mem::take(buf), &header, token, self.send_budget())
     }
 
+    /// Seals `b` into `buf` and records the packet as sent.
     fn finish(
         &mut self,
         now: Instant,
         b: PacketBuilder,
         mut sp: SentPacket,
         padded: bool,
-    ) -> Vec<u8> {
+        buf: &mut Vec<u8>,
+    ) {
         let pn = self.next_pn - 1;
         let ty = b.packet_type();
         let key = match (ty, self.crypto.keys.as_ref()) {
@@ -2683,7 +2694,7 @@ impl Connection {
             self.sent.insert(pn, sp);
         }
         trace!(pn, len = bytes.len(), "send");
-        bytes
+        *buf = bytes;
     }
 
     fn write_ack(&mut self, now: Instant, b: &mut PacketBuilder, sp: &mut SentPacket) {

@@ -1172,10 +1172,27 @@ impl Endpoint {
     }
 
     /// The next datagram to send, if any. Call it after every input until it returns `None`.
+    /// Allocates the datagram; a driver on the hot path passes a buffer of its own to
+    /// [`Self::poll_transmit_into`] instead.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        let mut contents = Vec::new();
+        let destination = self.poll_transmit_into(now, &mut contents)?;
+        Some(Transmit {
+            destination,
+            contents,
+        })
+    }
+
+    /// [`Self::poll_transmit`] into `buf`: the next datagram replaces what `buf` held, and its
+    /// destination is returned. A driver that passes the same buffer every time allocates
+    /// nothing per datagram. `None`: nothing to send (`buf` keeps its memory; its contents are
+    /// then unspecified).
+    #[must_use]
+    pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         if let Some(t) = self.stateless.pop_front() {
-            return Some(t);
+            *buf = t.contents;
+            return Some(t.destination);
         }
         let mut due_checked = false;
         loop {
@@ -1185,18 +1202,15 @@ impl Endpoint {
                 };
                 e.transmit_queued = false;
                 self.stats.connection_visits += 1;
-                let Some(contents) = e.span.in_scope(|| e.conn.poll_transmit(now)) else {
+                if !e.span.in_scope(|| e.conn.poll_transmit(now, buf)) {
                     self.sync(h, Ready::NONE);
                     continue;
-                };
+                }
                 let destination = e.conn.remote;
                 // To the back of the queue: it may have more, after the others had their
                 // turn. Sending may also have changed what it has to report.
                 self.sync(h, Ready::BOTH);
-                return Some(Transmit {
-                    destination,
-                    contents,
-                });
+                return Some(destination);
             }
             if due_checked {
                 return None;

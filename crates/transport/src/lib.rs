@@ -471,8 +471,9 @@ impl Driver {
             ev_tx,
         } = self;
         let mut idle_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut datagram = Vec::new();
         loop {
-            flush_transmits(&mut endpoint, &mut io).await;
+            flush_transmits(&mut endpoint, &mut io, &mut datagram).await;
             let events_blocked = !drain_events(&mut endpoint, &ev_tx);
             if !idle_waiters.is_empty() && endpoint.connections().next().is_none() {
                 for w in idle_waiters.drain(..) {
@@ -513,7 +514,7 @@ impl Driver {
                     Some(cmd) => apply(&mut endpoint, &mut idle_waiters, cmd),
                     None => {
                         debug!("all handles dropped; transport stopping");
-                        flush_transmits(&mut endpoint, &mut io).await;
+                        flush_transmits(&mut endpoint, &mut io, &mut datagram).await;
                         return Ok(());
                     }
                 },
@@ -603,10 +604,11 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
     }
 }
 
-/// Sends everything the endpoint has to send.
-async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo) {
-    while let Some(t) = endpoint.poll_transmit(now()) {
-        io.send(t.destination, &t.contents).await;
+/// Sends everything the endpoint has to send. Each datagram is built in the driver's one
+/// buffer and copied into the socket's batch: nothing is allocated per datagram.
+async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<u8>) {
+    while let Some(destination) = endpoint.poll_transmit_into(now(), buf) {
+        io.send(destination, buf).await;
     }
     io.flush().await;
 }

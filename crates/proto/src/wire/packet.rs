@@ -341,7 +341,15 @@ impl PacketBuilder {
     /// Starts a packet with `header` (and `token`, for INITIAL), limited to `max_size` bytes
     /// including the tag.
     pub fn new(header: &Header, token: &[u8], max_size: usize) -> Self {
-        let mut buf = Vec::with_capacity(max_size);
+        Self::new_in(Vec::new(), header, token, max_size)
+    }
+
+    /// [`Self::new`] in `buf`'s memory (cleared first): a sender that hands the same buffer
+    /// back for every packet ([`Self::into_buffer`], or the datagram [`Self::finish`]
+    /// returns) allocates nothing per packet.
+    pub fn new_in(mut buf: Vec<u8>, header: &Header, token: &[u8], max_size: usize) -> Self {
+        buf.clear();
+        buf.reserve(max_size);
         header.encode(token, &mut buf);
         Self {
             header_len: buf.len(),
@@ -378,6 +386,11 @@ impl PacketBuilder {
         if self.buf.len() < target {
             self.buf.resize(target, 0);
         }
+    }
+
+    /// The buffer back, unsealed (for a packet that is not sent after all).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// Seals the frames under `key` and returns the datagram.
