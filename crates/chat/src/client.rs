@@ -968,18 +968,25 @@ impl Session {
     /// Shows a message once: a non-history one at or below the highest id seen in its
     /// conversation is a duplicate.
     fn show(&mut self, m: Msg) {
+        // Looked up before inserting: the conversation's name is copied once, not per message.
         if m.conv.starts_with('@') {
-            let t = self.dm_recent.entry(m.conv.clone()).or_insert(m.ts);
-            *t = (*t).max(m.ts);
+            match self.dm_recent.get_mut(&m.conv) {
+                Some(t) => *t = (*t).max(m.ts),
+                None => {
+                    self.dm_recent.insert(m.conv.clone(), m.ts);
+                }
+            }
         }
-        let seen = self.last_seen.entry(m.conv.clone()).or_insert(0);
-        if m.history {
-            *seen = (*seen).max(m.id);
-        } else if m.id <= *seen {
+        let seen = self.last_seen.get(&m.conv).copied().unwrap_or(0);
+        if !m.history && m.id <= seen {
             debug!(conv = %m.conv, id = m.id, "duplicate dropped");
             return;
-        } else {
-            *seen = m.id;
+        }
+        match self.last_seen.get_mut(&m.conv) {
+            Some(s) => *s = seen.max(m.id),
+            None => {
+                self.last_seen.insert(m.conv.clone(), m.id);
+            }
         }
         self.events.push_back(Event::Message(m));
     }

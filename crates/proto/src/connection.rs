@@ -265,23 +265,25 @@ impl Keys {
     /// Opens a DATA packet of key phase `phase`. If it needed the peer's next key, that key
     /// comes back too: the caller commits it with [`Self::update_recv`] only once the packet
     /// has passed every other check, so a packet that is then dropped changes nothing.
+    /// The payload goes into `out`.
     fn open(
         &self,
         packet: &Packet<'_>,
         phase: bool,
-    ) -> Result<(Vec<u8>, Option<PacketKey>), AuthError> {
+        out: &mut Vec<u8>,
+    ) -> Result<Option<PacketKey>, AuthError> {
         if phase == self.recv_phase {
-            return packet.open(&self.recv).map(|p| (p, None));
+            return packet.open_into(&self.recv, out).map(|()| None);
         }
         // The other phase: a late packet from before the peer's last update, or its next one.
         if let Some(prev) = &self.recv_prev {
-            if let Ok(p) = packet.open(prev) {
-                return Ok((p, None));
+            if packet.open_into(prev, out).is_ok() {
+                return Ok(None);
             }
         }
         let next = self.recv.next();
-        let p = packet.open(&next)?;
-        Ok((p, Some(next)))
+        packet.open_into(&next, out)?;
+        Ok(Some(next))
     }
 
     fn update_recv(&mut self, next: PacketKey) {
@@ -1046,16 +1048,17 @@ impl Connection {
     // ----- Input -----
 
     /// Processes one packet routed to this connection: authenticates it, then applies it
-    /// whole or not at all.
+    /// whole or not at all. `scratch` is where it is decrypted (the caller's, reused).
     pub(crate) fn handle_packet(
         &mut self,
         now: Instant,
         remote: SocketAddr,
         packet: &Packet<'_>,
         datagram_len: usize,
+        scratch: &mut Vec<u8>,
     ) {
         self.stats.bytes_received += datagram_len as u64;
-        self.process_packet(now, remote, packet, datagram_len);
+        self.process_packet(now, remote, packet, datagram_len, scratch);
     }
 
     /// [`Self::handle_packet`] without the byte count: also for packets kept while the
@@ -1066,14 +1069,16 @@ impl Connection {
         remote: SocketAddr,
         packet: &Packet<'_>,
         datagram_len: usize,
+        scratch: &mut Vec<u8>,
     ) {
         if matches!(self.state, State::Drained | State::Draining { .. }) {
             return;
         }
         let header = packet.header;
-        let Some((payload, next_key)) = self.open(now, remote, packet) else {
+        let Some(next_key) = self.open(now, remote, packet, scratch) else {
             return;
         };
+        let payload: &[u8] = scratch;
         // Authentic from here on (long-header packets: at least undamaged and addressed to us).
         if !self.path.validated && remote == self.remote {
             self.path.rx += datagram_len as u64;
@@ -1097,7 +1102,7 @@ impl Connection {
             // Answer with CLOSE (once per packet received, so never more than we get) and
             // stop early if the peer closes too.
             self.close_pending = true;
-            if Frames::new(&payload).any(|f| matches!(f, Ok(Frame::Close { .. }))) {
+            if Frames::new(payload).any(|f| matches!(f, Ok(Frame::Close { .. }))) {
                 self.state = State::Drained;
             }
             return;
@@ -1109,40 +1114,45 @@ impl Connection {
             self.stats.duplicates_dropped += 1;
             return;
         }
-        // Decode everything before acting on anything: a packet is applied whole or not at all.
-        let frames: Vec<Frame<'_>> = match Frames::new(&payload).collect() {
-            Ok(frames) => frames,
-            Err(e) => {
-                trace!(%e, "malformed frames");
-                self.stats.malformed_dropped += 1;
-                return;
-            }
-        };
+        // Check everything before acting on anything: a packet is applied whole or not at
+        // all. The frames are decoded twice (here, then to apply them) rather than collected:
+        // decoding is cheap, an allocation per packet is not.
         let long = header.ty.is_long();
-        let misplaced = frames.iter().any(|f| match f {
-            // Long-header keys are public: nothing that touches application data or the path
-            // may ride on them.
-            Frame::Padding { .. }
-            | Frame::Ping
-            | Frame::Ack(_)
-            | Frame::Close { .. }
-            | Frame::Handshake(_) => false,
-            Frame::Message { .. }
-            | Frame::MaxData { .. }
-            | Frame::PathChallenge(_)
-            | Frame::PathResponse(_)
-            | Frame::ResetToken(_)
-            | Frame::Fin { .. }
-            | Frame::Received { .. } => long,
-        });
+        let mut misplaced = false;
+        let mut unbufferable = false;
+        for frame in Frames::new(payload) {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    trace!(%e, "malformed frames");
+                    self.stats.malformed_dropped += 1;
+                    return;
+                }
+            };
+            misplaced |= match frame {
+                // Long-header keys are public: nothing that touches application data or the
+                // path may ride on them.
+                Frame::Padding { .. }
+                | Frame::Ping
+                | Frame::Ack(_)
+                | Frame::Close { .. }
+                | Frame::Handshake(_) => false,
+                Frame::Message { .. }
+                | Frame::MaxData { .. }
+                | Frame::PathChallenge(_)
+                | Frame::PathResponse(_)
+                | Frame::ResetToken(_)
+                | Frame::Fin { .. }
+                | Frame::Received { .. } => long,
+            };
+            if let Frame::Message { offset, data } = frame {
+                unbufferable |= !self.recv.can_buffer(offset, data.len());
+            }
+        }
         if misplaced {
             self.stats.malformed_dropped += 1;
             return;
         }
-        let unbufferable = frames.iter().any(|f| match *f {
-            Frame::Message { offset, data } => !self.recv.can_buffer(offset, data.len()),
-            _ => false,
-        });
         if unbufferable {
             // Dropped whole and not acknowledged, exactly as if lost: the sender resends.
             trace!(
@@ -1204,10 +1214,11 @@ impl Connection {
         let mut eliciting = false;
         // Every ack-eliciting frame is a PING (a keepalive, or a probe without data).
         let mut ping_only = true;
-        for frame in &frames {
+        // Checked above: every frame decodes.
+        for frame in Frames::new(payload).flatten() {
             eliciting |= frame.is_ack_eliciting();
             ping_only &= !frame.is_ack_eliciting() || matches!(frame, Frame::Ping);
-            match *frame {
+            match frame {
                 Frame::Padding { .. } | Frame::Ping => {}
                 Frame::Handshake(msg) => {
                     if let Err(detail) = self.on_handshake(now, &header, msg) {
@@ -1324,12 +1335,15 @@ impl Connection {
     /// Authenticates and decrypts `packet` with the key its type calls for, returning the
     /// frames and, if the packet is under the peer's next key, that key (to commit once the
     /// packet is accepted). `None`: dropped (and counted).
+    /// Authenticates and decrypts `packet` into `out`; `Some` with the peer's next key if
+    /// the packet needed it (see [`Keys::open`]).
     fn open(
         &mut self,
         now: Instant,
         remote: SocketAddr,
         packet: &Packet<'_>,
-    ) -> Option<(Vec<u8>, Option<PacketKey>)> {
+        out: &mut Vec<u8>,
+    ) -> Option<Option<PacketKey>> {
         let ty = packet.header.ty;
         let result = match (self.side, ty) {
             (_, PacketType::Data { key_phase }) => {
@@ -1354,7 +1368,7 @@ impl Connection {
                     self.stats.undecryptable_dropped += 1;
                     return None;
                 };
-                keys.open(packet, key_phase)
+                keys.open(packet, key_phase, out)
             }
             (Side::Server, PacketType::Initial | PacketType::Handshake)
             | (Side::Client, PacketType::Accept) => {
@@ -1373,7 +1387,7 @@ impl Connection {
                     Side::Server => &self.crypto.initial.client,
                     Side::Client => &self.crypto.initial.server,
                 };
-                packet.open(key).map(|p| (p, None))
+                packet.open_into(key, out).map(|()| None)
             }
             (Side::Client, PacketType::Retry) => {
                 self.on_retry(now, packet);
@@ -1390,7 +1404,7 @@ impl Connection {
             }
         };
         match result {
-            Ok(payload) => Some(payload),
+            Ok(next_key) => Some(next_key),
             Err(AuthError) => {
                 self.stats.corrupt_dropped += 1;
                 None
@@ -1522,10 +1536,11 @@ impl Connection {
                 self.protocol_violation(now, close_code::HANDSHAKE_FAILED, detail);
                 return;
             }
+            let mut scratch = Vec::new();
             for (_, datagram, from) in early {
                 // Built from a packet that parsed once, so it parses again.
                 if let Ok(packet) = Packet::new_checked(&datagram) {
-                    self.process_packet(now, from, &packet, datagram.len());
+                    self.process_packet(now, from, &packet, datagram.len(), &mut scratch);
                 }
             }
         } else {

@@ -457,6 +457,8 @@ pub struct Endpoint {
     limiter: HashMap<IpAddr, (f64, Instant)>,
     /// The budget of stateless answers ([`STATELESS_PER_SEC`]): tokens and last refill.
     stateless_budget: (f64, Option<Instant>),
+    /// Where every received packet is decrypted (reused: no allocation per packet).
+    scratch: Vec<u8>,
 }
 
 impl Endpoint {
@@ -484,6 +486,7 @@ impl Endpoint {
             cookies,
             epoch: None,
             stateless: VecDeque::new(),
+            scratch: Vec::new(),
             limiter: HashMap::new(),
             stateless_budget: (MAX_STATELESS_QUEUE as f64, None),
             conns: BTreeMap::new(),
@@ -843,9 +846,12 @@ impl Endpoint {
             Some(h) => h,
             None => return,
         };
+        // Every packet is decrypted in the one buffer the endpoint keeps for it.
+        let mut scratch = std::mem::take(&mut self.scratch);
         self.with_conn(handle, |c| {
-            c.handle_packet(now, from, &packet, datagram.len())
+            c.handle_packet(now, from, &packet, datagram.len(), &mut scratch);
         });
+        self.scratch = scratch;
     }
 
     fn route(

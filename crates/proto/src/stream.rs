@@ -481,10 +481,17 @@ impl RecvStream {
             return Err(RecvError::FinalOffset);
         }
         let mut new = 0;
+        // Where the contiguous prefix ends: new bytes from there on join it at once (the usual
+        // case, data in order); bytes beyond a gap wait in `segments`.
+        let in_order = self.parse_off + self.pending.len() as u64;
         for gap in self.received.gaps_in(offset..end) {
             let slice = &data[(gap.start - offset) as usize..(gap.end - offset) as usize];
             new += slice.len() as u64;
-            self.segments.insert(gap.start, slice.to_vec());
+            if gap.start == in_order {
+                self.pending.extend(slice);
+            } else {
+                self.segments.insert(gap.start, slice.to_vec());
+            }
         }
         self.received.insert(offset..end);
         let contiguous = self.contiguous_end();

@@ -45,6 +45,9 @@ pub const RECV_BUFFER: usize = 65_536;
 /// while the task is busy, instead of being dropped by the kernel.
 const SO_RCVBUF: usize = 4 << 20;
 const SO_SNDBUF: usize = 1 << 20;
+/// Datagrams sent between two reads while the driver has many to send (see
+/// `flush_transmits`), and most datagrams read at each of those turns.
+const SEND_TURN: usize = 128;
 /// Events buffered towards the application before the task stops polling the endpoint.
 const EVENT_CHANNEL: usize = 1024;
 /// Datagrams read in one wake-up before output is drained again (bounds latency under load):
@@ -606,9 +609,31 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
 
 /// Sends everything the endpoint has to send. Each datagram is built in the driver's one
 /// buffer and copied into the socket's batch: nothing is allocated per datagram.
+///
+/// Every [`SEND_TURN`] datagrams it reads what arrived meanwhile: a room's fan-out is
+/// thousands of datagrams, and the members' ACKs that arrive while it goes out overflowed the
+/// socket's receive buffer (the kernel dropped a third of them) when reading waited for the
+/// end.
 async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<u8>) {
+    let mut sent = 0;
     while let Some(destination) = endpoint.poll_transmit_into(now(), buf) {
         io.send(destination, buf).await;
+        sent += 1;
+        if sent % SEND_TURN == 0 {
+            let mut read = 0;
+            while read < SEND_TURN {
+                let now = now();
+                match io.recv_now(|from, d| endpoint.handle_datagram(now, from, d)) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    // The main loop's next read sees an error that persists.
+                    Err(e) => {
+                        trace!(%e, "socket error while sending");
+                        break;
+                    }
+                }
+            }
+        }
     }
     io.flush().await;
 }

@@ -74,6 +74,25 @@ impl UdpIo {
     /// many there were: 0 if none was waiting.
     pub(crate) fn try_recv(
         &mut self,
+        on_datagram: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
+        self.recv_batch(true, on_datagram)
+    }
+
+    /// [`Self::try_recv`] even when the runtime has not seen the socket become readable
+    /// since it last read it dry: for a driver busy sending, which has not given the runtime
+    /// a chance to look.
+    pub(crate) fn recv_now(
+        &mut self,
+        on_datagram: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
+        self.recv_batch(false, on_datagram)
+    }
+
+    /// One `recvmmsg`; `gated`: only if the runtime's readiness says there may be data.
+    fn recv_batch(
+        &mut self,
+        gated: bool,
         mut on_datagram: impl FnMut(SocketAddr, &[u8]),
     ) -> io::Result<usize> {
         let Self {
@@ -86,9 +105,12 @@ impl UdpIo {
         let mut slots = recv_buf.chunks_mut(SLOT);
         let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
             std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
-        let n = match socket.try_io(Interest::READABLE, || {
-            state.recv(UdpSockRef::from(&*socket), &mut iovs, metas)
-        }) {
+        let mut recv = || state.recv(UdpSockRef::from(&*socket), &mut iovs, metas);
+        let n = match if gated {
+            socket.try_io(Interest::READABLE, recv)
+        } else {
+            recv()
+        } {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),

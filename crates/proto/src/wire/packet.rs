@@ -321,9 +321,22 @@ impl<'a> Packet<'a> {
     /// Authenticates and decrypts the payload with `key`, returning the frame bytes (empty for
     /// RETRY and REFUSE). `Err` means forged, damaged, replayed under another key, or simply not ours.
     pub fn open(&self, key: &PacketKey) -> Result<Vec<u8>, crate::crypto::AuthError> {
-        let mut buf = self.sealed.to_vec();
-        key.open(self.header.number, self.aad, &mut buf)?;
+        let mut buf = Vec::new();
+        self.open_into(key, &mut buf)?;
         Ok(buf)
+    }
+
+    /// [`Self::open`] into `out` (replacing its contents, reusing its memory): a receiver
+    /// that passes the same buffer for every packet allocates nothing per packet. On `Err`,
+    /// `out`'s contents are unspecified.
+    pub fn open_into(
+        &self,
+        key: &PacketKey,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::crypto::AuthError> {
+        out.clear();
+        out.extend_from_slice(self.sealed);
+        key.open(self.header.number, self.aad, out)
     }
 }
 
