@@ -141,6 +141,12 @@ pub async fn run(
         ..EndpointConfig::default()
     };
     ep.transport.idle_timeout = config.idle_timeout;
+    // Keepalives are the clients' to send (PROTOCOL.md §7.1): they keep their own NAT
+    // bindings open, and the server's ACK tells them it is alive. A server that sent its own
+    // as well would, with both on the default 15 s, ping every idle client just before the
+    // client's own keepalive came due: a timer, a PING and an ACK more per client and
+    // interval.
+    ep.transport.keep_alive = None;
     let (handle, events, transport) = if config.transport_thread {
         let (h, e, thread) = chirp_transport::spawn_on_thread(socket, ep, "chirp-transport")?;
         (h, e, Transport::Thread(thread))

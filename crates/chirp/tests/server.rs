@@ -580,8 +580,8 @@ fn a_vanished_client_is_shown_as_quit_after_the_idle_timeout() {
     // Alice, idle but present, was not timed out meanwhile. She has been idle about as long
     // as bob has been gone (a server idle timeout); rather than sleep on, wait for proof that
     // the server still keeps her session well after that: three more packets from it on her
-    // connection (its keepalives, and acknowledgements of hers: about two per 1 s keepalive
-    // period, so at least one period more). A session it had timed out gets none.
+    // connection (the acknowledgements of her keepalives, one per 1 s period: the server sends
+    // none of its own). A session it had timed out gets none.
     let received = |a: &mut Chirp| {
         a.line("/stats");
         let s = a.wait_type("stats", WAIT);

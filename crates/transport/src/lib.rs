@@ -45,6 +45,8 @@ pub const RECV_BUFFER: usize = 65_536;
 /// while the task is busy, instead of being dropped by the kernel.
 const SO_RCVBUF: usize = 4 << 20;
 const SO_SNDBUF: usize = 1 << 20;
+/// Most datagrams one call of `flush_transmits` sends before the loop's other work.
+const MAX_FLUSH: usize = 1024;
 /// Datagrams sent between two reads while the driver has many to send (see
 /// `flush_transmits`), and most datagrams read at each of those turns.
 const SEND_TURN: usize = 128;
@@ -476,14 +478,20 @@ impl Driver {
         let mut idle_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut datagram = Vec::new();
         loop {
-            flush_transmits(&mut endpoint, &mut io, &mut datagram).await;
+            let sent_all = flush_transmits(&mut endpoint, &mut io, &mut datagram).await;
             let events_blocked = !drain_events(&mut endpoint, &ev_tx);
             if !idle_waiters.is_empty() && endpoint.connections().next().is_none() {
                 for w in idle_waiters.drain(..) {
                     let _ = w.send(());
                 }
             }
-            let deadline = endpoint.poll_timeout();
+            // With more to send, one round of everything else first (the timer fires at once):
+            // what is due, commands, the socket. Sending never holds up the timers.
+            let deadline = if sent_all {
+                endpoint.poll_timeout()
+            } else {
+                Some(now())
+            };
             let timer = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -517,7 +525,7 @@ impl Driver {
                     Some(cmd) => apply(&mut endpoint, &mut idle_waiters, cmd),
                     None => {
                         debug!("all handles dropped; transport stopping");
-                        flush_transmits(&mut endpoint, &mut io, &mut datagram).await;
+                        while !flush_transmits(&mut endpoint, &mut io, &mut datagram).await {}
                         return Ok(());
                     }
                 },
@@ -607,16 +615,26 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
     }
 }
 
-/// Sends everything the endpoint has to send. Each datagram is built in the driver's one
-/// buffer and copied into the socket's batch: nothing is allocated per datagram.
+/// Sends what the endpoint has to send, at most [`MAX_FLUSH`] datagrams; false if there is
+/// more. Each datagram is built in the driver's one buffer and copied into the socket's
+/// batch: nothing is allocated per datagram.
 ///
 /// Every [`SEND_TURN`] datagrams it reads what arrived meanwhile: a room's fan-out is
 /// thousands of datagrams, and the members' ACKs that arrive while it goes out overflowed the
 /// socket's receive buffer (the kernel dropped a third of them) when reading waited for the
-/// end.
-async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<u8>) {
+/// end. What it reads may give it more to send: the bound returns to the loop, whose timers
+/// would otherwise wait (a flood of handshakes kept one sending for minutes, with tens of
+/// thousands of timers overdue).
+async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<u8>) -> bool {
     let mut sent = 0;
-    while let Some(destination) = endpoint.poll_transmit_into(now(), buf) {
+    loop {
+        if sent == MAX_FLUSH {
+            io.flush().await;
+            return false;
+        }
+        let Some(destination) = endpoint.poll_transmit_into(now(), buf) else {
+            break;
+        };
         io.send(destination, buf).await;
         sent += 1;
         if sent % SEND_TURN == 0 {
@@ -636,6 +654,7 @@ async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<
         }
     }
     io.flush().await;
+    true
 }
 
 /// Moves events into the channel while it has room. Returns false if it filled up first.
