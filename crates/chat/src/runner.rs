@@ -38,13 +38,14 @@ use crate::server::{Output, Server, ServerConfig, SessionId};
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(3);
 /// Close code for sessions the server ends (limits, slowness, shutdown).
 const CLOSE_CODE: u64 = 0;
-/// Store writes (each a round of the core's output, usually one message) handed to the store
-/// and not yet committed, past which the runner stops taking events from the transport until
-/// commits catch up. The transport then stops reading its connections' streams, their flow
-/// control stops granting credit, and senders wait: clients that send faster than the
-/// database commits are held back at their own end, instead of queueing every message in the
-/// server's memory (issue 14: relaying 1,000,000 messages had grown the server by 400 MB).
-const MAX_COMMITS_IN_FLIGHT: usize = 256;
+/// Messages (store writes' tokens) handed to the store and not yet committed, past which the
+/// runner stops taking events from the transport until commits catch up. The transport then
+/// stops reading its connections' streams, their flow control stops granting credit, and
+/// senders wait: clients that send faster than the database commits are held back at their
+/// own end, instead of queueing every message in the server's memory (issue 14: relaying
+/// 1,000,000 messages had grown the server by 400 MB). Counted in messages, not writes: a
+/// round of the runner writes up to [`MAX_READY_PER_ROUND`] of them at once.
+const MAX_UNCOMMITTED: usize = 256;
 
 /// Inputs of one kind (commits, transport events) taken in one round before the core's
 /// output is carried out (see [`Runner::take_ready`]): enough for a round to fan out many
@@ -251,6 +252,7 @@ struct Runner {
     reader: Arc<Mutex<Reader>>,
     sessions: HashMap<SessionId, Sess>,
     commit_tx: mpsc::UnboundedSender<Commit>,
+    /// Messages written and not yet committed ([`MAX_UNCOMMITTED`]).
     in_flight: usize,
     hist_tx: mpsc::UnboundedSender<HistoryRead>,
     after_tx: mpsc::UnboundedSender<AfterRead>,
@@ -301,7 +303,7 @@ impl Runner {
                 tokio::time::Instant::now() + Duration::from_millis(wait)
             });
             tokio::select! {
-                ev = events.recv(), if self.in_flight < MAX_COMMITS_IN_FLIGHT => match ev {
+                ev = events.recv(), if self.in_flight < MAX_UNCOMMITTED => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => {
                         warn!("transport stopped");
@@ -336,7 +338,7 @@ impl Runner {
         while self.in_flight > 0 {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
                 Ok(Some((tokens, ok))) => {
-                    self.in_flight -= 1;
+                    self.in_flight -= tokens.len();
                     for t in tokens {
                         self.core.committed(now_ms(), t, ok);
                     }
@@ -358,7 +360,7 @@ impl Runner {
     /// A store write of `tokens` committed (`ok`) or failed.
     fn committed(&mut self, tokens: Vec<u64>, ok: bool) {
         let now = now_ms();
-        self.in_flight -= 1;
+        self.in_flight -= tokens.len();
         for t in tokens {
             self.core.committed(now, t, ok);
         }
@@ -382,7 +384,7 @@ impl Runner {
             self.committed(tokens, ok);
         }
         for _ in 0..MAX_READY_PER_ROUND {
-            if self.in_flight >= MAX_COMMITS_IN_FLIGHT {
+            if self.in_flight >= MAX_UNCOMMITTED {
                 break;
             }
             let Ok(ev) = events.try_recv() else {
@@ -558,7 +560,7 @@ impl Runner {
         }
         if !tokens.is_empty() {
             let done = self.store.write(ops);
-            self.in_flight += 1;
+            self.in_flight += tokens.len();
             let _ = self.commit_tx.send((done, tokens));
         }
         // A session can be touched twice in one round (a message, then a graceful close):

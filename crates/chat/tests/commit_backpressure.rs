@@ -1,7 +1,7 @@
 //! Issue 14, memory under traffic: a client that sends faster than the server's database
 //! commits is held back at its own end, not queued in the server's memory. The database's
 //! write lock is held from outside for two seconds while one client says 8,000 messages:
-//! the server stops taking messages once 256 writes wait for their commit, so flow control
+//! the server stops taking messages once 256 wait for their commit, so flow control
 //! lets the client's transport get only a window's worth further, and the rest waits in the
 //! client. Once the lock is released, every message is stored and acknowledged. The real
 //! path in one process: the tokio runner with its SQLite store, a `client::spawn` session
