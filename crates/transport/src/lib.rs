@@ -502,21 +502,7 @@ impl Driver {
                 r = io.readable() => {
                     r?;
                     // Drain what is queued, up to a few batches, before writing again.
-                    let mut read = 0;
-                    while read < RECV_BATCH {
-                        let now = now();
-                        match io.try_recv(|from, d| endpoint.handle_datagram(now, from, d)) {
-                            Ok(0) => break,
-                            Ok(n) => read += n,
-                            // Counted as a datagram, so that an error that repeats cannot
-                            // keep the loop from yielding.
-                            Err(e) if is_transient(&e) => {
-                                trace!(%e, "transient socket error");
-                                read += 1;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
+                    read(&mut endpoint, &mut io, RECV_BATCH, Gate::Readiness)?;
                 }
                 () = timer => {
                     endpoint.handle_timeout(now());
@@ -637,24 +623,48 @@ async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<
         };
         io.send(destination, buf).await;
         sent += 1;
-        if sent % SEND_TURN == 0 {
-            let mut read = 0;
-            while read < SEND_TURN {
-                let now = now();
-                match io.recv_now(|from, d| endpoint.handle_datagram(now, from, d)) {
-                    Ok(0) => break,
-                    Ok(n) => read += n,
-                    // The main loop's next read sees an error that persists.
-                    Err(e) => {
-                        trace!(%e, "socket error while sending");
-                        break;
-                    }
-                }
-            }
+        if sent % SEND_TURN == 0
+            && let Err(e) = read(endpoint, io, SEND_TURN, Gate::None)
+        {
+            // The main loop's next read sees an error that persists.
+            trace!(%e, "socket error while sending");
         }
     }
     io.flush().await;
     true
+}
+
+/// Whether [`read`] trusts the runtime's readiness.
+enum Gate {
+    /// Read only if the runtime saw the socket become readable (the loop's `select!`).
+    Readiness,
+    /// Read anyway: a driver busy sending has not let the runtime look.
+    None,
+}
+
+/// Hands what the socket holds to the endpoint, up to `max` datagrams (whole `recvmmsg`
+/// batches: the last may pass it). A transient error counts as a datagram, so that one that
+/// repeats cannot keep the loop from going on; another is returned.
+fn read(endpoint: &mut Endpoint, io: &mut UdpIo, max: usize, gate: Gate) -> io::Result<()> {
+    let mut read = 0;
+    while read < max {
+        let now = now();
+        let on_datagram = |from, d: &[u8]| endpoint.handle_datagram(now, from, d);
+        let r = match gate {
+            Gate::Readiness => io.try_recv(on_datagram),
+            Gate::None => io.recv_now(on_datagram),
+        };
+        match r {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if is_transient(&e) => {
+                trace!(%e, "transient socket error");
+                read += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Moves events into the channel while it has room. Returns false if it filled up first.
