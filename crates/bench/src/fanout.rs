@@ -455,8 +455,7 @@ pub async fn run(
         joined_count,
     );
     if let Err(e) = all_joined.await {
-        fleet.stop();
-        fleet.join().await?;
+        fleet.shut_down().await?;
         return Err(e);
     }
     let joined = ProcSample::read_opt(config.server_pid)?;

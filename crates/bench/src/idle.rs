@@ -109,8 +109,7 @@ impl std::fmt::Debug for Held {
 impl Held {
     /// Ends every session (gracefully) and stops the swarms.
     pub async fn release(self) -> Result<(), BenchError> {
-        self.fleet.stop();
-        self.fleet.join().await.map(|_| ())
+        self.fleet.shut_down().await.map(|_| ())
     }
 }
 
@@ -169,8 +168,7 @@ pub async fn hold(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     if let Err(e) = all_joined {
-        fleet.stop();
-        fleet.join().await?;
+        fleet.shut_down().await?;
         return Err(e);
     }
     Ok(Held {

@@ -719,6 +719,12 @@ impl<S: Scenario> Fleet<S> {
             s.handle().stop();
         }
     }
+
+    /// [`Self::stop`], then [`Self::join`]: for a run that ends early or a hold released.
+    pub async fn shut_down(self) -> Result<Vec<(S, SwarmStats)>, BenchError> {
+        self.stop();
+        self.join().await
+    }
 }
 
 /// Which swarm of `sockets` runs session (or member) `i` of a scenario, and its place among

@@ -977,13 +977,12 @@ impl Session {
                 }
             }
         }
-        let seen = self.last_seen.get(&m.conv).copied().unwrap_or(0);
-        if !m.history && m.id <= seen {
-            debug!(conv = %m.conv, id = m.id, "duplicate dropped");
-            return;
-        }
         match self.last_seen.get_mut(&m.conv) {
-            Some(s) => *s = seen.max(m.id),
+            Some(seen) if !m.history && m.id <= *seen => {
+                debug!(conv = %m.conv, id = m.id, "duplicate dropped");
+                return;
+            }
+            Some(seen) => *seen = (*seen).max(m.id),
             None => {
                 self.last_seen.insert(m.conv.clone(), m.id);
             }

@@ -10,33 +10,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chirp_chat::client::{self, ClientConfig, ClientHandle, Event, Target};
-use chirp_chat::runner::{self, RunnerConfig};
+use chirp_chat::runner::RunnerConfig;
 use chirp_chat::wire::{Msg, ServerMsg};
 use chirp_proto::handshake::StaticSecret;
-use chirp_store::{Store, StoreConfig};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+mod common;
+use common::{Srv, random_key};
 
 const WAIT: Duration = Duration::from_secs(60);
 const N: u64 = 5000;
 
-fn random_key() -> [u8; 32] {
-    let mut k = [0u8; 32];
-    for chunk in k.chunks_mut(8) {
-        chunk.copy_from_slice(&chirp_transport::random_seed().to_le_bytes());
-    }
-    k
-}
-
-struct Srv {
-    /// Dropped, it would stop the server gracefully; it is killed instead.
-    _stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-/// A server on `addr` (port 0: any) with the database in `dir`; the address it got.
-async fn start(dir: &std::path::Path, addr: SocketAddr, key: [u8; 32]) -> (Srv, SocketAddr) {
+/// A server on `addr` (port 0: any) with the database in `dir`.
+async fn start(dir: &std::path::Path, addr: SocketAddr, key: [u8; 32]) -> Srv {
     // After a restart the old socket may take a moment to be released.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let socket = loop {
@@ -49,8 +37,6 @@ async fn start(dir: &std::path::Path, addr: SocketAddr, key: [u8; 32]) -> (Srv, 
             Err(e) => panic!("bind {addr}: {e}"),
         }
     };
-    let addr = socket.local_addr().expect("local addr");
-    let store = Store::open(&dir.join("chirp.db"), StoreConfig::default()).expect("store");
     let mut config = RunnerConfig {
         identity: Some(StaticSecret(key)),
         idle_timeout: Duration::from_secs(2),
@@ -58,24 +44,7 @@ async fn start(dir: &std::path::Path, addr: SocketAddr, key: [u8; 32]) -> (Srv, 
     };
     config.server.burst = 100_000;
     config.server.per_sec = 100_000;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        runner::run(socket, store, config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
-    (Srv { _stop: stop, task }, addr)
-}
-
-impl Srv {
-    /// Stops the server as `kill -9` would, as far as one process allows: its task is
-    /// dropped where it stands (the transport goes with it; commits already queued finish).
-    async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
+    Srv::spawn(socket, dir, config)
 }
 
 /// A UDP relay between one client and the server that drops everything while `cut` is set.
@@ -154,7 +123,8 @@ impl Cli {
 async fn a_client_cut_off_for_5000_messages_and_a_restart_gets_each_once_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server_key = random_key();
-    let (srv, addr) = start(dir.path(), "127.0.0.1:0".parse().expect("addr"), server_key).await;
+    let srv = start(dir.path(), "127.0.0.1:0".parse().expect("addr"), server_key).await;
+    let addr = srv.addr;
     let bob_link = relay(addr).await;
     let mut alice = client(addr, "alice");
     let mut bob = client(bob_link.addr, "bob");
@@ -195,7 +165,7 @@ async fn a_client_cut_off_for_5000_messages_and_a_restart_gets_each_once_in_orde
             // A crash: no goodbye, no linger; only the database survives (reopened by the new
             // server at the same address).
             srv.take().expect("server").kill().await;
-            let (s, _) = start(dir.path(), addr, server_key).await;
+            let s = start(dir.path(), addr, server_key).await;
             srv = Some(s);
             // Alice is back before she goes on (nothing of hers is in flight at the crash).
             while !matches!(

@@ -10,24 +10,16 @@
 use std::time::Duration;
 
 use chirp_chat::client::{self, ClientConfig, Event, Target};
-use chirp_chat::runner::{self, RunnerConfig};
 use chirp_chat::wire::ServerMsg;
 use chirp_proto::handshake::StaticSecret;
-use chirp_store::{Store, StoreConfig};
-use tokio::sync::oneshot;
+
+mod common;
+use common::{Srv, random_key};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Messages said, of [`TEXT`] bytes each: 1.6 MB, three times the server's receive window.
 const N: usize = 8_000;
 const TEXT: usize = 200;
-
-fn random_key() -> [u8; 32] {
-    let mut k = [0u8; 32];
-    for chunk in k.chunks_mut(8) {
-        chunk.copy_from_slice(&chirp_transport::random_seed().to_le_bytes());
-    }
-    k
-}
 
 /// The session's next event, by `deadline`.
 async fn next(
@@ -44,23 +36,14 @@ async fn next(
 async fn a_sender_faster_than_the_database_waits_at_its_own_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("chirp.db");
-    let socket = chirp_transport::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    let store = Store::open(&db, StoreConfig::default()).expect("store");
-    let mut config = RunnerConfig {
-        identity: Some(StaticSecret(random_key())),
-        ..RunnerConfig::default()
-    };
-    config.server.burst = 100_000;
-    config.server.per_sec = 100_000;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        runner::run(socket, store, config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
+    let server = Srv::start(
+        dir.path(),
+        common::config(|c| {
+            c.server.burst = 100_000;
+            c.server.per_sec = 100_000;
+        }),
+    );
+    let addr = server.addr;
 
     let mut c = ClientConfig::new(addr, "fast");
     c.bind = "127.0.0.1:0".parse().expect("addr");
@@ -134,6 +117,5 @@ async fn a_sender_faster_than_the_database_waits_at_its_own_end() {
             delivered += 1;
         }
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    server.shutdown(Duration::from_secs(10)).await;
 }

@@ -5,63 +5,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chirp_chat::client::{self, ClientConfig, ClientHandle, Event, Target};
-use chirp_chat::runner::{self, RunnerConfig};
+use chirp_chat::runner::RunnerConfig;
 use chirp_chat::wire::ServerMsg;
 use chirp_proto::handshake::StaticSecret;
-use chirp_store::{Store, StoreConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Srv {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Srv {
-    async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("server stops in time")
-            .expect("server task");
-    }
-}
+mod common;
+use common::{Srv, random_key};
 
 fn start_server(dir: &std::path::Path, tweak: impl FnOnce(&mut RunnerConfig)) -> Srv {
-    let socket = chirp_transport::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-    let addr = socket.local_addr().expect("local addr");
-    let store = Store::open(&dir.join("chirp.db"), StoreConfig::default()).expect("store");
-    let mut config = RunnerConfig {
-        identity: Some(StaticSecret(random_key())),
-        ..RunnerConfig::default()
-    };
-    tweak(&mut config);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        runner::run(socket, store, config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
-    Srv {
-        addr,
-        stop: Some(stop),
-        task,
-    }
-}
-
-fn random_key() -> [u8; 32] {
-    let mut k = [0u8; 32];
-    for chunk in k.chunks_mut(8) {
-        chunk.copy_from_slice(&chirp_transport::random_seed().to_le_bytes());
-    }
-    k
+    Srv::start(dir, common::config(tweak))
 }
 
 struct Cli {
@@ -161,7 +117,7 @@ async fn room_chat_dm_and_delivery_over_real_sockets() {
         _ => None,
     })
     .await;
-    srv.shutdown().await;
+    srv.shutdown(WAIT).await;
 }
 
 /// 200 sessions in one room (real UDP sockets, one per session, all in this process): every
@@ -217,7 +173,7 @@ async fn two_hundred_clients_in_one_room_all_receive_every_message() {
         let want: Vec<String> = (0..MSGS).map(|k| format!("m{k}")).collect();
         assert_eq!(got, want, "client {i}");
     }
-    srv.shutdown().await;
+    srv.shutdown(WAIT).await;
 }
 
 /// The application stops reading events while it keeps sending commands: the session task
@@ -255,5 +211,5 @@ async fn a_full_event_channel_does_not_stop_commands() {
     })
     .await;
     assert_eq!(stats, 3_000, "every answer, none lost");
-    srv.shutdown().await;
+    srv.shutdown(WAIT).await;
 }

@@ -5,24 +5,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chirp_chat::runner::{self, RunnerConfig};
 use chirp_chat::server::ServerConfig;
 use chirp_chat::wire::{ClientMsg, JoinReq, ServerMsg};
 use chirp_proto::handshake::StaticSecret;
 use chirp_proto::{ConnectionHandle, EndpointConfig, Event, SendError, WriteError};
-use chirp_store::{Store, StoreConfig};
 use chirp_transport::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+
+mod common;
+use common::{Srv, random_key};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn random_key() -> [u8; 32] {
-    let mut k = [0u8; 32];
-    for chunk in k.chunks_mut(8) {
-        chunk.copy_from_slice(&chirp_transport::random_seed().to_le_bytes());
-    }
-    k
-}
 
 /// A chat client speaking the protocol itself over its own transport endpoint, so that it
 /// can stop reading.
@@ -121,26 +114,17 @@ impl Raw {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_at_once_when_too_slow() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let socket = chirp_transport::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
-    let addr = socket.local_addr().expect("local addr");
-    let store = Store::open(&dir.path().join("chirp.db"), StoreConfig::default()).expect("store");
-    let config = RunnerConfig {
-        identity: Some(StaticSecret(random_key())),
-        server: ServerConfig {
-            burst: 10_000,
-            per_sec: 10_000,
-            ..ServerConfig::default()
-        },
-        ..RunnerConfig::default()
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        runner::run(socket, store, config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
+    let server = Srv::start(
+        dir.path(),
+        common::config(|c| {
+            c.server = ServerConfig {
+                burst: 10_000,
+                per_sec: 10_000,
+                ..ServerConfig::default()
+            };
+        }),
+    );
+    let addr = server.addr;
 
     // A room of 200 messages of 8 KiB: one history page of it is 1.7 MB.
     let mut filler = Raw::connect(addr).await;
@@ -202,9 +186,5 @@ async fn a_client_that_stops_reading_is_closed_at_once_when_too_slow() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(reader);
-    let _ = stop.send(());
-    tokio::time::timeout(WAIT, server)
-        .await
-        .expect("server stops in time")
-        .expect("server task");
+    server.shutdown(WAIT).await;
 }

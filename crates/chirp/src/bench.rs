@@ -211,6 +211,15 @@ struct UnderTest {
     _own: Option<ServerProcess>,
 }
 
+impl UnderTest {
+    /// Its pid, which `scenario` needs: it measures the server itself.
+    fn measured_pid(&self, scenario: &str) -> anyhow::Result<u32> {
+        self.pid.with_context(|| {
+            format!("the {scenario} scenario measures the server: --server needs --server-pid")
+        })
+    }
+}
+
 impl ServerArgs {
     /// The server given, or a fresh one of this binary's sized for `sessions`.
     fn under_test(&self, sessions: usize) -> anyhow::Result<UnderTest> {
@@ -334,9 +343,7 @@ async fn run_handshake(a: HandshakeArgs) -> anyhow::Result<u8> {
 async fn run_idle(a: IdleArgs) -> anyhow::Result<u8> {
     let sessions = a.sessions as usize;
     let under = a.target.under_test(sessions)?;
-    let server_pid = under
-        .pid
-        .context("the idle scenario measures the server: --server needs --server-pid")?;
+    let server_pid = under.measured_pid("idle")?;
     let progress = bar(a.json, sessions as u64, "joined")?;
     let r = idle::run(
         &IdleConfig {
@@ -381,9 +388,7 @@ async fn run_flood(a: FloodArgs) -> anyhow::Result<u8> {
         // each other's sessions.
         // Room for the measuring client beside the idle sessions.
         let under = a.target.under_test(sessions + 1)?;
-        let server_pid = under
-            .pid
-            .context("the flood scenario measures the server: --server needs --server-pid")?;
+        let server_pid = under.measured_pid("flood")?;
         let progress = bar(a.json, sessions as u64, "joined")?;
         let r = flood::run(
             &FloodConfig {

@@ -624,7 +624,7 @@ async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<
         io.send(destination, buf).await;
         sent += 1;
         if sent % SEND_TURN == 0
-            && let Err(e) = read(endpoint, io, SEND_TURN, Gate::None)
+            && let Err(e) = read(endpoint, io, SEND_TURN, Gate::Always)
         {
             // The main loop's next read sees an error that persists.
             trace!(%e, "socket error while sending");
@@ -639,7 +639,7 @@ enum Gate {
     /// Read only if the runtime saw the socket become readable (the loop's `select!`).
     Readiness,
     /// Read anyway: a driver busy sending has not let the runtime look.
-    None,
+    Always,
 }
 
 /// Hands what the socket holds to the endpoint, up to `max` datagrams (whole `recvmmsg`
@@ -652,7 +652,7 @@ fn read(endpoint: &mut Endpoint, io: &mut UdpIo, max: usize, gate: Gate) -> io::
         let on_datagram = |from, d: &[u8]| endpoint.handle_datagram(now, from, d);
         let r = match gate {
             Gate::Readiness => io.try_recv(on_datagram),
-            Gate::None => io.recv_now(on_datagram),
+            Gate::Always => io.recv_now(on_datagram),
         };
         match r {
             Ok(0) => break,

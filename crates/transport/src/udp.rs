@@ -106,11 +106,12 @@ impl UdpIo {
         let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
             std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
         let mut recv = || state.recv(UdpSockRef::from(&*socket), &mut iovs, metas);
-        let n = match if gated {
+        let received = if gated {
             socket.try_io(Interest::READABLE, recv)
         } else {
             recv()
-        } {
+        };
+        let n = match received {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
