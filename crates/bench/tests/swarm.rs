@@ -14,7 +14,7 @@ use chirp_chat::client::{ClientConfig, Event, Target};
 use chirp_chat::runner::{self, RunnerConfig};
 use chirp_chat::wire::ServerMsg;
 use chirp_proto::handshake::StaticSecret;
-use chirp_store::{Store, StoreConfig};
+use chirp_store::{Sqlite, StoreConfig};
 use indicatif::ProgressBar;
 use tokio::sync::oneshot;
 
@@ -32,7 +32,7 @@ fn key() -> StaticSecret {
 fn server(dir: &std::path::Path) -> (SocketAddr, oneshot::Sender<()>) {
     let socket = chirp_transport::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = socket.local_addr().expect("local addr");
-    let store = Store::open(&dir.join("chirp.db"), StoreConfig::default()).expect("store");
+    let store = Sqlite::open(&dir.join("chirp.db"), StoreConfig::default()).expect("store");
     let mut config = RunnerConfig {
         identity: Some(key()),
         ..RunnerConfig::default()
@@ -44,7 +44,7 @@ fn server(dir: &std::path::Path) -> (SocketAddr, oneshot::Sender<()>) {
     config.server.history_on_join = 0;
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        runner::run(socket, store, config, async {
+        runner::run(socket, Box::new(store), config, async {
             let _ = stopped.await;
         })
         .await

@@ -17,7 +17,7 @@ use chirp_chat::client::{self, ClientConfig, Event, Target};
 use chirp_chat::runner::{self, RunnerConfig};
 use chirp_chat::wire::ServerMsg;
 use chirp_proto::handshake::StaticSecret;
-use chirp_store::{Store, StoreConfig};
+use chirp_store::{Sqlite, StoreConfig};
 
 fn key() -> [u8; 32] {
     let mut k = [0u8; 32];
@@ -31,7 +31,7 @@ async fn run_once(members: usize, messages: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = chirp_transport::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = socket.local_addr().expect("addr");
-    let store = Store::open(&dir.path().join("db"), StoreConfig::default()).expect("store");
+    let store = Sqlite::open(&dir.path().join("db"), StoreConfig::default()).expect("store");
     let mut config = RunnerConfig {
         identity: Some(StaticSecret(key())),
         ..RunnerConfig::default()
@@ -42,7 +42,7 @@ async fn run_once(members: usize, messages: usize) -> f64 {
     config.server.per_sec = 100_000;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        runner::run(socket, store, config, async {
+        runner::run(socket, Box::new(store), config, async {
             let _ = stopped.await;
         })
         .await

@@ -8,28 +8,27 @@
 //!   drains (see [`crate::server::MAX_QUEUED_BYTES`]), so one stuck client or one long
 //!   request cannot grow the server's memory. `Output::Close` closes after the queue is sent,
 //!   or, with `now` (too slow), drops the queue and aborts the connection at once.
-//! - `Output::Persist` batches of one round are written as one [`Store::write`]; a forwarder
-//!   task awaits the commits in order and hands `(tokens, ok)` back, and only then does the
+//! - The store is any [`Storage`] (SQLite, or PostgreSQL). `Output::Persist` batches of one
+//!   round are written as one [`Storage::write`]; a forwarder task awaits the commits in
+//!   order and hands each token its outcomes (ids the store gave) back, and only then does the
 //!   core acknowledge and fan out.
 //! - `Output::ReadHistory`, `Output::ReadAfter` (what a replay needs that the core's cache no
-//!   longer holds) and `Output::ReadUndelivered` run on the blocking pool with the read
-//!   connection; failures are reported to the core, which answers them. The core hands out
-//!   at most [`crate::server::MAX_READS`] at once and queues the rest, so the blocking pool
-//!   never holds more than that many threads waiting for the one connection.
+//!   longer holds) and `Output::ReadUndelivered` are store reads in tasks of their own;
+//!   failures are reported to the core, which answers them. The core hands out at most
+//!   [`crate::server::MAX_READS`] at once and queues the rest.
 //! - Shutdown: every session is told (`bye`), commits in flight are awaited, connections are
 //!   closed gracefully (bounded wait), and the store is flushed and closed.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::UdpSocket as StdUdpSocket;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chirp_proto::{CloseReason, ConnectionHandle, EndpointConfig, Event, SendError, WriteError};
-use chirp_store::{Op, Reader, Record, Store, StoreError};
+use chirp_store::{Op, Outcome, Record, Storage, StoreError, StoreFuture};
 use chirp_transport::{Handle, Sent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{Span, debug, info, info_span, warn};
 
 use crate::server::{Output, Server, ServerConfig, SessionId};
@@ -116,19 +115,18 @@ struct Sess {
 /// gracefully.
 pub async fn run(
     socket: StdUdpSocket,
-    store: Store,
+    store: Box<dyn Storage>,
     config: RunnerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     // Retention first, so that what is loaded (and replayed) is what is kept.
     match store.prune(now_ms()).await {
-        Ok(Ok(n)) if n > 0 => info!(deleted = n, "retention applied"),
-        Ok(Err(e)) => warn!(error = %e, "retention failed"),
+        Ok(n) if n > 0 => info!(deleted = n, "retention applied"),
+        Err(e) => warn!(error = %e, "retention failed"),
         _ => {}
     }
-    let reader = store.reader()?;
     // Undelivered DMs stay in the store until their recipient connects (`ReadUndelivered`).
-    let loaded = reader.load(config.server.replay_cache)?;
+    let loaded = store.load(config.server.replay_cache).await?;
     info!(
         nicks = loaded.nicks.len(),
         conversations = loaded.last_ids.len(),
@@ -165,7 +163,6 @@ pub async fn run(
         core,
         handle,
         store,
-        reader: Arc::new(Mutex::new(reader)),
         sessions: HashMap::new(),
         commit_tx,
         in_flight: 0,
@@ -202,7 +199,9 @@ pub async fn run(
             }
         }
     }
-    r.store.close();
+    if let Err(e) = r.store.close().await {
+        warn!(error = %e, "closing the store failed");
+    }
     Ok(())
 }
 
@@ -212,7 +211,10 @@ enum Transport {
     Thread(std::thread::JoinHandle<std::io::Result<()>>),
 }
 
-type Commit = (oneshot::Receiver<Result<(), StoreError>>, Vec<u64>);
+/// A store write in flight, and its tokens with the number of ops each wrote, in order.
+type Commit = (StoreFuture<Vec<Outcome>>, Vec<(u64, usize)>);
+/// What a token's write did: one outcome per op, or why it failed.
+type Committed = Vec<(u64, Result<Vec<Outcome>, String>)>;
 type HistoryRead = (SessionId, String, Option<u64>, Result<Vec<Record>, String>);
 type AfterRead = (SessionId, String, u64, Result<Vec<Record>, String>);
 type UndeliveredRead = (SessionId, Result<Vec<(String, u64)>, String>);
@@ -225,21 +227,33 @@ struct Reads {
 }
 
 /// Awaits commits in the order they were queued (the writer commits in that order too) and
-/// reports each batch's tokens.
+/// reports each token's outcomes.
 async fn forward_commits(
     mut rx: mpsc::UnboundedReceiver<Commit>,
-    tx: mpsc::UnboundedSender<(Vec<u64>, bool)>,
+    tx: mpsc::UnboundedSender<Committed>,
 ) {
     while let Some((done, tokens)) = rx.recv().await {
-        let ok = match done.await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                warn!(error = %e, "store write failed");
-                false
+        let result = done.await;
+        if let Err(e) = &result {
+            warn!(error = %e, "store write failed");
+        }
+        let answers = match result {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                tokens
+                    .into_iter()
+                    .map(|(t, n)| (t, Ok(outcomes.by_ref().take(n).collect())))
+                    .collect()
             }
-            Err(_) => false,
+            Err(e) => {
+                let e = e.to_string();
+                tokens
+                    .into_iter()
+                    .map(|(t, _)| (t, Err(e.clone())))
+                    .collect()
+            }
         };
-        if tx.send((tokens, ok)).is_err() {
+        if tx.send(answers).is_err() {
             return;
         }
     }
@@ -248,8 +262,7 @@ async fn forward_commits(
 struct Runner {
     core: Server,
     handle: Handle,
-    store: Store,
-    reader: Arc<Mutex<Reader>>,
+    store: Box<dyn Storage>,
     sessions: HashMap<SessionId, Sess>,
     commit_tx: mpsc::UnboundedSender<Commit>,
     /// Messages written and not yet committed ([`MAX_UNCOMMITTED`]).
@@ -289,7 +302,7 @@ impl Runner {
     async fn run(
         &mut self,
         mut events: mpsc::Receiver<Event>,
-        mut done_rx: mpsc::UnboundedReceiver<(Vec<u64>, bool)>,
+        mut done_rx: mpsc::UnboundedReceiver<Committed>,
         mut reads: Reads,
         prune_every: Duration,
         shutdown: impl Future<Output = ()>,
@@ -310,7 +323,7 @@ impl Runner {
                         return;
                     }
                 },
-                Some((tokens, ok)) = done_rx.recv() => self.committed(tokens, ok),
+                Some(answers) = done_rx.recv() => self.committed(answers),
                 Some((session, conv, id, page)) = reads.history.recv() => {
                     self.core.history_loaded(session, &conv, id, page);
                 }
@@ -322,8 +335,13 @@ impl Runner {
                 }
                 () = sleep_until(timer) => self.core.handle_timeout(now_ms()),
                 _ = prune.tick() => {
-                    // Fire and forget: the writer applies it between commits.
-                    drop(self.store.prune(now_ms()));
+                    // The writer applies it between commits; its answer is only logged.
+                    let pruned = self.store.prune(now_ms());
+                    tokio::spawn(async move {
+                        if let Err(e) = pruned.await {
+                            warn!(error = %e, "retention failed");
+                        }
+                    });
                 }
                 () = &mut shutdown => break,
             }
@@ -337,11 +355,8 @@ impl Runner {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_LINGER;
         while self.in_flight > 0 {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-                Ok(Some((tokens, ok))) => {
-                    self.in_flight -= tokens.len();
-                    for t in tokens {
-                        self.core.committed(now_ms(), t, ok);
-                    }
+                Ok(Some(answers)) => {
+                    self.committed(answers);
                     self.drain().await;
                 }
                 _ => break,
@@ -357,12 +372,12 @@ impl Runner {
         let _ = tokio::time::timeout(SHUTDOWN_LINGER, self.handle.wait_idle()).await;
     }
 
-    /// A store write of `tokens` committed (`ok`) or failed.
-    fn committed(&mut self, tokens: Vec<u64>, ok: bool) {
+    /// A store write committed (each token with its outcomes) or failed.
+    fn committed(&mut self, answers: Committed) {
         let now = now_ms();
-        self.in_flight -= tokens.len();
-        for t in tokens {
-            self.core.committed(now, t, ok);
+        self.in_flight -= answers.len();
+        for (t, result) in answers {
+            self.core.committed(now, t, result);
         }
     }
 
@@ -375,13 +390,13 @@ impl Runner {
     async fn take_ready(
         &mut self,
         events: &mut mpsc::Receiver<Event>,
-        done_rx: &mut mpsc::UnboundedReceiver<(Vec<u64>, bool)>,
+        done_rx: &mut mpsc::UnboundedReceiver<Committed>,
     ) {
         for _ in 0..MAX_READY_PER_ROUND {
-            let Ok((tokens, ok)) = done_rx.try_recv() else {
+            let Ok(answers) = done_rx.try_recv() else {
                 break;
             };
-            self.committed(tokens, ok);
+            self.committed(answers);
         }
         for _ in 0..MAX_READY_PER_ROUND {
             if self.in_flight >= MAX_UNCOMMITTED {
@@ -494,8 +509,8 @@ impl Runner {
                     }
                 }
                 Output::Persist { token, ops: o } => {
+                    tokens.push((token, o.len()));
                     ops.extend(o);
-                    tokens.push(token);
                 }
                 Output::ReadHistory {
                     session,
@@ -504,13 +519,10 @@ impl Runner {
                     before,
                     limit,
                 } => {
-                    let reader = Arc::clone(&self.reader);
+                    let page = self.store.history(conv.clone(), before, limit);
                     let tx = self.hist_tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        // A poisoned lock only means an earlier read panicked; the connection
-                        // itself is still usable.
-                        let r = reader.lock().unwrap_or_else(|p| p.into_inner());
-                        let page = r.history(&conv, before, limit);
+                    tokio::spawn(async move {
+                        let page = page.await;
                         if let Err(e) = &page {
                             warn!(error = %e, "history read failed");
                         }
@@ -526,11 +538,12 @@ impl Runner {
                     limit,
                     max_bytes,
                 } => {
-                    let reader = Arc::clone(&self.reader);
+                    let page = self
+                        .store
+                        .after(conv.clone(), after, upto, limit, max_bytes);
                     let tx = self.after_tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let r = reader.lock().unwrap_or_else(|p| p.into_inner());
-                        let page = r.after(&conv, after, upto, limit, max_bytes);
+                    tokio::spawn(async move {
+                        let page = page.await;
                         if let Err(e) = &page {
                             warn!(error = %e, "replay read failed");
                         }
@@ -544,11 +557,10 @@ impl Runner {
                     after,
                     limit,
                 } => {
-                    let reader = Arc::clone(&self.reader);
+                    let page = self.store.undelivered(key, after, limit);
                     let tx = self.undelivered_tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let r = reader.lock().unwrap_or_else(|p| p.into_inner());
-                        let page = r.undelivered(&key, after.as_deref(), limit);
+                    tokio::spawn(async move {
+                        let page = page.await;
                         if let Err(e) = &page {
                             warn!(error = %e, "undelivered DMs read failed");
                         }

@@ -51,7 +51,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDequ
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use chirp_store::{Loaded, Op, Record};
+use chirp_store::{Loaded, NewMessage, Op, Outcome, Record};
 use tracing::{debug, warn};
 
 use crate::claims::{ClaimLimiter, LookAlikes, Refused};
@@ -490,10 +490,9 @@ struct Room {
 
 #[derive(Debug, Default)]
 struct Conv {
-    /// The last id given (its message may still be being stored).
-    last_id: u64,
-    /// The last id whose commit has been reported (stored, or failed and never to be): every
-    /// message up to it that exists is in the store. Commits come in id order.
+    /// The highest id the store has given (ids come from the store, in the transaction that
+    /// stores the message): every message up to it that exists is in the store. Commits come
+    /// in id order.
     committed: u64,
     /// The newest stored messages (`replay_cache` at most), oldest first.
     recent: VecDeque<Record>,
@@ -545,7 +544,12 @@ const MAX_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug)]
 enum Pending {
-    Message { record: Record, client: u64, c: u64 },
+    /// A `say` being stored: the message, and the sending client's instance and `c`.
+    Message {
+        msg: NewMessage,
+        client: u64,
+        c: u64,
+    },
 }
 
 /// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
@@ -839,7 +843,6 @@ impl Server {
         }
         for (conv, last) in loaded.last_ids {
             let c = s.convs.entry(conv).or_default();
-            c.last_id = last;
             c.committed = last;
         }
         for r in loaded.recent {
@@ -855,8 +858,7 @@ impl Server {
                 );
             }
             let conv = s.convs.entry(r.conv.clone()).or_default();
-            conv.last_id = conv.last_id.max(r.id);
-            conv.committed = conv.last_id;
+            conv.committed = conv.committed.max(r.id);
             s.cache(r);
         }
         s
@@ -1194,14 +1196,26 @@ impl Server {
     }
 
     /// The batch persisted under `token` has committed (`ok`) or failed.
-    pub fn committed(&mut self, now_ms: i64, token: u64, ok: bool) {
+    pub fn committed(&mut self, now_ms: i64, token: u64, result: Result<Vec<Outcome>, String>) {
         let Some(items) = self.pending.remove(&token) else {
             return;
         };
+        // A batch with pending items is one `say`: one op, one outcome.
+        let outcome = match result {
+            Ok(mut v) if v.len() == 1 => v.pop(),
+            Ok(v) => {
+                warn!(
+                    outcomes = v.len(),
+                    "a message's commit answered the wrong count"
+                );
+                None
+            }
+            Err(_) => None,
+        };
         for item in items {
             match item {
-                Pending::Message { record, client, c } => {
-                    self.message_committed(now_ms, record, client, c, ok)
+                Pending::Message { msg, client, c } => {
+                    self.message_committed(now_ms, msg, client, c, outcome.clone())
                 }
             }
         }
@@ -1643,7 +1657,10 @@ impl Server {
             .filter(|r| seen.insert(r.conv.clone()))
             .filter(|r| {
                 dm_has(&r.conv, &key)
-                    && self.convs.get(&r.conv).is_some_and(|c| c.last_id > r.after)
+                    && self
+                        .convs
+                        .get(&r.conv)
+                        .is_some_and(|c| c.committed > r.after)
             })
             .collect();
         let left_dms = dms.len().saturating_sub(MAX_DM_RESUMES);
@@ -2676,11 +2693,8 @@ impl Server {
                 );
             }
         };
-        let cv = self.convs.entry(conv.clone()).or_default();
-        cv.last_id += 1;
-        let record = Record {
+        let msg = NewMessage {
             conv,
-            id: cv.last_id,
             ts_ms: now_ms,
             from_key: key,
             from_nick,
@@ -2692,13 +2706,23 @@ impl Server {
         };
         self.remember(r, RefState::InFlight);
         self.persist(
-            vec![Op::Message(record.clone())],
-            vec![Pending::Message { record, client, c }],
+            vec![Op::Message(msg.clone())],
+            vec![Pending::Message { msg, client, c }],
         );
     }
 
-    fn message_committed(&mut self, _now_ms: i64, record: Record, client: u64, c: u64, ok: bool) {
-        let key = record.from_key;
+    /// A `say` was stored (with the id the store gave it), or found stored already (a resend
+    /// whose original reached the store through another server, or before a restart), or
+    /// could not be stored (`None`).
+    fn message_committed(
+        &mut self,
+        _now_ms: i64,
+        msg: NewMessage,
+        client: u64,
+        c: u64,
+        outcome: Option<Outcome>,
+    ) {
+        let key = msg.from_key;
         let r = (key, client, c);
         // The sessions of the sending client instance (normally one; a reconnect may have
         // replaced it meanwhile).
@@ -2713,22 +2737,28 @@ impl Server {
                     .collect()
             })
             .unwrap_or_default();
+        let record = match outcome {
+            Some(Outcome::Stored { id }) => msg.with_id(id),
+            Some(Outcome::Duplicate { conv, id, ts_ms }) => {
+                return self.already_stored(&senders, r, &msg.conv, conv, id, ts_ms);
+            }
+            _ => {
+                self.refs.remove(&r);
+                for s in senders {
+                    self.fail(
+                        s,
+                        Some(c),
+                        code::STORE,
+                        "the server could not store this message; it was not delivered".into(),
+                    );
+                }
+                return;
+            }
+        };
         // Commits come in id order: every message of the conversation up to this one is in
-        // the store now, or never will be.
+        // the store now.
         let cv = self.convs.entry(record.conv.clone()).or_default();
         cv.committed = cv.committed.max(record.id);
-        if !ok {
-            self.refs.remove(&r);
-            for s in senders {
-                self.fail(
-                    s,
-                    Some(c),
-                    code::STORE,
-                    "the server could not store this message; it was not delivered".into(),
-                );
-            }
-            return;
-        }
         self.stats.messages += 1;
         let conv_hash = self.conv_hash(&record.conv);
         self.remember(
@@ -2803,6 +2833,38 @@ impl Server {
             }
         }
         self.cache(record);
+    }
+
+    /// The store already held the message `r` names (`conv`, `id`, `ts_ms`): it was stored
+    /// before this server saw it (sent to another node of a cluster, or before a restart, and
+    /// resent after its ack was lost). It is acknowledged again and not shown again: whoever
+    /// saw it saw it then, and members catch up on it from the store.
+    fn already_stored(
+        &mut self,
+        senders: &[SessionId],
+        r: RefKey,
+        named: &str,
+        conv: String,
+        id: u64,
+        ts: i64,
+    ) {
+        let c = r.2;
+        if conv != named {
+            self.refs.remove(&r);
+            for &s in senders {
+                let m = format!(
+                    "message {c} was already stored in another conversation than this one names; a new message needs a new c"
+                );
+                self.fail(s, Some(c), code::BAD_REQUEST, m);
+            }
+            return;
+        }
+        let hash = self.conv_hash(&conv);
+        self.remember(r, RefState::Stored { conv: hash, id, ts });
+        let ack = enc(&ServerMsg::Ack { c, conv, id, ts });
+        for &s in senders {
+            self.push_send(s, ack.clone());
+        }
     }
 
     /// Adds a stored message to its conversation's replay cache, and keeps all caches under

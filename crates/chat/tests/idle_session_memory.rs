@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use chirp_chat::server::{Output, Server, ServerConfig};
 use chirp_chat::wire::{ClientMsg, JoinReq, VERSION};
-use chirp_store::Loaded;
+use chirp_store::{Loaded, Op, Outcome};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -76,7 +76,18 @@ fn drain(s: &mut Server, now: i64) {
     while let Some(o) = s.poll_output() {
         match o {
             Output::Send { to, data } => s.sent(now, to, data.len()),
-            Output::Persist { token, .. } => s.committed(now, token, true),
+            Output::Persist { token, ops } => {
+                // Idle sessions store nicks and sightings, never messages.
+                let outcomes = ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::SetNick { .. } => Outcome::NickBound,
+                        Op::Message(_) => panic!("an idle session sent a message"),
+                        _ => Outcome::Done,
+                    })
+                    .collect();
+                s.committed(now, token, Ok(outcomes));
+            }
             Output::ReadUndelivered { session, .. } => {
                 s.undelivered_loaded(now, session, Ok(Vec::new()));
             }

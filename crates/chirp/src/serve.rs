@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chirp_chat::runner::{self, RunnerConfig};
 use chirp_keys::Identity;
-use chirp_store::{Retention, Store, StoreConfig};
+use chirp_store::{Database, Retention, StoreConfig};
 use clap::Args;
 use serde::Deserialize;
 use tracing::info;
@@ -36,9 +36,14 @@ for nick_expiry_days; then another key may claim it. A key's first nick is rate-
 source address (IPv4, or IPv6 /64): nick_claim_burst at once, then nick_claims_per_hour; an
 IPv6 /56 gets twice that and a /48 four times, shared by all the /64s in it.
 
+History, nicks and topics live in SQLite (chirp.db in the data directory) unless --database
+names a PostgreSQL database (postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME); its schema is
+created or migrated at start.
+
 Examples:
   chirp serve
   chirp serve --bind 127.0.0.1:7000 --data-dir /tmp/chirp-test
+  chirp serve --database postgres://chirp@db.example.net/chirp --key-file /etc/chirp/server.key
   chirp serve --config /etc/chirp/server.toml";
 
 /// Default UDP port of a chirp server.
@@ -60,6 +65,15 @@ struct Settings {
     /// Address to listen on, IP:PORT [default: 0.0.0.0:7667].
     #[arg(long, value_name = "ADDR", value_parser = crate::addr::local_addr)]
     bind: Option<SocketAddr>,
+    /// Where the history, nicks and topics live: a postgres:// URL (PostgreSQL), or an
+    /// SQLite file path [default: chirp.db in the data directory].
+    #[arg(long, value_name = "URL|FILE")]
+    database: Option<String>,
+    /// The server's identity key file (created if missing) [default: server.key in the data
+    /// directory]. Every node of a cluster serves with the same key, so that clients' pinned
+    /// key holds whichever node they reach.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// Directory of the server's identity key and database [default: $XDG_DATA_HOME/chirp].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -192,6 +206,8 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             s,
             f,
             bind,
+            database,
+            key_file,
             data_dir,
             history_on_join,
             max_message_size,
@@ -217,8 +233,12 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         Some(d) => d,
         None => crate::id::default_data_dir()?,
     };
-    let (identity, created) = Identity::load_or_create(&data_dir.join(crate::id::KEY_FILE))
-        .context("cannot load the server identity")?;
+    let key_file = match &args.settings.key_file {
+        Some(f) => f.clone(),
+        None => data_dir.join(crate::id::KEY_FILE),
+    };
+    let (identity, created) = Identity::load_or_create(&key_file)
+        .with_context(|| format!("cannot load the server identity {}", key_file.display()))?;
     let s = &args.settings;
     let mut config = RunnerConfig {
         identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
@@ -279,8 +299,13 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         },
         ..StoreConfig::default()
     };
-    let db = data_dir.join("chirp.db");
-    let store = Store::open(&db, store_config).context("cannot open the database")?;
+    let db = match &s.database {
+        Some(d) => Database::parse(d).context("bad --database")?,
+        None => Database::Sqlite(data_dir.join("chirp.db")),
+    };
+    let store = chirp_store::open(&db, store_config)
+        .await
+        .with_context(|| format!("cannot open the database {}", db.display()))?;
     let socket = crate::bind_socket(bind)?;
     let local = socket
         .local_addr()
@@ -293,7 +318,7 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             out,
             "chirp server listening on {local} (UDP); key fingerprint {}{note}; data in {}",
             identity.public().fingerprint(),
-            data_dir.display()
+            db.display()
         );
         let _ = out.flush();
     }

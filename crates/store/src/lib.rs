@@ -1,34 +1,49 @@
-//! chirp's durable chat history: SQLite (through `rusqlite` with the bundled library) in WAL
-//! mode with `synchronous=FULL`, written by one thread that commits in groups.
+//! chirp's durable chat history, behind one trait ([`Storage`]) with two implementations:
 //!
-//! # Layout
+//! - [`Sqlite`]: the embedded default. SQLite (through `rusqlite` with the bundled library) in
+//!   WAL mode with `synchronous=FULL`, written by one thread that commits in groups.
+//! - [`Postgres`]: PostgreSQL (through `tokio-postgres` with a `deadpool` pool), for one node
+//!   or for a cluster of nodes sharing one database. One writer task per node commits in
+//!   groups, its statements pipelined on one connection.
 //!
-//! - [`Store::open`]: opens (or creates, or migrates) the database and starts the writer
-//!   thread. Schema versions live in `PRAGMA user_version`; [`MIGRATIONS`] lists them in order.
-//! - [`Store::write`]: queues a batch of [`Op`]s and returns a oneshot that resolves only after
-//!   the transaction holding them has committed, i.e. after SQLite's fsync returned. The writer
-//!   takes every batch that queued up while the previous commit was running into one
-//!   transaction: under load one fsync covers many messages (group commit), and with no load a
-//!   lone message is committed at once (no timer, no added latency).
-//! - [`Reader`]: a separate read connection (WAL lets it read while the writer writes): the
-//!   state the server loads at start ([`Reader::load`]) and history pages ([`Reader::history`]).
-//! - Retention ([`Retention`]): by count per conversation and by age, applied by the writer
-//!   when asked ([`Store::prune`]), in its own transaction.
+//! # What both guarantee
+//!
+//! - [`Storage::write`] queues a batch of [`Op`]s at once (batches are committed in the order
+//!   they were queued) and resolves only after the transaction holding them has committed.
+//!   Batches that queue up while a commit runs share the next transaction (group commit); a
+//!   lone batch is committed at once (no timer, no added latency).
+//! - **Ids come from the database**, in the transaction that inserts the message: the next id
+//!   of its conversation (`convs.last_id + 1`). Ids are unique and increasing per
+//!   conversation, across every node writing to one database, and never reused (retention
+//!   keeps `convs.last_id`). [`Outcome::Stored`] hands each id back.
+//! - **A message is stored once.** A message whose sender key and client reference
+//!   ([`NewMessage::client_ref`]) are already stored is not stored again: the write answers
+//!   [`Outcome::Duplicate`] with the stored copy's id (a client resends after a lost
+//!   acknowledgement, possibly to another node of a cluster).
+//! - **A nick has one owner.** [`Op::SetNick`] binds a nick only if no other key holds it
+//!   ([`Outcome::NickTaken`] otherwise): two nodes racing for one nick give one winner.
+//! - Retention ([`Retention`]): by count per conversation and by age, applied when asked
+//!   ([`Storage::prune`]), in its own transaction.
+//! - Schemas are versioned: each backend lists its migrations, applies the missing ones at
+//!   open, and refuses a database written by a newer chirp ([`StoreError::TooNew`]).
 //!
 //! The store knows nothing about chat rules: conversations are opaque names (`#room`, or a DM
-//! conversation name chosen by the server), ids are given by the caller.
+//! conversation name chosen by the server).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension as _, params};
-use tokio::sync::oneshot;
-use tracing::{debug, warn};
+mod postgres;
+mod sqlite;
+
+pub use postgres::{MIGRATIONS as POSTGRES_MIGRATIONS, Postgres};
+pub use sqlite::{MIGRATIONS as SQLITE_MIGRATIONS, Reader, Sqlite};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -42,22 +57,77 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// PostgreSQL failed (or could not be reached).
+    #[error("PostgreSQL at {target}: {message}")]
+    Postgres {
+        /// Where (host and database; never the password).
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The database was written by a newer chirp.
     #[error("database {path} has schema version {found}; this chirp knows up to {known}")]
     TooNew {
-        /// The database file.
+        /// The database (file, or PostgreSQL target).
         path: PathBuf,
-        /// `user_version` found.
+        /// Schema version found.
         found: i64,
         /// The newest version this build knows.
         known: i64,
     },
-    /// The writer thread has stopped (after a fatal error, or [`Store::close`]).
+    /// The writer has stopped (after a fatal error, or [`Storage::close`]).
     #[error("the database writer has stopped")]
     Stopped,
-    /// An earlier commit failed; this batch was not written.
+    /// The commit holding this batch failed; nothing of it was written.
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The database address is not one chirp understands.
+    #[error("invalid database address: {0}")]
+    Address(String),
+}
+
+/// A message to store: everything but its id, which the database gives
+/// ([`Outcome::Stored`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Conversation: a room name (`#room`) or a DM conversation name.
+    pub conv: String,
+    /// Server timestamp, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// Sender's static public key.
+    pub from_key: [u8; 32],
+    /// Sender's nick when sent.
+    pub from_nick: String,
+    /// DM recipient's key (`None` for room messages).
+    pub to_key: Option<[u8; 32]>,
+    /// DM recipient's nick when sent.
+    pub to_nick: Option<String>,
+    /// 0: plain message; 1: `/me` action.
+    pub kind: u8,
+    /// The text.
+    pub text: String,
+    /// The sending client's (instance id, sequence number): with the sender's key, it names
+    /// the message, so that a resend after a lost acknowledgement is recognised (and not
+    /// stored twice) by any node.
+    pub client_ref: Option<(u64, u64)>,
+}
+
+impl NewMessage {
+    /// The stored message, once the database gave it `id`.
+    pub fn with_id(self, id: u64) -> Record {
+        Record {
+            conv: self.conv,
+            id,
+            ts_ms: self.ts_ms,
+            from_key: self.from_key,
+            from_nick: self.from_nick,
+            to_key: self.to_key,
+            to_nick: self.to_nick,
+            kind: self.kind,
+            text: self.text,
+            client_ref: self.client_ref,
+        }
+    }
 }
 
 /// A stored chat message (room message or DM).
@@ -81,18 +151,19 @@ pub struct Record {
     pub kind: u8,
     /// The text.
     pub text: String,
-    /// The sending client's (instance id, sequence number): lets the server recognise a
-    /// message resent after a lost acknowledgement.
+    /// The sending client's (instance id, sequence number).
     pub client_ref: Option<(u64, u64)>,
 }
 
 /// One change to the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Append a message.
-    Message(Record),
-    /// Bind `nick` to `key` (replacing the key's previous nick, and whichever key held `fold`
-    /// before, if any).
+    /// Append a message with the next id of its conversation ([`Outcome::Stored`]), unless it
+    /// is already stored ([`Outcome::Duplicate`]).
+    Message(NewMessage),
+    /// Bind `nick` to `key`, replacing the key's previous nick, if no other key holds `fold`
+    /// ([`Outcome::NickTaken`] otherwise: release an expired holder first, with
+    /// [`Op::ReleaseNick`]).
     SetNick {
         /// Nick as the user spelled it.
         nick: String,
@@ -138,6 +209,32 @@ pub enum Op {
     },
 }
 
+/// What one [`Op`] of a committed batch did (one per op, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied (every op but a message or a nick).
+    Done,
+    /// The message is stored with this id.
+    Stored {
+        /// Its id in its conversation.
+        id: u64,
+    },
+    /// The message was stored before (same sender key and client reference): not stored
+    /// again. Where and how it was stored.
+    Duplicate {
+        /// The conversation the stored copy is in.
+        conv: String,
+        /// Its id.
+        id: u64,
+        /// Its timestamp.
+        ts_ms: i64,
+    },
+    /// The nick is bound.
+    NickBound,
+    /// Another key holds the nick: nothing changed.
+    NickTaken,
+}
+
 /// What to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
@@ -152,7 +249,7 @@ pub struct Retention {
 pub struct StoreConfig {
     /// Most operations in one transaction.
     pub max_batch: usize,
-    /// Retention applied by [`Store::prune`].
+    /// Retention applied by [`Storage::prune`].
     pub retention: Retention,
 }
 
@@ -165,92 +262,6 @@ impl Default for StoreConfig {
     }
 }
 
-/// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[
-    // 1: messages, conversation high-water marks, nicks, topics, DM delivery cursors.
-    "CREATE TABLE messages (
-        conv TEXT NOT NULL,
-        id INTEGER NOT NULL,
-        ts INTEGER NOT NULL,
-        from_key BLOB NOT NULL,
-        from_nick TEXT NOT NULL,
-        to_key BLOB,
-        to_nick TEXT,
-        kind INTEGER NOT NULL,
-        text TEXT NOT NULL,
-        client_id INTEGER,
-        client_seq INTEGER,
-        PRIMARY KEY (conv, id)
-    ) WITHOUT ROWID;
-    CREATE INDEX messages_to ON messages (to_key, conv, id) WHERE to_key IS NOT NULL;
-    CREATE INDEX messages_ts ON messages (ts);
-    -- The highest id ever given in a conversation: ids never go back, even after retention
-    -- deleted every message of a conversation.
-    CREATE TABLE convs (conv TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE TABLE nicks (fold TEXT PRIMARY KEY, nick TEXT NOT NULL, key BLOB NOT NULL UNIQUE);
-    CREATE TABLE topics (room TEXT PRIMARY KEY, topic TEXT NOT NULL, set_by TEXT NOT NULL,
-        ts INTEGER NOT NULL);
-    CREATE TABLE dm_cursors (key BLOB NOT NULL, conv TEXT NOT NULL, upto INTEGER NOT NULL,
-        PRIMARY KEY (key, conv)) WITHOUT ROWID;",
-    // 2: when each nick's owner was last seen connected (ms since the epoch), for nick
-    // expiry. Nicks bound before this version count as seen at the upgrade, so that none
-    // expires sooner than a full expiry period after it.
-    "ALTER TABLE nicks ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;
-    UPDATE nicks SET seen = unixepoch() * 1000;",
-];
-
-fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Sqlite {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn open_conn(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(sql_err(path))?;
-    // WAL: readers do not block the writer and a commit is one append + fsync of the log.
-    // synchronous=FULL: the WAL is fsynced at every commit, so a committed transaction
-    // survives a crash of the process or of the machine.
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sql_err(path))?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(sql_err(path))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(sql_err(path))?;
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql_err(path))?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(StoreError::TooNew {
-            path: path.to_owned(),
-            found: version,
-            known,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        let tx = conn.transaction().map_err(sql_err(path))?;
-        tx.execute_batch(sql).map_err(sql_err(path))?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(sql_err(path))?;
-        tx.commit().map_err(sql_err(path))?;
-        debug!(version = i + 1, "database migrated");
-    }
-    Ok(())
-}
-
-/// A batch and where to report its commit.
-type Batch = (Vec<Op>, oneshot::Sender<Result<(), StoreError>>);
-
-enum Req {
-    Write(Vec<Op>, oneshot::Sender<Result<(), StoreError>>),
-    Prune(i64, oneshot::Sender<Result<u64, StoreError>>),
-}
-
 /// Counters of the writer, for benches and `/stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -258,277 +269,6 @@ pub struct WriterStats {
     pub commits: u64,
     /// Operations committed.
     pub ops: u64,
-}
-
-/// The database: a writer thread plus [`Reader`]s.
-#[derive(Debug)]
-pub struct Store {
-    path: PathBuf,
-    tx: Option<mpsc::Sender<Req>>,
-    thread: Option<JoinHandle<()>>,
-    stats: Arc<Mutex<WriterStats>>,
-}
-
-impl Store {
-    /// Opens or creates the database at `path`, migrates it, and starts the writer thread.
-    pub fn open(path: &Path, config: StoreConfig) -> Result<Store, StoreError> {
-        let mut conn = open_conn(path)?;
-        migrate(&mut conn, path)?;
-        let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(Mutex::new(WriterStats::default()));
-        let writer = Writer {
-            conn,
-            path: path.to_owned(),
-            rx,
-            config,
-            stats: Arc::clone(&stats),
-        };
-        let thread = std::thread::Builder::new()
-            .name("chirp-store".into())
-            .spawn(move || writer.run())
-            .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
-        Ok(Store {
-            path: path.to_owned(),
-            tx: Some(tx),
-            thread: Some(thread),
-            stats,
-        })
-    }
-
-    /// Queues `ops` to be written in one transaction (possibly shared with other batches). The
-    /// receiver resolves after the commit returned, so the data is on disk.
-    pub fn write(&self, ops: Vec<Op>) -> oneshot::Receiver<Result<(), StoreError>> {
-        let (done, rx) = oneshot::channel();
-        match &self.tx {
-            Some(tx) => {
-                if let Err(mpsc::SendError(Req::Write(_, done))) = tx.send(Req::Write(ops, done)) {
-                    let _ = done.send(Err(StoreError::Stopped));
-                }
-            }
-            None => {
-                let _ = done.send(Err(StoreError::Stopped));
-            }
-        }
-        rx
-    }
-
-    /// Applies the retention policy as of `now_ms`; resolves to the number of messages deleted.
-    pub fn prune(&self, now_ms: i64) -> oneshot::Receiver<Result<u64, StoreError>> {
-        let (done, rx) = oneshot::channel();
-        if let Some(tx) = &self.tx {
-            if let Err(mpsc::SendError(Req::Prune(_, done))) = tx.send(Req::Prune(now_ms, done)) {
-                let _ = done.send(Err(StoreError::Stopped));
-            }
-        }
-        rx
-    }
-
-    /// A new read connection.
-    pub fn reader(&self) -> Result<Reader, StoreError> {
-        Reader::open(&self.path)
-    }
-
-    /// Writer counters so far.
-    pub fn stats(&self) -> WriterStats {
-        // A poisoned lock means the writer panicked mid-update; the counters are still usable.
-        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stops the writer after it has committed everything queued, and waits for it.
-    pub fn close(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-struct Writer {
-    conn: Connection,
-    path: PathBuf,
-    rx: mpsc::Receiver<Req>,
-    config: StoreConfig,
-    stats: Arc<Mutex<WriterStats>>,
-}
-
-impl Writer {
-    fn run(mut self) {
-        // Blocks for the first request; then takes whatever queued meanwhile, up to max_batch
-        // operations, into the same transaction. Ends when every sender is gone and the queue
-        // is drained.
-        while let Ok(first) = self.rx.recv() {
-            let mut batch = Vec::new();
-            let mut ops = 0usize;
-            let mut next = Some(first);
-            while let Some(req) = next.take() {
-                match req {
-                    Req::Write(o, done) => {
-                        ops += o.len();
-                        batch.push((o, done));
-                    }
-                    Req::Prune(now, done) => {
-                        // Keep order: commit what came before, then prune on its own.
-                        self.commit(std::mem::take(&mut batch));
-                        ops = 0;
-                        let _ = done.send(self.prune(now));
-                    }
-                }
-                if ops < self.config.max_batch {
-                    next = self.rx.try_recv().ok();
-                }
-            }
-            self.commit(batch);
-        }
-    }
-
-    fn commit(&mut self, batch: Vec<Batch>) {
-        if batch.is_empty() {
-            return;
-        }
-        let n: usize = batch.iter().map(|(o, _)| o.len()).sum();
-        let result = self.apply(batch.iter().flat_map(|(o, _)| o.iter()));
-        match &result {
-            Ok(()) => {
-                let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-                s.commits += 1;
-                s.ops += n as u64;
-            }
-            Err(e) => warn!(error = %e, ops = n, "commit failed"),
-        }
-        for (_, done) in batch {
-            let _ = done.send(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Commit(e.to_string())),
-            });
-        }
-    }
-
-    fn apply<'a>(&mut self, ops: impl Iterator<Item = &'a Op>) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = sql_err(&path);
-        let tx = self.conn.transaction().map_err(&err)?;
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO messages (conv, id, ts, from_key, from_nick, to_key,
-                     to_nick, kind, text, client_id, client_seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .map_err(&err)?;
-            let mut conv = tx
-                .prepare_cached(
-                    "INSERT INTO convs (conv, last_id) VALUES (?1, ?2)
-                     ON CONFLICT (conv) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
-                )
-                .map_err(&err)?;
-            for op in ops {
-                match op {
-                    Op::Message(r) => {
-                        ins.execute(params![
-                            r.conv,
-                            r.id as i64,
-                            r.ts_ms,
-                            &r.from_key[..],
-                            r.from_nick,
-                            r.to_key.as_ref().map(|k| &k[..]),
-                            r.to_nick,
-                            r.kind,
-                            r.text,
-                            r.client_ref.map(|c| c.0 as i64),
-                            r.client_ref.map(|c| c.1 as i64),
-                        ])
-                        .map_err(&err)?;
-                        conv.execute(params![r.conv, r.id as i64]).map_err(&err)?;
-                    }
-                    Op::SetNick {
-                        nick,
-                        fold,
-                        key,
-                        seen_ms,
-                    } => {
-                        tx.execute("DELETE FROM nicks WHERE key = ?1", params![&key[..]])
-                            .map_err(&err)?;
-                        tx.execute(
-                            "INSERT OR REPLACE INTO nicks (fold, nick, key, seen)
-                             VALUES (?1, ?2, ?3, ?4)",
-                            params![fold, nick, &key[..], seen_ms],
-                        )
-                        .map_err(&err)?;
-                    }
-                    Op::Seen { key, ts_ms } => {
-                        tx.execute(
-                            "UPDATE nicks SET seen = max(seen, ?2) WHERE key = ?1",
-                            params![&key[..], ts_ms],
-                        )
-                        .map_err(&err)?;
-                    }
-                    Op::ReleaseNick { key } => {
-                        tx.execute("DELETE FROM nicks WHERE key = ?1", params![&key[..]])
-                            .map_err(&err)?;
-                    }
-                    Op::SetTopic {
-                        room,
-                        topic,
-                        by,
-                        ts_ms,
-                    } => {
-                        tx.execute(
-                            "INSERT OR REPLACE INTO topics (room, topic, set_by, ts)
-                             VALUES (?1, ?2, ?3, ?4)",
-                            params![room, topic, by, ts_ms],
-                        )
-                        .map_err(&err)?;
-                    }
-                    Op::DmCursor { key, conv, upto } => {
-                        tx.execute(
-                            "INSERT INTO dm_cursors (key, conv, upto) VALUES (?1, ?2, ?3)
-                             ON CONFLICT (key, conv) DO UPDATE SET upto = max(upto, excluded.upto)",
-                            params![&key[..], conv, *upto as i64],
-                        )
-                        .map_err(&err)?;
-                    }
-                }
-            }
-        }
-        tx.commit().map_err(&err)
-    }
-
-    fn prune(&mut self, now_ms: i64) -> Result<u64, StoreError> {
-        let path = self.path.clone();
-        let err = sql_err(&path);
-        let r = self.config.retention;
-        let tx = self.conn.transaction().map_err(&err)?;
-        let mut deleted = 0u64;
-        if let Some(age) = r.max_age {
-            let cutoff = now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
-            deleted += tx
-                .execute("DELETE FROM messages WHERE ts < ?1", params![cutoff])
-                .map_err(&err)? as u64;
-        }
-        if let Some(max) = r.max_per_conv {
-            deleted += tx
-                .execute(
-                    // Ids are dense within a conversation, so "the newest N" is "id above
-                    // last_id - N": one indexed range delete per conversation.
-                    "DELETE FROM messages WHERE id <=
-                         (SELECT c.last_id FROM convs c WHERE c.conv = messages.conv) - ?1",
-                    params![i64::try_from(max).unwrap_or(i64::MAX)],
-                )
-                .map_err(&err)? as u64;
-        }
-        tx.commit().map_err(&err)?;
-        Ok(deleted)
-    }
 }
 
 /// Everything the server needs in memory at start.
@@ -546,199 +286,99 @@ pub struct Loaded {
     pub recent: Vec<Record>,
 }
 
-/// A read connection.
-#[derive(Debug)]
-pub struct Reader {
-    conn: Connection,
-    path: PathBuf,
-}
+/// A boxed store answer. Every request is queued (or started) when the method is called, not
+/// when the future is first polled: writes keep the order of the calls.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
-const COLUMNS: &str =
-    "conv, id, ts, from_key, from_nick, to_key, to_nick, kind, text, client_id, client_seq";
-
-fn key32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
-    v.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Blob,
-            "key is not 32 bytes".into(),
-        )
-    })
-}
-
-fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
-    let to_key: Option<Vec<u8>> = row.get(5)?;
-    let cid: Option<i64> = row.get(9)?;
-    let cseq: Option<i64> = row.get(10)?;
-    Ok(Record {
-        conv: row.get(0)?,
-        id: row.get::<_, i64>(1)? as u64,
-        ts_ms: row.get(2)?,
-        from_key: key32(row.get(3)?)?,
-        from_nick: row.get(4)?,
-        to_key: to_key.map(key32).transpose()?,
-        to_nick: row.get(6)?,
-        kind: row.get(7)?,
-        text: row.get(8)?,
-        client_ref: cid.zip(cseq).map(|(a, b)| (a as u64, b as u64)),
-    })
-}
-
-impl Reader {
-    /// Opens a read connection to the database at `path` (which [`Store::open`] created).
-    pub fn open(path: &Path) -> Result<Reader, StoreError> {
-        Ok(Reader {
-            conn: open_conn(path)?,
-            path: path.to_owned(),
-        })
-    }
-
-    /// Loads the server's start-up state: nicks, topics, id high-water marks and the last
-    /// `recent` messages of every conversation. Undelivered DMs are not loaded: the server
-    /// reads them a page at a time when their recipient connects ([`Reader::undelivered`]).
-    pub fn load(&self, recent: usize) -> Result<Loaded, StoreError> {
-        let err = sql_err(&self.path);
-        let c = &self.conn;
-        let mut out = Loaded::default();
-        let mut st = c
-            .prepare("SELECT nick, key, seen FROM nicks")
-            .map_err(&err)?;
-        let rows: Vec<(String, [u8; 32], i64)> = st
-            .query_map([], |r| Ok((r.get(0)?, key32(r.get(1)?)?, r.get(2)?)))
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
-        for (nick, key, seen) in rows {
-            out.nicks.push((nick, key));
-            out.seen.push((key, seen));
-        }
-        let mut st = c
-            .prepare("SELECT room, topic, set_by, ts FROM topics")
-            .map_err(&err)?;
-        out.topics = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
-        let mut st = c.prepare("SELECT conv, last_id FROM convs").map_err(&err)?;
-        out.last_ids = st
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
-        for (conv, _) in &out.last_ids {
-            let mut page = self.history(conv, None, recent)?;
-            out.recent.append(&mut page);
-        }
-        Ok(out)
-    }
-
+/// A durable chat history: what the server needs of a database. See the crate documentation
+/// for what every implementation guarantees.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Writes `ops` in one transaction (possibly shared with other batches, committed in the
+    /// order of the calls); resolves after the commit, with one [`Outcome`] per op.
+    fn write(&self, ops: Vec<Op>) -> StoreFuture<Vec<Outcome>>;
+    /// Applies the retention policy as of `now_ms`; resolves to the number of messages deleted.
+    fn prune(&self, now_ms: i64) -> StoreFuture<u64>;
+    /// The server's start-up state: nicks, topics, id high-water marks and the last `recent`
+    /// messages of every conversation (undelivered DMs are read when their recipient
+    /// connects: [`Storage::undelivered`]).
+    fn load(&self, recent: usize) -> StoreFuture<Loaded>;
     /// Up to `limit` messages of `conv` with ids below `before` (or the newest), oldest first.
-    pub fn history(
-        &self,
-        conv: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
-        let err = sql_err(&self.path);
-        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE conv = ?1 AND id < ?2
-                 ORDER BY id DESC LIMIT ?3"
-            ))
-            .map_err(&err)?;
-        let mut rows: Vec<Record> = st
-            .query_map(params![conv, before, limit as i64], record)
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
-        rows.reverse();
-        Ok(rows)
-    }
-
+    fn history(&self, conv: String, before: Option<u64>, limit: usize) -> StoreFuture<Vec<Record>>;
     /// The messages of `conv` with ids in `after + 1..=upto`, oldest first: at most `limit`,
     /// and no more once their texts and nicks add up to `max_bytes` (one at least, if any).
-    /// What a client missed is read this way, a bounded page at a time, however much it is.
-    pub fn after(
+    fn after(
         &self,
-        conv: &str,
+        conv: String,
         after: u64,
         upto: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Record>, StoreError> {
-        let err = sql_err(&self.path);
-        let id = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE conv = ?1 AND id > ?2 AND id <= ?3
-                 ORDER BY id LIMIT ?4"
-            ))
-            .map_err(&err)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut rows = st
-            .query_map(params![conv, id(after), id(upto), limit], record)
-            .map_err(&err)?;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        while bytes < max_bytes {
-            let Some(r) = rows.next() else {
-                break;
-            };
-            let r = r.map_err(&err)?;
-            bytes = bytes.saturating_add(r.text.len() + r.from_nick.len());
-            out.push(r);
-        }
-        Ok(out)
-    }
-
+    ) -> StoreFuture<Vec<Record>>;
     /// The DM conversations in which `key` has messages not yet handed to it, after
     /// `after_conv` in name order, at most `limit`: `(conversation, id of the first such
-    /// message)`. A page of conversation names, never of messages, so that the server keeps no
-    /// offline message in memory and reads what a returning user missed only when it connects.
-    pub fn undelivered(
+    /// message)`.
+    fn undelivered(
         &self,
-        key: &[u8; 32],
-        after_conv: Option<&str>,
+        key: [u8; 32],
+        after_conv: Option<String>,
         limit: usize,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let err = sql_err(&self.path);
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT conv, min(id) FROM messages m WHERE to_key = ?1 AND conv > ?2
-                     AND id > coalesce(
-                         (SELECT upto FROM dm_cursors d WHERE d.key = ?1 AND d.conv = m.conv), 0)
-                 GROUP BY conv ORDER BY conv LIMIT ?3",
-            )
-            .map_err(&err)?;
-        let rows = st
-            .query_map(
-                params![&key[..], after_conv.unwrap_or(""), limit as i64],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
-            )
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
-        Ok(rows)
+    ) -> StoreFuture<Vec<(String, u64)>>;
+    /// Number of messages stored in `conv`.
+    fn count(&self, conv: String) -> StoreFuture<u64>;
+    /// Writer counters so far.
+    fn stats(&self) -> WriterStats;
+    /// Commits everything queued, then stops the writer; resolves when it has.
+    fn close(&self) -> StoreFuture<()>;
+}
+
+/// Where the history lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (the default: `chirp.db` in the data directory).
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string (`postgres://user@host:port/dbname`, or key=value).
+    Postgres(String),
+}
+
+impl Database {
+    /// Parses a `--database` value: a `postgres://` or `postgresql://` URL, or a file path
+    /// (optionally `sqlite:PATH`).
+    pub fn parse(s: &str) -> Result<Database, StoreError> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            s.parse::<tokio_postgres::Config>()
+                .map_err(|e| StoreError::Address(format!("{}: {e}", postgres::redact(s))))?;
+            return Ok(Database::Postgres(s.to_owned()));
+        }
+        let path = s.strip_prefix("sqlite:").unwrap_or(s);
+        if path.is_empty() {
+            return Err(StoreError::Address(
+                "empty; give a postgres:// URL or a file path".into(),
+            ));
+        }
+        Ok(Database::Sqlite(PathBuf::from(path)))
     }
 
-    /// Number of messages stored in `conv`.
-    pub fn count(&self, conv: &str) -> Result<u64, StoreError> {
-        let err = sql_err(&self.path);
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM messages WHERE conv = ?1",
-                params![conv],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map_err(&err)
-            .map(|n| n.unwrap_or(0) as u64)
+    /// The database for logs and errors, without any password.
+    pub fn display(&self) -> String {
+        match self {
+            Database::Sqlite(p) => p.display().to_string(),
+            Database::Postgres(url) => postgres::redact(url),
+        }
     }
+}
+
+/// Opens (creating or migrating) the database and starts its writer.
+pub async fn open(db: &Database, config: StoreConfig) -> Result<Box<dyn Storage>, StoreError> {
+    Ok(match db {
+        Database::Sqlite(path) => {
+            let path = path.clone();
+            let s = tokio::task::spawn_blocking(move || Sqlite::open(&path, config))
+                .await
+                .map_err(|e| StoreError::Commit(format!("cannot open the database: {e}")))??;
+            Box::new(s)
+        }
+        Database::Postgres(url) => Box::new(Postgres::connect(url, config).await?),
+    })
 }
 
 #[cfg(test)]

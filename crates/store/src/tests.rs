@@ -1,9 +1,63 @@
+//! One suite for both backends: every case in [`cases`] runs on SQLite (a test each) and on a
+//! real PostgreSQL that the test starts itself (`postgres_backend_passes_the_suite`, one
+//! server, a fresh database per case). A few cases are one backend's own (its schema history,
+//! or concurrent nodes on one PostgreSQL).
+
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
 use super::*;
 
-fn rec(conv: &str, id: u64, ts_ms: i64, text: &str) -> Record {
-    Record {
+/// A fresh, empty database of one backend.
+struct Env {
+    db: Database,
+    /// Keeps the SQLite file's directory.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Env {
+    fn sqlite() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Env {
+            db: Database::Sqlite(dir.path().join("chirp.db")),
+            _dir: Some(dir),
+        }
+    }
+
+    async fn open(&self) -> Box<dyn Storage> {
+        self.open_with(StoreConfig::default()).await
+    }
+
+    async fn open_with(&self, config: StoreConfig) -> Box<dyn Storage> {
+        open(&self.db, config).await.expect("open")
+    }
+
+    /// Runs `sql` on the database directly (what no [`Storage`] method does: a test's setup).
+    async fn exec(&self, sql: &str) {
+        match &self.db {
+            Database::Sqlite(path) => {
+                Connection::open(path)
+                    .expect("open")
+                    .execute_batch(sql)
+                    .expect("exec");
+            }
+            Database::Postgres(url) => {
+                let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                let task = tokio::spawn(conn);
+                c.batch_execute(sql).await.expect("exec");
+                drop(c);
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+fn msg(conv: &str, ts_ms: i64, text: &str, c: u64) -> NewMessage {
+    NewMessage {
         conv: conv.into(),
-        id,
         ts_ms,
         from_key: [1; 32],
         from_nick: "alice".into(),
@@ -11,222 +65,24 @@ fn rec(conv: &str, id: u64, ts_ms: i64, text: &str) -> Record {
         to_nick: None,
         kind: 0,
         text: text.into(),
-        client_ref: Some((7, id)),
+        client_ref: Some((7, c)),
     }
 }
 
-fn block<T>(rx: oneshot::Receiver<T>) -> T {
-    rx.blocking_recv().expect("writer answered")
-}
-
-#[test]
-fn written_messages_are_read_back_in_order_after_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("chirp.db");
-    {
-        let store = Store::open(&path, StoreConfig::default()).expect("open");
-        let rxs: Vec<_> = (1..=5)
-            .map(|i| store.write(vec![Op::Message(rec("#a", i, 1000 + i as i64, "hi"))]))
-            .collect();
-        for rx in rxs {
-            block(rx).expect("committed");
-        }
-        store.close();
+fn dm(conv: &str, to: u8, text: &str, c: u64) -> NewMessage {
+    NewMessage {
+        to_key: Some([to; 32]),
+        to_nick: Some("bob".into()),
+        ..msg(conv, 5, text, c)
     }
-    let store = Store::open(&path, StoreConfig::default()).expect("reopen");
-    let r = store.reader().expect("reader");
-    let page = r.history("#a", None, 3).expect("history");
-    assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), vec![3, 4, 5]);
-    assert_eq!(page[0], rec("#a", 3, 1003, "hi"));
-    let older = r.history("#a", Some(3), 10).expect("history");
-    assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2]);
-    let loaded = r.load(2).expect("load");
-    assert_eq!(loaded.last_ids, vec![("#a".to_owned(), 5)]);
-    assert_eq!(loaded.recent.len(), 2);
 }
 
-#[test]
-fn after_reads_a_bounded_page_of_what_follows_an_id() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("chirp.db");
-    let store = Store::open(&path, StoreConfig::default()).expect("open");
-    let ops = (1..=20)
-        .filter(|&i| i != 7)
-        .map(|i| Op::Message(rec("#a", i, 1000, &"x".repeat(10))))
-        .chain([Op::Message(rec("#b", 3, 1000, "other"))])
-        .collect();
-    block(store.write(ops)).expect("committed");
-    let r = store.reader().expect("reader");
-    let ids = |v: Vec<Record>| v.iter().map(|m| m.id).collect::<Vec<_>>();
-    // A hole (7) is skipped, `upto` is the last id, `limit` caps.
-    let page = r.after("#a", 4, 12, 100, usize::MAX).expect("after");
-    assert_eq!(ids(page), vec![5, 6, 8, 9, 10, 11, 12]);
-    let page = r.after("#a", 4, 20, 3, usize::MAX).expect("after");
-    assert_eq!(ids(page), vec![5, 6, 8]);
-    // Bytes cap: each row is 10 + 5 bytes (text, nick); one row at least.
-    let page = r.after("#a", 0, 20, 100, 31).expect("after");
-    assert_eq!(ids(page), vec![1, 2, 3]);
-    let page = r.after("#a", 0, 20, 100, 1).expect("after");
-    assert_eq!(ids(page), vec![1]);
-    assert!(r.after("#a", 20, 30, 100, 1000).expect("after").is_empty());
-    assert_eq!(ids(r.after("#b", 0, 9, 10, 100).expect("after")), vec![3]);
-    store.close();
+async fn write(s: &dyn Storage, ops: Vec<Op>) -> Vec<Outcome> {
+    s.write(ops).await.expect("committed")
 }
 
-#[test]
-fn many_queued_writes_share_few_commits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("db"), StoreConfig::default()).expect("open");
-    let rxs: Vec<_> = (1..=500)
-        .map(|i| store.write(vec![Op::Message(rec("#a", i, 0, "x"))]))
-        .collect();
-    for rx in rxs {
-        block(rx).expect("committed");
-    }
-    let s = store.stats();
-    assert_eq!(s.ops, 500);
-    // Queued faster than one fsync: the writer must have grouped them.
-    assert!(s.commits < 500, "{s:?}");
-    assert_eq!(
-        store.reader().expect("reader").count("#a").expect("count"),
-        500
-    );
-}
-
-#[test]
-fn retention_by_count_and_age_keeps_ids_increasing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("db");
-    let config = StoreConfig {
-        retention: Retention {
-            max_per_conv: Some(3),
-            max_age: Some(Duration::from_secs(10)),
-        },
-        ..StoreConfig::default()
-    };
-    let store = Store::open(&path, config).expect("open");
-    let ops = (1..=6)
-        .map(|i| Op::Message(rec("#a", i, 1_000 * i as i64, "x")))
-        .chain([Op::Message(rec("#b", 1, 0, "old"))])
-        .collect();
-    block(store.write(ops)).expect("committed");
-    // now = 14 s: #b's message (ts 0) is older than 10 s; #a keeps 4, 5, 6 by count.
-    let deleted = block(store.prune(14_000)).expect("pruned");
-    assert_eq!(deleted, 4);
-    let r = store.reader().expect("reader");
-    let a = r.history("#a", None, 10).expect("history");
-    assert_eq!(a.iter().map(|m| m.id).collect::<Vec<_>>(), vec![4, 5, 6]);
-    let loaded = r.load(10).expect("load");
-    let mut last = loaded.last_ids.clone();
-    last.sort();
-    assert_eq!(last, vec![("#a".into(), 6), ("#b".into(), 1)]);
-}
-
-#[test]
-fn nicks_topics_and_dm_cursors_round_trip() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("db"), StoreConfig::default()).expect("open");
-    let mut dm = rec("@x", 1, 5, "psst");
-    dm.to_key = Some([2; 32]);
-    dm.to_nick = Some("bob".into());
-    let mut dm2 = dm.clone();
-    dm2.id = 2;
-    let ops = vec![
-        Op::SetNick {
-            nick: "Alice".into(),
-            fold: "alice".into(),
-            key: [1; 32],
-            seen_ms: 3,
-        },
-        Op::SetNick {
-            nick: "Al".into(),
-            fold: "al".into(),
-            key: [1; 32],
-            seen_ms: 4,
-        },
-        Op::SetTopic {
-            room: "#a".into(),
-            topic: "t".into(),
-            by: "Al".into(),
-            ts_ms: 9,
-        },
-        Op::Message(dm),
-        Op::Message(dm2.clone()),
-        Op::DmCursor {
-            key: [2; 32],
-            conv: "@x".into(),
-            upto: 1,
-        },
-    ];
-    block(store.write(ops)).expect("committed");
-    let loaded = store.reader().expect("reader").load(10).expect("load");
-    assert_eq!(loaded.nicks, vec![("Al".to_owned(), [1; 32])]);
-    assert_eq!(
-        loaded.topics,
-        vec![("#a".into(), "t".into(), "Al".into(), 9)]
-    );
-    // The DM cursor is kept: only the second DM is still owed to its recipient.
-    let r = store.reader().expect("reader");
-    assert_eq!(
-        r.undelivered(&[2; 32], None, 10).expect("read"),
-        vec![("@x".to_owned(), dm2.id)]
-    );
-}
-
-#[test]
-fn a_newer_schema_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("db");
-    {
-        let c = Connection::open(&path).expect("open");
-        c.pragma_update(None, "user_version", 99).expect("set");
-    }
-    let e = Store::open(&path, StoreConfig::default()).expect_err("too new");
-    assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{e}");
-}
-
-#[test]
-fn undelivered_lists_conversations_not_messages_in_pages() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("db"), StoreConfig::default()).expect("open");
-    let to = |mut r: Record, key: u8| {
-        r.to_key = Some([key; 32]);
-        r.to_nick = Some("bob".into());
-        r
-    };
-    let ops = vec![
-        Op::Message(to(rec("@a", 1, 5, "one"), 2)),
-        Op::Message(to(rec("@a", 2, 5, "two"), 2)),
-        Op::Message(to(rec("@a", 3, 5, "three"), 2)),
-        Op::Message(to(rec("@b", 7, 5, "other"), 2)),
-        Op::Message(to(rec("@c", 1, 5, "not bob's"), 3)),
-        // Delivered up to 1 in @a; everything in @d was delivered.
-        Op::DmCursor {
-            key: [2; 32],
-            conv: "@a".into(),
-            upto: 1,
-        },
-        Op::Message(to(rec("@d", 1, 5, "seen"), 2)),
-        Op::DmCursor {
-            key: [2; 32],
-            conv: "@d".into(),
-            upto: 1,
-        },
-    ];
-    block(store.write(ops)).expect("committed");
-    let r = store.reader().expect("reader");
-    let all = r.undelivered(&[2; 32], None, 10).expect("read");
-    assert_eq!(all, vec![("@a".into(), 2), ("@b".into(), 7)]);
-    let first = r.undelivered(&[2; 32], None, 1).expect("read");
-    assert_eq!(first, vec![("@a".into(), 2)]);
-    let next = r.undelivered(&[2; 32], Some("@a"), 1).expect("read");
-    assert_eq!(next, vec![("@b".into(), 7)]);
-    assert!(
-        r.undelivered(&[2; 32], Some("@b"), 1)
-            .expect("read")
-            .is_empty()
-    );
-    assert!(r.undelivered(&[9; 32], None, 10).expect("read").is_empty());
+fn ids(v: &[Record]) -> Vec<u64> {
+    v.iter().map(|m| m.id).collect()
 }
 
 fn set_nick(nick: &str, key: u8, seen_ms: i64) -> Op {
@@ -238,66 +94,539 @@ fn set_nick(nick: &str, key: u8, seen_ms: i64) -> Op {
     }
 }
 
-#[test]
-fn nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("db");
-    {
-        let store = Store::open(&path, StoreConfig::default()).expect("open");
-        let ops = vec![
-            set_nick("alice", 1, 100),
-            set_nick("bob", 2, 100),
-            set_nick("carol", 3, 100),
-            // Later sightings move the time forward, never back.
-            Op::Seen {
-                key: [1; 32],
-                ts_ms: 500,
-            },
-            Op::Seen {
-                key: [1; 32],
-                ts_ms: 400,
-            },
-            // A key without a nick: nothing to record.
-            Op::Seen {
-                key: [9; 32],
-                ts_ms: 500,
-            },
-            // bob's expired nick is taken by key 4 under a look-alike spelling: released.
-            Op::ReleaseNick { key: [2; 32] },
-            set_nick("b0b", 4, 600),
-            // carol's expired nick is taken by key 5 in another case: replaced.
-            set_nick("Carol", 5, 700),
-        ];
-        block(store.write(ops)).expect("committed");
-        store.close();
+/// The shared cases: each takes a fresh database.
+mod cases {
+    use super::*;
+
+    pub(super) async fn written_messages_are_read_back_in_order_after_reopen(env: &Env) {
+        {
+            let s = env.open().await;
+            // Queued one by one, committed in the order queued: ids 1..=5.
+            let writes: Vec<_> = (1..=5)
+                .map(|i| s.write(vec![Op::Message(msg("#a", 1000 + i, "hi", i as u64))]))
+                .collect();
+            for (i, w) in writes.into_iter().enumerate() {
+                let out = w.await.expect("committed");
+                assert_eq!(out, vec![Outcome::Stored { id: i as u64 + 1 }]);
+            }
+            s.close().await.expect("close");
+        }
+        let s = env.open().await;
+        let page = s.history("#a".into(), None, 3).await.expect("history");
+        assert_eq!(ids(&page), vec![3, 4, 5]);
+        assert_eq!(page[0], msg("#a", 1003, "hi", 3).with_id(3));
+        let older = s.history("#a".into(), Some(3), 10).await.expect("history");
+        assert_eq!(ids(&older), vec![1, 2]);
+        let loaded = s.load(2).await.expect("load");
+        assert_eq!(loaded.last_ids, vec![("#a".to_owned(), 5)]);
+        assert_eq!(ids(&loaded.recent), vec![4, 5]);
+        s.close().await.expect("close");
     }
-    let store = Store::open(&path, StoreConfig::default()).expect("reopen");
-    let mut loaded = store.reader().expect("reader").load(10).expect("load");
-    loaded.nicks.sort();
-    loaded.seen.sort();
-    assert_eq!(
-        loaded.nicks,
-        vec![
-            ("Carol".to_owned(), [5; 32]),
-            ("alice".to_owned(), [1; 32]),
-            ("b0b".to_owned(), [4; 32]),
-        ]
-    );
-    assert_eq!(
-        loaded.seen,
-        vec![([1; 32], 500), ([4; 32], 600), ([5; 32], 700)]
-    );
+
+    pub(super) async fn ids_are_per_conversation_and_a_resent_message_is_stored_once(env: &Env) {
+        let s = env.open().await;
+        let out = write(
+            &*s,
+            vec![
+                Op::Message(msg("#a", 1, "one", 1)),
+                Op::Message(msg("#b", 1, "other", 2)),
+                Op::Message(msg("#a", 1, "two", 3)),
+                // The resend of c=1 in the same batch, and one without a client reference.
+                Op::Message(msg("#a", 1, "one", 1)),
+                Op::Message(NewMessage {
+                    client_ref: None,
+                    ..msg("#a", 1, "no ref", 0)
+                }),
+            ],
+        )
+        .await;
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Stored { id: 1 },
+                Outcome::Stored { id: 1 },
+                Outcome::Stored { id: 2 },
+                Outcome::Duplicate {
+                    conv: "#a".into(),
+                    id: 1,
+                    ts_ms: 1
+                },
+                Outcome::Stored { id: 3 },
+            ]
+        );
+        // A later resend (after a lost ack, to any node): the stored copy, not a new one.
+        let again = write(&*s, vec![Op::Message(msg("#a", 9, "two", 3))]).await;
+        assert_eq!(
+            again,
+            vec![Outcome::Duplicate {
+                conv: "#a".into(),
+                id: 2,
+                ts_ms: 1
+            }]
+        );
+        // The same reference from another key is another message.
+        let other = write(
+            &*s,
+            vec![Op::Message(NewMessage {
+                from_key: [2; 32],
+                ..msg("#a", 9, "bob's", 3)
+            })],
+        )
+        .await;
+        assert_eq!(other, vec![Outcome::Stored { id: 4 }]);
+        assert_eq!(s.count("#a".into()).await.expect("count"), 4);
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn after_reads_a_bounded_page_of_what_follows_an_id(env: &Env) {
+        let s = env.open().await;
+        let ops = (1..=20)
+            .map(|i| Op::Message(msg("#a", 1000, &"x".repeat(10), i)))
+            .chain([Op::Message(msg("#b", 1000, "other", 100))])
+            .collect();
+        write(&*s, ops).await;
+        // A hole, as retention by age can leave one.
+        env.exec("DELETE FROM messages WHERE conv = '#a' AND id = 7")
+            .await;
+        let after = |after, upto, limit, bytes| s.after("#a".into(), after, upto, limit, bytes);
+        // A hole (7) is skipped, `upto` is the last id, `limit` caps.
+        assert_eq!(
+            ids(&after(4, 12, 100, usize::MAX).await.expect("after")),
+            vec![5, 6, 8, 9, 10, 11, 12]
+        );
+        assert_eq!(
+            ids(&after(4, 20, 3, usize::MAX).await.expect("after")),
+            vec![5, 6, 8]
+        );
+        // Bytes cap: each row is 10 + 5 bytes (text, nick); one row at least.
+        assert_eq!(
+            ids(&after(0, 20, 100, 31).await.expect("after")),
+            vec![1, 2, 3]
+        );
+        assert_eq!(ids(&after(0, 20, 100, 1).await.expect("after")), vec![1]);
+        assert!(after(20, 30, 100, 1000).await.expect("after").is_empty());
+        let b = s.after("#b".into(), 0, 9, 10, 100).await.expect("after");
+        assert_eq!(ids(&b), vec![1]);
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn many_queued_writes_share_few_commits(env: &Env) {
+        let s = env.open().await;
+        let writes: Vec<_> = (1..=500)
+            .map(|i| s.write(vec![Op::Message(msg("#a", 0, "x", i))]))
+            .collect();
+        for (i, w) in writes.into_iter().enumerate() {
+            assert_eq!(
+                w.await.expect("committed"),
+                vec![Outcome::Stored { id: i as u64 + 1 }]
+            );
+        }
+        let st = s.stats();
+        assert_eq!(st.ops, 500);
+        // Queued faster than one commit: the writer must have grouped them.
+        assert!(st.commits < 500, "{st:?}");
+        assert_eq!(s.count("#a".into()).await.expect("count"), 500);
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn retention_by_count_and_age_keeps_ids_increasing(env: &Env) {
+        let config = StoreConfig {
+            retention: Retention {
+                max_per_conv: Some(3),
+                max_age: Some(Duration::from_secs(10)),
+            },
+            ..StoreConfig::default()
+        };
+        let s = env.open_with(config).await;
+        let ops = (1..=6)
+            .map(|i| Op::Message(msg("#a", 1_000 * i as i64, "x", i)))
+            .chain([Op::Message(msg("#b", 0, "old", 100))])
+            .collect();
+        write(&*s, ops).await;
+        // now = 14 s: #b's message (ts 0) is older than 10 s; #a keeps 4, 5, 6 by count.
+        assert_eq!(s.prune(14_000).await.expect("pruned"), 4);
+        let a = s.history("#a".into(), None, 10).await.expect("history");
+        assert_eq!(ids(&a), vec![4, 5, 6]);
+        let mut last = s.load(10).await.expect("load").last_ids;
+        last.sort();
+        assert_eq!(last, vec![("#a".into(), 6), ("#b".into(), 1)]);
+        // Ids go on from the high-water mark, never back.
+        let out = write(&*s, vec![Op::Message(msg("#b", 20_000, "new", 101))]).await;
+        assert_eq!(out, vec![Outcome::Stored { id: 2 }]);
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn nicks_topics_and_dm_cursors_round_trip(env: &Env) {
+        let s = env.open().await;
+        let ops = vec![
+            set_nick("Alice", 1, 3),
+            set_nick("Al", 1, 4),
+            Op::SetTopic {
+                room: "#a".into(),
+                topic: "t".into(),
+                by: "Al".into(),
+                ts_ms: 9,
+            },
+            Op::SetTopic {
+                room: "#a".into(),
+                topic: "t2".into(),
+                by: "Al".into(),
+                ts_ms: 10,
+            },
+            Op::Message(dm("@x", 2, "psst", 1)),
+            Op::Message(dm("@x", 2, "psst again", 2)),
+            Op::DmCursor {
+                key: [2; 32],
+                conv: "@x".into(),
+                upto: 1,
+            },
+        ];
+        let out = write(&*s, ops).await;
+        assert_eq!(out[..2], [Outcome::NickBound, Outcome::NickBound]);
+        let loaded = s.load(10).await.expect("load");
+        // A key holds one nick: the second replaced the first.
+        let mut nicks = loaded.nicks.clone();
+        nicks.sort();
+        assert_eq!(nicks, vec![("Al".to_owned(), [1; 32])]);
+        assert_eq!(
+            loaded.topics,
+            vec![("#a".into(), "t2".into(), "Al".into(), 10)]
+        );
+        // The DM cursor is kept: only the second DM is still owed to its recipient.
+        let owed = s.undelivered([2; 32], None, 10).await.expect("read");
+        assert_eq!(owed, vec![("@x".to_owned(), 2)]);
+        // A cursor never goes back.
+        write(
+            &*s,
+            vec![Op::DmCursor {
+                key: [2; 32],
+                conv: "@x".into(),
+                upto: 0,
+            }],
+        )
+        .await;
+        let owed = s.undelivered([2; 32], None, 10).await.expect("read");
+        assert_eq!(owed, vec![("@x".to_owned(), 2)]);
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn undelivered_lists_conversations_not_messages_in_pages(env: &Env) {
+        let s = env.open().await;
+        let ops = vec![
+            Op::Message(dm("@a", 2, "one", 1)),
+            Op::Message(dm("@a", 2, "two", 2)),
+            Op::Message(dm("@a", 2, "three", 3)),
+            Op::Message(dm("@b", 2, "other", 4)),
+            Op::Message(dm("@c", 3, "not bob's", 5)),
+            // Delivered up to 1 in @a; everything in @d was delivered.
+            Op::DmCursor {
+                key: [2; 32],
+                conv: "@a".into(),
+                upto: 1,
+            },
+            Op::Message(dm("@d", 2, "seen", 6)),
+            Op::DmCursor {
+                key: [2; 32],
+                conv: "@d".into(),
+                upto: 1,
+            },
+        ];
+        write(&*s, ops).await;
+        let u = |after: Option<&str>, limit| s.undelivered([2; 32], after.map(Into::into), limit);
+        assert_eq!(
+            u(None, 10).await.expect("read"),
+            vec![("@a".into(), 2), ("@b".into(), 1)]
+        );
+        assert_eq!(u(None, 1).await.expect("read"), vec![("@a".into(), 2)]);
+        assert_eq!(
+            u(Some("@a"), 1).await.expect("read"),
+            vec![("@b".into(), 1)]
+        );
+        assert!(u(Some("@b"), 1).await.expect("read").is_empty());
+        let none = s.undelivered([9; 32], None, 10).await.expect("read");
+        assert!(none.is_empty());
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten(
+        env: &Env,
+    ) {
+        {
+            let s = env.open().await;
+            let ops = vec![
+                set_nick("alice", 1, 100),
+                set_nick("bob", 2, 100),
+                set_nick("carol", 3, 100),
+                // Later sightings move the time forward, never back.
+                Op::Seen {
+                    key: [1; 32],
+                    ts_ms: 500,
+                },
+                Op::Seen {
+                    key: [1; 32],
+                    ts_ms: 400,
+                },
+                // A key without a nick: nothing to record.
+                Op::Seen {
+                    key: [9; 32],
+                    ts_ms: 500,
+                },
+                // bob's expired nick is taken by key 4 under a look-alike spelling: released.
+                Op::ReleaseNick { key: [2; 32] },
+                set_nick("b0b", 4, 600),
+                // carol's expired nick is taken by key 5 in another case: released, then bound.
+                Op::ReleaseNick { key: [3; 32] },
+                set_nick("Carol", 5, 700),
+            ];
+            write(&*s, ops).await;
+            s.close().await.expect("close");
+        }
+        let s = env.open().await;
+        let mut loaded = s.load(10).await.expect("load");
+        loaded.nicks.sort();
+        loaded.seen.sort();
+        assert_eq!(
+            loaded.nicks,
+            vec![
+                ("Carol".to_owned(), [5; 32]),
+                ("alice".to_owned(), [1; 32]),
+                ("b0b".to_owned(), [4; 32]),
+            ]
+        );
+        assert_eq!(
+            loaded.seen,
+            vec![([1; 32], 500), ([4; 32], 600), ([5; 32], 700)]
+        );
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn a_nick_another_key_holds_is_not_taken(env: &Env) {
+        let s = env.open().await;
+        let out = write(
+            &*s,
+            vec![
+                set_nick("alice", 1, 100),
+                set_nick("bob", 2, 100),
+                // Key 2 asks for key 1's nick (in another case): refused, and keeps its own.
+                set_nick("Alice", 2, 200),
+                // Key 1 respells its own nick: fine.
+                set_nick("ALICE", 1, 300),
+            ],
+        )
+        .await;
+        assert_eq!(
+            out,
+            vec![
+                Outcome::NickBound,
+                Outcome::NickBound,
+                Outcome::NickTaken,
+                Outcome::NickBound
+            ]
+        );
+        let mut nicks = s.load(0).await.expect("load").nicks;
+        nicks.sort();
+        assert_eq!(
+            nicks,
+            vec![("ALICE".to_owned(), [1; 32]), ("bob".to_owned(), [2; 32])]
+        );
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn a_newer_schema_is_refused(env: &Env) {
+        env.open().await.close().await.expect("close");
+        match &env.db {
+            Database::Sqlite(_) => env.exec("PRAGMA user_version = 99").await,
+            Database::Postgres(_) => env.exec("UPDATE chirp_schema SET version = 99").await,
+        }
+        match open(&env.db, StoreConfig::default()).await {
+            Err(StoreError::TooNew { found: 99, .. }) => {}
+            Err(e) => panic!("expected TooNew, got {e}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
+    }
 }
 
-/// A database written by the previous version (schema 1, no last-seen times) opens, and its
-/// nicks count as seen at the upgrade: none of them expires early.
+/// Defines one SQLite test per case, and `ALL` (name, case) for the PostgreSQL run.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_suite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::cases::$case(&super::Env::sqlite()).await;
+                }
+            )*
+        }
+
+        type Case = for<'a> fn(&'a Env) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
+        const ALL: &[(&str, Case)] = &[
+            $((stringify!($case), |env| Box::pin(cases::$case(env)))),*
+        ];
+    };
+}
+
+suite!(
+    written_messages_are_read_back_in_order_after_reopen,
+    ids_are_per_conversation_and_a_resent_message_is_stored_once,
+    after_reads_a_bounded_page_of_what_follows_an_id,
+    many_queued_writes_share_few_commits,
+    retention_by_count_and_age_keeps_ids_increasing,
+    nicks_topics_and_dm_cursors_round_trip,
+    undelivered_lists_conversations_not_messages_in_pages,
+    nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten,
+    a_nick_another_key_holds_is_not_taken,
+    a_newer_schema_is_refused,
+);
+
+/// A PostgreSQL server of this test binary's own, and a fresh database on it per call.
+struct Pg {
+    server: chirp_testsvc::Postgres,
+    next: u32,
+}
+
+impl Pg {
+    fn start() -> Option<Pg> {
+        if !chirp_testsvc::require("PostgreSQL", chirp_testsvc::postgres_available()) {
+            return None;
+        }
+        let server = chirp_testsvc::Postgres::start().expect("start PostgreSQL");
+        Some(Pg { server, next: 0 })
+    }
+
+    async fn fresh(&mut self) -> Env {
+        self.next += 1;
+        let name = format!("case{}", self.next);
+        Env {
+            db: Database::Postgres(self.server.url()),
+            _dir: None,
+        }
+        .exec(&format!("CREATE DATABASE {name}"))
+        .await;
+        let url = format!("postgres://chirp@127.0.0.1:{}/{name}", self.server.port());
+        Env {
+            db: Database::Postgres(url),
+            _dir: None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr)] // names the case a failure belongs to
+async fn postgres_backend_passes_the_suite() {
+    let Some(mut pg) = Pg::start() else {
+        return;
+    };
+    for (name, case) in ALL {
+        let env = pg.fresh().await;
+        eprintln!("postgres: {name}");
+        case(&env).await;
+    }
+}
+
+/// Nodes of a cluster: several writers on one PostgreSQL database, writing to one
+/// conversation at once, get unique, dense ids, and every message is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_nodes_get_unique_increasing_ids_from_postgres() {
+    let Some(mut pg) = Pg::start() else {
+        return;
+    };
+    let env = pg.fresh().await;
+    let nodes = [env.open().await, env.open().await, env.open().await];
+    let mut writes = Vec::new();
+    for round in 0..50u64 {
+        for (n, node) in nodes.iter().enumerate() {
+            let ops = (0..4)
+                .map(|i| {
+                    let mut m = msg("#a", 0, "x", round * 100 + n as u64 * 10 + i);
+                    m.from_key = [n as u8 + 1; 32];
+                    // Another room too, in another order per node: no deadlock.
+                    let conv = if (n + i as usize) % 2 == 0 {
+                        "#a"
+                    } else {
+                        "#b"
+                    };
+                    m.conv = conv.into();
+                    Op::Message(m)
+                })
+                .collect();
+            writes.push(node.write(ops));
+        }
+    }
+    let mut got: Vec<(String, u64)> = Vec::new();
+    for w in writes {
+        for o in w.await.expect("committed") {
+            match o {
+                Outcome::Stored { id } => got.push((String::new(), id)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(got.len(), 600);
+    for conv in ["#a", "#b"] {
+        let all = nodes[0]
+            .after(conv.into(), 0, u64::MAX, 10_000, usize::MAX)
+            .await
+            .expect("read");
+        let n = all.len() as u64;
+        assert_eq!(ids(&all), (1..=n).collect::<Vec<_>>(), "{conv}: dense ids");
+        let mut refs: Vec<_> = all.iter().map(|r| (r.from_key, r.client_ref)).collect();
+        refs.sort();
+        refs.dedup();
+        assert_eq!(refs.len() as u64, n, "{conv}: each message once");
+    }
+    let total = nodes[0].count("#a".into()).await.expect("count")
+        + nodes[0].count("#b".into()).await.expect("count");
+    assert_eq!(total, 600);
+    for n in nodes {
+        n.close().await.expect("close");
+    }
+}
+
+/// Two nodes racing for one nick: one winner, one [`Outcome::NickTaken`], and the loser keeps
+/// the nick it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nick_race_between_two_nodes_has_one_winner() {
+    let Some(mut pg) = Pg::start() else {
+        return;
+    };
+    let env = pg.fresh().await;
+    let (a, b) = (env.open().await, env.open().await);
+    write(&*a, vec![set_nick("ann", 1, 1), set_nick("ben", 2, 1)]).await;
+    for round in 0..20 {
+        let nick = format!("prize{round}");
+        let (x, y) = tokio::join!(
+            a.write(vec![set_nick(&nick, 1, 2)]),
+            b.write(vec![set_nick(&nick, 2, 2)])
+        );
+        let (x, y) = (x.expect("a"), y.expect("b"));
+        let won = [&x[0], &y[0]]
+            .iter()
+            .filter(|o| ***o == Outcome::NickBound)
+            .count();
+        let lost = [&x[0], &y[0]]
+            .iter()
+            .filter(|o| ***o == Outcome::NickTaken)
+            .count();
+        assert_eq!((won, lost), (1, 1), "round {round}: {x:?} {y:?}");
+        let nicks = a.load(0).await.expect("load").nicks;
+        let holders: Vec<_> = nicks.iter().filter(|(n, _)| *n == nick).collect();
+        assert_eq!(holders.len(), 1, "{nicks:?}");
+        // Each key holds exactly one nick: the loser kept its previous one.
+        assert_eq!(nicks.len(), 2, "{nicks:?}");
+    }
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
+
+/// A database written by schema 1 (no last-seen times) opens, and its nicks count as seen at
+/// the upgrade: none of them expires early.
 #[test]
 fn a_schema_1_database_is_migrated_and_its_nicks_count_as_seen_at_the_upgrade() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db");
     {
         let c = Connection::open(&path).expect("open");
-        c.execute_batch(MIGRATIONS[0]).expect("schema 1");
+        c.execute_batch(SQLITE_MIGRATIONS[0]).expect("schema 1");
         c.pragma_update(None, "user_version", 1).expect("version");
         c.execute(
             "INSERT INTO nicks (fold, nick, key) VALUES ('alice', 'Alice', ?1)",
@@ -311,7 +640,7 @@ fn a_schema_1_database_is_migrated_and_its_nicks_count_as_seen_at_the_upgrade() 
             .map_or(0, |d| d.as_millis() as i64)
     };
     let before = now();
-    let store = Store::open(&path, StoreConfig::default()).expect("migrates");
+    let store = Sqlite::open(&path, StoreConfig::default()).expect("migrates");
     let after = now();
     let loaded = store.reader().expect("reader").load(10).expect("load");
     assert_eq!(loaded.nicks, vec![("Alice".to_owned(), [1; 32])]);
@@ -326,13 +655,16 @@ fn a_schema_1_database_is_migrated_and_its_nicks_count_as_seen_at_the_upgrade() 
         .expect("open")
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, MIGRATIONS.len() as i64);
+    assert_eq!(version, SQLITE_MIGRATIONS.len() as i64);
     // The migrated table takes the new operations.
-    block(store.write(vec![Op::Seen {
-        key: [1; 32],
-        ts_ms: after + 5,
-    }]))
-    .expect("committed");
+    store
+        .write(vec![Op::Seen {
+            key: [1; 32],
+            ts_ms: after + 5,
+        }])
+        .blocking_recv()
+        .expect("answered")
+        .expect("committed");
     let loaded = store.reader().expect("reader").load(10).expect("load");
     assert_eq!(loaded.seen, vec![([1; 32], after + 5)]);
 }

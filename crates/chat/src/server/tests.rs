@@ -38,6 +38,8 @@ struct H {
     outstanding: HashMap<SessionId, usize>,
     /// The store's messages (loaded and persisted), for `ReadUndelivered`.
     stored: Vec<Record>,
+    /// The store's id high-water mark per conversation: a commit gives the next.
+    last_ids: HashMap<String, u64>,
     undelivered_reads: usize,
     /// `ReadUndelivered`s not answered yet (when `defer_reads` is on).
     defer_reads: bool,
@@ -54,7 +56,9 @@ impl H {
     }
 
     fn with(config: ServerConfig, loaded: Loaded) -> Self {
+        let last_ids = loaded.last_ids.iter().cloned().collect();
         H {
+            last_ids,
             s: Server::new(config, loaded),
             now: 1_000_000,
             inbox: HashMap::new(),
@@ -134,14 +138,8 @@ impl H {
                     }
                 }
                 Output::Persist { token, ops } => {
-                    self.persisted.extend(ops.iter().cloned());
-                    for op in &ops {
-                        if let Op::Message(r) = op {
-                            self.stored.push(r.clone());
-                        }
-                    }
                     if self.auto_commit {
-                        self.s.committed(self.now, token, true);
+                        self.commit(token, ops);
                     } else {
                         self.held.push((token, ops));
                     }
@@ -231,9 +229,29 @@ impl H {
         true
     }
 
+    /// Commits `ops` as the store does: each message gets the next id of its conversation.
+    fn commit(&mut self, token: u64, ops: Vec<Op>) {
+        self.persisted.extend(ops.iter().cloned());
+        let mut outcomes = Vec::new();
+        for op in ops {
+            outcomes.push(match op {
+                Op::Message(m) => {
+                    let last = self.last_ids.entry(m.conv.clone()).or_default();
+                    *last += 1;
+                    let id = *last;
+                    self.stored.push(m.with_id(id));
+                    Outcome::Stored { id }
+                }
+                Op::SetNick { .. } => Outcome::NickBound,
+                _ => Outcome::Done,
+            });
+        }
+        self.s.committed(self.now, token, Ok(outcomes));
+    }
+
     fn commit_held(&mut self) {
-        for (token, _) in std::mem::take(&mut self.held) {
-            self.s.committed(self.now, token, true);
+        for (token, ops) in std::mem::take(&mut self.held) {
+            self.commit(token, ops);
         }
         self.drain();
     }
@@ -440,7 +458,7 @@ fn a_failed_commit_is_an_error_and_nobody_sees_the_message() {
     h.auto_commit = false;
     h.say(1, 1, "#r", "x");
     let (token, _) = h.held.pop().expect("persisted");
-    h.s.committed(h.now, token, false);
+    h.s.committed(h.now, token, Err("disk full".into()));
     h.drain();
     assert!(h.msgs(2).is_empty());
     assert_eq!(

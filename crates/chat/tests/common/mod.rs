@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chirp_chat::runner::{self, RunnerConfig};
 use chirp_proto::handshake::StaticSecret;
-use chirp_store::{Store, StoreConfig};
+use chirp_store::{Sqlite, StoreConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -43,10 +43,10 @@ impl Srv {
     /// Runs `config` on `socket` with the database in `dir`.
     pub(crate) fn spawn(socket: UdpSocket, dir: &Path, config: RunnerConfig) -> Self {
         let addr = socket.local_addr().expect("local addr");
-        let store = Store::open(&dir.join("chirp.db"), StoreConfig::default()).expect("store");
+        let store = Sqlite::open(&dir.join("chirp.db"), StoreConfig::default()).expect("store");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            runner::run(socket, store, config, async {
+            runner::run(socket, Box::new(store), config, async {
                 let _ = stopped.await;
             })
             .await

@@ -265,7 +265,7 @@ fn conversation_caches_are_bounded_in_bytes_and_ids_survive_a_trim() {
     );
     let c0 = &h.s.convs["#c0"];
     assert!(c0.trimmed && c0.recent.is_empty());
-    assert_eq!((c0.last_id, c0.committed), (300, 300));
+    assert_eq!(c0.committed, 300);
     // The next message of a trimmed conversation gets the next id.
     h.say(1, c + 1, "#c0", "after the trim");
     let acks: Vec<u64> = h
