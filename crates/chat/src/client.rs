@@ -21,6 +21,14 @@
 //!   backoff (with jitter) for as long as the application wants; errors the server gives
 //!   before `welcome` (nick taken, bad nick, version, too many sessions) and a server that
 //!   refuses the very first connection (full) are fatal instead.
+//! - **Failover.** A session may know several addresses of one service (the nodes of a
+//!   cluster, which share one static key and one store: [`ClientConfig::alternates`]). It
+//!   starts with the first; whenever a connection is lost or an attempt fails (the idle
+//!   timeout declared the node unreachable, it closed, reset or refused), the next attempt
+//!   goes to the next address, round and round, with the same backoff. Resuming from the last
+//!   ids seen is the same at any address, so nothing is shown twice. A refusal on the first
+//!   connection is fatal only once every address has refused in a row. The key check is
+//!   told which address it judges ([`KeyCheck`]).
 //! - **Exactly once.** Every `say` stays pending until its `ack` (or a refusal). After a
 //!   reconnect the pending ones are sent again with the same `(client, c)`, which the server
 //!   recognises, so nothing is stored twice. Every message shown is remembered by id per
@@ -55,8 +63,10 @@ pub mod driver;
 
 pub use driver::{ClientHandle, Ended, spawn};
 
-/// Decides whether the server's static key is acceptable: `Err` carries the message to show.
-pub type KeyCheck = Arc<dyn Fn(&[u8; 32]) -> Result<(), String> + Send + Sync>;
+/// Decides whether the static key presented by the server at an address (one of
+/// [`ClientConfig::server`] and [`ClientConfig::alternates`]) is acceptable: `Err` carries the
+/// message to show.
+pub type KeyCheck = Arc<dyn Fn(SocketAddr, &[u8; 32]) -> Result<(), String> + Send + Sync>;
 
 /// Room left in a transport message for the JSON envelope around a `say`'s text (the
 /// request's fields and JSON escaping of an ordinary text); a text whose request would not fit
@@ -66,8 +76,13 @@ const ENVELOPE: usize = 512;
 /// Client settings.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// The server.
+    /// The server (with [`alternates`](Self::alternates), the first address tried).
     pub server: SocketAddr,
+    /// More addresses of the same service (the other nodes of a cluster, sharing its key and
+    /// its store), empty by default. When a connection is lost or an attempt fails, the next
+    /// attempt goes to the next address of `server, alternates...`, after the last to `server`
+    /// again. They must be of `server`'s address family (the socket is bound for it).
+    pub alternates: Vec<SocketAddr>,
     /// Local address to bind (port 0: any).
     pub bind: SocketAddr,
     /// The nick wanted.
@@ -94,6 +109,7 @@ impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
             .field("server", &self.server)
+            .field("alternates", &self.alternates)
             .field("nick", &self.nick)
             .field("rooms", &self.rooms)
             .finish_non_exhaustive()
@@ -110,6 +126,7 @@ impl ClientConfig {
         };
         Self {
             server,
+            alternates: Vec::new(),
             bind,
             nick: nick.into(),
             rooms: Vec::new(),
@@ -143,6 +160,8 @@ pub enum Event {
     },
     /// The handshake completed and the server's key was accepted.
     Connected {
+        /// The address connected to.
+        server: SocketAddr,
         /// The server's static key.
         server_key: [u8; 32],
     },
@@ -196,12 +215,17 @@ pub enum Event {
     /// Anything else the server said (joined, parted, presence, nick, topic, list, who,
     /// history_end, bye).
     Server(ServerMsg),
-    /// The connection was lost; retrying after `retry_in`.
+    /// The connection was lost (or an attempt failed); retrying after `retry_in`.
     Disconnected {
         /// Why.
         reason: String,
         /// Delay before the next attempt.
         retry_in: Duration,
+        /// The address lost or not reached.
+        server: SocketAddr,
+        /// The address of the next attempt: the next one when there are several
+        /// ([`ClientConfig::alternates`]), else `server` again.
+        next: SocketAddr,
     },
     /// Link statistics (answer to [`Session::stats`]).
     Stats(Option<ConnectionStats>),
@@ -242,6 +266,8 @@ pub enum Io {
     CheckKey {
         /// The connection being opened.
         conn: ConnectionHandle,
+        /// The address it is opened to.
+        server: SocketAddr,
         /// The key the server proved it holds.
         key: [u8; 32],
     },
@@ -303,9 +329,47 @@ struct Pending {
     echoed: bool,
 }
 
+/// The addresses of the service and which one is in use: the failover rotation.
+#[derive(Debug)]
+struct Servers {
+    /// `server`, then the `alternates`, as configured (never empty).
+    list: Vec<SocketAddr>,
+    /// Index of the address in use, or of the next attempt.
+    at: usize,
+    /// Attempts refused in a row (`CloseReason::Refused`) before any `welcome`.
+    refused: usize,
+}
+
+impl Servers {
+    fn new(config: &ClientConfig) -> Servers {
+        let mut list = Vec::with_capacity(1 + config.alternates.len());
+        list.push(config.server);
+        list.extend(config.alternates.iter().copied());
+        Servers {
+            list,
+            at: 0,
+            refused: 0,
+        }
+    }
+
+    fn current(&self) -> SocketAddr {
+        // `at` is always reduced modulo the length, and the list holds `server` at least.
+        self.list[self.at % self.list.len()]
+    }
+
+    /// The current address failed: the next attempt goes to the next one (after the last, the
+    /// first). Returns (the address that failed, the next).
+    fn advance(&mut self) -> (SocketAddr, SocketAddr) {
+        let lost = self.current();
+        self.at = (self.at + 1) % self.list.len();
+        (lost, self.current())
+    }
+}
+
 /// A chat client session: see the [module documentation](self).
 pub struct Session {
     config: ClientConfig,
+    servers: Servers,
     client_id: u64,
     /// xorshift state for the reconnect jitter.
     rng: u64,
@@ -346,7 +410,7 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("server", &self.config.server)
+            .field("server", &self.servers.current())
             .field("conn", &self.conn)
             .field("up", &self.up)
             .field("pending", &self.pending.len())
@@ -397,6 +461,7 @@ impl Session {
         Session {
             nick: config.nick.clone(),
             first_rooms: config.rooms.clone(),
+            servers: Servers::new(&config),
             config,
             client_id: seed,
             rng: seed | 1,
@@ -430,6 +495,17 @@ impl Session {
     /// The settings.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// The address in use: of the current connection, or of the next attempt.
+    pub fn server(&self) -> SocketAddr {
+        self.servers.current()
+    }
+
+    /// Every address of the service, in the order they are tried: [`ClientConfig::server`],
+    /// then [`ClientConfig::alternates`].
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers.list
     }
 
     /// Requests accepted and not yet handed to the transport. A driver reading from a pipe
@@ -597,10 +673,14 @@ impl Session {
             }
             Err(e) => {
                 self.down_since.get_or_insert(now);
+                self.servers.refused = 0;
+                let (server, next) = self.servers.advance();
                 let retry_in = self.backoff(now);
                 self.events.push_back(Event::Disconnected {
                     reason: format!("cannot connect: {e}"),
                     retry_in,
+                    server,
+                    next,
                 });
             }
         }
@@ -684,6 +764,7 @@ impl Session {
                 if Some(conn) == self.conn && self.config.server_key_check.is_some() {
                     self.io.push_back(Io::CheckKey {
                         conn,
+                        server: self.servers.current(),
                         key: remote_key,
                     });
                 } else {
@@ -695,6 +776,7 @@ impl Session {
                 conn, remote_key, ..
             } if Some(conn) == self.conn => {
                 self.events.push_back(Event::Connected {
+                    server: self.servers.current(),
                     server_key: remote_key,
                 });
                 self.hello_due = true;
@@ -749,7 +831,7 @@ impl Session {
                 attempt: self.attempt,
             });
             self.io.push_back(Io::Connect {
-                server: self.config.server,
+                server: self.servers.current(),
             });
         }
     }
@@ -907,9 +989,21 @@ impl Session {
         let text = close_text(reason);
         if matches!(reason, CloseReason::Refused { .. }) && !self.ever_up {
             // Refused on the very first connection (the server is full): say so at once
-            // rather than retry in silence; a session that was up keeps trying instead.
-            self.end(Event::Fatal(text));
-            return;
+            // rather than retry in silence; a session that was up keeps trying instead. With
+            // several addresses, the others are tried first: a cluster's other nodes may have
+            // room.
+            self.servers.refused += 1;
+            if self.servers.refused >= self.servers.list.len() {
+                let text = if self.servers.list.len() > 1 {
+                    format!("{text} (and so did every other address given)")
+                } else {
+                    text
+                };
+                self.end(Event::Fatal(text));
+                return;
+            }
+        } else {
+            self.servers.refused = 0;
         }
         // Everything not acknowledged goes again on the next connection, pending messages
         // first, in their original order. (A `say` the driver still holds is among them; its
@@ -928,10 +1022,15 @@ impl Session {
         // The lines are still waiting, now for the connection: `Disconnected` says so, and
         // pacing is reported afresh once they can go again.
         self.pacing_reported = false;
+        // Whatever ended it, this address just failed us: the next attempt goes to the next
+        // one (the same one when there is only one).
+        let (server, next) = self.servers.advance();
         let retry_in = self.backoff(now);
         self.events.push_back(Event::Disconnected {
             reason: text,
             retry_in,
+            server,
+            next,
         });
     }
 
@@ -1028,6 +1127,7 @@ impl Session {
                 self.up = true;
                 self.ever_up = true;
                 self.attempt = 0;
+                self.servers.refused = 0;
                 self.down_since = None;
                 self.first_rooms.clear();
                 self.nick = nick.clone();
@@ -1117,6 +1217,423 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chirp_proto::Event as T;
+    use chirp_proto::wire::RefuseReason;
+
+    /// The session alone in virtual time: its transport requests are answered here (connects
+    /// succeed unless `connect_fails`, sends succeed, keys are accepted), and the server's side
+    /// is whatever a test hands to [`Sim::says`] and [`Sim::lose`].
+    struct Sim {
+        s: Session,
+        now: Instant,
+        next_conn: u64,
+        connect_fails: bool,
+        /// Every `Io::Connect`'s address, in order.
+        connects: Vec<SocketAddr>,
+        /// Every request sent, with its connection.
+        sent: Vec<(ConnectionHandle, ClientMsg)>,
+        /// Every `Io::CheckKey`'s address.
+        checks: Vec<SocketAddr>,
+        events: Vec<Event>,
+    }
+
+    const A: ([u8; 4], u16) = ([10, 0, 0, 1], 7667);
+    const B: ([u8; 4], u16) = ([10, 0, 0, 2], 7667);
+    const C: ([u8; 4], u16) = ([10, 0, 0, 3], 7000);
+
+    fn addr(a: ([u8; 4], u16)) -> SocketAddr {
+        SocketAddr::from(a)
+    }
+
+    impl Sim {
+        fn new(servers: &[([u8; 4], u16)], tweak: impl FnOnce(&mut ClientConfig)) -> Sim {
+            let mut config = ClientConfig::new(addr(servers[0]), "me");
+            config.alternates = servers[1..].iter().map(|&a| addr(a)).collect();
+            config.rooms = vec!["#r".into()];
+            tweak(&mut config);
+            let now = Instant::now();
+            let mut sim = Sim {
+                s: Session::new(config, now, 42),
+                now,
+                next_conn: 0,
+                connect_fails: false,
+                connects: Vec::new(),
+                sent: Vec::new(),
+                checks: Vec::new(),
+                events: Vec::new(),
+            };
+            sim.wait();
+            sim
+        }
+
+        /// Answers every transport request, then collects the events.
+        fn pump(&mut self) {
+            let now = self.now;
+            while let Some(io) = self.s.poll_io(now) {
+                match io {
+                    Io::Connect { server } => {
+                        self.connects.push(server);
+                        if self.connect_fails {
+                            self.s
+                                .connect_result(now, Err::<ConnectionHandle, _>("no route"));
+                        } else {
+                            self.next_conn += 1;
+                            self.s.connect_result(
+                                now,
+                                Ok::<_, &str>(ConnectionHandle(self.next_conn)),
+                            );
+                        }
+                    }
+                    Io::Send { conn, data } => {
+                        let m = ClientMsg::decode(&data).expect("the session sends valid requests");
+                        self.sent.push((conn, m));
+                        self.s.send_result(now, conn, Ok(()));
+                    }
+                    Io::CheckKey { conn, server, .. } => {
+                        self.checks.push(server);
+                        self.s.key_verdict(now, conn, Ok(()));
+                    }
+                    Io::Close { .. } | Io::VerifyKey { .. } | Io::Stats { .. } => {}
+                }
+            }
+            while let Some(e) = self.s.poll_event() {
+                self.events.push(e);
+            }
+        }
+
+        /// Jumps the clock to the session's next deadline and fires it.
+        fn wait(&mut self) {
+            let at = self.s.poll_timeout().expect("the session has a deadline");
+            assert!(at >= self.now, "a deadline in the past: a busy loop");
+            self.now = at;
+            self.s.handle_timeout(at);
+            self.pump();
+        }
+
+        fn conn(&self) -> ConnectionHandle {
+            self.s.connection().expect("a connection")
+        }
+
+        /// The handshake with the current address completes (its key is checked when a check
+        /// is configured), and the server welcomes us.
+        fn up(&mut self) {
+            let (conn, remote) = (self.conn(), self.s.server());
+            if self.s.config().server_key_check.is_some() {
+                self.s.handle_transport(
+                    self.now,
+                    T::VerifyKey {
+                        conn,
+                        remote,
+                        incoming: false,
+                        remote_key: [7; 32],
+                    },
+                );
+                self.pump();
+            }
+            self.s.handle_transport(
+                self.now,
+                T::Connected {
+                    conn,
+                    remote,
+                    incoming: false,
+                    remote_key: [7; 32],
+                },
+            );
+            self.pump();
+            self.says(ServerMsg::Welcome {
+                v: wire::VERSION,
+                nick: "me".into(),
+                burst: 10,
+                per_sec: 5,
+                max_text: 4096,
+            });
+        }
+
+        /// The server of the current connection says `m`.
+        fn says(&mut self, m: ServerMsg) {
+            let data = Bytes::from(m.encode());
+            self.s.handle_transport(
+                self.now,
+                T::Message {
+                    conn: self.conn(),
+                    data,
+                },
+            );
+            self.pump();
+        }
+
+        /// The current connection ends for `reason`.
+        fn lose(&mut self, reason: CloseReason) {
+            let conn = self.conn();
+            self.s.handle_transport(
+                self.now,
+                T::Closed {
+                    conn,
+                    reason,
+                    undelivered: Vec::new(),
+                },
+            );
+            self.pump();
+        }
+
+        /// The `Disconnected` events so far: (lost, next, retry in).
+        fn disconnects(&self) -> Vec<(SocketAddr, SocketAddr, Duration)> {
+            self.events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Disconnected {
+                        server,
+                        next,
+                        retry_in,
+                        ..
+                    } => Some((*server, *next, *retry_in)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn hellos(&self) -> Vec<(ConnectionHandle, ClientMsg)> {
+            self.sent
+                .iter()
+                .filter(|(_, m)| matches!(m, ClientMsg::Hello { .. }))
+                .cloned()
+                .collect()
+        }
+    }
+
+    fn room_msg(id: u64, text: &str) -> ServerMsg {
+        ServerMsg::Msg(Msg {
+            conv: "#r".into(),
+            room: Some("#r".into()),
+            id,
+            ts: 1,
+            from: "other".into(),
+            to: None,
+            text: text.into(),
+            action: false,
+            history: false,
+            c: None,
+        })
+    }
+
+    fn shown(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m.text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_address_is_tried_first_and_a_lost_one_moves_to_the_next_round_and_round() {
+        let mut sim = Sim::new(&[A, B, C], |_| {});
+        assert_eq!(sim.connects, vec![addr(A)]);
+        assert_eq!(sim.s.servers(), &[addr(A), addr(B), addr(C)]);
+        sim.up();
+        let lost_at = sim.now;
+        sim.lose(CloseReason::IdleTimeout);
+        // Connected once and lost once: the next address, after the usual first backoff.
+        let d = sim.disconnects();
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].0, d[0].1), (addr(A), addr(B)));
+        assert_eq!(sim.s.server(), addr(B));
+        // B cannot even be dialled, C does not answer: round to A again, backing off more
+        // each time since no attempt got as far as `welcome`.
+        sim.connect_fails = true;
+        sim.wait();
+        assert_eq!(sim.connects, vec![addr(A), addr(B)]);
+        assert_eq!(sim.now - lost_at, d[0].2, "the backoff the event announced");
+        assert!(d[0].2 <= Duration::from_millis(313), "{:?}", d[0].2);
+        sim.connect_fails = false;
+        sim.wait();
+        assert_eq!(sim.connects, vec![addr(A), addr(B), addr(C)]);
+        sim.lose(CloseReason::IdleTimeout);
+        sim.wait();
+        assert_eq!(sim.connects, vec![addr(A), addr(B), addr(C), addr(A)]);
+        let d = sim.disconnects();
+        let hops: Vec<_> = d.iter().map(|&(lost, next, _)| (lost, next)).collect();
+        assert_eq!(
+            hops,
+            vec![(addr(A), addr(B)), (addr(B), addr(C)), (addr(C), addr(A)),]
+        );
+        // (The first two are both the first step: the loss of a working connection starts
+        // the count afresh.)
+        assert!(
+            d[1].2 <= Duration::from_millis(313) && d[2].2 > d[1].2,
+            "{d:?}"
+        );
+        let attempts: Vec<u32> = sim
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Connecting { attempt } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(attempts, vec![1, 1, 2, 3]);
+        // A is back: the backoff starts over.
+        sim.up();
+        assert!(
+            sim.events
+                .iter()
+                .any(|e| matches!(e, Event::Connected { server, .. } if *server == addr(A)))
+        );
+        sim.lose(CloseReason::Reset);
+        assert!(
+            sim.disconnects()
+                .last()
+                .is_some_and(|&(l, n, r)| l == addr(A)
+                    && n == addr(B)
+                    && r <= Duration::from_millis(313))
+        );
+    }
+
+    #[test]
+    fn a_single_address_is_retried_in_place() {
+        let mut sim = Sim::new(&[A], |_| {});
+        sim.up();
+        sim.lose(CloseReason::IdleTimeout);
+        sim.wait();
+        sim.up();
+        assert_eq!(sim.connects, vec![addr(A), addr(A)]);
+        let d = sim.disconnects();
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].0, d[0].1), (addr(A), addr(A)));
+    }
+
+    #[test]
+    fn after_failover_the_next_address_resumes_from_the_last_ids_and_nothing_shows_twice() {
+        let mut sim = Sim::new(&[A, B], |_| {});
+        sim.up();
+        sim.says(ServerMsg::Joined {
+            room: "#r".into(),
+            topic: String::new(),
+            members: vec!["me".into()],
+            more: 0,
+        });
+        sim.says(room_msg(4, "four"));
+        sim.says(room_msg(5, "five"));
+        // A line typed as A dies: it goes again to B, with the same `c`.
+        let c = sim
+            .s
+            .say(sim.now, Target::Room("#r".into()), "typed".into(), false);
+        sim.pump();
+        sim.lose(CloseReason::IdleTimeout);
+        sim.wait();
+        sim.up();
+        let hellos = sim.hellos();
+        assert_eq!(hellos.len(), 2);
+        assert_ne!(hellos[0].0, hellos[1].0, "a new connection");
+        let ClientMsg::Hello { rooms, client, .. } = &hellos[1].1 else {
+            unreachable!("filtered on Hello")
+        };
+        assert_eq!(
+            rooms,
+            &vec![JoinReq {
+                room: "#r".into(),
+                after: Some(5)
+            }]
+        );
+        let ClientMsg::Hello { client: first, .. } = &hellos[0].1 else {
+            unreachable!("filtered on Hello")
+        };
+        assert_eq!(
+            client, first,
+            "the same client id, so B's store knows the resent line"
+        );
+        let says: Vec<(ConnectionHandle, u64)> = sim
+            .sent
+            .iter()
+            .filter_map(|(conn, m)| match m {
+                ClientMsg::Say { c, .. } => Some((*conn, *c)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(says, vec![(hellos[0].0, c), (hellos[1].0, c)]);
+        // B (which shares A's store) sends what it thinks we lack, overlapping: shown once.
+        sim.says(room_msg(5, "five"));
+        sim.says(room_msg(6, "six"));
+        sim.says(ServerMsg::Ack {
+            c,
+            conv: "#r".into(),
+            id: 7,
+            ts: 2,
+        });
+        assert_eq!(shown(&sim.events), vec!["four", "five", "six", "typed"]);
+        assert_eq!(
+            sim.events
+                .iter()
+                .filter(|e| matches!(e, Event::Delivered { .. }))
+                .count(),
+            1
+        );
+        let connected: Vec<SocketAddr> = sim
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Connected { server, .. } => Some(*server),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(connected, vec![addr(A), addr(B)]);
+    }
+
+    #[test]
+    fn the_key_check_is_told_which_address_it_judges() {
+        let check: KeyCheck = Arc::new(|_, _| Ok(()));
+        let mut sim = Sim::new(&[A, B], |c| c.server_key_check = Some(check));
+        sim.up();
+        sim.lose(CloseReason::PeerClosed {
+            code: 0,
+            reason: "shutting down".into(),
+        });
+        sim.wait();
+        sim.up();
+        assert_eq!(sim.checks, vec![addr(A), addr(B)]);
+    }
+
+    #[test]
+    fn a_refusal_at_first_contact_moves_on_and_is_fatal_once_every_address_refused() {
+        let full = || CloseReason::Refused {
+            reason: RefuseReason::ServerFull,
+        };
+        // One address: fatal at once, as before.
+        let mut sim = Sim::new(&[A], |_| {});
+        sim.lose(full());
+        assert!(sim.s.is_ended());
+        assert!(matches!(sim.events.last(), Some(Event::Fatal(m)) if !m.contains("every other")));
+        // Two: B is tried; refused too, fatal, saying so.
+        let mut sim = Sim::new(&[A, B], |_| {});
+        sim.lose(full());
+        assert!(!sim.s.is_ended());
+        sim.wait();
+        assert_eq!(sim.connects, vec![addr(A), addr(B)]);
+        sim.lose(full());
+        assert!(sim.s.is_ended());
+        assert!(
+            matches!(sim.events.last(), Some(Event::Fatal(m)) if m.contains("every other address")),
+            "{:?}",
+            sim.events.last()
+        );
+        // A refusal, then a node that does not answer, then a refusal: not every address in a
+        // row, so it goes on trying.
+        let mut sim = Sim::new(&[A, B], |_| {});
+        sim.lose(full());
+        sim.wait();
+        sim.lose(CloseReason::IdleTimeout);
+        sim.wait();
+        sim.lose(full());
+        assert!(!sim.s.is_ended());
+        sim.wait();
+        sim.up();
+        assert!(
+            sim.events
+                .iter()
+                .any(|e| matches!(e, Event::Welcome { .. }))
+        );
+    }
 
     #[test]
     fn dm_resumes_go_most_recent_first_in_a_fixed_order_and_at_most_the_cap() {

@@ -22,6 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::UdpSocket as StdUdpSocket;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -32,6 +33,9 @@ use tokio::sync::mpsc;
 use tracing::{Span, debug, info, info_span, warn};
 
 use crate::server::{Output, Server, ServerConfig, SessionId};
+
+mod nats;
+pub use nats::BusError;
 
 /// How long shutdown waits for connections to drain.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(3);
@@ -64,6 +68,11 @@ pub struct RunnerConfig {
     pub prune_every: Duration,
     /// The server's static secret key.
     pub identity: Option<chirp_proto::handshake::StaticSecret>,
+    /// Cluster: the NATS server of the bus between the nodes (`nats://HOST:PORT`); the core's
+    /// [`ServerConfig::cluster`] names this node. `None`: alone.
+    pub bus: Option<String>,
+    /// Cluster: told the number of other nodes this node hears from, when it changes.
+    pub peers: Option<tokio::sync::watch::Sender<usize>>,
     /// Run the transport (handshakes, sealing and opening, socket I/O) on a thread of its own
     /// ([`chirp_transport::spawn_on_thread`]), so that it and the chat core each have a core;
     /// otherwise it is a task on the caller's runtime.
@@ -78,6 +87,8 @@ impl Default for RunnerConfig {
             max_connections: 4096,
             prune_every: Duration::from_secs(60),
             identity: None,
+            bus: None,
+            peers: None,
             transport_thread: true,
         }
     }
@@ -92,6 +103,9 @@ pub enum RunError {
     /// The transport could not start.
     #[error("cannot start the transport: {0}")]
     Transport(#[from] std::io::Error),
+    /// The cluster bus could not be reached at start.
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -127,6 +141,12 @@ pub async fn run(
     }
     // Undelivered DMs stay in the store until their recipient connects (`ReadUndelivered`).
     let loaded = store.load(config.server.replay_cache).await?;
+    let store: Arc<dyn Storage> = Arc::from(store);
+    let (notes_tx, notes_rx) = nats::channel();
+    let bus = match &config.bus {
+        Some(url) => Some(nats::start(url, notes_tx).await?),
+        None => None,
+    };
     info!(
         nicks = loaded.nicks.len(),
         conversations = loaded.last_ids.len(),
@@ -159,7 +179,12 @@ pub async fn run(
     let (hist_tx, hist_rx) = mpsc::unbounded_channel();
     let (after_tx, after_rx) = mpsc::unbounded_channel();
     let (undelivered_tx, undelivered_rx) = mpsc::unbounded_channel();
+    let (synced_tx, synced_rx) = mpsc::unbounded_channel();
     let mut r = Runner {
+        bus,
+        synced_tx,
+        peers: config.peers.clone(),
+        peers_seen: 0,
         core,
         handle,
         store,
@@ -174,6 +199,8 @@ pub async fn run(
         history: hist_rx,
         after: after_rx,
         undelivered: undelivered_rx,
+        synced: synced_rx,
+        bus: notes_rx,
     };
     r.run(events, done_rx, reads, config.prune_every, shutdown)
         .await;
@@ -219,11 +246,13 @@ type HistoryRead = (SessionId, String, Option<u64>, Result<Vec<Record>, String>)
 type AfterRead = (SessionId, String, u64, Result<Vec<Record>, String>);
 type UndeliveredRead = (SessionId, Result<Vec<(String, u64)>, String>);
 
-/// Answers of the store's read connection.
+/// Answers of the store's reads, and what the bus brings.
 struct Reads {
     history: mpsc::UnboundedReceiver<HistoryRead>,
     after: mpsc::UnboundedReceiver<AfterRead>,
     undelivered: mpsc::UnboundedReceiver<UndeliveredRead>,
+    synced: mpsc::UnboundedReceiver<(String, Result<u64, String>)>,
+    bus: mpsc::Receiver<nats::Note>,
 }
 
 /// Awaits commits in the order they were queued (the writer commits in that order too) and
@@ -262,7 +291,12 @@ async fn forward_commits(
 struct Runner {
     core: Server,
     handle: Handle,
-    store: Box<dyn Storage>,
+    store: Arc<dyn Storage>,
+    /// Cluster: the bus task (`None`: alone).
+    bus: Option<mpsc::UnboundedSender<nats::Cmd>>,
+    synced_tx: mpsc::UnboundedSender<(String, Result<u64, String>)>,
+    peers: Option<tokio::sync::watch::Sender<usize>>,
+    peers_seen: usize,
     sessions: HashMap<SessionId, Sess>,
     commit_tx: mpsc::UnboundedSender<Commit>,
     /// Messages written and not yet committed ([`MAX_UNCOMMITTED`]).
@@ -333,6 +367,10 @@ impl Runner {
                 Some((session, page)) = reads.undelivered.recv() => {
                     self.core.undelivered_loaded(now_ms(), session, page);
                 }
+                Some((conv, last)) = reads.synced.recv() => {
+                    self.core.synced(now_ms(), &conv, last);
+                }
+                Some(note) = reads.bus.recv() => self.on_bus(note),
                 () = sleep_until(timer) => self.core.handle_timeout(now_ms()),
                 _ = prune.tick() => {
                     // The writer applies it between commits; its answer is only logged.
@@ -347,6 +385,7 @@ impl Runner {
             }
             self.take_ready(&mut events, &mut done_rx).await;
             self.drain().await;
+            self.report_peers();
         }
         info!("shutting down: telling clients, flushing the database");
         self.core.shutdown(now_ms(), "server shutting down");
@@ -370,6 +409,40 @@ impl Runner {
                 .await;
         }
         let _ = tokio::time::timeout(SHUTDOWN_LINGER, self.handle.wait_idle()).await;
+    }
+
+    fn on_bus(&mut self, note: nats::Note) {
+        let now = now_ms();
+        match note {
+            nats::Note::Message(data) => self.core.bus(now, &data),
+            nats::Note::Flushed(conv) => {
+                // Every subscription asked for before is active: what the store says now,
+                // and everything published after, covers the conversation.
+                let last = self.store.last_id(conv.clone());
+                let tx = self.synced_tx.clone();
+                tokio::spawn(async move {
+                    let last = last.await.map_err(|e| e.to_string());
+                    let _ = tx.send((conv, last));
+                });
+            }
+            nats::Note::Reconnected => self.core.bus_reconnected(now),
+        }
+    }
+
+    fn report_peers(&mut self) {
+        let (Some(tx), Some((_, n))) = (&self.peers, self.core.cluster_peers()) else {
+            return;
+        };
+        if n != self.peers_seen {
+            self.peers_seen = n;
+            tx.send_replace(n);
+        }
+    }
+
+    fn to_bus(&self, cmd: nats::Cmd) {
+        if let Some(bus) = &self.bus {
+            let _ = bus.send(cmd);
+        }
     }
 
     /// A store write committed (each token with its outcomes) or failed.
@@ -508,6 +581,17 @@ impl Runner {
                         }
                     }
                 }
+                Output::Publish { subject, data } => {
+                    self.to_bus(nats::Cmd::Publish(subject, data));
+                }
+                Output::Follow(subject) => self.to_bus(nats::Cmd::Follow(subject)),
+                Output::Unfollow(subject) => self.to_bus(nats::Cmd::Unfollow(subject)),
+                Output::Sync { conv } => match &self.bus {
+                    Some(_) => self.to_bus(nats::Cmd::Barrier(conv)),
+                    // Without a bus (a core configured as a node but run alone), the store's
+                    // mark is all there is.
+                    None => self.on_bus(nats::Note::Flushed(conv)),
+                },
                 Output::Persist { token, ops: o } => {
                     tokens.push((token, o.len()));
                     ops.extend(o);

@@ -52,8 +52,9 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use chirp_store::{Loaded, NewMessage, Op, Outcome, Record};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::bus::Subject;
 use crate::claims::{ClaimLimiter, LookAlikes, Refused};
 use crate::names;
 use crate::wire::{self, ClientMsg, JoinReq, Msg, Presence, Resume, RoomInfo, ServerMsg, code};
@@ -120,6 +121,9 @@ pub struct ServerConfig {
     pub nick_claim_burst: u32,
     /// ...and per hour after that.
     pub nick_claims_per_hour: u32,
+    /// This server is a node of a cluster (`None`: it is alone, the only writer of its
+    /// database). See the `cluster` module.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +143,7 @@ impl Default for ServerConfig {
             nick_expiry_ms: Some(DEFAULT_NICK_EXPIRY_DAYS * DAY_MS),
             nick_claim_burst: 5,
             nick_claims_per_hour: 6,
+            cluster: None,
         }
     }
 }
@@ -146,6 +151,24 @@ impl Default for ServerConfig {
 /// What the runner must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// Cluster: publish `data` (an encoded [`crate::bus::Bus`]) on the bus.
+    Publish {
+        /// Where.
+        subject: Subject,
+        /// What.
+        data: Bytes,
+    },
+    /// Cluster: subscribe to `subject`, and hand what arrives to [`Server::bus`].
+    Follow(Subject),
+    /// Cluster: unsubscribe.
+    Unfollow(Subject),
+    /// Cluster: once every subscription asked for so far is active at the bus, read the
+    /// highest id of `conv` from the store ([`chirp_store::Storage::last_id`]), then call
+    /// [`Server::synced`].
+    Sync {
+        /// The conversation.
+        conv: String,
+    },
     /// Send one chat-protocol message to a session.
     Send {
         /// The session.
@@ -484,8 +507,11 @@ impl<'a> IntoIterator for &'a RoomSet {
 
 #[derive(Debug, Default)]
 struct Room {
+    /// Members connected here.
     members: BTreeSet<Key>,
     pending: Vec<Presence>,
+    /// Cluster: members connected to other nodes, with the nodes.
+    remote: HashMap<Key, cluster::RemoteMember>,
 }
 
 #[derive(Debug, Default)]
@@ -503,6 +529,16 @@ struct Conv {
     /// `recent` was emptied to keep the caches under [`MAX_CACHE_BYTES`]: an empty cache does
     /// not mean an empty conversation.
     trimmed: bool,
+    /// Cluster: `committed` is the store's, as of a read made after this node subscribed to
+    /// the conversation's subject ([`Output::Sync`]); until then messages wait in `backlog`
+    /// and joins in `waiting`. Alone, a server's conversations are always in sync.
+    synced: bool,
+    /// Cluster: a [`Output::Sync`] is in flight.
+    syncing: bool,
+    /// Cluster: messages that arrived while not in sync.
+    backlog: Vec<cluster::Arrival>,
+    /// Cluster: joins (session, resume point) waiting for the sync.
+    waiting: Vec<(SessionId, Option<u64>)>,
 }
 
 impl Conv {
@@ -550,6 +586,9 @@ enum Pending {
         client: u64,
         c: u64,
     },
+    /// A nick binding (op `op` of its batch), in a cluster: published once the store has
+    /// bound it, undone if another node's key got it first.
+    Nick { op: usize, key: Key, nick: String },
 }
 
 /// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
@@ -706,6 +745,8 @@ pub struct Server {
     stats: ServerStats,
     /// [`MAX_QUEUED_BYTES`], or more if the settings allow larger history pages.
     queue_limit: usize,
+    /// Cluster state (`None`: alone).
+    cluster: Option<cluster::State>,
     /// Store reads handed to the runner and not answered yet ([`MAX_READS`] at most)...
     reads: usize,
     /// ...and the reads waiting for one of them to finish, oldest first.
@@ -814,7 +855,11 @@ impl Server {
             stats: ServerStats::default(),
             reads: 0,
             read_queue: VecDeque::new(),
+            cluster: None,
         };
+        if let Some(c) = s.config.cluster.clone() {
+            s.start_cluster(c);
+        }
         for (nick, key) in loaded.nicks {
             if let Some(other) = s.nick_look.insert(&nick, key) {
                 let other = s.nick_of.get(&other).cloned().unwrap_or_default();
@@ -882,7 +927,8 @@ impl Server {
     /// When [`Server::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<i64> {
         let seen = self.seen_due.peek().map(|Reverse((due, _))| *due);
-        [self.presence_due, seen, self.age_out_due()]
+        let beat = self.cluster.as_ref().map(|c| c.next_beat);
+        [self.presence_due, seen, self.age_out_due(), beat]
             .into_iter()
             .flatten()
             .min()
@@ -962,6 +1008,7 @@ impl Server {
         }
         self.refresh_seen(now_ms);
         self.age_out(now_ms);
+        self.cluster_timeout(now_ms);
     }
 
     /// The refresh part of [`Server::handle_timeout`]: the connected owners whose turn has
@@ -1142,6 +1189,7 @@ impl Server {
         let Some(user) = self.users.remove(&s.key) else {
             return;
         };
+        self.unfollow(Subject::User(s.key));
         self.index_seen(s.key);
         self.saw(now_ms, s.key);
         for room in user.rooms {
@@ -1161,6 +1209,7 @@ impl Server {
     /// nick owner is recorded as seen now (so that a nick does not expire just after a
     /// restart because its owner stayed connected longer than the expiry period).
     pub fn shutdown(&mut self, now_ms: i64, reason: &str) {
+        self.cluster_bye();
         let bye = enc(&ServerMsg::Bye {
             reason: reason.to_owned(),
         });
@@ -1200,23 +1249,14 @@ impl Server {
         let Some(items) = self.pending.remove(&token) else {
             return;
         };
-        // A batch with pending items is one `say`: one op, one outcome.
-        let outcome = match result {
-            Ok(mut v) if v.len() == 1 => v.pop(),
-            Ok(v) => {
-                warn!(
-                    outcomes = v.len(),
-                    "a message's commit answered the wrong count"
-                );
-                None
-            }
-            Err(_) => None,
-        };
+        let outcome = |op: usize| result.as_ref().ok().and_then(|v| v.get(op)).cloned();
         for item in items {
             match item {
+                // A `say` is op 0 of its batch.
                 Pending::Message { msg, client, c } => {
-                    self.message_committed(now_ms, msg, client, c, outcome.clone())
+                    self.message_committed(now_ms, msg, client, c, outcome(0))
                 }
+                Pending::Nick { op, key, nick } => self.nick_committed(key, nick, outcome(op)),
             }
         }
     }
@@ -1565,6 +1605,9 @@ impl Server {
         }
         self.queue_seen_refresh(key);
         self.unindex_seen(&key);
+        if !self.users.contains_key(&key) {
+            self.follow(Subject::User(key));
+        }
         let user = self.users.entry(key).or_insert_with(|| User {
             nick: nick.clone(),
             sessions: Vec::new(),
@@ -1800,13 +1843,22 @@ impl Server {
         self.nick_owner.insert(fold.clone(), (nick.clone(), key));
         self.nick_of.insert(key, nick.clone());
         self.set_seen(key, Some(now_ms));
+        let pending = if self.cluster.is_some() {
+            vec![Pending::Nick {
+                op: ops.len(),
+                key,
+                nick: nick.clone(),
+            }]
+        } else {
+            Vec::new()
+        };
         ops.push(Op::SetNick {
             nick,
             fold,
             key,
             seen_ms: now_ms,
         });
-        self.persist(ops, Vec::new());
+        self.persist(ops, pending);
     }
 
     /// Renames an online user and tells everyone sharing a room with it, once each.
@@ -2060,6 +2112,12 @@ impl Server {
             .members
             .iter()
             .filter_map(|k| self.users.get(k).map(|u| u.nick.clone()))
+            .chain(
+                r.remote
+                    .iter()
+                    .filter(|(k, _)| !r.members.contains(*k))
+                    .map(|(_, m)| m.nick.clone()),
+            )
             .collect();
         names.sort_by_key(|n| names::fold(n));
         let more = names.len().saturating_sub(self.config.max_names) as u64;
@@ -2108,7 +2166,8 @@ impl Server {
             user.rooms.insert(room.clone());
             let nick = user.nick.clone();
             let sessions = user.sessions.clone();
-            if !self.rooms.contains_key(&room) {
+            let first = !self.rooms.contains_key(&room);
+            if first {
                 self.room_look.insert(&room, room.clone());
             }
             self.rooms
@@ -2116,18 +2175,41 @@ impl Server {
                 .or_default()
                 .members
                 .insert(key);
+            if first {
+                self.follow_room(&room);
+            }
+            self.publish_presence(&room, key, Presence::Join { nick: nick.clone() });
             self.queue_presence(now_ms, &room, Presence::Join { nick });
             // The user's other devices learn it now; this session with its replay.
             for s in sessions.into_iter().filter(|&s| s != session) {
                 self.send_joined(s, &room);
             }
         }
-        let mut r = match j.after {
+        if !self.conv_synced(&room) {
+            // Its replay starts from what the store says, once the sync has read it.
+            self.ensure_sync(&room);
+            if let Some(c) = self.convs.get_mut(&room) {
+                c.waiting.push((session, j.after));
+            }
+            return;
+        }
+        self.start_join_replay(now_ms, session, &room, j.after);
+    }
+
+    /// A join's replay: from `after` (a resume), or the room's recent history.
+    fn start_join_replay(
+        &mut self,
+        now_ms: i64,
+        session: SessionId,
+        room: &str,
+        after: Option<u64>,
+    ) {
+        let mut r = match after {
             Some(a) => Replay::after(a),
-            None => self.first_join(now_ms, &room),
+            None => self.first_join(now_ms, room),
         };
         r.joined = true;
-        self.queue_replay(session, &room, r);
+        self.queue_replay(session, room, r);
         self.pump(now_ms, session);
     }
 
@@ -2275,6 +2357,11 @@ impl Server {
     /// its end (`history_end` for a first join, the delivery mark for DMs received while away).
     /// False if it waits for the store.
     fn replay_step(&mut self, now_ms: i64, session: SessionId, key: Key, conv: &str) -> bool {
+        if !self.conv_synced(conv) {
+            // The sync pumps the sessions of the conversation when it is done.
+            self.ensure_sync(conv);
+            return false;
+        }
         self.expire(now_ms, conv);
         let Server {
             sessions, convs, ..
@@ -2545,11 +2632,13 @@ impl Server {
     }
 
     fn leave_room(&mut self, now_ms: i64, room: &str, key: &Key, ev: Presence) {
+        self.publish_presence(room, *key, ev.clone());
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         r.members.remove(key);
         if r.members.is_empty() {
+            self.unfollow_room(room);
             // Nobody left to tell.
             self.rooms.remove(room);
             self.dirty_rooms.remove(room);
@@ -2716,7 +2805,7 @@ impl Server {
     /// could not be stored (`None`).
     fn message_committed(
         &mut self,
-        _now_ms: i64,
+        now_ms: i64,
         msg: NewMessage,
         client: u64,
         c: u64,
@@ -2755,10 +2844,6 @@ impl Server {
                 return;
             }
         };
-        // Commits come in id order: every message of the conversation up to this one is in
-        // the store now.
-        let cv = self.convs.entry(record.conv.clone()).or_default();
-        cv.committed = cv.committed.max(record.id);
         self.stats.messages += 1;
         let conv_hash = self.conv_hash(&record.conv);
         self.remember(
@@ -2769,6 +2854,39 @@ impl Server {
                 ts: record.ts_ms,
             },
         );
+        if self.cluster.is_some() {
+            self.publish_msg(&record);
+        }
+        self.land(now_ms, Arrival::Local { record, client, c });
+    }
+
+    /// Fans a stored message out to the sessions here that should see it, and acknowledges
+    /// it to its sender's sessions if it was sent here (`local`: the sending client instance
+    /// and its `c`). The caller has checked its place in the conversation (the next id, or
+    /// behind a replay that covers the gap).
+    fn fan_out(&mut self, record: Record, local: Option<(u64, u64)>) {
+        let key = record.from_key;
+        // The sessions of the sending client instance (normally one; a reconnect may have
+        // replaced it meanwhile).
+        let senders: Vec<SessionId> = match local {
+            Some((client, _)) => self
+                .users
+                .get(&key)
+                .map(|u| {
+                    u.sessions
+                        .iter()
+                        .copied()
+                        .filter(|s| self.sessions.get(s).and_then(|s| s.client) == Some(client))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let c = local.map_or(0, |l| l.1);
+        // Commits come in id order: every message of the conversation up to this one is in
+        // the store now.
+        let cv = self.convs.entry(record.conv.clone()).or_default();
+        cv.committed = cv.committed.max(record.id);
         // Encoded once for everyone, and once more for the sending client's own sessions
         // (normally one), whose copy carries its sequence number `c`.
         let msg = to_msg(&record, false);
@@ -2900,6 +3018,10 @@ impl Server {
         }
     }
 }
+
+mod cluster;
+use cluster::Arrival;
+pub use cluster::ClusterConfig;
 
 #[cfg(test)]
 mod tests;

@@ -196,8 +196,8 @@ impl Rig {
                     self.session.send_result(now, conn, r);
                 }
                 Io::Close { conn, reason } => ep.close(now, conn, 0, reason),
-                Io::CheckKey { conn, key } => {
-                    let v = self.key_check.as_ref().map_or(Ok(()), |k| k(&key));
+                Io::CheckKey { conn, server, key } => {
+                    let v = self.key_check.as_ref().map_or(Ok(()), |k| k(server, &key));
                     self.session.key_verdict(now, conn, v);
                 }
                 Io::VerifyKey { conn, accept } => {
@@ -579,7 +579,8 @@ fn history_requests_are_numbered_and_the_answer_names_its_request() {
 
 #[test]
 fn a_refused_server_key_ends_the_session_before_hello() {
-    let refuse: KeyCheck = std::sync::Arc::new(|_key: &[u8; 32]| Err("not the pinned key".into()));
+    let refuse: KeyCheck =
+        std::sync::Arc::new(|_at, _key: &[u8; 32]| Err("not the pinned key".into()));
     let mut rig = Rig::new(11, ideal(), |c| c.server_key_check = Some(refuse));
     rig.run_until(Duration::from_secs(5), |r| r.session.is_ended());
     assert!(

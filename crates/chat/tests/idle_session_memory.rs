@@ -101,6 +101,10 @@ fn drain(s: &mut Server, now: i64) {
                 ..
             } => s.replay_loaded(now, session, &conv, token, Ok(Vec::new())),
             Output::Close { session, .. } => panic!("session {session} closed"),
+            o @ (Output::Publish { .. }
+            | Output::Follow(_)
+            | Output::Unfollow(_)
+            | Output::Sync { .. }) => panic!("a server alone asked for the bus: {o:?}"),
         }
     }
 }

@@ -49,19 +49,30 @@ says so (a '* pacing' line, or a JSON 'pacing' event with the number held), and 
 have gone. A line longer than the server takes is refused at once (error 'bad_text') and the
 rest go on.
 
-The server's key is remembered on first contact (in --home, file known_keys) and any other key
-later is refused; --server-key pins the fingerprint the server printed at start instead.
+Several servers (the nodes of one cluster, which share a key and a store): the first is tried
+first; when the one in use is lost (no answer for --idle-timeout, closed, restarted, refused),
+chirp moves to the next by itself, after the last to the first again, with the same backoff,
+and resumes where it was: one 'disconnected' line, nothing shown twice. Names are resolved
+once, at start.
+
+The server's key is remembered on first contact (in --home, file known_keys, per address) and
+any other key later is refused; --server-key pins the fingerprint the server printed at start
+instead, and then every address given must present it. Without --server-key, an address seen
+for the first time is accepted if its key is the one remembered for another address of the
+same list (a cluster has one key), and remembered; another key there is refused.
 
 Examples:
   chirp connect chat.example.org --nick alice --join '#rust'
   chirp connect 127.0.0.1:7667 --nick bob --join '#rust' --json        # for scripts
-  chirp connect 192.0.2.1 --nick carol --server-key abcd-efgh-ijkl-mnop-qrst-uvwx";
+  chirp connect 192.0.2.1 --nick carol --server-key abcd-efgh-ijkl-mnop-qrst-uvwx
+  chirp connect 10.0.0.1:7667 10.0.0.2:7667 10.0.0.3 --nick ann        # a cluster of three";
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// The server, HOST[:PORT] (port 1-65535, default 7667).
-    #[arg(value_name = "HOST[:PORT]")]
-    server: String,
+    /// The server, HOST[:PORT] (port 1-65535, default 7667). Several: addresses of one
+    /// cluster, tried in turn (the first first; the next when one is lost).
+    #[arg(value_name = "HOST[:PORT]", required = true, num_args = 1..)]
+    servers: Vec<String>,
     /// Your nick. It belongs to your key from the first time you use it.
     #[arg(long)]
     nick: String,
@@ -89,9 +100,42 @@ pub(crate) struct ConnectArgs {
     /// Accept only a server whose key has this fingerprint.
     #[arg(long, value_name = "FINGERPRINT")]
     server_key: Option<Fingerprint>,
-    /// Declare the server unreachable after this many seconds without a packet (then reconnect).
+    /// Declare the server unreachable after this many seconds without a packet (then
+    /// reconnect: to the next address, when several are given).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     idle_timeout: u64,
+}
+
+/// The servers given, resolved: (name for known_keys, address) each, in order. An error names
+/// the address at fault (and, in a list, which one it is).
+fn resolve_all(servers: &[String]) -> anyhow::Result<Vec<(String, SocketAddr)>> {
+    let n = servers.len();
+    let mut out: Vec<(String, SocketAddr)> = Vec::with_capacity(n);
+    for (i, server) in servers.iter().enumerate() {
+        let which = if n > 1 {
+            format!(" (number {} of the {n} given)", i + 1)
+        } else {
+            String::new()
+        };
+        let (name, addr) =
+            resolve(server).with_context(|| format!("invalid server address '{server}'{which}"))?;
+        if let Some((first, _)) = out.iter().find(|(_, a)| *a == addr) {
+            anyhow::bail!(
+                "invalid server address '{server}'{which}: it is {addr}, as '{first}' is; give \
+                 each server once"
+            );
+        }
+        if let Some((first, a)) = out.first()
+            && a.is_ipv4() != addr.is_ipv4()
+        {
+            anyhow::bail!(
+                "invalid server address '{server}'{which}: {addr} and '{first}' ({a}) are of \
+                 different IP versions; give servers of one"
+            );
+        }
+        out.push((name, addr));
+    }
+    Ok(out)
 }
 
 /// `HOST[:PORT]` → (name for known_keys, address).
@@ -103,7 +147,8 @@ fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
     } else if let Some((h, p)) = server.rsplit_once(':') {
         let port = p
             .parse::<u16>()
-            .with_context(|| format!("'{p}' in '{server}' is not a port number"))?;
+            .ok()
+            .with_context(|| format!("'{p}' is not a port number (1-65535)"))?;
         (
             h.trim_start_matches('[').trim_end_matches(']').to_owned(),
             port,
@@ -112,10 +157,7 @@ fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
         (server.to_owned(), DEFAULT_PORT)
     };
     // Port 0 means "any port" to bind, and nothing to send to.
-    anyhow::ensure!(
-        port != 0,
-        "invalid server address '{server}': port 0 is out of range (1-65535)"
-    );
+    anyhow::ensure!(port != 0, "port 0 is out of range (1-65535)");
     let addr = (host.as_str(), port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve '{host}'"))?
@@ -136,6 +178,28 @@ fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
 struct Printer {
     json: bool,
     nick: String,
+    /// Several server addresses were given: connection lines say which one.
+    several: bool,
+}
+
+/// The first line of `chirp connect`: where it connects, as whom. With several servers, all
+/// of them, in the order they are tried.
+pub(crate) fn greeting(servers: &[(String, SocketAddr)], nick: &str) -> String {
+    let named = |(name, addr): &(String, SocketAddr)| format!("{name} ({addr})");
+    match servers {
+        [] | [_] => format!(
+            "chirp connect to {} as {nick}; /help for commands",
+            servers.first().map(named).unwrap_or_default()
+        ),
+        [first, rest @ ..] => {
+            let rest: Vec<String> = rest.iter().map(named).collect();
+            format!(
+                "chirp connect to {} as {nick} (if it is lost, then to {}); /help for commands",
+                named(first),
+                rest.join(", then ")
+            )
+        }
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -318,7 +382,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     };
     let (identity, _) = Identity::load_or_create(&home.join(crate::id::KEY_FILE))
         .context("cannot load your identity")?;
-    let (name, addr) = resolve(&args.server)?;
+    let servers = resolve_all(&args.servers)?;
     if let Err(e) = chirp_chat::names::nick(&args.nick) {
         anyhow::bail!("bad --nick: {e}");
     }
@@ -328,7 +392,12 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         }
     }
     let json = args.json;
-    let mut config = ClientConfig::new(addr, args.nick.clone());
+    // (clap requires at least one server.)
+    let Some((&(_, first), alternates)) = servers.split_first() else {
+        anyhow::bail!("no server given");
+    };
+    let mut config = ClientConfig::new(first, args.nick.clone());
+    config.alternates = alternates.iter().map(|&(_, a)| a).collect();
     config.rooms = args.join.clone();
     config.identity = Some(chirp_proto::handshake::StaticSecret(*identity.secret()));
     config.idle_timeout = Duration::from_secs(args.idle_timeout);
@@ -339,7 +408,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     if crate::tui::wanted(args.line, args.json) {
         return crate::tui::connect(
             config,
-            name,
+            servers,
             args.server_key,
             home.join(crate::peer::KNOWN_KEYS_FILE),
             !args.no_bell,
@@ -349,9 +418,12 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     let notices = Printer {
         json,
         nick: String::new(),
+        several: false,
     };
+    let greeting = greeting(&servers, &args.nick);
+    let several = servers.len() > 1;
     config.server_key_check = Some(crate::trust::server_key_check(
-        name.clone(),
+        servers,
         args.server_key,
         home.join(crate::peer::KNOWN_KEYS_FILE),
         move |notice| notices.status(&notice),
@@ -364,11 +436,9 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     let mut out = Printer {
         json,
         nick: args.nick.clone(),
+        several,
     };
-    out.status(&format!(
-        "chirp connect to {name} ({addr}) as {}; /help for commands",
-        args.nick
-    ));
+    out.status(&greeting);
     let (line_tx, mut lines) = tokio::sync::mpsc::channel(16);
     lines::spawn_reader(
         tokio::io::BufReader::new(tokio::io::stdin()),
@@ -474,10 +544,14 @@ impl Printer {
                 self.status(&format!("connecting (attempt {attempt})"))
             }
             Event::Connecting { .. } => {}
-            Event::Connected { server_key } => self.status(&format!(
-                "connected; server key {}",
-                PublicKey(server_key).fingerprint()
-            )),
+            Event::Connected { server, server_key } => {
+                let fp = PublicKey(server_key).fingerprint();
+                if self.several {
+                    self.status(&format!("connected to {server}; server key {fp}"));
+                } else {
+                    self.status(&format!("connected; server key {fp}"));
+                }
+            }
             Event::Welcome { nick, .. } => {
                 self.nick = nick.clone();
                 self.emit(
@@ -513,17 +587,29 @@ impl Printer {
                        "next_in_ms": u64::try_from(next_in.as_millis()).unwrap_or(u64::MAX)}),
             ),
             Event::Server(m) => self.server(m),
-            Event::Disconnected { reason, retry_in } => self.emit(
-                || {
-                    format!(
-                        "* disconnected: {}; reconnecting in {:.1} s",
-                        safe(&reason),
-                        retry_in.as_secs_f64()
-                    )
-                },
-                json!({"type": "disconnected", "reason": reason,
-                       "retry_in_ms": retry_in.as_millis() as u64}),
-            ),
+            Event::Disconnected {
+                reason,
+                retry_in,
+                server,
+                next,
+            } => {
+                let obj = json!({"type": "disconnected", "reason": reason,
+                       "retry_in_ms": retry_in.as_millis() as u64,
+                       "server": server.to_string(), "next": next.to_string()});
+                self.emit(
+                    || {
+                        let (reason, secs) = (safe(&reason), retry_in.as_secs_f64());
+                        if server != next {
+                            format!(
+                                "* disconnected from {server}: {reason}; reconnecting to {next} in {secs:.1} s"
+                            )
+                        } else {
+                            format!("* disconnected: {reason}; reconnecting in {secs:.1} s")
+                        }
+                    },
+                    obj,
+                )
+            }
             Event::Stats(Some(s)) => Output { json: self.json }.stats("server", &s),
             Event::Stats(None) => self.error("stats", "not connected"),
             Event::Fatal(msg) => {
@@ -591,6 +677,46 @@ mod tests {
         assert!(line.ends_with(" #r^[[2J <ev^Gil> x"), "{line:?}");
         let line = Printer::message_line(&msg(None, Some("b\u{202e}ob"), "a", "x", true));
         assert!(line.ends_with(" (DM to b<U+202E>ob): * a x"), "{line:?}");
+    }
+
+    #[test]
+    fn several_servers_are_resolved_in_order_and_a_bad_one_is_named() {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+        let servers = resolve_all(&args(&["127.0.0.1:5000", "127.0.0.2", "[::1]:7"]));
+        let e = format!("{:#}", servers.expect_err("mixed IP versions"));
+        assert!(
+            e.starts_with("invalid server address '[::1]:7' (number 3 of the 3 given)"),
+            "{e}"
+        );
+        let servers = resolve_all(&args(&["127.0.0.1:5000", "127.0.0.2"])).expect("resolves");
+        assert_eq!(
+            servers,
+            vec![
+                ("127.0.0.1:5000".to_owned(), ([127, 0, 0, 1], 5000).into()),
+                ("127.0.0.2:7667".to_owned(), ([127, 0, 0, 2], 7667).into()),
+            ]
+        );
+        assert_eq!(
+            greeting(&servers, "ann"),
+            "chirp connect to 127.0.0.1:5000 (127.0.0.1:5000) as ann (if it is lost, then to \
+             127.0.0.2:7667 (127.0.0.2:7667)); /help for commands"
+        );
+        assert_eq!(
+            greeting(&servers[..1], "ann"),
+            "chirp connect to 127.0.0.1:5000 (127.0.0.1:5000) as ann; /help for commands"
+        );
+        let e = resolve_all(&args(&["127.0.0.1:5000", "127.0.0.1:0"])).expect_err("port 0");
+        assert_eq!(
+            format!("{e:#}"),
+            "invalid server address '127.0.0.1:0' (number 2 of the 2 given): port 0 is out of \
+             range (1-65535)"
+        );
+        // One server alone: no numbering.
+        let e = resolve_all(&args(&["127.0.0.1:x"])).expect_err("no port");
+        assert_eq!(
+            format!("{e:#}"),
+            "invalid server address '127.0.0.1:x': 'x' is not a port number (1-65535)"
+        );
     }
 
     /// A multi-line message stays readable, and its second line cannot pose as a message.

@@ -44,6 +44,8 @@ Examples:
   chirp serve
   chirp serve --bind 127.0.0.1:7000 --data-dir /tmp/chirp-test
   chirp serve --database postgres://chirp@db.example.net/chirp --key-file /etc/chirp/server.key
+  chirp serve --bind 0.0.0.0:7667 --cluster nats://10.0.0.5:4222 \\
+      --database postgres://chirp@10.0.0.6/chirp --key-file /etc/chirp/server.key
   chirp serve --config /etc/chirp/server.toml";
 
 /// Default UDP port of a chirp server.
@@ -69,6 +71,13 @@ struct Settings {
     /// SQLite file path [default: chirp.db in the data directory].
     #[arg(long, value_name = "URL|FILE")]
     database: Option<String>,
+    /// Run as a node of a cluster whose nodes meet on this NATS server (nats://HOST:PORT);
+    /// needs a PostgreSQL --database shared by every node.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster [default: HOSTNAME-PID-RANDOM, new at every start].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// The server's identity key file (created if missing) [default: server.key in the data
     /// directory]. Every node of a cluster serves with the same key, so that clients' pinned
     /// key holds whichever node they reach.
@@ -207,6 +216,8 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             f,
             bind,
             database,
+            cluster,
+            node,
             key_file,
             data_dir,
             history_on_join,
@@ -243,6 +254,35 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     let mut config = RunnerConfig {
         identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
         ..RunnerConfig::default()
+    };
+    let (peers_tx, mut peers_rx) = tokio::sync::watch::channel(0usize);
+    let node = match &s.cluster {
+        Some(url) => {
+            anyhow::ensure!(
+                s.database
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("postgres://") || d.starts_with("postgresql://")),
+                "--cluster needs --database postgres://...: every node of a cluster shares one PostgreSQL database"
+            );
+            let node = match &s.node {
+                Some(n) => {
+                    anyhow::ensure!(
+                        !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_graphic()),
+                        "--node must be 1 to 64 visible ASCII characters"
+                    );
+                    n.clone()
+                }
+                None => default_node_name(),
+            };
+            config.bus = Some(url.clone());
+            config.peers = Some(peers_tx);
+            config.server.cluster = Some(chirp_chat::server::ClusterConfig::new(node.clone()));
+            Some((node, url.clone()))
+        }
+        None => {
+            anyhow::ensure!(s.node.is_none(), "--node is for a cluster node (--cluster)");
+            None
+        }
     };
     let c = &mut config.server;
     c.history_on_join = s.history_on_join.unwrap_or(c.history_on_join);
@@ -323,12 +363,45 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         let _ = out.flush();
     }
     info!(%local, "serving");
+    if let Some((node, url)) = &node {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "node {node} joining cluster {url}");
+        let _ = out.flush();
+        let node = node.clone();
+        tokio::spawn(async move {
+            while peers_rx.changed().await.is_ok() {
+                let n = *peers_rx.borrow_and_update();
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "node {node} sees {n} peer{}",
+                    if n == 1 { "" } else { "s" }
+                );
+                let _ = out.flush();
+            }
+        });
+    }
     runner::run(socket, store, config, shutdown_signal())
         .await
         .context("server failed")?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "chirp server stopped; database flushed");
     Ok(0)
+}
+
+/// A node name unique to this start: the host's name, the process id and a random part (a
+/// restarted node is a new node to the others, so nothing of its previous life is mistaken
+/// for it).
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "chirp".into());
+    // Uniqueness, not secrecy: std's randomly keyed hasher is random enough.
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let r = std::hash::RandomState::new().build_hasher().finish() & 0xff_ffff;
+    format!("{host}-{}-{r:06x}", std::process::id())
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

@@ -11,6 +11,7 @@
 //! While the UI runs, logs are switched off ([`log_writer`]): the terminal is the UI's.
 
 use std::io::{IsTerminal as _, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -140,19 +141,21 @@ async fn session_task(
 }
 
 /// `chirp connect` with the terminal UI. `config` is complete except for the key check, which
-/// is made here (from `server_name`, `pin` and the `known` keys file) so that it reports
-/// through the UI. `bell`: ring on highlights. Returns the exit code: 0 when everything sent was stored.
+/// is made here (from the `servers` given, (name, address) each, `pin` and the `known` keys
+/// file) so that it reports through the UI. `bell`: ring on highlights. Returns the exit code:
+/// 0 when everything sent was stored.
 pub(crate) async fn connect(
     mut config: ClientConfig,
-    server_name: String,
+    servers: Vec<(String, SocketAddr)>,
     pin: Option<Fingerprint>,
     known: PathBuf,
     bell: bool,
 ) -> anyhow::Result<u8> {
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
+    let greeting = crate::connect::greeting(&servers, &config.nick);
     // A first-contact notice goes to the status buffer: the terminal is the UI's.
     config.server_key_check = Some(crate::trust::server_key_check(
-        server_name.clone(),
+        servers,
         pin,
         known,
         move |notice| {
@@ -161,10 +164,6 @@ pub(crate) async fn connect(
     ));
     let give_up = config.give_up_after;
     let bridge = Bridge::new(config.nick.clone());
-    let greeting = format!(
-        "chirp connect to {server_name} ({}) as {}; /help for commands",
-        config.server, config.nick
-    );
     let (handle, tevents, transport) =
         driver::start_transport(&config).context("cannot start the client")?;
     let session = Session::new(config, Instant::now(), chirp_transport::random_seed());

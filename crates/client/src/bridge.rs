@@ -23,8 +23,11 @@
 //!   ([`crate::link`]).
 //! - **Pacing.** While the session holds requests back to the server's rate, the status bar
 //!   says how many.
+//! - **Failover.** With several server addresses, a lost one is reported with the address
+//!   the session moves to, and a connection to another address than the last one says so.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chirp_chat::client::{Event, Session, Target};
@@ -155,6 +158,8 @@ pub struct Bridge {
     quits: VecDeque<(String, Instant)>,
     link: LinkStatus,
     loss: LossWindow,
+    /// The address of the last connection (a failover moves to another).
+    server: Option<SocketAddr>,
 }
 
 impl Bridge {
@@ -172,6 +177,7 @@ impl Bridge {
             quits: VecDeque::new(),
             link: LinkStatus::default(),
             loss: LossWindow::default(),
+            server: None,
         }
     }
 
@@ -288,7 +294,14 @@ impl Bridge {
                 self.link.state = LinkState::Connecting;
                 out.push(UiEvent::Link(self.link.clone()));
             }
-            Event::Connected { server_key } => {
+            Event::Connected { server, server_key } => {
+                if self.server.is_some_and(|last| last != server) {
+                    out.push(UiEvent::Info {
+                        buffer: None,
+                        text: format!("connected to {server}"),
+                    });
+                }
+                self.server = Some(server);
                 self.link.fingerprint = Some(PublicKey(server_key).fingerprint().to_string());
                 out.push(UiEvent::Link(self.link.clone()));
             }
@@ -325,7 +338,12 @@ impl Bridge {
                 out.push(UiEvent::Link(self.link.clone()));
             }
             Event::Server(m) => self.on_server(m, wall, now, &mut out),
-            Event::Disconnected { reason, retry_in } => {
+            Event::Disconnected {
+                reason,
+                retry_in,
+                server,
+                next,
+            } => {
                 let in_secs =
                     u32::try_from(retry_in.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
                 self.link.state = LinkState::Reconnecting { in_secs };
@@ -333,10 +351,14 @@ impl Bridge {
                 self.link.loss_pct_last_minute = None;
                 self.link.held = 0;
                 self.loss.reset();
-                out.push(UiEvent::Info {
-                    buffer: None,
-                    text: format!("disconnected: {reason}; reconnecting in {in_secs} s"),
-                });
+                let text = if server == next {
+                    format!("disconnected: {reason}; reconnecting in {in_secs} s")
+                } else {
+                    format!(
+                        "disconnected from {server}: {reason}; reconnecting to {next} in {in_secs} s"
+                    )
+                };
+                out.push(UiEvent::Info { buffer: None, text });
                 out.push(UiEvent::Link(self.link.clone()));
             }
             Event::Stats(Some(s)) => {
@@ -772,6 +794,10 @@ mod tests {
         }
     }
 
+    /// A server's address, and another node of its cluster.
+    const A: ([u8; 4], u16) = ([10, 0, 0, 1], 7667);
+    const B: ([u8; 4], u16) = ([10, 0, 0, 2], 7667);
+
     fn ev(b: &mut Bridge, e: Event, now: Instant) -> Vec<UiEvent> {
         let (out, end) = b.on_event(e, 5, now);
         assert_eq!(end, None);
@@ -827,6 +853,7 @@ mod tests {
         let out = ev(
             &mut b,
             Event::Connected {
+                server: A.into(),
                 server_key: [7; 32],
             },
             now,
@@ -865,11 +892,17 @@ mod tests {
             Event::Disconnected {
                 reason: "no answer from the server".into(),
                 retry_in: Duration::from_millis(1_200),
+                server: A.into(),
+                next: A.into(),
             },
             now,
         );
         assert!(out.iter().any(|e| matches!(e, UiEvent::Link(l)
                 if l.state == LinkState::Reconnecting { in_secs: 2 } && l.rtt.is_none())));
+        assert!(out.contains(&UiEvent::Info {
+            buffer: None,
+            text: "disconnected: no answer from the server; reconnecting in 2 s".into()
+        }));
         assert!(!b.connected());
         let (out, end) = b.on_event(Event::Fatal("nick taken".into()), 5, now);
         assert_eq!(end, Some(End::Fatal("nick taken".into())));
@@ -1232,12 +1265,57 @@ mod tests {
             Event::Disconnected {
                 reason: "gone".into(),
                 retry_in: Duration::from_secs(1),
+                server: A.into(),
+                next: A.into(),
             },
             now,
         );
         assert!(out.iter().any(|e| matches!(e, UiEvent::HistoryPage { buffer: BufferId::Room(r), more: true, .. } if r == "#a")));
         // Its late end (from before the reconnect) is ignored.
         assert!(ev(&mut b, end(Some(7), "#a", 0), now).is_empty());
+    }
+
+    #[test]
+    fn a_failover_names_the_address_lost_and_the_one_moved_to() {
+        let now = Instant::now();
+        let mut b = Bridge::new("alice".into());
+        let connected = |server: ([u8; 4], u16)| Event::Connected {
+            server: server.into(),
+            server_key: [7; 32],
+        };
+        let info = |out: &[UiEvent]| -> Vec<String> {
+            out.iter()
+                .filter_map(|e| match e {
+                    UiEvent::Info { text, .. } => Some(text.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // The first connection is no news (the greeting named the addresses).
+        assert!(info(&ev(&mut b, connected(A), now)).is_empty());
+        let out = ev(
+            &mut b,
+            Event::Disconnected {
+                reason: "no answer from the server".into(),
+                retry_in: Duration::from_millis(300),
+                server: A.into(),
+                next: B.into(),
+            },
+            now,
+        );
+        assert_eq!(
+            info(&out),
+            vec![
+                "disconnected from 10.0.0.1:7667: no answer from the server; reconnecting to \
+                 10.0.0.2:7667 in 1 s"
+            ]
+        );
+        assert_eq!(
+            info(&ev(&mut b, connected(B), now)),
+            vec!["connected to 10.0.0.2:7667"]
+        );
+        // Back to the same address: nothing to say.
+        assert!(info(&ev(&mut b, connected(B), now)).is_empty());
     }
 
     #[test]

@@ -325,6 +325,9 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ) -> StoreFuture<Vec<(String, u64)>>;
     /// Number of messages stored in `conv`.
     fn count(&self, conv: String) -> StoreFuture<u64>;
+    /// The highest id given in `conv` so far (0: none): what a node of a cluster compares
+    /// with the last id it saw, to find messages it missed.
+    fn last_id(&self, conv: String) -> StoreFuture<u64>;
     /// Writer counters so far.
     fn stats(&self) -> WriterStats;
     /// Commits everything queued, then stops the writer; resolves when it has.

@@ -715,6 +715,16 @@ impl Storage for Postgres {
         })
     }
 
+    fn last_id(&self, conv: String) -> StoreFuture<u64> {
+        self.read(move |c| async move {
+            let row = c
+                .query_opt("SELECT last_id FROM convs WHERE conv = $1", &[&conv])
+                .await
+                .map_err(msg)?;
+            Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+        })
+    }
+
     fn stats(&self) -> WriterStats {
         *lock(&self.stats)
     }

@@ -272,6 +272,10 @@ impl Storage for Sqlite {
         self.read(move |r| r.count(&conv))
     }
 
+    fn last_id(&self, conv: String) -> StoreFuture<u64> {
+        self.read(move |r| r.last_id(&conv))
+    }
+
     fn stats(&self) -> WriterStats {
         *lock(&self.stats)
     }
@@ -722,6 +726,20 @@ impl Reader {
             .collect::<Result<_, _>>()
             .map_err(&err)?;
         Ok(rows)
+    }
+
+    /// The highest id given in `conv` so far (0: none).
+    pub fn last_id(&self, conv: &str) -> Result<u64, StoreError> {
+        let err = sql_err(&self.path);
+        self.conn
+            .query_row(
+                "SELECT last_id FROM convs WHERE conv = ?1",
+                params![conv],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(&err)
+            .map(|n| n.unwrap_or(0) as u64)
     }
 
     /// Number of messages stored in `conv`.

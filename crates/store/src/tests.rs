@@ -175,6 +175,9 @@ mod cases {
         .await;
         assert_eq!(other, vec![Outcome::Stored { id: 4 }]);
         assert_eq!(s.count("#a".into()).await.expect("count"), 4);
+        assert_eq!(s.last_id("#a".into()).await.expect("last id"), 4);
+        assert_eq!(s.last_id("#b".into()).await.expect("last id"), 1);
+        assert_eq!(s.last_id("#none".into()).await.expect("last id"), 0);
         s.close().await.expect("close");
     }
 

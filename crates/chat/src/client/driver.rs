@@ -84,8 +84,8 @@ pub async fn perform(
                 session.send_result(Instant::now(), conn, r);
             }
             Io::Close { conn, reason } => handle.close(conn, 0, reason).await?,
-            Io::CheckKey { conn, key } => {
-                let verdict = key_check.map_or(Ok(()), |check| check(&key));
+            Io::CheckKey { conn, server, key } => {
+                let verdict = key_check.map_or(Ok(()), |check| check(server, &key));
                 session.key_verdict(Instant::now(), conn, verdict);
             }
             Io::VerifyKey { conn, accept } => handle.verify_key(conn, accept).await?,

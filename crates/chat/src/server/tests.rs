@@ -40,6 +40,8 @@ struct H {
     stored: Vec<Record>,
     /// The store's id high-water mark per conversation: a commit gives the next.
     last_ids: HashMap<String, u64>,
+    /// Bus requests seen (a server alone makes none).
+    bus_outputs: usize,
     undelivered_reads: usize,
     /// `ReadUndelivered`s not answered yet (when `defer_reads` is on).
     defer_reads: bool,
@@ -59,6 +61,7 @@ impl H {
         let last_ids = loaded.last_ids.iter().cloned().collect();
         H {
             last_ids,
+            bus_outputs: 0,
             s: Server::new(config, loaded),
             now: 1_000_000,
             inbox: HashMap::new(),
@@ -136,6 +139,13 @@ impl H {
                     if !self.linger {
                         self.s.disconnected(self.now, session, "closed");
                     }
+                }
+                Output::Publish { .. } | Output::Follow(_) | Output::Unfollow(_) => {
+                    self.bus_outputs += 1;
+                }
+                Output::Sync { conv } => {
+                    let last = self.last_ids.get(&conv).copied().unwrap_or(0);
+                    self.s.synced(self.now, &conv, Ok(last));
                 }
                 Output::Persist { token, ops } => {
                     if self.auto_commit {

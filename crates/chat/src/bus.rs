@@ -1,0 +1,266 @@
+//! What the nodes of a cluster tell each other over the message bus (NATS): committed
+//! messages, presence, nick bindings and node liveness. JSON, one object per bus message,
+//! tagged by `"t"`. Durability never depends on the bus: a message is on the bus only after
+//! the database committed it, and a node that misses one finds it by its id gap (or by
+//! re-reading the database's high-water mark after a bus reconnect) and reads it from the
+//! database.
+//!
+//! Every decoder is checked: a bus message that does not parse, or names a key that is not
+//! 32 bytes of hex, is dropped and counted, never trusted.
+//!
+//! # Subjects
+//!
+//! - `chirp.room.<hex of the room name>`: a room's messages and presence, and requests for its
+//!   member list. A node subscribes while it has members in the room.
+//! - `chirp.user.<hex of the key>`: DMs to or from a key. A node subscribes while the key has
+//!   a session on it.
+//! - `chirp.nicks`: nick bindings, every node.
+//! - `chirp.nodes`: node heartbeats and goodbyes, every node.
+
+use serde::{Deserialize, Serialize};
+
+use crate::server::Key;
+use crate::wire::Presence;
+
+/// Largest bus message decoded (a message of the largest text, escaped, with room to spare).
+pub const MAX_BUS_MESSAGE: usize = 512 * 1024;
+
+/// A bus subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// A room's traffic.
+    Room(String),
+    /// A key's DMs.
+    User(Key),
+    /// Nick bindings.
+    Nicks,
+    /// Node liveness.
+    Nodes,
+}
+
+impl Subject {
+    /// The NATS subject: names are hex-encoded, so that no room name (any Unicode, dots
+    /// included) can form a wildcard or another room's subject.
+    pub fn name(&self) -> String {
+        let hex = data_encoding::HEXLOWER;
+        match self {
+            Subject::Room(r) => format!("chirp.room.{}", hex.encode(r.as_bytes())),
+            Subject::User(k) => format!("chirp.user.{}", hex.encode(k)),
+            Subject::Nicks => "chirp.nicks".into(),
+            Subject::Nodes => "chirp.nodes".into(),
+        }
+    }
+}
+
+/// A key as 64 hex digits on the bus.
+mod hexkey {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(k: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&data_encoding::HEXLOWER.encode(k))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = <&str>::deserialize(d)?;
+        let v = data_encoding::HEXLOWER
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)?;
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("a key is 32 bytes"))
+    }
+}
+
+mod hexkey_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(k: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match k {
+            Some(k) => super::hexkey::serialize(k, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<[u8; 32]>, D::Error> {
+        let s = Option::<&str>::deserialize(d)?;
+        s.map(|s| {
+            let v = data_encoding::HEXLOWER
+                .decode(s.as_bytes())
+                .map_err(serde::de::Error::custom)?;
+            v.try_into()
+                .map_err(|_| serde::de::Error::custom("a key is 32 bytes"))
+        })
+        .transpose()
+    }
+}
+
+/// A member of a room, as one node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's key.
+    #[serde(with = "hexkey")]
+    pub key: Key,
+    /// Its nick.
+    pub nick: String,
+}
+
+/// One bus message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Bus {
+    /// A committed message (room message or DM), as stored.
+    Msg {
+        /// Conversation.
+        conv: String,
+        /// Its id (from the database).
+        id: u64,
+        /// Server timestamp (ms since the epoch).
+        ts: i64,
+        /// Sender's key.
+        #[serde(with = "hexkey")]
+        from: Key,
+        /// Sender's nick.
+        nick: String,
+        /// DM recipient's key.
+        #[serde(with = "hexkey_opt", default)]
+        to: Option<Key>,
+        /// DM recipient's nick.
+        #[serde(default)]
+        to_nick: Option<String>,
+        /// 0: message, 1: action.
+        kind: u8,
+        /// The text.
+        text: String,
+        /// The sending client's reference.
+        #[serde(default)]
+        cref: Option<(u64, u64)>,
+    },
+    /// A presence change of a member on node `node`.
+    Presence {
+        /// Where the member is connected.
+        node: String,
+        /// The room.
+        room: String,
+        /// The member's key.
+        #[serde(with = "hexkey")]
+        key: Key,
+        /// What happened (with the nick).
+        ev: Presence,
+    },
+    /// Node `node` asks for the members of `room` (it starts following the room).
+    Who {
+        /// Who asks.
+        node: String,
+        /// The room.
+        room: String,
+    },
+    /// The members of `room` connected to node `node` (an answer to [`Bus::Who`]).
+    Members {
+        /// Whose members.
+        node: String,
+        /// The room.
+        room: String,
+        /// The members.
+        members: Vec<Member>,
+    },
+    /// `key` now holds `nick` (`None`: no nick any more).
+    Nick {
+        /// The key.
+        #[serde(with = "hexkey")]
+        key: Key,
+        /// Its nick.
+        nick: Option<String>,
+    },
+    /// Node `node` is alive.
+    Beat {
+        /// The node.
+        node: String,
+    },
+    /// Node `node` is shutting down: its members are gone.
+    Bye {
+        /// The node.
+        node: String,
+    },
+}
+
+impl Bus {
+    /// Encodes as JSON.
+    pub fn encode(&self) -> bytes::Bytes {
+        // Serialising these types cannot fail (no maps with non-string keys, no I/O).
+        serde_json::to_vec(self).unwrap_or_default().into()
+    }
+
+    /// Decodes untrusted bytes.
+    pub fn decode(data: &[u8]) -> Result<Bus, String> {
+        if data.len() > MAX_BUS_MESSAGE {
+            return Err(format!("{} bytes, more than {MAX_BUS_MESSAGE}", data.len()));
+        }
+        serde_json::from_slice(data).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_checks_keys() {
+        let cases = [
+            Bus::Msg {
+                conv: "#a".into(),
+                id: 7,
+                ts: 9,
+                from: [1; 32],
+                nick: "ann".into(),
+                to: Some([2; 32]),
+                to_nick: Some("bob".into()),
+                kind: 1,
+                text: "hi \"there\"".into(),
+                cref: Some((3, 4)),
+            },
+            Bus::Presence {
+                node: "n1".into(),
+                room: "#a".into(),
+                key: [3; 32],
+                ev: Presence::Quit {
+                    nick: "cy".into(),
+                    reason: "timed out".into(),
+                },
+            },
+            Bus::Members {
+                node: "n1".into(),
+                room: "#a".into(),
+                members: vec![Member {
+                    key: [4; 32],
+                    nick: "d".into(),
+                }],
+            },
+            Bus::Nick {
+                key: [5; 32],
+                nick: None,
+            },
+            Bus::Beat { node: "n2".into() },
+        ];
+        for b in cases {
+            assert_eq!(Bus::decode(&b.encode()), Ok(b));
+        }
+        for bad in [
+            &br#"{"t":"nick","key":"00","nick":null}"#[..],
+            br#"{"t":"beat"}"#,
+            br#"{"t":"beat","node":"x","extra":1}"#,
+            br#"not json"#,
+            br#"{"t":"nick","key":"zz00000000000000000000000000000000000000000000000000000000000000","nick":"a"}"#,
+        ] {
+            assert!(Bus::decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(Bus::decode(&vec![b' '; MAX_BUS_MESSAGE + 1]).is_err());
+    }
+
+    #[test]
+    fn subjects_cannot_be_wildcards() {
+        let s = Subject::Room("#a.>*".into()).name();
+        assert_eq!(s, "chirp.room.23612e3e2a");
+        assert!(!s["chirp.room.".len()..].contains(['.', '*', '>']));
+    }
+}

@@ -1,0 +1,494 @@
+//! Issue 15: `chirp serve` as a cluster, against real servers the tests start themselves: a
+//! PostgreSQL (initdb + postgres in a temporary directory, on a free loopback port) and a
+//! `nats-server`, and several `chirp serve --cluster ... --database ...` processes sharing one
+//! key file, with `chirp connect --json` clients. Every process is killed on every path.
+//! Without PostgreSQL or nats-server installed the tests say so and pass (CI sets
+//! CHIRP_REQUIRE_SERVICES=1, which turns that into a failure).
+//!
+//! Run alone: `cargo test -p chirp --test cluster`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chirp_testsvc::{Nats, Postgres};
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// A cluster: its database, its bus and its nodes (`None`: killed).
+struct Cluster {
+    pg: Postgres,
+    nats: Nats,
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    nodes: Vec<Option<Server>>,
+}
+
+impl Cluster {
+    /// `n` nodes, or `None` when PostgreSQL or NATS is not installed.
+    fn start(n: usize) -> Option<Cluster> {
+        if !chirp_testsvc::require("PostgreSQL", chirp_testsvc::postgres_available())
+            || !chirp_testsvc::require("nats-server", chirp_testsvc::nats_available())
+        {
+            return None;
+        }
+        let pg = Postgres::start().expect("start PostgreSQL");
+        let nats = Nats::start().expect("start nats-server");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("cluster.key");
+        let mut c = Cluster {
+            pg,
+            nats,
+            dir,
+            key,
+            nodes: Vec::new(),
+        };
+        // The first node creates the shared key file; the others read it.
+        for i in 0..n {
+            let node = c.node(i);
+            c.nodes.push(Some(node));
+        }
+        Some(c)
+    }
+
+    fn node(&self, i: usize) -> Server {
+        let data = self.dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        let (pg, nats, key) = (
+            self.pg.url(),
+            self.nats.url(),
+            self.key.display().to_string(),
+        );
+        retry_bind(|| {
+            let [port] = free_ports::<1>();
+            let bind = format!("127.0.0.1:{port}");
+            let name = format!("n{i}");
+            let args = [
+                "--database",
+                &pg,
+                "--cluster",
+                &nats,
+                "--key-file",
+                &key,
+                "--node",
+                &name,
+                "--burst",
+                "100000",
+                "--per-sec",
+                "100000",
+                "--max-sessions-per-ip",
+                "1000",
+                "--nick-claim-burst",
+                "1000",
+            ];
+            Ok(Server::start(&data, &bind, &args))
+        })
+    }
+
+    fn addr(&self, i: usize) -> String {
+        self.nodes[i]
+            .as_ref()
+            .expect("node running")
+            .addr
+            .to_string()
+    }
+
+    /// Kills node `i` with SIGKILL.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut s) = self.nodes[i].take() {
+            s.proc.kill();
+        }
+    }
+
+    /// `SELECT ...` on the cluster's database.
+    fn sql(&self, q: &str) -> String {
+        self.pg.psql(q).expect("psql").trim().to_owned()
+    }
+}
+
+/// A client on `servers` (the first is used first), with its own key in `home`.
+fn client(name: &str, servers: &[String], home: &Path, nick: &str, rooms: &[&str]) -> Chirp {
+    let mut args: Vec<String> = vec!["connect".into()];
+    args.extend(servers.iter().cloned());
+    for a in ["--nick", nick, "--home"] {
+        args.push(a.into());
+    }
+    args.push(home.display().to_string());
+    args.extend(["--json", "--idle-timeout", "2"].map(String::from));
+    for r in rooms {
+        args.push("--join".into());
+        args.push((*r).into());
+    }
+    let addr = servers[0].parse().expect("address");
+    Chirp {
+        proc: Proc::spawn(name, CHIRP, &args, Stdout::Lines),
+        addr,
+        seen: Vec::new(),
+    }
+}
+
+fn joined(c: &mut Chirp, room: &str) {
+    c.wait_for("own join", WAIT, |v| {
+        v["type"] == "join" && v["room"] == room && v["self"] == true
+    });
+}
+
+fn message_from(c: &mut Chirp, from: &str, text: &str) -> Value {
+    c.wait_for(&format!("'{text}' from {from}"), WAIT, |v| {
+        v["type"] == "message" && v["from"] == from && v["text"] == text
+    })
+}
+
+#[test]
+fn three_nodes_share_rooms_presence_and_dms_to_users_offline_elsewhere() {
+    let Some(cl) = Cluster::start(3) else {
+        return;
+    };
+    let home = |n: &str| cl.dir.path().join(format!("home-{n}"));
+    // dave binds his nick on node 2 and leaves: he is offline when ann writes to him.
+    let mut dave = client("dave", &[cl.addr(2)], &home("dave"), "dave", &[]);
+    dave.wait_type("connected", WAIT);
+    dave.proc.close_stdin();
+    assert!(dave.exit(WAIT).success(), "{}", dave.diag());
+
+    let mut ann = client("ann", &[cl.addr(0)], &home("ann"), "ann", &["#r"]);
+    joined(&mut ann, "#r");
+    let mut bob = client("bob", &[cl.addr(1)], &home("bob"), "bob", &["#r"]);
+    joined(&mut bob, "#r");
+    let mut cy = client("cy", &[cl.addr(2)], &home("cy"), "cy", &["#r"]);
+    let own = cy.wait_for("own join", WAIT, |v| {
+        v["type"] == "join" && v["self"] == true
+    });
+    // Presence across nodes: ann (node 0) sees bob (node 1) and cy (node 2) join; cy's own
+    // join lists the members of every node.
+    for nick in ["bob", "cy"] {
+        ann.wait_for(&format!("{nick} joining"), WAIT, |v| {
+            v["type"] == "join" && v["nick"] == nick && v["room"] == "#r"
+        });
+    }
+    let members: HashSet<&str> = own["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(members, HashSet::from(["ann", "bob", "cy"]), "{own}");
+
+    // Room chat and /me across nodes.
+    ann.line("hello from node 0");
+    for c in [&mut bob, &mut cy] {
+        message_from(c, "ann", "hello from node 0");
+    }
+    bob.line("/me waves from node 1");
+    for c in [&mut ann, &mut cy] {
+        let m = message_from(c, "bob", "waves from node 1");
+        assert_eq!(m["action"], true, "{m}");
+    }
+    // The ids every member sees are the same: the database gave them.
+    let ids = |c: &Chirp| -> Vec<(String, u64)> {
+        c.seen_of("message")
+            .iter()
+            .map(|m| {
+                (
+                    m["text"].as_str().unwrap_or("").to_owned(),
+                    m["id"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let (a, c) = (ids(&ann), ids(&cy));
+    assert!(
+        c.iter()
+            .all(|m| a.contains(m) || m.0 == "hello from node 0"),
+        "{a:?} {c:?}"
+    );
+
+    // /who on node 2 names every member, wherever connected.
+    cy.line("/who #r");
+    let who = cy.wait_type("who", WAIT);
+    let names: HashSet<&str> = who["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(names, HashSet::from(["ann", "bob", "cy"]), "{who}");
+
+    // A DM to dave, offline: stored; he gets it when he connects, to yet another node.
+    ann.line("/msg dave psst, from node 0");
+    ann.wait_type("delivered", WAIT);
+    let mut dave = client("dave", &[cl.addr(1)], &home("dave"), "dave", &[]);
+    message_from(&mut dave, "ann", "psst, from node 0");
+    // And a live DM back across nodes.
+    dave.line("/msg ann got it");
+    message_from(&mut ann, "dave", "got it");
+
+    // A quit on node 1 is seen on node 0.
+    bob.proc.close_stdin();
+    assert!(bob.exit(WAIT).success(), "{}", bob.diag());
+    ann.wait_for("bob quitting", WAIT, |v| {
+        v["type"] == "quit" && v["nick"] == "bob"
+    });
+    // Nothing was shown twice anywhere.
+    for c in [&ann, &cy, &dave] {
+        let mut seen = HashSet::new();
+        for m in c.seen_of("message") {
+            let k = (m["room"].to_string(), m["to"].to_string(), m["id"].as_u64());
+            assert!(
+                seen.insert(k),
+                "{}: shown twice: {m}\n{}",
+                c.proc.name,
+                c.diag()
+            );
+        }
+    }
+}
+
+/// The per-conversation messages a client was shown: (id, text), in the order shown.
+fn shown(c: &Chirp, room: &str) -> Vec<(u64, String)> {
+    c.seen_of("message")
+        .iter()
+        .filter(|m| m["room"] == room)
+        .map(|m| {
+            (
+                m["id"].as_u64().expect("id"),
+                m["text"].as_str().expect("text").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_killed_mid_chat_loses_no_acknowledged_message() {
+    const LINES: usize = 2000;
+    let Some(mut cl) = Cluster::start(3) else {
+        return;
+    };
+    let home = |n: &str| cl.dir.path().join(format!("home-{n}"));
+    // Each client starts on its own node, with the next one to fail over to.
+    let mut clients: Vec<Chirp> = (0..3)
+        .map(|i| {
+            let name = format!("c{i}");
+            let servers = [cl.addr(i), cl.addr((i + 1) % 3)];
+            client(&name, &servers, &home(&name), &name, &["#load"])
+        })
+        .collect();
+    for c in &mut clients {
+        joined(c, "#load");
+    }
+    // Each says its lines; node 0 is killed part way through.
+    let mut typed = [0usize; 3];
+    let mut killed = false;
+    let start = Instant::now();
+    while typed.iter().any(|&n| n < LINES) {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let end = (typed[i] + 50).min(LINES);
+            let block: String = (typed[i]..end).map(|k| format!("c{i}-{k:04}\n")).collect();
+            c.proc.write(block.as_bytes());
+            typed[i] = end;
+        }
+        if !killed && typed[0] >= LINES / 3 {
+            std::thread::sleep(Duration::from_millis(200));
+            cl.kill(0);
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each member waits until it has been shown every line of the three (a client exits at
+    // end of input once its own lines are delivered, not everyone's).
+    let limit = Duration::from_secs(120);
+    let deadline = start + limit;
+    for c in &mut clients {
+        while shown(c, "#load").len() < 3 * LINES && Instant::now() < deadline {
+            let _ = c.next_event(Duration::from_millis(200));
+        }
+    }
+    // End of input: each client exits once every line is delivered (or refused).
+    for c in &mut clients {
+        c.proc.close_stdin();
+    }
+    for c in &mut clients {
+        let st = c.exit(limit);
+        c.drain();
+        assert!(st.success(), "{} exit {st:?}\n{}", c.proc.name, c.diag());
+    }
+    let elapsed = start.elapsed();
+    // Every line acknowledged `delivered` is in the database exactly once.
+    let mut delivered: BTreeMap<String, u64> = BTreeMap::new();
+    for c in &clients {
+        for d in c.seen_of("delivered") {
+            let id = d["id"].as_u64().expect("id");
+            assert!(
+                delivered
+                    .insert(format!("{}:{id}", c.proc.name), id)
+                    .is_none(),
+                "delivered twice: {d}"
+            );
+        }
+    }
+    let stored: u64 = cl
+        .sql("SELECT count(*) FROM messages WHERE conv = '#load'")
+        .parse()
+        .expect("count");
+    let distinct: u64 = cl
+        .sql("SELECT count(DISTINCT text) FROM messages WHERE conv = '#load'")
+        .parse()
+        .expect("count");
+    assert_eq!(stored, distinct, "a line is stored twice");
+    assert_eq!(
+        delivered.len() as u64,
+        stored,
+        "every stored line was acknowledged and every acknowledged line stored"
+    );
+    assert_eq!(
+        stored,
+        3 * LINES as u64,
+        "no line lost (each client resent its own)"
+    );
+    let errors: Vec<&Value> = clients.iter().flat_map(|c| c.seen_of("error")).collect();
+    assert!(errors.is_empty(), "errors: {errors:?}");
+    // Every member saw every message exactly once, in id order (the client on the killed
+    // node saw the rest after failing over: resumed from its last id).
+    for c in &clients {
+        let got = shown(c, "#load");
+        let ids: Vec<u64> = got.iter().map(|m| m.0).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{}: not in id order (or twice)",
+            c.proc.name
+        );
+        assert_eq!(
+            ids.len() as u64,
+            stored,
+            "{}: saw {} of {stored} messages",
+            c.proc.name,
+            ids.len()
+        );
+    }
+    assert!(elapsed < limit, "took {elapsed:?}");
+}
+
+#[test]
+fn a_nats_restart_loses_nothing_and_shows_nothing_twice() {
+    let Some(mut cl) = Cluster::start(2) else {
+        return;
+    };
+    let home = |n: &str| cl.dir.path().join(format!("home-{n}"));
+    let mut ann = client("ann", &[cl.addr(0)], &home("ann"), "ann", &["#r"]);
+    joined(&mut ann, "#r");
+    let mut bob = client("bob", &[cl.addr(1)], &home("bob"), "bob", &["#r"]);
+    joined(&mut bob, "#r");
+    ann.line("before");
+    message_from(&mut bob, "ann", "before");
+    // The bus goes down: messages are still stored (and acknowledged), but cannot cross.
+    cl.nats.stop();
+    for k in 0..5 {
+        ann.line(&format!("during {k}"));
+    }
+    for _ in 0..5 {
+        ann.wait_type("delivered", WAIT);
+    }
+    cl.nats.start_again().expect("restart nats-server");
+    // Back: bob's node re-reads the room's mark and fetches what it missed, once each.
+    for k in 0..5 {
+        message_from(&mut bob, "ann", &format!("during {k}"));
+    }
+    ann.line("after");
+    message_from(&mut bob, "ann", "after");
+    let got = shown(&bob, "#r");
+    let texts: Vec<&str> = got.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "before", "during 0", "during 1", "during 2", "during 3", "during 4", "after"
+        ],
+        "{}",
+        bob.diag()
+    );
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "{got:?}");
+}
+
+#[test]
+fn postgres_down_gives_errors_not_false_deliveries_and_service_resumes() {
+    let Some(mut cl) = Cluster::start(1) else {
+        return;
+    };
+    let home = |n: &str| cl.dir.path().join(format!("home-{n}"));
+    let mut ann = client("ann", &[cl.addr(0)], &home("ann"), "ann", &["#r"]);
+    joined(&mut ann, "#r");
+    ann.line("stored");
+    ann.wait_type("delivered", WAIT);
+    cl.pg.stop();
+    ann.line("not stored");
+    let e = ann.wait_type("error", WAIT);
+    assert_eq!(e["code"], "store_failed", "{e}");
+    assert!(ann.seen_of("delivered").len() == 1, "{}", ann.diag());
+    cl.pg.start_again().expect("restart PostgreSQL");
+    // Service resumes by itself: the pool reconnects.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        ann.line("again");
+        match ann.wait_for("an answer", WAIT, |v| {
+            v["type"] == "delivered" || v["type"] == "error"
+        }) {
+            v if v["type"] == "delivered" => break,
+            v => assert!(
+                Instant::now() < deadline,
+                "no recovery: {v}\n{}",
+                ann.diag()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let n: u64 = cl
+        .sql("SELECT count(*) FROM messages WHERE conv = '#r' AND text = 'not stored'")
+        .parse()
+        .expect("count");
+    assert_eq!(n, 0, "a refused message was stored");
+}
+
+#[test]
+fn two_nodes_racing_for_one_nick_give_one_winner_and_one_clear_error() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let home = |n: &str| cl.dir.path().join(format!("home-{n}"));
+    for round in 0..5 {
+        let nick = format!("prize{round}");
+        let mut a = client("a", &[cl.addr(0)], &home(&format!("a{round}")), &nick, &[]);
+        let mut b = client("b", &[cl.addr(1)], &home(&format!("b{round}")), &nick, &[]);
+        let outcome = |c: &mut Chirp| {
+            c.wait_for("connected or an error", WAIT, |v| {
+                v["type"] == "connected" || v["type"] == "error"
+            });
+            // A session bound first and refused after the commit is told at once too.
+            std::thread::sleep(Duration::from_millis(500));
+            c.poll();
+            // Refused at `hello` (the other node's binding had arrived) the client exits with
+            // a `fatal` error; bound here and refused at the commit, it is told `nick_taken`.
+            let refused = c.seen_of("error").iter().any(|e| {
+                e["code"] == "nick_taken"
+                    || (e["code"] == "fatal"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("another key")))
+            });
+            (refused, c.proc.try_status().is_some())
+        };
+        let (ra, _) = outcome(&mut a);
+        let (rb, _) = outcome(&mut b);
+        assert!(
+            ra != rb,
+            "round {round}: exactly one refused: a {ra}, b {rb}\n{}\n{}",
+            a.diag(),
+            b.diag()
+        );
+        let holders: u64 = cl
+            .sql(&format!("SELECT count(*) FROM nicks WHERE fold = '{nick}'"))
+            .parse()
+            .expect("count");
+        assert_eq!(holders, 1);
+    }
+}
