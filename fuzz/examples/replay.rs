@@ -11,13 +11,14 @@
 
 use std::path::{Path, PathBuf};
 
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "packet_decode",
     "packet_decode_sealed",
     "endpoint",
     "handshake",
     "pair",
     "chat_decode",
+    "bus_decode",
 ];
 
 fn run(target: &str, data: &[u8]) {
@@ -36,6 +37,7 @@ fn run(target: &str, data: &[u8]) {
             chirp_fuzz::pair::run(data);
         }
         "chat_decode" => chirp_fuzz::chat::run(data),
+        "bus_decode" => chirp_fuzz::bus::run(data),
         other => panic!("unknown target {other}; one of {TARGETS:?}"),
     }
 }

@@ -8,14 +8,54 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use std::collections::HashMap;
+
 use chirp_chat::server::{Output, Server, ServerConfig};
 use chirp_chat::wire::{ClientMsg, JoinReq, ServerMsg, VERSION};
+use chirp_store::{Op, Outcome};
 
-fn drain(s: &mut Server) {
+/// A store that commits at once: each message gets the next id of its conversation.
+#[derive(Default)]
+pub struct Store {
+    last: HashMap<String, u64>,
+}
+
+impl Store {
+    /// The outcomes of `ops`, as the database would give them.
+    pub fn commit(&mut self, ops: &[Op]) -> Vec<Outcome> {
+        ops.iter()
+            .map(|op| match op {
+                Op::Message(m) => {
+                    let id = self.last.entry(m.conv.clone()).or_default();
+                    *id += 1;
+                    Outcome::Stored { id: *id }
+                }
+                Op::SetNick { .. } => Outcome::NickBound,
+                _ => Outcome::Done,
+            })
+            .collect()
+    }
+
+    /// A conversation's high-water mark.
+    pub fn last_id(&self, conv: &str) -> u64 {
+        self.last.get(conv).copied().unwrap_or(0)
+    }
+}
+
+/// Carries out the core's outputs (commits succeed at once, syncs read the mark) until there
+/// are none.
+pub fn drain(s: &mut Server, store: &mut Store) {
     // Bounded: each input produces a handful of outputs.
     for _ in 0..10_000 {
         match s.poll_output() {
-            Some(Output::Persist { token, .. }) => s.committed(0, token, true),
+            Some(Output::Persist { token, ops }) => {
+                let out = store.commit(&ops);
+                s.committed(0, token, Ok(out));
+            }
+            Some(Output::Sync { conv }) => {
+                let last = store.last_id(&conv);
+                s.synced(0, &conv, Ok(last));
+            }
             Some(_) => {}
             None => return,
         }
@@ -37,6 +77,7 @@ pub fn run(data: &[u8]) {
             m
         );
     }
+    let mut store = Store::default();
     let mut s = Server::new(ServerConfig::default(), Default::default());
     s.connected(0, 1, IpAddr::V4(Ipv4Addr::LOCALHOST), [1; 32]);
     let hello = ClientMsg::Hello {
@@ -51,9 +92,9 @@ pub fn run(data: &[u8]) {
         echo: true,
     };
     s.message(0, 1, &hello.encode());
-    drain(&mut s);
+    drain(&mut s, &mut store);
     s.message(1, 1, data);
-    drain(&mut s);
+    drain(&mut s, &mut store);
     s.handle_timeout(1_000);
-    drain(&mut s);
+    drain(&mut s, &mut store);
 }

@@ -23,6 +23,7 @@ use chirp_proto::wire::{
     PacketType, RESET_PACKET_LEN, RESET_TOKEN_LEN, VERSION, encode_refuse,
 };
 
+pub mod bus;
 pub mod chat;
 pub mod endpoint;
 pub mod handshake;

@@ -1,5 +1,12 @@
 //! A room of M members, S of them sending: deliveries per second, the latency of each
 //! delivery, and a check that every member got every message exactly once, in order.
+//!
+//! Against a cluster (several servers, the nodes of one `chirp serve --cluster`): the senders
+//! connect to the first node and the other members are spread round robin over all the nodes,
+//! starting with the second ([`node_of`]), so that most deliveries cross from one node to
+//! another. The latency is then also given apart for the members on the senders' node and
+//! for those on the others, and every node's share (members, deliveries, latency, CPU,
+//! memory) is reported.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,7 +19,7 @@ use chirp_proto::handshake::StaticSecret;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::server::ProcSample;
+use crate::server::{CLK_TCK, ProcSample};
 use crate::swarm::{Fleet, MAX_SETUP, Scenario, Sessions, place};
 use crate::{BenchError, quantile};
 
@@ -22,10 +29,11 @@ pub const ROOM: &str = "#bench";
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct FanoutConfig {
-    /// The server.
-    pub server: SocketAddr,
-    /// Its pid, for its CPU time and memory (`None`: not measured).
-    pub server_pid: Option<u32>,
+    /// The server, or the nodes of one cluster (see [`node_of`] for who connects where); at
+    /// least one.
+    pub servers: Vec<SocketAddr>,
+    /// Their pids, in the same order, for their CPU time and memory (empty: not measured).
+    pub server_pids: Vec<u32>,
     /// Members of the room (each its own client session).
     pub members: usize,
     /// How many of them send (the first ones).
@@ -66,11 +74,14 @@ impl Latency {
     }
 }
 
-/// The server's figures over the fan-out.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// The server's figures over the fan-out (of a cluster: the sum over its nodes).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ServerFigures {
-    /// CPU used while the messages went out, percent of one core.
+    /// CPU used while the messages went out, percent of one core (a cluster's nodes
+    /// together may use more than one).
     pub cpu_percent: f64,
+    /// ... in seconds of CPU time.
+    pub cpu_s: f64,
     /// Resident memory when the members had joined, KiB.
     pub rss_kib_joined: u64,
     /// ... and at the end.
@@ -104,8 +115,45 @@ pub struct FanoutReport {
     pub latency_ms: Latency,
     /// Datagrams the members' sockets received over the whole run (joining included).
     pub datagrams_in: u64,
-    /// The server's CPU and memory, if its pid was given.
+    /// The server's CPU and memory, if its pid was given; of a cluster, the sum over its
+    /// nodes (every node's pid must be given).
     pub server: Option<ServerFigures>,
+    /// Against a cluster: the latency to the members on the senders' node (the first)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_same_node_ms: Option<Latency>,
+    /// ... and to those on the other nodes: the message crossed from one node to another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_other_nodes_ms: Option<Latency>,
+    /// Against a cluster: each node's share, in the order the servers were given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeReport>,
+}
+
+/// One node's share of a fan-out against a cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// Where it listens.
+    pub server: SocketAddr,
+    /// Members connected to it (the senders among them, on the first).
+    pub members: usize,
+    /// Deliveries to its members.
+    pub delivered: u64,
+    /// Send (on the first node) to delivery on this one.
+    pub latency_ms: Latency,
+    /// Its CPU and memory, if its pid was given.
+    pub figures: Option<ServerFigures>,
+}
+
+/// Which of `servers` servers member `n` connects to, with `senders` senders (members
+/// `0..senders`): the senders to the first; the other members round robin over all of them,
+/// starting with the second, so that the nodes hold as many members as can be and most
+/// deliveries cross nodes. With one server, that one.
+pub fn node_of(n: usize, senders: usize, servers: usize) -> usize {
+    if servers <= 1 || n < senders {
+        0
+    } else {
+        (n - senders + 1) % servers
+    }
 }
 
 impl FanoutReport {
@@ -118,6 +166,8 @@ impl FanoutReport {
 /// What one member saw.
 #[derive(Debug, Default)]
 struct Seen {
+    /// The server it is connected to (see [`node_of`]).
+    node: usize,
     latencies_us: Vec<u64>,
     delivered: u64,
     duplicated: u64,
@@ -399,7 +449,20 @@ pub async fn run(
     let expected: u64 = (0..config.members)
         .map(|n| expected_per_member(n, config.messages))
         .sum();
-    let mut template = session_config(config.server, nicks.get(0), fresh_key(), true);
+    let Some(&first) = config.servers.first() else {
+        return Err(BenchError::Stuck(
+            "no server to run the fan-out against".into(),
+        ));
+    };
+    let pids = &config.server_pids;
+    if !pids.is_empty() && pids.len() != config.servers.len() {
+        return Err(BenchError::Stuck(format!(
+            "{} server pids for {} servers: give one per server, in the same order",
+            pids.len(),
+            config.servers.len()
+        )));
+    }
+    let mut template = session_config(first, nicks.get(0), fresh_key(), true);
     template.pace = false;
     let sockets = config.sockets.max(1);
     let fleet = Fleet::start(sockets, &template, config.members, MAX_SETUP, |k| {
@@ -415,10 +478,11 @@ pub async fn run(
             sending: Vec::new(),
             started: false,
         };
-        let (server, total, messages) = (config.server, config.members, config.messages);
+        let (servers, total, messages) = (config.servers.clone(), config.members, config.messages);
         let setup = move |me: &mut Fanout, sessions: &mut Sessions| {
             for n in (0..total).filter(|&n| place(n, sockets) == k) {
-                let mut c = session_config(server, nicks.get(n), fresh_key(), true);
+                let node = node_of(n, senders, servers.len());
+                let mut c = session_config(servers[node], nicks.get(n), fresh_key(), true);
                 c.pace = false;
                 let i = sessions.add(c);
                 if me.members.len() <= i {
@@ -438,7 +502,10 @@ pub async fn run(
                     want,
                     got: vec![vec![false; messages]; senders],
                     highest: vec![None; senders],
-                    seen: Seen::default(),
+                    seen: Seen {
+                        node,
+                        ..Seen::default()
+                    },
                     next: 0,
                     next_at: None,
                 });
@@ -458,7 +525,7 @@ pub async fn run(
         fleet.shut_down().await?;
         return Err(e);
     }
-    let joined = ProcSample::read_opt(config.server_pid)?;
+    let joined = read_all(pids)?;
     progress.set_length(expected);
     let epoch = Instant::now();
     let _ = shared.epoch.set(epoch);
@@ -475,7 +542,7 @@ pub async fn run(
     .await;
     shared.done.store(true, Ordering::Release);
     fleet.stop();
-    let end = ProcSample::read_opt(config.server_pid)?;
+    let end = read_all(pids)?;
     let parts = fleet.join().await?;
     let datagrams_in = parts.iter().map(|(_, stats)| stats.datagrams_in).sum();
     let seen: Vec<Seen> = parts
@@ -485,12 +552,51 @@ pub async fn run(
     let last = seen.iter().filter_map(|s| s.last_at).max().unwrap_or(epoch);
     let elapsed = last.saturating_duration_since(epoch).as_secs_f64();
     let delivered: u64 = seen.iter().map(|s| s.delivered).sum();
-    let mut lat: Vec<u64> = seen
+    let latency_of = |keep: &dyn Fn(&Seen) -> bool| {
+        let mut lat: Vec<u64> = seen
+            .iter()
+            .filter(|s| keep(s))
+            .flat_map(|s| s.latencies_us.iter().copied())
+            .collect();
+        lat.sort_unstable();
+        let ms = |q: f64| quantile(&lat, q).map_or(0.0, |us| us as f64 / 1000.0);
+        Latency {
+            p50: ms(0.5),
+            p99: ms(0.99),
+            max: ms(1.0),
+        }
+    };
+    let figures: Vec<ServerFigures> = joined
         .iter()
-        .flat_map(|s| s.latencies_us.iter().copied())
+        .zip(&end)
+        .map(|(a, b)| ServerFigures {
+            cpu_percent: b.cpu_percent_since(a),
+            cpu_s: b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / CLK_TCK,
+            rss_kib_joined: a.rss_kib,
+            rss_kib_end: b.rss_kib,
+        })
         .collect();
-    lat.sort_unstable();
-    let ms = |q: f64| quantile(&lat, q).map_or(0.0, |us| us as f64 / 1000.0);
+    let cluster = config.servers.len() > 1;
+    let nodes = if cluster {
+        config
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(k, &server)| NodeReport {
+                server,
+                members: seen.iter().filter(|s| s.node == k).count(),
+                delivered: seen
+                    .iter()
+                    .filter(|s| s.node == k)
+                    .map(|s| s.delivered)
+                    .sum(),
+                latency_ms: latency_of(&|s: &Seen| s.node == k),
+                figures: figures.get(k).copied(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(FanoutReport {
         members: config.members,
         senders,
@@ -506,16 +612,43 @@ pub async fn run(
         } else {
             0.0
         },
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p99: ms(0.99),
-            max: ms(1.0),
-        },
+        latency_ms: latency_of(&|_: &Seen| true),
         datagrams_in,
-        server: joined.zip(end).map(|(a, b)| ServerFigures {
-            cpu_percent: b.cpu_percent_since(&a),
-            rss_kib_joined: a.rss_kib,
-            rss_kib_end: b.rss_kib,
+        server: (!figures.is_empty()).then(|| {
+            figures
+                .iter()
+                .fold(ServerFigures::default(), |t, f| ServerFigures {
+                    cpu_percent: t.cpu_percent + f.cpu_percent,
+                    cpu_s: t.cpu_s + f.cpu_s,
+                    rss_kib_joined: t.rss_kib_joined + f.rss_kib_joined,
+                    rss_kib_end: t.rss_kib_end + f.rss_kib_end,
+                })
         }),
+        latency_same_node_ms: cluster.then(|| latency_of(&|s: &Seen| s.node == 0)),
+        latency_other_nodes_ms: cluster.then(|| latency_of(&|s: &Seen| s.node != 0)),
+        nodes,
     })
+}
+
+/// Every process's figures now, in order.
+fn read_all(pids: &[u32]) -> Result<Vec<ProcSample>, BenchError> {
+    pids.iter().map(|&p| ProcSample::read(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_go_to_the_first_node_and_the_others_round_robin() {
+        // One server: everyone on it.
+        assert!((0..10).all(|n| node_of(n, 2, 1) == 0));
+        // Two servers, one sender: 10 members each side of 20.
+        let nodes: Vec<usize> = (0..20).map(|n| node_of(n, 1, 2)).collect();
+        assert_eq!(&nodes[..5], &[0, 1, 0, 1, 0]);
+        assert_eq!(nodes.iter().filter(|&&k| k == 0).count(), 10);
+        // Three servers, two senders: the senders on the first, then 1, 2, 0, 1, ...
+        let nodes: Vec<usize> = (0..8).map(|n| node_of(n, 2, 3)).collect();
+        assert_eq!(nodes, [0, 0, 1, 2, 0, 1, 2, 0]);
+    }
 }

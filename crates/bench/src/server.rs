@@ -135,7 +135,7 @@ pub struct ProcSample {
 
 /// Clock ticks per second of `/proc/PID/stat` (`sysconf(_SC_CLK_TCK)`): 100 on every Linux
 /// configuration that matters (it is fixed by the kernel's ABI, not by `HZ`).
-const CLK_TCK: f64 = 100.0;
+pub(crate) const CLK_TCK: f64 = 100.0;
 
 impl ProcSample {
     /// Reads `pid`'s figures now.

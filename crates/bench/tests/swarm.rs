@@ -193,8 +193,8 @@ async fn the_fanout_and_handshake_scenarios_run_on_swarms() {
     let (addr, _stop) = server(dir.path());
     let r = fanout::run(
         &FanoutConfig {
-            server: addr,
-            server_pid: None,
+            servers: vec![addr],
+            server_pids: Vec::new(),
             members: 40,
             senders: 3,
             messages: 20,

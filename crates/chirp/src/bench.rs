@@ -31,6 +31,9 @@ Examples:
   chirp bench fanout --senders 10 --json
   chirp bench fanout --members 1000 --rate 20 --messages 200    # latency at a steady rate
   chirp bench fanout --server 127.0.0.1:7667 --server-pid 4242   # a server already running
+  chirp bench fanout --server 127.0.0.1:7667 --server 127.0.0.1:7668 --server 127.0.0.1:7669 \
+      --server-pid 4242 --server-pid 4243 --server-pid 4244 --rate 50
+                             # a cluster's nodes: senders on the first, the others spread
   chirp bench handshake --sessions 5000 --concurrency 64    # new sessions/s, setup time
   chirp bench idle --sessions 5000 --seconds 20         # memory per session, idle CPU
   chirp bench flood --sessions 0,10000                  # junk at full rate: cost, latency
@@ -140,10 +143,60 @@ struct FanoutArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     sockets: u32,
     #[command(flatten)]
-    target: ServerArgs,
+    target: NodesArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// The server under test of `fanout`: one, or the nodes of a cluster.
+#[derive(Debug, Args)]
+struct NodesArgs {
+    /// A server already running (it must allow the bench's sessions from 127.0.0.1 and its
+    /// rate); by default the bench starts its own. Given several times: the nodes of one
+    /// cluster, where the senders connect to the first and the other members are spread
+    /// round robin over all of them (starting with the second), so that most deliveries
+    /// cross nodes; latency is then also shown for the members on the other nodes alone.
+    #[arg(long = "server", value_name = "ADDR", value_parser = addr::remote_addr)]
+    servers: Vec<SocketAddr>,
+    /// The pid of that server, for its CPU and memory; with several --server, once for each,
+    /// in the same order: the figures are summed over the nodes (CPU in percent of one core,
+    /// so above 100 when the nodes together use more than a core) and shown per node too.
+    #[arg(long = "server-pid", value_name = "PID", requires = "servers")]
+    server_pids: Vec<u32>,
+}
+
+/// The servers a fan-out runs against, and the one the bench started if it did (stopped when
+/// this is dropped).
+struct NodesUnderTest {
+    addrs: Vec<SocketAddr>,
+    pids: Vec<u32>,
+    _own: Option<ServerProcess>,
+}
+
+impl NodesArgs {
+    /// The servers given, or a fresh one of this binary's sized for `sessions`.
+    fn under_test(&self, sessions: usize) -> anyhow::Result<NodesUnderTest> {
+        if !self.servers.is_empty() {
+            anyhow::ensure!(
+                self.server_pids.is_empty() || self.server_pids.len() == self.servers.len(),
+                "{} --server-pid for {} --server: give one per server, in the same order",
+                self.server_pids.len(),
+                self.servers.len()
+            );
+            return Ok(NodesUnderTest {
+                addrs: self.servers.clone(),
+                pids: self.server_pids.clone(),
+                _own: None,
+            });
+        }
+        let own = own_server(sessions)?;
+        Ok(NodesUnderTest {
+            addrs: vec![own.addr()],
+            pids: vec![own.pid()],
+            _own: Some(own),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -230,15 +283,20 @@ impl ServerArgs {
                 _own: None,
             });
         }
-        let exe = std::env::current_exe().context("cannot find this executable")?;
-        let own = ServerProcess::start(&exe, sessions.min(100_000), &[])
-            .context("cannot start the server under test")?;
+        let own = own_server(sessions)?;
         Ok(UnderTest {
             addr: own.addr(),
             pid: Some(own.pid()),
             _own: Some(own),
         })
     }
+}
+
+/// A fresh `serve` of this binary's, sized for `sessions`.
+fn own_server(sessions: usize) -> anyhow::Result<ServerProcess> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    ServerProcess::start(&exe, sessions.min(100_000), &[])
+        .context("cannot start the server under test")
 }
 
 #[derive(Debug, Args)]
@@ -473,8 +531,8 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
         )?;
         let report = fanout::run(
             &FanoutConfig {
-                server: under.addr,
-                server_pid: under.pid,
+                servers: under.addrs.clone(),
+                server_pids: under.pids.clone(),
                 members,
                 senders,
                 messages,
@@ -554,6 +612,9 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
                 r.reordered,
             )?;
         }
+        if reports.iter().any(|r| !r.nodes.is_empty()) {
+            write_nodes(&mut out, &reports)?;
+        }
         writeln!(
             out,
             "median: {median:.0} deliveries/s = {:.2}x raw UDP ({raw:.0} packets/s); {}",
@@ -566,4 +627,54 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
         )?;
     }
     Ok(if clean { 0 } else { 1 })
+}
+
+/// A cluster's runs, node by node: where the members were, what each node delivered, its
+/// latency (from the send on the first node), CPU and memory; then the members on other nodes
+/// than the senders' together.
+fn write_nodes(out: &mut impl std::io::Write, reports: &[FanoutReport]) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "per node (the senders on the first; latency from the send there to the delivery on the node):"
+    )?;
+    writeln!(
+        out,
+        "| run | node | members | deliveries | p50 ms | p99 ms | max ms | CPU % | RSS MiB |"
+    )?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    for (i, r) in reports.iter().enumerate() {
+        for n in &r.nodes {
+            let (cpu, rss) = n.figures.map_or(("-".into(), "-".into()), |s| {
+                (
+                    format!("{:.0}", s.cpu_percent),
+                    format!("{:.1}", s.rss_kib_end as f64 / 1024.0),
+                )
+            });
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {cpu} | {rss} |",
+                i + 1,
+                n.server,
+                n.members,
+                n.delivered,
+                n.latency_ms.p50,
+                n.latency_ms.p99,
+                n.latency_ms.max,
+            )?;
+        }
+        if let Some(l) = r.latency_other_nodes_ms {
+            let others = r.nodes.iter().skip(1);
+            writeln!(
+                out,
+                "| {} | other nodes | {} | {} | {:.1} | {:.1} | {:.1} | | |",
+                i + 1,
+                others.clone().map(|n| n.members).sum::<usize>(),
+                others.map(|n| n.delivered).sum::<u64>(),
+                l.p50,
+                l.p99,
+                l.max,
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub mod migrate;
 mod postgres;
 mod sqlite;
 

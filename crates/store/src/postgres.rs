@@ -138,7 +138,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// An error of the database at `target`.
-fn pg_err(target: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+pub(crate) fn pg_err(target: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     move |e| StoreError::Postgres {
         target: target.to_owned(),
         // `Display` of a server error is only "db error"; its detail says what happened.
@@ -228,6 +228,17 @@ impl Postgres {
             writer: Mutex::new(Some(task)),
             stats,
         })
+    }
+
+    /// A connection of the pool, for what no [`Storage`] method does (the copy of
+    /// [`crate::migrate`]).
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| pool_err(&self.target, e))
+    }
+
+    /// The database, for errors: host and database name, never the password.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
     }
 
     fn send<T: Send + 'static>(

@@ -60,7 +60,7 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE client_id IS NOT NULL;",
 ];
 
-fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Sqlite {
         path: path.to_owned(),
         source,

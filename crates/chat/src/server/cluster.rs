@@ -30,7 +30,8 @@
 //! A node publishes its members' joins, parts and quits on the room's subject, and keeps the
 //! members of other nodes (per node) for `who`, `joined` and presence lines. A node that
 //! starts following a room asks for its members ([`Bus::Who`]); each node answers with its
-//! own ([`Bus::Members`]). Nodes beat every [`ClusterConfig::beat_ms`]; a node silent for
+//! own ([`Bus::Members`]). The first member joining a room on a node may get its `joined` list
+//! before the answers come: the members they name are then shown to it as joins. Nodes beat every [`ClusterConfig::beat_ms`]; a node silent for
 //! [`ClusterConfig::node_timeout_ms`] (or one that said goodbye) is gone, and its members are
 //! shown as quit. A nick is bound by the database's unique constraint: a node publishes a
 //! binding once the store made it ([`Outcome::NickBound`]); when another node's key got the
@@ -545,15 +546,25 @@ impl Server {
                 let Some(r) = self.rooms.get_mut(&room) else {
                     return;
                 };
+                // Members this node did not know of: its sessions in the room learn them as
+                // joins (a first join's member list went out before the answers came).
+                let mut new = Vec::new();
                 for m in members {
+                    let known = r.members.contains(&m.key) || r.remote.contains_key(&m.key);
                     let e = r.remote.entry(m.key).or_insert_with(|| RemoteMember {
                         nick: m.nick.clone(),
                         nodes: Vec::new(),
                     });
-                    e.nick = m.nick;
+                    e.nick = m.nick.clone();
                     if !e.nodes.contains(&node) {
                         e.nodes.push(node.clone());
                     }
+                    if !known {
+                        new.push(m.nick);
+                    }
+                }
+                for nick in new {
+                    self.queue_presence(now_ms, &room, Presence::Join { nick });
                 }
             }
             Bus::Nick { key, nick } => self.remote_nick(key, nick),

@@ -1509,6 +1509,7 @@ fn a_dm_arriving_while_the_store_is_read_waits_behind_the_older_ones() {
 
 mod bounds;
 mod catch_up;
+mod cluster;
 mod cost;
 mod echo;
 mod nicks;

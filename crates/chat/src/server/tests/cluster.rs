@@ -1,0 +1,361 @@
+//! Nodes of a cluster, simulated: several cores, one shared store (ids given at commit, as the
+//! database does), and a bus that delivers each publication to the nodes following its
+//! subject, in order, and that a test can make drop messages or go down. Everything a node
+//! asks of the store is answered from the shared records.
+
+use super::*;
+use crate::bus::Bus;
+
+/// One shared database.
+#[derive(Default)]
+struct Db {
+    records: Vec<Record>,
+    last: HashMap<String, u64>,
+}
+
+impl Db {
+    fn commit(&mut self, ops: &[Op]) -> Vec<Outcome> {
+        ops.iter()
+            .map(|op| match op {
+                Op::Message(m) => {
+                    let id = self.last.entry(m.conv.clone()).or_default();
+                    *id += 1;
+                    self.records.push(m.clone().with_id(*id));
+                    Outcome::Stored { id: *id }
+                }
+                Op::SetNick { .. } => Outcome::NickBound,
+                _ => Outcome::Done,
+            })
+            .collect()
+    }
+
+    fn after(&self, conv: &str, after: u64, upto: u64, limit: usize) -> Vec<Record> {
+        let mut v: Vec<Record> = self
+            .records
+            .iter()
+            .filter(|r| r.conv == conv && r.id > after && r.id <= upto)
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| r.id);
+        v.truncate(limit);
+        v
+    }
+}
+
+struct Net {
+    nodes: Vec<Server>,
+    follows: Vec<HashSet<Subject>>,
+    db: Db,
+    /// What each node's sessions were sent, decoded.
+    inbox: HashMap<(usize, SessionId), Vec<ServerMsg>>,
+    /// Publications in flight: (from node, subject, data).
+    bus: VecDeque<(usize, Subject, Bytes)>,
+    /// Drop the next publications of `Bus::Msg` (counted down).
+    drop_msgs: usize,
+    /// The bus is down: publications are lost.
+    down: bool,
+    now: i64,
+    reads_after: usize,
+}
+
+impl Net {
+    fn new(n: usize) -> Net {
+        let nodes = (0..n)
+            .map(|i| {
+                let config = ServerConfig {
+                    cluster: Some(ClusterConfig::new(format!("n{i}"))),
+                    ..ServerConfig::default()
+                };
+                Server::new(config, Loaded::default())
+            })
+            .collect();
+        let mut net = Net {
+            nodes,
+            follows: vec![HashSet::new(); n],
+            db: Db::default(),
+            inbox: HashMap::new(),
+            bus: VecDeque::new(),
+            drop_msgs: 0,
+            down: false,
+            now: 1_000_000,
+            reads_after: 0,
+        };
+        net.run();
+        net
+    }
+
+    /// Carries out every node's outputs and delivers the bus until all is quiet.
+    fn run(&mut self) {
+        for _ in 0..10_000 {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                while let Some(o) = self.nodes[i].poll_output() {
+                    any = true;
+                    self.output(i, o);
+                }
+            }
+            if let Some((from, subject, data)) = self.bus.pop_front() {
+                any = true;
+                for i in 0..self.nodes.len() {
+                    // NATS delivers to the publisher too, when it follows the subject.
+                    if self.follows[i].contains(&subject) {
+                        let _ = from;
+                        self.nodes[i].bus(self.now, &data);
+                    }
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+        panic!("the nodes never went quiet");
+    }
+
+    fn output(&mut self, i: usize, o: Output) {
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        match o {
+            Output::Send { to, data } => {
+                let m = ServerMsg::decode(&data).expect("decodes");
+                self.inbox.entry((i, to)).or_default().push(m);
+                n.sent(now, to, data.len());
+            }
+            Output::Close { session, .. } => n.disconnected(now, session, "closed"),
+            Output::Persist { token, ops } => {
+                let out = self.db.commit(&ops);
+                n.committed(now, token, Ok(out));
+            }
+            Output::ReadHistory {
+                session, id, conv, ..
+            } => n.history_loaded(session, &conv, id, Ok(Vec::new())),
+            Output::ReadAfter {
+                session,
+                token,
+                conv,
+                after,
+                upto,
+                limit,
+                ..
+            } => {
+                self.reads_after += 1;
+                let page = self.db.after(&conv, after, upto, limit);
+                n.replay_loaded(now, session, &conv, token, Ok(page));
+            }
+            Output::ReadUndelivered { session, .. } => {
+                n.undelivered_loaded(now, session, Ok(Vec::new()));
+            }
+            Output::Publish { subject, data } => {
+                let is_msg = matches!(Bus::decode(&data), Ok(Bus::Msg { .. }));
+                if self.down || (is_msg && self.drop_msgs > 0) {
+                    if is_msg && !self.down {
+                        self.drop_msgs -= 1;
+                    }
+                    return;
+                }
+                self.bus.push_back((i, subject, data));
+            }
+            Output::Follow(s) => {
+                self.follows[i].insert(s);
+            }
+            Output::Unfollow(s) => {
+                self.follows[i].remove(&s);
+            }
+            Output::Sync { conv } => {
+                let last = self.db.last.get(&conv).copied().unwrap_or(0);
+                n.synced(now, &conv, Ok(last));
+            }
+        }
+    }
+
+    fn hello(&mut self, node: usize, id: SessionId, k: Key, nick: &str, rooms: &[&str]) {
+        self.nodes[node].connected(self.now, id, IP, k);
+        self.nodes[node].message(self.now, id, &hello_msg(id, nick, rooms).encode());
+        self.run();
+    }
+
+    fn say(&mut self, node: usize, id: SessionId, c: u64, room: &str, text: &str) {
+        let m = ClientMsg::Say {
+            c,
+            room: Some(room.into()),
+            to: None,
+            text: text.into(),
+            action: false,
+        };
+        self.nodes[node].message(self.now, id, &m.encode());
+        self.run();
+    }
+
+    /// The room messages session `id` of `node` was shown: (id, text), in order.
+    fn shown(&self, node: usize, id: SessionId) -> Vec<(u64, String)> {
+        self.inbox
+            .get(&(node, id))
+            .map(|v| {
+                v.iter()
+                    .filter_map(|m| match m {
+                        ServerMsg::Msg(m) if !m.history => Some((m.id, m.text.clone())),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn presence(&self, node: usize, id: SessionId) -> Vec<Presence> {
+        self.inbox
+            .get(&(node, id))
+            .map(|v| {
+                v.iter()
+                    .filter_map(|m| match m {
+                        ServerMsg::Presence { events, .. } => Some(events.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn tick(&mut self, ms: i64) {
+        self.now += ms;
+        for n in &mut self.nodes {
+            n.handle_timeout(self.now);
+        }
+        self.run();
+    }
+}
+
+fn numbered(n: u64) -> Vec<(u64, String)> {
+    (1..=n).map(|i| (i, format!("m{i}"))).collect()
+}
+
+#[test]
+fn a_message_the_bus_dropped_is_read_from_the_store_when_the_next_shows_the_gap() {
+    let mut net = Net::new(2);
+    net.hello(0, 1, key(1), "ann", &["#r"]);
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    net.say(0, 1, 1, "#r", "m1");
+    net.drop_msgs = 1;
+    net.say(0, 1, 2, "#r", "m2");
+    // bob has not seen m2: nothing says it exists yet.
+    assert_eq!(net.shown(1, 2), numbered(1));
+    let reads = net.reads_after;
+    net.say(0, 1, 3, "#r", "m3");
+    // m3 shows the gap: m2 is read from the store, and bob sees all three once, in order.
+    assert_eq!(net.shown(1, 2), numbered(3));
+    assert!(net.reads_after > reads, "the gap was read from the store");
+    // ann (the sender's node) saw each once too.
+    assert_eq!(net.shown(0, 1), numbered(3));
+}
+
+#[test]
+fn a_last_message_lost_while_the_bus_was_down_is_read_after_it_reconnects() {
+    let mut net = Net::new(2);
+    net.hello(0, 1, key(1), "ann", &["#r"]);
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    net.say(0, 1, 1, "#r", "m1");
+    net.down = true;
+    net.say(0, 1, 2, "#r", "m2");
+    net.say(0, 1, 3, "#r", "m3");
+    assert_eq!(net.shown(1, 2), numbered(1));
+    // No later message shows the gap; the reconnect's sync finds it.
+    net.down = false;
+    net.nodes[1].bus_reconnected(net.now);
+    net.run();
+    assert_eq!(net.shown(1, 2), numbered(3));
+    // And the bus carries on: nothing twice.
+    net.say(0, 1, 4, "#r", "m4");
+    assert_eq!(net.shown(1, 2), numbered(4));
+}
+
+#[test]
+fn messages_sent_on_two_nodes_at_once_are_shown_everywhere_in_id_order() {
+    let mut net = Net::new(3);
+    net.hello(0, 1, key(1), "ann", &["#r"]);
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    net.hello(2, 3, key(3), "cy", &["#r"]);
+    // Both say before the bus delivers anything: ids interleave in the store.
+    for k in 0..5u64 {
+        for (node, sid) in [(0, 1), (1, 2)] {
+            let m = ClientMsg::Say {
+                c: k + 1,
+                room: Some("#r".into()),
+                to: None,
+                text: format!("{node}-{k}"),
+                action: false,
+            };
+            net.nodes[node].message(net.now, sid, &m.encode());
+        }
+    }
+    net.run();
+    let stored: Vec<(u64, String)> = net
+        .db
+        .after("#r", 0, u64::MAX, 100)
+        .into_iter()
+        .map(|r| (r.id, r.text))
+        .collect();
+    assert_eq!(stored.len(), 10);
+    for (node, sid) in [(0, 1), (1, 2), (2, 3)] {
+        assert_eq!(net.shown(node, sid), stored, "node {node}");
+    }
+}
+
+#[test]
+fn presence_and_member_lists_cross_nodes_and_a_silent_node_quits_its_members() {
+    let mut net = Net::new(2);
+    net.hello(0, 1, key(1), "ann", &["#r"]);
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    net.tick(300);
+    // ann saw bob join (from node 1), and bob's own join listed ann.
+    assert!(
+        net.presence(0, 1)
+            .contains(&Presence::Join { nick: "bob".into() }),
+        "{:?}",
+        net.presence(0, 1)
+    );
+    // bob, the first member on node 1, learns of ann from its member list, or (when the list
+    // went out before node 0 answered) as a join right after.
+    let joined = net.inbox[&(1, 2)]
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::Joined { members, .. } => Some(members.clone()),
+            _ => None,
+        })
+        .expect("joined");
+    let ann_joined = net
+        .presence(1, 2)
+        .contains(&Presence::Join { nick: "ann".into() });
+    assert!(
+        joined.contains(&"ann".to_owned()) != ann_joined,
+        "ann is listed or joins, once: {joined:?} {:?}",
+        net.presence(1, 2)
+    );
+    // A later /who lists both.
+    net.nodes[1].message(net.now, 2, &ClientMsg::Who { room: "#r".into() }.encode());
+    net.run();
+    let who = net.inbox[&(1, 2)]
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMsg::Who { members, .. } => Some(members.clone()),
+            _ => None,
+        })
+        .expect("who");
+    assert_eq!(who, vec!["ann".to_owned(), "bob".to_owned()]);
+    // Both nodes beat; node 1 then goes silent (killed): after the timeout node 0 shows bob
+    // as quit, once.
+    net.tick(1000);
+    net.follows[1].clear();
+    let silent = net.nodes.remove(1);
+    net.follows.remove(1);
+    drop(silent);
+    for _ in 0..7 {
+        net.tick(1000);
+    }
+    let quits: Vec<_> = net
+        .presence(0, 1)
+        .into_iter()
+        .filter(|p| matches!(p, Presence::Quit { nick, .. } if nick == "bob"))
+        .collect();
+    assert_eq!(quits.len(), 1, "{quits:?}");
+    assert_eq!(net.nodes[0].cluster_peers(), Some(("n0", 0)));
+}
