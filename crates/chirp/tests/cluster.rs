@@ -64,7 +64,7 @@ impl Cluster {
         retry_bind(|| {
             let [port] = free_ports::<1>();
             let bind = format!("127.0.0.1:{port}");
-            let name = format!("n{i}");
+            // No --node: each start is a new node (host-pid-random), as a restart must be.
             let args = [
                 "--database",
                 &pg,
@@ -72,8 +72,6 @@ impl Cluster {
                 &nats,
                 "--key-file",
                 &key,
-                "--node",
-                &name,
                 "--burst",
                 "100000",
                 "--per-sec",
@@ -116,7 +114,12 @@ fn client(name: &str, servers: &[String], home: &Path, nick: &str, rooms: &[&str
         args.push(a.into());
     }
     args.push(home.display().to_string());
-    args.extend(["--json", "--idle-timeout", "2"].map(String::from));
+    args.push("--json".into());
+    // With several servers the default idle timeout (6 s) is what decides how soon a dead
+    // node is left: the kill test keeps it. Alone, a short one keeps the tests quick.
+    if servers.len() == 1 {
+        args.extend(["--idle-timeout", "2"].map(String::from));
+    }
     for r in rooms {
         args.push("--join".into());
         args.push((*r).into());
@@ -143,10 +146,11 @@ fn message_from(c: &mut Chirp, from: &str, text: &str) -> Value {
 
 #[test]
 fn three_nodes_share_rooms_presence_and_dms_to_users_offline_elsewhere() {
-    let Some(cl) = Cluster::start(3) else {
+    let Some(mut cl) = Cluster::start(3) else {
         return;
     };
-    let home = |n: &str| cl.dir.path().join(format!("home-{n}"));
+    let root = cl.dir.path().to_owned();
+    let home = |n: &str| root.join(format!("home-{n}"));
     // dave binds his nick on node 2 and leaves: he is offline when ann writes to him.
     let mut dave = client("dave", &[cl.addr(2)], &home("dave"), "dave", &[]);
     dave.wait_type("connected", WAIT);
@@ -231,6 +235,39 @@ fn three_nodes_share_rooms_presence_and_dms_to_users_offline_elsewhere() {
     ann.wait_for("bob quitting", WAIT, |v| {
         v["type"] == "quit" && v["nick"] == "bob"
     });
+    // Multi-device across nodes: ann's key on node 2 too sees the room, and what it says
+    // reaches her first device on node 0 as her own message.
+    let mut ann2 = client("ann2", &[cl.addr(2)], &home("ann"), "ann", &["#r"]);
+    joined(&mut ann2, "#r");
+    ann2.line("from my other device");
+    message_from(&mut ann, "ann", "from my other device");
+    cy.line("cy to both devices");
+    message_from(&mut ann, "cy", "cy to both devices");
+    message_from(&mut ann2, "cy", "cy to both devices");
+    ann2.proc.close_stdin();
+    assert!(ann2.exit(WAIT).success(), "{}", ann2.diag());
+
+    // Node 2 dies: node 0 shows cy as quit within seconds (the node's heartbeat stops).
+    let killed = Instant::now();
+    cl.kill(2);
+    ann.wait_for("cy quitting", WAIT, |v| {
+        v["type"] == "quit" && v["nick"] == "cy"
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
+    // A restarted node rejoins: cy comes back through it and is seen again.
+    cl.nodes[2] = Some(cl.node(2));
+    let mut cy = client("cy again", &[cl.addr(2)], &home("cy"), "cy", &["#r"]);
+    joined(&mut cy, "#r");
+    ann.wait_for("cy joining again", WAIT, |v| {
+        v["type"] == "join" && v["nick"] == "cy"
+    });
+    cy.line("back on a restarted node");
+    message_from(&mut ann, "cy", "back on a restarted node");
+
     // Nothing was shown twice anywhere.
     for c in [&ann, &cy, &dave] {
         let mut seen = HashSet::new();
@@ -281,6 +318,7 @@ fn a_node_killed_mid_chat_loses_no_acknowledged_message() {
     // Each says its lines; node 0 is killed part way through.
     let mut typed = [0usize; 3];
     let mut killed = false;
+    let mut killed_at = None;
     let start = Instant::now();
     while typed.iter().any(|&n| n < LINES) {
         for (i, c) in clients.iter_mut().enumerate() {
@@ -292,6 +330,7 @@ fn a_node_killed_mid_chat_loses_no_acknowledged_message() {
         if !killed && typed[0] >= LINES / 3 {
             std::thread::sleep(Duration::from_millis(200));
             cl.kill(0);
+            killed_at = Some(ms_of_day_now());
             killed = true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -368,6 +407,41 @@ fn a_node_killed_mid_chat_loses_no_acknowledged_message() {
         );
     }
     assert!(elapsed < limit, "took {elapsed:?}");
+    // The client of the killed node was on another node within seconds (its default idle
+    // timeout with several servers is 6 s).
+    let killed_at = killed_at.expect("node 0 was killed");
+    let back = clients[0]
+        .seen_of("connected")
+        .iter()
+        .filter_map(|v| v["ts"].as_str().map(ms_of_day))
+        .map(|t| (t - killed_at).rem_euclid(DAY_MS))
+        .filter(|&d| d < DAY_MS / 2)
+        .min()
+        .expect("c0 connected again after the kill");
+    assert!(
+        back <= 10_000,
+        "c0 moved to another node {back} ms after the kill"
+    );
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Milliseconds since midnight UTC of an RFC 3339 time as chirp prints it
+/// (`2026-12-07T01:28:32.703Z`).
+fn ms_of_day(ts: &str) -> i64 {
+    let t = ts.split('T').nth(1).unwrap_or("").trim_end_matches('Z');
+    let mut parts = t.split(':');
+    let h: i64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let m: i64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let s: f64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    (h * 3600 + m * 60) * 1000 + (s * 1000.0) as i64
+}
+
+fn ms_of_day_now() -> i64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    ms.rem_euclid(DAY_MS)
 }
 
 #[test]
