@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::server::Key;
 use crate::wire::Presence;
 
+/// Most rooms a heartbeat lists (the busiest): what `list` shows of the other nodes.
+pub const MAX_BEAT_ROOMS: usize = 256;
+
 /// Largest bus message decoded (a message of the largest text, escaped, with room to spare).
 pub const MAX_BUS_MESSAGE: usize = 512 * 1024;
 
@@ -171,11 +174,32 @@ pub enum Bus {
         key: Key,
         /// Its nick.
         nick: Option<String>,
+        /// Its previous nick, when it was renamed while connected...
+        #[serde(default)]
+        old: Option<String>,
+        /// ...and the rooms it is in, whose members are told.
+        #[serde(default)]
+        rooms: Vec<String>,
     },
-    /// Node `node` is alive.
+    /// `by` set the topic of `room` (on node `node`).
+    Topic {
+        /// Where it was set.
+        node: String,
+        /// The room.
+        room: String,
+        /// The topic.
+        topic: String,
+        /// Who set it.
+        by: String,
+    },
+    /// Node `node` is alive; its busiest rooms and how many members each has there (for
+    /// `list`).
     Beat {
         /// The node.
         node: String,
+        /// `(room, members on that node)`, at most [`MAX_BEAT_ROOMS`].
+        #[serde(default)]
+        rooms: Vec<(String, u64)>,
     },
     /// Node `node` is shutting down: its members are gone.
     Bye {
@@ -238,9 +262,20 @@ mod tests {
             },
             Bus::Nick {
                 key: [5; 32],
-                nick: None,
+                nick: Some("e".into()),
+                old: Some("f".into()),
+                rooms: vec!["#a".into()],
             },
-            Bus::Beat { node: "n2".into() },
+            Bus::Topic {
+                node: "n1".into(),
+                room: "#a".into(),
+                topic: "t".into(),
+                by: "ann".into(),
+            },
+            Bus::Beat {
+                node: "n2".into(),
+                rooms: vec![("#a".into(), 3)],
+            },
         ];
         for b in cases {
             assert_eq!(Bus::decode(&b.encode()), Ok(b));

@@ -587,8 +587,13 @@ enum Pending {
         c: u64,
     },
     /// A nick binding (op `op` of its batch), in a cluster: published once the store has
-    /// bound it, undone if another node's key got it first.
-    Nick { op: usize, key: Key, nick: String },
+    /// bound it, undone if another node's key got it first. `old`: the key's nick before.
+    Nick {
+        op: usize,
+        key: Key,
+        nick: String,
+        old: Option<String>,
+    },
 }
 
 /// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
@@ -1256,7 +1261,9 @@ impl Server {
                 Pending::Message { msg, client, c } => {
                     self.message_committed(now_ms, msg, client, c, outcome(0))
                 }
-                Pending::Nick { op, key, nick } => self.nick_committed(key, nick, outcome(op)),
+                Pending::Nick { op, key, nick, old } => {
+                    self.nick_committed(key, nick, old, outcome(op))
+                }
             }
         }
     }
@@ -1829,6 +1836,7 @@ impl Server {
     /// Binds `nick` to `key` (freeing its previous nick), after ending the expired holds of
     /// `released` that the claim overrides.
     fn bind_nick(&mut self, now_ms: i64, key: Key, nick: String, released: Vec<Key>) {
+        let old_nick = self.nick_of.get(&key).cloned();
         let mut ops = Vec::with_capacity(released.len() + 1);
         for r in released {
             if let Some(old) = self.unbind_nick(&r) {
@@ -1848,6 +1856,7 @@ impl Server {
                 op: ops.len(),
                 key,
                 nick: nick.clone(),
+                old: old_nick,
             }]
         } else {
             Vec::new()
@@ -1946,6 +1955,7 @@ impl Server {
                     }],
                     Vec::new(),
                 );
+                self.publish_topic(&room, &topic, &by);
                 self.flush_presence(&room);
                 let data = enc(&ServerMsg::Topic {
                     room: room.clone(),
@@ -1955,12 +1965,20 @@ impl Server {
                 self.send_room(&room, &data);
             }
             ClientMsg::List => {
-                let mut rooms: Vec<RoomInfo> = self
+                // In a cluster, with the members the other nodes' heartbeats counted.
+                let mut counts: HashMap<&str, u64> = self
                     .rooms
                     .iter()
-                    .map(|(name, r)| RoomInfo {
-                        room: name.clone(),
-                        members: r.members.len() as u64,
+                    .map(|(name, r)| (name.as_str(), r.members.len() as u64))
+                    .collect();
+                for (room, n) in self.remote_room_counts() {
+                    *counts.entry(room).or_default() += n;
+                }
+                let mut rooms: Vec<RoomInfo> = counts
+                    .into_iter()
+                    .map(|(name, members)| RoomInfo {
+                        room: name.to_owned(),
+                        members,
                         topic: self
                             .topics
                             .get(name)

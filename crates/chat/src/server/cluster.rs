@@ -38,7 +38,7 @@
 //! nick first ([`Outcome::NickTaken`]), the sessions that asked are told and closed.
 
 use super::*;
-use crate::bus::{Bus, Member};
+use crate::bus::{Bus, MAX_BEAT_ROOMS, Member};
 
 /// Backlog entries kept per conversation while it waits for its sync; remote messages past
 /// it are dropped (they are in the store, and the sync's read or the next gap finds them).
@@ -98,6 +98,8 @@ pub(crate) struct State {
     pub(crate) next_beat: i64,
     /// The other nodes, by when each was last heard from.
     nodes: HashMap<String, i64>,
+    /// The busiest rooms of each other node and their members there, from its last beat.
+    room_counts: HashMap<String, Vec<(String, u64)>>,
     /// Conversations whose sync failed (the store could not say): tried again at the next
     /// beat.
     retry: BTreeSet<String>,
@@ -125,6 +127,7 @@ impl Server {
             config,
             next_beat: 0,
             nodes: HashMap::new(),
+            room_counts: HashMap::new(),
             retry: BTreeSet::new(),
             dropped: 0,
         });
@@ -385,6 +388,12 @@ impl Server {
             return;
         };
         cv.syncing = false;
+        if !conv.starts_with('@') && !self.rooms.contains_key(conv) {
+            // Unfollowed meanwhile: what was read is not kept up to date.
+            cv.synced = false;
+            cv.backlog.clear();
+            return;
+        }
         let last = match result {
             Ok(l) => l,
             Err(e) => {
@@ -567,8 +576,38 @@ impl Server {
                     self.queue_presence(now_ms, &room, Presence::Join { nick });
                 }
             }
-            Bus::Nick { key, nick } => self.remote_nick(key, nick),
-            Bus::Beat { node } if node != me => self.heard(now_ms, &node),
+            Bus::Nick {
+                key,
+                nick,
+                old,
+                rooms,
+            } => self.remote_nick(key, nick, old, &rooms),
+            Bus::Topic {
+                node,
+                room,
+                topic,
+                by,
+            } if node != me => {
+                if names::topic(&topic).is_err() || !self.rooms.contains_key(&room) {
+                    return;
+                }
+                self.topics
+                    .insert(room.clone(), (topic.clone(), by.clone()));
+                self.flush_presence(&room);
+                let data = enc(&ServerMsg::Topic {
+                    room: room.clone(),
+                    topic,
+                    by,
+                });
+                self.send_room(&room, &data);
+            }
+            Bus::Beat { node, mut rooms } if node != me => {
+                self.heard(now_ms, &node);
+                rooms.truncate(MAX_BEAT_ROOMS);
+                if let Some(c) = self.cluster.as_mut() {
+                    c.room_counts.insert(node, rooms);
+                }
+            }
             Bus::Bye { node } if node != me => {
                 self.drop_node(now_ms, &node, "server shutting down");
             }
@@ -625,6 +664,7 @@ impl Server {
     /// another node.
     fn drop_node(&mut self, now_ms: i64, node: &str, reason: &str) {
         if let Some(c) = self.cluster.as_mut() {
+            c.room_counts.remove(node);
             if c.nodes.remove(node).is_some() {
                 info!(
                     node,
@@ -657,8 +697,15 @@ impl Server {
         }
     }
 
-    /// Another node bound `nick` to `key` (or freed `key`'s nick).
-    fn remote_nick(&mut self, key: Key, nick: Option<String>) {
+    /// Another node bound `nick` to `key` (or freed `key`'s nick); if it was a rename of a
+    /// connected user (`old`), the members here of its `rooms` are told, once each.
+    fn remote_nick(
+        &mut self,
+        key: Key,
+        nick: Option<String>,
+        old: Option<String>,
+        rooms: &[String],
+    ) {
         if nick.is_some() && self.nick_of.get(&key) == nick.as_ref() {
             return;
         }
@@ -666,6 +713,24 @@ impl Server {
         let Some(nick) = nick else {
             return;
         };
+        if let Some(old) = old {
+            let mut told: HashSet<Key> = HashSet::new();
+            for room in rooms.iter().take(self.config.max_rooms_per_user) {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    if let Some(m) = r.remote.get_mut(&key) {
+                        m.nick = nick.clone();
+                    }
+                    told.extend(r.members.iter().copied());
+                }
+            }
+            let data = enc(&ServerMsg::Nick {
+                old,
+                new: nick.clone(),
+            });
+            for k in told {
+                self.send_user(&k, &data);
+            }
+        }
         let fold = names::fold(&nick);
         if let Some((_, holder)) = self.nick_owner.get(&fold).cloned() {
             if holder != key {
@@ -677,13 +742,26 @@ impl Server {
         self.nick_of.insert(key, nick);
     }
 
-    /// The store answered a nick binding made here.
-    pub(super) fn nick_committed(&mut self, key: Key, nick: String, outcome: Option<Outcome>) {
+    /// The store answered a nick binding made here (`old`: the key's nick before).
+    pub(super) fn nick_committed(
+        &mut self,
+        key: Key,
+        nick: String,
+        old: Option<String>,
+        outcome: Option<Outcome>,
+    ) {
         match outcome {
             Some(Outcome::NickBound) => {
+                let rooms = self
+                    .users
+                    .get(&key)
+                    .map(|u| u.rooms.iter().cloned().collect())
+                    .unwrap_or_default();
                 let m = Bus::Nick {
                     key,
                     nick: Some(nick),
+                    old,
+                    rooms,
                 };
                 self.publish(Subject::Nicks, &m);
             }
@@ -718,8 +796,24 @@ impl Server {
             return;
         }
         c.next_beat = now_ms.saturating_add(c.config.beat_ms);
+        // The busiest rooms here, for the other nodes' `list`: a beat's work grows with the
+        // rooms this node has, once a second, never per message.
+        let mut busiest: Vec<(&String, u64)> = self
+            .rooms
+            .iter()
+            .map(|(n, r)| (n, r.members.len() as u64))
+            .collect();
+        if busiest.len() > MAX_BEAT_ROOMS {
+            busiest.select_nth_unstable_by(MAX_BEAT_ROOMS, |a, b| b.1.cmp(&a.1));
+            busiest.truncate(MAX_BEAT_ROOMS);
+        }
+        let rooms: Vec<(String, u64)> = busiest.into_iter().map(|(n, c)| (n.clone(), c)).collect();
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
         let beat = Bus::Beat {
             node: c.config.node.clone(),
+            rooms,
         };
         let cutoff = now_ms.saturating_sub(c.config.node_timeout_ms);
         let dead: Vec<String> = c
@@ -736,6 +830,29 @@ impl Server {
         for conv in retry {
             self.request_sync(&conv);
         }
+    }
+
+    /// The members the other nodes counted in their rooms at their last beat.
+    pub(super) fn remote_room_counts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.cluster
+            .iter()
+            .flat_map(|c| c.room_counts.values())
+            .flatten()
+            .map(|(r, n)| (r.as_str(), *n))
+    }
+
+    /// A topic set here, for the other nodes.
+    pub(super) fn publish_topic(&mut self, room: &str, topic: &str, by: &str) {
+        let Some(node) = self.node() else {
+            return;
+        };
+        let m = Bus::Topic {
+            node,
+            room: room.to_owned(),
+            topic: topic.to_owned(),
+            by: by.to_owned(),
+        };
+        self.publish(Subject::Room(room.to_owned()), &m);
     }
 
     /// This node is stopping: the others learn it at once.

@@ -359,3 +359,67 @@ fn presence_and_member_lists_cross_nodes_and_a_silent_node_quits_its_members() {
     assert_eq!(quits.len(), 1, "{quits:?}");
     assert_eq!(net.nodes[0].cluster_peers(), Some(("n0", 0)));
 }
+
+#[test]
+fn topics_renames_and_the_room_list_cross_nodes() {
+    let mut net = Net::new(2);
+    net.hello(0, 1, key(1), "ann", &["#r", "#only0"]);
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    net.tick(1000);
+    // A topic set on node 1 reaches ann on node 0.
+    let t = ClientMsg::Topic {
+        room: "#r".into(),
+        topic: "cluster talk".into(),
+    };
+    net.nodes[1].message(net.now, 2, &t.encode());
+    net.run();
+    assert!(
+        net.inbox[&(0, 1)].iter().any(|m| matches!(
+            m,
+            ServerMsg::Topic { topic, by, .. } if topic == "cluster talk" && by == "bob"
+        )),
+        "{:?}",
+        net.inbox[&(0, 1)]
+    );
+    // bob renames himself on node 1: ann on node 0 is told once, and `who` shows the new nick.
+    net.nodes[1].message(
+        net.now,
+        2,
+        &ClientMsg::Nick {
+            nick: "robert".into(),
+        }
+        .encode(),
+    );
+    net.run();
+    let renames = net.inbox[&(0, 1)]
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::Nick { old, new } if old == "bob" && new == "robert"))
+        .count();
+    assert_eq!(renames, 1);
+    net.nodes[0].message(net.now, 1, &ClientMsg::Who { room: "#r".into() }.encode());
+    net.run();
+    let who = net.inbox[&(0, 1)]
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMsg::Who { members, .. } => Some(members.clone()),
+            _ => None,
+        })
+        .expect("who");
+    assert_eq!(who, vec!["ann".to_owned(), "robert".to_owned()]);
+    // After a beat, bob's `list` on node 1 counts the members of both nodes and names the room
+    // only node 0 has.
+    net.tick(1000);
+    net.nodes[1].message(net.now, 2, &ClientMsg::List.encode());
+    net.run();
+    let list = net.inbox[&(1, 2)]
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMsg::List { rooms } => Some(rooms.clone()),
+            _ => None,
+        })
+        .expect("list");
+    let counts: Vec<(&str, u64)> = list.iter().map(|r| (r.room.as_str(), r.members)).collect();
+    assert_eq!(counts, vec![("#r", 2), ("#only0", 1)], "{list:?}");
+}
