@@ -71,6 +71,9 @@ pub struct RunnerConfig {
     /// Cluster: the NATS server of the bus between the nodes (`nats://HOST:PORT`); the core's
     /// [`ServerConfig::cluster`] names this node. `None`: alone.
     pub bus: Option<String>,
+    /// Cluster: the CA (PEM) the NATS server's certificate must chain to; TLS is then
+    /// required.
+    pub bus_ca: Option<std::path::PathBuf>,
     /// Cluster: told the number of other nodes this node hears from, when it changes.
     pub peers: Option<tokio::sync::watch::Sender<usize>>,
     /// Run the transport (handshakes, sealing and opening, socket I/O) on a thread of its own
@@ -88,6 +91,7 @@ impl Default for RunnerConfig {
             prune_every: Duration::from_secs(60),
             identity: None,
             bus: None,
+            bus_ca: None,
             peers: None,
             transport_thread: true,
         }
@@ -144,7 +148,7 @@ pub async fn run(
     let store: Arc<dyn Storage> = Arc::from(store);
     let (notes_tx, notes_rx) = nats::channel();
     let bus = match &config.bus {
-        Some(url) => Some(nats::start(url, notes_tx).await?),
+        Some(url) => Some(nats::start(url, config.bus_ca.as_deref(), notes_tx).await?),
         None => None,
     };
     info!(

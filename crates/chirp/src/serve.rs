@@ -46,6 +46,8 @@ Examples:
   chirp serve --database postgres://chirp@db.example.net/chirp --key-file /etc/chirp/server.key
   chirp serve --bind 0.0.0.0:7667 --cluster nats://10.0.0.5:4222 \\
       --database postgres://chirp@10.0.0.6/chirp --key-file /etc/chirp/server.key
+  chirp serve --cluster tls://nats.internal:4222 --cluster-ca /etc/chirp/nats-ca.pem \\
+      --database 'postgres://chirp@db.internal/chirp?sslmode=require&sslrootcert=/etc/chirp/pg-ca.pem' ...
   chirp serve --config /etc/chirp/server.toml";
 
 /// Default UDP port of a chirp server.
@@ -75,6 +77,10 @@ struct Settings {
     /// needs a PostgreSQL --database shared by every node.
     #[arg(long, value_name = "URL")]
     cluster: Option<String>,
+    /// The CA certificate (PEM) the NATS server's certificate must chain to: TLS to NATS is
+    /// then required (a tls:// --cluster URL requires it too, against the system's roots).
+    #[arg(long, value_name = "FILE")]
+    cluster_ca: Option<PathBuf>,
     /// This node's name in the cluster [default: HOSTNAME-PID-RANDOM, new at every start].
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
@@ -217,6 +223,7 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             bind,
             database,
             cluster,
+            cluster_ca,
             node,
             key_file,
             data_dir,
@@ -275,12 +282,17 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
                 None => default_node_name(),
             };
             config.bus = Some(url.clone());
+            config.bus_ca = s.cluster_ca.clone();
             config.peers = Some(peers_tx);
             config.server.cluster = Some(chirp_chat::server::ClusterConfig::new(node.clone()));
             Some((node, url.clone()))
         }
         None => {
             anyhow::ensure!(s.node.is_none(), "--node is for a cluster node (--cluster)");
+            anyhow::ensure!(
+                s.cluster_ca.is_none(),
+                "--cluster-ca is for a cluster node (--cluster)"
+            );
             None
         }
     };

@@ -566,3 +566,172 @@ fn two_nodes_racing_for_one_nick_give_one_winner_and_one_clear_error() {
         assert_eq!(holders, 1);
     }
 }
+
+/// `openssl` with `args` in `dir`; false if it is not installed.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    match std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(st) => {
+            assert!(st.success(), "openssl {args:?} failed");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The bus over TLS: a nats-server with a certificate from a test CA; two nodes given that CA
+/// (`--cluster-ca`) connect and hear each other's heartbeats; a node without it refuses to
+/// start, saying why.
+#[test]
+fn the_bus_runs_over_tls_with_the_server_certificate_verified() {
+    let Some(cl) = Cluster::start(0) else {
+        return;
+    };
+    let dir = cl.dir.path();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    let made = openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=chirp test CA",
+            "-days",
+            "2",
+        ],
+    );
+    if !chirp_testsvc::require("openssl", made) {
+        return;
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "nats.key",
+            "-out",
+            "nats.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "nats.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "nats.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let port = chirp_testsvc::free_port();
+    let nats_bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nats-server");
+    let (cert, tls_key) = (
+        dir.join("nats.pem").display().to_string(),
+        dir.join("nats.key").display().to_string(),
+    );
+    let args: Vec<String> = [
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--tls",
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &tls_key,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let nats = Proc::spawn_env("nats-tls", nats_bin, &args, Stdout::Lines, &[]);
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not start: {}",
+            nats.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("tls://127.0.0.1:{port}");
+    let ca = dir.join("ca.pem").display().to_string();
+    let (pg, key) = (cl.pg.url(), cl.key.display().to_string());
+    let node = |i: usize, ca: Option<&str>| -> Proc {
+        let data = dir.join(format!("tls-node{i}"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        let [p] = free_ports::<1>();
+        let mut args: Vec<String> = [
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{p}"),
+            "--data-dir",
+            &data.display().to_string(),
+            "--database",
+            &pg,
+            "--cluster",
+            &url,
+            "--key-file",
+            &key,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if let Some(ca) = ca {
+            args.extend(["--cluster-ca".to_owned(), ca.to_owned()]);
+        }
+        Proc::spawn_env(&format!("tls node {i}"), CHIRP, &args, Stdout::Lines, &[])
+    };
+    // Without the CA: the node does not start, and says the certificate is the reason.
+    let mut refused = node(9, None);
+    let st = refused.wait_exit(WAIT).expect("exits");
+    assert!(!st.success());
+    assert!(
+        refused.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        refused.stderr()
+    );
+    // With it: two nodes see each other over TLS.
+    let mut a = node(0, Some(&ca));
+    let mut b = node(1, Some(&ca));
+    for n in [&mut a, &mut b] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let line = n
+                .recv(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("{}: no peer seen: {}", n.name, n.stderr()));
+            if String::from_utf8_lossy(&line).contains("sees 1 peer") {
+                break;
+            }
+        }
+    }
+}

@@ -671,3 +671,150 @@ fn a_schema_1_database_is_migrated_and_its_nicks_count_as_seen_at_the_upgrade() 
     let loaded = store.reader().expect("reader").load(10).expect("load");
     assert_eq!(loaded.seen, vec![([1; 32], after + 5)]);
 }
+
+/// `openssl` with `args` in `dir`; false if it is not installed.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    match std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(st) => {
+            assert!(st.success(), "openssl {args:?} failed");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `sslmode=require`: the connection is encrypted and the server's certificate verified
+/// against the CA `sslrootcert` names; without that CA the connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let Some(pg) = Pg::start() else {
+        return;
+    };
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    let made = openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=chirp test CA",
+            "-days",
+            "2",
+        ],
+    );
+    if !chirp_testsvc::require("openssl", made) {
+        return;
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    // The server's key and certificate in its data directory, owned by its user, 0600.
+    let data = pg.server.data_dir();
+    let owner = std::fs::metadata(&data).expect("data dir").uid();
+    for f in ["server.key", "server.pem"] {
+        let to = data.join(format!("tls-{f}"));
+        std::fs::copy(dir.join(f), &to).expect("copy");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::chown(&to, Some(owner), None).expect("chown");
+    }
+    for sql in [
+        format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            data.join("tls-server.pem").display()
+        ),
+        format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            data.join("tls-server.key").display()
+        ),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        pg.server.psql(&sql).expect("configure TLS");
+    }
+    let port = pg.server.port();
+    let ca = dir.join("ca.pem");
+    let url = format!(
+        "postgres://chirp@127.0.0.1:{port}/chirp?sslmode=require&sslrootcert={}",
+        ca.display()
+    );
+    // The reload is asynchronous: TLS is on within moments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match open(&Database::Postgres(url.clone()), StoreConfig::default()).await {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("TLS connection failed: {e}"),
+        }
+    };
+    let out = write(&*store, vec![Op::Message(msg("#tls", 1, "secret", 1))]).await;
+    assert_eq!(out, vec![Outcome::Stored { id: 1 }]);
+    let encrypted = pg
+        .server
+        .psql(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE s.ssl AND a.application_name = 'chirp'",
+        )
+        .expect("query");
+    assert!(
+        encrypted.trim().parse::<u32>().expect("count") >= 1,
+        "no encrypted connection: {encrypted}"
+    );
+    store.close().await.expect("close");
+    // Without the CA that signed the server's certificate: refused, naming the cause.
+    let url = format!("postgres://chirp@127.0.0.1:{port}/chirp?sslmode=require");
+    match open(&Database::Postgres(url), StoreConfig::default()).await {
+        Err(e) => assert!(e.to_string().to_lowercase().contains("certificate"), "{e}"),
+        Ok(_) => panic!("a certificate from an unknown CA was accepted"),
+    }
+}

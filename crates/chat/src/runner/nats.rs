@@ -53,13 +53,21 @@ pub struct BusError {
 }
 
 /// Connects to NATS at `url` and starts the bus task; `cmds` feeds it, `notes` is what it
-/// reports.
+/// reports. With `ca` (a PEM file), TLS is required and the server's certificate verified
+/// against it; a `tls://` URL requires TLS too, verified against the system's roots.
 pub(super) async fn start(
     url: &str,
+    ca: Option<&std::path::Path>,
     notes: mpsc::Sender<Note>,
 ) -> Result<mpsc::UnboundedSender<Cmd>, BusError> {
     let events = notes.clone();
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(ca) = ca {
+        options = options
+            .add_root_certificates(ca.to_owned())
+            .require_tls(true);
+    }
+    let client = options
         .connection_timeout(CONNECT_TIMEOUT)
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         // Back quickly after a NATS restart: at most a second between attempts.
@@ -85,9 +93,18 @@ pub(super) async fn start(
         })
         .connect(url)
         .await
-        .map_err(|e| BusError {
-            url: url.to_owned(),
-            message: e.to_string(),
+        .map_err(|e| {
+            // The causes too (a refused certificate says why only there).
+            let mut message = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            BusError {
+                url: url.to_owned(),
+                message,
+            }
         })?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run(client, rx, notes));
