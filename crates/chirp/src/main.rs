@@ -16,6 +16,7 @@
 //! - `output`: human or JSON lines on stdout (schema in `docs/JSON.md`).
 //! - `addr`, `prompt`: address parsing with clear errors; the interactive questions.
 //! - `id`: `chirp id`, the identity key and its fingerprint (default directories).
+//! - `migrate`: `chirp migrate`, a server's SQLite history moved into PostgreSQL.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ mod id;
 mod impair;
 mod input;
 mod lines;
+mod migrate;
 mod output;
 mod peer;
 mod peer_ui;
@@ -83,6 +85,9 @@ enum Command {
     /// Run a chat server: rooms, nicks bound to keys, DMs, durable history.
     #[command(after_help = serve::EXAMPLES)]
     Serve(serve::ServeArgs),
+    /// Move a server's SQLite history (chirp.db) into PostgreSQL, for serve --database.
+    #[command(after_help = migrate::EXAMPLES)]
+    Migrate(migrate::MigrateArgs),
     /// Connect to a chat server (a chat UI on a terminal; line mode with --line or a pipe).
     #[command(after_help = connect::EXAMPLES)]
     Connect(connect::ConnectArgs),
@@ -231,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Impair(a)) => runtime.block_on(impair::run(a)),
         Some(Command::Id(a)) => id::run(&a),
         Some(Command::Serve(a)) => runtime.block_on(serve::run(a)),
+        Some(Command::Migrate(a)) => runtime.block_on(migrate::run(a)),
         Some(Command::Connect(a)) => runtime.block_on(connect::run(a)),
         Some(Command::Bench(a)) => runtime.block_on(bench::run(a)),
         None if std::io::stdin().is_terminal() => {

@@ -16,8 +16,8 @@
 //! - Everything is copied in one PostgreSQL transaction (`COPY ... FROM STDIN BINARY`, a
 //!   table after the other), its tables locked against writers from the emptiness check to
 //!   the commit: the target gets all of the history or, on any failure, none of it.
-//! - SQLite is read on a blocking thread, [`BATCH`] rows at a time, while the previous batch
-//!   is being written to PostgreSQL.
+//! - SQLite is read on a blocking thread, a thousand rows at a time, while the previous
+//!   batch is being written to PostgreSQL.
 
 use std::fmt;
 use std::path::Path;
@@ -36,7 +36,7 @@ use crate::{Postgres, SQLITE_MIGRATIONS, StoreConfig, StoreError};
 
 /// Rows per batch handed from the SQLite reader to the PostgreSQL copy, and per
 /// [`Progress`] report.
-pub const BATCH: usize = 1000;
+const BATCH: usize = 1000;
 
 /// Batches in flight between the reader and the copy.
 const QUEUE: usize = 4;
@@ -483,6 +483,8 @@ async fn copy_into(
         };
         let width = table.columns.len();
         for row in cells.chunks_exact(width) {
+            // One value per column, as `types` has (`write_raw` panics otherwise): the reader
+            // read `width` cells per row.
             w.as_mut()
                 .write_raw(row.iter().map(Cell::sql))
                 .await
@@ -538,4 +540,3 @@ async fn copy_into(
     }
     Ok(Report::from_tables(copied))
 }
-
