@@ -147,9 +147,12 @@ pub async fn run(
     let loaded = store.load(config.server.replay_cache).await?;
     let store: Arc<dyn Storage> = Arc::from(store);
     let (notes_tx, notes_rx) = nats::channel();
-    let bus = match &config.bus {
-        Some(url) => Some(nats::start(url, config.bus_ca.as_deref(), notes_tx).await?),
-        None => None,
+    let (bus, bus_task) = match &config.bus {
+        Some(url) => {
+            let (tx, task) = nats::start(url, config.bus_ca.as_deref(), notes_tx).await?;
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
     };
     info!(
         nicks = loaded.nicks.len(),
@@ -209,6 +212,14 @@ pub async fn run(
     r.run(events, done_rx, reads, config.prune_every, shutdown)
         .await;
     drop(r.handle);
+    // The bus task publishes what is queued (the goodbye that tells the other nodes this
+    // one's members are gone) and flushes, then ends.
+    r.bus = None;
+    if let Some(task) = bus_task {
+        if tokio::time::timeout(SHUTDOWN_LINGER, task).await.is_err() {
+            warn!("the bus did not flush in time");
+        }
+    }
     match transport {
         Transport::Task(task) => task.abort(),
         // It ends by itself now that its last handle is gone, after sending what it holds.

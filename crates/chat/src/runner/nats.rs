@@ -59,7 +59,7 @@ pub(super) async fn start(
     url: &str,
     ca: Option<&std::path::Path>,
     notes: mpsc::Sender<Note>,
-) -> Result<mpsc::UnboundedSender<Cmd>, BusError> {
+) -> Result<(mpsc::UnboundedSender<Cmd>, tokio::task::JoinHandle<()>), BusError> {
     let events = notes.clone();
     let mut options = async_nats::ConnectOptions::new();
     if let Some(ca) = ca {
@@ -107,8 +107,8 @@ pub(super) async fn start(
             }
         })?;
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(client, rx, notes));
-    Ok(tx)
+    let task = tokio::spawn(run(client, rx, notes));
+    Ok((tx, task))
 }
 
 /// The channel for the bus's notes.

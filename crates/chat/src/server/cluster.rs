@@ -502,7 +502,12 @@ impl Server {
                     }
                     None => to.is_none() && self.rooms.contains_key(&conv),
                 };
-                if !wanted || id == 0 {
+                // Another node checked the text, but a message is not trusted for having come
+                // over the bus: the same rules as for a client's.
+                if !wanted || id == 0 || names::text(&text, self.config.max_text).is_err() {
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.dropped += u64::from(wanted);
+                    }
                     return;
                 }
                 let record = Record {

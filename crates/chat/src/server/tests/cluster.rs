@@ -423,3 +423,42 @@ fn topics_renames_and_the_room_list_cross_nodes() {
     let counts: Vec<(&str, u64)> = list.iter().map(|r| (r.room.as_str(), r.members)).collect();
     assert_eq!(counts, vec![("#r", 2), ("#only0", 1)], "{list:?}");
 }
+
+#[test]
+fn a_node_that_shuts_down_says_goodbye_and_its_members_quit_at_once() {
+    let mut net = Net::new(2);
+    net.hello(0, 1, key(1), "ann", &["#r"]);
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    net.tick(1000);
+    net.nodes[1].shutdown(net.now, "server shutting down");
+    net.run();
+    // No waiting for the heartbeat timeout: the goodbye is enough.
+    net.tick(300);
+    let quit = net.presence(0, 1).into_iter().any(|p| {
+        matches!(p, Presence::Quit { nick, reason } if nick == "bob" && reason == "server shutting down")
+    });
+    assert!(quit, "{:?}", net.presence(0, 1));
+    assert_eq!(net.nodes[0].cluster_peers(), Some(("n0", 0)));
+}
+
+#[test]
+fn a_bus_message_with_text_a_client_could_not_send_is_dropped() {
+    let mut net = Net::new(1);
+    net.hello(0, 1, key(1), "ann", &["#r"]);
+    let bad = Bus::Msg {
+        conv: "#r".into(),
+        id: 1,
+        ts: 0,
+        from: key(2),
+        nick: "eve".into(),
+        to: None,
+        to_nick: None,
+        kind: 0,
+        text: "\u{1b}[2Jgone".into(),
+        cref: None,
+    };
+    net.nodes[0].bus(net.now, &bad.encode());
+    net.run();
+    assert!(net.shown(0, 1).is_empty());
+    assert_eq!(net.nodes[0].bus_dropped(), 1);
+}
