@@ -7,13 +7,10 @@
 //! came from the bus, and its outputs are drained: the core must not panic, and what it
 //! shows must stay within its bounds.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use chirp_chat::bus::Bus;
 use chirp_chat::server::{ClusterConfig, Server, ServerConfig};
-use chirp_chat::wire::{ClientMsg, JoinReq, VERSION};
 
-use crate::chat::{Store, drain};
+use crate::chat::{Store, drain, hello_in_room};
 
 /// Runs one input. Panics only on a violated invariant.
 pub fn run(data: &[u8]) {
@@ -26,20 +23,7 @@ pub fn run(data: &[u8]) {
     };
     let mut store = Store::default();
     let mut s = Server::new(config, Default::default());
-    s.connected(0, 1, IpAddr::V4(Ipv4Addr::LOCALHOST), [1; 32]);
-    let hello = ClientMsg::Hello {
-        v: VERSION,
-        nick: "fuzz".into(),
-        client: 1,
-        rooms: vec![JoinReq {
-            room: "#r".into(),
-            after: None,
-        }],
-        dms: vec![],
-        echo: true,
-    };
-    s.message(0, 1, &hello.encode());
-    drain(&mut s, &mut store);
+    hello_in_room(&mut s, &mut store);
     s.bus(1, data);
     drain(&mut s, &mut store);
     // Twice: a second copy is a duplicate (or a gap's end) for the core.

@@ -63,6 +63,24 @@ pub fn drain(s: &mut Server, store: &mut Store) {
     panic!("the server core never stopped producing output");
 }
 
+/// Connects session 1 (key `[1; 32]`, nick `fuzz`) and joins it to `#r`.
+pub fn hello_in_room(s: &mut Server, store: &mut Store) {
+    s.connected(0, 1, IpAddr::V4(Ipv4Addr::LOCALHOST), [1; 32]);
+    let hello = ClientMsg::Hello {
+        v: VERSION,
+        nick: "fuzz".into(),
+        client: 1,
+        rooms: vec![JoinReq {
+            room: "#r".into(),
+            after: None,
+        }],
+        dms: vec![],
+        echo: true,
+    };
+    s.message(0, 1, &hello.encode());
+    drain(s, store);
+}
+
 /// Runs one input. Panics only on a violated invariant.
 pub fn run(data: &[u8]) {
     if let Ok(m) = ClientMsg::decode(data) {
@@ -79,20 +97,7 @@ pub fn run(data: &[u8]) {
     }
     let mut store = Store::default();
     let mut s = Server::new(ServerConfig::default(), Default::default());
-    s.connected(0, 1, IpAddr::V4(Ipv4Addr::LOCALHOST), [1; 32]);
-    let hello = ClientMsg::Hello {
-        v: VERSION,
-        nick: "fuzz".into(),
-        client: 1,
-        rooms: vec![JoinReq {
-            room: "#r".into(),
-            after: None,
-        }],
-        dms: vec![],
-        echo: true,
-    };
-    s.message(0, 1, &hello.encode());
-    drain(&mut s, &mut store);
+    hello_in_room(&mut s, &mut store);
     s.message(1, 1, data);
     drain(&mut s, &mut store);
     s.handle_timeout(1_000);

@@ -567,23 +567,6 @@ fn two_nodes_racing_for_one_nick_give_one_winner_and_one_clear_error() {
     }
 }
 
-/// `openssl` with `args` in `dir`; false if it is not installed.
-fn openssl(dir: &Path, args: &[&str]) -> bool {
-    match std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-    {
-        Ok(st) => {
-            assert!(st.success(), "openssl {args:?} failed");
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 /// The bus over TLS: a nats-server with a certificate from a test CA; two nodes given that CA
 /// (`--cluster-ca`) connect and hear each other's heartbeats; a node without it refuses to
 /// start, saying why.
@@ -592,72 +575,19 @@ fn the_bus_runs_over_tls_with_the_server_certificate_verified() {
     let Some(cl) = Cluster::start(0) else {
         return;
     };
-    let dir = cl.dir.path();
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    let made = openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=chirp test CA",
-            "-days",
-            "2",
-        ],
-    );
-    if !chirp_testsvc::require("openssl", made) {
+    if !chirp_testsvc::require("openssl", chirp_testsvc::openssl_available()) {
         return;
     }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "nats.key",
-            "-out",
-            "nats.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "nats.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "nats.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    );
+    let dir = cl.dir.path();
+    let tls = chirp_testsvc::make_certs(dir).expect("test certificates");
     let port = chirp_testsvc::free_port();
     let nats_bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
         .into_iter()
         .find(|p| Path::new(p).exists())
         .unwrap_or("nats-server");
     let (cert, tls_key) = (
-        dir.join("nats.pem").display().to_string(),
-        dir.join("nats.key").display().to_string(),
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
     );
     let args: Vec<String> = [
         "-a",
@@ -684,7 +614,7 @@ fn the_bus_runs_over_tls_with_the_server_certificate_verified() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let url = format!("tls://127.0.0.1:{port}");
-    let ca = dir.join("ca.pem").display().to_string();
+    let ca = tls.ca.display().to_string();
     let (pg, key) = (cl.pg.url(), cl.key.display().to_string());
     let node = |i: usize, ca: Option<&str>| -> Proc {
         let data = dir.join(format!("tls-node{i}"));

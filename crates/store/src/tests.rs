@@ -672,23 +672,6 @@ fn a_schema_1_database_is_migrated_and_its_nicks_count_as_seen_at_the_upgrade() 
     assert_eq!(loaded.seen, vec![([1; 32], after + 5)]);
 }
 
-/// `openssl` with `args` in `dir`; false if it is not installed.
-fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
-    match std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-    {
-        Ok(st) => {
-            assert!(st.success(), "openssl {args:?} failed");
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 /// `sslmode=require`: the connection is encrypted and the server's certificate verified
 /// against the CA `sslrootcert` names; without that CA the connection is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -697,71 +680,17 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
     let Some(pg) = Pg::start() else {
         return;
     };
-    let certs = tempfile::tempdir().expect("tempdir");
-    let dir = certs.path();
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    let made = openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=chirp test CA",
-            "-days",
-            "2",
-        ],
-    );
-    if !chirp_testsvc::require("openssl", made) {
+    if !chirp_testsvc::require("openssl", chirp_testsvc::openssl_available()) {
         return;
     }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    );
+    let certs = tempfile::tempdir().expect("tempdir");
+    let tls = chirp_testsvc::make_certs(certs.path()).expect("test certificates");
     // The server's key and certificate in its data directory, owned by its user, 0600.
     let data = pg.server.data_dir();
     let owner = std::fs::metadata(&data).expect("data dir").uid();
-    for f in ["server.key", "server.pem"] {
+    for (from, f) in [(&tls.key, "server.key"), (&tls.cert, "server.pem")] {
         let to = data.join(format!("tls-{f}"));
-        std::fs::copy(dir.join(f), &to).expect("copy");
+        std::fs::copy(from, &to).expect("copy");
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         std::os::unix::fs::chown(&to, Some(owner), None).expect("chown");
     }
@@ -780,7 +709,7 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
         pg.server.psql(&sql).expect("configure TLS");
     }
     let port = pg.server.port();
-    let ca = dir.join("ca.pem");
+    let ca = &tls.ca;
     let url = format!(
         "postgres://chirp@127.0.0.1:{port}/chirp?sslmode=require&sslrootcert={}",
         ca.display()

@@ -39,6 +39,7 @@ mod error;
 mod nats;
 mod postgres;
 mod process;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -47,6 +48,7 @@ use std::sync::Mutex;
 pub use error::Error;
 pub use nats::Nats;
 pub use postgres::{Postgres, postgres_tool};
+pub use tls::{TestCerts, make_certs, openssl_available};
 
 /// Environment variable that turns a skipped test (missing server binaries) into a failure.
 pub const REQUIRE_ENV: &str = "CHIRP_REQUIRE_SERVICES";

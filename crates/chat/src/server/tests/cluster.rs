@@ -200,6 +200,18 @@ impl Net {
             .unwrap_or_default()
     }
 
+    /// The members the last `who` answer to session `id` of `node` listed.
+    fn last_who(&self, node: usize, id: SessionId) -> Vec<String> {
+        self.inbox[&(node, id)]
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ServerMsg::Who { members, .. } => Some(members.clone()),
+                _ => None,
+            })
+            .expect("who")
+    }
+
     fn presence(&self, node: usize, id: SessionId) -> Vec<Presence> {
         self.inbox
             .get(&(node, id))
@@ -332,14 +344,7 @@ fn presence_and_member_lists_cross_nodes_and_a_silent_node_quits_its_members() {
     // A later /who lists both.
     net.nodes[1].message(net.now, 2, &ClientMsg::Who { room: "#r".into() }.encode());
     net.run();
-    let who = net.inbox[&(1, 2)]
-        .iter()
-        .rev()
-        .find_map(|m| match m {
-            ServerMsg::Who { members, .. } => Some(members.clone()),
-            _ => None,
-        })
-        .expect("who");
+    let who = net.last_who(1, 2);
     assert_eq!(who, vec!["ann".to_owned(), "bob".to_owned()]);
     // Both nodes beat; node 1 then goes silent (killed): after the timeout node 0 shows bob
     // as quit, once.
@@ -398,14 +403,7 @@ fn topics_renames_and_the_room_list_cross_nodes() {
     assert_eq!(renames, 1);
     net.nodes[0].message(net.now, 1, &ClientMsg::Who { room: "#r".into() }.encode());
     net.run();
-    let who = net.inbox[&(0, 1)]
-        .iter()
-        .rev()
-        .find_map(|m| match m {
-            ServerMsg::Who { members, .. } => Some(members.clone()),
-            _ => None,
-        })
-        .expect("who");
+    let who = net.last_who(0, 1);
     assert_eq!(who, vec!["ann".to_owned(), "robert".to_owned()]);
     // After a beat, bob's `list` on node 1 counts the members of both nodes and names the room
     // only node 0 has.
