@@ -130,7 +130,10 @@ fn a_fanout_across_two_nodes_delivers_everything_once_in_order() {
         assert_eq!(n["members"], 10, "{n}");
         let figures = &n["figures"];
         assert!(figures["rss_kib_end"].as_u64().unwrap_or(0) > 0, "{n}");
-        assert!(figures["cpu_percent"].as_f64().unwrap_or(-1.0) >= 0.0, "{n}");
+        assert!(
+            figures["cpu_percent"].as_f64().unwrap_or(-1.0) >= 0.0,
+            "{n}"
+        );
     }
     // On the first node, the 8 other members get both senders' messages and each sender
     // the other's; on the second, all 10 get both.
@@ -140,7 +143,11 @@ fn a_fanout_across_two_nodes_delivers_everything_once_in_order() {
         "{run}"
     );
     assert_eq!(per_node[1]["delivered"], 10 * SENDERS * MESSAGES, "{run}");
-    for k in ["latency_ms", "latency_same_node_ms", "latency_other_nodes_ms"] {
+    for k in [
+        "latency_ms",
+        "latency_same_node_ms",
+        "latency_other_nodes_ms",
+    ] {
         let l = &run[k];
         let (p50, p99, max) = (
             l["p50"].as_f64().expect("p50"),
@@ -165,7 +172,11 @@ fn a_fanout_across_two_nodes_delivers_everything_once_in_order() {
 
     // The nodes lived through it.
     for mut n in nodes {
-        assert!(n.proc.try_status().is_none(), "a node exited: {}", n.proc.stderr());
+        assert!(
+            n.proc.try_status().is_none(),
+            "a node exited: {}",
+            n.proc.stderr()
+        );
         n.proc.kill();
     }
 }
