@@ -19,7 +19,7 @@ use chirp_proto::handshake::StaticSecret;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::server::{CLK_TCK, ProcSample};
+use crate::server::{CLK_TCK, CpuFigures, CpuSample, ProcSample};
 use crate::swarm::{Fleet, MAX_SETUP, Scenario, Sessions, place};
 use crate::{BenchError, quantile};
 
@@ -34,6 +34,10 @@ pub struct FanoutConfig {
     pub servers: Vec<SocketAddr>,
     /// Their pids, in the same order, for their CPU time and memory (empty: not measured).
     pub server_pids: Vec<u32>,
+    /// Processes the servers depend on (a database, a message bus), whose CPU time is
+    /// measured over the same interval, with their descendants'
+    /// ([`crate::server::tree_cpu_ticks`]).
+    pub service_pids: Vec<u32>,
     /// Members of the room (each its own client session).
     pub members: usize,
     /// How many of them send (the first ones).
@@ -127,6 +131,11 @@ pub struct FanoutReport {
     /// Against a cluster: each node's share, in the order the servers were given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeReport>,
+    /// The services' CPU over the fan-out, if their pids were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<CpuFigures>,
+    /// This process's (the load generator's: every member's session) over the fan-out.
+    pub load_generator: CpuFigures,
 }
 
 /// One node's share of a fan-out against a cluster.
@@ -526,6 +535,9 @@ pub async fn run(
         return Err(e);
     }
     let joined = read_all(pids)?;
+    let services_joined = CpuSample::read(&config.service_pids)?;
+    let me = std::process::id();
+    let load_joined = ProcSample::read(me)?;
     progress.set_length(expected);
     let epoch = Instant::now();
     let _ = shared.epoch.set(epoch);
@@ -543,6 +555,8 @@ pub async fn run(
     shared.done.store(true, Ordering::Release);
     fleet.stop();
     let end = read_all(pids)?;
+    let services_end = CpuSample::read(&config.service_pids)?;
+    let load_end = ProcSample::read(me)?;
     let parts = fleet.join().await?;
     let datagrams_in = parts.iter().map(|(_, stats)| stats.datagrams_in).sum();
     let seen: Vec<Seen> = parts
@@ -627,6 +641,11 @@ pub async fn run(
         latency_same_node_ms: cluster.then(|| latency_of(&|s: &Seen| s.node == 0)),
         latency_other_nodes_ms: cluster.then(|| latency_of(&|s: &Seen| s.node != 0)),
         nodes,
+        services: (!config.service_pids.is_empty()).then(|| services_end.since(&services_joined)),
+        load_generator: CpuFigures {
+            cpu_percent: load_end.cpu_percent_since(&load_joined),
+            cpu_s: load_end.cpu_ticks.saturating_sub(load_joined.cpu_ticks) as f64 / CLK_TCK,
+        },
     })
 }
 

@@ -4,9 +4,9 @@
 //! every figure is given against.
 //!
 //! - [`raw`]: plain UDP datagrams per second over loopback, one thread sending, one receiving.
-//! - [`fanout`]: a room of M members, S of them sending; deliveries per second and the latency
-//!   from each send to each delivery; every member checks it got every message exactly once,
-//!   in order.
+//! - [`fanout`]: a room of M members, S of them sending, on one server or spread over the nodes
+//!   of a cluster; deliveries per second and the latency from each send to each delivery;
+//!   every member checks it got every message exactly once, in order.
 //! - [`handshake`]: new sessions per second (handshake, `hello`, `welcome`), a fixed number in
 //!   setup at once, with the setup time of each.
 //! - [`idle`]: N established, joined sessions held open: the server's memory per session

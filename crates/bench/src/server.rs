@@ -182,6 +182,84 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// cutime + cstime (fields 16 and 17): the CPU time of the children the process has waited
+/// for.
+fn parse_children_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(13);
+    let cutime: u64 = fields.next()?.parse().ok()?;
+    let cstime: u64 = fields.next()?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+/// The CPU time, in clock ticks, of `pid` and all its descendants: those running (found
+/// through `/proc/PID/task/TID/children`) and those that ended and were waited for (their
+/// parent's `cutime` and `cstime`). For a service of several processes, such as PostgreSQL's
+/// postmaster and its backends. A descendant that ends while it is read is left out.
+pub fn tree_cpu_ticks(pid: u32) -> Result<u64, BenchError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(BenchError::io(format!("read /proc/{pid}/stat")))?;
+    let own = parse_cpu_ticks(&stat)
+        .zip(parse_children_ticks(&stat))
+        .map(|(a, b)| a + b)
+        .ok_or_else(|| BenchError::Stuck(format!("cannot parse /proc/{pid}/stat")))?;
+    let mut total = own;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(BenchError::io(format!("read /proc/{pid}/task")))?;
+    for task in tasks.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            // Ended meanwhile: its time moves to our `cutime` once waited for.
+            total += tree_cpu_ticks(child).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// CPU time of a set of process trees over an interval, taken by [`CpuSample`].
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuFigures {
+    /// Percent of one core (above 100 when they used more than one).
+    pub cpu_percent: f64,
+    /// Seconds of CPU time.
+    pub cpu_s: f64,
+}
+
+/// The CPU time of some process trees ([`tree_cpu_ticks`]) at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    ticks: u64,
+    at: Instant,
+}
+
+impl CpuSample {
+    /// The trees of `pids` together, now.
+    pub fn read(pids: &[u32]) -> Result<Self, BenchError> {
+        let at = Instant::now();
+        let ticks = pids
+            .iter()
+            .map(|&p| tree_cpu_ticks(p))
+            .sum::<Result<u64, _>>()?;
+        Ok(Self { ticks, at })
+    }
+
+    /// What they used between `earlier` and this sample.
+    pub fn since(&self, earlier: &Self) -> CpuFigures {
+        let secs = self.at.saturating_duration_since(earlier.at).as_secs_f64();
+        let cpu_s = self.ticks.saturating_sub(earlier.ticks) as f64 / CLK_TCK;
+        CpuFigures {
+            cpu_percent: if secs > 0.0 {
+                100.0 * cpu_s / secs
+            } else {
+                0.0
+            },
+            cpu_s,
+        }
+    }
+}
+
 fn parse_rss_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -196,6 +274,9 @@ mod tests {
         let stat = "4242 (chirp (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 750 250 0 0 20 0 \
                     3 0 100 1000000 500 18446744073709551615";
         assert_eq!(parse_cpu_ticks(stat), Some(1000));
+        assert_eq!(parse_children_ticks(stat), Some(0));
+        let waited = "7 (postgres) S 1 7 7 0 -1 4194560 1234 0 0 0 750 250 30 12 20 0";
+        assert_eq!(parse_children_ticks(waited), Some(42));
         let status = "Name:\tchirp\nVmPeak:\t  10000 kB\nVmRSS:\t   45678 kB\nThreads:\t3\n";
         assert_eq!(parse_rss_kib(status), Some(45_678));
     }
@@ -212,5 +293,25 @@ mod tests {
         let b = ProcSample::read(std::process::id()).expect("readable");
         assert!(b.cpu_ticks >= a.cpu_ticks);
         assert!(b.cpu_percent_since(&a) >= 0.0);
+    }
+
+    #[test]
+    fn a_tree_counts_its_children() {
+        let me = std::process::id();
+        let alone = tree_cpu_ticks(me).expect("readable");
+        let before = CpuSample::read(&[me]).expect("readable");
+        // A child that spins for a while, then is waited for: its time is ours from then on.
+        let status = Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh runs");
+        assert!(status.success());
+        let after = CpuSample::read(&[me]).expect("readable");
+        assert!(tree_cpu_ticks(me).expect("readable") > alone);
+        assert!(
+            after.since(&before).cpu_s > 0.0,
+            "{:?}",
+            after.since(&before)
+        );
     }
 }

@@ -195,6 +195,7 @@ async fn the_fanout_and_handshake_scenarios_run_on_swarms() {
         &FanoutConfig {
             servers: vec![addr],
             server_pids: Vec::new(),
+            service_pids: Vec::new(),
             members: 40,
             senders: 3,
             messages: 20,

@@ -31,9 +31,9 @@ Examples:
   chirp bench fanout --senders 10 --json
   chirp bench fanout --members 1000 --rate 20 --messages 200    # latency at a steady rate
   chirp bench fanout --server 127.0.0.1:7667 --server-pid 4242   # a server already running
-  chirp bench fanout --server 127.0.0.1:7667 --server 127.0.0.1:7668 --server 127.0.0.1:7669 \
-      --server-pid 4242 --server-pid 4243 --server-pid 4244 --rate 50
-                             # a cluster's nodes: senders on the first, the others spread
+  chirp bench fanout --rate 50 --server 127.0.0.1:7667 --server 127.0.0.1:7668
+                             # a cluster's two nodes: the sender on the first, the members
+                             # on both; add --server-pid for each node, in the same order
   chirp bench handshake --sessions 5000 --concurrency 64    # new sessions/s, setup time
   chirp bench idle --sessions 5000 --seconds 20         # memory per session, idle CPU
   chirp bench flood --sessions 0,10000                  # junk at full rate: cost, latency
@@ -164,6 +164,11 @@ struct NodesArgs {
     /// so above 100 when the nodes together use more than a core) and shown per node too.
     #[arg(long = "server-pid", value_name = "PID", requires = "servers")]
     server_pids: Vec<u32>,
+    /// The pid of a process the servers depend on (their PostgreSQL's postmaster, their
+    /// nats-server), given once for each: their CPU over the fan-out, with their children's
+    /// (PostgreSQL's backends), is shown beside the servers'.
+    #[arg(long = "service-pid", value_name = "PID")]
+    service_pids: Vec<u32>,
 }
 
 /// The servers a fan-out runs against, and the one the bench started if it did (stopped when
@@ -533,6 +538,7 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
             &FanoutConfig {
                 servers: under.addrs.clone(),
                 server_pids: under.pids.clone(),
+                service_pids: a.target.service_pids.clone(),
                 members,
                 senders,
                 messages,
@@ -614,6 +620,19 @@ async fn run_fanout(a: FanoutArgs) -> anyhow::Result<u8> {
         }
         if reports.iter().any(|r| !r.nodes.is_empty()) {
             write_nodes(&mut out, &reports)?;
+        }
+        if reports.iter().any(|r| r.services.is_some()) {
+            for (i, r) in reports.iter().enumerate() {
+                let services = r
+                    .services
+                    .map_or_else(|| "-".to_owned(), |c| format!("{:.0} %", c.cpu_percent));
+                writeln!(
+                    out,
+                    "run {}: CPU of the services {services}, of this load generator {:.0} % (of one core)",
+                    i + 1,
+                    r.load_generator.cpu_percent
+                )?;
+            }
         }
         writeln!(
             out,
