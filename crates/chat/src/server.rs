@@ -2833,17 +2833,7 @@ impl Server {
         let r = (key, client, c);
         // The sessions of the sending client instance (normally one; a reconnect may have
         // replaced it meanwhile).
-        let senders: Vec<SessionId> = self
-            .users
-            .get(&key)
-            .map(|u| {
-                u.sessions
-                    .iter()
-                    .copied()
-                    .filter(|s| self.sessions.get(s).and_then(|s| s.client) == Some(client))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let senders = self.client_sessions(&key, client);
         let record = match outcome {
             Some(Outcome::Stored { id }) => msg.with_id(id),
             Some(Outcome::Duplicate { conv, id, ts_ms }) => {
@@ -2886,18 +2876,8 @@ impl Server {
         let key = record.from_key;
         // The sessions of the sending client instance (normally one; a reconnect may have
         // replaced it meanwhile).
-        let senders: Vec<SessionId> = match local {
-            Some((client, _)) => self
-                .users
-                .get(&key)
-                .map(|u| {
-                    u.sessions
-                        .iter()
-                        .copied()
-                        .filter(|s| self.sessions.get(s).and_then(|s| s.client) == Some(client))
-                        .collect()
-                })
-                .unwrap_or_default(),
+        let senders = match local {
+            Some((client, _)) => self.client_sessions(&key, client),
             None => Vec::new(),
         };
         let c = local.map_or(0, |l| l.1);
@@ -2914,11 +2894,14 @@ impl Server {
                 ..msg.clone()
             }))
         });
-        let ack = enc(&ServerMsg::Ack {
-            c,
-            conv: record.conv.clone(),
-            id: record.id,
-            ts: record.ts_ms,
+        // No sender here (a message from the bus): no ack to encode.
+        let ack = (!senders.is_empty()).then(|| {
+            enc(&ServerMsg::Ack {
+                c,
+                conv: record.conv.clone(),
+                id: record.id,
+                ts: record.ts_ms,
+            })
         });
         // Senders without echo, for a room message: the ack goes where the own copy would,
         // through `deliver`, so it keeps its place among the room's messages (behind a replay
@@ -2936,7 +2919,10 @@ impl Server {
             data: enc(&ServerMsg::Msg(msg)),
             own,
             senders: &senders,
-            quiet: (!quiet.is_empty()).then_some((ack.clone(), quiet.as_slice())),
+            quiet: ack
+                .clone()
+                .filter(|_| !quiet.is_empty())
+                .map(|a| (a, quiet.as_slice())),
         };
         let (conv, id) = (record.conv.as_str(), record.id);
         // Quiet senders the room's fan-out reached (or queued a replay for).
@@ -2961,11 +2947,13 @@ impl Server {
                 }
             }
         }
-        for s in senders {
-            // A quiet sender outside the room now (it left before the commit) is not part of
-            // the fan-out: its ack comes on its own, as to everyone else.
-            if !reached.contains(&s) {
-                self.push_send(s, ack.clone());
+        if let Some(ack) = ack {
+            for s in senders {
+                // A quiet sender outside the room now (it left before the commit) is not part
+                // of the fan-out: its ack comes on its own, as to everyone else.
+                if !reached.contains(&s) {
+                    self.push_send(s, ack.clone());
+                }
             }
         }
         self.cache(record);
@@ -2997,6 +2985,29 @@ impl Server {
         }
         let hash = self.conv_hash(&conv);
         self.remember(r, RefState::Stored { conv: hash, id, ts });
+        self.send_ack(senders, c, conv, id, ts);
+    }
+
+    /// The sessions of `key`'s client instance `client` (normally one; a reconnect may have
+    /// replaced it meanwhile).
+    fn client_sessions(&self, key: &Key, client: u64) -> Vec<SessionId> {
+        self.users
+            .get(key)
+            .map(|u| {
+                u.sessions
+                    .iter()
+                    .copied()
+                    .filter(|s| self.sessions.get(s).and_then(|s| s.client) == Some(client))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Acknowledges message `c` (stored as `id` of `conv`) to `senders`, on its own.
+    fn send_ack(&mut self, senders: &[SessionId], c: u64, conv: String, id: u64, ts: i64) {
+        if senders.is_empty() {
+            return;
+        }
         let ack = enc(&ServerMsg::Ack { c, conv, id, ts });
         for &s in senders {
             self.push_send(s, ack.clone());

@@ -371,6 +371,30 @@ impl Database {
     }
 }
 
+/// Ops queued by one [`Storage::write`], and where to answer them.
+type Batch = (
+    Vec<Op>,
+    tokio::sync::oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+);
+
+/// Answers the batches a writer committed in one transaction: each its own share of the
+/// outcomes, in order, or every one the error.
+fn answer_batches(batch: Vec<Batch>, result: Result<Vec<Outcome>, StoreError>) {
+    match result {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            for (ops, done) in batch {
+                let _ = done.send(Ok(outcomes.by_ref().take(ops.len()).collect()));
+            }
+        }
+        Err(e) => {
+            for (_, done) in batch {
+                let _ = done.send(Err(StoreError::Commit(e.to_string())));
+            }
+        }
+    }
+}
+
 /// Opens (creating or migrating) the database and starts its writer.
 pub async fn open(db: &Database, config: StoreConfig) -> Result<Box<dyn Storage>, StoreError> {
     Ok(match db {

@@ -37,7 +37,7 @@ use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::{
-    Loaded, NewMessage, Op, Outcome, Record, Storage, StoreConfig, StoreError, StoreFuture,
+    Batch, Loaded, NewMessage, Op, Outcome, Record, Storage, StoreConfig, StoreError, StoreFuture,
     WriterStats,
 };
 
@@ -428,8 +428,6 @@ struct Writer {
     stats: Arc<Mutex<WriterStats>>,
 }
 
-type Batch = (Vec<Op>, oneshot::Sender<Result<Vec<Outcome>, StoreError>>);
-
 impl Writer {
     /// Waits for the first request; then takes whatever queued meanwhile, up to `max_batch`
     /// operations, into the same transaction. Ends when the sender is gone and the queue is
@@ -475,19 +473,7 @@ impl Writer {
             }
             Err(e) => warn!(error = %e, ops = n, "commit failed"),
         }
-        match result {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for (ops, done) in batch {
-                    let _ = done.send(Ok(outcomes.by_ref().take(ops.len()).collect()));
-                }
-            }
-            Err(e) => {
-                for (_, done) in batch {
-                    let _ = done.send(Err(StoreError::Commit(e.to_string())));
-                }
-            }
-        }
+        crate::answer_batches(batch, result);
     }
 
     /// One transaction: the messages first, pipelined, in the order of their conversations'

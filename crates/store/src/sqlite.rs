@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::{
-    Loaded, NewMessage, Op, Outcome, Record, Storage, StoreConfig, StoreError, StoreFuture,
+    Batch, Loaded, NewMessage, Op, Outcome, Record, Storage, StoreConfig, StoreError, StoreFuture,
     WriterStats,
 };
 
@@ -103,9 +103,6 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     }
     Ok(())
 }
-
-/// A batch and where to report its commit.
-type Batch = (Vec<Op>, oneshot::Sender<Result<Vec<Outcome>, StoreError>>);
 
 enum Req {
     Write(Vec<Op>, oneshot::Sender<Result<Vec<Outcome>, StoreError>>),
@@ -351,19 +348,7 @@ impl Writer {
             }
             Err(e) => warn!(error = %e, ops = n, "commit failed"),
         }
-        match result {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for (ops, done) in batch {
-                    let _ = done.send(Ok(outcomes.by_ref().take(ops.len()).collect()));
-                }
-            }
-            Err(e) => {
-                for (_, done) in batch {
-                    let _ = done.send(Err(StoreError::Commit(e.to_string())));
-                }
-            }
-        }
+        crate::answer_batches(batch, result);
     }
 
     fn apply<'a>(&mut self, ops: impl Iterator<Item = &'a Op>) -> Result<Vec<Outcome>, StoreError> {

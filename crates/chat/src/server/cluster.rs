@@ -301,26 +301,8 @@ impl Server {
 
     /// Acknowledges a message sent here that was shown already (by a gap read).
     fn ack_local(&mut self, r: &Record, client: u64, c: u64) {
-        let senders: Vec<SessionId> = self
-            .users
-            .get(&r.from_key)
-            .map(|u| {
-                u.sessions
-                    .iter()
-                    .copied()
-                    .filter(|s| self.sessions.get(s).and_then(|s| s.client) == Some(client))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let ack = enc(&ServerMsg::Ack {
-            c,
-            conv: r.conv.clone(),
-            id: r.id,
-            ts: r.ts_ms,
-        });
-        for s in senders {
-            self.push_send(s, ack.clone());
-        }
+        let senders = self.client_sessions(&r.from_key, client);
+        self.send_ack(&senders, c, r.conv.clone(), r.id, r.ts_ms);
     }
 
     /// Every session here that sees `conv`: its room's members', or the two DM keys'.
