@@ -80,6 +80,9 @@ pub struct RunnerConfig {
     /// ([`chirp_transport::spawn_on_thread`]), so that it and the chat core each have a core;
     /// otherwise it is a task on the caller's runtime.
     pub transport_thread: bool,
+    /// Serve Prometheus metrics on this listener ([`crate::metrics::bind`]). It installs the
+    /// process's global metrics recorder: one server per process.
+    pub metrics: Option<Arc<std::net::TcpListener>>,
 }
 
 impl Default for RunnerConfig {
@@ -94,6 +97,7 @@ impl Default for RunnerConfig {
             bus_ca: None,
             peers: None,
             transport_thread: true,
+            metrics: None,
         }
     }
 }
@@ -110,6 +114,9 @@ pub enum RunError {
     /// The cluster bus could not be reached at start.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Metrics were asked for and could not be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -143,6 +150,18 @@ pub async fn run(
         Err(e) => warn!(error = %e, "retention failed"),
         _ => {}
     }
+    // Metrics first: a bad address is an error at start, before anything else is set up.
+    let metrics = match &config.metrics {
+        Some(l) => {
+            let listener = crate::metrics::listener(l)?;
+            let exporter = crate::metrics::Exporter::install()?;
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "serving metrics at /metrics");
+            }
+            Some((listener, exporter))
+        }
+        None => None,
+    };
     // Undelivered DMs stay in the store until their recipient connects (`ReadUndelivered`).
     let loaded = store.load(config.server.replay_cache).await?;
     let store: Arc<dyn Storage> = Arc::from(store);
@@ -187,6 +206,19 @@ pub async fn run(
     let (after_tx, after_rx) = mpsc::unbounded_channel();
     let (undelivered_tx, undelivered_rx) = mpsc::unbounded_channel();
     let (synced_tx, synced_rx) = mpsc::unbounded_channel();
+    // The scrapes' requests: the HTTP task waits for the runner's answer, never the reverse.
+    let (scrape_tx, scrape_rx) = mpsc::channel(4);
+    let metrics_tasks = metrics.map(|(listener, exporter)| {
+        [
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                exporter,
+                scrape_tx,
+                handle.clone(),
+            )),
+            tokio::spawn(crate::metrics::sample_paths(handle.clone())),
+        ]
+    });
     let mut r = Runner {
         bus,
         synced_tx,
@@ -208,9 +240,13 @@ pub async fn run(
         undelivered: undelivered_rx,
         synced: synced_rx,
         bus: notes_rx,
+        scrapes: scrape_rx,
     };
     r.run(events, done_rx, reads, config.prune_every, shutdown)
         .await;
+    for task in metrics_tasks.into_iter().flatten() {
+        task.abort();
+    }
     drop(r.handle);
     // The bus task publishes what is queued (the goodbye that tells the other nodes this
     // one's members are gone) and flushes, then ends.
@@ -253,8 +289,13 @@ enum Transport {
     Thread(std::thread::JoinHandle<std::io::Result<()>>),
 }
 
-/// A store write in flight, and its tokens with the number of ops each wrote, in order.
-type Commit = (StoreFuture<Vec<Outcome>>, Vec<(u64, usize)>);
+/// A store write in flight, its tokens with the number of ops each wrote, in order, and when
+/// it was queued.
+type Commit = (
+    StoreFuture<Vec<Outcome>>,
+    Vec<(u64, usize)>,
+    std::time::Instant,
+);
 /// What a token's write did: one outcome per op, or why it failed.
 type Committed = Vec<(u64, Result<Vec<Outcome>, String>)>;
 type HistoryRead = (SessionId, String, Option<u64>, Result<Vec<Record>, String>);
@@ -268,6 +309,7 @@ struct Reads {
     undelivered: mpsc::UnboundedReceiver<UndeliveredRead>,
     synced: mpsc::UnboundedReceiver<(String, Result<u64, String>)>,
     bus: mpsc::Receiver<nats::Note>,
+    scrapes: mpsc::Receiver<crate::metrics::ScrapeRequest>,
 }
 
 /// Awaits commits in the order they were queued (the writer commits in that order too) and
@@ -276,8 +318,10 @@ async fn forward_commits(
     mut rx: mpsc::UnboundedReceiver<Commit>,
     tx: mpsc::UnboundedSender<Committed>,
 ) {
-    while let Some((done, tokens)) = rx.recv().await {
+    while let Some((done, tokens, queued)) = rx.recv().await {
         let result = done.await;
+        // A no-op unless the process installed a metrics recorder (`crate::metrics`).
+        metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(queued.elapsed());
         if let Err(e) = &result {
             warn!(error = %e, "store write failed");
         }
@@ -386,6 +430,14 @@ impl Runner {
                     self.core.synced(now_ms(), &conv, last);
                 }
                 Some(note) = reads.bus.recv() => self.on_bus(note),
+                Some(reply) = reads.scrapes.recv() => {
+                    let _ = reply.send(crate::metrics::Snapshot {
+                        server: self.core.stats(),
+                        writer: self.store.stats(),
+                        peers: self.core.cluster_peers().map(|(_, n)| n),
+                    });
+                    continue;
+                }
                 () = sleep_until(timer) => self.core.handle_timeout(now_ms()),
                 _ = prune.tick() => {
                     // The writer applies it between commits; its answer is only logged.
@@ -398,7 +450,8 @@ impl Runner {
                 }
                 () = &mut shutdown => break,
             }
-            self.take_ready(&mut events, &mut done_rx).await;
+            self.take_ready(&mut events, &mut done_rx, &mut reads.bus)
+                .await;
             self.drain().await;
             self.report_peers();
         }
@@ -469,22 +522,30 @@ impl Runner {
         }
     }
 
-    /// Takes the commits and transport events that are already waiting (at most
-    /// [`MAX_READY_PER_ROUND`] of each) before the core's output is carried out. Under load
-    /// one round then fans out many messages: each member's connection gets them together and
-    /// packs several into one datagram, the store gets their writes as one batch, and the
-    /// transport is asked once. With no load a round is one input, as before: nothing waits
-    /// for company.
+    /// Takes the commits, bus messages and transport events that are already waiting (at
+    /// most [`MAX_READY_PER_ROUND`] of each) before the core's output is carried out. Under
+    /// load one round then fans out many messages: each member's connection gets them
+    /// together and packs several into one datagram, the store gets their writes as one
+    /// batch, and the transport is asked once. (On a node of a cluster, the messages of the
+    /// other nodes' members arrive on the bus: taken one per round, they went out one per
+    /// datagram.) With no load a round is one input, as before: nothing waits for company.
     async fn take_ready(
         &mut self,
         events: &mut mpsc::Receiver<Event>,
         done_rx: &mut mpsc::UnboundedReceiver<Committed>,
+        bus: &mut mpsc::Receiver<nats::Note>,
     ) {
         for _ in 0..MAX_READY_PER_ROUND {
             let Ok(answers) = done_rx.try_recv() else {
                 break;
             };
             self.committed(answers);
+        }
+        for _ in 0..MAX_READY_PER_ROUND {
+            let Ok(note) = bus.try_recv() else {
+                break;
+            };
+            self.on_bus(note);
         }
         for _ in 0..MAX_READY_PER_ROUND {
             if self.in_flight >= MAX_UNCOMMITTED {
@@ -672,7 +733,9 @@ impl Runner {
         if !tokens.is_empty() {
             let done = self.store.write(ops);
             self.in_flight += tokens.len();
-            let _ = self.commit_tx.send((done, tokens));
+            let _ = self
+                .commit_tx
+                .send((done, tokens, std::time::Instant::now()));
         }
         // A session can be touched twice in one round (a message, then a graceful close):
         // flush it once.

@@ -249,8 +249,19 @@ pub struct ServerStats {
     pub users: usize,
     /// Rooms with members.
     pub rooms: usize,
+    /// Room members (a user in two rooms counts twice): members here, not other nodes'.
+    pub members: usize,
+    /// Messages accepted from this node's clients and handed to the store.
+    pub accepted: u64,
     /// Messages stored since start.
     pub messages: u64,
+    /// Messages queued for a session as they came (fan-out) or as it caught up (replay):
+    /// one per message per session.
+    pub deliveries: u64,
+    /// History pages answered from the memory cache.
+    pub history_cached: u64,
+    /// History pages read from the store.
+    pub history_reads: u64,
     /// Undecodable requests.
     pub malformed: u64,
     /// Requests refused by flood control.
@@ -586,14 +597,20 @@ enum Pending {
         client: u64,
         c: u64,
     },
-    /// A nick binding (op `op` of its batch), in a cluster: published once the store has
-    /// bound it, undone if another node's key got it first. `old`: the key's nick before.
+    /// A nick binding (op `op` of its batch), in a cluster or when it claims an expired
+    /// nick: published once the store has bound it, undone if another node's key got it
+    /// first or the expired owner turns out to have been seen since. `old`: the key's nick
+    /// before.
     Nick {
         op: usize,
         key: Key,
         nick: String,
         old: Option<String>,
     },
+    /// The release of `key`'s expired `nick` (op `op` of its batch): undone if the store has
+    /// seen the owner since (another node of a cluster did), announced to the other nodes
+    /// otherwise.
+    Release { op: usize, key: Key, nick: String },
 }
 
 /// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
@@ -920,6 +937,8 @@ impl Server {
             sessions: self.sessions.len(),
             users: self.users.len(),
             rooms: self.rooms.len(),
+            // A scrape's work, not a message's.
+            members: self.rooms.values().map(|r| r.members.len()).sum(),
             ..self.stats
         }
     }
@@ -958,23 +977,44 @@ impl Server {
     /// key gets a nick again as any new key does.
     fn age_out(&mut self, now_ms: i64) {
         let mut ops = Vec::new();
+        let mut pending = Vec::new();
         while ops.len() < AGE_OUT_PER_TICK {
             let Some(&(_, key)) = self.by_seen.first() else {
                 break;
             };
-            if !self.nick_expired(now_ms, &key) {
+            let Some(seen_by) = self.expired_by(now_ms, &key) else {
                 break;
-            }
+            };
+            // `unbind_nick` takes it out of `by_seen`.
             if let Some(nick) = self.unbind_nick(&key) {
                 debug!(nick, "an expired nick is aged out");
+                pending.push(Pending::Release {
+                    op: ops.len(),
+                    key,
+                    nick,
+                });
             }
-            // `unbind_nick` took it out of `by_seen`.
             self.set_seen(key, None);
-            ops.push(Op::ReleaseNick { key });
+            ops.push(Op::ReleaseNick { key, seen_by });
         }
         if !ops.is_empty() {
-            self.persist(ops, Vec::new());
+            self.persist(ops, pending);
         }
+    }
+
+    /// The store kept the nick of `key` that this node released as expired: another node
+    /// saw its owner at `seen_ms`. The binding is restored here, unless the nick or the key
+    /// has been bound since.
+    fn release_kept(&mut self, key: Key, nick: String, seen_ms: i64) {
+        debug!(nick, "an expired nick's owner was seen elsewhere: kept");
+        let fold = names::fold(&nick);
+        if self.nick_of.contains_key(&key) || self.nick_owner.contains_key(&fold) {
+            return;
+        }
+        self.nick_look.insert(&nick, key);
+        self.nick_owner.insert(fold, (nick.clone(), key));
+        self.nick_of.insert(key, nick);
+        self.set_seen(key, Some(seen_ms));
     }
 
     /// Sets (or, with `None`, forgets) the last-seen time of `key`, keeping `by_seen` in step.
@@ -1255,6 +1295,10 @@ impl Server {
             return;
         };
         let outcome = |op: usize| result.as_ref().ok().and_then(|v| v.get(op)).cloned();
+        // A claim of an expired nick whose owner was seen since fails for that reason.
+        let kept = result
+            .as_ref()
+            .is_ok_and(|v| v.iter().any(|o| matches!(o, Outcome::NickKept { .. })));
         for item in items {
             match item {
                 // A `say` is op 0 of its batch.
@@ -1262,8 +1306,15 @@ impl Server {
                     self.message_committed(now_ms, msg, client, c, outcome(0))
                 }
                 Pending::Nick { op, key, nick, old } => {
-                    self.nick_committed(key, nick, old, outcome(op))
+                    self.nick_committed(key, nick, old, kept, outcome(op))
                 }
+                // After the claim's `Nick` (queued before it), which frees the nick here if
+                // the claim failed.
+                Pending::Release { op, key, nick } => match outcome(op) {
+                    Some(Outcome::NickKept { seen_ms }) => self.release_kept(key, nick, seen_ms),
+                    Some(Outcome::Done) => self.publish_release(key, nick),
+                    _ => {}
+                },
             }
         }
     }
@@ -1460,7 +1511,11 @@ impl Server {
         }
         let key = s.key;
         let marks = s.marks_dms() && dm_to == Some(&key);
-        if self.push_send(to, data.clone()) && marks {
+        let pushed = self.push_send(to, data.clone());
+        if pushed {
+            self.stats.deliveries += 1;
+        }
+        if pushed && marks {
             let op = Op::DmCursor {
                 key,
                 conv: conv.to_owned(),
@@ -1793,18 +1848,23 @@ impl Server {
     /// not connected, and was last seen `nick_expiry_ms` ago or longer (a time not recorded
     /// counts from the start; nothing expires in the first [`RESTART_GRACE_MS`]).
     fn nick_expired(&self, now_ms: i64, owner: &Key) -> bool {
-        let Some(expiry) = self.config.nick_expiry_ms else {
-            return false;
-        };
+        self.expired_by(now_ms, owner).is_some()
+    }
+
+    /// If the nick of `owner` has expired ([`Server::nick_expired`]): the latest last-seen
+    /// time at which it has, for the store to check against the time it has
+    /// ([`Op::ReleaseNick`]): in a cluster, another node may have seen the owner since.
+    fn expired_by(&self, now_ms: i64, owner: &Key) -> Option<i64> {
+        let expiry = self.config.nick_expiry_ms?;
         if self.users.contains_key(owner) {
-            return false;
+            return None;
         }
         let started = self.started_ms.unwrap_or(now_ms);
         if now_ms.saturating_sub(started) < RESTART_GRACE_MS {
-            return false;
+            return None;
         }
         let seen = self.seen.get(owner).copied().unwrap_or(started);
-        now_ms.saturating_sub(seen) >= expiry
+        (now_ms.saturating_sub(seen) >= expiry).then(|| now_ms.saturating_sub(expiry))
     }
 
     /// The owner of a nick was connected at `now_ms`: recorded (at most once per
@@ -1838,12 +1898,20 @@ impl Server {
     fn bind_nick(&mut self, now_ms: i64, key: Key, nick: String, released: Vec<Key>) {
         let old_nick = self.nick_of.get(&key).cloned();
         let mut ops = Vec::with_capacity(released.len() + 1);
+        let mut releases = Vec::with_capacity(released.len());
         for r in released {
+            // `released` holds only keys whose nicks have expired.
+            let seen_by = self.expired_by(now_ms, &r).unwrap_or(now_ms);
             if let Some(old) = self.unbind_nick(&r) {
                 debug!(old, new = nick, "an expired nick is claimed by another key");
+                releases.push(Pending::Release {
+                    op: ops.len(),
+                    key: r,
+                    nick: old,
+                });
             }
             self.set_seen(r, None);
-            ops.push(Op::ReleaseNick { key: r });
+            ops.push(Op::ReleaseNick { key: r, seen_by });
         }
         self.unbind_nick(&key);
         let fold = names::fold(&nick);
@@ -1851,16 +1919,16 @@ impl Server {
         self.nick_owner.insert(fold.clone(), (nick.clone(), key));
         self.nick_of.insert(key, nick.clone());
         self.set_seen(key, Some(now_ms));
-        let pending = if self.cluster.is_some() {
-            vec![Pending::Nick {
+        let mut pending = Vec::with_capacity(releases.len() + 1);
+        if self.cluster.is_some() || !releases.is_empty() {
+            pending.push(Pending::Nick {
                 op: ops.len(),
                 key,
                 nick: nick.clone(),
                 old: old_nick,
-            }]
-        } else {
-            Vec::new()
-        };
+            });
+        }
+        pending.extend(releases);
         ops.push(Op::SetNick {
             nick,
             fold,
@@ -2075,6 +2143,7 @@ impl Server {
         };
         if whole || below.len() >= limit {
             let start = below.len().saturating_sub(limit);
+            self.stats.history_cached += 1;
             self.send_page(session, &conv, id, below[start..].iter());
         } else {
             let Some(s) = self.sessions.get(&session) else {
@@ -2093,6 +2162,7 @@ impl Server {
             if let Some(s) = self.sessions.get_mut(&session) {
                 s.history_reads += 1;
             }
+            self.stats.history_reads += 1;
             self.read(Output::ReadHistory {
                 session,
                 id,
@@ -2462,7 +2532,11 @@ impl Server {
                     }),
                     _ => enc(&ServerMsg::Msg(msg)),
                 };
-                if self.push_send(session, data) && dm {
+                let pushed = self.push_send(session, data);
+                if pushed {
+                    self.stats.deliveries += 1;
+                }
+                if pushed && dm {
                     self.replay_delivered(session, conv, m.id);
                 }
                 true
@@ -2812,6 +2886,7 @@ impl Server {
             client_ref: Some((client, c)),
         };
         self.remember(r, RefState::InFlight);
+        self.stats.accepted += 1;
         self.persist(
             vec![Op::Message(msg.clone())],
             vec![Pending::Message { msg, client, c }],

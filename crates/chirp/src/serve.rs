@@ -30,6 +30,7 @@ Every flag can be set in the config file too (same names, with '_' for '-'), e.g
   nick_expiry_days = 180
   nick_claim_burst = 5
   nick_claims_per_hour = 6
+  metrics = \"127.0.0.1:9467\"
 
 A nick belongs to the key that claimed it first, until that key stays away (no connection)
 for nick_expiry_days; then another key may claim it. A key's first nick is rate-limited per
@@ -48,6 +49,7 @@ Examples:
       --database postgres://chirp@10.0.0.6/chirp --key-file /etc/chirp/server.key
   chirp serve --cluster tls://nats.internal:4222 --cluster-ca /etc/chirp/nats-ca.pem \\
       --database 'postgres://chirp@db.internal/chirp?sslmode=require&sslrootcert=/etc/chirp/pg-ca.pem' ...
+  chirp serve --metrics 127.0.0.1:9467        # Prometheus scrapes http://127.0.0.1:9467/metrics
   chirp serve --config /etc/chirp/server.toml";
 
 /// Default UDP port of a chirp server.
@@ -89,6 +91,10 @@ struct Settings {
     /// key holds whichever node they reach.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9467 [default: off].
+    /// Keep it on loopback or a private network: it tells how busy the server is.
+    #[arg(long, value_name = "ADDR", value_parser = crate::addr::local_addr)]
+    metrics: Option<SocketAddr>,
     /// Directory of the server's identity key and database [default: $XDG_DATA_HOME/chirp].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -362,6 +368,15 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     let local = socket
         .local_addr()
         .context("cannot read the bound address")?;
+    let metrics_at = match s.metrics {
+        Some(addr) => {
+            let l = chirp_chat::metrics::bind(addr)?;
+            let at = l.local_addr().context("cannot read the metrics address")?;
+            config.metrics = Some(std::sync::Arc::new(l));
+            Some(at)
+        }
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         let note = if created { " (new)" } else { "" };
@@ -372,6 +387,9 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             identity.public().fingerprint(),
             db.display()
         );
+        if let Some(at) = metrics_at {
+            let _ = writeln!(out, "metrics at http://{at}/metrics");
+        }
         let _ = out.flush();
     }
     info!(%local, "serving");

@@ -812,6 +812,16 @@ impl Connection {
         self.state == State::Drained && self.closed_emitted
     }
 
+    /// Why it closed, once it has.
+    pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
+        self.closed.as_ref()
+    }
+
+    /// Past its handshake and not closing?
+    pub(crate) fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
     /// Still exchanging data (not closing, draining or gone)?
     pub(crate) fn is_open(&self) -> bool {
         matches!(self.state, State::Handshaking | State::Established)

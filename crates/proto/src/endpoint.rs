@@ -33,7 +33,7 @@ use crate::connection::{CloseReason, ConnEvent, Connection, HandshakeStart, Send
 use crate::crypto::{CookieJar, InitialKeys, hash, mac};
 use crate::handshake::{Handshake, StaticSecret};
 use crate::rng::Rng;
-use crate::stats::{ConnectionStats, EndpointStats};
+use crate::stats::{ConnectionStats, ConnectionTotals, EndpointStats, EndpointTotals, PathSample};
 use crate::wire::{
     ConnectionId, Frame, Frames, MIN_INITIAL_SIZE, Packet, PacketType, RESET_PACKET_LEN,
     RESET_TOKEN_LEN, RefuseReason, encode_refuse, encode_reset, encode_retry,
@@ -383,6 +383,10 @@ struct Entry {
     /// In `Endpoint::transmit_ready` / `event_ready`.
     transmit_queued: bool,
     event_queued: bool,
+    /// `Event::Connected` was reported: its handshake completed.
+    connected: bool,
+    /// Its (lost, acked) packet counts at the last `sample_paths`.
+    sampled: (u64, u64),
 }
 
 /// Which ready queues a connection joins after a call into it.
@@ -444,6 +448,8 @@ pub struct Endpoint {
     handshaking: usize,
     next_handle: u64,
     stats: EndpointStats,
+    /// The counters of the connections removed, summed (for `totals`).
+    gone: ConnectionTotals,
     identity: StaticSecret,
     /// Keys RESET tokens. Derived from the static key alone, so that after a restart the
     /// endpoint can still authenticate RESETs for connections it had before.
@@ -502,6 +508,7 @@ impl Endpoint {
             handshaking: 0,
             next_handle: 0,
             stats: EndpointStats::default(),
+            gone: ConnectionTotals::default(),
         }
     }
 
@@ -540,8 +547,11 @@ impl Endpoint {
                 indexed: Indexed::default(),
                 transmit_queued: false,
                 event_queued: false,
+                connected: false,
+                sampled: (0, 0),
             }),
         );
+        self.stats.handshakes_started += 1;
         self.sync(handle, Ready::BOTH);
         handle
     }
@@ -822,6 +832,7 @@ impl Endpoint {
         let from = canonical(from);
         self.epoch.get_or_insert(now);
         self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
         let packet = match Packet::new_checked(datagram) {
             Ok(p) => p,
             Err(e) => {
@@ -1198,6 +1209,7 @@ impl Endpoint {
     pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         if let Some(t) = self.stateless.pop_front() {
             *buf = t.contents;
+            self.count_sent(buf.len());
             return Some(t.destination);
         }
         let mut due_checked = false;
@@ -1216,6 +1228,7 @@ impl Endpoint {
                 // To the back of the queue: it may have more, after the others had their
                 // turn. Sending may also have changed what it has to report.
                 self.sync(h, Ready::BOTH);
+                self.count_sent(buf.len());
                 return Some(destination);
             }
             if due_checked {
@@ -1233,6 +1246,59 @@ impl Endpoint {
                     self.transmit_ready.push_back(h);
                 }
             }
+        }
+    }
+
+    fn count_sent(&mut self, bytes: usize) {
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += bytes as u64;
+    }
+
+    /// The endpoint's counters, every connection's counters summed (the ones gone
+    /// included), and how many connections are in each state: for metrics. It visits every
+    /// open connection, so it is for a scrape every few seconds, not for a path that runs
+    /// per datagram.
+    pub fn totals(&self) -> EndpointTotals {
+        let mut t = EndpointTotals {
+            endpoint: self.stats,
+            connections: self.gone,
+            ..EndpointTotals::default()
+        };
+        for e in self.conns.values() {
+            t.connections.add(&e.conn.stats());
+            if e.conn.is_handshaking() {
+                t.handshaking += 1;
+            } else if e.conn.is_established() {
+                t.established += 1;
+            } else {
+                t.closing += 1;
+            }
+        }
+        t
+    }
+
+    /// Calls `f` with the path of every established connection that has measured its
+    /// round-trip time: its smoothed RTT, and the fraction of packets lost since the
+    /// previous call. A driver calls it on a fixed period (a histogram of these is the
+    /// distribution of the connections' RTT and loss over time); like [`Self::totals`] it
+    /// visits every connection.
+    pub fn sample_paths(&mut self, mut f: impl FnMut(PathSample)) {
+        for e in self.conns.values_mut() {
+            if !e.conn.is_established() {
+                continue;
+            }
+            let s = e.conn.stats();
+            if s.srtt.is_zero() {
+                continue;
+            }
+            let (lost, acked) = (s.packets_lost, s.packets_acked);
+            let (dl, da) = (
+                lost.saturating_sub(e.sampled.0),
+                acked.saturating_sub(e.sampled.1),
+            );
+            e.sampled = (lost, acked);
+            let loss = (dl + da > 0).then(|| dl as f64 / (dl + da) as f64);
+            f(PathSample { srtt: s.srtt, loss });
         }
     }
 
@@ -1264,6 +1330,10 @@ impl Endpoint {
                 }
                 continue;
             };
+            if matches!(ev, ConnEvent::Connected { .. }) && !e.connected {
+                e.connected = true;
+                self.stats.handshakes_completed += 1;
+            }
             // Back in the queue for its next event; and a delivered message releases
             // flow-control credit, which may have to be announced.
             self.sync(h, Ready::BOTH);
@@ -1301,6 +1371,21 @@ impl Endpoint {
 
     fn remove(&mut self, h: ConnectionHandle) {
         if let Some(e) = self.conns.remove(&h) {
+            self.gone.add(&e.conn.stats());
+            if !e.connected {
+                let f = &mut self.stats.handshakes_failed;
+                match e.conn.close_reason() {
+                    Some(CloseReason::IdleTimeout) | None => f.timeout += 1,
+                    Some(CloseReason::Refused { .. }) => f.refused += 1,
+                    Some(CloseReason::KeyMismatch { .. } | CloseReason::KeyRefused { .. }) => {
+                        f.key += 1
+                    }
+                    Some(CloseReason::ProtocolViolation { .. }) => f.protocol += 1,
+                    Some(
+                        CloseReason::PeerClosed { .. } | CloseReason::Local | CloseReason::Reset,
+                    ) => f.closed += 1,
+                }
+            }
             self.by_cid.remove(&e.conn.local_cid);
             if let Some(key) = e.conn.initial_route {
                 self.by_initial.remove(&key);

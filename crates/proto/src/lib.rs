@@ -57,6 +57,9 @@ pub use connection::{
 pub use endpoint::{
     ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, HandshakeLimit, Transmit,
 };
-pub use stats::{ConnectionStats, EndpointStats};
+pub use stats::{
+    ConnectionStats, ConnectionTotals, EndpointStats, EndpointTotals, HandshakeFailures,
+    PathSample,
+};
 pub use stream::{MAX_MESSAGE_SIZE, WriteError};
 pub use wire::RefuseReason;

@@ -467,6 +467,8 @@ impl Writer {
         let result = self.apply(&ops).await;
         match &result {
             Ok(_) => {
+                // A no-op unless the process installed a metrics recorder.
+                metrics::histogram!("chirp_store_batch_ops").record(n as f64);
                 let mut s = lock(&self.stats);
                 s.commits += 1;
                 s.ops += n as u64;
@@ -589,10 +591,28 @@ impl Writer {
                     .await
                     .map_err(&err)?;
                 }
-                Op::ReleaseNick { key } => {
-                    tx.execute("DELETE FROM nicks WHERE key = $1", &[&&key[..]])
+                Op::ReleaseNick { key, seen_by } => {
+                    // The row is locked until the transaction ends: a `Seen` from another
+                    // node waits for it, and then finds no row (or the kept one).
+                    let seen: Option<i64> = tx
+                        .query_opt(
+                            "SELECT seen FROM nicks WHERE key = $1 FOR UPDATE",
+                            &[&&key[..]],
+                        )
                         .await
-                        .map_err(&err)?;
+                        .map_err(&err)?
+                        .map(|r| r.get(0));
+                    match seen {
+                        Some(seen_ms) if seen_ms > *seen_by => {
+                            out[i] = Outcome::NickKept { seen_ms };
+                        }
+                        Some(_) => {
+                            tx.execute("DELETE FROM nicks WHERE key = $1", &[&&key[..]])
+                                .await
+                                .map_err(&err)?;
+                        }
+                        None => {}
+                    }
                 }
                 Op::SetTopic {
                     room,
