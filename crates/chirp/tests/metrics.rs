@@ -201,12 +201,16 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
     );
     assert!(value(&a, "chirp_datagrams_sent_total") > n);
     assert!(value(&a, "chirp_received_bytes_total") > value(&a, "chirp_datagrams_received_total"));
-    assert!(value(&a, "chirp_packets_acked_total") > n);
+    // Messages share packets, so fewer packets than lines may be acknowledged; but some
+    // are, and never more than were sent.
+    assert!(value(&a, "chirp_packets_acked_total") > value(&b, "chirp_packets_acked_total"));
+    assert!(value(&a, "chirp_packets_acked_total") <= value(&a, "chirp_packets_sent_total"));
     let reads = value(&a, r#"chirp_history_reads_total{source="cache"}"#)
         + value(&a, r#"chirp_history_reads_total{source="store"}"#);
     assert!(reads >= 1.0, "{after}");
-    // Every message waited for its commit; the store committed them in few transactions.
-    assert!(value(&a, "chirp_commit_seconds_count") >= n, "{after}");
+    // Every message waited for its commit (store writes carry one or more messages).
+    assert!(value(&a, "chirp_commit_seconds_count") >= 1.0, "{after}");
+    assert!(value(&a, "chirp_commit_seconds_sum") > 0.0, "{after}");
     assert!(value(&a, "chirp_store_batch_ops_count") >= 1.0, "{after}");
     assert!(value(&a, "chirp_store_ops_total") >= n);
     assert!(
