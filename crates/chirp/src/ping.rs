@@ -26,11 +26,11 @@ What a probe is: one packet with a PING frame, which any chirp server or peer ac
 (nothing new on the wire). Its round-trip time (rtt) runs from sending it to the arrival of
 the acknowledgement, less the acknowledgement delay the other side reports in it (at most
 10 ms): the path's time, not the other side's batching of acknowledgements. A probe is lost
-when the transport's loss detection declares its packet lost (\"declared lost\"), after -W
-seconds without an answer (\"no answer in time\"), or when it arrived but the acknowledgement
-sent for it was lost and only a later one said so (\"arrived, its answer lost\": like an echo
-reply lost on the way back, it has no round-trip time). A probe is never sent again. The summary is ping's: rtt min/avg/max/mdev, where mdev (the
-jitter) is the standard deviation of the round-trip times, computed as iputils ping does:
+when the transport's loss detection declares its packet lost (\"detected by the
+transport\"), after -W seconds without an answer, or when it arrived but the acknowledgement
+sent for it was lost and only a later one said so (\"arrived; its answer was lost\": like an
+echo reply lost on the way back, it has no round-trip time). A probe is never sent again. The summary is ping's: rtt min/avg/max/mdev, where mdev (the jitter) is the
+standard deviation of the round-trip times, computed as iputils ping does:
 sqrt(mean(rtt^2) - mean(rtt)^2). A probe still waiting at Ctrl-C counts as unanswered.
 
 The key: the handshake authenticates the other side's static key. Its fingerprint is printed
@@ -40,11 +40,11 @@ with whether it matches the one remembered for HOST:PORT in --home's known_keys 
 that differs from the pinned or remembered one ends ping before any probe, with exit code 2;
 your own key is not revealed to it.
 
-A chirp peer (`chirp peer`) answers only keys it takes for its partner's (its --peer-key, or
-the key it remembered for its --to); it refuses others, and ping says so (exit code 1). If it
-takes ours, it takes this connection for its partner reconnecting: its chat moves here while
-ping runs, and lines it sends meanwhile are counted, not shown, and count as delivered to it.
-Ping a peer that is not chatting.
+A chirp peer (`chirp peer`) takes only its partner's key: its --peer-key, the key it
+remembered for its --to, or on first contact a key from exactly its --to address. It refuses
+any other, and ping says so (exit code 1). If it takes ours, it takes this connection for its
+partner reconnecting: its chat moves here while ping runs, and lines it sends meanwhile are
+counted, not shown, and count as delivered to it. Ping a peer that is not chatting.
 
 Exit status: 0 if at least one probe was answered; 1 if none was (nobody there, refused, all
 lost); 2 if the key is not the pinned or remembered one.
@@ -411,7 +411,7 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
                 tracing::debug!(%e, "send failed");
             }
         }
-        let mut answered = false;
+        let mut verdict_given = false;
         while let Some(ev) = pinger.poll_event() {
             match &ev {
                 Event::VerifyKey { key } => {
@@ -419,7 +419,7 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
                     let accept = status.accepts();
                     out.key_status = Some(status);
                     pinger.key_verdict(Instant::now(), accept);
-                    answered = true;
+                    verdict_given = true;
                 }
                 Event::Finished { summary: s } => {
                     summary = Some(*s);
@@ -429,7 +429,7 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
             }
             out.event(&ev);
         }
-        if answered {
+        if verdict_given {
             continue; // The verdict has output of its own to drain first.
         }
         let deadline = match (pinger.poll_timeout(), linger_until) {

@@ -89,9 +89,9 @@ pub enum LostReason {
 impl fmt::Display for LostReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Declared => "declared lost",
-            Self::Timeout => "no answer in time",
-            Self::AnswerLost => "arrived, its answer lost",
+            Self::Declared => "detected by the transport",
+            Self::Timeout => "no answer within the timeout",
+            Self::AnswerLost => "arrived; its answer was lost",
         })
     }
 }
@@ -340,6 +340,7 @@ pub struct Pinger {
     conn: ConnectionHandle,
     phase: Phase,
     started: Instant,
+    /// The peer's key, once it proved it holds it: someone answered.
     key: Option<PublicKey>,
     /// Probes sent and waiting, in send order (so deadlines are in order too).
     probes: VecDeque<Probe>,
@@ -356,7 +357,7 @@ impl Pinger {
     /// Starts the connection attempt at `now`. `seed` keys the endpoint's connection IDs (and
     /// its static key, if [`Config::identity`] is `None`).
     pub fn new(config: Config, now: Instant, seed: u64) -> Result<Self, ConnectError> {
-        let mut ep = EndpointConfig {
+        let ep = EndpointConfig {
             // A client only: nobody may open a connection to it.
             accept_incoming: false,
             max_connections: 2,
@@ -364,9 +365,8 @@ impl Pinger {
             verify_keys: config.pin.is_some() || config.verify_key,
             ..EndpointConfig::default()
         };
-        // Probes keep the connection busy; between them the transport's own keepalives (every
-        // 15 s at most) hold it open, whatever the interval.
-        ep.transport.idle_timeout = Duration::from_secs(30);
+        // (The transport's default idle timeout, 30 s, and keepalives, every 15 s at most, hold
+        // the connection open between probes, whatever the interval.)
         let mut endpoint = Endpoint::new(ep, seed);
         let conn = endpoint.connect(now, config.remote)?;
         Ok(Self {
@@ -435,9 +435,13 @@ impl Pinger {
     }
 
     /// When to call [`Self::handle_timeout`] next; `None` once finished and the connection is
-    /// gone (the driver may exit).
+    /// gone (the driver may exit), or at once if nobody ever answered (nobody to say goodbye
+    /// to: the CLOSE has gone out once).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Done && self.key.is_none() {
+            return None;
+        }
         let own = match self.phase {
             Phase::Handshake { deadline, .. } => Some(deadline),
             Phase::Probing => {
@@ -494,18 +498,16 @@ impl Pinger {
             self.lost(p.seq, LostReason::Timeout);
         }
         if self.wants_more_probes() && self.next_probe.is_some_and(|t| t <= now) {
-            match self.endpoint.ping(self.conn) {
-                Ok(id) => {
-                    self.summary.sent += 1;
-                    self.first_probe.get_or_insert(now);
-                    self.probes.push_back(Probe {
-                        seq: self.summary.sent,
-                        id,
-                        deadline: now + self.config.timeout,
-                    });
-                }
-                // The connection is ending (not counted as sent): its Closed event says why.
-                Err(_) => {}
+            // Refused only while the connection ends (then not counted as sent): its Closed
+            // event says why.
+            if let Ok(id) = self.endpoint.ping(self.conn) {
+                self.summary.sent += 1;
+                self.first_probe.get_or_insert(now);
+                self.probes.push_back(Probe {
+                    seq: self.summary.sent,
+                    id,
+                    deadline: now + self.config.timeout,
+                });
             }
             // Keep the cadence, unless the driver woke up a whole interval late.
             let next = self.next_probe.map_or(now, |t| t + self.config.interval);
@@ -533,6 +535,7 @@ impl Pinger {
         match ev {
             T::VerifyKey { remote_key, .. } => {
                 let key = PublicKey(remote_key);
+                self.key = Some(key);
                 match &self.config.pin {
                     Some(pin) if *pin == key.fingerprint() => {
                         self.endpoint.accept_key(now, self.conn)
