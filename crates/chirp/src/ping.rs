@@ -122,6 +122,8 @@ enum KeyStatus {
     Unknown,
     /// Another key is remembered: refused.
     Differs { stored: Fingerprint },
+    /// Not the pinned one: refused.
+    PinDiffers,
     /// known_keys could not be read: refused (the key cannot be vouched for).
     Unreadable(String),
 }
@@ -137,6 +139,7 @@ impl KeyStatus {
             Self::Known => "known",
             Self::Unknown => "unknown",
             Self::Differs { .. } => "differs",
+            Self::PinDiffers => "pin_differs",
             Self::Unreadable(_) => "unreadable",
         }
     }
@@ -169,8 +172,9 @@ fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
+/// Milliseconds for JSON, to the microsecond.
 fn ms_f(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    (d.as_secs_f64() * 1e6).round() / 1000.0
 }
 
 /// A loss percentage as ping prints it: whole when it is, else with what it needs.
@@ -227,7 +231,9 @@ impl Printer {
             KeyStatus::Pinned => "matches --server-key".to_owned(),
             KeyStatus::Known => "matches known_keys".to_owned(),
             KeyStatus::Unknown => "not in known_keys (not remembered by ping)".to_owned(),
-            KeyStatus::Differs { .. } | KeyStatus::Unreadable(_) => "refused".to_owned(),
+            KeyStatus::Differs { .. } | KeyStatus::PinDiffers | KeyStatus::Unreadable(_) => {
+                "refused".to_owned()
+            }
         };
         self.line(format!("key {fp}: {how}; handshake {} ms", ms(time)));
     }
@@ -256,6 +262,14 @@ impl Printer {
             }
             Event::Failed { reason } => {
                 self.failure = Some(reason.clone());
+                match reason {
+                    Failure::KeyMismatch { actual, .. } => {
+                        self.fingerprint = Some(*actual);
+                        self.key_status = Some(KeyStatus::PinDiffers);
+                    }
+                    Failure::KeyRejected { actual } => self.fingerprint = Some(*actual),
+                    _ => {}
+                }
                 let text = match (reason, &self.key_status) {
                     (Failure::KeyRejected { actual }, Some(KeyStatus::Differs { stored })) => {
                         format!(

@@ -267,6 +267,8 @@ fn a_key_that_is_not_the_expected_one_ends_ping_before_any_probe() {
     let (code, v) = ping_json(home.path(), &[&addr, "--server-key", &other]);
     assert_eq!(code, 2);
     assert_eq!(v["failure"]["kind"], "key_mismatch", "{v}");
+    assert_eq!(v["key"], server.fingerprint.as_str(), "{v}");
+    assert_eq!(v["key_status"], "pin_differs", "{v}");
     assert_eq!(v["sent"], 0);
     assert_eq!(v["exit"], 2);
 
