@@ -299,6 +299,7 @@ impl Printer {
             let failure = self.failure.as_ref().map(|f| {
                 let kind = match f {
                     Failure::NoAnswer { .. } => "no_answer",
+                    Failure::HandshakeIncomplete { .. } => "handshake_incomplete",
                     Failure::ServerRefused { .. } => "server_refused",
                     Failure::PeerRefusedKey { .. } => "peer_refused_key",
                     Failure::KeyMismatch { .. } => "key_mismatch",

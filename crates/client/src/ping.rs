@@ -104,6 +104,12 @@ pub enum Failure {
         /// How long the handshake was given.
         waited: Duration,
     },
+    /// The other side proved its key, but the handshake did not complete within the timeout
+    /// (the path loses too much, or a peer is still asking its user about our key).
+    HandshakeIncomplete {
+        /// How long the handshake was given.
+        waited: Duration,
+    },
     /// The server answered with a REFUSE (PROTOCOL.md §5.12), e.g. because it is full.
     ServerRefused {
         /// Its reason.
@@ -152,6 +158,12 @@ impl fmt::Display for Failure {
             Self::NoAnswer { waited } => write!(
                 f,
                 "no answer within {:.1} s (nothing listens there, or the path drops everything)",
+                waited.as_secs_f64()
+            ),
+            Self::HandshakeIncomplete { waited } => write!(
+                f,
+                "the handshake began but did not complete within {:.1} s (the path loses too \
+                 much, or a peer is still deciding about our key)",
                 waited.as_secs_f64()
             ),
             Self::ServerRefused { reason } => write!(f, "the server refused us: {reason}"),
@@ -483,7 +495,11 @@ impl Pinger {
                     self.finish(now);
                 } else if now >= deadline {
                     let waited = self.config.timeout;
-                    self.fail(now, Failure::NoAnswer { waited });
+                    let failure = match self.key {
+                        None => Failure::NoAnswer { waited },
+                        Some(_) => Failure::HandshakeIncomplete { waited },
+                    };
+                    self.fail(now, failure);
                 }
             }
             Phase::Probing => self.probe(now),

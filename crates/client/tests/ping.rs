@@ -49,6 +49,8 @@ enum Server {
     Open,
     /// A peer whose accept policy refuses our key.
     RefusesKeys,
+    /// A peer whose user never answers the question about our key.
+    Undecided,
     /// A server with no room (REFUSE).
     Full,
     /// Nobody there.
@@ -82,7 +84,7 @@ impl Sim {
         let server = Endpoint::new(
             EndpointConfig {
                 identity: Some(StaticSecret(*server_identity().secret())),
-                verify_keys: server_kind == Server::RefusesKeys,
+                verify_keys: matches!(server_kind, Server::RefusesKeys | Server::Undecided),
                 max_connections: if server_kind == Server::Full { 0 } else { 16 },
                 ..EndpointConfig::default()
             },
@@ -124,7 +126,9 @@ impl Sim {
             self.events.push(ev);
         }
         while let Some(ev) = self.server.poll_event() {
-            if let chirp_proto::Event::VerifyKey { conn, .. } = ev {
+            if let chirp_proto::Event::VerifyKey { conn, .. } = ev
+                && self.server_kind == Server::RefusesKeys
+            {
                 self.server.refuse_key(now, conn);
             }
             self.server_events.push(ev);
@@ -622,4 +626,35 @@ fn stopping_ends_an_endless_run_with_its_figures() {
     assert_consistent(&sim);
     let s = sim.summary();
     assert_eq!((s.sent, s.answered, s.lost), (4, 4, 0), "{s:?}");
+}
+
+#[test]
+fn a_handshake_that_does_not_complete_is_told_from_nobody_there() {
+    let mut cfg = config(3);
+    cfg.timeout = Duration::from_secs(2);
+    let mut sim = Sim::new(
+        cfg,
+        LinkConfig::ideal(Duration::from_millis(5)),
+        Server::Undecided,
+        12,
+    );
+    sim.run(Duration::from_secs(10));
+    assert_eq!(
+        sim.failure(),
+        Some(&Failure::HandshakeIncomplete {
+            waited: Duration::from_secs(2)
+        })
+    );
+    assert!(
+        !sim.events
+            .iter()
+            .any(|e| matches!(e, Event::HandshakeDone { .. }))
+    );
+    assert_eq!(sim.summary().sent, 0);
+    // Someone is there: the CLOSE is given its closing period, not dropped at once.
+    assert!(
+        sim.elapsed() > Duration::from_secs(2),
+        "{:?}",
+        sim.elapsed()
+    );
 }
