@@ -183,6 +183,12 @@ fn percent(p: f64) -> String {
     format!("{}%", digits.trim_end_matches('0').trim_end_matches('.'))
 }
 
+/// An error line as printed: escaped, since it may hold the other side's words (a close
+/// reason).
+fn error_line(text: &str) -> String {
+    format!("chirp ping: {}", safe(text))
+}
+
 /// Everything printed, in human lines as they happen or as one JSON object at the end.
 struct Printer {
     json: bool,
@@ -206,7 +212,7 @@ impl Printer {
     fn error(&self, text: &str) {
         if !self.json {
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "chirp ping: {}", safe(text));
+            let _ = writeln!(std::io::stderr(), "{}", error_line(text));
         }
     }
 
@@ -527,6 +533,25 @@ mod tests {
         assert_eq!(percent(25.0), "25%");
         assert_eq!(percent(100.0 / 3.0), "33.3333%");
         assert_eq!(percent(12.5), "12.5%");
+    }
+
+    /// A hostile close reason reaches the terminal as marks, never as control characters.
+    #[test]
+    fn the_other_sides_words_are_escaped() {
+        let failure = Failure::Closed {
+            reason: chirp_proto::CloseReason::PeerClosed {
+                code: 0x100,
+                reason: "bye\x1b]0;pwned\x07\x1b[2J\u{202e}".into(),
+            },
+        };
+        let line = error_line(&format!("h:1: {failure}"));
+        assert!(
+            !line
+                .chars()
+                .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{line:?}"
+        );
+        assert!(line.contains("bye^[]0;pwned^G^[[2J<U+202E>"), "{line:?}");
     }
 
     #[test]
