@@ -27,9 +27,9 @@
 //! The pinger connects, judges the peer's key inside the handshake (a pin, or the
 //! application's verdict on [`Event::VerifyKey`], before our own identity is revealed), and
 //! then sends one more PING in a DATA packet: its acknowledgement proves that the peer
-//! completed the handshake and took our key (a `chirp peer` may refuse it: [`Failure::
-//! PeerRefusedKey`]). Only then is the handshake done ([`Event::HandshakeDone`]) and probing
-//! starts. That PING is not a probe; it is asked for again if it is lost, until the timeout.
+//! completed the handshake and took our key (a `chirp peer` may refuse it:
+//! [`Failure::PeerRefusedKey`]). Only then is the handshake done ([`Event::HandshakeDone`])
+//! and probing starts. That PING is not a probe; it is asked for again if it is lost, until the timeout.
 //!
 //! # Statistics
 //!
