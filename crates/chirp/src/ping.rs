@@ -29,8 +29,9 @@ the acknowledgement, less the acknowledgement delay the other side reports in it
 when the transport's loss detection declares its packet lost (\"detected by the
 transport\"), after -W seconds without an answer, or when it arrived but the acknowledgement
 sent for it was lost and only a later one said so (\"arrived; its answer was lost\": like an
-echo reply lost on the way back, it has no round-trip time). A probe is never sent again. The summary is ping's: rtt min/avg/max/mdev, where mdev (the jitter) is the
-standard deviation of the round-trip times, computed as iputils ping does:
+echo reply lost on the way back, it has no round-trip time). A probe is never sent again.
+The summary is ping's: rtt min/avg/max/mdev, where mdev (the jitter) is the standard
+deviation of the round-trip times, computed as iputils ping does:
 sqrt(mean(rtt^2) - mean(rtt)^2). A probe still waiting at Ctrl-C counts as unanswered.
 
 The key: the handshake authenticates the other side's static key. Its fingerprint is printed

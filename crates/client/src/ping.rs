@@ -29,7 +29,8 @@
 //! then sends one more PING in a DATA packet: its acknowledgement proves that the peer
 //! completed the handshake and took our key (a `chirp peer` may refuse it:
 //! [`Failure::PeerRefusedKey`]). Only then is the handshake done ([`Event::HandshakeDone`])
-//! and probing starts. That PING is not a probe; it is asked for again if it is lost, until the timeout.
+//! and probing starts. That PING is not a probe; it is asked for again if it is lost, until
+//! the timeout.
 //!
 //! # Statistics
 //!

@@ -328,7 +328,10 @@ fn a_clean_path_answers_every_probe_with_its_round_trip() {
     );
     // The server heard a graceful close.
     assert!(
-        matches!(sim.server_closed(), Some(CloseReason::PeerClosed { code, .. }) if *code == close_code::NO_ERROR),
+        matches!(
+            sim.server_closed(),
+            Some(CloseReason::PeerClosed { code, .. }) if *code == close_code::NO_ERROR
+        ),
         "{:?}",
         sim.server_closed()
     );

@@ -196,8 +196,8 @@ pub enum PingOutcome {
     },
     /// The packet that carried it arrived, but only an ACK frame that also acknowledged a later
     /// ack-eliciting packet said so: the acknowledgement sent for it was lost (or the peer
-    /// held it for the later packet), so its round trip is not known. (`chirp ping` counts it as a probe
-    /// whose answer was lost.)
+    /// held it for the later packet), so its round trip is not known. (`chirp ping` counts it
+    /// as a probe whose answer was lost.)
     Covered,
     /// Loss detection declared the packet that carried it lost. A ping is never sent again:
     /// the application decides whether to ask for another. (Should the packet be

@@ -234,8 +234,8 @@ pub enum Event {
         messages: u64,
     },
     /// What became of a ping asked for with [`Endpoint::ping`]: acknowledged, with its
-    /// round-trip time; arrived, with its acknowledgement lost; or declared lost. Each ping has at most one outcome; pings still
-    /// outstanding when the connection closes have none.
+    /// round-trip time; arrived, with its acknowledgement lost; or declared lost. Each ping
+    /// has at most one outcome; pings still outstanding when the connection closes have none.
     Ping {
         /// Which connection.
         conn: ConnectionHandle,
@@ -773,10 +773,11 @@ impl Endpoint {
     /// what became of that packet under the returned id (ids count from 0 per connection):
     /// acknowledged, with its round-trip time less the peer's acknowledgement delay; known to
     /// have arrived only from a later packet's acknowledgement (its own was lost: no round
-    /// trip); or declared lost by loss detection. A lost ping is not sent again. Only DATA packets carry
-    /// it, so an acknowledgement also proves that the peer completed the handshake and
-    /// accepted our key; a ping asked for earlier waits for that. Nothing changes on the
-    /// wire: any packet with a PING frame is acknowledged. Call `poll_transmit` afterwards.
+    /// trip); or declared lost by loss detection. A lost ping is not sent again. Only DATA
+    /// packets carry it, so an acknowledgement also proves that the peer completed the
+    /// handshake and accepted our key; a ping asked for earlier waits for that. Nothing
+    /// changes on the wire: any packet with a PING frame is acknowledged. Call
+    /// `poll_transmit` afterwards.
     pub fn ping(&mut self, conn: ConnectionHandle) -> Result<u64, PingError> {
         self.with_conn(conn, Connection::ping)
             .ok_or(PingError::UnknownConnection)?
