@@ -594,6 +594,8 @@ impl Runner {
             Event::Acked { .. } => {}
             // A client half-closing its stream (`Endpoint::finish`) only says it sends no more.
             Event::PeerFinished { .. } => {}
+            // The server asks for no pings.
+            Event::Ping { .. } => {}
             Event::Writable { conn } => {
                 if let Some(s) = self.sessions.get_mut(&conn.0) {
                     s.blocked = false;

@@ -146,7 +146,7 @@ fn resolve_all(servers: &[String]) -> anyhow::Result<Vec<(String, SocketAddr)>> 
 }
 
 /// `HOST[:PORT]` → (name for known_keys, address).
-fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
+pub(crate) fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
     let (host, port) = if let Ok(sa) = server.parse::<SocketAddr>() {
         (sa.ip().to_string(), sa.port())
     } else if let Ok(ip) = server.parse::<IpAddr>() {

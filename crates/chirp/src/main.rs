@@ -8,6 +8,8 @@
 //! - `serve`: `chirp serve`, the chat server (settings from flags and a TOML file; the logic is
 //!   in `chirp-chat` and `chirp-store`).
 //! - `connect`: `chirp connect`, the line-mode chat client (session logic in `chirp-chat`).
+//! - `ping`: `chirp ping`, a handshake and round-trip probes (the state machine is in
+//!   `chirp-client`).
 //! - `trust`: the key check (pin, else trust on first use) of `peer` and `connect`.
 //! - `tui`: `chirp connect` on a terminal: the session wired to the terminal UI (`chirp-tui`).
 //! - `peer_ui`: `chirp peer` on a terminal: the peer chat loop wired to the same UI.
@@ -37,6 +39,7 @@ mod migrate;
 mod output;
 mod peer;
 mod peer_ui;
+mod ping;
 mod plain;
 mod prompt;
 mod serve;
@@ -56,6 +59,9 @@ Examples:
   # Talk to the classic script or to netcat (raw, unreliable, unencrypted UDP):
   chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000
   nc -u -p 6000 127.0.0.1 5000
+
+  # Is the server there, and how far? Its key, then round trips, loss and jitter:
+  chirp ping 192.0.2.1
 
   # Watch what a bad network does: 20 % loss between two local peers.
   chirp impair --listen 127.0.0.1:7000 --to 127.0.0.1:6000 --loss 0.2
@@ -91,6 +97,9 @@ enum Command {
     /// Connect to a chat server (a chat UI on a terminal; line mode with --line or a pipe).
     #[command(after_help = connect::EXAMPLES)]
     Connect(connect::ConnectArgs),
+    /// Like ping, for a chirp server or peer: its key, then round trips, loss and jitter.
+    #[command(after_help = ping::EXAMPLES)]
+    Ping(ping::PingArgs),
     /// Load-test a server with the real protocol, against plain UDP in the same run.
     #[command(after_help = bench::EXAMPLES)]
     Bench(bench::BenchArgs),
@@ -238,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Serve(a)) => runtime.block_on(serve::run(a)),
         Some(Command::Migrate(a)) => runtime.block_on(migrate::run(a)),
         Some(Command::Connect(a)) => runtime.block_on(connect::run(a)),
+        Some(Command::Ping(a)) => runtime.block_on(ping::run(a)),
         Some(Command::Bench(a)) => runtime.block_on(bench::run(a)),
         None if std::io::stdin().is_terminal() => {
             let (bind, to) =

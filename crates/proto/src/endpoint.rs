@@ -29,7 +29,9 @@ use bytes::Bytes;
 use tracing::{Span, debug, debug_span, trace};
 
 use crate::config::TransportConfig;
-use crate::connection::{CloseReason, ConnEvent, Connection, HandshakeStart, SendError};
+use crate::connection::{
+    CloseReason, ConnEvent, Connection, HandshakeStart, PingError, PingOutcome, SendError,
+};
 use crate::crypto::{CookieJar, InitialKeys, hash, mac};
 use crate::handshake::{Handshake, StaticSecret};
 use crate::rng::Rng;
@@ -231,6 +233,17 @@ pub enum Event {
         /// How many more (at least 1).
         messages: u64,
     },
+    /// What became of a ping asked for with [`Endpoint::ping`]: acknowledged, with its
+    /// round-trip time; arrived, with its acknowledgement lost; or declared lost. Each ping
+    /// has at most one outcome; pings still outstanding when the connection closes have none.
+    Ping {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// The id [`Endpoint::ping`] returned.
+        id: u64,
+        /// What became of it.
+        outcome: PingOutcome,
+    },
     /// The peer finished its message stream ([`Endpoint::finish`] on its side): it will send
     /// no more messages on this connection. Comes once, after every message it sent.
     PeerFinished {
@@ -291,6 +304,12 @@ impl std::fmt::Debug for Event {
                 .debug_struct("Acked")
                 .field("conn", conn)
                 .field("messages", messages)
+                .finish(),
+            Self::Ping { conn, id, outcome } => f
+                .debug_struct("Ping")
+                .field("conn", conn)
+                .field("id", id)
+                .field("outcome", outcome)
                 .finish(),
             Self::Writable { conn } => f.debug_struct("Writable").field("conn", conn).finish(),
             Self::PeerFinished { conn } => {
@@ -757,6 +776,21 @@ impl Endpoint {
     pub fn send_bytes(&mut self, conn: ConnectionHandle, data: Bytes) -> Result<(), SendError> {
         self.with_conn(conn, |c| c.write(data))
             .ok_or(SendError::UnknownConnection)?
+    }
+
+    /// Asks the peer of `conn` for an acknowledgement, to measure the round trip (`chirp
+    /// ping`): the next DATA packet to it carries a PING frame, and [`Event::Ping`] reports
+    /// what became of that packet under the returned id (ids count from 0 per connection):
+    /// acknowledged, with its round-trip time less the peer's acknowledgement delay; known to
+    /// have arrived only from a later packet's acknowledgement (its own was lost: no round
+    /// trip); or declared lost by loss detection. A lost ping is not sent again. Only DATA
+    /// packets carry it, so an acknowledgement also proves that the peer completed the
+    /// handshake and accepted our key; a ping asked for earlier waits for that. Nothing
+    /// changes on the wire: any packet with a PING frame is acknowledged. Call
+    /// `poll_transmit` afterwards.
+    pub fn ping(&mut self, conn: ConnectionHandle) -> Result<u64, PingError> {
+        self.with_conn(conn, Connection::ping)
+            .ok_or(PingError::UnknownConnection)?
     }
 
     /// Half-closes `conn`: the messages sent so far are the last (later sends fail with
@@ -1358,6 +1392,11 @@ impl Endpoint {
                 },
                 ConnEvent::Message(data) => Event::Message { conn: h, data },
                 ConnEvent::Acked(messages) => Event::Acked { conn: h, messages },
+                ConnEvent::Ping(id, outcome) => Event::Ping {
+                    conn: h,
+                    id,
+                    outcome,
+                },
                 ConnEvent::Writable => Event::Writable { conn: h },
                 ConnEvent::PeerFinished => Event::PeerFinished { conn: h },
                 ConnEvent::Closed(reason, undelivered) => Event::Closed {

@@ -52,7 +52,8 @@ pub mod wire;
 
 pub use config::{Redundancy, TransportConfig};
 pub use connection::{
-    CloseReason, HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, SendError, close_code,
+    CloseReason, HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, PingError, PingOutcome,
+    SendError, close_code,
 };
 pub use endpoint::{
     ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, HandshakeLimit, Transmit,
