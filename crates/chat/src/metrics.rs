@@ -108,7 +108,9 @@ impl Exporter {
             )?
             .set_buckets_for_metric(
                 Matcher::Full(BATCH_OPS.into()),
-                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+                &[
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+                ],
             )?
             .build_recorder();
         let handle = recorder.handle();
@@ -131,47 +133,211 @@ const BATCH_OPS: &str = "chirp_store_batch_ops";
 /// Every metric: name, kind, unit, help. The single list the HELP lines come from (and that
 /// `docs/OPERATIONS.md` explains).
 pub const METRICS: &[(&str, Kind, &str)] = &[
-    ("chirp_build_info", Kind::Gauge, "Always 1; the version is in its label."),
-    ("chirp_connections", Kind::Gauge, "Connections now, by state: handshaking, established, closing (closing and draining)."),
-    ("chirp_handshakes_started_total", Kind::Counter, "Handshakes started: validated INITIALs accepted."),
-    ("chirp_handshakes_completed_total", Kind::Counter, "Handshakes completed."),
-    ("chirp_handshakes_failed_total", Kind::Counter, "Connections that ended before their handshake completed, by reason: timeout, refused, key, protocol, closed."),
-    ("chirp_retries_sent_total", Kind::Counter, "RETRYs sent: INITIALs without a valid token, answered statelessly (address validation)."),
-    ("chirp_resets_sent_total", Kind::Counter, "Stateless RESETs sent, for packets of connections this server does not know."),
-    ("chirp_refusals_sent_total", Kind::Counter, "REFUSEs sent: the connection table was full."),
-    ("chirp_datagrams_received_total", Kind::Counter, "UDP datagrams received."),
-    ("chirp_datagrams_sent_total", Kind::Counter, "UDP datagrams sent."),
-    ("chirp_received_bytes_total", Kind::Counter, "UDP payload bytes received."),
-    ("chirp_sent_bytes_total", Kind::Counter, "UDP payload bytes sent."),
-    ("chirp_datagrams_dropped_total", Kind::Counter, "Datagrams dropped, by reason: malformed, corrupt (failed authentication), undecryptable (before their keys), replayed (duplicates), stale (late handshake packets), unknown_connection, invalid_token, over_limit (rate limits, a full table)."),
-    ("chirp_packets_sent_total", Kind::Counter, "Packets sent by connections."),
-    ("chirp_packets_received_total", Kind::Counter, "Packets received and accepted by connections."),
-    ("chirp_packets_acked_total", Kind::Counter, "Packets acknowledged by the peers."),
-    ("chirp_packets_lost_total", Kind::Counter, "Packets declared lost (loss rate: lost / (lost + acked))."),
-    ("chirp_spurious_losses_total", Kind::Counter, "Packets declared lost and acknowledged later: reordered, not lost."),
-    ("chirp_retransmissions_total", Kind::Counter, "Message data sent again after a loss or a probe."),
-    ("chirp_redundant_copies_total", Kind::Counter, "Proactive copies of small messages sent (latency-first redundancy)."),
-    ("chirp_probe_timeouts_total", Kind::Counter, "Probe timeouts that fired."),
-    ("chirp_key_updates_total", Kind::Counter, "Key updates, the server's and the clients'."),
-    ("chirp_migrations_total", Kind::Counter, "Client address changes (NAT rebinding, a new network)."),
-    (RTT_SECONDS, Kind::Histogram, "Smoothed round-trip time of every established connection, sampled every 10 seconds."),
-    (LOSS_RATIO, Kind::Histogram, "Fraction of a connection's packets lost in the last 10 seconds, sampled every 10 seconds for every established connection that sent any."),
-    ("chirp_sessions", Kind::Gauge, "Chat sessions: connections the chat server has (welcomed or not yet)."),
-    ("chirp_users", Kind::Gauge, "Users online: distinct keys with a session."),
-    ("chirp_rooms", Kind::Gauge, "Rooms with members on this server."),
-    ("chirp_room_members", Kind::Gauge, "Room memberships on this server (a user in two rooms counts twice)."),
-    ("chirp_messages_accepted_total", Kind::Counter, "Messages accepted from clients and handed to the store."),
-    ("chirp_messages_stored_total", Kind::Counter, "Messages stored."),
-    ("chirp_deliveries_total", Kind::Counter, "Messages queued for a session, live or as it caught up: one per message per session."),
-    ("chirp_flood_refused_total", Kind::Counter, "Requests refused by flood control."),
-    ("chirp_malformed_requests_total", Kind::Counter, "Chat requests that did not decode."),
-    ("chirp_slow_clients_closed_total", Kind::Counter, "Sessions closed because they did not read what they were sent."),
-    ("chirp_history_reads_total", Kind::Counter, "History pages served, by source: cache (memory) or store."),
-    ("chirp_store_commits_total", Kind::Counter, "Store transactions committed."),
-    ("chirp_store_ops_total", Kind::Counter, "Store operations committed."),
-    (COMMIT_SECONDS, Kind::Histogram, "Time from a store write's queueing to its commit: how long a message waits to be durable."),
-    (BATCH_OPS, Kind::Histogram, "Operations per store transaction (group commit)."),
-    ("chirp_cluster_peers", Kind::Gauge, "Other nodes of the cluster this node hears from (cluster only)."),
+    (
+        "chirp_build_info",
+        Kind::Gauge,
+        "Always 1; the version is in its label.",
+    ),
+    (
+        "chirp_connections",
+        Kind::Gauge,
+        "Connections now, by state: handshaking, established, closing (closing and draining).",
+    ),
+    (
+        "chirp_handshakes_started_total",
+        Kind::Counter,
+        "Handshakes started: validated INITIALs accepted.",
+    ),
+    (
+        "chirp_handshakes_completed_total",
+        Kind::Counter,
+        "Handshakes completed.",
+    ),
+    (
+        "chirp_handshakes_failed_total",
+        Kind::Counter,
+        "Connections that ended before their handshake completed, by reason: timeout, refused, key, protocol, closed.",
+    ),
+    (
+        "chirp_retries_sent_total",
+        Kind::Counter,
+        "RETRYs sent: INITIALs without a valid token, answered statelessly (address validation).",
+    ),
+    (
+        "chirp_resets_sent_total",
+        Kind::Counter,
+        "Stateless RESETs sent, for packets of connections this server does not know.",
+    ),
+    (
+        "chirp_refusals_sent_total",
+        Kind::Counter,
+        "REFUSEs sent: the connection table was full.",
+    ),
+    (
+        "chirp_datagrams_received_total",
+        Kind::Counter,
+        "UDP datagrams received.",
+    ),
+    (
+        "chirp_datagrams_sent_total",
+        Kind::Counter,
+        "UDP datagrams sent.",
+    ),
+    (
+        "chirp_received_bytes_total",
+        Kind::Counter,
+        "UDP payload bytes received.",
+    ),
+    (
+        "chirp_sent_bytes_total",
+        Kind::Counter,
+        "UDP payload bytes sent.",
+    ),
+    (
+        "chirp_datagrams_dropped_total",
+        Kind::Counter,
+        "Datagrams dropped, by reason: malformed, corrupt (failed authentication), undecryptable (before their keys), replayed (duplicates), stale (late handshake packets), unknown_connection, invalid_token, over_limit (rate limits, a full table).",
+    ),
+    (
+        "chirp_packets_sent_total",
+        Kind::Counter,
+        "Packets sent by connections.",
+    ),
+    (
+        "chirp_packets_received_total",
+        Kind::Counter,
+        "Packets received and accepted by connections.",
+    ),
+    (
+        "chirp_packets_acked_total",
+        Kind::Counter,
+        "Packets acknowledged by the peers.",
+    ),
+    (
+        "chirp_packets_lost_total",
+        Kind::Counter,
+        "Packets declared lost (loss rate: lost / (lost + acked)).",
+    ),
+    (
+        "chirp_spurious_losses_total",
+        Kind::Counter,
+        "Packets declared lost and acknowledged later: reordered, not lost.",
+    ),
+    (
+        "chirp_retransmissions_total",
+        Kind::Counter,
+        "Message data sent again after a loss or a probe.",
+    ),
+    (
+        "chirp_redundant_copies_total",
+        Kind::Counter,
+        "Proactive copies of small messages sent (latency-first redundancy).",
+    ),
+    (
+        "chirp_probe_timeouts_total",
+        Kind::Counter,
+        "Probe timeouts that fired.",
+    ),
+    (
+        "chirp_key_updates_total",
+        Kind::Counter,
+        "Key updates, the server's and the clients'.",
+    ),
+    (
+        "chirp_migrations_total",
+        Kind::Counter,
+        "Client address changes (NAT rebinding, a new network).",
+    ),
+    (
+        RTT_SECONDS,
+        Kind::Histogram,
+        "Smoothed round-trip time of every established connection, sampled every 10 seconds.",
+    ),
+    (
+        LOSS_RATIO,
+        Kind::Histogram,
+        "Fraction of a connection's packets lost in the last 10 seconds, sampled every 10 seconds for every established connection that sent any.",
+    ),
+    (
+        "chirp_sessions",
+        Kind::Gauge,
+        "Chat sessions: connections the chat server has (welcomed or not yet).",
+    ),
+    (
+        "chirp_users",
+        Kind::Gauge,
+        "Users online: distinct keys with a session.",
+    ),
+    (
+        "chirp_rooms",
+        Kind::Gauge,
+        "Rooms with members on this server.",
+    ),
+    (
+        "chirp_room_members",
+        Kind::Gauge,
+        "Room memberships on this server (a user in two rooms counts twice).",
+    ),
+    (
+        "chirp_messages_accepted_total",
+        Kind::Counter,
+        "Messages accepted from clients and handed to the store.",
+    ),
+    (
+        "chirp_messages_stored_total",
+        Kind::Counter,
+        "Messages stored.",
+    ),
+    (
+        "chirp_deliveries_total",
+        Kind::Counter,
+        "Messages queued for a session, live or as it caught up: one per message per session.",
+    ),
+    (
+        "chirp_flood_refused_total",
+        Kind::Counter,
+        "Requests refused by flood control.",
+    ),
+    (
+        "chirp_malformed_requests_total",
+        Kind::Counter,
+        "Chat requests that did not decode.",
+    ),
+    (
+        "chirp_slow_clients_closed_total",
+        Kind::Counter,
+        "Sessions closed because they did not read what they were sent.",
+    ),
+    (
+        "chirp_history_reads_total",
+        Kind::Counter,
+        "History pages served, by source: cache (memory) or store.",
+    ),
+    (
+        "chirp_store_commits_total",
+        Kind::Counter,
+        "Store transactions committed.",
+    ),
+    (
+        "chirp_store_ops_total",
+        Kind::Counter,
+        "Store operations committed.",
+    ),
+    (
+        COMMIT_SECONDS,
+        Kind::Histogram,
+        "Time from a store write's queueing to its commit: how long a message waits to be durable.",
+    ),
+    (
+        BATCH_OPS,
+        Kind::Histogram,
+        "Operations per store transaction (group commit).",
+    ),
+    (
+        "chirp_cluster_peers",
+        Kind::Gauge,
+        "Other nodes of the cluster this node hears from (cluster only).",
+    ),
 ];
 
 /// What kind of metric.
@@ -238,7 +404,10 @@ fn record(s: &Snapshot, t: &EndpointTotals) {
         ("stale", e.stale_initials + c.stale_dropped),
         ("unknown_connection", e.unknown_connection),
         ("invalid_token", e.invalid_tokens),
-        ("over_limit", e.refused + e.rate_limited + e.stateless_dropped),
+        (
+            "over_limit",
+            e.refused + e.rate_limited + e.stateless_dropped,
+        ),
     ] {
         counter!("chirp_datagrams_dropped_total", "reason" => reason).absolute(n);
     }
@@ -351,7 +520,10 @@ struct Scraper {
 impl Scraper {
     async fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.uri().path() != "/metrics" {
-            return text(StatusCode::NOT_FOUND, "not found: the metrics are at /metrics\n");
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found: the metrics are at /metrics\n",
+            );
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");

@@ -107,7 +107,9 @@ fn metrics_addr(server: &mut Server) -> SocketAddr {
 }
 
 fn repo_file(rel: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
@@ -120,7 +122,14 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
     let mut server = Server::start(
         data.path(),
         "127.0.0.1:0",
-        &["--metrics", "127.0.0.1:0", "--burst", "100", "--per-sec", "100"],
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--burst",
+            "100",
+            "--per-sec",
+            "100",
+        ],
     );
     let at = metrics_addr(&mut server);
 
@@ -137,7 +146,10 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
     assert_eq!(
         value(
             &b,
-            &format!(r#"chirp_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))
+            &format!(
+                r#"chirp_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
         ),
         1.0
     );
@@ -147,8 +159,22 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
     // Two users in a room; one says 20 lines, which the other sees.
     const LINES: usize = 20;
     let homes = tempfile::tempdir().expect("tempdir");
-    let mut ann = connect_json("ann", server.addr, &homes.path().join("a"), "ann", &["#m"], &[]);
-    let mut bob = connect_json("bob", server.addr, &homes.path().join("b"), "bob", &["#m"], &[]);
+    let mut ann = connect_json(
+        "ann",
+        server.addr,
+        &homes.path().join("a"),
+        "ann",
+        &["#m"],
+        &[],
+    );
+    let mut bob = connect_json(
+        "bob",
+        server.addr,
+        &homes.path().join("b"),
+        "bob",
+        &["#m"],
+        &[],
+    );
     for c in [&mut ann, &mut bob] {
         c.wait_for("joined #m", WAIT, |v| {
             v["type"] == "join" && v["self"] == true && v["room"] == "#m"
@@ -174,7 +200,10 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
         let (status, _, body) = get(at, "/metrics");
         assert_eq!(status, 200);
         let a = samples(&body);
-        if a.get("chirp_connection_rtt_seconds_count").copied().unwrap_or(0.0) >= 2.0
+        if a.get("chirp_connection_rtt_seconds_count")
+            .copied()
+            .unwrap_or(0.0)
+            >= 2.0
             || Instant::now() > deadline
         {
             break (body, a);
@@ -196,7 +225,8 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
     assert!(value(&a, "chirp_handshakes_completed_total") >= 2.0);
     assert!(value(&a, "chirp_handshakes_started_total") >= 2.0);
     assert!(
-        value(&a, "chirp_datagrams_received_total") > value(&b, "chirp_datagrams_received_total") + n,
+        value(&a, "chirp_datagrams_received_total")
+            > value(&b, "chirp_datagrams_received_total") + n,
         "{after}"
     );
     assert!(value(&a, "chirp_datagrams_sent_total") > n);
@@ -247,8 +277,8 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
         .arg(&file)
         .output()
         .expect("run promtool check rules");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "promtool check rules: {text}");
     assert!(text.contains("SUCCESS: 3 rules found"), "{text}");
     let served = families(&after);

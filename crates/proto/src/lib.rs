@@ -59,8 +59,7 @@ pub use endpoint::{
     ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, HandshakeLimit, Transmit,
 };
 pub use stats::{
-    ConnectionStats, ConnectionTotals, EndpointStats, EndpointTotals, HandshakeFailures,
-    PathSample,
+    ConnectionStats, ConnectionTotals, EndpointStats, EndpointTotals, HandshakeFailures, PathSample,
 };
 pub use stream::{MAX_MESSAGE_SIZE, WriteError};
 pub use wire::RefuseReason;

@@ -698,7 +698,10 @@ impl Server {
             // (the store had not seen it yet): bound again, as a claim, which the store
             // refuses if another key got the nick in between.
             if let Some(had) = had.filter(|_| self.users.contains_key(&key)) {
-                debug!(nick = had, "a nick released elsewhere while its owner is here");
+                debug!(
+                    nick = had,
+                    "a nick released elsewhere while its owner is here"
+                );
                 self.bind_nick(now_ms, key, had, Vec::new());
             }
             return;

@@ -269,10 +269,14 @@ impl Net {
 
     /// The last error session `id` of `node` was sent: (code, message).
     fn last_error(&self, node: usize, id: SessionId) -> Option<(String, String)> {
-        self.inbox.get(&(node, id))?.iter().rev().find_map(|m| match m {
-            ServerMsg::Error { code, message, .. } => Some((code.clone(), message.clone())),
-            _ => None,
-        })
+        self.inbox
+            .get(&(node, id))?
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ServerMsg::Error { code, message, .. } => Some((code.clone(), message.clone())),
+                _ => None,
+            })
     }
 
     fn welcomed(&self, node: usize, id: SessionId) -> Option<String> {

@@ -476,11 +476,9 @@ impl H {
                         *t = (*t).max(*ts_ms);
                     }
                 }
-                Op::ReleaseNick { key, seen_by } => {
-                    if seen.get(key).is_some_and(|t| t <= seen_by) {
-                        nicks.retain(|(_, k)| k != key);
-                        seen.remove(key);
-                    }
+                Op::ReleaseNick { key, seen_by } if seen.get(key).is_some_and(|t| t <= seen_by) => {
+                    nicks.retain(|(_, k)| k != key);
+                    seen.remove(key);
                 }
                 _ => {}
             }
