@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chirp_chat::runner::{self, RunnerConfig};
-use chirp_chat::server::{Change, Limits};
+use chirp_chat::server::Limits;
 use chirp_keys::Identity;
 use chirp_store::{Database, StoreConfig};
 use clap::Args;
@@ -344,7 +344,9 @@ fn limits(s: &Settings) -> anyhow::Result<Limits> {
 /// The settings a running server cannot take (its socket, store, cluster, key, transport and
 /// replay caches were made from them) that differ between `old` and `new`; shown as in the
 /// config file, but for the database, whose URL may hold a password.
-fn restart_needed(old: &Settings, new: &Settings) -> Vec<Change> {
+#[cfg(unix)]
+fn restart_needed(old: &Settings, new: &Settings) -> Vec<chirp_chat::server::Change> {
+    use chirp_chat::server::Change;
     fn show<T: std::fmt::Debug>(v: &Option<T>) -> String {
         v.as_ref()
             .map_or_else(|| "(default)".to_owned(), |v| format!("{v:?}"))
@@ -517,7 +519,16 @@ async fn reload_on_hangup(
         };
         service::notify(service::State::Reloading);
         let file = path.display().to_string();
-        match resolve(&cli, Some(path)).and_then(|s| Ok((limits(&s)?, s))) {
+        // A file read: off the runtime's thread, which the chat runner shares.
+        let read = {
+            let (cli, path) = (cli.clone(), path.clone());
+            tokio::task::spawn_blocking(move || resolve(&cli, Some(&path)))
+        };
+        let resolved = match read.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the config reader failed: {e}")),
+        };
+        match resolved.and_then(|s| Ok((limits(&s)?, s))) {
             Err(e) => {
                 error!(
                     file,
@@ -697,6 +708,53 @@ mod tests {
             let s: Settings = toml::from_str(line).expect("parses");
             check_ranges(&s).unwrap_or_else(|e| panic!("{line}: {e}"));
         }
+    }
+
+    /// The reload path: flags over the file, as at start; the settings that need a restart
+    /// are named (the database's URL never shown); an invalid file is an error.
+    #[cfg(unix)]
+    #[test]
+    fn a_reload_keeps_flags_over_the_file_and_names_what_needs_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.toml");
+        let cli = Cli::try_parse_from(["serve", "--burst", "7", "--bind", "127.0.0.1:7000"])
+            .expect("parses")
+            .args
+            .settings;
+        std::fs::write(&path, "burst = 3\nper_sec = 2\n").expect("write");
+        let started = resolve(&cli, Some(&path)).expect("valid");
+        let l = limits(&started).expect("limits");
+        assert_eq!((l.burst, l.per_sec), (7, 2), "the flag wins over the file");
+        std::fs::write(
+            &path,
+            "burst = 1\nper_sec = 4\nbind = \"0.0.0.0:1\"\nhistory_on_join = 9\n\
+             database = \"postgres://chirp:secret@db/chirp\"\n",
+        )
+        .expect("write");
+        let new = resolve(&cli, Some(&path)).expect("valid");
+        let l = limits(&new).expect("limits");
+        assert_eq!((l.burst, l.per_sec), (7, 4), "still");
+        let restart: Vec<String> = restart_needed(&started, &new)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // bind comes from the flag: unchanged.
+        assert_eq!(
+            restart,
+            vec![
+                "history_on_join (default) -> 9",
+                "database (not shown) -> (not shown)"
+            ]
+        );
+        std::fs::write(&path, "burst = 5\nnode = \"n1\"\n").expect("write");
+        let e = resolve(&cli, Some(&path)).expect_err("a node without a cluster");
+        assert!(
+            e.to_string().contains("--node is for a cluster node"),
+            "{e}"
+        );
+        std::fs::remove_file(&path).expect("remove");
+        let e = resolve(&cli, Some(&path)).expect_err("no file");
+        assert!(e.to_string().contains("cannot read the config file"), "{e}");
     }
 
     #[derive(clap::Parser)]
