@@ -18,6 +18,11 @@
 //!   [`crate::server::MAX_READS`] at once and queues the rest.
 //! - Shutdown: every session is told (`bye`), commits in flight are awaited, connections are
 //!   closed gracefully (bounded wait), and the store is flushed and closed.
+//! - [`Control`]: the caller is told when the server serves, and may hand it new [`Limits`]
+//!   while it runs (a reloaded config file): the core applies them
+//!   ([`Server::reconfigure`]), the store gets the new retention and prunes at once, and the
+//!   caller is answered with what changed. The caller never waits on the runner for anything
+//!   but that answer, and the runner never waits on the caller.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -32,7 +37,7 @@ use chirp_transport::{Handle, Sent};
 use tokio::sync::mpsc;
 use tracing::{Span, debug, info, info_span, warn};
 
-use crate::server::{Output, Server, ServerConfig, SessionId};
+use crate::server::{Change, Limits, Output, Server, ServerConfig, SessionId};
 
 mod nats;
 pub use nats::BusError;
@@ -102,6 +107,25 @@ impl Default for RunnerConfig {
     }
 }
 
+/// What the caller of [`run`] has of the server while it runs, beside stopping it.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Told once the server serves: the store is open, the state loaded, and the transport
+    /// runs on the socket.
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// New limits to apply while running, each answered with what changed.
+    pub reload: Option<mpsc::UnboundedReceiver<Reload>>,
+}
+
+/// New limits for a running server ([`Control::reload`]).
+#[derive(Debug)]
+pub struct Reload {
+    /// The settings that can change live, all of them (what is unchanged is left as it is).
+    pub limits: Limits,
+    /// Answered with what changed (empty: nothing), once the core and the store have them.
+    pub done: tokio::sync::oneshot::Sender<Vec<Change>>,
+}
+
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -137,11 +161,12 @@ struct Sess {
 }
 
 /// Runs the server on `socket` with `store` until `shutdown` resolves, then shuts down
-/// gracefully.
+/// gracefully. `control`: see [`Control`] (`Control::default()`: nothing).
 pub async fn run(
     socket: StdUdpSocket,
     store: Box<dyn Storage>,
     config: RunnerConfig,
+    control: Control,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     // Retention first, so that what is loaded (and replayed) is what is kept.
@@ -163,7 +188,7 @@ pub async fn run(
         None => None,
     };
     // Undelivered DMs stay in the store until their recipient connects (`ReadUndelivered`).
-    let loaded = store.load(config.server.replay_cache).await?;
+    let loaded = store.load(config.server.cache_cap()).await?;
     let store: Arc<dyn Storage> = Arc::from(store);
     let (notes_tx, notes_rx) = nats::channel();
     let (bus, bus_task) = match &config.bus {
@@ -242,8 +267,18 @@ pub async fn run(
         bus: notes_rx,
         scrapes: scrape_rx,
     };
-    r.run(events, done_rx, reads, config.prune_every, shutdown)
-        .await;
+    if let Some(ready) = control.ready {
+        let _ = ready.send(());
+    }
+    r.run(
+        events,
+        done_rx,
+        reads,
+        control.reload,
+        config.prune_every,
+        shutdown,
+    )
+    .await;
     for task in metrics_tasks.into_iter().flatten() {
         task.abort();
     }
@@ -397,10 +432,13 @@ impl Runner {
         mut events: mpsc::Receiver<Event>,
         mut done_rx: mpsc::UnboundedReceiver<Committed>,
         mut reads: Reads,
+        mut reload: Option<mpsc::UnboundedReceiver<Reload>>,
         prune_every: Duration,
         shutdown: impl Future<Output = ()>,
     ) {
-        let mut prune = tokio::time::interval(prune_every);
+        // Retention was applied at start: the first tick is one period later.
+        let mut prune =
+            tokio::time::interval_at(tokio::time::Instant::now() + prune_every, prune_every);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
@@ -438,16 +476,9 @@ impl Runner {
                     });
                     continue;
                 }
+                Some(r) = recv(&mut reload) => self.reconfigure(r),
                 () = sleep_until(timer) => self.core.handle_timeout(now_ms()),
-                _ = prune.tick() => {
-                    // The writer applies it between commits; its answer is only logged.
-                    let pruned = self.store.prune(now_ms());
-                    tokio::spawn(async move {
-                        if let Err(e) = pruned.await {
-                            warn!(error = %e, "retention failed");
-                        }
-                    });
-                }
+                _ = prune.tick() => self.prune(),
                 () = &mut shutdown => break,
             }
             self.take_ready(&mut events, &mut done_rx, &mut reads.bus)
@@ -477,6 +508,33 @@ impl Runner {
                 .await;
         }
         let _ = tokio::time::timeout(SHUTDOWN_LINGER, self.handle.wait_idle()).await;
+    }
+
+    /// Applies retention now. The writer does it between commits; its answer is only logged.
+    fn prune(&self) {
+        let pruned = self.store.prune(now_ms());
+        tokio::spawn(async move {
+            match pruned.await {
+                Ok(n) if n > 0 => debug!(deleted = n, "retention applied"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "retention failed"),
+            }
+        });
+    }
+
+    /// New limits: the core's, and the store's retention (applied at once).
+    fn reconfigure(&mut self, r: Reload) {
+        let retention = self.core.limits().retention();
+        let changes = self.core.reconfigure(now_ms(), &r.limits);
+        for c in &changes {
+            info!(setting = c.setting, from = %c.from, to = %c.to, "setting changed");
+        }
+        if r.limits.retention() != retention {
+            self.store.set_retention(r.limits.retention());
+            self.prune();
+        }
+        // The caller may have stopped waiting: nothing to do about it.
+        let _ = r.done.send(changes);
     }
 
     fn on_bus(&mut self, note: nats::Note) {
@@ -806,6 +864,14 @@ impl Runner {
                 let _ = self.handle.close(conn(sid), CLOSE_CODE, &reason).await;
             }
         }
+    }
+}
+
+/// The next item of `rx`; never, without one.
+async fn recv<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub max_names: usize,
     /// Retention by age (as in the store): older messages are never replayed from memory.
     pub max_age_ms: Option<i64>,
+    /// Retention by count (as in the store): the replay cache of a conversation never holds
+    /// more ([`ServerConfig::cache_cap`]).
+    pub max_per_conv: Option<u64>,
     /// A nick whose key has not connected for this long may be claimed by another key
     /// (`None`: nicks never expire).
     pub nick_expiry_ms: Option<i64>,
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
             max_history_page: 200,
             max_names: 2000,
             max_age_ms: None,
+            max_per_conv: None,
             nick_expiry_ms: Some(DEFAULT_NICK_EXPIRY_DAYS * DAY_MS),
             nick_claim_burst: 5,
             nick_claims_per_hour: 6,
@@ -278,7 +282,8 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn take(&mut self, now_ms: i64, burst: u32, per_sec: u32) -> bool {
+    /// Adds what `per_sec` brings from `last_ms` to `now_ms`, up to the cap.
+    fn refill(&mut self, now_ms: i64, burst: u32, per_sec: u32) {
         let cap = u64::from(burst) * 1000;
         let elapsed = now_ms.saturating_sub(self.last_ms).max(0) as u64;
         // per_sec tokens per 1000 ms = per_sec milli-tokens per ms. Refill stops at the cap;
@@ -290,6 +295,10 @@ impl Bucket {
             );
         }
         self.last_ms = self.last_ms.max(now_ms);
+    }
+
+    fn take(&mut self, now_ms: i64, burst: u32, per_sec: u32) -> bool {
+        self.refill(now_ms, burst, per_sec);
         if self.milli >= 1000 {
             self.milli -= 1000;
             true
@@ -834,11 +843,7 @@ impl Server {
     /// A server with the state loaded from the store. Undelivered DMs are not held: they are
     /// read from the store when their recipient connects ([`Output::ReadUndelivered`]).
     pub fn new(config: ServerConfig, loaded: Loaded) -> Self {
-        // A history page is sent whole: room for two of the largest (plain text; JSON escapes
-        // can make a page of quotes larger, and such pages are asked for one at a time).
-        let page =
-            (config.max_history_page as usize).saturating_mul(config.max_text.saturating_add(512));
-        let queue_limit = MAX_QUEUED_BYTES.max(page.saturating_mul(2));
+        let queue_limit = limits::queue_limit(&config);
         let claims = ClaimLimiter::new(
             config.nick_claim_burst,
             config.nick_claims_per_hour,
@@ -3092,7 +3097,7 @@ impl Server {
     /// Adds a stored message to its conversation's replay cache, and keeps all caches under
     /// [`MAX_CACHE_BYTES`] by emptying those written to least recently.
     fn cache(&mut self, record: Record) {
-        let cap = self.config.replay_cache;
+        let cap = self.config.cache_cap();
         self.cache_tick += 1;
         let tick = self.cache_tick;
         let Some(cv) = self.convs.get_mut(&record.conv) else {
@@ -3126,6 +3131,8 @@ impl Server {
 mod cluster;
 use cluster::Arrival;
 pub use cluster::ClusterConfig;
+mod limits;
+pub use limits::{Change, Limits};
 
 #[cfg(test)]
 mod tests;

@@ -309,6 +309,9 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn write(&self, ops: Vec<Op>) -> StoreFuture<Vec<Outcome>>;
     /// Applies the retention policy as of `now_ms`; resolves to the number of messages deleted.
     fn prune(&self, now_ms: i64) -> StoreFuture<u64>;
+    /// Replaces the retention policy ([`StoreConfig::retention`]) for the prunes asked for
+    /// after this call (a running server's config was reloaded). A stopped store ignores it.
+    fn set_retention(&self, retention: Retention);
     /// The server's start-up state: nicks, topics, id high-water marks and the last `recent`
     /// messages of every conversation (undelivered DMs are read when their recipient
     /// connects: [`Storage::undelivered`]).

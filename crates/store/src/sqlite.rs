@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, NewMessage, Op, Outcome, Record, Storage, StoreConfig, StoreError, StoreFuture,
-    WriterStats,
+    Batch, Loaded, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig, StoreError,
+    StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -108,6 +108,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 enum Req {
     Write(Vec<Op>, oneshot::Sender<Result<Vec<Outcome>, StoreError>>),
     Prune(i64, oneshot::Sender<Result<u64, StoreError>>),
+    Retention(Retention),
 }
 
 /// The SQLite database: a writer thread plus [`Reader`]s.
@@ -183,6 +184,14 @@ impl Sqlite {
         rx
     }
 
+    /// Replaces the retention policy for the prunes queued after this call.
+    pub fn set_retention(&self, retention: Retention) {
+        if let Some(tx) = &*lock(&self.tx) {
+            // A stopped writer prunes nothing more.
+            let _ = tx.send(Req::Retention(retention));
+        }
+    }
+
     /// A new read connection.
     pub fn reader(&self) -> Result<Reader, StoreError> {
         Reader::open(&self.path)
@@ -236,6 +245,10 @@ impl Storage for Sqlite {
 
     fn prune(&self, now_ms: i64) -> StoreFuture<u64> {
         answer(Sqlite::prune(self, now_ms))
+    }
+
+    fn set_retention(&self, retention: Retention) {
+        Sqlite::set_retention(self, retention);
     }
 
     fn load(&self, recent: usize) -> StoreFuture<Loaded> {
@@ -326,6 +339,7 @@ impl Writer {
                         ops = 0;
                         let _ = done.send(self.prune(now));
                     }
+                    Req::Retention(r) => self.config.retention = r,
                 }
                 if ops < self.config.max_batch {
                     next = self.rx.try_recv().ok();

@@ -232,6 +232,34 @@ mod cases {
         s.close().await.expect("close");
     }
 
+    /// A running server's reload: the retention set later holds for the prunes after it.
+    pub(super) async fn a_new_retention_holds_for_the_next_prune(env: &Env) {
+        let s = env.open_with(StoreConfig::default()).await;
+        let ops = (1..=6)
+            .map(|i| Op::Message(msg("#a", 1_000 * i as i64, "x", i)))
+            .collect();
+        write(&*s, ops).await;
+        // No retention at first: nothing goes.
+        assert_eq!(s.prune(14_000).await.expect("pruned"), 0);
+        s.set_retention(Retention {
+            max_per_conv: Some(4),
+            max_age: None,
+        });
+        assert_eq!(s.prune(14_000).await.expect("pruned"), 2);
+        s.set_retention(Retention {
+            max_per_conv: Some(4),
+            max_age: Some(Duration::from_secs(10)),
+        });
+        // now = 14 s: of 3 to 6, only 3 (ts 3 s) is older than 10 s.
+        assert_eq!(s.prune(14_000).await.expect("pruned"), 1);
+        let a = s.history("#a".into(), None, 10).await.expect("history");
+        assert_eq!(ids(&a), vec![4, 5, 6]);
+        // Back to none: nothing more goes.
+        s.set_retention(Retention::default());
+        assert_eq!(s.prune(100_000).await.expect("pruned"), 0);
+        s.close().await.expect("close");
+    }
+
     pub(super) async fn retention_by_count_and_age_keeps_ids_increasing(env: &Env) {
         let config = StoreConfig {
             retention: Retention {
@@ -533,6 +561,7 @@ suite!(
     after_reads_a_bounded_page_of_what_follows_an_id,
     many_queued_writes_share_few_commits,
     retention_by_count_and_age_keeps_ids_increasing,
+    a_new_retention_holds_for_the_next_prune,
     nicks_topics_and_dm_cursors_round_trip,
     undelivered_lists_conversations_not_messages_in_pages,
     nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten,
