@@ -28,9 +28,9 @@ what can change live: flood control (burst, per_sec), max_message_size, max_room
 max_sessions_per_ip, retention_count, retention_days, nick_expiry_days, nick_claim_burst and
 nick_claims_per_hour; connected clients are told the new flood control and size. It prints
 what changed. A flag still overrides the file. Other settings (bind, database, cluster, node,
-key_file, data_dir, history_on_join, max_connections, idle_timeout) need a restart: a change to
-them is logged and left as it is. A file that cannot be read or is invalid is refused whole,
-with an error in the log, and the settings in force stay.
+key_file, data_dir, history_on_join, max_connections, idle_timeout, metrics) need a restart:
+a change to them is logged and left as it is. A file that cannot be read or is invalid is
+refused whole, with an error in the log, and the settings in force stay.
 
 Logs go to stderr (RUST_LOG=info for more): --log-format json writes one JSON object a line
 for log collectors; the human format is coloured only on a terminal. Under systemd
@@ -374,7 +374,8 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<chirp_chat::server::Cha
         data_dir,
         history_on_join,
         max_connections,
-        idle_timeout
+        idle_timeout,
+        metrics
     );
     if old.database != new.database {
         out.push(Change {

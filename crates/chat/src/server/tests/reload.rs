@@ -281,7 +281,7 @@ fn a_shorter_nick_expiry_ages_out_bindings_already_past_it() {
     assert!(
         h.persisted
             .iter()
-            .any(|op| matches!(op, Op::ReleaseNick { key: k } if *k == key(1)))
+            .any(|op| matches!(op, Op::ReleaseNick { key: k, .. } if *k == key(1)))
     );
     h.hello(3, key(2), "alice", &[]);
     assert!(matches!(h.take(3)[0], ServerMsg::Welcome { ref nick, .. } if nick == "alice"));
