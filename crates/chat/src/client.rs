@@ -1378,6 +1378,16 @@ mod tests {
         }
 
         /// The server of the current connection says `m`.
+        /// The server says this session is in `#r`, alone.
+        fn joined_r(&mut self) {
+            self.says(ServerMsg::Joined {
+                room: "#r".into(),
+                topic: String::new(),
+                members: vec!["me".into()],
+                more: 0,
+            });
+        }
+
         fn says(&mut self, m: ServerMsg) {
             let data = Bytes::from(m.encode());
             self.s.handle_transport(
@@ -1535,12 +1545,7 @@ mod tests {
     fn after_failover_the_next_address_resumes_from_the_last_ids_and_nothing_shows_twice() {
         let mut sim = Sim::new(&[A, B], |_| {});
         sim.up();
-        sim.says(ServerMsg::Joined {
-            room: "#r".into(),
-            topic: String::new(),
-            members: vec!["me".into()],
-            more: 0,
-        });
+        sim.joined_r();
         sim.says(room_msg(4, "four"));
         sim.says(room_msg(5, "five"));
         // A line typed as A dies: it goes again to B, with the same `c`.
@@ -1697,12 +1702,7 @@ mod tests {
     fn new_limits_refuse_unsent_texts_now_too_long_and_change_the_pace() {
         let mut sim = Sim::new(&[A], |_| {});
         sim.up();
-        sim.says(ServerMsg::Joined {
-            room: "#r".into(),
-            topic: String::new(),
-            members: vec!["me".into()],
-            more: 0,
-        });
+        sim.joined_r();
         let long = "x".repeat(100);
         let cs: Vec<u64> = (0..12)
             .map(|_| {

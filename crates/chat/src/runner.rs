@@ -353,10 +353,12 @@ async fn forward_commits(
     mut rx: mpsc::UnboundedReceiver<Commit>,
     tx: mpsc::UnboundedSender<Committed>,
 ) {
+    // Looked up once, not per commit. A no-op unless the process installed a metrics
+    // recorder (`crate::metrics`), which `run` does before it spawns this task.
+    let latency = metrics::histogram!(crate::metrics::COMMIT_SECONDS);
     while let Some((done, tokens, queued)) = rx.recv().await {
         let result = done.await;
-        // A no-op unless the process installed a metrics recorder (`crate::metrics`).
-        metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(queued.elapsed());
+        latency.record(queued.elapsed());
         if let Err(e) = &result {
             warn!(error = %e, "store write failed");
         }
