@@ -2834,14 +2834,7 @@ impl Server {
                     );
                     return self.fail(session, Some(c), code::BAD_REQUEST, m);
                 };
-                let in_replay = !conv.starts_with('@')
-                    && self.sessions.get(&session).is_some_and(|s| {
-                        !s.echo && s.replays.get(&conv).is_some_and(|r| r.after < id)
-                    });
-                if in_replay {
-                    return;
-                }
-                return self.send(session, &ServerMsg::Ack { c, conv, id, ts });
+                return self.ack_again(&[session], c, conv, id, ts);
             }
             None => {}
         }
@@ -2917,7 +2910,7 @@ impl Server {
         let record = match outcome {
             Some(Outcome::Stored { id }) => msg.with_id(id),
             Some(Outcome::Duplicate { conv, id, ts_ms }) => {
-                return self.already_stored(&senders, r, &msg.conv, conv, id, ts_ms);
+                return self.already_stored(now_ms, &senders, r, &msg.conv, conv, id, ts_ms);
             }
             _ => {
                 self.refs.remove(&r);
@@ -3042,9 +3035,13 @@ impl Server {
     /// The store already held the message `r` names (`conv`, `id`, `ts_ms`): it was stored
     /// before this server saw it (sent to another node of a cluster, or before a restart, and
     /// resent after its ack was lost). It is acknowledged again and not shown again: whoever
-    /// saw it saw it then, and members catch up on it from the store.
+    /// saw it saw it then, and members catch up on it from the store. A node of a cluster
+    /// that had not heard of it (the node that stored it died before publishing it) learns
+    /// here that the conversation goes on at least to `id`: its sessions catch up to it.
+    #[allow(clippy::too_many_arguments)]
     fn already_stored(
         &mut self,
+        now_ms: i64,
         senders: &[SessionId],
         r: RefKey,
         named: &str,
@@ -3065,7 +3062,48 @@ impl Server {
         }
         let hash = self.conv_hash(&conv);
         self.remember(r, RefState::Stored { conv: hash, id, ts });
-        self.send_ack(senders, c, conv, id, ts);
+        let behind = self.convs.get(&conv).is_some_and(|cv| cv.committed < id);
+        if self.cluster.is_some() && self.conv_synced(&conv) && behind {
+            self.fill_gap(now_ms, &conv, id);
+        }
+        self.ack_again(senders, c, conv, id, ts);
+    }
+
+    /// Acknowledges again message `c` of `senders`' client instance, stored before as `id`
+    /// of `conv` (a resend, or a message a gap read showed before its commit was heard of).
+    /// Without own echo the `ack` of a room message is the client's own copy, so it goes in
+    /// its place: a session whose catch-up of the room has yet to reach `id` gets it there
+    /// (sent now, it would overtake the messages before it, and the client, which drops what
+    /// is at or below the last id it showed, would never show those). Everyone else gets it
+    /// now: they were sent everything up to `id` already, or they see `conv` as history.
+    fn ack_again(&mut self, senders: &[SessionId], c: u64, conv: String, id: u64, ts: i64) {
+        let now: Vec<SessionId> = senders
+            .iter()
+            .copied()
+            .filter(|&s| !self.replay_brings_ack(s, &conv, id))
+            .collect();
+        self.send_ack(&now, c, conv, id, ts);
+    }
+
+    /// Whether `session`'s catch-up of `conv` will send message `id` in its place, as live,
+    /// with its `ack` (no own echo, a room): its replay has not reached `id` and does not
+    /// take it as history, or it waits for the room's sync to resume before `id`.
+    fn replay_brings_ack(&self, session: SessionId, conv: &str, id: u64) -> bool {
+        if conv.starts_with('@') || self.sessions.get(&session).is_none_or(|s| s.echo) {
+            return false;
+        }
+        if let Some(r) = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.replays.get(conv))
+        {
+            return r.after < id && r.history.as_ref().is_none_or(|h| id > h.upto);
+        }
+        self.convs.get(conv).is_some_and(|cv| {
+            cv.waiting
+                .iter()
+                .any(|&(s, after)| s == session && after.is_some_and(|a| a < id))
+        })
     }
 
     /// The sessions of `key`'s client instance `client` (normally one; a reconnect may have

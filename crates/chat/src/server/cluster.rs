@@ -294,10 +294,11 @@ impl Server {
         }
     }
 
-    /// Acknowledges a message sent here that was shown already (by a gap read).
+    /// Acknowledges a message sent here that a gap read reached before its commit was heard
+    /// of: in its place in the catch-up that read it, or at once where that is over.
     fn ack_local(&mut self, r: &Record, client: u64, c: u64) {
         let senders = self.client_sessions(&r.from_key, client);
-        self.send_ack(&senders, c, r.conv.clone(), r.id, r.ts_ms);
+        self.ack_again(&senders, c, r.conv.clone(), r.id, r.ts_ms);
     }
 
     /// Every session here that sees `conv`: its room's members', or the two DM keys'.
@@ -335,7 +336,7 @@ impl Server {
     /// Messages up to `upto` are stored and were not fanned out here: every session here in
     /// `conv` (but the joins waiting for the sync, whose replays start after it) is replayed
     /// from the old `committed`, which reads them from the store.
-    fn fill_gap(&mut self, now_ms: i64, conv: &str, upto: u64) {
+    pub(super) fn fill_gap(&mut self, now_ms: i64, conv: &str, upto: u64) {
         let Some(cv) = self.convs.get_mut(conv) else {
             return;
         };
@@ -399,10 +400,8 @@ impl Server {
         if stale_cache {
             self.empty_cache(conv);
         }
-        for a in backlog {
-            self.land(now_ms, a);
-        }
-        self.fill_gap(now_ms, conv, last);
+        // The joins that waited start their replays first: the backlog then reaches them in
+        // those replays, in its place after what they missed, not before it.
         let waiting = self
             .convs
             .get_mut(conv)
@@ -411,6 +410,10 @@ impl Server {
         for (session, after) in waiting {
             self.start_join_replay(now_ms, session, conv, after);
         }
+        for a in backlog {
+            self.land(now_ms, a);
+        }
+        self.fill_gap(now_ms, conv, last);
         for s in self.conv_sessions(conv) {
             self.pump(now_ms, s);
         }
