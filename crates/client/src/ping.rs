@@ -266,10 +266,15 @@ pub struct Summary {
     pub time: Duration,
     /// The handshake's time, if it was done.
     pub handshake: Option<Duration>,
+    /// From the connection attempt to the other side's proof of its key (its first answer in
+    /// the handshake), if it came: the other side is up, also if it then refused our key.
+    pub answer: Option<Duration>,
     /// Round-trip figures, if any probe was answered.
     pub rtt: Option<RttSummary>,
-    /// Chat messages the peer sent us. A `chirp peer` that takes our key takes this
-    /// connection for its partner's: they are not shown, and the peer counts them delivered.
+    /// Chat messages the peer sent us. A `chirp peer` that takes our key (we present its
+    /// partner's) and is not in a chat with its partner takes this connection for its
+    /// partner's: they are not shown, and the peer counts them delivered. (A peer in a chat
+    /// keeps it on the chat's connection and sends us none.)
     pub messages: u64,
 }
 
@@ -553,6 +558,7 @@ impl Pinger {
             T::VerifyKey { remote_key, .. } => {
                 let key = PublicKey(remote_key);
                 self.key = Some(key);
+                self.answered(now);
                 match &self.config.pin {
                     Some(pin) if *pin == key.fingerprint() => {
                         self.endpoint.accept_key(now, self.conn)
@@ -563,6 +569,7 @@ impl Pinger {
             }
             T::Connected { remote_key, .. } => {
                 self.key = Some(PublicKey(remote_key));
+                self.answered(now);
                 self.confirm();
             }
             T::Ping { id, outcome, .. } => self.on_ping(now, id, outcome),
@@ -599,6 +606,12 @@ impl Pinger {
             }
             T::Acked { .. } | T::Writable { .. } | T::PeerFinished { .. } => {}
         }
+    }
+
+    /// The other side has proved its key (the first time counts).
+    fn answered(&mut self, now: Instant) {
+        let time = now.saturating_duration_since(self.started);
+        self.summary.answer.get_or_insert(time);
     }
 
     /// Asks for the PING whose acknowledgement confirms the handshake.
