@@ -48,7 +48,9 @@ Examples:
       --database postgres://chirp@10.0.0.6/chirp --key-file /etc/chirp/server.key
   chirp serve --cluster tls://nats.internal:4222 --cluster-ca /etc/chirp/nats-ca.pem \\
       --database 'postgres://chirp@db.internal/chirp?sslmode=require&sslrootcert=/etc/chirp/pg-ca.pem' ...
-  chirp serve --config /etc/chirp/server.toml";
+  chirp serve --config /etc/chirp/server.toml
+  chirp serve --qlog /tmp/chirp-qlog     # a qlog trace per connection (qlog 0.3 JSON-SEQ,
+                                         # for qvis: congestion window, RTT, losses)";
 
 /// Default UDP port of a chirp server.
 pub(crate) const DEFAULT_PORT: u16 = 7667;
@@ -136,6 +138,10 @@ struct Settings {
     /// New nicks one source address may claim per hour after its burst [default: 6].
     #[arg(long, value_name = "N")]
     nick_claims_per_hour: Option<u32>,
+    /// Write a qlog trace of every connection into this directory (created if missing): one
+    /// file per connection, <connection id>-server.sqlog, for qvis [default: none].
+    #[arg(long, value_name = "DIR")]
+    qlog: Option<PathBuf>,
 }
 
 /// Refuses settings outside their range, naming the setting (as in the config file and as a
@@ -239,7 +245,8 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             retention_days,
             nick_expiry_days,
             nick_claim_burst,
-            nick_claims_per_hour
+            nick_claims_per_hour,
+            qlog
         );
     }
     check_ranges(&args.settings)?;
@@ -260,6 +267,7 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     let s = &args.settings;
     let mut config = RunnerConfig {
         identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
+        qlog_dir: s.qlog.clone(),
         ..RunnerConfig::default()
     };
     let (peers_tx, mut peers_rx) = tokio::sync::watch::channel(0usize);

@@ -135,4 +135,8 @@ pub struct EndpointStats {
     /// Calls the endpoint made into its connections to drive them (timers, transmit and
     /// event polls). It grows with what happens, not with how many connections there are.
     pub connection_visits: u64,
+    /// Trace records dropped because the driver did not drain
+    /// [`Endpoint::poll_trace`](crate::Endpoint::poll_trace) and
+    /// [`MAX_TRACE_QUEUE`](crate::trace::MAX_TRACE_QUEUE) were waiting (tracing on only).
+    pub trace_dropped: u64,
 }

@@ -11,6 +11,9 @@
 //!   `recvmmsg`, and runs of datagrams to one peer as one GSO send where the kernel can.
 //! - [`Handle`]: the application's side: connect, send, close, stats. Cheap to clone; the task
 //!   ends when every handle is dropped.
+//! - [`Options`]: what the driver does beyond the endpoint: a qlog directory
+//!   ([`Options::qlog_dir`]), into which it writes one trace per connection, drained from
+//!   `Endpoint::poll_trace` after every input like the events, and flushed before it sleeps.
 //!
 //! There is no lock around protocol state: the task owns the endpoint through `&mut`, and the
 //! application talks to it only through channels. Events are delivered through a bounded
@@ -24,6 +27,7 @@ mod udp;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -31,6 +35,7 @@ use chirp_proto::{
     ConnectError, ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig, EndpointStats,
     Event, SendError,
 };
+use chirp_qlog::QlogDir;
 use tokio::net::UdpSocket;
 
 use crate::udp::UdpIo;
@@ -91,6 +96,16 @@ fn random_identity() -> io::Result<chirp_proto::handshake::StaticSecret> {
     let mut k = [0u8; 32];
     getrandom::fill(&mut k).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
     Ok(chirp_proto::handshake::StaticSecret(k))
+}
+
+/// What the driver does beyond what the endpoint's configuration says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Write a qlog trace of every connection into this directory (created if missing): one
+    /// JSON-SEQ file per connection, named by its original destination connection ID and
+    /// our role (see `chirp-qlog`). Turns on `EndpointConfig::trace`. `None`: no tracing, and
+    /// the protocol core records nothing.
+    pub qlog_dir: Option<PathBuf>,
 }
 
 /// The driver task has stopped (its socket failed or it was shut down).
@@ -338,17 +353,28 @@ pub fn spawn(
     socket: StdUdpSocket,
     config: EndpointConfig,
 ) -> io::Result<(Handle, mpsc::Receiver<Event>, JoinHandle<io::Result<()>>)> {
+    spawn_with(socket, config, Options::default())
+}
+
+/// [`spawn`] with [`Options`]. A qlog directory that cannot be created is an error here,
+/// before any task exists.
+pub fn spawn_with(
+    socket: StdUdpSocket,
+    config: EndpointConfig,
+    options: Options,
+) -> io::Result<(Handle, mpsc::Receiver<Event>, JoinHandle<io::Result<()>>)> {
     let local_addr = socket.local_addr()?;
     let io = UdpIo::new(UdpSocket::from_std(socket)?)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-    let endpoint = new_endpoint(config)?;
+    let (endpoint, qlog) = new_endpoint(config, &options, local_addr)?;
     let task = tokio::spawn(
         Driver {
             endpoint,
             io,
             cmd_rx,
             ev_tx,
+            qlog,
         }
         .run(),
     );
@@ -376,10 +402,24 @@ pub fn spawn_on_thread(
     mpsc::Receiver<Event>,
     std::thread::JoinHandle<io::Result<()>>,
 )> {
+    spawn_on_thread_with(socket, config, name, Options::default())
+}
+
+/// [`spawn_on_thread`] with [`Options`].
+pub fn spawn_on_thread_with(
+    socket: StdUdpSocket,
+    config: EndpointConfig,
+    name: &str,
+    options: Options,
+) -> io::Result<(
+    Handle,
+    mpsc::Receiver<Event>,
+    std::thread::JoinHandle<io::Result<()>>,
+)> {
     let local_addr = socket.local_addr()?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-    let endpoint = new_endpoint(config)?;
+    let (endpoint, qlog) = new_endpoint(config, &options, local_addr)?;
     // Setting up the socket needs the thread's runtime; its errors come back before we return.
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
@@ -404,6 +444,7 @@ pub fn spawn_on_thread(
                     io,
                     cmd_rx,
                     ev_tx,
+                    qlog,
                 }
                 .run()
                 .await
@@ -430,14 +471,24 @@ pub fn spawn_on_thread(
     ))
 }
 
-/// The endpoint for `config`, with a fresh static key if it has none.
-fn new_endpoint(mut config: EndpointConfig) -> io::Result<Endpoint> {
+/// The endpoint for `config`, with a fresh static key if it has none, and its qlog output if
+/// `options` asks for one.
+fn new_endpoint(
+    mut config: EndpointConfig,
+    options: &Options,
+    local: SocketAddr,
+) -> io::Result<(Endpoint, Option<QlogDir>)> {
     if config.identity.is_none() {
         // An anonymous endpoint still needs an unpredictable static key: the core would derive
         // one from the seed, which is fine for simulations and not for the network.
         config.identity = Some(random_identity()?);
     }
-    Ok(Endpoint::new(config, random_seed()))
+    let qlog = match &options.qlog_dir {
+        Some(dir) => Some(QlogDir::new(dir, Some(local))?),
+        None => None,
+    };
+    config.trace = qlog.is_some();
+    Ok((Endpoint::new(config, random_seed()), qlog))
 }
 
 struct Driver {
@@ -445,6 +496,7 @@ struct Driver {
     io: UdpIo,
     cmd_rx: mpsc::Receiver<Command>,
     ev_tx: mpsc::Sender<Event>,
+    qlog: Option<QlogDir>,
 }
 
 fn now() -> Instant {
@@ -474,12 +526,16 @@ impl Driver {
             mut io,
             mut cmd_rx,
             ev_tx,
+            mut qlog,
         } = self;
         let mut idle_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut datagram = Vec::new();
         loop {
             let sent_all = flush_transmits(&mut endpoint, &mut io, &mut datagram).await;
             let events_blocked = !drain_events(&mut endpoint, &ev_tx);
+            if let Some(qlog) = qlog.as_mut() {
+                drain_trace(&mut endpoint, qlog);
+            }
             if !idle_waiters.is_empty() && endpoint.connections().next().is_none() {
                 for w in idle_waiters.drain(..) {
                     let _ = w.send(());
@@ -512,6 +568,9 @@ impl Driver {
                     None => {
                         debug!("all handles dropped; transport stopping");
                         while !flush_transmits(&mut endpoint, &mut io, &mut datagram).await {}
+                        if let Some(qlog) = qlog.as_mut() {
+                            drain_trace(&mut endpoint, qlog);
+                        }
                         return Ok(());
                     }
                 },
@@ -665,6 +724,23 @@ fn read(endpoint: &mut Endpoint, io: &mut UdpIo, max: usize, gate: Gate) -> io::
         }
     }
     Ok(())
+}
+
+/// Writes the endpoint's trace records into the qlog files, then flushes them, so that a
+/// trace on disk is never more than one loop turn behind (a process that is killed loses at
+/// most what its last turn recorded). A file that cannot be written is reported once and its
+/// connection traced no further; the connection itself is not affected.
+fn drain_trace(endpoint: &mut Endpoint, qlog: &mut QlogDir) {
+    let mut wrote = false;
+    while let Some(record) = endpoint.poll_trace() {
+        wrote = true;
+        if let Err(e) = qlog.record(&record) {
+            warn!(%e, conn = ?record.conn, "qlog: cannot write the trace; tracing that connection no further");
+        }
+    }
+    if wrote && let Err(e) = qlog.flush() {
+        warn!(%e, "qlog: cannot flush the traces");
+    }
 }
 
 /// Moves events into the channel while it has room. Returns false if it filled up first.

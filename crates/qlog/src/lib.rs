@@ -1,0 +1,679 @@
+//! qlog traces of chirp connections: one JSON-SEQ file per connection, written from the trace
+//! events of the protocol core ([`chirp_proto::trace`]).
+//!
+//! # Which qlog
+//!
+//! qlog version **0.3** in its JSON-SEQ form (RFC 7464: every record starts with the record
+//! separator `0x1E` and ends with a newline; the first record is the header): the schema of
+//! draft-ietf-quic-qlog-main-schema-02/03 with the QUIC events of the matching
+//! draft-ietf-quic-qlog-quic-events, whose event names have a category (`transport:`,
+//! `recovery:`, `connectivity:`). That is the form qvis reads (it accepts `qlog_version` 0.3
+//! with `qlog_format` "JSON-SEQ") and the one quiche's `qlog` crate wrote up to 0.13. The
+//! drafts since renamed the events (`quic:packet_sent`, `quic:recovery_metrics_updated`) and
+//! replaced `qlog_version` with `file_schema`; qvis does not read those.
+//!
+//! | core event | qlog event |
+//! |---|---|
+//! | `Started` | `connectivity:connection_started` |
+//! | `State` | `connectivity:connection_state_updated` |
+//! | `PacketSent` / `PacketReceived` | `transport:packet_sent` / `transport:packet_received` |
+//! | `PacketLost` | `recovery:packet_lost` |
+//! | `Metrics` | `recovery:metrics_updated` (cwnd, bytes in flight, ssthresh, RTTs in ms) |
+//! | `RedundantCopy` | `chirp:redundant_copy` |
+//! | `KeyUpdated` | `chirp:key_updated` (the phase and generation; never a key) |
+//! | `Path` | `chirp:path_updated` |
+//! | `BecameServer` | `chirp:became_server` |
+//!
+//! Packet types: INITIAL is `initial`, ACCEPT and HANDSHAKE (Noise messages 2 and 3) are
+//! `handshake`, DATA is `1RTT`, RETRY `retry`, REFUSE `unknown`.
+//!
+//! Frames map to their QUIC counterparts: MESSAGE is a `stream` frame on stream 0, FIN a
+//! `stream` frame of length 0 with `fin`, the Noise handshake message a `crypto` frame,
+//! CLOSE `connection_close` (code only); RESET_TOKEN and RECEIVED have no counterpart and are
+//! `unknown` frames with their wire type (and, for RECEIVED, its offset). No record holds a
+//! key, a token, challenge data, a close reason or a byte of a message.
+//!
+//! Times are milliseconds since the connection started (`time_format` "relative"); the
+//! header's `reference_time` is that instant in milliseconds since the Unix epoch when the
+//! writer knows it (a real driver), 0 in a simulation.
+//!
+//! # Layout
+//!
+//! - [`QlogWriter`]: one connection's trace into any `Write`.
+//! - [`QlogDir`]: a driver's side: routes an endpoint's trace records into one file per
+//!   connection in a directory, named by the original destination connection ID and role
+//!   (`0123456789abcdef-client.sqlog`), and closes each when its connection is gone.
+//! - `validate` (feature `validate`): checks a written file against the qlog 0.3 schema, for
+//!   tests.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "validate")]
+pub mod validate;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chirp_proto::ConnectionHandle;
+use chirp_proto::close_code;
+use chirp_proto::trace::{
+    LossTrigger, PathChange, TraceEvent, TraceFrame, TraceMetrics, TracePacket, TracePacketType,
+    TraceRecord, TraceRole, TraceState,
+};
+use serde::Serialize;
+
+/// The `qlog_version` written in every header.
+pub const QLOG_VERSION: &str = "0.3";
+/// The `qlog_format` written in every header.
+pub const QLOG_FORMAT: &str = "JSON-SEQ";
+/// The file name extension of JSON-SEQ qlog files.
+pub const EXTENSION: &str = "sqlog";
+/// RFC 7464's record separator, written before every record.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+
+/// What the header of a connection's trace says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceHeader {
+    /// Which end wrote it.
+    pub role: TraceRole,
+    /// The connection's original destination connection ID (its name on both ends).
+    pub odcid: u64,
+    /// When the connection started: event times count from here.
+    pub start: Instant,
+    /// `start` on the wall clock, if known (a simulation has none).
+    pub wall_clock: Option<SystemTime>,
+    /// The local socket address, if known.
+    pub local: Option<SocketAddr>,
+}
+
+impl TraceHeader {
+    /// The header for a connection whose first record is `started` (a [`TraceEvent::Started`];
+    /// `None` for any other event).
+    pub fn from_started(
+        started: &TraceRecord,
+        wall_clock: Option<SystemTime>,
+        local: Option<SocketAddr>,
+    ) -> Option<Self> {
+        match started.event {
+            TraceEvent::Started { role, odcid, .. } => Some(Self {
+                role,
+                odcid,
+                start: started.at,
+                wall_clock,
+                local,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The file name for this trace: `<odcid hex>-<role>.sqlog`.
+    pub fn file_name(&self) -> String {
+        format!("{:016x}-{}.{EXTENSION}", self.odcid, role_name(self.role))
+    }
+}
+
+fn role_name(role: TraceRole) -> &'static str {
+    match role {
+        TraceRole::Client => "client",
+        TraceRole::Server => "server",
+    }
+}
+
+/// One connection's qlog trace, written record by record into `W`.
+#[derive(Debug)]
+pub struct QlogWriter<W: Write> {
+    out: W,
+    header: TraceHeader,
+    /// One record at a time is serialized here, then written with its separator.
+    line: Vec<u8>,
+}
+
+impl<W: Write> QlogWriter<W> {
+    /// Starts a trace: writes the header record.
+    pub fn new(out: W, header: TraceHeader) -> io::Result<Self> {
+        let mut w = Self {
+            out,
+            header,
+            line: Vec::with_capacity(256),
+        };
+        let odcid = format!("{:016x}", w.header.odcid);
+        let reference_time = w.header.wall_clock.map_or(0.0, |t| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        });
+        let file = FileHeader {
+            qlog_version: QLOG_VERSION,
+            qlog_format: QLOG_FORMAT,
+            title: "chirp",
+            description: "one chirp connection (qlog 0.3, JSON-SEQ)",
+            trace: TraceSeq {
+                vantage_point: VantagePoint {
+                    name: "chirp",
+                    ty: role_name(w.header.role),
+                },
+                title: format!("chirp connection {odcid}"),
+                configuration: Configuration { time_offset: 0.0 },
+                common_fields: CommonFields {
+                    group_id: &odcid,
+                    protocol_type: ["QUIC", "chirp"],
+                    reference_time,
+                    time_format: "relative",
+                },
+            },
+        };
+        w.put(&file)?;
+        Ok(w)
+    }
+
+    /// The header this trace was started with.
+    pub fn header(&self) -> &TraceHeader {
+        &self.header
+    }
+
+    /// Writes one event that happened at `at`. [`TraceEvent::Removed`] writes nothing (the
+    /// trace simply ends).
+    pub fn write(&mut self, at: Instant, event: &TraceEvent) -> io::Result<()> {
+        let time = ms(at.saturating_duration_since(self.header.start));
+        match event {
+            TraceEvent::Started {
+                local_cid, remote, ..
+            } => {
+                let local = self.header.local;
+                let data = ConnectionStarted {
+                    ip_version: if remote.is_ipv4() { "ipv4" } else { "ipv6" },
+                    src_ip: local.map(|a| a.ip().to_string()).unwrap_or_default(),
+                    src_port: local.map(|a| a.port()),
+                    dst_ip: remote.ip().to_string(),
+                    dst_port: remote.port(),
+                    src_cid: format!("{local_cid:016x}"),
+                    dst_cid: format!("{:016x}", self.header.odcid),
+                };
+                self.event(time, "connectivity:connection_started", data)
+            }
+            TraceEvent::BecameServer { odcid } => {
+                let data = BecameServer {
+                    odcid: format!("{odcid:016x}"),
+                };
+                self.event(time, "chirp:became_server", data)
+            }
+            TraceEvent::PacketSent(p) => self.event(time, "transport:packet_sent", packet(p)),
+            TraceEvent::PacketReceived(p) => {
+                self.event(time, "transport:packet_received", packet(p))
+            }
+            TraceEvent::PacketLost {
+                ty,
+                number,
+                trigger,
+            } => {
+                let data = PacketLost {
+                    header: PacketHeader {
+                        packet_type: packet_type(*ty),
+                        packet_number: *number,
+                    },
+                    trigger: match trigger {
+                        LossTrigger::TimeThreshold => "time_threshold",
+                        LossTrigger::ReorderingThreshold => "reordering_threshold",
+                    },
+                };
+                self.event(time, "recovery:packet_lost", data)
+            }
+            TraceEvent::Metrics(m) => self.event(time, "recovery:metrics_updated", metrics(m)),
+            TraceEvent::State { old, new } => {
+                let data = StateUpdated {
+                    old: old.map(state_name),
+                    new: state_name(*new),
+                };
+                self.event(time, "connectivity:connection_state_updated", data)
+            }
+            TraceEvent::RedundantCopy {
+                number,
+                offset,
+                len,
+                startup,
+            } => {
+                let data = RedundantCopy {
+                    packet_number: *number,
+                    offset: *offset,
+                    length: *len,
+                    startup: *startup,
+                };
+                self.event(time, "chirp:redundant_copy", data)
+            }
+            TraceEvent::KeyUpdated {
+                local,
+                key_phase,
+                generation,
+            } => {
+                let data = KeyUpdated {
+                    owner: if *local { "local" } else { "remote" },
+                    key_phase: u8::from(*key_phase),
+                    generation: *generation,
+                };
+                self.event(time, "chirp:key_updated", data)
+            }
+            TraceEvent::Path { change, old, new } => {
+                let data = PathUpdated {
+                    change: match change {
+                        PathChange::Migrated => "migrated",
+                        PathChange::Returned => "returned",
+                        PathChange::Validated => "validated",
+                        PathChange::ValidationFailed => "validation_failed",
+                    },
+                    old: old.to_string(),
+                    new: new.to_string(),
+                };
+                self.event(time, "chirp:path_updated", data)
+            }
+            TraceEvent::Removed => Ok(()),
+        }
+    }
+
+    /// Flushes what is buffered.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Flushes and returns the output.
+    pub fn into_inner(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    fn event(&mut self, time: f64, name: &str, data: impl Serialize) -> io::Result<()> {
+        self.put(&Event { time, name, data })
+    }
+
+    fn put(&mut self, record: &impl Serialize) -> io::Result<()> {
+        self.line.clear();
+        self.line.push(RECORD_SEPARATOR);
+        serde_json::to_writer(&mut self.line, record)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+}
+
+/// A driver's qlog output: one file per connection in a directory.
+///
+/// Feed it every record from [`chirp_proto::Endpoint::poll_trace`]. A connection's file is
+/// created at its `Started` record and flushed and closed at its `Removed` record (or when
+/// this is dropped). Files are written through a buffer; a driver calls [`Self::flush`] when
+/// it is idle so that a trace can be read while its connection lives.
+#[derive(Debug)]
+pub struct QlogDir {
+    dir: PathBuf,
+    local: Option<SocketAddr>,
+    files: HashMap<ConnectionHandle, QlogWriter<BufWriter<File>>>,
+}
+
+impl QlogDir {
+    /// Writes into `dir`, which is created if it does not exist. `local` is the socket's
+    /// address, for the traces' `connection_started` records.
+    pub fn new(dir: &Path, local: Option<SocketAddr>) -> io::Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| in_path(e, dir))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            local,
+            files: HashMap::new(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Connections with an open file.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Writes one record into its connection's file (creating it at `Started`, closing it at
+    /// `Removed`). A connection whose file could not be created or written is traced no
+    /// further: the error comes back once, and its later records are ignored.
+    pub fn record(&mut self, record: &TraceRecord) -> io::Result<()> {
+        if let TraceEvent::Started { .. } = record.event {
+            let wall = wall_clock_of(record.at);
+            // `from_started` accepts the record: it is a `Started`.
+            if let Some(header) = TraceHeader::from_started(record, Some(wall), self.local) {
+                let writer = self.create(header)?;
+                self.files.insert(record.conn, writer);
+            }
+        }
+        let Some(w) = self.files.get_mut(&record.conn) else {
+            return Ok(());
+        };
+        let result = w.write(record.at, &record.event);
+        if result.is_err() || matches!(record.event, TraceEvent::Removed) {
+            if let Some(w) = self.files.remove(&record.conn) {
+                let path = self.dir.join(w.header().file_name());
+                result.map_err(|e| in_path(e, &path))?;
+                w.into_inner().map_err(|e| in_path(e, &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every open file. A file that cannot be flushed is closed and its connection
+    /// traced no further; the first such error comes back.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let mut first = None;
+        let dir = &self.dir;
+        self.files.retain(|_, w| match w.flush() {
+            Ok(()) => true,
+            Err(e) => {
+                first.get_or_insert_with(|| in_path(e, &dir.join(w.header().file_name())));
+                false
+            }
+        });
+        first.map_or(Ok(()), Err)
+    }
+
+    /// A new file for `header`; `-1`, `-2`... before the extension if the name is taken (a
+    /// directory reused across runs).
+    fn create(&self, header: TraceHeader) -> io::Result<QlogWriter<BufWriter<File>>> {
+        let name = header.file_name();
+        let stem = name.trim_end_matches(&format!(".{EXTENSION}")).to_owned();
+        let mut path = self.dir.join(&name);
+        for n in 1.. {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    return QlogWriter::new(BufWriter::new(file), header)
+                        .map_err(|e| in_path(e, &path));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => {
+                    path = self.dir.join(format!("{stem}-{n}.{EXTENSION}"));
+                }
+                Err(e) => return Err(in_path(e, &path)),
+            }
+        }
+        unreachable!("the loop returns by its 1000th name")
+    }
+}
+
+/// `at` on the wall clock: now, less how long ago `at` was.
+fn wall_clock_of(at: Instant) -> SystemTime {
+    let ago = Instant::now().saturating_duration_since(at);
+    SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH)
+}
+
+fn in_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn packet_type(ty: TracePacketType) -> &'static str {
+    match ty {
+        TracePacketType::Initial => "initial",
+        TracePacketType::Accept | TracePacketType::Handshake => "handshake",
+        TracePacketType::Data { .. } => "1RTT",
+        TracePacketType::Retry => "retry",
+        TracePacketType::Refuse | TracePacketType::Other => "unknown",
+    }
+}
+
+fn state_name(state: TraceState) -> &'static str {
+    match state {
+        TraceState::Attempted => "attempted",
+        TraceState::HandshakeStarted => "handshake_started",
+        TraceState::HandshakeCompleted => "handshake_completed",
+        TraceState::HandshakeConfirmed => "handshake_confirmed",
+        TraceState::Closing => "closing",
+        TraceState::Draining => "draining",
+        TraceState::Closed => "closed",
+    }
+}
+
+fn packet(p: &TracePacket) -> PacketEvent {
+    PacketEvent {
+        header: PacketHeader {
+            packet_type: packet_type(p.ty),
+            packet_number: p.number,
+        },
+        raw: Raw { length: p.len },
+        frames: p.frames.iter().map(frame).collect(),
+    }
+}
+
+fn frame(f: &TraceFrame) -> QuicFrame {
+    let wire = f.wire_type() as u8;
+    match *f {
+        TraceFrame::Padding { len } => QuicFrame::Padding {
+            payload_length: len,
+        },
+        TraceFrame::Ping => QuicFrame::Ping,
+        TraceFrame::Ack {
+            delay_us,
+            ref ranges,
+        } => QuicFrame::Ack {
+            ack_delay: delay_us as f64 / 1000.0,
+            // qlog lists ranges lowest first.
+            acked_ranges: ranges.iter().rev().map(|&(lo, hi)| [lo, hi]).collect(),
+        },
+        TraceFrame::Message { offset, len } => QuicFrame::Stream {
+            stream_id: 0,
+            offset,
+            length: len,
+            fin: None,
+        },
+        TraceFrame::Fin { final_offset } => QuicFrame::Stream {
+            stream_id: 0,
+            offset: final_offset,
+            length: 0,
+            fin: Some(true),
+        },
+        TraceFrame::MaxData { limit } => QuicFrame::MaxData { maximum: limit },
+        TraceFrame::Close { code } => QuicFrame::ConnectionClose {
+            error_space: if code >= close_code::APPLICATION_MIN {
+                "application_error"
+            } else {
+                "transport_error"
+            },
+            error_code: code,
+        },
+        TraceFrame::Handshake { len } => QuicFrame::Crypto {
+            offset: 0,
+            length: len,
+        },
+        TraceFrame::PathChallenge => QuicFrame::PathChallenge,
+        TraceFrame::PathResponse => QuicFrame::PathResponse,
+        TraceFrame::ResetToken => QuicFrame::Unknown {
+            raw_frame_type: wire,
+            chirp_frame: "reset_token",
+            offset: None,
+        },
+        TraceFrame::Received { offset } => QuicFrame::Unknown {
+            raw_frame_type: wire,
+            chirp_frame: "received",
+            offset: Some(offset),
+        },
+    }
+}
+
+fn metrics(m: &TraceMetrics) -> Metrics {
+    Metrics {
+        min_rtt: ms(m.min_rtt),
+        smoothed_rtt: ms(m.smoothed_rtt),
+        latest_rtt: ms(m.latest_rtt),
+        rtt_variance: ms(m.rtt_variance),
+        pto_count: m.pto_count,
+        congestion_window: m.cwnd,
+        bytes_in_flight: m.bytes_in_flight,
+        ssthresh: (m.ssthresh != u64::MAX).then_some(m.ssthresh),
+    }
+}
+
+// ----- The records, as serialized -----
+
+#[derive(Serialize)]
+struct FileHeader<'a> {
+    qlog_version: &'a str,
+    qlog_format: &'a str,
+    title: &'a str,
+    description: &'a str,
+    trace: TraceSeq<'a>,
+}
+
+#[derive(Serialize)]
+struct TraceSeq<'a> {
+    vantage_point: VantagePoint<'a>,
+    title: String,
+    configuration: Configuration,
+    common_fields: CommonFields<'a>,
+}
+
+#[derive(Serialize)]
+struct VantagePoint<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+}
+
+#[derive(Serialize)]
+struct Configuration {
+    time_offset: f64,
+}
+
+#[derive(Serialize)]
+struct CommonFields<'a> {
+    group_id: &'a str,
+    protocol_type: [&'a str; 2],
+    reference_time: f64,
+    time_format: &'a str,
+}
+
+#[derive(Serialize)]
+struct Event<'a, D> {
+    time: f64,
+    name: &'a str,
+    data: D,
+}
+
+#[derive(Serialize)]
+struct ConnectionStarted {
+    ip_version: &'static str,
+    src_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_port: Option<u16>,
+    dst_ip: String,
+    dst_port: u16,
+    src_cid: String,
+    dst_cid: String,
+}
+
+#[derive(Serialize)]
+struct BecameServer {
+    odcid: String,
+}
+
+#[derive(Serialize)]
+struct PacketHeader {
+    packet_type: &'static str,
+    packet_number: u64,
+}
+
+#[derive(Serialize)]
+struct Raw {
+    length: u64,
+}
+
+#[derive(Serialize)]
+struct PacketEvent {
+    header: PacketHeader,
+    raw: Raw,
+    frames: Vec<QuicFrame>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "frame_type", rename_all = "snake_case")]
+enum QuicFrame {
+    Padding {
+        payload_length: u64,
+    },
+    Ping,
+    Ack {
+        ack_delay: f64,
+        acked_ranges: Vec<[u64; 2]>,
+    },
+    Stream {
+        stream_id: u64,
+        offset: u64,
+        length: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fin: Option<bool>,
+    },
+    MaxData {
+        maximum: u64,
+    },
+    ConnectionClose {
+        error_space: &'static str,
+        error_code: u64,
+    },
+    Crypto {
+        offset: u64,
+        length: u64,
+    },
+    PathChallenge,
+    PathResponse,
+    Unknown {
+        raw_frame_type: u8,
+        chirp_frame: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+}
+
+#[derive(Serialize)]
+struct PacketLost {
+    header: PacketHeader,
+    trigger: &'static str,
+}
+
+#[derive(Serialize)]
+struct Metrics {
+    min_rtt: f64,
+    smoothed_rtt: f64,
+    latest_rtt: f64,
+    rtt_variance: f64,
+    pto_count: u32,
+    congestion_window: u64,
+    bytes_in_flight: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssthresh: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct StateUpdated {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<&'static str>,
+    new: &'static str,
+}
+
+#[derive(Serialize)]
+struct RedundantCopy {
+    packet_number: u64,
+    offset: u64,
+    length: u64,
+    startup: bool,
+}
+
+#[derive(Serialize)]
+struct KeyUpdated {
+    owner: &'static str,
+    key_phase: u8,
+    generation: u64,
+}
+
+#[derive(Serialize)]
+struct PathUpdated {
+    change: &'static str,
+    old: String,
+    new: String,
+}
