@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use chirp_qlog::validate::{self, CheckedTrace};
 use common::connect_json as client;
-use common::{Chirp, Server, WAIT, both_exit_ok};
+use common::{CHIRP, Chirp, Server, WAIT, both_exit_ok, free_ports, lo, run_to_end};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -226,4 +226,44 @@ fn peer_writes_valid_qlog_files() {
         ids_a.intersection(&ids_b).next().is_some(),
         "the two sides name a connection alike: {ids_a:?} {ids_b:?}"
     );
+}
+
+#[test]
+fn a_qlog_path_that_is_not_a_directory_is_a_clear_error_at_start() {
+    let dir = tmp();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let file = file.to_str().expect("utf-8 path");
+    let [pa, pb] = free_ports();
+    let (bind, to) = (lo(pa).to_string(), lo(pb).to_string());
+    let home = dir.path().join("home");
+    let home = home.to_str().expect("utf-8 path");
+    let peer = [
+        "peer", "--bind", &bind, "--to", &to, "--json", "--home", home, "--qlog", file,
+    ];
+    let (status, _, err) = run_to_end(CHIRP, &peer, WAIT);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot start the transport") && err.contains(file),
+        "{err}"
+    );
+    let data = tmp();
+    let data = data.path().to_str().expect("utf-8 path");
+    let serve = ["serve", "--bind", &bind, "--data-dir", data, "--qlog", file];
+    let (status, _, err) = run_to_end(CHIRP, &serve, WAIT);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(file), "{err}");
+}
+
+#[test]
+fn help_shows_the_qlog_option_with_an_example() {
+    for command in ["serve", "connect", "peer"] {
+        let (status, out, _) = run_to_end(CHIRP, &[command, "--help"], WAIT);
+        assert!(status.success());
+        assert!(out.contains("--qlog <DIR>"), "{command} --help:\n{out}");
+        assert!(
+            out.contains("--qlog /tmp/chirp-qlog"),
+            "{command} --help example:\n{out}"
+        );
+    }
 }
