@@ -75,9 +75,11 @@ fn run(
     jitter: Duration,
     tracing: &mut Tracing,
 ) -> Outcome {
-    let mut cfg = EndpointConfig::default();
+    let mut cfg = EndpointConfig {
+        trace: tracing.on,
+        ..EndpointConfig::default()
+    };
     cfg.transport.redundancy.enabled = redundancy;
-    cfg.trace = tracing.on;
     tracing.writers = [None, None];
     let link = LinkConfig::ideal(ONE_WAY)
         .with_jitter(jitter)

@@ -20,8 +20,10 @@ fn main() {
         std::process::exit(2);
     };
     let loss = loss.unwrap_or(0.05);
-    let mut cfg = EndpointConfig::default();
-    cfg.trace = true;
+    let cfg = EndpointConfig {
+        trace: true,
+        ..EndpointConfig::default()
+    };
     let link = LinkConfig::ideal(Duration::from_millis(20)).with_loss(loss);
     let mut p = Pair::new(cfg, link, 1);
     let mut dirs = [

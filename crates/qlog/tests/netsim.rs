@@ -21,8 +21,10 @@ const MESSAGES: usize = 300;
 /// A traced transfer from A to B over a link that loses `loss` of the datagrams each way,
 /// then a graceful close. The pair records what was sent and what was delivered.
 fn traced_transfer(loss: f64, seed: u64) -> (Pair, ConnectionHandle, ConnectionHandle) {
-    let mut cfg = EndpointConfig::default();
-    cfg.trace = true;
+    let mut cfg = EndpointConfig {
+        trace: true,
+        ..EndpointConfig::default()
+    };
     // Key updates every 64 packets, so that the trace shows some.
     cfg.transport.key_update_packets = 64;
     let mut p = Pair::new(cfg, LinkConfig::ideal(ONE_WAY).with_loss(loss), seed);

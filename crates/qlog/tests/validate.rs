@@ -10,8 +10,10 @@ use chirp_qlog::{QlogWriter, TraceHeader};
 
 /// The client's trace of a short simulated chat (with some loss), as qlog bytes.
 fn real_trace() -> String {
-    let mut cfg = EndpointConfig::default();
-    cfg.trace = true;
+    let cfg = EndpointConfig {
+        trace: true,
+        ..EndpointConfig::default()
+    };
     let link = LinkConfig::ideal(Duration::from_millis(10)).with_loss(0.1);
     let mut p = Pair::new(cfg, link, 5);
     let (ca, _) = p.connect().expect("handshake");
