@@ -245,3 +245,57 @@ fn a_qlog_dir_holds_one_file_per_connection_named_alike_on_both_ends() {
         assert!(trace.named("transport:packet_sent").count() > MESSAGES / 2);
     }
 }
+
+#[test]
+fn a_nat_rebinding_is_traced_as_a_migration_then_a_validation() {
+    let cfg = EndpointConfig {
+        trace: true,
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(cfg, LinkConfig::ideal(ONE_WAY), 5);
+    let (ca, cb) = p.connect().expect("handshake");
+    let old = p.a.addr;
+    let new: std::net::SocketAddr = ([10, 0, 0, 1], 4999).into();
+    for i in 0..100 {
+        p.a.endpoint.send(ca, b"a line").expect("room");
+        if i == 50 {
+            // From now on A's datagrams come from another port.
+            p.a.addr = new;
+        }
+        p.advance_to(p.now + Duration::from_millis(5))
+            .expect("no busy loop");
+    }
+    p.advance_to(p.now + Duration::from_secs(1))
+        .expect("no busy loop");
+    assert_eq!(p.b.endpoint.remote(cb), Some(new));
+    let rb = records(&mut p, Side::B);
+    let paths: Vec<_> = rb
+        .iter()
+        .filter(|r| r.conn == cb)
+        .filter_map(|r| match r.event {
+            TraceEvent::Path { change, old, new } => Some((change, old, new)),
+            _ => None,
+        })
+        .collect();
+    use chirp_proto::trace::PathChange::{Migrated, Validated};
+    assert_eq!(paths, [(Migrated, old, new), (Validated, old, new)]);
+    // As qlog: chirp:path_updated, valid.
+    let mut w = None;
+    for r in rb.iter().filter(|r| r.conn == cb) {
+        let w = w.get_or_insert_with(|| {
+            let h = TraceHeader::from_started(r, None, None).expect("Started first");
+            QlogWriter::new(Vec::new(), h).expect("header")
+        });
+        w.write(r.at, &r.event).expect("write");
+    }
+    let bytes = w.expect("records").into_inner().expect("flush");
+    let trace = validate::check(&bytes).unwrap_or_else(|e| panic!("invalid qlog: {e}"));
+    let changes: Vec<&str> = trace
+        .named("chirp:path_updated")
+        .map(|e| e["data"]["change"].as_str().expect("change"))
+        .collect();
+    assert_eq!(changes, ["migrated", "validated"]);
+    let first = trace.named("chirp:path_updated").next().expect("migrated");
+    assert_eq!(first["data"]["old"], old.to_string());
+    assert_eq!(first["data"]["new"], new.to_string());
+}
