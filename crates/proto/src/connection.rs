@@ -28,8 +28,8 @@ use crate::rtt::{RttEstimator, StandingRtt};
 use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream, WriteError};
 use crate::trace::{
-    LossTrigger, PathChange, TraceEvent, TraceFrame, TraceMetrics, TracePacket, TraceRole,
-    TraceState, Tracer,
+    LossTrigger, PathChange, TraceEvent, TraceFrame, TraceMetrics, TracePacket, TracePacketType,
+    TraceRole, TraceState, Tracer,
 };
 use crate::wire::{
     AckFrame, ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet,
@@ -204,8 +204,6 @@ enum State {
 struct SentPacket {
     time: Instant,
     size: u64,
-    /// Its type (for the trace of a loss).
-    ty: PacketType,
     /// While the packet is built: does it carry an ack-eliciting frame yet? Only such packets
     /// enter `sent`, so there it is always true.
     ack_eliciting: bool,
@@ -967,6 +965,29 @@ impl Connection {
         }
     }
 
+    /// The type packet `pn` was sent with, for the trace of its loss: a long-header packet's
+    /// as the tracer noted it when it went out; a DATA packet's key phase as the last key
+    /// update tells (a packet lost is from the current phase or the one before: an update
+    /// waits until a packet of the current phase is acknowledged). Kept out of `SentPacket`,
+    /// so that tracing costs no memory per packet in flight while it is off.
+    fn sent_type(&mut self, pn: u64, long: bool) -> TracePacketType {
+        if long {
+            let noted = self.trace.as_deref_mut().and_then(|t| {
+                let i = t.long_sent.iter().position(|&(n, _)| n == pn)?;
+                Some(t.long_sent.swap_remove(i).1)
+            });
+            return noted.unwrap_or(TracePacketType::Other);
+        }
+        let key_phase = self.crypto.keys.as_ref().is_some_and(|k| {
+            if pn >= k.phase_first_pn {
+                k.send_phase
+            } else {
+                !k.send_phase
+            }
+        });
+        TracePacketType::Data { key_phase }
+    }
+
     /// Records a change of the peer's address (the address is already the new one).
     fn trace_path(&mut self, now: Instant, change: PathChange, old: SocketAddr) {
         if self.tracing() {
@@ -1609,6 +1630,9 @@ impl Connection {
         self.loss_time = None;
         self.pto_count = 0;
         self.probes = 0;
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.long_sent.clear();
+        }
     }
 
     /// A Noise message from the peer. Only the one the handshake expects next is read;
@@ -1989,8 +2013,9 @@ impl Connection {
                 } else {
                     LossTrigger::ReorderingThreshold
                 };
+                let ty = self.sent_type(pn, p.long);
                 let event = TraceEvent::PacketLost {
-                    ty: p.ty.into(),
+                    ty,
                     number: pn,
                     trigger,
                 };
@@ -2876,6 +2901,11 @@ impl Connection {
         let frames = self.tracing().then(|| TraceFrame::list(b.frames()));
         let bytes = b.finish(key);
         if let Some(frames) = frames {
+            if ty.is_long()
+                && let Some(t) = self.trace.as_deref_mut()
+            {
+                t.long_sent.push((pn, ty.into()));
+            }
             let packet = TracePacket {
                 ty: ty.into(),
                 number: pn,
@@ -2892,7 +2922,6 @@ impl Connection {
         );
         sp.size = bytes.len() as u64;
         sp.long = ty.is_long();
-        sp.ty = ty;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
         if !self.path.validated {
@@ -3078,7 +3107,6 @@ impl SentPacket {
         Self {
             time,
             size: 0,
-            ty: PacketType::Data { key_phase: false },
             ack_eliciting: false,
             app_limited: false,
             stream: Vec::new(),

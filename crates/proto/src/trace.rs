@@ -352,6 +352,9 @@ pub(crate) struct Tracer {
     pub(crate) last_state: Option<TraceState>,
     /// The `now` of the newest record (the time of `Removed`).
     pub(crate) last_at: Option<Instant>,
+    /// Long-header packets sent (handshake packets: a few per connection) and their types,
+    /// until declared lost: the type a `PacketLost` reports.
+    pub(crate) long_sent: Vec<(u64, TracePacketType)>,
 }
 
 impl Tracer {

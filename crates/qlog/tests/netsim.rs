@@ -139,6 +139,18 @@ fn losses_in_the_simulation_are_packet_lost_in_the_qlog() {
         delivered_but_lost.is_empty(),
         "declared lost though delivered: {delivered_but_lost:?}"
     );
+    // A lost packet has the type it was sent with.
+    for l in trace.named("recovery:packet_lost") {
+        let number = &l["data"]["header"]["packet_number"];
+        let sent = trace
+            .named("transport:packet_sent")
+            .find(|e| e["data"]["header"]["packet_number"] == *number)
+            .expect("sent");
+        assert_eq!(
+            l["data"]["header"]["packet_type"],
+            sent["data"]["header"]["packet_type"]
+        );
+    }
     // The metrics carry the congestion window and an RTT near the link's (2 × 20 ms).
     let metrics: Vec<&Value> = trace.named("recovery:metrics_updated").collect();
     assert!(metrics.len() > 20);
