@@ -62,18 +62,26 @@ fn checked(path: &Path, role: &str, secrets: &[&str]) -> CheckedTrace {
     }
     let trace = validate::check(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let vantage = serde_json::to_value(&trace.header.trace.vantage_point.ty).expect("json");
-    assert_eq!(vantage, role, "{}", path.display());
+    let group = trace
+        .header
+        .trace
+        .common_fields
+        .as_ref()
+        .and_then(|c| c.group_id.clone());
     let (odcid, file_role) = name_of(path);
     assert_eq!(file_role, role);
-    assert_eq!(
-        trace
-            .header
-            .trace
-            .common_fields
-            .as_ref()
-            .and_then(|c| c.group_id.clone()),
-        Some(odcid)
-    );
+    match trace.named("chirp:became_server").next() {
+        // Started as the client; a simultaneous open made it the server side of the peer's
+        // attempt, whose ID and role name the file from then on.
+        Some(e) => {
+            assert_eq!((vantage, role), (serde_json::json!("client"), "server"));
+            assert_eq!(e["data"]["odcid"], odcid, "{}", path.display());
+        }
+        None => {
+            assert_eq!(vantage, role, "{}", path.display());
+            assert_eq!(group, Some(odcid), "{}", path.display());
+        }
+    }
     let first = trace.events.first().expect("events");
     assert_eq!(
         first["name"],
@@ -198,34 +206,30 @@ fn peer_writes_valid_qlog_files() {
     both_exit_ok(&mut a, &mut b);
 
     let secrets = ["a secret from a", "b keeps a secret too"];
-    // Each side's connections, named by the ID they started with; a connection that a
-    // simultaneous open turned into the server side records the peer's ID too.
-    let names = |dir: &Path| -> (BTreeSet<String>, bool) {
+    // Each side's connections by name; the one that carried the chat is the same connection
+    // on both sides, under the same ID (one client, one server, whichever opened it; a
+    // simultaneous open renames the side that yielded).
+    let names = |dir: &Path| -> BTreeSet<(String, String)> {
         let files = qlog_files(dir);
         assert!(!files.is_empty() && files.len() <= 4, "{files:?}");
-        let mut ids = BTreeSet::new();
-        let mut carried = false;
+        let mut carried = BTreeSet::new();
         for f in &files {
             let (odcid, role) = name_of(f);
-            let trace = checked(f, &role, &secrets);
-            carried |= sent_stream_data(&trace);
-            ids.insert(odcid);
-            for e in trace.named("chirp:became_server") {
-                ids.insert(e["data"]["odcid"].as_str().unwrap_or("").to_owned());
+            if sent_stream_data(&checked(f, &role, &secrets)) {
+                carried.insert((odcid, role));
             }
         }
-        (ids, carried)
+        carried
     };
-    let (ids_a, carried_a) = names(q_a.path());
-    let (ids_b, carried_b) = names(q_b.path());
-    assert!(
-        carried_a && carried_b,
-        "both sides' traces show their data going out"
+    let (a, b) = (names(q_a.path()), names(q_b.path()));
+    assert_eq!(
+        (a.len(), b.len()),
+        (1, 1),
+        "one connection carried the chat: {a:?} {b:?}"
     );
-    assert!(
-        ids_a.intersection(&ids_b).next().is_some(),
-        "the two sides name a connection alike: {ids_a:?} {ids_b:?}"
-    );
+    let (a, b) = (a.first().expect("one"), b.first().expect("one"));
+    assert_eq!(a.0, b.0, "both ends name the connection alike");
+    assert_ne!(a.1, b.1, "one end is the client, the other the server");
 }
 
 #[test]

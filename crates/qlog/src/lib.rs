@@ -42,7 +42,9 @@
 //! - [`QlogWriter`]: one connection's trace into any `Write`.
 //! - [`QlogDir`]: a driver's side: routes an endpoint's trace records into one file per
 //!   connection in a directory, named by the original destination connection ID and role
-//!   (`0123456789abcdef-client.sqlog`), and closes each when its connection is gone.
+//!   (`0123456789abcdef-client.sqlog`; a client that a simultaneous open made the server side
+//!   of the peer's attempt is renamed after that attempt's ID), and closes each when its
+//!   connection is gone.
 //! - `validate` (feature `validate`): checks a written file against the qlog 0.3 schema, for
 //!   tests.
 
@@ -301,13 +303,23 @@ impl<W: Write> QlogWriter<W> {
 ///
 /// Feed it every record from [`chirp_proto::Endpoint::poll_trace`]. A connection's file is
 /// created at its `Started` record and flushed and closed at its `Removed` record (or when
-/// this is dropped). Files are written through a buffer; a driver calls [`Self::flush`] when
-/// it is idle so that a trace can be read while its connection lives.
+/// this is dropped). A connection that a simultaneous open turns into the server side of the
+/// peer's attempt (`BecameServer`) has its file renamed after the peer's ID and the server
+/// role, so that both ends' files of one connection have one name; its header still names
+/// the client role it started in. Files are written through a buffer; a driver calls
+/// [`Self::flush`] when it is idle so that a trace can be read while its connection lives.
 #[derive(Debug)]
 pub struct QlogDir {
     dir: PathBuf,
     local: Option<SocketAddr>,
-    files: HashMap<ConnectionHandle, QlogWriter<BufWriter<File>>>,
+    files: HashMap<ConnectionHandle, OpenTrace>,
+}
+
+/// A connection's file, and where it is.
+#[derive(Debug)]
+struct OpenTrace {
+    path: PathBuf,
+    writer: QlogWriter<BufWriter<File>>,
 }
 
 impl QlogDir {
@@ -332,27 +344,52 @@ impl QlogDir {
         self.files.len()
     }
 
-    /// Writes one record into its connection's file (creating it at `Started`, closing it at
-    /// `Removed`). A connection whose file could not be created or written is traced no
-    /// further: the error comes back once, and its later records are ignored.
+    /// Writes one record into its connection's file (creating it at `Started`, renaming it at
+    /// `BecameServer`, closing it at `Removed`). A connection whose file could not be created,
+    /// renamed or written is traced no further: the error comes back once, and its later
+    /// records are ignored.
     pub fn record(&mut self, record: &TraceRecord) -> io::Result<()> {
-        if let TraceEvent::Started { .. } = record.event {
-            let wall = wall_clock_of(record.at);
-            // `from_started` accepts the record: it is a `Started`.
-            if let Some(header) = TraceHeader::from_started(record, Some(wall), self.local) {
-                let writer = self.create(header)?;
-                self.files.insert(record.conn, writer);
+        match record.event {
+            TraceEvent::Started { .. } => {
+                let wall = wall_clock_of(record.at);
+                // `from_started` accepts the record: it is a `Started`.
+                if let Some(header) = TraceHeader::from_started(record, Some(wall), self.local) {
+                    let (path, file) = self.free_name(&header.file_name(), |path| {
+                        OpenOptions::new().write(true).create_new(true).open(path)
+                    })?;
+                    let writer = QlogWriter::new(BufWriter::new(file), header)
+                        .map_err(|e| in_path(e, &path))?;
+                    self.files.insert(record.conn, OpenTrace { path, writer });
+                }
             }
+            TraceEvent::BecameServer { odcid } => {
+                if let Some(open) = self.files.remove(&record.conn) {
+                    let name = TraceHeader {
+                        role: TraceRole::Server,
+                        odcid,
+                        ..open.writer.header.clone()
+                    }
+                    .file_name();
+                    // A hard link fails if the name is taken, where a rename would replace it.
+                    let (path, ()) = self.free_name(&name, |path| {
+                        std::fs::hard_link(&open.path, path)?;
+                        std::fs::remove_file(&open.path)
+                    })?;
+                    self.files.insert(record.conn, OpenTrace { path, ..open });
+                }
+            }
+            _ => {}
         }
-        let Some(w) = self.files.get_mut(&record.conn) else {
+        let Some(open) = self.files.get_mut(&record.conn) else {
             return Ok(());
         };
-        let result = w.write(record.at, &record.event);
+        let result = open.writer.write(record.at, &record.event);
         if result.is_err() || matches!(record.event, TraceEvent::Removed) {
-            if let Some(w) = self.files.remove(&record.conn) {
-                let path = self.dir.join(w.header().file_name());
-                result.map_err(|e| in_path(e, &path))?;
-                w.into_inner().map_err(|e| in_path(e, &path))?;
+            if let Some(open) = self.files.remove(&record.conn) {
+                result.map_err(|e| in_path(e, &open.path))?;
+                open.writer
+                    .into_inner()
+                    .map_err(|e| in_path(e, &open.path))?;
             }
         }
         Ok(())
@@ -362,36 +399,42 @@ impl QlogDir {
     /// traced no further; the first such error comes back.
     pub fn flush(&mut self) -> io::Result<()> {
         let mut first = None;
-        let dir = &self.dir;
-        self.files.retain(|_, w| match w.flush() {
+        self.files.retain(|_, open| match open.writer.flush() {
             Ok(()) => true,
             Err(e) => {
-                first.get_or_insert_with(|| in_path(e, &dir.join(w.header().file_name())));
+                first.get_or_insert_with(|| in_path(e, &open.path));
                 false
             }
         });
         first.map_or(Ok(()), Err)
     }
 
-    /// A new file for `header`; `-1`, `-2`... before the extension if the name is taken (a
-    /// directory reused across runs).
-    fn create(&self, header: TraceHeader) -> io::Result<QlogWriter<BufWriter<File>>> {
-        let name = header.file_name();
+    /// `make(path)` for `name` in the directory, or, if that name is taken (a directory
+    /// reused across runs), with `-1`, `-2`... before the extension: `make` must fail with
+    /// `AlreadyExists` for a name that is taken, never replace the file.
+    fn free_name<T>(
+        &self,
+        name: &str,
+        mut make: impl FnMut(&Path) -> io::Result<T>,
+    ) -> io::Result<(PathBuf, T)> {
         let stem = name.trim_end_matches(&format!(".{EXTENSION}")).to_owned();
-        let mut path = self.dir.join(&name);
-        for n in 1.. {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    return QlogWriter::new(BufWriter::new(file), header)
-                        .map_err(|e| in_path(e, &path));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => {
+        let mut path = self.dir.join(name);
+        for n in 1..1000 {
+            match make(&path) {
+                Ok(made) => return Ok((path, made)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     path = self.dir.join(format!("{stem}-{n}.{EXTENSION}"));
                 }
                 Err(e) => return Err(in_path(e, &path)),
             }
         }
-        unreachable!("the loop returns by its 1000th name")
+        Err(in_path(
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a thousand files of this name",
+            ),
+            &path,
+        ))
     }
 }
 

@@ -311,3 +311,42 @@ fn a_nat_rebinding_is_traced_as_a_migration_then_a_validation() {
     assert_eq!(first["data"]["old"], old.to_string());
     assert_eq!(first["data"]["new"], new.to_string());
 }
+
+#[test]
+fn a_connection_that_became_the_server_side_is_renamed_never_over_another_file() {
+    use chirp_proto::trace::TraceRole;
+    let dir = tempfile::tempdir().expect("tmp");
+    // A file of an earlier run holds the name the connection will take.
+    let taken = dir.path().join(format!("{:016x}-server.sqlog", 0xbbu64));
+    std::fs::write(&taken, b"earlier").expect("write");
+    let mut q = QlogDir::new(dir.path(), None).expect("dir");
+    let at = std::time::Instant::now();
+    let conn = ConnectionHandle(3);
+    let record = |event| TraceRecord { conn, at, event };
+    q.record(&record(TraceEvent::Started {
+        role: TraceRole::Client,
+        odcid: 0xaa,
+        local_cid: 1,
+        remote: ([127, 0, 0, 1], 9).into(),
+    }))
+    .expect("started");
+    let client = dir.path().join(format!("{:016x}-client.sqlog", 0xaau64));
+    assert!(client.exists());
+    q.record(&record(TraceEvent::BecameServer { odcid: 0xbb }))
+        .expect("renamed");
+    q.record(&record(TraceEvent::Removed)).expect("closed");
+    assert!(!client.exists());
+    assert_eq!(std::fs::read(&taken).expect("read"), b"earlier");
+    let renamed = dir.path().join(format!("{:016x}-server-1.sqlog", 0xbbu64));
+    let trace = validate::check(&std::fs::read(renamed).expect("renamed file"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = trace
+        .events
+        .iter()
+        .map(|e| e["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        ["connectivity:connection_started", "chirp:became_server"]
+    );
+}
