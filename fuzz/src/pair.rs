@@ -449,6 +449,7 @@ impl Pair {
             | Event::VerifyKey { conn, .. }
             | Event::Message { conn, .. }
             | Event::Acked { conn, .. }
+            | Event::Ping { conn, .. }
             | Event::PeerFinished { conn }
             | Event::Writable { conn }
             | Event::Closed { conn, .. } => *conn,
@@ -503,6 +504,7 @@ impl Pair {
                 app.peer_finished = true;
             }
             Event::Writable { .. } => {}
+            Event::Ping { .. } => panic!("side {side}: a ping outcome nobody asked for"),
             Event::Closed { undelivered, .. } => {
                 app.closed = true;
                 let acked = app.acked as usize;

@@ -44,9 +44,15 @@ fn server(dir: &std::path::Path) -> (SocketAddr, oneshot::Sender<()>) {
     config.server.history_on_join = 0;
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        runner::run(socket, Box::new(store), config, async {
-            let _ = stopped.await;
-        })
+        runner::run(
+            socket,
+            Box::new(store),
+            config,
+            runner::Control::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
         .expect("server runs");
     });

@@ -42,9 +42,15 @@ async fn run_once(members: usize, messages: usize) -> f64 {
     config.server.per_sec = 100_000;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        runner::run(socket, Box::new(store), config, async {
-            let _ = stopped.await;
-        })
+        runner::run(
+            socket,
+            Box::new(store),
+            config,
+            runner::Control::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
         .expect("server");
     });

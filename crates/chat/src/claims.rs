@@ -175,6 +175,13 @@ impl ClaimLimiter {
         }
     }
 
+    /// New rates (at least 1 each) from now on. A bucket fuller than the new burst holds the
+    /// new burst; the time since each bucket's last claim refills at the new rate.
+    pub(crate) fn set_rates(&mut self, burst: u32, per_hour: u32) {
+        self.burst = burst.max(1);
+        self.per_hour = per_hour.max(1);
+    }
+
     fn full(&self, mult: u32) -> u64 {
         u64::from(self.burst) * u64::from(mult) * HOUR_MS
     }

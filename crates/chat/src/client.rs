@@ -217,7 +217,7 @@ pub enum Event {
         per_sec: u32,
     },
     /// Anything else the server said (joined, parted, presence, nick, topic, list, who,
-    /// history_end, bye).
+    /// history_end, bye), and `limits`, which the session has applied already.
     Server(ServerMsg),
     /// The connection was lost (or an attempt failed); retrying after `retry_in`.
     Disconnected {
@@ -1119,6 +1119,36 @@ impl Session {
         })
     }
 
+    /// The server's largest text: texts it will refuse for their length are refused now:
+    /// every pending one (after `welcome`, all are sent again), or only those not sent yet
+    /// (`unsent_only`: the server answers for the others). Returns it.
+    fn set_max_text(&mut self, max_text: u32, unsent_only: bool) -> usize {
+        let max_text = usize::try_from(max_text).unwrap_or(usize::MAX);
+        self.max_text = Some(max_text);
+        let too_long: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !unsent_only || self.unsent.contains(&p.say))
+            .filter_map(|(c, p)| match &p.say {
+                ClientMsg::Say { text, .. } if text.len() > max_text => Some(*c),
+                _ => None,
+            })
+            .collect();
+        for c in too_long {
+            if let Some(m) = self.pending.get(&c).map(|p| p.say.clone()) {
+                self.unsent.retain(|u| *u != m);
+                self.drop_request(
+                    m,
+                    code::BAD_TEXT,
+                    &format!(
+                        "message too long: the server takes at most {max_text} bytes (not sent)"
+                    ),
+                );
+            }
+        }
+        max_text
+    }
+
     fn on_server(&mut self, now: Instant, m: ServerMsg) {
         match m {
             ServerMsg::Welcome {
@@ -1141,27 +1171,25 @@ impl Session {
                     per_sec: u64::from(per_sec),
                     last: now,
                 });
-                let max_text = usize::try_from(max_text).unwrap_or(usize::MAX);
-                self.max_text = Some(max_text);
-                // Queued texts the server will refuse for their length: refused now.
-                let too_long: Vec<u64> = self
-                    .pending
-                    .iter()
-                    .filter_map(|(c, p)| match &p.say {
-                        ClientMsg::Say { text, .. } if text.len() > max_text => Some(*c),
-                        _ => None,
-                    })
-                    .collect();
-                for c in too_long {
-                    if let Some(m) = self.pending.get(&c).map(|p| p.say.clone()) {
-                        self.unsent.retain(|u| *u != m);
-                        self.drop_request(m,
-                            code::BAD_TEXT,
-                            &format!("message too long: the server takes at most {max_text} bytes (not sent)"),
-                        );
-                    }
-                }
+                let max_text = self.set_max_text(max_text, false);
                 self.events.push_back(Event::Welcome { nick, max_text });
+            }
+            // The operator changed the limits: pace to the new ones from now on, keeping what
+            // the bucket holds (up to the new burst).
+            ServerMsg::Limits {
+                burst,
+                per_sec,
+                max_text,
+            } => {
+                // (The application hears of it too: an input line may check lengths.)
+                if let Some(p) = &mut self.pace {
+                    p.refill(now);
+                    p.cap = u64::from(burst) * 1000;
+                    p.milli = p.milli.min(p.cap);
+                    p.per_sec = u64::from(per_sec);
+                }
+                self.set_max_text(max_text, true);
+                self.events.push_back(Event::Server(m));
             }
             ServerMsg::Error { code, message, .. } if !self.up => {
                 // Refused before welcome: retrying would only be refused again.
@@ -1354,6 +1382,16 @@ mod tests {
         }
 
         /// The server of the current connection says `m`.
+        /// The server says this session is in `#r`, alone.
+        fn joined_r(&mut self) {
+            self.says(ServerMsg::Joined {
+                room: "#r".into(),
+                topic: String::new(),
+                members: vec!["me".into()],
+                more: 0,
+            });
+        }
+
         fn says(&mut self, m: ServerMsg) {
             let data = Bytes::from(m.encode());
             self.s.handle_transport(
@@ -1511,12 +1549,7 @@ mod tests {
     fn after_failover_the_next_address_resumes_from_the_last_ids_and_nothing_shows_twice() {
         let mut sim = Sim::new(&[A, B], |_| {});
         sim.up();
-        sim.says(ServerMsg::Joined {
-            room: "#r".into(),
-            topic: String::new(),
-            members: vec!["me".into()],
-            more: 0,
-        });
+        sim.joined_r();
         sim.says(room_msg(4, "four"));
         sim.says(room_msg(5, "five"));
         // A line typed as A dies: it goes again to B, with the same `c`.
@@ -1664,6 +1697,70 @@ mod tests {
         for _ in 0..5 {
             let again: HashMap<_, _> = last_seen.clone().into_iter().collect();
             assert_eq!(dm_resumes(&again, &recent), dms);
+        }
+    }
+
+    /// `limits` mid-session: the texts not sent yet that are now too long are refused (those
+    /// in flight are the server's to answer), and pacing follows the new rate at once.
+    #[test]
+    fn new_limits_refuse_unsent_texts_now_too_long_and_change_the_pace() {
+        let mut sim = Sim::new(&[A], |_| {});
+        sim.up();
+        sim.joined_r();
+        let long = "x".repeat(100);
+        let cs: Vec<u64> = (0..12)
+            .map(|_| {
+                sim.s
+                    .say(sim.now, Target::Room("#r".into()), long.clone(), false)
+            })
+            .collect();
+        sim.pump();
+        let says = |sim: &Sim| {
+            sim.sent
+                .iter()
+                .filter(|(_, m)| matches!(m, ClientMsg::Say { .. }))
+                .count()
+        };
+        assert_eq!(says(&sim), 10, "the burst of 10 went, 2 wait");
+        sim.says(ServerMsg::Limits {
+            burst: 2,
+            per_sec: 1,
+            max_text: 50,
+        });
+        let refused: Vec<u64> = sim
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Refused { c, code, .. } if code == code::BAD_TEXT => Some(*c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused, cs[10..].to_vec(), "only the unsent ones");
+        assert!(
+            sim.events
+                .iter()
+                .any(|e| matches!(e, Event::Server(ServerMsg::Limits { burst: 2, .. }))),
+            "the application hears of it"
+        );
+        // 1 a second now: three short lines go one second apart (the bucket is empty).
+        for t in ["a", "b", "c"] {
+            sim.s
+                .say(sim.now, Target::Room("#r".into()), t.into(), false);
+        }
+        sim.pump();
+        let start = sim.now;
+        let mut at = Vec::new();
+        while says(&sim) < 13 {
+            let before = says(&sim);
+            sim.wait();
+            if says(&sim) > before {
+                at.push(sim.now - start);
+            }
+            assert!(sim.now - start < Duration::from_secs(10), "stalled");
+        }
+        assert_eq!(at.len(), 3, "{at:?}");
+        for w in at.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_millis(995), "{at:?}");
         }
     }
 }

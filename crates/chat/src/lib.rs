@@ -30,6 +30,7 @@
 pub mod bus;
 mod claims;
 pub mod client;
+pub mod metrics;
 pub mod names;
 pub mod runner;
 pub mod server;

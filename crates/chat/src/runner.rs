@@ -18,6 +18,11 @@
 //!   [`crate::server::MAX_READS`] at once and queues the rest.
 //! - Shutdown: every session is told (`bye`), commits in flight are awaited, connections are
 //!   closed gracefully (bounded wait), and the store is flushed and closed.
+//! - [`Control`]: the caller is told when the server serves, and may hand it new [`Limits`]
+//!   while it runs (a reloaded config file): the core applies them
+//!   ([`Server::reconfigure`]), the store gets the new retention and prunes at once, and the
+//!   caller is answered with what changed. The caller never waits on the runner for anything
+//!   but that answer, and the runner never waits on the caller.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -32,7 +37,7 @@ use chirp_transport::{Handle, Sent};
 use tokio::sync::mpsc;
 use tracing::{Span, debug, info, info_span, warn};
 
-use crate::server::{Output, Server, ServerConfig, SessionId};
+use crate::server::{Change, Limits, Output, Server, ServerConfig, SessionId};
 
 mod nats;
 pub use nats::BusError;
@@ -83,6 +88,9 @@ pub struct RunnerConfig {
     /// Write a qlog trace of every connection into this directory (the transport's
     /// `Options::qlog_dir`). `None` by default.
     pub qlog_dir: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on this listener ([`crate::metrics::bind`]). It installs the
+    /// process's global metrics recorder: one server per process.
+    pub metrics: Option<Arc<std::net::TcpListener>>,
 }
 
 impl Default for RunnerConfig {
@@ -98,8 +106,28 @@ impl Default for RunnerConfig {
             peers: None,
             transport_thread: true,
             qlog_dir: None,
+            metrics: None,
         }
     }
+}
+
+/// What the caller of [`run`] has of the server while it runs, beside stopping it.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Told once the server serves: the store is open, the state loaded, and the transport
+    /// runs on the socket.
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// New limits to apply while running, each answered with what changed.
+    pub reload: Option<mpsc::UnboundedReceiver<Reload>>,
+}
+
+/// New limits for a running server ([`Control::reload`]).
+#[derive(Debug)]
+pub struct Reload {
+    /// The settings that can change live, all of them (what is unchanged is left as it is).
+    pub limits: Limits,
+    /// Answered with what changed (empty: nothing), once the core and the store have them.
+    pub done: tokio::sync::oneshot::Sender<Vec<Change>>,
 }
 
 /// Errors that stop the server.
@@ -114,6 +142,9 @@ pub enum RunError {
     /// The cluster bus could not be reached at start.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// Metrics were asked for and could not be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Milliseconds since the Unix epoch.
@@ -134,11 +165,12 @@ struct Sess {
 }
 
 /// Runs the server on `socket` with `store` until `shutdown` resolves, then shuts down
-/// gracefully.
+/// gracefully. `control`: see [`Control`] (`Control::default()`: nothing).
 pub async fn run(
     socket: StdUdpSocket,
     store: Box<dyn Storage>,
     config: RunnerConfig,
+    control: Control,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     // Retention first, so that what is loaded (and replayed) is what is kept.
@@ -147,8 +179,20 @@ pub async fn run(
         Err(e) => warn!(error = %e, "retention failed"),
         _ => {}
     }
+    // Metrics first: a bad address is an error at start, before anything else is set up.
+    let metrics = match &config.metrics {
+        Some(l) => {
+            let listener = crate::metrics::listener(l)?;
+            let exporter = crate::metrics::Exporter::install()?;
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "serving metrics at /metrics");
+            }
+            Some((listener, exporter))
+        }
+        None => None,
+    };
     // Undelivered DMs stay in the store until their recipient connects (`ReadUndelivered`).
-    let loaded = store.load(config.server.replay_cache).await?;
+    let loaded = store.load(config.server.cache_cap()).await?;
     let store: Arc<dyn Storage> = Arc::from(store);
     let (notes_tx, notes_rx) = nats::channel();
     let (bus, bus_task) = match &config.bus {
@@ -195,6 +239,19 @@ pub async fn run(
     let (after_tx, after_rx) = mpsc::unbounded_channel();
     let (undelivered_tx, undelivered_rx) = mpsc::unbounded_channel();
     let (synced_tx, synced_rx) = mpsc::unbounded_channel();
+    // The scrapes' requests: the HTTP task waits for the runner's answer, never the reverse.
+    let (scrape_tx, scrape_rx) = mpsc::channel(4);
+    let metrics_tasks = metrics.map(|(listener, exporter)| {
+        [
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                exporter,
+                scrape_tx,
+                handle.clone(),
+            )),
+            tokio::spawn(crate::metrics::sample_paths(handle.clone())),
+        ]
+    });
     let mut r = Runner {
         bus,
         synced_tx,
@@ -216,9 +273,23 @@ pub async fn run(
         undelivered: undelivered_rx,
         synced: synced_rx,
         bus: notes_rx,
+        scrapes: scrape_rx,
     };
-    r.run(events, done_rx, reads, config.prune_every, shutdown)
-        .await;
+    if let Some(ready) = control.ready {
+        let _ = ready.send(());
+    }
+    r.run(
+        events,
+        done_rx,
+        reads,
+        control.reload,
+        config.prune_every,
+        shutdown,
+    )
+    .await;
+    for task in metrics_tasks.into_iter().flatten() {
+        task.abort();
+    }
     drop(r.handle);
     // The bus task publishes what is queued (the goodbye that tells the other nodes this
     // one's members are gone) and flushes, then ends.
@@ -261,8 +332,13 @@ enum Transport {
     Thread(std::thread::JoinHandle<std::io::Result<()>>),
 }
 
-/// A store write in flight, and its tokens with the number of ops each wrote, in order.
-type Commit = (StoreFuture<Vec<Outcome>>, Vec<(u64, usize)>);
+/// A store write in flight, its tokens with the number of ops each wrote, in order, and when
+/// it was queued.
+type Commit = (
+    StoreFuture<Vec<Outcome>>,
+    Vec<(u64, usize)>,
+    std::time::Instant,
+);
 /// What a token's write did: one outcome per op, or why it failed.
 type Committed = Vec<(u64, Result<Vec<Outcome>, String>)>;
 type HistoryRead = (SessionId, String, Option<u64>, Result<Vec<Record>, String>);
@@ -276,6 +352,7 @@ struct Reads {
     undelivered: mpsc::UnboundedReceiver<UndeliveredRead>,
     synced: mpsc::UnboundedReceiver<(String, Result<u64, String>)>,
     bus: mpsc::Receiver<nats::Note>,
+    scrapes: mpsc::Receiver<crate::metrics::ScrapeRequest>,
 }
 
 /// Awaits commits in the order they were queued (the writer commits in that order too) and
@@ -284,8 +361,12 @@ async fn forward_commits(
     mut rx: mpsc::UnboundedReceiver<Commit>,
     tx: mpsc::UnboundedSender<Committed>,
 ) {
-    while let Some((done, tokens)) = rx.recv().await {
+    // Looked up once, not per commit. A no-op unless the process installed a metrics
+    // recorder (`crate::metrics`), which `run` does before it spawns this task.
+    let latency = metrics::histogram!(crate::metrics::COMMIT_SECONDS);
+    while let Some((done, tokens, queued)) = rx.recv().await {
         let result = done.await;
+        latency.record(queued.elapsed());
         if let Err(e) = &result {
             warn!(error = %e, "store write failed");
         }
@@ -361,10 +442,13 @@ impl Runner {
         mut events: mpsc::Receiver<Event>,
         mut done_rx: mpsc::UnboundedReceiver<Committed>,
         mut reads: Reads,
+        mut reload: Option<mpsc::UnboundedReceiver<Reload>>,
         prune_every: Duration,
         shutdown: impl Future<Output = ()>,
     ) {
-        let mut prune = tokio::time::interval(prune_every);
+        // Retention was applied at start: the first tick is one period later.
+        let mut prune =
+            tokio::time::interval_at(tokio::time::Instant::now() + prune_every, prune_every);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
@@ -394,19 +478,21 @@ impl Runner {
                     self.core.synced(now_ms(), &conv, last);
                 }
                 Some(note) = reads.bus.recv() => self.on_bus(note),
-                () = sleep_until(timer) => self.core.handle_timeout(now_ms()),
-                _ = prune.tick() => {
-                    // The writer applies it between commits; its answer is only logged.
-                    let pruned = self.store.prune(now_ms());
-                    tokio::spawn(async move {
-                        if let Err(e) = pruned.await {
-                            warn!(error = %e, "retention failed");
-                        }
+                Some(reply) = reads.scrapes.recv() => {
+                    let _ = reply.send(crate::metrics::Snapshot {
+                        server: self.core.stats(),
+                        writer: self.store.stats(),
+                        peers: self.core.cluster_peers().map(|(_, n)| n),
                     });
+                    continue;
                 }
+                Some(r) = recv(&mut reload) => self.reconfigure(r),
+                () = sleep_until(timer) => self.core.handle_timeout(now_ms()),
+                _ = prune.tick() => self.prune(),
                 () = &mut shutdown => break,
             }
-            self.take_ready(&mut events, &mut done_rx).await;
+            self.take_ready(&mut events, &mut done_rx, &mut reads.bus)
+                .await;
             self.drain().await;
             self.report_peers();
         }
@@ -432,6 +518,33 @@ impl Runner {
                 .await;
         }
         let _ = tokio::time::timeout(SHUTDOWN_LINGER, self.handle.wait_idle()).await;
+    }
+
+    /// Applies retention now. The writer does it between commits; its answer is only logged.
+    fn prune(&self) {
+        let pruned = self.store.prune(now_ms());
+        tokio::spawn(async move {
+            match pruned.await {
+                Ok(n) if n > 0 => debug!(deleted = n, "retention applied"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "retention failed"),
+            }
+        });
+    }
+
+    /// New limits: the core's, and the store's retention (applied at once).
+    fn reconfigure(&mut self, r: Reload) {
+        let retention = self.core.limits().retention();
+        let changes = self.core.reconfigure(now_ms(), &r.limits);
+        for c in &changes {
+            info!(setting = c.setting, from = %c.from, to = %c.to, "setting changed");
+        }
+        if r.limits.retention() != retention {
+            self.store.set_retention(r.limits.retention());
+            self.prune();
+        }
+        // The caller may have stopped waiting: nothing to do about it.
+        let _ = r.done.send(changes);
     }
 
     fn on_bus(&mut self, note: nats::Note) {
@@ -477,22 +590,30 @@ impl Runner {
         }
     }
 
-    /// Takes the commits and transport events that are already waiting (at most
-    /// [`MAX_READY_PER_ROUND`] of each) before the core's output is carried out. Under load
-    /// one round then fans out many messages: each member's connection gets them together and
-    /// packs several into one datagram, the store gets their writes as one batch, and the
-    /// transport is asked once. With no load a round is one input, as before: nothing waits
-    /// for company.
+    /// Takes the commits, bus messages and transport events that are already waiting (at
+    /// most [`MAX_READY_PER_ROUND`] of each) before the core's output is carried out. Under
+    /// load one round then fans out many messages: each member's connection gets them
+    /// together and packs several into one datagram, the store gets their writes as one
+    /// batch, and the transport is asked once. (On a node of a cluster, the messages of the
+    /// other nodes' members arrive on the bus: taken one per round, they went out one per
+    /// datagram.) With no load a round is one input, as before: nothing waits for company.
     async fn take_ready(
         &mut self,
         events: &mut mpsc::Receiver<Event>,
         done_rx: &mut mpsc::UnboundedReceiver<Committed>,
+        bus: &mut mpsc::Receiver<nats::Note>,
     ) {
         for _ in 0..MAX_READY_PER_ROUND {
             let Ok(answers) = done_rx.try_recv() else {
                 break;
             };
             self.committed(answers);
+        }
+        for _ in 0..MAX_READY_PER_ROUND {
+            let Ok(note) = bus.try_recv() else {
+                break;
+            };
+            self.on_bus(note);
         }
         for _ in 0..MAX_READY_PER_ROUND {
             if self.in_flight >= MAX_UNCOMMITTED {
@@ -541,6 +662,8 @@ impl Runner {
             Event::Acked { .. } => {}
             // A client half-closing its stream (`Endpoint::finish`) only says it sends no more.
             Event::PeerFinished { .. } => {}
+            // The server asks for no pings.
+            Event::Ping { .. } => {}
             Event::Writable { conn } => {
                 if let Some(s) = self.sessions.get_mut(&conn.0) {
                     s.blocked = false;
@@ -680,7 +803,9 @@ impl Runner {
         if !tokens.is_empty() {
             let done = self.store.write(ops);
             self.in_flight += tokens.len();
-            let _ = self.commit_tx.send((done, tokens));
+            let _ = self
+                .commit_tx
+                .send((done, tokens, std::time::Instant::now()));
         }
         // A session can be touched twice in one round (a message, then a graceful close):
         // flush it once.
@@ -749,6 +874,14 @@ impl Runner {
                 let _ = self.handle.close(conn(sid), CLOSE_CODE, &reason).await;
             }
         }
+    }
+}
+
+/// The next item of `rx`; never, without one.
+async fn recv<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub max_names: usize,
     /// Retention by age (as in the store): older messages are never replayed from memory.
     pub max_age_ms: Option<i64>,
+    /// Retention by count (as in the store): the replay cache of a conversation never holds
+    /// more ([`ServerConfig::cache_cap`]).
+    pub max_per_conv: Option<u64>,
     /// A nick whose key has not connected for this long may be claimed by another key
     /// (`None`: nicks never expire).
     pub nick_expiry_ms: Option<i64>,
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
             max_history_page: 200,
             max_names: 2000,
             max_age_ms: None,
+            max_per_conv: None,
             nick_expiry_ms: Some(DEFAULT_NICK_EXPIRY_DAYS * DAY_MS),
             nick_claim_burst: 5,
             nick_claims_per_hour: 6,
@@ -249,8 +253,19 @@ pub struct ServerStats {
     pub users: usize,
     /// Rooms with members.
     pub rooms: usize,
+    /// Room members (a user in two rooms counts twice): members here, not other nodes'.
+    pub members: usize,
+    /// Messages accepted from this node's clients and handed to the store.
+    pub accepted: u64,
     /// Messages stored since start.
     pub messages: u64,
+    /// Messages queued for a session as they came (fan-out) or as it caught up (replay):
+    /// one per message per session.
+    pub deliveries: u64,
+    /// History pages answered from the memory cache.
+    pub history_cached: u64,
+    /// History pages read from the store.
+    pub history_reads: u64,
     /// Undecodable requests.
     pub malformed: u64,
     /// Requests refused by flood control.
@@ -267,7 +282,8 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn take(&mut self, now_ms: i64, burst: u32, per_sec: u32) -> bool {
+    /// Adds what `per_sec` brings from `last_ms` to `now_ms`, up to the cap.
+    fn refill(&mut self, now_ms: i64, burst: u32, per_sec: u32) {
         let cap = u64::from(burst) * 1000;
         let elapsed = now_ms.saturating_sub(self.last_ms).max(0) as u64;
         // per_sec tokens per 1000 ms = per_sec milli-tokens per ms. Refill stops at the cap;
@@ -279,6 +295,10 @@ impl Bucket {
             );
         }
         self.last_ms = self.last_ms.max(now_ms);
+    }
+
+    fn take(&mut self, now_ms: i64, burst: u32, per_sec: u32) -> bool {
+        self.refill(now_ms, burst, per_sec);
         if self.milli >= 1000 {
             self.milli -= 1000;
             true
@@ -586,14 +606,20 @@ enum Pending {
         client: u64,
         c: u64,
     },
-    /// A nick binding (op `op` of its batch), in a cluster: published once the store has
-    /// bound it, undone if another node's key got it first. `old`: the key's nick before.
+    /// A nick binding (op `op` of its batch), in a cluster or when it claims an expired
+    /// nick: published once the store has bound it, undone if another node's key got it
+    /// first or the expired owner turns out to have been seen since. `old`: the key's nick
+    /// before.
     Nick {
         op: usize,
         key: Key,
         nick: String,
         old: Option<String>,
     },
+    /// The release of `key`'s expired `nick` (op `op` of its batch): undone if the store has
+    /// seen the owner since (another node of a cluster did), announced to the other nodes
+    /// otherwise.
+    Release { op: usize, key: Key, nick: String },
 }
 
 /// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
@@ -817,11 +843,7 @@ impl Server {
     /// A server with the state loaded from the store. Undelivered DMs are not held: they are
     /// read from the store when their recipient connects ([`Output::ReadUndelivered`]).
     pub fn new(config: ServerConfig, loaded: Loaded) -> Self {
-        // A history page is sent whole: room for two of the largest (plain text; JSON escapes
-        // can make a page of quotes larger, and such pages are asked for one at a time).
-        let page =
-            (config.max_history_page as usize).saturating_mul(config.max_text.saturating_add(512));
-        let queue_limit = MAX_QUEUED_BYTES.max(page.saturating_mul(2));
+        let queue_limit = limits::queue_limit(&config);
         let claims = ClaimLimiter::new(
             config.nick_claim_burst,
             config.nick_claims_per_hour,
@@ -920,6 +942,8 @@ impl Server {
             sessions: self.sessions.len(),
             users: self.users.len(),
             rooms: self.rooms.len(),
+            // A scrape's work, not a message's.
+            members: self.rooms.values().map(|r| r.members.len()).sum(),
             ..self.stats
         }
     }
@@ -958,23 +982,44 @@ impl Server {
     /// key gets a nick again as any new key does.
     fn age_out(&mut self, now_ms: i64) {
         let mut ops = Vec::new();
+        let mut pending = Vec::new();
         while ops.len() < AGE_OUT_PER_TICK {
             let Some(&(_, key)) = self.by_seen.first() else {
                 break;
             };
-            if !self.nick_expired(now_ms, &key) {
+            let Some(seen_by) = self.expired_by(now_ms, &key) else {
                 break;
-            }
+            };
+            // `unbind_nick` takes it out of `by_seen`.
             if let Some(nick) = self.unbind_nick(&key) {
                 debug!(nick, "an expired nick is aged out");
+                pending.push(Pending::Release {
+                    op: ops.len(),
+                    key,
+                    nick,
+                });
             }
-            // `unbind_nick` took it out of `by_seen`.
             self.set_seen(key, None);
-            ops.push(Op::ReleaseNick { key });
+            ops.push(Op::ReleaseNick { key, seen_by });
         }
         if !ops.is_empty() {
-            self.persist(ops, Vec::new());
+            self.persist(ops, pending);
         }
+    }
+
+    /// The store kept the nick of `key` that this node released as expired: another node
+    /// saw its owner at `seen_ms`. The binding is restored here, unless the nick or the key
+    /// has been bound since.
+    fn release_kept(&mut self, key: Key, nick: String, seen_ms: i64) {
+        debug!(nick, "an expired nick's owner was seen elsewhere: kept");
+        let fold = names::fold(&nick);
+        if self.nick_of.contains_key(&key) || self.nick_owner.contains_key(&fold) {
+            return;
+        }
+        self.nick_look.insert(&nick, key);
+        self.nick_owner.insert(fold, (nick.clone(), key));
+        self.nick_of.insert(key, nick);
+        self.set_seen(key, Some(seen_ms));
     }
 
     /// Sets (or, with `None`, forgets) the last-seen time of `key`, keeping `by_seen` in step.
@@ -1255,6 +1300,10 @@ impl Server {
             return;
         };
         let outcome = |op: usize| result.as_ref().ok().and_then(|v| v.get(op)).cloned();
+        // A claim of an expired nick whose owner was seen since fails for that reason.
+        let kept = result
+            .as_ref()
+            .is_ok_and(|v| v.iter().any(|o| matches!(o, Outcome::NickKept { .. })));
         for item in items {
             match item {
                 // A `say` is op 0 of its batch.
@@ -1262,8 +1311,15 @@ impl Server {
                     self.message_committed(now_ms, msg, client, c, outcome(0))
                 }
                 Pending::Nick { op, key, nick, old } => {
-                    self.nick_committed(key, nick, old, outcome(op))
+                    self.nick_committed(key, nick, old, kept, outcome(op))
                 }
+                // After the claim's `Nick` (queued before it), which frees the nick here if
+                // the claim failed.
+                Pending::Release { op, key, nick } => match outcome(op) {
+                    Some(Outcome::NickKept { seen_ms }) => self.release_kept(key, nick, seen_ms),
+                    Some(Outcome::Done) => self.publish_release(key, nick),
+                    _ => {}
+                },
             }
         }
     }
@@ -1460,7 +1516,11 @@ impl Server {
         }
         let key = s.key;
         let marks = s.marks_dms() && dm_to == Some(&key);
-        if self.push_send(to, data.clone()) && marks {
+        let pushed = self.push_send(to, data.clone());
+        if pushed {
+            self.stats.deliveries += 1;
+        }
+        if pushed && marks {
             let op = Op::DmCursor {
                 key,
                 conv: conv.to_owned(),
@@ -1793,18 +1853,23 @@ impl Server {
     /// not connected, and was last seen `nick_expiry_ms` ago or longer (a time not recorded
     /// counts from the start; nothing expires in the first [`RESTART_GRACE_MS`]).
     fn nick_expired(&self, now_ms: i64, owner: &Key) -> bool {
-        let Some(expiry) = self.config.nick_expiry_ms else {
-            return false;
-        };
+        self.expired_by(now_ms, owner).is_some()
+    }
+
+    /// If the nick of `owner` has expired ([`Server::nick_expired`]): the latest last-seen
+    /// time at which it has, for the store to check against the time it has
+    /// ([`Op::ReleaseNick`]): in a cluster, another node may have seen the owner since.
+    fn expired_by(&self, now_ms: i64, owner: &Key) -> Option<i64> {
+        let expiry = self.config.nick_expiry_ms?;
         if self.users.contains_key(owner) {
-            return false;
+            return None;
         }
         let started = self.started_ms.unwrap_or(now_ms);
         if now_ms.saturating_sub(started) < RESTART_GRACE_MS {
-            return false;
+            return None;
         }
         let seen = self.seen.get(owner).copied().unwrap_or(started);
-        now_ms.saturating_sub(seen) >= expiry
+        (now_ms.saturating_sub(seen) >= expiry).then(|| now_ms.saturating_sub(expiry))
     }
 
     /// The owner of a nick was connected at `now_ms`: recorded (at most once per
@@ -1838,12 +1903,20 @@ impl Server {
     fn bind_nick(&mut self, now_ms: i64, key: Key, nick: String, released: Vec<Key>) {
         let old_nick = self.nick_of.get(&key).cloned();
         let mut ops = Vec::with_capacity(released.len() + 1);
+        let mut releases = Vec::with_capacity(released.len());
         for r in released {
+            // `released` holds only keys whose nicks have expired.
+            let seen_by = self.expired_by(now_ms, &r).unwrap_or(now_ms);
             if let Some(old) = self.unbind_nick(&r) {
                 debug!(old, new = nick, "an expired nick is claimed by another key");
+                releases.push(Pending::Release {
+                    op: ops.len(),
+                    key: r,
+                    nick: old,
+                });
             }
             self.set_seen(r, None);
-            ops.push(Op::ReleaseNick { key: r });
+            ops.push(Op::ReleaseNick { key: r, seen_by });
         }
         self.unbind_nick(&key);
         let fold = names::fold(&nick);
@@ -1851,16 +1924,16 @@ impl Server {
         self.nick_owner.insert(fold.clone(), (nick.clone(), key));
         self.nick_of.insert(key, nick.clone());
         self.set_seen(key, Some(now_ms));
-        let pending = if self.cluster.is_some() {
-            vec![Pending::Nick {
+        let mut pending = Vec::with_capacity(releases.len() + 1);
+        if self.cluster.is_some() || !releases.is_empty() {
+            pending.push(Pending::Nick {
                 op: ops.len(),
                 key,
                 nick: nick.clone(),
                 old: old_nick,
-            }]
-        } else {
-            Vec::new()
-        };
+            });
+        }
+        pending.extend(releases);
         ops.push(Op::SetNick {
             nick,
             fold,
@@ -2075,6 +2148,7 @@ impl Server {
         };
         if whole || below.len() >= limit {
             let start = below.len().saturating_sub(limit);
+            self.stats.history_cached += 1;
             self.send_page(session, &conv, id, below[start..].iter());
         } else {
             let Some(s) = self.sessions.get(&session) else {
@@ -2093,6 +2167,7 @@ impl Server {
             if let Some(s) = self.sessions.get_mut(&session) {
                 s.history_reads += 1;
             }
+            self.stats.history_reads += 1;
             self.read(Output::ReadHistory {
                 session,
                 id,
@@ -2462,7 +2537,11 @@ impl Server {
                     }),
                     _ => enc(&ServerMsg::Msg(msg)),
                 };
-                if self.push_send(session, data) && dm {
+                let pushed = self.push_send(session, data);
+                if pushed {
+                    self.stats.deliveries += 1;
+                }
+                if pushed && dm {
                     self.replay_delivered(session, conv, m.id);
                 }
                 true
@@ -2812,6 +2891,7 @@ impl Server {
             client_ref: Some((client, c)),
         };
         self.remember(r, RefState::InFlight);
+        self.stats.accepted += 1;
         self.persist(
             vec![Op::Message(msg.clone())],
             vec![Pending::Message { msg, client, c }],
@@ -3017,7 +3097,7 @@ impl Server {
     /// Adds a stored message to its conversation's replay cache, and keeps all caches under
     /// [`MAX_CACHE_BYTES`] by emptying those written to least recently.
     fn cache(&mut self, record: Record) {
-        let cap = self.config.replay_cache;
+        let cap = self.config.cache_cap();
         self.cache_tick += 1;
         let tick = self.cache_tick;
         let Some(cv) = self.convs.get_mut(&record.conv) else {
@@ -3051,6 +3131,8 @@ impl Server {
 mod cluster;
 use cluster::Arrival;
 pub use cluster::ClusterConfig;
+mod limits;
+pub use limits::{Change, Limits};
 
 #[cfg(test)]
 mod tests;

@@ -243,6 +243,16 @@ pub enum ServerMsg {
         /// Largest message text in bytes.
         max_text: u32,
     },
+    /// The operator changed the limits of `welcome` while the session is up: these hold from
+    /// now on.
+    Limits {
+        /// Flood control: burst size.
+        burst: u32,
+        /// Flood control: sustained requests per second.
+        per_sec: u32,
+        /// Largest message text in bytes.
+        max_text: u32,
+    },
     /// A chat message (room or DM).
     Msg(Msg),
     /// The message with client sequence `c` is stored durably with this id.
@@ -621,6 +631,15 @@ mod tests {
                 ..
             }
         ));
+        let limits = br##"{"t":"limits","burst":3,"per_sec":1,"max_text":4096}"##;
+        assert_eq!(
+            ServerMsg::decode(limits).expect("limits"),
+            ServerMsg::Limits {
+                burst: 3,
+                per_sec: 1,
+                max_text: 4096
+            }
+        );
         let joined =
             br##"{"t":"joined","room":"#rust","topic":"","members":["alice","bob"],"more":0}"##;
         assert!(matches!(

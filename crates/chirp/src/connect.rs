@@ -151,7 +151,7 @@ fn resolve_all(servers: &[String]) -> anyhow::Result<Vec<(String, SocketAddr)>> 
 }
 
 /// `HOST[:PORT]` → (name for known_keys, address).
-fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
+pub(crate) fn resolve(server: &str) -> anyhow::Result<(String, SocketAddr)> {
     let (host, port) = if let Ok(sa) = server.parse::<SocketAddr>() {
         (sa.ip().to_string(), sa.port())
     } else if let Ok(ip) = server.parse::<IpAddr>() {
@@ -380,6 +380,18 @@ impl Printer {
                 json!({"type": "history_end", "room": conv, "count": count}),
             ),
             ServerMsg::Bye { reason } => self.status(&format!("server says goodbye: {reason}")),
+            ServerMsg::Limits {
+                burst,
+                per_sec,
+                max_text,
+            } => self.emit(
+                || {
+                    format!(
+                        "* the server's limits changed: {burst} requests at once, then {per_sec} a second; messages up to {max_text} bytes"
+                    )
+                },
+                json!({"type": "limits", "burst": burst, "per_sec": per_sec, "max_text": max_text}),
+            ),
             // Handled by the session (welcome, ack, error, msg).
             _ => {}
         }

@@ -5,9 +5,12 @@
 //! - `main.rs`: the command line (clap), logging, the runtime, exit codes.
 //! - `peer`: reliable peer mode over the protocol core and the tokio transport.
 //! - `plain`: `--plain`, the classic raw-UDP chat, byte-compatible with `nc -u`.
-//! - `serve`: `chirp serve`, the chat server (settings from flags and a TOML file; the logic is
-//!   in `chirp-chat` and `chirp-store`).
+//! - `serve`: `chirp serve`, the chat server (settings from flags and a TOML file, re-read on
+//!   SIGHUP; the logic is in `chirp-chat` and `chirp-store`).
+//! - `service`: `chirp serve` under systemd (`Type=notify`: READY, RELOADING, STOPPING).
 //! - `connect`: `chirp connect`, the line-mode chat client (session logic in `chirp-chat`).
+//! - `ping`: `chirp ping`, a handshake and round-trip probes (the state machine is in
+//!   `chirp-client`).
 //! - `trust`: the key check (pin, else trust on first use) of `peer` and `connect`.
 //! - `tui`: `chirp connect` on a terminal: the session wired to the terminal UI (`chirp-tui`).
 //! - `peer_ui`: `chirp peer` on a terminal: the peer chat loop wired to the same UI.
@@ -18,7 +21,7 @@
 //! - `id`: `chirp id`, the identity key and its fingerprint (default directories).
 //! - `migrate`: `chirp migrate`, a server's SQLite history moved into PostgreSQL.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,9 +40,11 @@ mod migrate;
 mod output;
 mod peer;
 mod peer_ui;
+mod ping;
 mod plain;
 mod prompt;
 mod serve;
+mod service;
 mod trust;
 mod tui;
 
@@ -57,6 +62,9 @@ Examples:
   chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000
   nc -u -p 6000 127.0.0.1 5000
 
+  # Is the server there, and how far? Its key, then round trips, loss and jitter:
+  chirp ping 192.0.2.1
+
   # Watch what a bad network does: 20 % loss between two local peers.
   chirp impair --listen 127.0.0.1:7000 --to 127.0.0.1:6000 --loss 0.2
 
@@ -69,6 +77,20 @@ Examples:
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// How log lines are written on stderr (RUST_LOG picks which: warnings and errors by
+    /// default): human (coloured only on a terminal, and not with NO_COLOR set) or json (one
+    /// object per line: timestamp, level, target, fields, spans), for log collectors.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// See [`Cli::log_format`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For a person: one line per event.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +113,9 @@ enum Command {
     /// Connect to a chat server (a chat UI on a terminal; line mode with --line or a pipe).
     #[command(after_help = connect::EXAMPLES)]
     Connect(connect::ConnectArgs),
+    /// Like ping, for a chirp server or peer: its key, then round trips, loss and jitter.
+    #[command(after_help = ping::EXAMPLES)]
+    Ping(ping::PingArgs),
     /// Load-test a server with the real protocol, against plain UDP in the same run.
     #[command(after_help = bench::EXAMPLES)]
     Bench(bench::BenchArgs),
@@ -187,19 +212,32 @@ pub(crate) fn bind_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocke
     })
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // stderr, except while the terminal UI owns the terminal.
-        .with_writer(tui::log_writer)
-        .init();
+        .with_writer(tui::log_writer);
+    match format {
+        // Colour codes are for a terminal: in a file, a pipe or the journal they are noise.
+        LogFormat::Human => logs.with_ansi(colour(&std::io::stderr())).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
+/// Whether to colour what goes to `out`: a terminal, unless NO_COLOR is set (no-color.org).
+fn colour(out: &impl IsTerminal) -> bool {
+    out.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -244,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Serve(a)) => runtime.block_on(serve::run(a)),
         Some(Command::Migrate(a)) => runtime.block_on(migrate::run(a)),
         Some(Command::Connect(a)) => runtime.block_on(connect::run(a)),
+        Some(Command::Ping(a)) => runtime.block_on(ping::run(a)),
         Some(Command::Bench(a)) => runtime.block_on(bench::run(a)),
         None if std::io::stdin().is_terminal() => {
             let (bind, to) =

@@ -132,7 +132,7 @@ pub(crate) fn guard(line: String) -> String {
 }
 
 /// Writes `parts` and a newline to stdout, as one line.
-fn write_line(parts: &[&[u8]]) {
+pub(crate) fn write_line(parts: &[&[u8]]) {
     // A stuck stdout (a terminal paused with Ctrl-S, a pipe nobody reads) blocks here, on
     // purpose: the chat task stops taking events, the transport's event channel fills, and
     // flow control holds the sender back, so memory stays bounded. `block_in_place` moves the

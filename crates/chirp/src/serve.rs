@@ -8,17 +8,34 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chirp_chat::runner::{self, RunnerConfig};
+use chirp_chat::server::Limits;
 use chirp_keys::Identity;
-use chirp_store::{Database, Retention, StoreConfig};
+use chirp_store::{Database, StoreConfig};
 use clap::Args;
 use serde::Deserialize;
-use tracing::info;
+use tracing::{error, info, warn};
+
+use crate::service;
 
 pub(crate) const EXAMPLES: &str = "\
 Runs with no flags at all: UDP 0.0.0.0:7667, data (identity key, chirp.db) in
 $XDG_DATA_HOME/chirp (~/.local/share/chirp). It prints its address and key fingerprint; give
 the fingerprint to users so they can pin it (chirp connect --server-key). SIGTERM or Ctrl-C
 stops it gracefully: clients are told, the database is flushed.
+
+SIGHUP re-reads the config file (kill -HUP PID, or systemctl reload chirp) and applies at once
+what can change live: flood control (burst, per_sec), max_message_size, max_rooms,
+max_sessions_per_ip, retention_count, retention_days, nick_expiry_days, nick_claim_burst and
+nick_claims_per_hour; connected clients are told the new flood control and size. It prints
+what changed. A flag still overrides the file. Other settings (bind, database, cluster, node,
+key_file, data_dir, history_on_join, max_connections, idle_timeout, metrics, qlog) need a
+restart: a change to them is logged and left as it is. A file that cannot be read or is
+invalid is refused whole, with an error in the log, and the settings in force stay.
+
+Logs go to stderr (RUST_LOG=info for more): --log-format json writes one JSON object a line
+for log collectors; the human format is coloured only on a terminal. Under systemd
+(Type=notify) the server says READY once the database is open and the socket bound, and
+STOPPING when it stops: see contrib/systemd/chirp.service and docs/OPERATIONS.md.
 
 Every flag can be set in the config file too (same names, with '_' for '-'), e.g.
   bind = \"0.0.0.0:7667\"
@@ -30,6 +47,7 @@ Every flag can be set in the config file too (same names, with '_' for '-'), e.g
   nick_expiry_days = 180
   nick_claim_burst = 5
   nick_claims_per_hour = 6
+  metrics = \"127.0.0.1:9467\"
 
 A nick belongs to the key that claimed it first, until that key stays away (no connection)
 for nick_expiry_days; then another key may claim it. A key's first nick is rate-limited per
@@ -48,7 +66,11 @@ Examples:
       --database postgres://chirp@10.0.0.6/chirp --key-file /etc/chirp/server.key
   chirp serve --cluster tls://nats.internal:4222 --cluster-ca /etc/chirp/nats-ca.pem \\
       --database 'postgres://chirp@db.internal/chirp?sslmode=require&sslrootcert=/etc/chirp/pg-ca.pem' ...
+  chirp serve --metrics 127.0.0.1:9467        # Prometheus scrapes http://127.0.0.1:9467/metrics
   chirp serve --config /etc/chirp/server.toml
+  kill -HUP PID                  # PID of that server: it re-reads /etc/chirp/server.toml
+  systemctl reload chirp         # the same under systemd (contrib/systemd/chirp.service)
+  RUST_LOG=info chirp serve --log-format json 2>>/var/log/chirp.json
   chirp serve --qlog /tmp/chirp-qlog     # a qlog trace per connection (qlog 0.3 JSON-SEQ,
                                          # for qvis: congestion window, RTT, losses)";
 
@@ -65,7 +87,7 @@ pub(crate) struct ServeArgs {
 }
 
 /// Settings that the config file can also hold.
-#[derive(Debug, Args, Default, Deserialize)]
+#[derive(Debug, Clone, Args, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     /// Address to listen on, IP:PORT [default: 0.0.0.0:7667].
@@ -86,11 +108,15 @@ struct Settings {
     /// This node's name in the cluster [default: HOSTNAME-PID-RANDOM, new at every start].
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
-    /// The server's identity key file (created if missing) [default: server.key in the data
+    /// The server's identity key file (created if missing) [default: identity in the data
     /// directory]. Every node of a cluster serves with the same key, so that clients' pinned
     /// key holds whichever node they reach.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9467 [default: off].
+    /// Keep it on loopback or a private network: it tells how busy the server is.
+    #[arg(long, value_name = "ADDR", value_parser = crate::addr::local_addr)]
+    metrics: Option<SocketAddr>,
     /// Directory of the server's identity key and database [default: $XDG_DATA_HOME/chirp].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -218,11 +244,13 @@ macro_rules! merge {
     };
 }
 
-/// Runs the server until SIGTERM or Ctrl-C.
-pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
-    if let Some(path) = &args.config {
+/// The settings in force: the flags `cli`, then what the config file at `path` gives for the
+/// rest; checked as far as can be without opening anything. The same at start and at every
+/// reload, so that a flag overrides the file on a reload as it did at start.
+fn resolve(cli: &Settings, path: Option<&Path>) -> anyhow::Result<Settings> {
+    let mut s = cli.clone();
+    if let Some(path) = path {
         let mut f = load_file(path)?;
-        let s = &mut args.settings;
         merge!(
             s,
             f,
@@ -249,51 +277,21 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             qlog
         );
     }
-    check_ranges(&args.settings)?;
-    let bind = args
-        .settings
-        .bind
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)));
-    let data_dir = match args.settings.data_dir.clone() {
-        Some(d) => d,
-        None => crate::id::default_data_dir()?,
-    };
-    let key_file = match &args.settings.key_file {
-        Some(f) => f.clone(),
-        None => data_dir.join(crate::id::KEY_FILE),
-    };
-    let (identity, created) = Identity::load_or_create(&key_file)
-        .with_context(|| format!("cannot load the server identity {}", key_file.display()))?;
-    let s = &args.settings;
-    let mut config = RunnerConfig {
-        identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
-        qlog_dir: s.qlog.clone(),
-        ..RunnerConfig::default()
-    };
-    let (peers_tx, mut peers_rx) = tokio::sync::watch::channel(0usize);
-    let node = match &s.cluster {
-        Some(url) => {
+    check_ranges(&s)?;
+    match &s.cluster {
+        Some(_) => {
             anyhow::ensure!(
                 s.database
                     .as_deref()
                     .is_some_and(|d| d.starts_with("postgres://") || d.starts_with("postgresql://")),
                 "--cluster needs --database postgres://...: every node of a cluster shares one PostgreSQL database"
             );
-            let node = match &s.node {
-                Some(n) => {
-                    anyhow::ensure!(
-                        !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_graphic()),
-                        "--node must be 1 to 64 visible ASCII characters"
-                    );
-                    n.clone()
-                }
-                None => default_node_name(),
-            };
-            config.bus = Some(url.clone());
-            config.bus_ca = s.cluster_ca.clone();
-            config.peers = Some(peers_tx);
-            config.server.cluster = Some(chirp_chat::server::ClusterConfig::new(node.clone()));
-            Some((node, url.clone()))
+            if let Some(n) = &s.node {
+                anyhow::ensure!(
+                    !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_graphic()),
+                    "--node must be 1 to 64 visible ASCII characters"
+                );
+            }
         }
         None => {
             anyhow::ensure!(s.node.is_none(), "--node is for a cluster node (--cluster)");
@@ -301,62 +299,151 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
                 s.cluster_ca.is_none(),
                 "--cluster-ca is for a cluster node (--cluster)"
             );
-            None
         }
-    };
-    let c = &mut config.server;
-    c.history_on_join = s.history_on_join.unwrap_or(c.history_on_join);
-    c.max_text = s.max_message_size.unwrap_or(c.max_text);
-    c.burst = s.burst.unwrap_or(c.burst);
-    c.per_sec = s.per_sec.unwrap_or(c.per_sec);
-    c.max_rooms_per_user = s.max_rooms.unwrap_or(c.max_rooms_per_user);
-    c.max_sessions_per_ip = s.max_sessions_per_ip.unwrap_or(c.max_sessions_per_ip);
-    c.replay_cache = c.replay_cache.max(c.history_on_join);
-    // The in-memory replay window must not outlive retention.
-    if let Some(n) = s.retention_count {
-        c.replay_cache = c.replay_cache.min(usize::try_from(n).unwrap_or(usize::MAX));
     }
-    c.max_age_ms = s
-        .retention_days
-        .map(|d| i64::try_from(d.saturating_mul(86_400_000)).unwrap_or(i64::MAX));
-    anyhow::ensure!(
-        c.burst >= 1 && c.per_sec >= 1,
-        "burst and per_sec must be at least 1"
-    );
-    if let Some(days) = s.nick_expiry_days {
-        anyhow::ensure!(
-            days <= 36_500,
-            "nick_expiry_days is at most 36500 (100 years); 0 means nicks never expire"
-        );
-        c.nick_expiry_ms = i64::try_from(days)
-            .ok()
-            .filter(|&d| d > 0)
-            .map(|d| d * chirp_chat::server::DAY_MS);
-    }
-    c.nick_claim_burst = s.nick_claim_burst.unwrap_or(c.nick_claim_burst);
-    c.nick_claims_per_hour = s.nick_claims_per_hour.unwrap_or(c.nick_claims_per_hour);
-    anyhow::ensure!(
-        (1..=1_000_000).contains(&c.nick_claim_burst)
-            && (1..=3_600_000).contains(&c.nick_claims_per_hour),
-        "nick_claim_burst must be 1 to 1000000 and nick_claims_per_hour 1 to 3600000"
-    );
-    anyhow::ensure!(
-        c.max_text <= 60 * 1024,
-        "max_message_size is at most 61440 bytes (one transport message, with room for the envelope)"
-    );
-    config.max_connections = s.max_connections.unwrap_or(config.max_connections);
     if let Some(secs) = s.idle_timeout {
         anyhow::ensure!(
             (1..=3600).contains(&secs),
             "idle_timeout must be 1 to 3600 seconds"
         );
+    }
+    limits(&s)?;
+    Ok(s)
+}
+
+/// The settings of `s` that a running server can take ([`Limits`]), defaults for the rest.
+fn limits(s: &Settings) -> anyhow::Result<Limits> {
+    let d = Limits::default();
+    let l = Limits {
+        burst: s.burst.unwrap_or(d.burst),
+        per_sec: s.per_sec.unwrap_or(d.per_sec),
+        max_text: s.max_message_size.unwrap_or(d.max_text),
+        max_rooms_per_user: s.max_rooms.unwrap_or(d.max_rooms_per_user),
+        max_sessions_per_ip: s.max_sessions_per_ip.unwrap_or(d.max_sessions_per_ip),
+        nick_expiry_ms: match s.nick_expiry_days {
+            None => d.nick_expiry_ms,
+            Some(days) => {
+                anyhow::ensure!(
+                    days <= 36_500,
+                    "nick_expiry_days is at most 36500 (100 years); 0 means nicks never expire"
+                );
+                // At most 36,500 days: the product fits.
+                i64::try_from(days)
+                    .ok()
+                    .filter(|&d| d > 0)
+                    .map(|d| d * chirp_chat::server::DAY_MS)
+            }
+        },
+        nick_claim_burst: s.nick_claim_burst.unwrap_or(d.nick_claim_burst),
+        nick_claims_per_hour: s.nick_claims_per_hour.unwrap_or(d.nick_claims_per_hour),
+        max_per_conv: s.retention_count,
+        // `check_ranges` keeps it to 36,500 days: the product fits.
+        max_age_ms: s
+            .retention_days
+            .map(|d| i64::try_from(d.saturating_mul(86_400_000)).unwrap_or(i64::MAX)),
+    };
+    anyhow::ensure!(
+        l.burst >= 1 && l.per_sec >= 1,
+        "burst and per_sec must be at least 1"
+    );
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&l.nick_claim_burst)
+            && (1..=3_600_000).contains(&l.nick_claims_per_hour),
+        "nick_claim_burst must be 1 to 1000000 and nick_claims_per_hour 1 to 3600000"
+    );
+    Ok(l)
+}
+
+/// The settings a running server cannot take (its socket, store, cluster, key, transport and
+/// replay caches were made from them) that differ between `old` and `new`; shown as in the
+/// config file, but for the database, whose URL may hold a password.
+#[cfg(unix)]
+fn restart_needed(old: &Settings, new: &Settings) -> Vec<chirp_chat::server::Change> {
+    use chirp_chat::server::Change;
+    fn show<T: std::fmt::Debug>(v: &Option<T>) -> String {
+        v.as_ref()
+            .map_or_else(|| "(default)".to_owned(), |v| format!("{v:?}"))
+    }
+    let mut out = Vec::new();
+    macro_rules! diff {
+        ($($f:ident),*) => {
+            $( if old.$f != new.$f {
+                out.push(Change { setting: stringify!($f), from: show(&old.$f), to: show(&new.$f) });
+            } )*
+        };
+    }
+    diff!(
+        bind,
+        cluster,
+        cluster_ca,
+        node,
+        key_file,
+        data_dir,
+        history_on_join,
+        max_connections,
+        idle_timeout,
+        metrics,
+        qlog
+    );
+    if old.database != new.database {
+        out.push(Change {
+            setting: "database",
+            from: "(not shown)".into(),
+            to: "(not shown)".into(),
+        });
+    }
+    out
+}
+
+/// Runs the server until SIGTERM or Ctrl-C; SIGHUP reloads the config file.
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
+    // Before anything else: a signal that comes while the server starts is kept, not fatal.
+    let stop = shutdown_signal()?;
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    let cli = args.settings;
+    let settings = resolve(&cli, args.config.as_deref())?;
+    let limits = limits(&settings)?;
+    let s = &settings;
+    let bind = s
+        .bind
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)));
+    let data_dir = match s.data_dir.clone() {
+        Some(d) => d,
+        None => crate::id::default_data_dir()?,
+    };
+    let key_file = match &s.key_file {
+        Some(f) => f.clone(),
+        None => data_dir.join(crate::id::KEY_FILE),
+    };
+    let (identity, created) = Identity::load_or_create(&key_file)
+        .with_context(|| format!("cannot load the server identity {}", key_file.display()))?;
+    let mut config = RunnerConfig {
+        identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
+        qlog_dir: s.qlog.clone(),
+        ..RunnerConfig::default()
+    };
+    let (peers_tx, mut peers_rx) = tokio::sync::watch::channel(0usize);
+    // `resolve` checked that a cluster has a PostgreSQL database and a well-formed node name.
+    let node = s.cluster.as_ref().map(|url| {
+        let node = s.node.clone().unwrap_or_else(default_node_name);
+        config.bus = Some(url.clone());
+        config.bus_ca = s.cluster_ca.clone();
+        config.peers = Some(peers_tx);
+        config.server.cluster = Some(chirp_chat::server::ClusterConfig::new(node.clone()));
+        (node, url.clone())
+    });
+    let c = &mut config.server;
+    c.history_on_join = s.history_on_join.unwrap_or(c.history_on_join);
+    c.replay_cache = c.replay_cache.max(c.history_on_join);
+    c.set_limits(&limits);
+    config.max_connections = s.max_connections.unwrap_or(config.max_connections);
+    if let Some(secs) = s.idle_timeout {
         config.idle_timeout = Duration::from_secs(secs);
     }
     let store_config = StoreConfig {
-        retention: Retention {
-            max_per_conv: s.retention_count,
-            max_age: s.retention_days.map(|d| Duration::from_secs(d * 86_400)),
-        },
+        retention: limits.retention(),
         ..StoreConfig::default()
     };
     let db = match &s.database {
@@ -370,6 +457,15 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     let local = socket
         .local_addr()
         .context("cannot read the bound address")?;
+    let metrics_at = match s.metrics {
+        Some(addr) => {
+            let l = chirp_chat::metrics::bind(addr)?;
+            let at = l.local_addr().context("cannot read the metrics address")?;
+            config.metrics = Some(std::sync::Arc::new(l));
+            Some(at)
+        }
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         let note = if created { " (new)" } else { "" };
@@ -380,6 +476,9 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             identity.public().fingerprint(),
             db.display()
         );
+        if let Some(at) = metrics_at {
+            let _ = writeln!(out, "metrics at http://{at}/metrics");
+        }
         let _ = out.flush();
     }
     info!(%local, "serving");
@@ -401,12 +500,107 @@ pub(crate) async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
             }
         });
     }
-    runner::run(socket, store, config, shutdown_signal())
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if ready_rx.await.is_ok() {
+            service::notify(service::State::Ready);
+        }
+    });
+    #[cfg(unix)]
+    {
+        tokio::spawn(reload_on_hangup(hup, args.config, cli, settings, reload_tx));
+    }
+    #[cfg(not(unix))]
+    let _ = (reload_tx, cli, settings);
+    let control = runner::Control {
+        ready: Some(ready_tx),
+        reload: Some(reload_rx),
+    };
+    let shutdown = async {
+        stop.await;
+        service::notify(service::State::Stopping);
+    };
+    runner::run(socket, store, config, control, shutdown)
         .await
         .context("server failed")?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "chirp server stopped; database flushed");
     Ok(0)
+}
+
+/// On every SIGHUP: reads the config file again and hands the settings that can change live
+/// to the runner; reports what changed, and what would need a restart (left as it is). A file
+/// that cannot be read or is invalid is refused whole, and the settings in force stay.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut hup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
+    cli: Settings,
+    started: Settings,
+    runner: tokio::sync::mpsc::UnboundedSender<runner::Reload>,
+) {
+    while hup.recv().await.is_some() {
+        let Some(path) = &path else {
+            warn!("SIGHUP: no config file (--config) to reload; nothing changed");
+            continue;
+        };
+        service::notify(service::State::Reloading);
+        let file = path.display().to_string();
+        // A file read: off the runtime's thread, which the chat runner shares.
+        let read = {
+            let (cli, path) = (cli.clone(), path.clone());
+            tokio::task::spawn_blocking(move || resolve(&cli, Some(&path)))
+        };
+        let resolved = match read.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the config reader failed: {e}")),
+        };
+        match resolved.and_then(|s| Ok((limits(&s)?, s))) {
+            Err(e) => {
+                error!(
+                    file,
+                    error = format!("{e:#}"),
+                    "config file refused; the settings in force stay"
+                );
+            }
+            Ok((limits, new)) => {
+                let restart = restart_needed(&started, &new);
+                for c in &restart {
+                    warn!(setting = c.setting, from = %c.from, to = %c.to, "changed in the config file, but needs a restart: left as it is");
+                }
+                let (done, answer) = tokio::sync::oneshot::channel();
+                if runner.send(runner::Reload { limits, done }).is_err() {
+                    return; // The server is stopping.
+                }
+                let Ok(changes) = answer.await else { return };
+                let shown: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                let mut line = format!("config reloaded from {file}: ");
+                line.push_str(&if shown.is_empty() {
+                    "nothing changed".to_owned()
+                } else {
+                    shown.join(", ")
+                });
+                if !restart.is_empty() {
+                    let names: Vec<&str> = restart.iter().map(|c| c.setting).collect();
+                    line.push_str(&format!(
+                        "; needs a restart (left as it is): {}",
+                        names.join(", ")
+                    ));
+                }
+                info!(
+                    file,
+                    changed = changes.len(),
+                    restart = restart.len(),
+                    "config reloaded"
+                );
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+        service::notify(service::State::Ready);
+    }
 }
 
 /// A node name unique to this start: the host's name, the process id and a random part (a
@@ -424,27 +618,28 @@ fn default_node_name() -> String {
     format!("{host}-{}-{r:06x}", std::process::id())
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// SIGTERM and SIGINT (Ctrl-C), handled from now on: the future resolves on the first. One
+/// that comes while the server is still starting is kept, and stops it gracefully as soon as
+/// it serves (with no handler yet, it would end the process on the spot).
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
 
 #[cfg(test)]
@@ -541,6 +736,53 @@ mod tests {
             let s: Settings = toml::from_str(line).expect("parses");
             check_ranges(&s).unwrap_or_else(|e| panic!("{line}: {e}"));
         }
+    }
+
+    /// The reload path: flags over the file, as at start; the settings that need a restart
+    /// are named (the database's URL never shown); an invalid file is an error.
+    #[cfg(unix)]
+    #[test]
+    fn a_reload_keeps_flags_over_the_file_and_names_what_needs_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.toml");
+        let cli = Cli::try_parse_from(["serve", "--burst", "7", "--bind", "127.0.0.1:7000"])
+            .expect("parses")
+            .args
+            .settings;
+        std::fs::write(&path, "burst = 3\nper_sec = 2\n").expect("write");
+        let started = resolve(&cli, Some(&path)).expect("valid");
+        let l = limits(&started).expect("limits");
+        assert_eq!((l.burst, l.per_sec), (7, 2), "the flag wins over the file");
+        std::fs::write(
+            &path,
+            "burst = 1\nper_sec = 4\nbind = \"0.0.0.0:1\"\nhistory_on_join = 9\n\
+             database = \"postgres://chirp:secret@db/chirp\"\n",
+        )
+        .expect("write");
+        let new = resolve(&cli, Some(&path)).expect("valid");
+        let l = limits(&new).expect("limits");
+        assert_eq!((l.burst, l.per_sec), (7, 4), "still");
+        let restart: Vec<String> = restart_needed(&started, &new)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // bind comes from the flag: unchanged.
+        assert_eq!(
+            restart,
+            vec![
+                "history_on_join (default) -> 9",
+                "database (not shown) -> (not shown)"
+            ]
+        );
+        std::fs::write(&path, "burst = 5\nnode = \"n1\"\n").expect("write");
+        let e = resolve(&cli, Some(&path)).expect_err("a node without a cluster");
+        assert!(
+            e.to_string().contains("--node is for a cluster node"),
+            "{e}"
+        );
+        std::fs::remove_file(&path).expect("remove");
+        let e = resolve(&cli, Some(&path)).expect_err("no file");
+        assert!(e.to_string().contains("cannot read the config file"), "{e}");
     }
 
     #[derive(clap::Parser)]

@@ -588,6 +588,21 @@ impl Bridge {
                 buffer: None,
                 text: format!("the server says goodbye: {reason}"),
             }),
+            // The operator changed them: the input line follows (the session paces itself).
+            ServerMsg::Limits {
+                burst,
+                per_sec,
+                max_text,
+            } => {
+                let max_text = usize::try_from(max_text).unwrap_or(usize::MAX);
+                out.push(UiEvent::MessageLimit(max_text));
+                out.push(UiEvent::Info {
+                    buffer: None,
+                    text: format!(
+                        "the server's limits changed: {burst} requests at once, then {per_sec} a second; messages up to {max_text} bytes"
+                    ),
+                });
+            }
             // Handled by the session (welcome, ack, error, msg).
             _ => {}
         }
@@ -840,6 +855,27 @@ mod tests {
             retransmissions: 4,
             ..ConnectionStats::default()
         }
+    }
+
+    /// The operator changed the server's limits: the input line takes the new size.
+    #[test]
+    fn new_limits_change_the_input_lines_limit_and_are_said() {
+        let now = Instant::now();
+        let mut b = Bridge::new("alice".into());
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Limits {
+                burst: 3,
+                per_sec: 1,
+                max_text: 100,
+            }),
+            now,
+        );
+        assert_eq!(out[0], UiEvent::MessageLimit(100));
+        assert!(
+            matches!(&out[1], UiEvent::Info { text, .. } if text.contains("3 requests at once, then 1 a second")),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`bridge`]: `chirp connect` in the terminal UI: session events become [`chirp_tui::UiEvent`]s
 //!   and [`chirp_tui::UiCommand`]s become session requests.
 //! - [`link`]: the status bar's link figures (RTT, loss over the last minute, counters).
+//! - [`ping`]: `chirp ping`: a handshake with a server or peer, then probes measuring the round
+//!   trip, as a sans-IO state machine owning its endpoint ([`ping::Pinger`]).
 //! - [`peer_bridge`]: `chirp peer` in the terminal UI: reports of the peer session
 //!   ([`chirp_peer::Session`]) become UI events, UI commands become session inputs.
 
@@ -19,3 +21,4 @@ pub mod bridge;
 pub mod line;
 pub mod link;
 pub mod peer_bridge;
+pub mod ping;

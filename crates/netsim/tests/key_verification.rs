@@ -102,7 +102,10 @@ fn react(p: &mut Pair, apps: &mut [App; 2]) {
                 }
                 Event::Message { data, .. } => app.received.push(data.to_vec()),
                 Event::Closed { reason, .. } => app.closed.push(reason),
-                Event::Acked { .. } | Event::Writable { .. } | Event::PeerFinished { .. } => {}
+                Event::Acked { .. }
+                | Event::Ping { .. }
+                | Event::Writable { .. }
+                | Event::PeerFinished { .. } => {}
             }
         }
         let app = &mut apps[app];

@@ -565,7 +565,8 @@ impl<P: KeyPolicy> Session<P> {
                 self.blocked = None;
                 self.flush(now);
             }
-            Event::Writable { .. } => {}
+            // The peer session asks for no pings.
+            Event::Writable { .. } | Event::Ping { .. } => {}
             Event::Closed {
                 conn,
                 reason,

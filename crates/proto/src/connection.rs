@@ -86,6 +86,10 @@ const MAX_EARLY_PACKETS: usize = 16;
 /// Probe timeouts a side whose streams are both delivered waits for the acknowledgement of its
 /// RECEIVED before it closes anyway.
 const FINISH_GRACE_PTOS: u32 = 3;
+/// Pings the application may have queued on one connection and not yet sent (see
+/// [`Connection::ping`]): each goes out in the next packet, so only an application that never
+/// lets the endpoint transmit reaches it.
+pub(crate) const MAX_QUEUED_PINGS: usize = 64;
 /// Weight of one packet outcome in the loss estimate: an EWMA over ~64 packets (its standard
 /// error at 5 % loss is ~2 points, against ~3 with 1/32, whose dips below the 3.2 % that
 /// separates two transmissions of a small message from three cost the 5 % tail; issue 13).
@@ -173,8 +177,59 @@ pub(crate) enum ConnEvent {
     PeerFinished,
     /// This many more messages were wholly acknowledged, in write order.
     Acked(u64),
+    /// What became of the application's ping `id` ([`Connection::ping`]).
+    Ping(u64, PingOutcome),
     Writable,
     Closed(CloseReason, Vec<Bytes>),
+}
+
+/// What became of a ping the application asked for ([`crate::Endpoint::ping`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingOutcome {
+    /// The peer acknowledged the packet that carried it, in the ACK frame sent for it (no
+    /// ack-eliciting packet sent after it was acknowledged with it).
+    Acked {
+        /// Round-trip time of that packet: from sending it to the acknowledgement's arrival,
+        /// less the acknowledgement delay the peer reported (capped at [`MAX_ACK_DELAY`]),
+        /// which is taken out as for the RTT estimate (RFC 9002 §5.3: only if the result
+        /// stays at or above the minimum RTT, so that a peer cannot shrink it below what was
+        /// observed).
+        rtt: Duration,
+        /// The acknowledgement delay the peer reported, as it reported it.
+        ack_delay: Duration,
+    },
+    /// The packet that carried it arrived, but only an ACK frame that also acknowledged a later
+    /// ack-eliciting packet said so: the acknowledgement sent for it was lost (or the peer
+    /// held it for the later packet), so its round trip is not known. (`chirp ping` counts it
+    /// as a probe whose answer was lost.)
+    Covered,
+    /// Loss detection declared the packet that carried it lost. A ping is never sent again:
+    /// the application decides whether to ask for another. (Should the packet be
+    /// acknowledged later after all, nothing more is reported.)
+    Lost,
+}
+
+/// The pings the application asked for on one connection: absent until the first, so that a
+/// connection nobody pings pays one pointer and a branch per ACK frame.
+#[derive(Debug, Default)]
+struct AppPings {
+    /// The id of the next ping.
+    next_id: u64,
+    /// Asked for, not yet sent, in order.
+    queued: VecDeque<u64>,
+    /// Sent and awaiting acknowledgement or loss: (packet number, id), in packet-number order
+    /// (one ping per packet).
+    in_flight: VecDeque<(u64, u64)>,
+    /// Outcomes not yet reported, in order.
+    outcomes: VecDeque<(u64, PingOutcome)>,
+}
+
+impl AppPings {
+    /// The ping carried by packet `pn`, if any, no longer in flight.
+    fn take(&mut self, pn: u64) -> Option<u64> {
+        let i = self.in_flight.binary_search_by_key(&pn, |&(p, _)| p).ok()?;
+        self.in_flight.remove(i).map(|(_, id)| id)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,6 +568,8 @@ pub(crate) struct Connection {
     send: SendStream,
     copies: VecDeque<PendingCopy>,
     ping_pending: bool,
+    /// The application's pings ([`Self::ping`]).
+    app_pings: Option<Box<AppPings>>,
     max_data_pending: bool,
     close_frame: Option<(u64, String)>,
     close_pending: bool,
@@ -681,6 +738,7 @@ impl Connection {
             // A client's first INITIAL and a server's first answer both elicit an ACK, which is
             // how each side learns the other holds its connection ID.
             ping_pending: true,
+            app_pings: None,
             // Announce a window larger than the initial limit at the first opportunity.
             max_data_pending: window > INITIAL_MAX_DATA,
             close_frame: None,
@@ -822,6 +880,16 @@ impl Connection {
 
     pub(crate) fn is_drained(&self) -> bool {
         self.state == State::Drained && self.closed_emitted
+    }
+
+    /// Why it closed, once it has.
+    pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
+        self.closed.as_ref()
+    }
+
+    /// Past its handshake and not closing?
+    pub(crate) fn is_established(&self) -> bool {
+        self.state == State::Established
     }
 
     /// Still exchanging data (not closing, draining or gone)?
@@ -1025,6 +1093,38 @@ impl Connection {
         Ok(())
     }
 
+    /// Asks the peer for an acknowledgement: the next DATA packet carries a PING frame (or
+    /// whatever ack-eliciting frames it carries anyway), and what becomes of that packet is
+    /// reported as `ConnEvent::Ping` with the id returned here (ids count from 0). Only DATA
+    /// packets carry it, so an acknowledgement also says that the peer holds the packet keys,
+    /// i.e. it completed the handshake and accepted our key. Like every PING frame it is never
+    /// retransmitted: a lost one is reported lost. Pings still queued or in flight when the
+    /// connection closes get no outcome (`Closed` is the last event).
+    pub(crate) fn ping(&mut self) -> Result<u64, PingError> {
+        if !self.is_open() || self.close_after_flush {
+            return Err(PingError::Closed);
+        }
+        let pings = self.app_pings.get_or_insert_with(Box::default);
+        if pings.queued.len() >= MAX_QUEUED_PINGS {
+            return Err(PingError::TooMany);
+        }
+        let id = pings.next_id;
+        pings.next_id += 1;
+        pings.queued.push_back(id);
+        Ok(id)
+    }
+
+    /// The application's ping carried by packet `pn`, if any: it has an outcome now.
+    fn ping_outcome(&mut self, pn: u64, outcome: impl FnOnce(&Self) -> PingOutcome) {
+        let Some(id) = self.app_pings.as_mut().and_then(|p| p.take(pn)) else {
+            return;
+        };
+        let outcome = outcome(self);
+        if let Some(p) = self.app_pings.as_mut() {
+            p.outcomes.push_back((id, outcome));
+        }
+    }
+
     /// Half-closes the connection, like a QUIC stream's FIN or TCP's `shutdown(SHUT_WR)`: the
     /// message stream ends after what was written so far (later writes fail), and a FIN frame
     /// telling the peer where it ends goes out reliably. Receiving goes on.
@@ -1166,6 +1266,14 @@ impl Connection {
             let n = acked - self.acked_reported;
             self.acked_reported = acked;
             return Some(ConnEvent::Acked(n));
+        }
+        if let Some((id, outcome)) = self
+            .app_pings
+            .as_mut()
+            .filter(|_| !self.closed_emitted)
+            .and_then(|p| p.outcomes.pop_front())
+        {
+            return Some(ConnEvent::Ping(id, outcome));
         }
         if std::mem::take(&mut self.writable_pending) {
             return Some(ConnEvent::Writable);
@@ -1622,6 +1730,16 @@ impl Connection {
     }
 
     fn forget_sent(&mut self) {
+        // Only DATA packets carry the application's pings, and packets are forgotten only
+        // during the handshake; should one be in flight all the same, it is lost.
+        let pns: Vec<u64> = self
+            .app_pings
+            .as_ref()
+            .map(|p| p.in_flight.iter().map(|&(pn, _)| pn).collect())
+            .unwrap_or_default();
+        for pn in pns {
+            self.ping_outcome(pn, |_| PingOutcome::Lost);
+        }
         self.sent.clear();
         self.declared_lost.clear();
         self.unconfirmed.clear();
@@ -1915,6 +2033,37 @@ impl Connection {
             self.check_queue(now);
             self.first_rtt_sample.get_or_insert(now);
         }
+        if self
+            .app_pings
+            .as_ref()
+            .is_some_and(|p| !p.in_flight.is_empty())
+        {
+            // Only the newest ack-eliciting packet acknowledged has its round trip here: an
+            // older one's own acknowledgement was lost, or it waited at the peer for a later
+            // packet, and counting the time until this ACK (a probe timeout later, say) would
+            // make up a round trip. (ACK-only packets of ours do not count: they elicit no
+            // ACK, and the peer acknowledges them along with the rest.) The delay the peer
+            // reports is that of the frame's largest packet, received no earlier than ours.
+            let newest = newly.iter().map(|&(pn, _)| pn).max();
+            let ack_delay = Duration::from_micros(ack.delay_us);
+            let delay = ack_delay.min(MAX_ACK_DELAY);
+            for (pn, p) in &newly {
+                let elapsed = now.saturating_duration_since(p.time);
+                self.ping_outcome(*pn, |c| {
+                    if Some(*pn) != newest {
+                        return PingOutcome::Covered;
+                    }
+                    PingOutcome::Acked {
+                        rtt: if elapsed >= c.rtt.min() + delay {
+                            elapsed - delay
+                        } else {
+                            elapsed
+                        },
+                        ack_delay,
+                    }
+                });
+            }
+        }
         let mut acked_bytes = 0;
         for (_, p) in newly {
             self.stats.packets_acked += 1;
@@ -2021,6 +2170,7 @@ impl Connection {
                 };
                 self.record(now, event);
             }
+            self.ping_outcome(pn, |_| PingOutcome::Lost);
             self.stats.packets_lost += 1;
             if p.long {
                 self.stats.handshake_packets_lost += 1;
@@ -2656,7 +2806,21 @@ impl Connection {
                 && self.can_send_data()
                 && ty.is_data())
             || (ty == PacketType::Handshake && self.crypto.hs_due);
-        if !(send_ack || data_due || copy_due || control_due || path_due || self.probes > 0) {
+        // The application's pings ride in DATA packets only (see `ping`).
+        let ping_due = ty.is_data()
+            && self.can_send_data()
+            && self
+                .app_pings
+                .as_ref()
+                .is_some_and(|p| !p.queued.is_empty());
+        if !(send_ack
+            || data_due
+            || copy_due
+            || control_due
+            || path_due
+            || ping_due
+            || self.probes > 0)
+        {
             return false;
         }
 
@@ -2728,6 +2892,20 @@ impl Connection {
             if let Some(r) = self.send.oldest_unacked(room) {
                 self.stats.retransmissions += 1;
                 self.write_stream(&mut b, &mut sp, r);
+            }
+        }
+        if ping_due && (sp.ack_eliciting || b.remaining() > 0) {
+            let pn = self.next_pn - 1;
+            if let Some(id) = self.app_pings.as_mut().and_then(|p| {
+                let id = p.queued.pop_front()?;
+                p.in_flight.push_back((pn, id));
+                Some(id)
+            }) {
+                trace!(pn, id, "ping");
+                if !sp.ack_eliciting {
+                    Frame::Ping.encode(b.frames_buf());
+                    sp.ack_eliciting = true;
+                }
             }
         }
         if (std::mem::take(&mut self.ping_pending) || self.probes > 0) && !sp.ack_eliciting {
@@ -3120,6 +3298,20 @@ impl SentPacket {
             seq: 0,
         }
     }
+}
+
+/// Why a ping could not be queued ([`crate::Endpoint::ping`]).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum PingError {
+    /// The connection is closing or closed.
+    #[error("connection closed")]
+    Closed,
+    /// No connection with that handle.
+    #[error("unknown connection")]
+    UnknownConnection,
+    /// 64 pings wait to be sent already: let the endpoint transmit first.
+    #[error("too many pings queued")]
+    TooMany,
 }
 
 /// Why a message could not be queued.

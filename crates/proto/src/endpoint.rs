@@ -29,11 +29,13 @@ use bytes::Bytes;
 use tracing::{Span, debug, debug_span, trace};
 
 use crate::config::TransportConfig;
-use crate::connection::{CloseReason, ConnEvent, Connection, HandshakeStart, SendError};
+use crate::connection::{
+    CloseReason, ConnEvent, Connection, HandshakeStart, PingError, PingOutcome, SendError,
+};
 use crate::crypto::{CookieJar, InitialKeys, hash, mac};
 use crate::handshake::{Handshake, StaticSecret};
 use crate::rng::Rng;
-use crate::stats::{ConnectionStats, EndpointStats};
+use crate::stats::{ConnectionStats, ConnectionTotals, EndpointStats, EndpointTotals, PathSample};
 use crate::trace::{MAX_TRACE_QUEUE, TraceEvent, TraceRecord, Tracer};
 use crate::wire::{
     ConnectionId, Frame, Frames, MIN_INITIAL_SIZE, Packet, PacketType, RESET_PACKET_LEN,
@@ -238,6 +240,17 @@ pub enum Event {
         /// How many more (at least 1).
         messages: u64,
     },
+    /// What became of a ping asked for with [`Endpoint::ping`]: acknowledged, with its
+    /// round-trip time; arrived, with its acknowledgement lost; or declared lost. Each ping
+    /// has at most one outcome; pings still outstanding when the connection closes have none.
+    Ping {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// The id [`Endpoint::ping`] returned.
+        id: u64,
+        /// What became of it.
+        outcome: PingOutcome,
+    },
     /// The peer finished its message stream ([`Endpoint::finish`] on its side): it will send
     /// no more messages on this connection. Comes once, after every message it sent.
     PeerFinished {
@@ -298,6 +311,12 @@ impl std::fmt::Debug for Event {
                 .debug_struct("Acked")
                 .field("conn", conn)
                 .field("messages", messages)
+                .finish(),
+            Self::Ping { conn, id, outcome } => f
+                .debug_struct("Ping")
+                .field("conn", conn)
+                .field("id", id)
+                .field("outcome", outcome)
                 .finish(),
             Self::Writable { conn } => f.debug_struct("Writable").field("conn", conn).finish(),
             Self::PeerFinished { conn } => {
@@ -390,6 +409,10 @@ struct Entry {
     /// In `Endpoint::transmit_ready` / `event_ready`.
     transmit_queued: bool,
     event_queued: bool,
+    /// `Event::Connected` was reported: its handshake completed.
+    connected: bool,
+    /// Its (lost, acked) packet counts at the last `sample_paths`.
+    sampled: (u64, u64),
 }
 
 /// Which ready queues a connection joins after a call into it.
@@ -451,6 +474,8 @@ pub struct Endpoint {
     handshaking: usize,
     next_handle: u64,
     stats: EndpointStats,
+    /// The counters of the connections removed, summed (for `totals`).
+    gone: ConnectionTotals,
     identity: StaticSecret,
     /// Keys RESET tokens. Derived from the static key alone, so that after a restart the
     /// endpoint can still authenticate RESETs for connections it had before.
@@ -513,6 +538,7 @@ impl Endpoint {
             handshaking: 0,
             next_handle: 0,
             stats: EndpointStats::default(),
+            gone: ConnectionTotals::default(),
         }
     }
 
@@ -554,8 +580,11 @@ impl Endpoint {
                 indexed: Indexed::default(),
                 transmit_queued: false,
                 event_queued: false,
+                connected: false,
+                sampled: (0, 0),
             }),
         );
+        self.stats.handshakes_started += 1;
         self.sync(handle, Ready::BOTH);
         handle
     }
@@ -766,6 +795,21 @@ impl Endpoint {
             .ok_or(SendError::UnknownConnection)?
     }
 
+    /// Asks the peer of `conn` for an acknowledgement, to measure the round trip (`chirp
+    /// ping`): the next DATA packet to it carries a PING frame, and [`Event::Ping`] reports
+    /// what became of that packet under the returned id (ids count from 0 per connection):
+    /// acknowledged, with its round-trip time less the peer's acknowledgement delay; known to
+    /// have arrived only from a later packet's acknowledgement (its own was lost: no round
+    /// trip); or declared lost by loss detection. A lost ping is not sent again. Only DATA
+    /// packets carry it, so an acknowledgement also proves that the peer completed the
+    /// handshake and accepted our key; a ping asked for earlier waits for that. Nothing
+    /// changes on the wire: any packet with a PING frame is acknowledged. Call
+    /// `poll_transmit` afterwards.
+    pub fn ping(&mut self, conn: ConnectionHandle) -> Result<u64, PingError> {
+        self.with_conn(conn, Connection::ping)
+            .ok_or(PingError::UnknownConnection)?
+    }
+
     /// Half-closes `conn`: the messages sent so far are the last (later sends fail with
     /// [`SendError::Closed`]), and the peer learns so reliably, after all of them
     /// ([`Event::PeerFinished`] on its side). Receiving goes on. Once the peer has finished
@@ -839,6 +883,7 @@ impl Endpoint {
         let from = canonical(from);
         self.epoch.get_or_insert(now);
         self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
         let packet = match Packet::new_checked(datagram) {
             Ok(p) => p,
             Err(e) => {
@@ -1215,6 +1260,7 @@ impl Endpoint {
     pub fn poll_transmit_into(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         if let Some(t) = self.stateless.pop_front() {
             *buf = t.contents;
+            self.count_sent(buf.len());
             return Some(t.destination);
         }
         let mut due_checked = false;
@@ -1233,6 +1279,7 @@ impl Endpoint {
                 // To the back of the queue: it may have more, after the others had their
                 // turn. Sending may also have changed what it has to report.
                 self.sync(h, Ready::BOTH);
+                self.count_sent(buf.len());
                 return Some(destination);
             }
             if due_checked {
@@ -1250,6 +1297,59 @@ impl Endpoint {
                     self.transmit_ready.push_back(h);
                 }
             }
+        }
+    }
+
+    fn count_sent(&mut self, bytes: usize) {
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += bytes as u64;
+    }
+
+    /// The endpoint's counters, every connection's counters summed (the ones gone
+    /// included), and how many connections are in each state: for metrics. It visits every
+    /// open connection, so it is for a scrape every few seconds, not for a path that runs
+    /// per datagram.
+    pub fn totals(&self) -> EndpointTotals {
+        let mut t = EndpointTotals {
+            endpoint: self.stats,
+            connections: self.gone,
+            ..EndpointTotals::default()
+        };
+        for e in self.conns.values() {
+            t.connections.add(&e.conn.stats());
+            if e.conn.is_handshaking() {
+                t.handshaking += 1;
+            } else if e.conn.is_established() {
+                t.established += 1;
+            } else {
+                t.closing += 1;
+            }
+        }
+        t
+    }
+
+    /// Calls `f` with the path of every established connection that has measured its
+    /// round-trip time: its smoothed RTT, and the fraction of packets lost since the
+    /// previous call. A driver calls it on a fixed period (a histogram of these is the
+    /// distribution of the connections' RTT and loss over time); like [`Self::totals`] it
+    /// visits every connection.
+    pub fn sample_paths(&mut self, mut f: impl FnMut(PathSample)) {
+        for e in self.conns.values_mut() {
+            if !e.conn.is_established() {
+                continue;
+            }
+            let s = e.conn.stats();
+            if s.srtt.is_zero() {
+                continue;
+            }
+            let (lost, acked) = (s.packets_lost, s.packets_acked);
+            let (dl, da) = (
+                lost.saturating_sub(e.sampled.0),
+                acked.saturating_sub(e.sampled.1),
+            );
+            e.sampled = (lost, acked);
+            let loss = (dl + da > 0).then(|| dl as f64 / (dl + da) as f64);
+            f(PathSample { srtt: s.srtt, loss });
         }
     }
 
@@ -1281,6 +1381,10 @@ impl Endpoint {
                 }
                 continue;
             };
+            if matches!(ev, ConnEvent::Connected { .. }) && !e.connected {
+                e.connected = true;
+                self.stats.handshakes_completed += 1;
+            }
             // Back in the queue for its next event; and a delivered message releases
             // flow-control credit, which may have to be announced.
             self.sync(h, Ready::BOTH);
@@ -1305,6 +1409,11 @@ impl Endpoint {
                 },
                 ConnEvent::Message(data) => Event::Message { conn: h, data },
                 ConnEvent::Acked(messages) => Event::Acked { conn: h, messages },
+                ConnEvent::Ping(id, outcome) => Event::Ping {
+                    conn: h,
+                    id,
+                    outcome,
+                },
                 ConnEvent::Writable => Event::Writable { conn: h },
                 ConnEvent::PeerFinished => Event::PeerFinished { conn: h },
                 ConnEvent::Closed(reason, undelivered) => Event::Closed {
@@ -1332,6 +1441,21 @@ impl Endpoint {
                     tracer.push(at, TraceEvent::Removed);
                 }
                 collect_trace(&mut self.trace, &mut self.stats, h, tracer);
+            }
+            self.gone.add(&e.conn.stats());
+            if !e.connected {
+                let f = &mut self.stats.handshakes_failed;
+                match e.conn.close_reason() {
+                    Some(CloseReason::IdleTimeout) | None => f.timeout += 1,
+                    Some(CloseReason::Refused { .. }) => f.refused += 1,
+                    Some(CloseReason::KeyMismatch { .. } | CloseReason::KeyRefused { .. }) => {
+                        f.key += 1
+                    }
+                    Some(CloseReason::ProtocolViolation { .. }) => f.protocol += 1,
+                    Some(
+                        CloseReason::PeerClosed { .. } | CloseReason::Local | CloseReason::Reset,
+                    ) => f.closed += 1,
+                }
             }
             self.by_cid.remove(&e.conn.local_cid);
             if let Some(key) = e.conn.initial_route {

@@ -55,12 +55,15 @@ pub mod wire;
 
 pub use config::{Redundancy, TransportConfig};
 pub use connection::{
-    CloseReason, HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, SendError, close_code,
+    CloseReason, HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, PingError, PingOutcome,
+    SendError, close_code,
 };
 pub use endpoint::{
     ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, HandshakeLimit, Transmit,
 };
-pub use stats::{ConnectionStats, EndpointStats};
+pub use stats::{
+    ConnectionStats, ConnectionTotals, EndpointStats, EndpointTotals, HandshakeFailures, PathSample,
+};
 pub use stream::{MAX_MESSAGE_SIZE, WriteError};
 pub use trace::{TraceEvent, TraceRecord};
 pub use wire::RefuseReason;

@@ -100,12 +100,25 @@ impl ConnectionStats {
     }
 }
 
-/// Endpoint-wide counters: datagrams that could not be attributed to one connection.
+/// Endpoint-wide counters: datagrams in and out, handshakes, and the datagrams that could
+/// not be attributed to one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EndpointStats {
     /// Datagrams received in total.
     pub datagrams_received: u64,
+    /// Bytes received in total, as UDP payload.
+    pub bytes_received: u64,
+    /// Datagrams sent in total (by connections, and stateless answers).
+    pub datagrams_sent: u64,
+    /// Bytes sent in total, as UDP payload.
+    pub bytes_sent: u64,
+    /// Connections created: ours opened, and the peers' validated INITIALs accepted.
+    pub handshakes_started: u64,
+    /// Handshakes that completed (the connection was reported connected).
+    pub handshakes_completed: u64,
+    /// Connections that ended before their handshake completed, by why.
+    pub handshakes_failed: HandshakeFailures,
     /// INITIALs that failed authentication (damaged or forged).
     pub corrupt_dropped: u64,
     /// Dropped as malformed.
@@ -139,4 +152,111 @@ pub struct EndpointStats {
     /// [`Endpoint::poll_trace`](crate::Endpoint::poll_trace) and
     /// [`MAX_TRACE_QUEUE`](crate::trace::MAX_TRACE_QUEUE) were waiting (tracing on only).
     pub trace_dropped: u64,
+}
+
+/// Handshakes that failed, by why (a connection that ended before it was connected).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandshakeFailures {
+    /// Nothing (more) was heard from the peer.
+    pub timeout: u64,
+    /// The peer refused it (REFUSE: server full, or not accepting).
+    pub refused: u64,
+    /// The peer's key was not the expected one, or was refused.
+    pub key: u64,
+    /// The peer broke the protocol (or its handshake message did not verify).
+    pub protocol: u64,
+    /// Closed (by either side) or reset before it completed.
+    pub closed: u64,
+}
+
+/// Counters summed over every connection an endpoint has had, open or gone: what its
+/// connections did in total, for metrics. (The per-connection figures are in
+/// [`ConnectionStats`].)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionTotals {
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Packets received and accepted.
+    pub packets_received: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Of `packets_lost`, those found to be only late.
+    pub spurious_losses: u64,
+    /// Packets acknowledged.
+    pub packets_acked: u64,
+    /// Message-stream byte ranges sent again.
+    pub retransmissions: u64,
+    /// Proactive copies of small messages sent.
+    pub redundant_copies: u64,
+    /// Probe timeouts that fired.
+    pub ptos: u64,
+    /// Packets dropped as duplicates or replays.
+    pub duplicates_dropped: u64,
+    /// Datagrams that failed authentication.
+    pub corrupt_dropped: u64,
+    /// Datagrams dropped as malformed.
+    pub malformed_dropped: u64,
+    /// Packets that arrived before their keys.
+    pub undecryptable_dropped: u64,
+    /// Handshake packets that arrived after the handshake.
+    pub stale_dropped: u64,
+    /// Key updates, ours and the peers'.
+    pub key_updates: u64,
+    /// Peer address changes.
+    pub migrations: u64,
+    /// Messages sent by the application.
+    pub messages_sent: u64,
+    /// Messages delivered to the application.
+    pub messages_received: u64,
+}
+
+impl ConnectionTotals {
+    /// Adds the counters of one connection.
+    pub fn add(&mut self, s: &ConnectionStats) {
+        self.packets_sent += s.packets_sent;
+        self.packets_received += s.packets_received;
+        self.packets_lost += s.packets_lost;
+        self.spurious_losses += s.spurious_losses;
+        self.packets_acked += s.packets_acked;
+        self.retransmissions += s.retransmissions;
+        self.redundant_copies += s.redundant_copies;
+        self.ptos += s.ptos;
+        self.duplicates_dropped += s.duplicates_dropped;
+        self.corrupt_dropped += s.corrupt_dropped;
+        self.malformed_dropped += s.malformed_dropped;
+        self.undecryptable_dropped += s.undecryptable_dropped;
+        self.stale_dropped += s.stale_dropped;
+        self.key_updates += s.key_updates + s.key_updates_received;
+        self.migrations += s.migrations;
+        self.messages_sent += s.messages_sent;
+        self.messages_received += s.messages_received;
+    }
+}
+
+/// An endpoint's figures for metrics ([`crate::Endpoint::totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointTotals {
+    /// Endpoint-wide counters.
+    pub endpoint: EndpointStats,
+    /// Every connection's counters, summed.
+    pub connections: ConnectionTotals,
+    /// Connections now handshaking.
+    pub handshaking: u64,
+    /// Connections now established.
+    pub established: u64,
+    /// Connections now closing or draining.
+    pub closing: u64,
+}
+
+/// One connection's path, as [`crate::Endpoint::sample_paths`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathSample {
+    /// Its smoothed round-trip time.
+    pub srtt: Duration,
+    /// The fraction of its packets lost since the last sample, of those acknowledged or
+    /// declared lost since then (`None`: none were).
+    pub loss: Option<f64>,
 }

@@ -183,10 +183,14 @@ pub enum Op {
         /// When.
         ts_ms: i64,
     },
-    /// `key` no longer holds a nick (another key claimed it after it expired).
+    /// `key` no longer holds a nick (it expired: another key claims it, or it is aged out),
+    /// provided its owner was last seen at or before `seen_by` ([`Outcome::NickKept`]
+    /// otherwise: in a cluster, another node may have seen the owner since this one did).
     ReleaseNick {
         /// The former owner.
         key: [u8; 32],
+        /// The latest last-seen time (ms since the epoch) at which the nick is released.
+        seen_by: i64,
     },
     /// Set a room's topic.
     SetTopic {
@@ -234,6 +238,12 @@ pub enum Outcome {
     NickBound,
     /// Another key holds the nick: nothing changed.
     NickTaken,
+    /// [`Op::ReleaseNick`]: the owner was seen after the given time (at `seen_ms`), so it
+    /// keeps the nick. (A key that holds no nick is [`Outcome::Done`].)
+    NickKept {
+        /// When the owner was last seen, as stored.
+        seen_ms: i64,
+    },
 }
 
 /// What to keep.
@@ -299,6 +309,9 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn write(&self, ops: Vec<Op>) -> StoreFuture<Vec<Outcome>>;
     /// Applies the retention policy as of `now_ms`; resolves to the number of messages deleted.
     fn prune(&self, now_ms: i64) -> StoreFuture<u64>;
+    /// Replaces the retention policy ([`StoreConfig::retention`]) for the prunes asked for
+    /// after this call (a running server's config was reloaded). A stopped store ignores it.
+    fn set_retention(&self, retention: Retention);
     /// The server's start-up state: nicks, topics, id high-water marks and the last `recent`
     /// messages of every conversation (undelivered DMs are read when their recipient
     /// connects: [`Storage::undelivered`]).

@@ -37,8 +37,8 @@ use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, NewMessage, Op, Outcome, Record, Storage, StoreConfig, StoreError, StoreFuture,
-    WriterStats,
+    Batch, Loaded, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig, StoreError,
+    StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`. Text keys use the "C"
@@ -194,6 +194,7 @@ pub(crate) fn redact(url: &str) -> String {
 enum Req {
     Write(Vec<Op>, oneshot::Sender<Result<Vec<Outcome>, StoreError>>),
     Prune(i64, oneshot::Sender<Result<u64, StoreError>>),
+    Retention(Retention),
 }
 
 /// The PostgreSQL database: a pool, and a writer task. See the module documentation.
@@ -432,7 +433,7 @@ impl Writer {
     /// Waits for the first request; then takes whatever queued meanwhile, up to `max_batch`
     /// operations, into the same transaction. Ends when the sender is gone and the queue is
     /// drained.
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Req>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Req>) {
         while let Some(first) = rx.recv().await {
             let mut batch: Vec<Batch> = Vec::new();
             let mut ops = 0usize;
@@ -449,6 +450,7 @@ impl Writer {
                         ops = 0;
                         let _ = done.send(self.prune(now).await);
                     }
+                    Req::Retention(r) => self.config.retention = r,
                 }
                 if ops < self.config.max_batch {
                     next = rx.try_recv().ok();
@@ -467,6 +469,8 @@ impl Writer {
         let result = self.apply(&ops).await;
         match &result {
             Ok(_) => {
+                // A no-op unless the process installed a metrics recorder.
+                metrics::histogram!("chirp_store_batch_ops").record(n as f64);
                 let mut s = lock(&self.stats);
                 s.commits += 1;
                 s.ops += n as u64;
@@ -589,10 +593,28 @@ impl Writer {
                     .await
                     .map_err(&err)?;
                 }
-                Op::ReleaseNick { key } => {
-                    tx.execute("DELETE FROM nicks WHERE key = $1", &[&&key[..]])
+                Op::ReleaseNick { key, seen_by } => {
+                    // The row is locked until the transaction ends: a `Seen` from another
+                    // node waits for it, and then finds no row (or the kept one).
+                    let seen: Option<i64> = tx
+                        .query_opt(
+                            "SELECT seen FROM nicks WHERE key = $1 FOR UPDATE",
+                            &[&&key[..]],
+                        )
                         .await
-                        .map_err(&err)?;
+                        .map_err(&err)?
+                        .map(|r| r.get(0));
+                    match seen {
+                        Some(seen_ms) if seen_ms > *seen_by => {
+                            out[i] = Outcome::NickKept { seen_ms };
+                        }
+                        Some(_) => {
+                            tx.execute("DELETE FROM nicks WHERE key = $1", &[&&key[..]])
+                                .await
+                                .map_err(&err)?;
+                        }
+                        None => {}
+                    }
                 }
                 Op::SetTopic {
                     room,
@@ -710,6 +732,13 @@ impl Storage for Postgres {
 
     fn prune(&self, now_ms: i64) -> StoreFuture<u64> {
         self.send(|done| Req::Prune(now_ms, done))
+    }
+
+    fn set_retention(&self, retention: Retention) {
+        if let Some(tx) = &*lock(&self.tx) {
+            // A stopped writer prunes nothing more.
+            let _ = tx.send(Req::Retention(retention));
+        }
     }
 
     fn load(&self, recent: usize) -> StoreFuture<Loaded> {

@@ -8,6 +8,7 @@
 //! - [`Reader`]: a separate read connection (WAL lets it read while the writer writes). The
 //!   [`Storage`] reads run on tokio's blocking pool, one at a time on one such connection.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -18,8 +19,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, NewMessage, Op, Outcome, Record, Storage, StoreConfig, StoreError, StoreFuture,
-    WriterStats,
+    Batch, Loaded, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig, StoreError,
+    StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -107,6 +108,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 enum Req {
     Write(Vec<Op>, oneshot::Sender<Result<Vec<Outcome>, StoreError>>),
     Prune(i64, oneshot::Sender<Result<u64, StoreError>>),
+    Retention(Retention),
 }
 
 /// The SQLite database: a writer thread plus [`Reader`]s.
@@ -182,6 +184,14 @@ impl Sqlite {
         rx
     }
 
+    /// Replaces the retention policy for the prunes queued after this call.
+    pub fn set_retention(&self, retention: Retention) {
+        if let Some(tx) = &*lock(&self.tx) {
+            // A stopped writer prunes nothing more.
+            let _ = tx.send(Req::Retention(retention));
+        }
+    }
+
     /// A new read connection.
     pub fn reader(&self) -> Result<Reader, StoreError> {
         Reader::open(&self.path)
@@ -235,6 +245,10 @@ impl Storage for Sqlite {
 
     fn prune(&self, now_ms: i64) -> StoreFuture<u64> {
         answer(Sqlite::prune(self, now_ms))
+    }
+
+    fn set_retention(&self, retention: Retention) {
+        Sqlite::set_retention(self, retention);
     }
 
     fn load(&self, recent: usize) -> StoreFuture<Loaded> {
@@ -325,6 +339,7 @@ impl Writer {
                         ops = 0;
                         let _ = done.send(self.prune(now));
                     }
+                    Req::Retention(r) => self.config.retention = r,
                 }
                 if ops < self.config.max_batch {
                     next = self.rx.try_recv().ok();
@@ -342,6 +357,8 @@ impl Writer {
         let result = self.apply(batch.iter().flat_map(|(o, _)| o.iter()));
         match &result {
             Ok(_) => {
+                // A no-op unless the process installed a metrics recorder.
+                metrics::histogram!("chirp_store_batch_ops").record(n as f64);
                 let mut s = lock(&self.stats);
                 s.commits += 1;
                 s.ops += n as u64;
@@ -362,6 +379,11 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
         let mut out = Vec::new();
+        // Each conversation's last id as this transaction has it: read once, counted here,
+        // written back once at the end (a message costs its duplicate check and its insert,
+        // not a `convs` update as well). Not kept across transactions: another connection
+        // may write in between.
+        let mut last: HashMap<&str, i64> = HashMap::new();
         {
             let mut dup = tx
                 .prepare_cached(
@@ -369,11 +391,8 @@ impl Writer {
                      WHERE from_key = ?1 AND client_id = ?2 AND client_seq = ?3",
                 )
                 .map_err(&err)?;
-            let mut next_id = tx
-                .prepare_cached(
-                    "INSERT INTO convs (conv, last_id) VALUES (?1, 1)
-                     ON CONFLICT (conv) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
-                )
+            let mut last_id = tx
+                .prepare_cached("SELECT last_id FROM convs WHERE conv = ?1")
                 .map_err(&err)?;
             let mut ins = tx
                 .prepare_cached(
@@ -413,9 +432,22 @@ impl Writer {
                         match stored {
                             Some(d) => d,
                             None => {
-                                let id: i64 = next_id
-                                    .query_row(params![conv], |r| r.get(0))
-                                    .map_err(&err)?;
+                                let id = match last.get_mut(conv.as_str()) {
+                                    Some(id) => {
+                                        *id += 1;
+                                        *id
+                                    }
+                                    None => {
+                                        let id = last_id
+                                            .query_row(params![conv], |r| r.get::<_, i64>(0))
+                                            .optional()
+                                            .map_err(&err)?
+                                            .unwrap_or(0)
+                                            + 1;
+                                        last.insert(conv, id);
+                                        id
+                                    }
+                                };
                                 ins.execute(params![
                                     conv,
                                     id,
@@ -469,10 +501,24 @@ impl Writer {
                         .map_err(&err)?;
                         Outcome::Done
                     }
-                    Op::ReleaseNick { key } => {
-                        tx.execute("DELETE FROM nicks WHERE key = ?1", params![&key[..]])
+                    Op::ReleaseNick { key, seen_by } => {
+                        let seen: Option<i64> = tx
+                            .query_row(
+                                "SELECT seen FROM nicks WHERE key = ?1",
+                                params![&key[..]],
+                                |r| r.get(0),
+                            )
+                            .optional()
                             .map_err(&err)?;
-                        Outcome::Done
+                        match seen {
+                            Some(seen_ms) if seen_ms > *seen_by => Outcome::NickKept { seen_ms },
+                            Some(_) => {
+                                tx.execute("DELETE FROM nicks WHERE key = ?1", params![&key[..]])
+                                    .map_err(&err)?;
+                                Outcome::Done
+                            }
+                            None => Outcome::Done,
+                        }
                     }
                     Op::SetTopic {
                         room,
@@ -499,6 +545,17 @@ impl Writer {
                     }
                 };
                 out.push(outcome);
+            }
+        }
+        if !last.is_empty() {
+            let mut set = tx
+                .prepare_cached(
+                    "INSERT INTO convs (conv, last_id) VALUES (?1, ?2)
+                     ON CONFLICT (conv) DO UPDATE SET last_id = excluded.last_id",
+                )
+                .map_err(&err)?;
+            for (conv, id) in &last {
+                set.execute(params![conv, id]).map_err(&err)?;
             }
         }
         tx.commit().map_err(&err)?;

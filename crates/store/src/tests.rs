@@ -232,6 +232,34 @@ mod cases {
         s.close().await.expect("close");
     }
 
+    /// A running server's reload: the retention set later holds for the prunes after it.
+    pub(super) async fn a_new_retention_holds_for_the_next_prune(env: &Env) {
+        let s = env.open_with(StoreConfig::default()).await;
+        let ops = (1..=6)
+            .map(|i| Op::Message(msg("#a", 1_000 * i as i64, "x", i)))
+            .collect();
+        write(&*s, ops).await;
+        // No retention at first: nothing goes.
+        assert_eq!(s.prune(14_000).await.expect("pruned"), 0);
+        s.set_retention(Retention {
+            max_per_conv: Some(4),
+            max_age: None,
+        });
+        assert_eq!(s.prune(14_000).await.expect("pruned"), 2);
+        s.set_retention(Retention {
+            max_per_conv: Some(4),
+            max_age: Some(Duration::from_secs(10)),
+        });
+        // now = 14 s: of 3 to 6, only 3 (ts 3 s) is older than 10 s.
+        assert_eq!(s.prune(14_000).await.expect("pruned"), 1);
+        let a = s.history("#a".into(), None, 10).await.expect("history");
+        assert_eq!(ids(&a), vec![4, 5, 6]);
+        // Back to none: nothing more goes.
+        s.set_retention(Retention::default());
+        assert_eq!(s.prune(100_000).await.expect("pruned"), 0);
+        s.close().await.expect("close");
+    }
+
     pub(super) async fn retention_by_count_and_age_keeps_ids_increasing(env: &Env) {
         let config = StoreConfig {
             retention: Retention {
@@ -375,10 +403,16 @@ mod cases {
                     ts_ms: 500,
                 },
                 // bob's expired nick is taken by key 4 under a look-alike spelling: released.
-                Op::ReleaseNick { key: [2; 32] },
+                Op::ReleaseNick {
+                    key: [2; 32],
+                    seen_by: 100,
+                },
                 set_nick("b0b", 4, 600),
                 // carol's expired nick is taken by key 5 in another case: released, then bound.
-                Op::ReleaseNick { key: [3; 32] },
+                Op::ReleaseNick {
+                    key: [3; 32],
+                    seen_by: 650,
+                },
                 set_nick("Carol", 5, 700),
             ];
             write(&*s, ops).await;
@@ -435,6 +469,59 @@ mod cases {
         s.close().await.expect("close");
     }
 
+    pub(super) async fn a_nick_seen_since_the_cutoff_is_kept(env: &Env) {
+        let s = env.open().await;
+        let out = write(
+            &*s,
+            vec![
+                set_nick("alice", 1, 100),
+                // Seen (by another node, say) after the time the release allows.
+                Op::Seen {
+                    key: [1; 32],
+                    ts_ms: 900,
+                },
+                Op::ReleaseNick {
+                    key: [1; 32],
+                    seen_by: 899,
+                },
+                // So the claim that relied on the release finds the nick taken.
+                set_nick("Alice", 2, 1000),
+                // A key that holds no nick: nothing to release, nothing kept.
+                Op::ReleaseNick {
+                    key: [7; 32],
+                    seen_by: 0,
+                },
+            ],
+        )
+        .await;
+        assert_eq!(
+            out,
+            vec![
+                Outcome::NickBound,
+                Outcome::Done,
+                Outcome::NickKept { seen_ms: 900 },
+                Outcome::NickTaken,
+                Outcome::Done,
+            ]
+        );
+        // Released at exactly the time allowed.
+        let out = write(
+            &*s,
+            vec![
+                Op::ReleaseNick {
+                    key: [1; 32],
+                    seen_by: 900,
+                },
+                set_nick("Alice", 2, 1000),
+            ],
+        )
+        .await;
+        assert_eq!(out, vec![Outcome::Done, Outcome::NickBound]);
+        let nicks = s.load(0).await.expect("load").nicks;
+        assert_eq!(nicks, vec![("Alice".to_owned(), [2; 32])]);
+        s.close().await.expect("close");
+    }
+
     pub(super) async fn a_newer_schema_is_refused(env: &Env) {
         env.open().await.close().await.expect("close");
         match &env.db {
@@ -474,10 +561,12 @@ suite!(
     after_reads_a_bounded_page_of_what_follows_an_id,
     many_queued_writes_share_few_commits,
     retention_by_count_and_age_keeps_ids_increasing,
+    a_new_retention_holds_for_the_next_prune,
     nicks_topics_and_dm_cursors_round_trip,
     undelivered_lists_conversations_not_messages_in_pages,
     nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten,
     a_nick_another_key_holds_is_not_taken,
+    a_nick_seen_since_the_cutoff_is_kept,
     a_newer_schema_is_refused,
 );
 

@@ -14,6 +14,7 @@
 //! - [`require`] with [`postgres_available`] / [`nats_available`]: the first lines of a test
 //!   that needs a server. Without the binaries the test is skipped with a note, unless
 //!   `CHIRP_REQUIRE_SERVICES=1` (set by CI), where a missing server is a failure.
+//!   [`require_with`] does the same for any other tool (e.g. `tshark`).
 //! - [`free_port`]: a free TCP port on 127.0.0.1.
 //!
 //! # Example
@@ -110,18 +111,30 @@ pub fn nats_available() -> bool {
 /// When it is not available and `CHIRP_REQUIRE_SERVICES` is set (to anything but empty or
 /// `0`): CI sets it, so that a missing server cannot hide a broken test.
 pub fn require(what: &str, available: bool) -> bool {
+    require_with(
+        what,
+        available,
+        &format!("install it with `{INSTALL_HINT}`"),
+    )
+}
+
+/// [`require`] for anything else a test needs, with `how` to get it (e.g. "install it with
+/// `apt-get install tshark`") for the note or the failure.
+///
+/// # Panics
+///
+/// As [`require`]: when it is not available and `CHIRP_REQUIRE_SERVICES` is set.
+pub fn require_with(what: &str, available: bool, how: &str) -> bool {
     if available {
         return true;
     }
     if std::env::var_os(REQUIRE_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
-        panic!(
-            "{what} is required ({REQUIRE_ENV} is set) but not installed; install it with `{INSTALL_HINT}`"
-        );
+        panic!("{what} is required ({REQUIRE_ENV} is set) but not available; {how}");
     }
     #[allow(clippy::print_stderr)] // The skip note is the point: a test's stderr is shown.
     {
         eprintln!(
-            "note: skipping test: {what} is not installed (`{INSTALL_HINT}`; set {REQUIRE_ENV}=1 to fail instead)"
+            "note: skipping test: {what} is not available ({how}; set {REQUIRE_ENV}=1 to fail instead)"
         );
     }
     false

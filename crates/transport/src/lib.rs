@@ -33,7 +33,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use chirp_proto::{
     ConnectError, ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig, EndpointStats,
-    Event, SendError,
+    EndpointTotals, Event, PathSample, SendError,
 };
 use chirp_qlog::QlogDir;
 use tokio::net::UdpSocket;
@@ -138,6 +138,8 @@ enum Command {
     },
     Stats(ConnectionHandle, oneshot::Sender<Option<ConnectionStats>>),
     EndpointStats(oneshot::Sender<EndpointStats>),
+    Totals(oneshot::Sender<EndpointTotals>),
+    SamplePaths(oneshot::Sender<Vec<PathSample>>),
     SendBuffered(ConnectionHandle, oneshot::Sender<Option<u64>>),
     WaitIdle(oneshot::Sender<()>),
     AcceptIncoming(bool),
@@ -174,6 +176,8 @@ impl std::fmt::Debug for Command {
             Command::Close { conn, code, .. } => write!(f, "Close({conn:?}, {code})"),
             Command::Stats(c, _) => write!(f, "Stats({c:?})"),
             Command::EndpointStats(_) => write!(f, "EndpointStats"),
+            Command::Totals(_) => write!(f, "Totals"),
+            Command::SamplePaths(_) => write!(f, "SamplePaths"),
             Command::SendBuffered(c, _) => write!(f, "SendBuffered({c:?})"),
             Command::WaitIdle(_) => write!(f, "WaitIdle"),
             Command::AcceptIncoming(a) => write!(f, "AcceptIncoming({a})"),
@@ -313,6 +317,18 @@ impl Handle {
     /// Endpoint-wide counters.
     pub async fn endpoint_stats(&self) -> Result<EndpointStats, Stopped> {
         self.call(Command::EndpointStats).await
+    }
+
+    /// The endpoint's counters with every connection's summed, and the connections in each
+    /// state ([`Endpoint::totals`]): for a metrics scrape (it visits every connection).
+    pub async fn totals(&self) -> Result<EndpointTotals, Stopped> {
+        self.call(Command::Totals).await
+    }
+
+    /// Every established connection's smoothed RTT and its loss since the previous call
+    /// ([`Endpoint::sample_paths`]): for metrics, on a fixed period.
+    pub async fn sample_paths(&self) -> Result<Vec<PathSample>, Stopped> {
+        self.call(Command::SamplePaths).await
     }
 
     /// Resolves once no connection is left, closing and draining ones included. A process that
@@ -653,6 +669,14 @@ fn apply(endpoint: &mut Endpoint, idle_waiters: &mut Vec<oneshot::Sender<()>>, c
         }
         Command::EndpointStats(reply) => {
             let _ = reply.send(endpoint.endpoint_stats());
+        }
+        Command::Totals(reply) => {
+            let _ = reply.send(endpoint.totals());
+        }
+        Command::SamplePaths(reply) => {
+            let mut v = Vec::new();
+            endpoint.sample_paths(|p| v.push(p));
+            let _ = reply.send(v);
         }
         Command::SendBuffered(conn, reply) => {
             let _ = reply.send(endpoint.send_buffered(conn));

@@ -118,11 +118,6 @@ fn dm_keys(conv: &str) -> Option<(Key, Key)> {
 
 impl Server {
     pub(super) fn start_cluster(&mut self, config: ClusterConfig) {
-        if self.config.nick_expiry_ms.take().is_some() {
-            // One node cannot tell that a nick's owner is connected to another: expiring
-            // nicks is left to a single server for now.
-            debug!("nick expiry is off in a cluster");
-        }
         self.cluster = Some(State {
             config,
             next_beat: 0,
@@ -568,7 +563,7 @@ impl Server {
                 nick,
                 old,
                 rooms,
-            } => self.remote_nick(key, nick, old, &rooms),
+            } => self.remote_nick(now_ms, key, nick, old, &rooms),
             Bus::Topic {
                 node,
                 room,
@@ -688,6 +683,7 @@ impl Server {
     /// connected user (`old`), the members here of its `rooms` are told, once each.
     fn remote_nick(
         &mut self,
+        now_ms: i64,
         key: Key,
         nick: Option<String>,
         old: Option<String>,
@@ -696,8 +692,18 @@ impl Server {
         if nick.is_some() && self.nick_of.get(&key) == nick.as_ref() {
             return;
         }
-        self.unbind_nick(&key);
+        let had = self.unbind_nick(&key);
         let Some(nick) = nick else {
+            // Another node released the nick as expired just as its owner came back here
+            // (the store had not seen it yet): bound again, as a claim, which the store
+            // refuses if another key got the nick in between.
+            if let Some(had) = had.filter(|_| self.users.contains_key(&key)) {
+                debug!(
+                    nick = had,
+                    "a nick released elsewhere while its owner is here"
+                );
+                self.bind_nick(now_ms, key, had, Vec::new());
+            }
             return;
         };
         if let Some(old) = old {
@@ -727,14 +733,32 @@ impl Server {
         self.nick_look.insert(&nick, key);
         self.nick_owner.insert(fold, (nick.clone(), key));
         self.nick_of.insert(key, nick);
+        // Just bound, so seen now (another node keeps the store's time fresh while the
+        // owner stays connected there): expiry here counts from now.
+        self.set_seen(key, Some(now_ms));
     }
 
-    /// The store answered a nick binding made here (`old`: the key's nick before).
+    /// The store released the expired `nick` of `key` on this node's word: the other nodes
+    /// forget it too.
+    pub(super) fn publish_release(&mut self, key: Key, nick: String) {
+        debug!(nick, "an expired nick is released");
+        let m = Bus::Nick {
+            key,
+            nick: None,
+            old: None,
+            rooms: Vec::new(),
+        };
+        self.publish(Subject::Nicks, &m);
+    }
+
+    /// The store answered a nick binding made here (`old`: the key's nick before; `kept`:
+    /// a nick it claimed as expired was kept by its owner, seen since).
     pub(super) fn nick_committed(
         &mut self,
         key: Key,
         nick: String,
         old: Option<String>,
+        kept: bool,
         outcome: Option<Outcome>,
     ) {
         match outcome {
@@ -763,9 +787,15 @@ impl Server {
                     .map(|u| u.sessions.clone())
                     .unwrap_or_default();
                 for s in sessions {
-                    let m = format!(
-                        "nick '{nick}' was just taken by another key (on another server of this cluster); pick another nick"
-                    );
+                    let m = if kept {
+                        format!(
+                            "nick '{nick}' is still in use by its owner (seen on another server of this cluster); pick another nick"
+                        )
+                    } else {
+                        format!(
+                            "nick '{nick}' was just taken by another key (on another server of this cluster); pick another nick"
+                        )
+                    };
                     self.fail(s, None, code::NICK_TAKEN, m);
                     self.close_session(s, code::NICK_TAKEN, false);
                 }

@@ -1513,3 +1513,4 @@ mod cluster;
 mod cost;
 mod echo;
 mod nicks;
+mod reload;

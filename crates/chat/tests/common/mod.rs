@@ -46,9 +46,15 @@ impl Srv {
         let store = Sqlite::open(&dir.join("chirp.db"), StoreConfig::default()).expect("store");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            runner::run(socket, Box::new(store), config, async {
-                let _ = stopped.await;
-            })
+            runner::run(
+                socket,
+                Box::new(store),
+                config,
+                runner::Control::default(),
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .expect("server runs");
         });

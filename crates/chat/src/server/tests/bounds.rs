@@ -135,7 +135,7 @@ fn nick_bindings_of_keys_never_seen_again_are_aged_out() {
     let released: Vec<Key> = h.persisted[before..]
         .iter()
         .filter_map(|o| match o {
-            Op::ReleaseNick { key } => Some(*key),
+            Op::ReleaseNick { key, .. } => Some(*key),
             _ => None,
         })
         .collect();

@@ -11,6 +11,9 @@ use crate::bus::Bus;
 struct Db {
     records: Vec<Record>,
     last: HashMap<String, u64>,
+    /// fold → (nick, key), and each owner's last-seen time.
+    nicks: HashMap<String, (String, Key)>,
+    seen: HashMap<Key, i64>,
 }
 
 impl Db {
@@ -23,10 +26,42 @@ impl Db {
                     self.records.push(m.clone().with_id(*id));
                     Outcome::Stored { id: *id }
                 }
-                Op::SetNick { .. } => Outcome::NickBound,
+                Op::SetNick {
+                    nick,
+                    fold,
+                    key,
+                    seen_ms,
+                } => {
+                    if self.nicks.get(fold).is_some_and(|(_, k)| k != key) {
+                        return Outcome::NickTaken;
+                    }
+                    self.nicks.retain(|_, (_, k)| k != key);
+                    self.nicks.insert(fold.clone(), (nick.clone(), *key));
+                    self.seen.insert(*key, *seen_ms);
+                    Outcome::NickBound
+                }
+                Op::Seen { key, ts_ms } => {
+                    if let Some(t) = self.seen.get_mut(key) {
+                        *t = (*t).max(*ts_ms);
+                    }
+                    Outcome::Done
+                }
+                Op::ReleaseNick { key, seen_by } => match self.seen.get(key).copied() {
+                    Some(seen_ms) if seen_ms > *seen_by => Outcome::NickKept { seen_ms },
+                    Some(_) => {
+                        self.nicks.retain(|_, (_, k)| k != key);
+                        self.seen.remove(key);
+                        Outcome::Done
+                    }
+                    None => Outcome::Done,
+                },
                 _ => Outcome::Done,
             })
             .collect()
+    }
+
+    fn holder(&self, nick: &str) -> Option<Key> {
+        self.nicks.get(&names::fold(nick)).map(|&(_, k)| k)
     }
 
     fn after(&self, conv: &str, after: u64, upto: u64, limit: usize) -> Vec<Record> {
@@ -60,11 +95,16 @@ struct Net {
 
 impl Net {
     fn new(n: usize) -> Net {
+        Net::with(n, ServerConfig::default())
+    }
+
+    /// `n` nodes with `config` (each its own node name).
+    fn with(n: usize, config: ServerConfig) -> Net {
         let nodes = (0..n)
             .map(|i| {
                 let config = ServerConfig {
                     cluster: Some(ClusterConfig::new(format!("n{i}"))),
-                    ..ServerConfig::default()
+                    ..config.clone()
                 };
                 Server::new(config, Loaded::default())
             })
@@ -225,6 +265,25 @@ impl Net {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The last error session `id` of `node` was sent: (code, message).
+    fn last_error(&self, node: usize, id: SessionId) -> Option<(String, String)> {
+        self.inbox
+            .get(&(node, id))?
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ServerMsg::Error { code, message, .. } => Some((code.clone(), message.clone())),
+                _ => None,
+            })
+    }
+
+    fn welcomed(&self, node: usize, id: SessionId) -> Option<String> {
+        self.inbox.get(&(node, id))?.iter().find_map(|m| match m {
+            ServerMsg::Welcome { nick, .. } => Some(nick.clone()),
+            _ => None,
+        })
     }
 
     fn tick(&mut self, ms: i64) {
@@ -459,4 +518,90 @@ fn a_bus_message_with_text_a_client_could_not_send_is_dropped() {
     net.run();
     assert!(net.shown(0, 1).is_empty());
     assert_eq!(net.nodes[0].bus_dropped(), 1);
+}
+
+/// Nick expiry across nodes: a node that has not seen a nick's owner for the expiry period
+/// cannot release the nick while another node sees the owner (the store has the later time),
+/// and a claim relying on that release fails with a clear error; once the owner stays away
+/// from every node, the nick is released everywhere and can be claimed.
+#[test]
+fn an_expired_nick_is_released_only_when_no_node_has_seen_its_owner() {
+    let config = ServerConfig {
+        nick_expiry_ms: Some(30 * DAY_MS),
+        ..ServerConfig::default()
+    };
+    let mut net = Net::with(2, config);
+    // bob claims the nick on node 0 and leaves; he comes back on node 1 and stays.
+    net.hello(0, 1, key(1), "bob", &["#r"]);
+    net.nodes[0].disconnected(net.now, 1, "left");
+    net.run();
+    net.tick(1000);
+    net.hello(1, 2, key(1), "bob", &["#r"]);
+    assert_eq!(net.welcomed(1, 2).as_deref(), Some("bob"));
+    // 31 days pass a day at a time: node 1 records hourly that bob is still there.
+    for _ in 0..31 {
+        net.tick(DAY_MS);
+    }
+    // Node 0 has aged bob's binding out by its own clock; the store kept it, and node 0
+    // knows again that the nick is bob's: a claim there is refused at once.
+    assert_eq!(net.db.holder("bob"), Some(key(1)));
+    net.hello(0, 3, key(3), "bob", &["#r"]);
+    assert_eq!(net.welcomed(0, 3), None);
+    assert_eq!(
+        net.last_error(0, 3).map(|e| e.0).as_deref(),
+        Some(code::NICK_TAKEN)
+    );
+    // bob leaves node 1 too. Node 0 saw him last a month ago; node 1 just now.
+    net.nodes[1].disconnected(net.now, 2, "left");
+    net.run();
+    // A claim on node 0 after its own (stale) period but before bob's: node 0 takes the nick
+    // to be free, welcomes the claim, and the store refuses it: the claimer is told why.
+    net.now += 30 * DAY_MS - 1000;
+    net.hello(0, 4, key(4), "bob", &["#r"]);
+    assert_eq!(net.welcomed(0, 4).as_deref(), Some("bob"));
+    let (code, message) = net.last_error(0, 4).expect("told");
+    assert_eq!(code, code::NICK_TAKEN);
+    assert!(message.contains("still in use by its owner"), "{message}");
+    assert_eq!(net.db.holder("bob"), Some(key(1)));
+    // A full period after bob left every node: released by the nodes as they age it out,
+    // and forgotten by all of them: a new key claims it on node 1, and node 0 knows.
+    net.tick(2000);
+    assert_eq!(net.db.holder("bob"), None);
+    net.hello(1, 5, key(5), "bob", &["#r"]);
+    assert_eq!(net.welcomed(1, 5).as_deref(), Some("bob"));
+    assert_eq!(net.db.holder("bob"), Some(key(5)));
+    // bob's key comes back on node 0: the nick is key 5's now, and node 0 knows it.
+    net.hello(0, 6, key(1), "bob", &["#r"]);
+    assert_eq!(net.welcomed(0, 6), None);
+    assert_eq!(
+        net.last_error(0, 6).map(|e| e.0).as_deref(),
+        Some(code::NICK_TAKEN)
+    );
+}
+
+/// The owner of a nick comes back on one node just as another releases it as expired: the
+/// node where the owner is binds it again.
+#[test]
+fn a_nick_released_elsewhere_while_its_owner_is_back_is_bound_again() {
+    let mut net = Net::new(2);
+    net.hello(0, 1, key(1), "bob", &["#r"]);
+    // Node 1 stands for a node whose release went through just before bob reconnected to
+    // node 0: the store forgets the binding, and node 1 says so on the bus.
+    net.db.nicks.clear();
+    net.db.seen.clear();
+    let m = Bus::Nick {
+        key: key(1),
+        nick: None,
+        old: None,
+        rooms: Vec::new(),
+    };
+    net.bus.push_back((1, Subject::Nicks, m.encode()));
+    net.run();
+    assert_eq!(net.db.holder("bob"), Some(key(1)));
+    // And a new key's claim of it on node 1 is refused.
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    assert_eq!(
+        net.last_error(1, 2).map(|e| e.0).as_deref(),
+        Some(code::NICK_TAKEN)
+    );
 }

@@ -326,6 +326,7 @@ fn a_nick_whose_key_stays_away_expires_and_can_be_claimed() {
     h.hello_from(2, ip(1), key(3), "bob1");
     h.hello_from(3, ip(1), key(5), "dave");
     h.advance(DAY_MS);
+    let left = h.now;
     h.s.disconnected(h.now, 1, "left");
     h.s.disconnected(h.now, 2, "left");
     h.drain();
@@ -354,8 +355,16 @@ fn a_nick_whose_key_stays_away_expires_and_can_be_claimed() {
     assert_eq!(
         tail,
         vec![
-            Op::ReleaseNick { key: key(1) },
-            Op::ReleaseNick { key: key(3) },
+            // Released in the store only if nobody saw them after they left (in a cluster,
+            // another node may have).
+            Op::ReleaseNick {
+                key: key(1),
+                seen_by: left
+            },
+            Op::ReleaseNick {
+                key: key(3),
+                seen_by: left
+            },
             Op::SetNick {
                 nick: "Alice".into(),
                 fold: "alice".into(),
@@ -467,7 +476,7 @@ impl H {
                         *t = (*t).max(*ts_ms);
                     }
                 }
-                Op::ReleaseNick { key } => {
+                Op::ReleaseNick { key, seen_by } if seen.get(key).is_some_and(|t| t <= seen_by) => {
                     nicks.retain(|(_, k)| k != key);
                     seen.remove(key);
                 }
