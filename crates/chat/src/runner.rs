@@ -223,6 +223,7 @@ pub async fn run(
     ep.transport.keep_alive = None;
     let options = chirp_transport::Options {
         qlog_dir: config.qlog_dir.clone(),
+        ..chirp_transport::Options::default()
     };
     let (handle, events, transport) = if config.transport_thread {
         let (h, e, thread) =

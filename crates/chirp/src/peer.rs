@@ -144,6 +144,7 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
     config.transport.idle_timeout = opts.idle_timeout;
     let options = chirp_transport::Options {
         qlog_dir: opts.qlog.clone(),
+        ..chirp_transport::Options::default()
     };
     let (handle, events, task) = chirp_transport::spawn_with(socket, config, options)
         .context("cannot start the transport")?;

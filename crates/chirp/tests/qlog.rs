@@ -91,12 +91,17 @@ fn checked(path: &Path, role: &str, secrets: &[&str]) -> CheckedTrace {
     );
     assert!(trace.named("transport:packet_sent").next().is_some());
     assert!(trace.named("transport:packet_received").next().is_some());
-    let metrics = trace
-        .named("recovery:metrics_updated")
-        .last()
-        .expect("metrics_updated");
-    assert!(metrics["data"]["congestion_window"].as_u64().unwrap_or(0) > 0);
-    assert!(metrics["data"]["smoothed_rtt"].as_f64().unwrap_or(-1.0) > 0.0);
+    // Each metrics_updated holds what changed: the latest value of each field is in the last
+    // one that holds it.
+    let latest = |field: &str| {
+        trace
+            .named("recovery:metrics_updated")
+            .filter_map(|m| m["data"].get(field).cloned())
+            .last()
+            .unwrap_or_else(|| panic!("{field} in a metrics_updated of {}", path.display()))
+    };
+    assert!(latest("congestion_window").as_u64().unwrap_or(0) > 0);
+    assert!(latest("smoothed_rtt").as_f64().unwrap_or(-1.0) > 0.0);
     trace
 }
 
@@ -260,8 +265,41 @@ fn a_qlog_path_that_is_not_a_directory_is_a_clear_error_at_start() {
 }
 
 #[test]
+fn ping_writes_a_valid_qlog_file_with_its_probes() {
+    let (data, home, q) = (tmp(), tmp(), tmp());
+    let mut server = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let addr = server.addr.to_string();
+    let home = home.path().to_str().expect("utf-8 path");
+    let qd = q.path().to_str().expect("utf-8 path");
+    let args = [
+        "ping", &addr, "-c", "3", "-i", "0.05", "--home", home, "--qlog", qd,
+    ];
+    let (status, out, err) = run_to_end(CHIRP, &args, WAIT);
+    server.terminate();
+    assert!(status.success(), "ping: {status}\n{out}\n{err}");
+    let files = qlog_files(q.path());
+    assert_eq!(files.len(), 1, "one connection, one file: {files:?}");
+    let trace = checked(&files[0], "client", &[]);
+    // The three probes, each a PING frame sent.
+    let pings = trace
+        .named("transport:packet_sent")
+        .filter(|e| {
+            e["data"]["frames"]
+                .as_array()
+                .is_some_and(|fs| fs.iter().any(|f| f["frame_type"] == "ping"))
+        })
+        .count();
+    assert!(pings >= 3, "{pings} PINGs sent");
+    let states: Vec<&str> = trace
+        .named("connectivity:connection_state_updated")
+        .filter_map(|e| e["data"]["new"].as_str())
+        .collect();
+    assert!(states.contains(&"closing"), "ping closes: {states:?}");
+}
+
+#[test]
 fn help_shows_the_qlog_option_with_an_example() {
-    for command in ["serve", "connect", "peer"] {
+    for command in ["serve", "connect", "peer", "ping"] {
         let (status, out, _) = run_to_end(CHIRP, &[command, "--help"], WAIT);
         assert!(status.success());
         assert!(out.contains("--qlog <DIR>"), "{command} --help:\n{out}");

@@ -28,8 +28,8 @@ use crate::rtt::{RttEstimator, StandingRtt};
 use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream, WriteError};
 use crate::trace::{
-    LossTrigger, PathChange, TraceEvent, TraceFrame, TraceMetrics, TracePacket, TracePacketType,
-    TraceRole, TraceState, Tracer,
+    DropReason, LossTrigger, PathChange, TraceEvent, TraceFrame, TraceMetrics, TracePacket,
+    TracePacketType, TraceRole, TraceState, Tracer,
 };
 use crate::wire::{
     AckFrame, ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet,
@@ -930,8 +930,49 @@ impl Connection {
         }
     }
 
-    pub(crate) fn count_malformed(&mut self) {
-        self.stats.malformed_dropped += 1;
+    /// A datagram of `len` bytes from the peer's address whose header does not parse: the
+    /// endpoint charges it to this connection (the one at that address).
+    pub(crate) fn count_malformed(&mut self, now: Instant, len: usize) {
+        self.count_drop(DropReason::Malformed);
+        if self.tracing() {
+            let event = TraceEvent::PacketDropped {
+                ty: None,
+                number: None,
+                len: len as u64,
+                reason: DropReason::Malformed,
+            };
+            self.record(now, event);
+        }
+    }
+
+    /// Drops `packet` for `reason`: counts it, and records it if tracing. Every packet the
+    /// connection drops goes through here, so that its trace has a `PacketDropped` for each
+    /// one its drop counters count.
+    fn drop_packet(&mut self, now: Instant, packet: &Packet<'_>, reason: DropReason) {
+        self.count_drop(reason);
+        if self.tracing() {
+            let ty = packet.header.ty;
+            let event = TraceEvent::PacketDropped {
+                ty: Some(ty.into()),
+                // A RETRY carries no packet number.
+                number: (ty != PacketType::Retry).then_some(packet.header.number),
+                len: (packet.aad.len() + packet.sealed.len()) as u64,
+                reason,
+            };
+            self.record(now, event);
+        }
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        let s = &mut self.stats;
+        match reason {
+            DropReason::Malformed => s.malformed_dropped += 1,
+            DropReason::Corrupt => s.corrupt_dropped += 1,
+            DropReason::Undecryptable => s.undecryptable_dropped += 1,
+            DropReason::Duplicate => s.duplicates_dropped += 1,
+            DropReason::Stale => s.stale_dropped += 1,
+            DropReason::NoBuffer => {}
+        }
     }
 
     // ----- Trace (`crate::trace`) -----
@@ -1363,7 +1404,7 @@ impl Connection {
         // The replay window: every packet number is accepted once. Network duplicates and
         // replayed datagrams end here alike.
         if !self.crypto.replay.check(pn) || pn < self.recv_floor || self.recv_pns.contains(pn) {
-            self.stats.duplicates_dropped += 1;
+            self.drop_packet(now, packet, DropReason::Duplicate);
             return;
         }
         // Check everything before acting on anything: a packet is applied whole or not at
@@ -1377,7 +1418,7 @@ impl Connection {
                 Ok(frame) => frame,
                 Err(e) => {
                     trace!(%e, "malformed frames");
-                    self.stats.malformed_dropped += 1;
+                    self.drop_packet(now, packet, DropReason::Malformed);
                     return;
                 }
             };
@@ -1402,7 +1443,7 @@ impl Connection {
             }
         }
         if misplaced {
-            self.stats.malformed_dropped += 1;
+            self.drop_packet(now, packet, DropReason::Malformed);
             return;
         }
         if unbufferable {
@@ -1411,6 +1452,7 @@ impl Connection {
                 pn,
                 "out-of-order data beyond the segment cap; packet dropped"
             );
+            self.drop_packet(now, packet, DropReason::NoBuffer);
             return;
         }
         self.crypto.replay.record(pn);
@@ -1639,7 +1681,7 @@ impl Connection {
                     }
                     // DATA that overtook the handshake message carrying the keys: dropped, and
                     // retransmitted by the peer's loss recovery like any lost packet.
-                    self.stats.undecryptable_dropped += 1;
+                    self.drop_packet(now, packet, DropReason::Undecryptable);
                     return None;
                 };
                 keys.open(packet, key_phase, out)
@@ -1654,7 +1696,7 @@ impl Connection {
                     {
                         self.ping_pending = true;
                     }
-                    self.stats.stale_dropped += 1;
+                    self.drop_packet(now, packet, DropReason::Stale);
                     return None;
                 }
                 let key = match self.side {
@@ -1673,14 +1715,14 @@ impl Connection {
             }
             _ => {
                 // A type that never travels in this direction.
-                self.stats.malformed_dropped += 1;
+                self.drop_packet(now, packet, DropReason::Malformed);
                 return None;
             }
         };
         match result {
             Ok(next_key) => Some(next_key),
             Err(AuthError) => {
-                self.stats.corrupt_dropped += 1;
+                self.drop_packet(now, packet, DropReason::Corrupt);
                 None
             }
         }
@@ -1694,7 +1736,7 @@ impl Connection {
             && !packet.token.is_empty();
         if !ours || packet.open(&self.crypto.initial.retry).is_err() {
             // One RETRY per attempt (a second could only loop us), and only an authentic one.
-            self.stats.malformed_dropped += 1;
+            self.drop_packet(now, packet, DropReason::Malformed);
             return;
         }
         debug!("retry: repeating the INITIAL with the server's token");
@@ -1719,7 +1761,7 @@ impl Connection {
         let reason = packet.refuse_reason();
         let authentic = packet.open(&self.crypto.initial.refuse).is_ok();
         let (true, true, Some(reason)) = (ours, authentic, reason) else {
-            self.stats.malformed_dropped += 1;
+            self.drop_packet(now, packet, DropReason::Malformed);
             return;
         };
         debug!(%reason, "refused by the server");
@@ -1833,7 +1875,13 @@ impl Connection {
                 }
             }
         } else {
-            self.stats.undecryptable_dropped += early.len() as u64;
+            for (_, datagram, _) in &early {
+                // Built from a packet that parsed once, so it parses again.
+                match Packet::new_checked(datagram) {
+                    Ok(packet) => self.drop_packet(now, &packet, DropReason::Undecryptable),
+                    Err(_) => self.count_drop(DropReason::Undecryptable),
+                }
+            }
             debug!("peer key refused by the application");
             self.refuse_key(now, CloseReason::KeyRefused { actual });
         }

@@ -894,8 +894,12 @@ impl Endpoint {
                 if let Some(&h) = self.by_remote.get(&from).and_then(|hs| hs.first())
                     && let Some(e) = self.conns.get_mut(&h)
                 {
-                    // A counter only: nothing about the connection changes.
-                    e.conn.count_malformed();
+                    // A counter (and a trace record) only: nothing about the connection
+                    // changes, so there is nothing to sync but the trace.
+                    e.conn.count_malformed(now, datagram.len());
+                    if let Some(tracer) = e.conn.tracer() {
+                        collect_trace(&mut self.trace, &mut self.stats, h, tracer);
+                    }
                 }
                 return;
             }

@@ -213,6 +213,29 @@ pub enum LossTrigger {
     ReorderingThreshold,
 }
 
+/// Why a connection dropped a packet: each reason is one of the connection's drop counters
+/// ([`ConnectionStats`](crate::ConnectionStats)), but for [`DropReason::NoBuffer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its header or frames do not parse, a frame is where it may not be, its type never
+    /// travels in this direction, or a RETRY or REFUSE is not for this attempt
+    /// (`malformed_dropped`).
+    Malformed,
+    /// It failed authentication: damaged, tampered with or forged (`corrupt_dropped`).
+    Corrupt,
+    /// DATA that came before the keys to open it, or was held for the application's verdict
+    /// on the peer's key and the key was refused (`undecryptable_dropped`).
+    Undecryptable,
+    /// Its packet number was seen already: a network duplicate or a replay
+    /// (`duplicates_dropped`).
+    Duplicate,
+    /// A handshake packet after the handshake was confirmed (`stale_dropped`).
+    Stale,
+    /// Out-of-order stream data beyond what the receive buffer may hold: dropped whole, not
+    /// acknowledged, and sent again by the peer as if lost (no counter).
+    NoBuffer,
+}
+
 /// The connection's congestion and RTT state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceMetrics {
@@ -299,6 +322,19 @@ pub enum TraceEvent {
         number: u64,
         /// Why.
         trigger: LossTrigger,
+    },
+    /// A datagram addressed to this connection was dropped (and counted). Drops the endpoint
+    /// cannot pin on one connection (an unknown connection ID, a RESET whose token matches
+    /// none, INITIALs refused before a connection exists) are in no connection's trace.
+    PacketDropped {
+        /// Its type, if its header parsed.
+        ty: Option<TracePacketType>,
+        /// Its packet number, if its header parsed.
+        number: Option<u64>,
+        /// The datagram's length in bytes.
+        len: u64,
+        /// Why.
+        reason: DropReason,
     },
     /// The congestion or RTT state changed (recorded once per call into the connection, not
     /// at every intermediate step).

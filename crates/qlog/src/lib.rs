@@ -17,15 +17,29 @@
 //! | `Started` | `connectivity:connection_started` |
 //! | `State` | `connectivity:connection_state_updated` |
 //! | `PacketSent` / `PacketReceived` | `transport:packet_sent` / `transport:packet_received` |
+//! | `PacketDropped` | `transport:packet_dropped` (trigger, and chirp's reason as `details`) |
 //! | `PacketLost` | `recovery:packet_lost` |
-//! | `Metrics` | `recovery:metrics_updated` (cwnd, bytes in flight, ssthresh, RTTs in ms) |
+//! | `Metrics` | `recovery:metrics_updated`: the fields that changed (see below) |
 //! | `RedundantCopy` | `chirp:redundant_copy` |
 //! | `KeyUpdated` | `chirp:key_updated` (the phase and generation; never a key) |
 //! | `Path` | `chirp:path_updated` |
 //! | `BecameServer` | `chirp:became_server` |
+//! | (events the writer dropped) | `chirp:events_dropped` (`count`), where they are missing |
 //!
 //! Packet types: INITIAL is `initial`, ACCEPT and HANDSHAKE (Noise messages 2 and 3) are
 //! `handshake`, DATA is `1RTT`, RETRY `retry`, REFUSE `unknown`.
+//!
+//! Metrics: a `metrics_updated` holds, of the congestion window, bytes in flight, ssthresh,
+//! PTO count and the RTTs (in ms), only those that differ from what the file last said (the
+//! first one holds them all), as quiche writes it; none is written when nothing changed.
+//! Bytes in flight change with almost every packet sent or acknowledged, so most hold that
+//! alone.
+//!
+//! Drops: the reason is the connection counter the drop is counted in (`details`: `malformed`,
+//! `corrupt`, `undecryptable`, `duplicate`, `stale`; `no_buffer` has no counter), with qlog
+//! 0.3's nearest trigger (`invalid`, `decryption_failure`, `rejected`). Drops the endpoint
+//! cannot pin on a connection (an unknown connection ID, INITIALs refused before a connection
+//! exists) are in no file.
 //!
 //! Frames map to their QUIC counterparts: MESSAGE is a `stream` frame on stream 0, FIN a
 //! `stream` frame of length 0 with `fin`, the Noise handshake message a `crypto` frame,
@@ -45,16 +59,23 @@
 //!   (`0123456789abcdef-client.sqlog`; a client that a simultaneous open made the server side
 //!   of the peer's attempt is renamed after that attempt's ID), and closes each when its
 //!   connection is gone.
+//! - [`spawn_writer`]: a writer thread that owns a [`TraceSink`] (a `QlogDir`), and its
+//!   driver's end, [`QlogSender`], which never blocks: when the writer is [`WRITER_QUEUE`]
+//!   records behind, records are dropped, counted, and noted in their connection's file as
+//!   `chirp:events_dropped`.
 //! - `validate` (feature `validate`): checks a written file against the qlog 0.3 schema, for
 //!   tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod thread;
 #[cfg(feature = "validate")]
 pub mod validate;
 
-use std::collections::HashMap;
+pub use thread::{QlogSender, TraceSink, WRITER_QUEUE, WriterHandle, spawn_writer};
+
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
@@ -64,8 +85,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chirp_proto::ConnectionHandle;
 use chirp_proto::close_code;
 use chirp_proto::trace::{
-    LossTrigger, PathChange, TraceEvent, TraceFrame, TraceMetrics, TracePacket, TracePacketType,
-    TraceRecord, TraceRole, TraceState,
+    DropReason, LossTrigger, PathChange, TraceEvent, TraceFrame, TraceMetrics, TracePacket,
+    TracePacketType, TraceRecord, TraceRole, TraceState,
 };
 use serde::Serialize;
 
@@ -133,6 +154,8 @@ pub struct QlogWriter<W: Write> {
     header: TraceHeader,
     /// One record at a time is serialized here, then written with its separator.
     line: Vec<u8>,
+    /// The metrics as the file last stated them: a `metrics_updated` holds only what differs.
+    metrics: Option<TraceMetrics>,
 }
 
 impl<W: Write> QlogWriter<W> {
@@ -142,6 +165,7 @@ impl<W: Write> QlogWriter<W> {
             out,
             header,
             line: Vec::with_capacity(256),
+            metrics: None,
         };
         let odcid = format!("{:016x}", w.header.odcid);
         let reference_time = w.header.wall_clock.map_or(0.0, |t| {
@@ -224,7 +248,32 @@ impl<W: Write> QlogWriter<W> {
                 };
                 self.event(time, "recovery:packet_lost", data)
             }
-            TraceEvent::Metrics(m) => self.event(time, "recovery:metrics_updated", metrics(m)),
+            TraceEvent::PacketDropped {
+                ty,
+                number,
+                len,
+                reason,
+            } => {
+                let (trigger, details) = drop_reason(*reason);
+                let data = PacketDropped {
+                    header: ty.map(|ty| DroppedHeader {
+                        packet_type: packet_type(ty),
+                        packet_number: *number,
+                    }),
+                    raw: Raw { length: *len },
+                    details,
+                    trigger,
+                };
+                self.event(time, "transport:packet_dropped", data)
+            }
+            TraceEvent::Metrics(m) => {
+                let changed = metrics_changed(self.metrics.as_ref(), m);
+                self.metrics = Some(*m);
+                match changed {
+                    Some(data) => self.event(time, "recovery:metrics_updated", data),
+                    None => Ok(()),
+                }
+            }
             TraceEvent::State { old, new } => {
                 let data = StateUpdated {
                     old: old.map(state_name),
@@ -275,6 +324,13 @@ impl<W: Write> QlogWriter<W> {
         }
     }
 
+    /// Notes that `count` events are missing here (the writer fell behind and they were
+    /// dropped), as a `chirp:events_dropped` event at `at`.
+    pub fn dropped(&mut self, at: Instant, count: u64) -> io::Result<()> {
+        let time = ms(at.saturating_duration_since(self.header.start));
+        self.event(time, "chirp:events_dropped", EventsDropped { count })
+    }
+
     /// Flushes what is buffered.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
@@ -313,6 +369,9 @@ pub struct QlogDir {
     dir: PathBuf,
     local: Option<SocketAddr>,
     files: HashMap<ConnectionHandle, OpenTrace>,
+    /// Files written since the last flush (a busy server has many open: only these are
+    /// flushed).
+    dirty: HashSet<ConnectionHandle>,
 }
 
 /// A connection's file, and where it is.
@@ -331,6 +390,7 @@ impl QlogDir {
             dir: dir.to_owned(),
             local,
             files: HashMap::new(),
+            dirty: HashSet::new(),
         })
     }
 
@@ -383,6 +443,7 @@ impl QlogDir {
         let Some(open) = self.files.get_mut(&record.conn) else {
             return Ok(());
         };
+        self.dirty.insert(record.conn);
         let result = open.writer.write(record.at, &record.event);
         if result.is_err() || matches!(record.event, TraceEvent::Removed) {
             if let Some(open) = self.files.remove(&record.conn) {
@@ -395,17 +456,37 @@ impl QlogDir {
         Ok(())
     }
 
-    /// Flushes every open file. A file that cannot be flushed is closed and its connection
-    /// traced no further; the first such error comes back.
+    /// Notes in connection `conn`'s file, if it has one, that `count` of its events are
+    /// missing just before `at` ([`QlogWriter::dropped`]). A file that cannot be written is
+    /// closed, like in [`Self::record`].
+    pub fn dropped(&mut self, conn: ConnectionHandle, at: Instant, count: u64) -> io::Result<()> {
+        let Some(open) = self.files.get_mut(&conn) else {
+            return Ok(());
+        };
+        self.dirty.insert(conn);
+        match open.writer.dropped(at, count) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = in_path(e, &open.path);
+                self.files.remove(&conn);
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes every file written since the last flush. A file that cannot be flushed is
+    /// closed and its connection traced no further; the first such error comes back.
     pub fn flush(&mut self) -> io::Result<()> {
         let mut first = None;
-        self.files.retain(|_, open| match open.writer.flush() {
-            Ok(()) => true,
-            Err(e) => {
+        for conn in self.dirty.drain() {
+            let Some(open) = self.files.get_mut(&conn) else {
+                continue; // Closed since.
+            };
+            if let Err(e) = open.writer.flush() {
                 first.get_or_insert_with(|| in_path(e, &open.path));
-                false
+                self.files.remove(&conn);
             }
-        });
+        }
         first.map_or(Ok(()), Err)
     }
 
@@ -435,6 +516,20 @@ impl QlogDir {
             ),
             &path,
         ))
+    }
+}
+
+impl TraceSink for QlogDir {
+    fn record(&mut self, record: &TraceRecord) -> io::Result<()> {
+        QlogDir::record(self, record)
+    }
+
+    fn dropped(&mut self, conn: ConnectionHandle, at: Instant, count: u64) -> io::Result<()> {
+        QlogDir::dropped(self, conn, at, count)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        QlogDir::flush(self)
     }
 }
 
@@ -540,16 +635,39 @@ fn frame(f: &TraceFrame) -> QuicFrame {
     }
 }
 
-fn metrics(m: &TraceMetrics) -> Metrics {
-    Metrics {
-        min_rtt: ms(m.min_rtt),
-        smoothed_rtt: ms(m.smoothed_rtt),
-        latest_rtt: ms(m.latest_rtt),
-        rtt_variance: ms(m.rtt_variance),
-        pto_count: m.pto_count,
-        congestion_window: m.cwnd,
-        bytes_in_flight: m.bytes_in_flight,
-        ssthresh: (m.ssthresh != u64::MAX).then_some(m.ssthresh),
+/// The fields of `m` that differ from `last` (all of them if there is none), as quiche and
+/// quinn write `metrics_updated`; `None` if nothing does. A slow-start threshold is written
+/// once there is one.
+fn metrics_changed(last: Option<&TraceMetrics>, m: &TraceMetrics) -> Option<Metrics> {
+    // A field's value if it differs from what the file last said.
+    macro_rules! changed {
+        ($f:ident) => {
+            last.is_none_or(|l| l.$f != m.$f).then_some(m.$f)
+        };
+    }
+    let out = Metrics {
+        min_rtt: changed!(min_rtt).map(ms),
+        smoothed_rtt: changed!(smoothed_rtt).map(ms),
+        latest_rtt: changed!(latest_rtt).map(ms),
+        rtt_variance: changed!(rtt_variance).map(ms),
+        pto_count: changed!(pto_count),
+        congestion_window: changed!(cwnd),
+        bytes_in_flight: changed!(bytes_in_flight),
+        ssthresh: changed!(ssthresh).filter(|&n| n != u64::MAX),
+    };
+    (out != Metrics::default()).then_some(out)
+}
+
+/// qlog 0.3's trigger for a drop, and chirp's reason (the connection counter it is counted
+/// in) as its details.
+fn drop_reason(reason: DropReason) -> (&'static str, &'static str) {
+    match reason {
+        DropReason::Malformed => ("invalid", "malformed"),
+        DropReason::Corrupt => ("decryption_failure", "corrupt"),
+        DropReason::Undecryptable => ("decryption_failure", "undecryptable"),
+        DropReason::Duplicate => ("rejected", "duplicate"),
+        DropReason::Stale => ("rejected", "stale"),
+        DropReason::NoBuffer => ("rejected", "no_buffer"),
     }
 }
 
@@ -680,14 +798,38 @@ struct PacketLost {
 }
 
 #[derive(Serialize)]
+struct PacketDropped {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<DroppedHeader>,
+    raw: Raw,
+    details: &'static str,
+    trigger: &'static str,
+}
+
+/// The header of a dropped packet: its number is unknown for a RETRY.
+#[derive(Serialize)]
+struct DroppedHeader {
+    packet_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packet_number: Option<u64>,
+}
+
+#[derive(Serialize, PartialEq, Default)]
 struct Metrics {
-    min_rtt: f64,
-    smoothed_rtt: f64,
-    latest_rtt: f64,
-    rtt_variance: f64,
-    pto_count: u32,
-    congestion_window: u64,
-    bytes_in_flight: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_rtt: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smoothed_rtt: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest_rtt: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_variance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pto_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    congestion_window: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_in_flight: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ssthresh: Option<u64>,
 }
@@ -712,6 +854,11 @@ struct KeyUpdated {
     owner: &'static str,
     key_phase: u8,
     generation: u64,
+}
+
+#[derive(Serialize)]
+struct EventsDropped {
+    count: u64,
 }
 
 #[derive(Serialize)]

@@ -32,6 +32,7 @@ const QUIC_EVENTS: &[&str] = &[
     "connectivity:connection_state_updated",
     "transport:packet_sent",
     "transport:packet_received",
+    "transport:packet_dropped",
     "recovery:packet_lost",
     "recovery:metrics_updated",
 ];
@@ -135,6 +136,7 @@ fn check_chirp(event: &str, data: &Map<String, Value>) -> Result<(), String> {
         ],
         "path_updated" => &[("change", Ty::Str), ("old", Ty::Str), ("new", Ty::Str)],
         "became_server" => &[("odcid", Ty::Str)],
+        "events_dropped" => &[("count", Ty::Uint)],
         _ => return Err("unknown chirp event".into()),
     };
     if data.len() != fields.len() {

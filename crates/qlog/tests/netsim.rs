@@ -105,6 +105,24 @@ fn wire_numbers(p: &Pair, side: Side) -> (BTreeSet<u64>, BTreeSet<u64>) {
     )
 }
 
+/// The metrics a reader of the trace knows after each `metrics_updated` (each holds only what
+/// changed): every field's latest value. The first event holds every field.
+fn metrics_states(events: &[&Value]) -> Vec<serde_json::Map<String, Value>> {
+    let mut state = serde_json::Map::new();
+    events
+        .iter()
+        .map(|e| {
+            let data = e["data"].as_object().expect("data");
+            assert!(!data.is_empty(), "an empty metrics_updated");
+            for (k, v) in data {
+                assert_ne!(state.get(k), Some(v), "{k} written unchanged: {e}");
+                state.insert(k.clone(), v.clone());
+            }
+            state.clone()
+        })
+        .collect()
+}
+
 fn numbers<'a>(events: impl Iterator<Item = &'a Value>) -> BTreeSet<u64> {
     events
         .map(|e| {
@@ -151,14 +169,16 @@ fn losses_in_the_simulation_are_packet_lost_in_the_qlog() {
             sent["data"]["header"]["packet_type"]
         );
     }
-    // The metrics carry the congestion window and an RTT near the link's (2 × 20 ms).
+    // The metrics carry the congestion window and an RTT near the link's (2 × 20 ms). Each
+    // event holds what changed; the state after each one is every field's latest value.
     let metrics: Vec<&Value> = trace.named("recovery:metrics_updated").collect();
     assert!(metrics.len() > 20);
-    for m in &metrics {
-        assert!(m["data"]["congestion_window"].as_u64().expect("cwnd") >= 2 * 1200);
-        assert!(m["data"]["bytes_in_flight"].is_u64());
+    let states = metrics_states(&metrics);
+    for state in &states {
+        assert!(state["congestion_window"].as_u64().expect("cwnd") >= 2 * 1200);
+        assert!(state["bytes_in_flight"].is_u64());
     }
-    let srtt = metrics.last().expect("metrics")["data"]["smoothed_rtt"]
+    let srtt = states.last().expect("metrics")["smoothed_rtt"]
         .as_f64()
         .expect("smoothed_rtt");
     assert!((39.0..80.0).contains(&srtt), "smoothed RTT {srtt} ms");
@@ -348,5 +368,190 @@ fn a_connection_that_became_the_server_side_is_renamed_never_over_another_file()
     assert_eq!(
         names,
         ["connectivity:connection_started", "chirp:became_server"]
+    );
+}
+
+/// The `recovery:metrics_updated` events of `records` of `conn`, as written.
+fn written_metrics(records: &[TraceRecord], conn: ConnectionHandle) -> Vec<Value> {
+    let (_, trace) = serialize_open(records, conn);
+    trace.named("recovery:metrics_updated").cloned().collect()
+}
+
+/// `records` of `conn` through a writer, checked, whether or not the connection has ended.
+fn serialize_open(records: &[TraceRecord], conn: ConnectionHandle) -> (Vec<u8>, CheckedTrace) {
+    let mut mine = records.iter().filter(|r| r.conn == conn);
+    let started = mine.next().expect("a first record");
+    let header = TraceHeader::from_started(started, None, None).expect("Started comes first");
+    let mut w = QlogWriter::new(Vec::new(), header).expect("header");
+    for r in std::iter::once(started).chain(mine) {
+        w.write(r.at, &r.event).expect("write");
+    }
+    let bytes = w.into_inner().expect("flush");
+    let checked = validate::check(&bytes).unwrap_or_else(|e| panic!("invalid qlog: {e}"));
+    (bytes, checked)
+}
+
+/// Issue 16: metrics were written in full with every packet. Now a `metrics_updated` holds
+/// only what changed, and a connection whose metrics do not change writes none, however many
+/// packets it sends and receives; a change writes one, with that change.
+#[test]
+fn metrics_are_written_only_when_they_change_and_only_what_changed() {
+    let a_cfg = EndpointConfig {
+        trace: true,
+        ..EndpointConfig::default()
+    };
+    // B sends no keepalives of its own: through a quiet minute it only acknowledges A's, so
+    // nothing it measures changes (no RTT sample, nothing in flight).
+    let mut b_cfg = a_cfg.clone();
+    b_cfg.transport.keep_alive = None;
+    let path = chirp_netsim::Path::symmetric(LinkConfig::ideal(ONE_WAY), 9);
+    let mut p = Pair::with_path(a_cfg, b_cfg, path, 9);
+    let (ca, cb) = p.connect().expect("handshake");
+    for _ in 0..10 {
+        p.a.endpoint.send(ca, b"a line").expect("room");
+    }
+    p.drive_until(Duration::from_secs(5), |p| p.b.take_messages().len() == 10)
+        .expect("delivered");
+    p.advance_to(p.now + Duration::from_secs(1))
+        .expect("no busy loop");
+    let before = records(&mut p, Side::B);
+
+    // A quiet minute: A's keepalives (every 15 s) and B's ACKs.
+    p.advance_to(p.now + Duration::from_secs(60))
+        .expect("no busy loop");
+    let quiet = records(&mut p, Side::B);
+    let mine = |rs: &[TraceRecord], f: fn(&TraceEvent) -> bool| {
+        rs.iter().filter(|r| r.conn == cb && f(&r.event)).count()
+    };
+    let received = mine(&quiet, |e| matches!(e, TraceEvent::PacketReceived(_)));
+    let sent = mine(&quiet, |e| matches!(e, TraceEvent::PacketSent(_)));
+    assert!(
+        received >= 3 && sent >= 3,
+        "keepalives went both ways: {received} received, {sent} sent"
+    );
+    assert_eq!(
+        mine(&quiet, |e| matches!(e, TraceEvent::Metrics(_))),
+        0,
+        "nothing changed, so no metrics"
+    );
+    let all: Vec<TraceRecord> = before.iter().chain(&quiet).cloned().collect();
+    let quiet_written = written_metrics(&all, cb).len() - written_metrics(&before, cb).len();
+    assert_eq!(quiet_written, 0, "no metrics_updated written while quiet");
+
+    // A change: B sends a message, so bytes are in flight, and that alone is written.
+    p.b.endpoint.send(cb, b"an answer").expect("room");
+    p.drive_until(Duration::from_secs(5), |p| p.a.take_messages().len() == 1)
+        .expect("delivered");
+    p.advance_to(p.now + Duration::from_secs(1))
+        .expect("no busy loop");
+    let after = records(&mut p, Side::B);
+    let all: Vec<TraceRecord> = all.into_iter().chain(after).collect();
+    let written = written_metrics(&all, cb);
+    let new = &written[written_metrics(&before, cb).len()..];
+    assert!(new.len() >= 2, "in flight, then acknowledged: {new:?}");
+    let flight = new[0]["data"].as_object().expect("data");
+    assert_eq!(
+        flight.keys().collect::<Vec<_>>(),
+        ["bytes_in_flight"],
+        "only what changed: {flight:?}"
+    );
+    assert!(flight["bytes_in_flight"].as_u64().expect("bytes") > 0);
+    let last = new.last().expect("events");
+    assert_eq!(last["data"]["bytes_in_flight"], 0, "acknowledged: {new:?}");
+    // Never an empty one, nor a field written with the value the file last gave it.
+    metrics_states(&written.iter().collect::<Vec<_>>());
+}
+
+/// Issue 16: datagrams a connection drops are traced as `transport:packet_dropped`, one for
+/// each drop its counters count, with the counter's name as the details: here under
+/// corruption (flipped bits fail authentication, or break the header).
+#[test]
+fn corrupted_datagrams_are_packet_dropped_as_many_as_the_counters_say() {
+    let cfg = EndpointConfig {
+        trace: true,
+        ..EndpointConfig::default()
+    };
+    let link = LinkConfig::ideal(ONE_WAY)
+        .with_corrupt(0.1)
+        .with_duplicate(0.05);
+    let mut p = Pair::new(cfg, link, 21);
+    let (ca, cb) = p.connect().expect("handshake");
+    let mut got = 0;
+    for i in 0..200 {
+        p.a.endpoint
+            .send(ca, format!("line {i}").as_bytes())
+            .expect("room");
+        p.advance_to(p.now + Duration::from_millis(10))
+            .expect("no busy loop");
+        got += p.b.take_messages().len();
+    }
+    p.drive_until(Duration::from_secs(60), |p| {
+        got += p.b.take_messages().len();
+        got == 200
+    })
+    .expect("every message delivered");
+    let mut corrupt = 0;
+    for (side, conn) in [(Side::A, ca), (Side::B, cb)] {
+        // The records so far, and the counters at the same moment.
+        let rs = records(&mut p, side);
+        let stats = p.node(side).endpoint.stats(conn).expect("open");
+        let traced = |reason| {
+            rs.iter()
+                .filter(|r| {
+                    r.conn == conn
+                        && matches!(r.event, TraceEvent::PacketDropped { reason: x, .. } if x == reason)
+                })
+                .count() as u64
+        };
+        use chirp_proto::trace::DropReason as R;
+        assert_eq!(
+            traced(R::Corrupt),
+            stats.corrupt_dropped,
+            "{side:?} corrupt"
+        );
+        assert_eq!(
+            traced(R::Malformed),
+            stats.malformed_dropped,
+            "{side:?} malformed"
+        );
+        assert_eq!(
+            traced(R::Duplicate),
+            stats.duplicates_dropped,
+            "{side:?} duplicates"
+        );
+        assert_eq!(
+            traced(R::Undecryptable),
+            stats.undecryptable_dropped,
+            "{side:?} undecryptable"
+        );
+        assert_eq!(traced(R::Stale), stats.stale_dropped, "{side:?} stale");
+        corrupt += stats.corrupt_dropped;
+        // As qlog: one packet_dropped for each, with a trigger and the reason, valid.
+        let (bytes, trace) = serialize_open(&rs, conn);
+        let dropped: Vec<&Value> = trace.named("transport:packet_dropped").collect();
+        let counted = stats.corrupt_dropped
+            + stats.malformed_dropped
+            + stats.duplicates_dropped
+            + stats.undecryptable_dropped
+            + stats.stale_dropped;
+        let no_buffer = traced(R::NoBuffer);
+        assert_eq!(dropped.len() as u64, counted + no_buffer, "{side:?}");
+        for d in &dropped {
+            let data = &d["data"];
+            assert!(data["trigger"].is_string(), "{d}");
+            assert!(data["raw"]["length"].as_u64().expect("length") > 0, "{d}");
+        }
+        let corrupt_written = dropped
+            .iter()
+            .filter(|d| {
+                d["data"]["details"] == "corrupt" && d["data"]["trigger"] == "decryption_failure"
+            })
+            .count() as u64;
+        assert_eq!(corrupt_written, stats.corrupt_dropped, "{side:?}");
+        assert!(!bytes.windows(5).any(|w| w == b"line "), "no message text");
+    }
+    assert!(
+        corrupt > 10,
+        "the link corrupted datagrams: {corrupt} failed authentication"
     );
 }

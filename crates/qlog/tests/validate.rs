@@ -10,11 +10,19 @@ use chirp_qlog::{QlogWriter, TraceHeader};
 
 /// The client's trace of a short simulated chat (with some loss), as qlog bytes.
 fn real_trace() -> String {
+    real_trace_over(
+        LinkConfig::ideal(Duration::from_millis(10)).with_loss(0.1),
+        false,
+    )
+}
+
+/// The client's trace of a short simulated chat over `link`, as qlog bytes; with
+/// `note_a_gap`, a note that events were dropped (`QlogWriter::dropped`) after the first.
+fn real_trace_over(link: LinkConfig, note_a_gap: bool) -> String {
     let cfg = EndpointConfig {
         trace: true,
         ..EndpointConfig::default()
     };
-    let link = LinkConfig::ideal(Duration::from_millis(10)).with_loss(0.1);
     let mut p = Pair::new(cfg, link, 5);
     let (ca, _) = p.connect().expect("handshake");
     for _ in 0..40 {
@@ -29,6 +37,9 @@ fn real_trace() -> String {
     let header = TraceHeader::from_started(&first, None, None).expect("Started first");
     let mut w = QlogWriter::new(Vec::new(), header).expect("header");
     w.write(first.at, &first.event).expect("write");
+    if note_a_gap {
+        w.dropped(first.at, 7).expect("write");
+    }
     for r in records {
         w.write(r.at, &r.event).expect("write");
     }
@@ -124,5 +135,57 @@ fn chirp_events_are_checked_too() {
         ("chirp:redundant_copy", "chirp:redundant_copies"),
     ] {
         fails(&good.replacen(copy, &copy.replacen(from, to, 1), 1), from);
+    }
+}
+
+#[test]
+fn drops_are_checked_too() {
+    let link = LinkConfig::ideal(Duration::from_millis(10)).with_corrupt(0.2);
+    let good = real_trace_over(link, true);
+    let trace = validate::check(good.as_bytes()).expect("the real trace is valid");
+    let dropped = trace
+        .named("transport:packet_dropped")
+        .next()
+        .expect("the link corrupted datagrams");
+    assert!(dropped["data"]["trigger"].is_string());
+    let gap = trace
+        .named("chirp:events_dropped")
+        .next()
+        .expect("the gap noted");
+    assert_eq!(gap["data"]["count"], 7);
+    let record = |name: &str| {
+        good.split('\u{1e}')
+            .find(|r| r.contains(name))
+            .expect("in the trace")
+            .to_owned()
+    };
+    let drop = record("transport:packet_dropped");
+    let trigger = drop
+        .split("\"trigger\":\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("a trigger");
+    fails(
+        &good.replacen(
+            &drop,
+            &drop.replacen(
+                &format!("\"trigger\":\"{trigger}\""),
+                "\"trigger\":\"oops\"",
+                1,
+            ),
+            1,
+        ),
+        "an unknown trigger",
+    );
+    fails(
+        &good.replacen(&drop, &drop.replacen("\"length\":", "\"length\":-", 1), 1),
+        "a negative length",
+    );
+    let gap = record("chirp:events_dropped");
+    for (from, to) in [
+        ("\"count\":7", "\"count\":\"7\""),
+        ("\"count\":", "\"cuont\":"),
+    ] {
+        fails(&good.replacen(&gap, &gap.replacen(from, to, 1), 1), from);
     }
 }

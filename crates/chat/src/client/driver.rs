@@ -66,6 +66,7 @@ pub fn start_transport(
     let socket = chirp_transport::bind(config.bind)?;
     let options = chirp_transport::Options {
         qlog_dir: config.qlog_dir.clone(),
+        ..chirp_transport::Options::default()
     };
     chirp_transport::spawn_with(socket, endpoint_config(config), options)
 }
