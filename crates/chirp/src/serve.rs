@@ -274,6 +274,7 @@ fn resolve(cli: &Settings, path: Option<&Path>) -> anyhow::Result<Settings> {
             nick_expiry_days,
             nick_claim_burst,
             nick_claims_per_hour,
+            metrics,
             qlog
         );
     }
@@ -783,6 +784,33 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         let e = resolve(&cli, Some(&path)).expect_err("no file");
         assert!(e.to_string().contains("cannot read the config file"), "{e}");
+    }
+
+    /// Every setting the file may hold is taken from it when no flag gives it (`metrics` was
+    /// parsed but not taken).
+    #[test]
+    fn the_file_gives_metrics_and_qlog_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "metrics = \"127.0.0.1:9467\"\nqlog = \"/var/lib/chirp/qlog\"\n",
+        )
+        .expect("write");
+        let none = Cli::try_parse_from(["serve"])
+            .expect("parses")
+            .args
+            .settings;
+        let s = resolve(&none, Some(&path)).expect("valid");
+        assert_eq!(s.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 9467))));
+        assert_eq!(s.qlog, Some(PathBuf::from("/var/lib/chirp/qlog")));
+        let flags = Cli::try_parse_from(["serve", "--metrics", "127.0.0.1:1", "--qlog", "/q"])
+            .expect("parses")
+            .args
+            .settings;
+        let s = resolve(&flags, Some(&path)).expect("valid");
+        assert_eq!(s.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert_eq!(s.qlog, Some(PathBuf::from("/q")));
     }
 
     #[derive(clap::Parser)]
