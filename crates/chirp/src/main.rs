@@ -141,7 +141,9 @@ Examples:
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --json      # for scripts
   chirp peer --bind 0.0.0.0:5000 --to 198.51.100.4:5000 --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
                                           # a peer behind a NAT that changes its port
-  chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000     # raw UDP, like nc -u";
+  chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000     # raw UDP, like nc -u
+  chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --qlog /tmp/chirp-qlog
+                                          # a qlog trace per connection, for qvis";
 
 #[derive(Debug, Args)]
 struct PeerArgs {
@@ -187,6 +189,10 @@ struct PeerArgs {
     /// a terminal and refused otherwise: pin it with this flag.
     #[arg(long, value_name = "FINGERPRINT", conflicts_with = "plain")]
     peer_key: Option<chirp_keys::Fingerprint>,
+    /// Write a qlog trace of every connection into this directory (created if missing): one
+    /// file per connection, <connection id>-<client|server>.sqlog, for qvis.
+    #[arg(long, value_name = "DIR", conflicts_with = "plain")]
+    qlog: Option<std::path::PathBuf>,
 }
 
 /// Binds a UDP socket, turning the OS error into one a person can act on.
@@ -292,6 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 idle_timeout: 30,
                 home: None,
                 peer_key: None,
+                qlog: None,
             }))
         }
         None => {
@@ -324,6 +331,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
             tui: tui::wanted(a.line, a.json),
             bell: !a.no_bell,
             can_ask: !a.json && std::io::stdin().is_terminal(),
+            qlog: a.qlog,
         };
         peer::run(opts).await
     }

@@ -52,6 +52,8 @@ pub(crate) struct PeerOpts {
     /// Someone can answer a question: the terminal UI, or line mode with standard input on a
     /// terminal (not `--json`). Otherwise a key that needs confirming is refused.
     pub(crate) can_ask: bool,
+    /// Write a qlog trace of every connection into this directory.
+    pub(crate) qlog: Option<PathBuf>,
 }
 
 /// What the user asks of the chat loop.
@@ -140,8 +142,12 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
         ..EndpointConfig::default()
     };
     config.transport.idle_timeout = opts.idle_timeout;
-    let (handle, events, task) =
-        chirp_transport::spawn(socket, config).context("cannot start the transport")?;
+    let options = chirp_transport::Options {
+        qlog_dir: opts.qlog.clone(),
+        ..chirp_transport::Options::default()
+    };
+    let (handle, events, task) = chirp_transport::spawn_with(socket, config, options)
+        .context("cannot start the transport")?;
     let local = handle.local_addr();
     let banner = format!(
         "chirp peer on {local}, talking to {} (reliable, encrypted; our fingerprint {}; /help for commands)",

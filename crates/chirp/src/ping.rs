@@ -10,16 +10,19 @@
 //! deadline, and the printing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chirp_client::ping::{Config, Event, Failure, LostReason, Pinger, Summary};
 use chirp_keys::{Fingerprint, Identity, KnownKeys, PublicKey};
+use chirp_qlog::{QlogDir, QlogSender, WriterHandle};
 use chirp_tui::safe::line as safe;
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 
 use crate::output::{guard, json_line, now_utc, write_line};
 
@@ -75,7 +78,8 @@ Examples:
   chirp ping 192.0.2.1 --server-key abcd-efgh-ijkl-mnop-qrst-uvwx
   chirp ping 127.0.0.1:7000 -c 0            # through `chirp impair` on 7000, until Ctrl-C
   chirp ping 127.0.0.1:7667 -c 1 -W 2 --json   # a health check
-  chirp ping 203.0.113.5:7002 --as-me       # the peer you chat with, as yourself";
+  chirp ping 203.0.113.5:7002 --as-me       # the peer you chat with, as yourself
+  chirp ping 127.0.0.1 -c 10 --qlog /tmp/chirp-qlog   # a qlog trace of the connection, for qvis";
 
 /// Most probes per second: an interval below this would be a flood, not a measurement.
 const MIN_INTERVAL: f64 = 0.01;
@@ -113,6 +117,10 @@ pub(crate) struct PingArgs {
     /// One JSON object at the end instead of lines (fields: docs/JSON.md).
     #[arg(long)]
     json: bool,
+    /// Write a qlog trace of the connection into this directory (created if missing):
+    /// <connection id>-client.sqlog, for qvis.
+    #[arg(long, value_name = "DIR")]
+    qlog: Option<PathBuf>,
 }
 
 fn seconds(s: &str, min: f64, max: f64) -> Result<f64, String> {
@@ -446,6 +454,66 @@ fn destination(local: SocketAddr, to: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How long, at most, ping waits at the end for its qlog file to be written.
+const QLOG_FINISH: Duration = Duration::from_secs(5);
+
+/// `--qlog`: the connection's trace, written by a thread of its own (`chirp_qlog`), as the
+/// transport does it for the other commands.
+struct Qlog {
+    sender: QlogSender,
+    writer: WriterHandle,
+    /// Woken by the writer when it has caught up, and when it has finished.
+    progress: Arc<Notify>,
+}
+
+impl Qlog {
+    fn start(dir: &Path, local: SocketAddr) -> anyhow::Result<Self> {
+        let sink = QlogDir::new(dir, Some(local)).context("cannot write the qlog trace")?;
+        let progress = Arc::new(Notify::new());
+        let wake = Arc::clone(&progress);
+        let (sender, writer) =
+            chirp_qlog::spawn_writer(sink, chirp_qlog::WRITER_QUEUE, "chirp-qlog", move || {
+                wake.notify_one();
+            })
+            .context("cannot start the qlog writer")?;
+        Ok(Self {
+            sender,
+            writer,
+            progress,
+        })
+    }
+
+    /// The pinger's trace records, to the writer.
+    fn drain(&mut self, pinger: &mut Pinger) {
+        self.sender.retry();
+        while let Some(record) = pinger.poll_trace() {
+            self.sender.send(record);
+        }
+    }
+
+    /// The last records, then waits (a bounded time) for the file to be complete.
+    async fn finish(mut self, pinger: &mut Pinger) {
+        self.drain(pinger);
+        let deadline = tokio::time::Instant::now() + QLOG_FINISH;
+        while self.sender.waiting() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.sender.retry();
+        }
+        drop(self.sender);
+        while !self.writer.is_finished() {
+            if tokio::time::timeout_at(deadline, self.progress.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "qlog: the trace writer did not finish in time; the trace may be cut short"
+                );
+                return;
+            }
+        }
+    }
+}
+
 /// Runs `chirp ping`. Returns the exit code.
 pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
     let home = match args.home {
@@ -475,6 +543,10 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
     let socket = UdpSocket::from_std(crate::bind_socket(bind)?)
         .context("cannot register the socket with the runtime")?;
     let local = socket.local_addr().context("no local address")?;
+    let mut qlog = match &args.qlog {
+        Some(dir) => Some(Qlog::start(dir, local)?),
+        None => None,
+    };
     let known = KnownKeys::new(home.join(crate::peer::KNOWN_KEYS_FILE));
     let config = Config {
         remote: addr,
@@ -484,6 +556,7 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
         pin: args.server_key,
         verify_key: true,
         identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
+        trace: qlog.is_some(),
     };
     let mut pinger = Pinger::new(config, Instant::now(), chirp_transport::random_seed())
         .context("cannot start the connection")?;
@@ -535,6 +608,9 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
             }
             out.event(&ev);
         }
+        if let Some(q) = qlog.as_mut() {
+            q.drain(&mut pinger);
+        }
         if verdict_given {
             continue; // The verdict has output of its own to drain first.
         }
@@ -570,6 +646,9 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
                 pinger.stop(Instant::now());
             }
         }
+    }
+    if let Some(q) = qlog {
+        q.finish(&mut pinger).await;
     }
     let summary = summary.unwrap_or_else(|| pinger.summary());
     let code = exit_code(out.failure.as_ref(), &summary, args.as_me);

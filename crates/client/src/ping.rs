@@ -48,7 +48,7 @@ use chirp_keys::{Fingerprint, PublicKey};
 use chirp_proto::handshake::StaticSecret;
 use chirp_proto::{
     CloseReason, ConnectError, ConnectionHandle, Endpoint, EndpointConfig, PingOutcome,
-    RefuseReason, Transmit, close_code,
+    RefuseReason, TraceRecord, Transmit, close_code,
 };
 
 /// How a [`Pinger`] pings.
@@ -72,6 +72,9 @@ pub struct Config {
     pub verify_key: bool,
     /// Our static key; `None`: a fresh one from `seed` (tests).
     pub identity: Option<StaticSecret>,
+    /// Record what the connection does, packet by packet, for a qlog writer
+    /// ([`Pinger::poll_trace`]; `EndpointConfig::trace`).
+    pub trace: bool,
 }
 
 /// Why a probe counts as lost.
@@ -381,6 +384,7 @@ impl Pinger {
             max_connections: 2,
             identity: config.identity.clone(),
             verify_keys: config.pin.is_some() || config.verify_key,
+            trace: config.trace,
             ..EndpointConfig::default()
         };
         // (The transport's default idle timeout, 30 s, and keepalives, every 15 s at most, hold
@@ -450,6 +454,12 @@ impl Pinger {
     /// The next event, if any. Call it after every input until it returns `None`.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The next trace record of the connection, with [`Config::trace`] on
+    /// ([`Endpoint::poll_trace`]). Call it after every input until it returns `None`.
+    pub fn poll_trace(&mut self) -> Option<TraceRecord> {
+        self.endpoint.poll_trace()
     }
 
     /// When to call [`Self::handle_timeout`] next; `None` once finished and the connection is

@@ -39,6 +39,7 @@ fn config(count: u64) -> Config {
         pin: None,
         verify_key: false,
         identity: Some(StaticSecret([9; 32])),
+        trace: false,
     }
 }
 

@@ -110,6 +110,9 @@ pub struct Pair {
     /// If set, every datagram either side sends is recorded here with its destination (tests
     /// that inspect the wire).
     pub capture: Option<Vec<(Side, SocketAddr, Vec<u8>)>>,
+    /// If set, every datagram the network delivers is recorded here with the side that sent
+    /// it: beside `capture`, it tells exactly which datagrams the network dropped.
+    pub delivered: Option<Vec<(Side, Vec<u8>)>>,
     /// Datagrams dropped because they were addressed to neither node's current address (for
     /// example to a client's old port after it rebound).
     pub misaddressed: u64,
@@ -145,6 +148,7 @@ impl Pair {
             steps: 0,
             max_steps: 50_000_000,
             capture: None,
+            delivered: None,
             misaddressed: 0,
             elsewhere: None,
             stuck: 0,
@@ -228,9 +232,15 @@ impl Pair {
         self.flush();
         let now = self.now;
         while let Some(d) = self.path.a_to_b.poll_deliver(now) {
+            if let Some(r) = self.delivered.as_mut() {
+                r.push((Side::A, d.clone()));
+            }
             self.b.endpoint.handle_datagram(now, self.a.addr, &d);
         }
         while let Some(d) = self.path.b_to_a.poll_deliver(now) {
+            if let Some(r) = self.delivered.as_mut() {
+                r.push((Side::B, d.clone()));
+            }
             self.a.endpoint.handle_datagram(now, self.b.addr, &d);
         }
         if self.a.endpoint.poll_timeout().is_some_and(|t| t <= now) {
