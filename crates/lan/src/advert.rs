@@ -511,7 +511,14 @@ mod tests {
         let r = raw(
             "a",
             1,
-            &["0.0.0.0", "224.0.0.251", "255.255.255.255", "fe80::1", "::", "ff02::fb"],
+            &[
+                "0.0.0.0",
+                "224.0.0.251",
+                "255.255.255.255",
+                "fe80::1",
+                "::",
+                "ff02::fb",
+            ],
             FP,
         );
         assert_eq!(parse(&r), Err(Rejected::NoAddress));
@@ -580,7 +587,11 @@ mod tests {
         assert_eq!(d.dropped(), 50);
         // An instance already held is still updated.
         d.resolved(&raw("p0", 2, &["10.0.0.1"], FP)).expect("taken");
-        assert!(d.peers().iter().any(|p| p.name == "p0" && p.addr.port() == 2));
+        assert!(
+            d.peers()
+                .iter()
+                .any(|p| p.name == "p0" && p.addr.port() == 2)
+        );
     }
 
     #[test]

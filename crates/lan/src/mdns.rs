@@ -177,7 +177,8 @@ impl Advertiser {
         } else {
             vec![ip]
         };
-        let mut info = ServiceInfo::new(SERVICE_TYPE, name, &host, &ips[..], local.port(), &txt[..])?;
+        let mut info =
+            ServiceInfo::new(SERVICE_TYPE, name, &host, &ips[..], local.port(), &txt[..])?;
         if ip.is_unspecified() {
             info = info.enable_addr_auto();
         }
