@@ -190,6 +190,7 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
             banner,
             idle_timeout: opts.idle_timeout,
             bell: opts.bell,
+            waiting: opts.to.is_none(),
         };
         let phase = start(&opts);
         let view = View::Ui(report_tx.clone());
@@ -285,6 +286,8 @@ fn session(opts: &PeerOpts, to: SocketAddr, pin: Option<Fingerprint>) -> Session
 }
 
 /// Where the chat loop is: waiting for a caller, or chatting.
+// One per process, for its whole life: the sizes of the variants do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Phase {
     Listen(Listener<KnownKeysPolicy>),
     Chat(Session<KnownKeysPolicy>),
@@ -403,18 +406,16 @@ async fn pump(
                 // Key verdicts: no reply.
                 execute(handle, t).await?;
             }
-            ListenOutput::Report(Report::AskKey { from, fingerprint }) => {
+            // In line mode, the question about a caller (the UI asks it itself).
+            ListenOutput::Report(Report::AskKey { from, fingerprint })
+                if matches!(view, View::Lines(_)) =>
+            {
                 let question = chirp_peer::listen::ask_text(&from, &fingerprint);
-                match view {
-                    View::Lines(out) => out.status(&format!(
-                        "{question} Type /accept to chat with it (its key is then remembered \
-                         for its address), /refuse to refuse it."
-                    )),
-                    View::Ui(_) => {
-                        view.show(Report::Status(question)).await;
-                        view.show(Report::AskKey { from, fingerprint }).await;
-                    }
-                }
+                view.show(Report::Status(format!(
+                    "{question} Type /accept to chat with it (its key is then remembered for \
+                     its address), /refuse to refuse it."
+                )))
+                .await;
             }
             ListenOutput::Report(r) => view.show(r).await,
             ListenOutput::Exit { code } => {

@@ -14,8 +14,8 @@
 //! The namespaces, and everything still running in them, go on every path
 //! ([`Namespaces`]'s drop). The tests skip, saying why, where they cannot run (not root, no
 //! `ip`, namespaces or bridges not permitted), unless `CHIRP_REQUIRE_NETNS=1`; the capture
-//! test also needs `tshark` and `dumpcap` (`CHIRP_REQUIRE_SERVICES=1` makes their absence a
-//! failure).
+//! test also needs `tshark` and `dumpcap`, the terminal test `tmux` (`CHIRP_REQUIRE_SERVICES=1`
+//! makes their absence a failure).
 
 #![allow(clippy::print_stderr)] // skip notices and timings
 
@@ -204,7 +204,7 @@ fn named<'a>(peers: &'a [Value], name: &str) -> Vec<&'a Value> {
 }
 
 /// 1. A waiting peer is listed on another host of the LAN with its name, address, port and
-/// fingerprint, once.
+///    fingerprint, once.
 #[test]
 fn an_advertised_peer_is_found_on_the_lan() {
     let start = Instant::now();
@@ -245,7 +245,7 @@ fn an_advertised_peer_is_found_on_the_lan() {
 }
 
 /// 2. `chirp peer --lan --to alice` calls the peer advertised as alice; lines cross both ways,
-/// each exactly once and in order.
+///    each exactly once and in order.
 #[test]
 fn a_peer_is_called_by_its_advertised_name() {
     let start = Instant::now();
@@ -323,8 +323,8 @@ fn a_peer_is_called_by_its_advertised_name() {
     eprintln!("bob called alice by name: {:?}", start.elapsed());
 }
 
-/// 3. `--no-advertise` keeps a peer off the lists; another peer on the same LAN, advertised,
-/// shows that the browse works.
+/// 3. `--no-advertise` keeps a peer off the lists; another peer on the same LAN, advertised
+///    (bound to a specific address), shows that the browse works.
 #[test]
 fn no_advertise_is_not_found() {
     let Some(lan) = lan("no_advertise_is_not_found", 3) else {
@@ -335,7 +335,14 @@ fn no_advertise_is_not_found() {
     let (mut alice, _) = lan.waiting_peer("alice", 0, home_a.path(), &["--no-advertise"]);
     let banner = alice.seen[0]["message"].as_str().unwrap_or_default();
     assert!(!banner.contains("on the LAN"), "{banner}");
-    let (mut carol, carol_port) = lan.waiting_peer("carol", 2, home_c.path(), &["--name", "carol"]);
+    // Carol binds her own address (not the wildcard): that address alone is advertised.
+    let carol_bind = SocketAddr::from((Lan::ip(2), netns::random_port())).to_string();
+    let (mut carol, carol_port) = lan.waiting_peer(
+        "carol",
+        2,
+        home_c.path(),
+        &["--name", "carol", "--bind", &carol_bind],
+    );
 
     let (peers, diag) = lan.browse(1, home_b.path());
     // Carol alone: alice, under whatever name, is not there.
@@ -353,9 +360,9 @@ fn no_advertise_is_not_found() {
 }
 
 /// 4. The advertisement is standard DNS-SD, as another tool decodes it: captured on the LAN
-/// while a peer starts, is browsed and leaves, `tshark` finds the PTR record of
-/// `_chirp._udp.local` pointing at the instance, its SRV record with the port, its TXT record
-/// with `v=1` and `fp=`, and, once the peer has left, the goodbye (the PTR with TTL 0).
+///    while a peer starts, is browsed and leaves, `tshark` finds the PTR record of
+///    `_chirp._udp.local` pointing at the instance, its SRV record with the port, its TXT record
+///    with `v=1` and `fp=`, and, once the peer has left, the goodbye (the PTR with TTL 0).
 #[test]
 fn tshark_decodes_the_advertisement_as_dns_sd() {
     let test = "tshark_decodes_the_advertisement_as_dns_sd";
@@ -462,6 +469,156 @@ fn tshark_decodes_the_advertisement_as_dns_sd() {
         "the goodbye: the PTR record with TTL 0\n{}",
         show()
     );
+}
+
+/// A private tmux server for the terminal test, killed (with its clients) when dropped.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tmux {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A detached 100x30 session `name` running `argv` (no shell in between).
+    fn start(&self, name: &str, argv: &[&str]) {
+        let mut args = vec!["new-session", "-d", "-x", "100", "-y", "30", "-s", name];
+        args.extend_from_slice(argv);
+        self.run(&args);
+    }
+
+    fn keys(&self, name: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", name];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Polls the screen of `name` until `pred` holds (at most [`WAIT`]); returns that screen.
+    fn wait_for(&self, name: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.run(&["capture-pane", "-p", "-J", "-t", name]);
+            if pred(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no {what} within {WAIT:?}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+/// 5. On terminals, as a person would: bob lists the LAN, picks alice by number; alice, waiting
+///    in the chat UI, is asked about bob's key, accepts it (Alt+Y), and they chat.
+#[test]
+fn a_peer_is_picked_by_number_and_the_callee_is_asked_on_terminals() {
+    let test = "a_peer_is_picked_by_number_and_the_callee_is_asked_on_terminals";
+    if !chirp_testsvc::require_with(
+        "tmux",
+        have("tmux"),
+        "install it with `apt-get install tmux`",
+    ) {
+        return;
+    }
+    let Some(lan) = lan(test, 2) else {
+        return;
+    };
+    let (home_a, home_b, dir) = (tempdir(), tempdir(), tempdir());
+    let (fp_a, fp_b) = (fingerprint(home_a.path()), fingerprint(home_b.path()));
+    let (ha, hb) = (
+        home_a.path().display().to_string(),
+        home_b.path().display().to_string(),
+    );
+    let tmux = Tmux {
+        socket: dir.path().join("tmux.sock"),
+    };
+    let ns = |i: usize| lan.hosts[i].as_str();
+    tmux.start(
+        "alice",
+        &[
+            "ip",
+            "netns",
+            "exec",
+            ns(0),
+            CHIRP,
+            "peer",
+            "--name",
+            "alice",
+            "--home",
+            &ha,
+        ],
+    );
+    tmux.wait_for("alice", "the chat UI", |s| s.contains("connecting"));
+    tmux.start(
+        "bob",
+        &[
+            "ip",
+            "netns",
+            "exec",
+            ns(1),
+            CHIRP,
+            "peer",
+            "--lan",
+            "--no-advertise",
+            "--browse-secs",
+            BROWSE_SECS,
+            "--home",
+            &hb,
+        ],
+    );
+    let list = tmux.wait_for("bob", "the question", |s| s.contains("Call which peer"));
+    let row = format!("1. alice  {}:", Lan::ip(0));
+    assert!(
+        list.contains(&row) && list.contains(&fp_a) && list.contains("(1-1, q to quit)"),
+        "{list}"
+    );
+    tmux.keys("bob", &["1", "Enter"]);
+    let ask = tmux.wait_for("alice", "the question about bob's key", |s| {
+        s.contains("is calling") && s.contains(&fp_b)
+    });
+    assert!(ask.contains(&format!("{}:", Lan::ip(1))), "{ask}");
+    tmux.keys("alice", &["M-y"]);
+    tmux.wait_for("bob", "alice up", |s| {
+        s.contains(&format!("{}:", Lan::ip(0))) && s.contains("is up")
+    });
+    tmux.keys("bob", &["-l", "hello alice, picked you from the list"]);
+    tmux.keys("bob", &["Enter"]);
+    tmux.wait_for("alice", "bob's line", |s| {
+        s.contains("hello alice, picked you from the list")
+    });
+    tmux.keys("alice", &["-l", "hi bob, accepted your key"]);
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for("bob", "alice's line", |s| {
+        s.contains("hi bob, accepted your key")
+    });
+    // Alice remembered bob's key for the address he called from, as she answered.
+    let known = std::fs::read_to_string(home_a.path().join("known_keys")).expect("known_keys");
+    assert!(known.contains(&format!("{}:", Lan::ip(1))), "{known}");
 }
 
 /// `tshark -r PCAP -Y mdns -T json --no-duplicate-keys` with an empty configuration:

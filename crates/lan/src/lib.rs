@@ -4,7 +4,7 @@
 //! The service type is [`SERVICE_TYPE`], `_chirp._udp.local.`: the instance name is the peer's
 //! name (by default `user@host`), the SRV record its UDP port, the A/AAAA records its addresses,
 //! and the TXT record carries `v=1` ([`PROTOCOL_VERSION`]) and `fp=` the fingerprint of its
-//! identity key. Any DNS-SD browser sees chirp peers (`avahi-browse -r _chirp._udp`).
+//! identity key. It is plain DNS-SD, for any browser of it (`avahi-browse -r _chirp._udp`).
 //!
 //! An advertisement proves nothing: anyone on the link can send one, with any name, address
 //! and fingerprint. The fingerprint is a hint shown to the user; whom chirp talks to is still
