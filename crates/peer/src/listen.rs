@@ -27,7 +27,7 @@ use chirp_keys::{Fingerprint, PublicKey};
 use chirp_proto::{ConnectionHandle, Event};
 use tracing::debug;
 
-use crate::session::{Input, REFUSAL_REPEAT, Report, Transport};
+use crate::session::{Input, Refusals, Report, Transport};
 
 /// At most this many inputs wait for a caller; more lines are refused (with an error).
 pub const MAX_QUEUED: usize = 1024;
@@ -87,7 +87,7 @@ pub struct Listener<R> {
     /// Inputs for the session to come.
     queued: Vec<Input>,
     /// The last refusal shown, and when.
-    last_refusal: Option<(String, Instant)>,
+    refusals: Refusals,
     ended: bool,
 }
 
@@ -113,7 +113,7 @@ impl<R: Remember> Listener<R> {
             out: VecDeque::new(),
             asking: None,
             queued: Vec::new(),
-            last_refusal: None,
+            refusals: Refusals::default(),
             ended: false,
         }
     }
@@ -291,14 +291,10 @@ impl<R: Remember> Listener<R> {
     }
 
     fn show_refusal(&mut self, now: Instant, text: String) {
-        let repeat = self.last_refusal.as_ref().is_some_and(|(last, at)| {
-            *last == text && now.saturating_duration_since(*at) < REFUSAL_REPEAT
-        });
-        if repeat {
+        if !self.refusals.fresh(now, &text) {
             debug!("refused the same caller again");
             return;
         }
-        self.last_refusal = Some((text.clone(), now));
         self.report(Report::Error(text));
     }
 

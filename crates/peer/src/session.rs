@@ -75,6 +75,26 @@ pub const KEY_REFUSED_RETRY: Duration = Duration::from_secs(10);
 /// peer that keeps retrying) must not flood the screen.
 pub const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
 
+/// The last refusal shown, so that the same one is not shown again within [`REFUSAL_REPEAT`]
+/// (shared by the chat's [`Session`] and the waiting [`crate::listen::Listener`]).
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    last: Option<(String, Instant)>,
+}
+
+impl Refusals {
+    /// Whether `text` is to be shown now (and is then remembered as the last one shown).
+    pub(crate) fn fresh(&mut self, now: Instant, text: &str) -> bool {
+        let repeat = self.last.as_ref().is_some_and(|(last, at)| {
+            last == text && now.saturating_duration_since(*at) < REFUSAL_REPEAT
+        });
+        if !repeat {
+            self.last = Some((text.to_owned(), now));
+        }
+        !repeat
+    }
+}
+
 /// After the peer finished, how long a side with nothing queued and everything acknowledged
 /// waits for another line of its own before it finishes too.
 pub const FINISH_WHEN_IDLE: Duration = Duration::from_secs(1);
@@ -359,7 +379,7 @@ pub struct Session<P> {
     /// The handshake paused on a key only the user can judge, with its address and key.
     asking: Option<(ConnectionHandle, SocketAddr, PublicKey)>,
     /// The last non-fatal refusal shown, and when.
-    last_refusal: Option<(String, Instant)>,
+    refusals: Refusals,
     /// The connection whose send buffer refused the last message: sending waits for its
     /// `Writable` (or its end).
     blocked: Option<ConnectionHandle>,
@@ -404,7 +424,7 @@ impl<P: KeyPolicy> Session<P> {
             finish_at: None,
             retry_at: None,
             asking: None,
-            last_refusal: None,
+            refusals: Refusals::default(),
             blocked: None,
             ended: false,
         };
@@ -1058,14 +1078,10 @@ impl<P: KeyPolicy> Session<P> {
 
     /// Shows a refusal that does not end the chat, unless the same one was shown recently.
     fn show_refusal(&mut self, now: Instant, text: String) {
-        let repeat = self.last_refusal.as_ref().is_some_and(|(last, at)| {
-            *last == text && now.saturating_duration_since(*at) < REFUSAL_REPEAT
-        });
-        if repeat {
+        if !self.refusals.fresh(now, &text) {
             debug!("refused the same key again");
             return;
         }
-        self.last_refusal = Some((text.clone(), now));
         self.report(Report::Error(text));
     }
 
