@@ -216,7 +216,8 @@ struct PeerArgs {
     /// from any port of the --to IP. Without it, the first key seen at exactly --to is
     /// remembered and any later different key is refused; a new key from another port (a
     /// peer behind a NAT that changes ports, or a stranger on the same host) is asked about on
-    /// a terminal and refused otherwise: pin it with this flag.
+    /// a terminal and refused otherwise: pin it with this flag. Waiting for a call (no --to),
+    /// the caller with this key is accepted from any address, and every other refused.
     #[arg(long, value_name = "FINGERPRINT", conflicts_with = "plain")]
     peer_key: Option<chirp_keys::Fingerprint>,
     /// Write a qlog trace of every connection into this directory (created if missing): one

@@ -45,8 +45,8 @@ const MAX_FINGERPRINT_BYTES: usize = 64;
 /// One service instance as the mDNS browser resolved it, nothing checked yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawAdvert {
-    /// The instance's full name, `NAME._chirp._udp.local.` (dots and backslashes inside NAME
-    /// may be escaped with a backslash).
+    /// The instance's full name, `NAME._chirp._udp.local.`, its labels as they came on the
+    /// wire joined with dots (NAME as it came: no escapes; it may hold dots itself).
     pub fullname: String,
     /// The port of its SRV record.
     pub port: u16,
@@ -95,7 +95,7 @@ pub enum Rejected {
 /// or why it is not taken.
 pub fn parse(raw: &RawAdvert) -> Result<Vec<LanPeer>, Rejected> {
     let instance = instance_name(&raw.fullname).ok_or(Rejected::NotChirp)?;
-    let name = shown_name(&instance).ok_or(Rejected::NoName)?;
+    let name = shown_name(instance).ok_or(Rejected::NoName)?;
     if raw.port == 0 {
         return Err(Rejected::NoPort);
     }
@@ -145,28 +145,15 @@ fn txt<'a>(raw: &'a RawAdvert, key: &str) -> Option<Option<&'a [u8]>> {
         .map(|(_, v)| v.as_deref())
 }
 
-/// The instance part of `fullname` (`NAME._chirp._udp.local.`, the type without case), with
-/// `\.` and `\\` unescaped. `None` for another service type.
-fn instance_name(fullname: &str) -> Option<String> {
+/// The instance part of `fullname` (`NAME._chirp._udp.local.`, the type without case), as it
+/// came. `None` for another service type.
+fn instance_name(fullname: &str) -> Option<&str> {
     let suffix = SERVICE_TYPE.len() + 1; // ".", then the type
     let cut = fullname.len().checked_sub(suffix)?;
     // `get` rather than indexing: a cut inside a character is not our type anyway.
     let (instance, rest) = (fullname.get(..cut)?, fullname.get(cut..)?);
     let rest = rest.strip_prefix('.')?;
-    if !rest.eq_ignore_ascii_case(SERVICE_TYPE) {
-        return None;
-    }
-    let mut out = String::with_capacity(instance.len());
-    let mut chars = instance.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            // A lone trailing backslash stays as it is.
-            out.push(chars.next().unwrap_or('\\'));
-        } else {
-            out.push(c);
-        }
-    }
-    Some(out)
+    rest.eq_ignore_ascii_case(SERVICE_TYPE).then_some(instance)
 }
 
 /// `name` as shown to the user: control and bidi characters as marks, at most
@@ -434,9 +421,10 @@ mod tests {
                 fingerprint: fp(FP),
             }]
         );
-        // The type without case, escaped dots and backslashes in the name, keys without case.
-        let mut r = raw(r"a\.b\\c", 7, &["10.0.0.1"], FP);
-        r.fullname = r"a\.b\\c._CHIRP._udp.LOCAL.".into();
+        // The type without case, a dot and a backslash in the name (as they came: the wire
+        // has no escapes), keys without case.
+        let mut r = raw("a.b\\c", 7, &["10.0.0.1"], FP);
+        r.fullname = "a.b\\c._CHIRP._udp.LOCAL.".into();
         r.txt = vec![
             ("V".into(), Some(b"1".to_vec())),
             ("FP".into(), Some(FP.to_uppercase().into_bytes())),
@@ -624,12 +612,13 @@ mod tests {
         let e = pick(&[], "x\x1b[2J").expect_err("none").to_string();
         assert_eq!(e, "no chirp peer named 'x^[[2J' on the LAN (none found)");
         // The same shown name from another instance, with another key: ambiguous, naming
-        // every candidate. (Two instances cannot share a name on one link, but an escaped
-        // character shows as itself.)
-        let mut impostor = raw("alice", 5000, &["10.0.0.66"], FP2);
-        impostor.fullname = format!(r"alic\e.{SERVICE_TYPE}");
-        d.resolved(&impostor).expect("taken");
-        let e = pick(&d.peers(), "alice").expect_err("ambiguous");
+        // every candidate. (Two instances cannot share a name on one link, but an escape
+        // character shows as the two characters `^[`.)
+        d.resolved(&raw("alice^[", 5000, &["10.0.0.66"], FP2))
+            .expect("taken");
+        d.resolved(&raw("alice\x1b", 5000, &["10.0.0.1", "fd00::1"], FP))
+            .expect("taken");
+        let e = pick(&d.peers(), "alice^[").expect_err("ambiguous");
         let PickError::Ambiguous { candidates, .. } = &e else {
             panic!("{e:?}");
         };
