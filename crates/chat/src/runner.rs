@@ -629,7 +629,10 @@ impl Runner {
             } => {
                 let span = info_span!("session", id = conn.0, %remote);
                 span.in_scope(|| debug!("connected"));
-                span.in_scope(|| self.core.connected(now, conn.0, remote.ip(), remote_key));
+                span.in_scope(|| {
+                    self.core.connected(now, conn.0, remote.ip(), remote_key);
+                    self.core.observed(conn.0, remote);
+                });
                 self.sessions.insert(
                     conn.0,
                     Sess {
@@ -656,6 +659,15 @@ impl Runner {
             Event::PeerFinished { .. } => {}
             // The server asks for no pings.
             Event::Ping { .. } => {}
+            // A client's NAT rebinding (or move), validated: a rendezvous answer gives the
+            // new address.
+            Event::PathChanged { conn, remote } => {
+                let span = self.span(conn.0);
+                span.in_scope(|| {
+                    debug!(%remote, "address changed");
+                    self.core.observed(conn.0, remote);
+                });
+            }
             Event::Writable { conn } => {
                 if let Some(s) = self.sessions.get_mut(&conn.0) {
                     s.blocked = false;

@@ -272,6 +272,8 @@ pub struct ServerStats {
     pub flood_refused: u64,
     /// Sessions closed because their output passed [`MAX_QUEUED_BYTES`].
     pub too_slow: u64,
+    /// Rendezvous introductions made (`meet` answered on both sides).
+    pub meets: u64,
 }
 
 /// Token bucket in thousandths of a token, so that refill needs no floating point.
@@ -312,6 +314,8 @@ impl Bucket {
 struct Session {
     key: Key,
     ip: IpAddr,
+    /// With `ip`, the address the transport observes for the session ([`Server::observed`]).
+    port: u16,
     /// Set by `hello`.
     client: Option<u64>,
     /// `echo` of `hello`: when false, the `ack` of this session's room messages takes the
@@ -339,6 +343,10 @@ struct Session {
 }
 
 impl Session {
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.ip, self.port)
+    }
+
     /// Gives back the memory of the replay tables once they are empty: every session has
     /// replays when it joins, and an idle one keeps none (issue 14: an idle session must be
     /// small).
@@ -778,6 +786,8 @@ pub struct Server {
     queue_limit: usize,
     /// Cluster state (`None`: alone).
     cluster: Option<cluster::State>,
+    /// Rendezvous requests, per session that made any (`meet`).
+    meets: HashMap<SessionId, meet::Meets>,
     /// Store reads handed to the runner and not answered yet ([`MAX_READS`] at most)...
     reads: usize,
     /// ...and the reads waiting for one of them to finish, oldest first.
@@ -882,6 +892,7 @@ impl Server {
             stats: ServerStats::default(),
             reads: 0,
             read_queue: VecDeque::new(),
+            meets: HashMap::new(),
             cluster: None,
         };
         if let Some(c) = s.config.cluster.clone() {
@@ -1192,6 +1203,7 @@ impl Server {
             Box::new(Session {
                 key,
                 ip,
+                port: 0,
                 client: None,
                 echo: true,
                 // Full, plus one token for the hello: after `welcome` a client has `burst`
@@ -1217,6 +1229,7 @@ impl Server {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
+        self.meet_gone(session);
         // What its DM replays sent is delivered; the rest stays owed.
         let marks = s.dm_marks();
         if !marks.is_empty() {
@@ -2076,6 +2089,7 @@ impl Server {
                 );
             }
             m @ ClientMsg::History { .. } => self.history_request(now_ms, session, key, m),
+            ClientMsg::Meet { nick, local } => self.meet(now_ms, session, key, &nick, local),
         }
     }
 
@@ -3171,6 +3185,7 @@ use cluster::Arrival;
 pub use cluster::ClusterConfig;
 mod limits;
 pub use limits::{Change, Limits};
+pub mod meet;
 
 #[cfg(test)]
 mod tests;

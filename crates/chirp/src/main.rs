@@ -47,6 +47,7 @@ mod serve;
 mod service;
 mod trust;
 mod tui;
+mod via;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -141,16 +142,41 @@ Examples:
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --json      # for scripts
   chirp peer --bind 0.0.0.0:5000 --to 198.51.100.4:5000 --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
                                           # a peer behind a NAT that changes its port
-  chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000     # raw UDP, like nc -u";
+  chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000     # raw UDP, like nc -u
+
+Through NATs, introduced by a chirp server both of you use (a rendezvous; each must ask for
+the other, and the server then tells each where the other is and what its key is; it never
+sees what you say, which is encrypted end to end with that key):
+  chirp peer --via chat.example.org --nick alice --to bob            # on alice's machine
+  chirp peer --via chat.example.org --nick bob --to alice            # on bob's machine
+  chirp peer --via 192.0.2.1:7667 --nick alice --to bob --json --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx";
 
 #[derive(Debug, Args)]
 struct PeerArgs {
-    /// Local address to listen on, IP:PORT (port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", value_parser = addr::local_addr)]
-    bind: SocketAddr,
-    /// The other peer's address, IP:PORT.
-    #[arg(long, value_name = "ADDR", value_parser = addr::remote_addr)]
-    to: SocketAddr,
+    /// Local address to listen on, IP:PORT (port 0 picks a free one; with --via, the default
+    /// is 0.0.0.0:0).
+    #[arg(long, value_name = "ADDR", value_parser = addr::local_addr, required_unless_present = "via")]
+    bind: Option<SocketAddr>,
+    /// The other peer's address, IP:PORT; with --via, its nick on that server.
+    #[arg(long, value_name = "ADDR|NICK")]
+    to: String,
+    /// Meet the peer through this chirp server (HOST[:PORT], port 7667 by default), which
+    /// introduces two users who both ask for each other: each side's NAT is then opened from
+    /// the inside by both dialling at once. Needs --nick; --to is then the peer's nick.
+    #[arg(
+        long,
+        value_name = "SERVER",
+        conflicts_with = "plain",
+        requires = "nick"
+    )]
+    via: Option<String>,
+    /// With --via: our nick on the server (it belongs to our key, as with `chirp connect`).
+    #[arg(long, value_name = "NICK", requires = "via")]
+    nick: Option<String>,
+    /// With --via: talk to the server only if its key has this fingerprint (else its key is
+    /// remembered on first contact, as with `chirp connect`).
+    #[arg(long, value_name = "FINGERPRINT", requires = "via")]
+    server_key: Option<chirp_keys::Fingerprint>,
     /// Raw UDP like the classic script and `nc -u`: one datagram per line, no reliability,
     /// no encryption.
     #[arg(long)]
@@ -282,8 +308,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let (bind, to) =
                 prompt::ask_addresses(&mut std::io::stdin().lock(), &mut std::io::stdout())?;
             runtime.block_on(run_peer(PeerArgs {
-                bind,
-                to,
+                bind: Some(bind),
+                to: to.to_string(),
+                via: None,
+                nick: None,
+                server_key: None,
                 plain: false,
                 raw: false,
                 json: false,
@@ -307,16 +336,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
+    let bind = a
+        .bind
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    // With --via, --to is a nick; the peer session's own address comes from the server.
+    let to = match &a.via {
+        Some(_) => bind,
+        None => {
+            addr::remote_addr(&a.to).map_err(|e| anyhow::anyhow!("invalid value for --to: {e}"))?
+        }
+    };
     if a.plain {
-        plain::run(a.bind, a.to, a.json, a.raw).await
+        plain::run(bind, to, a.json, a.raw).await
     } else {
         let home = match a.home {
             Some(h) => h,
             None => id::default_home()?,
         };
         let opts = peer::PeerOpts {
-            bind: a.bind,
-            to: a.to,
+            bind,
+            to,
             json: a.json,
             idle_timeout: Duration::from_secs(a.idle_timeout),
             home,
@@ -325,6 +364,18 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
             bell: !a.no_bell,
             can_ask: !a.json && std::io::stdin().is_terminal(),
         };
+        if let (Some(server), Some(nick)) = (a.via, a.nick) {
+            let (server_name, server) = connect::resolve(&server)
+                .with_context(|| format!("invalid --via server address '{server}'"))?;
+            let via = via::ViaOpts {
+                server_name,
+                server,
+                server_key: a.server_key,
+                nick,
+                to: a.to,
+            };
+            return via::run(opts, via).await;
+        }
         peer::run(opts).await
     }
 }

@@ -32,7 +32,7 @@ pub(crate) use chirp_peer::{KNOWN_KEYS_FILE, Report, ask_text};
 
 /// Lines queued beyond what the transport accepted before standard input stops being read, so
 /// that a peer that stops reading holds back whatever feeds us (memory stays bounded).
-const MAX_PENDING: usize = 1024;
+pub(crate) const MAX_PENDING: usize = 1024;
 
 /// Options of `chirp peer` in reliable mode.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ pub(crate) enum View {
 }
 
 impl View {
-    async fn show(&self, report: Report) {
+    pub(crate) async fn show(&self, report: Report) {
         match self {
             View::Lines(out) => print(*out, report),
             // Closed only once the bridge has ended, after the UI: nobody is left to tell.
@@ -203,7 +203,7 @@ fn session(opts: &PeerOpts) -> Session<KnownKeysPolicy> {
     Session::new(config, policy)
 }
 
-fn now() -> std::time::Instant {
+pub(crate) fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -263,7 +263,7 @@ async fn drive(
 
 /// Carries out everything the session asks for until it asks for nothing more. `Some(code)`
 /// once the chat is over (after letting the transport drain).
-async fn pump(
+pub(crate) async fn pump(
     session: &mut Session<KnownKeysPolicy>,
     handle: &Handle,
     view: &View,
@@ -315,7 +315,7 @@ async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>>
 }
 
 /// A request of the user: line-mode commands are parsed here, the rest goes to the session.
-async fn on_request(
+pub(crate) async fn on_request(
     session: &mut Session<KnownKeysPolicy>,
     view: &View,
     req: Request,

@@ -24,16 +24,13 @@
 
 mod common;
 
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::netns::{Skip, ip, is_root, random_port, run, skip};
 use common::{CHIRP, Chirp, Proc, Stdout, WAIT, both_exit_ok, fingerprint, have};
-
-/// Bound on one setup or teardown command (they normally take milliseconds).
-const CMD: Duration = Duration::from_secs(10);
 
 /// A's address inside the private namespace.
 const A_IP: [u8; 4] = [10, 213, 1, 2];
@@ -43,81 +40,6 @@ const NAT_IN: &str = "10.213.1.1";
 const NAT_OUT: [u8; 4] = [10, 213, 2, 1];
 /// B's address on the public side.
 const B_IP: [u8; 4] = [10, 213, 2, 2];
-
-/// Runs `program args` to completion, bounded by [`CMD`]: its stdout, or what went wrong. Never
-/// panics once `program` has started (it runs in `Drop` too).
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let argv: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let mut p = Proc::spawn(program, program, &argv, Stdout::Raw);
-    p.close_stdin();
-    let Some(status) = p.wait_exit(CMD) else {
-        return Err(format!(
-            "{program} {} did not finish within {CMD:?}",
-            args.join(" ")
-        ));
-    };
-    let mut out = Vec::new();
-    // Exited: the reader thread drains what is left, then the channel closes.
-    while let Ok(chunk) = p.recv(Duration::from_secs(2)) {
-        out.extend_from_slice(&chunk);
-    }
-    if status.success() {
-        return Ok(String::from_utf8_lossy(&out).into_owned());
-    }
-    // Give the stderr reader a moment to see EOF too.
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while p.stderr().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Err(format!(
-        "`{program} {}` failed ({status}): {}",
-        args.join(" "),
-        p.stderr().trim()
-    ))
-}
-
-/// `ip ARGS`, panicking with its error (for steps that cannot fail once namespaces work).
-fn ip(args: &[&str]) {
-    if let Err(e) = run("ip", args) {
-        panic!("network setup failed: {e}");
-    }
-}
-
-/// Why the test cannot run here.
-struct Skip(String);
-
-/// Reports a skip (or fails, with `CHIRP_REQUIRE_NETNS` set).
-fn skip(test: &str, why: &Skip) {
-    if std::env::var_os("CHIRP_REQUIRE_NETNS").is_some_and(|v| !v.is_empty() && v != "0") {
-        panic!(
-            "{test} cannot run, and CHIRP_REQUIRE_NETNS is set: {}",
-            why.0
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: {} (this test needs root, iproute2, iptables with NAT support, and \
-         permission to create network namespaces)",
-        why.0
-    );
-}
-
-/// Whether we run as root (effective uid 0).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-            .unwrap_or(false)
-    })
-}
-
-/// A random port in 20000..60000 (every namespace is fresh, so any port is free).
-fn random_port() -> u16 {
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    20_000 + (r % 40_000) as u16
-}
 
 /// The three namespaces of one test, deleted (with whatever still runs in them) on drop.
 struct Lab {

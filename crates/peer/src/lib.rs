@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod rendezvous;
 pub mod session;
 pub mod trust;
 

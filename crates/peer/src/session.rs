@@ -565,8 +565,8 @@ impl<P: KeyPolicy> Session<P> {
                 self.blocked = None;
                 self.flush(now);
             }
-            // The peer session asks for no pings.
-            Event::Writable { .. } | Event::Ping { .. } => {}
+            // The peer session asks for no pings; the core follows the peer's address itself.
+            Event::Writable { .. } | Event::Ping { .. } | Event::PathChanged { .. } => {}
             Event::Closed {
                 conn,
                 reason,

@@ -1512,5 +1512,6 @@ mod catch_up;
 mod cluster;
 mod cost;
 mod echo;
+mod meet;
 mod nicks;
 mod reload;

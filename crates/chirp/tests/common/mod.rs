@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub(crate) mod netns;
+
 /// The binary under test.
 pub(crate) const CHIRP: &str = env!("CARGO_BIN_EXE_chirp");
 
