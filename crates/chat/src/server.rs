@@ -191,6 +191,15 @@ pub enum Output {
         /// does not read would hold its queue (and the transport's send buffer) for ever.
         now: bool,
     },
+    /// Relay RELAY datagrams with `token` between the two addresses of `pair` (PROTOCOL.md
+    /// §11: `chirp_transport::Handle::relay`), or stop (`None`). Emitted again with new
+    /// addresses when one of the two sessions moves, and with `None` when either ends.
+    Relay {
+        /// The pair's token.
+        token: [u8; 16],
+        /// The two sessions' addresses.
+        pair: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    },
     /// Write these operations durably, then call [`Server::committed`] with `token`.
     Persist {
         /// Identifies the batch.
@@ -788,6 +797,11 @@ pub struct Server {
     cluster: Option<cluster::State>,
     /// Rendezvous requests, per session that made any (`meet`).
     meets: HashMap<SessionId, meet::Meets>,
+    /// The relays of each session that has any: (token, the other session).
+    relays: HashMap<SessionId, Vec<([u8; 16], SessionId)>>,
+    /// Keys the relay tokens ([`Server::set_relay_secret`]).
+    relay_secret: [u8; 32],
+    relay_count: u64,
     /// Store reads handed to the runner and not answered yet ([`MAX_READS`] at most)...
     reads: usize,
     /// ...and the reads waiting for one of them to finish, oldest first.
@@ -893,6 +907,9 @@ impl Server {
             reads: 0,
             read_queue: VecDeque::new(),
             meets: HashMap::new(),
+            relays: HashMap::new(),
+            relay_secret: [0; 32],
+            relay_count: 0,
             cluster: None,
         };
         if let Some(c) = s.config.cluster.clone() {

@@ -386,6 +386,11 @@ pub enum ServerMsg {
         /// behind the same public address (the same NAT), where their local addresses are
         /// the way to each other.
         you: std::net::SocketAddr,
+        /// The relay token (32 hex digits) under which this server forwards RELAY datagrams
+        /// between the two sessions' addresses (PROTOCOL.md §11), for when no direct path
+        /// works; absent from a server that does not relay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
     },
     /// The server is going away (shutdown); reconnect later.
     Bye {
@@ -593,6 +598,7 @@ mod tests {
             addr: addr("203.0.113.2:40002"),
             local: vec![addr("10.0.2.2:6000")],
             you: addr("198.51.100.1:40001"),
+            relay: Some("03".repeat(16)),
         };
         let expected = [
             format!("C: {}", String::from_utf8(client.encode()).expect("utf-8")),

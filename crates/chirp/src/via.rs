@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use chirp_chat::client::{self, ClientConfig, driver};
 use chirp_chat::wire::ServerMsg;
 use chirp_keys::{Fingerprint, Identity};
-use chirp_peer::rendezvous::{Answer, Introduction, Rendezvous};
+use chirp_peer::rendezvous::{Answer, Introduction, Rendezvous, relayed_address};
 use chirp_peer::{Config, Input as SessionInput, KnownKeysPolicy, Session};
 use chirp_proto::{EndpointConfig, Event};
 use chirp_transport::Handle;
@@ -29,9 +29,9 @@ use tracing::{Instrument as _, debug, info_span};
 use crate::output::Output;
 use crate::peer::{MAX_PENDING, PeerOpts, Report, Request, View, now, on_request, pump};
 
-/// How long after the introduction a peer that is still not reached is reported (the
-/// attempts go on).
-pub(crate) const DIRECT_WAIT: Duration = Duration::from_secs(10);
+/// How long after the introduction the direct attempt may take before the chat moves to the
+/// server's relay (or, without one, the user is told; the attempts go on).
+pub(crate) const DIRECT_WAIT: Duration = Duration::from_secs(3);
 
 /// What `--via` adds to the peer options.
 #[derive(Debug, Clone)]
@@ -132,6 +132,8 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
         via: via.clone(),
         wait_reported: false,
         direct_deadline: None,
+        relay: None,
+        relayed: false,
     };
     let span = info_span!("peer", %local, via = %via.server, to = %via.to);
     let (req_tx, req_rx) = mpsc::channel(64);
@@ -178,8 +180,12 @@ struct Via {
     via: ViaOpts,
     /// "Waiting for the peer to ask" was said.
     wait_reported: bool,
-    /// When to say that the peer is still not reached directly.
+    /// When to give up waiting for the direct path (relay, or say so).
     direct_deadline: Option<Instant>,
+    /// The relay token of the introduction, if the server relays.
+    relay: Option<[u8; 16]>,
+    /// The chat goes through the relay.
+    relayed: bool,
 }
 
 impl Via {
@@ -240,7 +246,7 @@ impl Via {
                     };
                     self.on_event(&handle, &view, ev).await?;
                 }
-                () = driver::sleep_until(timer) => self.on_timeout(&view).await,
+                () = driver::sleep_until(timer) => self.on_timeout(&handle, &view).await?,
                 _ = &mut ctrl_c => match self.peer.as_mut() {
                     Some(peer) => peer.handle_input(now(), SessionInput::Interrupt),
                     None => return Ok(130),
@@ -283,7 +289,7 @@ impl Via {
         Ok(())
     }
 
-    async fn on_timeout(&mut self, view: &View) {
+    async fn on_timeout(&mut self, handle: &Handle, view: &View) -> anyhow::Result<()> {
         let now = now();
         self.client.handle_timeout(now);
         if let Some((nick, local)) = self.rendezvous.handle_timeout(now) {
@@ -294,13 +300,38 @@ impl Via {
         }
         if self.direct_deadline.is_some_and(|d| now >= d) {
             self.direct_deadline = None;
-            let text = format!(
-                "no direct path to {} yet (both sides behind NATs that give each destination \
-                 another port?); still trying",
-                self.via.to
-            );
-            view.show(Report::Error(text)).await;
+            match (self.relay, self.peer.as_mut()) {
+                (Some(token), Some(peer)) => {
+                    // Both sides reach this at about the same time (each counts from the
+                    // introduction both got at once) and dial the relayed path together.
+                    let synthetic = relayed_address(self.via.server);
+                    handle
+                        .use_relay(Some((token, self.via.server, synthetic)))
+                        .await?;
+                    peer.redirect(now, synthetic);
+                    self.relayed = true;
+                    let text = format!(
+                        "no direct path to {} within {} s (both sides behind NATs that give each \
+                         destination another port?): relaying through {}, still encrypted end \
+                         to end (the peer shows as {synthetic})",
+                        self.via.to,
+                        DIRECT_WAIT.as_secs(),
+                        self.via.server_name
+                    );
+                    view.show(Report::Status(text)).await;
+                }
+                _ => {
+                    let text = format!(
+                        "no direct path to {} yet (both sides behind NATs that give each \
+                         destination another port?), and the server offers no relay; still \
+                         trying",
+                        self.via.to
+                    );
+                    view.show(Report::Error(text)).await;
+                }
+            }
         }
+        Ok(())
     }
 
     /// Carries out what both sessions ask until neither asks for anything; `Some(code)` once
@@ -367,6 +398,7 @@ impl Via {
                 addr,
                 local,
                 you,
+                relay,
             }) => {
                 if self.peer.is_some() {
                     debug!("a second introduction; the peer session goes on");
@@ -378,6 +410,7 @@ impl Via {
                     addr,
                     local: &local,
                     you,
+                    relay: relay.as_deref(),
                 };
                 match self.rendezvous.answer(&answer) {
                     Ok(intro) => self.introduced(view, intro).await,
@@ -430,6 +463,7 @@ impl Via {
             known: self.opts.home.join(crate::peer::KNOWN_KEYS_FILE),
         };
         self.peer = Some(Session::new(config, policy));
+        self.relay = intro.relay;
         self.direct_deadline = Some(now() + DIRECT_WAIT);
     }
 }

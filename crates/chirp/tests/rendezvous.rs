@@ -8,9 +8,9 @@
 //! ```
 //!
 //! Each home sits behind its own NAT namespace (`iptables -t nat ... MASQUERADE` on its outer
-//! interface), or directly on the public router ("no NAT"). (Both sides behind
-//! `--random-fully`, a NAT that gives every destination another port, need the relay fallback,
-//! which is not built yet: that case is not tested here.) The public namespace routes between the NATs'
+//! interface; with `--random-fully`, a NAT that gives every destination another port), or
+//! directly on the public router ("no NAT"). Two symmetric NATs leave no direct path: the
+//! chat then goes through the server's relay. The public namespace routes between the NATs'
 //! outer addresses and holds the rendezvous server; nothing routes to the homes' private
 //! networks. Two peers, alice (home1) and bob (home2), each ask the server to meet the other,
 //! and then chat 500 lines each way, which must arrive exactly once and in order; the test
@@ -43,6 +43,9 @@ enum Nat {
     /// Plain MASQUERADE: one mapping per socket (the source port kept where free), whatever
     /// the destination: endpoint-independent mapping, the common home router.
     Masquerade,
+    /// MASQUERADE --random-fully: a random port for every new destination (symmetric, or
+    /// address-dependent, mapping).
+    Symmetric,
 }
 
 /// The public address of side `i` (1 or 2): its NAT's outer address, or its own.
@@ -87,7 +90,7 @@ impl Lab {
                     ns.sh(&h, &format!("ip route add default via {router}"));
                     nat.push(None);
                 }
-                Nat::Masquerade => {
+                Nat::Masquerade | Nat::Symmetric => {
                     let r = ns.add(&format!("nat{n}"))?;
                     let (_, outer) = ns.link(
                         (&public, lp, &format!("{router}/24")),
@@ -102,7 +105,7 @@ impl Lab {
                     ns.sh(&h, &format!("ip route add default via 10.218.{n}.1"));
                     let mut errors = Vec::new();
                     let ok = tools.iter().any(|prog| {
-                        let rule = [
+                        let mut rule = vec![
                             "netns",
                             "exec",
                             &r,
@@ -116,6 +119,9 @@ impl Lab {
                             "-j",
                             "MASQUERADE",
                         ];
+                        if side == Nat::Symmetric {
+                            rule.push("--random-fully");
+                        }
                         let r = run("ip", &rule).map_err(|e| errors.push(e));
                         if r.is_ok() {
                             chosen = prog;
@@ -406,4 +412,55 @@ fn a_nat_rebinding_mid_chat_migrates_and_loses_nothing() {
         assert!(c.seen_of("error").is_empty(), "{}", c.diag());
     }
     eprintln!("{test}: alice moved from {before} ({})", moved["message"]);
+}
+
+/// Both NATs give every destination another port: the port the server saw is not the one the
+/// peer's packets would come from, so no direct path opens. After a few seconds both sides move
+/// to the server's relay, and the chat goes through it, still end to end between the peers.
+#[test]
+fn symmetric_nats_fall_back_to_the_relay() {
+    let test = "symmetric_nats_fall_back_to_the_relay";
+    let lab = match Lab::new([Nat::Symmetric, Nat::Symmetric]) {
+        Ok(lab) => lab,
+        Err(why) => return skip(test, &why),
+    };
+    let data = tempdir();
+    let (_server, server, fp) = lab.serve(data.path());
+    let (home_a, home_b) = (tempdir(), tempdir());
+    let start = Instant::now();
+    let mut a = lab.peer(0, "alice", "bob", (server, &fp), home_a.path());
+    let mut b = lab.peer(1, "bob", "alice", (server, &fp), home_b.path());
+    a.line("first");
+    // The relayed path is known to each endpoint by an address in 100::/64 (no real host's)
+    // with the relay's port.
+    let relayed: SocketAddr = format!("[100::1]:{}", server.port())
+        .parse()
+        .expect("address");
+    assert_eq!(up_at(&mut a), relayed, "alice's path\n{}", a.diag());
+    assert_eq!(up_at(&mut b), relayed, "bob's path\n{}", b.diag());
+    assert_eq!(b.messages(1, WAIT), ["first"], "{}", b.diag());
+    let took = start.elapsed();
+    for c in [&a, &b] {
+        assert!(
+            c.seen_of("status").iter().any(|v| v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("relaying through"))),
+            "{} says it relays\n{}",
+            c.proc.name,
+            c.diag()
+        );
+    }
+    exchange(&mut a, &mut b, 0, LINES);
+    both_exit_ok(&mut a, &mut b);
+    exactly(&a, LINES);
+    exactly(&b, LINES + 1);
+    for c in [&a, &b] {
+        assert_eq!(
+            c.seen_of("peer_up").len(),
+            1,
+            "one connection\n{}",
+            c.diag()
+        );
+    }
+    eprintln!("{test}: relayed; first message {took:?} after both peers started");
 }

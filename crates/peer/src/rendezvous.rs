@@ -47,6 +47,8 @@ pub struct Introduction {
     pub public: SocketAddr,
     /// Where the server sees us.
     pub you: SocketAddr,
+    /// The server's relay token for us two, if it relays (PROTOCOL.md §11).
+    pub relay: Option<[u8; 16]>,
 }
 
 /// The server's answer, as it came (see the chat protocol's `meet`).
@@ -62,6 +64,8 @@ pub struct Answer<'a> {
     pub local: &'a [SocketAddr],
     /// Our observed address.
     pub you: SocketAddr,
+    /// The relay token, 32 hex digits, if the server relays.
+    pub relay: Option<&'a str>,
 }
 
 /// See the module documentation.
@@ -157,6 +161,8 @@ impl Rendezvous {
             candidate: candidate(a),
             public: a.addr,
             you: a.you,
+            // A malformed token only means no relay.
+            relay: a.relay.and_then(parse_hex::<16>),
         })
     }
 }
@@ -174,14 +180,28 @@ pub fn candidate(a: &Answer<'_>) -> SocketAddr {
 
 /// A key written as 64 hex digits.
 pub fn parse_key(hex: &str) -> Option<PublicKey> {
-    if hex.len() != 64 {
+    parse_hex::<32>(hex).map(PublicKey)
+}
+
+/// `N` bytes written as `2 N` hex digits.
+fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    if hex.len() != 2 * N {
         return None;
     }
-    let mut k = [0u8; 32];
+    let mut k = [0u8; N];
     for (i, b) in k.iter_mut().enumerate() {
         *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Some(PublicKey(k))
+    Some(k)
+}
+
+/// The address a relayed path is known by to the endpoint: in 100::/64, the discard-only
+/// prefix (RFC 6666), so no real host has it, with the relay's port.
+pub fn relayed_address(relay: SocketAddr) -> SocketAddr {
+    SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 1)),
+        relay.port(),
+    )
 }
 
 #[cfg(test)]
@@ -205,10 +225,29 @@ mod tests {
             addr: a("198.51.100.2:40000"),
             local: &local,
             you: a("203.0.113.1:41000"),
+            relay: None,
         };
         let mut r = Rendezvous::new("bob", None, vec![a("10.0.1.2:5000")]);
         let intro = r.answer(&ans).expect("introduction");
         assert_eq!(intro.candidate, a("198.51.100.2:40000"));
+        assert_eq!(intro.relay, None);
+        let token = "0f".repeat(16);
+        let relayed = Answer {
+            relay: Some(&token),
+            ..ans.clone()
+        };
+        let intro = Rendezvous::new("bob", None, Vec::new())
+            .answer(&relayed)
+            .expect("introduction");
+        assert_eq!(intro.relay, Some([0x0f; 16]));
+        let bad = Answer {
+            relay: Some("0f"),
+            ..ans.clone()
+        };
+        let intro = Rendezvous::new("bob", None, Vec::new())
+            .answer(&bad)
+            .expect("still met");
+        assert_eq!(intro.relay, None, "a malformed token is no relay");
         assert_eq!(intro.key, PublicKey([7; 32]));
         assert!(r.is_met());
         assert_eq!(r.welcome(), None, "met: nothing more to ask");
@@ -223,6 +262,7 @@ mod tests {
             addr: a("203.0.113.1:40000"),
             local: &local,
             you: a("203.0.113.1:41000"),
+            relay: None,
         };
         assert_eq!(
             candidate(&ans),
@@ -241,6 +281,7 @@ mod tests {
             addr: a("198.51.100.2:40000"),
             local: &[],
             you: a("203.0.113.1:41000"),
+            relay: None,
         };
         let other = PublicKey([8; 32]).fingerprint();
         let mut r = Rendezvous::new("bob", Some(other), Vec::new());
@@ -288,6 +329,7 @@ mod tests {
             addr: a("198.51.100.2:40000"),
             local: &[],
             you: a("203.0.113.1:41000"),
+            relay: None,
         };
         r.answer(&ans).expect("met");
         assert_eq!(r.poll_timeout(), None);

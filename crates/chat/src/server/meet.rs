@@ -23,10 +23,12 @@
 
 use std::net::SocketAddr;
 
+use chirp_proto::wire::{RelayToken, relay_token};
+
 use crate::names;
 use crate::wire::{MAX_MEET_LOCAL, ServerMsg, code};
 
-use super::{Key, Server, SessionId};
+use super::{Key, Output, Server, SessionId};
 
 /// Requests one session holds at once.
 pub const MAX_ASKS: usize = 4;
@@ -36,6 +38,8 @@ pub const ASK_TTL_MS: i64 = 60_000;
 pub const MEET_BURST: u32 = 6;
 /// ...and then per minute.
 pub const MEET_PER_MIN: u32 = 12;
+/// Relays one session holds at once (its oldest ends for a new one).
+pub const MAX_RELAYS: usize = 4;
 
 /// What one session asked for.
 #[derive(Debug)]
@@ -98,8 +102,12 @@ impl Server {
             return;
         };
         let old_ip = s.ip;
+        let moved = s.addr() != addr;
         s.ip = addr.ip();
         s.port = addr.port();
+        if moved {
+            self.relays_moved(session);
+        }
         if old_ip != addr.ip() {
             // The per-address session count follows the session (not enforced on a move: the
             // session exists already).
@@ -203,12 +211,14 @@ impl Server {
         };
         tracing::debug!(session, other, "rendezvous: introducing two sessions");
         self.stats.meets += 1;
+        let token = self.add_relay(session, other, own_addr, other_addr);
         let to_us = ServerMsg::Meet {
             nick: other_nick,
             key: hex.encode(&other_key),
             addr: other_addr,
             local: their_local,
             you: own_addr,
+            relay: Some(hex.encode(&token)),
         };
         let to_them = ServerMsg::Meet {
             nick: own_nick,
@@ -216,13 +226,97 @@ impl Server {
             addr: own_addr,
             local,
             you: other_addr,
+            relay: Some(hex.encode(&token)),
         };
         self.send(session, &to_us);
         self.send(other, &to_them);
     }
 
-    /// `session` ended: its requests go with it.
+    /// `session` ended: its requests go with it, and its relays.
     pub(super) fn meet_gone(&mut self, session: SessionId) {
         self.meets.remove(&session);
+        for (token, other) in self.relays.remove(&session).unwrap_or_default() {
+            if let Some(list) = self.relays.get_mut(&other) {
+                list.retain(|&(t, _)| t != token);
+                if list.is_empty() {
+                    self.relays.remove(&other);
+                }
+            }
+            self.out.push_back(Output::Relay { token, pair: None });
+        }
+    }
+
+    /// The secret relay tokens are derived under: the runner sets a random one at start (a
+    /// core left with the default, all zeros, gives guessable tokens: tests only).
+    pub fn set_relay_secret(&mut self, secret: [u8; 32]) {
+        self.relay_secret = secret;
+    }
+
+    /// Relays held (pairs), for tests and stats.
+    pub fn relays(&self) -> usize {
+        self.relays.values().map(Vec::len).sum::<usize>() / 2
+    }
+
+    /// A relay between `a` and `b` (at those addresses); a session's oldest relay beyond
+    /// [`MAX_RELAYS`] ends.
+    fn add_relay(
+        &mut self,
+        a: SessionId,
+        b: SessionId,
+        at_a: SocketAddr,
+        at_b: SocketAddr,
+    ) -> RelayToken {
+        self.relay_count += 1;
+        let token = relay_token(
+            &self.relay_secret,
+            &[
+                &a.to_be_bytes(),
+                &b.to_be_bytes(),
+                &self.relay_count.to_be_bytes(),
+            ],
+        );
+        for s in [a, b] {
+            let full = self.relays.get(&s).is_some_and(|l| l.len() >= MAX_RELAYS);
+            if full {
+                let (old, other) = self
+                    .relays
+                    .get_mut(&s)
+                    .map(|l| l.remove(0))
+                    .unwrap_or_default();
+                if let Some(l) = self.relays.get_mut(&other) {
+                    l.retain(|&(t, _)| t != old);
+                }
+                self.out.push_back(Output::Relay {
+                    token: old,
+                    pair: None,
+                });
+            }
+        }
+        self.relays.entry(a).or_default().push((token, b));
+        self.relays.entry(b).or_default().push((token, a));
+        self.out.push_back(Output::Relay {
+            token,
+            pair: Some((at_a, at_b)),
+        });
+        token
+    }
+
+    /// `session` moved: its relays follow it.
+    fn relays_moved(&mut self, session: SessionId) {
+        let Some(list) = self.relays.get(&session) else {
+            return;
+        };
+        let mut updates = Vec::new();
+        for &(token, other) in list {
+            let here = self.sessions.get(&session).map(|s| s.addr());
+            let there = self.sessions.get(&other).map(|s| s.addr());
+            if let (Some(here), Some(there)) = (here, there) {
+                updates.push(Output::Relay {
+                    token,
+                    pair: Some((here, there)),
+                });
+            }
+        }
+        self.out.extend(updates);
     }
 }

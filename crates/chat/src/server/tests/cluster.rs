@@ -272,6 +272,8 @@ impl Net {
             Output::Unfollow(s) => {
                 self.follows[i].remove(&s);
             }
+            // The rendezvous is not part of these tests.
+            Output::Relay { .. } => {}
             Output::Sync { conv } => {
                 if self.hold.contains(&(i, Hold::Syncs)) {
                     self.held.push_back(Held::Sync { node: i, conv });

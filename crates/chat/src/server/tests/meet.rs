@@ -91,8 +91,17 @@ fn both_sides_learn_each_other_only_once_both_asked() {
     meet(&mut h, 2, "carol", &[]);
     assert!(answers(&mut h, 1).is_empty());
     assert!(answers(&mut h, 2).is_empty());
-    // Bob asks for alice (a differently cased nick is the same nick): both are introduced.
+    // Bob asks for alice (a differently cased nick is the same nick): both are introduced,
+    // and the transport is told to relay between their addresses.
     meet(&mut h, 2, "Alice", &["10.0.2.2:6000"]);
+    let [(token, pair)] = h.relay_out[..] else {
+        panic!("one relay: {:?}", h.relay_out)
+    };
+    assert_eq!(
+        pair,
+        Some((a("203.0.113.2:40002"), a("198.51.100.1:40001")))
+    );
+    let relay = Some(data_encoding::HEXLOWER.encode(&token));
     assert_eq!(
         answers(&mut h, 1),
         vec![ServerMsg::Meet {
@@ -101,6 +110,7 @@ fn both_sides_learn_each_other_only_once_both_asked() {
             addr: a("203.0.113.2:40002"),
             local: vec![a("10.0.2.2:6000")],
             you: a("198.51.100.1:40001"),
+            relay: relay.clone(),
         }]
     );
     assert_eq!(
@@ -111,6 +121,7 @@ fn both_sides_learn_each_other_only_once_both_asked() {
             addr: a("198.51.100.1:40001"),
             local: vec![a("10.0.1.2:5000")],
             you: a("203.0.113.2:40002"),
+            relay,
         }]
     );
     assert!(answers(&mut h, 3).is_empty(), "carol learns nothing");
@@ -250,4 +261,60 @@ fn requests_end_with_their_session_and_need_hello() {
         panic!("bob is introduced to alice's other session")
     };
     assert_eq!(addr, a("198.51.100.1:40003"));
+}
+
+#[test]
+fn a_relay_follows_its_sessions_and_ends_with_either() {
+    let mut h = H::new(open());
+    h.s.set_relay_secret([9; 32]);
+    up(&mut h, 1, key(1), "alice", "198.51.100.1:40001");
+    up(&mut h, 2, key(2), "bob", "203.0.113.2:40002");
+    meet(&mut h, 1, "bob", &[]);
+    meet(&mut h, 2, "alice", &[]);
+    let [(token, Some(_))] = h.relay_out[..] else {
+        panic!("a relay: {:?}", h.relay_out)
+    };
+    assert_eq!(h.s.relays(), 1);
+    // The same meeting again gives another token: a token names one introduction.
+    meet(&mut h, 1, "bob", &[]);
+    meet(&mut h, 2, "alice", &[]);
+    assert_eq!(h.relay_out.len(), 2);
+    assert_ne!(h.relay_out[1].0, token);
+    assert_eq!(h.s.relays(), 2);
+    h.relay_out.clear();
+    // Alice's NAT rebinds: both of her relays follow; an unchanged address changes nothing.
+    h.s.observed(1, a("198.51.100.1:41111"));
+    h.drain();
+    h.s.observed(1, a("198.51.100.1:41111"));
+    h.drain();
+    assert_eq!(h.relay_out.len(), 2);
+    for (_, pair) in &h.relay_out {
+        assert_eq!(
+            *pair,
+            Some((a("198.51.100.1:41111"), a("203.0.113.2:40002")))
+        );
+    }
+    h.relay_out.clear();
+    // Bob leaves: both relays end.
+    h.s.disconnected(h.now, 2, "gone");
+    h.drain();
+    assert_eq!(h.relay_out.len(), 2);
+    assert!(h.relay_out.iter().all(|(_, p)| p.is_none()));
+    assert_eq!(h.s.relays(), 0);
+}
+
+#[test]
+fn a_session_holds_a_bounded_number_of_relays() {
+    let mut h = H::new(open());
+    up(&mut h, 1, key(1), "alice", "198.51.100.1:40001");
+    up(&mut h, 2, key(2), "bob", "203.0.113.2:40002");
+    for _ in 0..crate::server::meet::MAX_RELAYS + 1 {
+        meet(&mut h, 1, "bob", &[]);
+        meet(&mut h, 2, "alice", &[]);
+        h.advance(10_000); // within the meet rate
+    }
+    assert_eq!(h.s.relays(), crate::server::meet::MAX_RELAYS);
+    let ended: Vec<_> = h.relay_out.iter().filter(|(_, p)| p.is_none()).collect();
+    assert_eq!(ended.len(), 1, "the oldest ended");
+    assert_eq!(ended[0].0, h.relay_out[0].0);
 }
