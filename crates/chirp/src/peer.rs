@@ -174,7 +174,10 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
         );
         return crate::peer_ui::run(ui, report_rx, req_tx, peer).await;
     }
-    let out = Output { json: opts.json };
+    let out = Output {
+        json: opts.json,
+        path: None,
+    };
     out.status(&banner);
     read_stdin(req_tx);
     drive(

@@ -159,7 +159,10 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
         );
         return crate::peer_ui::run(ui, report_rx, req_tx, peer).await;
     }
-    let out = Output { json: opts.json };
+    let out = Output {
+        json: opts.json,
+        path: None,
+    };
     out.status(&banner);
     crate::peer::read_stdin(req_tx);
     state
@@ -357,8 +360,17 @@ impl Via {
                     return Ok(Some(code));
                 }
             }
+            // Line mode names the path in `peer_up` and `stats`.
+            let path = if self.relayed { "relayed" } else { "direct" };
+            let shown = match view {
+                View::Lines(out) => View::Lines(Output {
+                    path: Some(path),
+                    ..*out
+                }),
+                View::Ui(tx) => View::Ui(tx.clone()),
+            };
             if let Some(peer) = self.peer.as_mut()
-                && let Some(code) = pump(peer, handle, view).await?
+                && let Some(code) = pump(peer, handle, &shown).await?
             {
                 return Ok(Some(code));
             }

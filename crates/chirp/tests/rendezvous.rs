@@ -240,9 +240,10 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")
 }
 
-/// The address in a `peer_up` event.
-fn up_at(c: &mut Chirp) -> SocketAddr {
+/// The address in a `peer_up` event, which names the path `path`.
+fn up_at(c: &mut Chirp, path: &str) -> SocketAddr {
     let up = c.wait_type("peer_up", WAIT);
+    assert_eq!(up["path"], path, "{}", c.diag());
     up["peer"]
         .as_str()
         .and_then(|p| p.parse().ok())
@@ -304,7 +305,7 @@ fn direct_chat(test: &str, sides: [Nat; 2]) -> Option<Duration> {
     let mut b = lab.peer(1, "bob", "alice", (server, &fp), home_b.path());
     // Alice's first line goes at once: it waits in her input until the introduction.
     a.line("first");
-    let (seen_by_a, seen_by_b) = (up_at(&mut a), up_at(&mut b));
+    let (seen_by_a, seen_by_b) = (up_at(&mut a, "direct"), up_at(&mut b, "direct"));
     assert_eq!(b.messages(1, WAIT), ["first"], "{}", b.diag());
     let took = start.elapsed();
     // Direct: each talks to the other's public address (a relayed path would be the
@@ -323,6 +324,9 @@ fn direct_chat(test: &str, sides: [Nat; 2]) -> Option<Duration> {
         );
     }
     exchange(&mut a, &mut b, 0, LINES);
+    a.line("/stats");
+    let stats = a.wait_type("stats", WAIT);
+    assert_eq!(stats["path"], "direct", "{}", a.diag());
     both_exit_ok(&mut a, &mut b);
     exactly(&a, LINES);
     exactly(&b, LINES + 1);
@@ -374,8 +378,8 @@ fn a_nat_rebinding_mid_chat_migrates_and_loses_nothing() {
     let (home_a, home_b) = (tempdir(), tempdir());
     let mut a = lab.peer(0, "alice", "bob", (server, &fp), home_a.path());
     let mut b = lab.peer(1, "bob", "alice", (server, &fp), home_b.path());
-    let before = up_at(&mut b);
-    assert_eq!(up_at(&mut a).ip(), public_ip(2), "{}", a.diag());
+    let before = up_at(&mut b, "direct");
+    assert_eq!(up_at(&mut a, "direct").ip(), public_ip(2), "{}", a.diag());
     exchange(&mut a, &mut b, 0, LINES / 2);
 
     let Some((nat, outer)) = &lab.nat[0] else {
@@ -436,8 +440,18 @@ fn symmetric_nats_fall_back_to_the_relay() {
     let relayed: SocketAddr = format!("[100::1]:{}", server.port())
         .parse()
         .expect("address");
-    assert_eq!(up_at(&mut a), relayed, "alice's path\n{}", a.diag());
-    assert_eq!(up_at(&mut b), relayed, "bob's path\n{}", b.diag());
+    assert_eq!(
+        up_at(&mut a, "relayed"),
+        relayed,
+        "alice's path\n{}",
+        a.diag()
+    );
+    assert_eq!(
+        up_at(&mut b, "relayed"),
+        relayed,
+        "bob's path\n{}",
+        b.diag()
+    );
     assert_eq!(b.messages(1, WAIT), ["first"], "{}", b.diag());
     let took = start.elapsed();
     for c in [&a, &b] {
@@ -451,6 +465,9 @@ fn symmetric_nats_fall_back_to_the_relay() {
         );
     }
     exchange(&mut a, &mut b, 0, LINES);
+    a.line("/stats");
+    let stats = a.wait_type("stats", WAIT);
+    assert_eq!(stats["path"], "relayed", "{}", a.diag());
     both_exit_ok(&mut a, &mut b);
     exactly(&a, LINES);
     exactly(&b, LINES + 1);
