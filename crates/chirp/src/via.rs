@@ -270,6 +270,17 @@ impl Via {
                 match &ev {
                     // Its key passed the pin: the peer is reached.
                     Event::Connected { .. } => self.direct_deadline = None,
+                    // A direct connection (or attempt) ended before we moved to the relay: the
+                    // other side may have moved already (its 3 s ran out just before ours would
+                    // have, as our attempt completed), or the direct path broke. Give the direct
+                    // path another 3 s, then follow it to the relay.
+                    Event::Closed { .. }
+                        if !self.relayed
+                            && self.relay.is_some()
+                            && self.direct_deadline.is_none() =>
+                    {
+                        self.direct_deadline = Some(now() + DIRECT_WAIT);
+                    }
                     Event::PathChanged { remote, .. } => {
                         let text = format!(
                             "{} now at {remote} (its NAT changed its mapping, or it moved); the \
