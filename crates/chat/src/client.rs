@@ -103,6 +103,9 @@ pub struct ClientConfig {
     pub server_key_check: Option<KeyCheck>,
     /// Pace requests to the server's advertised rate (on by default).
     pub pace: bool,
+    /// Write a qlog trace of every connection to the server into this directory (the
+    /// transport's `Options::qlog_dir`). `None` by default.
+    pub qlog_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -137,6 +140,7 @@ impl ClientConfig {
             give_up_after: Duration::from_secs(30),
             server_key_check: None,
             pace: true,
+            qlog_dir: None,
         }
     }
 }

@@ -199,6 +199,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Datagrams dropped, by reason: malformed, corrupt (failed authentication), undecryptable (before their keys), replayed (duplicates), stale (late handshake packets), unknown_connection, invalid_token, over_limit (rate limits, a full table).",
     ),
     (
+        "chirp_qlog_records_dropped_total",
+        Kind::Counter,
+        "Trace records dropped instead of written to the qlog files (--qlog only): the writer fell behind; each file notes where, as chirp:events_dropped.",
+    ),
+    (
         "chirp_packets_sent_total",
         Kind::Counter,
         "Packets sent by connections.",
@@ -411,6 +416,7 @@ fn record(s: &Snapshot, t: &EndpointTotals) {
     ] {
         counter!("chirp_datagrams_dropped_total", "reason" => reason).absolute(n);
     }
+    counter!("chirp_qlog_records_dropped_total").absolute(e.trace_dropped);
     counter!("chirp_packets_sent_total").absolute(c.packets_sent);
     counter!("chirp_packets_received_total").absolute(c.packets_received);
     counter!("chirp_packets_acked_total").absolute(c.packets_acked);

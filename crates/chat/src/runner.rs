@@ -85,6 +85,9 @@ pub struct RunnerConfig {
     /// ([`chirp_transport::spawn_on_thread`]), so that it and the chat core each have a core;
     /// otherwise it is a task on the caller's runtime.
     pub transport_thread: bool,
+    /// Write a qlog trace of every connection into this directory (the transport's
+    /// `Options::qlog_dir`). `None` by default.
+    pub qlog_dir: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics on this listener ([`crate::metrics::bind`]). It installs the
     /// process's global metrics recorder: one server per process.
     pub metrics: Option<Arc<std::net::TcpListener>>,
@@ -102,6 +105,7 @@ impl Default for RunnerConfig {
             bus_ca: None,
             peers: None,
             transport_thread: true,
+            qlog_dir: None,
             metrics: None,
         }
     }
@@ -218,11 +222,16 @@ pub async fn run(
     // client's own keepalive came due: a timer, a PING and an ACK more per client and
     // interval.
     ep.transport.keep_alive = None;
+    let options = chirp_transport::Options {
+        qlog_dir: config.qlog_dir.clone(),
+        ..chirp_transport::Options::default()
+    };
     let (handle, events, transport) = if config.transport_thread {
-        let (h, e, thread) = chirp_transport::spawn_on_thread(socket, ep, "chirp-transport")?;
+        let (h, e, thread) =
+            chirp_transport::spawn_on_thread_with(socket, ep, "chirp-transport", options)?;
         (h, e, Transport::Thread(thread))
     } else {
-        let (h, e, task) = chirp_transport::spawn(socket, ep)?;
+        let (h, e, task) = chirp_transport::spawn_with(socket, ep, options)?;
         (h, e, Transport::Task(task))
     };
     let (commit_tx, commit_rx) = mpsc::unbounded_channel();

@@ -65,7 +65,8 @@ Examples:
   chirp connect chat.example.org --nick alice --join '#rust'
   chirp connect 127.0.0.1:7667 --nick bob --join '#rust' --json        # for scripts
   chirp connect 192.0.2.1 --nick carol --server-key abcd-efgh-ijkl-mnop-qrst-uvwx
-  chirp connect 10.0.0.1:7667 10.0.0.2:7667 10.0.0.3 --nick ann        # a cluster of three";
+  chirp connect 10.0.0.1:7667 10.0.0.2:7667 10.0.0.3 --nick ann        # a cluster of three
+  chirp connect 127.0.0.1 --nick dave --qlog /tmp/chirp-qlog   # a qlog trace per connection";
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
@@ -105,6 +106,10 @@ pub(crate) struct ConnectArgs {
     /// servers 6, so that a dead node is left within seconds].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     idle_timeout: Option<u64>,
+    /// Write a qlog trace of every connection to the server into this directory (created if
+    /// missing): one file per connection, <connection id>-client.sqlog, for qvis.
+    #[arg(long, value_name = "DIR")]
+    qlog: Option<PathBuf>,
 }
 
 /// The idle timeout alone, and with several servers to fail over to: a client keeps its link
@@ -426,6 +431,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     });
     config.idle_timeout = Duration::from_secs(idle);
     config.pace = !args.no_pace;
+    config.qlog_dir = args.qlog.clone();
     config.give_up_after = Duration::from_secs(idle.max(10));
     // On a terminal, the chat UI (unless line mode was asked for); it makes its own key check,
     // which reports through the UI rather than on stdout.

@@ -14,6 +14,8 @@
 //! - `trust`: the key check (pin, else trust on first use) of `peer` and `connect`.
 //! - `tui`: `chirp connect` on a terminal: the session wired to the terminal UI (`chirp-tui`).
 //! - `peer_ui`: `chirp peer` on a terminal: the peer chat loop wired to the same UI.
+//! - `lan`: `chirp peer --lan` (browse, list, pick) and the peer's advertisement on the LAN
+//!   (the logic is in `chirp-lan`).
 //! - `impair`: the impairment proxy (loss, duplication, reordering, corruption, delay).
 //! - `input`: what a typed line means (`/commands`, `//` escape).
 //! - `output`: human or JSON lines on stdout (schema in `docs/JSON.md`).
@@ -35,6 +37,7 @@ mod connect;
 mod id;
 mod impair;
 mod input;
+mod lan;
 mod lines;
 mod migrate;
 mod output;
@@ -143,30 +146,45 @@ Examples:
   chirp peer --bind 0.0.0.0:5000 --to 198.51.100.4:5000 --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
                                           # a peer behind a NAT that changes its port
   chirp peer --plain --bind 127.0.0.1:5000 --to 127.0.0.1:6000     # raw UDP, like nc -u
+  chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --qlog /tmp/chirp-qlog
+                                          # a qlog trace per connection, for qvis
 
 Through NATs, introduced by a chirp server both of you use (a rendezvous; each must ask for
 the other, and the server then tells each where the other is and what its key is; it never
 sees what you say, which is encrypted end to end with that key):
   chirp peer --via chat.example.org --nick alice --to bob            # on alice's machine
   chirp peer --via chat.example.org --nick bob --to alice            # on bob's machine
-  chirp peer --via 192.0.2.1:7667 --nick alice --to bob --json --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx";
+  chirp peer --via 192.0.2.1:7667 --nick alice --to bob --json --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
+
+On the LAN (DNS-SD over mDNS, _chirp._udp.local): a chirp peer advertises its name, port and
+key fingerprint. Without --to it waits for a peer to call it, and asks you about the caller's
+key (or takes only the key pinned with --peer-key). The advertised fingerprint is only a hint:
+the key is checked as always (--peer-key, or the key remembered for the address).
+  chirp peer --name alice                 # wait for a call, advertised as alice (default user@host)
+  chirp peer --lan                        # list the peers on the LAN, pick one by number
+  chirp peer --lan --json                 # the list for scripts: one JSON object per peer
+  chirp peer --lan --to alice             # call the peer advertised as alice
+  chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000 --no-advertise  # stay off the LAN lists";
 
 #[derive(Debug, Args)]
 struct PeerArgs {
-    /// Local address to listen on, IP:PORT (port 0 picks a free one; with --via, the default
-    /// is 0.0.0.0:0).
-    #[arg(long, value_name = "ADDR", value_parser = addr::local_addr, required_unless_present = "via")]
+    /// Local address to listen on, IP:PORT (port 0 picks a free one). Required with --to ADDR;
+    /// with --via, with --lan, or without --to, 0.0.0.0:0 by default.
+    #[arg(long, value_name = "ADDR", value_parser = addr::local_addr)]
     bind: Option<SocketAddr>,
-    /// The other peer's address, IP:PORT; with --via, its nick on that server.
-    #[arg(long, value_name = "ADDR|NICK")]
-    to: String,
+    /// The other peer's address, IP:PORT; with --lan, the name it advertises (exactly); with
+    /// --via, its nick on that server. Without --to (and without --lan or --via), chirp waits
+    /// for a peer to call it.
+    #[arg(long, value_name = "ADDR|NAME|NICK")]
+    to: Option<String>,
     /// Meet the peer through this chirp server (HOST[:PORT], port 7667 by default), which
     /// introduces two users who both ask for each other: each side's NAT is then opened from
-    /// the inside by both dialling at once. Needs --nick; --to is then the peer's nick.
+    /// the inside by both dialling at once. Needs --nick, and --to with the peer's nick. Such a
+    /// peer is not advertised on the LAN (nobody could call it there).
     #[arg(
         long,
         value_name = "SERVER",
-        conflicts_with = "plain",
+        conflicts_with_all = ["plain", "lan", "name"],
         requires = "nick"
     )]
     via: Option<String>,
@@ -177,6 +195,21 @@ struct PeerArgs {
     /// remembered on first contact, as with `chirp connect`).
     #[arg(long, value_name = "FINGERPRINT", requires = "via")]
     server_key: Option<chirp_keys::Fingerprint>,
+    /// Find the peer on the local network (mDNS): list the chirp peers that answer within
+    /// --browse-secs and pick one by number (on a terminal), print them (--json, or no
+    /// terminal), or call the one named with --to.
+    #[arg(long, conflicts_with = "plain")]
+    lan: bool,
+    /// With --lan: how long to listen for answers, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3, requires = "lan", value_parser = clap::value_parser!(u64).range(1..=60))]
+    browse_secs: u64,
+    /// The name this peer advertises on the LAN (default: user@host): at most 63 bytes, no
+    /// control characters. If another peer on the LAN has it, mDNS renames ours ("NAME (2)").
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["no_advertise", "plain"])]
+    name: Option<String>,
+    /// Do not advertise this peer on the LAN (a peer bound to a loopback address never is).
+    #[arg(long, conflicts_with = "plain")]
+    no_advertise: bool,
     /// Raw UDP like the classic script and `nc -u`: one datagram per line, no reliability,
     /// no encryption.
     #[arg(long)]
@@ -213,6 +246,10 @@ struct PeerArgs {
     /// a terminal and refused otherwise: pin it with this flag.
     #[arg(long, value_name = "FINGERPRINT", conflicts_with = "plain")]
     peer_key: Option<chirp_keys::Fingerprint>,
+    /// Write a qlog trace of every connection into this directory (created if missing): one
+    /// file per connection, <connection id>-<client|server>.sqlog, for qvis.
+    #[arg(long, value_name = "DIR", conflicts_with = "plain")]
+    qlog: Option<std::path::PathBuf>,
 }
 
 /// Binds a UDP socket, turning the OS error into one a person can act on.
@@ -296,7 +333,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     .context("cannot start the async runtime")?;
     let result = match cli.command {
-        Some(Command::Peer(a)) => runtime.block_on(run_peer(a)),
+        Some(Command::Peer(a)) => {
+            // Usage errors as clap reports them (status 2), before anything starts.
+            let target = peer_target(&a).unwrap_or_else(|e| e.exit());
+            runtime.block_on(run_peer(a, target))
+        }
         Some(Command::Impair(a)) => runtime.block_on(impair::run(a)),
         Some(Command::Id(a)) => id::run(&a),
         Some(Command::Serve(a)) => runtime.block_on(serve::run(a)),
@@ -307,21 +348,30 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         None if std::io::stdin().is_terminal() => {
             let (bind, to) =
                 prompt::ask_addresses(&mut std::io::stdin().lock(), &mut std::io::stdout())?;
-            runtime.block_on(run_peer(PeerArgs {
-                bind: Some(bind),
-                to: to.to_string(),
-                via: None,
-                nick: None,
-                server_key: None,
-                plain: false,
-                raw: false,
-                json: false,
-                line: false,
-                no_bell: false,
-                idle_timeout: 30,
-                home: None,
-                peer_key: None,
-            }))
+            let target = PeerTarget::Addr(to);
+            runtime.block_on(run_peer(
+                PeerArgs {
+                    bind: Some(bind),
+                    to: Some(to.to_string()),
+                    via: None,
+                    nick: None,
+                    server_key: None,
+                    lan: false,
+                    browse_secs: 3,
+                    name: None,
+                    no_advertise: false,
+                    plain: false,
+                    raw: false,
+                    json: false,
+                    line: false,
+                    no_bell: false,
+                    idle_timeout: 30,
+                    home: None,
+                    peer_key: None,
+                    qlog: None,
+                },
+                target,
+            ))
         }
         None => {
             // Not a terminal and nothing asked for: show how to use it rather than guess.
@@ -335,47 +385,237 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     result
 }
 
-async fn run_peer(a: PeerArgs) -> anyhow::Result<u8> {
+/// Whom `chirp peer` is to talk to, from `--to` and `--lan`.
+#[derive(Debug, Clone)]
+enum PeerTarget {
+    /// `--to IP:PORT`.
+    Addr(SocketAddr),
+    /// `--lan`: pick from what the LAN advertises (by number, or the name given with `--to`).
+    Lan(Option<String>),
+    /// No `--to`: wait for a caller.
+    Listen,
+    /// `--via SERVER --nick NICK --to NICK`: the server introduces us to the peer.
+    Via {
+        server: String,
+        nick: String,
+        to: String,
+    },
+}
+
+/// Checks the combination of `chirp peer`'s flags; the errors are clap's (usage, status 2).
+fn peer_target(a: &PeerArgs) -> Result<PeerTarget, clap::Error> {
+    use clap::error::ErrorKind;
+    let usage = |kind, msg: String| {
+        let mut cmd = Cli::command();
+        cmd.build();
+        match cmd.find_subcommand_mut("peer") {
+            Some(peer) => peer.error(kind, msg),
+            None => cmd.error(kind, msg),
+        }
+    };
+    if let Some(server) = &a.via {
+        // clap has checked the rest: --nick is there, --lan, --name and --plain are not.
+        let (Some(to), Some(nick)) = (&a.to, &a.nick) else {
+            return Err(usage(
+                ErrorKind::MissingRequiredArgument,
+                "--via needs --nick NICK (ours on that server) and --to NICK (the peer's)".into(),
+            ));
+        };
+        return Ok(PeerTarget::Via {
+            server: server.clone(),
+            nick: nick.clone(),
+            to: to.clone(),
+        });
+    }
+    let target = match (&a.to, a.lan) {
+        (to, true) => PeerTarget::Lan(to.clone()),
+        (Some(to), false) => PeerTarget::Addr(addr::remote_addr(to).map_err(|e| {
+            usage(
+                ErrorKind::ValueValidation,
+                format!(
+                    "invalid value '{to}' for '--to <ADDR|NAME|NICK>': {e} (a nick needs --via)"
+                ),
+            )
+        })?),
+        (None, false) if a.plain => {
+            return Err(usage(
+                ErrorKind::MissingRequiredArgument,
+                "--plain needs --to ADDR: raw UDP has no handshake to wait for".into(),
+            ));
+        }
+        (None, false) => PeerTarget::Listen,
+    };
+    if matches!(target, PeerTarget::Addr(_)) && a.bind.is_none() {
+        return Err(usage(
+            ErrorKind::MissingRequiredArgument,
+            "--to ADDR needs --bind ADDR (the address the other peer sends to); --lan and a \
+             peer waiting for a call pick a port themselves"
+                .into(),
+        ));
+    }
+    if let Some(name) = &a.name {
+        chirp_lan::check_name(name).map_err(|e| {
+            usage(
+                ErrorKind::ValueValidation,
+                format!("invalid value for '--name <NAME>': {e}"),
+            )
+        })?;
+    }
+    Ok(target)
+}
+
+async fn run_peer(a: PeerArgs, target: PeerTarget) -> anyhow::Result<u8> {
+    // Where to listen when not told: any address, a free port (the LAN advertisement says
+    // which).
     let bind = a
         .bind
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    // With --via, --to is a nick; the peer session's own address comes from the server.
-    let to = match &a.via {
-        Some(_) => bind,
-        None => {
-            addr::remote_addr(&a.to).map_err(|e| anyhow::anyhow!("invalid value for --to: {e}"))?
+    if a.plain {
+        let PeerTarget::Addr(to) = target else {
+            anyhow::bail!("--plain needs --to ADDR");
+        };
+        return plain::run(bind, to, a.json, a.raw).await;
+    }
+    let home = match a.home {
+        Some(h) => h,
+        None => id::default_home()?,
+    };
+    let interactive = !a.json && std::io::stdin().is_terminal();
+    let mut via = None;
+    let (to, found) = match target {
+        PeerTarget::Addr(to) => (Some(to), None),
+        PeerTarget::Listen => (None, None),
+        // The peer's address comes from the server.
+        PeerTarget::Via { server, nick, to } => {
+            via = Some((server, nick, to));
+            (None, None)
+        }
+        PeerTarget::Lan(name) => {
+            let window = Duration::from_secs(a.browse_secs);
+            let out = output::Output {
+                json: a.json,
+                path: None,
+            };
+            match lan::find(window, name.as_deref(), out, interactive).await? {
+                lan::Outcome::Listed(code) => return Ok(code),
+                lan::Outcome::Picked(peer) => (Some(peer.addr), Some(peer)),
+            }
         }
     };
-    if a.plain {
-        plain::run(bind, to, a.json, a.raw).await
-    } else {
-        let home = match a.home {
-            Some(h) => h,
-            None => id::default_home()?,
-        };
-        let opts = peer::PeerOpts {
-            bind,
+    // A peer met through a server is not advertised: it takes no calls.
+    let advertise =
+        (!a.no_advertise && via.is_none()).then(|| a.name.unwrap_or_else(chirp_lan::default_name));
+    let opts = peer::PeerOpts {
+        bind,
+        to,
+        lan_peer: found,
+        advertise,
+        json: a.json,
+        idle_timeout: Duration::from_secs(a.idle_timeout),
+        home,
+        peer_key: a.peer_key,
+        tui: tui::wanted(a.line, a.json),
+        bell: !a.no_bell,
+        can_ask: interactive,
+        qlog: a.qlog,
+    };
+    if let Some((server, nick, to)) = via {
+        let (server_name, server) = connect::resolve(&server)
+            .with_context(|| format!("invalid --via server address '{server}'"))?;
+        let via = via::ViaOpts {
+            server_name,
+            server,
+            server_key: a.server_key,
+            nick,
             to,
-            json: a.json,
-            idle_timeout: Duration::from_secs(a.idle_timeout),
-            home,
-            peer_key: a.peer_key,
-            tui: tui::wanted(a.line, a.json),
-            bell: !a.no_bell,
-            can_ask: !a.json && std::io::stdin().is_terminal(),
         };
-        if let (Some(server), Some(nick)) = (a.via, a.nick) {
-            let (server_name, server) = connect::resolve(&server)
-                .with_context(|| format!("invalid --via server address '{server}'"))?;
-            let via = via::ViaOpts {
-                server_name,
-                server,
-                server_key: a.server_key,
-                nick,
-                to: a.to,
-            };
-            return via::run(opts, via).await;
+        return via::run(opts, via).await;
+    }
+    peer::run(opts).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `chirp peer ARGS`: the target, or clap's error (kind and text).
+    fn target(args: &[&str]) -> Result<PeerTarget, (clap::error::ErrorKind, String)> {
+        let argv = ["chirp", "peer"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| (e.kind(), e.to_string()))?;
+        let Some(Command::Peer(a)) = cli.command else {
+            panic!("not peer");
+        };
+        peer_target(&a).map_err(|e| (e.kind(), e.to_string()))
+    }
+
+    #[test]
+    fn what_chirp_peer_is_asked_to_do() {
+        use clap::error::ErrorKind;
+        let addr = ["--bind", "0.0.0.0:5000", "--to", "192.0.2.7:5000"];
+        assert!(matches!(target(&addr), Ok(PeerTarget::Addr(a)) if a.port() == 5000));
+        assert!(matches!(target(&[]), Ok(PeerTarget::Listen)));
+        assert!(matches!(
+            target(&["--name", "alice"]),
+            Ok(PeerTarget::Listen)
+        ));
+        assert!(matches!(target(&["--lan"]), Ok(PeerTarget::Lan(None))));
+        assert!(matches!(
+            target(&["--lan", "--to", "alice", "--browse-secs", "5"]),
+            Ok(PeerTarget::Lan(Some(n))) if n == "alice"
+        ));
+        // Usage errors, as clap reports them.
+        let e = target(&["--bind", "127.0.0.1:0", "--to", "nonsense"]).expect_err("bad --to");
+        assert_eq!(e.0, ErrorKind::ValueValidation);
+        assert!(e.1.contains("expected IP:PORT"), "{}", e.1);
+        let e = target(&["--to", "192.0.2.7:5000"]).expect_err("no --bind");
+        assert!(e.1.contains("needs --bind"), "{}", e.1);
+        let e = target(&["--plain"]).expect_err("plain without --to");
+        assert!(e.1.contains("--plain needs --to"), "{}", e.1);
+        let e = target(&["--name", "a\u{1b}b"]).expect_err("bad name");
+        assert!(e.1.contains("^["), "{}", e.1);
+        let e = target(&["--name", "x", "--no-advertise"]).expect_err("conflict");
+        assert_eq!(e.0, ErrorKind::ArgumentConflict);
+        let e = target(&["--browse-secs", "5"]).expect_err("needs --lan");
+        assert_eq!(e.0, ErrorKind::MissingRequiredArgument);
+        let e = target(&["--lan", "--plain"]).expect_err("conflict");
+        assert_eq!(e.0, ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn chirp_peer_via_a_server() {
+        use clap::error::ErrorKind;
+        let via = [
+            "--via",
+            "chat.example.org",
+            "--nick",
+            "alice",
+            "--to",
+            "bob",
+        ];
+        assert!(matches!(
+            target(&via),
+            Ok(PeerTarget::Via { server, nick, to })
+                if server == "chat.example.org" && nick == "alice" && to == "bob"
+        ));
+        // --bind is optional with --via, and taken when given.
+        let mut bound = via.to_vec();
+        bound.extend(["--bind", "0.0.0.0:5000"]);
+        assert!(matches!(target(&bound), Ok(PeerTarget::Via { .. })));
+        // Contradictions and what is missing.
+        let e = target(&["--via", "chat.example.org", "--nick", "alice"]).expect_err("no --to");
+        assert_eq!(e.0, ErrorKind::MissingRequiredArgument);
+        assert!(e.1.contains("--to NICK"), "{}", e.1);
+        let e = target(&["--via", "chat.example.org", "--to", "bob"]).expect_err("no --nick");
+        assert_eq!(e.0, ErrorKind::MissingRequiredArgument);
+        for extra in [&["--lan"][..], &["--name", "alice"], &["--plain"]] {
+            let mut args = via.to_vec();
+            args.extend(extra);
+            let e = target(&args).expect_err("conflict");
+            assert_eq!(e.0, ErrorKind::ArgumentConflict, "{extra:?}: {}", e.1);
         }
-        peer::run(opts).await
+        let e = target(&["--nick", "alice", "--to", "bob"]).expect_err("--nick without --via");
+        assert_eq!(e.0, ErrorKind::MissingRequiredArgument);
+        let e = target(&["--bind", "0.0.0.0:0", "--to", "bob"]).expect_err("a nick, no --via");
+        assert!(e.1.contains("a nick needs --via"), "{}", e.1);
     }
 }

@@ -1,8 +1,10 @@
 //! Reliable peer mode: the binary's side of it. The protocol-level behaviour (reconnects,
 //! replacing the connection of a restarted peer, re-sending what it never acknowledged, key
 //! questions, the half-close at end of input) is `chirp_peer::Session`, a sans-IO state
-//! machine; this module only wires it up: standard input or the terminal UI in, the
-//! `chirp_transport` driver for its requests, and output formatting.
+//! machine; without `--to`, `chirp_peer::Listener` first waits for a caller and judges its
+//! key. This module only wires them up: standard input or the terminal UI in, the
+//! `chirp_transport` driver for their requests, output formatting, and the advertisement on
+//! the LAN (`chirp_lan::Advertiser`, withdrawn when the chat ends).
 //!
 //! The driver loop ([`drive`]) follows the sans-IO rule: after every input (a [`Request`]
 //! from the user, an event of the transport, a timer, Ctrl-C) it polls the session's output
@@ -16,14 +18,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use chirp_keys::{Fingerprint, Identity};
+use chirp_lan::{Advertiser, LanPeer};
 use chirp_peer::{Config, Input as SessionInput, KnownKeysPolicy, Output as SessionOutput};
-use chirp_peer::{Reply, Session, Transport};
+use chirp_peer::{ListenOutput, Listener, Reply, Session, Transport};
 use chirp_proto::{EndpointConfig, Event};
 use chirp_transport::Handle;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{Instrument as _, info_span};
+use tracing::{Instrument as _, debug, info_span};
 
 use crate::input::{self, Input};
 use crate::output::Output;
@@ -34,11 +37,19 @@ pub(crate) use chirp_peer::{KNOWN_KEYS_FILE, Report, ask_text};
 /// that a peer that stops reading holds back whatever feeds us (memory stays bounded).
 pub(crate) const MAX_PENDING: usize = 1024;
 
+/// How long a peer that leaves before anyone called lets a refusal it just gave go out.
+const EXIT_LINGER: Duration = Duration::from_millis(200);
+
 /// Options of `chirp peer` in reliable mode.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerOpts {
     pub(crate) bind: SocketAddr,
-    pub(crate) to: SocketAddr,
+    /// The peer's address; `None`: wait for a caller.
+    pub(crate) to: Option<SocketAddr>,
+    /// The peer picked on the LAN (`--lan`), whose address is `to`.
+    pub(crate) lan_peer: Option<LanPeer>,
+    /// The name to advertise on the LAN (`None`: `--no-advertise`).
+    pub(crate) advertise: Option<String>,
     pub(crate) json: bool,
     pub(crate) idle_timeout: Duration,
     /// Holds our identity key and the known-keys file.
@@ -52,6 +63,8 @@ pub(crate) struct PeerOpts {
     /// Someone can answer a question: the terminal UI, or line mode with standard input on a
     /// terminal (not `--json`). Otherwise a key that needs confirming is refused.
     pub(crate) can_ask: bool,
+    /// Write a qlog trace of every connection into this directory.
+    pub(crate) qlog: Option<PathBuf>,
 }
 
 /// What the user asks of the chat loop.
@@ -130,8 +143,9 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
     let socket = crate::bind_socket(opts.bind)?;
     let mut config = EndpointConfig {
         identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
-        // A peer is a two-party chat: the only one who may open a connection to us is the peer.
-        accept_only_from: Some(opts.to.ip()),
+        // A peer is a two-party chat: the only one who may open a connection to us is the peer
+        // (anyone, while we wait for a caller: its key is judged before anything is taken).
+        accept_only_from: opts.to.map(|to| to.ip()),
         // Its key is checked inside every handshake, whichever side opens it: nothing of
         // ours goes out, and nothing of its is taken, before the key passed (`on_verify`).
         verify_keys: true,
@@ -140,30 +154,56 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
         ..EndpointConfig::default()
     };
     config.transport.idle_timeout = opts.idle_timeout;
-    let (handle, events, task) =
-        chirp_transport::spawn(socket, config).context("cannot start the transport")?;
+    let options = chirp_transport::Options {
+        qlog_dir: opts.qlog.clone(),
+        ..chirp_transport::Options::default()
+    };
+    let (handle, events, task) = chirp_transport::spawn_with(socket, config, options)
+        .context("cannot start the transport")?;
     let local = handle.local_addr();
+    let fingerprint = identity.public().fingerprint();
+    // On the LAN from now until the chat ends. A failure to advertise is shown, and the chat
+    // goes on without it.
+    let (advertiser, lan_note) = advertise(&opts, local, fingerprint);
+    let not_advertised = match &advertiser {
+        Some(Err(e)) => Some(format!("not advertised on the LAN: {e}")),
+        _ => None,
+    };
+    let peer = match (&opts.lan_peer, opts.to) {
+        (Some(p), _) => format!(
+            "{} at {} (advertised key {})",
+            p.name, p.addr, p.fingerprint
+        ),
+        (None, Some(to)) => to.to_string(),
+        (None, None) => "whoever calls".into(),
+    };
     let banner = format!(
-        "chirp peer on {local}, talking to {} (reliable, encrypted; our fingerprint {}; /help for commands)",
-        opts.to,
-        identity.public().fingerprint()
+        "chirp peer on {local}, talking to {peer} (reliable, encrypted; our fingerprint \
+         {fingerprint}{}; /help for commands)",
+        lan_note.as_deref().unwrap_or("")
     );
-    let span = info_span!("peer", %local, to = %opts.to);
+    let span = info_span!("peer", %local, to = ?opts.to);
     let (req_tx, req_rx) = mpsc::channel(64);
-    if opts.tui {
+    let result = if opts.tui {
         let (report_tx, report_rx) = mpsc::channel(256);
+        if let Some(text) = not_advertised {
+            // The channel is new and empty: this fits.
+            let _ = report_tx.try_send(Report::Error(text));
+        }
         let ui = crate::peer_ui::Info {
             me: local.to_string(),
-            peer: opts.to.to_string(),
+            peer: opts.to.map_or_else(|| "peer".into(), |to| to.to_string()),
             banner,
             idle_timeout: opts.idle_timeout,
             bell: opts.bell,
+            waiting: opts.to.is_none(),
         };
-        let session = session(&opts);
+        let phase = start(&opts);
         let view = View::Ui(report_tx.clone());
+        let task_opts = opts.clone();
         let peer = tokio::spawn(
             async move {
-                let result = drive(session, handle, view, req_rx, events, task).await;
+                let result = drive(phase, &task_opts, handle, view, req_rx, events, task).await;
                 // A failure (the socket, the transport) is shown in the UI, not only after it.
                 if let Err(e) = &result {
                     let _ = report_tx.send(Report::Error(format!("{e:#}"))).await;
@@ -172,47 +212,141 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
             }
             .instrument(span),
         );
-        return crate::peer_ui::run(ui, report_rx, req_tx, peer).await;
-    }
-    let out = Output {
-        json: opts.json,
-        path: None,
+        crate::peer_ui::run(ui, report_rx, req_tx, peer).await
+    } else {
+        let out = Output {
+            json: opts.json,
+            path: None,
+        };
+        out.status(&banner);
+        if let Some(text) = not_advertised {
+            out.error(&text);
+        }
+        read_stdin(req_tx);
+        drive(
+            start(&opts),
+            &opts,
+            handle,
+            View::Lines(out),
+            req_rx,
+            events,
+            task,
+        )
+        .instrument(span)
+        .await
     };
-    out.status(&banner);
-    read_stdin(req_tx);
-    drive(
-        session(&opts),
-        handle,
-        View::Lines(out),
-        req_rx,
-        events,
-        task,
-    )
-    .instrument(span)
-    .await
+    // Goodbye packets, so that the peer leaves the others' lists at once. (The daemon is
+    // stopped on its own thread; this waits a bounded time for it.)
+    if let Some(Ok(adv)) = advertiser {
+        let _ = tokio::task::spawn_blocking(move || adv.stop()).await;
+    }
+    result
 }
 
-/// The session for `opts`, with the key policy of `--peer-key` and the known-keys file.
-fn session(opts: &PeerOpts) -> Session<KnownKeysPolicy> {
+/// Starts the LAN advertisement if asked to: the advertiser (or why it failed), and a note
+/// for the banner.
+fn advertise(
+    opts: &PeerOpts,
+    local: SocketAddr,
+    fingerprint: Fingerprint,
+) -> (
+    Option<Result<Advertiser, chirp_lan::LanError>>,
+    Option<String>,
+) {
+    let Some(name) = &opts.advertise else {
+        return (None, None);
+    };
+    match Advertiser::start(name, local, fingerprint) {
+        // Bound to a loopback address: nobody on the LAN could reach us.
+        Ok(None) => (None, None),
+        Ok(Some(adv)) => (
+            Some(Ok(adv)),
+            Some(format!("; on the LAN as {}", chirp_tui::safe::line(name))),
+        ),
+        Err(e) => (Some(Err(e)), None),
+    }
+}
+
+/// How the chat starts: calling the peer, or waiting for one to call.
+fn start(opts: &PeerOpts) -> Phase {
+    let known = opts.home.join(KNOWN_KEYS_FILE);
+    match opts.to {
+        Some(to) => Phase::Chat(session(opts, to, opts.peer_key)),
+        None => Phase::Listen(Listener::new(
+            opts.peer_key,
+            opts.can_ask,
+            KnownKeysPolicy { pin: None, known },
+        )),
+    }
+}
+
+/// The session with the peer at `to`, with the key policy of `pin` and the known-keys file.
+fn session(opts: &PeerOpts, to: SocketAddr, pin: Option<Fingerprint>) -> Session<KnownKeysPolicy> {
     let config = Config {
-        to: opts.to,
+        to,
         idle_timeout: opts.idle_timeout,
         can_ask: opts.can_ask,
     };
     let policy = KnownKeysPolicy {
-        pin: opts.peer_key,
+        pin,
         known: opts.home.join(KNOWN_KEYS_FILE),
     };
     Session::new(config, policy)
+}
+
+/// Where the chat loop is: waiting for a caller, or chatting.
+// One per process, for its whole life: the sizes of the variants do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Phase {
+    Listen(Listener<KnownKeysPolicy>),
+    Chat(Session<KnownKeysPolicy>),
+}
+
+impl Phase {
+    fn handle_event(&mut self, ev: Event) {
+        match self {
+            Phase::Listen(l) => l.handle_event(now(), ev),
+            Phase::Chat(s) => s.handle_event(now(), ev),
+        }
+    }
+
+    fn handle_input(&mut self, input: SessionInput) {
+        match self {
+            Phase::Listen(l) => l.handle_input(input),
+            Phase::Chat(s) => s.handle_input(now(), input),
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        if let Phase::Chat(s) = self {
+            s.handle_timeout(now());
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        match self {
+            Phase::Listen(_) => None,
+            Phase::Chat(s) => s.poll_timeout(),
+        }
+    }
+
+    fn pending(&self) -> usize {
+        match self {
+            Phase::Listen(l) => l.pending(),
+            Phase::Chat(s) => s.pending(),
+        }
+    }
 }
 
 pub(crate) fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// Runs `session` over the transport until it ends; returns the exit code.
+/// Runs the chat (waiting for a caller first, in `Phase::Listen`) over the transport until it
+/// ends; returns the exit code.
 async fn drive(
-    mut session: Session<KnownKeysPolicy>,
+    mut phase: Phase,
+    opts: &PeerOpts,
     handle: Handle,
     view: View,
     mut requests: mpsc::Receiver<Request>,
@@ -224,14 +358,14 @@ async fn drive(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        if let Some(code) = pump(&mut session, &handle, &view).await? {
+        if let Some(code) = pump(&mut phase, opts, &handle, &view).await? {
             return Ok(code);
         }
         // In line mode, stop taking lines while too many wait for the transport (so that
         // whatever feeds standard input is held back). The terminal UI's sends come at typing
         // speed and its `Leave` must always get through.
-        let held = matches!(view, View::Lines(_)) && session.pending() >= MAX_PENDING;
-        let timer = session.poll_timeout();
+        let held = matches!(view, View::Lines(_)) && phase.pending() >= MAX_PENDING;
+        let timer = phase.poll_timeout();
         let sleep = async move {
             match timer {
                 Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -240,11 +374,11 @@ async fn drive(
         };
         tokio::select! {
             req = requests.recv(), if requests_open && !held => match req {
-                Some(req) => on_request(&mut session, &view, req).await?,
+                Some(req) => on_request(&mut phase, &view, req).await?,
                 None => {
                     // End of input: a half-close.
                     requests_open = false;
-                    session.handle_input(now(), SessionInput::EndOfInput);
+                    phase.handle_input(SessionInput::EndOfInput);
                 }
             },
             ev = events.recv() => {
@@ -256,17 +390,69 @@ async fn drive(
                         Err(e) => Err(e).context("the transport task panicked"),
                     };
                 };
-                session.handle_event(now(), ev);
+                phase.handle_event(ev);
             }
-            () = sleep => session.handle_timeout(now()),
-            _ = &mut ctrl_c => session.handle_input(now(), SessionInput::Interrupt),
+            () = sleep => phase.handle_timeout(),
+            _ = &mut ctrl_c => phase.handle_input(SessionInput::Interrupt),
         }
     }
 }
 
+/// Carries out everything the listener, then the session, asks for until it asks for nothing
+/// more. `Some(code)` once the chat is over (after letting the transport drain).
+async fn pump(
+    phase: &mut Phase,
+    opts: &PeerOpts,
+    handle: &Handle,
+    view: &View,
+) -> anyhow::Result<Option<u8>> {
+    while let Phase::Listen(listener) = phase {
+        let Some(out) = listener.poll_output() else {
+            return Ok(None);
+        };
+        match out {
+            ListenOutput::Transport(t) => {
+                // Key verdicts: no reply.
+                execute(handle, t).await?;
+            }
+            // In line mode, the question about a caller (the UI asks it itself).
+            ListenOutput::Report(Report::AskKey { from, fingerprint })
+                if matches!(view, View::Lines(_)) =>
+            {
+                let question = chirp_peer::listen::ask_text(&from, &fingerprint);
+                view.show(Report::Status(format!(
+                    "{question} Type /accept to chat with it (its key is then remembered for \
+                     its address), /refuse to refuse it."
+                )))
+                .await;
+            }
+            ListenOutput::Report(r) => view.show(r).await,
+            ListenOutput::Exit { code } => {
+                // A refusal just given still goes out.
+                let _ = tokio::time::timeout(EXIT_LINGER, handle.wait_idle()).await;
+                return Ok(Some(code));
+            }
+            ListenOutput::Chosen { to, key, queued } => {
+                debug!(%to, "chatting with the caller");
+                // Its key is pinned for the rest of the chat: a restart of the peer (from any
+                // port) is accepted, anyone else refused.
+                let mut session = session(opts, to, Some(key.fingerprint()));
+                for input in queued {
+                    session.handle_input(now(), input);
+                }
+                *phase = Phase::Chat(session);
+            }
+        }
+    }
+    let Phase::Chat(session) = phase else {
+        return Ok(None);
+    };
+    pump_session(session, handle, view).await
+}
+
 /// Carries out everything the session asks for until it asks for nothing more. `Some(code)`
 /// once the chat is over (after letting the transport drain).
-pub(crate) async fn pump(
+pub(crate) async fn pump_session(
     session: &mut Session<KnownKeysPolicy>,
     handle: &Handle,
     view: &View,
@@ -318,11 +504,28 @@ async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>>
 }
 
 /// A request of the user: line-mode commands are parsed here, the rest goes to the session.
-pub(crate) async fn on_request(
+async fn on_request(phase: &mut Phase, view: &View, req: Request) -> anyhow::Result<()> {
+    if let Some(input) = request_input(view, req).await? {
+        phase.handle_input(input);
+    }
+    Ok(())
+}
+
+/// [`on_request`] for a session driven elsewhere (`chirp peer --via`).
+pub(crate) async fn on_session_request(
     session: &mut Session<KnownKeysPolicy>,
     view: &View,
     req: Request,
 ) -> anyhow::Result<()> {
+    if let Some(input) = request_input(view, req).await? {
+        session.handle_input(now(), input);
+    }
+    Ok(())
+}
+
+/// What a request of the user asks of the session, line-mode commands parsed; `None` for a
+/// command answered here (`/help`, an unknown one).
+async fn request_input(view: &View, req: Request) -> anyhow::Result<Option<SessionInput>> {
     let input = match req {
         Request::Line(line) => match input::parse(&line) {
             Input::Message(m) => SessionInput::Send {
@@ -337,7 +540,7 @@ pub(crate) async fn on_request(
                 if let View::Lines(out) = view {
                     out.info(input::HELP);
                 }
-                return Ok(());
+                return Ok(None);
             }
             Input::Unknown(cmd) => {
                 let text = format!(
@@ -345,12 +548,11 @@ pub(crate) async fn on_request(
                      literal /"
                 );
                 view.show(Report::Error(text)).await;
-                return Ok(());
+                return Ok(None);
             }
         },
         Request::Session(input) => input,
         Request::InputFailed(e) => return Err(e).context("cannot read standard input"),
     };
-    session.handle_input(now(), input);
-    Ok(())
+    Ok(Some(input))
 }

@@ -1,6 +1,8 @@
 //! `chirp ping HOST[:PORT]`: like `ping`, for a chirp server or peer. A handshake (the key's
 //! fingerprint, and whether it is the one remembered or pinned), then probes with their round
-//! trip, loss and jitter, and the statistics at the end.
+//! trip, loss and jitter, and the statistics at the end. Ping presents a one-time key, made for
+//! the run and never written anywhere, unless `--as-me` asks for the user's identity (to probe a
+//! peer whose partner is the user).
 //!
 //! The logic is [`chirp_client::ping::Pinger`], a sans-IO state machine that owns its
 //! endpoint. This file is the command line, the key check against `known_keys`, a thin tokio
@@ -8,16 +10,19 @@
 //! deadline, and the printing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chirp_client::ping::{Config, Event, Failure, LostReason, Pinger, Summary};
 use chirp_keys::{Fingerprint, Identity, KnownKeys, PublicKey};
+use chirp_qlog::{QlogDir, QlogSender, WriterHandle};
 use chirp_tui::safe::line as safe;
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 
 use crate::output::{guard, json_line, now_utc, write_line};
 
@@ -34,21 +39,35 @@ The summary is ping's: rtt min/avg/max/mdev, where mdev (the jitter) is the stan
 deviation of the round-trip times, computed as iputils ping does:
 sqrt(mean(rtt^2) - mean(rtt)^2). A probe still waiting at Ctrl-C counts as unanswered.
 
-The key: the handshake authenticates the other side's static key. Its fingerprint is printed
-with whether it matches the one remembered for HOST:PORT in --home's known_keys (where
+Their key: the handshake authenticates the other side's static key. Its fingerprint is
+printed with whether it matches the one remembered for HOST:PORT in --home's known_keys (where
 `chirp connect` and `chirp peer` remember keys); ping reads that file and never writes it.
 --server-key pins a fingerprint instead (the one `chirp serve` or `chirp id` printed). A key
 that differs from the pinned or remembered one ends ping before any probe, with exit code 2;
-your own key is not revealed to it.
+ping's own key is not revealed to it.
 
-A chirp peer (`chirp peer`) takes only its partner's key: its --peer-key, the key it
-remembered for its --to, or on first contact a key from exactly its --to address. It refuses
-any other, and ping says so (exit code 1). If it takes ours, it takes this connection for its
-partner reconnecting: its chat moves here while ping runs, and lines it sends meanwhile are
-counted, not shown, and count as delivered to it. Ping a peer that is not chatting.
+Ping's key: a one-time key, made for this run and never written anywhere, so that ping reveals
+nobody's identity and nobody can take it for someone else. A chat server takes any key. A
+chirp peer (`chirp peer`) takes only its partner's key (its --peer-key, the key it remembered
+for its --to, or on first contact a key from exactly its --to address), so it refuses the
+one-time key after proving its own: ping prints the peer's key and how soon it answered, says
+that the peer is up but takes only its partner's key, and exits 0 (the refusal is its answer;
+no probe is sent). The peer's user sees a line saying that it refused a key from ping's
+address. A peer that has not met its partner yet and has a user to ask asks about ping's key
+instead (the answer to give is no): ping gives up after -W seconds, saying that the handshake
+did not complete.
 
-Exit status: 0 if at least one probe was answered; 1 if none was (nobody there, refused, all
-lost); 2 if the key is not the pinned or remembered one.
+--as-me presents your identity (--home's key) instead, to probe a peer whose partner is you.
+A peer in a chat with you keeps the chat on its connection with you and only answers ping's
+probes: nothing of the chat goes to ping, nothing is lost. A peer that is not in a chat with
+you cannot tell ping from you: it shows you as up while ping runs and sends ping the lines its
+user types meanwhile, which ping counts (\"the peer sent N chat message(s) here\") but does not
+show, and which the peer counts as delivered. A peer that refuses your key is reported as an
+error (exit code 1).
+
+Exit status: 0 if at least one probe was answered, or if a peer answered and refused the
+one-time key; 1 if no probe was answered (nobody there, --as-me refused, all lost); 2 if the key
+is not the pinned or remembered one.
 
 --json prints one JSON object at the end instead of lines; its fields are in docs/JSON.md
 (\"chirp ping\").
@@ -58,7 +77,9 @@ Examples:
   chirp ping chat.example.org:7667 -c 10 -i 0.2
   chirp ping 192.0.2.1 --server-key abcd-efgh-ijkl-mnop-qrst-uvwx
   chirp ping 127.0.0.1:7000 -c 0            # through `chirp impair` on 7000, until Ctrl-C
-  chirp ping 127.0.0.1:7667 -c 1 -W 2 --json   # a health check";
+  chirp ping 127.0.0.1:7667 -c 1 -W 2 --json   # a health check
+  chirp ping 203.0.113.5:7002 --as-me       # the peer you chat with, as yourself
+  chirp ping 127.0.0.1 -c 10 --qlog /tmp/chirp-qlog   # a qlog trace of the connection, for qvis";
 
 /// Most probes per second: an interval below this would be a flood, not a measurement.
 const MIN_INTERVAL: f64 = 0.01;
@@ -82,15 +103,24 @@ pub(crate) struct PingArgs {
     /// Accept only a key with this fingerprint.
     #[arg(long, value_name = "FINGERPRINT")]
     server_key: Option<Fingerprint>,
-    /// Directory of your identity key and of known_keys [default: $XDG_CONFIG_HOME/chirp].
+    /// Directory of known_keys, and of your identity key for --as-me [default:
+    /// $XDG_CONFIG_HOME/chirp].
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Handshake with your identity (--home's key) instead of a one-time key: to ping a chirp
+    /// peer whose partner is you (it takes no other key).
+    #[arg(long)]
+    as_me: bool,
     /// Local address to send from, IP:PORT [default: any, of the target's IP version].
     #[arg(long, value_name = "ADDR", value_parser = crate::addr::local_addr)]
     bind: Option<SocketAddr>,
     /// One JSON object at the end instead of lines (fields: docs/JSON.md).
     #[arg(long)]
     json: bool,
+    /// Write a qlog trace of the connection into this directory (created if missing):
+    /// <connection id>-client.sqlog, for qvis.
+    #[arg(long, value_name = "DIR")]
+    qlog: Option<PathBuf>,
 }
 
 fn seconds(s: &str, min: f64, max: f64) -> Result<f64, String> {
@@ -158,12 +188,18 @@ fn known_status(known: &KnownKeys, name: &str, key: PublicKey) -> KeyStatus {
     }
 }
 
+/// A peer refused the one-time key after proving its own: it is up, and this is its answer.
+fn one_time_key_refused(failure: Option<&Failure>, summary: &Summary, as_me: bool) -> bool {
+    !as_me && summary.answer.is_some() && matches!(failure, Some(Failure::PeerRefusedKey { .. }))
+}
+
 /// The exit status: 2 for a key that is not the expected one, else 0 if any probe was
-/// answered, else 1.
-fn exit_code(failure: Option<&Failure>, summary: &Summary) -> u8 {
+/// answered or a peer answered and refused the one-time key, else 1.
+fn exit_code(failure: Option<&Failure>, summary: &Summary, as_me: bool) -> u8 {
     match failure {
         Some(f) if f.is_key_mismatch() => 2,
         _ if summary.answered > 0 => 0,
+        _ if one_time_key_refused(failure, summary, as_me) => 0,
         _ => 1,
     }
 }
@@ -193,6 +229,10 @@ fn error_line(text: &str) -> String {
 /// Everything printed, in human lines as they happen or as one JSON object at the end.
 struct Printer {
     json: bool,
+    /// Ping presents the user's identity (`--as-me`), not a one-time key.
+    as_me: bool,
+    /// `--server-key`.
+    pin: Option<Fingerprint>,
     /// The name as given (with its port), and the address.
     name: String,
     addr: SocketAddr,
@@ -230,7 +270,9 @@ impl Printer {
         ));
     }
 
-    fn key_line(&self, time: Duration) {
+    /// The key line: the fingerprint, what the key check found, and `when` (the handshake's
+    /// time, or the time the other side took to answer).
+    fn key_line(&self, when: &str) {
         let (Some(fp), Some(status)) = (&self.fingerprint, &self.key_status) else {
             return;
         };
@@ -242,17 +284,18 @@ impl Printer {
                 "refused".to_owned()
             }
         };
-        self.line(format!("key {fp}: {how}; handshake {} ms", ms(time)));
+        self.line(format!("key {fp}: {how}; {when}"));
     }
 
     fn event(&mut self, ev: &Event) {
         match ev {
-            Event::VerifyKey { .. } => {}
+            // The key line comes once the handshake is done (or refused), with its time.
+            Event::VerifyKey { key } => self.fingerprint = Some(key.fingerprint()),
             Event::HandshakeDone { fingerprint, time } => {
                 self.fingerprint = Some(*fingerprint);
                 // With a pin the pinger checked it; without, `verdict` set the status.
                 self.key_status.get_or_insert(KeyStatus::Pinned);
-                self.key_line(*time);
+                self.key_line(&format!("handshake {} ms", ms(*time)));
             }
             Event::Reply { seq, rtt } => {
                 self.probes.push(json!({"seq": seq, "rtt_ms": ms_f(*rtt)}));
@@ -275,6 +318,17 @@ impl Printer {
                         self.key_status = Some(KeyStatus::PinDiffers);
                     }
                     Failure::KeyRejected { actual } => self.fingerprint = Some(*actual),
+                    // Refused by the peer after our check: with a pin, that key was the pin's.
+                    Failure::PeerRefusedKey { .. } => {
+                        if let Some(pin) = self.pin {
+                            self.fingerprint = Some(pin);
+                            self.key_status = Some(KeyStatus::Pinned);
+                        }
+                        if !self.as_me {
+                            // The peer's answer to the one-time key: told with the summary.
+                            return;
+                        }
+                    }
                     _ => {}
                 }
                 let text = match (reason, &self.key_status) {
@@ -289,6 +343,12 @@ impl Printer {
                     (Failure::KeyRejected { actual }, Some(KeyStatus::Unreadable(e))) => {
                         format!("cannot check key {actual}: {e}")
                     }
+                    (Failure::PeerRefusedKey { reason }, _) => format!(
+                        "{}: refused by the peer ({reason}): it does not take your key; a chirp \
+                         peer takes only its partner's key (its --peer-key, or the key it \
+                         remembered for its --to)",
+                        self.name
+                    ),
                     (reason, _) => format!("{}: {reason}", self.name),
                 };
                 self.error(&text);
@@ -322,6 +382,8 @@ impl Printer {
                 "address": self.addr.to_string(),
                 "key": self.fingerprint.map(|f| f.to_string()),
                 "key_status": self.key_status.as_ref().map(KeyStatus::json),
+                "as_me": self.as_me,
+                "answer_ms": s.answer.map(ms_f),
                 "handshake_ms": s.handshake.map(ms_f),
                 "probes": self.probes,
                 "sent": s.sent,
@@ -336,6 +398,22 @@ impl Printer {
             });
             write_line(&[json_line(&obj).as_bytes()]);
             return;
+        }
+        match (&self.failure, s.answer) {
+            (Some(Failure::PeerRefusedKey { .. }), Some(answer)) if !self.as_me => {
+                self.key_line(&format!("answered in {} ms", ms(answer)));
+                self.line(format!(
+                    "{} is up: it answered, then refused ping's one-time key. It is a chirp \
+                     peer, which takes only its partner's key; no probe was sent (to probe a \
+                     peer whose partner is you, ping as yourself: --as-me)",
+                    safe(&self.name)
+                ));
+            }
+            // Refused before anything proved who is there: an error after all.
+            (Some(f @ Failure::PeerRefusedKey { .. }), None) if !self.as_me => {
+                self.error(&format!("{}: {f}", self.name));
+            }
+            _ => {}
         }
         if s.messages > 0 {
             self.error(&format!(
@@ -376,14 +454,86 @@ fn destination(local: SocketAddr, to: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How long, at most, ping waits at the end for its qlog file to be written.
+const QLOG_FINISH: Duration = Duration::from_secs(5);
+
+/// `--qlog`: the connection's trace, written by a thread of its own (`chirp_qlog`), as the
+/// transport does it for the other commands.
+struct Qlog {
+    sender: QlogSender,
+    writer: WriterHandle,
+    /// Woken by the writer when it has caught up, and when it has finished.
+    progress: Arc<Notify>,
+}
+
+impl Qlog {
+    fn start(dir: &Path, local: SocketAddr) -> anyhow::Result<Self> {
+        let sink = QlogDir::new(dir, Some(local)).context("cannot write the qlog trace")?;
+        let progress = Arc::new(Notify::new());
+        let wake = Arc::clone(&progress);
+        let (sender, writer) =
+            chirp_qlog::spawn_writer(sink, chirp_qlog::WRITER_QUEUE, "chirp-qlog", move || {
+                wake.notify_one();
+            })
+            .context("cannot start the qlog writer")?;
+        Ok(Self {
+            sender,
+            writer,
+            progress,
+        })
+    }
+
+    /// The pinger's trace records, to the writer.
+    fn drain(&mut self, pinger: &mut Pinger) {
+        self.sender.retry();
+        while let Some(record) = pinger.poll_trace() {
+            self.sender.send(record);
+        }
+    }
+
+    /// The last records, then waits (a bounded time) for the file to be complete.
+    async fn finish(mut self, pinger: &mut Pinger) {
+        self.drain(pinger);
+        let deadline = tokio::time::Instant::now() + QLOG_FINISH;
+        while self.sender.waiting() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.sender.retry();
+        }
+        drop(self.sender);
+        while !self.writer.is_finished() {
+            if tokio::time::timeout_at(deadline, self.progress.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "qlog: the trace writer did not finish in time; the trace may be cut short"
+                );
+                return;
+            }
+        }
+    }
+}
+
 /// Runs `chirp ping`. Returns the exit code.
 pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
     let home = match args.home {
         Some(h) => h,
         None => crate::id::default_home()?,
     };
-    let (identity, _) = Identity::load_or_create(&home.join(crate::id::KEY_FILE))
-        .context("cannot load your identity")?;
+    let identity = if args.as_me {
+        let path = home.join(crate::id::KEY_FILE);
+        if !path.exists() {
+            anyhow::bail!(
+                "--as-me: there is no identity key at {} (a peer whose partner is you knows the \
+                 key `chirp peer` uses; point --home at its directory)",
+                path.display()
+            );
+        }
+        Identity::load(&path).context("cannot load your identity")?
+    } else {
+        // Made for this run, never written anywhere: it reveals nobody's identity.
+        Identity::generate().context("cannot make a one-time key")?
+    };
     let (name, addr) = crate::connect::resolve(&args.target)
         .with_context(|| format!("invalid address '{}'", args.target))?;
     let bind = args.bind.unwrap_or_else(|| match addr {
@@ -393,6 +543,10 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
     let socket = UdpSocket::from_std(crate::bind_socket(bind)?)
         .context("cannot register the socket with the runtime")?;
     let local = socket.local_addr().context("no local address")?;
+    let mut qlog = match &args.qlog {
+        Some(dir) => Some(Qlog::start(dir, local)?),
+        None => None,
+    };
     let known = KnownKeys::new(home.join(crate::peer::KNOWN_KEYS_FILE));
     let config = Config {
         remote: addr,
@@ -402,11 +556,14 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
         pin: args.server_key,
         verify_key: true,
         identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
+        trace: qlog.is_some(),
     };
     let mut pinger = Pinger::new(config, Instant::now(), chirp_transport::random_seed())
         .context("cannot start the connection")?;
     let mut out = Printer {
         json: args.json,
+        as_me: args.as_me,
+        pin: args.server_key,
         name,
         addr,
         fingerprint: None,
@@ -451,6 +608,9 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
             }
             out.event(&ev);
         }
+        if let Some(q) = qlog.as_mut() {
+            q.drain(&mut pinger);
+        }
         if verdict_given {
             continue; // The verdict has output of its own to drain first.
         }
@@ -487,8 +647,11 @@ pub(crate) async fn run(args: PingArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    if let Some(q) = qlog {
+        q.finish(&mut pinger).await;
+    }
     let summary = summary.unwrap_or_else(|| pinger.summary());
-    let code = exit_code(out.failure.as_ref(), &summary);
+    let code = exit_code(out.failure.as_ref(), &summary, args.as_me);
     out.summary(&summary, code);
     Ok(code)
 }
@@ -504,27 +667,36 @@ mod tests {
             answered,
             ..Summary::default()
         };
-        assert_eq!(exit_code(None, &s(1)), 0);
-        assert_eq!(exit_code(None, &s(0)), 1);
-        let fp = PublicKey([1; 32]).fingerprint();
-        let mismatch = Failure::KeyMismatch {
-            expected: fp,
-            actual: fp,
-        };
-        assert_eq!(exit_code(Some(&mismatch), &s(0)), 2);
-        assert_eq!(
-            exit_code(Some(&Failure::KeyRejected { actual: fp }), &s(0)),
-            2
-        );
-        let closed = Failure::Closed {
-            reason: chirp_proto::CloseReason::Reset,
-        };
-        // Cut short after some answers: still answered.
-        assert_eq!(exit_code(Some(&closed), &s(2)), 0);
+        for as_me in [false, true] {
+            assert_eq!(exit_code(None, &s(1), as_me), 0);
+            assert_eq!(exit_code(None, &s(0), as_me), 1);
+            let fp = PublicKey([1; 32]).fingerprint();
+            let mismatch = Failure::KeyMismatch {
+                expected: fp,
+                actual: fp,
+            };
+            assert_eq!(exit_code(Some(&mismatch), &s(0), as_me), 2);
+            let rejected = Failure::KeyRejected { actual: fp };
+            assert_eq!(exit_code(Some(&rejected), &s(0), as_me), 2);
+            let closed = Failure::Closed {
+                reason: chirp_proto::CloseReason::Reset,
+            };
+            // Cut short after some answers: still answered.
+            assert_eq!(exit_code(Some(&closed), &s(2), as_me), 0);
+        }
         let refused = Failure::PeerRefusedKey {
             reason: "key refused".into(),
         };
-        assert_eq!(exit_code(Some(&refused), &s(0)), 1);
+        let answered = Summary {
+            answer: Some(Duration::from_millis(1)),
+            ..Summary::default()
+        };
+        // A peer that proved its key and refused the one-time key is up: that is its answer.
+        assert_eq!(exit_code(Some(&refused), &answered, false), 0);
+        // Refusing our own key (--as-me) is a refusal.
+        assert_eq!(exit_code(Some(&refused), &answered, true), 1);
+        // A refusal that came before any proof of a key says nothing of who is there.
+        assert_eq!(exit_code(Some(&refused), &s(0), false), 1);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! No arguments on a terminal: ask for the addresses like the classic script does.
+//! The interactive questions: with no arguments on a terminal, the addresses (like the classic
+//! script); with `chirp peer --lan`, which peer to call.
 
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +9,7 @@ use crate::addr::{parse_ip, parse_port};
 /// Most attempts per question before giving up, so a script piping junk cannot loop forever.
 const ATTEMPTS: usize = 5;
 
-fn ask<T>(
+pub(crate) fn ask<T>(
     question: &str,
     input: &mut impl BufRead,
     out: &mut impl Write,

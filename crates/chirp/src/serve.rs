@@ -28,9 +28,9 @@ what can change live: flood control (burst, per_sec), max_message_size, max_room
 max_sessions_per_ip, retention_count, retention_days, nick_expiry_days, nick_claim_burst and
 nick_claims_per_hour; connected clients are told the new flood control and size. It prints
 what changed. A flag still overrides the file. Other settings (bind, database, cluster, node,
-key_file, data_dir, history_on_join, max_connections, idle_timeout, metrics) need a restart:
-a change to them is logged and left as it is. A file that cannot be read or is invalid is
-refused whole, with an error in the log, and the settings in force stay.
+key_file, data_dir, history_on_join, max_connections, idle_timeout, metrics, qlog) need a
+restart: a change to them is logged and left as it is. A file that cannot be read or is
+invalid is refused whole, with an error in the log, and the settings in force stay.
 
 Logs go to stderr (RUST_LOG=info for more): --log-format json writes one JSON object a line
 for log collectors; the human format is coloured only on a terminal. Under systemd
@@ -70,7 +70,9 @@ Examples:
   chirp serve --config /etc/chirp/server.toml
   kill -HUP PID                  # PID of that server: it re-reads /etc/chirp/server.toml
   systemctl reload chirp         # the same under systemd (contrib/systemd/chirp.service)
-  RUST_LOG=info chirp serve --log-format json 2>>/var/log/chirp.json";
+  RUST_LOG=info chirp serve --log-format json 2>>/var/log/chirp.json
+  chirp serve --qlog /tmp/chirp-qlog     # a qlog trace per connection (qlog 0.3 JSON-SEQ,
+                                         # for qvis: congestion window, RTT, losses)";
 
 /// Default UDP port of a chirp server.
 pub(crate) const DEFAULT_PORT: u16 = 7667;
@@ -162,6 +164,10 @@ struct Settings {
     /// New nicks one source address may claim per hour after its burst [default: 6].
     #[arg(long, value_name = "N")]
     nick_claims_per_hour: Option<u32>,
+    /// Write a qlog trace of every connection into this directory (created if missing): one
+    /// file per connection, <connection id>-server.sqlog, for qvis [default: none].
+    #[arg(long, value_name = "DIR")]
+    qlog: Option<PathBuf>,
 }
 
 /// Refuses settings outside their range, naming the setting (as in the config file and as a
@@ -267,7 +273,9 @@ fn resolve(cli: &Settings, path: Option<&Path>) -> anyhow::Result<Settings> {
             retention_days,
             nick_expiry_days,
             nick_claim_burst,
-            nick_claims_per_hour
+            nick_claims_per_hour,
+            metrics,
+            qlog
         );
     }
     check_ranges(&s)?;
@@ -375,7 +383,8 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<chirp_chat::server::Cha
         history_on_join,
         max_connections,
         idle_timeout,
-        metrics
+        metrics,
+        qlog
     );
     if old.database != new.database {
         out.push(Change {
@@ -413,6 +422,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot load the server identity {}", key_file.display()))?;
     let mut config = RunnerConfig {
         identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
+        qlog_dir: s.qlog.clone(),
         ..RunnerConfig::default()
     };
     let (peers_tx, mut peers_rx) = tokio::sync::watch::channel(0usize);
@@ -774,6 +784,33 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         let e = resolve(&cli, Some(&path)).expect_err("no file");
         assert!(e.to_string().contains("cannot read the config file"), "{e}");
+    }
+
+    /// Every setting the file may hold is taken from it when no flag gives it (`metrics` was
+    /// parsed but not taken).
+    #[test]
+    fn the_file_gives_metrics_and_qlog_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "metrics = \"127.0.0.1:9467\"\nqlog = \"/var/lib/chirp/qlog\"\n",
+        )
+        .expect("write");
+        let none = Cli::try_parse_from(["serve"])
+            .expect("parses")
+            .args
+            .settings;
+        let s = resolve(&none, Some(&path)).expect("valid");
+        assert_eq!(s.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 9467))));
+        assert_eq!(s.qlog, Some(PathBuf::from("/var/lib/chirp/qlog")));
+        let flags = Cli::try_parse_from(["serve", "--metrics", "127.0.0.1:1", "--qlog", "/q"])
+            .expect("parses")
+            .args
+            .settings;
+        let s = resolve(&flags, Some(&path)).expect("valid");
+        assert_eq!(s.metrics, Some(SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert_eq!(s.qlog, Some(PathBuf::from("/q")));
     }
 
     #[derive(clap::Parser)]

@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument as _, debug, info_span};
 
 use crate::output::Output;
-use crate::peer::{MAX_PENDING, PeerOpts, Report, Request, View, now, on_request, pump};
+use crate::peer::{
+    MAX_PENDING, PeerOpts, Report, Request, View, now, on_session_request, pump_session,
+};
 
 /// How long after the introduction the direct attempt may take before the chat moves to the
 /// server's relay (or, without one, the user is told; the attempts go on).
@@ -90,8 +92,12 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
         ..EndpointConfig::default()
     };
     config.transport.idle_timeout = opts.idle_timeout;
-    let (handle, events, task) =
-        chirp_transport::spawn(socket, config).context("cannot start the transport")?;
+    let options = chirp_transport::Options {
+        qlog_dir: opts.qlog.clone(),
+        ..chirp_transport::Options::default()
+    };
+    let (handle, events, task) = chirp_transport::spawn_with(socket, config, options)
+        .context("cannot start the transport")?;
     let local = handle.local_addr();
     let notices = Arc::new(Mutex::new(Vec::new()));
     let mut client_config = ClientConfig::new(via.server, via.nick.clone());
@@ -145,6 +151,7 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
             banner,
             idle_timeout: opts.idle_timeout,
             bell: opts.bell,
+            waiting: false,
         };
         let view = View::Ui(report_tx.clone());
         let peer = tokio::spawn(
@@ -232,7 +239,7 @@ impl Via {
                 req = requests.recv(), if requests_open && !held => {
                     let Some(peer) = self.peer.as_mut() else { continue };
                     match req {
-                        Some(req) => on_request(peer, &view, req).await?,
+                        Some(req) => on_session_request(peer, &view, req).await?,
                         None => {
                             requests_open = false;
                             peer.handle_input(now(), SessionInput::EndOfInput);
@@ -381,7 +388,7 @@ impl Via {
                 View::Ui(tx) => View::Ui(tx.clone()),
             };
             if let Some(peer) = self.peer.as_mut()
-                && let Some(code) = pump(peer, handle, &shown).await?
+                && let Some(code) = pump_session(peer, handle, &shown).await?
             {
                 return Ok(Some(code));
             }

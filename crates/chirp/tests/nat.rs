@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::netns::{Skip, ip, is_root, random_port, run, skip};
+use common::netns::{self, Skip, ip, is_root, random_port, run};
 use common::{CHIRP, Chirp, Proc, Stdout, WAIT, both_exit_ok, fingerprint, have};
 
 /// A's address inside the private namespace.
@@ -40,6 +40,15 @@ const NAT_IN: &str = "10.213.1.1";
 const NAT_OUT: [u8; 4] = [10, 213, 2, 1];
 /// B's address on the public side.
 const B_IP: [u8; 4] = [10, 213, 2, 2];
+
+/// Reports a skip (or fails, with `CHIRP_REQUIRE_NETNS` set).
+fn skip(test: &str, why: &Skip) {
+    netns::skip(
+        test,
+        why,
+        "root, iproute2, iptables with NAT support, and permission to create network namespaces",
+    );
+}
 
 /// The three namespaces of one test, deleted (with whatever still runs in them) on drop.
 struct Lab {
@@ -184,22 +193,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in self.names() {
-            // Anything still running in the namespace (the chirps are normally gone already:
-            // they are declared after the Lab, so dropped before it).
-            if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
-                for pid in pids.split_whitespace() {
-                    // SIGKILL returns at once; `Command` (not `run`) cannot panic here.
-                    let _ = std::process::Command::new("kill")
-                        .args(["-KILL", pid])
-                        .status();
-                }
-            }
-            // Also removes the veths and the NAT rule with it.
-            if let Err(e) = run("ip", &["netns", "del", ns]) {
-                eprintln!("warning: could not delete network namespace {ns}: {e}");
-            }
-        }
+        // Also removes the veths and the NAT rule with them.
+        netns::teardown(&self.names());
     }
 }
 

@@ -1,6 +1,7 @@
 //! `chirp ping` as a real process against real `chirp serve`, `chirp peer` and `chirp impair`
-//! processes on loopback: exit status, the lines it prints (parsed), the key check, and the
-//! JSON object. Every process is killed on every path and every wait is bounded.
+//! processes on loopback: exit status, the lines it prints (parsed), the key check, the JSON
+//! object, its one-time key and `--as-me`, and a ping of a peer in the middle of a chat (which
+//! loses none of its lines). Every process is killed on every path and every wait is bounded.
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use chirp_keys::{KnownKeys, PublicKey};
 use common::{
-    CHIRP, Chirp, Proc, Server, Stdout, fingerprint, free_ports, lo, retry_bind, run_to_end,
+    CHIRP, Chirp, Proc, Server, Stdout, WAIT, both_exit_ok, fingerprint, free_ports, lo,
+    retry_bind, run_to_end,
 };
 use serde_json::Value;
 
@@ -130,8 +132,10 @@ fn a_server_answers_and_its_key_is_the_one_it_printed() {
     let [min, avg, max, mdev] = rtt.expect("rtt figures");
     assert!(min <= avg && avg <= max && mdev >= 0.0, "{out}");
     assert_eq!(err, "");
-    // Ping reads known_keys and never writes it.
+    // Ping reads known_keys and never writes it; its key is a one-time one, never written
+    // either (no identity appears in the home directory).
     assert!(!home.path().join("known_keys").exists());
+    assert!(!home.path().join("identity").exists());
 
     // Pinned to the key the server printed: the same, said so.
     let (code, out, err) = ping(
@@ -202,6 +206,9 @@ fn json_is_one_object_whose_fields_agree() {
     assert_eq!(v["exit"], 0);
 }
 
+/// The line ping prints when a peer refuses its one-time key.
+const ONE_TIME_REFUSED: &str = "is up: it answered, then refused ping's one-time key";
+
 #[test]
 fn a_peer_that_takes_our_key_answers_and_one_that_does_not_refuses() {
     let home = tempdir();
@@ -214,21 +221,168 @@ fn a_peer_that_takes_our_key_answers_and_one_that_does_not_refuses() {
         let refusing = Chirp::peer("refusing", lo(pr), lo(nobody), &[])?;
         Ok((peer, refusing))
     });
-    let (code, out, err) = ping(home.path(), &[&peer.addr_str(), "-c", "2", "-i", "0.2"]);
+    let peer_fp = fingerprint(&common::peer_home("peer", peer.addr));
+    let (code, out, err) = ping(
+        home.path(),
+        &[&peer.addr_str(), "-c", "2", "-i", "0.2", "--as-me"],
+    );
     assert_eq!(code, 0, "{out}\n{err}\n{}", peer.diag());
     assert_eq!(
         probe_lines(&out).iter().filter(|p| p.1.is_some()).count(),
         2,
         "{out}"
     );
-    let peer_fp = fingerprint(&common::peer_home("peer", peer.addr));
     assert!(out.contains(&format!("key {peer_fp}: ")), "{out}");
 
-    let (code, out, err) = ping(home.path(), &[&refusing.addr_str(), "-c", "2"]);
+    // Our own key refused: an error, exit 1.
+    let (code, out, err) = ping(home.path(), &[&refusing.addr_str(), "-c", "2", "--as-me"]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("refused by the peer"), "{err}");
     assert!(probe_lines(&out).is_empty(), "{out}");
     assert!(statistics(&out).0 == (0, 0, 0.0), "{out}");
+
+    // Without --as-me, ping's one-time key is refused by both: each proved its key first, so
+    // ping says it is up (exit 0), with its key, and sends no probe.
+    for (p, name) in [(&peer, "peer"), (&refusing, "refusing")] {
+        let fp = fingerprint(&common::peer_home(name, p.addr));
+        let (code, out, err) = ping(home.path(), &[&p.addr_str(), "-c", "2"]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(
+            out.contains(&format!("{} {ONE_TIME_REFUSED}", p.addr_str())),
+            "{out}"
+        );
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!(
+                "key {fp}: not in known_keys (not remembered by ping); answered in "
+            ))),
+            "{out}"
+        );
+        assert!(probe_lines(&out).is_empty(), "{out}");
+        assert_eq!(statistics(&out).0, (0, 0, 0.0), "{out}");
+        assert_eq!(err, "", "not an error");
+    }
+}
+
+/// Issue 16: `chirp ping` against a real `chirp peer` B in the middle of its chat with a real
+/// `chirp peer` A, run on A's host with A's home directory, while both type lines:
+/// - by default (a one-time key) B refuses it, ping says B is up and exits 0, and B's user sees
+///   the refusal; three pings in a row;
+/// - with --as-me (A's key) B answers every probe, and sends ping no chat line.
+///
+/// Either way every line typed meanwhile, both ways, arrives once and in order, and neither
+/// peer sees the other go down or come up again.
+#[test]
+fn pinging_a_peer_in_a_chat_loses_none_of_its_lines() {
+    const LINES: usize = 40;
+    let (mut a, mut b) = Chirp::pair(&[], &[]);
+    a.wait_type("peer_up", WAIT);
+    b.wait_type("peer_up", WAIT);
+    let home_a = common::peer_home("A", a.addr);
+    let b_fp = fingerprint(&common::peer_home("B", b.addr));
+    let target = b.addr_str();
+    let mut from_a = Vec::new();
+    let mut from_b = Vec::new();
+    for as_me in [false, true] {
+        let runs: Vec<(i32, String, String)> = std::thread::scope(|s| {
+            let pinging = s.spawn(|| {
+                if as_me {
+                    let args = [
+                        target.as_str(),
+                        "-c",
+                        "20",
+                        "-i",
+                        "0.05",
+                        "--as-me",
+                        "--json",
+                    ];
+                    vec![ping(&home_a, &args)]
+                } else {
+                    (0..3).map(|_| ping(&home_a, &[target.as_str()])).collect()
+                }
+            });
+            // Lines both ways, 25 ms apart, while ping runs.
+            for i in 0..LINES {
+                let (la, lb) = (format!("a {as_me} {i}"), format!("b {as_me} {i}"));
+                a.line(&la);
+                b.line(&lb);
+                from_a.push(la);
+                from_b.push(lb);
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            pinging.join().expect("the ping thread")
+        });
+        for (code, out, err) in &runs {
+            assert_eq!(*code, 0, "{out}\n{err}\n{}", b.diag());
+            if as_me {
+                let v: Value = serde_json::from_str(out.trim())
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
+                assert_eq!(v["as_me"], true, "{v}");
+                assert_eq!(v["key"], b_fp.as_str(), "{v}");
+                assert_eq!(v["key_status"], "known", "{v}");
+                assert_eq!(
+                    (v["sent"].as_u64(), v["answered"].as_u64()),
+                    (Some(20), Some(20)),
+                    "{v}"
+                );
+                assert_eq!(v["messages_ignored"], 0, "B sent ping chat lines: {v}");
+                assert!(v["failure"].is_null(), "{v}");
+            } else {
+                assert!(
+                    out.contains(&format!("{target} {ONE_TIME_REFUSED}")),
+                    "{out}\n{err}"
+                );
+                assert!(
+                    out.contains(&format!("key {b_fp}: matches known_keys; answered in ")),
+                    "{out}"
+                );
+                assert!(probe_lines(out).is_empty(), "{out}");
+            }
+        }
+        let at_b = b.messages(LINES, WAIT);
+        let at_a = a.messages(LINES, WAIT);
+        assert_eq!(at_b, from_a[from_a.len() - LINES..], "{}", b.diag());
+        assert_eq!(at_a, from_b[from_b.len() - LINES..], "{}", a.diag());
+        if !as_me {
+            // B's user saw ping's key refused, at ping's address (not A's).
+            let a_port = format!("{} (not", a.addr_str());
+            let refusals: Vec<&Value> = b
+                .seen_of("error")
+                .into_iter()
+                .filter(|e| {
+                    e["message"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("refusing peer 127.0.0.1:"))
+                })
+                .collect();
+            assert!(!refusals.is_empty(), "{}", b.diag());
+            assert!(
+                refusals
+                    .iter()
+                    .all(|e| !e["message"].as_str().unwrap_or("").contains(&a_port)),
+                "{}",
+                b.diag()
+            );
+        }
+    }
+    for c in [&a, &b] {
+        assert_eq!(c.seen_of("peer_up").len(), 1, "{}", c.diag());
+        assert!(c.seen_of("peer_down").is_empty(), "{}", c.diag());
+    }
+    // Nothing came twice, and the chat ends well.
+    a.poll();
+    b.poll();
+    assert_eq!(a.seen_of("message").len(), 2 * LINES, "{}", a.diag());
+    assert_eq!(b.seen_of("message").len(), 2 * LINES, "{}", b.diag());
+    for (c, other) in [(&a, b.addr_str()), (&b, a.addr_str())] {
+        assert!(
+            c.seen_of("message")
+                .iter()
+                .all(|m| m["from"] == other.as_str()),
+            "{}",
+            c.diag()
+        );
+    }
+    both_exit_ok(&mut a, &mut b);
 }
 
 #[test]

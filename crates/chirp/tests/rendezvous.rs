@@ -27,13 +27,23 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::netns::{Netns, Skip, iptables, random_port, run, skip};
+use common::netns::{self, Netns, Skip, iptables, random_port, run};
 use common::{CHIRP, Chirp, Proc, Stdout, WAIT, both_exit_ok, have};
 
 /// Lines each way.
 const LINES: usize = 500;
 /// Bound on receiving them all on a loaded 2-core machine (normally about a second).
 const CHAT_WAIT: Duration = Duration::from_secs(90);
+
+/// Reports a skip (or fails, with `CHIRP_REQUIRE_NETNS` set).
+fn skip(test: &str, why: &Skip) {
+    netns::skip(
+        test,
+        why,
+        "root, iproute2, iptables with NAT support (conntrack too for a remapping), and \
+         permission to create network namespaces",
+    );
+}
 
 /// How a home reaches the public network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,6 +37,9 @@ pub struct Info {
     pub idle_timeout: Duration,
     /// Ring the terminal bell on each message from the peer (it is a direct conversation).
     pub bell: bool,
+    /// The peer is whoever calls (`chirp peer` without `--to`): a key question is about a
+    /// caller ([`chirp_peer::listen::ask_text`]), not about another port of a named peer.
+    pub waiting: bool,
 }
 
 /// The translation between the peer loop and the UI. Pure: no I/O, time comes in.
@@ -158,7 +161,11 @@ impl Bridge {
             }
             Report::Link(None) => {}
             Report::AskKey { from, fingerprint } => out.push(UiEvent::Ask {
-                question: ask_text(&from, &fingerprint),
+                question: if self.info.waiting {
+                    chirp_peer::listen::ask_text(&from, &fingerprint)
+                } else {
+                    ask_text(&from, &fingerprint)
+                },
             }),
         }
         out
@@ -231,6 +238,7 @@ mod tests {
             banner: "chirp peer on 127.0.0.1:5001".into(),
             idle_timeout: Duration::from_secs(30),
             bell: true,
+            waiting: false,
         })
     }
 
@@ -448,5 +456,23 @@ mod tests {
         assert!(matches!(req, Some(Input::KeyAnswer(true))) && out.is_empty());
         let (req, _) = b.on_command(UiCommand::Answer(false));
         assert!(matches!(req, Some(Input::KeyAnswer(false))));
+        // A peer waiting for a call asks about the caller, not about another port.
+        assert!(question.contains("another port"), "{question}");
+        let mut b = Bridge::new(Info {
+            waiting: true,
+            ..b.info.clone()
+        });
+        let ask = Report::AskKey {
+            from: "10.0.0.3:6000".into(),
+            fingerprint: "abcd-efgh".into(),
+        };
+        let out = b.on_report(ask, 5, Instant::now());
+        let [UiEvent::Ask { question }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert!(
+            question.contains("10.0.0.3:6000 is calling") && !question.contains("another port"),
+            "{question}"
+        );
     }
 }

@@ -48,7 +48,7 @@ use chirp_keys::{Fingerprint, PublicKey};
 use chirp_proto::handshake::StaticSecret;
 use chirp_proto::{
     CloseReason, ConnectError, ConnectionHandle, Endpoint, EndpointConfig, PingOutcome,
-    RefuseReason, Transmit, close_code,
+    RefuseReason, TraceRecord, Transmit, close_code,
 };
 
 /// How a [`Pinger`] pings.
@@ -72,6 +72,9 @@ pub struct Config {
     pub verify_key: bool,
     /// Our static key; `None`: a fresh one from `seed` (tests).
     pub identity: Option<StaticSecret>,
+    /// Record what the connection does, packet by packet, for a qlog writer
+    /// ([`Pinger::poll_trace`]; `EndpointConfig::trace`).
+    pub trace: bool,
 }
 
 /// Why a probe counts as lost.
@@ -266,10 +269,15 @@ pub struct Summary {
     pub time: Duration,
     /// The handshake's time, if it was done.
     pub handshake: Option<Duration>,
+    /// From the connection attempt to the other side's proof of its key (its first answer in
+    /// the handshake), if it came: the other side is up, also if it then refused our key.
+    pub answer: Option<Duration>,
     /// Round-trip figures, if any probe was answered.
     pub rtt: Option<RttSummary>,
-    /// Chat messages the peer sent us. A `chirp peer` that takes our key takes this
-    /// connection for its partner's: they are not shown, and the peer counts them delivered.
+    /// Chat messages the peer sent us. A `chirp peer` that takes our key (we present its
+    /// partner's) and is not in a chat with its partner takes this connection for its
+    /// partner's: they are not shown, and the peer counts them delivered. (A peer in a chat
+    /// keeps it on the chat's connection and sends us none.)
     pub messages: u64,
 }
 
@@ -376,6 +384,7 @@ impl Pinger {
             max_connections: 2,
             identity: config.identity.clone(),
             verify_keys: config.pin.is_some() || config.verify_key,
+            trace: config.trace,
             ..EndpointConfig::default()
         };
         // (The transport's default idle timeout, 30 s, and keepalives, every 15 s at most, hold
@@ -445,6 +454,12 @@ impl Pinger {
     /// The next event, if any. Call it after every input until it returns `None`.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The next trace record of the connection, with [`Config::trace`] on
+    /// ([`Endpoint::poll_trace`]). Call it after every input until it returns `None`.
+    pub fn poll_trace(&mut self) -> Option<TraceRecord> {
+        self.endpoint.poll_trace()
     }
 
     /// When to call [`Self::handle_timeout`] next; `None` once finished and the connection is
@@ -553,6 +568,7 @@ impl Pinger {
             T::VerifyKey { remote_key, .. } => {
                 let key = PublicKey(remote_key);
                 self.key = Some(key);
+                self.answered(now);
                 match &self.config.pin {
                     Some(pin) if *pin == key.fingerprint() => {
                         self.endpoint.accept_key(now, self.conn)
@@ -563,6 +579,7 @@ impl Pinger {
             }
             T::Connected { remote_key, .. } => {
                 self.key = Some(PublicKey(remote_key));
+                self.answered(now);
                 self.confirm();
             }
             T::Ping { id, outcome, .. } => self.on_ping(now, id, outcome),
@@ -602,6 +619,12 @@ impl Pinger {
             | T::PeerFinished { .. }
             | T::PathChanged { .. } => {}
         }
+    }
+
+    /// The other side has proved its key (the first time counts).
+    fn answered(&mut self, now: Instant) {
+        let time = now.saturating_duration_since(self.started);
+        self.summary.answer.get_or_insert(time);
     }
 
     /// Asks for the PING whose acknowledgement confirms the handshake.

@@ -39,6 +39,7 @@ fn config(count: u64) -> Config {
         pin: None,
         verify_key: false,
         identity: Some(StaticSecret([9; 32])),
+        trace: false,
     }
 }
 
@@ -297,6 +298,12 @@ fn a_clean_path_answers_every_probe_with_its_round_trip() {
         close_to(handshake, delay * 6, Duration::from_millis(1)),
         "{handshake:?}"
     );
+    // The server's key came in its ACCEPT: two round trips.
+    let answer = sim.summary().answer.expect("answered");
+    assert!(
+        close_to(answer, delay * 4, Duration::from_millis(1)),
+        "{answer:?}"
+    );
     let replies = sim.replies();
     assert_eq!(
         replies.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -498,6 +505,7 @@ fn nobody_there_fails_after_the_timeout() {
     // Failed at the timeout, and done at once: nobody there to wait for.
     assert_eq!(sim.elapsed(), Duration::from_secs(2));
     assert_eq!(sim.summary().sent, 0);
+    assert_eq!(sim.summary().answer, None);
 }
 
 #[test]
@@ -520,6 +528,13 @@ fn a_peer_refusing_our_key_is_reported_before_any_probe() {
         Event::HandshakeDone { .. } | Event::Reply { .. } | Event::Lost { .. }
     )));
     assert_eq!(sim.summary().sent, 0);
+    // It answered (its key, in its ACCEPT, two round trips in) before it refused ours: it is
+    // up, which `chirp ping` says.
+    let answer = sim.summary().answer.expect("the peer answered");
+    assert!(
+        close_to(answer, Duration::from_millis(20), Duration::from_millis(1)),
+        "{answer:?}"
+    );
 }
 
 #[test]
@@ -654,6 +669,7 @@ fn a_handshake_that_does_not_complete_is_told_from_nobody_there() {
             .any(|e| matches!(e, Event::HandshakeDone { .. }))
     );
     assert_eq!(sim.summary().sent, 0);
+    assert!(sim.summary().answer.is_some(), "someone proved its key");
     // Someone is there: the CLOSE is given its closing period, not dropped at once.
     assert!(
         sim.elapsed() > Duration::from_secs(2),

@@ -9,13 +9,19 @@
 //! ```text
 //! cargo run --release -p chirp-netsim --example latency            # the table in PERFORMANCE.md
 //! cargo run --release -p chirp-netsim --example latency -- --secs 20 --seeds 2   # quicker
+//! cargo run --release -p chirp-netsim --example latency -- --trace 1   # with qlog tracing on
 //! ```
+//!
+//! `--trace 1` turns on the endpoints' trace and serializes every record as qlog (into
+//! `io::sink()`): the cost of tracing without the disk. Latencies are in virtual time and do
+//! not change; the run's wall-clock time does (docs/PERFORMANCE.md, issue 16).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::time::Duration;
 
 use chirp_netsim::{LinkConfig, Pair};
 use chirp_proto::EndpointConfig;
+use chirp_qlog::{QlogWriter, TraceHeader};
 
 const ONE_WAY: Duration = Duration::from_millis(20);
 const INTERVAL: Duration = Duration::from_millis(20); // 50 messages/s
@@ -32,9 +38,49 @@ struct Outcome {
     delivered: u64,
 }
 
-fn run(loss: f64, seed: u64, redundancy: bool, secs: u64, jitter: Duration) -> Outcome {
-    let mut cfg = EndpointConfig::default();
+/// With `--trace 1`: each side's qlog writer (into a sink) and the records written.
+#[derive(Default)]
+struct Tracing {
+    on: bool,
+    writers: [Option<QlogWriter<std::io::Sink>>; 2],
+    records: u64,
+}
+
+impl Tracing {
+    /// Serializes what both endpoints recorded since the last call.
+    fn drain(&mut self, p: &mut Pair) {
+        if !self.on {
+            return;
+        }
+        for (node, w) in [&mut p.a, &mut p.b].into_iter().zip(&mut self.writers) {
+            while let Some(r) = node.endpoint.poll_trace() {
+                self.records += 1;
+                if w.is_none() {
+                    *w = TraceHeader::from_started(&r, None, None)
+                        .map(|h| QlogWriter::new(std::io::sink(), h).expect("sink"));
+                }
+                if let Some(w) = w {
+                    w.write(r.at, &r.event).expect("sink");
+                }
+            }
+        }
+    }
+}
+
+fn run(
+    loss: f64,
+    seed: u64,
+    redundancy: bool,
+    secs: u64,
+    jitter: Duration,
+    tracing: &mut Tracing,
+) -> Outcome {
+    let mut cfg = EndpointConfig {
+        trace: tracing.on,
+        ..EndpointConfig::default()
+    };
     cfg.transport.redundancy.enabled = redundancy;
+    tracing.writers = [None, None];
     let link = LinkConfig::ideal(ONE_WAY)
         .with_jitter(jitter)
         .with_loss(loss);
@@ -61,6 +107,7 @@ fn run(loss: f64, seed: u64, redundancy: bool, secs: u64, jitter: Duration) -> O
             if !p.step_until(t).expect("no busy loop") {
                 p.now = t;
             }
+            tracing.drain(&mut p);
             collect(&mut p, at, &mut latencies);
         }
         let mut msg = vec![0u8; SIZE];
@@ -73,6 +120,7 @@ fn run(loss: f64, seed: u64, redundancy: bool, secs: u64, jitter: Duration) -> O
     while latencies.len() < 2 * n as usize && p.now < end {
         let at = p.now;
         p.step_until(end).expect("no busy loop");
+        tracing.drain(&mut p);
         collect(&mut p, at, &mut latencies);
     }
     assert_eq!(latencies.len(), 2 * n as usize, "every message delivered");
@@ -116,6 +164,7 @@ fn main() {
     let mut secs = 60u64;
     let mut seeds = 5u64;
     let mut jitter_ms = 0u64;
+    let mut tracing = Tracing::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().and_then(|v| v.parse().ok());
@@ -123,8 +172,9 @@ fn main() {
             ("--secs", Some(v)) => secs = v,
             ("--seeds", Some(v)) => seeds = v,
             ("--jitter", Some(v)) => jitter_ms = v,
+            ("--trace", Some(v)) => tracing.on = v != 0,
             _ => {
-                eprintln!("usage: latency [--secs N] [--seeds N] [--jitter MS]");
+                eprintln!("usage: latency [--secs N] [--seeds N] [--jitter MS] [--trace 0|1]");
                 std::process::exit(2);
             }
         }
@@ -148,7 +198,7 @@ fn main() {
             let mut windows = Vec::new();
             let (mut bytes, mut msgs, mut copies) = (0, 0, 0);
             for seed in 1..=seeds {
-                let o = run(loss, seed, redundancy, secs, jitter);
+                let o = run(loss, seed, redundancy, secs, jitter, &mut tracing);
                 all.extend(o.latencies);
                 windows.extend(o.window_p99);
                 bytes += o.wire_bytes;
@@ -179,5 +229,8 @@ fn main() {
                 bytes as f64 / msgs as f64
             );
         }
+    }
+    if tracing.on {
+        eprintln!("trace records serialized: {}", tracing.records);
     }
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chirp_proto::{ConnectionHandle, Endpoint, EndpointConfig, Event};
+use chirp_proto::{ConnectionHandle, Endpoint, EndpointConfig, Event, Transmit};
 
 use crate::link::{LinkConfig, Path};
 
@@ -110,9 +110,19 @@ pub struct Pair {
     /// If set, every datagram either side sends is recorded here with its destination (tests
     /// that inspect the wire).
     pub capture: Option<Vec<(Side, SocketAddr, Vec<u8>)>>,
+    /// If set, every datagram the network delivers is recorded here with the side that sent
+    /// it: beside `capture`, it tells exactly which datagrams the network dropped.
+    pub delivered: Option<Vec<(Side, Vec<u8>)>>,
     /// Datagrams dropped because they were addressed to neither node's current address (for
     /// example to a client's old port after it rebound).
     pub misaddressed: u64,
+    /// If set, datagrams addressed to neither node are kept here with the side that sent them,
+    /// instead of being dropped and counted in `misaddressed`: a test that plays a third
+    /// endpoint (on a link of its own) takes them from here, and hands that endpoint's
+    /// datagrams to a node's endpoint itself. While any wait here, [`Pair::next_wakeup`] is
+    /// now (the clock does not move past them); the third endpoint's own timers and link are
+    /// the test's to drive.
+    pub elsewhere: Option<VecDeque<(Side, Transmit)>>,
     stuck: u32,
 }
 
@@ -138,7 +148,9 @@ impl Pair {
             steps: 0,
             max_steps: 50_000_000,
             capture: None,
+            delivered: None,
             misaddressed: 0,
+            elsewhere: None,
             stuck: 0,
         }
     }
@@ -178,8 +190,11 @@ impl Pair {
                     c.push((side, t.destination, t.contents.clone()));
                 }
                 if t.destination != to {
-                    // Nobody listens there (any more): the datagram is lost.
-                    self.misaddressed += 1;
+                    match self.elsewhere.as_mut() {
+                        Some(out) => out.push_back((side, t)),
+                        // Nobody listens there (any more): the datagram is lost.
+                        None => self.misaddressed += 1,
+                    }
                     continue;
                 }
                 link.send(now, t.contents);
@@ -194,11 +209,13 @@ impl Pair {
 
     /// The next instant at which anything can happen.
     pub fn next_wakeup(&self) -> Option<Instant> {
+        let waiting = self.elsewhere.as_ref().is_some_and(|q| !q.is_empty());
         [
             self.a.endpoint.poll_timeout(),
             self.b.endpoint.poll_timeout(),
             self.path.a_to_b.next_delivery(),
             self.path.b_to_a.next_delivery(),
+            waiting.then_some(self.now),
         ]
         .into_iter()
         .flatten()
@@ -215,9 +232,15 @@ impl Pair {
         self.flush();
         let now = self.now;
         while let Some(d) = self.path.a_to_b.poll_deliver(now) {
+            if let Some(r) = self.delivered.as_mut() {
+                r.push((Side::A, d.clone()));
+            }
             self.b.endpoint.handle_datagram(now, self.a.addr, &d);
         }
         while let Some(d) = self.path.b_to_a.poll_deliver(now) {
+            if let Some(r) = self.delivered.as_mut() {
+                r.push((Side::B, d.clone()));
+            }
             self.a.endpoint.handle_datagram(now, self.b.addr, &d);
         }
         if self.a.endpoint.poll_timeout().is_some_and(|t| t <= now) {
@@ -358,5 +381,37 @@ mod tests {
                 data: bytes::Bytes::from_static(b"hi")
             })
         );
+    }
+
+    /// A datagram to a third address is kept in `elsewhere` when asked for, with its sender,
+    /// and dropped and counted otherwise.
+    #[test]
+    fn datagrams_to_a_third_address_are_kept_only_when_asked_for() {
+        let third: SocketAddr = ([10, 0, 0, 3], 6000).into();
+        for keep in [false, true] {
+            let link = LinkConfig::ideal(Duration::from_millis(5));
+            let mut p = Pair::new(EndpointConfig::default(), link, 2);
+            if keep {
+                p.elsewhere = Some(VecDeque::new());
+            }
+            p.b.endpoint.connect(p.now, third).expect("room");
+            p.step_until(p.now).expect("step");
+            match p.elsewhere.take() {
+                Some(kept) => {
+                    let kept: Vec<_> = kept
+                        .into_iter()
+                        .map(|(side, t)| (side, t.destination))
+                        .collect();
+                    assert_eq!(
+                        kept,
+                        [(Side::B, third)],
+                        "the INITIAL is kept, with its sender"
+                    );
+                    assert_eq!(p.misaddressed, 0);
+                }
+                None => assert_eq!(p.misaddressed, 1),
+            }
+            assert_eq!(p.path.b_to_a.stats().sent, 0, "nothing of it went to a");
+        }
     }
 }

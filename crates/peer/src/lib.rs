@@ -11,6 +11,9 @@
 //!   Outputs ([`Session::poll_output`]) are transport requests ([`Transport`]: connect, send,
 //!   finish, close, the verdict on a key), reports for the user ([`Report`]), and the end of
 //!   the chat with its exit status ([`Output::Exit`]).
+//! - [`listen`]: the [`Listener`], for a peer started without a peer to call: it waits for a
+//!   caller and judges its key (a pin, else the user), then names the peer the [`Session`]
+//!   is to chat with.
 //! - [`trust`]: peer mode's key policy (pin, else the key remembered per peer address, else
 //!   ask), behind the [`KeyPolicy`] trait so that the session never touches a file itself.
 //!
@@ -23,9 +26,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod listen;
 pub mod rendezvous;
 pub mod session;
 pub mod trust;
 
+pub use listen::{ListenOutput, Listener};
 pub use session::{Config, Input, Output, Reply, Report, Session, Transport, ask_text};
 pub use trust::{KNOWN_KEYS_FILE, KeyPolicy, KnownKeysPolicy, PeerVerdict};

@@ -1,9 +1,35 @@
 //! The peer session: one `chirp peer`'s whole protocol-level behaviour, sans IO.
 //!
 //! Both sides connect to each other at start and whenever the link is lost; the core resolves
-//! simultaneous opens, so exactly one connection results whichever side starts first. A second
-//! connection from the peer (it restarted) replaces the first, and the lines the old one never
-//! got acknowledged are sent again on the new one, ahead of anything typed since.
+//! simultaneous opens, so exactly one connection results whichever side starts first.
+//!
+//! # A second connection with the peer's key
+//!
+//! A connection that comes up with the peer's key while the chat's connection is up does not
+//! take its place at once: it may be the peer that restarted, but it may as well be
+//! `chirp ping --as-me` run by the peer's user (it presents the same key), which acknowledges
+//! whatever is sent to it and shows none of it. The chat's connection stays the one lines are
+//! sent on, and the new one is set aside (a *candidate*) until either
+//!
+//! - it carries what only a chat sends: a message, or the end of the peer's message stream
+//!   (a ping sends neither); or
+//! - the chat's connection ends ([`Event::Closed`]: the transport closes it when the peer
+//!   closes it, when the peer's endpoint answers it with a stateless RESET, which a restarted
+//!   peer does to the first packet we send on it, or after the idle timeout without a packet,
+//!   which keepalives prevent on a live path) and the candidate comes from the same address
+//!   as the connection that ended, or from the address the user gave: the peer at that
+//!   address started over. A candidate from another port (ping's) is never adopted that way:
+//!   it must carry a message.
+//!
+//! Healthy, for the connection lines go to, means up and not closed: the transport is the
+//! judge of liveness. A restarted peer is adopted promptly either way: its first line is
+//! proof, and our first packet on the old connection (a line, or a keepalive within 15 s)
+//! draws the RESET that ends it. While no connection is up (our own attempt is still
+//! handshaking), a connection the peer opens is adopted at once, as the chat needs it to
+//! start at all (a peer behind a port-changing NAT reaches us only that way).
+//!
+//! When the chat moves to another connection, the lines the old one never got acknowledged are
+//! sent again on the new one, ahead of anything typed since.
 //!
 //! Delivery is known per message: the core counts, per connection, the messages the peer has
 //! acknowledged ([`Event::Acked`], in send order), so the session keeps the ids of the messages
@@ -276,6 +302,15 @@ struct Outgoing {
     local_id: Option<u64>,
 }
 
+/// A connection up with the peer's key, set aside while the chat has another (see the module
+/// documentation).
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    conn: ConnectionHandle,
+    remote: SocketAddr,
+    key: PublicKey,
+}
+
 /// The request whose [`Reply`] the session waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaiting {
@@ -301,6 +336,9 @@ pub struct Session<P> {
     /// A connection being replaced: sending waits until its `Closed` event has handed back the
     /// lines it never got acknowledged, so that they go out before anything newer.
     replacing: Option<ConnectionHandle>,
+    /// Connections that came up with the peer's key while `conn` was up, in order of arrival:
+    /// never sent on until one proves to be the peer's chat (see the module documentation).
+    candidates: Vec<Candidate>,
     /// Lines not yet accepted by the transport (send buffer full, or between connections).
     pending: VecDeque<Outgoing>,
     /// Per connection, the ids of the messages the transport took and the peer has not yet
@@ -335,6 +373,7 @@ impl<P> std::fmt::Debug for Session<P> {
             .field("to", &self.config.to)
             .field("conn", &self.conn)
             .field("up", &self.up)
+            .field("candidates", &self.candidates.len())
             .field("pending", &self.pending.len())
             .field("leaving", &self.leaving)
             .field("ended", &self.ended)
@@ -355,6 +394,7 @@ impl<P: KeyPolicy> Session<P> {
             remote: None,
             up: false,
             replacing: None,
+            candidates: Vec::new(),
             pending: VecDeque::new(),
             inflight: HashMap::new(),
             leaving: false,
@@ -527,32 +567,25 @@ impl<P: KeyPolicy> Session<P> {
                 ..
             } => {
                 // Its key passed `on_verify` before the handshake could complete.
-                if let Some(old) = self.conn.filter(|&old| old != conn) {
-                    // The peer opened a new connection: it restarted, or its attempt won the
-                    // race against ours. The new one replaces the old; sending waits for the
-                    // old one's Closed event, which hands back its unacknowledged lines.
-                    if self.up {
-                        self.down("restarted".into());
-                    }
-                    self.replacing = Some(old);
-                    self.transport(Transport::Abort {
-                        conn: old,
-                        code: close_code::NO_ERROR,
-                        reason: "replaced".into(),
-                    });
+                let candidate = Candidate {
+                    conn,
+                    remote,
+                    key: PublicKey(remote_key),
+                };
+                if self.up && self.conn.is_some_and(|c| c != conn) {
+                    // The chat has a connection up: the new one waits until it proves to be
+                    // the peer's chat (or the chat's connection ends).
+                    debug!(?conn, %remote, "another connection with the peer's key: set aside");
+                    self.candidates.push(candidate);
+                } else {
+                    // Our own attempt, or the peer's while ours had not come up (it restarted,
+                    // or its attempt won the race against ours).
+                    self.adopt(now, candidate);
                 }
-                self.conn = Some(conn);
-                self.blocked = None;
-                self.remote = Some(remote);
-                self.up = true;
-                self.retry_at = None;
-                self.report(Report::Up {
-                    peer: remote.to_string(),
-                    fingerprint: PublicKey(remote_key).fingerprint().to_string(),
-                });
-                self.flush(now);
             }
             Event::Message { conn, data } => {
+                // A message proves a candidate to be the peer's chat (a ping sends none).
+                self.adopt_if_candidate(now, conn);
                 let from = if Some(conn) == self.conn {
                     self.peer_name()
                 } else {
@@ -574,6 +607,8 @@ impl<P: KeyPolicy> Session<P> {
             }
             Event::PeerFinished { conn } => {
                 debug!(?conn, "the peer finished its stream");
+                // So does the end of the peer's stream: a ping never ends it.
+                self.adopt_if_candidate(now, conn);
                 if Some(conn) == self.conn {
                     self.peer_finished = Some(conn);
                     self.finish_if_idle(now, false);
@@ -623,6 +658,8 @@ impl<P: KeyPolicy> Session<P> {
             if self.replacing == Some(conn) {
                 self.replacing = None;
             }
+            // A candidate that never proved itself (a ping's, typically) ends unnoticed.
+            self.candidates.retain(|c| c.conn != conn);
             // A replaced connection; its lines now go out on the current one.
             self.flush(now);
             return;
@@ -631,6 +668,25 @@ impl<P: KeyPolicy> Session<P> {
         let peer_left = self.peer_finished.take() == Some(conn);
         self.finish_at = None;
         self.conn = None;
+        // Leaving with everything delivered, there is nothing for a successor to take over.
+        let successor = (!self.leaving || !self.pending.is_empty())
+            .then(|| self.successor())
+            .flatten();
+        if let Some(next) = successor {
+            // The peer at the address of the connection that ended started a new one: it
+            // restarted (our packets on the old one drew its RESET), or dropped the old one
+            // first. It takes over, with the lines the old one never got acknowledged.
+            if was_up {
+                let why = if peer_left {
+                    "left".to_owned()
+                } else {
+                    describe(&reason, self.config.idle_timeout)
+                };
+                self.down(why);
+            }
+            self.adopt(now, next);
+            return;
+        }
         if self.leaving {
             // Until now a restarted peer could still take over what we were draining; from
             // here on the chat is over.
@@ -714,6 +770,11 @@ impl<P: KeyPolicy> Session<P> {
 
     fn on_connected(&mut self, now: Instant, r: Result<ConnectionHandle, ConnectError>) {
         match r {
+            Ok(conn) if self.candidates.iter().any(|c| c.conn == conn) => {
+                // The transport reused a connection to the peer that is already up (ours
+                // ended meanwhile): its `Connected` has come and gone.
+                self.adopt_if_candidate(now, conn);
+            }
             Ok(conn) => {
                 debug!(?conn, "connecting");
                 self.conn = Some(conn);
@@ -847,9 +908,60 @@ impl<P: KeyPolicy> Session<P> {
         self.ask(Awaiting::Finish, Transport::Finish { conn });
     }
 
+    /// `c`, up with the peer's key, becomes the chat's connection. The one it replaces, if any,
+    /// is aborted; sending waits for that one's `Closed`, which hands back the lines it never
+    /// got acknowledged, so that they go out first.
+    fn adopt(&mut self, now: Instant, c: Candidate) {
+        self.candidates.retain(|other| other.conn != c.conn);
+        if let Some(old) = self.conn.filter(|&old| old != c.conn) {
+            if self.up {
+                self.down("restarted".into());
+            }
+            self.replacing = Some(old);
+            self.transport(Transport::Abort {
+                conn: old,
+                code: close_code::NO_ERROR,
+                reason: "replaced".into(),
+            });
+        }
+        debug!(conn = ?c.conn, remote = %c.remote, "the chat's connection");
+        self.conn = Some(c.conn);
+        self.blocked = None;
+        self.remote = Some(c.remote);
+        self.up = true;
+        self.retry_at = None;
+        self.report(Report::Up {
+            peer: c.remote.to_string(),
+            fingerprint: c.key.fingerprint().to_string(),
+        });
+        self.flush(now);
+    }
+
+    /// `conn` carried what only the peer's chat sends: if it was set aside, it takes over.
+    fn adopt_if_candidate(&mut self, now: Instant, conn: ConnectionHandle) {
+        if let Some(c) = self.candidates.iter().find(|c| c.conn == conn).copied() {
+            debug!(?conn, "a connection set aside carried the peer's chat");
+            self.adopt(now, c);
+        }
+    }
+
+    /// Once the chat's connection has ended: the newest candidate from the address that
+    /// connection had, or from the address the user gave, if any (removed from the list). A
+    /// candidate from elsewhere, a ping's, must prove itself instead.
+    fn successor(&mut self) -> Option<Candidate> {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        let same = |a: SocketAddr| {
+            let a = canonical(a);
+            a == canonical(self.config.to) || self.remote.is_some_and(|r| canonical(r) == a)
+        };
+        let i = self.candidates.iter().rposition(|c| same(c.remote))?;
+        Some(self.candidates.remove(i))
+    }
+
     /// The chat is over. Accept no new connection: the peer reconnects as soon as our close
     /// reaches it, and must find nobody rather than a connection that dies with this process.
-    /// Then close `conns` at once, and linger up to `linger` while what is closing drains.
+    /// Then close `conns`, and any connection set aside, at once, and linger up to `linger`
+    /// while what is closing drains.
     fn end(
         &mut self,
         conns: &[ConnectionHandle],
@@ -859,7 +971,8 @@ impl<P: KeyPolicy> Session<P> {
         linger: Duration,
     ) {
         self.transport(Transport::SetAcceptIncoming(false));
-        for &conn in conns {
+        let set_aside: Vec<_> = self.candidates.drain(..).map(|c| c.conn).collect();
+        for &conn in conns.iter().chain(&set_aside) {
             self.transport(Transport::Abort {
                 conn,
                 code,

@@ -133,6 +133,14 @@ pub fn peer_verdict(
     }
     match KnownKeys::new(known).get(&name) {
         Ok(Some(stored)) if stored == key => PeerVerdict::Accept(None),
+        // From another port: not the peer itself, whose key is not in question.
+        Ok(Some(stored)) if !exact => refuse(format!(
+            "refusing peer {who}: it presented key {}, not the key remembered for {name} ({}): \
+             someone else on the peer's host or behind its NAT, such as `chirp ping` (which \
+             presents a one-time key)",
+            key.fingerprint(),
+            stored.fingerprint()
+        )),
         Ok(Some(stored)) => refuse(format!(
             "refusing peer {who}: it presented key {}, but the key remembered for {name} is {}. \
              If the peer really has a new key, remove its line from {} (or pin it with \

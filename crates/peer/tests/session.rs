@@ -1,22 +1,30 @@
 //! The peer session driven over two real protocol endpoints in `chirp-netsim`'s virtual time:
 //! the half-close at end of input, a peer that leaves while the other stays, a restarted peer
 //! whose connection replaces the old one (what the old one never got acknowledged is sent again
-//! exactly once, in order), and key questions answered yes or no.
+//! exactly once, in order), whether it speaks first or not, key questions answered yes or no,
+//! and a third endpoint holding one partner's key (`chirp ping --as-me`) that pings the other
+//! in the middle of the chat without taking it over.
 //!
 //! The harness plays the driver's part: it carries out each [`Transport`] request on the
 //! node's endpoint and hands the reply straight back, as `chirp peer` does over its transport.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chirp_keys::{Identity, PublicKey};
-use chirp_netsim::{LinkConfig, Node, Pair, Path};
+use chirp_netsim::{LinkConfig, Node, Pair, Path, Side};
 use chirp_peer::{
     Config, Input, KeyPolicy, Output, PeerVerdict, Reply, Report, Session, Transport,
 };
-use chirp_proto::{Endpoint, EndpointConfig, handshake::StaticSecret};
+use chirp_proto::{
+    ConnectionHandle, Endpoint, EndpointConfig, Event, PingOutcome, close_code,
+    handshake::StaticSecret,
+};
+
+/// Idle timeout of both sessions' endpoints (the transport's default, which `pair` keeps).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An in-memory key policy with the rules of `chirp peer`'s: the key remembered for `to`
 /// decides; else a key from exactly `to` is remembered; else the user is asked.
@@ -58,7 +66,7 @@ impl Peer {
     fn new(to: SocketAddr, can_ask: bool) -> Self {
         let config = Config {
             to,
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: IDLE_TIMEOUT,
             can_ask,
         };
         Self {
@@ -97,6 +105,26 @@ impl Peer {
             .iter()
             .filter_map(|r| match r {
                 Report::Error(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many times it said the peer is up, and down.
+    fn ups_and_downs(&self) -> (usize, usize) {
+        let count = |f: fn(&Report) -> bool| self.reports.iter().filter(|r| f(r)).count();
+        (
+            count(|r| matches!(r, Report::Up { .. })),
+            count(|r| matches!(r, Report::Down { .. })),
+        )
+    }
+
+    /// The `from` of every message, in order.
+    fn senders(&self) -> Vec<String> {
+        self.reports
+            .iter()
+            .filter_map(|r| match r {
+                Report::Message { from, .. } => Some(from.clone()),
                 _ => None,
             })
             .collect()
@@ -198,10 +226,27 @@ fn run_until(
     a: &mut Peer,
     b: &mut Peer,
     deadline: Instant,
+    done: impl FnMut(&Peer, &Peer) -> bool,
+) -> bool {
+    run_with(p, a, b, None, deadline, done)
+}
+
+/// Runs the network, both sessions and `third` (if any) until `done` (true) or `deadline`
+/// (false).
+fn run_with(
+    p: &mut Pair,
+    a: &mut Peer,
+    b: &mut Peer,
+    mut third: Option<&mut Pinger>,
+    deadline: Instant,
     mut done: impl FnMut(&Peer, &Peer) -> bool,
 ) -> bool {
+    let mut spins = 0u32;
     loop {
         let now = p.now;
+        if let Some(t) = third.as_deref_mut() {
+            t.exchange(p);
+        }
         settle(&mut p.a, a, now);
         settle(&mut p.b, b, now);
         if done(a, b) {
@@ -210,15 +255,183 @@ fn run_until(
         if p.now >= deadline {
             return false;
         }
-        let timers = [a.session.poll_timeout(), b.session.poll_timeout()];
+        let third_wakeup = third.as_deref().and_then(Pinger::wakeup);
+        let timers = [
+            a.session.poll_timeout(),
+            b.session.poll_timeout(),
+            third_wakeup,
+        ];
         if timers.iter().flatten().any(|&t| t <= now) {
+            spins += 1;
+            assert!(spins < 10_000, "busy loop at {:?}", p.elapsed());
             a.session.handle_timeout(now);
             b.session.handle_timeout(now);
             continue;
         }
+        spins = 0;
         let limit = timers.into_iter().flatten().fold(deadline, Instant::min);
         if !p.step_until(limit).expect("the network makes progress") {
             p.now = limit;
+        }
+    }
+}
+
+/// What a [`Pinger`] does: `runs` connections one after the other, each with `pings` PINGs
+/// `interval` apart and then a close, as `chirp ping -c PINGS -i INTERVAL` run `runs` times.
+#[derive(Clone, Copy)]
+struct Runs {
+    runs: u32,
+    pings: u32,
+    interval: Duration,
+}
+
+/// `chirp ping --as-me` run by A's user against B, in the middle of their chat: a third
+/// endpoint on A's IP at another port, with A's key (so B's policy takes it), on a link of its
+/// own to B. It does its [`Runs`], and never sends a message.
+struct Pinger {
+    endpoint: Endpoint,
+    addr: SocketAddr,
+    to: SocketAddr,
+    /// Pinger → B (`a_to_b`) and B → pinger (`b_to_a`).
+    path: Path,
+    /// What is left to do (`runs` counts the runs not yet started).
+    plan: Runs,
+    conn: Option<ConnectionHandle>,
+    /// PINGs sent on the current connection.
+    sent: u32,
+    next_ping: Option<Instant>,
+    next_run: Option<Instant>,
+    /// Connections that came up.
+    handshakes: u32,
+    /// PINGs acknowledged, over all runs.
+    acked: u32,
+    /// Chat messages received: a peer that took it for its partner would send them here.
+    messages: u32,
+    /// Connections that ended other than by our own close.
+    failures: Vec<String>,
+}
+
+impl Pinger {
+    /// Starts its first run at `p.now`; B's datagrams to it are taken from `p.elsewhere`.
+    fn start(
+        p: &mut Pair,
+        identity: StaticSecret,
+        plan: Runs,
+        link: LinkConfig,
+        seed: u64,
+    ) -> Self {
+        p.elsewhere = Some(VecDeque::new());
+        let config = EndpointConfig {
+            identity: Some(identity),
+            accept_incoming: false,
+            ..EndpointConfig::default()
+        };
+        Self {
+            endpoint: Endpoint::new(config, seed ^ 0xc),
+            addr: SocketAddr::new(p.a.addr.ip(), p.a.addr.port() + 1),
+            to: p.b.addr,
+            path: Path::symmetric(link, seed ^ 0xc),
+            plan,
+            conn: None,
+            sent: 0,
+            next_ping: None,
+            next_run: Some(p.now),
+            handshakes: 0,
+            acked: 0,
+            messages: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Every run done and its connection gone.
+    fn done(&self) -> bool {
+        self.plan.runs == 0
+            && self.next_run.is_none()
+            && self.conn.is_none()
+            && self.endpoint.poll_timeout().is_none()
+    }
+
+    fn wakeup(&self) -> Option<Instant> {
+        [
+            self.endpoint.poll_timeout(),
+            self.path.a_to_b.next_delivery(),
+            self.path.b_to_a.next_delivery(),
+            self.next_ping,
+            self.next_run,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Everything due at `p.now`: datagrams both ways, timers, events.
+    fn exchange(&mut self, p: &mut Pair) {
+        let now = p.now;
+        if let Some(out) = p.elsewhere.as_mut() {
+            for (side, t) in out.drain(..) {
+                if side == Side::B && t.destination == self.addr {
+                    self.path.b_to_a.send(now, t.contents);
+                }
+            }
+        }
+        while let Some(d) = self.path.a_to_b.poll_deliver(now) {
+            p.b.endpoint.handle_datagram(now, self.addr, &d);
+        }
+        while let Some(d) = self.path.b_to_a.poll_deliver(now) {
+            self.endpoint.handle_datagram(now, self.to, &d);
+        }
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        if self.next_run.is_some_and(|t| t <= now) && self.plan.runs > 0 {
+            self.next_run = None;
+            self.plan.runs -= 1;
+            self.sent = 0;
+            self.conn = Some(self.endpoint.connect(now, self.to).expect("room"));
+        }
+        if let Some(conn) = self
+            .conn
+            .filter(|_| self.next_ping.is_some_and(|t| t <= now))
+        {
+            if self.sent < self.plan.pings {
+                // Refused only while the connection ends, which its Closed reports.
+                let _ = self.endpoint.ping(conn);
+                self.sent += 1;
+                self.next_ping = Some(now + self.plan.interval);
+            } else {
+                // The last one has had an interval to be answered.
+                self.next_ping = None;
+                self.endpoint
+                    .close(now, conn, close_code::NO_ERROR, "ping done");
+            }
+        }
+        while let Some(ev) = self.endpoint.poll_event() {
+            match ev {
+                Event::Connected { .. } => {
+                    self.handshakes += 1;
+                    self.next_ping = Some(now);
+                }
+                Event::Ping {
+                    outcome: PingOutcome::Acked { .. },
+                    ..
+                } => self.acked += 1,
+                Event::Message { .. } => self.messages += 1,
+                Event::Closed { reason, .. } => {
+                    if !matches!(reason, chirp_proto::CloseReason::Local) {
+                        self.failures.push(format!("{reason:?}"));
+                    }
+                    self.conn = None;
+                    self.next_ping = None;
+                    if self.plan.runs > 0 {
+                        self.next_run = Some(now + self.plan.interval);
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(t) = self.endpoint.poll_transmit(now) {
+            assert_eq!(t.destination, self.to);
+            self.path.a_to_b.send(now, t.contents);
         }
     }
 }
@@ -459,5 +672,380 @@ fn key_questions_answered_yes_and_no() {
             assert!(a.has(|r| matches!(r, Report::Status(t) if t.starts_with("refused key"))));
             assert!(!a.has(|r| matches!(r, Report::Up { .. })));
         }
+    }
+}
+
+/// The identity `pair` gave A's endpoint.
+fn identity_of(node: &Node) -> StaticSecret {
+    node.endpoint
+        .config()
+        .identity
+        .clone()
+        .expect("pair gives every endpoint its identity")
+}
+
+/// Types one line on each side every `gap` (`n` each), while the network (and `third`) runs.
+fn chat_both_ways(
+    p: &mut Pair,
+    a: &mut Peer,
+    b: &mut Peer,
+    mut third: Option<&mut Pinger>,
+    ids: std::ops::Range<u64>,
+    gap: Duration,
+) {
+    for i in ids {
+        send(p, a, 'a', i..i + 1);
+        send(p, b, 'b', i..i + 1);
+        let until = p.now + gap;
+        run_with(p, a, b, third.as_deref_mut(), until, |_, _| false);
+    }
+}
+
+/// A's user runs `chirp ping --as-me` against B in the middle of a burst of lines both ways:
+/// five pings in a row, each a fresh connection with A's key, which B's policy accepts and
+/// whose PINGs B answers. B keeps the chat on its connection with A: every line arrives once
+/// and in order on both sides, neither side sees the peer go down or come up again, and the
+/// pinger gets no chat message.
+#[test]
+fn a_ping_with_the_partners_key_leaves_the_chat_alone() {
+    const N: u64 = 300;
+    const RUNS: u32 = 5;
+    const PINGS: u32 = 10;
+    for seed in 1..=3 {
+        let mut p = pair(impaired(), seed);
+        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+        let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(30), |a, b| {
+            a.ups_and_downs().0 == 1 && b.ups_and_downs().0 == 1
+        });
+        let plan = Runs {
+            runs: RUNS,
+            pings: PINGS,
+            interval: Duration::from_millis(40),
+        };
+        let link = LinkConfig::ideal(Duration::from_millis(3));
+        let a_key = identity_of(&p.a);
+        let mut pinger = Pinger::start(&mut p, a_key, plan, link, seed);
+        // 300 lines each way, 10 ms apart: 3 s, over which the five pings (about 0.5 s each)
+        // come and go.
+        chat_both_ways(
+            &mut p,
+            &mut a,
+            &mut b,
+            Some(&mut pinger),
+            0..N,
+            Duration::from_millis(10),
+        );
+        let deadline = p.now + Duration::from_secs(60);
+        let all_in = run_with(
+            &mut p,
+            &mut a,
+            &mut b,
+            Some(&mut pinger),
+            deadline,
+            |a, b| a.delivered().len() == N as usize && b.delivered().len() == N as usize,
+        );
+        assert!(
+            all_in,
+            "seed {seed}: not delivered\nA: {:?}\nB: {:?}",
+            a.reports, b.reports
+        );
+        let until = p.now + Duration::from_secs(10);
+        run_with(&mut p, &mut a, &mut b, Some(&mut pinger), until, |_, _| {
+            false
+        });
+        assert!(pinger.done(), "seed {seed}: the pinger did not finish");
+
+        assert_eq!(
+            pinger.handshakes, RUNS,
+            "seed {seed}: {:?}",
+            pinger.failures
+        );
+        assert!(
+            pinger.failures.is_empty(),
+            "seed {seed}: {:?}",
+            pinger.failures
+        );
+        assert_eq!(
+            pinger.acked,
+            RUNS * PINGS,
+            "seed {seed}: B took the pinger's key and answered every PING"
+        );
+        assert_eq!(
+            pinger.messages, 0,
+            "seed {seed}: B sent chat lines to the pinger"
+        );
+        for (name, me, from, other) in [("A", &a, 'b', b_addr), ("B", &b, 'a', a_addr)] {
+            let want: Vec<Bytes> = (0..N).map(|i| line(from, i)).collect();
+            assert!(
+                me.messages() == want,
+                "seed {seed}: {name} received wrong lines"
+            );
+            assert!(
+                me.senders().iter().all(|f| *f == other.to_string()),
+                "seed {seed}: {name}: a line came from elsewhere than the chat's connection"
+            );
+            assert_eq!(
+                me.delivered(),
+                (0..N).collect::<Vec<_>>(),
+                "seed {seed}: {name}"
+            );
+            assert_eq!(
+                me.ups_and_downs(),
+                (1, 0),
+                "seed {seed}: {name}: the chat's connection was replaced"
+            );
+            assert!(
+                me.errors().is_empty(),
+                "seed {seed}: {name}: {:?}",
+                me.errors()
+            );
+        }
+    }
+}
+
+/// A goes away for good while A's user pings B with A's key (one long ping from another port).
+/// B's connection with A dies of its idle timeout; the ping's connection, set aside, is not
+/// taken for A (it came from another port, and carried no message): the lines B types then
+/// wait, and reach A when A comes back, instead of going to the pinger.
+#[test]
+fn a_ping_is_not_taken_for_a_partner_that_went_away() {
+    let mut p = pair(LinkConfig::ideal(Duration::from_millis(5)), 7);
+    let a_config = p.a.endpoint.config().clone();
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+    chat_both_ways(
+        &mut p,
+        &mut a,
+        &mut b,
+        None,
+        0..5,
+        Duration::from_millis(10),
+    );
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(10), |a, b| {
+        a.delivered().len() == 5 && b.delivered().len() == 5
+    });
+    // A ping of 60 s, every 200 ms.
+    let plan = Runs {
+        runs: 1,
+        pings: 300,
+        interval: Duration::from_millis(200),
+    };
+    let link = LinkConfig::ideal(Duration::from_millis(3));
+    let a_key = identity_of(&p.a);
+    let mut pinger = Pinger::start(&mut p, a_key, plan, link, 7);
+    let until = p.now + Duration::from_secs(1);
+    run_with(&mut p, &mut a, &mut b, Some(&mut pinger), until, |_, _| {
+        false
+    });
+    assert_eq!(pinger.handshakes, 1, "{:?}", pinger.failures);
+    // A's host goes dark: nothing more from A, nor to it.
+    let outage = p.now + Duration::from_secs(3600);
+    p.path.a_to_b.blackout_until(outage);
+    p.path.b_to_a.blackout_until(outage);
+    let deadline = p.now + IDLE_TIMEOUT + Duration::from_secs(5);
+    let down = run_with(
+        &mut p,
+        &mut a,
+        &mut b,
+        Some(&mut pinger),
+        deadline,
+        |_, b| b.ups_and_downs().1 == 1,
+    );
+    assert!(down, "B never noticed that A went away: {:?}", b.reports);
+    send(&p, &mut b, 'b', 5..10);
+    let until = p.now + Duration::from_secs(10);
+    run_with(&mut p, &mut a, &mut b, Some(&mut pinger), until, |_, _| {
+        false
+    });
+    assert_eq!(pinger.messages, 0, "B sent its lines to the pinger");
+    assert!(pinger.acked > 100, "the pinger was answered all along");
+    assert_eq!(b.ups_and_downs(), (1, 1), "{:?}", b.reports);
+    // A comes back (the same key and address, a new process): B's lines reach it.
+    p.path.a_to_b.blackout_until(p.now);
+    p.path.b_to_a.blackout_until(p.now);
+    p.a.endpoint = Endpoint::new(a_config, 70);
+    p.a.events.clear();
+    let mut a2 = Peer::new(b_addr, false);
+    let deadline = p.now + Duration::from_secs(30);
+    let got = run_with(
+        &mut p,
+        &mut a2,
+        &mut b,
+        Some(&mut pinger),
+        deadline,
+        |a2, b| a2.messages().len() == 5 && b.delivered().len() == 10,
+    );
+    assert!(got, "A2: {:?}\nB: {:?}", a2.reports, b.reports);
+    assert_eq!(
+        a2.messages(),
+        (5..10).map(|i| line('b', i)).collect::<Vec<_>>()
+    );
+    assert_eq!(pinger.messages, 0);
+}
+
+/// B restarts (same key, same address; the old process dies without a word) and its new
+/// process connects to A, which has no reason yet to think its connection dead: the new one is
+/// set aside, and A's lines keep going to the old one (unacknowledged). B2 sends a line: that
+/// proves the new connection to be B's chat, and A moves to it at once, re-sending what the old
+/// one never got acknowledged. B2's endpoint answers no stray packet with a RESET here, so the
+/// old connection could only have ended by A's 30 s idle timeout: the move within a second is
+/// the line's doing. Nothing is lost either way.
+#[test]
+fn a_restarted_partner_that_speaks_first_is_adopted_and_nothing_is_lost() {
+    for seed in 1..=3 {
+        let link = LinkConfig::ideal(Duration::from_millis(5)).with_loss(0.05);
+        let mut p = pair(link, seed);
+        let b_config = EndpointConfig {
+            stateless_reset: false,
+            ..p.b.endpoint.config().clone()
+        };
+        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+        let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+        chat_both_ways(
+            &mut p,
+            &mut a,
+            &mut b,
+            None,
+            0..10,
+            Duration::from_millis(10),
+        );
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(10), |a, b| {
+            a.delivered().len() == 10 && b.delivered().len() == 10
+        });
+        // B dies: what A sends now never reaches it.
+        p.path
+            .a_to_b
+            .blackout_until(p.now + Duration::from_millis(200));
+        send(&p, &mut a, 'a', 10..15);
+        run_for(&mut p, &mut a, &mut b, Duration::from_millis(100));
+        // B2: the same address and key, a new endpoint.
+        p.b.endpoint = Endpoint::new(b_config, seed ^ 0x99);
+        p.b.events.clear();
+        let mut b2 = Peer::new(a_addr, false);
+        drive(&mut p, &mut a, &mut b2, Duration::from_secs(10), |_, b2| {
+            b2.ups_and_downs().0 == 1
+        });
+        // B2 is up, but silent: A does not move yet, and its new lines go to the old one.
+        run_for(&mut p, &mut a, &mut b2, Duration::from_secs(2));
+        send(&p, &mut a, 'a', 15..20);
+        run_for(&mut p, &mut a, &mut b2, Duration::from_millis(200));
+        assert_eq!(a.ups_and_downs(), (1, 0), "seed {seed}: {:?}", a.reports);
+        assert!(b2.messages().is_empty(), "seed {seed}");
+        // B2 speaks.
+        let spoke = p.now;
+        send(&p, &mut b2, 'c', 0..1);
+        drive(&mut p, &mut a, &mut b2, Duration::from_secs(60), |a, b2| {
+            a.delivered().len() == 20 && b2.delivered().len() == 1
+        });
+        assert!(
+            p.now - spoke < Duration::from_secs(1),
+            "seed {seed}: A took {:?} to move to B2's connection",
+            p.now - spoke
+        );
+        assert_eq!(
+            b2.messages(),
+            (10..20).map(|i| line('a', i)).collect::<Vec<_>>(),
+            "seed {seed}: what the old connection lost, once each and in order"
+        );
+        assert_eq!(
+            b.messages(),
+            (0..10).map(|i| line('a', i)).collect::<Vec<_>>(),
+            "seed {seed}"
+        );
+        let mut ids = a.delivered();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..20).collect::<Vec<_>>(), "seed {seed}: once each");
+        let mut want: Vec<Bytes> = (0..10).map(|i| line('b', i)).collect();
+        want.push(line('c', 0));
+        assert_eq!(a.messages(), want, "seed {seed}");
+        assert_eq!(a.ups_and_downs(), (2, 1), "seed {seed}: {:?}", a.reports);
+        assert!(
+            a.has(|r| matches!(r, Report::Down { reason, .. } if reason == "restarted")),
+            "seed {seed}: {:?}",
+            a.reports
+        );
+    }
+}
+
+/// B restarts and its new process says nothing. A's lines still reach it: sent on the old
+/// connection (dead on B's side), they come back from it when it ends and go out on B2's.
+/// What bounds the time is how the old connection ends:
+/// - by default B2's endpoint answers A's first packet on it with a stateless RESET: the old
+///   connection ends one round trip after the lines went out (10 ms here; we allow 1 s);
+/// - if no RESET comes (turned off here; lost, or rate-limited, in real life), A's idle timeout
+///   ends it 30 s after the last packet it got from the old B, which was before the lines
+///   were typed: they reach B2 within 30 s (we allow 31).
+#[test]
+fn a_restarted_partner_that_says_nothing_still_gets_our_lines() {
+    for reset in [true, false] {
+        let mut p = pair(LinkConfig::ideal(Duration::from_millis(5)), 8);
+        let b_config = EndpointConfig {
+            stateless_reset: reset,
+            ..p.b.endpoint.config().clone()
+        };
+        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+        let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+        chat_both_ways(
+            &mut p,
+            &mut a,
+            &mut b,
+            None,
+            0..10,
+            Duration::from_millis(10),
+        );
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(10), |a, b| {
+            a.delivered().len() == 10 && b.delivered().len() == 10
+        });
+        // B dies and B2 starts at once on its address, with its key; it says nothing.
+        p.b.endpoint = Endpoint::new(b_config, 0x98);
+        p.b.events.clear();
+        let mut b2 = Peer::new(a_addr, false);
+        drive(&mut p, &mut a, &mut b2, Duration::from_secs(10), |_, b2| {
+            b2.ups_and_downs().0 == 1
+        });
+        let typed = p.now;
+        send(&p, &mut a, 'a', 10..20);
+        let bound = if reset {
+            Duration::from_secs(1)
+        } else {
+            IDLE_TIMEOUT + Duration::from_secs(1)
+        };
+        let got = run_until(&mut p, &mut a, &mut b2, typed + bound, |a, b2| {
+            b2.messages().len() == 10 && a.delivered().len() == 20
+        });
+        assert!(
+            got,
+            "reset {reset}: not delivered within {bound:?}\nA: {:?}\nB2: {:?}",
+            a.reports, b2.reports
+        );
+        assert_eq!(
+            b2.messages(),
+            (10..20).map(|i| line('a', i)).collect::<Vec<_>>(),
+            "reset {reset}"
+        );
+        let mut ids = a.delivered();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..20).collect::<Vec<_>>(), "reset {reset}: once each");
+        let reason = if reset {
+            "the peer restarted".to_owned()
+        } else {
+            format!("no answer for {} s", IDLE_TIMEOUT.as_secs())
+        };
+        assert!(
+            a.has(|r| matches!(r, Report::Down { reason: why, .. } if *why == reason)),
+            "reset {reset}: {:?}",
+            a.reports
+        );
+        assert_eq!(a.ups_and_downs(), (2, 1), "reset {reset}: {:?}", a.reports);
+        // And B2's lines reach A too.
+        send(&p, &mut b2, 'c', 0..3);
+        drive(&mut p, &mut a, &mut b2, Duration::from_secs(10), |a, _| {
+            a.messages().len() == 13
+        });
+        assert_eq!(
+            a.messages()[10..],
+            [line('c', 0), line('c', 1), line('c', 2)]
+        );
     }
 }

@@ -159,6 +159,11 @@ impl NewReno {
         self.window
     }
 
+    /// The slow-start threshold in bytes (`u64::MAX` before the first congestion event).
+    pub(crate) fn ssthresh(&self) -> u64 {
+        self.ssthresh
+    }
+
     /// The current recovery period (0 before the first).
     pub(crate) fn episode(&self) -> u64 {
         self.episode

@@ -27,6 +27,10 @@ use crate::range_set::RangeSet;
 use crate::rtt::{RttEstimator, StandingRtt};
 use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream, WriteError};
+use crate::trace::{
+    DropReason, LossTrigger, PathChange, TraceEvent, TraceFrame, TraceMetrics, TracePacket,
+    TracePacketType, TraceRole, TraceState, Tracer,
+};
 use crate::wire::{
     AckFrame, ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet,
     PacketBuilder, PacketType, data_packet_len,
@@ -450,9 +454,6 @@ struct Crypto {
     /// Handshake confirmed: the server has Noise message 3, and (client side) has proved it
     /// by sending DATA. From then on long-header packets are ignored.
     confirmed: bool,
-    /// Client: the first packet number that carried Noise message 3 (any later long-header
-    /// packet carries it too). The server has the message once it acknowledged one of them.
-    msg3_pn: Option<u64>,
     replay: ReplayWindow,
 }
 
@@ -625,6 +626,8 @@ pub(crate) struct Connection {
     app_holds: bool,
 
     stats: ConnectionStats,
+    /// Trace events (`EndpointConfig::trace`); `None`, and so free, while tracing is off.
+    trace: Option<Box<Tracer>>,
 }
 
 /// What a connection starts its handshake with.
@@ -684,7 +687,6 @@ impl Connection {
                 early: Vec::new(),
                 token: Vec::new(),
                 confirmed: false,
-                msg3_pn: None,
                 replay: ReplayWindow::new(),
             },
             path: PathState {
@@ -775,6 +777,7 @@ impl Connection {
             created: now,
             compact_due: None,
             stats: ConnectionStats::default(),
+            trace: None,
             config,
         }
     }
@@ -846,6 +849,11 @@ impl Connection {
         // or shrinking the congestion window. They carried no data (a client sends data only
         // once it has keys).
         self.forget_sent();
+        if self.tracing() {
+            let odcid = peer.dst_cid.0;
+            self.record(now, TraceEvent::BecameServer { odcid });
+        }
+        self.trace_checkpoint(now);
     }
 
     /// The peer has been seen alive while we are still waiting for its answer: send our
@@ -928,8 +936,179 @@ impl Connection {
         }
     }
 
-    pub(crate) fn count_malformed(&mut self) {
-        self.stats.malformed_dropped += 1;
+    /// A datagram of `len` bytes from the peer's address whose header does not parse: the
+    /// endpoint charges it to this connection (the one at that address).
+    pub(crate) fn count_malformed(&mut self, now: Instant, len: usize) {
+        self.count_drop(DropReason::Malformed);
+        if self.tracing() {
+            let event = TraceEvent::PacketDropped {
+                ty: None,
+                number: None,
+                len: len as u64,
+                reason: DropReason::Malformed,
+            };
+            self.record(now, event);
+        }
+    }
+
+    /// Drops `packet` for `reason`: counts it, and records it if tracing. Every packet the
+    /// connection drops goes through here, so that its trace has a `PacketDropped` for each
+    /// one its drop counters count.
+    fn drop_packet(&mut self, now: Instant, packet: &Packet<'_>, reason: DropReason) {
+        self.count_drop(reason);
+        if self.tracing() {
+            let ty = packet.header.ty;
+            let event = TraceEvent::PacketDropped {
+                ty: Some(ty.into()),
+                // A RETRY carries no packet number.
+                number: (ty != PacketType::Retry).then_some(packet.header.number),
+                len: (packet.aad.len() + packet.sealed.len()) as u64,
+                reason,
+            };
+            self.record(now, event);
+        }
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        let s = &mut self.stats;
+        match reason {
+            DropReason::Malformed => s.malformed_dropped += 1,
+            DropReason::Corrupt => s.corrupt_dropped += 1,
+            DropReason::Undecryptable => s.undecryptable_dropped += 1,
+            DropReason::Duplicate => s.duplicates_dropped += 1,
+            DropReason::Stale => s.stale_dropped += 1,
+            DropReason::NoBuffer => {}
+        }
+    }
+
+    // ----- Trace (`crate::trace`) -----
+
+    /// Starts recording trace events, beginning with `Started` (at the connection's creation)
+    /// and its state and metrics. The endpoint calls it right after creating the connection.
+    pub(crate) fn enable_trace(&mut self) {
+        let role = match self.side {
+            Side::Client => TraceRole::Client,
+            Side::Server => TraceRole::Server,
+        };
+        let mut tracer = Tracer::default();
+        tracer.push(
+            self.created,
+            TraceEvent::Started {
+                role,
+                odcid: self.initial_dcid.0,
+                local_cid: self.local_cid.0,
+                remote: self.remote,
+            },
+        );
+        self.trace = Some(Box::new(tracer));
+        self.trace_checkpoint(self.created);
+    }
+
+    /// The trace, if tracing is on: the endpoint collects its events after every call.
+    pub(crate) fn tracer(&mut self) -> Option<&mut Tracer> {
+        self.trace.as_deref_mut()
+    }
+
+    /// Is tracing on? Every place that records something asks this first, and builds the
+    /// event only then: with tracing off that is the whole cost.
+    #[inline]
+    fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    fn record(&mut self, now: Instant, event: TraceEvent) {
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.push(now, event);
+        }
+    }
+
+    /// Records the state and the metrics if they changed since they were last recorded. Called
+    /// at the end of every call into the connection that takes `now`, so a trace shows each
+    /// call's outcome rather than every intermediate step.
+    #[inline]
+    fn trace_checkpoint(&mut self, now: Instant) {
+        if self.tracing() {
+            self.record_checkpoint(now);
+        }
+    }
+
+    #[cold]
+    fn record_checkpoint(&mut self, now: Instant) {
+        let state = match self.state {
+            State::Handshaking if self.side == Side::Client => TraceState::Attempted,
+            State::Handshaking => TraceState::HandshakeStarted,
+            State::Established if self.crypto.confirmed => TraceState::HandshakeConfirmed,
+            State::Established => TraceState::HandshakeCompleted,
+            State::Closing { .. } => TraceState::Closing,
+            State::Draining { .. } => TraceState::Draining,
+            State::Drained => TraceState::Closed,
+        };
+        let metrics = TraceMetrics {
+            cwnd: self.cc.window(),
+            bytes_in_flight: self.bytes_in_flight,
+            ssthresh: self.cc.ssthresh(),
+            smoothed_rtt: self.rtt.smoothed(),
+            latest_rtt: self.rtt.latest(),
+            min_rtt: self.rtt.min(),
+            rtt_variance: self.rtt.var(),
+            pto_count: self.pto_count,
+        };
+        let Some(t) = self.trace.as_deref_mut() else {
+            return;
+        };
+        if t.last_state != Some(state) {
+            let old = t.last_state.replace(state);
+            t.push(now, TraceEvent::State { old, new: state });
+        }
+        if t.last_metrics != Some(metrics) {
+            t.last_metrics = Some(metrics);
+            t.push(now, TraceEvent::Metrics(metrics));
+        }
+    }
+
+    /// Records an authentic stateless packet (RETRY, REFUSE) addressed to this connection: it
+    /// carries no frames.
+    fn trace_stateless(&mut self, now: Instant, packet: &Packet<'_>) {
+        if self.tracing() {
+            let packet = TracePacket {
+                ty: packet.header.ty.into(),
+                number: packet.header.number,
+                len: (packet.aad.len() + packet.sealed.len()) as u64,
+                frames: Vec::new(),
+            };
+            self.record(now, TraceEvent::PacketReceived(packet));
+        }
+    }
+
+    /// The type packet `pn` was sent with, for the trace of its loss: a long-header packet's
+    /// as the tracer noted it when it went out; a DATA packet's key phase as the last key
+    /// update tells (a packet lost is from the current phase or the one before: an update
+    /// waits until a packet of the current phase is acknowledged). Kept out of `SentPacket`,
+    /// so that tracing costs no memory per packet in flight while it is off.
+    fn sent_type(&mut self, pn: u64, long: bool) -> TracePacketType {
+        if long {
+            let noted = self.trace.as_deref_mut().and_then(|t| {
+                let i = t.long_sent.iter().position(|&(n, _)| n == pn)?;
+                Some(t.long_sent.swap_remove(i).1)
+            });
+            return noted.unwrap_or(TracePacketType::Other);
+        }
+        let key_phase = self.crypto.keys.as_ref().is_some_and(|k| {
+            if pn >= k.phase_first_pn {
+                k.send_phase
+            } else {
+                !k.send_phase
+            }
+        });
+        TracePacketType::Data { key_phase }
+    }
+
+    /// Records a change of the peer's address (the address is already the new one).
+    fn trace_path(&mut self, now: Instant, change: PathChange, old: SocketAddr) {
+        if self.tracing() {
+            let new = self.remote;
+            self.record(now, TraceEvent::Path { change, old, new });
+        }
     }
 
     /// Gives back the memory of whatever has drained: stream buffers and queues, the maps of
@@ -1081,6 +1260,7 @@ impl Connection {
         } else {
             self.enter_closing(now, CloseReason::Local);
         }
+        self.trace_checkpoint(now);
     }
 
     fn enter_closing(&mut self, now: Instant, reason: CloseReason) {
@@ -1180,6 +1360,7 @@ impl Connection {
     ) {
         self.stats.bytes_received += datagram_len as u64;
         self.process_packet(now, remote, packet, datagram_len, scratch);
+        self.trace_checkpoint(now);
     }
 
     /// [`Self::handle_packet`] without the byte count: also for packets kept while the
@@ -1232,7 +1413,7 @@ impl Connection {
         // The replay window: every packet number is accepted once. Network duplicates and
         // replayed datagrams end here alike.
         if !self.crypto.replay.check(pn) || pn < self.recv_floor || self.recv_pns.contains(pn) {
-            self.stats.duplicates_dropped += 1;
+            self.drop_packet(now, packet, DropReason::Duplicate);
             return;
         }
         // Check everything before acting on anything: a packet is applied whole or not at
@@ -1246,7 +1427,7 @@ impl Connection {
                 Ok(frame) => frame,
                 Err(e) => {
                     trace!(%e, "malformed frames");
-                    self.stats.malformed_dropped += 1;
+                    self.drop_packet(now, packet, DropReason::Malformed);
                     return;
                 }
             };
@@ -1271,7 +1452,7 @@ impl Connection {
             }
         }
         if misplaced {
-            self.stats.malformed_dropped += 1;
+            self.drop_packet(now, packet, DropReason::Malformed);
             return;
         }
         if unbufferable {
@@ -1280,13 +1461,35 @@ impl Connection {
                 pn,
                 "out-of-order data beyond the segment cap; packet dropped"
             );
+            self.drop_packet(now, packet, DropReason::NoBuffer);
             return;
         }
         self.crypto.replay.record(pn);
+        if self.tracing() {
+            let packet = TracePacket {
+                ty: header.ty.into(),
+                number: pn,
+                len: datagram_len as u64,
+                frames: TraceFrame::list(payload),
+            };
+            self.record(now, TraceEvent::PacketReceived(packet));
+        }
         if let (Some(next), Some(keys)) = (next_key, self.crypto.keys.as_mut()) {
             debug!("peer updated its keys");
             keys.update_recv(next);
+            let key_phase = keys.recv_phase;
             self.stats.key_updates_received += 1;
+            if self.tracing() {
+                let generation = self.stats.key_updates_received;
+                self.record(
+                    now,
+                    TraceEvent::KeyUpdated {
+                        local: false,
+                        key_phase,
+                        generation,
+                    },
+                );
+            }
         }
         self.stats.packets_received += 1;
         self.last_rx = now;
@@ -1319,6 +1522,10 @@ impl Connection {
         self.ack_pending = true;
 
         match (self.side, header.ty) {
+            (Side::Client, PacketType::Accept) if self.crypto.keys.is_some() => {
+                // The server is still sending ACCEPT: it has not got Noise message 3 yet.
+                self.crypto.hs_due = true;
+            }
             (Side::Client, PacketType::Data { .. }) if !self.crypto.confirmed => {
                 debug!("handshake confirmed");
                 self.crypto.confirmed = true;
@@ -1338,16 +1545,6 @@ impl Connection {
             match frame {
                 Frame::Padding { .. } | Frame::Ping => {}
                 Frame::Handshake(msg) => {
-                    if self.side == Side::Client
-                        && header.ty == PacketType::Accept
-                        && self.crypto.keys.is_some()
-                    {
-                        // The server is still sending message 2: it has not got message 3.
-                        // (One that has it and is deciding on our key sends ACCEPTs with
-                        // acknowledgements only: repeating message 3 to those would only be
-                        // acknowledged again, and so on.)
-                        self.crypto.hs_due = true;
-                    }
                     if let Err(detail) = self.on_handshake(now, &header, msg) {
                         self.protocol_violation(now, close_code::HANDSHAKE_FAILED, detail);
                         return;
@@ -1417,8 +1614,9 @@ impl Connection {
                         debug!(remote = %self.remote, "new path validated");
                         self.path.validated = true;
                         self.path.challenge = None;
-                        self.path.previous = None;
+                        let old = self.path.previous.take().unwrap_or(remote);
                         self.path_changed_pending = true;
+                        self.trace_path(now, PathChange::Validated, old);
                     }
                 }
                 Frame::Close { code, reason } => {
@@ -1493,7 +1691,7 @@ impl Connection {
                     }
                     // DATA that overtook the handshake message carrying the keys: dropped, and
                     // retransmitted by the peer's loss recovery like any lost packet.
-                    self.stats.undecryptable_dropped += 1;
+                    self.drop_packet(now, packet, DropReason::Undecryptable);
                     return None;
                 };
                 keys.open(packet, key_phase, out)
@@ -1508,7 +1706,7 @@ impl Connection {
                     {
                         self.ping_pending = true;
                     }
-                    self.stats.stale_dropped += 1;
+                    self.drop_packet(now, packet, DropReason::Stale);
                     return None;
                 }
                 let key = match self.side {
@@ -1522,19 +1720,19 @@ impl Connection {
                 return None;
             }
             (Side::Client, PacketType::Refuse) => {
-                self.on_refuse(packet);
+                self.on_refuse(now, packet);
                 return None;
             }
             _ => {
                 // A type that never travels in this direction.
-                self.stats.malformed_dropped += 1;
+                self.drop_packet(now, packet, DropReason::Malformed);
                 return None;
             }
         };
         match result {
             Ok(next_key) => Some(next_key),
             Err(AuthError) => {
-                self.stats.corrupt_dropped += 1;
+                self.drop_packet(now, packet, DropReason::Corrupt);
                 None
             }
         }
@@ -1548,10 +1746,11 @@ impl Connection {
             && !packet.token.is_empty();
         if !ours || packet.open(&self.crypto.initial.retry).is_err() {
             // One RETRY per attempt (a second could only loop us), and only an authentic one.
-            self.stats.malformed_dropped += 1;
+            self.drop_packet(now, packet, DropReason::Malformed);
             return;
         }
         debug!("retry: repeating the INITIAL with the server's token");
+        self.trace_stateless(now, packet);
         self.crypto.token = packet.token.to_vec();
         self.stats.retries_received += 1;
         // The INITIALs sent so far were answered, not lost: forget them without counting
@@ -1565,17 +1764,18 @@ impl Connection {
     /// while no ACCEPT has arrived (after one the server has state, and would not refuse), and
     /// only if it echoes our initial destination ID and authenticates under its refuse key:
     /// as hard to forge as a RETRY.
-    fn on_refuse(&mut self, packet: &Packet<'_>) {
+    fn on_refuse(&mut self, now: Instant, packet: &Packet<'_>) {
         let ours = self.state == State::Handshaking
             && self.remote_cid.is_none()
             && packet.header.src_cid == Some(self.initial_dcid);
         let reason = packet.refuse_reason();
         let authentic = packet.open(&self.crypto.initial.refuse).is_ok();
         let (true, true, Some(reason)) = (ours, authentic, reason) else {
-            self.stats.malformed_dropped += 1;
+            self.drop_packet(now, packet, DropReason::Malformed);
             return;
         };
         debug!(%reason, "refused by the server");
+        self.trace_stateless(now, packet);
         self.state = State::Drained;
         self.copies.clear();
         self.closed.get_or_insert(CloseReason::Refused { reason });
@@ -1600,6 +1800,9 @@ impl Connection {
         self.loss_time = None;
         self.pto_count = 0;
         self.probes = 0;
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.long_sent.clear();
+        }
     }
 
     /// A Noise message from the peer. Only the one the handshake expects next is read;
@@ -1645,12 +1848,11 @@ impl Connection {
                 debug!("peer key presented; awaiting the application's verdict");
                 self.crypto.awaiting_verdict = Some(actual);
                 self.crypto.verify_pending = true;
-                // Our last message is answered (a client's message 1 by message 2, a server's
-                // message 2 by message 3); a client's message 3 waits for the verdict. Until
-                // then our long-header packets carry acknowledgements only: were they to carry
-                // the answered message, each would be acknowledged, and each acknowledgement
-                // answered, at the round-trip rate for as long as a person takes to decide.
-                self.crypto.hs_msg = Vec::new();
+                if self.side == Side::Client {
+                    // Message 1 is answered; message 3 waits for the verdict. Until then our
+                    // long-header packets carry acknowledgements only.
+                    self.crypto.hs_msg = Vec::new();
+                }
                 // The application sees this handle now, so it hears of its end too.
                 self.app_holds = true;
                 Ok(())
@@ -1683,10 +1885,17 @@ impl Connection {
                 }
             }
         } else {
-            self.stats.undecryptable_dropped += early.len() as u64;
+            for (_, datagram, _) in &early {
+                // Built from a packet that parsed once, so it parses again.
+                match Packet::new_checked(datagram) {
+                    Ok(packet) => self.drop_packet(now, &packet, DropReason::Undecryptable),
+                    Err(_) => self.count_drop(DropReason::Undecryptable),
+                }
+            }
             debug!("peer key refused by the application");
             self.refuse_key(now, CloseReason::KeyRefused { actual });
         }
+        self.trace_checkpoint(now);
     }
 
     /// Ends the handshake with a refused peer: a client before writing message 3 (an impostor
@@ -1714,7 +1923,6 @@ impl Connection {
         if self.side == Side::Client {
             self.crypto.hs_msg = hs.write(&[]).map_err(|_| "handshake write failed")?;
             self.crypto.hs_due = true;
-            self.crypto.msg3_pn = Some(self.next_pn);
         }
         let keys = hs.finish().map_err(|_| "handshake incomplete")?;
         self.crypto.remote_key = Some(keys.remote_static);
@@ -1744,6 +1952,7 @@ impl Connection {
     /// peer moved. Follow it at once (nothing is lost), but send no more than we receive from
     /// there until it answers a PATH_CHALLENGE; fall back if it never does.
     fn migrate(&mut self, now: Instant, remote: SocketAddr, datagram_len: usize) {
+        let old = self.remote;
         if self.path.previous == Some(remote) {
             // Back to the address that was validated before: nothing to prove.
             debug!(new = %remote, "peer back on its validated address");
@@ -1752,6 +1961,7 @@ impl Connection {
             self.path.challenge = None;
             self.path.previous = None;
             self.path_changed_pending = true;
+            self.trace_path(now, PathChange::Returned, old);
             return;
         }
         debug!(old = %self.remote, new = %remote, "peer address changed; validating");
@@ -1759,6 +1969,7 @@ impl Connection {
             self.path.previous = Some(self.remote);
         }
         self.remote = remote;
+        self.trace_path(now, PathChange::Migrated, old);
         self.path.validated = false;
         // What the old path's queue showed says nothing about the new one.
         self.queue = QueueBase::default();
@@ -1784,7 +1995,7 @@ impl Connection {
     /// The peer answered with a RESET carrying the token it gave us: it no longer knows this
     /// connection (it restarted). End at once; unacknowledged messages go back to the
     /// application, which can reconnect without waiting for the idle timeout.
-    pub(crate) fn on_reset(&mut self) {
+    pub(crate) fn on_reset(&mut self, now: Instant) {
         if matches!(self.state, State::Drained) {
             return;
         }
@@ -1792,6 +2003,7 @@ impl Connection {
         self.state = State::Drained;
         self.copies.clear();
         self.closed.get_or_insert(CloseReason::Reset);
+        self.trace_checkpoint(now);
     }
 
     /// The peer's authenticated static key, once the handshake has produced it.
@@ -1938,13 +2150,7 @@ impl Connection {
         }
         self.cc.on_delivered(now, acked_bytes, self.rtt.smoothed());
         self.detect_lost(now);
-        // A client keeps its probe backoff through acknowledgements in ACCEPT packets (as
-        // RFC 9002 §6.2.1 does through Initial ones): a server deciding on our key acknowledges
-        // our HANDSHAKE probes but not the DATA it keeps unopened, and resetting the backoff
-        // on each acknowledgement would probe at the round-trip rate for as long as it decides.
-        if !(from_long && self.side == Side::Client) {
-            self.pto_count = 0;
-        }
+        self.pto_count = 0;
         self.on_stream_acked(now);
         Ok(())
     }
@@ -1994,10 +2200,9 @@ impl Connection {
             } else {
                 loss_delay
             };
-            if now.checked_sub(delay).is_some_and(|t| p.time <= t)
-                || overtaken >= self.packet_threshold
-            {
-                lost.push((pn, overtaken));
+            let by_time = now.checked_sub(delay).is_some_and(|t| p.time <= t);
+            if by_time || overtaken >= self.packet_threshold {
+                lost.push((pn, overtaken, by_time));
             } else {
                 let t = p.time + delay;
                 self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
@@ -2005,11 +2210,25 @@ impl Connection {
         }
         let mut newest_lost: Option<Instant> = None;
         let mut declared = Vec::with_capacity(lost.len());
-        for (pn, overtaken) in lost {
+        for (pn, overtaken, by_time) in lost {
             let Some(p) = self.sent.remove(&pn) else {
                 continue;
             };
             trace!(pn, "lost");
+            if self.tracing() {
+                let trigger = if by_time {
+                    LossTrigger::TimeThreshold
+                } else {
+                    LossTrigger::ReorderingThreshold
+                };
+                let ty = self.sent_type(pn, p.long);
+                let event = TraceEvent::PacketLost {
+                    ty,
+                    number: pn,
+                    trigger,
+                };
+                self.record(now, event);
+            }
             self.ping_outcome(pn, |_| PingOutcome::Lost);
             self.stats.packets_lost += 1;
             if p.long {
@@ -2500,6 +2719,11 @@ impl Connection {
 
     /// Fires whatever timers are due.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.fire_timers(now);
+        self.trace_checkpoint(now);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
         match self.state {
             State::Closing { until } | State::Draining { until } => {
                 if now >= until {
@@ -2535,10 +2759,11 @@ impl Connection {
             match self.path.previous.take() {
                 Some(previous) => {
                     debug!(failed = %self.remote, back_to = %previous, "path validation failed");
-                    self.remote = previous;
+                    let failed = std::mem::replace(&mut self.remote, previous);
                     self.path.validated = true;
                     self.path.challenge = None;
                     self.path_changed_pending = true;
+                    self.trace_path(now, PathChange::ValidationFailed, failed);
                 }
                 None => {
                     let data = self.challenge_data();
@@ -2569,17 +2794,6 @@ impl Connection {
             if self.side == Side::Client && self.crypto.keys.is_some() && !self.crypto.confirmed {
                 // The server may lack Noise message 3: the probe repeats it.
                 self.crypto.hs_due = true;
-                let has_msg3 = self
-                    .crypto
-                    .msg3_pn
-                    .zip(self.largest_acked)
-                    .is_some_and(|(m, a)| a >= m);
-                if has_msg3 {
-                    // It has it, and no keys yet: it is deciding on our key, and keeps our
-                    // DATA unopened until then. Only the HANDSHAKE probe: resending our DATA
-                    // would add copies to what it holds, not deliver anything sooner.
-                    self.probes = 1;
-                }
             }
             debug!(pto_count = self.pto_count, "probe timeout");
         }
@@ -2592,6 +2806,14 @@ impl Connection {
     /// False if there is nothing to send (`buf` keeps its memory; its contents are then
     /// unspecified).
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        let sent = self.build_transmit(now, buf);
+        if sent {
+            self.trace_checkpoint(now);
+        }
+        sent
+    }
+
+    fn build_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         if self.amplification_blocked() {
             return self.poll_challenge_only(now, buf);
         }
@@ -2859,8 +3081,20 @@ impl Connection {
             keys.send_phase = !keys.send_phase;
             keys.phase_first_pn = next_pn;
             keys.phase_started = now;
+            let key_phase = keys.send_phase;
             self.stats.key_updates += 1;
             debug!("updated sending keys");
+            if self.tracing() {
+                let generation = self.stats.key_updates;
+                self.record(
+                    now,
+                    TraceEvent::KeyUpdated {
+                        local: true,
+                        key_phase,
+                        generation,
+                    },
+                );
+            }
         }
     }
 
@@ -2902,7 +3136,22 @@ impl Connection {
             (PacketType::Accept, _) => &self.crypto.initial.server,
             _ => &self.crypto.initial.client,
         };
+        let frames = self.tracing().then(|| TraceFrame::list(b.frames()));
         let bytes = b.finish(key);
+        if let Some(frames) = frames {
+            if ty.is_long()
+                && let Some(t) = self.trace.as_deref_mut()
+            {
+                t.long_sent.push((pn, ty.into()));
+            }
+            let packet = TracePacket {
+                ty: ty.into(),
+                number: pn,
+                len: bytes.len() as u64,
+                frames,
+            };
+            self.record(now, TraceEvent::PacketSent(packet));
+        }
         // Every frame writer checks its room first; a violation here is a bug in one of them.
         debug_assert!(
             bytes.len() <= self.config.max_datagram_size,
@@ -3042,6 +3291,19 @@ impl Connection {
                 }
                 i += 1;
                 continue;
+            }
+            if self.tracing() {
+                let (number, startup) = (self.next_pn - 1, self.copies[i].startup);
+                for p in &parts {
+                    let (offset, len) = (p.start, p.end - p.start);
+                    let event = TraceEvent::RedundantCopy {
+                        number,
+                        offset,
+                        len,
+                        startup,
+                    };
+                    self.record(now, event);
+                }
             }
             for part in parts {
                 self.write_stream(b, sp, part);

@@ -36,6 +36,7 @@ use crate::crypto::{CookieJar, InitialKeys, hash, mac};
 use crate::handshake::{Handshake, StaticSecret};
 use crate::rng::Rng;
 use crate::stats::{ConnectionStats, ConnectionTotals, EndpointStats, EndpointTotals, PathSample};
+use crate::trace::{MAX_TRACE_QUEUE, TraceEvent, TraceRecord, Tracer};
 use crate::wire::{
     ConnectionId, Frame, Frames, MIN_INITIAL_SIZE, Packet, PacketType, RESET_PACKET_LEN,
     RESET_TOKEN_LEN, RefuseReason, encode_refuse, encode_reset, encode_retry,
@@ -157,6 +158,11 @@ pub struct EndpointConfig {
     /// [`Endpoint::connect_expecting`] and an expected key is decided by that key instead.
     /// Off (every authenticated key is accepted) suits a server that anyone may use.
     pub verify_keys: bool,
+    /// Record what every connection created from now on does, packet by packet, for
+    /// [`Endpoint::poll_trace`] (a qlog writer drains it; see [`crate::trace`]). Off by
+    /// default, and then free: no event is built. A driver that turns it on must drain
+    /// `poll_trace` after every input, like `poll_event`.
+    pub trace: bool,
 }
 
 impl Default for EndpointConfig {
@@ -170,6 +176,7 @@ impl Default for EndpointConfig {
             handshake_limit: HandshakeLimit::default(),
             stateless_reset: true,
             verify_keys: false,
+            trace: false,
         }
     }
 }
@@ -515,6 +522,9 @@ pub struct Endpoint {
     stateless_budget: (f64, Option<Instant>),
     /// Where every received packet is decrypted (reused: no allocation per packet).
     scratch: Vec<u8>,
+    /// Trace records waiting for [`Self::poll_trace`] (tracing on only; bounded by
+    /// [`MAX_TRACE_QUEUE`]).
+    trace: VecDeque<TraceRecord>,
 }
 
 impl Endpoint {
@@ -543,6 +553,7 @@ impl Endpoint {
             epoch: None,
             stateless: VecDeque::new(),
             scratch: Vec::new(),
+            trace: VecDeque::new(),
             limiter: HashMap::new(),
             stateless_budget: (MAX_STATELESS_QUEUE as f64, None),
             conns: BTreeMap::new(),
@@ -584,9 +595,12 @@ impl Endpoint {
         }
     }
 
-    fn insert(&mut self, conn: Connection) -> ConnectionHandle {
+    fn insert(&mut self, mut conn: Connection) -> ConnectionHandle {
         let handle = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
+        if self.config.trace {
+            conn.enable_trace();
+        }
         self.by_cid.insert(conn.local_cid, handle);
         let span = debug_span!("conn", cid = %conn.local_cid, remote = %conn.remote);
         self.conns.insert(
@@ -630,6 +644,9 @@ impl Endpoint {
         let Some(e) = self.conns.get_mut(&h) else {
             return;
         };
+        if let Some(tracer) = e.conn.tracer() {
+            collect_trace(&mut self.trace, &mut self.stats, h, tracer);
+        }
         if ready.transmit && !e.transmit_queued {
             e.transmit_queued = true;
             self.transmit_ready.push_back(h);
@@ -908,14 +925,18 @@ impl Endpoint {
                 if let Some(&h) = self.by_remote.get(&from).and_then(|hs| hs.first())
                     && let Some(e) = self.conns.get_mut(&h)
                 {
-                    // A counter only: nothing about the connection changes.
-                    e.conn.count_malformed();
+                    // A counter (and a trace record) only: nothing about the connection
+                    // changes, so there is nothing to sync but the trace.
+                    e.conn.count_malformed(now, datagram.len());
+                    if let Some(tracer) = e.conn.tracer() {
+                        collect_trace(&mut self.trace, &mut self.stats, h, tracer);
+                    }
                 }
                 return;
             }
         };
         if packet.header.ty == PacketType::Reset {
-            self.handle_reset(from, packet.token);
+            self.handle_reset(now, from, packet.token);
             return;
         }
         let handle = match self.route(now, from, &packet, datagram.len()) {
@@ -1193,7 +1214,7 @@ impl Endpoint {
     }
 
     /// A RESET: ends the connection to `from` whose peer gave us this token, if any.
-    fn handle_reset(&mut self, from: SocketAddr, token: &[u8]) {
+    fn handle_reset(&mut self, now: Instant, from: SocketAddr, token: &[u8]) {
         let hit = <[u8; RESET_TOKEN_LEN]>::try_from(token)
             .ok()
             .and_then(|t| self.by_reset_token.get(&(from, ResetToken(t))))
@@ -1201,7 +1222,7 @@ impl Endpoint {
         match hit {
             Some(h) => {
                 self.stats.resets_received += 1;
-                self.with_conn(h, Connection::on_reset);
+                self.with_conn(h, |c| c.on_reset(now));
             }
             None => self.stats.unknown_connection += 1,
         }
@@ -1440,8 +1461,23 @@ impl Endpoint {
         }
     }
 
+    /// The next trace record, if tracing is on ([`EndpointConfig::trace`]) and any is waiting.
+    /// Call it after every input until it returns `None`, like [`Self::poll_event`]. A
+    /// connection's records come in the order it made them, starting with
+    /// [`TraceEvent::Started`] and ending with [`TraceEvent::Removed`].
+    pub fn poll_trace(&mut self) -> Option<TraceRecord> {
+        self.trace.pop_front()
+    }
+
     fn remove(&mut self, h: ConnectionHandle) {
-        if let Some(e) = self.conns.remove(&h) {
+        if let Some(mut e) = self.conns.remove(&h) {
+            if let Some(tracer) = e.conn.tracer() {
+                // `Started` is always recorded, so there is a last instant.
+                if let Some(at) = tracer.last_at {
+                    tracer.push(at, TraceEvent::Removed);
+                }
+                collect_trace(&mut self.trace, &mut self.stats, h, tracer);
+            }
             self.gone.add(&e.conn.stats());
             if !e.connected {
                 let f = &mut self.stats.handshakes_failed;
@@ -1464,6 +1500,23 @@ impl Endpoint {
             self.reindex(h, e.indexed, Indexed::default());
             debug!(?h, "connection removed");
         }
+    }
+}
+
+/// Moves what connection `h` recorded into the endpoint's trace queue (and counts what does
+/// not fit).
+fn collect_trace(
+    queue: &mut VecDeque<TraceRecord>,
+    stats: &mut EndpointStats,
+    conn: ConnectionHandle,
+    tracer: &mut Tracer,
+) {
+    for (at, event) in tracer.events.drain(..) {
+        if queue.len() >= MAX_TRACE_QUEUE {
+            stats.trace_dropped += 1;
+            continue;
+        }
+        queue.push_back(TraceRecord { conn, at, event });
     }
 }
 

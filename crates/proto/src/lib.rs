@@ -24,6 +24,8 @@
 //!   answers first INITIALs statelessly with a RETRY cookie before any state exists, and with
 //!   a REFUSE ("server full") when it has no room.
 //! - `config`, `stats`: tunables and counters.
+//! - [`trace`]: what a connection did, packet by packet, when tracing is on
+//!   ([`EndpointConfig::trace`], [`Endpoint::poll_trace`]); `chirp-qlog` writes it as qlog.
 //!
 //! One message's path: [`Endpoint::send`] appends `varint(len) || bytes` to the connection's
 //! send stream; `poll_transmit` cuts the stream into MESSAGE frames inside packets of at most
@@ -48,6 +50,7 @@ mod rng;
 mod rtt;
 mod stats;
 mod stream;
+pub mod trace;
 pub mod wire;
 
 pub use config::{Redundancy, TransportConfig};
@@ -62,4 +65,5 @@ pub use stats::{
     ConnectionStats, ConnectionTotals, EndpointStats, EndpointTotals, HandshakeFailures, PathSample,
 };
 pub use stream::{MAX_MESSAGE_SIZE, WriteError};
+pub use trace::{TraceEvent, TraceRecord};
 pub use wire::RefuseReason;

@@ -148,6 +148,12 @@ pub struct EndpointStats {
     /// Calls the endpoint made into its connections to drive them (timers, transmit and
     /// event polls). It grows with what happens, not with how many connections there are.
     pub connection_visits: u64,
+    /// Trace records dropped because the driver did not drain
+    /// [`Endpoint::poll_trace`](crate::Endpoint::poll_trace) and
+    /// [`MAX_TRACE_QUEUE`](crate::trace::MAX_TRACE_QUEUE) were waiting (tracing on only). A
+    /// driver that drops records further on adds its own when it reports this:
+    /// `chirp-transport` adds those its qlog writer could not keep up with.
+    pub trace_dropped: u64,
 }
 
 /// Handshakes that failed, by why (a connection that ended before it was connected).

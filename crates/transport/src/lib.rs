@@ -11,6 +11,12 @@
 //!   `recvmmsg`, and runs of datagrams to one peer as one GSO send where the kernel can.
 //! - [`Handle`]: the application's side: connect, send, close, stats. Cheap to clone; the task
 //!   ends when every handle is dropped.
+//! - [`Options`]: what the driver does beyond the endpoint: a qlog directory
+//!   ([`Options::qlog_dir`]), into which a writer thread of its own writes one trace per
+//!   connection. The driver drains `Endpoint::poll_trace` after every input like the events
+//!   and hands the records to that thread through a bounded queue that never blocks it: when
+//!   the writer is behind, records are dropped, counted (`EndpointStats::trace_dropped`) and
+//!   noted in their files (`chirp_qlog::spawn_writer`).
 //!
 //! There is no lock around protocol state: the task owns the endpoint through `&mut`, and the
 //! application talks to it only through channels. Events are delivered through a bounded
@@ -27,19 +33,22 @@ pub use relay::{RELAY_BYTES, RELAY_DATAGRAMS, RelayStats};
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chirp_proto::{
     ConnectError, ConnectionHandle, ConnectionStats, Endpoint, EndpointConfig, EndpointStats,
     EndpointTotals, Event, PathSample, SendError,
 };
+use chirp_qlog::{QlogDir, QlogSender, TraceSink, WriterHandle};
 use tokio::net::UdpSocket;
 
 use crate::relay::{Incoming, Relays};
 use crate::udp::UdpIo;
 use chirp_proto::wire::RelayToken;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, trace, warn};
 
@@ -96,6 +105,36 @@ fn random_identity() -> io::Result<chirp_proto::handshake::StaticSecret> {
     let mut k = [0u8; 32];
     getrandom::fill(&mut k).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
     Ok(chirp_proto::handshake::StaticSecret(k))
+}
+
+/// What the driver does beyond what the endpoint's configuration says.
+#[derive(Default)]
+pub struct Options {
+    /// Write a qlog trace of every connection into this directory (created if missing): one
+    /// JSON-SEQ file per connection, named by its original destination connection ID and
+    /// our role (see `chirp-qlog`). Turns on `EndpointConfig::trace`. `None`: no tracing, and
+    /// the protocol core records nothing.
+    ///
+    /// The files are written by a thread of their own (`chirp-qlog`), never by the driver: a
+    /// slow disk cannot slow the endpoint. The driver hands records over through a bounded
+    /// queue ([`chirp_qlog::WRITER_QUEUE`]); when the writer is that far behind, records are
+    /// dropped, counted in `EndpointStats::trace_dropped` ([`Handle::endpoint_stats`]),
+    /// logged (a warning at most every 10 s) and noted in their files as
+    /// `chirp:events_dropped`.
+    pub qlog_dir: Option<PathBuf>,
+    /// Trace records go into this sink, on the writer thread, instead of a qlog directory:
+    /// for an application that keeps traces its own way, and for tests. Turns on
+    /// `EndpointConfig::trace` too; setting it and [`Self::qlog_dir`] is an error.
+    pub trace_sink: Option<Box<dyn TraceSink>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("qlog_dir", &self.qlog_dir)
+            .field("trace_sink", &self.trace_sink.as_ref().map(|_| "..."))
+            .finish()
+    }
 }
 
 /// The driver task has stopped (its socket failed or it was shut down).
@@ -311,13 +350,15 @@ impl Handle {
         self.call(|r| Command::Stats(conn, r)).await
     }
 
-    /// Endpoint-wide counters.
+    /// Endpoint-wide counters. With a qlog writer ([`Options::qlog_dir`]), `trace_dropped`
+    /// also counts the trace records it could not keep up with.
     pub async fn endpoint_stats(&self) -> Result<EndpointStats, Stopped> {
         self.call(Command::EndpointStats).await
     }
 
     /// The endpoint's counters with every connection's summed, and the connections in each
     /// state ([`Endpoint::totals`]): for a metrics scrape (it visits every connection).
+    /// `trace_dropped` counts as in [`Self::endpoint_stats`].
     pub async fn totals(&self) -> Result<EndpointTotals, Stopped> {
         self.call(Command::Totals).await
     }
@@ -331,6 +372,8 @@ impl Handle {
     /// Resolves once no connection is left, closing and draining ones included. A process that
     /// closed its connections awaits this (with a timeout of its own) before exiting, so that
     /// its CLOSE can be repeated, with its final acknowledgements, if the first one was lost.
+    /// With a qlog writer ([`Options::qlog_dir`]), also once it has written and flushed every
+    /// trace record handed to it, so that a process that exits then leaves complete files.
     pub async fn wait_idle(&self) -> Result<(), Stopped> {
         self.call(Command::WaitIdle).await
     }
@@ -404,11 +447,21 @@ pub fn spawn(
     socket: StdUdpSocket,
     config: EndpointConfig,
 ) -> io::Result<(Handle, mpsc::Receiver<Event>, JoinHandle<io::Result<()>>)> {
+    spawn_with(socket, config, Options::default())
+}
+
+/// [`spawn`] with [`Options`]. A qlog directory that cannot be created is an error here,
+/// before any task exists; so are a qlog directory and a trace sink both set.
+pub fn spawn_with(
+    socket: StdUdpSocket,
+    config: EndpointConfig,
+    options: Options,
+) -> io::Result<(Handle, mpsc::Receiver<Event>, JoinHandle<io::Result<()>>)> {
     let local_addr = socket.local_addr()?;
     let io = UdpIo::new(UdpSocket::from_std(socket)?)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-    let endpoint = new_endpoint(config)?;
+    let (endpoint, qlog) = new_endpoint(config, options, local_addr)?;
     let task = tokio::spawn(
         Driver {
             endpoint,
@@ -416,6 +469,7 @@ pub fn spawn(
             io,
             cmd_rx,
             ev_tx,
+            qlog,
         }
         .run(),
     );
@@ -443,10 +497,24 @@ pub fn spawn_on_thread(
     mpsc::Receiver<Event>,
     std::thread::JoinHandle<io::Result<()>>,
 )> {
+    spawn_on_thread_with(socket, config, name, Options::default())
+}
+
+/// [`spawn_on_thread`] with [`Options`].
+pub fn spawn_on_thread_with(
+    socket: StdUdpSocket,
+    config: EndpointConfig,
+    name: &str,
+    options: Options,
+) -> io::Result<(
+    Handle,
+    mpsc::Receiver<Event>,
+    std::thread::JoinHandle<io::Result<()>>,
+)> {
     let local_addr = socket.local_addr()?;
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-    let endpoint = new_endpoint(config)?;
+    let (endpoint, qlog) = new_endpoint(config, options, local_addr)?;
     // Setting up the socket needs the thread's runtime; its errors come back before we return.
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
@@ -472,6 +540,7 @@ pub fn spawn_on_thread(
                     io,
                     cmd_rx,
                     ev_tx,
+                    qlog,
                 }
                 .run()
                 .await
@@ -498,14 +567,134 @@ pub fn spawn_on_thread(
     ))
 }
 
-/// The endpoint for `config`, with a fresh static key if it has none.
-fn new_endpoint(mut config: EndpointConfig) -> io::Result<Endpoint> {
+/// The endpoint for `config`, with a fresh static key if it has none, and its trace writer
+/// if `options` asks for one.
+fn new_endpoint(
+    mut config: EndpointConfig,
+    options: Options,
+    local: SocketAddr,
+) -> io::Result<(Endpoint, Option<Qlog>)> {
     if config.identity.is_none() {
         // An anonymous endpoint still needs an unpredictable static key: the core would derive
         // one from the seed, which is fine for simulations and not for the network.
         config.identity = Some(random_identity()?);
     }
-    Ok(Endpoint::new(config, random_seed()))
+    let sink: Option<Box<dyn TraceSink>> = match (options.qlog_dir, options.trace_sink) {
+        (Some(_), Some(_)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a qlog directory and a trace sink: choose one",
+            ));
+        }
+        (Some(dir), None) => Some(Box::new(QlogDir::new(&dir, Some(local))?)),
+        (None, sink) => sink,
+    };
+    let qlog = sink.map(Qlog::start).transpose()?;
+    config.trace = qlog.is_some();
+    Ok((Endpoint::new(config, random_seed()), qlog))
+}
+
+/// How long a stopping driver waits for its qlog writer to finish the files.
+const QLOG_FINISH: Duration = Duration::from_secs(5);
+/// How soon the driver hands over again the records that wait for the writer (see
+/// `chirp_qlog::QlogSender::retry`), while any wait.
+const QLOG_RETRY: Duration = Duration::from_millis(10);
+/// Least time between two warnings that trace records are being dropped.
+const QLOG_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The driver's side of its trace writer (a thread of `chirp-qlog`).
+struct Qlog {
+    sender: QlogSender,
+    writer: WriterHandle,
+    /// Woken by the writer whenever it has caught up, and when it has finished.
+    progress: Arc<Notify>,
+    /// When drops were last logged, and how many there were then.
+    warned: (Option<Instant>, u64),
+}
+
+impl Qlog {
+    fn start(sink: Box<dyn TraceSink>) -> io::Result<Self> {
+        let progress = Arc::new(Notify::new());
+        let wake = Arc::clone(&progress);
+        let (sender, writer) =
+            chirp_qlog::spawn_writer(sink, chirp_qlog::WRITER_QUEUE, "chirp-qlog", move || {
+                wake.notify_one();
+            })?;
+        Ok(Self {
+            sender,
+            writer,
+            progress,
+            warned: (None, 0),
+        })
+    }
+
+    /// Has the writer written everything handed to it? (`wait_idle` waits for this too, so
+    /// that a process that ends once idle leaves complete traces.)
+    fn caught_up(&self) -> bool {
+        self.sender.caught_up()
+    }
+
+    /// Hands the endpoint's trace records to the writer (or drops them, counted, if it is
+    /// behind): never waits.
+    fn drain(&mut self, endpoint: &mut Endpoint) {
+        self.sender.retry();
+        while let Some(record) = endpoint.poll_trace() {
+            self.sender.send(record);
+        }
+        let dropped = self.sender.dropped();
+        let (last, then) = self.warned;
+        if dropped > then {
+            let now = now();
+            if last.is_none_or(|t| now.saturating_duration_since(t) >= QLOG_WARN_EVERY) {
+                warn!(
+                    dropped,
+                    "qlog: the trace writer is behind; records dropped (each file notes where, as chirp:events_dropped)"
+                );
+                self.warned = (Some(now), dropped);
+            }
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.sender.dropped()
+    }
+
+    /// When to hand over again the records that wait for room, if any wait.
+    fn retry_at(&self) -> Option<Instant> {
+        (self.sender.waiting() > 0).then(|| now() + QLOG_RETRY)
+    }
+
+    /// The last records, then waits (a bounded time) for the writer to finish the files.
+    async fn finish(mut self, endpoint: &mut Endpoint) {
+        self.drain(endpoint);
+        let deadline = tokio::time::Instant::now() + QLOG_FINISH;
+        // A file's end (`Removed`) may wait for room: give it time.
+        while self.sender.waiting() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.sender.retry();
+        }
+        let Self {
+            sender,
+            writer,
+            progress,
+            ..
+        } = self;
+        drop(sender);
+        while !writer.is_finished() {
+            if tokio::time::timeout_at(deadline, progress.notified())
+                .await
+                .is_err()
+            {
+                warn!("qlog: the trace writer did not finish in time; the traces may be cut short");
+                return;
+            }
+        }
+    }
+
+    /// Resolves when the writer reports progress (or has finished).
+    async fn progressed(&self) {
+        self.progress.notified().await;
+    }
 }
 
 struct Driver {
@@ -514,6 +703,7 @@ struct Driver {
     io: UdpIo,
     cmd_rx: mpsc::Receiver<Command>,
     ev_tx: mpsc::Sender<Event>,
+    qlog: Option<Qlog>,
 }
 
 fn now() -> Instant {
@@ -544,6 +734,7 @@ impl Driver {
             mut io,
             mut cmd_rx,
             ev_tx,
+            mut qlog,
         } = self;
         let mut idle_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut datagram = Vec::new();
@@ -551,18 +742,29 @@ impl Driver {
             let sent_all =
                 flush_transmits(&mut endpoint, &mut relays, &mut io, &mut datagram).await;
             let events_blocked = !drain_events(&mut endpoint, &ev_tx);
-            if !idle_waiters.is_empty() && endpoint.connections().next().is_none() {
+            if let Some(qlog) = qlog.as_mut() {
+                qlog.drain(&mut endpoint);
+            }
+            if !idle_waiters.is_empty()
+                && endpoint.connections().next().is_none()
+                && qlog.as_ref().is_none_or(Qlog::caught_up)
+            {
                 for w in idle_waiters.drain(..) {
                     let _ = w.send(());
                 }
             }
             // With more to send, one round of everything else first (the timer fires at once):
             // what is due, commands, the socket. Sending never holds up the timers.
-            let deadline = if sent_all {
+            let mut deadline = if sent_all {
                 endpoint.poll_timeout()
             } else {
                 Some(now())
             };
+            // A qlog file's name or end waits for the writer to catch up: look again soon,
+            // even if nothing else happens (only while one waits).
+            if let Some(retry) = qlog.as_ref().and_then(Qlog::retry_at) {
+                deadline = Some(deadline.map_or(retry, |d| d.min(retry)));
+            }
             let timer = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -579,13 +781,22 @@ impl Driver {
                     endpoint.handle_timeout(now());
                 }
                 cmd = cmd_rx.recv() => match cmd {
-                    Some(cmd) => apply(&mut endpoint, &mut relays, &mut idle_waiters, cmd),
+                    Some(cmd) => {
+                        let trace_dropped = qlog.as_ref().map_or(0, Qlog::dropped);
+                        apply(&mut endpoint, &mut relays, &mut idle_waiters, cmd, trace_dropped);
+                    }
                     None => {
                         debug!("all handles dropped; transport stopping");
                         while !flush_transmits(&mut endpoint, &mut relays, &mut io, &mut datagram).await {}
+                        if let Some(qlog) = qlog.take() {
+                            qlog.finish(&mut endpoint).await;
+                        }
                         return Ok(());
                     }
                 },
+                // Someone waits for idle, and the traces are not all on disk yet: the writer
+                // says when it has caught up.
+                () = progressed(qlog.as_ref()), if !idle_waiters.is_empty() => {}
                 permit = ev_tx.reserve(), if events_blocked => {
                     // The application made room: hand over one event; the loop drains the rest.
                     // (If it went away, `drain_events` discards events from now on.)
@@ -598,11 +809,22 @@ impl Driver {
     }
 }
 
+/// [`Qlog::progressed`], or never without a writer.
+async fn progressed(qlog: Option<&Qlog>) {
+    match qlog {
+        Some(q) => q.progressed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Carries out one command. `trace_dropped`: the trace records the qlog writer dropped, added
+/// to the endpoint's own in the counters reported.
 fn apply(
     endpoint: &mut Endpoint,
     relays: &mut Relays,
     idle_waiters: &mut Vec<oneshot::Sender<()>>,
     cmd: Command,
+    trace_dropped: u64,
 ) {
     let now = now();
     match cmd {
@@ -674,10 +896,14 @@ fn apply(
             let _ = reply.send(endpoint.stats(conn));
         }
         Command::EndpointStats(reply) => {
-            let _ = reply.send(endpoint.endpoint_stats());
+            let mut stats = endpoint.endpoint_stats();
+            stats.trace_dropped += trace_dropped;
+            let _ = reply.send(stats);
         }
         Command::Totals(reply) => {
-            let _ = reply.send(endpoint.totals());
+            let mut totals = endpoint.totals();
+            totals.endpoint.trace_dropped += trace_dropped;
+            let _ = reply.send(totals);
         }
         Command::SamplePaths(reply) => {
             let mut v = Vec::new();

@@ -64,7 +64,11 @@ pub fn start_transport(
     JoinHandle<io::Result<()>>,
 )> {
     let socket = chirp_transport::bind(config.bind)?;
-    chirp_transport::spawn(socket, endpoint_config(config))
+    let options = chirp_transport::Options {
+        qlog_dir: config.qlog_dir.clone(),
+        ..chirp_transport::Options::default()
+    };
+    chirp_transport::spawn_with(socket, endpoint_config(config), options)
 }
 
 /// Carries out every transport request the session has, answering each.

@@ -10,9 +10,14 @@
 //! - [`free_ports`], [`retry_bind`]: free loopback ports, and one retry for the small race
 //!   between releasing a probed port and the child binding it.
 //!
+//! - [`netns`]: network namespaces made by a test, torn down on every path (`nat.rs`,
+//!   `rendezvous.rs`, `lan.rs`).
+//!
 //! Every test binary uses a different subset of these, hence the `dead_code` allowance.
 
 #![allow(dead_code)]
+
+pub(crate) mod netns;
 
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -24,8 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-pub(crate) mod netns;
 
 /// The binary under test.
 pub(crate) const CHIRP: &str = env!("CARGO_BIN_EXE_chirp");

@@ -1,11 +1,17 @@
-//! Network namespaces for the NAT tests (`nat.rs`, `rendezvous.rs`): bounded setup commands, the
-//! skip rule, and [`Netns`], a set of namespaces deleted (with whatever still runs in them) on
-//! every path.
+//! Network namespaces for the tests that need a real network between `chirp` processes (a NAT
+//! in `nat.rs`, NATs and a rendezvous server in `rendezvous.rs`, a LAN with multicast in
+//! `lan.rs`), created by the test itself, with private test addresses inside them only; the
+//! root namespace is never changed (veths are created directly inside their namespaces).
 //!
-//! Only the tests' own namespaces and private addresses inside them are used; the root
-//! namespace is never changed (veths are created directly inside their namespaces). A test
-//! that cannot run here (not root, no `ip` or `iptables`, namespaces or NAT not permitted)
-//! says so on stderr and passes, unless `CHIRP_REQUIRE_NETNS=1` makes that a failure.
+//! - [`run`], [`ip`]: one setup command, bounded in time.
+//! - [`Namespaces`]: the test's namespaces, created at once, deleted on drop with anything
+//!   still running in them, on every path. [`Netns`]: the same, added one by one, with veth
+//!   pairs between them.
+//! - [`Skip`], [`skip`]: why a test cannot run here (not root, no `ip` or `iptables`,
+//!   namespaces or NAT not permitted): it says so and passes, unless `CHIRP_REQUIRE_NETNS=1`
+//!   (set by CI as root), where that is a failure.
+
+#![allow(clippy::print_stderr)] // skip notices and teardown warnings
 
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,25 +61,20 @@ pub(crate) fn ip(args: &[&str]) {
     }
 }
 
-/// Why the test cannot run here.
+/// Why a test cannot run here.
+#[derive(Debug)]
 pub(crate) struct Skip(pub(crate) String);
 
-/// Reports a skip (or fails, with `CHIRP_REQUIRE_NETNS` set).
-pub(crate) fn skip(test: &str, why: &Skip) {
+/// Reports a skip (or fails, with `CHIRP_REQUIRE_NETNS` set). `needs` says what the test
+/// needs, for the notice.
+pub(crate) fn skip(test: &str, why: &Skip, needs: &str) {
     if std::env::var_os("CHIRP_REQUIRE_NETNS").is_some_and(|v| !v.is_empty() && v != "0") {
         panic!(
             "{test} cannot run, and CHIRP_REQUIRE_NETNS is set: {}",
             why.0
         );
     }
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!(
-            "SKIPPED {test}: {} (this test needs root, iproute2, iptables with NAT support, and \
-             permission to create network namespaces)",
-            why.0
-        );
-    }
+    eprintln!("SKIPPED {test}: {} (this test needs {needs})", why.0);
 }
 
 /// Whether we run as root (effective uid 0).
@@ -94,14 +95,28 @@ pub(crate) fn random_port() -> u16 {
     20_000 + (r % 40_000) as u16
 }
 
-/// The `iptables` programs present (the nft-backed one first), or why there are none.
-pub(crate) fn iptables() -> Result<Vec<&'static str>, Skip> {
+/// Unique per test process and per call (tests run in parallel threads): `(pid, n)`, for
+/// namespace and interface names.
+pub(crate) fn unique() -> (u32, usize) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    (std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Root, and `ip`: what every namespace test needs before anything else.
+pub(crate) fn preflight() -> Result<(), Skip> {
     if !is_root() {
         return Err(Skip("not running as root".into()));
     }
     if !have("ip") {
         return Err(Skip("`ip` (iproute2) is not installed".into()));
     }
+    Ok(())
+}
+
+/// [`preflight`], and the `iptables` programs present (the nft-backed one first), or why there
+/// are none.
+pub(crate) fn iptables() -> Result<Vec<&'static str>, Skip> {
+    preflight()?;
     let found: Vec<&str> = ["iptables", "iptables-legacy"]
         .into_iter()
         .filter(|p| have(p))
@@ -110,6 +125,57 @@ pub(crate) fn iptables() -> Result<Vec<&'static str>, Skip> {
         return Err(Skip("`iptables` is not installed".into()));
     }
     Ok(found)
+}
+
+/// Network namespaces created by a test, each with its loopback up; deleted, with whatever
+/// still runs in them (and the interfaces inside), on drop.
+#[derive(Debug)]
+pub(crate) struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    /// Creates the namespaces `names`, or says why it cannot here.
+    pub(crate) fn create(names: &[String]) -> Result<Namespaces, Skip> {
+        for ns in names {
+            // A namespace of that name can only be left over from a killed run with our pid.
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+        let mut made = Namespaces(Vec::new());
+        // From here on, `made`'s Drop removes whatever was created.
+        for ns in names {
+            run("ip", &["netns", "add", ns])
+                .map_err(|e| Skip(format!("cannot create a network namespace: {e}")))?;
+            made.0.push(ns.clone());
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        Ok(made)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        teardown(&self.0);
+    }
+}
+
+/// Kills whatever still runs in the namespaces `names`, then deletes them (which removes their
+/// interfaces, and any rules in them). Never panics.
+pub(crate) fn teardown<S: AsRef<str>>(names: &[S]) {
+    for ns in names {
+        let ns = ns.as_ref();
+        // Anything still running in the namespace (the chirps are normally gone already: they
+        // are declared after the namespaces, so dropped before them).
+        if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
+            for pid in pids.split_whitespace() {
+                // SIGKILL returns at once; `Command` (not `run`) cannot panic here.
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid])
+                    .status();
+            }
+        }
+        if let Err(e) = run("ip", &["netns", "del", ns]) {
+            eprintln!("warning: could not delete network namespace {ns}: {e}");
+        }
+    }
 }
 
 /// Namespaces of one test, named uniquely per process and test; deleted on drop, with
@@ -123,10 +189,9 @@ pub(crate) struct Netns {
 impl Netns {
     /// An empty set (`short`: a letter or two naming the test, for interface names).
     pub(crate) fn new(short: &str) -> Netns {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (pid, n) = unique();
         Netns {
-            tag: format!("{short}{}-{n}", std::process::id()),
+            tag: format!("{short}{pid}-{n}"),
             names: Vec::new(),
         }
     }
@@ -179,23 +244,6 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        for ns in &self.names {
-            // Anything still running in the namespace (the chirps are normally gone already:
-            // they are declared after the namespaces, so dropped before them).
-            if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
-                for pid in pids.split_whitespace() {
-                    // SIGKILL returns at once; `Command` (not `run`) cannot panic here.
-                    let _ = std::process::Command::new("kill")
-                        .args(["-KILL", pid])
-                        .status();
-                }
-            }
-            if let Err(e) = run("ip", &["netns", "del", ns]) {
-                #[allow(clippy::print_stderr)]
-                {
-                    eprintln!("warning: could not delete network namespace {ns}: {e}");
-                }
-            }
-        }
+        teardown(&self.names);
     }
 }

@@ -388,6 +388,11 @@ impl PacketBuilder {
         &mut self.buf
     }
 
+    /// The frames written so far, unsealed.
+    pub fn frames(&self) -> &[u8] {
+        &self.buf[self.header_len..]
+    }
+
     /// True once at least one frame byte follows the header.
     pub fn has_frames(&self) -> bool {
         self.buf.len() > self.header_len

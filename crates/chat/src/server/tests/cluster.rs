@@ -97,18 +97,8 @@ enum Held {
         token: u64,
         outcomes: Vec<Outcome>,
     },
-    /// A replay read, run against the database when released.
-    Read {
-        node: usize,
-        session: SessionId,
-        token: u64,
-        conv: String,
-        after: u64,
-        upto: u64,
-        limit: usize,
-    },
-    /// A sync, read when released.
-    Sync { node: usize, conv: String },
+    /// A replay read or a sync, answered from the database as it is when released.
+    Answer { node: usize, output: Output },
 }
 
 /// The kinds of answer a test can hold back.
@@ -117,6 +107,17 @@ enum Hold {
     Commits,
     Reads,
     Syncs,
+}
+
+impl Hold {
+    /// The kind of a read or sync a node asked for.
+    fn of(o: &Output) -> Option<Hold> {
+        match o {
+            Output::ReadAfter { .. } => Some(Hold::Reads),
+            Output::Sync { .. } => Some(Hold::Syncs),
+            _ => None,
+        }
+    }
 }
 
 struct Net {
@@ -204,6 +205,10 @@ impl Net {
     }
 
     fn output(&mut self, i: usize, o: Output) {
+        if Hold::of(&o).is_some_and(|k| self.hold.contains(&(i, k))) {
+            self.held.push_back(Held::Answer { node: i, output: o });
+            return;
+        }
         let now = self.now;
         let n = &mut self.nodes[i];
         match o {
@@ -237,18 +242,6 @@ impl Net {
                 limit,
                 ..
             } => {
-                if self.hold.contains(&(i, Hold::Reads)) {
-                    self.held.push_back(Held::Read {
-                        node: i,
-                        session,
-                        token,
-                        conv,
-                        after,
-                        upto,
-                        limit,
-                    });
-                    return;
-                }
                 self.reads_after += 1;
                 let page = self.db.after(&conv, after, upto, limit);
                 n.replay_loaded(now, session, &conv, token, Ok(page));
@@ -275,10 +268,6 @@ impl Net {
             // The rendezvous is not part of these tests.
             Output::Relay { .. } => {}
             Output::Sync { conv } => {
-                if self.hold.contains(&(i, Hold::Syncs)) {
-                    self.held.push_back(Held::Sync { node: i, conv });
-                    return;
-                }
                 let last = self.db.last.get(&conv).copied().unwrap_or(0);
                 n.synced(now, &conv, Ok(last));
             }
@@ -292,10 +281,9 @@ impl Net {
         let now = self.now;
         let held = std::mem::take(&mut self.held);
         for h in held {
-            let k = match h {
-                Held::Commit { node, .. } => (node, Hold::Commits),
-                Held::Read { node, .. } => (node, Hold::Reads),
-                Held::Sync { node, .. } => (node, Hold::Syncs),
+            let k = match &h {
+                Held::Commit { node, .. } => (*node, Hold::Commits),
+                Held::Answer { node, output } => (*node, Hold::of(output).expect("held kind")),
             };
             if k != (node, kind) {
                 self.held.push_back(h);
@@ -307,23 +295,7 @@ impl Net {
                     token,
                     outcomes,
                 } if !self.dead[node] => self.nodes[node].committed(now, token, Ok(outcomes)),
-                Held::Read {
-                    node,
-                    session,
-                    token,
-                    conv,
-                    after,
-                    upto,
-                    limit,
-                } if !self.dead[node] => {
-                    self.reads_after += 1;
-                    let page = self.db.after(&conv, after, upto, limit);
-                    self.nodes[node].replay_loaded(now, session, &conv, token, Ok(page));
-                }
-                Held::Sync { node, conv } if !self.dead[node] => {
-                    let last = self.db.last.get(&conv).copied().unwrap_or(0);
-                    self.nodes[node].synced(now, &conv, Ok(last));
-                }
+                Held::Answer { node, output } if !self.dead[node] => self.output(node, output),
                 _ => {}
             }
             self.run();
@@ -361,10 +333,8 @@ impl Net {
         self.run();
     }
 
-    /// What the reference client shows in `room` from what session `id` of `node` was sent:
-    /// its messages, and its own lines rebuilt from their `ack`s (no own echo), with the
-    /// client's duplicate check (a message at or below the last id shown is dropped; a
-    /// repeated `ack` is ignored). `(id, text)` in the order shown.
+    /// What the reference client shows in `room` from what session `id` of `node` was sent,
+    /// `said` being its lines (`c`, text): see [`Member::view`].
     fn client_view(
         &self,
         node: usize,
@@ -372,24 +342,12 @@ impl Net {
         room: &str,
         said: &[(u64, &str)],
     ) -> Vec<(u64, String)> {
-        let mut last = 0;
-        let mut acked = HashSet::new();
-        let mut out = Vec::new();
-        for m in self.inbox.get(&(node, id)).into_iter().flatten() {
-            let (mid, text) = match m {
-                ServerMsg::Msg(m) if !m.history && m.conv == room => (m.id, m.text.clone()),
-                ServerMsg::Ack { c, conv, id, .. } if conv == room && acked.insert(*c) => {
-                    let text = said.iter().find(|s| s.0 == *c).map(|s| s.1).unwrap_or("?");
-                    (*id, text.to_owned())
-                }
-                _ => continue,
-            };
-            if mid > last {
-                last = mid;
-                out.push((mid, text));
-            }
-        }
-        out
+        let m = Member {
+            key: key(0),
+            sessions: vec![(node, id)],
+            said: said.iter().map(|&(c, t)| (c, t.to_owned())).collect(),
+        };
+        m.view(self, room).0
     }
 
     fn hello(&mut self, node: usize, id: SessionId, k: Key, nick: &str, rooms: &[&str]) {
@@ -934,17 +892,20 @@ struct Member {
 }
 
 impl Member {
-    /// What its client showed in `#r` over all its sessions (the duplicate check carries
-    /// over a reconnect, as the client's last ids do), and the lines acknowledged.
-    fn view(&self, net: &Net) -> (Vec<(u64, String)>, HashSet<u64>) {
+    /// What its client showed in `room` over all its sessions, as the reference client shows
+    /// it: messages, and its own lines rebuilt from their `ack`s (no own echo), with the
+    /// client's duplicate check (a message at or below the last id shown is dropped, and the
+    /// check carries over a reconnect as the client's last ids do; a repeated `ack` is
+    /// ignored). `(id, text)` in the order shown, and the lines acknowledged.
+    fn view(&self, net: &Net, room: &str) -> (Vec<(u64, String)>, HashSet<u64>) {
         let mut last = 0;
         let mut acked = HashSet::new();
         let mut out = Vec::new();
         for s in &self.sessions {
             for m in net.inbox.get(s).into_iter().flatten() {
                 let (id, text) = match m {
-                    ServerMsg::Msg(m) if !m.history && m.conv == "#r" => (m.id, m.text.clone()),
-                    ServerMsg::Ack { c, conv, id, .. } if conv == "#r" && acked.insert(*c) => {
+                    ServerMsg::Msg(m) if !m.history && m.conv == room => (m.id, m.text.clone()),
+                    ServerMsg::Ack { c, conv, id, .. } if conv == room && acked.insert(*c) => {
                         let said = self.said.iter().find(|s| s.0 == *c).expect("own line");
                         (*id, said.1.clone())
                     }
@@ -1015,7 +976,7 @@ proptest::proptest! {
                     killed = true;
                     net.dead[n] = true;
                     let m = &mut members[n];
-                    let (view, acked) = m.view(&net);
+                    let (view, acked) = m.view(&net, "#r");
                     let after = view.last().map(|v| v.0);
                     next_session += 1;
                     m.sessions.push((3, next_session));
@@ -1053,7 +1014,7 @@ proptest::proptest! {
         let lines: usize = members.iter().map(|m| m.said.len()).sum();
         proptest::prop_assert_eq!(stored.len(), lines, "every line stored once");
         for (i, m) in members.iter().enumerate() {
-            let (view, acked) = m.view(&net);
+            let (view, acked) = m.view(&net, "#r");
             proptest::prop_assert_eq!(&view, &stored, "member {} saw", i);
             proptest::prop_assert_eq!(acked.len(), m.said.len(), "member {} acked", i);
         }
