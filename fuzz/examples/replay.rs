@@ -11,8 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 8] = [
     "packet_decode",
+    "relay_decode",
     "packet_decode_sealed",
     "endpoint",
     "handshake",
@@ -37,6 +38,7 @@ fn run(target: &str, data: &[u8]) {
             chirp_fuzz::pair::run(data);
         }
         "chat_decode" => chirp_fuzz::chat::run(data),
+        "relay_decode" => chirp_fuzz::relay::run(data),
         "bus_decode" => chirp_fuzz::bus::run(data),
         other => panic!("unknown target {other}; one of {TARGETS:?}"),
     }

@@ -376,8 +376,8 @@ impl Harness {
                 Event::Writable { .. } => self.events.writable += 1,
                 Event::Closed { .. } => self.events.closed += 1,
                 Event::PeerFinished { .. } => self.events.peer_finished += 1,
-                // Nothing here asks for pings.
-                Event::Ping { .. } => {}
+                // Nothing here asks for pings; an address change is the connection's own.
+                Event::Ping { .. } | Event::PathChanged { .. } => {}
             }
         }
     }

@@ -28,6 +28,7 @@ pub mod chat;
 pub mod endpoint;
 pub mod handshake;
 pub mod pair;
+pub mod relay;
 
 /// The destination CID of every datagram [`sealed_datagram`] builds: its initial keys seal them.
 pub const SEALED_DCID: ConnectionId = ConnectionId(0x853b_5596_4736_4cea);

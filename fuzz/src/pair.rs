@@ -452,6 +452,7 @@ impl Pair {
             | Event::Ping { conn, .. }
             | Event::PeerFinished { conn }
             | Event::Writable { conn }
+            | Event::PathChanged { conn, .. }
             | Event::Closed { conn, .. } => *conn,
         };
         let app = &mut self.app[side];
@@ -503,7 +504,7 @@ impl Pair {
                 assert!(!app.peer_finished, "side {side}: PeerFinished twice");
                 app.peer_finished = true;
             }
-            Event::Writable { .. } => {}
+            Event::Writable { .. } | Event::PathChanged { .. } => {}
             Event::Ping { .. } => panic!("side {side}: a ping outcome nobody asked for"),
             Event::Closed { undelivered, .. } => {
                 app.closed = true;

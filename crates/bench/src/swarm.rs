@@ -559,7 +559,9 @@ impl Driver {
         use chirp_proto::Event as T;
         let conn = match &ev {
             // Nothing a session does with these.
-            T::Acked { .. } | T::PeerFinished { .. } | T::Ping { .. } => return,
+            T::Acked { .. } | T::PeerFinished { .. } | T::Ping { .. } | T::PathChanged { .. } => {
+                return;
+            }
             T::Connected { conn, .. }
             | T::VerifyKey { conn, .. }
             | T::Message { conn, .. }

@@ -592,6 +592,15 @@ impl Session {
             .push_back(ClientMsg::Join(JoinReq { room, after: None }));
     }
 
+    /// Asks the server to introduce this session to a session of `nick` (the rendezvous of
+    /// `chirp peer --via`), listing our `local` addresses as further candidates. The answer
+    /// comes as [`Event::Server`] with [`ServerMsg::Meet`] once `nick` has asked for us too
+    /// (with [`ServerMsg::MeetWait`] until then); requests wait, like every other, for
+    /// `welcome`.
+    pub fn meet(&mut self, nick: String, local: Vec<std::net::SocketAddr>) {
+        self.unsent.push_back(ClientMsg::Meet { nick, local });
+    }
+
     /// Leaves a room.
     pub fn part(&mut self, room: String) {
         self.unsent.push_back(ClientMsg::Part { room });

@@ -207,7 +207,8 @@ pub async fn run(
         conversations = loaded.last_ids.len(),
         "state loaded"
     );
-    let core = Server::new(config.server.clone(), loaded);
+    let mut core = Server::new(config.server.clone(), loaded);
+    core.set_relay_secret(relay_secret());
     let mut ep = EndpointConfig {
         accept_incoming: true,
         max_connections: config.max_connections,
@@ -418,6 +419,21 @@ impl Runner {
             .get(&sid)
             .map_or_else(Span::none, |s| s.span.clone())
     }
+}
+
+/// The secret relay tokens are derived under, fresh per start: a token names a pair this
+/// process introduced and cannot be guessed. Without OS randomness, a secret derived from the
+/// time and the process (tokens of a guessable secret could be forged: said in the log).
+fn relay_secret() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    if getrandom::fill(&mut s).is_err() {
+        warn!("no OS randomness: relay tokens are derived from a weak secret");
+        for (i, chunk) in s.chunks_mut(8).enumerate() {
+            let x = chirp_transport::random_seed().rotate_left(i as u32 * 13);
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+    }
+    s
 }
 
 fn conn(s: SessionId) -> ConnectionHandle {
@@ -638,7 +654,10 @@ impl Runner {
             } => {
                 let span = info_span!("session", id = conn.0, %remote);
                 span.in_scope(|| debug!("connected"));
-                span.in_scope(|| self.core.connected(now, conn.0, remote.ip(), remote_key));
+                span.in_scope(|| {
+                    self.core.connected(now, conn.0, remote.ip(), remote_key);
+                    self.core.observed(conn.0, remote);
+                });
                 self.sessions.insert(
                     conn.0,
                     Sess {
@@ -665,6 +684,15 @@ impl Runner {
             Event::PeerFinished { .. } => {}
             // The server asks for no pings.
             Event::Ping { .. } => {}
+            // A client's NAT rebinding (or move), validated: a rendezvous answer gives the
+            // new address.
+            Event::PathChanged { conn, remote } => {
+                let span = self.span(conn.0);
+                span.in_scope(|| {
+                    debug!(%remote, "address changed");
+                    self.core.observed(conn.0, remote);
+                });
+            }
             Event::Writable { conn } => {
                 if let Some(s) = self.sessions.get_mut(&conn.0) {
                     s.blocked = false;
@@ -742,6 +770,10 @@ impl Runner {
                 Output::Persist { token, ops: o } => {
                     tokens.push((token, o.len()));
                     ops.extend(o);
+                }
+                Output::Relay { token, pair } => {
+                    // The transport forwards RELAY datagrams of the pair (PROTOCOL.md §11).
+                    let _ = self.handle.relay(token, pair).await;
                 }
                 Output::ReadHistory {
                     session,

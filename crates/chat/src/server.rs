@@ -191,6 +191,15 @@ pub enum Output {
         /// does not read would hold its queue (and the transport's send buffer) for ever.
         now: bool,
     },
+    /// Relay RELAY datagrams with `token` between the two addresses of `pair` (PROTOCOL.md
+    /// §11: `chirp_transport::Handle::relay`), or stop (`None`). Emitted again with new
+    /// addresses when one of the two sessions moves, and with `None` when either ends.
+    Relay {
+        /// The pair's token.
+        token: [u8; 16],
+        /// The two sessions' addresses.
+        pair: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    },
     /// Write these operations durably, then call [`Server::committed`] with `token`.
     Persist {
         /// Identifies the batch.
@@ -272,6 +281,8 @@ pub struct ServerStats {
     pub flood_refused: u64,
     /// Sessions closed because their output passed [`MAX_QUEUED_BYTES`].
     pub too_slow: u64,
+    /// Rendezvous introductions made (`meet` answered on both sides).
+    pub meets: u64,
 }
 
 /// Token bucket in thousandths of a token, so that refill needs no floating point.
@@ -312,6 +323,8 @@ impl Bucket {
 struct Session {
     key: Key,
     ip: IpAddr,
+    /// With `ip`, the address the transport observes for the session ([`Server::observed`]).
+    port: u16,
     /// Set by `hello`.
     client: Option<u64>,
     /// `echo` of `hello`: when false, the `ack` of this session's room messages takes the
@@ -339,6 +352,10 @@ struct Session {
 }
 
 impl Session {
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.ip, self.port)
+    }
+
     /// Gives back the memory of the replay tables once they are empty: every session has
     /// replays when it joins, and an idle one keeps none (issue 14: an idle session must be
     /// small).
@@ -778,6 +795,13 @@ pub struct Server {
     queue_limit: usize,
     /// Cluster state (`None`: alone).
     cluster: Option<cluster::State>,
+    /// Rendezvous requests, per session that made any (`meet`).
+    meets: HashMap<SessionId, meet::Meets>,
+    /// The relays of each session that has any: (token, the other session).
+    relays: HashMap<SessionId, Vec<([u8; 16], SessionId)>>,
+    /// Keys the relay tokens ([`Server::set_relay_secret`]).
+    relay_secret: [u8; 32],
+    relay_count: u64,
     /// Store reads handed to the runner and not answered yet ([`MAX_READS`] at most)...
     reads: usize,
     /// ...and the reads waiting for one of them to finish, oldest first.
@@ -882,6 +906,10 @@ impl Server {
             stats: ServerStats::default(),
             reads: 0,
             read_queue: VecDeque::new(),
+            meets: HashMap::new(),
+            relays: HashMap::new(),
+            relay_secret: [0; 32],
+            relay_count: 0,
             cluster: None,
         };
         if let Some(c) = s.config.cluster.clone() {
@@ -1192,6 +1220,7 @@ impl Server {
             Box::new(Session {
                 key,
                 ip,
+                port: 0,
                 client: None,
                 echo: true,
                 // Full, plus one token for the hello: after `welcome` a client has `burst`
@@ -1217,6 +1246,7 @@ impl Server {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
+        self.meet_gone(session);
         // What its DM replays sent is delivered; the rest stays owed.
         let marks = s.dm_marks();
         if !marks.is_empty() {
@@ -2076,6 +2106,7 @@ impl Server {
                 );
             }
             m @ ClientMsg::History { .. } => self.history_request(now_ms, session, key, m),
+            ClientMsg::Meet { nick, local } => self.meet(now_ms, session, key, &nick, local),
         }
     }
 
@@ -3171,6 +3202,7 @@ use cluster::Arrival;
 pub use cluster::ClusterConfig;
 mod limits;
 pub use limits::{Change, Limits};
+pub mod meet;
 
 #[cfg(test)]
 mod tests;

@@ -103,7 +103,21 @@ pub enum ClientMsg {
         /// How many (the server caps it).
         limit: u32,
     },
+    /// Rendezvous: introduce this session to a session of `nick` for a direct peer connection
+    /// (`chirp peer --via`). Answered by `meet` once `nick` has asked for this user too
+    /// (mutual consent), by `meet_wait` until then (PROTOCOL.md, "Meeting a peer").
+    Meet {
+        /// Whom to meet.
+        nick: String,
+        /// This side's own addresses (on its LAN), as further candidates for the peer: at most
+        /// [`MAX_MEET_LOCAL`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        local: Vec<std::net::SocketAddr>,
+    },
 }
+
+/// Most local addresses a `meet` may list.
+pub const MAX_MEET_LOCAL: usize = 8;
 
 /// A join request, alone or inside `hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +238,8 @@ pub mod code {
     pub const STATE: &str = "protocol_state";
     /// Too many of the session's `history` reads are waiting for the database.
     pub const BUSY: &str = "busy";
+    /// A `meet` past the session's pending requests or its rate.
+    pub const MEET_BUSY: &str = "meet_busy";
 }
 
 /// What a server sends.
@@ -344,6 +360,37 @@ pub enum ServerMsg {
         conv: String,
         /// Messages in the page.
         count: u64,
+    },
+    /// Rendezvous: the `meet` for `nick` is held until `nick` asks for this user too, for at
+    /// most `ttl_ms`; nothing about `nick` is told (not even whether it is online).
+    MeetWait {
+        /// Whom this session asked for.
+        nick: String,
+        /// How long the request is held, in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Rendezvous: both sides asked for each other. Where the other side is and who it is:
+    /// the address the server observes its session at, the local addresses it listed, and
+    /// its static key (which the peer connection's handshake must then prove).
+    Meet {
+        /// The other side's nick.
+        nick: String,
+        /// Its static key, 64 lowercase hex digits.
+        key: String,
+        /// Its address as the server sees it (its NAT's public mapping).
+        addr: std::net::SocketAddr,
+        /// The local addresses it listed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        local: Vec<std::net::SocketAddr>,
+        /// Where the server sees this session: with `addr`, it tells whether both sides are
+        /// behind the same public address (the same NAT), where their local addresses are
+        /// the way to each other.
+        you: std::net::SocketAddr,
+        /// The relay token (32 hex digits) under which this server forwards RELAY datagrams
+        /// between the two sessions' addresses (PROTOCOL.md §11), for when no direct path
+        /// works; absent from a server that does not relay.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
     },
     /// The server is going away (shutdown); reconnect later.
     Bye {
@@ -523,6 +570,64 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// The rendezvous examples of docs/PROTOCOL.md ("Meeting a peer") are what the code
+    /// encodes, byte for byte, and decode to what they say.
+    #[test]
+    fn documented_meet_examples_are_exact() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC.find("### Meeting a peer\n").expect("section");
+        let end = start + DOC[start..].find("### Examples").expect("end");
+        let lines: Vec<&str> = DOC[start..end]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect();
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("address");
+        let client = ClientMsg::Meet {
+            nick: "bob".into(),
+            local: vec![addr("10.0.1.2:5000")],
+        };
+        let wait = ServerMsg::MeetWait {
+            nick: "bob".into(),
+            ttl_ms: crate::server::meet::ASK_TTL_MS as u64,
+        };
+        let meet = ServerMsg::Meet {
+            nick: "bob".into(),
+            key: "02".repeat(32),
+            addr: addr("203.0.113.2:40002"),
+            local: vec![addr("10.0.2.2:6000")],
+            you: addr("198.51.100.1:40001"),
+            relay: Some("03".repeat(16)),
+        };
+        let expected = [
+            format!("C: {}", String::from_utf8(client.encode()).expect("utf-8")),
+            format!("S: {}", String::from_utf8(wait.encode()).expect("utf-8")),
+            format!("S: {}", String::from_utf8(meet.encode()).expect("utf-8")),
+        ];
+        assert_eq!(lines, expected);
+        assert_eq!(
+            ClientMsg::decode(&lines[0].as_bytes()[3..]).expect("meet"),
+            client
+        );
+        assert_eq!(
+            ServerMsg::decode(&lines[1].as_bytes()[3..]).expect("wait"),
+            wait
+        );
+        assert_eq!(
+            ServerMsg::decode(&lines[2].as_bytes()[3..]).expect("meet"),
+            meet
+        );
+        // `local` is optional both ways.
+        let bare = ClientMsg::decode(br#"{"t":"meet","nick":"bob"}"#).expect("bare meet");
+        assert_eq!(
+            bare,
+            ClientMsg::Meet {
+                nick: "bob".into(),
+                local: vec![]
+            }
+        );
+        assert!(ClientMsg::decode(br#"{"t":"meet","nick":"bob","local":["nowhere"]}"#).is_err());
     }
 
     #[test]

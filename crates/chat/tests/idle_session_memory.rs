@@ -105,6 +105,7 @@ fn drain(s: &mut Server, now: i64) {
             | Output::Follow(_)
             | Output::Unfollow(_)
             | Output::Sync { .. }) => panic!("a server alone asked for the bus: {o:?}"),
+            Output::Relay { .. } => panic!("idle sessions never meet"),
         }
     }
 }

@@ -640,7 +640,11 @@ impl Printer {
                     obj,
                 )
             }
-            Event::Stats(Some(s)) => Output { json: self.json }.stats("server", &s),
+            Event::Stats(Some(s)) => Output {
+                json: self.json,
+                path: None,
+            }
+            .stats("server", &s),
             Event::Stats(None) => self.error("stats", "not connected"),
             Event::Fatal(msg) => {
                 self.error("fatal", &msg);

@@ -50,6 +50,7 @@ mod serve;
 mod service;
 mod trust;
 mod tui;
+mod via;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -148,6 +149,13 @@ Examples:
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --qlog /tmp/chirp-qlog
                                           # a qlog trace per connection, for qvis
 
+Through NATs, introduced by a chirp server both of you use (a rendezvous; each must ask for
+the other, and the server then tells each where the other is and what its key is; it never
+sees what you say, which is encrypted end to end with that key):
+  chirp peer --via chat.example.org --nick alice --to bob            # on alice's machine
+  chirp peer --via chat.example.org --nick bob --to alice            # on bob's machine
+  chirp peer --via 192.0.2.1:7667 --nick alice --to bob --json --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
+
 On the LAN (DNS-SD over mDNS, _chirp._udp.local): a chirp peer advertises its name, port and
 key fingerprint. Without --to it waits for a peer to call it, and asks you about the caller's
 key (or takes only the key pinned with --peer-key). The advertised fingerprint is only a hint:
@@ -161,13 +169,32 @@ the key is checked as always (--peer-key, or the key remembered for the address)
 #[derive(Debug, Args)]
 struct PeerArgs {
     /// Local address to listen on, IP:PORT (port 0 picks a free one). Required with --to ADDR;
-    /// with --lan, or without --to, 0.0.0.0:0 by default.
+    /// with --via, with --lan, or without --to, 0.0.0.0:0 by default.
     #[arg(long, value_name = "ADDR", value_parser = addr::local_addr)]
     bind: Option<SocketAddr>,
-    /// The other peer's address, IP:PORT; with --lan, the name it advertises (exactly). Without
-    /// --to (and without --lan), chirp waits for a peer to call it.
-    #[arg(long, value_name = "ADDR|NAME")]
+    /// The other peer's address, IP:PORT; with --lan, the name it advertises (exactly); with
+    /// --via, its nick on that server. Without --to (and without --lan or --via), chirp waits
+    /// for a peer to call it.
+    #[arg(long, value_name = "ADDR|NAME|NICK")]
     to: Option<String>,
+    /// Meet the peer through this chirp server (HOST[:PORT], port 7667 by default), which
+    /// introduces two users who both ask for each other: each side's NAT is then opened from
+    /// the inside by both dialling at once. Needs --nick, and --to with the peer's nick. Such a
+    /// peer is not advertised on the LAN (nobody could call it there).
+    #[arg(
+        long,
+        value_name = "SERVER",
+        conflicts_with_all = ["plain", "lan", "name"],
+        requires = "nick"
+    )]
+    via: Option<String>,
+    /// With --via: our nick on the server (it belongs to our key, as with `chirp connect`).
+    #[arg(long, value_name = "NICK", requires = "via")]
+    nick: Option<String>,
+    /// With --via: talk to the server only if its key has this fingerprint (else its key is
+    /// remembered on first contact, as with `chirp connect`).
+    #[arg(long, value_name = "FINGERPRINT", requires = "via")]
+    server_key: Option<chirp_keys::Fingerprint>,
     /// Find the peer on the local network (mDNS): list the chirp peers that answer within
     /// --browse-secs and pick one by number (on a terminal), print them (--json, or no
     /// terminal), or call the one named with --to.
@@ -327,6 +354,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 PeerArgs {
                     bind: Some(bind),
                     to: Some(to.to_string()),
+                    via: None,
+                    nick: None,
+                    server_key: None,
                     lan: false,
                     browse_secs: 3,
                     name: None,
@@ -365,6 +395,12 @@ enum PeerTarget {
     Lan(Option<String>),
     /// No `--to`: wait for a caller.
     Listen,
+    /// `--via SERVER --nick NICK --to NICK`: the server introduces us to the peer.
+    Via {
+        server: String,
+        nick: String,
+        to: String,
+    },
 }
 
 /// Checks the combination of `chirp peer`'s flags; the errors are clap's (usage, status 2).
@@ -378,12 +414,28 @@ fn peer_target(a: &PeerArgs) -> Result<PeerTarget, clap::Error> {
             None => cmd.error(kind, msg),
         }
     };
+    if let Some(server) = &a.via {
+        // clap has checked the rest: --nick is there, --lan, --name and --plain are not.
+        let (Some(to), Some(nick)) = (&a.to, &a.nick) else {
+            return Err(usage(
+                ErrorKind::MissingRequiredArgument,
+                "--via needs --nick NICK (ours on that server) and --to NICK (the peer's)".into(),
+            ));
+        };
+        return Ok(PeerTarget::Via {
+            server: server.clone(),
+            nick: nick.clone(),
+            to: to.clone(),
+        });
+    }
     let target = match (&a.to, a.lan) {
         (to, true) => PeerTarget::Lan(to.clone()),
         (Some(to), false) => PeerTarget::Addr(addr::remote_addr(to).map_err(|e| {
             usage(
                 ErrorKind::ValueValidation,
-                format!("invalid value '{to}' for '--to <ADDR|NAME>': {e}"),
+                format!(
+                    "invalid value '{to}' for '--to <ADDR|NAME|NICK>': {e} (a nick needs --via)"
+                ),
             )
         })?),
         (None, false) if a.plain => {
@@ -430,19 +482,30 @@ async fn run_peer(a: PeerArgs, target: PeerTarget) -> anyhow::Result<u8> {
         None => id::default_home()?,
     };
     let interactive = !a.json && std::io::stdin().is_terminal();
+    let mut via = None;
     let (to, found) = match target {
         PeerTarget::Addr(to) => (Some(to), None),
         PeerTarget::Listen => (None, None),
+        // The peer's address comes from the server.
+        PeerTarget::Via { server, nick, to } => {
+            via = Some((server, nick, to));
+            (None, None)
+        }
         PeerTarget::Lan(name) => {
             let window = Duration::from_secs(a.browse_secs);
-            let out = output::Output { json: a.json };
+            let out = output::Output {
+                json: a.json,
+                path: None,
+            };
             match lan::find(window, name.as_deref(), out, interactive).await? {
                 lan::Outcome::Listed(code) => return Ok(code),
                 lan::Outcome::Picked(peer) => (Some(peer.addr), Some(peer)),
             }
         }
     };
-    let advertise = (!a.no_advertise).then(|| a.name.unwrap_or_else(chirp_lan::default_name));
+    // A peer met through a server is not advertised: it takes no calls.
+    let advertise =
+        (!a.no_advertise && via.is_none()).then(|| a.name.unwrap_or_else(chirp_lan::default_name));
     let opts = peer::PeerOpts {
         bind,
         to,
@@ -457,6 +520,18 @@ async fn run_peer(a: PeerArgs, target: PeerTarget) -> anyhow::Result<u8> {
         can_ask: interactive,
         qlog: a.qlog,
     };
+    if let Some((server, nick, to)) = via {
+        let (server_name, server) = connect::resolve(&server)
+            .with_context(|| format!("invalid --via server address '{server}'"))?;
+        let via = via::ViaOpts {
+            server_name,
+            server,
+            server_key: a.server_key,
+            nick,
+            to,
+        };
+        return via::run(opts, via).await;
+    }
     peer::run(opts).await
 }
 
@@ -505,5 +580,43 @@ mod tests {
         assert_eq!(e.0, ErrorKind::MissingRequiredArgument);
         let e = target(&["--lan", "--plain"]).expect_err("conflict");
         assert_eq!(e.0, ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn chirp_peer_via_a_server() {
+        use clap::error::ErrorKind;
+        let via = [
+            "--via",
+            "chat.example.org",
+            "--nick",
+            "alice",
+            "--to",
+            "bob",
+        ];
+        assert!(matches!(
+            target(&via),
+            Ok(PeerTarget::Via { server, nick, to })
+                if server == "chat.example.org" && nick == "alice" && to == "bob"
+        ));
+        // --bind is optional with --via, and taken when given.
+        let mut bound = via.to_vec();
+        bound.extend(["--bind", "0.0.0.0:5000"]);
+        assert!(matches!(target(&bound), Ok(PeerTarget::Via { .. })));
+        // Contradictions and what is missing.
+        let e = target(&["--via", "chat.example.org", "--nick", "alice"]).expect_err("no --to");
+        assert_eq!(e.0, ErrorKind::MissingRequiredArgument);
+        assert!(e.1.contains("--to NICK"), "{}", e.1);
+        let e = target(&["--via", "chat.example.org", "--to", "bob"]).expect_err("no --nick");
+        assert_eq!(e.0, ErrorKind::MissingRequiredArgument);
+        for extra in [&["--lan"][..], &["--name", "alice"], &["--plain"]] {
+            let mut args = via.to_vec();
+            args.extend(extra);
+            let e = target(&args).expect_err("conflict");
+            assert_eq!(e.0, ErrorKind::ArgumentConflict, "{extra:?}: {}", e.1);
+        }
+        let e = target(&["--nick", "alice", "--to", "bob"]).expect_err("--nick without --via");
+        assert_eq!(e.0, ErrorKind::MissingRequiredArgument);
+        let e = target(&["--bind", "0.0.0.0:0", "--to", "bob"]).expect_err("a nick, no --via");
+        assert!(e.1.contains("a nick needs --via"), "{}", e.1);
     }
 }

@@ -20,6 +20,17 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Output {
     pub(crate) json: bool,
+    /// `chirp peer --via`: the path the peer connection takes, `direct` or `relayed`, shown
+    /// with `peer_up` and `stats` (`None`: a peer given by address, always direct).
+    pub(crate) path: Option<&'static str>,
+}
+
+/// `obj` with `"path"` added when there is one.
+fn with_path(path: Option<&str>, mut obj: Value) -> Value {
+    if let Some(p) = path {
+        obj["path"] = json!(p);
+    }
+    obj
 }
 
 /// Now, as JSON events stamp it: RFC 3339, UTC, milliseconds.
@@ -184,9 +195,16 @@ impl Output {
 
     /// The peer is reachable.
     pub(crate) fn peer_up(&self, peer: &str) {
+        let obj = with_path(self.path, json!({"type": "peer_up", "peer": peer}));
         self.emit(
-            || format!("[{}] * peer {} is up", local_hms(), safe::line(peer)),
-            json!({"type": "peer_up", "peer": peer}),
+            || {
+                let peer = safe::line(peer);
+                match self.path {
+                    Some(path) => format!("[{}] * peer {peer} is up ({path})", local_hms()),
+                    None => format!("[{}] * peer {peer} is up", local_hms()),
+                }
+            },
+            obj,
         );
     }
 
@@ -217,11 +235,12 @@ impl Output {
     /// Link statistics of a reliable connection.
     pub(crate) fn stats(&self, peer: &str, s: &ConnectionStats) {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let path = self.path.map_or(String::new(), |p| format!(" ({p})"));
         self.emit(
             || {
                 let peer = safe::line(peer);
                 format!(
-                    "* link to {peer}: rtt {:.1} ms (var {:.1}, min {:.1}), loss {:.1} % \
+                    "* link to {peer}{path}: rtt {:.1} ms (var {:.1}, min {:.1}), loss {:.1} % \
                      ({} of {} packets), retransmissions {}, redundant copies {} ({} at the start), \
                      duplicates {}, reordered {}, corrupt {}, malformed {}; \
                      sent {} pkts / {} B, received {} pkts / {} B, messages {} out / {} in",
@@ -246,7 +265,7 @@ impl Output {
                     s.messages_received,
                 )
             },
-            json!({
+            with_path(self.path, json!({
                 "type": "stats", "peer": peer,
                 "rtt_ms": ms(s.srtt), "rttvar_ms": ms(s.rttvar), "min_rtt_ms": ms(s.min_rtt),
                 "loss_percent": s.loss_percent(),
@@ -265,7 +284,7 @@ impl Output {
                 "cwnd": s.cwnd, "random_loss_periods": s.random_loss_periods,
                 "congestion_periods": s.congestion_periods,
                 "persistent_congestion": s.persistent_congestion,
-            }),
+            })),
         );
     }
 

@@ -35,7 +35,7 @@ pub(crate) use chirp_peer::{KNOWN_KEYS_FILE, Report, ask_text};
 
 /// Lines queued beyond what the transport accepted before standard input stops being read, so
 /// that a peer that stops reading holds back whatever feeds us (memory stays bounded).
-const MAX_PENDING: usize = 1024;
+pub(crate) const MAX_PENDING: usize = 1024;
 
 /// How long a peer that leaves before anyone called lets a refusal it just gave go out.
 const EXIT_LINGER: Duration = Duration::from_millis(200);
@@ -105,7 +105,7 @@ pub(crate) enum View {
 }
 
 impl View {
-    async fn show(&self, report: Report) {
+    pub(crate) async fn show(&self, report: Report) {
         match self {
             View::Lines(out) => print(*out, report),
             // Closed only once the bridge has ended, after the UI: nobody is left to tell.
@@ -214,7 +214,10 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
         );
         crate::peer_ui::run(ui, report_rx, req_tx, peer).await
     } else {
-        let out = Output { json: opts.json };
+        let out = Output {
+            json: opts.json,
+            path: None,
+        };
         out.status(&banner);
         if let Some(text) = not_advertised {
             out.error(&text);
@@ -335,7 +338,7 @@ impl Phase {
     }
 }
 
-fn now() -> std::time::Instant {
+pub(crate) fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -444,6 +447,16 @@ async fn pump(
     let Phase::Chat(session) = phase else {
         return Ok(None);
     };
+    pump_session(session, handle, view).await
+}
+
+/// Carries out everything the session asks for until it asks for nothing more. `Some(code)`
+/// once the chat is over (after letting the transport drain).
+pub(crate) async fn pump_session(
+    session: &mut Session<KnownKeysPolicy>,
+    handle: &Handle,
+    view: &View,
+) -> anyhow::Result<Option<u8>> {
     while let Some(out) = session.poll_output() {
         match out {
             SessionOutput::Transport(t) => {
@@ -492,6 +505,27 @@ async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>>
 
 /// A request of the user: line-mode commands are parsed here, the rest goes to the session.
 async fn on_request(phase: &mut Phase, view: &View, req: Request) -> anyhow::Result<()> {
+    if let Some(input) = request_input(view, req).await? {
+        phase.handle_input(input);
+    }
+    Ok(())
+}
+
+/// [`on_request`] for a session driven elsewhere (`chirp peer --via`).
+pub(crate) async fn on_session_request(
+    session: &mut Session<KnownKeysPolicy>,
+    view: &View,
+    req: Request,
+) -> anyhow::Result<()> {
+    if let Some(input) = request_input(view, req).await? {
+        session.handle_input(now(), input);
+    }
+    Ok(())
+}
+
+/// What a request of the user asks of the session, line-mode commands parsed; `None` for a
+/// command answered here (`/help`, an unknown one).
+async fn request_input(view: &View, req: Request) -> anyhow::Result<Option<SessionInput>> {
     let input = match req {
         Request::Line(line) => match input::parse(&line) {
             Input::Message(m) => SessionInput::Send {
@@ -506,7 +540,7 @@ async fn on_request(phase: &mut Phase, view: &View, req: Request) -> anyhow::Res
                 if let View::Lines(out) = view {
                     out.info(input::HELP);
                 }
-                return Ok(());
+                return Ok(None);
             }
             Input::Unknown(cmd) => {
                 let text = format!(
@@ -514,12 +548,11 @@ async fn on_request(phase: &mut Phase, view: &View, req: Request) -> anyhow::Res
                      literal /"
                 );
                 view.show(Report::Error(text)).await;
-                return Ok(());
+                return Ok(None);
             }
         },
         Request::Session(input) => input,
         Request::InputFailed(e) => return Err(e).context("cannot read standard input"),
     };
-    phase.handle_input(input);
-    Ok(())
+    Ok(Some(input))
 }

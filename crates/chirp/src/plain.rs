@@ -27,7 +27,7 @@ pub(crate) async fn run(
     raw: bool,
 ) -> anyhow::Result<u8> {
     let socket = UdpSocket::from_std(crate::bind_socket(bind)?).context("cannot use the socket")?;
-    let out = Output { json };
+    let out = Output { json, path: None };
     let local = socket
         .local_addr()
         .context("cannot read the local address")?;

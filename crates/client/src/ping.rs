@@ -614,7 +614,10 @@ impl Pinger {
                 };
                 self.fail(now, failure);
             }
-            T::Acked { .. } | T::Writable { .. } | T::PeerFinished { .. } => {}
+            T::Acked { .. }
+            | T::Writable { .. }
+            | T::PeerFinished { .. }
+            | T::PathChanged { .. } => {}
         }
     }
 

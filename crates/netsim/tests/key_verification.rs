@@ -105,6 +105,7 @@ fn react(p: &mut Pair, apps: &mut [App; 2]) {
                 Event::Acked { .. }
                 | Event::Ping { .. }
                 | Event::Writable { .. }
+                | Event::PathChanged { .. }
                 | Event::PeerFinished { .. } => {}
             }
         }

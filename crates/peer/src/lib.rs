@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod listen;
+pub mod rendezvous;
 pub mod session;
 pub mod trust;
 

@@ -432,6 +432,24 @@ impl<P: KeyPolicy> Session<P> {
         s
     }
 
+    /// Dials `to` from now on (`chirp peer --via` moving to a relayed path): an attempt in
+    /// progress that is not up is abandoned (its queued lines stay queued). A connection that
+    /// is up stays.
+    pub fn redirect(&mut self, now: Instant, to: SocketAddr) {
+        self.config.to = to;
+        if self.up || self.ended {
+            return;
+        }
+        if let Some(conn) = self.conn.take() {
+            self.transport(Transport::Abort {
+                conn,
+                code: close_code::NO_ERROR,
+                reason: "redirected".into(),
+            });
+        }
+        self.connect(now);
+    }
+
     /// Messages waiting for the transport: a line-mode driver stops reading input while there
     /// are too many, so that whatever feeds it is held back.
     pub fn pending(&self) -> usize {
@@ -620,8 +638,8 @@ impl<P: KeyPolicy> Session<P> {
                 self.blocked = None;
                 self.flush(now);
             }
-            // The peer session asks for no pings.
-            Event::Writable { .. } | Event::Ping { .. } => {}
+            // The peer session asks for no pings; the core follows the peer's address itself.
+            Event::Writable { .. } | Event::Ping { .. } | Event::PathChanged { .. } => {}
             Event::Closed {
                 conn,
                 reason,

@@ -180,6 +180,9 @@ pub(crate) enum ConnEvent {
     /// What became of the application's ping `id` ([`Connection::ping`]).
     Ping(u64, PingOutcome),
     Writable,
+    /// The peer's address changed and the new one is validated (or we went back to a
+    /// validated one): the address is [`Connection::remote`].
+    PathChanged,
     Closed(CloseReason, Vec<Bytes>),
 }
 
@@ -610,6 +613,8 @@ pub(crate) struct Connection {
 
     // Events.
     connected_pending: bool,
+    /// The peer's validated address changed since the last [`ConnEvent::PathChanged`].
+    path_changed_pending: bool,
     writable_pending: bool,
     /// Acknowledged messages already reported with `ConnEvent::Acked`.
     acked_reported: u64,
@@ -762,6 +767,7 @@ impl Connection {
             last_rx: now,
             last_activity: now,
             connected_pending: false,
+            path_changed_pending: false,
             writable_pending: false,
             acked_reported: 0,
             closed: None,
@@ -1289,6 +1295,9 @@ impl Connection {
                 remote_key: self.crypto.remote_key.unwrap_or_default(),
             });
         }
+        if self.path.validated && std::mem::take(&mut self.path_changed_pending) {
+            return Some(ConnEvent::PathChanged);
+        }
         if let Some(msg) = self.recv.pop_message() {
             self.stats.messages_received += 1;
             if self.is_open() && self.recv.wants_max_data_update() {
@@ -1606,6 +1615,7 @@ impl Connection {
                         self.path.validated = true;
                         self.path.challenge = None;
                         let old = self.path.previous.take().unwrap_or(remote);
+                        self.path_changed_pending = true;
                         self.trace_path(now, PathChange::Validated, old);
                     }
                 }
@@ -1950,6 +1960,7 @@ impl Connection {
             self.path.validated = true;
             self.path.challenge = None;
             self.path.previous = None;
+            self.path_changed_pending = true;
             self.trace_path(now, PathChange::Returned, old);
             return;
         }
@@ -2751,6 +2762,7 @@ impl Connection {
                     let failed = std::mem::replace(&mut self.remote, previous);
                     self.path.validated = true;
                     self.path.challenge = None;
+                    self.path_changed_pending = true;
                     self.trace_path(now, PathChange::ValidationFailed, failed);
                 }
                 None => {

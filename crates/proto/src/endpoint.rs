@@ -262,6 +262,15 @@ pub enum Event {
         /// Which connection.
         conn: ConnectionHandle,
     },
+    /// The peer's address changed (NAT rebinding, migration: PROTOCOL.md §5.7) and the new
+    /// one passed path validation, or the connection went back to the validated address it
+    /// had before. A server that tells others where a client is (a rendezvous) follows it.
+    PathChanged {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// The peer's (validated) address from now on.
+        remote: SocketAddr,
+    },
     /// The connection ended. It is the last event for this handle.
     Closed {
         /// Which connection.
@@ -273,6 +282,23 @@ pub enum Event {
         /// restarted peer) or report them as not delivered.
         undelivered: Vec<Bytes>,
     },
+}
+
+impl Event {
+    /// The connection the event is about (every event is about one).
+    pub fn conn(&self) -> ConnectionHandle {
+        match self {
+            Event::Connected { conn, .. }
+            | Event::VerifyKey { conn, .. }
+            | Event::Message { conn, .. }
+            | Event::Acked { conn, .. }
+            | Event::Ping { conn, .. }
+            | Event::PeerFinished { conn }
+            | Event::Writable { conn }
+            | Event::PathChanged { conn, .. }
+            | Event::Closed { conn, .. } => *conn,
+        }
+    }
 }
 
 impl std::fmt::Debug for Event {
@@ -322,6 +348,11 @@ impl std::fmt::Debug for Event {
             Self::PeerFinished { conn } => {
                 f.debug_struct("PeerFinished").field("conn", conn).finish()
             }
+            Self::PathChanged { conn, remote } => f
+                .debug_struct("PathChanged")
+                .field("conn", conn)
+                .field("remote", remote)
+                .finish(),
             Self::Closed {
                 conn,
                 reason,
@@ -1420,6 +1451,7 @@ impl Endpoint {
                 },
                 ConnEvent::Writable => Event::Writable { conn: h },
                 ConnEvent::PeerFinished => Event::PeerFinished { conn: h },
+                ConnEvent::PathChanged => Event::PathChanged { conn: h, remote },
                 ConnEvent::Closed(reason, undelivered) => Event::Closed {
                     conn: h,
                     reason,

@@ -26,7 +26,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod relay;
 mod udp;
+
+pub use relay::{RELAY_BYTES, RELAY_DATAGRAMS, RelayStats};
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
@@ -42,7 +45,9 @@ use chirp_proto::{
 use chirp_qlog::{QlogDir, QlogSender, TraceSink, WriterHandle};
 use tokio::net::UdpSocket;
 
+use crate::relay::{Incoming, Relays};
 use crate::udp::UdpIo;
+use chirp_proto::wire::RelayToken;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, trace, warn};
@@ -168,6 +173,9 @@ enum Command {
     WaitIdle(oneshot::Sender<()>),
     AcceptIncoming(bool),
     KeyVerdict(ConnectionHandle, bool),
+    Relay(RelayToken, Option<(SocketAddr, SocketAddr)>),
+    UseRelay(Option<relay::Client>),
+    RelayStats(oneshot::Sender<RelayStats>),
 }
 
 /// What [`Handle::send_batch`] did with one connection's messages.
@@ -206,6 +214,10 @@ impl std::fmt::Debug for Command {
             Command::WaitIdle(_) => write!(f, "WaitIdle"),
             Command::AcceptIncoming(a) => write!(f, "AcceptIncoming({a})"),
             Command::KeyVerdict(c, a) => write!(f, "KeyVerdict({c:?}, {a})"),
+            // Tokens are capabilities: never logged.
+            Command::Relay(_, pair) => write!(f, "Relay({pair:?})"),
+            Command::UseRelay(c) => write!(f, "UseRelay({:?})", c.map(|c| c.relay)),
+            Command::RelayStats(_) => write!(f, "RelayStats"),
         }
     }
 }
@@ -385,6 +397,44 @@ impl Handle {
             .map_err(|_| Stopped)
     }
 
+    /// As a relay (PROTOCOL.md §11): forward RELAY datagrams carrying `token` between the
+    /// two addresses of `pair` (either way, unopened, rate-limited), or stop (`None`). Sent
+    /// again with new addresses when one of the two moves.
+    pub async fn relay(
+        &self,
+        token: RelayToken,
+        pair: Option<(SocketAddr, SocketAddr)>,
+    ) -> Result<(), Stopped> {
+        self.tx
+            .send(Command::Relay(token, pair))
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// As a peer: reach `synthetic`, an address of no real host, through the relay at `relay`
+    /// with `token`: what the endpoint sends to `synthetic` goes to the relay wrapped in RELAY
+    /// datagrams, and what the relay forwards with `token` comes to the endpoint from
+    /// `synthetic`. `None` stops.
+    pub async fn use_relay(
+        &self,
+        relay: Option<(RelayToken, SocketAddr, SocketAddr)>,
+    ) -> Result<(), Stopped> {
+        let client = relay.map(|(token, relay, synthetic)| relay::Client {
+            token,
+            relay: SocketAddr::new(relay.ip().to_canonical(), relay.port()),
+            synthetic,
+        });
+        self.tx
+            .send(Command::UseRelay(client))
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Counters of RELAY datagrams (forwarded, dropped, unwrapped).
+    pub async fn relay_stats(&self) -> Result<RelayStats, Stopped> {
+        self.call(Command::RelayStats).await
+    }
+
     /// Bytes sent on `conn` and not yet acknowledged.
     pub async fn send_buffered(&self, conn: ConnectionHandle) -> Result<Option<u64>, Stopped> {
         self.call(|r| Command::SendBuffered(conn, r)).await
@@ -415,6 +465,7 @@ pub fn spawn_with(
     let task = tokio::spawn(
         Driver {
             endpoint,
+            relays: Relays::default(),
             io,
             cmd_rx,
             ev_tx,
@@ -485,6 +536,7 @@ pub fn spawn_on_thread_with(
                 };
                 Driver {
                     endpoint,
+                    relays: Relays::default(),
                     io,
                     cmd_rx,
                     ev_tx,
@@ -647,6 +699,7 @@ impl Qlog {
 
 struct Driver {
     endpoint: Endpoint,
+    relays: Relays,
     io: UdpIo,
     cmd_rx: mpsc::Receiver<Command>,
     ev_tx: mpsc::Sender<Event>,
@@ -677,6 +730,7 @@ impl Driver {
         // once while the handlers mutate the endpoint.
         let Driver {
             mut endpoint,
+            mut relays,
             mut io,
             mut cmd_rx,
             ev_tx,
@@ -685,7 +739,8 @@ impl Driver {
         let mut idle_waiters: Vec<oneshot::Sender<()>> = Vec::new();
         let mut datagram = Vec::new();
         loop {
-            let sent_all = flush_transmits(&mut endpoint, &mut io, &mut datagram).await;
+            let sent_all =
+                flush_transmits(&mut endpoint, &mut relays, &mut io, &mut datagram).await;
             let events_blocked = !drain_events(&mut endpoint, &ev_tx);
             if let Some(qlog) = qlog.as_mut() {
                 qlog.drain(&mut endpoint);
@@ -720,7 +775,7 @@ impl Driver {
                 r = io.readable() => {
                     r?;
                     // Drain what is queued, up to a few batches, before writing again.
-                    read(&mut endpoint, &mut io, RECV_BATCH, Gate::Readiness)?;
+                    read(&mut endpoint, &mut relays, &mut io, RECV_BATCH, Gate::Readiness)?;
                 }
                 () = timer => {
                     endpoint.handle_timeout(now());
@@ -728,11 +783,11 @@ impl Driver {
                 cmd = cmd_rx.recv() => match cmd {
                     Some(cmd) => {
                         let trace_dropped = qlog.as_ref().map_or(0, Qlog::dropped);
-                        apply(&mut endpoint, &mut idle_waiters, cmd, trace_dropped);
+                        apply(&mut endpoint, &mut relays, &mut idle_waiters, cmd, trace_dropped);
                     }
                     None => {
                         debug!("all handles dropped; transport stopping");
-                        while !flush_transmits(&mut endpoint, &mut io, &mut datagram).await {}
+                        while !flush_transmits(&mut endpoint, &mut relays, &mut io, &mut datagram).await {}
                         if let Some(qlog) = qlog.take() {
                             qlog.finish(&mut endpoint).await;
                         }
@@ -766,12 +821,18 @@ async fn progressed(qlog: Option<&Qlog>) {
 /// to the endpoint's own in the counters reported.
 fn apply(
     endpoint: &mut Endpoint,
+    relays: &mut Relays,
     idle_waiters: &mut Vec<oneshot::Sender<()>>,
     cmd: Command,
     trace_dropped: u64,
 ) {
     let now = now();
     match cmd {
+        Command::Relay(token, pair) => relays.set(now, token, pair),
+        Command::UseRelay(client) => relays.client = client,
+        Command::RelayStats(reply) => {
+            let _ = reply.send(relays.stats);
+        }
         Command::WaitIdle(reply) => idle_waiters.push(reply),
         Command::AcceptIncoming(accept) => endpoint.set_accept_incoming(accept),
         Command::KeyVerdict(conn, true) => endpoint.accept_key(now, conn),
@@ -865,8 +926,18 @@ fn apply(
 /// end. What it reads may give it more to send: the bound returns to the loop, whose timers
 /// would otherwise wait (a flood of handshakes kept one sending for minutes, with tens of
 /// thousands of timers overdue).
-async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<u8>) -> bool {
+async fn flush_transmits(
+    endpoint: &mut Endpoint,
+    relays: &mut Relays,
+    io: &mut UdpIo,
+    buf: &mut Vec<u8>,
+) -> bool {
     let mut sent = 0;
+    // What the relay forwards first (a bounded queue, filled by the last read).
+    for (to, d) in std::mem::take(&mut relays.out) {
+        io.send(to, &d).await;
+    }
+    let mut wrapped = Vec::new();
     loop {
         if sent == MAX_FLUSH {
             io.flush().await;
@@ -875,10 +946,13 @@ async fn flush_transmits(endpoint: &mut Endpoint, io: &mut UdpIo, buf: &mut Vec<
         let Some(destination) = endpoint.poll_transmit_into(now(), buf) else {
             break;
         };
-        io.send(destination, buf).await;
+        match relays.outgoing(destination, buf, &mut wrapped) {
+            Some(relay) => io.send(relay, &wrapped).await,
+            None => io.send(destination, buf).await,
+        }
         sent += 1;
         if sent % SEND_TURN == 0
-            && let Err(e) = read(endpoint, io, SEND_TURN, Gate::Always)
+            && let Err(e) = read(endpoint, relays, io, SEND_TURN, Gate::Always)
         {
             // The main loop's next read sees an error that persists.
             trace!(%e, "socket error while sending");
@@ -899,11 +973,20 @@ enum Gate {
 /// Hands what the socket holds to the endpoint, up to `max` datagrams (whole `recvmmsg`
 /// batches: the last may pass it). A transient error counts as a datagram, so that one that
 /// repeats cannot keep the loop from going on; another is returned.
-fn read(endpoint: &mut Endpoint, io: &mut UdpIo, max: usize, gate: Gate) -> io::Result<()> {
+fn read(
+    endpoint: &mut Endpoint,
+    relays: &mut Relays,
+    io: &mut UdpIo,
+    max: usize,
+    gate: Gate,
+) -> io::Result<()> {
     let mut read = 0;
     while read < max {
         let now = now();
-        let on_datagram = |from, d: &[u8]| endpoint.handle_datagram(now, from, d);
+        let on_datagram = |from, d: &[u8]| match relays.incoming(now, from, d) {
+            Incoming::Endpoint(from, d) => endpoint.handle_datagram(now, from, d),
+            Incoming::Done => {}
+        };
         let r = match gate {
             Gate::Readiness => io.try_recv(on_datagram),
             Gate::Always => io.recv_now(on_datagram),

@@ -11,6 +11,9 @@ fn key(n: u8) -> Key {
     [n; 32]
 }
 
+/// The two addresses of a relayed pair.
+type Pair = (std::net::SocketAddr, std::net::SocketAddr);
+
 struct H {
     s: Server,
     now: i64,
@@ -50,6 +53,8 @@ struct H {
     linger: bool,
     /// The sessions closed with `now` (queue dropped, connection aborted).
     closed_now: Vec<SessionId>,
+    /// `Output::Relay`s, in order.
+    relay_out: Vec<([u8; 16], Option<Pair>)>,
 }
 
 impl H {
@@ -84,6 +89,7 @@ impl H {
             deferred: Vec::new(),
             linger: false,
             closed_now: Vec::new(),
+            relay_out: Vec::new(),
         }
     }
 
@@ -143,6 +149,7 @@ impl H {
                 Output::Publish { .. } | Output::Follow(_) | Output::Unfollow(_) => {
                     self.bus_outputs += 1;
                 }
+                Output::Relay { token, pair } => self.relay_out.push((token, pair)),
                 Output::Sync { conv } => {
                     let last = self.last_ids.get(&conv).copied().unwrap_or(0);
                     self.s.synced(self.now, &conv, Ok(last));
@@ -1512,5 +1519,6 @@ mod catch_up;
 mod cluster;
 mod cost;
 mod echo;
+mod meet;
 mod nicks;
 mod reload;

@@ -11,7 +11,7 @@
 //!   between releasing a probed port and the child binding it.
 //!
 //! - [`netns`]: network namespaces made by a test, torn down on every path (`nat.rs`,
-//!   `lan.rs`).
+//!   `rendezvous.rs`, `lan.rs`).
 //!
 //! Every test binary uses a different subset of these, hence the `dead_code` allowance.
 

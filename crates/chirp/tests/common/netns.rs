@@ -1,13 +1,15 @@
 //! Network namespaces for the tests that need a real network between `chirp` processes (a NAT
-//! in `nat.rs`, a LAN with multicast in `lan.rs`), created by the test itself, with private
-//! test addresses inside them only; the root namespace is never changed.
+//! in `nat.rs`, NATs and a rendezvous server in `rendezvous.rs`, a LAN with multicast in
+//! `lan.rs`), created by the test itself, with private test addresses inside them only; the
+//! root namespace is never changed (veths are created directly inside their namespaces).
 //!
 //! - [`run`], [`ip`]: one setup command, bounded in time.
-//! - [`Namespaces`]: the test's namespaces, deleted on drop with anything still running in
-//!   them, on every path.
-//! - [`Skip`], [`skip`]: why a test cannot run here (not root, no `ip`, namespaces not
-//!   permitted): it says so and passes, unless `CHIRP_REQUIRE_NETNS=1` (set by CI as root),
-//!   where that is a failure.
+//! - [`Namespaces`]: the test's namespaces, created at once, deleted on drop with anything
+//!   still running in them, on every path. [`Netns`]: the same, added one by one, with veth
+//!   pairs between them.
+//! - [`Skip`], [`skip`]: why a test cannot run here (not root, no `ip` or `iptables`,
+//!   namespaces or NAT not permitted): it says so and passes, unless `CHIRP_REQUIRE_NETNS=1`
+//!   (set by CI as root), where that is a failure.
 
 #![allow(clippy::print_stderr)] // skip notices and teardown warnings
 
@@ -111,6 +113,20 @@ pub(crate) fn preflight() -> Result<(), Skip> {
     Ok(())
 }
 
+/// [`preflight`], and the `iptables` programs present (the nft-backed one first), or why there
+/// are none.
+pub(crate) fn iptables() -> Result<Vec<&'static str>, Skip> {
+    preflight()?;
+    let found: Vec<&str> = ["iptables", "iptables-legacy"]
+        .into_iter()
+        .filter(|p| have(p))
+        .collect();
+    if found.is_empty() {
+        return Err(Skip("`iptables` is not installed".into()));
+    }
+    Ok(found)
+}
+
 /// Network namespaces created by a test, each with its loopback up; deleted, with whatever
 /// still runs in them (and the interfaces inside), on drop.
 #[derive(Debug)]
@@ -159,5 +175,75 @@ pub(crate) fn teardown<S: AsRef<str>>(names: &[S]) {
         if let Err(e) = run("ip", &["netns", "del", ns]) {
             eprintln!("warning: could not delete network namespace {ns}: {e}");
         }
+    }
+}
+
+/// Namespaces of one test, named uniquely per process and test; deleted on drop, with
+/// whatever still runs in them (the veths and NAT rules go with them).
+pub(crate) struct Netns {
+    /// Test-unique prefix of names (also of interface names, which are at most 15 bytes).
+    pub(crate) tag: String,
+    names: Vec<String>,
+}
+
+impl Netns {
+    /// An empty set (`short`: a letter or two naming the test, for interface names).
+    pub(crate) fn new(short: &str) -> Netns {
+        let (pid, n) = unique();
+        Netns {
+            tag: format!("{short}{pid}-{n}"),
+            names: Vec::new(),
+        }
+    }
+
+    /// Creates namespace `role` (its full name is returned), with `lo` up.
+    pub(crate) fn add(&mut self, role: &str) -> Result<String, Skip> {
+        let name = format!("chirp-{role}-{}", self.tag);
+        // A namespace of that name can only be left over from a killed run with our pid.
+        let _ = run("ip", &["netns", "del", &name]);
+        run("ip", &["netns", "add", &name])
+            .map_err(|e| Skip(format!("cannot create a network namespace: {e}")))?;
+        self.names.push(name.clone());
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Ok(name)
+    }
+
+    /// A veth pair between namespaces `a` and `b`, named `{tag}{x}` and `{tag}{y}`, with
+    /// addresses `addr_a` and `addr_b` (CIDR), both up. Returns the two interface names.
+    pub(crate) fn link(
+        &self,
+        (a, x, addr_a): (&str, char, &str),
+        (b, y, addr_b): (&str, char, &str),
+    ) -> Result<(String, String), Skip> {
+        let (ia, ib) = (format!("{}{x}", self.tag), format!("{}{y}", self.tag));
+        run(
+            "ip",
+            &[
+                "link", "add", &ia, "netns", a, "type", "veth", "peer", "name", &ib, "netns", b,
+            ],
+        )
+        .map_err(|e| Skip(format!("cannot create a veth pair: {e}")))?;
+        for (ns, dev, addr) in [(a, &ia, addr_a), (b, &ib, addr_b)] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        Ok((ia, ib))
+    }
+
+    /// Runs `cmd` in namespace `ns` (through `sh -c`), panicking with its error.
+    pub(crate) fn sh(&self, ns: &str, cmd: &str) -> String {
+        run("ip", &["netns", "exec", ns, "sh", "-c", cmd])
+            .unwrap_or_else(|e| panic!("`{cmd}` in {ns} failed: {e}"))
+    }
+
+    /// Turns IPv4 forwarding on in `ns` (a router).
+    pub(crate) fn forward(&self, ns: &str) {
+        self.sh(ns, "echo 1 > /proc/sys/net/ipv4/ip_forward");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        teardown(&self.names);
     }
 }

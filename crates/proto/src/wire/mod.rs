@@ -5,6 +5,7 @@
 
 mod frame;
 mod packet;
+mod relay;
 
 pub use frame::{AckFrame, Frame, FrameType, Frames};
 pub(crate) use packet::data_packet_len;
@@ -12,6 +13,10 @@ pub use packet::{
     ConnectionId, Header, MAX_DATAGRAM_SIZE, MAX_REFUSE_PACKET_LEN, MAX_TOKEN_LEN,
     MIN_INITIAL_SIZE, Packet, PacketBuilder, PacketType, RESET_PACKET_LEN, RESET_TOKEN_LEN,
     RefuseReason, VERSION, encode_refuse, encode_reset, encode_retry,
+};
+pub use relay::{
+    RELAY_HEADER_LEN, RELAY_TOKEN_LEN, RELAY_TYPE, RelayToken, decode_relay, encode_relay,
+    is_relay, relay_token,
 };
 
 use thiserror::Error;

@@ -1,0 +1,499 @@
+//! `chirp peer --via SERVER --to NICK`: a peer chat through NATs, introduced by a chirp server
+//! acting as a rendezvous (docs/PROTOCOL.md, chat protocol, "Meeting a peer").
+//!
+//! One UDP socket, one endpoint, two state machines on it: the chat client session with the
+//! server (`chirp_chat::client::Session`, our key bound to `--nick`) and, once the server has
+//! introduced us, the peer session (`chirp_peer::Session`) with the peer's key pinned to the
+//! one the server gave. Sharing the socket is the point: the address the server observes for
+//! us is our NAT's mapping of that socket, which is where the peer dials us, and our own
+//! packets to the peer leave through the same mapping and open it for the peer's.
+//! `chirp_peer::rendezvous::Rendezvous` decides what to ask and what to make of the answer;
+//! this module only routes events by connection and carries out requests, like `peer::drive`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chirp_chat::client::{self, ClientConfig, driver};
+use chirp_chat::wire::ServerMsg;
+use chirp_keys::{Fingerprint, Identity};
+use chirp_peer::rendezvous::{Answer, Introduction, Rendezvous, relayed_address};
+use chirp_peer::{Config, Input as SessionInput, KnownKeysPolicy, Session};
+use chirp_proto::{EndpointConfig, Event};
+use chirp_transport::Handle;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{Instrument as _, debug, info_span};
+
+use crate::output::Output;
+use crate::peer::{
+    MAX_PENDING, PeerOpts, Report, Request, View, now, on_session_request, pump_session,
+};
+
+/// How long after the introduction the direct attempt may take before the chat moves to the
+/// server's relay (or, without one, the user is told; the attempts go on).
+pub(crate) const DIRECT_WAIT: Duration = Duration::from_secs(3);
+
+/// What `--via` adds to the peer options.
+#[derive(Debug, Clone)]
+pub(crate) struct ViaOpts {
+    /// The server, as given (its name in known_keys) and resolved.
+    pub(crate) server_name: String,
+    pub(crate) server: SocketAddr,
+    /// `--server-key`: the server's pinned fingerprint.
+    pub(crate) server_key: Option<Fingerprint>,
+    /// Our nick on the server.
+    pub(crate) nick: String,
+    /// The peer's nick.
+    pub(crate) to: String,
+}
+
+/// Our address on the way to `server`, with our socket's `port`: the local candidate we list
+/// for a peer behind the same NAT. `None` if the system has no route there.
+fn local_candidate(bind: SocketAddr, server: SocketAddr, port: u16) -> Option<SocketAddr> {
+    if !bind.ip().is_unspecified() {
+        return Some(SocketAddr::new(bind.ip(), port));
+    }
+    // Connecting a UDP socket sends nothing: it only asks the kernel for the route's source.
+    let any: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let probe = std::net::UdpSocket::bind(any).ok()?;
+    probe.connect(server).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
+}
+
+/// Runs `chirp peer --via` until the chat ends; returns the exit code.
+pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
+    let key_path = opts.home.join(crate::id::KEY_FILE);
+    let (identity, _) = Identity::load_or_create(&key_path)
+        .with_context(|| format!("cannot load the identity key {}", key_path.display()))?;
+    if let Err(e) = chirp_chat::names::nick(&via.nick) {
+        anyhow::bail!("bad --nick: {e}");
+    }
+    if let Err(e) = chirp_chat::names::nick(&via.to) {
+        anyhow::bail!("bad --to (with --via, the peer's nick on the server): {e}");
+    }
+    let socket = crate::bind_socket(opts.bind)?;
+    let secret = chirp_proto::handshake::StaticSecret(*identity.secret());
+    let mut config = EndpointConfig {
+        identity: Some(secret.clone()),
+        // Nobody opens a connection to us: the peer's attempt meets ours (a simultaneous
+        // open, which needs no accepting), and the server is dialled by us.
+        accept_incoming: false,
+        // Every key is judged inside its handshake: the server's by the chat session, the
+        // peer's by the peer session (pinned to the key the server introduced).
+        verify_keys: true,
+        max_connections: 8,
+        ..EndpointConfig::default()
+    };
+    config.transport.idle_timeout = opts.idle_timeout;
+    let options = chirp_transport::Options {
+        qlog_dir: opts.qlog.clone(),
+        ..chirp_transport::Options::default()
+    };
+    let (handle, events, task) = chirp_transport::spawn_with(socket, config, options)
+        .context("cannot start the transport")?;
+    let local = handle.local_addr();
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let mut client_config = ClientConfig::new(via.server, via.nick.clone());
+    client_config.identity = Some(secret);
+    client_config.idle_timeout = opts.idle_timeout;
+    let sink = Arc::clone(&notices);
+    client_config.server_key_check = Some(crate::trust::server_key_check(
+        vec![(via.server_name.clone(), via.server)],
+        via.server_key,
+        opts.home.join(crate::peer::KNOWN_KEYS_FILE),
+        move |notice| {
+            if let Ok(mut n) = sink.lock() {
+                n.push(notice);
+            }
+        },
+    ));
+    let candidates: Vec<SocketAddr> = local_candidate(opts.bind, via.server, local.port())
+        .into_iter()
+        .collect();
+    let banner = format!(
+        "chirp peer on {local}, asking {} to introduce us to {} (as {}; reliable, encrypted \
+         end to end; our fingerprint {}; /help for commands)",
+        via.server_name,
+        via.to,
+        via.nick,
+        identity.public().fingerprint()
+    );
+    let state = Via {
+        client: client::Session::new(
+            client_config,
+            Instant::now(),
+            chirp_transport::random_seed(),
+        ),
+        rendezvous: Rendezvous::new(&via.to, opts.peer_key, candidates),
+        peer: None,
+        notices,
+        opts: opts.clone(),
+        via: via.clone(),
+        wait_reported: false,
+        direct_deadline: None,
+        relay: None,
+        relayed: false,
+    };
+    let span = info_span!("peer", %local, via = %via.server, to = %via.to);
+    let (req_tx, req_rx) = mpsc::channel(64);
+    if opts.tui {
+        let (report_tx, report_rx) = mpsc::channel(256);
+        let ui = crate::peer_ui::Info {
+            me: local.to_string(),
+            peer: format!("{} via {}", via.to, via.server_name),
+            banner,
+            idle_timeout: opts.idle_timeout,
+            bell: opts.bell,
+            waiting: false,
+        };
+        let view = View::Ui(report_tx.clone());
+        let peer = tokio::spawn(
+            async move {
+                let result = state.drive(handle, view, req_rx, events, task).await;
+                if let Err(e) = &result {
+                    let _ = report_tx.send(Report::Error(format!("{e:#}"))).await;
+                }
+                result
+            }
+            .instrument(span),
+        );
+        return crate::peer_ui::run(ui, report_rx, req_tx, peer).await;
+    }
+    let out = Output {
+        json: opts.json,
+        path: None,
+    };
+    out.status(&banner);
+    crate::peer::read_stdin(req_tx);
+    state
+        .drive(handle, View::Lines(out), req_rx, events, task)
+        .instrument(span)
+        .await
+}
+
+/// The loop's state: the two sessions on the one endpoint.
+struct Via {
+    client: client::Session,
+    rendezvous: Rendezvous,
+    /// Created when the server introduces the peer.
+    peer: Option<Session<KnownKeysPolicy>>,
+    /// First-contact notices of the server-key check (it runs inside `perform`).
+    notices: Arc<Mutex<Vec<String>>>,
+    opts: PeerOpts,
+    via: ViaOpts,
+    /// "Waiting for the peer to ask" was said.
+    wait_reported: bool,
+    /// When to give up waiting for the direct path (relay, or say so).
+    direct_deadline: Option<Instant>,
+    /// The relay token of the introduction, if the server relays.
+    relay: Option<[u8; 16]>,
+    /// The chat goes through the relay.
+    relayed: bool,
+}
+
+impl Via {
+    async fn drive(
+        mut self,
+        handle: Handle,
+        view: View,
+        mut requests: mpsc::Receiver<Request>,
+        mut events: mpsc::Receiver<Event>,
+        task: JoinHandle<std::io::Result<()>>,
+    ) -> anyhow::Result<u8> {
+        let mut requests_open = true;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            if let Some(code) = self.pump_all(&handle, &view).await? {
+                // The server hears that we leave; the peer connection has drained already.
+                if let Some(conn) = self.client.connection() {
+                    let _ = handle.close(conn, 0, "bye").await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), handle.wait_idle()).await;
+                }
+                return Ok(code);
+            }
+            // Lines are taken once there is a peer session to queue them (they wait in the
+            // channel, holding standard input back, until the introduction).
+            let held = match &self.peer {
+                None => true,
+                Some(p) => matches!(view, View::Lines(_)) && p.pending() >= MAX_PENDING,
+            };
+            let timer = [
+                self.client.poll_timeout(),
+                self.rendezvous.poll_timeout(),
+                self.peer.as_ref().and_then(Session::poll_timeout),
+                self.direct_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            tokio::select! {
+                req = requests.recv(), if requests_open && !held => {
+                    let Some(peer) = self.peer.as_mut() else { continue };
+                    match req {
+                        Some(req) => on_session_request(peer, &view, req).await?,
+                        None => {
+                            requests_open = false;
+                            peer.handle_input(now(), SessionInput::EndOfInput);
+                        }
+                    }
+                }
+                ev = events.recv() => {
+                    let Some(ev) = ev else {
+                        return match task.await {
+                            Ok(Err(e)) => Err(e).context("the transport failed"),
+                            Ok(Ok(())) => Err(anyhow::anyhow!("the transport stopped unexpectedly")),
+                            Err(e) => Err(e).context("the transport task panicked"),
+                        };
+                    };
+                    self.on_event(&handle, &view, ev).await?;
+                }
+                () = driver::sleep_until(timer) => self.on_timeout(&handle, &view).await?,
+                _ = &mut ctrl_c => match self.peer.as_mut() {
+                    Some(peer) => peer.handle_input(now(), SessionInput::Interrupt),
+                    None => return Ok(130),
+                },
+            }
+        }
+    }
+
+    /// An event of the endpoint, to the session whose connection it is about.
+    async fn on_event(&mut self, handle: &Handle, view: &View, ev: Event) -> anyhow::Result<()> {
+        let conn = ev.conn();
+        if self.client.connection() == Some(conn) {
+            self.client.handle_transport(now(), ev);
+            return Ok(());
+        }
+        match self.peer.as_mut() {
+            Some(peer) => {
+                match &ev {
+                    // Its key passed the pin: the peer is reached.
+                    Event::Connected { .. } => self.direct_deadline = None,
+                    // A direct connection (or attempt) ended before we moved to the relay: the
+                    // other side may have moved already (its 3 s ran out just before ours would
+                    // have, as our attempt completed), or the direct path broke. Give the direct
+                    // path another 3 s, then follow it to the relay.
+                    Event::Closed { .. }
+                        if !self.relayed
+                            && self.relay.is_some()
+                            && self.direct_deadline.is_none() =>
+                    {
+                        self.direct_deadline = Some(now() + DIRECT_WAIT);
+                    }
+                    Event::PathChanged { remote, .. } => {
+                        let text = format!(
+                            "{} now at {remote} (its NAT changed its mapping, or it moved); the \
+                             connection follows it",
+                            self.via.to
+                        );
+                        view.show(Report::Status(text)).await;
+                    }
+                    _ => {}
+                }
+                peer.handle_event(now(), ev);
+            }
+            // Before the introduction no other connection is ours: refuse, ignore the rest.
+            None => {
+                if let Event::VerifyKey { conn, .. } = ev {
+                    handle.verify_key(conn, false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_timeout(&mut self, handle: &Handle, view: &View) -> anyhow::Result<()> {
+        let now = now();
+        self.client.handle_timeout(now);
+        if let Some((nick, local)) = self.rendezvous.handle_timeout(now) {
+            self.client.meet(nick, local);
+        }
+        if let Some(peer) = self.peer.as_mut() {
+            peer.handle_timeout(now);
+        }
+        if self.direct_deadline.is_some_and(|d| now >= d) {
+            self.direct_deadline = None;
+            match (self.relay, self.peer.as_mut()) {
+                (Some(token), Some(peer)) => {
+                    // Both sides reach this at about the same time (each counts from the
+                    // introduction both got at once) and dial the relayed path together.
+                    let synthetic = relayed_address(self.via.server);
+                    handle
+                        .use_relay(Some((token, self.via.server, synthetic)))
+                        .await?;
+                    peer.redirect(now, synthetic);
+                    self.relayed = true;
+                    let text = format!(
+                        "no direct path to {} within {} s (both sides behind NATs that give each \
+                         destination another port?): relaying through {}, still encrypted end \
+                         to end (the peer shows as {synthetic})",
+                        self.via.to,
+                        DIRECT_WAIT.as_secs(),
+                        self.via.server_name
+                    );
+                    view.show(Report::Status(text)).await;
+                }
+                _ => {
+                    let text = format!(
+                        "no direct path to {} yet (both sides behind NATs that give each \
+                         destination another port?), and the server offers no relay; still \
+                         trying",
+                        self.via.to
+                    );
+                    view.show(Report::Error(text)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out what both sessions ask until neither asks for anything; `Some(code)` once
+    /// the chat is over.
+    async fn pump_all(&mut self, handle: &Handle, view: &View) -> anyhow::Result<Option<u8>> {
+        loop {
+            let key_check = self.client.config().server_key_check.clone();
+            driver::perform(&mut self.client, handle, key_check.as_ref())
+                .await
+                .context("the transport stopped")?;
+            let notices = self
+                .notices
+                .lock()
+                .map(|mut n| std::mem::take(&mut *n))
+                .unwrap_or_default();
+            for n in notices {
+                view.show(Report::Status(n)).await;
+            }
+            let mut again = false;
+            while let Some(ev) = self.client.poll_event() {
+                again = true;
+                if let Some(code) = self.on_client(view, ev).await {
+                    return Ok(Some(code));
+                }
+            }
+            // Line mode names the path in `peer_up` and `stats`.
+            let path = if self.relayed { "relayed" } else { "direct" };
+            let shown = match view {
+                View::Lines(out) => View::Lines(Output {
+                    path: Some(path),
+                    ..*out
+                }),
+                View::Ui(tx) => View::Ui(tx.clone()),
+            };
+            if let Some(peer) = self.peer.as_mut()
+                && let Some(code) = pump_session(peer, handle, &shown).await?
+            {
+                return Ok(Some(code));
+            }
+            if !again {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// An event of the chat session with the server.
+    async fn on_client(&mut self, view: &View, ev: client::Event) -> Option<u8> {
+        let server = &self.via.server_name;
+        match ev {
+            client::Event::Welcome { nick, .. } => {
+                if let Some((to, local)) = self.rendezvous.welcome() {
+                    let text = format!(
+                        "connected to {server} as {nick}; asking it to introduce us to {to}"
+                    );
+                    view.show(Report::Status(text)).await;
+                    self.client.meet(to, local);
+                }
+            }
+            client::Event::Server(ServerMsg::MeetWait { ttl_ms, .. }) => {
+                self.rendezvous
+                    .waiting(now(), Duration::from_millis(ttl_ms));
+                if !std::mem::replace(&mut self.wait_reported, true) {
+                    let text = format!(
+                        "waiting for {} to ask for us too (chirp peer --via {server} --to {})",
+                        self.via.to, self.via.nick
+                    );
+                    view.show(Report::Status(text)).await;
+                }
+            }
+            client::Event::Server(ServerMsg::Meet {
+                nick,
+                key,
+                addr,
+                local,
+                you,
+                relay,
+            }) => {
+                if self.peer.is_some() {
+                    debug!("a second introduction; the peer session goes on");
+                    return None;
+                }
+                let answer = Answer {
+                    nick: &nick,
+                    key: &key,
+                    addr,
+                    local: &local,
+                    you,
+                    relay: relay.as_deref(),
+                };
+                match self.rendezvous.answer(&answer) {
+                    Ok(intro) => self.introduced(view, intro).await,
+                    Err(e) => {
+                        view.show(Report::Error(e)).await;
+                        return Some(1);
+                    }
+                }
+            }
+            client::Event::Error { message, .. } => {
+                view.show(Report::Error(format!("{server}: {message}")))
+                    .await;
+            }
+            client::Event::Fatal(text) => {
+                let text = format!("{server}: {text}");
+                if self.peer.is_none() {
+                    view.show(Report::Error(text)).await;
+                    return Some(1);
+                }
+                // The peer connection does not need the server any more.
+                view.show(Report::Error(text)).await;
+            }
+            client::Event::Disconnected { reason, .. } if self.peer.is_none() => {
+                debug!(%reason, "rendezvous server connection lost");
+            }
+            _ => {}
+        }
+        None
+    }
+
+    async fn introduced(&mut self, view: &View, intro: Introduction) {
+        let text = format!(
+            "{} introduced {} (key {}), seen at {}; we are seen at {}; connecting to {}",
+            self.via.server_name,
+            intro.nick,
+            intro.key.fingerprint(),
+            intro.public,
+            intro.you,
+            intro.candidate
+        );
+        view.show(Report::Status(text)).await;
+        let config = Config {
+            to: intro.candidate,
+            idle_timeout: self.opts.idle_timeout,
+            can_ask: false,
+        };
+        let policy = KnownKeysPolicy {
+            // The key the server introduced, and no other.
+            pin: Some(intro.key.fingerprint()),
+            known: self.opts.home.join(crate::peer::KNOWN_KEYS_FILE),
+        };
+        self.peer = Some(Session::new(config, policy));
+        self.relay = intro.relay;
+        self.direct_deadline = Some(now() + DIRECT_WAIT);
+    }
+}
