@@ -377,7 +377,10 @@ impl Harness {
                 Event::Closed { .. } => self.events.closed += 1,
                 Event::PeerFinished { .. } => self.events.peer_finished += 1,
                 // Nothing here asks for pings; an address change is the connection's own.
-                Event::Ping { .. } | Event::PathChanged { .. } => {}
+                Event::Ping { .. }
+                | Event::PathChanged { .. }
+                | Event::BulkMessage { .. }
+                | Event::BulkWritable { .. } => {}
             }
         }
     }

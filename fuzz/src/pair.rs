@@ -26,6 +26,9 @@
 //! - every `Message` is the next message the other side sent, byte for byte: each message is
 //!   delivered at most once and in order (no loss, duplication, reordering or corruption
 //!   inside the connection), and nothing comes after `PeerFinished`;
+//! - likewise every `BulkMessage` is the next bulk message the other side sent
+//!   (`Op::SendBulk`), whatever happened to the chat stream, and none comes after
+//!   `PeerFinished`;
 //! - `Acked` never counts more messages than were sent, and never more than the peer has
 //!   delivered (an acknowledgement means the peer's endpoint holds the message);
 //! - `Closed { undelivered }` is exactly the sent messages after the acknowledged ones:
@@ -33,7 +36,8 @@
 //! - after `Timeout`, `poll_timeout()` is in the future (no busy loop), and drains terminate;
 //! - at the end the network heals: everything in flight is delivered, then every datagram,
 //!   and timers run, for up to [`HEAL_LIMIT`] of virtual time. If both connections are still
-//!   open, everything each side sent has been delivered and acknowledged (liveness).
+//!   open, everything each side sent has been delivered and acknowledged, on both channels
+//!   (liveness).
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -51,7 +55,7 @@ use crate::check_own_transmit;
 /// Operations per input.
 pub const MAX_OPS: usize = 512;
 /// Number of operation tags; a tag byte is taken modulo this.
-pub const OP_COUNT: u8 = 11;
+pub const OP_COUNT: u8 = 12;
 /// How long the final heal may take in virtual time: twice the idle timeout, so that a
 /// connection that cannot make progress has closed by then.
 pub const HEAL_LIMIT: Duration = Duration::from_secs(70);
@@ -146,6 +150,13 @@ pub enum Op {
         /// `close` rather than `abort`.
         graceful: bool,
     },
+    /// The application on `side` sends a message of `len` bytes on the bulk channel.
+    SendBulk {
+        /// Which side.
+        side: u8,
+        /// Length (taken modulo `MAX_MESSAGE_SIZE + 1`).
+        len: u16,
+    },
 }
 
 /// A little-endian reader that yields 0 past the end of the input.
@@ -198,10 +209,14 @@ impl Op {
             7 => Op::Timeout,
             8 => Op::Rebind { side: r.u8() },
             9 => Op::Finish { side: r.u8() },
-            _ => Op::Close {
+            10 => Op::Close {
                 side: r.u8(),
                 code: r.u8(),
                 graceful: r.u8() & 1 == 1,
+            },
+            _ => Op::SendBulk {
+                side: r.u8(),
+                len: r.u16(),
             },
         }
     }
@@ -241,6 +256,10 @@ impl Op {
                 code,
                 graceful,
             } => out.extend([10, side, code, u8::from(graceful)]),
+            Op::SendBulk { side, len } => {
+                out.extend([11, side]);
+                out.extend(len.to_le_bytes());
+            }
         }
     }
 }
@@ -303,6 +322,10 @@ struct App {
     acked: u64,
     /// Messages delivered to this side (each checked against the peer's `sent`).
     delivered: u64,
+    /// Bulk messages `send_bulk` accepted, in order, and bulk messages delivered to this side
+    /// (each checked against the peer's `bulk_sent`).
+    bulk_sent: Vec<Bytes>,
+    bulk_delivered: u64,
     peer_finished: bool,
     closed: bool,
 }
@@ -452,6 +475,8 @@ impl Pair {
             | Event::Ping { conn, .. }
             | Event::PeerFinished { conn }
             | Event::Writable { conn }
+            | Event::BulkMessage { conn, .. }
+            | Event::BulkWritable { conn }
             | Event::PathChanged { conn, .. }
             | Event::Closed { conn, .. } => *conn,
         };
@@ -504,7 +529,27 @@ impl Pair {
                 assert!(!app.peer_finished, "side {side}: PeerFinished twice");
                 app.peer_finished = true;
             }
-            Event::Writable { .. } | Event::PathChanged { .. } => {}
+            Event::BulkMessage { data, .. } => {
+                assert_eq!(app.connected, 1, "side {side}: bulk before Connected");
+                // The peer's FIN goes out only once its bulk data is all acknowledged.
+                assert!(!app.peer_finished, "side {side}: bulk after PeerFinished");
+                let i = app.bulk_delivered as usize;
+                let sent = &self.app[peer].bulk_sent;
+                assert!(
+                    i < sent.len(),
+                    "side {side}: bulk message {i} delivered, but the peer sent only {}",
+                    sent.len()
+                );
+                assert!(
+                    data == sent[i],
+                    "side {side}: bulk message {i} ({} bytes) is not the peer's bulk message \
+                     {i} ({} bytes): delivered out of order, twice or damaged",
+                    data.len(),
+                    sent[i].len()
+                );
+                self.app[side].bulk_delivered += 1;
+            }
+            Event::Writable { .. } | Event::BulkWritable { .. } | Event::PathChanged { .. } => {}
             Event::Ping { .. } => panic!("side {side}: a ping outcome nobody asked for"),
             Event::Closed { undelivered, .. } => {
                 app.closed = true;
@@ -628,6 +673,20 @@ impl Pair {
                     }
                 }
             }
+            Op::SendBulk { side, len } => {
+                let side = usize::from(side & 1);
+                if let Some(h) = self.conn(side) {
+                    let len = usize::from(len) % (MAX_MESSAGE_SIZE + 1);
+                    let n = self.app[side].bulk_sent.len();
+                    // Distinct from each other and from chat messages.
+                    let msg: Vec<u8> = (0..len)
+                        .map(|j| (j as u8).wrapping_mul(17) ^ (n as u8) ^ 0x55 ^ (side as u8))
+                        .collect();
+                    if self.ep[side].send_bulk(h, Bytes::from(msg.clone())).is_ok() {
+                        self.app[side].bulk_sent.push(Bytes::from(msg));
+                    }
+                }
+            }
             Op::Advance { ms } => {
                 self.now += Duration::from_millis(u64::from(ms));
                 for ep in &mut self.ep {
@@ -675,6 +734,7 @@ impl Pair {
                         let peer = &self.app[Self::peer(s)];
                         self.app[s].acked == self.app[s].sent.len() as u64
                             && peer.delivered == self.app[s].sent.len() as u64
+                            && peer.bulk_delivered == self.app[s].bulk_sent.len() as u64
                     });
                 let next = self.ep.iter().filter_map(Endpoint::poll_timeout).min();
                 if done || next.is_none_or(|t| t > until) {
@@ -688,6 +748,16 @@ impl Pair {
         }
         if self.app.iter().any(|a| a.closed) {
             return;
+        }
+        for side in [CLIENT, SERVER] {
+            let bulk_sent = self.app[side].bulk_sent.len() as u64;
+            let peer = &self.app[Self::peer(side)];
+            assert!(
+                peer.bulk_delivered == bulk_sent,
+                "liveness: after {HEAL_LIMIT:?} of a perfect network both connections are \
+                 open, but side {side} sent {bulk_sent} bulk messages and the peer delivered {}",
+                peer.bulk_delivered
+            );
         }
         for side in [CLIENT, SERVER] {
             let sent = self.app[side].sent.len() as u64;

@@ -684,6 +684,9 @@ impl Runner {
             Event::PeerFinished { .. } => {}
             // The server asks for no pings.
             Event::Ping { .. } => {}
+            // Nothing moves bulk data through the server yet: a client's is dropped (taking
+            // it releases its flow-control credit), and the server writes none.
+            Event::BulkMessage { .. } | Event::BulkWritable { .. } => {}
             // A client's NAT rebinding (or move), validated: a rendezvous answer gives the
             // new address.
             Event::PathChanged { conn, remote } => {

@@ -105,6 +105,8 @@ fn react(p: &mut Pair, apps: &mut [App; 2]) {
                 Event::Acked { .. }
                 | Event::Ping { .. }
                 | Event::Writable { .. }
+                | Event::BulkMessage { .. }
+                | Event::BulkWritable { .. }
                 | Event::PathChanged { .. }
                 | Event::PeerFinished { .. } => {}
             }

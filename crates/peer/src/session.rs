@@ -640,6 +640,9 @@ impl<P: KeyPolicy> Session<P> {
             }
             // The peer session asks for no pings; the core follows the peer's address itself.
             Event::Writable { .. } | Event::Ping { .. } | Event::PathChanged { .. } => {}
+            // The peer session moves no bulk data yet: anything the peer sends on the bulk
+            // channel is dropped (taking it releases its flow-control credit).
+            Event::BulkMessage { .. } | Event::BulkWritable { .. } => {}
             Event::Closed {
                 conn,
                 reason,

@@ -31,6 +31,14 @@ pub struct TransportConfig {
     pub send_buffer: usize,
     /// Largest message accepted from the application or the peer.
     pub max_message_size: usize,
+    /// Receive window of the bulk channel ([`crate::Endpoint::send_bulk`]): the most
+    /// bulk-channel bytes buffered for the peer, on top of (and independent of)
+    /// `receive_window`. Never below the initial limit, 128 KiB (a smaller value is raised to
+    /// it). Default 1 MiB: a transfer runs at up to this much per round trip.
+    pub bulk_receive_window: u64,
+    /// Send buffer of the bulk channel: the most bulk bytes written but not yet acknowledged
+    /// before `send_bulk` says [`crate::WriteError::Blocked`]. Default 1 MiB.
+    pub bulk_send_buffer: usize,
     /// Latency-first redundancy for small messages: see [`Redundancy`].
     pub redundancy: Redundancy,
     /// Move to the next sending key after this many packets under one key. ChaCha20-Poly1305
@@ -53,6 +61,8 @@ impl Default for TransportConfig {
             receive_window: 512 * 1024,
             send_buffer: 1024 * 1024,
             max_message_size: MAX_MESSAGE_SIZE,
+            bulk_receive_window: 1024 * 1024,
+            bulk_send_buffer: 1024 * 1024,
             redundancy: Redundancy::default(),
             key_update_packets: 1 << 20,
             key_update_interval: Duration::from_secs(120),

@@ -90,6 +90,11 @@ const FINISH_GRACE_PTOS: u32 = 3;
 /// [`Connection::ping`]): each goes out in the next packet, so only an application that never
 /// lets the endpoint transmit reaches it.
 pub(crate) const MAX_QUEUED_PINGS: usize = 64;
+/// Room in the congestion window, in datagrams, that bulk data leaves to the chat stream (at
+/// most a quarter of the window): a chat message written while a transfer fills the window
+/// goes out at once, with its proactive copies, instead of waiting for acknowledgements to
+/// free room (up to a round trip when they come in bursts). See `Connection::bulk_allowed`.
+const BULK_HEADROOM_PACKETS: u64 = 4;
 /// Weight of one packet outcome in the loss estimate: an EWMA over ~64 packets (its standard
 /// error at 5 % loss is ~2 points, against ~3 with 1/32, whose dips below the 3.2 % that
 /// separates two transmissions of a small message from three cost the 5 % tail; issue 13).
@@ -173,6 +178,8 @@ pub(crate) enum ConnEvent {
         remote_key: [u8; 32],
     },
     Message(Bytes),
+    /// A message of the bulk channel.
+    BulkMessage(Bytes),
     /// The peer finished its stream, and every message before its end has been delivered.
     PeerFinished,
     /// This many more messages were wholly acknowledged, in write order.
@@ -180,6 +187,8 @@ pub(crate) enum ConnEvent {
     /// What became of the application's ping `id` ([`Connection::ping`]).
     Ping(u64, PingOutcome),
     Writable,
+    /// The bulk send buffer, which was full, has room again.
+    BulkWritable,
     /// The peer's address changed and the new one is validated (or we went back to a
     /// validated one): the address is [`Connection::remote`].
     PathChanged,
@@ -269,6 +278,9 @@ struct SentPacket {
     /// Message-stream ranges carried, to be marked acked or lost.
     stream: Vec<Range<u64>>,
     max_data: bool,
+    /// Bulk-channel ranges carried, and whether it carried BULK_MAX_DATA.
+    bulk: Vec<Range<u64>>,
+    bulk_max_data: bool,
     /// Largest packet number our ACK frame in this packet acknowledged (for ack-of-ack).
     ack_largest: Option<u64>,
     /// Sent in a long-header packet (public keys): the only kind an ACK frame from a
@@ -294,6 +306,7 @@ struct DeclaredLost {
     declared: Instant,
     long: bool,
     stream: Vec<Range<u64>>,
+    bulk: Vec<Range<u64>>,
     fin: bool,
     received: bool,
     /// `loss_outcomes` right after this loss entered the loss estimate; `None` while it has
@@ -492,6 +505,107 @@ struct PendingCopy {
     spacing: Duration,
 }
 
+/// The bulk channel (PROTOCOL.md §4.7): a second message stream beside the chat stream, with
+/// its own offsets, reassembly and flow control, so that a lost bulk packet never holds a chat
+/// message back and a full bulk window never blocks chat. Its packets share the connection's
+/// packet numbers, loss recovery and congestion window, which it uses only after the chat
+/// stream: chat data, retransmitted chat data and control frames go first in every packet,
+/// and bulk fills what room and window are left.
+///
+/// Created on first use, by [`Connection::write_bulk`] or by the first BULK frame from the
+/// peer: a connection that never moves bulk data pays one pointer for it. Its existence is
+/// also what lets us send BULK_MAX_DATA: a peer that has sent us no bulk data may not know the
+/// frame (PROTOCOL.md §4.7), so it never receives one.
+#[derive(Debug)]
+struct Bulk {
+    send: SendStream,
+    recv: RecvStream,
+    /// BULK_MAX_DATA is due (set only once the peer has sent bulk data).
+    max_data_pending: bool,
+    writable_pending: bool,
+    /// Packet outcomes of the last round trips, for the copies of chat messages
+    /// (`Connection::copy_loss_rate`).
+    outcomes: OutcomeWindow,
+}
+
+/// Packet outcomes (acknowledged, lost) of the current and the previous smoothed RTT.
+///
+/// The loss estimate (an EWMA over ~64 outcomes, PROTOCOL.md §6.8) sizes a chat message's
+/// proactive copies. While bulk data flows it sees hundreds of outcomes per round trip, in
+/// batches: an ACK frame acknowledges a window's worth at once, and (once a loss proved
+/// spurious) the losses enter a round trip later, so the EWMA swings between ~0 right after
+/// an acknowledgement and the true rate several times over after the losses. A chat message
+/// written at a low point got no copy at all, and one loss then cost it a recovery (a 95 ms
+/// p99 against 25 ms idle, at 10 % loss on a 40 ms path). Counting over whole round trips
+/// is immune to the order of the batches.
+#[derive(Debug, Default)]
+struct OutcomeWindow {
+    /// `(acknowledged, lost)`: this round trip's, then the previous one's.
+    counts: [(u64, u64); 2],
+    /// When the current round trip's count started.
+    started: Option<Instant>,
+}
+
+impl OutcomeWindow {
+    /// Fewest outcomes that make a rate.
+    const MIN_OUTCOMES: u64 = 32;
+
+    fn record(&mut self, now: Instant, srtt: Duration, lost: bool) {
+        self.rotate(now, srtt);
+        let c = &mut self.counts[0];
+        if lost {
+            c.1 += 1;
+        } else {
+            c.0 += 1;
+        }
+    }
+
+    fn rotate(&mut self, now: Instant, srtt: Duration) {
+        let started = *self.started.get_or_insert(now);
+        let age = now.saturating_duration_since(started);
+        if age >= srtt * 2 {
+            self.counts = [(0, 0); 2];
+            self.started = Some(now);
+        } else if age >= srtt {
+            self.counts[1] = self.counts[0];
+            self.counts[0] = (0, 0);
+            self.started = Some(now);
+        }
+    }
+
+    /// The loss rate of the last one to two round trips, if they had enough outcomes.
+    fn rate(&self, now: Instant, srtt: Duration) -> Option<f64> {
+        let fresh = self
+            .started
+            .is_some_and(|t| now.saturating_duration_since(t) < srtt * 2);
+        let (acked, lost) = (
+            self.counts[0].0 + self.counts[1].0,
+            self.counts[0].1 + self.counts[1].1,
+        );
+        (fresh && acked + lost >= Self::MIN_OUTCOMES).then(|| lost as f64 / (acked + lost) as f64)
+    }
+}
+
+impl Bulk {
+    fn new(config: &TransportConfig) -> Box<Self> {
+        Box::new(Self {
+            send: SendStream::new(
+                INITIAL_MAX_DATA,
+                config.bulk_send_buffer,
+                config.max_message_size,
+            ),
+            recv: RecvStream::new(
+                INITIAL_MAX_DATA,
+                config.bulk_receive_window,
+                config.max_message_size,
+            ),
+            max_data_pending: false,
+            writable_pending: false,
+            outcomes: OutcomeWindow::default(),
+        })
+    }
+}
+
 /// `config` as a connection applies it: the receive window can be raised but never set below
 /// what the peer may send before hearing from us (the protocol's initial limit), the datagram
 /// size stays within the protocol's bounds, and keepalives come well inside the idle timeout
@@ -499,6 +613,7 @@ struct PendingCopy {
 pub(crate) fn effective_config(config: &TransportConfig) -> TransportConfig {
     TransportConfig {
         receive_window: config.receive_window.max(INITIAL_MAX_DATA),
+        bulk_receive_window: config.bulk_receive_window.max(INITIAL_MAX_DATA),
         max_datagram_size: config
             .max_datagram_size
             .clamp(MIN_INITIAL_SIZE, MAX_DATAGRAM_SIZE),
@@ -534,6 +649,8 @@ pub(crate) struct Connection {
     next_pn: u64,
     sent: BTreeMap<u64, SentPacket>,
     bytes_in_flight: u64,
+    /// The part of `bytes_in_flight` in packets that carry bulk data (see `cwnd_allows`).
+    bulk_in_flight: u64,
     time_of_last_ack_eliciting: Option<Instant>,
     largest_acked: Option<u64>,
     /// The largest packet number acknowledged by an ACK frame in a DATA packet: the only kind
@@ -569,6 +686,8 @@ pub(crate) struct Connection {
     cc: NewReno,
     loss_estimate: f64,
     send: SendStream,
+    /// The bulk channel, once used (see [`Bulk`]).
+    bulk: Option<Box<Bulk>>,
     copies: VecDeque<PendingCopy>,
     ping_pending: bool,
     /// The application's pings ([`Self::ping`]).
@@ -709,6 +828,7 @@ impl Connection {
             next_pn: 0,
             sent: BTreeMap::new(),
             bytes_in_flight: 0,
+            bulk_in_flight: 0,
             time_of_last_ack_eliciting: None,
             largest_acked: None,
             largest_acked_data: None,
@@ -739,6 +859,7 @@ impl Connection {
                 config.send_buffer,
                 config.max_message_size,
             ),
+            bulk: None,
             copies: VecDeque::new(),
             // A client's first INITIAL and a server's first answer both elicit an ACK, which is
             // how each side learns the other holds its connection ID.
@@ -916,6 +1037,31 @@ impl Connection {
         self.recv.buffered()
     }
 
+    /// Bulk bytes written and not yet acknowledged.
+    pub(crate) fn bulk_buffered(&self) -> u64 {
+        self.bulk.as_ref().map_or(0, |b| b.send.unacked())
+    }
+
+    /// Bulk bytes held for the peer (out of order, partial or not yet polled).
+    pub(crate) fn bulk_recv_buffered(&self) -> u64 {
+        self.bulk.as_ref().map_or(0, |b| b.recv.buffered())
+    }
+
+    /// Every bulk byte written has been acknowledged (true if none ever was).
+    fn bulk_flushed(&self) -> bool {
+        self.bulk.as_ref().is_none_or(|b| b.send.is_flushed())
+    }
+
+    /// Every byte written on either channel has been acknowledged.
+    fn all_flushed(&self) -> bool {
+        self.send.is_flushed() && self.bulk_flushed()
+    }
+
+    /// Out-of-order data waits for a gap on either channel.
+    fn has_hole(&self) -> bool {
+        self.recv.has_hole() || self.bulk.as_ref().is_some_and(|b| b.recv.has_hole())
+    }
+
     pub(crate) fn sent_packets_tracked(&self) -> usize {
         self.sent.len()
     }
@@ -977,7 +1123,7 @@ impl Connection {
             DropReason::Undecryptable => s.undecryptable_dropped += 1,
             DropReason::Duplicate => s.duplicates_dropped += 1,
             DropReason::Stale => s.stale_dropped += 1,
-            DropReason::NoBuffer => {}
+            DropReason::NoBuffer => s.no_buffer_dropped += 1,
         }
     }
 
@@ -1117,6 +1263,10 @@ impl Connection {
     fn compact(&mut self, now: Instant) {
         self.send.compact();
         self.recv.compact();
+        if let Some(b) = self.bulk.as_mut() {
+            b.send.compact();
+            b.recv.compact();
+        }
         self.sent.release_if_empty();
         self.declared_lost.release_if_empty();
         self.unconfirmed.release_if_empty();
@@ -1126,7 +1276,7 @@ impl Connection {
             self.crypto.early = Vec::new();
         }
         self.compact_due =
-            (!self.send.is_flushed() || !self.sent.is_empty()).then_some(now + COMPACT_AFTER);
+            (!self.all_flushed() || !self.sent.is_empty()).then_some(now + COMPACT_AFTER);
     }
 
     // ----- Application calls -----
@@ -1137,6 +1287,19 @@ impl Connection {
         }
         self.send.write(msg)?;
         self.stats.messages_sent += 1;
+        Ok(())
+    }
+
+    /// Queues one message on the bulk channel (see [`Bulk`]). Like [`Self::write`], refused
+    /// once the connection is closing or the application finished (a FIN covers both
+    /// channels).
+    pub(crate) fn write_bulk(&mut self, msg: Bytes) -> Result<(), SendError> {
+        if !self.is_open() || self.close_after_flush || self.send.fin().is_some() {
+            return Err(SendError::Closed);
+        }
+        let config = &self.config;
+        let bulk = self.bulk.get_or_insert_with(|| Bulk::new(config));
+        bulk.send.write(msg)?;
         Ok(())
     }
 
@@ -1201,7 +1364,7 @@ impl Connection {
 
     /// Our stream is finished and the peer holds all of it, FIN included.
     fn own_half_done(&self) -> bool {
-        self.send.fin().is_some() && self.fin_acked && self.send.is_flushed()
+        self.send.fin().is_some() && self.fin_acked && self.all_flushed()
     }
 
     /// Closes once both halves are finished and each side knows the other has everything
@@ -1239,7 +1402,14 @@ impl Connection {
             self.send.blocked = false;
             self.writable_pending = true;
         }
-        if self.close_after_flush && self.send.is_flushed() {
+        if let Some(b) = self.bulk.as_mut()
+            && b.send.blocked
+            && b.send.has_room()
+        {
+            b.send.blocked = false;
+            b.writable_pending = true;
+        }
+        if self.close_after_flush && self.all_flushed() {
             self.close_after_flush = false;
             self.enter_closing(now, CloseReason::Local);
         }
@@ -1251,7 +1421,7 @@ impl Connection {
             return;
         }
         self.close_frame = Some((code, reason.to_owned()));
-        if graceful && !self.send.is_flushed() {
+        if graceful && !self.all_flushed() {
             self.close_after_flush = true;
             // Bounded: a peer that is alive but has stopped reading would otherwise hold the
             // close open for ever (its ACKs keep the idle timer fresh while flow control keeps
@@ -1305,6 +1475,15 @@ impl Connection {
             }
             return Some(ConnEvent::Message(msg));
         }
+        let open = self.is_open();
+        if let Some(b) = self.bulk.as_mut()
+            && let Some(msg) = b.recv.pop_message()
+        {
+            if open && b.recv.wants_max_data_update() {
+                b.max_data_pending = true;
+            }
+            return Some(ConnEvent::BulkMessage(msg));
+        }
         if !self.peer_fin_reported && self.recv.is_finished_delivered() {
             self.peer_fin_reported = true;
             return Some(ConnEvent::PeerFinished);
@@ -1328,6 +1507,11 @@ impl Connection {
         if std::mem::take(&mut self.writable_pending) {
             return Some(ConnEvent::Writable);
         }
+        if let Some(b) = self.bulk.as_mut()
+            && std::mem::take(&mut b.writable_pending)
+        {
+            return Some(ConnEvent::BulkWritable);
+        }
         if !self.closed_emitted {
             if let Some(reason) = &self.closed {
                 self.closed_emitted = true;
@@ -1339,6 +1523,7 @@ impl Connection {
                 // Hand back what the peer never acknowledged, and free the send buffer.
                 let undelivered = self.send.unacked_messages();
                 self.send = SendStream::new(0, 0, 0);
+                self.bulk = None;
                 self.copies.clear();
                 return Some(ConnEvent::Closed(reason.clone(), undelivered));
             }
@@ -1445,10 +1630,22 @@ impl Connection {
                 | Frame::PathResponse(_)
                 | Frame::ResetToken(_)
                 | Frame::Fin { .. }
-                | Frame::Received { .. } => long,
+                | Frame::Received { .. }
+                | Frame::Bulk { .. }
+                | Frame::BulkMaxData { .. } => long,
             };
-            if let Frame::Message { offset, data } = frame {
-                unbufferable |= !self.recv.can_buffer(offset, data.len());
+            match frame {
+                Frame::Message { offset, data } => {
+                    unbufferable |= !self.recv.can_buffer(offset, data.len());
+                }
+                Frame::Bulk { offset, data } => {
+                    // A channel not yet created holds nothing: anything fits.
+                    unbufferable |= self
+                        .bulk
+                        .as_ref()
+                        .is_some_and(|b| !b.recv.can_buffer(offset, data.len()));
+                }
+                _ => {}
             }
         }
         if misplaced {
@@ -1576,6 +1773,44 @@ impl Connection {
                         return;
                     }
                 },
+                Frame::Bulk { offset, data } => {
+                    let config = &self.config;
+                    let bulk = self.bulk.get_or_insert_with(|| Bulk::new(config));
+                    if bulk.recv.max_data == INITIAL_MAX_DATA
+                        && config.bulk_receive_window > INITIAL_MAX_DATA
+                    {
+                        // The peer speaks bulk: now, and only now, a window above the initial
+                        // limit may be announced (see `Bulk`).
+                        bulk.max_data_pending = true;
+                    }
+                    match bulk.recv.on_data(offset, data) {
+                        Ok(_) => self.compact_due = Some(now + COMPACT_AFTER),
+                        Err(crate::stream::RecvError::FlowControl) => {
+                            self.protocol_violation(now, close_code::FLOW_CONTROL, "flow control");
+                            return;
+                        }
+                        Err(crate::stream::RecvError::MessageTooLarge) => {
+                            let code = close_code::MESSAGE_TOO_LARGE;
+                            self.protocol_violation(now, code, "message too large");
+                            return;
+                        }
+                        Err(_) => {
+                            // The bulk channel has no FIN: nothing else can fail.
+                            let code = close_code::PROTOCOL_VIOLATION;
+                            self.protocol_violation(now, code, "bulk data");
+                            return;
+                        }
+                    }
+                }
+                Frame::BulkMaxData { limit } => {
+                    // Only a peer we sent bulk data to sends this; from any other it is
+                    // harmless (the credit waits, unused, in a channel of its own).
+                    let config = &self.config;
+                    let bulk = self.bulk.get_or_insert_with(|| Bulk::new(config));
+                    if limit > bulk.send.max_data {
+                        bulk.send.max_data = limit;
+                    }
+                }
                 Frame::Fin { final_offset } => {
                     if self.recv.on_fin(final_offset).is_err() {
                         let code = close_code::PROTOCOL_VIOLATION;
@@ -1638,7 +1873,7 @@ impl Connection {
             // A packet-number gap is urgent only while data is missing: a gap whose data
             // arrived anyway (in a proactive copy) repairs nothing, and acknowledging every
             // such gap at once cost an ACK-only packet per lost copy (issue 13).
-            let urgent = urgent && (long || self.recv.has_hole());
+            let urgent = urgent && (long || self.has_hole());
             // A keepalive (nothing but a PING, on a connection whose stream has been quiet
             // for `COMPACT_AFTER`) is acknowledged at once: no data follows for the ACK to
             // ride with, and the delayed ACK would cost a second wake-up per keepalive, which
@@ -1796,6 +2031,7 @@ impl Connection {
         self.declared_lost.clear();
         self.unconfirmed.clear();
         self.bytes_in_flight = 0;
+        self.bulk_in_flight = 0;
         self.time_of_last_ack_eliciting = None;
         self.loss_time = None;
         self.pto_count = 0;
@@ -2124,15 +2360,27 @@ impl Connection {
             }
         }
         let mut acked_bytes = 0;
+        let srtt = self.rtt.smoothed();
         for (_, p) in newly {
             self.stats.packets_acked += 1;
             self.bytes_in_flight -= p.size;
+            if !p.bulk.is_empty() {
+                self.bulk_in_flight -= p.size;
+            }
             acked_bytes += p.size;
             self.loss_estimate *= 1.0 - LOSS_EWMA_WEIGHT;
             self.loss_outcomes += 1;
+            if let Some(b) = self.bulk.as_mut() {
+                b.outcomes.record(now, srtt, false);
+            }
             self.cc.on_ack(p.time, p.size, p.app_limited);
             for r in p.stream {
                 self.send.on_ack(r);
+            }
+            if let Some(b) = self.bulk.as_mut() {
+                for r in p.bulk {
+                    b.send.on_ack(r);
+                }
             }
             self.fin_acked |= p.fin;
             self.received_acked |= p.received;
@@ -2235,9 +2483,18 @@ impl Connection {
                 self.stats.handshake_packets_lost += 1;
             }
             self.bytes_in_flight -= p.size;
+            if !p.bulk.is_empty() {
+                self.bulk_in_flight -= p.size;
+            }
             newest_lost = Some(newest_lost.map_or(p.time, |t| t.max(p.time)));
             for r in &p.stream {
                 self.send.on_lost(r.clone());
+            }
+            if let Some(b) = self.bulk.as_mut() {
+                for r in &p.bulk {
+                    b.send.on_lost(r.clone());
+                }
+                b.max_data_pending |= p.bulk_max_data;
             }
             self.max_data_pending |= p.max_data;
             self.reset_token_pending |= p.reset_token;
@@ -2253,6 +2510,7 @@ impl Connection {
                     declared: now,
                     long: p.long,
                     stream: p.stream,
+                    bulk: p.bulk,
                     fin: p.fin,
                     received: p.received,
                     outcome: None,
@@ -2306,7 +2564,7 @@ impl Connection {
                 if defer {
                     self.unconfirmed.push_back((confirm_at, pn));
                 } else {
-                    d.outcome = Some(self.count_loss());
+                    d.outcome = Some(self.count_loss(now));
                 }
                 self.declared_lost.insert(pn, d);
             }
@@ -2328,7 +2586,7 @@ impl Connection {
             }
             if entry.remove().outcome.is_none() {
                 // Forgotten before its confirmation (the map is full): a loss all the same.
-                self.count_loss();
+                self.count_loss(now);
             }
         }
         self.declared_lost.release_if_empty();
@@ -2366,7 +2624,7 @@ impl Connection {
                 .get(&pn)
                 .is_some_and(|d| d.outcome.is_none())
             {
-                let outcome = self.count_loss();
+                let outcome = self.count_loss(now);
                 if let Some(d) = self.declared_lost.get_mut(&pn) {
                     d.outcome = Some(outcome);
                 }
@@ -2375,8 +2633,12 @@ impl Connection {
     }
 
     /// One loss enters the estimate; returns `loss_outcomes` after it.
-    fn count_loss(&mut self) -> u64 {
+    fn count_loss(&mut self, now: Instant) -> u64 {
         self.loss_estimate = self.loss_estimate * (1.0 - LOSS_EWMA_WEIGHT) + LOSS_EWMA_WEIGHT;
+        let srtt = self.rtt.smoothed();
+        if let Some(b) = self.bulk.as_mut() {
+            b.outcomes.record(now, srtt, true);
+        }
         self.loss_outcomes += 1;
         self.loss_outcomes
     }
@@ -2387,6 +2649,8 @@ impl Connection {
     fn covered_by_copies(send: &SendStream, p: &SentPacket) -> bool {
         !p.stream.is_empty()
             && !p.max_data
+            && p.bulk.is_empty()
+            && !p.bulk_max_data
             && !p.reset_token
             && !p.fin
             && !p.received
@@ -2485,6 +2749,11 @@ impl Connection {
         self.reo_wnd_persist = REO_WND_PERSIST;
         for r in d.stream {
             self.send.on_ack(r);
+        }
+        if let Some(b) = self.bulk.as_mut() {
+            for r in d.bulk {
+                b.send.on_ack(r);
+            }
         }
         self.fin_acked |= d.fin;
         self.received_acked |= d.received;
@@ -2630,6 +2899,16 @@ impl Connection {
         Self::bias_corrected(self.loss_estimate, self.loss_outcomes)
     }
 
+    /// The loss rate that sizes a chat message's copies: the estimate, or while bulk data
+    /// flows, the loss of the last round trips if higher (see [`OutcomeWindow`]).
+    fn copy_loss_rate(&self, now: Instant) -> f64 {
+        let estimate = self.loss_rate();
+        self.bulk
+            .as_ref()
+            .and_then(|b| b.outcomes.rate(now, self.rtt.smoothed()))
+            .map_or(estimate, |r| r.max(estimate))
+    }
+
     /// Probe packets for one probe timeout. Two on a clean path, as RFC 9002 has it. On a lossy
     /// one, a probe round trip fails (the probe or its ACK lost) with `q = 1 − (1 − p)²` (`p`
     /// estimates our direction; the other is taken to be alike), two probes fail together
@@ -2667,8 +2946,31 @@ impl Connection {
             .clamp(Duration::from_millis(1), Duration::from_millis(10))
     }
 
+    /// May a packet carry message-stream data (new, retransmitted or copied)? While the
+    /// window has room, as always. And while bulk data fills it, as long as the packets in
+    /// flight without bulk data stay within the headroom bulk leaves to chat: bulk packets
+    /// sent while the window was larger (a loss has just capped it, and the acknowledgements
+    /// that drain them come a round trip later, in a burst) must not hold a chat message and
+    /// its copies back. Chat thus exceeds the window by at most the headroom, only while
+    /// bulk data is in flight; without bulk data nothing changes.
     fn cwnd_allows(&self) -> bool {
-        self.probes > 0 || self.bytes_in_flight < self.cc.window()
+        let window = self.cc.window();
+        self.probes > 0
+            || self.bytes_in_flight < window
+            || (self.bulk_in_flight > 0
+                && self.bytes_in_flight - self.bulk_in_flight < self.bulk_headroom())
+    }
+
+    /// The congestion window bulk data leaves to the chat stream: [`BULK_HEADROOM_PACKETS`]
+    /// datagrams, at most a quarter of the window.
+    fn bulk_headroom(&self) -> u64 {
+        (BULK_HEADROOM_PACKETS * self.config.max_datagram_size as u64).min(self.cc.window() / 4)
+    }
+
+    /// May a packet carry bulk data now? Only while the window keeps the headroom free for
+    /// the chat stream, and always in a probe (which ignores the window).
+    fn bulk_allowed(&self) -> bool {
+        self.probes > 0 || self.bytes_in_flight + self.bulk_headroom() < self.cc.window()
     }
 
     fn next_copy_time(&self) -> Option<Instant> {
@@ -2856,12 +3158,23 @@ impl Connection {
             && (self.ack_immediately || self.ack_deadline.is_some_and(|t| now >= t));
         let data_ok = ty.is_data() && self.can_send_data() && self.cwnd_allows();
         let copy_due = data_ok && self.copies.iter().any(|c| c.next <= now);
-        let data_due = data_ok && (self.send.has_lost() || self.send.has_sendable_new());
+        let bulk_due = self.bulk_allowed()
+            && self
+                .bulk
+                .as_ref()
+                .is_some_and(|b| b.send.has_lost() || b.send.has_sendable_new());
+        let data_due =
+            data_ok && (self.send.has_lost() || self.send.has_sendable_new() || bulk_due);
+        // Our FIN covers the bulk channel too: it goes out once every bulk byte is
+        // acknowledged, so a peer that has our whole stream has our bulk data as well.
+        let fin_due = self.fin_pending && self.bulk_flushed();
+        let bulk_max_data_due = self.bulk.as_ref().is_some_and(|b| b.max_data_pending);
         let path_due = ty.is_data() && (self.path.challenge_due || !self.path.responses.is_empty());
         let control_due = self.ping_pending
             || ((self.max_data_pending
+                || bulk_max_data_due
                 || self.reset_token_pending
-                || self.fin_pending
+                || fin_due
                 || self.received_pending)
                 && self.can_send_data()
                 && ty.is_data())
@@ -2914,8 +3227,19 @@ impl Connection {
             sp.max_data = true;
             sp.ack_eliciting = true;
         }
+        if bulk_max_data_due
+            && self.can_send_data()
+            && ty.is_data()
+            && let Some(bulk) = self.bulk.as_mut()
+        {
+            bulk.max_data_pending = false;
+            let limit = bulk.recv.advance_max_data();
+            Frame::BulkMaxData { limit }.encode(b.frames_buf());
+            sp.bulk_max_data = true;
+            sp.ack_eliciting = true;
+        }
         if ty.is_data() && self.can_send_data() {
-            if let Some(final_offset) = self.send.fin().filter(|_| self.fin_pending) {
+            if let Some(final_offset) = self.send.fin().filter(|_| fin_due) {
                 self.fin_pending = false;
                 Frame::Fin { final_offset }.encode(b.frames_buf());
                 sp.fin = true;
@@ -2943,15 +3267,32 @@ impl Connection {
                 self.write_stream(&mut b, &mut sp, r);
             }
             self.write_copies(now, &mut b, &mut sp);
+            // Bulk data last: it fills what room the chat stream left in this packet, and
+            // only packets the chat stream leaves in the window.
+            if self.bulk_allowed() {
+                while let Some(r) = self.take_bulk(&b, |s, n| s.next_lost(n)) {
+                    self.stats.retransmissions += 1;
+                    self.write_bulk_range(&mut b, &mut sp, r);
+                }
+                while let Some(r) = self.take_bulk(&b, |s, n| s.next_new(n)) {
+                    self.write_bulk_range(&mut b, &mut sp, r);
+                }
+            }
         }
         if self.probes > 0 && !sp.ack_eliciting && data_ok {
             // A probe carries data if it can: it then repairs a loss as well as detecting one.
             // Size the frame for the largest offset it could start at, not for offset 0: the
-            // offset's varint is part of the frame.
+            // offset's varint is part of the frame. Chat data first, as always.
             let room = max_stream_payload(&b, self.send.end());
             if let Some(r) = self.send.oldest_unacked(room) {
                 self.stats.retransmissions += 1;
                 self.write_stream(&mut b, &mut sp, r);
+            } else if let Some(r) = self.bulk.as_ref().and_then(|bulk| {
+                let room = max_stream_payload(&b, bulk.send.end());
+                bulk.send.oldest_unacked(room)
+            }) {
+                self.stats.retransmissions += 1;
+                self.write_bulk_range(&mut b, &mut sp, r);
             }
         }
         if ping_due && (sp.ack_eliciting || b.remaining() > 0) {
@@ -2980,7 +3321,11 @@ impl Connection {
         if pad {
             b.pad_to(MIN_INITIAL_SIZE);
         }
-        sp.app_limited = !self.send.has_sendable_new();
+        sp.app_limited = !self.send.has_sendable_new()
+            && self
+                .bulk
+                .as_ref()
+                .is_none_or(|b| !b.send.has_sendable_new());
         if !b.has_frames() {
             // Everything that looked due turned out to be moot (e.g. an ACK with nothing left
             // to acknowledge). The packet number is simply skipped; gaps are legal.
@@ -3170,6 +3515,9 @@ impl Connection {
         // ack-of-ack. A padded INITIAL always carries a handshake message.
         if sp.ack_eliciting || padded {
             self.bytes_in_flight += sp.size;
+            if !sp.bulk.is_empty() {
+                self.bulk_in_flight += sp.size;
+            }
             self.time_of_last_ack_eliciting = Some(now);
             self.last_activity = now;
             sp.seq = self.next_seq;
@@ -3234,9 +3582,38 @@ impl Connection {
         sp.ack_eliciting = true;
     }
 
+    /// Like [`Self::take_stream`], for the bulk channel.
+    fn take_bulk(
+        &mut self,
+        b: &PacketBuilder,
+        take: impl FnOnce(&mut SendStream, usize) -> Option<Range<u64>>,
+    ) -> Option<Range<u64>> {
+        let bulk = self.bulk.as_mut()?;
+        let room = max_stream_payload(b, bulk.send.end());
+        if room == 0 {
+            return None;
+        }
+        take(&mut bulk.send, room)
+    }
+
+    /// Writes bulk-channel bytes `r` as a BULK frame.
+    fn write_bulk_range(&mut self, b: &mut PacketBuilder, sp: &mut SentPacket, r: Range<u64>) {
+        let Some(bulk) = self.bulk.as_ref() else {
+            return;
+        };
+        let out = b.frames_buf();
+        out.push(crate::wire::FrameType::Bulk as u8);
+        crate::coding::put_varint(out, r.start);
+        crate::coding::put_varint(out, r.end - r.start);
+        bulk.send.copy_range(r.clone(), out);
+        sp.bulk.push(r);
+        self.compact_due = Some(sp.time + COMPACT_AFTER);
+        sp.ack_eliciting = true;
+    }
+
     /// Queues proactive copies of a small, just-sent run of new data.
     fn schedule_copies(&mut self, now: Instant, r: Range<u64>) {
-        let rate = self.loss_rate();
+        let rate = self.copy_loss_rate(now);
         let red = &self.config.redundancy;
         // A copy must always fit in an otherwise empty packet (header, frame overhead, a small
         // ACK), or a due copy could never be sent and its timer would fire for ever.
@@ -3322,6 +3699,21 @@ impl Connection {
     }
 }
 
+#[cfg(test)]
+impl Connection {
+    /// A DATA packet to the peer carrying exactly `frames` (already encoded), sealed under
+    /// our current key with the next packet number: what a peer that breaks the protocol
+    /// would send. Not tracked as sent (nothing of it is retransmitted).
+    pub(crate) fn forge_data_packet(&mut self, now: Instant, frames: &[u8]) -> Vec<u8> {
+        assert!(self.packet_type().is_data(), "the handshake is over");
+        let mut buf = Vec::new();
+        let mut b = self.builder(now, &mut buf);
+        b.frames_buf().extend_from_slice(frames);
+        self.finish(now, b, SentPacket::empty(now), false, &mut buf);
+        buf
+    }
+}
+
 /// Largest stream payload that fits in `b` for data near `offset`.
 fn max_stream_payload(b: &PacketBuilder, offset: u64) -> usize {
     let room = b.remaining();
@@ -3349,6 +3741,8 @@ impl SentPacket {
             app_limited: false,
             stream: Vec::new(),
             max_data: false,
+            bulk: Vec::new(),
+            bulk_max_data: false,
             ack_largest: None,
             long: false,
             reset_token: false,

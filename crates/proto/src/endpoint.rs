@@ -262,6 +262,22 @@ pub enum Event {
         /// Which connection.
         conn: ConnectionHandle,
     },
+    /// A complete message of the bulk channel ([`Endpoint::send_bulk`] on the peer's side)
+    /// arrived, in bulk-channel order, exactly once. Bulk messages are ordered among
+    /// themselves only: chat messages ([`Event::Message`]) never wait for them, nor they for
+    /// chat.
+    BulkMessage {
+        /// Which connection.
+        conn: ConnectionHandle,
+        /// Its bytes.
+        data: Bytes,
+    },
+    /// The bulk send buffer, which was full ([`Endpoint::send_bulk`] said
+    /// [`crate::WriteError::Blocked`]), has room again.
+    BulkWritable {
+        /// Which connection.
+        conn: ConnectionHandle,
+    },
     /// The peer's address changed (NAT rebinding, migration: PROTOCOL.md §5.7) and the new
     /// one passed path validation, or the connection went back to the validated address it
     /// had before. A server that tells others where a client is (a rendezvous) follows it.
@@ -295,6 +311,8 @@ impl Event {
             | Event::Ping { conn, .. }
             | Event::PeerFinished { conn }
             | Event::Writable { conn }
+            | Event::BulkMessage { conn, .. }
+            | Event::BulkWritable { conn }
             | Event::PathChanged { conn, .. }
             | Event::Closed { conn, .. } => *conn,
         }
@@ -345,6 +363,14 @@ impl std::fmt::Debug for Event {
                 .field("outcome", outcome)
                 .finish(),
             Self::Writable { conn } => f.debug_struct("Writable").field("conn", conn).finish(),
+            Self::BulkMessage { conn, data } => f
+                .debug_struct("BulkMessage")
+                .field("conn", conn)
+                .field("len", &data.len())
+                .finish_non_exhaustive(),
+            Self::BulkWritable { conn } => {
+                f.debug_struct("BulkWritable").field("conn", conn).finish()
+            }
             Self::PeerFinished { conn } => {
                 f.debug_struct("PeerFinished").field("conn", conn).finish()
             }
@@ -824,6 +850,44 @@ impl Endpoint {
     pub fn send_bytes(&mut self, conn: ConnectionHandle, data: Bytes) -> Result<(), SendError> {
         self.with_conn(conn, |c| c.write(data))
             .ok_or(SendError::UnknownConnection)?
+    }
+
+    /// Queues one message (0 to 64 KiB) on the **bulk channel** of `conn`, without copying
+    /// it: a second message stream beside the one [`Self::send_bytes`] writes, for bulk data
+    /// such as a file's chunks (PROTOCOL.md §4.7). Bulk messages arrive in order among
+    /// themselves, each exactly once ([`Event::BulkMessage`]), with their own reassembly and
+    /// flow control: a lost bulk packet never holds back a chat message, and chat data (new,
+    /// retransmitted and its proactive copies) goes out before any bulk data whenever both
+    /// are ready, bulk taking what room and congestion window chat leaves.
+    ///
+    /// `Err(Write(Blocked))` once the bulk send buffer
+    /// ([`crate::TransportConfig::bulk_send_buffer`]) is full: wait for
+    /// [`Event::BulkWritable`], or keep [`Self::bulk_buffered`] under a bound of your own.
+    /// A FIN covers the bulk channel too ([`Self::finish`]: sent once every bulk
+    /// byte is acknowledged), and a graceful [`Self::close`] waits for bulk data as for chat;
+    /// bulk messages are not handed back in `Closed::undelivered`.
+    ///
+    /// **Only send bulk data to a peer known to support it** (one whose application said so
+    /// on the message stream, e.g. by accepting a file offer, or that sent bulk data
+    /// itself): version 2 has no transport parameters, and a peer that predates the bulk
+    /// channel drops every packet carrying a BULK frame as malformed. Call `poll_transmit`
+    /// afterwards.
+    pub fn send_bulk(&mut self, conn: ConnectionHandle, data: Bytes) -> Result<(), SendError> {
+        self.with_conn(conn, |c| c.write_bulk(data))
+            .ok_or(SendError::UnknownConnection)?
+    }
+
+    /// Bulk bytes written on `conn` ([`Self::send_bulk`], with their length prefixes) and not
+    /// yet acknowledged by the peer: a sender keeps its own window by keeping this bounded.
+    /// Zero once every bulk message has arrived (and before the first).
+    pub fn bulk_buffered(&self, conn: ConnectionHandle) -> Option<u64> {
+        self.conn(conn).map(Connection::bulk_buffered)
+    }
+
+    /// Bulk bytes held for the peer of `conn` (out of order, partial or not yet polled).
+    /// Bounded by [`crate::TransportConfig::bulk_receive_window`].
+    pub fn bulk_recv_buffered(&self, conn: ConnectionHandle) -> Option<u64> {
+        self.conn(conn).map(Connection::bulk_recv_buffered)
     }
 
     /// Asks the peer of `conn` for an acknowledgement, to measure the round trip (`chirp
@@ -1450,6 +1514,8 @@ impl Endpoint {
                     outcome,
                 },
                 ConnEvent::Writable => Event::Writable { conn: h },
+                ConnEvent::BulkMessage(data) => Event::BulkMessage { conn: h, data },
+                ConnEvent::BulkWritable => Event::BulkWritable { conn: h },
                 ConnEvent::PeerFinished => Event::PeerFinished { conn: h },
                 ConnEvent::PathChanged => Event::PathChanged { conn: h, remote },
                 ConnEvent::Closed(reason, undelivered) => Event::Closed {
@@ -1604,4 +1670,214 @@ impl Handles {
 /// (Handles count up from 0 and never reach `u64::MAX`.)
 fn after(now: Instant) -> (Instant, ConnectionHandle) {
     (now, ConnectionHandle(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The bulk channel against a peer that breaks its rules: packets forged with the
+    //! connection's real keys, as a hostile (authenticated) peer would send them.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::close_code;
+    use crate::coding::put_varint;
+    use crate::stream::MAX_MESSAGE_SIZE;
+    use crate::wire::Frame;
+
+    struct Two {
+        now: Instant,
+        a: Endpoint,
+        b: Endpoint,
+        ca: ConnectionHandle,
+        cb: ConnectionHandle,
+        events_b: Vec<Event>,
+    }
+
+    const A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+    const B: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
+
+    impl Two {
+        fn new(config: TransportConfig) -> Self {
+            let now = Instant::now();
+            let cfg = EndpointConfig {
+                transport: config,
+                ..EndpointConfig::default()
+            };
+            let mut a = Endpoint::new(cfg.clone(), 1);
+            let mut b = Endpoint::new(cfg, 2);
+            b.set_accept_incoming(true);
+            let ca = a.connect(now, B).expect("room");
+            let mut two = Self {
+                now,
+                a,
+                b,
+                ca,
+                cb: ConnectionHandle(u64::MAX),
+                events_b: Vec::new(),
+            };
+            two.run(Duration::from_secs(5));
+            two.cb = two
+                .events_b
+                .iter()
+                .find_map(|e| match e {
+                    Event::Connected { conn, .. } => Some(*conn),
+                    _ => None,
+                })
+                .expect("connected");
+            two
+        }
+
+        /// Exchanges datagrams (a perfect network, 1 ms each way) for `d` of virtual time.
+        fn run(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                while let Some(t) = self.a.poll_transmit(self.now) {
+                    self.b.handle_datagram(self.now, A, &t.contents);
+                }
+                while let Some(t) = self.b.poll_transmit(self.now) {
+                    self.a.handle_datagram(self.now, B, &t.contents);
+                }
+                while self.a.poll_event().is_some() {}
+                while let Some(e) = self.b.poll_event() {
+                    self.events_b.push(e);
+                }
+                self.now += Duration::from_millis(1);
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+            }
+        }
+
+        /// `a` sends `b` a DATA packet holding exactly `frames`.
+        fn forge(&mut self, frames: &[Frame<'_>]) {
+            let mut plain = Vec::new();
+            for f in frames {
+                f.encode(&mut plain);
+            }
+            let now = self.now;
+            let e = self.a.conns.get_mut(&self.ca).expect("open");
+            let datagram = e.conn.forge_data_packet(now, &plain);
+            self.b.handle_datagram(now, A, &datagram);
+        }
+
+        fn closed_b(&self) -> Option<&CloseReason> {
+            self.events_b.iter().find_map(|e| match e {
+                Event::Closed { reason, .. } => Some(reason),
+                _ => None,
+            })
+        }
+    }
+
+    fn violation(code: u64) -> impl Fn(&CloseReason) -> bool {
+        move |r| matches!(r, CloseReason::ProtocolViolation { code: c, .. } if *c == code)
+    }
+
+    #[test]
+    fn bulk_beyond_the_advertised_limit_closes_with_flow_control() {
+        let mut t = Two::new(TransportConfig::default());
+        // Up to the initial limit before any BULK_MAX_DATA; the first BULK frame makes `b`
+        // announce its window (`consumed + window`, nothing consumed), and up to that too.
+        let initial = crate::connection::INITIAL_MAX_DATA;
+        let window = t.b.config().transport.bulk_receive_window;
+        assert!(window > initial);
+        for offset in [initial - 1, window - 1] {
+            t.forge(&[Frame::Bulk { offset, data: &[0] }]);
+            t.run(Duration::from_millis(5));
+            assert_eq!(t.closed_b(), None, "byte {offset} is within the limit");
+        }
+        assert_eq!(t.b.bulk_recv_buffered(t.cb), Some(2));
+        // One byte beyond what `b` ever advertised.
+        t.forge(&[Frame::Bulk {
+            offset: window,
+            data: &[0],
+        }]);
+        t.run(Duration::from_millis(5));
+        let reason = t.closed_b().expect("closed");
+        assert!(violation(close_code::FLOW_CONTROL)(reason), "{reason:?}");
+    }
+
+    #[test]
+    fn without_a_bulk_max_data_the_initial_limit_binds() {
+        let transport = TransportConfig {
+            bulk_receive_window: crate::connection::INITIAL_MAX_DATA,
+            ..TransportConfig::default()
+        };
+        let mut t = Two::new(transport);
+        let limit = crate::connection::INITIAL_MAX_DATA;
+        t.forge(&[Frame::Bulk {
+            offset: limit - 1,
+            data: &[0],
+        }]);
+        t.run(Duration::from_millis(5));
+        assert_eq!(t.closed_b(), None);
+        t.forge(&[Frame::Bulk {
+            offset: limit,
+            data: &[],
+        }]);
+        t.run(Duration::from_millis(5));
+        assert_eq!(
+            t.closed_b(),
+            None,
+            "a zero-length frame at the limit is fine"
+        );
+        t.forge(&[Frame::Bulk {
+            offset: limit,
+            data: &[0],
+        }]);
+        t.run(Duration::from_millis(5));
+        let reason = t.closed_b().expect("closed");
+        assert!(violation(close_code::FLOW_CONTROL)(reason), "{reason:?}");
+    }
+
+    #[test]
+    fn a_bulk_message_above_the_maximum_closes_at_its_length_prefix() {
+        let mut t = Two::new(TransportConfig::default());
+        let mut prefix = Vec::new();
+        put_varint(&mut prefix, MAX_MESSAGE_SIZE as u64 + 1);
+        t.forge(&[Frame::Bulk {
+            offset: 0,
+            data: &prefix,
+        }]);
+        t.run(Duration::from_millis(5));
+        let reason = t.closed_b().expect("closed");
+        assert!(
+            violation(close_code::MESSAGE_TOO_LARGE)(reason),
+            "{reason:?}"
+        );
+    }
+
+    #[test]
+    fn bulk_gaps_beyond_the_segment_cap_are_dropped_unacknowledged_and_memory_stays_bounded() {
+        let mut t = Two::new(TransportConfig::default());
+        // One byte per gap: each would be a separate segment. The cap holds, the packets
+        // beyond it are dropped whole (not acknowledged, so an honest sender would resend).
+        let segments = crate::stream::MAX_SEGMENTS as u64;
+        for i in 0..segments + 100 {
+            t.forge(&[Frame::Bulk {
+                offset: 10 + 2 * i,
+                data: &[7],
+            }]);
+        }
+        t.run(Duration::from_millis(5));
+        assert_eq!(t.closed_b(), None, "dropping is not closing");
+        assert_eq!(t.b.bulk_recv_buffered(t.cb), Some(segments));
+        let stats = t.b.stats(t.cb).expect("open");
+        assert_eq!(stats.no_buffer_dropped, 100, "{stats:?}");
+        // The chat stream still works meanwhile: its own reassembly is untouched.
+        t.a.send(t.ca, b"still here").expect("room");
+        t.run(Duration::from_millis(20));
+        assert!(
+            t.events_b
+                .iter()
+                .any(|e| matches!(e, Event::Message { data, .. } if data[..] == b"still here"[..]))
+        );
+        // And the gaps, once filled in order, deliver what they held.
+        let fill: Vec<u8> = (0..10 + 2 * segments).map(|_| 0).collect();
+        t.forge(&[Frame::Bulk {
+            offset: 0,
+            data: &fill[..10],
+        }]);
+        t.run(Duration::from_millis(5));
+        assert_eq!(t.closed_b(), None);
+    }
 }

@@ -64,6 +64,10 @@ pub struct ConnectionStats {
     pub undecryptable_dropped: u64,
     /// Handshake packets that arrived after the handshake was confirmed, ignored.
     pub stale_dropped: u64,
+    /// Packets dropped whole, unacknowledged, because their out-of-order stream data would
+    /// have opened one segment too many (message stream or bulk channel, PROTOCOL.md §4.3):
+    /// an honest sender resends them, a hostile one gains nothing.
+    pub no_buffer_dropped: u64,
     /// RETRYs followed (address validation asked for by the server).
     pub retries_received: u64,
     /// Key updates of our sending keys.

@@ -135,6 +135,18 @@ pub enum TraceFrame {
         /// Offset.
         offset: u64,
     },
+    /// BULK: bulk-channel bytes `[offset, offset + len)`.
+    Bulk {
+        /// Bulk-channel offset.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// BULK_MAX_DATA.
+    BulkMaxData {
+        /// The new limit.
+        limit: u64,
+    },
 }
 
 impl TraceFrame {
@@ -153,6 +165,8 @@ impl TraceFrame {
             Self::ResetToken => FrameType::ResetToken,
             Self::Fin { .. } => FrameType::Fin,
             Self::Received { .. } => FrameType::Received,
+            Self::Bulk { .. } => FrameType::Bulk,
+            Self::BulkMaxData { .. } => FrameType::BulkMaxData,
         }
     }
 
@@ -178,6 +192,11 @@ impl TraceFrame {
             Frame::ResetToken(_) => Self::ResetToken,
             Frame::Fin { final_offset } => Self::Fin { final_offset },
             Frame::Received { offset } => Self::Received { offset },
+            Frame::Bulk { offset, data } => Self::Bulk {
+                offset,
+                len: data.len() as u64,
+            },
+            Frame::BulkMaxData { limit } => Self::BulkMaxData { limit },
         }
     }
 

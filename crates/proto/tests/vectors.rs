@@ -426,6 +426,17 @@ fn frame_vectors() -> Vec<(&'static str, Frame<'static>)> {
         ("frame-reset-token", Frame::ResetToken(RESET_TOKEN)),
         ("frame-fin", Frame::Fin { final_offset: 300 }),
         ("frame-received", Frame::Received { offset: 70_000 }),
+        (
+            "frame-bulk",
+            Frame::Bulk {
+                offset: 1_048_576,
+                data: b"\x05chunk",
+            },
+        ),
+        (
+            "frame-bulk-max-data",
+            Frame::BulkMaxData { limit: 2_097_152 },
+        ),
     ]
 }
 
@@ -1164,7 +1175,7 @@ fn reserved_code_points_and_other_versions_are_rejected() {
             Some(DecodeError::UnsupportedVersion(version))
         );
     }
-    for ty in 0x0c..=0xffu8 {
+    for ty in 0x0e..=0xffu8 {
         let payload = [0x01, ty, 0x00];
         let decoded: Result<Vec<_>, _> = Frames::new(&payload).collect();
         assert_eq!(decoded, Err(DecodeError::UnknownFrame(ty)));
@@ -1360,6 +1371,8 @@ const VECTORS: &[(&str, &str)] = &[
     ("frame-reset-token", "09c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"),
     ("frame-fin", "0a412c"),
     ("frame-received", "0b80011170"),
+    ("frame-bulk", "0c8010000006056368756e6b"),
+    ("frame-bulk-max-data", "0d80200000"),
     ("reset", "0207c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"),
     (
         "reset-key",

@@ -42,7 +42,8 @@
 //! exists) are in no file.
 //!
 //! Frames map to their QUIC counterparts: MESSAGE is a `stream` frame on stream 0, FIN a
-//! `stream` frame of length 0 with `fin`, the Noise handshake message a `crypto` frame,
+//! `stream` frame of length 0 with `fin`, BULK a `stream` frame on stream 1 and
+//! BULK_MAX_DATA `max_stream_data` of stream 1, the Noise handshake message a `crypto` frame,
 //! CLOSE `connection_close` (code only); RESET_TOKEN and RECEIVED have no counterpart and are
 //! `unknown` frames with their wire type (and, for RECEIVED, its offset). No record holds a
 //! key, a token, challenge data, a close reason or a byte of a message.
@@ -608,6 +609,17 @@ fn frame(f: &TraceFrame) -> QuicFrame {
             fin: Some(true),
         },
         TraceFrame::MaxData { limit } => QuicFrame::MaxData { maximum: limit },
+        // The bulk channel shows as a second stream beside the message stream (stream 0).
+        TraceFrame::Bulk { offset, len } => QuicFrame::Stream {
+            stream_id: 1,
+            offset,
+            length: len,
+            fin: None,
+        },
+        TraceFrame::BulkMaxData { limit } => QuicFrame::MaxStreamData {
+            stream_id: 1,
+            maximum: limit,
+        },
         TraceFrame::Close { code } => QuicFrame::ConnectionClose {
             error_space: if code >= close_code::APPLICATION_MIN {
                 "application_error"
@@ -771,6 +783,10 @@ enum QuicFrame {
         fin: Option<bool>,
     },
     MaxData {
+        maximum: u64,
+    },
+    MaxStreamData {
+        stream_id: u64,
         maximum: u64,
     },
     ConnectionClose {

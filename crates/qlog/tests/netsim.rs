@@ -525,6 +525,11 @@ fn corrupted_datagrams_are_packet_dropped_as_many_as_the_counters_say() {
             "{side:?} undecryptable"
         );
         assert_eq!(traced(R::Stale), stats.stale_dropped, "{side:?} stale");
+        assert_eq!(
+            traced(R::NoBuffer),
+            stats.no_buffer_dropped,
+            "{side:?} no buffer"
+        );
         corrupt += stats.corrupt_dropped;
         // As qlog: one packet_dropped for each, with a trigger and the reason, valid.
         let (bytes, trace) = serialize_open(&rs, conn);

@@ -14,6 +14,8 @@
 //! | 0x09 | RESET_TOKEN    | 16 bytes: the token that authenticates a stateless RESET       |
 //! | 0x0a | FIN       | final_offset: the sender's message stream ends there (half-close)   |
 //! | 0x0b | RECEIVED  | offset: every byte of the receiver's stream below it has arrived    |
+//! | 0x0c | BULK      | offset, length, data: the bulk channel, beside the message stream   |
+//! | 0x0d | BULK_MAX_DATA | limit: flow-control limit of the bulk channel                   |
 
 use super::DecodeError;
 use crate::coding::{Reader, put_varint, varint_len};
@@ -46,6 +48,11 @@ pub enum FrameType {
     Fin = 0x0a,
     /// Every byte of the receiver's message stream below this offset has arrived.
     Received = 0x0b,
+    /// A slice of the bulk channel: a second message stream for bulk data (files), with its
+    /// own reassembly and flow control, so that its losses never hold chat back.
+    Bulk = 0x0c,
+    /// Raises the flow-control limit of the bulk channel.
+    BulkMaxData = 0x0d,
 }
 
 /// Upper bound on ACK ranges in one frame. A receiver never needs more to describe recent
@@ -192,6 +199,20 @@ pub enum Frame<'a> {
         /// Absolute offset in the receiver's own (sending) stream.
         offset: u64,
     },
+    /// Bytes `[offset, offset + data.len())` of the bulk channel: encoded like the message
+    /// stream (`varint(length) || bytes` per message), but its own byte stream, with its own
+    /// offsets, reassembly and flow control.
+    Bulk {
+        /// Bulk-channel offset of the first byte.
+        offset: u64,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// The receiver will accept bulk-channel bytes below `limit`.
+    BulkMaxData {
+        /// Absolute bulk-channel offset.
+        limit: u64,
+    },
 }
 
 impl Frame<'_> {
@@ -209,10 +230,10 @@ impl Frame<'_> {
             Frame::Padding { len } => *len,
             Frame::Ping => 1,
             Frame::Ack(ack) => ack.encoded_len(),
-            Frame::Message { offset, data } => {
+            Frame::Message { offset, data } | Frame::Bulk { offset, data } => {
                 Self::message_overhead(*offset, data.len()) + data.len()
             }
-            Frame::MaxData { limit } => 1 + varint_len(*limit),
+            Frame::MaxData { limit } | Frame::BulkMaxData { limit } => 1 + varint_len(*limit),
             Frame::Close { code, reason } => {
                 1 + varint_len(*code) + varint_len(reason.len() as u64) + reason.len()
             }
@@ -226,7 +247,7 @@ impl Frame<'_> {
         }
     }
 
-    /// Bytes a MESSAGE frame needs besides its data.
+    /// Bytes a MESSAGE (or BULK) frame needs besides its data.
     pub fn message_overhead(offset: u64, len: usize) -> usize {
         1 + varint_len(offset) + varint_len(len as u64)
     }
@@ -237,14 +258,23 @@ impl Frame<'_> {
             Frame::Padding { len } => out.resize(out.len() + len, 0),
             Frame::Ping => out.push(FrameType::Ping as u8),
             Frame::Ack(ack) => ack.encode(out),
-            Frame::Message { offset, data } => {
-                out.push(FrameType::Message as u8);
+            Frame::Message { offset, data } | Frame::Bulk { offset, data } => {
+                let ty = if matches!(self, Frame::Bulk { .. }) {
+                    FrameType::Bulk
+                } else {
+                    FrameType::Message
+                };
+                out.push(ty as u8);
                 put_varint(out, *offset);
                 put_varint(out, data.len() as u64);
                 out.extend_from_slice(data);
             }
             Frame::MaxData { limit } => {
                 out.push(FrameType::MaxData as u8);
+                put_varint(out, *limit);
+            }
+            Frame::BulkMaxData { limit } => {
+                out.push(FrameType::BulkMaxData as u8);
                 put_varint(out, *limit);
             }
             Frame::Close { code, reason } => {
@@ -308,7 +338,7 @@ impl<'a> Frames<'a> {
             }
             0x01 => Frame::Ping,
             0x02 => Frame::Ack(AckFrame::decode(&mut self.r)?),
-            0x03 => {
+            0x03 | 0x0c => {
                 let offset = self.r.varint()?;
                 let len = self.r.varint()?;
                 let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
@@ -319,7 +349,11 @@ impl<'a> Frames<'a> {
                 {
                     return Err(DecodeError::Invalid("message offset"));
                 }
-                Frame::Message { offset, data }
+                if ty == 0x03 {
+                    Frame::Message { offset, data }
+                } else {
+                    Frame::Bulk { offset, data }
+                }
             }
             0x04 => Frame::MaxData {
                 limit: self.r.varint()?,
@@ -355,6 +389,9 @@ impl<'a> Frames<'a> {
             },
             0x0b => Frame::Received {
                 offset: self.r.varint()?,
+            },
+            0x0d => Frame::BulkMaxData {
+                limit: self.r.varint()?,
             },
             other => return Err(DecodeError::UnknownFrame(other)),
         })
@@ -411,6 +448,15 @@ mod tests {
             final_offset: 70_000,
         });
         round_trip(&Frame::Received { offset: 1 << 40 });
+        round_trip(&Frame::Bulk {
+            offset: 1 << 33,
+            data: &[0xab; 1100],
+        });
+        round_trip(&Frame::Bulk {
+            offset: 0,
+            data: b"",
+        });
+        round_trip(&Frame::BulkMaxData { limit: 1 << 22 });
         round_trip(&Frame::Close {
             code: 0,
             reason: b"bye",
@@ -458,6 +504,28 @@ mod tests {
     }
 
     #[test]
+    fn bulk_frames_reject_what_message_frames_reject() {
+        // An end beyond 2^62 - 1: invalid, as for MESSAGE.
+        let mut out = vec![0x0c];
+        put_varint(&mut out, crate::coding::VARINT_MAX);
+        put_varint(&mut out, 1);
+        out.push(0);
+        assert_eq!(
+            Frames::new(&out).next(),
+            Some(Err(DecodeError::Invalid("message offset")))
+        );
+        // A length beyond the bytes left.
+        assert_eq!(
+            Frames::new(&[0x0c, 0x00, 0x05, 1, 2]).next(),
+            Some(Err(DecodeError::Truncated))
+        );
+        assert_eq!(
+            Frames::new(&[0x0d]).next(),
+            Some(Err(DecodeError::Truncated))
+        );
+    }
+
+    #[test]
     fn unknown_frame_stops_iteration() {
         let mut it = Frames::new(&[0x01, 0x3f, 0x01]);
         assert_eq!(it.next(), Some(Ok(Frame::Ping)));
@@ -492,6 +560,7 @@ mod tests {
         #[test]
         fn message_round_trip(offset in 0u64..1 << 50, data in proptest::collection::vec(any::<u8>(), 0..1200)) {
             round_trip(&Frame::Message { offset, data: &data });
+            round_trip(&Frame::Bulk { offset, data: &data });
         }
 
         #[test]
