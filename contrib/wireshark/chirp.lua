@@ -101,6 +101,8 @@ local FRAME_NAMES = {
     [0x09] = "RESET_TOKEN",
     [0x0a] = "FIN",
     [0x0b] = "RECEIVED",
+    [0x0c] = "BULK",
+    [0x0d] = "BULK_MAX_DATA",
 }
 
 local CLOSE_CODES = {
@@ -168,6 +170,10 @@ local f = {
     frame_reset_token = ProtoField.bytes("chirp.frame.reset_token", "Reset token"),
     fin = ProtoField.uint64("chirp.fin.final_offset", "Final offset", base.DEC),
     received = ProtoField.uint64("chirp.received.offset", "Received below", base.DEC),
+    bulk_offset = ProtoField.uint64("chirp.bulk.offset", "Bulk offset", base.DEC),
+    bulk_len = ProtoField.uint64("chirp.bulk.length", "Bulk length", base.DEC),
+    bulk_data = ProtoField.bytes("chirp.bulk.data", "Bulk-channel bytes"),
+    bulk_max_data = ProtoField.uint64("chirp.bulk_max_data", "Bulk limit", base.DEC),
 }
 
 local fields = {}
@@ -799,6 +805,18 @@ local function dissect_frames(ftvb, ty, tree)
             varint(f.fin, "final offset")
         elseif ftype == 0x0b then
             varint(f.received, "offset")
+        elseif ftype == 0x0c then
+            local offset = varint(f.bulk_offset, "offset")
+            local blen = ok and varint(f.bulk_len, "length")
+            if ok then
+                bytes(f.bulk_data, small(blen), "data")
+            end
+            if ok and offset + blen > UINT64_MASK62 then
+                bad(item, "BULK beyond bulk-channel offset 2^62 - 1")
+                ok = false
+            end
+        elseif ftype == 0x0d then
+            varint(f.bulk_max_data, "limit")
         end
         item:set_len(off - start)
         item:append_text(" (" .. text .. ")")

@@ -339,6 +339,10 @@ pub struct RunStats {
     pub sent: [u64; 2],
     /// Messages each side delivered.
     pub delivered: [u64; 2],
+    /// Bulk messages each side sent, and delivered.
+    pub bulk_sent: [u64; 2],
+    /// See `bulk_sent`.
+    pub bulk_delivered: [u64; 2],
     /// Messages each side had acknowledged.
     pub acked: [u64; 2],
     /// Each side's connection closed.
@@ -788,6 +792,8 @@ pub fn run(data: &[u8]) -> RunStats {
         let a = &p.app[side];
         stats.sent[side] = a.sent.len() as u64;
         stats.delivered[side] = a.delivered;
+        stats.bulk_sent[side] = a.bulk_sent.len() as u64;
+        stats.bulk_delivered[side] = a.bulk_delivered;
         stats.acked[side] = a.acked;
         stats.closed[side] = a.closed;
         if let Some(s) = a.conn.and_then(|h| p.ep[side].stats(h)) {

@@ -559,7 +559,12 @@ impl Driver {
         use chirp_proto::Event as T;
         let conn = match &ev {
             // Nothing a session does with these.
-            T::Acked { .. } | T::PeerFinished { .. } | T::Ping { .. } | T::PathChanged { .. } => {
+            T::Acked { .. }
+            | T::PeerFinished { .. }
+            | T::Ping { .. }
+            | T::PathChanged { .. }
+            | T::BulkMessage { .. }
+            | T::BulkWritable { .. } => {
                 return;
             }
             T::Connected { conn, .. }

@@ -266,11 +266,13 @@ fn frame_type_byte(t: FrameType) -> u8 {
         | FrameType::PathResponse
         | FrameType::ResetToken
         | FrameType::Fin
-        | FrameType::Received => t as u8,
+        | FrameType::Received
+        | FrameType::Bulk
+        | FrameType::BulkMaxData => t as u8,
     }
 }
 
-const ALL_FRAME_TYPES: [FrameType; 12] = [
+const ALL_FRAME_TYPES: [FrameType; 14] = [
     FrameType::Padding,
     FrameType::Ping,
     FrameType::Ack,
@@ -283,6 +285,8 @@ const ALL_FRAME_TYPES: [FrameType; 12] = [
     FrameType::ResetToken,
     FrameType::Fin,
     FrameType::Received,
+    FrameType::Bulk,
+    FrameType::BulkMaxData,
 ];
 
 #[test]

@@ -1197,6 +1197,8 @@ fn frame_types(plain: &[u8]) -> (String, bool) {
             Frame::ResetToken(_) => 0x09,
             Frame::Fin { .. } => 0x0a,
             Frame::Received { .. } => 0x0b,
+            Frame::Bulk { .. } => 0x0c,
+            Frame::BulkMaxData { .. } => 0x0d,
         };
         types.push(format!("{t:#04x}"));
         if ![0x00, 0x01, 0x02, 0x05, 0x06].contains(&t) {

@@ -617,7 +617,9 @@ impl Pinger {
             T::Acked { .. }
             | T::Writable { .. }
             | T::PeerFinished { .. }
-            | T::PathChanged { .. } => {}
+            | T::PathChanged { .. }
+            | T::BulkMessage { .. }
+            | T::BulkWritable { .. } => {}
         }
     }
 

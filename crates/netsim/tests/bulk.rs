@@ -183,6 +183,10 @@ fn run(seed: u64, transfer: bool) -> Outcome {
 /// the bulk channel leaves in the congestion window, a line waited for acknowledgements to
 /// free room, up to a round trip.
 #[test]
+#[allow(
+    clippy::print_stderr,
+    reason = "the rate and latencies are worth seeing with --nocapture"
+)]
 fn fifty_megabytes_arrive_byte_exact_under_loss_and_chat_keeps_its_latency() {
     let seed = std::env::var("BULK_SEED")
         .ok()
