@@ -389,3 +389,92 @@ proptest! {
         prop_assert_eq!(got, sent);
     }
 }
+
+/// The frame types each side sent, from its trace.
+fn frames_sent(p: &mut Pair) -> [Vec<chirp_proto::wire::FrameType>; 2] {
+    use chirp_proto::trace::TraceEvent;
+    let mut out: [Vec<_>; 2] = Default::default();
+    for (i, node) in [&mut p.a, &mut p.b].into_iter().enumerate() {
+        while let Some(r) = node.endpoint.poll_trace() {
+            if let TraceEvent::PacketSent(pk) = r.event {
+                out[i].extend(pk.frames.iter().map(|f| f.wire_type()));
+            }
+        }
+    }
+    out
+}
+
+/// PROTOCOL.md §4.7, "Who may send bulk frames": a peer that may predate the bulk channel
+/// never receives a BULK or BULK_MAX_DATA frame unless its application asked for bulk data.
+/// A chat-only connection carries neither, either way; the side that receives bulk data
+/// announces its window (BULK_MAX_DATA) only once it has, and the side that only sends bulk
+/// data never sends BULK_MAX_DATA.
+#[test]
+fn no_bulk_frame_reaches_a_peer_that_did_not_speak_bulk_first() {
+    use chirp_proto::wire::FrameType;
+    let cfg = EndpointConfig {
+        trace: true,
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(cfg.clone(), LinkConfig::ideal(ONE_WAY), 11);
+    let (ca, cb) = p.connect().expect("connects");
+    for i in 0..50 {
+        p.a.endpoint.send(ca, &line(i)).expect("room");
+        p.b.endpoint.send(cb, &line(i)).expect("room");
+    }
+    let mut delivered = 0;
+    p.drive_until(Duration::from_secs(10), |p| {
+        delivered += p.b.take_messages().len() + p.a.take_messages().len();
+        delivered == 100
+            && p.a.endpoint.send_buffered(ca) == Some(0)
+            && p.b.endpoint.send_buffered(cb) == Some(0)
+    })
+    .expect("chat delivered");
+    assert_eq!(p.a.endpoint.endpoint_stats().trace_dropped, 0);
+    let bulk = |t: &FrameType| matches!(t, FrameType::Bulk | FrameType::BulkMaxData);
+    for (side, sent) in frames_sent(&mut p).iter().enumerate() {
+        assert!(sent.contains(&FrameType::Message), "side {side} sent chat");
+        assert!(
+            !sent.iter().any(bulk),
+            "side {side}: a bulk frame on a chat-only connection"
+        );
+    }
+
+    // Now `a` sends bulk data: only `a` sends BULK, only `b` sends BULK_MAX_DATA.
+    let mut p = Pair::new(cfg, LinkConfig::ideal(ONE_WAY), 12);
+    let (ca, _) = p.connect().expect("connects");
+    let mut n = 0u64;
+    let mut got = 0u64;
+    // Drained at every step, so that the bounded trace queue drops nothing.
+    let [mut a, mut b]: [Vec<FrameType>; 2] = Default::default();
+    p.drive_until(Duration::from_secs(30), |p| {
+        let [sa, sb] = frames_sent(p);
+        a.extend(sa);
+        b.extend(sb);
+        while n < 40
+            && p.a
+                .endpoint
+                .send_bulk(ca, Bytes::from(chunk(n, CHUNK)))
+                .is_ok()
+        {
+            n += 1;
+        }
+        got +=
+            p.b.take_events(|e| matches!(e, Event::BulkMessage { .. }))
+                .len() as u64;
+        got == 40
+    })
+    .expect("bulk delivered");
+    assert_eq!(p.a.endpoint.endpoint_stats().trace_dropped, 0);
+    assert_eq!(p.b.endpoint.endpoint_stats().trace_dropped, 0);
+    assert!(a.contains(&FrameType::Bulk));
+    assert!(
+        !a.contains(&FrameType::BulkMaxData),
+        "a never received bulk data"
+    );
+    assert!(
+        b.contains(&FrameType::BulkMaxData),
+        "b announced its bulk window"
+    );
+    assert!(!b.contains(&FrameType::Bulk), "b sent no bulk data");
+}

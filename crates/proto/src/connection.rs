@@ -3786,6 +3786,43 @@ pub enum SendError {
 mod tests {
     use super::*;
 
+    /// The loss rate the copies of chat messages use while bulk data flows counts whole round
+    /// trips, whatever the order of the batches; too few outcomes, or old ones, say nothing.
+    #[test]
+    fn outcome_window_counts_whole_round_trips() {
+        let srtt = Duration::from_millis(40);
+        let t0 = Instant::now();
+        let mut w = OutcomeWindow::default();
+        assert_eq!(w.rate(t0, srtt), None);
+        // A window's worth acknowledged at once, its losses counted half a round trip later.
+        for _ in 0..90 {
+            w.record(t0, srtt, false);
+        }
+        let later = t0 + srtt / 2;
+        for _ in 0..10 {
+            w.record(later, srtt, true);
+        }
+        assert_eq!(w.rate(later, srtt), Some(0.1));
+        // The next round trip's acknowledgements alone do not hide the previous losses.
+        let next = t0 + srtt;
+        for _ in 0..50 {
+            w.record(next, srtt, false);
+        }
+        assert_eq!(w.rate(next, srtt), Some(10.0 / 150.0));
+        // Two round trips later, the first is forgotten; after two quiet ones, all of it.
+        let third = next + srtt;
+        for _ in 0..40 {
+            w.record(third, srtt, false);
+        }
+        assert_eq!(w.rate(third, srtt), Some(0.0));
+        assert_eq!(w.rate(third + srtt * 2, srtt), None);
+        let mut few = OutcomeWindow::default();
+        for _ in 0..OutcomeWindow::MIN_OUTCOMES - 1 {
+            few.record(t0, srtt, true);
+        }
+        assert_eq!(few.rate(t0, srtt), None, "too few outcomes");
+    }
+
     /// The value column of the row of PROTOCOL.md §8 whose name starts `name`.
     fn constants_row(name: &str) -> String {
         const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
