@@ -3860,6 +3860,22 @@ mod tests {
         assert!(queue.contains(&standing), "{queue}");
     }
 
+    #[test]
+    fn bulk_constants_are_as_documented() {
+        let t = TransportConfig::default();
+        assert_eq!(
+            constants_row("bulk-channel receive window"),
+            format!(
+                "{} bytes; never below {INITIAL_MAX_DATA} / {} bytes",
+                t.bulk_receive_window, t.bulk_send_buffer
+            )
+        );
+        assert_eq!(
+            constants_row("congestion window left to the message stream"),
+            format!("{BULK_HEADROOM_PACKETS} datagrams, at most a quarter of the window")
+        );
+    }
+
     /// The probe counts PROTOCOL.md §6.5 gives: 2 up to p ≈ 11.9 %, 3 up to 20.5 %, 4 up to
     /// 27.4 %, 5 above.
     #[test]
