@@ -1758,18 +1758,9 @@ impl Connection {
                 }
                 Frame::Message { offset, data } => match self.recv.on_data(offset, data) {
                     Ok(_) => self.compact_due = Some(now + COMPACT_AFTER),
-                    Err(crate::stream::RecvError::FlowControl) => {
-                        self.protocol_violation(now, close_code::FLOW_CONTROL, "flow control");
-                        return;
-                    }
-                    Err(crate::stream::RecvError::MessageTooLarge) => {
-                        let code = close_code::MESSAGE_TOO_LARGE;
-                        self.protocol_violation(now, code, "message too large");
-                        return;
-                    }
-                    Err(_) => {
-                        let code = close_code::PROTOCOL_VIOLATION;
-                        self.protocol_violation(now, code, "data beyond the final offset");
+                    Err(e) => {
+                        let (code, detail) = receive_violation(e, "data beyond the final offset");
+                        self.protocol_violation(now, code, detail);
                         return;
                     }
                 },
@@ -1785,19 +1776,10 @@ impl Connection {
                     }
                     match bulk.recv.on_data(offset, data) {
                         Ok(_) => self.compact_due = Some(now + COMPACT_AFTER),
-                        Err(crate::stream::RecvError::FlowControl) => {
-                            self.protocol_violation(now, close_code::FLOW_CONTROL, "flow control");
-                            return;
-                        }
-                        Err(crate::stream::RecvError::MessageTooLarge) => {
-                            let code = close_code::MESSAGE_TOO_LARGE;
-                            self.protocol_violation(now, code, "message too large");
-                            return;
-                        }
-                        Err(_) => {
-                            // The bulk channel has no FIN: nothing else can fail.
-                            let code = close_code::PROTOCOL_VIOLATION;
-                            self.protocol_violation(now, code, "bulk data");
+                        Err(e) => {
+                            // The bulk channel has no FIN: only the limits can be broken.
+                            let (code, detail) = receive_violation(e, "bulk data");
+                            self.protocol_violation(now, code, detail);
                             return;
                         }
                     }
@@ -3780,6 +3762,18 @@ pub enum SendError {
     /// No connection with that handle.
     #[error("unknown connection")]
     UnknownConnection,
+}
+
+/// The close code and reason for data a receiving stream refused; `other` names any refusal
+/// besides the two limits.
+fn receive_violation(e: crate::stream::RecvError, other: &'static str) -> (u64, &'static str) {
+    match e {
+        crate::stream::RecvError::FlowControl => (close_code::FLOW_CONTROL, "flow control"),
+        crate::stream::RecvError::MessageTooLarge => {
+            (close_code::MESSAGE_TOO_LARGE, "message too large")
+        }
+        _ => (close_code::PROTOCOL_VIOLATION, other),
+    }
 }
 
 #[cfg(test)]
