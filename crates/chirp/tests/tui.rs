@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::tmux::{Tmux, tmux_installed};
-use common::{CHIRP, Chirp, Proc, Server, WAIT, fingerprint, free_ports, lo};
+use common::{CHIRP, Chirp, Proc, Server, fingerprint, free_ports, lo};
 
 /// Whether `screen` has a status bar showing an RTT such as `rtt 0.4ms` or `rtt 23ms`.
 fn shows_rtt(screen: &str) -> bool {

@@ -2067,16 +2067,13 @@ impl Connection {
         if self.probe().map(|p| p.addr) == addr {
             return;
         }
-        let probe = match addr {
-            None => None,
-            Some(addr) => Some(Probe {
-                addr,
-                data: self.challenge_data(),
-                next: now,
-                interval: PROBE_INTERVAL_MIN,
-                due: false,
-            }),
-        };
+        let probe = addr.map(|addr| Probe {
+            addr,
+            data: self.challenge_data(),
+            next: now,
+            interval: PROBE_INTERVAL_MIN,
+            due: false,
+        });
         self.path.probing.get_or_insert_with(Box::default).probe = probe;
     }
 
