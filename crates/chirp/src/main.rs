@@ -155,6 +155,9 @@ sees what you say, which is encrypted end to end with that key):
   chirp peer --via chat.example.org --nick alice --to bob            # on alice's machine
   chirp peer --via chat.example.org --nick bob --to alice            # on bob's machine
   chirp peer --via 192.0.2.1:7667 --nick alice --to bob --json --peer-key xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
+With no direct path within 3 s, the chat goes through the server's relay (still encrypted end
+to end); it keeps probing the direct path and moves back to it by itself once it works. The
+status bar and /stats say which: direct or relayed.
 
 On the LAN (DNS-SD over mDNS, _chirp._udp.local): a chirp peer advertises its name, port and
 key fingerprint. Without --to it waits for a peer to call it, and asks you about the caller's

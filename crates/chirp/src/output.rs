@@ -208,6 +208,18 @@ impl Output {
         );
     }
 
+    /// `chirp peer --via`: the connection moved to another path (relayed, or direct).
+    pub(crate) fn path(&self, peer: &str, relayed: bool) {
+        let path = if relayed { "relayed" } else { "direct" };
+        self.emit(
+            || {
+                let peer = safe::line(peer);
+                format!("[{}] * path to {peer}: {path}", local_hms())
+            },
+            json!({"type": "path", "path": path, "peer": peer}),
+        );
+    }
+
     /// The peer went away.
     pub(crate) fn peer_down(&self, peer: &str, reason: &str) {
         self.emit(

@@ -92,6 +92,7 @@ pub(crate) fn print(out: Output, report: Report) {
              refuse it.",
             ask_text(&from, &fingerprint)
         )),
+        Report::Path { peer, relayed } => out.path(&peer, relayed),
         Report::Delivered(_) | Report::Link(_) => {}
     }
 }

@@ -140,6 +140,7 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
         direct_deadline: None,
         relay: None,
         relayed: false,
+        direct: None,
     };
     let span = info_span!("peer", %local, via = %via.server, to = %via.to);
     let (req_tx, req_rx) = mpsc::channel(64);
@@ -196,6 +197,8 @@ struct Via {
     relay: Option<[u8; 16]>,
     /// The chat goes through the relay.
     relayed: bool,
+    /// The peer's direct address (the introduction's candidate): probed while relayed.
+    direct: Option<SocketAddr>,
 }
 
 impl Via {
@@ -274,9 +277,23 @@ impl Via {
         }
         match self.peer.as_mut() {
             Some(peer) => {
+                let synthetic = relayed_address(self.via.server);
                 match &ev {
                     // Its key passed the pin: the peer is reached.
-                    Event::Connected { .. } => self.direct_deadline = None,
+                    Event::Connected { conn, remote, .. } => {
+                        self.direct_deadline = None;
+                        let relayed = *remote == synthetic;
+                        if relayed && let Some(direct) = self.direct {
+                            // Keep trying the direct path; the connection moves there once
+                            // it answers (PROTOCOL.md §5.7.1).
+                            handle.probe_path(*conn, Some(direct)).await?;
+                        }
+                        // Line mode names the path in `peer_up`; the UI's status bar needs it.
+                        if let View::Ui(_) = view {
+                            let peer = remote.to_string();
+                            view.show(Report::Path { peer, relayed }).await;
+                        }
+                    }
                     // A direct connection (or attempt) ended before we moved to the relay: the
                     // other side may have moved already (its 3 s ran out just before ours would
                     // have, as our attempt completed), or the direct path broke. Give the direct
@@ -289,12 +306,30 @@ impl Via {
                         self.direct_deadline = Some(now() + DIRECT_WAIT);
                     }
                     Event::PathChanged { remote, .. } => {
-                        let text = format!(
-                            "{} now at {remote} (its NAT changed its mapping, or it moved); the \
-                             connection follows it",
-                            self.via.to
-                        );
+                        let relayed = *remote == synthetic;
+                        let text = match (self.relayed, relayed) {
+                            (true, false) => format!(
+                                "the direct path to {} at {remote} works: the chat moved off \
+                                 the relay",
+                                self.via.to
+                            ),
+                            (false, true) => format!(
+                                "the direct path to {} stopped answering: the chat is back on \
+                                 the relay",
+                                self.via.to
+                            ),
+                            _ => format!(
+                                "{} now at {remote} (its NAT changed its mapping, or it moved); \
+                                 the connection follows it",
+                                self.via.to
+                            ),
+                        };
                         view.show(Report::Status(text)).await;
+                        if self.relayed != relayed {
+                            self.relayed = relayed;
+                            let peer = remote.to_string();
+                            view.show(Report::Path { peer, relayed }).await;
+                        }
                     }
                     _ => {}
                 }
@@ -494,6 +529,7 @@ impl Via {
         };
         self.peer = Some(Session::new(config, policy));
         self.relay = intro.relay;
+        self.direct = Some(intro.candidate);
         self.direct_deadline = Some(now() + DIRECT_WAIT);
     }
 }

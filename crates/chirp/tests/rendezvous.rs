@@ -28,6 +28,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::netns::{self, Netns, Skip, iptables, random_port, run};
+use common::tmux::{Tmux, tmux_installed};
 use common::{CHIRP, Chirp, Proc, Stdout, WAIT, both_exit_ok, have};
 
 /// Lines each way.
@@ -243,6 +244,54 @@ impl Lab {
             panic!("{nick} did not start: {e}");
         }
         c
+    }
+}
+
+impl Lab {
+    /// The shell command of a tmux pane running `chirp peer --via` in its terminal UI on side
+    /// `i`, as `nick`, asking for `to` (exit code and pause as in `tui.rs`).
+    fn peer_ui_command(
+        &self,
+        i: usize,
+        nick: &str,
+        to: &str,
+        server: (SocketAddr, &str),
+        home: &Path,
+    ) -> String {
+        format!(
+            "ip netns exec {} timeout --foreground 120 '{CHIRP}' peer --bind 0.0.0.0:{} \
+             --via {} --server-key {} --nick {nick} --to {to} --home '{}'; \
+             echo \"chirp exited with $?\"; sleep 60",
+            self.home[i],
+            random_port(),
+            server.0,
+            server.1,
+            home.display()
+        )
+    }
+
+    /// Drops what the two NATs' public addresses send each other, in the public network.
+    fn block_direct(&self) {
+        for r in self.direct_rules() {
+            self.ns
+                .sh(&self.public, &format!("{} -I FORWARD {r}", self.iptables));
+        }
+    }
+
+    /// Lifts [`Self::block_direct`].
+    fn unblock_direct(&self) {
+        for r in self.direct_rules() {
+            self.ns
+                .sh(&self.public, &format!("{} -D FORWARD {r}", self.iptables));
+        }
+    }
+
+    fn direct_rules(&self) -> [String; 2] {
+        let (p1, p2) = (public_ip(1), public_ip(2));
+        [
+            format!("-s {p1} -d {p2} -j DROP"),
+            format!("-s {p2} -d {p1} -j DROP"),
+        ]
     }
 }
 
@@ -490,4 +539,188 @@ fn symmetric_nats_fall_back_to_the_relay() {
         );
     }
     eprintln!("{test}: relayed; first message {took:?} after both peers started");
+}
+
+/// How long the move to the direct path may take once it opens: the probes have backed off to
+/// at most 15 s (PROTOCOL.md §5.7.1), plus a loaded machine's margin.
+const MOVE_WAIT: Duration = Duration::from_secs(45);
+
+/// The path events (`{"type":"path",...}`) seen so far.
+fn paths(c: &Chirp) -> Vec<&serde_json::Value> {
+    c.seen_of("path")
+}
+
+/// The texts of the messages seen so far, in order.
+fn texts(c: &Chirp) -> Vec<String> {
+    c.seen_of("message")
+        .iter()
+        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Reads events until `c` has seen `n` messages in all.
+fn wait_messages(c: &mut Chirp, n: usize) {
+    let deadline = Instant::now() + CHAT_WAIT;
+    while c.seen_of("message").len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = c.seen_of("message").len();
+        c.wait_for(&format!("message {} of {n}", got + 1), left, |v| {
+            v["type"] == "message"
+        });
+    }
+}
+
+/// Both NATs map endpoint-independently, but a firewall in the public network first drops
+/// what the two NATs send each other, so the direct attempt fails and the chat moves to the
+/// relay. Then the firewall rule goes: the peers, which kept probing the direct path while
+/// relayed, find it open and the connection moves there through path validation (PROTOCOL.md
+/// §5.7.1), each side printing a `path` event and `/stats` saying `direct`. Lines sent before,
+/// during and after the move arrive exactly once and in order, on one connection.
+#[test]
+fn a_relayed_chat_moves_to_the_direct_path_once_it_opens() {
+    let test = "a_relayed_chat_moves_to_the_direct_path_once_it_opens";
+    let lab = match Lab::new([Nat::Masquerade, Nat::Masquerade]) {
+        Ok(lab) => lab,
+        Err(why) => return skip(test, &why),
+    };
+    lab.block_direct();
+    let data = tempdir();
+    let (_server, server, fp) = lab.serve(data.path());
+    let (home_a, home_b) = (tempdir(), tempdir());
+    let mut a = lab.peer(0, "alice", "bob", (server, &fp), home_a.path());
+    let mut b = lab.peer(1, "bob", "alice", (server, &fp), home_b.path());
+    a.line("first");
+    let relayed: SocketAddr = format!("[100::1]:{}", server.port())
+        .parse()
+        .expect("address");
+    assert_eq!(up_at(&mut a, "relayed"), relayed, "{}", a.diag());
+    assert_eq!(up_at(&mut b, "relayed"), relayed, "{}", b.diag());
+    assert_eq!(b.messages(1, WAIT), ["first"], "{}", b.diag());
+    let text = |who: &str, i: usize| format!("{who} line {i:04}");
+    // Before: through the relay.
+    exchange(&mut a, &mut b, 0, 100);
+    assert!(
+        paths(&a).is_empty() && paths(&b).is_empty(),
+        "still relayed"
+    );
+
+    lab.unblock_direct();
+    let opened = Instant::now();
+    // During: a line each way every 50 ms until both have moved.
+    let mut sent = 100;
+    while paths(&a).is_empty() || paths(&b).is_empty() {
+        assert!(
+            opened.elapsed() < MOVE_WAIT,
+            "no move to the direct path within {MOVE_WAIT:?} of it opening\n{}\n{}",
+            a.diag(),
+            b.diag()
+        );
+        a.line(&text("alice", sent));
+        b.line(&text("bob", sent));
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        a.poll();
+        b.poll();
+    }
+    let took = opened.elapsed();
+    for (c, other) in [(&a, public_ip(2)), (&b, public_ip(1))] {
+        let p = paths(c);
+        assert_eq!(p.len(), 1, "one move\n{}", c.diag());
+        assert_eq!(p[0]["path"], "direct", "{}", c.diag());
+        let at: SocketAddr = p[0]["peer"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("path event without an address\n{}", c.diag()));
+        assert_eq!(at.ip(), other, "{}", c.diag());
+    }
+    // After: on the direct path.
+    for i in sent..sent + 100 {
+        a.line(&text("alice", i));
+        b.line(&text("bob", i));
+    }
+    sent += 100;
+    wait_messages(&mut a, sent);
+    wait_messages(&mut b, sent + 1);
+    a.line("/stats");
+    let stats = a.wait_type("stats", WAIT);
+    assert_eq!(stats["path"], "direct", "{}", a.diag());
+    both_exit_ok(&mut a, &mut b);
+    // Exactly once and in order, all of them.
+    let want_a: Vec<String> = (0..sent).map(|i| text("bob", i)).collect();
+    let want_b: Vec<String> = std::iter::once("first".to_owned())
+        .chain((0..sent).map(|i| text("alice", i)))
+        .collect();
+    assert!(texts(&a) == want_a, "alice's messages\n{}", a.diag());
+    assert!(texts(&b) == want_b, "bob's messages\n{}", b.diag());
+    for c in [&a, &b] {
+        assert_eq!(
+            c.seen_of("peer_up").len(),
+            1,
+            "one connection, moved, never replaced\n{}",
+            c.diag()
+        );
+        assert!(c.seen_of("peer_down").is_empty(), "{}", c.diag());
+        assert!(c.seen_of("error").is_empty(), "{}", c.diag());
+        assert!(
+            c.seen_of("status").iter().any(|v| v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("moved off the relay"))),
+            "{}",
+            c.diag()
+        );
+    }
+    eprintln!(
+        "{test}: relayed, then direct {took:?} after the path opened ({sent} lines each way)"
+    );
+}
+
+/// The same move seen in the terminal UI: alice's status bar says `relayed` while the direct
+/// path is blocked, then `direct` once the chat has moved off the relay.
+#[test]
+fn the_status_bar_shows_relayed_then_direct() {
+    let test = "the_status_bar_shows_relayed_then_direct";
+    if !tmux_installed(test) {
+        return;
+    }
+    let lab = match Lab::new([Nat::Masquerade, Nat::Masquerade]) {
+        Ok(lab) => lab,
+        Err(why) => return skip(test, &why),
+    };
+    lab.block_direct();
+    let data = tempdir();
+    let (_server, server, fp) = lab.serve(data.path());
+    let (home_a, home_b) = (tempdir(), tempdir());
+    let tmux_dir = tempdir();
+    let tmux = Tmux::new(tmux_dir.path());
+    tmux.start(
+        "alice",
+        &lab.peer_ui_command(0, "alice", "bob", (server, &fp), home_a.path()),
+    );
+    let mut b = lab.peer(1, "bob", "alice", (server, &fp), home_b.path());
+    up_at(&mut b, "relayed");
+    let status_bar = |s: &str, path: &str| {
+        s.lines()
+            .any(|l| l.contains(&format!("connected │ {path} │")))
+    };
+    tmux.wait_within("alice", "relayed in the status bar", MOVE_WAIT, |s| {
+        status_bar(s, "relayed")
+    });
+    tmux.type_line("alice", "through the relay");
+    assert_eq!(b.messages(1, WAIT), ["through the relay"], "{}", b.diag());
+    lab.unblock_direct();
+    let screen = tmux.wait_within("alice", "direct in the status bar", MOVE_WAIT, |s| {
+        status_bar(s, "direct")
+    });
+    assert!(!status_bar(&screen, "relayed"), "{screen}");
+    b.wait_type("path", MOVE_WAIT);
+    tmux.type_line("alice", "straight to bob");
+    assert_eq!(b.messages(1, WAIT), ["straight to bob"], "{}", b.diag());
+    #[allow(clippy::print_stdout)] // the screen, for --nocapture
+    {
+        println!("--- alice ---\n{screen}---");
+    }
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "a clean exit", |s| {
+        s.contains("chirp exited with 0")
+    });
 }

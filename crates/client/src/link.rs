@@ -121,6 +121,8 @@ fn counters(s: &ConnectionStats) -> Vec<(String, u64)> {
         ("bytes in flight", s.bytes_in_flight),
         ("key updates", s.key_updates),
         ("migrations", s.migrations),
+        ("path probes sent", s.probes_sent),
+        ("… answered", s.probes_answered),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chirp_peer::{Input, Report, ask_text};
-use chirp_tui::{BufferId, ChatMessage, LinkState, LinkStatus, UiCommand, UiEvent, UnixMs};
+use chirp_tui::{
+    BufferId, ChatMessage, LinkPath, LinkState, LinkStatus, UiCommand, UiEvent, UnixMs,
+};
 
 use crate::link::{LossWindow, update_link};
 
@@ -160,6 +162,15 @@ impl Bridge {
                 out.push(UiEvent::Link(self.link.clone()));
             }
             Report::Link(None) => {}
+            // The `--via` loop says what the path is in a status line of its own.
+            Report::Path { relayed, .. } => {
+                self.link.path = Some(if relayed {
+                    LinkPath::Relayed
+                } else {
+                    LinkPath::Direct
+                });
+                out.push(UiEvent::Link(self.link.clone()));
+            }
             Report::AskKey { from, fingerprint } => out.push(UiEvent::Ask {
                 question: if self.info.waiting {
                     chirp_peer::listen::ask_text(&from, &fingerprint)
@@ -323,6 +334,31 @@ mod tests {
         assert!(out.iter().any(
             |e| matches!(e, UiEvent::Info { buffer: Some(buf), text } if *buf == peer_buf() && text.contains("left"))
         ));
+    }
+
+    #[test]
+    fn the_path_reaches_the_status_bar_and_stays_through_statistics() {
+        let mut b = bridge();
+        let t0 = Instant::now();
+        assert_eq!(
+            links(&b.start())[0].path,
+            None,
+            "unknown until the loop says"
+        );
+        let path = |relayed| Report::Path {
+            peer: "[100::1]:7667".into(),
+            relayed,
+        };
+        let out = b.on_report(path(true), 5, t0);
+        assert_eq!(links(&out)[0].path, Some(LinkPath::Relayed));
+        let stats = ConnectionStats {
+            srtt: Duration::from_millis(12),
+            ..ConnectionStats::default()
+        };
+        let out = b.on_report(Report::Link(Some(Box::new(stats))), 5, t0);
+        assert_eq!(links(&out)[0].path, Some(LinkPath::Relayed));
+        let out = b.on_report(path(false), 5, t0);
+        assert_eq!(links(&out)[0].path, Some(LinkPath::Direct));
     }
 
     #[test]

@@ -258,6 +258,15 @@ pub enum Report {
         /// Its fingerprint.
         fingerprint: String,
     },
+    /// `chirp peer --via`: the connection now goes this way (reported by the `--via` loop,
+    /// not by the session: at the introduction, on the move to the relay, and when the
+    /// connection moves to a direct path).
+    Path {
+        /// The peer's address on that path (the relayed path's synthetic one when relayed).
+        peer: String,
+        /// Through the server's relay, rather than straight to the peer.
+        relayed: bool,
+    },
 }
 
 impl std::fmt::Debug for Report {
@@ -285,6 +294,11 @@ impl std::fmt::Debug for Report {
                 .finish(),
             Report::Link(s) => f.debug_tuple("Link").field(&s.is_some()).finish(),
             Report::AskKey { from, .. } => f.debug_struct("AskKey").field("from", from).finish(),
+            Report::Path { peer, relayed } => f
+                .debug_struct("Path")
+                .field("peer", peer)
+                .field("relayed", relayed)
+                .finish(),
         }
     }
 }

@@ -51,6 +51,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A new peer address that has not answered our PATH_CHALLENGE within this many probe
 /// timeouts is abandoned for the previous one.
 const PATH_VALIDATION_PTOS: u32 = 3;
+/// Path probing ([`crate::Endpoint::probe_path`], PROTOCOL.md §5.7.1): the first probe of an
+/// address goes out at once, the next this long after it, each wait twice the one before, up
+/// to [`PROBE_INTERVAL_MAX`].
+pub const PROBE_INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// The longest wait between two probes of one address: a path that never answers costs one
+/// 1200-byte datagram per this interval, and its NAT mappings are refreshed well inside the
+/// usual 30 s UDP timeout.
+pub const PROBE_INTERVAL_MAX: Duration = Duration::from_secs(15);
+/// Answers owed to challenges from addresses other than the peer's current one, at most.
+const MAX_PROBE_RESPONSES: usize = 4;
 /// A packet smaller than this is not worth building while the anti-amplification budget of an
 /// unvalidated path holds us back.
 const MIN_USEFUL_PACKET: usize = 64;
@@ -488,9 +498,39 @@ struct PathState {
     responses: VecDeque<[u8; 8]>,
     /// The last validated address, to return to if the new one fails validation.
     previous: Option<SocketAddr>,
+    /// Probing other paths (PROTOCOL.md §5.7.1). Allocated on first use: a connection that
+    /// never sees a probe pays one pointer.
+    probing: Option<Box<Probing>>,
     /// Key for the challenge data: unpredictable to anyone else.
     challenge_key: [u8; 32],
     challenges_sent: u64,
+}
+
+/// Probing other paths (PROTOCOL.md §5.7.1).
+#[derive(Debug, Default)]
+struct Probing {
+    /// Another address of the peer being probed.
+    probe: Option<Probe>,
+    /// Answers owed to PATH_CHALLENGEs that came from an address other than `remote`, each
+    /// with that address and the size of the datagram that brought it: they go back there, in
+    /// a datagram no larger.
+    responses: VecDeque<([u8; 8], SocketAddr, usize)>,
+    /// After we moved to a probed address: the address we left, and until when a packet from
+    /// it does not move the connection back (it was in flight before the peer followed us).
+    left: Option<(SocketAddr, Instant)>,
+}
+
+/// Probing one address of the peer (PROTOCOL.md §5.7.1).
+#[derive(Debug)]
+struct Probe {
+    addr: SocketAddr,
+    /// The challenge every probe of this address carries.
+    data: [u8; 8],
+    /// When the next probe is due, and the wait after it.
+    next: Instant,
+    interval: Duration,
+    /// A probe is to be sent.
+    due: bool,
 }
 
 /// A small message scheduled for proactive copies.
@@ -819,6 +859,7 @@ impl Connection {
                 challenge_sent: None,
                 responses: VecDeque::new(),
                 previous: None,
+                probing: None,
                 challenge_key: start.challenge_key,
                 challenges_sent: 0,
             },
@@ -1607,6 +1648,9 @@ impl Connection {
         let long = header.ty.is_long();
         let mut misplaced = false;
         let mut unbufferable = false;
+        // A probing packet (PROTOCOL.md §5.7.1) holds path frames and padding only: it checks
+        // a path, and never moves the connection.
+        let mut probing = true;
         for frame in Frames::new(payload) {
             let frame = match frame {
                 Ok(frame) => frame,
@@ -1634,6 +1678,10 @@ impl Connection {
                 | Frame::Bulk { .. }
                 | Frame::BulkMaxData { .. } => long,
             };
+            probing &= matches!(
+                frame,
+                Frame::Padding { .. } | Frame::PathChallenge(_) | Frame::PathResponse(_)
+            );
             match frame {
                 Frame::Message { offset, data } => {
                     unbufferable |= !self.recv.can_buffer(offset, data.len());
@@ -1704,9 +1752,25 @@ impl Connection {
             Some((largest, _)) if pn > largest + 1 => urgent = true,
             _ => {}
         }
+        if header.ty.is_data()
+            && !probing
+            && remote == self.remote
+            && let Some(p) = self.path.probing.as_mut()
+        {
+            // The peer sends from where we moved: it has followed us (§5.7.1).
+            p.left = None;
+        }
         if self.recv_largest.is_none_or(|(largest, _)| pn > largest) {
             self.recv_largest = Some((pn, now));
-            if remote != self.remote && header.ty.is_data() {
+            // A packet from the address we moved away from was in flight before the peer
+            // followed us: no reason to go back (§5.7.1).
+            let left_behind = self
+                .path
+                .probing
+                .as_ref()
+                .and_then(|p| p.left)
+                .is_some_and(|(a, until)| a == remote && now < until);
+            if remote != self.remote && header.ty.is_data() && !probing && !left_behind {
                 // Only an authenticated packet, and only the newest, moves the connection.
                 self.migrate(now, remote, datagram_len);
             }
@@ -1817,6 +1881,14 @@ impl Connection {
                         self.send.max_data = limit;
                     }
                 }
+                Frame::PathChallenge(data) if remote != self.remote => {
+                    // A probe from another address: answered there (§5.7.1). Bounded too.
+                    let p = self.path.probing.get_or_insert_with(Box::default);
+                    if p.responses.len() >= MAX_PROBE_RESPONSES {
+                        p.responses.pop_front();
+                    }
+                    p.responses.push_back((data, remote, datagram_len));
+                }
                 Frame::PathChallenge(data) => {
                     // Bounded: at most a few outstanding answers; a flood gets the newest.
                     if self.path.responses.len() >= 4 {
@@ -1834,6 +1906,12 @@ impl Connection {
                         let old = self.path.previous.take().unwrap_or(remote);
                         self.path_changed_pending = true;
                         self.trace_path(now, PathChange::Validated, old);
+                    }
+                    if self
+                        .probe()
+                        .is_some_and(|p| p.data == data && p.addr == remote)
+                    {
+                        self.on_probe_answered(now, remote);
                     }
                 }
                 Frame::Close { code, reason } => {
@@ -2197,6 +2275,72 @@ impl Connection {
         self.path.challenge = Some((data, now + self.pto() * PATH_VALIDATION_PTOS));
         self.path.challenge_due = true;
         self.stats.migrations += 1;
+    }
+
+    /// Probes `addr` as another path to the peer, or stops probing (`None`): see
+    /// [`crate::Endpoint::probe_path`]. Probing the address already probed changes nothing
+    /// (its backoff goes on).
+    pub(crate) fn probe_path(&mut self, now: Instant, addr: Option<SocketAddr>) {
+        let addr = addr.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()));
+        if self.probe().map(|p| p.addr) == addr {
+            return;
+        }
+        let probe = addr.map(|addr| Probe {
+            addr,
+            data: self.challenge_data(),
+            next: now,
+            interval: PROBE_INTERVAL_MIN,
+            due: false,
+        });
+        self.path.probing.get_or_insert_with(Box::default).probe = probe;
+    }
+
+    /// The address being probed, if any.
+    fn probe(&self) -> Option<&Probe> {
+        self.path.probing.as_ref()?.probe.as_ref()
+    }
+
+    /// Whether probes go out now: only on an established connection whose current path is
+    /// validated (one path change at a time), while the peer is elsewhere than the probed
+    /// address.
+    fn probes_go_out(&self) -> bool {
+        self.probe().is_some_and(|p| {
+            self.state == State::Established
+                && self.crypto.confirmed
+                && self.path.validated
+                && self.remote != p.addr
+        })
+    }
+
+    /// When the next probe is due, if probing.
+    fn probe_deadline(&self) -> Option<Instant> {
+        if !self.probes_go_out() {
+            return None;
+        }
+        self.probe().filter(|p| !p.due).map(|p| p.next)
+    }
+
+    /// The probed address answered our PATH_CHALLENGE from there: the path works both ways.
+    /// The client moves the connection to it at once (validated by that answer); the server
+    /// waits for the client to move, and follows it by §5.7.
+    fn on_probe_answered(&mut self, now: Instant, addr: SocketAddr) {
+        self.stats.probes_answered += 1;
+        if self.side != Side::Client || !self.probes_go_out() {
+            debug!(%addr, "probed address answered");
+            return;
+        }
+        let old = std::mem::replace(&mut self.remote, addr);
+        debug!(%old, new = %addr, "probed address answered: moving there");
+        self.path.previous = Some(old);
+        let until = now + self.pto() * PATH_VALIDATION_PTOS;
+        self.path.probing.get_or_insert_with(Box::default).left = Some((old, until));
+        // What the old path's queue showed says nothing about the new one.
+        self.queue = QueueBase::default();
+        // A packet that is not a probe, at once: the peer follows it here.
+        self.ping_pending = true;
+        self.path_changed_pending = true;
+        self.stats.migrations += 1;
+        self.trace_path(now, PathChange::Moved, old);
     }
 
     fn challenge_data(&mut self) -> [u8; 8] {
@@ -2994,6 +3138,7 @@ impl Connection {
             self.close_deadline.filter(|_| self.close_after_flush),
             self.finish_grace,
             self.path.challenge.map(|(_, deadline)| deadline),
+            self.probe_deadline(),
             self.compact_due,
         ]
         .into_iter()
@@ -3060,6 +3205,13 @@ impl Connection {
             self.ping_pending = true;
             self.last_activity = now;
         }
+        if self.probe_deadline().is_some_and(|t| now >= t)
+            && let Some(p) = self.path.probing.as_mut().and_then(|p| p.probe.as_mut())
+        {
+            p.due = true;
+            p.next = now + p.interval;
+            p.interval = (p.interval * 2).min(PROBE_INTERVAL_MAX);
+        }
         if self.compact_due.is_some_and(|t| now >= t) {
             self.compact(now);
         }
@@ -3085,16 +3237,61 @@ impl Connection {
 
     // ----- Output -----
 
-    /// Builds the next datagram, if anything is due.
-    /// Builds the next datagram into `buf` (replacing what it held, reusing its capacity).
-    /// False if there is nothing to send (`buf` keeps its memory; its contents are then
-    /// unspecified).
-    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
-        let sent = self.build_transmit(now, buf);
-        if sent {
+    /// Builds the next datagram into `buf` (replacing what it held, reusing its capacity) and
+    /// returns its destination: the peer's address, or another one for a probe or the answer
+    /// to one (§5.7.1). `None` if there is nothing to send (`buf` keeps its memory; its
+    /// contents are then unspecified).
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        let to = match self.poll_probe(now, buf) {
+            Some(to) => Some(to),
+            None => self.build_transmit(now, buf).then_some(self.remote),
+        };
+        if to.is_some() {
             self.trace_checkpoint(now);
         }
-        sent
+        to
+    }
+
+    /// A probing packet (§5.7.1), alone in its datagram and sent off the current path: an
+    /// answer owed to a probe from another address, or our own probe. Neither is tracked for
+    /// loss or congestion (the path it tests is not the one whose window and RTT we keep), so
+    /// a path that never answers costs nothing but its datagrams.
+    fn poll_probe(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        if self.state != State::Established || !self.packet_type().is_data() {
+            return None;
+        }
+        let answer = self
+            .path
+            .probing
+            .as_mut()
+            .and_then(|p| p.responses.pop_front());
+        if let Some((data, to, len)) = answer {
+            let mut b = self.sized_builder(now, buf, self.config.max_datagram_size);
+            Frame::PathResponse(data).encode(b.frames_buf());
+            // As large as the probe (at most 1200 bytes), so that the path is known to carry
+            // such datagrams both ways; never larger, so that a forged source address gets
+            // no more than was sent.
+            b.pad_to(len.min(MIN_INITIAL_SIZE));
+            *buf = self.seal(now, b);
+            return Some(to);
+        }
+        if !self.probes_go_out() {
+            return None;
+        }
+        let p = self
+            .path
+            .probing
+            .as_mut()
+            .and_then(|p| p.probe.as_mut())
+            .filter(|p| p.due)?;
+        p.due = false;
+        let (addr, data) = (p.addr, p.data);
+        let mut b = self.sized_builder(now, buf, self.config.max_datagram_size);
+        Frame::PathChallenge(data).encode(b.frames_buf());
+        b.pad_to(MIN_INITIAL_SIZE);
+        *buf = self.seal(now, b);
+        self.stats.probes_sent += 1;
+        Some(addr)
     }
 
     fn build_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
@@ -3428,6 +3625,12 @@ impl Connection {
     /// Starts a packet in `buf`'s memory (taken; [`Self::finish`] or
     /// [`PacketBuilder::into_buffer`] gives it back).
     fn builder(&mut self, now: Instant, buf: &mut Vec<u8>) -> PacketBuilder {
+        let max = self.send_budget();
+        self.sized_builder(now, buf, max)
+    }
+
+    /// [`Self::builder`] for a packet of at most `max` bytes.
+    fn sized_builder(&mut self, now: Instant, buf: &mut Vec<u8>, max: usize) -> PacketBuilder {
         if self.packet_type().is_data() {
             self.maybe_update_keys(now);
         }
@@ -3444,7 +3647,7 @@ impl Connection {
         } else {
             &[]
         };
-        PacketBuilder::new_in(std::mem::take(buf), &header, token, self.send_budget())
+        PacketBuilder::new_in(std::mem::take(buf), &header, token, max)
     }
 
     /// Seals `b` into `buf` and records the packet as sent.
@@ -3456,6 +3659,32 @@ impl Connection {
         padded: bool,
         buf: &mut Vec<u8>,
     ) {
+        let long = b.packet_type().is_long();
+        let bytes = self.seal(now, b);
+        sp.size = bytes.len() as u64;
+        sp.long = long;
+        if !self.path.validated {
+            self.path.tx += bytes.len() as u64;
+        }
+        // Only ack-eliciting packets are tracked (and count as in flight): nothing acknowledges
+        // the others, so they could never leave the map. An ACK riding on one still gets its
+        // ack-of-ack. A padded INITIAL always carries a handshake message.
+        if sp.ack_eliciting || padded {
+            self.bytes_in_flight += sp.size;
+            if !sp.bulk.is_empty() {
+                self.bulk_in_flight += sp.size;
+            }
+            self.time_of_last_ack_eliciting = Some(now);
+            self.last_activity = now;
+            sp.seq = self.next_seq;
+            self.next_seq += 1;
+            self.sent.insert(self.next_pn - 1, sp);
+        }
+        *buf = bytes;
+    }
+
+    /// Seals `b` (the packet numbered `next_pn - 1`) and counts it as sent.
+    fn seal(&mut self, now: Instant, b: PacketBuilder) -> Vec<u8> {
         let pn = self.next_pn - 1;
         let ty = b.packet_type();
         let key = match (ty, self.crypto.keys.as_ref()) {
@@ -3485,29 +3714,10 @@ impl Connection {
             "packet of {} bytes exceeds the datagram limit",
             bytes.len()
         );
-        sp.size = bytes.len() as u64;
-        sp.long = ty.is_long();
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
-        if !self.path.validated {
-            self.path.tx += bytes.len() as u64;
-        }
-        // Only ack-eliciting packets are tracked (and count as in flight): nothing acknowledges
-        // the others, so they could never leave the map. An ACK riding on one still gets its
-        // ack-of-ack. A padded INITIAL always carries a handshake message.
-        if sp.ack_eliciting || padded {
-            self.bytes_in_flight += sp.size;
-            if !sp.bulk.is_empty() {
-                self.bulk_in_flight += sp.size;
-            }
-            self.time_of_last_ack_eliciting = Some(now);
-            self.last_activity = now;
-            sp.seq = self.next_seq;
-            self.next_seq += 1;
-            self.sent.insert(pn, sp);
-        }
         trace!(pn, len = bytes.len(), "send");
-        *buf = bytes;
+        bytes
     }
 
     fn write_ack(&mut self, now: Instant, b: &mut PacketBuilder, sp: &mut SentPacket) {
@@ -3844,6 +4054,14 @@ mod tests {
                 UNDRAINED_LIFETIME.as_secs(),
                 RATE_FELL.0,
                 RATE_FELL.1
+            )
+        );
+        assert_eq!(
+            constants_row("path probes"),
+            format!(
+                "{MIN_INITIAL_SIZE} bytes, {} s doubling, {} s, {MAX_PROBE_RESPONSES}",
+                PROBE_INTERVAL_MIN.as_secs(),
+                PROBE_INTERVAL_MAX.as_secs()
             )
         );
         let queue = constants_row("a queue stands");

@@ -905,6 +905,26 @@ impl Endpoint {
             .ok_or(PingError::UnknownConnection)?
     }
 
+    /// Probes `addr` as another path to the peer of `conn`, or stops probing (`None`)
+    /// (PROTOCOL.md §5.7.1). While the connection is established on a validated path elsewhere,
+    /// a probe (a PATH_CHALLENGE padded to 1200 bytes, outside loss recovery and congestion
+    /// control) goes to `addr` at once, then after 1 s, 2 s, 4 s … up to every 15 s
+    /// ([`crate::PROBE_INTERVAL_MIN`], [`crate::PROBE_INTERVAL_MAX`]). When `addr` answers, the client
+    /// side of the connection moves there ([`Event::PathChanged`]) and the server side follows
+    /// by the usual path validation; probing pauses while the connection is at `addr`.
+    /// For peers that reached each other through a relay and keep trying the direct path
+    /// (both sides should probe: each side's probes open its own NAT for the other's). Probing
+    /// the address already probed changes nothing. False if `conn` is unknown. Call
+    /// `poll_transmit` afterwards.
+    pub fn probe_path(
+        &mut self,
+        now: Instant,
+        conn: ConnectionHandle,
+        addr: Option<SocketAddr>,
+    ) -> bool {
+        self.with_conn(conn, |c| c.probe_path(now, addr)).is_some()
+    }
+
     /// Half-closes `conn`: the messages sent so far are the last (later sends fail with
     /// [`SendError::Closed`]), and the peer learns so reliably, after all of them
     /// ([`Event::PeerFinished`] on its side). Receiving goes on. Once the peer has finished
@@ -1370,11 +1390,10 @@ impl Endpoint {
                 };
                 e.transmit_queued = false;
                 self.stats.connection_visits += 1;
-                if !e.span.in_scope(|| e.conn.poll_transmit(now, buf)) {
+                let Some(destination) = e.span.in_scope(|| e.conn.poll_transmit(now, buf)) else {
                     self.sync(h, Ready::NONE);
                     continue;
-                }
-                let destination = e.conn.remote;
+                };
                 // To the back of the queue: it may have more, after the others had their
                 // turn. Sending may also have changed what it has to report.
                 self.sync(h, Ready::BOTH);

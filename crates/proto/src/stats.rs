@@ -74,8 +74,13 @@ pub struct ConnectionStats {
     pub key_updates: u64,
     /// Key updates of the peer that we followed.
     pub key_updates_received: u64,
-    /// Times the peer's address changed (and a path validation started).
+    /// Times the peer's address changed (and a path validation started), or we moved the
+    /// connection to a probed address that answered.
     pub migrations: u64,
+    /// Probes sent to another address of the peer (PROTOCOL.md §5.7.1).
+    pub probes_sent: u64,
+    /// Our probes that the probed address answered.
+    pub probes_answered: u64,
     /// Messages handed to the transport by the application.
     pub messages_sent: u64,
     /// Messages the peer has acknowledged in full (reported by [`crate::Event::Acked`]).

@@ -307,6 +307,8 @@ pub enum PathChange {
     Validated,
     /// The new address never answered: back to the previous one.
     ValidationFailed,
+    /// We moved to another address of the peer that answered our probe (PROTOCOL.md §5.7.1).
+    Moved,
 }
 
 /// Something a connection did.

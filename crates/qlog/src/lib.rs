@@ -315,6 +315,7 @@ impl<W: Write> QlogWriter<W> {
                         PathChange::Returned => "returned",
                         PathChange::Validated => "validated",
                         PathChange::ValidationFailed => "validation_failed",
+                        PathChange::Moved => "moved",
                     },
                     old: old.to_string(),
                     new: new.to_string(),

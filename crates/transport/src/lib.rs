@@ -173,6 +173,7 @@ enum Command {
     WaitIdle(oneshot::Sender<()>),
     AcceptIncoming(bool),
     KeyVerdict(ConnectionHandle, bool),
+    ProbePath(ConnectionHandle, Option<SocketAddr>),
     Relay(RelayToken, Option<(SocketAddr, SocketAddr)>),
     UseRelay(Option<relay::Client>),
     RelayStats(oneshot::Sender<RelayStats>),
@@ -214,6 +215,7 @@ impl std::fmt::Debug for Command {
             Command::WaitIdle(_) => write!(f, "WaitIdle"),
             Command::AcceptIncoming(a) => write!(f, "AcceptIncoming({a})"),
             Command::KeyVerdict(c, a) => write!(f, "KeyVerdict({c:?}, {a})"),
+            Command::ProbePath(c, a) => write!(f, "ProbePath({c:?}, {a:?})"),
             // Tokens are capabilities: never logged.
             Command::Relay(_, pair) => write!(f, "Relay({pair:?})"),
             Command::UseRelay(c) => write!(f, "UseRelay({:?})", c.map(|c| c.relay)),
@@ -426,6 +428,20 @@ impl Handle {
         });
         self.tx
             .send(Command::UseRelay(client))
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Probes `addr` as another path to the peer of `conn`, or stops (`None`): see
+    /// [`chirp_proto::Endpoint::probe_path`] (PROTOCOL.md §5.7.1). A peer on a relayed path
+    /// probes the peer's direct address; the connection moves there once it answers.
+    pub async fn probe_path(
+        &self,
+        conn: ConnectionHandle,
+        addr: Option<SocketAddr>,
+    ) -> Result<(), Stopped> {
+        self.tx
+            .send(Command::ProbePath(conn, addr))
             .await
             .map_err(|_| Stopped)
     }
@@ -837,6 +853,9 @@ fn apply(
         Command::AcceptIncoming(accept) => endpoint.set_accept_incoming(accept),
         Command::KeyVerdict(conn, true) => endpoint.accept_key(now, conn),
         Command::KeyVerdict(conn, false) => endpoint.refuse_key(now, conn),
+        Command::ProbePath(conn, addr) => {
+            endpoint.probe_path(now, conn, addr);
+        }
         Command::Connect {
             remote,
             reuse,

@@ -52,6 +52,7 @@ impl Fake {
         UiEvent::Link(LinkStatus {
             state,
             fingerprint: Some("k3xq-7p2m-vd9a-hh4c-zr8e-0wfy".into()),
+            path: None,
             rtt: Some(Duration::from_micros((24_000.0 + wobble * 1000.0) as u64)),
             loss_pct_last_minute: Some((self.tick % 5) as f64 * 0.4),
             retransmissions: self.tick / 3,

@@ -74,6 +74,25 @@ pub enum LinkState {
     Disconnected(String),
 }
 
+/// Which way a peer connection goes (`chirp peer --via`), shown in the status bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPath {
+    /// Straight to the peer.
+    Direct,
+    /// Through the rendezvous server's relay (still encrypted end to end).
+    Relayed,
+}
+
+impl LinkPath {
+    /// The word shown: `direct` or `relayed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkPath::Direct => "direct",
+            LinkPath::Relayed => "relayed",
+        }
+    }
+}
+
 /// A snapshot of the link, shown in the status bar and the `/stats` panel.
 ///
 /// Send one whenever something changes and about once a second while connected: every
@@ -84,6 +103,9 @@ pub struct LinkStatus {
     pub state: LinkState,
     /// Fingerprint of the server's (or peer's) static key, as printed by `chirp id`.
     pub fingerprint: Option<String>,
+    /// The path of a peer connection introduced by a server (`chirp peer --via`); `None`
+    /// elsewhere.
+    pub path: Option<LinkPath>,
     /// Smoothed round-trip time.
     pub rtt: Option<Duration>,
     /// Share of datagrams lost over the last minute, in percent.

@@ -58,7 +58,9 @@ pub mod safe;
 mod text;
 mod view;
 
-pub use api::{BufferId, ChatMessage, LinkState, LinkStatus, RoomInfo, UiCommand, UiEvent, UnixMs};
+pub use api::{
+    BufferId, ChatMessage, LinkPath, LinkState, LinkStatus, RoomInfo, UiCommand, UiEvent, UnixMs,
+};
 pub use app::{App, Config};
 pub use editor::Editor;
 pub use runner::{TerminalGuard, run};

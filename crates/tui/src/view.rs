@@ -25,7 +25,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline};
 
-use crate::api::{BufferId, LinkState, UnixMs};
+use crate::api::{BufferId, LinkPath, LinkState, UnixMs};
 use crate::app::App;
 use crate::buffer::{Buffer, Entry, EntryKind, EventKind, History, SendState};
 use crate::safe;
@@ -509,6 +509,14 @@ fn state_span(app: &App) -> Span<'static> {
     }
 }
 
+/// `direct`, or `relayed` in yellow: the relay works, but adds a detour.
+fn path_span(path: LinkPath) -> Span<'static> {
+    match path {
+        LinkPath::Direct => Span::styled(path.as_str(), Style::new().fg(Color::Green)),
+        LinkPath::Relayed => Span::styled(path.as_str(), Style::new().fg(Color::Yellow)),
+    }
+}
+
 fn activity(app: &App) -> String {
     let mut act: Vec<String> = Vec::new();
     for (i, b) in app.buffers.iter().enumerate() {
@@ -530,6 +538,10 @@ fn draw_status(app: &App, frame: &mut Frame<'_>, area: Rect, with_activity: bool
     let sep = if area.width >= 60 { " │ " } else { " " };
     let sep = Span::styled(sep, Style::new().fg(Color::Gray));
     let mut spans = vec![Span::raw(" "), state_span(app)];
+    if let Some(path) = link.path {
+        spans.push(sep.clone());
+        spans.push(path_span(path));
+    }
     if let Some(rtt) = link.rtt {
         spans.push(sep.clone());
         spans.push(Span::raw(format!("rtt {}", fmt_rtt(rtt))));
@@ -642,6 +654,9 @@ fn draw_stats(app: &App, frame: &mut Frame<'_>, pane: Rect) {
     frame.render_widget(block, area);
     let link = &app.link;
     let mut lines = vec![Line::from(vec![Span::raw("state  "), state_span(app)])];
+    if let Some(path) = link.path {
+        lines.push(Line::from(vec![Span::raw("path   "), path_span(path)]));
+    }
     if let Some(fp) = &link.fingerprint {
         lines.push(Line::raw(format!("key    {}", sanitize(fp))));
     }

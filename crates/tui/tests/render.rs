@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use chirp_tui::{BufferId, ChatMessage, LinkState, LinkStatus, UiEvent};
+use chirp_tui::{BufferId, ChatMessage, LinkPath, LinkState, LinkStatus, UiEvent};
 use crossterm::event::KeyCode;
 use ratatui::style::{Color, Modifier};
 use support::*;
@@ -230,6 +230,7 @@ fn status_bar_shows_the_link() {
         UiEvent::Link(LinkStatus {
             state: LinkState::Connected,
             fingerprint: Some("abcd-efgh-ijkl-mnop-qrst-uvwx".into()),
+            path: None,
             rtt: Some(Duration::from_millis(23)),
             loss_pct_last_minute: Some(1.5),
             retransmissions: 7,
@@ -237,6 +238,10 @@ fn status_bar_shows_the_link() {
             held: 0,
         }),
         T0,
+    );
+    assert!(
+        !screen(&mut app, 100, 10)[8].contains("direct"),
+        "no path outside chirp peer --via"
     );
     let s = screen(&mut app, 100, 10);
     let bar = &s[8];
@@ -273,6 +278,33 @@ fn status_bar_shows_the_link() {
         T0,
     );
     assert!(!screen(&mut app, 100, 10)[8].contains("paced"));
+}
+
+#[test]
+fn status_bar_and_stats_panel_show_the_peer_path() {
+    let mut app = app();
+    let link = |path| {
+        UiEvent::Link(LinkStatus {
+            state: LinkState::Connected,
+            path: Some(path),
+            rtt: Some(Duration::from_millis(80)),
+            ..LinkStatus::default()
+        })
+    };
+    app.handle_event(link(LinkPath::Relayed), T0);
+    let bar = screen(&mut app, 100, 10)[8].clone();
+    assert!(bar.contains("connected │ relayed │ rtt 80ms"), "{bar}");
+    app.handle_event(link(LinkPath::Direct), T0);
+    let bar = screen(&mut app, 100, 10)[8].clone();
+    assert!(bar.contains("connected │ direct │ rtt 80ms"), "{bar}");
+    assert!(!bar.contains("relayed"), "{bar}");
+    app.handle_key(KeyEvent_f3(), T0);
+    let s = screen(&mut app, 100, 24);
+    assert!(
+        s.iter().any(|l| l.contains("path   direct")),
+        "{}",
+        s.join("\n")
+    );
 }
 
 #[test]

@@ -12,12 +12,14 @@
 //!
 //! - [`netns`]: network namespaces made by a test, torn down on every path (`nat.rs`,
 //!   `rendezvous.rs`, `lan.rs`).
+//! - [`tmux`]: a private tmux server for the terminal UI's tests (`tui.rs`, `rendezvous.rs`).
 //!
 //! Every test binary uses a different subset of these, hence the `dead_code` allowance.
 
 #![allow(dead_code)]
 
 pub(crate) mod netns;
+pub(crate) mod tmux;
 
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
