@@ -15,9 +15,8 @@
 //!
 //! - **Matrix** ([`Matrix`]): the three NAT behaviours of the issue, nothing in the path but
 //!   the NATs and veth links. Alice starts first and waits at the server with a line typed;
-//!   the time to first message runs from bob's first output line (his process is up) to that
-//!   line's arrival on his stdout, and the path (`direct` or `relayed`) is the one both
-//!   `peer_up` events name.
+//!   the time to first message runs from starting bob's process to that line's arrival on
+//!   his stdout, and the path (`direct` or `relayed`) is the one both `peer_up` events name.
 //! - **Latency under impairment** ([`Cell`]): `chirp impair` in the public namespace, steered
 //!   into the path by `iptables` NAT rules there, so that the peers need no configuration and
 //!   see the addresses they would see without it:
@@ -30,7 +29,8 @@
 //!     server's port), so both peers' server sessions and the relay's traffic cross it,
 //!     twice per message (alice → relay, relay → bob). Each crossing gets half the delay and
 //!     jitter and the loss `1 - sqrt(1 - p)`: end to end, the relayed path has the direct
-//!     path's delay and loss, and what differs is the relay.
+//!     path's delay and loss, and what differs is the relay (and a second crossing of a
+//!     userspace proxy).
 //!
 //!   Both sides write `lines` lines at `rate` lines/s at once; latency runs from the write to
 //!   the other side's stdout line, both directions pooled. Every line is checked: none
@@ -197,7 +197,7 @@ pub struct Quantiles {
 pub struct FirstRun {
     /// The path both peers named.
     pub path: PathKind,
-    /// From bob's process being up to alice's line on his screen.
+    /// From starting bob's process to alice's line on his screen.
     pub first_message_ms: f64,
 }
 
@@ -655,8 +655,6 @@ struct Lab<'a> {
     iptables: &'static str,
     /// The peers' ports (kept by their NATs when endpoint-independent).
     ports: [u16; 2],
-    /// Bob's first output line, when he started.
-    origin: Instant,
 }
 
 impl<'a> Lab<'a> {
@@ -755,7 +753,6 @@ impl<'a> Lab<'a> {
             home: [h1, h2],
             iptables,
             ports: [a, b],
-            origin: Instant::now(),
         })
     }
 
@@ -1040,7 +1037,8 @@ impl<'a> Lab<'a> {
     }
 
     /// Alice starts and waits at the server with [`FIRST`] typed; then bob starts. Returns
-    /// the path both name and the time from bob's first line to [`FIRST`] on his stdout.
+    /// the path both name and the time from starting bob's process to [`FIRST`] on his
+    /// stdout.
     fn meet(
         &mut self,
         server: &Server,
@@ -1051,14 +1049,12 @@ impl<'a> Lab<'a> {
             who == Who::Alice && line.contains("\"status\"") && line.contains("waiting for")
         })?;
         self.write(Who::Alice, FIRST)?;
+        // From bob's start: a stamp taken here, not on a line a reader thread may read late.
+        let origin = Instant::now();
         self.peer(1, server)?;
-        let mut origin = None;
         let mut paths: [Option<(String, String)>; 2] = [None, None];
         let mut arrived = None;
         self.wait_for("both peers up and the first message", |who, at, line| {
-            if who == Who::Bob && origin.is_none() {
-                origin = Some(at);
-            }
             let i = match who {
                 Who::Alice => 0,
                 Who::Bob => 1,
@@ -1079,12 +1075,11 @@ impl<'a> Lab<'a> {
             }
             paths.iter().all(Option::is_some) && arrived.is_some()
         })?;
-        let (Some(origin), Some(arrived), [Some(pa), Some(pb)]) = (origin, arrived, paths) else {
+        let (Some(arrived), [Some(pa), Some(pb)]) = (arrived, paths) else {
             return Err(BenchError::Stuck(
                 "the peers did not say how they met".into(),
             ));
         };
-        self.origin = origin;
         let path = match (pa.0.as_str(), pb.0.as_str()) {
             ("direct", "direct") => PathKind::Direct,
             ("relayed", "relayed") => PathKind::Relayed,

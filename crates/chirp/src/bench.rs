@@ -82,8 +82,8 @@ namespace holding `chirp serve` (the rendezvous and relay). Everything runs this
 
 1. The NAT matrix (nothing impaired): endpoint-independent NATs both sides, one side without
    NAT, symmetric NATs both sides. Alice starts and waits at the server with a line typed;
-   bob starts; the time to first message runs from bob's first output line to alice's line
-   on his screen. Each case shows the path both peers named (direct or relayed).
+   then bob; the time to first message runs from starting bob's process to alice's line on
+   his screen. Each case shows the path both peers named (direct or relayed).
 2. Latency with `chirp impair` in the path (--lines > 0): per loss rate in --loss-list, the
    reference (direct, no NAT), direct through endpoint-independent NATs, and relayed between
    symmetric NATs. On a direct path the proxy's fixed wire carries the peer-to-peer flow
@@ -465,7 +465,7 @@ async fn run_nat(a: NatArgs) -> anyhow::Result<u8> {
             bar_.inc(1);
         })
     });
-    let report = tokio::select! {
+    let result = tokio::select! {
         r = &mut task => r,
         _ = tokio::signal::ctrl_c() => {
             // The run ends at its next wait and tears its namespaces down on the way out.
@@ -473,8 +473,16 @@ async fn run_nat(a: NatArgs) -> anyhow::Result<u8> {
             task.await
         }
     }
-    .context("the NAT bench task")?
-    .context("NAT bench")?;
+    .context("the NAT bench task")?;
+    if stop.load(Ordering::Relaxed) {
+        progress.finish_and_clear();
+        #[allow(clippy::print_stderr)] // why nothing is printed
+        {
+            eprintln!("chirp bench nat: interrupted; its namespaces are removed");
+        }
+        return Ok(130);
+    }
+    let report = result.context("NAT bench")?;
     progress.finish_and_clear();
     let mut out = std::io::stdout().lock();
     if a.json {
