@@ -11,6 +11,9 @@
 //!   setup at once, with the setup time of each.
 //! - [`idle`]: N established, joined sessions held open: the server's memory per session
 //!   and its CPU while they idle.
+//! - [`nat`]: two `chirp peer --via` through real NATs in network namespaces (endpoint-
+//!   independent, none, symmetric): the path each case ends on, the time to first message,
+//!   and the chat's latency with `chirp impair` on the direct or the relayed path.
 //! - [`swarm`]: how every scenario runs its sessions: many sans-IO chat sessions over one
 //!   sans-IO endpoint on one UDP socket, one loop on a thread of its own, with no task or
 //!   channel per session; a few swarms (sockets, each its own loopback address) at once.
@@ -25,6 +28,7 @@ pub mod fanout;
 pub mod flood;
 pub mod handshake;
 pub mod idle;
+pub mod nat;
 pub mod raw;
 pub mod server;
 pub mod swarm;

@@ -4,6 +4,8 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,6 +13,7 @@ use chirp_bench::fanout::{self, FanoutConfig, FanoutReport};
 use chirp_bench::flood::{self, FloodConfig, Junk};
 use chirp_bench::handshake::{self, HandshakeConfig};
 use chirp_bench::idle::{self, IdleConfig};
+use chirp_bench::nat::{self, NatConfig, NatReport};
 use chirp_bench::raw::{self, RawReport};
 use chirp_bench::server::ServerProcess;
 use clap::{Args, Subcommand};
@@ -38,7 +41,10 @@ Examples:
   chirp bench idle --sessions 5000 --seconds 20         # memory per session, idle CPU
   chirp bench flood --sessions 0,10000                  # junk at full rate: cost, latency
   chirp bench flood --kinds initial --probes 500
-  chirp bench raw --seconds 3";
+  chirp bench raw --seconds 3
+  sudo chirp bench nat                # peers through NATs in network namespaces (root)
+  sudo chirp bench nat --lines 0      # the NAT matrix only: path, time to first message
+  sudo chirp bench nat --loss-list 0,0.05,0.1 --delay 20 --runs 3 --json";
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -62,6 +68,84 @@ enum Scenario {
     Flood(FloodArgs),
     /// Plain UDP over loopback: the reference.
     Raw(RawArgs),
+    /// Two `chirp peer --via` through real NATs in network namespaces it builds (root,
+    /// iproute2, iptables): which path each NAT behaviour ends on, the time to first
+    /// message, and the chat's latency with `chirp impair` in the direct or relayed path.
+    #[command(after_help = NAT_EXAMPLES)]
+    Nat(NatArgs),
+}
+
+const NAT_EXAMPLES: &str = "\
+The topology: two homes, each behind a NAT namespace (iptables MASQUERADE, or MASQUERADE
+--random-fully for a symmetric NAT) or on the public network itself, and a public router
+namespace holding `chirp serve` (the rendezvous and relay). Everything runs this binary.
+
+1. The NAT matrix (nothing impaired): endpoint-independent NATs both sides, one side without
+   NAT, symmetric NATs both sides. Alice starts and waits at the server with a line typed;
+   then bob; the time to first message runs from starting bob's process to alice's line on
+   his screen. Each case shows the path both peers named (direct or relayed).
+2. Latency with `chirp impair` in the path (--lines > 0): per loss rate in --loss-list, the
+   reference (direct, no NAT), direct through endpoint-independent NATs, and relayed between
+   symmetric NATs. On a direct path the proxy's fixed wire carries the peer-to-peer flow
+   between the two public addresses (iptables DNAT/SNAT on the public router steer it there;
+   the peers see the addresses they would see without it): one crossing, --delay, --jitter
+   and the loss rate each way. On the relayed path the proxy sits in front of the server
+   (DNAT of the server's port), so a message crosses it twice, each crossing with half the
+   delay and jitter and the loss 1 - sqrt(1 - p): end to end the same path as the direct one,
+   plus the relay. Both peers write --lines lines at --rate/s at once; latency is from the
+   write to the other side's screen, both directions pooled, every line checked.
+
+Runs alternate between the cases, each on fresh namespaces and processes; medians are shown,
+with the ratio to the reference of the same run. Namespaces are removed on every path
+(Ctrl-C too; those of a killed bench at the next start). Exit status: 0 if every case took
+its expected path and every line arrived once, in order, intact; 1 if not; 77 if it cannot
+run here (not root, no `ip` or `iptables`), saying why.
+
+Examples:
+  sudo chirp bench nat
+  sudo chirp bench nat --lines 0 --runs 5
+  sudo chirp bench nat --loss-list 0.1 --delay 40 --jitter 0 --lines 2000 --json";
+
+/// Exit status of `chirp bench nat` when it cannot run here (automake's "skipped").
+const SKIPPED: u8 = 77;
+
+#[derive(Debug, Args)]
+struct NatArgs {
+    /// Runs of every case (each on fresh namespaces); medians are shown.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Lines each peer writes per latency run (0: the NAT matrix only).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    lines: u32,
+    /// Lines per second each peer writes.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    rate: u32,
+    /// Bytes per line.
+    #[arg(long, value_name = "BYTES", default_value_t = 100, value_parser = clap::value_parser!(u64).range(22..=1000))]
+    size: u64,
+    /// Loss rates of the impaired path, each direction, comma separated: one row each.
+    #[arg(long, value_name = "P,P,...", value_delimiter = ',', default_value = "0,0.05,0.1", value_parser = probability)]
+    loss_list: Vec<f64>,
+    /// One-way delay of the impaired path, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    delay: u64,
+    /// Extra random delay of the path, uniform in 0..=MS (it never reorders).
+    #[arg(long, value_name = "MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    jitter: u64,
+    /// Seed of the proxy in the first impaired run; each further run adds 1.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// For clap: a probability below 1.
+fn probability(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a probability from 0 to below 1")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -329,7 +413,169 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         Scenario::Idle(a) => run_idle(a).await,
         Scenario::Handshake(a) => run_handshake(a).await,
         Scenario::Flood(a) => run_flood(a).await,
+        Scenario::Nat(a) => run_nat(a).await,
     }
+}
+
+async fn run_nat(a: NatArgs) -> anyhow::Result<u8> {
+    if let Err(why) = nat::preflight() {
+        #[allow(clippy::print_stderr)] // the reason it cannot run, then the skip status
+        {
+            eprintln!(
+                "chirp bench nat: skipped: {why} (it needs root, iproute2, iptables with NAT \
+                 support and permission to create network namespaces)"
+            );
+        }
+        return Ok(SKIPPED);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = NatConfig {
+        chirp: std::env::current_exe().context("cannot find this executable")?,
+        runs: a.runs,
+        lines: a.lines,
+        rate: f64::from(a.rate),
+        size: usize::try_from(a.size).unwrap_or(100),
+        losses: a.loss_list.clone(),
+        delay: Duration::from_millis(a.delay),
+        jitter: Duration::from_millis(a.jitter),
+        seed: a.seed,
+        stop: Arc::clone(&stop),
+    };
+    let cases = config.runs as u64
+        * (nat::MATRIX.len() as u64
+            + if a.lines > 0 {
+                (config.losses.len() * nat::LATENCY_CASES.len()) as u64
+            } else {
+                0
+            });
+    let progress = if a.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let p = ProgressBar::new(cases);
+        p.set_style(
+            ProgressStyle::with_template("{bar:40} run {pos}/{len}: {msg}, {elapsed}")
+                .context("progress bar template")?,
+        );
+        p
+    };
+    let bar_ = progress.clone();
+    let mut task = tokio::task::spawn_blocking(move || {
+        nat::run(&config, |what| {
+            bar_.set_message(what.to_owned());
+            bar_.inc(1);
+        })
+    });
+    let result = tokio::select! {
+        r = &mut task => r,
+        _ = tokio::signal::ctrl_c() => {
+            // The run ends at its next wait and tears its namespaces down on the way out.
+            stop.store(true, Ordering::Relaxed);
+            task.await
+        }
+    }
+    .context("the NAT bench task")?;
+    if stop.load(Ordering::Relaxed) {
+        progress.finish_and_clear();
+        #[allow(clippy::print_stderr)] // why nothing is printed
+        {
+            eprintln!("chirp bench nat: interrupted; its namespaces are removed");
+        }
+        return Ok(130);
+    }
+    let report = result.context("NAT bench")?;
+    progress.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["scenario"] = json!("nat");
+        v["delay_ms"] = json!(a.delay);
+        v["jitter_ms"] = json!(a.jitter);
+        v["lines"] = json!(a.lines);
+        v["rate"] = json!(a.rate);
+        writeln!(out, "{v}")?;
+    } else {
+        write_nat(&mut out, &a, &report)?;
+    }
+    Ok(if report.clean { 0 } else { 1 })
+}
+
+fn write_nat(out: &mut impl std::io::Write, a: &NatArgs, r: &NatReport) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "NAT matrix (nothing impaired), {} run(s) each:",
+        a.runs
+    )?;
+    writeln!(
+        out,
+        "| NAT case | expected | paths | time to first message ms (median) | runs ms |"
+    )?;
+    writeln!(out, "|---|---|---|---:|---|")?;
+    for m in &r.matrix {
+        let paths: Vec<&str> = m.runs.iter().map(|x| x.path.name()).collect();
+        let times: Vec<String> = m
+            .runs
+            .iter()
+            .map(|x| format!("{:.1}", x.first_message_ms))
+            .collect();
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {} |",
+            m.case.name,
+            m.case.expected.name(),
+            paths.join(", "),
+            m.first_message_ms,
+            times.join(", ")
+        )?;
+    }
+    writeln!(
+        out,
+        "NAT behaviours ending direct: {:.0} % ({} of {})",
+        r.direct_share * 100.0,
+        (r.direct_share * r.matrix.len() as f64).round(),
+        r.matrix.len()
+    )?;
+    if !r.latency.is_empty() {
+        writeln!(
+            out,
+            "\nLatency with chirp impair in the path ({} ms + 0-{} ms one way), {} lines each way at {}/s, median of {} run(s):",
+            a.delay, a.jitter, a.lines, a.rate, a.runs
+        )?;
+        writeln!(
+            out,
+            "| loss | case | path | min / p50 / p99 / p99.9 / max ms | p99 / reference | p99 / delay | first message ms | clean |"
+        )?;
+        writeln!(out, "|---:|---|---|---|---:|---:|---:|---|")?;
+        for c in &r.latency {
+            let m = c.median_ms;
+            let paths: Vec<&str> = c.runs.iter().map(|x| x.path.name()).collect();
+            writeln!(
+                out,
+                "| {:.0} % | {} | {} | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} | {:.2} | {:.2} | {:.1} | {} |",
+                c.loss * 100.0,
+                c.case.name,
+                paths.join(", "),
+                m.min,
+                m.p50,
+                m.p99,
+                m.p999,
+                m.max,
+                c.p99_to_reference,
+                c.p99_to_delay,
+                c.first_message_ms,
+                if c.clean { "yes" } else { "NO" }
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "{}",
+        if r.clean {
+            "every case took its expected path; every line arrived once, in order, intact"
+        } else {
+            "A CASE TOOK ANOTHER PATH, OR LINES WERE LOST, DUPLICATED, REORDERED OR DAMAGED"
+        }
+    )?;
+    Ok(())
 }
 
 fn raw_median(runs: u32, seconds: Duration) -> anyhow::Result<(f64, Vec<RawReport>)> {
