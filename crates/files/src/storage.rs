@@ -32,6 +32,36 @@ pub trait Storage {
     fn close_source(&mut self, path: &Path);
 }
 
+impl<S: Storage + ?Sized> Storage for Box<S> {
+    fn source_len(&mut self, path: &Path) -> io::Result<u64> {
+        (**self).source_len(path)
+    }
+    fn read_source(&mut self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_source(path, offset, buf)
+    }
+    fn exists(&mut self, name: &str) -> bool {
+        (**self).exists(name)
+    }
+    fn len(&mut self, name: &str) -> io::Result<Option<u64>> {
+        (**self).len(name)
+    }
+    fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read(name, offset, buf)
+    }
+    fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        (**self).write(name, offset, data)
+    }
+    fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
+        (**self).finish(part, name, size)
+    }
+    fn close(&mut self, name: &str) {
+        (**self).close(name);
+    }
+    fn close_source(&mut self, path: &Path) {
+        (**self).close_source(path);
+    }
+}
+
 /// The real file system: sources at the paths given, received files in `dir`. Open files are
 /// cached, one per name.
 #[derive(Debug)]
