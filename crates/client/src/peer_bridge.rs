@@ -245,7 +245,9 @@ impl Bridge {
                 } else {
                     '↓'
                 };
-                let pct = if total == 0 { 100 } else { bytes * 100 / total };
+                let pct = (bytes.saturating_mul(100))
+                    .checked_div(total)
+                    .unwrap_or(100);
                 let eta = match total.saturating_sub(bytes).checked_div(rate) {
                     Some(s) => format!("ETA {s}s"),
                     None => "ETA ?".into(),

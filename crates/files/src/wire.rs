@@ -490,10 +490,28 @@ mod tests {
             reason: b"x".to_vec(),
         };
         assert_eq!(hex(&cancel.encode()), "ff0840400178");
+        // PROTOCOL.md §12.5 shows each of them (long runs of one byte abbreviated `ab`×32).
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let section = DOC
+            .split("### 12.5 Examples")
+            .nth(1)
+            .expect("PROTOCOL.md has §12.5");
+        for shown in [
+            "`ff0101800186a080008000` `ab`×32 `05612e747874`",
+            "`ff0201`",
+            "`ff0301026e6f`",
+            "`ff04010001` `11`×32",
+            "`ff05010200020304`",
+            "`ff0601026869`",
+            "`ff0701`",
+            "`ff0840400178`",
+        ] {
+            assert!(section.contains(shown), "PROTOCOL.md §12.5 lacks {shown}");
+        }
         for m in [offer, decline, hashes, want, chunk, cancel] {
             assert_eq!(Msg::decode(&m.encode()), Ok(m));
         }
-        // The root of the two-chunk file "ab" with chunk size... (hash of the hashes).
+        // The root is BLAKE3 of the concatenated chunk hashes (§12.1).
         let hs = [chunk_hash(b"a"), chunk_hash(b"b")];
         let mut cat = Vec::new();
         cat.extend_from_slice(&hs[0]);
