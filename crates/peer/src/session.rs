@@ -43,6 +43,17 @@
 //! after [`FINISH_WHEN_IDLE`]: a chat partner who left gets no later lines, but a script still
 //! feeding lines keeps its half open until its own end of input. `/quit` ([`Input::Leave`])
 //! is a graceful close instead: our lines are delivered, the peer's later ones are not.
+//!
+//! # Files
+//!
+//! With [`Session::enable_files`], the session also drives a [`chirp_files::Transfers`]
+//! (`/send`, `/accept`, `/decline`; PROTOCOL.md §12). Its messages start with `0xff` and are
+//! told apart from chat lines by that byte. Chat lines always go first; file messages are
+//! handed to the transport as [`Transport::SendBulk`] (chunks and hash lists) or
+//! [`Transport::Send`] (the rest), with at most [`FILE_WINDOW`] bulk messages unacknowledged.
+//! They are never re-sent on another connection: when the chat moves to a new one, the file
+//! layer starts over there (the sender offers again, the receiver resumes from what it holds
+//! verified). End of input waits until no transfer is under way; `/quit` does not.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -994,14 +1005,14 @@ impl<P: KeyPolicy> Session<P> {
         if self.replacing.is_some() {
             return; // The old connection's lines must go first.
         }
-        if self.blocked != Some(conn) && self.closing != Some(conn) {
+        if self.blocked != Some(conn) {
             if let Some(msg) = self.pending.front() {
                 let data = msg.data.clone();
                 self.ask(Awaiting::Send(conn), Transport::Send { conn, data });
                 return;
             }
-            // Chat lines first; then the file layer, within its window.
-            if self.up && self.send_file_message(now, conn) {
+            // Chat lines first; then the file layer, within its window (never after our FIN).
+            if self.up && self.closing != Some(conn) && self.send_file_message(now, conn) {
                 return;
             }
         }
