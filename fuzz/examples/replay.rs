@@ -11,8 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-const TARGETS: [&str; 8] = [
+const TARGETS: [&str; 9] = [
     "packet_decode",
+    "file_decode",
     "relay_decode",
     "packet_decode_sealed",
     "endpoint",
@@ -39,6 +40,7 @@ fn run(target: &str, data: &[u8]) {
         }
         "chat_decode" => chirp_fuzz::chat::run(data),
         "relay_decode" => chirp_fuzz::relay::run(data),
+        "file_decode" => chirp_fuzz::files::run(data),
         "bus_decode" => chirp_fuzz::bus::run(data),
         other => panic!("unknown target {other}; one of {TARGETS:?}"),
     }

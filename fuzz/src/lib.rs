@@ -12,6 +12,7 @@
 //! - [`handshake`]: the `handshake` target (Noise messages, and HANDSHAKE frames in properly
 //!   sealed long-header packets fed to an `Endpoint`);
 //! - [`chat`]: the `chat_decode` target (chat-protocol JSON and the chat server core);
+//! - [`files`]: the `file_decode` target (file-transfer messages and `chirp_files::Transfers`);
 //! - [`pair`]: the `pair` target (two endpoints with an established connection, and a network
 //!   the fuzzer controls).
 
@@ -26,6 +27,7 @@ use chirp_proto::wire::{
 pub mod bus;
 pub mod chat;
 pub mod endpoint;
+pub mod files;
 pub mod handshake;
 pub mod pair;
 pub mod relay;

@@ -16,10 +16,14 @@ pub(crate) enum Input {
     Quit,
     /// `/help`, `/?`
     Help,
-    /// `/accept`: trust the key a question is open about.
-    Accept,
+    /// `/accept [ID]`: trust the key a question is open about, or accept a file offer.
+    Accept(Option<u64>),
     /// `/refuse`: refuse it.
     Refuse,
+    /// `/send PATH`: offer a file.
+    Send(String),
+    /// `/decline [ID]`: decline a file offer.
+    Decline(Option<u64>),
     /// Any other `/word` (unknown, or a command of `chirp connect` or of the UI): not sent,
     /// reported. Holds the word typed.
     Unknown(String),
@@ -30,8 +34,10 @@ pub(crate) enum Input {
 pub(crate) const HELP: &str = "\
 commands:
   /stats          show the link statistics: RTT, loss, retransmissions, duplicates, drops
-  /accept         trust the key chirp asked about (a new key from another port of the peer's IP)
+  /accept [ID]    trust the key chirp asked about (a new key from another port of the peer's IP); else accept a file offer (number ID, or the oldest)
   /refuse         refuse that key
+  /send PATH      offer the peer a file
+  /decline [ID]   decline a file offer (number ID, or the oldest), or stop receiving it
   /help           this text (also /?)
   /quit [REASON]  leave chirp, once everything you sent is acknowledged (also /exit)
   //TEXT          send a line that starts with '/'
@@ -53,8 +59,10 @@ pub(crate) fn parse(line: &[u8]) -> Input {
         Ok(Command::Stats) => Input::Stats,
         Ok(Command::Quit { .. }) => Input::Quit,
         Ok(Command::Help) => Input::Help,
-        Ok(Command::Accept) => Input::Accept,
+        Ok(Command::Accept { id }) => Input::Accept(id),
         Ok(Command::Refuse) => Input::Refuse,
+        Ok(Command::Send { path }) => Input::Send(path),
+        Ok(Command::Decline { id }) => Input::Decline(id),
         // `parse` returns only the commands of `Context::PeerLine` (those above); anything
         // else is reported like an unknown command rather than acted on.
         Ok(_) | Err(_) => Input::Unknown(first_word(line)),
@@ -82,7 +90,14 @@ mod tests {
         assert_eq!(parse(b"/stats"), Input::Stats);
         assert_eq!(parse(b"/quit now"), Input::Quit);
         assert_eq!(parse(b"/help"), Input::Help);
-        assert_eq!(parse(b"/accept"), Input::Accept);
+        assert_eq!(parse(b"/accept"), Input::Accept(None));
+        assert_eq!(parse(b"/accept 7"), Input::Accept(Some(7)));
+        assert_eq!(parse(b"/decline"), Input::Decline(None));
+        assert_eq!(
+            parse(b"/send /tmp/a b.txt"),
+            Input::Send("/tmp/a b.txt".into())
+        );
+        assert!(matches!(parse(b"/accept x"), Input::Unknown(_)));
         assert_eq!(parse(b"/refuse"), Input::Refuse);
         assert_eq!(parse(b"yes"), Input::Message(b"yes".to_vec()));
         assert_eq!(parse(b"//stats"), Input::Message(b"/stats".to_vec()));

@@ -34,6 +34,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 mod addr;
 mod bench;
 mod connect;
+mod files;
 mod id;
 mod impair;
 mod input;
@@ -149,6 +150,16 @@ Examples:
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --qlog /tmp/chirp-qlog
                                           # a qlog trace per connection, for qvis
 
+Files: /send PATH offers the peer a file; the peer sees its name, size and BLAKE3 hash and
+answers /accept (or Alt+Y in the UI) or /decline. It is saved in --downloads (the XDG download
+directory by default) as NAME.part until every chunk has been checked against the hash, then
+renamed; an existing file is never overwritten (NAME (1).ext). A transfer cut by a dropped
+link or a restart resumes from what was saved and verified.
+  chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --downloads ~/inbox
+  chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000 --auto-accept-from xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
+  echo '/send report.pdf' | chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002
+                                          # sends the file, then leaves once it is saved
+
 Through NATs, introduced by a chirp server both of you use (a rendezvous; each must ask for
 the other, and the server then tells each where the other is and what its key is; it never
 sees what you say, which is encrypted end to end with that key):
@@ -254,6 +265,13 @@ struct PeerArgs {
     /// file per connection, <connection id>-<client|server>.sqlog, for qvis.
     #[arg(long, value_name = "DIR", conflicts_with = "plain")]
     qlog: Option<std::path::PathBuf>,
+    /// Where received files are saved (created if missing; default: the XDG download
+    /// directory, e.g. ~/Downloads).
+    #[arg(long, value_name = "DIR", conflicts_with = "plain")]
+    downloads: Option<std::path::PathBuf>,
+    /// Accept file offers from the peer with this key fingerprint without asking (repeatable).
+    #[arg(long, value_name = "FINGERPRINT", conflicts_with = "plain")]
+    auto_accept_from: Vec<chirp_keys::Fingerprint>,
 }
 
 /// Binds a UDP socket, turning the OS error into one a person can act on.
@@ -373,6 +391,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     home: None,
                     peer_key: None,
                     qlog: None,
+                    downloads: None,
+                    auto_accept_from: Vec::new(),
                 },
                 target,
             ))
@@ -522,6 +542,13 @@ async fn run_peer(a: PeerArgs, target: PeerTarget) -> anyhow::Result<u8> {
         bell: !a.no_bell,
         can_ask: interactive,
         qlog: a.qlog,
+        downloads: match a.downloads {
+            Some(d) => d,
+            None => dirs::download_dir()
+                .or_else(|| dirs::home_dir().map(|h| h.join("Downloads")))
+                .context("no download directory (no home directory): pass --downloads DIR")?,
+        },
+        auto_accept_from: a.auto_accept_from,
     };
     if let Some((server, nick, to)) = via {
         let (server_name, server) = connect::resolve(&server)

@@ -65,6 +65,10 @@ pub(crate) struct PeerOpts {
     pub(crate) can_ask: bool,
     /// Write a qlog trace of every connection into this directory.
     pub(crate) qlog: Option<PathBuf>,
+    /// Where received files are saved.
+    pub(crate) downloads: PathBuf,
+    /// Offers from these keys are accepted without asking.
+    pub(crate) auto_accept_from: Vec<Fingerprint>,
 }
 
 /// What the user asks of the chat loop.
@@ -78,9 +82,26 @@ pub(crate) enum Request {
     InputFailed(std::io::Error),
 }
 
-/// Prints a report in line mode. Delivery reports and link snapshots are for the UI only.
-pub(crate) fn print(out: Output, report: Report) {
+/// Prints a report in line mode, with file transfers' progress bars on a terminal. Delivery
+/// reports and link snapshots are for the UI only.
+pub(crate) fn print_with(out: Output, bars: Option<&crate::files::Bars>, report: Report) {
+    if let Report::File(e) = report {
+        match bars {
+            Some(bars) => bars.show(out, &e),
+            None => crate::files::print(out, &e),
+        }
+        return;
+    }
+    let print = |report| match bars {
+        Some(bars) => bars.suspend(|| print_report(out, report)),
+        None => print_report(out, report),
+    };
+    print(report);
+}
+
+fn print_report(out: Output, report: Report) {
     match report {
+        Report::File(e) => crate::files::print(out, &e),
         Report::Status(text) => out.status(&text),
         Report::Up { peer, .. } => out.peer_up(&peer),
         Report::Down { peer, reason } => out.peer_down(&peer, &reason),
@@ -99,8 +120,9 @@ pub(crate) fn print(out: Output, report: Report) {
 
 /// Where reports go.
 pub(crate) enum View {
-    /// Printed on stdout, one line each.
-    Lines(Output),
+    /// Printed on stdout, one line each (with progress bars for file transfers on a
+    /// terminal).
+    Lines(Output, Option<crate::files::Bars>),
     /// To the terminal UI's bridge, which must keep reading until the loop ends.
     Ui(mpsc::Sender<Report>),
 }
@@ -108,7 +130,7 @@ pub(crate) enum View {
 impl View {
     pub(crate) async fn show(&self, report: Report) {
         match self {
-            View::Lines(out) => print(*out, report),
+            View::Lines(out, bars) => print_with(*out, bars.as_ref(), report),
             // Closed only once the bridge has ended, after the UI: nobody is left to tell.
             View::Ui(tx) => {
                 let _ = tx.send(report).await;
@@ -228,7 +250,7 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
             start(&opts),
             &opts,
             handle,
-            View::Lines(out),
+            View::Lines(out, crate::files::Bars::for_stdout(opts.json)),
             req_rx,
             events,
             task,
@@ -292,7 +314,10 @@ fn session(opts: &PeerOpts, to: SocketAddr, pin: Option<Fingerprint>) -> Session
         pin,
         known: opts.home.join(KNOWN_KEYS_FILE),
     };
-    Session::new(config, policy)
+    let mut session = Session::new(config, policy);
+    let storage = chirp_files::FsStorage::new(opts.downloads.clone());
+    session.enable_files(Box::new(storage), opts.auto_accept_from.clone());
+    session
 }
 
 /// Where the chat loop is: waiting for a caller, or chatting.
@@ -365,7 +390,7 @@ async fn drive(
         // In line mode, stop taking lines while too many wait for the transport (so that
         // whatever feeds standard input is held back). The terminal UI's sends come at typing
         // speed and its `Leave` must always get through.
-        let held = matches!(view, View::Lines(_)) && phase.pending() >= MAX_PENDING;
+        let held = matches!(view, View::Lines(..)) && phase.pending() >= MAX_PENDING;
         let timer = phase.poll_timeout();
         let sleep = async move {
             match timer {
@@ -418,7 +443,7 @@ async fn pump(
             }
             // In line mode, the question about a caller (the UI asks it itself).
             ListenOutput::Report(Report::AskKey { from, fingerprint })
-                if matches!(view, View::Lines(_)) =>
+                if matches!(view, View::Lines(..)) =>
             {
                 let question = chirp_peer::listen::ask_text(&from, &fingerprint);
                 view.show(Report::Status(format!(
@@ -483,6 +508,9 @@ async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>>
     Ok(match t {
         Transport::Connect { to } => Some(Reply::Connect(handle.connect_or_reuse(to).await?)),
         Transport::Send { conn, data } => Some(Reply::Send(handle.send(conn, data).await?)),
+        // The transport has no bulk channel yet: file data shares the message stream (bounded
+        // by the session's window, `chirp_peer::session::FILE_WINDOW`).
+        Transport::SendBulk { conn, data } => Some(Reply::Send(handle.send(conn, data).await?)),
         Transport::Finish { conn } => Some(Reply::Finish(handle.finish(conn).await?)),
         Transport::Stats { conn } => Some(Reply::Stats(handle.stats(conn).await?.map(Box::new))),
         Transport::Close { conn, code, reason } => {
@@ -535,10 +563,14 @@ async fn request_input(view: &View, req: Request) -> anyhow::Result<Option<Sessi
             },
             Input::Stats => SessionInput::Stats,
             Input::Quit => SessionInput::Leave,
-            Input::Accept => SessionInput::KeyAnswer(true),
+            // Without a number: the key question if one is open, else the oldest file offer.
+            Input::Accept(None) => SessionInput::KeyAnswer(true),
+            Input::Accept(Some(id)) => SessionInput::AcceptFile(Some(id)),
             Input::Refuse => SessionInput::KeyAnswer(false),
+            Input::Send(path) => SessionInput::SendFile(PathBuf::from(path)),
+            Input::Decline(id) => SessionInput::DeclineFile(id),
             Input::Help => {
-                if let View::Lines(out) = view {
+                if let View::Lines(out, _) = view {
                     out.info(input::HELP);
                 }
                 return Ok(None);

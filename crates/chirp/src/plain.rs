@@ -62,9 +62,12 @@ pub(crate) async fn run(
                     Input::Stats => out.plain_stats(sent, received),
                     Input::Quit => return Ok(0),
                     Input::Help => out.info(input::HELP),
-                    Input::Accept | Input::Refuse => out.error(
+                    Input::Accept(_) | Input::Refuse => out.error(
                         "--plain has no keys to accept or refuse: it is neither authenticated nor encrypted",
                     ),
+                    Input::Send(_) | Input::Decline(_) => {
+                        out.error("--plain has no file transfer: use chirp peer without --plain")
+                    }
                     Input::Unknown(cmd) => out.error(&format!(
                         "unknown command {cmd} (not sent); /help lists commands, //text sends a literal /"
                     )),

@@ -174,7 +174,7 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
     out.status(&banner);
     crate::peer::read_stdin(req_tx);
     state
-        .drive(handle, View::Lines(out), req_rx, events, task)
+        .drive(handle, View::Lines(out, None), req_rx, events, task)
         .instrument(span)
         .await
 }
@@ -227,7 +227,7 @@ impl Via {
             // channel, holding standard input back, until the introduction).
             let held = match &self.peer {
                 None => true,
-                Some(p) => matches!(view, View::Lines(_)) && p.pending() >= MAX_PENDING,
+                Some(p) => matches!(view, View::Lines(..)) && p.pending() >= MAX_PENDING,
             };
             let timer = [
                 self.client.poll_timeout(),
@@ -416,10 +416,13 @@ impl Via {
             // Line mode names the path in `peer_up` and `stats`.
             let path = if self.relayed { "relayed" } else { "direct" };
             let shown = match view {
-                View::Lines(out) => View::Lines(Output {
-                    path: Some(path),
-                    ..*out
-                }),
+                View::Lines(out, _) => View::Lines(
+                    Output {
+                        path: Some(path),
+                        ..*out
+                    },
+                    None,
+                ),
                 View::Ui(tx) => View::Ui(tx.clone()),
             };
             if let Some(peer) = self.peer.as_mut()

@@ -684,6 +684,12 @@ impl Bridge {
             UiCommand::Quit { .. } => Action::Finish,
             // `chirp connect` never asks (its server key is pinned or trusted on first use).
             UiCommand::Answer(_) => Action::Reply(Vec::new()),
+            // The command table offers these only in peer mode.
+            UiCommand::SendFile(_) | UiCommand::AcceptFile(_) | UiCommand::DeclineFile(_) => {
+                Action::Reply(vec![UiEvent::Error(
+                    "file transfer works in chirp peer (not through a server yet)".into(),
+                )])
+            }
         }
     }
 

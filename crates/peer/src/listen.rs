@@ -169,7 +169,14 @@ impl<R: Remember> Listener<R> {
                     None => Report::Error(reason),
                 });
             }
-            Input::Send { .. } | Input::EndOfInput => self.queued.push(input),
+            Input::SendFile(_) if self.queued.len() >= MAX_QUEUED => {
+                self.report(Report::Error("too many requests wait for a peer".into()));
+            }
+            // A file is offered once a peer has called.
+            Input::Send { .. } | Input::EndOfInput | Input::SendFile(_) => self.queued.push(input),
+            Input::AcceptFile(_) | Input::DeclineFile(_) => {
+                self.report(Report::Error("no peer has called yet".into()));
+            }
             Input::Stats => {
                 self.report(Report::Error("no peer has called yet".into()));
             }

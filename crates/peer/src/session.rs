@@ -43,13 +43,26 @@
 //! after [`FINISH_WHEN_IDLE`]: a chat partner who left gets no later lines, but a script still
 //! feeding lines keeps its half open until its own end of input. `/quit` ([`Input::Leave`])
 //! is a graceful close instead: our lines are delivered, the peer's later ones are not.
+//!
+//! # Files
+//!
+//! With [`Session::enable_files`], the session also drives a [`chirp_files::Transfers`]
+//! (`/send`, `/accept`, `/decline`; PROTOCOL.md §12). Its messages start with `0xff` and are
+//! told apart from chat lines by that byte. Chat lines always go first; file messages are
+//! handed to the transport as [`Transport::SendBulk`] (chunks and hash lists) or
+//! [`Transport::Send`] (the rest), with at most [`FILE_WINDOW`] bulk messages unacknowledged.
+//! They are never re-sent on another connection: when the chat moves to a new one, the file
+//! layer starts over there (the sender offers again, the receiver resumes from what it holds
+//! verified). End of input waits until no transfer is under way; `/quit` does not.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chirp_keys::PublicKey;
+use chirp_files::{FileEvent, Storage, Transfers, Transmit};
+use chirp_keys::{Fingerprint, PublicKey};
 use chirp_proto::{
     CloseReason, ConnectError, ConnectionHandle, ConnectionStats, Event, SendError, WriteError,
     close_code,
@@ -99,6 +112,14 @@ impl Refusals {
 /// waits for another line of its own before it finishes too.
 pub const FINISH_WHEN_IDLE: Duration = Duration::from_secs(1);
 
+/// File-layer messages (chunks and chunk-hash lists) in flight on the chat's connection at
+/// most: the bound of what a transfer holds in the transport, and so of what a chat line
+/// sent during a transfer may wait behind while both share one stream.
+pub const FILE_WINDOW: usize = 16;
+
+/// The file layer's storage, as the session holds it.
+pub type FileStorage = Box<dyn Storage + Send>;
+
 /// What a session is for.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -131,8 +152,16 @@ pub enum Input {
     Leave,
     /// End of input: a half-close (see the module documentation).
     EndOfInput,
-    /// The answer to [`Report::AskKey`]: trust that key or not.
+    /// The answer to [`Report::AskKey`]: trust that key or not. A yes with no question open
+    /// accepts the oldest file offer waiting, if any (`/accept`).
     KeyAnswer(bool),
+    /// `/send PATH`: offer a file ([`Report::File`] follows its progress).
+    SendFile(PathBuf),
+    /// `/accept ID`: accept a file offer (`None`: the oldest waiting).
+    AcceptFile(Option<u64>),
+    /// `/decline [ID]`: decline a file offer or stop receiving it (`None`: the oldest
+    /// waiting).
+    DeclineFile(Option<u64>),
     /// Ctrl-C: close at once and end with status 130.
     Interrupt,
 }
@@ -147,6 +176,15 @@ pub enum Transport {
     },
     /// Queue a message (answer with [`Reply::Send`]).
     Send {
+        /// On which connection.
+        conn: ConnectionHandle,
+        /// The message.
+        data: Bytes,
+    },
+    /// Queue a message of bulk data (file chunks; answer with [`Reply::Send`]). It belongs on
+    /// the transport's bulk channel, so that chat is never blocked behind it; until the
+    /// transport has one, drivers send it like [`Transport::Send`].
+    SendBulk {
         /// On which connection.
         conn: ConnectionHandle,
         /// The message.
@@ -267,6 +305,9 @@ pub enum Report {
         /// Through the server's relay, rather than straight to the peer.
         relayed: bool,
     },
+    /// A file transfer's news (an offer, progress, the end). Names in it come from the peer:
+    /// hostile text.
+    File(FileEvent),
 }
 
 impl std::fmt::Debug for Report {
@@ -299,6 +340,7 @@ impl std::fmt::Debug for Report {
                 .field("peer", peer)
                 .field("relayed", relayed)
                 .finish(),
+            Report::File(e) => f.debug_tuple("File").field(e).finish(),
         }
     }
 }
@@ -336,6 +378,25 @@ struct Outgoing {
     local_id: Option<u64>,
 }
 
+/// A message the transport took and the peer has not acknowledged yet.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    /// A chat line, with the caller's id.
+    Line(Option<u64>),
+    /// A file-layer message (`bulk`: counts against [`FILE_WINDOW`]).
+    File { bulk: bool },
+}
+
+/// The file layer and what the session keeps for it.
+struct Files {
+    transfers: Transfers<FileStorage>,
+    /// Keys whose offers are accepted without asking.
+    trusted: Vec<Fingerprint>,
+    /// A message taken from the file layer that the transport has not taken yet (it was
+    /// blocked): it goes first once the connection is writable.
+    held: Option<Transmit>,
+}
+
 /// A connection up with the peer's key, set aside while the chat has another (see the module
 /// documentation).
 #[derive(Debug, Clone, Copy)]
@@ -350,6 +411,8 @@ struct Candidate {
 enum Awaiting {
     Connect,
     Send(ConnectionHandle),
+    /// A file-layer message (the session's `files.held` until the reply).
+    SendFile(ConnectionHandle),
     Finish,
     /// Statistics for [`Input::Stats`] (true) or [`Input::Link`] (false).
     Stats(bool),
@@ -377,7 +440,9 @@ pub struct Session<P> {
     pending: VecDeque<Outgoing>,
     /// Per connection, the ids of the messages the transport took and the peer has not yet
     /// acknowledged, in send order.
-    inflight: HashMap<ConnectionHandle, VecDeque<Option<u64>>>,
+    inflight: HashMap<ConnectionHandle, VecDeque<Sent>>,
+    /// File transfer, once enabled ([`Session::enable_files`]).
+    files: Option<Files>,
     /// The user asked to leave (end of input or `/quit`).
     leaving: bool,
     /// Leaving at end of input: a half-close (finish), not a close.
@@ -431,6 +496,7 @@ impl<P: KeyPolicy> Session<P> {
             candidates: Vec::new(),
             pending: VecDeque::new(),
             inflight: HashMap::new(),
+            files: None,
             leaving: false,
             half_close: false,
             closing: None,
@@ -464,6 +530,17 @@ impl<P: KeyPolicy> Session<P> {
         self.connect(now);
     }
 
+    /// Enables file transfer: files are read and saved through `storage`, and offers from a
+    /// key in `trusted` are accepted without asking. Without it, offers are declined.
+    pub fn enable_files(&mut self, storage: FileStorage, trusted: Vec<Fingerprint>) {
+        let config = chirp_files::Config::default();
+        self.files = Some(Files {
+            transfers: Transfers::new(config, storage),
+            trusted,
+            held: None,
+        });
+    }
+
     /// Messages waiting for the transport: a line-mode driver stops reading input while there
     /// are too many, so that whatever feeds it is held back.
     pub fn pending(&self) -> usize {
@@ -473,6 +550,11 @@ impl<P: KeyPolicy> Session<P> {
     /// The next thing to do. Call it after every input until it returns `None`.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(f) = self.files.as_mut() {
+            while let Some(e) = f.transfers.poll_event() {
+                self.out.push_back(Output::Report(Report::File(e)));
+            }
+        }
         self.out.pop_front()
     }
 
@@ -508,6 +590,7 @@ impl<P: KeyPolicy> Session<P> {
         match (awaiting, reply) {
             (Awaiting::Connect, Reply::Connect(r)) => self.on_connected(now, r),
             (Awaiting::Send(conn), Reply::Send(r)) => self.on_sent(now, conn, r),
+            (Awaiting::SendFile(conn), Reply::Send(r)) => self.on_file_sent(conn, r),
             (Awaiting::Finish, Reply::Finish(_)) => {}
             (Awaiting::Stats(line), Reply::Stats(stats)) => self.on_stats(line, stats),
             (awaiting, reply) => {
@@ -542,6 +625,12 @@ impl<P: KeyPolicy> Session<P> {
                     self.fail(local_id, "leaving: that line was not sent".into());
                     return;
                 }
+                if chirp_files::is_file_msg(&data) {
+                    // The peer would take it for file transfer (PROTOCOL.md §4.5).
+                    let reason = "not sent: a message may not start with the byte 0xff".into();
+                    self.fail(local_id, reason);
+                    return;
+                }
                 self.pending.push_back(Outgoing { data, local_id });
                 self.flush(now);
             }
@@ -568,7 +657,13 @@ impl<P: KeyPolicy> Session<P> {
                     self.flush(now);
                 }
             }
+            Input::KeyAnswer(true) if self.asking.is_none() && self.files.is_some() => {
+                self.on_file_input(now, Input::AcceptFile(None));
+            }
             Input::KeyAnswer(yes) => self.answer(yes),
+            input @ (Input::SendFile(_) | Input::AcceptFile(_) | Input::DeclineFile(_)) => {
+                self.on_file_input(now, input);
+            }
             Input::Interrupt => {
                 let conns: Vec<_> = self.conn.into_iter().collect();
                 self.end(
@@ -617,6 +712,10 @@ impl<P: KeyPolicy> Session<P> {
                     self.adopt(now, candidate);
                 }
             }
+            Event::Message { conn, data } if chirp_files::is_file_msg(&data) => {
+                self.adopt_if_candidate(now, conn);
+                self.on_file_message(now, conn, &data);
+            }
             Event::Message { conn, data } => {
                 // A message proves a candidate to be the peer's chat (a ping sends none).
                 self.adopt_if_candidate(now, conn);
@@ -632,12 +731,20 @@ impl<P: KeyPolicy> Session<P> {
                     let n = usize::try_from(messages)
                         .unwrap_or(usize::MAX)
                         .min(ids.len());
-                    let delivered: Vec<u64> = ids.drain(..n).flatten().collect();
+                    let delivered: Vec<u64> = ids
+                        .drain(..n)
+                        .filter_map(|s| match s {
+                            Sent::Line(id) => id,
+                            Sent::File { .. } => None,
+                        })
+                        .collect();
                     for id in delivered {
                         self.report(Report::Delivered(id));
                     }
                 }
                 self.finish_if_idle(now, false);
+                // The file layer's window has room again.
+                self.flush(now);
             }
             Event::PeerFinished { conn } => {
                 debug!(?conn, "the peer finished its stream");
@@ -683,8 +790,22 @@ impl<P: KeyPolicy> Session<P> {
         // Lines the peer never acknowledged go first in the queue, in their order, each with
         // its id. They are the last ones sent on `conn` (every `Acked` comes before `Closed`),
         // so ids pair with them from the back; any older id left over was acknowledged.
-        let mut ids = self.inflight.remove(&conn).unwrap_or_default();
-        for data in undelivered.into_iter().rev() {
+        // File-layer messages are not sent again: they were about that connection's state,
+        // and the file layer starts over from the receiver's verified data on the next one.
+        let mut ids: VecDeque<Option<u64>> = self
+            .inflight
+            .remove(&conn)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| match s {
+                Sent::Line(id) => Some(id),
+                Sent::File { .. } => None,
+            })
+            .collect();
+        let lines = undelivered
+            .into_iter()
+            .filter(|d| !chirp_files::is_file_msg(d));
+        for data in lines.rev() {
             let local_id = ids.pop_back().flatten();
             self.pending.push_front(Outgoing { data, local_id });
         }
@@ -702,6 +823,7 @@ impl<P: KeyPolicy> Session<P> {
             return;
         }
         let was_up = std::mem::take(&mut self.up);
+        self.files_down();
         let peer_left = self.peer_finished.take() == Some(conn);
         self.finish_at = None;
         self.conn = None;
@@ -837,7 +959,8 @@ impl<P: KeyPolicy> Session<P> {
         match r {
             Ok(()) => {
                 if let Some(m) = self.pending.pop_front() {
-                    self.inflight.entry(conn).or_default().push_back(m.local_id);
+                    let sent = Sent::Line(m.local_id);
+                    self.inflight.entry(conn).or_default().push_back(sent);
                 }
             }
             Err(SendError::Write(WriteError::TooLarge { size, max })) => {
@@ -854,13 +977,18 @@ impl<P: KeyPolicy> Session<P> {
                     "connection vanished without a Closed event; reconnecting"
                 );
                 let lost = self.inflight.remove(&conn).unwrap_or_default();
-                for local_id in lost.into_iter().flatten() {
+                let ids = lost.into_iter().filter_map(|s| match s {
+                    Sent::Line(id) => id,
+                    Sent::File { .. } => None,
+                });
+                for local_id in ids {
                     let reason = "lost with its connection (not resent)".to_owned();
                     self.report(Report::Failed { local_id, reason });
                 }
                 if self.conn == Some(conn) {
                     self.conn = None;
                     self.up = false;
+                    self.files_down();
                 }
                 if self.replacing == Some(conn) {
                     self.replacing = None;
@@ -900,8 +1028,14 @@ impl<P: KeyPolicy> Session<P> {
                 self.ask(Awaiting::Send(conn), Transport::Send { conn, data });
                 return;
             }
+            // Chat lines first; then the file layer, within its window (never after our FIN).
+            if self.up && self.closing != Some(conn) && self.send_file_message(now, conn) {
+                return;
+            }
         }
-        if self.leaving && self.pending.is_empty() && self.closing != Some(conn) {
+        // At end of input, transfers in progress finish first (`/quit` leaves at once).
+        let files_busy = self.half_close && self.files.as_ref().is_some_and(|f| f.transfers.busy());
+        if self.leaving && self.pending.is_empty() && !files_busy && self.closing != Some(conn) {
             self.closing = Some(conn);
             let sent = self.inflight.get(&conn).is_some_and(|ids| !ids.is_empty());
             if self.half_close && (self.up || sent) {
@@ -929,6 +1063,7 @@ impl<P: KeyPolicy> Session<P> {
             return;
         };
         let idle = self.pending.is_empty()
+            && self.files.as_ref().is_none_or(|f| !f.transfers.busy())
             && self.replacing.is_none()
             && self.awaiting.is_none()
             && self.inflight.get(&conn).is_none_or(VecDeque::is_empty);
@@ -971,6 +1106,15 @@ impl<P: KeyPolicy> Session<P> {
             peer: c.remote.to_string(),
             fingerprint: c.key.fingerprint().to_string(),
         });
+        if let Some(f) = self.files.as_mut() {
+            // Whatever was under way on the old connection starts over on this one, from
+            // what the receiver holds verified.
+            f.held = None;
+            f.transfers.disconnected();
+            let trusted = f.trusted.contains(&c.key.fingerprint());
+            f.transfers.set_auto_accept(trusted);
+            f.transfers.connected();
+        }
         self.flush(now);
     }
 
@@ -1155,6 +1299,110 @@ impl<P: KeyPolicy> Session<P> {
                 });
                 self.report(Report::Error(e));
             }
+        }
+    }
+}
+
+impl<P: KeyPolicy> Session<P> {
+    /// `/send`, `/accept ID`, `/decline`.
+    fn on_file_input(&mut self, now: Instant, input: Input) {
+        let Some(f) = self.files.as_mut() else {
+            self.report(Report::Error("file transfer is not enabled".into()));
+            return;
+        };
+        let result = match input {
+            Input::SendFile(path) => f.transfers.send_file(&path).map_err(|e| e.to_string()),
+            Input::AcceptFile(id) => f.transfers.accept(id),
+            Input::DeclineFile(id) => f.transfers.decline(id),
+            _ => return,
+        };
+        if let Err(e) = result {
+            self.report(Report::Error(e));
+        }
+        self.flush(now);
+    }
+
+    /// A file-layer message from the peer. Without file transfer enabled, an offer is
+    /// declined (so that the sender hears why) and anything else dropped.
+    fn on_file_message(&mut self, now: Instant, conn: ConnectionHandle, data: &Bytes) {
+        if Some(conn) != self.conn {
+            debug!(?conn, "a file message on a connection set aside: dropped");
+            return;
+        }
+        match self.files.as_mut() {
+            Some(f) => f.transfers.handle_message(now, data),
+            None => {
+                if let Ok(chirp_files::Msg::Offer { id, .. }) = chirp_files::Msg::decode(data) {
+                    let decline = chirp_files::Msg::Decline {
+                        id,
+                        reason: b"file transfer is not enabled here".to_vec(),
+                    };
+                    self.pending.push_back(Outgoing {
+                        data: decline.encode(),
+                        local_id: None,
+                    });
+                }
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Hands the transport the file layer's next message, if any and within the window.
+    /// Whether it did (a reply is then awaited).
+    fn send_file_message(&mut self, now: Instant, conn: ConnectionHandle) -> bool {
+        let in_flight = self.inflight.get(&conn).map_or(0, |q| {
+            q.iter()
+                .filter(|s| matches!(s, Sent::File { bulk: true }))
+                .count()
+        });
+        let Some(f) = self.files.as_mut() else {
+            return false;
+        };
+        let next = match f.held.clone() {
+            Some(t) => Some(t),
+            None => f.transfers.poll_transmit(now, in_flight < FILE_WINDOW),
+        };
+        let Some(t) = next else {
+            return false;
+        };
+        let data = t.data.clone();
+        let request = if t.bulk {
+            Transport::SendBulk { conn, data }
+        } else {
+            Transport::Send { conn, data }
+        };
+        f.held = Some(t);
+        self.ask(Awaiting::SendFile(conn), request);
+        true
+    }
+
+    fn on_file_sent(&mut self, conn: ConnectionHandle, r: Result<(), SendError>) {
+        let Some(f) = self.files.as_mut() else {
+            return;
+        };
+        match r {
+            Ok(()) => {
+                if let Some(t) = f.held.take() {
+                    let sent = Sent::File { bulk: t.bulk };
+                    self.inflight.entry(conn).or_default().push_back(sent);
+                }
+            }
+            // Never too large (chunks fit a message by construction); dropped if it were.
+            Err(SendError::Write(WriteError::TooLarge { .. })) => {
+                warn!("a file message was refused as too large");
+                f.held = None;
+            }
+            // Blocked: kept, and sent once writable. Closed or gone: the connection's end
+            // restarts the file layer.
+            Err(_) => self.blocked = Some(conn),
+        }
+    }
+
+    /// The chat's connection is gone: transfers wait for the next one.
+    fn files_down(&mut self) {
+        if let Some(f) = self.files.as_mut() {
+            f.held = None;
+            f.transfers.disconnected();
         }
     }
 }

@@ -259,6 +259,23 @@ pub enum UiEvent {
         /// The question, shown as it is (the runner adds the keys to press).
         question: String,
     },
+    /// The peer offers a file (peer mode): shown in the current buffer; `/accept [ID]` or
+    /// Alt+Y (with no question open: the oldest offer) accepts it with
+    /// [`UiCommand::AcceptFile`], `/decline [ID]` or Alt+N declines it.
+    FileOffer {
+        /// The offer's number.
+        id: u64,
+        /// What to show (the name already made safe to print).
+        text: String,
+    },
+    /// An offer is no longer waiting for an answer (accepted, declined, ended).
+    FileAnswered {
+        /// The offer's number.
+        id: u64,
+    },
+    /// The file transfers' progress line for the status bar (bytes, rate, ETA); `None`:
+    /// none under way.
+    FileProgress(Option<String>),
 }
 
 /// What the UI asks of the network side. Commands are queued by the runner and handed to the
@@ -330,4 +347,12 @@ pub enum UiCommand {
     },
     /// The user's answer to [`UiEvent::Ask`]: Alt+Y (true) or Alt+N (false).
     Answer(bool),
+    /// `/send PATH` (peer mode): offer a file.
+    SendFile(String),
+    /// `/accept ID`, or Alt+Y / `/accept` with no question open: accept a file offer
+    /// (`None`: the oldest waiting).
+    AcceptFile(Option<u64>),
+    /// `/decline [ID]`, or Alt+N with an offer open: decline a file offer (`None`: the
+    /// oldest waiting).
+    DeclineFile(Option<u64>),
 }

@@ -92,6 +92,11 @@ pub struct App {
     known_rooms: Vec<String>,
     /// A question ([`UiEvent::Ask`]) waiting for a `y` or `n` key.
     asking: bool,
+    /// File offers waiting for an answer, oldest first (Alt+Y/Alt+N answer the first when no
+    /// question is open).
+    file_offers: Vec<u64>,
+    /// The file transfers' progress line, for the status bar.
+    pub(crate) file_progress: Option<String>,
     /// Buffer of each pending local id.
     pending: HashMap<u64, BufferId>,
     next_local_id: u64,
@@ -123,6 +128,8 @@ impl App {
             rtt_samples: VecDeque::new(),
             known_rooms: Vec::new(),
             asking: false,
+            file_offers: Vec::new(),
+            file_progress: None,
             pending: HashMap::new(),
             next_local_id: 1,
             next_seq: 1,
@@ -272,6 +279,20 @@ impl App {
                 self.asking = false;
                 self.info(if yes { "answered: yes" } else { "answered: no" });
                 out.push(UiCommand::Answer(yes));
+                return out;
+            }
+        }
+        if !self.asking && alt && !self.file_offers.is_empty() {
+            // The same deliberate keys answer the oldest file offer.
+            let id = self.file_offers[0];
+            let cmd = match key.code {
+                KeyCode::Char('y' | 'Y') => Some(UiCommand::AcceptFile(Some(id))),
+                KeyCode::Char('n' | 'N') => Some(UiCommand::DeclineFile(Some(id))),
+                _ => None,
+            };
+            if let Some(cmd) = cmd {
+                self.file_offers.remove(0);
+                out.push(cmd);
                 return out;
             }
         }
@@ -897,6 +918,19 @@ impl App {
                 self.event_line(current, now, EventKind::Error, text);
                 self.bell = self.config.bell;
             }
+            UiEvent::FileOffer { id, text } => {
+                if !self.file_offers.contains(&id) {
+                    self.file_offers.push(id);
+                }
+                let current = self.current;
+                let text = format!(
+                    "{text} /accept {id} or Alt+Y accepts it, /decline {id} or Alt+N declines."
+                );
+                self.event_line(current, now, EventKind::Error, text);
+                self.bell = self.config.bell;
+            }
+            UiEvent::FileAnswered { id } => self.file_offers.retain(|&o| o != id),
+            UiEvent::FileProgress(line) => self.file_progress = line,
             UiEvent::MessageLimit(limit) => self.config.max_message_bytes = limit,
             UiEvent::Link(status) => self.link_update(status),
         }
@@ -1221,12 +1255,26 @@ impl App {
                 let state = if self.config.bell { "on" } else { "off" };
                 self.info(format!("bell on highlights: {state}"));
             }
-            Command::Accept | Command::Refuse => {
+            Command::Accept { id: Some(id) } => {
+                self.file_offers.retain(|&o| o != id);
+                out.push(UiCommand::AcceptFile(Some(id)));
+            }
+            Command::Accept { id: None } if !self.asking && !self.file_offers.is_empty() => {
+                let id = self.file_offers.remove(0);
+                out.push(UiCommand::AcceptFile(Some(id)));
+            }
+            Command::Send { path } => out.push(UiCommand::SendFile(path)),
+            Command::Decline { id } => {
+                let id = id.or_else(|| self.file_offers.first().copied());
+                self.file_offers.retain(|&o| Some(o) != id);
+                out.push(UiCommand::DeclineFile(id));
+            }
+            Command::Accept { id: None } | Command::Refuse => {
                 if !self.asking {
                     self.error("no question is open");
                     return false;
                 }
-                let yes = matches!(parsed, Command::Accept);
+                let yes = matches!(parsed, Command::Accept { .. });
                 self.asking = false;
                 self.info(if yes { "answered: yes" } else { "answered: no" });
                 out.push(UiCommand::Answer(yes));

@@ -129,6 +129,10 @@ pub enum Name {
     Accept,
     /// `/refuse`
     Refuse,
+    /// `/send`
+    Send,
+    /// `/decline`
+    Decline,
     /// `/help`
     Help,
     /// `/quit`
@@ -323,8 +327,9 @@ pub const COMMANDS: &[Spec] = &[
         name: Name::Accept,
         word: "/accept",
         aliases: &[],
-        usage: "",
-        help: "trust the key chirp asked about (a new key from another port of the peer's IP)",
+        usage: "[ID]",
+        help: "trust the key chirp asked about (a new key from another port of the peer's IP); \
+               else accept a file offer (number ID, or the oldest)",
         contexts: PEER_UI | PEER_LINE,
     },
     Spec {
@@ -333,6 +338,22 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "",
         help: "refuse that key",
+        contexts: PEER_UI | PEER_LINE,
+    },
+    Spec {
+        name: Name::Send,
+        word: "/send",
+        aliases: &[],
+        usage: "PATH",
+        help: "offer the peer a file",
+        contexts: PEER_UI | PEER_LINE,
+    },
+    Spec {
+        name: Name::Decline,
+        word: "/decline",
+        aliases: &[],
+        usage: "[ID]",
+        help: "decline a file offer (number ID, or the oldest), or stop receiving it",
         contexts: PEER_UI | PEER_LINE,
     },
     Spec {
@@ -460,10 +481,23 @@ pub enum Command {
         /// `None`: switch.
         on: Option<bool>,
     },
-    /// `/accept`: trust the key a question is open about.
-    Accept,
+    /// `/accept [ID]`: trust the key a question is open about; else accept a file offer.
+    Accept {
+        /// The file offer's number; `None`: the question, else the oldest offer.
+        id: Option<u64>,
+    },
     /// `/refuse`: refuse it.
     Refuse,
+    /// `/send PATH`: offer a file.
+    Send {
+        /// The path as typed, trimmed (it may hold spaces).
+        path: String,
+    },
+    /// `/decline [ID]`: decline a file offer, or stop receiving it.
+    Decline {
+        /// The offer's number; `None`: the oldest waiting.
+        id: Option<u64>,
+    },
     /// `/help`.
     Help,
     /// `/quit [REASON]`.
@@ -496,8 +530,10 @@ impl Command {
             Command::Stats => Name::Stats,
             Command::Retry => Name::Retry,
             Command::Bell { .. } => Name::Bell,
-            Command::Accept => Name::Accept,
+            Command::Accept { .. } => Name::Accept,
             Command::Refuse => Name::Refuse,
+            Command::Send { .. } => Name::Send,
+            Command::Decline { .. } => Name::Decline,
             Command::Help => Name::Help,
             Command::Quit { .. } => Name::Quit,
         })
@@ -716,8 +752,30 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
                 });
             }
         },
-        Name::Accept => Command::Accept,
+        Name::Accept | Name::Decline => {
+            let id = match first {
+                "" => None,
+                n => match n.parse::<u64>() {
+                    Ok(id) => Some(id),
+                    Err(_) => {
+                        return Err(CommandError::Invalid {
+                            name,
+                            problem: "takes the number of a file offer",
+                        });
+                    }
+                },
+            };
+            if name == Name::Accept {
+                Command::Accept { id }
+            } else {
+                Command::Decline { id }
+            }
+        }
         Name::Refuse => Command::Refuse,
+        Name::Send if args.is_empty() => return usage,
+        Name::Send => Command::Send {
+            path: args.to_owned(),
+        },
         Name::Help => Command::Help,
         Name::Quit => Command::Quit { reason: opt(args) },
     })
@@ -788,7 +846,7 @@ mod tests {
     /// Arguments that satisfy every command that takes any.
     fn args_for(name: Name) -> &'static str {
         match name {
-            Name::History => "5",
+            Name::History | Name::Accept | Name::Decline => "5",
             Name::Bell => "on",
             _ => "bob hi there",
         }
@@ -817,6 +875,8 @@ mod tests {
             Name::Bell,
             Name::Accept,
             Name::Refuse,
+            Name::Send,
+            Name::Decline,
             Name::Help,
             Name::Quit,
         ];

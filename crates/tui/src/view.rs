@@ -567,6 +567,13 @@ fn draw_status(app: &App, frame: &mut Frame<'_>, area: Rect, with_activity: bool
             Style::new().fg(Color::Yellow),
         ));
     }
+    if let Some(progress) = &app.file_progress {
+        spans.push(sep.clone());
+        spans.push(Span::styled(
+            sanitize(progress),
+            Style::new().fg(Color::LightCyan),
+        ));
+    }
     if let Some(fp) = &link.fingerprint {
         spans.push(sep.clone());
         spans.push(Span::raw(format!("fp {}", truncate(&sanitize(fp), 14))));

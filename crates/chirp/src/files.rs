@@ -1,0 +1,214 @@
+//! File transfer in `chirp peer`'s line and JSON modes: the events (`file_offer`,
+//! `file_progress`, `file_done`, `file_failed`, docs/JSON.md) and, in line mode on a terminal,
+//! an indicatif progress bar per transfer. The transfers themselves are `chirp_files`, driven
+//! by the peer session.
+//!
+//! Names come from the peer: a human line shows them through [`safe::line`] (and JSON escapes
+//! every unsafe character, see `output::json_line`).
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chirp_files::{Direction, FileEvent, hash_hex};
+use chirp_tui::safe;
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::output::{Output, print_event};
+
+/// Seconds left at `rate` bytes per second for `left` bytes (`None` while the rate is 0).
+fn eta_secs(left: u64, rate: u64) -> Option<u64> {
+    (rate > 0).then(|| left.div_ceil(rate))
+}
+
+/// The start of a hash, for human lines (JSON has it whole).
+fn short(hash: &[u8; 32]) -> String {
+    hash_hex(hash)[..16].to_owned()
+}
+
+/// Prints one file event as a line (human or JSON). Progress has no human line: on a
+/// terminal it is a bar ([`Bars`]), and elsewhere a line per update would only be noise.
+pub(crate) fn print(out: Output, e: &FileEvent) {
+    let json = out.json;
+    match e {
+        FileEvent::Offered {
+            id,
+            name,
+            size,
+            hash,
+            auto,
+        } => print_event(
+            json,
+            || {
+                let then = if *auto {
+                    "accepted (trusted key)".to_owned()
+                } else {
+                    format!("/accept {id} or /decline {id}")
+                };
+                format!(
+                    "* the peer offers file {id}: \"{}\" ({}, BLAKE3 {}…): {then}",
+                    safe::line(name),
+                    HumanBytes(*size),
+                    short(hash)
+                )
+            },
+            json!({"type": "file_offer", "direction": "receive", "id": id, "name": name,
+                   "size": size, "hash": hash_hex(hash), "auto": auto}),
+        ),
+        FileEvent::Offering {
+            id,
+            name,
+            size,
+            hash,
+        } => print_event(
+            json,
+            || {
+                format!(
+                    "* offering file {id}: \"{}\" ({}, BLAKE3 {}…)",
+                    safe::line(name),
+                    HumanBytes(*size),
+                    short(hash)
+                )
+            },
+            json!({"type": "file_offer", "direction": "send", "id": id, "name": name,
+                   "size": size, "hash": hash_hex(hash)}),
+        ),
+        FileEvent::Progress {
+            id,
+            direction,
+            bytes,
+            total,
+            rate,
+        } => {
+            if json {
+                print_event(
+                    true,
+                    String::new,
+                    json!({"type": "file_progress", "direction": direction.as_str(), "id": id,
+                           "bytes": bytes, "total": total, "rate": rate,
+                           "eta_secs": eta_secs(total.saturating_sub(*bytes), *rate)}),
+                );
+            }
+        }
+        FileEvent::Done {
+            id,
+            direction,
+            name,
+            size,
+            hash,
+            moved,
+            resumed,
+        } => print_event(
+            json,
+            || {
+                let what = match direction {
+                    Direction::Send => format!("file {id} \"{}\" sent", safe::line(name)),
+                    Direction::Receive => {
+                        format!(
+                            "file {id} received and verified, saved as \"{}\"",
+                            safe::line(name)
+                        )
+                    }
+                };
+                let resumed = if *resumed > 0 {
+                    format!(", {} of it resumed", HumanBytes(*resumed))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "* {what} ({}{resumed}, BLAKE3 {})",
+                    HumanBytes(*size),
+                    hash_hex(hash)
+                )
+            },
+            json!({"type": "file_done", "direction": direction.as_str(), "id": id, "name": name,
+                   "size": size, "hash": hash_hex(hash), "moved": moved, "resumed": resumed}),
+        ),
+        FileEvent::Failed {
+            id,
+            direction,
+            name,
+            reason,
+        } => print_event(
+            json,
+            || {
+                format!(
+                    "! file {id} \"{}\" ({}): {}",
+                    safe::line(name),
+                    direction.as_str(),
+                    safe::line(reason)
+                )
+            },
+            json!({"type": "file_failed", "direction": direction.as_str(), "id": id,
+                   "name": name, "reason": reason}),
+        ),
+    }
+}
+
+/// Progress bars for the transfers under way, drawn on stdout (a terminal), above the lines
+/// printed meanwhile.
+pub(crate) struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<(bool, u64), ProgressBar>>,
+}
+
+impl Bars {
+    /// Bars if stdout is a terminal and the output is for humans.
+    pub(crate) fn for_stdout(json: bool) -> Option<Bars> {
+        (!json && std::io::stdout().is_terminal()).then(|| Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
+            bars: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs `f` (which prints a line) with the bars out of the way.
+    pub(crate) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.multi.suspend(f)
+    }
+
+    /// Shows `e`: progress moves a bar; anything else is a line, and an end removes the bar.
+    pub(crate) fn show(&self, out: Output, e: &FileEvent) {
+        let Ok(mut bars) = self.bars.lock() else {
+            return print(out, e);
+        };
+        match e {
+            FileEvent::Progress {
+                id,
+                direction,
+                bytes,
+                total,
+                ..
+            } => {
+                let key = (*direction == Direction::Send, *id);
+                let bar = bars.entry(key).or_insert_with(|| {
+                    let bar = self.multi.add(ProgressBar::new(*total));
+                    // The template is a constant that parses; the fallback is never taken.
+                    let style = ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+                    bar.set_style(style);
+                    let verb = match direction {
+                        Direction::Send => "sending",
+                        Direction::Receive => "receiving",
+                    };
+                    bar.set_message(format!("{verb} {id}"));
+                    bar.enable_steady_tick(Duration::from_millis(500));
+                    bar
+                });
+                bar.set_position(*bytes);
+            }
+            FileEvent::Done { id, direction, .. } | FileEvent::Failed { id, direction, .. } => {
+                if let Some(bar) = bars.remove(&(*direction == Direction::Send, *id)) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                self.multi.suspend(|| print(out, e));
+            }
+            _ => self.multi.suspend(|| print(out, e)),
+        }
+    }
+}

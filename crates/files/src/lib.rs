@@ -1,0 +1,50 @@
+//! chirp's file transfer as a sans-IO state machine: [`Transfers`] holds both directions of
+//! file transfer with one peer, reads no clock, opens no socket and touches no disk itself
+//! (files go through the [`Storage`] trait: [`FsStorage`] for a real download directory,
+//! [`MemStorage`] for tests).
+//!
+//! # The protocol (PROTOCOL.md §12)
+//!
+//! 1. The sender hashes the file in chunks (32 KiB, larger for files of more than 2^20
+//!    chunks) and offers it: OFFER (id, size, chunk size, name, **root hash** = BLAKE3 of the
+//!    concatenated BLAKE3 hashes of the chunks, in order).
+//! 2. The receiver (the user with `/accept`, or at once for a trusted key) answers ACCEPT, or
+//!    DECLINE.
+//! 3. The sender sends the chunk-hash list (HASHES). The receiver checks it against the root
+//!    hash, then checks every whole chunk of its partial file (`NAME.part`, from an earlier
+//!    attempt) against the list, and answers WANT with the chunks it lacks.
+//! 4. The sender sends those chunks (CHUNK). The receiver checks each against its hash before
+//!    writing it: the partial file never holds a byte that was not verified, so a resume never
+//!    trusts bad data, and a chunk that does not match fails the transfer.
+//! 5. Once every chunk is held, the receiver renames `NAME.part` to a free name (never
+//!    overwriting: `NAME (1).ext`) and says DONE. Either side may end a transfer early: the
+//!    receiver with DECLINE, the sender with CANCEL.
+//!
+//! After the link drops, [`Transfers::connected`] offers every unfinished file again under
+//! the same id; a receiver that had accepted it accepts again, and steps 3–5 continue from
+//! what the partial file holds. A receiver that restarted finds the same `NAME.part` (the
+//! same free name is chosen) and does the same.
+//!
+//! # Layout
+//!
+//! - [`wire`]: the messages, their encoding and bounded decoding.
+//! - [`name`]: the receiver's naming rules (hostile names, suffixes, `.part`).
+//! - [`storage`]: the [`Storage`] trait and its two implementations.
+//! - [`transfers`]: the state machine.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod name;
+pub mod storage;
+pub mod transfers;
+pub mod wire;
+
+pub use storage::{FsStorage, MemStorage, Storage};
+pub use transfers::{
+    Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, SendFileError, Transfers, Transmit, hash_hex,
+};
+pub use wire::{Hash, Msg, TAG, is_file_msg};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! Where files come from and go to, behind the [`Storage`] trait: the state machine never
+//! touches a disk itself. [`FsStorage`] is the real one (a download directory);
+//! [`MemStorage`] keeps everything in memory for tests, and can be told to fail writes.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+/// File access for [`crate::Transfers`]. Sources are named by the path the user gave;
+/// received files by their (sanitised) name in the download directory.
+pub trait Storage {
+    /// The size of the file at `path`, and whether it is a regular file.
+    fn source_len(&mut self, path: &Path) -> io::Result<u64>;
+    /// Fills `buf` from `path` at `offset`.
+    fn read_source(&mut self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Whether `name` exists in the download directory.
+    fn exists(&mut self, name: &str) -> bool;
+    /// The length of `name` in the download directory, if it exists.
+    fn len(&mut self, name: &str) -> io::Result<Option<u64>>;
+    /// Fills `buf` from `name` in the download directory at `offset`.
+    fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes `data` into `name` (created if need be) at `offset`.
+    fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes `part` durable and gives it the name `name`, which must not exist (an error
+    /// otherwise: nothing is ever overwritten). `size` is its final length.
+    fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()>;
+    /// Closes whatever is held open for `name` (the transfer ended).
+    fn close(&mut self, name: &str);
+    /// Closes the source at `path` (the transfer ended).
+    fn close_source(&mut self, path: &Path);
+}
+
+impl<S: Storage + ?Sized> Storage for Box<S> {
+    fn source_len(&mut self, path: &Path) -> io::Result<u64> {
+        (**self).source_len(path)
+    }
+    fn read_source(&mut self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_source(path, offset, buf)
+    }
+    fn exists(&mut self, name: &str) -> bool {
+        (**self).exists(name)
+    }
+    fn len(&mut self, name: &str) -> io::Result<Option<u64>> {
+        (**self).len(name)
+    }
+    fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read(name, offset, buf)
+    }
+    fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        (**self).write(name, offset, data)
+    }
+    fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
+        (**self).finish(part, name, size)
+    }
+    fn close(&mut self, name: &str) {
+        (**self).close(name);
+    }
+    fn close_source(&mut self, path: &Path) {
+        (**self).close_source(path);
+    }
+}
+
+/// The real file system: sources at the paths given, received files in `dir`. Open files are
+/// cached, one per name.
+#[derive(Debug)]
+pub struct FsStorage {
+    dir: PathBuf,
+    open: HashMap<PathBuf, File>,
+}
+
+impl FsStorage {
+    /// Received files go into `dir` (created when the first one is written).
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The download directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&mut self, path: PathBuf, write: bool) -> io::Result<&File> {
+        use std::collections::hash_map::Entry;
+        match self.open.entry(path) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let f = if write {
+                    std::fs::create_dir_all(&self.dir)?;
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(e.key())?
+                } else {
+                    File::open(e.key())?
+                };
+                Ok(e.insert(f))
+            }
+        }
+    }
+}
+
+impl Storage for FsStorage {
+    fn source_len(&mut self, path: &Path) -> io::Result<u64> {
+        let meta = std::fs::metadata(path)?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(meta.len())
+    }
+
+    fn read_source(&mut self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file(path.to_owned(), false)?
+            .read_exact_at(buf, offset)
+    }
+
+    fn exists(&mut self, name: &str) -> bool {
+        // `symlink_metadata`: a dangling link is a name taken too.
+        std::fs::symlink_metadata(self.dir.join(name)).is_ok()
+    }
+
+    fn len(&mut self, name: &str) -> io::Result<Option<u64>> {
+        match std::fs::symlink_metadata(self.dir.join(name)) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let path = self.dir.join(name);
+        self.file(path, true)?.read_exact_at(buf, offset)
+    }
+
+    fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        let path = self.dir.join(name);
+        self.file(path, true)?.write_all_at(data, offset)
+    }
+
+    fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
+        let (from, to) = (self.dir.join(part), self.dir.join(name));
+        let f = self.file(from.clone(), true)?;
+        // A partial file from an earlier, longer attempt is cut to the verified size.
+        f.set_len(size)?;
+        f.sync_all()?;
+        self.open.remove(&from);
+        // A hard link fails if `to` exists: never overwrites, even if it appeared meanwhile.
+        std::fs::hard_link(&from, &to)?;
+        std::fs::remove_file(&from)
+    }
+
+    fn close(&mut self, name: &str) {
+        self.open.remove(&self.dir.join(name));
+    }
+
+    fn close_source(&mut self, path: &Path) {
+        self.open.remove(path);
+    }
+}
+
+/// Everything in memory: for tests of the state machine without a disk.
+#[derive(Debug, Default)]
+pub struct MemStorage {
+    /// Files to send, by path.
+    pub sources: HashMap<PathBuf, Vec<u8>>,
+    /// The download directory's files, by name.
+    pub files: HashMap<String, Vec<u8>>,
+    /// Writes fail (as on a full disk) once the download directory holds this many bytes.
+    pub capacity: Option<usize>,
+}
+
+impl Storage for MemStorage {
+    fn source_len(&mut self, path: &Path) -> io::Result<u64> {
+        self.sources
+            .get(path)
+            .map(|d| d.len() as u64)
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+
+    fn read_source(&mut self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let d = self.sources.get(path).ok_or(io::ErrorKind::NotFound)?;
+        copy_out(d, offset, buf)
+    }
+
+    fn exists(&mut self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
+    fn len(&mut self, name: &str) -> io::Result<Option<u64>> {
+        Ok(self.files.get(name).map(|d| d.len() as u64))
+    }
+
+    fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let d = self.files.get(name).ok_or(io::ErrorKind::NotFound)?;
+        copy_out(d, offset, buf)
+    }
+
+    fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        let used: usize = self.files.values().map(Vec::len).sum();
+        let f = self.files.entry(name.to_owned()).or_default();
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let end = start + data.len();
+        let grow = end.saturating_sub(f.len());
+        if self.capacity.is_some_and(|cap| used + grow > cap) {
+            return Err(io::ErrorKind::StorageFull.into());
+        }
+        if f.len() < end {
+            f.resize(end, 0);
+        }
+        f[start..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
+        if self.files.contains_key(name) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let mut d = self.files.remove(part).ok_or(io::ErrorKind::NotFound)?;
+        d.truncate(usize::try_from(size).map_err(|_| io::ErrorKind::InvalidInput)?);
+        self.files.insert(name.to_owned(), d);
+        Ok(())
+    }
+
+    fn close(&mut self, _name: &str) {}
+
+    fn close_source(&mut self, _path: &Path) {}
+}
+
+fn copy_out(d: &[u8], offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let src = start
+        .checked_add(buf.len())
+        .and_then(|end| d.get(start..end))
+        .ok_or(io::ErrorKind::UnexpectedEof)?;
+    buf.copy_from_slice(src);
+    Ok(())
+}

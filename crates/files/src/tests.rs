@@ -1,0 +1,464 @@
+//! Unit tests of [`Transfers`]: two of them, each on a [`MemStorage`], with messages carried
+//! between them by hand (and dropped, corrupted or cut where a test says so).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::wire::{self, Msg};
+use crate::{Config, Direction, FileEvent, MemStorage, Transfers};
+
+const CHUNK: u32 = 1024;
+
+struct Pair {
+    a: Transfers<MemStorage>,
+    b: Transfers<MemStorage>,
+    now: Instant,
+}
+
+fn config(auto: bool) -> Config {
+    Config {
+        chunk_size: CHUNK,
+        auto_accept: auto,
+    }
+}
+
+/// Deterministic file contents.
+fn content(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+impl Pair {
+    fn new(b_auto: bool) -> Self {
+        Self {
+            a: Transfers::new(config(false), MemStorage::default()),
+            b: Transfers::new(config(b_auto), MemStorage::default()),
+            now: Instant::now(),
+        }
+    }
+
+    /// A's file `name` with `data`, offered to B.
+    fn send(&mut self, name: &str, data: Vec<u8>) -> u64 {
+        // A directory per file: two files of the same name are two sources.
+        let n = self.a.storage().sources.len();
+        let path = PathBuf::from(format!("/home/a/{n}/{name}"));
+        self.a.storage_mut().sources.insert(path.clone(), data);
+        self.a.send_file(&path).expect("send_file")
+    }
+
+    /// Carries messages both ways until neither side has any (bounded), passing each of A's
+    /// through `filter` (which may change or drop it).
+    fn drive_with(&mut self, mut filter: impl FnMut(Msg) -> Option<Msg>) {
+        for _ in 0..100_000 {
+            self.now += Duration::from_millis(1);
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit(self.now, true) {
+                moved = true;
+                let msg = Msg::decode(&t.data).expect("A sends valid messages");
+                if let Some(m) = filter(msg) {
+                    self.b.handle_message(self.now, &m.encode());
+                }
+            }
+            while let Some(t) = self.b.poll_transmit(self.now, true) {
+                moved = true;
+                self.a.handle_message(self.now, &t.data);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the transfer never went idle");
+    }
+
+    fn drive(&mut self) {
+        self.drive_with(Some);
+    }
+
+    fn events(t: &mut Transfers<MemStorage>) -> Vec<FileEvent> {
+        std::iter::from_fn(|| t.poll_event()).collect()
+    }
+}
+
+fn done_of(events: &[FileEvent]) -> Option<(String, u64, u64)> {
+    events.iter().find_map(|e| match e {
+        FileEvent::Done {
+            name,
+            moved,
+            resumed,
+            ..
+        } => Some((name.clone(), *moved, *resumed)),
+        _ => None,
+    })
+}
+
+fn failed_of(events: &[FileEvent]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        FileEvent::Failed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn offer_accept_transfer_and_hash() {
+    let mut p = Pair::new(false);
+    let data = content(10_000, 1);
+    let id = p.send("report.pdf", data.clone());
+    p.drive();
+    let ev = Pair::events(&mut p.b);
+    let Some(FileEvent::Offered {
+        id: offered,
+        name,
+        size,
+        hash,
+        auto,
+    }) = ev.first().cloned()
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        (offered, name.as_str(), size, auto),
+        (id, "report.pdf", 10_000, false)
+    );
+    let hashes: Vec<_> = data.chunks(CHUNK as usize).map(wire::chunk_hash).collect();
+    assert_eq!(hash, wire::root_hash(&hashes));
+    // Nothing is written before the user accepts.
+    assert!(p.b.storage().files.is_empty());
+    assert_eq!(p.b.accept(None), Ok(id));
+    p.drive();
+    let ev = Pair::events(&mut p.b);
+    assert_eq!(done_of(&ev), Some(("report.pdf".into(), 10_000, 0)));
+    assert_eq!(p.b.storage().files.get("report.pdf"), Some(&data));
+    assert!(!p.b.storage().files.contains_key("report.pdf.part"));
+    let ev = Pair::events(&mut p.a);
+    assert!(matches!(ev[0], FileEvent::Offering { .. }), "{ev:?}");
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            FileEvent::Done {
+                direction: Direction::Send,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert!(!p.a.busy() && !p.b.busy());
+}
+
+#[test]
+fn decline_tells_the_sender_and_writes_nothing() {
+    let mut p = Pair::new(false);
+    let id = p.send("x.bin", content(3000, 2));
+    p.drive();
+    Pair::events(&mut p.b);
+    assert_eq!(p.b.decline(Some(id)), Ok(id));
+    p.drive();
+    let reason = failed_of(&Pair::events(&mut p.a)).expect("the sender hears of it");
+    assert!(reason.contains("declined"), "{reason}");
+    assert!(p.b.storage().files.is_empty());
+    assert!(p.b.accept(Some(id)).is_err(), "a declined offer is gone");
+    assert!(p.b.accept(None).is_err());
+}
+
+#[test]
+fn auto_accept_and_empty_file() {
+    let mut p = Pair::new(true);
+    p.send("empty", Vec::new());
+    p.drive();
+    let ev = Pair::events(&mut p.b);
+    assert!(
+        matches!(ev[0], FileEvent::Offered { auto: true, .. }),
+        "{ev:?}"
+    );
+    assert_eq!(done_of(&ev), Some(("empty".into(), 0, 0)));
+    assert_eq!(p.b.storage().files.get("empty"), Some(&Vec::new()));
+}
+
+#[test]
+fn hostile_names_are_stripped_and_existing_names_kept() {
+    let mut p = Pair::new(true);
+    p.b.storage_mut()
+        .files
+        .insert("passwd".into(), b"the user's own file".to_vec());
+    p.send("x", content(10, 3));
+    // The sender's name is hostile: rewrite the offer on the way.
+    p.drive_with(|m| match m {
+        Msg::Offer {
+            id,
+            size,
+            chunk_size,
+            root,
+            ..
+        } => Some(Msg::Offer {
+            id,
+            size,
+            chunk_size,
+            root,
+            name: b"../../etc/\x1b[31mpasswd".to_vec(),
+        }),
+        other => Some(other),
+    });
+    let ev = Pair::events(&mut p.b);
+    assert_eq!(done_of(&ev).map(|d| d.0), Some("[31mpasswd".into()));
+    // A plain `passwd` now, twice: suffixed, never overwritten.
+    let mut p = Pair::new(true);
+    p.b.storage_mut()
+        .files
+        .insert("passwd".into(), b"mine".to_vec());
+    p.send("passwd", content(10, 4));
+    p.send("passwd", content(20, 5));
+    p.drive();
+    let ev = Pair::events(&mut p.b);
+    let names: Vec<String> = ev
+        .iter()
+        .cloned()
+        .filter_map(|e| match e {
+            FileEvent::Done { name, .. } => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["passwd (1)", "passwd (2)"], "{ev:?}");
+    assert_eq!(p.b.storage().files["passwd"], b"mine");
+    assert_eq!(p.b.storage().files["passwd (1)"], content(10, 4));
+    assert_eq!(p.b.storage().files["passwd (2)"], content(20, 5));
+}
+
+#[test]
+fn a_bad_chunk_fails_and_is_never_written_or_done() {
+    let mut p = Pair::new(true);
+    p.send("f", content(5000, 6));
+    p.drive_with(|m| match m {
+        Msg::Chunk { id, index: 2, data } => {
+            let mut d = data.to_vec();
+            d[7] ^= 1;
+            Some(Msg::Chunk {
+                id,
+                index: 2,
+                data: Bytes::from(d),
+            })
+        }
+        other => Some(other),
+    });
+    let ev = Pair::events(&mut p.b);
+    assert_eq!(
+        failed_of(&ev).as_deref(),
+        Some("chunk 2 does not match its hash")
+    );
+    assert!(done_of(&ev).is_none());
+    assert!(!p.b.storage().files.contains_key("f"));
+    // The partial file holds chunks 0 and 1 only, as received.
+    assert_eq!(p.b.storage().files["f.part"], content(5000, 6)[..2048]);
+    // The sender was told.
+    let reason = failed_of(&Pair::events(&mut p.a)).expect("sender told");
+    assert!(reason.contains("bad chunk"), "{reason}");
+}
+
+#[test]
+fn a_list_that_does_not_match_the_offered_hash_fails() {
+    let mut p = Pair::new(true);
+    p.send("f", content(5000, 7));
+    p.drive_with(|m| match m {
+        Msg::Hashes {
+            id,
+            first,
+            mut hashes,
+        } => {
+            hashes[1][0] ^= 1;
+            Some(Msg::Hashes { id, first, hashes })
+        }
+        other => Some(other),
+    });
+    let ev = Pair::events(&mut p.b);
+    assert_eq!(
+        failed_of(&ev).as_deref(),
+        Some("the chunk-hash list does not match the offered hash")
+    );
+    assert!(p.b.storage().files.is_empty(), "nothing written");
+}
+
+#[test]
+fn resume_after_a_drop_keeps_verified_chunks_and_refetches_a_corrupted_one() {
+    let data = content(20 * 1024 + 100, 8);
+    let mut p = Pair::new(true);
+    p.send("big.iso", data.clone());
+    // The link drops after 12 chunks.
+    let mut chunks = 0;
+    p.drive_with(|m| match m {
+        Msg::Chunk { .. } if chunks >= 12 => None,
+        Msg::Chunk { .. } => {
+            chunks += 1;
+            Some(m)
+        }
+        other => Some(other),
+    });
+    assert_eq!(p.b.storage().files["big.iso.part"].len(), 12 * 1024);
+    p.a.disconnected();
+    p.b.disconnected();
+    // While down, chunk 5 of the partial file rots on disk.
+    p.b.storage_mut()
+        .files
+        .get_mut("big.iso.part")
+        .expect("part")[5 * 1024 + 3] ^= 0x40;
+    p.a.connected();
+    p.drive();
+    let ev = Pair::events(&mut p.b);
+    let (name, moved, resumed) = done_of(&ev).expect("done after the resume");
+    assert_eq!(name, "big.iso");
+    assert_eq!(resumed, 11 * 1024, "11 good chunks kept");
+    assert_eq!(
+        moved,
+        data.len() as u64 - 11 * 1024,
+        "only the rest was sent"
+    );
+    assert_eq!(p.b.storage().files["big.iso"], data);
+}
+
+#[test]
+fn restart_of_the_receiver_resumes_from_the_partial_file() {
+    let data = content(10 * 1024, 9);
+    let mut p = Pair::new(true);
+    p.send("doc", data.clone());
+    let mut chunks = 0;
+    p.drive_with(|m| match m {
+        Msg::Chunk { .. } if chunks >= 4 => None,
+        Msg::Chunk { .. } => {
+            chunks += 1;
+            Some(m)
+        }
+        other => Some(other),
+    });
+    // B restarts: a new state machine over the same download directory.
+    let disk = std::mem::take(p.b.storage_mut());
+    p.b = Transfers::new(config(true), disk);
+    p.a.disconnected();
+    p.a.connected();
+    p.drive();
+    let (name, moved, resumed) = done_of(&Pair::events(&mut p.b)).expect("done");
+    assert_eq!((name.as_str(), moved, resumed), ("doc", 6 * 1024, 4 * 1024));
+    assert_eq!(p.b.storage().files["doc"], data);
+}
+
+#[test]
+fn a_full_disk_fails_clearly_without_a_done_file() {
+    let mut p = Pair::new(true);
+    p.b.storage_mut().capacity = Some(4000);
+    p.send("huge", content(10_000, 10));
+    p.drive();
+    let ev = Pair::events(&mut p.b);
+    let reason = failed_of(&ev).expect("failed");
+    assert!(
+        reason.starts_with("cannot write huge.part: ") && reason.contains("no storage space"),
+        "{reason}"
+    );
+    assert!(done_of(&ev).is_none());
+    assert!(!p.b.storage().files.contains_key("huge"));
+    let reason = failed_of(&Pair::events(&mut p.a)).expect("sender told");
+    assert!(reason.contains("cannot save"), "{reason}");
+}
+
+#[test]
+fn hostile_messages_are_dropped_and_bounded() {
+    let mut p = Pair::new(false);
+    let now = p.now;
+    // Chunks, lists and answers about transfers that do not exist.
+    for m in [
+        Msg::Chunk {
+            id: 9,
+            index: 0,
+            data: Bytes::from_static(b"x"),
+        },
+        Msg::Hashes {
+            id: 9,
+            first: 0,
+            hashes: vec![[0; 32]],
+        },
+        Msg::Want {
+            id: 9,
+            ranges: vec![(0, 1)],
+        },
+        Msg::Done { id: 9 },
+        Msg::Accept { id: 9 },
+    ] {
+        p.b.handle_message(now, &m.encode());
+    }
+    p.b.handle_message(now, &Bytes::from_static(&[wire::TAG, 0x42, 0]));
+    assert_eq!(p.b.dropped(), 6);
+    // A flood of offers: at most MAX_INCOMING are kept, the rest declined.
+    for id in 0..100 {
+        let m = Msg::Offer {
+            id,
+            size: 1 << 30,
+            chunk_size: 60 * 1024,
+            root: [1; 32],
+            name: b"spam".to_vec(),
+        };
+        p.b.handle_message(now, &m.encode());
+    }
+    let offers = Pair::events(&mut p.b)
+        .iter()
+        .filter(|e| matches!(e, FileEvent::Offered { .. }))
+        .count();
+    assert_eq!(offers, crate::transfers::MAX_INCOMING);
+    let declines = std::iter::from_fn(|| p.b.poll_transmit(now, true))
+        .filter(|t| matches!(Msg::decode(&t.data), Ok(Msg::Decline { .. })))
+        .count();
+    assert_eq!(declines, 100 - crate::transfers::MAX_INCOMING);
+    // An accepted offer whose list comes out of order fails (no panic, no write).
+    let id = 3;
+    assert_eq!(p.b.accept(Some(id)), Ok(id));
+    let bad = Msg::Hashes {
+        id,
+        first: 5,
+        hashes: vec![[0; 32]],
+    };
+    p.b.handle_message(now, &bad.encode());
+    let reason = failed_of(&Pair::events(&mut p.b)).expect("failed");
+    assert!(reason.contains("out of order"), "{reason}");
+    assert!(p.b.storage().files.is_empty());
+}
+
+#[test]
+fn oversize_files_are_refused_by_the_sender_and_the_decoder() {
+    let mut t = Transfers::new(config(false), MemStorage::default());
+    // A file of more than MAX_CHUNKS chunks of the largest size cannot be offered: checked
+    // with a source whose length is claimed, not allocated.
+    struct Huge;
+    impl crate::Storage for Huge {
+        fn source_len(&mut self, _: &std::path::Path) -> std::io::Result<u64> {
+            Ok(wire::MAX_CHUNKS * u64::from(wire::MAX_CHUNK_SIZE) + 1)
+        }
+        fn read_source(
+            &mut self,
+            _: &std::path::Path,
+            _: u64,
+            _: &mut [u8],
+        ) -> std::io::Result<()> {
+            unreachable!("never read")
+        }
+        fn exists(&mut self, _: &str) -> bool {
+            false
+        }
+        fn len(&mut self, _: &str) -> std::io::Result<Option<u64>> {
+            Ok(None)
+        }
+        fn read(&mut self, _: &str, _: u64, _: &mut [u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write(&mut self, _: &str, _: u64, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn finish(&mut self, _: &str, _: &str, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn close(&mut self, _: &str) {}
+        fn close_source(&mut self, _: &std::path::Path) {}
+    }
+    let mut huge = Transfers::new(config(false), Huge);
+    let err = huge.send_file(std::path::Path::new("/x")).unwrap_err();
+    assert!(err.to_string().contains("too large"), "{err}");
+    // A missing file is a clear error.
+    let err = t.send_file(std::path::Path::new("/nope")).unwrap_err();
+    assert!(err.to_string().starts_with("cannot read /nope"), "{err}");
+}

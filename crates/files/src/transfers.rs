@@ -1,0 +1,1026 @@
+//! [`Transfers`]: both directions of file transfer with one peer, sans IO (see the crate
+//! documentation for the protocol, PROTOCOL.md §12 for the bytes).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use crate::name;
+use crate::storage::Storage;
+use crate::wire::{
+    self, Hash, MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_HASHES_PER_MSG, MAX_RANGES, MAX_REASON_LEN,
+    MIN_CHUNK_SIZE, Msg,
+};
+
+/// The chunk size a sender uses for files of up to [`MAX_CHUNKS`] chunks of it (larger files
+/// use larger chunks, up to [`MAX_CHUNK_SIZE`]).
+pub const DEFAULT_CHUNK_SIZE: u32 = 32 * 1024;
+
+/// At most this many incoming offers are kept at once; more are declined.
+pub const MAX_INCOMING: usize = 16;
+
+/// Progress is reported at most this often per transfer.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Most alternative names tried (`name (1)` … `name (999)`) before giving up.
+const MAX_ALTERNATIVES: u32 = 1000;
+
+/// Which way a transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// We send.
+    Send,
+    /// We receive.
+    Receive,
+}
+
+impl Direction {
+    /// `"send"` or `"receive"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Send => "send",
+            Direction::Receive => "receive",
+        }
+    }
+}
+
+/// What the user is to hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileEvent {
+    /// The peer offers a file (`auto`: accepted at once, the peer is trusted); otherwise
+    /// answer with [`Transfers::accept`] or [`Transfers::decline`].
+    Offered {
+        /// The peer's id for it.
+        id: u64,
+        /// The name it will be saved under (sanitised; a suffix may still be added).
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Root hash.
+        hash: Hash,
+        /// Accepted without asking.
+        auto: bool,
+    },
+    /// Our offer went out.
+    Offering {
+        /// Our id for it.
+        id: u64,
+        /// The name offered.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Root hash.
+        hash: Hash,
+    },
+    /// Bytes moved so far (at most every [`PROGRESS_EVERY`]).
+    Progress {
+        /// Which transfer.
+        id: u64,
+        /// Which way.
+        direction: Direction,
+        /// Bytes of the file the receiver holds verified (sent and acknowledged by a WANT or
+        /// received, plus what was resumed).
+        bytes: u64,
+        /// The file's size.
+        total: u64,
+        /// Bytes per second moved in this run.
+        rate: u64,
+    },
+    /// Finished: the receiver verified the whole file and saved it.
+    Done {
+        /// Which transfer.
+        id: u64,
+        /// Which way.
+        direction: Direction,
+        /// The name: as offered (sending) or as saved in the download directory (receiving).
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Root hash.
+        hash: Hash,
+        /// Bytes of chunks moved in this run (less than `size` after a resume).
+        moved: u64,
+        /// Bytes found verified in the partial file (receiving).
+        resumed: u64,
+    },
+    /// Ended without the file (declined, cancelled, a bad chunk, a write error).
+    Failed {
+        /// Which transfer.
+        id: u64,
+        /// Which way.
+        direction: Direction,
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why [`Transfers::send_file`] cannot offer a file.
+#[derive(Debug, thiserror::Error)]
+pub enum SendFileError {
+    /// It cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// It is larger than the protocol allows.
+    #[error("{path} is too large to send ({size} bytes)")]
+    TooLarge {
+        /// The path given.
+        path: String,
+        /// Its size.
+        size: u64,
+    },
+}
+
+/// A message for the peer: `bulk` messages (chunks and chunk-hash lists) go on the bulk
+/// channel, the others on the ordinary message stream.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// The encoded message.
+    pub data: Bytes,
+    /// Bulk data (counts against the sender's window).
+    pub bulk: bool,
+}
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Chunk size for files we send (clamped to the protocol's bounds).
+    pub chunk_size: u32,
+    /// Accept offers without asking (the peer's key is trusted with `--auto-accept-from`).
+    pub auto_accept: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            auto_accept: false,
+        }
+    }
+}
+
+/// A transfer's rate and the last time progress was reported.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    started: Option<Instant>,
+    last_report: Option<Instant>,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            started: None,
+            last_report: None,
+        }
+    }
+
+    fn rate(&mut self, now: Instant, moved: u64) -> u64 {
+        let started = *self.started.get_or_insert(now);
+        let secs = now.saturating_duration_since(started).as_secs_f64();
+        if secs < 0.001 {
+            0
+        } else {
+            (moved as f64 / secs) as u64
+        }
+    }
+
+    /// Whether progress is due now (and then, remembers that it was reported).
+    fn due(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_report
+            .is_none_or(|t| now.saturating_duration_since(t) >= PROGRESS_EVERY);
+        if due {
+            self.last_report = Some(now);
+        }
+        due
+    }
+}
+
+#[derive(Debug)]
+enum SendStage {
+    /// Offered; waiting for ACCEPT.
+    Offered,
+    /// Sending the chunk-hash list from this index, then waiting for WANT.
+    Hashes(u64),
+    /// Sending wanted chunks.
+    Sending,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    path: PathBuf,
+    name: String,
+    size: u64,
+    chunk_size: u32,
+    root: Hash,
+    hashes: Vec<Hash>,
+    stage: SendStage,
+    /// Chunk ranges still to send, `[start, end)`.
+    queue: VecDeque<(u64, u64)>,
+    /// Bytes of the file the receiver does not need (it had them) plus bytes sent.
+    covered: u64,
+    /// Chunk bytes sent in this run.
+    moved: u64,
+    clock: Clock,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RecvStage {
+    /// Waiting for the user (or, after a reconnect, for the sender's new offer).
+    Offered,
+    /// Accepted; receiving the chunk-hash list.
+    Hashes,
+    /// Receiving chunks.
+    Receiving,
+}
+
+#[derive(Debug)]
+struct Incoming {
+    /// Sanitised offered name.
+    name: String,
+    size: u64,
+    chunk_size: u32,
+    root: Hash,
+    chunks: u64,
+    stage: RecvStage,
+    /// The user accepted it: a new offer of the same file after a reconnect is accepted too.
+    accepted: bool,
+    /// The name it is saved under (chosen on accepting).
+    save_as: Option<String>,
+    hashes: Vec<Hash>,
+    /// Verified chunks held in the partial file.
+    have: Vec<bool>,
+    missing: u64,
+    /// Bytes held verified.
+    held: u64,
+    /// Chunk bytes received in this run.
+    moved: u64,
+    /// Bytes found verified in the partial file when the list arrived.
+    resumed: u64,
+    clock: Clock,
+}
+
+/// Both directions of file transfer with one peer (see the crate documentation).
+///
+/// Inputs: the user's [`Self::send_file`], [`Self::accept`], [`Self::decline`]; the peer's
+/// messages ([`Self::handle_message`]); the link going down and up ([`Self::disconnected`],
+/// [`Self::connected`]). Outputs: messages for the peer ([`Self::poll_transmit`]) and events
+/// for the user ([`Self::poll_event`]). Files are read and written through the [`Storage`].
+pub struct Transfers<S> {
+    config: Config,
+    storage: S,
+    outgoing: BTreeMap<u64, Outgoing>,
+    incoming: BTreeMap<u64, Incoming>,
+    next_id: u64,
+    control: VecDeque<Msg>,
+    events: VecDeque<FileEvent>,
+    /// Messages from the peer that were dropped (undecodable, or about no live transfer).
+    dropped: u64,
+}
+
+impl<S> std::fmt::Debug for Transfers<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfers")
+            .field("outgoing", &self.outgoing.len())
+            .field("incoming", &self.incoming.len())
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hex(h: &Hash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hash as text (lower-case hex), for events and logs.
+pub fn hash_hex(h: &Hash) -> String {
+    hex(h)
+}
+
+fn reason_bytes(reason: &str) -> Vec<u8> {
+    let mut r = reason.as_bytes().to_vec();
+    r.truncate(MAX_REASON_LEN);
+    r
+}
+
+impl<S: Storage> Transfers<S> {
+    /// No transfers yet.
+    pub fn new(config: Config, storage: S) -> Self {
+        Self {
+            config,
+            storage,
+            outgoing: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            next_id: 1,
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// The storage (tests look inside).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The storage, to change (tests damage a partial file).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Accept offers without asking from now on, or not (the peer's key changed).
+    pub fn set_auto_accept(&mut self, yes: bool) {
+        self.config.auto_accept = yes;
+    }
+
+    /// Messages from the peer dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether anything is being sent or received.
+    pub fn busy(&self) -> bool {
+        !self.outgoing.is_empty() || self.incoming.values().any(|i| i.accepted)
+    }
+
+    /// Offers the file at `path` under the last component of its name: hashes it (reading it
+    /// once, through the storage) and queues the offer. Returns our id for it.
+    pub fn send_file(&mut self, path: &Path) -> Result<u64, SendFileError> {
+        let shown = path.display().to_string();
+        let read = |source| SendFileError::Read {
+            path: shown.clone(),
+            source,
+        };
+        let size = self.storage.source_len(path).map_err(read)?;
+        // Small files use the default chunk; large ones grow it to stay within MAX_CHUNKS.
+        let chunk_size = u32::try_from(size.div_ceil(MAX_CHUNKS))
+            .unwrap_or(u32::MAX)
+            .max(self.config.chunk_size.clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE));
+        if chunk_size > MAX_CHUNK_SIZE {
+            return Err(SendFileError::TooLarge { path: shown, size });
+        }
+        let count = wire::chunk_count(size, chunk_size);
+        let mut hashes = Vec::with_capacity(count as usize);
+        let mut buf = vec![0; chunk_size as usize];
+        for i in 0..count {
+            let len = wire::chunk_len(size, chunk_size, i) as usize;
+            let b = &mut buf[..len];
+            self.storage
+                .read_source(path, i * u64::from(chunk_size), b)
+                .map_err(read)?;
+            hashes.push(wire::chunk_hash(b));
+        }
+        let root = wire::root_hash(&hashes);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let id = self.next_id;
+        self.next_id += 1;
+        debug!(id, size, chunk_size, "offering a file");
+        self.outgoing.insert(
+            id,
+            Outgoing {
+                path: path.to_owned(),
+                name: name.clone(),
+                size,
+                chunk_size,
+                root,
+                hashes,
+                stage: SendStage::Offered,
+                queue: VecDeque::new(),
+                covered: 0,
+                moved: 0,
+                clock: Clock::new(),
+            },
+        );
+        self.offer(id);
+        self.events.push_back(FileEvent::Offering {
+            id,
+            name,
+            size,
+            hash: root,
+        });
+        Ok(id)
+    }
+
+    /// Accepts the peer's offer `id` (`None`: the oldest one waiting). `Err` with a message
+    /// for the user if there is no such offer.
+    pub fn accept(&mut self, id: Option<u64>) -> Result<u64, String> {
+        let id = self.waiting(id)?;
+        self.start_receiving(id);
+        Ok(id)
+    }
+
+    /// Declines the peer's offer `id` (`None`: the oldest one waiting), or stops receiving it.
+    pub fn decline(&mut self, id: Option<u64>) -> Result<u64, String> {
+        let id = match id {
+            Some(id) if self.incoming.contains_key(&id) => id,
+            Some(id) => return Err(format!("no file offer {id}")),
+            None => self.waiting(None)?,
+        };
+        self.fail_incoming(id, "declined".into(), "declined");
+        Ok(id)
+    }
+
+    /// The offer `id`, or the oldest one waiting for an answer.
+    fn waiting(&self, id: Option<u64>) -> Result<u64, String> {
+        let open = |i: &Incoming| i.stage == RecvStage::Offered && !i.accepted;
+        match id {
+            Some(id) if self.incoming.get(&id).is_some_and(open) => Ok(id),
+            Some(id) => Err(format!("no file offer {id} is waiting for an answer")),
+            None => self
+                .incoming
+                .iter()
+                .find(|(_, i)| open(i))
+                .map(|(&id, _)| id)
+                .ok_or_else(|| "no file offer is waiting for an answer".to_owned()),
+        }
+    }
+
+    /// The link to the peer is up (again): offers every unfinished outgoing file again (the
+    /// receiver resumes from what it holds verified).
+    pub fn connected(&mut self) {
+        let ids: Vec<u64> = self.outgoing.keys().copied().collect();
+        for id in ids {
+            self.offer(id);
+        }
+    }
+
+    /// The link to the peer is down: stop sending; wait for its return. Messages queued for
+    /// the old link are dropped (they were about its state).
+    pub fn disconnected(&mut self) {
+        self.control.clear();
+        for o in self.outgoing.values_mut() {
+            o.stage = SendStage::Offered;
+            o.queue.clear();
+        }
+        for i in self.incoming.values_mut() {
+            // The sender offers again once the link is back; an accepted file resumes.
+            i.stage = RecvStage::Offered;
+            i.hashes = Vec::new();
+            i.have = Vec::new();
+        }
+    }
+
+    /// The next event for the user.
+    pub fn poll_event(&mut self) -> Option<FileEvent> {
+        self.events.pop_front()
+    }
+
+    /// Whether [`Self::poll_transmit`] has something (control or, if `bulk`, bulk data).
+    pub fn wants_transmit(&self, bulk: bool) -> bool {
+        !self.control.is_empty()
+            || (bulk
+                && self.outgoing.values().any(|o| match o.stage {
+                    SendStage::Hashes(_) => true,
+                    SendStage::Sending => !o.queue.is_empty(),
+                    SendStage::Offered => false,
+                }))
+    }
+
+    /// The next message for the peer: control messages first, then (if `bulk`: the caller's
+    /// window has room) chunk-hash lists and chunks, in transfer order.
+    pub fn poll_transmit(&mut self, now: Instant, bulk: bool) -> Option<Transmit> {
+        if let Some(m) = self.control.pop_front() {
+            return Some(Transmit {
+                data: m.encode(),
+                bulk: false,
+            });
+        }
+        if !bulk {
+            return None;
+        }
+        let id = self.outgoing.iter().find_map(|(&id, o)| match o.stage {
+            SendStage::Hashes(_) => Some(id),
+            SendStage::Sending if !o.queue.is_empty() => Some(id),
+            _ => None,
+        })?;
+        let msg = self.next_bulk(now, id)?;
+        Some(Transmit {
+            data: msg.encode(),
+            bulk: true,
+        })
+    }
+
+    fn next_bulk(&mut self, now: Instant, id: u64) -> Option<Msg> {
+        let o = self.outgoing.get_mut(&id)?;
+        if let SendStage::Hashes(first) = o.stage {
+            let end = (first + MAX_HASHES_PER_MSG).min(o.hashes.len() as u64);
+            let hashes = o.hashes[first as usize..end as usize].to_vec();
+            o.stage = if end == o.hashes.len() as u64 {
+                // The list is out: WANT comes next.
+                SendStage::Offered
+            } else {
+                SendStage::Hashes(end)
+            };
+            // Waiting for WANT: `Offered` is not re-offered unless the link drops.
+            return Some(Msg::Hashes { id, first, hashes });
+        }
+        let (start, end) = o.queue.pop_front()?;
+        if start + 1 < end {
+            o.queue.push_front((start + 1, end));
+        }
+        let len = wire::chunk_len(o.size, o.chunk_size, start) as usize;
+        let mut buf = vec![0; len];
+        let read = self
+            .storage
+            .read_source(&o.path, start * u64::from(o.chunk_size), &mut buf);
+        let reason = match read {
+            Ok(()) if wire::chunk_hash(&buf) == o.hashes[start as usize] => None,
+            Ok(()) => Some("the file changed while it was being sent".to_owned()),
+            Err(e) => Some(format!("cannot read {}: {e}", o.path.display())),
+        };
+        if let Some(reason) = reason {
+            self.fail_outgoing(id, reason.clone(), &reason);
+            return self.control.pop_front();
+        }
+        o.moved += len as u64;
+        o.covered += len as u64;
+        if o.clock.due(now) {
+            let rate = o.clock.rate(now, o.moved);
+            self.events.push_back(FileEvent::Progress {
+                id,
+                direction: Direction::Send,
+                bytes: o.covered,
+                total: o.size,
+                rate,
+            });
+        }
+        Some(Msg::Chunk {
+            id,
+            index: start,
+            data: Bytes::from(buf),
+        })
+    }
+
+    /// A file-layer message from the peer (it starts with [`wire::TAG`]). Anything invalid is
+    /// dropped and counted; a peer that breaks the protocol within a transfer fails that
+    /// transfer.
+    pub fn handle_message(&mut self, now: Instant, data: &Bytes) {
+        let msg = match wire::Msg::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(error = %e, "dropped an invalid file message");
+                self.dropped += 1;
+                return;
+            }
+        };
+        match msg {
+            Msg::Offer {
+                id,
+                size,
+                chunk_size,
+                root,
+                name,
+            } => self.on_offer(id, size, chunk_size, root, &name),
+            Msg::Hashes { id, first, hashes } => self.on_hashes(id, first, hashes),
+            Msg::Chunk { id, index, data } => self.on_chunk(now, id, index, &data),
+            Msg::Cancel { id, reason } => {
+                if self.incoming.contains_key(&id) {
+                    let why = format!(
+                        "cancelled by the sender: {}",
+                        String::from_utf8_lossy(&reason)
+                    );
+                    self.end_incoming(id, why);
+                } else {
+                    self.dropped += 1;
+                }
+            }
+            Msg::Accept { id } => match self.outgoing.get_mut(&id) {
+                Some(o) if matches!(o.stage, SendStage::Offered) => {
+                    o.stage = SendStage::Hashes(0);
+                    if o.hashes.is_empty() {
+                        // An empty file has no list: WANT (of nothing) comes at once.
+                        o.stage = SendStage::Offered;
+                    }
+                }
+                _ => self.dropped += 1,
+            },
+            Msg::Want { id, ranges } => self.on_want(id, ranges),
+            Msg::Decline { id, reason } => {
+                if self.outgoing.contains_key(&id) {
+                    let why = format!(
+                        "declined by the receiver: {}",
+                        String::from_utf8_lossy(&reason)
+                    );
+                    self.end_outgoing(id, why);
+                } else {
+                    self.dropped += 1;
+                }
+            }
+            Msg::Done { id } => match self.outgoing.remove(&id) {
+                Some(o) => {
+                    self.storage.close_source(&o.path);
+                    self.events.push_back(FileEvent::Done {
+                        id,
+                        direction: Direction::Send,
+                        name: o.name,
+                        size: o.size,
+                        hash: o.root,
+                        moved: o.moved,
+                        resumed: 0,
+                    });
+                }
+                None => self.dropped += 1,
+            },
+        }
+    }
+
+    fn offer(&mut self, id: u64) {
+        let Some(o) = self.outgoing.get_mut(&id) else {
+            return;
+        };
+        o.stage = SendStage::Offered;
+        o.queue.clear();
+        self.control.push_back(Msg::Offer {
+            id,
+            size: o.size,
+            chunk_size: o.chunk_size,
+            root: o.root,
+            name: o.name.as_bytes().to_vec(),
+        });
+    }
+
+    fn on_offer(&mut self, id: u64, size: u64, chunk_size: u32, root: Hash, offered: &[u8]) {
+        let name = name::sanitize(offered);
+        if let Some(i) = self.incoming.get_mut(&id) {
+            let same = i.root == root && i.size == size && i.chunk_size == chunk_size;
+            if same && i.accepted {
+                // Offered again after a reconnect: resume.
+                debug!(id, "the sender offered an accepted file again: resuming");
+                self.start_receiving(id);
+                return;
+            }
+            if same {
+                return; // Still waiting for the user.
+            }
+            // The peer restarted and reuses the id for another file.
+            self.end_incoming(id, "replaced by another offer".into());
+        }
+        if self.incoming.len() >= MAX_INCOMING {
+            self.control.push_back(Msg::Decline {
+                id,
+                reason: b"too many offers at once".to_vec(),
+            });
+            return;
+        }
+        let chunks = wire::chunk_count(size, chunk_size);
+        self.incoming.insert(
+            id,
+            Incoming {
+                name: name.clone(),
+                size,
+                chunk_size,
+                root,
+                chunks,
+                stage: RecvStage::Offered,
+                accepted: false,
+                save_as: None,
+                hashes: Vec::new(),
+                have: Vec::new(),
+                missing: chunks,
+                held: 0,
+                moved: 0,
+                resumed: 0,
+                clock: Clock::new(),
+            },
+        );
+        let auto = self.config.auto_accept;
+        self.events.push_back(FileEvent::Offered {
+            id,
+            name,
+            size,
+            hash: root,
+            auto,
+        });
+        if auto {
+            self.start_receiving(id);
+        }
+    }
+
+    /// Accepted (now, or earlier and offered again): choose where it goes and ask for the list.
+    fn start_receiving(&mut self, id: u64) {
+        if self.incoming.get(&id).is_some_and(|i| i.save_as.is_none()) {
+            let Some(save_as) = self.free_name(id) else {
+                let why = "no free name to save it under".to_owned();
+                self.fail_incoming(id, why, "no free name");
+                return;
+            };
+            if let Some(i) = self.incoming.get_mut(&id) {
+                i.save_as = Some(save_as);
+            }
+        }
+        let Some(i) = self.incoming.get_mut(&id) else {
+            return;
+        };
+        i.accepted = true;
+        i.stage = RecvStage::Hashes;
+        i.hashes = Vec::new();
+        i.moved = 0;
+        i.clock = Clock::new();
+        self.control.push_back(Msg::Accept { id });
+        if i.chunks == 0 {
+            self.list_complete(id);
+        }
+    }
+
+    /// The first of `name`, `name (1)`, … that exists neither as a file nor as a name another
+    /// transfer saves under. Its `.part` may exist: that is what a resume continues.
+    fn free_name(&mut self, id: u64) -> Option<String> {
+        let base = self.incoming.get(&id)?.name.clone();
+        (0..MAX_ALTERNATIVES)
+            .map(|n| name::alternative(&base, n))
+            .find(|cand| {
+                let taken = self
+                    .incoming
+                    .iter()
+                    .any(|(&other, i)| other != id && i.save_as.as_deref() == Some(cand));
+                !taken && !self.storage.exists(cand)
+            })
+    }
+
+    fn on_hashes(&mut self, id: u64, first: u64, hashes: Vec<Hash>) {
+        let Some(i) = self.incoming.get_mut(&id) else {
+            self.dropped += 1;
+            return;
+        };
+        if i.stage != RecvStage::Hashes {
+            self.dropped += 1;
+            return;
+        }
+        let fits = first == i.hashes.len() as u64 && first + hashes.len() as u64 <= i.chunks;
+        if !fits {
+            let why = "the sender broke the protocol (chunk-hash list out of order)".to_owned();
+            self.fail_incoming(id, why, "protocol error");
+            return;
+        }
+        i.hashes.extend_from_slice(&hashes);
+        if i.hashes.len() as u64 == i.chunks {
+            self.list_complete(id);
+        }
+    }
+
+    /// The chunk-hash list is complete: check it against the offered hash, then check what the
+    /// partial file holds against it, and ask for the rest.
+    fn list_complete(&mut self, id: u64) {
+        let Some(i) = self.incoming.get_mut(&id) else {
+            return;
+        };
+        if wire::root_hash(&i.hashes) != i.root {
+            let why = "the chunk-hash list does not match the offered hash".to_owned();
+            self.fail_incoming(id, why, "hash mismatch");
+            return;
+        }
+        let Some(save_as) = i.save_as.clone() else {
+            return;
+        };
+        let part = name::part_name(&save_as);
+        i.have = vec![false; i.chunks as usize];
+        i.missing = i.chunks;
+        i.held = 0;
+        // What an earlier attempt wrote is trusted only chunk by chunk, against the list.
+        let part_len = match self.storage.len(&part) {
+            Ok(l) => l.unwrap_or(0),
+            Err(e) => {
+                let why = format!("cannot read {part}: {e}");
+                self.fail_incoming(id, why, "cannot read the partial file");
+                return;
+            }
+        };
+        let mut buf = vec![0; i.chunk_size as usize];
+        for c in 0..i.chunks {
+            let start = c * u64::from(i.chunk_size);
+            let len = wire::chunk_len(i.size, i.chunk_size, c);
+            if start + len > part_len {
+                break;
+            }
+            let b = &mut buf[..len as usize];
+            if self.storage.read(&part, start, b).is_ok()
+                && wire::chunk_hash(b) == i.hashes[c as usize]
+            {
+                i.have[c as usize] = true;
+                i.missing -= 1;
+                i.held += len;
+            }
+        }
+        i.resumed = i.held;
+        if i.held > 0 {
+            debug!(id, resumed = i.held, "resuming from the partial file");
+        }
+        let ranges = missing_ranges(&i.have);
+        i.stage = RecvStage::Receiving;
+        self.control.push_back(Msg::Want { id, ranges });
+        if i.missing == 0 {
+            if i.chunks == 0 {
+                // The empty file: its partial file is created here.
+                if let Err(e) = self.storage.write(&part, 0, &[]) {
+                    let why = format!("cannot write {part}: {e}");
+                    self.fail_incoming(id, why, "write error");
+                    return;
+                }
+            }
+            self.complete(id);
+        }
+    }
+
+    fn on_chunk(&mut self, now: Instant, id: u64, index: u64, data: &[u8]) {
+        let Some(i) = self.incoming.get_mut(&id) else {
+            self.dropped += 1;
+            return;
+        };
+        if i.stage != RecvStage::Receiving || index >= i.chunks {
+            self.dropped += 1;
+            return;
+        }
+        let expect = wire::chunk_len(i.size, i.chunk_size, index);
+        if data.len() as u64 != expect || wire::chunk_hash(data) != i.hashes[index as usize] {
+            // Never written: the partial file holds only verified chunks.
+            warn!(id, index, "a chunk does not match its hash");
+            let why = format!("chunk {index} does not match its hash");
+            self.fail_incoming(id, why, "bad chunk");
+            return;
+        }
+        let Some(save_as) = i.save_as.as_deref() else {
+            return;
+        };
+        let part = name::part_name(save_as);
+        if let Err(e) = self
+            .storage
+            .write(&part, index * u64::from(i.chunk_size), data)
+        {
+            let why = format!("cannot write {part}: {e}");
+            self.fail_incoming(id, why, "cannot save the file");
+            return;
+        }
+        i.moved += expect;
+        if !std::mem::replace(&mut i.have[index as usize], true) {
+            i.missing -= 1;
+            i.held += expect;
+        }
+        if i.missing == 0 {
+            self.complete(id);
+        } else if i.clock.due(now) {
+            let rate = i.clock.rate(now, i.moved);
+            self.events.push_back(FileEvent::Progress {
+                id,
+                direction: Direction::Receive,
+                bytes: i.held,
+                total: i.size,
+                rate,
+            });
+        }
+    }
+
+    /// Every chunk is held and verified: the partial file becomes the file (under a free
+    /// name: one may have appeared meanwhile).
+    fn complete(&mut self, id: u64) {
+        let Some(i) = self.incoming.get(&id) else {
+            return;
+        };
+        let Some(part) = i.save_as.as_deref().map(name::part_name) else {
+            return;
+        };
+        let size = i.size;
+        let mut saved = None;
+        let mut last_err = None;
+        for n in 0..MAX_ALTERNATIVES {
+            let cand = name::alternative(&i.name, n);
+            if self.storage.exists(&cand) || cand == part {
+                continue;
+            }
+            match self.storage.finish(&part, &cand, size) {
+                Ok(()) => {
+                    saved = Some(cand);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some(saved) = saved else {
+            let why = match last_err {
+                Some(e) => format!("cannot save {part}: {e}"),
+                None => "no free name to save it under".into(),
+            };
+            self.fail_incoming(id, why, "cannot save the file");
+            return;
+        };
+        let Some(i) = self.incoming.remove(&id) else {
+            return;
+        };
+        self.control.push_back(Msg::Done { id });
+        self.events.push_back(FileEvent::Done {
+            id,
+            direction: Direction::Receive,
+            name: saved,
+            size,
+            hash: i.root,
+            moved: i.moved,
+            resumed: i.resumed,
+        });
+    }
+
+    fn on_want(&mut self, id: u64, ranges: Vec<(u64, u64)>) {
+        let Some(o) = self.outgoing.get_mut(&id) else {
+            self.dropped += 1;
+            return;
+        };
+        let chunks = o.hashes.len() as u64;
+        o.queue = ranges
+            .into_iter()
+            .map(|(s, e)| (s, e.min(chunks)))
+            .filter(|(s, e)| s < e)
+            .collect();
+        let wanted: u64 = o
+            .queue
+            .iter()
+            .flat_map(|&(s, e)| s..e)
+            .map(|c| wire::chunk_len(o.size, o.chunk_size, c))
+            .sum();
+        o.covered = o.size - wanted.min(o.size);
+        o.moved = 0;
+        o.clock = Clock::new();
+        o.stage = SendStage::Sending;
+    }
+
+    /// Ends an incoming transfer on our side, telling the sender.
+    fn fail_incoming(&mut self, id: u64, reason: String, wire_reason: &str) {
+        self.control.push_back(Msg::Decline {
+            id,
+            reason: reason_bytes(wire_reason),
+        });
+        self.end_incoming(id, reason);
+    }
+
+    fn end_incoming(&mut self, id: u64, reason: String) {
+        if let Some(i) = self.incoming.remove(&id) {
+            if let Some(s) = &i.save_as {
+                self.storage.close(&name::part_name(s));
+            }
+            self.events.push_back(FileEvent::Failed {
+                id,
+                direction: Direction::Receive,
+                name: i.name,
+                reason,
+            });
+        }
+    }
+
+    /// Ends an outgoing transfer on our side, telling the receiver.
+    fn fail_outgoing(&mut self, id: u64, reason: String, wire_reason: &str) {
+        self.control.push_back(Msg::Cancel {
+            id,
+            reason: reason_bytes(wire_reason),
+        });
+        self.end_outgoing(id, reason);
+    }
+
+    fn end_outgoing(&mut self, id: u64, reason: String) {
+        if let Some(o) = self.outgoing.remove(&id) {
+            self.storage.close_source(&o.path);
+            self.events.push_back(FileEvent::Failed {
+                id,
+                direction: Direction::Send,
+                name: o.name,
+                reason,
+            });
+        }
+    }
+}
+
+/// The `[start, end)` ranges of chunks not held, at most [`MAX_RANGES`] of them (beyond that,
+/// the last range runs to the end: some held chunks are sent again, which is harmless).
+fn missing_ranges(have: &[bool]) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (c, &h) in have.iter().enumerate() {
+        let c = c as u64;
+        if h {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some((_, end)) if *end == c => *end = c + 1,
+            _ => ranges.push((c, c + 1)),
+        }
+    }
+    if ranges.len() as u64 > MAX_RANGES {
+        let keep = MAX_RANGES as usize - 1;
+        let start = ranges[keep].0;
+        let end = ranges.last().map_or(start, |r| r.1);
+        ranges.truncate(keep);
+        ranges.push((start, end));
+    }
+    ranges
+}
