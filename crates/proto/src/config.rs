@@ -33,6 +33,10 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Latency-first redundancy for small messages: see [`Redundancy`].
     pub redundancy: Redundancy,
+    /// Pace data packets over the round trip (the window per smoothed RTT, times 2 in slow
+    /// start and 1.25 after it) instead of sending a window at once; an idle connection still
+    /// sends a burst of at least 10 packets at once. Default on; off only to compare.
+    pub pacing: bool,
     /// Move to the next sending key after this many packets under one key. ChaCha20-Poly1305
     /// nonces (the packet number) never repeat anyway; updating bounds how much traffic one
     /// key protects and how much a key compromise exposes.
@@ -54,6 +58,7 @@ impl Default for TransportConfig {
             send_buffer: 1024 * 1024,
             max_message_size: MAX_MESSAGE_SIZE,
             redundancy: Redundancy::default(),
+            pacing: true,
             key_update_packets: 1 << 20,
             key_update_interval: Duration::from_secs(120),
         }

@@ -23,6 +23,7 @@ use crate::congestion::NewReno;
 use crate::crypto::{AuthError, InitialKeys, PacketKey, ReplayWindow};
 use crate::handshake::Handshake;
 use crate::mem::ReleaseIfEmpty as _;
+use crate::pacing::{Pacer, PacingRate};
 use crate::range_set::RangeSet;
 use crate::rtt::{RttEstimator, StandingRtt};
 use crate::stats::ConnectionStats;
@@ -567,6 +568,8 @@ pub(crate) struct Connection {
     /// The smallest RTT of the last smoothed RTT: tells congestion from random loss.
     standing_rtt: StandingRtt,
     cc: NewReno,
+    /// Spreads data packets over the round trip (`TransportConfig::pacing`).
+    pacer: Pacer,
     loss_estimate: f64,
     send: SendStream,
     copies: VecDeque<PendingCopy>,
@@ -730,6 +733,7 @@ impl Connection {
             queue: QueueBase::default(),
             standing_rtt: StandingRtt::default(),
             cc: NewReno::new(config.max_datagram_size),
+            pacer: Pacer::new(config.max_datagram_size),
             loss_estimate: 0.0,
             // Both sides start from the same window, a protocol constant of the configuration;
             // the first MAX_DATA frame tells the truth if the peer configured another.
@@ -2089,6 +2093,7 @@ impl Connection {
                 .rtt
                 .update(now.saturating_duration_since(p.time), delay);
             self.standing_rtt.push(now, sample, self.rtt.smoothed());
+            self.cc.on_rtt_sample(now, sample, self.rtt.smoothed());
             self.check_queue(now);
             self.first_rtt_sample.get_or_insert(now);
         }
@@ -2675,7 +2680,48 @@ impl Connection {
         if !self.cwnd_allows() || !self.can_send_data() {
             return None;
         }
-        self.copies.iter().map(|c| c.next).min()
+        let next = self.copies.iter().map(|c| c.next).min()?;
+        Some(self.pacing_delay().map_or(next, |t| t.max(next)))
+    }
+
+    /// The rate the pacer spreads data at now.
+    fn pacing_rate(&self) -> PacingRate {
+        PacingRate::new(
+            self.cc.window(),
+            self.rtt.smoothed(),
+            self.cc.in_slow_start(),
+        )
+    }
+
+    /// When the pacer lets the next data packet go, if it holds it back (as of its last
+    /// refill). Probes are never paced.
+    fn pacing_delay(&self) -> Option<Instant> {
+        if !self.config.pacing || self.probes > 0 {
+            return None;
+        }
+        self.pacer.ready_at(self.pacing_rate())
+    }
+
+    /// May a data packet go at `now` as far as the pacer is concerned? Brings it up to `now`.
+    fn pacer_allows(&mut self, now: Instant) -> bool {
+        if !self.config.pacing {
+            return true;
+        }
+        let rate = self.pacing_rate();
+        self.pacer.refill(now, rate);
+        self.pacing_delay().is_none_or(|t| t <= now)
+    }
+
+    /// When data waiting only for the pacer may go: new or lost stream data (copies have
+    /// their own deadline, [`Self::next_copy_time`]), the window open, the pacer holding it.
+    fn pacing_deadline(&self) -> Option<Instant> {
+        if !self.cwnd_allows()
+            || !self.can_send_data()
+            || !(self.send.has_lost() || self.send.has_sendable_new())
+        {
+            return None;
+        }
+        self.pacing_delay()
     }
 
     fn can_send_data(&self) -> bool {
@@ -2707,6 +2753,7 @@ impl Connection {
                 .filter(|_| may_send),
             self.keepalive_deadline().filter(|_| may_send),
             self.next_copy_time().filter(|_| may_send),
+            self.pacing_deadline().filter(|_| may_send),
             self.close_deadline.filter(|_| self.close_after_flush),
             self.finish_grace,
             self.path.challenge.map(|(_, deadline)| deadline),
@@ -2719,6 +2766,12 @@ impl Connection {
 
     /// Fires whatever timers are due.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.config.pacing {
+            // The pacer's deadline is due: bring it up to `now`, so that `poll_timeout` moves
+            // on even if no data packet can be built now (the packet type of a handshake).
+            let rate = self.pacing_rate();
+            self.pacer.refill(now, rate);
+        }
         self.fire_timers(now);
         self.trace_checkpoint(now);
     }
@@ -2854,7 +2907,10 @@ impl Connection {
         let ty = self.packet_type();
         let send_ack = self.ack_pending
             && (self.ack_immediately || self.ack_deadline.is_some_and(|t| now >= t));
-        let data_ok = ty.is_data() && self.can_send_data() && self.cwnd_allows();
+        let data_ok = ty.is_data()
+            && self.can_send_data()
+            && self.cwnd_allows()
+            && self.pacer_allows(now);
         let copy_due = data_ok && self.copies.iter().any(|c| c.next <= now);
         let data_due = data_ok && (self.send.has_lost() || self.send.has_sendable_new());
         let path_due = ty.is_data() && (self.path.challenge_due || !self.path.responses.is_empty());
@@ -3170,6 +3226,7 @@ impl Connection {
         // ack-of-ack. A padded INITIAL always carries a handshake message.
         if sp.ack_eliciting || padded {
             self.bytes_in_flight += sp.size;
+            self.pacer.on_sent(sp.size);
             self.time_of_last_ack_eliciting = Some(now);
             self.last_activity = now;
             sp.seq = self.next_seq;
