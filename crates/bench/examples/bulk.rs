@@ -44,7 +44,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use chirp_bench::median;
-use chirp_proto::{ConnectionHandle, EndpointConfig, Event, SendError, TransportConfig, WriteError};
+use chirp_proto::{
+    ConnectionHandle, EndpointConfig, Event, SendError, TransportConfig, WriteError,
+};
 use tokio::sync::mpsc;
 
 /// Bytes per message (chirp) and per write (quinn).
@@ -198,7 +200,13 @@ impl Impair {
     fn start(a: &Args, to: SocketAddr, loss: f64, seed: u64) -> anyhow::Result<Self> {
         let listen = free_addr()?;
         let mut child = Command::new(&a.chirp)
-            .args(["impair", "--listen", &listen.to_string(), "--to", &to.to_string()])
+            .args([
+                "impair",
+                "--listen",
+                &listen.to_string(),
+                "--to",
+                &to.to_string(),
+            ])
             .args(["--rate", &a.rate, "--delay", &a.delay_ms.to_string()])
             .args(["--loss", &loss.to_string(), "--seed", &seed.to_string()])
             .stdin(Stdio::null())
@@ -271,11 +279,8 @@ async fn chirp_send(
 async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
     let total = a.mb * 1_000_000;
     let rx_socket = chirp_transport::bind((Ipv4Addr::LOCALHOST, 0).into())?;
-    let (rx, mut rx_events, _rx_task) = chirp_transport::spawn_on_thread(
-        rx_socket,
-        chirp_config(a.pacing),
-        "bulk-receiver",
-    )?;
+    let (rx, mut rx_events, _rx_task) =
+        chirp_transport::spawn_on_thread(rx_socket, chirp_config(a.pacing), "bulk-receiver")?;
     let impair = Impair::start(a, rx.local_addr(), loss, seed)?;
     let tx_socket = chirp_transport::bind((Ipv4Addr::LOCALHOST, 0).into())?;
     let (tx, mut tx_events, _tx_task) =

@@ -218,9 +218,9 @@ fn rate(s: &str) -> Result<u64, String> {
         .iter()
         .find_map(|&(u, f)| t.strip_suffix(u).map(|n| (n, f)))
         .or_else(|| {
-            BIT_UNITS.iter().find_map(|&(u, f)| {
-                lower.strip_suffix(u).map(|n| (&t[..n.len()], f))
-            })
+            BIT_UNITS
+                .iter()
+                .find_map(|&(u, f)| lower.strip_suffix(u).map(|n| (&t[..n.len()], f)))
         });
     let Some((number, factor)) = unit else {
         return Err(format!(
@@ -236,7 +236,9 @@ fn rate(s: &str) -> Result<u64, String> {
         return Err(format!("'{s}' is less than one byte per second"));
     }
     if bytes > MAX_RATE as f64 {
-        return Err(format!("'{s}' is above the most the proxy models (100 Gbit/s)"));
+        return Err(format!(
+            "'{s}' is above the most the proxy models (100 Gbit/s)"
+        ));
     }
     // Finite and in 1..=MAX_RATE here, so the conversion neither truncates nor saturates.
     Ok(bytes.round() as u64)

@@ -652,7 +652,9 @@ fn a_rate_limit_spaces_datagrams_and_drops_what_the_queue_cannot_hold() {
     // holds 5 of them. A burst of 20 is sent within a few milliseconds.
     let (proxy, listen) = Proxy::start_to(
         echo.addr,
-        &["--rate", "80kbit", "--queue", "5000", "--seed", "1", "--json"],
+        &[
+            "--rate", "80kbit", "--queue", "5000", "--seed", "1", "--json",
+        ],
     );
     let start: Value = serde_json::from_str(&proxy.start_line).expect("JSON start line");
     assert_eq!(start["rate_bytes_per_sec"], 10_000);

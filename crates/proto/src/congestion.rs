@@ -26,41 +26,6 @@
 
 use std::time::{Duration, Instant};
 
-/// HyStart++ (RFC 9406): RTT samples a round needs before its minimum counts.
-const HYSTART_MIN_SAMPLES: u32 = 8;
-/// HyStart++: the rise of a round's minimum RTT over the last round's that ends slow start is
-/// an eighth of the last round's, within these bounds.
-const HYSTART_MIN_ETA: Duration = Duration::from_millis(4);
-const HYSTART_MAX_ETA: Duration = Duration::from_millis(16);
-/// HyStart++: below this many datagrams of window, slow start goes on whatever the RTT does.
-const HYSTART_LOW_WINDOW: u64 = 16;
-/// HyStart++: rounds of conservative slow start before congestion avoidance.
-const HYSTART_CSS_ROUNDS: u32 = 5;
-/// HyStart++: in conservative slow start the window grows by a quarter of the bytes acked.
-const HYSTART_CSS_DIVISOR: u64 = 4;
-
-/// HyStart++ (RFC 9406) state: slow start ends before its overshoot fills a bottleneck's
-/// buffer and overflows it. Rounds are one smoothed RTT long (the RFC counts them in packet
-/// numbers; a round of time is the same on a path the window fills). When the smallest RTT of
-/// a round exceeds the last round's by [`HYSTART_MIN_ETA`]..=[`HYSTART_MAX_ETA`] (an eighth
-/// of it), a queue is building: the window then grows by a quarter as fast (conservative slow
-/// start) for [`HYSTART_CSS_ROUNDS`] rounds, and if the RTT has not fallen back below the
-/// round that ended slow start, congestion avoidance begins. Without it, slow start doubled
-/// the window until a 100 Mbit/s path's one-BDP buffer overflowed: ~840 packets lost at once
-/// at the start of every bulk transfer (issue 18).
-#[derive(Debug, Clone, Default)]
-struct HyStart {
-    /// When the current round ends.
-    round_end: Option<Instant>,
-    /// The smallest RTT of the current round, and the samples it has seen.
-    round_min: Option<Duration>,
-    samples: u32,
-    /// The smallest RTT of the last round with enough samples.
-    last_round_min: Option<Duration>,
-    /// In conservative slow start: the RTT of the round that began it, and rounds left.
-    css: Option<(Duration, u32)>,
-}
-
 /// Congestion window state.
 #[derive(Debug, Clone)]
 pub(crate) struct NewReno {
@@ -85,7 +50,6 @@ pub(crate) struct NewReno {
     rate: DeliveryRate,
     /// The last random-loss cap that bound (0: none yet).
     last_cap: u64,
-    hystart: HyStart,
 }
 
 /// Delivery-rate samples kept, one per smoothed RTT (BBR's bandwidth filter length).
@@ -171,7 +135,6 @@ impl NewReno {
             episode_losses: 0,
             rate: DeliveryRate::default(),
             last_cap: 0,
-            hystart: HyStart::default(),
         }
     }
 
@@ -224,68 +187,12 @@ impl NewReno {
             return;
         }
         if self.window < self.ssthresh {
-            if self.hystart.css.is_some() {
-                self.window += bytes / HYSTART_CSS_DIVISOR;
-            } else {
-                self.window += bytes;
-            }
+            self.window += bytes;
         } else {
             self.bytes_acked += bytes;
             if self.bytes_acked >= self.window {
                 self.bytes_acked -= self.window;
                 self.window += self.max_datagram;
-            }
-        }
-    }
-
-    /// An RTT sample `rtt` (ack delay taken out) at `now`; `srtt` is the smoothed RTT, the
-    /// length of a HyStart++ round. Ends slow start when a queue builds (see [`HyStart`]).
-    pub(crate) fn on_rtt_sample(&mut self, now: Instant, rtt: Duration, srtt: Duration) {
-        if !self.in_slow_start() {
-            self.hystart.css = None;
-            return;
-        }
-        let h = &mut self.hystart;
-        if h.round_end.is_none_or(|end| now >= end) {
-            // A new round: the one that ended counts if it saw enough samples.
-            if h.samples >= HYSTART_MIN_SAMPLES {
-                h.last_round_min = h.round_min;
-            }
-            if let Some((_, rounds)) = h.css.as_mut() {
-                *rounds = rounds.saturating_sub(1);
-                if *rounds == 0 {
-                    // The queue did not go away: congestion avoidance from here.
-                    h.css = None;
-                    self.ssthresh = self.window;
-                    return;
-                }
-            }
-            h.round_min = None;
-            h.samples = 0;
-            h.round_end = Some(now + srtt);
-        }
-        h.samples += 1;
-        let round_min = h.round_min.map_or(rtt, |m| m.min(rtt));
-        h.round_min = Some(round_min);
-        if h.samples < HYSTART_MIN_SAMPLES {
-            return;
-        }
-        match h.css {
-            Some((baseline, _)) if round_min < baseline => {
-                // The RTT fell back: the rise was not a queue of ours; slow start resumes.
-                h.css = None;
-            }
-            Some(_) => {}
-            None => {
-                let Some(last) = h.last_round_min else {
-                    return;
-                };
-                let eta = (last / 8).clamp(HYSTART_MIN_ETA, HYSTART_MAX_ETA);
-                if self.window >= HYSTART_LOW_WINDOW * self.max_datagram
-                    && round_min >= last + eta
-                {
-                    h.css = Some((round_min, HYSTART_CSS_ROUNDS));
-                }
             }
         }
     }
@@ -608,70 +515,6 @@ mod tests {
             cc.on_delivered(t0 + Duration::from_nanos(300 * i), 1200, Duration::ZERO);
         }
         assert_eq!(cc.rate.twice_bdp(Duration::from_millis(40)), None);
-    }
-
-    /// A round of 10 RTT samples of `rtt` from `t`, 40 ms long (the smoothed RTT given).
-    fn round(cc: &mut NewReno, t: Instant, rtt: Duration) -> Instant {
-        let ms = Duration::from_millis;
-        for i in 0..10 {
-            cc.on_rtt_sample(t + ms(4) * i, rtt, ms(40));
-        }
-        t + ms(40)
-    }
-
-    #[test]
-    fn hystart_ends_slow_start_when_a_queue_builds() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut cc = NewReno::new(1200);
-        acked(&mut cc, t0, 40); // 60,000 bytes: above HyStart's low window
-        let mut t = t0;
-        for _ in 0..3 {
-            t = round(&mut cc, t, ms(40));
-        }
-        // A rise of 4 ms (an eighth of 40 is 5: the rise needed is 5 ms) is not enough.
-        t = round(&mut cc, t, ms(44));
-        acked(&mut cc, t, 1);
-        assert_eq!(cc.window(), 61_200, "slow start");
-        // 6 ms above the last round's 44 (an eighth of it is 5.5): conservative slow start,
-        // a quarter of the growth.
-        t = round(&mut cc, t, ms(50));
-        acked(&mut cc, t, 1);
-        assert_eq!(cc.window(), 61_500);
-        assert!(cc.in_slow_start());
-        // The RTT stays up for the conservative rounds: congestion avoidance.
-        for _ in 0..5 {
-            t = round(&mut cc, t, ms(50));
-        }
-        assert!(!cc.in_slow_start());
-        let w = cc.window();
-        acked(&mut cc, t, 1);
-        assert_eq!(cc.window(), w, "congestion avoidance: a datagram per window");
-    }
-
-    #[test]
-    fn hystart_resumes_slow_start_when_the_rtt_falls_back() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut cc = NewReno::new(1200);
-        acked(&mut cc, t0, 40);
-        let mut t = round(&mut cc, t0, ms(40));
-        t = round(&mut cc, t, ms(60));
-        acked(&mut cc, t, 4);
-        assert_eq!(cc.window(), 61_200, "conservative slow start");
-        // Jitter, not a queue: the next round's minimum is below the one that began it.
-        t = round(&mut cc, t, ms(41));
-        acked(&mut cc, t, 1);
-        assert_eq!(cc.window(), 62_400, "slow start again");
-        // A small window never leaves slow start on the RTT alone.
-        let mut cc = NewReno::new(1200);
-        let mut t = round(&mut cc, t0, ms(40));
-        for _ in 0..8 {
-            t = round(&mut cc, t, ms(80));
-        }
-        assert!(cc.in_slow_start());
-        acked(&mut cc, t, 1);
-        assert_eq!(cc.window(), 13_200);
     }
 
     #[test]

@@ -2093,7 +2093,6 @@ impl Connection {
                 .rtt
                 .update(now.saturating_duration_since(p.time), delay);
             self.standing_rtt.push(now, sample, self.rtt.smoothed());
-            self.cc.on_rtt_sample(now, sample, self.rtt.smoothed());
             self.check_queue(now);
             self.first_rtt_sample.get_or_insert(now);
         }
@@ -2907,10 +2906,8 @@ impl Connection {
         let ty = self.packet_type();
         let send_ack = self.ack_pending
             && (self.ack_immediately || self.ack_deadline.is_some_and(|t| now >= t));
-        let data_ok = ty.is_data()
-            && self.can_send_data()
-            && self.cwnd_allows()
-            && self.pacer_allows(now);
+        let data_ok =
+            ty.is_data() && self.can_send_data() && self.cwnd_allows() && self.pacer_allows(now);
         let copy_due = data_ok && self.copies.iter().any(|c| c.next <= now);
         let data_due = data_ok && (self.send.has_lost() || self.send.has_sendable_new());
         let path_due = ty.is_data() && (self.path.challenge_due || !self.path.responses.is_empty());

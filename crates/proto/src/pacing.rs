@@ -129,9 +129,7 @@ impl Pacer {
             return;
         }
         let tokens = u128::from(self.tokens).saturating_add(added);
-        self.tokens = u64::try_from(tokens)
-            .unwrap_or(u64::MAX)
-            .min(self.capacity);
+        self.tokens = u64::try_from(tokens).unwrap_or(u64::MAX).min(self.capacity);
         self.updated = Some(now);
     }
 
@@ -248,8 +246,8 @@ mod tests {
             p.refill(t0, rate);
             assert_eq!(p.ready_at(rate), None);
         }
-        // 1 byte per 10 µs: polled every microsecond, the bucket still fills.
-        let rate = PacingRate::new(4_000, 40 * MS, false);
+        // 3/8 of a byte per µs: polled every microsecond, the bucket still fills.
+        let rate = PacingRate::new(12_001, 40 * MS, false);
         let mut p = Pacer::new(1_200);
         p.refill(t0, rate);
         while p.ready_at(rate).is_none() {
