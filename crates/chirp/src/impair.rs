@@ -43,6 +43,9 @@ How it works: each client C that sends to --listen gets its own upstream socket.
 are impaired and forwarded to --to from that socket; replies arriving on it (from --to only) are
 impaired and sent back to C from --listen. Every impairment applies in both directions, each
 direction with its own random stream. The seed is printed at start: --seed N replays a run.
+With --rate, each direction is a bottleneck of that bandwidth: a datagram waits behind those
+before it until its bytes are on the wire, then the delay and the other impairments apply; a
+datagram that finds the queue (--queue bytes) full is dropped (counted as queue drops).
 Counters (received, forwarded, lost, duplicated, reordered, corrupted, oversize, bytes; per
 direction: up = client to server, down = server to client) are printed every --stats-every
 seconds and always at exit (Ctrl-C or SIGTERM, exit code 0).
@@ -71,6 +74,13 @@ Examples:
   # (mean burst 4 datagrams, about 7 % loss on average):
   chirp impair --listen 127.0.0.1:7000 --to 127.0.0.1:6000 --burst 0.02,0.25
 
+  # A 100 Mbit/s bottleneck each way, 20 ms each way: the queue defaults to one
+  # bandwidth-delay product (500,000 bytes here); 1 % random loss after the queue:
+  chirp impair --listen 127.0.0.1:7000 --to 127.0.0.1:6000 --rate 100mbit --delay 20 --loss 0.01
+
+  # A slow uplink with a shallow buffer (10 datagrams of 1,200 bytes):
+  chirp impair --listen 127.0.0.1:7000 --to 127.0.0.1:6000 --rate 2MB/s --queue 12000
+
   # Replay an earlier run exactly; counters every 5 s as JSON lines:
   chirp impair --listen 127.0.0.1:7000 --to 127.0.0.1:6000 --loss 0.3 --seed 42 \\
       --stats-every 5 --json";
@@ -81,6 +91,13 @@ const MAX_DELAY_MS: u64 = 3_600_000;
 /// datagrams are dropped (counted as `overflow`), like a router whose buffers are full.
 /// Each held copy is charged [`chirp_netsim::HELD_OVERHEAD`] bytes on top of its payload.
 const MAX_HELD_BYTES: usize = 64 << 20;
+/// The highest --rate: 100 Gbit/s, far beyond what a userspace proxy forwards.
+const MAX_RATE: u64 = 12_500_000_000;
+/// The largest --queue: a queue longer than the held-bytes cap could never fill.
+const MAX_QUEUE_BYTES: u64 = MAX_HELD_BYTES as u64;
+/// The least default --queue: 16 datagrams of 1,500 bytes, so a path without delay still
+/// absorbs a small burst.
+const MIN_DEFAULT_QUEUE: u64 = 24_000;
 /// Datagrams read by upstream reader tasks and not yet processed. When full, readers wait
 /// and the kernel buffers (then drops), which keeps memory bounded.
 const READER_CHANNEL: usize = 256;
@@ -127,6 +144,15 @@ pub(crate) struct ImpairArgs {
     /// Extra random delay, uniform in 0..=MS, per datagram (never reorders by itself).
     #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     jitter: u64,
+    /// Bandwidth of each direction, e.g. 100mbit, 1.5mbit, 10MB/s, 500kB/s, 2MiB/s (bit units:
+    /// bit, kbit, mbit, gbit; byte units: B/s, kB/s, MB/s, GB/s, KiB/s, MiB/s). Datagrams
+    /// wait their turn in a drop-tail queue of --queue bytes; a full queue drops them.
+    #[arg(long, value_name = "RATE", value_parser = rate)]
+    rate: Option<u64>,
+    /// Size of the --rate queue per direction, in bytes. Default: one bandwidth-delay product
+    /// (the rate times 2 x --delay), at least 24,000 bytes (16 datagrams of 1,500).
+    #[arg(long, value_name = "BYTES", requires = "rate", value_parser = clap::value_parser!(u64).range(1..=MAX_QUEUE_BYTES))]
+    queue: Option<u64>,
     /// Datagrams with a payload longer than this many bytes are dropped (65535: no limit).
     #[arg(long, value_name = "BYTES", default_value_t = 65_535, value_parser = clap::value_parser!(u64).range(0..=65_535))]
     mtu: u64,
@@ -161,6 +187,70 @@ fn probability(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(p)
+}
+
+/// For clap: a bandwidth in bytes per second, from `100mbit`, `1.5mbit`, `10MB/s`, ...
+///
+/// Bit units are SI and case-insensitive (`bit`, `kbit`, `mbit`, `gbit`, with or without
+/// `/s`); byte units spell the B in capitals (`B/s`, `kB/s`, `MB/s`, `GB/s`, `KiB/s`,
+/// `MiB/s`, `GiB/s`), so that `mb` never has to mean one or the other.
+fn rate(s: &str) -> Result<u64, String> {
+    const BYTE_UNITS: [(&str, f64); 8] = [
+        ("GiB/s", 1_073_741_824.0),
+        ("MiB/s", 1_048_576.0),
+        ("KiB/s", 1_024.0),
+        ("GB/s", 1e9),
+        ("MB/s", 1e6),
+        ("kB/s", 1e3),
+        ("KB/s", 1e3),
+        ("B/s", 1.0),
+    ];
+    const BIT_UNITS: [(&str, f64); 4] = [
+        ("gbit", 1e9 / 8.0),
+        ("mbit", 1e6 / 8.0),
+        ("kbit", 1e3 / 8.0),
+        ("bit", 1.0 / 8.0),
+    ];
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let lower = lower.strip_suffix("/s").unwrap_or(&lower);
+    let unit = BYTE_UNITS
+        .iter()
+        .find_map(|&(u, f)| t.strip_suffix(u).map(|n| (n, f)))
+        .or_else(|| {
+            BIT_UNITS
+                .iter()
+                .find_map(|&(u, f)| lower.strip_suffix(u).map(|n| (&t[..n.len()], f)))
+        });
+    let Some((number, factor)) = unit else {
+        return Err(format!(
+            "'{s}' has no unit; write e.g. 100mbit, 1.5mbit, 10MB/s or 500kB/s"
+        ));
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}': '{}' is not a number", number.trim()))?;
+    let bytes = n * factor;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("'{s}' is less than one byte per second"));
+    }
+    if bytes > MAX_RATE as f64 {
+        return Err(format!(
+            "'{s}' is above the most the proxy models (100 Gbit/s)"
+        ));
+    }
+    // Finite and in 1..=MAX_RATE here, so the conversion neither truncates nor saturates.
+    Ok(bytes.round() as u64)
+}
+
+/// The --rate queue when --queue is not given: one bandwidth-delay product, at least
+/// [`MIN_DEFAULT_QUEUE`].
+fn default_queue(rate: u64, delay_ms: u64) -> u64 {
+    let bdp = u128::from(rate) * u128::from(2 * delay_ms) / 1_000;
+    u64::try_from(bdp)
+        .unwrap_or(MAX_QUEUE_BYTES)
+        .clamp(MIN_DEFAULT_QUEUE, MAX_QUEUE_BYTES)
 }
 
 /// For clap: `P_ENTER,P_EXIT` of the simple Gilbert model (all lost in the bad state).
@@ -228,7 +318,29 @@ fn link_config(a: &ImpairArgs) -> LinkConfig {
         // chirp builds for; saturate anyway rather than panic.
         .with_mtu(usize::try_from(a.mtu).unwrap_or(usize::MAX));
     config.burst = a.burst;
+    if let Some(rate) = a.rate {
+        let queue = a.queue.unwrap_or_else(|| default_queue(rate, a.delay));
+        // At most MAX_QUEUE_BYTES (64 MiB) by the clap range and `default_queue`.
+        config = config.with_rate(rate, usize::try_from(queue).unwrap_or(usize::MAX));
+    }
     config
+}
+
+/// A rate in bytes per second in words: "100 Mbit/s (12.5 MB/s)".
+fn describe_rate(bytes_per_sec: u64) -> String {
+    let bits = bytes_per_sec as f64 * 8.0;
+    let (value, unit) = if bits >= 1e9 {
+        (bits / 1e9, "Gbit/s")
+    } else if bits >= 1e6 {
+        (bits / 1e6, "Mbit/s")
+    } else if bits >= 1e3 {
+        (bits / 1e3, "kbit/s")
+    } else {
+        (bits, "bit/s")
+    };
+    let value = format!("{value:.3}");
+    let value = value.trim_end_matches('0').trim_end_matches('.');
+    format!("{value} {unit} ({bytes_per_sec} B/s)")
 }
 
 /// A probability as a percentage without noise: 0.5 -> "50 %", 0.025 -> "2.5 %".
@@ -273,6 +385,13 @@ fn describe(a: &ImpairArgs) -> String {
             parts.push(format!("delay {} ms", a.delay));
         }
     }
+    if let Some(rate) = a.rate {
+        let queue = a.queue.unwrap_or_else(|| default_queue(rate, a.delay));
+        parts.push(format!(
+            "rate {}, drop-tail queue {queue} B",
+            describe_rate(rate)
+        ));
+    }
     if a.mtu < 65_535 {
         parts.push(format!("datagrams over {} B dropped", a.mtu));
     }
@@ -294,6 +413,7 @@ fn emit(line: &str) {
 fn stats_json(d: &DirectionStats) -> Value {
     json!({
         "received": d.received, "forwarded": d.forwarded, "lost": d.lost,
+        "queue_drops": d.queue_drops,
         "duplicated": d.duplicated, "reordered": d.reordered, "corrupted": d.corrupted,
         "oversize": d.oversize, "rejected": d.rejected, "overflow": d.overflow,
         "send_errors": d.send_errors, "in_flight": d.in_flight,
@@ -317,6 +437,7 @@ fn stats_human(d: &DirectionStats) -> String {
         d.oversize
     );
     for (name, v) in [
+        ("queue drops", d.queue_drops),
         ("rejected", d.rejected),
         ("overflow", d.overflow),
         ("send errors", d.send_errors),
@@ -595,6 +716,8 @@ impl Driver {
                     "dup": a.dup, "reorder": a.reorder, "reorder_delay_ms": a.reorder_delay,
                     "corrupt": a.corrupt, "delay_ms": a.delay, "jitter_ms": a.jitter,
                     "mtu": a.mtu, "seed": seed.to_string(),
+                    "rate_bytes_per_sec": a.rate,
+                    "queue_bytes": a.rate.map(|r| a.queue.unwrap_or_else(|| default_queue(r, a.delay))),
                 })
                 .to_string(),
             );
@@ -737,6 +860,32 @@ mod tests {
         assert_eq!(b, Ok(GilbertElliott::gilbert(0.02, 0.25)));
         assert!(burst("0.02").is_err());
         assert!(burst("0.02,2").is_err());
+    }
+
+    #[test]
+    fn rates_are_parsed_in_bits_and_bytes() {
+        assert_eq!(rate("100mbit"), Ok(12_500_000));
+        assert_eq!(rate("100Mbit/s"), Ok(12_500_000));
+        assert_eq!(rate("1.5mbit"), Ok(187_500));
+        assert_eq!(rate("1gbit"), Ok(125_000_000));
+        assert_eq!(rate("800kbit"), Ok(100_000));
+        assert_eq!(rate("8000bit"), Ok(1_000));
+        assert_eq!(rate("10MB/s"), Ok(10_000_000));
+        assert_eq!(rate(" 500kB/s "), Ok(500_000));
+        assert_eq!(rate("2MiB/s"), Ok(2_097_152));
+        assert_eq!(rate("1200B/s"), Ok(1_200));
+        for bad in [
+            "100", "100mb", "fast", "mbit", "-5mbit", "0mbit", "4bit", "NaNmbit", "1e12gbit",
+            "10mB/s",
+        ] {
+            assert!(rate(bad).is_err(), "{bad} accepted");
+        }
+        // One bandwidth-delay product over the round trip, never below 16 full datagrams.
+        assert_eq!(default_queue(12_500_000, 20), 500_000);
+        assert_eq!(default_queue(12_500_000, 0), MIN_DEFAULT_QUEUE);
+        assert_eq!(default_queue(MAX_RATE, 3_600_000), MAX_QUEUE_BYTES);
+        assert_eq!(describe_rate(12_500_000), "100 Mbit/s (12500000 B/s)");
+        assert_eq!(describe_rate(187_500), "1.5 Mbit/s (187500 B/s)");
     }
 
     #[test]

@@ -280,6 +280,7 @@ fn assert_balanced(stats: &Value) {
             n("received") + n("duplicated"),
             n("forwarded")
                 + n("lost")
+                + n("queue_drops")
                 + n("oversize")
                 + n("rejected")
                 + n("overflow")
@@ -644,6 +645,51 @@ fn fixed_wire_links_two_peers_and_the_far_side_can_start() {
     assert_eq!(num(&stats, "down", "rejected"), 1);
 }
 
+#[test]
+fn a_rate_limit_spaces_datagrams_and_drops_what_the_queue_cannot_hold() {
+    let echo = Echo::start();
+    // 80 kbit/s = 10,000 bytes/s: a 1,000-byte datagram takes 100 ms on the wire; the queue
+    // holds 5 of them. A burst of 20 is sent within a few milliseconds.
+    let (proxy, listen) = Proxy::start_to(
+        echo.addr,
+        &[
+            "--rate", "80kbit", "--queue", "5000", "--seed", "1", "--json",
+        ],
+    );
+    let start: Value = serde_json::from_str(&proxy.start_line).expect("JSON start line");
+    assert_eq!(start["rate_bytes_per_sec"], 10_000);
+    assert_eq!(start["queue_bytes"], 5_000);
+    let client = socket();
+    let sent_at = Instant::now();
+    for i in 0..20 {
+        let mut d = payload(b'r', i);
+        d.resize(1_000, b'r');
+        client.send_to(&d, listen).expect("send to the proxy");
+    }
+    let got = recv_some(&client, 20);
+    let elapsed = sent_at.elapsed();
+    // Five fit in the queue (a sixth only if the burst took longer than the first one's
+    // 100 ms on the wire); each came back through the same limit down.
+    let indices: Vec<u32> = got.iter().map(|(_, d)| index(d)).collect();
+    assert!(
+        indices == [0, 1, 2, 3, 4] || indices == [0, 1, 2, 3, 4, 5],
+        "{indices:?}"
+    );
+    // Deliveries are never early: the fifth left the up queue 500 ms after the first entered.
+    assert!(
+        elapsed >= Duration::from_millis(500),
+        "back after {elapsed:?}"
+    );
+    let stats = stop_json(proxy);
+    let n = got.len() as u64;
+    assert_eq!(num(&stats, "up", "forwarded"), n);
+    assert_eq!(num(&stats, "up", "queue_drops"), 20 - n);
+    assert_eq!(num(&stats, "up", "lost"), 0);
+    assert_eq!(num(&stats, "down", "queue_drops"), 0);
+    assert_eq!(num(&stats, "down", "forwarded"), n);
+    drop(echo);
+}
+
 /// Runs `chirp impair ARGS` that should fail at once; returns its status and stderr.
 fn run_failing(args: &[&str]) -> (ExitStatus, String) {
     let mut child = spawn_impair(args, Stdio::null(), Stdio::piped());
@@ -679,6 +725,14 @@ fn bad_arguments_are_rejected_clearly() {
     let (status, err) = run_failing(&["--listen", "127.0.0.1:0", "--to", &to, "--burst", "0.1"]);
     assert!(!status.success());
     assert!(err.contains("P_ENTER,P_EXIT"), "{err}");
+
+    let (status, err) = run_failing(&["--listen", "127.0.0.1:0", "--to", &to, "--rate", "100mb"]);
+    assert!(!status.success());
+    assert!(err.contains("100mbit"), "{err}");
+
+    let (status, err) = run_failing(&["--listen", "127.0.0.1:0", "--to", &to, "--queue", "9000"]);
+    assert!(!status.success());
+    assert!(err.contains("--rate"), "{err}");
 
     let (status, err) = run_failing(&[
         "--listen",

@@ -41,7 +41,8 @@
 //!   datagrams held for delayed delivery are capped in total bytes
 //!   ([`ProxyConfig::max_held_bytes`]; beyond it they count as `overflow`).
 //! - Every datagram is accounted for, per direction: `received + duplicated = forwarded + lost
-//!   + oversize + rejected + overflow + send_errors + in_flight` (see [`DirectionStats`]).
+//!   + queue_drops + oversize + rejected + overflow + send_errors + in_flight` (see
+//!   [`DirectionStats`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -175,8 +176,8 @@ pub enum Event {
 }
 
 /// One direction's counters. Every datagram is accounted for:
-/// `received + duplicated = forwarded + lost + oversize + rejected + overflow + send_errors
-/// + in_flight`.
+/// `received + duplicated = forwarded + lost + queue_drops + oversize + rejected + overflow
+/// + send_errors + in_flight`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DirectionStats {
     /// Datagrams handed to the proxy.
@@ -184,8 +185,11 @@ pub struct DirectionStats {
     /// Datagram copies handed out by [`Proxy::poll_transmit`] (duplicates included), less those
     /// reported with [`Proxy::handle_send_error`].
     pub forwarded: u64,
-    /// Dropped by loss or burst loss.
+    /// Dropped by loss or burst loss (or a blackout).
     pub lost: u64,
+    /// Tail-dropped by the rate limit's full queue ([`LinkConfig::rate_bytes_per_sec`],
+    /// [`LinkConfig::queue_bytes`]): the sender is faster than the link.
+    pub queue_drops: u64,
     /// Extra copies made by duplication.
     pub duplicated: u64,
     /// Copies held back by reordering.
@@ -210,9 +214,10 @@ pub struct DirectionStats {
 
 impl DirectionStats {
     fn add_link(&mut self, s: &LinkStats) {
-        // Queue and blackout drops cannot happen unless a rate or blackout is configured;
-        // fold them into `lost` so the sum above holds whatever the model does.
-        self.lost += s.lost + s.queue_drops + s.blackout_drops;
+        // Blackouts are not configured by the proxy; fold any into `lost` so the sum above
+        // holds whatever the model does.
+        self.lost += s.lost + s.blackout_drops;
+        self.queue_drops += s.queue_drops;
         self.duplicated += s.duplicated;
         self.reordered += s.reordered;
         self.corrupted += s.corrupted;
@@ -221,6 +226,7 @@ impl DirectionStats {
 
     fn add_retired(&mut self, r: &Self) {
         self.lost += r.lost;
+        self.queue_drops += r.queue_drops;
         self.duplicated += r.duplicated;
         self.reordered += r.reordered;
         self.corrupted += r.corrupted;

@@ -41,6 +41,10 @@ pub struct TransportConfig {
     pub bulk_send_buffer: usize,
     /// Latency-first redundancy for small messages: see [`Redundancy`].
     pub redundancy: Redundancy,
+    /// Pace data packets over the round trip (the window per smoothed RTT, times 2 in slow
+    /// start and 1.25 after it) instead of sending a window at once; an idle connection still
+    /// sends a burst of at least 10 packets at once. Default on; off only to compare.
+    pub pacing: bool,
     /// Move to the next sending key after this many packets under one key. ChaCha20-Poly1305
     /// nonces (the packet number) never repeat anyway; updating bounds how much traffic one
     /// key protects and how much a key compromise exposes.
@@ -64,6 +68,7 @@ impl Default for TransportConfig {
             bulk_receive_window: 1024 * 1024,
             bulk_send_buffer: 1024 * 1024,
             redundancy: Redundancy::default(),
+            pacing: true,
             key_update_packets: 1 << 20,
             key_update_interval: Duration::from_secs(120),
         }

@@ -164,6 +164,11 @@ impl NewReno {
         self.ssthresh
     }
 
+    /// In slow start: the window below the threshold (it doubles every round trip).
+    pub(crate) fn in_slow_start(&self) -> bool {
+        self.window < self.ssthresh
+    }
+
     /// The current recovery period (0 before the first).
     pub(crate) fn episode(&self) -> u64 {
         self.episode

@@ -23,6 +23,7 @@ use crate::congestion::NewReno;
 use crate::crypto::{AuthError, InitialKeys, PacketKey, ReplayWindow};
 use crate::handshake::Handshake;
 use crate::mem::ReleaseIfEmpty as _;
+use crate::pacing::{Pacer, PacingRate};
 use crate::range_set::RangeSet;
 use crate::rtt::{RttEstimator, StandingRtt};
 use crate::stats::ConnectionStats;
@@ -724,6 +725,8 @@ pub(crate) struct Connection {
     /// The smallest RTT of the last smoothed RTT: tells congestion from random loss.
     standing_rtt: StandingRtt,
     cc: NewReno,
+    /// Spreads data packets over the round trip (`TransportConfig::pacing`).
+    pacer: Pacer,
     loss_estimate: f64,
     send: SendStream,
     /// The bulk channel, once used (see [`Bulk`]).
@@ -891,6 +894,7 @@ impl Connection {
             queue: QueueBase::default(),
             standing_rtt: StandingRtt::default(),
             cc: NewReno::new(config.max_datagram_size),
+            pacer: Pacer::new(config.max_datagram_size),
             loss_estimate: 0.0,
             // Both sides start from the same window, a protocol constant of the configuration;
             // the first MAX_DATA frame tells the truth if the peer configured another.
@@ -3103,7 +3107,57 @@ impl Connection {
         if !self.cwnd_allows() || !self.can_send_data() {
             return None;
         }
-        self.copies.iter().map(|c| c.next).min()
+        let next = self.copies.iter().map(|c| c.next).min()?;
+        Some(self.pacing_delay().map_or(next, |t| t.max(next)))
+    }
+
+    /// The rate the pacer spreads data at now.
+    fn pacing_rate(&self) -> PacingRate {
+        PacingRate::new(
+            self.cc.window(),
+            self.rtt.smoothed(),
+            self.cc.in_slow_start(),
+        )
+    }
+
+    /// When the pacer lets the next data packet go, if it holds it back (as of its last
+    /// refill). Probes are never paced.
+    fn pacing_delay(&self) -> Option<Instant> {
+        if !self.config.pacing || self.probes > 0 {
+            return None;
+        }
+        self.pacer.ready_at(self.pacing_rate())
+    }
+
+    /// May a data packet go at `now` as far as the pacer is concerned? Brings it up to `now`.
+    fn pacer_allows(&mut self, now: Instant) -> bool {
+        if !self.config.pacing {
+            return true;
+        }
+        let rate = self.pacing_rate();
+        self.pacer.refill(now, rate);
+        self.pacing_delay().is_none_or(|t| t <= now)
+    }
+
+    /// When data waiting only for the pacer may go: new or lost data of either channel (copies have
+    /// their own deadline, [`Self::next_copy_time`]), the window open, the pacer holding it.
+    fn pacing_deadline(&self) -> Option<Instant> {
+        if !self.cwnd_allows()
+            || !self.can_send_data()
+            || !(self.send.has_lost() || self.send.has_sendable_new() || self.bulk_sendable())
+        {
+            return None;
+        }
+        self.pacing_delay()
+    }
+
+    /// Has the bulk channel lost or new data that it may send now (the window aside)?
+    fn bulk_sendable(&self) -> bool {
+        self.bulk_allowed()
+            && self
+                .bulk
+                .as_ref()
+                .is_some_and(|b| b.send.has_lost() || b.send.has_sendable_new())
     }
 
     fn can_send_data(&self) -> bool {
@@ -3135,6 +3189,7 @@ impl Connection {
                 .filter(|_| may_send),
             self.keepalive_deadline().filter(|_| may_send),
             self.next_copy_time().filter(|_| may_send),
+            self.pacing_deadline().filter(|_| may_send),
             self.close_deadline.filter(|_| self.close_after_flush),
             self.finish_grace,
             self.path.challenge.map(|(_, deadline)| deadline),
@@ -3148,6 +3203,12 @@ impl Connection {
 
     /// Fires whatever timers are due.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.config.pacing {
+            // The pacer's deadline is due: bring it up to `now`, so that `poll_timeout` moves
+            // on even if no data packet can be built now (the packet type of a handshake).
+            let rate = self.pacing_rate();
+            self.pacer.refill(now, rate);
+        }
         self.fire_timers(now);
         self.trace_checkpoint(now);
     }
@@ -3335,13 +3396,10 @@ impl Connection {
         let ty = self.packet_type();
         let send_ack = self.ack_pending
             && (self.ack_immediately || self.ack_deadline.is_some_and(|t| now >= t));
-        let data_ok = ty.is_data() && self.can_send_data() && self.cwnd_allows();
+        let data_ok =
+            ty.is_data() && self.can_send_data() && self.cwnd_allows() && self.pacer_allows(now);
         let copy_due = data_ok && self.copies.iter().any(|c| c.next <= now);
-        let bulk_due = self.bulk_allowed()
-            && self
-                .bulk
-                .as_ref()
-                .is_some_and(|b| b.send.has_lost() || b.send.has_sendable_new());
+        let bulk_due = self.bulk_sendable();
         let data_due =
             data_ok && (self.send.has_lost() || self.send.has_sendable_new() || bulk_due);
         // Our FIN covers the bulk channel too: it goes out once every bulk byte is
@@ -3674,6 +3732,7 @@ impl Connection {
             if !sp.bulk.is_empty() {
                 self.bulk_in_flight += sp.size;
             }
+            self.pacer.on_sent(sp.size);
             self.time_of_last_ack_eliciting = Some(now);
             self.last_activity = now;
             sp.seq = self.next_seq;

@@ -11,7 +11,8 @@
 //! - [`wire`]: packets and frames, `new_checked` parsing and encoding (`docs/PROTOCOL.md`).
 //! - `range_set`: disjoint ranges; the bookkeeping behind ACKs and stream reassembly.
 //! - `stream`: the message stream: write buffer, reassembly, flow control, message framing.
-//! - `rtt`, `congestion`: RFC 9002 RTT estimation and NewReno.
+//! - `rtt`, `congestion`, `pacing`: RFC 9002 RTT estimation, NewReno, and the pacer that
+//!   spreads a window's packets over the round trip.
 //! - `connection`: one connection's state machine: handshake, loss recovery, ACKs, redundancy,
 //!   keepalive, idle timeout, close.
 //! - `endpoint`: the public entry point. Routes datagrams by connection ID and exposes
@@ -45,6 +46,7 @@ pub mod crypto;
 mod endpoint;
 pub mod handshake;
 mod mem;
+mod pacing;
 mod range_set;
 mod rng;
 mod rtt;

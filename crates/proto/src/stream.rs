@@ -15,9 +15,18 @@ use crate::coding::{varint_bytes, varint_from_iter, varint_len};
 use crate::mem::ReleaseIfEmpty as _;
 use crate::range_set::RangeSet;
 
-/// Most separate out-of-order segments a receive stream buffers (see `RecvStream::can_buffer`).
-/// A real sender creates about one per lost packet in flight, far below this.
+/// Least number of separate out-of-order segments a receive stream buffers (see
+/// `RecvStream::can_buffer`); a larger receive window allows one per [`WINDOW_PER_SEGMENT`]
+/// bytes of it.
 pub(crate) const MAX_SEGMENTS: usize = 1024;
+/// Receive-window bytes per out-of-order segment allowed beyond [`MAX_SEGMENTS`]. Every packet
+/// received beyond a gap is a segment of its own, and a full-size packet carries ~1,150
+/// bytes, so a sender filling the window never reaches the cap: with a fixed 1,024, a bulk
+/// transfer with a window of more than ~1.2 MB in flight lost everything after the 1,024th
+/// packet beyond a gap (dropped unacknowledged, so the sender stalled until a probe timeout;
+/// issue 18). A peer sending tiny segments still costs at most ~100 bytes of bookkeeping per
+/// KiB of window.
+const WINDOW_PER_SEGMENT: u64 = 1024;
 
 /// Largest application message (64 KiB).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
@@ -460,13 +469,17 @@ impl RecvStream {
     }
 
     /// Could this frame's data be buffered? Out-of-order data that would open yet another
-    /// separate segment beyond [`MAX_SEGMENTS`] cannot: each segment costs a heap allocation and
+    /// separate segment beyond [`MAX_SEGMENTS`] (or one per [`WINDOW_PER_SEGMENT`] bytes of a
+    /// larger window) cannot: each segment costs a heap allocation and
     /// a map node, so without a cap a peer sending one byte per gap could make a window's worth
     /// of bytes cost a hundred times as much memory. The caller then drops the whole packet
     /// before acknowledging it, and the sender retransmits.
     pub(crate) fn can_buffer(&self, offset: u64, len: usize) -> bool {
         let end = offset + len as u64;
-        self.segments.len() < MAX_SEGMENTS
+        let max = usize::try_from(self.window / WINDOW_PER_SEGMENT)
+            .unwrap_or(usize::MAX)
+            .max(MAX_SEGMENTS);
+        self.segments.len() < max
             || offset <= self.contiguous_end()
             || self.received.gaps_in(offset..end).is_empty()
     }

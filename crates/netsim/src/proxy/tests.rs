@@ -128,6 +128,7 @@ fn assert_balanced(s: &ProxyStats) {
             d.received + d.duplicated,
             d.forwarded
                 + d.lost
+                + d.queue_drops
                 + d.oversize
                 + d.rejected
                 + d.overflow
@@ -488,4 +489,56 @@ fn send_errors_and_failed_sockets_keep_the_totals() {
     let s = run.proxy.stats();
     assert_eq!(s.up.send_errors, 1);
     assert_balanced(&s);
+}
+
+#[test]
+fn a_rate_limit_spaces_each_direction_and_tail_drops_a_full_queue() {
+    // 100 kB/s: a 1,000-byte datagram takes 10 ms on the wire; the queue holds 5 of them.
+    let link = LinkConfig::ideal(20 * MS).with_rate(100_000, 5_000);
+    let mut run = Run::new(config(link, 1));
+    let c = addr(5000);
+    // A burst of 8 up and, at the same instant, 3 down: each direction has its own link and
+    // queue, so the down burst neither waits behind the up one nor takes its room.
+    for i in 0..8u32 {
+        let mut d = payload(b'u', i);
+        d.resize(1_000, 0);
+        run.client_sends(c, &d);
+    }
+    for i in 0..3u32 {
+        let mut d = payload(b'd', i);
+        d.resize(1_000, 0);
+        run.server_sends(ClientId(0), server(), &d);
+    }
+    run.run_until(Duration::from_secs(1));
+    let times = |dir: Direction| -> Vec<Duration> {
+        run.sent
+            .iter()
+            .filter(|(_, t)| t.direction == dir)
+            .map(|(at, _)| *at)
+            .collect()
+    };
+    // Serialised one after another, then the fixed delay: 30, 40, ... ms.
+    let up: Vec<Duration> = (1..=5).map(|k| (20 + 10 * k) * MS).collect();
+    assert_eq!(times(Direction::Up), up);
+    let down: Vec<Duration> = (1..=3).map(|k| (20 + 10 * k) * MS).collect();
+    assert_eq!(times(Direction::Down), down);
+    // The first five of the burst got through, in order; the last three found the queue full.
+    let sent: Vec<u32> = run
+        .sent_in(Direction::Up)
+        .iter()
+        .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
+        .collect();
+    assert_eq!(sent, [0, 1, 2, 3, 4]);
+    let s = run.proxy.stats();
+    assert_eq!((s.up.queue_drops, s.up.lost), (3, 0));
+    assert_eq!((s.down.queue_drops, s.down.forwarded), (0, 3));
+    assert_balanced(&s);
+    // Once the queue has drained, the link takes a datagram again, after 10 ms on the wire.
+    let mut d = payload(b'u', 9);
+    d.resize(1_000, 0);
+    run.client_sends(c, &d);
+    let at = run.elapsed();
+    run.run_until(Duration::from_secs(2));
+    assert_eq!(run.sent.last().map(|(t, _)| *t), Some(at + 30 * MS));
+    assert_eq!(run.proxy.stats().up.forwarded, 6);
 }

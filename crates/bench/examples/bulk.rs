@@ -1,0 +1,494 @@
+//! Bulk transfer through `chirp impair`: chirp's transport against quinn, on the same path in
+//! the same run (issue 18).
+//!
+//! ```text
+//! cargo build --release -p chirp --bin chirp -p chirp-bench --example bulk
+//! target/release/examples/bulk target/release/chirp [--mb 100] [--rate 100mbit] [--delay 20]
+//!     [--loss 0,0.01,0.05] [--runs 3] [--stacks chirp,quinn] [--max-secs 60] [--no-pacing]
+//! ```
+//!
+//! For each loss rate and run, a fresh `chirp impair --rate RATE --delay MS --loss P --seed N`
+//! sits between a sender and a receiver on 127.0.0.1 (each direction its own bottleneck with
+//! a drop-tail queue of one bandwidth-delay product, then the delay and the loss), and each
+//! stack moves `--mb` megabytes through it, one after the other, with the same seed:
+//!
+//! - **chirp**: `chirp-transport` endpoints; the sender queues 64,000-byte messages with
+//!   `Endpoint::send` while its send buffer takes them (a bounded in-flight window), and waits
+//!   for `Writable` when it is full ([`chirp_send`]: the one place to change once a bulk
+//!   channel exists);
+//! - **quinn**: one unidirectional stream (`write_all` of 64,000-byte chunks, `finish`), its
+//!   default congestion controller (CUBIC) and MTU discovery (datagrams grow from 1,200 to
+//!   ~1,450 bytes; chirp's are 1,200).
+//!
+//! Both get the same windows: 4 MiB of receive window (chirp's `receive_window`, quinn's
+//! stream and connection receive windows) and 4 MiB of send buffer, about 8 BDPs of the
+//! default path, so that flow control never binds and the congestion controller and loss
+//! recovery decide. The time runs from the first byte handed to the sender to the last byte
+//! read by the receiver (the handshake is not counted), or to `--max-secs` if that comes
+//! first (a stack that crawls under loss would take hours for 100 MB; its row then says how
+//! much it moved); goodput is the payload received over that time, as a fraction of `--rate`. At the end, per stack and loss, the median of the runs
+//! and chirp's ratio to quinn (the median of the per-run ratios).
+//!
+//! TCP is not measured: `chirp impair` relays UDP only.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark prints its results
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use chirp_bench::median;
+use chirp_proto::{
+    ConnectionHandle, EndpointConfig, Event, SendError, TransportConfig, WriteError,
+};
+use tokio::sync::mpsc;
+
+/// Bytes per message (chirp) and per write (quinn).
+const CHUNK: usize = 64_000;
+/// Receive window and send buffer of both stacks.
+const WINDOW: u64 = 4 << 20;
+/// A transfer's outcome: payload bytes the receiver read, over how long.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    bytes: u64,
+    elapsed: Duration,
+    complete: bool,
+}
+
+/// Waits for `done` (the receiver read everything) up to `max`; counts what `got` says arrived
+/// by then.
+async fn measure(
+    start: Instant,
+    max: Duration,
+    got: &AtomicU64,
+    done: impl std::future::Future<Output = anyhow::Result<Instant>>,
+) -> anyhow::Result<Outcome> {
+    match tokio::time::timeout(max, done).await {
+        Ok(end) => Ok(Outcome {
+            bytes: got.load(Ordering::Relaxed),
+            elapsed: end? - start,
+            complete: true,
+        }),
+        Err(_) => Ok(Outcome {
+            bytes: got.load(Ordering::Relaxed),
+            elapsed: start.elapsed(),
+            complete: false,
+        }),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Args {
+    chirp: PathBuf,
+    mb: u64,
+    rate: String,
+    rate_bytes: f64,
+    delay_ms: u64,
+    losses: Vec<f64>,
+    runs: u32,
+    stacks: Vec<Stack>,
+    pacing: bool,
+    max_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    Chirp,
+    Quinn,
+}
+
+impl Stack {
+    fn name(self) -> &'static str {
+        match self {
+            Stack::Chirp => "chirp",
+            Stack::Quinn => "quinn",
+        }
+    }
+}
+
+/// `100mbit`, `10MB/s`, ... in bytes per second (the forms `chirp impair --rate` takes that a
+/// report needs; the proxy checks the rest).
+fn rate_bytes(s: &str) -> anyhow::Result<f64> {
+    let lower = s.to_ascii_lowercase();
+    let units: [(&str, f64); 6] = [
+        ("gbit", 1e9 / 8.0),
+        ("mbit", 1e6 / 8.0),
+        ("kbit", 1e3 / 8.0),
+        ("gb/s", 1e9),
+        ("mb/s", 1e6),
+        ("kb/s", 1e3),
+    ];
+    for (u, f) in units {
+        if let Some(n) = lower.strip_suffix(u) {
+            return Ok(n.trim().parse::<f64>().context("rate")? * f);
+        }
+    }
+    bail!("--rate {s}: use e.g. 100mbit or 10MB/s")
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let chirp = it
+        .next()
+        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn] [--max-secs S] [--no-pacing]")?;
+    let mut a = Args {
+        chirp: PathBuf::from(chirp),
+        mb: 100,
+        rate: "100mbit".to_owned(),
+        rate_bytes: 0.0,
+        delay_ms: 20,
+        losses: vec![0.0, 0.01, 0.05],
+        runs: 3,
+        stacks: vec![Stack::Chirp, Stack::Quinn],
+        pacing: true,
+        max_secs: 60,
+    };
+    while let Some(flag) = it.next() {
+        if flag == "--no-pacing" {
+            a.pacing = false;
+            continue;
+        }
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--mb" => a.mb = value.parse().context("--mb")?,
+            "--rate" => a.rate = value,
+            "--delay" => a.delay_ms = value.parse().context("--delay")?,
+            "--runs" => a.runs = value.parse().context("--runs")?,
+            "--max-secs" => a.max_secs = value.parse().context("--max-secs")?,
+            "--loss" => {
+                a.losses = value
+                    .split(',')
+                    .map(|p| p.parse::<f64>().context("--loss"))
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "--stacks" => {
+                a.stacks = value
+                    .split(',')
+                    .map(|s| match s {
+                        "chirp" => Ok(Stack::Chirp),
+                        "quinn" => Ok(Stack::Quinn),
+                        _ => bail!("--stacks: chirp or quinn, not {s}"),
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            _ => bail!("unknown argument {flag}"),
+        }
+    }
+    a.rate_bytes = rate_bytes(&a.rate)?;
+    Ok(a)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
+    Ok(s.local_addr()?)
+}
+
+/// `chirp impair` as a child process, killed on drop.
+struct Impair {
+    child: Child,
+    listen: SocketAddr,
+}
+
+impl Impair {
+    fn start(a: &Args, to: SocketAddr, loss: f64, seed: u64) -> anyhow::Result<Self> {
+        let listen = free_addr()?;
+        let mut child = Command::new(&a.chirp)
+            .args([
+                "impair",
+                "--listen",
+                &listen.to_string(),
+                "--to",
+                &to.to_string(),
+            ])
+            .args(["--rate", &a.rate, "--delay", &a.delay_ms.to_string()])
+            .args(["--loss", &loss.to_string(), "--seed", &seed.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", a.chirp.display()))?;
+        // The start line is printed once the socket is bound.
+        let out = child.stdout.take().context("impair's stdout")?;
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .context("impair's start line")?;
+        if !line.contains("chirp impair") {
+            let _ = child.kill();
+            bail!("chirp impair did not start: {line}");
+        }
+        Ok(Self { child, listen })
+    }
+}
+
+impl Drop for Impair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chirp's transport settings for a bulk transfer: windows as [`WINDOW`].
+fn chirp_config(pacing: bool) -> EndpointConfig {
+    EndpointConfig {
+        transport: TransportConfig {
+            receive_window: WINDOW,
+            send_buffer: WINDOW as usize,
+            pacing,
+            ..TransportConfig::default()
+        },
+        ..EndpointConfig::default()
+    }
+}
+
+/// Sends `total` bytes on `conn` as messages of [`CHUNK`] bytes, keeping the send buffer
+/// full: the one place that says how chirp sends bulk data.
+async fn chirp_send(
+    handle: &chirp_transport::Handle,
+    events: &mut mpsc::Receiver<Event>,
+    conn: ConnectionHandle,
+    total: u64,
+) -> anyhow::Result<()> {
+    let chunk = Bytes::from(vec![0x5a_u8; CHUNK]);
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        match handle.send(conn, chunk.slice(..n)).await? {
+            Ok(()) => left -= n as u64,
+            Err(SendError::Write(WriteError::Blocked)) => loop {
+                match events.recv().await.context("sender's events ended")? {
+                    Event::Writable { .. } => break,
+                    Event::Closed { reason, .. } => bail!("sender closed: {reason:?}"),
+                    _ => {}
+                }
+            },
+            Err(e) => bail!("send: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// One chirp transfer through `chirp impair`.
+async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
+    let total = a.mb * 1_000_000;
+    let rx_socket = chirp_transport::bind((Ipv4Addr::LOCALHOST, 0).into())?;
+    let (rx, mut rx_events, _rx_task) =
+        chirp_transport::spawn_on_thread(rx_socket, chirp_config(a.pacing), "bulk-receiver")?;
+    let impair = Impair::start(a, rx.local_addr(), loss, seed)?;
+    let tx_socket = chirp_transport::bind((Ipv4Addr::LOCALHOST, 0).into())?;
+    let (tx, mut tx_events, _tx_task) =
+        chirp_transport::spawn_on_thread(tx_socket, chirp_config(a.pacing), "bulk-sender")?;
+    let conn = tx
+        .connect(impair.listen)
+        .await?
+        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
+    loop {
+        match tx_events.recv().await.context("sender's events ended")? {
+            Event::Connected { .. } => break,
+            Event::Closed { reason, .. } => bail!("handshake failed: {reason:?}"),
+            _ => {}
+        }
+    }
+    let start = Instant::now();
+    let got = Arc::new(AtomicU64::new(0));
+    let receiver = tokio::spawn({
+        let got = Arc::clone(&got);
+        async move {
+            while got.load(Ordering::Relaxed) < total {
+                match rx_events.recv().await {
+                    Some(Event::Message { data, .. }) => {
+                        got.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    Some(Event::Closed { reason, .. }) => bail!("receiver closed: {reason:?}"),
+                    Some(_) => {}
+                    None => bail!("receiver's events ended"),
+                }
+            }
+            Ok(Instant::now())
+        }
+    });
+    let sender = tokio::spawn({
+        let tx = tx.clone();
+        async move { chirp_send(&tx, &mut tx_events, conn, total).await }
+    });
+    let outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
+        receiver.await.context("receiver task")?
+    })
+    .await?;
+    sender.abort();
+    let _ = tx.abort(conn, 0, "done").await;
+    drop(impair);
+    Ok(outcome)
+}
+
+/// The quinn endpoints' transport settings: windows as [`WINDOW`].
+fn quinn_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    let w = quinn::VarInt::from_u64(WINDOW).unwrap_or(quinn::VarInt::MAX);
+    t.stream_receive_window(w);
+    t.receive_window(w);
+    t.send_window(WINDOW);
+    t
+}
+
+/// One quinn transfer through `chirp impair`.
+async fn quinn_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
+    let total = a.mb * 1_000_000;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let cert_der = rustls::pki_types::CertificateDer::from(cert.cert);
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
+    let mut server_config =
+        quinn::ServerConfig::with_single_cert(vec![cert_der.clone()], key.into())?;
+    server_config.transport_config(Arc::new(quinn_transport()));
+    let server = quinn::Endpoint::server(server_config, (Ipv4Addr::LOCALHOST, 0).into())?;
+    let impair = Impair::start(a, server.local_addr()?, loss, seed)?;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der)?;
+    let mut client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
+    client_config.transport_config(Arc::new(quinn_transport()));
+    let mut client = quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into())?;
+    client.set_default_client_config(client_config);
+
+    let got = Arc::new(AtomicU64::new(0));
+    let receiver = tokio::spawn({
+        let server = server.clone();
+        let got = Arc::clone(&got);
+        async move {
+            let incoming = server.accept().await.context("no connection")?;
+            let conn = incoming.await?;
+            let mut stream = conn.accept_uni().await?;
+            while let Some(chunk) = stream.read_chunk(usize::MAX, true).await? {
+                got.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            }
+            let n = got.load(Ordering::Relaxed);
+            anyhow::ensure!(n == total, "received {n} of {total} bytes");
+            Ok::<_, anyhow::Error>(Instant::now())
+        }
+    });
+    let conn = client.connect(impair.listen, "localhost")?.await?;
+    let start = Instant::now();
+    let mut stream = conn.open_uni().await?;
+    let sender = tokio::spawn(async move {
+        let chunk = Bytes::from(vec![0x5a_u8; CHUNK]);
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            stream.write_chunk(chunk.slice(..n)).await?;
+            left -= n as u64;
+        }
+        stream.finish()?;
+        Ok::<_, anyhow::Error>(stream)
+    });
+    let outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
+        receiver.await.context("receiver task")?
+    })
+    .await?;
+    sender.abort();
+    conn.close(0u32.into(), b"done");
+    client.close(0u32.into(), b"done");
+    server.close(0u32.into(), b"done");
+    drop(impair);
+    Ok(outcome)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let link = a.rate_bytes;
+    println!(
+        "# {} MB through chirp impair --rate {} --delay {} (each way), {} runs, pacing {}",
+        a.mb,
+        a.rate,
+        a.delay_ms,
+        a.runs,
+        if a.pacing { "on" } else { "off" }
+    );
+    println!("loss\trun\tstack\tseconds\tMB/s\tof link");
+    // Per loss: per stack, each run's fraction of the link.
+    let mut table: Vec<(f64, Vec<Vec<f64>>)> = Vec::new();
+    for (li, &loss) in a.losses.iter().enumerate() {
+        let mut rows = vec![Vec::new(); a.stacks.len()];
+        for run in 0..a.runs {
+            let seed = 1_000 * li as u64 + u64::from(run) + 1;
+            for (si, &stack) in a.stacks.iter().enumerate() {
+                let result = runtime.block_on(async {
+                    match stack {
+                        Stack::Chirp => chirp_run(&a, loss, seed).await,
+                        Stack::Quinn => quinn_run(&a, loss, seed).await,
+                    }
+                });
+                let fraction = match result {
+                    Ok(o) => {
+                        let rate = o.bytes as f64 / o.elapsed.as_secs_f64();
+                        println!(
+                            "{:.0} %\t{}\t{}\t{:.2}\t{:.2}\t{:.1} %{}",
+                            loss * 100.0,
+                            run + 1,
+                            stack.name(),
+                            o.elapsed.as_secs_f64(),
+                            rate / 1e6,
+                            100.0 * rate / link,
+                            if o.complete {
+                                String::new()
+                            } else {
+                                format!(" ({} MB of {} in --max-secs)", o.bytes / 1_000_000, a.mb)
+                            }
+                        );
+                        rate / link
+                    }
+                    Err(e) => {
+                        println!(
+                            "{:.0} %\t{}\t{}\tfailed: {e:#}",
+                            loss * 100.0,
+                            run + 1,
+                            stack.name()
+                        );
+                        0.0
+                    }
+                };
+                rows[si].push(fraction);
+            }
+        }
+        table.push((loss, rows));
+    }
+    println!();
+    print!("| loss |");
+    for s in &a.stacks {
+        print!(" {} (median, of link) | runs |", s.name());
+    }
+    let both = a.stacks == [Stack::Chirp, Stack::Quinn];
+    if both {
+        print!(" chirp / quinn (median of per-run ratios) |");
+    }
+    println!();
+    for (loss, rows) in &table {
+        print!("| {:.0} % |", loss * 100.0);
+        for r in rows {
+            let runs: Vec<String> = r.iter().map(|f| format!("{:.1}", f * 100.0)).collect();
+            let med = median(&mut r.clone()).unwrap_or(0.0);
+            print!(" {:.1} % | {} |", med * 100.0, runs.join(", "));
+        }
+        if both {
+            let mut ratios: Vec<f64> = rows[0]
+                .iter()
+                .zip(&rows[1])
+                .map(|(c, q)| if *q > 0.0 { c / q } else { f64::NAN })
+                .collect();
+            let med = median(&mut ratios).unwrap_or(f64::NAN);
+            print!(" {med:.2}x |");
+        }
+        println!();
+    }
+    Ok(())
+}
