@@ -105,7 +105,7 @@ fn a_served_sqlite_history_moves_into_postgres_and_the_server_goes_on_there() {
     assert!(!summary.contains('\n'), "one line: {out:?}");
     // "migrated ... in 0.1 s": everything but the time, exactly.
     let expected = format!(
-        "migrated 3 messages in 2 conversations, 2 nicks, 1 topic, 0 DM cursors from {} into \
+        "migrated 3 messages in 2 conversations, 2 nicks, 1 topic, 0 DM cursors, 0 moderation entries from {} into \
          {target} in ",
         db.display()
     );
