@@ -1823,4 +1823,81 @@ mod tests {
             assert!(w[1] - w[0] >= Duration::from_millis(995), "{at:?}");
         }
     }
+
+    /// Issue 19: an older client skips a server message it does not know; a room event
+    /// (`mod`) is shown once and counts for the resume like a message; a room key given to
+    /// `join` is given again when the session rejoins.
+    #[test]
+    fn unknown_server_messages_are_skipped_and_room_events_count_for_the_resume() {
+        let mut sim = Sim::new(&[A], |_| {});
+        sim.up();
+        sim.joined_r();
+        sim.says(room_msg(3, "three"));
+        let conn = sim.conn();
+        for raw in [
+            &br##"{"t":"a_message_from_the_future","room":"#r","id":99}"##[..],
+            br##"{"t":"msg","conv":"#r"}"##,
+        ] {
+            sim.s.handle_transport(
+                sim.now,
+                T::Message {
+                    conn,
+                    data: Bytes::from_static(raw),
+                },
+            );
+            sim.pump();
+        }
+        sim.says(room_msg(4, "four"));
+        assert_eq!(shown(&sim.events), vec!["three", "four"]);
+        let ev = wire::ModEvent {
+            room: "#r".into(),
+            id: 5,
+            ts: 1,
+            by: "op".into(),
+            action: "kick".into(),
+            target: Some("troll".into()),
+            arg: None,
+            history: false,
+        };
+        sim.says(ServerMsg::Mod(ev.clone()));
+        sim.says(ServerMsg::Mod(ev.clone()));
+        let mods = sim
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Server(ServerMsg::Mod(_))))
+            .count();
+        assert_eq!(mods, 1, "a repeated event is shown once");
+        assert_eq!(sim.s.last_seen.get("#r"), Some(&5));
+        sim.s.join_with_key("#k".into(), Some("pw".into()));
+        sim.pump();
+        sim.says(ServerMsg::Joined {
+            room: "#k".into(),
+            topic: String::new(),
+            members: vec!["me".into()],
+            more: 0,
+        });
+        sim.lose(CloseReason::IdleTimeout);
+        sim.wait();
+        sim.up();
+        let hellos = sim.hellos();
+        let ClientMsg::Hello { rooms, .. } = &hellos[1].1 else {
+            unreachable!("filtered on Hello")
+        };
+        assert!(
+            rooms.contains(&JoinReq {
+                room: "#r".into(),
+                after: Some(5),
+                key: None,
+            }),
+            "{rooms:?}"
+        );
+        assert!(
+            rooms.contains(&JoinReq {
+                room: "#k".into(),
+                after: None,
+                key: Some("pw".into()),
+            }),
+            "{rooms:?}"
+        );
+    }
 }

@@ -796,6 +796,39 @@ mod tests {
         assert!(ClientMsg::decode(br#"{"t":"meet","nick":"bob","local":["nowhere"]}"#).is_err());
     }
 
+    /// The moderation examples of docs/PROTOCOL.md ("Moderation") decode, and encode back
+    /// to the same bytes.
+    #[test]
+    fn documented_moderation_examples_are_exact() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC.find("### Moderation\n").expect("section");
+        let lines: Vec<&str> = DOC[start..]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect();
+        assert!(lines.len() >= 20, "found {} example lines", lines.len());
+        let mut kinds = std::collections::BTreeSet::new();
+        for l in lines {
+            let json = &l.as_bytes()[3..];
+            let again = if l.starts_with("C: ") {
+                let m = ClientMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+                kinds.insert(format!("C {}", l.split('"').nth(3).unwrap_or("")));
+                m.encode()
+            } else {
+                let m = ServerMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+                kinds.insert(format!("S {}", l.split('"').nth(3).unwrap_or("")));
+                m.encode()
+            };
+            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
+        }
+        for k in [
+            "C op", "C mode", "C kick", "C ban", "C join", "C sessions", "C kill", "S mod",
+            "S modes", "S kicked", "S sessions", "S error",
+        ] {
+            assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
+        }
+    }
+
     #[test]
     fn every_documented_example_decodes() {
         let lines = doc_example_lines();
