@@ -511,4 +511,72 @@ mod tests {
         let io: Vec<Io> = std::iter::from_fn(|| lc.session().poll_io(now)).collect();
         assert!(io.iter().all(|i| !matches!(i, Io::Send { .. })));
     }
+
+    /// Issue 19: moderation commands become requests, in the current room or the one named;
+    /// `*` bans from the server; a lone address range is a range ban.
+    #[test]
+    fn moderation_commands_become_requests() {
+        let (mut lc, now) = client(&["#r"]);
+        assert!(matches!(
+            lc.input(now, "/kick bob"),
+            Reply::Error { code: "no_room", .. }
+        ));
+        lc.on_event(now, &joined("#r"));
+        let req = |lc: &LineClient, line: &str| match command::parse(line, Context::ChatLine) {
+            Ok(Command::Mod(m)) => lc.moderation(m),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(
+            req(&lc, "/kick bob spam"),
+            Ok(ClientMsg::Kick {
+                room: "#r".into(),
+                nick: "bob".into(),
+                reason: Some("spam".into()),
+            })
+        );
+        assert_eq!(
+            req(&lc, "/op #Other bob"),
+            Ok(ClientMsg::Op(RoomNick {
+                room: "#other".into(),
+                nick: "bob".into(),
+            }))
+        );
+        assert_eq!(
+            req(&lc, "/ban * bob abuse"),
+            Ok(ClientMsg::Ban(BanReq {
+                room: None,
+                target: Some("bob".into()),
+                net: None,
+                reason: Some("abuse".into()),
+            }))
+        );
+        assert_eq!(
+            req(&lc, "/unban 203.0.113.0/24"),
+            Ok(ClientMsg::Unban(BanReq {
+                room: Some("#r".into()),
+                target: None,
+                net: Some("203.0.113.0/24".into()),
+                reason: None,
+            }))
+        );
+        assert_eq!(
+            req(&lc, "/mode +k pw"),
+            Ok(ClientMsg::Mode {
+                room: "#r".into(),
+                change: "+k".into(),
+                key: Some("pw".into()),
+            })
+        );
+        assert_eq!(
+            req(&lc, "/kill 7"),
+            Ok(ClientMsg::Kill {
+                session: 7,
+                reason: None,
+            })
+        );
+        assert_eq!(req(&lc, "/sessions"), Ok(ClientMsg::Sessions));
+        let before = lc.session().backlog();
+        assert_eq!(lc.input(now, "/mute bob"), Reply::Nothing);
+        assert_eq!(lc.session().backlog(), before + 1);
+    }
 }

@@ -1053,6 +1053,8 @@ mod tests {
         match name {
             Name::History => "5",
             Name::Bell => "on",
+            Name::Mode => "+m",
+            Name::Kill => "7 bye",
             _ => "bob hi there",
         }
     }
@@ -1075,6 +1077,19 @@ mod tests {
             Name::Search,
             Name::Clear,
             Name::Members,
+            Name::Op,
+            Name::Deop,
+            Name::Voice,
+            Name::Devoice,
+            Name::Mute,
+            Name::Unmute,
+            Name::Invite,
+            Name::Kick,
+            Name::Ban,
+            Name::Unban,
+            Name::Mode,
+            Name::Sessions,
+            Name::Kill,
             Name::Stats,
             Name::Retry,
             Name::Bell,
@@ -1324,8 +1339,8 @@ mod tests {
     #[test]
     fn usage_errors() {
         for (line, want) in [
-            ("/join", "usage: /join #ROOM"),
-            ("/j   ", "usage: /join #ROOM"),
+            ("/join", "usage: /join #ROOM [KEY]"),
+            ("/j   ", "usage: /join #ROOM [KEY]"),
             ("/msg", "usage: /msg NICK TEXT"),
             ("/msg bob", "usage: /msg NICK TEXT"),
             ("/msg bob   ", "usage: /msg NICK TEXT"),
@@ -1343,6 +1358,76 @@ mod tests {
             assert_eq!(err.to_string(), want, "{line}");
             assert_eq!(err.code(), "usage");
         }
+    }
+
+    /// Issue 19: the moderation commands, in line mode (the UI refuses them for now).
+    #[test]
+    fn moderation_commands() {
+        let line = |l: &str| parse(l, Context::ChatLine);
+        let m = |name, room: Option<&str>, target: Option<&str>, net: Option<&str>, text: Option<&str>| {
+            Ok(Command::Mod(ModCommand {
+                name,
+                room: room.map(str::to_owned),
+                target: target.map(str::to_owned),
+                net: net.map(str::to_owned),
+                text: text.map(str::to_owned),
+            }))
+        };
+        assert_eq!(line("/op bob"), m(Name::Op, None, Some("bob"), None, None));
+        assert_eq!(line("/deop #r bob"), m(Name::Deop, Some("#r"), Some("bob"), None, None));
+        assert_eq!(line("/quiet bob"), m(Name::Mute, None, Some("bob"), None, None));
+        assert_eq!(
+            line("/kick #r bob  you know   why"),
+            m(Name::Kick, Some("#r"), Some("bob"), None, Some("you know   why"))
+        );
+        assert_eq!(line("/kick bob"), m(Name::Kick, None, Some("bob"), None, None));
+        // A ban: a target, then an address range if the next word is one, then the reason.
+        assert_eq!(
+            line("/ban bob 203.0.113.0/24 flood bot"),
+            m(Name::Ban, None, Some("bob"), Some("203.0.113.0/24"), Some("flood bot"))
+        );
+        assert_eq!(
+            line("/ban #r bob flooding"),
+            m(Name::Ban, Some("#r"), Some("bob"), None, Some("flooding"))
+        );
+        assert_eq!(
+            line("/ban * 2001:db8::/48"),
+            m(Name::Ban, Some("*"), Some("2001:db8::/48"), None, None)
+        );
+        assert_eq!(line("/unban * bob"), m(Name::Unban, Some("*"), Some("bob"), None, None));
+        // `*` is a server-wide ban's, not a room for others.
+        assert_eq!(line("/kick * bob"), m(Name::Kick, None, Some("*"), None, Some("bob")));
+        assert_eq!(line("/mode +k s3cret"), m(Name::Mode, None, Some("+k"), None, Some("s3cret")));
+        assert_eq!(line("/mode #r -i"), m(Name::Mode, Some("#r"), Some("-i"), None, None));
+        assert_eq!(line("/sessions"), m(Name::Sessions, None, None, None, None));
+        assert_eq!(line("/kill 12 go away"), m(Name::Kill, None, Some("12"), None, Some("go away")));
+        for (l, want) in [
+            ("/op", "usage: /op [#ROOM] NICK"),
+            ("/kick #r", "usage: /kick [#ROOM] NICK [REASON]"),
+            ("/ban", "usage: /ban [#ROOM|*] NICK|KEY|RANGE [RANGE] [REASON]"),
+            (
+                "/mode +x",
+                "/mode takes one of +i -i +m -m +t -t +k KEY -k: usage: /mode [#ROOM] +i|-i|+m|-m|+t|-t|+k KEY|-k",
+            ),
+            (
+                "/mode +k",
+                "/mode +k needs the key: usage: /mode [#ROOM] +i|-i|+m|-m|+t|-t|+k KEY|-k",
+            ),
+            (
+                "/kill bob",
+                "/kill takes a session id (a number /sessions lists): usage: /kill SESSION [REASON]",
+            ),
+        ] {
+            assert_eq!(line(l).expect_err(l).to_string(), want, "{l}");
+        }
+        // Line mode only for now: the UI says so.
+        let e = chat("/kick bob").expect_err("in the UI");
+        assert_eq!(e.to_string(), "/kick works in line mode only");
+        assert!(help(Context::ChatLine).contains("/ban [#ROOM|*]"));
+        assert!(!help(Context::ChatUi).contains("/ban"));
+        assert!(!help(Context::PeerLine).contains("/kick"));
+        assert!(is_address_range("198.51.100.7") && is_address_range("::1/128"));
+        assert!(!is_address_range("bob") && !is_address_range("1.2.3.4/x"));
     }
 
     /// Bug 8: `/history -5` said "join a room first", even in a room.
