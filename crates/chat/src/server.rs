@@ -1226,7 +1226,8 @@ impl Server {
     pub fn connected(&mut self, now_ms: i64, session: SessionId, ip: IpAddr, key: Key) {
         self.started_ms.get_or_insert(now_ms);
         if self.server_banned(&key, ip) {
-            let msg = "you are banned from this server (your key or your address); ask its operators";
+            let msg =
+                "you are banned from this server (your key or your address); ask its operators";
             self.send(session, &ServerMsg::error(code::BANNED, msg));
             self.out.push_back(Output::Close {
                 session,
@@ -3290,8 +3291,8 @@ pub use cluster::ClusterConfig;
 mod limits;
 pub use limits::{Change, Limits};
 mod moderation;
-use moderation::{Rated, record_msg};
 pub use moderation::{EVENT_KIND, MAX_ROOM_ENTRIES, Net, Role, fingerprint};
+use moderation::{Rated, record_msg};
 pub mod meet;
 
 #[cfg(test)]

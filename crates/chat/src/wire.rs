@@ -822,8 +822,18 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
         }
         for k in [
-            "C op", "C mode", "C kick", "C ban", "C join", "C sessions", "C kill", "S mod",
-            "S modes", "S kicked", "S sessions", "S error",
+            "C op",
+            "C mode",
+            "C kick",
+            "C ban",
+            "C join",
+            "C sessions",
+            "C kill",
+            "S mod",
+            "S modes",
+            "S kicked",
+            "S sessions",
+            "S error",
         ] {
             assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
         }

@@ -62,14 +62,22 @@ fn an_owner_moderates_a_member_and_bans_hold_across_reconnects() {
     joined(&mut alice, "#r");
     // She created the room: she owns it.
     let modes = alice.wait_type("modes", WAIT);
-    assert_eq!((modes["room"].as_str(), modes["role"].as_str()), (Some("#r"), Some("owner")));
+    assert_eq!(
+        (modes["room"].as_str(), modes["role"].as_str()),
+        (Some("#r"), Some("owner"))
+    );
     let mut bob = client("bob", srv.addr, &h("b"), "bob", &["#r"], &[]);
     joined(&mut bob, "#r");
 
     // A member may not kick, op himself, or change modes.
     bob.line("/kick alice");
     let e = error(&mut bob, "forbidden");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("operators")), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("operators")),
+        "{e}"
+    );
     bob.line("/op bob");
     error(&mut bob, "forbidden");
     bob.line("/mode +m");
@@ -93,7 +101,10 @@ fn an_owner_moderates_a_member_and_bans_hold_across_reconnects() {
     mod_event(&mut bob, "mute", "alice", "bob");
     bob.line("can you hear me");
     let e = error(&mut bob, "muted");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("muted")), "{e}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("muted")),
+        "{e}"
+    );
     alice.line("still here");
     message(&mut bob, "still here");
     alice.line("/unmute bob");
@@ -107,10 +118,16 @@ fn an_owner_moderates_a_member_and_bans_hold_across_reconnects() {
     assert_eq!(k["arg"], "enough now");
     let kicked = bob.wait_type("kicked", WAIT);
     assert_eq!(
-        (kicked["by"].as_str(), kicked["reason"].as_str(), kicked["banned"].as_bool()),
+        (
+            kicked["by"].as_str(),
+            kicked["reason"].as_str(),
+            kicked["banned"].as_bool()
+        ),
         (Some("alice"), Some("enough now"), Some(false))
     );
-    bob.wait_for("left #r", WAIT, |v| v["type"] == "part" && v["self"] == true);
+    bob.wait_for("left #r", WAIT, |v| {
+        v["type"] == "part" && v["self"] == true
+    });
     bob.line("/join #r");
     joined(&mut bob, "#r");
 
@@ -125,7 +142,10 @@ fn an_owner_moderates_a_member_and_bans_hold_across_reconnects() {
     let mut bob = client("bob again", srv.addr, &h("b"), "bob", &["#r"], &[]);
     bob.wait_type("connected", WAIT);
     let e = error(&mut bob, "banned");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("#r")), "{e}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("#r")),
+        "{e}"
+    );
     // The event is in the room's history: a newcomer's join replays it.
     let mut carol = client("carol", srv.addr, &h("c"), "carol", &["#r"], &[]);
     let replayed = mod_event(&mut carol, "ban", "alice", "bob");
@@ -146,7 +166,10 @@ fn an_owner_moderates_a_member_and_bans_hold_across_reconnects() {
         .iter()
         .filter_map(|s| s["nick"].as_str())
         .collect();
-    assert!(nicks.contains(&"bob") && nicks.contains(&"alice"), "{listed}");
+    assert!(
+        nicks.contains(&"bob") && nicks.contains(&"alice"),
+        "{listed}"
+    );
     root.line("/ban * bob abuse");
     error(&mut bob, "banned");
     let st = bob.exit(WAIT);
@@ -171,7 +194,14 @@ fn an_owner_moderates_a_member_and_bans_hold_across_reconnects() {
     error(&mut bob, "fatal");
     let st = bob.exit(WAIT);
     assert!(!st.success(), "{st:?}");
-    let mut alice = client("alice after restart", srv.addr, &h("a"), "alice", &["#r"], &[]);
+    let mut alice = client(
+        "alice after restart",
+        srv.addr,
+        &h("a"),
+        "alice",
+        &["#r"],
+        &[],
+    );
     joined(&mut alice, "#r");
     let modes = alice.wait_type("modes", WAIT);
     assert_eq!(modes["role"], "owner");

@@ -260,10 +260,12 @@ impl LineClient {
             }
         };
         let target = m.target.clone().unwrap_or_default();
-        let rn = || room().map(|room| RoomNick {
-            room,
-            nick: target.clone(),
-        });
+        let rn = || {
+            room().map(|room| RoomNick {
+                room,
+                nick: target.clone(),
+            })
+        };
         Ok(match name {
             Name::Op => ClientMsg::Op(rn()?),
             Name::Deop => ClientMsg::Deop(rn()?),
@@ -519,7 +521,10 @@ mod tests {
         let (mut lc, now) = client(&["#r"]);
         assert!(matches!(
             lc.input(now, "/kick bob"),
-            Reply::Error { code: "no_room", .. }
+            Reply::Error {
+                code: "no_room",
+                ..
+            }
         ));
         lc.on_event(now, &joined("#r"));
         let req = |lc: &LineClient, line: &str| match command::parse(line, Context::ChatLine) {

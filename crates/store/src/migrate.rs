@@ -74,7 +74,14 @@ impl Report {
     }
 
     fn from_tables(rows: [u64; TABLES.len()]) -> Report {
-        let [conversations, nicks, topics, dm_cursors, moderation, messages] = rows;
+        let [
+            conversations,
+            nicks,
+            topics,
+            dm_cursors,
+            moderation,
+            messages,
+        ] = rows;
         Report {
             messages,
             conversations,

@@ -37,8 +37,8 @@ use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig, StoreError,
-    StoreFuture, WriterStats,
+    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig,
+    StoreError, StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`. Text keys use the "C"

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig, StoreError,
-    StoreFuture, WriterStats,
+    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig,
+    StoreError, StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.

@@ -343,16 +343,15 @@ mod cases {
 
     pub(super) async fn moderation_entries_are_set_replaced_cleared_and_loaded(env: &Env) {
         let s = env.open().await;
-        let entry = |scope: &str, kind: &str, subject: &str, value: &str, ts_ms: i64| {
-            crate::ModEntry {
+        let entry =
+            |scope: &str, kind: &str, subject: &str, value: &str, ts_ms: i64| crate::ModEntry {
                 scope: scope.into(),
                 kind: kind.into(),
                 subject: subject.into(),
                 value: value.into(),
                 by: "Al".into(),
                 ts_ms,
-            }
-        };
+            };
         let out = write(
             &*s,
             vec![

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chirp_store::migrate::{self, Progress, Report};
 use chirp_store::{
-    ModEntry, NewMessage, Op, Outcome, Postgres, Retention, SQLITE_MIGRATIONS, Sqlite, Storage, StoreConfig,
-    StoreError,
+    ModEntry, NewMessage, Op, Outcome, Postgres, Retention, SQLITE_MIGRATIONS, Sqlite, Storage,
+    StoreConfig, StoreError,
 };
 
 const ALICE: [u8; 32] = [1; 32];

@@ -1227,7 +1227,9 @@ impl App {
             }
             // Line mode only for now: the parser refuses them here.
             Command::Mod(_) => {
-                self.error("moderation commands work in line mode only for now: chirp connect --line");
+                self.error(
+                    "moderation commands work in line mode only for now: chirp connect --line",
+                );
                 return false;
             }
             Command::Accept | Command::Refuse => {

@@ -943,7 +943,9 @@ fn parse_mod(name: Name, args: &str) -> Result<Command, CommandError> {
             m.text = rest_after(used + 1);
         }
         Name::Mode => {
-            let Some(change) = words.next() else { return usage };
+            let Some(change) = words.next() else {
+                return usage;
+            };
             let ok = matches!(
                 change,
                 "+i" | "-i" | "+m" | "-m" | "+t" | "-t" | "+k" | "-k"
@@ -964,7 +966,9 @@ fn parse_mod(name: Name, args: &str) -> Result<Command, CommandError> {
             }
         }
         Name::Ban | Name::Unban => {
-            let Some(target) = words.next() else { return usage };
+            let Some(target) = words.next() else {
+                return usage;
+            };
             used += 1;
             m.target = Some(target.to_owned());
             if let Some(w) = words.peek().filter(|w| is_address_range(w)) {
@@ -974,12 +978,16 @@ fn parse_mod(name: Name, args: &str) -> Result<Command, CommandError> {
             m.text = rest_after(used);
         }
         Name::Kick => {
-            let Some(target) = words.next() else { return usage };
+            let Some(target) = words.next() else {
+                return usage;
+            };
             m.target = Some(target.to_owned());
             m.text = rest_after(used + 1);
         }
         _ => {
-            let Some(target) = words.next() else { return usage };
+            let Some(target) = words.next() else {
+                return usage;
+            };
             m.target = Some(target.to_owned());
         }
     }
@@ -1364,7 +1372,11 @@ mod tests {
     #[test]
     fn moderation_commands() {
         let line = |l: &str| parse(l, Context::ChatLine);
-        let m = |name, room: Option<&str>, target: Option<&str>, net: Option<&str>, text: Option<&str>| {
+        let m = |name,
+                 room: Option<&str>,
+                 target: Option<&str>,
+                 net: Option<&str>,
+                 text: Option<&str>| {
             Ok(Command::Mod(ModCommand {
                 name,
                 room: room.map(str::to_owned),
@@ -1374,17 +1386,38 @@ mod tests {
             }))
         };
         assert_eq!(line("/op bob"), m(Name::Op, None, Some("bob"), None, None));
-        assert_eq!(line("/deop #r bob"), m(Name::Deop, Some("#r"), Some("bob"), None, None));
-        assert_eq!(line("/quiet bob"), m(Name::Mute, None, Some("bob"), None, None));
+        assert_eq!(
+            line("/deop #r bob"),
+            m(Name::Deop, Some("#r"), Some("bob"), None, None)
+        );
+        assert_eq!(
+            line("/quiet bob"),
+            m(Name::Mute, None, Some("bob"), None, None)
+        );
         assert_eq!(
             line("/kick #r bob  you know   why"),
-            m(Name::Kick, Some("#r"), Some("bob"), None, Some("you know   why"))
+            m(
+                Name::Kick,
+                Some("#r"),
+                Some("bob"),
+                None,
+                Some("you know   why")
+            )
         );
-        assert_eq!(line("/kick bob"), m(Name::Kick, None, Some("bob"), None, None));
+        assert_eq!(
+            line("/kick bob"),
+            m(Name::Kick, None, Some("bob"), None, None)
+        );
         // A ban: a target, then an address range if the next word is one, then the reason.
         assert_eq!(
             line("/ban bob 203.0.113.0/24 flood bot"),
-            m(Name::Ban, None, Some("bob"), Some("203.0.113.0/24"), Some("flood bot"))
+            m(
+                Name::Ban,
+                None,
+                Some("bob"),
+                Some("203.0.113.0/24"),
+                Some("flood bot")
+            )
         );
         assert_eq!(
             line("/ban #r bob flooding"),
@@ -1394,17 +1427,35 @@ mod tests {
             line("/ban * 2001:db8::/48"),
             m(Name::Ban, Some("*"), Some("2001:db8::/48"), None, None)
         );
-        assert_eq!(line("/unban * bob"), m(Name::Unban, Some("*"), Some("bob"), None, None));
+        assert_eq!(
+            line("/unban * bob"),
+            m(Name::Unban, Some("*"), Some("bob"), None, None)
+        );
         // `*` is a server-wide ban's, not a room for others.
-        assert_eq!(line("/kick * bob"), m(Name::Kick, None, Some("*"), None, Some("bob")));
-        assert_eq!(line("/mode +k s3cret"), m(Name::Mode, None, Some("+k"), None, Some("s3cret")));
-        assert_eq!(line("/mode #r -i"), m(Name::Mode, Some("#r"), Some("-i"), None, None));
+        assert_eq!(
+            line("/kick * bob"),
+            m(Name::Kick, None, Some("*"), None, Some("bob"))
+        );
+        assert_eq!(
+            line("/mode +k s3cret"),
+            m(Name::Mode, None, Some("+k"), None, Some("s3cret"))
+        );
+        assert_eq!(
+            line("/mode #r -i"),
+            m(Name::Mode, Some("#r"), Some("-i"), None, None)
+        );
         assert_eq!(line("/sessions"), m(Name::Sessions, None, None, None, None));
-        assert_eq!(line("/kill 12 go away"), m(Name::Kill, None, Some("12"), None, Some("go away")));
+        assert_eq!(
+            line("/kill 12 go away"),
+            m(Name::Kill, None, Some("12"), None, Some("go away"))
+        );
         for (l, want) in [
             ("/op", "usage: /op [#ROOM] NICK"),
             ("/kick #r", "usage: /kick [#ROOM] NICK [REASON]"),
-            ("/ban", "usage: /ban [#ROOM|*] NICK|KEY|RANGE [RANGE] [REASON]"),
+            (
+                "/ban",
+                "usage: /ban [#ROOM|*] NICK|KEY|RANGE [RANGE] [REASON]",
+            ),
             (
                 "/mode +x",
                 "/mode takes one of +i -i +m -m +t -t +k KEY -k: usage: /mode [#ROOM] +i|-i|+m|-m|+t|-t|+k KEY|-k",

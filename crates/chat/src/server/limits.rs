@@ -145,7 +145,11 @@ impl Limits {
         for (setting, from, to) in [
             ("join_burst", self.join_burst, new.join_burst),
             ("joins_per_hour", self.joins_per_hour, new.joins_per_hour),
-            ("nick_change_burst", self.nick_change_burst, new.nick_change_burst),
+            (
+                "nick_change_burst",
+                self.nick_change_burst,
+                new.nick_change_burst,
+            ),
             (
                 "nick_changes_per_hour",
                 self.nick_changes_per_hour,

@@ -91,7 +91,8 @@ impl Net {
     /// Parses `203.0.113.0/24`, `2001:db8::/48` or one address (a /32 or /128). The address is
     /// cut to its prefix, so that one range has one spelling.
     pub fn parse(s: &str) -> Result<Net, String> {
-        let bad = || format!("'{s}' is not an address range (e.g. 203.0.113.0/24 or 2001:db8::/48)");
+        let bad =
+            || format!("'{s}' is not an address range (e.g. 203.0.113.0/24 or 2001:db8::/48)");
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
@@ -126,7 +127,9 @@ impl Net {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(u32::from(32 - self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(u32::from(32 - self.prefix))
+                    .unwrap_or(0);
                 u32::from(a) & mask == u32::from(n)
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -166,7 +169,9 @@ impl Banned {
             let fp: chirp_keys::Fingerprint = fp.parse().ok()?;
             return Some(Banned::Key(fp.to_string()));
         }
-        Net::parse(subject.strip_prefix("net:")?).ok().map(Banned::Net)
+        Net::parse(subject.strip_prefix("net:")?)
+            .ok()
+            .map(Banned::Net)
     }
 
     fn shown(&self) -> String {
@@ -263,10 +268,8 @@ impl RoomMod {
         };
         match kind {
             kind::OWNER => match (set, key()) {
-                (true, Some(k)) => {
-                    if self.owner.is_none_or(|o| (ts_ms, k) < o) {
-                        self.owner = Some((ts_ms, k));
-                    }
+                (true, Some(k)) if self.owner.is_none_or(|o| (ts_ms, k) < o) => {
+                    self.owner = Some((ts_ms, k));
                 }
                 (false, Some(k)) if self.owner.is_some_and(|o| o.1 == k) => self.owner = None,
                 _ => {}
@@ -606,7 +609,11 @@ impl Server {
     /// `key` created `room` by joining it: it is its owner. Stored (the entry), not shown as
     /// an event: creating a room is no moderation, and its first id stays its first message's.
     pub(super) fn room_created(&mut self, now_ms: i64, room: &str, key: Key) {
-        if self.moderation.room(room).is_some_and(|r| r.owner.is_some()) {
+        if self
+            .moderation
+            .room(room)
+            .is_some_and(|r| r.owner.is_some())
+        {
             return;
         }
         let by = self.nick_of.get(&key).cloned().unwrap_or_default();
@@ -652,7 +659,11 @@ impl Server {
             }
             ClientMsg::Ban(b) => self.ban_request(now_ms, key, b, true),
             ClientMsg::Unban(b) => self.ban_request(now_ms, key, b, false),
-            ClientMsg::Mode { room, change, key: k } => self.mode(now_ms, key, &room, &change, k),
+            ClientMsg::Mode {
+                room,
+                change,
+                key: k,
+            } => self.mode(now_ms, key, &room, &change, k),
             ClientMsg::Sessions => self.list_sessions(session, &key),
             ClientMsg::Kill { session: s, reason } => self.kill(key, s, reason),
             _ => Ok(()),
@@ -663,7 +674,12 @@ impl Server {
     }
 
     /// The room (folded) a request names, if the actor ranks at least `need` there.
-    fn check_role(&self, key: &Key, room: &str, need: Role) -> Result<String, (&'static str, String)> {
+    fn check_role(
+        &self,
+        key: &Key,
+        room: &str,
+        need: Role,
+    ) -> Result<String, (&'static str, String)> {
         let room = names::fold(room);
         if !self.room_known(&room) && !self.moderation.knows(&room) {
             return Err((code::NOT_IN_ROOM, format!("no room is called {room}")));
@@ -696,7 +712,11 @@ impl Server {
         what: &'static str,
         set: bool,
     ) -> Result<(), (&'static str, String)> {
-        let need = if what == kind::OP { Role::Owner } else { Role::Op };
+        let need = if what == kind::OP {
+            Role::Owner
+        } else {
+            Role::Op
+        };
         let room = self.check_role(&actor, &t.room, need)?;
         let (nick, target) = self.nick_key(&t.nick)?;
         // Muting someone ranked as high as oneself is refused (an operator another one).
@@ -829,7 +849,9 @@ impl Server {
             banned.push(Banned::Key(fp));
         }
         if let Some(n) = &b.net {
-            banned.push(Banned::Net(Net::parse(n).map_err(|e| (code::BAD_REQUEST, e))?));
+            banned.push(Banned::Net(
+                Net::parse(n).map_err(|e| (code::BAD_REQUEST, e))?,
+            ));
         }
         if banned.is_empty() {
             return Err((
@@ -858,7 +880,10 @@ impl Server {
         let room = self.check_role(&actor, &room, Role::Op)?;
         if let Some(k) = target_key {
             if set && self.role(&room, &k) >= self.role(&room, &actor) {
-                return Err((code::FORBIDDEN, format!("that key ranks as high as you in {room}")));
+                return Err((
+                    code::FORBIDDEN,
+                    format!("that key ranks as high as you in {room}"),
+                ));
             }
         }
         let full = self
@@ -873,7 +898,9 @@ impl Server {
         }
         for ban in banned {
             let shown = match (&ban, &b.target) {
-                (Banned::Key(_), Some(t)) if target_key.is_some() && self.nick_owner.contains_key(&names::fold(t)) => {
+                (Banned::Key(_), Some(t))
+                    if target_key.is_some() && self.nick_owner.contains_key(&names::fold(t)) =>
+                {
                     format!("{t} ({})", ban.shown())
                 }
                 _ => ban.shown(),
@@ -886,7 +913,11 @@ impl Server {
                     kind: kind::BAN,
                     subject: ban.subject(),
                     value: set.then(|| reason.clone().unwrap_or_default()),
-                    event: (if set { "ban" } else { "unban" }, Some(shown), reason.clone()),
+                    event: (
+                        if set { "ban" } else { "unban" },
+                        Some(shown),
+                        reason.clone(),
+                    ),
                 },
             );
             if set {
@@ -947,7 +978,11 @@ impl Server {
                 kind: kind::MODE,
                 subject: letter.to_string(),
                 value,
-                event: ("mode", None, Some(format!("{}{letter}", if set { '+' } else { '-' }))),
+                event: (
+                    "mode",
+                    None,
+                    Some(format!("{}{letter}", if set { '+' } else { '-' })),
+                ),
             },
         );
         // Every member learns the room's modes (each with its own role).
@@ -963,9 +998,16 @@ impl Server {
         Ok(())
     }
 
-    fn list_sessions(&mut self, session: SessionId, key: &Key) -> Result<(), (&'static str, String)> {
+    fn list_sessions(
+        &mut self,
+        session: SessionId,
+        key: &Key,
+    ) -> Result<(), (&'static str, String)> {
         if !self.is_oper(key) {
-            return Err((code::FORBIDDEN, "only server operators list sessions".into()));
+            return Err((
+                code::FORBIDDEN,
+                "only server operators list sessions".into(),
+            ));
         }
         let mut sessions: Vec<SessionInfo> = self
             .sessions
@@ -983,9 +1025,17 @@ impl Server {
         Ok(())
     }
 
-    fn kill(&mut self, key: Key, session: u64, reason: Option<String>) -> Result<(), (&'static str, String)> {
+    fn kill(
+        &mut self,
+        key: Key,
+        session: u64,
+        reason: Option<String>,
+    ) -> Result<(), (&'static str, String)> {
         if !self.is_oper(&key) {
-            return Err((code::FORBIDDEN, "only server operators disconnect sessions".into()));
+            return Err((
+                code::FORBIDDEN,
+                "only server operators disconnect sessions".into(),
+            ));
         }
         let reason = check_reason(reason)?;
         if !self.sessions.contains_key(&session) {
@@ -1031,7 +1081,14 @@ impl Server {
         // The event is op 0 of its batch; the entry goes with it, in one transaction.
         let mut ops = vec![Op::Message(msg.clone())];
         if change {
-            ops.push(mod_op(a.room, a.kind, &a.subject, a.value.clone(), &by, now_ms));
+            ops.push(mod_op(
+                a.room,
+                a.kind,
+                &a.subject,
+                a.value.clone(),
+                &by,
+                now_ms,
+            ));
             self.apply_and_publish(now_ms, a.room, a.kind, a.subject, a.value, &by);
         }
         self.stats.accepted += 1;
@@ -1076,7 +1133,12 @@ impl Server {
     }
 
     /// A room event was stored (op 0 of its batch): members see it, like a message.
-    pub(super) fn event_committed(&mut self, now_ms: i64, msg: NewMessage, outcome: Option<Outcome>) {
+    pub(super) fn event_committed(
+        &mut self,
+        now_ms: i64,
+        msg: NewMessage,
+        outcome: Option<Outcome>,
+    ) {
         let Some(Outcome::Stored { id }) = outcome else {
             warn!(room = msg.conv, "a moderation event could not be stored");
             return;
@@ -1122,7 +1184,14 @@ impl Server {
 
     /// A room ban is in force: members here it names (by key, or by a session's address) are
     /// put out.
-    fn enforce_room_ban(&mut self, now_ms: i64, room: &str, ban: &Banned, by: &str, reason: Option<String>) {
+    fn enforce_room_ban(
+        &mut self,
+        now_ms: i64,
+        room: &str,
+        ban: &Banned,
+        by: &str,
+        reason: Option<String>,
+    ) {
         let members: Vec<Key> = self
             .rooms
             .get(room)
@@ -1155,7 +1224,12 @@ impl Server {
             .map(|(&id, _)| id)
             .collect();
         for s in hit {
-            self.fail(s, None, code::BANNED, "you are banned from this server".into());
+            self.fail(
+                s,
+                None,
+                code::BANNED,
+                "you are banned from this server".into(),
+            );
             self.close_session(s, "banned", false);
         }
     }
@@ -1188,7 +1262,15 @@ impl Server {
     }
 
     /// A kick another node made (from the bus): the member is put out here if connected here.
-    pub(super) fn remote_kick(&mut self, now_ms: i64, room: &str, key: &Key, by: &str, reason: Option<String>, banned: bool) {
+    pub(super) fn remote_kick(
+        &mut self,
+        now_ms: i64,
+        room: &str,
+        key: &Key,
+        by: &str,
+        reason: Option<String>,
+        banned: bool,
+    ) {
         if reason.as_deref().is_some_and(|r| names::topic(r).is_err()) {
             return;
         }
@@ -1215,7 +1297,14 @@ fn hex(key: &Key) -> String {
     data_encoding::HEXLOWER.encode(key)
 }
 
-fn mod_op(scope: &str, kind: &str, subject: &str, value: Option<String>, by: &str, now_ms: i64) -> Op {
+fn mod_op(
+    scope: &str,
+    kind: &str,
+    subject: &str,
+    value: Option<String>,
+    by: &str,
+    now_ms: i64,
+) -> Op {
     match value {
         Some(value) => Op::SetMod(ModEntry {
             scope: scope.to_owned(),
@@ -1251,7 +1340,11 @@ mod tests {
         assert_eq!(v6.to_string(), "2001:db8:1::/48");
         assert!(v6.contains("2001:db8:1:ffff::1".parse().expect("ip")));
         assert!(!v6.contains("2001:db8:2::1".parse().expect("ip")));
-        assert!(Net::parse("0.0.0.0/0").expect("all").contains("8.8.8.8".parse().expect("ip")));
+        assert!(
+            Net::parse("0.0.0.0/0")
+                .expect("all")
+                .contains("8.8.8.8".parse().expect("ip"))
+        );
         for bad in ["", "1.2.3.4/33", "::/129", "nope", "1.2.3.4/x", "1.2.3/8"] {
             assert!(Net::parse(bad).is_err(), "{bad}");
         }

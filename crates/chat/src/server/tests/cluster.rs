@@ -655,14 +655,25 @@ fn a_ban_or_a_kick_on_one_node_holds_on_every_node() {
     net.nodes[0].message(net.now, 1, &ban.encode());
     net.run();
     assert!(!member_here(&net, 1, key(3), "#r"));
-    assert!(net.inbox[&(1, 3)].iter().any(|m| matches!(m, ServerMsg::Kicked { banned: true, .. })));
+    assert!(
+        net.inbox[&(1, 3)]
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Kicked { banned: true, .. }))
+    );
     // ...and refused there when she comes back, through a new session.
     net.nodes[1].disconnected(net.now, 3, "left");
     net.hello(1, 4, key(3), "carol", &["#r"]);
-    assert_eq!(net.last_error(1, 4).map(|e| e.0), Some(code::BANNED.to_owned()));
+    assert_eq!(
+        net.last_error(1, 4).map(|e| e.0),
+        Some(code::BANNED.to_owned())
+    );
     assert!(!member_here(&net, 1, key(3), "#r"));
     // bob (node 1) sees the ban as an event of the room, stored once.
-    assert!(net.inbox[&(1, 2)].iter().any(|m| matches!(m, ServerMsg::Mod(e) if e.action == "ban")));
+    assert!(
+        net.inbox[&(1, 2)]
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Mod(e) if e.action == "ban"))
+    );
     assert_eq!(net.db.records.iter().filter(|r| r.conv == "#r").count(), 1);
     // A kick from node 0 of a member connected to node 1.
     let kick = ClientMsg::Kick {
@@ -688,10 +699,16 @@ fn a_ban_or_a_kick_on_one_node_holds_on_every_node() {
     });
     net.nodes[0].message(net.now, 9, &kline.encode());
     net.run();
-    assert_eq!(net.last_error(1, 2).map(|e| e.0), Some(code::BANNED.to_owned()));
+    assert_eq!(
+        net.last_error(1, 2).map(|e| e.0),
+        Some(code::BANNED.to_owned())
+    );
     net.nodes[1].connected(net.now, 5, IP, key(2));
     net.run();
-    assert_eq!(net.last_error(1, 5).map(|e| e.0), Some(code::BANNED.to_owned()));
+    assert_eq!(
+        net.last_error(1, 5).map(|e| e.0),
+        Some(code::BANNED.to_owned())
+    );
 }
 
 #[test]

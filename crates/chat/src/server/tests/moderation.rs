@@ -43,7 +43,10 @@ impl H {
 
     /// The codes of the errors session `id` was sent (and drops the rest of its inbox).
     fn codes(&mut self, id: SessionId) -> Vec<String> {
-        self.errors(id).into_iter().map(|(_, code, _)| code).collect()
+        self.errors(id)
+            .into_iter()
+            .map(|(_, code, _)| code)
+            .collect()
     }
 
     /// The moderation events session `id` was sent: (action, target, arg, by).
@@ -84,7 +87,9 @@ impl H {
         for op in &self.persisted {
             match op {
                 Op::SetMod(e) => {
-                    entries.retain(|x| (&x.scope, &x.kind, &x.subject) != (&e.scope, &e.kind, &e.subject));
+                    entries.retain(|x| {
+                        (&x.scope, &x.kind, &x.subject) != (&e.scope, &e.kind, &e.subject)
+                    });
                     entries.push(e.clone());
                 }
                 Op::ClearMod {
@@ -131,7 +136,10 @@ fn the_creator_owns_the_room_and_events_are_stored_in_its_history() {
     // Stored as an entry; a creation is no event (the room's first id is its first message's).
     let entries = h.stored_mod();
     assert_eq!(entries.len(), 1);
-    assert_eq!((entries[0].scope.as_str(), entries[0].kind.as_str()), ("#r", "owner"));
+    assert_eq!(
+        (entries[0].scope.as_str(), entries[0].kind.as_str()),
+        ("#r", "owner")
+    );
     assert!(!h.stored.iter().any(|r| r.conv == "#r"));
     h.hello(2, key(2), "bob", &["#r"]);
     assert_eq!(h.s.role("#r", &key(2)), Role::Member);
@@ -143,7 +151,12 @@ fn the_creator_owns_the_room_and_events_are_stored_in_its_history() {
     });
     let ev = ev.expect("the voice event");
     assert_eq!(
-        (ev.action.as_str(), ev.target.as_deref(), ev.by.as_str(), ev.history),
+        (
+            ev.action.as_str(),
+            ev.target.as_deref(),
+            ev.by.as_str(),
+            ev.history
+        ),
         ("voice", Some("bob"), "alice", false)
     );
     let stored: Vec<&Record> = h.stored.iter().filter(|r| r.conv == "#r").collect();
@@ -153,8 +166,9 @@ fn the_creator_owns_the_room_and_events_are_stored_in_its_history() {
     h.hello(3, key(3), "carol", &["#r"]);
     let out = h.take(3);
     assert!(
-        out.iter()
-            .any(|m| matches!(m, ServerMsg::Mod(e) if e.history && e.action == "voice" && e.id == ev.id)),
+        out.iter().any(
+            |m| matches!(m, ServerMsg::Mod(e) if e.history && e.action == "voice" && e.id == ev.id)
+        ),
         "{out:?}"
     );
     // A room that exists already keeps its owner: a later creator-to-be does not take it.
@@ -179,7 +193,10 @@ fn only_the_owner_ops_and_deops() {
     assert!(h.codes(1).is_empty());
     assert_eq!(h.s.role("#r", &key(2)), Role::Op);
     let seen = h.mods(3);
-    assert_eq!(seen, vec![("op".into(), Some("bob".into()), None, "alice".into())]);
+    assert_eq!(
+        seen,
+        vec![("op".into(), Some("bob".into()), None, "alice".into())]
+    );
     // bob learns his new role.
     assert!(h.take(2).contains(&ServerMsg::Modes {
         room: "#r".into(),
@@ -194,7 +211,12 @@ fn only_the_owner_ops_and_deops() {
     h.send(2, ClientMsg::Deop(rn("#r", "bob")));
     assert_eq!(h.codes(2), vec![code::FORBIDDEN]);
     // The role is bound to the key: bob renamed is still an operator.
-    h.send(2, ClientMsg::Nick { nick: "robert".into() });
+    h.send(
+        2,
+        ClientMsg::Nick {
+            nick: "robert".into(),
+        },
+    );
     assert_eq!(h.s.role("#r", &key(2)), Role::Op);
     h.send(1, ClientMsg::Deop(rn("#r", "robert")));
     assert_eq!(h.s.role("#r", &key(2)), Role::Member);
@@ -209,11 +231,14 @@ fn only_the_owner_ops_and_deops() {
 fn operators_kick_members_and_nobody_else_kicks() {
     let mut h = room_of_three();
     // A member kicks: refused, nothing happens.
-    h.send(2, ClientMsg::Kick {
-        room: "#r".into(),
-        nick: "carol".into(),
-        reason: None,
-    });
+    h.send(
+        2,
+        ClientMsg::Kick {
+            room: "#r".into(),
+            nick: "carol".into(),
+            reason: None,
+        },
+    );
     assert_eq!(h.codes(2), vec![code::FORBIDDEN]);
     assert!(h.in_room(&key(3), "#r"));
     h.send(1, ClientMsg::Op(rn("#r", "bob")));
@@ -221,19 +246,25 @@ fn operators_kick_members_and_nobody_else_kicks() {
         h.take(id);
     }
     // An operator kicks the owner: refused.
-    h.send(2, ClientMsg::Kick {
-        room: "#r".into(),
-        nick: "alice".into(),
-        reason: None,
-    });
+    h.send(
+        2,
+        ClientMsg::Kick {
+            room: "#r".into(),
+            nick: "alice".into(),
+            reason: None,
+        },
+    );
     assert_eq!(h.codes(2), vec![code::FORBIDDEN]);
     assert!(h.in_room(&key(1), "#r"));
     // An operator kicks a member: out at once, told by whom and why, and everyone sees it.
-    h.send(2, ClientMsg::Kick {
-        room: "#r".into(),
-        nick: "carol".into(),
-        reason: Some("spam".into()),
-    });
+    h.send(
+        2,
+        ClientMsg::Kick {
+            room: "#r".into(),
+            nick: "carol".into(),
+            reason: Some("spam".into()),
+        },
+    );
     assert!(!h.in_room(&key(3), "#r"));
     let out = h.take(3);
     assert_eq!(
@@ -250,21 +281,34 @@ fn operators_kick_members_and_nobody_else_kicks() {
     );
     assert_eq!(
         h.mods(1),
-        vec![("kick".into(), Some("carol".into()), Some("spam".into()), "bob".into())]
+        vec![(
+            "kick".into(),
+            Some("carol".into()),
+            Some("spam".into()),
+            "bob".into()
+        )]
     );
     // carol cannot speak there any more, but may come back (a kick is not a ban).
     assert_eq!(h.said(3, 1, "#r"), Err(code::NOT_IN_ROOM.into()));
     h.send(3, join("#r", None));
     assert!(h.in_room(&key(3), "#r"));
     // Kicking someone not there.
-    h.send(2, ClientMsg::Kick {
-        room: "#r".into(),
-        nick: "nobody".into(),
-        reason: None,
-    });
+    h.send(
+        2,
+        ClientMsg::Kick {
+            room: "#r".into(),
+            nick: "nobody".into(),
+            reason: None,
+        },
+    );
     assert_eq!(h.codes(2), vec![code::NO_SUCH_NICK]);
     // Both actions (the op and the kick) are in the room's history, nothing else.
-    let kinds: Vec<u8> = h.stored.iter().filter(|r| r.conv == "#r").map(|r| r.kind).collect();
+    let kinds: Vec<u8> = h
+        .stored
+        .iter()
+        .filter(|r| r.conv == "#r")
+        .map(|r| r.kind)
+        .collect();
     assert_eq!(kinds, vec![EVENT_KIND, EVENT_KIND]);
 }
 
@@ -278,10 +322,18 @@ fn a_muted_member_reads_but_does_not_speak() {
     assert_eq!(h.s.role("#r", &key(2)), Role::Muted);
     assert_eq!(h.said(2, 1, "#r"), Err(code::MUTED.into()));
     // Nothing of it was stored or shown.
-    assert!(!h.stored.iter().any(|r| r.from_key == key(2) && r.kind != EVENT_KIND));
+    assert!(
+        !h.stored
+            .iter()
+            .any(|r| r.from_key == key(2) && r.kind != EVENT_KIND)
+    );
     // He still reads the room.
     assert_eq!(h.said(3, 1, "#r"), Ok(()));
-    assert!(h.take(2).iter().any(|m| matches!(m, ServerMsg::Msg(m) if m.from == "carol")));
+    assert!(
+        h.take(2)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Msg(m) if m.from == "carol"))
+    );
     // An operator cannot mute the owner.
     h.send(1, ClientMsg::Op(rn("#r", "carol")));
     h.send(3, ClientMsg::Mute(rn("#r", "alice")));
@@ -293,17 +345,23 @@ fn a_muted_member_reads_but_does_not_speak() {
 #[test]
 fn a_moderated_room_hears_only_operators_and_voiced_members() {
     let mut h = room_of_three();
-    h.send(2, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "+m".into(),
-        key: None,
-    });
+    h.send(
+        2,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "+m".into(),
+            key: None,
+        },
+    );
     assert_eq!(h.codes(2), vec![code::FORBIDDEN]);
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "+m".into(),
-        key: None,
-    });
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "+m".into(),
+            key: None,
+        },
+    );
     // Every member is told the room's modes.
     assert!(h.take(3).contains(&ServerMsg::Modes {
         room: "#r".into(),
@@ -318,18 +376,24 @@ fn a_moderated_room_hears_only_operators_and_voiced_members() {
     // A muted member stays silent even when voiced rooms would let him speak.
     h.send(1, ClientMsg::Mute(rn("#r", "bob")));
     assert_eq!(h.said(2, 3, "#r"), Err(code::MUTED.into()));
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "-m".into(),
-        key: None,
-    });
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "-m".into(),
+            key: None,
+        },
+    );
     assert_eq!(h.said(3, 2, "#r"), Ok(()));
     // A mode change that is no mode change.
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "+x".into(),
-        key: None,
-    });
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "+x".into(),
+            key: None,
+        },
+    );
     assert_eq!(h.codes(1), vec![code::BAD_REQUEST]);
 }
 
@@ -337,18 +401,24 @@ fn a_moderated_room_hears_only_operators_and_voiced_members() {
 fn a_banned_key_is_put_out_and_cannot_come_back_until_unbanned() {
     let mut h = room_of_three();
     // A member bans: refused.
-    h.send(2, ClientMsg::Ban(BanReq {
-        room: Some("#r".into()),
-        target: Some("carol".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        2,
+        ClientMsg::Ban(BanReq {
+            room: Some("#r".into()),
+            target: Some("carol".into()),
+            ..BanReq::default()
+        }),
+    );
     assert_eq!(h.codes(2), vec![code::FORBIDDEN]);
-    h.send(1, ClientMsg::Ban(BanReq {
-        room: Some("#r".into()),
-        target: Some("carol".into()),
-        reason: Some("flooding".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        1,
+        ClientMsg::Ban(BanReq {
+            room: Some("#r".into()),
+            target: Some("carol".into()),
+            reason: Some("flooding".into()),
+            ..BanReq::default()
+        }),
+    );
     assert!(!h.in_room(&key(3), "#r"));
     assert!(h.take(3).contains(&ServerMsg::Kicked {
         room: "#r".into(),
@@ -375,19 +445,25 @@ fn a_banned_key_is_put_out_and_cannot_come_back_until_unbanned() {
     assert!(!h.in_room(&key(3), "#r"));
     // The owner cannot be banned by an operator.
     h.send(1, ClientMsg::Op(rn("#r", "bob")));
-    h.send(2, ClientMsg::Ban(BanReq {
-        room: Some("#r".into()),
-        target: Some("alice".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        2,
+        ClientMsg::Ban(BanReq {
+            room: Some("#r".into()),
+            target: Some("alice".into()),
+            ..BanReq::default()
+        }),
+    );
     assert_eq!(h.codes(2), vec![code::FORBIDDEN]);
     assert!(h.in_room(&key(1), "#r"));
     // Lifted (by fingerprint this time): carol joins again.
-    h.send(2, ClientMsg::Unban(BanReq {
-        room: Some("#r".into()),
-        target: Some(fp.clone()),
-        ..BanReq::default()
-    }));
+    h.send(
+        2,
+        ClientMsg::Unban(BanReq {
+            room: Some("#r".into()),
+            target: Some(fp.clone()),
+            ..BanReq::default()
+        }),
+    );
     assert!(h.codes(2).is_empty());
     h.send(4, join("#r", None));
     assert!(h.in_room(&key(3), "#r"));
@@ -399,11 +475,14 @@ fn an_address_range_ban_holds_for_fresh_keys() {
     let mut h = H::new(config());
     h.hello_at(1, ip(1), key(1), "alice", &["#r"]);
     h.hello_at(2, ip(66), key(2), "troll", &["#r"]);
-    h.send(1, ClientMsg::Ban(BanReq {
-        room: Some("#r".into()),
-        net: Some("198.51.100.64/26".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        1,
+        ClientMsg::Ban(BanReq {
+            room: Some("#r".into()),
+            net: Some("198.51.100.64/26".into()),
+            ..BanReq::default()
+        }),
+    );
     assert!(h.codes(1).is_empty());
     // Put out by its address.
     assert!(!h.in_room(&key(2), "#r"));
@@ -414,11 +493,14 @@ fn an_address_range_ban_holds_for_fresh_keys() {
     assert!(h.codes(4).is_empty());
     assert!(h.in_room(&key(4), "#r"));
     // A range that is no range.
-    h.send(1, ClientMsg::Ban(BanReq {
-        room: Some("#r".into()),
-        net: Some("198.51.100.0/99".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        1,
+        ClientMsg::Ban(BanReq {
+            room: Some("#r".into()),
+            net: Some("198.51.100.0/99".into()),
+            ..BanReq::default()
+        }),
+    );
     assert_eq!(h.codes(1), vec![code::BAD_REQUEST]);
 }
 
@@ -427,11 +509,14 @@ fn invite_only_rooms_take_the_invited_and_a_kick_ends_the_invitation() {
     let mut h = H::new(config());
     h.hello(1, key(1), "alice", &["#r"]);
     h.hello(2, key(2), "bob", &[]);
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "+i".into(),
-        key: None,
-    });
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "+i".into(),
+            key: None,
+        },
+    );
     h.send(2, join("#r", None));
     assert_eq!(h.codes(2), vec![code::INVITE_ONLY]);
     // Only operators invite.
@@ -446,11 +531,14 @@ fn invite_only_rooms_take_the_invited_and_a_kick_ends_the_invitation() {
     h.hello(4, key(2), "bob", &["#r"]);
     assert!(h.in_room(&key(2), "#r"));
     // A kick ends it.
-    h.send(1, ClientMsg::Kick {
-        room: "#r".into(),
-        nick: "bob".into(),
-        reason: None,
-    });
+    h.send(
+        1,
+        ClientMsg::Kick {
+            room: "#r".into(),
+            nick: "bob".into(),
+            reason: None,
+        },
+    );
     h.take(4);
     h.send(4, join("#r", None));
     assert_eq!(h.codes(4), vec![code::INVITE_ONLY]);
@@ -460,17 +548,23 @@ fn invite_only_rooms_take_the_invited_and_a_kick_ends_the_invitation() {
 fn a_room_key_is_needed_to_join_and_never_shown() {
     let mut h = H::new(config());
     h.hello(1, key(1), "alice", &["#r"]);
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "+k".into(),
-        key: None,
-    });
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "+k".into(),
+            key: None,
+        },
+    );
     assert_eq!(h.codes(1), vec![code::BAD_REQUEST]);
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "+k".into(),
-        key: Some("s3cret".into()),
-    });
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "+k".into(),
+            key: Some("s3cret".into()),
+        },
+    );
     h.hello(2, key(2), "bob", &[]);
     h.send(2, join("#r", None));
     assert_eq!(h.codes(2), vec![code::BAD_KEY]);
@@ -486,12 +580,18 @@ fn a_room_key_is_needed_to_join_and_never_shown() {
     }));
     // The key is in no event and no message anyone is sent.
     assert!(h.stored.iter().all(|r| !r.text.contains("s3cret")));
-    assert!(out.iter().all(|m| !String::from_utf8_lossy(&m.encode()).contains("s3cret")));
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "-k".into(),
-        key: None,
-    });
+    assert!(
+        out.iter()
+            .all(|m| !String::from_utf8_lossy(&m.encode()).contains("s3cret"))
+    );
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "-k".into(),
+            key: None,
+        },
+    );
     h.hello(3, key(3), "carol", &["#r"]);
     assert!(h.in_room(&key(3), "#r"));
 }
@@ -499,28 +599,44 @@ fn a_room_key_is_needed_to_join_and_never_shown() {
 #[test]
 fn a_locked_topic_is_set_by_operators_only() {
     let mut h = room_of_three();
-    h.send(2, ClientMsg::Topic {
-        room: "#r".into(),
-        topic: "free for all".into(),
-    });
+    h.send(
+        2,
+        ClientMsg::Topic {
+            room: "#r".into(),
+            topic: "free for all".into(),
+        },
+    );
     assert!(h.codes(2).is_empty());
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "+t".into(),
-        key: None,
-    });
-    h.send(2, ClientMsg::Topic {
-        room: "#r".into(),
-        topic: "mine now".into(),
-    });
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "+t".into(),
+            key: None,
+        },
+    );
+    h.send(
+        2,
+        ClientMsg::Topic {
+            room: "#r".into(),
+            topic: "mine now".into(),
+        },
+    );
     assert_eq!(h.codes(2), vec![code::FORBIDDEN]);
     h.send(1, ClientMsg::Op(rn("#r", "bob")));
-    h.send(2, ClientMsg::Topic {
-        room: "#r".into(),
-        topic: "set by an op".into(),
-    });
+    h.send(
+        2,
+        ClientMsg::Topic {
+            room: "#r".into(),
+            topic: "set by an op".into(),
+        },
+    );
     assert!(h.codes(2).is_empty());
-    assert!(h.take(3).iter().any(|m| matches!(m, ServerMsg::Topic { topic, .. } if topic == "set by an op")));
+    assert!(
+        h.take(3)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Topic { topic, .. } if topic == "set by an op"))
+    );
 }
 
 #[test]
@@ -537,17 +653,23 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
         h.take(id);
     }
     // Not a server operator: refused, whatever the room roles.
-    h.send(1, ClientMsg::Ban(BanReq {
-        target: Some("mallory".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        1,
+        ClientMsg::Ban(BanReq {
+            target: Some("mallory".into()),
+            ..BanReq::default()
+        }),
+    );
     assert_eq!(h.codes(1), vec![code::FORBIDDEN]);
     h.send(1, ClientMsg::Sessions);
     assert_eq!(h.codes(1), vec![code::FORBIDDEN]);
-    h.send(1, ClientMsg::Kill {
-        session: 2,
-        reason: None,
-    });
+    h.send(
+        1,
+        ClientMsg::Kill {
+            session: 2,
+            reason: None,
+        },
+    );
     assert_eq!(h.codes(1), vec![code::FORBIDDEN]);
     assert!(!h.closed.contains(&2));
     // The operator lists the sessions.
@@ -557,15 +679,21 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
         _ => None,
     });
     let listed = listed.expect("sessions");
-    assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1, 2, 9]);
+    assert_eq!(
+        listed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1, 2, 9]
+    );
     assert_eq!(listed[1].nick, "mallory");
     assert_eq!(listed[1].fingerprint, fingerprint(&key(2)));
     // ...bans mallory's key from the server: her session is told and closed...
-    h.send(9, ClientMsg::Ban(BanReq {
-        target: Some("mallory".into()),
-        reason: Some("abuse".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        9,
+        ClientMsg::Ban(BanReq {
+            target: Some("mallory".into()),
+            reason: Some("abuse".into()),
+            ..BanReq::default()
+        }),
+    );
     assert!(h.codes(9).is_empty());
     assert!(h.closed.contains(&2));
     assert_eq!(h.codes(2), vec![code::BANNED]);
@@ -577,17 +705,27 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
     assert!(e[0].2.contains("banned from this server"), "{}", e[0].2);
     assert!(h.closed.contains(&5));
     // Stored server-wide (scope ""), with no room event.
-    assert!(h.stored_mod().iter().any(|e| e.scope.is_empty() && e.kind == "ban"));
+    assert!(
+        h.stored_mod()
+            .iter()
+            .any(|e| e.scope.is_empty() && e.kind == "ban")
+    );
     // The operator disconnects a session; a session that is not there is an error.
-    h.send(9, ClientMsg::Kill {
-        session: 1,
-        reason: Some("bye".into()),
-    });
+    h.send(
+        9,
+        ClientMsg::Kill {
+            session: 1,
+            reason: Some("bye".into()),
+        },
+    );
     assert!(h.closed.contains(&1));
-    h.send(9, ClientMsg::Kill {
-        session: 77,
-        reason: None,
-    });
+    h.send(
+        9,
+        ClientMsg::Kill {
+            session: 77,
+            reason: None,
+        },
+    );
     assert_eq!(h.codes(9), vec![code::NO_SUCH_NICK]);
     // An operator counts as owner in every room.
     h.hello(6, key(1), "alice", &["#r"]);
@@ -596,17 +734,23 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
     h.send(9, ClientMsg::Op(rn("#r", "alice")));
     assert!(h.codes(9).is_empty());
     // A server ban by address range holds on connect too; lifting it lets keys back.
-    h.send(9, ClientMsg::Ban(BanReq {
-        net: Some("198.51.100.0/24".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        9,
+        ClientMsg::Ban(BanReq {
+            net: Some("198.51.100.0/24".into()),
+            ..BanReq::default()
+        }),
+    );
     h.s.connected(h.now, 7, ip(3), key(7));
     h.drain();
     assert_eq!(h.codes(7), vec![code::BANNED]);
-    h.send(9, ClientMsg::Unban(BanReq {
-        net: Some("198.51.100.0/24".into()),
-        ..BanReq::default()
-    }));
+    h.send(
+        9,
+        ClientMsg::Unban(BanReq {
+            net: Some("198.51.100.0/24".into()),
+            ..BanReq::default()
+        }),
+    );
     h.hello_at(8, ip(3), key(7), "newbie", &[]);
     assert!(h.codes(8).is_empty());
 }
@@ -651,7 +795,12 @@ fn joins_nick_changes_and_new_rooms_are_rate_limited_per_key() {
     h.send(1, ClientMsg::Nick { nick: "ali".into() });
     assert!(h.codes(1).is_empty());
     h.hello(3, key(1), "ali", &[]);
-    h.send(3, ClientMsg::Nick { nick: "alicia".into() });
+    h.send(
+        3,
+        ClientMsg::Nick {
+            nick: "alicia".into(),
+        },
+    );
     assert_eq!(h.codes(3), vec![code::RATE]);
     assert_eq!(h.s.nick_of.get(&key(1)).map(String::as_str), Some("ali"));
 }
@@ -660,16 +809,22 @@ fn joins_nick_changes_and_new_rooms_are_rate_limited_per_key() {
 fn roles_bans_and_modes_survive_a_restart() {
     let mut h = room_of_three();
     h.send(1, ClientMsg::Op(rn("#r", "bob")));
-    h.send(1, ClientMsg::Ban(BanReq {
-        room: Some("#r".into()),
-        target: Some("carol".into()),
-        ..BanReq::default()
-    }));
-    h.send(1, ClientMsg::Mode {
-        room: "#r".into(),
-        change: "+m".into(),
-        key: None,
-    });
+    h.send(
+        1,
+        ClientMsg::Ban(BanReq {
+            room: Some("#r".into()),
+            target: Some("carol".into()),
+            ..BanReq::default()
+        }),
+    );
+    h.send(
+        1,
+        ClientMsg::Mode {
+            room: "#r".into(),
+            change: "+m".into(),
+            key: None,
+        },
+    );
     let loaded = Loaded {
         nicks: h.s.nick_of.iter().map(|(k, n)| (n.clone(), *k)).collect(),
         last_ids: h.last_ids.iter().map(|(c, n)| (c.clone(), *n)).collect(),
