@@ -349,6 +349,25 @@ mod tests {
     }
 
     #[test]
+    fn a_mod_change_decodes_as_a_node_publishes_it() {
+        let m = Bus::Mod(ModChange {
+            scope: "#mod".into(),
+            kind: "owner".into(),
+            subject: "01".repeat(32),
+            value: Some(String::new()),
+            by: "alice".into(),
+            ts: 1_765_100_000_000,
+        });
+        let data = m.encode();
+        assert_eq!(
+            Bus::decode(&data),
+            Ok(m),
+            "{}",
+            String::from_utf8_lossy(&data)
+        );
+    }
+
+    #[test]
     fn subjects_cannot_be_wildcards() {
         let s = Subject::Room("#a.>*".into()).name();
         assert_eq!(s, "chirp.room.23612e3e2a");
