@@ -350,8 +350,14 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         ));
     }
     let send = |item| out.blocking_send(Ok(item)).map_err(|_| StoreError::Stopped);
+    // A table a newer schema added (`moderation`, schema 4) is empty in an older file: the
+    // file is only read, never upgraded.
+    let present = |table: &Table| table.name != "moderation" || version >= 4;
     let mut totals = [0; TABLES.len()];
     for (total, table) in totals.iter_mut().zip(&TABLES) {
+        if !present(table) {
+            continue;
+        }
         let n: i64 = tx
             .query_row(&format!("SELECT count(*) FROM {}", table.name), [], |r| {
                 r.get(0)
@@ -366,6 +372,9 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     for (t, table) in TABLES.iter().enumerate() {
+        if !present(table) {
+            continue;
+        }
         let width = table.columns.len();
         let select: Vec<String> = table
             .columns
