@@ -73,6 +73,7 @@ pub fn hello_in_room(s: &mut Server, store: &mut Store) {
         rooms: vec![JoinReq {
             room: "#r".into(),
             after: None,
+            key: None,
         }],
         dms: vec![],
         echo: true,

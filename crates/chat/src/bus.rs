@@ -14,7 +14,8 @@
 //!   member list. A node subscribes while it has members in the room.
 //! - `chirp.user.<hex of the key>`: DMs to or from a key. A node subscribes while the key has
 //!   a session on it.
-//! - `chirp.nicks`: nick bindings, every node.
+//! - `chirp.nicks`: nick bindings and moderation (role, ban, mute, invitation and mode
+//!   changes; kicks), every node.
 //! - `chirp.nodes`: node heartbeats and goodbyes, every node.
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,28 @@ pub struct Member {
     pub key: Key,
     /// Its nick.
     pub nick: String,
+}
+
+/// A moderation entry set or cleared on one node (`scope`: a room, or `""` for the server;
+/// the rest as in [`chirp_store::ModEntry`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModChange {
+    /// The room, or `""`.
+    pub scope: String,
+    /// The kind of entry.
+    pub kind: String,
+    /// What it applies to.
+    pub subject: String,
+    /// Its value (`None`: cleared).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Who changed it (a nick).
+    #[serde(default)]
+    pub by: String,
+    /// When (ms since the epoch): of two owners claimed at once, the earlier wins.
+    #[serde(default)]
+    pub ts: i64,
 }
 
 /// One bus message.
@@ -201,6 +224,24 @@ pub enum Bus {
         #[serde(default)]
         rooms: Vec<(String, u64)>,
     },
+    /// A moderation entry changed (every node applies it, and enforces a ban).
+    Mod(ModChange),
+    /// An operator put `key` out of `room`: the nodes it is connected to put it out there.
+    Kick {
+        /// The room.
+        room: String,
+        /// The member's key.
+        #[serde(with = "hexkey")]
+        key: Key,
+        /// Who did it.
+        by: String,
+        /// Why.
+        #[serde(default)]
+        reason: Option<String>,
+        /// Banned as well.
+        #[serde(default)]
+        banned: bool,
+    },
     /// Node `node` is shutting down: its members are gone.
     Bye {
         /// The node.
@@ -276,6 +317,21 @@ mod tests {
                 node: "n2".into(),
                 rooms: vec![("#a".into(), 3)],
             },
+            Bus::Mod(ModChange {
+                scope: "#a".into(),
+                kind: "ban".into(),
+                subject: "net:203.0.113.0/24".into(),
+                value: Some("spam".into()),
+                by: "ann".into(),
+                ts: 5,
+            }),
+            Bus::Kick {
+                room: "#a".into(),
+                key: [6; 32],
+                by: "ann".into(),
+                reason: None,
+                banned: false,
+            },
         ];
         for b in cases {
             assert_eq!(Bus::decode(&b.encode()), Ok(b));
@@ -290,6 +346,25 @@ mod tests {
             assert!(Bus::decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(Bus::decode(&vec![b' '; MAX_BUS_MESSAGE + 1]).is_err());
+    }
+
+    #[test]
+    fn a_mod_change_decodes_as_a_node_publishes_it() {
+        let m = Bus::Mod(ModChange {
+            scope: "#mod".into(),
+            kind: "owner".into(),
+            subject: "01".repeat(32),
+            value: Some(String::new()),
+            by: "alice".into(),
+            ts: 1_765_100_000_000,
+        });
+        let data = m.encode();
+        assert_eq!(
+            Bus::decode(&data),
+            Ok(m),
+            "{}",
+            String::from_utf8_lossy(&data)
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chirp_proto::{CloseReason, ConnectionHandle, ConnectionStats, SendError, WriteError};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::wire::{self, ClientMsg, JoinReq, Msg, Resume, ServerMsg, code};
 
@@ -392,6 +392,8 @@ pub struct Session {
     rooms: BTreeSet<String>,
     first_rooms: Vec<String>,
     last_seen: HashMap<String, u64>,
+    /// The keys given to join rooms that have one (`+k`), for rejoining after a reconnect.
+    room_keys: HashMap<String, String>,
     /// The newest server time seen in each DM conversation: resumes go most recent first.
     dm_recent: HashMap<String, i64>,
     pending: BTreeMap<u64, Pending>,
@@ -478,6 +480,7 @@ impl Session {
             in_driver: None,
             rooms: BTreeSet::new(),
             last_seen: HashMap::new(),
+            room_keys: HashMap::new(),
             dm_recent: HashMap::new(),
             pending: BTreeMap::new(),
             unsent: VecDeque::new(),
@@ -588,8 +591,32 @@ impl Session {
 
     /// Joins a room.
     pub fn join(&mut self, room: String) {
-        self.unsent
-            .push_back(ClientMsg::Join(JoinReq { room, after: None }));
+        self.join_with_key(room, None);
+    }
+
+    /// Joins a room that has a key (mode `+k`); the key is given again when the session
+    /// rejoins after a reconnect.
+    pub fn join_with_key(&mut self, room: String, key: Option<String>) {
+        if let Some(k) = &key {
+            self.room_keys.insert(crate::names::fold(&room), k.clone());
+        }
+        self.unsent.push_back(ClientMsg::Join(JoinReq {
+            room,
+            after: None,
+            key,
+        }));
+    }
+
+    /// Sends a moderation request ([`ClientMsg::Op`], [`ClientMsg::Kick`], [`ClientMsg::Ban`],
+    /// [`ClientMsg::Mode`], [`ClientMsg::Sessions`], ...). Its answer comes as
+    /// [`Event::Server`] (a [`ServerMsg::Mod`] in the room, [`ServerMsg::Sessions`]) or as
+    /// [`Event::Error`]. A `say` or `hello` is not one: use [`Session::say`].
+    pub fn moderate(&mut self, m: ClientMsg) {
+        if matches!(m, ClientMsg::Say { .. } | ClientMsg::Hello { .. }) {
+            debug!("not a moderation request; dropped");
+            return;
+        }
+        self.unsent.push_back(m);
     }
 
     /// Asks the server to introduce this session to a session of `nick` (the rendezvous of
@@ -797,7 +824,9 @@ impl Session {
             T::Message { conn, data } if Some(conn) == self.conn => {
                 match ServerMsg::decode(&data) {
                     Ok(m) => self.on_server(now, m),
-                    Err(e) => warn!(error = %e, "undecodable message from the server"),
+                    // A newer server's message this version does not know is skipped
+                    // (PROTOCOL.md, "Compatibility"): nothing else depends on it.
+                    Err(e) => debug!(error = %e, "undecodable message from the server; skipped"),
                 }
             }
             T::Writable { conn } if Some(conn) == self.conn => self.blocked = false,
@@ -1056,6 +1085,7 @@ impl Session {
                 // Nothing seen there yet (an empty room, or joined by another device):
                 // recent history, marked as such, rather than everything the server holds.
                 after: self.last_seen.get(r).copied(),
+                key: self.room_keys.get(r).cloned(),
             })
             .collect();
         for r in &self.first_rooms {
@@ -1063,6 +1093,7 @@ impl Session {
                 rooms.push(JoinReq {
                     room: r.clone(),
                     after: None,
+                    key: None,
                 });
             }
         }
@@ -1089,17 +1120,28 @@ impl Session {
                 }
             }
         }
-        match self.last_seen.get_mut(&m.conv) {
-            Some(seen) if !m.history && m.id <= *seen => {
-                debug!(conv = %m.conv, id = m.id, "duplicate dropped");
-                return;
+        if self.seen(&m.conv, m.id, m.history) {
+            self.events.push_back(Event::Message(m));
+        }
+    }
+
+    /// Records that `id` of `conv` arrived; false if it is a duplicate (not history, and at or
+    /// below the highest id seen there).
+    fn seen(&mut self, conv: &str, id: u64, history: bool) -> bool {
+        match self.last_seen.get_mut(conv) {
+            Some(seen) if !history && id <= *seen => {
+                debug!(conv, id, "duplicate dropped");
+                false
             }
-            Some(seen) => *seen = (*seen).max(m.id),
+            Some(seen) => {
+                *seen = (*seen).max(id);
+                true
+            }
             None => {
-                self.last_seen.insert(m.conv.clone(), m.id);
+                self.last_seen.insert(conv.to_owned(), id);
+                true
             }
         }
-        self.events.push_back(Event::Message(m));
     }
 
     /// Our own copy of a room message, rebuilt from its `say` and `ack` (the server sends the
@@ -1242,7 +1284,15 @@ impl Session {
             }
             ServerMsg::Parted { ref room } => {
                 self.rooms.remove(room);
+                self.room_keys.remove(room);
                 self.events.push_back(Event::Server(m));
+            }
+            // A room event has an id in the room's conversation, like a message: seen once,
+            // and where a resume starts.
+            ServerMsg::Mod(ref e) => {
+                if self.seen(&e.room, e.id, e.history) {
+                    self.events.push_back(Event::Server(m));
+                }
             }
             ServerMsg::Nick { ref old, ref new } => {
                 if crate::names::fold(old) == crate::names::fold(&self.nick) {
@@ -1579,7 +1629,8 @@ mod tests {
             rooms,
             &vec![JoinReq {
                 room: "#r".into(),
-                after: Some(5)
+                after: Some(5),
+                key: None,
             }]
         );
         let ClientMsg::Hello { client: first, .. } = &hellos[0].1 else {
@@ -1771,5 +1822,82 @@ mod tests {
         for w in at.windows(2) {
             assert!(w[1] - w[0] >= Duration::from_millis(995), "{at:?}");
         }
+    }
+
+    /// Issue 19: an older client skips a server message it does not know; a room event
+    /// (`mod`) is shown once and counts for the resume like a message; a room key given to
+    /// `join` is given again when the session rejoins.
+    #[test]
+    fn unknown_server_messages_are_skipped_and_room_events_count_for_the_resume() {
+        let mut sim = Sim::new(&[A], |_| {});
+        sim.up();
+        sim.joined_r();
+        sim.says(room_msg(3, "three"));
+        let conn = sim.conn();
+        for raw in [
+            &br##"{"t":"a_message_from_the_future","room":"#r","id":99}"##[..],
+            br##"{"t":"msg","conv":"#r"}"##,
+        ] {
+            sim.s.handle_transport(
+                sim.now,
+                T::Message {
+                    conn,
+                    data: Bytes::from_static(raw),
+                },
+            );
+            sim.pump();
+        }
+        sim.says(room_msg(4, "four"));
+        assert_eq!(shown(&sim.events), vec!["three", "four"]);
+        let ev = wire::ModEvent {
+            room: "#r".into(),
+            id: 5,
+            ts: 1,
+            by: "op".into(),
+            action: "kick".into(),
+            target: Some("troll".into()),
+            arg: None,
+            history: false,
+        };
+        sim.says(ServerMsg::Mod(ev.clone()));
+        sim.says(ServerMsg::Mod(ev.clone()));
+        let mods = sim
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Server(ServerMsg::Mod(_))))
+            .count();
+        assert_eq!(mods, 1, "a repeated event is shown once");
+        assert_eq!(sim.s.last_seen.get("#r"), Some(&5));
+        sim.s.join_with_key("#k".into(), Some("pw".into()));
+        sim.pump();
+        sim.says(ServerMsg::Joined {
+            room: "#k".into(),
+            topic: String::new(),
+            members: vec!["me".into()],
+            more: 0,
+        });
+        sim.lose(CloseReason::IdleTimeout);
+        sim.wait();
+        sim.up();
+        let hellos = sim.hellos();
+        let ClientMsg::Hello { rooms, .. } = &hellos[1].1 else {
+            unreachable!("filtered on Hello")
+        };
+        assert!(
+            rooms.contains(&JoinReq {
+                room: "#r".into(),
+                after: Some(5),
+                key: None,
+            }),
+            "{rooms:?}"
+        );
+        assert!(
+            rooms.contains(&JoinReq {
+                room: "#k".into(),
+                after: None,
+                key: Some("pw".into()),
+            }),
+            "{rooms:?}"
+        );
     }
 }

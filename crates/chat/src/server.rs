@@ -124,6 +124,20 @@ pub struct ServerConfig {
     pub nick_claim_burst: u32,
     /// ...and per hour after that.
     pub nick_claims_per_hour: u32,
+    /// Joins one key may make at once (`join` requests; a `hello`'s rooms are bounded by
+    /// `max_rooms_per_user`)...
+    pub join_burst: u32,
+    /// ...and per hour after that.
+    pub joins_per_hour: u32,
+    /// Nick changes one key may make at once...
+    pub nick_change_burst: u32,
+    /// ...and per hour after that.
+    pub nick_changes_per_hour: u32,
+    /// Rooms one key may create per hour (at most this many at once too).
+    pub rooms_per_hour: u32,
+    /// Server operators, by key fingerprint: they ban server-wide, list sessions and
+    /// disconnect one, and count as owner in every room.
+    pub opers: Vec<chirp_keys::Fingerprint>,
     /// This server is a node of a cluster (`None`: it is alone, the only writer of its
     /// database). See the `cluster` module.
     pub cluster: Option<ClusterConfig>,
@@ -147,6 +161,12 @@ impl Default for ServerConfig {
             nick_expiry_ms: Some(DEFAULT_NICK_EXPIRY_DAYS * DAY_MS),
             nick_claim_burst: 5,
             nick_claims_per_hour: 6,
+            join_burst: 20,
+            joins_per_hour: 120,
+            nick_change_burst: 3,
+            nick_changes_per_hour: 30,
+            rooms_per_hour: 20,
+            opers: Vec::new(),
             cluster: None,
         }
     }
@@ -637,6 +657,8 @@ enum Pending {
     /// seen the owner since (another node of a cluster did), announced to the other nodes
     /// otherwise.
     Release { op: usize, key: Key, nick: String },
+    /// A moderation event being stored (op 0 of its batch), shown once stored.
+    Event { msg: NewMessage },
 }
 
 /// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
@@ -795,6 +817,8 @@ pub struct Server {
     queue_limit: usize,
     /// Cluster state (`None`: alone).
     cluster: Option<cluster::State>,
+    /// Room roles, bans, mutes, invitations and modes; server-wide bans; per-key rates.
+    moderation: moderation::Moderation,
     /// Rendezvous requests, per session that made any (`meet`).
     meets: HashMap<SessionId, meet::Meets>,
     /// The relays of each session that has any: (token, the other session).
@@ -911,6 +935,7 @@ impl Server {
             relay_secret: [0; 32],
             relay_count: 0,
             cluster: None,
+            moderation: moderation::Moderation::load(loaded.moderation),
         };
         if let Some(c) = s.config.cluster.clone() {
             s.start_cluster(c);
@@ -1200,6 +1225,17 @@ impl Server {
     /// A connection completed its handshake; `key` is the client's static key.
     pub fn connected(&mut self, now_ms: i64, session: SessionId, ip: IpAddr, key: Key) {
         self.started_ms.get_or_insert(now_ms);
+        if self.server_banned(&key, ip) {
+            let msg =
+                "you are banned from this server (your key or your address); ask its operators";
+            self.send(session, &ServerMsg::error(code::BANNED, msg));
+            self.out.push_back(Output::Close {
+                session,
+                reason: "banned".into(),
+                now: false,
+            });
+            return;
+        }
         let n = self.per_ip.entry(ip).or_default();
         if *n >= self.config.max_sessions_per_ip {
             let msg = format!(
@@ -1340,6 +1376,7 @@ impl Server {
                 Pending::Message { msg, client, c } => {
                     self.message_committed(now_ms, msg, client, c, outcome(0))
                 }
+                Pending::Event { msg } => self.event_committed(now_ms, msg, outcome(0)),
                 Pending::Nick { op, key, nick, old } => {
                     self.nick_committed(key, nick, old, kept, outcome(op))
                 }
@@ -1996,7 +2033,14 @@ impl Server {
     fn request(&mut self, now_ms: i64, session: SessionId, key: Key, m: ClientMsg) {
         match m {
             ClientMsg::Hello { .. } => {}
-            ClientMsg::Join(j) => self.join(now_ms, session, key, j),
+            ClientMsg::Join(j) => {
+                if !self.in_room(&key, &names::fold(&j.room)) {
+                    if let Err(m) = self.take_rate(now_ms, key, Rated::Join) {
+                        return self.fail(session, None, code::RATE, m);
+                    }
+                }
+                self.join(now_ms, session, key, j)
+            }
             ClientMsg::Part { room } => {
                 let room = names::fold(&room);
                 let nick = self.nick_of.get(&key).cloned().unwrap_or_default();
@@ -2028,6 +2072,12 @@ impl Server {
                     Ok(nick) => nick,
                     Err(e) => return self.fail(session, None, code::BAD_NAME, e),
                 };
+                let same = self.nick_of.get(&key).is_some_and(|n| *n == nick);
+                if !same && self.nick_of.contains_key(&key) {
+                    if let Err(m) = self.take_rate(now_ms, key, Rated::Nick) {
+                        return self.fail(session, None, code::RATE, m);
+                    }
+                }
                 match self.check_claim(now_ms, session, key, &nick) {
                     Ok(released) => self.rename(now_ms, key, nick, released),
                     Err((code, m)) => self.fail(session, None, code, m),
@@ -2045,6 +2095,9 @@ impl Server {
                         code::NOT_IN_ROOM,
                         format!("you are not in {room}"),
                     );
+                }
+                if let Err(m) = self.may_set_topic(&room, &key) {
+                    return self.fail(session, None, code::FORBIDDEN, m);
                 }
                 let by = self.nick_of.get(&key).cloned().unwrap_or_default();
                 self.topics
@@ -2107,6 +2160,7 @@ impl Server {
             }
             m @ ClientMsg::History { .. } => self.history_request(now_ms, session, key, m),
             ClientMsg::Meet { nick, local } => self.meet(now_ms, session, key, &nick, local),
+            m => self.moderate(now_ms, session, key, m),
         }
     }
 
@@ -2219,7 +2273,7 @@ impl Server {
         let mut count = 0;
         for r in records {
             count += 1;
-            self.push_send(session, enc(&ServerMsg::Msg(to_msg(r, true))));
+            self.push_send(session, enc(&record_msg(r, true)));
         }
         self.send_history_end(session, conv, id, count);
     }
@@ -2265,6 +2319,9 @@ impl Server {
                 more,
             },
         );
+        if let Some(key) = self.sessions.get(&session).map(|s| s.key) {
+            self.send_modes_if_any(session, room, &key);
+        }
     }
 
     fn join(&mut self, now_ms: i64, session: SessionId, key: Key, j: JoinReq) {
@@ -2274,6 +2331,24 @@ impl Server {
         let room = names::fold(&j.room);
         if let Err(e) = self.check_room_name(&room) {
             return self.fail(session, None, code::BAD_NAME, e);
+        }
+        // Created: it does not exist and has no owner (an owned room emptied of everything
+        // keeps its owner).
+        let created = !self.room_known(&room) && !self.moderation.knows(&room);
+        if !self.in_room(&key, &room) {
+            let ip = self.sessions.get(&session).map(|s| s.ip);
+            if let Err((code, m)) = self.may_join(&room, &key, ip, j.key.as_deref()) {
+                return self.fail(session, None, code, m);
+            }
+            let full = self
+                .users
+                .get(&key)
+                .is_some_and(|u| u.rooms.len() >= self.config.max_rooms_per_user);
+            if created && !full {
+                if let Err(m) = self.take_rate(now_ms, key, Rated::NewRoom) {
+                    return self.fail(session, None, code::RATE, m);
+                }
+            }
         }
         let Some(user) = self.users.get_mut(&key) else {
             return;
@@ -2307,6 +2382,9 @@ impl Server {
             // The user's other devices learn it now; this session with its replay.
             for s in sessions.into_iter().filter(|&s| s != session) {
                 self.send_joined(s, &room);
+            }
+            if created {
+                self.room_created(now_ms, &room, key);
             }
         }
         if !self.conv_synced(&room) {
@@ -2566,6 +2644,7 @@ impl Server {
                         id: msg.id,
                         ts: msg.ts,
                     }),
+                    _ if m.kind == EVENT_KIND => enc(&record_msg(&m, history)),
                     _ => enc(&ServerMsg::Msg(msg)),
                 };
                 let pushed = self.push_send(session, data);
@@ -2738,7 +2817,8 @@ impl Server {
         }
     }
 
-    /// Whether the room (folded) exists: it has members, messages or a topic.
+    /// Whether the room (folded) exists: it has members, messages or a topic. (A room that
+    /// has none of these but has an owner keeps it: see [`Server::join`].)
     fn room_known(&self, room: &str) -> bool {
         self.rooms.contains_key(room)
             || self.convs.contains_key(room)
@@ -2881,6 +2961,9 @@ impl Server {
                         format!("you are not in {room}; /join {room} first"),
                     );
                 }
+                if let Err(m) = self.may_speak(&room, &key) {
+                    return self.fail(session, Some(c), code::MUTED, m);
+                }
                 (room, None, None)
             }
             (None, Some(to)) => match self.nick_owner.get(&names::fold(&to)) {
@@ -3019,8 +3102,13 @@ impl Server {
         } else {
             Vec::new()
         };
+        let data = if record.kind == EVENT_KIND {
+            enc(&record_msg(&record, false))
+        } else {
+            enc(&ServerMsg::Msg(msg))
+        };
         let copies = Copies {
-            data: enc(&ServerMsg::Msg(msg)),
+            data,
             own,
             senders: &senders,
             quiet: ack
@@ -3202,6 +3290,9 @@ use cluster::Arrival;
 pub use cluster::ClusterConfig;
 mod limits;
 pub use limits::{Change, Limits};
+mod moderation;
+pub use moderation::{EVENT_KIND, MAX_ROOM_ENTRIES, Net, Role, fingerprint};
+use moderation::{Rated, record_msg};
 pub mod meet;
 
 #[cfg(test)]

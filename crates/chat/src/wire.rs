@@ -114,19 +114,100 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         local: Vec<std::net::SocketAddr>,
     },
+    /// Room owner: make `nick` an operator of `room`.
+    Op(RoomNick),
+    /// Room owner: `nick` is an operator no more.
+    Deop(RoomNick),
+    /// Room operator: `nick` may speak in `room` while it is moderated (`+m`).
+    Voice(RoomNick),
+    /// Room operator: take back `voice`.
+    Devoice(RoomNick),
+    /// Room operator: `nick` may read `room` but not speak there.
+    Mute(RoomNick),
+    /// Room operator: take back `mute`.
+    Unmute(RoomNick),
+    /// Room operator: `nick` may join `room` while it is invite-only (`+i`), until kicked or
+    /// banned.
+    Invite(RoomNick),
+    /// Room operator: put `nick` out of `room` (it may join again, unless banned).
+    Kick {
+        /// The room.
+        room: String,
+        /// Whom.
+        nick: String,
+        /// Why, shown to everyone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Ban a key, or an address range, from a room (room operator) or, without `room`, from
+    /// the whole server (server operator). Whoever it names is put out at once.
+    Ban(BanReq),
+    /// Lift a ban ([`ClientMsg::Ban`], naming it the same way).
+    Unban(BanReq),
+    /// Room operator: change a room's modes: `+i`/`-i` (invite only), `+m`/`-m` (moderated),
+    /// `+t`/`-t` (topic locked to operators), `+k`/`-k` (a key to join, given in `key`).
+    Mode {
+        /// The room.
+        room: String,
+        /// One change: a sign and a letter.
+        change: String,
+        /// The room key, for `+k`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    /// Server operator: list the sessions connected to this server.
+    Sessions,
+    /// Server operator: disconnect a session (an id from `sessions`).
+    Kill {
+        /// The session.
+        session: u64,
+        /// Why, told to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// A room and a nick in it: the argument of most room-moderation requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomNick {
+    /// The room.
+    pub room: String,
+    /// The nick.
+    pub nick: String,
+}
+
+/// What a `ban` or `unban` names: a nick (its key), a key (64 hex digits or its fingerprint),
+/// and/or an address range (`203.0.113.0/24`, `2001:db8::/48`, or one address).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanReq {
+    /// The room (absent: server-wide, for server operators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// A nick, a key in hex, or a key's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// An address range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<String>,
+    /// Why, shown to everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Most local addresses a `meet` may list.
 pub const MAX_MEET_LOCAL: usize = 8;
 
 /// A join request, alone or inside `hello`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinReq {
     /// The room.
     pub room: String,
     /// Last id seen in it (a rejoin after reconnecting); `None` replays recent history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
+    /// The room's key, if it has one (mode `+k`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -240,6 +321,61 @@ pub mod code {
     pub const BUSY: &str = "busy";
     /// A `meet` past the session's pending requests or its rate.
     pub const MEET_BUSY: &str = "meet_busy";
+    /// The request needs a role this user does not have (room owner, room operator, server
+    /// operator).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// This key or address is banned (from the room, or from the server).
+    pub const BANNED: &str = "banned";
+    /// The room is invite-only (`+i`) and this user is not invited.
+    pub const INVITE_ONLY: &str = "invite_only";
+    /// The room has a key (`+k`) and the join did not give it.
+    pub const BAD_KEY: &str = "bad_key";
+    /// This user may not speak in the room: muted, or the room is moderated (`+m`) and it
+    /// has no voice.
+    pub const MUTED: &str = "muted";
+    /// Too many joins, nick changes or new rooms lately.
+    pub const RATE: &str = "rate";
+    /// A server operator disconnected this session.
+    pub const KILLED: &str = "killed";
+}
+
+/// A moderation action in a room, as the server stores it in the room's history (with an id,
+/// in order with the messages) and sends it to every member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModEvent {
+    /// The room.
+    pub room: String,
+    /// Id in the room's conversation (shared with its messages).
+    pub id: u64,
+    /// Server timestamp, milliseconds since the Unix epoch.
+    pub ts: i64,
+    /// Who did it (a nick).
+    pub by: String,
+    /// What: `owner`, `op`, `deop`, `voice`, `devoice`, `mute`, `unmute`, `invite`, `kick`,
+    /// `ban`, `unban` or `mode`. A client shows an action it does not know as it comes.
+    pub action: String,
+    /// To whom: a nick, a key's fingerprint, or an address range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The mode change (`+i`, `-k`, ...) of a `mode`, or the reason of a `kick` or `ban`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// Replayed from history (on join or `/history`), not new.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub history: bool,
+}
+
+/// One session, in a `sessions` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The id to give `kill`.
+    pub id: u64,
+    /// Its nick (empty before `hello`).
+    pub nick: String,
+    /// Its key's fingerprint.
+    pub fingerprint: String,
+    /// Its address.
+    pub addr: std::net::SocketAddr,
 }
 
 /// What a server sends.
@@ -391,6 +527,36 @@ pub enum ServerMsg {
         /// works; absent from a server that does not relay.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relay: Option<String>,
+    },
+    /// A moderation action in a room (stored in its history).
+    Mod(ModEvent),
+    /// This user was put out of `room` by an operator (a `parted` follows).
+    Kicked {
+        /// The room.
+        room: String,
+        /// Who did it.
+        by: String,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Banned as well: it cannot join again.
+        #[serde(default, skip_serializing_if = "is_false")]
+        banned: bool,
+    },
+    /// A room's modes (after `joined`, when it has any, and after each change): letters of
+    /// `+imtk` that are set, and this user's role there.
+    Modes {
+        /// The room.
+        room: String,
+        /// The modes set, as `+imt` (empty: none).
+        modes: String,
+        /// This user's role: `owner`, `op`, `voice`, `muted` or `member`.
+        role: String,
+    },
+    /// Answer to `sessions` (server operators).
+    Sessions {
+        /// The sessions on this server.
+        sessions: Vec<SessionInfo>,
     },
     /// The server is going away (shutdown); reconnect later.
     Bye {
@@ -630,6 +796,49 @@ mod tests {
         assert!(ClientMsg::decode(br#"{"t":"meet","nick":"bob","local":["nowhere"]}"#).is_err());
     }
 
+    /// The moderation examples of docs/PROTOCOL.md ("Moderation") decode, and encode back
+    /// to the same bytes.
+    #[test]
+    fn documented_moderation_examples_are_exact() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC.find("### Moderation\n").expect("section");
+        let lines: Vec<&str> = DOC[start..]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect();
+        assert!(lines.len() >= 20, "found {} example lines", lines.len());
+        let mut kinds = std::collections::BTreeSet::new();
+        for l in lines {
+            let json = &l.as_bytes()[3..];
+            let again = if l.starts_with("C: ") {
+                let m = ClientMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+                kinds.insert(format!("C {}", l.split('"').nth(3).unwrap_or("")));
+                m.encode()
+            } else {
+                let m = ServerMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+                kinds.insert(format!("S {}", l.split('"').nth(3).unwrap_or("")));
+                m.encode()
+            };
+            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
+        }
+        for k in [
+            "C op",
+            "C mode",
+            "C kick",
+            "C ban",
+            "C join",
+            "C sessions",
+            "C kill",
+            "S mod",
+            "S modes",
+            "S kicked",
+            "S sessions",
+            "S error",
+        ] {
+            assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
+        }
+    }
+
     #[test]
     fn every_documented_example_decodes() {
         let lines = doc_example_lines();
@@ -666,7 +875,8 @@ mod tests {
                 client: 42,
                 rooms: vec![JoinReq {
                     room: "#rust".into(),
-                    after: Some(17)
+                    after: Some(17),
+                    key: None,
                 }],
                 dms: vec![],
                 echo: true,

@@ -46,6 +46,7 @@ fn settled(n: usize) -> Server {
             rooms: vec![JoinReq {
                 room: format!("#room{}", i / ROOM_SIZE),
                 after: None,
+                key: None,
             }],
             dms: Vec::new(),
             echo: true,

@@ -102,6 +102,7 @@ impl Raw {
             rooms: vec![JoinReq {
                 room: "#big".into(),
                 after,
+                key: None,
             }],
             dms: vec![],
             echo: true,

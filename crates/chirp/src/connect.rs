@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chirp_chat::client::{ClientConfig, Event, Session, driver};
-use chirp_chat::wire::{Msg, Presence, ServerMsg};
+use chirp_chat::wire::{ModEvent, Msg, Presence, ServerMsg};
 use chirp_client::line::{LineClient, Reply};
 use chirp_keys::{Fingerprint, Identity, PublicKey};
 use chirp_tui::safe::line as safe;
@@ -392,9 +392,91 @@ impl Printer {
                 },
                 json!({"type": "limits", "burst": burst, "per_sec": per_sec, "max_text": max_text}),
             ),
+            ServerMsg::Mod(e) => self.emit(
+                || Printer::mod_line(&e),
+                json!({"type": "mod", "room": e.room, "id": e.id, "ts": rfc3339(e.ts),
+                       "by": e.by, "action": e.action, "target": e.target, "arg": e.arg,
+                       "history": e.history}),
+            ),
+            ServerMsg::Kicked {
+                room,
+                by,
+                reason,
+                banned,
+            } => self.emit(
+                || {
+                    let what = if banned { "banned from" } else { "kicked out of" };
+                    let why = reason
+                        .as_deref()
+                        .map(|r| format!(": {}", safe(r)))
+                        .unwrap_or_default();
+                    format!("* you were {what} {} by {}{why}", safe(&room), safe(&by))
+                },
+                json!({"type": "kicked", "room": room, "by": by, "reason": reason,
+                       "banned": banned}),
+            ),
+            ServerMsg::Modes { room, modes, role } => self.emit(
+                || {
+                    let m = if modes.is_empty() {
+                        "no modes".to_owned()
+                    } else {
+                        format!("modes {}", safe(&modes))
+                    };
+                    format!("* {} has {m}; you are {}", safe(&room), safe(&role))
+                },
+                json!({"type": "modes", "room": room, "modes": modes, "role": role}),
+            ),
+            ServerMsg::Sessions { sessions } => self.emit(
+                || {
+                    let mut s = format!("* {} sessions:", sessions.len());
+                    for x in &sessions {
+                        let nick = if x.nick.is_empty() { "-" } else { &x.nick };
+                        s.push_str(&format!(
+                            "\n  {} {} {} {}",
+                            x.id,
+                            safe(nick),
+                            x.fingerprint,
+                            x.addr
+                        ));
+                    }
+                    s
+                },
+                json!({"type": "sessions", "sessions": sessions.iter().map(|x| json!({
+                    "id": x.id, "nick": x.nick, "fingerprint": x.fingerprint,
+                    "addr": x.addr.to_string()})).collect::<Vec<_>>()}),
+            ),
             // Handled by the session (welcome, ack, error, msg).
             _ => {}
         }
+    }
+
+    /// A room's moderation event as a human line: `[12:00:00] #room: * ann kicked bob (spam)`.
+    fn mod_line(e: &ModEvent) -> String {
+        let h = if e.history { " (history)" } else { "" };
+        let by = safe(&e.by);
+        let target = e.target.as_deref().map(safe).unwrap_or_default();
+        let arg = e.arg.as_deref().map(safe).unwrap_or_default();
+        let why = if arg.is_empty() {
+            String::new()
+        } else {
+            format!(" ({arg})")
+        };
+        let what = match e.action.as_str() {
+            "owner" => format!("{target} owns the room"),
+            "op" => format!("{by} made {target} an operator"),
+            "deop" => format!("{by} took operator from {target}"),
+            "voice" => format!("{by} gave voice to {target}"),
+            "devoice" => format!("{by} took voice from {target}"),
+            "mute" => format!("{by} muted {target}"),
+            "unmute" => format!("{by} unmuted {target}"),
+            "invite" => format!("{by} invited {target}"),
+            "kick" => format!("{by} kicked {target}{why}"),
+            "ban" => format!("{by} banned {target}{why}"),
+            "unban" => format!("{by} lifted the ban on {target}"),
+            "mode" => format!("{by} set mode {arg}"),
+            other => format!("{by} {}: {target}{why}", safe(other)),
+        };
+        format!("[{}] {}: * {what}{h}", hms(e.ts), safe(&e.room))
     }
 }
 

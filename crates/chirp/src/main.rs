@@ -111,7 +111,7 @@ enum Command {
     Id(id::IdArgs),
     /// Run a chat server: rooms, nicks bound to keys, DMs, durable history.
     #[command(after_help = serve::EXAMPLES)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Move a server's SQLite history (chirp.db) into PostgreSQL, for serve --database.
     #[command(after_help = migrate::EXAMPLES)]
     Migrate(migrate::MigrateArgs),
@@ -362,7 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Some(Command::Impair(a)) => runtime.block_on(impair::run(a)),
         Some(Command::Id(a)) => id::run(&a),
-        Some(Command::Serve(a)) => runtime.block_on(serve::run(a)),
+        Some(Command::Serve(a)) => runtime.block_on(serve::run(*a)),
         Some(Command::Migrate(a)) => runtime.block_on(migrate::run(a)),
         Some(Command::Connect(a)) => runtime.block_on(connect::run(a)),
         Some(Command::Ping(a)) => runtime.block_on(ping::run(a)),

@@ -25,8 +25,9 @@ stops it gracefully: clients are told, the database is flushed.
 
 SIGHUP re-reads the config file (kill -HUP PID, or systemctl reload chirp) and applies at once
 what can change live: flood control (burst, per_sec), max_message_size, max_rooms,
-max_sessions_per_ip, retention_count, retention_days, nick_expiry_days, nick_claim_burst and
-nick_claims_per_hour; connected clients are told the new flood control and size. It prints
+max_sessions_per_ip, retention_count, retention_days, nick_expiry_days, nick_claim_burst,
+nick_claims_per_hour, join_burst, joins_per_hour, nick_change_burst, nick_changes_per_hour,
+rooms_per_hour and oper; connected clients are told the new flood control and size. It prints
 what changed. A flag still overrides the file. Other settings (bind, database, cluster, node,
 key_file, data_dir, history_on_join, max_connections, idle_timeout, metrics, qlog) need a
 restart: a change to them is logged and left as it is. A file that cannot be read or is
@@ -47,12 +48,22 @@ Every flag can be set in the config file too (same names, with '_' for '-'), e.g
   nick_expiry_days = 180
   nick_claim_burst = 5
   nick_claims_per_hour = 6
+  rooms_per_hour = 20
+  oper = [\"abcd-efgh-ijkl-mnop-qrst-uvwx\"]
   metrics = \"127.0.0.1:9467\"
 
 A nick belongs to the key that claimed it first, until that key stays away (no connection)
 for nick_expiry_days; then another key may claim it. A key's first nick is rate-limited per
 source address (IPv4, or IPv6 /64): nick_claim_burst at once, then nick_claims_per_hour; an
 IPv6 /56 gets twice that and a /48 four times, shared by all the /64s in it.
+
+Moderation: whoever creates a room owns it and names its operators (/op); operators kick, ban,
+mute, voice, invite and set modes (+i invite only, +m moderated, +t topic locked, +k key).
+Server operators (--oper FINGERPRINT, the fingerprint `chirp id` prints on their machine) ban
+keys and address ranges from the whole server (/ban --server), list sessions (/sessions) and
+disconnect one (/kill); a banned key is refused on connect with a clear error. Rates per key:
+join_burst then joins_per_hour joins, nick_change_burst then nick_changes_per_hour nick
+changes, rooms_per_hour new rooms.
 
 History, nicks and topics live in SQLite (chirp.db in the data directory) unless --database
 names a PostgreSQL database (postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME); its schema is
@@ -68,6 +79,7 @@ Examples:
       --database 'postgres://chirp@db.internal/chirp?sslmode=require&sslrootcert=/etc/chirp/pg-ca.pem' ...
   chirp serve --metrics 127.0.0.1:9467        # Prometheus scrapes http://127.0.0.1:9467/metrics
   chirp serve --config /etc/chirp/server.toml
+  chirp serve --oper abcd-efgh-ijkl-mnop-qrst-uvwx --rooms-per-hour 3
   kill -HUP PID                  # PID of that server: it re-reads /etc/chirp/server.toml
   systemctl reload chirp         # the same under systemd (contrib/systemd/chirp.service)
   RUST_LOG=info chirp serve --log-format json 2>>/var/log/chirp.json
@@ -164,6 +176,26 @@ struct Settings {
     /// New nicks one source address may claim per hour after its burst [default: 6].
     #[arg(long, value_name = "N")]
     nick_claims_per_hour: Option<u32>,
+    /// Rooms one key may join at once with `join` requests [default: 20]...
+    #[arg(long, value_name = "N")]
+    join_burst: Option<u32>,
+    /// ...and per hour after that [default: 120].
+    #[arg(long, value_name = "N")]
+    joins_per_hour: Option<u32>,
+    /// Nick changes one key may make at once [default: 3]...
+    #[arg(long, value_name = "N")]
+    nick_change_burst: Option<u32>,
+    /// ...and per hour after that [default: 30].
+    #[arg(long, value_name = "N")]
+    nick_changes_per_hour: Option<u32>,
+    /// Rooms one key may create per hour [default: 20].
+    #[arg(long, value_name = "N")]
+    rooms_per_hour: Option<u32>,
+    /// A server operator, by key fingerprint (what `chirp id` prints); repeat for several.
+    /// Server operators ban keys and address ranges server-wide, list sessions, disconnect
+    /// one, and count as owner in every room. In the config file: oper = ["abcd-...", ...].
+    #[arg(long, value_name = "FINGERPRINT")]
+    oper: Option<Vec<String>>,
     /// Write a qlog trace of every connection into this directory (created if missing): one
     /// file per connection, <connection id>-server.sqlog, for qvis [default: none].
     #[arg(long, value_name = "DIR")]
@@ -274,6 +306,12 @@ fn resolve(cli: &Settings, path: Option<&Path>) -> anyhow::Result<Settings> {
             nick_expiry_days,
             nick_claim_burst,
             nick_claims_per_hour,
+            join_burst,
+            joins_per_hour,
+            nick_change_burst,
+            nick_changes_per_hour,
+            rooms_per_hour,
+            oper,
             metrics,
             qlog
         );
@@ -337,6 +375,20 @@ fn limits(s: &Settings) -> anyhow::Result<Limits> {
         },
         nick_claim_burst: s.nick_claim_burst.unwrap_or(d.nick_claim_burst),
         nick_claims_per_hour: s.nick_claims_per_hour.unwrap_or(d.nick_claims_per_hour),
+        join_burst: s.join_burst.unwrap_or(d.join_burst),
+        joins_per_hour: s.joins_per_hour.unwrap_or(d.joins_per_hour),
+        nick_change_burst: s.nick_change_burst.unwrap_or(d.nick_change_burst),
+        nick_changes_per_hour: s.nick_changes_per_hour.unwrap_or(d.nick_changes_per_hour),
+        rooms_per_hour: s.rooms_per_hour.unwrap_or(d.rooms_per_hour),
+        opers: s
+            .oper
+            .iter()
+            .flatten()
+            .map(|f| {
+                f.parse::<chirp_keys::Fingerprint>()
+                    .with_context(|| "bad oper (--oper)".to_owned())
+            })
+            .collect::<anyhow::Result<_>>()?,
         max_per_conv: s.retention_count,
         // `check_ranges` keeps it to 36,500 days: the product fits.
         max_age_ms: s
@@ -352,6 +404,19 @@ fn limits(s: &Settings) -> anyhow::Result<Limits> {
             && (1..=3_600_000).contains(&l.nick_claims_per_hour),
         "nick_claim_burst must be 1 to 1000000 and nick_claims_per_hour 1 to 3600000"
     );
+    for (name, v) in [
+        ("join_burst", l.join_burst),
+        ("joins_per_hour", l.joins_per_hour),
+        ("nick_change_burst", l.nick_change_burst),
+        ("nick_changes_per_hour", l.nick_changes_per_hour),
+        ("rooms_per_hour", l.rooms_per_hour),
+    ] {
+        anyhow::ensure!(
+            (1..=3_600_000).contains(&v),
+            "{name} (--{}) must be 1 to 3600000, not {v}",
+            name.replace('_', "-")
+        );
+    }
     Ok(l)
 }
 

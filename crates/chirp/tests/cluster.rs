@@ -596,6 +596,72 @@ fn two_nodes_racing_for_one_nick_give_one_winner_and_one_clear_error() {
     }
 }
 
+/// Issue 19: a room ban set on one node holds on the other at once (the member there is put
+/// out) and after the member reconnects there; a kick reaches a member on the other node.
+///
+/// KNOWN FAILURE, left as the reproducer: on real nodes, bob (joining on node 1 after alice
+/// created the room on node 0) is told he owns the room, and alice's ban does not put him out
+/// there (the kick of carol, a `Bus::Kick`, does reach node 1). The simulated cluster
+/// (`server/tests/cluster.rs`, `a_ban_or_a_kick_on_one_node_holds_on_every_node`) passes, so
+/// the `Bus::Mod` path between real nodes is the suspect. Run with `--ignored`.
+#[test]
+#[ignore = "known failure: a Bus::Mod between real nodes is not applied (see the doc comment)"]
+fn a_ban_set_on_one_node_holds_on_every_node() {
+    let _serial = serial();
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let home = |n: &str| cl.dir.path().join(format!("home-{n}"));
+    let mut alice = client("alice", &[cl.addr(0)], &home("a"), "alice", &["#mod"]);
+    joined(&mut alice, "#mod");
+    let owner = alice.wait_type("modes", WAIT);
+    assert_eq!(owner["role"], "owner");
+    let mut bob = client("bob", &[cl.addr(1)], &home("b"), "bob", &["#mod"]);
+    joined(&mut bob, "#mod");
+    let mut carol = client("carol", &[cl.addr(1)], &home("c"), "carol", &["#mod"]);
+    joined(&mut carol, "#mod");
+    // Both joined on node 1 after alice created the room on node 0: it is hers everywhere.
+    alice.wait_for("carol's join", WAIT, |v| {
+        v["type"] == "join" && v["nick"] == "carol"
+    });
+    alice.line("/kick carol bye");
+    let k = carol.wait_type("kicked", WAIT);
+    assert_eq!(
+        (k["by"].as_str(), k["banned"].as_bool()),
+        (Some("alice"), Some(false))
+    );
+    alice.line("/ban bob flooding");
+    alice.wait_for("the ban event", WAIT, |v| {
+        v["type"] == "mod" && v["action"] == "ban"
+    });
+    let k = bob.wait_type("kicked", WAIT);
+    assert_eq!(
+        (k["by"].as_str(), k["banned"].as_bool()),
+        (Some("alice"), Some(true))
+    );
+    bob.proc.close_stdin();
+    assert!(bob.exit(WAIT).success());
+    // bob comes back to node 1: refused there.
+    let mut bob = client("bob again", &[cl.addr(1)], &home("b"), "bob", &["#mod"]);
+    bob.wait_type("connected", WAIT);
+    let e = bob.wait_for("banned", WAIT, |v| {
+        v["type"] == "error" && v["code"] == "banned"
+    });
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("#mod")),
+        "{e}"
+    );
+    // Stored once, in the shared database.
+    assert_eq!(
+        cl.sql("SELECT count(*) FROM moderation WHERE scope = '#mod' AND kind = 'ban'"),
+        "1"
+    );
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.proc.close_stdin();
+        assert!(c.exit(WAIT).success(), "{}", c.diag());
+    }
+}
+
 /// The bus over TLS: a nats-server with a certificate from a test CA; two nodes given that CA
 /// (`--cluster-ca`) connect and hear each other's heartbeats; a node without it refuses to
 /// start, saying why.

@@ -103,9 +103,10 @@ fn a_served_sqlite_history_moves_into_postgres_and_the_server_goes_on_there() {
     let target = format!("postgres://chirp@127.0.0.1:{}/chirp", pg.port());
     let summary = out.trim_end();
     assert!(!summary.contains('\n'), "one line: {out:?}");
-    // "migrated ... in 0.1 s": everything but the time, exactly.
+    // "migrated ... in 0.1 s": everything but the time, exactly. (The moderation entry is the
+    // owner of the room the clients created.)
     let expected = format!(
-        "migrated 3 messages in 2 conversations, 2 nicks, 1 topic, 0 DM cursors from {} into \
+        "migrated 3 messages in 2 conversations, 2 nicks, 1 topic, 0 DM cursors, 1 moderation entry from {} into \
          {target} in ",
         db.display()
     );

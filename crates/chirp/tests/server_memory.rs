@@ -131,6 +131,7 @@ fn a_hello_repeating_one_room_800_times_costs_the_server_little_memory() {
         let join = |after| JoinReq {
             room: "#big".into(),
             after,
+            key: None,
         };
         let mut filler = Client::connect(srv.addr).await;
         filler.hello("filler", vec![join(None)]).await;

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use chirp_chat::client::{Event, Session, Target};
 use chirp_chat::names::fold;
-use chirp_chat::wire::ServerMsg;
-use chirp_tui::command::{self, Command, Context};
+use chirp_chat::wire::{BanReq, ClientMsg, RoomNick, ServerMsg};
+use chirp_tui::command::{self, Command, Context, ModCommand, Name};
 
 /// How many messages `/history` asks for without a number.
 pub const DEFAULT_HISTORY: u32 = 50;
@@ -180,7 +180,7 @@ impl LineClient {
                 };
                 s.say(now, Target::Nick(nick), text, false);
             }
-            Command::Join { room } => {
+            Command::Join { room, key } => {
                 let room = fold(&room);
                 if self.rooms.contains(&room) {
                     self.current = Some(room.clone());
@@ -192,8 +192,12 @@ impl LineClient {
                 // It becomes current when the server says we joined it, not before: a refused
                 // join leaves the current room as it was.
                 self.joining = Some(room.clone());
-                s.join(room);
+                s.join_with_key(room, key);
             }
+            Command::Mod(m) => match self.moderation(m) {
+                Ok(req) => self.session.moderate(req),
+                Err(reply) => return reply,
+            },
             Command::Part { room, .. } => match room.map(|r| fold(&r)).or(self.current.clone()) {
                 Some(room) => s.part(room),
                 None => return Reply::usage("usage: /part [#room] (you are in no room)"),
@@ -240,6 +244,78 @@ impl LineClient {
             }
         }
         Reply::Nothing
+    }
+
+    /// The request a moderation command makes: in the room it names, or the current one.
+    fn moderation(&self, m: ModCommand) -> Result<ClientMsg, Reply> {
+        let name = m.name;
+        let synopsis = command::spec(name).synopsis();
+        let room = || -> Result<String, Reply> {
+            match m.room.as_deref().map(fold).or(self.current.clone()) {
+                Some(r) => Ok(r),
+                None => Err(Reply::Error {
+                    code: "no_room",
+                    message: format!("you are in no room: name one: {synopsis}"),
+                }),
+            }
+        };
+        let target = m.target.clone().unwrap_or_default();
+        let rn = || {
+            room().map(|room| RoomNick {
+                room,
+                nick: target.clone(),
+            })
+        };
+        Ok(match name {
+            Name::Op => ClientMsg::Op(rn()?),
+            Name::Deop => ClientMsg::Deop(rn()?),
+            Name::Voice => ClientMsg::Voice(rn()?),
+            Name::Devoice => ClientMsg::Devoice(rn()?),
+            Name::Mute => ClientMsg::Mute(rn()?),
+            Name::Unmute => ClientMsg::Unmute(rn()?),
+            Name::Invite => ClientMsg::Invite(rn()?),
+            Name::Kick => ClientMsg::Kick {
+                room: room()?,
+                nick: target,
+                reason: m.text,
+            },
+            Name::Ban | Name::Unban => {
+                let room = if m.room.as_deref() == Some("*") {
+                    None
+                } else {
+                    Some(room()?)
+                };
+                // A lone range bans the range only.
+                let (target, net) = if m.net.is_none() && command::is_address_range(&target) {
+                    (None, Some(target))
+                } else {
+                    (Some(target), m.net)
+                };
+                let b = BanReq {
+                    room,
+                    target,
+                    net,
+                    reason: m.text,
+                };
+                if name == Name::Ban {
+                    ClientMsg::Ban(b)
+                } else {
+                    ClientMsg::Unban(b)
+                }
+            }
+            Name::Mode => ClientMsg::Mode {
+                room: room()?,
+                change: target,
+                key: m.text,
+            },
+            Name::Sessions => ClientMsg::Sessions,
+            Name::Kill => ClientMsg::Kill {
+                // The parser took a number.
+                session: target.parse().unwrap_or(0),
+                reason: m.text,
+            },
+            _ => return Err(Reply::usage(format!("usage: {synopsis}"))),
+        })
     }
 
     /// Takes note of a session event (before it is printed). Returns what to tell the user
@@ -436,5 +512,76 @@ mod tests {
         // Nothing goes out before a connection exists.
         let io: Vec<Io> = std::iter::from_fn(|| lc.session().poll_io(now)).collect();
         assert!(io.iter().all(|i| !matches!(i, Io::Send { .. })));
+    }
+
+    /// Issue 19: moderation commands become requests, in the current room or the one named;
+    /// `*` bans from the server; a lone address range is a range ban.
+    #[test]
+    fn moderation_commands_become_requests() {
+        let (mut lc, now) = client(&["#r"]);
+        assert!(matches!(
+            lc.input(now, "/kick bob"),
+            Reply::Error {
+                code: "no_room",
+                ..
+            }
+        ));
+        lc.on_event(now, &joined("#r"));
+        let req = |lc: &LineClient, line: &str| match command::parse(line, Context::ChatLine) {
+            Ok(Command::Mod(m)) => lc.moderation(m),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(
+            req(&lc, "/kick bob spam"),
+            Ok(ClientMsg::Kick {
+                room: "#r".into(),
+                nick: "bob".into(),
+                reason: Some("spam".into()),
+            })
+        );
+        assert_eq!(
+            req(&lc, "/op #Other bob"),
+            Ok(ClientMsg::Op(RoomNick {
+                room: "#other".into(),
+                nick: "bob".into(),
+            }))
+        );
+        assert_eq!(
+            req(&lc, "/ban * bob abuse"),
+            Ok(ClientMsg::Ban(BanReq {
+                room: None,
+                target: Some("bob".into()),
+                net: None,
+                reason: Some("abuse".into()),
+            }))
+        );
+        assert_eq!(
+            req(&lc, "/unban 203.0.113.0/24"),
+            Ok(ClientMsg::Unban(BanReq {
+                room: Some("#r".into()),
+                target: None,
+                net: Some("203.0.113.0/24".into()),
+                reason: None,
+            }))
+        );
+        assert_eq!(
+            req(&lc, "/mode +k pw"),
+            Ok(ClientMsg::Mode {
+                room: "#r".into(),
+                change: "+k".into(),
+                key: Some("pw".into()),
+            })
+        );
+        assert_eq!(
+            req(&lc, "/kill 7"),
+            Ok(ClientMsg::Kill {
+                session: 7,
+                reason: None,
+            })
+        );
+        assert_eq!(req(&lc, "/sessions"), Ok(ClientMsg::Sessions));
+        let before = lc.session().backlog();
+        assert_eq!(lc.input(now, "/mute bob"), Reply::Nothing);
+        assert_eq!(lc.session().backlog(), before + 1);
     }
 }

@@ -103,7 +103,8 @@ pub struct NewMessage {
     pub to_key: Option<[u8; 32]>,
     /// DM recipient's nick when sent.
     pub to_nick: Option<String>,
-    /// 0: plain message; 1: `/me` action.
+    /// 0: plain message; 1: `/me` action; 2: a moderation event (`text` describes it, as the
+    /// chat server encodes it).
     pub kind: u8,
     /// The text.
     pub text: String,
@@ -148,7 +149,7 @@ pub struct Record {
     pub to_key: Option<[u8; 32]>,
     /// DM recipient's nick when sent.
     pub to_nick: Option<String>,
-    /// 0: plain message; 1: `/me` action.
+    /// 0: plain message; 1: `/me` action; 2: a moderation event.
     pub kind: u8,
     /// The text.
     pub text: String,
@@ -203,6 +204,17 @@ pub enum Op {
         /// When (ms since the epoch).
         ts_ms: i64,
     },
+    /// Sets one moderation entry (replacing the one with the same scope, kind and subject).
+    SetMod(ModEntry),
+    /// Removes one moderation entry (nothing happens if there is none).
+    ClearMod {
+        /// As in [`ModEntry::scope`].
+        scope: String,
+        /// As in [`ModEntry::kind`].
+        kind: String,
+        /// As in [`ModEntry::subject`].
+        subject: String,
+    },
     /// Everything up to `upto` in DM conversation `conv` has been handed to `key`.
     DmCursor {
         /// The recipient.
@@ -212,6 +224,24 @@ pub enum Op {
         /// Highest id handed over.
         upto: u64,
     },
+}
+
+/// One moderation setting: a room role, ban, mute, invitation or mode, or a server-wide ban.
+/// The store keeps one per `(scope, kind, subject)`; their meaning is the chat server's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModEntry {
+    /// A room (`#room`), or `""` for the whole server.
+    pub scope: String,
+    /// What it is (`owner`, `op`, `ban`, `mode`, ...).
+    pub kind: String,
+    /// What it applies to (a key in hex, an address range, a mode letter).
+    pub subject: String,
+    /// Its value, if the kind has one (a room's `+k` key, a ban's reason).
+    pub value: String,
+    /// The nick that set it.
+    pub by: String,
+    /// When (ms since the epoch).
+    pub ts_ms: i64,
 }
 
 /// What one [`Op`] of a committed batch did (one per op, in order).
@@ -295,6 +325,8 @@ pub struct Loaded {
     pub last_ids: Vec<(String, u64)>,
     /// The newest messages of each conversation (at most `recent` each), oldest first.
     pub recent: Vec<Record>,
+    /// Every moderation entry.
+    pub moderation: Vec<ModEntry>,
 }
 
 /// A boxed store answer. Every request is queued (or started) when the method is called, not

@@ -3,8 +3,8 @@
 //! [`sqlite_to_postgres`] copies every table of a database that [`Sqlite`](crate::Sqlite)
 //! wrote into one that [`Postgres`] then serves: messages with their ids, each conversation's
 //! id high-water mark (`convs.last_id`: ids go on where they stopped, above those retention
-//! deleted), nicks with their owners' keys and last-seen times, topics, and DM delivery
-//! cursors.
+//! deleted), nicks with their owners' keys and last-seen times, topics, DM delivery
+//! cursors, and moderation entries (room roles, bans, modes; server-wide bans).
 //!
 //! - The SQLite file is opened read-only and read in one read transaction: a consistent
 //!   snapshot, even of a running server's database (WAL lets it read while the server
@@ -58,38 +58,54 @@ pub struct Report {
     pub topics: u64,
     /// DM delivery cursors (how far each recipient has been handed each DM conversation).
     pub dm_cursors: u64,
+    /// Moderation entries (room roles, bans, mutes, invitations, modes; server-wide bans).
+    pub moderation: u64,
 }
 
 impl Report {
     /// Rows copied, all tables together.
     pub fn rows(&self) -> u64 {
-        self.messages + self.conversations + self.nicks + self.topics + self.dm_cursors
+        self.messages
+            + self.conversations
+            + self.nicks
+            + self.topics
+            + self.dm_cursors
+            + self.moderation
     }
 
     fn from_tables(rows: [u64; TABLES.len()]) -> Report {
-        let [conversations, nicks, topics, dm_cursors, messages] = rows;
+        let [
+            conversations,
+            nicks,
+            topics,
+            dm_cursors,
+            moderation,
+            messages,
+        ] = rows;
         Report {
             messages,
             conversations,
             nicks,
             topics,
             dm_cursors,
+            moderation,
         }
     }
 }
 
 impl fmt::Display for Report {
-    /// `12 messages in 3 conversations, 2 nicks, 1 topic, 1 DM cursor`.
+    /// `12 messages in 3 conversations, 2 nicks, 1 topic, 1 DM cursor, 0 moderation entries`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         write!(
             f,
-            "{} in {}, {}, {}, {}",
+            "{} in {}, {}, {}, {}, {}",
             n(self.messages, "message", "messages"),
             n(self.conversations, "conversation", "conversations"),
             n(self.nicks, "nick", "nicks"),
             n(self.topics, "topic", "topics"),
             n(self.dm_cursors, "DM cursor", "DM cursors"),
+            n(self.moderation, "moderation entry", "moderation entries"),
         )
     }
 }
@@ -98,7 +114,8 @@ impl fmt::Display for Report {
 /// then after every batch written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    /// The table being copied: `convs`, `nicks`, `topics`, `dm_cursors`, then `messages`
+    /// The table being copied: `convs`, `nicks`, `topics`, `dm_cursors`, `moderation`, then
+    /// `messages`
     /// (nearly all of the rows).
     pub table: &'static str,
     /// Rows written so far, all tables together.
@@ -169,7 +186,7 @@ struct Table {
 
 /// Every table of the schema (`SQLITE_MIGRATIONS`, `POSTGRES_MIGRATIONS`), the small ones first
 /// and `messages`, nearly all of the rows, last.
-const TABLES: [Table; 5] = [
+const TABLES: [Table; 6] = [
     Table {
         name: "convs",
         columns: &[("conv", Col::Text), ("last_id", Col::Int8)],
@@ -203,6 +220,18 @@ const TABLES: [Table; 5] = [
             ("upto", Col::Int8),
         ],
         key: "key, conv",
+    },
+    Table {
+        name: "moderation",
+        columns: &[
+            ("scope", Col::Text),
+            ("kind", Col::Text),
+            ("subject", Col::Text),
+            ("value", Col::Text),
+            ("set_by", Col::Text),
+            ("ts", Col::Int8),
+        ],
+        key: "scope, kind, subject",
     },
     Table {
         name: "messages",
@@ -321,8 +350,14 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         ));
     }
     let send = |item| out.blocking_send(Ok(item)).map_err(|_| StoreError::Stopped);
+    // A table a newer schema added (`moderation`, schema 4) is empty in an older file: the
+    // file is only read, never upgraded.
+    let present = |table: &Table| table.name != "moderation" || version >= 4;
     let mut totals = [0; TABLES.len()];
     for (total, table) in totals.iter_mut().zip(&TABLES) {
+        if !present(table) {
+            continue;
+        }
         let n: i64 = tx
             .query_row(&format!("SELECT count(*) FROM {}", table.name), [], |r| {
                 r.get(0)
@@ -337,6 +372,9 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     for (t, table) in TABLES.iter().enumerate() {
+        if !present(table) {
+            continue;
+        }
         let width = table.columns.len();
         let select: Vec<String> = table
             .columns

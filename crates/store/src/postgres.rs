@@ -37,13 +37,14 @@ use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig, StoreError,
-    StoreFuture, WriterStats,
+    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig,
+    StoreError, StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`. Text keys use the "C"
 /// collation: conversation names are compared and paged by their bytes, as in SQLite.
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE messages (
         conv TEXT COLLATE \"C\" NOT NULL,
         id BIGINT NOT NULL,
         ts BIGINT NOT NULL,
@@ -70,7 +71,14 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE messages (
     CREATE TABLE topics (room TEXT COLLATE \"C\" PRIMARY KEY, topic TEXT NOT NULL,
         set_by TEXT NOT NULL, ts BIGINT NOT NULL);
     CREATE TABLE dm_cursors (key BYTEA NOT NULL, conv TEXT COLLATE \"C\" NOT NULL,
-        upto BIGINT NOT NULL, PRIMARY KEY (key, conv));"];
+        upto BIGINT NOT NULL, PRIMARY KEY (key, conv));",
+    // 2: moderation: room roles, bans, mutes, invitations and modes; server-wide bans
+    // (scope '').
+    "CREATE TABLE moderation (scope TEXT COLLATE \"C\" NOT NULL,
+        kind TEXT COLLATE \"C\" NOT NULL, subject TEXT COLLATE \"C\" NOT NULL,
+        value TEXT NOT NULL, set_by TEXT NOT NULL, ts BIGINT NOT NULL,
+        PRIMARY KEY (scope, kind, subject));",
+];
 
 /// Serialises schema migrations of nodes starting at once (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x6368_6972_7000; // "chirp"
@@ -631,6 +639,37 @@ impl Writer {
                     .await
                     .map_err(&err)?;
                 }
+                Op::SetMod(ModEntry {
+                    scope,
+                    kind,
+                    subject,
+                    value,
+                    by,
+                    ts_ms,
+                }) => {
+                    tx.execute(
+                        "INSERT INTO moderation (scope, kind, subject, value, set_by, ts)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (scope, kind, subject) DO UPDATE
+                             SET value = excluded.value, set_by = excluded.set_by,
+                                 ts = excluded.ts",
+                        &[scope, kind, subject, value, by, ts_ms],
+                    )
+                    .await
+                    .map_err(&err)?;
+                }
+                Op::ClearMod {
+                    scope,
+                    kind,
+                    subject,
+                } => {
+                    tx.execute(
+                        "DELETE FROM moderation WHERE scope = $1 AND kind = $2 AND subject = $3",
+                        &[scope, kind, subject],
+                    )
+                    .await
+                    .map_err(&err)?;
+                }
                 Op::DmCursor { key, conv, upto } => {
                     tx.execute(
                         "INSERT INTO dm_cursors (key, conv, upto) VALUES ($1, $2, $3)
@@ -698,6 +737,23 @@ async fn load(c: deadpool_postgres::Object, recent: usize) -> Result<Loaded, Str
     {
         out.topics
             .push((row.get(0), row.get(1), row.get(2), row.get(3)));
+    }
+    for row in c
+        .query(
+            "SELECT scope, kind, subject, value, set_by, ts FROM moderation",
+            &[],
+        )
+        .await
+        .map_err(msg)?
+    {
+        out.moderation.push(ModEntry {
+            scope: row.get(0),
+            kind: row.get(1),
+            subject: row.get(2),
+            value: row.get(3),
+            by: row.get(4),
+            ts_ms: row.get(5),
+        });
     }
     for row in c
         .query("SELECT conv, last_id FROM convs", &[])

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig, StoreError,
-    StoreFuture, WriterStats,
+    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig,
+    StoreError, StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[&str] = &[
     // database (a resend may reach a server that never saw the original).
     "CREATE INDEX messages_ref ON messages (from_key, client_id, client_seq)
         WHERE client_id IS NOT NULL;",
+    // 4: moderation: room roles, bans, mutes, invitations and modes; server-wide bans
+    // (scope '').
+    "CREATE TABLE moderation (scope TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+        value TEXT NOT NULL, set_by TEXT NOT NULL, ts INTEGER NOT NULL,
+        PRIMARY KEY (scope, kind, subject)) WITHOUT ROWID;",
 ];
 
 pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -534,6 +539,35 @@ impl Writer {
                         .map_err(&err)?;
                         Outcome::Done
                     }
+                    Op::SetMod(ModEntry {
+                        scope,
+                        kind,
+                        subject,
+                        value,
+                        by,
+                        ts_ms,
+                    }) => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO moderation
+                             (scope, kind, subject, value, set_by, ts)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![scope, kind, subject, value, by, ts_ms],
+                        )
+                        .map_err(&err)?;
+                        Outcome::Done
+                    }
+                    Op::ClearMod {
+                        scope,
+                        kind,
+                        subject,
+                    } => {
+                        tx.execute(
+                            "DELETE FROM moderation WHERE scope = ?1 AND kind = ?2 AND subject = ?3",
+                            params![scope, kind, subject],
+                        )
+                        .map_err(&err)?;
+                        Outcome::Done
+                    }
                     Op::DmCursor { key, conv, upto } => {
                         tx.execute(
                             "INSERT INTO dm_cursors (key, conv, upto) VALUES (?1, ?2, ?3)
@@ -661,6 +695,23 @@ impl Reader {
             .map_err(&err)?;
         out.topics = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)?;
+        let mut st = c
+            .prepare("SELECT scope, kind, subject, value, set_by, ts FROM moderation")
+            .map_err(&err)?;
+        out.moderation = st
+            .query_map([], |r| {
+                Ok(ModEntry {
+                    scope: r.get(0)?,
+                    kind: r.get(1)?,
+                    subject: r.get(2)?,
+                    value: r.get(3)?,
+                    by: r.get(4)?,
+                    ts_ms: r.get(5)?,
+                })
+            })
             .map_err(&err)?
             .collect::<Result<_, _>>()
             .map_err(&err)?;

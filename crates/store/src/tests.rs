@@ -341,6 +341,58 @@ mod cases {
         s.close().await.expect("close");
     }
 
+    pub(super) async fn moderation_entries_are_set_replaced_cleared_and_loaded(env: &Env) {
+        let s = env.open().await;
+        let entry =
+            |scope: &str, kind: &str, subject: &str, value: &str, ts_ms: i64| crate::ModEntry {
+                scope: scope.into(),
+                kind: kind.into(),
+                subject: subject.into(),
+                value: value.into(),
+                by: "Al".into(),
+                ts_ms,
+            };
+        let out = write(
+            &*s,
+            vec![
+                Op::SetMod(entry("#a", "owner", "0101", "", 1)),
+                Op::SetMod(entry("#a", "mode", "k", "old key", 2)),
+                Op::SetMod(entry("#a", "mode", "k", "new key", 3)),
+                Op::SetMod(entry("#a", "ban", "net:203.0.113.0/24", "flood", 4)),
+                Op::SetMod(entry("", "ban", "fp:abcd", "abuse", 5)),
+                Op::SetMod(entry("#b", "op", "0202", "", 6)),
+                Op::ClearMod {
+                    scope: "#b".into(),
+                    kind: "op".into(),
+                    subject: "0202".into(),
+                },
+                // Clearing what is not there changes nothing.
+                Op::ClearMod {
+                    scope: "#c".into(),
+                    kind: "op".into(),
+                    subject: "0303".into(),
+                },
+            ],
+        )
+        .await;
+        assert_eq!(out, vec![Outcome::Done; 8]);
+        // Kept across a reopen: one entry per (scope, kind, subject), the last one set.
+        s.close().await.expect("close");
+        let s = env.open().await;
+        let mut got = s.load(0).await.expect("load").moderation;
+        got.sort_by(|x, y| (&x.scope, &x.kind, &x.subject).cmp(&(&y.scope, &y.kind, &y.subject)));
+        assert_eq!(
+            got,
+            vec![
+                entry("", "ban", "fp:abcd", "abuse", 5),
+                entry("#a", "ban", "net:203.0.113.0/24", "flood", 4),
+                entry("#a", "mode", "k", "new key", 3),
+                entry("#a", "owner", "0101", "", 1),
+            ]
+        );
+        s.close().await.expect("close");
+    }
+
     pub(super) async fn undelivered_lists_conversations_not_messages_in_pages(env: &Env) {
         let s = env.open().await;
         let ops = vec![
@@ -563,6 +615,7 @@ suite!(
     retention_by_count_and_age_keeps_ids_increasing,
     a_new_retention_holds_for_the_next_prune,
     nicks_topics_and_dm_cursors_round_trip,
+    moderation_entries_are_set_replaced_cleared_and_loaded,
     undelivered_lists_conversations_not_messages_in_pages,
     nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten,
     a_nick_another_key_holds_is_not_taken,

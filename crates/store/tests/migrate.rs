@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chirp_store::migrate::{self, Progress, Report};
 use chirp_store::{
-    NewMessage, Op, Outcome, Postgres, Retention, SQLITE_MIGRATIONS, Sqlite, Storage, StoreConfig,
-    StoreError,
+    ModEntry, NewMessage, Op, Outcome, Postgres, Retention, SQLITE_MIGRATIONS, Sqlite, Storage,
+    StoreConfig, StoreError,
 };
 
 const ALICE: [u8; 32] = [1; 32];
@@ -134,6 +134,14 @@ async fn sqlite_history(path: &Path) -> Sqlite {
             by: "Alice".into(),
             ts_ms: NOW + 3,
         },
+        Op::SetMod(ModEntry {
+            scope: "#a".into(),
+            kind: "ban".into(),
+            subject: "0303".into(),
+            value: "spam".into(),
+            by: "Alice".into(),
+            ts_ms: NOW + 4,
+        }),
         Op::DmCursor {
             key: BOB,
             conv: DM.into(),
@@ -156,6 +164,8 @@ async fn same_reads(a: &dyn Storage, b: &dyn Storage) {
         l.seen.sort();
         l.topics.sort();
         l.last_ids.sort();
+        l.moderation
+            .sort_by(|x, y| (&x.scope, &x.kind, &x.subject).cmp(&(&y.scope, &y.kind, &y.subject)));
         l.recent
             .sort_by(|x, y| (&x.conv, x.id).cmp(&(&y.conv, y.id)));
     }
@@ -240,11 +250,12 @@ async fn a_sqlite_history_moves_into_postgres_and_reads_the_same() {
             nicks: 2,
             topics: 1,
             dm_cursors: 1,
+            moderation: 1,
         }
     );
     assert_eq!(
         report.to_string(),
-        "10 messages in 4 conversations, 2 nicks, 1 topic, 1 DM cursor"
+        "10 messages in 4 conversations, 2 nicks, 1 topic, 1 DM cursor, 1 moderation entry"
     );
     // Progress: from 0 to every row, never backwards, messages last.
     let total = report.rows();

@@ -1176,7 +1176,11 @@ impl App {
         };
         match parsed {
             Command::Text(text) => return self.say(text, false, out),
-            Command::Join { room } => out.push(UiCommand::Join {
+            Command::Join { key: Some(_), .. } => {
+                self.error("a room key works in line mode only for now: chirp connect --line");
+                return false;
+            }
+            Command::Join { room, key: None } => out.push(UiCommand::Join {
                 room: room_arg(room),
             }),
             Command::Part { room, reason } => {
@@ -1254,6 +1258,13 @@ impl App {
                 self.config.bell = on.unwrap_or(!self.config.bell);
                 let state = if self.config.bell { "on" } else { "off" };
                 self.info(format!("bell on highlights: {state}"));
+            }
+            // Line mode only for now: the parser refuses them here.
+            Command::Mod(_) => {
+                self.error(
+                    "moderation commands work in line mode only for now: chirp connect --line",
+                );
+                return false;
             }
             Command::Accept { id: Some(id) } => {
                 self.file_offers.retain(|&o| o != id);

@@ -133,6 +133,32 @@ pub enum Name {
     Send,
     /// `/decline`
     Decline,
+    /// `/op`
+    Op,
+    /// `/deop`
+    Deop,
+    /// `/voice`
+    Voice,
+    /// `/devoice`
+    Devoice,
+    /// `/mute`
+    Mute,
+    /// `/unmute`
+    Unmute,
+    /// `/invite`
+    Invite,
+    /// `/kick`
+    Kick,
+    /// `/ban`
+    Ban,
+    /// `/unban`
+    Unban,
+    /// `/mode`
+    Mode,
+    /// `/sessions`
+    Sessions,
+    /// `/kill`
+    Kill,
     /// `/help`
     Help,
     /// `/quit`
@@ -183,8 +209,8 @@ pub const COMMANDS: &[Spec] = &[
         name: Name::Join,
         word: "/join",
         aliases: &["/j"],
-        usage: "#ROOM",
-        help: "join a room (or make it the current one)",
+        usage: "#ROOM [KEY]",
+        help: "join a room (or make it the current one); KEY for a room with one (+k)",
         contexts: CHAT,
     },
     Spec {
@@ -357,6 +383,110 @@ pub const COMMANDS: &[Spec] = &[
         contexts: PEER_UI | PEER_LINE,
     },
     Spec {
+        name: Name::Op,
+        word: "/op",
+        aliases: &[],
+        usage: "[#ROOM] NICK",
+        help: "room owner: make NICK an operator of the room",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Deop,
+        word: "/deop",
+        aliases: &[],
+        usage: "[#ROOM] NICK",
+        help: "room owner: NICK is an operator no more",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Voice,
+        word: "/voice",
+        aliases: &[],
+        usage: "[#ROOM] NICK",
+        help: "operator: NICK may speak while the room is moderated (+m)",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Devoice,
+        word: "/devoice",
+        aliases: &[],
+        usage: "[#ROOM] NICK",
+        help: "operator: take NICK's voice back",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Mute,
+        word: "/mute",
+        aliases: &["/quiet"],
+        usage: "[#ROOM] NICK",
+        help: "operator: NICK may read the room but not speak",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Unmute,
+        word: "/unmute",
+        aliases: &[],
+        usage: "[#ROOM] NICK",
+        help: "operator: NICK may speak again",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Invite,
+        word: "/invite",
+        aliases: &[],
+        usage: "[#ROOM] NICK",
+        help: "operator: NICK may join while the room is invite-only (+i)",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Kick,
+        word: "/kick",
+        aliases: &[],
+        usage: "[#ROOM] NICK [REASON]",
+        help: "operator: put NICK out of the room",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Ban,
+        word: "/ban",
+        aliases: &[],
+        usage: "[#ROOM|*] NICK|KEY|RANGE [RANGE] [REASON]",
+        help: "operator: ban a nick's key, a key (hex or fingerprint) and/or an address range; * bans from the server (server operators)",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Unban,
+        word: "/unban",
+        aliases: &[],
+        usage: "[#ROOM|*] NICK|KEY|RANGE [RANGE]",
+        help: "operator: lift a ban",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Mode,
+        word: "/mode",
+        aliases: &[],
+        usage: "[#ROOM] +i|-i|+m|-m|+t|-t|+k KEY|-k",
+        help: "operator: invite only (i), moderated (m), topic locked (t), key (k)",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Sessions,
+        word: "/sessions",
+        aliases: &[],
+        usage: "",
+        help: "server operator: list the sessions on the server",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Kill,
+        word: "/kill",
+        aliases: &[],
+        usage: "SESSION [REASON]",
+        help: "server operator: disconnect a session (an id /sessions lists)",
+        contexts: CHAT_LINE,
+    },
+    Spec {
         name: Name::Help,
         word: "/help",
         aliases: &["/?"],
@@ -401,11 +531,13 @@ pub enum Command {
     /// with `//` without its first slash. May be empty or blank (callers decide whether to
     /// send that) and may hold newlines (a multi-line paste).
     Text(String),
-    /// `/join #ROOM`: the room as typed, trimmed (the server judges the name; the UI adds a
-    /// missing `#`).
+    /// `/join #ROOM [KEY]`: the room as typed, trimmed (the server judges the name; the UI
+    /// adds a missing `#`).
     Join {
         /// The room.
         room: String,
+        /// The room's key (`+k`), if given.
+        key: Option<String>,
     },
     /// `/part [#ROOM] [REASON]`: the first word is the room if it starts with `#`, else
     /// everything is the reason and the room is the current one.
@@ -498,6 +630,9 @@ pub enum Command {
         /// The offer's number; `None`: the oldest waiting.
         id: Option<u64>,
     },
+    /// A moderation command: `/op`, `/deop`, `/voice`, `/devoice`, `/mute`, `/unmute`,
+    /// `/invite`, `/kick`, `/ban`, `/unban`, `/mode`, `/sessions`, `/kill`.
+    Mod(ModCommand),
     /// `/help`.
     Help,
     /// `/quit [REASON]`.
@@ -534,10 +669,38 @@ impl Command {
             Command::Refuse => Name::Refuse,
             Command::Send { .. } => Name::Send,
             Command::Decline { .. } => Name::Decline,
+            Command::Mod(m) => m.name,
             Command::Help => Name::Help,
             Command::Quit { .. } => Name::Quit,
         })
     }
+}
+
+/// The arguments of a moderation command ([`Command::Mod`]), as typed; the server judges
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModCommand {
+    /// Which command.
+    pub name: Name,
+    /// The room named (`None`: the current one); `*` for `/ban` and `/unban`: the whole
+    /// server.
+    pub room: Option<String>,
+    /// The nick (or key, or range for `/ban`), the mode change (`+i`) of `/mode`, the session
+    /// id of `/kill`; `None` for `/sessions`.
+    pub target: Option<String>,
+    /// `/ban`, `/unban`: an address range after the target.
+    pub net: Option<String>,
+    /// The reason (`/kick`, `/ban`, `/kill`) or the key of `/mode +k`.
+    pub text: Option<String>,
+}
+
+/// Whether `word` is an address or an address range (`203.0.113.0/24`, `2001:db8::/48`).
+pub fn is_address_range(word: &str) -> bool {
+    let (addr, prefix) = match word.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (word, None),
+    };
+    addr.parse::<std::net::IpAddr>().is_ok() && prefix.is_none_or(|p| p.parse::<u8>().is_ok())
 }
 
 /// Why a `/line` is not a command to run. Its `Display` is the message for the user. The line
@@ -688,7 +851,8 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
     Ok(match name {
         Name::Join if args.is_empty() => return usage,
         Name::Join => Command::Join {
-            room: args.to_owned(),
+            room: first.to_owned(),
+            key: opt(after),
         },
         Name::Part if first.starts_with('#') => Command::Part {
             room: Some(first.to_owned()),
@@ -776,9 +940,116 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
         Name::Send => Command::Send {
             path: args.to_owned(),
         },
+        Name::Op
+        | Name::Deop
+        | Name::Voice
+        | Name::Devoice
+        | Name::Mute
+        | Name::Unmute
+        | Name::Invite
+        | Name::Kick
+        | Name::Ban
+        | Name::Unban
+        | Name::Mode
+        | Name::Sessions
+        | Name::Kill => return parse_mod(name, args),
         Name::Help => Command::Help,
         Name::Quit => Command::Quit { reason: opt(args) },
     })
+}
+
+/// The arguments of a moderation command: `[#ROOM] TARGET [...]`.
+fn parse_mod(name: Name, args: &str) -> Result<Command, CommandError> {
+    let usage = Err(CommandError::Usage { name });
+    let mut words = args.split_whitespace().peekable();
+    let rest_after = |n: usize| -> Option<String> {
+        // Everything after the first `n` words, as typed (reasons keep their spacing).
+        let mut s = args;
+        for _ in 0..n {
+            s = s.trim_start();
+            s = s.find(char::is_whitespace).map_or("", |i| &s[i..]);
+        }
+        Some(s.trim().to_owned()).filter(|t| !t.is_empty())
+    };
+    let mut used = 0;
+    let room_ok = matches!(name, Name::Ban | Name::Unban);
+    let room = match words.peek() {
+        Some(w) if w.starts_with('#') || (room_ok && *w == "*") => {
+            used += 1;
+            words.next().map(str::to_owned)
+        }
+        _ => None,
+    };
+    let mut m = ModCommand {
+        name,
+        room,
+        target: None,
+        net: None,
+        text: None,
+    };
+    match name {
+        Name::Sessions => {}
+        Name::Kill => {
+            let Some(id) = words.next() else { return usage };
+            if m.room.is_some() || id.parse::<u64>().is_err() {
+                return Err(CommandError::Invalid {
+                    name,
+                    problem: "takes a session id (a number /sessions lists)",
+                });
+            }
+            m.target = Some(id.to_owned());
+            m.text = rest_after(used + 1);
+        }
+        Name::Mode => {
+            let Some(change) = words.next() else {
+                return usage;
+            };
+            let ok = matches!(
+                change,
+                "+i" | "-i" | "+m" | "-m" | "+t" | "-t" | "+k" | "-k"
+            );
+            if !ok {
+                return Err(CommandError::Invalid {
+                    name,
+                    problem: "takes one of +i -i +m -m +t -t +k KEY -k",
+                });
+            }
+            m.target = Some(change.to_owned());
+            m.text = words.next().map(str::to_owned);
+            if change == "+k" && m.text.is_none() {
+                return Err(CommandError::Invalid {
+                    name,
+                    problem: "+k needs the key",
+                });
+            }
+        }
+        Name::Ban | Name::Unban => {
+            let Some(target) = words.next() else {
+                return usage;
+            };
+            used += 1;
+            m.target = Some(target.to_owned());
+            if let Some(w) = words.peek().filter(|w| is_address_range(w)) {
+                m.net = Some((*w).to_owned());
+                used += 1;
+            }
+            m.text = rest_after(used);
+        }
+        Name::Kick => {
+            let Some(target) = words.next() else {
+                return usage;
+            };
+            m.target = Some(target.to_owned());
+            m.text = rest_after(used + 1);
+        }
+        _ => {
+            let Some(target) = words.next() else {
+                return usage;
+            };
+            m.target = Some(target.to_owned());
+        }
+    }
+    Ok(Command::Mod(m))
 }
 
 /// The help text of `context`: every command available there (with its aliases) and nothing
@@ -848,6 +1119,8 @@ mod tests {
         match name {
             Name::History | Name::Accept | Name::Decline => "5",
             Name::Bell => "on",
+            Name::Mode => "+m",
+            Name::Kill => "7 bye",
             _ => "bob hi there",
         }
     }
@@ -870,6 +1143,19 @@ mod tests {
             Name::Search,
             Name::Clear,
             Name::Members,
+            Name::Op,
+            Name::Deop,
+            Name::Voice,
+            Name::Devoice,
+            Name::Mute,
+            Name::Unmute,
+            Name::Invite,
+            Name::Kick,
+            Name::Ban,
+            Name::Unban,
+            Name::Mode,
+            Name::Sessions,
+            Name::Kill,
             Name::Stats,
             Name::Retry,
             Name::Bell,
@@ -983,20 +1269,23 @@ mod tests {
         assert_eq!(
             chat("/join #rust"),
             Ok(Command::Join {
-                room: "#rust".into()
+                room: "#rust".into(),
+                key: None,
             })
         );
         assert_eq!(
             chat("/j  rust "),
             Ok(Command::Join {
-                room: "rust".into()
+                room: "rust".into(),
+                key: None,
             })
         );
-        // The server judges names: a space is its to refuse, not ours to cut.
+        // A second word is the room's key (+k), as in IRC; room names have no spaces.
         assert_eq!(
             chat("/join #a b"),
             Ok(Command::Join {
-                room: "#a b".into()
+                room: "#a".into(),
+                key: Some("b".into()),
             })
         );
         assert_eq!(
@@ -1118,8 +1407,8 @@ mod tests {
     #[test]
     fn usage_errors() {
         for (line, want) in [
-            ("/join", "usage: /join #ROOM"),
-            ("/j   ", "usage: /join #ROOM"),
+            ("/join", "usage: /join #ROOM [KEY]"),
+            ("/j   ", "usage: /join #ROOM [KEY]"),
             ("/msg", "usage: /msg NICK TEXT"),
             ("/msg bob", "usage: /msg NICK TEXT"),
             ("/msg bob   ", "usage: /msg NICK TEXT"),
@@ -1137,6 +1426,119 @@ mod tests {
             assert_eq!(err.to_string(), want, "{line}");
             assert_eq!(err.code(), "usage");
         }
+    }
+
+    /// Issue 19: the moderation commands, in line mode (the UI refuses them for now).
+    #[test]
+    fn moderation_commands() {
+        let line = |l: &str| parse(l, Context::ChatLine);
+        let m = |name,
+                 room: Option<&str>,
+                 target: Option<&str>,
+                 net: Option<&str>,
+                 text: Option<&str>| {
+            Ok(Command::Mod(ModCommand {
+                name,
+                room: room.map(str::to_owned),
+                target: target.map(str::to_owned),
+                net: net.map(str::to_owned),
+                text: text.map(str::to_owned),
+            }))
+        };
+        assert_eq!(line("/op bob"), m(Name::Op, None, Some("bob"), None, None));
+        assert_eq!(
+            line("/deop #r bob"),
+            m(Name::Deop, Some("#r"), Some("bob"), None, None)
+        );
+        assert_eq!(
+            line("/quiet bob"),
+            m(Name::Mute, None, Some("bob"), None, None)
+        );
+        assert_eq!(
+            line("/kick #r bob  you know   why"),
+            m(
+                Name::Kick,
+                Some("#r"),
+                Some("bob"),
+                None,
+                Some("you know   why")
+            )
+        );
+        assert_eq!(
+            line("/kick bob"),
+            m(Name::Kick, None, Some("bob"), None, None)
+        );
+        // A ban: a target, then an address range if the next word is one, then the reason.
+        assert_eq!(
+            line("/ban bob 203.0.113.0/24 flood bot"),
+            m(
+                Name::Ban,
+                None,
+                Some("bob"),
+                Some("203.0.113.0/24"),
+                Some("flood bot")
+            )
+        );
+        assert_eq!(
+            line("/ban #r bob flooding"),
+            m(Name::Ban, Some("#r"), Some("bob"), None, Some("flooding"))
+        );
+        assert_eq!(
+            line("/ban * 2001:db8::/48"),
+            m(Name::Ban, Some("*"), Some("2001:db8::/48"), None, None)
+        );
+        assert_eq!(
+            line("/unban * bob"),
+            m(Name::Unban, Some("*"), Some("bob"), None, None)
+        );
+        // `*` is a server-wide ban's, not a room for others.
+        assert_eq!(
+            line("/kick * bob"),
+            m(Name::Kick, None, Some("*"), None, Some("bob"))
+        );
+        assert_eq!(
+            line("/mode +k s3cret"),
+            m(Name::Mode, None, Some("+k"), None, Some("s3cret"))
+        );
+        assert_eq!(
+            line("/mode #r -i"),
+            m(Name::Mode, Some("#r"), Some("-i"), None, None)
+        );
+        assert_eq!(line("/sessions"), m(Name::Sessions, None, None, None, None));
+        assert_eq!(
+            line("/kill 12 go away"),
+            m(Name::Kill, None, Some("12"), None, Some("go away"))
+        );
+        for (l, want) in [
+            ("/op", "usage: /op [#ROOM] NICK"),
+            ("/kick #r", "usage: /kick [#ROOM] NICK [REASON]"),
+            (
+                "/ban",
+                "usage: /ban [#ROOM|*] NICK|KEY|RANGE [RANGE] [REASON]",
+            ),
+            (
+                "/mode +x",
+                "/mode takes one of +i -i +m -m +t -t +k KEY -k: usage: /mode [#ROOM] +i|-i|+m|-m|+t|-t|+k KEY|-k",
+            ),
+            (
+                "/mode +k",
+                "/mode +k needs the key: usage: /mode [#ROOM] +i|-i|+m|-m|+t|-t|+k KEY|-k",
+            ),
+            (
+                "/kill bob",
+                "/kill takes a session id (a number /sessions lists): usage: /kill SESSION [REASON]",
+            ),
+        ] {
+            assert_eq!(line(l).expect_err(l).to_string(), want, "{l}");
+        }
+        // Line mode only for now: the UI says so.
+        let e = chat("/kick bob").expect_err("in the UI");
+        assert_eq!(e.to_string(), "/kick works in line mode only");
+        assert!(help(Context::ChatLine).contains("/ban [#ROOM|*]"));
+        assert!(!help(Context::ChatUi).contains("/ban"));
+        assert!(!help(Context::PeerLine).contains("/kick"));
+        assert!(is_address_range("198.51.100.7") && is_address_range("::1/128"));
+        assert!(!is_address_range("bob") && !is_address_range("1.2.3.4/x"));
     }
 
     /// Bug 8: `/history -5` said "join a room first", even in a room.

@@ -586,6 +586,14 @@ impl Server {
                 });
                 self.send_room(&room, &data);
             }
+            Bus::Mod(c) => self.remote_mod(now_ms, c),
+            Bus::Kick {
+                room,
+                key,
+                by,
+                reason,
+                banned,
+            } => self.remote_kick(now_ms, &room, &key, &by, reason, banned),
             Bus::Beat { node, mut rooms } if node != me => {
                 self.heard(now_ms, &node);
                 rooms.truncate(MAX_BEAT_ROOMS);

@@ -36,6 +36,18 @@ pub struct Limits {
     pub nick_claim_burst: u32,
     /// ...and per hour after that.
     pub nick_claims_per_hour: u32,
+    /// Joins one key may make at once...
+    pub join_burst: u32,
+    /// ...and per hour after that.
+    pub joins_per_hour: u32,
+    /// Nick changes one key may make at once...
+    pub nick_change_burst: u32,
+    /// ...and per hour after that.
+    pub nick_changes_per_hour: u32,
+    /// Rooms one key may create per hour.
+    pub rooms_per_hour: u32,
+    /// Server operators, by key fingerprint.
+    pub opers: Vec<chirp_keys::Fingerprint>,
     /// Retention by count: messages kept per conversation (`None`: no limit).
     pub max_per_conv: Option<u64>,
     /// Retention by age (`None`: no limit).
@@ -130,6 +142,29 @@ impl Limits {
             self.nick_claims_per_hour.to_string(),
             new.nick_claims_per_hour.to_string(),
         );
+        for (setting, from, to) in [
+            ("join_burst", self.join_burst, new.join_burst),
+            ("joins_per_hour", self.joins_per_hour, new.joins_per_hour),
+            (
+                "nick_change_burst",
+                self.nick_change_burst,
+                new.nick_change_burst,
+            ),
+            (
+                "nick_changes_per_hour",
+                self.nick_changes_per_hour,
+                new.nick_changes_per_hour,
+            ),
+            ("rooms_per_hour", self.rooms_per_hour, new.rooms_per_hour),
+        ] {
+            diff(setting, from.to_string(), to.to_string());
+        }
+        let opers = |o: &[chirp_keys::Fingerprint]| {
+            let mut v: Vec<String> = o.iter().map(ToString::to_string).collect();
+            v.sort();
+            format!("[{}]", v.join(", "))
+        };
+        diff("opers", opers(&self.opers), opers(&new.opers));
         out
     }
 
@@ -156,6 +191,12 @@ impl ServerConfig {
             nick_expiry_ms: self.nick_expiry_ms,
             nick_claim_burst: self.nick_claim_burst,
             nick_claims_per_hour: self.nick_claims_per_hour,
+            join_burst: self.join_burst,
+            joins_per_hour: self.joins_per_hour,
+            nick_change_burst: self.nick_change_burst,
+            nick_changes_per_hour: self.nick_changes_per_hour,
+            rooms_per_hour: self.rooms_per_hour,
+            opers: self.opers.clone(),
             max_per_conv: self.max_per_conv,
             max_age_ms: self.max_age_ms,
         }
@@ -171,6 +212,12 @@ impl ServerConfig {
         self.nick_expiry_ms = l.nick_expiry_ms;
         self.nick_claim_burst = l.nick_claim_burst;
         self.nick_claims_per_hour = l.nick_claims_per_hour;
+        self.join_burst = l.join_burst;
+        self.joins_per_hour = l.joins_per_hour;
+        self.nick_change_burst = l.nick_change_burst;
+        self.nick_changes_per_hour = l.nick_changes_per_hour;
+        self.rooms_per_hour = l.rooms_per_hour;
+        self.opers = l.opers.clone();
         self.max_per_conv = l.max_per_conv;
         self.max_age_ms = l.max_age_ms;
     }
@@ -203,6 +250,8 @@ impl Server {
     ///   what is already beyond a lowered one stays.
     /// - Retention: the replay caches drop at once what a lower count or a shorter age no
     ///   longer keeps; the store is the runner's to tell ([`Limits::retention`]).
+    /// - The rates of joins, nick changes and new rooms, and the list of server operators,
+    ///   apply from the next request on.
     /// - Nick expiry and the nick-claim rate apply from now on ([`Server::poll_timeout`] may
     ///   change: call it again).
     pub fn reconfigure(&mut self, now_ms: i64, limits: &Limits) -> Vec<Change> {

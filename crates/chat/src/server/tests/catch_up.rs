@@ -38,6 +38,7 @@ fn resume(h: &mut H, id: SessionId, k: Key, nick: &str, client: u64, rooms: &[(&
         .map(|(r, a)| JoinReq {
             room: (*r).into(),
             after: Some(*a),
+            key: None,
         })
         .collect();
     let hello = ClientMsg::Hello {

@@ -323,6 +323,7 @@ impl Net {
                 .map(|&(room, after)| JoinReq {
                     room: room.into(),
                     after,
+                    key: None,
                 })
                 .collect(),
             dms: vec![],
@@ -622,6 +623,92 @@ fn topics_renames_and_the_room_list_cross_nodes() {
         .expect("list");
     let counts: Vec<(&str, u64)> = list.iter().map(|r| (r.room.as_str(), r.members)).collect();
     assert_eq!(counts, vec![("#r", 2), ("#only0", 1)], "{list:?}");
+}
+
+/// Whether the user of session `id` on `node` is in `room` there.
+fn member_here(net: &Net, node: usize, k: Key, room: &str) -> bool {
+    net.nodes[node].in_room(&k, room)
+}
+
+#[test]
+fn a_ban_or_a_kick_on_one_node_holds_on_every_node() {
+    let oper: chirp_keys::Fingerprint = super::fingerprint(&key(9)).parse().expect("fp");
+    let mut net = Net::with(
+        2,
+        ServerConfig {
+            opers: vec![oper],
+            ..ServerConfig::default()
+        },
+    );
+    net.hello(0, 1, key(1), "alice", &["#r"]);
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    net.hello(1, 3, key(3), "carol", &["#r"]);
+    assert!(member_here(&net, 1, key(3), "#r"));
+    // alice (node 0) owns #r on both nodes.
+    assert_eq!(net.nodes[1].role("#r", &key(1)), super::Role::Owner);
+    // She bans carol, who is connected to node 1: put out there at once...
+    let ban = ClientMsg::Ban(crate::wire::BanReq {
+        room: Some("#r".into()),
+        target: Some("carol".into()),
+        ..Default::default()
+    });
+    net.nodes[0].message(net.now, 1, &ban.encode());
+    net.run();
+    assert!(!member_here(&net, 1, key(3), "#r"));
+    assert!(
+        net.inbox[&(1, 3)]
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Kicked { banned: true, .. }))
+    );
+    // ...and refused there when she comes back, through a new session.
+    net.nodes[1].disconnected(net.now, 3, "left");
+    net.hello(1, 4, key(3), "carol", &["#r"]);
+    assert_eq!(
+        net.last_error(1, 4).map(|e| e.0),
+        Some(code::BANNED.to_owned())
+    );
+    assert!(!member_here(&net, 1, key(3), "#r"));
+    // bob (node 1) sees the ban as an event of the room, stored once.
+    assert!(
+        net.inbox[&(1, 2)]
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Mod(e) if e.action == "ban"))
+    );
+    assert_eq!(net.db.records.iter().filter(|r| r.conv == "#r").count(), 1);
+    // A kick from node 0 of a member connected to node 1.
+    let kick = ClientMsg::Kick {
+        room: "#r".into(),
+        nick: "bob".into(),
+        reason: Some("enough".into()),
+    };
+    net.nodes[0].message(net.now, 1, &kick.encode());
+    net.run();
+    assert!(!member_here(&net, 1, key(2), "#r"));
+    assert!(net.inbox[&(1, 2)].contains(&ServerMsg::Kicked {
+        room: "#r".into(),
+        by: "alice".into(),
+        reason: Some("enough".into()),
+        banned: false,
+    }));
+    // A server-wide ban by an operator on node 0 closes the key's session on node 1 and
+    // refuses it on connect there.
+    net.hello(0, 9, key(9), "root", &[]);
+    let kline = ClientMsg::Ban(crate::wire::BanReq {
+        target: Some("bob".into()),
+        ..Default::default()
+    });
+    net.nodes[0].message(net.now, 9, &kline.encode());
+    net.run();
+    assert_eq!(
+        net.last_error(1, 2).map(|e| e.0),
+        Some(code::BANNED.to_owned())
+    );
+    net.nodes[1].connected(net.now, 5, IP, key(2));
+    net.run();
+    assert_eq!(
+        net.last_error(1, 5).map(|e| e.0),
+        Some(code::BANNED.to_owned())
+    );
 }
 
 #[test]

@@ -140,6 +140,7 @@ fn a_session_closed_as_too_slow_is_dropped_at_once_and_its_requests_ignored() {
         vec![JoinReq {
             room: "#big".into(),
             after: Some(200),
+            key: None,
         }],
     );
     for _ in 0..3 {
@@ -281,6 +282,7 @@ fn room_replays_do_not_wait_for_the_undelivered_dm_read_but_dm_resumes_do() {
         rooms: vec![JoinReq {
             room: "#big".into(),
             after: None,
+            key: None,
         }],
         dms: vec![Resume {
             conv: conv.clone(),
@@ -294,6 +296,7 @@ fn room_replays_do_not_wait_for_the_undelivered_dm_read_but_dm_resumes_do() {
     let join = ClientMsg::Join(JoinReq {
         room: "#other".into(),
         after: None,
+        key: None,
     });
     h.send(1, join);
     assert_eq!(h.deferred.len(), 1, "the DM read is still pending");

@@ -183,6 +183,7 @@ fn a_resend_behind_a_replay_is_acknowledged_in_the_replay_not_before() {
             rooms: vec![JoinReq {
                 room: "#r".into(),
                 after: Some(0),
+                key: None,
             }],
             dms: vec![],
             echo: false,

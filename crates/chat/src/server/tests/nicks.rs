@@ -40,6 +40,7 @@ impl H {
             ClientMsg::Join(JoinReq {
                 room: room.into(),
                 after: None,
+                key: None,
             }),
         );
     }

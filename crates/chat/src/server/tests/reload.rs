@@ -218,6 +218,7 @@ fn lower_count_limits_apply_to_newcomers_and_leave_what_is_there() {
         ClientMsg::Join(JoinReq {
             room: "#c".into(),
             after: None,
+            key: None,
         }),
     );
     let e = h.errors(1);
