@@ -1400,7 +1400,9 @@ impl<P: KeyPolicy> Session<P> {
                 .take()
                 .or_else(|| f.transfers.poll_transmit(now, false));
         }
-        if next.is_none() && bulk_open {
+        // `poll_transmit` hands out control messages first: bulk data only once none is left
+        // (one stuck in `held` behind a blocked message stream does not hold bulk data back).
+        if next.is_none() && bulk_open && !f.transfers.wants_transmit(false) {
             next = f
                 .held_bulk
                 .take()
