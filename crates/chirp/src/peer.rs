@@ -508,9 +508,9 @@ async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>>
     Ok(match t {
         Transport::Connect { to } => Some(Reply::Connect(handle.connect_or_reuse(to).await?)),
         Transport::Send { conn, data } => Some(Reply::Send(handle.send(conn, data).await?)),
-        // The transport has no bulk channel yet: file data shares the message stream (bounded
-        // by the session's window, `chirp_peer::session::FILE_WINDOW`).
-        Transport::SendBulk { conn, data } => Some(Reply::Send(handle.send(conn, data).await?)),
+        Transport::SendBulk { conn, data } => {
+            Some(Reply::Send(handle.send_bulk(conn, data).await?))
+        }
         Transport::Finish { conn } => Some(Reply::Finish(handle.finish(conn).await?)),
         Transport::Stats { conn } => Some(Reply::Stats(handle.stats(conn).await?.map(Box::new))),
         Transport::Close { conn, code, reason } => {

@@ -48,12 +48,19 @@
 //!
 //! With [`Session::enable_files`], the session also drives a [`chirp_files::Transfers`]
 //! (`/send`, `/accept`, `/decline`; PROTOCOL.md §12). Its messages start with `0xff` and are
-//! told apart from chat lines by that byte. Chat lines always go first; file messages are
-//! handed to the transport as [`Transport::SendBulk`] (chunks and hash lists) or
-//! [`Transport::Send`] (the rest), with at most [`FILE_WINDOW`] bulk messages unacknowledged.
-//! They are never re-sent on another connection: when the chat moves to a new one, the file
-//! layer starts over there (the sender offers again, the receiver resumes from what it holds
-//! verified). End of input waits until no transfer is under way; `/quit` does not.
+//! told apart from chat lines by that byte. Chat lines always go first. Chunks and hash lists
+//! go to the transport as [`Transport::SendBulk`], for its bulk channel (PROTOCOL.md §4.7),
+//! which never delays a chat message; the control messages (offer, accept, decline, want,
+//! done, cancel) as [`Transport::Send`], on the chat's message stream, so a peer learns that
+//! the other side supports the bulk channel before it receives bulk data: the sender sends
+//! chunks only once the receiver accepted there. Bulk data is bounded by the transport's bulk
+//! send buffer (`chirp_proto::TransportConfig::bulk_send_buffer`): once it refuses a message
+//! the file layer waits for [`Event::BulkWritable`], while chat and control messages go on.
+//! A file message that arrives on either channel ([`Event::BulkMessage`] or
+//! [`Event::Message`]) goes to the file layer alike. File messages are never re-sent on
+//! another connection: when the chat moves to a new one, the file layer starts over there
+//! (the sender offers again, the receiver resumes from what it holds verified). End of input
+//! waits until no transfer is under way; `/quit` does not.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -111,11 +118,6 @@ impl Refusals {
 /// After the peer finished, how long a side with nothing queued and everything acknowledged
 /// waits for another line of its own before it finishes too.
 pub const FINISH_WHEN_IDLE: Duration = Duration::from_secs(1);
-
-/// File-layer messages (chunks and chunk-hash lists) in flight on the chat's connection at
-/// most: the bound of what a transfer holds in the transport, and so of what a chat line
-/// sent during a transfer may wait behind while both share one stream.
-pub const FILE_WINDOW: usize = 16;
 
 /// The file layer's storage, as the session holds it.
 pub type FileStorage = Box<dyn Storage + Send>;
@@ -181,9 +183,9 @@ pub enum Transport {
         /// The message.
         data: Bytes,
     },
-    /// Queue a message of bulk data (file chunks; answer with [`Reply::Send`]). It belongs on
-    /// the transport's bulk channel, so that chat is never blocked behind it; until the
-    /// transport has one, drivers send it like [`Transport::Send`].
+    /// Queue a message on the bulk channel (file chunks and hash lists:
+    /// `chirp_proto::Endpoint::send_bulk`; answer with [`Reply::Send`], `Blocked` meaning
+    /// wait for [`Event::BulkWritable`]), so that chat is never held back behind it.
     SendBulk {
         /// On which connection.
         conn: ConnectionHandle,
@@ -383,8 +385,9 @@ struct Outgoing {
 enum Sent {
     /// A chat line, with the caller's id.
     Line(Option<u64>),
-    /// A file-layer message (`bulk`: counts against [`FILE_WINDOW`]).
-    File { bulk: bool },
+    /// A file-layer control message (bulk messages are not counted: `Acked` counts the
+    /// message stream only).
+    File,
 }
 
 /// The file layer and what the session keeps for it.
@@ -392,9 +395,13 @@ struct Files {
     transfers: Transfers<FileStorage>,
     /// Keys whose offers are accepted without asking.
     trusted: Vec<Fingerprint>,
-    /// A message taken from the file layer that the transport has not taken yet (it was
-    /// blocked): it goes first once the connection is writable.
+    /// A control message taken from the file layer that the transport has not taken yet (the
+    /// request is under way, or the message stream was blocked): it goes first once the
+    /// connection is writable.
     held: Option<Transmit>,
+    /// The same for a bulk message (the bulk channel was blocked): it goes first once the
+    /// bulk channel is writable.
+    held_bulk: Option<Transmit>,
 }
 
 /// A connection up with the peer's key, set aside while the chat has another (see the module
@@ -411,8 +418,12 @@ struct Candidate {
 enum Awaiting {
     Connect,
     Send(ConnectionHandle),
-    /// A file-layer message (the session's `files.held` until the reply).
-    SendFile(ConnectionHandle),
+    /// A file-layer message (the session's `files.held`, or `files.held_bulk` if `bulk`,
+    /// until the reply).
+    SendFile {
+        conn: ConnectionHandle,
+        bulk: bool,
+    },
     Finish,
     /// Statistics for [`Input::Stats`] (true) or [`Input::Link`] (false).
     Stats(bool),
@@ -462,6 +473,9 @@ pub struct Session<P> {
     /// The connection whose send buffer refused the last message: sending waits for its
     /// `Writable` (or its end).
     blocked: Option<ConnectionHandle>,
+    /// The connection whose bulk send buffer refused the last bulk message: bulk sending
+    /// waits for its `BulkWritable` (or its end).
+    bulk_blocked: Option<ConnectionHandle>,
     /// The exit has been decided: inputs are ignored from then on.
     ended: bool,
 }
@@ -506,6 +520,7 @@ impl<P: KeyPolicy> Session<P> {
             asking: None,
             refusals: Refusals::default(),
             blocked: None,
+            bulk_blocked: None,
             ended: false,
         };
         s.ask(Awaiting::Connect, Transport::Connect { to: s.config.to });
@@ -538,6 +553,7 @@ impl<P: KeyPolicy> Session<P> {
             transfers: Transfers::new(config, storage),
             trusted,
             held: None,
+            held_bulk: None,
         });
     }
 
@@ -590,7 +606,9 @@ impl<P: KeyPolicy> Session<P> {
         match (awaiting, reply) {
             (Awaiting::Connect, Reply::Connect(r)) => self.on_connected(now, r),
             (Awaiting::Send(conn), Reply::Send(r)) => self.on_sent(now, conn, r),
-            (Awaiting::SendFile(conn), Reply::Send(r)) => self.on_file_sent(conn, r),
+            (Awaiting::SendFile { conn, bulk }, Reply::Send(r)) => {
+                self.on_file_sent(conn, bulk, r);
+            }
             (Awaiting::Finish, Reply::Finish(_)) => {}
             (Awaiting::Stats(line), Reply::Stats(stats)) => self.on_stats(line, stats),
             (awaiting, reply) => {
@@ -712,7 +730,9 @@ impl<P: KeyPolicy> Session<P> {
                     self.adopt(now, candidate);
                 }
             }
-            Event::Message { conn, data } if chirp_files::is_file_msg(&data) => {
+            Event::Message { conn, data } | Event::BulkMessage { conn, data }
+                if chirp_files::is_file_msg(&data) =>
+            {
                 self.adopt_if_candidate(now, conn);
                 self.on_file_message(now, conn, &data);
             }
@@ -735,7 +755,7 @@ impl<P: KeyPolicy> Session<P> {
                         .drain(..n)
                         .filter_map(|s| match s {
                             Sent::Line(id) => id,
-                            Sent::File { .. } => None,
+                            Sent::File => None,
                         })
                         .collect();
                     for id in delivered {
@@ -743,7 +763,6 @@ impl<P: KeyPolicy> Session<P> {
                     }
                 }
                 self.finish_if_idle(now, false);
-                // The file layer's window has room again.
                 self.flush(now);
             }
             Event::PeerFinished { conn } => {
@@ -761,9 +780,20 @@ impl<P: KeyPolicy> Session<P> {
             }
             // The peer session asks for no pings; the core follows the peer's address itself.
             Event::Writable { .. } | Event::Ping { .. } | Event::PathChanged { .. } => {}
-            // The peer session moves no bulk data yet: anything the peer sends on the bulk
-            // channel is dropped (taking it releases its flow-control credit).
-            Event::BulkMessage { .. } | Event::BulkWritable { .. } => {}
+            Event::BulkWritable { conn } if Some(conn) == self.conn => {
+                self.bulk_blocked = None;
+                self.flush(now);
+            }
+            Event::BulkWritable { .. } => {}
+            // Bulk data is file data; anything else there is dropped (taking it releases its
+            // flow-control credit).
+            Event::BulkMessage { conn, data } => {
+                debug!(
+                    ?conn,
+                    len = data.len(),
+                    "a bulk message that is no file message: dropped"
+                );
+            }
             Event::Closed {
                 conn,
                 reason,
@@ -799,7 +829,7 @@ impl<P: KeyPolicy> Session<P> {
             .into_iter()
             .filter_map(|s| match s {
                 Sent::Line(id) => Some(id),
-                Sent::File { .. } => None,
+                Sent::File => None,
             })
             .collect();
         let lines = undelivered
@@ -938,6 +968,7 @@ impl<P: KeyPolicy> Session<P> {
                 debug!(?conn, "connecting");
                 self.conn = Some(conn);
                 self.blocked = None;
+                self.bulk_blocked = None;
                 self.up = false;
             }
             Err(ConnectError::Handshake) => {
@@ -979,7 +1010,7 @@ impl<P: KeyPolicy> Session<P> {
                 let lost = self.inflight.remove(&conn).unwrap_or_default();
                 let ids = lost.into_iter().filter_map(|s| match s {
                     Sent::Line(id) => id,
-                    Sent::File { .. } => None,
+                    Sent::File => None,
                 });
                 for local_id in ids {
                     let reason = "lost with its connection (not resent)".to_owned();
@@ -1022,16 +1053,16 @@ impl<P: KeyPolicy> Session<P> {
         if self.replacing.is_some() {
             return; // The old connection's lines must go first.
         }
-        if self.blocked != Some(conn) {
-            if let Some(msg) = self.pending.front() {
-                let data = msg.data.clone();
-                self.ask(Awaiting::Send(conn), Transport::Send { conn, data });
-                return;
-            }
-            // Chat lines first; then the file layer, within its window (never after our FIN).
-            if self.up && self.closing != Some(conn) && self.send_file_message(now, conn) {
-                return;
-            }
+        let stream_open = self.blocked != Some(conn);
+        if stream_open && let Some(msg) = self.pending.front() {
+            let data = msg.data.clone();
+            self.ask(Awaiting::Send(conn), Transport::Send { conn, data });
+            return;
+        }
+        // Chat lines first; then the file layer (never after our FIN): its control messages
+        // while the message stream takes them, its bulk data while the bulk channel does.
+        if self.up && self.closing != Some(conn) && self.send_file_message(now, conn, stream_open) {
+            return;
         }
         // At end of input, transfers in progress finish first (`/quit` leaves at once).
         let files_busy = self.half_close && self.files.as_ref().is_some_and(|f| f.transfers.busy());
@@ -1099,6 +1130,7 @@ impl<P: KeyPolicy> Session<P> {
         debug!(conn = ?c.conn, remote = %c.remote, "the chat's connection");
         self.conn = Some(c.conn);
         self.blocked = None;
+        self.bulk_blocked = None;
         self.remote = Some(c.remote);
         self.up = true;
         self.retry_at = None;
@@ -1110,6 +1142,7 @@ impl<P: KeyPolicy> Session<P> {
             // Whatever was under way on the old connection starts over on this one, from
             // what the receiver holds verified.
             f.held = None;
+            f.held_bulk = None;
             f.transfers.disconnected();
             let trusted = f.trusted.contains(&c.key.fingerprint());
             f.transfers.set_auto_accept(trusted);
@@ -1347,53 +1380,70 @@ impl<P: KeyPolicy> Session<P> {
         self.flush(now);
     }
 
-    /// Hands the transport the file layer's next message, if any and within the window.
+    /// Hands the transport the file layer's next message, if any: a control message if the
+    /// message stream is open (`stream_open`), else bulk data if the bulk channel is.
     /// Whether it did (a reply is then awaited).
-    fn send_file_message(&mut self, now: Instant, conn: ConnectionHandle) -> bool {
-        let in_flight = self.inflight.get(&conn).map_or(0, |q| {
-            q.iter()
-                .filter(|s| matches!(s, Sent::File { bulk: true }))
-                .count()
-        });
+    fn send_file_message(
+        &mut self,
+        now: Instant,
+        conn: ConnectionHandle,
+        stream_open: bool,
+    ) -> bool {
+        let bulk_open = self.bulk_blocked != Some(conn);
         let Some(f) = self.files.as_mut() else {
             return false;
         };
-        let next = match f.held.clone() {
-            Some(t) => Some(t),
-            None => f.transfers.poll_transmit(now, in_flight < FILE_WINDOW),
-        };
+        let mut next = None;
+        if stream_open {
+            next = f
+                .held
+                .take()
+                .or_else(|| f.transfers.poll_transmit(now, false));
+        }
+        // `poll_transmit` hands out control messages first: bulk data only once none is left
+        // (one stuck in `held` behind a blocked message stream does not hold bulk data back).
+        if next.is_none() && bulk_open && !f.transfers.wants_transmit(false) {
+            next = f
+                .held_bulk
+                .take()
+                .or_else(|| f.transfers.poll_transmit(now, true));
+        }
         let Some(t) = next else {
             return false;
         };
         let data = t.data.clone();
-        let request = if t.bulk {
+        let bulk = t.bulk;
+        let request = if bulk {
+            f.held_bulk = Some(t);
             Transport::SendBulk { conn, data }
         } else {
+            f.held = Some(t);
             Transport::Send { conn, data }
         };
-        f.held = Some(t);
-        self.ask(Awaiting::SendFile(conn), request);
+        self.ask(Awaiting::SendFile { conn, bulk }, request);
         true
     }
 
-    fn on_file_sent(&mut self, conn: ConnectionHandle, r: Result<(), SendError>) {
+    fn on_file_sent(&mut self, conn: ConnectionHandle, bulk: bool, r: Result<(), SendError>) {
         let Some(f) = self.files.as_mut() else {
             return;
         };
+        let held = if bulk { &mut f.held_bulk } else { &mut f.held };
         match r {
+            // Only message-stream messages are counted by `Acked`.
             Ok(()) => {
-                if let Some(t) = f.held.take() {
-                    let sent = Sent::File { bulk: t.bulk };
-                    self.inflight.entry(conn).or_default().push_back(sent);
+                if held.take().is_some() && !bulk {
+                    self.inflight.entry(conn).or_default().push_back(Sent::File);
                 }
             }
             // Never too large (chunks fit a message by construction); dropped if it were.
             Err(SendError::Write(WriteError::TooLarge { .. })) => {
                 warn!("a file message was refused as too large");
-                f.held = None;
+                *held = None;
             }
-            // Blocked: kept, and sent once writable. Closed or gone: the connection's end
-            // restarts the file layer.
+            // Blocked: kept, and sent once that channel is writable. Closed or gone: the
+            // connection's end restarts the file layer.
+            Err(_) if bulk => self.bulk_blocked = Some(conn),
             Err(_) => self.blocked = Some(conn),
         }
     }
@@ -1402,6 +1452,7 @@ impl<P: KeyPolicy> Session<P> {
     fn files_down(&mut self) {
         if let Some(f) = self.files.as_mut() {
             f.held = None;
+            f.held_bulk = None;
             f.transfers.disconnected();
         }
     }

@@ -137,10 +137,8 @@ fn execute(ep: &mut Endpoint, now: Instant, t: Transport) -> Option<Reply> {
         Transport::Connect { to } => Some(Reply::Connect(
             ep.find_open(to).map_or_else(|| ep.connect(now, to), Ok),
         )),
-        // No bulk channel yet: file data shares the message stream, as in the binary.
-        Transport::Send { conn, data } | Transport::SendBulk { conn, data } => {
-            Some(Reply::Send(ep.send(conn, &data)))
-        }
+        Transport::Send { conn, data } => Some(Reply::Send(ep.send(conn, &data))),
+        Transport::SendBulk { conn, data } => Some(Reply::Send(ep.send_bulk(conn, data))),
         Transport::Finish { conn } => Some(Reply::Finish(ep.finish(conn))),
         Transport::Stats { conn } => Some(Reply::Stats(ep.stats(conn).map(Box::new))),
         Transport::Close { conn, code, reason } => {
@@ -1105,6 +1103,23 @@ fn file_done(peer: &Peer) -> Option<chirp_files::FileEvent> {
     })
 }
 
+/// Virtual time from A's writing the line `(tag, i)` to B's showing it.
+fn line_latency(p: &mut Pair, a: &mut Peer, b: &mut Peer, tag: char, i: u64) -> Duration {
+    let start = p.now;
+    let want = line(tag, i);
+    send(p, a, tag, i..i + 1);
+    drive(p, a, b, Duration::from_secs(30), |_, b| {
+        b.has(|r| matches!(r, Report::Message { data, .. } if *data == want))
+    });
+    p.now - start
+}
+
+/// The median of `d` (not empty).
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
 /// A file of 1 MB crosses a network with 20 % loss, duplication, reordering and corruption,
 /// sent right before end of input: it is offered, accepted, and saved byte for byte; chat lines
 /// sent by both during the transfer arrive in order; and both half-closes wait for the file,
@@ -1146,6 +1161,74 @@ fn a_file_crosses_a_bad_network_byte_exact_while_chat_flows() {
         let want_a: Vec<Bytes> = (0..N).map(|i| line('b', i)).collect();
         assert!(b.messages() == want_b, "seed {seed}: B's lines");
         assert!(a.messages() == want_a, "seed {seed}: A's lines");
+        assert_eq!((a.exit, b.exit), (Some(0), Some(0)), "seed {seed}");
+        assert!(
+            a.errors().is_empty() && b.errors().is_empty(),
+            "seed {seed}"
+        );
+    }
+}
+
+/// Chunks go on the bulk channel: lines A writes while a 1 MB file flows from A to B over the
+/// bad network reach B about as fast as lines written while the connection is idle (in
+/// virtual time), never queued behind chunks nor held back by a lost one; everything still
+/// arrives, file and lines.
+#[test]
+fn chat_lines_do_not_wait_behind_file_chunks() {
+    // Lines timed while idle, and while the file flows.
+    const PROBES: u64 = 20;
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    for seed in 1..=3 {
+        let mut p = pair(impaired(), seed);
+        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+        let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+        let (disk_a, disk_b) = (SharedDisk::default(), SharedDisk::default());
+        disk_a.with(|d| d.sources.insert("/home/a/photo.jpg".into(), data.clone()));
+        a.session.enable_files(Box::new(disk_a.clone()), Vec::new());
+        b.session.enable_files(Box::new(disk_b.clone()), Vec::new());
+        // The first line brings the connection up; the next ones take the idle latency.
+        line_latency(&mut p, &mut a, &mut b, 'w', 0);
+        let idle: Vec<Duration> = (0..PROBES)
+            .map(|i| line_latency(&mut p, &mut a, &mut b, 'i', i))
+            .collect();
+        input(&p, &mut a, Input::SendFile("/home/a/photo.jpg".into()));
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+            b.has(|r| matches!(r, Report::File(chirp_files::FileEvent::Offered { .. })))
+        });
+        input(&p, &mut b, Input::AcceptFile(None));
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+            b.has(|r| matches!(r, Report::File(chirp_files::FileEvent::Progress { .. })))
+        });
+        let busy: Vec<Duration> = (0..PROBES)
+            .map(|i| line_latency(&mut p, &mut a, &mut b, 't', i))
+            .collect();
+        // Each within twice the slowest idle line, and their median within 1.5 times the
+        // idle median. (Chunks on the message stream, 16 in flight, made the first lines
+        // written during the transfer take hundreds of milliseconds.)
+        let idle_max = *idle.iter().max().expect("probes");
+        let (idle_median, busy_median) = (median(idle.clone()), median(busy.clone()));
+        assert!(
+            busy.iter().all(|d| *d <= idle_max * 2) && busy_median <= idle_median.mul_f64(1.5),
+            "seed {seed}: chat waited behind the file\nidle {idle:?}\nduring {busy:?}"
+        );
+        assert!(
+            file_done(&b).is_none(),
+            "seed {seed}: the file was done before the last timed line"
+        );
+        input(&p, &mut a, Input::EndOfInput);
+        input(&p, &mut b, Input::EndOfInput);
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(300), |a, b| {
+            a.exit.is_some() && b.exit.is_some()
+        });
+        assert!(
+            disk_b.with(|d| d.files.get("photo.jpg") == Some(&data)),
+            "seed {seed}: the saved file differs"
+        );
+        let want_b: Vec<Bytes> = std::iter::once(line('w', 0))
+            .chain((0..PROBES).map(|i| line('i', i)))
+            .chain((0..PROBES).map(|i| line('t', i)))
+            .collect();
+        assert!(b.messages() == want_b, "seed {seed}: B's lines");
         assert_eq!((a.exit, b.exit), (Some(0), Some(0)), "seed {seed}");
         assert!(
             a.errors().is_empty() && b.errors().is_empty(),

@@ -154,6 +154,11 @@ enum Command {
         Bytes,
         oneshot::Sender<Result<(), SendError>>,
     ),
+    SendBulk(
+        ConnectionHandle,
+        Bytes,
+        oneshot::Sender<Result<(), SendError>>,
+    ),
     SendBatch(
         Vec<(ConnectionHandle, Vec<Bytes>)>,
         oneshot::Sender<Vec<Sent>>,
@@ -170,6 +175,7 @@ enum Command {
     Totals(oneshot::Sender<EndpointTotals>),
     SamplePaths(oneshot::Sender<Vec<PathSample>>),
     SendBuffered(ConnectionHandle, oneshot::Sender<Option<u64>>),
+    BulkBuffered(ConnectionHandle, oneshot::Sender<Option<u64>>),
     WaitIdle(oneshot::Sender<()>),
     AcceptIncoming(bool),
     KeyVerdict(ConnectionHandle, bool),
@@ -204,6 +210,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Connect { remote, reuse, .. } => write!(f, "Connect({remote}, reuse {reuse})"),
             Command::Send(c, b, _) => write!(f, "Send({c:?}, {} bytes)", b.len()),
+            Command::SendBulk(c, b, _) => write!(f, "SendBulk({c:?}, {} bytes)", b.len()),
             Command::SendBatch(b, _) => write!(f, "SendBatch({} connections)", b.len()),
             Command::Finish(c, _) => write!(f, "Finish({c:?})"),
             Command::Close { conn, code, .. } => write!(f, "Close({conn:?}, {code})"),
@@ -212,6 +219,7 @@ impl std::fmt::Debug for Command {
             Command::Totals(_) => write!(f, "Totals"),
             Command::SamplePaths(_) => write!(f, "SamplePaths"),
             Command::SendBuffered(c, _) => write!(f, "SendBuffered({c:?})"),
+            Command::BulkBuffered(c, _) => write!(f, "BulkBuffered({c:?})"),
             Command::WaitIdle(_) => write!(f, "WaitIdle"),
             Command::AcceptIncoming(a) => write!(f, "AcceptIncoming({a})"),
             Command::KeyVerdict(c, a) => write!(f, "KeyVerdict({c:?}, {a})"),
@@ -292,6 +300,17 @@ impl Handle {
         data: Bytes,
     ) -> Result<Result<(), SendError>, Stopped> {
         self.call(|r| Command::Send(conn, data, r)).await
+    }
+
+    /// Queues one message on the bulk channel ([`chirp_proto::Endpoint::send_bulk`]): chat
+    /// messages go out before it and a lost bulk packet never holds one back. Only for a
+    /// peer known to support it. `Err(Blocked)` means wait for [`Event::BulkWritable`].
+    pub async fn send_bulk(
+        &self,
+        conn: ConnectionHandle,
+        data: Bytes,
+    ) -> Result<Result<(), SendError>, Stopped> {
+        self.call(|r| Command::SendBulk(conn, data, r)).await
     }
 
     /// Queues messages on many connections in one round trip to the driver: a server fans
@@ -454,6 +473,11 @@ impl Handle {
     /// Bytes sent on `conn` and not yet acknowledged.
     pub async fn send_buffered(&self, conn: ConnectionHandle) -> Result<Option<u64>, Stopped> {
         self.call(|r| Command::SendBuffered(conn, r)).await
+    }
+
+    /// Bulk bytes sent on `conn` ([`Self::send_bulk`]) and not yet acknowledged.
+    pub async fn bulk_buffered(&self, conn: ConnectionHandle) -> Result<Option<u64>, Stopped> {
+        self.call(|r| Command::BulkBuffered(conn, r)).await
     }
 }
 
@@ -874,6 +898,9 @@ fn apply(
         Command::Send(conn, data, reply) => {
             let _ = reply.send(endpoint.send_bytes(conn, data));
         }
+        Command::SendBulk(conn, data, reply) => {
+            let _ = reply.send(endpoint.send_bulk(conn, data));
+        }
         Command::SendBatch(batch, reply) => {
             let sent = batch
                 .into_iter()
@@ -931,6 +958,9 @@ fn apply(
         }
         Command::SendBuffered(conn, reply) => {
             let _ = reply.send(endpoint.send_buffered(conn));
+        }
+        Command::BulkBuffered(conn, reply) => {
+            let _ = reply.send(endpoint.bulk_buffered(conn));
         }
     }
 }
