@@ -3396,10 +3396,19 @@ impl Connection {
         let ty = self.packet_type();
         let send_ack = self.ack_pending
             && (self.ack_immediately || self.ack_deadline.is_some_and(|t| now >= t));
+        let paced = self.pacer_allows(now);
+        // While bulk data is in flight, the pacer spaces it, not the chat stream: chat data
+        // overtakes the pacer as it overtakes bulk in the window (the headroom, see
+        // `cwnd_allows`), so a line never waits behind paced chunks. Its packets still take
+        // their tokens, which delays the bulk data behind them instead.
+        let chat_overtakes = self.bulk_in_flight > 0
+            && (self.send.has_lost()
+                || self.send.has_sendable_new()
+                || self.copies.iter().any(|c| c.next <= now));
         let data_ok =
-            ty.is_data() && self.can_send_data() && self.cwnd_allows() && self.pacer_allows(now);
+            ty.is_data() && self.can_send_data() && self.cwnd_allows() && (paced || chat_overtakes);
         let copy_due = data_ok && self.copies.iter().any(|c| c.next <= now);
-        let bulk_due = self.bulk_sendable();
+        let bulk_due = paced && self.bulk_sendable();
         let data_due =
             data_ok && (self.send.has_lost() || self.send.has_sendable_new() || bulk_due);
         // Our FIN covers the bulk channel too: it goes out once every bulk byte is
@@ -3505,8 +3514,8 @@ impl Connection {
             }
             self.write_copies(now, &mut b, &mut sp);
             // Bulk data last: it fills what room the chat stream left in this packet, and
-            // only packets the chat stream leaves in the window.
-            if self.bulk_allowed() {
+            // only packets the chat stream leaves in the window and the pacer lets go.
+            if paced && self.bulk_allowed() {
                 while let Some(r) = self.take_bulk(&b, |s, n| s.next_lost(n)) {
                     self.stats.retransmissions += 1;
                     self.write_bulk_range(&mut b, &mut sp, r);
