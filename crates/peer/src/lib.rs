@@ -33,4 +33,4 @@ pub mod trust;
 
 pub use listen::{ListenOutput, Listener};
 pub use session::{Config, Input, Output, Reply, Report, Session, Transport, ask_text};
-pub use trust::{KNOWN_KEYS_FILE, KeyPolicy, KnownKeysPolicy, PeerVerdict};
+pub use trust::{KNOWN_KEYS_FILE, KeyPolicy, KnownKeysPolicy, PeerVerdict, Remember};

@@ -28,6 +28,7 @@ use chirp_proto::{ConnectionHandle, Event};
 use tracing::debug;
 
 use crate::session::{Input, Refusals, Report, Transport};
+use crate::trust::Remember;
 
 /// At most this many inputs wait for a caller; more lines are refused (with an error).
 pub const MAX_QUEUED: usize = 1024;
@@ -62,18 +63,6 @@ pub fn ask_text(from: &str, fingerprint: &str) -> String {
         "{from} is calling, with key {fingerprint}, never seen before: is it the peer you \
          expect? Compare the fingerprint with its owner's (chirp id) before trusting it."
     )
-}
-
-/// Remembers a key the user accepted (the known-keys file; tests bring their own).
-pub trait Remember {
-    /// Remember `key` for `addr`. `Ok`: where, for the user; `Err`: what to tell instead.
-    fn remember(&mut self, addr: SocketAddr, key: PublicKey) -> Result<String, String>;
-}
-
-impl Remember for crate::KnownKeysPolicy {
-    fn remember(&mut self, addr: SocketAddr, key: PublicKey) -> Result<String, String> {
-        crate::KeyPolicy::remember(self, addr, key)
-    }
 }
 
 /// Waits for a caller (see the module documentation).

@@ -12,14 +12,19 @@ use chirp_keys::{Fingerprint, KnownKeys, PublicKey, Trust};
 /// File (in the home directory) of the keys seen on first contact, per peer address.
 pub const KNOWN_KEYS_FILE: &str = "known_keys";
 
+/// Remembers a key the user trusted by answering a question (the known-keys file; tests
+/// bring their own). All a [`Listener`](crate::listen::Listener) needs of a policy.
+pub trait Remember {
+    /// Remember `key` for `to`. `Ok`: where it is remembered, for the user; `Err`: what to
+    /// tell instead.
+    fn remember(&mut self, to: SocketAddr, key: PublicKey) -> Result<String, String>;
+}
+
 /// What the [`Session`](crate::Session) asks about keys.
-pub trait KeyPolicy {
+pub trait KeyPolicy: Remember {
     /// The verdict on `key`, presented inside a handshake by the other side at `remote`, when
     /// the user named the peer `to` (see [`peer_verdict`]).
     fn verdict(&mut self, to: SocketAddr, remote: SocketAddr, key: PublicKey) -> PeerVerdict;
-    /// The user trusted `key` for `to` (answering a question): remember it. `Ok`: where it is
-    /// remembered, for the user; `Err`: what to tell instead.
-    fn remember(&mut self, to: SocketAddr, key: PublicKey) -> Result<String, String>;
 }
 
 /// The policy of `chirp peer`: `--peer-key`, else the known-keys file.
@@ -35,7 +40,9 @@ impl KeyPolicy for KnownKeysPolicy {
     fn verdict(&mut self, to: SocketAddr, remote: SocketAddr, key: PublicKey) -> PeerVerdict {
         peer_verdict(to, remote, key, self.pin.as_ref(), &self.known)
     }
+}
 
+impl Remember for KnownKeysPolicy {
     fn remember(&mut self, to: SocketAddr, key: PublicKey) -> Result<String, String> {
         remember_peer(to, key, &self.known).map(|()| format!("in {}", self.known.display()))
     }

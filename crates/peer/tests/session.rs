@@ -16,7 +16,7 @@ use bytes::Bytes;
 use chirp_keys::{Identity, PublicKey};
 use chirp_netsim::{LinkConfig, Node, Pair, Path, Side};
 use chirp_peer::{
-    Config, Input, KeyPolicy, Output, PeerVerdict, Reply, Report, Session, Transport,
+    Config, Input, KeyPolicy, Output, PeerVerdict, Remember, Reply, Report, Session, Transport,
 };
 use chirp_proto::{
     ConnectionHandle, Endpoint, EndpointConfig, Event, PingOutcome, close_code,
@@ -48,7 +48,9 @@ impl KeyPolicy for Policy {
             None => PeerVerdict::Ask,
         }
     }
+}
 
+impl Remember for Policy {
     fn remember(&mut self, to: SocketAddr, key: PublicKey) -> Result<String, String> {
         self.known.insert(to, key);
         Ok("in memory".into())
@@ -702,6 +704,41 @@ fn chat_both_ways(
     }
 }
 
+/// A and B (peers of a fresh pair on `link`) type ten lines each, 10 ms apart, until all are
+/// acknowledged. Also returns B's endpoint configuration with `stateless_reset` as given, for
+/// [`restart_b`].
+fn ten_lines_each_way(
+    link: LinkConfig,
+    seed: u64,
+    stateless_reset: bool,
+) -> (Pair, Peer, Peer, EndpointConfig) {
+    let mut p = pair(link, seed);
+    let b_config = EndpointConfig {
+        stateless_reset,
+        ..p.b.endpoint.config().clone()
+    };
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+    let gap = Duration::from_millis(10);
+    chat_both_ways(&mut p, &mut a, &mut b, None, 0..10, gap);
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(10), |a, b| {
+        a.delivered().len() == 10 && b.delivered().len() == 10
+    });
+    (p, a, b, b_config)
+}
+
+/// B restarts: a new endpoint (`config`, `seed`) on B's address, with B's key, and a new
+/// session, B2, driven until it is up with A.
+fn restart_b(p: &mut Pair, a: &mut Peer, config: EndpointConfig, seed: u64) -> Peer {
+    p.b.endpoint = Endpoint::new(config, seed);
+    p.b.events.clear();
+    let mut b2 = Peer::new(p.a.addr, false);
+    drive(p, a, &mut b2, Duration::from_secs(10), |_, b2| {
+        b2.ups_and_downs().0 == 1
+    });
+    b2
+}
+
 /// A's user runs `chirp ping --as-me` against B in the middle of a burst of lines both ways:
 /// five pings in a row, each a fresh connection with A's key, which B's policy accepts and
 /// whose PINGs B answers. B keeps the chat on its connection with A: every line arrives once
@@ -896,24 +933,7 @@ fn a_ping_is_not_taken_for_a_partner_that_went_away() {
 fn a_restarted_partner_that_speaks_first_is_adopted_and_nothing_is_lost() {
     for seed in 1..=3 {
         let link = LinkConfig::ideal(Duration::from_millis(5)).with_loss(0.05);
-        let mut p = pair(link, seed);
-        let b_config = EndpointConfig {
-            stateless_reset: false,
-            ..p.b.endpoint.config().clone()
-        };
-        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
-        let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
-        chat_both_ways(
-            &mut p,
-            &mut a,
-            &mut b,
-            None,
-            0..10,
-            Duration::from_millis(10),
-        );
-        drive(&mut p, &mut a, &mut b, Duration::from_secs(10), |a, b| {
-            a.delivered().len() == 10 && b.delivered().len() == 10
-        });
+        let (mut p, mut a, mut b, b_config) = ten_lines_each_way(link, seed, false);
         // B dies: what A sends now never reaches it.
         p.path
             .a_to_b
@@ -921,12 +941,7 @@ fn a_restarted_partner_that_speaks_first_is_adopted_and_nothing_is_lost() {
         send(&p, &mut a, 'a', 10..15);
         run_for(&mut p, &mut a, &mut b, Duration::from_millis(100));
         // B2: the same address and key, a new endpoint.
-        p.b.endpoint = Endpoint::new(b_config, seed ^ 0x99);
-        p.b.events.clear();
-        let mut b2 = Peer::new(a_addr, false);
-        drive(&mut p, &mut a, &mut b2, Duration::from_secs(10), |_, b2| {
-            b2.ups_and_downs().0 == 1
-        });
+        let mut b2 = restart_b(&mut p, &mut a, b_config, seed ^ 0x99);
         // B2 is up, but silent: A does not move yet, and its new lines go to the old one.
         run_for(&mut p, &mut a, &mut b2, Duration::from_secs(2));
         send(&p, &mut a, 'a', 15..20);
@@ -980,31 +995,10 @@ fn a_restarted_partner_that_speaks_first_is_adopted_and_nothing_is_lost() {
 #[test]
 fn a_restarted_partner_that_says_nothing_still_gets_our_lines() {
     for reset in [true, false] {
-        let mut p = pair(LinkConfig::ideal(Duration::from_millis(5)), 8);
-        let b_config = EndpointConfig {
-            stateless_reset: reset,
-            ..p.b.endpoint.config().clone()
-        };
-        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
-        let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
-        chat_both_ways(
-            &mut p,
-            &mut a,
-            &mut b,
-            None,
-            0..10,
-            Duration::from_millis(10),
-        );
-        drive(&mut p, &mut a, &mut b, Duration::from_secs(10), |a, b| {
-            a.delivered().len() == 10 && b.delivered().len() == 10
-        });
+        let link = LinkConfig::ideal(Duration::from_millis(5));
+        let (mut p, mut a, _b, b_config) = ten_lines_each_way(link, 8, reset);
         // B dies and B2 starts at once on its address, with its key; it says nothing.
-        p.b.endpoint = Endpoint::new(b_config, 0x98);
-        p.b.events.clear();
-        let mut b2 = Peer::new(a_addr, false);
-        drive(&mut p, &mut a, &mut b2, Duration::from_secs(10), |_, b2| {
-            b2.ups_and_downs().0 == 1
-        });
+        let mut b2 = restart_b(&mut p, &mut a, b_config, 0x98);
         let typed = p.now;
         send(&p, &mut a, 'a', 10..20);
         let bound = if reset {
