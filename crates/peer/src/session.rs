@@ -458,6 +458,9 @@ pub struct Session<P> {
     leaving: bool,
     /// Leaving at end of input: a half-close (finish), not a close.
     half_close: bool,
+    /// Leaving with nothing left for a successor to take over: new connections are refused
+    /// (see [`Self::refuse_successors_when_done`]).
+    refusing: bool,
     /// The connection a close or finish has been requested on.
     closing: Option<ConnectionHandle>,
     /// The connection whose peer has finished its stream.
@@ -513,6 +516,7 @@ impl<P: KeyPolicy> Session<P> {
             files: None,
             leaving: false,
             half_close: false,
+            refusing: false,
             closing: None,
             peer_finished: None,
             finish_at: None,
@@ -1046,7 +1050,11 @@ impl<P: KeyPolicy> Session<P> {
     /// Hands the next queued line to the transport (one request at a time: the reply brings
     /// the next), and once leaving and done, closes or finishes.
     fn flush(&mut self, now: Instant) {
-        if self.awaiting.is_some() || self.ended {
+        if self.ended {
+            return;
+        }
+        self.refuse_successors_when_done();
+        if self.awaiting.is_some() {
             return;
         }
         let Some(conn) = self.conn else { return };
@@ -1084,6 +1092,24 @@ impl<P: KeyPolicy> Session<P> {
             return;
         }
         self.finish_if_idle(now, false);
+    }
+
+    /// Leaving, with every line acknowledged and no file transfer to resume, no connection
+    /// can take anything over any more: the endpoint stops accepting them now rather than when
+    /// the chat's connection closes. The transport runs apart from the session, so between its
+    /// close and our hearing of it the peer, which dials again as soon as the close reaches
+    /// it, would find a connection accepted that dies with this process (a ghost on its side).
+    fn refuse_successors_when_done(&mut self) {
+        if self.refusing || !self.leaving || self.replacing.is_some() || !self.pending.is_empty() {
+            return;
+        }
+        let unacknowledged = self.inflight.values().any(|sent| !sent.is_empty());
+        let files_busy = self.files.as_ref().is_some_and(|f| f.transfers.busy());
+        if !unacknowledged && !files_busy {
+            debug!("leaving with everything delivered: refusing new connections");
+            self.refusing = true;
+            self.transport(Transport::SetAcceptIncoming(false));
+        }
     }
 
     /// After the peer finished: finish our half too once nothing is queued and everything is

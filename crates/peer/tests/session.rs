@@ -1230,3 +1230,73 @@ fn chat_lines_do_not_wait_behind_file_chunks() {
         );
     }
 }
+
+/// `chirp peer`'s test 3 with a slow driver on the leaving side. A sends, reaches end of input
+/// and, once B has finished too, its connection closes. A's session learns that only a little
+/// later: the transport runs as a task of its own, and meanwhile B, which keeps trying to
+/// reach A, dials again. A, leaving with everything delivered, must not let that new attempt
+/// in (B would show A up again, a ghost that only the idle timeout would end): it stops
+/// accepting connections as soon as nothing is left for a successor to take over, not only
+/// once its session hears of the close.
+#[test]
+fn a_leaving_peer_with_a_slow_driver_lets_no_redial_in() {
+    for seed in 1..=5 {
+        let mut p = pair(LinkConfig::ideal(Duration::from_micros(50)), seed);
+        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+        let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+        send(&p, &mut a, 'a', 0..50);
+        input(&p, &mut a, Input::EndOfInput);
+        // A's session sees nothing of its endpoint for this long after the close.
+        let lag = Duration::from_millis(50);
+        let mut frozen_until: Option<Instant> = None;
+        let deadline = p.now + Duration::from_secs(30);
+        while p.now < deadline && a.exit.is_none() {
+            let now = p.now;
+            let closed = p.a.events.iter().any(|e| matches!(e, Event::Closed { .. }));
+            if closed && frozen_until.is_none() {
+                frozen_until = Some(now + lag);
+            }
+            let a_runs = frozen_until.is_none_or(|t| now >= t);
+            if a_runs {
+                settle(&mut p.a, &mut a, now);
+            }
+            settle(&mut p.b, &mut b, now);
+            let a_timer = a.session.poll_timeout().filter(|_| a_runs);
+            let timers = [
+                a_timer,
+                b.session.poll_timeout(),
+                frozen_until.filter(|&t| t > now),
+            ];
+            if timers.iter().flatten().any(|&t| t <= now) {
+                if a_runs {
+                    a.session.handle_timeout(now);
+                }
+                b.session.handle_timeout(now);
+                continue;
+            }
+            let limit = timers.into_iter().flatten().fold(deadline, Instant::min);
+            if !p.step_until(limit).expect("the network makes progress") {
+                p.now = limit;
+            }
+        }
+        assert!(
+            frozen_until.is_some(),
+            "seed {seed}: A's connection never closed"
+        );
+        assert_eq!(a.exit, Some(0), "seed {seed}: {:?}", a.errors());
+        run_for(&mut p, &mut a, &mut b, Duration::from_secs(5));
+        let want: Vec<Bytes> = (0..50).map(|i| line('a', i)).collect();
+        assert!(b.messages() == want, "seed {seed}: B received wrong lines");
+        assert!(
+            b.has(|r| matches!(r, Report::Down { reason, .. } if reason == "left")),
+            "seed {seed}: {:?}",
+            b.reports
+        );
+        assert_eq!(
+            b.ups_and_downs(),
+            (1, 1),
+            "seed {seed}: A came back while leaving: {:?}",
+            b.reports
+        );
+    }
+}
