@@ -352,7 +352,7 @@ struct Reads {
     history: mpsc::UnboundedReceiver<HistoryRead>,
     after: mpsc::UnboundedReceiver<AfterRead>,
     undelivered: mpsc::UnboundedReceiver<UndeliveredRead>,
-    synced: mpsc::UnboundedReceiver<(String, Result<u64, String>)>,
+    synced: mpsc::UnboundedReceiver<Synced>,
     bus: mpsc::Receiver<nats::Note>,
     scrapes: mpsc::Receiver<crate::metrics::ScrapeRequest>,
 }
@@ -400,7 +400,7 @@ struct Runner {
     store: Arc<dyn Storage>,
     /// Cluster: the bus task (`None`: alone).
     bus: Option<mpsc::UnboundedSender<nats::Cmd>>,
-    synced_tx: mpsc::UnboundedSender<(String, Result<u64, String>)>,
+    synced_tx: mpsc::UnboundedSender<Synced>,
     peers: Option<tokio::sync::watch::Sender<usize>>,
     peers_seen: usize,
     sessions: HashMap<SessionId, Sess>,
@@ -491,8 +491,13 @@ impl Runner {
                 Some((session, page)) = reads.undelivered.recv() => {
                     self.core.undelivered_loaded(now_ms(), session, page);
                 }
-                Some((conv, last)) = reads.synced.recv() => {
-                    self.core.synced(now_ms(), &conv, last);
+                Some(Synced { conv, moderation, last }) = reads.synced.recv() => {
+                    if let Some(entries) = moderation {
+                        self.core.moderation_loaded(now_ms(), &conv, entries);
+                    }
+                    if let Some(last) = last {
+                        self.core.synced(now_ms(), &conv, last);
+                    }
                 }
                 Some(note) = reads.bus.recv() => self.on_bus(note),
                 Some(reply) = reads.scrapes.recv() => {
@@ -570,12 +575,26 @@ impl Runner {
             nats::Note::Message(data) => self.core.bus(now, &data),
             nats::Note::Flushed(conv) => {
                 // Every subscription asked for before is active: what the store says now,
-                // and everything published after, covers the conversation.
-                let last = self.store.last_id(conv.clone());
+                // and everything published after, covers the conversation (`Output::Sync`
+                // says what is read for which).
+                let moderation = (conv.is_empty() || conv.starts_with('#'))
+                    .then(|| self.store.moderation(conv.clone()));
+                let last = (!conv.is_empty()).then(|| self.store.last_id(conv.clone()));
                 let tx = self.synced_tx.clone();
                 tokio::spawn(async move {
-                    let last = last.await.map_err(|e| e.to_string());
-                    let _ = tx.send((conv, last));
+                    let moderation = match moderation {
+                        Some(read) => Some(read.await.map_err(|e| e.to_string())),
+                        None => None,
+                    };
+                    let last = match last {
+                        Some(read) => Some(read.await.map_err(|e| e.to_string())),
+                        None => None,
+                    };
+                    let _ = tx.send(Synced {
+                        conv,
+                        moderation,
+                        last,
+                    });
                 });
             }
             nats::Note::Reconnected => self.core.bus_reconnected(now),
@@ -926,4 +945,11 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// What the store said for one `Output::Sync` (each read, if it was asked for).
+struct Synced {
+    conv: String,
+    moderation: Option<Result<Vec<chirp_store::ModEntry>, String>>,
+    last: Option<Result<u64, String>>,
 }

@@ -186,11 +186,15 @@ pub enum Output {
     Follow(Subject),
     /// Cluster: unsubscribe.
     Unfollow(Subject),
-    /// Cluster: once every subscription asked for so far is active at the bus, read the
-    /// highest id of `conv` from the store ([`chirp_store::Storage::last_id`]), then call
-    /// [`Server::synced`].
+    /// Cluster: once every subscription asked for so far is active at the bus, read from
+    /// the store what the bus may have missed, and hand it back:
+    /// - for a room (`#…`), its moderation entries ([`chirp_store::Storage::moderation`]) to
+    ///   [`Server::moderation_loaded`], then its highest id
+    ///   ([`chirp_store::Storage::last_id`]) to [`Server::synced`];
+    /// - for a DM conversation (`@…`), its highest id to [`Server::synced`];
+    /// - for `""`, the server-wide moderation entries to [`Server::moderation_loaded`].
     Sync {
-        /// The conversation.
+        /// The conversation, or `""`.
         conv: String,
     },
     /// Send one chat-protocol message to a session.
@@ -659,6 +663,8 @@ enum Pending {
     Release { op: usize, key: Key, nick: String },
     /// A moderation event being stored (op 0 of its batch), shown once stored.
     Event { msg: NewMessage },
+    /// Cluster: what to tell the other nodes once the batch is stored (a moderation change).
+    Publish(crate::bus::Bus),
 }
 
 /// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
@@ -1386,6 +1392,11 @@ impl Server {
                     Some(Outcome::NickKept { seen_ms }) => self.release_kept(key, nick, seen_ms),
                     Some(Outcome::Done) => self.publish_release(key, nick),
                     _ => {}
+                },
+                Pending::Publish(m) => match &result {
+                    Ok(_) => self.publish_mod(m),
+                    // Applied here only: the other nodes would hold what the store does not.
+                    Err(e) => warn!(error = %e, "a moderation change was not stored"),
                 },
             }
         }

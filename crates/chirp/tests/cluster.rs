@@ -598,14 +598,10 @@ fn two_nodes_racing_for_one_nick_give_one_winner_and_one_clear_error() {
 
 /// Issue 19: a room ban set on one node holds on the other at once (the member there is put
 /// out) and after the member reconnects there; a kick reaches a member on the other node.
-///
-/// KNOWN FAILURE, left as the reproducer: on real nodes, bob (joining on node 1 after alice
-/// created the room on node 0) is told he owns the room, and alice's ban does not put him out
-/// there (the kick of carol, a `Bus::Kick`, does reach node 1). The simulated cluster
-/// (`server/tests/cluster.rs`, `a_ban_or_a_kick_on_one_node_holds_on_every_node`) passes, so
-/// the `Bus::Mod` path between real nodes is the suspect. Run with `--ignored`.
+/// The nodes start with the test, so alice's claim of the room may go out on the bus before
+/// node 1 follows `chirp.nicks`: node 1 makes up for it from the store when bob joins there
+/// (this test failed that way before).
 #[test]
-#[ignore = "known failure: a Bus::Mod between real nodes is not applied (see the doc comment)"]
 fn a_ban_set_on_one_node_holds_on_every_node() {
     let _serial = serial();
     let Some(cl) = Cluster::start(2) else {

@@ -374,6 +374,9 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// The highest id given in `conv` so far (0: none): what a node of a cluster compares
     /// with the last id it saw, to find messages it missed.
     fn last_id(&self, conv: String) -> StoreFuture<u64>;
+    /// The moderation entries of one scope (a room, or `""` for the server), as stored now:
+    /// what a node of a cluster reads again when the bus may have lost changes.
+    fn moderation(&self, scope: String) -> StoreFuture<Vec<ModEntry>>;
     /// Writer counters so far.
     fn stats(&self) -> WriterStats;
     /// Commits everything queued, then stops the writer; resolves when it has.

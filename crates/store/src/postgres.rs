@@ -746,14 +746,7 @@ async fn load(c: deadpool_postgres::Object, recent: usize) -> Result<Loaded, Str
         .await
         .map_err(msg)?
     {
-        out.moderation.push(ModEntry {
-            scope: row.get(0),
-            kind: row.get(1),
-            subject: row.get(2),
-            value: row.get(3),
-            by: row.get(4),
-            ts_ms: row.get(5),
-        });
+        out.moderation.push(mod_entry(&row));
     }
     for row in c
         .query("SELECT conv, last_id FROM convs", &[])
@@ -904,6 +897,20 @@ impl Storage for Postgres {
         })
     }
 
+    fn moderation(&self, scope: String) -> StoreFuture<Vec<ModEntry>> {
+        self.read(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT scope, kind, subject, value, set_by, ts FROM moderation
+                     WHERE scope = $1",
+                    &[&scope],
+                )
+                .await
+                .map_err(msg)?;
+            Ok(rows.iter().map(mod_entry).collect())
+        })
+    }
+
     fn stats(&self) -> WriterStats {
         *lock(&self.stats)
     }
@@ -920,5 +927,17 @@ impl Storage for Postgres {
             pool.close();
             Ok(())
         })
+    }
+}
+
+/// A row of `SELECT scope, kind, subject, value, set_by, ts FROM moderation`.
+fn mod_entry(row: &tokio_postgres::Row) -> ModEntry {
+    ModEntry {
+        scope: row.get(0),
+        kind: row.get(1),
+        subject: row.get(2),
+        value: row.get(3),
+        by: row.get(4),
+        ts_ms: row.get(5),
     }
 }

@@ -292,6 +292,10 @@ impl Storage for Sqlite {
         self.read(move |r| r.last_id(&conv))
     }
 
+    fn moderation(&self, scope: String) -> StoreFuture<Vec<ModEntry>> {
+        self.read(move |r| r.moderation(&scope))
+    }
+
     fn stats(&self) -> WriterStats {
         *lock(&self.stats)
     }
@@ -702,16 +706,7 @@ impl Reader {
             .prepare("SELECT scope, kind, subject, value, set_by, ts FROM moderation")
             .map_err(&err)?;
         out.moderation = st
-            .query_map([], |r| {
-                Ok(ModEntry {
-                    scope: r.get(0)?,
-                    kind: r.get(1)?,
-                    subject: r.get(2)?,
-                    value: r.get(3)?,
-                    by: r.get(4)?,
-                    ts_ms: r.get(5)?,
-                })
-            })
+            .query_map([], mod_entry)
             .map_err(&err)?
             .collect::<Result<_, _>>()
             .map_err(&err)?;
@@ -821,6 +816,21 @@ impl Reader {
         Ok(rows)
     }
 
+    /// The moderation entries of `scope` (a room, or `""` for the server).
+    pub fn moderation(&self, scope: &str) -> Result<Vec<ModEntry>, StoreError> {
+        let err = sql_err(&self.path);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT scope, kind, subject, value, set_by, ts FROM moderation WHERE scope = ?1",
+            )
+            .map_err(&err)?;
+        st.query_map(params![scope], mod_entry)
+            .map_err(&err)?
+            .collect::<Result<_, _>>()
+            .map_err(&err)
+    }
+
     /// The highest id given in `conv` so far (0: none).
     pub fn last_id(&self, conv: &str) -> Result<u64, StoreError> {
         let err = sql_err(&self.path);
@@ -848,4 +858,16 @@ impl Reader {
             .map_err(&err)
             .map(|n| n.unwrap_or(0) as u64)
     }
+}
+
+/// A row of `SELECT scope, kind, subject, value, set_by, ts FROM moderation`.
+fn mod_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModEntry> {
+    Ok(ModEntry {
+        scope: r.get(0)?,
+        kind: r.get(1)?,
+        subject: r.get(2)?,
+        value: r.get(3)?,
+        by: r.get(4)?,
+        ts_ms: r.get(5)?,
+    })
 }

@@ -390,6 +390,16 @@ mod cases {
                 entry("#a", "owner", "0101", "", 1),
             ]
         );
+        // One scope at a time, as a node of a cluster reads one again.
+        let mut room = s.moderation("#a".into()).await.expect("read #a");
+        room.sort_by(|x, y| (&x.kind, &x.subject).cmp(&(&y.kind, &y.subject)));
+        assert_eq!(room, got[1..].to_vec());
+        let server = s
+            .moderation(String::new())
+            .await
+            .expect("read the server's");
+        assert_eq!(server, got[..1].to_vec());
+        assert_eq!(s.moderation("#b".into()).await.expect("read #b"), vec![]);
         s.close().await.expect("close");
     }
 

@@ -38,7 +38,7 @@
 //! nick first ([`Outcome::NickTaken`]), the sessions that asked are told and closed.
 
 use super::*;
-use crate::bus::{Bus, MAX_BEAT_ROOMS, Member};
+use crate::bus::{Bus, MAX_BEAT_ROOMS, Member, ModChange};
 
 /// Backlog entries kept per conversation while it waits for its sync; remote messages past
 /// it are dropped (they are in the store, and the sync's read or the next gap finds them).
@@ -105,6 +105,10 @@ pub(crate) struct State {
     retry: BTreeSet<String>,
     /// Bus messages dropped as undecodable.
     dropped: u64,
+    /// Moderation scopes (a room, or `""` for the server) being read again from the store,
+    /// with the changes applied here since the read was asked for: applied again on top of
+    /// what the read returns (see [`Server::moderation_loaded`]).
+    pub(crate) mod_backlog: HashMap<String, Vec<ModChange>>,
 }
 
 /// The two keys of a DM conversation name.
@@ -125,6 +129,7 @@ impl Server {
             room_counts: HashMap::new(),
             retry: BTreeSet::new(),
             dropped: 0,
+            mod_backlog: HashMap::new(),
         });
         self.follow(Subject::Nodes);
         self.follow(Subject::Nicks);
@@ -165,6 +170,10 @@ impl Server {
             return;
         }
         cv.syncing = true;
+        if conv.starts_with('#') {
+            // A room's moderation is read again with its mark (the runner reads both).
+            self.track_mod_changes(conv);
+        }
         self.out.push_back(Output::Sync {
             conv: conv.to_owned(),
         });
@@ -426,6 +435,11 @@ impl Server {
         let Some(node) = self.node() else {
             return;
         };
+        // Server-wide bans too: a sync of the scope `""` reads only those.
+        self.track_mod_changes("");
+        self.out.push_back(Output::Sync {
+            conv: String::new(),
+        });
         let convs: Vec<String> = self
             .convs
             .iter()

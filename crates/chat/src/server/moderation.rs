@@ -21,9 +21,13 @@
 //!
 //! # In a cluster
 //!
-//! A change is applied here at once and published on the bus (`chirp.nicks`, which every
-//! node follows): every node applies it, and puts out whoever a ban now names among its own
-//! sessions. A kick of a member connected to another node is published the same way.
+//! A change is applied here at once and, once stored, published on the bus (`chirp.nicks`,
+//! which every node follows): every node applies it, and puts out whoever a ban now names
+//! among its own sessions. A kick of a member connected to another node is published the same
+//! way (at once: it is not stored). The bus loses what is published while a node does not
+//! follow it yet or its connection is down: a node reads a room's entries again from the
+//! store when the room gets its first member there, and the server-wide bans whenever its
+//! bus connection is (re)established ([`Server::moderation_loaded`]).
 
 use super::*;
 use crate::bus::{Bus, ModChange};
@@ -349,6 +353,30 @@ impl Moderation {
         r.apply(kind, subject, value, ts_ms);
         if r.is_empty() {
             self.rooms.remove(scope);
+        }
+    }
+
+    /// Replaces what is known of `scope` (a room, or `""`: the server-wide bans) with
+    /// `entries`, the store's.
+    pub(crate) fn replace(&mut self, scope: &str, entries: &[ModEntry]) {
+        if scope.is_empty() {
+            self.server_bans.clear();
+        } else {
+            self.rooms.remove(scope);
+        }
+        for e in entries.iter().filter(|e| e.scope == scope) {
+            self.apply(&e.scope, &e.kind, &e.subject, Some(&e.value), e.ts_ms);
+        }
+    }
+
+    /// Whether the ban with `subject` is in force in `scope`.
+    fn has_ban(&self, scope: &str, subject: &str) -> bool {
+        if scope.is_empty() {
+            self.server_bans.contains_key(subject)
+        } else {
+            self.rooms
+                .get(scope)
+                .is_some_and(|r| r.bans.contains_key(subject))
         }
     }
 
@@ -1080,6 +1108,7 @@ impl Server {
         };
         // The event is op 0 of its batch; the entry goes with it, in one transaction.
         let mut ops = vec![Op::Message(msg.clone())];
+        let mut pending = vec![Pending::Event { msg }];
         if change {
             ops.push(mod_op(
                 a.room,
@@ -1089,10 +1118,11 @@ impl Server {
                 &by,
                 now_ms,
             ));
-            self.apply_and_publish(now_ms, a.room, a.kind, a.subject, a.value, &by);
+            let c = self.apply_change(now_ms, a.room, a.kind, a.subject, a.value, &by);
+            pending.push(Pending::Publish(Bus::Mod(c)));
         }
         self.stats.accepted += 1;
-        self.persist(ops, vec![Pending::Event { msg }]);
+        self.persist(ops, pending);
     }
 
     /// Sets (`value: Some`) or clears an entry here, stores it, and tells the other nodes;
@@ -1107,11 +1137,13 @@ impl Server {
         by: &str,
     ) {
         let op = mod_op(scope, kind, &subject, value.clone(), by, now_ms);
-        self.persist(vec![op], Vec::new());
-        self.apply_and_publish(now_ms, scope, kind, subject, value, by);
+        let c = self.apply_change(now_ms, scope, kind, subject, value, by);
+        self.persist(vec![op], vec![Pending::Publish(Bus::Mod(c))]);
     }
 
-    fn apply_and_publish(
+    /// Applies a change here at once; the other nodes hear of it once it is stored (so a
+    /// node that reads the store after missing it on the bus finds it: `moderation_loaded`).
+    fn apply_change(
         &mut self,
         now_ms: i64,
         scope: &str,
@@ -1119,17 +1151,116 @@ impl Server {
         subject: String,
         value: Option<String>,
         by: &str,
-    ) {
+    ) -> ModChange {
         self.moderation
             .apply(scope, kind, &subject, value.as_deref(), now_ms);
-        self.publish_mod(Bus::Mod(ModChange {
+        let change = ModChange {
             scope: scope.to_owned(),
             kind: kind.to_owned(),
             subject,
             value,
             by: by.to_owned(),
             ts: now_ms,
-        }));
+        };
+        self.note_mod_change(&change);
+        change
+    }
+
+    /// Cluster: from now until [`Self::moderation_loaded`] for `scope`, the changes applied
+    /// here are kept, to be applied again on top of what the store returns.
+    pub(super) fn track_mod_changes(&mut self, scope: &str) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.mod_backlog.entry(scope.to_owned()).or_default();
+        }
+    }
+
+    fn note_mod_change(&mut self, change: &ModChange) {
+        if let Some(backlog) = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.mod_backlog.get_mut(&change.scope))
+        {
+            backlog.push(change.clone());
+        }
+    }
+
+    /// Cluster: the store's moderation entries of `scope` (a room, or `""` for the
+    /// server-wide bans), read after a subscription barrier (a room's first member here, the
+    /// bus (re)connected; [`Output::Sync`]). A change the bus lost on its way here (published
+    /// before this node followed, or while its connection was down) is in the store: the
+    /// store's entries replace what this node knew of the scope, and the changes applied here
+    /// since the read was asked for are applied again on top (each was stored before it was
+    /// published, so none is lost and none undone). Then a ban learnt this way puts out the
+    /// members it names, and a member here whose role changed (a room's owner claimed on two
+    /// nodes: the earlier claim wins) is told.
+    pub fn moderation_loaded(
+        &mut self,
+        now_ms: i64,
+        scope: &str,
+        result: Result<Vec<ModEntry>, String>,
+    ) {
+        let Some(backlog) = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.mod_backlog.remove(scope))
+        else {
+            return;
+        };
+        let entries = match result {
+            Ok(e) => e,
+            Err(e) => {
+                // The bus's changes stay applied; the next sync (a reconnect) tries again.
+                warn!(scope, error = %e, "cannot read moderation from the store");
+                return;
+            }
+        };
+        let local: Vec<(Key, Role)> = if scope.is_empty() {
+            Vec::new()
+        } else {
+            self.rooms
+                .get(scope)
+                .map(|r| {
+                    r.members
+                        .iter()
+                        .map(|k| (*k, self.role(scope, k)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        self.moderation.replace(scope, &entries);
+        for c in &backlog {
+            self.moderation
+                .apply(&c.scope, &c.kind, &c.subject, c.value.as_deref(), c.ts);
+        }
+        for e in entries.iter().filter(|e| e.kind == kind::BAN) {
+            let Some(ban) = Banned::parse(&e.subject) else {
+                continue;
+            };
+            if !self.moderation.has_ban(scope, &ban.subject()) {
+                continue; // lifted since
+            }
+            if scope.is_empty() {
+                self.enforce_server_ban(&ban);
+            } else {
+                let reason = Some(e.value.clone()).filter(|v| !v.is_empty());
+                self.enforce_room_ban(now_ms, scope, &ban, &e.by, reason);
+            }
+        }
+        for (key, before) in local {
+            if self.role(scope, &key) == before {
+                continue;
+            }
+            let sessions = self
+                .users
+                .get(&key)
+                .filter(|u| u.rooms.contains(scope))
+                .map(|u| u.sessions.clone())
+                .unwrap_or_default();
+            let m = self.modes_msg(scope, &key);
+            for s in sessions {
+                self.send(s, &m);
+            }
+        }
     }
 
     /// A room event was stored (op 0 of its batch): members see it, like a message.
@@ -1234,7 +1365,7 @@ impl Server {
         }
     }
 
-    fn publish_mod(&mut self, m: Bus) {
+    pub(super) fn publish_mod(&mut self, m: Bus) {
         if self.cluster.is_some() {
             self.out.push_back(Output::Publish {
                 subject: Subject::Nicks,
@@ -1247,6 +1378,7 @@ impl Server {
     pub(super) fn remote_mod(&mut self, now_ms: i64, c: ModChange) {
         self.moderation
             .apply(&c.scope, &c.kind, &c.subject, c.value.as_deref(), c.ts);
+        self.note_mod_change(&c);
         if c.kind != kind::BAN || c.value.is_none() {
             return;
         }

@@ -5,6 +5,8 @@
 
 use super::*;
 use crate::bus::Bus;
+use chirp_store::ModEntry;
+use std::collections::BTreeMap;
 
 /// One shared database.
 #[derive(Default)]
@@ -14,6 +16,8 @@ struct Db {
     /// fold → (nick, key), and each owner's last-seen time.
     nicks: HashMap<String, (String, Key)>,
     seen: HashMap<Key, i64>,
+    /// Moderation entries by (scope, kind, subject).
+    mods: BTreeMap<(String, String, String), ModEntry>,
 }
 
 impl Db {
@@ -67,6 +71,20 @@ impl Db {
                     }
                     None => Outcome::Done,
                 },
+                Op::SetMod(e) => {
+                    let k = (e.scope.clone(), e.kind.clone(), e.subject.clone());
+                    self.mods.insert(k, e.clone());
+                    Outcome::Done
+                }
+                Op::ClearMod {
+                    scope,
+                    kind,
+                    subject,
+                } => {
+                    self.mods
+                        .remove(&(scope.clone(), kind.clone(), subject.clone()));
+                    Outcome::Done
+                }
                 _ => Outcome::Done,
             })
             .collect()
@@ -268,8 +286,20 @@ impl Net {
             // The rendezvous is not part of these tests.
             Output::Relay { .. } => {}
             Output::Sync { conv } => {
-                let last = self.db.last.get(&conv).copied().unwrap_or(0);
-                n.synced(now, &conv, Ok(last));
+                if conv.is_empty() || conv.starts_with('#') {
+                    let entries = self
+                        .db
+                        .mods
+                        .values()
+                        .filter(|e| e.scope == conv)
+                        .cloned()
+                        .collect();
+                    n.moderation_loaded(now, &conv, Ok(entries));
+                }
+                if !conv.is_empty() {
+                    let last = self.db.last.get(&conv).copied().unwrap_or(0);
+                    n.synced(now, &conv, Ok(last));
+                }
             }
         }
     }
@@ -628,6 +658,78 @@ fn topics_renames_and_the_room_list_cross_nodes() {
 /// Whether the user of session `id` on `node` is in `room` there.
 fn member_here(net: &Net, node: usize, k: Key, room: &str) -> bool {
     net.nodes[node].in_room(&k, room)
+}
+
+/// The bus loses what is published before a node follows `chirp.nicks`, or while its
+/// connection is down: the moderation changes it missed are in the store, and the node reads
+/// them again when a room gets its first member there (and on every bus reconnection). Here
+/// node 1 misses alice's claim of the room she created on node 0; bob, first on node 1 to
+/// join, is taken for its creator at first, then corrected, and alice's ban puts him out.
+/// A server-wide ban node 1 missed holds once its bus reconnects.
+#[test]
+fn moderation_the_bus_lost_is_read_again_from_the_store() {
+    let oper: chirp_keys::Fingerprint = super::fingerprint(&key(9)).parse().expect("fp");
+    let mut net = Net::with(
+        2,
+        ServerConfig {
+            opers: vec![oper],
+            ..ServerConfig::default()
+        },
+    );
+    net.down = true;
+    net.hello(0, 1, key(1), "alice", &["#r"]);
+    net.down = false;
+    assert_eq!(net.nodes[1].role("#r", &key(1)), super::Role::Member);
+    net.hello(1, 2, key(2), "bob", &["#r"]);
+    assert_eq!(net.nodes[1].role("#r", &key(1)), super::Role::Owner);
+    assert_eq!(net.nodes[1].role("#r", &key(2)), super::Role::Member);
+    // bob is told his role again, after the one his join claimed.
+    let roles: Vec<String> = net.inbox[&(1, 2)]
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Modes { role, .. } => Some(role.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        roles.last().map(String::as_str),
+        Some("member"),
+        "{roles:?}"
+    );
+    // The same on node 0, which heard bob's late claim: the earlier claim wins.
+    assert_eq!(net.nodes[0].role("#r", &key(1)), super::Role::Owner);
+    let ban = ClientMsg::Ban(crate::wire::BanReq {
+        room: Some("#r".into()),
+        target: Some("bob".into()),
+        ..Default::default()
+    });
+    net.nodes[0].message(net.now, 1, &ban.encode());
+    net.run();
+    assert!(!member_here(&net, 1, key(2), "#r"));
+    assert!(
+        net.inbox[&(1, 2)]
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Kicked { banned: true, .. }))
+    );
+    // A server-wide ban published while node 1's bus is down: it holds there once the bus
+    // is back.
+    net.hello(1, 3, key(3), "carol", &[]);
+    net.hello(0, 9, key(9), "root", &[]);
+    net.down = true;
+    let kline = ClientMsg::Ban(crate::wire::BanReq {
+        target: Some("carol".into()),
+        ..Default::default()
+    });
+    net.nodes[0].message(net.now, 9, &kline.encode());
+    net.run();
+    net.down = false;
+    assert_eq!(net.last_error(1, 3), None, "node 1 cannot know yet");
+    net.nodes[1].bus_reconnected(net.now);
+    net.run();
+    assert_eq!(
+        net.last_error(1, 3).map(|e| e.0),
+        Some(code::BANNED.to_owned())
+    );
 }
 
 #[test]
