@@ -225,8 +225,8 @@ const SEED_TOTAL: u64 = 20_000_000;
 /// against ~25 ms idle: the copies of a chat line are sized by the loss of the last round
 /// trips, which counted a round trip's losses against the next round trip's
 /// acknowledgements, read a few per cent on a 10 % path when the sending rate changed, and
-/// sent one copy where three were needed (a line lost twice then waited a recovery, and the
-/// lines behind it with it).
+/// sent a line two or three times where three or four were needed (a line whose
+/// transmissions were all lost then waited a recovery, and the lines behind it with it).
 #[test]
 fn chat_keeps_its_latency_during_a_transfer_whatever_the_seed() {
     let mut failed = Vec::new();

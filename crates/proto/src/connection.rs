@@ -591,9 +591,9 @@ struct Bulk {
 /// of one round trip's packets met the acknowledgements of the next one's: whenever the
 /// sending rate changed from one round trip to the next (slow start, flow control, the pacer
 /// spreading what had been bursts), the rate read low, at times a tenth of the path's loss,
-/// and a chat line got one copy where it needed three (10 % loss: a line whose two
-/// transmissions were lost waited a recovery, and the lines behind it with it; the chat p99
-/// during a paced 50 MB transfer was 36 and 45 ms against 25 ms idle, issue 18).
+/// and a chat line went two or three times where it needed three or four (10 % loss: a line
+/// whose transmissions were all lost waited a recovery, and the lines behind it with it; the
+/// chat p99 during a paced 50 MB transfer was 36 and 45 ms against 25 ms idle, issue 18).
 #[derive(Debug, Default)]
 struct OutcomeWindow {
     /// `(acknowledged, lost)`: this round trip's, then the previous one's.
