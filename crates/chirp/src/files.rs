@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chirp_files::{Direction, FileEvent, hash_hex};
@@ -148,10 +148,11 @@ pub(crate) fn print(out: Output, e: &FileEvent) {
 }
 
 /// Progress bars for the transfers under way, drawn on stdout (a terminal), above the lines
-/// printed meanwhile.
+/// printed meanwhile. A clone draws on the same bars.
+#[derive(Clone)]
 pub(crate) struct Bars {
     multi: MultiProgress,
-    bars: Mutex<HashMap<(bool, u64), ProgressBar>>,
+    bars: Arc<Mutex<HashMap<(bool, u64), ProgressBar>>>,
 }
 
 impl Bars {
@@ -159,7 +160,7 @@ impl Bars {
     pub(crate) fn for_stdout(json: bool) -> Option<Bars> {
         (!json && std::io::stdout().is_terminal()).then(|| Bars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
-            bars: Mutex::new(HashMap::new()),
+            bars: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 

@@ -314,6 +314,16 @@ fn session(opts: &PeerOpts, to: SocketAddr, pin: Option<Fingerprint>) -> Session
         pin,
         known: opts.home.join(KNOWN_KEYS_FILE),
     };
+    new_session(opts, config, policy)
+}
+
+/// A peer session with file transfer as the options say (`--downloads`,
+/// `--auto-accept-from`): every peer session is made here, direct or through `--via`.
+pub(crate) fn new_session(
+    opts: &PeerOpts,
+    config: Config,
+    policy: KnownKeysPolicy,
+) -> Session<KnownKeysPolicy> {
     let mut session = Session::new(config, policy);
     let storage = chirp_files::FsStorage::new(opts.downloads.clone());
     session.enable_files(Box::new(storage), opts.auto_accept_from.clone());

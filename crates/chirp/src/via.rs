@@ -174,7 +174,13 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
     out.status(&banner);
     crate::peer::read_stdin(req_tx);
     state
-        .drive(handle, View::Lines(out, None), req_rx, events, task)
+        .drive(
+            handle,
+            View::Lines(out, crate::files::Bars::for_stdout(opts.json)),
+            req_rx,
+            events,
+            task,
+        )
         .instrument(span)
         .await
 }
@@ -416,12 +422,12 @@ impl Via {
             // Line mode names the path in `peer_up` and `stats`.
             let path = if self.relayed { "relayed" } else { "direct" };
             let shown = match view {
-                View::Lines(out, _) => View::Lines(
+                View::Lines(out, bars) => View::Lines(
                     Output {
                         path: Some(path),
                         ..*out
                     },
-                    None,
+                    bars.clone(),
                 ),
                 View::Ui(tx) => View::Ui(tx.clone()),
             };
@@ -530,7 +536,7 @@ impl Via {
             pin: Some(intro.key.fingerprint()),
             known: self.opts.home.join(crate::peer::KNOWN_KEYS_FILE),
         };
-        self.peer = Some(Session::new(config, policy));
+        self.peer = Some(crate::peer::new_session(&self.opts, config, policy));
         self.relay = intro.relay;
         self.direct = Some(intro.candidate);
         self.direct_deadline = Some(now() + DIRECT_WAIT);

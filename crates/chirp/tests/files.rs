@@ -364,3 +364,97 @@ fn a_full_disk_fails_clearly_and_leaves_no_done_file() {
     drop(b);
     drop(mounted);
 }
+
+/// The root hash of `data` as an offer announces it (BLAKE3 of the chunks' BLAKE3 hashes),
+/// computed here independently of the processes, for files of the default chunk size.
+fn root_hash(data: &[u8]) -> String {
+    let chunk = chirp_files::DEFAULT_CHUNK_SIZE as usize;
+    let hashes: Vec<chirp_files::Hash> = data
+        .chunks(chunk)
+        .map(chirp_files::wire::chunk_hash)
+        .collect();
+    chirp_files::hash_hex(&chirp_files::wire::root_hash(&hashes))
+}
+
+/// `chirp peer --via SERVER --to NICK`, on loopback, as `nick` asking for `to`, saving into
+/// `downloads`.
+fn via_peer(
+    nick: &str,
+    to: &str,
+    server: &common::Server,
+    home: &Path,
+    downloads: &Path,
+) -> Result<Chirp, String> {
+    let [port] = free_ports();
+    let bind = lo(port);
+    let args: Vec<String> = [
+        "peer",
+        "--json",
+        "--bind",
+        &bind.to_string(),
+        "--via",
+        &server.addr.to_string(),
+        "--server-key",
+        &server.fingerprint,
+        "--nick",
+        nick,
+        "--to",
+        to,
+        "--home",
+        &arg(home),
+        "--downloads",
+        &arg(downloads),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut c = Chirp {
+        proc: Proc::spawn(nick, CHIRP, &args, Stdout::Lines),
+        addr: bind,
+        seen: Vec::new(),
+    };
+    c.started()?;
+    Ok(c)
+}
+
+/// `chirp peer --via`: a real `chirp serve` introduces two peers on loopback, and `/send`,
+/// `/accept` work as in direct peer mode: the file arrives byte for byte, and its hash,
+/// computed here, is the one offered and reported done on both sides.
+#[test]
+fn a_file_goes_through_peer_mode_via_a_server() {
+    let dir = scratch();
+    let server = common::Server::start(&dir.path().join("server"), "127.0.0.1:0", &[]);
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("photo.jpg");
+    let data = content(3_000_000, 5);
+    std::fs::write(&src, &data).expect("write source");
+    let (mut a, mut b) = retry_bind(|| {
+        let a = via_peer(
+            "alice",
+            "bob",
+            &server,
+            &dir.path().join("alice"),
+            &dir.path().join("alice-dl"),
+        )?;
+        let b = via_peer("bob", "alice", &server, &dir.path().join("bob"), &downloads)?;
+        Ok((a, b))
+    });
+    a.wait_type("peer_up", STEP);
+    b.wait_type("peer_up", STEP);
+    a.line(&format!("/send {}", arg(&src)));
+    let offered = a.wait_type("file_offer", STEP);
+    let offer = b.wait_type("file_offer", STEP);
+    assert_eq!(offer["name"], "photo.jpg", "{}", b.diag());
+    assert_eq!(offer["size"], 3_000_000);
+    assert_eq!(offer["hash"], root_hash(&data), "{}", b.diag());
+    assert_eq!(offered["hash"], offer["hash"]);
+    b.line(&format!("/accept {}", offer["id"]));
+    let got = done(&mut b, "receive", TRANSFER);
+    let sent = done(&mut a, "send", TRANSFER);
+    assert_eq!(got["hash"], offer["hash"], "{}", b.diag());
+    assert_eq!(sent["hash"], offer["hash"], "{}", a.diag());
+    let saved = std::fs::read(downloads.join("photo.jpg")).expect("saved");
+    assert_eq!(root_hash(&saved), root_hash(&data));
+    assert!(saved == data, "the saved file differs from the source");
+    assert_eq!(names_in(&downloads), ["photo.jpg"], "no .part left");
+}
