@@ -458,3 +458,47 @@ fn a_file_goes_through_peer_mode_via_a_server() {
     assert!(saved == data, "the saved file differs from the source");
     assert_eq!(names_in(&downloads), ["photo.jpg"], "no .part left");
 }
+
+/// Offering a large file (1 GiB, sparse) means reading and hashing all of it, which the peer
+/// loop leaves to the blocking pool: lines typed right after `/send` arrive at the peer before
+/// the offer does (the offer waits for the hash; with the hash on the loop's task, it went out
+/// first and the lines only after it). Checked by the order of the receiver's events, not by
+/// timing.
+#[test]
+fn chat_lines_typed_during_the_hash_of_a_large_offer_arrive_before_it() {
+    const LINES: usize = 10;
+    const SIZE: u64 = 1 << 30;
+    let dir = scratch();
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("huge.img");
+    std::fs::File::create(&src)
+        .and_then(|f| f.set_len(SIZE))
+        .expect("a sparse source");
+    let (mut a, mut b) = pair(&downloads, &[]);
+    a.wait_type("peer_up", STEP);
+    b.wait_type("peer_up", STEP);
+    // One write: the `/send` and the lines reach the loop together.
+    let mut typed = format!("/send {}\n", arg(&src));
+    for i in 0..LINES {
+        typed.push_str(&format!("line {i} during the hash\n"));
+    }
+    a.proc.write(typed.as_bytes());
+    let offer = b.wait_type("file_offer", TRANSFER);
+    assert_eq!(offer["size"], SIZE, "{}", b.diag());
+    let texts: Vec<&str> = b
+        .seen_of("message")
+        .iter()
+        .filter_map(|v| v["text"].as_str())
+        .collect();
+    let want: Vec<String> = (0..LINES)
+        .map(|i| format!("line {i} during the hash"))
+        .collect();
+    assert_eq!(
+        texts,
+        want,
+        "every line typed after /send arrives before the offer\n{}",
+        b.diag()
+    );
+    // The sender said it offers the file only once it was hashed: after its lines went.
+    a.wait_type("file_offer", STEP);
+}
