@@ -32,6 +32,13 @@ fn content(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The partial file's name for `name` of the offer `offer`: `NAME.HHHHHHHHHHHHHHHH.part`,
+/// the first 16 hex digits of its root hash.
+fn part_name(name: &str, offer: &serde_json::Value) -> String {
+    let hash = offer["hash"].as_str().expect("hash");
+    format!("{name}.{}.part", &hash[..16])
+}
+
 /// A fresh directory for one test's files.
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -187,7 +194,7 @@ fn a_killed_receiver_restarts_and_resumes_without_starting_over() {
         v["type"] == "file_progress" && v["bytes"].as_u64().is_some_and(|n| n > 0)
     });
     b.proc.kill();
-    let part = downloads.join("video.mkv.part");
+    let part = downloads.join(part_name("video.mkv", &offer));
     let part_len = std::fs::metadata(&part).expect("a .part is left").len();
     assert!(part_len > 0 && part_len < size as u64, "{part_len}");
     assert!(!downloads.join("video.mkv").exists());
@@ -343,12 +350,13 @@ fn a_full_disk_fails_clearly_and_leaves_no_done_file() {
     let (mut a, mut b) = pair(&downloads, &[]);
     b.wait_type("peer_up", STEP);
     a.line(&format!("/send {}", arg(&src)));
-    b.wait_type("file_offer", STEP);
+    let offer = b.wait_type("file_offer", STEP);
     b.line("/accept");
     let f = failed(&mut b, "receive", TRANSFER);
     let reason = f["reason"].as_str().unwrap_or_default().to_owned();
+    let part = part_name("too-big.bin", &offer);
     assert!(
-        reason.starts_with("cannot write too-big.bin.part: ") && reason.contains("No space"),
+        reason.starts_with(&format!("cannot write {part}: ")) && reason.contains("No space"),
         "{reason}"
     );
     let f = failed(&mut a, "send", TRANSFER);

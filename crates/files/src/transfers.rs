@@ -797,9 +797,13 @@ impl<S: Storage> Transfers<S> {
     }
 
     /// The first of `name`, `name (1)`, … that exists neither as a file nor as a name another
-    /// transfer saves under. Its `.part` may exist: that is what a resume continues.
+    /// transfer saves under, and whose partial file is absent or a regular file. The partial
+    /// file's name carries the root hash: one that exists is this file's, from an earlier
+    /// attempt (a resume continues it); anything else there (a symbolic link someone planted, a
+    /// directory) makes the name unusable.
     fn free_name(&mut self, id: u64) -> Option<String> {
-        let base = self.incoming.get(&id)?.name.clone();
+        let i = self.incoming.get(&id)?;
+        let (base, root) = (i.name.clone(), i.root);
         (0..MAX_ALTERNATIVES)
             .map(|n| name::alternative(&base, n))
             .find(|cand| {
@@ -807,7 +811,17 @@ impl<S: Storage> Transfers<S> {
                     .incoming
                     .iter()
                     .any(|(&other, i)| other != id && i.save_as.as_deref() == Some(cand));
-                !taken && !self.storage.exists(cand)
+                if taken || self.storage.exists(cand) {
+                    return false;
+                }
+                let part = name::part_name(cand, &root);
+                match self.storage.len(&part) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        warn!(id, error = %e, "the partial file's name is unusable: another name");
+                        false
+                    }
+                }
             })
     }
 
@@ -846,7 +860,7 @@ impl<S: Storage> Transfers<S> {
         let Some(save_as) = i.save_as.clone() else {
             return;
         };
-        let part = name::part_name(&save_as);
+        let part = name::part_name(&save_as, &i.root);
         i.have = vec![false; i.chunks as usize];
         i.missing = i.chunks;
         i.held = 0;
@@ -915,7 +929,7 @@ impl<S: Storage> Transfers<S> {
         let Some(save_as) = i.save_as.as_deref() else {
             return;
         };
-        let part = name::part_name(save_as);
+        let part = name::part_name(save_as, &i.root);
         if let Err(e) = self
             .storage
             .write(&part, index * u64::from(i.chunk_size), data)
@@ -943,20 +957,22 @@ impl<S: Storage> Transfers<S> {
         }
     }
 
-    /// Every chunk is held and verified: the partial file becomes the file (under a free
-    /// name: one may have appeared meanwhile).
+    /// Every chunk is held and verified: the partial file becomes the file, under the name
+    /// chosen on accepting, or the first free one if that one appeared meanwhile.
     fn complete(&mut self, id: u64) {
         let Some(i) = self.incoming.get(&id) else {
             return;
         };
-        let Some(part) = i.save_as.as_deref().map(name::part_name) else {
+        let Some(save_as) = i.save_as.clone() else {
             return;
         };
+        let part = name::part_name(&save_as, &i.root);
         let size = i.size;
         let mut saved = None;
         let mut last_err = None;
-        for n in 0..MAX_ALTERNATIVES {
-            let cand = name::alternative(&i.name, n);
+        // The name chosen on accepting first (its partial file is this one), then the others.
+        let names = (0..MAX_ALTERNATIVES).map(|n| name::alternative(&i.name, n));
+        for cand in std::iter::once(save_as).chain(names) {
             if self.storage.exists(&cand) || cand == part {
                 continue;
             }
@@ -1030,7 +1046,7 @@ impl<S: Storage> Transfers<S> {
     fn end_incoming(&mut self, id: u64, reason: String) {
         if let Some(i) = self.incoming.remove(&id) {
             if let Some(s) = &i.save_as {
-                self.storage.close(&name::part_name(s));
+                self.storage.close(&name::part_name(s, &i.root));
             }
             self.events.push_back(FileEvent::Failed {
                 id,
