@@ -3,18 +3,24 @@
 //! an indicatif progress bar per transfer. The transfers themselves are `chirp_files`, driven
 //! by the peer session.
 //!
+//! Offering a file reads all of it (its hash): [`Hasher`] does that on tokio's blocking
+//! pool, so that the task driving the connection goes on carrying chat meanwhile.
+//!
 //! Names come from the peer: a human line shows them through [`safe::line`] (and JSON escapes
 //! every unsafe character, see `output::json_line`).
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chirp_files::{Direction, FileEvent, hash_hex};
+use chirp_files::{Direction, FileEvent, FsStorage, hash_hex};
+use chirp_peer::Input as SessionInput;
 use chirp_tui::safe;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::output::{Output, print_event};
 
@@ -148,10 +154,11 @@ pub(crate) fn print(out: Output, e: &FileEvent) {
 }
 
 /// Progress bars for the transfers under way, drawn on stdout (a terminal), above the lines
-/// printed meanwhile.
+/// printed meanwhile. A clone draws on the same bars.
+#[derive(Clone)]
 pub(crate) struct Bars {
     multi: MultiProgress,
-    bars: Mutex<HashMap<(bool, u64), ProgressBar>>,
+    bars: Arc<Mutex<HashMap<(bool, u64), ProgressBar>>>,
 }
 
 impl Bars {
@@ -159,7 +166,7 @@ impl Bars {
     pub(crate) fn for_stdout(json: bool) -> Option<Bars> {
         (!json && std::io::stdout().is_terminal()).then(|| Bars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
-            bars: Mutex::new(HashMap::new()),
+            bars: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -209,6 +216,47 @@ impl Bars {
                 self.multi.suspend(|| print(out, e));
             }
             _ => self.multi.suspend(|| print(out, e)),
+        }
+    }
+}
+
+/// Hashes files for offers away from the task that drives the connection (the session's
+/// `Output::HashFile`): `chirp_files::prepare` runs on tokio's blocking pool, and its result
+/// comes back through [`Hasher::recv`] as the session's `Input::FileHashed`.
+pub(crate) struct Hasher {
+    tx: mpsc::Sender<SessionInput>,
+    rx: mpsc::Receiver<SessionInput>,
+}
+
+impl Hasher {
+    /// Results waiting to be taken: a hash in progress waits (on its own thread) for room.
+    const QUEUE: usize = 16;
+
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::channel(Self::QUEUE);
+        Self { tx, rx }
+    }
+
+    /// Starts hashing the file at `path` (one blocking task per `/send`: they come at typing
+    /// speed).
+    pub(crate) fn start(&self, path: PathBuf, chunk_size: u32) {
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            // Only its sources are read: the download directory is never touched.
+            let mut source = FsStorage::new(PathBuf::new());
+            let result = chirp_files::prepare(&mut source, &path, chunk_size)
+                .map(Box::new)
+                .map_err(|e| e.to_string());
+            // The loop has ended if the channel is closed: nobody is left to offer it to.
+            let _ = tx.blocking_send(SessionInput::FileHashed { path, result });
+        });
+    }
+
+    /// The next file hashed (never ends: this holds a sender itself).
+    pub(crate) async fn recv(&mut self) -> SessionInput {
+        match self.rx.recv().await {
+            Some(input) => input,
+            None => std::future::pending().await,
         }
     }
 }

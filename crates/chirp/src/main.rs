@@ -152,9 +152,10 @@ Examples:
 
 Files: /send PATH offers the peer a file; the peer sees its name, size and BLAKE3 hash and
 answers /accept (or Alt+Y in the UI) or /decline. It is saved in --downloads (the XDG download
-directory by default) as NAME.part until every chunk has been checked against the hash, then
-renamed; an existing file is never overwritten (NAME (1).ext). A transfer cut by a dropped
-link or a restart resumes from what was saved and verified.
+directory by default) as NAME.H.part (H: the start of its hash) until every chunk has been
+checked against the hash, then renamed; an existing file is never overwritten (NAME (1).ext),
+and a symbolic link in the download directory is never followed. A transfer cut by a dropped
+link or a restart resumes from what was saved and verified. The same works with --via.
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --downloads ~/inbox
   chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000 --auto-accept-from xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
   echo '/send report.pdf' | chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument as _, debug, info_span};
 
+use crate::files::Hasher;
 use crate::input::{self, Input};
 use crate::output::Output;
 
@@ -314,9 +315,21 @@ fn session(opts: &PeerOpts, to: SocketAddr, pin: Option<Fingerprint>) -> Session
         pin,
         known: opts.home.join(KNOWN_KEYS_FILE),
     };
+    new_session(opts, config, policy)
+}
+
+/// A peer session with file transfer as the options say (`--downloads`,
+/// `--auto-accept-from`): every peer session is made here, direct or through `--via`.
+pub(crate) fn new_session(
+    opts: &PeerOpts,
+    config: Config,
+    policy: KnownKeysPolicy,
+) -> Session<KnownKeysPolicy> {
     let mut session = Session::new(config, policy);
     let storage = chirp_files::FsStorage::new(opts.downloads.clone());
     session.enable_files(Box::new(storage), opts.auto_accept_from.clone());
+    // A large file is hashed on the blocking pool (`files::Hasher`), not on the loop's task.
+    session.hash_files_outside();
     session
 }
 
@@ -380,11 +393,12 @@ async fn drive(
     task: JoinHandle<std::io::Result<()>>,
 ) -> anyhow::Result<u8> {
     let mut requests_open = true;
+    let mut hasher = Hasher::new();
     // Created once: a Ctrl-C that arrives while a handler runs is still seen.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        if let Some(code) = pump(&mut phase, opts, &handle, &view).await? {
+        if let Some(code) = pump(&mut phase, opts, &handle, &view, &hasher).await? {
             return Ok(code);
         }
         // In line mode, stop taking lines while too many wait for the transport (so that
@@ -419,6 +433,7 @@ async fn drive(
                 phase.handle_event(ev);
             }
             () = sleep => phase.handle_timeout(),
+            input = hasher.recv() => phase.handle_input(input),
             _ = &mut ctrl_c => phase.handle_input(SessionInput::Interrupt),
         }
     }
@@ -431,6 +446,7 @@ async fn pump(
     opts: &PeerOpts,
     handle: &Handle,
     view: &View,
+    hasher: &Hasher,
 ) -> anyhow::Result<Option<u8>> {
     while let Phase::Listen(listener) = phase {
         let Some(out) = listener.poll_output() else {
@@ -473,7 +489,7 @@ async fn pump(
     let Phase::Chat(session) = phase else {
         return Ok(None);
     };
-    pump_session(session, handle, view).await
+    pump_session(session, handle, view, hasher).await
 }
 
 /// Carries out everything the session asks for until it asks for nothing more. `Some(code)`
@@ -482,6 +498,7 @@ pub(crate) async fn pump_session(
     session: &mut Session<KnownKeysPolicy>,
     handle: &Handle,
     view: &View,
+    hasher: &Hasher,
 ) -> anyhow::Result<Option<u8>> {
     while let Some(out) = session.poll_output() {
         match out {
@@ -498,6 +515,7 @@ pub(crate) async fn pump_session(
                 return Ok(Some(code));
             }
             SessionOutput::Fatal(text) => anyhow::bail!(text),
+            SessionOutput::HashFile { path, chunk_size } => hasher.start(path, chunk_size),
         }
     }
     Ok(None)

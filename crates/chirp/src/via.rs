@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument as _, debug, info_span};
 
+use crate::files::Hasher;
 use crate::output::Output;
 use crate::peer::{
     MAX_PENDING, PeerOpts, Report, Request, View, now, on_session_request, pump_session,
@@ -174,7 +175,13 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
     out.status(&banner);
     crate::peer::read_stdin(req_tx);
     state
-        .drive(handle, View::Lines(out, None), req_rx, events, task)
+        .drive(
+            handle,
+            View::Lines(out, crate::files::Bars::for_stdout(opts.json)),
+            req_rx,
+            events,
+            task,
+        )
         .instrument(span)
         .await
 }
@@ -211,10 +218,11 @@ impl Via {
         task: JoinHandle<std::io::Result<()>>,
     ) -> anyhow::Result<u8> {
         let mut requests_open = true;
+        let mut hasher = Hasher::new();
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         loop {
-            if let Some(code) = self.pump_all(&handle, &view).await? {
+            if let Some(code) = self.pump_all(&handle, &view, &hasher).await? {
                 // The server hears that we leave; the peer connection has drained already.
                 if let Some(conn) = self.client.connection() {
                     let _ = handle.close(conn, 0, "bye").await;
@@ -260,6 +268,11 @@ impl Via {
                     self.on_event(&handle, &view, ev).await?;
                 }
                 () = driver::sleep_until(timer) => self.on_timeout(&handle, &view).await?,
+                input = hasher.recv() => {
+                    if let Some(peer) = self.peer.as_mut() {
+                        peer.handle_input(now(), input);
+                    }
+                }
                 _ = &mut ctrl_c => match self.peer.as_mut() {
                     Some(peer) => peer.handle_input(now(), SessionInput::Interrupt),
                     None => return Ok(130),
@@ -392,7 +405,12 @@ impl Via {
 
     /// Carries out what both sessions ask until neither asks for anything; `Some(code)` once
     /// the chat is over.
-    async fn pump_all(&mut self, handle: &Handle, view: &View) -> anyhow::Result<Option<u8>> {
+    async fn pump_all(
+        &mut self,
+        handle: &Handle,
+        view: &View,
+        hasher: &Hasher,
+    ) -> anyhow::Result<Option<u8>> {
         loop {
             let key_check = self.client.config().server_key_check.clone();
             driver::perform(&mut self.client, handle, key_check.as_ref())
@@ -416,17 +434,17 @@ impl Via {
             // Line mode names the path in `peer_up` and `stats`.
             let path = if self.relayed { "relayed" } else { "direct" };
             let shown = match view {
-                View::Lines(out, _) => View::Lines(
+                View::Lines(out, bars) => View::Lines(
                     Output {
                         path: Some(path),
                         ..*out
                     },
-                    None,
+                    bars.clone(),
                 ),
                 View::Ui(tx) => View::Ui(tx.clone()),
             };
             if let Some(peer) = self.peer.as_mut()
-                && let Some(code) = pump_session(peer, handle, &shown).await?
+                && let Some(code) = pump_session(peer, handle, &shown, hasher).await?
             {
                 return Ok(Some(code));
             }
@@ -530,7 +548,7 @@ impl Via {
             pin: Some(intro.key.fingerprint()),
             known: self.opts.home.join(crate::peer::KNOWN_KEYS_FILE),
         };
-        self.peer = Some(Session::new(config, policy));
+        self.peer = Some(crate::peer::new_session(&self.opts, config, policy));
         self.relay = intro.relay;
         self.direct = Some(intro.candidate);
         self.direct_deadline = Some(now() + DIRECT_WAIT);

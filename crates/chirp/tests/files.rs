@@ -32,6 +32,13 @@ fn content(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The partial file's name for `name` of the offer `offer`: `NAME.HHHHHHHHHHHHHHHH.part`,
+/// the first 16 hex digits of its root hash.
+fn part_name(name: &str, offer: &serde_json::Value) -> String {
+    let hash = offer["hash"].as_str().expect("hash");
+    format!("{name}.{}.part", &hash[..16])
+}
+
 /// A fresh directory for one test's files.
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -187,7 +194,7 @@ fn a_killed_receiver_restarts_and_resumes_without_starting_over() {
         v["type"] == "file_progress" && v["bytes"].as_u64().is_some_and(|n| n > 0)
     });
     b.proc.kill();
-    let part = downloads.join("video.mkv.part");
+    let part = downloads.join(part_name("video.mkv", &offer));
     let part_len = std::fs::metadata(&part).expect("a .part is left").len();
     assert!(part_len > 0 && part_len < size as u64, "{part_len}");
     assert!(!downloads.join("video.mkv").exists());
@@ -343,12 +350,13 @@ fn a_full_disk_fails_clearly_and_leaves_no_done_file() {
     let (mut a, mut b) = pair(&downloads, &[]);
     b.wait_type("peer_up", STEP);
     a.line(&format!("/send {}", arg(&src)));
-    b.wait_type("file_offer", STEP);
+    let offer = b.wait_type("file_offer", STEP);
     b.line("/accept");
     let f = failed(&mut b, "receive", TRANSFER);
     let reason = f["reason"].as_str().unwrap_or_default().to_owned();
+    let part = part_name("too-big.bin", &offer);
     assert!(
-        reason.starts_with("cannot write too-big.bin.part: ") && reason.contains("No space"),
+        reason.starts_with(&format!("cannot write {part}: ")) && reason.contains("No space"),
         "{reason}"
     );
     let f = failed(&mut a, "send", TRANSFER);
@@ -363,4 +371,142 @@ fn a_full_disk_fails_clearly_and_leaves_no_done_file() {
     drop(a);
     drop(b);
     drop(mounted);
+}
+
+/// The root hash of `data` as an offer announces it (BLAKE3 of the chunks' BLAKE3 hashes),
+/// computed here independently of the processes, for files of the default chunk size.
+fn root_hash(data: &[u8]) -> String {
+    let chunk = chirp_files::DEFAULT_CHUNK_SIZE as usize;
+    let hashes: Vec<chirp_files::Hash> = data
+        .chunks(chunk)
+        .map(chirp_files::wire::chunk_hash)
+        .collect();
+    chirp_files::hash_hex(&chirp_files::wire::root_hash(&hashes))
+}
+
+/// `chirp peer --via SERVER --to NICK`, on loopback, as `nick` asking for `to`, saving into
+/// `downloads`.
+fn via_peer(
+    nick: &str,
+    to: &str,
+    server: &common::Server,
+    home: &Path,
+    downloads: &Path,
+) -> Result<Chirp, String> {
+    let [port] = free_ports();
+    let bind = lo(port);
+    let args: Vec<String> = [
+        "peer",
+        "--json",
+        "--bind",
+        &bind.to_string(),
+        "--via",
+        &server.addr.to_string(),
+        "--server-key",
+        &server.fingerprint,
+        "--nick",
+        nick,
+        "--to",
+        to,
+        "--home",
+        &arg(home),
+        "--downloads",
+        &arg(downloads),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut c = Chirp {
+        proc: Proc::spawn(nick, CHIRP, &args, Stdout::Lines),
+        addr: bind,
+        seen: Vec::new(),
+    };
+    c.started()?;
+    Ok(c)
+}
+
+/// `chirp peer --via`: a real `chirp serve` introduces two peers on loopback, and `/send`,
+/// `/accept` work as in direct peer mode: the file arrives byte for byte, and its hash,
+/// computed here, is the one offered and reported done on both sides.
+#[test]
+fn a_file_goes_through_peer_mode_via_a_server() {
+    let dir = scratch();
+    let server = common::Server::start(&dir.path().join("server"), "127.0.0.1:0", &[]);
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("photo.jpg");
+    let data = content(3_000_000, 5);
+    std::fs::write(&src, &data).expect("write source");
+    let (mut a, mut b) = retry_bind(|| {
+        let a = via_peer(
+            "alice",
+            "bob",
+            &server,
+            &dir.path().join("alice"),
+            &dir.path().join("alice-dl"),
+        )?;
+        let b = via_peer("bob", "alice", &server, &dir.path().join("bob"), &downloads)?;
+        Ok((a, b))
+    });
+    a.wait_type("peer_up", STEP);
+    b.wait_type("peer_up", STEP);
+    a.line(&format!("/send {}", arg(&src)));
+    let offered = a.wait_type("file_offer", STEP);
+    let offer = b.wait_type("file_offer", STEP);
+    assert_eq!(offer["name"], "photo.jpg", "{}", b.diag());
+    assert_eq!(offer["size"], 3_000_000);
+    assert_eq!(offer["hash"], root_hash(&data), "{}", b.diag());
+    assert_eq!(offered["hash"], offer["hash"]);
+    b.line(&format!("/accept {}", offer["id"]));
+    let got = done(&mut b, "receive", TRANSFER);
+    let sent = done(&mut a, "send", TRANSFER);
+    assert_eq!(got["hash"], offer["hash"], "{}", b.diag());
+    assert_eq!(sent["hash"], offer["hash"], "{}", a.diag());
+    let saved = std::fs::read(downloads.join("photo.jpg")).expect("saved");
+    assert_eq!(root_hash(&saved), root_hash(&data));
+    assert!(saved == data, "the saved file differs from the source");
+    assert_eq!(names_in(&downloads), ["photo.jpg"], "no .part left");
+}
+
+/// Offering a large file (1 GiB, sparse) means reading and hashing all of it, which the peer
+/// loop leaves to the blocking pool: lines typed right after `/send` arrive at the peer before
+/// the offer does (the offer waits for the hash; with the hash on the loop's task, it went out
+/// first and the lines only after it). Checked by the order of the receiver's events, not by
+/// timing.
+#[test]
+fn chat_lines_typed_during_the_hash_of_a_large_offer_arrive_before_it() {
+    const LINES: usize = 10;
+    const SIZE: u64 = 1 << 30;
+    let dir = scratch();
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("huge.img");
+    std::fs::File::create(&src)
+        .and_then(|f| f.set_len(SIZE))
+        .expect("a sparse source");
+    let (mut a, mut b) = pair(&downloads, &[]);
+    a.wait_type("peer_up", STEP);
+    b.wait_type("peer_up", STEP);
+    // One write: the `/send` and the lines reach the loop together.
+    let mut typed = format!("/send {}\n", arg(&src));
+    for i in 0..LINES {
+        typed.push_str(&format!("line {i} during the hash\n"));
+    }
+    a.proc.write(typed.as_bytes());
+    let offer = b.wait_type("file_offer", TRANSFER);
+    assert_eq!(offer["size"], SIZE, "{}", b.diag());
+    let texts: Vec<&str> = b
+        .seen_of("message")
+        .iter()
+        .filter_map(|v| v["text"].as_str())
+        .collect();
+    let want: Vec<String> = (0..LINES)
+        .map(|i| format!("line {i} during the hash"))
+        .collect();
+    assert_eq!(
+        texts,
+        want,
+        "every line typed after /send arrives before the offer\n{}",
+        b.diag()
+    );
+    // The sender said it offers the file only once it was hashed: after its lines went.
+    a.wait_type("file_offer", STEP);
 }

@@ -447,3 +447,90 @@ fn rtt_pattern() {
     assert!(!shows_rtt(" connecting │ fp abcd"));
     assert!(!shows_rtt(" connected │ rtt -ms"));
 }
+
+/// File transfer in the UI of `chirp peer`: ann types `/send`; ben's screen shows the offer
+/// (name, size and how to answer), ben accepts with Alt+Y, the status bar shows the progress
+/// line (percent, bytes, rate, ETA) while the file flows through `chirp impair` limited to
+/// 8 mbit/s (3 MB: about three seconds, so the line is seen), and both show the done line with
+/// the whole BLAKE3 hash, the one the line-mode offer and the saved file have.
+#[test]
+fn a_file_offer_is_accepted_with_a_key_and_its_progress_and_hash_show_in_the_ui() {
+    if !tmux_installed("a_file_offer_is_accepted_with_a_key_and_its_progress_and_hash_show") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ann_home, ben_home) = (dir.path().join("ann"), dir.path().join("ben"));
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("holiday.jpg");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).expect("write source");
+    let hashes: Vec<_> = data
+        .chunks(chirp_files::DEFAULT_CHUNK_SIZE as usize)
+        .map(chirp_files::wire::chunk_hash)
+        .collect();
+    let hash = chirp_files::hash_hex(&chirp_files::wire::root_hash(&hashes));
+    let [pa, pb, pl, pv] = free_ports();
+    let (ann, ben, listen, via) = (lo(pa), lo(pb), lo(pl), lo(pv));
+    let impair: Vec<String> = [
+        "impair",
+        "--listen",
+        &listen.to_string(),
+        "--to",
+        &ben.to_string(),
+        "--client",
+        &ann.to_string(),
+        "--via",
+        &via.to_string(),
+        "--rate",
+        "8mbit",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let _proxy = Proc::spawn("impair", CHIRP, &impair, common::Stdout::Lines);
+    let tmux = Tmux::new(dir.path());
+    tmux.start("ann", &peer_command(ann, listen, &ann_home, ""));
+    let extra = format!("--downloads '{}'", downloads.display());
+    tmux.start("ben", &peer_command(ben, via, &ben_home, &extra));
+    tmux.wait_for("ann", "ben up", |s| s.contains("is up"));
+    tmux.wait_for("ben", "ann up", |s| s.contains("is up"));
+    tmux.type_line("ann", &format!("/send {}", src.display()));
+    tmux.wait_for("ben", "the offer", |s| {
+        s.contains("holiday.jpg") && s.contains("Alt+Y accepts it")
+    });
+    tmux.keys("ben", "M-y");
+    // `↓1 40% 1.2 MiB/2.9 MiB 980.0 KiB/s ETA 2s`: bytes, a rate (the first report has
+    // none yet) and an ETA in seconds.
+    let progress = tmux.wait_for("ben", "the progress line with a rate and an ETA", |s| {
+        s.lines().any(|l| {
+            let Some(at) = l.find("↓1 ") else {
+                return false;
+            };
+            let p = &l[at..];
+            let eta = p
+                .split("ETA ")
+                .nth(1)
+                .is_some_and(|e| e.starts_with(|c: char| c.is_ascii_digit()));
+            p.contains("% ") && p.contains("/2.9 MiB ") && !p.contains(" 0 B/s") && eta
+        })
+    });
+    let done = |s: &str| s.contains(&hash);
+    let ben_screen = tmux.wait_within(
+        "ben",
+        "the done line with the hash",
+        std::time::Duration::from_secs(60),
+        |s| s.contains("received and verified") && done(s),
+    );
+    tmux.wait_for("ann", "the sent line with the hash", |s| {
+        s.contains("\"holiday.jpg\" sent") && done(s)
+    });
+    #[allow(clippy::print_stdout)] // the transcript, for --nocapture
+    {
+        println!("--- ben, receiving ---\n{progress}--- ben, done ---\n{ben_screen}---");
+    }
+    assert!(std::fs::read(downloads.join("holiday.jpg")).expect("saved") == data);
+    tmux.type_line("ben", "/quit");
+    tmux.wait_for("ben", "a clean exit", |s| s.contains("chirp exited with 0"));
+}

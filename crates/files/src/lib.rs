@@ -11,18 +11,20 @@
 //! 2. The receiver (the user with `/accept`, or at once for a trusted key) answers ACCEPT, or
 //!    DECLINE.
 //! 3. The sender sends the chunk-hash list (HASHES). The receiver checks it against the root
-//!    hash, then checks every whole chunk of its partial file (`NAME.part`, from an earlier
-//!    attempt) against the list, and answers WANT with the chunks it lacks.
+//!    hash, then checks every whole chunk of its partial file (`NAME.H.part`, `H` the start
+//!    of the root hash, from an earlier attempt) against the list, and answers WANT with the
+//!    chunks it lacks. Files in the download directory are opened without following symbolic
+//!    links ([`FsStorage`]).
 //! 4. The sender sends those chunks (CHUNK). The receiver checks each against its hash before
 //!    writing it: the partial file never holds a byte that was not verified, so a resume never
 //!    trusts bad data, and a chunk that does not match fails the transfer.
-//! 5. Once every chunk is held, the receiver renames `NAME.part` to a free name (never
+//! 5. Once every chunk is held, the receiver renames `NAME.H.part` to a free name (never
 //!    overwriting: `NAME (1).ext`) and says DONE. Either side may end a transfer early: the
 //!    receiver with DECLINE, the sender with CANCEL.
 //!
 //! After the link drops, [`Transfers::connected`] offers every unfinished file again under
 //! the same id; a receiver that had accepted it accepts again, and steps 3–5 continue from
-//! what the partial file holds. A receiver that restarted finds the same `NAME.part` (the
+//! what the partial file holds. A receiver that restarted finds the same `NAME.H.part` (the
 //! same free name is chosen) and does the same.
 //!
 //! # Layout
@@ -42,7 +44,8 @@ pub mod wire;
 
 pub use storage::{FsStorage, MemStorage, Storage};
 pub use transfers::{
-    Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, SendFileError, Transfers, Transmit, hash_hex,
+    Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, Prepared, SendFileError, Transfers, Transmit,
+    hash_hex, prepare,
 };
 pub use wire::{Hash, Msg, TAG, is_file_msg};
 

@@ -3,7 +3,7 @@
 //! hidden; an existing name is never overwritten (`name (1).ext`, `name (2).ext`, …).
 
 /// Longest saved name, in bytes (file systems allow 255; room is left for ` (NNN)` and
-/// `.part`).
+/// the partial file's `.HHHHHHHHHHHHHHHH.part`).
 pub const MAX_SAVED_NAME: usize = 200;
 
 /// The name to save an offered file under: the last component of `offered` (either slash and
@@ -55,9 +55,16 @@ pub fn alternative(name: &str, n: u32) -> String {
     }
 }
 
-/// The partial file's name for a file to be saved as `name`.
-pub fn part_name(name: &str) -> String {
-    format!("{name}.part")
+/// Hex digits of the root hash in a partial file's name.
+pub const PART_HASH_DIGITS: usize = 16;
+
+/// The partial file's name for a file to be saved as `name` whose root hash is `root`:
+/// `NAME.HHHHHHHHHHHHHHHH.part`, the first [`PART_HASH_DIGITS`] hex digits of the hash. The
+/// hash ties the partial file to its content: a resume of the same file finds it, and a
+/// transfer of another file under the same name never writes into it.
+pub fn part_name(name: &str, root: &crate::Hash) -> String {
+    let hex = crate::hash_hex(root);
+    format!("{name}.{}.part", &hex[..PART_HASH_DIGITS])
 }
 
 #[cfg(test)]
@@ -97,6 +104,10 @@ mod tests {
         assert_eq!(alternative("report.pdf", 1), "report (1).pdf");
         assert_eq!(alternative("archive.tar.gz", 2), "archive (2).tar.gz");
         assert_eq!(alternative("README", 3), "README (3)");
-        assert_eq!(part_name("a.txt"), "a.txt.part");
+        let mut root = [0u8; 32];
+        root[0] = 0xab;
+        root[7] = 0x01;
+        root[8] = 0xff;
+        assert_eq!(part_name("a.txt", &root), "a.txt.ab00000000000001.part");
     }
 }

@@ -84,19 +84,40 @@ impl FsStorage {
         &self.dir
     }
 
+    /// The open file at `path`: a source (read only; a path the user gave, which may be a
+    /// symbolic link) or, with `write`, a file in the download directory, created if need be.
+    /// A name in the download directory is never followed if it is a symbolic link
+    /// (`O_NOFOLLOW`: someone who can write there cannot make us write elsewhere) and must be
+    /// a regular file.
     fn file(&mut self, path: PathBuf, write: bool) -> io::Result<&File> {
         use std::collections::hash_map::Entry;
+        use std::os::unix::fs::OpenOptionsExt as _;
         match self.open.entry(path) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
                 let f = if write {
                     std::fs::create_dir_all(&self.dir)?;
-                    std::fs::OpenOptions::new()
+                    let f = std::fs::OpenOptions::new()
                         .read(true)
                         .write(true)
                         .create(true)
                         .truncate(false)
-                        .open(e.key())?
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(e.key())
+                        .map_err(|err| match err.raw_os_error() {
+                            Some(libc::ELOOP) => io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                "it is a symbolic link (refused: never followed)",
+                            ),
+                            _ => err,
+                        })?;
+                    if !f.metadata()?.is_file() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "not a regular file",
+                        ));
+                    }
+                    f
                 } else {
                     File::open(e.key())?
                 };

@@ -31,6 +31,12 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The partial file's name for `data` saved as `name` (its root hash with [`CHUNK`]).
+fn part(name: &str, data: &[u8]) -> String {
+    let hashes: Vec<_> = data.chunks(CHUNK as usize).map(wire::chunk_hash).collect();
+    crate::name::part_name(name, &wire::root_hash(&hashes))
+}
+
 impl Pair {
     fn new(b_auto: bool) -> Self {
         Self {
@@ -77,7 +83,7 @@ impl Pair {
         self.drive_with(Some);
     }
 
-    fn events(t: &mut Transfers<MemStorage>) -> Vec<FileEvent> {
+    fn events<S: crate::Storage>(t: &mut Transfers<S>) -> Vec<FileEvent> {
         std::iter::from_fn(|| t.poll_event()).collect()
     }
 }
@@ -131,7 +137,7 @@ fn offer_accept_transfer_and_hash() {
     let ev = Pair::events(&mut p.b);
     assert_eq!(done_of(&ev), Some(("report.pdf".into(), 10_000, 0)));
     assert_eq!(p.b.storage().files.get("report.pdf"), Some(&data));
-    assert!(!p.b.storage().files.contains_key("report.pdf.part"));
+    assert!(!p.b.storage().files.contains_key(&part("report.pdf", &data)));
     let ev = Pair::events(&mut p.a);
     assert!(matches!(ev[0], FileEvent::Offering { .. }), "{ev:?}");
     assert!(
@@ -249,7 +255,8 @@ fn a_bad_chunk_fails_and_is_never_written_or_done() {
     assert!(done_of(&ev).is_none());
     assert!(!p.b.storage().files.contains_key("f"));
     // The partial file holds chunks 0 and 1 only, as received.
-    assert_eq!(p.b.storage().files["f.part"], content(5000, 6)[..2048]);
+    let f_part = part("f", &content(5000, 6));
+    assert_eq!(p.b.storage().files[&f_part], content(5000, 6)[..2048]);
     // The sender was told.
     let reason = failed_of(&Pair::events(&mut p.a)).expect("sender told");
     assert!(reason.contains("bad chunk"), "{reason}");
@@ -293,14 +300,12 @@ fn resume_after_a_drop_keeps_verified_chunks_and_refetches_a_corrupted_one() {
         }
         other => Some(other),
     });
-    assert_eq!(p.b.storage().files["big.iso.part"].len(), 12 * 1024);
+    let iso_part = part("big.iso", &data);
+    assert_eq!(p.b.storage().files[&iso_part].len(), 12 * 1024);
     p.a.disconnected();
     p.b.disconnected();
     // While down, chunk 5 of the partial file rots on disk.
-    p.b.storage_mut()
-        .files
-        .get_mut("big.iso.part")
-        .expect("part")[5 * 1024 + 3] ^= 0x40;
+    p.b.storage_mut().files.get_mut(&iso_part).expect("part")[5 * 1024 + 3] ^= 0x40;
     p.a.connected();
     p.drive();
     let ev = Pair::events(&mut p.b);
@@ -348,8 +353,10 @@ fn a_full_disk_fails_clearly_without_a_done_file() {
     p.drive();
     let ev = Pair::events(&mut p.b);
     let reason = failed_of(&ev).expect("failed");
+    let huge_part = part("huge", &content(10_000, 10));
     assert!(
-        reason.starts_with("cannot write huge.part: ") && reason.contains("no storage space"),
+        reason.starts_with(&format!("cannot write {huge_part}: "))
+            && reason.contains("no storage space"),
         "{reason}"
     );
     assert!(done_of(&ev).is_none());
@@ -461,4 +468,149 @@ fn oversize_files_are_refused_by_the_sender_and_the_decoder() {
     // A missing file is a clear error.
     let err = t.send_file(std::path::Path::new("/nope")).unwrap_err();
     assert!(err.to_string().starts_with("cannot read /nope"), "{err}");
+}
+
+/// Carries messages between `a` and `b` until neither has any (bounded); `before_b` runs
+/// before each of A's messages is handed to B.
+fn carry<A: crate::Storage, B: crate::Storage>(
+    a: &mut Transfers<A>,
+    b: &mut Transfers<B>,
+    mut before_b: impl FnMut(&Msg),
+) {
+    let mut now = Instant::now();
+    for _ in 0..100_000 {
+        now += Duration::from_millis(1);
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit(now, true) {
+            moved = true;
+            before_b(&Msg::decode(&t.data).expect("A sends valid messages"));
+            b.handle_message(now, &t.data);
+        }
+        while let Some(t) = b.poll_transmit(now, true) {
+            moved = true;
+            a.handle_message(now, &t.data);
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("the transfer never went idle");
+}
+
+/// A download directory in a fresh temporary directory, and a file outside it that planted
+/// links point to.
+fn planted() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dl = dir.path().join("dl");
+    std::fs::create_dir(&dl).expect("mkdir");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"not yours").expect("write");
+    (dir, dl, victim)
+}
+
+#[test]
+fn fs_storage_never_follows_a_symlink_in_the_download_directory() {
+    use crate::Storage as _;
+    let (dir, dl, victim) = planted();
+    std::os::unix::fs::symlink(&victim, dl.join("x.part")).expect("symlink");
+    let absent = dir.path().join("created-through-a-link");
+    std::os::unix::fs::symlink(&absent, dl.join("dangling.part")).expect("symlink");
+    let mut fs = crate::FsStorage::new(dl.clone());
+    let e = fs
+        .write("x.part", 0, b"overwritten")
+        .expect_err("a link is refused");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    let mut buf = [0u8; 4];
+    fs.read("x.part", 0, &mut buf)
+        .expect_err("not read through either");
+    assert!(fs.len("x.part").is_err(), "a link is not a partial file");
+    fs.write("dangling.part", 0, b"x")
+        .expect_err("a dangling link is refused");
+    assert_eq!(std::fs::read(&victim).expect("read"), b"not yours");
+    assert!(!absent.exists(), "nothing was created through the link");
+    // A link (even dangling) is a name taken: never the final name of a file.
+    assert!(fs.exists("dangling.part"));
+    fs.write("ok.part", 0, b"data").expect("a new partial file");
+    fs.finish("ok.part", "x.part", 4)
+        .expect_err("the link at the final name is never replaced");
+    assert_eq!(std::fs::read(&victim).expect("read"), b"not yours");
+}
+
+/// Links planted at the file's name and at its partial file's name make the receiver choose
+/// another name, whose partial file is its own; another transfer's partial file of the same
+/// name (another hash) is left alone; the file is saved whole and nothing outside is touched.
+#[test]
+fn planted_links_and_other_partial_files_make_the_receiver_choose_another_name() {
+    let (_dir, dl, victim) = planted();
+    let data = content(10_000, 11);
+    let root = wire::root_hash(
+        &data
+            .chunks(CHUNK as usize)
+            .map(wire::chunk_hash)
+            .collect::<Vec<_>>(),
+    );
+    std::os::unix::fs::symlink(&victim, dl.join("photo.jpg")).expect("symlink");
+    let part1 = crate::name::part_name("photo (1).jpg", &root);
+    std::os::unix::fs::symlink(&victim, dl.join(&part1)).expect("symlink");
+    // Another file's partial file under the next name: not ours (another hash).
+    let other = crate::name::part_name("photo (2).jpg", &[7; 32]);
+    std::fs::write(dl.join(&other), b"someone else's transfer").expect("write");
+    let mut a = Transfers::new(config(false), MemStorage::default());
+    a.storage_mut()
+        .sources
+        .insert("/home/a/photo.jpg".into(), data.clone());
+    let mut b = Transfers::new(config(true), crate::FsStorage::new(dl.clone()));
+    a.send_file(std::path::Path::new("/home/a/photo.jpg"))
+        .expect("send_file");
+    carry(&mut a, &mut b, |_| {});
+    let (name, size, _) = done_of(&Pair::events(&mut b)).expect("done");
+    assert_eq!((name.as_str(), size), ("photo (2).jpg", 10_000));
+    assert_eq!(
+        std::fs::read(dl.join("photo (2).jpg")).expect("saved"),
+        data
+    );
+    assert_eq!(std::fs::read(&victim).expect("read"), b"not yours");
+    assert_eq!(
+        std::fs::read(dl.join(&other)).expect("read"),
+        b"someone else's transfer"
+    );
+    for link in ["photo.jpg", part1.as_str()] {
+        let m = std::fs::symlink_metadata(dl.join(link)).expect("still there");
+        assert!(m.file_type().is_symlink(), "{link}");
+    }
+}
+
+/// A link planted at the partial file's name after the name was chosen (between the accept
+/// and the first chunk) is not followed: the transfer fails, saying why, and the file it
+/// points to is untouched.
+#[test]
+fn a_link_planted_during_the_transfer_fails_it_clearly() {
+    let (_dir, dl, victim) = planted();
+    let data = content(5000, 12);
+    let root = wire::root_hash(
+        &data
+            .chunks(CHUNK as usize)
+            .map(wire::chunk_hash)
+            .collect::<Vec<_>>(),
+    );
+    let part = dl.join(crate::name::part_name("doc", &root));
+    let mut a = Transfers::new(config(false), MemStorage::default());
+    a.storage_mut().sources.insert("/home/a/doc".into(), data);
+    let mut b = Transfers::new(config(true), crate::FsStorage::new(dl.clone()));
+    a.send_file(std::path::Path::new("/home/a/doc"))
+        .expect("send_file");
+    let mut planted_it = false;
+    carry(&mut a, &mut b, |m| {
+        if matches!(m, Msg::Chunk { .. }) && !planted_it {
+            planted_it = true;
+            std::os::unix::fs::symlink(&victim, &part).expect("symlink");
+        }
+    });
+    assert!(planted_it);
+    let ev = Pair::events(&mut b);
+    let reason = failed_of(&ev).expect("failed");
+    assert!(reason.contains("symbolic link"), "{reason}");
+    assert!(done_of(&ev).is_none());
+    assert_eq!(std::fs::read(&victim).expect("read"), b"not yours");
+    assert!(!dl.join("doc").exists());
 }

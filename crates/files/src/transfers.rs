@@ -269,6 +269,74 @@ struct Incoming {
     clock: Clock,
 }
 
+/// A file hashed for sending, ready for [`Transfers::offer_file`]: made by [`prepare`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Where it is read from.
+    pub path: PathBuf,
+    /// The name offered (the last component of `path`).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its chunk size.
+    pub chunk_size: u32,
+    /// Each chunk's hash, in order.
+    pub hashes: Vec<Hash>,
+    /// The root hash over `hashes`.
+    pub root: Hash,
+}
+
+/// Reads the file at `path` once, through `storage`, and hashes it for an offer: the chunk
+/// size (`chunk_size`, clamped to the protocol's bounds, larger for a file of more than
+/// [`MAX_CHUNKS`] chunks of it), each chunk's hash and the root hash.
+///
+/// This is the slow part of offering a large file (it reads all of it): it touches nothing
+/// but `storage`, so a driver runs it on a thread of its own (e.g. `spawn_blocking`) and
+/// hands the result to [`Transfers::offer_file`].
+pub fn prepare<S: Storage + ?Sized>(
+    storage: &mut S,
+    path: &Path,
+    chunk_size: u32,
+) -> Result<Prepared, SendFileError> {
+    let shown = path.display().to_string();
+    let read = |source| SendFileError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let size = storage.source_len(path).map_err(read)?;
+    // Small files use the default chunk; large ones grow it to stay within MAX_CHUNKS.
+    let chunk_size = u32::try_from(size.div_ceil(MAX_CHUNKS))
+        .unwrap_or(u32::MAX)
+        .max(chunk_size.clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE));
+    if chunk_size > MAX_CHUNK_SIZE {
+        return Err(SendFileError::TooLarge { path: shown, size });
+    }
+    let count = wire::chunk_count(size, chunk_size);
+    let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut buf = vec![0; chunk_size as usize];
+    for i in 0..count {
+        let len = wire::chunk_len(size, chunk_size, i) as usize;
+        let b = &mut buf[..len];
+        storage
+            .read_source(path, i * u64::from(chunk_size), b)
+            .map_err(read)?;
+        hashes.push(wire::chunk_hash(b));
+    }
+    let root = wire::root_hash(&hashes);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    Ok(Prepared {
+        path: path.to_owned(),
+        name,
+        size,
+        chunk_size,
+        hashes,
+        root,
+    })
+}
+
 /// Both directions of file transfer with one peer (see the crate documentation).
 ///
 /// Inputs: the user's [`Self::send_file`], [`Self::accept`], [`Self::decline`]; the peer's
@@ -352,45 +420,39 @@ impl<S: Storage> Transfers<S> {
         !self.outgoing.is_empty() || self.incoming.values().any(|i| i.accepted)
     }
 
+    /// The chunk size preferred for files we send ([`prepare`]'s `chunk_size`).
+    pub fn chunk_size(&self) -> u32 {
+        self.config.chunk_size
+    }
+
     /// Offers the file at `path` under the last component of its name: hashes it (reading it
     /// once, through the storage) and queues the offer. Returns our id for it.
+    ///
+    /// This reads the whole file on the caller's thread: a driver that must not stall (an
+    /// async task) calls [`prepare`] elsewhere and hands the result to [`Self::offer_file`].
     pub fn send_file(&mut self, path: &Path) -> Result<u64, SendFileError> {
-        let shown = path.display().to_string();
-        let read = |source| SendFileError::Read {
-            path: shown.clone(),
-            source,
-        };
-        let size = self.storage.source_len(path).map_err(read)?;
-        // Small files use the default chunk; large ones grow it to stay within MAX_CHUNKS.
-        let chunk_size = u32::try_from(size.div_ceil(MAX_CHUNKS))
-            .unwrap_or(u32::MAX)
-            .max(self.config.chunk_size.clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE));
-        if chunk_size > MAX_CHUNK_SIZE {
-            return Err(SendFileError::TooLarge { path: shown, size });
-        }
-        let count = wire::chunk_count(size, chunk_size);
-        let mut hashes = Vec::with_capacity(count as usize);
-        let mut buf = vec![0; chunk_size as usize];
-        for i in 0..count {
-            let len = wire::chunk_len(size, chunk_size, i) as usize;
-            let b = &mut buf[..len];
-            self.storage
-                .read_source(path, i * u64::from(chunk_size), b)
-                .map_err(read)?;
-            hashes.push(wire::chunk_hash(b));
-        }
-        let root = wire::root_hash(&hashes);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".into());
+        let prepared = prepare(&mut self.storage, path, self.config.chunk_size)?;
+        Ok(self.offer_file(prepared))
+    }
+
+    /// Offers a file [`prepare`]d for sending (read from this transfer's storage later on, by
+    /// its path) and queues the offer. Returns our id for it.
+    pub fn offer_file(&mut self, prepared: Prepared) -> u64 {
+        let Prepared {
+            path,
+            name,
+            size,
+            chunk_size,
+            hashes,
+            root,
+        } = prepared;
         let id = self.next_id;
         self.next_id += 1;
         debug!(id, size, chunk_size, "offering a file");
         self.outgoing.insert(
             id,
             Outgoing {
-                path: path.to_owned(),
+                path,
                 name: name.clone(),
                 size,
                 chunk_size,
@@ -410,7 +472,7 @@ impl<S: Storage> Transfers<S> {
             size,
             hash: root,
         });
-        Ok(id)
+        id
     }
 
     /// Accepts the peer's offer `id` (`None`: the oldest one waiting). `Err` with a message
@@ -735,9 +797,13 @@ impl<S: Storage> Transfers<S> {
     }
 
     /// The first of `name`, `name (1)`, … that exists neither as a file nor as a name another
-    /// transfer saves under. Its `.part` may exist: that is what a resume continues.
+    /// transfer saves under, and whose partial file is absent or a regular file. The partial
+    /// file's name carries the root hash: one that exists is this file's, from an earlier
+    /// attempt (a resume continues it); anything else there (a symbolic link someone planted, a
+    /// directory) makes the name unusable.
     fn free_name(&mut self, id: u64) -> Option<String> {
-        let base = self.incoming.get(&id)?.name.clone();
+        let i = self.incoming.get(&id)?;
+        let (base, root) = (i.name.clone(), i.root);
         (0..MAX_ALTERNATIVES)
             .map(|n| name::alternative(&base, n))
             .find(|cand| {
@@ -745,7 +811,17 @@ impl<S: Storage> Transfers<S> {
                     .incoming
                     .iter()
                     .any(|(&other, i)| other != id && i.save_as.as_deref() == Some(cand));
-                !taken && !self.storage.exists(cand)
+                if taken || self.storage.exists(cand) {
+                    return false;
+                }
+                let part = name::part_name(cand, &root);
+                match self.storage.len(&part) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        warn!(id, error = %e, "the partial file's name is unusable: another name");
+                        false
+                    }
+                }
             })
     }
 
@@ -784,7 +860,7 @@ impl<S: Storage> Transfers<S> {
         let Some(save_as) = i.save_as.clone() else {
             return;
         };
-        let part = name::part_name(&save_as);
+        let part = name::part_name(&save_as, &i.root);
         i.have = vec![false; i.chunks as usize];
         i.missing = i.chunks;
         i.held = 0;
@@ -853,7 +929,7 @@ impl<S: Storage> Transfers<S> {
         let Some(save_as) = i.save_as.as_deref() else {
             return;
         };
-        let part = name::part_name(save_as);
+        let part = name::part_name(save_as, &i.root);
         if let Err(e) = self
             .storage
             .write(&part, index * u64::from(i.chunk_size), data)
@@ -881,20 +957,22 @@ impl<S: Storage> Transfers<S> {
         }
     }
 
-    /// Every chunk is held and verified: the partial file becomes the file (under a free
-    /// name: one may have appeared meanwhile).
+    /// Every chunk is held and verified: the partial file becomes the file, under the name
+    /// chosen on accepting, or the first free one if that one appeared meanwhile.
     fn complete(&mut self, id: u64) {
         let Some(i) = self.incoming.get(&id) else {
             return;
         };
-        let Some(part) = i.save_as.as_deref().map(name::part_name) else {
+        let Some(save_as) = i.save_as.clone() else {
             return;
         };
+        let part = name::part_name(&save_as, &i.root);
         let size = i.size;
         let mut saved = None;
         let mut last_err = None;
-        for n in 0..MAX_ALTERNATIVES {
-            let cand = name::alternative(&i.name, n);
+        // The name chosen on accepting first (its partial file is this one), then the others.
+        let names = (0..MAX_ALTERNATIVES).map(|n| name::alternative(&i.name, n));
+        for cand in std::iter::once(save_as).chain(names) {
             if self.storage.exists(&cand) || cand == part {
                 continue;
             }
@@ -968,7 +1046,7 @@ impl<S: Storage> Transfers<S> {
     fn end_incoming(&mut self, id: u64, reason: String) {
         if let Some(i) = self.incoming.remove(&id) {
             if let Some(s) = &i.save_as {
-                self.storage.close(&name::part_name(s));
+                self.storage.close(&name::part_name(s, &i.root));
             }
             self.events.push_back(FileEvent::Failed {
                 id,

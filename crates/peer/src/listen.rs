@@ -170,6 +170,8 @@ impl<R: Remember> Listener<R> {
                 self.report(Report::Error("no peer has called yet".into()));
             }
             Input::Link => self.report(Report::Link(None)),
+            // Asked for by a session only (`Output::HashFile`), never by the listener.
+            Input::FileHashed { .. } => debug!("a hashed file with no session: dropped"),
             Input::Leave => self.exit(0),
             Input::Interrupt => self.exit(130),
         }

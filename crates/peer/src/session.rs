@@ -68,7 +68,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chirp_files::{FileEvent, Storage, Transfers, Transmit};
+use chirp_files::{FileEvent, Prepared, Storage, Transfers, Transmit};
 use chirp_keys::{Fingerprint, PublicKey};
 use chirp_proto::{
     CloseReason, ConnectError, ConnectionHandle, ConnectionStats, Event, SendError, WriteError,
@@ -164,6 +164,14 @@ pub enum Input {
     /// `/decline [ID]`: decline a file offer or stop receiving it (`None`: the oldest
     /// waiting).
     DeclineFile(Option<u64>),
+    /// The driver carried out [`Output::HashFile`] for `path`: the file to offer, or why it
+    /// cannot be (a message for the user).
+    FileHashed {
+        /// The path of the [`Output::HashFile`].
+        path: PathBuf,
+        /// What [`chirp_files::prepare`] returned (its error as text).
+        result: Result<Box<Prepared>, String>,
+    },
     /// Ctrl-C: close at once and end with status 130.
     Interrupt,
 }
@@ -364,6 +372,16 @@ pub enum Output {
     },
     /// The session cannot go on (the transport refused to start a handshake at all).
     Fatal(String),
+    /// Hash the file at `path` for an offer ([`chirp_files::prepare`] with `chunk_size`),
+    /// away from the task that drives the connection, and hand the result back as
+    /// [`Input::FileHashed`]. Only with [`Session::hash_files_outside`]; chat goes on
+    /// meanwhile.
+    HashFile {
+        /// The path the user gave.
+        path: PathBuf,
+        /// The preferred chunk size.
+        chunk_size: u32,
+    },
 }
 
 /// The question of [`Report::AskKey`], for line mode and the UI alike.
@@ -402,6 +420,17 @@ struct Files {
     /// The same for a bulk message (the bulk channel was blocked): it goes first once the
     /// bulk channel is writable.
     held_bulk: Option<Transmit>,
+    /// `/send` hashes the file outside ([`Output::HashFile`]) instead of inline.
+    hash_outside: bool,
+    /// Files being hashed outside: an end of input waits for their offers.
+    hashing: usize,
+}
+
+impl Files {
+    /// Whether a transfer is under way or a file is being hashed for one.
+    fn busy(&self) -> bool {
+        self.hashing > 0 || self.transfers.busy()
+    }
 }
 
 /// A connection up with the peer's key, set aside while the chat has another (see the module
@@ -558,7 +587,18 @@ impl<P: KeyPolicy> Session<P> {
             trusted,
             held: None,
             held_bulk: None,
+            hash_outside: false,
+            hashing: 0,
         });
+    }
+
+    /// From now on `/send` does not read the file itself: it asks the driver to hash it
+    /// ([`Output::HashFile`]), so that a large file does not stall the task that drives the
+    /// connection. Needs [`Self::enable_files`] first.
+    pub fn hash_files_outside(&mut self) {
+        if let Some(f) = self.files.as_mut() {
+            f.hash_outside = true;
+        }
     }
 
     /// Messages waiting for the transport: a line-mode driver stops reading input while there
@@ -683,7 +723,10 @@ impl<P: KeyPolicy> Session<P> {
                 self.on_file_input(now, Input::AcceptFile(None));
             }
             Input::KeyAnswer(yes) => self.answer(yes),
-            input @ (Input::SendFile(_) | Input::AcceptFile(_) | Input::DeclineFile(_)) => {
+            input @ (Input::SendFile(_)
+            | Input::AcceptFile(_)
+            | Input::DeclineFile(_)
+            | Input::FileHashed { .. }) => {
                 self.on_file_input(now, input);
             }
             Input::Interrupt => {
@@ -1073,7 +1116,7 @@ impl<P: KeyPolicy> Session<P> {
             return;
         }
         // At end of input, transfers in progress finish first (`/quit` leaves at once).
-        let files_busy = self.half_close && self.files.as_ref().is_some_and(|f| f.transfers.busy());
+        let files_busy = self.half_close && self.files.as_ref().is_some_and(Files::busy);
         if self.leaving && self.pending.is_empty() && !files_busy && self.closing != Some(conn) {
             self.closing = Some(conn);
             let sent = self.inflight.get(&conn).is_some_and(|ids| !ids.is_empty());
@@ -1120,7 +1163,7 @@ impl<P: KeyPolicy> Session<P> {
             return;
         };
         let idle = self.pending.is_empty()
-            && self.files.as_ref().is_none_or(|f| !f.transfers.busy())
+            && self.files.as_ref().is_none_or(|f| !f.busy())
             && self.replacing.is_none()
             && self.awaiting.is_none()
             && self.inflight.get(&conn).is_none_or(VecDeque::is_empty);
@@ -1370,7 +1413,18 @@ impl<P: KeyPolicy> Session<P> {
             return;
         };
         let result = match input {
+            Input::SendFile(path) if f.hash_outside => {
+                f.hashing += 1;
+                let chunk_size = f.transfers.chunk_size();
+                self.out.push_back(Output::HashFile { path, chunk_size });
+                return;
+            }
             Input::SendFile(path) => f.transfers.send_file(&path).map_err(|e| e.to_string()),
+            Input::FileHashed { path, result } => {
+                f.hashing = f.hashing.saturating_sub(1);
+                debug!(path = %path.display(), ok = result.is_ok(), "a file was hashed");
+                result.map(|p| f.transfers.offer_file(*p))
+            }
             Input::AcceptFile(id) => f.transfers.accept(id),
             Input::DeclineFile(id) => f.transfers.decline(id),
             _ => return,

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chirp_files::FileEvent;
 use chirp_keys::{Identity, PublicKey};
 use chirp_netsim::{LinkConfig, Node, Pair, Path, Side};
 use chirp_peer::{
@@ -62,6 +63,8 @@ struct Peer {
     session: Session<Policy>,
     reports: Vec<Report>,
     exit: Option<u8>,
+    /// Files the session asked to have hashed (`Output::HashFile`), for the test to carry out.
+    hash_jobs: Vec<(std::path::PathBuf, u32)>,
 }
 
 impl Peer {
@@ -75,6 +78,7 @@ impl Peer {
             session: Session::new(config, Policy::default()),
             reports: Vec::new(),
             exit: None,
+            hash_jobs: Vec::new(),
         }
     }
 
@@ -188,6 +192,7 @@ fn settle(node: &mut Node, peer: &mut Peer, now: Instant) {
                 Output::Report(r) => peer.reports.push(r),
                 Output::Exit { code, .. } => peer.exit = Some(code),
                 Output::Fatal(text) => panic!("fatal: {text}"),
+                Output::HashFile { path, chunk_size } => peer.hash_jobs.push((path, chunk_size)),
             }
         }
         if !busy {
@@ -1299,4 +1304,94 @@ fn a_leaving_peer_with_a_slow_driver_lets_no_redial_in() {
             b.reports
         );
     }
+/// With `hash_files_outside`, `/send` does not read the file: the session asks the driver to
+/// hash it and goes on. Lines written meanwhile reach B while no offer has (the offer waits
+/// for the hash), end of input waits for the file being hashed, and once the driver hands the
+/// hash back the file is offered, accepted and saved byte for byte, and both exit 0.
+#[test]
+fn a_file_hashed_by_the_driver_is_offered_after_the_lines_written_meanwhile() {
+    const N: u64 = 20;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
+    let mut p = pair(impaired(), 7);
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+    let (mut disk_a, disk_b) = (SharedDisk::default(), SharedDisk::default());
+    disk_a.with(|d| d.sources.insert("/home/a/song.ogg".into(), data.clone()));
+    a.session.enable_files(Box::new(disk_a.clone()), Vec::new());
+    a.session.hash_files_outside();
+    b.session.enable_files(Box::new(disk_b.clone()), Vec::new());
+    input(&p, &mut a, Input::SendFile("/home/a/song.ogg".into()));
+    send(&p, &mut a, 'a', 0..N);
+    input(&p, &mut a, Input::EndOfInput);
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        b.messages().len() == N as usize
+    });
+    // Nothing was read for the file: the offer waits for the driver's hash.
+    let offered = |b: &Peer| b.has(|r| matches!(r, Report::File(FileEvent::Offered { .. })));
+    assert!(!offered(&b), "{:?}", b.reports);
+    assert_eq!(a.hash_jobs.len(), 1);
+    // End of input waits for the file being hashed: A has not left.
+    run_for(&mut p, &mut a, &mut b, Duration::from_secs(5));
+    assert_eq!(a.exit, None, "{:?}", a.reports);
+    let (path, chunk_size) = a.hash_jobs.remove(0);
+    let result = chirp_files::prepare(&mut disk_a, &path, chunk_size)
+        .map(Box::new)
+        .map_err(|e| e.to_string());
+    input(&p, &mut a, Input::FileHashed { path, result });
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        offered(b)
+    });
+    input(&p, &mut b, Input::AcceptFile(None));
+    input(&p, &mut b, Input::EndOfInput);
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(300), |a, b| {
+        a.exit.is_some() && b.exit.is_some()
+    });
+    let Some(FileEvent::Done { name, size, .. }) = file_done(&b) else {
+        panic!("no file_done at B: {:?}", b.reports);
+    };
+    assert_eq!((name.as_str(), size), ("song.ogg", 300_000));
+    assert!(disk_b.with(|d| d.files.get("song.ogg") == Some(&data)));
+    let want: Vec<Bytes> = (0..N).map(|i| line('a', i)).collect();
+    assert!(b.messages() == want, "B's lines");
+    assert_eq!((a.exit, b.exit), (Some(0), Some(0)));
+}
+
+/// A file that cannot be hashed (it does not exist) is an error for the user, and end of
+/// input no longer waits for it.
+#[test]
+fn a_file_the_driver_cannot_hash_is_an_error_and_end_of_input_goes_on() {
+    let mut p = pair(impaired(), 8);
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+    let mut disk_a = SharedDisk::default();
+    a.session.enable_files(Box::new(disk_a.clone()), Vec::new());
+    a.session.hash_files_outside();
+    b.session
+        .enable_files(Box::new(SharedDisk::default()), Vec::new());
+    input(&p, &mut a, Input::SendFile("/nowhere".into()));
+    input(&p, &mut a, Input::EndOfInput);
+    input(&p, &mut b, Input::EndOfInput);
+    run_for(&mut p, &mut a, &mut b, Duration::from_secs(5));
+    assert_eq!(
+        a.exit, None,
+        "end of input waits for the hash: {:?}",
+        a.reports
+    );
+    let (path, chunk_size) = a.hash_jobs.remove(0);
+    let result = chirp_files::prepare(&mut disk_a, &path, chunk_size)
+        .map(Box::new)
+        .map_err(|e| e.to_string());
+    assert!(result.is_err());
+    input(&p, &mut a, Input::FileHashed { path, result });
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |a, b| {
+        a.exit.is_some() && b.exit.is_some()
+    });
+    assert!(
+        a.errors()
+            .iter()
+            .any(|e| e.contains("cannot read /nowhere")),
+        "{:?}",
+        a.reports
+    );
+    assert!(!b.has(|r| matches!(r, Report::File(_))), "{:?}", b.reports);
 }
