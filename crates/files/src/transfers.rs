@@ -150,6 +150,54 @@ pub struct Transmit {
     pub bulk: bool,
 }
 
+/// A source file, hashed for sending.
+struct Hashed {
+    size: u64,
+    chunk_size: u32,
+    hashes: Vec<Hash>,
+    root: Hash,
+}
+
+/// Reads the file at `path` through `storage` once and hashes it in chunks of `chunk_size`
+/// (clamped to the protocol's bounds), grown for a file of more than `MAX_CHUNKS` chunks.
+fn hash_source<S: Storage + ?Sized>(
+    storage: &mut S,
+    path: &Path,
+    chunk_size: u32,
+) -> Result<Hashed, SendFileError> {
+    let shown = path.display().to_string();
+    let read = |source| SendFileError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let size = storage.source_len(path).map_err(read)?;
+    // Small files use the default chunk; large ones grow it to stay within MAX_CHUNKS.
+    let chunk_size = u32::try_from(size.div_ceil(MAX_CHUNKS))
+        .unwrap_or(u32::MAX)
+        .max(chunk_size.clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE));
+    if chunk_size > MAX_CHUNK_SIZE {
+        return Err(SendFileError::TooLarge { path: shown, size });
+    }
+    let count = wire::chunk_count(size, chunk_size);
+    let mut hashes = Vec::with_capacity(count as usize);
+    let mut buf = vec![0; chunk_size as usize];
+    for i in 0..count {
+        let len = wire::chunk_len(size, chunk_size, i) as usize;
+        let b = &mut buf[..len];
+        storage
+            .read_source(path, i * u64::from(chunk_size), b)
+            .map_err(read)?;
+        hashes.push(wire::chunk_hash(b));
+    }
+    let root = wire::root_hash(&hashes);
+    Ok(Hashed {
+        size,
+        chunk_size,
+        hashes,
+        root,
+    })
+}
+
 /// Settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -352,34 +400,24 @@ impl<S: Storage> Transfers<S> {
         !self.outgoing.is_empty() || self.incoming.values().any(|i| i.accepted)
     }
 
+    /// The size and root hash that [`Self::send_file`] would offer for the file at `path` (it
+    /// reads the whole file): what a DM file offer announces through a chat server before the
+    /// peer connection exists.
+    pub fn hash_file(&mut self, path: &Path) -> Result<(u64, Hash), SendFileError> {
+        let h = hash_source(&mut self.storage, path, self.config.chunk_size)?;
+        self.storage.close_source(path);
+        Ok((h.size, h.root))
+    }
+
     /// Offers the file at `path` under the last component of its name: hashes it (reading it
     /// once, through the storage) and queues the offer. Returns our id for it.
     pub fn send_file(&mut self, path: &Path) -> Result<u64, SendFileError> {
-        let shown = path.display().to_string();
-        let read = |source| SendFileError::Read {
-            path: shown.clone(),
-            source,
-        };
-        let size = self.storage.source_len(path).map_err(read)?;
-        // Small files use the default chunk; large ones grow it to stay within MAX_CHUNKS.
-        let chunk_size = u32::try_from(size.div_ceil(MAX_CHUNKS))
-            .unwrap_or(u32::MAX)
-            .max(self.config.chunk_size.clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE));
-        if chunk_size > MAX_CHUNK_SIZE {
-            return Err(SendFileError::TooLarge { path: shown, size });
-        }
-        let count = wire::chunk_count(size, chunk_size);
-        let mut hashes = Vec::with_capacity(count as usize);
-        let mut buf = vec![0; chunk_size as usize];
-        for i in 0..count {
-            let len = wire::chunk_len(size, chunk_size, i) as usize;
-            let b = &mut buf[..len];
-            self.storage
-                .read_source(path, i * u64::from(chunk_size), b)
-                .map_err(read)?;
-            hashes.push(wire::chunk_hash(b));
-        }
-        let root = wire::root_hash(&hashes);
+        let Hashed {
+            size,
+            chunk_size,
+            hashes,
+            root,
+        } = hash_source(&mut self.storage, path, self.config.chunk_size)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
