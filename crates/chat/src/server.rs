@@ -2172,13 +2172,17 @@ impl Server {
                 name,
                 size,
                 hash,
-            } => self.file_offer(session, key, files::Offer {
-                to,
-                id,
-                name,
-                size,
-                hash,
-            }),
+            } => self.file_offer(
+                session,
+                key,
+                files::Offer {
+                    to,
+                    id,
+                    name,
+                    size,
+                    hash,
+                },
+            ),
             ClientMsg::FileAnswer { to, id, accept } => {
                 self.file_answer(session, key, &to, id, accept)
             }
@@ -3315,8 +3319,8 @@ pub use limits::{Change, Limits};
 mod moderation;
 pub use moderation::{EVENT_KIND, MAX_ROOM_ENTRIES, Net, Role, fingerprint};
 use moderation::{Rated, record_msg};
-pub mod meet;
 pub mod files;
+pub mod meet;
 
 #[cfg(test)]
 mod tests;

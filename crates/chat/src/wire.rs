@@ -922,7 +922,10 @@ mod tests {
         assert_eq!(ServerMsg::decode(json(lines[4])).expect("refused"), refused);
         // Every field is required.
         assert!(ClientMsg::decode(br#"{"t":"file_answer","to":"alice","id":7}"#).is_err());
-        assert!(ClientMsg::decode(br#"{"t":"file_offer","to":"bob","id":7,"name":"x","size":1}"#).is_err());
+        assert!(
+            ClientMsg::decode(br#"{"t":"file_offer","to":"bob","id":7,"name":"x","size":1}"#)
+                .is_err()
+        );
     }
 
     /// The moderation examples of docs/PROTOCOL.md ("Moderation") decode, and encode back

@@ -504,7 +504,7 @@ pub(crate) async fn pump_session(
 }
 
 /// One transport request; the reply if it has one.
-async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>> {
+pub(crate) async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>> {
     Ok(match t {
         Transport::Connect { to } => Some(Reply::Connect(handle.connect_or_reuse(to).await?)),
         Transport::Send { conn, data } => Some(Reply::Send(handle.send(conn, data).await?)),

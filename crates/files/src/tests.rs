@@ -486,6 +486,8 @@ fn hash_file_agrees_with_the_offer() {
     changed[0] ^= 1;
     t.storage_mut().sources.insert(other.clone(), changed);
     assert_ne!(t.hash_file(&other).expect("hash").1, root);
-    let e = t.hash_file(&PathBuf::from("/nowhere")).expect_err("missing");
+    let e = t
+        .hash_file(&PathBuf::from("/nowhere"))
+        .expect_err("missing");
     assert!(e.to_string().contains("/nowhere"), "{e}");
 }

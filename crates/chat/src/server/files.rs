@@ -39,7 +39,9 @@ pub(super) struct Offer {
 }
 
 fn is_hash(h: &str) -> bool {
-    h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Server {
@@ -91,7 +93,11 @@ impl Server {
             return refuse(self, code::NO_SUCH_NICK, text);
         };
         if to_key == key {
-            return refuse(self, code::BAD_REQUEST, "cannot send a file to yourself".into());
+            return refuse(
+                self,
+                code::BAD_REQUEST,
+                "cannot send a file to yourself".into(),
+            );
         }
         if live.is_empty() {
             let text = format!(
