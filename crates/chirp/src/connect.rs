@@ -611,7 +611,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                 out.reply(reply);
             }
             match &ev {
-                Event::Server(m) if dm.on_server(client.session(), m) => continue,
+                Event::Server(m) if dm.on_server(m) => continue,
                 Event::Welcome { .. } => dm.welcome(client.session()),
                 _ => {}
             }

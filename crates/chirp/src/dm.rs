@@ -25,12 +25,16 @@ use chirp_transport::Handle;
 use chirp_tui::safe::line as safe;
 use indicatif::HumanBytes;
 use serde_json::json;
+use tracing::debug;
 
 use crate::output::{Output, print_event};
 use crate::via::{Link, LinkTo};
 
 /// How long a finished transfer's peer connection may take to close before it is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// How long an accepted transfer waits for the server to introduce the other side (which asks
+/// as soon as it hears of the answer, unless it left meanwhile).
+const MEET_WAIT: Duration = Duration::from_secs(60);
 
 /// A command of line mode this module answers.
 #[derive(Debug, PartialEq, Eq)]
@@ -109,6 +113,8 @@ struct Active {
     peer_id: Option<u64>,
     /// Finished (done or failed): the peer connection closes, until then.
     closing: Option<Instant>,
+    /// Given up if the server has not introduced the other side by then.
+    meet_by: Instant,
 }
 
 /// What `chirp connect` needs to know for DM file transfers.
@@ -185,8 +191,7 @@ impl DmFiles {
         match cmd {
             Command::Usage(u) => self.out().error(u),
             Command::Send { to, path } => self.send(session, to, Path::new(&path)),
-            Command::Accept(id) | Command::Decline(id) if self.waiting.is_empty() => {
-                let _ = id;
+            Command::Accept(_) | Command::Decline(_) if self.waiting.is_empty() => {
                 self.out().error("no file offer waits for an answer");
             }
             Command::Accept(id) => self.answer(session, id, true),
@@ -267,7 +272,7 @@ impl DmFiles {
     }
 
     /// A message of the server about files (`true`), or not ours (`false`).
-    pub(crate) fn on_server(&mut self, session: &mut ChatSession, m: &ServerMsg) -> bool {
+    pub(crate) fn on_server(&mut self, m: &ServerMsg) -> bool {
         match m {
             ServerMsg::FileOffer {
                 from,
@@ -277,7 +282,8 @@ impl DmFiles {
                 hash,
             } => {
                 let Some(hash) = parse_hash(hash) else {
-                    debug_assert!(false, "the server checks hashes");
+                    // The server checks hashes: an older or hostile one. Dropped.
+                    debug!(%from, "a file offer with a malformed hash; dropped");
                     return true;
                 };
                 let job = Job {
@@ -338,11 +344,15 @@ impl DmFiles {
                 code,
                 message,
             } => {
-                let Some(at) = self.offered.iter().position(|j| j.wire == *id) else {
+                let fold = chirp_chat::names::fold(to);
+                let Some(at) = self
+                    .offered
+                    .iter()
+                    .position(|j| j.wire == *id && chirp_chat::names::fold(&j.nick) == fold)
+                else {
                     return true;
                 };
                 let job = self.offered.remove(at);
-                let _ = (to, session);
                 self.failed(&job, code, message);
             }
             ServerMsg::MeetWait { ttl_ms, .. } => {
@@ -435,16 +445,22 @@ impl DmFiles {
             link,
             peer_id: None,
             closing: None,
+            meet_by: now() + MEET_WAIT,
         });
     }
 
     /// When [`Self::on_timeout`] is due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let a = self.active.as_ref()?;
-        [a.link.poll_timeout(), a.closing.map(|t| t + CLOSE_WAIT)]
-            .into_iter()
-            .flatten()
-            .min()
+        let meet_by = (!a.link.has_peer()).then_some(a.meet_by);
+        [
+            a.link.poll_timeout(),
+            a.closing.map(|t| t + CLOSE_WAIT),
+            meet_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub(crate) async fn on_timeout(
@@ -457,6 +473,16 @@ impl DmFiles {
             return Ok(());
         };
         if a.closing.is_some_and(|t| now >= t + CLOSE_WAIT) {
+            return self.end(handle).await;
+        }
+        if !a.link.has_peer() && now >= a.meet_by {
+            let job = a.job.clone();
+            let text = format!(
+                "{} did not meet us within {} s (gone offline?)",
+                job.nick,
+                MEET_WAIT.as_secs()
+            );
+            self.failed(&job, "meet", &text);
             return self.end(handle).await;
         }
         let mut reports = Vec::new();

@@ -270,6 +270,11 @@ impl Link {
         self.peer.as_mut()
     }
 
+    /// Whether the server introduced the peer (the peer session exists).
+    pub(crate) fn has_peer(&self) -> bool {
+        self.peer.is_some()
+    }
+
     /// The peer connection goes through the relay.
     pub(crate) fn relayed(&self) -> bool {
         self.relayed
