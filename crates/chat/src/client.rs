@@ -628,6 +628,26 @@ impl Session {
         self.unsent.push_back(ClientMsg::Meet { nick, local });
     }
 
+    /// Offers a file to `to` (a DM file transfer, PROTOCOL.md "Files between users"): only
+    /// its description goes to the server. The answer comes as [`Event::Server`] with
+    /// [`ServerMsg::FileAnswer`], or [`ServerMsg::FileRefused`] if the server did not pass it
+    /// on (`to` offline, the file over the server's limit).
+    pub fn file_offer(&mut self, to: String, id: u64, name: String, size: u64, hash: String) {
+        self.unsent.push_back(ClientMsg::FileOffer {
+            to,
+            id,
+            name,
+            size,
+            hash,
+        });
+    }
+
+    /// Answers `to`'s file offer `id` (a [`ServerMsg::FileOffer`]).
+    pub fn file_answer(&mut self, to: String, id: u64, accept: bool) {
+        self.unsent
+            .push_back(ClientMsg::FileAnswer { to, id, accept });
+    }
+
     /// Leaves a room.
     pub fn part(&mut self, room: String) {
         self.unsent.push_back(ClientMsg::Part { room });

@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub replay_cache: usize,
     /// Largest message text, in bytes.
     pub max_text: usize,
+    /// Largest file a user may offer another (a DM file transfer, `--max-file-size`): a
+    /// larger offer is refused with `file_refused` (`too_large`). See the `files` module.
+    pub max_file_size: u64,
     /// Flood control: burst.
     pub burst: u32,
     /// Flood control: sustained requests per second.
@@ -149,6 +152,7 @@ impl Default for ServerConfig {
             history_on_join: 50,
             replay_cache: 256,
             max_text: 8 * 1024,
+            max_file_size: files::DEFAULT_MAX_FILE_SIZE,
             burst: 10,
             per_sec: 5,
             max_rooms_per_user: 32,
@@ -307,6 +311,8 @@ pub struct ServerStats {
     pub too_slow: u64,
     /// Rendezvous introductions made (`meet` answered on both sides).
     pub meets: u64,
+    /// DM file offers forwarded to their recipient (`file_offer`).
+    pub file_offers: u64,
 }
 
 /// Token bucket in thousandths of a token, so that refill needs no floating point.
@@ -2171,6 +2177,26 @@ impl Server {
             }
             m @ ClientMsg::History { .. } => self.history_request(now_ms, session, key, m),
             ClientMsg::Meet { nick, local } => self.meet(now_ms, session, key, &nick, local),
+            ClientMsg::FileOffer {
+                to,
+                id,
+                name,
+                size,
+                hash,
+            } => self.file_offer(
+                session,
+                key,
+                files::Offer {
+                    to,
+                    id,
+                    name,
+                    size,
+                    hash,
+                },
+            ),
+            ClientMsg::FileAnswer { to, id, accept } => {
+                self.file_answer(session, key, &to, id, accept)
+            }
             m => self.moderate(now_ms, session, key, m),
         }
     }
@@ -3304,6 +3330,7 @@ pub use limits::{Change, Limits};
 mod moderation;
 pub use moderation::{EVENT_KIND, MAX_ROOM_ENTRIES, Net, Role, fingerprint};
 use moderation::{Rated, record_msg};
+pub mod files;
 pub mod meet;
 
 #[cfg(test)]

@@ -114,6 +114,32 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         local: Vec<std::net::SocketAddr>,
     },
+    /// A DM file transfer: offer a file to `nick`'s sessions (PROTOCOL.md, "Files between
+    /// users"). Only this description passes through the server; the file itself goes over
+    /// an end-to-end peer connection the two open with `meet` once the offer is accepted.
+    /// Forwarded as [`ServerMsg::FileOffer`], or refused with [`ServerMsg::FileRefused`].
+    FileOffer {
+        /// The recipient.
+        to: String,
+        /// The sender's id for this offer (the answer names it).
+        id: u64,
+        /// The file's name (without a path: the receiver strips one anyway).
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its BLAKE3 root hash (PROTOCOL.md §12), 64 lowercase hex digits.
+        hash: String,
+    },
+    /// The answer to a [`ServerMsg::FileOffer`]: forwarded to the offering nick's sessions as
+    /// [`ServerMsg::FileAnswer`].
+    FileAnswer {
+        /// Who offered the file.
+        to: String,
+        /// The offer's id.
+        id: u64,
+        /// Accepted (the receiver then asks to `meet` the sender), or declined.
+        accept: bool,
+    },
     /// Room owner: make `nick` an operator of `room`.
     Op(RoomNick),
     /// Room owner: `nick` is an operator no more.
@@ -337,6 +363,10 @@ pub mod code {
     pub const RATE: &str = "rate";
     /// A server operator disconnected this session.
     pub const KILLED: &str = "killed";
+    /// A file offered to a nick with no session on this server (nothing is kept for later).
+    pub const OFFLINE: &str = "offline";
+    /// A file offered that is larger than the server's `--max-file-size`.
+    pub const TOO_LARGE: &str = "too_large";
 }
 
 /// A moderation action in a room, as the server stores it in the room's history (with an id,
@@ -527,6 +557,41 @@ pub enum ServerMsg {
         /// works; absent from a server that does not relay.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relay: Option<String>,
+    },
+    /// A DM file transfer offered to this user by `from` (see [`ClientMsg::FileOffer`]).
+    FileOffer {
+        /// The sender's nick.
+        from: String,
+        /// The sender's id for the offer.
+        id: u64,
+        /// The file's name, as the sender gave it (hostile text).
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its BLAKE3 root hash, 64 lowercase hex digits.
+        hash: String,
+    },
+    /// `from` answered this user's offer `id`.
+    FileAnswer {
+        /// The recipient who answered.
+        from: String,
+        /// The offer's id.
+        id: u64,
+        /// Accepted or declined.
+        accept: bool,
+    },
+    /// The server did not forward this user's offer `id` to `to`: `code` says why
+    /// ([`code::OFFLINE`]: no session of `to`; [`code::TOO_LARGE`]: over the server's
+    /// `--max-file-size`; [`code::NO_SUCH_NICK`], [`code::BAD_REQUEST`]), `message` in words.
+    FileRefused {
+        /// The intended recipient.
+        to: String,
+        /// The offer's id.
+        id: u64,
+        /// Why (an error code).
+        code: String,
+        /// Why, in words.
+        message: String,
     },
     /// A moderation action in a room (stored in its history).
     Mod(ModEvent),
@@ -744,7 +809,7 @@ mod tests {
     fn documented_meet_examples_are_exact() {
         const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
         let start = DOC.find("### Meeting a peer\n").expect("section");
-        let end = start + DOC[start..].find("### Examples").expect("end");
+        let end = start + DOC[start..].find("### Files between users").expect("end");
         let lines: Vec<&str> = DOC[start..end]
             .lines()
             .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
@@ -794,6 +859,73 @@ mod tests {
             }
         );
         assert!(ClientMsg::decode(br#"{"t":"meet","nick":"bob","local":["nowhere"]}"#).is_err());
+    }
+
+    /// The file-offer examples of docs/PROTOCOL.md ("Files between users") are what the code
+    /// encodes, byte for byte, and decode to what they say.
+    #[test]
+    fn documented_file_examples_are_exact() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC.find("### Files between users\n").expect("section");
+        let end = start + DOC[start..].find("### Examples").expect("end");
+        let lines: Vec<&str> = DOC[start..end]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect();
+        let hash = "4bd1a9a8b0c3e5f7d2e6c8a1b3d5f7e9a2c4e6f8b1d3f5a7c9e2b4d6f8a1c3e5";
+        let offer = ClientMsg::FileOffer {
+            to: "bob".into(),
+            id: 7,
+            name: "report.pdf".into(),
+            size: 123_456,
+            hash: hash.into(),
+        };
+        let offered = ServerMsg::FileOffer {
+            from: "alice".into(),
+            id: 7,
+            name: "report.pdf".into(),
+            size: 123_456,
+            hash: hash.into(),
+        };
+        let answer = ClientMsg::FileAnswer {
+            to: "alice".into(),
+            id: 7,
+            accept: true,
+        };
+        let answered = ServerMsg::FileAnswer {
+            from: "bob".into(),
+            id: 7,
+            accept: true,
+        };
+        let refused = ServerMsg::FileRefused {
+            to: "carol".into(),
+            id: 8,
+            code: code::OFFLINE.into(),
+            message: "carol is not online; files go only to a user who is (nothing is kept \
+                      for later)"
+                .into(),
+        };
+        let utf8 = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+        let expected = [
+            format!("C: {}", utf8(offer.encode())),
+            format!("S: {}", utf8(offered.encode())),
+            format!("C: {}", utf8(answer.encode())),
+            format!("S: {}", utf8(answered.encode())),
+            format!("S: {}", utf8(refused.encode())),
+        ];
+        assert_eq!(lines, expected);
+        let json = |l: &'static str| &l.as_bytes()[3..];
+        assert_eq!(ClientMsg::decode(json(lines[0])).expect("offer"), offer);
+        assert_eq!(ServerMsg::decode(json(lines[1])).expect("offer"), offered);
+        assert_eq!(ClientMsg::decode(json(lines[2])).expect("answer"), answer);
+        assert_eq!(ServerMsg::decode(json(lines[3])).expect("answer"), answered);
+        assert_eq!(ServerMsg::decode(json(lines[4])).expect("refused"), refused);
+        // Every field is required.
+        assert!(ClientMsg::decode(br#"{"t":"file_answer","to":"alice","id":7}"#).is_err());
+        assert!(
+            ClientMsg::decode(br#"{"t":"file_offer","to":"bob","id":7,"name":"x","size":1}"#)
+                .is_err()
+        );
     }
 
     /// The moderation examples of docs/PROTOCOL.md ("Moderation") decode, and encode back

@@ -40,6 +40,13 @@ Each line you type goes to the current room (the last one joined, or switched to
 a refused /join changes nothing). Commands: /join #room, /part [#room], /msg NICK TEXT (sends
 privately, stays in the room), /me TEXT, /nick NEW, /topic [TEXT], /list, /who [#room],
 /history [N], /stats, /quit, /help; //text sends a line starting with '/'.
+Files (line mode and --json): /send NICK PATH offers a file to NICK, who must be online; they
+see the offer and answer /accept [ID] or /decline [ID]. The file then goes end to end
+encrypted between your two clients (directly, or through the server's relay, which cannot read
+it), checked against the hash in the offer, into --downloads; the sender is told when the
+recipient has the whole file. The server refuses files over its --max-file-size and files to
+users who are not online; it stores nothing. One transfer runs at a time; end of input waits
+for the one under way.
 At end of input (Ctrl-D) chirp waits until the server has stored every message you sent, then
 exits 0. A lost server is reconnected to automatically, and nothing is shown twice.
 
@@ -66,7 +73,9 @@ Examples:
   chirp connect 127.0.0.1:7667 --nick bob --join '#rust' --json        # for scripts
   chirp connect 192.0.2.1 --nick carol --server-key abcd-efgh-ijkl-mnop-qrst-uvwx
   chirp connect 10.0.0.1:7667 10.0.0.2:7667 10.0.0.3 --nick ann        # a cluster of three
-  chirp connect 127.0.0.1 --nick dave --qlog /tmp/chirp-qlog   # a qlog trace per connection";
+  chirp connect 127.0.0.1 --nick dave --qlog /tmp/chirp-qlog   # a qlog trace per connection
+  chirp connect chat.example.org --nick erin --line --downloads ~/inbox
+      /send frank ~/notes.pdf                                      # then typed: a file to frank";
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
@@ -110,6 +119,10 @@ pub(crate) struct ConnectArgs {
     /// missing): one file per connection, <connection id>-client.sqlog, for qvis.
     #[arg(long, value_name = "DIR")]
     qlog: Option<PathBuf>,
+    /// Where files other users send you are saved (created if missing) [default: the XDG
+    /// download directory, e.g. ~/Downloads].
+    #[arg(long, value_name = "DIR")]
+    downloads: Option<PathBuf>,
 }
 
 /// The idle timeout alone, and with several servers to fail over to: a client keeps its link
@@ -498,6 +511,12 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         }
     }
     let json = args.json;
+    let downloads = match args.downloads {
+        Some(d) => d,
+        None => dirs::download_dir()
+            .or_else(|| dirs::home_dir().map(|h| h.join("Downloads")))
+            .context("no download directory (no home directory): pass --downloads DIR")?,
+    };
     // (clap requires at least one server.)
     let Some((&(_, first), alternates)) = servers.split_first() else {
         anyhow::bail!("no server given");
@@ -543,6 +562,13 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     let (handle, mut tevents, transport) =
         driver::start_transport(&config).context("cannot start the client")?;
     let key_check = config.server_key_check.clone();
+    let mut dm = crate::dm::DmFiles::new(crate::dm::Setup {
+        json,
+        bind: config.bind,
+        downloads,
+        known_keys: home.join(crate::peer::KNOWN_KEYS_FILE),
+        idle_timeout: config.idle_timeout,
+    });
     let session = Session::new(config, Instant::now(), chirp_transport::random_seed());
     let mut client = LineClient::new(session, &args.join);
     let mut out = Printer {
@@ -558,9 +584,21 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         line_tx,
     );
     let mut input_open = true;
+    // End of input came while a file transfer was under way: the session finishes after it.
+    let mut finish_after_files = false;
+    let local = handle.local_addr();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let code = 'session: loop {
+        if finish_after_files && !dm.busy() {
+            finish_after_files = false;
+            client.finish(Instant::now());
+        }
+        dm.start_next(client.session(), local);
+        if let Err(e) = dm.pump(&handle).await {
+            out.error("fatal", &format!("{e:#}"));
+            break 1;
+        }
         if driver::perform(client.session(), &handle, key_check.as_ref())
             .await
             .is_err()
@@ -571,6 +609,11 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         while let Some(ev) = client.session().poll_event() {
             for reply in client.on_event(Instant::now(), &ev) {
                 out.reply(reply);
+            }
+            match &ev {
+                Event::Server(m) if dm.on_server(m) => continue,
+                Event::Welcome { .. } => dm.welcome(client.session()),
+                _ => {}
             }
             match out.event(ev) {
                 Ok(Some(code)) => break 'session code,
@@ -584,7 +627,19 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                 }
             }
         }
-        let wake = client.session().poll_timeout();
+        // What the events asked of the session (a `meet` for a file transfer) goes out now.
+        dm.start_next(client.session(), local);
+        if driver::perform(client.session(), &handle, key_check.as_ref())
+            .await
+            .is_err()
+        {
+            out.error("fatal", "the transport stopped");
+            break 1;
+        }
+        let wake = [client.session().poll_timeout(), dm.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let want_input = input_open && client.session().backlog() + client.held() < MAX_BACKLOG;
         tokio::select! {
             line = lines.recv(), if want_input => {
@@ -593,6 +648,10 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                     Some(Line::Text(bytes)) => {
                         let text = String::from_utf8_lossy(&bytes);
                         let text = text.strip_suffix('\r').unwrap_or(&text);
+                        if let Some(cmd) = crate::dm::command(text) {
+                            dm.command(client.session(), cmd);
+                            continue;
+                        }
                         match client.input(now, text) {
                             Reply::Leave => {
                                 input_open = false;
@@ -612,6 +671,11 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                         input_open = false;
                         client.finish(now);
                     }
+                    None if dm.busy() => {
+                        input_open = false;
+                        finish_after_files = true;
+                        out.status("end of input: leaving once the file transfer under way ends");
+                    }
                     None => {
                         input_open = false;
                         client.finish(now);
@@ -619,13 +683,29 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                 }
             }
             ev = tevents.recv() => match ev {
-                Some(ev) => client.session().handle_transport(Instant::now(), ev),
+                Some(ev) if client.session().connection() == Some(ev.conn()) => {
+                    client.session().handle_transport(Instant::now(), ev)
+                }
+                // Another connection: a file transfer's peer connection, or one of an
+                // earlier server connection (which the session ignores).
+                Some(ev) => {
+                    if let Err(e) = dm.on_event(&handle, ev).await {
+                        out.error("fatal", &format!("{e:#}"));
+                        break 1;
+                    }
+                }
                 None => {
                     out.error("fatal", "the transport stopped");
                     break 1;
                 }
             },
-            () = driver::sleep_until(wake) => client.session().handle_timeout(Instant::now()),
+            () = driver::sleep_until(wake) => {
+                client.session().handle_timeout(Instant::now());
+                if let Err(e) = dm.on_timeout(&handle, client.session()).await {
+                    out.error("fatal", &format!("{e:#}"));
+                    break 1;
+                }
+            }
             _ = &mut ctrl_c, if input_open => {
                 input_open = false;
                 client.finish(Instant::now());

@@ -34,6 +34,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 mod addr;
 mod bench;
 mod connect;
+mod dm;
 mod files;
 mod id;
 mod impair;

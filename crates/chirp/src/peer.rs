@@ -326,11 +326,34 @@ pub(crate) fn new_session(
     policy: KnownKeysPolicy,
 ) -> Session<KnownKeysPolicy> {
     let mut session = Session::new(config, policy);
-    let storage = chirp_files::FsStorage::new(opts.downloads.clone());
-    session.enable_files(Box::new(storage), opts.auto_accept_from.clone());
+    enable_files(&FileOpts::of(opts), &mut session);
+    session
+}
+
+/// What file transfer in a peer session takes from the options.
+#[derive(Debug, Clone)]
+pub(crate) struct FileOpts {
+    /// `--downloads`.
+    downloads: PathBuf,
+    /// `--auto-accept-from`.
+    auto_accept_from: Vec<Fingerprint>,
+}
+
+impl FileOpts {
+    pub(crate) fn of(opts: &PeerOpts) -> Self {
+        Self {
+            downloads: opts.downloads.clone(),
+            auto_accept_from: opts.auto_accept_from.clone(),
+        }
+    }
+}
+
+/// Turns on file transfer in `session` (its driver hashes files with a `files::Hasher`).
+pub(crate) fn enable_files(files: &FileOpts, session: &mut Session<KnownKeysPolicy>) {
+    let storage = chirp_files::FsStorage::new(files.downloads.clone());
+    session.enable_files(Box::new(storage), files.auto_accept_from.clone());
     // A large file is hashed on the blocking pool (`files::Hasher`), not on the loop's task.
     session.hash_files_outside();
-    session
 }
 
 /// Where the chat loop is: waiting for a caller, or chatting.
@@ -522,7 +545,7 @@ pub(crate) async fn pump_session(
 }
 
 /// One transport request; the reply if it has one.
-async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>> {
+pub(crate) async fn execute(handle: &Handle, t: Transport) -> anyhow::Result<Option<Reply>> {
     Ok(match t {
         Transport::Connect { to } => Some(Reply::Connect(handle.connect_or_reuse(to).await?)),
         Transport::Send { conn, data } => Some(Reply::Send(handle.send(conn, data).await?)),

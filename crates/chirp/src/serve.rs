@@ -29,8 +29,8 @@ max_sessions_per_ip, retention_count, retention_days, nick_expiry_days, nick_cla
 nick_claims_per_hour, join_burst, joins_per_hour, nick_change_burst, nick_changes_per_hour,
 rooms_per_hour and oper; connected clients are told the new flood control and size. It prints
 what changed. A flag still overrides the file. Other settings (bind, database, cluster, node,
-key_file, data_dir, history_on_join, max_connections, idle_timeout, metrics, qlog) need a
-restart: a change to them is logged and left as it is. A file that cannot be read or is
+key_file, data_dir, history_on_join, max_file_size, max_connections, idle_timeout, metrics,
+qlog) need a restart: a change to them is logged and left as it is. A file that cannot be read or is
 invalid is refused whole, with an error in the log, and the settings in force stay.
 
 Logs go to stderr (RUST_LOG=info for more): --log-format json writes one JSON object a line
@@ -57,6 +57,12 @@ for nick_expiry_days; then another key may claim it. A key's first nick is rate-
 source address (IPv4, or IPv6 /64): nick_claim_burst at once, then nick_claims_per_hour; an
 IPv6 /56 gets twice that and a /48 four times, shared by all the /64s in it.
 
+Files: users send each other files with /send NICK PATH in chirp connect while both are
+online. Only the offer (name, size, hash) passes through the server; the file goes end to end
+encrypted between the two clients (directly, or through this server's relay, which cannot read
+it) and is never stored. --max-file-size (default 1G) refuses larger offers; an offer to a
+user who is not online is refused.
+
 Moderation: whoever creates a room owns it and names its operators (/op); operators kick, ban,
 mute, voice, invite and set modes (+i invite only, +m moderated, +t topic locked, +k key).
 Server operators (--oper FINGERPRINT, the fingerprint `chirp id` prints on their machine) ban
@@ -80,6 +86,7 @@ Examples:
   chirp serve --metrics 127.0.0.1:9467        # Prometheus scrapes http://127.0.0.1:9467/metrics
   chirp serve --config /etc/chirp/server.toml
   chirp serve --oper abcd-efgh-ijkl-mnop-qrst-uvwx --rooms-per-hour 3
+  chirp serve --max-file-size 100M    # users may send each other files of up to 100 MiB
   kill -HUP PID                  # PID of that server: it re-reads /etc/chirp/server.toml
   systemctl reload chirp         # the same under systemd (contrib/systemd/chirp.service)
   RUST_LOG=info chirp serve --log-format json 2>>/var/log/chirp.json
@@ -138,6 +145,12 @@ struct Settings {
     /// Largest message text in bytes, 1 to 61440 [default: 8192].
     #[arg(long, value_name = "BYTES")]
     max_message_size: Option<usize>,
+    /// Largest file one user may send another through this server (`/send NICK PATH` in
+    /// chirp connect), in bytes or with a binary suffix (K, M, G, T: 512M, 2G); a larger
+    /// offer is refused (`too_large`). The file itself goes end to end between the two
+    /// clients and is never stored [default: 1G]. In the config file: a number of bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_file_size: Option<u64>,
     /// Flood control: requests a client may send in a burst [default: 10].
     #[arg(long, value_name = "N")]
     burst: Option<u32>,
@@ -257,6 +270,27 @@ fn check_ranges(s: &Settings) -> anyhow::Result<()> {
 /// input does not grow with its connections; their memory does (about 6 KB an idle session,
 /// so a million is some 6 GB).
 const MAX_CONNECTIONS: usize = 1_000_000;
+/// A size in bytes, with an optional binary suffix: `1048576`, `512K`, `100M`, `1G`, `2T`
+/// (also `KiB`, `MiB`, ...; `G` means GiB).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: expected bytes, e.g. 1048576, 512M or 1G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
 /// Largest `max_message_size`: one transport message, with room for the envelope.
 const MAX_MESSAGE_SIZE: usize = 60 * 1024;
 /// Largest `history_on_join`: the server keeps that many messages per conversation in memory.
@@ -295,6 +329,7 @@ fn resolve(cli: &Settings, path: Option<&Path>) -> anyhow::Result<Settings> {
             data_dir,
             history_on_join,
             max_message_size,
+            max_file_size,
             burst,
             per_sec,
             max_rooms,
@@ -446,6 +481,7 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<chirp_chat::server::Cha
         key_file,
         data_dir,
         history_on_join,
+        max_file_size,
         max_connections,
         idle_timeout,
         metrics,
@@ -504,6 +540,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     c.history_on_join = s.history_on_join.unwrap_or(c.history_on_join);
     c.replay_cache = c.replay_cache.max(c.history_on_join);
     c.set_limits(&limits);
+    c.max_file_size = s.max_file_size.unwrap_or(c.max_file_size);
     config.max_connections = s.max_connections.unwrap_or(config.max_connections);
     if let Some(secs) = s.idle_timeout {
         config.idle_timeout = Duration::from_secs(secs);
@@ -711,6 +748,19 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_bad_ones_are_named() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2gib"), Ok(2 << 30));
+        assert_eq!(parse_size("3T"), Ok(3 << 40));
+        assert!(parse_size("1X").is_err_and(|e| e.contains("unknown unit 'X'")));
+        assert!(parse_size("G").is_err_and(|e| e.contains("is not a size")));
+        assert!(parse_size("99999999999T").is_err_and(|e| e.contains("too large")));
+    }
 
     #[test]
     fn config_file_keys_parse_and_unknown_ones_are_refused() {

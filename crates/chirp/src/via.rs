@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use chirp_chat::client::{self, ClientConfig, driver};
 use chirp_chat::wire::ServerMsg;
 use chirp_keys::{Fingerprint, Identity};
-use chirp_peer::rendezvous::{Answer, Introduction, Rendezvous, relayed_address};
+use chirp_peer::rendezvous::{Answer, Rendezvous, relayed_address};
 use chirp_peer::{Config, Input as SessionInput, KnownKeysPolicy, Session};
 use chirp_proto::{EndpointConfig, Event};
 use chirp_transport::Handle;
@@ -115,9 +115,6 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
             }
         },
     ));
-    let candidates: Vec<SocketAddr> = local_candidate(opts.bind, via.server, local.port())
-        .into_iter()
-        .collect();
     let banner = format!(
         "chirp peer on {local}, asking {} to introduce us to {} (as {}; reliable, encrypted \
          end to end; our fingerprint {}; /help for commands)",
@@ -126,22 +123,30 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
         via.nick,
         identity.public().fingerprint()
     );
+    let link = Link::new(
+        LinkTo {
+            server_name: via.server_name.clone(),
+            server: via.server,
+            to: via.to.clone(),
+            pin: opts.peer_key,
+            bind: opts.bind,
+            local: handle.local_addr(),
+        },
+        opts.idle_timeout,
+        opts.home.join(crate::peer::KNOWN_KEYS_FILE),
+        opts.tui,
+    );
     let state = Via {
         client: client::Session::new(
             client_config,
             Instant::now(),
             chirp_transport::random_seed(),
         ),
-        rendezvous: Rendezvous::new(&via.to, opts.peer_key, candidates),
-        peer: None,
+        link,
         notices,
-        opts: opts.clone(),
         via: via.clone(),
         wait_reported: false,
-        direct_deadline: None,
-        relay: None,
-        relayed: false,
-        direct: None,
+        files: crate::peer::FileOpts::of(&opts),
     };
     let span = info_span!("peer", %local, via = %via.server, to = %via.to);
     let (req_tx, req_rx) = mpsc::channel(64);
@@ -189,23 +194,293 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
 /// The loop's state: the two sessions on the one endpoint.
 struct Via {
     client: client::Session,
-    rendezvous: Rendezvous,
-    /// Created when the server introduces the peer.
-    peer: Option<Session<KnownKeysPolicy>>,
+    /// The rendezvous and the peer connection it leads to.
+    link: Link,
     /// First-contact notices of the server-key check (it runs inside `perform`).
     notices: Arc<Mutex<Vec<String>>>,
-    opts: PeerOpts,
     via: ViaOpts,
     /// "Waiting for the peer to ask" was said.
     wait_reported: bool,
+    /// File transfer on the peer session once it exists.
+    files: crate::peer::FileOpts,
+}
+
+/// A peer connection through a rendezvous, beside a chat session on the same endpoint: asks
+/// the server to introduce us to a nick, then runs a peer session with the key the server gave
+/// pinned, direct if possible, else through the server's relay (moving back to a direct path
+/// once it answers). `chirp peer --via` runs one for its chat; `chirp connect` one per DM file
+/// transfer (`crate::dm`). The driver hands it the peer connection's events, its timer and the
+/// server's `meet` answers; it carries out the transport requests of the path (relay, probes)
+/// and says what the user should see as [`Report`]s.
+pub(crate) struct Link {
+    rendezvous: Rendezvous,
+    /// Created when the server introduces the peer.
+    peer: Option<Session<KnownKeysPolicy>>,
+    /// The server, its name (for messages), the peer's nick.
+    server: SocketAddr,
+    server_name: String,
+    to: String,
+    idle_timeout: Duration,
+    known_keys: std::path::PathBuf,
+    /// Report the path at connection (the UI's status bar needs it; line mode names it in
+    /// `peer_up` instead).
+    path_on_connect: bool,
     /// When to give up waiting for the direct path (relay, or say so).
     direct_deadline: Option<Instant>,
     /// The relay token of the introduction, if the server relays.
     relay: Option<[u8; 16]>,
-    /// The chat goes through the relay.
+    /// The peer connection goes through the relay.
     relayed: bool,
     /// The peer's direct address (the introduction's candidate): probed while relayed.
     direct: Option<SocketAddr>,
+}
+
+/// Where a [`Link`] goes: the server that introduces, the nick, and our side of it.
+pub(crate) struct LinkTo {
+    /// The server's name (as given; for messages) and address.
+    pub(crate) server_name: String,
+    pub(crate) server: SocketAddr,
+    /// The peer's nick.
+    pub(crate) to: String,
+    /// A key the peer must have besides the one the server gives (`--peer-key`).
+    pub(crate) pin: Option<Fingerprint>,
+    /// The address our socket was bound to, and its local address.
+    pub(crate) bind: SocketAddr,
+    pub(crate) local: SocketAddr,
+}
+
+impl Link {
+    pub(crate) fn new(
+        to: LinkTo,
+        idle_timeout: Duration,
+        known_keys: std::path::PathBuf,
+        path_on_connect: bool,
+    ) -> Self {
+        let candidates: Vec<SocketAddr> = local_candidate(to.bind, to.server, to.local.port())
+            .into_iter()
+            .collect();
+        Link {
+            rendezvous: Rendezvous::new(&to.to, to.pin, candidates),
+            peer: None,
+            server: to.server,
+            server_name: to.server_name,
+            to: to.to,
+            idle_timeout,
+            known_keys,
+            path_on_connect,
+            direct_deadline: None,
+            relay: None,
+            relayed: false,
+            direct: None,
+        }
+    }
+
+    /// The peer session, once the server introduced the peer.
+    pub(crate) fn peer(&mut self) -> Option<&mut Session<KnownKeysPolicy>> {
+        self.peer.as_mut()
+    }
+
+    /// Whether the server introduced the peer (the peer session exists).
+    pub(crate) fn has_peer(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    /// The peer connection goes through the relay.
+    pub(crate) fn relayed(&self) -> bool {
+        self.relayed
+    }
+
+    /// The chat session with the server is up (again): the `meet` to send, if still needed.
+    pub(crate) fn welcome(&mut self) -> Option<(String, Vec<SocketAddr>)> {
+        self.rendezvous.welcome()
+    }
+
+    /// The server holds our `meet` for `ttl`.
+    pub(crate) fn waiting(&mut self, now: Instant, ttl: Duration) {
+        self.rendezvous.waiting(now, ttl);
+    }
+
+    /// When [`Self::on_timeout`] is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.rendezvous.poll_timeout(),
+            self.peer.as_ref().and_then(Session::poll_timeout),
+            self.direct_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The server's `meet` answer: the peer session is created (pinned to the key given).
+    /// `Err`: the answer is unusable (what to tell the user). A second introduction is
+    /// ignored.
+    pub(crate) fn introduced(
+        &mut self,
+        now: Instant,
+        answer: &Answer<'_>,
+        reports: &mut Vec<Report>,
+    ) -> Result<(), String> {
+        if self.peer.is_some() {
+            debug!("a second introduction; the peer session goes on");
+            return Ok(());
+        }
+        let intro = self.rendezvous.answer(answer)?;
+        let text = format!(
+            "{} introduced {} (key {}), seen at {}; we are seen at {}; connecting to {}",
+            self.server_name,
+            intro.nick,
+            intro.key.fingerprint(),
+            intro.public,
+            intro.you,
+            intro.candidate
+        );
+        reports.push(Report::Status(text));
+        let config = Config {
+            to: intro.candidate,
+            idle_timeout: self.idle_timeout,
+            can_ask: false,
+        };
+        let policy = KnownKeysPolicy {
+            // The key the server introduced, and no other.
+            pin: Some(intro.key.fingerprint()),
+            known: self.known_keys.clone(),
+        };
+        self.peer = Some(Session::new(config, policy));
+        self.relay = intro.relay;
+        self.direct = Some(intro.candidate);
+        self.direct_deadline = Some(now + DIRECT_WAIT);
+        Ok(())
+    }
+
+    /// An event of the endpoint about a connection that is not the chat session's.
+    pub(crate) async fn on_event(
+        &mut self,
+        handle: &Handle,
+        reports: &mut Vec<Report>,
+        ev: Event,
+    ) -> anyhow::Result<()> {
+        let Some(peer) = self.peer.as_mut() else {
+            // Before the introduction no other connection is ours: refuse, ignore the rest.
+            if let Event::VerifyKey { conn, .. } = ev {
+                handle.verify_key(conn, false).await?;
+            }
+            return Ok(());
+        };
+        let synthetic = relayed_address(self.server);
+        match &ev {
+            // Its key passed the pin: the peer is reached.
+            Event::Connected { conn, remote, .. } => {
+                self.direct_deadline = None;
+                let relayed = *remote == synthetic;
+                if relayed && let Some(direct) = self.direct {
+                    // Keep trying the direct path; the connection moves there once it answers
+                    // (PROTOCOL.md §5.7.1).
+                    handle.probe_path(*conn, Some(direct)).await?;
+                }
+                if self.path_on_connect {
+                    let peer = remote.to_string();
+                    reports.push(Report::Path { peer, relayed });
+                }
+            }
+            // A direct connection (or attempt) ended before we moved to the relay: the other
+            // side may have moved already (its 3 s ran out just before ours would have, as our
+            // attempt completed), or the direct path broke. Give the direct path another 3 s,
+            // then follow it to the relay.
+            Event::Closed { .. }
+                if !self.relayed && self.relay.is_some() && self.direct_deadline.is_none() =>
+            {
+                self.direct_deadline = Some(now() + DIRECT_WAIT);
+            }
+            Event::PathChanged { remote, .. } => {
+                let relayed = *remote == synthetic;
+                let text = match (self.relayed, relayed) {
+                    (true, false) => format!(
+                        "the direct path to {} at {remote} works: the connection moved off the \
+                         relay",
+                        self.to
+                    ),
+                    (false, true) => format!(
+                        "the direct path to {} stopped answering: the connection is back on the \
+                         relay",
+                        self.to
+                    ),
+                    _ => format!(
+                        "{} now at {remote} (its NAT changed its mapping, or it moved); the \
+                         connection follows it",
+                        self.to
+                    ),
+                };
+                reports.push(Report::Status(text));
+                if self.relayed != relayed {
+                    self.relayed = relayed;
+                    let peer = remote.to_string();
+                    reports.push(Report::Path { peer, relayed });
+                }
+            }
+            _ => {}
+        }
+        peer.handle_event(now(), ev);
+        Ok(())
+    }
+
+    /// The timer: the `meet` to send again, if it is time; the move to the relay once the
+    /// direct attempt has had its time.
+    pub(crate) async fn on_timeout(
+        &mut self,
+        handle: &Handle,
+        now: Instant,
+        reports: &mut Vec<Report>,
+    ) -> anyhow::Result<Option<(String, Vec<SocketAddr>)>> {
+        let ask = self.rendezvous.handle_timeout(now);
+        if let Some(peer) = self.peer.as_mut() {
+            peer.handle_timeout(now);
+        }
+        if self.direct_deadline.is_some_and(|d| now >= d) {
+            self.direct_deadline = None;
+            match (self.relay, self.peer.as_mut()) {
+                (Some(token), Some(peer)) => {
+                    // Both sides reach this at about the same time (each counts from the
+                    // introduction both got at once) and dial the relayed path together.
+                    let synthetic = relayed_address(self.server);
+                    handle
+                        .use_relay(Some((token, self.server, synthetic)))
+                        .await?;
+                    peer.redirect(now, synthetic);
+                    self.relayed = true;
+                    let text = format!(
+                        "no direct path to {} within {} s (both sides behind NATs that give each \
+                         destination another port?): relaying through {}, still encrypted end \
+                         to end (the peer shows as {synthetic})",
+                        self.to,
+                        DIRECT_WAIT.as_secs(),
+                        self.server_name
+                    );
+                    reports.push(Report::Status(text));
+                }
+                _ => {
+                    let text = format!(
+                        "no direct path to {} yet (both sides behind NATs that give each \
+                         destination another port?), and the server offers no relay; still \
+                         trying",
+                        self.to
+                    );
+                    reports.push(Report::Error(text));
+                }
+            }
+        }
+        Ok(ask)
+    }
+
+    /// The link is over: the endpoint stops relaying for it.
+    pub(crate) async fn end(&mut self, handle: &Handle) -> anyhow::Result<()> {
+        self.peer = None;
+        self.direct_deadline = None;
+        if std::mem::take(&mut self.relayed) || self.relay.is_some() {
+            handle.use_relay(None).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Via {
@@ -233,22 +508,17 @@ impl Via {
             }
             // Lines are taken once there is a peer session to queue them (they wait in the
             // channel, holding standard input back, until the introduction).
-            let held = match &self.peer {
+            let held = match self.link.peer() {
                 None => true,
                 Some(p) => matches!(view, View::Lines(..)) && p.pending() >= MAX_PENDING,
             };
-            let timer = [
-                self.client.poll_timeout(),
-                self.rendezvous.poll_timeout(),
-                self.peer.as_ref().and_then(Session::poll_timeout),
-                self.direct_deadline,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let timer = [self.client.poll_timeout(), self.link.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 req = requests.recv(), if requests_open && !held => {
-                    let Some(peer) = self.peer.as_mut() else { continue };
+                    let Some(peer) = self.link.peer() else { continue };
                     match req {
                         Some(req) => on_session_request(peer, &view, req).await?,
                         None => {
@@ -265,142 +535,34 @@ impl Via {
                             Err(e) => Err(e).context("the transport task panicked"),
                         };
                     };
-                    self.on_event(&handle, &view, ev).await?;
+                    if self.client.connection() == Some(ev.conn()) {
+                        self.client.handle_transport(now(), ev);
+                    } else {
+                        let mut reports = Vec::new();
+                        self.link.on_event(&handle, &mut reports, ev).await?;
+                        show_all(&view, reports).await;
+                    }
                 }
-                () = driver::sleep_until(timer) => self.on_timeout(&handle, &view).await?,
+                () = driver::sleep_until(timer) => {
+                    let now = now();
+                    self.client.handle_timeout(now);
+                    let mut reports = Vec::new();
+                    if let Some((nick, local)) = self.link.on_timeout(&handle, now, &mut reports).await? {
+                        self.client.meet(nick, local);
+                    }
+                    show_all(&view, reports).await;
+                }
                 input = hasher.recv() => {
-                    if let Some(peer) = self.peer.as_mut() {
+                    if let Some(peer) = self.link.peer() {
                         peer.handle_input(now(), input);
                     }
                 }
-                _ = &mut ctrl_c => match self.peer.as_mut() {
+                _ = &mut ctrl_c => match self.link.peer() {
                     Some(peer) => peer.handle_input(now(), SessionInput::Interrupt),
                     None => return Ok(130),
                 },
             }
         }
-    }
-
-    /// An event of the endpoint, to the session whose connection it is about.
-    async fn on_event(&mut self, handle: &Handle, view: &View, ev: Event) -> anyhow::Result<()> {
-        let conn = ev.conn();
-        if self.client.connection() == Some(conn) {
-            self.client.handle_transport(now(), ev);
-            return Ok(());
-        }
-        match self.peer.as_mut() {
-            Some(peer) => {
-                let synthetic = relayed_address(self.via.server);
-                match &ev {
-                    // Its key passed the pin: the peer is reached.
-                    Event::Connected { conn, remote, .. } => {
-                        self.direct_deadline = None;
-                        let relayed = *remote == synthetic;
-                        if relayed && let Some(direct) = self.direct {
-                            // Keep trying the direct path; the connection moves there once
-                            // it answers (PROTOCOL.md §5.7.1).
-                            handle.probe_path(*conn, Some(direct)).await?;
-                        }
-                        // Line mode names the path in `peer_up`; the UI's status bar needs it.
-                        if let View::Ui(_) = view {
-                            let peer = remote.to_string();
-                            view.show(Report::Path { peer, relayed }).await;
-                        }
-                    }
-                    // A direct connection (or attempt) ended before we moved to the relay: the
-                    // other side may have moved already (its 3 s ran out just before ours would
-                    // have, as our attempt completed), or the direct path broke. Give the direct
-                    // path another 3 s, then follow it to the relay.
-                    Event::Closed { .. }
-                        if !self.relayed
-                            && self.relay.is_some()
-                            && self.direct_deadline.is_none() =>
-                    {
-                        self.direct_deadline = Some(now() + DIRECT_WAIT);
-                    }
-                    Event::PathChanged { remote, .. } => {
-                        let relayed = *remote == synthetic;
-                        let text = match (self.relayed, relayed) {
-                            (true, false) => format!(
-                                "the direct path to {} at {remote} works: the chat moved off \
-                                 the relay",
-                                self.via.to
-                            ),
-                            (false, true) => format!(
-                                "the direct path to {} stopped answering: the chat is back on \
-                                 the relay",
-                                self.via.to
-                            ),
-                            _ => format!(
-                                "{} now at {remote} (its NAT changed its mapping, or it moved); \
-                                 the connection follows it",
-                                self.via.to
-                            ),
-                        };
-                        view.show(Report::Status(text)).await;
-                        if self.relayed != relayed {
-                            self.relayed = relayed;
-                            let peer = remote.to_string();
-                            view.show(Report::Path { peer, relayed }).await;
-                        }
-                    }
-                    _ => {}
-                }
-                peer.handle_event(now(), ev);
-            }
-            // Before the introduction no other connection is ours: refuse, ignore the rest.
-            None => {
-                if let Event::VerifyKey { conn, .. } = ev {
-                    handle.verify_key(conn, false).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_timeout(&mut self, handle: &Handle, view: &View) -> anyhow::Result<()> {
-        let now = now();
-        self.client.handle_timeout(now);
-        if let Some((nick, local)) = self.rendezvous.handle_timeout(now) {
-            self.client.meet(nick, local);
-        }
-        if let Some(peer) = self.peer.as_mut() {
-            peer.handle_timeout(now);
-        }
-        if self.direct_deadline.is_some_and(|d| now >= d) {
-            self.direct_deadline = None;
-            match (self.relay, self.peer.as_mut()) {
-                (Some(token), Some(peer)) => {
-                    // Both sides reach this at about the same time (each counts from the
-                    // introduction both got at once) and dial the relayed path together.
-                    let synthetic = relayed_address(self.via.server);
-                    handle
-                        .use_relay(Some((token, self.via.server, synthetic)))
-                        .await?;
-                    peer.redirect(now, synthetic);
-                    self.relayed = true;
-                    let text = format!(
-                        "no direct path to {} within {} s (both sides behind NATs that give each \
-                         destination another port?): relaying through {}, still encrypted end \
-                         to end (the peer shows as {synthetic})",
-                        self.via.to,
-                        DIRECT_WAIT.as_secs(),
-                        self.via.server_name
-                    );
-                    view.show(Report::Status(text)).await;
-                }
-                _ => {
-                    let text = format!(
-                        "no direct path to {} yet (both sides behind NATs that give each \
-                         destination another port?), and the server offers no relay; still \
-                         trying",
-                        self.via.to
-                    );
-                    view.show(Report::Error(text)).await;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Carries out what both sessions ask until neither asks for anything; `Some(code)` once
@@ -432,7 +594,11 @@ impl Via {
                 }
             }
             // Line mode names the path in `peer_up` and `stats`.
-            let path = if self.relayed { "relayed" } else { "direct" };
+            let path = if self.link.relayed() {
+                "relayed"
+            } else {
+                "direct"
+            };
             let shown = match view {
                 View::Lines(out, bars) => View::Lines(
                     Output {
@@ -443,7 +609,7 @@ impl Via {
                 ),
                 View::Ui(tx) => View::Ui(tx.clone()),
             };
-            if let Some(peer) = self.peer.as_mut()
+            if let Some(peer) = self.link.peer()
                 && let Some(code) = pump_session(peer, handle, &shown, hasher).await?
             {
                 return Ok(Some(code));
@@ -459,7 +625,7 @@ impl Via {
         let server = &self.via.server_name;
         match ev {
             client::Event::Welcome { nick, .. } => {
-                if let Some((to, local)) = self.rendezvous.welcome() {
+                if let Some((to, local)) = self.link.welcome() {
                     let text = format!(
                         "connected to {server} as {nick}; asking it to introduce us to {to}"
                     );
@@ -468,8 +634,7 @@ impl Via {
                 }
             }
             client::Event::Server(ServerMsg::MeetWait { ttl_ms, .. }) => {
-                self.rendezvous
-                    .waiting(now(), Duration::from_millis(ttl_ms));
+                self.link.waiting(now(), Duration::from_millis(ttl_ms));
                 if !std::mem::replace(&mut self.wait_reported, true) {
                     let text = format!(
                         "waiting for {} to ask for us too (chirp peer --via {server} --to {})",
@@ -486,10 +651,6 @@ impl Via {
                 you,
                 relay,
             }) => {
-                if self.peer.is_some() {
-                    debug!("a second introduction; the peer session goes on");
-                    return None;
-                }
                 let answer = Answer {
                     nick: &nick,
                     key: &key,
@@ -498,12 +659,16 @@ impl Via {
                     you,
                     relay: relay.as_deref(),
                 };
-                match self.rendezvous.answer(&answer) {
-                    Ok(intro) => self.introduced(view, intro).await,
-                    Err(e) => {
-                        view.show(Report::Error(e)).await;
-                        return Some(1);
-                    }
+                let mut reports = Vec::new();
+                let result = self.link.introduced(now(), &answer, &mut reports);
+                if let Some(peer) = self.link.peer() {
+                    // File transfer as in direct peer mode (`--downloads`, `--auto-accept-from`).
+                    crate::peer::enable_files(&self.files, peer);
+                }
+                show_all(view, reports).await;
+                if let Err(e) = result {
+                    view.show(Report::Error(e)).await;
+                    return Some(1);
                 }
             }
             client::Event::Error { message, .. } => {
@@ -512,45 +677,25 @@ impl Via {
             }
             client::Event::Fatal(text) => {
                 let text = format!("{server}: {text}");
-                if self.peer.is_none() {
-                    view.show(Report::Error(text)).await;
+                let alone = self.link.peer().is_none();
+                view.show(Report::Error(text)).await;
+                // Without a peer there is nothing left to do; with one, the peer connection
+                // does not need the server any more.
+                if alone {
                     return Some(1);
                 }
-                // The peer connection does not need the server any more.
-                view.show(Report::Error(text)).await;
             }
-            client::Event::Disconnected { reason, .. } if self.peer.is_none() => {
+            client::Event::Disconnected { reason, .. } if self.link.peer().is_none() => {
                 debug!(%reason, "rendezvous server connection lost");
             }
             _ => {}
         }
         None
     }
+}
 
-    async fn introduced(&mut self, view: &View, intro: Introduction) {
-        let text = format!(
-            "{} introduced {} (key {}), seen at {}; we are seen at {}; connecting to {}",
-            self.via.server_name,
-            intro.nick,
-            intro.key.fingerprint(),
-            intro.public,
-            intro.you,
-            intro.candidate
-        );
-        view.show(Report::Status(text)).await;
-        let config = Config {
-            to: intro.candidate,
-            idle_timeout: self.opts.idle_timeout,
-            can_ask: false,
-        };
-        let policy = KnownKeysPolicy {
-            // The key the server introduced, and no other.
-            pin: Some(intro.key.fingerprint()),
-            known: self.opts.home.join(crate::peer::KNOWN_KEYS_FILE),
-        };
-        self.peer = Some(crate::peer::new_session(&self.opts, config, policy));
-        self.relay = intro.relay;
-        self.direct = Some(intro.candidate);
-        self.direct_deadline = Some(now() + DIRECT_WAIT);
+async fn show_all(view: &View, reports: Vec<Report>) {
+    for r in reports {
+        view.show(r).await;
     }
 }

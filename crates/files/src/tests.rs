@@ -614,3 +614,32 @@ fn a_link_planted_during_the_transfer_fails_it_clearly() {
     assert_eq!(std::fs::read(&victim).expect("read"), b"not yours");
     assert!(!dl.join("doc").exists());
 }
+
+/// `hash_file` announces what `send_file` then offers: the same size and root hash (a DM
+/// offer through a server is checked against the peer-connection offer this way).
+#[test]
+fn hash_file_agrees_with_the_offer() {
+    let mut t = Transfers::new(config(false), MemStorage::default());
+    let path = PathBuf::from("/home/a/f.bin");
+    let data = content(5 * CHUNK as usize + 17, 3);
+    t.storage_mut().sources.insert(path.clone(), data.clone());
+    let (size, root) = t.hash_file(&path).expect("hash_file");
+    assert_eq!(size, data.len() as u64);
+    t.send_file(&path).expect("send_file");
+    match t.poll_event() {
+        Some(FileEvent::Offering { size: s, hash, .. }) => {
+            assert_eq!((s, hash), (size, root));
+        }
+        other => panic!("expected the offer, got {other:?}"),
+    }
+    // Another file hashes otherwise; a missing one is an error naming it.
+    let other = PathBuf::from("/home/a/g.bin");
+    let mut changed = data;
+    changed[0] ^= 1;
+    t.storage_mut().sources.insert(other.clone(), changed);
+    assert_ne!(t.hash_file(&other).expect("hash").1, root);
+    let e = t
+        .hash_file(&PathBuf::from("/nowhere"))
+        .expect_err("missing");
+    assert!(e.to_string().contains("/nowhere"), "{e}");
+}

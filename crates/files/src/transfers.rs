@@ -425,6 +425,15 @@ impl<S: Storage> Transfers<S> {
         self.config.chunk_size
     }
 
+    /// The size and root hash that [`Self::send_file`] would offer for the file at `path` (it
+    /// reads the whole file): what a DM file offer announces through a chat server before the
+    /// peer connection exists.
+    pub fn hash_file(&mut self, path: &Path) -> Result<(u64, Hash), SendFileError> {
+        let p = prepare(&mut self.storage, path, self.config.chunk_size)?;
+        self.storage.close_source(path);
+        Ok((p.size, p.root))
+    }
+
     /// Offers the file at `path` under the last component of its name: hashes it (reading it
     /// once, through the storage) and queues the offer. Returns our id for it.
     ///

@@ -1304,6 +1304,8 @@ fn a_leaving_peer_with_a_slow_driver_lets_no_redial_in() {
             b.reports
         );
     }
+}
+
 /// With `hash_files_outside`, `/send` does not read the file: the session asks the driver to
 /// hash it and goes on. Lines written meanwhile reach B while no offer has (the offer waits
 /// for the hash), end of input waits for the file being hashed, and once the driver hands the

@@ -1528,6 +1528,7 @@ mod catch_up;
 mod cluster;
 mod cost;
 mod echo;
+mod files;
 mod meet;
 mod moderation;
 mod nicks;

@@ -1,0 +1,753 @@
+//! DM file transfer in `chirp connect` (`/send NICK PATH`, `/accept`, `/decline`; PROTOCOL.md
+//! "Files between users"): the offer goes through the server as a chat request; once the
+//! recipient accepts, both clients meet through the server's rendezvous and run the peer
+//! file transfer (`chirp_files`, driven by a `chirp_peer::Session`) over an end-to-end
+//! connection from the socket of their chat session: a [`crate::via::Link`], as `chirp peer
+//! --via` uses. The server never sees the file.
+//!
+//! One transfer runs at a time (one peer connection and one relay per endpoint); transfers
+//! accepted meanwhile wait their turn. The receiver accepts on the peer connection only the
+//! file it accepted through the server (the same size and root hash) and declines anything
+//! else, so a sender cannot pass more than the server's limit let through.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chirp_chat::client::Session as ChatSession;
+use chirp_chat::wire::ServerMsg;
+use chirp_files::{Direction, FileEvent, FsStorage, Transfers, hash_hex};
+use chirp_peer::rendezvous::Answer;
+use chirp_peer::{Input as SessionInput, Output as SessionOutput, Report};
+use chirp_proto::Event;
+use chirp_transport::Handle;
+use chirp_tui::safe::line as safe;
+use indicatif::HumanBytes;
+use serde_json::json;
+use tracing::debug;
+
+use crate::output::{Output, print_event};
+use crate::via::{Link, LinkTo};
+
+/// How long a finished transfer's peer connection may take to close before it is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// How long an accepted transfer waits for the server to introduce the other side (which asks
+/// as soon as it hears of the answer, unless it left meanwhile).
+const MEET_WAIT: Duration = Duration::from_secs(60);
+
+/// A command of line mode this module answers.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Send {
+        to: String,
+        path: String,
+    },
+    Accept(Option<u64>),
+    Decline(Option<u64>),
+    /// The command, misused: the usage to show.
+    Usage(&'static str),
+}
+
+const SEND_USAGE: &str = "usage: /send NICK PATH (sends a file to NICK, who must be online)";
+
+/// `/send`, `/accept`, `/decline`, or `None` for any other line.
+pub(crate) fn command(line: &str) -> Option<Command> {
+    let line = line.trim();
+    let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    let id = |usage| match rest {
+        "" => Command::Accept(None),
+        n => n
+            .parse()
+            .map_or(Command::Usage(usage), |n| Command::Accept(Some(n))),
+    };
+    Some(match cmd {
+        "/send" => match rest.split_once(' ') {
+            Some((to, path)) if !path.trim().is_empty() => Command::Send {
+                to: to.to_owned(),
+                path: path.trim().to_owned(),
+            },
+            _ => Command::Usage(SEND_USAGE),
+        },
+        "/accept" => id("usage: /accept [ID] (the oldest offer without an ID)"),
+        "/decline" => match id("usage: /decline [ID] (the oldest offer without an ID)") {
+            Command::Accept(n) => Command::Decline(n),
+            other => other,
+        },
+        _ => return None,
+    })
+}
+
+/// One file, either way.
+#[derive(Debug, Clone)]
+struct Job {
+    /// Our number for it (what the user types and sees).
+    local: u64,
+    /// The offer's id on the wire (the sender's).
+    wire: u64,
+    /// The other user.
+    nick: String,
+    name: String,
+    size: u64,
+    hash: [u8; 32],
+    /// Ours to send (its path), or theirs to receive (`None`).
+    path: Option<PathBuf>,
+}
+
+impl Job {
+    fn direction(&self) -> Direction {
+        if self.path.is_some() {
+            Direction::Send
+        } else {
+            Direction::Receive
+        }
+    }
+}
+
+/// The transfer under way.
+struct Active {
+    job: Job,
+    link: Link,
+    /// The peer session's file id of this job, once it is offered there.
+    peer_id: Option<u64>,
+    /// Finished (done or failed): the peer connection closes, until then.
+    closing: Option<Instant>,
+    /// Given up if the server has not introduced the other side by then.
+    meet_by: Instant,
+}
+
+/// What `chirp connect` needs to know for DM file transfers.
+pub(crate) struct Setup {
+    pub(crate) json: bool,
+    pub(crate) bind: SocketAddr,
+    pub(crate) downloads: PathBuf,
+    pub(crate) known_keys: PathBuf,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// The DM file transfers of one `chirp connect`.
+pub(crate) struct DmFiles {
+    setup: Setup,
+    next_local: u64,
+    /// Our offers waiting for an answer.
+    offered: Vec<Job>,
+    /// Offers to us waiting for `/accept` or `/decline`.
+    waiting: Vec<Job>,
+    /// Accepted both ways, waiting for the active transfer to end.
+    queued: VecDeque<Job>,
+    active: Option<Active>,
+}
+
+impl DmFiles {
+    pub(crate) fn new(setup: Setup) -> Self {
+        DmFiles {
+            setup,
+            next_local: 1,
+            offered: Vec::new(),
+            waiting: Vec::new(),
+            queued: VecDeque::new(),
+            active: None,
+        }
+    }
+
+    fn out(&self) -> Output {
+        Output {
+            json: self.setup.json,
+            path: None,
+        }
+    }
+
+    fn status(&self, text: &str) {
+        self.out().status(text);
+    }
+
+    /// A transfer that failed (or was refused, declined): `code` for scripts.
+    fn failed(&self, job: &Job, code: &str, reason: &str) {
+        print_event(
+            self.setup.json,
+            || {
+                format!(
+                    "! file {} \"{}\" ({} {}): {}",
+                    job.local,
+                    safe(&job.name),
+                    if job.path.is_some() { "to" } else { "from" },
+                    safe(&job.nick),
+                    safe(reason)
+                )
+            },
+            json!({"type": "file_failed", "direction": job.direction().as_str(), "id": job.local,
+                   "nick": job.nick, "name": job.name, "code": code, "reason": reason}),
+        );
+    }
+
+    /// A transfer is under way or waits to start.
+    pub(crate) fn busy(&self) -> bool {
+        self.active.is_some() || !self.queued.is_empty()
+    }
+
+    /// A typed command.
+    pub(crate) fn command(&mut self, session: &mut ChatSession, cmd: Command) {
+        match cmd {
+            Command::Usage(u) => self.out().error(u),
+            Command::Send { to, path } => self.send(session, to, Path::new(&path)),
+            Command::Accept(_) | Command::Decline(_) if self.waiting.is_empty() => {
+                self.out().error("no file offer waits for an answer");
+            }
+            Command::Accept(id) => self.answer(session, id, true),
+            Command::Decline(id) => self.answer(session, id, false),
+        }
+    }
+
+    fn send(&mut self, session: &mut ChatSession, to: String, path: &Path) {
+        if let Err(e) = chirp_chat::names::nick(&to) {
+            return self.out().error(&format!("/send {to}: {e}"));
+        }
+        // Hashed here, before the offer, so that the offer can name the hash the peer
+        // connection's offer must then have (the peer session hashes again when it sends).
+        let mut t = Transfers::new(
+            chirp_files::Config::default(),
+            FsStorage::new(self.setup.downloads.clone()),
+        );
+        let (size, hash) = match t.hash_file(path) {
+            Ok(h) => h,
+            Err(e) => return self.out().error(&format!("cannot send: {e}")),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        // The wire id tells our offers apart at the recipient and in its answer, across our
+        // other devices' offers too: random, within what JSON numbers hold exactly.
+        let wire = chirp_transport::random_seed() >> 11;
+        let job = Job {
+            local: self.next_local,
+            wire,
+            nick: to.clone(),
+            name: name.clone(),
+            size,
+            hash,
+            path: Some(path.to_owned()),
+        };
+        self.next_local += 1;
+        session.file_offer(to.clone(), wire, name.clone(), size, hash_hex(&hash));
+        print_event(
+            self.setup.json,
+            || {
+                format!(
+                    "* offering file {} \"{}\" ({}) to {}; it is sent once they accept",
+                    job.local,
+                    safe(&name),
+                    HumanBytes(size),
+                    safe(&to)
+                )
+            },
+            json!({"type": "file_offer", "direction": "send", "id": job.local, "to": to,
+                   "name": name, "size": size, "hash": hash_hex(&hash)}),
+        );
+        self.offered.push(job);
+    }
+
+    fn answer(&mut self, session: &mut ChatSession, id: Option<u64>, accept: bool) {
+        let at = match id {
+            None => Some(0),
+            Some(n) => self.waiting.iter().position(|j| j.local == n),
+        };
+        let Some(at) = at else {
+            return self
+                .out()
+                .error(&format!("no file offer {} waits", id.unwrap_or(0)));
+        };
+        let job = self.waiting.remove(at);
+        session.file_answer(job.nick.clone(), job.wire, accept);
+        if !accept {
+            return self.status(&format!("declined file {}", job.local));
+        }
+        self.status(&format!(
+            "accepted file {} from {}; connecting to them end to end",
+            job.local,
+            safe(&job.nick)
+        ));
+        self.queued.push_back(job);
+    }
+
+    /// A message of the server about files (`true`), or not ours (`false`).
+    pub(crate) fn on_server(&mut self, m: &ServerMsg) -> bool {
+        match m {
+            ServerMsg::FileOffer {
+                from,
+                id,
+                name,
+                size,
+                hash,
+            } => {
+                let Some(hash) = parse_hash(hash) else {
+                    // The server checks hashes: an older or hostile one. Dropped.
+                    debug!(%from, "a file offer with a malformed hash; dropped");
+                    return true;
+                };
+                let job = Job {
+                    local: self.next_local,
+                    wire: *id,
+                    nick: from.clone(),
+                    name: name.clone(),
+                    size: *size,
+                    hash,
+                    path: None,
+                };
+                self.next_local += 1;
+                print_event(
+                    self.setup.json,
+                    || {
+                        format!(
+                            "* {} offers file {}: \"{}\" ({}, BLAKE3 {}…): /accept {} or \
+                             /decline {}",
+                            safe(from),
+                            job.local,
+                            safe(name),
+                            HumanBytes(*size),
+                            &hash_hex(&hash)[..16],
+                            job.local,
+                            job.local
+                        )
+                    },
+                    json!({"type": "file_offer", "direction": "receive", "id": job.local,
+                           "from": from, "name": name, "size": size, "hash": hash_hex(&hash)}),
+                );
+                self.waiting.push(job);
+            }
+            ServerMsg::FileAnswer { from, id, accept } => {
+                let fold = chirp_chat::names::fold(from);
+                let Some(at) = self
+                    .offered
+                    .iter()
+                    .position(|j| j.wire == *id && chirp_chat::names::fold(&j.nick) == fold)
+                else {
+                    // Another device's offer, or an answer given twice.
+                    return true;
+                };
+                let job = self.offered.remove(at);
+                if *accept {
+                    self.status(&format!(
+                        "{} accepted file {}; connecting to them end to end",
+                        safe(from),
+                        job.local
+                    ));
+                    self.queued.push_back(job);
+                } else {
+                    self.failed(&job, "declined", &format!("{from} declined it"));
+                }
+            }
+            ServerMsg::FileRefused {
+                to,
+                id,
+                code,
+                message,
+            } => {
+                let fold = chirp_chat::names::fold(to);
+                let Some(at) = self
+                    .offered
+                    .iter()
+                    .position(|j| j.wire == *id && chirp_chat::names::fold(&j.nick) == fold)
+                else {
+                    return true;
+                };
+                let job = self.offered.remove(at);
+                self.failed(&job, code, message);
+            }
+            ServerMsg::MeetWait { ttl_ms, .. } => {
+                if let Some(a) = self.active.as_mut() {
+                    a.link.waiting(now(), Duration::from_millis(*ttl_ms));
+                }
+            }
+            ServerMsg::Meet {
+                nick,
+                key,
+                addr,
+                local,
+                you,
+                relay,
+            } => {
+                let Some(a) = self.active.as_mut() else {
+                    return true;
+                };
+                let answer = Answer {
+                    nick,
+                    key,
+                    addr: *addr,
+                    local,
+                    you: *you,
+                    relay: relay.as_deref(),
+                };
+                let mut reports = Vec::new();
+                let result = a.link.introduced(now(), &answer, &mut reports);
+                let job = a.job.clone();
+                match result {
+                    Ok(()) => {
+                        if let Some(peer) = a.link.peer() {
+                            let storage = FsStorage::new(self.setup.downloads.clone());
+                            peer.enable_files(Box::new(storage), Vec::new());
+                            if let Some(path) = &job.path {
+                                peer.handle_input(now(), SessionInput::SendFile(path.clone()));
+                            }
+                        }
+                        self.show_reports(&job, reports);
+                    }
+                    Err(e) => {
+                        self.show_reports(&job, reports);
+                        self.failed(&job, "meet", &e);
+                        self.finish(now());
+                    }
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The chat session is (again) up: the active transfer's `meet`, if still needed.
+    pub(crate) fn welcome(&mut self, session: &mut ChatSession) {
+        if let Some(a) = self.active.as_mut()
+            && let Some((nick, local)) = a.link.welcome()
+        {
+            session.meet(nick, local);
+        }
+    }
+
+    /// Starts the next queued transfer if none is under way.
+    pub(crate) fn start_next(&mut self, session: &mut ChatSession, local: SocketAddr) {
+        if self.active.is_some() {
+            return;
+        }
+        let Some(job) = self.queued.pop_front() else {
+            return;
+        };
+        let mut link = Link::new(
+            LinkTo {
+                // The server in use (of a cluster's, the one this session is connected to):
+                // the one that introduces us and relays.
+                server_name: session.server().to_string(),
+                server: session.server(),
+                to: job.nick.clone(),
+                pin: None,
+                bind: self.setup.bind,
+                local,
+            },
+            self.setup.idle_timeout,
+            self.setup.known_keys.clone(),
+            false,
+        );
+        if let Some((nick, local)) = link.welcome() {
+            session.meet(nick, local);
+        }
+        self.active = Some(Active {
+            job,
+            link,
+            peer_id: None,
+            closing: None,
+            meet_by: now() + MEET_WAIT,
+        });
+    }
+
+    /// When [`Self::on_timeout`] is due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let a = self.active.as_ref()?;
+        let meet_by = (!a.link.has_peer()).then_some(a.meet_by);
+        [
+            a.link.poll_timeout(),
+            a.closing.map(|t| t + CLOSE_WAIT),
+            meet_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub(crate) async fn on_timeout(
+        &mut self,
+        handle: &Handle,
+        session: &mut ChatSession,
+    ) -> anyhow::Result<()> {
+        let now = now();
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        if a.closing.is_some_and(|t| now >= t + CLOSE_WAIT) {
+            return self.end(handle).await;
+        }
+        if !a.link.has_peer() && now >= a.meet_by {
+            let job = a.job.clone();
+            let text = format!(
+                "{} did not meet us within {} s (gone offline?)",
+                job.nick,
+                MEET_WAIT.as_secs()
+            );
+            self.failed(&job, "meet", &text);
+            return self.end(handle).await;
+        }
+        let mut reports = Vec::new();
+        let ask = a.link.on_timeout(handle, now, &mut reports).await?;
+        if let Some((nick, local)) = ask {
+            session.meet(nick, local);
+        }
+        let job = a.job.clone();
+        self.show_reports(&job, reports);
+        Ok(())
+    }
+
+    /// An event of a connection that is not the chat session's.
+    pub(crate) async fn on_event(&mut self, handle: &Handle, ev: Event) -> anyhow::Result<()> {
+        let Some(a) = self.active.as_mut() else {
+            // No peer connection is ours: refuse whoever dials us.
+            if let Event::VerifyKey { conn, .. } = ev {
+                handle.verify_key(conn, false).await?;
+            }
+            return Ok(());
+        };
+        let mut reports = Vec::new();
+        a.link.on_event(handle, &mut reports, ev).await?;
+        let job = a.job.clone();
+        self.show_reports(&job, reports);
+        Ok(())
+    }
+
+    /// Carries out what the active transfer's peer session asks until it asks for nothing.
+    pub(crate) async fn pump(&mut self, handle: &Handle) -> anyhow::Result<()> {
+        loop {
+            let Some(a) = self.active.as_mut() else {
+                return Ok(());
+            };
+            let Some(peer) = a.link.peer() else {
+                return Ok(());
+            };
+            let Some(out) = peer.poll_output() else {
+                return Ok(());
+            };
+            match out {
+                SessionOutput::Transport(t) => {
+                    if let Some(reply) = crate::peer::execute(handle, t).await? {
+                        peer.handle_reply(now(), reply);
+                    }
+                }
+                SessionOutput::Report(r) => {
+                    let job = a.job.clone();
+                    self.on_report(&job, r);
+                }
+                // The peer connection closed after the transfer: the link ends.
+                SessionOutput::Exit { .. } => self.end(handle).await?,
+                SessionOutput::Fatal(text) => {
+                    let job = a.job.clone();
+                    self.failed(&job, "transport", &text);
+                    self.end(handle).await?;
+                }
+                // This session hashes the file itself (the offer through the server needed
+                // the hash first): it never hands hashing to the driver.
+                SessionOutput::HashFile { path, .. } => {
+                    debug_assert!(false, "hashing was not handed to the driver");
+                    let job = a.job.clone();
+                    let text = format!("cannot hash {}", path.display());
+                    self.failed(&job, "internal", &text);
+                    self.end(handle).await?;
+                }
+            }
+        }
+    }
+
+    /// The active transfer is over: its link ends, the next may start.
+    async fn end(&mut self, handle: &Handle) -> anyhow::Result<()> {
+        if let Some(mut a) = self.active.take() {
+            a.link.end(handle).await?;
+        }
+        Ok(())
+    }
+
+    /// The active transfer finished: its peer connection closes (bounded by [`CLOSE_WAIT`]).
+    fn finish(&mut self, now: Instant) {
+        let Some(a) = self.active.as_mut() else {
+            return;
+        };
+        if a.closing.is_some() {
+            return;
+        }
+        a.closing = Some(now);
+        if let Some(peer) = a.link.peer() {
+            peer.handle_input(now, SessionInput::Leave);
+        }
+    }
+
+    fn show_reports(&mut self, job: &Job, reports: Vec<Report>) {
+        for r in reports {
+            self.on_report(job, r);
+        }
+    }
+
+    /// A report of the peer session (or the link) of `job`.
+    fn on_report(&mut self, job: &Job, r: Report) {
+        let about = |text: &str| format!("file {} with {}: {text}", job.local, job.nick);
+        match r {
+            Report::File(e) => self.on_file(job, e),
+            Report::Status(text) => self.status(&about(&text)),
+            Report::Error(text) => self.out().error(&about(&text)),
+            Report::Up { peer, .. } => self.status(&about(&format!("connected to {peer}"))),
+            Report::Down { reason, .. } => {
+                self.status(&about(&format!("connection lost: {reason}")))
+            }
+            Report::Path { relayed, .. } => {
+                let path = if relayed { "relayed" } else { "direct" };
+                self.status(&about(&format!("the connection is {path}")));
+            }
+            // Nothing else is asked of this connection: no chat, no stats, no key question
+            // (the key is pinned).
+            _ => {}
+        }
+    }
+
+    fn on_file(&mut self, job: &Job, e: FileEvent) {
+        let Some(a) = self.active.as_mut() else {
+            return;
+        };
+        match e {
+            // The sender's offer on the peer connection: the file accepted through the server,
+            // or nothing.
+            FileEvent::Offered { id, size, hash, .. } if job.path.is_none() => {
+                let Some(peer) = a.link.peer() else { return };
+                if size == job.size && hash == job.hash && a.peer_id.is_none() {
+                    a.peer_id = Some(id);
+                    peer.handle_input(now(), SessionInput::AcceptFile(Some(id)));
+                } else {
+                    peer.handle_input(now(), SessionInput::DeclineFile(Some(id)));
+                    let text = "the peer offered another file than the one accepted (size or \
+                                hash differ); declined";
+                    self.out()
+                        .error(&format!("file {} with {}: {text}", job.local, job.nick));
+                }
+            }
+            FileEvent::Offering { id, .. } => a.peer_id = Some(id),
+            FileEvent::Offered { .. } => {}
+            e @ FileEvent::Progress { .. } => {
+                crate::files::print(self.out(), &renumber(e, job.local));
+            }
+            e @ (FileEvent::Done { .. } | FileEvent::Failed { .. }) => {
+                if event_id(&e) != a.peer_id {
+                    return;
+                }
+                crate::files::print(self.out(), &renumber(e, job.local));
+                self.finish(now());
+            }
+        }
+    }
+}
+
+/// `e` under our number for the transfer.
+fn renumber(e: FileEvent, local: u64) -> FileEvent {
+    match e {
+        FileEvent::Progress {
+            direction,
+            bytes,
+            total,
+            rate,
+            ..
+        } => FileEvent::Progress {
+            id: local,
+            direction,
+            bytes,
+            total,
+            rate,
+        },
+        FileEvent::Done {
+            direction,
+            name,
+            size,
+            hash,
+            moved,
+            resumed,
+            ..
+        } => FileEvent::Done {
+            id: local,
+            direction,
+            name,
+            size,
+            hash,
+            moved,
+            resumed,
+        },
+        FileEvent::Failed {
+            direction,
+            name,
+            reason,
+            ..
+        } => FileEvent::Failed {
+            id: local,
+            direction,
+            name,
+            reason,
+        },
+        other => other,
+    }
+}
+
+fn event_id(e: &FileEvent) -> Option<u64> {
+    match e {
+        FileEvent::Offered { id, .. }
+        | FileEvent::Offering { id, .. }
+        | FileEvent::Progress { id, .. }
+        | FileEvent::Done { id, .. }
+        | FileEvent::Failed { id, .. } => Some(*id),
+    }
+}
+
+/// 64 lowercase hex digits as bytes.
+fn parse_hash(h: &str) -> Option<[u8; 32]> {
+    let b = h.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = digit(b[2 * i])? << 4 | digit(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+fn now() -> Instant {
+    crate::peer::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_misuse_shows_the_usage() {
+        assert_eq!(
+            command("/send bob /tmp/a b.txt"),
+            Some(Command::Send {
+                to: "bob".into(),
+                path: "/tmp/a b.txt".into()
+            })
+        );
+        assert_eq!(command("/send bob"), Some(Command::Usage(SEND_USAGE)));
+        assert_eq!(command("/accept"), Some(Command::Accept(None)));
+        assert_eq!(command("/accept 3"), Some(Command::Accept(Some(3))));
+        assert_eq!(command("/decline 2"), Some(Command::Decline(Some(2))));
+        assert_eq!(command("/decline"), Some(Command::Decline(None)));
+        assert!(matches!(command("/accept x"), Some(Command::Usage(_))));
+        assert_eq!(command("/sendx bob f"), None);
+        assert_eq!(command("hello"), None);
+        assert_eq!(command("/join #a"), None);
+    }
+
+    #[test]
+    fn hashes_parse_only_as_64_lowercase_hex_digits() {
+        let h = [0xab; 32];
+        assert_eq!(parse_hash(&hash_hex(&h)), Some(h));
+        assert_eq!(parse_hash(&"AB".repeat(32)), None);
+        assert_eq!(parse_hash("abcd"), None);
+        assert_eq!(parse_hash(&"g0".repeat(32)), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Issue 18, files between users of `chirp serve` (PROTOCOL.md "Files between users"), with
+//! real processes on loopback: a real server and two `chirp connect --json` clients.
+//!
+//! - A file sent with `/send NICK PATH` and accepted with `/accept` arrives byte-exact, the
+//!   sender is told when the recipient has it (after the recipient's verification), and the
+//!   server's SQLite database (and its WAL) holds no 64-byte run of the file's random bytes.
+//! - An offer to a user who is not online, and one over `--max-file-size`, are refused with
+//!   the server's code (`offline`, `too_large`) and never reach the recipient.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Chirp, Server, WAIT, connect_json as client};
+use serde_json::Value;
+
+/// Bound on a whole transfer of a few MB on a loaded 2-core machine (normally well under a
+/// second on loopback).
+const TRANSFER_WAIT: Duration = Duration::from_secs(60);
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// `len` bytes of xorshift output: no run of it is found anywhere by chance.
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut x = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32
+        | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A client that is up: its `connected` event has come.
+fn up(name: &str, srv: &Server, home: &Path, nick: &str, extra: &[&str]) -> Chirp {
+    let mut c = client(name, srv.addr, home, nick, &[], extra);
+    c.wait_for("connected", WAIT, |v| v["type"] == "connected");
+    c
+}
+
+fn of_type<'a>(v: &'a Value, ty: &str, direction: &str) -> Option<&'a Value> {
+    (v["type"] == ty && v["direction"] == direction).then_some(v)
+}
+
+#[test]
+fn a_dm_file_arrives_byte_exact_and_the_server_never_stores_it() {
+    let data = tmp();
+    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
+    let mut srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let bytes = random_bytes(3 * 1024 * 1024 + 12_345);
+    let path = src.path().join("random.bin");
+    std::fs::write(&path, &bytes).expect("write the file");
+    let downloads_arg = downloads.path().display().to_string();
+    let mut alice = up("alice", &srv, ha.path(), "alice", &[]);
+    let mut bob = up(
+        "bob",
+        &srv,
+        hb.path(),
+        "bob",
+        &["--downloads", &downloads_arg],
+    );
+
+    alice.line(&format!("/send bob {}", path.display()));
+    let offered = alice.wait_for("our offer", WAIT, |v| {
+        of_type(v, "file_offer", "send").is_some()
+    });
+    assert_eq!(offered["to"], "bob");
+    assert_eq!(offered["size"], bytes.len() as u64);
+    let offer = bob.wait_for("the offer", WAIT, |v| {
+        of_type(v, "file_offer", "receive").is_some()
+    });
+    assert_eq!(offer["from"], "alice");
+    assert_eq!(offer["name"], "random.bin");
+    assert_eq!(offer["size"], bytes.len() as u64);
+    assert_eq!(offer["hash"], offered["hash"]);
+    let id = offer["id"].as_u64().expect("offer id");
+    bob.line(&format!("/accept {id}"));
+
+    // The recipient verifies the whole file, then the sender hears it.
+    let got = bob.wait_for("the file", TRANSFER_WAIT, |v| {
+        v["type"] == "file_failed" || of_type(v, "file_done", "receive").is_some()
+    });
+    assert_eq!(got["type"], "file_done", "{got}\n{}", bob.diag());
+    assert_eq!(got["hash"], offer["hash"]);
+    assert_eq!(got["id"], id);
+    let sent = alice.wait_for("file_done", TRANSFER_WAIT, |v| {
+        v["type"] == "file_failed" || of_type(v, "file_done", "send").is_some()
+    });
+    assert_eq!(sent["type"], "file_done", "{sent}\n{}", alice.diag());
+    assert_eq!(sent["hash"], offer["hash"]);
+    assert_eq!(sent["id"], offered["id"]);
+    let name = got["name"].as_str().expect("saved name");
+    let received = std::fs::read(downloads.path().join(name)).expect("the received file");
+    assert!(
+        received == bytes,
+        "the received file differs from the one sent"
+    );
+    assert!(
+        !downloads.path().join(format!("{name}.part")).exists(),
+        "no partial file is left"
+    );
+
+    // The chat goes on after the transfer.
+    alice.line("/msg bob after the file");
+    bob.wait_for("the message", WAIT, |v| {
+        v["type"] == "message" && v["text"] == "after the file"
+    });
+
+    // Everything the server wrote, flushed: not a 64-byte run of the file anywhere in it.
+    common::both_exit_ok(&mut alice, &mut bob);
+    srv.terminate();
+    let runs: Vec<&[u8]> = [0, bytes.len() / 2, bytes.len() - 64]
+        .iter()
+        .map(|&at| &bytes[at..at + 64])
+        .collect();
+    let mut searched = 0;
+    for entry in std::fs::read_dir(data.path()).expect("data dir") {
+        let p = entry.expect("entry").path();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        if !name.is_some_and(|n| n.starts_with("chirp.db")) {
+            continue;
+        }
+        let db = std::fs::read(&p).expect("read the database");
+        searched += 1;
+        for run in &runs {
+            assert!(
+                !db.windows(64).any(|w| w == *run),
+                "{} holds bytes of the file",
+                p.display()
+            );
+        }
+    }
+    assert!(
+        searched >= 1,
+        "no database file in {}",
+        data.path().display()
+    );
+}
+
+#[test]
+fn offers_to_offline_users_and_over_the_size_limit_are_refused() {
+    let data = tmp();
+    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
+    let srv = Server::start(data.path(), "127.0.0.1:0", &["--max-file-size", "1K"]);
+    let small = src.path().join("small.txt");
+    let big = src.path().join("big.bin");
+    std::fs::write(&small, b"a small file\n").expect("write");
+    std::fs::write(&big, random_bytes(1025)).expect("write");
+    let downloads_arg = downloads.path().display().to_string();
+    let mut alice = up("alice", &srv, ha.path(), "alice", &[]);
+    // Bob claims his nick, then leaves: he exists, but is not online.
+    let mut bob = up(
+        "bob",
+        &srv,
+        hb.path(),
+        "bob",
+        &["--downloads", &downloads_arg],
+    );
+    bob.proc.close_stdin();
+    assert!(bob.exit(WAIT).success(), "{}", bob.diag());
+
+    let refused = |c: &mut Chirp, what: &str| {
+        c.wait_for(what, WAIT, |v| of_type(v, "file_failed", "send").is_some())
+    };
+    alice.line(&format!("/send bob {}", small.display()));
+    let r = refused(&mut alice, "the offline refusal");
+    assert_eq!(r["code"], "offline", "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("not online")),
+        "{r}"
+    );
+    alice.line(&format!("/send nobody {}", small.display()));
+    assert_eq!(refused(&mut alice, "no such nick")["code"], "no_such_nick");
+
+    let mut bob = up(
+        "bob",
+        &srv,
+        hb.path(),
+        "bob",
+        &["--downloads", &downloads_arg],
+    );
+    alice.line(&format!("/send bob {}", big.display()));
+    let r = refused(&mut alice, "the size refusal");
+    assert_eq!(r["code"], "too_large", "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("1025 bytes") && m.contains("at most 1024 bytes")),
+        "{r}"
+    );
+    // Then an offer within the limit: the first offer bob ever sees is that one (the server
+    // keeps order per session), so the refused ones never reached him.
+    alice.line(&format!("/send bob {}", small.display()));
+    let offer = bob.wait_for("the offer", WAIT, |v| v["type"] == "file_offer");
+    assert_eq!(offer["name"], "small.txt", "{offer}");
+    assert_eq!(offer["size"], 13);
+    bob.line("/decline");
+    let d = refused(&mut alice, "the decline");
+    assert_eq!(d["code"], "declined", "{d}");
+    common::both_exit_ok(&mut alice, &mut bob);
+    assert!(
+        std::fs::read_dir(downloads.path())
+            .expect("downloads")
+            .next()
+            .is_none(),
+        "nothing was saved"
+    );
+}
