@@ -12,13 +12,16 @@
 //! us; output is written synchronously.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chirp_chat::client::{ClientConfig, Event, Session, driver};
 use chirp_chat::wire::{ModEvent, Msg, Presence, ServerMsg};
+use chirp_client::config::ClientFile;
+use chirp_client::ignore::IgnoreList;
 use chirp_client::line::{LineClient, Reply};
+use chirp_client::logs::ChatLog;
 use chirp_keys::{Fingerprint, Identity, PublicKey};
 use chirp_tui::safe::line as safe;
 use clap::Args;
@@ -71,16 +74,24 @@ Examples:
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
     /// The server, HOST[:PORT] (port 1-65535, default 7667). Several: addresses of one
-    /// cluster, tried in turn (the first first; the next when one is lost).
-    #[arg(value_name = "HOST[:PORT]", required = true, num_args = 1..)]
+    /// cluster, tried in turn (the first first; the next when one is lost) [default: `server`
+    /// in the config file].
+    #[arg(value_name = "HOST[:PORT]", num_args = 0..)]
     servers: Vec<String>,
-    /// Your nick. It belongs to your key from the first time you use it.
+    /// Your nick. It belongs to your key from the first time you use it [default: `nick` in
+    /// the config file].
     #[arg(long)]
-    nick: String,
-    /// Directory of your identity key and known server keys [default: $XDG_CONFIG_HOME/chirp].
+    nick: Option<String>,
+    /// The client config file [default: $XDG_CONFIG_HOME/chirp/client.toml, i.e.
+    /// ~/.config/chirp/client.toml, read if it exists]. A flag given here wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of your identity key and known server keys [default: `home` in the config
+    /// file, else $XDG_CONFIG_HOME/chirp].
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
-    /// Join this room at start (repeatable); the last one is the current room.
+    /// Join this room at start (repeatable); the last one is the current room. Given here,
+    /// these replace the config file's `rooms`.
     #[arg(long = "join", value_name = "#ROOM")]
     join: Vec<String>,
     /// Line mode even on a terminal (where the default is the chat UI): stdin lines in, stdout
@@ -88,9 +99,12 @@ pub(crate) struct ConnectArgs {
     #[arg(long, conflicts_with = "json")]
     line: bool,
     /// In the chat UI, do not ring the terminal bell on mentions of your nick and on direct
-    /// messages (`/bell` switches it while running).
+    /// messages (`/bell` switches it while running; `bell = false` in the config file).
     #[arg(long)]
     no_bell: bool,
+    /// Ring the bell although the config file says `bell = false`.
+    #[arg(long, conflicts_with = "no_bell")]
+    bell: bool,
     /// Line mode with one JSON object per event on stdout (schema: docs/JSON.md).
     #[arg(long)]
     json: bool,
@@ -98,18 +112,122 @@ pub(crate) struct ConnectArgs {
     /// then refuses the excess with errors).
     #[arg(long, hide = true)]
     no_pace: bool,
-    /// Accept only a server whose key has this fingerprint.
+    /// Accept only a server whose key has this fingerprint [default: `server_key` in the
+    /// config file].
     #[arg(long, value_name = "FINGERPRINT")]
     server_key: Option<Fingerprint>,
     /// Declare the server unreachable after this many seconds without a packet (then
-    /// reconnect: to the next address, when several are given) [default: 30; with several
-    /// servers 6, so that a dead node is left within seconds].
+    /// reconnect: to the next address, when several are given) [default: `idle_timeout` in
+    /// the config file, else 30; with several servers 6, so that a dead node is left within
+    /// seconds].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     idle_timeout: Option<u64>,
     /// Write a qlog trace of every connection to the server into this directory (created if
     /// missing): one file per connection, <connection id>-client.sqlog, for qvis.
     #[arg(long, value_name = "DIR")]
     qlog: Option<PathBuf>,
+    /// Keep a plain-text log of every room and DM in this directory (created if missing):
+    /// one file per conversation (#room.log, nick.log), appended as messages arrive
+    /// [default: `log_dir` in the config file; none].
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+}
+
+/// `chirp connect`'s settings: its flags, with what they leave out taken from the config
+/// file.
+#[derive(Debug, PartialEq)]
+struct Settings {
+    servers: Vec<String>,
+    nick: String,
+    home: Option<PathBuf>,
+    rooms: Vec<String>,
+    bell: bool,
+    server_key: Option<Fingerprint>,
+    idle_timeout: Option<u64>,
+    qlog: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+}
+
+/// The config file to read: `--config` (which must exist), else the default one if it exists.
+/// Returns its path and contents (an empty file when there is none). Paths in it are resolved
+/// (`~`, relative to its directory).
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, ClientFile)> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = crate::id::default_home()
+                .map(|h| h.join(chirp_client::config::FILE_NAME))
+                .ok();
+            match p {
+                Some(p) if p.exists() => p,
+                _ => return Ok((None, ClientFile::default())),
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let mut file = ClientFile::parse(&text)
+        .with_context(|| format!("bad config file {}", path.display()))?;
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let base = path.parent().unwrap_or(Path::new("."));
+    file.resolve_paths(home.as_deref(), base);
+    Ok((Some(path), file))
+}
+
+/// `downloads` in the default config file, for `chirp peer` (which has no `--config`).
+pub(crate) fn configured_downloads() -> anyhow::Result<Option<PathBuf>> {
+    Ok(load_config(None)?.1.downloads)
+}
+
+/// The flags, with the config file's settings where a flag was not given.
+fn merge(args: &ConnectArgs, file: ClientFile, path: Option<&Path>) -> anyhow::Result<Settings> {
+    let from = || match path {
+        Some(p) => format!("in {}", p.display()),
+        None => format!(
+            "in a config file (--config FILE, or {} in the chirp config directory)",
+            chirp_client::config::FILE_NAME
+        ),
+    };
+    let servers = if args.servers.is_empty() {
+        file.servers()
+    } else {
+        args.servers.clone()
+    };
+    anyhow::ensure!(
+        !servers.is_empty(),
+        "no server given: name one (chirp connect HOST[:PORT]), or set server = \"HOST\" {}",
+        from()
+    );
+    let Some(nick) = args.nick.clone().or(file.nick) else {
+        anyhow::bail!(
+            "no nick given: pass --nick NICK, or set nick = \"NICK\" {}",
+            from()
+        );
+    };
+    let bell = if args.bell {
+        true
+    } else if args.no_bell {
+        false
+    } else {
+        file.bell.unwrap_or(true)
+    };
+    Ok(Settings {
+        servers,
+        nick,
+        home: args.home.clone().or(file.home),
+        rooms: if args.join.is_empty() {
+            file.rooms
+        } else {
+            args.join.clone()
+        },
+        bell,
+        server_key: args.server_key.or(file.server_key),
+        idle_timeout: args.idle_timeout.or(file.idle_timeout),
+        qlog: args.qlog.clone().or(file.qlog),
+        log_dir: args.log_dir.clone().or(file.log_dir),
+    })
 }
 
 /// The idle timeout alone, and with several servers to fail over to: a client keeps its link
@@ -453,67 +571,75 @@ impl Printer {
     /// A room's moderation event as a human line: `[12:00:00] #room: * ann kicked bob (spam)`.
     fn mod_line(e: &ModEvent) -> String {
         let h = if e.history { " (history)" } else { "" };
-        let by = safe(&e.by);
-        let target = e.target.as_deref().map(safe).unwrap_or_default();
-        let arg = e.arg.as_deref().map(safe).unwrap_or_default();
-        let why = if arg.is_empty() {
-            String::new()
-        } else {
-            format!(" ({arg})")
-        };
-        let what = match e.action.as_str() {
-            "owner" => format!("{target} owns the room"),
-            "op" => format!("{by} made {target} an operator"),
-            "deop" => format!("{by} took operator from {target}"),
-            "voice" => format!("{by} gave voice to {target}"),
-            "devoice" => format!("{by} took voice from {target}"),
-            "mute" => format!("{by} muted {target}"),
-            "unmute" => format!("{by} unmuted {target}"),
-            "invite" => format!("{by} invited {target}"),
-            "kick" => format!("{by} kicked {target}{why}"),
-            "ban" => format!("{by} banned {target}{why}"),
-            "unban" => format!("{by} lifted the ban on {target}"),
-            "mode" => format!("{by} set mode {arg}"),
-            other => format!("{by} {}: {target}{why}", safe(other)),
-        };
+        let what = chirp_client::moderation::describe(e);
         format!("[{}] {}: * {what}{h}", hms(e.ts), safe(&e.room))
+    }
+}
+
+/// What the client keeps on this machine besides its key: the ignore list (loaded, and where
+/// to save it) and the conversation logs (`--log-dir`).
+pub(crate) struct Local {
+    pub(crate) ignores: IgnoreList,
+    pub(crate) ignore_path: PathBuf,
+    pub(crate) log: Option<ChatLog>,
+}
+
+impl Local {
+    fn open(log_dir: Option<&Path>) -> anyhow::Result<Local> {
+        let ignore_path = crate::id::default_state_dir()?.join(chirp_client::ignore::FILE_NAME);
+        let ignores = IgnoreList::load(&ignore_path)
+            .with_context(|| format!("cannot read the ignore list {}", ignore_path.display()))?;
+        let log = log_dir
+            .map(|d| {
+                ChatLog::open(d)
+                    .with_context(|| format!("cannot open the log directory {}", d.display()))
+            })
+            .transpose()?;
+        Ok(Local {
+            ignores,
+            ignore_path,
+            log,
+        })
     }
 }
 
 /// Runs until the user leaves. Returns the exit code.
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
-    let home = match args.home {
-        Some(h) => h,
+    let (path, file) = load_config(args.config.as_deref())?;
+    let s = merge(&args, file, path.as_deref())?;
+    let home = match &s.home {
+        Some(h) => h.clone(),
         None => crate::id::default_home()?,
     };
     let (identity, _) = Identity::load_or_create(&home.join(crate::id::KEY_FILE))
         .context("cannot load your identity")?;
-    let servers = resolve_all(&args.servers)?;
-    if let Err(e) = chirp_chat::names::nick(&args.nick) {
-        anyhow::bail!("bad --nick: {e}");
+    let servers = resolve_all(&s.servers)?;
+    if let Err(e) = chirp_chat::names::nick(&s.nick) {
+        anyhow::bail!("bad nick {}: {e}", safe(&s.nick));
     }
-    for r in &args.join {
+    for r in &s.rooms {
         if let Err(e) = chirp_chat::names::room(r) {
-            anyhow::bail!("bad --join {r}: {e}");
+            anyhow::bail!("bad room {}: {e}", safe(r));
         }
     }
+    let local = Local::open(s.log_dir.as_deref())?;
     let json = args.json;
-    // (clap requires at least one server.)
+    // (`merge` made sure there is a server.)
     let Some((&(_, first), alternates)) = servers.split_first() else {
         anyhow::bail!("no server given");
     };
-    let mut config = ClientConfig::new(first, args.nick.clone());
+    let mut config = ClientConfig::new(first, s.nick.clone());
     config.alternates = alternates.iter().map(|&(_, a)| a).collect();
-    config.rooms = args.join.clone();
+    config.rooms = s.rooms.clone();
     config.identity = Some(chirp_proto::handshake::StaticSecret(*identity.secret()));
-    let idle = args.idle_timeout.unwrap_or(if alternates.is_empty() {
+    let idle = s.idle_timeout.unwrap_or(if alternates.is_empty() {
         IDLE_TIMEOUT_SECS
     } else {
         IDLE_TIMEOUT_CLUSTER_SECS
     });
     config.idle_timeout = Duration::from_secs(idle);
     config.pace = !args.no_pace;
-    config.qlog_dir = args.qlog.clone();
+    config.qlog_dir = s.qlog.clone();
     config.give_up_after = Duration::from_secs(idle.max(10));
     // On a terminal, the chat UI (unless line mode was asked for); it makes its own key check,
     // which reports through the UI rather than on stdout.
@@ -521,9 +647,10 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         return crate::tui::connect(
             config,
             servers,
-            args.server_key,
+            s.server_key,
             home.join(crate::peer::KNOWN_KEYS_FILE),
-            !args.no_bell,
+            s.bell,
+            local,
         )
         .await;
     }
@@ -532,11 +659,11 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         nick: String::new(),
         several: false,
     };
-    let greeting = greeting(&servers, &args.nick);
+    let greeting = greeting(&servers, &s.nick);
     let several = servers.len() > 1;
     config.server_key_check = Some(crate::trust::server_key_check(
         servers,
-        args.server_key,
+        s.server_key,
         home.join(crate::peer::KNOWN_KEYS_FILE),
         move |notice| notices.status(&notice),
     ));
@@ -544,10 +671,15 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         driver::start_transport(&config).context("cannot start the client")?;
     let key_check = config.server_key_check.clone();
     let session = Session::new(config, Instant::now(), chirp_transport::random_seed());
-    let mut client = LineClient::new(session, &args.join);
+    let Local {
+        ignores,
+        ignore_path,
+        mut log,
+    } = local;
+    let mut client = LineClient::new(session, &s.rooms).with_ignores(ignores);
     let mut out = Printer {
         json,
-        nick: args.nick.clone(),
+        nick: s.nick.clone(),
         several,
     };
     out.status(&greeting);
@@ -571,6 +703,16 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         while let Some(ev) = client.session().poll_event() {
             for reply in client.on_event(Instant::now(), &ev) {
                 out.reply(reply);
+            }
+            if client.hides(&ev) {
+                continue;
+            }
+            if let (Some(l), Event::Message(m)) = (&log, &ev)
+                && !m.history
+                && let Err(e) = l.append(m, client.nick())
+            {
+                out.error("log", &format!("{e}; no more messages are logged"));
+                log = None;
             }
             match out.event(ev) {
                 Ok(Some(code)) => break 'session code,
@@ -599,6 +741,14 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                                 client.finish(now);
                             }
                             other => out.reply(other),
+                        }
+                        if client.ignores_mut().take_dirty()
+                            && let Err(e) = client.ignores_mut().save(&ignore_path)
+                        {
+                            out.error(
+                                "ignore",
+                                &format!("cannot save the ignore list {}: {e}", ignore_path.display()),
+                            );
                         }
                     }
                     Some(Line::TooLong { bytes }) => out.error(

@@ -32,12 +32,13 @@ use std::time::{Duration, Instant};
 
 use chirp_chat::client::{Event, Session, Target};
 use chirp_chat::names::fold;
-use chirp_chat::wire::{Msg, Presence, ServerMsg};
+use chirp_chat::wire::{ClientMsg, Msg, Presence, ServerMsg};
 use chirp_keys::PublicKey;
 use chirp_tui::{
     BufferId, ChatMessage, LinkState, LinkStatus, RoomInfo, UiCommand, UiEvent, UnixMs,
 };
 
+use crate::ignore::{Change, IgnoreList};
 use crate::link::{LossWindow, update_link};
 
 /// A history request the server never answered (it refused it) is answered with an empty
@@ -90,6 +91,8 @@ pub enum Action {
     List,
     /// List a room's members.
     Who(String),
+    /// A moderation request (`/kick`, `/ban`, …).
+    Moderate(ClientMsg),
     /// Ask for a history page; then report its id with [`Bridge::page_sent`].
     History {
         /// The conversation.
@@ -160,6 +163,8 @@ pub struct Bridge {
     loss: LossWindow,
     /// The address of the last connection (a failover moves to another).
     server: Option<SocketAddr>,
+    /// Nicks whose messages are not shown (`/ignore`).
+    ignores: IgnoreList,
 }
 
 impl Bridge {
@@ -178,7 +183,29 @@ impl Bridge {
             link: LinkStatus::default(),
             loss: LossWindow::default(),
             server: None,
+            ignores: IgnoreList::default(),
         }
+    }
+
+    /// Hides the messages of the nicks in `ignores` (the list loaded at start).
+    pub fn with_ignores(mut self, ignores: IgnoreList) -> Bridge {
+        self.ignores = ignores;
+        self
+    }
+
+    /// Whether `ev` is a message the UI does not show (from an ignored nick; ours never are).
+    pub fn hides(&self, ev: &Event) -> bool {
+        matches!(ev, Event::Message(m) if !self.is_me(&m.from) && self.ignores.is_ignored(&m.from))
+    }
+
+    /// Our nick as the server spells it.
+    pub fn nick(&self) -> &str {
+        &self.nick
+    }
+
+    /// The ignore list, to save when it changed ([`IgnoreList::take_dirty`]).
+    pub fn ignores_mut(&mut self) -> &mut IgnoreList {
+        &mut self.ignores
     }
 
     /// The first events for the UI.
@@ -383,6 +410,11 @@ impl Bridge {
 
     fn on_message(&mut self, m: Msg, now: Instant, out: &mut Vec<UiEvent>) {
         let own = self.is_me(&m.from);
+        // An ignored nick's messages are not shown, live or from history (ours never are
+        // hidden: a nick we hold is ours).
+        if !own && self.ignores.is_ignored(&m.from) {
+            return;
+        }
         let buffer = self.buffer_of(&m);
         let msg = Self::chat(&m);
         if m.history {
@@ -505,6 +537,7 @@ impl Bridge {
                 if self.is_me(&old) {
                     self.nick = new.clone();
                 }
+                self.ignores.renamed(&old, &new);
                 out.push(UiEvent::NickChange { old, new, ts: wall });
             }
             ServerMsg::Topic { room, topic, by } => {
@@ -603,9 +636,69 @@ impl Bridge {
                     ),
                 });
             }
+            ServerMsg::Mod(e) => {
+                let text = crate::moderation::describe(&e);
+                out.push(UiEvent::Info {
+                    buffer: Some(BufferId::Room(e.room)),
+                    text,
+                });
+            }
+            ServerMsg::Kicked {
+                room,
+                by,
+                reason,
+                banned,
+            } => {
+                self.rooms.remove(&fold(&room));
+                let what = if banned { "banned" } else { "kicked" };
+                let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+                out.push(UiEvent::Part {
+                    room,
+                    nick: self.nick.clone(),
+                    reason: Some(format!("{what} by {by}{why}")),
+                    ts: wall,
+                });
+            }
+            ServerMsg::Modes { room, modes, role } => {
+                let m = if modes.is_empty() {
+                    "no modes".to_owned()
+                } else {
+                    format!("modes {modes}")
+                };
+                out.push(UiEvent::Info {
+                    buffer: Some(BufferId::Room(room.clone())),
+                    text: format!("{room} has {m}; you are {role}"),
+                });
+            }
+            ServerMsg::Sessions { sessions } => {
+                let mut text = format!("{} sessions:", sessions.len());
+                for x in &sessions {
+                    let nick = if x.nick.is_empty() { "-" } else { &x.nick };
+                    text.push_str(&format!("\n  {} {nick} {} {}", x.id, x.fingerprint, x.addr));
+                }
+                out.push(UiEvent::Info { buffer: None, text });
+            }
             // Handled by the session (welcome, ack, error, msg).
             _ => {}
         }
+    }
+
+    /// `/ignore [NICK]` and `/unignore NICK`: what to tell the user.
+    fn ignore(&mut self, nick: Option<String>, add: bool) -> Action {
+        let text = match nick {
+            None => self.ignores.describe(),
+            Some(n) if add && self.is_me(&n) => "you cannot ignore yourself".to_owned(),
+            Some(n) if add => match self.ignores.add(&n) {
+                Change::Done => format!("ignoring {n}: their messages are not shown"),
+                Change::Unchanged => format!("{n} is already ignored"),
+                Change::Full => "the ignore list is full: /unignore someone first".to_owned(),
+            },
+            Some(n) => match self.ignores.remove(&n) {
+                Change::Unchanged => format!("{n} is not ignored"),
+                _ => format!("no longer ignoring {n}"),
+            },
+        };
+        Action::Reply(vec![UiEvent::Info { buffer: None, text }])
     }
 
     /// Translates one UI command into what to ask of the session.
@@ -681,6 +774,14 @@ impl Bridge {
                     limit,
                 }
             }
+            UiCommand::Moderate { command, room } => {
+                match crate::moderation::request(command, room.map(|r| fold(&r)).as_deref()) {
+                    Ok(req) => Action::Moderate(req),
+                    Err(e) => Action::Reply(vec![UiEvent::Error(e.message)]),
+                }
+            }
+            UiCommand::Ignore(nick) => self.ignore(nick, true),
+            UiCommand::Unignore(nick) => self.ignore(Some(nick), false),
             UiCommand::Quit { .. } => Action::Finish,
             // `chirp connect` never asks (its server key is pinned or trusted on first use).
             UiCommand::Answer(_) => Action::Reply(Vec::new()),
@@ -772,6 +873,7 @@ pub fn perform(
         Action::Topic(room, topic) => session.topic(room, topic),
         Action::List => session.list(),
         Action::Who(room) => session.who(room),
+        Action::Moderate(req) => session.moderate(req),
         Action::History {
             target,
             before,
