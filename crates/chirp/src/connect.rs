@@ -1001,4 +1001,106 @@ mod tests {
         assert!(lines[0].ends_with(" #r <alice> one"), "{line:?}");
         assert_eq!(lines[1], "    [00:00:00] #r <bob> forged");
     }
+
+    /// `chirp connect ARGS`, as clap parses them.
+    fn args(argv: &[&str]) -> ConnectArgs {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            a: ConnectArgs,
+        }
+        let argv = std::iter::once("connect").chain(argv.iter().copied());
+        <Cmd as clap::Parser>::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .a
+    }
+
+    fn file(text: &str) -> ClientFile {
+        ClientFile::parse(text).expect("valid")
+    }
+
+    /// Issue 19: the config file fills in what the flags leave out; a flag wins.
+    #[test]
+    fn flags_override_the_config_file() {
+        let f = "server = [\"10.0.0.1\", \"10.0.0.2\"]\nnick = \"ann\"\nrooms = [\"#a\", \"#b\"]\n\
+                 bell = false\nlog_dir = \"/logs\"\nidle_timeout = 9\n";
+        // Nothing on the command line: all from the file.
+        let s = merge(&args(&[]), file(f), Some(Path::new("/c.toml"))).expect("complete");
+        assert_eq!(
+            s,
+            Settings {
+                servers: vec!["10.0.0.1".into(), "10.0.0.2".into()],
+                nick: "ann".into(),
+                home: None,
+                rooms: vec!["#a".into(), "#b".into()],
+                bell: false,
+                server_key: None,
+                idle_timeout: Some(9),
+                qlog: None,
+                log_dir: Some(PathBuf::from("/logs")),
+            }
+        );
+        // Flags win, each on its own; --join replaces the file's rooms.
+        let a = args(&[
+            "127.0.0.1:7000",
+            "--nick",
+            "bob",
+            "--join",
+            "#c",
+            "--bell",
+            "--idle-timeout",
+            "3",
+            "--log-dir",
+            "/mine",
+        ]);
+        let s = merge(&a, file(f), None).expect("complete");
+        assert_eq!(s.servers, ["127.0.0.1:7000"]);
+        assert_eq!((s.nick.as_str(), s.bell), ("bob", true));
+        assert_eq!(s.rooms, ["#c"]);
+        assert_eq!(s.idle_timeout, Some(3));
+        assert_eq!(s.log_dir, Some(PathBuf::from("/mine")));
+        // No file: the flags alone, the bell on by default and off with --no-bell.
+        let s = merge(&args(&["h", "--nick", "c"]), ClientFile::default(), None).expect("ok");
+        assert!(s.bell && s.rooms.is_empty() && s.log_dir.is_none());
+        let s = merge(&args(&["h", "--nick", "c", "--no-bell"]), file(f), None).expect("ok");
+        assert!(!s.bell);
+    }
+
+    #[test]
+    fn what_is_missing_is_named_with_where_to_set_it() {
+        let e = merge(&args(&["--nick", "ann"]), ClientFile::default(), None)
+            .expect_err("no server");
+        let e = format!("{e:#}");
+        assert!(e.starts_with("no server given") && e.contains("client.toml"), "{e}");
+        let e = merge(
+            &args(&[]),
+            file("server = \"h\"\n"),
+            Some(Path::new("/x/c.toml")),
+        )
+        .expect_err("no nick");
+        let e = format!("{e:#}");
+        assert!(e.contains("--nick NICK") && e.contains("/x/c.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_config_file_is_named_with_the_line_at_fault() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("client.toml");
+        std::fs::write(&path, "nick = \"ann\"\nserevr = \"x\"\n").expect("write");
+        let e = format!("{:#}", load_config(Some(&path)).expect_err("typo"));
+        assert!(
+            e.starts_with(&format!("bad config file {}: line 2, column 1: ", path.display())),
+            "{e}"
+        );
+        assert!(e.contains("unknown field `serevr`"), "{e}");
+        // --config names a file that must exist.
+        let missing = dir.path().join("nope.toml");
+        let e = format!("{:#}", load_config(Some(&missing)).expect_err("missing"));
+        assert!(e.starts_with("cannot read the config file"), "{e}");
+        // Paths in it are its directory's.
+        std::fs::write(&path, "log_dir = \"logs\"\n").expect("write");
+        let (p, f) = load_config(Some(&path)).expect("valid");
+        assert_eq!(p.as_deref(), Some(path.as_path()));
+        assert_eq!(f.log_dir, Some(dir.path().join("logs")));
+    }
 }

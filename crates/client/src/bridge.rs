@@ -1716,4 +1716,121 @@ mod tests {
         let out = ev(&mut b, Event::Message(msg("#a", 1, "al", "x", false)), now);
         assert!(matches!(&out[..], [UiEvent::Message { own: true, .. }]));
     }
+
+    /// Issue 19: a moderation command typed in the UI becomes the same request as in line
+    /// mode (in the buffer's room unless it names one), and its answers are shown.
+    #[test]
+    fn moderation_in_the_ui_becomes_requests_and_events_are_shown() {
+        use chirp_chat::wire::{ClientMsg, ModEvent};
+        use chirp_tui::command::{self, Command, Context};
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        let typed = |line: &str| match command::parse(line, Context::ChatUi) {
+            Ok(Command::Mod(m)) => m,
+            other => panic!("{line}: {other:?}"),
+        };
+        let kick = b.on_command(
+            UiCommand::Moderate {
+                command: typed("/kick bob spam"),
+                room: Some("#R".into()),
+            },
+            now,
+        );
+        assert_eq!(
+            kick,
+            Action::Moderate(ClientMsg::Kick {
+                room: "#r".into(),
+                nick: "bob".into(),
+                reason: Some("spam".into()),
+            })
+        );
+        // From the status buffer, a command must name its room.
+        let refused = b.on_command(
+            UiCommand::Moderate {
+                command: typed("/op bob"),
+                room: None,
+            },
+            now,
+        );
+        assert!(
+            matches!(&refused, Action::Reply(e) if matches!(&e[..], [UiEvent::Error(t)] if t.contains("name one"))),
+            "{refused:?}"
+        );
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Mod(ModEvent {
+                room: "#r".into(),
+                id: 3,
+                ts: 0,
+                by: "ann".into(),
+                action: "kick".into(),
+                target: Some("bob".into()),
+                arg: Some("spam".into()),
+                history: false,
+            })),
+            now,
+        );
+        assert_eq!(
+            out,
+            [UiEvent::Info {
+                buffer: Some(BufferId::Room("#r".into())),
+                text: "ann kicked bob (spam)".into(),
+            }]
+        );
+        // Kicked ourselves: we left the room, and why.
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Kicked {
+                room: "#r".into(),
+                by: "carol".into(),
+                reason: None,
+                banned: true,
+            }),
+            now,
+        );
+        assert!(
+            matches!(&out[..], [UiEvent::Part { nick, reason: Some(r), .. }] if nick == "ann" && r == "banned by carol"),
+            "{out:?}"
+        );
+    }
+
+    /// Issue 19: `/ignore` in the UI hides a nick's messages, live and in history pages.
+    #[test]
+    fn ignored_nicks_are_not_shown_in_the_ui() {
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        let said = b.on_command(UiCommand::Ignore(Some("Bob".into())), now);
+        assert!(
+            matches!(&said, Action::Reply(e) if matches!(&e[..], [UiEvent::Info { text, .. }] if text.starts_with("ignoring Bob"))),
+            "{said:?}"
+        );
+        assert!(b.ignores_mut().take_dirty());
+        assert!(b.hides(&Event::Message(msg("#r", 1, "bob", "x", false))));
+        assert!(ev(&mut b, Event::Message(msg("#r", 1, "bob", "x", false)), now).is_empty());
+        let shown = ev(&mut b, Event::Message(msg("#r", 2, "carol", "y", false)), now);
+        assert!(matches!(&shown[..], [UiEvent::Message { .. }]), "{shown:?}");
+        // History of the ignored nick is not collected into pages either.
+        assert!(ev(&mut b, Event::Message(msg("#r", 0, "BOB", "old", true)), now).is_empty());
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::HistoryEnd {
+                id: None,
+                conv: "#r".into(),
+                count: 1,
+            }),
+            now,
+        );
+        assert!(
+            out.iter().all(|e| !matches!(e, UiEvent::HistoryPage { messages, .. } if !messages.is_empty())),
+            "{out:?}"
+        );
+        // Ourselves: refused.
+        let said = b.on_command(UiCommand::Ignore(Some("ANN".into())), now);
+        assert!(
+            matches!(&said, Action::Reply(e) if matches!(&e[..], [UiEvent::Info { text, .. }] if text.contains("yourself"))),
+            "{said:?}"
+        );
+        b.on_command(UiCommand::Unignore("bob".into()), now);
+        assert!(!b.hides(&Event::Message(msg("#r", 4, "bob", "x", false))));
+    }
 }
