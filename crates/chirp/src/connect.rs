@@ -42,7 +42,22 @@ pub(crate) const EXAMPLES: &str = "\
 Each line you type goes to the current room (the last one joined, or switched to with /join;
 a refused /join changes nothing). Commands: /join #room, /part [#room], /msg NICK TEXT (sends
 privately, stays in the room), /me TEXT, /nick NEW, /topic [TEXT], /list, /who [#room],
-/history [N], /stats, /quit, /help; //text sends a line starting with '/'.
+/history [N], /ignore [NICK], /unignore NICK, /stats, /quit, /help, and the moderation
+commands (/op, /kick, /ban, /mode, ...: /help lists them); //text sends a line starting
+with '/'. The chat UI has the same commands.
+
+Set once: ~/.config/chirp/client.toml ($XDG_CONFIG_HOME/chirp, or --config FILE) holds what
+you would type every time; flags given here win over it. With a server and a nick in it,
+`chirp connect` alone connects. A key chirp does not know is an error naming the line.
+  server = \"chat.example.org\"        # or [\"10.0.0.1:7667\", \"10.0.0.2:7667\"]
+  nick = \"alice\"
+  rooms = [\"#rust\", \"#chirp\"]
+  bell = true
+  log_dir = \"~/chirp-logs\"           # one plain-text file per room and DM
+  downloads = \"~/Downloads/chirp\"    # for chirp peer
+  # server_key, idle_timeout, home, qlog: as the flags
+/ignore NICK hides a nick's messages (also in --json: dropped), kept across restarts in
+$XDG_STATE_HOME/chirp/ignore. Details: docs/CLIENT.md.
 At end of input (Ctrl-D) chirp waits until the server has stored every message you sent, then
 exits 0. A lost server is reconnected to automatically, and nothing is shown twice.
 
@@ -65,7 +80,9 @@ for the first time is accepted if its key is the one remembered for another addr
 same list (a cluster has one key), and remembered; another key there is refused.
 
 Examples:
-  chirp connect chat.example.org --nick alice --join '#rust'
+  chirp connect                                        # all from client.toml
+  chirp connect --config ~/work-chat.toml --join '#ops'
+  chirp connect chat.example.org --nick alice --join '#rust' --log-dir ~/chirp-logs
   chirp connect 127.0.0.1:7667 --nick bob --join '#rust' --json        # for scripts
   chirp connect 192.0.2.1 --nick carol --server-key abcd-efgh-ijkl-mnop-qrst-uvwx
   chirp connect 10.0.0.1:7667 10.0.0.2:7667 10.0.0.3 --nick ann        # a cluster of three
@@ -166,8 +183,8 @@ fn load_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Clie
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    let mut file = ClientFile::parse(&text)
-        .with_context(|| format!("bad config file {}", path.display()))?;
+    let mut file =
+        ClientFile::parse(&text).with_context(|| format!("bad config file {}", path.display()))?;
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from);
@@ -1068,10 +1085,13 @@ mod tests {
 
     #[test]
     fn what_is_missing_is_named_with_where_to_set_it() {
-        let e = merge(&args(&["--nick", "ann"]), ClientFile::default(), None)
-            .expect_err("no server");
+        let e =
+            merge(&args(&["--nick", "ann"]), ClientFile::default(), None).expect_err("no server");
         let e = format!("{e:#}");
-        assert!(e.starts_with("no server given") && e.contains("client.toml"), "{e}");
+        assert!(
+            e.starts_with("no server given") && e.contains("client.toml"),
+            "{e}"
+        );
         let e = merge(
             &args(&[]),
             file("server = \"h\"\n"),
@@ -1089,7 +1109,10 @@ mod tests {
         std::fs::write(&path, "nick = \"ann\"\nserevr = \"x\"\n").expect("write");
         let e = format!("{:#}", load_config(Some(&path)).expect_err("typo"));
         assert!(
-            e.starts_with(&format!("bad config file {}: line 2, column 1: ", path.display())),
+            e.starts_with(&format!(
+                "bad config file {}: line 2, column 1: ",
+                path.display()
+            )),
             "{e}"
         );
         assert!(e.contains("unknown field `serevr`"), "{e}");

@@ -543,7 +543,10 @@ async fn run_peer(a: PeerArgs, target: PeerTarget) -> anyhow::Result<u8> {
         bell: !a.no_bell,
         can_ask: interactive,
         qlog: a.qlog,
-        downloads: match a.downloads.map_or_else(connect::configured_downloads, |d| Ok(Some(d)))? {
+        downloads: match a
+            .downloads
+            .map_or_else(connect::configured_downloads, |d| Ok(Some(d)))?
+        {
             Some(d) => d,
             None => dirs::download_dir()
                 .or_else(|| dirs::home_dir().map(|h| h.join("Downloads")))

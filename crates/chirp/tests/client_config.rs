@@ -57,7 +57,10 @@ fn never_shown(c: &Chirp, nick: &str, what: &str) {
         .into_iter()
         .filter(|v| v["from"] == nick)
         .collect();
-    assert!(shown.is_empty(), "{what}: {nick}'s messages shown: {shown:?}");
+    assert!(
+        shown.is_empty(),
+        "{what}: {nick}'s messages shown: {shown:?}"
+    );
 }
 
 fn ends_ok(c: &mut Chirp) {

@@ -179,7 +179,12 @@ fn a_kick_typed_in_the_ui_takes_effect() {
     tmux.type_line("alice", "/kick bob flooding");
     let kicked = bob.wait_type("kicked", common::WAIT);
     assert_eq!(
-        (&kicked["room"], &kicked["by"], &kicked["reason"], &kicked["banned"]),
+        (
+            &kicked["room"],
+            &kicked["by"],
+            &kicked["reason"],
+            &kicked["banned"]
+        ),
         (
             &serde_json::json!("#t"),
             &serde_json::json!("alice"),
@@ -193,7 +198,9 @@ fn a_kick_typed_in_the_ui_takes_effect() {
     });
     // And /mode, which names no room here: the buffer's.
     tmux.type_line("alice", "/mode +m");
-    tmux.wait_for("alice", "the mode change", |s| s.contains("alice set mode +m"));
+    tmux.wait_for("alice", "the mode change", |s| {
+        s.contains("alice set mode +m")
+    });
     bob.proc.close_stdin();
     let st = bob.exit(common::WAIT);
     assert!(st.success(), "bob: {st:?}\n{}", bob.diag());

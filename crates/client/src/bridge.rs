@@ -1807,10 +1807,21 @@ mod tests {
         assert!(b.ignores_mut().take_dirty());
         assert!(b.hides(&Event::Message(msg("#r", 1, "bob", "x", false))));
         assert!(ev(&mut b, Event::Message(msg("#r", 1, "bob", "x", false)), now).is_empty());
-        let shown = ev(&mut b, Event::Message(msg("#r", 2, "carol", "y", false)), now);
+        let shown = ev(
+            &mut b,
+            Event::Message(msg("#r", 2, "carol", "y", false)),
+            now,
+        );
         assert!(matches!(&shown[..], [UiEvent::Message { .. }]), "{shown:?}");
         // History of the ignored nick is not collected into pages either.
-        assert!(ev(&mut b, Event::Message(msg("#r", 0, "BOB", "old", true)), now).is_empty());
+        assert!(
+            ev(
+                &mut b,
+                Event::Message(msg("#r", 0, "BOB", "old", true)),
+                now
+            )
+            .is_empty()
+        );
         let out = ev(
             &mut b,
             Event::Server(ServerMsg::HistoryEnd {
@@ -1821,7 +1832,9 @@ mod tests {
             now,
         );
         assert!(
-            out.iter().all(|e| !matches!(e, UiEvent::HistoryPage { messages, .. } if !messages.is_empty())),
+            out.iter().all(
+                |e| !matches!(e, UiEvent::HistoryPage { messages, .. } if !messages.is_empty())
+            ),
             "{out:?}"
         );
         // Ourselves: refused.

@@ -272,7 +272,11 @@ mod tests {
     fn bad_values_are_refused_with_their_line() {
         let cases: &[(&str, usize, &str)] = &[
             ("bell = \"yes\"\n", 1, "invalid type"),
-            ("nick = \"ok\"\nrooms = [\"#fine\", \"nohash\"]\n", 2, "start with '#'"),
+            (
+                "nick = \"ok\"\nrooms = [\"#fine\", \"nohash\"]\n",
+                2,
+                "start with '#'",
+            ),
             ("server_key = \"nonsense\"\n", 1, "bad fingerprint"),
             ("\nidle_timeout = 0\n", 2, "1 to 3600"),
             ("nick = \"a,b\"\n", 1, "nick"),

@@ -60,7 +60,8 @@ impl IgnoreList {
 
     /// The file's text.
     pub fn render(&self) -> String {
-        let mut s = String::from("# chirp: nicks whose messages are not shown (/ignore, /unignore)\n");
+        let mut s =
+            String::from("# chirp: nicks whose messages are not shown (/ignore, /unignore)\n");
         for n in &self.nicks {
             s.push_str(n);
             s.push('\n');
@@ -181,7 +182,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // The directory does not exist yet: save makes it.
         let path = dir.path().join("state").join(FILE_NAME);
-        assert_eq!(IgnoreList::load(&path).expect("missing is empty"), IgnoreList::default());
+        assert_eq!(
+            IgnoreList::load(&path).expect("missing is empty"),
+            IgnoreList::default()
+        );
         let mut l = IgnoreList::default();
         l.add("bob");
         l.add("Ünïcode");

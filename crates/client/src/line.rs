@@ -112,7 +112,9 @@ impl LineClient {
     /// from history. Our own messages are never hidden.
     pub fn hides(&self, ev: &Event) -> bool {
         match ev {
-            Event::Message(m) => fold(&m.from) != fold(&self.me) && self.ignores.is_ignored(&m.from),
+            Event::Message(m) => {
+                fold(&m.from) != fold(&self.me) && self.ignores.is_ignored(&m.from)
+            }
             _ => false,
         }
     }

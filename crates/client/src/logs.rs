@@ -47,7 +47,7 @@ pub fn file_name(name: &str) -> String {
         }
     }
     if out.is_empty() {
-        out.push_str("%");
+        out.push('%');
     }
     if out.len() > MAX_NAME {
         let mut cut = MAX_NAME - 17;
@@ -244,9 +244,15 @@ mod tests {
             .expect("append");
         let read = |n: &str| std::fs::read_to_string(logs.join(n)).expect(n);
         let room = read("#rust.log");
-        assert!(room.contains(" <bob> one\n") && room.contains(" <me> two\n"), "{room}");
+        assert!(
+            room.contains(" <bob> one\n") && room.contains(" <me> two\n"),
+            "{room}"
+        );
         let dm = read("bob.log");
-        assert!(dm.contains(" <bob> psst\n") && dm.contains(" <Me> yes?\n"), "{dm}");
+        assert!(
+            dm.contains(" <bob> psst\n") && dm.contains(" <Me> yes?\n"),
+            "{dm}"
+        );
         let mut names: Vec<String> = std::fs::read_dir(&logs)
             .expect("list")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

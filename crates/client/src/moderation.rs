@@ -148,7 +148,10 @@ mod tests {
             describe(&event("kick", Some("bob"), Some("spam"))),
             "ann kicked bob (spam)"
         );
-        assert_eq!(describe(&event("mode", None, Some("+i"))), "ann set mode +i");
+        assert_eq!(
+            describe(&event("mode", None, Some("+i"))),
+            "ann set mode +i"
+        );
         assert_eq!(
             describe(&event("frob\x1b[2J", Some("b\u{202e}ob"), None)),
             "ann frob^[[2J: b<U+202E>ob"
