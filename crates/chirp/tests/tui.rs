@@ -47,11 +47,11 @@ fn server_with(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
 /// the pane (and what the client left on the screen) stays readable. Everything is bounded
 /// (`timeout --foreground 120`, which lets chirp read the terminal, and `sleep 60`), so a
 /// pane ends by itself even if the test process is killed before its tmux server is;
-/// normally the server is killed at the end. The client's state (the ignore list) is kept
-/// under its home, never in the user's own.
+/// normally the server is killed at the end. The client's config (`client.toml`) and state
+/// (the ignore list) are looked for under its home, never in the user's own.
 fn client_command(server: SocketAddr, home: &Path, nick: &str, extra: &str) -> String {
     format!(
-        "XDG_STATE_HOME='{home}/state' timeout --foreground 120 '{CHIRP}' connect {server} --nick {nick} --home '{home}' --join '#t' {extra}; \
+        "XDG_CONFIG_HOME='{home}/config' XDG_STATE_HOME='{home}/state' timeout --foreground 120 '{CHIRP}' connect {server} --nick {nick} --home '{home}' --join '#t' {extra}; \
          echo \"chirp exited with $?\"; sleep 60",
         home = home.display()
     )
@@ -280,9 +280,9 @@ fn line_flag_keeps_line_mode_on_a_terminal() {
 /// The shell command of a `chirp peer` pane (exit code and pause as in [`client_command`]).
 fn peer_command(bind: SocketAddr, to: SocketAddr, home: &Path, extra: &str) -> String {
     format!(
-        "timeout --foreground 120 '{CHIRP}' peer --bind {bind} --to {to} --home '{}' {extra}; \
+        "XDG_CONFIG_HOME='{home}/config' timeout --foreground 120 '{CHIRP}' peer --bind {bind} --to {to} --home '{home}' {extra}; \
          echo \"chirp exited with $?\"; sleep 60",
-        home.display()
+        home = home.display()
     )
 }
 
