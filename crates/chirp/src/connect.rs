@@ -12,13 +12,16 @@
 //! us; output is written synchronously.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chirp_chat::client::{ClientConfig, Event, Session, driver};
 use chirp_chat::wire::{ModEvent, Msg, Presence, ServerMsg};
+use chirp_client::config::ClientFile;
+use chirp_client::ignore::IgnoreList;
 use chirp_client::line::{LineClient, Reply};
+use chirp_client::logs::ChatLog;
 use chirp_keys::{Fingerprint, Identity, PublicKey};
 use chirp_tui::safe::line as safe;
 use clap::Args;
@@ -39,7 +42,9 @@ pub(crate) const EXAMPLES: &str = "\
 Each line you type goes to the current room (the last one joined, or switched to with /join;
 a refused /join changes nothing). Commands: /join #room, /part [#room], /msg NICK TEXT (sends
 privately, stays in the room), /me TEXT, /nick NEW, /topic [TEXT], /list, /who [#room],
-/history [N], /stats, /quit, /help; //text sends a line starting with '/'.
+/history [N], /ignore [NICK], /unignore NICK, /stats, /quit, /help, and the moderation
+commands (/op, /kick, /ban, /mode, ...: /help lists them); //text sends a line starting
+with '/'. The chat UI has the same commands.
 Files (line mode and --json): /send NICK PATH offers a file to NICK, who must be online; they
 see the offer and answer /accept [ID] or /decline [ID]. The file then goes end to end
 encrypted between your two clients (directly, or through the server's relay, which cannot read
@@ -47,6 +52,19 @@ it), checked against the hash in the offer, into --downloads; the sender is told
 recipient has the whole file. The server refuses files over its --max-file-size and files to
 users who are not online; it stores nothing. One transfer runs at a time; end of input waits
 for the one under way.
+
+Set once: ~/.config/chirp/client.toml ($XDG_CONFIG_HOME/chirp, or --config FILE) holds what
+you would type every time; flags given here win over it. With a server and a nick in it,
+`chirp connect` alone connects. A key chirp does not know is an error naming the line.
+  server = \"chat.example.org\"        # or [\"10.0.0.1:7667\", \"10.0.0.2:7667\"]
+  nick = \"alice\"
+  rooms = [\"#rust\", \"#chirp\"]
+  bell = true
+  log_dir = \"~/chirp-logs\"           # one plain-text file per room and DM
+  downloads = \"~/Downloads/chirp\"    # received files (also chirp peer)
+  # server_key, idle_timeout, home, qlog: as the flags
+/ignore NICK hides a nick's messages (also in --json: dropped), kept across restarts in
+$XDG_STATE_HOME/chirp/ignore. Details: docs/CLIENT.md.
 At end of input (Ctrl-D) chirp waits until the server has stored every message you sent, then
 exits 0. A lost server is reconnected to automatically, and nothing is shown twice.
 
@@ -69,7 +87,9 @@ for the first time is accepted if its key is the one remembered for another addr
 same list (a cluster has one key), and remembered; another key there is refused.
 
 Examples:
-  chirp connect chat.example.org --nick alice --join '#rust'
+  chirp connect                                        # all from client.toml
+  chirp connect --config ~/work-chat.toml --join '#ops'
+  chirp connect chat.example.org --nick alice --join '#rust' --log-dir ~/chirp-logs
   chirp connect 127.0.0.1:7667 --nick bob --join '#rust' --json        # for scripts
   chirp connect 192.0.2.1 --nick carol --server-key abcd-efgh-ijkl-mnop-qrst-uvwx
   chirp connect 10.0.0.1:7667 10.0.0.2:7667 10.0.0.3 --nick ann        # a cluster of three
@@ -80,16 +100,24 @@ Examples:
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
     /// The server, HOST[:PORT] (port 1-65535, default 7667). Several: addresses of one
-    /// cluster, tried in turn (the first first; the next when one is lost).
-    #[arg(value_name = "HOST[:PORT]", required = true, num_args = 1..)]
+    /// cluster, tried in turn (the first first; the next when one is lost) [default: `server`
+    /// in the config file].
+    #[arg(value_name = "HOST[:PORT]", num_args = 0..)]
     servers: Vec<String>,
-    /// Your nick. It belongs to your key from the first time you use it.
+    /// Your nick. It belongs to your key from the first time you use it [default: `nick` in
+    /// the config file].
     #[arg(long)]
-    nick: String,
-    /// Directory of your identity key and known server keys [default: $XDG_CONFIG_HOME/chirp].
+    nick: Option<String>,
+    /// The client config file [default: $XDG_CONFIG_HOME/chirp/client.toml, i.e.
+    /// ~/.config/chirp/client.toml, read if it exists]. A flag given here wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of your identity key and known server keys [default: `home` in the config
+    /// file, else $XDG_CONFIG_HOME/chirp].
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
-    /// Join this room at start (repeatable); the last one is the current room.
+    /// Join this room at start (repeatable); the last one is the current room. Given here,
+    /// these replace the config file's `rooms`.
     #[arg(long = "join", value_name = "#ROOM")]
     join: Vec<String>,
     /// Line mode even on a terminal (where the default is the chat UI): stdin lines in, stdout
@@ -97,9 +125,12 @@ pub(crate) struct ConnectArgs {
     #[arg(long, conflicts_with = "json")]
     line: bool,
     /// In the chat UI, do not ring the terminal bell on mentions of your nick and on direct
-    /// messages (`/bell` switches it while running).
+    /// messages (`/bell` switches it while running; `bell = false` in the config file).
     #[arg(long)]
     no_bell: bool,
+    /// Ring the bell although the config file says `bell = false`.
+    #[arg(long, conflicts_with = "no_bell")]
+    bell: bool,
     /// Line mode with one JSON object per event on stdout (schema: docs/JSON.md).
     #[arg(long)]
     json: bool,
@@ -107,12 +138,14 @@ pub(crate) struct ConnectArgs {
     /// then refuses the excess with errors).
     #[arg(long, hide = true)]
     no_pace: bool,
-    /// Accept only a server whose key has this fingerprint.
+    /// Accept only a server whose key has this fingerprint [default: `server_key` in the
+    /// config file].
     #[arg(long, value_name = "FINGERPRINT")]
     server_key: Option<Fingerprint>,
     /// Declare the server unreachable after this many seconds without a packet (then
-    /// reconnect: to the next address, when several are given) [default: 30; with several
-    /// servers 6, so that a dead node is left within seconds].
+    /// reconnect: to the next address, when several are given) [default: `idle_timeout` in
+    /// the config file, else 30; with several servers 6, so that a dead node is left within
+    /// seconds].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     idle_timeout: Option<u64>,
     /// Write a qlog trace of every connection to the server into this directory (created if
@@ -123,6 +156,110 @@ pub(crate) struct ConnectArgs {
     /// download directory, e.g. ~/Downloads].
     #[arg(long, value_name = "DIR")]
     downloads: Option<PathBuf>,
+    /// Keep a plain-text log of every room and DM in this directory (created if missing):
+    /// one file per conversation (#room.log, nick.log), appended as messages arrive
+    /// [default: `log_dir` in the config file; none].
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+}
+
+/// `chirp connect`'s settings: its flags, with what they leave out taken from the config
+/// file.
+#[derive(Debug, PartialEq)]
+struct Settings {
+    servers: Vec<String>,
+    nick: String,
+    home: Option<PathBuf>,
+    rooms: Vec<String>,
+    bell: bool,
+    server_key: Option<Fingerprint>,
+    idle_timeout: Option<u64>,
+    qlog: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+    downloads: Option<PathBuf>,
+}
+
+/// The config file to read: `--config` (which must exist), else the default one if it exists.
+/// Returns its path and contents (an empty file when there is none). Paths in it are resolved
+/// (`~`, relative to its directory).
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, ClientFile)> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = crate::id::default_home()
+                .map(|h| h.join(chirp_client::config::FILE_NAME))
+                .ok();
+            match p {
+                Some(p) if p.exists() => p,
+                _ => return Ok((None, ClientFile::default())),
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let mut file =
+        ClientFile::parse(&text).with_context(|| format!("bad config file {}", path.display()))?;
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let base = path.parent().unwrap_or(Path::new("."));
+    file.resolve_paths(home.as_deref(), base);
+    Ok((Some(path), file))
+}
+
+/// `downloads` in the default config file, for `chirp peer` (which has no `--config`).
+pub(crate) fn configured_downloads() -> anyhow::Result<Option<PathBuf>> {
+    Ok(load_config(None)?.1.downloads)
+}
+
+/// The flags, with the config file's settings where a flag was not given.
+fn merge(args: &ConnectArgs, file: ClientFile, path: Option<&Path>) -> anyhow::Result<Settings> {
+    let from = || match path {
+        Some(p) => format!("in {}", p.display()),
+        None => format!(
+            "in a config file (--config FILE, or {} in the chirp config directory)",
+            chirp_client::config::FILE_NAME
+        ),
+    };
+    let servers = if args.servers.is_empty() {
+        file.servers()
+    } else {
+        args.servers.clone()
+    };
+    anyhow::ensure!(
+        !servers.is_empty(),
+        "no server given: name one (chirp connect HOST[:PORT]), or set server = \"HOST\" {}",
+        from()
+    );
+    let Some(nick) = args.nick.clone().or(file.nick) else {
+        anyhow::bail!(
+            "no nick given: pass --nick NICK, or set nick = \"NICK\" {}",
+            from()
+        );
+    };
+    let bell = if args.bell {
+        true
+    } else if args.no_bell {
+        false
+    } else {
+        file.bell.unwrap_or(true)
+    };
+    Ok(Settings {
+        servers,
+        nick,
+        home: args.home.clone().or(file.home),
+        rooms: if args.join.is_empty() {
+            file.rooms
+        } else {
+            args.join.clone()
+        },
+        bell,
+        server_key: args.server_key.or(file.server_key),
+        idle_timeout: args.idle_timeout.or(file.idle_timeout),
+        qlog: args.qlog.clone().or(file.qlog),
+        log_dir: args.log_dir.clone().or(file.log_dir),
+        downloads: args.downloads.clone().or(file.downloads),
+    })
 }
 
 /// The idle timeout alone, and with several servers to fail over to: a client keeps its link
@@ -466,73 +603,81 @@ impl Printer {
     /// A room's moderation event as a human line: `[12:00:00] #room: * ann kicked bob (spam)`.
     fn mod_line(e: &ModEvent) -> String {
         let h = if e.history { " (history)" } else { "" };
-        let by = safe(&e.by);
-        let target = e.target.as_deref().map(safe).unwrap_or_default();
-        let arg = e.arg.as_deref().map(safe).unwrap_or_default();
-        let why = if arg.is_empty() {
-            String::new()
-        } else {
-            format!(" ({arg})")
-        };
-        let what = match e.action.as_str() {
-            "owner" => format!("{target} owns the room"),
-            "op" => format!("{by} made {target} an operator"),
-            "deop" => format!("{by} took operator from {target}"),
-            "voice" => format!("{by} gave voice to {target}"),
-            "devoice" => format!("{by} took voice from {target}"),
-            "mute" => format!("{by} muted {target}"),
-            "unmute" => format!("{by} unmuted {target}"),
-            "invite" => format!("{by} invited {target}"),
-            "kick" => format!("{by} kicked {target}{why}"),
-            "ban" => format!("{by} banned {target}{why}"),
-            "unban" => format!("{by} lifted the ban on {target}"),
-            "mode" => format!("{by} set mode {arg}"),
-            other => format!("{by} {}: {target}{why}", safe(other)),
-        };
+        let what = chirp_client::moderation::describe(e);
         format!("[{}] {}: * {what}{h}", hms(e.ts), safe(&e.room))
+    }
+}
+
+/// What the client keeps on this machine besides its key: the ignore list (loaded, and where
+/// to save it) and the conversation logs (`--log-dir`).
+pub(crate) struct Local {
+    pub(crate) ignores: IgnoreList,
+    pub(crate) ignore_path: PathBuf,
+    pub(crate) log: Option<ChatLog>,
+}
+
+impl Local {
+    fn open(log_dir: Option<&Path>) -> anyhow::Result<Local> {
+        let ignore_path = crate::id::default_state_dir()?.join(chirp_client::ignore::FILE_NAME);
+        let ignores = IgnoreList::load(&ignore_path)
+            .with_context(|| format!("cannot read the ignore list {}", ignore_path.display()))?;
+        let log = log_dir
+            .map(|d| {
+                ChatLog::open(d)
+                    .with_context(|| format!("cannot open the log directory {}", d.display()))
+            })
+            .transpose()?;
+        Ok(Local {
+            ignores,
+            ignore_path,
+            log,
+        })
     }
 }
 
 /// Runs until the user leaves. Returns the exit code.
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
-    let home = match args.home {
-        Some(h) => h,
+    let (path, file) = load_config(args.config.as_deref())?;
+    let s = merge(&args, file, path.as_deref())?;
+    let home = match &s.home {
+        Some(h) => h.clone(),
         None => crate::id::default_home()?,
     };
     let (identity, _) = Identity::load_or_create(&home.join(crate::id::KEY_FILE))
         .context("cannot load your identity")?;
-    let servers = resolve_all(&args.servers)?;
-    if let Err(e) = chirp_chat::names::nick(&args.nick) {
-        anyhow::bail!("bad --nick: {e}");
+    let servers = resolve_all(&s.servers)?;
+    if let Err(e) = chirp_chat::names::nick(&s.nick) {
+        anyhow::bail!("bad nick {}: {e}", safe(&s.nick));
     }
-    for r in &args.join {
+    for r in &s.rooms {
         if let Err(e) = chirp_chat::names::room(r) {
-            anyhow::bail!("bad --join {r}: {e}");
+            anyhow::bail!("bad room {}: {e}", safe(r));
         }
     }
+    let local = Local::open(s.log_dir.as_deref())?;
     let json = args.json;
-    let downloads = match args.downloads {
+    let downloads = match s.downloads.clone() {
         Some(d) => d,
         None => dirs::download_dir()
             .or_else(|| dirs::home_dir().map(|h| h.join("Downloads")))
             .context("no download directory (no home directory): pass --downloads DIR")?,
     };
-    // (clap requires at least one server.)
+    // (`merge` made sure there is a server.)
     let Some((&(_, first), alternates)) = servers.split_first() else {
         anyhow::bail!("no server given");
     };
-    let mut config = ClientConfig::new(first, args.nick.clone());
+    let mut config = ClientConfig::new(first, s.nick.clone());
     config.alternates = alternates.iter().map(|&(_, a)| a).collect();
-    config.rooms = args.join.clone();
+    config.rooms = s.rooms.clone();
     config.identity = Some(chirp_proto::handshake::StaticSecret(*identity.secret()));
-    let idle = args.idle_timeout.unwrap_or(if alternates.is_empty() {
+    let idle = s.idle_timeout.unwrap_or(if alternates.is_empty() {
         IDLE_TIMEOUT_SECS
     } else {
         IDLE_TIMEOUT_CLUSTER_SECS
     });
     config.idle_timeout = Duration::from_secs(idle);
     config.pace = !args.no_pace;
-    config.qlog_dir = args.qlog.clone();
+    config.qlog_dir = s.qlog.clone();
     config.give_up_after = Duration::from_secs(idle.max(10));
     // On a terminal, the chat UI (unless line mode was asked for); it makes its own key check,
     // which reports through the UI rather than on stdout.
@@ -540,9 +685,10 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         return crate::tui::connect(
             config,
             servers,
-            args.server_key,
+            s.server_key,
             home.join(crate::peer::KNOWN_KEYS_FILE),
-            !args.no_bell,
+            s.bell,
+            local,
         )
         .await;
     }
@@ -551,11 +697,11 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         nick: String::new(),
         several: false,
     };
-    let greeting = greeting(&servers, &args.nick);
+    let greeting = greeting(&servers, &s.nick);
     let several = servers.len() > 1;
     config.server_key_check = Some(crate::trust::server_key_check(
         servers,
-        args.server_key,
+        s.server_key,
         home.join(crate::peer::KNOWN_KEYS_FILE),
         move |notice| notices.status(&notice),
     ));
@@ -570,10 +716,15 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         idle_timeout: config.idle_timeout,
     });
     let session = Session::new(config, Instant::now(), chirp_transport::random_seed());
-    let mut client = LineClient::new(session, &args.join);
+    let Local {
+        ignores,
+        ignore_path,
+        mut log,
+    } = local;
+    let mut client = LineClient::new(session, &s.rooms).with_ignores(ignores);
     let mut out = Printer {
         json,
-        nick: args.nick.clone(),
+        nick: s.nick.clone(),
         several,
     };
     out.status(&greeting);
@@ -614,6 +765,16 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                 Event::Server(m) if dm.on_server(m) => continue,
                 Event::Welcome { .. } => dm.welcome(client.session()),
                 _ => {}
+            }
+            if client.hides(&ev) {
+                continue;
+            }
+            if let (Some(l), Event::Message(m)) = (&log, &ev)
+                && !m.history
+                && let Err(e) = l.append(m, client.nick())
+            {
+                out.error("log", &format!("{e}; no more messages are logged"));
+                log = None;
             }
             match out.event(ev) {
                 Ok(Some(code)) => break 'session code,
@@ -658,6 +819,14 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                                 client.finish(now);
                             }
                             other => out.reply(other),
+                        }
+                        if client.ignores_mut().take_dirty()
+                            && let Err(e) = client.ignores_mut().save(&ignore_path)
+                        {
+                            out.error(
+                                "ignore",
+                                &format!("cannot save the ignore list {}: {e}", ignore_path.display()),
+                            );
                         }
                     }
                     Some(Line::TooLong { bytes }) => out.error(
@@ -930,5 +1099,117 @@ mod tests {
         assert_eq!(lines.len(), 2, "{line:?}");
         assert!(lines[0].ends_with(" #r <alice> one"), "{line:?}");
         assert_eq!(lines[1], "    [00:00:00] #r <bob> forged");
+    }
+
+    /// `chirp connect ARGS`, as clap parses them.
+    fn args(argv: &[&str]) -> ConnectArgs {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            a: ConnectArgs,
+        }
+        let argv = std::iter::once("connect").chain(argv.iter().copied());
+        <Cmd as clap::Parser>::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .a
+    }
+
+    fn file(text: &str) -> ClientFile {
+        ClientFile::parse(text).expect("valid")
+    }
+
+    /// Issue 19: the config file fills in what the flags leave out; a flag wins.
+    #[test]
+    fn flags_override_the_config_file() {
+        let f = "server = [\"10.0.0.1\", \"10.0.0.2\"]\nnick = \"ann\"\nrooms = [\"#a\", \"#b\"]\n\
+                 bell = false\nlog_dir = \"/logs\"\nidle_timeout = 9\ndownloads = \"/dl\"\n";
+        // Nothing on the command line: all from the file.
+        let s = merge(&args(&[]), file(f), Some(Path::new("/c.toml"))).expect("complete");
+        assert_eq!(
+            s,
+            Settings {
+                servers: vec!["10.0.0.1".into(), "10.0.0.2".into()],
+                nick: "ann".into(),
+                home: None,
+                rooms: vec!["#a".into(), "#b".into()],
+                bell: false,
+                server_key: None,
+                idle_timeout: Some(9),
+                qlog: None,
+                log_dir: Some(PathBuf::from("/logs")),
+                downloads: Some(PathBuf::from("/dl")),
+            }
+        );
+        // Flags win, each on its own; --join replaces the file's rooms.
+        let a = args(&[
+            "127.0.0.1:7000",
+            "--nick",
+            "bob",
+            "--join",
+            "#c",
+            "--bell",
+            "--idle-timeout",
+            "3",
+            "--log-dir",
+            "/mine",
+            "--downloads",
+            "/inbox",
+        ]);
+        let s = merge(&a, file(f), None).expect("complete");
+        assert_eq!(s.servers, ["127.0.0.1:7000"]);
+        assert_eq!((s.nick.as_str(), s.bell), ("bob", true));
+        assert_eq!(s.rooms, ["#c"]);
+        assert_eq!(s.idle_timeout, Some(3));
+        assert_eq!(s.log_dir, Some(PathBuf::from("/mine")));
+        assert_eq!(s.downloads, Some(PathBuf::from("/inbox")));
+        // No file: the flags alone, the bell on by default and off with --no-bell.
+        let s = merge(&args(&["h", "--nick", "c"]), ClientFile::default(), None).expect("ok");
+        assert!(s.bell && s.rooms.is_empty() && s.log_dir.is_none());
+        let s = merge(&args(&["h", "--nick", "c", "--no-bell"]), file(f), None).expect("ok");
+        assert!(!s.bell);
+    }
+
+    #[test]
+    fn what_is_missing_is_named_with_where_to_set_it() {
+        let e =
+            merge(&args(&["--nick", "ann"]), ClientFile::default(), None).expect_err("no server");
+        let e = format!("{e:#}");
+        assert!(
+            e.starts_with("no server given") && e.contains("client.toml"),
+            "{e}"
+        );
+        let e = merge(
+            &args(&[]),
+            file("server = \"h\"\n"),
+            Some(Path::new("/x/c.toml")),
+        )
+        .expect_err("no nick");
+        let e = format!("{e:#}");
+        assert!(e.contains("--nick NICK") && e.contains("/x/c.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_config_file_is_named_with_the_line_at_fault() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("client.toml");
+        std::fs::write(&path, "nick = \"ann\"\nserevr = \"x\"\n").expect("write");
+        let e = format!("{:#}", load_config(Some(&path)).expect_err("typo"));
+        assert!(
+            e.starts_with(&format!(
+                "bad config file {}: line 2, column 1: ",
+                path.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("unknown field `serevr`"), "{e}");
+        // --config names a file that must exist.
+        let missing = dir.path().join("nope.toml");
+        let e = format!("{:#}", load_config(Some(&missing)).expect_err("missing"));
+        assert!(e.starts_with("cannot read the config file"), "{e}");
+        // Paths in it are its directory's.
+        std::fs::write(&path, "log_dir = \"logs\"\n").expect("write");
+        let (p, f) = load_config(Some(&path)).expect("valid");
+        assert_eq!(p.as_deref(), Some(path.as_path()));
+        assert_eq!(f.log_dir, Some(dir.path().join("logs")));
     }
 }

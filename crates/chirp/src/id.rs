@@ -45,6 +45,12 @@ pub(crate) fn default_home() -> anyhow::Result<PathBuf> {
     xdg("XDG_CONFIG_HOME", ".config")
 }
 
+/// The client's state directory (the ignore list): `$XDG_STATE_HOME/chirp` or
+/// `~/.local/state/chirp`.
+pub(crate) fn default_state_dir() -> anyhow::Result<PathBuf> {
+    xdg("XDG_STATE_HOME", ".local/state")
+}
+
 /// The default server data directory: `$XDG_DATA_HOME/chirp` or `~/.local/share/chirp`.
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
     xdg("XDG_DATA_HOME", ".local/share")

@@ -267,8 +267,9 @@ struct PeerArgs {
     /// file per connection, <connection id>-<client|server>.sqlog, for qvis.
     #[arg(long, value_name = "DIR", conflicts_with = "plain")]
     qlog: Option<std::path::PathBuf>,
-    /// Where received files are saved (created if missing; default: the XDG download
-    /// directory, e.g. ~/Downloads).
+    /// Where received files are saved (created if missing; default: `downloads` in the
+    /// client config file, ~/.config/chirp/client.toml, else the XDG download directory,
+    /// e.g. ~/Downloads).
     #[arg(long, value_name = "DIR", conflicts_with = "plain")]
     downloads: Option<std::path::PathBuf>,
     /// Accept file offers from the peer with this key fingerprint without asking (repeatable).
@@ -544,7 +545,10 @@ async fn run_peer(a: PeerArgs, target: PeerTarget) -> anyhow::Result<u8> {
         bell: !a.no_bell,
         can_ask: interactive,
         qlog: a.qlog,
-        downloads: match a.downloads {
+        downloads: match a
+            .downloads
+            .map_or_else(connect::configured_downloads, |d| Ok(Some(d)))?
+        {
             Some(d) => d,
             None => dirs::download_dir()
                 .or_else(|| dirs::home_dir().map(|h| h.join("Downloads")))

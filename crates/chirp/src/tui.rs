@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use chirp_chat::client::{ClientConfig, Session, driver};
+use chirp_chat::client::{ClientConfig, Event, Session, driver};
 use chirp_client::bridge::{self, Bridge, End};
+use chirp_client::logs::ChatLog;
 use chirp_keys::Fingerprint;
 use chirp_tui::{UiCommand, UiEvent, UnixMs};
 use tokio::sync::mpsc;
@@ -77,9 +78,12 @@ pub(crate) async fn emit(ui: &mpsc::Sender<UiEvent>, events: Vec<UiEvent>) {
 
 /// The session task: the session and the bridge, transport events and UI commands in, until
 /// the session ends.
+#[allow(clippy::too_many_arguments)] // the task's channels and its files, each used once
 async fn session_task(
     mut session: Session,
     mut bridge: Bridge,
+    ignore_path: PathBuf,
+    mut log: Option<ChatLog>,
     handle: chirp_transport::Handle,
     mut tevents: mpsc::Receiver<chirp_proto::Event>,
     mut notices: mpsc::UnboundedReceiver<String>,
@@ -98,6 +102,15 @@ async fn session_task(
             return End::Fatal("the transport stopped".into());
         }
         while let Some(ev) = session.poll_event() {
+            if let (Some(l), Event::Message(m)) = (&log, &ev)
+                && !m.history
+                && !bridge.hides(&ev)
+                && let Err(e) = l.append(m, bridge.nick())
+            {
+                let text = format!("cannot write the log: {e}; no more messages are logged");
+                emit(&ui, vec![UiEvent::Error(text)]).await;
+                log = None;
+            }
             let (out, end) = bridge.on_event(ev, now_ms(), Instant::now());
             emit(&ui, out).await;
             if let Some(end) = end {
@@ -121,7 +134,15 @@ async fn session_task(
                 }
                 let now = Instant::now();
                 let action = bridge.on_command(cmd, now);
-                let out = bridge::perform(&mut bridge, &mut session, now, action);
+                let mut out = bridge::perform(&mut bridge, &mut session, now, action);
+                if bridge.ignores_mut().take_dirty()
+                    && let Err(e) = bridge.ignores_mut().save(&ignore_path)
+                {
+                    out.push(UiEvent::Error(format!(
+                        "cannot save the ignore list {}: {e}",
+                        ignore_path.display()
+                    )));
+                }
                 emit(&ui, out).await;
             }
             Some(text) = notices.recv() => {
@@ -142,7 +163,8 @@ async fn session_task(
 
 /// `chirp connect` with the terminal UI. `config` is complete except for the key check, which
 /// is made here (from the `servers` given, (name, address) each, `pin` and the `known` keys
-/// file) so that it reports through the UI. `bell`: ring on highlights. Returns the exit code:
+/// file) so that it reports through the UI. `bell`: ring on highlights; `local`: the ignore
+/// list and the logs. Returns the exit code:
 /// 0 when everything sent was stored.
 pub(crate) async fn connect(
     mut config: ClientConfig,
@@ -150,6 +172,7 @@ pub(crate) async fn connect(
     pin: Option<Fingerprint>,
     known: PathBuf,
     bell: bool,
+    local: crate::connect::Local,
 ) -> anyhow::Result<u8> {
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let greeting = crate::connect::greeting(&servers, &config.nick);
@@ -163,7 +186,7 @@ pub(crate) async fn connect(
         },
     ));
     let give_up = config.give_up_after;
-    let bridge = Bridge::new(config.nick.clone());
+    let bridge = Bridge::new(config.nick.clone()).with_ignores(local.ignores);
     let (handle, tevents, transport) =
         driver::start_transport(&config).context("cannot start the client")?;
     let session = Session::new(config, Instant::now(), chirp_transport::random_seed());
@@ -175,7 +198,15 @@ pub(crate) async fn connect(
     }
     let logs_off = LogsOff::new();
     let mut task = tokio::spawn(session_task(
-        session, bridge, handle, tevents, notice_rx, ui_tx, cmd_rx,
+        session,
+        bridge,
+        local.ignore_path,
+        local.log,
+        handle,
+        tevents,
+        notice_rx,
+        ui_tx,
+        cmd_rx,
     ));
     let ui_config = chirp_tui::Config {
         bell,

@@ -47,12 +47,13 @@ fn server_with(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
 /// the pane (and what the client left on the screen) stays readable. Everything is bounded
 /// (`timeout --foreground 120`, which lets chirp read the terminal, and `sleep 60`), so a
 /// pane ends by itself even if the test process is killed before its tmux server is;
-/// normally the server is killed at the end.
+/// normally the server is killed at the end. The client's config (`client.toml`) and state
+/// (the ignore list) are looked for under its home, never in the user's own.
 fn client_command(server: SocketAddr, home: &Path, nick: &str, extra: &str) -> String {
     format!(
-        "timeout --foreground 120 '{CHIRP}' connect {server} --nick {nick} --home '{}' --join '#t' {extra}; \
+        "XDG_CONFIG_HOME='{home}/config' XDG_STATE_HOME='{home}/state' timeout --foreground 120 '{CHIRP}' connect {server} --nick {nick} --home '{home}' --join '#t' {extra}; \
          echo \"chirp exited with $?\"; sleep 60",
-        home.display()
+        home = home.display()
     )
 }
 
@@ -153,6 +154,61 @@ fn two_clients_chat_in_tmux() {
     server.kill();
 }
 
+/// Issue 19: the moderation commands of line mode work in the UI: the room's owner kicks a
+/// member from her chat UI, the member is told, and her screen shows the room's event.
+#[test]
+fn a_kick_typed_in_the_ui_takes_effect() {
+    if !tmux_installed("a_kick_typed_in_the_ui_takes_effect") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = server(&dir.path().join("data"));
+    let tmux = Tmux::new(dir.path());
+    tmux.start(
+        "alice",
+        &client_command(addr, &dir.path().join("alice"), "alice", ""),
+    );
+    // She is first in #t: its owner.
+    tmux.wait_for("alice", "join", |s| s.contains("you joined #t"));
+    let mut bob = common::connect_json("bob", addr, &dir.path().join("bob"), "bob", &["#t"], &[]);
+    bob.wait_for("joined #t", common::WAIT, |v| {
+        v["type"] == "join" && v["self"] == true && v["room"] == "#t"
+    });
+    tmux.wait_for("alice", "bob joining", |s| s.contains("bob joined #t"));
+
+    tmux.type_line("alice", "/kick bob flooding");
+    let kicked = bob.wait_type("kicked", common::WAIT);
+    assert_eq!(
+        (
+            &kicked["room"],
+            &kicked["by"],
+            &kicked["reason"],
+            &kicked["banned"]
+        ),
+        (
+            &serde_json::json!("#t"),
+            &serde_json::json!("alice"),
+            &serde_json::json!("flooding"),
+            &serde_json::json!(false)
+        ),
+        "{kicked}"
+    );
+    tmux.wait_for("alice", "the kick in the room", |s| {
+        s.contains("alice kicked bob (flooding)")
+    });
+    // And /mode, which names no room here: the buffer's.
+    tmux.type_line("alice", "/mode +m");
+    tmux.wait_for("alice", "the mode change", |s| {
+        s.contains("alice set mode +m")
+    });
+    bob.proc.close_stdin();
+    let st = bob.exit(common::WAIT);
+    assert!(st.success(), "bob: {st:?}\n{}", bob.diag());
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "exit 0", |s| s.contains("chirp exited with 0"));
+    server.kill();
+}
+
 #[test]
 fn the_servers_message_limit_reaches_the_input_line() {
     if !tmux_installed("the_servers_message_limit_reaches_the_input_line") {
@@ -224,9 +280,9 @@ fn line_flag_keeps_line_mode_on_a_terminal() {
 /// The shell command of a `chirp peer` pane (exit code and pause as in [`client_command`]).
 fn peer_command(bind: SocketAddr, to: SocketAddr, home: &Path, extra: &str) -> String {
     format!(
-        "timeout --foreground 120 '{CHIRP}' peer --bind {bind} --to {to} --home '{}' {extra}; \
+        "XDG_CONFIG_HOME='{home}/config' timeout --foreground 120 '{CHIRP}' peer --bind {bind} --to {to} --home '{home}' {extra}; \
          echo \"chirp exited with $?\"; sleep 60",
-        home.display()
+        home = home.display()
     )
 }
 

@@ -32,12 +32,13 @@ use std::time::{Duration, Instant};
 
 use chirp_chat::client::{Event, Session, Target};
 use chirp_chat::names::fold;
-use chirp_chat::wire::{Msg, Presence, ServerMsg};
+use chirp_chat::wire::{ClientMsg, Msg, Presence, ServerMsg};
 use chirp_keys::PublicKey;
 use chirp_tui::{
     BufferId, ChatMessage, LinkState, LinkStatus, RoomInfo, UiCommand, UiEvent, UnixMs,
 };
 
+use crate::ignore::{Change, IgnoreList};
 use crate::link::{LossWindow, update_link};
 
 /// A history request the server never answered (it refused it) is answered with an empty
@@ -90,6 +91,8 @@ pub enum Action {
     List,
     /// List a room's members.
     Who(String),
+    /// A moderation request (`/kick`, `/ban`, …).
+    Moderate(ClientMsg),
     /// Ask for a history page; then report its id with [`Bridge::page_sent`].
     History {
         /// The conversation.
@@ -160,6 +163,8 @@ pub struct Bridge {
     loss: LossWindow,
     /// The address of the last connection (a failover moves to another).
     server: Option<SocketAddr>,
+    /// Nicks whose messages are not shown (`/ignore`).
+    ignores: IgnoreList,
 }
 
 impl Bridge {
@@ -178,7 +183,29 @@ impl Bridge {
             link: LinkStatus::default(),
             loss: LossWindow::default(),
             server: None,
+            ignores: IgnoreList::default(),
         }
+    }
+
+    /// Hides the messages of the nicks in `ignores` (the list loaded at start).
+    pub fn with_ignores(mut self, ignores: IgnoreList) -> Bridge {
+        self.ignores = ignores;
+        self
+    }
+
+    /// Whether `ev` is a message the UI does not show (from an ignored nick; ours never are).
+    pub fn hides(&self, ev: &Event) -> bool {
+        matches!(ev, Event::Message(m) if !self.is_me(&m.from) && self.ignores.is_ignored(&m.from))
+    }
+
+    /// Our nick as the server spells it.
+    pub fn nick(&self) -> &str {
+        &self.nick
+    }
+
+    /// The ignore list, to save when it changed ([`IgnoreList::take_dirty`]).
+    pub fn ignores_mut(&mut self) -> &mut IgnoreList {
+        &mut self.ignores
     }
 
     /// The first events for the UI.
@@ -383,6 +410,11 @@ impl Bridge {
 
     fn on_message(&mut self, m: Msg, now: Instant, out: &mut Vec<UiEvent>) {
         let own = self.is_me(&m.from);
+        // An ignored nick's messages are not shown, live or from history (ours never are
+        // hidden: a nick we hold is ours).
+        if !own && self.ignores.is_ignored(&m.from) {
+            return;
+        }
         let buffer = self.buffer_of(&m);
         let msg = Self::chat(&m);
         if m.history {
@@ -505,6 +537,7 @@ impl Bridge {
                 if self.is_me(&old) {
                     self.nick = new.clone();
                 }
+                self.ignores.renamed(&old, &new);
                 out.push(UiEvent::NickChange { old, new, ts: wall });
             }
             ServerMsg::Topic { room, topic, by } => {
@@ -603,9 +636,69 @@ impl Bridge {
                     ),
                 });
             }
+            ServerMsg::Mod(e) => {
+                let text = crate::moderation::describe(&e);
+                out.push(UiEvent::Info {
+                    buffer: Some(BufferId::Room(e.room)),
+                    text,
+                });
+            }
+            ServerMsg::Kicked {
+                room,
+                by,
+                reason,
+                banned,
+            } => {
+                self.rooms.remove(&fold(&room));
+                let what = if banned { "banned" } else { "kicked" };
+                let why = reason.map(|r| format!(": {r}")).unwrap_or_default();
+                out.push(UiEvent::Part {
+                    room,
+                    nick: self.nick.clone(),
+                    reason: Some(format!("{what} by {by}{why}")),
+                    ts: wall,
+                });
+            }
+            ServerMsg::Modes { room, modes, role } => {
+                let m = if modes.is_empty() {
+                    "no modes".to_owned()
+                } else {
+                    format!("modes {modes}")
+                };
+                out.push(UiEvent::Info {
+                    buffer: Some(BufferId::Room(room.clone())),
+                    text: format!("{room} has {m}; you are {role}"),
+                });
+            }
+            ServerMsg::Sessions { sessions } => {
+                let mut text = format!("{} sessions:", sessions.len());
+                for x in &sessions {
+                    let nick = if x.nick.is_empty() { "-" } else { &x.nick };
+                    text.push_str(&format!("\n  {} {nick} {} {}", x.id, x.fingerprint, x.addr));
+                }
+                out.push(UiEvent::Info { buffer: None, text });
+            }
             // Handled by the session (welcome, ack, error, msg).
             _ => {}
         }
+    }
+
+    /// `/ignore [NICK]` and `/unignore NICK`: what to tell the user.
+    fn ignore(&mut self, nick: Option<String>, add: bool) -> Action {
+        let text = match nick {
+            None => self.ignores.describe(),
+            Some(n) if add && self.is_me(&n) => "you cannot ignore yourself".to_owned(),
+            Some(n) if add => match self.ignores.add(&n) {
+                Change::Done => format!("ignoring {n}: their messages are not shown"),
+                Change::Unchanged => format!("{n} is already ignored"),
+                Change::Full => "the ignore list is full: /unignore someone first".to_owned(),
+            },
+            Some(n) => match self.ignores.remove(&n) {
+                Change::Unchanged => format!("{n} is not ignored"),
+                _ => format!("no longer ignoring {n}"),
+            },
+        };
+        Action::Reply(vec![UiEvent::Info { buffer: None, text }])
     }
 
     /// Translates one UI command into what to ask of the session.
@@ -681,6 +774,14 @@ impl Bridge {
                     limit,
                 }
             }
+            UiCommand::Moderate { command, room } => {
+                match crate::moderation::request(command, room.map(|r| fold(&r)).as_deref()) {
+                    Ok(req) => Action::Moderate(req),
+                    Err(e) => Action::Reply(vec![UiEvent::Error(e.message)]),
+                }
+            }
+            UiCommand::Ignore(nick) => self.ignore(nick, true),
+            UiCommand::Unignore(nick) => self.ignore(Some(nick), false),
             UiCommand::Quit { .. } => Action::Finish,
             // `chirp connect` never asks (its server key is pinned or trusted on first use).
             UiCommand::Answer(_) => Action::Reply(Vec::new()),
@@ -772,6 +873,7 @@ pub fn perform(
         Action::Topic(room, topic) => session.topic(room, topic),
         Action::List => session.list(),
         Action::Who(room) => session.who(room),
+        Action::Moderate(req) => session.moderate(req),
         Action::History {
             target,
             before,
@@ -1613,5 +1715,135 @@ mod tests {
         );
         let out = ev(&mut b, Event::Message(msg("#a", 1, "al", "x", false)), now);
         assert!(matches!(&out[..], [UiEvent::Message { own: true, .. }]));
+    }
+
+    /// Issue 19: a moderation command typed in the UI becomes the same request as in line
+    /// mode (in the buffer's room unless it names one), and its answers are shown.
+    #[test]
+    fn moderation_in_the_ui_becomes_requests_and_events_are_shown() {
+        use chirp_chat::wire::{ClientMsg, ModEvent};
+        use chirp_tui::command::{self, Command, Context};
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        let typed = |line: &str| match command::parse(line, Context::ChatUi) {
+            Ok(Command::Mod(m)) => m,
+            other => panic!("{line}: {other:?}"),
+        };
+        let kick = b.on_command(
+            UiCommand::Moderate {
+                command: typed("/kick bob spam"),
+                room: Some("#R".into()),
+            },
+            now,
+        );
+        assert_eq!(
+            kick,
+            Action::Moderate(ClientMsg::Kick {
+                room: "#r".into(),
+                nick: "bob".into(),
+                reason: Some("spam".into()),
+            })
+        );
+        // From the status buffer, a command must name its room.
+        let refused = b.on_command(
+            UiCommand::Moderate {
+                command: typed("/op bob"),
+                room: None,
+            },
+            now,
+        );
+        assert!(
+            matches!(&refused, Action::Reply(e) if matches!(&e[..], [UiEvent::Error(t)] if t.contains("name one"))),
+            "{refused:?}"
+        );
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Mod(ModEvent {
+                room: "#r".into(),
+                id: 3,
+                ts: 0,
+                by: "ann".into(),
+                action: "kick".into(),
+                target: Some("bob".into()),
+                arg: Some("spam".into()),
+                history: false,
+            })),
+            now,
+        );
+        assert_eq!(
+            out,
+            [UiEvent::Info {
+                buffer: Some(BufferId::Room("#r".into())),
+                text: "ann kicked bob (spam)".into(),
+            }]
+        );
+        // Kicked ourselves: we left the room, and why.
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Kicked {
+                room: "#r".into(),
+                by: "carol".into(),
+                reason: None,
+                banned: true,
+            }),
+            now,
+        );
+        assert!(
+            matches!(&out[..], [UiEvent::Part { nick, reason: Some(r), .. }] if nick == "ann" && r == "banned by carol"),
+            "{out:?}"
+        );
+    }
+
+    /// Issue 19: `/ignore` in the UI hides a nick's messages, live and in history pages.
+    #[test]
+    fn ignored_nicks_are_not_shown_in_the_ui() {
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        let said = b.on_command(UiCommand::Ignore(Some("Bob".into())), now);
+        assert!(
+            matches!(&said, Action::Reply(e) if matches!(&e[..], [UiEvent::Info { text, .. }] if text.starts_with("ignoring Bob"))),
+            "{said:?}"
+        );
+        assert!(b.ignores_mut().take_dirty());
+        assert!(b.hides(&Event::Message(msg("#r", 1, "bob", "x", false))));
+        assert!(ev(&mut b, Event::Message(msg("#r", 1, "bob", "x", false)), now).is_empty());
+        let shown = ev(
+            &mut b,
+            Event::Message(msg("#r", 2, "carol", "y", false)),
+            now,
+        );
+        assert!(matches!(&shown[..], [UiEvent::Message { .. }]), "{shown:?}");
+        // History of the ignored nick is not collected into pages either.
+        assert!(
+            ev(
+                &mut b,
+                Event::Message(msg("#r", 0, "BOB", "old", true)),
+                now
+            )
+            .is_empty()
+        );
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::HistoryEnd {
+                id: None,
+                conv: "#r".into(),
+                count: 1,
+            }),
+            now,
+        );
+        assert!(
+            out.iter().all(
+                |e| !matches!(e, UiEvent::HistoryPage { messages, .. } if !messages.is_empty())
+            ),
+            "{out:?}"
+        );
+        // Ourselves: refused.
+        let said = b.on_command(UiCommand::Ignore(Some("ANN".into())), now);
+        assert!(
+            matches!(&said, Action::Reply(e) if matches!(&e[..], [UiEvent::Info { text, .. }] if text.contains("yourself"))),
+            "{said:?}"
+        );
+        b.on_command(UiCommand::Unignore("bob".into()), now);
+        assert!(!b.hides(&Event::Message(msg("#r", 4, "bob", "x", false))));
     }
 }

@@ -1,5 +1,7 @@
 //! The client front-ends of chirp, over the sans-IO chat session
-//! ([`chirp_chat::client::Session`]): pure code, no I/O, time comes in as arguments.
+//! ([`chirp_chat::client::Session`]): pure code, no I/O, time comes in as arguments; except
+//! for the few small files a user's client keeps (the ignore list, the conversation logs),
+//! which [`ignore`] and [`logs`] read and write when the binary asks.
 //!
 //! # Layout
 //!
@@ -8,6 +10,12 @@
 //!   current room. The binary reads standard input and prints.
 //! - [`bridge`]: `chirp connect` in the terminal UI: session events become [`chirp_tui::UiEvent`]s
 //!   and [`chirp_tui::UiCommand`]s become session requests.
+//! - [`moderation`]: what a moderation command asks of the server, and the server's room
+//!   events in words; for the line mode and the UI alike.
+//! - [`config`]: `client.toml`, the settings a user sets once (parsed here; the binary reads
+//!   the file and lets its flags win).
+//! - [`ignore`]: `/ignore`, the nicks whose messages are not shown, kept in a file.
+//! - [`logs`]: `--log-dir`, a plain-text log per room and DM, with safe file names.
 //! - [`link`]: the status bar's link figures (RTT, loss over the last minute, counters).
 //! - [`ping`]: `chirp ping`: a handshake with a server or peer, then probes measuring the round
 //!   trip, as a sans-IO state machine owning its endpoint ([`ping::Pinger`]).
@@ -18,7 +26,11 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+pub mod config;
+pub mod ignore;
 pub mod line;
 pub mod link;
+pub mod logs;
+pub mod moderation;
 pub mod peer_bridge;
 pub mod ping;

@@ -19,8 +19,10 @@ use std::time::Instant;
 
 use chirp_chat::client::{Event, Session, Target};
 use chirp_chat::names::fold;
-use chirp_chat::wire::{BanReq, ClientMsg, RoomNick, ServerMsg};
-use chirp_tui::command::{self, Command, Context, ModCommand, Name};
+use chirp_chat::wire::{ClientMsg, ServerMsg};
+use chirp_tui::command::{self, Command, Context, ModCommand};
+
+use crate::ignore::{Change, IgnoreList};
 
 /// How many messages `/history` asks for without a number.
 pub const DEFAULT_HISTORY: u32 = 50;
@@ -70,13 +72,20 @@ pub struct LineClient {
     held: VecDeque<(String, bool)>,
     /// End of input came while text was held: finish once it has gone.
     finish_when_sent: bool,
+    /// Our nick as the server spells it (asked for, until welcomed).
+    me: String,
+    /// Nicks whose messages are not shown (`/ignore`).
+    ignores: IgnoreList,
 }
 
 impl LineClient {
     /// Wraps `session`; `first_rooms` are the rooms it joins at start (the last becomes
     /// current once joined).
     pub fn new(session: Session, first_rooms: &[String]) -> LineClient {
+        let me = session.config().nick.clone();
         LineClient {
+            me,
+            ignores: IgnoreList::default(),
             session,
             current: None,
             joining: first_rooms.last().map(|r| fold(r)),
@@ -86,6 +95,57 @@ impl LineClient {
             held: VecDeque::new(),
             finish_when_sent: false,
         }
+    }
+
+    /// Hides the messages of the nicks in `ignores` (the list loaded at start).
+    pub fn with_ignores(mut self, ignores: IgnoreList) -> LineClient {
+        self.ignores = ignores;
+        self
+    }
+
+    /// The ignore list, to save when it changed ([`IgnoreList::take_dirty`]).
+    pub fn ignores_mut(&mut self) -> &mut IgnoreList {
+        &mut self.ignores
+    }
+
+    /// Whether `ev` is not to be shown (nor logged): a message from an ignored nick, live or
+    /// from history. Our own messages are never hidden.
+    pub fn hides(&self, ev: &Event) -> bool {
+        match ev {
+            Event::Message(m) => {
+                fold(&m.from) != fold(&self.me) && self.ignores.is_ignored(&m.from)
+            }
+            _ => false,
+        }
+    }
+
+    /// Our nick, as the server last said it.
+    pub fn nick(&self) -> &str {
+        &self.me
+    }
+
+    /// `/ignore [NICK]`, `/unignore NICK`.
+    fn ignore(&mut self, nick: Option<String>, add: bool) -> Reply {
+        let Some(n) = nick else {
+            return Reply::Status(self.ignores.describe());
+        };
+        if add && fold(&n) == fold(&self.me) {
+            return Reply::usage("you cannot ignore yourself");
+        }
+        let change = if add {
+            self.ignores.add(&n)
+        } else {
+            self.ignores.remove(&n)
+        };
+        Reply::Status(match (change, add) {
+            (Change::Done, true) => format!("ignoring {n}: their messages are not shown"),
+            (Change::Done, false) => format!("no longer ignoring {n}"),
+            (Change::Unchanged, true) => format!("{n} is already ignored"),
+            (Change::Unchanged, false) => format!("{n} is not ignored"),
+            (Change::Full, _) => {
+                return Reply::usage("the ignore list is full: /unignore someone first");
+            }
+        })
     }
 
     /// Lines held for a join not yet answered (a driver counts them with the session's
@@ -236,6 +296,8 @@ impl LineClient {
                 s.history(Target::Room(room), before, count.unwrap_or(DEFAULT_HISTORY));
             }
             Command::Stats => s.stats(),
+            Command::Ignore { nick } => return self.ignore(nick, true),
+            Command::Unignore { nick } => return self.ignore(Some(nick), false),
             Command::Help => return Reply::Help(command::help(Context::ChatLine)),
             Command::Quit { .. } => return Reply::Leave,
             // Not in this context: the parser refuses them.
@@ -248,73 +310,9 @@ impl LineClient {
 
     /// The request a moderation command makes: in the room it names, or the current one.
     fn moderation(&self, m: ModCommand) -> Result<ClientMsg, Reply> {
-        let name = m.name;
-        let synopsis = command::spec(name).synopsis();
-        let room = || -> Result<String, Reply> {
-            match m.room.as_deref().map(fold).or(self.current.clone()) {
-                Some(r) => Ok(r),
-                None => Err(Reply::Error {
-                    code: "no_room",
-                    message: format!("you are in no room: name one: {synopsis}"),
-                }),
-            }
-        };
-        let target = m.target.clone().unwrap_or_default();
-        let rn = || {
-            room().map(|room| RoomNick {
-                room,
-                nick: target.clone(),
-            })
-        };
-        Ok(match name {
-            Name::Op => ClientMsg::Op(rn()?),
-            Name::Deop => ClientMsg::Deop(rn()?),
-            Name::Voice => ClientMsg::Voice(rn()?),
-            Name::Devoice => ClientMsg::Devoice(rn()?),
-            Name::Mute => ClientMsg::Mute(rn()?),
-            Name::Unmute => ClientMsg::Unmute(rn()?),
-            Name::Invite => ClientMsg::Invite(rn()?),
-            Name::Kick => ClientMsg::Kick {
-                room: room()?,
-                nick: target,
-                reason: m.text,
-            },
-            Name::Ban | Name::Unban => {
-                let room = if m.room.as_deref() == Some("*") {
-                    None
-                } else {
-                    Some(room()?)
-                };
-                // A lone range bans the range only.
-                let (target, net) = if m.net.is_none() && command::is_address_range(&target) {
-                    (None, Some(target))
-                } else {
-                    (Some(target), m.net)
-                };
-                let b = BanReq {
-                    room,
-                    target,
-                    net,
-                    reason: m.text,
-                };
-                if name == Name::Ban {
-                    ClientMsg::Ban(b)
-                } else {
-                    ClientMsg::Unban(b)
-                }
-            }
-            Name::Mode => ClientMsg::Mode {
-                room: room()?,
-                change: target,
-                key: m.text,
-            },
-            Name::Sessions => ClientMsg::Sessions,
-            Name::Kill => ClientMsg::Kill {
-                // The parser took a number.
-                session: target.parse().unwrap_or(0),
-                reason: m.text,
-            },
-            _ => return Err(Reply::usage(format!("usage: {synopsis}"))),
+        crate::moderation::request(m, self.current.as_deref()).map_err(|e| Reply::Error {
+            code: e.code,
+            message: e.message,
         })
     }
 
@@ -357,6 +355,13 @@ impl LineClient {
             Event::Server(ServerMsg::Topic { room, topic, .. }) => {
                 self.topics.insert(fold(room), topic.clone());
             }
+            Event::Welcome { nick, .. } => self.me = nick.clone(),
+            Event::Server(ServerMsg::Nick { old, new }) => {
+                if fold(old) == fold(&self.me) {
+                    self.me = new.clone();
+                }
+                self.ignores.renamed(old, new);
+            }
             Event::Server(ServerMsg::Parted { room }) => {
                 let room = fold(room);
                 self.rooms.remove(&room);
@@ -373,6 +378,7 @@ impl LineClient {
 mod tests {
     use super::*;
     use chirp_chat::client::{ClientConfig, Io};
+    use chirp_chat::wire::{BanReq, Msg, RoomNick};
 
     fn client(rooms: &[&str]) -> (LineClient, Instant) {
         let now = Instant::now();
@@ -583,5 +589,67 @@ mod tests {
         let before = lc.session().backlog();
         assert_eq!(lc.input(now, "/mute bob"), Reply::Nothing);
         assert_eq!(lc.session().backlog(), before + 1);
+    }
+
+    fn said(from: &str, history: bool) -> Event {
+        Event::Message(Msg {
+            conv: "#r".into(),
+            room: Some("#r".into()),
+            id: 1,
+            ts: 0,
+            from: from.into(),
+            to: None,
+            text: "hi".into(),
+            action: false,
+            history,
+            c: None,
+        })
+    }
+
+    /// Issue 19: `/ignore` hides a nick's messages (live and history), follows its renames,
+    /// never hides our own, and marks the list for saving.
+    #[test]
+    fn ignored_nicks_are_hidden() {
+        let (mut lc, now) = client(&["#r"]);
+        lc.on_event(now, &joined("#r"));
+        assert!(!lc.hides(&said("bob", false)));
+        assert_eq!(
+            lc.input(now, "/ignore Bob"),
+            Reply::Status("ignoring Bob: their messages are not shown".into())
+        );
+        assert!(lc.ignores_mut().take_dirty());
+        assert!(lc.hides(&said("bob", false)) && lc.hides(&said("BOB", true)));
+        assert!(!lc.hides(&said("carol", false)));
+        assert_eq!(
+            lc.input(now, "/ignore"),
+            Reply::Status("ignored: bob".into())
+        );
+        // A rename seen is followed.
+        lc.on_event(
+            now,
+            &Event::Server(ServerMsg::Nick {
+                old: "bob".into(),
+                new: "bobby".into(),
+            }),
+        );
+        assert!(lc.hides(&said("bobby", false)));
+        assert!(matches!(
+            lc.input(now, "/ignore me"),
+            Reply::Error { code: "usage", .. }
+        ));
+        assert_eq!(
+            lc.input(now, "/unignore bob"),
+            Reply::Status("no longer ignoring bob".into())
+        );
+        assert_eq!(
+            lc.input(now, "/unignore bob"),
+            Reply::Status("bob is not ignored".into())
+        );
+        assert!(!lc.hides(&said("bob", false)));
+        // A list loaded at start applies at once.
+        let (lc, _) = client(&["#r"]);
+        let lc = lc.with_ignores(IgnoreList::parse("carol\n"));
+        assert!(lc.hides(&said("Carol", false)));
+        assert!(!lc.hides(&said("me", false)));
     }
 }

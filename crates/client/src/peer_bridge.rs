@@ -374,7 +374,10 @@ impl Bridge {
             | UiCommand::Nick { .. }
             | UiCommand::Topic { .. }
             | UiCommand::List
-            | UiCommand::Who { .. } => (
+            | UiCommand::Who { .. }
+            | UiCommand::Moderate { .. }
+            | UiCommand::Ignore(_)
+            | UiCommand::Unignore(_) => (
                 None,
                 vec![UiEvent::Error(
                     "that needs a chat server: chirp peer talks to one peer only".into(),

@@ -355,4 +355,17 @@ pub enum UiCommand {
     /// `/decline [ID]`, or Alt+N with an offer open: decline a file offer (`None`: the
     /// oldest waiting).
     DeclineFile(Option<u64>),
+    /// A moderation command (`/op`, `/kick`, `/ban`, `/mode`, …) as parsed: a request to the
+    /// server, which judges it. Its answer comes as events (a room event, an error).
+    Moderate {
+        /// The command's arguments.
+        command: crate::command::ModCommand,
+        /// The current buffer's room, used when the command names none.
+        room: Option<String>,
+    },
+    /// `/ignore NICK`: stop showing NICK's messages (`None`: list who is ignored). Answer
+    /// with an [`UiEvent::Info`].
+    Ignore(Option<String>),
+    /// `/unignore NICK`.
+    Unignore(String),
 }

@@ -1259,13 +1259,12 @@ impl App {
                 let state = if self.config.bell { "on" } else { "off" };
                 self.info(format!("bell on highlights: {state}"));
             }
-            // Line mode only for now: the parser refuses them here.
-            Command::Mod(_) => {
-                self.error(
-                    "moderation commands work in line mode only for now: chirp connect --line",
-                );
-                return false;
-            }
+            Command::Mod(command) => out.push(UiCommand::Moderate {
+                command,
+                room: self.current_room(),
+            }),
+            Command::Ignore { nick } => out.push(UiCommand::Ignore(nick)),
+            Command::Unignore { nick } => out.push(UiCommand::Unignore(nick)),
             Command::Accept { id: Some(id) } => {
                 self.file_offers.retain(|&o| o != id);
                 out.push(UiCommand::AcceptFile(Some(id)));

@@ -159,6 +159,10 @@ pub enum Name {
     Sessions,
     /// `/kill`
     Kill,
+    /// `/ignore`
+    Ignore,
+    /// `/unignore`
+    Unignore,
     /// `/help`
     Help,
     /// `/quit`
@@ -388,7 +392,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM] NICK",
         help: "room owner: make NICK an operator of the room",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Deop,
@@ -396,7 +400,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM] NICK",
         help: "room owner: NICK is an operator no more",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Voice,
@@ -404,7 +408,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM] NICK",
         help: "operator: NICK may speak while the room is moderated (+m)",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Devoice,
@@ -412,7 +416,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM] NICK",
         help: "operator: take NICK's voice back",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Mute,
@@ -420,7 +424,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &["/quiet"],
         usage: "[#ROOM] NICK",
         help: "operator: NICK may read the room but not speak",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Unmute,
@@ -428,7 +432,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM] NICK",
         help: "operator: NICK may speak again",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Invite,
@@ -436,7 +440,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM] NICK",
         help: "operator: NICK may join while the room is invite-only (+i)",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Kick,
@@ -444,7 +448,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM] NICK [REASON]",
         help: "operator: put NICK out of the room",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Ban,
@@ -452,7 +456,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM|*] NICK|KEY|RANGE [RANGE] [REASON]",
         help: "operator: ban a nick's key, a key (hex or fingerprint) and/or an address range; * bans from the server (server operators)",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Unban,
@@ -460,7 +464,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM|*] NICK|KEY|RANGE [RANGE]",
         help: "operator: lift a ban",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Mode,
@@ -468,7 +472,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[#ROOM] +i|-i|+m|-m|+t|-t|+k KEY|-k",
         help: "operator: invite only (i), moderated (m), topic locked (t), key (k)",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Sessions,
@@ -476,7 +480,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "",
         help: "server operator: list the sessions on the server",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Kill,
@@ -484,7 +488,23 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "SESSION [REASON]",
         help: "server operator: disconnect a session (an id /sessions lists)",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
+    },
+    Spec {
+        name: Name::Ignore,
+        word: "/ignore",
+        aliases: &[],
+        usage: "[NICK]",
+        help: "hide NICK's messages, kept across restarts (without NICK: list who is ignored)",
+        contexts: CHAT,
+    },
+    Spec {
+        name: Name::Unignore,
+        word: "/unignore",
+        aliases: &[],
+        usage: "NICK",
+        help: "show NICK's messages again",
+        contexts: CHAT,
     },
     Spec {
         name: Name::Help,
@@ -633,6 +653,16 @@ pub enum Command {
     /// A moderation command: `/op`, `/deop`, `/voice`, `/devoice`, `/mute`, `/unmute`,
     /// `/invite`, `/kick`, `/ban`, `/unban`, `/mode`, `/sessions`, `/kill`.
     Mod(ModCommand),
+    /// `/ignore [NICK]`: hide a nick's messages; without one, list the ignored nicks.
+    Ignore {
+        /// The nick as typed, trimmed; `None`: list.
+        nick: Option<String>,
+    },
+    /// `/unignore NICK`.
+    Unignore {
+        /// The nick as typed, trimmed.
+        nick: String,
+    },
     /// `/help`.
     Help,
     /// `/quit [REASON]`.
@@ -670,6 +700,8 @@ impl Command {
             Command::Send { .. } => Name::Send,
             Command::Decline { .. } => Name::Decline,
             Command::Mod(m) => m.name,
+            Command::Ignore { .. } => Name::Ignore,
+            Command::Unignore { .. } => Name::Unignore,
             Command::Help => Name::Help,
             Command::Quit { .. } => Name::Quit,
         })
@@ -953,6 +985,12 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
         | Name::Mode
         | Name::Sessions
         | Name::Kill => return parse_mod(name, args),
+        Name::Ignore if args.contains(char::is_whitespace) => return usage,
+        Name::Ignore => Command::Ignore { nick: opt(args) },
+        Name::Unignore if first.is_empty() || !after.is_empty() => return usage,
+        Name::Unignore => Command::Unignore {
+            nick: first.to_owned(),
+        },
         Name::Help => Command::Help,
         Name::Quit => Command::Quit { reason: opt(args) },
     })
@@ -1121,6 +1159,7 @@ mod tests {
             Name::Bell => "on",
             Name::Mode => "+m",
             Name::Kill => "7 bye",
+            Name::Ignore | Name::Unignore => "bob",
             _ => "bob hi there",
         }
     }
@@ -1156,6 +1195,8 @@ mod tests {
             Name::Mode,
             Name::Sessions,
             Name::Kill,
+            Name::Ignore,
+            Name::Unignore,
             Name::Stats,
             Name::Retry,
             Name::Bell,
@@ -1531,14 +1572,39 @@ mod tests {
         ] {
             assert_eq!(line(l).expect_err(l).to_string(), want, "{l}");
         }
-        // Line mode only for now: the UI says so.
-        let e = chat("/kick bob").expect_err("in the UI");
-        assert_eq!(e.to_string(), "/kick works in line mode only");
+        // The UI parses them alike (issue 19: they used to be line mode only).
+        assert_eq!(chat("/kick #r bob spam"), line("/kick #r bob spam"));
         assert!(help(Context::ChatLine).contains("/ban [#ROOM|*]"));
-        assert!(!help(Context::ChatUi).contains("/ban"));
+        assert!(help(Context::ChatUi).contains("/ban [#ROOM|*]"));
         assert!(!help(Context::PeerLine).contains("/kick"));
         assert!(is_address_range("198.51.100.7") && is_address_range("::1/128"));
         assert!(!is_address_range("bob") && !is_address_range("1.2.3.4/x"));
+    }
+
+    /// Issue 19: `/ignore [NICK]` and `/unignore NICK`, in line mode and the UI alike.
+    #[test]
+    fn ignore_takes_one_nick() {
+        for context in [Context::ChatUi, Context::ChatLine] {
+            let p = |l: &str| parse(l, context);
+            assert_eq!(
+                p("/ignore  Bob "),
+                Ok(Command::Ignore {
+                    nick: Some("Bob".into())
+                })
+            );
+            assert_eq!(p("/ignore"), Ok(Command::Ignore { nick: None }));
+            assert_eq!(
+                p("/unignore bob"),
+                Ok(Command::Unignore { nick: "bob".into() })
+            );
+            for bad in ["/ignore bob carol", "/unignore", "/unignore a b"] {
+                let e = p(bad).expect_err(bad);
+                assert_eq!(e.code(), "usage", "{bad}");
+                assert!(e.to_string().starts_with("usage: /"), "{bad}: {e}");
+            }
+        }
+        let e = parse("/ignore bob", Context::PeerLine).expect_err("no server");
+        assert!(e.to_string().contains("needs a chat server"), "{e}");
     }
 
     /// Bug 8: `/history -5` said "join a room first", even in a room.

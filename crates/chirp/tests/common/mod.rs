@@ -129,7 +129,8 @@ impl Proc {
         // Keys and data default to the XDG directories: never the user's own in tests.
         let scratch = std::env::temp_dir().join(format!("chirp-tests-{}", std::process::id()));
         cmd.env("XDG_CONFIG_HOME", scratch.join("xdg-config"))
-            .env("XDG_DATA_HOME", scratch.join("xdg-data"));
+            .env("XDG_DATA_HOME", scratch.join("xdg-data"))
+            .env("XDG_STATE_HOME", scratch.join("xdg-state"));
         if let Ok(filter) = std::env::var("CHIRP_TEST_LOG") {
             cmd.env("RUST_LOG", filter);
         }
