@@ -619,7 +619,12 @@ mod cases {
             };
             ops.push(Op::Message(msg("#a", i as i64, &text, i)));
         }
-        ops.push(Op::Message(msg("#b", 1, "deploy the rocket elsewhere", 100)));
+        ops.push(Op::Message(msg(
+            "#b",
+            1,
+            "deploy the rocket elsewhere",
+            100,
+        )));
         ops.push(Op::Message(NewMessage {
             kind: 2,
             ..msg("#a", 40, "alice kicked the rocket deployer", 101)
@@ -635,7 +640,9 @@ mod cases {
         };
         // Both words, any case, whole words only ("deploys" is not "deploy"), newest first;
         // no moderation event (kind 2), no other conversation.
-        let hits = search("#a", "rocket DEPLOY", None, 100).await.expect("search");
+        let hits = search("#a", "rocket DEPLOY", None, 100)
+            .await
+            .expect("search");
         assert_eq!(ids(&hits), vec![30, 27, 24, 21, 18, 15, 12, 9, 6, 3]);
         assert!(hits.iter().all(|r| r.conv == "#a"));
         assert_eq!(hits[0].text, "Deploy the Rocket number 30");
@@ -644,12 +651,23 @@ mod cases {
         assert_eq!(ids(&page), vec![32, 30, 28, 27]);
         let next = search("#a", "rocket", Some(27), 4).await.expect("search");
         assert_eq!(ids(&next), vec![25, 24, 22, 21]);
-        let b = search("#b", "rocket deploy", None, 10).await.expect("search");
+        let b = search("#b", "rocket deploy", None, 10)
+            .await
+            .expect("search");
         assert_eq!(ids(&b), vec![1]);
-        assert_eq!(ids(&search("#a", "mars", None, 10).await.expect("search")), vec![]);
+        assert_eq!(
+            ids(&search("#a", "mars", None, 10).await.expect("search")),
+            vec![]
+        );
         // Query syntax is only words: quotes, stars and operators match nothing special.
-        let odd = search("#a", "\"rocket\" OR* NEAR(x", None, 10).await.expect("search");
-        assert_eq!(ids(&odd), vec![], "every word must match, 'or', 'near' and 'x' too");
+        let odd = search("#a", "\"rocket\" OR* NEAR(x", None, 10)
+            .await
+            .expect("search");
+        assert_eq!(
+            ids(&odd),
+            vec![],
+            "every word must match, 'or', 'near' and 'x' too"
+        );
         // The index follows the stored text: an edit (one update of `messages`, whoever runs
         // it) and a deletion by retention.
         s.close().await.expect("close");
@@ -670,7 +688,11 @@ mod cases {
         let hits = s.search("#a".into(), terms("mars"), None, 10).await;
         assert_eq!(ids(&hits.expect("search")), vec![2]);
         let hits = s.search("#a".into(), terms("number"), Some(31), 2).await;
-        assert_eq!(ids(&hits.expect("search")), vec![27, 24], "30 no longer says it");
+        assert_eq!(
+            ids(&hits.expect("search")),
+            vec![27, 24],
+            "30 no longer says it"
+        );
         s.prune(0).await.expect("prune");
         let hits = s.search("#a".into(), terms("mars"), None, 10).await;
         assert_eq!(ids(&hits.expect("search")), vec![], "id 2 is pruned");

@@ -232,7 +232,9 @@ async fn same_reads(a: &dyn Storage, b: &dyn Storage) {
         assert!(!found.is_empty(), "{words} is found in {conv}");
         assert_eq!(
             found,
-            b.search(conv.into(), terms, None, 10).await.expect("search"),
+            b.search(conv.into(), terms, None, 10)
+                .await
+                .expect("search"),
             "search {conv} for {words}"
         );
     }
