@@ -920,6 +920,64 @@ mod tests {
         }
     }
 
+    /// The read marker and search examples of docs/PROTOCOL.md ("Read markers and search")
+    /// decode, and encode back to the same bytes.
+    #[test]
+    fn documented_reading_examples_are_exact() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC.find("### Read markers and search\n").expect("section");
+        let end = start + DOC[start..].find("### Moderation\n").expect("next section");
+        let lines: Vec<&str> = DOC[start..end]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect();
+        let mut kinds = std::collections::BTreeSet::new();
+        for l in &lines {
+            let json = &l.as_bytes()[3..];
+            let again = if l.starts_with("C: ") {
+                ClientMsg::decode(json)
+                    .unwrap_or_else(|e| panic!("{l}: {e}"))
+                    .encode()
+            } else {
+                ServerMsg::decode(json)
+                    .unwrap_or_else(|e| panic!("{l}: {e}"))
+                    .encode()
+            };
+            kinds.insert(format!("{} {}", &l[..1], l.split('"').nth(3).unwrap_or("")));
+            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
+        }
+        for k in [
+            "C read",
+            "C search",
+            "S marker",
+            "S markers",
+            "S search_results",
+            "S error",
+        ] {
+            assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
+        }
+        // What the examples say, field by field.
+        assert_eq!(
+            ClientMsg::decode(&lines[3].as_bytes()[3..]).expect("search"),
+            ClientMsg::Search {
+                id: Some(3),
+                room: Some("#rust".into()),
+                with: None,
+                q: "borrow checker".into(),
+                before: None,
+                limit: 2,
+            }
+        );
+        let ServerMsg::SearchResults { hits, more, .. } =
+            ServerMsg::decode(&lines[4].as_bytes()[3..]).expect("results")
+        else {
+            panic!("not search_results: {}", lines[4]);
+        };
+        assert!(more);
+        assert_eq!(hits.iter().map(|m| m.id).collect::<Vec<_>>(), vec![40, 31]);
+        assert!(hits.iter().all(|m| m.history));
+    }
+
     #[test]
     fn every_documented_example_decodes() {
         let lines = doc_example_lines();

@@ -8,6 +8,8 @@
 //!   current room. The binary reads standard input and prints.
 //! - [`bridge`]: `chirp connect` in the terminal UI: session events become [`chirp_tui::UiEvent`]s
 //!   and [`chirp_tui::UiCommand`]s become session requests.
+//! - [`unread`]: unread counts per conversation that follow the user's read markers, synced
+//!   across its devices.
 //! - [`link`]: the status bar's link figures (RTT, loss over the last minute, counters).
 //! - [`ping`]: `chirp ping`: a handshake with a server or peer, then probes measuring the round
 //!   trip, as a sans-IO state machine owning its endpoint ([`ping::Pinger`]).
@@ -22,3 +24,4 @@ pub mod line;
 pub mod link;
 pub mod peer_bridge;
 pub mod ping;
+pub mod unread;
