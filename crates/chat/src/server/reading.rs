@@ -141,7 +141,7 @@ impl Server {
         let id = id.min(self.convs.get(&conv).map_or(0, |c| c.committed));
         if self.move_marker(key, &conv, id) == Moved::Full {
             let m = format!("at most {MAX_MARKERS} conversations have read markers");
-            return self.fail(session, None, code::TOO_MANY_MARKERS, m);
+            self.fail(session, None, code::TOO_MANY_MARKERS, m);
         }
     }
 

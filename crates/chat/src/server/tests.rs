@@ -55,9 +55,12 @@ struct H {
     closed_now: Vec<SessionId>,
     /// `Output::Relay`s, in order.
     relay_out: Vec<([u8; 16], Option<Pair>)>,
-    /// `Output::Search`es, in order: (session, conversation, words, before, limit).
-    searches: Vec<(SessionId, String, Vec<String>, Option<u64>, usize)>,
+    /// `Output::Search`es, in order.
+    searches: Vec<SearchAsked>,
 }
+
+/// An `Output::Search`: (session, conversation, words, before, limit).
+type SearchAsked = (SessionId, String, Vec<String>, Option<u64>, usize);
 
 impl H {
     fn new(config: ServerConfig) -> Self {
