@@ -12,8 +12,8 @@
 //!
 //! - `chirp.room.<hex of the room name>`: a room's messages and presence, and requests for its
 //!   member list. A node subscribes while it has members in the room.
-//! - `chirp.user.<hex of the key>`: DMs to or from a key. A node subscribes while the key has
-//!   a session on it.
+//! - `chirp.user.<hex of the key>`: DMs to or from a key, and its read markers. A node
+//!   subscribes while the key has a session on it.
 //! - `chirp.nicks`: nick bindings and moderation (role, ban, mute, invitation and mode
 //!   changes; kicks), every node.
 //! - `chirp.nodes`: node heartbeats and goodbyes, every node.
@@ -242,6 +242,17 @@ pub enum Bus {
         #[serde(default)]
         banned: bool,
     },
+    /// `key` moved its read marker in `conv` to `id` (stored by the node that says so): the
+    /// nodes where it has sessions tell them.
+    Marker {
+        /// The user.
+        #[serde(with = "hexkey")]
+        key: Key,
+        /// The conversation.
+        conv: String,
+        /// The last id read.
+        id: u64,
+    },
     /// Node `node` is shutting down: its members are gone.
     Bye {
         /// The node.
@@ -331,6 +342,11 @@ mod tests {
                 by: "ann".into(),
                 reason: None,
                 banned: false,
+            },
+            Bus::Marker {
+                key: [7; 32],
+                conv: "#a".into(),
+                id: 12,
             },
         ];
         for b in cases {

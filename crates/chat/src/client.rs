@@ -692,6 +692,34 @@ impl Session {
         id
     }
 
+    /// Tells the server this user has read `conv` up to `id`: its read marker there moves
+    /// forward, and every session of the user gets [`ServerMsg::Marker`] (as
+    /// [`Event::Server`]).
+    pub fn read(&mut self, conv: String, id: u64) {
+        self.unsent.push_back(ClientMsg::Read { conv, id });
+    }
+
+    /// Searches the stored history of a room or DM conversation for `q` (words), newest
+    /// first, `limit` at most, below id `before`. Returns the request's id, which the
+    /// [`ServerMsg::SearchResults`] answering it carries (as [`Event::Server`]).
+    pub fn search(&mut self, target: Target, q: String, before: Option<u64>, limit: u32) -> u64 {
+        let id = self.next_history;
+        self.next_history += 1;
+        let (room, with) = match target {
+            Target::Room(r) => (Some(r), None),
+            Target::Nick(n) => (None, Some(n)),
+        };
+        self.unsent.push_back(ClientMsg::Search {
+            id: Some(id),
+            room,
+            with,
+            q,
+            before,
+            limit,
+        });
+        id
+    }
+
     /// Asks for link statistics ([`Event::Stats`]).
     pub fn stats(&mut self) {
         match self.conn.filter(|_| self.up) {

@@ -240,6 +240,7 @@ pub async fn run(
     let (hist_tx, hist_rx) = mpsc::unbounded_channel();
     let (after_tx, after_rx) = mpsc::unbounded_channel();
     let (undelivered_tx, undelivered_rx) = mpsc::unbounded_channel();
+    let (reading_tx, reading_rx) = mpsc::unbounded_channel();
     let (synced_tx, synced_rx) = mpsc::unbounded_channel();
     // The scrapes' requests: the HTTP task waits for the runner's answer, never the reverse.
     let (scrape_tx, scrape_rx) = mpsc::channel(4);
@@ -268,11 +269,13 @@ pub async fn run(
         hist_tx,
         after_tx,
         undelivered_tx,
+        reading_tx,
     };
     let reads = Reads {
         history: hist_rx,
         after: after_rx,
         undelivered: undelivered_rx,
+        reading: reading_rx,
         synced: synced_rx,
         bus: notes_rx,
         scrapes: scrape_rx,
@@ -347,11 +350,24 @@ type HistoryRead = (SessionId, String, Option<u64>, Result<Vec<Record>, String>)
 type AfterRead = (SessionId, String, u64, Result<Vec<Record>, String>);
 type UndeliveredRead = (SessionId, Result<Vec<(String, u64)>, String>);
 
+/// The answer of a read marker or search read.
+enum ReadingRead {
+    Markers(crate::server::Key, Result<Vec<(String, u64)>, String>),
+    Search {
+        session: SessionId,
+        id: Option<u64>,
+        conv: String,
+        limit: usize,
+        hits: Result<Vec<Record>, String>,
+    },
+}
+
 /// Answers of the store's reads, and what the bus brings.
 struct Reads {
     history: mpsc::UnboundedReceiver<HistoryRead>,
     after: mpsc::UnboundedReceiver<AfterRead>,
     undelivered: mpsc::UnboundedReceiver<UndeliveredRead>,
+    reading: mpsc::UnboundedReceiver<ReadingRead>,
     synced: mpsc::UnboundedReceiver<Synced>,
     bus: mpsc::Receiver<nats::Note>,
     scrapes: mpsc::Receiver<crate::metrics::ScrapeRequest>,
@@ -410,6 +426,7 @@ struct Runner {
     hist_tx: mpsc::UnboundedSender<HistoryRead>,
     after_tx: mpsc::UnboundedSender<AfterRead>,
     undelivered_tx: mpsc::UnboundedSender<UndeliveredRead>,
+    reading_tx: mpsc::UnboundedSender<ReadingRead>,
 }
 
 impl Runner {
@@ -491,6 +508,12 @@ impl Runner {
                 Some((session, page)) = reads.undelivered.recv() => {
                     self.core.undelivered_loaded(now_ms(), session, page);
                 }
+                Some(read) = reads.reading.recv() => match read {
+                    ReadingRead::Markers(key, markers) => self.core.markers_loaded(key, markers),
+                    ReadingRead::Search { session, id, conv, limit, hits } => {
+                        self.core.search_loaded(session, id, &conv, limit, hits);
+                    }
+                },
                 Some(Synced { conv, moderation, last }) = reads.synced.recv() => {
                     if let Some(entries) = moderation {
                         self.core.moderation_loaded(now_ms(), &conv, entries);
@@ -834,6 +857,44 @@ impl Runner {
                         }
                         // The core is told either way: the session's replay waits for this.
                         let _ = tx.send((session, conv, token, page.map_err(|e| e.to_string())));
+                    });
+                }
+                Output::ReadMarkers { key, limit } => {
+                    let read = self.store.markers(key, limit);
+                    let tx = self.reading_tx.clone();
+                    tokio::spawn(async move {
+                        let markers = read.await;
+                        if let Err(e) = &markers {
+                            warn!(error = %e, "read markers read failed");
+                        }
+                        let _ = tx.send(ReadingRead::Markers(
+                            key,
+                            markers.map_err(|e| e.to_string()),
+                        ));
+                    });
+                }
+                Output::Search {
+                    session,
+                    id,
+                    conv,
+                    terms,
+                    before,
+                    limit,
+                } => {
+                    let read = self.store.search(conv.clone(), terms, before, limit);
+                    let tx = self.reading_tx.clone();
+                    tokio::spawn(async move {
+                        let hits = read.await;
+                        if let Err(e) = &hits {
+                            warn!(error = %e, "search failed");
+                        }
+                        let _ = tx.send(ReadingRead::Search {
+                            session,
+                            id,
+                            conv,
+                            limit,
+                            hits: hits.map_err(|e| e.to_string()),
+                        });
                     });
                 }
                 Output::ReadUndelivered {

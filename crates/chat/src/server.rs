@@ -267,6 +267,30 @@ pub enum Output {
         /// Stop once their texts and nicks reach this many bytes.
         max_bytes: usize,
     },
+    /// Read the read markers of `key` ([`chirp_store::Storage::markers`], at most `limit`),
+    /// then call [`Server::markers_loaded`].
+    ReadMarkers {
+        /// The user.
+        key: Key,
+        /// At most this many.
+        limit: usize,
+    },
+    /// Search `conv` for the messages holding every word of `terms`
+    /// ([`chirp_store::Storage::search`]), then call [`Server::search_loaded`].
+    Search {
+        /// Who asked.
+        session: SessionId,
+        /// The request's `id`, to hand back.
+        id: Option<u64>,
+        /// The conversation.
+        conv: String,
+        /// The words ([`chirp_store::search_terms`]).
+        terms: Vec<String>,
+        /// Ids below this.
+        before: Option<u64>,
+        /// How many at most (hand it back too).
+        limit: usize,
+    },
     /// Read the DM conversations in which `key` has undelivered messages (a page of
     /// [`chirp_store::Reader::undelivered`]), then call [`Server::undelivered_loaded`].
     ReadUndelivered {
@@ -303,6 +327,8 @@ pub struct ServerStats {
     pub history_cached: u64,
     /// History pages read from the store.
     pub history_reads: u64,
+    /// Searches handed to the store.
+    pub searches: u64,
     /// Undecodable requests.
     pub malformed: u64,
     /// Requests refused by flood control.
@@ -509,6 +535,8 @@ struct User {
     nick: String,
     sessions: Vec<SessionId>,
     rooms: RoomSet,
+    /// Read markers (`reading`).
+    markers: reading::Markers,
 }
 
 /// A user's rooms, in name order: a sorted `Vec` (at most `max_rooms_per_user`, a few
@@ -1676,7 +1704,7 @@ impl Server {
                     .sessions
                     .get(session)
                     .is_some_and(|s| !s.closing && s.offline == Offline::Reading),
-                _ => false,
+                other => self.reading_wanted(other).unwrap_or(false),
             };
             if wanted {
                 self.reads += 1;
@@ -1763,6 +1791,7 @@ impl Server {
             nick: nick.clone(),
             sessions: Vec::new(),
             rooms: RoomSet::default(),
+            markers: reading::Markers::default(),
         });
         user.sessions.push(session);
         let current: Vec<String> = user.rooms.iter().cloned().collect();
@@ -1776,6 +1805,7 @@ impl Server {
                 max_text: u32::try_from(self.config.max_text).unwrap_or(u32::MAX),
             },
         );
+        self.markers_hello(session, key);
         let (rooms, dms) = self.hello_lists(session, key, rooms, dms);
         // Rooms the user is already in through another device: tell this one (nothing to
         // replay: it gets their messages from now on).
@@ -2176,6 +2206,8 @@ impl Server {
                 );
             }
             m @ ClientMsg::History { .. } => self.history_request(now_ms, session, key, m),
+            ClientMsg::Read { conv, id } => self.read_request(session, key, conv, id),
+            m @ ClientMsg::Search { .. } => self.search_request(session, key, m),
             ClientMsg::Meet { nick, local } => self.meet(now_ms, session, key, &nick, local),
             ClientMsg::FileOffer {
                 to,
@@ -2214,24 +2246,7 @@ impl Server {
         else {
             return;
         };
-        let refused = match (room, with) {
-            (Some(r), None) => {
-                let r = names::fold(r);
-                if self.in_room(&key, &r) {
-                    Ok(r)
-                } else {
-                    Err((code::NOT_IN_ROOM, format!("join {r} to read its history")))
-                }
-            }
-            (None, Some(w)) => match self.nick_owner.get(&names::fold(w)) {
-                Some((_, other)) => Ok(dm_conv(&key, other)),
-                None => Err((code::NO_SUCH_NICK, format!("no user is called '{w}'"))),
-            },
-            _ => Err((
-                code::BAD_REQUEST,
-                "history needs exactly one of room and with".into(),
-            )),
-        };
+        let refused = self.readable_conv(&key, room.as_deref(), with.as_deref(), "history");
         match refused {
             Ok(conv) => {
                 let limit = (*limit).clamp(1, self.config.max_history_page) as usize;
@@ -3328,6 +3343,7 @@ pub use cluster::ClusterConfig;
 mod limits;
 pub use limits::{Change, Limits};
 mod moderation;
+mod reading;
 pub use moderation::{EVENT_KIND, MAX_ROOM_ENTRIES, Net, Role, fingerprint};
 use moderation::{Rated, record_msg};
 pub mod files;

@@ -103,6 +103,38 @@ pub enum ClientMsg {
         /// How many (the server caps it).
         limit: u32,
     },
+    /// This user has read the conversation `conv` (a room, or a DM conversation name) up to
+    /// id `id`: its read marker there moves forward (never back), and every session of the
+    /// user is told ([`ServerMsg::Marker`]).
+    Read {
+        /// The conversation.
+        conv: String,
+        /// The last id read.
+        id: u64,
+    },
+    /// Full-text search in the stored history of a room (`room`) or of the DM conversation
+    /// with `with`: the messages holding every word of `q`, newest first, `limit` at most
+    /// (the server caps it), with ids below `before`. Answered by one
+    /// [`ServerMsg::SearchResults`] carrying `id`.
+    Search {
+        /// The client's id for this request, echoed in its answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The other party of a DM conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The words (letters and digits; everything else separates them).
+        q: String,
+        /// Only ids below this (`None`: from the newest): the next page starts below the
+        /// oldest id of the last.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// How many (the server caps it).
+        limit: u32,
+    },
     /// Rendezvous: introduce this session to a session of `nick` for a direct peer connection
     /// (`chirp peer --via`). Answered by `meet` once `nick` has asked for this user too
     /// (mutual consent), by `meet_wait` until then (PROTOCOL.md, "Meeting a peer").
@@ -248,6 +280,15 @@ fn yes() -> bool {
     true
 }
 
+/// Where a user has read a conversation up to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMarker {
+    /// A room, or a DM conversation name (`@…`).
+    pub conv: String,
+    /// The last id read.
+    pub id: u64,
+}
+
 /// A chat message as the server sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Msg {
@@ -367,6 +408,8 @@ pub mod code {
     pub const OFFLINE: &str = "offline";
     /// A file offered that is larger than the server's `--max-file-size`.
     pub const TOO_LARGE: &str = "too_large";
+    /// A `read` of a conversation past the user's read markers ([`super::MAX_MARKERS`]).
+    pub const TOO_MANY_MARKERS: &str = "too_many_markers";
 }
 
 /// A moderation action in a room, as the server stores it in the room's history (with an id,
@@ -623,12 +666,50 @@ pub enum ServerMsg {
         /// The sessions on this server.
         sessions: Vec<SessionInfo>,
     },
+    /// This user's read markers (after `welcome`, at most [`MAX_MARKERS`]), so that every
+    /// device starts from where the user has read.
+    Markers {
+        /// One per conversation read.
+        markers: Vec<ReadMarker>,
+    },
+    /// This user's read marker in `conv` moved to `id` (from this session or another of the
+    /// user's, on any node).
+    Marker {
+        /// The conversation.
+        conv: String,
+        /// The last id read.
+        id: u64,
+    },
+    /// Answer to `search`: the matching messages, newest first (each as a `msg` would carry
+    /// it, with `history` true). `more`: the page is full, and the next may hold more (ask
+    /// with `before` the last id here). A refused search gets an `error`, then this with no
+    /// hits.
+    SearchResults {
+        /// The `id` of the `search` it answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The conversation searched (empty when the request named none that exists).
+        conv: String,
+        /// The matches.
+        hits: Vec<Msg>,
+        /// The page is full.
+        #[serde(default, skip_serializing_if = "is_false")]
+        more: bool,
+    },
     /// The server is going away (shutdown); reconnect later.
     Bye {
         /// Why.
         reason: String,
     },
 }
+
+/// Most read markers the server keeps per user: past this, a `read` of another conversation
+/// is refused (`too_many_markers`).
+pub const MAX_MARKERS: usize = 512;
+/// Largest `search` page (a larger `limit` is capped).
+pub const MAX_SEARCH_PAGE: u32 = 50;
+/// Longest `q` of a `search`, in bytes (a longer one is refused with `bad_request`).
+pub const MAX_SEARCH_QUERY: usize = 256;
 
 /// Bytes that are not a valid message of this protocol version.
 #[derive(Debug, thiserror::Error)]
@@ -969,6 +1050,64 @@ mod tests {
         ] {
             assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
         }
+    }
+
+    /// The read marker and search examples of docs/PROTOCOL.md ("Read markers and search")
+    /// decode, and encode back to the same bytes.
+    #[test]
+    fn documented_reading_examples_are_exact() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC.find("### Read markers and search\n").expect("section");
+        let end = start + DOC[start..].find("### Moderation\n").expect("next section");
+        let lines: Vec<&str> = DOC[start..end]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect();
+        let mut kinds = std::collections::BTreeSet::new();
+        for l in &lines {
+            let json = &l.as_bytes()[3..];
+            let again = if l.starts_with("C: ") {
+                ClientMsg::decode(json)
+                    .unwrap_or_else(|e| panic!("{l}: {e}"))
+                    .encode()
+            } else {
+                ServerMsg::decode(json)
+                    .unwrap_or_else(|e| panic!("{l}: {e}"))
+                    .encode()
+            };
+            kinds.insert(format!("{} {}", &l[..1], l.split('"').nth(3).unwrap_or("")));
+            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
+        }
+        for k in [
+            "C read",
+            "C search",
+            "S marker",
+            "S markers",
+            "S search_results",
+            "S error",
+        ] {
+            assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
+        }
+        // What the examples say, field by field.
+        assert_eq!(
+            ClientMsg::decode(&lines[3].as_bytes()[3..]).expect("search"),
+            ClientMsg::Search {
+                id: Some(3),
+                room: Some("#rust".into()),
+                with: None,
+                q: "borrow checker".into(),
+                before: None,
+                limit: 2,
+            }
+        );
+        let ServerMsg::SearchResults { hits, more, .. } =
+            ServerMsg::decode(&lines[4].as_bytes()[3..]).expect("results")
+        else {
+            panic!("not search_results: {}", lines[4]);
+        };
+        assert!(more);
+        assert_eq!(hits.iter().map(|m| m.id).collect::<Vec<_>>(), vec![40, 31]);
+        assert!(hits.iter().all(|m| m.history));
     }
 
     #[test]

@@ -92,6 +92,8 @@ fn drain(s: &mut Server, now: i64) {
             Output::ReadUndelivered { session, .. } => {
                 s.undelivered_loaded(now, session, Ok(Vec::new()));
             }
+            Output::ReadMarkers { key, .. } => s.markers_loaded(key, Ok(Vec::new())),
+            Output::Search { .. } => panic!("idle sessions never search"),
             Output::ReadHistory {
                 session, id, conv, ..
             } => s.history_loaded(session, &conv, id, Ok(Vec::new())),

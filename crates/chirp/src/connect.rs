@@ -342,6 +342,8 @@ struct Printer {
     nick: String,
     /// Several server addresses were given: connection lines say which one.
     several: bool,
+    /// Unread counts, following the read markers (`marker` events carry them).
+    unread: chirp_client::unread::Unread,
 }
 
 /// The first line of `chirp connect`: where it connects, as whom. With several servers, all
@@ -595,9 +597,48 @@ impl Printer {
                     "id": x.id, "nick": x.nick, "fingerprint": x.fingerprint,
                     "addr": x.addr.to_string()})).collect::<Vec<_>>()}),
             ),
+            ServerMsg::Markers { markers } => {
+                for m in markers {
+                    self.marker(&m.conv, m.id);
+                }
+            }
+            ServerMsg::Marker { conv, id } => self.marker(&conv, id),
+            ServerMsg::SearchResults {
+                conv, hits, more, ..
+            } => {
+                let more_text = if more { "; /search again for older" } else { "" };
+                self.emit(
+                    || {
+                        let mut s = format!(
+                            "* {} matches in {}{more_text}",
+                            hits.len(),
+                            safe(&conv)
+                        );
+                        for m in &hits {
+                            s.push_str("\n  ");
+                            s.push_str(&Printer::message_line(m));
+                        }
+                        s
+                    },
+                    json!({"type": "search_results", "conv": conv, "more": more,
+                           "hits": hits.iter().map(|m| json!({
+                               "id": m.id, "ts": rfc3339(m.ts), "from": m.from, "text": m.text,
+                               "room": m.room, "to": m.to, "action": m.action,
+                           })).collect::<Vec<_>>()}),
+                );
+            }
             // Handled by the session (welcome, ack, error, msg).
             _ => {}
         }
+    }
+
+    /// The user's read marker in `conv` is at `id` (from any of its devices).
+    fn marker(&mut self, conv: &str, id: u64) {
+        let unread = self.unread.marker(conv, id);
+        self.emit(
+            || format!("* read up to #{id} in {}: {unread} unread", safe(conv)),
+            json!({"type": "marker", "conv": conv, "id": id, "unread": unread}),
+        );
     }
 
     /// A room's moderation event as a human line: `[12:00:00] #room: * ann kicked bob (spam)`.
@@ -696,6 +737,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         json,
         nick: String::new(),
         several: false,
+        unread: Default::default(),
     };
     let greeting = greeting(&servers, &s.nick);
     let several = servers.len() > 1;
@@ -726,6 +768,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         json,
         nick: s.nick.clone(),
         several,
+        unread: Default::default(),
     };
     out.status(&greeting);
     let (line_tx, mut lines) = tokio::sync::mpsc::channel(16);
@@ -920,7 +963,12 @@ impl Printer {
                     json!({"type": "connected", "nick": nick}),
                 );
             }
-            Event::Message(m) => self.message(&m),
+            Event::Message(m) => {
+                if m.c.is_none() && m.from != self.nick {
+                    self.unread.message(&m.conv, m.id);
+                }
+                self.message(&m)
+            }
             Event::Delivered { id, conv, .. } => {
                 let room = conv.starts_with('#').then_some(conv.as_str());
                 self.emit(

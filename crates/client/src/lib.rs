@@ -16,6 +16,8 @@
 //!   the file and lets its flags win).
 //! - [`ignore`]: `/ignore`, the nicks whose messages are not shown, kept in a file.
 //! - [`logs`]: `--log-dir`, a plain-text log per room and DM, with safe file names.
+//! - [`unread`]: unread counts per conversation that follow the user's read markers, synced
+//!   across its devices.
 //! - [`link`]: the status bar's link figures (RTT, loss over the last minute, counters).
 //! - [`ping`]: `chirp ping`: a handshake with a server or peer, then probes measuring the round
 //!   trip, as a sans-IO state machine owning its endpoint ([`ping::Pinger`]).
@@ -34,3 +36,4 @@ pub mod logs;
 pub mod moderation;
 pub mod peer_bridge;
 pub mod ping;
+pub mod unread;

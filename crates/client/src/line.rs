@@ -9,6 +9,10 @@
 //!   the room that is current. End of input waits for that too ([`LineClient::finish`]).
 //! - `/msg NICK TEXT` sends privately and changes nothing else.
 //! - `/history [N]` pages back from the oldest message seen in the current room.
+//! - `/search WORDS` searches the server's history of the current room, newest first; the same
+//!   `/search` again goes on with older matches while the last answer said there are more.
+//! - `/read` marks every conversation shown as read up to its newest message: the user's other
+//!   sessions are told, and clear their unread counts.
 //!
 //! The commands are the one command language's ([`chirp_tui::command`], context
 //! [`Context::ChatLine`]); the binary prints what [`LineClient::input`] answers and every
@@ -20,12 +24,14 @@ use std::time::Instant;
 use chirp_chat::client::{Event, Session, Target};
 use chirp_chat::names::fold;
 use chirp_chat::wire::{ClientMsg, ServerMsg};
-use chirp_tui::command::{self, Command, Context, ModCommand};
+use chirp_tui::command::{self, Command, Context, ModCommand, Name};
 
 use crate::ignore::{Change, IgnoreList};
 
 /// How many messages `/history` asks for without a number.
 pub const DEFAULT_HISTORY: u32 = 50;
+/// How many matches one `/search` asks for.
+pub const SEARCH_PAGE: u32 = 20;
 
 /// What a typed line did, for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +74,11 @@ pub struct LineClient {
     topics: HashMap<String, String>,
     /// The oldest message id seen per conversation, where `/history` continues.
     oldest: HashMap<String, u64>,
+    /// The newest message id shown per conversation, where `/read` marks.
+    newest: HashMap<String, u64>,
+    /// The last `/search`: (room, words, the id below which the next page starts if the last
+    /// answer said there were more).
+    search: Option<(String, String, Option<u64>)>,
     /// Room text (`text`, `action`) typed while `joining`, in order.
     held: VecDeque<(String, bool)>,
     /// End of input came while text was held: finish once it has gone.
@@ -92,6 +103,8 @@ impl LineClient {
             rooms: BTreeSet::new(),
             topics: HashMap::new(),
             oldest: HashMap::new(),
+            newest: HashMap::new(),
+            search: None,
             held: VecDeque::new(),
             finish_when_sent: false,
         }
@@ -295,6 +308,33 @@ impl LineClient {
                 let before = self.oldest.get(&room).copied();
                 s.history(Target::Room(room), before, count.unwrap_or(DEFAULT_HISTORY));
             }
+            Command::Search { text } => {
+                let Some(room) = self.current.clone() else {
+                    return Reply::Error {
+                        code: "no_room",
+                        message: "you are in no room: /join #ROOM first".into(),
+                    };
+                };
+                let words = text.trim().to_owned();
+                if words.is_empty() {
+                    return Reply::usage(format!(
+                        "usage: {}",
+                        command::spec(Name::Search).synopsis()
+                    ));
+                }
+                // The same search again goes on below the last page.
+                let before = match &self.search {
+                    Some((r, q, before)) if *r == room && *q == words => *before,
+                    _ => None,
+                };
+                self.search = Some((room.clone(), words.clone(), None));
+                s.search(Target::Room(room), words, before, SEARCH_PAGE);
+            }
+            Command::Read => {
+                for (conv, &id) in &self.newest {
+                    s.read(conv.clone(), id);
+                }
+            }
             Command::Stats => s.stats(),
             Command::Ignore { nick } => return self.ignore(nick, true),
             Command::Unignore { nick } => return self.ignore(Some(nick), false),
@@ -343,6 +383,21 @@ impl LineClient {
             Event::Message(m) => {
                 let e = self.oldest.entry(m.conv.clone()).or_insert(m.id);
                 *e = (*e).min(m.id);
+                let e = self.newest.entry(m.conv.clone()).or_insert(m.id);
+                *e = (*e).max(m.id);
+            }
+            Event::Server(ServerMsg::SearchResults {
+                conv, hits, more, ..
+            }) => {
+                if let Some((room, _, before)) = &mut self.search {
+                    if room == conv {
+                        *before = if *more {
+                            hits.last().map(|m| m.id)
+                        } else {
+                            None
+                        };
+                    }
+                }
             }
             Event::Server(ServerMsg::Joined { room, topic, .. }) => {
                 let room = fold(room);

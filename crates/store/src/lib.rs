@@ -24,6 +24,13 @@
 //!   ([`Outcome::NickTaken`] otherwise): two nodes racing for one nick give one winner.
 //! - Retention ([`Retention`]): by count per conversation and by age, applied when asked
 //!   ([`Storage::prune`]), in its own transaction.
+//! - **Read markers** ([`Op::ReadMarker`]) only move forward: a marker older than the one
+//!   stored changes nothing, whichever node writes it.
+//! - **Search** ([`Storage::search`]) is full-text over the stored texts of plain messages and
+//!   actions: SQLite FTS5 (an index the database keeps in step with every insert, update
+//!   and delete of `messages`, by triggers), PostgreSQL full-text search (a GIN index on
+//!   `to_tsvector('simple', text)`). Words match whole (no stemming, case-insensitive) in
+//!   both. A search runs under a time limit ([`SEARCH_TIMEOUT`]).
 //! - Schemas are versioned: each backend lists its migrations, applies the missing ones at
 //!   open, and refuses a database written by a newer chirp ([`StoreError::TooNew`]).
 //!
@@ -45,6 +52,42 @@ mod sqlite;
 
 pub use postgres::{MIGRATIONS as POSTGRES_MIGRATIONS, Postgres};
 pub use sqlite::{MIGRATIONS as SQLITE_MIGRATIONS, Reader, Sqlite};
+
+/// Most words one [`Storage::search`] matches (all of them, in any order); more are refused.
+pub const MAX_SEARCH_TERMS: usize = 8;
+/// Longest word of a search, in bytes.
+pub const MAX_SEARCH_TERM: usize = 64;
+/// How long one search may run before it is stopped and fails: PostgreSQL's
+/// `statement_timeout`, and SQLite's progress handler on its read connection.
+pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The words of a search, as [`Storage::search`] takes them: `text` split at every character
+/// that is not a letter or a digit, lowercased, each word at most [`MAX_SEARCH_TERM`] bytes
+/// (longer ones are cut at a character boundary), duplicates dropped, in order. `None` if
+/// there is no word, or more than [`MAX_SEARCH_TERMS`].
+pub fn search_terms(text: &str) -> Option<Vec<String>> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        if word.is_empty() {
+            continue;
+        }
+        let mut w = word.to_lowercase();
+        if w.len() > MAX_SEARCH_TERM {
+            let mut end = MAX_SEARCH_TERM;
+            while !w.is_char_boundary(end) {
+                end -= 1;
+            }
+            w.truncate(end);
+        }
+        if !terms.contains(&w) {
+            if terms.len() == MAX_SEARCH_TERMS {
+                return None;
+            }
+            terms.push(w);
+        }
+    }
+    (!terms.is_empty()).then_some(terms)
+}
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +258,16 @@ pub enum Op {
         /// As in [`ModEntry::subject`].
         subject: String,
     },
+    /// `key` has read conversation `conv` up to id `upto`: its read marker there moves to
+    /// `upto`, unless it is already at or past it (markers never move back).
+    ReadMarker {
+        /// The reader.
+        key: [u8; 32],
+        /// The conversation.
+        conv: String,
+        /// The last id read.
+        upto: u64,
+    },
     /// Everything up to `upto` in DM conversation `conv` has been handed to `key`.
     DmCursor {
         /// The recipient.
@@ -369,6 +422,19 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         after_conv: Option<String>,
         limit: usize,
     ) -> StoreFuture<Vec<(String, u64)>>;
+    /// The messages of `conv` whose text holds every word of `terms` ([`search_terms`]),
+    /// with ids below `before` (or any), newest first, at most `limit`. Plain messages and
+    /// actions only (kinds 0 and 1). Fails if it runs past [`SEARCH_TIMEOUT`].
+    fn search(
+        &self,
+        conv: String,
+        terms: Vec<String>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<Vec<Record>>;
+    /// The read markers of `key` (`(conversation, last id read)`), at most `limit`, the
+    /// conversations in name order.
+    fn markers(&self, key: [u8; 32], limit: usize) -> StoreFuture<Vec<(String, u64)>>;
     /// Number of messages stored in `conv`.
     fn count(&self, conv: String) -> StoreFuture<u64>;
     /// The highest id given in `conv` so far (0: none): what a node of a cluster compares

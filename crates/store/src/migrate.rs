@@ -60,6 +60,8 @@ pub struct Report {
     pub dm_cursors: u64,
     /// Moderation entries (room roles, bans, mutes, invitations, modes; server-wide bans).
     pub moderation: u64,
+    /// Read markers (how far each user has read each conversation).
+    pub read_markers: u64,
 }
 
 impl Report {
@@ -71,6 +73,7 @@ impl Report {
             + self.topics
             + self.dm_cursors
             + self.moderation
+            + self.read_markers
     }
 
     fn from_tables(rows: [u64; TABLES.len()]) -> Report {
@@ -80,6 +83,7 @@ impl Report {
             topics,
             dm_cursors,
             moderation,
+            read_markers,
             messages,
         ] = rows;
         Report {
@@ -89,6 +93,7 @@ impl Report {
             topics,
             dm_cursors,
             moderation,
+            read_markers,
         }
     }
 }
@@ -99,13 +104,14 @@ impl fmt::Display for Report {
         let n = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         write!(
             f,
-            "{} in {}, {}, {}, {}, {}",
+            "{} in {}, {}, {}, {}, {}, {}",
             n(self.messages, "message", "messages"),
             n(self.conversations, "conversation", "conversations"),
             n(self.nicks, "nick", "nicks"),
             n(self.topics, "topic", "topics"),
             n(self.dm_cursors, "DM cursor", "DM cursors"),
             n(self.moderation, "moderation entry", "moderation entries"),
+            n(self.read_markers, "read marker", "read markers"),
         )
     }
 }
@@ -114,9 +120,8 @@ impl fmt::Display for Report {
 /// then after every batch written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    /// The table being copied: `convs`, `nicks`, `topics`, `dm_cursors`, `moderation`, then
-    /// `messages`
-    /// (nearly all of the rows).
+    /// The table being copied: `convs`, `nicks`, `topics`, `dm_cursors`, `moderation`,
+    /// `read_markers`, then `messages` (nearly all of the rows).
     pub table: &'static str,
     /// Rows written so far, all tables together.
     pub copied: u64,
@@ -186,7 +191,7 @@ struct Table {
 
 /// Every table of the schema (`SQLITE_MIGRATIONS`, `POSTGRES_MIGRATIONS`), the small ones first
 /// and `messages`, nearly all of the rows, last.
-const TABLES: [Table; 6] = [
+const TABLES: [Table; 7] = [
     Table {
         name: "convs",
         columns: &[("conv", Col::Text), ("last_id", Col::Int8)],
@@ -232,6 +237,15 @@ const TABLES: [Table; 6] = [
             ("ts", Col::Int8),
         ],
         key: "scope, kind, subject",
+    },
+    Table {
+        name: "read_markers",
+        columns: &[
+            ("key", Col::Bytea),
+            ("conv", Col::Text),
+            ("upto", Col::Int8),
+        ],
+        key: "key, conv",
     },
     Table {
         name: "messages",
@@ -350,9 +364,14 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         ));
     }
     let send = |item| out.blocking_send(Ok(item)).map_err(|_| StoreError::Stopped);
-    // A table a newer schema added (`moderation`, schema 4) is empty in an older file: the
-    // file is only read, never upgraded.
-    let present = |table: &Table| table.name != "moderation" || version >= 4;
+    // A table a newer schema added (`moderation`, schema 4; `read_markers`, schema 5) is
+    // empty in an older file: the file is only read, never upgraded. (The search index of
+    // schema 5 is not copied: PostgreSQL builds its own.)
+    let present = |table: &Table| match table.name {
+        "moderation" => version >= 4,
+        "read_markers" => version >= 5,
+        _ => true,
+    };
     let mut totals = [0; TABLES.len()];
     for (total, table) in totals.iter_mut().zip(&TABLES) {
         if !present(table) {

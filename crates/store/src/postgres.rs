@@ -37,8 +37,8 @@ use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig,
-    StoreError, StoreFuture, WriterStats,
+    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, SEARCH_TIMEOUT, Storage,
+    StoreConfig, StoreError, StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`. Text keys use the "C"
@@ -78,6 +78,13 @@ pub const MIGRATIONS: &[&str] = &[
         kind TEXT COLLATE \"C\" NOT NULL, subject TEXT COLLATE \"C\" NOT NULL,
         value TEXT NOT NULL, set_by TEXT NOT NULL, ts BIGINT NOT NULL,
         PRIMARY KEY (scope, kind, subject));",
+    // 3: read markers, and full-text search over plain messages and actions: a GIN index on
+    // the words of each text ('simple': lowercased, no stemming, no stop words, as SQLite's
+    // FTS5 index matches). PostgreSQL keeps it in step with every insert, update and delete.
+    "CREATE TABLE read_markers (key BYTEA NOT NULL, conv TEXT COLLATE \"C\" NOT NULL,
+        upto BIGINT NOT NULL, PRIMARY KEY (key, conv));
+    CREATE INDEX messages_fts ON messages USING GIN (to_tsvector('simple', text))
+        WHERE kind IN (0, 1);",
 ];
 
 /// Serialises schema migrations of nodes starting at once (`pg_advisory_xact_lock`).
@@ -670,6 +677,16 @@ impl Writer {
                     .await
                     .map_err(&err)?;
                 }
+                Op::ReadMarker { key, conv, upto } => {
+                    tx.execute(
+                        "INSERT INTO read_markers (key, conv, upto) VALUES ($1, $2, $3)
+                         ON CONFLICT (key, conv) DO UPDATE
+                             SET upto = greatest(read_markers.upto, excluded.upto)",
+                        &[&&key[..], conv, &id_param(*upto)],
+                    )
+                    .await
+                    .map_err(&err)?;
+                }
                 Op::DmCursor { key, conv, upto } => {
                     tx.execute(
                         "INSERT INTO dm_cursors (key, conv, upto) VALUES ($1, $2, $3)
@@ -868,6 +885,65 @@ impl Storage for Postgres {
             let after = after_conv.unwrap_or_default();
             let rows = c
                 .query(&st, &[&&key[..], &after, &(limit as i64)])
+                .await
+                .map_err(msg)?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                .collect())
+        })
+    }
+
+    fn search(
+        &self,
+        conv: String,
+        terms: Vec<String>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<Vec<Record>> {
+        self.read(move |mut c| async move {
+            if terms.is_empty() || limit == 0 {
+                return Ok(Vec::new());
+            }
+            // plainto_tsquery: the words ANDed, never read as query syntax.
+            let words = terms.join(" ");
+            let before = before.map_or(i64::MAX, id_param);
+            let tx = c.transaction().await.map_err(msg)?;
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                SEARCH_TIMEOUT.as_millis()
+            ))
+            .await
+            .map_err(msg)?;
+            let st = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM messages
+                     WHERE conv = $1 AND id < $2 AND kind IN (0, 1)
+                         AND to_tsvector('simple', text) @@ plainto_tsquery('simple', $3)
+                     ORDER BY id DESC LIMIT $4"
+                ))
+                .await
+                .map_err(msg)?;
+            let rows = tx
+                .query(&st, &[&conv, &before, &words, &(limit as i64)])
+                .await
+                .map_err(msg)?;
+            tx.commit().await.map_err(msg)?;
+            rows.iter().map(record).collect()
+        })
+    }
+
+    fn markers(&self, key: [u8; 32], limit: usize) -> StoreFuture<Vec<(String, u64)>> {
+        self.read(move |c| async move {
+            let st = c
+                .prepare_cached(
+                    "SELECT conv::text, upto FROM read_markers WHERE key = $1
+                     ORDER BY conv LIMIT $2",
+                )
+                .await
+                .map_err(msg)?;
+            let rows = c
+                .query(&st, &[&&key[..], &(limit as i64)])
                 .await
                 .map_err(msg)?;
             Ok(rows

@@ -12,15 +12,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig,
-    StoreError, StoreFuture, WriterStats,
+    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, SEARCH_TIMEOUT, Storage,
+    StoreConfig, StoreError, StoreFuture, WriterStats,
 };
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -64,6 +64,38 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE moderation (scope TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
         value TEXT NOT NULL, set_by TEXT NOT NULL, ts INTEGER NOT NULL,
         PRIMARY KEY (scope, kind, subject)) WITHOUT ROWID;",
+    // 5: read markers, and full-text search (FTS5) over plain messages and actions.
+    // `messages` has no rowid, so `fts_rows` gives each indexed message one, in the order of
+    // its conversation's ids (the newest match of a conversation is the index's highest
+    // rowid). The index holds no copy of the texts (contentless) and is kept in step with
+    // `messages` by triggers: every insert, delete (retention) and update of a text (an
+    // edit, or a deletion that blanks it) reaches it, whoever writes.
+    "CREATE TABLE read_markers (key BLOB NOT NULL, conv TEXT NOT NULL, upto INTEGER NOT NULL,
+        PRIMARY KEY (key, conv)) WITHOUT ROWID;
+    CREATE TABLE fts_rows (rowid INTEGER PRIMARY KEY, conv TEXT NOT NULL, id INTEGER NOT NULL,
+        UNIQUE (conv, id));
+    CREATE VIRTUAL TABLE messages_fts USING fts5(text, content = '', contentless_delete = 1,
+        tokenize = 'unicode61 remove_diacritics 0');
+    INSERT INTO fts_rows (conv, id) SELECT conv, id FROM messages WHERE kind IN (0, 1)
+        ORDER BY conv, id;
+    INSERT INTO messages_fts (rowid, text) SELECT p.rowid, m.text FROM fts_rows p
+        JOIN messages m ON m.conv = p.conv AND m.id = p.id;
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN new.kind IN (0, 1) BEGIN
+        INSERT INTO fts_rows (conv, id) VALUES (new.conv, new.id);
+        INSERT INTO messages_fts (rowid, text)
+            SELECT rowid, new.text FROM fts_rows WHERE conv = new.conv AND id = new.id;
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN old.kind IN (0, 1) BEGIN
+        DELETE FROM messages_fts WHERE rowid =
+            (SELECT rowid FROM fts_rows WHERE conv = old.conv AND id = old.id);
+        DELETE FROM fts_rows WHERE conv = old.conv AND id = old.id;
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+        DELETE FROM messages_fts WHERE rowid =
+            (SELECT rowid FROM fts_rows WHERE conv = old.conv AND id = old.id);
+        INSERT INTO messages_fts (rowid, text)
+            SELECT rowid, new.text FROM fts_rows WHERE conv = new.conv AND id = new.id;
+    END;",
 ];
 
 pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -282,6 +314,20 @@ impl Storage for Sqlite {
         limit: usize,
     ) -> StoreFuture<Vec<(String, u64)>> {
         self.read(move |r| r.undelivered(&key, after_conv.as_deref(), limit))
+    }
+
+    fn search(
+        &self,
+        conv: String,
+        terms: Vec<String>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<Vec<Record>> {
+        self.read(move |r| r.search(&conv, &terms, before, limit))
+    }
+
+    fn markers(&self, key: [u8; 32], limit: usize) -> StoreFuture<Vec<(String, u64)>> {
+        self.read(move |r| r.markers(&key, limit))
     }
 
     fn count(&self, conv: String) -> StoreFuture<u64> {
@@ -572,6 +618,15 @@ impl Writer {
                         .map_err(&err)?;
                         Outcome::Done
                     }
+                    Op::ReadMarker { key, conv, upto } => {
+                        tx.execute(
+                            "INSERT INTO read_markers (key, conv, upto) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (key, conv) DO UPDATE SET upto = max(upto, excluded.upto)",
+                            params![&key[..], conv, i64::try_from(*upto).unwrap_or(i64::MAX)],
+                        )
+                        .map_err(&err)?;
+                        Outcome::Done
+                    }
                     Op::DmCursor { key, conv, upto } => {
                         tx.execute(
                             "INSERT INTO dm_cursors (key, conv, upto) VALUES (?1, ?2, ?3)
@@ -814,6 +869,74 @@ impl Reader {
             .collect::<Result<_, _>>()
             .map_err(&err)?;
         Ok(rows)
+    }
+
+    /// The messages of `conv` whose text holds every word of `terms`, with ids below
+    /// `before` (or any), newest first, at most `limit` ([`Storage::search`]). Stopped (an
+    /// error) once it has run for [`SEARCH_TIMEOUT`].
+    pub fn search(
+        &self,
+        conv: &str,
+        terms: &[String],
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let err = sql_err(&self.path);
+        if terms.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Each word a quoted FTS5 string (a quote inside doubled): matched as a word, never
+        // read as query syntax (`AND`, `NEAR`, `*`, column filters).
+        let query = terms
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        let deadline = Instant::now() + SEARCH_TIMEOUT;
+        // Called every few thousand virtual machine steps; `true` interrupts the statement.
+        self.conn
+            .progress_handler(4096, Some(move || Instant::now() > deadline));
+        let result = (|| {
+            // CROSS JOIN keeps the index first: its matches are walked newest first and the
+            // walk stops at `limit`, instead of visiting every message of the conversation.
+            let mut st = self
+                .conn
+                .prepare_cached(
+                    "SELECT m.conv, m.id, m.ts, m.from_key, m.from_nick, m.to_key, m.to_nick,
+                         m.kind, m.text, m.client_id, m.client_seq
+                     FROM messages_fts f CROSS JOIN fts_rows p CROSS JOIN messages m
+                     WHERE messages_fts MATCH ?1 AND p.rowid = f.rowid AND p.conv = ?2
+                         AND p.id < ?3 AND m.conv = p.conv AND m.id = p.id
+                     ORDER BY f.rowid DESC LIMIT ?4",
+                )
+                .map_err(&err)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            st.query_map(params![query, conv, before, limit], record)
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)
+        })();
+        self.conn.progress_handler(0, None::<fn() -> bool>);
+        result
+    }
+
+    /// The read markers of `key`, at most `limit`, in conversation name order.
+    pub fn markers(&self, key: &[u8; 32], limit: usize) -> Result<Vec<(String, u64)>, StoreError> {
+        let err = sql_err(&self.path);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT conv, upto FROM read_markers WHERE key = ?1 ORDER BY conv LIMIT ?2",
+            )
+            .map_err(&err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        st.query_map(params![&key[..], limit], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(&err)?
+        .collect::<Result<_, _>>()
+        .map_err(&err)
     }
 
     /// The moderation entries of `scope` (a room, or `""` for the server).

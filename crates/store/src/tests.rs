@@ -584,6 +584,137 @@ mod cases {
         s.close().await.expect("close");
     }
 
+    pub(super) async fn read_markers_only_move_forward_and_are_per_key(env: &Env) {
+        let s = env.open().await;
+        let mark = |key: u8, conv: &str, upto: u64| Op::ReadMarker {
+            key: [key; 32],
+            conv: conv.into(),
+            upto,
+        };
+        write(
+            &*s,
+            vec![mark(1, "#a", 5), mark(1, "#b", 2), mark(2, "#a", 9)],
+        )
+        .await;
+        // Back (in another batch, and in the same one): nothing changes; forward: it moves.
+        write(&*s, vec![mark(1, "#a", 3)]).await;
+        write(&*s, vec![mark(1, "#b", 7), mark(1, "#b", 4)]).await;
+        s.close().await.expect("close");
+        let s = env.open().await;
+        assert_eq!(
+            s.markers([1; 32], 10).await.expect("markers"),
+            vec![("#a".to_owned(), 5), ("#b".to_owned(), 7)]
+        );
+        assert_eq!(
+            s.markers([2; 32], 10).await.expect("markers"),
+            vec![("#a".to_owned(), 9)]
+        );
+        assert_eq!(
+            s.markers([1; 32], 1).await.expect("markers"),
+            vec![("#a".to_owned(), 5)],
+            "limited"
+        );
+        assert_eq!(s.markers([3; 32], 10).await.expect("markers"), vec![]);
+        s.close().await.expect("close");
+    }
+
+    pub(super) async fn search_finds_every_word_newest_first_in_one_conversation(env: &Env) {
+        let s = env.open().await;
+        let mut ops = Vec::new();
+        for i in 1..=30u64 {
+            let text = match i % 3 {
+                0 => format!("Deploy the Rocket number {i}"),
+                1 => format!("rocket fuel {i}"),
+                _ => format!("lunch at noon {i}"),
+            };
+            ops.push(Op::Message(msg("#a", i as i64, &text, i)));
+        }
+        ops.push(Op::Message(msg(
+            "#b",
+            1,
+            "deploy the rocket elsewhere",
+            100,
+        )));
+        ops.push(Op::Message(NewMessage {
+            kind: 2,
+            ..msg("#a", 40, "alice kicked the rocket deployer", 101)
+        }));
+        ops.push(Op::Message(NewMessage {
+            kind: 1,
+            ..msg("#a", 41, "deploys a ROCKET", 102)
+        }));
+        write(&*s, ops).await;
+        let search = |conv: &str, words: &str, before: Option<u64>, limit: usize| {
+            let terms = search_terms(words).expect("words");
+            s.search(conv.into(), terms, before, limit)
+        };
+        // Both words, any case, whole words only ("deploys" is not "deploy"), newest first;
+        // no moderation event (kind 2), no other conversation.
+        let hits = search("#a", "rocket DEPLOY", None, 100)
+            .await
+            .expect("search");
+        assert_eq!(ids(&hits), vec![30, 27, 24, 21, 18, 15, 12, 9, 6, 3]);
+        assert!(hits.iter().all(|r| r.conv == "#a"));
+        assert_eq!(hits[0].text, "Deploy the Rocket number 30");
+        // Pages: a limit, then the next page below the last id seen.
+        let page = search("#a", "rocket", None, 4).await.expect("search");
+        assert_eq!(ids(&page), vec![32, 30, 28, 27]);
+        let next = search("#a", "rocket", Some(27), 4).await.expect("search");
+        assert_eq!(ids(&next), vec![25, 24, 22, 21]);
+        let b = search("#b", "rocket deploy", None, 10)
+            .await
+            .expect("search");
+        assert_eq!(ids(&b), vec![1]);
+        assert_eq!(
+            ids(&search("#a", "mars", None, 10).await.expect("search")),
+            vec![]
+        );
+        // Query syntax is only words: quotes, stars and operators match nothing special.
+        let odd = search("#a", "\"rocket\" OR* NEAR(x", None, 10)
+            .await
+            .expect("search");
+        assert_eq!(
+            ids(&odd),
+            vec![],
+            "every word must match, 'or', 'near' and 'x' too"
+        );
+        // The index follows the stored text: an edit (one update of `messages`, whoever runs
+        // it) and a deletion by retention.
+        s.close().await.expect("close");
+        env.exec("UPDATE messages SET text = 'nothing here' WHERE conv = '#a' AND id = 30")
+            .await;
+        env.exec("UPDATE messages SET text = 'a rocket to mars' WHERE conv = '#a' AND id = 2")
+            .await;
+        let s = env
+            .open_with(StoreConfig {
+                retention: Retention {
+                    max_per_conv: Some(30),
+                    max_age: None,
+                },
+                ..StoreConfig::default()
+            })
+            .await;
+        let terms = |w: &str| search_terms(w).expect("words");
+        let hits = s.search("#a".into(), terms("mars"), None, 10).await;
+        assert_eq!(ids(&hits.expect("search")), vec![2]);
+        let hits = s.search("#a".into(), terms("number"), Some(31), 2).await;
+        assert_eq!(
+            ids(&hits.expect("search")),
+            vec![27, 24],
+            "30 no longer says it"
+        );
+        s.prune(0).await.expect("prune");
+        let hits = s.search("#a".into(), terms("mars"), None, 10).await;
+        assert_eq!(ids(&hits.expect("search")), vec![], "id 2 is pruned");
+        let hits = s.search("#a".into(), terms("rocket"), None, 100).await;
+        assert_eq!(
+            hits.expect("search").len(),
+            9 + 9 + 1,
+            "4, 7, .. 28; 3, 6, .. 27 (30 was edited); 32"
+        );
+        s.close().await.expect("close");
+    }
+
     pub(super) async fn a_newer_schema_is_refused(env: &Env) {
         env.open().await.close().await.expect("close");
         match &env.db {
@@ -630,6 +761,8 @@ suite!(
     nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten,
     a_nick_another_key_holds_is_not_taken,
     a_nick_seen_since_the_cutoff_is_kept,
+    read_markers_only_move_forward_and_are_per_key,
+    search_finds_every_word_newest_first_in_one_conversation,
     a_newer_schema_is_refused,
 );
 

@@ -147,6 +147,11 @@ async fn sqlite_history(path: &Path) -> Sqlite {
             conv: DM.into(),
             upto: 1,
         },
+        Op::ReadMarker {
+            key: BOB,
+            conv: DM.into(),
+            upto: 2,
+        },
     ]);
     write(&s, ops).await;
     let deleted = Storage::prune(&s, NOW + 10).await.expect("prune");
@@ -212,6 +217,26 @@ async fn same_reads(a: &dyn Storage, b: &dyn Storage) {
             a.undelivered(key, None, 10).await.expect("undelivered"),
             b.undelivered(key, None, 10).await.expect("undelivered"),
         );
+        assert_eq!(
+            a.markers(key, 10).await.expect("markers"),
+            b.markers(key, 10).await.expect("markers"),
+        );
+    }
+    // The search index: SQLite's own, PostgreSQL's built from the copied rows.
+    for (conv, words) in [(DM, "psst"), ("#b", "HÉLLO"), ("#b", "waves")] {
+        let terms = chirp_store::search_terms(words).expect("words");
+        let found = a
+            .search(conv.into(), terms.clone(), None, 10)
+            .await
+            .expect("search");
+        assert!(!found.is_empty(), "{words} is found in {conv}");
+        assert_eq!(
+            found,
+            b.search(conv.into(), terms, None, 10)
+                .await
+                .expect("search"),
+            "search {conv} for {words}"
+        );
     }
 }
 
@@ -251,11 +276,13 @@ async fn a_sqlite_history_moves_into_postgres_and_reads_the_same() {
             topics: 1,
             dm_cursors: 1,
             moderation: 1,
+            read_markers: 1,
         }
     );
     assert_eq!(
         report.to_string(),
-        "10 messages in 4 conversations, 2 nicks, 1 topic, 1 DM cursor, 1 moderation entry"
+        "10 messages in 4 conversations, 2 nicks, 1 topic, 1 DM cursor, 1 moderation entry, \
+         1 read marker"
     );
     // Progress: from 0 to every row, never backwards, messages last.
     let total = report.rows();

@@ -1294,12 +1294,13 @@ impl App {
                 self.info(text);
             }
             Command::Quit { reason } => out.push(UiCommand::Quit { reason }),
-            // `parse` refuses it in the UI, with this reason.
-            Command::History { .. } => {
+            // `parse` refuses them in the UI, with this reason.
+            c @ (Command::History { .. } | Command::Read) => {
+                let name = c.name().unwrap_or(command::Name::History);
                 self.error(
                     command::CommandError::Unavailable {
-                        word: "/history".to_owned(),
-                        name: command::Name::History,
+                        word: command::spec(name).word.to_owned(),
+                        name,
                         context: self.context(),
                     }
                     .to_string(),

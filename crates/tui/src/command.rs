@@ -115,6 +115,8 @@ pub enum Name {
     Close,
     /// `/search`
     Search,
+    /// `/read`
+    Read,
     /// `/clear`
     Clear,
     /// `/members`
@@ -310,8 +312,17 @@ pub const COMMANDS: &[Spec] = &[
         word: "/search",
         aliases: &[],
         usage: "[TEXT]",
-        help: "search the loaded history (like Ctrl+R)",
-        contexts: UI,
+        help: "search: in the UI the loaded history (like Ctrl+R); in line mode the server's \
+               history of the current room, newest first (again for older)",
+        contexts: CHAT | PEER_UI,
+    },
+    Spec {
+        name: Name::Read,
+        word: "/read",
+        aliases: &[],
+        usage: "",
+        help: "mark everything shown as read (your other devices clear their unread counts)",
+        contexts: CHAT_LINE,
     },
     Spec {
         name: Name::Clear,
@@ -615,6 +626,8 @@ pub enum Command {
     },
     /// `/close`.
     Close,
+    /// `/read`.
+    Read,
     /// `/search [TEXT]`.
     Search {
         /// What to look for; may be empty (then typing goes on in the search).
@@ -690,6 +703,7 @@ impl Command {
             Command::Buffer { .. } => Name::Buffer,
             Command::Close => Name::Close,
             Command::Search { .. } => Name::Search,
+            Command::Read => Name::Read,
             Command::Clear => Name::Clear,
             Command::Members => Name::Members,
             Command::Stats => Name::Stats,
@@ -933,6 +947,7 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
         Name::Search => Command::Search {
             text: args.to_owned(),
         },
+        Name::Read => Command::Read,
         Name::Clear => Command::Clear,
         Name::Members => Command::Members,
         Name::Stats => Command::Stats,
@@ -1180,6 +1195,7 @@ mod tests {
             Name::Buffer,
             Name::Close,
             Name::Search,
+            Name::Read,
             Name::Clear,
             Name::Members,
             Name::Op,

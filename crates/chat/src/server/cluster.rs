@@ -191,7 +191,7 @@ impl Server {
         }
     }
 
-    fn publish(&mut self, subject: Subject, m: &Bus) {
+    pub(super) fn publish(&mut self, subject: Subject, m: &Bus) {
         if self.cluster.is_some() {
             self.out.push_back(Output::Publish {
                 subject,
@@ -601,6 +601,7 @@ impl Server {
                 self.send_room(&room, &data);
             }
             Bus::Mod(c) => self.remote_mod(now_ms, c),
+            Bus::Marker { key, conv, id } => self.remote_marker(key, &conv, id),
             Bus::Kick {
                 room,
                 key,

@@ -55,7 +55,12 @@ struct H {
     closed_now: Vec<SessionId>,
     /// `Output::Relay`s, in order.
     relay_out: Vec<([u8; 16], Option<Pair>)>,
+    /// `Output::Search`es, in order.
+    searches: Vec<SearchAsked>,
 }
+
+/// An `Output::Search`: (session, conversation, words, before, limit).
+type SearchAsked = (SessionId, String, Vec<String>, Option<u64>, usize);
 
 impl H {
     fn new(config: ServerConfig) -> Self {
@@ -90,7 +95,48 @@ impl H {
             linger: false,
             closed_now: Vec::new(),
             relay_out: Vec::new(),
+            searches: Vec::new(),
         }
+    }
+
+    /// What `Reader::markers` answers, from the persisted markers.
+    fn markers(&self, key: &Key, limit: usize) -> Vec<(String, u64)> {
+        let mut by_conv: std::collections::BTreeMap<String, u64> = Default::default();
+        for op in &self.persisted {
+            if let Op::ReadMarker { key: k, conv, upto } = op {
+                if k == key {
+                    let e = by_conv.entry(conv.clone()).or_default();
+                    *e = (*e).max(*upto);
+                }
+            }
+        }
+        by_conv.into_iter().take(limit).collect()
+    }
+
+    /// What `Reader::search` answers, from `stored`: every word in the text (as a word,
+    /// any case), newest first.
+    fn search(
+        &self,
+        conv: &str,
+        terms: &[String],
+        before: Option<u64>,
+        limit: usize,
+    ) -> Vec<Record> {
+        let mut hits: Vec<Record> = self
+            .stored
+            .iter()
+            .filter(|r| {
+                let words = chirp_store::search_terms(&r.text).unwrap_or_default();
+                r.conv == conv
+                    && r.kind < 2
+                    && r.id < before.unwrap_or(u64::MAX)
+                    && terms.iter().all(|t| words.contains(t))
+            })
+            .cloned()
+            .collect();
+        hits.sort_by_key(|r| Reverse(r.id));
+        hits.truncate(limit);
+        hits
     }
 
     /// What `Reader::undelivered` answers, from `stored` and the persisted DM cursors.
@@ -204,6 +250,23 @@ impl H {
                     self.undelivered_reads += 1;
                     let page = self.undelivered(&key, after.as_deref(), limit);
                     self.s.undelivered_loaded(self.now, session, Ok(page));
+                }
+                Output::ReadMarkers { key, limit } => {
+                    let markers = self.markers(&key, limit);
+                    self.s.markers_loaded(key, Ok(markers));
+                }
+                Output::Search {
+                    session,
+                    id,
+                    conv,
+                    terms,
+                    before,
+                    limit,
+                } => {
+                    let hits = self.search(&conv, &terms, before, limit);
+                    self.searches
+                        .push((session, conv.clone(), terms, before, limit));
+                    self.s.search_loaded(session, id, &conv, limit, Ok(hits));
                 }
             }
         }
@@ -1503,6 +1566,8 @@ fn a_dm_arriving_while_the_store_is_read_waits_behind_the_older_ones() {
     while let Some(o) = h.s.poll_output() {
         match o {
             Output::ReadUndelivered { key, after, .. } => read = Some((key, after)),
+            // Bob has no read markers.
+            Output::ReadMarkers { key, .. } => h.s.markers_loaded(key, Ok(Vec::new())),
             Output::Send { to, data } => {
                 h.s.sent(h.now, to, data.len());
                 let m = ServerMsg::decode(&data).expect("decodes");
@@ -1532,4 +1597,5 @@ mod files;
 mod meet;
 mod moderation;
 mod nicks;
+mod reading;
 mod reload;

@@ -18,6 +18,8 @@ struct Db {
     seen: HashMap<Key, i64>,
     /// Moderation entries by (scope, kind, subject).
     mods: BTreeMap<(String, String, String), ModEntry>,
+    /// (key, conversation) → last id read.
+    markers: BTreeMap<(Key, String), u64>,
 }
 
 impl Db {
@@ -85,8 +87,21 @@ impl Db {
                         .remove(&(scope.clone(), kind.clone(), subject.clone()));
                     Outcome::Done
                 }
+                Op::ReadMarker { key, conv, upto } => {
+                    let m = self.markers.entry((*key, conv.clone())).or_default();
+                    *m = (*m).max(*upto);
+                    Outcome::Done
+                }
                 _ => Outcome::Done,
             })
+            .collect()
+    }
+
+    fn markers(&self, key: &Key) -> Vec<(String, u64)> {
+        self.markers
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|((_, conv), &id)| (conv.clone(), id))
             .collect()
     }
 
@@ -267,6 +282,10 @@ impl Net {
             Output::ReadUndelivered { session, .. } => {
                 n.undelivered_loaded(now, session, Ok(Vec::new()));
             }
+            Output::ReadMarkers { key, .. } => n.markers_loaded(key, Ok(self.db.markers(&key))),
+            Output::Search {
+                session, id, conv, ..
+            } => n.search_loaded(session, id, &conv, 10, Ok(Vec::new())),
             Output::Publish { subject, data } => {
                 let is_msg = matches!(Bus::decode(&data), Ok(Bus::Msg { .. }));
                 if self.down || (is_msg && self.drop_msgs > 0) {
@@ -1208,4 +1227,49 @@ proptest::proptest! {
             proptest::prop_assert_eq!(acked.len(), m.said.len(), "member {} acked", i);
         }
     }
+}
+
+/// Issue 19: a read marker set through one node reaches the user's sessions on the others
+/// (and is stored once), and a session that connects to another node later reads it from the
+/// shared store.
+#[test]
+fn a_read_marker_moved_on_one_node_reaches_the_users_sessions_on_every_node() {
+    let mut net = Net::new(3);
+    net.hello(0, 1, key(1), "ann", &["#r"]);
+    net.hello(1, 2, key(1), "ann", &["#r"]);
+    net.hello(1, 3, key(2), "bob", &["#r"]);
+    net.say(1, 3, 1, "#r", "m1");
+    net.say(1, 3, 2, "#r", "m2");
+    net.inbox.clear();
+    let read = ClientMsg::Read {
+        conv: "#r".into(),
+        id: 2,
+    };
+    net.nodes[0].message(net.now, 1, &read.encode());
+    net.run();
+    let marker = ServerMsg::Marker {
+        conv: "#r".into(),
+        id: 2,
+    };
+    for at in [(0, 1), (1, 2)] {
+        let got = net.inbox.get(&at).cloned().unwrap_or_default();
+        assert_eq!(got, vec![marker.clone()], "session {at:?}");
+    }
+    assert!(
+        net.inbox.get(&(1, 3)).is_none_or(Vec::is_empty),
+        "bob is not told"
+    );
+    assert_eq!(net.db.markers(&key(1)), vec![("#r".to_owned(), 2)]);
+    // A third device, on the third node, starts from the marker.
+    net.hello(2, 4, key(1), "ann", &[]);
+    let got = net.inbox.get(&(2, 4)).cloned().unwrap_or_default();
+    assert!(
+        got.contains(&ServerMsg::Markers {
+            markers: vec![wire::ReadMarker {
+                conv: "#r".into(),
+                id: 2
+            }]
+        }),
+        "{got:?}"
+    );
 }
