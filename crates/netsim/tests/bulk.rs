@@ -15,53 +15,17 @@ use chirp_proto::{
 };
 use proptest::prelude::*;
 
-const ONE_WAY: Duration = Duration::from_millis(20);
+mod common;
+use common::{CHAT_COUNT, CHAT_EVERY, ONE_WAY, bad_path, line, line_index, p99};
+
 /// The transfer: 50 MB, in chunks of the largest message.
 const TOTAL: u64 = 50_000_000;
 const CHUNK: usize = MAX_MESSAGE_SIZE;
-/// One chat line every this often, `CHAT_COUNT` of them, from the start of the transfer.
-const CHAT_EVERY: Duration = Duration::from_millis(10);
-const CHAT_COUNT: usize = 300;
 
-/// 10 % loss each way, with reordering and duplication.
-fn bad_path() -> LinkConfig {
-    LinkConfig::ideal(ONE_WAY)
-        .with_loss(0.10)
-        .with_reorder(0.05, Duration::from_millis(8))
-        .with_duplicate(0.05)
-}
-
-/// Chunk `i` of the "file": `len` pseudo-random bytes (xorshift64 seeded by `i`), so that a
-/// chunk delivered twice, swapped or damaged never compares equal to the expected one.
+/// Chunk `i` of the "file": `len` pseudo-random bytes seeded by `i`, so that a chunk
+/// delivered twice, swapped or damaged never compares equal to the expected one.
 fn chunk(i: u64, len: usize) -> Vec<u8> {
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Chat line `i`: numbered, the size of a typical line.
-fn line(i: usize) -> Vec<u8> {
-    format!("{i:05} {}", "x".repeat(80)).into_bytes()
-}
-
-fn line_index(data: &[u8]) -> usize {
-    std::str::from_utf8(&data[..5])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .expect("a numbered line")
-}
-
-fn p99(lat: &[Duration]) -> Duration {
-    let mut v = lat.to_vec();
-    v.sort();
-    v[(v.len() * 99).div_ceil(100) - 1]
+    common::xorshift_bytes(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, len)
 }
 
 struct Outcome {

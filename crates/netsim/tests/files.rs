@@ -11,55 +11,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chirp_files::{Config, FileEvent, MemStorage, Transfers, Transmit};
-use chirp_netsim::{LinkConfig, Pair};
+use chirp_netsim::Pair;
 use chirp_proto::{ConnectionHandle, Endpoint, EndpointConfig, Event, SendError, WriteError};
 
-const ONE_WAY: Duration = Duration::from_millis(20);
+mod common;
+use common::{CHAT_COUNT, CHAT_EVERY, bad_path, line, line_index, p99};
+
 /// The file: 50 MB.
 const SIZE: usize = 50_000_000;
-/// One chat line every this often, `CHAT_COUNT` of them, from the moment the sender offers.
-const CHAT_EVERY: Duration = Duration::from_millis(10);
-const CHAT_COUNT: usize = 300;
 const SOURCE: &str = "/home/a/big.bin";
 
-/// 10 % loss each way, with reordering and duplication.
-fn bad_path() -> LinkConfig {
-    LinkConfig::ideal(ONE_WAY)
-        .with_loss(0.10)
-        .with_reorder(0.05, Duration::from_millis(8))
-        .with_duplicate(0.05)
-}
-
-/// The file's contents (xorshift64): a chunk written at the wrong place never matches.
+/// The file's contents (pseudo-random): a chunk written at the wrong place never matches.
 fn content(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Chat line `i`: numbered, the size of a typical line (never starts with the file tag).
-fn line(i: usize) -> Vec<u8> {
-    format!("{i:05} {}", "x".repeat(80)).into_bytes()
-}
-
-fn line_index(data: &[u8]) -> usize {
-    std::str::from_utf8(&data[..5])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .expect("a numbered line")
-}
-
-fn p99(lat: &[Duration]) -> Duration {
-    let mut v = lat.to_vec();
-    v.sort();
-    v[(v.len() * 99).div_ceil(100) - 1]
+    common::xorshift_bytes(0x9e37_79b9_7f4a_7c15, len)
 }
 
 /// One side's file layer and the bulk message the endpoint refused (sent first once the
