@@ -574,6 +574,106 @@ mod cases {
         s.close().await.expect("close");
     }
 
+    /// Edits, deletions and reactions: allowed only on a message still there (and for a
+    /// given author, only its own), each recorded as an event with the next id; a deleted
+    /// message's text and its edits' texts are gone from the rows; counts are read back
+    /// with the messages.
+    pub(super) async fn messages_are_edited_deleted_and_reacted_to(env: &Env) {
+        let s = env.open().await;
+        let alice = [1; 32];
+        let bob = [2; 32];
+        let amend = |target: u64, by: [u8; 32], author: Option<[u8; 32]>, change: Change| {
+            Op::Amend(Amend {
+                conv: "#a".into(),
+                target,
+                ts_ms: 50,
+                by_key: by,
+                by_nick: "someone".into(),
+                to_key: None,
+                to_nick: None,
+                author,
+                change,
+            })
+        };
+        let react = |t, by, e: &str| amend(t, by, None, Change::React(e.into()));
+        write(
+            &*s,
+            vec![
+                Op::Message(msg("#a", 1, "first", 1)),
+                Op::Message(msg("#a", 2, "secret words", 2)),
+            ],
+        )
+        .await;
+        let out = write(
+            &*s,
+            vec![
+                // Bob edits alice's message: refused; alice edits it.
+                amend(1, bob, Some(bob), Change::Edit("nope".into())),
+                amend(1, alice, Some(alice), Change::Edit("first, edited".into())),
+                amend(2, alice, Some(alice), Change::Edit("secret words, again".into())),
+                react(1, bob, "👍"),
+                react(1, alice, "👍"),
+                react(1, bob, "👍"),
+                react(1, bob, "🎉"),
+                amend(1, bob, None, Change::Unreact("🎉".into())),
+                amend(1, bob, None, Change::Unreact("🎉".into())),
+                // No message 99; an event is not a message.
+                react(99, bob, "👍"),
+                react(3, bob, "👍"),
+            ],
+        )
+        .await;
+        let event = |o: &Outcome| match o {
+            Outcome::Amended(r) => (r.id, r.kind, r.target, r.text.clone(), r.reactions.clone()),
+            other => panic!("not amended: {other:?}"),
+        };
+        assert_eq!(out[0], Outcome::Refused(Refusal::NotAuthor));
+        assert_eq!(event(&out[1]), (3, kind::EDIT, Some(1), "first, edited".into(), vec![]));
+        assert_eq!(event(&out[2]).0, 4);
+        assert_eq!(event(&out[3]), (5, kind::REACT, Some(1), "👍".into(), vec![("👍".into(), 1)]));
+        assert_eq!(event(&out[4]).4, vec![("👍".into(), 2)]);
+        assert_eq!(out[5], Outcome::Refused(Refusal::Unchanged));
+        assert_eq!(event(&out[6]).0, 7);
+        assert_eq!(event(&out[7]), (8, kind::UNREACT, Some(1), "🎉".into(), vec![("🎉".into(), 0)]));
+        assert_eq!(out[8], Outcome::Refused(Refusal::Unchanged));
+        assert_eq!(out[9], Outcome::Refused(Refusal::NoMessage));
+        assert_eq!(out[10], Outcome::Refused(Refusal::NoMessage));
+        let page = s.history("#a".into(), None, 10).await.expect("history");
+        assert_eq!(ids(&page), (1..=8).collect::<Vec<_>>());
+        assert_eq!((page[0].text.as_str(), page[0].edited), ("first, edited", true));
+        assert_eq!(page[0].reactions, vec![("👍".to_owned(), 2)]);
+        // A reaction's event carries its count as of then.
+        assert_eq!(page[4].reactions, vec![("👍".to_owned(), 1)]);
+        // An operator (no author required) deletes message 2: its text and its edit's go.
+        let out = write(&*s, vec![amend(2, bob, None, Change::Delete)]).await;
+        assert_eq!(event(&out[0]).1, kind::DELETE);
+        let out = write(
+            &*s,
+            vec![
+                amend(2, alice, Some(alice), Change::Edit("back".into())),
+                react(2, bob, "👍"),
+                amend(2, bob, None, Change::Delete),
+            ],
+        )
+        .await;
+        assert!(out.iter().all(|o| *o == Outcome::Refused(Refusal::NoMessage)), "{out:?}");
+        let page = s.after("#a".into(), 0, 100, 100, 1 << 20).await.expect("after");
+        assert_eq!(ids(&page), (1..=9).collect::<Vec<_>>());
+        assert_eq!((page[1].text.as_str(), page[1].deleted), ("", true));
+        assert_eq!((page[3].text.as_str(), page[3].deleted), ("", true), "its edit");
+        assert_eq!(page[0].reactions, vec![("👍".to_owned(), 2)]);
+        assert_eq!((page[8].kind, page[8].target), (kind::DELETE, Some(2)));
+        // The loaded cache says the same.
+        let loaded = s.load(3).await.expect("load");
+        assert_eq!(ids(&loaded.recent), vec![7, 8, 9]);
+        // At most MAX_EMOJIS different emojis on one message.
+        let many: Vec<Op> = (0..=MAX_EMOJIS).map(|i| react(1, bob, &format!("e{i}"))).collect();
+        let out = write(&*s, many).await;
+        assert!(matches!(out[MAX_EMOJIS - 2], Outcome::Amended(_)), "{out:?}");
+        assert_eq!(out[MAX_EMOJIS - 1], Outcome::Refused(Refusal::TooManyEmojis));
+        s.close().await.expect("close");
+    }
+
     pub(super) async fn a_newer_schema_is_refused(env: &Env) {
         env.open().await.close().await.expect("close");
         match &env.db {
@@ -620,6 +720,7 @@ suite!(
     nick_owners_last_seen_times_are_kept_and_released_nicks_forgotten,
     a_nick_another_key_holds_is_not_taken,
     a_nick_seen_since_the_cutoff_is_kept,
+    messages_are_edited_deleted_and_reacted_to,
     a_newer_schema_is_refused,
 );
 
