@@ -392,6 +392,8 @@ pub struct Session {
     rooms: BTreeSet<String>,
     first_rooms: Vec<String>,
     last_seen: HashMap<String, u64>,
+    /// When a typing notice last went out, per room or nick (at most 64 remembered).
+    typing_sent: HashMap<String, Instant>,
     /// The keys given to join rooms that have one (`+k`), for rejoining after a reconnect.
     room_keys: HashMap<String, String>,
     /// The newest server time seen in each DM conversation: resumes go most recent first.
@@ -480,6 +482,7 @@ impl Session {
             in_driver: None,
             rooms: BTreeSet::new(),
             last_seen: HashMap::new(),
+            typing_sent: HashMap::new(),
             room_keys: HashMap::new(),
             dm_recent: HashMap::new(),
             pending: BTreeMap::new(),
@@ -617,6 +620,46 @@ impl Session {
             return;
         }
         self.unsent.push_back(m);
+    }
+
+    /// Edits, deletes or reacts to a message ([`ClientMsg::Edit`], [`ClientMsg::Delete`],
+    /// [`ClientMsg::React`], [`ClientMsg::Unreact`]). What it did comes as [`Event::Server`]
+    /// ([`ServerMsg::Edited`], [`ServerMsg::Deleted`], [`ServerMsg::Reaction`], to every
+    /// member), or as [`Event::Error`].
+    pub fn amend(&mut self, m: ClientMsg) {
+        if !matches!(
+            m,
+            ClientMsg::Edit { .. }
+                | ClientMsg::Delete { .. }
+                | ClientMsg::React(_)
+                | ClientMsg::Unreact(_)
+        ) {
+            debug!("not an edit, deletion or reaction; dropped");
+            return;
+        }
+        self.unsent.push_back(m);
+    }
+
+    /// Tells the others in a room (`room`) or a DM (`to`) that this user is typing. Sent only
+    /// while the session is up (a notice that waited would be stale), and at most once every
+    /// [`crate::wire::TYPING_INTERVAL_MS`] per conversation, as the server forwards no more.
+    pub fn typing(&mut self, now: Instant, room: Option<String>, to: Option<String>) {
+        if !self.up {
+            return;
+        }
+        let conv = room.clone().or_else(|| to.clone()).unwrap_or_default();
+        let due = self.typing_sent.get(&conv).is_none_or(|&at| {
+            now.saturating_duration_since(at)
+                >= Duration::from_millis(crate::wire::TYPING_INTERVAL_MS as u64)
+        });
+        if !due {
+            return;
+        }
+        if self.typing_sent.len() >= 64 {
+            self.typing_sent.clear();
+        }
+        self.typing_sent.insert(conv, now);
+        self.unsent.push_back(ClientMsg::Typing { room, to });
     }
 
     /// Asks the server to introduce this session to a session of `nick` (the rendezvous of
@@ -1167,6 +1210,7 @@ impl Session {
             action,
             history: false,
             c: Some(c),
+            ..Msg::default()
         })
     }
 
@@ -1291,6 +1335,29 @@ impl Session {
             // and where a resume starts.
             ServerMsg::Mod(ref e) => {
                 if self.seen(&e.room, e.id, e.history) {
+                    self.events.push_back(Event::Server(m));
+                }
+            }
+            // So are edits, deletions and reactions.
+            ServerMsg::Edited {
+                ref conv,
+                id,
+                history,
+                ..
+            }
+            | ServerMsg::Deleted {
+                ref conv,
+                id,
+                history,
+                ..
+            }
+            | ServerMsg::Reaction {
+                ref conv,
+                id,
+                history,
+                ..
+            } => {
+                if self.seen(conv, id, history) {
                     self.events.push_back(Event::Server(m));
                 }
             }

@@ -157,6 +157,47 @@ pub enum ClientMsg {
     },
     /// Server operator: list the sessions connected to this server.
     Sessions,
+    /// Replace the text of one's own message `id` in a room (`room`) or a DM conversation
+    /// (`with`): exactly one of the two is set.
+    Edit {
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The other party of the DM conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The message.
+        id: u64,
+        /// Its new text.
+        text: String,
+    },
+    /// Delete message `id`: one's own, or (room operators) anyone's in their room. Its text
+    /// is removed from the server's store.
+    Delete {
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The other party of the DM conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The message.
+        id: u64,
+    },
+    /// React to message `id` with an emoji (once per user and emoji).
+    React(ReactReq),
+    /// Take back one's reaction ([`ClientMsg::React`]).
+    Unreact(ReactReq),
+    /// This user is typing in a room (`room`) or to a nick (`to`). Ephemeral: forwarded,
+    /// never stored; the server forwards at most one per user and conversation every
+    /// [`TYPING_INTERVAL_MS`] and drops the rest.
+    Typing {
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The nick typed to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
     /// Server operator: disconnect a session (an id from `sessions`).
     Kill {
         /// The session.
@@ -194,6 +235,29 @@ pub struct BanReq {
     pub reason: Option<String>,
 }
 
+/// The argument of `react` and `unreact`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactReq {
+    /// The room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The other party of the DM conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    /// The message.
+    pub id: u64,
+    /// The emoji: one emoji (a grapheme cluster of pictographic characters and their
+    /// modifiers), at most [`MAX_EMOJI_BYTES`] bytes.
+    pub emoji: String,
+}
+
+/// Longest emoji a reaction may use, in UTF-8 bytes (a family or flag sequence fits).
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+/// The server forwards at most one `typing` per user and conversation in this many
+/// milliseconds.
+pub const TYPING_INTERVAL_MS: i64 = 3000;
+
 /// Most local addresses a `meet` may list.
 pub const MAX_MEET_LOCAL: usize = 8;
 
@@ -223,7 +287,7 @@ fn yes() -> bool {
 }
 
 /// A chat message as the server sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Msg {
     /// The conversation: the room, or the DM conversation name (`@…`).
     pub conv: String,
@@ -253,6 +317,25 @@ pub struct Msg {
     /// echo without holding it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c: Option<u64>,
+    /// Edited since it was sent (`text` is the newest): on copies sent after the edit
+    /// (history, catch-up).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub edited: bool,
+    /// Deleted (`text` is empty): on copies sent after the deletion.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// Its reactions when this copy was sent, in the order each emoji was first used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reactions>,
+}
+
+/// How many reacted to a message with one emoji.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reactions {
+    /// The emoji.
+    pub emoji: String,
+    /// How many users.
+    pub count: u64,
 }
 
 /// One presence change inside a `presence` batch.
@@ -337,6 +420,11 @@ pub mod code {
     pub const RATE: &str = "rate";
     /// A server operator disconnected this session.
     pub const KILLED: &str = "killed";
+    /// No such message (there never was, it is deleted, or it is not a message) in that
+    /// conversation.
+    pub const NO_SUCH_MESSAGE: &str = "no_such_message";
+    /// The reaction is there already, or was not there to take back.
+    pub const UNCHANGED: &str = "unchanged";
 }
 
 /// A moderation action in a room, as the server stores it in the room's history (with an id,
@@ -557,6 +645,85 @@ pub enum ServerMsg {
     Sessions {
         /// The sessions on this server.
         sessions: Vec<SessionInfo>,
+    },
+    /// Message `target` of `conv` was edited: its text is now `text`. Stored in the
+    /// conversation with its own id, so it is caught up on and replayed in order.
+    Edited {
+        /// The conversation.
+        conv: String,
+        /// Set in a room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// This event's id in `conv`.
+        id: u64,
+        /// Server timestamp, milliseconds since the Unix epoch.
+        ts: i64,
+        /// Who edited it (its sender).
+        by: String,
+        /// The message edited.
+        target: u64,
+        /// Its new text.
+        text: String,
+        /// Replayed from history, not new.
+        #[serde(default, skip_serializing_if = "is_false")]
+        history: bool,
+    },
+    /// Message `target` of `conv` was deleted (its text is gone from the server).
+    Deleted {
+        /// The conversation.
+        conv: String,
+        /// Set in a room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// This event's id in `conv`.
+        id: u64,
+        /// Server timestamp, milliseconds since the Unix epoch.
+        ts: i64,
+        /// Who deleted it: its sender, or a room operator.
+        by: String,
+        /// The message deleted.
+        target: u64,
+        /// Replayed from history, not new.
+        #[serde(default, skip_serializing_if = "is_false")]
+        history: bool,
+    },
+    /// `by` reacted to message `target` of `conv` with `emoji` (or took it back:
+    /// `removed`); `count` users have reacted with it now.
+    Reaction {
+        /// The conversation.
+        conv: String,
+        /// Set in a room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// This event's id in `conv`.
+        id: u64,
+        /// Server timestamp, milliseconds since the Unix epoch.
+        ts: i64,
+        /// Who.
+        by: String,
+        /// The message.
+        target: u64,
+        /// The emoji.
+        emoji: String,
+        /// How many have reacted to `target` with `emoji` after this event.
+        count: u64,
+        /// Taken back.
+        #[serde(default, skip_serializing_if = "is_false")]
+        removed: bool,
+        /// Replayed from history, not new.
+        #[serde(default, skip_serializing_if = "is_false")]
+        history: bool,
+    },
+    /// `from` is typing in `conv` (never stored; at most one per user and conversation every
+    /// [`TYPING_INTERVAL_MS`]).
+    Typing {
+        /// The conversation.
+        conv: String,
+        /// Set in a room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// Who.
+        from: String,
     },
     /// The server is going away (shutdown); reconnect later.
     Bye {
