@@ -305,6 +305,8 @@ mod tests {
                 kind: 1,
                 text: "hi \"there\"".into(),
                 cref: Some((3, 4)),
+                target: None,
+                count: None,
             },
             Bus::Presence {
                 node: "n1".into(),

@@ -1581,6 +1581,7 @@ mod tests {
             action: false,
             history: false,
             c: None,
+            ..Msg::default()
         })
     }
 

@@ -1006,6 +1006,48 @@ mod tests {
         }
     }
 
+    /// The examples of docs/PROTOCOL.md ("Edits, deletions, reactions, typing") decode, and
+    /// encode back to the same bytes; every new message has one.
+    #[test]
+    fn documented_amend_examples_are_exact() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC
+            .find("### Edits, deletions, reactions, typing\n")
+            .expect("section");
+        let end = start + 1 + DOC[start + 1..].find("\n### ").expect("end");
+        let lines: Vec<&str> = DOC[start..end]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect();
+        let mut kinds = std::collections::BTreeSet::new();
+        for l in lines {
+            let json = &l.as_bytes()[3..];
+            let again = if l.starts_with("C: ") {
+                let m = ClientMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+                kinds.insert(format!("C {}", l.split('"').nth(3).unwrap_or("")));
+                m.encode()
+            } else {
+                let m = ServerMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+                kinds.insert(format!("S {}", l.split('"').nth(3).unwrap_or("")));
+                m.encode()
+            };
+            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
+        }
+        for k in [
+            "C edit", "C delete", "C react", "C unreact", "C typing", "S edited", "S deleted",
+            "S reaction", "S typing", "S msg", "S error",
+        ] {
+            assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
+        }
+        // A copy of a message carries its state.
+        let m = r##"{"t":"msg","conv":"#r","id":1,"ts":2,"from":"x","text":"","deleted":true,"edited":true,"reactions":[{"emoji":"👍","count":2}]}"##.as_bytes();
+        let Ok(ServerMsg::Msg(m)) = ServerMsg::decode(m) else {
+            panic!("not a msg");
+        };
+        assert!(m.deleted && m.edited);
+        assert_eq!(m.reactions, vec![Reactions { emoji: "👍".into(), count: 2 }]);
+    }
+
     #[test]
     fn every_documented_example_decodes() {
         let lines = doc_example_lines();
@@ -1215,7 +1257,7 @@ mod tests {
             history: bool,
             c in proptest::option::of(proptest::num::u64::ANY),
         ) {
-            let m = ServerMsg::Msg(Msg { conv, room, id, ts, from, to, text, action, history, c });
+            let m = ServerMsg::Msg(Msg { conv, room, id, ts, from, to, text, action, history, c, ..Msg::default() });
             let bytes = m.encode();
             proptest::prop_assert!(bytes.starts_with(MSG_PREFIX));
             proptest::prop_assert_eq!(ServerMsg::decode(&bytes).ok(), Some(m.clone()));

@@ -52,7 +52,7 @@ pub(super) struct Typing {
 impl Typing {
     /// Whether `key` may have a typing notice in `conv` forwarded at `now_ms` (and, if so,
     /// it is counted as forwarded).
-    fn take(&mut self, now_ms: i64, key: Key, conv: &str) -> bool {
+    pub(super) fn take(&mut self, now_ms: i64, key: Key, conv: &str) -> bool {
         if let Some(at) = self.last.get_mut(&(key, conv.to_owned())) {
             if now_ms.saturating_sub(*at) < TYPING_INTERVAL_MS {
                 return false;
