@@ -1895,6 +1895,68 @@ mod tests {
     /// Issue 19: an older client skips a server message it does not know; a room event
     /// (`mod`) is shown once and counts for the resume like a message; a room key given to
     /// `join` is given again when the session rejoins.
+    /// An edit, deletion or reaction counts for the resume like a message and is shown once;
+    /// a client that does not know a server message (as one from before these did not
+    /// know them) skips it and shows what follows.
+    #[test]
+    fn changes_count_for_the_resume_and_unknown_ones_are_skipped() {
+        let mut sim = Sim::new(&[A], |_| {});
+        sim.up();
+        sim.joined_r();
+        sim.says(room_msg(3, "three"));
+        let edited = ServerMsg::Edited {
+            conv: "#r".into(),
+            room: Some("#r".into()),
+            id: 4,
+            ts: 1,
+            by: "other".into(),
+            target: 3,
+            text: "three!".into(),
+            history: false,
+        };
+        sim.says(edited.clone());
+        sim.says(edited);
+        // What a later server might send about a message: not known here, skipped.
+        let conn = sim.conn();
+        let future = br##"{"t":"pinned","conv":"#r","room":"#r","id":5,"ts":1,"by":"x","target":3}"##;
+        sim.s.handle_transport(
+            sim.now,
+            T::Message {
+                conn,
+                data: Bytes::from_static(future),
+            },
+        );
+        sim.pump();
+        // A copy of a message with fields this client does not know is still shown.
+        let unknown_fields = br##"{"t":"msg","conv":"#r","room":"#r","id":6,"ts":1,"from":"x","text":"six","edited":true,"pinned":true,"thread":{"root":3}}"##;
+        sim.s.handle_transport(
+            sim.now,
+            T::Message {
+                conn,
+                data: Bytes::from_static(unknown_fields),
+            },
+        );
+        sim.pump();
+        sim.says(ServerMsg::Typing {
+            conv: "#r".into(),
+            room: Some("#r".into()),
+            from: "x".into(),
+        });
+        let changes = sim
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Server(ServerMsg::Edited { .. })))
+            .count();
+        assert_eq!(changes, 1, "a repeated event is shown once");
+        assert_eq!(shown(&sim.events), vec!["three", "six"]);
+        assert!(
+            sim.events
+                .iter()
+                .any(|e| matches!(e, Event::Server(ServerMsg::Typing { .. })))
+        );
+        assert_eq!(sim.s.last_seen.get("#r"), Some(&6));
+    }
+
     #[test]
     fn unknown_server_messages_are_skipped_and_room_events_count_for_the_resume() {
         let mut sim = Sim::new(&[A], |_| {});
