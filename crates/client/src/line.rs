@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use chirp_chat::client::{Event, Session, Target};
 use chirp_chat::names::fold;
-use chirp_chat::wire::{BanReq, ClientMsg, RoomNick, ServerMsg};
+use chirp_chat::wire::{BanReq, ClientMsg, ReactReq, RoomNick, ServerMsg};
 use chirp_tui::command::{self, Command, Context, ModCommand, Name};
 
 /// How many messages `/history` asks for without a number.
@@ -234,6 +234,45 @@ impl LineClient {
                 };
                 let before = self.oldest.get(&room).copied();
                 s.history(Target::Room(room), before, count.unwrap_or(DEFAULT_HISTORY));
+            }
+            Command::Edit { .. }
+            | Command::Delete { .. }
+            | Command::React { .. }
+            | Command::Typing => {
+                let Some(room) = self.current.clone() else {
+                    return Reply::Error {
+                        code: "no_room",
+                        message: "edits, deletions, reactions and typing work in a room: /join #room first".into(),
+                    };
+                };
+                let room = Some(room);
+                match cmd {
+                    Command::Edit { id, text } => s.amend(ClientMsg::Edit {
+                        room,
+                        with: None,
+                        id,
+                        text,
+                    }),
+                    Command::Delete { id } => s.amend(ClientMsg::Delete {
+                        room,
+                        with: None,
+                        id,
+                    }),
+                    Command::React { id, emoji, remove } => {
+                        let r = ReactReq {
+                            room,
+                            with: None,
+                            id,
+                            emoji,
+                        };
+                        s.amend(if remove {
+                            ClientMsg::Unreact(r)
+                        } else {
+                            ClientMsg::React(r)
+                        })
+                    }
+                    _ => s.typing(now, room, None),
+                }
             }
             Command::Stats => s.stats(),
             Command::Help => return Reply::Help(command::help(Context::ChatLine)),
