@@ -1918,7 +1918,8 @@ mod tests {
         sim.says(edited);
         // What a later server might send about a message: not known here, skipped.
         let conn = sim.conn();
-        let future = br##"{"t":"pinned","conv":"#r","room":"#r","id":5,"ts":1,"by":"x","target":3}"##;
+        let future =
+            br##"{"t":"pinned","conv":"#r","room":"#r","id":5,"ts":1,"by":"x","target":3}"##;
         sim.s.handle_transport(
             sim.now,
             T::Message {

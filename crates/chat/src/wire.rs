@@ -1034,8 +1034,17 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
         }
         for k in [
-            "C edit", "C delete", "C react", "C unreact", "C typing", "S edited", "S deleted",
-            "S reaction", "S typing", "S msg", "S error",
+            "C edit",
+            "C delete",
+            "C react",
+            "C unreact",
+            "C typing",
+            "S edited",
+            "S deleted",
+            "S reaction",
+            "S typing",
+            "S msg",
+            "S error",
         ] {
             assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
         }
@@ -1045,7 +1054,13 @@ mod tests {
             panic!("not a msg");
         };
         assert!(m.deleted && m.edited);
-        assert_eq!(m.reactions, vec![Reactions { emoji: "👍".into(), count: 2 }]);
+        assert_eq!(
+            m.reactions,
+            vec![Reactions {
+                emoji: "👍".into(),
+                count: 2
+            }]
+        );
     }
 
     #[test]

@@ -71,7 +71,10 @@ fn edits_deletions_and_reactions_are_seen_live_and_in_replayed_history() {
     // Typing: bob sees alice's notice; she does not see her own.
     alice.line("/typing");
     let t = bob.wait_type("typing", WAIT);
-    assert_eq!((t["from"].as_str(), t["room"].as_str()), (Some("alice"), Some("#r")));
+    assert_eq!(
+        (t["from"].as_str(), t["room"].as_str()),
+        (Some("alice"), Some("#r"))
+    );
 
     alice.line(&format!("/edit {first} final text"));
     let e = bob.wait_type("edited", WAIT);
@@ -82,7 +85,12 @@ fn edits_deletions_and_reactions_are_seen_live_and_in_replayed_history() {
     bob.line(&format!("/react {first} 👍"));
     let r = alice.wait_type("reaction", WAIT);
     assert_eq!(
-        (r["target"].as_u64(), r["emoji"].as_str(), r["count"].as_u64(), r["by"].as_str()),
+        (
+            r["target"].as_u64(),
+            r["emoji"].as_str(),
+            r["count"].as_u64(),
+            r["by"].as_str()
+        ),
         (Some(first), Some("👍"), Some(1), Some("bob"))
     );
     bob.wait_type("reaction", WAIT);
@@ -102,14 +110,24 @@ fn edits_deletions_and_reactions_are_seen_live_and_in_replayed_history() {
     joined(&mut bob, "#r");
     let m = message(&mut bob, "final text");
     assert_eq!(
-        (m["id"].as_u64(), m["history"].as_bool(), m["edited"].as_bool()),
+        (
+            m["id"].as_u64(),
+            m["history"].as_bool(),
+            m["edited"].as_bool()
+        ),
         (Some(first), Some(true), Some(true))
     );
-    assert_eq!(m["reactions"], serde_json::json!([{"emoji": "👍", "count": 1}]));
+    assert_eq!(
+        m["reactions"],
+        serde_json::json!([{"emoji": "👍", "count": 1}])
+    );
     let gone = bob.wait_for("the deleted message", WAIT, |v| {
         v["type"] == "message" && v["id"].as_u64() == Some(secret)
     });
-    assert_eq!((gone["deleted"].as_bool(), gone["text"].as_str()), (Some(true), Some("")));
+    assert_eq!(
+        (gone["deleted"].as_bool(), gone["text"].as_str()),
+        (Some(true), Some(""))
+    );
     bob.wait_for("the replayed deletion", WAIT, |v| {
         v["type"] == "deleted" && v["target"].as_u64() == Some(secret) && v["history"] == true
     });
@@ -131,8 +149,16 @@ fn edits_deletions_and_reactions_are_seen_live_and_in_replayed_history() {
         let path = entry.expect("entry").path();
         let bytes = std::fs::read(&path).expect("read");
         let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
-        assert!(!has("swordfish"), "the deleted text is in {}", path.display());
-        assert!(!has("first draft"), "the edited-away text is in {}", path.display());
+        assert!(
+            !has("swordfish"),
+            "the deleted text is in {}",
+            path.display()
+        );
+        assert!(
+            !has("first draft"),
+            "the edited-away text is in {}",
+            path.display()
+        );
         found_final |= has("final text");
     }
     assert!(found_final, "the database holds the edited text");

@@ -494,8 +494,16 @@ fn event_record(a: &Amend, id: u64, count: Option<u64>) -> Record {
     let (kind, text, reactions) = match &a.change {
         Change::Edit(t) => (kind::EDIT, t.clone(), Vec::new()),
         Change::Delete => (kind::DELETE, String::new(), Vec::new()),
-        Change::React(e) => (kind::REACT, e.clone(), vec![(e.clone(), count.unwrap_or(0))]),
-        Change::Unreact(e) => (kind::UNREACT, e.clone(), vec![(e.clone(), count.unwrap_or(0))]),
+        Change::React(e) => (
+            kind::REACT,
+            e.clone(),
+            vec![(e.clone(), count.unwrap_or(0))],
+        ),
+        Change::Unreact(e) => (
+            kind::UNREACT,
+            e.clone(),
+            vec![(e.clone(), count.unwrap_or(0))],
+        ),
     };
     Record {
         conv: a.conv.clone(),

@@ -37,9 +37,8 @@ use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::{
-    Amend, Batch, Change, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Refusal,
-    event_record, kind, Retention, Storage, StoreConfig,
-    StoreError, StoreFuture, WriterStats,
+    Amend, Batch, Change, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Refusal, Retention,
+    Storage, StoreConfig, StoreError, StoreFuture, WriterStats, event_record, kind,
 };
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`. Text keys use the "C"
@@ -292,7 +291,10 @@ fn record(row: &tokio_postgres::Row) -> Result<Record, String> {
 }
 
 /// Fills in the reaction counts of the messages among `records` (of one conversation).
-async fn add_reactions(c: &deadpool_postgres::ClientWrapper, records: &mut [Record]) -> Result<(), String> {
+async fn add_reactions(
+    c: &deadpool_postgres::ClientWrapper,
+    records: &mut [Record],
+) -> Result<(), String> {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Ok(());
     };
@@ -308,7 +310,9 @@ async fn add_reactions(c: &deadpool_postgres::ClientWrapper, records: &mut [Reco
         let id = row.get::<_, i64>(0) as u64;
         if let Ok(i) = records.binary_search_by_key(&id, |r| r.id) {
             if kind::is_message(records[i].kind) {
-                records[i].reactions.push((row.get(1), row.get::<_, i64>(2) as u64));
+                records[i]
+                    .reactions
+                    .push((row.get(1), row.get::<_, i64>(2) as u64));
             }
         }
     }
@@ -468,49 +472,49 @@ async fn insert_messages(
     messages: &[(usize, &NewMessage)],
     out: &mut [Outcome],
 ) -> Result<(), tokio_postgres::Error> {
-        if messages.is_empty() {
+    if messages.is_empty() {
         return Ok(());
     }
-        let st = tx.prepare_cached(INSERT_MESSAGE).await?;
-        let params: Vec<[Box<dyn ToSql + Sync + Send>; 10]> = messages
-            .iter()
-            .map(|(_, m)| -> [Box<dyn ToSql + Sync + Send>; 10] {
-                [
-                    Box::new(m.conv.clone()),
-                    Box::new(m.ts_ms),
-                    Box::new(m.from_key.to_vec()),
-                    Box::new(m.from_nick.clone()),
-                    Box::new(m.to_key.map(|k| k.to_vec())),
-                    Box::new(m.to_nick.clone()),
-                    Box::new(i16::from(m.kind)),
-                    Box::new(m.text.clone()),
-                    Box::new(m.client_ref.map(|c| c.0 as i64)),
-                    Box::new(m.client_ref.map(|c| c.1 as i64)),
-                ]
-            })
-            .collect();
-        // Every query is queued on the connection as its future is first polled, in
-        // order: one round trip for all of them.
-        let queries = params.iter().map(|p| {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                p.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
-            let st = &st;
-            async move { tx.query_one(st, &refs).await }
-        });
-        let rows = futures_util::future::try_join_all(queries).await?;
-        for ((i, _), row) in messages.iter().zip(rows) {
-            let fresh: bool = row.get(0);
-            let id = row.get::<_, i64>(2) as u64;
-            out[*i] = if fresh {
-                Outcome::Stored { id }
-            } else {
-                Outcome::Duplicate {
-                    conv: row.get(1),
-                    id,
-                    ts_ms: row.get(3),
-                }
-            };
-        }
+    let st = tx.prepare_cached(INSERT_MESSAGE).await?;
+    let params: Vec<[Box<dyn ToSql + Sync + Send>; 10]> = messages
+        .iter()
+        .map(|(_, m)| -> [Box<dyn ToSql + Sync + Send>; 10] {
+            [
+                Box::new(m.conv.clone()),
+                Box::new(m.ts_ms),
+                Box::new(m.from_key.to_vec()),
+                Box::new(m.from_nick.clone()),
+                Box::new(m.to_key.map(|k| k.to_vec())),
+                Box::new(m.to_nick.clone()),
+                Box::new(i16::from(m.kind)),
+                Box::new(m.text.clone()),
+                Box::new(m.client_ref.map(|c| c.0 as i64)),
+                Box::new(m.client_ref.map(|c| c.1 as i64)),
+            ]
+        })
+        .collect();
+    // Every query is queued on the connection as its future is first polled, in
+    // order: one round trip for all of them.
+    let queries = params.iter().map(|p| {
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            p.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+        let st = &st;
+        async move { tx.query_one(st, &refs).await }
+    });
+    let rows = futures_util::future::try_join_all(queries).await?;
+    for ((i, _), row) in messages.iter().zip(rows) {
+        let fresh: bool = row.get(0);
+        let id = row.get::<_, i64>(2) as u64;
+        out[*i] = if fresh {
+            Outcome::Stored { id }
+        } else {
+            Outcome::Duplicate {
+                conv: row.get(1),
+                id,
+                ts_ms: row.get(3),
+            }
+        };
+    }
     Ok(())
 }
 
@@ -770,9 +774,7 @@ impl Writer {
                 _ => {}
             }
         }
-        insert_messages(&tx, &run, &mut out)
-            .await
-            .map_err(&err)?;
+        insert_messages(&tx, &run, &mut out).await.map_err(&err)?;
         for (i, op) in ops.iter().enumerate() {
             match op {
                 Op::Message(_) | Op::Amend(_) => {}

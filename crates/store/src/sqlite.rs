@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::{
-    Amend, Batch, Change, Loaded, Refusal, event_record, kind, ModEntry, NewMessage, Op, Outcome, Record, Retention, Storage, StoreConfig,
-    StoreError, StoreFuture, WriterStats,
+    Amend, Batch, Change, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Refusal, Retention,
+    Storage, StoreConfig, StoreError, StoreFuture, WriterStats, event_record, kind,
 };
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -684,7 +684,10 @@ impl Writer {
 
 /// Checks and makes the change of `a` to its message: `Err` (nothing changed) if it may not
 /// be made, else, for a reaction, its emoji's count after it.
-fn amend(tx: &rusqlite::Transaction<'_>, a: &Amend) -> rusqlite::Result<Result<Option<u64>, Refusal>> {
+fn amend(
+    tx: &rusqlite::Transaction<'_>,
+    a: &Amend,
+) -> rusqlite::Result<Result<Option<u64>, Refusal>> {
     let (conv, id) = (&a.conv, a.target as i64);
     let found: Option<(Vec<u8>, u8, bool)> = tx
         .query_row(
@@ -736,7 +739,13 @@ fn amend(tx: &rusqlite::Transaction<'_>, a: &Amend) -> rusqlite::Result<Result<O
                 "SELECT count(DISTINCT emoji), coalesce(sum(emoji = ?3), 0) FROM reactions
                  WHERE conv = ?1 AND id = ?2",
                 params![conv, id, emoji],
-                |r| Ok(if r.get::<_, i64>(1)? > 0 { 0 } else { r.get(0)? }),
+                |r| {
+                    Ok(if r.get::<_, i64>(1)? > 0 {
+                        0
+                    } else {
+                        r.get(0)?
+                    })
+                },
             )?;
             if used as usize >= crate::MAX_EMOJIS {
                 return Ok(Err(Refusal::TooManyEmojis));
@@ -810,11 +819,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
 }
 
 /// Fills in the reaction counts of the messages among `records` (of one conversation).
-fn add_reactions(
-    conn: &Connection,
-    path: &Path,
-    records: &mut [Record],
-) -> Result<(), StoreError> {
+fn add_reactions(conn: &Connection, path: &Path, records: &mut [Record]) -> Result<(), StoreError> {
     let err = sql_err(path);
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Ok(());
@@ -828,7 +833,11 @@ fn add_reactions(
         .map_err(&err)?;
     let rows = st
         .query_map(params![conv, lo, hi], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
         })
         .map_err(&err)?;
     for row in rows {

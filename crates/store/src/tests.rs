@@ -610,7 +610,12 @@ mod cases {
                 // Bob edits alice's message: refused; alice edits it.
                 amend(1, bob, Some(bob), Change::Edit("nope".into())),
                 amend(1, alice, Some(alice), Change::Edit("first, edited".into())),
-                amend(2, alice, Some(alice), Change::Edit("secret words, again".into())),
+                amend(
+                    2,
+                    alice,
+                    Some(alice),
+                    Change::Edit("secret words, again".into()),
+                ),
                 react(1, bob, "👍"),
                 react(1, alice, "👍"),
                 react(1, bob, "👍"),
@@ -628,19 +633,37 @@ mod cases {
             other => panic!("not amended: {other:?}"),
         };
         assert_eq!(out[0], Outcome::Refused(Refusal::NotAuthor));
-        assert_eq!(event(&out[1]), (3, kind::EDIT, Some(1), "first, edited".into(), vec![]));
+        assert_eq!(
+            event(&out[1]),
+            (3, kind::EDIT, Some(1), "first, edited".into(), vec![])
+        );
         assert_eq!(event(&out[2]).0, 4);
-        assert_eq!(event(&out[3]), (5, kind::REACT, Some(1), "👍".into(), vec![("👍".into(), 1)]));
+        assert_eq!(
+            event(&out[3]),
+            (5, kind::REACT, Some(1), "👍".into(), vec![("👍".into(), 1)])
+        );
         assert_eq!(event(&out[4]).4, vec![("👍".into(), 2)]);
         assert_eq!(out[5], Outcome::Refused(Refusal::Unchanged));
         assert_eq!(event(&out[6]).0, 7);
-        assert_eq!(event(&out[7]), (8, kind::UNREACT, Some(1), "🎉".into(), vec![("🎉".into(), 0)]));
+        assert_eq!(
+            event(&out[7]),
+            (
+                8,
+                kind::UNREACT,
+                Some(1),
+                "🎉".into(),
+                vec![("🎉".into(), 0)]
+            )
+        );
         assert_eq!(out[8], Outcome::Refused(Refusal::Unchanged));
         assert_eq!(out[9], Outcome::Refused(Refusal::NoMessage));
         assert_eq!(out[10], Outcome::Refused(Refusal::NoMessage));
         let page = s.history("#a".into(), None, 10).await.expect("history");
         assert_eq!(ids(&page), (1..=8).collect::<Vec<_>>());
-        assert_eq!((page[0].text.as_str(), page[0].edited), ("first, edited", true));
+        assert_eq!(
+            (page[0].text.as_str(), page[0].edited),
+            ("first, edited", true)
+        );
         assert_eq!(page[0].reactions, vec![("👍".to_owned(), 2)]);
         // A reaction's event carries its count as of then.
         assert_eq!(page[4].reactions, vec![("👍".to_owned(), 1)]);
@@ -656,21 +679,40 @@ mod cases {
             ],
         )
         .await;
-        assert!(out.iter().all(|o| *o == Outcome::Refused(Refusal::NoMessage)), "{out:?}");
-        let page = s.after("#a".into(), 0, 100, 100, 1 << 20).await.expect("after");
+        assert!(
+            out.iter()
+                .all(|o| *o == Outcome::Refused(Refusal::NoMessage)),
+            "{out:?}"
+        );
+        let page = s
+            .after("#a".into(), 0, 100, 100, 1 << 20)
+            .await
+            .expect("after");
         assert_eq!(ids(&page), (1..=9).collect::<Vec<_>>());
         assert_eq!((page[1].text.as_str(), page[1].deleted), ("", true));
-        assert_eq!((page[3].text.as_str(), page[3].deleted), ("", true), "its edit");
+        assert_eq!(
+            (page[3].text.as_str(), page[3].deleted),
+            ("", true),
+            "its edit"
+        );
         assert_eq!(page[0].reactions, vec![("👍".to_owned(), 2)]);
         assert_eq!((page[8].kind, page[8].target), (kind::DELETE, Some(2)));
         // The loaded cache says the same.
         let loaded = s.load(3).await.expect("load");
         assert_eq!(ids(&loaded.recent), vec![7, 8, 9]);
         // At most MAX_EMOJIS different emojis on one message.
-        let many: Vec<Op> = (0..=MAX_EMOJIS).map(|i| react(1, bob, &format!("e{i}"))).collect();
+        let many: Vec<Op> = (0..=MAX_EMOJIS)
+            .map(|i| react(1, bob, &format!("e{i}")))
+            .collect();
         let out = write(&*s, many).await;
-        assert!(matches!(out[MAX_EMOJIS - 2], Outcome::Amended(_)), "{out:?}");
-        assert_eq!(out[MAX_EMOJIS - 1], Outcome::Refused(Refusal::TooManyEmojis));
+        assert!(
+            matches!(out[MAX_EMOJIS - 2], Outcome::Amended(_)),
+            "{out:?}"
+        );
+        assert_eq!(
+            out[MAX_EMOJIS - 1],
+            Outcome::Refused(Refusal::TooManyEmojis)
+        );
         s.close().await.expect("close");
     }
 

@@ -1234,7 +1234,10 @@ mod tests {
             Err("/edit takes a message id (a number): usage: /edit ID TEXT".into())
         );
         assert!(help(Context::ChatLine).contains("/react ID EMOJI"));
-        assert!(parse("/edit 1 x", Context::ChatUi).is_err(), "line mode only for now");
+        assert!(
+            parse("/edit 1 x", Context::ChatUi).is_err(),
+            "line mode only for now"
+        );
     }
 
     fn chat(line: &str) -> Result<Command, CommandError> {

@@ -199,7 +199,13 @@ impl Server {
     }
 
     /// An `edit`, `delete`, `react` or `unreact` request.
-    pub(super) fn amend_request(&mut self, now_ms: i64, session: SessionId, key: Key, m: ClientMsg) {
+    pub(super) fn amend_request(
+        &mut self,
+        now_ms: i64,
+        session: SessionId,
+        key: Key,
+        m: ClientMsg,
+    ) {
         let (room, with, id, change) = match m {
             ClientMsg::Edit {
                 room,
@@ -273,7 +279,13 @@ impl Server {
             author,
             change,
         };
-        self.persist(vec![Op::Amend(a)], vec![Pending::Amend { session, target: id }]);
+        self.persist(
+            vec![Op::Amend(a)],
+            vec![Pending::Amend {
+                session,
+                target: id,
+            }],
+        );
     }
 
     /// A change asked for by `session` was committed (or refused by the store, or not
@@ -360,9 +372,7 @@ impl Server {
                     }
                     _ => {}
                 }
-            } else if event.kind == kind::DELETE
-                && r.kind == kind::EDIT
-                && r.target == Some(target)
+            } else if event.kind == kind::DELETE && r.kind == kind::EDIT && r.target == Some(target)
             {
                 freed = freed.wrapping_add(r.text.len());
                 r.text = String::new();

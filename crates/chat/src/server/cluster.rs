@@ -246,7 +246,11 @@ impl Server {
             text: r.text.clone(),
             cref: r.client_ref,
             target: r.target,
-            count: r.reactions.first().filter(|_| r.target.is_some()).map(|x| x.1),
+            count: r
+                .reactions
+                .first()
+                .filter(|_| r.target.is_some())
+                .map(|x| x.1),
         };
         match r.to_key {
             None => self.publish(Subject::Room(r.conv.clone()), &m),

@@ -132,7 +132,11 @@ fn a_sender_edits_its_own_message_and_nobody_else_can() {
     assert_eq!(h.error_codes(1), vec![code::FORBIDDEN]);
     assert_eq!(h.error_codes(3), vec![code::FORBIDDEN]);
     assert_eq!(h.stored_msg("#r", 1).text, "hello bob");
-    assert!(!h.persisted.iter().any(|op| matches!(op, Op::Message(m) if m.kind == kind::EDIT)));
+    assert!(
+        !h.persisted
+            .iter()
+            .any(|op| matches!(op, Op::Message(m) if m.kind == kind::EDIT))
+    );
     h.send(2, edit(1, "hello, bob here"));
     let seen = (
         "edited",
@@ -189,9 +193,14 @@ fn a_member_deletes_only_its_own_message_and_an_operator_anyones() {
     // A newcomer's replay (from the cache) shows the state, and no deleted text anywhere.
     h.hello(4, key(4), "dave", &["#r"]);
     let got = h.take(4);
-    let texts: Vec<String> = got.iter().map(|m| String::from_utf8_lossy(&m.encode()).into_owned()).collect();
+    let texts: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.encode()).into_owned())
+        .collect();
     assert!(
-        texts.iter().all(|t| !t.contains("secret") && !t.contains("hello bob") && !t.contains("hi from carol")),
+        texts.iter().all(|t| !t.contains("secret")
+            && !t.contains("hello bob")
+            && !t.contains("hi from carol")),
         "{texts:#?}"
     );
     let msgs: Vec<&Msg> = got
@@ -202,8 +211,18 @@ fn a_member_deletes_only_its_own_message_and_an_operator_anyones() {
         })
         .collect();
     assert_eq!(msgs.len(), 2);
-    assert!(msgs.iter().all(|m| m.deleted && m.text.is_empty() && m.history));
-    assert!(got.iter().any(|m| matches!(m, ServerMsg::Deleted { target: 1, history: true, .. })));
+    assert!(
+        msgs.iter()
+            .all(|m| m.deleted && m.text.is_empty() && m.history)
+    );
+    assert!(got.iter().any(|m| matches!(
+        m,
+        ServerMsg::Deleted {
+            target: 1,
+            history: true,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -289,7 +308,11 @@ fn a_muted_member_may_delete_its_own_message_but_not_edit_or_react() {
     assert_eq!(h.error_codes(2), vec![code::MUTED, code::MUTED]);
     // Its typing notices go nowhere.
     h.send(2, typing("#r"));
-    assert!(!h.take(3).iter().any(|m| matches!(m, ServerMsg::Typing { .. })));
+    assert!(
+        !h.take(3)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Typing { .. }))
+    );
     h.send(2, delete(1));
     assert!(h.stored_msg("#r", 1).deleted);
 }
@@ -423,7 +446,9 @@ fn typing_notices_are_forwarded_at_most_once_in_three_seconds_and_never_stored()
             to: Some("bob".into()),
         },
     );
-    assert!(matches!(&h.take(2)[..], [ServerMsg::Typing { room: None, from, .. }] if from == "alice"));
+    assert!(
+        matches!(&h.take(2)[..], [ServerMsg::Typing { room: None, from, .. }] if from == "alice")
+    );
     assert!(h.take(3).is_empty());
     assert_eq!(h.persisted.len(), persisted, "nothing stored");
 }
