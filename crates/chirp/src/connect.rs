@@ -874,6 +874,7 @@ mod tests {
             action,
             history: false,
             c: None,
+            ..Msg::default()
         }
     }
 

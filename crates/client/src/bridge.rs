@@ -804,6 +804,7 @@ mod tests {
             action: false,
             history,
             c: None,
+            ..Msg::default()
         }
     }
 

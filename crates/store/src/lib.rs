@@ -370,7 +370,7 @@ pub enum Outcome {
     },
     /// [`Op::Amend`]: the change is made, and this is the event recording it (with its id,
     /// and for a reaction its emoji's count after it).
-    Amended(Record),
+    Amended(Box<Record>),
     /// [`Op::Amend`]: nothing changed, for this reason.
     Refused(Refusal),
     /// The nick is bound.

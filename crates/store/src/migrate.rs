@@ -162,6 +162,7 @@ enum Col {
     Int8,
     Int2,
     Bytea,
+    Bool,
 }
 
 impl Col {
@@ -171,6 +172,7 @@ impl Col {
             Col::Int8 => Type::INT8,
             Col::Int2 => Type::INT2,
             Col::Bytea => Type::BYTEA,
+            Col::Bool => Type::BOOL,
         }
     }
 }
@@ -247,6 +249,10 @@ const TABLES: [Table; 6] = [
             ("text", Col::Text),
             ("client_id", Col::Int8),
             ("client_seq", Col::Int8),
+            ("target", Col::Int8),
+            ("edited", Col::Bool),
+            ("deleted", Col::Bool),
+            ("count", Col::Int8),
         ],
         key: "conv, id",
     },
@@ -260,6 +266,7 @@ enum Cell {
     Int8(Option<i64>),
     Int2(Option<i16>),
     Bytea(Option<Vec<u8>>),
+    Bool(Option<bool>),
 }
 
 impl Cell {
@@ -270,6 +277,7 @@ impl Cell {
             // Out of range is an error, not a wrapped value.
             Col::Int2 => Cell::Int2(row.get(i)?),
             Col::Bytea => Cell::Bytea(row.get(i)?),
+            Col::Bool => Cell::Bool(row.get(i)?),
         })
     }
 
@@ -279,6 +287,7 @@ impl Cell {
             Cell::Int8(v) => v,
             Cell::Int2(v) => v,
             Cell::Bytea(v) => v,
+            Cell::Bool(v) => v,
         }
     }
 }
@@ -381,6 +390,9 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
             .iter()
             .map(|&(name, _)| match (table.name, name) {
                 ("nicks", "seen") if version < 2 => now_ms.to_string(),
+                // Schema 5 added edits, deletions and reactions.
+                ("messages", "target" | "count") if version < 5 => "NULL".to_owned(),
+                ("messages", "edited" | "deleted") if version < 5 => "0".to_owned(),
                 _ => name.to_owned(),
             })
             .collect();

@@ -766,9 +766,9 @@ impl Writer {
                         .map_err(&err)?;
                     out[i] = match amend(&tx, a).await.map_err(&err)? {
                         Err(refusal) => Outcome::Refused(refusal),
-                        Ok(count) => {
-                            Outcome::Amended(insert_event(&tx, a, count).await.map_err(&err)?)
-                        }
+                        Ok(count) => Outcome::Amended(Box::new(
+                            insert_event(&tx, a, count).await.map_err(&err)?,
+                        )),
                     };
                 }
                 _ => {}

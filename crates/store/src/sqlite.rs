@@ -518,7 +518,7 @@ impl Writer {
                                     count.map(|n| n as i64),
                                 ])
                                 .map_err(&err)?;
-                            Outcome::Amended(record)
+                            Outcome::Amended(Box::new(record))
                         }
                     },
                     Op::SetNick {

@@ -43,6 +43,9 @@ use crate::wire::{
 /// if all are recent the notice is dropped.
 const MAX_TYPING_ENTRIES: usize = 65_536;
 
+/// The other party of a DM conversation: key and nick.
+type Party = (Key, String);
+
 /// When each user last had a typing notice forwarded, per conversation.
 #[derive(Debug, Default)]
 pub(super) struct Typing {
@@ -177,7 +180,7 @@ impl Server {
         key: &Key,
         room: Option<&str>,
         with: Option<&str>,
-    ) -> Result<(String, Option<(Key, String)>), (&'static str, String)> {
+    ) -> Result<(String, Option<Party>), (&'static str, String)> {
         match (room, with) {
             (Some(r), None) => {
                 let r = names::fold(r);
@@ -303,7 +306,7 @@ impl Server {
                 if self.cluster.is_some() {
                     self.publish_msg(&record);
                 }
-                return self.land(now_ms, super::Arrival::Remote(record));
+                return self.land(now_ms, super::Arrival::Remote(*record));
             }
             Some(Outcome::Refused(Refusal::NoMessage)) => (
                 code::NO_SUCH_MESSAGE,
@@ -445,7 +448,7 @@ impl Server {
             Some(to) if to != key => self
                 .users
                 .get(&to)
-                .map(|u| u.sessions.iter().copied().collect())
+                .map(|u| u.sessions.to_vec())
                 .unwrap_or_default(),
             Some(_) => Vec::new(),
         };

@@ -346,7 +346,7 @@ impl H {
             ..Record::default()
         };
         self.stored.push(record.clone());
-        Outcome::Amended(record)
+        Outcome::Amended(Box::new(record))
     }
 
     fn commit_held(&mut self) {
