@@ -100,6 +100,14 @@ pub const MIGRATIONS: &[&str] = &[
     // reaction event is about; `edited`/`deleted`: a message's state (a deleted message's
     // text is overwritten with ''); `count`: a reaction event's emoji count after it. One
     // row per reaction (message, emoji, reacting key).
+    //
+    // The search index is made again so that no word of a deleted (or edited-away) text
+    // stays in the file: migration 5's `contentless_delete` index only marks a row deleted
+    // (its words stay in the index's pages until a merge). This one is contentless too, but
+    // its rows are taken out with FTS5's `delete` command, given the text the row was indexed
+    // with (the trigger's `old.text`, always what the index holds), and its `secure-delete`
+    // setting (kept in the index) removes them from the pages at once; with SQLite's
+    // `secure_delete` the freed bytes are overwritten.
     "ALTER TABLE messages ADD COLUMN target INTEGER;
     ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
@@ -107,7 +115,33 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_target ON messages (conv, target) WHERE target IS NOT NULL;
     CREATE TABLE reactions (conv TEXT NOT NULL, id INTEGER NOT NULL, emoji TEXT NOT NULL,
         key BLOB NOT NULL, ts INTEGER NOT NULL,
-        PRIMARY KEY (conv, id, emoji, key)) WITHOUT ROWID;",
+        PRIMARY KEY (conv, id, emoji, key)) WITHOUT ROWID;
+    DROP TRIGGER messages_fts_insert;
+    DROP TRIGGER messages_fts_delete;
+    DROP TRIGGER messages_fts_update;
+    DROP TABLE messages_fts;
+    CREATE VIRTUAL TABLE messages_fts USING fts5(text, content = '',
+        tokenize = 'unicode61 remove_diacritics 0');
+    INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1);
+    INSERT INTO messages_fts (rowid, text) SELECT p.rowid, m.text FROM fts_rows p
+        JOIN messages m ON m.conv = p.conv AND m.id = p.id;
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN new.kind IN (0, 1) BEGIN
+        INSERT INTO fts_rows (conv, id) VALUES (new.conv, new.id);
+        INSERT INTO messages_fts (rowid, text)
+            SELECT rowid, new.text FROM fts_rows WHERE conv = new.conv AND id = new.id;
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN old.kind IN (0, 1) BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text)
+            SELECT 'delete', rowid, old.text FROM fts_rows WHERE conv = old.conv AND id = old.id;
+        DELETE FROM fts_rows WHERE conv = old.conv AND id = old.id;
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages
+        WHEN old.kind IN (0, 1) BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text)
+            SELECT 'delete', rowid, old.text FROM fts_rows WHERE conv = old.conv AND id = old.id;
+        INSERT INTO messages_fts (rowid, text)
+            SELECT rowid, new.text FROM fts_rows WHERE conv = new.conv AND id = new.id;
+    END;",
 ];
 
 pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {

@@ -932,6 +932,20 @@ mod cases {
             .await;
         assert_eq!(ids(&hits.expect("search")), vec![1]);
         s.close().await.expect("close");
+        // SQLite: no word of a deleted or edited-away text is left in the file, the search
+        // index included (its rows are removed, not marked deleted; secure_delete).
+        if let Database::Sqlite(path) = &env.db {
+            let c = Connection::open(path).expect("open");
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .expect("checkpoint");
+            drop(c);
+            let bytes = std::fs::read(path).expect("read");
+            let has = |w: &str| bytes.windows(w.len()).any(|b| b == w.as_bytes());
+            assert!(has("heron"), "the file is the one searched");
+            for gone in ["falcon", "alcon", "secret", "hidden", "today"] {
+                assert!(!has(gone), "{gone} is still in {}", path.display());
+            }
+        }
     }
 
     /// A database of the schema before edits (SQLite 5, PostgreSQL 3: with the search index
