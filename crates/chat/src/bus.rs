@@ -161,6 +161,28 @@ pub enum Bus {
         /// The sending client's reference.
         #[serde(default)]
         cref: Option<(u64, u64)>,
+        /// An edit, deletion or reaction: the message it is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<u64>,
+        /// A reaction: its emoji's count after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
+    /// `from` (`nick`) is typing in `conv` (on the room's subject, or on the DM recipient
+    /// `to`'s): the nodes show it to their sessions of the conversation.
+    Typing {
+        /// Where it was typed.
+        node: String,
+        /// The conversation.
+        conv: String,
+        /// Who types.
+        #[serde(with = "hexkey")]
+        from: Key,
+        /// Their nick.
+        nick: String,
+        /// A DM's recipient.
+        #[serde(with = "hexkey_opt", default)]
+        to: Option<Key>,
     },
     /// A presence change of a member on node `node`.
     Presence {
@@ -294,6 +316,8 @@ mod tests {
                 kind: 1,
                 text: "hi \"there\"".into(),
                 cref: Some((3, 4)),
+                target: None,
+                count: None,
             },
             Bus::Presence {
                 node: "n1".into(),

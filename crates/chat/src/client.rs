@@ -392,6 +392,8 @@ pub struct Session {
     rooms: BTreeSet<String>,
     first_rooms: Vec<String>,
     last_seen: HashMap<String, u64>,
+    /// When a typing notice last went out, per room or nick (at most 64 remembered).
+    typing_sent: HashMap<String, Instant>,
     /// The keys given to join rooms that have one (`+k`), for rejoining after a reconnect.
     room_keys: HashMap<String, String>,
     /// The newest server time seen in each DM conversation: resumes go most recent first.
@@ -480,6 +482,7 @@ impl Session {
             in_driver: None,
             rooms: BTreeSet::new(),
             last_seen: HashMap::new(),
+            typing_sent: HashMap::new(),
             room_keys: HashMap::new(),
             dm_recent: HashMap::new(),
             pending: BTreeMap::new(),
@@ -617,6 +620,46 @@ impl Session {
             return;
         }
         self.unsent.push_back(m);
+    }
+
+    /// Edits, deletes or reacts to a message ([`ClientMsg::Edit`], [`ClientMsg::Delete`],
+    /// [`ClientMsg::React`], [`ClientMsg::Unreact`]). What it did comes as [`Event::Server`]
+    /// ([`ServerMsg::Edited`], [`ServerMsg::Deleted`], [`ServerMsg::Reaction`], to every
+    /// member), or as [`Event::Error`].
+    pub fn amend(&mut self, m: ClientMsg) {
+        if !matches!(
+            m,
+            ClientMsg::Edit { .. }
+                | ClientMsg::Delete { .. }
+                | ClientMsg::React(_)
+                | ClientMsg::Unreact(_)
+        ) {
+            debug!("not an edit, deletion or reaction; dropped");
+            return;
+        }
+        self.unsent.push_back(m);
+    }
+
+    /// Tells the others in a room (`room`) or a DM (`to`) that this user is typing. Sent only
+    /// while the session is up (a notice that waited would be stale), and at most once every
+    /// [`crate::wire::TYPING_INTERVAL_MS`] per conversation, as the server forwards no more.
+    pub fn typing(&mut self, now: Instant, room: Option<String>, to: Option<String>) {
+        if !self.up {
+            return;
+        }
+        let conv = room.clone().or_else(|| to.clone()).unwrap_or_default();
+        let due = self.typing_sent.get(&conv).is_none_or(|&at| {
+            now.saturating_duration_since(at)
+                >= Duration::from_millis(crate::wire::TYPING_INTERVAL_MS as u64)
+        });
+        if !due {
+            return;
+        }
+        if self.typing_sent.len() >= 64 {
+            self.typing_sent.clear();
+        }
+        self.typing_sent.insert(conv, now);
+        self.unsent.push_back(ClientMsg::Typing { room, to });
     }
 
     /// Asks the server to introduce this session to a session of `nick` (the rendezvous of
@@ -1215,6 +1258,7 @@ impl Session {
             action,
             history: false,
             c: Some(c),
+            ..Msg::default()
         })
     }
 
@@ -1339,6 +1383,29 @@ impl Session {
             // and where a resume starts.
             ServerMsg::Mod(ref e) => {
                 if self.seen(&e.room, e.id, e.history) {
+                    self.events.push_back(Event::Server(m));
+                }
+            }
+            // So are edits, deletions and reactions.
+            ServerMsg::Edited {
+                ref conv,
+                id,
+                history,
+                ..
+            }
+            | ServerMsg::Deleted {
+                ref conv,
+                id,
+                history,
+                ..
+            }
+            | ServerMsg::Reaction {
+                ref conv,
+                id,
+                history,
+                ..
+            } => {
+                if self.seen(conv, id, history) {
                     self.events.push_back(Event::Server(m));
                 }
             }
@@ -1562,6 +1629,7 @@ mod tests {
             action: false,
             history: false,
             c: None,
+            ..Msg::default()
         })
     }
 
@@ -1875,6 +1943,69 @@ mod tests {
     /// Issue 19: an older client skips a server message it does not know; a room event
     /// (`mod`) is shown once and counts for the resume like a message; a room key given to
     /// `join` is given again when the session rejoins.
+    /// An edit, deletion or reaction counts for the resume like a message and is shown once;
+    /// a client that does not know a server message (as one from before these did not
+    /// know them) skips it and shows what follows.
+    #[test]
+    fn changes_count_for_the_resume_and_unknown_ones_are_skipped() {
+        let mut sim = Sim::new(&[A], |_| {});
+        sim.up();
+        sim.joined_r();
+        sim.says(room_msg(3, "three"));
+        let edited = ServerMsg::Edited {
+            conv: "#r".into(),
+            room: Some("#r".into()),
+            id: 4,
+            ts: 1,
+            by: "other".into(),
+            target: 3,
+            text: "three!".into(),
+            history: false,
+        };
+        sim.says(edited.clone());
+        sim.says(edited);
+        // What a later server might send about a message: not known here, skipped.
+        let conn = sim.conn();
+        let future =
+            br##"{"t":"pinned","conv":"#r","room":"#r","id":5,"ts":1,"by":"x","target":3}"##;
+        sim.s.handle_transport(
+            sim.now,
+            T::Message {
+                conn,
+                data: Bytes::from_static(future),
+            },
+        );
+        sim.pump();
+        // A copy of a message with fields this client does not know is still shown.
+        let unknown_fields = br##"{"t":"msg","conv":"#r","room":"#r","id":6,"ts":1,"from":"x","text":"six","edited":true,"pinned":true,"thread":{"root":3}}"##;
+        sim.s.handle_transport(
+            sim.now,
+            T::Message {
+                conn,
+                data: Bytes::from_static(unknown_fields),
+            },
+        );
+        sim.pump();
+        sim.says(ServerMsg::Typing {
+            conv: "#r".into(),
+            room: Some("#r".into()),
+            from: "x".into(),
+        });
+        let changes = sim
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Server(ServerMsg::Edited { .. })))
+            .count();
+        assert_eq!(changes, 1, "a repeated event is shown once");
+        assert_eq!(shown(&sim.events), vec!["three", "six"]);
+        assert!(
+            sim.events
+                .iter()
+                .any(|e| matches!(e, Event::Server(ServerMsg::Typing { .. })))
+        );
+        assert_eq!(sim.s.last_seen.get("#r"), Some(&6));
+    }
+
     #[test]
     fn unknown_server_messages_are_skipped_and_room_events_count_for_the_resume() {
         let mut sim = Sim::new(&[A], |_| {});

@@ -51,7 +51,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDequ
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use chirp_store::{Loaded, NewMessage, Op, Outcome, Record};
+use chirp_store::{Loaded, NewMessage, Op, Outcome, Record, kind};
 use tracing::{debug, info, warn};
 
 use crate::bus::Subject;
@@ -339,6 +339,13 @@ pub struct ServerStats {
     pub meets: u64,
     /// DM file offers forwarded to their recipient (`file_offer`).
     pub file_offers: u64,
+    /// Edits, deletions and reactions stored (asked for here).
+    pub amends: u64,
+    /// Typing notices forwarded.
+    pub typing: u64,
+    /// Typing notices dropped: more than one per user and conversation in
+    /// [`crate::wire::TYPING_INTERVAL_MS`], or from a member who may not speak there.
+    pub typing_dropped: u64,
 }
 
 /// Token bucket in thousandths of a token, so that refill needs no floating point.
@@ -699,6 +706,9 @@ enum Pending {
     Event { msg: NewMessage },
     /// Cluster: what to tell the other nodes once the batch is stored (a moderation change).
     Publish(crate::bus::Bus),
+    /// An edit, deletion or reaction of message `target` asked for by `session` (op 0 of its
+    /// batch): shown once stored, or `session` is told why not.
+    Amend { session: SessionId, target: u64 },
 }
 
 /// What is remembered of a `(key, client, c)` reference: a fixed 32 bytes, no heap. The
@@ -861,6 +871,8 @@ pub struct Server {
     moderation: moderation::Moderation,
     /// Rendezvous requests, per session that made any (`meet`).
     meets: HashMap<SessionId, meet::Meets>,
+    /// When each user last had a typing notice forwarded, per conversation.
+    typing: amend::Typing,
     /// The relays of each session that has any: (token, the other session).
     relays: HashMap<SessionId, Vec<([u8; 16], SessionId)>>,
     /// Keys the relay tokens ([`Server::set_relay_secret`]).
@@ -899,6 +911,9 @@ fn to_msg(r: &Record, history: bool) -> Msg {
         action: r.kind == 1,
         history,
         c: None,
+        edited: r.edited,
+        deleted: r.deleted,
+        reactions: amend::reactions(r),
     }
 }
 
@@ -971,6 +986,7 @@ impl Server {
             reads: 0,
             read_queue: VecDeque::new(),
             meets: HashMap::new(),
+            typing: amend::Typing::default(),
             relays: HashMap::new(),
             relay_secret: [0; 32],
             relay_count: 0,
@@ -1417,6 +1433,9 @@ impl Server {
                     self.message_committed(now_ms, msg, client, c, outcome(0))
                 }
                 Pending::Event { msg } => self.event_committed(now_ms, msg, outcome(0)),
+                Pending::Amend { session, target } => {
+                    self.amend_committed(now_ms, session, target, outcome(0))
+                }
                 Pending::Nick { op, key, nick, old } => {
                     self.nick_committed(key, nick, old, kept, outcome(op))
                 }
@@ -2229,6 +2248,11 @@ impl Server {
             ClientMsg::FileAnswer { to, id, accept } => {
                 self.file_answer(session, key, &to, id, accept)
             }
+            m @ (ClientMsg::Edit { .. }
+            | ClientMsg::Delete { .. }
+            | ClientMsg::React(_)
+            | ClientMsg::Unreact(_)) => self.amend_request(now_ms, session, key, m),
+            ClientMsg::Typing { room, to } => self.typing_request(now_ms, session, key, room, to),
             m => self.moderate(now_ms, session, key, m),
         }
     }
@@ -2696,7 +2720,7 @@ impl Server {
                         id: msg.id,
                         ts: msg.ts,
                     }),
-                    _ if m.kind == EVENT_KIND => enc(&record_msg(&m, history)),
+                    _ if !kind::is_message(m.kind) => enc(&record_msg(&m, history)),
                     _ => enc(&ServerMsg::Msg(msg)),
                 };
                 let pushed = self.push_send(session, data);
@@ -3154,10 +3178,10 @@ impl Server {
         } else {
             Vec::new()
         };
-        let data = if record.kind == EVENT_KIND {
-            enc(&record_msg(&record, false))
-        } else {
+        let data = if kind::is_message(record.kind) {
             enc(&ServerMsg::Msg(msg))
+        } else {
+            enc(&record_msg(&record, false))
         };
         let copies = Copies {
             data,
@@ -3199,6 +3223,9 @@ impl Server {
                     self.push_send(s, ack.clone());
                 }
             }
+        }
+        if record.target.is_some() {
+            self.amend_cache(&record);
         }
         self.cache(record);
     }
@@ -3337,6 +3364,8 @@ impl Server {
     }
 }
 
+mod amend;
+pub use amend::emoji;
 mod cluster;
 use cluster::Arrival;
 pub use cluster::ClusterConfig;

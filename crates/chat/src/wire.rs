@@ -215,6 +215,47 @@ pub enum ClientMsg {
     },
     /// Server operator: list the sessions connected to this server.
     Sessions,
+    /// Replace the text of one's own message `id` in a room (`room`) or a DM conversation
+    /// (`with`): exactly one of the two is set.
+    Edit {
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The other party of the DM conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The message.
+        id: u64,
+        /// Its new text.
+        text: String,
+    },
+    /// Delete message `id`: one's own, or (room operators) anyone's in their room. Its text
+    /// is removed from the server's store.
+    Delete {
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The other party of the DM conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
+        /// The message.
+        id: u64,
+    },
+    /// React to message `id` with an emoji (once per user and emoji).
+    React(ReactReq),
+    /// Take back one's reaction ([`ClientMsg::React`]).
+    Unreact(ReactReq),
+    /// This user is typing in a room (`room`) or to a nick (`to`). Ephemeral: forwarded,
+    /// never stored; the server forwards at most one per user and conversation every
+    /// [`TYPING_INTERVAL_MS`] and drops the rest.
+    Typing {
+        /// The room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// The nick typed to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
     /// Server operator: disconnect a session (an id from `sessions`).
     Kill {
         /// The session.
@@ -251,6 +292,29 @@ pub struct BanReq {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// The argument of `react` and `unreact`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactReq {
+    /// The room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The other party of the DM conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    /// The message.
+    pub id: u64,
+    /// The emoji: one emoji (a grapheme cluster of pictographic characters and their
+    /// modifiers), at most [`MAX_EMOJI_BYTES`] bytes.
+    pub emoji: String,
+}
+
+/// Longest emoji a reaction may use, in UTF-8 bytes (a family or flag sequence fits).
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+/// The server forwards at most one `typing` per user and conversation in this many
+/// milliseconds.
+pub const TYPING_INTERVAL_MS: i64 = 3000;
 
 /// Most local addresses a `meet` may list.
 pub const MAX_MEET_LOCAL: usize = 8;
@@ -290,7 +354,7 @@ pub struct ReadMarker {
 }
 
 /// A chat message as the server sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Msg {
     /// The conversation: the room, or the DM conversation name (`@…`).
     pub conv: String,
@@ -320,6 +384,25 @@ pub struct Msg {
     /// echo without holding it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c: Option<u64>,
+    /// Edited since it was sent (`text` is the newest): on copies sent after the edit
+    /// (history, catch-up).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub edited: bool,
+    /// Deleted (`text` is empty): on copies sent after the deletion.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// Its reactions when this copy was sent, in the order each emoji was first used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reactions>,
+}
+
+/// How many reacted to a message with one emoji.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reactions {
+    /// The emoji.
+    pub emoji: String,
+    /// How many users.
+    pub count: u64,
 }
 
 /// One presence change inside a `presence` batch.
@@ -410,6 +493,11 @@ pub mod code {
     pub const TOO_LARGE: &str = "too_large";
     /// A `read` of a conversation past the user's read markers ([`super::MAX_MARKERS`]).
     pub const TOO_MANY_MARKERS: &str = "too_many_markers";
+    /// No such message (there never was, it is deleted, or it is not a message) in that
+    /// conversation.
+    pub const NO_SUCH_MESSAGE: &str = "no_such_message";
+    /// The reaction is there already, or was not there to take back.
+    pub const UNCHANGED: &str = "unchanged";
 }
 
 /// A moderation action in a room, as the server stores it in the room's history (with an id,
@@ -695,6 +783,85 @@ pub enum ServerMsg {
         /// The page is full.
         #[serde(default, skip_serializing_if = "is_false")]
         more: bool,
+    },
+    /// Message `target` of `conv` was edited: its text is now `text`. Stored in the
+    /// conversation with its own id, so it is caught up on and replayed in order.
+    Edited {
+        /// The conversation.
+        conv: String,
+        /// Set in a room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// This event's id in `conv`.
+        id: u64,
+        /// Server timestamp, milliseconds since the Unix epoch.
+        ts: i64,
+        /// Who edited it (its sender).
+        by: String,
+        /// The message edited.
+        target: u64,
+        /// Its new text.
+        text: String,
+        /// Replayed from history, not new.
+        #[serde(default, skip_serializing_if = "is_false")]
+        history: bool,
+    },
+    /// Message `target` of `conv` was deleted (its text is gone from the server).
+    Deleted {
+        /// The conversation.
+        conv: String,
+        /// Set in a room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// This event's id in `conv`.
+        id: u64,
+        /// Server timestamp, milliseconds since the Unix epoch.
+        ts: i64,
+        /// Who deleted it: its sender, or a room operator.
+        by: String,
+        /// The message deleted.
+        target: u64,
+        /// Replayed from history, not new.
+        #[serde(default, skip_serializing_if = "is_false")]
+        history: bool,
+    },
+    /// `by` reacted to message `target` of `conv` with `emoji` (or took it back:
+    /// `removed`); `count` users have reacted with it now.
+    Reaction {
+        /// The conversation.
+        conv: String,
+        /// Set in a room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// This event's id in `conv`.
+        id: u64,
+        /// Server timestamp, milliseconds since the Unix epoch.
+        ts: i64,
+        /// Who.
+        by: String,
+        /// The message.
+        target: u64,
+        /// The emoji.
+        emoji: String,
+        /// How many have reacted to `target` with `emoji` after this event.
+        count: u64,
+        /// Taken back.
+        #[serde(default, skip_serializing_if = "is_false")]
+        removed: bool,
+        /// Replayed from history, not new.
+        #[serde(default, skip_serializing_if = "is_false")]
+        history: bool,
+    },
+    /// `from` is typing in `conv` (never stored; at most one per user and conversation every
+    /// [`TYPING_INTERVAL_MS`]).
+    Typing {
+        /// The conversation.
+        conv: String,
+        /// Set in a room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// Who.
+        from: String,
     },
     /// The server is going away (shutdown); reconnect later.
     Bye {
@@ -1058,7 +1225,7 @@ mod tests {
     fn documented_reading_examples_are_exact() {
         const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
         let start = DOC.find("### Read markers and search\n").expect("section");
-        let end = start + DOC[start..].find("### Moderation\n").expect("next section");
+        let end = start + 1 + DOC[start + 1..].find("\n### ").expect("next section");
         let lines: Vec<&str> = DOC[start..end]
             .lines()
             .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
@@ -1132,6 +1299,63 @@ mod tests {
             ClientMsg::decode(hello).expect("hello"),
             ClientMsg::Hello { echo: false, .. }
         ));
+    }
+
+    /// The examples of docs/PROTOCOL.md ("Edits, deletions, reactions, typing") decode, and
+    /// encode back to the same bytes; every new message has one.
+    #[test]
+    fn documented_amend_examples_are_exact() {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC
+            .find("### Edits, deletions, reactions, typing\n")
+            .expect("section");
+        let end = start + 1 + DOC[start + 1..].find("\n### ").expect("end");
+        let lines: Vec<&str> = DOC[start..end]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect();
+        let mut kinds = std::collections::BTreeSet::new();
+        for l in lines {
+            let json = &l.as_bytes()[3..];
+            let again = if l.starts_with("C: ") {
+                let m = ClientMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+                kinds.insert(format!("C {}", l.split('"').nth(3).unwrap_or("")));
+                m.encode()
+            } else {
+                let m = ServerMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
+                kinds.insert(format!("S {}", l.split('"').nth(3).unwrap_or("")));
+                m.encode()
+            };
+            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
+        }
+        for k in [
+            "C edit",
+            "C delete",
+            "C react",
+            "C unreact",
+            "C typing",
+            "S edited",
+            "S deleted",
+            "S reaction",
+            "S typing",
+            "S msg",
+            "S error",
+        ] {
+            assert!(kinds.contains(k), "no example of {k}: {kinds:?}");
+        }
+        // A copy of a message carries its state.
+        let m = r##"{"t":"msg","conv":"#r","id":1,"ts":2,"from":"x","text":"","deleted":true,"edited":true,"reactions":[{"emoji":"👍","count":2}]}"##.as_bytes();
+        let Ok(ServerMsg::Msg(m)) = ServerMsg::decode(m) else {
+            panic!("not a msg");
+        };
+        assert!(m.deleted && m.edited);
+        assert_eq!(
+            m.reactions,
+            vec![Reactions {
+                emoji: "👍".into(),
+                count: 2
+            }]
+        );
     }
 
     #[test]
@@ -1319,7 +1543,7 @@ mod tests {
             history: bool,
             c in proptest::option::of(proptest::num::u64::ANY),
         ) {
-            let m = ServerMsg::Msg(Msg { conv, room, id, ts, from, to, text, action, history, c });
+            let m = ServerMsg::Msg(Msg { conv, room, id, ts, from, to, text, action, history, c, ..Msg::default() });
             let bytes = m.encode();
             proptest::prop_assert!(bytes.starts_with(MSG_PREFIX));
             proptest::prop_assert_eq!(ServerMsg::decode(&bytes).ok(), Some(m.clone()));

@@ -103,6 +103,7 @@ impl Server {
                         action: false,
                         history: false,
                         c: Some(c),
+                        ..Msg::default()
                     };
                     Self::send(ep, conn, &ServerMsg::Msg(echo));
                 }
@@ -550,6 +551,7 @@ fn a_duplicate_message_from_the_server_is_shown_once() {
         action: false,
         history: false,
         c: None,
+        ..Msg::default()
     };
     for _ in 0..3 {
         Server::send(&mut rig.pair.b.endpoint, conn, &ServerMsg::Msg(m.clone()));

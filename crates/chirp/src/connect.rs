@@ -412,10 +412,25 @@ impl Printer {
             (None, None) => safe(&m.conv).into_owned(),
         };
         let (from, text) = (safe(&m.from), message_body(&m.text));
-        if m.action {
-            format!("[{}] {place}: * {from} {text}{h}", hms(m.ts))
+        let (id, ts) = (m.id, hms(m.ts));
+        let mut state = String::new();
+        if m.edited && !m.deleted {
+            state.push_str(" (edited)");
+        }
+        if !m.reactions.is_empty() {
+            let r: Vec<String> = m
+                .reactions
+                .iter()
+                .map(|r| format!("{} {}", safe(&r.emoji), r.count))
+                .collect();
+            state.push_str(&format!(" [{}]", r.join(", ")));
+        }
+        if m.deleted {
+            format!("[{ts}] {id} {place} <{from}> (message deleted){state}{h}")
+        } else if m.action {
+            format!("[{ts}] {id} {place}: * {from} {text}{state}{h}")
         } else {
-            format!("[{}] {place} <{from}> {text}{h}", hms(m.ts))
+            format!("[{ts}] {id} {place} <{from}> {text}{state}{h}")
         }
     }
 
@@ -431,6 +446,20 @@ impl Printer {
             }
             if m.action {
                 map.insert("action".into(), json!(true));
+            }
+            if m.edited {
+                map.insert("edited".into(), json!(true));
+            }
+            if m.deleted {
+                map.insert("deleted".into(), json!(true));
+            }
+            if !m.reactions.is_empty() {
+                let r: Vec<_> = m
+                    .reactions
+                    .iter()
+                    .map(|r| json!({"emoji": r.emoji, "count": r.count}))
+                    .collect();
+                map.insert("reactions".into(), json!(r));
             }
         }
         self.emit(human, obj);
@@ -624,9 +653,93 @@ impl Printer {
                            "hits": hits.iter().map(|m| json!({
                                "id": m.id, "ts": rfc3339(m.ts), "from": m.from, "text": m.text,
                                "room": m.room, "to": m.to, "action": m.action,
+                               "edited": m.edited,
+                               "reactions": m.reactions.iter()
+                                   .map(|r| json!({"emoji": r.emoji, "count": r.count}))
+                                   .collect::<Vec<_>>(),
                            })).collect::<Vec<_>>()}),
                 );
             }
+            ServerMsg::Edited {
+                conv,
+                room,
+                id,
+                ts,
+                by,
+                target,
+                text,
+                history,
+            } => self.emit(
+                || {
+                    let h = if history { " (history)" } else { "" };
+                    let place = safe(room.as_deref().unwrap_or("(DM)")).into_owned();
+                    format!(
+                        "[{}] {id} {place}: * {} edited message {target}: {} (edited){h}",
+                        hms(ts),
+                        safe(&by),
+                        message_body(&text)
+                    )
+                },
+                json!({"type": "edited", "room": room, "conv": conv, "id": id,
+                       "ts": rfc3339(ts), "by": by, "target": target, "text": text,
+                       "history": history}),
+            ),
+            ServerMsg::Deleted {
+                conv,
+                room,
+                id,
+                ts,
+                by,
+                target,
+                history,
+            } => self.emit(
+                || {
+                    let h = if history { " (history)" } else { "" };
+                    let place = safe(room.as_deref().unwrap_or("(DM)")).into_owned();
+                    format!(
+                        "[{}] {id} {place}: * message {target} deleted by {}{h}",
+                        hms(ts),
+                        safe(&by)
+                    )
+                },
+                json!({"type": "deleted", "room": room, "conv": conv, "id": id,
+                       "ts": rfc3339(ts), "by": by, "target": target, "history": history}),
+            ),
+            ServerMsg::Reaction {
+                conv,
+                room,
+                id,
+                ts,
+                by,
+                target,
+                emoji,
+                count,
+                removed,
+                history,
+            } => self.emit(
+                || {
+                    let h = if history { " (history)" } else { "" };
+                    let place = safe(room.as_deref().unwrap_or("(DM)")).into_owned();
+                    let what = if removed { "took back" } else { "reacted" };
+                    format!(
+                        "[{}] {id} {place}: * {} {what} {} on message {target} ({} {count}){h}",
+                        hms(ts),
+                        safe(&by),
+                        safe(&emoji),
+                        safe(&emoji)
+                    )
+                },
+                json!({"type": "reaction", "room": room, "conv": conv, "id": id,
+                       "ts": rfc3339(ts), "by": by, "target": target, "emoji": emoji,
+                       "count": count, "removed": removed, "history": history}),
+            ),
+            ServerMsg::Typing { conv, room, from } => self.emit(
+                || {
+                    let place = safe(room.as_deref().unwrap_or("(DM)")).into_owned();
+                    format!("* {} is typing in {place}", safe(&from))
+                },
+                json!({"type": "typing", "room": room, "conv": conv, "from": from}),
+            ),
             // Handled by the session (welcome, ack, error, msg).
             _ => {}
         }
@@ -1062,6 +1175,7 @@ mod tests {
             action,
             history: false,
             c: None,
+            ..Msg::default()
         }
     }
 

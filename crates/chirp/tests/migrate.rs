@@ -107,7 +107,7 @@ fn a_served_sqlite_history_moves_into_postgres_and_the_server_goes_on_there() {
     // owner of the room the clients created.)
     let expected = format!(
         "migrated 3 messages in 2 conversations, 2 nicks, 1 topic, 0 DM cursors, \
-         1 moderation entry, 0 read markers from {} into {target} in ",
+         1 moderation entry, 0 read markers, 0 reactions from {} into {target} in ",
         db.display()
     );
     assert!(

@@ -906,6 +906,7 @@ mod tests {
             action: false,
             history,
             c: None,
+            ..Msg::default()
         }
     }
 

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use chirp_chat::client::{Event, Session, Target};
 use chirp_chat::names::fold;
-use chirp_chat::wire::{ClientMsg, ServerMsg};
+use chirp_chat::wire::{ClientMsg, ReactReq, ServerMsg};
 use chirp_tui::command::{self, Command, Context, ModCommand, Name};
 
 use crate::ignore::{Change, IgnoreList};
@@ -333,6 +333,45 @@ impl LineClient {
             Command::Read => {
                 for (conv, &id) in &self.newest {
                     s.read(conv.clone(), id);
+                }
+            }
+            Command::Edit { .. }
+            | Command::Delete { .. }
+            | Command::React { .. }
+            | Command::Typing => {
+                let Some(room) = self.current.clone() else {
+                    return Reply::Error {
+                        code: "no_room",
+                        message: "edits, deletions, reactions and typing work in a room: /join #room first".into(),
+                    };
+                };
+                let room = Some(room);
+                match cmd {
+                    Command::Edit { id, text } => s.amend(ClientMsg::Edit {
+                        room,
+                        with: None,
+                        id,
+                        text,
+                    }),
+                    Command::Delete { id } => s.amend(ClientMsg::Delete {
+                        room,
+                        with: None,
+                        id,
+                    }),
+                    Command::React { id, emoji, remove } => {
+                        let r = ReactReq {
+                            room,
+                            with: None,
+                            id,
+                            emoji,
+                        };
+                        s.amend(if remove {
+                            ClientMsg::Unreact(r)
+                        } else {
+                            ClientMsg::React(r)
+                        })
+                    }
+                    _ => s.typing(now, room, None),
                 }
             }
             Command::Stats => s.stats(),
@@ -658,6 +697,7 @@ mod tests {
             action: false,
             history,
             c: None,
+            ..Msg::default()
         })
     }
 

@@ -155,6 +155,7 @@ mod tests {
             action: false,
             history: false,
             c: None,
+            ..Msg::default()
         }
     }
 

@@ -171,12 +171,42 @@ impl NewMessage {
             kind: self.kind,
             text: self.text,
             client_ref: self.client_ref,
+            target: None,
+            edited: false,
+            deleted: false,
+            reactions: Vec::new(),
         }
     }
 }
 
+/// The `kind` of a stored record. Kinds 0 and 1 are messages, which the others refer to.
+pub mod kind {
+    /// A plain message.
+    pub const MESSAGE: u8 = 0;
+    /// A `/me` action.
+    pub const ACTION: u8 = 1;
+    /// A moderation event (its text is the chat server's encoding of it).
+    pub const EVENT: u8 = 2;
+    /// An edit of message `target`: the text is its new text (emptied when the message is
+    /// deleted).
+    pub const EDIT: u8 = 3;
+    /// The deletion of message `target` (no text).
+    pub const DELETE: u8 = 4;
+    /// A reaction added to message `target`: the text is the emoji, `reactions` its count
+    /// after this.
+    pub const REACT: u8 = 5;
+    /// A reaction taken back from message `target`, as [`REACT`].
+    pub const UNREACT: u8 = 6;
+
+    /// Whether a record of this kind is a message (something that can be edited, deleted
+    /// and reacted to).
+    pub fn is_message(kind: u8) -> bool {
+        kind == MESSAGE || kind == ACTION
+    }
+}
+
 /// A stored chat message (room message or DM).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
     /// Conversation: a room name (`#room`) or a DM conversation name.
     pub conv: String,
@@ -198,7 +228,76 @@ pub struct Record {
     pub text: String,
     /// The sending client's (instance id, sequence number).
     pub client_ref: Option<(u64, u64)>,
+    /// For an edit, deletion or reaction ([`kind::EDIT`] and after): the id of the message
+    /// in `conv` it is about.
+    pub target: Option<u64>,
+    /// A message whose text was edited (`text` is the newest).
+    pub edited: bool,
+    /// A deleted message (its text is gone from the store: `text` is empty), or an edit
+    /// whose text went with the message it edited.
+    pub deleted: bool,
+    /// A message: its reactions as `(emoji, count)`, in the order each emoji was first
+    /// used. A [`kind::REACT`] or [`kind::UNREACT`] record: its emoji's count after it.
+    pub reactions: Vec<(String, u64)>,
 }
+
+/// A change to a stored message, recorded as an event with the next id of its
+/// conversation ([`Op::Amend`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Amend {
+    /// The conversation.
+    pub conv: String,
+    /// The id of the message changed.
+    pub target: u64,
+    /// Server timestamp, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// Who changes it.
+    pub by_key: [u8; 32],
+    /// Their nick.
+    pub by_nick: String,
+    /// In a DM conversation: the other party (as a message's `to_key`), so that the event
+    /// goes where the conversation's messages go.
+    pub to_key: Option<[u8; 32]>,
+    /// Their nick.
+    pub to_nick: Option<String>,
+    /// Only a message sent by this key may be changed (`None`: anyone's, as a room operator
+    /// deletes).
+    pub author: Option<[u8; 32]>,
+    /// What changes.
+    pub change: Change,
+}
+
+/// What an [`Amend`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The message's text becomes this; it is marked edited. Earlier versions are not kept:
+    /// the message holds the newest text, and each edit event its own.
+    Edit(String),
+    /// The message's text is removed (overwritten, not hidden), with the text of every edit
+    /// event of it, and its reactions; it is marked deleted.
+    Delete,
+    /// `by_key` reacts with this emoji (once per key and emoji).
+    React(String),
+    /// `by_key` takes back its reaction with this emoji.
+    Unreact(String),
+}
+
+/// Why an [`Op::Amend`] changed nothing ([`Outcome::Refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No message with that id in the conversation (never, pruned, or not a message), or it
+    /// is deleted.
+    NoMessage,
+    /// The message was sent by another key than [`Amend::author`].
+    NotAuthor,
+    /// The reaction is there already, or was not there to take back.
+    Unchanged,
+    /// The message has [`MAX_EMOJIS`] different reactions already.
+    TooManyEmojis,
+}
+
+/// Most different emojis one message's reactions may use.
+pub const MAX_EMOJIS: usize = 20;
 
 /// One change to the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +348,11 @@ pub enum Op {
     },
     /// Sets one moderation entry (replacing the one with the same scope, kind and subject).
     SetMod(ModEntry),
+    /// Changes a stored message (edit, delete, reaction) if [`Amend::author`] allows it and
+    /// it is a message still there, and stores the event that records the change with the
+    /// next id of the conversation ([`Outcome::Amended`], or [`Outcome::Refused`] with
+    /// nothing changed).
+    Amend(Amend),
     /// Removes one moderation entry (nothing happens if there is none).
     ClearMod {
         /// As in [`ModEntry::scope`].
@@ -317,6 +421,11 @@ pub enum Outcome {
         /// Its timestamp.
         ts_ms: i64,
     },
+    /// [`Op::Amend`]: the change is made, and this is the event recording it (with its id,
+    /// and for a reaction its emoji's count after it).
+    Amended(Box<Record>),
+    /// [`Op::Amend`]: nothing changed, for this reason.
+    Refused(Refusal),
     /// The nick is bound.
     NickBound,
     /// Another key holds the nick: nothing changed.
@@ -447,6 +556,40 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn stats(&self) -> WriterStats;
     /// Commits everything queued, then stops the writer; resolves when it has.
     fn close(&self) -> StoreFuture<()>;
+}
+
+/// The event record of a change `a` given id `id` (`count`: a reaction's count after it).
+fn event_record(a: &Amend, id: u64, count: Option<u64>) -> Record {
+    let (kind, text, reactions) = match &a.change {
+        Change::Edit(t) => (kind::EDIT, t.clone(), Vec::new()),
+        Change::Delete => (kind::DELETE, String::new(), Vec::new()),
+        Change::React(e) => (
+            kind::REACT,
+            e.clone(),
+            vec![(e.clone(), count.unwrap_or(0))],
+        ),
+        Change::Unreact(e) => (
+            kind::UNREACT,
+            e.clone(),
+            vec![(e.clone(), count.unwrap_or(0))],
+        ),
+    };
+    Record {
+        conv: a.conv.clone(),
+        id,
+        ts_ms: a.ts_ms,
+        from_key: a.by_key,
+        from_nick: a.by_nick.clone(),
+        to_key: a.to_key,
+        to_nick: a.to_nick.clone(),
+        kind,
+        text,
+        client_ref: None,
+        target: Some(a.target),
+        edited: false,
+        deleted: false,
+        reactions,
+    }
 }
 
 /// Where the history lives.

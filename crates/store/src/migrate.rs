@@ -4,7 +4,8 @@
 //! wrote into one that [`Postgres`] then serves: messages with their ids, each conversation's
 //! id high-water mark (`convs.last_id`: ids go on where they stopped, above those retention
 //! deleted), nicks with their owners' keys and last-seen times, topics, DM delivery
-//! cursors, and moderation entries (room roles, bans, modes; server-wide bans).
+//! cursors, moderation entries (room roles, bans, modes; server-wide bans), read markers
+//! and reactions (with the edit, deletion and reaction events among the messages).
 //!
 //! - The SQLite file is opened read-only and read in one read transaction: a consistent
 //!   snapshot, even of a running server's database (WAL lets it read while the server
@@ -62,6 +63,8 @@ pub struct Report {
     pub moderation: u64,
     /// Read markers (how far each user has read each conversation).
     pub read_markers: u64,
+    /// Reactions (one per message, emoji and reacting key).
+    pub reactions: u64,
 }
 
 impl Report {
@@ -74,6 +77,7 @@ impl Report {
             + self.dm_cursors
             + self.moderation
             + self.read_markers
+            + self.reactions
     }
 
     fn from_tables(rows: [u64; TABLES.len()]) -> Report {
@@ -84,6 +88,7 @@ impl Report {
             dm_cursors,
             moderation,
             read_markers,
+            reactions,
             messages,
         ] = rows;
         Report {
@@ -94,6 +99,7 @@ impl Report {
             dm_cursors,
             moderation,
             read_markers,
+            reactions,
         }
     }
 }
@@ -104,7 +110,7 @@ impl fmt::Display for Report {
         let n = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         write!(
             f,
-            "{} in {}, {}, {}, {}, {}, {}",
+            "{} in {}, {}, {}, {}, {}, {}, {}",
             n(self.messages, "message", "messages"),
             n(self.conversations, "conversation", "conversations"),
             n(self.nicks, "nick", "nicks"),
@@ -112,6 +118,7 @@ impl fmt::Display for Report {
             n(self.dm_cursors, "DM cursor", "DM cursors"),
             n(self.moderation, "moderation entry", "moderation entries"),
             n(self.read_markers, "read marker", "read markers"),
+            n(self.reactions, "reaction", "reactions"),
         )
     }
 }
@@ -121,7 +128,7 @@ impl fmt::Display for Report {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// The table being copied: `convs`, `nicks`, `topics`, `dm_cursors`, `moderation`,
-    /// `read_markers`, then `messages` (nearly all of the rows).
+    /// `read_markers`, `reactions`, then `messages` (nearly all of the rows).
     pub table: &'static str,
     /// Rows written so far, all tables together.
     pub copied: u64,
@@ -167,6 +174,7 @@ enum Col {
     Int8,
     Int2,
     Bytea,
+    Bool,
 }
 
 impl Col {
@@ -176,6 +184,7 @@ impl Col {
             Col::Int8 => Type::INT8,
             Col::Int2 => Type::INT2,
             Col::Bytea => Type::BYTEA,
+            Col::Bool => Type::BOOL,
         }
     }
 }
@@ -191,7 +200,7 @@ struct Table {
 
 /// Every table of the schema (`SQLITE_MIGRATIONS`, `POSTGRES_MIGRATIONS`), the small ones first
 /// and `messages`, nearly all of the rows, last.
-const TABLES: [Table; 7] = [
+const TABLES: [Table; 8] = [
     Table {
         name: "convs",
         columns: &[("conv", Col::Text), ("last_id", Col::Int8)],
@@ -248,6 +257,17 @@ const TABLES: [Table; 7] = [
         key: "key, conv",
     },
     Table {
+        name: "reactions",
+        columns: &[
+            ("conv", Col::Text),
+            ("id", Col::Int8),
+            ("emoji", Col::Text),
+            ("key", Col::Bytea),
+            ("ts", Col::Int8),
+        ],
+        key: "conv, id, emoji, key",
+    },
+    Table {
         name: "messages",
         columns: &[
             ("conv", Col::Text),
@@ -261,6 +281,10 @@ const TABLES: [Table; 7] = [
             ("text", Col::Text),
             ("client_id", Col::Int8),
             ("client_seq", Col::Int8),
+            ("target", Col::Int8),
+            ("edited", Col::Bool),
+            ("deleted", Col::Bool),
+            ("count", Col::Int8),
         ],
         key: "conv, id",
     },
@@ -274,6 +298,7 @@ enum Cell {
     Int8(Option<i64>),
     Int2(Option<i16>),
     Bytea(Option<Vec<u8>>),
+    Bool(Option<bool>),
 }
 
 impl Cell {
@@ -284,6 +309,7 @@ impl Cell {
             // Out of range is an error, not a wrapped value.
             Col::Int2 => Cell::Int2(row.get(i)?),
             Col::Bytea => Cell::Bytea(row.get(i)?),
+            Col::Bool => Cell::Bool(row.get(i)?),
         })
     }
 
@@ -293,6 +319,7 @@ impl Cell {
             Cell::Int8(v) => v,
             Cell::Int2(v) => v,
             Cell::Bytea(v) => v,
+            Cell::Bool(v) => v,
         }
     }
 }
@@ -364,12 +391,13 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         ));
     }
     let send = |item| out.blocking_send(Ok(item)).map_err(|_| StoreError::Stopped);
-    // A table a newer schema added (`moderation`, schema 4; `read_markers`, schema 5) is
-    // empty in an older file: the file is only read, never upgraded. (The search index of
-    // schema 5 is not copied: PostgreSQL builds its own.)
+    // A table a newer schema added (`moderation`, schema 4; `read_markers`, schema 5;
+    // `reactions`, schema 6) is empty in an older file: the file is only read, never
+    // upgraded. (The search index of schema 5 is not copied: PostgreSQL builds its own.)
     let present = |table: &Table| match table.name {
         "moderation" => version >= 4,
         "read_markers" => version >= 5,
+        "reactions" => version >= 6,
         _ => true,
     };
     let mut totals = [0; TABLES.len()];
@@ -400,6 +428,9 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
             .iter()
             .map(|&(name, _)| match (table.name, name) {
                 ("nicks", "seen") if version < 2 => now_ms.to_string(),
+                // Schema 6 added edits, deletions and reactions.
+                ("messages", "target" | "count") if version < 6 => "NULL".to_owned(),
+                ("messages", "edited" | "deleted") if version < 6 => "0".to_owned(),
                 _ => name.to_owned(),
             })
             .collect();

@@ -37,8 +37,8 @@ use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, SEARCH_TIMEOUT, Storage,
-    StoreConfig, StoreError, StoreFuture, WriterStats,
+    Amend, Batch, Change, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Refusal, Retention,
+    SEARCH_TIMEOUT, Storage, StoreConfig, StoreError, StoreFuture, WriterStats, event_record, kind,
 };
 
 /// Schema migrations; entry `i` upgrades version `i` to `i + 1`. Text keys use the "C"
@@ -85,6 +85,15 @@ pub const MIGRATIONS: &[&str] = &[
         upto BIGINT NOT NULL, PRIMARY KEY (key, conv));
     CREATE INDEX messages_fts ON messages USING GIN (to_tsvector('simple', text))
         WHERE kind IN (0, 1);",
+    // 4: edits, deletions and reactions (as SQLite's migration 6).
+    "ALTER TABLE messages ADD COLUMN target BIGINT,
+        ADD COLUMN edited BOOLEAN NOT NULL DEFAULT false,
+        ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false,
+        ADD COLUMN count BIGINT;
+    CREATE INDEX messages_target ON messages (conv, target) WHERE target IS NOT NULL;
+    CREATE TABLE reactions (conv TEXT COLLATE \"C\" NOT NULL, id BIGINT NOT NULL,
+        emoji TEXT COLLATE \"C\" NOT NULL, key BYTEA NOT NULL, ts BIGINT NOT NULL,
+        PRIMARY KEY (conv, id, emoji, key));",
 ];
 
 /// Serialises schema migrations of nodes starting at once (`pg_advisory_xact_lock`).
@@ -96,8 +105,8 @@ const POOL_SIZE: usize = 8;
 /// request fails (PostgreSQL down or overloaded): a client then gets an error, not silence.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-const COLUMNS: &str =
-    "conv, id, ts, from_key, from_nick, to_key, to_nick, kind, text, client_id, client_seq";
+const COLUMNS: &str = "conv, id, ts, from_key, from_nick, to_key, to_nick, kind, text, client_id,
+     client_seq, target, edited, deleted, count";
 
 const INSERT_MESSAGE: &str = "WITH dup AS (
         SELECT conv, id, ts FROM messages
@@ -275,7 +284,272 @@ fn record(row: &tokio_postgres::Row) -> Result<Record, String> {
         kind: u8::try_from(kind).map_err(|_| format!("kind {kind} out of range"))?,
         text: row.try_get(8).map_err(get)?,
         client_ref: cid.zip(cseq).map(|(a, b)| (a as u64, b as u64)),
+        target: row
+            .try_get::<_, Option<i64>>(11)
+            .map_err(get)?
+            .map(|t| t as u64),
+        edited: row.try_get(12).map_err(get)?,
+        deleted: row.try_get(13).map_err(get)?,
+        reactions: match row.try_get::<_, Option<i64>>(14).map_err(get)? {
+            Some(n) => vec![(row.try_get(8).map_err(get)?, n as u64)],
+            None => Vec::new(),
+        },
     })
+}
+
+/// Fills in the reaction counts of the messages among `records` (of one conversation).
+async fn add_reactions(
+    c: &deadpool_postgres::ClientWrapper,
+    records: &mut [Record],
+) -> Result<(), String> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(());
+    };
+    let (conv, lo, hi) = (first.conv.clone(), id_param(first.id), id_param(last.id));
+    let st = c
+        .prepare_cached(
+            "SELECT id, emoji, count(*) FROM reactions WHERE conv = $1 AND id BETWEEN $2 AND $3
+             GROUP BY id, emoji ORDER BY id, min(ts), emoji",
+        )
+        .await
+        .map_err(msg)?;
+    for row in c.query(&st, &[&conv, &lo, &hi]).await.map_err(msg)? {
+        let id = row.get::<_, i64>(0) as u64;
+        if let Ok(i) = records.binary_search_by_key(&id, |r| r.id) {
+            if kind::is_message(records[i].kind) {
+                records[i]
+                    .reactions
+                    .push((row.get(1), row.get::<_, i64>(2) as u64));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fills in the reaction counts of search matches (of `conv`, newest first, not contiguous),
+/// in one query.
+async fn add_reactions_of_matches(
+    c: &deadpool_postgres::ClientWrapper,
+    conv: &str,
+    records: &mut [Record],
+) -> Result<(), String> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = records.iter().map(|r| id_param(r.id)).collect();
+    let st = c
+        .prepare_cached(
+            "SELECT id, emoji, count(*) FROM reactions WHERE conv = $1 AND id = ANY($2)
+             GROUP BY id, emoji ORDER BY id, min(ts), emoji",
+        )
+        .await
+        .map_err(msg)?;
+    for row in c.query(&st, &[&conv, &ids]).await.map_err(msg)? {
+        let id = row.get::<_, i64>(0) as u64;
+        if let Some(r) = records.iter_mut().find(|r| r.id == id) {
+            r.reactions.push((row.get(1), row.get::<_, i64>(2) as u64));
+        }
+    }
+    Ok(())
+}
+
+/// Checks and makes the change of `a` to its message (as SQLite's `amend`): `Err` if it may
+/// not be made, else, for a reaction, its emoji's count after it. The message's row is
+/// locked until the transaction ends.
+async fn amend(
+    tx: &deadpool_postgres::Transaction<'_>,
+    a: &Amend,
+) -> Result<Result<Option<u64>, Refusal>, tokio_postgres::Error> {
+    let (conv, id) = (&a.conv, id_param(a.target));
+    let found = tx
+        .query_opt(
+            "SELECT from_key, kind, deleted FROM messages WHERE conv = $1 AND id = $2 FOR UPDATE",
+            &[conv, &id],
+        )
+        .await?;
+    let Some(row) = found else {
+        return Ok(Err(Refusal::NoMessage));
+    };
+    let (from, k, deleted): (Vec<u8>, i16, bool) = (row.get(0), row.get(1), row.get(2));
+    if !u8::try_from(k).is_ok_and(kind::is_message) || deleted {
+        return Ok(Err(Refusal::NoMessage));
+    }
+    if a.author.is_some_and(|au| au[..] != from[..]) {
+        return Ok(Err(Refusal::NotAuthor));
+    }
+    let count = async |emoji: &String| -> Result<Option<u64>, tokio_postgres::Error> {
+        let row = tx
+            .query_one(
+                "SELECT count(*) FROM reactions WHERE conv = $1 AND id = $2 AND emoji = $3",
+                &[conv, &id, emoji],
+            )
+            .await?;
+        Ok(Some(row.get::<_, i64>(0) as u64))
+    };
+    Ok(Ok(match &a.change {
+        Change::Edit(text) => {
+            tx.execute(
+                "UPDATE messages SET text = $3, edited = true WHERE conv = $1 AND id = $2",
+                &[conv, &id, text],
+            )
+            .await?;
+            None
+        }
+        Change::Delete => {
+            tx.execute(
+                "UPDATE messages SET text = '', deleted = true WHERE conv = $1 AND id = $2",
+                &[conv, &id],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE messages SET text = '', deleted = true WHERE conv = $1 AND target = $2
+                 AND kind = $3",
+                &[conv, &id, &i16::from(kind::EDIT)],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM reactions WHERE conv = $1 AND id = $2",
+                &[conv, &id],
+            )
+            .await?;
+            None
+        }
+        Change::React(emoji) => {
+            let row = tx
+                .query_one(
+                    "SELECT count(DISTINCT emoji), count(*) FILTER (WHERE emoji = $3)
+                     FROM reactions WHERE conv = $1 AND id = $2",
+                    &[conv, &id, emoji],
+                )
+                .await?;
+            let (used, this): (i64, i64) = (row.get(0), row.get(1));
+            if this == 0 && used as usize >= crate::MAX_EMOJIS {
+                return Ok(Err(Refusal::TooManyEmojis));
+            }
+            let added = tx
+                .execute(
+                    "INSERT INTO reactions (conv, id, emoji, key, ts) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING",
+                    &[conv, &id, emoji, &&a.by_key[..], &a.ts_ms],
+                )
+                .await?;
+            if added == 0 {
+                return Ok(Err(Refusal::Unchanged));
+            }
+            count(emoji).await?
+        }
+        Change::Unreact(emoji) => {
+            let removed = tx
+                .execute(
+                    "DELETE FROM reactions WHERE conv = $1 AND id = $2 AND emoji = $3
+                     AND key = $4",
+                    &[conv, &id, emoji, &&a.by_key[..]],
+                )
+                .await?;
+            if removed == 0 {
+                return Ok(Err(Refusal::Unchanged));
+            }
+            count(emoji).await?
+        }
+    }))
+}
+
+/// Stores the event of an [`Op::Amend`] that was made, with the next id of its conversation.
+async fn insert_event(
+    tx: &deadpool_postgres::Transaction<'_>,
+    a: &Amend,
+    count: Option<u64>,
+) -> Result<Record, tokio_postgres::Error> {
+    let row = tx
+        .query_one(
+            "INSERT INTO convs (conv, last_id) VALUES ($1, 1)
+             ON CONFLICT (conv) DO UPDATE SET last_id = convs.last_id + 1 RETURNING last_id",
+            &[&a.conv],
+        )
+        .await?;
+    let id = row.get::<_, i64>(0);
+    let r = event_record(a, id as u64, count);
+    tx.execute(
+        "INSERT INTO messages (conv, id, ts, from_key, from_nick, to_key, to_nick, kind, text,
+             target, count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &r.conv,
+            &id,
+            &r.ts_ms,
+            &&r.from_key[..],
+            &r.from_nick,
+            &r.to_key.as_ref().map(|k| &k[..]),
+            &r.to_nick,
+            &i16::from(r.kind),
+            &r.text,
+            &id_param(a.target),
+            &count.map(|n| n as i64),
+        ],
+    )
+    .await?;
+    Ok(r)
+}
+
+/// The conversation of a message or of a change to one.
+fn conv_of(op: &Op) -> &str {
+    match op {
+        Op::Message(m) => &m.conv,
+        Op::Amend(a) => &a.conv,
+        _ => "",
+    }
+}
+
+/// Stores `messages` (op `i` of the batch each), pipelined, and sets their outcomes.
+async fn insert_messages(
+    tx: &deadpool_postgres::Transaction<'_>,
+    messages: &[(usize, &NewMessage)],
+    out: &mut [Outcome],
+) -> Result<(), tokio_postgres::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let st = tx.prepare_cached(INSERT_MESSAGE).await?;
+    let params: Vec<[Box<dyn ToSql + Sync + Send>; 10]> = messages
+        .iter()
+        .map(|(_, m)| -> [Box<dyn ToSql + Sync + Send>; 10] {
+            [
+                Box::new(m.conv.clone()),
+                Box::new(m.ts_ms),
+                Box::new(m.from_key.to_vec()),
+                Box::new(m.from_nick.clone()),
+                Box::new(m.to_key.map(|k| k.to_vec())),
+                Box::new(m.to_nick.clone()),
+                Box::new(i16::from(m.kind)),
+                Box::new(m.text.clone()),
+                Box::new(m.client_ref.map(|c| c.0 as i64)),
+                Box::new(m.client_ref.map(|c| c.1 as i64)),
+            ]
+        })
+        .collect();
+    // Every query is queued on the connection as its future is first polled, in
+    // order: one round trip for all of them.
+    let queries = params.iter().map(|p| {
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            p.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+        let st = &st;
+        async move { tx.query_one(st, &refs).await }
+    });
+    let rows = futures_util::future::try_join_all(queries).await?;
+    for ((i, _), row) in messages.iter().zip(rows) {
+        let fresh: bool = row.get(0);
+        let id = row.get::<_, i64>(2) as u64;
+        out[*i] = if fresh {
+            Outcome::Stored { id }
+        } else {
+            Outcome::Duplicate {
+                conv: row.get(1),
+                id,
+                ts_ms: row.get(3),
+            }
+        };
+    }
+    Ok(())
 }
 
 fn id_param(v: u64) -> i64 {
@@ -506,63 +780,38 @@ impl Writer {
             .map_err(|e| pool_err(&self.target, e))?;
         let tx = c.transaction().await.map_err(&err)?;
         let mut out = vec![Outcome::Done; ops.len()];
-        let mut messages: Vec<(usize, &NewMessage)> = ops
+        // Messages and changes to messages, in the order of their conversations' names (a
+        // conversation's own in the order given, so that its ids follow it): runs of
+        // messages are pipelined, each change is made on its own.
+        let mut convs: Vec<(usize, &Op)> = ops
             .iter()
             .enumerate()
-            .filter_map(|(i, op)| match op {
-                Op::Message(m) => Some((i, m)),
-                _ => None,
-            })
+            .filter(|(_, op)| matches!(op, Op::Message(_) | Op::Amend(_)))
+            .map(|(i, op)| (i, *op))
             .collect();
-        messages.sort_by(|a, b| a.1.conv.as_bytes().cmp(b.1.conv.as_bytes()));
-        if !messages.is_empty() {
-            let st = tx.prepare_cached(INSERT_MESSAGE).await.map_err(&err)?;
-            let params: Vec<[Box<dyn ToSql + Sync + Send>; 10]> = messages
-                .iter()
-                .map(|(_, m)| -> [Box<dyn ToSql + Sync + Send>; 10] {
-                    [
-                        Box::new(m.conv.clone()),
-                        Box::new(m.ts_ms),
-                        Box::new(m.from_key.to_vec()),
-                        Box::new(m.from_nick.clone()),
-                        Box::new(m.to_key.map(|k| k.to_vec())),
-                        Box::new(m.to_nick.clone()),
-                        Box::new(i16::from(m.kind)),
-                        Box::new(m.text.clone()),
-                        Box::new(m.client_ref.map(|c| c.0 as i64)),
-                        Box::new(m.client_ref.map(|c| c.1 as i64)),
-                    ]
-                })
-                .collect();
-            // Every query is queued on the connection as its future is first polled, in
-            // order: one round trip for all of them.
-            let queries = params.iter().map(|p| {
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    p.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
-                let tx = &tx;
-                let st = &st;
-                async move { tx.query_one(st, &refs).await }
-            });
-            let rows = futures_util::future::try_join_all(queries)
-                .await
-                .map_err(&err)?;
-            for ((i, _), row) in messages.iter().zip(rows) {
-                let fresh: bool = row.get(0);
-                let id = row.get::<_, i64>(2) as u64;
-                out[*i] = if fresh {
-                    Outcome::Stored { id }
-                } else {
-                    Outcome::Duplicate {
-                        conv: row.get(1),
-                        id,
-                        ts_ms: row.get(3),
-                    }
-                };
+        convs.sort_by(|a, b| conv_of(a.1).as_bytes().cmp(conv_of(b.1).as_bytes()));
+        let mut run: Vec<(usize, &NewMessage)> = Vec::new();
+        for (i, op) in convs {
+            match op {
+                Op::Message(m) => run.push((i, m)),
+                Op::Amend(a) => {
+                    insert_messages(&tx, &std::mem::take(&mut run), &mut out)
+                        .await
+                        .map_err(&err)?;
+                    out[i] = match amend(&tx, a).await.map_err(&err)? {
+                        Err(refusal) => Outcome::Refused(refusal),
+                        Ok(count) => Outcome::Amended(Box::new(
+                            insert_event(&tx, a, count).await.map_err(&err)?,
+                        )),
+                    };
+                }
+                _ => {}
             }
         }
+        insert_messages(&tx, &run, &mut out).await.map_err(&err)?;
         for (i, op) in ops.iter().enumerate() {
             match op {
-                Op::Message(_) => {}
+                Op::Message(_) | Op::Amend(_) => {}
                 Op::SetNick {
                     nick,
                     fold,
@@ -731,6 +980,15 @@ impl Writer {
                 .await
                 .map_err(&err)?;
         }
+        if deleted > 0 {
+            tx.execute(
+                "DELETE FROM reactions r WHERE NOT EXISTS (SELECT 1 FROM messages m
+                     WHERE m.conv = r.conv AND m.id = r.id)",
+                &[],
+            )
+            .await
+            .map_err(&err)?;
+        }
         tx.commit().await.map_err(&err)?;
         Ok(deleted)
     }
@@ -788,6 +1046,9 @@ async fn load(c: deadpool_postgres::Object, recent: usize) -> Result<Loaded, Str
     for row in &rows {
         out.recent.push(record(row)?);
     }
+    for conv in out.recent.chunk_by_mut(|a, b| a.conv == b.conv) {
+        add_reactions(&c, conv).await?;
+    }
     Ok(out)
 }
 
@@ -827,6 +1088,7 @@ impl Storage for Postgres {
                 .map_err(msg)?;
             let mut out = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
             out.reverse();
+            add_reactions(&c, &mut out).await?;
             Ok(out)
         })
     }
@@ -862,6 +1124,7 @@ impl Storage for Postgres {
                 bytes = bytes.saturating_add(r.text.len() + r.from_nick.len());
                 out.push(r);
             }
+            add_reactions(&c, &mut out).await?;
             Ok(out)
         })
     }
@@ -929,7 +1192,9 @@ impl Storage for Postgres {
                 .await
                 .map_err(msg)?;
             tx.commit().await.map_err(msg)?;
-            rows.iter().map(record).collect()
+            let mut found = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+            add_reactions_of_matches(&c, &conv, &mut found).await?;
+            Ok(found)
         })
     }
 

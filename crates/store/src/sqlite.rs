@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::{
-    Batch, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Retention, SEARCH_TIMEOUT, Storage,
-    StoreConfig, StoreError, StoreFuture, WriterStats,
+    Amend, Batch, Change, Loaded, ModEntry, NewMessage, Op, Outcome, Record, Refusal, Retention,
+    SEARCH_TIMEOUT, Storage, StoreConfig, StoreError, StoreFuture, WriterStats, event_record, kind,
 };
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -96,6 +96,52 @@ pub const MIGRATIONS: &[&str] = &[
         INSERT INTO messages_fts (rowid, text)
             SELECT rowid, new.text FROM fts_rows WHERE conv = new.conv AND id = new.id;
     END;",
+    // 6: edits, deletions and reactions. `target`: the message an edit, deletion or
+    // reaction event is about; `edited`/`deleted`: a message's state (a deleted message's
+    // text is overwritten with ''); `count`: a reaction event's emoji count after it. One
+    // row per reaction (message, emoji, reacting key).
+    //
+    // The search index is made again so that no word of a deleted (or edited-away) text
+    // stays in the file: migration 5's `contentless_delete` index only marks a row deleted
+    // (its words stay in the index's pages until a merge). This one is contentless too, but
+    // its rows are taken out with FTS5's `delete` command, given the text the row was indexed
+    // with (the trigger's `old.text`, always what the index holds), and its `secure-delete`
+    // setting (kept in the index) removes them from the pages at once; with SQLite's
+    // `secure_delete` the freed bytes are overwritten.
+    "ALTER TABLE messages ADD COLUMN target INTEGER;
+    ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN count INTEGER;
+    CREATE INDEX messages_target ON messages (conv, target) WHERE target IS NOT NULL;
+    CREATE TABLE reactions (conv TEXT NOT NULL, id INTEGER NOT NULL, emoji TEXT NOT NULL,
+        key BLOB NOT NULL, ts INTEGER NOT NULL,
+        PRIMARY KEY (conv, id, emoji, key)) WITHOUT ROWID;
+    DROP TRIGGER messages_fts_insert;
+    DROP TRIGGER messages_fts_delete;
+    DROP TRIGGER messages_fts_update;
+    DROP TABLE messages_fts;
+    CREATE VIRTUAL TABLE messages_fts USING fts5(text, content = '',
+        tokenize = 'unicode61 remove_diacritics 0');
+    INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1);
+    INSERT INTO messages_fts (rowid, text) SELECT p.rowid, m.text FROM fts_rows p
+        JOIN messages m ON m.conv = p.conv AND m.id = p.id;
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN new.kind IN (0, 1) BEGIN
+        INSERT INTO fts_rows (conv, id) VALUES (new.conv, new.id);
+        INSERT INTO messages_fts (rowid, text)
+            SELECT rowid, new.text FROM fts_rows WHERE conv = new.conv AND id = new.id;
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN old.kind IN (0, 1) BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text)
+            SELECT 'delete', rowid, old.text FROM fts_rows WHERE conv = old.conv AND id = old.id;
+        DELETE FROM fts_rows WHERE conv = old.conv AND id = old.id;
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages
+        WHEN old.kind IN (0, 1) BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text)
+            SELECT 'delete', rowid, old.text FROM fts_rows WHERE conv = old.conv AND id = old.id;
+        INSERT INTO messages_fts (rowid, text)
+            SELECT rowid, new.text FROM fts_rows WHERE conv = new.conv AND id = new.id;
+    END;",
 ];
 
 pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -115,6 +161,10 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql_err(path))?;
     conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sql_err(path))?;
+    // A deleted message's text (and whatever retention deletes) is overwritten with zeros
+    // in the file, not left in free space where a copy of the file would still show it.
+    conn.pragma_update(None, "secure_delete", "ON")
         .map_err(sql_err(path))?;
     Ok(conn)
 }
@@ -456,6 +506,32 @@ impl Writer {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(&err)?;
+            let mut ins_event = tx
+                .prepare_cached(
+                    "INSERT INTO messages (conv, id, ts, from_key, from_nick, to_key,
+                     to_nick, kind, text, target, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(&err)?;
+            // The next id of `conv` in this transaction.
+            let mut next_id = |conv: &'a str| -> Result<i64, StoreError> {
+                Ok(match last.get_mut(conv) {
+                    Some(id) => {
+                        *id += 1;
+                        *id
+                    }
+                    None => {
+                        let id = last_id
+                            .query_row(params![conv], |r| r.get::<_, i64>(0))
+                            .optional()
+                            .map_err(&err)?
+                            .unwrap_or(0)
+                            + 1;
+                        last.insert(conv, id);
+                        id
+                    }
+                })
+            };
             for op in ops {
                 let outcome = match op {
                     Op::Message(m) => {
@@ -487,22 +563,7 @@ impl Writer {
                         match stored {
                             Some(d) => d,
                             None => {
-                                let id = match last.get_mut(conv.as_str()) {
-                                    Some(id) => {
-                                        *id += 1;
-                                        *id
-                                    }
-                                    None => {
-                                        let id = last_id
-                                            .query_row(params![conv], |r| r.get::<_, i64>(0))
-                                            .optional()
-                                            .map_err(&err)?
-                                            .unwrap_or(0)
-                                            + 1;
-                                        last.insert(conv, id);
-                                        id
-                                    }
-                                };
+                                let id = next_id(conv)?;
                                 ins.execute(params![
                                     conv,
                                     id,
@@ -521,6 +582,29 @@ impl Writer {
                             }
                         }
                     }
+                    Op::Amend(a) => match amend(&tx, a).map_err(&err)? {
+                        Err(refusal) => Outcome::Refused(refusal),
+                        Ok(count) => {
+                            let id = next_id(&a.conv)?;
+                            let record = event_record(a, id as u64, count);
+                            ins_event
+                                .execute(params![
+                                    record.conv,
+                                    id,
+                                    record.ts_ms,
+                                    &record.from_key[..],
+                                    record.from_nick,
+                                    record.to_key.as_ref().map(|k| &k[..]),
+                                    record.to_nick,
+                                    record.kind,
+                                    record.text,
+                                    a.target as i64,
+                                    count.map(|n| n as i64),
+                                ])
+                                .map_err(&err)?;
+                            Outcome::Amended(Box::new(record))
+                        }
+                    },
                     Op::SetNick {
                         nick,
                         fold,
@@ -678,9 +762,108 @@ impl Writer {
                 )
                 .map_err(&err)? as u64;
         }
+        if deleted > 0 {
+            tx.execute(
+                "DELETE FROM reactions WHERE NOT EXISTS (SELECT 1 FROM messages m
+                     WHERE m.conv = reactions.conv AND m.id = reactions.id)",
+                [],
+            )
+            .map_err(&err)?;
+        }
         tx.commit().map_err(&err)?;
         Ok(deleted)
     }
+}
+
+/// Checks and makes the change of `a` to its message: `Err` (nothing changed) if it may not
+/// be made, else, for a reaction, its emoji's count after it.
+fn amend(
+    tx: &rusqlite::Transaction<'_>,
+    a: &Amend,
+) -> rusqlite::Result<Result<Option<u64>, Refusal>> {
+    let (conv, id) = (&a.conv, a.target as i64);
+    let found: Option<(Vec<u8>, u8, bool)> = tx
+        .query_row(
+            "SELECT from_key, kind, deleted FROM messages WHERE conv = ?1 AND id = ?2",
+            params![conv, id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((from, _, _)) = found.filter(|f| kind::is_message(f.1) && !f.2) else {
+        return Ok(Err(Refusal::NoMessage));
+    };
+    if a.author.is_some_and(|au| au[..] != from[..]) {
+        return Ok(Err(Refusal::NotAuthor));
+    }
+    let count = |tx: &rusqlite::Transaction<'_>, emoji: &str| -> rusqlite::Result<Option<u64>> {
+        let n: i64 = tx.query_row(
+            "SELECT count(*) FROM reactions WHERE conv = ?1 AND id = ?2 AND emoji = ?3",
+            params![conv, id, emoji],
+            |r| r.get(0),
+        )?;
+        Ok(Some(n as u64))
+    };
+    Ok(Ok(match &a.change {
+        Change::Edit(text) => {
+            tx.execute(
+                "UPDATE messages SET text = ?3, edited = 1 WHERE conv = ?1 AND id = ?2",
+                params![conv, id, text],
+            )?;
+            None
+        }
+        Change::Delete => {
+            tx.execute(
+                "UPDATE messages SET text = '', deleted = 1 WHERE conv = ?1 AND id = ?2",
+                params![conv, id],
+            )?;
+            tx.execute(
+                "UPDATE messages SET text = '', deleted = 1 WHERE conv = ?1 AND target = ?2
+                 AND kind = ?3",
+                params![conv, id, kind::EDIT],
+            )?;
+            tx.execute(
+                "DELETE FROM reactions WHERE conv = ?1 AND id = ?2",
+                params![conv, id],
+            )?;
+            None
+        }
+        Change::React(emoji) => {
+            let used: i64 = tx.query_row(
+                "SELECT count(DISTINCT emoji), coalesce(sum(emoji = ?3), 0) FROM reactions
+                 WHERE conv = ?1 AND id = ?2",
+                params![conv, id, emoji],
+                |r| {
+                    Ok(if r.get::<_, i64>(1)? > 0 {
+                        0
+                    } else {
+                        r.get(0)?
+                    })
+                },
+            )?;
+            if used as usize >= crate::MAX_EMOJIS {
+                return Ok(Err(Refusal::TooManyEmojis));
+            }
+            let added = tx.execute(
+                "INSERT OR IGNORE INTO reactions (conv, id, emoji, key, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![conv, id, emoji, &a.by_key[..], a.ts_ms],
+            )?;
+            if added == 0 {
+                return Ok(Err(Refusal::Unchanged));
+            }
+            count(tx, emoji)?
+        }
+        Change::Unreact(emoji) => {
+            let removed = tx.execute(
+                "DELETE FROM reactions WHERE conv = ?1 AND id = ?2 AND emoji = ?3 AND key = ?4",
+                params![conv, id, emoji, &a.by_key[..]],
+            )?;
+            if removed == 0 {
+                return Ok(Err(Refusal::Unchanged));
+            }
+            count(tx, emoji)?
+        }
+    }))
 }
 
 /// A read connection.
@@ -690,8 +873,8 @@ pub struct Reader {
     path: PathBuf,
 }
 
-const COLUMNS: &str =
-    "conv, id, ts, from_key, from_nick, to_key, to_nick, kind, text, client_id, client_seq";
+const COLUMNS: &str = "conv, id, ts, from_key, from_nick, to_key, to_nick, kind, text, client_id,
+     client_seq, target, edited, deleted, count";
 
 fn key32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
     v.try_into().map_err(|_| {
@@ -718,7 +901,47 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         kind: row.get(7)?,
         text: row.get(8)?,
         client_ref: cid.zip(cseq).map(|(a, b)| (a as u64, b as u64)),
+        target: row.get::<_, Option<i64>>(11)?.map(|t| t as u64),
+        edited: row.get(12)?,
+        deleted: row.get(13)?,
+        reactions: match (row.get::<_, Option<i64>>(14)?, row.get::<_, String>(8)?) {
+            (Some(n), emoji) => vec![(emoji, n as u64)],
+            (None, _) => Vec::new(),
+        },
     })
+}
+
+/// Fills in the reaction counts of the messages among `records` (of one conversation).
+fn add_reactions(conn: &Connection, path: &Path, records: &mut [Record]) -> Result<(), StoreError> {
+    let err = sql_err(path);
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(());
+    };
+    let (conv, lo, hi) = (first.conv.clone(), first.id as i64, last.id as i64);
+    let mut st = conn
+        .prepare_cached(
+            "SELECT id, emoji, count(*) FROM reactions WHERE conv = ?1 AND id BETWEEN ?2 AND ?3
+             GROUP BY id, emoji ORDER BY id, min(ts), emoji",
+        )
+        .map_err(&err)?;
+    let rows = st
+        .query_map(params![conv, lo, hi], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })
+        .map_err(&err)?;
+    for row in rows {
+        let (id, emoji, n) = row.map_err(&err)?;
+        if let Ok(i) = records.binary_search_by_key(&id, |r| r.id) {
+            if kind::is_message(records[i].kind) {
+                records[i].reactions.push((emoji, n));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Reader {
@@ -800,6 +1023,7 @@ impl Reader {
             .collect::<Result<_, _>>()
             .map_err(&err)?;
         rows.reverse();
+        add_reactions(&self.conn, &self.path, &mut rows)?;
         Ok(rows)
     }
 
@@ -837,6 +1061,8 @@ impl Reader {
             bytes = bytes.saturating_add(r.text.len() + r.from_nick.len());
             out.push(r);
         }
+        drop(rows);
+        add_reactions(&self.conn, &self.path, &mut out)?;
         Ok(out)
     }
 
@@ -904,7 +1130,8 @@ impl Reader {
                 .conn
                 .prepare_cached(
                     "SELECT m.conv, m.id, m.ts, m.from_key, m.from_nick, m.to_key, m.to_nick,
-                         m.kind, m.text, m.client_id, m.client_seq
+                         m.kind, m.text, m.client_id, m.client_seq, m.target, m.edited,
+                         m.deleted, m.count
                      FROM messages_fts f CROSS JOIN fts_rows p CROSS JOIN messages m
                      WHERE messages_fts MATCH ?1 AND p.rowid = f.rowid AND p.conv = ?2
                          AND p.id < ?3 AND m.conv = p.conv AND m.id = p.id
@@ -918,7 +1145,11 @@ impl Reader {
                 .map_err(&err)
         })();
         self.conn.progress_handler(0, None::<fn() -> bool>);
-        result
+        let mut found = result?;
+        for r in &mut found {
+            add_reactions(&self.conn, &self.path, std::slice::from_mut(r))?;
+        }
+        Ok(found)
     }
 
     /// The read markers of `key`, at most `limit`, in conversation name order.

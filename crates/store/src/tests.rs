@@ -715,6 +715,313 @@ mod cases {
         s.close().await.expect("close");
     }
 
+    /// Edits, deletions and reactions: allowed only on a message still there (and for a
+    /// given author, only its own), each recorded as an event with the next id; a deleted
+    /// message's text and its edits' texts are gone from the rows; counts are read back
+    /// with the messages.
+    pub(super) async fn messages_are_edited_deleted_and_reacted_to(env: &Env) {
+        let s = env.open().await;
+        let alice = [1; 32];
+        let bob = [2; 32];
+        let amend = |target: u64, by: [u8; 32], author: Option<[u8; 32]>, change: Change| {
+            Op::Amend(Amend {
+                conv: "#a".into(),
+                target,
+                ts_ms: 50,
+                by_key: by,
+                by_nick: "someone".into(),
+                to_key: None,
+                to_nick: None,
+                author,
+                change,
+            })
+        };
+        let react = |t, by, e: &str| amend(t, by, None, Change::React(e.into()));
+        write(
+            &*s,
+            vec![
+                Op::Message(msg("#a", 1, "first", 1)),
+                Op::Message(msg("#a", 2, "secret words", 2)),
+            ],
+        )
+        .await;
+        let out = write(
+            &*s,
+            vec![
+                // Bob edits alice's message: refused; alice edits it.
+                amend(1, bob, Some(bob), Change::Edit("nope".into())),
+                amend(1, alice, Some(alice), Change::Edit("first, edited".into())),
+                amend(
+                    2,
+                    alice,
+                    Some(alice),
+                    Change::Edit("secret words, again".into()),
+                ),
+                react(1, bob, "👍"),
+                react(1, alice, "👍"),
+                react(1, bob, "👍"),
+                react(1, bob, "🎉"),
+                amend(1, bob, None, Change::Unreact("🎉".into())),
+                amend(1, bob, None, Change::Unreact("🎉".into())),
+                // No message 99; an event is not a message.
+                react(99, bob, "👍"),
+                react(3, bob, "👍"),
+            ],
+        )
+        .await;
+        let event = |o: &Outcome| match o {
+            Outcome::Amended(r) => (r.id, r.kind, r.target, r.text.clone(), r.reactions.clone()),
+            other => panic!("not amended: {other:?}"),
+        };
+        assert_eq!(out[0], Outcome::Refused(Refusal::NotAuthor));
+        assert_eq!(
+            event(&out[1]),
+            (3, kind::EDIT, Some(1), "first, edited".into(), vec![])
+        );
+        assert_eq!(event(&out[2]).0, 4);
+        assert_eq!(
+            event(&out[3]),
+            (5, kind::REACT, Some(1), "👍".into(), vec![("👍".into(), 1)])
+        );
+        assert_eq!(event(&out[4]).4, vec![("👍".into(), 2)]);
+        assert_eq!(out[5], Outcome::Refused(Refusal::Unchanged));
+        assert_eq!(event(&out[6]).0, 7);
+        assert_eq!(
+            event(&out[7]),
+            (
+                8,
+                kind::UNREACT,
+                Some(1),
+                "🎉".into(),
+                vec![("🎉".into(), 0)]
+            )
+        );
+        assert_eq!(out[8], Outcome::Refused(Refusal::Unchanged));
+        assert_eq!(out[9], Outcome::Refused(Refusal::NoMessage));
+        assert_eq!(out[10], Outcome::Refused(Refusal::NoMessage));
+        let page = s.history("#a".into(), None, 10).await.expect("history");
+        assert_eq!(ids(&page), (1..=8).collect::<Vec<_>>());
+        assert_eq!(
+            (page[0].text.as_str(), page[0].edited),
+            ("first, edited", true)
+        );
+        assert_eq!(page[0].reactions, vec![("👍".to_owned(), 2)]);
+        // A reaction's event carries its count as of then.
+        assert_eq!(page[4].reactions, vec![("👍".to_owned(), 1)]);
+        // An operator (no author required) deletes message 2: its text and its edit's go.
+        let out = write(&*s, vec![amend(2, bob, None, Change::Delete)]).await;
+        assert_eq!(event(&out[0]).1, kind::DELETE);
+        let out = write(
+            &*s,
+            vec![
+                amend(2, alice, Some(alice), Change::Edit("back".into())),
+                react(2, bob, "👍"),
+                amend(2, bob, None, Change::Delete),
+            ],
+        )
+        .await;
+        assert!(
+            out.iter()
+                .all(|o| *o == Outcome::Refused(Refusal::NoMessage)),
+            "{out:?}"
+        );
+        let page = s
+            .after("#a".into(), 0, 100, 100, 1 << 20)
+            .await
+            .expect("after");
+        assert_eq!(ids(&page), (1..=9).collect::<Vec<_>>());
+        assert_eq!((page[1].text.as_str(), page[1].deleted), ("", true));
+        assert_eq!(
+            (page[3].text.as_str(), page[3].deleted),
+            ("", true),
+            "its edit"
+        );
+        assert_eq!(page[0].reactions, vec![("👍".to_owned(), 2)]);
+        assert_eq!((page[8].kind, page[8].target), (kind::DELETE, Some(2)));
+        // The loaded cache says the same.
+        let loaded = s.load(3).await.expect("load");
+        assert_eq!(ids(&loaded.recent), vec![7, 8, 9]);
+        // At most MAX_EMOJIS different emojis on one message.
+        let many: Vec<Op> = (0..=MAX_EMOJIS)
+            .map(|i| react(1, bob, &format!("e{i}")))
+            .collect();
+        let out = write(&*s, many).await;
+        assert!(
+            matches!(out[MAX_EMOJIS - 2], Outcome::Amended(_)),
+            "{out:?}"
+        );
+        assert_eq!(
+            out[MAX_EMOJIS - 1],
+            Outcome::Refused(Refusal::TooManyEmojis)
+        );
+        s.close().await.expect("close");
+    }
+
+    /// Search follows edits and deletions made through the store ([`Op::Amend`]): an
+    /// edited-away word is no longer found and the new text is; nothing of a deleted message
+    /// (or of its edits) is found; the amend events themselves (whose rows carry the edit's
+    /// text or the emoji) are never results; a match carries its state and reactions.
+    pub(super) async fn search_follows_edits_and_deletions(env: &Env) {
+        let s = env.open().await;
+        let alice = [1; 32];
+        let amend = |target: u64, change: Change| {
+            Op::Amend(Amend {
+                conv: "#a".into(),
+                target,
+                ts_ms: 50,
+                by_key: alice,
+                by_nick: "alice".into(),
+                to_key: None,
+                to_nick: None,
+                author: Some(alice),
+                change,
+            })
+        };
+        write(
+            &*s,
+            vec![
+                Op::Message(msg("#a", 1, "launch the falcon today", 1)),
+                Op::Message(msg("#a", 2, "the falcon is secret", 2)),
+                Op::Message(msg("#a", 3, "falcon photos", 3)),
+            ],
+        )
+        .await;
+        let out = write(
+            &*s,
+            vec![
+                // 4: 1 edited, 5: 2 edited, 6: 2 deleted, 7: a reaction (emoji "falcon" is
+                // not one, but the row's text must not match either way), 8: its edit.
+                amend(1, Change::Edit("launch the heron tomorrow".into())),
+                amend(2, Change::Edit("the falcon is hidden".into())),
+                amend(2, Change::Delete),
+                amend(3, Change::React("👍".into())),
+                amend(3, Change::Edit("heron photos".into())),
+            ],
+        )
+        .await;
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Amended(_))),
+            "{out:?}"
+        );
+        let search = |words: &str| {
+            let terms = search_terms(words).expect("words");
+            s.search("#a".into(), terms, None, 100)
+        };
+        assert_eq!(ids(&search("falcon").await.expect("search")), vec![]);
+        assert_eq!(ids(&search("secret").await.expect("search")), vec![]);
+        assert_eq!(ids(&search("hidden").await.expect("search")), vec![]);
+        assert_eq!(ids(&search("today").await.expect("search")), vec![]);
+        let heron = search("heron").await.expect("search");
+        assert_eq!(
+            ids(&heron),
+            vec![3, 1],
+            "the messages, not their edit events"
+        );
+        assert!(heron.iter().all(|r| kind::is_message(r.kind) && r.edited));
+        assert_eq!(heron[1].text, "launch the heron tomorrow");
+        assert_eq!(heron[0].reactions, vec![("👍".to_owned(), 1)]);
+        assert!(heron[1].reactions.is_empty());
+        // Still so after a reopen (the index is the database's, not the process's).
+        s.close().await.expect("close");
+        let s = env.open().await;
+        let terms = |w: &str| search_terms(w).expect("words");
+        let hits = s.search("#a".into(), terms("falcon"), None, 100).await;
+        assert_eq!(ids(&hits.expect("search")), vec![]);
+        let hits = s
+            .search("#a".into(), terms("tomorrow heron"), None, 100)
+            .await;
+        assert_eq!(ids(&hits.expect("search")), vec![1]);
+        s.close().await.expect("close");
+        // SQLite: no word of a deleted or edited-away text is left in the file, the search
+        // index included (its rows are removed, not marked deleted; secure_delete).
+        if let Database::Sqlite(path) = &env.db {
+            let c = Connection::open(path).expect("open");
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .expect("checkpoint");
+            drop(c);
+            let bytes = std::fs::read(path).expect("read");
+            let has = |w: &str| bytes.windows(w.len()).any(|b| b == w.as_bytes());
+            assert!(has("heron"), "the file is the one searched");
+            for gone in ["falcon", "alcon", "secret", "hidden", "today"] {
+                assert!(!has(gone), "{gone} is still in {}", path.display());
+            }
+        }
+    }
+
+    /// A database of the schema before edits (SQLite 5, PostgreSQL 3: with the search index
+    /// and read markers) migrates up: its messages, search index and markers are kept, and
+    /// edits and deletions of its old messages reach the index.
+    pub(super) async fn a_database_from_before_edits_migrates_up_and_keeps_its_search(env: &Env) {
+        let (schema, key) = match &env.db {
+            Database::Sqlite(_) => (
+                format!(
+                    "{}; PRAGMA user_version = 5;",
+                    SQLITE_MIGRATIONS[..5].join(";\n")
+                ),
+                format!("X'{}'", "01".repeat(32)),
+            ),
+            Database::Postgres(_) => (
+                format!(
+                    "CREATE TABLE chirp_schema (version INT NOT NULL);
+                     {};
+                     INSERT INTO chirp_schema (version) VALUES (3);",
+                    POSTGRES_MIGRATIONS[..3].join(";\n")
+                ),
+                format!("'\\x{}'::bytea", "01".repeat(32)),
+            ),
+        };
+        env.exec(&schema).await;
+        env.exec(&format!(
+            "INSERT INTO messages (conv, id, ts, from_key, from_nick, kind, text)
+                 VALUES ('#a', 1, 1, {key}, 'alice', 0, 'the falcon flies'),
+                        ('#a', 2, 2, {key}, 'alice', 0, 'falcon photos');
+             INSERT INTO convs (conv, last_id) VALUES ('#a', 2);
+             INSERT INTO read_markers (key, conv, upto) VALUES ({key}, '#a', 1);"
+        ))
+        .await;
+        let s = env.open().await;
+        let terms = |w: &str| search_terms(w).expect("words");
+        let hits = s.search("#a".into(), terms("falcon"), None, 10).await;
+        assert_eq!(ids(&hits.expect("search")), vec![2, 1]);
+        assert_eq!(
+            s.markers([1; 32], 10).await.expect("markers"),
+            vec![("#a".to_owned(), 1)]
+        );
+        let amend = |target: u64, change: Change| {
+            Op::Amend(Amend {
+                conv: "#a".into(),
+                target,
+                ts_ms: 50,
+                by_key: [1; 32],
+                by_nick: "alice".into(),
+                to_key: None,
+                to_nick: None,
+                author: Some([1; 32]),
+                change,
+            })
+        };
+        let out = write(
+            &*s,
+            vec![
+                amend(1, Change::Edit("the heron flies".into())),
+                amend(2, Change::Delete),
+            ],
+        )
+        .await;
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Amended(_))),
+            "{out:?}"
+        );
+        let hits = s.search("#a".into(), terms("falcon"), None, 10).await;
+        assert_eq!(ids(&hits.expect("search")), vec![]);
+        let hits = s.search("#a".into(), terms("flies"), None, 10).await;
+        assert_eq!(ids(&hits.expect("search")), vec![1]);
+        let history = s.history("#a".into(), None, 10).await.expect("history");
+        assert_eq!(ids(&history), vec![1, 2, 3, 4], "ids go on after 2");
+        assert!(history[0].edited && history[1].deleted && history[1].text.is_empty());
+        s.close().await.expect("close");
+    }
+
     pub(super) async fn a_newer_schema_is_refused(env: &Env) {
         env.open().await.close().await.expect("close");
         match &env.db {
@@ -763,6 +1070,9 @@ suite!(
     a_nick_seen_since_the_cutoff_is_kept,
     read_markers_only_move_forward_and_are_per_key,
     search_finds_every_word_newest_first_in_one_conversation,
+    messages_are_edited_deleted_and_reacted_to,
+    search_follows_edits_and_deletions,
+    a_database_from_before_edits_migrates_up_and_keeps_its_search,
     a_newer_schema_is_refused,
 );
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chirp_store::migrate::{self, Progress, Report};
 use chirp_store::{
-    ModEntry, NewMessage, Op, Outcome, Postgres, Retention, SQLITE_MIGRATIONS, Sqlite, Storage,
-    StoreConfig, StoreError,
+    Amend, Change, ModEntry, NewMessage, Op, Outcome, Postgres, Retention, SQLITE_MIGRATIONS,
+    Sqlite, Storage, StoreConfig, StoreError,
 };
 
 const ALICE: [u8; 32] = [1; 32];
@@ -83,7 +83,8 @@ const DAY: i64 = 86_400_000;
 /// An SQLite history at `path`, left open (as a running server's would be): 10 messages in
 /// `#a` of which retention kept the last 4 (ids 7..=10), 3 in `#b` (one an action, one
 /// without a client reference), 3 DMs to bob of which he was handed the first, 2 old
-/// messages in `#old` that retention by age deleted, two nicks, a topic.
+/// messages in `#old` that retention by age deleted, two nicks, a topic; bob's reaction to
+/// `#b` 2 (event `#b` 4) and alice's edit of her DM 3 (event 4 of the DM).
 async fn sqlite_history(path: &Path) -> Sqlite {
     let config = StoreConfig {
         retention: Retention {
@@ -154,6 +155,31 @@ async fn sqlite_history(path: &Path) -> Sqlite {
         },
     ]);
     write(&s, ops).await;
+    let amend = |conv: &str, target, by_key, to_key, change| {
+        Op::Amend(Amend {
+            conv: conv.into(),
+            target,
+            ts_ms: NOW + 5,
+            by_key,
+            by_nick: "someone".into(),
+            to_key,
+            to_nick: to_key.map(|_| "bob".into()),
+            author: Some(by_key).filter(|_| matches!(change, Change::Edit(_))),
+            change,
+        })
+    };
+    let out = write(
+        &s,
+        vec![
+            amend("#b", 2, BOB, None, Change::React("👍".into())),
+            amend(DM, 3, ALICE, Some(BOB), Change::Edit("psst, edited".into())),
+        ],
+    )
+    .await;
+    assert!(
+        out.iter().all(|o| matches!(o, Outcome::Amended(_))),
+        "{out:?}"
+    );
     let deleted = Storage::prune(&s, NOW + 10).await.expect("prune");
     assert_eq!(deleted, 6 + 2, "retention: #a's first 6, #old's 2");
     s
@@ -223,7 +249,12 @@ async fn same_reads(a: &dyn Storage, b: &dyn Storage) {
         );
     }
     // The search index: SQLite's own, PostgreSQL's built from the copied rows.
-    for (conv, words) in [(DM, "psst"), ("#b", "HÉLLO"), ("#b", "waves")] {
+    for (conv, words) in [
+        (DM, "psst"),
+        (DM, "edited"),
+        ("#b", "HÉLLO"),
+        ("#b", "waves"),
+    ] {
         let terms = chirp_store::search_terms(words).expect("words");
         let found = a
             .search(conv.into(), terms.clone(), None, 10)
@@ -254,6 +285,13 @@ async fn a_sqlite_history_moves_into_postgres_and_reads_the_same() {
     assert_eq!(sqlite.count("#a".into()).await.expect("count"), 4);
     assert_eq!(sqlite.last_id("#old".into()).await.expect("last id"), 2);
     assert_eq!(sqlite.count("#old".into()).await.expect("count"), 0);
+    let b = sqlite
+        .history("#b".into(), None, 10)
+        .await
+        .expect("history");
+    assert_eq!(b[1].reactions, vec![("👍".to_owned(), 1)], "{b:?}");
+    let dm = sqlite.history(DM.into(), None, 10).await.expect("history");
+    assert!(dm[2].edited && dm[2].text == "psst, edited", "{dm:?}");
     assert_eq!(
         sqlite
             .undelivered(BOB, None, 10)
@@ -270,19 +308,20 @@ async fn a_sqlite_history_moves_into_postgres_and_reads_the_same() {
     assert_eq!(
         report,
         Report {
-            messages: 4 + 3 + 3,
+            messages: 4 + 4 + 4,
             conversations: 4,
             nicks: 2,
             topics: 1,
             dm_cursors: 1,
             moderation: 1,
             read_markers: 1,
+            reactions: 1,
         }
     );
     assert_eq!(
         report.to_string(),
-        "10 messages in 4 conversations, 2 nicks, 1 topic, 1 DM cursor, 1 moderation entry, \
-         1 read marker"
+        "12 messages in 4 conversations, 2 nicks, 1 topic, 1 DM cursor, 1 moderation entry, \
+         1 read marker, 1 reaction"
     );
     // Progress: from 0 to every row, never backwards, messages last.
     let total = report.rows();
@@ -358,7 +397,7 @@ async fn a_sqlite_history_moves_into_postgres_and_reads_the_same() {
         Pg::value(&url, "SELECT count(*)::text FROM messages").await,
         before
     );
-    assert_eq!(before, "13");
+    assert_eq!(before, "15");
 
     pg_store.close().await.expect("close");
     Storage::close(&sqlite).await.expect("close");

@@ -1265,6 +1265,15 @@ impl App {
             }),
             Command::Ignore { nick } => out.push(UiCommand::Ignore(nick)),
             Command::Unignore { nick } => out.push(UiCommand::Unignore(nick)),
+            Command::Edit { .. }
+            | Command::Delete { .. }
+            | Command::React { .. }
+            | Command::Typing => {
+                self.error(
+                    "edits, deletions, reactions and typing work in line mode only for now: chirp connect --line",
+                );
+                return false;
+            }
             Command::Accept { id: Some(id) } => {
                 self.file_offers.retain(|&o| o != id);
                 out.push(UiCommand::AcceptFile(Some(id)));

@@ -165,6 +165,16 @@ pub enum Name {
     Ignore,
     /// `/unignore`
     Unignore,
+    /// `/edit`
+    Edit,
+    /// `/delete`
+    Delete,
+    /// `/react`
+    React,
+    /// `/unreact`
+    Unreact,
+    /// `/typing`
+    Typing,
     /// `/help`
     Help,
     /// `/quit`
@@ -518,6 +528,46 @@ pub const COMMANDS: &[Spec] = &[
         contexts: CHAT,
     },
     Spec {
+        name: Name::Edit,
+        word: "/edit",
+        aliases: &[],
+        usage: "ID TEXT",
+        help: "replace the text of your message ID in the current room",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Delete,
+        word: "/delete",
+        aliases: &["/del"],
+        usage: "ID",
+        help: "delete your message ID in the current room (operators: anyone's)",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::React,
+        word: "/react",
+        aliases: &[],
+        usage: "ID EMOJI",
+        help: "react to message ID in the current room with an emoji",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Unreact,
+        word: "/unreact",
+        aliases: &[],
+        usage: "ID EMOJI",
+        help: "take your reaction back",
+        contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Typing,
+        word: "/typing",
+        aliases: &[],
+        usage: "",
+        help: "tell the current room you are typing (at most once every 3 s)",
+        contexts: CHAT_LINE,
+    },
+    Spec {
         name: Name::Help,
         word: "/help",
         aliases: &["/?"],
@@ -676,6 +726,29 @@ pub enum Command {
         /// The nick as typed, trimmed.
         nick: String,
     },
+    /// `/edit ID TEXT`: replace the text of one's message `id` in the current room.
+    Edit {
+        /// The message.
+        id: u64,
+        /// Its new text, as typed.
+        text: String,
+    },
+    /// `/delete ID`.
+    Delete {
+        /// The message.
+        id: u64,
+    },
+    /// `/react ID EMOJI` (or `/unreact`: `remove`).
+    React {
+        /// The message.
+        id: u64,
+        /// The emoji, as typed (the server judges it).
+        emoji: String,
+        /// `/unreact`.
+        remove: bool,
+    },
+    /// `/typing`.
+    Typing,
     /// `/help`.
     Help,
     /// `/quit [REASON]`.
@@ -716,6 +789,11 @@ impl Command {
             Command::Mod(m) => m.name,
             Command::Ignore { .. } => Name::Ignore,
             Command::Unignore { .. } => Name::Unignore,
+            Command::Edit { .. } => Name::Edit,
+            Command::Delete { .. } => Name::Delete,
+            Command::React { remove: false, .. } => Name::React,
+            Command::React { remove: true, .. } => Name::Unreact,
+            Command::Typing => Name::Typing,
             Command::Help => Name::Help,
             Command::Quit { .. } => Name::Quit,
         })
@@ -1006,6 +1084,32 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
         Name::Unignore => Command::Unignore {
             nick: first.to_owned(),
         },
+        Name::Edit | Name::Delete | Name::React | Name::Unreact => {
+            let Ok(id) = first.parse::<u64>() else {
+                return if first.is_empty() {
+                    usage
+                } else {
+                    Err(CommandError::Invalid {
+                        name,
+                        problem: "takes a message id (a number)",
+                    })
+                };
+            };
+            match name {
+                Name::Delete => Command::Delete { id },
+                _ if after.is_empty() => return usage,
+                Name::Edit => Command::Edit {
+                    id,
+                    text: after.to_owned(),
+                },
+                _ => Command::React {
+                    id,
+                    emoji: after.to_owned(),
+                    remove: name == Name::Unreact,
+                },
+            }
+        }
+        Name::Typing => Command::Typing,
         Name::Help => Command::Help,
         Name::Quit => Command::Quit { reason: opt(args) },
     })
@@ -1154,6 +1258,41 @@ pub fn help(context: Context) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn edits_deletions_reactions_and_typing_parse() {
+        let line = |l: &str| parse(l, Context::ChatLine);
+        assert_eq!(
+            line("/edit 18  hi,  all "),
+            Ok(Command::Edit {
+                id: 18,
+                text: "hi,  all".into()
+            })
+        );
+        assert_eq!(line("/del 4"), Ok(Command::Delete { id: 4 }));
+        assert_eq!(
+            line("/unreact 4 👍"),
+            Ok(Command::React {
+                id: 4,
+                emoji: "👍".into(),
+                remove: true
+            })
+        );
+        assert_eq!(line("/typing"), Ok(Command::Typing));
+        assert_eq!(
+            line("/react 4").map_err(|e| e.to_string()),
+            Err("usage: /react ID EMOJI".into())
+        );
+        assert_eq!(
+            line("/edit four x").map_err(|e| e.to_string()),
+            Err("/edit takes a message id (a number): usage: /edit ID TEXT".into())
+        );
+        assert!(help(Context::ChatLine).contains("/react ID EMOJI"));
+        assert!(
+            parse("/edit 1 x", Context::ChatUi).is_err(),
+            "line mode only for now"
+        );
+    }
+
     fn chat(line: &str) -> Result<Command, CommandError> {
         parse(line, Context::ChatUi)
     }
@@ -1175,6 +1314,7 @@ mod tests {
             Name::Mode => "+m",
             Name::Kill => "7 bye",
             Name::Ignore | Name::Unignore => "bob",
+            Name::Edit | Name::Delete | Name::React | Name::Unreact => "7 hi",
             _ => "bob hi there",
         }
     }
@@ -1213,6 +1353,11 @@ mod tests {
             Name::Kill,
             Name::Ignore,
             Name::Unignore,
+            Name::Edit,
+            Name::Delete,
+            Name::React,
+            Name::Unreact,
+            Name::Typing,
             Name::Stats,
             Name::Retry,
             Name::Bell,

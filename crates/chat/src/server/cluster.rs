@@ -147,7 +147,7 @@ impl Server {
         self.cluster.as_ref().map_or(0, |c| c.dropped)
     }
 
-    fn node(&self) -> Option<String> {
+    pub(super) fn node(&self) -> Option<String> {
         self.cluster.as_ref().map(|c| c.config.node.clone())
     }
 
@@ -254,6 +254,12 @@ impl Server {
             kind: r.kind,
             text: r.text.clone(),
             cref: r.client_ref,
+            target: r.target,
+            count: r
+                .reactions
+                .first()
+                .filter(|_| r.target.is_some())
+                .map(|x| x.1),
         };
         match r.to_key {
             None => self.publish(Subject::Room(r.conv.clone()), &m),
@@ -489,6 +495,8 @@ impl Server {
                 kind,
                 text,
                 cref,
+                target,
+                count,
             } => {
                 let wanted = match dm_keys(&conv) {
                     Some((a, b)) => {
@@ -498,12 +506,12 @@ impl Server {
                 };
                 // Another node checked the text, but a message is not trusted for having come
                 // over the bus: the same rules as for a client's.
-                if !wanted || id == 0 || names::text(&text, self.config.max_text).is_err() {
-                    if let Some(c) = self.cluster.as_mut() {
-                        c.dropped += u64::from(wanted);
+                let reactions = match (kind, count) {
+                    (chirp_store::kind::REACT | chirp_store::kind::UNREACT, Some(n)) => {
+                        vec![(text.clone(), n)]
                     }
-                    return;
-                }
+                    _ => Vec::new(),
+                };
                 let record = Record {
                     conv,
                     id,
@@ -515,7 +523,22 @@ impl Server {
                     kind,
                     text,
                     client_ref: cref,
+                    target,
+                    edited: false,
+                    deleted: false,
+                    reactions,
                 };
+                let valid = if target.is_some() {
+                    super::amend::valid_event(&record, self.config.max_text)
+                } else {
+                    names::text(&record.text, self.config.max_text).is_ok()
+                };
+                if !wanted || id == 0 || !valid {
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.dropped += u64::from(wanted);
+                    }
+                    return;
+                }
                 self.land(now_ms, Arrival::Remote(record));
             }
             Bus::Presence {
@@ -524,6 +547,23 @@ impl Server {
                 key,
                 ev,
             } if node != me => self.remote_presence(now_ms, node, &room, key, ev),
+            Bus::Typing {
+                node,
+                conv,
+                from,
+                nick,
+                to,
+            } if node != me => {
+                // Only what this node would forward itself: a nick by the rules, to a room
+                // followed here, or in the DM conversation of its two keys.
+                let fits = match to {
+                    None => self.rooms.contains_key(&conv),
+                    Some(to) => conv == super::dm_conv(&from, &to),
+                };
+                if fits && names::nick(&nick).is_ok() {
+                    self.typing_here(&conv, from, to, nick);
+                }
+            }
             Bus::Who { node, room } if node != me => {
                 let Some(r) = self.rooms.get(&room) else {
                     return;

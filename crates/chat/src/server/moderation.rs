@@ -504,6 +504,9 @@ pub(super) fn record_msg(r: &Record, history: bool) -> ServerMsg {
             return m;
         }
     }
+    if let Some(m) = super::amend::amend_msg(r, history) {
+        return m;
+    }
     ServerMsg::Msg(to_msg(r, history))
 }
 

@@ -57,6 +57,8 @@ struct H {
     relay_out: Vec<([u8; 16], Option<Pair>)>,
     /// `Output::Search`es, in order.
     searches: Vec<SearchAsked>,
+    /// The store's reactions: (conversation, message, emoji, key).
+    reactions: HashSet<(String, u64, String, Key)>,
 }
 
 /// An `Output::Search`: (session, conversation, words, before, limit).
@@ -96,6 +98,7 @@ impl H {
             closed_now: Vec::new(),
             relay_out: Vec::new(),
             searches: Vec::new(),
+            reactions: HashSet::new(),
         }
     }
 
@@ -323,10 +326,90 @@ impl H {
                     Outcome::Stored { id }
                 }
                 Op::SetNick { .. } => Outcome::NickBound,
+                Op::Amend(a) => self.amend(a),
                 _ => Outcome::Done,
             });
         }
         self.s.committed(self.now, token, Ok(outcomes));
+    }
+
+    /// Makes a change to a stored message as the store does (`chirp_store`'s `Op::Amend`).
+    fn amend(&mut self, a: chirp_store::Amend) -> Outcome {
+        use chirp_store::{Change, Refusal, kind};
+        let Some(i) = self.stored.iter().position(|r| {
+            r.conv == a.conv && r.id == a.target && kind::is_message(r.kind) && !r.deleted
+        }) else {
+            return Outcome::Refused(Refusal::NoMessage);
+        };
+        if a.author.is_some_and(|k| k != self.stored[i].from_key) {
+            return Outcome::Refused(Refusal::NotAuthor);
+        }
+        let mut count = None;
+        let target = &mut self.stored[i];
+        let (k, text) = match &a.change {
+            Change::Edit(t) => {
+                target.text = t.clone();
+                target.edited = true;
+                (kind::EDIT, t.clone())
+            }
+            Change::Delete => {
+                target.text.clear();
+                target.deleted = true;
+                target.reactions.clear();
+                for r in &mut self.stored {
+                    if r.conv == a.conv && r.target == Some(a.target) && r.kind == kind::EDIT {
+                        r.text.clear();
+                        r.deleted = true;
+                    }
+                }
+                (kind::DELETE, String::new())
+            }
+            Change::React(e) | Change::Unreact(e) => {
+                let add = matches!(a.change, Change::React(_));
+                let r = (a.conv.clone(), a.target, e.clone(), a.by_key);
+                let changed = if add {
+                    self.reactions.insert(r)
+                } else {
+                    self.reactions.remove(&r)
+                };
+                if !changed {
+                    return Outcome::Refused(Refusal::Unchanged);
+                }
+                let n = self
+                    .reactions
+                    .iter()
+                    .filter(|x| x.0 == a.conv && x.1 == a.target && x.2 == *e)
+                    .count() as u64;
+                count = Some(n);
+                let target = &mut self.stored[i];
+                match target.reactions.iter().position(|x| x.0 == *e) {
+                    Some(j) if n == 0 => {
+                        target.reactions.remove(j);
+                    }
+                    Some(j) => target.reactions[j].1 = n,
+                    None => target.reactions.push((e.clone(), n)),
+                }
+                (if add { kind::REACT } else { kind::UNREACT }, e.clone())
+            }
+        };
+        let last = self.last_ids.entry(a.conv.clone()).or_default();
+        *last += 1;
+        let record = Record {
+            conv: a.conv.clone(),
+            id: *last,
+            ts_ms: a.ts_ms,
+            from_key: a.by_key,
+            from_nick: a.by_nick.clone(),
+            to_key: a.to_key,
+            to_nick: a.to_nick.clone(),
+            kind: k,
+            text: text.clone(),
+            target: Some(a.target),
+            reactions: count.map(|n| vec![(text, n)]).unwrap_or_default(),
+            ..Record::default()
+        };
+        self.stored.push(record.clone());
+        Outcome::Amended(Box::new(record))
     }
 
     fn commit_held(&mut self) {
@@ -657,6 +740,7 @@ fn undelivered_dms_survive_a_restart_through_the_loaded_state() {
         kind: 0,
         text: "while you were out".into(),
         client_ref: None,
+        ..Record::default()
     };
     let loaded = Loaded {
         nicks: vec![("alice".into(), key(1)), ("bob".into(), key(2))],
@@ -1182,6 +1266,7 @@ fn filled(convs: &[&str], n: u64, len: usize) -> Loaded {
                 kind: 0,
                 text: format!("{id:05}{}", "x".repeat(len - 5)),
                 client_ref: None,
+                ..Record::default()
             });
         }
     }
@@ -1588,6 +1673,7 @@ fn a_dm_arriving_while_the_store_is_read_waits_behind_the_older_ones() {
     );
 }
 
+mod amend;
 mod bounds;
 mod catch_up;
 mod cluster;

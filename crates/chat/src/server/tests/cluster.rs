@@ -864,6 +864,8 @@ fn a_bus_message_with_text_a_client_could_not_send_is_dropped() {
         kind: 0,
         text: "\u{1b}[2Jgone".into(),
         cref: None,
+        target: None,
+        count: None,
     };
     net.nodes[0].bus(net.now, &bad.encode());
     net.run();

@@ -195,6 +195,7 @@ fn dm_resumes_with_nothing_owed_do_not_count_and_the_rest_have_their_own_cap() {
                 kind: 0,
                 text: format!("{id}"),
                 client_ref: None,
+                ..Record::default()
             });
         }
     }
@@ -270,6 +271,7 @@ fn room_replays_do_not_wait_for_the_undelivered_dm_read_but_dm_resumes_do() {
             kind: 0,
             text: format!("dm {id}"),
             client_ref: None,
+            ..Record::default()
         });
     }
     let mut h = H::with(wide_open(), loaded);
