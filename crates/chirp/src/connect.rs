@@ -671,14 +671,12 @@ impl Printer {
                 history,
             } => self.emit(
                 || {
-                    let h = if history { " (history)" } else { "" };
-                    let place = safe(room.as_deref().unwrap_or("(DM)")).into_owned();
-                    format!(
-                        "[{}] {id} {place}: * {} edited message {target}: {} (edited){h}",
-                        hms(ts),
+                    let body = format!(
+                        "{} edited message {target}: {} (edited)",
                         safe(&by),
                         message_body(&text)
-                    )
+                    );
+                    amend_line(ts, id, room.as_deref(), history, &body)
                 },
                 json!({"type": "edited", "room": room, "conv": conv, "id": id,
                        "ts": rfc3339(ts), "by": by, "target": target, "text": text,
@@ -694,13 +692,8 @@ impl Printer {
                 history,
             } => self.emit(
                 || {
-                    let h = if history { " (history)" } else { "" };
-                    let place = safe(room.as_deref().unwrap_or("(DM)")).into_owned();
-                    format!(
-                        "[{}] {id} {place}: * message {target} deleted by {}{h}",
-                        hms(ts),
-                        safe(&by)
-                    )
+                    let body = format!("message {target} deleted by {}", safe(&by));
+                    amend_line(ts, id, room.as_deref(), history, &body)
                 },
                 json!({"type": "deleted", "room": room, "conv": conv, "id": id,
                        "ts": rfc3339(ts), "by": by, "target": target, "history": history}),
@@ -718,16 +711,11 @@ impl Printer {
                 history,
             } => self.emit(
                 || {
-                    let h = if history { " (history)" } else { "" };
-                    let place = safe(room.as_deref().unwrap_or("(DM)")).into_owned();
                     let what = if removed { "took back" } else { "reacted" };
-                    format!(
-                        "[{}] {id} {place}: * {} {what} {} on message {target} ({} {count}){h}",
-                        hms(ts),
-                        safe(&by),
-                        safe(&emoji),
-                        safe(&emoji)
-                    )
+                    let emoji = safe(&emoji);
+                    let body =
+                        format!("{} {what} {emoji} on message {target} ({emoji} {count})", safe(&by));
+                    amend_line(ts, id, room.as_deref(), history, &body)
                 },
                 json!({"type": "reaction", "room": room, "conv": conv, "id": id,
                        "ts": rfc3339(ts), "by": by, "target": target, "emoji": emoji,
@@ -735,8 +723,7 @@ impl Printer {
             ),
             ServerMsg::Typing { conv, room, from } => self.emit(
                 || {
-                    let place = safe(room.as_deref().unwrap_or("(DM)")).into_owned();
-                    format!("* {} is typing in {place}", safe(&from))
+                    format!("* {} is typing in {}", safe(&from), place(room.as_deref()))
                 },
                 json!({"type": "typing", "room": room, "conv": conv, "from": from}),
             ),
@@ -1374,4 +1361,16 @@ mod tests {
         assert_eq!(p.as_deref(), Some(path.as_path()));
         assert_eq!(f.log_dir, Some(dir.path().join("logs")));
     }
+}
+
+/// Where a change happened, for a human line: the room, or `(DM)`.
+fn place(room: Option<&str>) -> std::borrow::Cow<'_, str> {
+    safe(room.unwrap_or("(DM)"))
+}
+
+/// A human line for an edit, deletion or reaction event `id`:
+/// `[12:00:00] 7 #room: * BODY`, marked when replayed from history.
+fn amend_line(ts: i64, id: u64, room: Option<&str>, history: bool, body: &str) -> String {
+    let h = if history { " (history)" } else { "" };
+    format!("[{}] {id} {}: * {body}{h}", hms(ts), place(room))
 }
