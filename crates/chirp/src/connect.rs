@@ -372,6 +372,18 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Where a change happened, for a human line: the room, or `(DM)`.
+fn place(room: Option<&str>) -> std::borrow::Cow<'_, str> {
+    safe(room.unwrap_or("(DM)"))
+}
+
+/// A human line for an edit, deletion or reaction event `id`:
+/// `[12:00:00] 7 #room: * BODY`, marked when replayed from history.
+fn amend_line(ts: i64, id: u64, room: Option<&str>, history: bool, body: &str) -> String {
+    let h = if history { " (history)" } else { "" };
+    format!("[{}] {id} {}: * {body}{h}", hms(ts), place(room))
+}
+
 fn hms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
@@ -1361,16 +1373,4 @@ mod tests {
         assert_eq!(p.as_deref(), Some(path.as_path()));
         assert_eq!(f.log_dir, Some(dir.path().join("logs")));
     }
-}
-
-/// Where a change happened, for a human line: the room, or `(DM)`.
-fn place(room: Option<&str>) -> std::borrow::Cow<'_, str> {
-    safe(room.unwrap_or("(DM)"))
-}
-
-/// A human line for an edit, deletion or reaction event `id`:
-/// `[12:00:00] 7 #room: * BODY`, marked when replayed from history.
-fn amend_line(ts: i64, id: u64, room: Option<&str>, history: bool, body: &str) -> String {
-    let h = if history { " (history)" } else { "" };
-    format!("[{}] {id} {}: * {body}{h}", hms(ts), place(room))
 }
