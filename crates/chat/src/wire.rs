@@ -1051,17 +1051,48 @@ mod tests {
             .collect()
     }
 
+    /// The `C: ` / `S: ` lines of the section `heading` of docs/PROTOCOL.md (`### heading`, up
+    /// to the next `### ` heading or the end).
+    fn section_lines(heading: &str) -> Vec<&'static str> {
+        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
+        let start = DOC
+            .find(&format!("### {heading}\n"))
+            .unwrap_or_else(|| panic!("no section {heading}"));
+        let end = DOC[start + 1..]
+            .find("\n### ")
+            .map_or(DOC.len(), |n| start + 1 + n);
+        DOC[start..end]
+            .lines()
+            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
+            .collect()
+    }
+
+    /// Decodes every `C: ` / `S: ` line, checks that it encodes back to the same bytes, and
+    /// returns the kinds seen (`C edit`, `S error`, ...).
+    fn round_trip(lines: &[&str]) -> std::collections::BTreeSet<String> {
+        let mut kinds = std::collections::BTreeSet::new();
+        for l in lines {
+            let json = &l.as_bytes()[3..];
+            let again = if l.starts_with("C: ") {
+                ClientMsg::decode(json)
+                    .unwrap_or_else(|e| panic!("{l}: {e}"))
+                    .encode()
+            } else {
+                ServerMsg::decode(json)
+                    .unwrap_or_else(|e| panic!("{l}: {e}"))
+                    .encode()
+            };
+            kinds.insert(format!("{} {}", &l[..1], l.split('"').nth(3).unwrap_or("")));
+            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
+        }
+        kinds
+    }
+
     /// The rendezvous examples of docs/PROTOCOL.md ("Meeting a peer") are what the code
     /// encodes, byte for byte, and decode to what they say.
     #[test]
     fn documented_meet_examples_are_exact() {
-        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
-        let start = DOC.find("### Meeting a peer\n").expect("section");
-        let end = start + DOC[start..].find("### Files between users").expect("end");
-        let lines: Vec<&str> = DOC[start..end]
-            .lines()
-            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
-            .collect();
+        let lines = section_lines("Meeting a peer");
         let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("address");
         let client = ClientMsg::Meet {
             nick: "bob".into(),
@@ -1113,13 +1144,7 @@ mod tests {
     /// encodes, byte for byte, and decode to what they say.
     #[test]
     fn documented_file_examples_are_exact() {
-        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
-        let start = DOC.find("### Files between users\n").expect("section");
-        let end = start + DOC[start..].find("### Examples").expect("end");
-        let lines: Vec<&str> = DOC[start..end]
-            .lines()
-            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
-            .collect();
+        let lines = section_lines("Files between users");
         let hash = "4bd1a9a8b0c3e5f7d2e6c8a1b3d5f7e9a2c4e6f8b1d3f5a7c9e2b4d6f8a1c3e5";
         let offer = ClientMsg::FileOffer {
             to: "bob".into(),
@@ -1180,27 +1205,9 @@ mod tests {
     /// to the same bytes.
     #[test]
     fn documented_moderation_examples_are_exact() {
-        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
-        let start = DOC.find("### Moderation\n").expect("section");
-        let lines: Vec<&str> = DOC[start..]
-            .lines()
-            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
-            .collect();
+        let lines = section_lines("Moderation");
         assert!(lines.len() >= 20, "found {} example lines", lines.len());
-        let mut kinds = std::collections::BTreeSet::new();
-        for l in lines {
-            let json = &l.as_bytes()[3..];
-            let again = if l.starts_with("C: ") {
-                let m = ClientMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
-                kinds.insert(format!("C {}", l.split('"').nth(3).unwrap_or("")));
-                m.encode()
-            } else {
-                let m = ServerMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
-                kinds.insert(format!("S {}", l.split('"').nth(3).unwrap_or("")));
-                m.encode()
-            };
-            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
-        }
+        let kinds = round_trip(&lines);
         for k in [
             "C op",
             "C mode",
@@ -1223,28 +1230,8 @@ mod tests {
     /// decode, and encode back to the same bytes.
     #[test]
     fn documented_reading_examples_are_exact() {
-        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
-        let start = DOC.find("### Read markers and search\n").expect("section");
-        let end = start + 1 + DOC[start + 1..].find("\n### ").expect("next section");
-        let lines: Vec<&str> = DOC[start..end]
-            .lines()
-            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
-            .collect();
-        let mut kinds = std::collections::BTreeSet::new();
-        for l in &lines {
-            let json = &l.as_bytes()[3..];
-            let again = if l.starts_with("C: ") {
-                ClientMsg::decode(json)
-                    .unwrap_or_else(|e| panic!("{l}: {e}"))
-                    .encode()
-            } else {
-                ServerMsg::decode(json)
-                    .unwrap_or_else(|e| panic!("{l}: {e}"))
-                    .encode()
-            };
-            kinds.insert(format!("{} {}", &l[..1], l.split('"').nth(3).unwrap_or("")));
-            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
-        }
+        let lines = section_lines("Read markers and search");
+        let kinds = round_trip(&lines);
         for k in [
             "C read",
             "C search",
@@ -1305,29 +1292,8 @@ mod tests {
     /// encode back to the same bytes; every new message has one.
     #[test]
     fn documented_amend_examples_are_exact() {
-        const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
-        let start = DOC
-            .find("### Edits, deletions, reactions, typing\n")
-            .expect("section");
-        let end = start + 1 + DOC[start + 1..].find("\n### ").expect("end");
-        let lines: Vec<&str> = DOC[start..end]
-            .lines()
-            .filter(|l| l.starts_with("C: ") || l.starts_with("S: "))
-            .collect();
-        let mut kinds = std::collections::BTreeSet::new();
-        for l in lines {
-            let json = &l.as_bytes()[3..];
-            let again = if l.starts_with("C: ") {
-                let m = ClientMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
-                kinds.insert(format!("C {}", l.split('"').nth(3).unwrap_or("")));
-                m.encode()
-            } else {
-                let m = ServerMsg::decode(json).unwrap_or_else(|e| panic!("{l}: {e}"));
-                kinds.insert(format!("S {}", l.split('"').nth(3).unwrap_or("")));
-                m.encode()
-            };
-            assert_eq!(String::from_utf8_lossy(&again), &l[3..], "re-encoded");
-        }
+        let lines = section_lines("Edits, deletions, reactions, typing");
+        let kinds = round_trip(&lines);
         for k in [
             "C edit",
             "C delete",
