@@ -1,58 +1,23 @@
 //! `Handle::send_batch` over real loopback sockets: one round trip queues messages on many
 //! connections, each connection's in order, and a refusal stops only that connection's list.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use chirp_proto::{
     ConnectionHandle, EndpointConfig, Event, SendError, TransportConfig, WriteError,
 };
-use chirp_transport::{Handle, Sent};
-use tokio::sync::mpsc;
+use chirp_transport::Sent;
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(10);
-
-async fn next_event(rx: &mut mpsc::Receiver<Event>) -> Event {
-    timeout(LIMIT, rx.recv())
-        .await
-        .expect("an event within the limit")
-        .expect("the driver is running")
-}
-
-/// A server endpoint and a client endpoint (with `client_config`) on loopback, the client
-/// with two connections open to the server: the client's handle and events, the server's
-/// (its driver runs while its handle lives), and the two connections.
-async fn two_connections(
-    client_config: EndpointConfig,
-) -> (
-    Handle,
-    mpsc::Receiver<Event>,
-    Handle,
-    mpsc::Receiver<Event>,
-    [ConnectionHandle; 2],
-) {
-    let server_socket = chirp_transport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let server_addr = server_socket.local_addr().unwrap();
-    let (server, server_rx, _st) = chirp_transport::spawn(
-        server_socket,
-        EndpointConfig {
-            accept_incoming: true,
-            ..EndpointConfig::default()
-        },
-    )
-    .unwrap();
-    let client_socket = chirp_transport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (client, client_rx, _ct) = chirp_transport::spawn(client_socket, client_config).unwrap();
-    let a = client.connect(server_addr).await.unwrap().unwrap();
-    let b = client.connect(server_addr).await.unwrap().unwrap();
-    (client, client_rx, server, server_rx, [a, b])
-}
+use common::{connected, next_event};
 
 #[tokio::test]
 async fn a_batch_reaches_every_connection_in_order() {
     let (client, mut client_rx, _server, mut server_rx, [a, b]) =
-        two_connections(EndpointConfig::default()).await;
+        connected(EndpointConfig::default()).await;
     let bogus = ConnectionHandle(999);
     let msg = |s: &str| Bytes::copy_from_slice(s.as_bytes());
     let sent = client
@@ -98,7 +63,7 @@ async fn a_batch_reaches_every_connection_in_order() {
 
 #[tokio::test]
 async fn a_full_send_buffer_stops_only_its_connection() {
-    let (client, _client_rx, _server, _server_rx, [a, b]) = two_connections(EndpointConfig {
+    let (client, _client_rx, _server, _server_rx, [a, b]) = connected(EndpointConfig {
         transport: TransportConfig {
             send_buffer: 4096,
             ..TransportConfig::default()

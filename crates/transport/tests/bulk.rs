@@ -3,56 +3,21 @@
 //! and a full bulk send buffer refuses with `Blocked`, then reports `BulkWritable` once
 //! acknowledgements free room.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use chirp_proto::{
     ConnectionHandle, EndpointConfig, Event, SendError, TransportConfig, WriteError,
 };
-use chirp_transport::Handle;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
-const LIMIT: Duration = Duration::from_secs(10);
-
-async fn next_event(rx: &mut mpsc::Receiver<Event>) -> Event {
-    timeout(LIMIT, rx.recv())
-        .await
-        .expect("an event within the limit")
-        .expect("the driver is running")
-}
-
-/// A server endpoint and a client (with `client_config`) connected to it on loopback: the
-/// client's handle and events, the server's (its driver runs while its handle lives), and
-/// the client's connection.
-async fn connected(
-    client_config: EndpointConfig,
-) -> (
-    Handle,
-    mpsc::Receiver<Event>,
-    Handle,
-    mpsc::Receiver<Event>,
-    ConnectionHandle,
-) {
-    let server_socket = chirp_transport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let server_addr = server_socket.local_addr().unwrap();
-    let (server, server_rx, _st) = chirp_transport::spawn(
-        server_socket,
-        EndpointConfig {
-            accept_incoming: true,
-            ..EndpointConfig::default()
-        },
-    )
-    .unwrap();
-    let client_socket = chirp_transport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (client, client_rx, _ct) = chirp_transport::spawn(client_socket, client_config).unwrap();
-    let conn = client.connect(server_addr).await.unwrap().unwrap();
-    (client, client_rx, server, server_rx, conn)
-}
+use common::{LIMIT, connected, next_event};
 
 #[tokio::test]
 async fn bulk_messages_arrive_in_order_and_are_then_no_longer_buffered() {
-    let (client, _client_rx, _server, mut server_rx, conn) =
+    let (client, _client_rx, _server, mut server_rx, [conn]) =
         connected(EndpointConfig::default()).await;
     let msgs: Vec<Bytes> = (0..20u8).map(|i| Bytes::from(vec![i; 10_000])).collect();
     for m in &msgs {
@@ -112,7 +77,7 @@ async fn bulk_bytes_stay_buffered_while_unacknowledged() {
 
 #[tokio::test]
 async fn a_full_bulk_buffer_blocks_then_reports_bulk_writable() {
-    let (client, mut client_rx, _server, _server_rx, conn) = connected(EndpointConfig {
+    let (client, mut client_rx, _server, _server_rx, [conn]) = connected(EndpointConfig {
         transport: TransportConfig {
             bulk_send_buffer: 16 * 1024,
             ..TransportConfig::default()
