@@ -27,6 +27,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::netns::{self, Namespaces, Skip, ip, preflight, run, unique};
+use common::tmux::Tmux;
 use common::{CHIRP, Chirp, Proc, Stdout, WAIT, both_exit_ok, fingerprint, have, run_to_end};
 use serde_json::Value;
 
@@ -471,68 +472,6 @@ fn tshark_decodes_the_advertisement_as_dns_sd() {
     );
 }
 
-/// A private tmux server for the terminal test, killed (with its clients) when dropped.
-struct Tmux {
-    socket: std::path::PathBuf,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .args(args)
-            .env("LC_ALL", "C.UTF-8")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tmux {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "tmux {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// A detached 100x30 session `name` running `argv` (no shell in between).
-    fn start(&self, name: &str, argv: &[&str]) {
-        let mut args = vec!["new-session", "-d", "-x", "100", "-y", "30", "-s", name];
-        args.extend_from_slice(argv);
-        self.run(&args);
-    }
-
-    fn keys(&self, name: &str, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", name];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    /// Polls the screen of `name` until `pred` holds (at most [`WAIT`]); returns that screen.
-    fn wait_for(&self, name: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.run(&["capture-pane", "-p", "-J", "-t", name]);
-            if pred(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: no {what} within {WAIT:?}; the screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .output();
-    }
-}
-
 /// 5. On terminals, as a person would: bob lists the LAN, picks alice by number; alice, waiting
 ///    in the chat UI, is asked about bob's key, accepts it (Alt+Y), and they chat.
 #[test]
@@ -554,11 +493,9 @@ fn a_peer_is_picked_by_number_and_the_callee_is_asked_on_terminals() {
         home_a.path().display().to_string(),
         home_b.path().display().to_string(),
     );
-    let tmux = Tmux {
-        socket: dir.path().join("tmux.sock"),
-    };
+    let tmux = Tmux::new(dir.path()).join_wrapped();
     let ns = |i: usize| lan.hosts[i].as_str();
-    tmux.start(
+    tmux.start_argv(
         "alice",
         &[
             "ip",
@@ -574,7 +511,7 @@ fn a_peer_is_picked_by_number_and_the_callee_is_asked_on_terminals() {
         ],
     );
     tmux.wait_for("alice", "the chat UI", |s| s.contains("connecting"));
-    tmux.start(
+    tmux.start_argv(
         "bob",
         &[
             "ip",
@@ -597,22 +534,20 @@ fn a_peer_is_picked_by_number_and_the_callee_is_asked_on_terminals() {
         list.contains(&row) && list.contains(&fp_a) && list.contains("(1-1, q to quit)"),
         "{list}"
     );
-    tmux.keys("bob", &["1", "Enter"]);
+    tmux.type_line("bob", "1");
     let ask = tmux.wait_for("alice", "the question about bob's key", |s| {
         s.contains("is calling") && s.contains(&fp_b)
     });
     assert!(ask.contains(&format!("{}:", Lan::ip(1))), "{ask}");
-    tmux.keys("alice", &["M-y"]);
+    tmux.keys("alice", "M-y");
     tmux.wait_for("bob", "alice up", |s| {
         s.contains(&format!("{}:", Lan::ip(0))) && s.contains("is up")
     });
-    tmux.keys("bob", &["-l", "hello alice, picked you from the list"]);
-    tmux.keys("bob", &["Enter"]);
+    tmux.type_line("bob", "hello alice, picked you from the list");
     tmux.wait_for("alice", "bob's line", |s| {
         s.contains("hello alice, picked you from the list")
     });
-    tmux.keys("alice", &["-l", "hi bob, accepted your key"]);
-    tmux.keys("alice", &["Enter"]);
+    tmux.type_line("alice", "hi bob, accepted your key");
     tmux.wait_for("bob", "alice's line", |s| {
         s.contains("hi bob, accepted your key")
     });

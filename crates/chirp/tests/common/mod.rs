@@ -12,7 +12,8 @@
 //!
 //! - [`netns`]: network namespaces made by a test, torn down on every path (`nat.rs`,
 //!   `rendezvous.rs`, `lan.rs`).
-//! - [`tmux`]: a private tmux server for the terminal UI's tests (`tui.rs`, `rendezvous.rs`).
+//! - [`tmux`]: a private tmux server for the terminal UI's tests (`tui.rs`, `rendezvous.rs`,
+//!   `lan.rs`).
 //!
 //! Every test binary uses a different subset of these, hence the `dead_code` allowance.
 

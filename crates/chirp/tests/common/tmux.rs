@@ -1,5 +1,5 @@
-//! A private tmux server for the tests of the terminal UI (`tui.rs`, and `rendezvous.rs` for
-//! the path in the status bar): sessions whose stdin and stdout are terminals, keys typed with
+//! A private tmux server for the tests of the terminal UI (`tui.rs`, `rendezvous.rs` for the
+//! path in the status bar, `lan.rs` for picking a peer on terminals): sessions whose stdin and stdout are terminals, keys typed with
 //! `send-keys`, screens read with `capture-pane`. Killed on drop, on every path.
 
 use std::path::{Path, PathBuf};
@@ -16,13 +16,23 @@ pub(crate) const ROWS: &str = "30";
 pub(crate) struct Tmux {
     /// Its socket, in the test's temporary directory (tmux leaves the file behind).
     socket: PathBuf,
+    /// Whether a screen is read with wrapped lines joined (`capture-pane -J`).
+    join_wrapped: bool,
 }
 
 impl Tmux {
     pub(crate) fn new(dir: &Path) -> Tmux {
         Tmux {
             socket: dir.join("tmux.sock"),
+            join_wrapped: false,
         }
+    }
+
+    /// Reads screens with a line that wraps at the screen's edge joined into one: for
+    /// matching a line longer than [`COLS`].
+    pub(crate) fn join_wrapped(mut self) -> Tmux {
+        self.join_wrapped = true;
+        self
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Output {
@@ -44,17 +54,15 @@ impl Tmux {
 
     /// A detached session `name` running `command` (a shell command line).
     pub(crate) fn start(&self, name: &str, command: &str) {
-        self.run(&[
-            "new-session",
-            "-d",
-            "-x",
-            COLS,
-            "-y",
-            ROWS,
-            "-s",
-            name,
-            command,
-        ]);
+        self.start_argv(name, &[command]);
+    }
+
+    /// A detached session `name` running `argv` (a program and its arguments; with more than
+    /// one element no shell comes in between).
+    pub(crate) fn start_argv(&self, name: &str, argv: &[&str]) {
+        let mut args = vec!["new-session", "-d", "-x", COLS, "-y", ROWS, "-s", name];
+        args.extend_from_slice(argv);
+        self.run(&args);
     }
 
     /// Types `text` literally, then Enter.
@@ -68,7 +76,11 @@ impl Tmux {
     }
 
     pub(crate) fn screen(&self, name: &str) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", name]).stdout).into_owned()
+        let mut args = vec!["capture-pane", "-p", "-t", name];
+        if self.join_wrapped {
+            args.push("-J");
+        }
+        String::from_utf8_lossy(&self.run(&args).stdout).into_owned()
     }
 
     /// Polls the screen of `name` until `pred` holds (at most [`WAIT`]); returns that screen.
