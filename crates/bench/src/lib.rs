@@ -17,6 +17,8 @@
 //! - [`swarm`]: how every scenario runs its sessions: many sans-IO chat sessions over one
 //!   sans-IO endpoint on one UDP socket, one loop on a thread of its own, with no task or
 //!   channel per session; a few swarms (sockets, each its own loopback address) at once.
+//! - [`children`]: the child processes of the benches that run the real binary (`nat`, and the
+//!   `e2e_latency` example of `chirp`), and the flags of the `chirp impair` proxy between them.
 //! - [`server`]: starts `chirp serve` as a child process in a temporary directory, on a free
 //!   loopback port, with flood control and per-address limits raised for the load; stops it
 //!   on drop; reads a process's CPU time and resident memory from `/proc`.
@@ -24,6 +26,7 @@
 //! Numbers from one run on a shared machine are noisy: compare a figure with the reference of
 //! the same run, and take medians over runs (`--runs`).
 
+pub mod children;
 pub mod fanout;
 pub mod flood;
 pub mod handshake;

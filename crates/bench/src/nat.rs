@@ -43,19 +43,19 @@
 //! [`preflight`] says why it cannot run here.
 
 use std::collections::hash_map::RandomState;
-use std::fs::File;
 use std::hash::{BuildHasher as _, Hasher as _};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::children::{Children, Impairment, Out, is_impair_start};
 use crate::{BenchError, median, quantile};
 
 /// Bound on one `ip` or `iptables` command (they normally take milliseconds).
@@ -528,42 +528,6 @@ impl Who {
     }
 }
 
-/// One stdout line of a child, stamped when read; `None` once its stdout closed.
-#[derive(Debug)]
-struct Out {
-    who: Who,
-    at: Instant,
-    line: Option<String>,
-}
-
-/// A child process, killed and reaped on drop; its stderr goes to a file, shown on failure.
-#[derive(Debug)]
-struct Proc {
-    who: Who,
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn stderr_tail(&self) -> String {
-        let text = std::fs::read(&self.stderr).unwrap_or_default();
-        let tail = &text[text.len().saturating_sub(1500)..];
-        let s = String::from_utf8_lossy(tail);
-        if s.trim().is_empty() {
-            "(stderr empty)".into()
-        } else {
-            format!("stderr: {}", s.trim())
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The namespaces of one run; deleted on drop with whatever still runs in them.
 #[derive(Debug)]
 struct Namespaces {
@@ -642,13 +606,11 @@ struct Server {
 /// One run's namespaces, processes and output.
 struct Lab<'a> {
     // Dropped in this order: the processes, then their namespaces, then the directory.
-    procs: Vec<Proc>,
+    children: Children<Who>,
     alice_in: Option<ChildStdin>,
     bob_in: Option<ChildStdin>,
     ns: Namespaces,
     dir: tempfile::TempDir,
-    rx: Receiver<Out>,
-    tx: Sender<Out>,
     config: &'a NatConfig,
     public: String,
     home: [String; 2],
@@ -739,15 +701,12 @@ impl<'a> Lab<'a> {
                 break p;
             }
         };
-        let (tx, rx) = mpsc::channel();
         Ok(Self {
-            procs: Vec::new(),
+            children: Children::new(),
             alice_in: None,
             bob_in: None,
             ns,
             dir,
-            rx,
-            tx,
             config,
             public,
             home: [h1, h2],
@@ -758,42 +717,21 @@ impl<'a> Lab<'a> {
 
     /// Starts `chirp args` in namespace `ns` as `who`; the peers get a stdin pipe.
     fn spawn(&mut self, who: Who, ns: &str, args: &[String]) -> Result<(), BenchError> {
-        let stderr_path = self.dir.path().join(format!("{}.stderr", who.name()));
-        let stderr = File::create(&stderr_path).map_err(BenchError::io("create a log file"))?;
+        let stderr = self.dir.path().join(format!("{}.stderr", who.name()));
         let peer = matches!(who, Who::Alice | Who::Bob);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
             .arg(&self.config.chirp)
             .args(args)
             // Keys and data default to the XDG directories: never the user's own.
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
-            .env("XDG_DATA_HOME", self.dir.path().join("xdg-data"))
-            .stdin(if peer { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(BenchError::io(format!(
-                "start {} in {ns}",
-                self.config.chirp.display()
-            )))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        self.procs.push(Proc {
-            who,
-            child,
-            stderr: stderr_path,
-        });
+            .env("XDG_DATA_HOME", self.dir.path().join("xdg-data"));
+        let stdin = self.children.spawn(who, who.name(), cmd, stderr, peer)?;
         match who {
             Who::Alice => self.alice_in = stdin,
             Who::Bob => self.bob_in = stdin,
             Who::Server | Who::Impair => {}
         }
-        let stdout = stdout.ok_or_else(|| BenchError::Stuck("a child without stdout".into()))?;
-        let tx = self.tx.clone();
-        std::thread::Builder::new()
-            .name(format!("{} stdout", who.name()))
-            .spawn(move || read_lines(who, stdout, &tx))
-            .map_err(BenchError::io("start a reader thread"))?;
         Ok(())
     }
 
@@ -812,7 +750,10 @@ impl<'a> Lab<'a> {
             if left.is_zero() {
                 return Ok(None);
             }
-            match self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
+            match self
+                .children
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 Ok(Out {
                     who,
                     at,
@@ -852,28 +793,12 @@ impl<'a> Lab<'a> {
     }
 
     fn exited(&mut self, who: Who, what: &str) -> BenchError {
-        let p = self.procs.iter_mut().find(|p| p.who == who);
-        let (status, tail) = p.map_or_else(
-            || ("closed its output".to_owned(), String::new()),
-            |p| {
-                let status = p.child.try_wait().ok().flatten().map_or_else(
-                    || "closed its output".to_owned(),
-                    |s| format!("exited ({s})"),
-                );
-                (status, p.stderr_tail())
-            },
-        );
-        BenchError::Stuck(format!(
-            "{} {status} while waiting for {what}; {tail}",
-            who.name()
-        ))
+        let ended = self.children.exited(who);
+        BenchError::Stuck(format!("while waiting for {what}: {ended}"))
     }
 
     fn tails(&self) -> String {
-        self.procs
-            .iter()
-            .map(|p| format!("\n  {}: {}", p.who.name(), p.stderr_tail()))
-            .collect()
+        self.children.tails()
     }
 
     /// `chirp serve` on the public router.
@@ -987,24 +912,22 @@ impl<'a> Lab<'a> {
     }
 
     fn impairment(&self, loss: f64, delay: Duration, jitter: Duration, seed: u64) -> Vec<String> {
-        vec![
-            "--loss".into(),
-            format!("{loss}"),
-            "--delay".into(),
-            delay.as_millis().to_string(),
-            "--jitter".into(),
-            jitter.as_millis().to_string(),
-            "--seed".into(),
-            seed.to_string(),
-            "--json".into(),
-        ]
+        let imp = Impairment {
+            loss,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            jitter_ms: u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX),
+            ..Impairment::default()
+        };
+        let mut flags = imp.flags(seed);
+        flags.push("--json".into());
+        flags
     }
 
     fn start_impair(&mut self, args: &[String]) -> Result<(), BenchError> {
         let public = self.public.clone();
         self.spawn(Who::Impair, &public, args)?;
         self.wait_for("the proxy's start", |who, _, line| {
-            who == Who::Impair && line.contains("impair_start")
+            who == Who::Impair && is_impair_start(line)
         })
     }
 
@@ -1176,7 +1099,7 @@ impl<'a> Lab<'a> {
         if !complete {
             // Lines are missing: the peers go now, so that a writer blocked on a full pipe
             // (a stalled peer stops reading) gets an error instead of waiting for ever.
-            self.procs.clear();
+            self.children.kill_all();
         }
         for h in handles {
             match h.join() {
@@ -1217,33 +1140,6 @@ impl<'a> Lab<'a> {
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// A child's stdout, line by line, each stamped as soon as it is read.
-fn read_lines(who: Who, stdout: impl std::io::Read, tx: &Sender<Out>) {
-    let mut r = BufReader::new(stdout);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match r.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let at = Instant::now();
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                }
-                let line = Some(String::from_utf8_lossy(&buf).into_owned());
-                if tx.send(Out { who, at, line }).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = tx.send(Out {
-        who,
-        at: Instant::now(),
-        line: None,
-    });
 }
 
 /// Line `seq` of side `tag`, written `sent_ns` after the origin, padded with `x` to `size`.

@@ -59,16 +59,16 @@
 //! quiet machine, and compare builds on the same one.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::process::{ChildStdin, Command, ExitCode};
+use std::sync::mpsc::RecvTimeoutError;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use chirp_bench::children::{Children, Impairment, Out, is_impair_start};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
@@ -185,80 +185,17 @@ fn probability(s: &str) -> Result<f64, String> {
     }
 }
 
-/// What the proxy does to datagrams.
-#[derive(Debug, Clone, Copy)]
-struct Impairment {
-    loss: f64,
-    delay: u64,
-    jitter: u64,
-    reorder: f64,
-    reorder_delay: Option<u64>,
-    dup: f64,
-    corrupt: f64,
-}
-
-impl Impairment {
-    fn new(a: &Args, loss: Option<f64>) -> Self {
-        let heavy = |h: f64, normal: f64| if a.heavy { h } else { normal };
-        Self {
-            loss: loss.unwrap_or(heavy(0.35, 0.0)),
-            delay: a.delay.unwrap_or(20),
-            jitter: a.jitter.unwrap_or(if a.heavy { 30 } else { 2 }),
-            reorder: a.reorder.unwrap_or(heavy(0.3, 0.0)),
-            reorder_delay: a.reorder_delay,
-            dup: a.dup.unwrap_or(heavy(0.3, 0.0)),
-            corrupt: a.corrupt.unwrap_or(heavy(0.05, 0.0)),
-        }
-    }
-
-    /// The `chirp impair` flags.
-    fn flags(&self, seed: u64) -> Vec<String> {
-        let mut v = vec![
-            "--loss".to_owned(),
-            self.loss.to_string(),
-            "--delay".to_owned(),
-            self.delay.to_string(),
-            "--jitter".to_owned(),
-            self.jitter.to_string(),
-            "--reorder".to_owned(),
-            self.reorder.to_string(),
-            "--dup".to_owned(),
-            self.dup.to_string(),
-            "--corrupt".to_owned(),
-            self.corrupt.to_string(),
-            "--seed".to_owned(),
-            seed.to_string(),
-        ];
-        if let Some(ms) = self.reorder_delay {
-            v.extend(["--reorder-delay".to_owned(), ms.to_string()]);
-        }
-        v
-    }
-
-    /// The impairment in words; `per_row` when the loss rate changes from row to row.
-    fn describe(&self, per_row: bool) -> String {
-        let loss = if per_row {
-            "loss per row".to_owned()
-        } else {
-            format!("loss {}", self.loss)
-        };
-        let mut s = format!(
-            "{loss}, delay {} ms + jitter 0-{} ms",
-            self.delay, self.jitter
-        );
-        if self.reorder > 0.0 {
-            let held = self
-                .reorder_delay
-                .map_or_else(|| "impair's default".to_owned(), |ms| format!("{ms} ms"));
-            s.push_str(&format!(", reorder {} (held back {held})", self.reorder));
-        }
-        if self.dup > 0.0 {
-            s.push_str(&format!(", dup {}", self.dup));
-        }
-        if self.corrupt > 0.0 {
-            s.push_str(&format!(", corrupt {}", self.corrupt));
-        }
-        s
+/// What the proxy does to datagrams: the flags given, the defaults of the mode otherwise.
+fn impairment(a: &Args, loss: Option<f64>) -> Impairment {
+    let heavy = |h: f64, normal: f64| if a.heavy { h } else { normal };
+    Impairment {
+        loss: loss.unwrap_or(heavy(0.35, 0.0)),
+        delay_ms: a.delay.unwrap_or(20),
+        jitter_ms: a.jitter.unwrap_or(if a.heavy { 30 } else { 2 }),
+        reorder: a.reorder.unwrap_or(heavy(0.3, 0.0)),
+        reorder_delay_ms: a.reorder_delay,
+        dup: a.dup.unwrap_or(heavy(0.3, 0.0)),
+        corrupt: a.corrupt.unwrap_or(heavy(0.05, 0.0)),
     }
 }
 
@@ -296,59 +233,13 @@ impl Who {
     }
 }
 
-/// One stdout line of a child, stamped when it was read; `None` once its stdout closed.
-#[derive(Debug)]
-struct Out {
-    who: Who,
-    at: Instant,
-    line: Option<String>,
-}
-
-/// A child process, killed and reaped when dropped. Its stdout is read by a thread into the
-/// run's channel; its stderr goes to a file, shown when something goes wrong.
-#[derive(Debug)]
-struct Proc {
-    who: Who,
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    fn stderr_tail(&self) -> String {
-        const TAIL: u64 = 2000;
-        let read = || -> std::io::Result<String> {
-            let mut f = File::open(&self.stderr)?;
-            let len = f.metadata()?.len();
-            f.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
-            let mut buf = Vec::new();
-            f.read_to_end(&mut buf)?;
-            Ok(String::from_utf8_lossy(&buf).trim().to_owned())
-        };
-        match read() {
-            Ok(s) if s.is_empty() => "(stderr empty)".to_owned(),
-            Ok(s) => format!("stderr: {s}"),
-            Err(e) => format!("(cannot read its stderr: {e})"),
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Already exited is fine; after SIGKILL the wait returns at once.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The processes of one run, their output, and their directory.
 #[derive(Debug)]
 struct Lab {
     // Declared first: the children are killed before their directory is removed.
-    procs: Vec<Proc>,
+    children: Children<Who>,
     a_in: Option<ChildStdin>,
     b_in: Option<ChildStdin>,
-    rx: Receiver<Out>,
-    tx: Sender<Out>,
     chirp: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -359,13 +250,10 @@ impl Lab {
             .prefix("chirp-e2e-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let (tx, rx) = mpsc::channel();
         Ok(Self {
-            procs: Vec::new(),
+            children: Children::new(),
             a_in: None,
             b_in: None,
-            rx,
-            tx,
             chirp: chirp.to_owned(),
             dir,
         })
@@ -377,73 +265,25 @@ impl Lab {
 
     /// Starts `chirp args` as `who`; clients get a stdin pipe, the others none.
     fn spawn(&mut self, who: Who, args: &[String]) -> anyhow::Result<()> {
-        let stderr_path = self.dir.path().join(format!("{who:?}.stderr"));
-        let stderr = File::create(&stderr_path)
-            .with_context(|| format!("cannot create {}", stderr_path.display()))?;
-        let client = matches!(who, Who::A | Who::B);
-        let mut child = Command::new(&self.chirp)
-            .args(args)
+        let stderr = self.dir.path().join(format!("{who:?}.stderr"));
+        let mut cmd = Command::new(&self.chirp);
+        cmd.args(args)
             // Keys and data default to the XDG directories: never the user's own.
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
-            .env("XDG_DATA_HOME", self.dir.path().join("xdg-data"))
-            .stdin(if client {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("cannot start {} {}", self.chirp.display(), args.join(" ")))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        // Owned from here on: killed on every path.
-        self.procs.push(Proc {
-            who,
-            child,
-            stderr: stderr_path,
-        });
-        let stdout = stdout.context("the child has no stdout pipe")?;
+            .env("XDG_DATA_HOME", self.dir.path().join("xdg-data"));
+        let client = matches!(who, Who::A | Who::B);
+        let stdin = self.children.spawn(who, who.name(), cmd, stderr, client)?;
         match who {
             Who::A => self.a_in = stdin,
             Who::B => self.b_in = stdin,
             Who::Server | Who::Proxy => {}
         }
-        let tx = self.tx.clone();
-        std::thread::Builder::new()
-            .name(format!("{who:?} stdout"))
-            .spawn(move || read_lines(who, stdout, &tx))
-            .context("cannot start a reader thread")?;
         Ok(())
-    }
-
-    fn proc(&self, who: Who) -> Option<&Proc> {
-        self.procs.iter().find(|p| p.who == who)
     }
 
     /// The error for `who`'s stdout having closed: it exited (or crashed).
     fn exited(&mut self, who: Who) -> anyhow::Error {
-        let status = self
-            .procs
-            .iter_mut()
-            .find(|p| p.who == who)
-            .and_then(|p| p.child.try_wait().ok().flatten())
-            .map_or_else(
-                || "closed its stdout".to_owned(),
-                |s| format!("exited ({s})"),
-            );
-        let tail = self
-            .proc(who)
-            .map_or_else(String::new, |p| format!("; {}", p.stderr_tail()));
-        anyhow::anyhow!("{} {status}{tail}", who.name())
-    }
-
-    /// Every child's stderr tail, for a timeout's message.
-    fn tails(&self) -> String {
-        self.procs
-            .iter()
-            .map(|p| format!("\n  {}: {}", p.who.name(), p.stderr_tail()))
-            .collect()
+        anyhow::anyhow!("{}", self.children.exited(who))
     }
 
     /// Reads lines until `done` says so; an error on timeout or if a child's stdout closes.
@@ -455,7 +295,7 @@ impl Lab {
         let until = Instant::now() + SETUP_WAIT;
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
+            match self.children.recv_timeout(left) {
                 Ok(Out {
                     who,
                     line: Some(line),
@@ -473,39 +313,12 @@ impl Lab {
                 Err(RecvTimeoutError::Timeout) => bail!(
                     "no {what} within {} s{}",
                     SETUP_WAIT.as_secs(),
-                    self.tails()
+                    self.children.tails()
                 ),
                 Err(RecvTimeoutError::Disconnected) => bail!("every child's output closed"),
             }
         }
     }
-}
-
-/// A child's stdout, line by line, each stamped as soon as it is read.
-fn read_lines(who: Who, stdout: impl std::io::Read, tx: &Sender<Out>) {
-    let mut r = BufReader::new(stdout);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match r.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let at = Instant::now();
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                }
-                let line = Some(String::from_utf8_lossy(&buf).into_owned());
-                if tx.send(Out { who, at, line }).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = tx.send(Out {
-        who,
-        at: Instant::now(),
-        line: None,
-    });
 }
 
 /// `N` distinct free UDP ports on 127.0.0.1, released again (a child binds them next).
@@ -550,7 +363,7 @@ fn start_proxy(
     args.extend(imp.flags(seed));
     lab.spawn(Who::Proxy, &args)?;
     lab.wait_for("start line from the proxy", |who, line| {
-        who == Who::Proxy && json_type(line).is_some_and(|(t, _)| t == "impair_start")
+        who == Who::Proxy && is_impair_start(line)
     })
 }
 
@@ -826,7 +639,7 @@ impl Measure<'_> {
                 return Ok(true);
             }
             let left = until.saturating_duration_since(Instant::now());
-            match lab.rx.recv_timeout(left) {
+            match lab.children.recv_timeout(left) {
                 Ok(Out {
                     who,
                     at,
@@ -1177,8 +990,8 @@ fn to_json(r: &RunResult, cfg: &Config, imp: &Impairment) -> Value {
         "mode": format!("{:?}", cfg.mode).to_lowercase(),
         "path": format!("{:?}", cfg.route).to_lowercase(),
         "n": cfg.n, "rate": (cfg.mode == Mode::Latency).then_some(cfg.rate),
-        "loss": r.loss, "delay_ms": imp.delay, "jitter_ms": imp.jitter, "reorder": imp.reorder,
-        "reorder_delay_ms": imp.reorder_delay, "dup": imp.dup, "corrupt": imp.corrupt,
+        "loss": r.loss, "delay_ms": imp.delay_ms, "jitter_ms": imp.jitter_ms, "reorder": imp.reorder,
+        "reorder_delay_ms": imp.reorder_delay_ms, "dup": imp.dup, "corrupt": imp.corrupt,
         "seed": r.seed, "runs": r.runs, "ok": !r.failed(), "complete": r.complete,
         "error": r.error,
         "expected": r.expected, "delivered": r.delivered, "missing": r.missing,
@@ -1335,7 +1148,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     if !args.json {
         println!(
             "{what}; {route}; impairment: {}",
-            Impairment::new(&args, losses[0]).describe(losses.len() > 1)
+            impairment(&args, losses[0]).describe(losses.len() > 1)
         );
         println!();
         println!("{}", header(cfg.mode));
@@ -1344,7 +1157,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let mut ok = true;
     let mut medians = Vec::new();
     for loss in losses {
-        let imp = Impairment::new(&args, loss);
+        let imp = impairment(&args, loss);
         let mut results = Vec::new();
         for k in 0..args.runs {
             let seed = args.seed.wrapping_add(k);
