@@ -58,11 +58,13 @@ instead (the answer to give is no): ping gives up after -W seconds, saying that 
 did not complete.
 
 --as-me presents your identity (--home's key) instead, to probe a peer whose partner is you.
-A peer in a chat with you keeps the chat on its connection with you and only answers ping's
-probes: nothing of the chat goes to ping, nothing is lost. A peer that is not in a chat with
-you cannot tell ping from you: it shows you as up while ping runs and sends ping the lines its
-user types meanwhile, which ping counts (\"the peer sent N chat message(s) here\") but does not
-show, and which the peer counts as delivered. A peer that refuses your key is reported as an
+The peer answers ping's probes but never takes ping for you: a chirp peer sends a HELLO first
+on its chat's connection, which ping never does. A peer in a chat with you keeps the chat on
+its connection with you; a peer that is not in a chat with you does not show you as up, and
+the lines its user types wait for you rather than go to ping. Nothing of the chat goes to ping,
+nothing is lost. (The one exception: ping sent from your chirp peer's own address, --bind, while
+that peer is not running, is taken for it; the lines it is then sent are counted, \"the peer
+sent N chat message(s) here\", but not shown.) A peer that refuses your key is reported as an
 error (exit code 1).
 
 Exit status: 0 if at least one probe was answered, or if a peer answered and refused the

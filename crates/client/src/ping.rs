@@ -275,9 +275,11 @@ pub struct Summary {
     /// Round-trip figures, if any probe was answered.
     pub rtt: Option<RttSummary>,
     /// Chat messages the peer sent us. A `chirp peer` that takes our key (we present its
-    /// partner's) and is not in a chat with its partner takes this connection for its
-    /// partner's: they are not shown, and the peer counts them delivered. (A peer in a chat
-    /// keeps it on the chat's connection and sends us none.)
+    /// partner's) sends us none: it keeps its chat on the chat's connection, and without one
+    /// it takes ours for its partner's only if it comes from the partner's own address
+    /// (`--bind` there while the partner is not running). Then its lines come here: they are
+    /// not shown, and the peer counts them delivered. Its [`chirp_peer::session::HELLO`] is
+    /// no chat message and is not counted.
     pub messages: u64,
 }
 
@@ -584,7 +586,10 @@ impl Pinger {
             }
             T::Ping { id, outcome, .. } => self.on_ping(now, id, outcome),
             // Never shown, never kept: see `Summary::messages`.
-            T::Message { .. } => self.summary.messages += 1,
+            T::Message { data, .. } if data[..] != *chirp_peer::session::HELLO => {
+                self.summary.messages += 1;
+            }
+            T::Message { .. } => {}
             T::Closed { reason, .. } => {
                 let failure = match reason {
                     CloseReason::KeyMismatch { expected, actual } => Failure::KeyMismatch {

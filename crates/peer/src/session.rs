@@ -24,9 +24,23 @@
 //! Healthy, for the connection lines go to, means up and not closed: the transport is the
 //! judge of liveness. A restarted peer is adopted promptly either way: its first line is
 //! proof, and our first packet on the old connection (a line, or a keepalive within 15 s)
-//! draws the RESET that ends it. While no connection is up (our own attempt is still
-//! handshaking), a connection the peer opens is adopted at once, as the chat needs it to
-//! start at all (a peer behind a port-changing NAT reaches us only that way).
+//! draws the RESET that ends it.
+//!
+//! # A connection while no chat is up
+//!
+//! While no connection is up (our own attempt is still handshaking, or finds nobody), a
+//! connection with the peer's key is adopted at once if it is our own attempt, or comes from
+//! the address the user gave or from the address of the chat's last connection: only the peer
+//! is there. One from anywhere else is a peer behind a NAT that changes ports (it reaches us
+//! only that way) or `chirp ping --as-me` run by the peer's user, which presents the same key
+//! but is no chat: it is set aside as a candidate until it carries a message or the peer's FIN,
+//! as above, or a [`HELLO`]. Every session sends a [`HELLO`] first on each connection it
+//! adopts, so a peer behind such a NAT is up at once, and a ping (which sends no message) never
+//! becomes the chat's connection: it is answered by the transport, and nothing of the chat
+//! goes to it. A [`HELLO`] on a candidate set aside while the chat has a healthy connection
+//! does not take over (a second `chirp peer` with the same key is no reason to leave the
+//! first); it makes the candidate the chat's successor from whatever address it came, should
+//! the chat's connection end.
 //!
 //! When the chat moves to another connection, the lines the old one never got acknowledged are
 //! sent again on the new one, ahead of anything typed since.
@@ -90,6 +104,13 @@ pub const CONNECT_RETRY: Duration = Duration::from_secs(1);
 
 /// How long to wait before trying again after the peer refused our key.
 pub const KEY_REFUSED_RETRY: Duration = Duration::from_secs(10);
+
+/// The message a session sends first on each connection it adopts as the chat's (PROTOCOL.md
+/// §4.5): the bytes `ff 00`, which tell the other side that this connection is a chirp peer's
+/// chat and not `chirp ping` (which presents the same key but sends no message). It starts
+/// with the file layer's tag, so a peer that does not know it drops it as a file message of an
+/// unknown type (§12.2) rather than show it.
+pub const HELLO: &[u8] = &[chirp_files::TAG, 0x00];
 
 /// A refusal of a connection from another port is shown once per this long: a stranger (or a
 /// peer that keeps retrying) must not flood the screen.
@@ -403,9 +424,9 @@ struct Outgoing {
 enum Sent {
     /// A chat line, with the caller's id.
     Line(Option<u64>),
-    /// A file-layer control message (bulk messages are not counted: `Acked` counts the
-    /// message stream only).
-    File,
+    /// A file-layer control message, or the [`HELLO`] (bulk messages are not counted: `Acked`
+    /// counts the message stream only).
+    Control,
 }
 
 /// The file layer and what the session keeps for it.
@@ -433,13 +454,16 @@ impl Files {
     }
 }
 
-/// A connection up with the peer's key, set aside while the chat has another (see the module
+/// A connection up with the peer's key, set aside while the chat has another, or while it has
+/// none and this one came from an address other than the peer's (see the module
 /// documentation).
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
     conn: ConnectionHandle,
     remote: SocketAddr,
     key: PublicKey,
+    /// It sent a [`HELLO`]: a chirp peer's chat, not a ping.
+    hello: bool,
 }
 
 /// The request whose [`Reply`] the session waits for.
@@ -447,6 +471,8 @@ struct Candidate {
 enum Awaiting {
     Connect,
     Send(ConnectionHandle),
+    /// The [`HELLO`] on this connection.
+    Hello(ConnectionHandle),
     /// A file-layer message (the session's `files.held`, or `files.held_bulk` if `bulk`,
     /// until the reply).
     SendFile {
@@ -473,9 +499,12 @@ pub struct Session<P> {
     /// A connection being replaced: sending waits until its `Closed` event has handed back the
     /// lines it never got acknowledged, so that they go out before anything newer.
     replacing: Option<ConnectionHandle>,
-    /// Connections that came up with the peer's key while `conn` was up, in order of arrival:
-    /// never sent on until one proves to be the peer's chat (see the module documentation).
+    /// Connections that came up with the peer's key while `conn` was up, or from an address
+    /// not the peer's while it was not, in order of arrival: never sent on until one proves
+    /// to be the peer's chat (see the module documentation).
     candidates: Vec<Candidate>,
+    /// The chat's connection, while our [`HELLO`] still has to be sent on it.
+    hello_owed: Option<ConnectionHandle>,
     /// Lines not yet accepted by the transport (send buffer full, or between connections).
     pending: VecDeque<Outgoing>,
     /// Per connection, the ids of the messages the transport took and the peer has not yet
@@ -540,6 +569,7 @@ impl<P: KeyPolicy> Session<P> {
             up: false,
             replacing: None,
             candidates: Vec::new(),
+            hello_owed: None,
             pending: VecDeque::new(),
             inflight: HashMap::new(),
             files: None,
@@ -650,6 +680,7 @@ impl<P: KeyPolicy> Session<P> {
         match (awaiting, reply) {
             (Awaiting::Connect, Reply::Connect(r)) => self.on_connected(now, r),
             (Awaiting::Send(conn), Reply::Send(r)) => self.on_sent(now, conn, r),
+            (Awaiting::Hello(conn), Reply::Send(r)) => self.on_hello_sent(conn, r),
             (Awaiting::SendFile { conn, bulk }, Reply::Send(r)) => {
                 self.on_file_sent(conn, bulk, r);
             }
@@ -765,18 +796,25 @@ impl<P: KeyPolicy> Session<P> {
                     conn,
                     remote,
                     key: PublicKey(remote_key),
+                    hello: false,
                 };
                 if self.up && self.conn.is_some_and(|c| c != conn) {
                     // The chat has a connection up: the new one waits until it proves to be
                     // the peer's chat (or the chat's connection ends).
                     debug!(?conn, %remote, "another connection with the peer's key: set aside");
                     self.candidates.push(candidate);
-                } else {
+                } else if self.conn == Some(conn) || self.peers_address(remote) {
                     // Our own attempt, or the peer's while ours had not come up (it restarted,
                     // or its attempt won the race against ours).
                     self.adopt(now, candidate);
+                } else {
+                    // A peer behind a port-changing NAT, or `chirp ping --as-me`: it waits
+                    // until it proves to be a chat (its HELLO, a message or its FIN).
+                    debug!(?conn, %remote, "the peer's key from another address: set aside");
+                    self.candidates.push(candidate);
                 }
             }
+            Event::Message { conn, data } if data[..] == *HELLO => self.on_hello(now, conn),
             Event::Message { conn, data } | Event::BulkMessage { conn, data }
                 if chirp_files::is_file_msg(&data) =>
             {
@@ -802,7 +840,7 @@ impl<P: KeyPolicy> Session<P> {
                         .drain(..n)
                         .filter_map(|s| match s {
                             Sent::Line(id) => id,
-                            Sent::File => None,
+                            Sent::Control => None,
                         })
                         .collect();
                     for id in delivered {
@@ -856,6 +894,9 @@ impl<P: KeyPolicy> Session<P> {
         reason: CloseReason,
         undelivered: Vec<Bytes>,
     ) {
+        if self.hello_owed == Some(conn) {
+            self.hello_owed = None;
+        }
         if let Some((_, remote, _)) = self.asking.filter(|a| a.0 == conn) {
             // The question stays open: its answer decides the key's next attempt.
             let text = format!(
@@ -876,7 +917,7 @@ impl<P: KeyPolicy> Session<P> {
             .into_iter()
             .filter_map(|s| match s {
                 Sent::Line(id) => Some(id),
-                Sent::File => None,
+                Sent::Control => None,
             })
             .collect();
         let lines = undelivered
@@ -1057,7 +1098,7 @@ impl<P: KeyPolicy> Session<P> {
                 let lost = self.inflight.remove(&conn).unwrap_or_default();
                 let ids = lost.into_iter().filter_map(|s| match s {
                     Sent::Line(id) => id,
-                    Sent::File => None,
+                    Sent::Control => None,
                 });
                 for local_id in ids {
                     let reason = "lost with its connection (not resent)".to_owned();
@@ -1105,6 +1146,11 @@ impl<P: KeyPolicy> Session<P> {
             return; // The old connection's lines must go first.
         }
         let stream_open = self.blocked != Some(conn);
+        if stream_open && self.hello_owed == Some(conn) {
+            let data = Bytes::from_static(HELLO);
+            self.ask(Awaiting::Hello(conn), Transport::Send { conn, data });
+            return;
+        }
         if stream_open && let Some(msg) = self.pending.front() {
             let data = msg.data.clone();
             self.ask(Awaiting::Send(conn), Transport::Send { conn, data });
@@ -1202,6 +1248,7 @@ impl<P: KeyPolicy> Session<P> {
         self.bulk_blocked = None;
         self.remote = Some(c.remote);
         self.up = true;
+        self.hello_owed = Some(c.conn);
         self.retry_at = None;
         self.report(Report::Up {
             peer: c.remote.to_string(),
@@ -1229,16 +1276,53 @@ impl<P: KeyPolicy> Session<P> {
     }
 
     /// Once the chat's connection has ended: the newest candidate from the address that
-    /// connection had, or from the address the user gave, if any (removed from the list). A
-    /// candidate from elsewhere, a ping's, must prove itself instead.
+    /// connection had, or from the address the user gave, or that sent a [`HELLO`], if any
+    /// (removed from the list). Any other candidate, a ping's, must prove itself instead.
     fn successor(&mut self) -> Option<Candidate> {
-        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
-        let same = |a: SocketAddr| {
-            let a = canonical(a);
-            a == canonical(self.config.to) || self.remote.is_some_and(|r| canonical(r) == a)
-        };
-        let i = self.candidates.iter().rposition(|c| same(c.remote))?;
+        let i = self
+            .candidates
+            .iter()
+            .rposition(|c| c.hello || self.peers_address(c.remote))?;
         Some(self.candidates.remove(i))
+    }
+
+    /// Whether `a` is the address the user gave, or the one the chat's last connection had:
+    /// where only the peer itself can be.
+    fn peers_address(&self, a: SocketAddr) -> bool {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        let a = canonical(a);
+        a == canonical(self.config.to) || self.remote.is_some_and(|r| canonical(r) == a)
+    }
+
+    /// The peer's [`HELLO`] on `conn`: a candidate is a chat, not a ping. While the chat has no
+    /// connection up it takes over at once; otherwise it is the chat's successor should that
+    /// connection end.
+    fn on_hello(&mut self, now: Instant, conn: ConnectionHandle) {
+        let Some(c) = self.candidates.iter_mut().find(|c| c.conn == conn) else {
+            return;
+        };
+        c.hello = true;
+        let c = *c;
+        if !self.up {
+            debug!(?conn, "a connection set aside said HELLO");
+            self.adopt(now, c);
+        }
+    }
+
+    fn on_hello_sent(&mut self, conn: ConnectionHandle, r: Result<(), SendError>) {
+        match r {
+            Ok(()) => {
+                self.hello_owed = None;
+                self.inflight
+                    .entry(conn)
+                    .or_default()
+                    .push_back(Sent::Control);
+            }
+            // Blocked: sent once the connection is writable.
+            Err(SendError::Write(WriteError::Blocked)) => self.blocked = Some(conn),
+            // The connection is ending (its `Closed` follows), or cannot take a message.
+            Err(_) => self.hello_owed = None,
+        }
     }
 
     /// The chat is over. Accept no new connection: the peer reconnects as soon as our close
@@ -1513,7 +1597,10 @@ impl<P: KeyPolicy> Session<P> {
             // Only message-stream messages are counted by `Acked`.
             Ok(()) => {
                 if held.take().is_some() && !bulk {
-                    self.inflight.entry(conn).or_default().push_back(Sent::File);
+                    self.inflight
+                        .entry(conn)
+                        .or_default()
+                        .push_back(Sent::Control);
                 }
             }
             // Never too large (chunks fit a message by construction); dropped if it were.

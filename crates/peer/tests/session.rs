@@ -3,7 +3,7 @@
 //! whose connection replaces the old one (what the old one never got acknowledged is sent again
 //! exactly once, in order), whether it speaks first or not, key questions answered yes or no,
 //! and a third endpoint holding one partner's key (`chirp ping --as-me`) that pings the other
-//! in the middle of the chat without taking it over.
+//! in the middle of the chat, or while it has none, without taking it over.
 //!
 //! The harness plays the driver's part: it carries out each [`Transport`] request on the
 //! node's endpoint and hands the reply straight back, as `chirp peer` does over its transport.
@@ -925,6 +925,94 @@ fn a_ping_is_not_taken_for_a_partner_that_went_away() {
         (5..10).map(|i| line('b', i)).collect::<Vec<_>>()
     );
     assert_eq!(pinger.messages, 0);
+}
+
+/// B is not in a chat: A went away (B noticed, by its idle timeout) when A's user pings B with
+/// A's key from another port. The ping's connection comes up while B has none, but it is not
+/// taken for A: it came from neither A's address nor the one B was given, and said no HELLO
+/// (nor anything else). B answers every PING, says nothing of the ping to its user (no "up"),
+/// and the lines B types meanwhile wait, and reach A when A comes back, instead of going to
+/// the pinger.
+#[test]
+fn a_ping_to_a_peer_not_in_a_chat_is_not_taken_for_its_partner() {
+    for seed in 1..=3 {
+        let mut p = pair(LinkConfig::ideal(Duration::from_millis(5)), seed);
+        let a_config = p.a.endpoint.config().clone();
+        let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+        let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+        chat_both_ways(
+            &mut p,
+            &mut a,
+            &mut b,
+            None,
+            0..3,
+            Duration::from_millis(10),
+        );
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(10), |a, b| {
+            a.delivered().len() == 3 && b.delivered().len() == 3
+        });
+        // A's host goes dark, and B notices.
+        let outage = p.now + Duration::from_secs(3600);
+        p.path.a_to_b.blackout_until(outage);
+        p.path.b_to_a.blackout_until(outage);
+        let deadline = p.now + IDLE_TIMEOUT + Duration::from_secs(5);
+        let down = run_until(&mut p, &mut a, &mut b, deadline, |_, b| {
+            b.ups_and_downs().1 == 1
+        });
+        assert!(down, "seed {seed}: B never noticed: {:?}", b.reports);
+        // Now A's user pings B with A's key: 50 PINGs, 100 ms apart, on a path of its own.
+        let plan = Runs {
+            runs: 1,
+            pings: 50,
+            interval: Duration::from_millis(100),
+        };
+        let link = LinkConfig::ideal(Duration::from_millis(3));
+        let a_key = identity_of(&p.a);
+        let mut pinger = Pinger::start(&mut p, a_key, plan, link, seed);
+        let until = p.now + Duration::from_secs(1);
+        run_with(&mut p, &mut a, &mut b, Some(&mut pinger), until, |_, _| {
+            false
+        });
+        assert_eq!(pinger.handshakes, 1, "seed {seed}: {:?}", pinger.failures);
+        send(&p, &mut b, 'b', 3..8);
+        let until = p.now + Duration::from_secs(5);
+        run_with(&mut p, &mut a, &mut b, Some(&mut pinger), until, |_, _| {
+            false
+        });
+        assert!(pinger.done(), "seed {seed}: the pinger did not finish");
+        assert!(
+            pinger.failures.is_empty(),
+            "seed {seed}: {:?}",
+            pinger.failures
+        );
+        assert_eq!(pinger.acked, 50, "seed {seed}: B answered every PING");
+        assert_eq!(
+            pinger.messages, 0,
+            "seed {seed}: B sent its lines to the pinger"
+        );
+        assert_eq!(
+            b.ups_and_downs(),
+            (1, 1),
+            "seed {seed}: B took the ping for A: {:?}",
+            b.reports
+        );
+        assert_eq!(b.delivered(), (0..3).collect::<Vec<_>>(), "seed {seed}");
+        // A comes back (the same key and address, a new process): B's lines reach it.
+        p.path.a_to_b.blackout_until(p.now);
+        p.path.b_to_a.blackout_until(p.now);
+        p.a.endpoint = Endpoint::new(a_config, 70 + seed);
+        p.a.events.clear();
+        let mut a2 = Peer::new(b_addr, false);
+        drive(&mut p, &mut a2, &mut b, Duration::from_secs(30), |a2, b| {
+            a2.messages().len() == 5 && b.delivered().len() == 8
+        });
+        assert_eq!(
+            a2.messages(),
+            (3..8).map(|i| line('b', i)).collect::<Vec<_>>(),
+            "seed {seed}"
+        );
+        assert_eq!(b.ups_and_downs(), (2, 1), "seed {seed}: {:?}", b.reports);
+    }
 }
 
 /// B restarts (same key, same address; the old process dies without a word) and its new
