@@ -189,6 +189,15 @@ impl Col {
     }
 }
 
+/// What an SQLite file of a schema older than a column reads for it.
+#[derive(Debug, Clone, Copy)]
+enum Older {
+    Null,
+    False,
+    /// The time of the copy, in milliseconds since the epoch.
+    Now,
+}
+
 /// A table to copy: every column of it, under the same names in both schemas.
 #[derive(Debug)]
 struct Table {
@@ -196,6 +205,23 @@ struct Table {
     columns: &'static [(&'static str, Col)],
     /// The primary key: the order SQLite reads the rows in.
     key: &'static str,
+    /// The SQLite schema version that added the table: in an older file it is empty (the
+    /// file is only read, never upgraded).
+    since: i64,
+    /// Columns a later schema added (column, that schema, what an older file reads instead).
+    added: &'static [(&'static str, i64, Older)],
+}
+
+impl Table {
+    /// What to select from a file of schema `version` for `column`, at `now_ms`.
+    fn select(&self, column: &'static str, version: i64, now_ms: i64) -> String {
+        match self.added.iter().find(|a| a.0 == column && version < a.1) {
+            Some((_, _, Older::Null)) => "NULL".to_owned(),
+            Some((_, _, Older::False)) => "0".to_owned(),
+            Some((_, _, Older::Now)) => now_ms.to_string(),
+            None => column.to_owned(),
+        }
+    }
 }
 
 /// Every table of the schema (`SQLITE_MIGRATIONS`, `POSTGRES_MIGRATIONS`), the small ones first
@@ -205,6 +231,8 @@ const TABLES: [Table; 8] = [
         name: "convs",
         columns: &[("conv", Col::Text), ("last_id", Col::Int8)],
         key: "conv",
+        since: 1,
+        added: &[],
     },
     Table {
         name: "nicks",
@@ -215,6 +243,13 @@ const TABLES: [Table; 8] = [
             ("seen", Col::Int8),
         ],
         key: "fold",
+        since: 1,
+        added: &[
+            // Schema 1 had no last-seen times: as SQLite's migration 2 does, its nicks count
+            // as seen now, so that none expires sooner than a full expiry period after the
+            // move.
+            ("seen", 2, Older::Now),
+        ],
     },
     Table {
         name: "topics",
@@ -225,6 +260,8 @@ const TABLES: [Table; 8] = [
             ("ts", Col::Int8),
         ],
         key: "room",
+        since: 1,
+        added: &[],
     },
     Table {
         name: "dm_cursors",
@@ -234,6 +271,8 @@ const TABLES: [Table; 8] = [
             ("upto", Col::Int8),
         ],
         key: "key, conv",
+        since: 1,
+        added: &[],
     },
     Table {
         name: "moderation",
@@ -246,6 +285,8 @@ const TABLES: [Table; 8] = [
             ("ts", Col::Int8),
         ],
         key: "scope, kind, subject",
+        since: 4,
+        added: &[],
     },
     Table {
         name: "read_markers",
@@ -255,6 +296,8 @@ const TABLES: [Table; 8] = [
             ("upto", Col::Int8),
         ],
         key: "key, conv",
+        since: 5,
+        added: &[],
     },
     Table {
         name: "reactions",
@@ -266,6 +309,8 @@ const TABLES: [Table; 8] = [
             ("ts", Col::Int8),
         ],
         key: "conv, id, emoji, key",
+        since: 6,
+        added: &[],
     },
     Table {
         name: "messages",
@@ -287,6 +332,14 @@ const TABLES: [Table; 8] = [
             ("count", Col::Int8),
         ],
         key: "conv, id",
+        since: 1,
+        added: &[
+            // Schema 6 added edits, deletions and reactions.
+            ("target", 6, Older::Null),
+            ("count", 6, Older::Null),
+            ("edited", 6, Older::False),
+            ("deleted", 6, Older::False),
+        ],
     },
 ];
 
@@ -391,15 +444,9 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         ));
     }
     let send = |item| out.blocking_send(Ok(item)).map_err(|_| StoreError::Stopped);
-    // A table a newer schema added (`moderation`, schema 4; `read_markers`, schema 5;
-    // `reactions`, schema 6) is empty in an older file: the file is only read, never
-    // upgraded. (The search index of schema 5 is not copied: PostgreSQL builds its own.)
-    let present = |table: &Table| match table.name {
-        "moderation" => version >= 4,
-        "read_markers" => version >= 5,
-        "reactions" => version >= 6,
-        _ => true,
-    };
+    // A table a newer schema added is empty in an older file. (The search index of schema 5
+    // is not copied: PostgreSQL builds its own.)
+    let present = |table: &Table| version >= table.since;
     let mut totals = [0; TABLES.len()];
     for (total, table) in totals.iter_mut().zip(&TABLES) {
         if !present(table) {
@@ -413,8 +460,6 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         *total = n as u64;
     }
     send(Read::Totals(totals))?;
-    // Schema 1 had no last-seen times: as SQLite's migration 2 does, its nicks count as seen
-    // now, so that none expires sooner than a full expiry period after the move.
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -426,13 +471,7 @@ fn read_tables(path: &Path, out: &ReadTx) -> Result<(), StoreError> {
         let select: Vec<String> = table
             .columns
             .iter()
-            .map(|&(name, _)| match (table.name, name) {
-                ("nicks", "seen") if version < 2 => now_ms.to_string(),
-                // Schema 6 added edits, deletions and reactions.
-                ("messages", "target" | "count") if version < 6 => "NULL".to_owned(),
-                ("messages", "edited" | "deleted") if version < 6 => "0".to_owned(),
-                _ => name.to_owned(),
-            })
+            .map(|&(name, _)| table.select(name, version, now_ms))
             .collect();
         let mut st = tx
             .prepare(&format!(
