@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release -p chirp --bin chirp -p chirp-bench --example bulk
 //! target/release/examples/bulk target/release/chirp [--mb 100] [--rate 100mbit] [--delay 20]
-//!     [--loss 0,0.01,0.05] [--runs 3] [--stacks chirp,quinn] [--max-secs 60] [--no-pacing]
+//!     [--loss 0,0.01,0.05] [--runs 3] [--stacks chirp,quinn,tcp] [--max-secs 60] [--no-pacing]
 //! ```
 //!
 //! For each loss rate and run, a fresh `chirp impair --rate RATE --delay MS --loss P --seed N`
@@ -18,7 +18,11 @@
 //!   channel exists);
 //! - **quinn**: one unidirectional stream (`write_all` of 64,000-byte chunks, `finish`), its
 //!   default congestion controller (CUBIC) and MTU discovery (datagrams grow from 1,200 to
-//!   ~1,450 bytes; chirp's are 1,200).
+//!   ~1,450 bytes; chirp's are 1,200);
+//! - **tcp** (a reference, when root with `ip` and `socat`): the kernel's TCP through the same
+//!   proxy, each IP packet one datagram of a UDP tunnel between two network namespaces
+//!   ([`chirp_bench::tcp_ref`]); 64,000-byte writes, the kernel's buffers and congestion
+//!   controller (CUBIC), an MTU of 1,500.
 //!
 //! Both get the same windows: 4 MiB of receive window (chirp's `receive_window`, quinn's
 //! stream and connection receive windows) and 4 MiB of send buffer, about 8 BDPs of the
@@ -26,10 +30,9 @@
 //! recovery decide. The time runs from the first byte handed to the sender to the last byte
 //! read by the receiver (the handshake is not counted), or to `--max-secs` if that comes
 //! first (a stack that crawls under loss would take hours for 100 MB; its row then says how
-//! much it moved); goodput is the payload received over that time, as a fraction of `--rate`. At the end, per stack and loss, the median of the runs
-//! and chirp's ratio to quinn (the median of the per-run ratios).
-//!
-//! TCP is not measured: `chirp impair` relays UDP only.
+//! much it moved); goodput is the payload received over that time, as a fraction of `--rate`.
+//! At the end, per stack and loss, the median of the runs and chirp's ratio to each other
+//! stack (the median of the per-run ratios).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark prints its results
 
@@ -43,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use chirp_bench::median;
+use chirp_bench::{median, tcp_ref};
 use chirp_proto::{
     ConnectionHandle, EndpointConfig, Event, SendError, TransportConfig, WriteError,
 };
@@ -51,7 +54,7 @@ use tokio::sync::mpsc;
 
 /// Bytes per message (chirp) and per write (quinn).
 const CHUNK: usize = 64_000;
-/// Receive window and send buffer of both stacks.
+/// Receive window and send buffer of chirp and quinn (TCP keeps the kernel's).
 const WINDOW: u64 = 4 << 20;
 /// A transfer's outcome: payload bytes the receiver read, over how long.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +104,7 @@ struct Args {
 enum Stack {
     Chirp,
     Quinn,
+    Tcp,
 }
 
 impl Stack {
@@ -108,6 +112,7 @@ impl Stack {
         match self {
             Stack::Chirp => "chirp",
             Stack::Quinn => "quinn",
+            Stack::Tcp => "tcp",
         }
     }
 }
@@ -136,7 +141,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let chirp = it
         .next()
-        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn] [--max-secs S] [--no-pacing]")?;
+        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn,tcp] [--max-secs S] [--no-pacing]")?;
     let mut a = Args {
         chirp: PathBuf::from(chirp),
         mb: 100,
@@ -145,7 +150,7 @@ fn parse_args() -> anyhow::Result<Args> {
         delay_ms: 20,
         losses: vec![0.0, 0.01, 0.05],
         runs: 3,
-        stacks: vec![Stack::Chirp, Stack::Quinn],
+        stacks: Vec::new(),
         pacing: true,
         max_secs: 60,
     };
@@ -173,11 +178,20 @@ fn parse_args() -> anyhow::Result<Args> {
                     .map(|s| match s {
                         "chirp" => Ok(Stack::Chirp),
                         "quinn" => Ok(Stack::Quinn),
-                        _ => bail!("--stacks: chirp or quinn, not {s}"),
+                        "tcp" => Ok(Stack::Tcp),
+                        _ => bail!("--stacks: chirp, quinn or tcp, not {s}"),
                     })
                     .collect::<anyhow::Result<_>>()?;
             }
             _ => bail!("unknown argument {flag}"),
+        }
+    }
+    if a.stacks.is_empty() {
+        // TCP too, where this machine can build its tunnel.
+        a.stacks = vec![Stack::Chirp, Stack::Quinn];
+        match tcp_ref::preflight() {
+            Ok(()) => a.stacks.push(Stack::Tcp),
+            Err(why) => println!("# no TCP reference: {why}"),
         }
     }
     a.rate_bytes = rate_bytes(&a.rate)?;
@@ -399,7 +413,50 @@ async fn quinn_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
+/// One TCP transfer through `chirp impair`, by [`tcp_ref`]'s tunnel.
+fn tcp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
+    let path = tcp_ref::TcpPath {
+        chirp: &a.chirp,
+        rate: &a.rate,
+        delay_ms: a.delay_ms,
+        loss,
+        seed,
+    };
+    let exe = std::env::current_exe().context("this executable's path")?;
+    let o = tcp_ref::transfer(&path, a.mb * 1_000_000, Duration::from_secs(a.max_secs), &exe)?;
+    Ok(Outcome {
+        bytes: o.bytes,
+        elapsed: o.elapsed,
+        complete: o.complete,
+    })
+}
+
+/// Runs this executable as [`tcp_ref`]'s receiver or sender, inside a namespace, when it was
+/// started as one: `Some` then.
+fn tcp_role() -> Option<anyhow::Result<()>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize| -> anyhow::Result<u64> {
+        args.get(i)
+            .context("missing argument")?
+            .parse()
+            .context("not a number")
+    };
+    match args.first().map(String::as_str) {
+        Some(tcp_ref::SINK_ARG) => Some((|| {
+            let (total, max) = (number(1)?, number(2)?);
+            tcp_ref::sink(total, Duration::from_secs(max)).context("TCP receiver")
+        })()),
+        Some(tcp_ref::SOURCE_ARG) => {
+            Some(number(1).and_then(|total| tcp_ref::source(total).context("TCP sender")))
+        }
+        _ => None,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    if let Some(done) = tcp_role() {
+        return done;
+    }
     let a = parse_args()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -426,6 +483,10 @@ fn main() -> anyhow::Result<()> {
                     match stack {
                         Stack::Chirp => chirp_run(&a, loss, seed).await,
                         Stack::Quinn => quinn_run(&a, loss, seed).await,
+                        Stack::Tcp => {
+                            let a = a.clone();
+                            tokio::task::spawn_blocking(move || tcp_run(&a, loss, seed)).await?
+                        }
                     }
                 });
                 let fraction = match result {
@@ -467,9 +528,14 @@ fn main() -> anyhow::Result<()> {
     for s in &a.stacks {
         print!(" {} (median, of link) | runs |", s.name());
     }
-    let both = a.stacks == [Stack::Chirp, Stack::Quinn];
-    if both {
-        print!(" chirp / quinn (median of per-run ratios) |");
+    // chirp against each other stack, when chirp ran.
+    let chirp = a.stacks.iter().position(|&s| s == Stack::Chirp);
+    let others: Vec<usize> = match chirp {
+        Some(c) => (0..a.stacks.len()).filter(|&i| i != c).collect(),
+        None => Vec::new(),
+    };
+    for &o in &others {
+        print!(" chirp / {} (median of per-run ratios) |", a.stacks[o].name());
     }
     println!();
     for (loss, rows) in &table {
@@ -479,14 +545,16 @@ fn main() -> anyhow::Result<()> {
             let med = median(&mut r.clone()).unwrap_or(0.0);
             print!(" {:.1} % | {} |", med * 100.0, runs.join(", "));
         }
-        if both {
-            let mut ratios: Vec<f64> = rows[0]
-                .iter()
-                .zip(&rows[1])
-                .map(|(c, q)| if *q > 0.0 { c / q } else { f64::NAN })
-                .collect();
-            let med = median(&mut ratios).unwrap_or(f64::NAN);
-            print!(" {med:.2}x |");
+        if let Some(c) = chirp {
+            for &o in &others {
+                let mut ratios: Vec<f64> = rows[c]
+                    .iter()
+                    .zip(&rows[o])
+                    .map(|(c, q)| if *q > 0.0 { c / q } else { f64::NAN })
+                    .collect();
+                let med = median(&mut ratios).unwrap_or(f64::NAN);
+                print!(" {med:.2}x |");
+            }
         }
         println!();
     }

@@ -19,6 +19,8 @@
 //!   channel per session; a few swarms (sockets, each its own loopback address) at once.
 //! - [`children`]: the child processes of the benches that run the real binary (`nat`, and the
 //!   `e2e_latency` example of `chirp`), and the flags of the `chirp impair` proxy between them.
+//! - [`tcp_ref`]: the bulk bench's TCP reference, the kernel's TCP through the same `chirp
+//!   impair` path by a UDP tunnel between two network namespaces.
 //! - [`server`]: starts `chirp serve` as a child process in a temporary directory, on a free
 //!   loopback port, with flood control and per-address limits raised for the load; stops it
 //!   on drop; reads a process's CPU time and resident memory from `/proc`.
@@ -32,9 +34,11 @@ pub mod flood;
 pub mod handshake;
 pub mod idle;
 pub mod nat;
+mod netns;
 pub mod raw;
 pub mod server;
 pub mod swarm;
+pub mod tcp_ref;
 
 /// Why a benchmark could not run (a benchmark that ran but found messages lost, duplicated or
 /// reordered reports that in its result instead).

@@ -1,0 +1,298 @@
+//! The TCP reference of the bulk bench (issue 18): the kernel's TCP (its default congestion
+//! controller, CUBIC on Linux, with SACK and RACK) through the same `chirp impair` path as
+//! chirp and quinn, in the same run.
+//!
+//! `chirp impair` relays UDP datagrams, so TCP rides a UDP tunnel. Two network namespaces
+//! each hold one end of the TCP connection on a tun device (10.77.0.1 and 10.77.0.2, private,
+//! inside the namespaces only). Each tun device is opened by a `socat` in the bench's own
+//! namespace that carries every IP packet as one UDP datagram over 127.0.0.1, through one
+//! `chirp impair` in fixed-wire mode (`--client`/`--via`). The proxy's rate limit, queue,
+//! delay and loss therefore apply to TCP's packets one by one, as to the other stacks'
+//! datagrams. The rate counts what the tunnel carries: TCP's IP and TCP headers (40 bytes a
+//! packet at an MTU of 1,500) count against it, where chirp's and quinn's IP and UDP headers
+//! do not.
+//!
+//! The receiver and the sender are the bench's own executable run again inside the
+//! namespaces ([`sink`], [`source`]): the sender stamps the moment its connection is up, the
+//! receiver the moment it has read every byte (or its deadline, with what it had), both on
+//! the system clock, which namespaces share. The handshake is not counted, as for the others.
+//!
+//! Needs root, `ip`, `socat` and `/dev/net/tun`; [`preflight`] says why not otherwise.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::BenchError;
+use crate::children::is_impair_start;
+use crate::netns::{Namespaces, cmd, require, sweep_leftovers};
+
+/// The receiver's address inside its namespace.
+const SINK: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2)),
+    5001,
+);
+/// The sender's tun address.
+const SOURCE_IP: &str = "10.77.0.1/30";
+/// The receiver's tun address.
+const SINK_IP: &str = "10.77.0.2/30";
+/// Bound on each start-up step (a device appearing, a process's first line).
+const SETUP_LIMIT: Duration = Duration::from_secs(10);
+/// What the receiver waits for after its deadline before it is killed.
+const GRACE: Duration = Duration::from_secs(10);
+/// Argument that runs the executable as the receiver: `--tcp-sink BYTES MAX_SECS`.
+pub const SINK_ARG: &str = "--tcp-sink";
+/// Argument that runs the executable as the sender: `--tcp-source BYTES`.
+pub const SOURCE_ARG: &str = "--tcp-source";
+
+/// The path the TCP transfer takes: `chirp impair`'s settings.
+#[derive(Debug, Clone)]
+pub struct TcpPath<'a> {
+    /// The `chirp` executable.
+    pub chirp: &'a Path,
+    /// `--rate`, as `chirp impair` takes it.
+    pub rate: &'a str,
+    /// `--delay`, milliseconds each way.
+    pub delay_ms: u64,
+    /// `--loss`, 0 to 1.
+    pub loss: f64,
+    /// `--seed`.
+    pub seed: u64,
+}
+
+/// What one transfer moved, over how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Payload bytes the receiver read.
+    pub bytes: u64,
+    /// From the sender's connection up to the receiver's last byte (or its deadline).
+    pub elapsed: Duration,
+    /// Every byte arrived before the deadline.
+    pub complete: bool,
+}
+
+/// Why the TCP reference cannot run here, or `Ok`.
+pub fn preflight() -> Result<(), String> {
+    require(&["ip", "socat"])?;
+    if !Path::new("/dev/net/tun").exists() {
+        return Err("/dev/net/tun is missing".into());
+    }
+    Ok(())
+}
+
+/// A child process, killed and reaped on drop.
+#[derive(Debug)]
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> Result<u16, BenchError> {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(BenchError::io("bind 127.0.0.1:0"))?;
+    let addr = s.local_addr().map_err(BenchError::io("a bound socket's address"))?;
+    Ok(addr.port())
+}
+
+/// Reads `child`'s first stdout line within [`SETUP_LIMIT`] (on a thread, so that a child
+/// that prints nothing cannot hang the bench); the rest of its stdout with it.
+fn first_line(
+    what: &str,
+    out: ChildStdout,
+) -> Result<(String, std::sync::mpsc::Receiver<String>), BenchError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(SETUP_LIMIT)
+        .map_err(|_| BenchError::Stuck(format!("{what} printed nothing")))?;
+    Ok((line, rx))
+}
+
+/// Waits until `ip link show DEV` finds the device.
+fn wait_for_device(dev: &str) -> Result<(), BenchError> {
+    let deadline = Instant::now() + SETUP_LIMIT;
+    while cmd("ip", &["link", "show", dev]).is_err() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Stuck(format!("socat made no device {dev}")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Moves `total` bytes by TCP through `path`, at most `max` long; `exe` is the executable
+/// that runs [`sink`] and [`source`] (the bench's own, which dispatches [`SINK_ARG`] and
+/// [`SOURCE_ARG`] to them).
+pub fn transfer(
+    path: &TcpPath<'_>,
+    total: u64,
+    max: Duration,
+    exe: &Path,
+) -> Result<Outcome, BenchError> {
+    preflight().map_err(|why| BenchError::Stuck(format!("no TCP reference: {why}")))?;
+    sweep_leftovers();
+    // Declared first, dropped last: the processes die before their namespaces go.
+    let mut ns = Namespaces::new();
+    let mut procs = Vec::new();
+    let a = ns.add("tcpa")?;
+    let b = ns.add("tcpb")?;
+    let (tun_a, tun_b) = (format!("ct{}a", ns.tag()), format!("ct{}b", ns.tag()));
+    let [listen, client, via, to] = [free_port()?, free_port()?, free_port()?, free_port()?];
+    let local = |p: u16| format!("127.0.0.1:{p}");
+    // The tunnel: socat A sends to the proxy's --listen from --client; socat B receives on
+    // --to and sends back to --via.
+    for (tun, peer, bind) in [(&tun_a, listen, client), (&tun_b, via, to)] {
+        let child = Command::new("socat")
+            .arg(format!("TUN,tun-name={tun},iff-no-pi"))
+            .arg(format!("UDP:{},bind={}", local(peer), local(bind)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Stuck(format!("cannot start socat: {e}")))?;
+        procs.push(Proc(child));
+    }
+    for (tun, ns_name, addr) in [(&tun_a, &a, SOURCE_IP), (&tun_b, &b, SINK_IP)] {
+        wait_for_device(tun)?;
+        // Moving a device clears its addresses: configure it in its namespace.
+        cmd("ip", &["link", "set", tun, "netns", ns_name]).map_err(BenchError::Stuck)?;
+        cmd("ip", &["-n", ns_name, "addr", "add", addr, "dev", tun]).map_err(BenchError::Stuck)?;
+        cmd("ip", &["-n", ns_name, "link", "set", tun, "up"]).map_err(BenchError::Stuck)?;
+    }
+    let mut impair = Command::new(path.chirp)
+        .args(["impair", "--listen", &local(listen), "--to", &local(to)])
+        .args(["--client", &local(client), "--via", &local(via)])
+        .args(["--rate", path.rate, "--delay", &path.delay_ms.to_string()])
+        .args(["--loss", &path.loss.to_string(), "--seed", &path.seed.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| BenchError::Stuck(format!("cannot start {}: {e}", path.chirp.display())))?;
+    let out = impair.stdout.take();
+    procs.push(Proc(impair));
+    let (line, _rest) = first_line("chirp impair", out.ok_or(BenchError::Stuck("no stdout".into()))?)?;
+    if !is_impair_start(&line) {
+        return Err(BenchError::Stuck(format!("chirp impair did not start: {line}")));
+    }
+
+    let in_ns = |ns_name: &str, args: &[String]| {
+        Command::new("ip")
+            .args(["netns", "exec", ns_name])
+            .arg(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| BenchError::Stuck(format!("cannot start {}: {e}", exe.display())))
+    };
+    let mut sink_child = in_ns(
+        &b,
+        &[SINK_ARG.into(), total.to_string(), max.as_secs().to_string()],
+    )?;
+    let sink_out = sink_child.stdout.take();
+    procs.push(Proc(sink_child));
+    let (line, sink_lines) = first_line("the TCP receiver", sink_out.ok_or(BenchError::Stuck("no stdout".into()))?)?;
+    if line != "listening" {
+        return Err(BenchError::Stuck(format!("the TCP receiver said {line:?}")));
+    }
+    let mut source_child = in_ns(&a, &[SOURCE_ARG.into(), total.to_string()])?;
+    let source_out = source_child.stdout.take();
+    procs.push(Proc(source_child));
+    let (line, _source_lines) = first_line("the TCP sender", source_out.ok_or(BenchError::Stuck("no stdout".into()))?)?;
+    let started: u128 = line
+        .strip_prefix("connected ")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| BenchError::Stuck(format!("the TCP sender said {line:?}")))?;
+    let last = sink_lines
+        .recv_timeout(max + GRACE)
+        .map_err(|_| BenchError::Stuck("the TCP receiver did not finish".into()))?;
+    let mut words = last.split_whitespace();
+    let (Some(kind), Some(bytes), Some(ended)) = (words.next(), words.next(), words.next()) else {
+        return Err(BenchError::Stuck(format!("the TCP receiver said {last:?}")));
+    };
+    let (Ok(bytes), Ok(ended)) = (bytes.parse::<u64>(), ended.parse::<u128>()) else {
+        return Err(BenchError::Stuck(format!("the TCP receiver said {last:?}")));
+    };
+    let nanos = u64::try_from(ended.saturating_sub(started)).unwrap_or(u64::MAX);
+    drop(procs);
+    drop(ns);
+    Ok(Outcome {
+        bytes,
+        elapsed: Duration::from_nanos(nanos),
+        complete: kind == "done",
+    })
+}
+
+/// Nanoseconds since the epoch on the system clock (shared by every namespace).
+fn wall_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The receiver, in its namespace: listens on [`SINK`], prints `listening`, accepts one
+/// connection and reads until it has `total` bytes (`done BYTES NANOS`), the connection ends
+/// (`short BYTES NANOS`) or `max` has passed since the accept (`partial BYTES NANOS`).
+pub fn sink(total: u64, max: Duration) -> std::io::Result<()> {
+    let listener = TcpListener::bind(SINK)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening")?;
+    out.flush()?;
+    let (mut conn, _) = listener.accept()?;
+    let deadline = Instant::now() + max;
+    conn.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut buf = vec![0_u8; 1 << 20];
+    let mut got = 0_u64;
+    let kind = loop {
+        if got >= total {
+            break "done";
+        }
+        if Instant::now() >= deadline {
+            break "partial";
+        }
+        match conn.read(&mut buf) {
+            Ok(0) => break "short",
+            Ok(n) => got += n as u64,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    };
+    writeln!(out, "{kind} {got} {}", wall_nanos())?;
+    out.flush()
+}
+
+/// The sender, in its namespace: connects to [`SINK`], prints `connected NANOS`, writes
+/// `total` bytes and closes.
+pub fn source(total: u64) -> std::io::Result<()> {
+    let mut conn = TcpStream::connect(SINK)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "connected {}", wall_nanos())?;
+    out.flush()?;
+    let chunk = vec![0x5a_u8; 64_000];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        conn.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    conn.shutdown(std::net::Shutdown::Write)
+}
