@@ -423,7 +423,12 @@ fn tcp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         seed,
     };
     let exe = std::env::current_exe().context("this executable's path")?;
-    let o = tcp_ref::transfer(&path, a.mb * 1_000_000, Duration::from_secs(a.max_secs), &exe)?;
+    let o = tcp_ref::transfer(
+        &path,
+        a.mb * 1_000_000,
+        Duration::from_secs(a.max_secs),
+        &exe,
+    )?;
     Ok(Outcome {
         bytes: o.bytes,
         elapsed: o.elapsed,
@@ -535,7 +540,10 @@ fn main() -> anyhow::Result<()> {
         None => Vec::new(),
     };
     for &o in &others {
-        print!(" chirp / {} (median of per-run ratios) |", a.stacks[o].name());
+        print!(
+            " chirp / {} (median of per-run ratios) |",
+            a.stacks[o].name()
+        );
     }
     println!();
     for (loss, rows) in &table {

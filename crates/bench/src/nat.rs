@@ -44,19 +44,19 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher as _, Hasher as _};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::children::{Children, Impairment, Out, is_impair_start};
-use crate::netns::{Namespaces, cmd, sweep_leftovers};
+use crate::netns::{Namespaces, have, sweep_leftovers};
 use crate::{BenchError, median, quantile};
 
 /// Bound on each start-up wait: a process's first line, alice waiting at the server, both

@@ -30,10 +30,7 @@ use crate::children::is_impair_start;
 use crate::netns::{Namespaces, cmd, require, sweep_leftovers};
 
 /// The receiver's address inside its namespace.
-const SINK: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2)),
-    5001,
-);
+const SINK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2)), 5001);
 /// The sender's tun address.
 const SOURCE_IP: &str = "10.77.0.1/30";
 /// The receiver's tun address.
@@ -95,8 +92,11 @@ impl Drop for Proc {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> Result<u16, BenchError> {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(BenchError::io("bind 127.0.0.1:0"))?;
-    let addr = s.local_addr().map_err(BenchError::io("a bound socket's address"))?;
+    let s =
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(BenchError::io("bind 127.0.0.1:0"))?;
+    let addr = s
+        .local_addr()
+        .map_err(BenchError::io("a bound socket's address"))?;
     Ok(addr.port())
 }
 
@@ -121,16 +121,32 @@ fn first_line(
     Ok((line, rx))
 }
 
-/// Waits until `ip link show DEV` finds the device.
-fn wait_for_device(dev: &str) -> Result<(), BenchError> {
-    let deadline = Instant::now() + SETUP_LIMIT;
-    while cmd("ip", &["link", "show", dev]).is_err() {
-        if Instant::now() > deadline {
-            return Err(BenchError::Stuck(format!("socat made no device {dev}")));
+/// Reads `log` (a child's stderr) until a line contains `mark`, within [`SETUP_LIMIT`]; a
+/// thread keeps reading it after that, so that the child never blocks on a full pipe.
+fn ready(
+    what: &str,
+    log: impl std::io::Read + Send + 'static,
+    mark: &'static str,
+) -> Result<(), BenchError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut told = false;
+        for line in BufReader::new(log).lines() {
+            let Ok(line) = line else { break };
+            if !told && line.contains(mark) {
+                told = true;
+                let _ = tx.send(Ok(()));
+            } else if !told && line.contains(" E ") {
+                told = true;
+                let _ = tx.send(Err(line));
+            }
         }
-        std::thread::sleep(Duration::from_millis(10));
+    });
+    match rx.recv_timeout(SETUP_LIMIT) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(line)) => Err(BenchError::Stuck(format!("{what}: {line}"))),
+        Err(_) => Err(BenchError::Stuck(format!("{what} did not start"))),
     }
-    Ok(())
 }
 
 /// Moves `total` bytes by TCP through `path`, at most `max` long; `exe` is the executable
@@ -152,31 +168,23 @@ pub fn transfer(
     let (tun_a, tun_b) = (format!("ct{}a", ns.tag()), format!("ct{}b", ns.tag()));
     let [listen, client, via, to] = [free_port()?, free_port()?, free_port()?, free_port()?];
     let local = |p: u16| format!("127.0.0.1:{p}");
-    // The tunnel: socat A sends to the proxy's --listen from --client; socat B receives on
-    // --to and sends back to --via.
-    for (tun, peer, bind) in [(&tun_a, listen, client), (&tun_b, via, to)] {
-        let child = Command::new("socat")
-            .arg(format!("TUN,tun-name={tun},iff-no-pi"))
-            .arg(format!("UDP:{},bind={}", local(peer), local(bind)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| BenchError::Stuck(format!("cannot start socat: {e}")))?;
-        procs.push(Proc(child));
-    }
-    for (tun, ns_name, addr) in [(&tun_a, &a, SOURCE_IP), (&tun_b, &b, SINK_IP)] {
-        wait_for_device(tun)?;
-        // Moving a device clears its addresses: configure it in its namespace.
-        cmd("ip", &["link", "set", tun, "netns", ns_name]).map_err(BenchError::Stuck)?;
-        cmd("ip", &["-n", ns_name, "addr", "add", addr, "dev", tun]).map_err(BenchError::Stuck)?;
-        cmd("ip", &["-n", ns_name, "link", "set", tun, "up"]).map_err(BenchError::Stuck)?;
-    }
     let mut impair = Command::new(path.chirp)
-        .args(["impair", "--listen", &local(listen), "--to", &local(to)])
+        .args([
+            "impair",
+            "--json",
+            "--listen",
+            &local(listen),
+            "--to",
+            &local(to),
+        ])
         .args(["--client", &local(client), "--via", &local(via)])
         .args(["--rate", path.rate, "--delay", &path.delay_ms.to_string()])
-        .args(["--loss", &path.loss.to_string(), "--seed", &path.seed.to_string()])
+        .args([
+            "--loss",
+            &path.loss.to_string(),
+            "--seed",
+            &path.seed.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -184,11 +192,46 @@ pub fn transfer(
         .map_err(|e| BenchError::Stuck(format!("cannot start {}: {e}", path.chirp.display())))?;
     let out = impair.stdout.take();
     procs.push(Proc(impair));
-    let (line, _rest) = first_line("chirp impair", out.ok_or(BenchError::Stuck("no stdout".into()))?)?;
+    let (line, _rest) = first_line(
+        "chirp impair",
+        out.ok_or(BenchError::Stuck("no stdout".into()))?,
+    )?;
     if !is_impair_start(&line) {
-        return Err(BenchError::Stuck(format!("chirp impair did not start: {line}")));
+        return Err(BenchError::Stuck(format!(
+            "chirp impair did not start: {line}"
+        )));
     }
 
+    // The tunnel: socat A sends to the proxy's --listen from --client; socat B receives on
+    // --to and sends back to --via. The proxy first: a socat whose datagram is refused
+    // (nothing on the port yet) exits.
+    for (tun, peer, bind) in [(&tun_a, listen, client), (&tun_b, via, to)] {
+        let mut child = Command::new("socat")
+            .args(["-d", "-d"])
+            .arg(format!("TUN,tun-name={tun},iff-no-pi"))
+            .arg(format!("UDP:{},bind={}", local(peer), local(bind)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| BenchError::Stuck(format!("cannot start socat: {e}")))?;
+        let log = child.stderr.take();
+        procs.push(Proc(child));
+        // socat configures the device after creating it: moving it away before socat is done
+        // makes socat fail and the device vanish. It says when it is done.
+        let log = log.ok_or_else(|| BenchError::Stuck("socat's stderr".into()))?;
+        ready(
+            &format!("socat for {tun}"),
+            log,
+            "starting data transfer loop",
+        )?;
+    }
+    for (tun, ns_name, addr) in [(&tun_a, &a, SOURCE_IP), (&tun_b, &b, SINK_IP)] {
+        // Moving a device clears its addresses: configure it in its namespace.
+        cmd("ip", &["link", "set", tun, "netns", ns_name]).map_err(BenchError::Stuck)?;
+        cmd("ip", &["-n", ns_name, "addr", "add", addr, "dev", tun]).map_err(BenchError::Stuck)?;
+        cmd("ip", &["-n", ns_name, "link", "set", tun, "up"]).map_err(BenchError::Stuck)?;
+    }
     let in_ns = |ns_name: &str, args: &[String]| {
         Command::new("ip")
             .args(["netns", "exec", ns_name])
@@ -202,18 +245,28 @@ pub fn transfer(
     };
     let mut sink_child = in_ns(
         &b,
-        &[SINK_ARG.into(), total.to_string(), max.as_secs().to_string()],
+        &[
+            SINK_ARG.into(),
+            total.to_string(),
+            max.as_secs().to_string(),
+        ],
     )?;
     let sink_out = sink_child.stdout.take();
     procs.push(Proc(sink_child));
-    let (line, sink_lines) = first_line("the TCP receiver", sink_out.ok_or(BenchError::Stuck("no stdout".into()))?)?;
+    let (line, sink_lines) = first_line(
+        "the TCP receiver",
+        sink_out.ok_or(BenchError::Stuck("no stdout".into()))?,
+    )?;
     if line != "listening" {
         return Err(BenchError::Stuck(format!("the TCP receiver said {line:?}")));
     }
     let mut source_child = in_ns(&a, &[SOURCE_ARG.into(), total.to_string()])?;
     let source_out = source_child.stdout.take();
     procs.push(Proc(source_child));
-    let (line, _source_lines) = first_line("the TCP sender", source_out.ok_or(BenchError::Stuck("no stdout".into()))?)?;
+    let (line, _source_lines) = first_line(
+        "the TCP sender",
+        source_out.ok_or(BenchError::Stuck("no stdout".into()))?,
+    )?;
     let started: u128 = line
         .strip_prefix("connected ")
         .and_then(|n| n.parse().ok())
