@@ -354,7 +354,12 @@ impl Bridge {
 
     /// A live change to a message (`history` ones change nothing: the copies shown carry
     /// their state): handed over after any backlog of its buffer, which is older.
-    fn amend_event(&mut self, buffer: Option<BufferId>, history: bool, ev: UiEvent) -> Vec<UiEvent> {
+    fn amend_event(
+        &mut self,
+        buffer: Option<BufferId>,
+        history: bool,
+        ev: UiEvent,
+    ) -> Vec<UiEvent> {
         let Some(buffer) = buffer.filter(|_| !history) else {
             return Vec::new();
         };
@@ -2314,10 +2319,18 @@ mod tests {
         let now = Instant::now();
         let mut b = Bridge::new("ann".into());
         for id in 1..=4 {
-            ev(&mut b, Event::Message(msg("#t", id, "bob", "hi", false)), now);
+            ev(
+                &mut b,
+                Event::Message(msg("#t", id, "bob", "hi", false)),
+                now,
+            );
         }
         // Ours do not count.
-        ev(&mut b, Event::Message(msg("#t", 5, "ann", "me", false)), now);
+        ev(
+            &mut b,
+            Event::Message(msg("#t", 5, "ann", "me", false)),
+            now,
+        );
         // Another device of ours read up to 3: one of bob's is left.
         let out = ev(
             &mut b,
@@ -2371,7 +2384,10 @@ mod tests {
             buffer: BufferId::Dm("bob".into()),
             id: 1,
         };
-        assert_eq!(b.on_command(dm_read.clone(), now), Action::Reply(Vec::new()));
+        assert_eq!(
+            b.on_command(dm_read.clone(), now),
+            Action::Reply(Vec::new())
+        );
         ev(&mut b, Event::Message(dm("@ab", 1, "bob", "ann")), now);
         assert_eq!(
             b.on_command(dm_read, now),
@@ -2419,18 +2435,27 @@ mod tests {
         // Not ours: not shown.
         assert_eq!(ev(&mut b, results(6), now), []);
         let out = ev(&mut b, results(7), now);
-        let [UiEvent::SearchResults {
-            buffer,
-            query,
-            hits,
-            more: true,
-        }] = &out[..]
+        let [
+            UiEvent::SearchResults {
+                buffer,
+                query,
+                hits,
+                more: true,
+            },
+        ] = &out[..]
         else {
             panic!("{out:?}")
         };
-        assert_eq!((buffer, query.as_str()), (&BufferId::Room("#t".into()), "rocket"));
+        assert_eq!(
+            (buffer, query.as_str()),
+            (&BufferId::Room("#t".into()), "rocket")
+        );
         let ids: Vec<_> = hits.iter().map(|m| m.id).collect();
-        assert_eq!(ids, [Some(30), Some(10)], "newest first, ignored nicks left out");
+        assert_eq!(
+            ids,
+            [Some(30), Some(10)],
+            "newest first, ignored nicks left out"
+        );
         // Answered once.
         assert_eq!(ev(&mut b, results(7), now), []);
     }

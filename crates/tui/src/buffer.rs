@@ -163,7 +163,8 @@ impl Buffer {
 
     /// `nick` is typing, shown until `until`.
     pub(crate) fn typing(&mut self, nick: &str, until: UnixMs) {
-        self.typing.retain(|(n, _)| n.to_lowercase() != nick.to_lowercase());
+        self.typing
+            .retain(|(n, _)| n.to_lowercase() != nick.to_lowercase());
         if self.typing.len() >= MAX_TYPING {
             self.typing.remove(0);
         }
@@ -172,7 +173,8 @@ impl Buffer {
 
     /// `nick` stopped typing (a message of theirs came).
     pub(crate) fn stopped_typing(&mut self, nick: &str) {
-        self.typing.retain(|(n, _)| n.to_lowercase() != nick.to_lowercase());
+        self.typing
+            .retain(|(n, _)| n.to_lowercase() != nick.to_lowercase());
     }
 
     pub(crate) fn has_id(&self, id: u64) -> bool {

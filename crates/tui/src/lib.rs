@@ -61,8 +61,8 @@ mod text;
 mod view;
 
 pub use api::{
-    BufferId, ChatMessage, LinkPath, LinkState, LinkStatus, ReactionCount, RoomInfo, UiCommand, UiEvent,
-    UnixMs,
+    BufferId, ChatMessage, LinkPath, LinkState, LinkStatus, ReactionCount, RoomInfo, UiCommand,
+    UiEvent, UnixMs,
 };
 pub use app::{App, Config};
 pub use editor::Editor;

@@ -184,10 +184,7 @@ fn entry_lines(ctx: &Ctx, e: &Entry) -> Vec<Line<'static>> {
             }
             text_at = segs.len();
             if *deleted {
-                segs.push((
-                    "message deleted".into(),
-                    DIM.add_modifier(Modifier::ITALIC),
-                ));
+                segs.push(("message deleted".into(), DIM.add_modifier(Modifier::ITALIC)));
             } else {
                 // Line breaks stay (continuation rows are indented), tabs become spaces, and
                 // every control or bidi character is shown as a mark.

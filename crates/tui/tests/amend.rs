@@ -50,7 +50,11 @@ fn an_edit_replaces_the_text_and_says_edited() {
     );
     let s = screen(&mut app, 80, 12);
     let row = find_row(&s, "<alice> hello all (edited)").unwrap_or_else(|| panic!("{}", dump(&s)));
-    assert!(find_row(&s, "helo all").is_none(), "old text gone:\n{}", dump(&s));
+    assert!(
+        find_row(&s, "helo all").is_none(),
+        "old text gone:\n{}",
+        dump(&s)
+    );
     assert!(
         row < find_row(&s, "<alice> next one").expect("next"),
         "edited in place, not appended:\n{}",
@@ -96,7 +100,11 @@ fn a_deletion_shows_in_place_and_takes_the_reactions() {
     );
     let s = screen(&mut app, 80, 12);
     let row = find_row(&s, "<alice> message deleted").unwrap_or_else(|| panic!("{}", dump(&s)));
-    assert!(row < find_row(&s, "<alice> after").expect("after"), "{}", dump(&s));
+    assert!(
+        row < find_row(&s, "<alice> after").expect("after"),
+        "{}",
+        dump(&s)
+    );
     assert!(find_row(&s, "password").is_none(), "{}", dump(&s));
     assert!(find_row(&s, "😱").is_none(), "{}", dump(&s));
     // A late edit of a deleted message does not bring text back.
@@ -142,7 +150,11 @@ fn reactions_show_counts_after_the_message_in_first_use_order() {
     // Counts are absolute: the last event leaves the server's state; 0 removes it.
     react(&mut app, 9, "👍", 0);
     let s = screen(&mut app, 80, 12);
-    assert!(find_row(&s, "<alice> ship it  🎉 1").is_some(), "{}", dump(&s));
+    assert!(
+        find_row(&s, "<alice> ship it  🎉 1").is_some(),
+        "{}",
+        dump(&s)
+    );
     assert!(find_row(&s, "👍").is_none(), "{}", dump(&s));
     // A copy from history carries its state.
     app.handle_event(
@@ -207,11 +219,23 @@ fn ids_show_on_alt_i_and_while_a_command_that_takes_one_is_typed() {
     join(&mut app, "#a", &["alice"]);
     say(&mut app, room("#a"), 12, "alice", "react to me", T0);
     let s = screen(&mut app, 80, 12);
-    assert!(find_row(&s, "10:00 <alice> react to me").is_some(), "{}", dump(&s));
-    assert!(find_row(&s, "#12").is_none(), "hidden by default:\n{}", dump(&s));
+    assert!(
+        find_row(&s, "10:00 <alice> react to me").is_some(),
+        "{}",
+        dump(&s)
+    );
+    assert!(
+        find_row(&s, "#12").is_none(),
+        "hidden by default:\n{}",
+        dump(&s)
+    );
     app.handle_key(alt('i'), T0);
     let s = screen(&mut app, 80, 12);
-    assert!(find_row(&s, "10:00 #12 <alice> react to me").is_some(), "{}", dump(&s));
+    assert!(
+        find_row(&s, "10:00 #12 <alice> react to me").is_some(),
+        "{}",
+        dump(&s)
+    );
     app.handle_key(alt('i'), T0);
     type_str(&mut app, "/react ", T0);
     let s = screen(&mut app, 80, 12);
@@ -332,10 +356,18 @@ fn someone_typing_shows_until_it_expires_or_their_message_comes() {
         T0 + 1_000,
     );
     let s = screen(&mut app, 100, 12);
-    assert!(find_row(&s, "bob and alice are typing…").is_some(), "{}", dump(&s));
+    assert!(
+        find_row(&s, "bob and alice are typing…").is_some(),
+        "{}",
+        dump(&s)
+    );
     app.handle_timeout(T0 + 4_999);
     let s = screen(&mut app, 100, 12);
-    assert!(find_row(&s, "bob and alice are typing…").is_some(), "{}", dump(&s));
+    assert!(
+        find_row(&s, "bob and alice are typing…").is_some(),
+        "{}",
+        dump(&s)
+    );
     app.handle_timeout(T0 + 5_000);
     let s = screen(&mut app, 100, 12);
     assert!(find_row(&s, "bob").is_some_and(|r| !s[r].contains("typing")));
@@ -520,7 +552,10 @@ fn a_peer_ui_searches_its_loaded_lines_and_sends_no_notices() {
     // No typing notices, no read markers: a peer has no server to pass them on.
     let cmds = type_str(&mut app, "hello", T0 + 10_000);
     app.handle_timeout(T0 + 20_000);
-    assert!(cmds.is_empty() && app.take_commands().is_empty(), "{cmds:?}");
+    assert!(
+        cmds.is_empty() && app.take_commands().is_empty(),
+        "{cmds:?}"
+    );
 }
 
 #[test]
