@@ -80,8 +80,10 @@ pub(crate) struct Search {
 ///
 /// Feed it inputs — [`App::handle_key`], [`App::handle_paste`], [`App::handle_event`],
 /// [`App::handle_timeout`] — each with the current time, send the [`UiCommand`]s they return
-/// to the network, and call [`App::render`] when [`App::take_dirty`] says something changed.
-/// Call `handle_timeout` at [`App::poll_timeout`] (the reconnect countdown needs it).
+/// and then those of [`App::take_commands`] (read markers, typing notices) to the network,
+/// and call [`App::render`] when [`App::take_dirty`] says something changed. Call
+/// `handle_timeout` at [`App::poll_timeout`] (the reconnect countdown, typing notices expiring
+/// and read markers falling due need it).
 #[derive(Debug)]
 pub struct App {
     pub(crate) config: Config,
@@ -405,13 +407,13 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return Vec::new();
         }
-        let mut out = self.key(key);
+        let mut out = self.on_key(key);
         self.settle();
         out.append(&mut self.queued);
         out
     }
 
-    fn key(&mut self, key: KeyEvent) -> Vec<UiCommand> {
+    fn on_key(&mut self, key: KeyEvent) -> Vec<UiCommand> {
         self.dirty = true;
         let mut out = Vec::new();
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
