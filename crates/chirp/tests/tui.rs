@@ -209,6 +209,97 @@ fn a_kick_typed_in_the_ui_takes_effect() {
     server.kill();
 }
 
+/// Issue 19 in the UI: alice, in the chat UI, edits her message by the id the UI shows her;
+/// bob (a `--json` client) reacts to it and types: her screen shows the new text marked
+/// "(edited)", the reaction's count and "bob is typing…". Her own typing reaches bob as a
+/// notice before her message, and a server search typed in the UI lists the match.
+#[test]
+fn an_edit_a_reaction_and_typing_show_in_the_ui() {
+    if !tmux_installed("an_edit_a_reaction_and_typing_show_in_the_ui") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = server(&dir.path().join("data"));
+    let tmux = Tmux::new(dir.path());
+    tmux.start(
+        "alice",
+        &client_command(addr, &dir.path().join("alice"), "alice", ""),
+    );
+    tmux.wait_for("alice", "join", |s| s.contains("you joined #t"));
+    let mut bob = common::connect_json("bob", addr, &dir.path().join("bob"), "bob", &["#t"], &[]);
+    bob.wait_for("joined #t", common::WAIT, |v| {
+        v["type"] == "join" && v["self"] == true && v["room"] == "#t"
+    });
+    tmux.wait_for("alice", "bob joining", |s| s.contains("bob joined #t"));
+
+    tmux.type_line("alice", "helo everyone");
+    // Her typing went out with the first key, before the message.
+    let t = bob.wait_type("typing", common::WAIT);
+    assert_eq!(
+        (t["from"].as_str(), t["room"].as_str()),
+        (Some("alice"), Some("#t")),
+        "{t}"
+    );
+    let m = bob.wait_for("alice's message", common::WAIT, |v| {
+        v["type"] == "message" && v["text"] == "helo everyone"
+    });
+    let id = m["id"].as_u64().expect("a message id");
+    tmux.wait_for("alice", "her message, stored", |s| {
+        s.contains("✓ <alice> helo everyone")
+    });
+    // The id she needs is on her screen (Alt+I).
+    tmux.keys("alice", "M-i");
+    tmux.wait_for("alice", "the message's id", |s| {
+        s.contains(&format!("#{id} ✓ <alice> helo everyone"))
+    });
+    tmux.keys("alice", "M-i");
+
+    tmux.type_line("alice", &format!("/edit {id} hello everyone"));
+    let e = bob.wait_type("edited", common::WAIT);
+    assert_eq!(
+        (e["target"].as_u64(), e["text"].as_str()),
+        (Some(id), Some("hello everyone")),
+        "{e}"
+    );
+    tmux.wait_for("alice", "the edit, in place", |s| {
+        s.contains("✓ <alice> hello everyone (edited)") && !s.contains("helo everyone")
+    });
+
+    bob.line(&format!("/react {id} 👍"));
+    tmux.wait_for("alice", "the reaction's count", |s| {
+        s.contains("<alice> hello everyone (edited)  👍 1")
+    });
+
+    bob.line("/typing");
+    tmux.wait_for("alice", "bob typing, in the status bar", |s| {
+        s.contains("bob is typing…")
+    });
+    // It goes once bob's message comes.
+    bob.line("thanks");
+    tmux.wait_for("alice", "bob's message, the notice gone", |s| {
+        s.contains("<bob> thanks") && !s.contains("is typing")
+    });
+
+    // The server's search, from the UI.
+    tmux.type_line("alice", "/search everyone");
+    let alice = tmux.wait_for("alice", "the search result", |s| {
+        s.contains("search for \"everyone\" in #t: 1 match")
+            && s.contains(&format!("#{id} "))
+            && s.contains("<alice> hello everyone (edited)")
+    });
+    #[allow(clippy::print_stdout)] // the transcript, for --nocapture
+    {
+        println!("--- alice ---\n{alice}---");
+    }
+
+    bob.proc.close_stdin();
+    let st = bob.exit(common::WAIT);
+    assert!(st.success(), "bob: {st:?}\n{}", bob.diag());
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "exit 0", |s| s.contains("chirp exited with 0"));
+    server.kill();
+}
+
 #[test]
 fn the_servers_message_limit_reaches_the_input_line() {
     if !tmux_installed("the_servers_message_limit_reaches_the_input_line") {

@@ -25,6 +25,14 @@
 //!   says how many.
 //! - **Failover.** With several server addresses, a lost one is reported with the address
 //!   the session moves to, and a connection to another address than the last one says so.
+//! - **Changes to messages.** Live `edited`, `deleted` and `reaction` events (and those of a
+//!   catch-up) change the line shown; replayed ones (`history`) change nothing, since the
+//!   copies of a history page carry their state. Typing notices of ignored nicks are dropped.
+//! - **Unread counts** follow the read markers: the bridge counts the messages of others
+//!   above each conversation's marker ([`crate::unread::Unread`], as line mode does), and a
+//!   `marker` (from this UI's `read`, or another device's) tells the UI how many are left.
+//! - **Search.** Each `/search` is a `search` request with an id; its `search_results` go to
+//!   the buffer that asked, with the words it asked for (so the same search again pages on).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -32,14 +40,20 @@ use std::time::{Duration, Instant};
 
 use chirp_chat::client::{Event, Session, Target};
 use chirp_chat::names::fold;
-use chirp_chat::wire::{ClientMsg, Msg, Presence, ServerMsg};
+use chirp_chat::wire::{ClientMsg, Msg, Presence, ReactReq, ServerMsg};
 use chirp_keys::PublicKey;
 use chirp_tui::{
-    BufferId, ChatMessage, LinkState, LinkStatus, RoomInfo, UiCommand, UiEvent, UnixMs,
+    BufferId, ChatMessage, LinkState, LinkStatus, ReactionCount, RoomInfo, UiCommand, UiEvent,
+    UnixMs,
 };
 
 use crate::ignore::{Change, IgnoreList};
+use crate::line::SEARCH_PAGE;
 use crate::link::{LossWindow, update_link};
+use crate::unread::Unread;
+
+/// Searches waiting for their results at most (an older one's answer is then not shown).
+const MAX_SEARCHES: usize = 16;
 
 /// A history request the server never answered (it refused it) is answered with an empty
 /// page after this long, so the UI can ask again.
@@ -93,6 +107,32 @@ pub enum Action {
     Who(String),
     /// A moderation request (`/kick`, `/ban`, …).
     Moderate(ClientMsg),
+    /// An edit, deletion or reaction ([`Session::amend`]).
+    Amend(ClientMsg),
+    /// A typing notice to a room or to a nick ([`Session::typing`], which keeps to the
+    /// server's rate).
+    Typing {
+        /// The room.
+        room: Option<String>,
+        /// Or the nick.
+        to: Option<String>,
+    },
+    /// Move the read marker of a conversation (`#room` or `@…`).
+    Read {
+        /// The conversation.
+        conv: String,
+        /// The last id read.
+        id: u64,
+    },
+    /// Search a conversation; then report its id with [`Bridge::search_sent`].
+    Search {
+        /// The conversation.
+        target: Target,
+        /// The words.
+        query: String,
+        /// Only messages older than this id.
+        before: Option<u64>,
+    },
     /// Ask for a history page; then report its id with [`Bridge::page_sent`].
     History {
         /// The conversation.
@@ -126,6 +166,15 @@ struct PageReq {
     buffer: BufferId,
     asked: Instant,
     messages: Vec<(ChatMessage, bool)>,
+}
+
+/// A `/search` waiting for its results.
+#[derive(Debug)]
+struct SearchReq {
+    /// The `search` request's id, once the session has taken it.
+    id: Option<u64>,
+    buffer: BufferId,
+    query: String,
 }
 
 /// How the session ended.
@@ -165,6 +214,10 @@ pub struct Bridge {
     server: Option<SocketAddr>,
     /// Nicks whose messages are not shown (`/ignore`).
     ignores: IgnoreList,
+    /// Others' messages above the read markers, per conversation.
+    unread: Unread,
+    /// Searches asked for, oldest first.
+    searches: VecDeque<SearchReq>,
 }
 
 impl Bridge {
@@ -184,6 +237,8 @@ impl Bridge {
             loss: LossWindow::default(),
             server: None,
             ignores: IgnoreList::default(),
+            unread: Unread::default(),
+            searches: VecDeque::new(),
         }
     }
 
@@ -249,7 +304,68 @@ impl Bridge {
             text: m.text.clone(),
             action: m.action,
             ts: ts(m.ts),
+            edited: m.edited,
+            deleted: m.deleted,
+            reactions: m
+                .reactions
+                .iter()
+                .map(|r| ReactionCount {
+                    emoji: r.emoji.clone(),
+                    count: r.count,
+                })
+                .collect(),
         }
+    }
+
+    /// The buffer of conversation `conv` (`room` set in a room), if known: a DM conversation
+    /// is known from its messages, or else from `other`, the other party when we know it.
+    fn conv_buffer(
+        &mut self,
+        conv: &str,
+        room: Option<&str>,
+        other: Option<&str>,
+    ) -> Option<BufferId> {
+        if let Some(room) = room {
+            return Some(BufferId::Room(room.to_owned()));
+        }
+        if conv.starts_with('#') {
+            return Some(BufferId::Room(conv.to_owned()));
+        }
+        if let Some(nick) = self.dm_convs.get(conv) {
+            return Some(BufferId::Dm(nick.clone()));
+        }
+        let other = other.filter(|n| !self.is_me(n))?;
+        self.dm_convs.insert(conv.to_owned(), other.to_owned());
+        Some(BufferId::Dm(other.to_owned()))
+    }
+
+    /// The conversation name (`#room`, `@…`) of a room or DM buffer, if known.
+    fn buffer_conv(&self, buffer: &BufferId) -> Option<String> {
+        match buffer {
+            BufferId::Room(r) => Some(fold(r)),
+            BufferId::Dm(n) => self
+                .dm_convs
+                .iter()
+                .find(|(_, nick)| fold(nick) == fold(n))
+                .map(|(conv, _)| conv.clone()),
+            BufferId::Status => None,
+        }
+    }
+
+    /// A live change to a message (`history` ones change nothing: the copies shown carry
+    /// their state): handed over after any backlog of its buffer, which is older.
+    fn amend_event(
+        &mut self,
+        buffer: Option<BufferId>,
+        history: bool,
+        ev: UiEvent,
+    ) -> Vec<UiEvent> {
+        let Some(buffer) = buffer.filter(|_| !history) else {
+            return Vec::new();
+        };
+        let mut out = self.flush_backlog_where(true, |b, _| *b == buffer);
+        out.push(ev);
+        out
     }
 
     /// Hands over the join backlogs for which `pick` holds, each as a page.
@@ -439,6 +555,9 @@ impl Bridge {
                 }
             }
             return;
+        }
+        if !own {
+            self.unread.message(&m.conv, m.id);
         }
         // A live message is newer than any backlog of its buffer: that goes first.
         out.extend(self.flush_backlog_where(true, |b, _| *b == buffer));
@@ -678,8 +797,111 @@ impl Bridge {
                 }
                 out.push(UiEvent::Info { buffer: None, text });
             }
+            ServerMsg::Edited {
+                conv,
+                room,
+                id,
+                by,
+                target,
+                text,
+                history,
+                ..
+            } => {
+                let buffer = self.conv_buffer(&conv, room.as_deref(), Some(&by));
+                let ev = UiEvent::Edited {
+                    buffer: buffer.clone().unwrap_or(BufferId::Status),
+                    id,
+                    target,
+                    text,
+                };
+                out.extend(self.amend_event(buffer, history, ev));
+            }
+            ServerMsg::Deleted {
+                conv,
+                room,
+                id,
+                by,
+                target,
+                history,
+                ..
+            } => {
+                let buffer = self.conv_buffer(&conv, room.as_deref(), Some(&by));
+                let ev = UiEvent::Deleted {
+                    buffer: buffer.clone().unwrap_or(BufferId::Status),
+                    id,
+                    target,
+                };
+                out.extend(self.amend_event(buffer, history, ev));
+            }
+            ServerMsg::Reaction {
+                conv,
+                room,
+                id,
+                by,
+                target,
+                emoji,
+                count,
+                history,
+                ..
+            } => {
+                let buffer = self.conv_buffer(&conv, room.as_deref(), Some(&by));
+                let ev = UiEvent::Reaction {
+                    buffer: buffer.clone().unwrap_or(BufferId::Status),
+                    id,
+                    target,
+                    emoji,
+                    count,
+                };
+                out.extend(self.amend_event(buffer, history, ev));
+            }
+            ServerMsg::Typing { conv, room, from } => {
+                if self.is_me(&from) || self.ignores.is_ignored(&from) {
+                    return;
+                }
+                if let Some(buffer) = self.conv_buffer(&conv, room.as_deref(), Some(&from)) {
+                    out.push(UiEvent::Typing { buffer, nick: from });
+                }
+            }
+            ServerMsg::Markers { markers } => {
+                for m in markers {
+                    self.marker(&m.conv, m.id, out);
+                }
+            }
+            ServerMsg::Marker { conv, id } => self.marker(&conv, id, out),
+            ServerMsg::SearchResults {
+                id: Some(id),
+                hits,
+                more,
+                ..
+            } => {
+                let Some(i) = self.searches.iter().position(|s| s.id == Some(id)) else {
+                    return;
+                };
+                let Some(req) = self.searches.remove(i) else {
+                    return;
+                };
+                let hits = hits
+                    .iter()
+                    .filter(|m| self.is_me(&m.from) || !self.ignores.is_ignored(&m.from))
+                    .map(Self::chat)
+                    .collect();
+                out.push(UiEvent::SearchResults {
+                    buffer: req.buffer,
+                    query: req.query,
+                    hits,
+                    more,
+                });
+            }
             // Handled by the session (welcome, ack, error, msg).
             _ => {}
+        }
+    }
+
+    /// The user's read marker in `conv` is at `id` (from this UI or another device).
+    fn marker(&mut self, conv: &str, id: u64, out: &mut Vec<UiEvent>) {
+        let unread = self.unread.marker(conv, id);
+        if let Some(buffer) = self.conv_buffer(conv, None, None) {
+            out.push(UiEvent::ReadMarker { buffer, id, unread });
         }
     }
 
@@ -782,6 +1004,74 @@ impl Bridge {
             }
             UiCommand::Ignore(nick) => self.ignore(nick, true),
             UiCommand::Unignore(nick) => self.ignore(Some(nick), false),
+            UiCommand::Edit { buffer, id, text } => match Self::place(&buffer) {
+                Some((room, with)) => Action::Amend(ClientMsg::Edit {
+                    room,
+                    with,
+                    id,
+                    text,
+                }),
+                None => Self::no_conversation(),
+            },
+            UiCommand::Delete { buffer, id } => match Self::place(&buffer) {
+                Some((room, with)) => Action::Amend(ClientMsg::Delete { room, with, id }),
+                None => Self::no_conversation(),
+            },
+            UiCommand::React {
+                buffer,
+                id,
+                emoji,
+                remove,
+            } => match Self::place(&buffer) {
+                Some((room, with)) => {
+                    let r = ReactReq {
+                        room,
+                        with,
+                        id,
+                        emoji,
+                    };
+                    Action::Amend(if remove {
+                        ClientMsg::Unreact(r)
+                    } else {
+                        ClientMsg::React(r)
+                    })
+                }
+                None => Self::no_conversation(),
+            },
+            UiCommand::Typing { buffer } => match Self::place(&buffer) {
+                Some((room, to)) => Action::Typing { room, to },
+                None => Action::Reply(Vec::new()),
+            },
+            // A DM not yet known by its conversation name (no message seen) has no marker
+            // to move.
+            UiCommand::Read { buffer, id } => match self.buffer_conv(&buffer) {
+                Some(conv) => Action::Read { conv, id },
+                None => Action::Reply(Vec::new()),
+            },
+            UiCommand::Search {
+                buffer,
+                query,
+                before,
+            } => {
+                let target = match &buffer {
+                    BufferId::Room(r) => Target::Room(r.clone()),
+                    BufferId::Dm(n) => Target::Nick(n.clone()),
+                    BufferId::Status => return Self::no_conversation(),
+                };
+                if self.searches.len() >= MAX_SEARCHES {
+                    self.searches.pop_front();
+                }
+                self.searches.push_back(SearchReq {
+                    id: None,
+                    buffer,
+                    query: query.clone(),
+                });
+                Action::Search {
+                    target,
+                    query,
+                    before,
+                }
+            }
             UiCommand::Quit { .. } => Action::Finish,
             // `chirp connect` never asks (its server key is pinned or trusted on first use).
             UiCommand::Answer(_) => Action::Reply(Vec::new()),
@@ -791,6 +1081,28 @@ impl Bridge {
                     "file transfer works in chirp peer (not through a server yet)".into(),
                 )])
             }
+        }
+    }
+
+    /// Where a request about a message of `buffer` goes: `(room, with)`.
+    fn place(buffer: &BufferId) -> Option<(Option<String>, Option<String>)> {
+        match buffer {
+            BufferId::Room(r) => Some((Some(r.clone()), None)),
+            BufferId::Dm(n) => Some((None, Some(n.clone()))),
+            BufferId::Status => None,
+        }
+    }
+
+    fn no_conversation() -> Action {
+        Action::Reply(vec![UiEvent::Error(
+            "that works in a room or a conversation, not in the status buffer".into(),
+        )])
+    }
+
+    /// The session took the newest `search` request: `id` is its id.
+    pub fn search_sent(&mut self, id: u64) {
+        if let Some(s) = self.searches.iter_mut().rev().find(|s| s.id.is_none()) {
+            s.id = Some(id);
         }
     }
 
@@ -814,6 +1126,12 @@ impl Bridge {
                 reason: "the chat session has ended".into(),
             }],
             Action::History { .. } => self.expire_pages(None),
+            Action::Search { .. } => {
+                self.searches.retain(|s| s.id.is_some());
+                vec![UiEvent::Error("the chat session has ended".into())]
+            }
+            // Nothing to tell: the user asked for neither.
+            Action::Typing { .. } | Action::Read { .. } => Vec::new(),
             _ => vec![UiEvent::Error("the chat session has ended".into())],
         }
     }
@@ -874,6 +1192,17 @@ pub fn perform(
         Action::List => session.list(),
         Action::Who(room) => session.who(room),
         Action::Moderate(req) => session.moderate(req),
+        Action::Amend(req) => session.amend(req),
+        Action::Typing { room, to } => session.typing(now, room, to),
+        Action::Read { conv, id } => session.read(conv, id),
+        Action::Search {
+            target,
+            query,
+            before,
+        } => {
+            let id = session.search(target, query, before, SEARCH_PAGE);
+            bridge.search_sent(id);
+        }
         Action::History {
             target,
             before,
@@ -1846,5 +2175,351 @@ mod tests {
         );
         b.on_command(UiCommand::Unignore("bob".into()), now);
         assert!(!b.hides(&Event::Message(msg("#r", 4, "bob", "x", false))));
+    }
+
+    #[test]
+    fn live_changes_reach_the_ui_and_replayed_ones_do_not() {
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        let edited = |history| {
+            Event::Server(ServerMsg::Edited {
+                conv: "#t".into(),
+                room: Some("#t".into()),
+                id: 9,
+                ts: 0,
+                by: "bob".into(),
+                target: 4,
+                text: "fixed".into(),
+                history,
+            })
+        };
+        assert_eq!(
+            ev(&mut b, edited(false), now),
+            [UiEvent::Edited {
+                buffer: BufferId::Room("#t".into()),
+                id: 9,
+                target: 4,
+                text: "fixed".into()
+            }]
+        );
+        assert_eq!(ev(&mut b, edited(true), now), []);
+        // In a DM, the buffer is the other party's, known from the conversation's messages.
+        ev(&mut b, Event::Message(dm("@ab", 1, "bob", "ann")), now);
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Deleted {
+                conv: "@ab".into(),
+                room: None,
+                id: 2,
+                ts: 0,
+                by: "ann".into(),
+                target: 1,
+                history: false,
+            }),
+            now,
+        );
+        assert_eq!(
+            out,
+            [UiEvent::Deleted {
+                buffer: BufferId::Dm("bob".into()),
+                id: 2,
+                target: 1
+            }]
+        );
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Reaction {
+                conv: "#t".into(),
+                room: Some("#t".into()),
+                id: 10,
+                ts: 0,
+                by: "bob".into(),
+                target: 4,
+                emoji: "👍".into(),
+                count: 2,
+                removed: false,
+                history: false,
+            }),
+            now,
+        );
+        assert_eq!(
+            out,
+            [UiEvent::Reaction {
+                buffer: BufferId::Room("#t".into()),
+                id: 10,
+                target: 4,
+                emoji: "👍".into(),
+                count: 2
+            }]
+        );
+        // A message's state comes with its copy.
+        let mut m = msg("#t", 4, "bob", "fixed", true);
+        m.edited = true;
+        m.reactions = vec![chirp_chat::wire::Reactions {
+            emoji: "👍".into(),
+            count: 2,
+        }];
+        let chat = Bridge::chat(&m);
+        assert!(chat.edited && !chat.deleted);
+        assert_eq!(
+            chat.reactions,
+            [ReactionCount {
+                emoji: "👍".into(),
+                count: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn typing_is_shown_except_ours_and_ignored_nicks() {
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        let typing = |from: &str, room: Option<&str>| {
+            Event::Server(ServerMsg::Typing {
+                conv: room.map_or("@ab".into(), str::to_owned),
+                room: room.map(str::to_owned),
+                from: from.into(),
+            })
+        };
+        assert_eq!(
+            ev(&mut b, typing("bob", Some("#t")), now),
+            [UiEvent::Typing {
+                buffer: BufferId::Room("#t".into()),
+                nick: "bob".into()
+            }]
+        );
+        // A DM notice names its typist, the other party.
+        assert_eq!(
+            ev(&mut b, typing("bob", None), now),
+            [UiEvent::Typing {
+                buffer: BufferId::Dm("bob".into()),
+                nick: "bob".into()
+            }]
+        );
+        assert_eq!(ev(&mut b, typing("Ann", Some("#t")), now), []);
+        b.ignores_mut().add("bob");
+        assert_eq!(ev(&mut b, typing("bob", Some("#t")), now), []);
+        // Asked for by the UI: to the room, or to the nick of a DM.
+        assert_eq!(
+            b.on_command(
+                UiCommand::Typing {
+                    buffer: BufferId::Dm("carol".into())
+                },
+                now
+            ),
+            Action::Typing {
+                room: None,
+                to: Some("carol".into())
+            }
+        );
+    }
+
+    #[test]
+    fn markers_lower_unread_counts_and_the_ui_moves_them() {
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        for id in 1..=4 {
+            ev(
+                &mut b,
+                Event::Message(msg("#t", id, "bob", "hi", false)),
+                now,
+            );
+        }
+        // Ours do not count.
+        ev(
+            &mut b,
+            Event::Message(msg("#t", 5, "ann", "me", false)),
+            now,
+        );
+        // Another device of ours read up to 3: one of bob's is left.
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Marker {
+                conv: "#t".into(),
+                id: 3,
+            }),
+            now,
+        );
+        assert_eq!(
+            out,
+            [UiEvent::ReadMarker {
+                buffer: BufferId::Room("#t".into()),
+                id: 3,
+                unread: 1
+            }]
+        );
+        let out = ev(
+            &mut b,
+            Event::Server(ServerMsg::Markers {
+                markers: vec![chirp_chat::wire::ReadMarker {
+                    conv: "#t".into(),
+                    id: 5,
+                }],
+            }),
+            now,
+        );
+        assert_eq!(
+            out,
+            [UiEvent::ReadMarker {
+                buffer: BufferId::Room("#t".into()),
+                id: 5,
+                unread: 0
+            }]
+        );
+        // The UI's marker: a room by its folded name; a DM by its conversation, once known.
+        assert_eq!(
+            b.on_command(
+                UiCommand::Read {
+                    buffer: BufferId::Room("#T".into()),
+                    id: 5
+                },
+                now
+            ),
+            Action::Read {
+                conv: "#t".into(),
+                id: 5
+            }
+        );
+        let dm_read = UiCommand::Read {
+            buffer: BufferId::Dm("bob".into()),
+            id: 1,
+        };
+        assert_eq!(
+            b.on_command(dm_read.clone(), now),
+            Action::Reply(Vec::new())
+        );
+        ev(&mut b, Event::Message(dm("@ab", 1, "bob", "ann")), now);
+        assert_eq!(
+            b.on_command(dm_read, now),
+            Action::Read {
+                conv: "@ab".into(),
+                id: 1
+            }
+        );
+    }
+
+    #[test]
+    fn search_results_go_to_the_buffer_that_asked() {
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        let a = b.on_command(
+            UiCommand::Search {
+                buffer: BufferId::Room("#t".into()),
+                query: "rocket".into(),
+                before: Some(40),
+            },
+            now,
+        );
+        assert_eq!(
+            a,
+            Action::Search {
+                target: Target::Room("#t".into()),
+                query: "rocket".into(),
+                before: Some(40)
+            }
+        );
+        b.search_sent(7);
+        b.ignores_mut().add("spam");
+        let results = |id| {
+            Event::Server(ServerMsg::SearchResults {
+                id: Some(id),
+                conv: "#t".into(),
+                hits: vec![
+                    msg("#t", 30, "bob", "rocket", true),
+                    msg("#t", 20, "spam", "rocket rocket", true),
+                    msg("#t", 10, "ann", "a rocket", true),
+                ],
+                more: true,
+            })
+        };
+        // Not ours: not shown.
+        assert_eq!(ev(&mut b, results(6), now), []);
+        let out = ev(&mut b, results(7), now);
+        let [
+            UiEvent::SearchResults {
+                buffer,
+                query,
+                hits,
+                more: true,
+            },
+        ] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (buffer, query.as_str()),
+            (&BufferId::Room("#t".into()), "rocket")
+        );
+        let ids: Vec<_> = hits.iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids,
+            [Some(30), Some(10)],
+            "newest first, ignored nicks left out"
+        );
+        // Answered once.
+        assert_eq!(ev(&mut b, results(7), now), []);
+    }
+
+    #[test]
+    fn edits_deletions_and_reactions_from_the_ui_become_requests() {
+        let now = Instant::now();
+        let mut b = Bridge::new("ann".into());
+        assert_eq!(
+            b.on_command(
+                UiCommand::Edit {
+                    buffer: BufferId::Room("#t".into()),
+                    id: 4,
+                    text: "x".into()
+                },
+                now
+            ),
+            Action::Amend(ClientMsg::Edit {
+                room: Some("#t".into()),
+                with: None,
+                id: 4,
+                text: "x".into()
+            })
+        );
+        assert_eq!(
+            b.on_command(
+                UiCommand::Delete {
+                    buffer: BufferId::Dm("bob".into()),
+                    id: 2
+                },
+                now
+            ),
+            Action::Amend(ClientMsg::Delete {
+                room: None,
+                with: Some("bob".into()),
+                id: 2
+            })
+        );
+        assert_eq!(
+            b.on_command(
+                UiCommand::React {
+                    buffer: BufferId::Room("#t".into()),
+                    id: 4,
+                    emoji: "👍".into(),
+                    remove: true
+                },
+                now
+            ),
+            Action::Amend(ClientMsg::Unreact(ReactReq {
+                room: Some("#t".into()),
+                with: None,
+                id: 4,
+                emoji: "👍".into()
+            }))
+        );
+        assert!(matches!(
+            b.on_command(
+                UiCommand::Delete {
+                    buffer: BufferId::Status,
+                    id: 2
+                },
+                now
+            ),
+            Action::Reply(e) if matches!(&e[..], [UiEvent::Error(_)])
+        ));
     }
 }

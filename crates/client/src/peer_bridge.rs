@@ -164,6 +164,7 @@ impl Bridge {
                         text,
                         action,
                         ts: wall,
+                        ..ChatMessage::default()
                     },
                     own: false,
                 });
@@ -377,12 +378,18 @@ impl Bridge {
             | UiCommand::Who { .. }
             | UiCommand::Moderate { .. }
             | UiCommand::Ignore(_)
-            | UiCommand::Unignore(_) => (
+            | UiCommand::Unignore(_)
+            | UiCommand::Edit { .. }
+            | UiCommand::Delete { .. }
+            | UiCommand::React { .. }
+            | UiCommand::Search { .. } => (
                 None,
                 vec![UiEvent::Error(
                     "that needs a chat server: chirp peer talks to one peer only".into(),
                 )],
             ),
+            // The UI sends neither in peer mode; nothing to say if one came.
+            UiCommand::Typing { .. } | UiCommand::Read { .. } => (None, Vec::new()),
         }
     }
 }
@@ -542,6 +549,7 @@ mod tests {
                         text: text.into(),
                         action,
                         ts: 77,
+                        ..ChatMessage::default()
                     },
                     own: false,
                 }]

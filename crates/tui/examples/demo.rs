@@ -115,6 +115,7 @@ impl Fake {
                     text: format!("history line {id}: {}", LINES[id as usize % LINES.len()]),
                     action: false,
                     ts: t - (1000 - id) * 45 * 60_000,
+                    ..ChatMessage::default()
                 };
                 (msg, false)
             })
@@ -237,6 +238,7 @@ impl Fake {
                 text: LINES[(self.tick / 4) as usize % LINES.len()].into(),
                 action: self.tick % 20 == 0,
                 ts: t,
+                ..ChatMessage::default()
             };
             return self
                 .emit(UiEvent::Message {

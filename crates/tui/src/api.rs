@@ -40,8 +40,17 @@ impl fmt::Display for BufferId {
     }
 }
 
-/// One chat message as the server (or peer) reported it.
+/// How many reacted to a message with one emoji.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionCount {
+    /// The emoji, as the server passed it on (hostile: shown through [`crate::safe`]).
+    pub emoji: String,
+    /// How many users.
+    pub count: u64,
+}
+
+/// One chat message as the server (or peer) reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChatMessage {
     /// The server's id for the stored message, if it has one. Ids order history pages
     /// ([`UiCommand::FetchHistory`]) and let the UI drop a message it already shows.
@@ -54,6 +63,12 @@ pub struct ChatMessage {
     pub action: bool,
     /// When the server stored it.
     pub ts: UnixMs,
+    /// Edited since it was sent (`text` is the newest).
+    pub edited: bool,
+    /// Deleted (`text` is empty): shown as "message deleted".
+    pub deleted: bool,
+    /// Its reactions, in the order each emoji was first used.
+    pub reactions: Vec<ReactionCount>,
 }
 
 /// Where the link to the server or peer stands.
@@ -276,6 +291,71 @@ pub enum UiEvent {
     /// The file transfers' progress line for the status bar (bytes, rate, ETA); `None`:
     /// none under way.
     FileProgress(Option<String>),
+    /// Message `target` of `buffer` was edited: its text is now `text` (shown with
+    /// "(edited)"). `id` is the event's own id in the conversation.
+    Edited {
+        /// Where the message is.
+        buffer: BufferId,
+        /// The event's id.
+        id: u64,
+        /// The message edited.
+        target: u64,
+        /// Its whole new text.
+        text: String,
+    },
+    /// Message `target` of `buffer` was deleted: shown as "message deleted", in place.
+    Deleted {
+        /// Where the message is.
+        buffer: BufferId,
+        /// The event's id.
+        id: u64,
+        /// The message deleted.
+        target: u64,
+    },
+    /// `count` users have reacted to message `target` with `emoji` now (0: none any more).
+    Reaction {
+        /// Where the message is.
+        buffer: BufferId,
+        /// The event's id.
+        id: u64,
+        /// The message.
+        target: u64,
+        /// The emoji.
+        emoji: String,
+        /// How many have reacted with it after this event.
+        count: u64,
+    },
+    /// `nick` is typing in `buffer`: shown in the status bar for a few seconds, or until a
+    /// message of theirs arrives there.
+    Typing {
+        /// Where.
+        buffer: BufferId,
+        /// Who.
+        nick: String,
+    },
+    /// The user's read marker in `buffer` is at `id` (set from this UI or another device of
+    /// the same user): `unread` messages above it are left, so the buffer's unread count
+    /// goes down to that if it was higher.
+    ReadMarker {
+        /// The conversation.
+        buffer: BufferId,
+        /// The last id read.
+        id: u64,
+        /// Messages above the marker that this client has seen.
+        unread: usize,
+    },
+    /// The answer to [`UiCommand::Search`]: matches, newest first; `more`: asking again with
+    /// `before` the last one's id may find older ones.
+    SearchResults {
+        /// The conversation searched.
+        buffer: BufferId,
+        /// The words looked for.
+        query: String,
+        /// The matching messages, newest first.
+        hits: Vec<ChatMessage>,
+        /// The page was full.
+        more: bool,
+    },
 }
 
 /// What the UI asks of the network side. Commands are queued by the runner and handed to the
@@ -368,4 +448,59 @@ pub enum UiCommand {
     Ignore(Option<String>),
     /// `/unignore NICK`.
     Unignore(String),
+    /// `/edit ID TEXT`: replace the text of our message `id` in `buffer` (a room or DM).
+    /// Its answer comes as [`UiEvent::Edited`] (or an error).
+    Edit {
+        /// The conversation.
+        buffer: BufferId,
+        /// The message.
+        id: u64,
+        /// Its new text.
+        text: String,
+    },
+    /// `/delete ID`: delete message `id` in `buffer` (ours; operators: anyone's). Answered
+    /// with [`UiEvent::Deleted`] (or an error).
+    Delete {
+        /// The conversation.
+        buffer: BufferId,
+        /// The message.
+        id: u64,
+    },
+    /// `/react ID EMOJI` (`remove`: `/unreact`). Answered with [`UiEvent::Reaction`].
+    React {
+        /// The conversation.
+        buffer: BufferId,
+        /// The message.
+        id: u64,
+        /// The emoji, as typed (the server judges it).
+        emoji: String,
+        /// Take our reaction back.
+        remove: bool,
+    },
+    /// The user is composing a message in `buffer` (sent at most once every
+    /// [`crate::App`]'s typing interval, 3 s, per buffer).
+    Typing {
+        /// A room or DM.
+        buffer: BufferId,
+    },
+    /// The user has seen `buffer` up to message `id`: move the read marker there (the
+    /// user's other devices then clear their unread counts). Sent at most about once a
+    /// second, for the newest id shown while the buffer is viewed at its bottom.
+    Read {
+        /// A room or DM.
+        buffer: BufferId,
+        /// The newest id shown.
+        id: u64,
+    },
+    /// `/search WORDS`: search the server's stored history of `buffer`, newest first, below
+    /// `before` (the same search again: the next page). Answer with
+    /// [`UiEvent::SearchResults`].
+    Search {
+        /// A room or DM.
+        buffer: BufferId,
+        /// The words.
+        query: String,
+        /// Only messages older than this id.
+        before: Option<u64>,
+    },
 }

@@ -7,7 +7,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
-use crate::api::{BufferId, ChatMessage, LinkState, LinkStatus, UiCommand, UiEvent, UnixMs};
+use crate::api::{
+    BufferId, ChatMessage, LinkState, LinkStatus, ReactionCount, UiCommand, UiEvent, UnixMs,
+};
 use crate::buffer::{Buffer, Entry, EntryKind, EventKind, History, SendState};
 use crate::command::{self, Command, Context};
 use crate::complete::{Completion, Sources};
@@ -53,6 +55,16 @@ impl Default for Config {
 
 /// RTT samples kept for the `/stats` sparkline (one per [`UiEvent::Link`], about 1/s).
 const RTT_SAMPLES: usize = 300;
+/// The least time between two typing notices to one conversation: the server forwards no
+/// more than one every 3 s (PROTOCOL.md, "Edits, deletions, reactions, typing").
+pub(crate) const TYPING_EVERY_MS: UnixMs = 3_000;
+/// How long "… is typing" shows after a notice (a typist sends one every 3 s).
+pub(crate) const TYPING_SHOWN_MS: UnixMs = 5_000;
+/// How long a viewed buffer waits before its read marker goes out, so that a burst of
+/// messages (or a quick pass through buffers) sends one marker, not one per message or key.
+pub(crate) const READ_DELAY_MS: UnixMs = 1_000;
+/// Most reactions kept per message (the server allows 20 different emojis).
+const MAX_REACTIONS: usize = 20;
 
 /// Incremental search through the loaded lines of the current buffer (Ctrl+R, `/search`).
 #[derive(Debug, Clone, Default)]
@@ -68,8 +80,10 @@ pub(crate) struct Search {
 ///
 /// Feed it inputs — [`App::handle_key`], [`App::handle_paste`], [`App::handle_event`],
 /// [`App::handle_timeout`] — each with the current time, send the [`UiCommand`]s they return
-/// to the network, and call [`App::render`] when [`App::take_dirty`] says something changed.
-/// Call `handle_timeout` at [`App::poll_timeout`] (the reconnect countdown needs it).
+/// and then those of [`App::take_commands`] (read markers, typing notices) to the network,
+/// and call [`App::render`] when [`App::take_dirty`] says something changed. Call
+/// `handle_timeout` at [`App::poll_timeout`] (the reconnect countdown, typing notices expiring
+/// and read markers falling due need it).
 #[derive(Debug)]
 pub struct App {
     pub(crate) config: Config,
@@ -99,6 +113,16 @@ pub struct App {
     pub(crate) file_progress: Option<String>,
     /// Buffer of each pending local id.
     pending: HashMap<u64, BufferId>,
+    /// Commands the App decided on by itself (typing notices, read markers), for
+    /// [`App::take_commands`].
+    queued: Vec<UiCommand>,
+    /// When the current buffer's read marker goes out, if it has unread ids in view.
+    read_at: Option<UnixMs>,
+    /// The last server `/search`: buffer, words, and the id the next page starts below.
+    last_search: Option<(BufferId, String, Option<u64>)>,
+    /// Message ids shown (Alt+I, `/ids`); also while a `/edit`, `/delete`, `/react` or
+    /// `/unreact` is being typed.
+    show_ids: bool,
     next_local_id: u64,
     next_seq: u64,
     dirty: bool,
@@ -131,6 +155,10 @@ impl App {
             file_offers: Vec::new(),
             file_progress: None,
             pending: HashMap::new(),
+            queued: Vec::new(),
+            read_at: None,
+            last_search: None,
+            show_ids: false,
             next_local_id: 1,
             next_seq: 1,
             dirty: true,
@@ -158,15 +186,61 @@ impl App {
     }
 
     /// When [`App::handle_timeout`] is next needed, if ever: once a second during a reconnect
-    /// countdown, and never otherwise, so an idle UI sleeps.
+    /// countdown, when a "… is typing" notice expires, and when a viewed buffer's read marker
+    /// is due; never otherwise, so an idle UI sleeps.
     pub fn poll_timeout(&self) -> Option<UnixMs> {
-        let at = self.reconnect_at?;
-        if at <= self.now {
-            return None;
-        }
-        let left = at - self.now;
         // The next time the displayed whole number of seconds changes.
-        Some(self.now + (left - 1) % 1000 + 1)
+        let countdown = self
+            .reconnect_at
+            .filter(|&at| at > self.now)
+            .map(|at| self.now + (at - self.now - 1) % 1000 + 1);
+        let typing = self
+            .buffers
+            .iter()
+            .flat_map(|b| b.typing.iter().map(|&(_, until)| until))
+            .min();
+        [countdown, typing, self.read_at]
+            .into_iter()
+            .flatten()
+            .filter(|&at| at > self.now)
+            .min()
+    }
+
+    /// Commands the App decided on by itself after an event, a timeout or a paste (read
+    /// markers, typing notices): hand them to the network like those [`App::handle_key`]
+    /// returns (which includes its own).
+    pub fn take_commands(&mut self) -> Vec<UiCommand> {
+        std::mem::take(&mut self.queued)
+    }
+
+    /// Whether message ids are shown: toggled with Alt+I or `/ids`, and always while a
+    /// command that takes one (`/edit`, `/delete`, `/react`, `/unreact`) is being typed.
+    pub fn ids_shown(&self) -> bool {
+        if self.show_ids {
+            return true;
+        }
+        let text = self.editor.text();
+        let word = text.split_whitespace().next().unwrap_or("");
+        text.starts_with('/')
+            && command::lookup(word).is_some_and(|s| {
+                matches!(
+                    s.name,
+                    command::Name::Edit
+                        | command::Name::Delete
+                        | command::Name::React
+                        | command::Name::Unreact
+                )
+            })
+    }
+
+    /// Who is typing in the current buffer now, first come first.
+    pub fn typing_now(&self) -> Vec<&str> {
+        self.buffers[self.current]
+            .typing
+            .iter()
+            .filter(|&&(_, until)| until > self.now)
+            .map(|(n, _)| n.as_str())
+            .collect()
     }
 
     /// The current buffer.
@@ -228,12 +302,85 @@ impl App {
         self.dirty = true;
     }
 
-    /// Time passed: call at [`App::poll_timeout`].
+    /// Time passed: call at [`App::poll_timeout`], then [`App::take_commands`].
     pub fn handle_timeout(&mut self, now: UnixMs) {
         self.now = now;
         if self.reconnect_at.is_some() {
             self.dirty = true;
         }
+        self.settle();
+    }
+
+    /// After every input: forgets expired typing notices and sends the current buffer's read
+    /// marker when it is due.
+    fn settle(&mut self) {
+        let now = self.now;
+        for (i, b) in self.buffers.iter_mut().enumerate() {
+            let before = b.typing.len();
+            b.typing.retain(|&(_, until)| until > now);
+            if i == self.current && b.typing.len() != before {
+                self.dirty = true;
+            }
+        }
+        self.check_read();
+    }
+
+    /// The read marker of the buffer in view: once it shows, at its bottom, ids newer than
+    /// the marker, the newest of them is sent [`READ_DELAY_MS`] later (so a burst sends one),
+    /// if it is still in view then.
+    fn check_read(&mut self) {
+        let now = self.now;
+        let peer = self.config.peer;
+        let b = &mut self.buffers[self.current];
+        let conversation = match b.id {
+            BufferId::Room(_) => b.joined,
+            BufferId::Dm(_) => true,
+            BufferId::Status => false,
+        };
+        let newest = b.newest_id.filter(|&n| n > b.read_id);
+        let Some(id) = newest.filter(|_| !peer && conversation && b.scroll == 0) else {
+            self.read_at = None;
+            return;
+        };
+        match self.read_at {
+            None => self.read_at = Some(now + READ_DELAY_MS),
+            Some(at) if at <= now => {
+                b.read_id = id;
+                self.read_at = None;
+                self.queued.push(UiCommand::Read {
+                    buffer: b.id.clone(),
+                    id,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The user typed into a message (not a command) for a room or DM: tells the server, at
+    /// most once every [`TYPING_EVERY_MS`] per buffer.
+    fn typing_notice(&mut self) {
+        if self.config.peer {
+            return;
+        }
+        let text = self.editor.text();
+        let command = text.starts_with('/') && !text.starts_with("//");
+        if command || text.trim().is_empty() {
+            return;
+        }
+        let now = self.now;
+        let b = &mut self.buffers[self.current];
+        let conversation = match b.id {
+            BufferId::Room(_) => b.joined,
+            BufferId::Dm(_) => true,
+            BufferId::Status => false,
+        };
+        if !conversation || b.typing_sent.is_some_and(|at| now < at + TYPING_EVERY_MS) {
+            return;
+        }
+        b.typing_sent = Some(now);
+        self.queued.push(UiCommand::Typing {
+            buffer: b.id.clone(),
+        });
     }
 
     /// A bracketed paste: inserted as is, newlines included, so that Enter sends a multi-line
@@ -250,14 +397,23 @@ impl App {
         }
         self.editor.insert_str(&text);
         self.buffers[self.current].input_history.reset();
+        self.typing_notice();
+        self.settle();
     }
 
-    /// A key press; returns what to ask of the network.
+    /// A key press; returns what to ask of the network (with [`App::take_commands`]'s).
     pub fn handle_key(&mut self, key: KeyEvent, now: UnixMs) -> Vec<UiCommand> {
         self.now = now;
         if key.kind == KeyEventKind::Release {
             return Vec::new();
         }
+        let mut out = self.on_key(key);
+        self.settle();
+        out.append(&mut self.queued);
+        out
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Vec<UiCommand> {
         self.dirty = true;
         let mut out = Vec::new();
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
@@ -348,6 +504,7 @@ impl App {
             }
             KeyCode::Char(c) if alt => match c.to_ascii_lowercase() {
                 'a' => self.next_unread(),
+                'i' => self.show_ids = !self.show_ids,
                 'r' => self.retry(&mut out),
                 'm' => self.show_members = !self.show_members,
                 'b' => self.editor.word_left(),
@@ -378,6 +535,7 @@ impl App {
             KeyCode::Char(c) => {
                 self.editor.insert_char(c);
                 self.buffers[self.current].input_history.reset();
+                self.typing_notice();
             }
             _ => self.dirty = false,
         }
@@ -507,6 +665,7 @@ impl App {
             return;
         }
         self.search = None;
+        self.read_at = None;
         let old = &mut self.buffers[self.current];
         old.marker_after = old.entries.back().map(|e| e.seq);
         self.current = index;
@@ -606,13 +765,12 @@ impl App {
         let seq = self.next_seq();
         let entry = Entry { seq, ts, kind };
         let width = self.msg_area.width as usize;
-        let buffer = &mut self.buffers[index];
-        if buffer.scroll > 0 {
-            let prev = buffer.entries.back();
-            let rows =
-                view::entry_rows_with_separators(self.config.utc_offset_secs, prev, &entry, width);
-            buffer.scroll += rows;
+        if self.buffers[index].scroll > 0 {
+            let prev = self.buffers[index].entries.back();
+            let rows = view::entry_rows_with_separators(self, prev, &entry, width);
+            self.buffers[index].scroll += rows;
         }
+        let buffer = &mut self.buffers[index];
         buffer.entries.push_back(entry);
         if buffer.entries.len() > self.config.max_lines {
             buffer.entries.pop_front();
@@ -673,6 +831,11 @@ impl App {
                 return;
             }
         }
+        if let Some(id) = msg.id {
+            self.buffers[index].saw_id(id);
+        }
+        // Their message is what they were typing.
+        self.buffers[index].stopped_typing(&msg.from);
         let own = own || self.nick.as_deref() == Some(msg.from.as_str());
         if own && self.echo_confirms_pending(index, &msg) {
             return;
@@ -691,6 +854,9 @@ impl App {
                 own,
                 highlight: mention,
                 send: SendState::None,
+                edited: msg.edited,
+                deleted: msg.deleted,
+                reactions: msg.reactions,
             },
         );
         if own {
@@ -757,6 +923,9 @@ impl App {
                     own,
                     highlight,
                     send: SendState::None,
+                    edited: msg.edited,
+                    deleted: msg.deleted,
+                    reactions: msg.reactions,
                 },
             });
         }
@@ -784,13 +953,19 @@ impl App {
         })
     }
 
-    /// Handles what the network reported.
+    /// Handles what the network reported; then call [`App::take_commands`].
     pub fn handle_event(&mut self, event: UiEvent, now: UnixMs) {
         self.now = now;
         // Link snapshots arrive every second; they decide for themselves (`link_update`).
         if !matches!(event, UiEvent::Link(_)) {
             self.dirty = true;
         }
+        self.event(event);
+        self.settle();
+    }
+
+    fn event(&mut self, event: UiEvent) {
+        let now = self.now;
         match event {
             UiEvent::SelfNick(nick) => self.nick = Some(nick),
             UiEvent::Open(buffer) => {
@@ -933,10 +1108,136 @@ impl App {
             UiEvent::FileProgress(line) => self.file_progress = line,
             UiEvent::MessageLimit(limit) => self.config.max_message_bytes = limit,
             UiEvent::Link(status) => self.link_update(status),
+            UiEvent::Edited {
+                buffer,
+                id,
+                target,
+                text,
+            } => self.amend(&buffer, id, target, |kind| {
+                if let EntryKind::Chat {
+                    text: t,
+                    edited,
+                    deleted: false,
+                    ..
+                } = kind
+                {
+                    *t = text;
+                    *edited = true;
+                }
+            }),
+            UiEvent::Deleted { buffer, id, target } => self.amend(&buffer, id, target, |kind| {
+                if let EntryKind::Chat {
+                    text,
+                    deleted,
+                    reactions,
+                    ..
+                } = kind
+                {
+                    text.clear();
+                    reactions.clear();
+                    *deleted = true;
+                }
+            }),
+            UiEvent::Reaction {
+                buffer,
+                id,
+                target,
+                emoji,
+                count,
+            } => self.amend(&buffer, id, target, |kind| {
+                if let EntryKind::Chat {
+                    reactions,
+                    deleted: false,
+                    ..
+                } = kind
+                {
+                    set_reaction(reactions, emoji, count);
+                }
+            }),
+            UiEvent::Typing { buffer, nick } => {
+                let me = self.nick.as_deref() == Some(nick.as_str());
+                if let Some(index) = self.index_of(&buffer).filter(|_| !me) {
+                    self.buffers[index].typing(&nick, now + TYPING_SHOWN_MS);
+                }
+            }
+            UiEvent::ReadMarker { buffer, id, unread } => {
+                if let Some(index) = self.index_of(&buffer) {
+                    let b = &mut self.buffers[index];
+                    b.read_id = b.read_id.max(id);
+                    let left = u32::try_from(unread).unwrap_or(u32::MAX);
+                    b.unread = b.unread.min(left);
+                    b.highlights = b.highlights.min(left);
+                }
+            }
+            UiEvent::SearchResults {
+                buffer,
+                query,
+                hits,
+                more,
+            } => self.search_results(buffer, query, hits, more),
         }
     }
 
+    /// A change to message `target` of `buffer` (event `id`), applied to its line if loaded.
+    fn amend(&mut self, buffer: &BufferId, id: u64, target: u64, f: impl FnOnce(&mut EntryKind)) {
+        let Some(index) = self.index_of(buffer) else {
+            return;
+        };
+        let b = &mut self.buffers[index];
+        b.saw_id(id);
+        if let Some(kind) = b.chat_mut(target) {
+            f(kind);
+        }
+    }
+
+    /// Shows a page of server search results in the buffer searched, newest first.
+    fn search_results(
+        &mut self,
+        buffer: BufferId,
+        query: String,
+        hits: Vec<ChatMessage>,
+        more: bool,
+    ) {
+        let next = if more {
+            hits.last().and_then(|m| m.id)
+        } else {
+            None
+        };
+        if let Some((b, q, before)) = &mut self.last_search {
+            if *b == buffer && *q == query {
+                *before = next;
+            }
+        }
+        let index = self.index_of(&buffer).unwrap_or(0);
+        let mut text = match hits.len() {
+            0 => format!("search for \"{query}\" in {buffer}: no matches"),
+            1 => format!("search for \"{query}\" in {buffer}: 1 match"),
+            n => format!("search for \"{query}\" in {buffer}: {n} matches, newest first"),
+        };
+        if next.is_some() {
+            text.push_str(&format!(" (/search {query} again: older ones)"));
+        }
+        for m in &hits {
+            let when = view::stamp(m.ts, self.config.utc_offset_secs);
+            let id = m.id.map(|i| format!("#{i} ")).unwrap_or_default();
+            // One row per hit: a hit's own line breaks must not look like other hits.
+            let body = m.text.replace(['\r', '\n'], " ↵ ");
+            let edited = if m.edited { " (edited)" } else { "" };
+            if m.action {
+                text.push_str(&format!("\n  {id}{when} * {} {body}{edited}", m.from));
+            } else {
+                text.push_str(&format!("\n  {id}{when} <{}> {body}{edited}", m.from));
+            }
+        }
+        let now = self.now;
+        self.buffers[index].scroll = 0;
+        self.event_line(index, now, EventKind::Info, text);
+    }
+
     fn nick_change(&mut self, old: &str, new: &str, ts: UnixMs) {
+        for b in &mut self.buffers {
+            b.stopped_typing(old);
+        }
         let me = self.nick.as_deref() == Some(old);
         if me {
             self.nick = Some(new.to_owned());
@@ -1060,6 +1361,9 @@ impl App {
                 own: true,
                 highlight: false,
                 send: SendState::Pending { local_id },
+                edited: false,
+                deleted: false,
+                reactions: Vec::new(),
             },
         );
         self.buffers[index].scroll = 0;
@@ -1132,6 +1436,26 @@ impl App {
         }
         self.send(buffer, text, action, out);
         true
+    }
+
+    /// The current buffer, if it is a conversation the server can act on (a room we are in,
+    /// or a DM); else says why `word` does not work here.
+    fn conversation(&mut self, word: &str) -> Option<BufferId> {
+        let b = &self.buffers[self.current];
+        match &b.id {
+            BufferId::Status => {
+                self.error(format!(
+                    "{word} works in a room or a conversation: /join #ROOM or /query NICK"
+                ));
+                None
+            }
+            BufferId::Room(room) if !b.joined => {
+                let text = format!("you are not in {room}: /join {room}");
+                self.error(text);
+                None
+            }
+            id => Some(id.clone()),
+        }
     }
 
     fn current_room(&self) -> Option<String> {
@@ -1239,12 +1563,36 @@ impl App {
                 }
             }
             Command::Close => self.close_current(out),
-            Command::Search { text } => {
+            // A peer has no server: its UI searches what is loaded, as Ctrl+R does.
+            Command::Search { text } if self.config.peer => {
                 self.search = Some(Search {
                     query: text,
                     ..Search::default()
                 });
                 self.search_update(false);
+            }
+            Command::Search { text } => {
+                let Some(buffer) = self.conversation("/search") else {
+                    return false;
+                };
+                let query = text.trim().to_owned();
+                if query.is_empty() {
+                    self.error(
+                        "usage: /search WORDS (the server's history of this buffer; Ctrl+R searches the lines loaded here)",
+                    );
+                    return false;
+                }
+                // The same search again goes on below the last page.
+                let before = match &self.last_search {
+                    Some((b, q, before)) if *b == buffer && *q == query => *before,
+                    _ => None,
+                };
+                self.last_search = Some((buffer.clone(), query.clone(), None));
+                out.push(UiCommand::Search {
+                    buffer,
+                    query,
+                    before,
+                });
             }
             Command::Stats => self.show_stats = !self.show_stats,
             Command::Members => self.show_members = !self.show_members,
@@ -1265,14 +1613,37 @@ impl App {
             }),
             Command::Ignore { nick } => out.push(UiCommand::Ignore(nick)),
             Command::Unignore { nick } => out.push(UiCommand::Unignore(nick)),
-            Command::Edit { .. }
-            | Command::Delete { .. }
-            | Command::React { .. }
-            | Command::Typing => {
-                self.error(
-                    "edits, deletions, reactions and typing work in line mode only for now: chirp connect --line",
-                );
-                return false;
+            Command::Edit { id, text } => {
+                if !self.check_length(&text) {
+                    return false;
+                }
+                let Some(buffer) = self.conversation("/edit") else {
+                    return false;
+                };
+                out.push(UiCommand::Edit { buffer, id, text });
+            }
+            Command::Delete { id } => {
+                let Some(buffer) = self.conversation("/delete") else {
+                    return false;
+                };
+                out.push(UiCommand::Delete { buffer, id });
+            }
+            Command::React { id, emoji, remove } => {
+                let word = if remove { "/unreact" } else { "/react" };
+                let Some(buffer) = self.conversation(word) else {
+                    return false;
+                };
+                out.push(UiCommand::React {
+                    buffer,
+                    id,
+                    emoji,
+                    remove,
+                });
+            }
+            Command::Ids => {
+                self.show_ids = !self.show_ids;
+                let state = if self.show_ids { "shown" } else { "hidden" };
+                self.info(format!("message ids {state} (Alt+I switches)"));
             }
             Command::Accept { id: Some(id) } => {
                 self.file_offers.retain(|&o| o != id);
@@ -1304,7 +1675,7 @@ impl App {
             }
             Command::Quit { reason } => out.push(UiCommand::Quit { reason }),
             // `parse` refuses them in the UI, with this reason.
-            c @ (Command::History { .. } | Command::Read) => {
+            c @ (Command::History { .. } | Command::Read | Command::Typing) => {
                 let name = c.name().unwrap_or(command::Name::History);
                 self.error(
                     command::CommandError::Unavailable {
@@ -1318,5 +1689,17 @@ impl App {
             }
         }
         true
+    }
+}
+
+/// Sets the count of `emoji` among `reactions` (0 removes it), keeping first-use order.
+fn set_reaction(reactions: &mut Vec<ReactionCount>, emoji: String, count: u64) {
+    match reactions.iter().position(|r| r.emoji == emoji) {
+        Some(i) if count == 0 => {
+            reactions.remove(i);
+        }
+        Some(i) => reactions[i].count = count,
+        None if count == 0 || reactions.len() >= MAX_REACTIONS => {}
+        None => reactions.push(ReactionCount { emoji, count }),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use crate::api::{BufferId, UnixMs};
+use crate::api::{BufferId, ReactionCount, UnixMs};
 use crate::editor::InputHistory;
 
 /// Where one of our own messages stands.
@@ -41,6 +41,12 @@ pub(crate) enum EntryKind {
         /// Mentions our nick.
         highlight: bool,
         send: SendState,
+        /// Edited since it was sent: shown with "(edited)".
+        edited: bool,
+        /// Deleted: shown as "message deleted" (`text` is empty).
+        deleted: bool,
+        /// Reaction counts, shown after the text.
+        reactions: Vec<ReactionCount>,
     },
     Event {
         kind: EventKind,
@@ -102,7 +108,19 @@ pub(crate) struct Buffer {
     pub(crate) joined: bool,
     pub(crate) history: History,
     pub(crate) input_history: InputHistory,
+    /// Who is typing here, each until when it is shown (at most [`MAX_TYPING`], sorted by
+    /// arrival).
+    pub(crate) typing: Vec<(String, UnixMs)>,
+    /// When we last told the server we are typing here.
+    pub(crate) typing_sent: Option<UnixMs>,
+    /// The newest server id seen live here (messages and their changes).
+    pub(crate) newest_id: Option<u64>,
+    /// The read marker as far as we know it: sent by us, or reported by the server.
+    pub(crate) read_id: u64,
 }
+
+/// Most people shown typing in one buffer (past this, the oldest notice is forgotten).
+pub(crate) const MAX_TYPING: usize = 8;
 
 impl Buffer {
     pub(crate) fn new(id: BufferId) -> Buffer {
@@ -122,7 +140,41 @@ impl Buffer {
             topic: None,
             history,
             input_history: InputHistory::default(),
+            typing: Vec::new(),
+            typing_sent: None,
+            newest_id: None,
+            read_id: 0,
         }
+    }
+
+    /// The chat entry of server id `id`, if it is loaded.
+    pub(crate) fn chat_mut(&mut self, id: u64) -> Option<&mut EntryKind> {
+        self.entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.id() == Some(id))
+            .map(|e| &mut e.kind)
+    }
+
+    /// Notes a live id of this conversation (for the read marker).
+    pub(crate) fn saw_id(&mut self, id: u64) {
+        self.newest_id = Some(self.newest_id.map_or(id, |n| n.max(id)));
+    }
+
+    /// `nick` is typing, shown until `until`.
+    pub(crate) fn typing(&mut self, nick: &str, until: UnixMs) {
+        self.typing
+            .retain(|(n, _)| n.to_lowercase() != nick.to_lowercase());
+        if self.typing.len() >= MAX_TYPING {
+            self.typing.remove(0);
+        }
+        self.typing.push((nick.to_owned(), until));
+    }
+
+    /// `nick` stopped typing (a message of theirs came).
+    pub(crate) fn stopped_typing(&mut self, nick: &str) {
+        self.typing
+            .retain(|(n, _)| n.to_lowercase() != nick.to_lowercase());
     }
 
     pub(crate) fn has_id(&self, id: u64) -> bool {

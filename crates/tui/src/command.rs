@@ -175,6 +175,8 @@ pub enum Name {
     Unreact,
     /// `/typing`
     Typing,
+    /// `/ids`
+    Ids,
     /// `/help`
     Help,
     /// `/quit`
@@ -322,8 +324,9 @@ pub const COMMANDS: &[Spec] = &[
         word: "/search",
         aliases: &[],
         usage: "[TEXT]",
-        help: "search: in the UI the loaded history (like Ctrl+R); in line mode the server's \
-               history of the current room, newest first (again for older)",
+        help: "search the server's history of the current room (the UI: or conversation) for \
+               every word, newest first, the same again for older; chirp peer's UI searches \
+               the loaded lines, as Ctrl+R does in every UI",
         contexts: CHAT | PEER_UI,
     },
     Spec {
@@ -532,24 +535,25 @@ pub const COMMANDS: &[Spec] = &[
         word: "/edit",
         aliases: &[],
         usage: "ID TEXT",
-        help: "replace the text of your message ID in the current room",
-        contexts: CHAT_LINE,
+        help: "replace the text of your message ID in the current room (the UI: or \
+               conversation; Alt+I shows ids)",
+        contexts: CHAT,
     },
     Spec {
         name: Name::Delete,
         word: "/delete",
         aliases: &["/del"],
         usage: "ID",
-        help: "delete your message ID in the current room (operators: anyone's)",
-        contexts: CHAT_LINE,
+        help: "delete your message ID in the current room or conversation (operators: anyone's)",
+        contexts: CHAT,
     },
     Spec {
         name: Name::React,
         word: "/react",
         aliases: &[],
         usage: "ID EMOJI",
-        help: "react to message ID in the current room with an emoji",
-        contexts: CHAT_LINE,
+        help: "react to message ID in the current room or conversation with an emoji",
+        contexts: CHAT,
     },
     Spec {
         name: Name::Unreact,
@@ -557,15 +561,24 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "ID EMOJI",
         help: "take your reaction back",
-        contexts: CHAT_LINE,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Typing,
         word: "/typing",
         aliases: &[],
         usage: "",
-        help: "tell the current room you are typing (at most once every 3 s)",
+        help: "tell the current room you are typing (at most once every 3 s; the UI tells \
+               it as you type)",
         contexts: CHAT_LINE,
+    },
+    Spec {
+        name: Name::Ids,
+        word: "/ids",
+        aliases: &[],
+        usage: "",
+        help: "show or hide message ids, for /edit, /delete and /react (like Alt+I)",
+        contexts: CHAT_UI,
     },
     Spec {
         name: Name::Help,
@@ -749,6 +762,8 @@ pub enum Command {
     },
     /// `/typing`.
     Typing,
+    /// `/ids`.
+    Ids,
     /// `/help`.
     Help,
     /// `/quit [REASON]`.
@@ -794,6 +809,7 @@ impl Command {
             Command::React { remove: false, .. } => Name::React,
             Command::React { remove: true, .. } => Name::Unreact,
             Command::Typing => Name::Typing,
+            Command::Ids => Name::Ids,
             Command::Help => Name::Help,
             Command::Quit { .. } => Name::Quit,
         })
@@ -1110,6 +1126,7 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
             }
         }
         Name::Typing => Command::Typing,
+        Name::Ids => Command::Ids,
         Name::Help => Command::Help,
         Name::Quit => Command::Quit { reason: opt(args) },
     })
@@ -1239,8 +1256,8 @@ pub fn help(context: Context) -> String {
     text.push_str(match context {
         Context::ChatUi | Context::PeerUi => {
             "keys: Alt+1..0 / Ctrl+N/P buffers, Alt+A next unread, PgUp/PgDn scroll, \
-             Ctrl+R search, Tab complete, Alt+R retry, Alt+M members, F3 stats, \
-             Alt+Enter newline, Ctrl+C quit"
+             Ctrl+R search the loaded lines, Tab complete, Alt+R retry, Alt+M members, \
+             Alt+I message ids, F3 stats, Alt+Enter newline, Ctrl+C quit"
         }
         Context::ChatLine => {
             "Anything else you type goes to the current room. Ctrl-D (end of input) leaves \
@@ -1287,9 +1304,24 @@ mod tests {
             Err("/edit takes a message id (a number): usage: /edit ID TEXT".into())
         );
         assert!(help(Context::ChatLine).contains("/react ID EMOJI"));
+        assert_eq!(
+            parse("/edit 1 x", Context::ChatUi),
+            Ok(Command::Edit {
+                id: 1,
+                text: "x".into()
+            }),
+            "the UI has them too"
+        );
         assert!(
-            parse("/edit 1 x", Context::ChatUi).is_err(),
-            "line mode only for now"
+            parse("/edit 1 x", Context::PeerUi).is_err(),
+            "a peer has no server to keep messages"
+        );
+        assert!(
+            matches!(
+                parse("/typing", Context::ChatUi),
+                Err(CommandError::Unavailable { .. })
+            ),
+            "the UI sends typing notices as you type"
         );
     }
 
@@ -1358,6 +1390,7 @@ mod tests {
             Name::React,
             Name::Unreact,
             Name::Typing,
+            Name::Ids,
             Name::Stats,
             Name::Retry,
             Name::Bell,

@@ -15,7 +15,8 @@
 //!
 //! - `api`: [`UiEvent`], [`UiCommand`], [`BufferId`], [`LinkStatus`] — the boundary.
 //! - `app`: [`App`] and [`Config`]: buffers, key handling, `/commands`, sending state,
-//!   unread counts, highlights, scrolling and history paging, search.
+//!   unread counts, highlights, scrolling and history paging, search; changes to messages
+//!   (edits, deletions, reactions), typing notices both ways, read markers.
 //! - `buffer`: one buffer's lines, counters, marker, scroll and members.
 //! - [`command`]: the one command language of every input line (the UI's and line mode's, in
 //!   `chirp connect` and `chirp peer`): the table of commands and aliases, the parser, the
@@ -37,13 +38,14 @@
 //! | Ctrl+N / Ctrl+P (Alt+Down / Alt+Up) | next / previous buffer |
 //! | Alt+A | next buffer with highlights, else with unread messages |
 //! | PgUp / PgDn, Esc | scroll (older history is fetched at the top), back to the bottom |
-//! | Ctrl+R | search the loaded history (again: older match; Enter keeps the view, Esc leaves) |
+//! | Ctrl+R | search the loaded lines (again: older match; Enter keeps the view, Esc leaves); `/search` asks the server |
 //! | Tab / Shift+Tab | complete nick, `/command` or `#room`, cycling |
 //! | Up / Down | this buffer's input history |
 //! | Left/Right, Ctrl+Left/Right (Alt+B/F), Home/End (Ctrl+A/E) | move |
 //! | Backspace/Delete, Ctrl+W (Alt+Backspace), Alt+D, Ctrl+U, Ctrl+K | delete |
 //! | Alt+R | resend the failed messages of this buffer |
 //! | Alt+M (F2), F3 | member list, `/stats` panel |
+//! | Alt+I | message ids (for `/edit`, `/delete`, `/react`; shown anyway while one is typed) |
 //! | Ctrl+L | repaint |
 //! | Ctrl+C, Ctrl+D on an empty line | quit |
 
@@ -59,7 +61,8 @@ mod text;
 mod view;
 
 pub use api::{
-    BufferId, ChatMessage, LinkPath, LinkState, LinkStatus, RoomInfo, UiCommand, UiEvent, UnixMs,
+    BufferId, ChatMessage, LinkPath, LinkState, LinkStatus, ReactionCount, RoomInfo, UiCommand,
+    UiEvent, UnixMs,
 };
 pub use app::{App, Config};
 pub use editor::Editor;

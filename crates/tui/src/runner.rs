@@ -3,9 +3,10 @@
 //!
 //! The loop only ever waits in one `select!`, on the terminal's event stream, the network's
 //! event channel, room in the command channel (while commands are queued), and the App's
-//! timer (only during a reconnect countdown). It draws after an input only if the App says
-//! something changed, and it drains whatever events are already queued before drawing, so a
-//! burst of a thousand messages costs one frame, and an idle chat costs nothing.
+//! timer (during a reconnect countdown, when a typing notice expires, and when a read marker is
+//! due). It draws after an input only if the App says something changed, and it drains
+//! whatever events are already queued before drawing, so a burst of a thousand messages costs
+//! one frame, and an idle chat costs nothing.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -284,6 +285,9 @@ where
                 enqueue(vec![UiCommand::Quit { reason: None }], &mut outbox, &mut quit_by);
             }
         }
+        // Read markers and typing notices the App decided on after an event, a paste or a
+        // timeout.
+        enqueue(app.take_commands(), &mut outbox, &mut quit_by);
         if tz_checked.elapsed() >= TZ_CHECK {
             tz_checked = Instant::now();
             app.set_utc_offset(local_offset());
@@ -481,9 +485,10 @@ mod tests {
         ] {
             assert!(screen.contains(line), "{line:?} missing:\n{screen}");
         }
+        // The first key of "first" told the room we are typing; that took the one place.
         assert!(matches!(
             rig.commands_rx.try_recv(),
-            Ok(UiCommand::Send { local_id: 1, .. })
+            Ok(UiCommand::Typing { .. })
         ));
         assert!(
             rig.commands_rx.try_recv().is_err(),
@@ -506,6 +511,10 @@ mod tests {
         );
         assert!(matches!(
             rig.commands_rx.try_recv(),
+            Ok(UiCommand::Typing { .. })
+        ));
+        assert!(matches!(
+            rig.commands_rx.try_recv(),
             Ok(UiCommand::Send { .. })
         ));
         assert_eq!(
@@ -526,6 +535,7 @@ mod tests {
                     text: format!("burst {i} for me"),
                     action: false,
                     ts: i,
+                    ..ChatMessage::default()
                 },
                 own: false,
             };

@@ -79,6 +79,14 @@ fn hhmm(ts: UnixMs, offset: i32) -> String {
     local(ts, offset).map_or_else(|| "--:--".to_owned(), |t| t.format("%H:%M").to_string())
 }
 
+/// Date and time, for lines that may be old (search results): `2026-12-07 10:01`.
+pub(crate) fn stamp(ts: UnixMs, offset: i32) -> String {
+    local(ts, offset).map_or_else(
+        || "----------".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M").to_string(),
+    )
+}
+
 fn day(ts: UnixMs, offset: i32) -> Option<NaiveDate> {
     local(ts, offset).map(|t| t.date_naive())
 }
@@ -102,6 +110,8 @@ struct Ctx {
     offset: i32,
     /// The search match, drawn reversed.
     found: Option<u64>,
+    /// Message ids are shown (`#12` after the time).
+    ids: bool,
     width: usize,
 }
 
@@ -110,6 +120,7 @@ impl Ctx {
         Ctx {
             offset: app.config.utc_offset_secs,
             found: app.search.as_ref().and_then(|s| s.found),
+            ids: app.ids_shown(),
             width,
         }
     }
@@ -124,14 +135,20 @@ fn entry_lines(ctx: &Ctx, e: &Entry) -> Vec<Line<'static>> {
     let text_at;
     match &e.kind {
         EntryKind::Chat {
+            id,
             from,
             text,
             action,
             own,
             highlight,
             send,
-            ..
+            edited,
+            deleted,
+            reactions,
         } => {
+            if let Some(id) = id.filter(|_| ctx.ids) {
+                segs.push((format!("#{id} "), DIM));
+            }
             match send {
                 SendState::None => {}
                 SendState::Pending { .. } => segs.push(("· ".into(), DIM)),
@@ -166,9 +183,22 @@ fn entry_lines(ctx: &Ctx, e: &Entry) -> Vec<Line<'static>> {
                 segs.push(("> ".into(), DIM));
             }
             text_at = segs.len();
-            // Line breaks stay (continuation rows are indented), tabs become spaces, and
-            // every control or bidi character is shown as a mark.
-            segs.push((safe::text(text).into_owned(), text_style));
+            if *deleted {
+                segs.push(("message deleted".into(), DIM.add_modifier(Modifier::ITALIC)));
+            } else {
+                // Line breaks stay (continuation rows are indented), tabs become spaces, and
+                // every control or bidi character is shown as a mark.
+                segs.push((safe::text(text).into_owned(), text_style));
+            }
+            if *edited && !*deleted {
+                segs.push((" (edited)".into(), DIM));
+            }
+            for r in reactions {
+                segs.push((
+                    format!("  {} {}", sanitize(&r.emoji), r.count),
+                    Style::new().fg(Color::Yellow),
+                ));
+            }
             if let SendState::Failed { reason, .. } = send {
                 segs.push((
                     format!("  [not delivered: {}; Alt+R retries]", sanitize(reason)),
@@ -242,15 +272,15 @@ fn blocks_rev(ctx: &Ctx, b: &Buffer, mut f: impl FnMut(Option<u64>, Vec<Line<'st
 /// Rows that `entry` adds below `prev` (its own and a day-change line), for keeping a
 /// scrolled view still as lines arrive.
 pub(crate) fn entry_rows_with_separators(
-    offset: i32,
+    app: &App,
     prev: Option<&Entry>,
     entry: &Entry,
     width: usize,
 ) -> usize {
+    let offset = app.config.utc_offset_secs;
     let ctx = Ctx {
-        offset,
         found: None,
-        width,
+        ..Ctx::of(app, width)
     };
     let day_line = prev.is_some_and(|p| day(p.ts, offset) != day(entry.ts, offset));
     entry_lines(&ctx, entry).len() + usize::from(day_line)
@@ -538,6 +568,19 @@ fn draw_status(app: &App, frame: &mut Frame<'_>, area: Rect, with_activity: bool
     let sep = if area.width >= 60 { " │ " } else { " " };
     let sep = Span::styled(sep, Style::new().fg(Color::Gray));
     let mut spans = vec![Span::raw(" "), state_span(app)];
+    let typing = app.typing_now();
+    if !typing.is_empty() {
+        spans.push(sep.clone());
+        let who = match typing.as_slice() {
+            [one] => format!("{} is typing…", sanitize(one)),
+            [a, b] => format!("{} and {} are typing…", sanitize(a), sanitize(b)),
+            _ => "several people are typing…".to_owned(),
+        };
+        spans.push(Span::styled(
+            who,
+            Style::new().fg(Color::White).add_modifier(Modifier::ITALIC),
+        ));
+    }
     if let Some(path) = link.path {
         spans.push(sep.clone());
         spans.push(path_span(path));

@@ -444,6 +444,7 @@ fn actions_joins_and_parts_look_different() {
                 text: "waves".into(),
                 action: true,
                 ts: T0,
+                ..ChatMessage::default()
             },
             own: false,
         },

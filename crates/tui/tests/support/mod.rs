@@ -30,6 +30,7 @@ pub fn msg(id: u64, from: &str, text: &str, ts: UnixMs) -> ChatMessage {
         text: text.into(),
         action: false,
         ts,
+        ..ChatMessage::default()
     }
 }
 
