@@ -251,7 +251,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &["/q"],
         usage: "NICK [TEXT]",
         help: "open a direct conversation and switch to it (sending TEXT there)",
-        contexts: CHAT_UI,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Me,
@@ -508,7 +508,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/kill",
         aliases: &[],
         usage: "SESSION [REASON]",
-        help: "server operator: disconnect a session (an id /sessions lists)",
+        help: "server operator: disconnect a session (an id /sessions lists: N, or N@NODE in a cluster)",
         contexts: CHAT,
     },
     Spec {
@@ -532,7 +532,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/edit",
         aliases: &[],
         usage: "ID TEXT",
-        help: "replace the text of your message ID in the current room",
+        help: "replace the text of your message ID in the current room or DM",
         contexts: CHAT_LINE,
     },
     Spec {
@@ -540,7 +540,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/delete",
         aliases: &["/del"],
         usage: "ID",
-        help: "delete your message ID in the current room (operators: anyone's)",
+        help: "delete your message ID in the current room or DM (operators: anyone's)",
         contexts: CHAT_LINE,
     },
     Spec {
@@ -548,7 +548,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/react",
         aliases: &[],
         usage: "ID EMOJI",
-        help: "react to message ID in the current room with an emoji",
+        help: "react to message ID in the current room or DM with an emoji",
         contexts: CHAT_LINE,
     },
     Spec {
@@ -564,7 +564,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/typing",
         aliases: &[],
         usage: "",
-        help: "tell the current room you are typing (at most once every 3 s)",
+        help: "tell the current room or DM you are typing (at most once every 3 s)",
         contexts: CHAT_LINE,
     },
     Spec {
@@ -1148,10 +1148,12 @@ fn parse_mod(name: Name, args: &str) -> Result<Command, CommandError> {
         Name::Sessions => {}
         Name::Kill => {
             let Some(id) = words.next() else { return usage };
-            if m.room.is_some() || id.parse::<u64>().is_err() {
+            // `ID`, or `ID@NODE` in a cluster (as /sessions lists them).
+            let (number, node) = id.split_once('@').unwrap_or((id, "x"));
+            if m.room.is_some() || number.parse::<u64>().is_err() || node.is_empty() {
                 return Err(CommandError::Invalid {
                     name,
-                    problem: "takes a session id (a number /sessions lists)",
+                    problem: "takes a session id (a number /sessions lists, NUMBER@NODE in a cluster)",
                 });
             }
             m.target = Some(id.to_owned());
@@ -1834,8 +1836,14 @@ mod tests {
         );
         let err = parse("/buffer 2", Context::ChatLine).expect_err("buffer in line mode");
         assert_eq!(err.to_string(), "/buffer works in the terminal UI only");
-        let err = parse("/query bob", Context::ChatLine).expect_err("query in line mode");
-        assert_eq!(err.to_string(), "/query works in the terminal UI only");
+        // Line mode has one stream, but a current conversation: /query makes a DM current.
+        assert_eq!(
+            parse("/query bob", Context::ChatLine),
+            Ok(Command::Query {
+                nick: "bob".into(),
+                text: None
+            })
+        );
     }
 
     #[test]
