@@ -1730,11 +1730,23 @@ mod tests {
             ),
             (
                 "/kill bob",
-                "/kill takes a session id (a number /sessions lists): usage: /kill SESSION [REASON]",
+                "/kill takes a session id (a number /sessions lists, NUMBER@NODE in a cluster): usage: /kill SESSION [REASON]",
+            ),
+            (
+                "/kill 7@",
+                "/kill takes a session id (a number /sessions lists, NUMBER@NODE in a cluster): usage: /kill SESSION [REASON]",
             ),
         ] {
             assert_eq!(line(l).expect_err(l).to_string(), want, "{l}");
         }
+        // A session of another node of a cluster: `NUMBER@NODE`, the node as /sessions says.
+        let Ok(Command::Mod(k)) = line("/kill 7@host-12-ab0 spam") else {
+            panic!("a kill with a node");
+        };
+        assert_eq!(
+            (k.target.as_deref(), k.text.as_deref()),
+            (Some("7@host-12-ab0"), Some("spam"))
+        );
         // The UI parses them alike (issue 19: they used to be line mode only).
         assert_eq!(chat("/kick #r bob spam"), line("/kick #r bob spam"));
         assert!(help(Context::ChatLine).contains("/ban [#ROOM|*]"));

@@ -1276,12 +1276,11 @@ fn a_read_marker_moved_on_one_node_reaches_the_users_sessions_on_every_node() {
     );
 }
 
+/// A `sessions` answer as `(node, id, nick)` of each session, and the silent nodes.
+type Listed = (Vec<(String, u64, String)>, Vec<String>);
+
 /// The sessions list (`sessions`, decoded) session `id` of `node` was last sent.
-fn last_sessions(
-    net: &Net,
-    node: usize,
-    id: SessionId,
-) -> Option<(Vec<(String, u64, String)>, Vec<String>)> {
+fn last_sessions(net: &Net, node: usize, id: SessionId) -> Option<Listed> {
     net.inbox
         .get(&(node, id))?
         .iter()
