@@ -16,12 +16,15 @@
 //!   subscribes while the key has a session on it.
 //! - `chirp.nicks`: nick bindings and moderation (role, ban, mute, invitation and mode
 //!   changes; kicks), every node.
-//! - `chirp.nodes`: node heartbeats and goodbyes, every node.
+//! - `chirp.nodes`: node heartbeats and goodbyes, and server operators' requests for every
+//!   node's sessions, every node.
+//! - `chirp.node.<hex of the node's name>`: what is for one node alone (the answers to its
+//!   requests for sessions, and kills of its sessions); each node follows its own.
 
 use serde::{Deserialize, Serialize};
 
 use crate::server::Key;
-use crate::wire::Presence;
+use crate::wire::{Presence, SessionInfo};
 
 /// Most rooms a heartbeat lists (the busiest): what `list` shows of the other nodes.
 pub const MAX_BEAT_ROOMS: usize = 256;
@@ -40,6 +43,8 @@ pub enum Subject {
     Nicks,
     /// Node liveness.
     Nodes,
+    /// What is for one node (by name).
+    Node(String),
 }
 
 impl Subject {
@@ -52,6 +57,7 @@ impl Subject {
             Subject::User(k) => format!("chirp.user.{}", hex.encode(k)),
             Subject::Nicks => "chirp.nicks".into(),
             Subject::Nodes => "chirp.nodes".into(),
+            Subject::Node(n) => format!("chirp.node.{}", hex.encode(n.as_bytes())),
         }
     }
 }
@@ -275,6 +281,55 @@ pub enum Bus {
         /// The last id read.
         id: u64,
     },
+    /// A server operator on node `node` asks every node for its sessions (on
+    /// [`Subject::Nodes`]); each answers with [`Bus::SessionList`] on `node`'s subject.
+    ListSessions {
+        /// Who asks.
+        node: String,
+        /// The asking node's number for the request, given back in the answers.
+        ask: u64,
+    },
+    /// The sessions of node `node` (at most the server's `max_names`), for `to`'s request
+    /// `ask`.
+    SessionList {
+        /// Whose sessions.
+        node: String,
+        /// Who asked.
+        to: String,
+        /// The request.
+        ask: u64,
+        /// The sessions.
+        sessions: Vec<SessionInfo>,
+    },
+    /// A server operator (`by`, on node `node`) disconnects session `session` of node `to`
+    /// (on `to`'s subject); `to` answers with [`Bus::Killed`].
+    KillSession {
+        /// Who asks.
+        node: String,
+        /// The node of the session.
+        to: String,
+        /// The asking node's number for the request.
+        ask: u64,
+        /// The session.
+        session: u64,
+        /// The operator's nick.
+        by: String,
+        /// Why, told to the session.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Node `node`'s answer to `to`'s [`Bus::KillSession`] `ask`: whether the session was
+    /// there (and is now disconnected).
+    Killed {
+        /// The node of the session.
+        node: String,
+        /// Who asked.
+        to: String,
+        /// The request.
+        ask: u64,
+        /// The session was there.
+        found: bool,
+    },
     /// Node `node` is shutting down: its members are gone.
     Bye {
         /// The node.
@@ -372,6 +427,36 @@ mod tests {
                 conv: "#a".into(),
                 id: 12,
             },
+            Bus::ListSessions {
+                node: "n1".into(),
+                ask: 3,
+            },
+            Bus::SessionList {
+                node: "n2".into(),
+                to: "n1".into(),
+                ask: 3,
+                sessions: vec![SessionInfo {
+                    id: 9,
+                    nick: "ann".into(),
+                    fingerprint: "ab".into(),
+                    addr: "[::1]:7667".parse().expect("addr"),
+                    node: Some("n2".into()),
+                }],
+            },
+            Bus::KillSession {
+                node: "n1".into(),
+                to: "n2".into(),
+                ask: 4,
+                session: 9,
+                by: "root".into(),
+                reason: Some("spam".into()),
+            },
+            Bus::Killed {
+                node: "n2".into(),
+                to: "n1".into(),
+                ask: 4,
+                found: true,
+            },
         ];
         for b in cases {
             assert_eq!(Bus::decode(&b.encode()), Ok(b));
@@ -412,5 +497,7 @@ mod tests {
         let s = Subject::Room("#a.>*".into()).name();
         assert_eq!(s, "chirp.room.23612e3e2a");
         assert!(!s["chirp.room.".len()..].contains(['.', '*', '>']));
+        let s = Subject::Node("host.a-1>*".into()).name();
+        assert_eq!(s, "chirp.node.686f73742e612d313e2a");
     }
 }

@@ -314,6 +314,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Sessions closed because they did not read what they were sent.",
     ),
     (
+        "chirp_amends_total",
+        Kind::Counter,
+        "Changes to messages stored, asked for on this node, by kind: edit, delete, react, unreact.",
+    ),
+    (
+        "chirp_typing_notices_total",
+        Kind::Counter,
+        "Typing notices from this node's clients, by outcome: forwarded, rate_limited (more than one per user and conversation in 3 s), refused (the sender may not speak in the room).",
+    ),
+    (
         "chirp_history_reads_total",
         Kind::Counter,
         "History pages served, by source: cache (memory) or store.",
@@ -439,6 +449,21 @@ fn record(s: &Snapshot, t: &EndpointTotals) {
     counter!("chirp_flood_refused_total").absolute(v.flood_refused);
     counter!("chirp_malformed_requests_total").absolute(v.malformed);
     counter!("chirp_slow_clients_closed_total").absolute(v.too_slow);
+    for (kind, n) in [
+        ("edit", v.edits),
+        ("delete", v.deletes),
+        ("react", v.reactions),
+        ("unreact", v.unreactions),
+    ] {
+        counter!("chirp_amends_total", "kind" => kind).absolute(n);
+    }
+    for (outcome, n) in [
+        ("forwarded", v.typing),
+        ("rate_limited", v.typing_dropped),
+        ("refused", v.typing_refused),
+    ] {
+        counter!("chirp_typing_notices_total", "outcome" => outcome).absolute(n);
+    }
     counter!("chirp_history_reads_total", "source" => "cache").absolute(v.history_cached);
     counter!("chirp_history_reads_total", "source" => "store").absolute(v.history_reads);
     counter!("chirp_store_commits_total").absolute(s.writer.commits);

@@ -339,13 +339,22 @@ pub struct ServerStats {
     pub meets: u64,
     /// DM file offers forwarded to their recipient (`file_offer`).
     pub file_offers: u64,
-    /// Edits, deletions and reactions stored (asked for here).
-    pub amends: u64,
+    /// Edits stored (asked for here).
+    pub edits: u64,
+    /// Deletions stored (asked for here).
+    pub deletes: u64,
+    /// Reactions stored (asked for here).
+    pub reactions: u64,
+    /// Reactions taken back (asked for here).
+    pub unreactions: u64,
     /// Typing notices forwarded.
     pub typing: u64,
-    /// Typing notices dropped: more than one per user and conversation in
-    /// [`crate::wire::TYPING_INTERVAL_MS`], or from a member who may not speak there.
+    /// Typing notices dropped by the rate limit: more than one per user and conversation in
+    /// [`crate::wire::TYPING_INTERVAL_MS`].
     pub typing_dropped: u64,
+    /// Typing notices dropped because their sender may not speak in the room (muted, or not
+    /// voiced in a moderated room).
+    pub typing_refused: u64,
 }
 
 /// Token bucket in thousandths of a token, so that refill needs no floating point.
@@ -1066,10 +1075,16 @@ impl Server {
     pub fn poll_timeout(&self) -> Option<i64> {
         let seen = self.seen_due.peek().map(|Reverse((due, _))| *due);
         let beat = self.cluster.as_ref().map(|c| c.next_beat);
-        [self.presence_due, seen, self.age_out_due(), beat]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.presence_due,
+            seen,
+            self.age_out_due(),
+            beat,
+            self.asks_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When the oldest nick binding of a key not connected expires (not before the first
@@ -1167,6 +1182,7 @@ impl Server {
         }
         self.refresh_seen(now_ms);
         self.age_out(now_ms);
+        self.asks_timeout(now_ms);
         self.cluster_timeout(now_ms);
     }
 
@@ -3372,6 +3388,7 @@ pub use cluster::ClusterConfig;
 mod limits;
 pub use limits::{Change, Limits};
 mod moderation;
+mod opers;
 mod reading;
 pub use moderation::{EVENT_KIND, MAX_ROOM_ENTRIES, Net, Role, fingerprint};
 use moderation::{Rated, record_msg};

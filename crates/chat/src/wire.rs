@@ -213,7 +213,8 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
     },
-    /// Server operator: list the sessions connected to this server.
+    /// Server operator: list the sessions connected to this server (in a cluster: to every
+    /// node that answers within [`CLUSTER_ASK_MS`]).
     Sessions,
     /// Replace the text of one's own message `id` in a room (`room`) or a DM conversation
     /// (`with`): exactly one of the two is set.
@@ -263,6 +264,10 @@ pub enum ClientMsg {
         /// Why, told to it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// In a cluster, the node the session is on (as `sessions` names it); absent: the
+        /// node this session is connected to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
 }
 
@@ -315,6 +320,10 @@ pub const MAX_EMOJI_BYTES: usize = 32;
 /// The server forwards at most one `typing` per user and conversation in this many
 /// milliseconds.
 pub const TYPING_INTERVAL_MS: i64 = 3000;
+
+/// In a cluster, how long a node waits for the other nodes' answers to a server operator's
+/// `sessions` or `kill` before answering without them.
+pub const CLUSTER_ASK_MS: i64 = 2000;
 
 /// Most local addresses a `meet` may list.
 pub const MAX_MEET_LOCAL: usize = 8;
@@ -487,6 +496,9 @@ pub mod code {
     pub const RATE: &str = "rate";
     /// A server operator disconnected this session.
     pub const KILLED: &str = "killed";
+    /// In a cluster, the node a request named did not answer in time (`kill` of a session
+    /// on another node).
+    pub const NOT_ANSWERING: &str = "not_answering";
     /// A file offered to a nick with no session on this server (nothing is kept for later).
     pub const OFFLINE: &str = "offline";
     /// A file offered that is larger than the server's `--max-file-size`.
@@ -537,6 +549,9 @@ pub struct SessionInfo {
     pub fingerprint: String,
     /// Its address.
     pub addr: std::net::SocketAddr,
+    /// In a cluster, the node it is connected to (give it to `kill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What a server sends.
@@ -751,8 +766,12 @@ pub enum ServerMsg {
     },
     /// Answer to `sessions` (server operators).
     Sessions {
-        /// The sessions on this server.
+        /// The sessions on this server (in a cluster: on every node that answered).
         sessions: Vec<SessionInfo>,
+        /// In a cluster, the other nodes that did not answer within [`CLUSTER_ASK_MS`]: their
+        /// sessions are not listed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        silent: Vec<String>,
     },
     /// This user's read markers (after `welcome`, at most [`MAX_MARKERS`]), so that every
     /// device starts from where the user has read.

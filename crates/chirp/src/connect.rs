@@ -21,7 +21,7 @@ use chirp_chat::wire::{ModEvent, Msg, Presence, ServerMsg};
 use chirp_client::config::ClientFile;
 use chirp_client::ignore::IgnoreList;
 use chirp_client::line::{LineClient, Reply};
-use chirp_client::logs::ChatLog;
+use chirp_client::logs::{self, ChatLog};
 use chirp_keys::{Fingerprint, Identity, PublicKey};
 use chirp_tui::safe::line as safe;
 use clap::Args;
@@ -619,24 +619,17 @@ impl Printer {
                 },
                 json!({"type": "modes", "room": room, "modes": modes, "role": role}),
             ),
-            ServerMsg::Sessions { sessions } => self.emit(
+            ServerMsg::Sessions { sessions, silent } => self.emit(
                 || {
-                    let mut s = format!("* {} sessions:", sessions.len());
-                    for x in &sessions {
-                        let nick = if x.nick.is_empty() { "-" } else { &x.nick };
-                        s.push_str(&format!(
-                            "\n  {} {} {} {}",
-                            x.id,
-                            safe(nick),
-                            x.fingerprint,
-                            x.addr
-                        ));
-                    }
-                    s
+                    format!(
+                        "* {}",
+                        chirp_client::moderation::describe_sessions(&sessions, &silent)
+                    )
                 },
                 json!({"type": "sessions", "sessions": sessions.iter().map(|x| json!({
                     "id": x.id, "nick": x.nick, "fingerprint": x.fingerprint,
-                    "addr": x.addr.to_string()})).collect::<Vec<_>>()}),
+                    "addr": x.addr.to_string(), "node": x.node})).collect::<Vec<_>>(),
+                    "silent": silent}),
             ),
             ServerMsg::Markers { markers } => {
                 for m in markers {
@@ -924,12 +917,19 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             if client.hides(&ev) {
                 continue;
             }
-            if let (Some(l), Event::Message(m)) = (&log, &ev)
-                && !m.history
-                && let Err(e) = l.append(m, client.nick())
-            {
-                out.error("log", &format!("{e}; no more messages are logged"));
-                log = None;
+            if let Some(l) = &mut log {
+                let logged = match &ev {
+                    Event::Message(m) => l.append(m, client.nick()),
+                    Event::Server(m) => match logs::Change::of(m) {
+                        Some(c) => l.append_change(&c, client.nick()),
+                        None => Ok(false),
+                    },
+                    _ => Ok(false),
+                };
+                if let Err(e) = logged {
+                    out.error("log", &format!("{e}; no more messages are logged"));
+                    log = None;
+                }
             }
             match out.event(ev) {
                 Ok(Some(code)) => break 'session code,
@@ -942,6 +942,13 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                     return Err(e);
                 }
             }
+        }
+        // The last ids logged, once per batch of events (not per line).
+        if let Some(l) = &mut log
+            && let Err(e) = l.flush()
+        {
+            out.error("log", &format!("{e}; no more messages are logged"));
+            log = None;
         }
         // What the events asked of the session (a `meet` for a file transfer) goes out now.
         dm.start_next(client.session(), local);

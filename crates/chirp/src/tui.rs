@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use chirp_chat::client::{ClientConfig, Event, Session, driver};
 use chirp_client::bridge::{self, Bridge, End};
-use chirp_client::logs::ChatLog;
+use chirp_client::logs::{self, ChatLog};
 use chirp_keys::Fingerprint;
 use chirp_tui::{UiCommand, UiEvent, UnixMs};
 use tokio::sync::mpsc;
@@ -102,14 +102,22 @@ async fn session_task(
             return End::Fatal("the transport stopped".into());
         }
         while let Some(ev) = session.poll_event() {
-            if let (Some(l), Event::Message(m)) = (&log, &ev)
-                && !m.history
+            if let Some(l) = &mut log
                 && !bridge.hides(&ev)
-                && let Err(e) = l.append(m, bridge.nick())
             {
-                let text = format!("cannot write the log: {e}; no more messages are logged");
-                emit(&ui, vec![UiEvent::Error(text)]).await;
-                log = None;
+                let logged = match &ev {
+                    Event::Message(m) => l.append(m, bridge.nick()),
+                    Event::Server(m) => match logs::Change::of(m) {
+                        Some(c) => l.append_change(&c, bridge.nick()),
+                        None => Ok(false),
+                    },
+                    _ => Ok(false),
+                };
+                if let Err(e) = logged {
+                    let text = format!("cannot write the log: {e}; no more messages are logged");
+                    emit(&ui, vec![UiEvent::Error(text)]).await;
+                    log = None;
+                }
             }
             let (out, end) = bridge.on_event(ev, now_ms(), Instant::now());
             emit(&ui, out).await;
@@ -119,6 +127,14 @@ async fn session_task(
                 let _ = tokio::time::timeout(Duration::from_secs(2), handle.wait_idle()).await;
                 return end;
             }
+        }
+        // The last ids logged, once per batch of events.
+        if let Some(l) = &mut log
+            && let Err(e) = l.flush()
+        {
+            let text = format!("cannot write the log: {e}; no more messages are logged");
+            emit(&ui, vec![UiEvent::Error(text)]).await;
+            log = None;
         }
         let wake = session.poll_timeout();
         tokio::select! {

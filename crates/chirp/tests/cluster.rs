@@ -34,11 +34,18 @@ struct Cluster {
     dir: tempfile::TempDir,
     key: PathBuf,
     nodes: Vec<Option<Server>>,
+    /// Arguments every node gets besides the usual ones.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     /// `n` nodes, or `None` when PostgreSQL or NATS is not installed.
     fn start(n: usize) -> Option<Cluster> {
+        Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`], every node started with `extra` arguments too.
+    fn start_with(n: usize, extra: &[String]) -> Option<Cluster> {
         if !chirp_testsvc::require("PostgreSQL", chirp_testsvc::postgres_available())
             || !chirp_testsvc::require("nats-server", chirp_testsvc::nats_available())
         {
@@ -54,6 +61,7 @@ impl Cluster {
             dir,
             key,
             nodes: Vec::new(),
+            extra: extra.to_vec(),
         };
         // The first node creates the shared key file; the others read it.
         for i in 0..n {
@@ -75,7 +83,7 @@ impl Cluster {
             let [port] = free_ports::<1>();
             let bind = format!("127.0.0.1:{port}");
             // No --node: each start is a new node (host-pid-random), as a restart must be.
-            let args = [
+            let mut args = vec![
                 "--database",
                 &pg,
                 "--cluster",
@@ -91,6 +99,7 @@ impl Cluster {
                 "--nick-claim-burst",
                 "1000",
             ];
+            args.extend(self.extra.iter().map(String::as_str));
             Ok(Server::start(&data, &bind, &args))
         })
     }
@@ -655,6 +664,78 @@ fn a_ban_set_on_one_node_holds_on_every_node() {
     for c in [&mut alice, &mut bob, &mut carol] {
         c.proc.close_stdin();
         assert!(c.exit(WAIT).success(), "{}", c.diag());
+    }
+}
+
+/// A server operator connected to one node lists the sessions of both, each named by its node,
+/// and disconnects a session on the other node (`/kill ID@NODE`).
+#[test]
+fn an_operator_on_one_node_lists_and_kills_sessions_on_another() {
+    let _serial = serial();
+    let homes = tempfile::tempdir().expect("tempdir");
+    let root_home = homes.path().join("root");
+    let oper = fingerprint(&root_home);
+    let Some(cl) = Cluster::start_with(2, &["--oper".into(), oper]) else {
+        return;
+    };
+    let mut bob = client(
+        "bob",
+        &[cl.addr(1)],
+        &homes.path().join("b"),
+        "bob",
+        &["#r"],
+    );
+    joined(&mut bob, "#r");
+    let mut root = client("root", &[cl.addr(0)], &root_home, "root", &["#r"]);
+    joined(&mut root, "#r");
+    // The nodes know of each other once they have heard a beat (every second): until then
+    // node 0 lists its own sessions only.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (list, bob_entry) = loop {
+        root.line("/sessions");
+        let s = root.wait_type("sessions", WAIT);
+        let list = s["sessions"].as_array().cloned().unwrap_or_default();
+        if let Some(b) = list.iter().find(|x| x["nick"] == "bob").cloned() {
+            assert_eq!(s["silent"], serde_json::json!([]), "{s}");
+            break (list, b);
+        }
+        assert!(Instant::now() < deadline, "node 0 never listed bob: {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let root_entry = list
+        .iter()
+        .find(|x| x["nick"] == "root")
+        .expect("root's own session");
+    let (bob_node, root_node) = (
+        bob_entry["node"].as_str().expect("bob's node"),
+        root_entry["node"].as_str().expect("root's node"),
+    );
+    assert_ne!(bob_node, root_node, "{list:?}");
+    assert_eq!(list.len(), 2, "{list:?}");
+    let id = bob_entry["id"].as_u64().expect("bob's session id");
+
+    root.line(&format!("/kill {id}@{bob_node} enough"));
+    let e = bob.wait_for("killed", WAIT, |v| {
+        v["type"] == "error" && v["code"] == "killed"
+    });
+    assert_eq!(
+        e["message"].as_str(),
+        Some("disconnected by server operator root: enough"),
+        "{e}"
+    );
+    // A session that node does not have is an error for root.
+    root.line(&format!("/kill 999999@{bob_node}"));
+    let e = root.wait_for("no such session", WAIT, |v| {
+        v["type"] == "error" && v["code"] == "no_such_nick"
+    });
+    assert_eq!(
+        e["message"].as_str(),
+        Some(format!("no session 999999 on node {bob_node}").as_str()),
+        "{e}"
+    );
+    for c in [&mut root, &mut bob] {
+        c.proc.close_stdin();
+        let _ = c.exit(WAIT);
     }
 }
 

@@ -184,14 +184,31 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
     ann.proc.write(text.as_bytes());
     let got = bob.messages(LINES, WAIT);
     assert_eq!(got.len(), LINES);
-    let mut delivered = 0;
+    let mut ids = Vec::new();
     ann.wait_for("every line delivered", WAIT, |v| {
-        delivered += usize::from(v["type"] == "delivered");
-        delivered == LINES
+        if v["type"] == "delivered" {
+            ids.push(v["id"].as_u64().expect("a delivered id"));
+        }
+        ids.len() == LINES
     });
     // A history page from the store's side or the cache: either counts.
     ann.line("/history 5");
     ann.wait_type("history_end", WAIT);
+    // One change of each kind, and a typing notice, each seen by bob.
+    ann.line(&format!("/edit {} line zero, edited", ids[0]));
+    bob.wait_type("edited", WAIT);
+    ann.line(&format!("/delete {}", ids[1]));
+    bob.wait_type("deleted", WAIT);
+    ann.line(&format!("/react {} 👍", ids[2]));
+    bob.wait_for("the reaction", WAIT, |v| {
+        v["type"] == "reaction" && v["removed"] == false
+    });
+    ann.line(&format!("/unreact {} 👍", ids[2]));
+    bob.wait_for("the reaction taken back", WAIT, |v| {
+        v["type"] == "reaction" && v["removed"] == true
+    });
+    ann.line("/typing");
+    bob.wait_type("typing", WAIT);
 
     // The next scrape counts what happened, and still passes promtool. The path samples
     // come every 10 s: wait for the first (bounded).
@@ -247,6 +264,28 @@ fn a_scrape_passes_promtool_and_its_counters_follow_the_traffic() {
     // are, and never more than were sent.
     assert!(value(&a, "chirp_packets_acked_total") > value(&b, "chirp_packets_acked_total"));
     assert!(value(&a, "chirp_packets_acked_total") <= value(&a, "chirp_packets_sent_total"));
+    for (kind, n) in [
+        ("edit", 1.0),
+        ("delete", 1.0),
+        ("react", 1.0),
+        ("unreact", 1.0),
+    ] {
+        assert_eq!(
+            value(&a, &format!(r#"chirp_amends_total{{kind="{kind}"}}"#)),
+            n,
+            "{after}"
+        );
+    }
+    for (outcome, n) in [("forwarded", 1.0), ("rate_limited", 0.0), ("refused", 0.0)] {
+        assert_eq!(
+            value(
+                &a,
+                &format!(r#"chirp_typing_notices_total{{outcome="{outcome}"}}"#)
+            ),
+            n,
+            "{after}"
+        );
+    }
     let reads = value(&a, r#"chirp_history_reads_total{source="cache"}"#)
         + value(&a, r#"chirp_history_reads_total{source="store"}"#);
     assert!(reads >= 1.0, "{after}");

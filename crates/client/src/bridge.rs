@@ -789,12 +789,8 @@ impl Bridge {
                     text: format!("{room} has {m}; you are {role}"),
                 });
             }
-            ServerMsg::Sessions { sessions } => {
-                let mut text = format!("{} sessions:", sessions.len());
-                for x in &sessions {
-                    let nick = if x.nick.is_empty() { "-" } else { &x.nick };
-                    text.push_str(&format!("\n  {} {nick} {} {}", x.id, x.fingerprint, x.addr));
-                }
+            ServerMsg::Sessions { sessions, silent } => {
+                let text = crate::moderation::describe_sessions(&sessions, &silent);
                 out.push(UiEvent::Info { buffer: None, text });
             }
             ServerMsg::Edited {

@@ -8,6 +8,11 @@
 //!   `--join`, or after `/join`) is held, in order, until the join is answered: then it goes to
 //!   the room that is current. End of input waits for that too ([`LineClient::finish`]).
 //! - `/msg NICK TEXT` sends privately and changes nothing else.
+//! - `/query NICK [TEXT]` makes the DM with NICK the **current conversation**: plain lines,
+//!   `/me`, `/edit`, `/delete`, `/react`, `/unreact` and `/typing` go to it instead of the
+//!   current room, until `/join #room` makes a room current again. Text held for a join
+//!   (typed before the `/query`) still goes to the room. `/topic`, `/who`, `/history` and
+//!   `/search` keep acting on the current room.
 //! - `/history [N]` pages back from the oldest message seen in the current room.
 //! - `/search WORDS` searches the server's history of the current room, newest first; the same
 //!   `/search` again goes on with older matches while the last answer said there are more.
@@ -70,6 +75,9 @@ pub struct LineClient {
     current: Option<String>,
     /// The room that becomes current once joined (the last `--join`, or a `/join`).
     joining: Option<String>,
+    /// The DM made current by `/query` (a nick): where plain lines and the message commands
+    /// go while it is set, before the current room.
+    query: Option<String>,
     rooms: BTreeSet<String>,
     topics: HashMap<String, String>,
     /// The oldest message id seen per conversation, where `/history` continues.
@@ -100,6 +108,7 @@ impl LineClient {
             session,
             current: None,
             joining: first_rooms.last().map(|r| fold(r)),
+            query: None,
             rooms: BTreeSet::new(),
             topics: HashMap::new(),
             oldest: HashMap::new(),
@@ -223,6 +232,24 @@ impl LineClient {
         self.current.as_deref()
     }
 
+    /// The DM that is the current conversation (`/query NICK`), if any: it comes before the
+    /// current room.
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// Text typed as a plain line or `/me`: to the DM of `/query`, or to the current room.
+    fn text(&mut self, now: Instant, text: String, action: bool) -> Reply {
+        match &self.query {
+            Some(nick) => {
+                self.session
+                    .say(now, Target::Nick(nick.clone()), text, action);
+                Reply::Nothing
+            }
+            None => self.room_text(now, text, action),
+        }
+    }
+
     /// Carries out one typed line (without its line end).
     pub fn input(&mut self, now: Instant, line: &str) -> Reply {
         if line.trim().is_empty() {
@@ -239,21 +266,27 @@ impl LineClient {
         };
         let s = &mut self.session;
         match cmd {
-            Command::Text(text) => return self.room_text(now, text, false),
-            Command::Me { text } => return self.room_text(now, text, true),
+            Command::Text(text) => return self.text(now, text, false),
+            Command::Me { text } => return self.text(now, text, true),
             Command::Msg { to, text } => {
                 s.say(now, Target::Nick(to), text, false);
             }
             Command::Query { nick, text } => {
-                // Line mode has one stream and no buffers to switch: a query is a message.
-                let Some(text) = text else {
+                if nick.starts_with('#') {
                     return Reply::usage(format!(
-                        "line mode has no conversations to open: /msg {nick} TEXT sends one message"
+                        "/query takes a nick; /join {nick} makes a room current"
                     ));
-                };
-                s.say(now, Target::Nick(nick), text, false);
+                }
+                self.query = Some(nick.clone());
+                if let Some(text) = text {
+                    s.say(now, Target::Nick(nick.clone()), text, false);
+                }
+                return Reply::Status(format!(
+                    "current conversation is now a DM with {nick} (/join #room to go back to a room)"
+                ));
             }
             Command::Join { room, key } => {
+                self.query = None;
                 let room = fold(&room);
                 if self.rooms.contains(&room) {
                     self.current = Some(room.clone());
@@ -339,29 +372,29 @@ impl LineClient {
             | Command::Delete { .. }
             | Command::React { .. }
             | Command::Typing => {
-                let Some(room) = self.current.clone() else {
-                    return Reply::Error {
-                        code: "no_room",
-                        message: "edits, deletions, reactions and typing work in a room: /join #room first".into(),
-                    };
+                // The current conversation: the DM of `/query`, or the current room.
+                let (room, with) = match (&self.query, &self.current) {
+                    (Some(nick), _) => (None, Some(nick.clone())),
+                    (None, Some(room)) => (Some(room.clone()), None),
+                    (None, None) => {
+                        return Reply::Error {
+                            code: "no_room",
+                            message: "edits, deletions, reactions and typing work in a room or a DM: /join #room or /query NICK first".into(),
+                        };
+                    }
                 };
-                let room = Some(room);
                 match cmd {
                     Command::Edit { id, text } => s.amend(ClientMsg::Edit {
                         room,
-                        with: None,
+                        with,
                         id,
                         text,
                     }),
-                    Command::Delete { id } => s.amend(ClientMsg::Delete {
-                        room,
-                        with: None,
-                        id,
-                    }),
+                    Command::Delete { id } => s.amend(ClientMsg::Delete { room, with, id }),
                     Command::React { id, emoji, remove } => {
                         let r = ReactReq {
                             room,
-                            with: None,
+                            with,
                             id,
                             emoji,
                         };
@@ -371,7 +404,7 @@ impl LineClient {
                             ClientMsg::React(r)
                         })
                     }
-                    _ => s.typing(now, room, None),
+                    _ => s.typing(now, room, with),
                 }
             }
             Command::Stats => s.stats(),
@@ -453,6 +486,9 @@ impl LineClient {
             Event::Server(ServerMsg::Nick { old, new }) => {
                 if fold(old) == fold(&self.me) {
                     self.me = new.clone();
+                }
+                if self.query.as_deref().is_some_and(|q| fold(q) == fold(old)) {
+                    self.query = Some(new.clone());
                 }
                 self.ignores.renamed(old, new);
             }
@@ -586,6 +622,41 @@ mod tests {
         assert_eq!(lc.input(now, "/history 5"), Reply::Nothing);
     }
 
+    /// `/query NICK` makes a DM the current conversation until `/join` picks a room again; it
+    /// follows the nick's renames, and takes no room.
+    #[test]
+    fn a_query_makes_a_dm_current_until_a_join() {
+        let (mut lc, now) = client(&["#r"]);
+        lc.on_event(now, &joined("#r"));
+        assert!(matches!(
+            lc.input(now, "/query #r"),
+            Reply::Error { code: "usage", .. }
+        ));
+        assert_eq!(lc.query(), None);
+        let Reply::Status(s) = lc.input(now, "/query bob") else {
+            panic!("a status");
+        };
+        assert!(s.contains("DM with bob"), "{s}");
+        assert_eq!((lc.query(), lc.current()), (Some("bob"), Some("#r")));
+        let before = lc.session().backlog();
+        assert_eq!(lc.input(now, "psst"), Reply::Nothing);
+        assert_eq!(lc.input(now, "/edit 4 psst!"), Reply::Nothing);
+        assert_eq!(lc.session().backlog(), before + 2);
+        lc.on_event(
+            now,
+            &Event::Server(ServerMsg::Nick {
+                old: "Bob".into(),
+                new: "robert".into(),
+            }),
+        );
+        assert_eq!(lc.query(), Some("robert"));
+        assert_eq!(
+            lc.input(now, "/join #r"),
+            Reply::Status("current room is now #r".into())
+        );
+        assert_eq!((lc.query(), lc.current()), (None, Some("#r")));
+    }
+
     #[test]
     fn msg_sends_privately_and_keeps_the_current_room() {
         let (mut lc, now) = client(&["#r"]);
@@ -677,6 +748,15 @@ mod tests {
             Ok(ClientMsg::Kill {
                 session: 7,
                 reason: None,
+                node: None,
+            })
+        );
+        assert_eq!(
+            req(&lc, "/kill 7@node-b spam"),
+            Ok(ClientMsg::Kill {
+                session: 7,
+                reason: Some("spam".into()),
+                node: Some("node-b".into()),
             })
         );
         assert_eq!(req(&lc, "/sessions"), Ok(ClientMsg::Sessions));

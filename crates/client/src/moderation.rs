@@ -6,7 +6,7 @@
 //! server's room events in words, for both as well.
 
 use chirp_chat::names::fold;
-use chirp_chat::wire::{BanReq, ClientMsg, ModEvent, RoomNick};
+use chirp_chat::wire::{BanReq, ClientMsg, ModEvent, RoomNick, SessionInfo};
 use chirp_tui::command::{self, ModCommand, Name};
 use chirp_tui::safe;
 
@@ -82,11 +82,18 @@ pub fn request(m: ModCommand, current: Option<&str>) -> Result<ClientMsg, ModErr
             key: m.text,
         },
         Name::Sessions => ClientMsg::Sessions,
-        Name::Kill => ClientMsg::Kill {
-            // The parser took a number.
-            session: target.parse().unwrap_or(0),
-            reason: m.text,
-        },
+        Name::Kill => {
+            // The parser took `NUMBER` or `NUMBER@NODE`.
+            let (number, node) = match target.split_once('@') {
+                Some((n, node)) => (n, Some(node.to_owned())),
+                None => (target.as_str(), None),
+            };
+            ClientMsg::Kill {
+                session: number.parse().unwrap_or(0),
+                reason: m.text,
+                node,
+            }
+        }
         _ => {
             return Err(ModError {
                 code: "usage",
@@ -94,6 +101,34 @@ pub fn request(m: ModCommand, current: Option<&str>) -> Result<ClientMsg, ModErr
             });
         }
     })
+}
+
+/// A `sessions` answer in words, one session a line (`7@node-b alice 3f2a… 127.0.0.1:5000`:
+/// the id to give `/kill`, with its node in a cluster), then the nodes that did not answer.
+/// Names from the network are made harmless for a terminal.
+pub fn describe_sessions(sessions: &[SessionInfo], silent: &[String]) -> String {
+    let mut s = format!("{} sessions:", sessions.len());
+    for x in sessions {
+        let nick = if x.nick.is_empty() { "-" } else { &x.nick };
+        let id = match &x.node {
+            Some(n) => format!("{}@{}", x.id, safe::line(n)),
+            None => x.id.to_string(),
+        };
+        s.push_str(&format!(
+            "\n  {id} {} {} {}",
+            safe::line(nick),
+            safe::line(&x.fingerprint),
+            x.addr
+        ));
+    }
+    if !silent.is_empty() {
+        let names: Vec<String> = silent.iter().map(|n| safe::line(n).into_owned()).collect();
+        s.push_str(&format!(
+            "\n  not answering (their sessions are not listed): {}",
+            names.join(", ")
+        ));
+    }
+    s
 }
 
 /// A room's moderation event in words, every name made harmless for a terminal

@@ -253,7 +253,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &["/q"],
         usage: "NICK [TEXT]",
         help: "open a direct conversation and switch to it (sending TEXT there)",
-        contexts: CHAT_UI,
+        contexts: CHAT,
     },
     Spec {
         name: Name::Me,
@@ -511,7 +511,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/kill",
         aliases: &[],
         usage: "SESSION [REASON]",
-        help: "server operator: disconnect a session (an id /sessions lists)",
+        help: "server operator: disconnect a session (an id /sessions lists: N, or N@NODE in a cluster)",
         contexts: CHAT,
     },
     Spec {
@@ -535,8 +535,8 @@ pub const COMMANDS: &[Spec] = &[
         word: "/edit",
         aliases: &[],
         usage: "ID TEXT",
-        help: "replace the text of your message ID in the current room (the UI: or \
-               conversation; Alt+I shows ids)",
+        help: "replace the text of your message ID in the current room or DM (in the UI, \
+               Alt+I shows ids)",
         contexts: CHAT,
     },
     Spec {
@@ -544,7 +544,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/delete",
         aliases: &["/del"],
         usage: "ID",
-        help: "delete your message ID in the current room or conversation (operators: anyone's)",
+        help: "delete your message ID in the current room or DM (operators: anyone's)",
         contexts: CHAT,
     },
     Spec {
@@ -552,7 +552,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/react",
         aliases: &[],
         usage: "ID EMOJI",
-        help: "react to message ID in the current room or conversation with an emoji",
+        help: "react to message ID in the current room or DM with an emoji",
         contexts: CHAT,
     },
     Spec {
@@ -568,8 +568,8 @@ pub const COMMANDS: &[Spec] = &[
         word: "/typing",
         aliases: &[],
         usage: "",
-        help: "tell the current room you are typing (at most once every 3 s; the UI tells \
-               it as you type)",
+        help: "tell the current room or DM you are typing (at most once every 3 s; the UI \
+               tells it as you type)",
         contexts: CHAT_LINE,
     },
     Spec {
@@ -1165,10 +1165,12 @@ fn parse_mod(name: Name, args: &str) -> Result<Command, CommandError> {
         Name::Sessions => {}
         Name::Kill => {
             let Some(id) = words.next() else { return usage };
-            if m.room.is_some() || id.parse::<u64>().is_err() {
+            // `ID`, or `ID@NODE` in a cluster (as /sessions lists them).
+            let (number, node) = id.split_once('@').unwrap_or((id, "x"));
+            if m.room.is_some() || number.parse::<u64>().is_err() || node.is_empty() {
                 return Err(CommandError::Invalid {
                     name,
-                    problem: "takes a session id (a number /sessions lists)",
+                    problem: "takes a session id (a number /sessions lists, NUMBER@NODE in a cluster)",
                 });
             }
             m.target = Some(id.to_owned());
@@ -1761,11 +1763,23 @@ mod tests {
             ),
             (
                 "/kill bob",
-                "/kill takes a session id (a number /sessions lists): usage: /kill SESSION [REASON]",
+                "/kill takes a session id (a number /sessions lists, NUMBER@NODE in a cluster): usage: /kill SESSION [REASON]",
+            ),
+            (
+                "/kill 7@",
+                "/kill takes a session id (a number /sessions lists, NUMBER@NODE in a cluster): usage: /kill SESSION [REASON]",
             ),
         ] {
             assert_eq!(line(l).expect_err(l).to_string(), want, "{l}");
         }
+        // A session of another node of a cluster: `NUMBER@NODE`, the node as /sessions says.
+        let Ok(Command::Mod(k)) = line("/kill 7@host-12-ab0 spam") else {
+            panic!("a kill with a node");
+        };
+        assert_eq!(
+            (k.target.as_deref(), k.text.as_deref()),
+            (Some("7@host-12-ab0"), Some("spam"))
+        );
         // The UI parses them alike (issue 19: they used to be line mode only).
         assert_eq!(chat("/kick #r bob spam"), line("/kick #r bob spam"));
         assert!(help(Context::ChatLine).contains("/ban [#ROOM|*]"));
@@ -1867,8 +1881,14 @@ mod tests {
         );
         let err = parse("/buffer 2", Context::ChatLine).expect_err("buffer in line mode");
         assert_eq!(err.to_string(), "/buffer works in the terminal UI only");
-        let err = parse("/query bob", Context::ChatLine).expect_err("query in line mode");
-        assert_eq!(err.to_string(), "/query works in the terminal UI only");
+        // Line mode has one stream, but a current conversation: /query makes a DM current.
+        assert_eq!(
+            parse("/query bob", Context::ChatLine),
+            Ok(Command::Query {
+                nick: "bob".into(),
+                text: None
+            })
+        );
     }
 
     #[test]

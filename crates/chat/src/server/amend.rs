@@ -23,7 +23,8 @@
 //!
 //! Forwarded to the room's members (or the DM's other party) and never stored: at most one
 //! per user and conversation every [`TYPING_INTERVAL_MS`], the rest dropped and counted
-//! ([`super::ServerStats::typing_dropped`]). In a cluster they go over the bus to the other
+//! ([`super::ServerStats::typing_dropped`]; those of a member who may not speak there,
+//! [`super::ServerStats::typing_refused`]). In a cluster they go over the bus to the other
 //! nodes' sessions.
 
 use std::collections::HashMap;
@@ -302,7 +303,13 @@ impl Server {
     ) {
         let (code, m) = match outcome {
             Some(Outcome::Amended(record)) => {
-                self.stats.amends += 1;
+                match record.kind {
+                    kind::EDIT => self.stats.edits += 1,
+                    kind::DELETE => self.stats.deletes += 1,
+                    kind::REACT => self.stats.reactions += 1,
+                    kind::UNREACT => self.stats.unreactions += 1,
+                    _ => {}
+                }
                 if self.cluster.is_some() {
                     self.publish_msg(&record);
                 }
@@ -403,7 +410,7 @@ impl Server {
             Err((code, m)) => return self.fail(session, None, code, m),
         };
         if dm.is_none() && self.may_speak(&conv, &key).is_err() {
-            self.stats.typing_dropped += 1;
+            self.stats.typing_refused += 1;
             return;
         }
         if !self.typing.take(now_ms, key, &conv) {

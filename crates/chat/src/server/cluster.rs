@@ -97,7 +97,7 @@ pub(crate) struct State {
     /// When this node next beats.
     pub(crate) next_beat: i64,
     /// The other nodes, by when each was last heard from.
-    nodes: HashMap<String, i64>,
+    pub(super) nodes: HashMap<String, i64>,
     /// The busiest rooms of each other node and their members there, from its last beat.
     room_counts: HashMap<String, Vec<(String, u64)>>,
     /// Conversations whose sync failed (the store could not say): tried again at the next
@@ -109,6 +109,8 @@ pub(crate) struct State {
     /// with the changes applied here since the read was asked for: applied again on top of
     /// what the read returns (see [`Server::moderation_loaded`]).
     pub(crate) mod_backlog: HashMap<String, Vec<ModChange>>,
+    /// Server operators' requests waiting for other nodes' answers.
+    pub(super) asks: super::opers::Asks,
 }
 
 /// The two keys of a DM conversation name.
@@ -130,9 +132,12 @@ impl Server {
             retry: BTreeSet::new(),
             dropped: 0,
             mod_backlog: HashMap::new(),
+            asks: Default::default(),
         });
+        let me = self.node().unwrap_or_default();
         self.follow(Subject::Nodes);
         self.follow(Subject::Nicks);
+        self.follow(Subject::Node(me));
     }
 
     /// This node's name and the other nodes it hears from (`None`: not a cluster).
@@ -659,11 +664,15 @@ impl Server {
             Bus::Bye { node } if node != me => {
                 self.drop_node(now_ms, &node, "server shutting down");
             }
+            m @ (Bus::ListSessions { .. }
+            | Bus::SessionList { .. }
+            | Bus::KillSession { .. }
+            | Bus::Killed { .. }) => self.opers_bus(now_ms, me, m),
             _ => {}
         }
     }
 
-    fn heard(&mut self, now_ms: i64, node: &str) {
+    pub(super) fn heard(&mut self, now_ms: i64, node: &str) {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };

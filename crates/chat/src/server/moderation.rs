@@ -31,7 +31,7 @@
 
 use super::*;
 use crate::bus::{Bus, ModChange};
-use crate::wire::{BanReq, ModEvent, RoomNick, SessionInfo};
+use crate::wire::{BanReq, ModEvent, RoomNick};
 use chirp_store::ModEntry;
 
 /// [`Record::kind`] of a stored moderation event.
@@ -695,8 +695,12 @@ impl Server {
                 change,
                 key: k,
             } => self.mode(now_ms, key, &room, &change, k),
-            ClientMsg::Sessions => self.list_sessions(session, &key),
-            ClientMsg::Kill { session: s, reason } => self.kill(key, s, reason),
+            ClientMsg::Sessions => self.list_sessions(now_ms, session, &key),
+            ClientMsg::Kill {
+                session: s,
+                reason,
+                node,
+            } => self.kill(now_ms, session, key, s, node, reason),
             _ => Ok(()),
         };
         if let Err((code, message)) = result {
@@ -1029,8 +1033,10 @@ impl Server {
         Ok(())
     }
 
+    /// `sessions`: this server's, and in a cluster every node's (see [`super::opers`]).
     fn list_sessions(
         &mut self,
+        now_ms: i64,
         session: SessionId,
         key: &Key,
     ) -> Result<(), (&'static str, String)> {
@@ -1040,26 +1046,17 @@ impl Server {
                 "only server operators list sessions".into(),
             ));
         }
-        let mut sessions: Vec<SessionInfo> = self
-            .sessions
-            .iter()
-            .map(|(&id, s)| SessionInfo {
-                id,
-                nick: self.nick_of.get(&s.key).cloned().unwrap_or_default(),
-                fingerprint: fingerprint(&s.key),
-                addr: s.addr(),
-            })
-            .collect();
-        sessions.sort_by_key(|s| s.id);
-        sessions.truncate(self.config.max_names);
-        self.send(session, &ServerMsg::Sessions { sessions });
-        Ok(())
+        self.sessions_request(now_ms, session)
     }
 
+    /// `kill` of session `target` (of node `node`, in a cluster; `None`: here).
     fn kill(
         &mut self,
+        now_ms: i64,
+        session: SessionId,
         key: Key,
-        session: u64,
+        target: u64,
+        node: Option<String>,
         reason: Option<String>,
     ) -> Result<(), (&'static str, String)> {
         if !self.is_oper(&key) {
@@ -1069,17 +1066,8 @@ impl Server {
             ));
         }
         let reason = check_reason(reason)?;
-        if !self.sessions.contains_key(&session) {
-            return Err((code::NO_SUCH_NICK, format!("no session {session} here")));
-        }
         let by = self.nick_of.get(&key).cloned().unwrap_or_default();
-        let m = match reason {
-            Some(r) => format!("disconnected by server operator {by}: {r}"),
-            None => format!("disconnected by server operator {by}"),
-        };
-        self.fail(session, None, code::KILLED, m);
-        self.close_session(session, "disconnected by an operator", false);
-        Ok(())
+        self.kill_request(now_ms, session, by, target, node, reason)
     }
 
     /// Applies an action here, stores it with its room event, and tells the other nodes.

@@ -1275,3 +1275,138 @@ fn a_read_marker_moved_on_one_node_reaches_the_users_sessions_on_every_node() {
         "{got:?}"
     );
 }
+
+/// A `sessions` answer as `(node, id, nick)` of each session, and the silent nodes.
+type Listed = (Vec<(String, u64, String)>, Vec<String>);
+
+/// The sessions list (`sessions`, decoded) session `id` of `node` was last sent.
+fn last_sessions(net: &Net, node: usize, id: SessionId) -> Option<Listed> {
+    net.inbox
+        .get(&(node, id))?
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMsg::Sessions { sessions, silent } => Some((
+                sessions
+                    .iter()
+                    .map(|s| (s.node.clone().unwrap_or_default(), s.id, s.nick.clone()))
+                    .collect(),
+                silent.clone(),
+            )),
+            _ => None,
+        })
+}
+
+/// Issue 19: a server operator lists the sessions of every node and disconnects one on
+/// another node; a node that does not answer in time is named; a non-operator is refused.
+#[test]
+fn an_operator_lists_and_kills_sessions_across_nodes() {
+    let oper: chirp_keys::Fingerprint = super::fingerprint(&key(9)).parse().expect("fp");
+    let mut net = Net::with(
+        3,
+        ServerConfig {
+            opers: vec![oper],
+            ..ServerConfig::default()
+        },
+    );
+    // Session 1 on node 0 and session 1 on node 1: ids are each node's own.
+    net.hello(0, 1, key(1), "alice", &["#r"]);
+    net.hello(1, 1, key(2), "bob", &["#r"]);
+    net.hello(2, 3, key(3), "carol", &[]);
+    net.hello(0, 9, key(9), "root", &[]);
+    // The nodes hear of each other.
+    net.tick(1000);
+    assert_eq!(net.nodes[0].cluster_peers(), Some(("n0", 2)));
+
+    // alice is no server operator: refused, and nothing is asked of the other nodes.
+    let kill = |session, node: Option<&str>, reason: Option<&str>| ClientMsg::Kill {
+        session,
+        reason: reason.map(str::to_owned),
+        node: node.map(str::to_owned),
+    };
+    net.nodes[0].message(net.now, 1, &ClientMsg::Sessions.encode());
+    net.run();
+    assert_eq!(
+        net.last_error(0, 1).map(|e| e.0),
+        Some(code::FORBIDDEN.to_owned())
+    );
+    assert_eq!(last_sessions(&net, 0, 1), None);
+    net.nodes[0].message(net.now, 1, &kill(1, Some("n1"), None).encode());
+    net.run();
+    assert_eq!(
+        net.last_error(0, 1).map(|e| e.0),
+        Some(code::FORBIDDEN.to_owned())
+    );
+    assert_eq!(net.nodes[1].stats().sessions, 1, "bob is still connected");
+
+    // root lists every node's sessions, each named by its node, once all have answered.
+    net.nodes[0].message(net.now, 9, &ClientMsg::Sessions.encode());
+    net.run();
+    let want = vec![
+        ("n0".to_owned(), 1, "alice".to_owned()),
+        ("n0".to_owned(), 9, "root".to_owned()),
+        ("n1".to_owned(), 1, "bob".to_owned()),
+        ("n2".to_owned(), 3, "carol".to_owned()),
+    ];
+    assert_eq!(last_sessions(&net, 0, 9), Some((want.clone(), vec![])));
+
+    // root disconnects bob on node 1 (not alice, session 1 of node 0).
+    net.nodes[0].message(net.now, 9, &kill(1, Some("n1"), Some("spam")).encode());
+    net.run();
+    let (c, m) = net.last_error(1, 1).expect("bob is told");
+    assert_eq!(c, code::KILLED);
+    assert_eq!(m, "disconnected by server operator root: spam");
+    assert_eq!(net.nodes[1].stats().sessions, 0);
+    assert_eq!(net.nodes[0].stats().sessions, 2, "alice and root stay");
+    assert_eq!(net.last_error(0, 9), None, "done: no error");
+    // A session node 1 does not have is an error for root.
+    net.nodes[0].message(net.now, 9, &kill(77, Some("n1"), None).encode());
+    net.run();
+    assert_eq!(
+        net.last_error(0, 9),
+        Some((
+            code::NO_SUCH_NICK.to_owned(),
+            "no session 77 on node n1".to_owned()
+        ))
+    );
+    // So is a node the cluster does not have.
+    net.nodes[0].message(net.now, 9, &kill(3, Some("n7"), None).encode());
+    net.run();
+    assert!(
+        net.last_error(0, 9)
+            .is_some_and(|(c, m)| c == code::NO_SUCH_NICK && m.contains("no node n7")),
+        "{:?}",
+        net.last_error(0, 9)
+    );
+
+    // Node 2 stops answering (not yet timed out as a node): the list waits for it, then
+    // comes without it, naming it; a kill there says it did not answer.
+    net.dead[2] = true;
+    net.nodes[0].message(net.now, 9, &ClientMsg::Sessions.encode());
+    net.nodes[0].message(net.now, 9, &kill(3, Some("n2"), None).encode());
+    net.run();
+    let answers = |net: &Net| {
+        net.inbox[&(0, 9)]
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Sessions { .. }))
+            .count()
+    };
+    assert_eq!(answers(&net), 1, "still waiting for n2");
+    net.tick(wire::CLUSTER_ASK_MS - 1);
+    assert_eq!(answers(&net), 1, "still waiting for n2");
+    net.tick(1);
+    assert_eq!(answers(&net), 2);
+    let want = vec![
+        ("n0".to_owned(), 1, "alice".to_owned()),
+        ("n0".to_owned(), 9, "root".to_owned()),
+    ];
+    assert_eq!(
+        last_sessions(&net, 0, 9),
+        Some((want, vec!["n2".to_owned()]))
+    );
+    assert_eq!(
+        net.last_error(0, 9).map(|e| e.0),
+        Some(code::NOT_ANSWERING.to_owned())
+    );
+    assert_eq!(net.nodes[0].poll_timeout().map(|t| t > net.now), Some(true));
+}

@@ -668,6 +668,7 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
         ClientMsg::Kill {
             session: 2,
             reason: None,
+            node: None,
         },
     );
     assert_eq!(h.codes(1), vec![code::FORBIDDEN]);
@@ -675,7 +676,10 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
     // The operator lists the sessions.
     h.send(9, ClientMsg::Sessions);
     let listed = h.take(9).into_iter().find_map(|m| match m {
-        ServerMsg::Sessions { sessions } => Some(sessions),
+        ServerMsg::Sessions { sessions, silent } => {
+            assert!(silent.is_empty(), "alone, no node to wait for");
+            Some(sessions)
+        }
         _ => None,
     });
     let listed = listed.expect("sessions");
@@ -685,6 +689,7 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
     );
     assert_eq!(listed[1].nick, "mallory");
     assert_eq!(listed[1].fingerprint, fingerprint(&key(2)));
+    assert_eq!(listed[1].node, None, "a server alone names no node");
     // ...bans mallory's key from the server: her session is told and closed...
     h.send(
         9,
@@ -716,6 +721,7 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
         ClientMsg::Kill {
             session: 1,
             reason: Some("bye".into()),
+            node: None,
         },
     );
     assert!(h.closed.contains(&1));
@@ -724,6 +730,7 @@ fn server_operators_ban_server_wide_list_sessions_and_disconnect() {
         ClientMsg::Kill {
             session: 77,
             reason: None,
+            node: None,
         },
     );
     assert_eq!(h.codes(9), vec![code::NO_SUCH_NICK]);
