@@ -5,6 +5,7 @@
 //! cargo build --release -p chirp --bin chirp -p chirp-bench --example bulk
 //! target/release/examples/bulk target/release/chirp [--mb 100] [--rate 100mbit] [--delay 20]
 //!     [--loss 0,0.01,0.05] [--runs 3] [--stacks chirp,quinn] [--max-secs 60] [--no-pacing]
+//!     [--max-datagram 1452]
 //! ```
 //!
 //! For each loss rate and run, a fresh `chirp impair --rate RATE --delay MS --loss P --seed N`
@@ -18,7 +19,8 @@
 //!   channel exists);
 //! - **quinn**: one unidirectional stream (`write_all` of 64,000-byte chunks, `finish`), its
 //!   default congestion controller (CUBIC) and MTU discovery (datagrams grow from 1,200 to
-//!   ~1,450 bytes; chirp's are 1,200).
+//!   ~1,450 bytes, as chirp's do with its own discovery; `--max-datagram 1200` keeps chirp's
+//!   at 1,200, as before it had any).
 //!
 //! Both get the same windows: 4 MiB of receive window (chirp's `receive_window`, quinn's
 //! stream and connection receive windows) and 4 MiB of send buffer, about 8 BDPs of the
@@ -95,6 +97,8 @@ struct Args {
     stacks: Vec<Stack>,
     pacing: bool,
     max_secs: u64,
+    /// chirp's path MTU discovery ceiling (`TransportConfig::max_datagram_size`).
+    max_datagram: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +140,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let chirp = it
         .next()
-        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn] [--max-secs S] [--no-pacing]")?;
+        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn] [--max-secs S] [--no-pacing] [--max-datagram BYTES]")?;
     let mut a = Args {
         chirp: PathBuf::from(chirp),
         mb: 100,
@@ -148,6 +152,7 @@ fn parse_args() -> anyhow::Result<Args> {
         stacks: vec![Stack::Chirp, Stack::Quinn],
         pacing: true,
         max_secs: 60,
+        max_datagram: TransportConfig::default().max_datagram_size,
     };
     while let Some(flag) = it.next() {
         if flag == "--no-pacing" {
@@ -161,6 +166,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--delay" => a.delay_ms = value.parse().context("--delay")?,
             "--runs" => a.runs = value.parse().context("--runs")?,
             "--max-secs" => a.max_secs = value.parse().context("--max-secs")?,
+            "--max-datagram" => a.max_datagram = value.parse().context("--max-datagram")?,
             "--loss" => {
                 a.losses = value
                     .split(',')
@@ -236,12 +242,13 @@ impl Drop for Impair {
 }
 
 /// chirp's transport settings for a bulk transfer: windows as [`WINDOW`].
-fn chirp_config(pacing: bool) -> EndpointConfig {
+fn chirp_config(a: &Args) -> EndpointConfig {
     EndpointConfig {
         transport: TransportConfig {
             receive_window: WINDOW,
             send_buffer: WINDOW as usize,
-            pacing,
+            pacing: a.pacing,
+            max_datagram_size: a.max_datagram,
             ..TransportConfig::default()
         },
         ..EndpointConfig::default()
@@ -280,11 +287,11 @@ async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
     let total = a.mb * 1_000_000;
     let rx_socket = chirp_transport::bind((Ipv4Addr::LOCALHOST, 0).into())?;
     let (rx, mut rx_events, _rx_task) =
-        chirp_transport::spawn_on_thread(rx_socket, chirp_config(a.pacing), "bulk-receiver")?;
+        chirp_transport::spawn_on_thread(rx_socket, chirp_config(a), "bulk-receiver")?;
     let impair = Impair::start(a, rx.local_addr(), loss, seed)?;
     let tx_socket = chirp_transport::bind((Ipv4Addr::LOCALHOST, 0).into())?;
     let (tx, mut tx_events, _tx_task) =
-        chirp_transport::spawn_on_thread(tx_socket, chirp_config(a.pacing), "bulk-sender")?;
+        chirp_transport::spawn_on_thread(tx_socket, chirp_config(a), "bulk-sender")?;
     let conn = tx
         .connect(impair.listen)
         .await?
@@ -407,12 +414,13 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let link = a.rate_bytes;
     println!(
-        "# {} MB through chirp impair --rate {} --delay {} (each way), {} runs, pacing {}",
+        "# {} MB through chirp impair --rate {} --delay {} (each way), {} runs, pacing {}, chirp's datagrams up to {} B",
         a.mb,
         a.rate,
         a.delay_ms,
         a.runs,
-        if a.pacing { "on" } else { "off" }
+        if a.pacing { "on" } else { "off" },
+        a.max_datagram
     );
     println!("loss\trun\tstack\tseconds\tMB/s\tof link");
     // Per loss: per stack, each run's fraction of the link.
