@@ -1156,6 +1156,11 @@ impl Connection {
         self.sent.len()
     }
 
+    /// The largest datagram sent now (path MTU discovery).
+    pub(crate) fn max_datagram(&self) -> usize {
+        self.pmtud.current()
+    }
+
     pub(crate) fn stats(&self) -> ConnectionStats {
         ConnectionStats {
             srtt: self.rtt.smoothed(),
@@ -1165,8 +1170,6 @@ impl Connection {
             cwnd: self.cc.window(),
             bytes_in_flight: self.bytes_in_flight,
             loss_estimate: self.loss_rate(),
-            max_datagram: self.pmtud.current() as u64,
-            mtu_black_holes: self.pmtud.black_holes,
             // The stream's count, which `Acked` reports as events are polled; after the close
             // (which frees the stream) the total reported.
             messages_acked: self.send.acked_messages().max(self.acked_reported),
@@ -2556,7 +2559,7 @@ impl Connection {
                     self.pacer.set_max_datagram(size);
                 }
             } else {
-                self.pmtud.on_large_acked(pn, p.size as usize);
+                self.pmtud.on_large_acked(p.size as usize);
             }
             self.stats.packets_acked += 1;
             self.bytes_in_flight -= p.size;
@@ -2653,7 +2656,7 @@ impl Connection {
             }
         }
         let mut newest_lost: Option<Instant> = None;
-        let mut largest_large_lost = None;
+        let mut large_lost = false;
         let mut declared = Vec::with_capacity(lost.len());
         for (pn, overtaken, by_time) in lost {
             let Some(p) = self.sent.remove(&pn) else {
@@ -2663,13 +2666,10 @@ impl Connection {
                 // Too large for the path, perhaps: no congestion signal, nothing to resend.
                 trace!(pn, size = p.size, "path MTU probe lost");
                 self.bytes_in_flight -= p.size;
-                self.stats.mtu_probes_lost += 1;
                 self.pmtud.on_probe_lost(now, pn);
                 continue;
             }
-            if p.size > pmtud::BASE as u64 {
-                largest_large_lost = Some(pn);
-            }
+            large_lost |= p.size > pmtud::BASE as u64;
             trace!(pn, "lost");
             if self.tracing() {
                 let trigger = if by_time {
@@ -2730,7 +2730,7 @@ impl Connection {
                 },
             ));
         }
-        if self.pmtud.on_loss(now, largest_large_lost) {
+        if self.pmtud.on_loss(now, large_lost) {
             debug!("large datagrams lost while small ones arrive: path MTU back to the base");
             self.mtu_fell_back();
         }
@@ -3476,7 +3476,6 @@ impl Connection {
         sp.ack_eliciting = true;
         sp.mtu_probe = true;
         self.pmtud.on_probe_sent(self.next_pn - 1);
-        self.stats.mtu_probes_sent += 1;
         self.finish(now, b, sp, false, buf);
         true
     }

@@ -17,11 +17,11 @@
 //! **Black holes.** A path that stops carrying the size in use (a route change, a tunnel)
 //! shows it one of two ways: nothing at all is acknowledged, and probe timeouts follow one
 //! another ([`BLACK_HOLE_PTOS`] in a row); or small packets are acknowledged while the large
-//! ones sent before them are lost, [`BLACK_HOLE_LOSSES`] loss detections in a row with no
-//! large packet acknowledged in between. Either drops the size back to [`BASE`], and a new
-//! search starts [`BLACK_HOLE_RETRY`] later. Random loss does neither: a loss is only
-//! suspicious when no large packet sent at the same time or later got through, and the first
-//! acknowledged large packet clears the count.
+//! ones are lost, [`BLACK_HOLE_LOSSES`] loss detections in a row that lose a large packet with
+//! no large packet acknowledged in between. Either drops the size back to [`BASE`], and a new
+//! search starts [`BLACK_HOLE_RETRY`] later. Random loss does neither: large packets keep
+//! arriving between the losses, and each one acknowledged clears the count (acknowledgements
+//! are taken before the loss detection they trigger).
 //!
 //! All of it is event-driven: a handful of integers updated per acknowledgement, loss or
 //! probe timeout, and one deadline ([`Pmtud::deadline`]) in the connection's timers.
@@ -53,49 +53,51 @@ pub const BLACK_HOLE_PTOS: u32 = 2;
 /// Loss detections in a row that lost a large packet while no large packet was acknowledged.
 pub const BLACK_HOLE_LOSSES: u32 = 3;
 
+/// A search under way, or the wait for the next one: boxed, so that a connection that has
+/// settled at the ceiling (the common case) holds none of it (an idle connection must stay
+/// small).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    /// Probing `size`; `in_flight` is the probe's packet number while one is out.
-    Searching {
-        /// The largest size known to work (acknowledged).
-        low: usize,
-        /// The smallest size known not to work, or one past the ceiling.
-        high: usize,
-        size: usize,
-        in_flight: Option<u64>,
-        lost: u8,
-    },
-    /// Not searching; the next search starts at `next` (`None`: never, the ceiling is
-    /// reached or discovery is off).
-    Idle { next: Option<Instant> },
+struct Search {
+    /// The largest size known to work (acknowledged).
+    low: u16,
+    /// The smallest size known not to work, or one past the ceiling.
+    high: u16,
+    /// The size probed now.
+    size: u16,
+    /// Probes of `size` lost so far.
+    lost: u8,
+    /// The probe's packet number while one is out.
+    in_flight: Option<u64>,
+    /// Not searching now: the search starts (again) at this instant.
+    next: Option<Instant>,
 }
 
-/// One connection's path MTU discovery.
+/// One connection's path MTU discovery: 16 bytes when idle.
 #[derive(Debug, Clone)]
 pub(crate) struct Pmtud {
-    ceiling: usize,
-    current: usize,
-    phase: Phase,
-    /// The largest packet number of a packet larger than [`BASE`] acknowledged.
-    largest_large_acked: Option<u64>,
-    /// Loss detections in a row that lost a large packet sent after `largest_large_acked`.
-    suspicious: u32,
-    /// Times the size fell back to [`BASE`] (a statistic).
-    pub(crate) black_holes: u64,
+    /// `None`: no search under way or planned (the ceiling is reached, or discovery is off).
+    search: Option<Box<Search>>,
+    current: u16,
+    ceiling: u16,
+    /// Loss detections in a row that lost a packet larger than [`BASE`], with none larger than
+    /// [`BASE`] acknowledged in between.
+    suspicious: u8,
+}
+
+/// Sizes are at most [`MAX_CEILING`], which fits.
+fn narrow(size: usize) -> u16 {
+    u16::try_from(size.min(MAX_CEILING)).unwrap_or(u16::MAX)
 }
 
 impl Pmtud {
     /// Discovery up to `ceiling` bytes (clamped to `BASE..=MAX_CEILING`); a ceiling of
     /// [`BASE`] turns it off.
     pub(crate) fn new(ceiling: usize) -> Self {
-        let ceiling = ceiling.clamp(BASE, MAX_CEILING);
         let mut p = Self {
-            ceiling,
-            current: BASE,
-            phase: Phase::Idle { next: None },
-            largest_large_acked: None,
+            search: None,
+            current: narrow(BASE),
+            ceiling: narrow(ceiling.clamp(BASE, MAX_CEILING)),
             suspicious: 0,
-            black_holes: 0,
         };
         p.search();
         p
@@ -103,15 +105,12 @@ impl Pmtud {
 
     /// The largest datagram to send now.
     pub(crate) fn current(&self) -> usize {
-        self.current
+        usize::from(self.current)
     }
 
     /// When [`Self::on_timeout`] has work: the next search.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Idle { next } => next,
-            Phase::Searching { .. } => None,
-        }
+        self.search.as_ref().and_then(|s| s.next)
     }
 
     pub(crate) fn on_timeout(&mut self, now: Instant) {
@@ -122,117 +121,108 @@ impl Pmtud {
 
     /// Starts a search from the current size: the ceiling first, as the likeliest answer.
     fn search(&mut self) {
-        self.phase = if self.current < self.ceiling {
-            Phase::Searching {
+        self.search = (self.current < self.ceiling).then(|| {
+            Box::new(Search {
                 low: self.current,
-                high: self.ceiling + 1,
+                high: self.ceiling.saturating_add(1),
                 size: self.ceiling,
-                in_flight: None,
                 lost: 0,
-            }
-        } else {
-            Phase::Idle { next: None }
-        };
+                in_flight: None,
+                next: None,
+            })
+        });
     }
 
-    /// The size of the probe to send now, if one is due (none is out).
+    /// The size of the probe to send now, if one is due (none is out, none is waited for).
     pub(crate) fn probe_due(&self) -> Option<usize> {
-        match self.phase {
-            Phase::Searching {
-                size,
-                in_flight: None,
-                ..
-            } => Some(size),
-            _ => None,
-        }
+        let s = self.search.as_deref()?;
+        (s.next.is_none() && s.in_flight.is_none()).then_some(usize::from(s.size))
     }
 
     /// The probe asked for by [`Self::probe_due`] went out as packet `pn`.
     pub(crate) fn on_probe_sent(&mut self, pn: u64) {
-        if let Phase::Searching { in_flight, .. } = &mut self.phase {
-            *in_flight = Some(pn);
+        if let Some(s) = self.search.as_deref_mut() {
+            s.in_flight = Some(pn);
         }
+    }
+
+    /// The probe in flight, if `pn` is it.
+    fn probe(&mut self, pn: u64) -> Option<&mut Search> {
+        self.search
+            .as_deref_mut()
+            .filter(|s| s.next.is_none() && s.in_flight == Some(pn))
     }
 
     /// Packet `pn`, a probe of `size` bytes, was acknowledged: returns the new current size if
     /// it grew.
     pub(crate) fn on_probe_acked(&mut self, now: Instant, pn: u64, size: usize) -> Option<usize> {
-        self.on_large_acked(pn, size);
-        let Phase::Searching {
-            high, in_flight, ..
-        } = self.phase
-        else {
-            return None;
-        };
-        if in_flight != Some(pn) {
-            return None;
-        }
+        self.on_large_acked(size);
+        let high = self.probe(pn)?.high;
+        let size = narrow(size);
         let grew = size > self.current;
         self.current = self.current.max(size);
         self.next_size(now, self.current, high);
-        grew.then_some(self.current)
+        grew.then_some(self.current())
     }
 
     /// Packet `pn`, a probe, was declared lost.
     pub(crate) fn on_probe_lost(&mut self, now: Instant, pn: u64) {
-        let Phase::Searching {
-            low,
-            size,
-            in_flight,
-            lost,
-            ..
-        } = &mut self.phase
-        else {
+        let Some(s) = self.probe(pn) else {
             return;
         };
-        if *in_flight != Some(pn) {
-            return;
-        }
-        *in_flight = None;
-        *lost += 1;
-        if *lost >= MAX_PROBES {
-            let (low, size) = (*low, *size);
+        s.in_flight = None;
+        s.lost += 1;
+        if s.lost >= MAX_PROBES {
+            let (low, size) = (s.low, s.size);
             self.next_size(now, low, size);
         }
     }
 
     /// The search knows `low` works and `high` does not: probe between, or stop.
-    fn next_size(&mut self, now: Instant, low: usize, high: usize) {
-        if high - low <= SEARCH_GRANULARITY || low >= self.ceiling {
-            let next = (self.current < self.ceiling).then(|| now + RAISE_INTERVAL);
-            self.phase = Phase::Idle { next };
+    fn next_size(&mut self, now: Instant, low: u16, high: u16) {
+        if usize::from(high - low) <= SEARCH_GRANULARITY || low >= self.ceiling {
+            // Below the ceiling, the path may grow: search again later.
+            self.search = (self.current < self.ceiling).then(|| {
+                Box::new(Search {
+                    low: 0,
+                    high: 0,
+                    size: 0,
+                    lost: 0,
+                    in_flight: None,
+                    next: Some(now + RAISE_INTERVAL),
+                })
+            });
             return;
         }
-        self.phase = Phase::Searching {
-            low,
-            high,
-            size: low + (high - low) / 2,
-            in_flight: None,
-            lost: 0,
-        };
+        if let Some(s) = self.search.as_deref_mut() {
+            *s = Search {
+                low,
+                high,
+                size: low + (high - low) / 2,
+                lost: 0,
+                in_flight: None,
+                next: None,
+            };
+        }
     }
 
     /// A packet of `size` bytes (not necessarily a probe) was acknowledged.
-    pub(crate) fn on_large_acked(&mut self, pn: u64, size: usize) {
+    pub(crate) fn on_large_acked(&mut self, size: usize) {
         if size > BASE {
-            self.largest_large_acked = Some(self.largest_large_acked.map_or(pn, |l| l.max(pn)));
             self.suspicious = 0;
         }
     }
 
-    /// One loss detection declared lost packets that were not probes; `largest_large` is the
-    /// largest packet number among those larger than [`BASE`]. Returns whether the size fell
-    /// back to [`BASE`].
-    pub(crate) fn on_loss(&mut self, now: Instant, largest_large: Option<u64>) -> bool {
-        let Some(pn) = largest_large else {
-            return false;
-        };
-        if self.largest_large_acked.is_some_and(|a| a > pn) {
-            // A large packet sent later got through: this loss is not the path's size.
+    /// One loss detection declared lost packets that were not probes, `large` of them larger
+    /// than [`BASE`]. Returns whether the size fell back to [`BASE`]. (Acknowledgements are
+    /// processed before the loss detection they trigger, so random loss, where later large
+    /// packets keep arriving, keeps the count at one at most.)
+    pub(crate) fn on_loss(&mut self, now: Instant, large: bool) -> bool {
+        if !large {
             return false;
         }
-        self.suspicious += 1;
-        self.suspicious >= BLACK_HOLE_LOSSES && self.black_hole(now)
+        self.suspicious = self.suspicious.saturating_add(1);
+        u32::from(self.suspicious) >= BLACK_HOLE_LOSSES && self.black_hole(now)
     }
 
     /// The `pto_count`-th probe timeout in a row fired. Returns whether the size fell back.
@@ -243,22 +233,24 @@ impl Pmtud {
     /// Back to [`BASE`] if above it; the search starts again after [`BLACK_HOLE_RETRY`].
     fn black_hole(&mut self, now: Instant) -> bool {
         self.suspicious = 0;
-        if self.current <= BASE {
+        if self.current() <= BASE {
             return false;
         }
-        self.current = BASE;
-        self.largest_large_acked = None;
-        self.black_holes += 1;
-        self.phase = Phase::Idle {
+        self.current = narrow(BASE);
+        self.search = Some(Box::new(Search {
+            low: 0,
+            high: 0,
+            size: 0,
+            lost: 0,
+            in_flight: None,
             next: Some(now + BLACK_HOLE_RETRY),
-        };
+        }));
         true
     }
 
     /// The peer moved to a new path: back to [`BASE`], and search it from there.
     pub(crate) fn on_new_path(&mut self) {
-        self.current = BASE;
-        self.largest_large_acked = None;
+        self.current = narrow(BASE);
         self.suspicious = 0;
         self.search();
     }
@@ -364,35 +356,45 @@ mod tests {
         assert!(!p.on_pto(now, 1));
         assert!(p.on_pto(now, 2));
         assert_eq!(p.current(), BASE);
-        assert_eq!(p.black_holes, 1);
         assert_eq!(p.deadline(), Some(now + BLACK_HOLE_RETRY));
+        assert_eq!(p.probe_due(), None, "no probe before the retry");
         assert!(!p.on_pto(now, 3), "already at the base");
         p.on_timeout(now + BLACK_HOLE_RETRY);
         assert_eq!(p.probe_due(), Some(DEFAULT_CEILING));
     }
 
     #[test]
-    fn losses_fall_back_only_when_no_later_large_packet_got_through() {
+    fn losses_fall_back_only_when_no_large_packet_gets_through() {
         let now = t0();
         let mut p = Pmtud::new(DEFAULT_CEILING);
         p.on_probe_sent(1);
         p.on_probe_acked(now, 1, DEFAULT_CEILING);
-        // Random loss: large packets acknowledged after the ones lost.
-        for i in 0..10 {
-            p.on_large_acked(100 + 10 * i, 1_452);
-            assert!(!p.on_loss(now, Some(95 + 10 * i)));
+        // Random loss: large packets acknowledged between the losses.
+        for _ in 0..10 {
+            p.on_large_acked(1_452);
+            assert!(!p.on_loss(now, true));
         }
-        // Losses of small packets only say nothing.
-        assert!(!p.on_loss(now, None));
+        // Losses of small packets only say nothing; small packets acknowledged clear nothing.
+        assert!(!p.on_loss(now, false));
+        p.on_large_acked(BASE);
         // A black hole: only small packets get through.
-        assert!(!p.on_loss(now, Some(200)));
-        assert!(!p.on_loss(now, Some(210)));
+        assert!(!p.on_loss(now, true));
         // An acknowledged large packet clears the count.
-        p.on_large_acked(220, 1_452);
-        assert!(!p.on_loss(now, Some(230)));
-        assert!(!p.on_loss(now, Some(240)));
-        assert!(p.on_loss(now, Some(250)));
+        p.on_large_acked(1_452);
+        assert!(!p.on_loss(now, true));
+        assert!(!p.on_loss(now, true));
+        assert!(p.on_loss(now, true));
         assert_eq!(p.current(), BASE);
+    }
+
+    #[test]
+    fn an_idle_settled_discovery_is_small() {
+        let now = t0();
+        let mut p = Pmtud::new(DEFAULT_CEILING);
+        p.on_probe_sent(1);
+        p.on_probe_acked(now, 1, DEFAULT_CEILING);
+        assert!(p.search.is_none(), "nothing on the heap once settled");
+        assert!(std::mem::size_of::<Pmtud>() <= 16);
     }
 
     #[test]

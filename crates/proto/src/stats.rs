@@ -95,15 +95,6 @@ pub struct ConnectionStats {
     pub bytes_in_flight: u64,
     /// Smoothed loss estimate used for redundancy, in [0, 1].
     pub loss_estimate: f64,
-    /// The largest datagram the connection sends now, bytes: 1,200 until path MTU discovery
-    /// raises it (PROTOCOL.md §6.9).
-    pub max_datagram: u64,
-    /// Path MTU probes sent.
-    pub mtu_probes_sent: u64,
-    /// Path MTU probes declared lost (not counted in `packets_lost`: no congestion signal).
-    pub mtu_probes_lost: u64,
-    /// Times the datagram size fell back to 1,200 because larger ones stopped arriving.
-    pub mtu_black_holes: u64,
 }
 
 impl ConnectionStats {
