@@ -19,8 +19,9 @@
 //!   channel exists);
 //! - **quinn**: one unidirectional stream (`write_all` of 64,000-byte chunks, `finish`), its
 //!   default congestion controller (CUBIC) and MTU discovery (datagrams grow from 1,200 to
-//!   ~1,450 bytes, as chirp's do with its own discovery; `--max-datagram 1200` keeps chirp's
-//!   at 1,200, as before it had any).
+//!   ~1,450 bytes; chirp's do the same with its own discovery, on here with quinn's ceiling of
+//!   1,452 though off by default in `TransportConfig`; `--max-datagram 1200` keeps chirp's at
+//!   1,200, as before it had any).
 //!
 //! Both get the same windows: 4 MiB of receive window (chirp's `receive_window`, quinn's
 //! stream and connection receive windows) and 4 MiB of send buffer, about 8 BDPs of the
@@ -61,6 +62,8 @@ struct Outcome {
     bytes: u64,
     elapsed: Duration,
     complete: bool,
+    /// The sender's mean datagram size, UDP payload bytes (filled in after `measure`).
+    datagram: Option<u64>,
 }
 
 /// Waits for `done` (the receiver read everything) up to `max`; counts what `got` says arrived
@@ -76,11 +79,13 @@ async fn measure(
             bytes: got.load(Ordering::Relaxed),
             elapsed: end? - start,
             complete: true,
+            datagram: None,
         }),
         Err(_) => Ok(Outcome {
             bytes: got.load(Ordering::Relaxed),
             elapsed: start.elapsed(),
             complete: false,
+            datagram: None,
         }),
     }
 }
@@ -152,7 +157,7 @@ fn parse_args() -> anyhow::Result<Args> {
         stacks: vec![Stack::Chirp, Stack::Quinn],
         pacing: true,
         max_secs: 60,
-        max_datagram: TransportConfig::default().max_datagram_size,
+        max_datagram: chirp_proto::pmtud::DEFAULT_CEILING,
     };
     while let Some(flag) = it.next() {
         if flag == "--no-pacing" {
@@ -325,11 +330,14 @@ async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         let tx = tx.clone();
         async move { chirp_send(&tx, &mut tx_events, conn, total).await }
     });
-    let outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
+    let mut outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
         receiver.await.context("receiver task")?
     })
     .await?;
     sender.abort();
+    if let Ok(Some(s)) = tx.stats(conn).await {
+        outcome.datagram = s.bytes_sent.checked_div(s.packets_sent);
+    }
     let _ = tx.abort(conn, 0, "done").await;
     drop(impair);
     Ok(outcome)
@@ -394,11 +402,13 @@ async fn quinn_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         stream.finish()?;
         Ok::<_, anyhow::Error>(stream)
     });
-    let outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
+    let mut outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
         receiver.await.context("receiver task")?
     })
     .await?;
     sender.abort();
+    let udp = conn.stats().udp_tx;
+    outcome.datagram = udp.bytes.checked_div(udp.datagrams);
     conn.close(0u32.into(), b"done");
     client.close(0u32.into(), b"done");
     server.close(0u32.into(), b"done");
@@ -422,7 +432,7 @@ fn main() -> anyhow::Result<()> {
         if a.pacing { "on" } else { "off" },
         a.max_datagram
     );
-    println!("loss\trun\tstack\tseconds\tMB/s\tof link");
+    println!("loss\trun\tstack\tseconds\tMB/s\tof link\tmean datagram");
     // Per loss: per stack, each run's fraction of the link.
     let mut table: Vec<(f64, Vec<Vec<f64>>)> = Vec::new();
     for (li, &loss) in a.losses.iter().enumerate() {
@@ -440,13 +450,15 @@ fn main() -> anyhow::Result<()> {
                     Ok(o) => {
                         let rate = o.bytes as f64 / o.elapsed.as_secs_f64();
                         println!(
-                            "{:.0} %\t{}\t{}\t{:.2}\t{:.2}\t{:.1} %{}",
+                            "{:.0} %\t{}\t{}\t{:.2}\t{:.2}\t{:.1} %\t{}{}",
                             loss * 100.0,
                             run + 1,
                             stack.name(),
                             o.elapsed.as_secs_f64(),
                             rate / 1e6,
                             100.0 * rate / link,
+                            o.datagram
+                                .map_or_else(|| "?".to_owned(), |d| format!("{d} B")),
                             if o.complete {
                                 String::new()
                             } else {

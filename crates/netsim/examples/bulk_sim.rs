@@ -17,7 +17,8 @@
 //! retransmissions, probes; what the bottleneck counts, as `chirp impair` does), and **link
 //! busy**, the UDP bytes the bottleneck delivered over what it could have in the time (start-up,
 //! recovery and the tail). `ACKs / packet` is B's datagrams per datagram of A. `--max-datagram`
-//! is the path MTU discovery ceiling (1200: off).
+//! is the path MTU discovery ceiling (default here 1452; 1200: off, `TransportConfig`'s
+//! default).
 
 #![allow(clippy::print_stdout)] // an example prints its results
 
@@ -40,6 +41,8 @@ struct Outcome {
     /// Goodput over the link rate.
     fraction: f64,
     stats: chirp_proto::ConnectionStats,
+    /// A's datagram size at the end (path MTU discovery).
+    datagram: usize,
     a_to_b: chirp_netsim::LinkStats,
     b_to_a: chirp_netsim::LinkStats,
     secs: f64,
@@ -108,6 +111,7 @@ fn run(
     Outcome {
         fraction,
         stats,
+        datagram: p.a.endpoint.max_datagram(ca).expect("live"),
         a_to_b: p.path.a_to_b.stats(),
         b_to_a: p.path.b_to_a.stats(),
         secs,
@@ -149,7 +153,7 @@ fn main() {
                 capacity += o.secs * rate as f64;
                 acks += o.b_to_a.sent;
                 datagrams += o.a_to_b.sent;
-                size = o.stats.max_datagram;
+                size = o.datagram;
             }
             let payload = (total / 64_000 * 64_000 * seeds) as f64;
             println!(

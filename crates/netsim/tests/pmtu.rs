@@ -8,7 +8,8 @@ use bytes::Bytes;
 use chirp_netsim::{LinkConfig, Pair};
 use chirp_proto::pmtud::{BASE, DEFAULT_CEILING, MAX_PROBES};
 use chirp_proto::{
-    ConnectionHandle, ConnectionStats, EndpointConfig, Event, SendError, WriteError,
+    ConnectionHandle, ConnectionStats, EndpointConfig, Event, SendError, TransportConfig,
+    WriteError,
 };
 
 /// One way of the path.
@@ -73,10 +74,34 @@ fn transfer(
     p.a.endpoint.stats(ca).expect("open")
 }
 
+/// Both sides with discovery up to [`DEFAULT_CEILING`] (off by default).
 fn pair(link: LinkConfig, seed: u64) -> (Pair, ConnectionHandle) {
-    let mut p = Pair::new(EndpointConfig::default(), link, seed);
+    let config = EndpointConfig {
+        transport: TransportConfig {
+            max_datagram_size: DEFAULT_CEILING,
+            ..TransportConfig::default()
+        },
+        ..EndpointConfig::default()
+    };
+    let mut p = Pair::new(config, link, seed);
     let (ca, _cb) = p.connect().expect("connects");
     (p, ca)
+}
+
+#[test]
+fn discovery_is_off_by_default() {
+    let mut p = Pair::new(EndpointConfig::default(), LinkConfig::ideal(ONE_WAY), 6);
+    let (ca, _cb) = p.connect().expect("connects");
+    p.capture = Some(Vec::new());
+    transfer(&mut p, ca, 20, |_, _, _| {});
+    assert_eq!(p.a.endpoint.max_datagram(ca), Some(BASE));
+    let sent = p.capture.take().expect("captured");
+    assert!(sent.len() > 1_000, "{} datagrams", sent.len());
+    assert_eq!(
+        sent.iter().map(|(_, _, d)| d.len()).max(),
+        Some(BASE),
+        "full datagrams, none larger"
+    );
 }
 
 #[test]

@@ -8,10 +8,11 @@ use crate::stream::MAX_MESSAGE_SIZE;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransportConfig {
     /// Largest datagram sent: the ceiling of path MTU discovery ([`crate::pmtud`]). A
-    /// connection starts at 1,200 bytes ([`crate::wire::MAX_DATAGRAM_SIZE`], which every path carries and
-    /// INITIALs are padded to) and probes up to this after the handshake. Default 1,452
-    /// (IPv4 over an Ethernet-sized path); 1,200 turns discovery off; clamped to
-    /// 1,200..=65,507.
+    /// connection starts at 1,200 bytes ([`crate::wire::MAX_DATAGRAM_SIZE`], which every path
+    /// carries and INITIALs are padded to) and, above that, probes up to this after the
+    /// handshake; clamped to 1,200..=65,507. Default 1,200: discovery off (behind a bottleneck
+    /// buffer of two 1,200-byte datagrams, 1,452-byte ones overflow it; PROTOCOL.md §6.9).
+    /// [`crate::pmtud::DEFAULT_CEILING`] (1,452) suits IPv4 over an Ethernet-sized path.
     pub max_datagram_size: usize,
     /// With no packet received for this long, the peer is declared dead. Default 30 s.
     pub idle_timeout: Duration,
@@ -58,7 +59,7 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            max_datagram_size: crate::pmtud::DEFAULT_CEILING,
+            max_datagram_size: crate::pmtud::BASE,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(15)),
             initial_rtt: Duration::from_millis(333),
