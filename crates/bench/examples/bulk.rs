@@ -5,6 +5,7 @@
 //! cargo build --release -p chirp --bin chirp -p chirp-bench --example bulk
 //! target/release/examples/bulk target/release/chirp [--mb 100] [--rate 100mbit] [--delay 20]
 //!     [--loss 0,0.01,0.05] [--runs 3] [--stacks chirp,quinn,tcp] [--max-secs 60] [--no-pacing]
+//!     [--max-datagram 1452]
 //! ```
 //!
 //! For each loss rate and run, a fresh `chirp impair --rate RATE --delay MS --loss P --seed N`
@@ -18,7 +19,9 @@
 //!   channel exists);
 //! - **quinn**: one unidirectional stream (`write_all` of 64,000-byte chunks, `finish`), its
 //!   default congestion controller (CUBIC) and MTU discovery (datagrams grow from 1,200 to
-//!   ~1,450 bytes; chirp's are 1,200);
+//!   ~1,450 bytes; chirp's do the same with its own discovery, on here with quinn's ceiling of
+//!   1,452 though off by default in `TransportConfig`; `--max-datagram 1200` keeps chirp's at
+//!   1,200, as before it had any);
 //! - **tcp** (a reference, when root with `ip` and `socat`): the kernel's TCP through the same
 //!   proxy, each IP packet one datagram of a UDP tunnel between two network namespaces
 //!   ([`chirp_bench::tcp_ref`]); 64,000-byte writes, the kernel's buffers and congestion
@@ -62,6 +65,8 @@ struct Outcome {
     bytes: u64,
     elapsed: Duration,
     complete: bool,
+    /// The sender's mean datagram size, UDP payload bytes (filled in after `measure`).
+    datagram: Option<u64>,
 }
 
 /// Waits for `done` (the receiver read everything) up to `max`; counts what `got` says arrived
@@ -77,11 +82,13 @@ async fn measure(
             bytes: got.load(Ordering::Relaxed),
             elapsed: end? - start,
             complete: true,
+            datagram: None,
         }),
         Err(_) => Ok(Outcome {
             bytes: got.load(Ordering::Relaxed),
             elapsed: start.elapsed(),
             complete: false,
+            datagram: None,
         }),
     }
 }
@@ -98,6 +105,8 @@ struct Args {
     stacks: Vec<Stack>,
     pacing: bool,
     max_secs: u64,
+    /// chirp's path MTU discovery ceiling (`TransportConfig::max_datagram_size`).
+    max_datagram: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +150,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let chirp = it
         .next()
-        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn,tcp] [--max-secs S] [--no-pacing]")?;
+        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn,tcp] [--max-secs S] [--no-pacing] [--max-datagram BYTES]")?;
     let mut a = Args {
         chirp: PathBuf::from(chirp),
         mb: 100,
@@ -153,6 +162,7 @@ fn parse_args() -> anyhow::Result<Args> {
         stacks: Vec::new(),
         pacing: true,
         max_secs: 60,
+        max_datagram: chirp_proto::pmtud::DEFAULT_CEILING,
     };
     while let Some(flag) = it.next() {
         if flag == "--no-pacing" {
@@ -166,6 +176,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--delay" => a.delay_ms = value.parse().context("--delay")?,
             "--runs" => a.runs = value.parse().context("--runs")?,
             "--max-secs" => a.max_secs = value.parse().context("--max-secs")?,
+            "--max-datagram" => a.max_datagram = value.parse().context("--max-datagram")?,
             "--loss" => {
                 a.losses = value
                     .split(',')
@@ -250,12 +261,13 @@ impl Drop for Impair {
 }
 
 /// chirp's transport settings for a bulk transfer: windows as [`WINDOW`].
-fn chirp_config(pacing: bool) -> EndpointConfig {
+fn chirp_config(a: &Args) -> EndpointConfig {
     EndpointConfig {
         transport: TransportConfig {
             receive_window: WINDOW,
             send_buffer: WINDOW as usize,
-            pacing,
+            pacing: a.pacing,
+            max_datagram_size: a.max_datagram,
             ..TransportConfig::default()
         },
         ..EndpointConfig::default()
@@ -294,11 +306,11 @@ async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
     let total = a.mb * 1_000_000;
     let rx_socket = chirp_transport::bind((Ipv4Addr::LOCALHOST, 0).into())?;
     let (rx, mut rx_events, _rx_task) =
-        chirp_transport::spawn_on_thread(rx_socket, chirp_config(a.pacing), "bulk-receiver")?;
+        chirp_transport::spawn_on_thread(rx_socket, chirp_config(a), "bulk-receiver")?;
     let impair = Impair::start(a, rx.local_addr(), loss, seed)?;
     let tx_socket = chirp_transport::bind((Ipv4Addr::LOCALHOST, 0).into())?;
     let (tx, mut tx_events, _tx_task) =
-        chirp_transport::spawn_on_thread(tx_socket, chirp_config(a.pacing), "bulk-sender")?;
+        chirp_transport::spawn_on_thread(tx_socket, chirp_config(a), "bulk-sender")?;
     let conn = tx
         .connect(impair.listen)
         .await?
@@ -332,11 +344,14 @@ async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         let tx = tx.clone();
         async move { chirp_send(&tx, &mut tx_events, conn, total).await }
     });
-    let outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
+    let mut outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
         receiver.await.context("receiver task")?
     })
     .await?;
     sender.abort();
+    if let Ok(Some(s)) = tx.stats(conn).await {
+        outcome.datagram = s.bytes_sent.checked_div(s.packets_sent);
+    }
     let _ = tx.abort(conn, 0, "done").await;
     drop(impair);
     Ok(outcome)
@@ -401,11 +416,13 @@ async fn quinn_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         stream.finish()?;
         Ok::<_, anyhow::Error>(stream)
     });
-    let outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
+    let mut outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
         receiver.await.context("receiver task")?
     })
     .await?;
     sender.abort();
+    let udp = conn.stats().udp_tx;
+    outcome.datagram = udp.bytes.checked_div(udp.datagrams);
     conn.close(0u32.into(), b"done");
     client.close(0u32.into(), b"done");
     server.close(0u32.into(), b"done");
@@ -469,14 +486,15 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let link = a.rate_bytes;
     println!(
-        "# {} MB through chirp impair --rate {} --delay {} (each way), {} runs, pacing {}",
+        "# {} MB through chirp impair --rate {} --delay {} (each way), {} runs, pacing {}, chirp's datagrams up to {} B",
         a.mb,
         a.rate,
         a.delay_ms,
         a.runs,
-        if a.pacing { "on" } else { "off" }
+        if a.pacing { "on" } else { "off" },
+        a.max_datagram
     );
-    println!("loss\trun\tstack\tseconds\tMB/s\tof link");
+    println!("loss\trun\tstack\tseconds\tMB/s\tof link\tmean datagram");
     // Per loss: per stack, each run's fraction of the link.
     let mut table: Vec<(f64, Vec<Vec<f64>>)> = Vec::new();
     for (li, &loss) in a.losses.iter().enumerate() {
@@ -498,13 +516,15 @@ fn main() -> anyhow::Result<()> {
                     Ok(o) => {
                         let rate = o.bytes as f64 / o.elapsed.as_secs_f64();
                         println!(
-                            "{:.0} %\t{}\t{}\t{:.2}\t{:.2}\t{:.1} %{}",
+                            "{:.0} %\t{}\t{}\t{:.2}\t{:.2}\t{:.1} %\t{}{}",
                             loss * 100.0,
                             run + 1,
                             stack.name(),
                             o.elapsed.as_secs_f64(),
                             rate / 1e6,
                             100.0 * rate / link,
+                            o.datagram
+                                .map_or_else(|| "?".to_owned(), |d| format!("{d} B")),
                             if o.complete {
                                 String::new()
                             } else {

@@ -2,7 +2,7 @@
 //! transport fills, with and without pacing (issue 18).
 //!
 //! ```text
-//! cargo run --release -p chirp-netsim --example bulk_sim [-- --mb 20 --rate 12500000 --delay 20 --seeds 3]
+//! cargo run --release -p chirp-netsim --example bulk_sim [-- --mb 20 --rate 12500000 --delay 20 --seeds 3 --max-datagram 1452]
 //! ```
 //!
 //! The path: one bottleneck of `--rate` bytes/s each way with a drop-tail buffer of one
@@ -11,6 +11,14 @@
 //! and send buffer (what `crates/bench/examples/bulk.rs` gives both stacks on real sockets).
 //! Goodput is the payload over the time from the first send to the last delivery. Everything
 //! is deterministic: the same arguments print the same table on any machine.
+//!
+//! Where the rest of the link goes, as two factors whose product is the goodput: **wire
+//! efficiency**, the payload over the UDP payload bytes A sent (headers, tags, frame headers,
+//! retransmissions, probes; what the bottleneck counts, as `chirp impair` does), and **link
+//! busy**, the UDP bytes the bottleneck delivered over what it could have in the time (start-up,
+//! recovery and the tail). `ACKs / packet` is B's datagrams per datagram of A. `--max-datagram`
+//! is the path MTU discovery ceiling (default here 1452; 1200: off, `TransportConfig`'s
+//! default).
 
 #![allow(clippy::print_stdout)] // an example prints its results
 
@@ -28,7 +36,19 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// One transfer: (fraction of the link, A's stats, queue drops).
+/// One transfer's outcome.
+struct Outcome {
+    /// Goodput over the link rate.
+    fraction: f64,
+    stats: chirp_proto::ConnectionStats,
+    /// A's datagram size at the end (path MTU discovery).
+    datagram: usize,
+    a_to_b: chirp_netsim::LinkStats,
+    b_to_a: chirp_netsim::LinkStats,
+    secs: f64,
+}
+
+/// One transfer.
 fn run(
     rate: u64,
     delay: Duration,
@@ -36,7 +56,8 @@ fn run(
     total: u64,
     pacing: bool,
     seed: u64,
-) -> (f64, chirp_proto::ConnectionStats, u64) {
+    max_datagram: usize,
+) -> Outcome {
     let queue = (u128::from(rate) * 2 * delay.as_millis() / 1_000) as usize;
     let link = LinkConfig::ideal(delay)
         .with_rate(rate, queue.max(24_000))
@@ -46,6 +67,7 @@ fn run(
             receive_window: 4 << 20,
             send_buffer: 4 << 20,
             pacing,
+            max_datagram_size: max_datagram,
             ..TransportConfig::default()
         },
         ..EndpointConfig::default()
@@ -86,7 +108,14 @@ fn run(
     let secs = (p.now - start).as_secs_f64();
     let stats = p.a.endpoint.stats(ca).expect("live");
     let fraction = (n * msg.len() as u64) as f64 / secs / rate as f64;
-    (fraction, stats, p.path.a_to_b.stats().queue_drops)
+    Outcome {
+        fraction,
+        stats,
+        datagram: p.a.endpoint.max_datagram(ca).expect("live"),
+        a_to_b: p.path.a_to_b.stats(),
+        b_to_a: p.path.b_to_a.stats(),
+        secs,
+    }
 }
 
 fn main() {
@@ -94,33 +123,47 @@ fn main() {
     let rate = arg("--rate", 12_500_000);
     let delay = Duration::from_millis(arg("--delay", 20));
     let seeds = arg("--seeds", 3);
+    let max_datagram = usize::try_from(arg("--max-datagram", 1_452)).unwrap_or(usize::MAX);
     println!(
-        "{} MB, {rate} B/s each way, {} ms each way, a one-BDP drop-tail buffer",
+        "{} MB, {rate} B/s each way, {} ms each way, a one-BDP drop-tail buffer, datagrams up to {max_datagram} B",
         total / 1_000_000,
         delay.as_millis()
     );
     println!(
-        "| loss | pacing | of link (per seed) | packets sent | lost | queue drops | congestion / random periods |"
+        "| loss | pacing | of link (per seed) | wire efficiency | link busy | ACKs / packet | datagram | packets sent | lost | queue drops | congestion / random periods |"
     );
-    println!("|---:|---|---|---:|---:|---:|---|");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for loss in [0.0, 0.01, 0.05] {
         for pacing in [true, false] {
             let mut fractions = Vec::new();
             let (mut sent, mut lost, mut drops, mut cong, mut random) = (0, 0, 0, 0, 0);
+            let (mut wire, mut delivered, mut capacity, mut acks, mut datagrams) =
+                (0u64, 0u64, 0.0, 0u64, 0u64);
+            let mut size = 0;
             for seed in 1..=seeds {
-                let (f, s, d) = run(rate, delay, loss, total, pacing, seed);
-                fractions.push(format!("{:.1} %", f * 100.0));
-                sent += s.packets_sent;
-                lost += s.packets_lost;
-                drops += d;
-                cong += s.congestion_periods;
-                random += s.random_loss_periods;
+                let o = run(rate, delay, loss, total, pacing, seed, max_datagram);
+                fractions.push(format!("{:.1} %", o.fraction * 100.0));
+                sent += o.stats.packets_sent;
+                lost += o.stats.packets_lost;
+                drops += o.a_to_b.queue_drops;
+                cong += o.stats.congestion_periods;
+                random += o.stats.random_loss_periods;
+                wire += o.a_to_b.bytes_sent;
+                delivered += o.a_to_b.bytes_delivered;
+                capacity += o.secs * rate as f64;
+                acks += o.b_to_a.sent;
+                datagrams += o.a_to_b.sent;
+                size = o.datagram;
             }
+            let payload = (total / 64_000 * 64_000 * seeds) as f64;
             println!(
-                "| {:.0} % | {} | {} | {sent} | {lost} | {drops} | {cong} / {random} |",
+                "| {:.0} % | {} | {} | {:.1} % | {:.1} % | {:.2} | {size} | {sent} | {lost} | {drops} | {cong} / {random} |",
                 loss * 100.0,
                 if pacing { "on" } else { "off" },
-                fractions.join(", ")
+                fractions.join(", "),
+                100.0 * payload / wire as f64,
+                100.0 * delivered as f64 / capacity,
+                acks as f64 / datagrams as f64,
             );
         }
     }

@@ -3,14 +3,16 @@
 use std::time::Duration;
 
 use crate::stream::MAX_MESSAGE_SIZE;
-use crate::wire::MAX_DATAGRAM_SIZE;
 
 /// Per-connection transport settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransportConfig {
-    /// Largest datagram sent. The protocol fixes it at [`MAX_DATAGRAM_SIZE`] (1200): other values
-    /// are clamped, because INITIALs must be exactly that size and no path MTU discovery exists
-    /// yet.
+    /// Largest datagram sent: the ceiling of path MTU discovery ([`crate::pmtud`]). A
+    /// connection starts at 1,200 bytes ([`crate::wire::MAX_DATAGRAM_SIZE`], which every path
+    /// carries and INITIALs are padded to) and, above that, probes up to this after the
+    /// handshake; clamped to 1,200..=65,507. Default 1,200: discovery off (behind a bottleneck
+    /// buffer of two 1,200-byte datagrams, 1,452-byte ones overflow it; PROTOCOL.md §6.9).
+    /// [`crate::pmtud::DEFAULT_CEILING`] (1,452) suits IPv4 over an Ethernet-sized path.
     pub max_datagram_size: usize,
     /// With no packet received for this long, the peer is declared dead. Default 30 s.
     pub idle_timeout: Duration,
@@ -57,7 +59,7 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            max_datagram_size: MAX_DATAGRAM_SIZE,
+            max_datagram_size: crate::pmtud::BASE,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(15)),
             initial_rtt: Duration::from_millis(333),

@@ -169,6 +169,12 @@ impl NewReno {
         self.window < self.ssthresh
     }
 
+    /// Datagrams are now up to `max_datagram` bytes (path MTU discovery): congestion
+    /// avoidance grows the window, and the minimum window is counted, in such datagrams.
+    pub(crate) fn set_max_datagram(&mut self, max_datagram: usize) {
+        self.max_datagram = max_datagram as u64;
+    }
+
     /// The current recovery period (0 before the first).
     pub(crate) fn episode(&self) -> u64 {
         self.episode

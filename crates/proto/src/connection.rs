@@ -24,6 +24,7 @@ use crate::crypto::{AuthError, InitialKeys, PacketKey, ReplayWindow};
 use crate::handshake::Handshake;
 use crate::mem::ReleaseIfEmpty as _;
 use crate::pacing::{Pacer, PacingRate};
+use crate::pmtud::{self, Pmtud};
 use crate::range_set::RangeSet;
 use crate::rtt::{RttEstimator, StandingRtt};
 use crate::stats::ConnectionStats;
@@ -33,8 +34,8 @@ use crate::trace::{
     TracePacketType, TraceRole, TraceState, Tracer,
 };
 use crate::wire::{
-    AckFrame, ConnectionId, Frame, Frames, Header, MAX_DATAGRAM_SIZE, MIN_INITIAL_SIZE, Packet,
-    PacketBuilder, PacketType, data_packet_len,
+    AckFrame, ConnectionId, Frame, Frames, Header, MIN_INITIAL_SIZE, Packet, PacketBuilder,
+    PacketType, data_packet_len,
 };
 
 /// The longest a receiver may hold an ACK for an ack-eliciting packet. A protocol constant of
@@ -305,6 +306,8 @@ struct SentPacket {
     received: bool,
     /// Carried our PATH_CHALLENGE (sent again if lost while the path is still unvalidated).
     challenge: bool,
+    /// A path MTU probe (PING and padding): its loss is no congestion signal.
+    mtu_probe: bool,
     /// Rank among ack-eliciting packets sent: the packet threshold counts these, not packet
     /// numbers (ACK-only packets in between say nothing about reordering).
     seq: u64,
@@ -696,7 +699,7 @@ pub(crate) fn effective_config(config: &TransportConfig) -> TransportConfig {
         bulk_receive_window: config.bulk_receive_window.max(INITIAL_MAX_DATA),
         max_datagram_size: config
             .max_datagram_size
-            .clamp(MIN_INITIAL_SIZE, MAX_DATAGRAM_SIZE),
+            .clamp(MIN_INITIAL_SIZE, pmtud::MAX_CEILING),
         keep_alive: config.keep_alive.map(|k| k.min(config.idle_timeout / 2)),
         ..config.clone()
     }
@@ -731,6 +734,8 @@ pub(crate) struct Connection {
     bytes_in_flight: u64,
     /// The part of `bytes_in_flight` in packets that carry bulk data (see `cwnd_allows`).
     bulk_in_flight: u64,
+    /// Path MTU discovery: the largest datagram sent now.
+    pmtud: Pmtud,
     time_of_last_ack_eliciting: Option<Instant>,
     largest_acked: Option<u64>,
     /// The largest packet number acknowledged by an ACK frame in a DATA packet: the only kind
@@ -932,8 +937,9 @@ impl Connection {
             rtt: RttEstimator::new(config.initial_rtt),
             queue: QueueBase::default(),
             standing_rtt: StandingRtt::default(),
-            cc: NewReno::new(config.max_datagram_size),
-            pacer: Pacer::new(config.max_datagram_size),
+            cc: NewReno::new(pmtud::BASE),
+            pacer: Pacer::new(pmtud::BASE),
+            pmtud: Pmtud::new(config.max_datagram_size),
             loss_estimate: 0.0,
             // Both sides start from the same window, a protocol constant of the configuration;
             // the first MAX_DATA frame tells the truth if the peer configured another.
@@ -1148,6 +1154,11 @@ impl Connection {
 
     pub(crate) fn sent_packets_tracked(&self) -> usize {
         self.sent.len()
+    }
+
+    /// The largest datagram sent now (path MTU discovery).
+    pub(crate) fn max_datagram(&self) -> usize {
+        self.pmtud.current()
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
@@ -2312,6 +2323,8 @@ impl Connection {
         self.path.validated = false;
         // What the old path's queue showed says nothing about the new one.
         self.queue = QueueBase::default();
+        self.pmtud.on_new_path();
+        self.mtu_fell_back();
         self.path.rx = datagram_len as u64;
         self.path.tx = 0;
         let data = self.challenge_data();
@@ -2379,11 +2392,19 @@ impl Connection {
         self.path.probing.get_or_insert_with(Box::default).left = Some((old, until));
         // What the old path's queue showed says nothing about the new one.
         self.queue = QueueBase::default();
+        self.pmtud.on_new_path();
+        self.mtu_fell_back();
         // A packet that is not a probe, at once: the peer follows it here.
         self.ping_pending = true;
         self.path_changed_pending = true;
         self.stats.migrations += 1;
         self.trace_path(now, PathChange::Moved, old);
+    }
+
+    /// The datagram size went back to the base: the window counts in such datagrams again.
+    fn mtu_fell_back(&mut self) {
+        self.cc.set_max_datagram(pmtud::BASE);
+        self.pacer.set_max_datagram(pmtud::BASE);
     }
 
     fn challenge_data(&mut self) -> [u8; 8] {
@@ -2530,7 +2551,16 @@ impl Connection {
         }
         let mut acked_bytes = 0;
         let srtt = self.rtt.smoothed();
-        for (_, p) in newly {
+        for (pn, p) in newly {
+            if p.mtu_probe {
+                if let Some(size) = self.pmtud.on_probe_acked(now, pn, p.size as usize) {
+                    debug!(size, "path MTU raised");
+                    self.cc.set_max_datagram(size);
+                    self.pacer.set_max_datagram(size);
+                }
+            } else {
+                self.pmtud.on_large_acked(p.size as usize);
+            }
             self.stats.packets_acked += 1;
             self.bytes_in_flight -= p.size;
             if !p.bulk.is_empty() {
@@ -2626,11 +2656,20 @@ impl Connection {
             }
         }
         let mut newest_lost: Option<Instant> = None;
+        let mut large_lost = false;
         let mut declared = Vec::with_capacity(lost.len());
         for (pn, overtaken, by_time) in lost {
             let Some(p) = self.sent.remove(&pn) else {
                 continue;
             };
+            if p.mtu_probe {
+                // Too large for the path, perhaps: no congestion signal, nothing to resend.
+                trace!(pn, size = p.size, "path MTU probe lost");
+                self.bytes_in_flight -= p.size;
+                self.pmtud.on_probe_lost(now, pn);
+                continue;
+            }
+            large_lost |= p.size > pmtud::BASE as u64;
             trace!(pn, "lost");
             if self.tracing() {
                 let trigger = if by_time {
@@ -2690,6 +2729,10 @@ impl Connection {
                     sent: p.time,
                 },
             ));
+        }
+        if self.pmtud.on_loss(now, large_lost) {
+            debug!("large datagrams lost while small ones arrive: path MTU back to the base");
+            self.mtu_fell_back();
         }
         if let Some(t) = newest_lost {
             let before = self.cc.episode();
@@ -2963,7 +3006,7 @@ impl Connection {
     /// The largest datagram we may send now: until the peer's current address is validated,
     /// never more bytes than it sent us from there (anti-amplification, RFC 9000 §8).
     fn send_budget(&self) -> usize {
-        let max = self.config.max_datagram_size;
+        let max = self.pmtud.current();
         if self.path.validated {
             return max;
         }
@@ -3140,7 +3183,7 @@ impl Connection {
     /// The congestion window bulk data leaves to the chat stream: [`BULK_HEADROOM_PACKETS`]
     /// datagrams, at most a quarter of the window.
     fn bulk_headroom(&self) -> u64 {
-        (BULK_HEADROOM_PACKETS * self.config.max_datagram_size as u64).min(self.cc.window() / 4)
+        (BULK_HEADROOM_PACKETS * pmtud::BASE as u64).min(self.cc.window() / 4)
     }
 
     /// May a packet carry bulk data now? Only while the window keeps the headroom free for
@@ -3241,6 +3284,7 @@ impl Connection {
             self.path.challenge.map(|(_, deadline)| deadline),
             self.probe_deadline(),
             self.compact_due,
+            self.pmtud.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -3322,6 +3366,7 @@ impl Connection {
         if self.compact_due.is_some_and(|t| now >= t) {
             self.compact(now);
         }
+        self.pmtud.on_timeout(now);
         if self.loss_time.is_some_and(|t| now >= t) {
             self.detect_lost(now);
         }
@@ -3333,6 +3378,10 @@ impl Connection {
         if self.loss_time.is_none() && self.loss_detection_deadline().is_some_and(|t| now >= t) {
             self.pto_count += 1;
             self.stats.ptos += 1;
+            if self.pmtud.on_pto(now, self.pto_count) {
+                debug!(pto_count = self.pto_count, "path MTU back to the base");
+                self.mtu_fell_back();
+            }
             self.probes = self.probes_per_pto();
             if self.side == Side::Client && self.crypto.keys.is_some() && !self.crypto.confirmed {
                 // The server may lack Noise message 3: the probe repeats it.
@@ -3351,7 +3400,8 @@ impl Connection {
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         let to = match self.poll_probe(now, buf) {
             Some(to) => Some(to),
-            None => self.build_transmit(now, buf).then_some(self.remote),
+            None => (self.poll_mtu_probe(now, buf) || self.build_transmit(now, buf))
+                .then_some(self.remote),
         };
         if to.is_some() {
             self.trace_checkpoint(now);
@@ -3373,7 +3423,7 @@ impl Connection {
             .as_mut()
             .and_then(|p| p.responses.pop_front());
         if let Some((data, to, len)) = answer {
-            let mut b = self.sized_builder(now, buf, self.config.max_datagram_size);
+            let mut b = self.sized_builder(now, buf, pmtud::BASE);
             Frame::PathResponse(data).encode(b.frames_buf());
             // As large as the probe (at most 1200 bytes), so that the path is known to carry
             // such datagrams both ways; never larger, so that a forged source address gets
@@ -3393,12 +3443,41 @@ impl Connection {
             .filter(|p| p.due)?;
         p.due = false;
         let (addr, data) = (p.addr, p.data);
-        let mut b = self.sized_builder(now, buf, self.config.max_datagram_size);
+        let mut b = self.sized_builder(now, buf, pmtud::BASE);
         Frame::PathChallenge(data).encode(b.frames_buf());
         b.pad_to(MIN_INITIAL_SIZE);
         *buf = self.seal(now, b);
         self.stats.probes_sent += 1;
         Some(addr)
+    }
+
+    /// A path MTU probe (PROTOCOL.md §6.9), if one is due: PING and PADDING up to the size
+    /// probed, once the handshake is confirmed, the path validated, and the congestion window
+    /// and the pacer have room for it. It is tracked like any packet, but its loss is no
+    /// congestion signal (`detect_lost`).
+    fn poll_mtu_probe(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        let Some(size) = self.pmtud.probe_due() else {
+            return false;
+        };
+        if self.state != State::Established
+            || !self.crypto.confirmed
+            || !self.packet_type().is_data()
+            || !self.can_send_data()
+            || !self.path.validated
+            || self.bytes_in_flight + size as u64 > self.cc.window()
+            || !self.pacer_allows(now)
+        {
+            return false;
+        }
+        let mut b = self.sized_builder(now, buf, size);
+        Frame::Ping.encode(b.frames_buf());
+        b.pad_to(size);
+        let mut sp = SentPacket::empty(now);
+        sp.ack_eliciting = true;
+        sp.mtu_probe = true;
+        self.pmtud.on_probe_sent(self.next_pn - 1);
+        self.finish(now, b, sp, false, buf);
+        true
     }
 
     fn build_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
@@ -3923,7 +4002,8 @@ impl Connection {
         let red = &self.config.redundancy;
         // A copy must always fit in an otherwise empty packet (header, frame overhead, a small
         // ACK), or a due copy could never be sent and its timer would fire for ever.
-        let fits = self.config.max_datagram_size.saturating_sub(COPY_MARGIN);
+        // (The base size: the current one may fall back to it before the copy is due.)
+        let fits = pmtud::BASE.saturating_sub(COPY_MARGIN);
         let small =
             (r.end - r.start) as usize <= red.max_bytes.min(fits) && !self.send.has_sendable_new();
         let estimated = red.copies_for(rate);
@@ -4055,6 +4135,7 @@ impl SentPacket {
             fin: false,
             received: false,
             challenge: false,
+            mtu_probe: false,
             seq: 0,
         }
     }

@@ -953,6 +953,13 @@ impl Endpoint {
         self.conn(conn).map(Connection::stats)
     }
 
+    /// The largest datagram `conn` sends now, bytes: 1,200 until path MTU discovery raises it
+    /// (PROTOCOL.md §6.9). (Not in [`ConnectionStats`], which every connection holds a copy of:
+    /// an idle connection must stay small.)
+    pub fn max_datagram(&self, conn: ConnectionHandle) -> Option<usize> {
+        self.conn(conn).map(Connection::max_datagram)
+    }
+
     /// Endpoint-wide counters.
     pub fn endpoint_stats(&self) -> EndpointStats {
         self.stats

@@ -47,6 +47,7 @@ mod endpoint;
 pub mod handshake;
 mod mem;
 mod pacing;
+pub mod pmtud;
 mod range_set;
 mod rng;
 mod rtt;

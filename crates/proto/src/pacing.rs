@@ -93,6 +93,13 @@ impl Pacer {
         }
     }
 
+    /// Datagrams are now up to `max_datagram` bytes (path MTU discovery): the bucket is
+    /// sized for them from the next refill on.
+    pub(crate) fn set_max_datagram(&mut self, max_datagram: usize) {
+        self.max_datagram = max_datagram as u64;
+        self.sized_for = (0, Duration::ZERO);
+    }
+
     /// The bucket's size at `rate`: [`BURST_INTERVAL`] of it, within
     /// [`MIN_BURST_DATAGRAMS`]..=[`MAX_BURST_DATAGRAMS`] datagrams.
     fn capacity_for(&self, rate: PacingRate) -> u64 {

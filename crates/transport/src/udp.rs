@@ -4,8 +4,9 @@
 //! per datagram where it does not (`max_gso_segments() == 1`: the fallback path, which the
 //! tests force on). A device that refuses GSO turns it off for good (quinn-udp notices) and
 //! the refused batch is sent again datagram by datagram. `quinn-udp` also sets the
-//! don't-fragment bit: a datagram larger than the path MTU is dropped, not fragmented (the core
-//! never sends more than 1,200 bytes).
+//! don't-fragment bit: a datagram larger than the path MTU is dropped, not fragmented, which is
+//! what the core's path MTU discovery relies on (it sends 1,200 bytes until a probe of a larger
+//! size is acknowledged). Receive slots take any UDP datagram whole.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
