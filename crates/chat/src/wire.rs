@@ -1119,7 +1119,13 @@ mod tests {
         // Relay only: the flag, and an answer without the other side's address.
         let relayed = ClientMsg::decode(br#"{"t":"meet","nick":"bob","relay_only":true}"#)
             .expect("relay-only meet");
-        assert!(matches!(relayed, ClientMsg::Meet { relay_only: true, .. }));
+        assert!(matches!(
+            relayed,
+            ClientMsg::Meet {
+                relay_only: true,
+                ..
+            }
+        ));
         let hidden = ServerMsg::decode(
             br#"{"t":"meet","nick":"bob","key":"0202020202020202020202020202020202020202020202020202020202020202","you":"198.51.100.1:40001","relay":"03030303030303030303030303030303"}"#,
         )

@@ -1972,7 +1972,10 @@ mod tests {
                 resumed: 0,
             },
         });
-        assert_eq!(out[..2], [UiEvent::FileAnswered { id: 3 }, UiEvent::FileProgress(None)]);
+        assert_eq!(
+            out[..2],
+            [UiEvent::FileAnswered { id: 3 }, UiEvent::FileProgress(None)]
+        );
         let UiEvent::Info {
             buffer: Some(BufferId::Dm(nick)),
             text,

@@ -166,7 +166,10 @@ impl Relays {
             return Incoming::Done;
         };
         let len = d.len() as u64;
-        if pair.cap.is_some_and(|cap| pair.passed.saturating_add(len) > cap) {
+        if pair
+            .cap
+            .is_some_and(|cap| pair.passed.saturating_add(len) > cap)
+        {
             self.stats.dropped += 1;
             self.stats.over_cap += 1;
             return Incoming::Done;
@@ -285,7 +288,10 @@ mod tests {
             r.incoming(t0 + Duration::from_millis(i), y, &d);
         }
         assert_eq!(r.out.len(), 5, "five fit, both ways counted together");
-        assert_eq!((r.stats.forwarded, r.stats.over_cap, r.stats.dropped), (5, 1, 1));
+        assert_eq!(
+            (r.stats.forwarded, r.stats.over_cap, r.stats.dropped),
+            (5, 1, 1)
+        );
         // Either side moving keeps the count (and the cap: a new one is not taken).
         let x2 = a("192.0.2.1:1001");
         r.set(t0, [4; 16], Some((x2, y)), None);

@@ -989,7 +989,10 @@ fn chat_ui_sends_and_answers_dm_files() {
             path: "/tmp/a file.txt".into()
         }]
     );
-    assert!(enter_line(&mut app, "/send /tmp/x", T0).is_empty(), "no nick");
+    assert!(
+        enter_line(&mut app, "/send /tmp/x", T0).is_empty(),
+        "no nick"
+    );
     let s = screen(&mut app, 120, 12);
     assert!(
         find_row(&s, "usage: /send NICK PATH").is_some(),
@@ -1025,7 +1028,11 @@ fn chat_ui_sends_and_answers_dm_files() {
         T0,
     );
     let s = screen(&mut app, 160, 12);
-    assert!(find_row(&s, "↓4 50% 512.0 KiB/1.0 MiB").is_some(), "{}", dump(&s));
+    assert!(
+        find_row(&s, "↓4 50% 512.0 KiB/1.0 MiB").is_some(),
+        "{}",
+        dump(&s)
+    );
     app.handle_event(UiEvent::FileProgress(None), T0);
     let s = screen(&mut app, 160, 12);
     assert!(find_row(&s, "↓4 50%").is_none(), "{}", dump(&s));

@@ -355,7 +355,11 @@ fn a_relay_only_side_is_introduced_without_its_address() {
     let [ServerMsg::Meet { addr, .. }] = answers(&mut h, 1)[..] else {
         panic!("alice is introduced too")
     };
-    assert_eq!(addr, Some(a("203.0.113.2:40002")), "bob did not ask to hide");
+    assert_eq!(
+        addr,
+        Some(a("203.0.113.2:40002")),
+        "bob did not ask to hide"
+    );
     assert_eq!(h.relay_caps, [None], "no file: no cap");
 }
 
