@@ -396,8 +396,7 @@ pub const COMMANDS: &[Spec] = &[
         word: "/send",
         aliases: &[],
         usage: "PATH",
-        help: "offer a file: to the peer (chirp peer); in chirp connect to the DM buffer's \
-               nick, or /send NICK PATH from any buffer",
+        help: "offer a file: to the peer; in chirp connect to a DM buffer's nick (or NICK PATH)",
         contexts: CHAT_UI | PEER_UI | PEER_LINE,
     },
     Spec {
