@@ -450,6 +450,8 @@ fn tcp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         bytes: o.bytes,
         elapsed: o.elapsed,
         complete: o.complete,
+        // The tunnel's datagrams are TCP's IP packets, up to the MTU of 1,500.
+        datagram: None,
     })
 }
 

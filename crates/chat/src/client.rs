@@ -666,9 +666,14 @@ impl Session {
     /// `chirp peer --via`), listing our `local` addresses as further candidates. The answer
     /// comes as [`Event::Server`] with [`ServerMsg::Meet`] once `nick` has asked for us too
     /// (with [`ServerMsg::MeetWait`] until then); requests wait, like every other, for
-    /// `welcome`.
-    pub fn meet(&mut self, nick: String, local: Vec<std::net::SocketAddr>) {
-        self.unsent.push_back(ClientMsg::Meet { nick, local });
+    /// `welcome`. `relay_only`: the server gives `nick` no address of ours, and the two
+    /// connect through its relay.
+    pub fn meet(&mut self, nick: String, local: Vec<std::net::SocketAddr>, relay_only: bool) {
+        self.unsent.push_back(ClientMsg::Meet {
+            nick,
+            local,
+            relay_only,
+        });
     }
 
     /// Offers a file to `to` (a DM file transfer, PROTOCOL.md "Files between users"): only

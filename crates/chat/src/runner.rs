@@ -816,9 +816,9 @@ impl Runner {
                     tokens.push((token, o.len()));
                     ops.extend(o);
                 }
-                Output::Relay { token, pair } => {
+                Output::Relay { token, pair, cap } => {
                     // The transport forwards RELAY datagrams of the pair (PROTOCOL.md §11).
-                    let _ = self.handle.relay(token, pair).await;
+                    let _ = self.handle.relay(token, pair, cap).await;
                 }
                 Output::ReadHistory {
                     session,

@@ -227,6 +227,10 @@ pub enum Output {
         token: [u8; 16],
         /// The two sessions' addresses.
         pair: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+        /// At most this many bytes of RELAY datagrams, both ways together, for a pair
+        /// introduced for a file ([`files::relay_cap`] of its size); `None`: no cap. Set
+        /// with a new pair; a move keeps the pair's cap and count.
+        cap: Option<u64>,
     },
     /// Write these operations durably, then call [`Server::committed`] with `token`.
     Persist {
@@ -884,6 +888,10 @@ pub struct Server {
     typing: amend::Typing,
     /// The relays of each session that has any: (token, the other session).
     relays: HashMap<SessionId, Vec<([u8; 16], SessionId)>>,
+    /// The last file offers each session made that were forwarded, for the relay's cap.
+    offers: HashMap<SessionId, VecDeque<files::Forwarded>>,
+    /// Accepted file offers waiting for their `meet`: the relay of that pair is capped.
+    file_pairs: Vec<files::FilePair>,
     /// Keys the relay tokens ([`Server::set_relay_secret`]).
     relay_secret: [u8; 32],
     relay_count: u64,
@@ -997,6 +1005,8 @@ impl Server {
             meets: HashMap::new(),
             typing: amend::Typing::default(),
             relays: HashMap::new(),
+            offers: HashMap::new(),
+            file_pairs: Vec::new(),
             relay_secret: [0; 32],
             relay_count: 0,
             cluster: None,
@@ -1355,6 +1365,7 @@ impl Server {
             return;
         };
         self.meet_gone(session);
+        self.offers.remove(&session);
         // What its DM replays sent is delivered; the rest stays owed.
         let marks = s.dm_marks();
         if !marks.is_empty() {
@@ -2243,7 +2254,11 @@ impl Server {
             m @ ClientMsg::History { .. } => self.history_request(now_ms, session, key, m),
             ClientMsg::Read { conv, id } => self.read_request(session, key, conv, id),
             m @ ClientMsg::Search { .. } => self.search_request(session, key, m),
-            ClientMsg::Meet { nick, local } => self.meet(now_ms, session, key, &nick, local),
+            ClientMsg::Meet {
+                nick,
+                local,
+                relay_only,
+            } => self.meet(now_ms, session, key, &nick, local, relay_only),
             ClientMsg::FileOffer {
                 to,
                 id,
@@ -2262,7 +2277,7 @@ impl Server {
                 },
             ),
             ClientMsg::FileAnswer { to, id, accept } => {
-                self.file_answer(session, key, &to, id, accept)
+                self.file_answer(now_ms, session, key, &to, id, accept)
             }
             m @ (ClientMsg::Edit { .. }
             | ClientMsg::Delete { .. }

@@ -145,6 +145,11 @@ pub enum ClientMsg {
         /// [`MAX_MEET_LOCAL`].
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         local: Vec<std::net::SocketAddr>,
+        /// Relay only: the server must not give this session's address to `nick` (it sends
+        /// no `addr` and no `local`), and the two connect through its relay (`chirp connect
+        /// --relay-only`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        relay_only: bool,
     },
     /// A DM file transfer: offer a file to `nick`'s sessions (PROTOCOL.md, "Files between
     /// users"). Only this description passes through the server; the file itself goes over
@@ -689,8 +694,11 @@ pub enum ServerMsg {
         nick: String,
         /// Its static key, 64 lowercase hex digits.
         key: String,
-        /// Its address as the server sees it (its NAT's public mapping).
-        addr: std::net::SocketAddr,
+        /// Its address as the server sees it (its NAT's public mapping); absent when the
+        /// other side asked for relay only (then `local` is empty too, and the two connect
+        /// through the relay).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<std::net::SocketAddr>,
         /// The local addresses it listed.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         local: Vec<std::net::SocketAddr>,
@@ -1116,6 +1124,7 @@ mod tests {
         let client = ClientMsg::Meet {
             nick: "bob".into(),
             local: vec![addr("10.0.1.2:5000")],
+            relay_only: false,
         };
         let wait = ServerMsg::MeetWait {
             nick: "bob".into(),
@@ -1124,7 +1133,7 @@ mod tests {
         let meet = ServerMsg::Meet {
             nick: "bob".into(),
             key: "02".repeat(32),
-            addr: addr("203.0.113.2:40002"),
+            addr: Some(addr("203.0.113.2:40002")),
             local: vec![addr("10.0.2.2:6000")],
             you: addr("198.51.100.1:40001"),
             relay: Some("03".repeat(16)),
@@ -1153,9 +1162,25 @@ mod tests {
             bare,
             ClientMsg::Meet {
                 nick: "bob".into(),
-                local: vec![]
+                local: vec![],
+                relay_only: false,
             }
         );
+        // Relay only: the flag, and an answer without the other side's address.
+        let relayed = ClientMsg::decode(br#"{"t":"meet","nick":"bob","relay_only":true}"#)
+            .expect("relay-only meet");
+        assert!(matches!(
+            relayed,
+            ClientMsg::Meet {
+                relay_only: true,
+                ..
+            }
+        ));
+        let hidden = ServerMsg::decode(
+            br#"{"t":"meet","nick":"bob","key":"0202020202020202020202020202020202020202020202020202020202020202","you":"198.51.100.1:40001","relay":"03030303030303030303030303030303"}"#,
+        )
+        .expect("a meet without addr");
+        assert!(matches!(hidden, ServerMsg::Meet { addr: None, .. }));
         assert!(ClientMsg::decode(br#"{"t":"meet","nick":"bob","local":["nowhere"]}"#).is_err());
     }
 

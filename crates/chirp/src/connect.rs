@@ -45,13 +45,15 @@ privately, stays in the room), /me TEXT, /nick NEW, /topic [TEXT], /list, /who [
 /history [N], /ignore [NICK], /unignore NICK, /stats, /quit, /help, and the moderation
 commands (/op, /kick, /ban, /mode, ...: /help lists them); //text sends a line starting
 with '/'. The chat UI has the same commands.
-Files (line mode and --json): /send NICK PATH offers a file to NICK, who must be online; they
-see the offer and answer /accept [ID] or /decline [ID]. The file then goes end to end
+Files: /send NICK PATH offers a file to NICK, who must be online (in the chat UI, /send PATH
+in a DM buffer offers it to that nick); they see the offer and answer /accept [ID] or
+/decline [ID] (in the UI also Alt+Y, Alt+N; progress shows in its status bar). The file then goes end to end
 encrypted between your two clients (directly, or through the server's relay, which cannot read
 it), checked against the hash in the offer, into --downloads; the sender is told when the
 recipient has the whole file. The server refuses files over its --max-file-size and files to
 users who are not online; it stores nothing. One transfer runs at a time; end of input waits
-for the one under way.
+for the one under way. With --relay-only the file always goes through the relay, and the
+other user never learns your address.
 
 Set once: ~/.config/chirp/client.toml ($XDG_CONFIG_HOME/chirp, or --config FILE) holds what
 you would type every time; flags given here win over it. With a server and a nick in it,
@@ -62,6 +64,7 @@ you would type every time; flags given here win over it. With a server and a nic
   bell = true
   log_dir = \"~/chirp-logs\"           # one plain-text file per room and DM
   downloads = \"~/Downloads/chirp\"    # received files (also chirp peer)
+  relay_only = true                  # files only through the server's relay (--relay-only)
   # server_key, idle_timeout, home, qlog: as the flags
 /ignore NICK hides a nick's messages (also in --json: dropped), kept across restarts in
 $XDG_STATE_HOME/chirp/ignore. Details: docs/CLIENT.md.
@@ -95,7 +98,8 @@ Examples:
   chirp connect 10.0.0.1:7667 10.0.0.2:7667 10.0.0.3 --nick ann        # a cluster of three
   chirp connect 127.0.0.1 --nick dave --qlog /tmp/chirp-qlog   # a qlog trace per connection
   chirp connect chat.example.org --nick erin --line --downloads ~/inbox
-      /send frank ~/notes.pdf                                      # then typed: a file to frank";
+      /send frank ~/notes.pdf                                      # then typed: a file to frank
+  chirp connect chat.example.org --nick gus --relay-only   # files never reveal your address";
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
@@ -156,6 +160,12 @@ pub(crate) struct ConnectArgs {
     /// download directory, e.g. ~/Downloads].
     #[arg(long, value_name = "DIR")]
     downloads: Option<PathBuf>,
+    /// DM file transfers (and any connection the server introduces) go through the
+    /// server's relay, never direct: the other user never learns your address, and the
+    /// server does not give it out (still end to end encrypted; the relay cannot read it)
+    /// [default: `relay_only` in the config file, else off].
+    #[arg(long)]
+    relay_only: bool,
     /// Keep a plain-text log of every room and DM in this directory (created if missing):
     /// one file per conversation (#room.log, nick.log), appended as messages arrive
     /// [default: `log_dir` in the config file; none].
@@ -177,6 +187,7 @@ struct Settings {
     qlog: Option<PathBuf>,
     log_dir: Option<PathBuf>,
     downloads: Option<PathBuf>,
+    relay_only: bool,
 }
 
 /// The config file to read: `--config` (which must exist), else the default one if it exists.
@@ -259,6 +270,7 @@ fn merge(args: &ConnectArgs, file: ClientFile, path: Option<&Path>) -> anyhow::R
         qlog: args.qlog.clone().or(file.qlog),
         log_dir: args.log_dir.clone().or(file.log_dir),
         downloads: args.downloads.clone().or(file.downloads),
+        relay_only: args.relay_only || file.relay_only.unwrap_or(false),
     })
 }
 
@@ -827,6 +839,15 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     config.give_up_after = Duration::from_secs(idle.max(10));
     // On a terminal, the chat UI (unless line mode was asked for); it makes its own key check,
     // which reports through the UI rather than on stdout.
+    let files = crate::dm::Setup {
+        json,
+        bind: config.bind,
+        downloads,
+        known_keys: home.join(crate::peer::KNOWN_KEYS_FILE),
+        idle_timeout: config.idle_timeout,
+        ui: false,
+        relay_only: s.relay_only,
+    };
     if crate::tui::wanted(args.line, args.json) {
         return crate::tui::connect(
             config,
@@ -835,6 +856,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             home.join(crate::peer::KNOWN_KEYS_FILE),
             s.bell,
             local,
+            crate::dm::Setup { ui: true, ..files },
         )
         .await;
     }
@@ -855,13 +877,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     let (handle, mut tevents, transport) =
         driver::start_transport(&config).context("cannot start the client")?;
     let key_check = config.server_key_check.clone();
-    let mut dm = crate::dm::DmFiles::new(crate::dm::Setup {
-        json,
-        bind: config.bind,
-        downloads,
-        known_keys: home.join(crate::peer::KNOWN_KEYS_FILE),
-        idle_timeout: config.idle_timeout,
-    });
+    let mut dm = crate::dm::DmFiles::new(files);
     let session = Session::new(config, Instant::now(), chirp_transport::random_seed());
     let Local {
         ignores,
@@ -1030,6 +1046,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                     break 1;
                 }
             },
+            input = dm.hashed() => dm.on_hashed(client.session(), input),
             () = driver::sleep_until(wake) => {
                 client.session().handle_timeout(Instant::now());
                 if let Err(e) = dm.on_timeout(&handle, client.session()).await {
@@ -1290,7 +1307,8 @@ mod tests {
     #[test]
     fn flags_override_the_config_file() {
         let f = "server = [\"10.0.0.1\", \"10.0.0.2\"]\nnick = \"ann\"\nrooms = [\"#a\", \"#b\"]\n\
-                 bell = false\nlog_dir = \"/logs\"\nidle_timeout = 9\ndownloads = \"/dl\"\n";
+                 bell = false\nlog_dir = \"/logs\"\nidle_timeout = 9\ndownloads = \"/dl\"\n\
+                 relay_only = true\n";
         // Nothing on the command line: all from the file.
         let s = merge(&args(&[]), file(f), Some(Path::new("/c.toml"))).expect("complete");
         assert_eq!(
@@ -1306,6 +1324,7 @@ mod tests {
                 qlog: None,
                 log_dir: Some(PathBuf::from("/logs")),
                 downloads: Some(PathBuf::from("/dl")),
+                relay_only: true,
             }
         );
         // Flags win, each on its own; --join replaces the file's rooms.
@@ -1333,6 +1352,14 @@ mod tests {
         // No file: the flags alone, the bell on by default and off with --no-bell.
         let s = merge(&args(&["h", "--nick", "c"]), ClientFile::default(), None).expect("ok");
         assert!(s.bell && s.rooms.is_empty() && s.log_dir.is_none());
+        assert!(!s.relay_only, "off unless asked for");
+        let s = merge(
+            &args(&["h", "--nick", "c", "--relay-only"]),
+            ClientFile::default(),
+            None,
+        )
+        .expect("ok");
+        assert!(s.relay_only);
         let s = merge(&args(&["h", "--nick", "c", "--no-bell"]), file(f), None).expect("ok");
         assert!(!s.bell);
     }

@@ -5,6 +5,13 @@
 //! connection from the socket of their chat session: a [`crate::via::Link`], as `chirp peer
 //! --via` uses. The server never sees the file.
 //!
+//! The sender hashes the file before the offer (the offer names the hash) on tokio's
+//! blocking pool ([`crate::files::Hasher`]), as `chirp peer`'s `/send` does, so that chat
+//! typed meanwhile goes out at once; the peer connection's offer reuses that hash.
+//!
+//! What it says goes to standard output (line and JSON mode) or, in the terminal UI, to the
+//! bridge as [`DmNote`]s ([`DmFiles::take_notes`]).
+//!
 //! One transfer runs at a time (one peer connection and one relay per endpoint); transfers
 //! accepted meanwhile wait their turn. The receiver accepts on the peer connection only the
 //! file it accepted through the server (the same size and root hash) and declines anything
@@ -17,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use chirp_chat::client::Session as ChatSession;
 use chirp_chat::wire::ServerMsg;
-use chirp_files::{Direction, FileEvent, FsStorage, Transfers, hash_hex};
+use chirp_client::files::{DmNote, FileCommand};
+use chirp_files::{Direction, FileEvent, FsStorage, Prepared, hash_hex};
 use chirp_peer::rendezvous::Answer;
 use chirp_peer::{Input as SessionInput, Output as SessionOutput, Report};
 use chirp_proto::Event;
@@ -27,6 +35,7 @@ use indicatif::HumanBytes;
 use serde_json::json;
 use tracing::debug;
 
+use crate::files::Hasher;
 use crate::output::{Output, print_event};
 use crate::via::{Link, LinkTo};
 
@@ -47,6 +56,16 @@ pub(crate) enum Command {
     Decline(Option<u64>),
     /// The command, misused: the usage to show.
     Usage(&'static str),
+}
+
+impl From<FileCommand> for Command {
+    fn from(c: FileCommand) -> Self {
+        match c {
+            FileCommand::Send { to, path } => Command::Send { to, path },
+            FileCommand::Accept(id) => Command::Accept(id),
+            FileCommand::Decline(id) => Command::Decline(id),
+        }
+    }
 }
 
 const SEND_USAGE: &str = "usage: /send NICK PATH (sends a file to NICK, who must be online)";
@@ -93,6 +112,9 @@ struct Job {
     hash: [u8; 32],
     /// Ours to send (its path), or theirs to receive (`None`).
     path: Option<PathBuf>,
+    /// Ours to send: the file as hashed for the offer, which the peer connection's offer
+    /// reuses (boxed: its chunk hashes can be long).
+    prepared: Option<Box<Prepared>>,
 }
 
 impl Job {
@@ -124,6 +146,18 @@ pub(crate) struct Setup {
     pub(crate) downloads: PathBuf,
     pub(crate) known_keys: PathBuf,
     pub(crate) idle_timeout: Duration,
+    /// The terminal UI shows what is said ([`DmFiles::take_notes`]); else it is printed.
+    pub(crate) ui: bool,
+    /// `--relay-only`: the peer connection goes through the server's relay, never direct,
+    /// and the server does not give the other side our address.
+    pub(crate) relay_only: bool,
+}
+
+/// A `/send` whose file is being hashed (on the blocking pool).
+struct Hashing {
+    local: u64,
+    to: String,
+    path: PathBuf,
 }
 
 /// The DM file transfers of one `chirp connect`.
@@ -132,11 +166,16 @@ pub(crate) struct DmFiles {
     next_local: u64,
     /// Our offers waiting for an answer.
     offered: Vec<Job>,
+    /// Our `/send`s whose file is being hashed.
+    hashing: Vec<Hashing>,
+    hasher: Hasher,
     /// Offers to us waiting for `/accept` or `/decline`.
     waiting: Vec<Job>,
     /// Accepted both ways, waiting for the active transfer to end.
     queued: VecDeque<Job>,
     active: Option<Active>,
+    /// What to show in the UI, in order (UI mode only).
+    notes: Vec<DmNote>,
 }
 
 impl DmFiles {
@@ -145,10 +184,18 @@ impl DmFiles {
             setup,
             next_local: 1,
             offered: Vec::new(),
+            hashing: Vec::new(),
+            hasher: Hasher::new(),
             waiting: Vec::new(),
             queued: VecDeque::new(),
             active: None,
+            notes: Vec::new(),
         }
+    }
+
+    /// What the UI is to show since the last call (nothing in line mode: it was printed).
+    pub(crate) fn take_notes(&mut self) -> Vec<DmNote> {
+        std::mem::take(&mut self.notes)
     }
 
     fn out(&self) -> Output {
@@ -158,12 +205,53 @@ impl DmFiles {
         }
     }
 
-    fn status(&self, text: &str) {
-        self.out().status(text);
+    /// How a transfer with `nick` goes, or (`None`) a command's answer.
+    fn status(&mut self, nick: Option<&str>, text: &str) {
+        if self.setup.ui {
+            self.notes.push(DmNote::Status {
+                nick: nick.map(str::to_owned),
+                text: safe(text).into_owned(),
+            });
+        } else {
+            self.out().status(text);
+        }
+    }
+
+    fn error(&mut self, text: &str) {
+        if self.setup.ui {
+            self.notes.push(DmNote::Error(safe(text).into_owned()));
+        } else {
+            self.out().error(text);
+        }
+    }
+
+    /// An event of `job`'s transfer, under our number for it.
+    fn file_event(&mut self, job: &Job, e: FileEvent) {
+        let e = renumber(e, job.local);
+        if self.setup.ui {
+            self.notes.push(DmNote::File {
+                nick: job.nick.clone(),
+                event: e,
+            });
+        } else {
+            crate::files::print(self.out(), &e);
+        }
     }
 
     /// A transfer that failed (or was refused, declined): `code` for scripts.
-    fn failed(&self, job: &Job, code: &str, reason: &str) {
+    fn failed(&mut self, job: &Job, code: &str, reason: &str) {
+        if self.setup.ui {
+            let e = FileEvent::Failed {
+                id: job.local,
+                direction: job.direction(),
+                name: job.name.clone(),
+                reason: reason.to_owned(),
+            };
+            return self.notes.push(DmNote::File {
+                nick: job.nick.clone(),
+                event: e,
+            });
+        }
         print_event(
             self.setup.json,
             || {
@@ -181,70 +269,100 @@ impl DmFiles {
         );
     }
 
-    /// A transfer is under way or waits to start.
+    /// A transfer is under way or waits to start, or a file is being hashed for an offer.
     pub(crate) fn busy(&self) -> bool {
-        self.active.is_some() || !self.queued.is_empty()
+        self.active.is_some() || !self.queued.is_empty() || !self.hashing.is_empty()
     }
 
     /// A typed command.
     pub(crate) fn command(&mut self, session: &mut ChatSession, cmd: Command) {
         match cmd {
-            Command::Usage(u) => self.out().error(u),
-            Command::Send { to, path } => self.send(session, to, Path::new(&path)),
+            Command::Usage(u) => self.error(u),
+            Command::Send { to, path } => self.send(to, Path::new(&path)),
             Command::Accept(_) | Command::Decline(_) if self.waiting.is_empty() => {
-                self.out().error("no file offer waits for an answer");
+                self.error("no file offer waits for an answer");
             }
             Command::Accept(id) => self.answer(session, id, true),
             Command::Decline(id) => self.answer(session, id, false),
         }
     }
 
-    fn send(&mut self, session: &mut ChatSession, to: String, path: &Path) {
+    /// `/send`: the file is hashed on the blocking pool; [`Self::hashed`] makes the offer.
+    fn send(&mut self, to: String, path: &Path) {
         if let Err(e) = chirp_chat::names::nick(&to) {
-            return self.out().error(&format!("/send {to}: {e}"));
+            return self.error(&format!("/send {to}: {e}"));
         }
-        // Hashed here, before the offer, so that the offer can name the hash the peer
-        // connection's offer must then have (the peer session hashes again when it sends).
-        let mut t = Transfers::new(
-            chirp_files::Config::default(),
-            FsStorage::new(self.setup.downloads.clone()),
-        );
-        let (size, hash) = match t.hash_file(path) {
-            Ok(h) => h,
-            Err(e) => return self.out().error(&format!("cannot send: {e}")),
+        let local = self.next_local;
+        self.next_local += 1;
+        self.hashing.push(Hashing {
+            local,
+            to,
+            path: path.to_owned(),
+        });
+        self.hasher
+            .start(path.to_owned(), chirp_files::Config::default().chunk_size);
+    }
+
+    /// The next file hashed for a `/send` (never ends: pass it to [`Self::on_hashed`]).
+    pub(crate) async fn hashed(&mut self) -> SessionInput {
+        self.hasher.recv().await
+    }
+
+    /// A file was hashed for a `/send`: the offer goes to the server.
+    pub(crate) fn on_hashed(&mut self, session: &mut ChatSession, input: SessionInput) {
+        let SessionInput::FileHashed { path, result } = input else {
+            return;
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".into());
+        // Two `/send`s of one file hash the same: the first waiting takes it.
+        let Some(at) = self.hashing.iter().position(|h| h.path == path) else {
+            return;
+        };
+        let Hashing { local, to, path } = self.hashing.remove(at);
+        let prepared = match result {
+            Ok(p) => p,
+            Err(e) => return self.error(&format!("cannot send {}: {e}", path.display())),
+        };
         // The wire id tells our offers apart at the recipient and in its answer, across our
         // other devices' offers too: random, within what JSON numbers hold exactly.
         let wire = chirp_transport::random_seed() >> 11;
+        let (name, size, hash) = (prepared.name.clone(), prepared.size, prepared.root);
         let job = Job {
-            local: self.next_local,
+            local,
             wire,
             nick: to.clone(),
             name: name.clone(),
             size,
             hash,
-            path: Some(path.to_owned()),
+            path: Some(path),
+            prepared: Some(prepared),
         };
-        self.next_local += 1;
         session.file_offer(to.clone(), wire, name.clone(), size, hash_hex(&hash));
-        print_event(
-            self.setup.json,
-            || {
-                format!(
-                    "* offering file {} \"{}\" ({}) to {}; it is sent once they accept",
-                    job.local,
-                    safe(&name),
-                    HumanBytes(size),
-                    safe(&to)
-                )
-            },
-            json!({"type": "file_offer", "direction": "send", "id": job.local, "to": to,
-                   "name": name, "size": size, "hash": hash_hex(&hash)}),
-        );
+        if self.setup.ui {
+            let e = FileEvent::Offering {
+                id: local,
+                name: name.clone(),
+                size,
+                hash,
+            };
+            self.file_event(&job, e);
+            let text = format!("file {local} is sent once {} accepts it", safe(&to));
+            self.status(Some(&to), &text);
+        } else {
+            print_event(
+                self.setup.json,
+                || {
+                    format!(
+                        "* offering file {} \"{}\" ({}) to {}; it is sent once they accept",
+                        job.local,
+                        safe(&name),
+                        HumanBytes(size),
+                        safe(&to)
+                    )
+                },
+                json!({"type": "file_offer", "direction": "send", "id": job.local, "to": to,
+                       "name": name, "size": size, "hash": hash_hex(&hash)}),
+            );
+        }
         self.offered.push(job);
     }
 
@@ -254,20 +372,23 @@ impl DmFiles {
             Some(n) => self.waiting.iter().position(|j| j.local == n),
         };
         let Some(at) = at else {
-            return self
-                .out()
-                .error(&format!("no file offer {} waits", id.unwrap_or(0)));
+            return self.error(&format!("no file offer {} waits", id.unwrap_or(0)));
         };
         let job = self.waiting.remove(at);
         session.file_answer(job.nick.clone(), job.wire, accept);
         if !accept {
-            return self.status(&format!("declined file {}", job.local));
+            if self.setup.ui {
+                let reason = "declined".to_owned();
+                return self.failed(&job, "declined", &reason);
+            }
+            return self.status(None, &format!("declined file {}", job.local));
         }
-        self.status(&format!(
+        let text = format!(
             "accepted file {} from {}; connecting to them end to end",
             job.local,
             safe(&job.nick)
-        ));
+        );
+        self.status(Some(&job.nick), &text);
         self.queued.push_back(job);
     }
 
@@ -294,8 +415,21 @@ impl DmFiles {
                     size: *size,
                     hash,
                     path: None,
+                    prepared: None,
                 };
                 self.next_local += 1;
+                if self.setup.ui {
+                    let e = FileEvent::Offered {
+                        id: job.local,
+                        name: name.clone(),
+                        size: *size,
+                        hash,
+                        auto: false,
+                    };
+                    self.file_event(&job, e);
+                    self.waiting.push(job);
+                    return true;
+                }
                 print_event(
                     self.setup.json,
                     || {
@@ -328,11 +462,12 @@ impl DmFiles {
                 };
                 let job = self.offered.remove(at);
                 if *accept {
-                    self.status(&format!(
+                    let text = format!(
                         "{} accepted file {}; connecting to them end to end",
                         safe(from),
                         job.local
-                    ));
+                    );
+                    self.status(Some(&job.nick), &text);
                     self.queued.push_back(job);
                 } else {
                     self.failed(&job, "declined", &format!("{from} declined it"));
@@ -387,6 +522,9 @@ impl DmFiles {
                         if let Some(peer) = a.link.peer() {
                             let storage = FsStorage::new(self.setup.downloads.clone());
                             peer.enable_files(Box::new(storage), Vec::new());
+                            // The offer reuses the hash made for the server's offer
+                            // (`SessionOutput::HashFile` is answered with it in `pump`).
+                            peer.hash_files_outside();
                             if let Some(path) = &job.path {
                                 peer.handle_input(now(), SessionInput::SendFile(path.clone()));
                             }
@@ -408,9 +546,9 @@ impl DmFiles {
     /// The chat session is (again) up: the active transfer's `meet`, if still needed.
     pub(crate) fn welcome(&mut self, session: &mut ChatSession) {
         if let Some(a) = self.active.as_mut()
-            && let Some((nick, local)) = a.link.welcome()
+            && let Some(ask) = a.link.welcome()
         {
-            session.meet(nick, local);
+            ask.send(session);
         }
     }
 
@@ -432,13 +570,15 @@ impl DmFiles {
                 pin: None,
                 bind: self.setup.bind,
                 local,
+                relay_only: self.setup.relay_only,
             },
             self.setup.idle_timeout,
             self.setup.known_keys.clone(),
-            false,
+            // The path is reported when the peer connection is up ("relayed" or "direct").
+            true,
         );
-        if let Some((nick, local)) = link.welcome() {
-            session.meet(nick, local);
+        if let Some(ask) = link.welcome() {
+            ask.send(session);
         }
         self.active = Some(Active {
             job,
@@ -487,8 +627,8 @@ impl DmFiles {
         }
         let mut reports = Vec::new();
         let ask = a.link.on_timeout(handle, now, &mut reports).await?;
-        if let Some((nick, local)) = ask {
-            session.meet(nick, local);
+        if let Some(ask) = ask {
+            ask.send(session);
         }
         let job = a.job.clone();
         self.show_reports(&job, reports);
@@ -517,6 +657,7 @@ impl DmFiles {
             let Some(a) = self.active.as_mut() else {
                 return Ok(());
             };
+            a.link.prepare(handle).await?;
             let Some(peer) = a.link.peer() else {
                 return Ok(());
             };
@@ -540,14 +681,14 @@ impl DmFiles {
                     self.failed(&job, "transport", &text);
                     self.end(handle).await?;
                 }
-                // This session hashes the file itself (the offer through the server needed
-                // the hash first): it never hands hashing to the driver.
+                // The file was hashed for the server's offer: that hash is the answer (the
+                // receiver accepts only the file with the hash it accepted).
                 SessionOutput::HashFile { path, .. } => {
-                    debug_assert!(false, "hashing was not handed to the driver");
-                    let job = a.job.clone();
-                    let text = format!("cannot hash {}", path.display());
-                    self.failed(&job, "internal", &text);
-                    self.end(handle).await?;
+                    let result = match &a.job.prepared {
+                        Some(p) if p.path == path => Ok(p.clone()),
+                        _ => Err(format!("{} is not the file offered", path.display())),
+                    };
+                    peer.handle_input(now(), SessionInput::FileHashed { path, result });
                 }
             }
         }
@@ -584,17 +725,18 @@ impl DmFiles {
     /// A report of the peer session (or the link) of `job`.
     fn on_report(&mut self, job: &Job, r: Report) {
         let about = |text: &str| format!("file {} with {}: {text}", job.local, job.nick);
+        let nick = Some(job.nick.as_str());
         match r {
             Report::File(e) => self.on_file(job, e),
-            Report::Status(text) => self.status(&about(&text)),
-            Report::Error(text) => self.out().error(&about(&text)),
-            Report::Up { peer, .. } => self.status(&about(&format!("connected to {peer}"))),
+            Report::Status(text) => self.status(nick, &about(&text)),
+            Report::Error(text) => self.error(&about(&text)),
+            Report::Up { peer, .. } => self.status(nick, &about(&format!("connected to {peer}"))),
             Report::Down { reason, .. } => {
-                self.status(&about(&format!("connection lost: {reason}")))
+                self.status(nick, &about(&format!("connection lost: {reason}")))
             }
             Report::Path { relayed, .. } => {
                 let path = if relayed { "relayed" } else { "direct" };
-                self.status(&about(&format!("the connection is {path}")));
+                self.status(nick, &about(&format!("the connection is {path}")));
             }
             // Nothing else is asked of this connection: no chat, no stats, no key question
             // (the key is pinned).
@@ -618,20 +760,17 @@ impl DmFiles {
                     peer.handle_input(now(), SessionInput::DeclineFile(Some(id)));
                     let text = "the peer offered another file than the one accepted (size or \
                                 hash differ); declined";
-                    self.out()
-                        .error(&format!("file {} with {}: {text}", job.local, job.nick));
+                    self.error(&format!("file {} with {}: {text}", job.local, job.nick));
                 }
             }
             FileEvent::Offering { id, .. } => a.peer_id = Some(id),
             FileEvent::Offered { .. } => {}
-            e @ FileEvent::Progress { .. } => {
-                crate::files::print(self.out(), &renumber(e, job.local));
-            }
+            e @ FileEvent::Progress { .. } => self.file_event(job, e),
             e @ (FileEvent::Done { .. } | FileEvent::Failed { .. }) => {
                 if event_id(&e) != a.peer_id {
                     return;
                 }
-                crate::files::print(self.out(), &renumber(e, job.local));
+                self.file_event(job, e);
                 self.finish(now());
             }
         }

@@ -36,7 +36,7 @@ commands:
   /stats          show the link statistics: RTT, loss, retransmissions, duplicates, drops
   /accept [ID]    trust the key chirp asked about (a new key from another port of the peer's IP); else accept a file offer (number ID, or the oldest)
   /refuse         refuse that key
-  /send PATH      offer the peer a file
+  /send PATH      offer a file: to the peer; in chirp connect to a DM buffer's nick (or NICK PATH)
   /decline [ID]   decline a file offer (number ID, or the oldest), or stop receiving it
   /help           this text (also /?)
   /quit [REASON]  leave chirp, once everything you sent is acknowledged (also /exit)

@@ -8,6 +8,10 @@
 //! those two. All the translation is `chirp_client::bridge` (pure, unit-tested); the tmux test
 //! (`tests/tui.rs`) covers the whole.
 //!
+//! DM file transfers (`/send`, `/accept`, `/decline`) run in the session task too: the same
+//! [`crate::dm::DmFiles`] as line mode, with the bridge showing what they say. Their peer
+//! connections share the chat session's endpoint; the files are hashed on the blocking pool.
+//!
 //! While the UI runs, logs are switched off ([`log_writer`]): the terminal is the UI's.
 
 use std::io::{IsTerminal as _, Write};
@@ -18,11 +22,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use chirp_chat::client::{ClientConfig, Event, Session, driver};
-use chirp_client::bridge::{self, Bridge, End};
+use chirp_client::bridge::{self, Action, Bridge, End};
 use chirp_client::logs::{self, ChatLog};
 use chirp_keys::Fingerprint;
 use chirp_tui::{UiCommand, UiEvent, UnixMs};
 use tokio::sync::mpsc;
+
+use crate::dm::DmFiles;
 
 pub(crate) use chirp_client::link::STATS_EVERY;
 
@@ -76,12 +82,20 @@ pub(crate) async fn emit(ui: &mpsc::Sender<UiEvent>, events: Vec<UiEvent>) {
     }
 }
 
-/// The session task: the session and the bridge, transport events and UI commands in, until
-/// the session ends.
+/// Hands what the DM transfers said to the UI.
+async fn show_files(ui: &mpsc::Sender<UiEvent>, bridge: &mut Bridge, dm: &mut DmFiles) {
+    for note in dm.take_notes() {
+        emit(ui, bridge.on_dm_file(note)).await;
+    }
+}
+
+/// The session task: the session, the bridge and the DM transfers, transport events and UI
+/// commands in, until the session ends.
 #[allow(clippy::too_many_arguments)] // the task's channels and its files, each used once
 async fn session_task(
     mut session: Session,
     mut bridge: Bridge,
+    mut dm: DmFiles,
     ignore_path: PathBuf,
     mut log: Option<ChatLog>,
     handle: chirp_transport::Handle,
@@ -94,7 +108,14 @@ async fn session_task(
     let mut tick = tokio::time::interval(STATS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commands_open = true;
+    let local = handle.local_addr();
     loop {
+        dm.start_next(&mut session, local);
+        let pumped = dm.pump(&handle).await;
+        show_files(&ui, &mut bridge, &mut dm).await;
+        if let Err(e) = pumped {
+            return End::Fatal(format!("{e:#}"));
+        }
         if driver::perform(&mut session, &handle, key_check.as_ref())
             .await
             .is_err()
@@ -102,6 +123,14 @@ async fn session_task(
             return End::Fatal("the transport stopped".into());
         }
         while let Some(ev) = session.poll_event() {
+            match &ev {
+                Event::Server(m) if dm.on_server(m) => {
+                    show_files(&ui, &mut bridge, &mut dm).await;
+                    continue;
+                }
+                Event::Welcome { .. } => dm.welcome(&mut session),
+                _ => {}
+            }
             if let Some(l) = &mut log
                 && !bridge.hides(&ev)
             {
@@ -136,12 +165,38 @@ async fn session_task(
             emit(&ui, vec![UiEvent::Error(text)]).await;
             log = None;
         }
-        let wake = session.poll_timeout();
+        // What the events asked of the session (a `meet` for a file transfer) goes out now.
+        dm.start_next(&mut session, local);
+        if driver::perform(&mut session, &handle, key_check.as_ref())
+            .await
+            .is_err()
+        {
+            return End::Fatal("the transport stopped".into());
+        }
+        let wake = [session.poll_timeout(), dm.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
             ev = tevents.recv() => match ev {
-                Some(ev) => session.handle_transport(Instant::now(), ev),
+                Some(ev) if session.connection() == Some(ev.conn()) => {
+                    session.handle_transport(Instant::now(), ev)
+                }
+                // Another connection: a file transfer's peer connection, or one of an
+                // earlier server connection (which the session ignores).
+                Some(ev) => {
+                    let result = dm.on_event(&handle, ev).await;
+                    show_files(&ui, &mut bridge, &mut dm).await;
+                    if let Err(e) = result {
+                        return End::Fatal(format!("{e:#}"));
+                    }
+                }
                 None => return End::Fatal("the transport stopped".into()),
             },
+            input = dm.hashed() => {
+                dm.on_hashed(&mut session, input);
+                show_files(&ui, &mut bridge, &mut dm).await;
+            }
             cmd = commands.recv(), if commands_open => {
                 // The UI closes its side only after handing over `Quit` (or giving up on it).
                 let cmd = cmd.unwrap_or(UiCommand::Quit { reason: None });
@@ -149,8 +204,14 @@ async fn session_task(
                     commands_open = false;
                 }
                 let now = Instant::now();
-                let action = bridge.on_command(cmd, now);
-                let mut out = bridge::perform(&mut bridge, &mut session, now, action);
+                let mut out = match bridge.on_command(cmd, now) {
+                    Action::File(cmd) => {
+                        dm.command(&mut session, cmd.into());
+                        show_files(&ui, &mut bridge, &mut dm).await;
+                        Vec::new()
+                    }
+                    action => bridge::perform(&mut bridge, &mut session, now, action),
+                };
                 if bridge.ignores_mut().take_dirty()
                     && let Err(e) = bridge.ignores_mut().save(&ignore_path)
                 {
@@ -164,7 +225,14 @@ async fn session_task(
             Some(text) = notices.recv() => {
                 emit(&ui, vec![UiEvent::Info { buffer: None, text }]).await;
             }
-            () = driver::sleep_until(wake) => session.handle_timeout(Instant::now()),
+            () = driver::sleep_until(wake) => {
+                session.handle_timeout(Instant::now());
+                let result = dm.on_timeout(&handle, &mut session).await;
+                show_files(&ui, &mut bridge, &mut dm).await;
+                if let Err(e) = result {
+                    return End::Fatal(format!("{e:#}"));
+                }
+            }
             _ = tick.tick() => {
                 let out = bridge.tick(Instant::now());
                 emit(&ui, out).await;
@@ -189,6 +257,7 @@ pub(crate) async fn connect(
     known: PathBuf,
     bell: bool,
     local: crate::connect::Local,
+    files: crate::dm::Setup,
 ) -> anyhow::Result<u8> {
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let greeting = crate::connect::greeting(&servers, &config.nick);
@@ -213,9 +282,11 @@ pub(crate) async fn connect(
         let _ = ui_tx.try_send(e);
     }
     let logs_off = LogsOff::new();
+    let dm = DmFiles::new(files);
     let mut task = tokio::spawn(session_task(
         session,
         bridge,
+        dm,
         local.ignore_path,
         local.log,
         handle,

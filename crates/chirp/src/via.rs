@@ -131,6 +131,7 @@ pub(crate) async fn run(opts: PeerOpts, via: ViaOpts) -> anyhow::Result<u8> {
             pin: opts.peer_key,
             bind: opts.bind,
             local: handle.local_addr(),
+            relay_only: false,
         },
         opts.idle_timeout,
         opts.home.join(crate::peer::KNOWN_KEYS_FILE),
@@ -233,6 +234,27 @@ pub(crate) struct Link {
     relayed: bool,
     /// The peer's direct address (the introduction's candidate): probed while relayed.
     direct: Option<SocketAddr>,
+    /// Relay only: never direct (no local candidates, the server withholds our address, the
+    /// peer's is not dialled or probed).
+    relay_only: bool,
+    /// The peer session dials the relayed path: the transport is to use the relay first
+    /// ([`Self::prepare`]).
+    relay_pending: bool,
+}
+
+/// A `meet` to send: whom, our local addresses, and whether our address is to be withheld.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MeetAsk {
+    pub(crate) nick: String,
+    pub(crate) local: Vec<SocketAddr>,
+    pub(crate) relay_only: bool,
+}
+
+impl MeetAsk {
+    /// Hands it to the chat session.
+    pub(crate) fn send(self, session: &mut client::Session) {
+        session.meet(self.nick, self.local, self.relay_only);
+    }
 }
 
 /// Where a [`Link`] goes: the server that introduces, the nick, and our side of it.
@@ -247,6 +269,8 @@ pub(crate) struct LinkTo {
     /// The address our socket was bound to, and its local address.
     pub(crate) bind: SocketAddr,
     pub(crate) local: SocketAddr,
+    /// Through the server's relay only (`--relay-only`): our address is given to nobody.
+    pub(crate) relay_only: bool,
 }
 
 impl Link {
@@ -256,9 +280,14 @@ impl Link {
         known_keys: std::path::PathBuf,
         path_on_connect: bool,
     ) -> Self {
-        let candidates: Vec<SocketAddr> = local_candidate(to.bind, to.server, to.local.port())
-            .into_iter()
-            .collect();
+        // Relay only: no local address is listed either.
+        let candidates: Vec<SocketAddr> = if to.relay_only {
+            Vec::new()
+        } else {
+            local_candidate(to.bind, to.server, to.local.port())
+                .into_iter()
+                .collect()
+        };
         Link {
             rendezvous: Rendezvous::new(&to.to, to.pin, candidates),
             peer: None,
@@ -272,6 +301,8 @@ impl Link {
             relay: None,
             relayed: false,
             direct: None,
+            relay_only: to.relay_only,
+            relay_pending: false,
         }
     }
 
@@ -291,8 +322,13 @@ impl Link {
     }
 
     /// The chat session with the server is up (again): the `meet` to send, if still needed.
-    pub(crate) fn welcome(&mut self) -> Option<(String, Vec<SocketAddr>)> {
-        self.rendezvous.welcome()
+    pub(crate) fn welcome(&mut self) -> Option<MeetAsk> {
+        let (nick, local) = self.rendezvous.welcome()?;
+        Some(MeetAsk {
+            nick,
+            local,
+            relay_only: self.relay_only,
+        })
     }
 
     /// The server holds our `meet` for `ttl`.
@@ -326,18 +362,37 @@ impl Link {
             return Ok(());
         }
         let intro = self.rendezvous.answer(answer)?;
+        // Relay only (ours, or the peer's: then the server gave no address to dial).
+        let direct = intro.candidate.filter(|_| !self.relay_only);
+        let synthetic = relayed_address(self.server);
+        if direct.is_none() && intro.relay.is_none() {
+            return Err(format!(
+                "{} introduced {} without a relay, and the connection must be relayed (relay \
+                 only); giving up",
+                self.server_name, intro.nick
+            ));
+        }
+        let seen = match intro.public {
+            Some(public) => format!("seen at {public}"),
+            None => "its address withheld (relay only)".to_owned(),
+        };
+        let how = match direct {
+            Some(to) => format!("connecting to {to}"),
+            None => format!(
+                "connecting through {}'s relay only (the peer shows as {synthetic})",
+                self.server_name
+            ),
+        };
         let text = format!(
-            "{} introduced {} (key {}), seen at {}; we are seen at {}; connecting to {}",
+            "{} introduced {} (key {}), {seen}; we are seen at {}; {how}",
             self.server_name,
             intro.nick,
             intro.key.fingerprint(),
-            intro.public,
             intro.you,
-            intro.candidate
         );
         reports.push(Report::Status(text));
         let config = Config {
-            to: intro.candidate,
+            to: direct.unwrap_or(synthetic),
             idle_timeout: self.idle_timeout,
             can_ask: false,
         };
@@ -348,8 +403,29 @@ impl Link {
         };
         self.peer = Some(Session::new(config, policy));
         self.relay = intro.relay;
-        self.direct = Some(intro.candidate);
-        self.direct_deadline = Some(now + DIRECT_WAIT);
+        self.direct = direct;
+        if direct.is_some() {
+            self.direct_deadline = Some(now + DIRECT_WAIT);
+        } else {
+            self.relay_pending = true;
+        }
+        Ok(())
+    }
+
+    /// Carries out what the introduction asks of the transport before the peer session's
+    /// first packet: for a relay-only connection, the relay. Call it before pumping the peer
+    /// session.
+    pub(crate) async fn prepare(&mut self, handle: &Handle) -> anyhow::Result<()> {
+        if !std::mem::take(&mut self.relay_pending) {
+            return Ok(());
+        }
+        if let Some(token) = self.relay {
+            let synthetic = relayed_address(self.server);
+            handle
+                .use_relay(Some((token, self.server, synthetic)))
+                .await?;
+            self.relayed = true;
+        }
         Ok(())
     }
 
@@ -431,8 +507,15 @@ impl Link {
         handle: &Handle,
         now: Instant,
         reports: &mut Vec<Report>,
-    ) -> anyhow::Result<Option<(String, Vec<SocketAddr>)>> {
-        let ask = self.rendezvous.handle_timeout(now);
+    ) -> anyhow::Result<Option<MeetAsk>> {
+        let ask = self
+            .rendezvous
+            .handle_timeout(now)
+            .map(|(nick, local)| MeetAsk {
+                nick,
+                local,
+                relay_only: self.relay_only,
+            });
         if let Some(peer) = self.peer.as_mut() {
             peer.handle_timeout(now);
         }
@@ -547,8 +630,8 @@ impl Via {
                     let now = now();
                     self.client.handle_timeout(now);
                     let mut reports = Vec::new();
-                    if let Some((nick, local)) = self.link.on_timeout(&handle, now, &mut reports).await? {
-                        self.client.meet(nick, local);
+                    if let Some(ask) = self.link.on_timeout(&handle, now, &mut reports).await? {
+                        ask.send(&mut self.client);
                     }
                     show_all(&view, reports).await;
                 }
@@ -609,6 +692,7 @@ impl Via {
                 ),
                 View::Ui(tx) => View::Ui(tx.clone()),
             };
+            self.link.prepare(handle).await?;
             if let Some(peer) = self.link.peer()
                 && let Some(code) = pump_session(peer, handle, &shown, hasher).await?
             {
@@ -625,12 +709,13 @@ impl Via {
         let server = &self.via.server_name;
         match ev {
             client::Event::Welcome { nick, .. } => {
-                if let Some((to, local)) = self.link.welcome() {
+                if let Some(ask) = self.link.welcome() {
                     let text = format!(
-                        "connected to {server} as {nick}; asking it to introduce us to {to}"
+                        "connected to {server} as {nick}; asking it to introduce us to {}",
+                        ask.nick
                     );
                     view.show(Report::Status(text)).await;
-                    self.client.meet(to, local);
+                    ask.send(&mut self.client);
                 }
             }
             client::Event::Server(ServerMsg::MeetWait { ttl_ms, .. }) => {

@@ -681,3 +681,73 @@ fn a_file_offer_is_accepted_with_a_key_and_its_progress_and_hash_show_in_the_ui(
     tmux.type_line("ben", "/quit");
     tmux.wait_for("ben", "a clean exit", |s| s.contains("chirp exited with 0"));
 }
+
+/// Issue 18, DM files in `chirp connect`'s UI: a real `chirp serve` and two UI clients.
+/// Alice types `/send bob PATH`; bob's UI shows the offer (name, size, how to answer) and he
+/// accepts with Alt+Y; his status bar shows the progress line (percent, bytes, rate, ETA)
+/// while the file flows; both show the done line with the BLAKE3 hash in their DM buffer
+/// with the other, and the saved file is byte-exact.
+#[test]
+fn a_dm_file_is_offered_accepted_with_a_key_and_shown_done_in_the_chat_ui() {
+    if !tmux_installed("a_dm_file_is_offered_accepted_with_a_key_and_shown_done_in_the_chat_ui") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = server(&dir.path().join("data"));
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("archive.tar");
+    // Large enough that the transfer spans several progress reports on loopback.
+    let data: Vec<u8> = (0..96_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).expect("write source");
+    let tmux = Tmux::new(dir.path());
+    tmux.start(
+        "alice",
+        &client_command(addr, &dir.path().join("alice"), "alice", ""),
+    );
+    let extra = format!("--downloads '{}'", downloads.display());
+    tmux.start(
+        "bob",
+        &client_command(addr, &dir.path().join("bob"), "bob", &extra),
+    );
+    tmux.wait_for("alice", "join", |s| s.contains("you joined #t"));
+    tmux.wait_for("bob", "join", |s| s.contains("you joined #t"));
+    tmux.type_line("alice", &format!("/send bob {}", src.display()));
+    tmux.wait_for("bob", "the offer", |s| {
+        s.contains("alice offers file 1: \"archive.tar\"") && s.contains("Alt+Y accepts it")
+    });
+    tmux.keys("bob", "M-y");
+    let progress = tmux.wait_for("bob", "the progress line with an ETA", |s| {
+        s.lines().any(|l| {
+            l.find("↓1 ").is_some_and(|at| {
+                let p = &l[at..];
+                p.contains("% ") && p.contains("/91.6 MiB ") && p.contains("ETA ")
+            })
+        })
+    });
+    // The done line goes to the DM buffer with alice.
+    tmux.type_line("bob", "/query alice");
+    let ben_screen = tmux.wait_within(
+        "bob",
+        "the done line with the hash",
+        std::time::Duration::from_secs(90),
+        |s| s.contains("file 1 received and verified") && s.contains("BLAKE3"),
+    );
+    tmux.type_line("alice", "/query bob");
+    tmux.wait_for("alice", "the sent line", |s| {
+        s.contains("\"archive.tar\" sent") && s.contains("BLAKE3")
+    });
+    #[allow(clippy::print_stdout)] // the transcript, for --nocapture
+    {
+        println!("--- bob, receiving ---\n{progress}--- bob, done ---\n{ben_screen}---");
+    }
+    assert!(std::fs::read(downloads.join("archive.tar")).expect("saved") == data);
+    tmux.type_line("bob", "/quit");
+    tmux.wait_for("bob", "a clean exit", |s| s.contains("chirp exited with 0"));
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "a clean exit", |s| {
+        s.contains("chirp exited with 0")
+    });
+    server.kill();
+}

@@ -47,6 +47,7 @@ use chirp_tui::{
     UnixMs,
 };
 
+use crate::files::{DmNote, FileCommand, FileView};
 use crate::ignore::{Change, IgnoreList};
 use crate::line::SEARCH_PAGE;
 use crate::link::{LossWindow, update_link};
@@ -144,6 +145,9 @@ pub enum Action {
     },
     /// Leave: wait for every acknowledgement, then close.
     Finish,
+    /// A DM file transfer command: the driver's (it owns the transfers' peer connections),
+    /// which hands it to them instead of calling [`perform`].
+    File(FileCommand),
     /// Nothing to ask the session; answer the UI directly.
     Reply(Vec<UiEvent>),
 }
@@ -218,6 +222,8 @@ pub struct Bridge {
     unread: Unread,
     /// Searches asked for, oldest first.
     searches: VecDeque<SearchReq>,
+    /// DM file transfers under way (their progress line).
+    files: FileView,
 }
 
 impl Bridge {
@@ -239,6 +245,7 @@ impl Bridge {
             ignores: IgnoreList::default(),
             unread: Unread::default(),
             searches: VecDeque::new(),
+            files: FileView::default(),
         }
     }
 
@@ -1071,13 +1078,34 @@ impl Bridge {
             UiCommand::Quit { .. } => Action::Finish,
             // `chirp connect` never asks (its server key is pinned or trusted on first use).
             UiCommand::Answer(_) => Action::Reply(Vec::new()),
-            // The command table offers these only in peer mode.
-            UiCommand::SendFile(_) | UiCommand::AcceptFile(_) | UiCommand::DeclineFile(_) => {
-                Action::Reply(vec![UiEvent::Error(
-                    "file transfer works in chirp peer (not through a server yet)".into(),
-                )])
+            UiCommand::SendFile { to: Some(to), path } => {
+                Action::File(FileCommand::Send { to, path })
+            }
+            // The UI names the nick in `chirp connect` (`None` is peer mode's).
+            UiCommand::SendFile { to: None, .. } => Action::Reply(vec![UiEvent::Error(
+                "usage: /send NICK PATH (or /send PATH in a DM buffer, to its nick)".into(),
+            )]),
+            UiCommand::AcceptFile(id) => Action::File(FileCommand::Accept(id)),
+            UiCommand::DeclineFile(id) => Action::File(FileCommand::Decline(id)),
+        }
+    }
+
+    /// What the DM file transfers said ([`DmNote`]): offers, progress in the status bar, a
+    /// line in the DM buffer of the other user when a transfer ends.
+    pub fn on_dm_file(&mut self, note: DmNote) -> Vec<UiEvent> {
+        let mut out = Vec::new();
+        match note {
+            DmNote::Status { nick, text } => out.push(UiEvent::Info {
+                buffer: nick.map(BufferId::Dm),
+                text,
+            }),
+            DmNote::Error(text) => out.push(UiEvent::Error(text)),
+            DmNote::File { nick, event } => {
+                let buffer = Some(BufferId::Dm(nick.clone()));
+                self.files.on_event(&nick, buffer, event, &mut out);
             }
         }
+        out
     }
 
     /// Where a request about a message of `buffer` goes: `(room, with)`.
@@ -1208,6 +1236,12 @@ pub fn perform(
             bridge.page_sent(id);
         }
         Action::Finish => session.finish(now),
+        // The driver carries these out itself; one without DM transfers says so.
+        Action::File(_) => {
+            return vec![UiEvent::Error(
+                "file transfer is not available in this client".into(),
+            )];
+        }
         Action::Reply(events) => return events,
     }
     Vec::new()
@@ -2517,5 +2551,136 @@ mod tests {
             ),
             Action::Reply(e) if matches!(&e[..], [UiEvent::Error(_)])
         ));
+    }
+
+    /// Issue 18: `/send`, `/accept`, `/decline` in `chirp connect`'s UI become the driver's
+    /// DM file commands; what the transfers say becomes an offer (hostile name made safe), a
+    /// progress line in the status bar (bytes, rate, ETA), and a done line with the hash in
+    /// the DM buffer, or an error with the reason.
+    #[test]
+    fn dm_files_flow_through_the_bridge() {
+        use chirp_files::{Direction, FileEvent, hash_hex};
+        let now = Instant::now();
+        let mut b = Bridge::new("alice".into());
+        assert_eq!(
+            b.on_command(
+                UiCommand::SendFile {
+                    to: Some("bob".into()),
+                    path: "/tmp/r.pdf".into()
+                },
+                now
+            ),
+            Action::File(FileCommand::Send {
+                to: "bob".into(),
+                path: "/tmp/r.pdf".into()
+            })
+        );
+        assert!(matches!(
+            b.on_command(
+                UiCommand::SendFile {
+                    to: None,
+                    path: "/tmp/r.pdf".into()
+                },
+                now
+            ),
+            Action::Reply(ref e) if matches!(&e[..], [UiEvent::Error(t)] if t.contains("usage"))
+        ));
+        assert_eq!(
+            b.on_command(UiCommand::AcceptFile(Some(3)), now),
+            Action::File(FileCommand::Accept(Some(3)))
+        );
+        assert_eq!(
+            b.on_command(UiCommand::DeclineFile(None), now),
+            Action::File(FileCommand::Decline(None))
+        );
+        // An offer from bob with a hostile name: shown as a question, the escape as a mark.
+        let hash = [0xab; 32];
+        let out = b.on_dm_file(DmNote::File {
+            nick: "bob".into(),
+            event: FileEvent::Offered {
+                id: 3,
+                name: "evil\x1b[2Jname".into(),
+                size: 2 << 20,
+                hash,
+                auto: false,
+            },
+        });
+        let [UiEvent::FileOffer { id: 3, text }] = &out[..] else {
+            panic!("an offer: {out:?}")
+        };
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(
+            text.starts_with("bob offers file 3: \"evil^[[2Jname\" (2.0 MiB, BLAKE3 abababab"),
+            "{text}"
+        );
+        // Progress: one line for the status bar.
+        let out = b.on_dm_file(DmNote::File {
+            nick: "bob".into(),
+            event: FileEvent::Progress {
+                id: 3,
+                direction: Direction::Receive,
+                bytes: 1 << 20,
+                total: 2 << 20,
+                rate: 512 << 10,
+            },
+        });
+        assert_eq!(
+            out,
+            vec![UiEvent::FileProgress(Some(
+                "↓3 50% 1.0 MiB/2.0 MiB 512.0 KiB/s ETA 2s".into()
+            ))]
+        );
+        // Done: the progress line goes, the offer is closed, the DM buffer gets the hash.
+        let out = b.on_dm_file(DmNote::File {
+            nick: "bob".into(),
+            event: FileEvent::Done {
+                id: 3,
+                direction: Direction::Receive,
+                name: "r.pdf".into(),
+                size: 2 << 20,
+                hash,
+                moved: 0,
+                resumed: 0,
+            },
+        });
+        assert_eq!(
+            out[..2],
+            [UiEvent::FileAnswered { id: 3 }, UiEvent::FileProgress(None)]
+        );
+        let UiEvent::Info {
+            buffer: Some(BufferId::Dm(nick)),
+            text,
+        } = &out[2]
+        else {
+            panic!("a line in bob's buffer: {out:?}")
+        };
+        assert_eq!(nick, "bob");
+        assert!(text.contains(&hash_hex(&hash)), "{text}");
+        assert!(text.starts_with("file 3 received and verified"), "{text}");
+        // A failure says why; a status goes to the DM buffer.
+        let out = b.on_dm_file(DmNote::File {
+            nick: "bob".into(),
+            event: FileEvent::Failed {
+                id: 5,
+                direction: Direction::Send,
+                name: "big.iso".into(),
+                reason: "bob declined it".into(),
+            },
+        });
+        assert_eq!(
+            out,
+            vec![UiEvent::Error("file 5 \"big.iso\": bob declined it".into())]
+        );
+        let out = b.on_dm_file(DmNote::Status {
+            nick: Some("bob".into()),
+            text: "the connection is relayed".into(),
+        });
+        assert_eq!(
+            out,
+            vec![UiEvent::Info {
+                buffer: Some(BufferId::Dm("bob".into())),
+                text: "the connection is relayed".into()
+            }]
+        );
     }
 }

@@ -37,6 +37,7 @@ rooms = ["#rust", "#chirp"]        # joined at start; the last is the current ro
 bell = true                        # ring on mentions and direct messages
 log_dir = "~/chirp-logs"           # a plain-text log per room and DM
 downloads = "~/Downloads/chirp"    # where received files are saved
+# relay_only = true                # files go through the server's relay, never direct
 # server_key = "abcd-efgh-ijkl-mnop-qrst-uvwx"   # pin the server's key
 # idle_timeout = 30                # seconds without a packet before reconnecting
 # home = "~/.config/chirp"         # identity key and known server keys
@@ -84,6 +85,10 @@ pub struct ClientFile {
     /// `qlog`: write a qlog trace of every connection into this directory.
     #[serde(default)]
     pub qlog: Option<PathBuf>,
+    /// `relay_only`: DM file transfers go through the server's relay, never direct, so that
+    /// the other user never learns this client's address.
+    #[serde(default)]
+    pub relay_only: Option<bool>,
 }
 
 /// Why a `client.toml` was refused: the message, with the line and column where `toml`
@@ -246,7 +251,7 @@ mod tests {
         let f = ClientFile::parse(
             "server = [\"10.0.0.1:7667\", \"10.0.0.2\"]\nserver_key = \
              \"aaaa-aaaa-aaaa-aaaa-aaaa-aaaa\"\nidle_timeout = 6\nqlog = \"/tmp/q\"\nhome = \
-             \"/h\"\nbell = false\n",
+             \"/h\"\nbell = false\nrelay_only = true\n",
         )
         .expect("valid");
         assert_eq!(f.servers(), ["10.0.0.1:7667", "10.0.0.2"]);
@@ -255,6 +260,7 @@ mod tests {
         assert_eq!(f.bell, Some(false));
         assert_eq!(f.home, Some(PathBuf::from("/h")));
         assert_eq!(f.qlog, Some(PathBuf::from("/tmp/q")));
+        assert_eq!(f.relay_only, Some(true));
     }
 
     #[test]

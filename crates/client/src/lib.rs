@@ -23,12 +23,15 @@
 //!   trip, as a sans-IO state machine owning its endpoint ([`ping::Pinger`]).
 //! - [`peer_bridge`]: `chirp peer` in the terminal UI: reports of the peer session
 //!   ([`chirp_peer::Session`]) become UI events, UI commands become session inputs.
+//! - [`files`]: file transfers in the terminal UI (offers, the progress line, done and
+//!   failed lines), for `chirp peer` and `chirp connect`'s DM transfers alike.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bridge;
 pub mod config;
+pub mod files;
 pub mod ignore;
 pub mod line;
 pub mod link;

@@ -14,19 +14,18 @@
 //!   the RTT, retransmissions and the loss over the last minute ([`LossWindow`]).
 //! - **Files.** An offer is shown like a question (Alt+Y accepts, Alt+N declines, or `/accept
 //!   ID`, `/decline ID`); transfers under way share one progress line in the status bar
-//!   (bytes, rate, ETA); the end of each is a line in the conversation.
+//!   (bytes, rate, ETA); the end of each is a line in the conversation ([`crate::files`]).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chirp_files::{Direction, FileEvent, hash_hex};
+use chirp_files::FileEvent;
 use chirp_peer::{Input, Report, ask_text};
-use chirp_tui::safe;
 use chirp_tui::{
     BufferId, ChatMessage, LinkPath, LinkState, LinkStatus, UiCommand, UiEvent, UnixMs,
 };
 
+use crate::files::FileView;
 use crate::link::{LossWindow, update_link};
 
 /// How an action (`/me waves`) travels between peers.
@@ -58,24 +57,8 @@ pub struct Bridge {
     loss: LossWindow,
     /// The last error reported, to print again once the terminal is restored.
     last_error: Option<String>,
-    /// Progress of the transfers under way, by (sending, id).
-    progress: BTreeMap<(bool, u64), String>,
-}
-
-/// `n` bytes for people: `512 B`, `1.5 KiB`, `20.0 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    /// The file transfers under way.
+    files: FileView,
 }
 
 impl Bridge {
@@ -86,7 +69,7 @@ impl Bridge {
             link: LinkStatus::default(),
             loss: LossWindow::default(),
             last_error: None,
-            progress: BTreeMap::new(),
+            files: FileView::default(),
         }
     }
 
@@ -209,125 +192,10 @@ impl Bridge {
         out
     }
 
-    /// A file transfer's news. Names come from the peer: made safe to show here already.
+    /// A file transfer's news (shared with `chirp connect`'s DM transfers: [`FileView`]).
     fn on_file(&mut self, e: FileEvent, out: &mut Vec<UiEvent>) {
         let buffer = Some(self.buffer());
-        match e {
-            FileEvent::Offered {
-                id,
-                name,
-                size,
-                hash,
-                auto: false,
-            } => out.push(UiEvent::FileOffer {
-                id,
-                text: format!(
-                    "{} offers file {id}: \"{}\" ({}, BLAKE3 {}…).",
-                    self.info.peer,
-                    safe::line(&name),
-                    human_bytes(size),
-                    &hash_hex(&hash)[..16]
-                ),
-            }),
-            FileEvent::Offered { id, name, size, .. } => out.push(UiEvent::Info {
-                buffer,
-                text: format!(
-                    "receiving file {id}: \"{}\" ({}; offers from this key are accepted)",
-                    safe::line(&name),
-                    human_bytes(size)
-                ),
-            }),
-            FileEvent::Offering { id, name, size, .. } => out.push(UiEvent::Info {
-                buffer,
-                text: format!(
-                    "offering file {id}: \"{}\" ({})",
-                    safe::line(&name),
-                    human_bytes(size)
-                ),
-            }),
-            FileEvent::Progress {
-                id,
-                direction,
-                bytes,
-                total,
-                rate,
-            } => {
-                let arrow = if direction == Direction::Send {
-                    '↑'
-                } else {
-                    '↓'
-                };
-                let pct = (bytes.saturating_mul(100))
-                    .checked_div(total)
-                    .unwrap_or(100);
-                let eta = match total.saturating_sub(bytes).checked_div(rate) {
-                    Some(s) => format!("ETA {s}s"),
-                    None => "ETA ?".into(),
-                };
-                let line = format!(
-                    "{arrow}{id} {pct}% {}/{} {}/s {eta}",
-                    human_bytes(bytes),
-                    human_bytes(total),
-                    human_bytes(rate)
-                );
-                self.progress
-                    .insert((direction == Direction::Send, id), line);
-                out.push(UiEvent::FileProgress(Some(self.progress_line())));
-            }
-            FileEvent::Done {
-                id,
-                direction,
-                name,
-                size,
-                hash,
-                ..
-            } => {
-                self.file_ended(id, direction, out);
-                let what = match direction {
-                    Direction::Send => format!("file {id} \"{}\" sent", safe::line(&name)),
-                    Direction::Receive => format!(
-                        "file {id} received and verified, saved as \"{}\"",
-                        safe::line(&name)
-                    ),
-                };
-                out.push(UiEvent::Info {
-                    buffer,
-                    text: format!("{what} ({}, BLAKE3 {})", human_bytes(size), hash_hex(&hash)),
-                });
-            }
-            FileEvent::Failed {
-                id,
-                direction,
-                name,
-                reason,
-            } => {
-                self.file_ended(id, direction, out);
-                out.push(UiEvent::Error(format!(
-                    "file {id} \"{}\": {}",
-                    safe::line(&name),
-                    safe::line(&reason)
-                )));
-            }
-        }
-    }
-
-    fn file_ended(&mut self, id: u64, direction: Direction, out: &mut Vec<UiEvent>) {
-        let sending = direction == Direction::Send;
-        if !sending {
-            out.push(UiEvent::FileAnswered { id });
-        }
-        if self.progress.remove(&(sending, id)).is_some() {
-            let line = (!self.progress.is_empty()).then(|| self.progress_line());
-            out.push(UiEvent::FileProgress(line));
-        }
-    }
-
-    fn progress_line(&self) -> String {
-        self.progress
-            .values()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("  ")
+        self.files.on_event(&self.info.peer, buffer, e, out);
     }
 
     /// Translates one UI command: what to ask of the loop, and what to tell the UI at once.
@@ -366,7 +234,8 @@ impl Bridge {
             ),
             UiCommand::Quit { .. } => (Some(Input::Leave), Vec::new()),
             UiCommand::Answer(yes) => (Some(Input::KeyAnswer(yes)), Vec::new()),
-            UiCommand::SendFile(path) => (Some(Input::SendFile(path.into())), Vec::new()),
+            // One conversation: the file goes to the peer (the UI names no nick here).
+            UiCommand::SendFile { path, .. } => (Some(Input::SendFile(path.into())), Vec::new()),
             UiCommand::AcceptFile(id) => (Some(Input::AcceptFile(id)), Vec::new()),
             UiCommand::DeclineFile(id) => (Some(Input::DeclineFile(id)), Vec::new()),
             // The UI refuses these in peer mode; should one get here, say why.

@@ -41,10 +41,11 @@ pub struct Introduction {
     pub nick: String,
     /// Its key: the peer connection accepts no other.
     pub key: PublicKey,
-    /// The address to dial.
-    pub candidate: SocketAddr,
-    /// Where the server sees the peer (its public address).
-    pub public: SocketAddr,
+    /// The address to dial; `None` when the peer asked for relay only (the server did not
+    /// give its address): the two connect through the relay.
+    pub candidate: Option<SocketAddr>,
+    /// Where the server sees the peer (its public address), unless withheld (relay only).
+    pub public: Option<SocketAddr>,
     /// Where the server sees us.
     pub you: SocketAddr,
     /// The server's relay token for us two, if it relays (PROTOCOL.md §11).
@@ -58,8 +59,8 @@ pub struct Answer<'a> {
     pub nick: &'a str,
     /// Its key, 64 hex digits.
     pub key: &'a str,
-    /// Its observed address.
-    pub addr: SocketAddr,
+    /// Its observed address (absent when it asked for relay only).
+    pub addr: Option<SocketAddr>,
     /// The local addresses it listed.
     pub local: &'a [SocketAddr],
     /// Our observed address.
@@ -168,14 +169,16 @@ impl Rendezvous {
 }
 
 /// The one address to dial: the public one, unless both sides are seen at the same public IP
-/// (the same NAT) and the other listed a local address of our family.
-pub fn candidate(a: &Answer<'_>) -> SocketAddr {
-    if a.addr.ip() == a.you.ip() {
+/// (the same NAT) and the other listed a local address of our family. `None` without a
+/// public one (the other side asked for relay only).
+pub fn candidate(a: &Answer<'_>) -> Option<SocketAddr> {
+    let addr = a.addr?;
+    if addr.ip() == a.you.ip() {
         if let Some(&l) = a.local.iter().find(|l| l.is_ipv4() == a.you.is_ipv4()) {
-            return l;
+            return Some(l);
         }
     }
-    a.addr
+    Some(addr)
 }
 
 /// A key written as 64 hex digits.
@@ -222,14 +225,24 @@ mod tests {
         let ans = Answer {
             nick: "Bob",
             key: &key_hex(7),
-            addr: a("198.51.100.2:40000"),
+            addr: Some(a("198.51.100.2:40000")),
             local: &local,
             you: a("203.0.113.1:41000"),
             relay: None,
         };
         let mut r = Rendezvous::new("bob", None, vec![a("10.0.1.2:5000")]);
         let intro = r.answer(&ans).expect("introduction");
-        assert_eq!(intro.candidate, a("198.51.100.2:40000"));
+        assert_eq!(intro.candidate, Some(a("198.51.100.2:40000")));
+        // The other side asked for relay only: no address to dial, the relay is the way.
+        let hidden = Answer {
+            addr: None,
+            local: &[],
+            ..ans.clone()
+        };
+        let intro = Rendezvous::new("bob", None, Vec::new())
+            .answer(&hidden)
+            .expect("still an introduction");
+        assert_eq!((intro.candidate, intro.public), (None, None));
         assert_eq!(intro.relay, None);
         let token = "0f".repeat(16);
         let relayed = Answer {
@@ -259,18 +272,18 @@ mod tests {
         let ans = Answer {
             nick: "bob",
             key: &key_hex(7),
-            addr: a("203.0.113.1:40000"),
+            addr: Some(a("203.0.113.1:40000")),
             local: &local,
             you: a("203.0.113.1:41000"),
             relay: None,
         };
         assert_eq!(
             candidate(&ans),
-            a("192.168.1.7:5000"),
+            Some(a("192.168.1.7:5000")),
             "same family as ours"
         );
         let none = Answer { local: &[], ..ans };
-        assert_eq!(candidate(&none), a("203.0.113.1:40000"));
+        assert_eq!(candidate(&none), Some(a("203.0.113.1:40000")));
     }
 
     #[test]
@@ -278,7 +291,7 @@ mod tests {
         let ans = Answer {
             nick: "bob",
             key: &key_hex(7),
-            addr: a("198.51.100.2:40000"),
+            addr: Some(a("198.51.100.2:40000")),
             local: &[],
             you: a("203.0.113.1:41000"),
             relay: None,
@@ -326,7 +339,7 @@ mod tests {
         let ans = Answer {
             nick: "bob",
             key: &key_hex(7),
-            addr: a("198.51.100.2:40000"),
+            addr: Some(a("198.51.100.2:40000")),
             local: &[],
             you: a("203.0.113.1:41000"),
             relay: None,

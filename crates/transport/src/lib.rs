@@ -180,7 +180,7 @@ enum Command {
     AcceptIncoming(bool),
     KeyVerdict(ConnectionHandle, bool),
     ProbePath(ConnectionHandle, Option<SocketAddr>),
-    Relay(RelayToken, Option<(SocketAddr, SocketAddr)>),
+    Relay(RelayToken, Option<(SocketAddr, SocketAddr)>, Option<u64>),
     UseRelay(Option<relay::Client>),
     RelayStats(oneshot::Sender<RelayStats>),
 }
@@ -225,7 +225,7 @@ impl std::fmt::Debug for Command {
             Command::KeyVerdict(c, a) => write!(f, "KeyVerdict({c:?}, {a})"),
             Command::ProbePath(c, a) => write!(f, "ProbePath({c:?}, {a:?})"),
             // Tokens are capabilities: never logged.
-            Command::Relay(_, pair) => write!(f, "Relay({pair:?})"),
+            Command::Relay(_, pair, cap) => write!(f, "Relay({pair:?}, cap {cap:?})"),
             Command::UseRelay(c) => write!(f, "UseRelay({:?})", c.map(|c| c.relay)),
             Command::RelayStats(_) => write!(f, "RelayStats"),
         }
@@ -420,14 +420,17 @@ impl Handle {
 
     /// As a relay (PROTOCOL.md §11): forward RELAY datagrams carrying `token` between the
     /// two addresses of `pair` (either way, unopened, rate-limited), or stop (`None`). Sent
-    /// again with new addresses when one of the two moves.
+    /// again with new addresses when one of the two moves. `cap`: the bytes the pair may
+    /// pass in all, both ways together (a pair introduced for a file); it applies to a new
+    /// pair, and a move keeps the pair's cap and count.
     pub async fn relay(
         &self,
         token: RelayToken,
         pair: Option<(SocketAddr, SocketAddr)>,
+        cap: Option<u64>,
     ) -> Result<(), Stopped> {
         self.tx
-            .send(Command::Relay(token, pair))
+            .send(Command::Relay(token, pair, cap))
             .await
             .map_err(|_| Stopped)
     }
@@ -868,7 +871,7 @@ fn apply(
 ) {
     let now = now();
     match cmd {
-        Command::Relay(token, pair) => relays.set(now, token, pair),
+        Command::Relay(token, pair, cap) => relays.set(now, token, pair, cap),
         Command::UseRelay(client) => relays.client = client,
         Command::RelayStats(reply) => {
             let _ = reply.send(relays.stats);

@@ -3,7 +3,9 @@
 //! - A **relay** (`chirp serve`, told by its chat core which pairs it introduced:
 //!   [`crate::Handle::relay`]) forwards a RELAY datagram whose token it knows from one of the
 //!   token's two addresses to the other, unopened, within the pair's rate ([`RELAY_BYTES`],
-//!   [`RELAY_DATAGRAMS`] a second; the rest is dropped and counted). Nothing else about the
+//!   [`RELAY_DATAGRAMS`] a second; the rest is dropped and counted). A pair introduced for a
+//!   file has a cap besides: the bytes it may pass in all, both ways together; past it,
+//!   everything is dropped and counted ([`RelayStats::over_cap`]). Nothing else about the
 //!   datagram is looked at: the inner packet is the two peers' business, sealed end to end.
 //! - A **peer** using a relay ([`crate::Handle::use_relay`]) sees the relayed path as one
 //!   synthetic address: what its endpoint sends there goes to the relay wrapped in a RELAY
@@ -36,6 +38,9 @@ struct Pair {
     bytes: u64,
     datagrams: u64,
     last: Instant,
+    /// The bytes the pair may pass in all (`None`: no cap), and those it passed.
+    cap: Option<u64>,
+    passed: u64,
 }
 
 impl Pair {
@@ -69,8 +74,11 @@ pub(crate) struct Client {
 pub struct RelayStats {
     /// Forwarded by this relay.
     pub forwarded: u64,
-    /// Dropped: unknown token, a sender that is not one of its pair, over the pair's rate.
+    /// Dropped: unknown token, a sender that is not one of its pair, over the pair's rate
+    /// or cap.
     pub dropped: u64,
+    /// Of those dropped, over a pair's cap (a file pair that sent more than its file).
+    pub over_cap: u64,
     /// Unwrapped for this endpoint (a peer using a relay).
     pub received: u64,
 }
@@ -94,11 +102,14 @@ pub(crate) enum Incoming<'a> {
 }
 
 impl Relays {
+    /// Relays `pair` under `token` (its total capped at `cap` bytes when it is new), or stops
+    /// (`None`).
     pub(crate) fn set(
         &mut self,
         now: Instant,
         token: RelayToken,
         pair: Option<(SocketAddr, SocketAddr)>,
+        cap: Option<u64>,
     ) {
         match pair {
             None => {
@@ -111,8 +122,10 @@ impl Relays {
                     bytes: RELAY_BYTES * 1000,
                     datagrams: RELAY_DATAGRAMS * 1000,
                     last: now,
+                    cap,
+                    passed: 0,
                 });
-                // Addresses move with their sessions (migration); the budget stays.
+                // Addresses move with their sessions (migration); the budget and cap stay.
                 p.a = a;
                 p.b = b;
             }
@@ -149,12 +162,21 @@ impl Relays {
                 return Incoming::Done;
             }
         };
-        let admitted = self.out.len() < MAX_QUEUED
-            && self
-                .pairs
-                .get_mut(token)
-                .is_some_and(|p| p.admit(now, d.len()));
+        let Some(pair) = self.pairs.get_mut(token) else {
+            return Incoming::Done;
+        };
+        let len = d.len() as u64;
+        if pair
+            .cap
+            .is_some_and(|cap| pair.passed.saturating_add(len) > cap)
+        {
+            self.stats.dropped += 1;
+            self.stats.over_cap += 1;
+            return Incoming::Done;
+        }
+        let admitted = self.out.len() < MAX_QUEUED && pair.admit(now, d.len());
         if admitted {
+            pair.passed += len;
             self.stats.forwarded += 1;
             self.out.push((to, d.to_vec()));
         } else {
@@ -201,7 +223,7 @@ mod tests {
             a("198.51.100.2:2000"),
             a("203.0.113.3:3000"),
         );
-        r.set(t0, [1; 16], Some((x, y)));
+        r.set(t0, [1; 16], Some((x, y)), None);
         let d = wrap(&[1; 16], b"sealed");
         assert!(matches!(r.incoming(t0, x, &d), Incoming::Done));
         assert_eq!(r.out, vec![(y, d.clone())]);
@@ -232,7 +254,7 @@ mod tests {
         r.incoming(t0 + Duration::from_millis(10), x, &d);
         assert_eq!(r.out.len(), 1, "refilled by the time that passed");
         // The bytes too: a datagram of a megabyte's size never fits a fresh pair's second.
-        r.set(t0, [3; 16], Some((x, y)));
+        r.set(t0, [3; 16], Some((x, y)), None);
         let big = wrap(&[3; 16], &vec![0; (RELAY_BYTES / 2) as usize]);
         r.out.clear();
         r.incoming(t0, x, &big);
@@ -244,10 +266,52 @@ mod tests {
             "half a second's bytes each, less the header: one fits"
         );
         // Gone with either session.
-        r.set(t0, [1; 16], None);
+        r.set(t0, [1; 16], None, None);
         r.out.clear();
         r.incoming(t0 + Duration::from_secs(5), x, &d);
         assert!(r.out.is_empty());
+    }
+
+    /// A file pair's relay passes its cap's worth of bytes, both ways together, and drops
+    /// and counts the rest; a move of either side keeps the count.
+    #[test]
+    fn a_capped_pair_passes_its_cap_and_no_more() {
+        let t0 = Instant::now();
+        let mut r = Relays::default();
+        let (x, y) = (a("192.0.2.1:1000"), a("198.51.100.2:2000"));
+        let d = wrap(&[4; 16], &[0; 100]);
+        let len = d.len() as u64;
+        // Room for exactly five datagrams and a half.
+        r.set(t0, [4; 16], Some((x, y)), Some(len * 11 / 2));
+        for i in 0..3 {
+            r.incoming(t0 + Duration::from_millis(i), x, &d);
+            r.incoming(t0 + Duration::from_millis(i), y, &d);
+        }
+        assert_eq!(r.out.len(), 5, "five fit, both ways counted together");
+        assert_eq!(
+            (r.stats.forwarded, r.stats.over_cap, r.stats.dropped),
+            (5, 1, 1)
+        );
+        // Either side moving keeps the count (and the cap: a new one is not taken).
+        let x2 = a("192.0.2.1:1001");
+        r.set(t0, [4; 16], Some((x2, y)), None);
+        r.out.clear();
+        r.incoming(t0 + Duration::from_secs(1), x2, &d);
+        assert!(r.out.is_empty(), "still over the cap after the move");
+        assert_eq!(r.stats.over_cap, 2);
+        // A smaller datagram that still fits passes.
+        let small = wrap(&[4; 16], b"tiny");
+        assert!(small.len() as u64 <= len / 2);
+        r.incoming(t0 + Duration::from_secs(1), y, &small);
+        assert_eq!(r.out, vec![(x2, small)]);
+        // An uncapped pair is limited by its rate alone.
+        r.set(t0, [5; 16], Some((x, y)), None);
+        let d5 = wrap(&[5; 16], &[0; 100]);
+        r.out.clear();
+        for i in 0..100 {
+            r.incoming(t0 + Duration::from_millis(10 * i), x, &d5);
+        }
+        assert_eq!(r.out.len(), 100);
     }
 
     #[test]

@@ -274,7 +274,8 @@ pub enum UiEvent {
         /// The question, shown as it is (the runner adds the keys to press).
         question: String,
     },
-    /// The peer offers a file (peer mode): shown in the current buffer; `/accept [ID]` or
+    /// A file is offered to us (by the peer, or through the server by a user): shown in the
+    /// current buffer; `/accept [ID]` or
     /// Alt+Y (with no question open: the oldest offer) accepts it with
     /// [`UiCommand::AcceptFile`], `/decline [ID]` or Alt+N declines it.
     FileOffer {
@@ -427,8 +428,14 @@ pub enum UiCommand {
     },
     /// The user's answer to [`UiEvent::Ask`]: Alt+Y (true) or Alt+N (false).
     Answer(bool),
-    /// `/send PATH` (peer mode): offer a file.
-    SendFile(String),
+    /// `/send PATH` (peer mode: to the peer; `chirp connect`: in a DM buffer, to its nick),
+    /// or `/send NICK PATH` (`chirp connect`): offer a file.
+    SendFile {
+        /// The nick to offer it to (`chirp connect`); `None` in peer mode.
+        to: Option<String>,
+        /// The file, as typed.
+        path: String,
+    },
     /// `/accept ID`, or Alt+Y / `/accept` with no question open: accept a file offer
     /// (`None`: the oldest waiting).
     AcceptFile(Option<u64>),

@@ -1465,6 +1465,31 @@ impl App {
         }
     }
 
+    /// `/send ARGS` as a [`UiCommand::SendFile`]: in peer mode the whole argument is the path
+    /// (to the peer); in `chirp connect`, in a DM buffer too (to its nick), and elsewhere the
+    /// first word is the nick and the rest the path.
+    fn file_target(&self, args: String) -> Result<UiCommand, &'static str> {
+        if self.config.peer {
+            return Ok(UiCommand::SendFile {
+                to: None,
+                path: args,
+            });
+        }
+        if let BufferId::Dm(nick) = self.current_buffer() {
+            return Ok(UiCommand::SendFile {
+                to: Some(nick.clone()),
+                path: args,
+            });
+        }
+        match args.split_once(' ') {
+            Some((to, path)) if !path.trim().is_empty() => Ok(UiCommand::SendFile {
+                to: Some(to.to_owned()),
+                path: path.trim().to_owned(),
+            }),
+            _ => Err("usage: /send NICK PATH (or /send PATH in a DM buffer, to its nick)"),
+        }
+    }
+
     /// Where the UI's lines are parsed: `chirp peer`'s UI or `chirp connect`'s.
     fn context(&self) -> Context {
         if self.config.peer {
@@ -1653,7 +1678,13 @@ impl App {
                 let id = self.file_offers.remove(0);
                 out.push(UiCommand::AcceptFile(Some(id)));
             }
-            Command::Send { path } => out.push(UiCommand::SendFile(path)),
+            Command::Send { path } => match self.file_target(path) {
+                Ok(cmd) => out.push(cmd),
+                Err(e) => {
+                    self.error(e);
+                    return false;
+                }
+            },
             Command::Decline { id } => {
                 let id = id.or_else(|| self.file_offers.first().copied());
                 self.file_offers.retain(|&o| Some(o) != id);
@@ -1661,7 +1692,12 @@ impl App {
             }
             Command::Accept { id: None } | Command::Refuse => {
                 if !self.asking {
-                    self.error("no question is open");
+                    // A chat server asks no key question: only file offers are answered.
+                    self.error(if self.config.peer {
+                        "no question is open"
+                    } else {
+                        "no file offer waits for an answer"
+                    });
                     return false;
                 }
                 let yes = matches!(parsed, Command::Accept { .. });

@@ -384,7 +384,7 @@ pub const COMMANDS: &[Spec] = &[
         usage: "[ID]",
         help: "trust the key chirp asked about (a new key from another port of the peer's IP); \
                else accept a file offer (number ID, or the oldest)",
-        contexts: PEER_UI | PEER_LINE,
+        contexts: CHAT_UI | PEER_UI | PEER_LINE,
     },
     Spec {
         name: Name::Refuse,
@@ -399,8 +399,8 @@ pub const COMMANDS: &[Spec] = &[
         word: "/send",
         aliases: &[],
         usage: "PATH",
-        help: "offer the peer a file",
-        contexts: PEER_UI | PEER_LINE,
+        help: "offer a file: to the peer; in chirp connect to a DM buffer's nick (or NICK PATH)",
+        contexts: CHAT_UI | PEER_UI | PEER_LINE,
     },
     Spec {
         name: Name::Decline,
@@ -408,7 +408,7 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[ID]",
         help: "decline a file offer (number ID, or the oldest), or stop receiving it",
-        contexts: PEER_UI | PEER_LINE,
+        contexts: CHAT_UI | PEER_UI | PEER_LINE,
     },
     Spec {
         name: Name::Op,
@@ -1872,8 +1872,19 @@ mod tests {
                 );
             }
         }
-        let err = parse("/accept", Context::ChatUi).expect_err("accept");
+        // A key question is peer mode's alone; file offers are answered in both UIs.
+        let err = parse("/refuse", Context::ChatUi).expect_err("refuse");
         assert!(err.to_string().contains("is for chirp peer"), "{err}");
+        assert_eq!(
+            parse("/accept 3", Context::ChatUi),
+            Ok(Command::Accept { id: Some(3) })
+        );
+        assert_eq!(
+            parse("/send bob /tmp/a b", Context::ChatUi),
+            Ok(Command::Send {
+                path: "bob /tmp/a b".into()
+            })
+        );
         let err = parse("/history -5", Context::ChatUi).expect_err("history in the UI");
         assert_eq!(
             err.to_string(),

@@ -961,16 +961,88 @@ fn peer_ui_answers_with_accept_and_refuse() {
         enter_line(&mut app, "/REFUSE", T0),
         vec![UiCommand::Answer(false)]
     );
-    // A chat server asks no such question.
+    // A chat server asks no such question: `/refuse` is peer mode's, and `/accept` answers
+    // file offers only.
     let mut app = support::app();
     join(&mut app, "#a", &[]);
-    assert!(enter_line(&mut app, "/accept", T0).is_empty());
+    assert!(enter_line(&mut app, "/refuse", T0).is_empty());
     let s = screen(&mut app, 120, 12);
     assert!(
-        find_row(&s, "/accept is for chirp peer").is_some(),
+        find_row(&s, "/refuse is for chirp peer").is_some(),
         "{}",
         dump(&s)
     );
+    app.handle_key(ctrl('u'), T0);
+    assert!(enter_line(&mut app, "/accept", T0).is_empty());
+    let s = screen(&mut app, 120, 12);
+    assert!(
+        find_row(&s, "no file offer waits for an answer").is_some(),
+        "{}",
+        dump(&s)
+    );
+}
+
+/// `chirp connect`'s UI: `/send NICK PATH` anywhere, `/send PATH` in a DM buffer (to its
+/// nick); an offer is answered with Alt+Y or `/decline`, and the progress line shows in the
+/// status bar until the transfer ends.
+#[test]
+fn chat_ui_sends_and_answers_dm_files() {
+    let mut app = support::app();
+    join(&mut app, "#a", &["bob"]);
+    assert_eq!(
+        enter_line(&mut app, "/send bob /tmp/a file.txt", T0),
+        vec![UiCommand::SendFile {
+            to: Some("bob".into()),
+            path: "/tmp/a file.txt".into()
+        }]
+    );
+    assert!(
+        enter_line(&mut app, "/send /tmp/x", T0).is_empty(),
+        "no nick"
+    );
+    let s = screen(&mut app, 120, 12);
+    assert!(
+        find_row(&s, "usage: /send NICK PATH").is_some(),
+        "{}",
+        dump(&s)
+    );
+    app.handle_key(ctrl('u'), T0);
+    // In bob's DM buffer the whole argument is the path, to bob.
+    enter_line(&mut app, "/query bob", T0);
+    assert_eq!(
+        enter_line(&mut app, "/send /tmp/b c", T0),
+        vec![UiCommand::SendFile {
+            to: Some("bob".into()),
+            path: "/tmp/b c".into()
+        }]
+    );
+    // An offer: Alt+Y accepts it.
+    app.handle_event(
+        UiEvent::FileOffer {
+            id: 4,
+            text: "bob offers file 4: \"x.bin\" (1.0 MiB, BLAKE3 0123456789abcdef…).".into(),
+        },
+        T0,
+    );
+    let s = screen(&mut app, 160, 12);
+    assert!(find_row(&s, "Alt+Y accepts it").is_some(), "{}", dump(&s));
+    assert_eq!(
+        app.handle_key(alt('y'), T0),
+        vec![UiCommand::AcceptFile(Some(4))]
+    );
+    app.handle_event(
+        UiEvent::FileProgress(Some("↓4 50% 512.0 KiB/1.0 MiB 1.0 MiB/s ETA 0s".into())),
+        T0,
+    );
+    let s = screen(&mut app, 160, 12);
+    assert!(
+        find_row(&s, "↓4 50% 512.0 KiB/1.0 MiB").is_some(),
+        "{}",
+        dump(&s)
+    );
+    app.handle_event(UiEvent::FileProgress(None), T0);
+    let s = screen(&mut app, 160, 12);
+    assert!(find_row(&s, "↓4 50%").is_none(), "{}", dump(&s));
 }
 
 /// The UI's usage errors come from the command table, and the refused line stays.

@@ -55,6 +55,8 @@ struct Ask {
     /// The nick asked for, folded.
     target: String,
     local: Vec<SocketAddr>,
+    /// The asker's address is not to be given out (`relay_only`).
+    relay_only: bool,
     expires_ms: i64,
 }
 
@@ -134,6 +136,7 @@ impl Server {
         key: Key,
         nick: &str,
         local: Vec<SocketAddr>,
+        relay_only: bool,
     ) {
         let wanted = match names::nick(nick) {
             Ok(n) => n,
@@ -188,6 +191,7 @@ impl Server {
             meets.asks.push(Ask {
                 target,
                 local,
+                relay_only,
                 expires_ms: now_ms + ASK_TTL_MS,
             });
             let wait = ServerMsg::MeetWait {
@@ -197,9 +201,12 @@ impl Server {
             return self.send(session, &wait);
         };
         // Both asked: introduce them to each other, once (both requests are used up).
-        let their_local = match self.meets.get_mut(&other) {
-            Some(m) => m.asks.swap_remove(at).local,
-            None => Vec::new(),
+        let (their_local, they_hide) = match self.meets.get_mut(&other) {
+            Some(m) => {
+                let ask = m.asks.swap_remove(at);
+                (ask.local, ask.relay_only)
+            }
+            None => (Vec::new(), false),
         };
         let Some(own_addr) = self.sessions.get(&session).map(|s| s.addr()) else {
             return;
@@ -211,20 +218,22 @@ impl Server {
         };
         tracing::debug!(session, other, "rendezvous: introducing two sessions");
         self.stats.meets += 1;
-        let token = self.add_relay(session, other, own_addr, other_addr);
+        let cap = self.take_file_pair(now_ms, key, other_key);
+        let token = self.add_relay(session, other, own_addr, other_addr, cap);
+        // A relay-only side's addresses are given to nobody: the two meet at the relay.
         let to_us = ServerMsg::Meet {
             nick: other_nick,
             key: hex.encode(&other_key),
-            addr: other_addr,
-            local: their_local,
+            addr: (!they_hide).then_some(other_addr),
+            local: if they_hide { Vec::new() } else { their_local },
             you: own_addr,
             relay: Some(hex.encode(&token)),
         };
         let to_them = ServerMsg::Meet {
             nick: own_nick,
             key: hex.encode(&key),
-            addr: own_addr,
-            local,
+            addr: (!relay_only).then_some(own_addr),
+            local: if relay_only { Vec::new() } else { local },
             you: other_addr,
             relay: Some(hex.encode(&token)),
         };
@@ -242,7 +251,11 @@ impl Server {
                     self.relays.remove(&other);
                 }
             }
-            self.out.push_back(Output::Relay { token, pair: None });
+            self.out.push_back(Output::Relay {
+                token,
+                pair: None,
+                cap: None,
+            });
         }
     }
 
@@ -257,14 +270,15 @@ impl Server {
         self.relays.values().map(Vec::len).sum::<usize>() / 2
     }
 
-    /// A relay between `a` and `b` (at those addresses); a session's oldest relay beyond
-    /// [`MAX_RELAYS`] ends.
+    /// A relay between `a` and `b` (at those addresses), of at most `cap` bytes; a session's
+    /// oldest relay beyond [`MAX_RELAYS`] ends.
     fn add_relay(
         &mut self,
         a: SessionId,
         b: SessionId,
         at_a: SocketAddr,
         at_b: SocketAddr,
+        cap: Option<u64>,
     ) -> RelayToken {
         self.relay_count += 1;
         let token = relay_token(
@@ -289,6 +303,7 @@ impl Server {
                 self.out.push_back(Output::Relay {
                     token: old,
                     pair: None,
+                    cap: None,
                 });
             }
         }
@@ -297,6 +312,7 @@ impl Server {
         self.out.push_back(Output::Relay {
             token,
             pair: Some((at_a, at_b)),
+            cap,
         });
         token
     }
@@ -314,6 +330,7 @@ impl Server {
                 updates.push(Output::Relay {
                     token,
                     pair: Some((here, there)),
+                    cap: None,
                 });
             }
         }

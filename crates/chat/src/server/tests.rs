@@ -55,6 +55,8 @@ struct H {
     closed_now: Vec<SessionId>,
     /// `Output::Relay`s, in order.
     relay_out: Vec<([u8; 16], Option<Pair>)>,
+    /// The caps of those that set a pair up or moved it, in order.
+    relay_caps: Vec<Option<u64>>,
     /// `Output::Search`es, in order.
     searches: Vec<SearchAsked>,
     /// The store's reactions: (conversation, message, emoji, key).
@@ -97,6 +99,7 @@ impl H {
             linger: false,
             closed_now: Vec::new(),
             relay_out: Vec::new(),
+            relay_caps: Vec::new(),
             searches: Vec::new(),
             reactions: HashSet::new(),
         }
@@ -198,7 +201,12 @@ impl H {
                 Output::Publish { .. } | Output::Follow(_) | Output::Unfollow(_) => {
                     self.bus_outputs += 1;
                 }
-                Output::Relay { token, pair } => self.relay_out.push((token, pair)),
+                Output::Relay { token, pair, cap } => {
+                    if pair.is_some() {
+                        self.relay_caps.push(cap);
+                    }
+                    self.relay_out.push((token, pair));
+                }
                 Output::Sync { conv } => {
                     let last = self.last_ids.get(&conv).copied().unwrap_or(0);
                     self.s.synced(self.now, &conv, Ok(last));

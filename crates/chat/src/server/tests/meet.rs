@@ -37,6 +37,7 @@ fn meet(h: &mut H, id: SessionId, nick: &str, local: &[&str]) {
         ClientMsg::Meet {
             nick: nick.into(),
             local,
+            relay_only: false,
         },
     );
 }
@@ -107,7 +108,7 @@ fn both_sides_learn_each_other_only_once_both_asked() {
         vec![ServerMsg::Meet {
             nick: "bob".into(),
             key: hex(key(2)),
-            addr: a("203.0.113.2:40002"),
+            addr: Some(a("203.0.113.2:40002")),
             local: vec![a("10.0.2.2:6000")],
             you: a("198.51.100.1:40001"),
             relay: relay.clone(),
@@ -118,7 +119,7 @@ fn both_sides_learn_each_other_only_once_both_asked() {
         vec![ServerMsg::Meet {
             nick: "alice".into(),
             key: hex(key(1)),
-            addr: a("198.51.100.1:40001"),
+            addr: Some(a("198.51.100.1:40001")),
             local: vec![a("10.0.1.2:5000")],
             you: a("203.0.113.2:40002"),
             relay,
@@ -163,7 +164,7 @@ fn the_answer_carries_the_address_after_a_migration() {
     let [ServerMsg::Meet { addr, .. }] = answers(&mut h, 2)[..] else {
         panic!("bob is introduced")
     };
-    assert_eq!(addr, a("198.51.100.9:42222"));
+    assert_eq!(addr, Some(a("198.51.100.9:42222")));
     let [ServerMsg::Meet { you, .. }] = answers(&mut h, 1)[..] else {
         panic!("alice is introduced")
     };
@@ -260,7 +261,7 @@ fn requests_end_with_their_session_and_need_hello() {
     let [ServerMsg::Meet { addr, .. }] = answers(&mut h, 2)[..] else {
         panic!("bob is introduced to alice's other session")
     };
-    assert_eq!(addr, a("198.51.100.1:40003"));
+    assert_eq!(addr, Some(a("198.51.100.1:40003")));
 }
 
 #[test]
@@ -317,4 +318,119 @@ fn a_session_holds_a_bounded_number_of_relays() {
     let ended: Vec<_> = h.relay_out.iter().filter(|(_, p)| p.is_none()).collect();
     assert_eq!(ended.len(), 1, "the oldest ended");
     assert_eq!(ended[0].0, h.relay_out[0].0);
+}
+
+/// `--relay-only`: a side that asks for it is given to nobody by address (no `addr`, no
+/// `local` in the other side's answer); it still learns the other's, and both get the relay.
+#[test]
+fn a_relay_only_side_is_introduced_without_its_address() {
+    let mut h = H::new(open());
+    up(&mut h, 1, key(1), "alice", "198.51.100.1:40001");
+    up(&mut h, 2, key(2), "bob", "203.0.113.2:40002");
+    h.send(
+        1,
+        ClientMsg::Meet {
+            nick: "bob".into(),
+            local: vec![a("10.0.1.2:5000")],
+            relay_only: true,
+        },
+    );
+    meet(&mut h, 2, "alice", &["10.0.2.2:6000"]);
+    let [(token, Some(_))] = h.relay_out[..] else {
+        panic!("a relay: {:?}", h.relay_out)
+    };
+    let relay = Some(data_encoding::HEXLOWER.encode(&token));
+    assert_eq!(
+        answers(&mut h, 2),
+        vec![ServerMsg::Meet {
+            nick: "alice".into(),
+            key: hex(key(1)),
+            addr: None,
+            local: vec![],
+            you: a("203.0.113.2:40002"),
+            relay: relay.clone(),
+        }],
+        "bob learns alice's key and the relay, not where she is"
+    );
+    let [ServerMsg::Meet { addr, .. }] = answers(&mut h, 1)[..] else {
+        panic!("alice is introduced too")
+    };
+    assert_eq!(
+        addr,
+        Some(a("203.0.113.2:40002")),
+        "bob did not ask to hide"
+    );
+    assert_eq!(h.relay_caps, [None], "no file: no cap");
+}
+
+fn file_offer(h: &mut H, from: SessionId, to: &str, id: u64, size: u64) {
+    h.send(
+        from,
+        ClientMsg::FileOffer {
+            to: to.into(),
+            id,
+            name: "f.bin".into(),
+            size,
+            hash: "ab".repeat(32),
+        },
+    );
+}
+
+fn file_answer(h: &mut H, from: SessionId, to: &str, id: u64, accept: bool) {
+    h.send(
+        from,
+        ClientMsg::FileAnswer {
+            to: to.into(),
+            id,
+            accept,
+        },
+    );
+}
+
+/// Issue 18: the relay of a pair introduced for a file is capped at the offer's size plus
+/// the bounded overhead ([`relay_cap`]); a pair whose offer was declined, never made, or
+/// made to someone else, is not.
+#[test]
+fn the_relay_of_a_file_pair_is_capped_at_the_offered_size() {
+    use crate::server::files::{RELAY_CAP_FIXED, relay_cap};
+    assert_eq!(relay_cap(0), RELAY_CAP_FIXED);
+    assert_eq!(relay_cap(4_000_000), 5_000_000 + RELAY_CAP_FIXED);
+    assert_eq!(relay_cap(u64::MAX), u64::MAX, "saturates");
+    let mut h = H::new(open());
+    up(&mut h, 1, key(1), "alice", "198.51.100.1:40001");
+    up(&mut h, 2, key(2), "bob", "203.0.113.2:40002");
+    up(&mut h, 3, key(3), "carol", "192.0.2.3:40003");
+    // Alice offers bob 4 MB (id 7) and carol 9 MB (id 8); bob accepts 7, and he and alice
+    // meet: their relay is capped at 4 MB and the overhead.
+    file_offer(&mut h, 1, "bob", 7, 4_000_000);
+    file_offer(&mut h, 1, "carol", 8, 9_000_000);
+    file_answer(&mut h, 2, "alice", 7, true);
+    meet(&mut h, 2, "alice", &[]);
+    meet(&mut h, 1, "bob", &[]);
+    assert_eq!(h.relay_caps, [Some(relay_cap(4_000_000))]);
+    // The pair is used up: the next introduction of the two is an ordinary one.
+    meet(&mut h, 2, "alice", &[]);
+    meet(&mut h, 1, "bob", &[]);
+    assert_eq!(h.relay_caps[1..], [None]);
+    // Bob "accepts" carol's offer id 8 (made to carol, not him): no pair.
+    file_answer(&mut h, 2, "alice", 8, true);
+    meet(&mut h, 2, "alice", &[]);
+    meet(&mut h, 1, "bob", &[]);
+    assert_eq!(h.relay_caps[2..], [None], "not an offer to bob");
+    // Carol declines hers: no pair either; she accepts it after all: capped at its size.
+    file_answer(&mut h, 3, "alice", 8, false);
+    meet(&mut h, 3, "alice", &[]);
+    meet(&mut h, 1, "carol", &[]);
+    assert_eq!(h.relay_caps[3..], [None], "declined");
+    file_answer(&mut h, 3, "alice", 8, true);
+    meet(&mut h, 3, "alice", &[]);
+    meet(&mut h, 1, "carol", &[]);
+    assert_eq!(h.relay_caps[4..], [Some(relay_cap(9_000_000))]);
+    // An accepted offer whose meet comes too late (after ASK_TTL_MS) gives no cap.
+    file_offer(&mut h, 1, "bob", 9, 1000);
+    file_answer(&mut h, 2, "alice", 9, true);
+    h.now += ASK_TTL_MS + 1;
+    meet(&mut h, 2, "alice", &[]);
+    meet(&mut h, 1, "bob", &[]);
+    assert_eq!(h.relay_caps[5..], [None], "expired");
 }
