@@ -26,15 +26,17 @@
 //!
 //! **Leaving slow start before the queue overflows** (HyStart++, RFC 9406). Slow start doubles
 //! the window every round trip until a loss, so on a path with a drop-tail buffer of one
-//! bandwidth-delay product the first loss comes when the window is about twice what the path
-//! holds, and a whole window of packets is dropped at once (issue 18: 4.7 % of a 20 MB
-//! transfer's packets, resent, and a recovery period). The queue shows in the RTT a round or
-//! two before it overflows: each round's minimum RTT (from at least [`N_RTT_SAMPLE`] samples)
-//! is compared with the last round's, and a rise of an eighth of it (at least 4 ms, at most
-//! 16 ms) ends slow start for Conservative Slow Start, which grows the window by a quarter as
+//! bandwidth-delay product the first loss comes when the window has grown well past what the
+//! path and the buffer hold, and a third of a window is dropped at once (issue 18: 4.7 % of
+//! a 20 MB transfer's packets, resent, and a recovery period). The queue shows in the RTT
+//! before it overflows: the minimum of each run of [`N_RTT_SAMPLE`] samples in a round is
+//! compared with the last round's minimum, and a rise of an eighth of it (at least 4 ms, at
+//! most 16 ms) ends slow start for Conservative Slow Start (RFC 9406 judges the round's
+//! minimum over all its samples so far, which shows a queue built during one round only in
+//! the next, after a one-BDP buffer has overflowed), which grows the window by a quarter as
 //! fast. After [`CSS_ROUNDS`] rounds of it the threshold is set to the window (congestion
-//! avoidance); a round whose minimum RTT falls back under the one that began it was a
-//! spurious exit, and slow start resumes. chirp paces, so there is no per-ack growth limit
+//! avoidance); a run whose minimum falls back under the one that began it was a spurious
+//! exit, and slow start resumes. chirp paces, so there is no per-ack growth limit
 //! (RFC 9406 §4.2's L is infinite). Like Linux's HyStart, it only acts once the window is
 //! [`HYSTART_LOW_WINDOW`] datagrams, and only on acknowledgements of packets the window
 //! limited: an application-limited chat connection never leaves slow start for RTT jitter.
