@@ -70,7 +70,8 @@ pub(crate) struct NewReno {
     hystart: HyStart,
 }
 
-/// RTT samples a round needs before its minimum counts (RFC 9406 §4.2 `N_RTT_SAMPLE`).
+/// RTT samples a run needs before its minimum counts (RFC 9406 §4.2 `N_RTT_SAMPLE`, there
+/// for the round's first samples).
 const N_RTT_SAMPLE: u8 = 8;
 /// Conservative Slow Start grows the window this many times slower than slow start.
 const CSS_GROWTH_DIVISOR: u64 = 4;
@@ -95,9 +96,10 @@ struct HyStart {
     round_min: u32,
     /// The minimum of the current run of [`N_RTT_SAMPLE`] samples in the round.
     run_min: u32,
-    /// The round minimum that ended slow start (`u32::MAX`: not in Conservative Slow Start).
+    /// The run minimum that ended slow start (`u32::MAX`: not in Conservative Slow Start).
     css_baseline: u32,
-    samples: u8,
+    /// Samples in the current run.
+    run_samples: u8,
     /// Conservative Slow Start rounds completed.
     css_rounds: u8,
 }
@@ -110,7 +112,7 @@ impl Default for HyStart {
             round_min: u32::MAX,
             run_min: u32::MAX,
             css_baseline: u32::MAX,
-            samples: 0,
+            run_samples: 0,
             css_rounds: 0,
         }
     }
@@ -307,7 +309,7 @@ impl NewReno {
             h.last_round_min = h.round_min;
             h.round_min = u32::MAX;
             h.run_min = u32::MAX;
-            h.samples = 0;
+            h.run_samples = 0;
             if h.in_css() {
                 h.css_rounds += 1;
                 if h.css_rounds >= CSS_ROUNDS {
@@ -324,10 +326,11 @@ impl NewReno {
         let rtt = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX - 1);
         h.round_min = h.round_min.min(rtt);
         h.run_min = h.run_min.min(rtt);
-        h.samples = h.samples.saturating_add(1);
-        if h.samples % N_RTT_SAMPLE != 0 {
+        h.run_samples += 1;
+        if h.run_samples < N_RTT_SAMPLE {
             return;
         }
+        h.run_samples = 0;
         let run_min = std::mem::replace(&mut h.run_min, u32::MAX);
         if h.last_round_min == u32::MAX {
             return;
@@ -540,6 +543,15 @@ mod tests {
         assert!(cc.in_slow_start(), "the threshold is not set yet");
         cc.on_ack(t0 + ms(260), 1_200, false);
         assert_eq!(cc.window(), 36_300, "a quarter as fast");
+        // A rise late in a long round (over 255 samples in, as a large window gives) counts.
+        let mut cc = grown(t0);
+        round(&mut cc, t0, 0, ms(40), 20);
+        round(&mut cc, t0, 1, ms(40), 304);
+        assert!(!cc.in_conservative_slow_start());
+        for i in 0..8 {
+            cc.on_rtt_sample(t0 + ms(300) + ms(i), t0 + ms(99), ms(46), false);
+        }
+        assert!(cc.in_conservative_slow_start(), "a late run of 8");
         // The threshold is clamped: 4 ms over a 20 ms round, 16 ms over a 200 ms one.
         for (base, rise, exits) in [
             (20, 3, false),
