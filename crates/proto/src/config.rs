@@ -44,9 +44,13 @@ pub struct TransportConfig {
     /// Latency-first redundancy for small messages: see [`Redundancy`].
     pub redundancy: Redundancy,
     /// Pace data packets over the round trip (the window per smoothed RTT, times 2 in slow
-    /// start and 1.25 after it) instead of sending a window at once; an idle connection still
-    /// sends a burst of at least 10 packets at once. Default on; off only to compare.
+    /// start and 1.25 after it or once HyStart++ has seen the RTT rise) instead of sending a
+    /// window at once; an idle connection still sends a burst of at least 10 packets at once.
+    /// Default on; off only to compare.
     pub pacing: bool,
+    /// End slow start when the RTT rises, before the bottleneck's queue overflows (HyStart++,
+    /// RFC 9406; PROTOCOL.md §6.7). Default on; off only to compare.
+    pub hystart: bool,
     /// Move to the next sending key after this many packets under one key. ChaCha20-Poly1305
     /// nonces (the packet number) never repeat anyway; updating bounds how much traffic one
     /// key protects and how much a key compromise exposes.
@@ -71,6 +75,7 @@ impl Default for TransportConfig {
             bulk_send_buffer: 1024 * 1024,
             redundancy: Redundancy::default(),
             pacing: true,
+            hystart: true,
             key_update_packets: 1 << 20,
             key_update_interval: Duration::from_secs(120),
         }

@@ -23,6 +23,23 @@
 //! show a queue) brings the window back to twice what the path delivers (or an initial
 //! window) each time, and once the cap stops growing the window grows between such losses
 //! only in congestion avoidance; persistent congestion collapses the window as before.
+//!
+//! **Leaving slow start before the queue overflows** (HyStart++, RFC 9406). Slow start doubles
+//! the window every round trip until a loss, so on a path with a drop-tail buffer of one
+//! bandwidth-delay product the first loss comes when the window has grown well past what the
+//! path and the buffer hold, and a third of a window is dropped at once (issue 18: 4.7 % of
+//! a 20 MB transfer's packets, resent, and a recovery period). The queue shows in the RTT
+//! before it overflows: the minimum of each run of [`N_RTT_SAMPLE`] samples in a round is
+//! compared with the last round's minimum, and a rise of an eighth of it (at least 4 ms, at
+//! most 16 ms) ends slow start for Conservative Slow Start (RFC 9406 judges the round's
+//! minimum over all its samples so far, which shows a queue built during one round only in
+//! the next, after a one-BDP buffer has overflowed), which grows the window by a quarter as
+//! fast. After [`CSS_ROUNDS`] rounds of it the threshold is set to the window (congestion
+//! avoidance); a run whose minimum falls back under the one that began it was a spurious
+//! exit, and slow start resumes. chirp paces, so there is no per-ack growth limit
+//! (RFC 9406 §4.2's L is infinite). Like Linux's HyStart, it only acts once the window is
+//! [`HYSTART_LOW_WINDOW`] datagrams, and only on acknowledgements of packets the window
+//! limited: an application-limited chat connection never leaves slow start for RTT jitter.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +67,61 @@ pub(crate) struct NewReno {
     rate: DeliveryRate,
     /// The last random-loss cap that bound (0: none yet).
     last_cap: u64,
+    hystart: HyStart,
+}
+
+/// RTT samples a run needs before its minimum counts (RFC 9406 §4.2 `N_RTT_SAMPLE`, there
+/// for the round's first samples).
+const N_RTT_SAMPLE: u8 = 8;
+/// Conservative Slow Start grows the window this many times slower than slow start.
+const CSS_GROWTH_DIVISOR: u64 = 4;
+/// Rounds of Conservative Slow Start before congestion avoidance (RFC 9406 `CSS_ROUNDS`).
+const CSS_ROUNDS: u8 = 5;
+/// The RTT rise that ends slow start: the last round's minimum over 8, within these bounds
+/// (RFC 9406 `MIN_RTT_THRESH`, `MAX_RTT_THRESH`, `MIN_RTT_DIVISOR`), in microseconds.
+const MIN_RTT_THRESH_US: u32 = 4_000;
+const MAX_RTT_THRESH_US: u32 = 16_000;
+const MIN_RTT_DIVISOR: u32 = 8;
+/// HyStart++ acts only once the window holds this many datagrams (Linux's
+/// `hystart_low_window`): below it a rise is jitter, not a queue worth leaving slow start for.
+const HYSTART_LOW_WINDOW: u64 = 16;
+
+/// HyStart++ state (RFC 9406): 40 bytes, RTTs in whole microseconds (`u32::MAX`: none).
+#[derive(Debug, Clone)]
+struct HyStart {
+    /// When the current round began: it ends once a packet sent since is acknowledged (RFC
+    /// 9406's `windowEnd`, as a time, so no packet number has to be kept).
+    round_start: Option<Instant>,
+    last_round_min: u32,
+    round_min: u32,
+    /// The minimum of the current run of [`N_RTT_SAMPLE`] samples in the round.
+    run_min: u32,
+    /// The run minimum that ended slow start (`u32::MAX`: not in Conservative Slow Start).
+    css_baseline: u32,
+    /// Samples in the current run.
+    run_samples: u8,
+    /// Conservative Slow Start rounds completed.
+    css_rounds: u8,
+}
+
+impl Default for HyStart {
+    fn default() -> Self {
+        Self {
+            round_start: None,
+            last_round_min: u32::MAX,
+            round_min: u32::MAX,
+            run_min: u32::MAX,
+            css_baseline: u32::MAX,
+            run_samples: 0,
+            css_rounds: 0,
+        }
+    }
+}
+
+impl HyStart {
+    fn in_css(&self) -> bool {
+        self.css_baseline != u32::MAX
+    }
 }
 
 /// Delivery-rate samples kept, one per smoothed RTT (BBR's bandwidth filter length).
@@ -62,9 +134,11 @@ struct DeliveryRate {
     delivered: u64,
     /// Start of the current interval and the bytes delivered before it.
     start: Option<(Instant, u64)>,
-    /// Bytes per second of the last intervals (a ring).
-    samples: [u64; RATE_SAMPLES],
-    next: usize,
+    /// Bytes per second of the last intervals (a ring), saturating at `u32::MAX` (4.3 GB/s,
+    /// 34 Gbit/s, far more than one connection's endpoint sends): 40 bytes less per
+    /// connection, which pays for [`HyStart`] under the idle connection ceiling.
+    samples: [u32; RATE_SAMPLES],
+    next: u8,
 }
 
 impl DeliveryRate {
@@ -82,20 +156,25 @@ impl DeliveryRate {
             return;
         }
         let rate = u128::from(self.delivered - before) * 1_000_000 / micros;
-        self.samples[self.next] = u64::try_from(rate).unwrap_or(u64::MAX);
-        self.next = (self.next + 1) % RATE_SAMPLES;
+        self.samples[usize::from(self.next)] = u32::try_from(rate).unwrap_or(u32::MAX);
+        self.next = (self.next + 1) % RATE_SAMPLES as u8;
         self.start = Some((now, self.delivered));
     }
 
     /// The rate of the last completed interval, if any.
     fn latest(&self) -> Option<u64> {
-        let last = self.samples[(self.next + RATE_SAMPLES - 1) % RATE_SAMPLES];
-        (last > 0).then_some(last)
+        let last = self.samples[(usize::from(self.next) + RATE_SAMPLES - 1) % RATE_SAMPLES];
+        (last > 0).then_some(u64::from(last))
     }
 
     /// The highest rate of the intervals kept, if any.
     fn max(&self) -> Option<u64> {
-        self.samples.iter().copied().max().filter(|&r| r > 0)
+        self.samples
+            .iter()
+            .copied()
+            .max()
+            .filter(|&r| r > 0)
+            .map(u64::from)
     }
 
     /// Twice the bandwidth-delay product shown over a path of RTT `rtt`, if any interval has
@@ -135,6 +214,7 @@ impl NewReno {
             episode_losses: 0,
             rate: DeliveryRate::default(),
             last_cap: 0,
+            hystart: HyStart::default(),
         }
     }
 
@@ -193,7 +273,11 @@ impl NewReno {
             return;
         }
         if self.window < self.ssthresh {
-            self.window += bytes;
+            self.window += if self.hystart.in_css() {
+                bytes / CSS_GROWTH_DIVISOR
+            } else {
+                bytes
+            };
         } else {
             self.bytes_acked += bytes;
             if self.bytes_acked >= self.window {
@@ -201,6 +285,77 @@ impl NewReno {
                 self.window += self.max_datagram;
             }
         }
+    }
+
+    /// An RTT sample (`rtt`, the latest RTT, ack delay not subtracted) taken at `now` from the
+    /// acknowledgement of a packet sent at `sent`, which the application limited if
+    /// `app_limited`: HyStart++ (see the module documentation). Rounds are counted on every
+    /// sample; only those of window-limited packets, once the window is large enough, count
+    /// towards a round's minimum.
+    pub(crate) fn on_rtt_sample(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        rtt: Duration,
+        app_limited: bool,
+    ) {
+        if !self.in_slow_start() {
+            return;
+        }
+        let h = &mut self.hystart;
+        if h.round_start.is_none_or(|start| sent >= start) {
+            // A new round: a packet sent since the last one began was acknowledged.
+            h.round_start = Some(now);
+            h.last_round_min = h.round_min;
+            h.round_min = u32::MAX;
+            h.run_min = u32::MAX;
+            h.run_samples = 0;
+            if h.in_css() {
+                h.css_rounds += 1;
+                if h.css_rounds >= CSS_ROUNDS {
+                    // Conservative Slow Start found no spurious exit: congestion avoidance.
+                    self.ssthresh = self.window;
+                    self.hystart = HyStart::default();
+                    return;
+                }
+            }
+        }
+        if app_limited || self.window < HYSTART_LOW_WINDOW * self.max_datagram {
+            return;
+        }
+        let rtt = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX - 1);
+        h.round_min = h.round_min.min(rtt);
+        h.run_min = h.run_min.min(rtt);
+        h.run_samples += 1;
+        if h.run_samples < N_RTT_SAMPLE {
+            return;
+        }
+        h.run_samples = 0;
+        let run_min = std::mem::replace(&mut h.run_min, u32::MAX);
+        if h.last_round_min == u32::MAX {
+            return;
+        }
+        if h.in_css() {
+            if run_min < h.css_baseline {
+                // The RTT fell back: the exit was spurious, slow start resumes.
+                h.css_baseline = u32::MAX;
+                h.css_rounds = 0;
+            }
+        } else {
+            let thresh =
+                (h.last_round_min / MIN_RTT_DIVISOR).clamp(MIN_RTT_THRESH_US, MAX_RTT_THRESH_US);
+            if run_min >= h.last_round_min.saturating_add(thresh) {
+                // A queue is building: Conservative Slow Start.
+                h.css_baseline = run_min;
+                h.css_rounds = 0;
+            }
+        }
+    }
+
+    /// In HyStart++'s Conservative Slow Start (slow start ended by an RTT rise, the window
+    /// growing a quarter as fast).
+    pub(crate) fn in_conservative_slow_start(&self) -> bool {
+        self.in_slow_start() && self.hystart.in_css()
     }
 
     /// `count` packets were declared lost; `largest_lost_sent` is when the newest of them was
@@ -241,6 +396,7 @@ impl NewReno {
                 self.ssthresh = self.window;
                 self.bytes_acked = 0;
                 self.frozen_before = Some(now);
+                self.hystart = HyStart::default();
             }
             Some(base_rtt) => {
                 // Random: capped at twice the BDP shown, and otherwise growing as it did (in
@@ -300,6 +456,7 @@ impl NewReno {
         self.recovery_start = None;
         self.frozen_before = None;
         self.undo = None;
+        self.hystart = HyStart::default();
     }
 }
 
@@ -321,6 +478,135 @@ mod tests {
         for i in 0..=10 {
             cc.on_delivered(t0 + ms(40) * i, bytes, ms(40));
         }
+    }
+
+    /// Round `k` of HyStart++ from `t0` (rounds 100 ms apart): `samples` RTT samples of `rtt`,
+    /// the first from a packet sent after round `k - 1` began (which begins round `k`), the
+    /// rest from packets sent before.
+    fn round(cc: &mut NewReno, t0: Instant, k: u32, rtt: Duration, samples: u32) {
+        let ms = Duration::from_millis;
+        let begun = t0 + ms(100) * k;
+        let now = begun + ms(100);
+        cc.on_rtt_sample(now, begun + ms(1), rtt, false);
+        for i in 1..samples {
+            cc.on_rtt_sample(now + ms(1) * i, begun - ms(1), rtt, false);
+        }
+    }
+
+    /// A window of 36,000 bytes (30 datagrams, over HyStart++'s 16), in slow start.
+    fn grown(t0: Instant) -> NewReno {
+        let mut cc = NewReno::new(1200);
+        acked(&mut cc, t0, 20);
+        assert_eq!(cc.window(), 36_000);
+        cc
+    }
+
+    #[test]
+    fn hystart_does_not_exit_while_the_rtt_is_flat() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut cc = grown(t0);
+        // Rises of less than an eighth of 40 ms (5 ms) are not a queue.
+        for (k, rtt) in [40, 44, 41, 40, 44, 40].into_iter().enumerate() {
+            round(&mut cc, t0, k as u32, ms(rtt), 20);
+            assert!(!cc.in_conservative_slow_start(), "round {k}");
+        }
+        let w = cc.window();
+        cc.on_ack(t0 + ms(1_000), 1_200, false);
+        assert_eq!(cc.window(), w + 1_200, "slow start");
+        // Samples of application-limited packets, or with a window under 16 datagrams, count
+        // rounds but not towards an exit.
+        let mut cc = grown(t0);
+        round(&mut cc, t0, 0, ms(40), 20);
+        let begun = t0 + ms(100);
+        for i in 0..20 {
+            cc.on_rtt_sample(begun + ms(100 + i), begun + ms(1), ms(80), true);
+        }
+        assert!(!cc.in_conservative_slow_start(), "application-limited");
+        let mut cc = NewReno::new(1200);
+        round(&mut cc, t0, 0, ms(40), 20);
+        round(&mut cc, t0, 1, ms(80), 20);
+        assert!(!cc.in_conservative_slow_start(), "window of 10 datagrams");
+    }
+
+    #[test]
+    fn an_rtt_rise_ends_slow_start_for_slower_growth() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut cc = grown(t0);
+        round(&mut cc, t0, 0, ms(40), 20);
+        // Seven samples are not enough to judge a round.
+        round(&mut cc, t0, 1, ms(46), 7);
+        assert!(!cc.in_conservative_slow_start());
+        cc.on_rtt_sample(t0 + ms(250), t0 + ms(99), ms(46), false);
+        assert!(cc.in_conservative_slow_start(), "5 ms over 40 ms: a queue");
+        assert!(cc.in_slow_start(), "the threshold is not set yet");
+        cc.on_ack(t0 + ms(260), 1_200, false);
+        assert_eq!(cc.window(), 36_300, "a quarter as fast");
+        // A rise late in a long round (over 255 samples in, as a large window gives) counts.
+        let mut cc = grown(t0);
+        round(&mut cc, t0, 0, ms(40), 20);
+        round(&mut cc, t0, 1, ms(40), 304);
+        assert!(!cc.in_conservative_slow_start());
+        for i in 0..8 {
+            cc.on_rtt_sample(t0 + ms(300) + ms(i), t0 + ms(99), ms(46), false);
+        }
+        assert!(cc.in_conservative_slow_start(), "a late run of 8");
+        // The threshold is clamped: 4 ms over a 20 ms round, 16 ms over a 200 ms one.
+        for (base, rise, exits) in [
+            (20, 3, false),
+            (20, 4, true),
+            (200, 15, false),
+            (200, 16, true),
+        ] {
+            let mut cc = grown(t0);
+            round(&mut cc, t0, 0, ms(base), 8);
+            round(&mut cc, t0, 1, ms(base + rise), 8);
+            assert_eq!(cc.in_conservative_slow_start(), exits, "{base} + {rise} ms");
+        }
+    }
+
+    #[test]
+    fn conservative_slow_start_ends_in_congestion_avoidance_after_five_rounds() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut cc = grown(t0);
+        round(&mut cc, t0, 0, ms(40), 8);
+        round(&mut cc, t0, 1, ms(50), 8);
+        assert!(cc.in_conservative_slow_start());
+        for k in 2..6 {
+            round(&mut cc, t0, k, ms(52), 8);
+            assert!(cc.in_conservative_slow_start(), "CSS round {}", k - 1);
+        }
+        round(&mut cc, t0, 6, ms(52), 8);
+        assert!(
+            !cc.in_slow_start(),
+            "after five rounds: congestion avoidance"
+        );
+        assert_eq!(cc.ssthresh(), cc.window());
+        let w = cc.window();
+        cc.on_ack(t0 + ms(1_000), 1_200, false);
+        assert_eq!(cc.window(), w, "a datagram per window");
+    }
+
+    #[test]
+    fn a_spurious_exit_returns_to_slow_start() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut cc = grown(t0);
+        round(&mut cc, t0, 0, ms(40), 8);
+        round(&mut cc, t0, 1, ms(50), 8);
+        assert!(cc.in_conservative_slow_start());
+        // The next round's RTT falls under the one that ended slow start: it was jitter.
+        round(&mut cc, t0, 2, ms(49), 8);
+        assert!(!cc.in_conservative_slow_start(), "spurious exit undone");
+        assert!(cc.in_slow_start());
+        let w = cc.window();
+        cc.on_ack(t0 + ms(1_000), 1_200, false);
+        assert_eq!(cc.window(), w + 1_200, "slow start again");
+        // And it can leave again, from the new baseline (49 ms: 6.1 ms threshold).
+        round(&mut cc, t0, 3, ms(56), 8);
+        assert!(cc.in_conservative_slow_start());
     }
 
     #[test]

@@ -2515,6 +2515,10 @@ impl Connection {
                 .rtt
                 .update(now.saturating_duration_since(p.time), delay);
             self.standing_rtt.push(now, sample, self.rtt.smoothed());
+            if self.config.hystart {
+                self.cc
+                    .on_rtt_sample(now, p.time, self.rtt.latest(), p.app_limited);
+            }
             self.check_queue(now);
             self.first_rtt_sample.get_or_insert(now);
         }
@@ -3205,7 +3209,7 @@ impl Connection {
         PacingRate::new(
             self.cc.window(),
             self.rtt.smoothed(),
-            self.cc.in_slow_start(),
+            self.cc.in_slow_start() && !self.cc.in_conservative_slow_start(),
         )
     }
 
