@@ -905,15 +905,6 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let code = 'session: loop {
-        if finish_after_files && !dm.busy() {
-            finish_after_files = false;
-            client.finish(Instant::now());
-        }
-        dm.start_next(client.session(), local);
-        if let Err(e) = dm.pump(&handle).await {
-            out.error("fatal", &format!("{e:#}"));
-            break 1;
-        }
         if driver::perform(client.session(), &handle, key_check.as_ref())
             .await
             .is_err()
@@ -966,8 +957,20 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             out.error("log", &format!("{e}; no more messages are logged"));
             log = None;
         }
-        // What the events asked of the session (a `meet` for a file transfer) goes out now.
+        // What the events asked of the session (a `meet` for a file transfer) goes out now,
+        // and what they asked of the file transfer's peer session (after an introduction,
+        // its first packet): before waiting, or nothing may wake us to send it.
         dm.start_next(client.session(), local);
+        if let Err(e) = dm.pump(&handle).await {
+            out.error("fatal", &format!("{e:#}"));
+            break 1;
+        }
+        // The transfers that input's end waited for are over (the pump just ended the last):
+        // the session leaves now, not at its next timer.
+        if finish_after_files && !dm.busy() {
+            finish_after_files = false;
+            client.finish(Instant::now());
+        }
         if driver::perform(client.session(), &handle, key_check.as_ref())
             .await
             .is_err()

@@ -110,12 +110,6 @@ async fn session_task(
     let mut commands_open = true;
     let local = handle.local_addr();
     loop {
-        dm.start_next(&mut session, local);
-        let pumped = dm.pump(&handle).await;
-        show_files(&ui, &mut bridge, &mut dm).await;
-        if let Err(e) = pumped {
-            return End::Fatal(format!("{e:#}"));
-        }
         if driver::perform(&mut session, &handle, key_check.as_ref())
             .await
             .is_err()
@@ -165,8 +159,15 @@ async fn session_task(
             emit(&ui, vec![UiEvent::Error(text)]).await;
             log = None;
         }
-        // What the events asked of the session (a `meet` for a file transfer) goes out now.
+        // What the events asked of the session (a `meet` for a file transfer) goes out now,
+        // and what they asked of the file transfer's peer session (after an introduction,
+        // its first packet): before waiting, or nothing may wake us to send it.
         dm.start_next(&mut session, local);
+        let pumped = dm.pump(&handle).await;
+        show_files(&ui, &mut bridge, &mut dm).await;
+        if let Err(e) = pumped {
+            return End::Fatal(format!("{e:#}"));
+        }
         if driver::perform(&mut session, &handle, key_check.as_ref())
             .await
             .is_err()

@@ -225,8 +225,6 @@ fn offers_to_offline_users_and_over_the_size_limit_are_refused() {
 /// and the file arrives byte-exact through the relay (which caps the pair at the file's
 /// size plus the overhead: the whole transfer fits under it).
 #[test]
-#[ignore = "known failure (h15): both sides are introduced relay-only, but the relayed peer \
-            connection does not come up within 60 s; to be found"]
 fn relay_only_sends_the_file_through_the_relay_and_hides_the_address() {
     let data = tmp();
     let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
