@@ -5,7 +5,7 @@
 //! cargo build --release -p chirp --bin chirp -p chirp-bench --example bulk
 //! target/release/examples/bulk target/release/chirp [--mb 100] [--rate 100mbit] [--delay 20]
 //!     [--loss 0,0.01,0.05] [--runs 3] [--stacks chirp,quinn,tcp] [--max-secs 60] [--no-pacing]
-//!     [--max-datagram 1452]
+//!     [--max-datagram 1452] [--tcp-cc cubic] [--no-hystart]
 //! ```
 //!
 //! For each loss rate and run, a fresh `chirp impair --rate RATE --delay MS --loss P --seed N`
@@ -24,8 +24,9 @@
 //!   1,200, as before it had any);
 //! - **tcp** (a reference, when root with `ip` and `socat`): the kernel's TCP through the same
 //!   proxy, each IP packet one datagram of a UDP tunnel between two network namespaces
-//!   ([`chirp_bench::tcp_ref`]); 64,000-byte writes, the kernel's buffers and congestion
-//!   controller (CUBIC), an MTU of 1,500.
+//!   ([`chirp_bench::tcp_ref`]); 64,000-byte writes, the kernel's buffers, an MTU of 1,500,
+//!   and the kernel's default congestion controller (named in the first line of the output;
+//!   BBR on Debian's cloud kernels, CUBIC on most others) or `--tcp-cc NAME`.
 //!
 //! Both get the same windows: 4 MiB of receive window (chirp's `receive_window`, quinn's
 //! stream and connection receive windows) and 4 MiB of send buffer, about 8 BDPs of the
@@ -107,6 +108,10 @@ struct Args {
     max_secs: u64,
     /// chirp's path MTU discovery ceiling (`TransportConfig::max_datagram_size`).
     max_datagram: usize,
+    /// TCP's congestion controller (`--tcp-cc`); `None`: the kernel's default.
+    tcp_cc: Option<String>,
+    /// chirp's HyStart++ (`--no-hystart` turns it off, for an A/B).
+    hystart: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +155,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let chirp = it
         .next()
-        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn,tcp] [--max-secs S] [--no-pacing] [--max-datagram BYTES]")?;
+        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn,tcp] [--max-secs S] [--no-pacing] [--no-hystart] [--max-datagram BYTES] [--tcp-cc NAME]")?;
     let mut a = Args {
         chirp: PathBuf::from(chirp),
         mb: 100,
@@ -163,10 +168,16 @@ fn parse_args() -> anyhow::Result<Args> {
         pacing: true,
         max_secs: 60,
         max_datagram: chirp_proto::pmtud::DEFAULT_CEILING,
+        tcp_cc: None,
+        hystart: true,
     };
     while let Some(flag) = it.next() {
         if flag == "--no-pacing" {
             a.pacing = false;
+            continue;
+        }
+        if flag == "--no-hystart" {
+            a.hystart = false;
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -177,6 +188,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--runs" => a.runs = value.parse().context("--runs")?,
             "--max-secs" => a.max_secs = value.parse().context("--max-secs")?,
             "--max-datagram" => a.max_datagram = value.parse().context("--max-datagram")?,
+            "--tcp-cc" => a.tcp_cc = Some(value),
             "--loss" => {
                 a.losses = value
                     .split(',')
@@ -267,6 +279,7 @@ fn chirp_config(a: &Args) -> EndpointConfig {
             receive_window: WINDOW,
             send_buffer: WINDOW as usize,
             pacing: a.pacing,
+            hystart: a.hystart,
             max_datagram_size: a.max_datagram,
             ..TransportConfig::default()
         },
@@ -438,6 +451,7 @@ fn tcp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         delay_ms: a.delay_ms,
         loss,
         seed,
+        congestion: a.tcp_cc.as_deref(),
     };
     let exe = std::env::current_exe().context("this executable's path")?;
     let o = tcp_ref::transfer(
@@ -446,6 +460,11 @@ fn tcp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         Duration::from_secs(a.max_secs),
         &exe,
     )?;
+    // The header names the controller: the run must have used it.
+    let want = a.tcp_cc.clone().or_else(tcp_ref::default_congestion);
+    if want.as_ref().is_some_and(|w| *w != o.congestion) {
+        bail!("TCP used {} where {want:?} was meant", o.congestion);
+    }
     Ok(Outcome {
         bytes: o.bytes,
         elapsed: o.elapsed,
@@ -470,9 +489,9 @@ fn tcp_role() -> Option<anyhow::Result<()>> {
             let (total, max) = (number(1)?, number(2)?);
             tcp_ref::sink(total, Duration::from_secs(max)).context("TCP receiver")
         })()),
-        Some(tcp_ref::SOURCE_ARG) => {
-            Some(number(1).and_then(|total| tcp_ref::source(total).context("TCP sender")))
-        }
+        Some(tcp_ref::SOURCE_ARG) => Some(number(1).and_then(|total| {
+            tcp_ref::source(total, args.get(2).map(String::as_str)).context("TCP sender")
+        })),
         _ => None,
     }
 }
@@ -488,14 +507,22 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let link = a.rate_bytes;
     println!(
-        "# {} MB through chirp impair --rate {} --delay {} (each way), {} runs, pacing {}, chirp's datagrams up to {} B",
+        "# {} MB through chirp impair --rate {} --delay {} (each way), {} runs, pacing {}, HyStart++ {}, chirp's datagrams up to {} B",
         a.mb,
         a.rate,
         a.delay_ms,
         a.runs,
         if a.pacing { "on" } else { "off" },
+        if a.hystart { "on" } else { "off" },
         a.max_datagram
     );
+    if a.stacks.contains(&Stack::Tcp) {
+        let cc = a.tcp_cc.clone().or_else(tcp_ref::default_congestion);
+        println!(
+            "# tcp: the kernel's TCP, congestion control {}",
+            cc.as_deref().unwrap_or("unknown")
+        );
+    }
     println!("loss\trun\tstack\tseconds\tMB/s\tof link\tmean datagram");
     // Per loss: per stack, each run's fraction of the link.
     let mut table: Vec<(f64, Vec<Vec<f64>>)> = Vec::new();

@@ -1,6 +1,6 @@
-//! The TCP reference of the bulk bench (issue 18): the kernel's TCP (its default congestion
-//! controller, CUBIC on Linux, with SACK and RACK) through the same `chirp impair` path as
-//! chirp and quinn, in the same run.
+//! The TCP reference of the bulk bench (issue 18): the kernel's TCP (with SACK and RACK, and
+//! the congestion controller asked for, or the kernel's default: [`default_congestion`])
+//! through the same `chirp impair` path as chirp and quinn, in the same run.
 //!
 //! `chirp impair` relays UDP datagrams, so TCP rides a UDP tunnel. Two network namespaces
 //! each hold one end of the TCP connection on a tun device (10.77.0.1 and 10.77.0.2, private,
@@ -41,7 +41,7 @@ const SETUP_LIMIT: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(10);
 /// Argument that runs the executable as the receiver: `--tcp-sink BYTES MAX_SECS`.
 pub const SINK_ARG: &str = "--tcp-sink";
-/// Argument that runs the executable as the sender: `--tcp-source BYTES`.
+/// Argument that runs the executable as the sender: `--tcp-source BYTES [CONTROLLER]`.
 pub const SOURCE_ARG: &str = "--tcp-source";
 
 /// The path the TCP transfer takes: `chirp impair`'s settings.
@@ -57,10 +57,20 @@ pub struct TcpPath<'a> {
     pub loss: f64,
     /// `--seed`.
     pub seed: u64,
+    /// The sender's TCP congestion controller (`net.ipv4.tcp_congestion_control` in its
+    /// namespace, e.g. `cubic` or `bbr`); `None`: the kernel's default.
+    pub congestion: Option<&'a str>,
+}
+
+/// The kernel's default TCP congestion controller, which a new namespace starts with.
+pub fn default_congestion() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 /// What one transfer moved, over how long.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// Payload bytes the receiver read.
     pub bytes: u64,
@@ -68,6 +78,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Every byte arrived before the deadline.
     pub complete: bool,
+    /// The sender's congestion controller, as its socket reported it.
+    pub congestion: String,
 }
 
 /// Why the TCP reference cannot run here, or `Ok`.
@@ -260,17 +272,26 @@ pub fn transfer(
     if line != "listening" {
         return Err(BenchError::Stuck(format!("the TCP receiver said {line:?}")));
     }
-    let mut source_child = in_ns(&a, &[SOURCE_ARG.into(), total.to_string()])?;
+    let mut source_args = vec![SOURCE_ARG.into(), total.to_string()];
+    source_args.extend(path.congestion.map(str::to_owned));
+    let mut source_child = in_ns(&a, &source_args)?;
     let source_out = source_child.stdout.take();
     procs.push(Proc(source_child));
     let (line, _source_lines) = first_line(
         "the TCP sender",
         source_out.ok_or(BenchError::Stuck("no stdout".into()))?,
     )?;
-    let started: u128 = line
-        .strip_prefix("connected ")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| BenchError::Stuck(format!("the TCP sender said {line:?}")))?;
+    // `connected NANOS CONTROLLER`: the controller the socket uses (read back).
+    let mut words = line.split_whitespace();
+    let (Some("connected"), Some(started), Some(congestion)) =
+        (words.next(), words.next(), words.next())
+    else {
+        return Err(BenchError::Stuck(format!("the TCP sender said {line:?}")));
+    };
+    let started: u128 = started
+        .parse()
+        .map_err(|_| BenchError::Stuck(format!("the TCP sender said {line:?}")))?;
+    let congestion = congestion.to_owned();
     let last = sink_lines
         .recv_timeout(max + GRACE)
         .map_err(|_| BenchError::Stuck("the TCP receiver did not finish".into()))?;
@@ -288,6 +309,7 @@ pub fn transfer(
         bytes,
         elapsed: Duration::from_nanos(nanos),
         complete: kind == "done",
+        congestion,
     })
 }
 
@@ -333,12 +355,22 @@ pub fn sink(total: u64, max: Duration) -> std::io::Result<()> {
     out.flush()
 }
 
-/// The sender, in its namespace: connects to [`SINK`], prints `connected NANOS`, writes
-/// `total` bytes and closes.
-pub fn source(total: u64) -> std::io::Result<()> {
-    let mut conn = TcpStream::connect(SINK)?;
+/// The sender, in its namespace: connects to [`SINK`] with `congestion` as its congestion
+/// controller (or the kernel's default), prints `connected NANOS CONTROLLER`, writes `total`
+/// bytes and closes.
+pub fn source(total: u64, congestion: Option<&str>) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(cc) = congestion {
+        socket.set_tcp_congestion(cc.as_bytes())?;
+    }
+    socket.connect(&SINK.into())?;
+    let used = String::from_utf8_lossy(&socket.tcp_congestion()?)
+        .trim_end_matches('\0')
+        .to_owned();
+    let mut conn = TcpStream::from(socket);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "connected {}", wall_nanos())?;
+    writeln!(out, "connected {} {used}", wall_nanos())?;
     out.flush()?;
     let chunk = vec![0x5a_u8; 64_000];
     let mut left = total;
