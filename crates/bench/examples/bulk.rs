@@ -5,7 +5,7 @@
 //! cargo build --release -p chirp --bin chirp -p chirp-bench --example bulk
 //! target/release/examples/bulk target/release/chirp [--mb 100] [--rate 100mbit] [--delay 20]
 //!     [--loss 0,0.01,0.05] [--runs 3] [--stacks chirp,quinn,tcp] [--max-secs 60] [--no-pacing]
-//!     [--max-datagram 1452] [--tcp-cc cubic] [--no-hystart]
+//!     [--max-datagram 1452] [--tcp-cc cubic] [--hystart]
 //! ```
 //!
 //! For each loss rate and run, a fresh `chirp impair --rate RATE --delay MS --loss P --seed N`
@@ -110,7 +110,7 @@ struct Args {
     max_datagram: usize,
     /// TCP's congestion controller (`--tcp-cc`); `None`: the kernel's default.
     tcp_cc: Option<String>,
-    /// chirp's HyStart++ (`--no-hystart` turns it off, for an A/B).
+    /// chirp's HyStart++ (off by default, as in `TransportConfig`; `--hystart` for an A/B).
     hystart: bool,
 }
 
@@ -155,7 +155,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let chirp = it
         .next()
-        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn,tcp] [--max-secs S] [--no-pacing] [--no-hystart] [--max-datagram BYTES] [--tcp-cc NAME]")?;
+        .context("usage: bulk CHIRP [--mb N] [--rate R] [--delay MS] [--loss P,P] [--runs N] [--stacks chirp,quinn,tcp] [--max-secs S] [--no-pacing] [--hystart] [--max-datagram BYTES] [--tcp-cc NAME]")?;
     let mut a = Args {
         chirp: PathBuf::from(chirp),
         mb: 100,
@@ -169,15 +169,15 @@ fn parse_args() -> anyhow::Result<Args> {
         max_secs: 60,
         max_datagram: chirp_proto::pmtud::DEFAULT_CEILING,
         tcp_cc: None,
-        hystart: true,
+        hystart: false,
     };
     while let Some(flag) = it.next() {
         if flag == "--no-pacing" {
             a.pacing = false;
             continue;
         }
-        if flag == "--no-hystart" {
-            a.hystart = false;
+        if flag == "--hystart" {
+            a.hystart = true;
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
