@@ -19,10 +19,11 @@
 //!
 //! Needs root, `ip`, `socat` and `/dev/net/tun`; [`preflight`] says why not otherwise.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::BenchError;
@@ -112,52 +113,44 @@ fn free_port() -> Result<u16, BenchError> {
     Ok(addr.port())
 }
 
-/// Reads `child`'s first stdout line within [`SETUP_LIMIT`] (on a thread, so that a child
-/// that prints nothing cannot hang the bench); the rest of its stdout with it.
-fn first_line(
-    what: &str,
-    out: ChildStdout,
-) -> Result<(String, std::sync::mpsc::Receiver<String>), BenchError> {
+/// `out`'s lines as they come, read on a thread of its own that reads to the end even after
+/// the receiver is gone, so that the child never blocks on a full pipe.
+fn lines(out: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
+    rx
+}
+
+/// Reads `child`'s first stdout line within [`SETUP_LIMIT`] (so that a child that prints
+/// nothing cannot hang the bench); the rest of its stdout with it.
+fn first_line(what: &str, out: ChildStdout) -> Result<(String, Receiver<String>), BenchError> {
+    let rx = lines(out);
     let line = rx
         .recv_timeout(SETUP_LIMIT)
         .map_err(|_| BenchError::Stuck(format!("{what} printed nothing")))?;
     Ok((line, rx))
 }
 
-/// Reads `log` (a child's stderr) until a line contains `mark`, within [`SETUP_LIMIT`]; a
-/// thread keeps reading it after that, so that the child never blocks on a full pipe.
-fn ready(
-    what: &str,
-    log: impl std::io::Read + Send + 'static,
-    mark: &'static str,
-) -> Result<(), BenchError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut told = false;
-        for line in BufReader::new(log).lines() {
-            let Ok(line) = line else { break };
-            if !told && line.contains(mark) {
-                told = true;
-                let _ = tx.send(Ok(()));
-            } else if !told && line.contains(" E ") {
-                told = true;
-                let _ = tx.send(Err(line));
+/// Reads `log` (a child's stderr) until a line contains `mark` (`Ok`) or is an error line of
+/// socat's (` E `), within [`SETUP_LIMIT`].
+fn ready(what: &str, log: impl Read + Send + 'static, mark: &str) -> Result<(), BenchError> {
+    let rx = lines(log);
+    let deadline = Instant::now() + SETUP_LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(mark) => return Ok(()),
+            Ok(line) if line.contains(" E ") => {
+                return Err(BenchError::Stuck(format!("{what}: {line}")));
             }
+            Ok(_) => {}
+            Err(_) => return Err(BenchError::Stuck(format!("{what} did not start"))),
         }
-    });
-    match rx.recv_timeout(SETUP_LIMIT) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(line)) => Err(BenchError::Stuck(format!("{what}: {line}"))),
-        Err(_) => Err(BenchError::Stuck(format!("{what} did not start"))),
     }
 }
 
