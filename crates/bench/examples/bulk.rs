@@ -40,16 +40,15 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark prints its results
 
-use std::io::{BufRead as _, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use chirp_bench::children::{Children, Impairment};
 use chirp_bench::{median, tcp_ref};
 use chirp_proto::{
     ConnectionHandle, EndpointConfig, Event, SendError, TransportConfig, WriteError,
@@ -99,7 +98,7 @@ struct Args {
     chirp: PathBuf,
     mb: u64,
     rate: String,
-    rate_bytes: f64,
+    rate_bytes: u64,
     delay_ms: u64,
     losses: Vec<f64>,
     runs: u32,
@@ -132,8 +131,8 @@ impl Stack {
 }
 
 /// `100mbit`, `10MB/s`, ... in bytes per second (the forms `chirp impair --rate` takes that a
-/// report needs; the proxy checks the rest).
-fn rate_bytes(s: &str) -> anyhow::Result<f64> {
+/// report needs; the proxy checks the rest), rounded to a whole byte as the proxy rounds it.
+fn rate_bytes(s: &str) -> anyhow::Result<u64> {
     let lower = s.to_ascii_lowercase();
     let units: [(&str, f64); 6] = [
         ("gbit", 1e9 / 8.0),
@@ -145,7 +144,12 @@ fn rate_bytes(s: &str) -> anyhow::Result<f64> {
     ];
     for (u, f) in units {
         if let Some(n) = lower.strip_suffix(u) {
-            return Ok(n.trim().parse::<f64>().context("rate")? * f);
+            let bytes = n.trim().parse::<f64>().context("rate")? * f;
+            if !(1.0..1e12).contains(&bytes) {
+                bail!("--rate {s}: between one byte and 1 TB a second");
+            }
+            // In range: the conversion neither truncates nor saturates.
+            return Ok(bytes.round() as u64);
         }
     }
     bail!("--rate {s}: use e.g. 100mbit or 10MB/s")
@@ -160,7 +164,7 @@ fn parse_args() -> anyhow::Result<Args> {
         chirp: PathBuf::from(chirp),
         mb: 100,
         rate: "100mbit".to_owned(),
-        rate_bytes: 0.0,
+        rate_bytes: 0,
         delay_ms: 20,
         losses: vec![0.0, 0.01, 0.05],
         runs: 3,
@@ -227,48 +231,47 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(s.local_addr()?)
 }
 
-/// `chirp impair` as a child process, killed on drop.
+/// How long `chirp impair` may take to print its start line.
+const IMPAIR_START: Duration = Duration::from_secs(10);
+
+/// `chirp impair` in front of one transfer's receiver: its child process (killed on drop,
+/// its stderr in a temporary directory) and the address it listens on.
 struct Impair {
-    child: Child,
+    _proxy: Children<()>,
+    _dir: tempfile::TempDir,
     listen: SocketAddr,
 }
 
 impl Impair {
     fn start(a: &Args, to: SocketAddr, loss: f64, seed: u64) -> anyhow::Result<Self> {
         let listen = free_addr()?;
-        let mut child = Command::new(&a.chirp)
-            .args([
-                "impair",
-                "--listen",
-                &listen.to_string(),
-                "--to",
-                &to.to_string(),
-            ])
-            .args(["--rate", &a.rate, "--delay", &a.delay_ms.to_string()])
-            .args(["--loss", &loss.to_string(), "--seed", &seed.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {}", a.chirp.display()))?;
-        // The start line is printed once the socket is bound.
-        let out = child.stdout.take().context("impair's stdout")?;
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .context("impair's start line")?;
-        if !line.contains("chirp impair") {
-            let _ = child.kill();
-            bail!("chirp impair did not start: {line}");
-        }
-        Ok(Self { child, listen })
+        let dir = tempfile::tempdir().context("a temporary directory")?;
+        let mut proxy = Children::new();
+        let route = ["--listen", &listen.to_string(), "--to", &to.to_string()].map(str::to_owned);
+        proxy.spawn_impair(
+            (),
+            &a.chirp,
+            &route,
+            &impairment(a, loss),
+            seed,
+            dir.path().join("impair.stderr"),
+            IMPAIR_START,
+        )?;
+        Ok(Self {
+            _proxy: proxy,
+            _dir: dir,
+            listen,
+        })
     }
 }
 
-impl Drop for Impair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The path of every stack: `--rate` and `--delay` each way, and `loss` after the queue.
+fn impairment(a: &Args, loss: f64) -> Impairment {
+    Impairment {
+        loss,
+        delay_ms: a.delay_ms,
+        rate: Some(a.rate_bytes),
+        ..Impairment::default()
     }
 }
 
@@ -447,9 +450,7 @@ async fn quinn_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
 fn tcp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
     let path = tcp_ref::TcpPath {
         chirp: &a.chirp,
-        rate: &a.rate,
-        delay_ms: a.delay_ms,
-        loss,
+        impairment: impairment(a, loss),
         seed,
         congestion: a.tcp_cc.as_deref(),
     };
@@ -505,7 +506,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let link = a.rate_bytes;
+    let link = a.rate_bytes as f64;
     println!(
         "# {} MB through chirp impair --rate {} --delay {} (each way), {} runs, pacing {}, HyStart++ {}, chirp's datagrams up to {} B",
         a.mb,

@@ -6,11 +6,13 @@
 //!   stamped as soon as it is read and sent into one channel, so that every wait for a line has
 //!   a deadline; its stderr goes to a file, whose tail is shown when something goes wrong.
 //!   Children are killed and reaped when dropped, on every path.
+//!   [`Children::wait_for`] reads lines until one is what a run waits for, and
+//!   [`Children::spawn_impair`] starts the proxy and waits until it forwards.
 //! - [`Impairment`]: what `chirp impair` does to datagrams, as its flags.
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read, Seek as _, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -165,6 +167,81 @@ impl<W: Copy + PartialEq + Send + 'static> Children<W> {
     pub fn kill_all(&mut self) {
         self.procs.clear();
     }
+
+    /// Reads the children's lines until `done` (given who printed it, when, and the line)
+    /// says so, within `limit`.
+    ///
+    /// # Errors
+    ///
+    /// Nothing matched within `limit` (with every child's stderr tail), or a child's stdout
+    /// closed meanwhile (what became of it).
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(W, Instant, &str) -> bool,
+    ) -> Result<(), BenchError> {
+        let until = Instant::now() + limit;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.recv_timeout(left) {
+                Ok(Out {
+                    who,
+                    at,
+                    line: Some(line),
+                }) => {
+                    if done(who, at, &line) {
+                        return Ok(());
+                    }
+                }
+                Ok(Out {
+                    who, line: None, ..
+                }) => {
+                    let ended = self.exited(who);
+                    return Err(BenchError::Stuck(format!(
+                        "while waiting for {what}: {ended}"
+                    )));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(BenchError::Stuck(format!(
+                        "no {what} within {limit:?}{}",
+                        self.tails()
+                    )));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(BenchError::Stuck("every child's output closed".into()));
+                }
+            }
+        }
+    }
+
+    /// Starts `chirp impair --json` as `who`, with `route` (its `--listen`/`--to`, or
+    /// `--client`/`--via` flags) and `imp`'s flags, and waits at most `limit` for its start
+    /// line: from then on it forwards.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::spawn`] and [`Self::wait_for`].
+    #[allow(clippy::too_many_arguments)] // each is one of impair's inputs; a struct would only rename them
+    pub fn spawn_impair(
+        &mut self,
+        who: W,
+        chirp: &Path,
+        route: &[String],
+        imp: &Impairment,
+        seed: u64,
+        stderr: PathBuf,
+        limit: Duration,
+    ) -> Result<(), BenchError> {
+        let mut cmd = Command::new(chirp);
+        cmd.args(["impair", "--json"])
+            .args(route)
+            .args(imp.flags(seed));
+        self.spawn(who, "chirp impair", cmd, stderr, false)?;
+        self.wait_for("chirp impair's start line", limit, |w, _, line| {
+            w == who && is_impair_start(line)
+        })
+    }
 }
 
 /// A child's stdout, line by line, each stamped as soon as it is read.
@@ -211,6 +288,9 @@ pub struct Impairment {
     pub dup: f64,
     /// Probability that a datagram is damaged.
     pub corrupt: f64,
+    /// Each direction a bottleneck of this many bytes per second, with a drop-tail queue of
+    /// impair's default (one bandwidth-delay product); `None`: no rate limit.
+    pub rate: Option<u64>,
 }
 
 impl Impairment {
@@ -235,6 +315,9 @@ impl Impairment {
         if let Some(ms) = self.reorder_delay_ms {
             v.extend(["--reorder-delay".to_owned(), ms.to_string()]);
         }
+        if let Some(bytes) = self.rate {
+            v.extend(["--rate".to_owned(), format!("{bytes}B/s")]);
+        }
         v
     }
 
@@ -249,6 +332,9 @@ impl Impairment {
             "{loss}, delay {} ms + jitter 0-{} ms",
             self.delay_ms, self.jitter_ms
         );
+        if let Some(bytes) = self.rate {
+            s.push_str(&format!(", rate {bytes} B/s"));
+        }
         if self.reorder > 0.0 {
             let held = self
                 .reorder_delay_ms
@@ -293,6 +379,19 @@ mod tests {
         assert_eq!(
             imp.describe(false),
             "loss 0.25, delay 20 ms + jitter 0-2 ms"
+        );
+        let limited = Impairment {
+            rate: Some(12_500_000),
+            ..imp
+        };
+        assert!(
+            limited.flags(7).join(" ").ends_with("--rate 12500000B/s"),
+            "{:?}",
+            limited.flags(7)
+        );
+        assert_eq!(
+            limited.describe(true),
+            "loss per row, delay 20 ms + jitter 0-2 ms, rate 12500000 B/s"
         );
     }
 

@@ -22,12 +22,11 @@
 use std::io::{BufRead as _, BufReader, Read, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::BenchError;
-use crate::children::is_impair_start;
+use crate::children::{Children, Impairment, Out};
 use crate::netns::{Namespaces, cmd, require, sweep_leftovers};
 
 /// The receiver's address inside its namespace.
@@ -50,13 +49,9 @@ pub const SOURCE_ARG: &str = "--tcp-source";
 pub struct TcpPath<'a> {
     /// The `chirp` executable.
     pub chirp: &'a Path,
-    /// `--rate`, as `chirp impair` takes it.
-    pub rate: &'a str,
-    /// `--delay`, milliseconds each way.
-    pub delay_ms: u64,
-    /// `--loss`, 0 to 1.
-    pub loss: f64,
-    /// `--seed`.
+    /// What the proxy does to the tunnel's datagrams (its rate, delay and loss).
+    pub impairment: Impairment,
+    /// The proxy's `--seed`.
     pub seed: u64,
     /// The sender's TCP congestion controller (`net.ipv4.tcp_congestion_control` in its
     /// namespace, e.g. `cubic` or `bbr`); `None`: the kernel's default.
@@ -92,11 +87,20 @@ pub fn preflight() -> Result<(), String> {
     Ok(())
 }
 
-/// A child process, killed and reaped on drop.
-#[derive(Debug)]
-struct Proc(Child);
+/// The children of one transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Impair,
+    Sink,
+    Source,
+}
 
-impl Drop for Proc {
+/// A `socat`, killed and reaped on drop. Not one of the [`Children`]: socat says on its
+/// stderr when its device is ready ([`ready`]), and its stdout is the device's data.
+#[derive(Debug)]
+struct Socat(Child);
+
+impl Drop for Socat {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -113,33 +117,17 @@ fn free_port() -> Result<u16, BenchError> {
     Ok(addr.port())
 }
 
-/// `out`'s lines as they come, read on a thread of its own that reads to the end even after
-/// the receiver is gone, so that the child never blocks on a full pipe.
-fn lines(out: impl Read + Send + 'static) -> Receiver<String> {
+/// Reads `log` (socat's stderr) until a line contains `mark` (`Ok`) or is an error line of
+/// socat's (` E `), within [`SETUP_LIMIT`]; a thread of its own reads the rest to the end, so
+/// that socat never blocks on a full pipe.
+fn ready(what: &str, log: impl Read + Send + 'static, mark: &str) -> Result<(), BenchError> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
+        for line in BufReader::new(log).lines() {
             let Ok(line) = line else { break };
             let _ = tx.send(line);
         }
     });
-    rx
-}
-
-/// Reads `child`'s first stdout line within [`SETUP_LIMIT`] (so that a child that prints
-/// nothing cannot hang the bench); the rest of its stdout with it.
-fn first_line(what: &str, out: ChildStdout) -> Result<(String, Receiver<String>), BenchError> {
-    let rx = lines(out);
-    let line = rx
-        .recv_timeout(SETUP_LIMIT)
-        .map_err(|_| BenchError::Stuck(format!("{what} printed nothing")))?;
-    Ok((line, rx))
-}
-
-/// Reads `log` (a child's stderr) until a line contains `mark` (`Ok`) or is an error line of
-/// socat's (` E `), within [`SETUP_LIMIT`].
-fn ready(what: &str, log: impl Read + Send + 'static, mark: &str) -> Result<(), BenchError> {
-    let rx = lines(log);
     let deadline = Instant::now() + SETUP_LIMIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -150,6 +138,38 @@ fn ready(what: &str, log: impl Read + Send + 'static, mark: &str) -> Result<(), 
             }
             Ok(_) => {}
             Err(_) => return Err(BenchError::Stuck(format!("{what} did not start"))),
+        }
+    }
+}
+
+/// The next line of `who`, within `limit`. Lines of the others meanwhile are passed over,
+/// and so is their end: the sender exits once it has sent everything, before the receiver
+/// has read it.
+fn line_of(
+    children: &mut Children<Who>,
+    who: Who,
+    what: &str,
+    limit: Duration,
+) -> Result<String, BenchError> {
+    let until = Instant::now() + limit;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match children.recv_timeout(left) {
+            Ok(Out { who: w, line, .. }) if w == who => {
+                return line.ok_or_else(|| {
+                    BenchError::Stuck(format!(
+                        "while waiting for {what}: {}",
+                        children.exited(who)
+                    ))
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(BenchError::Stuck(format!(
+                    "no {what} within {limit:?}{}",
+                    children.tails()
+                )));
+            }
         }
     }
 }
@@ -165,47 +185,36 @@ pub fn transfer(
 ) -> Result<Outcome, BenchError> {
     preflight().map_err(|why| BenchError::Stuck(format!("no TCP reference: {why}")))?;
     sweep_leftovers();
-    // Declared first, dropped last: the processes die before their namespaces go.
+    // Declared first, dropped last: the processes die before their namespaces go, and the
+    // directory of their stderr files after them.
+    let dir = tempfile::tempdir().map_err(BenchError::io("a temporary directory"))?;
     let mut ns = Namespaces::new();
-    let mut procs = Vec::new();
+    let mut socats = Vec::new();
+    let mut children = Children::new();
     let a = ns.add("tcpa")?;
     let b = ns.add("tcpb")?;
     let (tun_a, tun_b) = (format!("ct{}a", ns.tag()), format!("ct{}b", ns.tag()));
     let [listen, client, via, to] = [free_port()?, free_port()?, free_port()?, free_port()?];
     let local = |p: u16| format!("127.0.0.1:{p}");
-    let mut impair = Command::new(path.chirp)
-        .args([
-            "impair",
-            "--json",
-            "--listen",
-            &local(listen),
-            "--to",
-            &local(to),
-        ])
-        .args(["--client", &local(client), "--via", &local(via)])
-        .args(["--rate", path.rate, "--delay", &path.delay_ms.to_string()])
-        .args([
-            "--loss",
-            &path.loss.to_string(),
-            "--seed",
-            &path.seed.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| BenchError::Stuck(format!("cannot start {}: {e}", path.chirp.display())))?;
-    let out = impair.stdout.take();
-    procs.push(Proc(impair));
-    let (line, _rest) = first_line(
-        "chirp impair",
-        out.ok_or(BenchError::Stuck("no stdout".into()))?,
+    let route = [
+        "--listen".to_owned(),
+        local(listen),
+        "--to".to_owned(),
+        local(to),
+        "--client".to_owned(),
+        local(client),
+        "--via".to_owned(),
+        local(via),
+    ];
+    children.spawn_impair(
+        Who::Impair,
+        path.chirp,
+        &route,
+        &path.impairment,
+        path.seed,
+        dir.path().join("impair.stderr"),
+        SETUP_LIMIT,
     )?;
-    if !is_impair_start(&line) {
-        return Err(BenchError::Stuck(format!(
-            "chirp impair did not start: {line}"
-        )));
-    }
 
     // The tunnel: socat A sends to the proxy's --listen from --client; socat B receives on
     // --to and sends back to --via. The proxy first: a socat whose datagram is refused
@@ -221,7 +230,7 @@ pub fn transfer(
             .spawn()
             .map_err(|e| BenchError::Stuck(format!("cannot start socat: {e}")))?;
         let log = child.stderr.take();
-        procs.push(Proc(child));
+        socats.push(Socat(child));
         // socat configures the device after creating it: moving it away before socat is done
         // makes socat fail and the device vanish. It says when it is done.
         let log = log.ok_or_else(|| BenchError::Stuck("socat's stderr".into()))?;
@@ -237,43 +246,28 @@ pub fn transfer(
         cmd("ip", &["-n", ns_name, "addr", "add", addr, "dev", tun]).map_err(BenchError::Stuck)?;
         cmd("ip", &["-n", ns_name, "link", "set", tun, "up"]).map_err(BenchError::Stuck)?;
     }
-    let in_ns = |ns_name: &str, args: &[String]| {
-        Command::new("ip")
-            .args(["netns", "exec", ns_name])
-            .arg(exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| BenchError::Stuck(format!("cannot start {}: {e}", exe.display())))
+    // The bench's own executable, run again in a namespace as `who`.
+    let in_ns = |children: &mut Children<Who>, who: Who, ns_name: &str, args: &[String]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns_name]).arg(exe).args(args);
+        let name = format!("{who:?}").to_lowercase();
+        let stderr = dir.path().join(format!("{name}.stderr"));
+        children.spawn(who, &name, c, stderr, false).map(drop)
     };
-    let mut sink_child = in_ns(
-        &b,
-        &[
-            SINK_ARG.into(),
-            total.to_string(),
-            max.as_secs().to_string(),
-        ],
-    )?;
-    let sink_out = sink_child.stdout.take();
-    procs.push(Proc(sink_child));
-    let (line, sink_lines) = first_line(
-        "the TCP receiver",
-        sink_out.ok_or(BenchError::Stuck("no stdout".into()))?,
-    )?;
+    let sink_args = [
+        SINK_ARG.into(),
+        total.to_string(),
+        max.as_secs().to_string(),
+    ];
+    in_ns(&mut children, Who::Sink, &b, &sink_args)?;
+    let line = line_of(&mut children, Who::Sink, "the TCP receiver", SETUP_LIMIT)?;
     if line != "listening" {
         return Err(BenchError::Stuck(format!("the TCP receiver said {line:?}")));
     }
     let mut source_args = vec![SOURCE_ARG.into(), total.to_string()];
     source_args.extend(path.congestion.map(str::to_owned));
-    let mut source_child = in_ns(&a, &source_args)?;
-    let source_out = source_child.stdout.take();
-    procs.push(Proc(source_child));
-    let (line, _source_lines) = first_line(
-        "the TCP sender",
-        source_out.ok_or(BenchError::Stuck("no stdout".into()))?,
-    )?;
+    in_ns(&mut children, Who::Source, &a, &source_args)?;
+    let line = line_of(&mut children, Who::Source, "the TCP sender", SETUP_LIMIT)?;
     // `connected NANOS CONTROLLER`: the controller the socket uses (read back).
     let mut words = line.split_whitespace();
     let (Some("connected"), Some(started), Some(congestion)) =
@@ -285,9 +279,12 @@ pub fn transfer(
         .parse()
         .map_err(|_| BenchError::Stuck(format!("the TCP sender said {line:?}")))?;
     let congestion = congestion.to_owned();
-    let last = sink_lines
-        .recv_timeout(max + GRACE)
-        .map_err(|_| BenchError::Stuck("the TCP receiver did not finish".into()))?;
+    let last = line_of(
+        &mut children,
+        Who::Sink,
+        "the TCP receiver's result",
+        max + GRACE,
+    )?;
     let mut words = last.split_whitespace();
     let (Some(kind), Some(bytes), Some(ended)) = (words.next(), words.next(), words.next()) else {
         return Err(BenchError::Stuck(format!("the TCP receiver said {last:?}")));
@@ -296,7 +293,8 @@ pub fn transfer(
         return Err(BenchError::Stuck(format!("the TCP receiver said {last:?}")));
     };
     let nanos = u64::try_from(ended.saturating_sub(started)).unwrap_or(u64::MAX);
-    drop(procs);
+    drop(children);
+    drop(socats);
     drop(ns);
     Ok(Outcome {
         bytes,

@@ -196,6 +196,7 @@ fn impairment(a: &Args, loss: Option<f64>) -> Impairment {
         reorder_delay_ms: a.reorder_delay,
         dup: a.dup.unwrap_or(heavy(0.3, 0.0)),
         corrupt: a.corrupt.unwrap_or(heavy(0.05, 0.0)),
+        rate: None,
     }
 }
 
@@ -292,32 +293,9 @@ impl Lab {
         what: &str,
         mut done: impl FnMut(Who, &str) -> bool,
     ) -> anyhow::Result<()> {
-        let until = Instant::now() + SETUP_WAIT;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.children.recv_timeout(left) {
-                Ok(Out {
-                    who,
-                    line: Some(line),
-                    ..
-                }) => {
-                    if done(who, &line) {
-                        return Ok(());
-                    }
-                }
-                Ok(Out {
-                    who, line: None, ..
-                }) => {
-                    return Err(self.exited(who).context(format!("waiting for {what}")));
-                }
-                Err(RecvTimeoutError::Timeout) => bail!(
-                    "no {what} within {} s{}",
-                    SETUP_WAIT.as_secs(),
-                    self.children.tails()
-                ),
-                Err(RecvTimeoutError::Disconnected) => bail!("every child's output closed"),
-            }
-        }
+        self.children
+            .wait_for(what, SETUP_WAIT, |who, _, line| done(who, line))?;
+        Ok(())
     }
 }
 
