@@ -917,7 +917,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                 out.reply(reply);
             }
             match &ev {
-                Event::Server(m) if dm.on_server(m) => continue,
+                Event::Server(m) if dm.on_server(client.session(), m) => continue,
                 Event::Welcome { .. } => dm.welcome(client.session()),
                 _ => {}
             }
@@ -957,14 +957,15 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             out.error("log", &format!("{e}; no more messages are logged"));
             log = None;
         }
-        // What the events asked of the session (a `meet` for a file transfer) goes out now,
-        // and what they asked of the file transfer's peer session (after an introduction,
-        // its first packet): before waiting, or nothing may wake us to send it.
-        dm.start_next(client.session(), local);
+        // What the events asked of the file transfer's peer session (after an introduction,
+        // its first packet) and of the session (a `meet` for the next transfer, which may
+        // start once the pump ended the last) goes out now: before waiting, or nothing may
+        // wake us to send it.
         if let Err(e) = dm.pump(&handle).await {
             out.error("fatal", &format!("{e:#}"));
             break 1;
         }
+        dm.start_next(client.session(), local);
         // The transfers that input's end waited for are over (the pump just ended the last):
         // the session leaves now, not at its next timer.
         if finish_after_files && !dm.busy() {
