@@ -53,7 +53,11 @@ it), checked against the hash in the offer, into --downloads; the sender is told
 recipient has the whole file. The server refuses files over its --max-file-size and files to
 users who are not online; it stores nothing. One transfer runs at a time; end of input waits
 for the one under way. With --relay-only the file always goes through the relay, and the
-other user never learns your address.
+other user never learns your address. A transfer cut off (either client killed or restarted,
+or no packet for --idle-timeout) resumes from what the recipient holds: the sender offers it
+again every 3 s for up to 10 minutes until the recipient is back, the recipient takes it
+again without asking (after its own restart, /accept again), and /send of the same file
+later resumes too.
 
 Set once: ~/.config/chirp/client.toml ($XDG_CONFIG_HOME/chirp, or --config FILE) holds what
 you would type every time; flags given here win over it. With a server and a nick in it,

@@ -16,6 +16,13 @@
 //! accepted meanwhile wait their turn. The receiver accepts on the peer connection only the
 //! file it accepted through the server (the same size and root hash) and declines anything
 //! else, so a sender cannot pass more than the server's limit let through.
+//!
+//! A transfer whose peer connection is lost (either client killed or restarted, the path
+//! dark for the idle timeout) resumes (PROTOCOL.md "Files between users", "Resuming"): both
+//! sides abort that link; the sender offers the file again through the server until the
+//! recipient answers ([`chirp_client::dm_resume::Reoffers`]), and the receiver accepts a
+//! file it accepted before without asking ([`chirp_client::dm_resume::Accepted`]). The new
+//! peer session asks only for what the verified partial file lacks.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
