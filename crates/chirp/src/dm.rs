@@ -348,6 +348,23 @@ impl DmFiles {
             Ok(p) => p,
             Err(e) => return self.error(&format!("cannot send {}: {e}", path.display())),
         };
+        // The same file to the same user, interrupted and waiting to resume: that transfer
+        // is offered again now (two of one file would take each other's place at the
+        // receiver, which accepts a renewed offer in place of the one under way).
+        let who = fold(&to);
+        let waiting = self.offered.iter().find(|j| {
+            j.hash == prepared.root && fold(&j.nick) == who && self.reoffers.contains(j.local)
+        });
+        if let Some(j) = waiting {
+            let text = format!(
+                "file {} to {} was interrupted and waits to resume: offering it again now",
+                j.local,
+                safe(&j.nick)
+            );
+            let (nick, wire, name, size) = (j.nick.clone(), j.wire, j.name.clone(), j.size);
+            session.file_offer(nick.clone(), wire, name, size, hash_hex(&prepared.root));
+            return self.status(Some(&nick), &text);
+        }
         let wire = wire_id();
         let (name, size, hash) = (prepared.name.clone(), prepared.size, prepared.root);
         let job = Job {

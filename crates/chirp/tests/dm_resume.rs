@@ -12,7 +12,8 @@
 //!
 //! - The receiver is killed (SIGKILL) and restarted with the same home and downloads: the
 //!   sender, still running, says the transfer is interrupted and offers the file again until
-//!   the receiver is back; the restarted receiver accepts and resumes from its `.part`.
+//!   the receiver is back (a `/send` of the same file meanwhile joins that transfer); the
+//!   restarted receiver accepts and resumes from its `.part`.
 //! - The sender is killed and restarted: `/send` of the same file again is accepted by the
 //!   receiver without asking (it had accepted that file from that nick) and resumes.
 //! - The path between the sender and the server goes dark (the proxy in between is killed)
@@ -178,6 +179,14 @@ fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
     assert_eq!(i["id"], s.offered["id"], "{i}");
     assert_eq!(i["nick"], "bob", "{i}");
     assert!(i["resume_secs"].as_u64().is_some_and(|s| s > 0), "{i}");
+    // A `/send` of the same file meanwhile joins the waiting transfer (no second one).
+    alice.line(&format!("/send bob {}", s.path));
+    alice.wait_for("the waiting transfer named", WAIT, |v| {
+        v["type"] == "status"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("waits to resume"))
+    });
 
     // Bob comes back (same home, same downloads) and accepts the renewed offer.
     let mut bob = up("bob2", srv.addr, hb.path(), "bob", &bob_args);
@@ -199,6 +208,7 @@ fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
         "{}",
         alice.diag()
     );
+    assert_eq!(alice.seen_of("file_offer").len(), 1, "{}", alice.diag());
     common::both_exit_ok(&mut alice, &mut bob);
 }
 
