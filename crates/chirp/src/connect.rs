@@ -53,7 +53,11 @@ it), checked against the hash in the offer, into --downloads; the sender is told
 recipient has the whole file. The server refuses files over its --max-file-size and files to
 users who are not online; it stores nothing. One transfer runs at a time; end of input waits
 for the one under way. With --relay-only the file always goes through the relay, and the
-other user never learns your address.
+other user never learns your address. A transfer cut off (either client killed or restarted,
+or no packet for --idle-timeout) resumes from what the recipient holds: the sender offers it
+again every 3 s for up to 10 minutes until the recipient is back, the recipient takes it
+again without asking (after its own restart, /accept again), and /send of the same file
+later resumes too.
 
 Set once: ~/.config/chirp/client.toml ($XDG_CONFIG_HOME/chirp, or --config FILE) holds what
 you would type every time; flags given here win over it. With a server and a nick in it,
@@ -917,7 +921,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
                 out.reply(reply);
             }
             match &ev {
-                Event::Server(m) if dm.on_server(m) => continue,
+                Event::Server(m) if dm.on_server(client.session(), m) => continue,
                 Event::Welcome { .. } => dm.welcome(client.session()),
                 _ => {}
             }
@@ -957,14 +961,15 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             out.error("log", &format!("{e}; no more messages are logged"));
             log = None;
         }
-        // What the events asked of the session (a `meet` for a file transfer) goes out now,
-        // and what they asked of the file transfer's peer session (after an introduction,
-        // its first packet): before waiting, or nothing may wake us to send it.
-        dm.start_next(client.session(), local);
+        // What the events asked of the file transfer's peer session (after an introduction,
+        // its first packet) and of the session (a `meet` for the next transfer, which may
+        // start once the pump ended the last) goes out now: before waiting, or nothing may
+        // wake us to send it.
         if let Err(e) = dm.pump(&handle).await {
             out.error("fatal", &format!("{e:#}"));
             break 1;
         }
+        dm.start_next(client.session(), local);
         // The transfers that input's end waited for are over (the pump just ended the last):
         // the session leaves now, not at its next timer.
         if finish_after_files && !dm.busy() {

@@ -16,6 +16,13 @@
 //! accepted meanwhile wait their turn. The receiver accepts on the peer connection only the
 //! file it accepted through the server (the same size and root hash) and declines anything
 //! else, so a sender cannot pass more than the server's limit let through.
+//!
+//! A transfer whose peer connection is lost (either client killed or restarted, the path
+//! dark for the idle timeout) resumes (PROTOCOL.md "Files between users", "Resuming"): both
+//! sides abort that link; the sender offers the file again through the server until the
+//! recipient answers ([`chirp_client::dm_resume::Reoffers`]), and the receiver accepts a
+//! file it accepted before without asking ([`chirp_client::dm_resume::Accepted`]). The new
+//! peer session asks only for what the verified partial file lacks.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,11 +30,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chirp_chat::client::Session as ChatSession;
+use chirp_chat::names::fold;
 use chirp_chat::wire::ServerMsg;
+use chirp_client::dm_resume::{Accepted, Due, REOFFER_EVERY, RESUME_WAIT, Reoffers};
 use chirp_client::files::{DmNote, FileCommand};
 use chirp_files::{Direction, FileEvent, FsStorage, Prepared, hash_hex};
 use chirp_peer::rendezvous::Answer;
-use chirp_peer::{Input as SessionInput, Output as SessionOutput, Report};
+use chirp_peer::{Input as SessionInput, Output as SessionOutput, Report, Transport};
 use chirp_proto::Event;
 use chirp_transport::Handle;
 use chirp_tui::safe::line as safe;
@@ -137,6 +146,12 @@ struct Active {
     closing: Option<Instant>,
     /// Given up if the server has not introduced the other side by then.
     meet_by: Instant,
+    /// The peer connection was lost before the file arrived (why): the link ends, and the
+    /// transfer waits to resume ([`DmFiles::interrupted`]).
+    lost: Option<String>,
+    /// The sender offered this file again (it lost this transfer's connection): the link
+    /// ends, and the new offer, accepted already, takes over.
+    superseded: bool,
 }
 
 /// What `chirp connect` needs to know for DM file transfers.
@@ -176,6 +191,11 @@ pub(crate) struct DmFiles {
     active: Option<Active>,
     /// What to show in the UI, in order (UI mode only).
     notes: Vec<DmNote>,
+    /// Our files whose transfer was interrupted, offered again until the recipient answers.
+    reoffers: Reoffers,
+    /// Files we accepted and have not received yet: offered again by the same nick, they
+    /// are accepted without asking.
+    accepted: Accepted,
 }
 
 impl DmFiles {
@@ -190,6 +210,8 @@ impl DmFiles {
             queued: VecDeque::new(),
             active: None,
             notes: Vec::new(),
+            reoffers: Reoffers::default(),
+            accepted: Accepted::default(),
         }
     }
 
@@ -269,9 +291,13 @@ impl DmFiles {
         );
     }
 
-    /// A transfer is under way or waits to start, or a file is being hashed for an offer.
+    /// A transfer is under way, waits to start or to resume, or a file is being hashed for an
+    /// offer.
     pub(crate) fn busy(&self) -> bool {
-        self.active.is_some() || !self.queued.is_empty() || !self.hashing.is_empty()
+        self.active.is_some()
+            || !self.queued.is_empty()
+            || !self.hashing.is_empty()
+            || !self.reoffers.is_empty()
     }
 
     /// A typed command.
@@ -322,9 +348,24 @@ impl DmFiles {
             Ok(p) => p,
             Err(e) => return self.error(&format!("cannot send {}: {e}", path.display())),
         };
-        // The wire id tells our offers apart at the recipient and in its answer, across our
-        // other devices' offers too: random, within what JSON numbers hold exactly.
-        let wire = chirp_transport::random_seed() >> 11;
+        // The same file to the same user, interrupted and waiting to resume: that transfer
+        // is offered again now (two of one file would take each other's place at the
+        // receiver, which accepts a renewed offer in place of the one under way).
+        let who = fold(&to);
+        let waiting = self.offered.iter().find(|j| {
+            j.hash == prepared.root && fold(&j.nick) == who && self.reoffers.contains(j.local)
+        });
+        if let Some(j) = waiting {
+            let text = format!(
+                "file {} to {} was interrupted and waits to resume: offering it again now",
+                j.local,
+                safe(&j.nick)
+            );
+            let (nick, wire, name, size) = (j.nick.clone(), j.wire, j.name.clone(), j.size);
+            session.file_offer(nick.clone(), wire, name, size, hash_hex(&prepared.root));
+            return self.status(Some(&nick), &text);
+        }
+        let wire = wire_id();
         let (name, size, hash) = (prepared.name.clone(), prepared.size, prepared.root);
         let job = Job {
             local,
@@ -389,11 +430,15 @@ impl DmFiles {
             safe(&job.nick)
         );
         self.status(Some(&job.nick), &text);
+        // Should the transfer be interrupted, the sender's next offer of it is taken as is.
+        let from = fold(&job.nick);
+        self.accepted
+            .remember(now(), job.local, &from, job.size, job.hash);
         self.queued.push_back(job);
     }
 
     /// A message of the server about files (`true`), or not ours (`false`).
-    pub(crate) fn on_server(&mut self, m: &ServerMsg) -> bool {
+    pub(crate) fn on_server(&mut self, session: &mut ChatSession, m: &ServerMsg) -> bool {
         match m {
             ServerMsg::FileOffer {
                 from,
@@ -407,6 +452,9 @@ impl DmFiles {
                     debug!(%from, "a file offer with a malformed hash; dropped");
                     return true;
                 };
+                if self.offered_again(session, from, *id, name, *size, hash) {
+                    return true;
+                }
                 let job = Job {
                     local: self.next_local,
                     wire: *id,
@@ -461,9 +509,14 @@ impl DmFiles {
                     return true;
                 };
                 let job = self.offered.remove(at);
+                let again = if self.reoffers.answered(job.local) {
+                    " again: resuming from what they hold"
+                } else {
+                    ""
+                };
                 if *accept {
                     let text = format!(
-                        "{} accepted file {}; connecting to them end to end",
+                        "{} accepted file {}{again}; connecting to them end to end",
                         safe(from),
                         job.local
                     );
@@ -487,7 +540,18 @@ impl DmFiles {
                 else {
                     return true;
                 };
+                // An interrupted transfer waits for the recipient to come back: its offer is
+                // made again until then (or until it is given up).
+                let local = self.offered[at].local;
+                if code == chirp_chat::wire::code::OFFLINE && self.reoffers.contains(local) {
+                    debug!(
+                        local,
+                        "the recipient is still offline; offering again later"
+                    );
+                    return true;
+                }
                 let job = self.offered.remove(at);
+                self.reoffers.answered(job.local);
                 self.failed(&job, code, message);
             }
             ServerMsg::MeetWait { ttl_ms, .. } => {
@@ -543,6 +607,168 @@ impl DmFiles {
         true
     }
 
+    /// An offer of a file we know (`true`; `false`: a new offer, for the user to answer):
+    ///
+    /// - a repeat of an offer waiting for an answer, queued or under way (the sender of an
+    ///   interrupted file offers it until it is answered): nothing to do;
+    /// - another offer of a file waiting for an answer: the answer goes to the latest;
+    /// - an offer again of a file we accepted and have not received (the sender lost its
+    ///   transfer, or restarted): accepted without asking, under the number it had, and it
+    ///   takes the place of any transfer of it still under way. The new peer session resumes
+    ///   from the verified partial file.
+    fn offered_again(
+        &mut self,
+        session: &mut ChatSession,
+        from: &str,
+        wire: u64,
+        name: &str,
+        size: u64,
+        hash: [u8; 32],
+    ) -> bool {
+        let who = fold(from);
+        let same_offer = |j: &Job| j.wire == wire && fold(&j.nick) == who;
+        let active = self.active.as_ref().map(|a| &a.job);
+        if self
+            .waiting
+            .iter()
+            .chain(&self.queued)
+            .chain(active)
+            .any(same_offer)
+        {
+            return true;
+        }
+        let same_file =
+            |j: &Job| j.path.is_none() && j.size == size && j.hash == hash && fold(&j.nick) == who;
+        if let Some(j) = self.waiting.iter_mut().find(|j| same_file(j)) {
+            j.wire = wire;
+            return true;
+        }
+        let Some(local) = self.accepted.accepted(now(), &who, size, hash) else {
+            return false;
+        };
+        // The sender gave up any earlier attempt at it.
+        self.queued.retain(|j| !same_file(j));
+        if let Some(a) = self.active.as_mut().filter(|a| same_file(&a.job)) {
+            a.superseded = true;
+        }
+        let job = Job {
+            local,
+            wire,
+            nick: from.to_owned(),
+            name: name.to_owned(),
+            size,
+            hash,
+            path: None,
+            prepared: None,
+        };
+        session.file_answer(job.nick.clone(), wire, true);
+        let text = format!(
+            "{} offers file {local} again, accepted earlier: resuming from what we hold",
+            safe(from)
+        );
+        if self.setup.ui {
+            self.status(Some(from), &text);
+        } else {
+            print_event(
+                self.setup.json,
+                || format!("* {text}"),
+                json!({"type": "file_offer", "direction": "receive", "id": local, "from": from,
+                       "name": name, "size": size, "hash": hash_hex(&hash), "auto": true,
+                       "resume": true}),
+            );
+        }
+        self.queued.push_back(job);
+        true
+    }
+
+    /// The active transfer's peer connection was lost, or the sender offered its file again:
+    /// the link ends. A file of ours that was lost is offered again through the server
+    /// ([`Reoffers`]) until the recipient answers; a file we receive waits for that offer.
+    async fn interrupted(&mut self, handle: &Handle) -> anyhow::Result<()> {
+        let Some(mut a) = self.active.take() else {
+            return Ok(());
+        };
+        // Its connection, if still open (the sender offered again before it timed out), is
+        // aborted: the transport would hand the next transfer with that peer the same one.
+        // Nothing else the session asks is carried out (after a loss, its attempt to
+        // reconnect to where the peer was).
+        if let Some(peer) = a.link.peer() {
+            peer.handle_input(now(), SessionInput::Interrupt);
+            while let Some(out) = peer.poll_output() {
+                if let SessionOutput::Transport(t @ Transport::Abort { .. }) = out {
+                    crate::peer::execute(handle, t).await?;
+                }
+            }
+        }
+        a.link.end(handle).await?;
+        let Some(reason) = a.lost.filter(|_| !a.superseded) else {
+            return Ok(());
+        };
+        let mut job = a.job;
+        let (local, nick, name) = (job.local, safe(&job.nick).into_owned(), safe(&job.name));
+        let sending = job.path.is_some();
+        let text = if sending {
+            let now = now();
+            let left = self
+                .reoffers
+                .lost(now, local)
+                .saturating_duration_since(now);
+            format!(
+                "file {local} \"{name}\" to {nick} interrupted: {reason}; offering it again \
+                 every {} s for up to {} min, until {nick} takes it back and it resumes from \
+                 what they hold",
+                REOFFER_EVERY.as_secs(),
+                left.as_secs().div_ceil(60)
+            )
+        } else {
+            format!(
+                "file {local} \"{name}\" from {nick} interrupted: {reason}; the partial file \
+                 is kept, and the transfer resumes when {nick} offers it again (accepted \
+                 without asking)"
+            )
+        };
+        if self.setup.ui {
+            self.status(Some(&job.nick), &text);
+        } else {
+            let resume_secs = sending.then(|| RESUME_WAIT.as_secs());
+            print_event(
+                self.setup.json,
+                || format!("* {text}"),
+                json!({"type": "file_interrupted", "direction": job.direction().as_str(),
+                       "id": local, "nick": job.nick, "name": job.name, "reason": reason,
+                       "resume_secs": resume_secs}),
+            );
+        }
+        if sending {
+            // A new id: the recipient tells this round's offers (repeated until answered)
+            // from the last round's.
+            job.wire = wire_id();
+            self.offered.push(job);
+        }
+        Ok(())
+    }
+
+    /// An interrupted file of ours: offered again through the server, or given up.
+    fn reoffer(&mut self, session: &mut ChatSession, due: Due) {
+        let (Due::Offer(local) | Due::GiveUp(local)) = due;
+        let Some(at) = self.offered.iter().position(|j| j.local == local) else {
+            return;
+        };
+        if let Due::Offer(_) = due {
+            let j = &self.offered[at];
+            let (to, name) = (j.nick.clone(), j.name.clone());
+            session.file_offer(to, j.wire, name, j.size, hash_hex(&j.hash));
+            return;
+        }
+        let job = self.offered.remove(at);
+        let text = format!(
+            "{} did not take it back within {} min; /send it again to resume from what they hold",
+            job.nick,
+            RESUME_WAIT.as_secs() / 60
+        );
+        self.failed(&job, "gave_up", &text);
+    }
+
     /// The chat session is (again) up: the active transfer's `meet`, if still needed.
     pub(crate) fn welcome(&mut self, session: &mut ChatSession) {
         if let Some(a) = self.active.as_mut()
@@ -586,17 +812,23 @@ impl DmFiles {
             peer_id: None,
             closing: None,
             meet_by: now() + MEET_WAIT,
+            lost: None,
+            superseded: false,
         });
     }
 
     /// When [`Self::on_timeout`] is due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.active.as_ref()?;
+        let reoffer = self.reoffers.poll_timeout();
+        let Some(a) = self.active.as_ref() else {
+            return reoffer;
+        };
         let meet_by = (!a.link.has_peer()).then_some(a.meet_by);
         [
             a.link.poll_timeout(),
             a.closing.map(|t| t + CLOSE_WAIT),
             meet_by,
+            reoffer,
         ]
         .into_iter()
         .flatten()
@@ -609,6 +841,9 @@ impl DmFiles {
         session: &mut ChatSession,
     ) -> anyhow::Result<()> {
         let now = now();
+        for due in self.reoffers.poll(now) {
+            self.reoffer(session, due);
+        }
         let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
@@ -657,6 +892,10 @@ impl DmFiles {
             let Some(a) = self.active.as_mut() else {
                 return Ok(());
             };
+            if a.lost.is_some() || a.superseded {
+                self.interrupted(handle).await?;
+                continue;
+            }
             a.link.prepare(handle).await?;
             let Some(peer) = a.link.peer() else {
                 return Ok(());
@@ -732,7 +971,14 @@ impl DmFiles {
             Report::Error(text) => self.error(&about(&text)),
             Report::Up { peer, .. } => self.status(nick, &about(&format!("connected to {peer}"))),
             Report::Down { reason, .. } => {
-                self.status(nick, &about(&format!("connection lost: {reason}")))
+                self.status(nick, &about(&format!("connection lost: {reason}")));
+                // Unless the file is through (the connection was closing), the transfer is
+                // interrupted: the pump ends the link, and the file waits to resume.
+                if let Some(a) = self.active.as_mut()
+                    && a.closing.is_none()
+                {
+                    a.lost.get_or_insert(reason);
+                }
             }
             Report::Path { relayed, .. } => {
                 let path = if relayed { "relayed" } else { "direct" };
@@ -770,11 +1016,23 @@ impl DmFiles {
                 if event_id(&e) != a.peer_id {
                     return;
                 }
+                if job.path.is_none() {
+                    // Received, or failed for good (a bad chunk, a write error): a later offer
+                    // of it is asked about again.
+                    self.accepted.forget(&fold(&job.nick), job.size, job.hash);
+                }
                 self.file_event(job, e);
                 self.finish(now());
             }
         }
     }
+}
+
+/// A new id for an offer on the wire. It tells our offers apart at the recipient and in its
+/// answer, across our other devices' offers too: random, within what JSON numbers hold
+/// exactly.
+fn wire_id() -> u64 {
+    chirp_transport::random_seed() >> 11
 }
 
 /// `e` under our number for the transfer.

@@ -118,7 +118,7 @@ async fn session_task(
         }
         while let Some(ev) = session.poll_event() {
             match &ev {
-                Event::Server(m) if dm.on_server(m) => {
+                Event::Server(m) if dm.on_server(&mut session, m) => {
                     show_files(&ui, &mut bridge, &mut dm).await;
                     continue;
                 }
@@ -159,11 +159,12 @@ async fn session_task(
             emit(&ui, vec![UiEvent::Error(text)]).await;
             log = None;
         }
-        // What the events asked of the session (a `meet` for a file transfer) goes out now,
-        // and what they asked of the file transfer's peer session (after an introduction,
-        // its first packet): before waiting, or nothing may wake us to send it.
-        dm.start_next(&mut session, local);
+        // What the events asked of the file transfer's peer session (after an introduction,
+        // its first packet) and of the session (a `meet` for the next transfer, which may
+        // start once the pump ended the last) goes out now: before waiting, or nothing may
+        // wake us to send it.
         let pumped = dm.pump(&handle).await;
+        dm.start_next(&mut session, local);
         show_files(&ui, &mut bridge, &mut dm).await;
         if let Err(e) = pumped {
             return End::Fatal(format!("{e:#}"));

@@ -25,12 +25,15 @@
 //!   ([`chirp_peer::Session`]) become UI events, UI commands become session inputs.
 //! - [`files`]: file transfers in the terminal UI (offers, the progress line, done and
 //!   failed lines), for `chirp peer` and `chirp connect`'s DM transfers alike.
+//! - [`dm_resume`]: when `chirp connect` offers an unfinished DM transfer again, and which
+//!   offers its receiver takes without asking again.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bridge;
 pub mod config;
+pub mod dm_resume;
 pub mod files;
 pub mod ignore;
 pub mod line;

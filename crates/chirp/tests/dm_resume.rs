@@ -1,0 +1,298 @@
+//! Issue 18, "Resume" for files between users of `chirp serve` (PROTOCOL.md "Files between
+//! users", "Resuming"), with real processes on loopback: a real server, two `chirp connect
+//! --json` clients and, for a dropped path, a real `chirp impair` proxy.
+//!
+//! The sender is `--relay-only`, so the file goes through the server's relay at its 1 MiB/s
+//! per pair: an 8 MiB file takes about 8 s, long enough to interrupt it half-way. Both clients
+//! run with `--idle-timeout 3`, so that a lost peer connection is noticed within seconds.
+//!
+//! Each test proves that the transfer did not start over: the receiver's `file_done` says
+//! `resumed > 0` (bytes found verified in its partial file) and `moved + resumed == size`,
+//! the sender's `moved` is less than the size, and the saved file is byte-exact.
+//!
+//! - The receiver is killed (SIGKILL) and restarted with the same home and downloads: the
+//!   sender, still running, says the transfer is interrupted and offers the file again until
+//!   the receiver is back (a `/send` of the same file meanwhile joins that transfer); the
+//!   restarted receiver accepts and resumes from its `.part`.
+//! - The sender is killed and restarted: `/send` of the same file again is accepted by the
+//!   receiver without asking (it had accepted that file from that nick) and resumes.
+//! - The path between the sender and the server goes dark (the proxy in between is killed)
+//!   for longer than the idle timeout while both clients stay up, then comes back (a proxy on
+//!   the same port): both say the transfer is interrupted, and it resumes by itself.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{CHIRP, Chirp, Proc, Server, Stdout, WAIT, connect_json as client};
+use serde_json::Value;
+
+/// Bound on a whole transfer through the relay (about 8 s) on a loaded 2-core machine.
+const TRANSFER_WAIT: Duration = Duration::from_secs(90);
+
+/// The file: 8 MiB, about 8 s through the relay's 1 MiB/s.
+const SIZE: usize = 8 * 1024 * 1024 + 4321;
+
+/// What both clients pass: a lost peer connection is noticed within 3 s.
+const IDLE: &[&str] = &["--idle-timeout", "3"];
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// `len` bytes of xorshift output.
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut x = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32
+        | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A client that is up (its `connected` event has come), with [`IDLE`] and `extra`.
+fn up(name: &str, server: std::net::SocketAddr, home: &Path, nick: &str, extra: &[&str]) -> Chirp {
+    let args: Vec<&str> = IDLE.iter().chain(extra).copied().collect();
+    let mut c = client(name, server, home, nick, &[], &args);
+    c.wait_for("connected", WAIT, |v| v["type"] == "connected");
+    c
+}
+
+fn is(v: &Value, ty: &str, direction: &str) -> bool {
+    v["type"] == ty && v["direction"] == direction
+}
+
+/// The receiver holds some of the file (written: progress follows the write), less than all.
+fn some_progress(receiver: &mut Chirp) {
+    receiver.wait_for("some progress", TRANSFER_WAIT, |v| {
+        is(v, "file_progress", "receive")
+            && v["bytes"]
+                .as_u64()
+                .is_some_and(|n| n >= 1 << 20 && n < SIZE as u64 / 2)
+    });
+}
+
+/// `file_done` (or the `file_failed` that ends the wait early, which fails the test).
+fn done(c: &mut Chirp, direction: &str) -> Value {
+    let v = c.wait_for("file_done", TRANSFER_WAIT, |v| {
+        is(v, "file_failed", direction) || is(v, "file_done", direction)
+    });
+    assert_eq!(v["type"], "file_done", "{v}\n{}", c.diag());
+    v
+}
+
+/// The receiver's `file_done` shows a resume (not everything moved again), the sender's moved
+/// less than the file, and the saved file is the one sent; nothing else is in `downloads`.
+fn assert_resumed(got: &Value, sent: &Value, hash: &Value, downloads: &Path, bytes: &[u8]) {
+    let size = bytes.len() as u64;
+    let (moved, resumed) = (
+        got["moved"].as_u64().expect("moved"),
+        got["resumed"].as_u64().expect("resumed"),
+    );
+    assert!(resumed > 0, "the receiver started over: {got}");
+    assert_eq!(moved + resumed, size, "{got}");
+    assert!(
+        sent["moved"].as_u64().is_some_and(|m| m < size),
+        "the sender sent it all again: {sent}"
+    );
+    assert_eq!(&got["hash"], hash, "{got}");
+    assert_eq!(&sent["hash"], hash, "{sent}");
+    let name = got["name"].as_str().expect("saved name");
+    assert_eq!(name, "big.bin", "{got}");
+    let received = std::fs::read(downloads.join(name)).expect("the received file");
+    assert!(
+        received == bytes,
+        "the received file differs from the one sent"
+    );
+    let left: Vec<String> = std::fs::read_dir(downloads)
+        .expect("downloads")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["big.bin"], "no partial file is left");
+}
+
+/// The file, the offer made and accepted, and the transfer under way (some progress).
+struct Started {
+    bytes: Vec<u8>,
+    path: String,
+    /// The sender's `file_offer`.
+    offered: Value,
+}
+
+fn start(alice: &mut Chirp, bob: &mut Chirp, src: &Path) -> Started {
+    let bytes = random_bytes(SIZE);
+    let path = src.join("big.bin");
+    std::fs::write(&path, &bytes).expect("write the file");
+    let path = path.display().to_string();
+    alice.line(&format!("/send bob {path}"));
+    let offered = alice.wait_for("our offer", WAIT, |v| is(v, "file_offer", "send"));
+    let offer = bob.wait_for("the offer", WAIT, |v| is(v, "file_offer", "receive"));
+    assert_eq!(offer["hash"], offered["hash"]);
+    bob.line(&format!("/accept {}", offer["id"]));
+    some_progress(bob);
+    Started {
+        bytes,
+        path,
+        offered,
+    }
+}
+
+fn part_len(downloads: &Path, hash: &Value) -> u64 {
+    let hash = hash.as_str().expect("hash");
+    let part = downloads.join(format!("big.bin.{}.part", &hash[..16]));
+    std::fs::metadata(&part)
+        .unwrap_or_else(|e| panic!("no {}: {e}", part.display()))
+        .len()
+}
+
+#[test]
+fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
+    let data = tmp();
+    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let dl = downloads.path().display().to_string();
+    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
+    let bob_args = ["--downloads", dl.as_str()];
+    let mut bob = up("bob", srv.addr, hb.path(), "bob", &bob_args);
+    let s = start(&mut alice, &mut bob, src.path());
+    let hash = s.offered["hash"].clone();
+
+    bob.proc.kill();
+    let held = part_len(downloads.path(), &hash);
+    assert!(held > 0 && held < SIZE as u64, "{held}");
+    assert!(!downloads.path().join("big.bin").exists());
+
+    // The sender notices within its idle timeout, says so, and keeps offering.
+    let i = alice.wait_for("the interruption", WAIT, |v| {
+        is(v, "file_interrupted", "send") || v["type"] == "file_failed"
+    });
+    assert_eq!(i["type"], "file_interrupted", "{i}\n{}", alice.diag());
+    assert_eq!(i["id"], s.offered["id"], "{i}");
+    assert_eq!(i["nick"], "bob", "{i}");
+    assert!(i["resume_secs"].as_u64().is_some_and(|s| s > 0), "{i}");
+    // A `/send` of the same file meanwhile joins the waiting transfer (no second one).
+    alice.line(&format!("/send bob {}", s.path));
+    alice.wait_for("the waiting transfer named", WAIT, |v| {
+        v["type"] == "status"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("waits to resume"))
+    });
+
+    // Bob comes back (same home, same downloads) and accepts the renewed offer.
+    let mut bob = up("bob2", srv.addr, hb.path(), "bob", &bob_args);
+    let again = bob.wait_for("the offer again", WAIT, |v| is(v, "file_offer", "receive"));
+    assert_eq!(again["hash"], hash, "{again}");
+    assert_eq!(again["from"], "alice", "{again}");
+    bob.line(&format!("/accept {}", again["id"]));
+
+    let got = done(&mut bob, "receive");
+    let sent = done(&mut alice, "send");
+    // The sender's transfer is the one it started: the same number.
+    assert_eq!(sent["id"], s.offered["id"], "{sent}");
+    assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
+    assert!(
+        !alice
+            .seen_of("file_failed")
+            .iter()
+            .any(|v| v["direction"] == "send"),
+        "{}",
+        alice.diag()
+    );
+    assert_eq!(alice.seen_of("file_offer").len(), 1, "{}", alice.diag());
+    common::both_exit_ok(&mut alice, &mut bob);
+}
+
+#[test]
+fn a_restarted_sender_sends_again_and_the_receiver_resumes_without_asking() {
+    let data = tmp();
+    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let dl = downloads.path().display().to_string();
+    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
+    let mut bob = up("bob", srv.addr, hb.path(), "bob", &["--downloads", &dl]);
+    let s = start(&mut alice, &mut bob, src.path());
+    let hash = s.offered["hash"].clone();
+    let first = bob.seen_of("file_offer")[0]["id"].clone();
+
+    alice.proc.kill();
+    let mut alice = up("alice2", srv.addr, ha.path(), "alice", &["--relay-only"]);
+    alice.line(&format!("/send bob {}", s.path));
+    let offered = alice.wait_for("our offer", WAIT, |v| is(v, "file_offer", "send"));
+    assert_eq!(offered["hash"], hash);
+    // Bob accepted this file from alice and does not have it: taken without asking, under
+    // the number it had.
+    let again = bob.wait_for("the offer again", WAIT, |v| is(v, "file_offer", "receive"));
+    assert_eq!(again["auto"], true, "{again}");
+    assert_eq!(again["resume"], true, "{again}");
+    assert_eq!(again["id"], first, "{again}");
+
+    let got = done(&mut bob, "receive");
+    let sent = done(&mut alice, "send");
+    assert_eq!(got["id"], first, "{got}");
+    assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
+    common::both_exit_ok(&mut alice, &mut bob);
+}
+
+/// `chirp impair --listen LISTEN --to TO --json`, once it printed its start line.
+fn proxy(listen: &str, to: &str) -> Result<Proc, String> {
+    let args: Vec<String> = ["impair", "--listen", listen, "--to", to, "--json"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let mut p = Proc::spawn("impair", CHIRP, &args, Stdout::Lines);
+    match p.recv(WAIT) {
+        Ok(line) if String::from_utf8_lossy(&line).contains("impair_start") => Ok(p),
+        _ => Err(format!("the proxy did not start: {}", p.stderr())),
+    }
+}
+
+#[test]
+fn a_dark_path_interrupts_the_transfer_and_it_resumes_by_itself() {
+    let data = tmp();
+    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let to = srv.addr.to_string();
+    let (mut wire, listen) = common::retry_bind(|| {
+        let [port] = common::free_ports();
+        let listen = common::lo(port).to_string();
+        Ok((proxy(&listen, &to)?, listen))
+    });
+    let dl = downloads.path().display().to_string();
+    // Everything of alice's (the chat and, relayed, the peer connection) crosses the proxy.
+    let via: std::net::SocketAddr = listen.parse().expect("listen address");
+    let mut alice = up("alice", via, ha.path(), "alice", &["--relay-only"]);
+    let mut bob = up("bob", srv.addr, hb.path(), "bob", &["--downloads", &dl]);
+    let s = start(&mut alice, &mut bob, src.path());
+    let hash = s.offered["hash"].clone();
+
+    // Dark for longer than the idle timeout: both sides give the peer connection up.
+    wire.kill();
+    for c in [&mut alice, &mut bob] {
+        let i = c.wait_for("the interruption", WAIT, |v| {
+            v["type"] == "file_interrupted" || v["type"] == "file_failed"
+        });
+        assert_eq!(i["type"], "file_interrupted", "{i}\n{}", c.diag());
+    }
+    // The path comes back on the same port (the proxy's new upstream socket makes alice a new
+    // address for the server: her chat session reconnects).
+    let _wire = common::retry_bind(|| proxy(&listen, &to));
+
+    // Bob takes the renewed offer without asking, and it resumes.
+    let again = bob.wait_for("the offer again", WAIT, |v| is(v, "file_offer", "receive"));
+    assert_eq!(again["resume"], true, "{again}");
+    let got = done(&mut bob, "receive");
+    let sent = done(&mut alice, "send");
+    assert_eq!(sent["id"], s.offered["id"], "{sent}");
+    assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
+    common::both_exit_ok(&mut alice, &mut bob);
+}
