@@ -1,6 +1,11 @@
 //! Where files come from and go to, behind the [`Storage`] trait: the state machine never
 //! touches a disk itself. [`FsStorage`] is the real one (a download directory);
-//! [`MemStorage`] keeps everything in memory for tests, and can be told to fail writes.
+//! [`MemStorage`] keeps everything in memory for tests, and can be told to fail writes and
+//! finishes.
+//!
+//! [`Storage::finish`] is the one call that may take long on a real disk (it waits until the
+//! file is durable): a driver that must not stall runs it elsewhere, through
+//! [`crate::Finish::run`] (see [`crate::Transfers::finish_outside`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -24,7 +29,8 @@ pub trait Storage {
     /// Writes `data` into `name` (created if need be) at `offset`.
     fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes `part` durable and gives it the name `name`, which must not exist (an error
-    /// otherwise: nothing is ever overwritten). `size` is its final length.
+    /// otherwise: nothing is ever overwritten). `size` is its final length. On a real disk
+    /// this waits for every byte written to reach it: it may take seconds.
     fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()>;
     /// Closes whatever is held open for `name` (the transfer ended).
     fn close(&mut self, name: &str);
@@ -201,6 +207,9 @@ pub struct MemStorage {
     pub files: HashMap<String, Vec<u8>>,
     /// Writes fail (as on a full disk) once the download directory holds this many bytes.
     pub capacity: Option<usize>,
+    /// [`Storage::finish`] fails with this error (as an fsync on a full disk does), leaving
+    /// the partial file as it is.
+    pub fail_finish: Option<io::ErrorKind>,
 }
 
 impl Storage for MemStorage {
@@ -246,6 +255,9 @@ impl Storage for MemStorage {
     }
 
     fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
+        if let Some(kind) = self.fail_finish {
+            return Err(kind.into());
+        }
         if self.files.contains_key(name) {
             return Err(io::ErrorKind::AlreadyExists.into());
         }
