@@ -53,8 +53,8 @@ pub mod wire;
 
 pub use storage::{FsStorage, MemStorage, Storage};
 pub use transfers::{
-    Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, Finish, FinishError, Prepared,
-    SendFileError, Transfers, Transmit, hash_hex, prepare,
+    Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, Finish, FinishError, Prepared, SendFileError,
+    Transfers, Transmit, hash_hex, prepare,
 };
 pub use wire::{Hash, Msg, TAG, is_file_msg};
 

@@ -668,7 +668,10 @@ fn a_finish_outside_is_done_only_after_its_result() {
     let id = p.send("movie.mkv", data.clone());
     p.drive();
     let ev_b = Pair::events(&mut p.b);
-    assert!(done_of(&ev_b).is_none() && failed_of(&ev_b).is_none(), "{ev_b:?}");
+    assert!(
+        done_of(&ev_b).is_none() && failed_of(&ev_b).is_none(),
+        "{ev_b:?}"
+    );
     assert!(!sent(&Pair::events(&mut p.a)), "no DONE before the save");
     // Every verified byte is in the partial file; the file itself does not exist yet.
     let movie_part = part("movie.mkv", &data);
@@ -686,10 +689,19 @@ fn a_finish_outside_is_done_only_after_its_result() {
         ),
         (id, movie_part.as_str(), "movie.mkv", data.len() as u64)
     );
+    // A result for another transfer's finish that has the same job number is not this
+    // one's: ignored.
+    let other = crate::Finish {
+        id: id + 1,
+        ..finish.clone()
+    };
+    p.b.finished(&other, Ok("movie.mkv".into()));
+    assert!(Pair::events(&mut p.b).is_empty() && p.b.busy());
+    assert!(!p.b.wants_transmit(true), "no DONE for it");
     // The driver runs it (here, on the same storage) and hands the result back.
     let result = finish.run(p.b.storage_mut());
     assert_eq!(result.as_deref().ok(), Some("movie.mkv"));
-    p.b.finished(finish.job, result);
+    p.b.finished(&finish, result);
     p.drive();
     let ev_b = Pair::events(&mut p.b);
     assert_eq!(
@@ -699,8 +711,8 @@ fn a_finish_outside_is_done_only_after_its_result() {
     assert_eq!(p.b.storage().files.get("movie.mkv"), Some(&data));
     assert!(sent(&Pair::events(&mut p.a)), "DONE after the save");
     assert!(!p.a.busy() && !p.b.busy());
-    // A second answer for the same job is ignored: no second DONE, no event.
-    p.b.finished(finish.job, Ok("movie.mkv".into()));
+    // A second answer for the same finish is ignored: no second DONE, no event.
+    p.b.finished(&finish, Ok("movie.mkv".into()));
     assert!(!p.b.wants_transmit(true));
     assert!(Pair::events(&mut p.b).is_empty());
 }
@@ -728,9 +740,12 @@ fn an_offer_again_while_saving_is_answered_by_done_after_the_save() {
         Some(m)
     });
     assert_eq!(moved_again, 0, "only the offer went out");
-    assert!(Pair::events(&mut p.b).is_empty(), "no new offer for the user");
+    assert!(
+        Pair::events(&mut p.b).is_empty(),
+        "no new offer for the user"
+    );
     let result = finish.run(p.b.storage_mut());
-    p.b.finished(finish.job, result);
+    p.b.finished(&finish, result);
     p.drive();
     assert!(done_of(&Pair::events(&mut p.b)).is_some());
     assert!(sent(&Pair::events(&mut p.a)));
@@ -757,7 +772,7 @@ fn a_failed_finish_fails_clearly_keeps_the_part_and_a_new_offer_resumes_from_it(
             let finish = p.b.poll_finish().expect("a finish");
             let result = finish.run(p.b.storage_mut());
             assert!(result.is_err(), "{result:?}");
-            p.b.finished(finish.job, result);
+            p.b.finished(&finish, result);
             p.drive();
         }
         assert_eq!(p.b.poll_finish(), None);
@@ -788,7 +803,7 @@ fn a_failed_finish_fails_clearly_keeps_the_part_and_a_new_offer_resumes_from_it(
         if outside {
             let finish = p.b.poll_finish().expect("a finish");
             let result = finish.run(p.b.storage_mut());
-            p.b.finished(finish.job, result);
+            p.b.finished(&finish, result);
             p.drive();
         }
         assert_eq!(chunks, 0, "outside: {outside}: resumed, nothing sent again");
@@ -817,9 +832,29 @@ fn a_name_that_appears_during_the_save_is_never_overwritten() {
         .files
         .insert("notes.txt".into(), b"mine".to_vec());
     let result = finish.run(p.b.storage_mut());
-    p.b.finished(finish.job, result);
+    p.b.finished(&finish, result);
     let (name, ..) = done_of(&Pair::events(&mut p.b)).expect("done");
     assert_eq!(name, "notes (1).txt");
     assert_eq!(p.b.storage().files["notes.txt"], b"mine");
     assert_eq!(p.b.storage().files["notes (1).txt"], data);
+}
+
+/// [`crate::FsStorage::finish`] never creates the partial file: one that is gone (saved by
+/// another finish meanwhile) is an error, and no empty file appears under the name.
+#[test]
+fn fs_storage_finish_of_a_missing_partial_file_fails_and_creates_nothing() {
+    use crate::Storage as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut disk = crate::FsStorage::new(dir.path().to_owned());
+    let e = disk.finish("x.part", "x", 10).expect_err("no partial file");
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(!disk.exists("x") && !disk.exists("x.part"));
+    // With the partial file there, the same call saves it.
+    disk.write("x.part", 0, b"0123456789abc").expect("write");
+    disk.finish("x.part", "x", 10).expect("finish");
+    assert_eq!(
+        std::fs::read(dir.path().join("x")).expect("x"),
+        b"0123456789"
+    );
+    assert!(!disk.exists("x.part"));
 }

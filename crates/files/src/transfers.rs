@@ -143,7 +143,7 @@ pub enum SendFileError {
 /// A received file, every chunk of it verified, to be made durable and given its name: the
 /// last step of receiving, and the one that may take long on a real disk (the fsync waits
 /// for every byte written). [`Self::run`] carries it out on a [`Storage`]; the result goes
-/// back to [`Transfers::finished`] with [`Self::job`].
+/// back to [`Transfers::finished`] with the finish.
 ///
 /// With [`Transfers::finish_outside`] the state machine hands these out through
 /// [`Transfers::poll_finish`], so that a driver runs them away from the task that carries the
@@ -151,7 +151,7 @@ pub enum SendFileError {
 /// directory); otherwise it runs them inline, at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finish {
-    /// Which finish this is, for [`Transfers::finished`].
+    /// Which finish this is, among those of its [`Transfers`].
     pub job: u64,
     /// The transfer's id (the peer's).
     pub id: u64,
@@ -536,13 +536,19 @@ impl<S: Storage> Transfers<S> {
         self.finishes.pop_front()
     }
 
-    /// The result of [`Finish::run`] for the finish `job`: the name the file was saved under,
-    /// which the sender now hears of (DONE) and the user too ([`FileEvent::Done`]); or why it
-    /// could not be saved, which ends the transfer ([`FileEvent::Failed`], and DECLINE for the
-    /// sender). A job this does not know of (never handed out, or already answered) is
-    /// ignored.
-    pub fn finished(&mut self, job: u64, result: Result<String, FinishError>) {
-        let Some(f) = self.finishing.remove(&job) else {
+    /// The result of [`Finish::run`] for `finish`: the name the file was saved under, which
+    /// the sender now hears of (DONE) and the user too ([`FileEvent::Done`]); or why it could
+    /// not be saved, which ends the transfer ([`FileEvent::Failed`], and DECLINE for the
+    /// sender). A finish this does not wait for (already answered, or handed out by another
+    /// [`Transfers`], whose job numbers are its own) is ignored.
+    pub fn finished(&mut self, finish: &Finish, result: Result<String, FinishError>) {
+        let job = finish.job;
+        let ours = self.finishing.get(&job).is_some_and(|f| {
+            f.id == finish.id
+                && f.size == finish.size
+                && name::part_name(&f.save_as, &f.root) == finish.part
+        });
+        let Some(f) = ours.then(|| self.finishing.remove(&job)).flatten() else {
             debug!(job, "the result of a finish nobody waits for: ignored");
             return;
         };
@@ -892,7 +898,10 @@ impl<S: Storage> Transfers<S> {
         let saving = |f: &Finishing| f.id == id && f.root == root && f.size == size;
         if self.finishing.values().any(saving) {
             // Offered again after a reconnect while we save it: DONE follows the save.
-            debug!(id, "the sender offered a file being saved again: DONE follows");
+            debug!(
+                id,
+                "the sender offered a file being saved again: DONE follows"
+            );
             return;
         }
         if let Some(i) = self.incoming.get_mut(&id) {
@@ -1187,7 +1196,7 @@ impl<S: Storage> Transfers<S> {
             self.finishes.push_back(finish);
         } else {
             let result = finish.run(&mut self.storage);
-            self.finished(job, result);
+            self.finished(&finish, result);
         }
     }
 

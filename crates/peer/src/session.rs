@@ -201,8 +201,8 @@ pub enum Input {
     /// The driver carried out [`Output::FinishFile`]: the name the received file was saved
     /// under, or why it could not be.
     FileFinished {
-        /// The [`Finish::job`] of the [`Output::FinishFile`].
-        job: u64,
+        /// The [`Output::FinishFile`]'s finish.
+        finish: Finish,
         /// What [`Finish::run`] returned.
         result: Result<String, FinishError>,
     },
@@ -1541,8 +1541,8 @@ impl<P: KeyPolicy> Session<P> {
                 debug!(path = %path.display(), ok = result.is_ok(), "a file was hashed");
                 result.map(|p| f.transfers.offer_file(*p))
             }
-            Input::FileFinished { job, result } => {
-                f.transfers.finished(job, result);
+            Input::FileFinished { finish, result } => {
+                f.transfers.finished(&finish, result);
                 // DONE (or DECLINE) for the peer.
                 self.flush(now);
                 return;

@@ -1526,14 +1526,7 @@ fn a_received_file_is_done_only_once_the_driver_saved_it_and_chat_flows_meanwhil
     assert!(disk_b.with(|d| !d.files.contains_key("tape.wav")));
     let finish = b.finish_jobs.remove(0);
     let result = finish.run(&mut disk_b);
-    input(
-        &p,
-        &mut b,
-        Input::FileFinished {
-            job: finish.job,
-            result,
-        },
-    );
+    input(&p, &mut b, Input::FileFinished { finish, result });
     drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |a, _| {
         file_done(a).is_some()
     });
@@ -1572,14 +1565,7 @@ fn a_save_that_fails_in_the_driver_fails_the_transfer_on_both_sides() {
     disk_b.with(|d| d.fail_finish = Some(std::io::ErrorKind::StorageFull));
     let finish = b.finish_jobs.remove(0);
     let result = finish.run(&mut disk_b);
-    input(
-        &p,
-        &mut b,
-        Input::FileFinished {
-            job: finish.job,
-            result,
-        },
-    );
+    input(&p, &mut b, Input::FileFinished { finish, result });
     let failed = |peer: &Peer| {
         peer.reports.iter().find_map(|r| match r {
             Report::File(FileEvent::Failed { reason, .. }) => Some(reason.clone()),
