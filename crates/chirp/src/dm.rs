@@ -6,8 +6,9 @@
 //! --via` uses. The server never sees the file.
 //!
 //! The sender hashes the file before the offer (the offer names the hash) on tokio's
-//! blocking pool ([`crate::files::Hasher`]), as `chirp peer`'s `/send` does, so that chat
-//! typed meanwhile goes out at once; the peer connection's offer reuses that hash.
+//! blocking pool ([`crate::files::FileWork`]), as `chirp peer`'s `/send` does, so that chat
+//! typed meanwhile goes out at once; the peer connection's offer reuses that hash. The
+//! receiver saves the file (fsync and rename) there too.
 //!
 //! What it says goes to standard output (line and JSON mode) or, in the terminal UI, to the
 //! bridge as [`DmNote`]s ([`DmFiles::take_notes`]).
@@ -44,7 +45,7 @@ use indicatif::HumanBytes;
 use serde_json::json;
 use tracing::debug;
 
-use crate::files::Hasher;
+use crate::files::FileWork;
 use crate::output::{Output, print_event};
 use crate::via::{Link, LinkTo};
 
@@ -183,7 +184,7 @@ pub(crate) struct DmFiles {
     offered: Vec<Job>,
     /// Our `/send`s whose file is being hashed.
     hashing: Vec<Hashing>,
-    hasher: Hasher,
+    work: FileWork,
     /// Offers to us waiting for `/accept` or `/decline`.
     waiting: Vec<Job>,
     /// Accepted both ways, waiting for the active transfer to end.
@@ -200,12 +201,13 @@ pub(crate) struct DmFiles {
 
 impl DmFiles {
     pub(crate) fn new(setup: Setup) -> Self {
+        let work = FileWork::new(setup.downloads.clone());
         DmFiles {
             setup,
             next_local: 1,
             offered: Vec::new(),
             hashing: Vec::new(),
-            hasher: Hasher::new(),
+            work,
             waiting: Vec::new(),
             queued: VecDeque::new(),
             active: None,
@@ -325,18 +327,24 @@ impl DmFiles {
             to,
             path: path.to_owned(),
         });
-        self.hasher
-            .start(path.to_owned(), chirp_files::Config::default().chunk_size);
+        self.work
+            .hash(path.to_owned(), chirp_files::Config::default().chunk_size);
     }
 
-    /// The next file hashed for a `/send` (never ends: pass it to [`Self::on_hashed`]).
+    /// The next file hashed for a `/send`, or received file saved (never ends: pass it to
+    /// [`Self::on_hashed`]).
     pub(crate) async fn hashed(&mut self) -> SessionInput {
-        self.hasher.recv().await
+        self.work.recv().await
     }
 
-    /// A file was hashed for a `/send`: the offer goes to the server.
+    /// A file was hashed for a `/send`: the offer goes to the server. (A received file saved
+    /// goes to the active transfer's peer session.)
     pub(crate) fn on_hashed(&mut self, session: &mut ChatSession, input: SessionInput) {
         let SessionInput::FileHashed { path, result } = input else {
+            // A received file saved: the active transfer's peer session asked for it.
+            if let Some(peer) = self.active.as_mut().and_then(|a| a.link.peer()) {
+                peer.handle_input(now(), input);
+            }
             return;
         };
         // Two `/send`s of one file hash the same: the first waiting takes it.
@@ -589,6 +597,7 @@ impl DmFiles {
                             // The offer reuses the hash made for the server's offer
                             // (`SessionOutput::HashFile` is answered with it in `pump`).
                             peer.hash_files_outside();
+                            peer.finish_files_outside();
                             if let Some(path) = &job.path {
                                 peer.handle_input(now(), SessionInput::SendFile(path.clone()));
                             }
@@ -929,6 +938,7 @@ impl DmFiles {
                     };
                     peer.handle_input(now(), SessionInput::FileHashed { path, result });
                 }
+                SessionOutput::FinishFile(finish) => self.work.finish(finish),
             }
         }
     }

@@ -3,7 +3,8 @@
 //! an indicatif progress bar per transfer. The transfers themselves are `chirp_files`, driven
 //! by the peer session.
 //!
-//! Offering a file reads all of it (its hash): [`Hasher`] does that on tokio's blocking
+//! Offering a file reads all of it (its hash), and saving a received one waits until it is on
+//! the disk (an fsync, seconds for a large file): [`FileWork`] does both on tokio's blocking
 //! pool, so that the task driving the connection goes on carrying chat meanwhile.
 //!
 //! Names come from the peer: a human line shows them through [`safe::line`] (and JSON escapes
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chirp_files::{Direction, FileEvent, FsStorage, hash_hex};
+use chirp_files::{Direction, FileEvent, Finish, FsStorage, Storage, hash_hex};
 use chirp_peer::Input as SessionInput;
 use chirp_tui::safe;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -220,31 +221,44 @@ impl Bars {
     }
 }
 
-/// Hashes files for offers away from the task that drives the connection (the session's
-/// `Output::HashFile`): `chirp_files::prepare` runs on tokio's blocking pool, and its result
-/// comes back through [`Hasher::recv`] as the session's `Input::FileHashed`.
-pub(crate) struct Hasher {
+/// A storage over the download directory, made for each piece of [`FileWork`].
+type MakeStorage = Arc<dyn Fn() -> Box<dyn Storage + Send> + Send + Sync>;
+
+/// The file work a peer session asks of its driver, done on tokio's blocking pool away from
+/// the task that drives the connection: hashing a file for an offer (the session's
+/// `Output::HashFile`, answered with `Input::FileHashed`) and saving a received one
+/// (`Output::FinishFile`: an fsync and a rename, answered with `Input::FileFinished`). The
+/// answers come back through [`FileWork::recv`].
+pub(crate) struct FileWork {
     tx: mpsc::Sender<SessionInput>,
     rx: mpsc::Receiver<SessionInput>,
+    storage: MakeStorage,
 }
 
-impl Hasher {
-    /// Results waiting to be taken: a hash in progress waits (on its own thread) for room.
+impl FileWork {
+    /// Results waiting to be taken: a job done waits (on its own thread) for room.
     const QUEUE: usize = 16;
 
-    pub(crate) fn new() -> Self {
+    /// Work on the download directory `downloads` (sources are read at the paths given).
+    pub(crate) fn new(downloads: PathBuf) -> Self {
+        Self::with_storage(Arc::new(move || -> Box<dyn Storage + Send> {
+            Box::new(FsStorage::new(downloads.clone()))
+        }))
+    }
+
+    /// Work on the storage `storage` makes (tests put a slow disk in).
+    pub(crate) fn with_storage(storage: MakeStorage) -> Self {
         let (tx, rx) = mpsc::channel(Self::QUEUE);
-        Self { tx, rx }
+        Self { tx, rx, storage }
     }
 
     /// Starts hashing the file at `path` (one blocking task per `/send`: they come at typing
     /// speed).
-    pub(crate) fn start(&self, path: PathBuf, chunk_size: u32) {
+    pub(crate) fn hash(&self, path: PathBuf, chunk_size: u32) {
         let tx = self.tx.clone();
+        let storage = Arc::clone(&self.storage);
         tokio::task::spawn_blocking(move || {
-            // Only its sources are read: the download directory is never touched.
-            let mut source = FsStorage::new(PathBuf::new());
-            let result = chirp_files::prepare(&mut source, &path, chunk_size)
+            let result = chirp_files::prepare(&mut *storage(), &path, chunk_size)
                 .map(Box::new)
                 .map_err(|e| e.to_string());
             // The loop has ended if the channel is closed: nobody is left to offer it to.
@@ -252,7 +266,20 @@ impl Hasher {
         });
     }
 
-    /// The next file hashed (never ends: this holds a sender itself).
+    /// Starts saving a received file (one blocking task per file received, and a session
+    /// receives at most `chirp_files::transfers::MAX_INCOMING` at once).
+    pub(crate) fn finish(&self, finish: Finish) {
+        let tx = self.tx.clone();
+        let storage = Arc::clone(&self.storage);
+        tokio::task::spawn_blocking(move || {
+            let result = finish.run(&mut *storage());
+            // If the loop has ended nobody hears of it: the file is saved (or its partial file
+            // kept) all the same.
+            let _ = tx.blocking_send(SessionInput::FileFinished { finish, result });
+        });
+    }
+
+    /// The next piece of work done (never ends: this holds a sender itself).
     pub(crate) async fn recv(&mut self) -> SessionInput {
         match self.rx.recv().await {
             Some(input) => input,

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument as _, debug, info_span};
 
-use crate::files::Hasher;
+use crate::files::FileWork;
 use crate::input::{self, Input};
 use crate::output::Output;
 
@@ -165,19 +165,7 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
     let (identity, _) = Identity::load_or_create(&key_path)
         .with_context(|| format!("cannot load the identity key {}", key_path.display()))?;
     let socket = crate::bind_socket(opts.bind)?;
-    let mut config = EndpointConfig {
-        identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
-        // A peer is a two-party chat: the only one who may open a connection to us is the peer
-        // (anyone, while we wait for a caller: its key is judged before anything is taken).
-        accept_only_from: opts.to.map(|to| to.ip()),
-        // Its key is checked inside every handshake, whichever side opens it: nothing of
-        // ours goes out, and nothing of its is taken, before the key passed (`on_verify`).
-        verify_keys: true,
-        // One connection, plus transients while a restarted peer replaces the old one.
-        max_connections: 4,
-        ..EndpointConfig::default()
-    };
-    config.transport.idle_timeout = opts.idle_timeout;
+    let config = endpoint_config(&opts, &identity);
     let options = chirp_transport::Options {
         qlog_dir: opts.qlog.clone(),
         ..chirp_transport::Options::default()
@@ -208,6 +196,8 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
     );
     let span = info_span!("peer", %local, to = ?opts.to);
     let (req_tx, req_rx) = mpsc::channel(64);
+    // Hashing files to offer and saving received ones, on the blocking pool.
+    let work = FileWork::new(opts.downloads.clone());
     let result = if opts.tui {
         let (report_tx, report_rx) = mpsc::channel(256);
         if let Some(text) = not_advertised {
@@ -227,7 +217,12 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
         let task_opts = opts.clone();
         let peer = tokio::spawn(
             async move {
-                let result = drive(phase, &task_opts, handle, view, req_rx, events, task).await;
+                let transport = Running {
+                    handle,
+                    events,
+                    task,
+                };
+                let result = drive(phase, &task_opts, transport, work, view, req_rx).await;
                 // A failure (the socket, the transport) is shown in the UI, not only after it.
                 if let Err(e) = &result {
                     let _ = report_tx.send(Report::Error(format!("{e:#}"))).await;
@@ -250,11 +245,14 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
         drive(
             start(&opts),
             &opts,
-            handle,
+            Running {
+                handle,
+                events,
+                task,
+            },
+            work,
             View::Lines(out, crate::files::Bars::for_stdout(opts.json)),
             req_rx,
-            events,
-            task,
         )
         .instrument(span)
         .await
@@ -265,6 +263,24 @@ pub(crate) async fn run(opts: PeerOpts) -> anyhow::Result<u8> {
         let _ = tokio::task::spawn_blocking(move || adv.stop()).await;
     }
     result
+}
+
+/// The transport of `chirp peer`'s endpoint for `identity`.
+fn endpoint_config(opts: &PeerOpts, identity: &Identity) -> EndpointConfig {
+    let mut config = EndpointConfig {
+        identity: Some(chirp_proto::handshake::StaticSecret(*identity.secret())),
+        // A peer is a two-party chat: the only one who may open a connection to us is the peer
+        // (anyone, while we wait for a caller: its key is judged before anything is taken).
+        accept_only_from: opts.to.map(|to| to.ip()),
+        // Its key is checked inside every handshake, whichever side opens it: nothing of
+        // ours goes out, and nothing of its is taken, before the key passed (`on_verify`).
+        verify_keys: true,
+        // One connection, plus transients while a restarted peer replaces the old one.
+        max_connections: 4,
+        ..EndpointConfig::default()
+    };
+    config.transport.idle_timeout = opts.idle_timeout;
+    config
 }
 
 /// Starts the LAN advertisement if asked to: the advertiser (or why it failed), and a note
@@ -334,7 +350,7 @@ pub(crate) fn new_session(
 #[derive(Debug, Clone)]
 pub(crate) struct FileOpts {
     /// `--downloads`.
-    downloads: PathBuf,
+    pub(crate) downloads: PathBuf,
     /// `--auto-accept-from`.
     auto_accept_from: Vec<Fingerprint>,
 }
@@ -348,12 +364,15 @@ impl FileOpts {
     }
 }
 
-/// Turns on file transfer in `session` (its driver hashes files with a `files::Hasher`).
+/// Turns on file transfer in `session` (its driver hashes and saves files with a
+/// `files::FileWork` over `files.downloads`).
 pub(crate) fn enable_files(files: &FileOpts, session: &mut Session<KnownKeysPolicy>) {
     let storage = chirp_files::FsStorage::new(files.downloads.clone());
     session.enable_files(Box::new(storage), files.auto_accept_from.clone());
-    // A large file is hashed on the blocking pool (`files::Hasher`), not on the loop's task.
+    // A large file is hashed, and a received one made durable, on the blocking pool
+    // (`files::FileWork`), not on the loop's task.
     session.hash_files_outside();
+    session.finish_files_outside();
 }
 
 /// Where the chat loop is: waiting for a caller, or chatting.
@@ -404,24 +423,34 @@ pub(crate) fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// The endpoint's transport, running: its handle, its events, and its task.
+struct Running {
+    handle: Handle,
+    events: mpsc::Receiver<Event>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
 /// Runs the chat (waiting for a caller first, in `Phase::Listen`) over the transport until it
-/// ends; returns the exit code.
+/// ends, with `work` hashing and saving files for it; returns the exit code.
 async fn drive(
     mut phase: Phase,
     opts: &PeerOpts,
-    handle: Handle,
+    transport: Running,
+    mut work: FileWork,
     view: View,
     mut requests: mpsc::Receiver<Request>,
-    mut events: mpsc::Receiver<Event>,
-    task: JoinHandle<std::io::Result<()>>,
 ) -> anyhow::Result<u8> {
+    let Running {
+        handle,
+        mut events,
+        task,
+    } = transport;
     let mut requests_open = true;
-    let mut hasher = Hasher::new();
     // Created once: a Ctrl-C that arrives while a handler runs is still seen.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        if let Some(code) = pump(&mut phase, opts, &handle, &view, &hasher).await? {
+        if let Some(code) = pump(&mut phase, opts, &handle, &view, &work).await? {
             return Ok(code);
         }
         // In line mode, stop taking lines while too many wait for the transport (so that
@@ -456,7 +485,7 @@ async fn drive(
                 phase.handle_event(ev);
             }
             () = sleep => phase.handle_timeout(),
-            input = hasher.recv() => phase.handle_input(input),
+            input = work.recv() => phase.handle_input(input),
             _ = &mut ctrl_c => phase.handle_input(SessionInput::Interrupt),
         }
     }
@@ -469,7 +498,7 @@ async fn pump(
     opts: &PeerOpts,
     handle: &Handle,
     view: &View,
-    hasher: &Hasher,
+    work: &FileWork,
 ) -> anyhow::Result<Option<u8>> {
     while let Phase::Listen(listener) = phase {
         let Some(out) = listener.poll_output() else {
@@ -512,7 +541,7 @@ async fn pump(
     let Phase::Chat(session) = phase else {
         return Ok(None);
     };
-    pump_session(session, handle, view, hasher).await
+    pump_session(session, handle, view, work).await
 }
 
 /// Carries out everything the session asks for until it asks for nothing more. `Some(code)`
@@ -521,7 +550,7 @@ pub(crate) async fn pump_session(
     session: &mut Session<KnownKeysPolicy>,
     handle: &Handle,
     view: &View,
-    hasher: &Hasher,
+    work: &FileWork,
 ) -> anyhow::Result<Option<u8>> {
     while let Some(out) = session.poll_output() {
         match out {
@@ -538,7 +567,8 @@ pub(crate) async fn pump_session(
                 return Ok(Some(code));
             }
             SessionOutput::Fatal(text) => anyhow::bail!(text),
-            SessionOutput::HashFile { path, chunk_size } => hasher.start(path, chunk_size),
+            SessionOutput::HashFile { path, chunk_size } => work.hash(path, chunk_size),
+            SessionOutput::FinishFile(finish) => work.finish(finish),
         }
     }
     Ok(None)
@@ -629,4 +659,267 @@ async fn request_input(view: &View, req: Request) -> anyhow::Result<Option<Sessi
         Request::InputFailed(e) => return Err(e).context("cannot read standard input"),
     };
     Ok(Some(input))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver with real transports on loopback: two peers in this process, on one thread.
+
+    use std::io;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{Receiver as GateRx, RecvTimeoutError};
+    use std::sync::{Arc, Mutex};
+
+    use chirp_files::{Direction, FileEvent, FsStorage, Storage};
+
+    use super::*;
+
+    /// The longest the test waits for anything, and a held save for its gate.
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// The download directory, whose `finish` (the fsync and the rename) says that it started
+    /// and then waits until the test opens the gate, as on a slow disk (at most [`WAIT`]; at
+    /// once if the test is gone); `ended` once it returns.
+    struct SlowFinish {
+        disk: FsStorage,
+        started: mpsc::UnboundedSender<()>,
+        gate: Arc<Mutex<GateRx<()>>>,
+        ended: Arc<AtomicBool>,
+    }
+
+    impl Storage for SlowFinish {
+        fn source_len(&mut self, path: &Path) -> io::Result<u64> {
+            self.disk.source_len(path)
+        }
+        fn read_source(&mut self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.disk.read_source(path, offset, buf)
+        }
+        fn exists(&mut self, name: &str) -> bool {
+            self.disk.exists(name)
+        }
+        fn len(&mut self, name: &str) -> io::Result<Option<u64>> {
+            self.disk.len(name)
+        }
+        fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.disk.read(name, offset, buf)
+        }
+        fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.disk.write(name, offset, data)
+        }
+        fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
+            let _ = self.started.send(());
+            let result = match self.gate.lock() {
+                Err(_) => Err(io::Error::other("poisoned")),
+                Ok(gate) => match gate.recv_timeout(WAIT) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        Err(io::Error::other("the test never opened the gate"))
+                    }
+                    _ => self.disk.finish(part, name, size),
+                },
+            };
+            self.ended.store(true, Ordering::SeqCst);
+            result
+        }
+        fn close(&mut self, name: &str) {
+            self.disk.close(name);
+        }
+        fn close_source(&mut self, path: &Path) {
+            self.disk.close_source(path);
+        }
+    }
+
+    /// One peer's driver, running: what to ask of it, and everything it showed.
+    struct Driver {
+        requests: mpsc::Sender<Request>,
+        reports: mpsc::Receiver<Report>,
+        seen: Vec<Report>,
+        task: JoinHandle<anyhow::Result<u8>>,
+    }
+
+    impl Drop for Driver {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl Driver {
+        async fn ask(&self, input: SessionInput) {
+            self.requests
+                .send(Request::Session(input))
+                .await
+                .expect("the driver runs");
+        }
+
+        async fn say(&self, text: &str) {
+            let data = Bytes::copy_from_slice(text.as_bytes());
+            self.ask(SessionInput::Send {
+                data,
+                local_id: None,
+            })
+            .await;
+        }
+
+        /// Waits (at most [`WAIT`]) until the driver shows a report that `f` accepts.
+        async fn until(&mut self, what: &str, f: impl Fn(&Report) -> bool) {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !self.seen.iter().any(&f) {
+                match tokio::time::timeout_at(deadline, self.reports.recv()).await {
+                    Ok(Some(r)) => self.seen.push(r),
+                    Ok(None) => panic!("the driver ended before {what}: {:?}", self.seen),
+                    Err(_) => panic!("no {what} within {WAIT:?}: {:?}", self.seen),
+                }
+            }
+        }
+
+        fn done(&self, direction: Direction) -> Option<&FileEvent> {
+            self.seen.iter().find_map(|r| match r {
+                Report::File(e @ FileEvent::Done { direction: d, .. }) if *d == direction => {
+                    Some(e)
+                }
+                _ => None,
+            })
+        }
+    }
+
+    fn said(text: &'static str) -> impl Fn(&Report) -> bool {
+        move |r| matches!(r, Report::Message { data, .. } if data == text.as_bytes())
+    }
+
+    /// Starts `chirp peer`'s driver (`drive`) on `socket`, as `run` does, with `work`.
+    fn start_peer(
+        socket: std::net::UdpSocket,
+        identity: &Identity,
+        opts: PeerOpts,
+        work: FileWork,
+    ) -> Driver {
+        let config = endpoint_config(&opts, identity);
+        let (handle, events, task) = chirp_transport::spawn(socket, config).expect("transport");
+        let (requests, req_rx) = mpsc::channel(64);
+        let (report_tx, reports) = mpsc::channel(1024);
+        let transport = super::Running {
+            handle,
+            events,
+            task,
+        };
+        let task = tokio::spawn(async move {
+            let phase = start(&opts);
+            drive(phase, &opts, transport, work, View::Ui(report_tx), req_rx).await
+        });
+        Driver {
+            requests,
+            reports,
+            seen: Vec::new(),
+            task,
+        }
+    }
+
+    fn opts(
+        home: PathBuf,
+        to: SocketAddr,
+        downloads: PathBuf,
+        trusted: Vec<Fingerprint>,
+    ) -> PeerOpts {
+        PeerOpts {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            to: Some(to),
+            lan_peer: None,
+            advertise: None,
+            json: false,
+            idle_timeout: Duration::from_secs(30),
+            home,
+            peer_key: None,
+            tui: false,
+            bell: false,
+            can_ask: false,
+            qlog: None,
+            downloads,
+            auto_accept_from: trusted,
+        }
+    }
+
+    /// The receiver's save of a file (fsync and rename) is held by a slow disk: meanwhile,
+    /// chat lines cross both ways through the real drivers and transports (all on this one
+    /// thread: a save run on the loop would stall them all), and neither side says the file is
+    /// done, nor is it under its name. Once the disk lets the save through, both say done and
+    /// the file is there, byte for byte, with no partial file left.
+    #[tokio::test(flavor = "current_thread")]
+    async fn chat_flows_while_a_received_file_is_being_saved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |p: &str| dir.path().join(p);
+        let (dl_a, dl_b) = (path("dl-a"), path("dl-b"));
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let sock_a = chirp_transport::bind(loopback).expect("bind");
+        let sock_b = chirp_transport::bind(loopback).expect("bind");
+        let (addr_a, addr_b) = (
+            sock_a.local_addr().expect("addr"),
+            sock_b.local_addr().expect("addr"),
+        );
+        let (id_a, id_b) = (
+            Identity::generate().expect("key"),
+            Identity::generate().expect("key"),
+        );
+        let (started_tx, mut started) = mpsc::unbounded_channel();
+        let (open_gate, gate) = std::sync::mpsc::channel();
+        let gate = Arc::new(Mutex::new(gate));
+        let ended = Arc::new(AtomicBool::new(false));
+        let (dl, save_ended) = (dl_b.clone(), Arc::clone(&ended));
+        let slow = FileWork::with_storage(Arc::new(move || -> Box<dyn Storage + Send> {
+            Box::new(SlowFinish {
+                disk: FsStorage::new(dl.clone()),
+                started: started_tx.clone(),
+                gate: Arc::clone(&gate),
+                ended: Arc::clone(&save_ended),
+            })
+        }));
+        let mut a = start_peer(
+            sock_a,
+            &id_a,
+            opts(path("home-a"), addr_b, dl_a.clone(), Vec::new()),
+            FileWork::new(dl_a),
+        );
+        let trusted = vec![id_a.public().fingerprint()];
+        let mut b = start_peer(
+            sock_b,
+            &id_b,
+            opts(path("home-b"), addr_a, dl_b.clone(), trusted),
+            slow,
+        );
+
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        std::fs::write(path("tape.wav"), &data).expect("write");
+        a.ask(SessionInput::SendFile(path("tape.wav"))).await;
+        tokio::time::timeout(WAIT, started.recv())
+            .await
+            .expect("B starts saving the file")
+            .expect("a save started");
+
+        // The save is held: chat goes on, both ways.
+        a.say("a line while B saves").await;
+        b.until("A's line", said("a line while B saves")).await;
+        b.say("and one back").await;
+        a.until("B's line", said("and one back")).await;
+        assert!(
+            !ended.load(Ordering::SeqCst),
+            "the lines crossed only after the save"
+        );
+        assert!(a.done(Direction::Send).is_none(), "{:?}", a.seen);
+        assert!(b.done(Direction::Receive).is_none(), "{:?}", b.seen);
+        assert!(!dl_b.join("tape.wav").exists());
+
+        open_gate.send(()).expect("the save waits");
+        let done = |d| move |r: &Report| matches!(r, Report::File(FileEvent::Done { direction, .. }) if *direction == d);
+        b.until("B's file_done", done(Direction::Receive)).await;
+        a.until("A's file_done", done(Direction::Send)).await;
+        let Some(FileEvent::Done { name, .. }) = b.done(Direction::Receive) else {
+            unreachable!("waited for it");
+        };
+        assert_eq!(name, "tape.wav");
+        assert!(std::fs::read(dl_b.join("tape.wav")).expect("saved") == data);
+        let left: Vec<_> = std::fs::read_dir(&dl_b)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["tape.wav"], "no partial file left");
+    }
 }

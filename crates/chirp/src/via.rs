@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument as _, debug, info_span};
 
-use crate::files::Hasher;
+use crate::files::FileWork;
 use crate::output::Output;
 use crate::peer::{
     MAX_PENDING, PeerOpts, Report, Request, View, now, on_session_request, pump_session,
@@ -576,11 +576,11 @@ impl Via {
         task: JoinHandle<std::io::Result<()>>,
     ) -> anyhow::Result<u8> {
         let mut requests_open = true;
-        let mut hasher = Hasher::new();
+        let mut work = FileWork::new(self.files.downloads.clone());
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         loop {
-            if let Some(code) = self.pump_all(&handle, &view, &hasher).await? {
+            if let Some(code) = self.pump_all(&handle, &view, &work).await? {
                 // The server hears that we leave; the peer connection has drained already.
                 if let Some(conn) = self.client.connection() {
                     let _ = handle.close(conn, 0, "bye").await;
@@ -635,7 +635,7 @@ impl Via {
                     }
                     show_all(&view, reports).await;
                 }
-                input = hasher.recv() => {
+                input = work.recv() => {
                     if let Some(peer) = self.link.peer() {
                         peer.handle_input(now(), input);
                     }
@@ -654,7 +654,7 @@ impl Via {
         &mut self,
         handle: &Handle,
         view: &View,
-        hasher: &Hasher,
+        work: &FileWork,
     ) -> anyhow::Result<Option<u8>> {
         loop {
             let key_check = self.client.config().server_key_check.clone();
@@ -694,7 +694,7 @@ impl Via {
             };
             self.link.prepare(handle).await?;
             if let Some(peer) = self.link.peer()
-                && let Some(code) = pump_session(peer, handle, &shown, hasher).await?
+                && let Some(code) = pump_session(peer, handle, &shown, work).await?
             {
                 return Ok(Some(code));
             }

@@ -18,9 +18,18 @@
 //! 4. The sender sends those chunks (CHUNK). The receiver checks each against its hash before
 //!    writing it: the partial file never holds a byte that was not verified, so a resume never
 //!    trusts bad data, and a chunk that does not match fails the transfer.
-//! 5. Once every chunk is held, the receiver renames `NAME.H.part` to a free name (never
-//!    overwriting: `NAME (1).ext`) and says DONE. Either side may end a transfer early: the
-//!    receiver with DECLINE, the sender with CANCEL.
+//! 5. Once every chunk is held, the receiver makes `NAME.H.part` durable (fsync), renames it
+//!    to a free name (never overwriting: `NAME (1).ext`) and only then says DONE; if that
+//!    fails (a full disk at the fsync), it says DECLINE instead and keeps the partial file.
+//!    Either side may end a transfer early: the receiver with DECLINE, the sender with
+//!    CANCEL.
+//!
+//! The fsync of step 5 may block for seconds on a large file: it is a [`Finish`], which
+//! [`Transfers`] runs inline by default, or hands to its driver
+//! ([`Transfers::finish_outside`], [`Transfers::poll_finish`]) to run on a thread of its own
+//! and answer with [`Transfers::finished`], so that the chat sharing the driver's task goes on
+//! meanwhile. Chunk writes (step 4) stay inline: each is a positioned write of one chunk into
+//! the page cache.
 //!
 //! After the link drops, [`Transfers::connected`] offers every unfinished file again under
 //! the same id; a receiver that had accepted it accepts again, and steps 3–5 continue from
@@ -44,8 +53,8 @@ pub mod wire;
 
 pub use storage::{FsStorage, MemStorage, Storage};
 pub use transfers::{
-    Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, Prepared, SendFileError, Transfers, Transmit,
-    hash_hex, prepare,
+    Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, Finish, FinishError, Prepared, SendFileError,
+    Transfers, Transmit, hash_hex, prepare,
 };
 pub use wire::{Hash, Msg, TAG, is_file_msg};
 

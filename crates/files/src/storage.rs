@@ -1,6 +1,11 @@
 //! Where files come from and go to, behind the [`Storage`] trait: the state machine never
 //! touches a disk itself. [`FsStorage`] is the real one (a download directory);
-//! [`MemStorage`] keeps everything in memory for tests, and can be told to fail writes.
+//! [`MemStorage`] keeps everything in memory for tests, and can be told to fail writes and
+//! finishes.
+//!
+//! [`Storage::finish`] is the one call that may take long on a real disk (it waits until the
+//! file is durable): a driver that must not stall runs it elsewhere, through
+//! [`crate::Finish::run`] (see [`crate::Transfers::finish_outside`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -24,7 +29,8 @@ pub trait Storage {
     /// Writes `data` into `name` (created if need be) at `offset`.
     fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes `part` durable and gives it the name `name`, which must not exist (an error
-    /// otherwise: nothing is ever overwritten). `size` is its final length.
+    /// otherwise: nothing is ever overwritten). `size` is its final length. On a real disk
+    /// this waits for every byte written to reach it: it may take seconds.
     fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()>;
     /// Closes whatever is held open for `name` (the transfer ended).
     fn close(&mut self, name: &str);
@@ -85,39 +91,16 @@ impl FsStorage {
     }
 
     /// The open file at `path`: a source (read only; a path the user gave, which may be a
-    /// symbolic link) or, with `write`, a file in the download directory, created if need be.
-    /// A name in the download directory is never followed if it is a symbolic link
-    /// (`O_NOFOLLOW`: someone who can write there cannot make us write elsewhere) and must be
-    /// a regular file.
+    /// symbolic link) or, with `write`, a file in the download directory, created if need be
+    /// ([`open_received`]).
     fn file(&mut self, path: PathBuf, write: bool) -> io::Result<&File> {
         use std::collections::hash_map::Entry;
-        use std::os::unix::fs::OpenOptionsExt as _;
         match self.open.entry(path) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
                 let f = if write {
                     std::fs::create_dir_all(&self.dir)?;
-                    let f = std::fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(e.key())
-                        .map_err(|err| match err.raw_os_error() {
-                            Some(libc::ELOOP) => io::Error::new(
-                                io::ErrorKind::InvalidInput,
-                                "it is a symbolic link (refused: never followed)",
-                            ),
-                            _ => err,
-                        })?;
-                    if !f.metadata()?.is_file() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            "not a regular file",
-                        ));
-                    }
-                    f
+                    open_received(e.key(), true)?
                 } else {
                     File::open(e.key())?
                 };
@@ -125,6 +108,34 @@ impl FsStorage {
             }
         }
     }
+}
+
+/// Opens `path` in the download directory for reading and writing (`create`: created if it
+/// does not exist). It is never followed if it is a symbolic link (`O_NOFOLLOW`: someone who
+/// can write there cannot make us write elsewhere) and must be a regular file.
+fn open_received(path: &Path, create: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a symbolic link (refused: never followed)",
+            ),
+            _ => err,
+        })?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
 }
 
 impl Storage for FsStorage {
@@ -173,11 +184,16 @@ impl Storage for FsStorage {
 
     fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
         let (from, to) = (self.dir.join(part), self.dir.join(name));
-        let f = self.file(from.clone(), true)?;
+        // Never created here: a partial file that is gone (saved by someone else meanwhile)
+        // is an error, not an empty file saved under the name.
+        let f = match self.open.remove(&from) {
+            Some(f) => f,
+            None => open_received(&from, false)?,
+        };
         // A partial file from an earlier, longer attempt is cut to the verified size.
         f.set_len(size)?;
         f.sync_all()?;
-        self.open.remove(&from);
+        drop(f);
         // A hard link fails if `to` exists: never overwrites, even if it appeared meanwhile.
         std::fs::hard_link(&from, &to)?;
         std::fs::remove_file(&from)
@@ -201,6 +217,9 @@ pub struct MemStorage {
     pub files: HashMap<String, Vec<u8>>,
     /// Writes fail (as on a full disk) once the download directory holds this many bytes.
     pub capacity: Option<usize>,
+    /// [`Storage::finish`] fails with this error (as an fsync on a full disk does), leaving
+    /// the partial file as it is.
+    pub fail_finish: Option<io::ErrorKind>,
 }
 
 impl Storage for MemStorage {
@@ -246,6 +265,9 @@ impl Storage for MemStorage {
     }
 
     fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
+        if let Some(kind) = self.fail_finish {
+            return Err(kind.into());
+        }
         if self.files.contains_key(name) {
             return Err(io::ErrorKind::AlreadyExists.into());
         }

@@ -643,3 +643,218 @@ fn hash_file_agrees_with_the_offer() {
         .expect_err("missing");
     assert!(e.to_string().contains("/nowhere"), "{e}");
 }
+
+/// Whether `events` say the file went out (the sender's [`FileEvent::Done`]).
+fn sent(events: &[FileEvent]) -> bool {
+    events.iter().any(|e| {
+        matches!(
+            e,
+            FileEvent::Done {
+                direction: Direction::Send,
+                ..
+            }
+        )
+    })
+}
+
+/// With `finish_outside`, the last chunk does not make the transfer done: the receiver hands
+/// out one [`crate::Finish`] for the partial file and waits. Only its result makes DONE go
+/// out and both sides done; the same result given twice changes nothing.
+#[test]
+fn a_finish_outside_is_done_only_after_its_result() {
+    let data = content(7 * CHUNK as usize + 5, 21);
+    let mut p = Pair::new(true);
+    p.b.finish_outside();
+    let id = p.send("movie.mkv", data.clone());
+    p.drive();
+    let ev_b = Pair::events(&mut p.b);
+    assert!(
+        done_of(&ev_b).is_none() && failed_of(&ev_b).is_none(),
+        "{ev_b:?}"
+    );
+    assert!(!sent(&Pair::events(&mut p.a)), "no DONE before the save");
+    // Every verified byte is in the partial file; the file itself does not exist yet.
+    let movie_part = part("movie.mkv", &data);
+    assert_eq!(p.b.storage().files.get(&movie_part), Some(&data));
+    assert!(!p.b.storage().files.contains_key("movie.mkv"));
+    assert!(p.a.busy() && p.b.busy(), "both wait for the save");
+    let finish = p.b.poll_finish().expect("a finish for the driver");
+    assert_eq!(p.b.poll_finish(), None, "one finish per file");
+    assert_eq!(
+        (
+            finish.id,
+            finish.part.as_str(),
+            finish.name.as_str(),
+            finish.size
+        ),
+        (id, movie_part.as_str(), "movie.mkv", data.len() as u64)
+    );
+    // A result for another transfer's finish that has the same job number is not this
+    // one's: ignored.
+    let other = crate::Finish {
+        id: id + 1,
+        ..finish.clone()
+    };
+    p.b.finished(&other, Ok("movie.mkv".into()));
+    assert!(Pair::events(&mut p.b).is_empty() && p.b.busy());
+    assert!(!p.b.wants_transmit(true), "no DONE for it");
+    // The driver runs it (here, on the same storage) and hands the result back.
+    let result = finish.run(p.b.storage_mut());
+    assert_eq!(result.as_deref().ok(), Some("movie.mkv"));
+    p.b.finished(&finish, result);
+    p.drive();
+    let ev_b = Pair::events(&mut p.b);
+    assert_eq!(
+        done_of(&ev_b),
+        Some(("movie.mkv".into(), data.len() as u64, 0))
+    );
+    assert_eq!(p.b.storage().files.get("movie.mkv"), Some(&data));
+    assert!(sent(&Pair::events(&mut p.a)), "DONE after the save");
+    assert!(!p.a.busy() && !p.b.busy());
+    // A second answer for the same finish is ignored: no second DONE, no event.
+    p.b.finished(&finish, Ok("movie.mkv".into()));
+    assert!(!p.b.wants_transmit(true));
+    assert!(Pair::events(&mut p.b).is_empty());
+}
+
+/// While a received file is being saved, the link drops and the sender offers it again: the
+/// receiver neither asks anew nor starts over (no chunk moves, the partial file is not read
+/// while it is being renamed); the DONE that follows the save ends the sender's transfer.
+#[test]
+fn an_offer_again_while_saving_is_answered_by_done_after_the_save() {
+    let data = content(4 * CHUNK as usize, 22);
+    let mut p = Pair::new(true);
+    p.b.finish_outside();
+    p.send("a.bin", data.clone());
+    p.drive();
+    let finish = p.b.poll_finish().expect("a finish");
+    Pair::events(&mut p.b);
+    p.a.disconnected();
+    p.b.disconnected();
+    p.a.connected();
+    let mut moved_again = 0;
+    p.drive_with(|m| {
+        if !matches!(m, Msg::Offer { .. }) {
+            moved_again += 1;
+        }
+        Some(m)
+    });
+    assert_eq!(moved_again, 0, "only the offer went out");
+    assert!(
+        Pair::events(&mut p.b).is_empty(),
+        "no new offer for the user"
+    );
+    let result = finish.run(p.b.storage_mut());
+    p.b.finished(&finish, result);
+    p.drive();
+    assert!(done_of(&Pair::events(&mut p.b)).is_some());
+    assert!(sent(&Pair::events(&mut p.a)));
+    assert_eq!(p.b.storage().files.get("a.bin"), Some(&data));
+    assert!(!p.a.busy() && !p.b.busy());
+}
+
+/// A save that fails (a full disk at the fsync) fails the transfer on both sides with the
+/// reason, leaves no file under the name and keeps the partial file: inline and outside alike.
+/// Offered again, the same file then resumes from that partial file: nothing is sent again,
+/// and the save that works makes it done.
+#[test]
+fn a_failed_finish_fails_clearly_keeps_the_part_and_a_new_offer_resumes_from_it() {
+    for outside in [false, true] {
+        let data = content(6 * CHUNK as usize + 100, 23);
+        let mut p = Pair::new(true);
+        if outside {
+            p.b.finish_outside();
+        }
+        p.b.storage_mut().fail_finish = Some(std::io::ErrorKind::StorageFull);
+        p.send("db.sqlite", data.clone());
+        p.drive();
+        if outside {
+            let finish = p.b.poll_finish().expect("a finish");
+            let result = finish.run(p.b.storage_mut());
+            assert!(result.is_err(), "{result:?}");
+            p.b.finished(&finish, result);
+            p.drive();
+        }
+        assert_eq!(p.b.poll_finish(), None);
+        let ev = Pair::events(&mut p.b);
+        let reason = failed_of(&ev).expect("failed");
+        let db_part = part("db.sqlite", &data);
+        assert_eq!(
+            reason,
+            format!("cannot save {db_part}: no storage space"),
+            "outside: {outside}"
+        );
+        assert!(done_of(&ev).is_none());
+        assert!(!p.b.storage().files.contains_key("db.sqlite"));
+        assert_eq!(p.b.storage().files.get(&db_part), Some(&data));
+        let reason = failed_of(&Pair::events(&mut p.a)).expect("the sender is told");
+        assert_eq!(reason, "declined by the receiver: cannot save the file");
+        assert!(!p.a.busy() && !p.b.busy());
+
+        // Room again; the user sends the same file again.
+        p.b.storage_mut().fail_finish = None;
+        p.a.send_file(std::path::Path::new("/home/a/0/db.sqlite"))
+            .expect("send_file");
+        let mut chunks = 0;
+        p.drive_with(|m| {
+            chunks += u32::from(matches!(m, Msg::Chunk { .. }));
+            Some(m)
+        });
+        if outside {
+            let finish = p.b.poll_finish().expect("a finish");
+            let result = finish.run(p.b.storage_mut());
+            p.b.finished(&finish, result);
+            p.drive();
+        }
+        assert_eq!(chunks, 0, "outside: {outside}: resumed, nothing sent again");
+        let ev = Pair::events(&mut p.b);
+        assert_eq!(
+            done_of(&ev),
+            Some(("db.sqlite".into(), 0, data.len() as u64)),
+            "outside: {outside}: {ev:?}"
+        );
+        assert_eq!(p.b.storage().files.get("db.sqlite"), Some(&data));
+        assert!(!p.b.storage().files.contains_key(&db_part));
+    }
+}
+
+/// The name chosen on accepting appears while the file is being saved: [`crate::Finish::run`]
+/// saves it under the next free name and never overwrites.
+#[test]
+fn a_name_that_appears_during_the_save_is_never_overwritten() {
+    let data = content(3 * CHUNK as usize, 24);
+    let mut p = Pair::new(true);
+    p.b.finish_outside();
+    p.send("notes.txt", data.clone());
+    p.drive();
+    let finish = p.b.poll_finish().expect("a finish");
+    p.b.storage_mut()
+        .files
+        .insert("notes.txt".into(), b"mine".to_vec());
+    let result = finish.run(p.b.storage_mut());
+    p.b.finished(&finish, result);
+    let (name, ..) = done_of(&Pair::events(&mut p.b)).expect("done");
+    assert_eq!(name, "notes (1).txt");
+    assert_eq!(p.b.storage().files["notes.txt"], b"mine");
+    assert_eq!(p.b.storage().files["notes (1).txt"], data);
+}
+
+/// [`crate::FsStorage::finish`] never creates the partial file: one that is gone (saved by
+/// another finish meanwhile) is an error, and no empty file appears under the name.
+#[test]
+fn fs_storage_finish_of_a_missing_partial_file_fails_and_creates_nothing() {
+    use crate::Storage as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut disk = crate::FsStorage::new(dir.path().to_owned());
+    let e = disk.finish("x.part", "x", 10).expect_err("no partial file");
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(!disk.exists("x") && !disk.exists("x.part"));
+    // With the partial file there, the same call saves it.
+    disk.write("x.part", 0, b"0123456789abc").expect("write");
+    disk.finish("x.part", "x", 10).expect("finish");
+    assert_eq!(
+        std::fs::read(dir.path().join("x")).expect("x"),
+        b"0123456789"
+    );
+    assert!(!disk.exists("x.part"));
+}

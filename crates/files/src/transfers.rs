@@ -140,6 +140,77 @@ pub enum SendFileError {
     },
 }
 
+/// A received file, every chunk of it verified, to be made durable and given its name: the
+/// last step of receiving, and the one that may take long on a real disk (the fsync waits
+/// for every byte written). [`Self::run`] carries it out on a [`Storage`]; the result goes
+/// back to [`Transfers::finished`] with the finish.
+///
+/// With [`Transfers::finish_outside`] the state machine hands these out through
+/// [`Transfers::poll_finish`], so that a driver runs them away from the task that carries the
+/// chat (on a thread of their own, with a storage of their own over the same download
+/// directory); otherwise it runs them inline, at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// Which finish this is, among those of its [`Transfers`].
+    pub job: u64,
+    /// The transfer's id (the peer's).
+    pub id: u64,
+    /// The partial file, held open by nobody (the state machine let go of it).
+    pub part: String,
+    /// The name chosen on accepting, tried first.
+    pub name: String,
+    /// The (sanitised) offered name: `name (1)` … are tried after `name`, should it have
+    /// appeared meanwhile.
+    pub offered: String,
+    /// The file's size: the partial file is cut to it.
+    pub size: u64,
+}
+
+impl Finish {
+    /// Makes the partial file durable and renames it to the first free one of [`Self::name`],
+    /// then `offered (1)`, … (never overwriting: a name that appears meanwhile is skipped).
+    /// Returns the name it was saved under.
+    ///
+    /// It touches nothing but `storage`; on a real disk it may block for seconds.
+    pub fn run<S: Storage + ?Sized>(&self, storage: &mut S) -> Result<String, FinishError> {
+        // The name chosen on accepting first (its partial file is this one), then the others.
+        let names = (0..MAX_ALTERNATIVES).map(|n| name::alternative(&self.offered, n));
+        for cand in std::iter::once(self.name.clone()).chain(names) {
+            if cand == self.part || storage.exists(&cand) {
+                continue;
+            }
+            match storage.finish(&self.part, &cand, self.size) {
+                Ok(()) => return Ok(cand),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(source) => {
+                    return Err(FinishError::Io {
+                        part: self.part.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Err(FinishError::NoFreeName)
+    }
+}
+
+/// Why a received file could not be saved ([`Finish::run`]): its partial file stays, so
+/// that an offer of the same file later resumes from it.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// Making it durable or renaming it failed (a full disk at fsync, a read-only directory).
+    #[error("cannot save {part}: {source}")]
+    Io {
+        /// The partial file.
+        part: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Every alternative name is taken.
+    #[error("no free name to save it under")]
+    NoFreeName,
+}
+
 /// A message for the peer: `bulk` messages (chunks and chunk-hash lists) go on the bulk
 /// channel, the others on the ordinary message stream.
 #[derive(Debug, Clone)]
@@ -269,6 +340,21 @@ struct Incoming {
     clock: Clock,
 }
 
+/// A received file being saved ([`Finish`]): no longer an incoming transfer (its id is free
+/// for the peer's next offer), but its name stays reserved and DONE waits for the result.
+#[derive(Debug)]
+struct Finishing {
+    id: u64,
+    /// Sanitised offered name.
+    name: String,
+    /// The name chosen on accepting.
+    save_as: String,
+    size: u64,
+    root: Hash,
+    moved: u64,
+    resumed: u64,
+}
+
 /// A file hashed for sending, ready for [`Transfers::offer_file`]: made by [`prepare`].
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -341,13 +427,22 @@ pub fn prepare<S: Storage + ?Sized>(
 ///
 /// Inputs: the user's [`Self::send_file`], [`Self::accept`], [`Self::decline`]; the peer's
 /// messages ([`Self::handle_message`]); the link going down and up ([`Self::disconnected`],
-/// [`Self::connected`]). Outputs: messages for the peer ([`Self::poll_transmit`]) and events
-/// for the user ([`Self::poll_event`]). Files are read and written through the [`Storage`].
+/// [`Self::connected`]); with [`Self::finish_outside`], the result of saving a received file
+/// ([`Self::finished`]). Outputs: messages for the peer ([`Self::poll_transmit`]), events for
+/// the user ([`Self::poll_event`]) and, with [`Self::finish_outside`], received files to save
+/// ([`Self::poll_finish`]). Files are read and written through the [`Storage`].
 pub struct Transfers<S> {
     config: Config,
     storage: S,
     outgoing: BTreeMap<u64, Outgoing>,
     incoming: BTreeMap<u64, Incoming>,
+    /// Received files being saved, by [`Finish::job`].
+    finishing: BTreeMap<u64, Finishing>,
+    /// Finishes for the driver to run ([`Self::finish_outside`]).
+    finishes: VecDeque<Finish>,
+    /// Finishes go to the driver instead of running inline.
+    finish_outside: bool,
+    next_job: u64,
     next_id: u64,
     control: VecDeque<Msg>,
     events: VecDeque<FileEvent>,
@@ -360,6 +455,7 @@ impl<S> std::fmt::Debug for Transfers<S> {
         f.debug_struct("Transfers")
             .field("outgoing", &self.outgoing.len())
             .field("incoming", &self.incoming.len())
+            .field("finishing", &self.finishing.len())
             .field("dropped", &self.dropped)
             .finish_non_exhaustive()
     }
@@ -388,6 +484,10 @@ impl<S: Storage> Transfers<S> {
             storage,
             outgoing: BTreeMap::new(),
             incoming: BTreeMap::new(),
+            finishing: BTreeMap::new(),
+            finishes: VecDeque::new(),
+            finish_outside: false,
+            next_job: 1,
             next_id: 1,
             control: VecDeque::new(),
             events: VecDeque::new(),
@@ -417,7 +517,78 @@ impl<S: Storage> Transfers<S> {
 
     /// Whether anything is being sent or received.
     pub fn busy(&self) -> bool {
-        !self.outgoing.is_empty() || self.incoming.values().any(|i| i.accepted)
+        !self.outgoing.is_empty()
+            || !self.finishing.is_empty()
+            || self.incoming.values().any(|i| i.accepted)
+    }
+
+    /// From now on a received file is not saved inline (its fsync may block for seconds):
+    /// [`Self::poll_finish`] hands out a [`Finish`] to run elsewhere, and DONE (and
+    /// [`FileEvent::Done`]) wait for its result, given back to [`Self::finished`].
+    pub fn finish_outside(&mut self) {
+        self.finish_outside = true;
+    }
+
+    /// The next received file to save (only with [`Self::finish_outside`]): call it after
+    /// every input, run [`Finish::run`] on a storage over the same download directory, away
+    /// from the task that carries the chat, and hand the result to [`Self::finished`].
+    pub fn poll_finish(&mut self) -> Option<Finish> {
+        self.finishes.pop_front()
+    }
+
+    /// The result of [`Finish::run`] for `finish`: the name the file was saved under, which
+    /// the sender now hears of (DONE) and the user too ([`FileEvent::Done`]); or why it could
+    /// not be saved, which ends the transfer ([`FileEvent::Failed`], and DECLINE for the
+    /// sender). A finish this does not wait for (already answered, or handed out by another
+    /// [`Transfers`], whose job numbers are its own) is ignored.
+    pub fn finished(&mut self, finish: &Finish, result: Result<String, FinishError>) {
+        let job = finish.job;
+        let ours = self.finishing.get(&job).is_some_and(|f| {
+            f.id == finish.id
+                && f.size == finish.size
+                && name::part_name(&f.save_as, &f.root) == finish.part
+        });
+        let Some(f) = ours.then(|| self.finishing.remove(&job)).flatten() else {
+            debug!(job, "the result of a finish nobody waits for: ignored");
+            return;
+        };
+        let Finishing {
+            id,
+            name,
+            size,
+            root,
+            moved,
+            resumed,
+            ..
+        } = f;
+        match result {
+            Ok(saved) => {
+                debug!(id, "received file saved");
+                self.control.push_back(Msg::Done { id });
+                self.events.push_back(FileEvent::Done {
+                    id,
+                    direction: Direction::Receive,
+                    name: saved,
+                    size,
+                    hash: root,
+                    moved,
+                    resumed,
+                });
+            }
+            Err(e) => {
+                warn!(id, error = %e, "a received file could not be saved");
+                self.control.push_back(Msg::Decline {
+                    id,
+                    reason: reason_bytes("cannot save the file"),
+                });
+                self.events.push_back(FileEvent::Failed {
+                    id,
+                    direction: Direction::Receive,
+                    name,
+                    reason: e.to_string(),
+                });
+            }
+        }
     }
 
     /// The chunk size preferred for files we send ([`prepare`]'s `chunk_size`).
@@ -724,6 +895,15 @@ impl<S: Storage> Transfers<S> {
 
     fn on_offer(&mut self, id: u64, size: u64, chunk_size: u32, root: Hash, offered: &[u8]) {
         let name = name::sanitize(offered);
+        let saving = |f: &Finishing| f.id == id && f.root == root && f.size == size;
+        if self.finishing.values().any(saving) {
+            // Offered again after a reconnect while we save it: DONE follows the save.
+            debug!(
+                id,
+                "the sender offered a file being saved again: DONE follows"
+            );
+            return;
+        }
         if let Some(i) = self.incoming.get_mut(&id) {
             let same = i.root == root && i.size == size && i.chunk_size == chunk_size;
             if same && i.accepted {
@@ -819,7 +999,8 @@ impl<S: Storage> Transfers<S> {
                 let taken = self
                     .incoming
                     .iter()
-                    .any(|(&other, i)| other != id && i.save_as.as_deref() == Some(cand));
+                    .any(|(&other, i)| other != id && i.save_as.as_deref() == Some(cand))
+                    || self.finishing.values().any(|f| f.save_as == *cand);
                 if taken || self.storage.exists(cand) {
                     return false;
                 }
@@ -966,58 +1147,57 @@ impl<S: Storage> Transfers<S> {
         }
     }
 
-    /// Every chunk is held and verified: the partial file becomes the file, under the name
-    /// chosen on accepting, or the first free one if that one appeared meanwhile.
+    /// Every chunk is held and verified: the partial file is to become the file, under the
+    /// name chosen on accepting, or the first free one if that one appeared meanwhile
+    /// ([`Finish`]). It runs inline, or (with [`Self::finish_outside`]) goes to the driver;
+    /// either way DONE waits for [`Self::finished`].
     fn complete(&mut self, id: u64) {
-        let Some(i) = self.incoming.get(&id) else {
+        let Some(save_as) = self.incoming.get(&id).and_then(|i| i.save_as.clone()) else {
             return;
         };
-        let Some(save_as) = i.save_as.clone() else {
-            return;
-        };
-        let part = name::part_name(&save_as, &i.root);
-        let size = i.size;
-        let mut saved = None;
-        let mut last_err = None;
-        // The name chosen on accepting first (its partial file is this one), then the others.
-        let names = (0..MAX_ALTERNATIVES).map(|n| name::alternative(&i.name, n));
-        for cand in std::iter::once(save_as).chain(names) {
-            if self.storage.exists(&cand) || cand == part {
-                continue;
-            }
-            match self.storage.finish(&part, &cand, size) {
-                Ok(()) => {
-                    saved = Some(cand);
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    last_err = Some(e);
-                    break;
-                }
-            }
-        }
-        let Some(saved) = saved else {
-            let why = match last_err {
-                Some(e) => format!("cannot save {part}: {e}"),
-                None => "no free name to save it under".into(),
-            };
-            self.fail_incoming(id, why, "cannot save the file");
-            return;
-        };
-        let Some(i) = self.incoming.remove(&id) else {
-            return;
-        };
-        self.control.push_back(Msg::Done { id });
-        self.events.push_back(FileEvent::Done {
-            id,
-            direction: Direction::Receive,
-            name: saved,
+        let Some(Incoming {
+            name,
             size,
-            hash: i.root,
-            moved: i.moved,
-            resumed: i.resumed,
-        });
+            root,
+            moved,
+            resumed,
+            ..
+        }) = self.incoming.remove(&id)
+        else {
+            return;
+        };
+        let part = name::part_name(&save_as, &root);
+        // Whoever runs the finish opens the partial file itself.
+        self.storage.close(&part);
+        let job = self.next_job;
+        self.next_job += 1;
+        let finish = Finish {
+            job,
+            id,
+            part,
+            name: save_as.clone(),
+            offered: name.clone(),
+            size,
+        };
+        self.finishing.insert(
+            job,
+            Finishing {
+                id,
+                name,
+                save_as,
+                size,
+                root,
+                moved,
+                resumed,
+            },
+        );
+        if self.finish_outside {
+            debug!(id, job, "every chunk held: the driver saves the file");
+            self.finishes.push_back(finish);
+        } else {
+            let result = finish.run(&mut self.storage);
+            self.finished(&finish, result);
+        }
     }
 
     fn on_want(&mut self, id: u64, ranges: Vec<(u64, u64)>) {

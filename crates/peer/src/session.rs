@@ -71,7 +71,12 @@
 //! send buffer (`chirp_proto::TransportConfig::bulk_send_buffer`): once it refuses a message
 //! the file layer waits for [`Event::BulkWritable`], while chat and control messages go on.
 //! A file message that arrives on either channel ([`Event::BulkMessage`] or
-//! [`Event::Message`]) goes to the file layer alike. File messages are never re-sent on
+//! [`Event::Message`]) goes to the file layer alike. With [`Session::hash_files_outside`] and
+//! [`Session::finish_files_outside`], the two file operations that may take seconds, hashing
+//! a file to offer and making a received one durable (fsync) and renaming it, are asked of the
+//! driver ([`Output::HashFile`], [`Output::FinishFile`]) and their results come back as inputs
+//! ([`Input::FileHashed`], [`Input::FileFinished`]): chat goes on meanwhile, and DONE waits
+//! for the received file to be saved. File messages are never re-sent on
 //! another connection: when the chat moves to a new one, the file layer starts over there
 //! (the sender offers again, the receiver resumes from what it holds verified). End of input
 //! waits until no transfer is under way; `/quit` does not.
@@ -82,7 +87,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chirp_files::{FileEvent, Prepared, Storage, Transfers, Transmit};
+use chirp_files::{FileEvent, Finish, FinishError, Prepared, Storage, Transfers, Transmit};
 use chirp_keys::{Fingerprint, PublicKey};
 use chirp_proto::{
     CloseReason, ConnectError, ConnectionHandle, ConnectionStats, Event, SendError, WriteError,
@@ -192,6 +197,14 @@ pub enum Input {
         path: PathBuf,
         /// What [`chirp_files::prepare`] returned (its error as text).
         result: Result<Box<Prepared>, String>,
+    },
+    /// The driver carried out [`Output::FinishFile`]: the name the received file was saved
+    /// under, or why it could not be.
+    FileFinished {
+        /// The [`Output::FinishFile`]'s finish.
+        finish: Finish,
+        /// What [`Finish::run`] returned.
+        result: Result<String, FinishError>,
     },
     /// Ctrl-C: close at once and end with status 130.
     Interrupt,
@@ -403,6 +416,12 @@ pub enum Output {
         /// The preferred chunk size.
         chunk_size: u32,
     },
+    /// Save a received file ([`Finish::run`] on a storage over the download directory: an
+    /// fsync, which may take seconds, and a rename), away from the task that drives the
+    /// connection, and hand the result back as [`Input::FileFinished`]. Only with
+    /// [`Session::finish_files_outside`]; chat goes on meanwhile, and the transfer is done
+    /// (DONE, [`FileEvent::Done`]) only once the result says the file was saved.
+    FinishFile(Finish),
 }
 
 /// The question of [`Report::AskKey`], for line mode and the UI alike.
@@ -631,6 +650,15 @@ impl<P: KeyPolicy> Session<P> {
         }
     }
 
+    /// From now on a received file is not saved inline: the session asks the driver to do it
+    /// ([`Output::FinishFile`]), so that its fsync does not stall the task that drives the
+    /// connection. Needs [`Self::enable_files`] first.
+    pub fn finish_files_outside(&mut self) {
+        if let Some(f) = self.files.as_mut() {
+            f.transfers.finish_outside();
+        }
+    }
+
     /// Messages waiting for the transport: a line-mode driver stops reading input while there
     /// are too many, so that whatever feeds it is held back.
     pub fn pending(&self) -> usize {
@@ -643,6 +671,9 @@ impl<P: KeyPolicy> Session<P> {
         if let Some(f) = self.files.as_mut() {
             while let Some(e) = f.transfers.poll_event() {
                 self.out.push_back(Output::Report(Report::File(e)));
+            }
+            while let Some(job) = f.transfers.poll_finish() {
+                self.out.push_back(Output::FinishFile(job));
             }
         }
         self.out.pop_front()
@@ -757,7 +788,8 @@ impl<P: KeyPolicy> Session<P> {
             input @ (Input::SendFile(_)
             | Input::AcceptFile(_)
             | Input::DeclineFile(_)
-            | Input::FileHashed { .. }) => {
+            | Input::FileHashed { .. }
+            | Input::FileFinished { .. }) => {
                 self.on_file_input(now, input);
             }
             Input::Interrupt => {
@@ -1490,7 +1522,7 @@ impl<P: KeyPolicy> Session<P> {
 }
 
 impl<P: KeyPolicy> Session<P> {
-    /// `/send`, `/accept ID`, `/decline`.
+    /// `/send`, `/accept ID`, `/decline`, and the driver's answers to file work.
     fn on_file_input(&mut self, now: Instant, input: Input) {
         let Some(f) = self.files.as_mut() else {
             self.report(Report::Error("file transfer is not enabled".into()));
@@ -1508,6 +1540,12 @@ impl<P: KeyPolicy> Session<P> {
                 f.hashing = f.hashing.saturating_sub(1);
                 debug!(path = %path.display(), ok = result.is_ok(), "a file was hashed");
                 result.map(|p| f.transfers.offer_file(*p))
+            }
+            Input::FileFinished { finish, result } => {
+                f.transfers.finished(&finish, result);
+                // DONE (or DECLINE) for the peer.
+                self.flush(now);
+                return;
             }
             Input::AcceptFile(id) => f.transfers.accept(id),
             Input::DeclineFile(id) => f.transfers.decline(id),

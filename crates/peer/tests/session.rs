@@ -65,6 +65,8 @@ struct Peer {
     exit: Option<u8>,
     /// Files the session asked to have hashed (`Output::HashFile`), for the test to carry out.
     hash_jobs: Vec<(std::path::PathBuf, u32)>,
+    /// Received files the session asked to have saved (`Output::FinishFile`), likewise.
+    finish_jobs: Vec<chirp_files::Finish>,
 }
 
 impl Peer {
@@ -79,6 +81,7 @@ impl Peer {
             reports: Vec::new(),
             exit: None,
             hash_jobs: Vec::new(),
+            finish_jobs: Vec::new(),
         }
     }
 
@@ -193,6 +196,7 @@ fn settle(node: &mut Node, peer: &mut Peer, now: Instant) {
                 Output::Exit { code, .. } => peer.exit = Some(code),
                 Output::Fatal(text) => panic!("fatal: {text}"),
                 Output::HashFile { path, chunk_size } => peer.hash_jobs.push((path, chunk_size)),
+                Output::FinishFile(f) => peer.finish_jobs.push(f),
             }
         }
         if !busy {
@@ -1484,4 +1488,102 @@ fn a_file_the_driver_cannot_hash_is_an_error_and_end_of_input_goes_on() {
         a.reports
     );
     assert!(!b.has(|r| matches!(r, Report::File(_))), "{:?}", b.reports);
+}
+
+/// With `finish_files_outside`, the receiver asks the driver to save the file once every
+/// chunk is in, and the transfer is done only when the driver answers. While the save is held
+/// (a slow fsync), chat flows both ways over the bad network and nobody says done; once the
+/// driver hands the result back, DONE reaches the sender and the file is saved byte for byte.
+#[test]
+fn a_received_file_is_done_only_once_the_driver_saved_it_and_chat_flows_meanwhile() {
+    const N: u64 = 20;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 11 + i / 89) as u8).collect();
+    let mut p = pair(impaired(), 9);
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+    let (disk_a, mut disk_b) = (SharedDisk::default(), SharedDisk::default());
+    disk_a.with(|d| d.sources.insert("/home/a/tape.wav".into(), data.clone()));
+    a.session.enable_files(Box::new(disk_a.clone()), Vec::new());
+    b.session.enable_files(Box::new(disk_b.clone()), Vec::new());
+    b.session.finish_files_outside();
+    input(&p, &mut a, Input::SendFile("/home/a/tape.wav".into()));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        b.has(|r| matches!(r, Report::File(FileEvent::Offered { .. })))
+    });
+    input(&p, &mut b, Input::AcceptFile(None));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(300), |_, b| {
+        !b.finish_jobs.is_empty()
+    });
+    assert_eq!(b.finish_jobs.len(), 1);
+    // The save is held: lines both ways get through meanwhile, and nobody is done.
+    send(&p, &mut a, 'a', 0..N);
+    send(&p, &mut b, 'b', 0..N);
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |a, b| {
+        a.messages().len() == N as usize && b.messages().len() == N as usize
+    });
+    run_for(&mut p, &mut a, &mut b, Duration::from_secs(5));
+    assert!(file_done(&a).is_none() && file_done(&b).is_none());
+    assert!(disk_b.with(|d| !d.files.contains_key("tape.wav")));
+    let finish = b.finish_jobs.remove(0);
+    let result = finish.run(&mut disk_b);
+    input(&p, &mut b, Input::FileFinished { finish, result });
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |a, _| {
+        file_done(a).is_some()
+    });
+    let Some(FileEvent::Done { name, size, .. }) = file_done(&b) else {
+        panic!("no file_done at B: {:?}", b.reports);
+    };
+    assert_eq!((name.as_str(), size), ("tape.wav", 200_000));
+    assert!(disk_b.with(|d| d.files.get("tape.wav") == Some(&data)));
+    let want_b: Vec<Bytes> = (0..N).map(|i| line('a', i)).collect();
+    let want_a: Vec<Bytes> = (0..N).map(|i| line('b', i)).collect();
+    assert!(b.messages() == want_b && a.messages() == want_a);
+    assert!(a.errors().is_empty() && b.errors().is_empty());
+}
+
+/// A save that fails (a full disk at the fsync) is the receiver's `file_failed` with the
+/// reason, the sender's too (DECLINE), and no file under the name.
+#[test]
+fn a_save_that_fails_in_the_driver_fails_the_transfer_on_both_sides() {
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 5) as u8).collect();
+    let mut p = pair(impaired(), 10);
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+    let (disk_a, mut disk_b) = (SharedDisk::default(), SharedDisk::default());
+    disk_a.with(|d| d.sources.insert("/home/a/x.bin".into(), data.clone()));
+    a.session.enable_files(Box::new(disk_a.clone()), Vec::new());
+    b.session.enable_files(Box::new(disk_b.clone()), Vec::new());
+    b.session.finish_files_outside();
+    input(&p, &mut a, Input::SendFile("/home/a/x.bin".into()));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        b.has(|r| matches!(r, Report::File(FileEvent::Offered { .. })))
+    });
+    input(&p, &mut b, Input::AcceptFile(None));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(300), |_, b| {
+        !b.finish_jobs.is_empty()
+    });
+    disk_b.with(|d| d.fail_finish = Some(std::io::ErrorKind::StorageFull));
+    let finish = b.finish_jobs.remove(0);
+    let result = finish.run(&mut disk_b);
+    input(&p, &mut b, Input::FileFinished { finish, result });
+    let failed = |peer: &Peer| {
+        peer.reports.iter().find_map(|r| match r {
+            Report::File(FileEvent::Failed { reason, .. }) => Some(reason.clone()),
+            _ => None,
+        })
+    };
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |a, _| {
+        failed(a).is_some()
+    });
+    let reason_b = failed(&b).expect("B failed");
+    assert!(
+        reason_b.starts_with("cannot save ") && reason_b.ends_with(": no storage space"),
+        "{reason_b}"
+    );
+    assert_eq!(
+        failed(&a).as_deref(),
+        Some("declined by the receiver: cannot save the file")
+    );
+    assert!(file_done(&a).is_none() && file_done(&b).is_none());
+    assert!(disk_b.with(|d| !d.files.contains_key("x.bin")));
 }
