@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p chirp-netsim --example bulk_sim [-- --mb 20 --rate 12500000 --delay 20 --seeds 3 --max-datagram 1452]
+//! cargo run --release -p chirp-netsim --example bulk_sim -- --seeds 30 --loss 5 --pacing on
 //! ```
 //!
 //! The path: one bottleneck of `--rate` bytes/s each way with a drop-tail buffer of one
@@ -18,7 +19,10 @@
 //! busy**, the UDP bytes the bottleneck delivered over what it could have in the time (start-up,
 //! recovery and the tail). `ACKs / packet` is B's datagrams per datagram of A. `--max-datagram`
 //! is the path MTU discovery ceiling (default here 1452; 1200: off, `TransportConfig`'s
-//! default).
+//! default). `--loss PERCENT` runs one loss rate instead of 0, 1 and 5 %, `--pacing on` or
+//! `--pacing off` one pacing setting instead of both, `--seed N` seed N alone. Each row gives the median and the worst
+//! seed, then every seed's figure; `BULK_TRACE=1` prints A's window every 100 ms of virtual time
+//! and each recovery period as it begins (congestion or random, with the window after it).
 
 #![allow(clippy::print_stdout)] // an example prints its results
 
@@ -27,13 +31,17 @@ use std::time::Duration;
 use chirp_netsim::{LinkConfig, Pair};
 use chirp_proto::{EndpointConfig, Event, TransportConfig};
 
-fn arg(name: &str, default: u64) -> u64 {
+/// The value after `name` on the command line, if any.
+fn value(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .cloned()
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    value(name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// One transfer's outcome.
@@ -80,6 +88,7 @@ fn run(
     let n = total / msg.len() as u64;
     let (mut sent, mut got) = (0, 0);
     let deadline = start + Duration::from_secs(3_600);
+    let mut periods = (0, 0);
     while got < n {
         while sent < n && p.a.endpoint.send(ca, &msg).is_ok() {
             sent += 1;
@@ -87,6 +96,26 @@ fn run(
         assert!(p.now < deadline, "bulk transfer stalled: {got} of {n}");
         let next = p.now + Duration::from_millis(1);
         p.advance_to(next).expect("no busy loop");
+        if trace {
+            let s = p.a.endpoint.stats(ca).expect("live");
+            if (s.congestion_periods, s.random_loss_periods) != periods {
+                let kind = if s.congestion_periods != periods.0 {
+                    "CONGESTION"
+                } else {
+                    "random"
+                };
+                println!(
+                    "{:>6} ms: {kind} period, cwnd {} after it, srtt {:?}, latest rtt {:?}, min rtt {:?}, lost {}",
+                    (p.now - start).as_millis(),
+                    s.cwnd,
+                    s.srtt,
+                    s.latest_rtt,
+                    s.min_rtt,
+                    s.packets_lost,
+                );
+                periods = (s.congestion_periods, s.random_loss_periods);
+            }
+        }
         if trace && (p.now - start).as_millis() % 100 == 0 {
             let s = p.a.endpoint.stats(ca).expect("live");
             println!(
@@ -122,27 +151,43 @@ fn main() {
     let total = arg("--mb", 20) * 1_000_000;
     let rate = arg("--rate", 12_500_000);
     let delay = Duration::from_millis(arg("--delay", 20));
-    let seeds = arg("--seeds", 3);
+    let seeds = arg("--seeds", 3).max(1);
+    // `--seed N`: that seed alone (with `BULK_TRACE=1`, to look at one run).
+    let seed_range = match arg("--seed", 0) {
+        0 => 1..=seeds,
+        one => one..=one,
+    };
     let max_datagram = usize::try_from(arg("--max-datagram", 1_452)).unwrap_or(usize::MAX);
+    let losses: Vec<f64> = match value("--loss") {
+        Some(v) => vec![v.parse::<f64>().expect("--loss PERCENT") / 100.0],
+        None => vec![0.0, 0.01, 0.05],
+    };
+    let pacings: Vec<bool> = match value("--pacing").as_deref() {
+        Some("on") => vec![true],
+        Some("off") => vec![false],
+        None => vec![true, false],
+        Some(other) => panic!("--pacing on or off, not {other}"),
+    };
     println!(
         "{} MB, {rate} B/s each way, {} ms each way, a one-BDP drop-tail buffer, datagrams up to {max_datagram} B",
         total / 1_000_000,
         delay.as_millis()
     );
     println!(
-        "| loss | pacing | of link (per seed) | wire efficiency | link busy | ACKs / packet | datagram | packets sent | lost | queue drops | congestion / random periods |"
+        "| loss | pacing | of link, median | worst (seed) | wire efficiency | link busy | ACKs / packet | datagram | packets sent | lost | queue drops | congestion / random periods |"
     );
-    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
-    for loss in [0.0, 0.01, 0.05] {
-        for pacing in [true, false] {
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let mut per_seed = Vec::new();
+    for &loss in &losses {
+        for &pacing in &pacings {
             let mut fractions = Vec::new();
             let (mut sent, mut lost, mut drops, mut cong, mut random) = (0, 0, 0, 0, 0);
             let (mut wire, mut delivered, mut capacity, mut acks, mut datagrams) =
                 (0u64, 0u64, 0.0, 0u64, 0u64);
             let mut size = 0;
-            for seed in 1..=seeds {
+            for seed in seed_range.clone() {
                 let o = run(rate, delay, loss, total, pacing, seed, max_datagram);
-                fractions.push(format!("{:.1} %", o.fraction * 100.0));
+                fractions.push((o.fraction * 100.0, seed));
                 sent += o.stats.packets_sent;
                 lost += o.stats.packets_lost;
                 drops += o.a_to_b.queue_drops;
@@ -155,16 +200,39 @@ fn main() {
                 datagrams += o.a_to_b.sent;
                 size = o.datagram;
             }
-            let payload = (total / 64_000 * 64_000 * seeds) as f64;
+            let payload = (total / 64_000 * 64_000 * fractions.len() as u64) as f64;
+            let row = format!(
+                "{:.0} %, pacing {}",
+                loss * 100.0,
+                if pacing { "on" } else { "off" }
+            );
+            let listed: Vec<String> = fractions.iter().map(|(f, _)| format!("{f:.1}")).collect();
+            per_seed.push(format!("{row}: {}", listed.join(", ")));
+            fractions.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // The median (of an even count, the mean of the middle two) and the worst seed.
+            let mid = fractions.len() / 2;
+            let median = if fractions.len() % 2 == 1 {
+                fractions[mid].0
+            } else {
+                f64::midpoint(fractions[mid - 1].0, fractions[mid].0)
+            };
+            let (worst, worst_seed) = fractions[0];
             println!(
-                "| {:.0} % | {} | {} | {:.1} % | {:.1} % | {:.2} | {size} | {sent} | {lost} | {drops} | {cong} / {random} |",
+                "| {:.0} % | {} | {median:.1} % | {worst:.1} % ({worst_seed}) | {:.1} % | {:.1} % | {:.2} | {size} | {sent} | {lost} | {drops} | {cong} / {random} |",
                 loss * 100.0,
                 if pacing { "on" } else { "off" },
-                fractions.join(", "),
                 100.0 * payload / wire as f64,
                 100.0 * delivered as f64 / capacity,
                 acks as f64 / datagrams as f64,
             );
         }
+    }
+    println!(
+        "\nof link per seed (seeds {} to {}, %):",
+        seed_range.start(),
+        seed_range.end()
+    );
+    for line in per_seed {
+        println!("{line}");
     }
 }

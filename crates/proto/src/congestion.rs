@@ -24,6 +24,29 @@
 //! window) each time, and once the cap stops growing the window grows between such losses
 //! only in congestion avoidance; persistent congestion collapses the window as before.
 //!
+//! **A halving stops at the BDP.** A halving for a queue leaves half the window, but never less
+//! than the bandwidth-delay product the path has shown (the delivery rate of the last smoothed
+//! RTT times the minimum RTT, as TCP Westwood+ sets its window after a loss), nor more than
+//! the window: the halving is there to drain our queue, and a window of the BDP holds none.
+//! Where it binds:
+//! - after slow start, whose overshoot the first halving answers with a window above the BDP,
+//!   so a queue of the difference stands (a quarter of a one-BDP buffer, say). With random loss
+//!   the next loss comes with that queue and is taken for congestion, and halving again took
+//!   the window to ~0.7 of the BDP, from which congestion avoidance regrows it by one datagram
+//!   per round trip: hundreds of round trips under the link rate (issue 18: one bulk round in
+//!   three at 43 % of a 100 Mbit/s link at 5 % loss). Now that halving drains the queue and
+//!   stops at the BDP.
+//! - at a drop-tail buffer shallower than the BDP: congestion avoidance overflows it at a
+//!   window of the BDP plus the buffer, half of which is under the BDP. The window now goes
+//!   back to the BDP (the link stays busy) and the buffer overflows again after (buffer /
+//!   datagram) round trips instead of after (BDP + buffer) / 2 / datagram. A buffer of at least
+//!   the BDP sees NewReno's halving unchanged.
+//!
+//! The rate is the one delivered, so on a shared path it is our share; it is the last smoothed
+//! RTT's rather than the ten-RTT maximum the random-loss cap uses, so that a competitor that
+//! took part of the link shows within a round trip. A low interval (an application-limited
+//! one, a recovery) only lowers the floor towards NewReno's halving.
+//!
 //! **Leaving slow start before the queue overflows** (HyStart++, RFC 9406). Slow start doubles
 //! the window every round trip until a loss, so on a path with a drop-tail buffer of one
 //! bandwidth-delay product the first loss comes when the window has grown well past what the
@@ -177,13 +200,23 @@ impl DeliveryRate {
             .map(u64::from)
     }
 
-    /// Twice the bandwidth-delay product shown over a path of RTT `rtt`, if any interval has
-    /// completed.
+    /// Twice the bandwidth-delay product shown over a path of RTT `rtt` (at the highest rate
+    /// kept), if any interval has completed.
     fn twice_bdp(&self, rtt: Duration) -> Option<u64> {
-        let max = self.max()?;
-        let bdp = u128::from(max) * rtt.as_micros() / 1_000_000;
-        Some(u64::try_from(bdp.saturating_mul(2)).unwrap_or(u64::MAX))
+        Some(bdp(self.max()?, rtt).saturating_mul(2))
     }
+
+    /// The bandwidth-delay product at the rate of the last completed interval over a path of
+    /// RTT `rtt`, if one has completed.
+    fn latest_bdp(&self, rtt: Duration) -> Option<u64> {
+        Some(bdp(self.latest()?, rtt))
+    }
+}
+
+/// The bytes `rate` (bytes per second) delivers in `rtt`.
+fn bdp(rate: u64, rtt: Duration) -> u64 {
+    let bdp = u128::from(rate) * rtt.as_micros() / 1_000_000;
+    u64::try_from(bdp).unwrap_or(u64::MAX)
 }
 
 /// The window state before a recovery period began.
@@ -361,7 +394,8 @@ impl NewReno {
     /// `count` packets were declared lost; `largest_lost_sent` is when the newest of them was
     /// sent. `random` is the path's base RTT (the minimum, or the delay of FIFO jitter that a
     /// halving did not drain) when no queue of ours stands in the path, `None` when one does
-    /// (see the module documentation). Returns the recovery period they belong to (for
+    /// (see the module documentation); `min_rtt` is the minimum RTT, under which a halving
+    /// keeps the window at the BDP shown. Returns the recovery period they belong to (for
     /// [`Self::on_spurious_loss`]).
     pub(crate) fn on_congestion_event(
         &mut self,
@@ -369,6 +403,7 @@ impl NewReno {
         largest_lost_sent: Instant,
         count: u64,
         random: Option<Duration>,
+        min_rtt: Duration,
     ) -> u64 {
         if self
             .recovery_start
@@ -390,9 +425,10 @@ impl NewReno {
         self.recovery_start = Some(now);
         match random {
             None => {
-                // Congestion: NewReno's halving, and no growth until the flight sent before
-                // it has been acknowledged.
-                self.window = (self.window / 2).max(self.minimum());
+                // Congestion: NewReno's halving, but not below the BDP shown (see
+                // `halved_window`), and no growth until the flight sent before it has been
+                // acknowledged.
+                self.window = self.halved_window(min_rtt);
                 self.ssthresh = self.window;
                 self.bytes_acked = 0;
                 self.frozen_before = Some(now);
@@ -424,6 +460,16 @@ impl NewReno {
             }
         }
         self.episode
+    }
+
+    /// The window a congestion period leaves: half the window, as NewReno, but not below the
+    /// bandwidth-delay product the path has shown (the delivery rate of the last smoothed RTT
+    /// times `min_rtt`; TCP Westwood+ sets its window to that estimate after a loss), nor above
+    /// the window itself, nor below the minimum window. See the module documentation ("A
+    /// halving stops at the BDP").
+    fn halved_window(&self, min_rtt: Duration) -> u64 {
+        let bdp = self.rate.latest_bdp(min_rtt).unwrap_or(0).min(self.window);
+        (self.window / 2).max(bdp).max(self.minimum())
     }
 
     /// A packet declared lost in recovery period `episode` was acknowledged after all. Once
@@ -464,6 +510,9 @@ impl NewReno {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The minimum RTT the tests' congestion periods are given.
+    const MIN_RTT: Duration = Duration::from_millis(40);
 
     /// `n` packets of 1,200 bytes sent at `sent` acknowledged.
     fn acked(cc: &mut NewReno, sent: Instant, n: u32) {
@@ -617,10 +666,10 @@ mod tests {
         cc.on_ack(t0, 1200, false);
         assert_eq!(cc.window(), 13_200);
         let t1 = t0 + Duration::from_millis(10);
-        cc.on_congestion_event(t1, t0, 1, None);
+        cc.on_congestion_event(t1, t0, 1, None, MIN_RTT);
         assert_eq!(cc.window(), 6_600);
         // A second loss from the same flight does not halve again.
-        cc.on_congestion_event(t1 + Duration::from_millis(1), t0, 1, None);
+        cc.on_congestion_event(t1 + Duration::from_millis(1), t0, 1, None, MIN_RTT);
         assert_eq!(cc.window(), 6_600);
         // Congestion avoidance: one datagram per window of acked bytes.
         for _ in 0..6 {
@@ -635,9 +684,58 @@ mod tests {
         );
         for i in 0..10 {
             let t = t1 + Duration::from_millis(20 + i);
-            cc.on_congestion_event(t, t, 1, None);
+            cc.on_congestion_event(t, t, 1, None, MIN_RTT);
         }
         assert_eq!(cc.window(), 2_400, "never below two datagrams");
+    }
+
+    #[test]
+    fn a_halving_stops_at_the_bdp_shown() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // 24,000 bytes per 40 ms delivered: a BDP of 24,000 bytes over the 40 ms minimum RTT.
+        let shown = |window_datagrams: u32| {
+            let mut cc = NewReno::new(1200);
+            show_rate(&mut cc, t0, 24_000);
+            acked(&mut cc, t0 + ms(500), window_datagrams - 10);
+            assert_eq!(cc.window(), u64::from(window_datagrams) * 1_200);
+            cc
+        };
+        // 36,000 bytes: half is 18,000, under the BDP, so the window stops at 24,000, and the
+        // threshold with it.
+        let mut cc = shown(30);
+        let t1 = t0 + ms(600);
+        cc.on_congestion_event(t1, t1, 1, None, MIN_RTT);
+        assert_eq!(cc.window(), 24_000);
+        assert_eq!(cc.ssthresh(), 24_000);
+        cc.on_ack(t1, 1_200, false);
+        assert_eq!(
+            cc.window(),
+            24_000,
+            "frozen for the flight before the halving"
+        );
+        // A second period with no growth since: the window holds no queue, nothing to cut.
+        let t2 = t1 + ms(100);
+        cc.on_congestion_event(t2, t2, 1, None, MIN_RTT);
+        assert_eq!(cc.window(), 24_000);
+        // Over twice the BDP: NewReno's halving.
+        let mut cc = shown(50);
+        cc.on_congestion_event(t1, t1, 1, None, MIN_RTT);
+        assert_eq!(cc.window(), 30_000);
+        // The BDP is counted over the minimum RTT it is given: over 20 ms it is 12,000 bytes.
+        let mut cc = shown(30);
+        cc.on_congestion_event(t1, t1, 1, None, ms(20));
+        assert_eq!(cc.window(), 18_000);
+        // No rate shown yet: NewReno's halving.
+        let mut cc = NewReno::new(1200);
+        acked(&mut cc, t0, 20);
+        cc.on_congestion_event(t1, t1, 1, None, MIN_RTT);
+        assert_eq!(cc.window(), 18_000);
+        // Undone as spurious: back to the window before the period.
+        let mut cc = shown(30);
+        let e = cc.on_congestion_event(t1, t1, 1, None, MIN_RTT);
+        assert!(cc.on_spurious_loss(e));
+        assert_eq!(cc.window(), 36_000);
     }
 
     #[test]
@@ -645,8 +743,8 @@ mod tests {
         let t0 = Instant::now();
         let mut cc = NewReno::new(1200);
         let t1 = t0 + Duration::from_millis(10);
-        let e = cc.on_congestion_event(t1, t0, 1, None);
-        let e2 = cc.on_congestion_event(t1, t0, 1, None);
+        let e = cc.on_congestion_event(t1, t0, 1, None, MIN_RTT);
+        let e2 = cc.on_congestion_event(t1, t0, 1, None, MIN_RTT);
         assert_eq!((e, cc.window()), (e2, 6_000));
         assert!(!cc.on_spurious_loss(e));
         assert_eq!(cc.window(), 6_000, "one loss of the period is still real");
@@ -656,7 +754,7 @@ mod tests {
         cc.on_spurious_loss(e);
         assert_eq!(cc.window(), 12_000);
         let t2 = t1 + Duration::from_millis(10);
-        let e3 = cc.on_congestion_event(t2, t2, 1, None);
+        let e3 = cc.on_congestion_event(t2, t2, 1, None, MIN_RTT);
         cc.on_spurious_loss(e);
         assert_eq!(
             cc.window(),
@@ -678,15 +776,15 @@ mod tests {
         acked(&mut cc, t0 + ms(500), 20);
         assert_eq!(cc.window(), 36_000, "slow start");
         let t1 = t0 + ms(600);
-        cc.on_congestion_event(t1, t1, 1, Some(min_rtt));
+        cc.on_congestion_event(t1, t1, 1, Some(min_rtt), MIN_RTT);
         assert_eq!(cc.window(), 18_000, "capped at twice the BDP shown");
         // With a standing queue: halved.
         let t2 = t1 + ms(100);
-        cc.on_congestion_event(t2, t2, 1, None);
+        cc.on_congestion_event(t2, t2, 1, None, MIN_RTT);
         assert_eq!(cc.window(), 9_000);
         // Random again: below the cap, so no cut.
         let t3 = t2 + ms(100);
-        cc.on_congestion_event(t3, t3, 1, Some(min_rtt));
+        cc.on_congestion_event(t3, t3, 1, Some(min_rtt), MIN_RTT);
         assert_eq!(cc.window(), 9_000);
         // An application-limited sender shows a small rate (1,000 bytes per 40 ms): twice its
         // BDP is 2,000 bytes, but a random loss never cuts below the initial window.
@@ -694,12 +792,12 @@ mod tests {
         show_rate(&mut cc, t0, 1_000);
         acked(&mut cc, t0 + ms(500), 5);
         let t4 = t0 + ms(600);
-        cc.on_congestion_event(t4, t4, 1, Some(min_rtt));
+        cc.on_congestion_event(t4, t4, 1, Some(min_rtt), MIN_RTT);
         assert_eq!(cc.window(), 12_000);
         // No delivery rate measured yet: a random loss leaves the window alone.
         let mut cc = NewReno::new(1200);
         acked(&mut cc, t0, 5);
-        cc.on_congestion_event(t0, t0, 3, Some(min_rtt));
+        cc.on_congestion_event(t0, t0, 3, Some(min_rtt), MIN_RTT);
         assert_eq!(cc.window(), 18_000);
     }
 
@@ -715,7 +813,7 @@ mod tests {
         // the window never left 12,000 bytes.)
         for rtt in 0..4u32 {
             let sent = t0 + ms(40) * rtt;
-            cc.on_congestion_event(sent + ms(20), sent, 1, Some(min_rtt));
+            cc.on_congestion_event(sent + ms(20), sent, 1, Some(min_rtt), MIN_RTT);
             let w = cc.window();
             for _ in 0..w / 1200 {
                 cc.on_ack(sent, 1200, false);
@@ -741,14 +839,14 @@ mod tests {
         assert_eq!(cc.window(), 60_000);
         // Before any congestion period, a binding cap leaves slow start on.
         let t1 = t0 + ms(600);
-        cc.on_congestion_event(t1, t1, 1, Some(min_rtt));
+        cc.on_congestion_event(t1, t1, 1, Some(min_rtt), MIN_RTT);
         assert_eq!(cc.window(), 30_000);
         cc.on_ack(t1 + ms(1), 1_200, false);
         assert_eq!(cc.window(), 31_200, "still in slow start");
         // A queue: halved to 15,600, the threshold with it; the flight sent before does not
         // grow the window.
         let t2 = t1 + ms(100);
-        cc.on_congestion_event(t2, t2, 1, None);
+        cc.on_congestion_event(t2, t2, 1, None, MIN_RTT);
         assert_eq!(cc.window(), 15_600);
         cc.on_ack(t2, 1_200, false);
         assert_eq!(
@@ -761,7 +859,7 @@ mod tests {
         acked(&mut cc, t2 + ms(1), 600);
         assert!(cc.window() > 30_000, "window {}", cc.window());
         let t3 = t2 + ms(5_000);
-        cc.on_congestion_event(t3, t3, 1, Some(min_rtt));
+        cc.on_congestion_event(t3, t3, 1, Some(min_rtt), MIN_RTT);
         assert_eq!(cc.window(), 30_000);
         cc.on_ack(t3 + ms(1), 1_200, false);
         assert_eq!(
@@ -780,7 +878,7 @@ mod tests {
         show_rate(&mut cc, t0, 15_000);
         acked(&mut cc, t0 + ms(500), 40);
         let t1 = t0 + ms(600);
-        cc.on_congestion_event(t1, t1, 1, Some(ms(40)));
+        cc.on_congestion_event(t1, t1, 1, Some(ms(40)), MIN_RTT);
         assert_eq!(cc.window(), 30_000);
         acked(&mut cc, t1 + ms(1), 25);
         assert_eq!(
@@ -789,7 +887,7 @@ mod tests {
             "slow start went on after the first cap"
         );
         let t2 = t1 + ms(100);
-        cc.on_congestion_event(t2, t2, 1, Some(ms(40)));
+        cc.on_congestion_event(t2, t2, 1, Some(ms(40)), MIN_RTT);
         assert_eq!(cc.window(), 30_000);
         cc.on_ack(t2 + ms(1), 1_200, false);
         assert_eq!(
@@ -813,7 +911,7 @@ mod tests {
     fn persistent_congestion_collapses_and_is_not_undone() {
         let t0 = Instant::now();
         let mut cc = NewReno::new(1200);
-        let e = cc.on_congestion_event(t0, t0, 1, None);
+        let e = cc.on_congestion_event(t0, t0, 1, None, MIN_RTT);
         cc.on_persistent_congestion();
         assert_eq!(cc.window(), 2_400);
         cc.on_spurious_loss(e);

@@ -2741,9 +2741,9 @@ impl Connection {
         if let Some(t) = newest_lost {
             let before = self.cc.episode();
             let random = self.random_loss_base(now, t);
-            let episode = self
-                .cc
-                .on_congestion_event(now, t, declared.len() as u64, random);
+            let episode =
+                self.cc
+                    .on_congestion_event(now, t, declared.len() as u64, random, self.rtt.min());
             if episode != before {
                 if random.is_some() {
                     self.stats.random_loss_periods += 1;
