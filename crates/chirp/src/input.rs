@@ -39,7 +39,7 @@ commands:
   /send PATH      offer a file: to the peer; in chirp connect to a DM buffer's nick (or NICK PATH)
   /decline [ID]   decline a file offer (number ID, or the oldest), or stop receiving it
   /help           this text (also /?)
-  /quit [REASON]  leave chirp, once everything you sent is acknowledged and a received file being saved is saved (at most 10 s) (also /exit)
+  /quit [REASON]  leave chirp, once everything you sent is acknowledged (also /exit)
   //TEXT          send a line that starts with '/'
 Anything else you type is sent as one message. Ctrl-D (end of input) stops sending and leaves once the peer has everything and has finished too.";
 
