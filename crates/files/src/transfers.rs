@@ -646,23 +646,24 @@ impl<S: Storage> Transfers<S> {
     /// transfer. A check this does not wait for (the link dropped meanwhile and the transfer
     /// started over, or it was handed out by another [`Transfers`]) is ignored.
     pub fn checked(&mut self, check: &Check, result: std::io::Result<Vec<bool>>) {
-        let ours = self.incoming.get(&check.id).is_some_and(|i| {
+        // The job says which check (job numbers are per `Transfers`: the id, size and partial
+        // file, whose name carries the root hash, make sure that it is one of ours).
+        let waiting = self.incoming.get(&check.id).filter(|i| {
             i.stage == RecvStage::Checking(check.job)
                 && i.size == check.size
-                && i.hashes == check.hashes
                 && i.save_as
                     .as_deref()
                     .is_some_and(|s| name::part_name(s, &i.root) == check.part)
         });
-        if !ours {
+        let Some(chunks) = waiting.map(|i| i.chunks) else {
             debug!(
                 job = check.job,
                 "the result of a check nobody waits for: ignored"
             );
             return;
-        }
+        };
         match result {
-            Ok(have) if have.len() == check.hashes.len() => self.resume_from(check.id, &have),
+            Ok(have) if have.len() as u64 == chunks => self.resume_from(check.id, &have),
             Ok(_) => {
                 let why = format!("cannot read {}: the check went wrong", check.part);
                 self.fail_incoming(check.id, why, "cannot read the partial file");

@@ -184,7 +184,9 @@ pub enum Input {
     Stats,
     /// The link statistics, for a status bar: answered with [`Report::Link`].
     Link,
-    /// Leave once everything sent is acknowledged (`/quit`): a graceful close.
+    /// Leave once everything sent is acknowledged (`/quit`): a graceful close. Received files
+    /// being saved are waited for first (at most [`LEAVE_SAVE_WAIT`]), so that their DONE goes
+    /// out; a [`Report::Status`] says so.
     Leave,
     /// End of input: a half-close (see the module documentation).
     EndOfInput,
@@ -222,7 +224,8 @@ pub enum Input {
         /// What [`Check::run`] returned.
         result: std::io::Result<Vec<bool>>,
     },
-    /// Ctrl-C: close at once and end with status 130.
+    /// Ctrl-C: close at once and end with status 130 (a [`Report::Status`] names the received
+    /// files being saved, whose sender is then not told that they arrived).
     Interrupt,
 }
 
@@ -460,6 +463,17 @@ struct Outgoing {
     local_id: Option<u64>,
 }
 
+/// Whether `/quit` waits for received files being saved ([`LEAVE_SAVE_WAIT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaveWait {
+    /// Not asked to leave with a save in progress.
+    No,
+    /// The close waits until the saves are done, or until then.
+    Until(Instant),
+    /// The wait is over: the close goes ahead.
+    Over,
+}
+
 /// A message the transport took and the peer has not acknowledged yet.
 #[derive(Debug, Clone, Copy)]
 enum Sent {
@@ -578,9 +592,9 @@ pub struct Session<P> {
     /// The connection whose bulk send buffer refused the last bulk message: bulk sending
     /// waits for its `BulkWritable` (or its end).
     bulk_blocked: Option<ConnectionHandle>,
-    /// After `/quit` with received files being saved: until when the close waits for them
-    /// ([`LEAVE_SAVE_WAIT`]); `Some(None)` once that wait is over.
-    save_wait: Option<Option<Instant>>,
+    /// After `/quit` with received files being saved: the close waits for them, a bounded
+    /// time.
+    save_wait: SaveWait,
     /// The exit has been decided: inputs are ignored from then on.
     ended: bool,
 }
@@ -628,7 +642,7 @@ impl<P: KeyPolicy> Session<P> {
             refusals: Refusals::default(),
             blocked: None,
             bulk_blocked: None,
-            save_wait: None,
+            save_wait: SaveWait::No,
             ended: false,
         };
         s.ask(Awaiting::Connect, Transport::Connect { to: s.config.to });
@@ -722,7 +736,10 @@ impl<P: KeyPolicy> Session<P> {
         if self.ended {
             return None;
         }
-        let save_wait = self.save_wait.flatten();
+        let save_wait = match self.save_wait {
+            SaveWait::Until(t) => Some(t),
+            SaveWait::No | SaveWait::Over => None,
+        };
         [self.retry_at, self.finish_at, save_wait]
             .into_iter()
             .flatten()
@@ -742,8 +759,8 @@ impl<P: KeyPolicy> Session<P> {
             self.finish_at = None;
             self.finish_if_idle(now, true);
         }
-        if self.save_wait.flatten().is_some_and(|t| now >= t) {
-            self.save_wait = Some(None);
+        if matches!(self.save_wait, SaveWait::Until(t) if now >= t) {
+            self.save_wait = SaveWait::Over;
             let saving = self.saving();
             if !saving.is_empty() {
                 self.report(Report::Status(format!(
@@ -825,8 +842,8 @@ impl<P: KeyPolicy> Session<P> {
             Input::Leave => {
                 self.leaving = true;
                 let saving = self.saving();
-                if self.save_wait.is_none() && !saving.is_empty() {
-                    self.save_wait = Some(Some(now + LEAVE_SAVE_WAIT));
+                if self.save_wait == SaveWait::No && !saving.is_empty() {
+                    self.save_wait = SaveWait::Until(now + LEAVE_SAVE_WAIT);
                     self.report(Report::Status(format!(
                         "leaving once {saving} is saved (every byte is in), so that the sender \
                          hears that it arrived: at most {} s",
@@ -1266,7 +1283,11 @@ impl<P: KeyPolicy> Session<P> {
         // At end of input, transfers in progress finish first (`/quit` leaves at once).
         let files_busy = self.half_close && self.files.as_ref().is_some_and(Files::busy);
         // After `/quit`, received files being saved are waited for a bounded time.
-        let saves_wait = self.save_wait.flatten().is_some() && !self.saving().is_empty();
+        let saves_wait = matches!(self.save_wait, SaveWait::Until(_))
+            && self
+                .files
+                .as_ref()
+                .is_some_and(|f| f.transfers.saving().next().is_some());
         if self.leaving
             && self.pending.is_empty()
             && !files_busy
