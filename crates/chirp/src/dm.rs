@@ -597,6 +597,7 @@ impl DmFiles {
                             // The offer reuses the hash made for the server's offer
                             // (`SessionOutput::HashFile` is answered with it in `pump`).
                             peer.hash_files_outside();
+                            peer.check_files_outside();
                             peer.finish_files_outside();
                             if let Some(path) = &job.path {
                                 peer.handle_input(now(), SessionInput::SendFile(path.clone()));
@@ -939,6 +940,7 @@ impl DmFiles {
                     peer.handle_input(now(), SessionInput::FileHashed { path, result });
                 }
                 SessionOutput::FinishFile(finish) => self.work.finish(finish),
+                SessionOutput::CheckFile(check) => self.work.check(check),
             }
         }
     }

@@ -3,9 +3,10 @@
 //! an indicatif progress bar per transfer. The transfers themselves are `chirp_files`, driven
 //! by the peer session.
 //!
-//! Offering a file reads all of it (its hash), and saving a received one waits until it is on
-//! the disk (an fsync, seconds for a large file): [`FileWork`] does both on tokio's blocking
-//! pool, so that the task driving the connection goes on carrying chat meanwhile.
+//! Offering a file reads all of it (its hash), resuming one reads all the partial file (its
+//! check), and saving a received one waits until it is on the disk (an fsync, seconds for a
+//! large file): [`FileWork`] does all three on tokio's blocking pool, so that the task driving
+//! the connection goes on carrying chat meanwhile.
 //!
 //! Names come from the peer: a human line shows them through [`safe::line`] (and JSON escapes
 //! every unsafe character, see `output::json_line`).
@@ -13,11 +14,12 @@
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chirp_files::{Direction, FileEvent, Finish, FsStorage, Storage, hash_hex};
-use chirp_peer::Input as SessionInput;
+use chirp_files::{Check, Direction, FileEvent, Finish, FsStorage, Storage, hash_hex};
+use chirp_peer::{Input as SessionInput, Report};
 use chirp_tui::safe;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -226,13 +228,16 @@ type MakeStorage = Arc<dyn Fn() -> Box<dyn Storage + Send> + Send + Sync>;
 
 /// The file work a peer session asks of its driver, done on tokio's blocking pool away from
 /// the task that drives the connection: hashing a file for an offer (the session's
-/// `Output::HashFile`, answered with `Input::FileHashed`) and saving a received one
-/// (`Output::FinishFile`: an fsync and a rename, answered with `Input::FileFinished`). The
+/// `Output::HashFile`, answered with `Input::FileHashed`), checking the partial file of a
+/// resumed one (`Output::CheckFile`, answered with `Input::FileChecked`) and saving a received
+/// one (`Output::FinishFile`: an fsync and a rename, answered with `Input::FileFinished`). The
 /// answers come back through [`FileWork::recv`].
 pub(crate) struct FileWork {
     tx: mpsc::Sender<SessionInput>,
     rx: mpsc::Receiver<SessionInput>,
     storage: MakeStorage,
+    /// Saves started whose result has not been taken by [`Self::recv`].
+    saving: AtomicUsize,
 }
 
 impl FileWork {
@@ -249,7 +254,12 @@ impl FileWork {
     /// Work on the storage `storage` makes (tests put a slow disk in).
     pub(crate) fn with_storage(storage: MakeStorage) -> Self {
         let (tx, rx) = mpsc::channel(Self::QUEUE);
-        Self { tx, rx, storage }
+        Self {
+            tx,
+            rx,
+            storage,
+            saving: AtomicUsize::new(0),
+        }
     }
 
     /// Starts hashing the file at `path` (one blocking task per `/send`: they come at typing
@@ -269,6 +279,7 @@ impl FileWork {
     /// Starts saving a received file (one blocking task per file received, and a session
     /// receives at most `chirp_files::transfers::MAX_INCOMING` at once).
     pub(crate) fn finish(&self, finish: Finish) {
+        self.saving.fetch_add(1, Ordering::Relaxed);
         let tx = self.tx.clone();
         let storage = Arc::clone(&self.storage);
         tokio::task::spawn_blocking(move || {
@@ -279,11 +290,54 @@ impl FileWork {
         });
     }
 
+    /// Starts checking the partial file a resumed transfer left (one blocking task per
+    /// resume, and a session receives at most `chirp_files::transfers::MAX_INCOMING` at once).
+    pub(crate) fn check(&self, check: Check) {
+        let tx = self.tx.clone();
+        let storage = Arc::clone(&self.storage);
+        tokio::task::spawn_blocking(move || {
+            let result = check.run(&mut *storage());
+            // The loop has ended if the channel is closed: nobody is left to resume.
+            let _ = tx.blocking_send(SessionInput::FileChecked { check, result });
+        });
+    }
+
     /// The next piece of work done (never ends: this holds a sender itself).
     pub(crate) async fn recv(&mut self) -> SessionInput {
-        match self.rx.recv().await {
+        let input = match self.rx.recv().await {
             Some(input) => input,
             None => std::future::pending().await,
+        };
+        if matches!(input, SessionInput::FileFinished { .. }) {
+            self.saving.fetch_sub(1, Ordering::Relaxed);
+        }
+        input
+    }
+
+    /// Once the chat is over (Ctrl-C, or `/quit` that waited its time): waits for the saves of
+    /// received files still running, at most `limit`, and shows how each ended (the session
+    /// already said that the sender is not told). The process would wait for them anyway
+    /// (tokio's runtime waits for its blocking tasks): this says what it waits for.
+    pub(crate) async fn saves_after_exit(&mut self, view: &crate::peer::View, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.saving.load(Ordering::Relaxed) > 0 {
+            let Ok(input) = tokio::time::timeout_at(deadline, self.recv()).await else {
+                let text = format!(
+                    "{} received file(s) still being saved after {} s: waiting for the disk",
+                    self.saving.load(Ordering::Relaxed),
+                    limit.as_secs()
+                );
+                view.show(Report::Error(text)).await;
+                return;
+            };
+            let SessionInput::FileFinished { finish, result } = input else {
+                continue;
+            };
+            let report = match result {
+                Ok(saved) => Report::Status(format!("file {} saved as {saved:?}", finish.id)),
+                Err(e) => Report::Error(format!("file {} not saved: {e}", finish.id)),
+            };
+            view.show(report).await;
         }
     }
 }

@@ -38,6 +38,10 @@ pub(crate) use chirp_peer::{KNOWN_KEYS_FILE, Report, ask_text};
 /// that a peer that stops reading holds back whatever feeds us (memory stays bounded).
 pub(crate) const MAX_PENDING: usize = 1024;
 
+/// How long a chat that ended (Ctrl-C) waits for received files still being saved, to say how
+/// their saves ended.
+pub(crate) const SAVES_AFTER_EXIT: Duration = Duration::from_secs(30);
+
 /// How long a peer that leaves before anyone called lets a refusal it just gave go out.
 const EXIT_LINGER: Duration = Duration::from_millis(200);
 
@@ -369,9 +373,11 @@ impl FileOpts {
 pub(crate) fn enable_files(files: &FileOpts, session: &mut Session<KnownKeysPolicy>) {
     let storage = chirp_files::FsStorage::new(files.downloads.clone());
     session.enable_files(Box::new(storage), files.auto_accept_from.clone());
-    // A large file is hashed, and a received one made durable, on the blocking pool
+    // A large file is hashed, a resumed one's partial file checked, and a received one made
+    // durable, on the blocking pool
     // (`files::FileWork`), not on the loop's task.
     session.hash_files_outside();
+    session.check_files_outside();
     session.finish_files_outside();
 }
 
@@ -451,6 +457,7 @@ async fn drive(
     tokio::pin!(ctrl_c);
     loop {
         if let Some(code) = pump(&mut phase, opts, &handle, &view, &work).await? {
+            work.saves_after_exit(&view, SAVES_AFTER_EXIT).await;
             return Ok(code);
         }
         // In line mode, stop taking lines while too many wait for the transport (so that
@@ -569,6 +576,7 @@ pub(crate) async fn pump_session(
             SessionOutput::Fatal(text) => anyhow::bail!(text),
             SessionOutput::HashFile { path, chunk_size } => work.hash(path, chunk_size),
             SessionOutput::FinishFile(finish) => work.finish(finish),
+            SessionOutput::CheckFile(check) => work.check(check),
         }
     }
     Ok(None)
@@ -678,17 +686,46 @@ mod tests {
     /// The longest the test waits for anything, and a held save for its gate.
     const WAIT: Duration = Duration::from_secs(20);
 
-    /// The download directory, whose `finish` (the fsync and the rename) says that it started
-    /// and then waits until the test opens the gate, as on a slow disk (at most [`WAIT`]; at
-    /// once if the test is gone); `ended` once it returns.
-    struct SlowFinish {
+    /// Which operation of [`Slow`] waits for the gate.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Slowed {
+        /// `finish`: the fsync and the rename of a received file.
+        Finish,
+        /// `read` of a partial file: the check of a resume.
+        ReadPart,
+    }
+
+    /// The download directory, whose `slowed` operation says that it started and then waits
+    /// until the test opens the gate, as on a slow disk (at most [`WAIT`]; at once if the
+    /// test is gone); `ended` once it returns.
+    struct Slow {
         disk: FsStorage,
+        slowed: Slowed,
         started: mpsc::UnboundedSender<()>,
         gate: Arc<Mutex<GateRx<()>>>,
         ended: Arc<AtomicBool>,
     }
 
-    impl Storage for SlowFinish {
+    impl Slow {
+        /// Waits for the gate, then does `op`.
+        fn gated<T>(&mut self, op: impl FnOnce(&mut FsStorage) -> io::Result<T>) -> io::Result<T> {
+            let _ = self.started.send(());
+            let result = match self.gate.lock() {
+                Err(_) => Err(io::Error::other("poisoned")),
+                Ok(gate) => match gate.recv_timeout(WAIT) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        Err(io::Error::other("the test never opened the gate"))
+                    }
+                    // A message lets one operation through; the sender dropped, every one.
+                    _ => op(&mut self.disk),
+                },
+            };
+            self.ended.store(true, Ordering::SeqCst);
+            result
+        }
+    }
+
+    impl Storage for Slow {
         fn source_len(&mut self, path: &Path) -> io::Result<u64> {
             self.disk.source_len(path)
         }
@@ -702,24 +739,19 @@ mod tests {
             self.disk.len(name)
         }
         fn read(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            if self.slowed == Slowed::ReadPart && name.ends_with(".part") {
+                return self.gated(|disk| disk.read(name, offset, buf));
+            }
             self.disk.read(name, offset, buf)
         }
         fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
             self.disk.write(name, offset, data)
         }
         fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()> {
-            let _ = self.started.send(());
-            let result = match self.gate.lock() {
-                Err(_) => Err(io::Error::other("poisoned")),
-                Ok(gate) => match gate.recv_timeout(WAIT) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        Err(io::Error::other("the test never opened the gate"))
-                    }
-                    _ => self.disk.finish(part, name, size),
-                },
-            };
-            self.ended.store(true, Ordering::SeqCst);
-            result
+            if self.slowed == Slowed::Finish {
+                return self.gated(|disk| disk.finish(part, name, size));
+            }
+            self.disk.finish(part, name, size)
         }
         fn close(&mut self, name: &str) {
             self.disk.close(name);
@@ -838,6 +870,133 @@ mod tests {
         }
     }
 
+    /// Two `chirp peer` drivers on loopback, A and B, B trusting A's key (offers are accepted
+    /// at once), B's file work on a disk whose `slowed` operation waits for the test's gate.
+    struct Two {
+        dir: tempfile::TempDir,
+        a: Driver,
+        b: Driver,
+        /// B's download directory.
+        dl_b: PathBuf,
+        /// Says each time the slowed operation starts.
+        started: mpsc::UnboundedReceiver<()>,
+        /// A message lets one slowed operation through; dropped, every one.
+        open_gate: Option<std::sync::mpsc::Sender<()>>,
+        /// A slowed operation has returned.
+        ended: Arc<AtomicBool>,
+    }
+
+    impl Two {
+        fn start(slowed: Slowed) -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = |p: &str| dir.path().join(p);
+            let (dl_a, dl_b) = (path("dl-a"), path("dl-b"));
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+            let sock_a = chirp_transport::bind(loopback).expect("bind");
+            let sock_b = chirp_transport::bind(loopback).expect("bind");
+            let (addr_a, addr_b) = (
+                sock_a.local_addr().expect("addr"),
+                sock_b.local_addr().expect("addr"),
+            );
+            let (id_a, id_b) = (
+                Identity::generate().expect("key"),
+                Identity::generate().expect("key"),
+            );
+            let (started_tx, started) = mpsc::unbounded_channel();
+            let (open_gate, gate) = std::sync::mpsc::channel();
+            let gate = Arc::new(Mutex::new(gate));
+            let ended = Arc::new(AtomicBool::new(false));
+            let (dl, op_ended) = (dl_b.clone(), Arc::clone(&ended));
+            let slow = FileWork::with_storage(Arc::new(move || -> Box<dyn Storage + Send> {
+                Box::new(Slow {
+                    disk: FsStorage::new(dl.clone()),
+                    slowed,
+                    started: started_tx.clone(),
+                    gate: Arc::clone(&gate),
+                    ended: Arc::clone(&op_ended),
+                })
+            }));
+            let a = start_peer(
+                sock_a,
+                &id_a,
+                opts(path("home-a"), addr_b, dl_a.clone(), Vec::new()),
+                FileWork::new(dl_a),
+            );
+            let trusted = vec![id_a.public().fingerprint()];
+            let b = start_peer(
+                sock_b,
+                &id_b,
+                opts(path("home-b"), addr_a, dl_b.clone(), trusted),
+                slow,
+            );
+            Self {
+                dir,
+                a,
+                b,
+                dl_b,
+                started,
+                open_gate: Some(open_gate),
+                ended,
+            }
+        }
+
+        fn path(&self, p: &str) -> PathBuf {
+            self.dir.path().join(p)
+        }
+
+        /// Writes `data` as A's file `name` and has A offer it.
+        async fn send(&self, name: &str, data: &[u8]) {
+            std::fs::write(self.path(name), data).expect("write");
+            self.a.ask(SessionInput::SendFile(self.path(name))).await;
+        }
+
+        /// Waits until the slowed operation has started.
+        async fn held(&mut self, what: &str) {
+            tokio::time::timeout(WAIT, self.started.recv())
+                .await
+                .unwrap_or_else(|_| panic!("B never started {what}"))
+                .expect("the disk is there");
+        }
+
+        /// What is left in B's download directory.
+        fn left(&self) -> Vec<std::ffi::OsString> {
+            let mut left: Vec<_> = std::fs::read_dir(&self.dl_b)
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            left.sort();
+            left
+        }
+    }
+
+    /// Lets one slowed operation of [`Two`]'s disk through.
+    fn let_one_through(open_gate: &Option<std::sync::mpsc::Sender<()>>) {
+        let gate = open_gate.as_ref().expect("not opened for good");
+        gate.send(()).expect("the disk waits");
+    }
+
+    fn done(d: Direction) -> impl Fn(&Report) -> bool {
+        move |r| matches!(r, Report::File(FileEvent::Done { direction, .. }) if *direction == d)
+    }
+
+    fn status(text: String) -> impl Fn(&Report) -> bool {
+        move |r| matches!(r, Report::Status(t) if *t == text)
+    }
+
+    /// A's test file.
+    fn tape() -> Vec<u8> {
+        (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// Waits (at most [`WAIT`]) for the driver's task to end; its exit code.
+    async fn exit_of(d: &mut Driver) -> u8 {
+        tokio::time::timeout(WAIT, &mut d.task)
+            .await
+            .expect("the driver ends")
+            .expect("no panic")
+            .expect("no error")
+    }
+
     /// The receiver's save of a file (fsync and rename) is held by a slow disk: meanwhile,
     /// chat lines cross both ways through the real drivers and transports (all on this one
     /// thread: a save run on the loop would stall them all), and neither side says the file is
@@ -845,81 +1004,133 @@ mod tests {
     /// the file is there, byte for byte, with no partial file left.
     #[tokio::test(flavor = "current_thread")]
     async fn chat_flows_while_a_received_file_is_being_saved() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = |p: &str| dir.path().join(p);
-        let (dl_a, dl_b) = (path("dl-a"), path("dl-b"));
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let sock_a = chirp_transport::bind(loopback).expect("bind");
-        let sock_b = chirp_transport::bind(loopback).expect("bind");
-        let (addr_a, addr_b) = (
-            sock_a.local_addr().expect("addr"),
-            sock_b.local_addr().expect("addr"),
-        );
-        let (id_a, id_b) = (
-            Identity::generate().expect("key"),
-            Identity::generate().expect("key"),
-        );
-        let (started_tx, mut started) = mpsc::unbounded_channel();
-        let (open_gate, gate) = std::sync::mpsc::channel();
-        let gate = Arc::new(Mutex::new(gate));
-        let ended = Arc::new(AtomicBool::new(false));
-        let (dl, save_ended) = (dl_b.clone(), Arc::clone(&ended));
-        let slow = FileWork::with_storage(Arc::new(move || -> Box<dyn Storage + Send> {
-            Box::new(SlowFinish {
-                disk: FsStorage::new(dl.clone()),
-                started: started_tx.clone(),
-                gate: Arc::clone(&gate),
-                ended: Arc::clone(&save_ended),
-            })
-        }));
-        let mut a = start_peer(
-            sock_a,
-            &id_a,
-            opts(path("home-a"), addr_b, dl_a.clone(), Vec::new()),
-            FileWork::new(dl_a),
-        );
-        let trusted = vec![id_a.public().fingerprint()];
-        let mut b = start_peer(
-            sock_b,
-            &id_b,
-            opts(path("home-b"), addr_a, dl_b.clone(), trusted),
-            slow,
-        );
-
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        std::fs::write(path("tape.wav"), &data).expect("write");
-        a.ask(SessionInput::SendFile(path("tape.wav"))).await;
-        tokio::time::timeout(WAIT, started.recv())
-            .await
-            .expect("B starts saving the file")
-            .expect("a save started");
+        let mut t = Two::start(Slowed::Finish);
+        let data = tape();
+        t.send("tape.wav", &data).await;
+        t.held("saving the file").await;
 
         // The save is held: chat goes on, both ways.
+        let (a, b) = (&mut t.a, &mut t.b);
         a.say("a line while B saves").await;
         b.until("A's line", said("a line while B saves")).await;
         b.say("and one back").await;
         a.until("B's line", said("and one back")).await;
         assert!(
-            !ended.load(Ordering::SeqCst),
+            !t.ended.load(Ordering::SeqCst),
             "the lines crossed only after the save"
         );
         assert!(a.done(Direction::Send).is_none(), "{:?}", a.seen);
         assert!(b.done(Direction::Receive).is_none(), "{:?}", b.seen);
-        assert!(!dl_b.join("tape.wav").exists());
+        assert!(!t.dl_b.join("tape.wav").exists());
 
-        open_gate.send(()).expect("the save waits");
-        let done = |d| move |r: &Report| matches!(r, Report::File(FileEvent::Done { direction, .. }) if *direction == d);
+        let_one_through(&t.open_gate);
         b.until("B's file_done", done(Direction::Receive)).await;
         a.until("A's file_done", done(Direction::Send)).await;
         let Some(FileEvent::Done { name, .. }) = b.done(Direction::Receive) else {
             unreachable!("waited for it");
         };
         assert_eq!(name, "tape.wav");
-        assert!(std::fs::read(dl_b.join("tape.wav")).expect("saved") == data);
-        let left: Vec<_> = std::fs::read_dir(&dl_b)
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(left, ["tape.wav"], "no partial file left");
+        assert!(std::fs::read(t.dl_b.join("tape.wav")).expect("saved") == data);
+        assert_eq!(t.left(), ["tape.wav"], "no partial file left");
+    }
+
+    /// B holds the first part of the file from an earlier attempt: the check of that partial
+    /// file (read and hashed whole) is held by a slow disk. Meanwhile chat lines cross both
+    /// ways, B asks for nothing (its partial file does not grow) and nobody is done. Once the
+    /// disk lets the check through, only the rest moves, and the file is saved byte for byte.
+    #[tokio::test(flavor = "current_thread")]
+    async fn chat_flows_while_a_resumed_files_partial_file_is_checked() {
+        let mut t = Two::start(Slowed::ReadPart);
+        let data = tape();
+        std::fs::write(t.path("tape.wav"), &data).expect("write");
+        let chunk = chirp_files::DEFAULT_CHUNK_SIZE;
+        let mut source = FsStorage::new(PathBuf::new());
+        let prepared = chirp_files::prepare(&mut source, &t.path("tape.wav"), chunk).expect("hash");
+        let part = chirp_files::name::part_name("tape.wav", &prepared.root);
+        let kept = 45 * chunk as usize;
+        std::fs::create_dir_all(&t.dl_b).expect("mkdir");
+        std::fs::write(t.dl_b.join(&part), &data[..kept]).expect("write");
+        t.send("tape.wav", &data).await;
+        t.held("checking the partial file").await;
+
+        let (a, b) = (&mut t.a, &mut t.b);
+        a.say("a line while B checks").await;
+        b.until("A's line", said("a line while B checks")).await;
+        b.say("and one back").await;
+        a.until("B's line", said("and one back")).await;
+        assert!(
+            !t.ended.load(Ordering::SeqCst),
+            "the lines crossed only after the check"
+        );
+        let len = std::fs::metadata(t.dl_b.join(&part)).expect("part").len();
+        assert_eq!(len, kept as u64, "no chunk before the check's result");
+        assert!(a.done(Direction::Send).is_none(), "{:?}", a.seen);
+        assert!(b.done(Direction::Receive).is_none(), "{:?}", b.seen);
+
+        // Every read of the partial file goes through from now on.
+        t.open_gate = None;
+        b.until("B's file_done", done(Direction::Receive)).await;
+        a.until("A's file_done", done(Direction::Send)).await;
+        let Some(FileEvent::Done {
+            name,
+            resumed,
+            moved,
+            ..
+        }) = b.done(Direction::Receive)
+        else {
+            unreachable!("waited for it");
+        };
+        assert_eq!(
+            (name.as_str(), *resumed, *moved),
+            ("tape.wav", kept as u64, (data.len() - kept) as u64)
+        );
+        assert!(std::fs::read(t.dl_b.join("tape.wav")).expect("saved") == data);
+        assert_eq!(t.left(), ["tape.wav"], "no partial file left");
+    }
+
+    /// `/quit` while the received file is being saved: B says it waits for the save and stays
+    /// (a line from A still gets through); once the disk lets the save through, A hears that
+    /// the file arrived and B leaves with status 0.
+    #[tokio::test(flavor = "current_thread")]
+    async fn quit_during_a_save_waits_for_it_and_the_sender_hears_done() {
+        let mut t = Two::start(Slowed::Finish);
+        t.send("tape.wav", &tape()).await;
+        t.held("saving the file").await;
+        let (a, b) = (&mut t.a, &mut t.b);
+        b.ask(SessionInput::Leave).await;
+        let waiting = "leaving once file 1 (\"tape.wav\") is saved (every byte is in), so that \
+                       the sender hears that it arrived: at most 10 s";
+        b.until("B's wait", status(waiting.into())).await;
+        a.say("still there?").await;
+        b.until("A's line", said("still there?")).await;
+        assert!(!b.task.is_finished(), "B left before the save");
+        assert!(a.done(Direction::Send).is_none(), "{:?}", a.seen);
+
+        let_one_through(&t.open_gate);
+        a.until("A's file_done", done(Direction::Send)).await;
+        b.until("B's file_done", done(Direction::Receive)).await;
+        assert_eq!(exit_of(b).await, 0);
+        assert_eq!(t.left(), ["tape.wav"]);
+    }
+
+    /// Ctrl-C while the received file is being saved: B says at once that the sender will
+    /// not hear of it, waits for the save to end, says that the file was saved, and exits
+    /// with 130.
+    #[tokio::test(flavor = "current_thread")]
+    async fn ctrl_c_during_a_save_says_that_the_file_was_saved() {
+        let mut t = Two::start(Slowed::Finish);
+        t.send("tape.wav", &tape()).await;
+        t.held("saving the file").await;
+        let b = &mut t.b;
+        b.ask(SessionInput::Interrupt).await;
+        let interrupted = "interrupted while file 1 (\"tape.wav\") was being saved: it will be \
+                           saved, but the sender is not told that it arrived";
+        b.until("B's note", status(interrupted.into())).await;
+        assert!(!b.task.is_finished(), "B ended before the save");
+        let_one_through(&t.open_gate);
+        b.until("B's word", status("file 1 saved as \"tape.wav\"".into()))
+            .await;
+        assert_eq!(exit_of(b).await, 130);
+        assert_eq!(t.left(), ["tape.wav"]);
     }
 }

@@ -581,6 +581,8 @@ impl Via {
         tokio::pin!(ctrl_c);
         loop {
             if let Some(code) = self.pump_all(&handle, &view, &work).await? {
+                work.saves_after_exit(&view, crate::peer::SAVES_AFTER_EXIT)
+                    .await;
                 // The server hears that we leave; the peer connection has drained already.
                 if let Some(conn) = self.client.connection() {
                     let _ = handle.close(conn, 0, "bye").await;

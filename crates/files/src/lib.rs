@@ -24,17 +24,20 @@
 //!    Either side may end a transfer early: the receiver with DECLINE, the sender with
 //!    CANCEL.
 //!
-//! The fsync of step 5 may block for seconds on a large file: it is a [`Finish`], which
-//! [`Transfers`] runs inline by default, or hands to its driver
-//! ([`Transfers::finish_outside`], [`Transfers::poll_finish`]) to run on a thread of its own
-//! and answer with [`Transfers::finished`], so that the chat sharing the driver's task goes on
-//! meanwhile. Chunk writes (step 4) stay inline: each is a positioned write of one chunk into
-//! the page cache.
+//! Two steps may block for long on a large file: the check of step 3 on a resume, which reads
+//! and hashes the whole partial file (about a second for 1 GB), and the fsync of step 5
+//! (seconds). They are a [`Check`] and a [`Finish`], which [`Transfers`] runs inline by
+//! default, or hands to its driver ([`Transfers::check_outside`], [`Transfers::poll_check`];
+//! [`Transfers::finish_outside`], [`Transfers::poll_finish`]) to run on a thread of its own
+//! and answer with [`Transfers::checked`] and [`Transfers::finished`], so that the chat sharing
+//! the driver's task goes on meanwhile: WANT waits for the check, DONE for the save. Chunk
+//! writes (step 4) stay inline: each is a positioned write of one chunk into the page cache.
 //!
 //! After the link drops, [`Transfers::connected`] offers every unfinished file again under
 //! the same id; a receiver that had accepted it accepts again, and steps 3–5 continue from
 //! what the partial file holds. A receiver that restarted finds the same `NAME.H.part` (the
-//! same free name is chosen) and does the same.
+//! same free name is chosen) and does the same. A receiver that had finished it (its DONE was
+//! lost with the link) remembers it and answers DONE at once.
 //!
 //! # Layout
 //!
@@ -53,8 +56,8 @@ pub mod wire;
 
 pub use storage::{FsStorage, MemStorage, Storage};
 pub use transfers::{
-    Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, Finish, FinishError, Prepared, SendFileError,
-    Transfers, Transmit, hash_hex, prepare,
+    Check, Config, DEFAULT_CHUNK_SIZE, Direction, FileEvent, Finish, FinishError, Prepared,
+    REMEMBER_FINISHED, REMEMBER_FOR, SendFileError, Transfers, Transmit, hash_hex, prepare,
 };
 pub use wire::{Hash, Msg, TAG, is_file_msg};
 

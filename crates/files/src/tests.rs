@@ -858,3 +858,219 @@ fn fs_storage_finish_of_a_missing_partial_file_fails_and_creates_nothing() {
     );
     assert!(!disk.exists("x.part"));
 }
+
+/// Carries messages until the link "drops" after `keep` chunks reached B (the rest are lost),
+/// then takes both sides down and brings the link back (A offers again).
+fn drop_after_chunks(p: &mut Pair, keep: u32) {
+    let mut chunks = 0;
+    p.drive_with(|m| match m {
+        Msg::Chunk { .. } if chunks >= keep => None,
+        Msg::Chunk { .. } => {
+            chunks += 1;
+            Some(m)
+        }
+        other => Some(other),
+    });
+    p.a.disconnected();
+    p.b.disconnected();
+    p.a.connected();
+}
+
+/// With `check_outside`, a resume hands the check of the partial file to the driver and asks
+/// for nothing until its result: no WANT, so no chunk moves, while it is held. A result for a
+/// check the transfer no longer waits for (the link dropped again, and a new check was handed
+/// out) is ignored; the new one's result sends WANT for exactly the chunks missing.
+#[test]
+fn a_check_outside_holds_want_until_its_result_and_a_stale_one_is_ignored() {
+    let data = content(10 * CHUNK as usize + 7, 31);
+    let mut p = Pair::new(true);
+    p.b.check_outside();
+    p.send("vm.img", data.clone());
+    // The first attempt has no partial file: nothing to check, nothing handed out.
+    drop_after_chunks(&mut p, 6);
+    assert_eq!(p.b.poll_check(), None);
+    let mut chunks = 0;
+    p.drive_with(|m| {
+        chunks += u32::from(matches!(m, Msg::Chunk { .. }));
+        Some(m)
+    });
+    let stale = p.b.poll_check().expect("a check of the partial file");
+    assert_eq!(stale.part, part("vm.img", &data));
+    assert_eq!(chunks, 0, "no WANT (so no chunk) before the check's result");
+    assert_eq!(p.b.poll_check(), None);
+
+    // The link drops again while it is checked: the transfer starts over with a new check.
+    p.a.disconnected();
+    p.b.disconnected();
+    p.a.connected();
+    p.drive();
+    let check = p.b.poll_check().expect("a new check");
+    assert_ne!(check.job, stale.job);
+    let result = stale.run(p.b.storage_mut());
+    p.b.checked(&stale, result);
+    p.drive_with(|m| {
+        chunks += u32::from(matches!(m, Msg::Chunk { .. }));
+        Some(m)
+    });
+    assert_eq!(chunks, 0, "the stale result is ignored");
+    assert!(
+        Pair::events(&mut p.b)
+            .iter()
+            .all(|e| !matches!(e, FileEvent::Done { .. } | FileEvent::Failed { .. }))
+    );
+
+    let result = check.run(p.b.storage_mut());
+    assert_eq!(
+        result
+            .as_ref()
+            .map(|h| h.iter().filter(|&&h| h).count())
+            .ok(),
+        Some(6)
+    );
+    p.b.checked(&check, result);
+    p.drive_with(|m| {
+        chunks += u32::from(matches!(m, Msg::Chunk { .. }));
+        Some(m)
+    });
+    assert_eq!(chunks, 5, "only the 5 chunks missing");
+    let (name, moved, resumed) = done_of(&Pair::events(&mut p.b)).expect("done");
+    assert_eq!(
+        (name.as_str(), moved, resumed),
+        ("vm.img", 4 * u64::from(CHUNK) + 7, 6 * u64::from(CHUNK))
+    );
+    assert_eq!(p.b.storage().files["vm.img"], data);
+    assert!(!p.a.busy() && !p.b.busy());
+}
+
+/// A check whose partial file cannot be read (not a regular file) fails the transfer on both
+/// sides with the reason.
+#[test]
+fn a_check_that_fails_fails_the_transfer() {
+    let data = content(4 * CHUNK as usize, 32);
+    let mut p = Pair::new(true);
+    p.b.check_outside();
+    p.send("a.bin", data);
+    drop_after_chunks(&mut p, 2);
+    p.drive();
+    let check = p.b.poll_check().expect("a check");
+    let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    p.b.checked(&check, Err(e));
+    p.drive();
+    let reason = failed_of(&Pair::events(&mut p.b)).expect("failed");
+    assert_eq!(
+        reason,
+        format!("cannot read {}: not a regular file", check.part)
+    );
+    let reason = failed_of(&Pair::events(&mut p.a)).expect("the sender is told");
+    assert_eq!(
+        reason,
+        "declined by the receiver: cannot read the partial file"
+    );
+    assert!(!p.a.busy() && !p.b.busy());
+}
+
+/// The link drops while the received file is being saved, so the DONE that follows the save
+/// is queued for a link that is gone and dropped when it comes back. The sender offers the
+/// file again: the receiver remembers it and answers DONE at once, with no new offer for its
+/// user and no second copy; the sender's transfer is done. `/decline` of it says why not,
+/// during the save and after it.
+#[test]
+fn a_done_lost_with_the_link_is_answered_again_without_a_second_copy() {
+    let data = content(5 * CHUNK as usize + 1, 33);
+    let mut p = Pair::new(true);
+    p.b.finish_outside();
+    let id = p.send("song.flac", data.clone());
+    p.drive();
+    let finish = p.b.poll_finish().expect("a finish");
+    let e = p.b.decline(Some(id)).expect_err("being saved");
+    assert!(
+        e.contains("cannot be declined now") && e.contains("being saved"),
+        "{e}"
+    );
+    Pair::events(&mut p.b);
+    // The link is down when the save ends: its DONE goes nowhere.
+    p.a.disconnected();
+    p.b.disconnected();
+    let result = finish.run(p.b.storage_mut());
+    p.b.finished(&finish, result);
+    assert!(done_of(&Pair::events(&mut p.b)).is_some());
+    // Back up: the receiver's session starts the file layer over (the queued DONE is gone).
+    p.b.disconnected();
+    p.a.connected();
+    let mut chunks = 0;
+    p.drive_with(|m| {
+        chunks += u32::from(matches!(m, Msg::Chunk { .. } | Msg::Hashes { .. }));
+        Some(m)
+    });
+    assert_eq!(chunks, 0, "nothing moves again");
+    assert!(sent(&Pair::events(&mut p.a)), "the sender hears DONE");
+    assert!(
+        Pair::events(&mut p.b).is_empty(),
+        "nothing new for B's user"
+    );
+    let mut names: Vec<_> = p.b.storage().files.keys().cloned().collect();
+    names.sort();
+    assert_eq!(names, ["song.flac"], "one copy, no partial file");
+    assert!(!p.a.busy() && !p.b.busy());
+    let e = p.b.decline(Some(id)).expect_err("received");
+    assert_eq!(
+        e,
+        format!("file {id} cannot be declined: it was received (saved as song.flac)")
+    );
+}
+
+/// What is remembered is bounded: another file under the same id (a sender that restarted) is
+/// a new offer, and so is the same file once [`crate::REMEMBER_FOR`] has passed; of many
+/// files received, only the last [`crate::REMEMBER_FINISHED`] are remembered.
+#[test]
+fn finished_transfers_are_remembered_for_a_bounded_time_and_count() {
+    let data = content(2 * CHUNK as usize, 34);
+    let mut p = Pair::new(true);
+    let id = p.send("a.txt", data.clone());
+    p.drive();
+    assert!(done_of(&Pair::events(&mut p.b)).is_some());
+    let offer_again = |p: &mut Pair, data: &[u8]| {
+        // A sender that restarted: ids start over, the same id for the same (or another) file.
+        p.a = Transfers::new(config(false), MemStorage::default());
+        let again = p.send("a.txt", data.to_vec());
+        assert_eq!(again, id);
+        p.drive();
+    };
+    // The same file: DONE at once.
+    offer_again(&mut p, &data);
+    assert!(sent(&Pair::events(&mut p.a)));
+    assert!(Pair::events(&mut p.b).is_empty());
+    // Another file under the same id: a new offer, saved beside the first.
+    let other = content(2 * CHUNK as usize, 35);
+    offer_again(&mut p, &other);
+    let (name, ..) = done_of(&Pair::events(&mut p.b)).expect("a new file");
+    assert_eq!(
+        (name.as_str(), &p.b.storage().files[&name]),
+        ("a (1).txt", &other)
+    );
+    // The first one, long after: new too.
+    p.now += crate::REMEMBER_FOR;
+    offer_again(&mut p, &data);
+    let (name, ..) = done_of(&Pair::events(&mut p.b)).expect("new after the time");
+    assert_eq!(name, "a (2).txt");
+
+    // Count: after REMEMBER_FINISHED more files, the first is forgotten.
+    let mut p = Pair::new(true);
+    let first = p.send("f", content(10, 0));
+    p.drive();
+    let mut saved = usize::from(done_of(&Pair::events(&mut p.b)).is_some());
+    for n in 1..=crate::REMEMBER_FINISHED {
+        p.send(&format!("f{n}"), content(10, n as u8));
+        p.drive();
+        saved += usize::from(done_of(&Pair::events(&mut p.b)).is_some());
+    }
+    assert_eq!(saved, crate::REMEMBER_FINISHED + 1);
+    assert_eq!(
+        p.b.decline(Some(first)),
+        Err(format!("no file offer {first}")),
+        "forgotten"
+    );
+    let last = first + crate::REMEMBER_FINISHED as u64;
+    let e = p.b.decline(Some(last)).expect_err("remembered");
+    assert!(e.contains("it was received"), "{e}");
+}

@@ -25,6 +25,14 @@ pub const MAX_INCOMING: usize = 16;
 /// Progress is reported at most this often per transfer.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
+/// At most this many finished incoming transfers are remembered (see [`Transfers`]'s
+/// `recent`): an offer again of one of them is answered with DONE at once.
+pub const REMEMBER_FINISHED: usize = 64;
+
+/// A finished incoming transfer is remembered for at least this long after the next message
+/// from the peer (the first moment the state machine learns the time after it finished).
+pub const REMEMBER_FOR: Duration = Duration::from_secs(600);
+
 /// Most alternative names tried (`name (1)` … `name (999)`) before giving up.
 const MAX_ALTERNATIVES: u32 = 1000;
 
@@ -211,6 +219,53 @@ pub enum FinishError {
     NoFreeName,
 }
 
+/// A check of what an earlier attempt left in a partial file, against the chunk-hash list
+/// (step 3 of the protocol, on a resume): it reads and hashes the whole partial file, about a
+/// second for 1 GB, so, like a [`Finish`], a driver may run it away from the task that
+/// carries the chat ([`Transfers::check_outside`], [`Transfers::poll_check`]). [`Self::run`]
+/// carries it out on a [`Storage`]; the result goes back to [`Transfers::checked`] with the
+/// check. WANT goes out only after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Which check this is, among those of its [`Transfers`].
+    pub job: u64,
+    /// The transfer's id (the peer's).
+    pub id: u64,
+    /// The partial file (it is not written while it is checked).
+    pub part: String,
+    /// The file's size.
+    pub size: u64,
+    /// Its chunk size.
+    pub chunk_size: u32,
+    /// Each chunk's hash, in order (the list, already checked against the root hash).
+    pub hashes: Vec<Hash>,
+}
+
+impl Check {
+    /// Which chunks the partial file holds verified: `true` for each whole chunk of it that
+    /// matches its hash (one that cannot be read counts as missing). An error only if the
+    /// partial file's length cannot be had (it is not a regular file).
+    ///
+    /// It touches nothing but `storage`; on a real disk it reads the whole partial file.
+    pub fn run<S: Storage + ?Sized>(&self, storage: &mut S) -> std::io::Result<Vec<bool>> {
+        let chunks = self.hashes.len();
+        let mut have = vec![false; chunks];
+        let part_len = storage.len(&self.part)?.unwrap_or(0);
+        let mut buf = vec![0; self.chunk_size as usize];
+        for (c, (hash, held)) in self.hashes.iter().zip(have.iter_mut()).enumerate() {
+            let c = c as u64;
+            let start = c * u64::from(self.chunk_size);
+            let len = wire::chunk_len(self.size, self.chunk_size, c);
+            if start + len > part_len {
+                break;
+            }
+            let b = &mut buf[..len as usize];
+            *held = storage.read(&self.part, start, b).is_ok() && wire::chunk_hash(b) == *hash;
+        }
+        Ok(have)
+    }
+}
+
 /// A message for the peer: `bulk` messages (chunks and chunk-hash lists) go on the bulk
 /// channel, the others on the ordinary message stream.
 #[derive(Debug, Clone)]
@@ -304,12 +359,15 @@ struct Outgoing {
     clock: Clock,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RecvStage {
     /// Waiting for the user (or, after a reconnect, for the sender's new offer).
     Offered,
     /// Accepted; receiving the chunk-hash list.
     Hashes,
+    /// The list is in; the partial file is being checked against it ([`Check`] with this
+    /// job): WANT waits for the result.
+    Checking(u64),
     /// Receiving chunks.
     Receiving,
 }
@@ -353,6 +411,21 @@ struct Finishing {
     root: Hash,
     moved: u64,
     resumed: u64,
+}
+
+/// An incoming transfer that ended with the file saved: remembered (the last
+/// [`REMEMBER_FINISHED`], for [`REMEMBER_FOR`]) so that the same offer again, after a link
+/// that dropped before our DONE got through, is answered with DONE rather than taken for a
+/// new file (a second copy, or the user asked again).
+#[derive(Debug)]
+struct Received {
+    id: u64,
+    root: Hash,
+    size: u64,
+    /// The name it was saved under.
+    saved: String,
+    /// Forgotten after this; `None` until the state machine next learns the time.
+    until: Option<Instant>,
 }
 
 /// A file hashed for sending, ready for [`Transfers::offer_file`]: made by [`prepare`].
@@ -427,10 +500,18 @@ pub fn prepare<S: Storage + ?Sized>(
 ///
 /// Inputs: the user's [`Self::send_file`], [`Self::accept`], [`Self::decline`]; the peer's
 /// messages ([`Self::handle_message`]); the link going down and up ([`Self::disconnected`],
-/// [`Self::connected`]); with [`Self::finish_outside`], the result of saving a received file
-/// ([`Self::finished`]). Outputs: messages for the peer ([`Self::poll_transmit`]), events for
-/// the user ([`Self::poll_event`]) and, with [`Self::finish_outside`], received files to save
+/// [`Self::connected`]); with [`Self::check_outside`] and [`Self::finish_outside`], the
+/// results of checking a partial file to resume from ([`Self::checked`]) and of saving a
+/// received file ([`Self::finished`]). Outputs: messages for the peer
+/// ([`Self::poll_transmit`]), events for the user ([`Self::poll_event`]) and, likewise,
+/// partial files to check ([`Self::poll_check`]) and received files to save
 /// ([`Self::poll_finish`]). Files are read and written through the [`Storage`].
+///
+/// The last [`REMEMBER_FINISHED`] files received are remembered for [`REMEMBER_FOR`] (id, root
+/// hash, size, the name saved under): the sender offers a file again after the link drops, and
+/// if our DONE was lost with the link, that offer is answered with DONE at once, neither
+/// saved a second time nor asked about again. (A sender that restarted and offers the very
+/// same file under the same id meanwhile hears DONE too: the file is here.)
 pub struct Transfers<S> {
     config: Config,
     storage: S,
@@ -442,6 +523,12 @@ pub struct Transfers<S> {
     finishes: VecDeque<Finish>,
     /// Finishes go to the driver instead of running inline.
     finish_outside: bool,
+    /// Checks of partial files for the driver to run ([`Self::check_outside`]).
+    checks: VecDeque<Check>,
+    /// Checks go to the driver instead of running inline.
+    check_outside: bool,
+    /// Incoming transfers that ended with the file saved, oldest first.
+    recent: VecDeque<Received>,
     next_job: u64,
     next_id: u64,
     control: VecDeque<Msg>,
@@ -487,6 +574,9 @@ impl<S: Storage> Transfers<S> {
             finishing: BTreeMap::new(),
             finishes: VecDeque::new(),
             finish_outside: false,
+            checks: VecDeque::new(),
+            check_outside: false,
+            recent: VecDeque::new(),
             next_job: 1,
             next_id: 1,
             control: VecDeque::new(),
@@ -536,6 +626,61 @@ impl<S: Storage> Transfers<S> {
         self.finishes.pop_front()
     }
 
+    /// From now on the partial file an earlier attempt left is not checked inline (it is read
+    /// and hashed whole, about a second for 1 GB): [`Self::poll_check`] hands out a [`Check`]
+    /// to run elsewhere, and WANT waits for its result, given back to [`Self::checked`]. A
+    /// transfer with no partial file (or an empty one) has nothing to read and goes on at once.
+    pub fn check_outside(&mut self) {
+        self.check_outside = true;
+    }
+
+    /// The next partial file to check (only with [`Self::check_outside`]): call it after
+    /// every input, run [`Check::run`] on a storage over the same download directory, away
+    /// from the task that carries the chat, and hand the result to [`Self::checked`].
+    pub fn poll_check(&mut self) -> Option<Check> {
+        self.checks.pop_front()
+    }
+
+    /// The result of [`Check::run`] for `check`: the receiver asks for the chunks the partial
+    /// file lacks (WANT), or, if it holds them all, saves the file; an error fails the
+    /// transfer. A check this does not wait for (the link dropped meanwhile and the transfer
+    /// started over, or it was handed out by another [`Transfers`]) is ignored.
+    pub fn checked(&mut self, check: &Check, result: std::io::Result<Vec<bool>>) {
+        // The job says which check (job numbers are per `Transfers`: the id, size and partial
+        // file, whose name carries the root hash, make sure that it is one of ours).
+        let waiting = self.incoming.get(&check.id).filter(|i| {
+            i.stage == RecvStage::Checking(check.job)
+                && i.size == check.size
+                && i.save_as
+                    .as_deref()
+                    .is_some_and(|s| name::part_name(s, &i.root) == check.part)
+        });
+        let Some(chunks) = waiting.map(|i| i.chunks) else {
+            debug!(
+                job = check.job,
+                "the result of a check nobody waits for: ignored"
+            );
+            return;
+        };
+        match result {
+            Ok(have) if have.len() as u64 == chunks => self.resume_from(check.id, &have),
+            Ok(_) => {
+                let why = format!("cannot read {}: the check went wrong", check.part);
+                self.fail_incoming(check.id, why, "cannot read the partial file");
+            }
+            Err(e) => {
+                let why = format!("cannot read {}: {e}", check.part);
+                self.fail_incoming(check.id, why, "cannot read the partial file");
+            }
+        }
+    }
+
+    /// The received files being saved now ([`Finish`]es handed out and not answered yet):
+    /// their ids and the names they are saved under.
+    pub fn saving(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.finishing.values().map(|f| (f.id, f.save_as.as_str()))
+    }
+
     /// The result of [`Finish::run`] for `finish`: the name the file was saved under, which
     /// the sender now hears of (DONE) and the user too ([`FileEvent::Done`]); or why it could
     /// not be saved, which ends the transfer ([`FileEvent::Failed`], and DECLINE for the
@@ -565,6 +710,16 @@ impl<S: Storage> Transfers<S> {
             Ok(saved) => {
                 debug!(id, "received file saved");
                 self.control.push_back(Msg::Done { id });
+                if self.recent.len() >= REMEMBER_FINISHED {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(Received {
+                    id,
+                    root,
+                    size,
+                    saved: saved.clone(),
+                    until: None,
+                });
                 self.events.push_back(FileEvent::Done {
                     id,
                     direction: Direction::Receive,
@@ -667,7 +822,21 @@ impl<S: Storage> Transfers<S> {
     pub fn decline(&mut self, id: Option<u64>) -> Result<u64, String> {
         let id = match id {
             Some(id) if self.incoming.contains_key(&id) => id,
-            Some(id) => return Err(format!("no file offer {id}")),
+            Some(id) if self.finishing.values().any(|f| f.id == id) => {
+                return Err(format!(
+                    "file {id} cannot be declined now: every byte of it is in, and it is being \
+                     saved"
+                ));
+            }
+            Some(id) => match self.recent.iter().rev().find(|r| r.id == id) {
+                Some(r) => {
+                    return Err(format!(
+                        "file {id} cannot be declined: it was received (saved as {})",
+                        r.saved
+                    ));
+                }
+                None => return Err(format!("no file offer {id}")),
+            },
             None => self.waiting(None)?,
         };
         self.fail_incoming(id, "declined".into(), "declined");
@@ -809,6 +978,7 @@ impl<S: Storage> Transfers<S> {
     /// dropped and counted; a peer that breaks the protocol within a transfer fails that
     /// transfer.
     pub fn handle_message(&mut self, now: Instant, data: &Bytes) {
+        self.forget_received(now);
         let msg = match wire::Msg::decode(data) {
             Ok(m) => m,
             Err(e) => {
@@ -878,6 +1048,15 @@ impl<S: Storage> Transfers<S> {
         }
     }
 
+    /// Gives the transfers finished since the last message their time to be forgotten, and
+    /// forgets those whose time is up.
+    fn forget_received(&mut self, now: Instant) {
+        for r in &mut self.recent {
+            r.until.get_or_insert(now + REMEMBER_FOR);
+        }
+        self.recent.retain(|r| r.until.is_none_or(|t| now < t));
+    }
+
     fn offer(&mut self, id: u64) {
         let Some(o) = self.outgoing.get_mut(&id) else {
             return;
@@ -902,6 +1081,14 @@ impl<S: Storage> Transfers<S> {
                 id,
                 "the sender offered a file being saved again: DONE follows"
             );
+            return;
+        }
+        let received = |r: &Received| r.id == id && r.root == root && r.size == size;
+        if let Some(r) = self.recent.iter().find(|r| received(r)) {
+            // Offered again after a link that dropped before our DONE got through: we have
+            // it (no second copy, no question to the user).
+            debug!(id, saved = %r.saved, "the sender offered a file already received: DONE");
+            self.control.push_back(Msg::Done { id });
             return;
         }
         if let Some(i) = self.incoming.get_mut(&id) {
@@ -1037,7 +1224,8 @@ impl<S: Storage> Transfers<S> {
     }
 
     /// The chunk-hash list is complete: check it against the offered hash, then check what the
-    /// partial file holds against it, and ask for the rest.
+    /// partial file holds against it ([`Check`]: inline, or by the driver with
+    /// [`Self::check_outside`]), and then ask for the rest.
     fn list_complete(&mut self, id: u64) {
         let Some(i) = self.incoming.get_mut(&id) else {
             return;
@@ -1051,9 +1239,6 @@ impl<S: Storage> Transfers<S> {
             return;
         };
         let part = name::part_name(&save_as, &i.root);
-        i.have = vec![false; i.chunks as usize];
-        i.missing = i.chunks;
-        i.held = 0;
         // What an earlier attempt wrote is trusted only chunk by chunk, against the list.
         let part_len = match self.storage.len(&part) {
             Ok(l) => l.unwrap_or(0),
@@ -1063,20 +1248,53 @@ impl<S: Storage> Transfers<S> {
                 return;
             }
         };
-        let mut buf = vec![0; i.chunk_size as usize];
-        for c in 0..i.chunks {
-            let start = c * u64::from(i.chunk_size);
-            let len = wire::chunk_len(i.size, i.chunk_size, c);
-            if start + len > part_len {
-                break;
-            }
-            let b = &mut buf[..len as usize];
-            if self.storage.read(&part, start, b).is_ok()
-                && wire::chunk_hash(b) == i.hashes[c as usize]
-            {
-                i.have[c as usize] = true;
-                i.missing -= 1;
-                i.held += len;
+        if part_len == 0 {
+            // Nothing to read: every chunk is missing.
+            let have = vec![false; i.chunks as usize];
+            self.resume_from(id, &have);
+            return;
+        }
+        let job = self.next_job;
+        self.next_job += 1;
+        i.stage = RecvStage::Checking(job);
+        let check = Check {
+            job,
+            id,
+            part,
+            size: i.size,
+            chunk_size: i.chunk_size,
+            hashes: i.hashes.clone(),
+        };
+        if self.check_outside {
+            debug!(
+                id,
+                job, part_len, "a partial file to resume from: the driver checks it"
+            );
+            self.checks.push_back(check);
+        } else {
+            let result = check.run(&mut self.storage);
+            self.checked(&check, result);
+        }
+    }
+
+    /// The partial file holds the chunks `have` says, verified: ask for the rest (WANT), or
+    /// save the file if it holds them all.
+    fn resume_from(&mut self, id: u64, have: &[bool]) {
+        let Some(i) = self.incoming.get_mut(&id) else {
+            return;
+        };
+        let Some(save_as) = i.save_as.as_deref() else {
+            return;
+        };
+        let part = name::part_name(save_as, &i.root);
+        i.have = have.to_vec();
+        i.missing = 0;
+        i.held = 0;
+        for (c, &held) in have.iter().enumerate() {
+            if held {
+                i.held += wire::chunk_len(i.size, i.chunk_size, c as u64);
+            } else {
+                i.missing += 1;
             }
         }
         i.resumed = i.held;

@@ -32,5 +32,7 @@ pub mod session;
 pub mod trust;
 
 pub use listen::{ListenOutput, Listener};
-pub use session::{Config, Input, Output, Reply, Report, Session, Transport, ask_text};
+pub use session::{
+    Config, Input, LEAVE_SAVE_WAIT, Output, Reply, Report, Session, Transport, ask_text,
+};
 pub use trust::{KNOWN_KEYS_FILE, KeyPolicy, KnownKeysPolicy, PeerVerdict, Remember};

@@ -170,10 +170,11 @@ impl<R: Remember> Listener<R> {
                 self.report(Report::Error("no peer has called yet".into()));
             }
             Input::Link => self.report(Report::Link(None)),
-            // Asked for by a session only (`Output::HashFile`, `Output::FinishFile`), never by
-            // the listener.
+            // Asked for by a session only (`Output::HashFile`, `Output::FinishFile`,
+            // `Output::CheckFile`), never by the listener.
             Input::FileHashed { .. } => debug!("a hashed file with no session: dropped"),
             Input::FileFinished { .. } => debug!("a saved file with no session: dropped"),
+            Input::FileChecked { .. } => debug!("a checked file with no session: dropped"),
             Input::Leave => self.exit(0),
             Input::Interrupt => self.exit(130),
         }

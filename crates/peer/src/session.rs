@@ -71,12 +71,16 @@
 //! send buffer (`chirp_proto::TransportConfig::bulk_send_buffer`): once it refuses a message
 //! the file layer waits for [`Event::BulkWritable`], while chat and control messages go on.
 //! A file message that arrives on either channel ([`Event::BulkMessage`] or
-//! [`Event::Message`]) goes to the file layer alike. With [`Session::hash_files_outside`] and
-//! [`Session::finish_files_outside`], the two file operations that may take seconds, hashing
-//! a file to offer and making a received one durable (fsync) and renaming it, are asked of the
-//! driver ([`Output::HashFile`], [`Output::FinishFile`]) and their results come back as inputs
-//! ([`Input::FileHashed`], [`Input::FileFinished`]): chat goes on meanwhile, and DONE waits
-//! for the received file to be saved. File messages are never re-sent on
+//! [`Event::Message`]) goes to the file layer alike. With [`Session::hash_files_outside`],
+//! [`Session::check_files_outside`] and [`Session::finish_files_outside`], the three file
+//! operations that may take seconds, hashing a file to offer, checking the partial file a
+//! resumed transfer left, and making a received one durable (fsync) and renaming it, are asked
+//! of the driver ([`Output::HashFile`], [`Output::CheckFile`], [`Output::FinishFile`]) and
+//! their results come back as inputs ([`Input::FileHashed`], [`Input::FileChecked`],
+//! [`Input::FileFinished`]): chat goes on meanwhile; WANT waits for the check, and DONE for
+//! the received file to be saved. `/quit` while a received file is being saved waits for the
+//! save (at most [`LEAVE_SAVE_WAIT`]), so that DONE goes out before the close; Ctrl-C does
+//! not wait, and says which files the sender will not hear of. File messages are never re-sent on
 //! another connection: when the chat moves to a new one, the file layer starts over there
 //! (the sender offers again, the receiver resumes from what it holds verified). End of input
 //! waits until no transfer is under way; `/quit` does not.
@@ -87,7 +91,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chirp_files::{FileEvent, Finish, FinishError, Prepared, Storage, Transfers, Transmit};
+use chirp_files::{Check, FileEvent, Finish, FinishError, Prepared, Storage, Transfers, Transmit};
 use chirp_keys::{Fingerprint, PublicKey};
 use chirp_proto::{
     CloseReason, ConnectError, ConnectionHandle, ConnectionStats, Event, SendError, WriteError,
@@ -145,6 +149,10 @@ impl Refusals {
 /// waits for another line of its own before it finishes too.
 pub const FINISH_WHEN_IDLE: Duration = Duration::from_secs(1);
 
+/// After `/quit`, how long the session waits for received files being saved (their fsync) to
+/// be saved, so that their DONE reaches the sender before the chat closes.
+pub const LEAVE_SAVE_WAIT: Duration = Duration::from_secs(10);
+
 /// The file layer's storage, as the session holds it.
 pub type FileStorage = Box<dyn Storage + Send>;
 
@@ -176,7 +184,9 @@ pub enum Input {
     Stats,
     /// The link statistics, for a status bar: answered with [`Report::Link`].
     Link,
-    /// Leave once everything sent is acknowledged (`/quit`): a graceful close.
+    /// Leave once everything sent is acknowledged (`/quit`): a graceful close. Received files
+    /// being saved are waited for first (at most [`LEAVE_SAVE_WAIT`]), so that their DONE goes
+    /// out; a [`Report::Status`] says so.
     Leave,
     /// End of input: a half-close (see the module documentation).
     EndOfInput,
@@ -206,7 +216,16 @@ pub enum Input {
         /// What [`Finish::run`] returned.
         result: Result<String, FinishError>,
     },
-    /// Ctrl-C: close at once and end with status 130.
+    /// The driver carried out [`Output::CheckFile`]: which chunks the partial file holds
+    /// verified, or why it could not be read.
+    FileChecked {
+        /// The [`Output::CheckFile`]'s check.
+        check: Check,
+        /// What [`Check::run`] returned.
+        result: std::io::Result<Vec<bool>>,
+    },
+    /// Ctrl-C: close at once and end with status 130 (a [`Report::Status`] names the received
+    /// files being saved, whose sender is then not told that they arrived).
     Interrupt,
 }
 
@@ -422,6 +441,12 @@ pub enum Output {
     /// [`Session::finish_files_outside`]; chat goes on meanwhile, and the transfer is done
     /// (DONE, [`FileEvent::Done`]) only once the result says the file was saved.
     FinishFile(Finish),
+    /// Check the partial file a resumed transfer left ([`Check::run`] on a storage over the
+    /// download directory: it reads and hashes the whole file, about a second for 1 GB), away
+    /// from the task that drives the connection, and hand the result back as
+    /// [`Input::FileChecked`]. Only with [`Session::check_files_outside`]; chat goes on
+    /// meanwhile, and the transfer asks the sender for the chunks it lacks only after it.
+    CheckFile(Check),
 }
 
 /// The question of [`Report::AskKey`], for line mode and the UI alike.
@@ -436,6 +461,17 @@ pub fn ask_text(from: &str, fingerprint: &str) -> String {
 struct Outgoing {
     data: Bytes,
     local_id: Option<u64>,
+}
+
+/// Whether `/quit` waits for received files being saved ([`LEAVE_SAVE_WAIT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaveWait {
+    /// Not asked to leave with a save in progress.
+    No,
+    /// The close waits until the saves are done, or until then.
+    Until(Instant),
+    /// The wait is over: the close goes ahead.
+    Over,
 }
 
 /// A message the transport took and the peer has not acknowledged yet.
@@ -556,6 +592,9 @@ pub struct Session<P> {
     /// The connection whose bulk send buffer refused the last bulk message: bulk sending
     /// waits for its `BulkWritable` (or its end).
     bulk_blocked: Option<ConnectionHandle>,
+    /// After `/quit` with received files being saved: the close waits for them, a bounded
+    /// time.
+    save_wait: SaveWait,
     /// The exit has been decided: inputs are ignored from then on.
     ended: bool,
 }
@@ -603,6 +642,7 @@ impl<P: KeyPolicy> Session<P> {
             refusals: Refusals::default(),
             blocked: None,
             bulk_blocked: None,
+            save_wait: SaveWait::No,
             ended: false,
         };
         s.ask(Awaiting::Connect, Transport::Connect { to: s.config.to });
@@ -659,6 +699,15 @@ impl<P: KeyPolicy> Session<P> {
         }
     }
 
+    /// From now on the partial file a resumed transfer left is not checked inline: the session
+    /// asks the driver to do it ([`Output::CheckFile`]), so that reading and hashing it does
+    /// not stall the task that drives the connection. Needs [`Self::enable_files`] first.
+    pub fn check_files_outside(&mut self) {
+        if let Some(f) = self.files.as_mut() {
+            f.transfers.check_outside();
+        }
+    }
+
     /// Messages waiting for the transport: a line-mode driver stops reading input while there
     /// are too many, so that whatever feeds it is held back.
     pub fn pending(&self) -> usize {
@@ -675,6 +724,9 @@ impl<P: KeyPolicy> Session<P> {
             while let Some(job) = f.transfers.poll_finish() {
                 self.out.push_back(Output::FinishFile(job));
             }
+            while let Some(check) = f.transfers.poll_check() {
+                self.out.push_back(Output::CheckFile(check));
+            }
         }
         self.out.pop_front()
     }
@@ -684,7 +736,14 @@ impl<P: KeyPolicy> Session<P> {
         if self.ended {
             return None;
         }
-        [self.retry_at, self.finish_at].into_iter().flatten().min()
+        let save_wait = match self.save_wait {
+            SaveWait::Until(t) => Some(t),
+            SaveWait::No | SaveWait::Over => None,
+        };
+        [self.retry_at, self.finish_at, save_wait]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Fires due timers: reconnecting, finishing after the peer finished.
@@ -699,6 +758,17 @@ impl<P: KeyPolicy> Session<P> {
         if self.finish_at.is_some_and(|t| now >= t) {
             self.finish_at = None;
             self.finish_if_idle(now, true);
+        }
+        if matches!(self.save_wait, SaveWait::Until(t) if now >= t) {
+            self.save_wait = SaveWait::Over;
+            let saving = self.saving();
+            if !saving.is_empty() {
+                self.report(Report::Status(format!(
+                    "leaving while {saving} is still being saved: it will be saved, but the \
+                     sender is not told that it arrived"
+                )));
+            }
+            self.flush(now);
         }
     }
 
@@ -771,6 +841,15 @@ impl<P: KeyPolicy> Session<P> {
             },
             Input::Leave => {
                 self.leaving = true;
+                let saving = self.saving();
+                if self.save_wait == SaveWait::No && !saving.is_empty() {
+                    self.save_wait = SaveWait::Until(now + LEAVE_SAVE_WAIT);
+                    self.report(Report::Status(format!(
+                        "leaving once {saving} is saved (every byte is in), so that the sender \
+                         hears that it arrived: at most {} s",
+                        LEAVE_SAVE_WAIT.as_secs()
+                    )));
+                }
                 self.flush(now);
             }
             Input::EndOfInput => {
@@ -789,10 +868,18 @@ impl<P: KeyPolicy> Session<P> {
             | Input::AcceptFile(_)
             | Input::DeclineFile(_)
             | Input::FileHashed { .. }
-            | Input::FileFinished { .. }) => {
+            | Input::FileFinished { .. }
+            | Input::FileChecked { .. }) => {
                 self.on_file_input(now, input);
             }
             Input::Interrupt => {
+                let saving = self.saving();
+                if !saving.is_empty() {
+                    self.report(Report::Status(format!(
+                        "interrupted while {saving} was being saved: it will be saved, but the \
+                         sender is not told that it arrived"
+                    )));
+                }
                 let conns: Vec<_> = self.conn.into_iter().collect();
                 self.end(
                     &conns,
@@ -1195,7 +1282,18 @@ impl<P: KeyPolicy> Session<P> {
         }
         // At end of input, transfers in progress finish first (`/quit` leaves at once).
         let files_busy = self.half_close && self.files.as_ref().is_some_and(Files::busy);
-        if self.leaving && self.pending.is_empty() && !files_busy && self.closing != Some(conn) {
+        // After `/quit`, received files being saved are waited for a bounded time.
+        let saves_wait = matches!(self.save_wait, SaveWait::Until(_))
+            && self
+                .files
+                .as_ref()
+                .is_some_and(|f| f.transfers.saving().next().is_some());
+        if self.leaving
+            && self.pending.is_empty()
+            && !files_busy
+            && !saves_wait
+            && self.closing != Some(conn)
+        {
             self.closing = Some(conn);
             let sent = self.inflight.get(&conn).is_some_and(|ids| !ids.is_empty());
             if self.half_close && (self.up || sent) {
@@ -1547,6 +1645,12 @@ impl<P: KeyPolicy> Session<P> {
                 self.flush(now);
                 return;
             }
+            Input::FileChecked { check, result } => {
+                f.transfers.checked(&check, result);
+                // WANT (or DECLINE) for the peer.
+                self.flush(now);
+                return;
+            }
             Input::AcceptFile(id) => f.transfers.accept(id),
             Input::DeclineFile(id) => f.transfers.decline(id),
             _ => return,
@@ -1651,6 +1755,20 @@ impl<P: KeyPolicy> Session<P> {
             Err(_) if bulk => self.bulk_blocked = Some(conn),
             Err(_) => self.blocked = Some(conn),
         }
+    }
+
+    /// The received files being saved, as text for the user (empty if none): their names
+    /// (sanitised on arrival), quoted.
+    fn saving(&self) -> String {
+        let Some(f) = self.files.as_ref() else {
+            return String::new();
+        };
+        let names: Vec<String> = f
+            .transfers
+            .saving()
+            .map(|(id, name)| format!("file {id} ({name:?})"))
+            .collect();
+        names.join(", ")
     }
 
     /// The chat's connection is gone: transfers wait for the next one.

@@ -67,6 +67,8 @@ struct Peer {
     hash_jobs: Vec<(std::path::PathBuf, u32)>,
     /// Received files the session asked to have saved (`Output::FinishFile`), likewise.
     finish_jobs: Vec<chirp_files::Finish>,
+    /// Partial files the session asked to have checked (`Output::CheckFile`), likewise.
+    check_jobs: Vec<chirp_files::Check>,
 }
 
 impl Peer {
@@ -82,6 +84,7 @@ impl Peer {
             exit: None,
             hash_jobs: Vec::new(),
             finish_jobs: Vec::new(),
+            check_jobs: Vec::new(),
         }
     }
 
@@ -197,6 +200,7 @@ fn settle(node: &mut Node, peer: &mut Peer, now: Instant) {
                 Output::Fatal(text) => panic!("fatal: {text}"),
                 Output::HashFile { path, chunk_size } => peer.hash_jobs.push((path, chunk_size)),
                 Output::FinishFile(f) => peer.finish_jobs.push(f),
+                Output::CheckFile(c) => peer.check_jobs.push(c),
             }
         }
         if !busy {
@@ -1586,4 +1590,285 @@ fn a_save_that_fails_in_the_driver_fails_the_transfer_on_both_sides() {
     );
     assert!(file_done(&a).is_none() && file_done(&b).is_none());
     assert!(disk_b.with(|d| !d.files.contains_key("x.bin")));
+}
+
+/// Both directions go dark until the chat's connection has died on both sides (idle timeout),
+/// then come back: the sessions reconnect by themselves.
+fn link_dies(p: &mut Pair, a: &mut Peer, b: &mut Peer) {
+    let (downs_a, downs_b) = (a.ups_and_downs().1, b.ups_and_downs().1);
+    let outage = p.now + Duration::from_secs(3600);
+    p.path.a_to_b.blackout_until(outage);
+    p.path.b_to_a.blackout_until(outage);
+    drive(p, a, b, IDLE_TIMEOUT + Duration::from_secs(10), |a, b| {
+        a.ups_and_downs().1 > downs_a && b.ups_and_downs().1 > downs_b
+    });
+}
+
+fn link_returns(p: &mut Pair) {
+    p.path.a_to_b.blackout_until(p.now);
+    p.path.b_to_a.blackout_until(p.now);
+}
+
+/// How many offers B's user was shown.
+fn offers(peer: &Peer) -> usize {
+    peer.reports
+        .iter()
+        .filter(|r| matches!(r, Report::File(FileEvent::Offered { .. })))
+        .count()
+}
+
+fn statuses(peer: &Peer) -> Vec<String> {
+    peer.reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Status(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two sessions with file transfer on shared in-memory disks, A's holding `/home/a/NAME`
+/// with `data`; B saves (and checks) received files through the driver.
+fn file_pair(seed: u64, name: &str, data: &[u8]) -> (Pair, Peer, Peer, SharedDisk) {
+    let link = LinkConfig::ideal(Duration::from_millis(5)).with_loss(0.02);
+    let p = pair(link, seed);
+    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
+    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
+    let (disk_a, disk_b) = (SharedDisk::default(), SharedDisk::default());
+    disk_a.with(|d| {
+        d.sources
+            .insert(format!("/home/a/{name}").into(), data.to_vec())
+    });
+    a.session.enable_files(Box::new(disk_a), Vec::new());
+    b.session.enable_files(Box::new(disk_b.clone()), Vec::new());
+    b.session.finish_files_outside();
+    b.session.check_files_outside();
+    (p, a, b, disk_b)
+}
+
+/// A resumed transfer's check of the partial file is asked of the driver: while the driver
+/// holds it, chat lines cross both ways, B asks for no chunk (its partial file does not grow)
+/// and nobody is done. Its result makes B ask for the chunks it lacks: only those move, and
+/// the file is saved byte for byte.
+#[test]
+fn a_resume_waits_for_the_drivers_check_of_the_partial_file_and_chat_flows_meanwhile() {
+    const N: u64 = 20;
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
+    let (mut p, mut a, mut b, mut disk_b) = file_pair(11, "disk.img", &data);
+    input(&p, &mut a, Input::SendFile("/home/a/disk.img".into()));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        offers(b) == 1
+    });
+    input(&p, &mut b, Input::AcceptFile(None));
+    let part_len = |disk: &SharedDisk| {
+        disk.with(|d| {
+            d.files
+                .iter()
+                .find(|(n, _)| n.ends_with(".part"))
+                .map_or(0, |(_, f)| f.len())
+        })
+    };
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, _| {
+        part_len(&disk_b) >= 200_000
+    });
+    // No partial file at first: nothing was checked.
+    assert!(b.check_jobs.is_empty());
+    link_dies(&mut p, &mut a, &mut b);
+    let held = part_len(&disk_b);
+    assert!(held < data.len(), "the link died mid-transfer");
+    link_returns(&mut p);
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        !b.check_jobs.is_empty()
+    });
+    assert_eq!(b.check_jobs.len(), 1);
+    // The check is held: chat goes on, nothing else moves.
+    send(&p, &mut a, 'a', 0..N);
+    send(&p, &mut b, 'b', 0..N);
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |a, b| {
+        a.messages().len() == N as usize && b.messages().len() == N as usize
+    });
+    run_for(&mut p, &mut a, &mut b, Duration::from_secs(5));
+    assert_eq!(
+        part_len(&disk_b),
+        held,
+        "no chunk before the check's result"
+    );
+    assert!(file_done(&a).is_none() && file_done(&b).is_none());
+    let check = b.check_jobs.remove(0);
+    let result = check.run(&mut disk_b);
+    input(&p, &mut b, Input::FileChecked { check, result });
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(120), |_, b| {
+        !b.finish_jobs.is_empty()
+    });
+    let finish = b.finish_jobs.remove(0);
+    let result = finish.run(&mut disk_b);
+    input(&p, &mut b, Input::FileFinished { finish, result });
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |a, _| {
+        file_done(a).is_some()
+    });
+    let Some(FileEvent::Done { resumed, moved, .. }) = file_done(&b) else {
+        panic!("no file_done at B: {:?}", b.reports);
+    };
+    // Whole chunks of the partial file are kept (its tail may be a chunk cut short).
+    let chunk = chirp_files::DEFAULT_CHUNK_SIZE as u64;
+    assert_eq!(
+        resumed,
+        held as u64 / chunk * chunk,
+        "every whole chunk held is kept"
+    );
+    assert_eq!(moved, data.len() as u64 - resumed, "only the rest moved");
+    assert!(disk_b.with(|d| d.files.get("disk.img") == Some(&data)));
+    assert_eq!(offers(&b), 1, "B's user was asked once");
+}
+
+/// The link dies right after the last chunk, while B saves the file, so the DONE that follows
+/// the save has no connection to go on (and the next one starts the file layer over). A
+/// offers the file again on the new connection: B answers DONE at once; it neither asks its
+/// user again nor saves a second copy, and A's transfer is done.
+#[test]
+fn a_done_lost_with_the_link_is_sent_again_when_the_sender_offers_again() {
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 3 + i / 7) as u8).collect();
+    let (mut p, mut a, mut b, mut disk_b) = file_pair(12, "song.flac", &data);
+    input(&p, &mut a, Input::SendFile("/home/a/song.flac".into()));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        offers(b) == 1
+    });
+    input(&p, &mut b, Input::AcceptFile(None));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        !b.finish_jobs.is_empty()
+    });
+    link_dies(&mut p, &mut a, &mut b);
+    // Saved while the link is down: DONE is queued for no connection.
+    let finish = b.finish_jobs.remove(0);
+    let result = finish.run(&mut disk_b);
+    input(&p, &mut b, Input::FileFinished { finish, result });
+    settle(&mut p.b, &mut b, p.now);
+    assert!(file_done(&b).is_some());
+    assert!(file_done(&a).is_none());
+    link_returns(&mut p);
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |a, _| {
+        file_done(a).is_some()
+    });
+    run_for(&mut p, &mut a, &mut b, Duration::from_secs(5));
+    assert_eq!(offers(&b), 1, "B's user was asked once");
+    assert!(b.finish_jobs.is_empty() && b.check_jobs.is_empty());
+    let mut names: Vec<String> = disk_b.with(|d| d.files.keys().cloned().collect());
+    names.sort();
+    assert_eq!(names, ["song.flac"], "one copy");
+    assert!(disk_b.with(|d| d.files["song.flac"] == data));
+    let dones = |peer: &Peer| {
+        peer.reports
+            .iter()
+            .filter(|r| matches!(r, Report::File(FileEvent::Done { .. })))
+            .count()
+    };
+    assert_eq!((dones(&a), dones(&b)), (1, 1));
+    assert!(a.errors().is_empty() && b.errors().is_empty());
+}
+
+/// `/quit` while a received file is being saved: B says it waits for the save, and does not
+/// close meanwhile; once saved, DONE reaches A and then B leaves, cleanly. `/decline` of that
+/// file meanwhile says why it cannot be declined.
+#[test]
+fn quit_during_a_save_waits_for_it_so_that_done_reaches_the_sender() {
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 5 + i / 11) as u8).collect();
+    let (mut p, mut a, mut b, mut disk_b) = file_pair(13, "x.tar", &data);
+    input(&p, &mut a, Input::SendFile("/home/a/x.tar".into()));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        offers(b) == 1
+    });
+    input(&p, &mut b, Input::AcceptFile(None));
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+        !b.finish_jobs.is_empty()
+    });
+    let id = b.finish_jobs[0].id;
+    input(&p, &mut b, Input::DeclineFile(Some(id)));
+    settle(&mut p.b, &mut b, p.now);
+    assert_eq!(
+        b.errors(),
+        [format!(
+            "file {id} cannot be declined now: every byte of it is in, and it is being saved"
+        )]
+    );
+    input(&p, &mut b, Input::Leave);
+    settle(&mut p.b, &mut b, p.now);
+    assert_eq!(
+        statuses(&b).last(),
+        Some(&format!(
+            "leaving once file {id} (\"x.tar\") is saved (every byte is in), so that the \
+             sender hears that it arrived: at most 10 s"
+        ))
+    );
+    run_for(&mut p, &mut a, &mut b, Duration::from_secs(5));
+    assert!(b.exit.is_none(), "B left before the save");
+    assert!(a.ups_and_downs().1 == 0, "B closed: {:?}", a.reports);
+    let finish = b.finish_jobs.remove(0);
+    let result = finish.run(&mut disk_b);
+    input(&p, &mut b, Input::FileFinished { finish, result });
+    drive(&mut p, &mut a, &mut b, Duration::from_secs(30), |a, b| {
+        file_done(a).is_some() && b.exit.is_some()
+    });
+    assert_eq!(b.exit, Some(0));
+    assert!(disk_b.with(|d| d.files["x.tar"] == data));
+}
+
+/// A save that never ends is waited for [`chirp_peer::LEAVE_SAVE_WAIT`] after `/quit`, no
+/// longer: then B says that the sender will not hear of it, and leaves. Ctrl-C does not wait,
+/// and says the same at once.
+#[test]
+fn quit_waits_for_a_save_a_bounded_time_and_ctrl_c_not_at_all() {
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 9) as u8).collect();
+    for interrupt in [false, true] {
+        let (mut p, mut a, mut b, _disk_b) = file_pair(14, "y.bin", &data);
+        input(&p, &mut a, Input::SendFile("/home/a/y.bin".into()));
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+            offers(b) == 1
+        });
+        input(&p, &mut b, Input::AcceptFile(None));
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
+            !b.finish_jobs.is_empty()
+        });
+        let id = b.finish_jobs[0].id;
+        let start = p.now;
+        input(
+            &p,
+            &mut b,
+            if interrupt {
+                Input::Interrupt
+            } else {
+                Input::Leave
+            },
+        );
+        drive(&mut p, &mut a, &mut b, Duration::from_secs(30), |_, b| {
+            b.exit.is_some()
+        });
+        let waited = p.now - start;
+        let last = statuses(&b).pop().unwrap_or_default();
+        if interrupt {
+            assert_eq!(b.exit, Some(130));
+            assert!(waited < Duration::from_secs(1), "{waited:?}");
+            assert_eq!(
+                last,
+                format!(
+                    "interrupted while file {id} (\"y.bin\") was being saved: it will be saved, \
+                     but the sender is not told that it arrived"
+                )
+            );
+        } else {
+            assert_eq!(b.exit, Some(0));
+            assert!(
+                waited >= chirp_peer::LEAVE_SAVE_WAIT
+                    && waited < chirp_peer::LEAVE_SAVE_WAIT + Duration::from_secs(5),
+                "{waited:?}"
+            );
+            assert_eq!(
+                last,
+                format!(
+                    "leaving while file {id} (\"y.bin\") is still being saved: it will be \
+                     saved, but the sender is not told that it arrived"
+                )
+            );
+        }
+        assert!(file_done(&a).is_none() && file_done(&b).is_none());
+    }
 }
