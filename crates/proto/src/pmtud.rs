@@ -231,6 +231,12 @@ impl Pmtud {
         pto_count >= BLACK_HOLE_PTOS && self.black_hole(now)
     }
 
+    /// The path's bottleneck buffer is too shallow to show a queue (`crate::shallow`): back to
+    /// [`BASE`], as for a black hole. Returns whether the size fell back.
+    pub(crate) fn on_shallow_buffer(&mut self, now: Instant) -> bool {
+        self.black_hole(now)
+    }
+
     /// Back to [`BASE`] if above it; the search starts again after [`BLACK_HOLE_RETRY`].
     fn black_hole(&mut self, now: Instant) -> bool {
         self.suspicious = 0;
