@@ -2752,6 +2752,7 @@ impl Connection {
         if let Some(t) = newest_lost {
             let before = self.cc.episode();
             let random = self.random_loss_base(now, t);
+            let random = self.held_by_shallow_test(random);
             let window = self.cc.window();
             let episode = self
                 .cc
@@ -3151,6 +3152,18 @@ impl Connection {
         );
         self.cc.set_shallow(true, self.rtt.min());
         self.pacer.resize();
+    }
+
+    /// While a shallow-buffer test runs, no loss halves the window: the test lowered it to one
+    /// BDP already, and a halving on top (a queue of jitter, say) would leave the test
+    /// measuring something else (as a halving waiting for its queue check holds others back).
+    /// `random` as [`Self::random_loss_base`] returned it; a loss taken for congestion is
+    /// capped as random over the minimum RTT instead.
+    fn held_by_shallow_test(&self, random: Option<Duration>) -> Option<Duration> {
+        if self.shallow.testing() {
+            return Some(random.unwrap_or(self.rtt.min()));
+        }
+        random
     }
 
     /// After an RTT sample: decides a shallow-buffer test that has its outcomes, and ends a

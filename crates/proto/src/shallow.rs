@@ -149,6 +149,11 @@ impl ShallowBuffer {
         }
     }
 
+    /// Is a test under way?
+    pub(crate) fn testing(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.test.is_some())
+    }
+
     /// Is the path taken for a shallow buffer at `now` (a test under way, or its verdict)?
     pub(crate) fn active(&self, now: Instant) -> bool {
         self.0.as_ref().is_some_and(|s| {
