@@ -3,8 +3,9 @@
 //!
 //! Every path carries [`BASE`] (1,200) bytes; a connection starts there. Once the handshake
 //! is confirmed it sends a padded, ack-eliciting probe of the configured ceiling
-//! ([`crate::TransportConfig::max_datagram_size`]: off, 1,200, by default; [`DEFAULT_CEILING`],
-//! 1,452, suits IPv4 over an Ethernet-sized path); an acknowledged probe raises the size at once, so on the common path
+//! ([`crate::TransportConfig::max_datagram_size`]: [`DEFAULT_CEILING`], 1,452, by default,
+//! which suits IPv4 over an Ethernet-sized path; 1,200 is off); an acknowledged probe raises
+//! the size at once, so on the common path
 //! one round trip reaches the ceiling. A size whose probe is lost [`MAX_PROBES`] times in a
 //! row is taken as too large, and a binary search runs between the largest size acknowledged
 //! and the smallest that failed, down to [`SEARCH_GRANULARITY`]. A search that ended below the
@@ -23,6 +24,11 @@
 //! arriving between the losses, and each one acknowledged clears the count (acknowledgements
 //! are taken before the loss detection they trigger).
 //!
+//! **Shallow buffers.** A path taken for a bottleneck buffer too shallow to show a queue
+//! (`crate::shallow`) goes back to [`BASE`] the same way ([`Pmtud::on_shallow_buffer`]): a
+//! buffer of bytes holds two datagrams of 1,200 where it holds one of 1,452, and a paced sender
+//! needs one datagram of room behind the one going out.
+//!
 //! All of it is event-driven: a handful of integers updated per acknowledgement, loss or
 //! probe timeout, and one deadline ([`Pmtud::deadline`]) in the connection's timers.
 
@@ -33,8 +39,8 @@ use crate::wire::MIN_INITIAL_SIZE;
 /// The datagram size every path carries (QUIC's minimum; the size of an INITIAL).
 pub const BASE: usize = MIN_INITIAL_SIZE;
 /// The ceiling for an Ethernet-sized path: 1,500-byte MTU minus a 20-byte IPv4 and an 8-byte
-/// UDP header, minus 20 bytes of room for a tunnel (quinn's default upper bound). Not the
-/// default of `max_datagram_size` (1,200, off): see PROTOCOL.md §6.9.
+/// UDP header, minus 20 bytes of room for a tunnel (quinn's default upper bound), and the
+/// default of `max_datagram_size`: see PROTOCOL.md §6.9.
 pub const DEFAULT_CEILING: usize = 1_452;
 /// The largest ceiling that can be configured: the largest UDP payload over IPv4. Every
 /// receiver takes datagrams up to this size (PROTOCOL.md §2.1).

@@ -12,18 +12,21 @@
 //! The difference shows when the sender slows down: random loss stays where it was, losses of
 //! ours stop. So when a loss taken for random brings the window down to its cap (the window,
 //! not the application, limits the sender) while the loss rate is high (at least
-//! [`TEST_LOSS_RATE`]), the connection **tests**: it caps the window at one BDP and paces at the window's rate without bursts
-//! (what a shallow buffer needs, see `NewReno::set_shallow` and `PacingRate::smooth`), and
-//! counts the outcomes of the packets sent from then on. After [`TEST_OUTCOMES`] of them
-//! (within [`TEST_SRTTS`] smoothed RTTs), the buffer is taken for **shallow** if their loss
-//! rate fell to at most [`LOSS_FELL`] of the rate before the test while the delivery rate held
-//! (the last interval's above 3/4 of the best before: the link stayed full at the lower
-//! window). Then the window stays capped at one BDP and the pacer smooth for
-//! [`VERDICT_LIFETIME`], after which the next high loss rate tests again. Otherwise the loss
-//! is **random**: the window and threshold go back to what they were before the test (a test
-//! costs a few round trips at one BDP, not a halving), and no test runs again for
-//! [`VERDICT_LIFETIME`]. Random loss (1 to 35 % in the tests) does not fall when the window
-//! does; on a path with no bottleneck the delivery rate falls with the window as well.
+//! [`TEST_LOSS_RATE`]), the connection **tests**. It does what a shallow buffer needs: the
+//! window capped at one BDP (`NewReno::set_shallow`), the pacer at the window's rate without
+//! bursts (`PacingRate::smooth`), one probe per probe timeout, and no halving until the test
+//! is decided (`Connection::held_by_shallow_test`). It counts the outcomes of the packets sent
+//! from then on. After [`TEST_OUTCOMES`] of them (within [`TEST_SRTTS`] smoothed RTTs), the
+//! buffer is taken for **shallow** if their loss rate fell to at most [`LOSS_FELL`] of the
+//! rate before the test while the delivery rate held (the last interval's above
+//! [`RATE_HELD`] of the best before: the link stayed full at the lower window). Then all of
+//! that but the hold on halving stays for [`VERDICT_LIFETIME`], and the datagram size goes
+//! back to the base (`Pmtud::on_shallow_buffer`); once it lapses, the next high loss rate
+//! tests again. Otherwise the loss is **random**: the window and threshold go back to what
+//! they were before the test (a test costs a few round trips at one BDP, not a halving), and
+//! no test runs again for [`VERDICT_LIFETIME`]. Random loss (1 to 35 % in the tests) does not
+//! fall when the window does; on a path with no bottleneck the delivery rate falls with the
+//! window as well.
 //!
 //! Sans-IO and O(1) per packet: one comparison per acknowledged or lost packet while a test
 //! runs, nothing otherwise; a connection that never tests pays 8 bytes.
