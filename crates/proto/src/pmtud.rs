@@ -24,8 +24,8 @@
 //! arriving between the losses, and each one acknowledged clears the count (acknowledgements
 //! are taken before the loss detection they trigger).
 //!
-//! **Shallow buffers.** A path taken for a bottleneck buffer too shallow to show a queue
-//! (`crate::shallow`) goes back to [`BASE`] the same way ([`Pmtud::on_shallow_buffer`]): a
+//! **Shallow buffers.** A connection that tests its path for a bottleneck buffer too shallow to
+//! show a queue (`crate::shallow`) goes back to [`BASE`] the same way ([`Pmtud::on_shallow_buffer`]): a
 //! buffer of bytes holds two datagrams of 1,200 where it holds one of 1,452, and a paced sender
 //! needs one datagram of room behind the one going out.
 //!
@@ -237,8 +237,9 @@ impl Pmtud {
         pto_count >= BLACK_HOLE_PTOS && self.black_hole(now)
     }
 
-    /// The path's bottleneck buffer is too shallow to show a queue (`crate::shallow`): back to
-    /// [`BASE`], as for a black hole. Returns whether the size fell back.
+    /// The connection tests whether the path's bottleneck buffer is too shallow to show a queue
+    /// (`crate::shallow`): back to [`BASE`], as for a black hole. Returns whether the size fell
+    /// back.
     pub(crate) fn on_shallow_buffer(&mut self, now: Instant) -> bool {
         self.black_hole(now)
     }

@@ -15,16 +15,19 @@
 //! [`TEST_LOSS_RATE`]), the connection **tests**. It does what a shallow buffer needs: the
 //! window capped at one BDP (`NewReno::set_shallow`), the pacer at the window's rate without
 //! bursts (`PacingRate::smooth`), one probe per probe timeout, and no halving until the test
-//! is decided (`Connection::held_by_shallow_test`). It counts the outcomes of the packets sent
+//! is decided (`Connection::held_by_shallow_test`); and the datagram size goes back to the base
+//! (`Pmtud::on_shallow_buffer`: a buffer of 2,400 bytes holds two datagrams of 1,200 and one of
+//! 1,452, and a paced sender needs room for one behind the one going out, or it loses every
+//! other datagram whenever its rate exceeds the link's). It counts the outcomes of the packets sent
 //! from then on. After [`TEST_OUTCOMES`] of them (within [`TEST_SRTTS`] smoothed RTTs), the
 //! buffer is taken for **shallow** if their loss rate fell to at most [`LOSS_FELL`] of the
 //! rate before the test while the delivery rate held (the last interval's above
 //! [`RATE_HELD`] of the best before: the link stayed full at the lower window). Then all of
-//! that but the hold on halving stays for [`VERDICT_LIFETIME`], and the datagram size goes
-//! back to the base (`Pmtud::on_shallow_buffer`); once it lapses, the next high loss rate
-//! tests again. Otherwise the loss is **random**: the window and threshold go back to what
-//! they were before the test (a test costs a few round trips at one BDP, not a halving), and
-//! no test runs again for [`VERDICT_LIFETIME`]. Random loss (1 to 35 % in the tests) does not
+//! that but the hold on halving stays for [`VERDICT_LIFETIME`]; once it lapses, the next high
+//! loss rate tests again. Otherwise the loss is **random**: the window and threshold go back to what
+//! they were before the test (a test costs a few round trips at one BDP, not a halving; the
+//! datagram size is searched again a minute later), and no test runs again for
+//! [`VERDICT_LIFETIME`]. Random loss (1 to 35 % in the tests) does not
 //! fall when the window does; on a path with no bottleneck the delivery rate falls with the
 //! window as well.
 //!
