@@ -10,10 +10,9 @@ pub struct TransportConfig {
     /// Largest datagram sent: the ceiling of path MTU discovery ([`crate::pmtud`]). A
     /// connection starts at 1,200 bytes ([`crate::wire::MAX_DATAGRAM_SIZE`], which every path
     /// carries and INITIALs are padded to) and, above that, probes up to this after the
-    /// handshake; clamped to 1,200..=65,507. Default [`crate::pmtud::DEFAULT_CEILING`] (1,452,
-    /// as quinn's), which suits IPv4 over an Ethernet-sized path; 1,200 turns discovery off.
-    /// (A bottleneck buffer too shallow to show a queue sends the size back to 1,200:
-    /// PROTOCOL.md §6.7, §6.9.)
+    /// handshake; clamped to 1,200..=65,507. Default 1,200: discovery off (with it on, some of
+    /// `chirp-netsim`'s tests still fail; PROTOCOL.md §6.9, PERFORMANCE.md "Shallow buffers").
+    /// [`crate::pmtud::DEFAULT_CEILING`] (1,452) suits IPv4 over an Ethernet-sized path.
     pub max_datagram_size: usize,
     /// With no packet received for this long, the peer is declared dead. Default 30 s.
     pub idle_timeout: Duration,
@@ -66,7 +65,7 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            max_datagram_size: crate::pmtud::DEFAULT_CEILING,
+            max_datagram_size: crate::pmtud::BASE,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(15)),
             initial_rtt: Duration::from_millis(333),

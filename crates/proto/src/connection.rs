@@ -3152,10 +3152,6 @@ impl Connection {
         );
         self.cc.set_shallow(true, self.rtt.min());
         self.pacer.resize();
-        if self.pmtud.on_shallow_buffer(now) {
-            debug!("testing for a shallow buffer: path MTU back to the base");
-            self.mtu_fell_back();
-        }
     }
 
     /// While a shallow-buffer test runs, no loss halves the window: the test lowered it to one
@@ -3175,7 +3171,13 @@ impl Connection {
     /// threshold back.
     fn check_shallow_buffer(&mut self, now: Instant) {
         match self.shallow.check(now, self.cc.recent_rate()) {
-            Some(Verdict::Shallow) => debug!("losses fell at one BDP: a shallow buffer"),
+            Some(Verdict::Shallow) => {
+                debug!("losses fell at one BDP: a shallow buffer");
+                if self.pmtud.on_shallow_buffer(now) {
+                    debug!("a shallow buffer: path MTU back to the base");
+                    self.mtu_fell_back();
+                }
+            }
             Some(Verdict::Random { window, ssthresh }) => {
                 debug!("losses went on at one BDP: random");
                 self.cc.restore(window, ssthresh);

@@ -3,9 +3,8 @@
 //!
 //! Every path carries [`BASE`] (1,200) bytes; a connection starts there. Once the handshake
 //! is confirmed it sends a padded, ack-eliciting probe of the configured ceiling
-//! ([`crate::TransportConfig::max_datagram_size`]: [`DEFAULT_CEILING`], 1,452, by default,
-//! which suits IPv4 over an Ethernet-sized path; 1,200 is off); an acknowledged probe raises
-//! the size at once, so on the common path
+//! ([`crate::TransportConfig::max_datagram_size`]: off, 1,200, by default; [`DEFAULT_CEILING`],
+//! 1,452, suits IPv4 over an Ethernet-sized path); an acknowledged probe raises the size at once, so on the common path
 //! one round trip reaches the ceiling. A size whose probe is lost [`MAX_PROBES`] times in a
 //! row is taken as too large, and a binary search runs between the largest size acknowledged
 //! and the smallest that failed, down to [`SEARCH_GRANULARITY`]. A search that ended below the
@@ -24,8 +23,8 @@
 //! arriving between the losses, and each one acknowledged clears the count (acknowledgements
 //! are taken before the loss detection they trigger).
 //!
-//! **Shallow buffers.** A connection that tests its path for a bottleneck buffer too shallow to
-//! show a queue (`crate::shallow`) goes back to [`BASE`] the same way ([`Pmtud::on_shallow_buffer`]): a
+//! **Shallow buffers.** A path taken for a bottleneck buffer too shallow to show a queue
+//! (`crate::shallow`) goes back to [`BASE`] the same way ([`Pmtud::on_shallow_buffer`]): a
 //! buffer of bytes holds two datagrams of 1,200 where it holds one of 1,452, and a paced sender
 //! needs one datagram of room behind the one going out.
 //!
@@ -39,8 +38,8 @@ use crate::wire::MIN_INITIAL_SIZE;
 /// The datagram size every path carries (QUIC's minimum; the size of an INITIAL).
 pub const BASE: usize = MIN_INITIAL_SIZE;
 /// The ceiling for an Ethernet-sized path: 1,500-byte MTU minus a 20-byte IPv4 and an 8-byte
-/// UDP header, minus 20 bytes of room for a tunnel (quinn's default upper bound), and the
-/// default of `max_datagram_size`: see PROTOCOL.md §6.9.
+/// UDP header, minus 20 bytes of room for a tunnel (quinn's default upper bound). Not the
+/// default of `max_datagram_size` (1,200, off): see PROTOCOL.md §6.9.
 pub const DEFAULT_CEILING: usize = 1_452;
 /// The largest ceiling that can be configured: the largest UDP payload over IPv4. Every
 /// receiver takes datagrams up to this size (PROTOCOL.md §2.1).
@@ -237,9 +236,8 @@ impl Pmtud {
         pto_count >= BLACK_HOLE_PTOS && self.black_hole(now)
     }
 
-    /// The connection tests whether the path's bottleneck buffer is too shallow to show a queue
-    /// (`crate::shallow`): back to [`BASE`], as for a black hole. Returns whether the size fell
-    /// back.
+    /// The path's bottleneck buffer is too shallow to show a queue (`crate::shallow`): back to
+    /// [`BASE`], as for a black hole. Returns whether the size fell back.
     pub(crate) fn on_shallow_buffer(&mut self, now: Instant) -> bool {
         self.black_hole(now)
     }

@@ -15,21 +15,20 @@
 //! [`TEST_LOSS_RATE`]), the connection **tests**. It does what a shallow buffer needs: the
 //! window capped at one BDP (`NewReno::set_shallow`), the pacer at the window's rate without
 //! bursts (`PacingRate::smooth`), one probe per probe timeout, and no halving until the test
-//! is decided (`Connection::held_by_shallow_test`); and the datagram size goes back to the base
-//! (`Pmtud::on_shallow_buffer`: a buffer of 2,400 bytes holds two datagrams of 1,200 and one of
-//! 1,452, and a paced sender needs room for one behind the one going out, or it loses every
-//! other datagram whenever its rate exceeds the link's). It counts the outcomes of the packets sent
+//! is decided (`Connection::held_by_shallow_test`). It counts the outcomes of the packets sent
 //! from then on. After [`TEST_OUTCOMES`] of them (within [`TEST_SRTTS`] smoothed RTTs), the
 //! buffer is taken for **shallow** if their loss rate fell to at most [`LOSS_FELL`] of the
 //! rate before the test while the delivery rate held (the last interval's above
 //! [`RATE_HELD`] of the best before: the link stayed full at the lower window). Then all of
-//! that but the hold on halving stays for [`VERDICT_LIFETIME`]; once it lapses, the next high
-//! loss rate tests again. Otherwise the loss is **random**: the window and threshold go back to what
-//! they were before the test (a test costs a few round trips at one BDP, not a halving; the
-//! datagram size is searched again a minute later), and no test runs again for
-//! [`VERDICT_LIFETIME`]. Random loss (1 to 35 % in the tests) does not
-//! fall when the window does; on a path with no bottleneck the delivery rate falls with the
-//! window as well.
+//! that but the hold on halving stays for [`VERDICT_LIFETIME`], and the datagram size goes
+//! back to the base (`Pmtud::on_shallow_buffer`: a buffer of 2,400 bytes holds two datagrams
+//! of 1,200 and one of 1,452, and a paced sender needs room for one behind the one going out,
+//! or it loses every other datagram whenever its rate exceeds the link's); once it lapses, the
+//! next high loss rate tests again. Otherwise the loss is **random**: the window and threshold
+//! go back to what they were before the test (a test costs a few round trips at one BDP, not
+//! a halving), and no test runs again for [`VERDICT_LIFETIME`]. Random loss (1 to 35 % in the
+//! tests) does not fall when the window does; on a path with no bottleneck the delivery rate
+//! falls with the window as well.
 //!
 //! Sans-IO and O(1) per packet: one comparison per acknowledged or lost packet while a test
 //! runs, nothing otherwise; a connection that never tests pays 8 bytes.
@@ -37,17 +36,14 @@
 use std::time::{Duration, Instant};
 
 /// A test starts only while the loss rate (the estimate of PROTOCOL.md §6.8) is at least this:
-/// a shallow buffer behind a window of twice its BDP loses a third of the packets or more
-/// (the estimate read 55-60 % when the tests of 2,400-byte buffers began). At 15 %, 10 %
-/// random loss reached it now and then (the estimate's standard error is ~3 points), and the
-/// test then found it ours in one of a 50 MB transfer's tests: the estimate that starts a
-/// test is high by selection, and 32 packets at 10 % lose one or none one time in six.
-pub(crate) const TEST_LOSS_RATE: f64 = 0.25;
+/// a shallow buffer behind a window of twice its BDP loses a third of the packets or more;
+/// random loss this high with a bottleneck that keeps the delivery rate through a test is
+/// rare, and a test it starts costs a few round trips at one BDP.
+pub(crate) const TEST_LOSS_RATE: f64 = 0.15;
 /// Outcomes (acknowledged or lost) of packets sent since the test began that decide it: at
-/// 25 % random loss (what starts a test at the least), 64 packets lose at most a quarter of
-/// that (4) with probability under 0.1 %, and such a run also has to keep the delivery rate
-/// to be taken for a shallow buffer.
-pub(crate) const TEST_OUTCOMES: u16 = 64;
+/// 15 % random loss, 32 packets lose at most one with probability 3.7 %, and such a run also
+/// has to keep the delivery rate to be taken for a shallow buffer.
+pub(crate) const TEST_OUTCOMES: u16 = 32;
 /// A test without [`TEST_OUTCOMES`] outcomes after this many smoothed RTTs (the sender went
 /// application-limited) decides nothing: the loss is taken for random.
 pub(crate) const TEST_SRTTS: u32 = 16;
@@ -236,8 +232,8 @@ mod tests {
     fn tests_only_at_a_high_loss_rate() {
         let t0 = Instant::now();
         let s = ShallowBuffer::default();
-        assert!(!s.should_test(t0, 0.24), "a loss rate under 25 %");
-        assert!(s.should_test(t0, 0.25));
+        assert!(!s.should_test(t0, 0.14), "a loss rate under 15 %");
+        assert!(s.should_test(t0, 0.15));
         assert!(!s.active(t0));
     }
 
@@ -245,9 +241,9 @@ mod tests {
     fn losses_that_stop_while_the_rate_holds_were_ours() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        // 35 % before, 4 of 64 (6.25 %, under a quarter) after, 240 kB/s: shallow.
-        let mut s = tested(t0, 60, 3);
-        assert_eq!(s.check(t0 + ms(200), Some(240_000)), None, "63 outcomes");
+        // 35 % before, 2 of 32 (6.25 %, under a quarter) after, 240 kB/s: shallow.
+        let mut s = tested(t0, 30, 1);
+        assert_eq!(s.check(t0 + ms(200), Some(240_000)), None, "31 outcomes");
         s.on_outcome(t0 + ms(2), true);
         assert_eq!(s.check(t0 + ms(200), Some(240_000)), Some(Verdict::Shallow));
         assert_eq!(s.check(t0 + ms(201), Some(240_000)), None, "once");
@@ -267,19 +263,19 @@ mod tests {
             window: 24_000,
             ssthresh: u64::MAX,
         });
-        // The loss rate stayed (20 of 64, 31 %): random.
-        let mut s = tested(t0, 44, 20);
+        // The loss rate stayed (10 of 32, 31 %): random.
+        let mut s = tested(t0, 22, 10);
         assert_eq!(s.check(t0 + ms(200), Some(250_000)), random);
         assert!(!s.active(t0 + ms(200)));
         assert!(!s.should_test(t0 + ms(200) + VERDICT_LIFETIME - ms(1), 0.5));
         // The losses stopped but the rate fell to 3/4 (the window, not the path, limited it).
-        let mut s = tested(t0, 64, 0);
+        let mut s = tested(t0, 32, 0);
         assert_eq!(s.check(t0 + ms(200), Some(187_500)), random);
         // Just above 3/4, and exactly a quarter of the loss rate (8.75 % of 80 = 7): shallow.
         let mut s = tested(t0, 73, 7);
         assert_eq!(s.check(t0 + ms(200), Some(187_501)), Some(Verdict::Shallow));
         // No delivery rate measured: no evidence that it held.
-        let mut s = tested(t0, 64, 0);
+        let mut s = tested(t0, 32, 0);
         assert_eq!(s.check(t0 + ms(200), None), random);
         // Too few outcomes by the deadline (the sender went quiet): random.
         let mut s = tested(t0, 10, 0);
