@@ -51,6 +51,7 @@ pub mod pmtud;
 mod range_set;
 mod rng;
 mod rtt;
+mod shallow;
 mod stats;
 mod stream;
 pub mod trace;
