@@ -1272,7 +1272,10 @@ mod tests {
             hash: hash.into(),
             key: None,
         };
-        assert_eq!(ServerMsg::decode(old.as_bytes()).expect("old offer"), without);
+        assert_eq!(
+            ServerMsg::decode(old.as_bytes()).expect("old offer"),
+            without
+        );
         assert_eq!(without.encode(), old.as_bytes());
         let with = ServerMsg::FileOffer {
             from: "alice".into(),
@@ -1287,7 +1290,10 @@ mod tests {
         assert!(text.ends_with(&format!(r#","key":"{key}"}}"#)), "{text}");
         assert_eq!(ServerMsg::decode(&new).expect("new offer"), with);
         let later = text.replace(r#""key""#, r#""kex":"x","key""#);
-        assert_eq!(ServerMsg::decode(later.as_bytes()).expect("unknown field"), with);
+        assert_eq!(
+            ServerMsg::decode(later.as_bytes()).expect("unknown field"),
+            with
+        );
         // What an older client sees of it: the same message with the key dropped.
         #[derive(Deserialize, PartialEq, Debug)]
         struct OldOffer {

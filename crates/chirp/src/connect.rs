@@ -1385,7 +1385,10 @@ mod tests {
         assert_eq!(s.idle_timeout, Some(3));
         assert_eq!(s.log_dir, Some(PathBuf::from("/mine")));
         assert_eq!(s.downloads, Some(PathBuf::from("/inbox")));
-        let trusted = ["cccc-cccc-cccc-cccc-cccc-cccc", "dddd-dddd-dddd-dddd-dddd-dddd"];
+        let trusted = [
+            "cccc-cccc-cccc-cccc-cccc-cccc",
+            "dddd-dddd-dddd-dddd-dddd-dddd",
+        ];
         assert_eq!(s.auto_accept_from, trusted.map(fp));
         // No file: the flags alone, the bell on by default and off with --no-bell.
         let s = merge(&args(&["h", "--nick", "c"]), ClientFile::default(), None).expect("ok");

@@ -343,7 +343,12 @@ fn a_listed_key_is_accepted_without_asking_and_another_waits_for_accept() {
         &srv,
         hb.path(),
         "bob",
-        &["--downloads", &downloads_arg, "--auto-accept-from", &alice_fp],
+        &[
+            "--downloads",
+            &downloads_arg,
+            "--auto-accept-from",
+            &alice_fp,
+        ],
     );
 
     let started = std::time::Instant::now();
@@ -366,7 +371,10 @@ fn a_listed_key_is_accepted_without_asking_and_another_waits_for_accept() {
     let took = started.elapsed();
     let name = got["name"].as_str().expect("saved name");
     let received = std::fs::read(downloads.path().join(name)).expect("the received file");
-    assert!(received == bytes, "the received file differs from the one sent");
+    assert!(
+        received == bytes,
+        "the received file differs from the one sent"
+    );
 
     carol.line(&format!("/send bob {}", other.display()));
     let offer = bob.wait_for("carol's offer", WAIT, |v| {
@@ -385,7 +393,9 @@ fn a_listed_key_is_accepted_without_asking_and_another_waits_for_accept() {
         let file = ["file_progress", "file_done", "file_failed"]
             .contains(&v["type"].as_str().unwrap_or(""));
         let accepted = v["type"] == "status"
-            && v["message"].as_str().is_some_and(|m| m.contains("accepted"));
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("accepted"));
         if ours {
             (file && v["id"] == id) || accepted
         } else {

@@ -269,10 +269,13 @@ mod tests {
              [\"bbbb-bbbb-bbbb-bbbb-bbbb-bbbb\", \"cccc-cccc-cccc-cccc-cccc-cccc\"]\n",
         )
         .expect("valid");
-        let trusted: Vec<Fingerprint> = ["bbbb-bbbb-bbbb-bbbb-bbbb-bbbb", "cccc-cccc-cccc-cccc-cccc-cccc"]
-            .iter()
-            .map(|f| f.parse().expect("fingerprint"))
-            .collect();
+        let trusted: Vec<Fingerprint> = [
+            "bbbb-bbbb-bbbb-bbbb-bbbb-bbbb",
+            "cccc-cccc-cccc-cccc-cccc-cccc",
+        ]
+        .iter()
+        .map(|f| f.parse().expect("fingerprint"))
+        .collect();
         assert_eq!(f.auto_accept_from, trusted);
         assert_eq!(f.servers(), ["10.0.0.1:7667", "10.0.0.2"]);
         assert!(f.server_key.is_some());
@@ -309,7 +312,11 @@ mod tests {
                 1,
                 "bad fingerprint",
             ),
-            ("auto_accept_from = \"aaaa-aaaa-aaaa-aaaa-aaaa-aaaa\"\n", 1, "invalid type"),
+            (
+                "auto_accept_from = \"aaaa-aaaa-aaaa-aaaa-aaaa-aaaa\"\n",
+                1,
+                "invalid type",
+            ),
             ("\nidle_timeout = 0\n", 2, "1 to 3600"),
             ("nick = \"a,b\"\n", 1, "nick"),
             ("server = 7\n", 1, ""),
