@@ -478,9 +478,7 @@ impl DmFiles {
                         return true;
                     }
                 };
-                if self.offered_again(session, from, *id, name, *size, hash, key) {
-                    return true;
-                }
+                // Under the next number, should it be a new offer.
                 let job = Job {
                     local: self.next_local,
                     wire: *id,
@@ -492,6 +490,9 @@ impl DmFiles {
                     prepared: None,
                     key,
                 };
+                if self.offered_again(session, &job) {
+                    return true;
+                }
                 self.next_local += 1;
                 self.offered(session, job);
             }
@@ -660,7 +661,8 @@ impl DmFiles {
         }
     }
 
-    /// An offer of a file we know (`true`; `false`: a new offer, for the user to answer):
+    /// `offer` (an offer to us, under the number a new one would get), if of a file we know
+    /// (`true`; `false`: a new offer, for the user to answer):
     ///
     /// - a repeat of an offer waiting for an answer, queued or under way (the sender of an
     ///   interrupted file offers it until it is answered): nothing to do;
@@ -669,17 +671,8 @@ impl DmFiles {
     ///   transfer, or restarted): accepted without asking, under the number it had, and it
     ///   takes the place of any transfer of it still under way. The new peer session resumes
     ///   from the verified partial file.
-    #[allow(clippy::too_many_arguments)]
-    fn offered_again(
-        &mut self,
-        session: &mut ChatSession,
-        from: &str,
-        wire: u64,
-        name: &str,
-        size: u64,
-        hash: [u8; 32],
-        key: Option<PublicKey>,
-    ) -> bool {
+    fn offered_again(&mut self, session: &mut ChatSession, offer: &Job) -> bool {
+        let (from, wire, size, hash) = (offer.nick.as_str(), offer.wire, offer.size, offer.hash);
         let who = fold(from);
         let same_offer = |j: &Job| j.wire == wire && fold(&j.nick) == who;
         let active = self.active.as_ref().map(|a| &a.job);
@@ -696,7 +689,7 @@ impl DmFiles {
             |j: &Job| j.path.is_none() && j.size == size && j.hash == hash && fold(&j.nick) == who;
         if let Some(j) = self.waiting.iter_mut().find(|j| same_file(j)) {
             j.wire = wire;
-            j.key = key;
+            j.key = offer.key;
             return true;
         }
         let Some(local) = self.accepted.accepted(now(), &who, size, hash) else {
@@ -709,14 +702,7 @@ impl DmFiles {
         }
         let job = Job {
             local,
-            wire,
-            nick: from.to_owned(),
-            name: name.to_owned(),
-            size,
-            hash,
-            path: None,
-            prepared: None,
-            key,
+            ..offer.clone()
         };
         session.file_answer(job.nick.clone(), wire, true);
         let text = format!(
@@ -730,8 +716,8 @@ impl DmFiles {
                 self.setup.json,
                 || format!("* {text}"),
                 json!({"type": "file_offer", "direction": "receive", "id": local, "from": from,
-                       "name": name, "size": size, "hash": hash_hex(&hash), "auto": true,
-                       "resume": true}),
+                       "key": job.key.map(|k| k.fingerprint().to_string()), "name": job.name,
+                       "size": size, "hash": hash_hex(&hash), "auto": true, "resume": true}),
             );
         }
         self.queued.push_back(job);
