@@ -724,6 +724,13 @@ pub enum ServerMsg {
         size: u64,
         /// Its BLAKE3 root hash, 64 lowercase hex digits.
         hash: String,
+        /// The static key `from` is bound to (the key of the session that made the offer),
+        /// 64 lowercase hex digits: what a client that trusts listed keys accepts on, and
+        /// what the `meet` for this transfer must then name. Absent from an older server
+        /// (whose offers are never accepted without asking); a client that does not know
+        /// it ignores it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// `from` answered this user's offer `id`.
     FileAnswer {
@@ -1197,12 +1204,14 @@ mod tests {
             size: 123_456,
             hash: hash.into(),
         };
+        let alice = "0101010101010101010101010101010101010101010101010101010101010101";
         let offered = ServerMsg::FileOffer {
             from: "alice".into(),
             id: 7,
             name: "report.pdf".into(),
             size: 123_456,
             hash: hash.into(),
+            key: Some(alice.into()),
         };
         let answer = ClientMsg::FileAnswer {
             to: "alice".into(),
@@ -1237,12 +1246,67 @@ mod tests {
         assert_eq!(ClientMsg::decode(json(lines[2])).expect("answer"), answer);
         assert_eq!(ServerMsg::decode(json(lines[3])).expect("answer"), answered);
         assert_eq!(ServerMsg::decode(json(lines[4])).expect("refused"), refused);
-        // Every field is required.
+        // Every field is required, but the sender's key, which an older server does not send.
         assert!(ClientMsg::decode(br#"{"t":"file_answer","to":"alice","id":7}"#).is_err());
         assert!(
             ClientMsg::decode(br#"{"t":"file_offer","to":"bob","id":7,"name":"x","size":1}"#)
                 .is_err()
         );
+    }
+
+    /// The sender's key in a forwarded `file_offer` is additive: an offer without it (an
+    /// older server) decodes with none and encodes without the field, one with it round-trips,
+    /// and a field this version does not know is skipped, as an older client skips `key`.
+    #[test]
+    fn file_offer_key_is_optional_both_ways() {
+        let hash = "4bd1a9a8b0c3e5f7d2e6c8a1b3d5f7e9a2c4e6f8b1d3f5a7c9e2b4d6f8a1c3e5";
+        let key = "0101010101010101010101010101010101010101010101010101010101010101";
+        let old = format!(
+            r#"{{"t":"file_offer","from":"alice","id":7,"name":"a","size":1,"hash":"{hash}"}}"#
+        );
+        let without = ServerMsg::FileOffer {
+            from: "alice".into(),
+            id: 7,
+            name: "a".into(),
+            size: 1,
+            hash: hash.into(),
+            key: None,
+        };
+        assert_eq!(
+            ServerMsg::decode(old.as_bytes()).expect("old offer"),
+            without
+        );
+        assert_eq!(without.encode(), old.as_bytes());
+        let with = ServerMsg::FileOffer {
+            from: "alice".into(),
+            id: 7,
+            name: "a".into(),
+            size: 1,
+            hash: hash.into(),
+            key: Some(key.into()),
+        };
+        let new = with.encode();
+        let text = String::from_utf8(new.clone()).expect("utf-8");
+        assert!(text.ends_with(&format!(r#","key":"{key}"}}"#)), "{text}");
+        assert_eq!(ServerMsg::decode(&new).expect("new offer"), with);
+        let later = text.replace(r#""key""#, r#""kex":"x","key""#);
+        assert_eq!(
+            ServerMsg::decode(later.as_bytes()).expect("unknown field"),
+            with
+        );
+        // What an older client sees of it: the same message with the key dropped.
+        #[derive(Deserialize, PartialEq, Debug)]
+        struct OldOffer {
+            from: String,
+            id: u64,
+            name: String,
+            size: u64,
+            hash: String,
+        }
+        let seen: OldOffer = serde_json::from_slice(&new).expect("an older client's decode");
+        assert_eq!(seen.hash, hash);
+        assert_eq!((seen.from.as_str(), seen.id, seen.size), ("alice", 7, 1));
+        assert_eq!(seen.name, "a");
     }
 
     /// The moderation examples of docs/PROTOCOL.md ("Moderation") decode, and encode back

@@ -57,7 +57,11 @@ other user never learns your address. A transfer cut off (either client killed o
 or no packet for --idle-timeout) resumes from what the recipient holds: the sender offers it
 again every 3 s for up to 10 minutes until the recipient is back, the recipient takes it
 again without asking (after its own restart, /accept again), and /send of the same file
-later resumes too.
+later resumes too. --auto-accept-from FINGERPRINT (repeatable; `chirp id` prints a user's)
+accepts offers from that user's key at once, without /accept, also after a restart: the
+server names the sender's key in each offer, and the transfer is refused if the peer the
+server then introduces has another key. An older server names no key, so nothing is
+accepted unasked through it.
 
 Set once: ~/.config/chirp/client.toml ($XDG_CONFIG_HOME/chirp, or --config FILE) holds what
 you would type every time; flags given here win over it. With a server and a nick in it,
@@ -69,6 +73,7 @@ you would type every time; flags given here win over it. With a server and a nic
   log_dir = \"~/chirp-logs\"           # one plain-text file per room and DM
   downloads = \"~/Downloads/chirp\"    # received files (also chirp peer)
   relay_only = true                  # files only through the server's relay (--relay-only)
+  auto_accept_from = [\"wxyz-wxyz-wxyz-wxyz-wxyz-wxyz\"]   # as --auto-accept-from
   # server_key, idle_timeout, home, qlog: as the flags
 /ignore NICK hides a nick's messages (also in --json: dropped), kept across restarts in
 $XDG_STATE_HOME/chirp/ignore. Details: docs/CLIENT.md.
@@ -103,7 +108,9 @@ Examples:
   chirp connect 127.0.0.1 --nick dave --qlog /tmp/chirp-qlog   # a qlog trace per connection
   chirp connect chat.example.org --nick erin --line --downloads ~/inbox
       /send frank ~/notes.pdf                                      # then typed: a file to frank
-  chirp connect chat.example.org --nick gus --relay-only   # files never reveal your address";
+  chirp connect chat.example.org --nick gus --relay-only   # files never reveal your address
+  chirp connect chat.example.org --nick hal --auto-accept-from wxyz-wxyz-wxyz-wxyz-wxyz-wxyz
+                                          # files from that key are saved without /accept";
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
@@ -175,6 +182,11 @@ pub(crate) struct ConnectArgs {
     /// [default: `log_dir` in the config file; none].
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
+    /// Accept DM file offers from the user with this key fingerprint without asking
+    /// (repeatable; `chirp id` on their machine prints it). Given here, these replace the
+    /// config file's `auto_accept_from`.
+    #[arg(long, value_name = "FINGERPRINT")]
+    auto_accept_from: Vec<Fingerprint>,
 }
 
 /// `chirp connect`'s settings: its flags, with what they leave out taken from the config
@@ -192,6 +204,7 @@ struct Settings {
     log_dir: Option<PathBuf>,
     downloads: Option<PathBuf>,
     relay_only: bool,
+    auto_accept_from: Vec<Fingerprint>,
 }
 
 /// The config file to read: `--config` (which must exist), else the default one if it exists.
@@ -275,6 +288,11 @@ fn merge(args: &ConnectArgs, file: ClientFile, path: Option<&Path>) -> anyhow::R
         log_dir: args.log_dir.clone().or(file.log_dir),
         downloads: args.downloads.clone().or(file.downloads),
         relay_only: args.relay_only || file.relay_only.unwrap_or(false),
+        auto_accept_from: if args.auto_accept_from.is_empty() {
+            file.auto_accept_from
+        } else {
+            args.auto_accept_from.clone()
+        },
     })
 }
 
@@ -851,6 +869,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
         idle_timeout: config.idle_timeout,
         ui: false,
         relay_only: s.relay_only,
+        auto_accept_from: s.auto_accept_from.clone(),
     };
     if crate::tui::wanted(args.line, args.json) {
         return crate::tui::connect(
@@ -1307,6 +1326,10 @@ mod tests {
             .a
     }
 
+    fn fp(s: &str) -> Fingerprint {
+        s.parse().expect("fingerprint")
+    }
+
     fn file(text: &str) -> ClientFile {
         ClientFile::parse(text).expect("valid")
     }
@@ -1316,7 +1339,7 @@ mod tests {
     fn flags_override_the_config_file() {
         let f = "server = [\"10.0.0.1\", \"10.0.0.2\"]\nnick = \"ann\"\nrooms = [\"#a\", \"#b\"]\n\
                  bell = false\nlog_dir = \"/logs\"\nidle_timeout = 9\ndownloads = \"/dl\"\n\
-                 relay_only = true\n";
+                 relay_only = true\nauto_accept_from = [\"bbbb-bbbb-bbbb-bbbb-bbbb-bbbb\"]\n";
         // Nothing on the command line: all from the file.
         let s = merge(&args(&[]), file(f), Some(Path::new("/c.toml"))).expect("complete");
         assert_eq!(
@@ -1333,6 +1356,7 @@ mod tests {
                 log_dir: Some(PathBuf::from("/logs")),
                 downloads: Some(PathBuf::from("/dl")),
                 relay_only: true,
+                auto_accept_from: vec![fp("bbbb-bbbb-bbbb-bbbb-bbbb-bbbb")],
             }
         );
         // Flags win, each on its own; --join replaces the file's rooms.
@@ -1349,6 +1373,10 @@ mod tests {
             "/mine",
             "--downloads",
             "/inbox",
+            "--auto-accept-from",
+            "cccc-cccc-cccc-cccc-cccc-cccc",
+            "--auto-accept-from",
+            "dddd-dddd-dddd-dddd-dddd-dddd",
         ]);
         let s = merge(&a, file(f), None).expect("complete");
         assert_eq!(s.servers, ["127.0.0.1:7000"]);
@@ -1357,6 +1385,11 @@ mod tests {
         assert_eq!(s.idle_timeout, Some(3));
         assert_eq!(s.log_dir, Some(PathBuf::from("/mine")));
         assert_eq!(s.downloads, Some(PathBuf::from("/inbox")));
+        let trusted = [
+            "cccc-cccc-cccc-cccc-cccc-cccc",
+            "dddd-dddd-dddd-dddd-dddd-dddd",
+        ];
+        assert_eq!(s.auto_accept_from, trusted.map(fp));
         // No file: the flags alone, the bell on by default and off with --no-bell.
         let s = merge(&args(&["h", "--nick", "c"]), ClientFile::default(), None).expect("ok");
         assert!(s.bell && s.rooms.is_empty() && s.log_dir.is_none());

@@ -36,6 +36,7 @@ use chirp_chat::wire::ServerMsg;
 use chirp_client::dm_resume::{Accepted, Due, REOFFER_EVERY, RESUME_WAIT, Reoffers};
 use chirp_client::files::{DmNote, FileCommand};
 use chirp_files::{Direction, FileEvent, FsStorage, Prepared, hash_hex};
+use chirp_keys::{Fingerprint, PublicKey};
 use chirp_peer::rendezvous::Answer;
 use chirp_peer::{Input as SessionInput, Output as SessionOutput, Report, Transport};
 use chirp_proto::Event;
@@ -125,6 +126,9 @@ struct Job {
     /// Ours to send: the file as hashed for the offer, which the peer connection's offer
     /// reuses (boxed: its chunk hashes can be long).
     prepared: Option<Box<Prepared>>,
+    /// Theirs to receive: the sender's static key as the server named it in the offer
+    /// (`None` from an older server). The `meet` for this transfer must name the same key.
+    key: Option<PublicKey>,
 }
 
 impl Job {
@@ -167,6 +171,9 @@ pub(crate) struct Setup {
     /// `--relay-only`: the peer connection goes through the server's relay, never direct,
     /// and the server does not give the other side our address.
     pub(crate) relay_only: bool,
+    /// `--auto-accept-from`: offers whose sender's key (as the server names it) has one of
+    /// these fingerprints are accepted without asking.
+    pub(crate) auto_accept_from: Vec<Fingerprint>,
 }
 
 /// A `/send` whose file is being hashed (on the blocking pool).
@@ -384,6 +391,7 @@ impl DmFiles {
             hash,
             path: Some(path),
             prepared: Some(prepared),
+            key: None,
         };
         session.file_offer(to.clone(), wire, name.clone(), size, hash_hex(&hash));
         if self.setup.ui {
@@ -424,14 +432,21 @@ impl DmFiles {
             return self.error(&format!("no file offer {} waits", id.unwrap_or(0)));
         };
         let job = self.waiting.remove(at);
-        session.file_answer(job.nick.clone(), job.wire, accept);
         if !accept {
+            session.file_answer(job.nick.clone(), job.wire, false);
             if self.setup.ui {
                 let reason = "declined".to_owned();
                 return self.failed(&job, "declined", &reason);
             }
             return self.status(None, &format!("declined file {}", job.local));
         }
+        self.accept(session, job);
+    }
+
+    /// Accepts `job`, an offer to us: the answer goes to the sender, and the transfer waits
+    /// its turn.
+    fn accept(&mut self, session: &mut ChatSession, job: Job) {
+        session.file_answer(job.nick.clone(), job.wire, true);
         let text = format!(
             "accepted file {} from {}; connecting to them end to end",
             job.local,
@@ -454,15 +469,24 @@ impl DmFiles {
                 name,
                 size,
                 hash,
+                key,
             } => {
                 let Some(hash) = parse_hash(hash) else {
                     // The server checks hashes: an older or hostile one. Dropped.
                     debug!(%from, "a file offer with a malformed hash; dropped");
                     return true;
                 };
-                if self.offered_again(session, from, *id, name, *size, hash) {
-                    return true;
-                }
+                // The server names the sender's key as hex digits; anything else is a hostile
+                // server's, and the offer is dropped rather than shown without its key.
+                let key = match key.as_deref().map(PublicKey::from_hex) {
+                    None => None,
+                    Some(Some(k)) => Some(k),
+                    Some(None) => {
+                        debug!(%from, "a file offer with a malformed key; dropped");
+                        return true;
+                    }
+                };
+                // Under the next number, should it be a new offer.
                 let job = Job {
                     local: self.next_local,
                     wire: *id,
@@ -472,39 +496,13 @@ impl DmFiles {
                     hash,
                     path: None,
                     prepared: None,
+                    key,
                 };
-                self.next_local += 1;
-                if self.setup.ui {
-                    let e = FileEvent::Offered {
-                        id: job.local,
-                        name: name.clone(),
-                        size: *size,
-                        hash,
-                        auto: false,
-                    };
-                    self.file_event(&job, e);
-                    self.waiting.push(job);
+                if self.offered_again(session, &job) {
                     return true;
                 }
-                print_event(
-                    self.setup.json,
-                    || {
-                        format!(
-                            "* {} offers file {}: \"{}\" ({}, BLAKE3 {}…): /accept {} or \
-                             /decline {}",
-                            safe(from),
-                            job.local,
-                            safe(name),
-                            HumanBytes(*size),
-                            &hash_hex(&hash)[..16],
-                            job.local,
-                            job.local
-                        )
-                    },
-                    json!({"type": "file_offer", "direction": "receive", "id": job.local,
-                           "from": from, "name": name, "size": size, "hash": hash_hex(&hash)}),
-                );
-                self.waiting.push(job);
+                self.next_local += 1;
+                self.offered(session, job);
             }
             ServerMsg::FileAnswer { from, id, accept } => {
                 let fold = chirp_chat::names::fold(from);
@@ -578,6 +576,12 @@ impl DmFiles {
                 let Some(a) = self.active.as_mut() else {
                     return true;
                 };
+                if let Err(e) = check_meet_key(&a.job, nick, key) {
+                    let job = a.job.clone();
+                    self.failed(&job, "key_mismatch", &e);
+                    self.finish(now());
+                    return true;
+                }
                 let answer = Answer {
                     nick,
                     key,
@@ -617,7 +621,58 @@ impl DmFiles {
         true
     }
 
-    /// An offer of a file we know (`true`; `false`: a new offer, for the user to answer):
+    /// A new offer to us: shown, and accepted at once if the server named a sender's key that
+    /// `--auto-accept-from` lists (an offer without a key, from an older server, never is);
+    /// else it waits for `/accept` or `/decline`.
+    fn offered(&mut self, session: &mut ChatSession, job: Job) {
+        let fingerprint = job.key.map(|k| k.fingerprint());
+        let auto = trusted(&self.setup.auto_accept_from, job.key.as_ref());
+        if self.setup.ui {
+            let e = FileEvent::Offered {
+                id: job.local,
+                name: job.name.clone(),
+                size: job.size,
+                hash: job.hash,
+                auto,
+            };
+            self.file_event(&job, e);
+        } else {
+            let then = if auto {
+                "accepted (trusted key)".to_owned()
+            } else {
+                format!("/accept {} or /decline {}", job.local, job.local)
+            };
+            let by = match fingerprint {
+                Some(f) => format!(" (key {f})"),
+                None => String::new(),
+            };
+            print_event(
+                self.setup.json,
+                || {
+                    format!(
+                        "* {}{by} offers file {}: \"{}\" ({}, BLAKE3 {}…): {then}",
+                        safe(&job.nick),
+                        job.local,
+                        safe(&job.name),
+                        HumanBytes(job.size),
+                        &hash_hex(&job.hash)[..16],
+                    )
+                },
+                json!({"type": "file_offer", "direction": "receive", "id": job.local,
+                       "from": job.nick, "key": fingerprint.map(|f| f.to_string()),
+                       "name": job.name, "size": job.size, "hash": hash_hex(&job.hash),
+                       "auto": auto}),
+            );
+        }
+        if auto {
+            self.accept(session, job);
+        } else {
+            self.waiting.push(job);
+        }
+    }
+
+    /// `offer` (an offer to us, under the number a new one would get), if of a file we know
+    /// (`true`; `false`: a new offer, for the user to answer):
     ///
     /// - a repeat of an offer waiting for an answer, queued or under way (the sender of an
     ///   interrupted file offers it until it is answered): nothing to do;
@@ -626,15 +681,8 @@ impl DmFiles {
     ///   transfer, or restarted): accepted without asking, under the number it had, and it
     ///   takes the place of any transfer of it still under way. The new peer session resumes
     ///   from the verified partial file.
-    fn offered_again(
-        &mut self,
-        session: &mut ChatSession,
-        from: &str,
-        wire: u64,
-        name: &str,
-        size: u64,
-        hash: [u8; 32],
-    ) -> bool {
+    fn offered_again(&mut self, session: &mut ChatSession, offer: &Job) -> bool {
+        let (from, wire, size, hash) = (offer.nick.as_str(), offer.wire, offer.size, offer.hash);
         let who = fold(from);
         let same_offer = |j: &Job| j.wire == wire && fold(&j.nick) == who;
         let active = self.active.as_ref().map(|a| &a.job);
@@ -651,6 +699,7 @@ impl DmFiles {
             |j: &Job| j.path.is_none() && j.size == size && j.hash == hash && fold(&j.nick) == who;
         if let Some(j) = self.waiting.iter_mut().find(|j| same_file(j)) {
             j.wire = wire;
+            j.key = offer.key;
             return true;
         }
         let Some(local) = self.accepted.accepted(now(), &who, size, hash) else {
@@ -663,13 +712,7 @@ impl DmFiles {
         }
         let job = Job {
             local,
-            wire,
-            nick: from.to_owned(),
-            name: name.to_owned(),
-            size,
-            hash,
-            path: None,
-            prepared: None,
+            ..offer.clone()
         };
         session.file_answer(job.nick.clone(), wire, true);
         let text = format!(
@@ -683,8 +726,8 @@ impl DmFiles {
                 self.setup.json,
                 || format!("* {text}"),
                 json!({"type": "file_offer", "direction": "receive", "id": local, "from": from,
-                       "name": name, "size": size, "hash": hash_hex(&hash), "auto": true,
-                       "resume": true}),
+                       "key": job.key.map(|k| k.fingerprint().to_string()), "name": job.name,
+                       "size": size, "hash": hash_hex(&hash), "auto": true, "resume": true}),
             );
         }
         self.queued.push_back(job);
@@ -1105,6 +1148,40 @@ fn event_id(e: &FileEvent) -> Option<u64> {
     }
 }
 
+/// Whether an offer whose sender's key the server named as `key` is accepted without asking:
+/// only a key named, and listed in `--auto-accept-from` (an older server names none).
+fn trusted(auto_accept_from: &[Fingerprint], key: Option<&PublicKey>) -> bool {
+    key.is_some_and(|k| auto_accept_from.contains(&k.fingerprint()))
+}
+
+/// A `meet` introducing `nick` with `key` for `job`: for a file we receive whose offer named
+/// the sender's key, the key must be that one (else the server, or whoever speaks for it,
+/// named one key in the offer and introduces another: the transfer is refused, whatever
+/// `--auto-accept-from` says of either). An offer without a key (an older server) and our own
+/// files are not checked here; the rendezvous checks the nick.
+fn check_meet_key(job: &Job, nick: &str, key: &str) -> Result<(), String> {
+    let Some(offered) = job.key.filter(|_| job.path.is_none()) else {
+        return Ok(());
+    };
+    if fold(nick) != fold(&job.nick) {
+        return Ok(());
+    }
+    match PublicKey::from_hex(key) {
+        Some(k) if k == offered => Ok(()),
+        Some(k) => Err(format!(
+            "refused: the server introduced {} with key {}, but the offer came from key {}",
+            safe(nick),
+            k.fingerprint(),
+            offered.fingerprint()
+        )),
+        None => Err(format!(
+            "refused: the server introduced {} without a valid key; the offer came from key {}",
+            safe(nick),
+            offered.fingerprint()
+        )),
+    }
+}
+
 /// 64 lowercase hex digits as bytes.
 fn parse_hash(h: &str) -> Option<[u8; 32]> {
     let b = h.as_bytes();
@@ -1149,6 +1226,55 @@ mod tests {
         assert_eq!(command("/sendx bob f"), None);
         assert_eq!(command("hello"), None);
         assert_eq!(command("/join #a"), None);
+    }
+
+    fn receiving(key: Option<PublicKey>) -> Job {
+        Job {
+            local: 1,
+            wire: 7,
+            nick: "Alice".into(),
+            name: "a".into(),
+            size: 1,
+            hash: [0; 32],
+            path: None,
+            prepared: None,
+            key,
+        }
+    }
+
+    #[test]
+    fn only_a_named_and_listed_key_is_trusted() {
+        let (alice, carol) = (PublicKey([1; 32]), PublicKey([3; 32]));
+        let list = [alice.fingerprint()];
+        assert!(trusted(&list, Some(&alice)));
+        assert!(!trusted(&list, Some(&carol)));
+        // An older server names no key: never accepted unasked, whatever is listed.
+        assert!(!trusted(&list, None));
+        assert!(!trusted(&[], Some(&alice)));
+    }
+
+    /// The server cannot name one key in the offer and introduce another at the meet.
+    #[test]
+    fn the_meet_must_name_the_key_the_offer_named() {
+        let (alice, mallory) = (PublicKey([1; 32]), PublicKey([9; 32]));
+        let job = receiving(Some(alice));
+        assert_eq!(check_meet_key(&job, "alice", &alice.to_hex()), Ok(()));
+        let e = check_meet_key(&job, "alice", &mallory.to_hex()).expect_err("another key");
+        assert!(e.contains(&mallory.fingerprint().to_string()), "{e}");
+        assert!(e.contains(&alice.fingerprint().to_string()), "{e}");
+        let e = check_meet_key(&job, "alice", "not hex").expect_err("no key");
+        assert!(e.contains("without a valid key"), "{e}");
+        // No key in the offer (an older server): the meet's key is what the handshake proves,
+        // as before. Our own file: the recipient's key was never named.
+        assert_eq!(
+            check_meet_key(&receiving(None), "alice", &mallory.to_hex()),
+            Ok(())
+        );
+        let sending = Job {
+            path: Some(PathBuf::from("/f")),
+            ..receiving(Some(alice))
+        };
+        assert_eq!(check_meet_key(&sending, "alice", &mallory.to_hex()), Ok(()));
     }
 
     #[test]

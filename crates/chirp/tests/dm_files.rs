@@ -6,13 +6,16 @@
 //!   server's SQLite database (and its WAL) holds no 64-byte run of the file's random bytes.
 //! - An offer to a user who is not online, and one over `--max-file-size`, are refused with
 //!   the server's code (`offline`, `too_large`) and never reach the recipient.
+//! - `--auto-accept-from`: an offer from a listed key (the server names the sender's key in
+//!   it) is accepted without `/accept` and the file arrives byte-exact; an offer from another
+//!   key waits for `/accept`, with nothing accepted meanwhile.
 
 mod common;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Chirp, Server, WAIT, connect_json as client};
+use common::{CHIRP, Chirp, Server, WAIT, connect_json as client, fingerprint, run_to_end};
 use serde_json::Value;
 
 /// Bound on a whole transfer of a few MB on a loaded 2-core machine (normally well under a
@@ -314,4 +317,123 @@ fn chat_typed_after_send_arrives_before_the_offer() {
     let failed = alice.wait_for("the decline", WAIT, |v| v["type"] == "file_failed");
     assert_eq!(failed["code"], "declined", "{failed}");
     common::both_exit_ok(&mut alice, &mut bob);
+}
+
+/// Issue 18, `--auto-accept-from` in `chirp connect`: bob trusts alice's key. Alice's offer
+/// names her key and is accepted at once (`auto: true`, no `/accept` typed), and the file
+/// arrives byte-exact. Carol's, from a key bob does not list, names hers and waits: nothing is
+/// accepted for at least twice as long as alice's whole transfer took (and 3 s), until bob
+/// types `/accept`, and then it arrives too.
+#[test]
+fn a_listed_key_is_accepted_without_asking_and_another_waits_for_accept() {
+    let data = tmp();
+    let (ha, hb, hc, downloads, src) = (tmp(), tmp(), tmp(), tmp(), tmp());
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let (alice_fp, carol_fp) = (fingerprint(ha.path()), fingerprint(hc.path()));
+    let bytes = random_bytes(512 * 1024 + 7);
+    let path = src.path().join("trusted.bin");
+    std::fs::write(&path, &bytes).expect("write the file");
+    let other = src.path().join("other.txt");
+    std::fs::write(&other, b"from carol\n").expect("write the file");
+    let downloads_arg = downloads.path().display().to_string();
+    let mut alice = up("alice", &srv, ha.path(), "alice", &[]);
+    let mut carol = up("carol", &srv, hc.path(), "carol", &[]);
+    let mut bob = up(
+        "bob",
+        &srv,
+        hb.path(),
+        "bob",
+        &[
+            "--downloads",
+            &downloads_arg,
+            "--auto-accept-from",
+            &alice_fp,
+        ],
+    );
+
+    let started = std::time::Instant::now();
+    alice.line(&format!("/send bob {}", path.display()));
+    let offer = bob.wait_for("alice's offer", WAIT, |v| {
+        of_type(v, "file_offer", "receive").is_some()
+    });
+    assert_eq!(offer["from"], "alice");
+    assert_eq!(offer["key"], alice_fp.as_str(), "{offer}");
+    assert_eq!(offer["auto"], true, "{offer}");
+    let got = bob.wait_for("the file", TRANSFER_WAIT, |v| {
+        v["type"] == "file_failed" || of_type(v, "file_done", "receive").is_some()
+    });
+    assert_eq!(got["type"], "file_done", "{got}\n{}", bob.diag());
+    assert_eq!(got["id"], offer["id"]);
+    let sent = alice.wait_for("file_done", TRANSFER_WAIT, |v| {
+        v["type"] == "file_failed" || of_type(v, "file_done", "send").is_some()
+    });
+    assert_eq!(sent["type"], "file_done", "{sent}\n{}", alice.diag());
+    let took = started.elapsed();
+    let name = got["name"].as_str().expect("saved name");
+    let received = std::fs::read(downloads.path().join(name)).expect("the received file");
+    assert!(
+        received == bytes,
+        "the received file differs from the one sent"
+    );
+
+    carol.line(&format!("/send bob {}", other.display()));
+    let offer = bob.wait_for("carol's offer", WAIT, |v| {
+        of_type(v, "file_offer", "receive").is_some()
+    });
+    assert_eq!(offer["from"], "carol");
+    assert_eq!(offer["key"], carol_fp.as_str(), "{offer}");
+    assert_eq!(offer["auto"], false, "{offer}");
+    // Nothing of it moves until bob answers: no answer reaches carol, no transfer starts.
+    let quiet = (took * 2).max(Duration::from_secs(3));
+    let until = std::time::Instant::now() + quiet;
+    // A transfer event of carol's file (bob's number for it is `id`; carol has no other),
+    // or a status that it was accepted.
+    let id = offer["id"].as_u64().expect("offer id");
+    let moved = |v: &Value, ours: bool| {
+        let file = ["file_progress", "file_done", "file_failed"]
+            .contains(&v["type"].as_str().unwrap_or(""));
+        let accepted = v["type"] == "status"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("accepted"));
+        if ours {
+            (file && v["id"] == id) || accepted
+        } else {
+            file || accepted
+        }
+    };
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        let step = left.min(Duration::from_millis(100));
+        if let Some(v) = bob.next_event(step) {
+            assert!(!moved(&v, true), "{v} before /accept\n{}", bob.diag());
+        }
+        if let Some(v) = carol.next_event(step) {
+            assert!(!moved(&v, false), "{v} before /accept\n{}", carol.diag());
+        }
+    }
+    bob.line(&format!("/accept {id}"));
+    let got = bob.wait_for("carol's file", TRANSFER_WAIT, |v| {
+        v["type"] == "file_failed" || of_type(v, "file_done", "receive").is_some()
+    });
+    assert_eq!(got["type"], "file_done", "{got}\n{}", bob.diag());
+    let name = got["name"].as_str().expect("saved name");
+    assert_eq!(
+        std::fs::read(downloads.path().join(name)).expect("carol's file"),
+        b"from carol\n"
+    );
+    carol.proc.close_stdin();
+    assert!(carol.exit(TRANSFER_WAIT).success(), "{}", carol.diag());
+    common::both_exit_ok(&mut alice, &mut bob);
+}
+
+/// `chirp connect --help` documents `--auto-accept-from` with an example.
+#[test]
+fn connect_help_shows_auto_accept_from_with_an_example() {
+    let (status, out, _) = run_to_end(CHIRP, &["connect", "--help"], Duration::from_secs(10));
+    assert!(status.success(), "{out}");
+    assert!(out.contains("--auto-accept-from <FINGERPRINT>"), "{out}");
+    assert!(
+        out.contains("--nick hal --auto-accept-from wxyz-wxyz-wxyz-wxyz-wxyz-wxyz"),
+        "{out}"
+    );
 }

@@ -14,6 +14,8 @@
 //!   sender, still running, says the transfer is interrupted and offers the file again until
 //!   the receiver is back (a `/send` of the same file meanwhile joins that transfer); the
 //!   restarted receiver accepts and resumes from its `.part`.
+//! - The same, with the receiver trusting the sender's key (`--auto-accept-from`): nobody
+//!   types `/accept`, before or after the restart.
 //! - The sender is killed and restarted: `/send` of the same file again is accepted by the
 //!   receiver without asking (it had accepted that file from that nick) and resumes.
 //! - The path between the sender and the server goes dark (the proxy in between is killed)
@@ -128,7 +130,9 @@ struct Started {
     offered: Value,
 }
 
-fn start(alice: &mut Chirp, bob: &mut Chirp, src: &Path) -> Started {
+/// Alice offers bob the file; bob accepts it (types `/accept`, unless `auto`: then he trusts
+/// alice's key and the offer says it was accepted at once), and some of it arrives.
+fn start(alice: &mut Chirp, bob: &mut Chirp, src: &Path, auto: bool) -> Started {
     let bytes = random_bytes(SIZE);
     let path = src.join("big.bin");
     std::fs::write(&path, &bytes).expect("write the file");
@@ -137,7 +141,10 @@ fn start(alice: &mut Chirp, bob: &mut Chirp, src: &Path) -> Started {
     let offered = alice.wait_for("our offer", WAIT, |v| is(v, "file_offer", "send"));
     let offer = bob.wait_for("the offer", WAIT, |v| is(v, "file_offer", "receive"));
     assert_eq!(offer["hash"], offered["hash"]);
-    bob.line(&format!("/accept {}", offer["id"]));
+    assert_eq!(offer["auto"], auto, "{offer}");
+    if !auto {
+        bob.line(&format!("/accept {}", offer["id"]));
+    }
     some_progress(bob);
     Started {
         bytes,
@@ -163,7 +170,7 @@ fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
     let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
     let bob_args = ["--downloads", dl.as_str()];
     let mut bob = up("bob", srv.addr, hb.path(), "bob", &bob_args);
-    let s = start(&mut alice, &mut bob, src.path());
+    let s = start(&mut alice, &mut bob, src.path(), false);
     let hash = s.offered["hash"].clone();
 
     bob.proc.kill();
@@ -212,6 +219,48 @@ fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
     common::both_exit_ok(&mut alice, &mut bob);
 }
 
+/// The same with `--auto-accept-from` alice's key: bob never types `/accept`, not even after
+/// his restart (when he remembers nothing): the renewed offer names alice's key, so it is
+/// accepted at once, and the transfer resumes from the `.part`.
+#[test]
+fn a_killed_receiver_that_trusts_the_sender_resumes_without_accept() {
+    let data = tmp();
+    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let dl = downloads.path().display().to_string();
+    let alice_fp = common::fingerprint(ha.path());
+    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
+    let bob_args = ["--downloads", dl.as_str(), "--auto-accept-from", &alice_fp];
+    let mut bob = up("bob", srv.addr, hb.path(), "bob", &bob_args);
+    let s = start(&mut alice, &mut bob, src.path(), true);
+    let hash = s.offered["hash"].clone();
+
+    bob.proc.kill();
+    let held = part_len(downloads.path(), &hash);
+    assert!(held > 0 && held < SIZE as u64, "{held}");
+    let i = alice.wait_for("the interruption", WAIT, |v| {
+        is(v, "file_interrupted", "send") || v["type"] == "file_failed"
+    });
+    assert_eq!(i["type"], "file_interrupted", "{i}\n{}", alice.diag());
+
+    let mut bob = up("bob2", srv.addr, hb.path(), "bob", &bob_args);
+    let again = bob.wait_for("the offer again", WAIT, |v| is(v, "file_offer", "receive"));
+    assert_eq!(again["hash"], hash, "{again}");
+    assert_eq!(again["key"], alice_fp.as_str(), "{again}");
+    assert_eq!(again["auto"], true, "{again}");
+
+    let got = done(&mut bob, "receive");
+    let sent = done(&mut alice, "send");
+    assert_eq!(sent["id"], s.offered["id"], "{sent}");
+    assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
+    assert!(
+        bob.seen_of("error").is_empty(),
+        "bob typed nothing, and nothing failed\n{}",
+        bob.diag()
+    );
+    common::both_exit_ok(&mut alice, &mut bob);
+}
+
 #[test]
 fn a_restarted_sender_sends_again_and_the_receiver_resumes_without_asking() {
     let data = tmp();
@@ -220,7 +269,7 @@ fn a_restarted_sender_sends_again_and_the_receiver_resumes_without_asking() {
     let dl = downloads.path().display().to_string();
     let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
     let mut bob = up("bob", srv.addr, hb.path(), "bob", &["--downloads", &dl]);
-    let s = start(&mut alice, &mut bob, src.path());
+    let s = start(&mut alice, &mut bob, src.path(), false);
     let hash = s.offered["hash"].clone();
     let first = bob.seen_of("file_offer")[0]["id"].clone();
 
@@ -272,7 +321,7 @@ fn a_dark_path_interrupts_the_transfer_and_it_resumes_by_itself() {
     let via: std::net::SocketAddr = listen.parse().expect("listen address");
     let mut alice = up("alice", via, ha.path(), "alice", &["--relay-only"]);
     let mut bob = up("bob", srv.addr, hb.path(), "bob", &["--downloads", &dl]);
-    let s = start(&mut alice, &mut bob, src.path());
+    let s = start(&mut alice, &mut bob, src.path(), false);
     let hash = s.offered["hash"].clone();
 
     // Dark for longer than the idle timeout: both sides give the peer connection up.

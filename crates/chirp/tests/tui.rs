@@ -751,3 +751,56 @@ fn a_dm_file_is_offered_accepted_with_a_key_and_shown_done_in_the_chat_ui() {
     });
     server.kill();
 }
+
+/// Issue 18, `--auto-accept-from` in `chirp connect`'s UI: bob trusts alice's key, so her
+/// offer is taken at once (the UI says so) and the file arrives byte-exact without Alt+Y.
+#[test]
+fn a_dm_file_from_a_trusted_key_is_received_without_alt_y_in_the_chat_ui() {
+    if !tmux_installed("a_dm_file_from_a_trusted_key_is_received_without_alt_y_in_the_chat_ui") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, addr) = server(&dir.path().join("data"));
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("note.bin");
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).expect("write source");
+    let alice_home = dir.path().join("alice");
+    let alice_fp = fingerprint(&alice_home);
+    let tmux = Tmux::new(dir.path());
+    tmux.start("alice", &client_command(addr, &alice_home, "alice", ""));
+    let extra = format!(
+        "--downloads '{}' --auto-accept-from {alice_fp}",
+        downloads.display()
+    );
+    tmux.start(
+        "bob",
+        &client_command(addr, &dir.path().join("bob"), "bob", &extra),
+    );
+    tmux.wait_for("alice", "join", |s| s.contains("you joined #t"));
+    tmux.wait_for("bob", "join", |s| s.contains("you joined #t"));
+    tmux.type_line("alice", &format!("/send bob {}", src.display()));
+    tmux.type_line("bob", "/query alice");
+    let screen = tmux.wait_within(
+        "bob",
+        "the file received unasked",
+        std::time::Duration::from_secs(60),
+        |s| s.contains("file 1 received and verified"),
+    );
+    assert!(
+        screen.contains("receiving file 1: \"note.bin\"")
+            && screen.contains("offers from this key are accepted"),
+        "{screen}"
+    );
+    assert!(!screen.contains("Alt+Y accepts it"), "{screen}");
+    assert!(std::fs::read(downloads.join("note.bin")).expect("saved") == data);
+    tmux.type_line("bob", "/quit");
+    tmux.wait_for("bob", "a clean exit", |s| s.contains("chirp exited with 0"));
+    tmux.type_line("alice", "/quit");
+    tmux.wait_for("alice", "a clean exit", |s| {
+        s.contains("chirp exited with 0")
+    });
+    server.kill();
+}

@@ -39,6 +39,7 @@ log_dir = "~/chirp-logs"           # a plain-text log per room and DM
 downloads = "~/Downloads/chirp"    # where received files are saved
 # relay_only = true                # files go through the server's relay, never direct
 # server_key = "abcd-efgh-ijkl-mnop-qrst-uvwx"   # pin the server's key
+# auto_accept_from = ["wxyz-wxyz-wxyz-wxyz-wxyz-wxyz"]   # take DM files from these keys unasked
 # idle_timeout = 30                # seconds without a packet before reconnecting
 # home = "~/.config/chirp"         # identity key and known server keys
 "##;
@@ -89,6 +90,9 @@ pub struct ClientFile {
     /// the other user never learns this client's address.
     #[serde(default)]
     pub relay_only: Option<bool>,
+    /// `auto_accept_from`: key fingerprints whose DM file offers are accepted without asking.
+    #[serde(default, deserialize_with = "fingerprints")]
+    pub auto_accept_from: Vec<Fingerprint>,
 }
 
 /// Why a `client.toml` was refused: the message, with the line and column where `toml`
@@ -209,6 +213,16 @@ fn fingerprint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Fingerprint>, D
         .map_err(|e| serde::de::Error::custom(format!("bad fingerprint: {e}")))
 }
 
+fn fingerprints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Fingerprint>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|raw| {
+            raw.parse::<Fingerprint>()
+                .map_err(|e| serde::de::Error::custom(format!("bad fingerprint: {e}")))
+        })
+        .collect()
+}
+
 fn idle_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let secs = u64::deserialize(d)?;
     if !(1..=3600).contains(&secs) {
@@ -251,9 +265,18 @@ mod tests {
         let f = ClientFile::parse(
             "server = [\"10.0.0.1:7667\", \"10.0.0.2\"]\nserver_key = \
              \"aaaa-aaaa-aaaa-aaaa-aaaa-aaaa\"\nidle_timeout = 6\nqlog = \"/tmp/q\"\nhome = \
-             \"/h\"\nbell = false\nrelay_only = true\n",
+             \"/h\"\nbell = false\nrelay_only = true\nauto_accept_from = \
+             [\"bbbb-bbbb-bbbb-bbbb-bbbb-bbbb\", \"cccc-cccc-cccc-cccc-cccc-cccc\"]\n",
         )
         .expect("valid");
+        let trusted: Vec<Fingerprint> = [
+            "bbbb-bbbb-bbbb-bbbb-bbbb-bbbb",
+            "cccc-cccc-cccc-cccc-cccc-cccc",
+        ]
+        .iter()
+        .map(|f| f.parse().expect("fingerprint"))
+        .collect();
+        assert_eq!(f.auto_accept_from, trusted);
         assert_eq!(f.servers(), ["10.0.0.1:7667", "10.0.0.2"]);
         assert!(f.server_key.is_some());
         assert_eq!(f.idle_timeout, Some(6));
@@ -284,6 +307,16 @@ mod tests {
                 "start with '#'",
             ),
             ("server_key = \"nonsense\"\n", 1, "bad fingerprint"),
+            (
+                "auto_accept_from = [\"aaaa-aaaa-aaaa-aaaa-aaaa-aaaa\", \"x\"]\n",
+                1,
+                "bad fingerprint",
+            ),
+            (
+                "auto_accept_from = \"aaaa-aaaa-aaaa-aaaa-aaaa-aaaa\"\n",
+                1,
+                "invalid type",
+            ),
             ("\nidle_timeout = 0\n", 2, "1 to 3600"),
             ("nick = \"a,b\"\n", 1, "nick"),
             ("server = 7\n", 1, ""),

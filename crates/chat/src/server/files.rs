@@ -164,6 +164,9 @@ impl Server {
             name: offer.name,
             size: offer.size,
             hash: offer.hash,
+            // The key this session proved in its handshake, which the nick is bound to: a
+            // recipient that trusts it may accept at once, and checks the `meet` against it.
+            key: Some(data_encoding::HEXLOWER.encode(&key)),
         };
         for s in live {
             self.send(s, &m);

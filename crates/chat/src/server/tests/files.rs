@@ -70,6 +70,7 @@ fn an_offer_reaches_every_session_of_the_recipient_and_the_answer_the_sender() {
         name: "report.pdf".into(),
         size: 1000,
         hash: HASH.into(),
+        key: Some(data_encoding::HEXLOWER.encode(&key(1))),
     };
     assert_eq!(h.take(2), vec![expected.clone()]);
     assert_eq!(h.take(3), vec![expected]);
@@ -98,6 +99,30 @@ fn an_offer_reaches_every_session_of_the_recipient_and_the_answer_the_sender() {
     }
     // Nothing of it was stored: no operation for the store at all.
     assert_eq!(h.persisted.len(), persisted);
+}
+
+/// The forwarded offer names the key of the session that made it (the key its nick is bound
+/// to): each sender's own, whatever the recipient or the id, and never the recipient's.
+#[test]
+fn the_forwarded_offer_names_the_senders_key() {
+    let mut h = three_users();
+    let named = |h: &mut H, session| -> Vec<Option<String>> {
+        h.take(session)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::FileOffer { key, .. } => Some(key),
+                _ => None,
+            })
+            .collect()
+    };
+    let hex = |k: Key| Some(data_encoding::HEXLOWER.encode(&k));
+    offer(&mut h, 4, "bob", 1, "a", 10, HASH);
+    assert_eq!(named(&mut h, 2), vec![hex(key(3))]);
+    offer(&mut h, 1, "bob", 1, "a", 10, HASH);
+    assert_eq!(named(&mut h, 3), vec![hex(key(3)), hex(key(1))]);
+    // Bob, from his second device, offers carol a file: his key, the same from either.
+    offer(&mut h, 3, "carol", 2, "b", 10, HASH);
+    assert_eq!(named(&mut h, 4), vec![hex(key(2))]);
 }
 
 #[test]
