@@ -13,9 +13,11 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{CHIRP, Chirp, Server, WAIT, connect_json as client, fingerprint, run_to_end};
+use common::{
+    CHIRP, Chirp, Server, WAIT, connect_json as client, fingerprint, fresh_noise, run_to_end,
+};
 use serde_json::Value;
 
 /// Bound on a whole transfer of a few MB on a loaded 2-core machine (normally well under a
@@ -24,24 +26,6 @@ const TRANSFER_WAIT: Duration = Duration::from_secs(60);
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
-}
-
-/// `len` bytes of xorshift output: no run of it is found anywhere by chance.
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut x = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id()) << 32
-        | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A client that is up: its `connected` event has come.
@@ -60,7 +44,7 @@ fn a_dm_file_arrives_byte_exact_and_the_server_never_stores_it() {
     let data = tmp();
     let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
     let mut srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let bytes = random_bytes(3 * 1024 * 1024 + 12_345);
+    let bytes = fresh_noise(3 * 1024 * 1024 + 12_345);
     let path = src.path().join("random.bin");
     std::fs::write(&path, &bytes).expect("write the file");
     let downloads_arg = downloads.path().display().to_string();
@@ -158,7 +142,7 @@ fn offers_to_offline_users_and_over_the_size_limit_are_refused() {
     let small = src.path().join("small.txt");
     let big = src.path().join("big.bin");
     std::fs::write(&small, b"a small file\n").expect("write");
-    std::fs::write(&big, random_bytes(1025)).expect("write");
+    std::fs::write(&big, fresh_noise(1025)).expect("write");
     let downloads_arg = downloads.path().display().to_string();
     let mut alice = up("alice", &srv, ha.path(), "alice", &[]);
     // Bob claims his nick, then leaves: he exists, but is not online.
@@ -233,7 +217,7 @@ fn relay_only_sends_the_file_through_the_relay_and_hides_the_address() {
     let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
     let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
     // Through the relay's 1 MiB/s: a second or two.
-    let bytes = random_bytes(1024 * 1024 + 777);
+    let bytes = fresh_noise(1024 * 1024 + 777);
     let path = src.path().join("hidden.bin");
     std::fs::write(&path, &bytes).expect("write the file");
     let downloads_arg = downloads.path().display().to_string();
@@ -300,7 +284,7 @@ fn chat_typed_after_send_arrives_before_the_offer() {
     let (ha, hb, src) = (tmp(), tmp(), tmp());
     let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
     let path = src.path().join("large.bin");
-    std::fs::write(&path, random_bytes(256 * 1024 * 1024)).expect("write the file");
+    std::fs::write(&path, fresh_noise(256 * 1024 * 1024)).expect("write the file");
     let mut alice = up("alice", &srv, ha.path(), "alice", &[]);
     let mut bob = up("bob", &srv, hb.path(), "bob", &[]);
     alice.line(&format!("/send bob {}", path.display()));
@@ -330,7 +314,7 @@ fn a_listed_key_is_accepted_without_asking_and_another_waits_for_accept() {
     let (ha, hb, hc, downloads, src) = (tmp(), tmp(), tmp(), tmp(), tmp());
     let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
     let (alice_fp, carol_fp) = (fingerprint(ha.path()), fingerprint(hc.path()));
-    let bytes = random_bytes(512 * 1024 + 7);
+    let bytes = fresh_noise(512 * 1024 + 7);
     let path = src.path().join("trusted.bin");
     std::fs::write(&path, &bytes).expect("write the file");
     let other = src.path().join("other.txt");

@@ -25,9 +25,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{CHIRP, Chirp, Proc, Server, Stdout, WAIT, connect_json as client};
+use common::{CHIRP, Chirp, Proc, Server, Stdout, WAIT, connect_json as client, fresh_noise};
 use serde_json::Value;
 
 /// Bound on a whole transfer through the relay (about 8 s) on a loaded 2-core machine.
@@ -41,24 +41,6 @@ const IDLE: &[&str] = &["--idle-timeout", "3"];
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
-}
-
-/// `len` bytes of xorshift output.
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut x = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id()) << 32
-        | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A client that is up (its `connected` event has come), with [`IDLE`] and `extra`.
@@ -133,7 +115,7 @@ struct Started {
 /// Alice offers bob the file; bob accepts it (types `/accept`, unless `auto`: then he trusts
 /// alice's key and the offer says it was accepted at once), and some of it arrives.
 fn start(alice: &mut Chirp, bob: &mut Chirp, src: &Path, auto: bool) -> Started {
-    let bytes = random_bytes(SIZE);
+    let bytes = fresh_noise(SIZE);
     let path = src.join("big.bin");
     std::fs::write(&path, &bytes).expect("write the file");
     let path = path.display().to_string();

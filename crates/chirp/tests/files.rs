@@ -11,26 +11,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{CHIRP, Chirp, Proc, Stdout, fingerprint, free_ports, lo, peer_home, retry_bind};
+use common::{
+    CHIRP, Chirp, Proc, Stdout, fingerprint, free_ports, lo, noise, peer_home, retry_bind,
+};
 
 /// Bound on one transfer of the tests' sizes (seconds on loopback; generous for a loaded CI).
 const TRANSFER: Duration = Duration::from_secs(120);
 /// Bound on a single step (an offer arriving, a refusal).
 const STEP: Duration = Duration::from_secs(20);
-
-/// Deterministic, incompressible-looking contents (xorshift).
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// The partial file's name for `name` of the offer `offer`: `NAME.HHHHHHHHHHHHHHHH.part`,
 /// the first 16 hex digits of its root hash.
@@ -100,7 +88,7 @@ fn twenty_megabytes_through_five_percent_loss_arrive_verified() {
     let dir = scratch();
     let downloads = dir.path().join("dl");
     let src = dir.path().join("big.bin");
-    let data = content(20_000_000, 1);
+    let data = noise(20_000_000, 1);
     std::fs::write(&src, &data).expect("write source");
     let (_proxy, mut a, mut b) = retry_bind(|| {
         let [pa, pb, pl, pv] = free_ports();
@@ -171,7 +159,7 @@ fn a_killed_receiver_restarts_and_resumes_without_starting_over() {
     let downloads = dir.path().join("dl");
     let src = dir.path().join("video.mkv");
     let size = 30_000_000;
-    let data = content(size, 2);
+    let data = noise(size, 2);
     std::fs::write(&src, &data).expect("write source");
     let dl = arg(&downloads);
     let (mut a, mut b, pb, pa) = retry_bind(|| {
@@ -265,7 +253,7 @@ fn an_existing_name_gets_a_suffix_and_is_never_overwritten() {
     std::fs::create_dir_all(&downloads).expect("mkdir");
     std::fs::write(downloads.join("report.txt"), b"mine, not the peer's").expect("write");
     let src = dir.path().join("report.txt");
-    let data = content(100_000, 3);
+    let data = noise(100_000, 3);
     std::fs::write(&src, &data).expect("write");
     let (mut a, mut b) = pair(&downloads, &[]);
     b.wait_type("peer_up", STEP);
@@ -346,7 +334,7 @@ fn a_full_disk_fails_clearly_and_leaves_no_done_file() {
         }
     };
     let src = dir.path().join("too-big.bin");
-    std::fs::write(&src, content(3_000_000, 4)).expect("write");
+    std::fs::write(&src, noise(3_000_000, 4)).expect("write");
     let (mut a, mut b) = pair(&downloads, &[]);
     b.wait_type("peer_up", STEP);
     a.line(&format!("/send {}", arg(&src)));
@@ -434,7 +422,7 @@ fn a_file_goes_through_peer_mode_via_a_server() {
     let server = common::Server::start(&dir.path().join("server"), "127.0.0.1:0", &[]);
     let downloads = dir.path().join("dl");
     let src = dir.path().join("photo.jpg");
-    let data = content(3_000_000, 5);
+    let data = noise(3_000_000, 5);
     std::fs::write(&src, &data).expect("write source");
     let (mut a, mut b) = retry_bind(|| {
         let a = via_peer(

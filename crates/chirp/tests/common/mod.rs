@@ -33,6 +33,29 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// `len` bytes of xorshift output from `seed`: incompressible-looking file contents, no run of
+/// which is found anywhere by chance.
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// [`noise`] with a seed of this moment and process: different in every run.
+pub(crate) fn fresh_noise(len: usize) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
+    noise(len, now ^ u64::from(std::process::id()) << 32)
+}
+
 /// The binary under test.
 pub(crate) const CHIRP: &str = env!("CARGO_BIN_EXE_chirp");
 
