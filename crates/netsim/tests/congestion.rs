@@ -41,17 +41,7 @@ fn bulk_over(
     total: usize,
     seed: u64,
 ) -> (f64, chirp_proto::ConnectionStats, u64) {
-    bulk_with(EndpointConfig::default(), link, total, seed)
-}
-
-/// [`bulk_over`] with any configuration.
-fn bulk_with(
-    config: EndpointConfig,
-    link: LinkConfig,
-    total: usize,
-    seed: u64,
-) -> (f64, chirp_proto::ConnectionStats, u64) {
-    let mut p = Pair::new(config, link, seed);
+    let mut p = Pair::new(EndpointConfig::default(), link, seed);
     let (ca, _) = p.connect().expect("handshake");
     let start = p.now;
     let msg = vec![7u8; 8 * 1024];
@@ -148,12 +138,11 @@ fn a_queue_that_does_not_drain_is_not_ours() {
 
 /// The same bottleneck for twice as long (over the 10 s a base RTT is kept): a halving that
 /// does not drain a slow start's overshoot is still ours (the delivery rate held), so the
-/// buffer does not keep overflowing. And one whose buffer holds 2,400 bytes (a policer, or a
-/// buffer too shallow to show a queue: its losses look random, so the window is at first only
-/// capped at twice the BDP), with the default datagram size (1,200). Before the shallow-buffer
-/// test, 1,102 of 2,931 packets were dropped at the queue (and at 1,452 bytes 3,472 of 4,984,
-/// at 57 kB/s); now 108 of 1,921 (at 1,452 bytes 129 of 1,933, at 220 kB/s):
-/// [`a_shallow_buffer_is_found_and_rarely_overflows`] holds that.
+/// buffer does not keep overflowing. And one whose buffer holds two datagrams (a policer, or a
+/// buffer too shallow to show a queue: its losses look random, so the window is only capped at
+/// twice the BDP): a known cost, 1,102 of 2,931 packets dropped at the queue (621 of 2,444
+/// before random periods stopped freezing growth), the same goodput; this guards it from
+/// getting worse. Pacing at the delivery rate would be the fix (PERFORMANCE.md).
 #[test]
 fn long_transfers_and_shallow_buffers_do_not_keep_overflowing() {
     let (secs, s, drops) = bulk(250_000, 64 * 1024, 0.0, 4 << 20, 1);
@@ -177,52 +166,6 @@ fn long_transfers_and_shallow_buffers_do_not_keep_overflowing() {
         drops * 5 < s.packets_sent * 2,
         "at most 40 % dropped at the queue"
     );
-}
-
-/// Issue 18: a bottleneck whose buffer is too shallow to show a queue (2,400 bytes: two
-/// datagrams of 1,200, one of 1,452) on a 250 kB/s link, at both datagram sizes, without and
-/// with a little random loss (0.5 %, so that the seeds differ). Its losses look random (no
-/// queue stands), so at first the window is only capped at twice the BDP and the buffer
-/// overflows; before the shallow-buffer test (PROTOCOL.md §6.7) that went on for the whole
-/// transfer: 1,102 of 2,931 packets dropped (37.6 %) at 1,200 bytes, and 3,472 of 4,984
-/// (69.7 %) at 1,452, at 57 kB/s. The test finds the losses ours: the window is capped at one
-/// BDP, the pacer sends without bursts, and the datagrams go back to 1,200 bytes. Measured:
-/// 5.2-6.7 % dropped, 214-220 kB/s.
-#[test]
-fn a_shallow_buffer_is_found_and_rarely_overflows() {
-    for max_datagram in [1_200, 1_452] {
-        for (loss, seed) in [(0.0, 1), (0.005, 1), (0.005, 2), (0.005, 3)] {
-            let config = EndpointConfig {
-                transport: chirp_proto::TransportConfig {
-                    max_datagram_size: max_datagram,
-                    ..chirp_proto::TransportConfig::default()
-                },
-                ..EndpointConfig::default()
-            };
-            let link = LinkConfig::ideal(ONE_WAY)
-                .with_rate(250_000, 2_400)
-                .with_loss(loss);
-            let (secs, s, drops) = bulk_with(config, link, 2 << 20, seed);
-            let goodput = f64::from(2u32 << 20) / secs;
-            eprintln!(
-                "{max_datagram} B, {:.1} % loss, seed {seed}: {goodput:.0} B/s, drops {drops} of \
-                 {}, random {}, congestion {}",
-                loss * 100.0,
-                s.packets_sent,
-                s.random_loss_periods,
-                s.congestion_periods
-            );
-            assert!(
-                goodput > 200_000.0,
-                "{max_datagram} B, seed {seed}: the link is used ({goodput:.0} B/s)"
-            );
-            assert!(
-                drops * 10 < s.packets_sent,
-                "{max_datagram} B, seed {seed}: under 10 % dropped at the queue ({drops} of {})",
-                s.packets_sent
-            );
-        }
-    }
 }
 
 /// A 100 Mbit/s bottleneck each way with a buffer of one bandwidth-delay product (500 kB at a

@@ -10,8 +10,8 @@ pub struct TransportConfig {
     /// Largest datagram sent: the ceiling of path MTU discovery ([`crate::pmtud`]). A
     /// connection starts at 1,200 bytes ([`crate::wire::MAX_DATAGRAM_SIZE`], which every path
     /// carries and INITIALs are padded to) and, above that, probes up to this after the
-    /// handshake; clamped to 1,200..=65,507. Default 1,200: discovery off (with it on, some of
-    /// `chirp-netsim`'s tests still fail; PROTOCOL.md §6.9, PERFORMANCE.md "Shallow buffers").
+    /// handshake; clamped to 1,200..=65,507. Default 1,200: discovery off (behind a bottleneck
+    /// buffer of two 1,200-byte datagrams, 1,452-byte ones overflow it; PROTOCOL.md §6.9).
     /// [`crate::pmtud::DEFAULT_CEILING`] (1,452) suits IPv4 over an Ethernet-sized path.
     pub max_datagram_size: usize,
     /// With no packet received for this long, the peer is declared dead. Default 30 s.

@@ -47,15 +47,6 @@
 //! took part of the link shows within a round trip. A low interval (an application-limited
 //! one, a recovery) only lowers the floor towards NewReno's halving.
 //!
-//! **A buffer too shallow to show a queue** (issue 18). Behind a drop-tail buffer of a datagram
-//! or two every loss is ours and is taken for random, and twice the BDP keeps the buffer
-//! overflowing (37 % of the packets at 1,200 bytes through a 2,400-byte buffer, 70 % at 1,452).
-//! The connection tests for it (`crate::shallow`): it caps the window at one BDP
-//! ([`NewReno::set_shallow`]) and sees whether the losses stop while the delivery rate holds.
-//! While the path is taken for a shallow buffer, a loss taken for random caps the window at one
-//! BDP, never below the minimum window (the initial window, 10 datagrams, is above the BDP of a
-//! slow link), and the threshold with it, so the window grows only in congestion avoidance.
-//!
 //! **Leaving slow start before the queue overflows** (HyStart++, RFC 9406). Slow start doubles
 //! the window every round trip until a loss, so on a path with a drop-tail buffer of one
 //! bandwidth-delay product the first loss comes when the window has grown well past what the
@@ -101,9 +92,6 @@ pub(crate) struct NewReno {
     last_cap: u64,
     hystart: HyStart,
 }
-
-/// Bandwidth-delay products a loss taken for random caps the window at (BBR's cwnd gain).
-const RANDOM_CAP_BDPS: u64 = 2;
 
 /// RTT samples a run needs before its minimum counts (RFC 9406 §4.2 `N_RTT_SAMPLE`, there
 /// for the round's first samples).
@@ -174,10 +162,6 @@ struct DeliveryRate {
     /// connection, which pays for [`HyStart`] under the idle connection ceiling.
     samples: [u32; RATE_SAMPLES],
     next: u8,
-    /// The path is taken for a buffer too shallow to show a queue (`crate::shallow`): the
-    /// random-loss cap is one BDP, not two, and the pacer sends without bursts. (Here, where a
-    /// byte of padding holds it, not in [`NewReno`], which has none: issue 14's ceiling.)
-    shallow: bool,
 }
 
 impl DeliveryRate {
@@ -216,10 +200,10 @@ impl DeliveryRate {
             .map(u64::from)
     }
 
-    /// `bdps` times the bandwidth-delay product shown over a path of RTT `rtt` (at the highest
-    /// rate kept), if any interval has completed.
-    fn bdps(&self, rtt: Duration, bdps: u64) -> Option<u64> {
-        Some(bdp(self.max()?, rtt).saturating_mul(bdps))
+    /// Twice the bandwidth-delay product shown over a path of RTT `rtt` (at the highest rate
+    /// kept), if any interval has completed.
+    fn twice_bdp(&self, rtt: Duration) -> Option<u64> {
+        Some(bdp(self.max()?, rtt).saturating_mul(2))
     }
 
     /// The bandwidth-delay product at the rate of the last completed interval over a path of
@@ -461,7 +445,10 @@ impl NewReno {
                 // slow start would take the window to three times its BDP between losses.
                 // After a congestion period every cap that binds lowers the threshold, or the
                 // window would slow-start back over a full buffer every RTT.
-                let cap = self.random_cap(base_rtt).unwrap_or(u64::MAX);
+                let cap = self
+                    .rate
+                    .twice_bdp(base_rtt)
+                    .map_or(u64::MAX, |cap| cap.max(self.initial).max(self.minimum()));
                 if cap < self.window {
                     self.window = cap;
                     if self.ssthresh != u64::MAX || cap <= self.last_cap {
@@ -483,51 +470,6 @@ impl NewReno {
     fn halved_window(&self, min_rtt: Duration) -> u64 {
         let bdp = self.rate.latest_bdp(min_rtt).unwrap_or(0).min(self.window);
         (self.window / 2).max(bdp).max(self.minimum())
-    }
-
-    /// The window a loss taken for random is capped at over a path of base RTT `base_rtt`:
-    /// [`RANDOM_CAP_BDPS`] bandwidth-delay products shown, never below the initial window; on
-    /// a path taken for a shallow buffer one BDP, never below the minimum window. `None`
-    /// before a delivery-rate interval has completed.
-    pub(crate) fn random_cap(&self, base_rtt: Duration) -> Option<u64> {
-        let (bdps, floor) = if self.rate.shallow {
-            (1, self.minimum())
-        } else {
-            (RANDOM_CAP_BDPS, self.initial.max(self.minimum()))
-        };
-        self.rate.bdps(base_rtt, bdps).map(|cap| cap.max(floor))
-    }
-
-    /// The path is taken for a buffer too shallow to show a queue, or no longer
-    /// (`crate::shallow`). Taken for one, the window is capped at once at one BDP over
-    /// `base_rtt` ([`Self::random_cap`]), the threshold with it: the window then grows only in
-    /// congestion avoidance, and every loss taken for random brings it back to what the path
-    /// holds without a queue, instead of to twice that.
-    pub(crate) fn set_shallow(&mut self, shallow: bool, base_rtt: Duration) {
-        self.rate.shallow = shallow;
-        if !shallow {
-            return;
-        }
-        if let Some(cap) = self.random_cap(base_rtt).filter(|&cap| cap < self.window) {
-            self.window = cap;
-            self.bytes_acked = 0;
-        }
-        self.ssthresh = self.ssthresh.min(self.window);
-        self.hystart = HyStart::default();
-    }
-
-    /// Taken for a shallow buffer (see [`Self::set_shallow`]).
-    pub(crate) fn shallow(&self) -> bool {
-        self.rate.shallow
-    }
-
-    /// A shallow-buffer test found random loss: no longer taken for a shallow buffer, and the
-    /// window (if larger) and the threshold go back to `window` and `ssthresh`, their values
-    /// before the test.
-    pub(crate) fn restore(&mut self, window: u64, ssthresh: u64) {
-        self.rate.shallow = false;
-        self.window = self.window.max(window);
-        self.ssthresh = ssthresh;
     }
 
     /// A packet declared lost in recovery period `episode` was acknowledged after all. Once
@@ -962,7 +904,7 @@ mod tests {
         for i in 0..4 {
             cc.on_delivered(t0 + Duration::from_nanos(300 * i), 1200, Duration::ZERO);
         }
-        assert_eq!(cc.rate.bdps(Duration::from_millis(40), 2), None);
+        assert_eq!(cc.rate.twice_bdp(Duration::from_millis(40)), None);
     }
 
     #[test]

@@ -27,7 +27,6 @@ use crate::pacing::{Pacer, PacingRate};
 use crate::pmtud::{self, Pmtud};
 use crate::range_set::RangeSet;
 use crate::rtt::{RttEstimator, StandingRtt};
-use crate::shallow::{ShallowBuffer, Verdict};
 use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream, WriteError};
 use crate::trace::{
@@ -93,8 +92,6 @@ const MAX_PROBES_PER_PTO: u32 = 5;
 /// The chance, at most, that every probe of one timeout is lost or has its ACK lost, as far as
 /// the loss estimate and [`MAX_PROBES_PER_PTO`] allow.
 const PROBE_FAILURE_TARGET: f64 = 0.05;
-/// Probes per probe timeout on a path taken for a shallow buffer (`Connection::probes_per_pto`).
-const SHALLOW_PROBES_PER_PTO: u32 = 1;
 /// DATA packets a server keeps, unopened, while its application judges the client's key (the
 /// client's first flight: its queued messages, up to the initial window).
 const MAX_EARLY_PACKETS: usize = 16;
@@ -769,8 +766,6 @@ pub(crate) struct Connection {
     rtt: RttEstimator,
     /// What our halvings for a queue showed (`random_loss_base`).
     queue: QueueBase,
-    /// Whether the bottleneck's buffer is too shallow to show a queue (`test_shallow_buffer`).
-    shallow: ShallowBuffer,
     /// The smallest RTT of the last smoothed RTT: tells congestion from random loss.
     standing_rtt: StandingRtt,
     cc: NewReno,
@@ -941,7 +936,6 @@ impl Connection {
             probes: 0,
             rtt: RttEstimator::new(config.initial_rtt),
             queue: QueueBase::default(),
-            shallow: ShallowBuffer::default(),
             standing_rtt: StandingRtt::default(),
             cc: NewReno::new(pmtud::BASE),
             pacer: Pacer::new(pmtud::BASE),
@@ -2329,7 +2323,6 @@ impl Connection {
         self.path.validated = false;
         // What the old path's queue showed says nothing about the new one.
         self.queue = QueueBase::default();
-        self.forget_shallow_buffer();
         self.pmtud.on_new_path();
         self.mtu_fell_back();
         self.path.rx = datagram_len as u64;
@@ -2399,7 +2392,6 @@ impl Connection {
         self.path.probing.get_or_insert_with(Box::default).left = Some((old, until));
         // What the old path's queue showed says nothing about the new one.
         self.queue = QueueBase::default();
-        self.forget_shallow_buffer();
         self.pmtud.on_new_path();
         self.mtu_fell_back();
         // A packet that is not a probe, at once: the peer follows it here.
@@ -2528,7 +2520,6 @@ impl Connection {
                     .on_rtt_sample(now, p.time, self.rtt.latest(), p.app_limited);
             }
             self.check_queue(now);
-            self.check_shallow_buffer(now);
             self.first_rtt_sample.get_or_insert(now);
         }
         if self
@@ -2573,7 +2564,6 @@ impl Connection {
                 }
             } else {
                 self.pmtud.on_large_acked(p.size as usize);
-                self.shallow.on_outcome(p.time, false);
             }
             self.stats.packets_acked += 1;
             self.bytes_in_flight -= p.size;
@@ -2684,7 +2674,6 @@ impl Connection {
                 continue;
             }
             large_lost |= p.size > pmtud::BASE as u64;
-            self.shallow.on_outcome(p.time, true);
             trace!(pn, "lost");
             if self.tracing() {
                 let trigger = if by_time {
@@ -2752,14 +2741,9 @@ impl Connection {
         if let Some(t) = newest_lost {
             let before = self.cc.episode();
             let random = self.random_loss_base(now, t);
-            let random = self.held_by_shallow_test(random);
-            let window = self.cc.window();
             let episode =
                 self.cc
                     .on_congestion_event(now, t, declared.len() as u64, random, self.rtt.min());
-            if random.is_some() && self.cc.window() < window {
-                self.test_shallow_buffer(now);
-            }
             if episode != before {
                 if random.is_some() {
                     self.stats.random_loss_periods += 1;
@@ -3129,76 +3113,6 @@ impl Connection {
             .is_none_or(|standing| standing.saturating_sub(base) >= threshold)
     }
 
-    /// A loss period at `now` was taken for random and its cap lowered the window (the window,
-    /// not the application, limits the sender): while the loss rate is high, test whether the
-    /// losses are ours, from a buffer too shallow to show a queue (see `crate::shallow`): the
-    /// window is capped at one BDP over the minimum RTT and the pacer smoothed until
-    /// [`Self::check_shallow_buffer`] decides.
-    fn test_shallow_buffer(&mut self, now: Instant) {
-        if !self.shallow.should_test(now, self.loss_rate()) {
-            return;
-        }
-        debug!(
-            loss_rate = self.loss_rate(),
-            "losses taken for random: testing for a shallow buffer"
-        );
-        self.shallow.begin(
-            now,
-            self.rtt.smoothed(),
-            self.loss_rate(),
-            self.cc.max_rate(),
-            self.cc.window(),
-            self.cc.ssthresh(),
-        );
-        self.cc.set_shallow(true, self.rtt.min());
-        self.pacer.resize();
-    }
-
-    /// While a shallow-buffer test runs, no loss halves the window: the test lowered it to one
-    /// BDP already, and a halving on top (a queue of jitter, say) would leave the test
-    /// measuring something else (as a halving waiting for its queue check holds others back).
-    /// `random` as [`Self::random_loss_base`] returned it; a loss taken for congestion is
-    /// capped as random over the minimum RTT instead.
-    fn held_by_shallow_test(&self, random: Option<Duration>) -> Option<Duration> {
-        if self.shallow.testing() {
-            return Some(random.unwrap_or(self.rtt.min()));
-        }
-        random
-    }
-
-    /// After an RTT sample: decides a shallow-buffer test that has its outcomes, and ends a
-    /// shallow verdict that lapsed (`crate::shallow`). A random verdict gives the window and
-    /// threshold back.
-    fn check_shallow_buffer(&mut self, now: Instant) {
-        match self.shallow.check(now, self.cc.recent_rate()) {
-            Some(Verdict::Shallow) => {
-                debug!("losses fell at one BDP: a shallow buffer");
-                if self.pmtud.on_shallow_buffer(now) {
-                    debug!("a shallow buffer: path MTU back to the base");
-                    self.mtu_fell_back();
-                }
-            }
-            Some(Verdict::Random { window, ssthresh }) => {
-                debug!("losses went on at one BDP: random");
-                self.cc.restore(window, ssthresh);
-                self.pacer.resize();
-            }
-            None if self.cc.shallow() && !self.shallow.active(now) => {
-                // The verdict lapsed: twice the BDP again, until a high loss rate tests anew.
-                self.cc.set_shallow(false, self.rtt.min());
-                self.pacer.resize();
-            }
-            None => {}
-        }
-    }
-
-    /// A new path: what the old one's buffer showed says nothing about it.
-    fn forget_shallow_buffer(&mut self) {
-        self.shallow = ShallowBuffer::default();
-        self.cc.set_shallow(false, self.rtt.min());
-        self.pacer.resize();
-    }
-
     /// The estimated loss rate: the EWMA of packet outcomes, corrected for its start at 0
     /// (divided by the weight its terms carry, `1 - (1 - w)^n` after `n` outcomes, as Adam
     /// corrects its moments). Early in a connection it is therefore the plain share of packets
@@ -3229,15 +3143,7 @@ impl Connection {
     /// are not quite independent; it sets the count, not a guarantee.) The extra packets are
     /// few and small next to the window the timeout holds back, and the timeout still backs
     /// off exponentially.
-    ///
-    /// Not on a path taken for a shallow buffer (`crate::shallow`): there the losses are our own
-    /// overflow, not independent, and probes back to back overflow the buffer again (a buffer
-    /// of one datagram drops all but the first); after a probe timeout the buffer has drained,
-    /// so one probe goes through.
     fn probes_per_pto(&self) -> u32 {
-        if self.cc.shallow() {
-            return SHALLOW_PROBES_PER_PTO;
-        }
         probes_for_loss(self.loss_rate())
     }
 
@@ -3300,16 +3206,11 @@ impl Connection {
 
     /// The rate the pacer spreads data at now.
     fn pacing_rate(&self) -> PacingRate {
-        let rate = PacingRate::new(
+        PacingRate::new(
             self.cc.window(),
             self.rtt.smoothed(),
             self.cc.in_slow_start() && !self.cc.in_conservative_slow_start(),
-        );
-        if self.cc.shallow() {
-            rate.smooth()
-        } else {
-            rate
-        }
+        )
     }
 
     /// When the pacer lets the next data packet go, if it holds it back (as of its last

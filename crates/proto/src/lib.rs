@@ -51,7 +51,6 @@ pub mod pmtud;
 mod range_set;
 mod rng;
 mod rtt;
-mod shallow;
 mod stats;
 mod stream;
 pub mod trace;

@@ -26,8 +26,6 @@ const BURST_INTERVAL: Duration = Duration::from_millis(2);
 const MIN_BURST_DATAGRAMS: u64 = 10;
 /// ... nor more than this.
 const MAX_BURST_DATAGRAMS: u64 = 256;
-/// Pacing gain on a path taken for a shallow buffer ([`PacingRate::smooth`]).
-const SMOOTH_GAIN: (u64, u64) = (1, 1);
 /// Pacing gain in slow start, as a fraction: the window doubles every round trip, so packets
 /// go at twice the rate of the last window.
 const SLOW_START_GAIN: (u64, u64) = (2, 1);
@@ -41,8 +39,6 @@ pub(crate) struct PacingRate {
     window: u64,
     rtt: Duration,
     gain: (u64, u64),
-    /// No burst of more than [`BURST_INTERVAL`] of the rate (see [`Self::smooth`]).
-    smooth: bool,
 }
 
 impl PacingRate {
@@ -57,22 +53,6 @@ impl PacingRate {
             } else {
                 AVOIDANCE_GAIN
             },
-            smooth: false,
-        }
-    }
-
-    /// The rate for a path whose bottleneck buffer is too shallow to show a queue
-    /// (`crate::shallow`): the window per RTT with no gain, and a bucket of
-    /// [`BURST_INTERVAL`] of it, at least one datagram, without the floor of
-    /// [`MIN_BURST_DATAGRAMS`]. A buffer of one or two datagrams drops a datagram that comes
-    /// while another is still going out: two datagrams back to back (an acknowledgement of
-    /// two releases two), or a rate above the link's (1.25 times a window of one BDP), lose
-    /// one of them.
-    pub(crate) fn smooth(self) -> Self {
-        Self {
-            gain: SMOOTH_GAIN,
-            smooth: true,
-            ..self
         }
     }
 
@@ -92,10 +72,9 @@ pub(crate) struct Pacer {
     max_datagram: u64,
     /// Bytes that may be sent now (as of `updated`).
     tokens: u64,
-    /// The bucket's size for the window and RTT (in nanoseconds, saturating) it was last
-    /// computed for (and smoothness: [`Self::resize`]).
+    /// The bucket's size for the window and RTT it was last computed for.
     capacity: u64,
-    sized_for: (u64, u64),
+    sized_for: (u64, Duration),
     /// When `tokens` was last brought up to date (`None`: never; the bucket is full).
     updated: Option<Instant>,
 }
@@ -109,7 +88,7 @@ impl Pacer {
             max_datagram,
             tokens: capacity,
             capacity,
-            sized_for: (0, 0),
+            sized_for: (0, Duration::ZERO),
             updated: None,
         }
     }
@@ -118,13 +97,7 @@ impl Pacer {
     /// sized for them from the next refill on.
     pub(crate) fn set_max_datagram(&mut self, max_datagram: usize) {
         self.max_datagram = max_datagram as u64;
-        self.resize();
-    }
-
-    /// The rate is now smooth ([`PacingRate::smooth`]) or no longer: the bucket is sized for
-    /// it at the next refill.
-    pub(crate) fn resize(&mut self) {
-        self.sized_for = (0, 0);
+        self.sized_for = (0, Duration::ZERO);
     }
 
     /// The bucket's size at `rate`: [`BURST_INTERVAL`] of it, within
@@ -133,23 +106,15 @@ impl Pacer {
         let burst = rate.per_nano().map_or(u128::MAX, |(num, den)| {
             BURST_INTERVAL.as_nanos().saturating_mul(num) / den
         });
-        let min = if rate.smooth {
-            self.max_datagram
-        } else {
-            MIN_BURST_DATAGRAMS * self.max_datagram
-        };
+        let min = MIN_BURST_DATAGRAMS * self.max_datagram;
         let max = MAX_BURST_DATAGRAMS * self.max_datagram;
         u64::try_from(burst).unwrap_or(u64::MAX).clamp(min, max)
     }
 
     /// Brings the bucket up to `now` at `rate`. Call before sending at `now`.
     pub(crate) fn refill(&mut self, now: Instant, rate: PacingRate) {
-        let key = (
-            rate.window,
-            u64::try_from(rate.rtt.as_nanos()).unwrap_or(u64::MAX),
-        );
-        if self.sized_for != key {
-            self.sized_for = key;
+        if self.sized_for != (rate.window, rate.rtt) {
+            self.sized_for = (rate.window, rate.rtt);
             self.capacity = self.capacity_for(rate);
             self.tokens = self.tokens.min(self.capacity);
         }

@@ -23,11 +23,6 @@
 //! arriving between the losses, and each one acknowledged clears the count (acknowledgements
 //! are taken before the loss detection they trigger).
 //!
-//! **Shallow buffers.** A path taken for a bottleneck buffer too shallow to show a queue
-//! (`crate::shallow`) goes back to [`BASE`] the same way ([`Pmtud::on_shallow_buffer`]): a
-//! buffer of bytes holds two datagrams of 1,200 where it holds one of 1,452, and a paced sender
-//! needs one datagram of room behind the one going out.
-//!
 //! All of it is event-driven: a handful of integers updated per acknowledgement, loss or
 //! probe timeout, and one deadline ([`Pmtud::deadline`]) in the connection's timers.
 
@@ -234,12 +229,6 @@ impl Pmtud {
     /// The `pto_count`-th probe timeout in a row fired. Returns whether the size fell back.
     pub(crate) fn on_pto(&mut self, now: Instant, pto_count: u32) -> bool {
         pto_count >= BLACK_HOLE_PTOS && self.black_hole(now)
-    }
-
-    /// The path's bottleneck buffer is too shallow to show a queue (`crate::shallow`): back to
-    /// [`BASE`], as for a black hole. Returns whether the size fell back.
-    pub(crate) fn on_shallow_buffer(&mut self, now: Instant) -> bool {
-        self.black_hole(now)
     }
 
     /// Back to [`BASE`] if above it; the search starts again after [`BLACK_HOLE_RETRY`].
