@@ -60,13 +60,16 @@ const CHUNK: usize = 64_000;
 /// Receive window and send buffer of chirp and quinn (TCP keeps the kernel's).
 const WINDOW: u64 = 4 << 20;
 /// A transfer's outcome: payload bytes the receiver read, over how long.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Outcome {
     bytes: u64,
     elapsed: Duration,
     complete: bool,
     /// The sender's mean datagram size, UDP payload bytes (filled in after `measure`).
     datagram: Option<u64>,
+    /// What the sender's loss recovery did, where the stack tells (chirp's connection stats):
+    /// a round far below the others is read from it.
+    recovery: Option<String>,
 }
 
 /// Waits for `done` (the receiver read everything) up to `max`; counts what `got` says arrived
@@ -83,12 +86,14 @@ async fn measure(
             elapsed: end? - start,
             complete: true,
             datagram: None,
+            recovery: None,
         }),
         Err(_) => Ok(Outcome {
             bytes: got.load(Ordering::Relaxed),
             elapsed: start.elapsed(),
             complete: false,
             datagram: None,
+            recovery: None,
         }),
     }
 }
@@ -367,6 +372,15 @@ async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
     sender.abort();
     if let Ok(Some(s)) = tx.stats(conn).await {
         outcome.datagram = s.bytes_sent.checked_div(s.packets_sent);
+        outcome.recovery = Some(format!(
+            "lost {} of {}, periods: {} congestion, {} random, {} persistent; {} spurious",
+            s.packets_lost,
+            s.packets_sent,
+            s.congestion_periods,
+            s.random_loss_periods,
+            s.persistent_congestion,
+            s.spurious_losses
+        ));
     }
     let _ = tx.abort(conn, 0, "done").await;
     drop(impair);
@@ -472,6 +486,7 @@ fn tcp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         complete: o.complete,
         // The tunnel's datagrams are TCP's IP packets, up to the MTU of 1,500.
         datagram: None,
+        recovery: None,
     })
 }
 
@@ -524,7 +539,7 @@ fn main() -> anyhow::Result<()> {
             cc.as_deref().unwrap_or("unknown")
         );
     }
-    println!("loss\trun\tstack\tseconds\tMB/s\tof link\tmean datagram");
+    println!("loss\trun\tstack\tseconds\tMB/s\tof link\tmean datagram\trecovery (chirp)");
     // Per loss: per stack, each run's fraction of the link.
     let mut table: Vec<(f64, Vec<Vec<f64>>)> = Vec::new();
     for (li, &loss) in a.losses.iter().enumerate() {
@@ -546,7 +561,7 @@ fn main() -> anyhow::Result<()> {
                     Ok(o) => {
                         let rate = o.bytes as f64 / o.elapsed.as_secs_f64();
                         println!(
-                            "{:.0} %\t{}\t{}\t{:.2}\t{:.2}\t{:.1} %\t{}{}",
+                            "{:.0} %\t{}\t{}\t{:.2}\t{:.2}\t{:.1} %\t{}{}{}",
                             loss * 100.0,
                             run + 1,
                             stack.name(),
@@ -559,7 +574,8 @@ fn main() -> anyhow::Result<()> {
                                 String::new()
                             } else {
                                 format!(" ({} MB of {} in --max-secs)", o.bytes / 1_000_000, a.mb)
-                            }
+                            },
+                            o.recovery.map(|r| format!("\t{r}")).unwrap_or_default()
                         );
                         rate / link
                     }
