@@ -1502,22 +1502,8 @@ fn a_file_the_driver_cannot_hash_is_an_error_and_end_of_input_goes_on() {
 fn a_received_file_is_done_only_once_the_driver_saved_it_and_chat_flows_meanwhile() {
     const N: u64 = 20;
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 11 + i / 89) as u8).collect();
-    let mut p = pair(impaired(), 9);
-    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
-    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
-    let (disk_a, mut disk_b) = (SharedDisk::default(), SharedDisk::default());
-    disk_a.with(|d| d.sources.insert("/home/a/tape.wav".into(), data.clone()));
-    a.session.enable_files(Box::new(disk_a.clone()), Vec::new());
-    b.session.enable_files(Box::new(disk_b.clone()), Vec::new());
-    b.session.finish_files_outside();
-    input(&p, &mut a, Input::SendFile("/home/a/tape.wav".into()));
-    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
-        b.has(|r| matches!(r, Report::File(FileEvent::Offered { .. })))
-    });
-    input(&p, &mut b, Input::AcceptFile(None));
-    drive(&mut p, &mut a, &mut b, Duration::from_secs(300), |_, b| {
-        !b.finish_jobs.is_empty()
-    });
+    let (mut p, mut a, mut b, mut disk_b) = file_pair_on(impaired(), 9, "tape.wav", &data);
+    until_saving(&mut p, &mut a, &mut b, "tape.wav");
     assert_eq!(b.finish_jobs.len(), 1);
     // The save is held: lines both ways get through meanwhile, and nobody is done.
     send(&p, &mut a, 'a', 0..N);
@@ -1550,22 +1536,8 @@ fn a_received_file_is_done_only_once_the_driver_saved_it_and_chat_flows_meanwhil
 #[test]
 fn a_save_that_fails_in_the_driver_fails_the_transfer_on_both_sides() {
     let data: Vec<u8> = (0..50_000u32).map(|i| (i * 5) as u8).collect();
-    let mut p = pair(impaired(), 10);
-    let (a_addr, b_addr) = (p.a.addr, p.b.addr);
-    let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
-    let (disk_a, mut disk_b) = (SharedDisk::default(), SharedDisk::default());
-    disk_a.with(|d| d.sources.insert("/home/a/x.bin".into(), data.clone()));
-    a.session.enable_files(Box::new(disk_a.clone()), Vec::new());
-    b.session.enable_files(Box::new(disk_b.clone()), Vec::new());
-    b.session.finish_files_outside();
-    input(&p, &mut a, Input::SendFile("/home/a/x.bin".into()));
-    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
-        b.has(|r| matches!(r, Report::File(FileEvent::Offered { .. })))
-    });
-    input(&p, &mut b, Input::AcceptFile(None));
-    drive(&mut p, &mut a, &mut b, Duration::from_secs(300), |_, b| {
-        !b.finish_jobs.is_empty()
-    });
+    let (mut p, mut a, mut b, mut disk_b) = file_pair_on(impaired(), 10, "x.bin", &data);
+    until_saving(&mut p, &mut a, &mut b, "x.bin");
     disk_b.with(|d| d.fail_finish = Some(std::io::ErrorKind::StorageFull));
     let finish = b.finish_jobs.remove(0);
     let result = finish.run(&mut disk_b);
@@ -1627,10 +1599,20 @@ fn statuses(peer: &Peer) -> Vec<String> {
         .collect()
 }
 
-/// Two sessions with file transfer on shared in-memory disks, A's holding `/home/a/NAME`
-/// with `data`; B saves (and checks) received files through the driver.
+/// [`file_pair_on`] a link that loses 2 %.
 fn file_pair(seed: u64, name: &str, data: &[u8]) -> (Pair, Peer, Peer, SharedDisk) {
     let link = LinkConfig::ideal(Duration::from_millis(5)).with_loss(0.02);
+    file_pair_on(link, seed, name, data)
+}
+
+/// Two sessions over `link` with file transfer on shared in-memory disks, A's holding
+/// `/home/a/NAME` with `data`; B saves (and checks) received files through the driver.
+fn file_pair_on(
+    link: LinkConfig,
+    seed: u64,
+    name: &str,
+    data: &[u8],
+) -> (Pair, Peer, Peer, SharedDisk) {
     let p = pair(link, seed);
     let (a_addr, b_addr) = (p.a.addr, p.b.addr);
     let (mut a, mut b) = (Peer::new(b_addr, false), Peer::new(a_addr, false));
@@ -1644,6 +1626,17 @@ fn file_pair(seed: u64, name: &str, data: &[u8]) -> (Pair, Peer, Peer, SharedDis
     b.session.finish_files_outside();
     b.session.check_files_outside();
     (p, a, b, disk_b)
+}
+
+/// A offers `/home/a/NAME`, B accepts it, and every chunk crosses: B's save is then asked of
+/// the driver (`b.finish_jobs`), which the caller holds.
+fn until_saving(p: &mut Pair, a: &mut Peer, b: &mut Peer, name: &str) {
+    input(p, a, Input::SendFile(format!("/home/a/{name}").into()));
+    drive(p, a, b, Duration::from_secs(60), |_, b| offers(b) == 1);
+    input(p, b, Input::AcceptFile(None));
+    drive(p, a, b, Duration::from_secs(300), |_, b| {
+        !b.finish_jobs.is_empty()
+    });
 }
 
 /// A resumed transfer's check of the partial file is asked of the driver: while the driver
@@ -1729,14 +1722,7 @@ fn a_resume_waits_for_the_drivers_check_of_the_partial_file_and_chat_flows_meanw
 fn a_done_lost_with_the_link_is_sent_again_when_the_sender_offers_again() {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 3 + i / 7) as u8).collect();
     let (mut p, mut a, mut b, mut disk_b) = file_pair(12, "song.flac", &data);
-    input(&p, &mut a, Input::SendFile("/home/a/song.flac".into()));
-    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
-        offers(b) == 1
-    });
-    input(&p, &mut b, Input::AcceptFile(None));
-    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
-        !b.finish_jobs.is_empty()
-    });
+    until_saving(&mut p, &mut a, &mut b, "song.flac");
     link_dies(&mut p, &mut a, &mut b);
     // Saved while the link is down: DONE is queued for no connection.
     let finish = b.finish_jobs.remove(0);
@@ -1773,14 +1759,7 @@ fn a_done_lost_with_the_link_is_sent_again_when_the_sender_offers_again() {
 fn quit_during_a_save_waits_for_it_so_that_done_reaches_the_sender() {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 5 + i / 11) as u8).collect();
     let (mut p, mut a, mut b, mut disk_b) = file_pair(13, "x.tar", &data);
-    input(&p, &mut a, Input::SendFile("/home/a/x.tar".into()));
-    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
-        offers(b) == 1
-    });
-    input(&p, &mut b, Input::AcceptFile(None));
-    drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
-        !b.finish_jobs.is_empty()
-    });
+    until_saving(&mut p, &mut a, &mut b, "x.tar");
     let id = b.finish_jobs[0].id;
     input(&p, &mut b, Input::DeclineFile(Some(id)));
     settle(&mut p.b, &mut b, p.now);
@@ -1820,14 +1799,7 @@ fn quit_waits_for_a_save_a_bounded_time_and_ctrl_c_not_at_all() {
     let data: Vec<u8> = (0..50_000u32).map(|i| (i * 9) as u8).collect();
     for interrupt in [false, true] {
         let (mut p, mut a, mut b, _disk_b) = file_pair(14, "y.bin", &data);
-        input(&p, &mut a, Input::SendFile("/home/a/y.bin".into()));
-        drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
-            offers(b) == 1
-        });
-        input(&p, &mut b, Input::AcceptFile(None));
-        drive(&mut p, &mut a, &mut b, Duration::from_secs(60), |_, b| {
-            !b.finish_jobs.is_empty()
-        });
+        until_saving(&mut p, &mut a, &mut b, "y.bin");
         let id = b.finish_jobs[0].id;
         let start = p.now;
         input(
