@@ -322,6 +322,26 @@ async fn chirp_send(
     Ok(())
 }
 
+/// When the chirp sender's window is sampled, from the first byte handed to it.
+const WINDOW_SAMPLES: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
+/// `window kB at 0.5 s: 310, 1.0 s: ...`: the window at each sampled instant the transfer
+/// lasted to.
+fn window_samples(samples: &[(Duration, u64)]) -> String {
+    let mut out = String::from("window kB at");
+    for (i, &(at, cwnd)) in samples.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        out.push_str(&format!("{sep} {:.1} s: {}", at.as_secs_f64(), cwnd / 1000));
+    }
+    out
+}
+
 /// One chirp transfer through `chirp impair`.
 async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
     let total = a.mb * 1_000_000;
@@ -365,21 +385,41 @@ async fn chirp_run(a: &Args, loss: f64, seed: u64) -> anyhow::Result<Outcome> {
         let tx = tx.clone();
         async move { chirp_send(&tx, &mut tx_events, conn, total).await }
     });
+    // The sender's window at a few instants, to tell a slow round's path (a window that ends
+    // slow start small grows one datagram per round trip after).
+    let sampler = tokio::spawn({
+        let tx = tx.clone();
+        async move {
+            let mut samples = Vec::new();
+            for at in WINDOW_SAMPLES {
+                tokio::time::sleep_until((start + at).into()).await;
+                match tx.stats(conn).await {
+                    Ok(Some(s)) => samples.push((at, s.cwnd)),
+                    _ => break,
+                }
+            }
+            samples
+        }
+    });
     let mut outcome = measure(start, Duration::from_secs(a.max_secs), &got, async {
         receiver.await.context("receiver task")?
     })
     .await?;
     sender.abort();
+    sampler.abort();
+    let samples = sampler.await.unwrap_or_default();
     if let Ok(Some(s)) = tx.stats(conn).await {
         outcome.datagram = s.bytes_sent.checked_div(s.packets_sent);
         outcome.recovery = Some(format!(
-            "lost {} of {}, periods: {} congestion, {} random, {} persistent; {} spurious",
+            "lost {} of {}, periods: {} congestion, {} random, {} persistent; {} spurious; \
+             {}",
             s.packets_lost,
             s.packets_sent,
             s.congestion_periods,
             s.random_loss_periods,
             s.persistent_congestion,
-            s.spurious_losses
+            s.spurious_losses,
+            window_samples(&samples)
         ));
     }
     let _ = tx.abort(conn, 0, "done").await;
