@@ -88,7 +88,7 @@ pub(crate) struct NewReno {
     undo: Option<Undo>,
     episode_losses: u64,
     rate: DeliveryRate,
-    /// The last random-loss cap that bound (0: none yet).
+    /// The last random-loss cap that bound (0: none yet; the delivery rate is marked then).
     last_cap: u64,
     hystart: HyStart,
 }
@@ -162,6 +162,10 @@ struct DeliveryRate {
     /// connection, which pays for [`HyStart`] under the idle connection ceiling.
     samples: [u32; RATE_SAMPLES],
     next: u8,
+    /// Intervals completed, wrapping (u8s in what would be padding: the idle connection's
+    /// ceiling), and that count when [`Self::mark`] was last called.
+    completed: u8,
+    marked: u8,
 }
 
 impl DeliveryRate {
@@ -181,7 +185,19 @@ impl DeliveryRate {
         let rate = u128::from(self.delivered - before) * 1_000_000 / micros;
         self.samples[usize::from(self.next)] = u32::try_from(rate).unwrap_or(u32::MAX);
         self.next = (self.next + 1) % RATE_SAMPLES as u8;
+        self.completed = self.completed.wrapping_add(1);
         self.start = Some((now, self.delivered));
+    }
+
+    /// Remembers that the rate was read now (see [`Self::measured_since_mark`]).
+    fn mark(&mut self) {
+        self.marked = self.completed;
+    }
+
+    /// Has an interval completed since the last [`Self::mark`]? (Wrong only if a multiple
+    /// of 256 did, hundreds of round trips; the next question gets it right.)
+    fn measured_since_mark(&self) -> bool {
+        self.completed != self.marked
     }
 
     /// The rate of the last completed interval, if any.
@@ -440,9 +456,13 @@ impl NewReno {
                 // A cap that binds does not by itself end the first slow start: there the rate
                 // shown lags the window by an RTT, in which the window doubled, so the cap
                 // binds at 1.3 times the window of an RTT ago at 35 % loss, with no sign of a
-                // limit. It does once it binds without having grown since it last bound: the
-                // path delivers no more (a policer, a buffer too shallow to show a queue), and
-                // slow start would take the window to three times its BDP between losses.
+                // limit. It does once it binds without having grown since it last bound, the
+                // rate having been measured again in between: the path delivers no more (a
+                // policer, a buffer too shallow to show a queue), and slow start would take the
+                // window to three times its BDP between losses. (Without a new measurement the
+                // cap cannot have grown: the first interval shows only the initial window, and
+                // on real sockets two random losses came before the next one completed, which
+                // left the threshold at ~21 kB for the rest of a 100 MB transfer: issue 18.)
                 // After a congestion period every cap that binds lowers the threshold, or the
                 // window would slow-start back over a full buffer every RTT.
                 let cap = self
@@ -451,10 +471,12 @@ impl NewReno {
                     .map_or(u64::MAX, |cap| cap.max(self.initial).max(self.minimum()));
                 if cap < self.window {
                     self.window = cap;
-                    if self.ssthresh != u64::MAX || cap <= self.last_cap {
+                    let measured_again = self.rate.measured_since_mark();
+                    if self.ssthresh != u64::MAX || (cap <= self.last_cap && measured_again) {
                         self.ssthresh = self.ssthresh.min(cap);
                     }
                     self.last_cap = cap;
+                    self.rate.mark();
                     self.bytes_acked = 0;
                 }
             }
@@ -886,6 +908,10 @@ mod tests {
             60_000,
             "slow start went on after the first cap"
         );
+        // The path still delivers 15,000 bytes per 40 ms, measured again.
+        for i in 1..=2 {
+            cc.on_delivered(t1 + ms(40) * i, 15_000, ms(40));
+        }
         let t2 = t1 + ms(100);
         cc.on_congestion_event(t2, t2, 1, Some(ms(40)), MIN_RTT);
         assert_eq!(cc.window(), 30_000);
@@ -895,6 +921,47 @@ mod tests {
             30_000,
             "the same cap again: congestion avoidance"
         );
+    }
+
+    /// Issue 18's real-socket outlier: the first interval shows only the initial window, and
+    /// two random losses come before the next one completes. The cap binds twice at the same
+    /// value, but it was not measured again, so slow start goes on; once it is, and has grown,
+    /// it no longer binds.
+    #[test]
+    fn a_cap_not_measured_again_does_not_end_slow_start() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut cc = NewReno::new(1200);
+        // The initial window's 12,000 bytes acknowledged over the first 40 ms interval: a cap
+        // of 24,000 bytes.
+        cc.on_delivered(t0, 1_200, ms(40));
+        cc.on_delivered(t0 + ms(40), 12_000, ms(40));
+        acked(&mut cc, t0 + ms(40), 20);
+        assert_eq!(cc.window(), 36_000);
+        let t1 = t0 + ms(60);
+        cc.on_congestion_event(t1, t1, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.window(), 24_000);
+        acked(&mut cc, t1 + ms(1), 5);
+        assert_eq!(
+            cc.window(),
+            30_000,
+            "slow start went on after the first cap"
+        );
+        // A second random loss before the interval that began at 40 ms has ended.
+        let t2 = t1 + ms(15);
+        cc.on_congestion_event(t2, t2, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.window(), 24_000, "the same cap binds again");
+        cc.on_ack(t2 + ms(1), 1_200, false);
+        assert_eq!(cc.window(), 25_200, "but slow start goes on");
+        assert_eq!(cc.ssthresh(), u64::MAX);
+        // The next interval shows the second flight: 30,000 bytes in 40 ms, a cap of 60,000.
+        cc.on_delivered(t0 + ms(80), 30_000, ms(40));
+        acked(&mut cc, t2 + ms(2), 25);
+        assert_eq!(cc.window(), 55_200);
+        let t3 = t2 + ms(40);
+        cc.on_congestion_event(t3, t3, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.window(), 55_200, "under the grown cap: not cut");
+        assert!(cc.in_slow_start());
     }
 
     #[test]
