@@ -60,17 +60,33 @@ struct Outcome {
     secs: f64,
 }
 
-/// One transfer.
-fn run(
+/// What every transfer of a row shares.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// Bytes per second of the bottleneck, each way.
     rate: u64,
+    /// One way.
     delay: Duration,
     loss: f64,
+    /// Bytes to transfer.
     total: u64,
     pacing: bool,
-    seed: u64,
     max_datagram: usize,
+    /// A stall of the path: when (after the first send) and how long.
     stall: Option<(Duration, Duration)>,
-) -> Outcome {
+}
+
+/// One transfer.
+fn run(setup: Setup, seed: u64) -> Outcome {
+    let Setup {
+        rate,
+        delay,
+        loss,
+        total,
+        pacing,
+        max_datagram,
+        stall,
+    } = setup;
     let queue = (u128::from(rate) * 2 * delay.as_millis() / 1_000) as usize;
     let link = LinkConfig::ideal(delay)
         .with_rate(rate, queue.max(24_000))
@@ -208,7 +224,16 @@ fn main() {
                 (0u64, 0u64, 0.0, 0u64, 0u64);
             let mut size = 0;
             for seed in seed_range.clone() {
-                let o = run(rate, delay, loss, total, pacing, seed, max_datagram, stall);
+                let setup = Setup {
+                    rate,
+                    delay,
+                    loss,
+                    total,
+                    pacing,
+                    max_datagram,
+                    stall,
+                };
+                let o = run(setup, seed);
                 fractions.push((o.fraction * 100.0, seed));
                 sent += o.stats.packets_sent;
                 lost += o.stats.packets_lost;
