@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p chirp-netsim --example bulk_sim [-- --mb 20 --rate 12500000 --delay 20 --seeds 3 --max-datagram 1452]
 //! cargo run --release -p chirp-netsim --example bulk_sim -- --seeds 30 --loss 5 --pacing on
+//! BULK_TRACE=1 cargo run --release -p chirp-netsim --example bulk_sim -- --seed 1 --loss 5 --pacing on --stall-at 300 --stall-ms 100
 //! ```
 //!
 //! The path: one bottleneck of `--rate` bytes/s each way with a drop-tail buffer of one
@@ -23,6 +24,9 @@
 //! `--pacing off` one pacing setting instead of both, `--seed N` seed N alone. Each row gives the median and the worst
 //! seed, then every seed's figure; `BULK_TRACE=1` prints A's window every 100 ms of virtual time
 //! and each recovery period as it begins (congestion or random, with the window after it).
+//! `--stall-at MS --stall-ms MS` stalls the path (both directions) for `--stall-ms` from
+//! `--stall-at` after the first send, as a proxy that is not scheduled on a busy machine
+//! (`Link::stall`: what is sent meanwhile enters the bottleneck as one burst when it ends).
 
 #![allow(clippy::print_stdout)] // an example prints its results
 
@@ -56,16 +60,33 @@ struct Outcome {
     secs: f64,
 }
 
-/// One transfer.
-fn run(
+/// What every transfer of a row shares.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// Bytes per second of the bottleneck, each way.
     rate: u64,
+    /// One way.
     delay: Duration,
     loss: f64,
+    /// Bytes to transfer.
     total: u64,
     pacing: bool,
-    seed: u64,
     max_datagram: usize,
-) -> Outcome {
+    /// A stall of the path: when (after the first send) and how long.
+    stall: Option<(Duration, Duration)>,
+}
+
+/// One transfer.
+fn run(setup: Setup, seed: u64) -> Outcome {
+    let Setup {
+        rate,
+        delay,
+        loss,
+        total,
+        pacing,
+        max_datagram,
+        stall,
+    } = setup;
     let queue = (u128::from(rate) * 2 * delay.as_millis() / 1_000) as usize;
     let link = LinkConfig::ideal(delay)
         .with_rate(rate, queue.max(24_000))
@@ -84,6 +105,9 @@ fn run(
     let mut p = Pair::new(config, link, seed);
     let (ca, _) = p.connect().expect("handshake");
     let start = p.now;
+    if let Some((at, length)) = stall {
+        p.path.stall(start + at, start + at + length);
+    }
     let msg = vec![7u8; 64_000];
     let n = total / msg.len() as u64;
     let (mut sent, mut got) = (0, 0);
@@ -162,6 +186,13 @@ fn main() {
         Some(v) => vec![v.parse::<f64>().expect("--loss PERCENT") / 100.0],
         None => vec![0.0, 0.01, 0.05],
     };
+    let stall = match (value("--stall-at"), arg("--stall-ms", 0)) {
+        (Some(at), length) if length > 0 => Some((
+            Duration::from_millis(at.parse().expect("--stall-at MS")),
+            Duration::from_millis(length),
+        )),
+        _ => None,
+    };
     let pacings: Vec<bool> = match value("--pacing").as_deref() {
         Some("on") => vec![true],
         Some("off") => vec![false],
@@ -173,6 +204,13 @@ fn main() {
         total / 1_000_000,
         delay.as_millis()
     );
+    if let Some((at, length)) = stall {
+        println!(
+            "a stall of {} ms at {} ms after the first send",
+            length.as_millis(),
+            at.as_millis()
+        );
+    }
     println!(
         "| loss | pacing | of link, median | worst (seed) | wire efficiency | link busy | ACKs / packet | datagram | packets sent | lost | queue drops | congestion / random periods |"
     );
@@ -186,7 +224,16 @@ fn main() {
                 (0u64, 0u64, 0.0, 0u64, 0u64);
             let mut size = 0;
             for seed in seed_range.clone() {
-                let o = run(rate, delay, loss, total, pacing, seed, max_datagram);
+                let setup = Setup {
+                    rate,
+                    delay,
+                    loss,
+                    total,
+                    pacing,
+                    max_datagram,
+                    stall,
+                };
+                let o = run(setup, seed);
                 fractions.push((o.fraction * 100.0, seed));
                 sent += o.stats.packets_sent;
                 lost += o.stats.packets_lost;

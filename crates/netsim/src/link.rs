@@ -24,6 +24,13 @@
 //!
 //! Stages 1–3 draw no random numbers; a datagram that reaches stage 4 always
 //! draws the same number of them for a given configuration.
+//!
+//! A **stall** ([`Link::stall`]) stops the whole pipeline for a while, as a
+//! proxy process that is not scheduled does (`chirp impair` on a busy
+//! machine): a datagram sent during it enters stage 1 only when it ends, all
+//! of them at once in send order (a burst into the bottleneck, which drops
+//! what its buffer cannot hold), and a copy due out during it comes out when it
+//! ends, in its order.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
@@ -328,6 +335,8 @@ pub struct Link {
     /// Sum of the lengths in `bottleneck`.
     queued_bytes: usize,
     blackout_until: Option<Instant>,
+    /// The current or next stall: `[start, end)`.
+    stall: Option<(Instant, Instant)>,
     stats: LinkStats,
 }
 
@@ -345,6 +354,7 @@ impl Link {
             bottleneck: VecDeque::new(),
             queued_bytes: 0,
             blackout_until: None,
+            stall: None,
             stats: LinkStats::default(),
         }
     }
@@ -372,11 +382,36 @@ impl Link {
         self.blackout_until = Some(until);
     }
 
+    /// Stops the link from `start` until `end`, as a proxy that is not
+    /// scheduled for that long would (a busy machine): a datagram sent in
+    /// `[start, end)` enters the link at `end`, with the others sent during
+    /// the stall, in send order, so they reach a bottleneck as one burst (and
+    /// what its buffer cannot hold is tail-dropped); a copy due out in
+    /// `[start, end)` is delivered at `end`, in its order. Nothing is lost by
+    /// the stall itself. A later call replaces the stall.
+    ///
+    /// Callers still pass non-decreasing times; `start` may be in the future.
+    pub fn stall(&mut self, start: Instant, end: Instant) {
+        self.stall = (start < end).then_some((start, end));
+    }
+
+    /// `t` moved to the end of the stall if it falls within it.
+    fn unstalled(&self, t: Instant) -> Instant {
+        match self.stall {
+            Some((start, end)) if start <= t && t < end => end,
+            _ => t,
+        }
+    }
+
     /// Offers a datagram to the link at time `now`; see the module docs for
     /// the order in which impairments apply.
     pub fn send(&mut self, now: Instant, datagram: Vec<u8>) {
         let len = datagram.len();
         self.stats.sent += 1;
+        // Held by a stall: the link sees it when the stall ends. Datagrams sent
+        // later in the stall are seen at the same instant, after it, so the
+        // link's own time still never goes backwards.
+        let now = self.unstalled(now);
         self.stats.bytes_sent = self.stats.bytes_sent.saturating_add(byte_count(len));
 
         if self.blackout_until.is_some_and(|end| now < end) {
@@ -406,7 +441,11 @@ impl Link {
     /// return something, or `None` if nothing is in flight.
     #[must_use]
     pub fn next_delivery(&self) -> Option<Instant> {
-        self.in_flight.peek().map(|Reverse(s)| s.deliver_at)
+        // A stall moves the copies due during it to its end, which keeps their
+        // order: the heap's order is still the delivery order.
+        self.in_flight
+            .peek()
+            .map(|Reverse(s)| self.unstalled(s.deliver_at))
     }
 
     /// Pops the next datagram whose delivery time is `<= now`, in
@@ -585,6 +624,13 @@ impl Path {
             a_to_b: Link::new(a_to_b, seed_ab),
             b_to_a: Link::new(b_to_a, seed_ba),
         }
+    }
+
+    /// Stalls both directions from `start` until `end` (see [`Link::stall`]):
+    /// a proxy between A and B that is not scheduled for that long.
+    pub fn stall(&mut self, start: Instant, end: Instant) {
+        self.a_to_b.stall(start, end);
+        self.b_to_a.stall(start, end);
     }
 }
 
@@ -1026,6 +1072,39 @@ mod tests {
         link.send(t1, vec![2]);
         assert_eq!(link.poll_deliver(t1 + 5 * MS), Some(vec![2]));
         assert_eq!(link.stats().blackout_drops, 101);
+    }
+
+    #[test]
+    fn a_stall_holds_everything_then_releases_a_burst_into_the_bottleneck() {
+        let t0 = Instant::now();
+        // 100-byte datagrams at 1000 B/s take 100 ms each; the buffer holds 5.
+        let mut link = Link::new(LinkConfig::ideal(10 * MS).with_rate(1_000, 500), 1);
+        link.stall(t0 + 50 * MS, t0 + 300 * MS);
+        // Sent before the stall, due out during it (t0 + 110 ms): held to its end.
+        link.send(t0, numbered(0, 100));
+        assert_eq!(link.next_delivery(), Some(t0 + 300 * MS));
+        assert_eq!(link.poll_deliver(t0 + 299 * MS), None);
+        // Eight sent during the stall enter the bottleneck together when it ends:
+        // five fit in its buffer, three are tail-dropped.
+        for i in 1..=8 {
+            link.send(t0 + (50 + 10 * i) * MS, numbered(i, 100));
+        }
+        assert_eq!(link.poll_deliver(t0 + 300 * MS), Some(numbered(0, 100)));
+        let mut out = Vec::new();
+        let mut now = t0 + 300 * MS;
+        while let Some(at) = link.next_delivery() {
+            now = now.max(at);
+            let d = link.poll_deliver(now).expect("due");
+            out.push((index_of(&d), now - t0));
+        }
+        let expected: Vec<(u32, Duration)> =
+            (1..=5).map(|k| (k, (300 + 100 * k + 10) * MS)).collect();
+        assert_eq!(out, expected, "a burst at the end, at the link's rate");
+        assert_eq!(link.stats().queue_drops, 3);
+        assert_accounting(&link);
+        // After the stall the link is itself again.
+        link.send(now, numbered(9, 100));
+        assert_eq!(link.next_delivery(), Some(now + 110 * MS));
     }
 
     #[test]

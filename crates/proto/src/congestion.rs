@@ -24,6 +24,19 @@
 //! window) each time, and once the cap stops growing the window grows between such losses
 //! only in congestion avoidance; persistent congestion collapses the window as before.
 //!
+//! **A slow start ended by caps resumes when the path shows room.** A cap that did not grow
+//! can also come from a stall: a proxy or a machine that is not scheduled for a few tens of
+//! milliseconds holds a round trip's acknowledgements, the delivery rate shown stops growing
+//! while the window is still small, and the first slow start ended there, at ~90 kB on a path
+//! whose BDP is 500 kB, for good (the threshold only ever fell): one 100 MB transfer in three
+//! at 43 % of a 100 Mbit/s link at 5 % loss on a busy machine, with no congestion period at
+//! all (issue 18). So before any congestion period or HyStart++ exit, once the window is full
+//! and a random loss's cap is at least 3/2 of it (the window was delivered nearly whole within
+//! the base RTT, so no queue of ours stood and little was lost), the threshold is forgotten and
+//! slow start resumes, to end as a first one does. A policer's or a shallow buffer's cap stays
+//! at twice the rate it allows, under 3/2 of a window grown to it; a window that does not fill
+//! (flow control, an application-limited chat) shows nothing of the path and resumes nothing.
+//!
 //! **A halving stops at the BDP.** A halving for a queue leaves half the window, but never less
 //! than the bandwidth-delay product the path has shown (the delivery rate of the last smoothed
 //! RTT times the minimum RTT, as TCP Westwood+ sets its window after a loss), nor more than
@@ -86,10 +99,20 @@ pub(crate) struct NewReno {
     /// and how many of the losses declared in it have not been found spurious yet.
     episode: u64,
     undo: Option<Undo>,
-    episode_losses: u64,
+    /// (A `u32`, saturating: 4 bytes less per connection, which pays for the two flags below
+    /// under the idle connection ceiling.)
+    episode_losses: u32,
     rate: DeliveryRate,
     /// The last random-loss cap that bound (0: none yet; the delivery rate is marked then).
     last_cap: u64,
+    /// The slow-start threshold was set by random-loss caps alone, with no HyStart++ exit or
+    /// persistent congestion since: slow start may resume if no congestion period has been
+    /// either (`frozen_before` is `None`; see `on_congestion_event`).
+    threshold_from_cap: bool,
+    /// Since the current recovery period began (or the connection did), a packet sent with
+    /// the window full was acknowledged: the window, not the application or the peer's flow
+    /// control, limited sending.
+    window_full: bool,
     hystart: HyStart,
 }
 
@@ -263,6 +286,8 @@ impl NewReno {
             episode_losses: 0,
             rate: DeliveryRate::default(),
             last_cap: 0,
+            threshold_from_cap: false,
+            window_full: false,
             hystart: HyStart::default(),
         }
     }
@@ -311,6 +336,12 @@ impl NewReno {
 
     fn minimum(&self) -> u64 {
         2 * self.max_datagram
+    }
+
+    /// A packet sent with the window full (no room left for the next one) was acknowledged:
+    /// the window limits this sender (see `on_congestion_event`).
+    pub(crate) fn on_window_full_acked(&mut self) {
+        self.window_full = true;
     }
 
     /// A packet of `bytes` sent at `sent` was acknowledged.
@@ -364,6 +395,7 @@ impl NewReno {
                 if h.css_rounds >= CSS_ROUNDS {
                     // Conservative Slow Start found no spurious exit: congestion avoidance.
                     self.ssthresh = self.window;
+                    self.threshold_from_cap = false;
                     self.hystart = HyStart::default();
                     return;
                 }
@@ -426,7 +458,9 @@ impl NewReno {
             .is_some_and(|start| largest_lost_sent <= start)
         {
             // Already reacted to this loss episode.
-            self.episode_losses += count;
+            self.episode_losses = self
+                .episode_losses
+                .saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
             return self.episode;
         }
         self.episode += 1;
@@ -437,7 +471,8 @@ impl NewReno {
             frozen_before: self.frozen_before,
             bytes_acked: self.bytes_acked,
         });
-        self.episode_losses = count;
+        let window_full = std::mem::take(&mut self.window_full);
+        self.episode_losses = u32::try_from(count).unwrap_or(u32::MAX);
         self.recovery_start = Some(now);
         match random {
             None => {
@@ -465,6 +500,17 @@ impl NewReno {
                 // left the threshold at ~21 kB for the rest of a 100 MB transfer: issue 18.)
                 // After a congestion period every cap that binds lowers the threshold, or the
                 // window would slow-start back over a full buffer every RTT.
+                //
+                // A slow start ended by caps alone (no congestion period, no HyStart++ exit)
+                // resumes once a full window is delivered nearly whole within the base RTT
+                // (the cap is at least 3/2 of the window: a queue of a quarter of the base RTT,
+                // or heavy loss, keeps it under): the cap that did not grow may have come from
+                // a stall (of a proxy, of the machine) that held a round trip's
+                // acknowledgements, not from the path, and left the window to congestion
+                // avoidance, one datagram per round trip towards a BDP of hundreds. A
+                // policer's or a shallow buffer's cap stays at twice the rate it allows, under
+                // 3/2 of a window that has grown to it; a window that does not fill (flow
+                // control, the application) shows nothing of the path.
                 let cap = self
                     .rate
                     .twice_bdp(base_rtt)
@@ -473,11 +519,23 @@ impl NewReno {
                     self.window = cap;
                     let measured_again = self.rate.measured_since_mark();
                     if self.ssthresh != u64::MAX || (cap <= self.last_cap && measured_again) {
+                        if self.ssthresh == u64::MAX {
+                            self.threshold_from_cap = true;
+                        }
                         self.ssthresh = self.ssthresh.min(cap);
                     }
                     self.last_cap = cap;
                     self.rate.mark();
                     self.bytes_acked = 0;
+                } else if self.threshold_from_cap
+                    && self.frozen_before.is_none()
+                    && window_full
+                    && cap != u64::MAX
+                    && cap >= self.window + self.window / 2
+                {
+                    self.ssthresh = u64::MAX;
+                    self.threshold_from_cap = false;
+                    self.hystart = HyStart::default();
                 }
             }
         }
@@ -520,6 +578,7 @@ impl NewReno {
     /// start begins again. Never undone.
     pub(crate) fn on_persistent_congestion(&mut self) {
         self.window = self.minimum();
+        self.threshold_from_cap = false;
         self.bytes_acked = 0;
         self.recovery_start = None;
         self.frozen_before = None;
@@ -962,6 +1021,143 @@ mod tests {
         cc.on_congestion_event(t3, t3, 1, Some(ms(40)), MIN_RTT);
         assert_eq!(cc.window(), 55_200, "under the grown cap: not cut");
         assert!(cc.in_slow_start());
+    }
+
+    /// Slow start ended, before any congestion period, by a cap of 30,000 bytes that bound
+    /// twice without growing, measured again in between (the delivery rate of a stall), as in
+    /// `a_cap_that_binds_twice_without_growing_ends_slow_start`; the window then fills up in
+    /// congestion avoidance.
+    fn ended_by_a_stall(t0: Instant) -> NewReno {
+        let ms = Duration::from_millis;
+        let mut cc = NewReno::new(1200);
+        show_rate(&mut cc, t0, 15_000);
+        acked(&mut cc, t0 + ms(500), 40);
+        let t1 = t0 + ms(600);
+        cc.on_congestion_event(t1, t1, 1, Some(ms(40)), MIN_RTT);
+        acked(&mut cc, t1 + ms(1), 25);
+        for i in 1..=2 {
+            cc.on_delivered(t1 + ms(40) * i, 15_000, ms(40));
+        }
+        let t2 = t1 + ms(100);
+        cc.on_congestion_event(t2, t2, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!((cc.window(), cc.ssthresh()), (30_000, 30_000));
+        cc
+    }
+
+    #[test]
+    fn a_full_window_delivered_whole_resumes_a_slow_start_ended_by_caps() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let t3 = t0 + ms(1_500);
+        // The path then shows 25,000 bytes per 40 ms with the window full: a random loss's
+        // cap of 50,000 bytes is at least 3/2 of the 30,000-byte window, so the threshold set
+        // by the caps is forgotten and slow start resumes, as if it had never ended.
+        let mut cc = ended_by_a_stall(t0);
+        show_rate(&mut cc, t0 + ms(900), 25_000);
+        cc.on_window_full_acked();
+        cc.on_congestion_event(t3, t3, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.window(), 30_000, "under the cap: not cut");
+        assert!(cc.in_slow_start());
+        assert_eq!(cc.ssthresh(), u64::MAX, "no threshold");
+        acked(&mut cc, t3 + ms(1), 20);
+        assert_eq!(cc.window(), 54_000, "slow start again");
+        // It ends as a first slow start does: a cap that grew binds and slow start goes on;
+        // the same cap once more, measured again, ends it.
+        let t4 = t3 + ms(100);
+        cc.on_congestion_event(t4, t4, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.window(), 50_000);
+        assert!(cc.in_slow_start(), "the cap grew since it last bound");
+        acked(&mut cc, t4 + ms(1), 5);
+        for i in 1..=2 {
+            cc.on_delivered(t4 + ms(40) * i, 25_000, ms(40));
+        }
+        let t5 = t4 + ms(100);
+        cc.on_congestion_event(t5, t5, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(
+            (cc.window(), cc.ssthresh()),
+            (50_000, 50_000),
+            "the same cap: ended"
+        );
+
+        // A cap under 3/2 of the window (20,000 bytes per 40 ms: a cap of 40,000 bytes): the
+        // window was not delivered whole within the base RTT (a queue, heavy loss), and the
+        // threshold stays.
+        let mut cc = ended_by_a_stall(t0);
+        show_rate(&mut cc, t0 + ms(900), 20_000);
+        cc.on_window_full_acked();
+        cc.on_congestion_event(t3, t3, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.ssthresh(), 30_000, "under 3/2 of the window");
+        // The cap that resumes it, but no packet sent with the window full was acknowledged
+        // since the last period began (flow control or the application limited sending):
+        // the rate shows nothing of the path.
+        let mut cc = ended_by_a_stall(t0);
+        show_rate(&mut cc, t0 + ms(900), 25_000);
+        cc.on_congestion_event(t3, t3, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.ssthresh(), 30_000, "not window-limited");
+        // A full window acknowledged before the previous period does not count either.
+        cc.on_window_full_acked();
+        let t4 = t3 + ms(100);
+        cc.on_congestion_event(t4, t4, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(
+            cc.ssthresh(),
+            u64::MAX,
+            "window-limited since the last period"
+        );
+        let mut cc = ended_by_a_stall(t0);
+        cc.on_window_full_acked();
+        cc.on_congestion_event(t3, t3, 1, Some(ms(40)), MIN_RTT);
+        show_rate(&mut cc, t3 + ms(100), 25_000);
+        cc.on_congestion_event(t4 + ms(500), t4 + ms(500), 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(
+            cc.ssthresh(),
+            30_000,
+            "the full window was before the last period"
+        );
+    }
+
+    #[test]
+    fn a_cap_that_did_not_grow_or_a_congestion_period_keeps_the_threshold() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let t3 = t0 + ms(1_500);
+        // A policer: the path shows no more than before (15,000 bytes per 40 ms), so the cap
+        // is the one that ended slow start, however full the window.
+        let mut cc = ended_by_a_stall(t0);
+        show_rate(&mut cc, t0 + ms(900), 15_000);
+        cc.on_window_full_acked();
+        cc.on_congestion_event(t3, t3, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!((cc.window(), cc.ssthresh()), (30_000, 30_000));
+        cc.on_ack(t3 + ms(1), 1_200, false);
+        assert_eq!(cc.window(), 30_000, "congestion avoidance");
+        // After a congestion period the threshold is NewReno's, whatever the cap shows later.
+        let mut cc = ended_by_a_stall(t0);
+        let t4 = t0 + ms(900);
+        cc.on_congestion_event(t4, t4, 1, None, MIN_RTT);
+        let threshold = cc.ssthresh();
+        show_rate(&mut cc, t4 + ms(100), 100_000);
+        cc.on_window_full_acked();
+        cc.on_congestion_event(t4 + ms(600), t4 + ms(600), 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.ssthresh(), threshold, "no lift after congestion");
+        // A threshold set by a halving undone as spurious is the cap's again: the lift is back.
+        let mut cc = ended_by_a_stall(t0);
+        let e = cc.on_congestion_event(t4, t4, 1, None, MIN_RTT);
+        assert!(cc.on_spurious_loss(e));
+        show_rate(&mut cc, t4 + ms(100), 25_000);
+        cc.on_window_full_acked();
+        cc.on_congestion_event(t4 + ms(600), t4 + ms(600), 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.ssthresh(), u64::MAX, "undone: slow start resumes");
+        // Nor is a threshold set by HyStart++ (an RTT rise) lifted.
+        let mut cc = grown(t0);
+        show_rate(&mut cc, t0, 15_000);
+        for (k, rtt) in [40, 50, 52, 52, 52, 52, 52].into_iter().enumerate() {
+            round(&mut cc, t0, k as u32, ms(rtt), 8);
+        }
+        assert!(!cc.in_slow_start());
+        let threshold = cc.ssthresh();
+        show_rate(&mut cc, t0 + ms(900), 100_000);
+        cc.on_window_full_acked();
+        cc.on_congestion_event(t3, t3, 1, Some(ms(40)), MIN_RTT);
+        assert_eq!(cc.ssthresh(), threshold, "HyStart++'s threshold stays");
     }
 
     #[test]

@@ -287,6 +287,9 @@ struct SentPacket {
     /// enter `sent`, so there it is always true.
     ack_eliciting: bool,
     app_limited: bool,
+    /// Sent with the window full (see `Connection::finish`): its acknowledgement says the
+    /// window, not the application or flow control, limited sending.
+    window_full: bool,
     /// Message-stream ranges carried, to be marked acked or lost.
     stream: Vec<Range<u64>>,
     max_data: bool,
@@ -2576,6 +2579,9 @@ impl Connection {
             if let Some(b) = self.bulk.as_mut() {
                 b.outcomes.record(now, srtt, false);
             }
+            if p.window_full {
+                self.cc.on_window_full_acked();
+            }
             self.cc.on_ack(p.time, p.size, p.app_limited);
             for r in p.stream {
                 self.send.on_ack(r);
@@ -3870,6 +3876,11 @@ impl Connection {
             if !sp.bulk.is_empty() {
                 self.bulk_in_flight += sp.size;
             }
+            // The window is full when it leaves no room for bulk data (the headroom it keeps
+            // for chat aside): the next packet waits for acknowledgements, not for the
+            // application or the peer's flow control.
+            sp.window_full =
+                !sp.app_limited && self.bytes_in_flight + self.bulk_headroom() >= self.cc.window();
             self.pacer.on_sent(sp.size);
             self.time_of_last_ack_eliciting = Some(now);
             self.last_activity = now;
@@ -4129,6 +4140,7 @@ impl SentPacket {
             size: 0,
             ack_eliciting: false,
             app_limited: false,
+            window_full: false,
             stream: Vec::new(),
             max_data: false,
             bulk: Vec::new(),
