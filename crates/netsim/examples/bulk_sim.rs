@@ -21,7 +21,8 @@
 //! recovery and the tail). `ACKs / packet` is B's datagrams per datagram of A. `--max-datagram`
 //! is the path MTU discovery ceiling (default here 1452; 1200: off, `TransportConfig`'s
 //! default). `--loss PERCENT` runs one loss rate instead of 0, 1 and 5 %, `--pacing on` or
-//! `--pacing off` one pacing setting instead of both, `--seed N` seed N alone. Each row gives the median and the worst
+//! `--pacing off` one pacing setting instead of both, `--seed N` seed N alone, `--queue BYTES` the
+//! bottleneck's buffer in bytes (default: one BDP, at least 24,000). Each row gives the median and the worst
 //! seed, then every seed's figure; `BULK_TRACE=1` prints A's window every 100 ms of virtual time
 //! and each recovery period as it begins (congestion or random, with the window after it).
 //! `--stall-at MS --stall-ms MS` stalls the path (both directions) for `--stall-ms` from
@@ -87,9 +88,13 @@ fn run(setup: Setup, seed: u64) -> Outcome {
         max_datagram,
         stall,
     } = setup;
-    let queue = (u128::from(rate) * 2 * delay.as_millis() / 1_000) as usize;
+    let bdp = (u128::from(rate) * 2 * delay.as_millis() / 1_000) as usize;
+    let queue = match usize::try_from(arg("--queue", 0)).unwrap_or(usize::MAX) {
+        0 => bdp.max(24_000),
+        bytes => bytes,
+    };
     let link = LinkConfig::ideal(delay)
-        .with_rate(rate, queue.max(24_000))
+        .with_rate(rate, queue)
         .with_loss(loss);
     let config = EndpointConfig {
         transport: TransportConfig {
