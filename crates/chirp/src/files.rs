@@ -75,7 +75,7 @@ pub(crate) fn print(out: Output, e: &FileEvent) {
             json,
             || {
                 format!(
-                    "* offering file {id}: \"{}\" ({}, BLAKE3 {}…)",
+                    "* offering file {id}: \"{}\" ({}, BLAKE3 {}…): /cancel {id} stops it",
                     safe::line(name),
                     HumanBytes(*size),
                     short(hash)

@@ -152,7 +152,8 @@ Examples:
                                           # a qlog trace per connection, for qvis
 
 Files: /send PATH offers the peer a file; the peer sees its name, size and BLAKE3 hash and
-answers /accept (or Alt+Y in the UI) or /decline. It is saved in --downloads (the XDG download
+answers /accept (or Alt+Y in the UI) or /decline; /cancel [ID] stops sending it (the peer
+then deletes its partial file). It is saved in --downloads (the XDG download
 directory by default) as NAME.H.part (H: the start of its hash) until every chunk has been
 checked against the hash, then renamed; an existing file is never overwritten (NAME (1).ext),
 and a symbolic link in the download directory is never followed. A transfer cut by a dropped

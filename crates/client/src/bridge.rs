@@ -1087,6 +1087,7 @@ impl Bridge {
             )]),
             UiCommand::AcceptFile(id) => Action::File(FileCommand::Accept(id)),
             UiCommand::DeclineFile(id) => Action::File(FileCommand::Decline(id)),
+            UiCommand::CancelFile(id) => Action::File(FileCommand::Cancel(id)),
         }
     }
 

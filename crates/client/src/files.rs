@@ -30,7 +30,8 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// A file command of `chirp connect` (`/send`, `/accept`, `/decline`), for its DM transfers.
+/// A file command of `chirp connect` (`/send`, `/accept`, `/decline`, `/cancel`), for its DM
+/// transfers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileCommand {
     /// Offer the file at `path` to `to` through the server.
@@ -44,6 +45,8 @@ pub enum FileCommand {
     Accept(Option<u64>),
     /// Decline an offer (`None`: the oldest waiting).
     Decline(Option<u64>),
+    /// Stop sending a file (`None`: the only one being sent).
+    Cancel(Option<u64>),
 }
 
 /// What `chirp connect`'s DM transfers tell the user, for the UI to show
@@ -114,7 +117,7 @@ impl FileView {
             FileEvent::Offering { id, name, size, .. } => out.push(UiEvent::Info {
                 buffer,
                 text: format!(
-                    "offering file {id}: \"{}\" ({})",
+                    "offering file {id}: \"{}\" ({}; /cancel {id} stops it)",
                     safe::line(&name),
                     human_bytes(size)
                 ),

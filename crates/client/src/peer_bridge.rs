@@ -238,6 +238,7 @@ impl Bridge {
             UiCommand::SendFile { path, .. } => (Some(Input::SendFile(path.into())), Vec::new()),
             UiCommand::AcceptFile(id) => (Some(Input::AcceptFile(id)), Vec::new()),
             UiCommand::DeclineFile(id) => (Some(Input::DeclineFile(id)), Vec::new()),
+            UiCommand::CancelFile(id) => (Some(Input::CancelFile(id)), Vec::new()),
             // The UI refuses these in peer mode; should one get here, say why.
             UiCommand::Join { .. }
             | UiCommand::Part { .. }
