@@ -733,6 +733,7 @@ impl DmFiles {
                 size: job.size,
                 hash: job.hash,
                 auto,
+                key: fingerprint.map(|f| f.to_string()),
             };
             self.file_event(&job, e);
         } else {

@@ -30,6 +30,18 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A key fingerprint in the short form the status bar shows (`fp abcd-efgh-ijk…`): enough to
+/// tell keys apart at a glance; `/stats` shows it whole.
+pub fn short_fingerprint(fp: &str) -> String {
+    const SHOWN: usize = 13;
+    if fp.chars().count() <= SHOWN + 1 {
+        return fp.to_owned();
+    }
+    let mut short: String = fp.chars().take(SHOWN).collect();
+    short.push('…');
+    short
+}
+
 /// A file command of `chirp connect` (`/send`, `/accept`, `/decline`, `/cancel`), for its DM
 /// transfers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,11 +108,17 @@ impl FileView {
                 size,
                 hash,
                 auto: false,
+                key,
             } => out.push(UiEvent::FileOffer {
                 id,
                 text: format!(
-                    "{} offers file {id}: \"{}\" ({}, BLAKE3 {}…).",
+                    "{}{} offers file {id}: \"{}\" ({}, BLAKE3 {}…).",
                     safe::line(who),
+                    // Not trusted: whose key it is helps the user decide.
+                    key.map_or_else(String::new, |k| format!(
+                        " (key {})",
+                        short_fingerprint(&safe::line(&k))
+                    )),
                     safe::line(&name),
                     human_bytes(size),
                     &hash_hex(&hash)[..16]

@@ -111,6 +111,7 @@ fn failed_of(events: &[FileEvent]) -> Option<String> {
 fn offer_accept_transfer_and_hash() {
     let mut p = Pair::new(false);
     let data = content(10_000, 1);
+    p.b.set_peer_key(Some("abcd-efgh".into()));
     let id = p.send("report.pdf", data.clone());
     p.drive();
     let ev = Pair::events(&mut p.b);
@@ -120,13 +121,14 @@ fn offer_accept_transfer_and_hash() {
         size,
         hash,
         auto,
+        key,
     }) = ev.first().cloned()
     else {
         panic!("{ev:?}")
     };
     assert_eq!(
-        (offered, name.as_str(), size, auto),
-        (id, "report.pdf", 10_000, false)
+        (offered, name.as_str(), size, auto, key.as_deref()),
+        (id, "report.pdf", 10_000, false, Some("abcd-efgh"))
     );
     let hashes: Vec<_> = data.chunks(CHUNK as usize).map(wire::chunk_hash).collect();
     assert_eq!(hash, wire::root_hash(&hashes));

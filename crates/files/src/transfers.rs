@@ -71,6 +71,9 @@ pub enum FileEvent {
         hash: Hash,
         /// Accepted without asking.
         auto: bool,
+        /// The fingerprint of the sender's key, as the driver named it
+        /// ([`Transfers::set_peer_key`]): shown with the offer, so that the user can decide.
+        key: Option<String>,
     },
     /// Our offer went out.
     Offering {
@@ -536,6 +539,8 @@ pub struct Transfers<S> {
     events: VecDeque<FileEvent>,
     /// Messages from the peer that were dropped (undecodable, or about no live transfer).
     dropped: u64,
+    /// The fingerprint of the peer's key ([`Self::set_peer_key`]).
+    peer_key: Option<String>,
 }
 
 impl<S> std::fmt::Debug for Transfers<S> {
@@ -583,6 +588,7 @@ impl<S: Storage> Transfers<S> {
             control: VecDeque::new(),
             events: VecDeque::new(),
             dropped: 0,
+            peer_key: None,
         }
     }
 
@@ -599,6 +605,12 @@ impl<S: Storage> Transfers<S> {
     /// Accept offers without asking from now on, or not (the peer's key changed).
     pub fn set_auto_accept(&mut self, yes: bool) {
         self.config.auto_accept = yes;
+    }
+
+    /// The fingerprint of the peer's key from now on (the connection's, as the driver shows
+    /// it), named in each [`FileEvent::Offered`].
+    pub fn set_peer_key(&mut self, fingerprint: Option<String>) {
+        self.peer_key = fingerprint;
     }
 
     /// Messages from the peer dropped so far.
@@ -1177,6 +1189,7 @@ impl<S: Storage> Transfers<S> {
             size,
             hash: root,
             auto,
+            key: self.peer_key.clone(),
         });
         if auto {
             self.start_receiving(id);

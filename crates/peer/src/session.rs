@@ -1394,8 +1394,10 @@ impl<P: KeyPolicy> Session<P> {
             f.held = None;
             f.held_bulk = None;
             f.transfers.disconnected();
-            let trusted = f.trusted.contains(&c.key.fingerprint());
-            f.transfers.set_auto_accept(trusted);
+            let fingerprint = c.key.fingerprint();
+            f.transfers
+                .set_auto_accept(f.trusted.contains(&fingerprint));
+            f.transfers.set_peer_key(Some(fingerprint.to_string()));
             f.transfers.connected();
         }
         self.flush(now);
