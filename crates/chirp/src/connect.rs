@@ -236,9 +236,10 @@ fn load_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Clie
     Ok((Some(path), file))
 }
 
-/// `downloads` in the default config file, for `chirp peer` (which has no `--config`).
-pub(crate) fn configured_downloads() -> anyhow::Result<Option<PathBuf>> {
-    Ok(load_config(None)?.1.downloads)
+/// The default config file, for `chirp peer` (which has no `--config`): it takes `downloads`
+/// and `auto_accept_from` from it. Empty if there is none.
+pub(crate) fn peer_config() -> anyhow::Result<ClientFile> {
+    Ok(load_config(None)?.1)
 }
 
 /// The flags, with the config file's settings where a flag was not given.
