@@ -208,8 +208,8 @@ pub(crate) struct DmFiles {
     notes: Vec<DmNote>,
     /// Our files whose transfer was interrupted, offered again until the recipient answers.
     reoffers: Reoffers,
-    /// Files we accepted and have not received yet: offered again by the same nick, they
-    /// are accepted without asking.
+    /// Files we accepted and have not received yet: offered again by the same nick with the
+    /// same key, they are accepted without asking.
     accepted: Accepted,
 }
 
@@ -555,7 +555,7 @@ impl DmFiles {
         // Should the transfer be interrupted, the sender's next offer of it is taken as is.
         let from = fold(&job.nick);
         self.accepted
-            .remember(now(), job.local, &from, job.size, job.hash);
+            .remember(now(), job.local, &from, job.key, job.size, job.hash);
         self.queued.push_back(job);
     }
 
@@ -802,7 +802,9 @@ impl DmFiles {
             j.key = offer.key;
             return true;
         }
-        let Some(local) = self.accepted.accepted(now(), &who, size, hash) else {
+        // Only from the key it was accepted from (as the server names it).
+        let key = offer.key.as_ref();
+        let Some(local) = self.accepted.accepted(now(), &who, key, size, hash) else {
             return false;
         };
         // The sender gave up any earlier attempt at it.
