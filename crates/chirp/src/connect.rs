@@ -47,7 +47,8 @@ commands (/op, /kick, /ban, /mode, ...: /help lists them); //text sends a line s
 with '/'. The chat UI has the same commands.
 Files: /send NICK PATH offers a file to NICK, who must be online (in the chat UI, /send PATH
 in a DM buffer offers it to that nick); they see the offer and answer /accept [ID] or
-/decline [ID] (in the UI also Alt+Y, Alt+N; progress shows in its status bar). The file then goes end to end
+/decline [ID] (in the UI also Alt+Y, Alt+N; progress shows in its status bar); /cancel [ID]
+stops sending one (the recipient deletes its partial file; it is never offered again). The file then goes end to end
 encrypted between your two clients (directly, or through the server's relay, which cannot read
 it), checked against the hash in the offer, into --downloads; the sender is told when the
 recipient has the whole file. The server refuses files over its --max-file-size and files to
@@ -235,9 +236,10 @@ fn load_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Clie
     Ok((Some(path), file))
 }
 
-/// `downloads` in the default config file, for `chirp peer` (which has no `--config`).
-pub(crate) fn configured_downloads() -> anyhow::Result<Option<PathBuf>> {
-    Ok(load_config(None)?.1.downloads)
+/// The default config file, for `chirp peer` (which has no `--config`): it takes `downloads`
+/// and `auto_accept_from` from it. Empty if there is none.
+pub(crate) fn peer_config() -> anyhow::Result<ClientFile> {
+    Ok(load_config(None)?.1)
 }
 
 /// The flags, with the config file's settings where a flag was not given.

@@ -65,6 +65,8 @@ pub(crate) enum Command {
     },
     Accept(Option<u64>),
     Decline(Option<u64>),
+    /// Stop sending a file of ours (`None`: the only one).
+    Cancel(Option<u64>),
     /// The command, misused: the usage to show.
     Usage(&'static str),
 }
@@ -75,13 +77,14 @@ impl From<FileCommand> for Command {
             FileCommand::Send { to, path } => Command::Send { to, path },
             FileCommand::Accept(id) => Command::Accept(id),
             FileCommand::Decline(id) => Command::Decline(id),
+            FileCommand::Cancel(id) => Command::Cancel(id),
         }
     }
 }
 
 const SEND_USAGE: &str = "usage: /send NICK PATH (sends a file to NICK, who must be online)";
 
-/// `/send`, `/accept`, `/decline`, or `None` for any other line.
+/// `/send`, `/accept`, `/decline`, `/cancel`, or `None` for any other line.
 pub(crate) fn command(line: &str) -> Option<Command> {
     let line = line.trim();
     let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -103,6 +106,10 @@ pub(crate) fn command(line: &str) -> Option<Command> {
         "/accept" => id("usage: /accept [ID] (the oldest offer without an ID)"),
         "/decline" => match id("usage: /decline [ID] (the oldest offer without an ID)") {
             Command::Accept(n) => Command::Decline(n),
+            other => other,
+        },
+        "/cancel" => match id("usage: /cancel [ID] (the only file being sent without an ID)") {
+            Command::Accept(n) => Command::Cancel(n),
             other => other,
         },
         _ => return None,
@@ -201,8 +208,8 @@ pub(crate) struct DmFiles {
     notes: Vec<DmNote>,
     /// Our files whose transfer was interrupted, offered again until the recipient answers.
     reoffers: Reoffers,
-    /// Files we accepted and have not received yet: offered again by the same nick, they
-    /// are accepted without asking.
+    /// Files we accepted and have not received yet: offered again by the same nick with the
+    /// same key, they are accepted without asking.
     accepted: Accepted,
 }
 
@@ -319,6 +326,98 @@ impl DmFiles {
             }
             Command::Accept(id) => self.answer(session, id, true),
             Command::Decline(id) => self.answer(session, id, false),
+            Command::Cancel(id) => self.cancel(id),
+        }
+    }
+
+    /// `/cancel [ID]`: stops sending our file `id` (`None`: the only one), wherever it is:
+    /// being hashed, offered (or offered again after an interruption: [`Reoffers`] forgets
+    /// it), waiting its turn, or under way. Under way, its peer session sends CANCEL (the
+    /// recipient deletes its partial file) and says `file_failed` (`cancelled`), and the
+    /// connection closes as after any transfer, so nothing is offered again. Before that, the
+    /// offer through the server is not taken back (the protocol has no way to): a later
+    /// answer to it finds nothing here.
+    fn cancel(&mut self, id: Option<u64>) {
+        // A transfer that ended (its connection closing) is no longer ours to cancel.
+        let active = self
+            .active
+            .as_ref()
+            .filter(|a| a.closing.is_none())
+            .map(|a| &a.job);
+        // Ours, in the order they were sent: (number, name, nick).
+        let mut ours: Vec<(u64, String, String)> = self
+            .hashing
+            .iter()
+            .map(|h| {
+                let name = h.path.file_name().map_or_else(
+                    || h.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                (h.local, name, h.to.clone())
+            })
+            .chain(
+                self.offered
+                    .iter()
+                    .chain(&self.queued)
+                    .chain(active)
+                    .filter(|j| j.path.is_some())
+                    .map(|j| (j.local, j.name.clone(), j.nick.clone())),
+            )
+            .collect();
+        ours.sort_by_key(|o| o.0);
+        let local = match id {
+            Some(n) if ours.iter().any(|o| o.0 == n) => n,
+            Some(n) => return self.error(&format!("no file {n} is being sent")),
+            None => match &ours[..] {
+                [] => return self.error("no file is being sent"),
+                [one] => one.0,
+                several => {
+                    let list: Vec<String> = several
+                        .iter()
+                        .map(|(n, name, nick)| format!("{n} \"{name}\" to {nick}"))
+                        .collect();
+                    let text = format!(
+                        "several files are being sent ({}): say which, /cancel ID",
+                        list.join(", ")
+                    );
+                    return self.error(&text);
+                }
+            },
+        };
+        if let Some(at) = self.hashing.iter().position(|h| h.local == local) {
+            // Its hash, when it comes, finds no `/send` waiting for it.
+            let h = self.hashing.remove(at);
+            return self.status(
+                None,
+                &format!("file {local} ({}) cancelled", h.path.display()),
+            );
+        }
+        if let Some(a) = self.active.as_mut().filter(|a| a.job.local == local) {
+            if let (Some(peer), Some(peer_id)) = (a.link.peer(), a.peer_id) {
+                // The session says `file_failed` (and the receiver hears CANCEL); the
+                // connection then closes (`on_file`).
+                peer.handle_input(now(), SessionInput::CancelFile(Some(peer_id)));
+                return;
+            }
+            // Not connected to the recipient yet: there is nothing to tell them.
+            let job = a.job.clone();
+            self.failed(&job, "cancelled", "cancelled");
+            return self.finish(now());
+        }
+        let job = match self.offered.iter().position(|j| j.local == local) {
+            Some(at) => {
+                // Offered again no more, should it be waiting to resume.
+                self.reoffers.answered(local);
+                Some(self.offered.remove(at))
+            }
+            None => self
+                .queued
+                .iter()
+                .position(|j| j.local == local)
+                .and_then(|at| self.queued.remove(at)),
+        };
+        if let Some(job) = job {
+            self.failed(&job, "cancelled", "cancelled");
         }
     }
 
@@ -456,7 +555,7 @@ impl DmFiles {
         // Should the transfer be interrupted, the sender's next offer of it is taken as is.
         let from = fold(&job.nick);
         self.accepted
-            .remember(now(), job.local, &from, job.size, job.hash);
+            .remember(now(), job.local, &from, job.key, job.size, job.hash);
         self.queued.push_back(job);
     }
 
@@ -634,6 +733,7 @@ impl DmFiles {
                 size: job.size,
                 hash: job.hash,
                 auto,
+                key: fingerprint.map(|f| f.to_string()),
             };
             self.file_event(&job, e);
         } else {
@@ -702,7 +802,9 @@ impl DmFiles {
             j.key = offer.key;
             return true;
         }
-        let Some(local) = self.accepted.accepted(now(), &who, size, hash) else {
+        // Only from the key it was accepted from (as the server names it).
+        let key = offer.key.as_ref();
+        let Some(local) = self.accepted.accepted(now(), &who, key, size, hash) else {
             return false;
         };
         // The sender gave up any earlier attempt at it.
@@ -1222,6 +1324,9 @@ mod tests {
         assert_eq!(command("/accept 3"), Some(Command::Accept(Some(3))));
         assert_eq!(command("/decline 2"), Some(Command::Decline(Some(2))));
         assert_eq!(command("/decline"), Some(Command::Decline(None)));
+        assert_eq!(command("/cancel"), Some(Command::Cancel(None)));
+        assert_eq!(command("/cancel 4"), Some(Command::Cancel(Some(4))));
+        assert!(matches!(command("/cancel all"), Some(Command::Usage(_))));
         assert!(matches!(command("/accept x"), Some(Command::Usage(_))));
         assert_eq!(command("/sendx bob f"), None);
         assert_eq!(command("hello"), None);

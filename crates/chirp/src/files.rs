@@ -37,6 +37,30 @@ fn short(hash: &[u8; 32]) -> String {
     hash_hex(hash)[..16].to_owned()
 }
 
+/// The human line of an offer from the peer: its key's whole fingerprint (what
+/// `--auto-accept-from` takes) when known, so that the user can decide, and what to type.
+fn offered_line(
+    id: u64,
+    name: &str,
+    size: u64,
+    hash: &[u8; 32],
+    auto: bool,
+    key: Option<&str>,
+) -> String {
+    let then = if auto {
+        "accepted (trusted key)".to_owned()
+    } else {
+        format!("/accept {id} or /decline {id}")
+    };
+    let by = key.map_or_else(String::new, |k| format!(" (key {})", safe::line(k)));
+    format!(
+        "* the peer{by} offers file {id}: \"{}\" ({}, BLAKE3 {}…): {then}",
+        safe::line(name),
+        HumanBytes(size),
+        short(hash)
+    )
+}
+
 /// Prints one file event as a line (human or JSON). Progress has no human line: on a
 /// terminal it is a bar ([`Bars`]), and elsewhere a line per update would only be noise.
 pub(crate) fn print(out: Output, e: &FileEvent) {
@@ -48,23 +72,12 @@ pub(crate) fn print(out: Output, e: &FileEvent) {
             size,
             hash,
             auto,
+            key,
         } => print_event(
             json,
-            || {
-                let then = if *auto {
-                    "accepted (trusted key)".to_owned()
-                } else {
-                    format!("/accept {id} or /decline {id}")
-                };
-                format!(
-                    "* the peer offers file {id}: \"{}\" ({}, BLAKE3 {}…): {then}",
-                    safe::line(name),
-                    HumanBytes(*size),
-                    short(hash)
-                )
-            },
+            || offered_line(*id, name, *size, hash, *auto, key.as_deref()),
             json!({"type": "file_offer", "direction": "receive", "id": id, "name": name,
-                   "size": size, "hash": hash_hex(hash), "auto": auto}),
+                   "size": size, "hash": hash_hex(hash), "auto": auto, "key": key}),
         ),
         FileEvent::Offering {
             id,
@@ -75,7 +88,7 @@ pub(crate) fn print(out: Output, e: &FileEvent) {
             json,
             || {
                 format!(
-                    "* offering file {id}: \"{}\" ({}, BLAKE3 {}…)",
+                    "* offering file {id}: \"{}\" ({}, BLAKE3 {}…): /cancel {id} stops it",
                     safe::line(name),
                     HumanBytes(*size),
                     short(hash)
@@ -339,5 +352,30 @@ impl FileWork {
             };
             view.show(report).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An offer from a key not trusted names the key whole (what `--auto-accept-from` takes)
+    /// and what to type; a trusted one says so; hostile text in the name is made safe.
+    #[test]
+    fn an_offer_line_names_the_key_and_the_answer() {
+        let hash = [0xab; 32];
+        let key = "abcd-efgh-ijkl-mnop-qrst-uvwx";
+        assert_eq!(
+            offered_line(3, "a\x1b[2Jb.txt", 2048, &hash, false, Some(key)),
+            "* the peer (key abcd-efgh-ijkl-mnop-qrst-uvwx) offers file 3: \"a^[[2Jb.txt\" \
+             (2.00 KiB, BLAKE3 abababababababab…): /accept 3 or /decline 3"
+        );
+        assert!(
+            offered_line(3, "a", 1, &hash, true, Some(key)).ends_with(": accepted (trusted key)")
+        );
+        // A driver that names no key (none is known): no key in the line.
+        assert!(
+            offered_line(3, "a", 1, &hash, false, None).starts_with("* the peer offers file 3:")
+        );
     }
 }

@@ -24,6 +24,8 @@ pub(crate) enum Input {
     Send(String),
     /// `/decline [ID]`: decline a file offer.
     Decline(Option<u64>),
+    /// `/cancel [ID]`: stop sending a file.
+    Cancel(Option<u64>),
     /// Any other `/word` (unknown, or a command of `chirp connect` or of the UI): not sent,
     /// reported. Holds the word typed.
     Unknown(String),
@@ -38,6 +40,7 @@ commands:
   /refuse         refuse that key
   /send PATH      offer a file: to the peer; in chirp connect to a DM buffer's nick (or NICK PATH)
   /decline [ID]   decline a file offer (number ID, or the oldest), or stop receiving it
+  /cancel [ID]    stop sending a file (number ID, or the only one); the receiver deletes its part
   /help           this text (also /?)
   /quit [REASON]  leave chirp, once everything you sent is acknowledged (also /exit)
   //TEXT          send a line that starts with '/'
@@ -63,6 +66,7 @@ pub(crate) fn parse(line: &[u8]) -> Input {
         Ok(Command::Refuse) => Input::Refuse,
         Ok(Command::Send { path }) => Input::Send(path),
         Ok(Command::Decline { id }) => Input::Decline(id),
+        Ok(Command::Cancel { id }) => Input::Cancel(id),
         // `parse` returns only the commands of `Context::PeerLine` (those above); anything
         // else is reported like an unknown command rather than acted on.
         Ok(_) | Err(_) => Input::Unknown(first_word(line)),
@@ -93,6 +97,9 @@ mod tests {
         assert_eq!(parse(b"/accept"), Input::Accept(None));
         assert_eq!(parse(b"/accept 7"), Input::Accept(Some(7)));
         assert_eq!(parse(b"/decline"), Input::Decline(None));
+        assert_eq!(parse(b"/cancel"), Input::Cancel(None));
+        assert_eq!(parse(b"/cancel 3"), Input::Cancel(Some(3)));
+        assert!(matches!(parse(b"/cancel all"), Input::Unknown(_)));
         assert_eq!(
             parse(b"/send /tmp/a b.txt"),
             Input::Send("/tmp/a b.txt".into())

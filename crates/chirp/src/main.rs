@@ -152,11 +152,14 @@ Examples:
                                           # a qlog trace per connection, for qvis
 
 Files: /send PATH offers the peer a file; the peer sees its name, size and BLAKE3 hash and
-answers /accept (or Alt+Y in the UI) or /decline. It is saved in --downloads (the XDG download
+answers /accept (or Alt+Y in the UI) or /decline; /cancel [ID] stops sending it (the peer
+then deletes its partial file). It is saved in --downloads (the XDG download
 directory by default) as NAME.H.part (H: the start of its hash) until every chunk has been
 checked against the hash, then renamed; an existing file is never overwritten (NAME (1).ext),
 and a symbolic link in the download directory is never followed. A transfer cut by a dropped
 link or a restart resumes from what was saved and verified. The same works with --via.
+downloads and auto_accept_from in ~/.config/chirp/client.toml (see chirp connect --help) give
+--downloads and --auto-accept-from when they are not given.
   chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002 --downloads ~/inbox
   chirp peer --bind 0.0.0.0:5000 --to 192.0.2.7:5000 --auto-accept-from xxxx-xxxx-xxxx-xxxx-xxxx-xxxx
   echo '/send report.pdf' | chirp peer --bind 127.0.0.1:5001 --to 127.0.0.1:5002
@@ -272,7 +275,8 @@ struct PeerArgs {
     /// e.g. ~/Downloads).
     #[arg(long, value_name = "DIR", conflicts_with = "plain")]
     downloads: Option<std::path::PathBuf>,
-    /// Accept file offers from the peer with this key fingerprint without asking (repeatable).
+    /// Accept file offers from the peer with this key fingerprint without asking (repeatable;
+    /// default: `auto_accept_from` in the client config file; flags given replace its list).
     #[arg(long, value_name = "FINGERPRINT", conflicts_with = "plain")]
     auto_accept_from: Vec<chirp_keys::Fingerprint>,
 }
@@ -529,6 +533,24 @@ async fn run_peer(a: PeerArgs, target: PeerTarget) -> anyhow::Result<u8> {
             }
         }
     };
+    // The config file gives what the flags leave out (a flag wins over it); with both flags
+    // given it is not read at all.
+    let file = if a.downloads.is_none() || a.auto_accept_from.is_empty() {
+        connect::peer_config()?
+    } else {
+        chirp_client::config::ClientFile::default()
+    };
+    let downloads = match a.downloads.or(file.downloads) {
+        Some(d) => d,
+        None => dirs::download_dir()
+            .or_else(|| dirs::home_dir().map(|h| h.join("Downloads")))
+            .context("no download directory (no home directory): pass --downloads DIR")?,
+    };
+    let auto_accept_from = if a.auto_accept_from.is_empty() {
+        file.auto_accept_from
+    } else {
+        a.auto_accept_from
+    };
     // A peer met through a server is not advertised: it takes no calls.
     let advertise =
         (!a.no_advertise && via.is_none()).then(|| a.name.unwrap_or_else(chirp_lan::default_name));
@@ -545,16 +567,8 @@ async fn run_peer(a: PeerArgs, target: PeerTarget) -> anyhow::Result<u8> {
         bell: !a.no_bell,
         can_ask: interactive,
         qlog: a.qlog,
-        downloads: match a
-            .downloads
-            .map_or_else(connect::configured_downloads, |d| Ok(Some(d)))?
-        {
-            Some(d) => d,
-            None => dirs::download_dir()
-                .or_else(|| dirs::home_dir().map(|h| h.join("Downloads")))
-                .context("no download directory (no home directory): pass --downloads DIR")?,
-        },
-        auto_accept_from: a.auto_accept_from,
+        downloads,
+        auto_accept_from,
     };
     if let Some((server, nick, to)) = via {
         let (server_name, server) = connect::resolve(&server)

@@ -648,6 +648,7 @@ async fn request_input(view: &View, req: Request) -> anyhow::Result<Option<Sessi
             Input::Refuse => SessionInput::KeyAnswer(false),
             Input::Send(path) => SessionInput::SendFile(PathBuf::from(path)),
             Input::Decline(id) => SessionInput::DeclineFile(id),
+            Input::Cancel(id) => SessionInput::CancelFile(id),
             Input::Help => {
                 if let View::Lines(out, _) = view {
                     out.info(input::HELP);
@@ -755,6 +756,9 @@ mod tests {
         }
         fn close(&mut self, name: &str) {
             self.disk.close(name);
+        }
+        fn remove(&mut self, name: &str) -> io::Result<()> {
+            self.disk.remove(name)
         }
         fn close_source(&mut self, path: &Path) {
             self.disk.close_source(path);

@@ -65,7 +65,7 @@ pub(crate) async fn run(
                     Input::Accept(_) | Input::Refuse => out.error(
                         "--plain has no keys to accept or refuse: it is neither authenticated nor encrypted",
                     ),
-                    Input::Send(_) | Input::Decline(_) => {
+                    Input::Send(_) | Input::Decline(_) | Input::Cancel(_) => {
                         out.error("--plain has no file transfer: use chirp peer without --plain")
                     }
                     Input::Unknown(cmd) => out.error(&format!(

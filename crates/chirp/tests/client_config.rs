@@ -9,6 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::{CHIRP, Chirp, Proc, Server, Stdout, WAIT, connect_json};
+use serde_json::Value;
 
 /// `chirp connect --json` with nothing but the config directories: all else from the file.
 fn configured(name: &str, server: std::net::SocketAddr, root: &Path) -> Chirp {
@@ -212,4 +213,88 @@ fn an_unknown_key_in_client_toml_is_a_clear_error() {
         err.contains("no server given") && err.contains("client.toml"),
         "{err}"
     );
+}
+
+/// `chirp peer` B with `client.toml` in its config directory, talking to A, with `extra` flags.
+fn configured_peer(
+    root: &Path,
+    b: std::net::SocketAddr,
+    a: std::net::SocketAddr,
+    extra: &[&str],
+) -> Chirp {
+    let dir = |d: &str| root.join(d).display().to_string();
+    let (config, home) = (dir("config"), dir("home"));
+    let mut args: Vec<String> = ["peer", "--bind", &b.to_string(), "--to", &a.to_string()]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(["--json".to_owned(), "--home".to_owned()]);
+    args.push(common::peer_home("B", b).display().to_string());
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Chirp {
+        proc: Proc::spawn_env(
+            "B",
+            CHIRP,
+            &args,
+            Stdout::Lines,
+            &[("XDG_CONFIG_HOME", &config), ("HOME", &home)],
+        ),
+        addr: b,
+        seen: Vec::new(),
+    }
+}
+
+/// A offers B a file; B's offer event.
+fn offer_to_configured_peer(root: &Path, src: &Path, b_extra: &[&str]) -> (Chirp, Chirp, Value) {
+    let (mut a, mut b, a_key) = common::retry_bind(|| {
+        let [pa, pb] = common::free_ports();
+        let (la, lb) = (common::lo(pa), common::lo(pb));
+        let a_key = common::fingerprint(&common::peer_home("A", la));
+        // B trusts A's key through the file (written before B starts).
+        let toml = format!("downloads = \"dl\"\nauto_accept_from = [\"{a_key}\"]\n",);
+        let cfg = root.join("config").join("chirp");
+        std::fs::create_dir_all(&cfg).expect("mkdir");
+        std::fs::write(cfg.join("client.toml"), toml).expect("write client.toml");
+        let mut a = Chirp::spawn_peer("A", la, lb, &[]);
+        let mut b = configured_peer(root, lb, la, b_extra);
+        a.started()?;
+        b.started()?;
+        Ok((a, b, a_key))
+    });
+    b.wait_type("peer_up", WAIT);
+    a.line(&format!("/send {}", src.display()));
+    let offer = b.wait_type("file_offer", WAIT);
+    assert_eq!(offer["key"], a_key.as_str(), "{offer}");
+    (a, b, offer)
+}
+
+/// `chirp peer` takes `auto_accept_from` (and `downloads`, a path relative to the file's
+/// directory) from `client.toml` as `chirp connect` does: a listed key's file is accepted
+/// unasked and saved there; `--auto-accept-from` on the command line replaces the file's list.
+#[test]
+fn chirp_peer_takes_auto_accept_from_and_downloads_from_client_toml() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let src = root.path().join("notes.txt");
+    std::fs::write(&src, b"from the trusted key").expect("write");
+    let (mut a, mut b, offer) = offer_to_configured_peer(root.path(), &src, &[]);
+    assert_eq!(offer["auto"], true, "{offer}\n{}", b.diag());
+    let done = b.wait_for("file_done", WAIT, |v| {
+        v["type"] == "file_done" || v["type"] == "file_failed"
+    });
+    assert_eq!(done["type"], "file_done", "{done}\n{}", b.diag());
+    let saved = root.path().join("config/chirp/dl/notes.txt");
+    assert_eq!(
+        std::fs::read(&saved).expect("saved in the file's downloads"),
+        b"from the trusted key"
+    );
+    common::both_exit_ok(&mut a, &mut b);
+
+    // A flag replaces the file's list: A's key is no longer trusted, the offer waits.
+    let other = common::fingerprint(&root.path().join("other-home"));
+    let (mut a, mut b, offer) =
+        offer_to_configured_peer(root.path(), &src, &["--auto-accept-from", &other]);
+    assert_eq!(offer["auto"], false, "{offer}\n{}", b.diag());
+    b.line("/decline");
+    b.wait_for("the decline", WAIT, |v| v["type"] == "file_failed");
+    common::both_exit_ok(&mut a, &mut b);
 }

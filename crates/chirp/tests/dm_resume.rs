@@ -327,3 +327,112 @@ fn a_dark_path_interrupts_the_transfer_and_it_resumes_by_itself() {
     assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
     common::both_exit_ok(&mut alice, &mut bob);
 }
+
+/// Longer than the sender's re-offer period (3 s, `chirp_client::dm_resume::REOFFER_EVERY`)
+/// twice over: a file that would still be offered again is offered within it.
+const NO_REOFFER_WAIT: Duration = Duration::from_secs(7);
+
+/// The first event of `c` within `wait` that satisfies `pred`, or `None` (the wait is bounded:
+/// it reads events until the deadline, not until one comes).
+fn any_within(
+    c: &mut Chirp,
+    wait: Duration,
+    mut pred: impl FnMut(&Value) -> bool,
+) -> Option<Value> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match c.next_event(left) {
+            Some(v) if pred(&v) => return Some(v),
+            Some(_) => {}
+            None => return None,
+        }
+    }
+}
+
+/// `/cancel` by the sender while the file is under way: the sender says `file_failed`
+/// (`cancelled`), the receiver too (`cancelled by the sender: cancelled`) and deletes its
+/// `.part`; the peer connection closes as after any transfer, so it is not taken for an
+/// interruption: nothing is offered again (no `file_interrupted`, no offer at the receiver
+/// for longer than the re-offer period), and both still leave cleanly.
+#[test]
+fn a_cancelled_transfer_is_not_offered_again_and_leaves_no_part() {
+    let data = tmp();
+    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let dl = downloads.path().display().to_string();
+    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
+    let mut bob = up("bob", srv.addr, hb.path(), "bob", &["--downloads", &dl]);
+    let s = start(&mut alice, &mut bob, src.path(), false);
+    let hash = s.offered["hash"].clone();
+    assert!(part_len(downloads.path(), &hash) > 0);
+
+    alice.line("/cancel");
+    let f = alice.wait_for("the cancel", WAIT, |v| is(v, "file_failed", "send"));
+    assert_eq!(f["id"], s.offered["id"], "{f}");
+    assert_eq!(f["reason"], "cancelled", "{f}");
+    let f = bob.wait_for("the cancel", WAIT, |v| {
+        is(v, "file_failed", "receive") || is(v, "file_done", "receive")
+    });
+    assert_eq!(f["type"], "file_failed", "{f}\n{}", bob.diag());
+    assert_eq!(f["reason"], "cancelled by the sender: cancelled", "{f}");
+
+    let again = any_within(&mut bob, NO_REOFFER_WAIT, |v| v["type"] == "file_offer");
+    assert!(again.is_none(), "offered again: {again:?}\n{}", bob.diag());
+    assert!(
+        alice.seen_of("file_interrupted").is_empty() && bob.seen_of("file_interrupted").is_empty(),
+        "{}\n{}",
+        alice.diag(),
+        bob.diag()
+    );
+    let left: Vec<String> = std::fs::read_dir(downloads.path())
+        .expect("downloads")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "neither the file nor its .part: {left:?}");
+    common::both_exit_ok(&mut alice, &mut bob);
+}
+
+/// `/cancel` by the sender while an interrupted transfer waits to resume (the receiver was
+/// killed; the sender offers the file again every 3 s): the offers stop. The receiver, back,
+/// hears of the file no more, for longer than the re-offer period; the sender says
+/// `file_failed` with code `cancelled`. (The killed receiver's `.part` stays: nobody could
+/// tell it.)
+#[test]
+fn a_transfer_cancelled_while_it_waits_to_resume_is_not_offered_again() {
+    let data = tmp();
+    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
+    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
+    let dl = downloads.path().display().to_string();
+    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
+    let bob_args = ["--downloads", dl.as_str()];
+    let mut bob = up("bob", srv.addr, hb.path(), "bob", &bob_args);
+    let s = start(&mut alice, &mut bob, src.path(), false);
+
+    bob.proc.kill();
+    let i = alice.wait_for("the interruption", WAIT, |v| {
+        is(v, "file_interrupted", "send") || v["type"] == "file_failed"
+    });
+    assert_eq!(i["type"], "file_interrupted", "{i}\n{}", alice.diag());
+    alice.line(&format!("/cancel {}", s.offered["id"]));
+    let f = alice.wait_for("the cancel", WAIT, |v| is(v, "file_failed", "send"));
+    assert_eq!(f["id"], s.offered["id"], "{f}");
+    assert_eq!(f["code"], "cancelled", "{f}");
+
+    // Bob comes back: without the cancel, the next offer would reach him within 3 s.
+    let mut bob = up("bob2", srv.addr, hb.path(), "bob", &bob_args);
+    let again = any_within(&mut bob, NO_REOFFER_WAIT, |v| v["type"] == "file_offer");
+    assert!(again.is_none(), "offered again: {again:?}\n{}", bob.diag());
+    alice.line("/cancel");
+    let e = alice.wait_for("nothing to cancel", WAIT, |v| v["type"] == "error");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no file is being sent")),
+        "{e}"
+    );
+    common::both_exit_ok(&mut alice, &mut bob);
+}

@@ -498,3 +498,78 @@ fn chat_lines_typed_during_the_hash_of_a_large_offer_arrive_before_it() {
     // The sender said it offers the file only once it was hashed: after its lines went.
     a.wait_type("file_offer", STEP);
 }
+
+/// `/cancel` by the sender mid-transfer (a 2 Mbit/s path through `chirp impair`, so that the
+/// file is really under way; the offer, not trusted, names the sender's key): both sides say `file_failed` (the sender `cancelled`, the
+/// receiver `cancelled by the sender: cancelled`), and the receiver deletes its `.part`
+/// rather than keep it for a resume that will not come: no file is left at all.
+#[test]
+fn the_sender_cancels_mid_transfer_and_no_part_remains() {
+    let dir = scratch();
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("slow.bin");
+    // 32 s at 2 Mbit/s: cancelled long before the end.
+    std::fs::write(&src, noise(8_000_000, 5)).expect("write source");
+    let (_proxy, mut a, mut b, a_key) = retry_bind(|| {
+        let [pa, pb, pl, pv] = free_ports();
+        let a_key = fingerprint(&peer_home("A", lo(pa)));
+        let impair: Vec<String> = [
+            "impair",
+            "--listen",
+            &lo(pl).to_string(),
+            "--to",
+            &lo(pb).to_string(),
+            "--client",
+            &lo(pa).to_string(),
+            "--via",
+            &lo(pv).to_string(),
+            "--rate",
+            "2mbit",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let proxy = Proc::spawn("impair", CHIRP, &impair, Stdout::Lines);
+        let dl = arg(&downloads);
+        let mut a = Chirp::spawn_peer("A", lo(pa), lo(pl), &[]);
+        let mut b = Chirp::spawn_peer("B", lo(pb), lo(pv), &["--downloads", &dl]);
+        a.started()?;
+        b.started()?;
+        Ok((proxy, a, b, a_key))
+    });
+    b.wait_type("peer_up", STEP);
+    a.line(&format!("/send {}", arg(&src)));
+    let sending = a.wait_type("file_offer", STEP);
+    let offer = b.wait_type("file_offer", STEP);
+    // Not trusted: the offer names the sender's key, so that the user can decide.
+    assert_eq!(offer["auto"], false);
+    assert_eq!(offer["key"], a_key.as_str(), "{offer}");
+    b.line(&format!("/accept {}", offer["id"]));
+    b.wait_for("some progress", STEP, |v| {
+        v["type"] == "file_progress" && v["bytes"].as_u64().is_some_and(|n| n > 0)
+    });
+    let part = downloads.join(part_name("slow.bin", &offer));
+    assert!(part.exists(), "{:?}", names_in(&downloads));
+
+    a.line("/cancel");
+    let f = failed(&mut a, "send", STEP);
+    assert_eq!(f["id"], sending["id"]);
+    assert_eq!(f["reason"], "cancelled", "{f}");
+    let f = failed(&mut b, "receive", STEP);
+    assert_eq!(f["id"], offer["id"]);
+    assert_eq!(f["reason"], "cancelled by the sender: cancelled", "{f}");
+    assert!(
+        names_in(&downloads).is_empty(),
+        "neither the file nor its .part: {:?}",
+        names_in(&downloads)
+    );
+    // Nothing is left to cancel.
+    a.line("/cancel");
+    let e = a.wait_type("error", STEP);
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no file is being sent")),
+        "{e}"
+    );
+}

@@ -1087,6 +1087,7 @@ impl Bridge {
             )]),
             UiCommand::AcceptFile(id) => Action::File(FileCommand::Accept(id)),
             UiCommand::DeclineFile(id) => Action::File(FileCommand::Decline(id)),
+            UiCommand::CancelFile(id) => Action::File(FileCommand::Cancel(id)),
         }
     }
 
@@ -2593,6 +2594,10 @@ mod tests {
             b.on_command(UiCommand::DeclineFile(None), now),
             Action::File(FileCommand::Decline(None))
         );
+        assert_eq!(
+            b.on_command(UiCommand::CancelFile(Some(1)), now),
+            Action::File(FileCommand::Cancel(Some(1)))
+        );
         // An offer from bob with a hostile name: shown as a question, the escape as a mark.
         let hash = [0xab; 32];
         let out = b.on_dm_file(DmNote::File {
@@ -2603,6 +2608,7 @@ mod tests {
                 size: 2 << 20,
                 hash,
                 auto: false,
+                key: Some("wxyz-wxyz-wxyz-wxyz-wxyz-wxyz".into()),
             },
         });
         let [UiEvent::FileOffer { id: 3, text }] = &out[..] else {
@@ -2610,7 +2616,9 @@ mod tests {
         };
         assert!(!text.contains('\x1b'), "{text}");
         assert!(
-            text.starts_with("bob offers file 3: \"evil^[[2Jname\" (2.0 MiB, BLAKE3 abababab"),
+            text.starts_with(
+                "bob (key wxyz-wxyz-wxy…) offers file 3: \"evil^[[2Jname\" (2.0 MiB, BLAKE3 abababab"
+            ),
             "{text}"
         );
         // Progress: one line for the status bar.

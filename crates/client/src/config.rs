@@ -1,5 +1,6 @@
 //! `client.toml`: what a user of `chirp connect` sets once (the server, the nick, the rooms to
 //! join, the bell, the log and download directories), so that `chirp connect` alone works.
+//! `chirp peer` reads the same file for `downloads` and `auto_accept_from`.
 //!
 //! The file is TOML, read whole with [`ClientFile::parse`]. A key chirp does not know is an
 //! error (a typo must not be silently ignored), and so is a value of the wrong type or a bad
@@ -39,7 +40,7 @@ log_dir = "~/chirp-logs"           # a plain-text log per room and DM
 downloads = "~/Downloads/chirp"    # where received files are saved
 # relay_only = true                # files go through the server's relay, never direct
 # server_key = "abcd-efgh-ijkl-mnop-qrst-uvwx"   # pin the server's key
-# auto_accept_from = ["wxyz-wxyz-wxyz-wxyz-wxyz-wxyz"]   # take DM files from these keys unasked
+# auto_accept_from = ["wxyz-wxyz-wxyz-wxyz-wxyz-wxyz"]   # take files from these keys unasked
 # idle_timeout = 30                # seconds without a packet before reconnecting
 # home = "~/.config/chirp"         # identity key and known server keys
 "##;
@@ -90,7 +91,8 @@ pub struct ClientFile {
     /// the other user never learns this client's address.
     #[serde(default)]
     pub relay_only: Option<bool>,
-    /// `auto_accept_from`: key fingerprints whose DM file offers are accepted without asking.
+    /// `auto_accept_from`: key fingerprints whose file offers are accepted without asking
+    /// (`chirp connect`'s DM offers, and `chirp peer`'s).
     #[serde(default, deserialize_with = "fingerprints")]
     pub auto_accept_from: Vec<Fingerprint>,
 }

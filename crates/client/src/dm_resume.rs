@@ -14,7 +14,7 @@
 //!   killed client drops it, so the offer is repeated rather than sent once.
 //! - The **receiver** remembers for [`ACCEPTED_TTL`] which files it accepted and did not
 //!   finish ([`Accepted`]): the same file (size and root hash) offered again by the same nick
-//!   is accepted without asking, and replaces a transfer of it still under way (the sender
+//!   with the same key (as the server names it in the offer) is accepted without asking, and replaces a transfer of it still under way (the sender
 //!   offers again only once it gave that one up). A receiver that restarted remembers nothing:
 //!   its user accepts again.
 //!
@@ -23,6 +23,8 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use chirp_keys::PublicKey;
 
 /// How often an unfinished file is offered again while the recipient does not answer.
 pub const REOFFER_EVERY: Duration = Duration::from_secs(3);
@@ -145,14 +147,20 @@ struct Remembered {
     /// The caller's id for it.
     id: u64,
     from: String,
+    /// The sender's key as the server named it in the offer accepted (`None`: an older
+    /// server, which names none).
+    key: Option<PublicKey>,
     size: u64,
     hash: [u8; 32],
     until: Instant,
 }
 
 /// The files a receiver accepted and has not finished: an offer of the same one by the same
-/// nick is accepted without asking (see the module documentation). Nicks are compared as
-/// given: the caller folds them (`chirp_chat::names::fold`).
+/// nick, with the same key, is accepted without asking (see the module documentation). Nicks
+/// are compared as given: the caller folds them (`chirp_chat::names::fold`). Keys are those
+/// the server names in its offers: a file accepted from one key is not taken unasked from
+/// another (a nick given up and claimed by someone else, or a server that swaps keys), and one
+/// accepted with a key is not taken unasked from an offer naming none.
 #[derive(Debug)]
 pub struct Accepted {
     files: VecDeque<Remembered>,
@@ -174,9 +182,17 @@ impl Accepted {
         }
     }
 
-    /// The user accepted the file (`size`, `hash`) from `from` at `now`, which the caller
-    /// numbers `id` (again: the time restarts).
-    pub fn remember(&mut self, now: Instant, id: u64, from: &str, size: u64, hash: [u8; 32]) {
+    /// The user accepted the file (`size`, `hash`) from `from`, whose key the offer named as
+    /// `key`, at `now`, which the caller numbers `id` (again: the time restarts).
+    pub fn remember(
+        &mut self,
+        now: Instant,
+        id: u64,
+        from: &str,
+        key: Option<PublicKey>,
+        size: u64,
+        hash: [u8; 32],
+    ) {
         self.forget(from, size, hash);
         if self.files.len() >= MAX_ACCEPTED {
             self.files.pop_front();
@@ -184,19 +200,28 @@ impl Accepted {
         self.files.push_back(Remembered {
             id,
             from: from.to_owned(),
+            key,
             size,
             hash,
             until: now + self.ttl,
         });
     }
 
-    /// Whether an offer of (`size`, `hash`) by `from` at `now` is one the user accepted and
-    /// did not finish: the caller's id for it, if so.
-    pub fn accepted(&mut self, now: Instant, from: &str, size: u64, hash: [u8; 32]) -> Option<u64> {
+    /// Whether an offer of (`size`, `hash`) by `from`, naming the sender's key `key`, at
+    /// `now` is one the user accepted and did not finish (the same nick, key and file): the
+    /// caller's id for it, if so.
+    pub fn accepted(
+        &mut self,
+        now: Instant,
+        from: &str,
+        key: Option<&PublicKey>,
+        size: u64,
+        hash: [u8; 32],
+    ) -> Option<u64> {
         self.files.retain(|r| r.until > now);
         self.files
             .iter()
-            .find(|r| r.from == from && r.size == size && r.hash == hash)
+            .find(|r| r.from == from && r.key.as_ref() == key && r.size == size && r.hash == hash)
             .map(|r| r.id)
     }
 
@@ -254,24 +279,49 @@ mod tests {
         assert_eq!(r.lost(t0 + 20 * S, 1), t0 + 30 * S);
     }
 
+    const ALICE: PublicKey = PublicKey([1; 32]);
+
     #[test]
     fn an_accepted_file_is_taken_again_from_the_same_nick_only_until_done_or_expiry() {
         let t0 = Instant::now();
         let mut a = Accepted::new(60 * S);
         let h = [7; 32];
-        a.remember(t0, 3, "alice", 100, h);
-        assert_eq!(a.accepted(t0 + S, "alice", 100, h), Some(3));
-        assert_eq!(a.accepted(t0 + S, "bob", 100, h), None, "another nick");
-        assert_eq!(a.accepted(t0 + S, "alice", 101, h), None, "another size");
+        let k = Some(&ALICE);
+        a.remember(t0, 3, "alice", Some(ALICE), 100, h);
+        assert_eq!(a.accepted(t0 + S, "alice", k, 100, h), Some(3));
+        assert_eq!(a.accepted(t0 + S, "bob", k, 100, h), None, "another nick");
+        assert_eq!(a.accepted(t0 + S, "alice", k, 101, h), None, "another size");
         assert_eq!(
-            a.accepted(t0 + S, "alice", 100, [8; 32]),
+            a.accepted(t0 + S, "alice", k, 100, [8; 32]),
             None,
             "another hash"
         );
-        assert_eq!(a.accepted(t0 + 60 * S, "alice", 100, h), None, "expired");
-        a.remember(t0, 4, "alice", 100, h);
+        assert_eq!(a.accepted(t0 + 60 * S, "alice", k, 100, h), None, "expired");
+        a.remember(t0, 4, "alice", Some(ALICE), 100, h);
         a.forget("alice", 100, h);
-        assert_eq!(a.accepted(t0 + S, "alice", 100, h), None, "done");
+        assert_eq!(a.accepted(t0 + S, "alice", k, 100, h), None, "done");
+    }
+
+    /// The memory is bound to the sender's key: the same file offered again by the same nick
+    /// with another key, or with no key named, is not taken unasked; with the key it was
+    /// accepted from, it is. A file accepted through an older server (no key named) is taken
+    /// again only from an offer that names none either.
+    #[test]
+    fn an_accepted_file_is_taken_again_only_from_the_key_it_was_accepted_from() {
+        let t0 = Instant::now();
+        let mut a = Accepted::new(60 * S);
+        let (h, mallory) = ([7; 32], PublicKey([9; 32]));
+        a.remember(t0, 3, "alice", Some(ALICE), 100, h);
+        assert_eq!(
+            a.accepted(t0 + S, "alice", Some(&mallory), 100, h),
+            None,
+            "another key"
+        );
+        assert_eq!(a.accepted(t0 + S, "alice", None, 100, h), None, "no key");
+        assert_eq!(a.accepted(t0 + S, "alice", Some(&ALICE), 100, h), Some(3));
+        a.remember(t0, 5, "carol", None, 200, h);
+        assert_eq!(a.accepted(t0 + S, "carol", Some(&mallory), 200, h), None);
+        assert_eq!(a.accepted(t0 + S, "carol", None, 200, h), Some(5));
     }
 
     #[test]
@@ -279,18 +329,21 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Accepted::new(60 * S);
         for n in 0..=MAX_ACCEPTED as u64 {
-            a.remember(t0, n, "alice", n, [1; 32]);
+            a.remember(t0, n, "alice", Some(ALICE), n, [1; 32]);
         }
         assert_eq!(a.files.len(), MAX_ACCEPTED);
         assert_eq!(
-            a.accepted(t0, "alice", 0, [1; 32]),
+            a.accepted(t0, "alice", Some(&ALICE), 0, [1; 32]),
             None,
             "the oldest went first"
         );
         let last = MAX_ACCEPTED as u64;
-        assert_eq!(a.accepted(t0, "alice", last, [1; 32]), Some(last));
+        assert_eq!(
+            a.accepted(t0, "alice", Some(&ALICE), last, [1; 32]),
+            Some(last)
+        );
         // Remembering one again does not hold it twice.
-        a.remember(t0, 5, "alice", 5, [1; 32]);
+        a.remember(t0, 5, "alice", Some(ALICE), 5, [1; 32]);
         assert_eq!(a.files.len(), MAX_ACCEPTED);
     }
 }

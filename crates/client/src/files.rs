@@ -30,7 +30,20 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// A file command of `chirp connect` (`/send`, `/accept`, `/decline`), for its DM transfers.
+/// A key fingerprint in the short form the status bar shows (`fp abcd-efgh-ijk…`): enough to
+/// tell keys apart at a glance; `/stats` shows it whole.
+pub fn short_fingerprint(fp: &str) -> String {
+    const SHOWN: usize = 13;
+    if fp.chars().count() <= SHOWN + 1 {
+        return fp.to_owned();
+    }
+    let mut short: String = fp.chars().take(SHOWN).collect();
+    short.push('…');
+    short
+}
+
+/// A file command of `chirp connect` (`/send`, `/accept`, `/decline`, `/cancel`), for its DM
+/// transfers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileCommand {
     /// Offer the file at `path` to `to` through the server.
@@ -44,6 +57,8 @@ pub enum FileCommand {
     Accept(Option<u64>),
     /// Decline an offer (`None`: the oldest waiting).
     Decline(Option<u64>),
+    /// Stop sending a file (`None`: the only one being sent).
+    Cancel(Option<u64>),
 }
 
 /// What `chirp connect`'s DM transfers tell the user, for the UI to show
@@ -93,11 +108,17 @@ impl FileView {
                 size,
                 hash,
                 auto: false,
+                key,
             } => out.push(UiEvent::FileOffer {
                 id,
                 text: format!(
-                    "{} offers file {id}: \"{}\" ({}, BLAKE3 {}…).",
+                    "{}{} offers file {id}: \"{}\" ({}, BLAKE3 {}…).",
                     safe::line(who),
+                    // Not trusted: whose key it is helps the user decide.
+                    key.map_or_else(String::new, |k| format!(
+                        " (key {})",
+                        short_fingerprint(&safe::line(&k))
+                    )),
                     safe::line(&name),
                     human_bytes(size),
                     &hash_hex(&hash)[..16]
@@ -114,7 +135,7 @@ impl FileView {
             FileEvent::Offering { id, name, size, .. } => out.push(UiEvent::Info {
                 buffer,
                 text: format!(
-                    "offering file {id}: \"{}\" ({})",
+                    "offering file {id}: \"{}\" ({}; /cancel {id} stops it)",
                     safe::line(&name),
                     human_bytes(size)
                 ),

@@ -238,6 +238,7 @@ impl Bridge {
             UiCommand::SendFile { path, .. } => (Some(Input::SendFile(path.into())), Vec::new()),
             UiCommand::AcceptFile(id) => (Some(Input::AcceptFile(id)), Vec::new()),
             UiCommand::DeclineFile(id) => (Some(Input::DeclineFile(id)), Vec::new()),
+            UiCommand::CancelFile(id) => (Some(Input::CancelFile(id)), Vec::new()),
             // The UI refuses these in peer mode; should one get here, say why.
             UiCommand::Join { .. }
             | UiCommand::Part { .. }
@@ -540,5 +541,40 @@ mod tests {
             question.contains("10.0.0.3:6000 is calling") && !question.contains("another port"),
             "{question}"
         );
+    }
+
+    /// A file offer from a key not trusted is a question naming the key in the status bar's
+    /// short form; `/cancel` reaches the session; a trusted key's offer is a line.
+    #[test]
+    fn a_file_offer_names_the_key_and_cancel_reaches_the_session() {
+        use chirp_files::FileEvent;
+        let mut b = bridge();
+        let offer = |auto| {
+            Report::File(FileEvent::Offered {
+                id: 2,
+                name: "photo.jpg".into(),
+                size: 4096,
+                hash: [0x12; 32],
+                auto,
+                key: Some("abcd-efgh-ijkl-mnop-qrst-uvwx".into()),
+            })
+        };
+        let out = b.on_report(offer(false), 5, Instant::now());
+        let [UiEvent::FileOffer { id: 2, text }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert!(
+            text.contains("(key abcd-efgh-ijk…) offers file 2: \"photo.jpg\""),
+            "{text}"
+        );
+        let out = b.on_report(offer(true), 5, Instant::now());
+        assert!(
+            matches!(&out[..], [UiEvent::Info { text, .. }] if text.contains("offers from this key are accepted")),
+            "{out:?}"
+        );
+        let (req, out) = b.on_command(UiCommand::CancelFile(Some(2)));
+        assert!(matches!(req, Some(Input::CancelFile(Some(2)))) && out.is_empty());
+        let (req, _) = b.on_command(UiCommand::CancelFile(None));
+        assert!(matches!(req, Some(Input::CancelFile(None))));
     }
 }

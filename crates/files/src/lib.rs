@@ -22,7 +22,8 @@
 //!    to a free name (never overwriting: `NAME (1).ext`) and only then says DONE; if that
 //!    fails (a full disk at the fsync), it says DECLINE instead and keeps the partial file.
 //!    Either side may end a transfer early: the receiver with DECLINE, the sender with
-//!    CANCEL.
+//!    CANCEL ([`Transfers::cancel`]); a receiver deletes the partial file of a cancelled
+//!    transfer (no resume will come), while any other failure keeps it.
 //!
 //! Two steps may block for long on a large file: the check of step 3 on a resume, which reads
 //! and hashes the whole partial file (about a second for 1 GB), and the fsync of step 5

@@ -34,6 +34,10 @@ pub trait Storage {
     fn finish(&mut self, part: &str, name: &str, size: u64) -> io::Result<()>;
     /// Closes whatever is held open for `name` (the transfer ended).
     fn close(&mut self, name: &str);
+    /// Closes and deletes `name` in the download directory (a partial file whose sender gave
+    /// the transfer up). A name that does not exist is not an error; a symbolic link there is
+    /// removed itself, never followed.
+    fn remove(&mut self, name: &str) -> io::Result<()>;
     /// Closes the source at `path` (the transfer ended).
     fn close_source(&mut self, path: &Path);
 }
@@ -62,6 +66,9 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     }
     fn close(&mut self, name: &str) {
         (**self).close(name);
+    }
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        (**self).remove(name)
     }
     fn close_source(&mut self, path: &Path) {
         (**self).close_source(path);
@@ -203,6 +210,16 @@ impl Storage for FsStorage {
         self.open.remove(&self.dir.join(name));
     }
 
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        let path = self.dir.join(name);
+        self.open.remove(&path);
+        // `unlink` removes a symbolic link itself, never what it points to.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
     fn close_source(&mut self, path: &Path) {
         self.open.remove(path);
     }
@@ -278,6 +295,11 @@ impl Storage for MemStorage {
     }
 
     fn close(&mut self, _name: &str) {}
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.files.remove(name);
+        Ok(())
+    }
 
     fn close_source(&mut self, _path: &Path) {}
 }

@@ -111,6 +111,7 @@ fn failed_of(events: &[FileEvent]) -> Option<String> {
 fn offer_accept_transfer_and_hash() {
     let mut p = Pair::new(false);
     let data = content(10_000, 1);
+    p.b.set_peer_key(Some("abcd-efgh".into()));
     let id = p.send("report.pdf", data.clone());
     p.drive();
     let ev = Pair::events(&mut p.b);
@@ -120,13 +121,14 @@ fn offer_accept_transfer_and_hash() {
         size,
         hash,
         auto,
+        key,
     }) = ev.first().cloned()
     else {
         panic!("{ev:?}")
     };
     assert_eq!(
-        (offered, name.as_str(), size, auto),
-        (id, "report.pdf", 10_000, false)
+        (offered, name.as_str(), size, auto, key.as_deref()),
+        (id, "report.pdf", 10_000, false, Some("abcd-efgh"))
     );
     let hashes: Vec<_> = data.chunks(CHUNK as usize).map(wire::chunk_hash).collect();
     assert_eq!(hash, wire::root_hash(&hashes));
@@ -460,6 +462,9 @@ fn oversize_files_are_refused_by_the_sender_and_the_decoder() {
             Ok(())
         }
         fn close(&mut self, _: &str) {}
+        fn remove(&mut self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
         fn close_source(&mut self, _: &std::path::Path) {}
     }
     let mut huge = Transfers::new(config(false), Huge);
@@ -534,6 +539,12 @@ fn fs_storage_never_follows_a_symlink_in_the_download_directory() {
     fs.finish("ok.part", "x.part", 4)
         .expect_err("the link at the final name is never replaced");
     assert_eq!(std::fs::read(&victim).expect("read"), b"not yours");
+    // Deleting a partial file that is a link deletes the link, never what it points to; a
+    // name that is not there is no error.
+    fs.remove("x.part").expect("the link is deleted");
+    assert!(!fs.exists("x.part"));
+    assert_eq!(std::fs::read(&victim).expect("read"), b"not yours");
+    fs.remove("x.part").expect("already gone");
 }
 
 /// Links planted at the file's name and at its partial file's name make the receiver choose
@@ -1073,4 +1084,97 @@ fn finished_transfers_are_remembered_for_a_bounded_time_and_count() {
     let last = first + crate::REMEMBER_FINISHED as u64;
     let e = p.b.decline(Some(last)).expect_err("remembered");
     assert!(e.contains("it was received"), "{e}");
+}
+
+/// The sender cancels a file half received: the receiver ends it with the sender's reason and
+/// deletes its partial file (no resume will come), a chunk still in flight is dropped and
+/// never written, both sides end up idle, and the sender hears `cancelled`.
+#[test]
+fn the_sender_cancels_mid_transfer_and_the_receiver_deletes_its_partial_file() {
+    let data = content(20 * CHUNK as usize + 5, 40);
+    let mut p = Pair::new(true);
+    let id = p.send("movie.mkv", data.clone());
+    // Six chunks arrive; the seventh is still in flight; the rest wait.
+    let (mut chunks, mut in_flight) = (0, None);
+    p.drive_with(|m| match m {
+        Msg::Chunk { .. } if chunks >= 6 => {
+            in_flight.get_or_insert(m);
+            None
+        }
+        Msg::Chunk { .. } => {
+            chunks += 1;
+            Some(m)
+        }
+        other => Some(other),
+    });
+    let movie_part = part("movie.mkv", &data);
+    assert_eq!(p.b.storage().files[&movie_part].len(), 6 * CHUNK as usize);
+    assert!(p.a.busy() && p.b.busy());
+    Pair::events(&mut p.a);
+    Pair::events(&mut p.b);
+
+    assert_eq!(p.a.cancel(None), Ok(id), "the only file sent");
+    let a = Pair::events(&mut p.a);
+    assert!(
+        matches!(&a[..], [FileEvent::Failed { id: i, direction: Direction::Send, reason, .. }]
+            if *i == id && reason == "cancelled"),
+        "{a:?}"
+    );
+    p.drive();
+    let b = Pair::events(&mut p.b);
+    assert!(
+        matches!(&b[..], [FileEvent::Failed { id: i, direction: Direction::Receive, reason, .. }]
+            if *i == id && reason == "cancelled by the sender: cancelled"),
+        "{b:?}"
+    );
+    assert!(
+        p.b.storage().files.is_empty(),
+        "neither the partial file nor the file: {:?}",
+        p.b.storage().files.keys()
+    );
+    // The chunk that was in flight arrives after the CANCEL: dropped, not written.
+    let dropped = p.b.dropped();
+    let late = in_flight.expect("a chunk was in flight");
+    p.b.handle_message(p.now, &late.encode());
+    assert_eq!(p.b.dropped(), dropped + 1);
+    assert!(p.b.storage().files.is_empty());
+    assert!(!p.a.busy() && !p.b.busy());
+    assert!(p.a.cancel(Some(id)).is_err(), "cancelled already");
+    // After the link drops and returns, nothing is offered again.
+    p.a.disconnected();
+    p.a.connected();
+    assert!(p.a.poll_transmit(p.now, true).is_none());
+}
+
+/// `cancel` without an id takes the only file sent, and refuses to guess among several (it
+/// names them); an offer cancelled before the answer is gone from the receiver, which never
+/// wrote anything; an id we do not send is an error.
+#[test]
+fn cancel_chooses_only_when_one_file_is_sent_and_takes_back_an_open_offer() {
+    let mut p = Pair::new(false);
+    assert_eq!(p.a.cancel(None), Err("no file is being sent".to_owned()));
+    let first = p.send("a.txt", content(3000, 41));
+    let second = p.send("b.txt", content(3000, 42));
+    p.drive();
+    let err = p.a.cancel(None).expect_err("two files are sent");
+    assert!(
+        err.contains(&format!("{first} \"a.txt\"")) && err.contains(&format!("{second} \"b.txt\"")),
+        "{err}"
+    );
+    assert!(p.a.cancel(Some(99)).is_err());
+    Pair::events(&mut p.b);
+    assert_eq!(p.a.cancel(Some(second)), Ok(second));
+    p.drive();
+    let b = Pair::events(&mut p.b);
+    assert!(
+        matches!(&b[..], [FileEvent::Failed { id, .. }] if *id == second),
+        "{b:?}"
+    );
+    assert!(p.b.accept(Some(second)).is_err(), "the offer is gone");
+    // The one left is the one `cancel` takes; the other is still open at the receiver.
+    assert_eq!(p.a.cancel(None), Ok(first));
+    p.drive();
+    assert!(p.b.accept(None).is_err(), "no offer is left");
+    assert!(p.b.storage().files.is_empty());
+    assert!(!p.a.busy() && !p.b.busy());
 }

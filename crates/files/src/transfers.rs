@@ -71,6 +71,9 @@ pub enum FileEvent {
         hash: Hash,
         /// Accepted without asking.
         auto: bool,
+        /// The fingerprint of the sender's key, as the driver named it
+        /// ([`Transfers::set_peer_key`]): shown with the offer, so that the user can decide.
+        key: Option<String>,
     },
     /// Our offer went out.
     Offering {
@@ -498,7 +501,8 @@ pub fn prepare<S: Storage + ?Sized>(
 
 /// Both directions of file transfer with one peer (see the crate documentation).
 ///
-/// Inputs: the user's [`Self::send_file`], [`Self::accept`], [`Self::decline`]; the peer's
+/// Inputs: the user's [`Self::send_file`], [`Self::accept`], [`Self::decline`],
+/// [`Self::cancel`]; the peer's
 /// messages ([`Self::handle_message`]); the link going down and up ([`Self::disconnected`],
 /// [`Self::connected`]); with [`Self::check_outside`] and [`Self::finish_outside`], the
 /// results of checking a partial file to resume from ([`Self::checked`]) and of saving a
@@ -535,6 +539,8 @@ pub struct Transfers<S> {
     events: VecDeque<FileEvent>,
     /// Messages from the peer that were dropped (undecodable, or about no live transfer).
     dropped: u64,
+    /// The fingerprint of the peer's key ([`Self::set_peer_key`]).
+    peer_key: Option<String>,
 }
 
 impl<S> std::fmt::Debug for Transfers<S> {
@@ -582,6 +588,7 @@ impl<S: Storage> Transfers<S> {
             control: VecDeque::new(),
             events: VecDeque::new(),
             dropped: 0,
+            peer_key: None,
         }
     }
 
@@ -598,6 +605,12 @@ impl<S: Storage> Transfers<S> {
     /// Accept offers without asking from now on, or not (the peer's key changed).
     pub fn set_auto_accept(&mut self, yes: bool) {
         self.config.auto_accept = yes;
+    }
+
+    /// The fingerprint of the peer's key from now on (the connection's, as the driver shows
+    /// it), named in each [`FileEvent::Offered`].
+    pub fn set_peer_key(&mut self, fingerprint: Option<String>) {
+        self.peer_key = fingerprint;
     }
 
     /// Messages from the peer dropped so far.
@@ -843,6 +856,42 @@ impl<S: Storage> Transfers<S> {
         Ok(id)
     }
 
+    /// Cancels our file `id` (`None`: the only one we send), offered or under way: the
+    /// receiver hears CANCEL, ends its side and deletes its partial file (the sender gave the
+    /// file up: nobody offers it again to resume from it), and we end ours
+    /// ([`FileEvent::Failed`], reason `cancelled`). `Err` with a message for the user if we
+    /// send no file `id`, or (`None`) none or several (named, so that the user can choose).
+    ///
+    /// A file whose every chunk went out may be in already: a receiver saving it when the
+    /// CANCEL arrives keeps it (its DONE then finds no transfer here).
+    pub fn cancel(&mut self, id: Option<u64>) -> Result<u64, String> {
+        let id = match id {
+            Some(id) if self.outgoing.contains_key(&id) => id,
+            Some(id) => return Err(format!("no file {id} is being sent")),
+            None => {
+                let mut ids = self.outgoing.keys();
+                match (ids.next(), ids.next()) {
+                    (None, _) => return Err("no file is being sent".to_owned()),
+                    (Some(&id), None) => id,
+                    (Some(_), Some(_)) => {
+                        let list: Vec<String> = self
+                            .outgoing
+                            .iter()
+                            .map(|(id, o)| format!("{id} \"{}\"", o.name))
+                            .collect();
+                        return Err(format!(
+                            "several files are being sent ({}): say which, /cancel ID",
+                            list.join(", ")
+                        ));
+                    }
+                }
+            }
+        };
+        debug!(id, "the user cancels a file we send");
+        self.fail_outgoing(id, "cancelled".to_owned(), "cancelled");
+        Ok(id)
+    }
+
     /// The offer `id`, or the oldest one waiting for an answer.
     fn waiting(&self, id: Option<u64>) -> Result<u64, String> {
         let open = |i: &Incoming| i.stage == RecvStage::Offered && !i.accepted;
@@ -1003,7 +1052,7 @@ impl<S: Storage> Transfers<S> {
                         "cancelled by the sender: {}",
                         String::from_utf8_lossy(&reason)
                     );
-                    self.end_incoming(id, why);
+                    self.abandon_incoming(id, why);
                 } else {
                     self.dropped += 1;
                 }
@@ -1140,6 +1189,7 @@ impl<S: Storage> Transfers<S> {
             size,
             hash: root,
             auto,
+            key: self.peer_key.clone(),
         });
         if auto {
             self.start_receiving(id);
@@ -1448,6 +1498,21 @@ impl<S: Storage> Transfers<S> {
             reason: reason_bytes(wire_reason),
         });
         self.end_incoming(id, reason);
+    }
+
+    /// The sender gave an incoming transfer up (CANCEL): it ends, and its partial file is
+    /// deleted rather than kept for a resume that will not come.
+    fn abandon_incoming(&mut self, id: u64, reason: String) {
+        let part = self
+            .incoming
+            .get(&id)
+            .and_then(|i| i.save_as.as_deref().map(|s| name::part_name(s, &i.root)));
+        self.end_incoming(id, reason);
+        if let Some(part) = part
+            && let Err(e) = self.storage.remove(&part)
+        {
+            warn!(id, error = %e, "cannot delete the partial file of a cancelled transfer");
+        }
     }
 
     fn end_incoming(&mut self, id: u64, reason: String) {

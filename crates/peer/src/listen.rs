@@ -163,7 +163,7 @@ impl<R: Remember> Listener<R> {
             }
             // A file is offered once a peer has called.
             Input::Send { .. } | Input::EndOfInput | Input::SendFile(_) => self.queued.push(input),
-            Input::AcceptFile(_) | Input::DeclineFile(_) => {
+            Input::AcceptFile(_) | Input::DeclineFile(_) | Input::CancelFile(_) => {
                 self.report(Report::Error("no peer has called yet".into()));
             }
             Input::Stats => {

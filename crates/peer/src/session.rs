@@ -200,6 +200,9 @@ pub enum Input {
     /// `/decline [ID]`: decline a file offer or stop receiving it (`None`: the oldest
     /// waiting).
     DeclineFile(Option<u64>),
+    /// `/cancel [ID]`: stop sending a file, offered or under way (`None`: the only one sent;
+    /// several are an error that names them). The receiver deletes its partial file.
+    CancelFile(Option<u64>),
     /// The driver carried out [`Output::HashFile`] for `path`: the file to offer, or why it
     /// cannot be (a message for the user).
     FileHashed {
@@ -867,6 +870,7 @@ impl<P: KeyPolicy> Session<P> {
             input @ (Input::SendFile(_)
             | Input::AcceptFile(_)
             | Input::DeclineFile(_)
+            | Input::CancelFile(_)
             | Input::FileHashed { .. }
             | Input::FileFinished { .. }
             | Input::FileChecked { .. }) => {
@@ -1390,8 +1394,10 @@ impl<P: KeyPolicy> Session<P> {
             f.held = None;
             f.held_bulk = None;
             f.transfers.disconnected();
-            let trusted = f.trusted.contains(&c.key.fingerprint());
-            f.transfers.set_auto_accept(trusted);
+            let fingerprint = c.key.fingerprint();
+            f.transfers
+                .set_auto_accept(f.trusted.contains(&fingerprint));
+            f.transfers.set_peer_key(Some(fingerprint.to_string()));
             f.transfers.connected();
         }
         self.flush(now);
@@ -1620,7 +1626,7 @@ impl<P: KeyPolicy> Session<P> {
 }
 
 impl<P: KeyPolicy> Session<P> {
-    /// `/send`, `/accept ID`, `/decline`, and the driver's answers to file work.
+    /// `/send`, `/accept ID`, `/decline`, `/cancel`, and the driver's answers to file work.
     fn on_file_input(&mut self, now: Instant, input: Input) {
         let Some(f) = self.files.as_mut() else {
             self.report(Report::Error("file transfer is not enabled".into()));
@@ -1653,6 +1659,7 @@ impl<P: KeyPolicy> Session<P> {
             }
             Input::AcceptFile(id) => f.transfers.accept(id),
             Input::DeclineFile(id) => f.transfers.decline(id),
+            Input::CancelFile(id) => f.transfers.cancel(id),
             _ => return,
         };
         if let Err(e) = result {

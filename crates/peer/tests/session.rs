@@ -1186,6 +1186,9 @@ impl chirp_files::Storage for SharedDisk {
     fn close(&mut self, name: &str) {
         self.with(|s| s.close(name));
     }
+    fn remove(&mut self, name: &str) -> std::io::Result<()> {
+        self.with(|s| s.remove(name))
+    }
     fn close_source(&mut self, path: &std::path::Path) {
         self.with(|s| s.close_source(path));
     }

@@ -442,6 +442,8 @@ pub enum UiCommand {
     /// `/decline [ID]`, or Alt+N with an offer open: decline a file offer (`None`: the
     /// oldest waiting).
     DeclineFile(Option<u64>),
+    /// `/cancel [ID]`: stop sending a file (`None`: the only one being sent).
+    CancelFile(Option<u64>),
     /// A moderation command (`/op`, `/kick`, `/ban`, `/mode`, …) as parsed: a request to the
     /// server, which judges it. Its answer comes as events (a room event, an error).
     Moderate {

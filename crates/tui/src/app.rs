@@ -1690,6 +1690,9 @@ impl App {
                 self.file_offers.retain(|&o| Some(o) != id);
                 out.push(UiCommand::DeclineFile(id));
             }
+            // The UI does not know which files are being sent: the transfers choose (or say
+            // why they cannot).
+            Command::Cancel { id } => out.push(UiCommand::CancelFile(id)),
             Command::Accept { id: None } | Command::Refuse => {
                 if !self.asking {
                     // A chat server asks no key question: only file offers are answered.

@@ -135,6 +135,8 @@ pub enum Name {
     Send,
     /// `/decline`
     Decline,
+    /// `/cancel`
+    Cancel,
     /// `/op`
     Op,
     /// `/deop`
@@ -408,6 +410,14 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "[ID]",
         help: "decline a file offer (number ID, or the oldest), or stop receiving it",
+        contexts: CHAT_UI | PEER_UI | PEER_LINE,
+    },
+    Spec {
+        name: Name::Cancel,
+        word: "/cancel",
+        aliases: &[],
+        usage: "[ID]",
+        help: "stop sending a file (number ID, or the only one); the receiver deletes its part",
         contexts: CHAT_UI | PEER_UI | PEER_LINE,
     },
     Spec {
@@ -726,6 +736,11 @@ pub enum Command {
         /// The offer's number; `None`: the oldest waiting.
         id: Option<u64>,
     },
+    /// `/cancel [ID]`: stop sending a file.
+    Cancel {
+        /// The file's number; `None`: the only one being sent.
+        id: Option<u64>,
+    },
     /// A moderation command: `/op`, `/deop`, `/voice`, `/devoice`, `/mute`, `/unmute`,
     /// `/invite`, `/kick`, `/ban`, `/unban`, `/mode`, `/sessions`, `/kill`.
     Mod(ModCommand),
@@ -801,6 +816,7 @@ impl Command {
             Command::Refuse => Name::Refuse,
             Command::Send { .. } => Name::Send,
             Command::Decline { .. } => Name::Decline,
+            Command::Cancel { .. } => Name::Cancel,
             Command::Mod(m) => m.name,
             Command::Ignore { .. } => Name::Ignore,
             Command::Unignore { .. } => Name::Unignore,
@@ -1057,7 +1073,7 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
                 });
             }
         },
-        Name::Accept | Name::Decline => {
+        Name::Accept | Name::Decline | Name::Cancel => {
             let id = match first {
                 "" => None,
                 n => match n.parse::<u64>() {
@@ -1065,15 +1081,19 @@ pub fn parse(line: &str, context: Context) -> Result<Command, CommandError> {
                     Err(_) => {
                         return Err(CommandError::Invalid {
                             name,
-                            problem: "takes the number of a file offer",
+                            problem: if name == Name::Cancel {
+                                "takes the number of a file being sent"
+                            } else {
+                                "takes the number of a file offer"
+                            },
                         });
                     }
                 },
             };
-            if name == Name::Accept {
-                Command::Accept { id }
-            } else {
-                Command::Decline { id }
+            match name {
+                Name::Accept => Command::Accept { id },
+                Name::Decline => Command::Decline { id },
+                _ => Command::Cancel { id },
             }
         }
         Name::Refuse => Command::Refuse,
@@ -1343,7 +1363,7 @@ mod tests {
     /// Arguments that satisfy every command that takes any.
     fn args_for(name: Name) -> &'static str {
         match name {
-            Name::History | Name::Accept | Name::Decline => "5",
+            Name::History | Name::Accept | Name::Decline | Name::Cancel => "5",
             Name::Bell => "on",
             Name::Mode => "+m",
             Name::Kill => "7 bye",
@@ -1400,6 +1420,7 @@ mod tests {
             Name::Refuse,
             Name::Send,
             Name::Decline,
+            Name::Cancel,
             Name::Help,
             Name::Quit,
         ];

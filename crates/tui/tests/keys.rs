@@ -1043,6 +1043,15 @@ fn chat_ui_sends_and_answers_dm_files() {
     app.handle_event(UiEvent::FileProgress(None), T0);
     let s = screen(&mut app, 160, 12);
     assert!(find_row(&s, "↓4 50%").is_none(), "{}", dump(&s));
+    // The sender stops a file with /cancel (the transfers choose without a number).
+    assert_eq!(
+        enter_line(&mut app, "/cancel 4", T0),
+        vec![UiCommand::CancelFile(Some(4))]
+    );
+    assert_eq!(
+        enter_line(&mut app, "/cancel", T0),
+        vec![UiCommand::CancelFile(None)]
+    );
 }
 
 /// The UI's usage errors come from the command table, and the refused line stays.
