@@ -488,3 +488,49 @@ mod prop {
         }
     }
 }
+
+/// A person may take seconds to answer "accept this key?". Meanwhile the handshake is paused,
+/// and neither side may fill the path, whether one side dialled or both did (as `chirp peer`
+/// does): a few probes on a backed-off timer, no ping-pong at the round-trip rate.
+#[test]
+fn a_slow_verdict_costs_a_few_packets_not_a_storm() {
+    for both_dial in [false, true] {
+        for seed in 1..=4 {
+            let a_id = identity();
+            let b_id = identity();
+            let slow = Duration::from_secs(8);
+            let mut apps = [
+                App::new(b_id.public().0, slow),
+                App::new(a_id.public().0, Duration::ZERO),
+            ];
+            let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), seed);
+            let [a, b] = &mut apps;
+            dial(&mut p, Side::A, a, A_LINE);
+            if both_dial {
+                dial(&mut p, Side::B, b, B_LINE);
+            }
+            run(&mut p, &mut apps, Duration::from_millis(500));
+            assert!(!apps[0].deciding.is_empty(), "A is deciding: {apps:?}");
+            let sent = |p: &Pair| p.path.a_to_b.stats().sent + p.path.b_to_a.stats().sent;
+            let before = sent(&p);
+            run(&mut p, &mut apps, Duration::from_secs(7));
+            let during = sent(&p) - before;
+            let ctx = format!("both dial {both_dial}, seed {seed}: {during} datagrams in 7 s");
+            // One side dialling: the client has nothing to repeat (its message 3 waits for the
+            // verdict) and the server's ACCEPT was acknowledged: silence. Both dialling: the
+            // side that is client of the surviving attempt has sent message 3 and its line,
+            // which the deciding server keeps unopened; its probes (message 3, the line, and
+            // the ACCEPT that acknowledges the first) back off by 1.5 from about 100 ms, about
+            // 9 rounds in 7 s. (Before: each ACCEPT carried the answered message 2 and each
+            // HANDSHAKE message 3, each acknowledged the other, 466 datagrams in 7 s.)
+            let bound = if both_dial { 30 } else { 0 };
+            assert!(during <= bound, "{ctx}");
+            // And the verdict, when it comes, still completes the handshake.
+            run(&mut p, &mut apps, Duration::from_secs(5));
+            assert!(
+                apps[1].received.contains(&A_LINE.to_vec()),
+                "{ctx}: {apps:?}"
+            );
+        }
+    }
+}

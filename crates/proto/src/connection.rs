@@ -483,6 +483,9 @@ struct Crypto {
     /// Handshake confirmed: the server has Noise message 3, and (client side) has proved it
     /// by sending DATA. From then on long-header packets are ignored.
     confirmed: bool,
+    /// Client: the first packet number that carried Noise message 3 (any later long-header
+    /// packet carries it too). The server has the message once it acknowledged one of them.
+    msg3_pn: Option<u64>,
     replay: ReplayWindow,
 }
 
@@ -893,6 +896,7 @@ impl Connection {
                 early: Vec::new(),
                 token: Vec::new(),
                 confirmed: false,
+                msg3_pn: None,
                 replay: ReplayWindow::new(),
             },
             path: PathState {
@@ -1837,10 +1841,6 @@ impl Connection {
         self.ack_pending = true;
 
         match (self.side, header.ty) {
-            (Side::Client, PacketType::Accept) if self.crypto.keys.is_some() => {
-                // The server is still sending ACCEPT: it has not got Noise message 3 yet.
-                self.crypto.hs_due = true;
-            }
             (Side::Client, PacketType::Data { .. }) if !self.crypto.confirmed => {
                 debug!("handshake confirmed");
                 self.crypto.confirmed = true;
@@ -1860,6 +1860,16 @@ impl Connection {
             match frame {
                 Frame::Padding { .. } | Frame::Ping => {}
                 Frame::Handshake(msg) => {
+                    if self.side == Side::Client
+                        && header.ty == PacketType::Accept
+                        && self.crypto.keys.is_some()
+                    {
+                        // The server is still sending message 2: it has not got message 3.
+                        // (One that has it and is deciding on our key sends ACCEPTs with
+                        // acknowledgements only: repeating message 3 to those would only be
+                        // acknowledged again, and so on.)
+                        self.crypto.hs_due = true;
+                    }
                     if let Err(detail) = self.on_handshake(now, &header, msg) {
                         self.protocol_violation(now, close_code::HANDSHAKE_FAILED, detail);
                         return;
@@ -2198,11 +2208,12 @@ impl Connection {
                 debug!("peer key presented; awaiting the application's verdict");
                 self.crypto.awaiting_verdict = Some(actual);
                 self.crypto.verify_pending = true;
-                if self.side == Side::Client {
-                    // Message 1 is answered; message 3 waits for the verdict. Until then our
-                    // long-header packets carry acknowledgements only.
-                    self.crypto.hs_msg = Vec::new();
-                }
+                // Our last message is answered (a client's message 1 by message 2, a server's
+                // message 2 by message 3); a client's message 3 waits for the verdict. Until
+                // then our long-header packets carry acknowledgements only: were they to carry
+                // the answered message, each would be acknowledged, and each acknowledgement
+                // answered, at the round-trip rate for as long as a person takes to decide.
+                self.crypto.hs_msg = Vec::new();
                 // The application sees this handle now, so it hears of its end too.
                 self.app_holds = true;
                 Ok(())
@@ -2273,6 +2284,7 @@ impl Connection {
         if self.side == Side::Client {
             self.crypto.hs_msg = hs.write(&[]).map_err(|_| "handshake write failed")?;
             self.crypto.hs_due = true;
+            self.crypto.msg3_pn = Some(self.next_pn);
         }
         let keys = hs.finish().map_err(|_| "handshake incomplete")?;
         self.crypto.remote_key = Some(keys.remote_static);
@@ -2601,7 +2613,13 @@ impl Connection {
         }
         self.cc.on_delivered(now, acked_bytes, self.rtt.smoothed());
         self.detect_lost(now);
-        self.pto_count = 0;
+        // A client keeps its probe backoff through acknowledgements in ACCEPT packets (as
+        // RFC 9002 §6.2.1 does through Initial ones): a server deciding on our key acknowledges
+        // our HANDSHAKE probes but not the DATA it keeps unopened, and resetting the backoff
+        // on each acknowledgement would probe at the round-trip rate for as long as it decides.
+        if !(from_long && self.side == Side::Client) {
+            self.pto_count = 0;
+        }
         self.on_stream_acked(now);
         Ok(())
     }
@@ -3390,6 +3408,17 @@ impl Connection {
             if self.side == Side::Client && self.crypto.keys.is_some() && !self.crypto.confirmed {
                 // The server may lack Noise message 3: the probe repeats it.
                 self.crypto.hs_due = true;
+                let has_msg3 = self
+                    .crypto
+                    .msg3_pn
+                    .zip(self.largest_acked)
+                    .is_some_and(|(m, a)| a >= m);
+                if has_msg3 {
+                    // It has it, and no keys yet: it is deciding on our key, and keeps our
+                    // DATA unopened until then. Only the HANDSHAKE probe: resending our DATA
+                    // would add copies to what it holds, not deliver anything sooner.
+                    self.probes = 1;
+                }
             }
             debug!(pto_count = self.pto_count, "probe timeout");
         }
