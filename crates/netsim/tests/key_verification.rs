@@ -74,11 +74,14 @@ fn pair(a: &Identity, b: &Identity, link: LinkConfig, seed: u64) -> Pair {
 }
 
 /// One round of both applications: write on new handles, answer `VerifyKey`, record the rest.
-fn react(p: &mut Pair, apps: &mut [App; 2]) {
+/// Whether either had anything to do.
+fn react(p: &mut Pair, apps: &mut [App; 2]) -> bool {
     let now = p.now;
+    let mut busy = false;
     for (side, app, line) in [(Side::A, 0, A_LINE), (Side::B, 1, B_LINE)] {
         let node = p.node(side);
         while let Some(ev) = node.events.pop_front() {
+            busy = true;
             let app = &mut apps[app];
             match ev {
                 Event::VerifyKey {
@@ -115,6 +118,7 @@ fn react(p: &mut Pair, apps: &mut [App; 2]) {
         let (due, later): (Vec<_>, Vec<_>) = app.deciding.drain(..).partition(|d| d.2 <= now);
         app.deciding = later;
         for (conn, accept, _) in due {
+            busy = true;
             if accept {
                 node.endpoint.accept_key(now, conn);
             } else {
@@ -122,6 +126,7 @@ fn react(p: &mut Pair, apps: &mut [App; 2]) {
             }
         }
     }
+    busy
 }
 
 /// A dials B now (its line queued on the new handle at once).
@@ -139,21 +144,31 @@ fn dial(p: &mut Pair, side: Side, app: &mut App, line: &[u8]) {
     app.wrote.insert(conn);
 }
 
+/// Runs the network and both applications for `for_`. Each instant is run to its end before
+/// the clock moves, as a driver does: what is due, then the applications' answers to its
+/// events, then what those answers sent, until nothing more happens at that instant.
 fn run(p: &mut Pair, apps: &mut [App; 2], for_: Duration) {
     let until = p.now + for_;
     loop {
-        react(p, apps);
-        if p.now >= until {
+        let now = p.now;
+        for round in 0.. {
+            assert!(round < 10_000, "busy loop at {:?}", p.elapsed());
+            p.step_until(now).expect("no busy loop");
+            if !react(p, apps) {
+                break;
+            }
+        }
+        if now >= until {
             return;
         }
         // A pending verdict is a wakeup too: the clock must not jump past it.
-        let limit = apps
+        let next = apps
             .iter()
             .flat_map(|a| a.deciding.iter().map(|d| d.2))
+            .chain(p.next_wakeup())
             .fold(until, std::cmp::min);
-        if !p.step_until(limit).expect("no busy loop") {
-            p.now = limit;
-        }
+        assert!(next > now, "nothing moves the clock at {:?}", p.elapsed());
+        p.now = next;
     }
 }
 
@@ -531,6 +546,53 @@ fn a_slow_verdict_costs_a_few_packets_not_a_storm() {
                 apps[1].received.contains(&A_LINE.to_vec()),
                 "{ctx}: {apps:?}"
             );
+        }
+    }
+}
+
+/// The backoff that keeps a paused handshake quiet must not outlast it: once the verdict is
+/// given, the handshake completes and both lines cross at the pace of the network (the one
+/// kept unopened by the deciding side is opened at once, the other goes out with the first
+/// DATA), not a backed-off probe timeout later. Whether one side dialled or both, and whether
+/// the deciding side is the server of the surviving attempt or its client.
+#[test]
+fn a_slow_verdict_once_given_lets_both_lines_through_at_once() {
+    for both_dial in [false, true] {
+        for a_dials in [true, false] {
+            for seed in 1..=4 {
+                let a_id = identity();
+                let b_id = identity();
+                let mut apps = [
+                    App::new(b_id.public().0, Duration::from_secs(6)),
+                    App::new(a_id.public().0, Duration::ZERO),
+                ];
+                let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), seed);
+                let [a, b] = &mut apps;
+                if a_dials || both_dial {
+                    dial(&mut p, Side::A, a, A_LINE);
+                }
+                if !a_dials || both_dial {
+                    dial(&mut p, Side::B, b, B_LINE);
+                }
+                let ctx = format!("both dial {both_dial}, A dials {a_dials}, seed {seed}");
+                run(&mut p, &mut apps, Duration::from_millis(500));
+                let verdict = match apps[0].deciding.as_slice() {
+                    [(_, true, at)] => *at,
+                    other => panic!("{ctx}: A is not deciding on one key: {other:?}"),
+                };
+                // Up to just before the verdict: no line crossed.
+                let wait = verdict - p.now - Duration::from_millis(1);
+                run(&mut p, &mut apps, wait);
+                assert!(apps[0].received.is_empty(), "{ctx}: {apps:?}");
+                assert!(apps[1].received.is_empty(), "{ctx}: {apps:?}");
+                // A deciding server opens B's line at the verdict and sends its own with the
+                // first DATA (one way); a deciding client sends message 3 and its line (one
+                // way), and B, connected, its own (one more). Two ways and a margin: a probe
+                // timeout, even the first, is far longer.
+                run(&mut p, &mut apps, ONE_WAY * 2 + Duration::from_millis(6));
+                assert_eq!(apps[1].received, [A_LINE.to_vec()], "{ctx}: {apps:?}");
+                assert_eq!(apps[0].received, [B_LINE.to_vec()], "{ctx}: {apps:?}");
+            }
         }
     }
 }
