@@ -50,6 +50,15 @@ pub const INITIAL_MAX_DATA: u64 = 128 * 1024;
 /// A server connection whose client has not completed the handshake (Noise message 3) within
 /// this time is dropped: it bounds how long a half-open handshake holds a connection slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a handshake may stay paused for the application's verdict on the peer's key
+/// (a person comparing fingerprints may take a while). The deciding side gives up this long
+/// after it was asked; a server whose client is deciding waits this much longer than
+/// [`HANDSHAKE_TIMEOUT`] for message 3.
+pub const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
+/// While a client decides on the server's key, it sends a PING this often (its HANDSHAKE
+/// packets carry no message 3 meanwhile): it shows the server that it is deciding, before the
+/// handshake timeout, and keeps both idle timers fresh.
+const DECIDING_KEEPALIVE: Duration = Duration::from_secs(3);
 /// A new peer address that has not answered our PATH_CHALLENGE within this many probe
 /// timeouts is abandoned for the previous one.
 const PATH_VALIDATION_PTOS: u32 = 3;
@@ -473,6 +482,11 @@ struct Crypto {
     /// paused meanwhile (a client has not written Noise message 3; a server has read it but
     /// installed no keys), so no application data moves in either direction.
     awaiting_verdict: Option<[u8; 32]>,
+    /// When the application was asked for its verdict (it gives up [`VERDICT_TIMEOUT`] later).
+    verdict_asked: Option<Instant>,
+    /// Server: the client is deciding on our key (a HANDSHAKE packet without message 3 came),
+    /// so message 3 may take up to [`VERDICT_TIMEOUT`] longer than [`HANDSHAKE_TIMEOUT`].
+    peer_deciding: bool,
     /// `ConnEvent::VerifyKey` is due.
     verify_pending: bool,
     /// DATA packets that arrived while the verdict was awaited (at most
@@ -892,6 +906,8 @@ impl Connection {
                 expected_key: None,
                 verify: start.verify,
                 awaiting_verdict: None,
+                verdict_asked: None,
+                peer_deciding: false,
                 verify_pending: false,
                 early: Vec::new(),
                 token: Vec::new(),
@@ -1853,6 +1869,7 @@ impl Connection {
         let mut eliciting = false;
         // Every ack-eliciting frame is a PING (a keepalive, or a probe without data).
         let mut ping_only = true;
+        let mut carried_handshake = false;
         // Checked above: every frame decodes.
         for frame in Frames::new(payload).flatten() {
             eliciting |= frame.is_ack_eliciting();
@@ -1860,6 +1877,7 @@ impl Connection {
             match frame {
                 Frame::Padding { .. } | Frame::Ping => {}
                 Frame::Handshake(msg) => {
+                    carried_handshake = true;
                     if self.side == Side::Client
                         && header.ty == PacketType::Accept
                         && self.crypto.keys.is_some()
@@ -1990,6 +2008,16 @@ impl Connection {
                     return;
                 }
             }
+        }
+        if self.side == Side::Server
+            && header.ty == PacketType::Handshake
+            && !carried_handshake
+            && self.crypto.keys.is_none()
+            && !self.crypto.peer_deciding
+        {
+            // A HANDSHAKE packet without message 3: the client is deciding on our key (§5.8).
+            debug!("the client is deciding on our key");
+            self.crypto.peer_deciding = true;
         }
         if eliciting {
             self.eliciting_since_ack += 1;
@@ -2207,6 +2235,7 @@ impl Connection {
             None if self.crypto.verify => {
                 debug!("peer key presented; awaiting the application's verdict");
                 self.crypto.awaiting_verdict = Some(actual);
+                self.crypto.verdict_asked = Some(now);
                 self.crypto.verify_pending = true;
                 // Our last message is answered (a client's message 1 by message 2, a server's
                 // message 2 by message 3); a client's message 3 waits for the verdict. Until
@@ -3011,8 +3040,28 @@ impl Connection {
     /// a lost range waited behind it for minutes on a perfect path (crash 8 of `pair`).
     fn pto(&self) -> Duration {
         let base = self.rtt.pto_base(MAX_ACK_DELAY).min(self.stale_rtt_cap());
+        // While the server decides on our key, our probes only show that we are still here
+        // (it keeps our DATA unopened, and sends its own once it decides): no need to probe
+        // more often than a deciding client sends its keepalive.
+        let max = if self.server_is_deciding() {
+            DECIDING_KEEPALIVE
+        } else {
+            self.config.max_pto
+        };
         base.saturating_mul(1 << self.pto_count.min(16))
-            .min(self.config.max_pto.max(base))
+            .min(max.max(base))
+    }
+
+    /// Client: the server has acknowledged our message 3 but sent no DATA packet: it is
+    /// deciding on our key (a server that has message 3 otherwise installs keys at once).
+    fn server_is_deciding(&self) -> bool {
+        self.side == Side::Client
+            && !self.crypto.confirmed
+            && self
+                .crypto
+                .msg3_pn
+                .zip(self.largest_acked)
+                .is_some_and(|(m, a)| a >= m)
     }
 
     fn loss_detection_deadline(&self) -> Option<Instant> {
@@ -3045,14 +3094,36 @@ impl Connection {
     /// whose client has not completed the handshake.
     fn death_deadline(&self) -> Instant {
         let idle = self.last_rx + self.config.idle_timeout;
-        if self.side == Side::Server && self.state == State::Handshaking {
-            idle.min(self.created + HANDSHAKE_TIMEOUT)
-        } else {
-            idle
+        if self.state != State::Handshaking {
+            return idle;
+        }
+        if let Some(asked) = self
+            .crypto
+            .verdict_asked
+            .filter(|_| self.awaiting_verdict())
+        {
+            // Deciding (either side): the application has that long.
+            return idle.min(asked + VERDICT_TIMEOUT);
+        }
+        match self.side {
+            Side::Server if self.crypto.peer_deciding => {
+                idle.min(self.created + HANDSHAKE_TIMEOUT + VERDICT_TIMEOUT)
+            }
+            Side::Server => idle.min(self.created + HANDSHAKE_TIMEOUT),
+            Side::Client => idle,
         }
     }
 
+    fn awaiting_verdict(&self) -> bool {
+        self.crypto.awaiting_verdict.is_some()
+    }
+
     fn keepalive_deadline(&self) -> Option<Instant> {
+        if self.side == Side::Client && self.state == State::Handshaking && self.awaiting_verdict()
+        {
+            // A deciding client: the server would otherwise hear nothing from us (§5.8).
+            return Some(self.last_activity + DECIDING_KEEPALIVE);
+        }
         let interval = self.config.keep_alive?;
         (self.state == State::Established).then_some(self.last_activity + interval)
     }
@@ -3408,12 +3479,7 @@ impl Connection {
             if self.side == Side::Client && self.crypto.keys.is_some() && !self.crypto.confirmed {
                 // The server may lack Noise message 3: the probe repeats it.
                 self.crypto.hs_due = true;
-                let has_msg3 = self
-                    .crypto
-                    .msg3_pn
-                    .zip(self.largest_acked)
-                    .is_some_and(|(m, a)| a >= m);
-                if has_msg3 {
+                if self.server_is_deciding() {
                     // It has it, and no keys yet: it is deciding on our key, and keeps our
                     // DATA unopened until then. Only the HANDSHAKE probe: resending our DATA
                     // would add copies to what it holds, not deliver anything sooner.
