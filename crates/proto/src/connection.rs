@@ -478,12 +478,11 @@ struct Crypto {
     /// Without an expected key, ask the application about the peer's key before the
     /// handshake completes (`EndpointConfig::verify_keys`).
     verify: bool,
-    /// The peer's key, while the application's verdict on it is awaited. The handshake is
-    /// paused meanwhile (a client has not written Noise message 3; a server has read it but
-    /// installed no keys), so no application data moves in either direction.
-    awaiting_verdict: Option<[u8; 32]>,
-    /// When the application was asked for its verdict (it gives up [`VERDICT_TIMEOUT`] later).
-    verdict_asked: Option<Instant>,
+    /// While the application's verdict on the peer's key (the Noise state's remote static
+    /// key) is awaited: when it was asked (we give up [`VERDICT_TIMEOUT`] later). The
+    /// handshake is paused meanwhile (a client has not written Noise message 3; a server has
+    /// read it but installed no keys), so no application data moves in either direction.
+    awaiting_verdict: Option<Instant>,
     /// Server: the client is deciding on our key (a HANDSHAKE packet without message 3 came),
     /// so message 3 may take up to [`VERDICT_TIMEOUT`] longer than [`HANDSHAKE_TIMEOUT`].
     peer_deciding: bool,
@@ -497,9 +496,6 @@ struct Crypto {
     /// Handshake confirmed: the server has Noise message 3, and (client side) has proved it
     /// by sending DATA. From then on long-header packets are ignored.
     confirmed: bool,
-    /// Client: the first packet number that carried Noise message 3 (any later long-header
-    /// packet carries it too). The server has the message once it acknowledged one of them.
-    msg3_pn: Option<u64>,
     replay: ReplayWindow,
 }
 
@@ -906,13 +902,11 @@ impl Connection {
                 expected_key: None,
                 verify: start.verify,
                 awaiting_verdict: None,
-                verdict_asked: None,
                 peer_deciding: false,
                 verify_pending: false,
                 early: Vec::new(),
                 token: Vec::new(),
                 confirmed: false,
-                msg3_pn: None,
                 replay: ReplayWindow::new(),
             },
             path: PathState {
@@ -1565,7 +1559,7 @@ impl Connection {
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<ConnEvent> {
-        if let Some(remote_key) = self.crypto.awaiting_verdict.filter(|_| self.is_open()) {
+        if let Some(remote_key) = self.key_in_question().filter(|_| self.is_open()) {
             if std::mem::take(&mut self.crypto.verify_pending) {
                 return Some(ConnEvent::VerifyKey {
                     incoming: self.side == Side::Server,
@@ -2234,8 +2228,7 @@ impl Connection {
             Some(_) => self.complete_handshake(now),
             None if self.crypto.verify => {
                 debug!("peer key presented; awaiting the application's verdict");
-                self.crypto.awaiting_verdict = Some(actual);
-                self.crypto.verdict_asked = Some(now);
+                self.crypto.awaiting_verdict = Some(now);
                 self.crypto.verify_pending = true;
                 // Our last message is answered (a client's message 1 by message 2, a server's
                 // message 2 by message 3); a client's message 3 waits for the verdict. Until
@@ -2251,15 +2244,23 @@ impl Connection {
         }
     }
 
+    /// The peer's key, while the application's verdict on it is awaited: the Noise state's
+    /// remote static key (the state is kept until the verdict).
+    fn key_in_question(&self) -> Option<[u8; 32]> {
+        self.crypto.awaiting_verdict?;
+        self.crypto.handshake.as_ref()?.remote_static()
+    }
+
     /// The application's verdict on the key it was asked about with `ConnEvent::VerifyKey`.
     /// Ignored unless that question is open (the connection may have ended meanwhile).
     pub(crate) fn key_verdict(&mut self, now: Instant, accept: bool) {
         if !self.is_open() {
             return;
         }
-        let Some(actual) = self.crypto.awaiting_verdict.take() else {
+        let Some(actual) = self.key_in_question() else {
             return;
         };
+        self.crypto.awaiting_verdict = None;
         self.crypto.verify_pending = false;
         let early = std::mem::take(&mut self.crypto.early);
         if accept {
@@ -2313,7 +2314,6 @@ impl Connection {
         if self.side == Side::Client {
             self.crypto.hs_msg = hs.write(&[]).map_err(|_| "handshake write failed")?;
             self.crypto.hs_due = true;
-            self.crypto.msg3_pn = Some(self.next_pn);
         }
         let keys = hs.finish().map_err(|_| "handshake incomplete")?;
         self.crypto.remote_key = Some(keys.remote_static);
@@ -3054,14 +3054,18 @@ impl Connection {
 
     /// Client: the server has acknowledged our message 3 but sent no DATA packet: it is
     /// deciding on our key (a server that has message 3 otherwise installs keys at once).
+    /// Message 3 rides in every long-header packet from the one our keys start at (the first
+    /// packet number of their phase, which moves only once the server has acknowledged a
+    /// later packet), so the server has it once it acknowledged one of those.
     fn server_is_deciding(&self) -> bool {
         self.side == Side::Client
             && !self.crypto.confirmed
             && self
                 .crypto
-                .msg3_pn
+                .keys
+                .as_ref()
                 .zip(self.largest_acked)
-                .is_some_and(|(m, a)| a >= m)
+                .is_some_and(|(k, a)| a >= k.phase_first_pn)
     }
 
     fn loss_detection_deadline(&self) -> Option<Instant> {
@@ -3097,11 +3101,7 @@ impl Connection {
         if self.state != State::Handshaking {
             return idle;
         }
-        if let Some(asked) = self
-            .crypto
-            .verdict_asked
-            .filter(|_| self.awaiting_verdict())
-        {
+        if let Some(asked) = self.crypto.awaiting_verdict {
             // Deciding (either side): the application has that long.
             return idle.min(asked + VERDICT_TIMEOUT);
         }
