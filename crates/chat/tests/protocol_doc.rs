@@ -15,7 +15,9 @@ use chirp_proto::wire::{
     DecodeError, FrameType, Frames, MAX_DATAGRAM_SIZE, MAX_TOKEN_LEN, MIN_INITIAL_SIZE, Packet,
     PacketType, RESET_PACKET_LEN, RefuseReason, VERSION,
 };
-use chirp_proto::{HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, MAX_MESSAGE_SIZE};
+use chirp_proto::{
+    HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, MAX_MESSAGE_SIZE, VERDICT_TIMEOUT,
+};
 
 const DOC: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -391,7 +393,7 @@ fn refuse_reasons_match_the_code() {
 
 #[test]
 fn wire_constants_match_the_code() {
-    let expected: [(&str, u64); 8] = [
+    let expected: [(&str, u64); 9] = [
         ("MAX_DATAGRAM_SIZE", MAX_DATAGRAM_SIZE as u64),
         ("MIN_INITIAL_SIZE", MIN_INITIAL_SIZE as u64),
         ("TAG_LEN", TAG_LEN as u64),
@@ -399,6 +401,7 @@ fn wire_constants_match_the_code() {
         ("MAX_MESSAGE_SIZE", MAX_MESSAGE_SIZE as u64),
         ("INITIAL_MAX_DATA", INITIAL_MAX_DATA),
         ("HANDSHAKE_TIMEOUT", HANDSHAKE_TIMEOUT.as_secs()),
+        ("VERDICT_TIMEOUT", VERDICT_TIMEOUT.as_secs()),
         ("ReplayWindow::SIZE", ReplayWindow::SIZE),
     ];
     let table = rows(section("## 8. "));

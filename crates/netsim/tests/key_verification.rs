@@ -74,11 +74,14 @@ fn pair(a: &Identity, b: &Identity, link: LinkConfig, seed: u64) -> Pair {
 }
 
 /// One round of both applications: write on new handles, answer `VerifyKey`, record the rest.
-fn react(p: &mut Pair, apps: &mut [App; 2]) {
+/// Whether either had anything to do.
+fn react(p: &mut Pair, apps: &mut [App; 2]) -> bool {
     let now = p.now;
+    let mut busy = false;
     for (side, app, line) in [(Side::A, 0, A_LINE), (Side::B, 1, B_LINE)] {
         let node = p.node(side);
         while let Some(ev) = node.events.pop_front() {
+            busy = true;
             let app = &mut apps[app];
             match ev {
                 Event::VerifyKey {
@@ -115,6 +118,7 @@ fn react(p: &mut Pair, apps: &mut [App; 2]) {
         let (due, later): (Vec<_>, Vec<_>) = app.deciding.drain(..).partition(|d| d.2 <= now);
         app.deciding = later;
         for (conn, accept, _) in due {
+            busy = true;
             if accept {
                 node.endpoint.accept_key(now, conn);
             } else {
@@ -122,6 +126,7 @@ fn react(p: &mut Pair, apps: &mut [App; 2]) {
             }
         }
     }
+    busy
 }
 
 /// A dials B now (its line queued on the new handle at once).
@@ -139,21 +144,31 @@ fn dial(p: &mut Pair, side: Side, app: &mut App, line: &[u8]) {
     app.wrote.insert(conn);
 }
 
+/// Runs the network and both applications for `for_`. Each instant is run to its end before
+/// the clock moves, as a driver does: what is due, then the applications' answers to its
+/// events, then what those answers sent, until nothing more happens at that instant.
 fn run(p: &mut Pair, apps: &mut [App; 2], for_: Duration) {
     let until = p.now + for_;
     loop {
-        react(p, apps);
-        if p.now >= until {
+        let now = p.now;
+        for round in 0.. {
+            assert!(round < 10_000, "busy loop at {:?}", p.elapsed());
+            p.step_until(now).expect("no busy loop");
+            if !react(p, apps) {
+                break;
+            }
+        }
+        if now >= until {
             return;
         }
         // A pending verdict is a wakeup too: the clock must not jump past it.
-        let limit = apps
+        let next = apps
             .iter()
             .flat_map(|a| a.deciding.iter().map(|d| d.2))
+            .chain(p.next_wakeup())
             .fold(until, std::cmp::min);
-        if !p.step_until(limit).expect("no busy loop") {
-            p.now = limit;
-        }
+        assert!(next > now, "nothing moves the clock at {:?}", p.elapsed());
+        p.now = next;
     }
 }
 
@@ -486,5 +501,203 @@ mod prop {
             prop_assert!(a.refused.iter().all(|k| !a_ok && *k == b_id.public().0));
             prop_assert!(b.refused.iter().all(|k| !b_ok && *k == a_id.public().0));
         }
+    }
+}
+
+/// A person may take seconds to answer "accept this key?". Meanwhile the handshake is paused,
+/// and neither side may fill the path, whether one side dialled or both did (as `chirp peer`
+/// does): a few probes on a backed-off timer, no ping-pong at the round-trip rate.
+#[test]
+fn a_slow_verdict_costs_a_few_packets_not_a_storm() {
+    for both_dial in [false, true] {
+        for seed in 1..=4 {
+            let a_id = identity();
+            let b_id = identity();
+            let slow = Duration::from_secs(8);
+            let mut apps = [
+                App::new(b_id.public().0, slow),
+                App::new(a_id.public().0, Duration::ZERO),
+            ];
+            let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), seed);
+            let [a, b] = &mut apps;
+            dial(&mut p, Side::A, a, A_LINE);
+            if both_dial {
+                dial(&mut p, Side::B, b, B_LINE);
+            }
+            run(&mut p, &mut apps, Duration::from_millis(500));
+            assert!(!apps[0].deciding.is_empty(), "A is deciding: {apps:?}");
+            let sent = |p: &Pair| p.path.a_to_b.stats().sent + p.path.b_to_a.stats().sent;
+            let before = sent(&p);
+            run(&mut p, &mut apps, Duration::from_secs(7));
+            let during = sent(&p) - before;
+            let ctx = format!("both dial {both_dial}, seed {seed}: {during} datagrams in 7 s");
+            // One side dialling: the client has nothing to repeat (its message 3 waits for the
+            // verdict) and the server's ACCEPT was acknowledged; only the deciding client's
+            // keepalive (a PING, the ACCEPT that acknowledges it and the acknowledgement of
+            // that, every 3 s) tells the server it is deciding. Both dialling: the
+            // side that is client of the surviving attempt has sent message 3 and its line,
+            // which the deciding server keeps unopened; its probes (message 3, the line, and
+            // the ACCEPT that acknowledges the first) back off by 1.5 from about 100 ms, about
+            // 9 rounds in 7 s. (Before: each ACCEPT carried the answered message 2 and each
+            // HANDSHAKE message 3, each acknowledged the other, 466 datagrams in 7 s.)
+            let bound = if both_dial { 30 } else { 9 };
+            assert!(during <= bound, "{ctx}");
+            // And the verdict, when it comes, still completes the handshake.
+            run(&mut p, &mut apps, Duration::from_secs(5));
+            assert!(
+                apps[1].received.contains(&A_LINE.to_vec()),
+                "{ctx}: {apps:?}"
+            );
+        }
+    }
+}
+
+/// The backoff that keeps a paused handshake quiet must not outlast it: once the verdict is
+/// given, the handshake completes and both lines cross at the pace of the network (the one
+/// kept unopened by the deciding side is opened at once, the other goes out with the first
+/// DATA), not a backed-off probe timeout later. Whether one side dialled or both, and whether
+/// the deciding side is the server of the surviving attempt or its client.
+#[test]
+fn a_slow_verdict_once_given_lets_both_lines_through_at_once() {
+    for both_dial in [false, true] {
+        for a_dials in [true, false] {
+            for seed in 1..=4 {
+                let a_id = identity();
+                let b_id = identity();
+                let mut apps = [
+                    App::new(b_id.public().0, Duration::from_secs(6)),
+                    App::new(a_id.public().0, Duration::ZERO),
+                ];
+                let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), seed);
+                let [a, b] = &mut apps;
+                if a_dials || both_dial {
+                    dial(&mut p, Side::A, a, A_LINE);
+                }
+                if !a_dials || both_dial {
+                    dial(&mut p, Side::B, b, B_LINE);
+                }
+                let ctx = format!("both dial {both_dial}, A dials {a_dials}, seed {seed}");
+                run(&mut p, &mut apps, Duration::from_millis(500));
+                let verdict = match apps[0].deciding.as_slice() {
+                    [(_, true, at)] => *at,
+                    other => panic!("{ctx}: A is not deciding on one key: {other:?}"),
+                };
+                // Up to just before the verdict: no line crossed.
+                let wait = verdict - p.now - Duration::from_millis(1);
+                run(&mut p, &mut apps, wait);
+                assert!(apps[0].received.is_empty(), "{ctx}: {apps:?}");
+                assert!(apps[1].received.is_empty(), "{ctx}: {apps:?}");
+                // A deciding server opens B's line at the verdict and sends its own with the
+                // first DATA (one way); a deciding client sends message 3 and its line (one
+                // way), and B, connected, its own (one more). Two ways and a margin: a probe
+                // timeout, even the first, is far longer.
+                run(&mut p, &mut apps, ONE_WAY * 2 + Duration::from_millis(6));
+                assert_eq!(apps[1].received, [A_LINE.to_vec()], "{ctx}: {apps:?}");
+                assert_eq!(apps[0].received, [B_LINE.to_vec()], "{ctx}: {apps:?}");
+            }
+        }
+    }
+}
+
+/// A person may take longer to compare fingerprints than the 10 s a server waits for message 3:
+/// the deciding side keeps the paused handshake alive (a deciding client tells the server so
+/// and sends a PING every few seconds; a deciding server answers its client's probes, which
+/// back off to the same few seconds), for up to `VERDICT_TIMEOUT`. A 30 s verdict still
+/// connects, both lines cross at once, and the wait costs a few datagrams, not a storm.
+#[test]
+fn a_verdict_slower_than_the_handshake_timeout_still_connects_quietly() {
+    let slow = Duration::from_secs(30);
+    assert!(slow > chirp_proto::HANDSHAKE_TIMEOUT && slow < chirp_proto::VERDICT_TIMEOUT);
+    for (a_dials, b_dials) in [(true, false), (false, true), (true, true)] {
+        for seed in 1..=3 {
+            let a_id = identity();
+            let b_id = identity();
+            let mut apps = [
+                App::new(b_id.public().0, slow),
+                App::new(a_id.public().0, Duration::ZERO),
+            ];
+            let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), seed);
+            let [a, b] = &mut apps;
+            if a_dials {
+                dial(&mut p, Side::A, a, A_LINE);
+            }
+            if b_dials {
+                dial(&mut p, Side::B, b, B_LINE);
+            }
+            let ctx = format!("A dials {a_dials}, B dials {b_dials}, seed {seed}");
+            run(&mut p, &mut apps, Duration::from_millis(500));
+            let verdict = match apps[0].deciding.as_slice() {
+                [(_, true, at)] => *at,
+                other => panic!("{ctx}: A is not deciding on one key: {other:?}"),
+            };
+            let sent = |p: &Pair| p.path.a_to_b.stats().sent + p.path.b_to_a.stats().sent;
+            let before = sent(&p);
+            let wait = verdict - p.now - Duration::from_millis(1);
+            run(&mut p, &mut apps, wait);
+            let during = sent(&p) - before;
+            assert!(apps[0].closed.is_empty(), "{ctx}: {apps:?}");
+            assert!(apps[1].closed.is_empty(), "{ctx}: {apps:?}");
+            assert!(apps[0].received.is_empty(), "{ctx}: {apps:?}");
+            assert!(apps[1].received.is_empty(), "{ctx}: {apps:?}");
+            // A PING, its acknowledgement and the answer to that (deciding client), or a
+            // probe and its acknowledgement (deciding server), every 3 s, and the start.
+            let bound = 3 * (wait.as_secs() / 3 + 2);
+            assert!(during <= bound, "{ctx}: {during} datagrams in {wait:?}");
+            run(&mut p, &mut apps, ONE_WAY * 2 + Duration::from_millis(6));
+            assert_eq!(apps[1].received, [A_LINE.to_vec()], "{ctx}: {apps:?}");
+            assert_eq!(apps[0].received, [B_LINE.to_vec()], "{ctx}: {apps:?}");
+        }
+    }
+}
+
+/// A verdict that never comes (the person walked away) does not hold the attempt for ever:
+/// `VERDICT_TIMEOUT` after the question, the deciding side gives up, and the other side
+/// soon after (a server whose client decided waits `HANDSHAKE_TIMEOUT` longer; a client whose
+/// server decided hears nothing more and reaches its idle timeout). No line crosses.
+#[test]
+fn a_verdict_that_never_comes_ends_the_attempt_on_both_sides() {
+    let never = Duration::from_secs(3600);
+    for (a_dials, b_dials) in [(true, false), (false, true), (true, true)] {
+        let a_id = identity();
+        let b_id = identity();
+        let mut apps = [
+            App::new(b_id.public().0, never),
+            App::new(a_id.public().0, Duration::ZERO),
+        ];
+        let mut p = pair(&a_id, &b_id, LinkConfig::ideal(ONE_WAY), 7);
+        let [a, b] = &mut apps;
+        if a_dials {
+            dial(&mut p, Side::A, a, A_LINE);
+        }
+        if b_dials {
+            dial(&mut p, Side::B, b, B_LINE);
+        }
+        let ctx = format!("A dials {a_dials}, B dials {b_dials}");
+        run(&mut p, &mut apps, Duration::from_millis(500));
+        assert_eq!(apps[0].deciding.len(), 1, "{ctx}: {apps:?}");
+        // Still waiting just before the bound.
+        let bound = chirp_proto::VERDICT_TIMEOUT;
+        run(&mut p, &mut apps, bound - Duration::from_secs(1));
+        assert!(apps[0].closed.is_empty(), "{ctx}: {apps:?}");
+        // Given up by then; the other side within its handshake or idle timeout.
+        run(&mut p, &mut apps, Duration::from_secs(2));
+        assert_eq!(apps[0].closed.len(), 1, "{ctx}: {apps:?}");
+        run(&mut p, &mut apps, Duration::from_secs(31));
+        // B's application hears of the end of its own attempt; a server connection it never
+        // saw (A was deciding on its key) just goes. Either way B holds none any more.
+        assert_eq!(
+            apps[1].closed.len(),
+            usize::from(b_dials),
+            "{ctx}: {apps:?}"
+        );
+        assert_eq!(p.b.endpoint.connections().count(), 0, "{ctx}");
+        assert_eq!(p.a.endpoint.connections().count(), 0, "{ctx}");
+        assert!(apps[0].received.is_empty(), "{ctx}: {apps:?}");
+        assert!(apps[1].received.is_empty(), "{ctx}: {apps:?}");
+        // And then silence.
+        let sent = |p: &Pair| p.path.a_to_b.stats().sent + p.path.b_to_a.stats().sent;
+        let before = sent(&p);
+        run(&mut p, &mut apps, Duration::from_secs(10));
+        assert_eq!(sent(&p), before, "{ctx}");
     }
 }

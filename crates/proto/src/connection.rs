@@ -50,6 +50,15 @@ pub const INITIAL_MAX_DATA: u64 = 128 * 1024;
 /// A server connection whose client has not completed the handshake (Noise message 3) within
 /// this time is dropped: it bounds how long a half-open handshake holds a connection slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a handshake may stay paused for the application's verdict on the peer's key
+/// (a person comparing fingerprints may take a while). The deciding side gives up this long
+/// after it was asked; a server whose client is deciding waits this much longer than
+/// [`HANDSHAKE_TIMEOUT`] for message 3.
+pub const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
+/// While a client decides on the server's key, it sends a PING this often (its HANDSHAKE
+/// packets carry no message 3 meanwhile): it shows the server that it is deciding, before the
+/// handshake timeout, and keeps both idle timers fresh.
+const DECIDING_KEEPALIVE: Duration = Duration::from_secs(3);
 /// A new peer address that has not answered our PATH_CHALLENGE within this many probe
 /// timeouts is abandoned for the previous one.
 const PATH_VALIDATION_PTOS: u32 = 3;
@@ -472,10 +481,14 @@ struct Crypto {
     /// Without an expected key, ask the application about the peer's key before the
     /// handshake completes (`EndpointConfig::verify_keys`).
     verify: bool,
-    /// The peer's key, while the application's verdict on it is awaited. The handshake is
-    /// paused meanwhile (a client has not written Noise message 3; a server has read it but
-    /// installed no keys), so no application data moves in either direction.
-    awaiting_verdict: Option<[u8; 32]>,
+    /// While the application's verdict on the peer's key (the Noise state's remote static
+    /// key) is awaited: when it was asked (we give up [`VERDICT_TIMEOUT`] later). The
+    /// handshake is paused meanwhile (a client has not written Noise message 3; a server has
+    /// read it but installed no keys), so no application data moves in either direction.
+    awaiting_verdict: Option<Instant>,
+    /// Server: the client is deciding on our key (a HANDSHAKE packet without message 3 came),
+    /// so message 3 may take up to [`VERDICT_TIMEOUT`] longer than [`HANDSHAKE_TIMEOUT`].
+    peer_deciding: bool,
     /// `ConnEvent::VerifyKey` is due.
     verify_pending: bool,
     /// DATA packets that arrived while the verdict was awaited (at most
@@ -892,6 +905,7 @@ impl Connection {
                 expected_key: None,
                 verify: start.verify,
                 awaiting_verdict: None,
+                peer_deciding: false,
                 verify_pending: false,
                 early: Vec::new(),
                 token: Vec::new(),
@@ -1548,7 +1562,7 @@ impl Connection {
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<ConnEvent> {
-        if let Some(remote_key) = self.crypto.awaiting_verdict.filter(|_| self.is_open()) {
+        if let Some(remote_key) = self.key_in_question().filter(|_| self.is_open()) {
             if std::mem::take(&mut self.crypto.verify_pending) {
                 return Some(ConnEvent::VerifyKey {
                     incoming: self.side == Side::Server,
@@ -1840,10 +1854,6 @@ impl Connection {
         self.ack_pending = true;
 
         match (self.side, header.ty) {
-            (Side::Client, PacketType::Accept) if self.crypto.keys.is_some() => {
-                // The server is still sending ACCEPT: it has not got Noise message 3 yet.
-                self.crypto.hs_due = true;
-            }
             (Side::Client, PacketType::Data { .. }) if !self.crypto.confirmed => {
                 debug!("handshake confirmed");
                 self.crypto.confirmed = true;
@@ -1856,6 +1866,7 @@ impl Connection {
         let mut eliciting = false;
         // Every ack-eliciting frame is a PING (a keepalive, or a probe without data).
         let mut ping_only = true;
+        let mut carried_handshake = false;
         // Checked above: every frame decodes.
         for frame in Frames::new(payload).flatten() {
             eliciting |= frame.is_ack_eliciting();
@@ -1863,6 +1874,17 @@ impl Connection {
             match frame {
                 Frame::Padding { .. } | Frame::Ping => {}
                 Frame::Handshake(msg) => {
+                    carried_handshake = true;
+                    if self.side == Side::Client
+                        && header.ty == PacketType::Accept
+                        && self.crypto.keys.is_some()
+                    {
+                        // The server is still sending message 2: it has not got message 3.
+                        // (One that has it and is deciding on our key sends ACCEPTs with
+                        // acknowledgements only: repeating message 3 to those would only be
+                        // acknowledged again, and so on.)
+                        self.crypto.hs_due = true;
+                    }
                     if let Err(detail) = self.on_handshake(now, &header, msg) {
                         self.protocol_violation(now, close_code::HANDSHAKE_FAILED, detail);
                         return;
@@ -1983,6 +2005,16 @@ impl Connection {
                     return;
                 }
             }
+        }
+        if self.side == Side::Server
+            && header.ty == PacketType::Handshake
+            && !carried_handshake
+            && self.crypto.keys.is_none()
+            && !self.crypto.peer_deciding
+        {
+            // A HANDSHAKE packet without message 3: the client is deciding on our key (§5.8).
+            debug!("the client is deciding on our key");
+            self.crypto.peer_deciding = true;
         }
         if eliciting {
             self.eliciting_since_ack += 1;
@@ -2199,13 +2231,14 @@ impl Connection {
             Some(_) => self.complete_handshake(now),
             None if self.crypto.verify => {
                 debug!("peer key presented; awaiting the application's verdict");
-                self.crypto.awaiting_verdict = Some(actual);
+                self.crypto.awaiting_verdict = Some(now);
                 self.crypto.verify_pending = true;
-                if self.side == Side::Client {
-                    // Message 1 is answered; message 3 waits for the verdict. Until then our
-                    // long-header packets carry acknowledgements only.
-                    self.crypto.hs_msg = Vec::new();
-                }
+                // Our last message is answered (a client's message 1 by message 2, a server's
+                // message 2 by message 3); a client's message 3 waits for the verdict. Until
+                // then our long-header packets carry acknowledgements only: were they to carry
+                // the answered message, each would be acknowledged, and each acknowledgement
+                // answered, at the round-trip rate for as long as a person takes to decide.
+                self.crypto.hs_msg = Vec::new();
                 // The application sees this handle now, so it hears of its end too.
                 self.app_holds = true;
                 Ok(())
@@ -2214,15 +2247,23 @@ impl Connection {
         }
     }
 
+    /// The peer's key, while the application's verdict on it is awaited: the Noise state's
+    /// remote static key (the state is kept until the verdict).
+    fn key_in_question(&self) -> Option<[u8; 32]> {
+        self.crypto.awaiting_verdict?;
+        self.crypto.handshake.as_ref()?.remote_static()
+    }
+
     /// The application's verdict on the key it was asked about with `ConnEvent::VerifyKey`.
     /// Ignored unless that question is open (the connection may have ended meanwhile).
     pub(crate) fn key_verdict(&mut self, now: Instant, accept: bool) {
         if !self.is_open() {
             return;
         }
-        let Some(actual) = self.crypto.awaiting_verdict.take() else {
+        let Some(actual) = self.key_in_question() else {
             return;
         };
+        self.crypto.awaiting_verdict = None;
         self.crypto.verify_pending = false;
         let early = std::mem::take(&mut self.crypto.early);
         if accept {
@@ -2607,7 +2648,13 @@ impl Connection {
         }
         self.cc.on_delivered(now, acked_bytes, self.rtt.smoothed());
         self.detect_lost(now);
-        self.pto_count = 0;
+        // A client keeps its probe backoff through acknowledgements in ACCEPT packets (as
+        // RFC 9002 §6.2.1 does through Initial ones): a server deciding on our key acknowledges
+        // our HANDSHAKE probes but not the DATA it keeps unopened, and resetting the backoff
+        // on each acknowledgement would probe at the round-trip rate for as long as it decides.
+        if !(from_long && self.side == Side::Client) {
+            self.pto_count = 0;
+        }
         self.on_stream_acked(now);
         Ok(())
     }
@@ -2999,8 +3046,32 @@ impl Connection {
     /// a lost range waited behind it for minutes on a perfect path (crash 8 of `pair`).
     fn pto(&self) -> Duration {
         let base = self.rtt.pto_base(MAX_ACK_DELAY).min(self.stale_rtt_cap());
+        // While the server decides on our key, our probes only show that we are still here
+        // (it keeps our DATA unopened, and sends its own once it decides): no need to probe
+        // more often than a deciding client sends its keepalive.
+        let max = if self.server_is_deciding() {
+            DECIDING_KEEPALIVE
+        } else {
+            self.config.max_pto
+        };
         base.saturating_mul(1 << self.pto_count.min(16))
-            .min(self.config.max_pto.max(base))
+            .min(max.max(base))
+    }
+
+    /// Client: the server has acknowledged our message 3 but sent no DATA packet: it is
+    /// deciding on our key (a server that has message 3 otherwise installs keys at once).
+    /// Message 3 rides in every long-header packet from the one our keys start at (the first
+    /// packet number of their phase, which moves only once the server has acknowledged a
+    /// later packet), so the server has it once it acknowledged one of those.
+    fn server_is_deciding(&self) -> bool {
+        self.side == Side::Client
+            && !self.crypto.confirmed
+            && self
+                .crypto
+                .keys
+                .as_ref()
+                .zip(self.largest_acked)
+                .is_some_and(|(k, a)| a >= k.phase_first_pn)
     }
 
     fn loss_detection_deadline(&self) -> Option<Instant> {
@@ -3033,14 +3104,32 @@ impl Connection {
     /// whose client has not completed the handshake.
     fn death_deadline(&self) -> Instant {
         let idle = self.last_rx + self.config.idle_timeout;
-        if self.side == Side::Server && self.state == State::Handshaking {
-            idle.min(self.created + HANDSHAKE_TIMEOUT)
-        } else {
-            idle
+        if self.state != State::Handshaking {
+            return idle;
+        }
+        if let Some(asked) = self.crypto.awaiting_verdict {
+            // Deciding (either side): the application has that long.
+            return idle.min(asked + VERDICT_TIMEOUT);
+        }
+        match self.side {
+            Side::Server if self.crypto.peer_deciding => {
+                idle.min(self.created + HANDSHAKE_TIMEOUT + VERDICT_TIMEOUT)
+            }
+            Side::Server => idle.min(self.created + HANDSHAKE_TIMEOUT),
+            Side::Client => idle,
         }
     }
 
+    fn awaiting_verdict(&self) -> bool {
+        self.crypto.awaiting_verdict.is_some()
+    }
+
     fn keepalive_deadline(&self) -> Option<Instant> {
+        if self.side == Side::Client && self.state == State::Handshaking && self.awaiting_verdict()
+        {
+            // A deciding client: the server would otherwise hear nothing from us (§5.8).
+            return Some(self.last_activity + DECIDING_KEEPALIVE);
+        }
         let interval = self.config.keep_alive?;
         (self.state == State::Established).then_some(self.last_activity + interval)
     }
@@ -3396,6 +3485,12 @@ impl Connection {
             if self.side == Side::Client && self.crypto.keys.is_some() && !self.crypto.confirmed {
                 // The server may lack Noise message 3: the probe repeats it.
                 self.crypto.hs_due = true;
+                if self.server_is_deciding() {
+                    // It has it, and no keys yet: it is deciding on our key, and keeps our
+                    // DATA unopened until then. Only the HANDSHAKE probe: resending our DATA
+                    // would add copies to what it holds, not deliver anything sooner.
+                    self.probes = 1;
+                }
             }
             debug!(pto_count = self.pto_count, "probe timeout");
         }

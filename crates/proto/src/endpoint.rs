@@ -210,8 +210,9 @@ pub enum Event {
     /// ([`EndpointConfig::verify_keys`]). Nothing has been sent that depends on the key: a
     /// client has not revealed its own identity, a server has not installed packet keys. The
     /// handle is the application's from here on: [`Event::Closed`] follows if the attempt
-    /// ends, also when it ends before a verdict (the peer gave up, or a server's 10 s
-    /// handshake timeout passed).
+    /// ends, also when it ends before a verdict (the peer gave up, or no verdict came within
+    /// [`crate::VERDICT_TIMEOUT`]). Meanwhile the connection keeps the paused handshake alive
+    /// (PROTOCOL.md §5.8).
     VerifyKey {
         /// Which connection.
         conn: ConnectionHandle,

@@ -59,7 +59,7 @@ pub mod wire;
 pub use config::{Redundancy, TransportConfig};
 pub use connection::{
     CloseReason, HANDSHAKE_TIMEOUT, INITIAL_MAX_DATA, MAX_ACK_DELAY, PROBE_INTERVAL_MAX,
-    PROBE_INTERVAL_MIN, PingError, PingOutcome, SendError, close_code,
+    PROBE_INTERVAL_MIN, PingError, PingOutcome, SendError, VERDICT_TIMEOUT, close_code,
 };
 pub use endpoint::{
     ConnectError, ConnectionHandle, Endpoint, EndpointConfig, Event, HandshakeLimit, Transmit,
