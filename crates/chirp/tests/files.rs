@@ -81,18 +81,12 @@ fn names_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// 20 MB through `chirp impair` at 5 % loss: accepted with `/accept`, saved byte for byte,
-/// the same hash on both sides as in the offer, no `.part` left.
-#[test]
-fn twenty_megabytes_through_five_percent_loss_arrive_verified() {
-    let dir = scratch();
-    let downloads = dir.path().join("dl");
-    let src = dir.path().join("big.bin");
-    let data = noise(20_000_000, 1);
-    std::fs::write(&src, &data).expect("write source");
-    let (_proxy, mut a, mut b) = retry_bind(|| {
+/// Peers A and B (B saving into `downloads`) through `chirp impair` with `impair_args` besides
+/// its addresses, both started; and A's key fingerprint.
+fn peers_through_impair(downloads: &Path, impair_args: &[&str]) -> (Proc, Chirp, Chirp, String) {
+    retry_bind(|| {
         let [pa, pb, pl, pv] = free_ports();
-        let impair: Vec<String> = [
+        let mut impair: Vec<String> = [
             "impair",
             "--listen",
             &lo(pl).to_string(),
@@ -102,22 +96,33 @@ fn twenty_megabytes_through_five_percent_loss_arrive_verified() {
             &lo(pa).to_string(),
             "--via",
             &lo(pv).to_string(),
-            "--loss",
-            "0.05",
-            "--seed",
-            "18",
         ]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        impair.extend(impair_args.iter().map(|s| (*s).to_owned()));
+        let a_key = fingerprint(&peer_home("A", lo(pa)));
         let proxy = Proc::spawn("impair", CHIRP, &impair, Stdout::Lines);
-        let dl = arg(&downloads);
+        let dl = arg(downloads);
         let mut a = Chirp::spawn_peer("A", lo(pa), lo(pl), &[]);
         let mut b = Chirp::spawn_peer("B", lo(pb), lo(pv), &["--downloads", &dl]);
         a.started()?;
         b.started()?;
-        Ok((proxy, a, b))
-    });
+        Ok((proxy, a, b, a_key))
+    })
+}
+
+/// 20 MB through `chirp impair` at 5 % loss: accepted with `/accept`, saved byte for byte,
+/// the same hash on both sides as in the offer, no `.part` left.
+#[test]
+fn twenty_megabytes_through_five_percent_loss_arrive_verified() {
+    let dir = scratch();
+    let downloads = dir.path().join("dl");
+    let src = dir.path().join("big.bin");
+    let data = noise(20_000_000, 1);
+    std::fs::write(&src, &data).expect("write source");
+    let (_proxy, mut a, mut b, _) =
+        peers_through_impair(&downloads, &["--loss", "0.05", "--seed", "18"]);
     a.wait_type("peer_up", STEP);
     b.wait_type("peer_up", STEP);
     a.line(&format!("/send {}", arg(&src)));
@@ -510,33 +515,7 @@ fn the_sender_cancels_mid_transfer_and_no_part_remains() {
     let src = dir.path().join("slow.bin");
     // 32 s at 2 Mbit/s: cancelled long before the end.
     std::fs::write(&src, noise(8_000_000, 5)).expect("write source");
-    let (_proxy, mut a, mut b, a_key) = retry_bind(|| {
-        let [pa, pb, pl, pv] = free_ports();
-        let a_key = fingerprint(&peer_home("A", lo(pa)));
-        let impair: Vec<String> = [
-            "impair",
-            "--listen",
-            &lo(pl).to_string(),
-            "--to",
-            &lo(pb).to_string(),
-            "--client",
-            &lo(pa).to_string(),
-            "--via",
-            &lo(pv).to_string(),
-            "--rate",
-            "2mbit",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        let proxy = Proc::spawn("impair", CHIRP, &impair, Stdout::Lines);
-        let dl = arg(&downloads);
-        let mut a = Chirp::spawn_peer("A", lo(pa), lo(pl), &[]);
-        let mut b = Chirp::spawn_peer("B", lo(pb), lo(pv), &["--downloads", &dl]);
-        a.started()?;
-        b.started()?;
-        Ok((proxy, a, b, a_key))
-    });
+    let (_proxy, mut a, mut b, a_key) = peers_through_impair(&downloads, &["--rate", "2mbit"]);
     b.wait_type("peer_up", STEP);
     a.line(&format!("/send {}", arg(&src)));
     let sending = a.wait_type("file_offer", STEP);
