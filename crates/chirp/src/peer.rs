@@ -962,6 +962,20 @@ mod tests {
                 .expect("the disk is there");
         }
 
+        /// A line from A to B and one back, while the slowed operation is held (`line` says
+        /// while what); both arrive before it ends.
+        async fn lines_cross(&mut self, line: &'static str) {
+            let (a, b) = (&mut self.a, &mut self.b);
+            a.say(line).await;
+            b.until("A's line", said(line)).await;
+            b.say("and one back").await;
+            a.until("B's line", said("and one back")).await;
+            assert!(
+                !self.ended.load(Ordering::SeqCst),
+                "the lines crossed only after the slowed operation"
+            );
+        }
+
         /// What is left in B's download directory.
         fn left(&self) -> Vec<std::ffi::OsString> {
             let mut left: Vec<_> = std::fs::read_dir(&self.dl_b)
@@ -1014,15 +1028,8 @@ mod tests {
         t.held("saving the file").await;
 
         // The save is held: chat goes on, both ways.
+        t.lines_cross("a line while B saves").await;
         let (a, b) = (&mut t.a, &mut t.b);
-        a.say("a line while B saves").await;
-        b.until("A's line", said("a line while B saves")).await;
-        b.say("and one back").await;
-        a.until("B's line", said("and one back")).await;
-        assert!(
-            !t.ended.load(Ordering::SeqCst),
-            "the lines crossed only after the save"
-        );
         assert!(a.done(Direction::Send).is_none(), "{:?}", a.seen);
         assert!(b.done(Direction::Receive).is_none(), "{:?}", b.seen);
         assert!(!t.dl_b.join("tape.wav").exists());
@@ -1057,15 +1064,8 @@ mod tests {
         t.send("tape.wav", &data).await;
         t.held("checking the partial file").await;
 
+        t.lines_cross("a line while B checks").await;
         let (a, b) = (&mut t.a, &mut t.b);
-        a.say("a line while B checks").await;
-        b.until("A's line", said("a line while B checks")).await;
-        b.say("and one back").await;
-        a.until("B's line", said("and one back")).await;
-        assert!(
-            !t.ended.load(Ordering::SeqCst),
-            "the lines crossed only after the check"
-        );
         let len = std::fs::metadata(t.dl_b.join(&part)).expect("part").len();
         assert_eq!(len, kept as u64, "no chunk before the check's result");
         assert!(a.done(Direction::Send).is_none(), "{:?}", a.seen);

@@ -73,6 +73,8 @@ struct Setup {
     total: u64,
     pacing: bool,
     max_datagram: usize,
+    /// The bottleneck's drop-tail buffer, bytes.
+    queue: usize,
     /// A stall of the path: when (after the first send) and how long.
     stall: Option<(Duration, Duration)>,
 }
@@ -86,13 +88,9 @@ fn run(setup: Setup, seed: u64) -> Outcome {
         total,
         pacing,
         max_datagram,
+        queue,
         stall,
     } = setup;
-    let bdp = (u128::from(rate) * 2 * delay.as_millis() / 1_000) as usize;
-    let queue = match usize::try_from(arg("--queue", 0)).unwrap_or(usize::MAX) {
-        0 => bdp.max(24_000),
-        bytes => bytes,
-    };
     let link = LinkConfig::ideal(delay)
         .with_rate(rate, queue)
         .with_loss(loss);
@@ -198,6 +196,11 @@ fn main() {
         )),
         _ => None,
     };
+    let bdp = (u128::from(rate) * 2 * delay.as_millis() / 1_000) as usize;
+    let queue = match usize::try_from(arg("--queue", 0)).unwrap_or(usize::MAX) {
+        0 => bdp.max(24_000),
+        bytes => bytes,
+    };
     let pacings: Vec<bool> = match value("--pacing").as_deref() {
         Some("on") => vec![true],
         Some("off") => vec![false],
@@ -205,10 +208,20 @@ fn main() {
         Some(other) => panic!("--pacing on or off, not {other}"),
     };
     println!(
-        "{} MB, {rate} B/s each way, {} ms each way, a one-BDP drop-tail buffer, datagrams up to {max_datagram} B",
+        "{} MB, {rate} B/s each way, {} ms each way, a drop-tail buffer of {queue} B, datagrams up to {max_datagram} B",
         total / 1_000_000,
         delay.as_millis()
     );
+    let base = Setup {
+        rate,
+        delay,
+        loss: 0.0,
+        total,
+        pacing: true,
+        max_datagram,
+        queue,
+        stall,
+    };
     if let Some((at, length)) = stall {
         println!(
             "a stall of {} ms at {} ms after the first send",
@@ -229,16 +242,14 @@ fn main() {
                 (0u64, 0u64, 0.0, 0u64, 0u64);
             let mut size = 0;
             for seed in seed_range.clone() {
-                let setup = Setup {
-                    rate,
-                    delay,
-                    loss,
-                    total,
-                    pacing,
-                    max_datagram,
-                    stall,
-                };
-                let o = run(setup, seed);
+                let o = run(
+                    Setup {
+                        loss,
+                        pacing,
+                        ..base
+                    },
+                    seed,
+                );
                 fractions.push((o.fraction * 100.0, seed));
                 sent += o.stats.packets_sent;
                 lost += o.stats.packets_lost;

@@ -20,6 +20,8 @@
 //!   of a UDP proxy its own [`Path`] and says what to send, from which socket
 //!   and when ([`Transmit`], [`Event`], `poll_timeout`); the binary only moves
 //!   datagrams between sockets and the core.
+//! - [`noise`] — seeded payload bytes for tests of transfers (netsim's and the
+//!   binary's real-process tests alike).
 
 #![forbid(unsafe_code)]
 
@@ -33,3 +35,19 @@ pub use proxy::{
     ClientId, Direction, DirectionStats, Event, HELD_OVERHEAD, Proxy, ProxyConfig, ProxyStats,
     Refusal, Transmit, client_seed, same_endpoint,
 };
+
+/// `len` bytes of xorshift64 output from `seed` (made odd, so never 0): incompressible-looking
+/// payloads for tests of transfers, in which data written at the wrong place, twice or damaged
+/// never compares equal to what was expected, and no run is found elsewhere by chance.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -25,7 +25,7 @@ const CHUNK: usize = MAX_MESSAGE_SIZE;
 /// Chunk `i` of the "file": `len` pseudo-random bytes seeded by `i`, so that a chunk
 /// delivered twice, swapped or damaged never compares equal to the expected one.
 fn chunk(i: u64, len: usize) -> Vec<u8> {
-    common::xorshift_bytes(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, len)
+    chirp_netsim::noise(len, i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 struct Outcome {

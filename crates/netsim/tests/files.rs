@@ -23,7 +23,7 @@ const SOURCE: &str = "/home/a/big.bin";
 
 /// The file's contents (pseudo-random): a chunk written at the wrong place never matches.
 fn content(len: usize) -> Vec<u8> {
-    common::xorshift_bytes(0x9e37_79b9_7f4a_7c15, len)
+    chirp_netsim::noise(len, 0x9e37_79b9_7f4a_7c15)
 }
 
 /// One side's file layer and the bulk message the endpoint refused (sent first once the

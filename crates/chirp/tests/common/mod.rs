@@ -33,20 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// `len` bytes of xorshift output from `seed`: incompressible-looking file contents, no run of
-/// which is found anywhere by chance.
-pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+pub(crate) use chirp_netsim::noise;
 
 /// [`noise`] with a seed of this moment and process: different in every run.
 pub(crate) fn fresh_noise(len: usize) -> Vec<u8> {

@@ -1,5 +1,5 @@
 //! What the bulk-transfer tests share (`bulk.rs`, `files.rs`): the bad path, chat lines that
-//! say their own number, the p99, and pseudo-random bytes.
+//! say their own number and the p99 (payload bytes: `chirp_netsim::noise`).
 
 use std::time::Duration;
 
@@ -17,21 +17,6 @@ pub(crate) fn bad_path() -> LinkConfig {
         .with_loss(0.10)
         .with_reorder(0.05, Duration::from_millis(8))
         .with_duplicate(0.05)
-}
-
-/// `len` pseudo-random bytes (xorshift64 from `seed`, which must not be 0): data written at the
-/// wrong place, twice or damaged never compares equal to what was expected.
-pub(crate) fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Chat line `i`: numbered, the size of a typical line (never starts with the file tag).
