@@ -51,6 +51,54 @@ fn up(name: &str, server: std::net::SocketAddr, home: &Path, nick: &str, extra: 
     c
 }
 
+/// One test's server and the directories of its two clients: alice (relay only, offering from
+/// `src`) and bob (saving into `downloads`). Restarted clients keep their home.
+struct World {
+    srv: Server,
+    _data: tempfile::TempDir,
+    ha: tempfile::TempDir,
+    hb: tempfile::TempDir,
+    downloads: tempfile::TempDir,
+    src: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let data = tmp();
+        World {
+            srv: Server::start(data.path(), "127.0.0.1:0", &[]),
+            _data: data,
+            ha: tmp(),
+            hb: tmp(),
+            downloads: tmp(),
+            src: tmp(),
+        }
+    }
+
+    /// Alice, up, through `server` (the server's address, or a proxy's).
+    fn alice_via(&self, name: &str, server: std::net::SocketAddr) -> Chirp {
+        up(name, server, self.ha.path(), "alice", &["--relay-only"])
+    }
+
+    fn alice(&self, name: &str) -> Chirp {
+        self.alice_via(name, self.srv.addr)
+    }
+
+    /// Bob, up, saving into `downloads`, with `extra`.
+    fn bob(&self, name: &str, extra: &[&str]) -> Chirp {
+        let dl = self.downloads.path().display().to_string();
+        let args: Vec<&str> = ["--downloads", dl.as_str()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        up(name, self.srv.addr, self.hb.path(), "bob", &args)
+    }
+
+    fn downloads(&self) -> &Path {
+        self.downloads.path()
+    }
+}
+
 fn is(v: &Value, ty: &str, direction: &str) -> bool {
     v["type"] == ty && v["direction"] == direction
 }
@@ -145,20 +193,16 @@ fn part_len(downloads: &Path, hash: &Value) -> u64 {
 
 #[test]
 fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
-    let data = tmp();
-    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
-    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let dl = downloads.path().display().to_string();
-    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
-    let bob_args = ["--downloads", dl.as_str()];
-    let mut bob = up("bob", srv.addr, hb.path(), "bob", &bob_args);
-    let s = start(&mut alice, &mut bob, src.path(), false);
+    let w = World::new();
+    let mut alice = w.alice("alice");
+    let mut bob = w.bob("bob", &[]);
+    let s = start(&mut alice, &mut bob, w.src.path(), false);
     let hash = s.offered["hash"].clone();
 
     bob.proc.kill();
-    let held = part_len(downloads.path(), &hash);
+    let held = part_len(w.downloads(), &hash);
     assert!(held > 0 && held < SIZE as u64, "{held}");
-    assert!(!downloads.path().join("big.bin").exists());
+    assert!(!w.downloads().join("big.bin").exists());
 
     // The sender notices within its idle timeout, says so, and keeps offering.
     let i = alice.wait_for("the interruption", WAIT, |v| {
@@ -178,7 +222,7 @@ fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
     });
 
     // Bob comes back (same home, same downloads) and accepts the renewed offer.
-    let mut bob = up("bob2", srv.addr, hb.path(), "bob", &bob_args);
+    let mut bob = w.bob("bob2", &[]);
     let again = bob.wait_for("the offer again", WAIT, |v| is(v, "file_offer", "receive"));
     assert_eq!(again["hash"], hash, "{again}");
     assert_eq!(again["from"], "alice", "{again}");
@@ -188,7 +232,7 @@ fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
     let sent = done(&mut alice, "send");
     // The sender's transfer is the one it started: the same number.
     assert_eq!(sent["id"], s.offered["id"], "{sent}");
-    assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
+    assert_resumed(&got, &sent, &hash, w.downloads(), &s.bytes);
     assert!(
         !alice
             .seen_of("file_failed")
@@ -206,26 +250,23 @@ fn a_killed_receiver_restarts_and_the_sender_resumes_by_itself() {
 /// accepted at once, and the transfer resumes from the `.part`.
 #[test]
 fn a_killed_receiver_that_trusts_the_sender_resumes_without_accept() {
-    let data = tmp();
-    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
-    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let dl = downloads.path().display().to_string();
-    let alice_fp = common::fingerprint(ha.path());
-    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
-    let bob_args = ["--downloads", dl.as_str(), "--auto-accept-from", &alice_fp];
-    let mut bob = up("bob", srv.addr, hb.path(), "bob", &bob_args);
-    let s = start(&mut alice, &mut bob, src.path(), true);
+    let w = World::new();
+    let alice_fp = common::fingerprint(w.ha.path());
+    let trusting = ["--auto-accept-from", alice_fp.as_str()];
+    let mut alice = w.alice("alice");
+    let mut bob = w.bob("bob", &trusting);
+    let s = start(&mut alice, &mut bob, w.src.path(), true);
     let hash = s.offered["hash"].clone();
 
     bob.proc.kill();
-    let held = part_len(downloads.path(), &hash);
+    let held = part_len(w.downloads(), &hash);
     assert!(held > 0 && held < SIZE as u64, "{held}");
     let i = alice.wait_for("the interruption", WAIT, |v| {
         is(v, "file_interrupted", "send") || v["type"] == "file_failed"
     });
     assert_eq!(i["type"], "file_interrupted", "{i}\n{}", alice.diag());
 
-    let mut bob = up("bob2", srv.addr, hb.path(), "bob", &bob_args);
+    let mut bob = w.bob("bob2", &trusting);
     let again = bob.wait_for("the offer again", WAIT, |v| is(v, "file_offer", "receive"));
     assert_eq!(again["hash"], hash, "{again}");
     assert_eq!(again["key"], alice_fp.as_str(), "{again}");
@@ -234,7 +275,7 @@ fn a_killed_receiver_that_trusts_the_sender_resumes_without_accept() {
     let got = done(&mut bob, "receive");
     let sent = done(&mut alice, "send");
     assert_eq!(sent["id"], s.offered["id"], "{sent}");
-    assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
+    assert_resumed(&got, &sent, &hash, w.downloads(), &s.bytes);
     assert!(
         bob.seen_of("error").is_empty(),
         "bob typed nothing, and nothing failed\n{}",
@@ -245,18 +286,15 @@ fn a_killed_receiver_that_trusts_the_sender_resumes_without_accept() {
 
 #[test]
 fn a_restarted_sender_sends_again_and_the_receiver_resumes_without_asking() {
-    let data = tmp();
-    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
-    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let dl = downloads.path().display().to_string();
-    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
-    let mut bob = up("bob", srv.addr, hb.path(), "bob", &["--downloads", &dl]);
-    let s = start(&mut alice, &mut bob, src.path(), false);
+    let w = World::new();
+    let mut alice = w.alice("alice");
+    let mut bob = w.bob("bob", &[]);
+    let s = start(&mut alice, &mut bob, w.src.path(), false);
     let hash = s.offered["hash"].clone();
     let first = bob.seen_of("file_offer")[0]["id"].clone();
 
     alice.proc.kill();
-    let mut alice = up("alice2", srv.addr, ha.path(), "alice", &["--relay-only"]);
+    let mut alice = w.alice("alice2");
     alice.line(&format!("/send bob {}", s.path));
     let offered = alice.wait_for("our offer", WAIT, |v| is(v, "file_offer", "send"));
     assert_eq!(offered["hash"], hash);
@@ -270,7 +308,7 @@ fn a_restarted_sender_sends_again_and_the_receiver_resumes_without_asking() {
     let got = done(&mut bob, "receive");
     let sent = done(&mut alice, "send");
     assert_eq!(got["id"], first, "{got}");
-    assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
+    assert_resumed(&got, &sent, &hash, w.downloads(), &s.bytes);
     common::both_exit_ok(&mut alice, &mut bob);
 }
 
@@ -289,21 +327,18 @@ fn proxy(listen: &str, to: &str) -> Result<Proc, String> {
 
 #[test]
 fn a_dark_path_interrupts_the_transfer_and_it_resumes_by_itself() {
-    let data = tmp();
-    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
-    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let to = srv.addr.to_string();
+    let w = World::new();
+    let to = w.srv.addr.to_string();
     let (mut wire, listen) = common::retry_bind(|| {
         let [port] = common::free_ports();
         let listen = common::lo(port).to_string();
         Ok((proxy(&listen, &to)?, listen))
     });
-    let dl = downloads.path().display().to_string();
     // Everything of alice's (the chat and, relayed, the peer connection) crosses the proxy.
     let via: std::net::SocketAddr = listen.parse().expect("listen address");
-    let mut alice = up("alice", via, ha.path(), "alice", &["--relay-only"]);
-    let mut bob = up("bob", srv.addr, hb.path(), "bob", &["--downloads", &dl]);
-    let s = start(&mut alice, &mut bob, src.path(), false);
+    let mut alice = w.alice_via("alice", via);
+    let mut bob = w.bob("bob", &[]);
+    let s = start(&mut alice, &mut bob, w.src.path(), false);
     let hash = s.offered["hash"].clone();
 
     // Dark for longer than the idle timeout: both sides give the peer connection up.
@@ -324,7 +359,7 @@ fn a_dark_path_interrupts_the_transfer_and_it_resumes_by_itself() {
     let got = done(&mut bob, "receive");
     let sent = done(&mut alice, "send");
     assert_eq!(sent["id"], s.offered["id"], "{sent}");
-    assert_resumed(&got, &sent, &hash, downloads.path(), &s.bytes);
+    assert_resumed(&got, &sent, &hash, w.downloads(), &s.bytes);
     common::both_exit_ok(&mut alice, &mut bob);
 }
 
@@ -360,15 +395,12 @@ fn any_within(
 /// for longer than the re-offer period), and both still leave cleanly.
 #[test]
 fn a_cancelled_transfer_is_not_offered_again_and_leaves_no_part() {
-    let data = tmp();
-    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
-    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let dl = downloads.path().display().to_string();
-    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
-    let mut bob = up("bob", srv.addr, hb.path(), "bob", &["--downloads", &dl]);
-    let s = start(&mut alice, &mut bob, src.path(), false);
+    let w = World::new();
+    let mut alice = w.alice("alice");
+    let mut bob = w.bob("bob", &[]);
+    let s = start(&mut alice, &mut bob, w.src.path(), false);
     let hash = s.offered["hash"].clone();
-    assert!(part_len(downloads.path(), &hash) > 0);
+    assert!(part_len(w.downloads(), &hash) > 0);
 
     alice.line("/cancel");
     let f = alice.wait_for("the cancel", WAIT, |v| is(v, "file_failed", "send"));
@@ -388,7 +420,7 @@ fn a_cancelled_transfer_is_not_offered_again_and_leaves_no_part() {
         alice.diag(),
         bob.diag()
     );
-    let left: Vec<String> = std::fs::read_dir(downloads.path())
+    let left: Vec<String> = std::fs::read_dir(w.downloads())
         .expect("downloads")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
@@ -403,14 +435,10 @@ fn a_cancelled_transfer_is_not_offered_again_and_leaves_no_part() {
 /// tell it.)
 #[test]
 fn a_transfer_cancelled_while_it_waits_to_resume_is_not_offered_again() {
-    let data = tmp();
-    let (ha, hb, downloads, src) = (tmp(), tmp(), tmp(), tmp());
-    let srv = Server::start(data.path(), "127.0.0.1:0", &[]);
-    let dl = downloads.path().display().to_string();
-    let mut alice = up("alice", srv.addr, ha.path(), "alice", &["--relay-only"]);
-    let bob_args = ["--downloads", dl.as_str()];
-    let mut bob = up("bob", srv.addr, hb.path(), "bob", &bob_args);
-    let s = start(&mut alice, &mut bob, src.path(), false);
+    let w = World::new();
+    let mut alice = w.alice("alice");
+    let mut bob = w.bob("bob", &[]);
+    let s = start(&mut alice, &mut bob, w.src.path(), false);
 
     bob.proc.kill();
     let i = alice.wait_for("the interruption", WAIT, |v| {
@@ -423,7 +451,7 @@ fn a_transfer_cancelled_while_it_waits_to_resume_is_not_offered_again() {
     assert_eq!(f["code"], "cancelled", "{f}");
 
     // Bob comes back: without the cancel, the next offer would reach him within 3 s.
-    let mut bob = up("bob2", srv.addr, hb.path(), "bob", &bob_args);
+    let mut bob = w.bob("bob2", &[]);
     let again = any_within(&mut bob, NO_REOFFER_WAIT, |v| v["type"] == "file_offer");
     assert!(again.is_none(), "offered again: {again:?}\n{}", bob.diag());
     alice.line("/cancel");
